@@ -1,0 +1,60 @@
+"""Inputs for monai_das: MedMNIST3D, synthetic volumes/videos, ultrasound clips and their listings."""
+
+from monai_das.data.factory import DATASET_NAMES, SYNTHETIC_DEFAULT_SAMPLES, dataset_info, get_dataset
+from monai_das.data.listing import (
+    POCUS_CLASSES,
+    POCUS_LABEL_MAP,
+    assign_group_folds,
+    pocus_listing,
+    read_video_listing,
+    split_by_fold,
+)
+from monai_das.data.medmnist3d import (
+    MEDMNIST3D_NAMES,
+    MEDMNIST3D_SIZES,
+    MedMNIST3DDataset,
+    ensure_medmnist_file,
+    medmnist_filename,
+    medmnist_info,
+    medmnist_root,
+)
+from monai_das.data.synthetic import (
+    SPLIT_SEED_OFFSETS,
+    SYNTHETIC_CLASS_NAMES,
+    SyntheticVideoDataset,
+    SyntheticVolumeDataset,
+    make_synthetic_sequence,
+)
+from monai_das.data.video import VideoDataset, video_transform
+from monai_das.data.video_io import DICOM_EXTENSIONS, VIDEO_EXTENSIONS, is_dicom, read_video
+
+__all__ = [
+    "DATASET_NAMES",
+    "SYNTHETIC_DEFAULT_SAMPLES",
+    "dataset_info",
+    "get_dataset",
+    "POCUS_CLASSES",
+    "POCUS_LABEL_MAP",
+    "assign_group_folds",
+    "pocus_listing",
+    "read_video_listing",
+    "split_by_fold",
+    "MEDMNIST3D_NAMES",
+    "MEDMNIST3D_SIZES",
+    "MedMNIST3DDataset",
+    "ensure_medmnist_file",
+    "medmnist_filename",
+    "medmnist_info",
+    "medmnist_root",
+    "SPLIT_SEED_OFFSETS",
+    "SYNTHETIC_CLASS_NAMES",
+    "SyntheticVideoDataset",
+    "SyntheticVolumeDataset",
+    "make_synthetic_sequence",
+    "VideoDataset",
+    "video_transform",
+    "DICOM_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "is_dicom",
+    "read_video",
+]

@@ -1,0 +1,198 @@
+"""
+Readers for ultrasound clips: video containers through OpenCV (FFmpeg backend; Pillow fallback for GIF) and
+multi-frame DICOM through pydicom. Both return ``T×H×W×C`` float32 frames in ``[0, 1]``, already resized, plus an
+info dict; temporal resampling to a fixed length is done by ``monai_das.transforms.LoadVideo``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["VIDEO_EXTENSIONS", "DICOM_EXTENSIONS", "is_dicom", "read_video"]
+
+#: container extensions read with OpenCV (case-insensitive)
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mpeg", ".mpg", ".mov", ".gif", ".mkv", ".webm", ".wmv")
+#: extensions read with pydicom (files without extension are also read as DICOM when they carry the DICM preamble)
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """True for a ``.dcm``/``.dicom`` file or a file with the DICOM preamble (``DICM`` at byte 128)."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_EXTENSIONS:
+        return True
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return False
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _size_hw(spatial_size: Sequence[int] | int | None) -> tuple[int, int] | None:
+    if spatial_size is None:
+        return None
+    size = (int(spatial_size),) * 2 if isinstance(spatial_size, (int, np.integer)) else tuple(int(s) for s in spatial_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"spatial_size must be a positive int or (H, W), got {spatial_size}.")
+    return size  # type: ignore[return-value]
+
+
+def _frame(frame: np.ndarray, size: tuple[int, int] | None, grayscale: bool, bgr: bool) -> np.ndarray:
+    """One ``H×W×C`` frame (uint8 or float32) → grayscale/RGB, resized with area interpolation, ``h×w×C``."""
+    import cv2
+
+    if frame.ndim == 2:
+        frame = frame[..., None]
+    if frame.shape[-1] == 4:
+        frame = frame[..., :3]
+    if grayscale and frame.shape[-1] == 3:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)[..., None]
+    elif not grayscale and frame.shape[-1] == 1:
+        frame = np.repeat(frame, 3, axis=-1)
+    elif not grayscale and bgr:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    if size is not None and frame.shape[:2] != size:
+        interp = cv2.INTER_AREA if size[0] <= frame.shape[0] and size[1] <= frame.shape[1] else cv2.INTER_LINEAR
+        frame = cv2.resize(frame, (size[1], size[0]), interpolation=interp)
+        if frame.ndim == 2:
+            frame = frame[..., None]
+    return frame
+
+
+def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> tuple[list[np.ndarray], dict]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            if path.suffix.lower() == ".gif":
+                return _read_gif_pillow(path, size, grayscale)
+            raise RuntimeError(
+                f"cannot open video file '{path}': OpenCV/FFmpeg could not read it (corrupt, truncated or "
+                f"unsupported container)."
+            )
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        frames, orig = [], None
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            orig = frame.shape[:2]
+            frames.append(_frame(frame, size, grayscale, bgr=True))
+    finally:
+        cap.release()
+    if check_frame_count and declared > 0 and len(frames) < 0.9 * declared - 1:
+        raise RuntimeError(
+            f"video file '{path}' looks truncated or corrupt: decoded {len(frames)} of the {declared} frames its "
+            f"header declares (pass check_frame_count=False to accept the partial clip)."
+        )
+    return frames, {"fps": fps, "original_size": orig, "reader": "opencv"}
+
+
+def _read_gif_pillow(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], dict]:
+    from PIL import Image, ImageSequence
+
+    try:
+        with Image.open(path) as im:
+            duration = im.info.get("duration") or 0
+            raw = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
+    except Exception as e:  # PIL raises several exception types for bad files
+        raise RuntimeError(f"cannot read GIF file '{path}': {e}") from e
+    frames = [_frame(f, size, grayscale, bgr=False) for f in raw]
+    orig = raw[0].shape[:2] if raw else None
+    return frames, {"fps": 1000.0 / duration if duration else 0.0, "original_size": orig, "reader": "pillow"}
+
+
+def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], dict]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as e:
+        raise RuntimeError(f"cannot read DICOM file '{path}': {e}") from e
+    if "PixelData" not in ds:
+        raise ValueError(f"DICOM file '{path}' has no pixel data.")
+    try:
+        arr = ds.pixel_array  # pydicom >= 3 converts YBR to RGB
+    except Exception as e:
+        tsuid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise RuntimeError(
+            f"cannot decode the pixel data of DICOM file '{path}' (transfer syntax {tsuid}): {e}. Compressed DICOM "
+            f"needs a decoder plugin: Pillow (JPEG baseline) or pylibjpeg/gdcm."
+        ) from e
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1) if photometric != "PALETTE COLOR" else 3
+    arr = np.asarray(arr).reshape(nframes, int(ds.Rows), int(ds.Columns), spp)
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    else:
+        arr = arr.astype(np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    if photometric == "MONOCHROME1":
+        arr = 1.0 - arr
+    frames = [_frame(f, size, grayscale, bgr=False) for f in arr]
+    fps = 0.0
+    if ds.get("FrameTime"):
+        fps = 1000.0 / float(ds.FrameTime)
+    elif ds.get("CineRate"):
+        fps = float(ds.CineRate)
+    elif ds.get("RecommendedDisplayFrameRate"):
+        fps = float(ds.RecommendedDisplayFrameRate)
+    return frames, {"fps": fps, "original_size": tuple(arr.shape[1:3]), "reader": "pydicom"}
+
+
+def read_video(
+    path: str | os.PathLike,
+    spatial_size: Sequence[int] | int | None = None,
+    grayscale: bool = True,
+    check_frame_count: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """
+    Decode every frame of a clip.
+
+    Args:
+        path: a video file (``VIDEO_EXTENSIONS``, read with OpenCV; GIF falls back to Pillow if OpenCV fails) or a
+            single- or multi-frame DICOM file (pydicom; JPEG-compressed needs Pillow).
+        spatial_size: ``(H, W)`` (or one int for square) each frame is resized to (area interpolation when
+            shrinking, bilinear when enlarging; the aspect ratio is not preserved); ``None`` keeps the native size.
+        grayscale: one luminance channel (ITU-R 601 weights) instead of RGB.
+        check_frame_count: raise when far fewer frames decode than the container header declares (truncated file).
+
+    Returns:
+        ``frames``: float32 ``T×H×W×C`` in ``[0, 1]`` (uint8 sources divided by 255, other DICOM dtypes min–max
+        scaled over the clip; MONOCHROME1 inverted), and ``info``: ``{"filename", "num_frames", "fps",
+        "original_size", "reader"}``.
+
+    Raises:
+        FileNotFoundError: missing file. RuntimeError: unreadable, corrupt or truncated file. ValueError: zero frames.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file '{path}' does not exist.")
+    size = _size_hw(spatial_size)
+    if is_dicom(path):
+        frames, info = _read_dicom(path, size, grayscale)
+    else:
+        frames, info = _read_opencv(path, size, grayscale, check_frame_count)
+    if not frames:
+        raise ValueError(f"video file '{path}' has zero decodable frames (empty or corrupt).")
+    arr = np.stack(frames)
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    info.update(filename=str(path), num_frames=int(arr.shape[0]))
+    return np.ascontiguousarray(arr, dtype=np.float32), info

@@ -1,0 +1,457 @@
+"""
+Load an exported DAS model (TorchScript, or checkpoint + bundle config) and classify one study with it, reporting
+which slices/frames the sampler kept. Shared by the MONAI Deploy application and the MONAI Label sample app; needs
+neither of their SDKs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+__all__ = ["ModelSpec", "Prediction", "DASPredictor", "find_bundle_files"]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
+TORCHSCRIPT_NAMES = ("model.ts",)
+CHECKPOINT_NAMES = ("model.pt", "model.pth")
+
+
+@dataclass
+class ModelSpec:
+    """
+    What the network expects.
+
+    Attributes:
+        layout: ``"volume"`` (input ``B×C×D×H×W``, frames along spatial axis ``slice_axis``) or ``"video"``
+            (input ``B×T×C×H×W``).
+        spatial_size: ``(D, H, W)`` for ``volume``, ``(T, H, W)`` for ``video``: the grid every study is resampled to.
+        in_channels: ``C``.
+        slice_axis: 0, 1 or 2 (``volume`` only).
+        labels: class names, index = class id.
+    """
+
+    layout: str = "volume"
+    spatial_size: tuple[int, int, int] = (28, 28, 28)
+    in_channels: int = 1
+    slice_axis: int = 0
+    labels: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("volume", "video"):
+            raise ValueError(f"layout must be 'volume' or 'video', got {self.layout!r}.")
+        size = tuple(int(s) for s in self.spatial_size)
+        if len(size) != 3 or min(size) < 1:
+            raise ValueError(f"spatial_size must be three positive ints, got {self.spatial_size}.")
+        self.spatial_size = size  # type: ignore[assignment]
+        if self.slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}.")
+        if int(self.in_channels) < 1:
+            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}.")
+
+    @property
+    def num_frames(self) -> int:
+        """``T``: the number of slices/frames the sampler chooses from."""
+        return self.spatial_size[0] if self.layout == "video" else self.spatial_size[self.slice_axis]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """``(H, W)`` of one slice/frame."""
+        if self.layout == "video":
+            return self.spatial_size[1], self.spatial_size[2]
+        rest = [s for i, s in enumerate(self.spatial_size) if i != self.slice_axis]
+        return rest[0], rest[1]
+
+    def label_name(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else f"class_{index}"
+
+
+@dataclass
+class Prediction:
+    """
+    Result for one study.
+
+    Attributes:
+        probabilities: softmax (sigmoid for one logit) probabilities, one per class.
+        label: predicted class id; ``label_name`` its name.
+        kept_indices: frames the sampler kept, positions ``0..T-1`` along the network's frame axis (``None`` when
+            the model does not expose its sampler).
+        num_frames: ``T``; ``num_kept``: ``k``.
+        compute_saved: ``1 - k/T``, the fraction of per-frame encoder passes skipped.
+        macs: measured multiply-accumulates (``sampler``, ``downstream`` and ``full_sequence`` = the downstream
+            network on all ``T`` frames), when the eager network is available; else ``None``.
+    """
+
+    probabilities: list[float]
+    label: int
+    label_name: str
+    kept_indices: list[int] | None
+    num_frames: int
+    num_kept: int | None
+    compute_saved: float | None
+    macs: dict[str, int] | None = None
+
+    @property
+    def macs_saved(self) -> float | None:
+        """``1 - (sampler + downstream) / full_sequence`` MACs (the sampler's own cost included)."""
+        if not self.macs or not self.macs.get("full_sequence"):
+            return None
+        return 1.0 - (self.macs["sampler"] + self.macs["downstream"]) / self.macs["full_sequence"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "probabilities": self.probabilities,
+            "predicted_label": self.label,
+            "predicted_name": self.label_name,
+            "kept_indices": self.kept_indices,
+            "num_frames": self.num_frames,
+            "num_kept": self.num_kept,
+            "compute_saved": self.compute_saved,
+            "macs": self.macs,
+            "macs_saved": self.macs_saved,
+        }
+
+
+def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
+    """
+    Locate ``torchscript``, ``checkpoint``, ``config`` and ``metadata`` for ``path``: a bundle folder
+    (``configs/``, ``models/``), a ``models/`` folder, or a model file inside a bundle.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model path '{path}' does not exist.")
+    found: dict[str, Path | None] = {"torchscript": None, "checkpoint": None, "config": None, "metadata": None}
+    if path.is_file():
+        root = path.parent.parent if path.parent.name == "models" else path.parent
+        key = "torchscript" if _is_torchscript(path) else "checkpoint"
+        found[key] = path
+    else:
+        root = path.parent if path.name == "models" else path
+        models = root / "models"
+        for name in TORCHSCRIPT_NAMES:
+            if (models / name).is_file():
+                found["torchscript"] = models / name
+                break
+        for name in CHECKPOINT_NAMES:
+            if (models / name).is_file():
+                found["checkpoint"] = models / name
+                break
+    for name in CONFIG_NAMES:
+        if (root / "configs" / name).is_file():
+            found["config"] = root / "configs" / name
+            break
+    if (root / "configs" / "metadata.json").is_file():
+        found["metadata"] = root / "configs" / "metadata.json"
+    return found
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip with ``code/`` and ``data.pkl`` entries (a plain ``torch.save`` has no ``code/``)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return any("/code/" in n or n.startswith("code/") for n in names) and any(n.endswith("data.pkl") for n in names)
+
+
+def _spec_from_configs(metadata: Mapping, network_args: Mapping, config: Mapping | None, overrides: Mapping) -> ModelSpec:
+    """Read :class:`ModelSpec` fields from bundle ``metadata.json`` (``network_data_format``) and the network args."""
+    fmt = metadata.get("network_data_format", {}) if metadata else {}
+    inputs = fmt.get("inputs", {})
+    image = inputs.get("image") or (next(iter(inputs.values())) if inputs else {})
+    outputs = fmt.get("outputs", {})
+    pred = outputs.get("pred") or (next(iter(outputs.values())) if outputs else {})
+    kw: dict[str, Any] = dict(network_args)
+    if image.get("num_channels"):
+        kw.setdefault("in_channels", int(image["num_channels"]))
+    shape = image.get("spatial_shape")
+    if shape and all(isinstance(s, int) or str(s).isdigit() for s in shape):
+        shape = [int(s) for s in shape]
+        if len(shape) == 4:  # video bundles may list T, C, H, W
+            shape = [shape[0], shape[2], shape[3]]
+        if len(shape) == 3:
+            kw["spatial_size"] = tuple(shape)
+    channel_def = pred.get("channel_def") or {}
+    if channel_def:
+        kw["labels"] = [str(channel_def[k]) for k in sorted(channel_def, key=lambda c: int(c))]
+    elif isinstance((config or {}).get("label_names"), list):
+        kw["labels"] = [str(v) for v in config["label_names"]]  # type: ignore[index]
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    if "layout" in kw:
+        kw["layout"] = str(kw["layout"])
+    if "slice_axis" in kw:
+        kw["slice_axis"] = int(kw["slice_axis"])
+    if "in_channels" in kw:
+        kw["in_channels"] = int(kw["in_channels"])
+    if "labels" in kw:
+        kw["labels"] = list(kw["labels"])
+    return ModelSpec(**kw)
+
+
+class DASPredictor:
+    """
+    Run a DAS classifier on one preprocessed study and report the kept slices/frames.
+
+    Construct with :meth:`from_path` (bundle folder, TorchScript file or checkpoint) or directly from a module.
+
+    Args:
+        network: ``forward(x) -> logits B×num_classes``; for kept indices it should also expose ``sample(x)`` (as
+            :class:`monai_das.networks.SubsampledClassifier` does, eager or scripted) or a ``sampler`` submodule
+            taking ``B×T×C×H×W`` (traced exports keep it).
+        spec: :class:`ModelSpec` of the network input.
+        source: where the network came from (recorded in reports); ``model_format``: ``"torchscript"``,
+            ``"checkpoint"`` or ``"module"``.
+        device: torch device (default CPU).
+        measure_macs: count MACs with torch's FLOP counter (eager networks with ``sampler``/``classify_frames``;
+            counted once per input shape).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        spec: ModelSpec,
+        source: str = "",
+        model_format: str = "module",
+        device: str | torch.device = "cpu",
+        measure_macs: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.spec = spec
+        self.source = source
+        self.model_format = model_format
+        self.measure_macs = measure_macs
+        self._macs_cache: dict[tuple[int, ...], dict[str, int] | None] = {}
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike,
+        config_file: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        prefer: str = "torchscript",
+        **spec_overrides: Any,
+    ) -> DASPredictor:
+        """
+        Load a model.
+
+        Args:
+            path: bundle folder (uses ``models/model.ts``, falling back to ``models/model.pt`` +
+                ``configs/inference.json``), a TorchScript file (configs embedded by ``ckpt_export`` are used) or a
+                checkpoint file (needs ``config_file`` or to sit in a bundle's ``models/`` folder).
+            config_file: bundle config defining ``network_def`` (checkpoint path); overrides the bundle's own.
+            device: torch device.
+            prefer: ``"torchscript"`` (default) or ``"checkpoint"`` when a bundle has both.
+            spec_overrides: :class:`ModelSpec` fields that override what the bundle says (``layout``,
+                ``spatial_size``, ``in_channels``, ``slice_axis``, ``labels``).
+
+        Raises:
+            FileNotFoundError: no model file. ValueError: a checkpoint without a config. RuntimeError: loading failed.
+        """
+        if prefer not in ("torchscript", "checkpoint"):
+            raise ValueError(f"prefer must be 'torchscript' or 'checkpoint', got {prefer!r}.")
+        files = find_bundle_files(path)
+        if config_file is not None:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"config file '{config_file}' does not exist.")
+            files["config"] = Path(config_file)
+        if files["torchscript"] is None and files["checkpoint"] is None:
+            raise FileNotFoundError(
+                f"no model found at '{path}': expected a TorchScript file, a checkpoint, or a bundle folder with "
+                f"models/{TORCHSCRIPT_NAMES[0]} or models/{CHECKPOINT_NAMES[0]}."
+            )
+        order = ["torchscript", "checkpoint"] if prefer == "torchscript" else ["checkpoint", "torchscript"]
+        errors = []
+        for kind in order:
+            if files[kind] is None:
+                continue
+            try:
+                if kind == "torchscript":
+                    return cls._from_torchscript(files, device, spec_overrides)
+                return cls._from_checkpoint(files, device, spec_overrides)
+            except (RuntimeError, ValueError, KeyError, OSError) as e:
+                errors.append(f"{kind} '{files[kind]}': {e}")
+                logger.warning("could not load %s model %s (%s); trying the next format", kind, files[kind], e)
+        raise RuntimeError(f"could not load a model from '{path}': " + "; ".join(errors))
+
+    @classmethod
+    def _from_torchscript(cls, files: dict, device, overrides: Mapping) -> DASPredictor:
+        from monai.data import load_net_with_metadata
+
+        ts_path = files["torchscript"]
+        net, meta, extra = load_net_with_metadata(str(ts_path), map_location=torch.device(device),
+                                                  more_extra_files=("inference.json",))
+        config = _read_config(files["config"]) if files["config"] else _json_or_none(extra.get("inference.json"))
+        metadata = _read_config(files["metadata"]) if files["metadata"] else meta
+        spec = _spec_from_configs(metadata or {}, _network_args(config), config, overrides)
+        return cls(net, spec, source=str(ts_path), model_format="torchscript", device=device)
+
+    @classmethod
+    def _from_checkpoint(cls, files: dict, device, overrides: Mapping) -> DASPredictor:
+        from monai.bundle import ConfigParser
+
+        ckpt_path, cfg_path = files["checkpoint"], files["config"]
+        if cfg_path is None:
+            raise ValueError(
+                f"checkpoint '{ckpt_path}' needs a bundle config with 'network_def' (pass config_file, or keep the "
+                f"checkpoint in <bundle>/models/ next to <bundle>/configs/inference.json)."
+            )
+        parser = ConfigParser()
+        parser.read_config(str(cfg_path))
+        if files["metadata"]:
+            parser.read_meta(str(files["metadata"]))
+        parser["bundle_root"] = str(Path(cfg_path).parent.parent)
+        if "network_def" not in parser.config:  # type: ignore[operator]
+            raise ValueError(f"config '{cfg_path}' has no 'network_def'.")
+        net = parser.get_parsed_content("network_def", instantiate=True)
+        state = torch.load(str(ckpt_path), map_location=torch.device(device), weights_only=True)
+        if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+            state = state["model"]
+        net.load_state_dict(state)
+        config = parser.get()
+        spec = _spec_from_configs(parser.get("_meta_") or {}, _network_args(config), config, overrides)
+        return cls(net, spec, source=str(ckpt_path), model_format="checkpoint", device=device)
+
+    # ------------------------------------------------------------------ inference
+    def check_input(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` without batch dim (``C×D×H×W`` or ``T×C×H×W``) → batched float tensor on the device."""
+        x = torch.as_tensor(image)
+        if hasattr(x, "as_tensor"):
+            x = x.as_tensor()
+        if x.ndim != 4:
+            raise ValueError(f"expected one study without batch dimension (4 dims), got shape {tuple(x.shape)}.")
+        if self.spec.layout == "volume":
+            channels, spatial = x.shape[0], tuple(x.shape[1:])
+        else:
+            channels, spatial = x.shape[1], (x.shape[0], *x.shape[2:])
+        if channels != self.spec.in_channels:
+            raise ValueError(f"the network expects {self.spec.in_channels} channel(s), the study has {channels}.")
+        if spatial != tuple(self.spec.spatial_size):
+            raise ValueError(f"the network expects spatial size {self.spec.spatial_size}, got {spatial}.")
+        if not torch.isfinite(x).all():
+            raise ValueError("the study contains NaN or infinite values after preprocessing.")
+        return x[None].float().to(self.device)
+
+    def _to_frames(self, x: torch.Tensor) -> torch.Tensor:
+        return x.movedim(2 + self.spec.slice_axis, 1) if self.spec.layout == "volume" else x
+
+    def kept_indices(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``B×k`` indices the network's sampler keeps for batched input ``x``, or ``None`` if not exposed."""
+        net = self.network
+        out = None
+        if hasattr(net, "sample"):
+            out = net.sample(x)
+        elif hasattr(net, "sampler"):
+            out = net.sampler(self._to_frames(x))
+        if out is None:
+            return None
+        indices = out.indices if hasattr(out, "indices") else out[2]
+        return torch.sort(indices.long(), dim=-1).values
+
+    def _macs(self, x: torch.Tensor) -> dict[str, int] | None:
+        net = self.network
+        if not self.measure_macs or isinstance(net, torch.jit.ScriptModule):
+            return None
+        if not all(hasattr(net, a) for a in ("to_frames", "sampler", "classify_frames")):
+            return None
+        key = tuple(x.shape)
+        if key not in self._macs_cache:
+            from monai_das.utils.cost import count_macs, model_cost
+
+            try:
+                cost = model_cost(net, x)
+                full = count_macs(net.classify_frames, net.to_frames(x)) // x.shape[0]
+                self._macs_cache[key] = {
+                    "sampler": int(cost["macs_sampler"]),
+                    "downstream": int(cost["macs_downstream"]),
+                    "full_sequence": int(full),
+                }
+            except Exception as e:  # counting is informative only
+                logger.warning("MAC counting failed: %s", e)
+                self._macs_cache[key] = None
+        return self._macs_cache[key]
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor) -> Prediction:
+        """Classify one preprocessed study (``C×D×H×W`` for ``volume``, ``T×C×H×W`` for ``video``)."""
+        x = self.check_input(image)
+        logits = self.network(x)
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        if logits.ndim != 2 or logits.shape[0] != 1:
+            raise RuntimeError(f"the network returned logits of shape {tuple(logits.shape)}, expected 1×num_classes.")
+        logits = logits[0].float().cpu()
+        probs = torch.sigmoid(logits) if logits.numel() == 1 else torch.softmax(logits, dim=0)
+        label = int(probs[0] >= 0.5) if logits.numel() == 1 else int(torch.argmax(probs))
+        probs_list = [1.0 - float(probs[0]), float(probs[0])] if logits.numel() == 1 else probs.tolist()
+        idx = self.kept_indices(x)
+        kept = idx[0].cpu().tolist() if idx is not None else None
+        t = self.spec.num_frames
+        k = len(kept) if kept is not None else None
+        return Prediction(
+            probabilities=[float(p) for p in probs_list],
+            label=label,
+            label_name=self.spec.label_name(label),
+            kept_indices=kept,
+            num_frames=t,
+            num_kept=k,
+            compute_saved=(1.0 - k / t) if k is not None else None,
+            macs=self._macs(x),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Model facts for reports."""
+        return {
+            "source": self.source,
+            "format": self.model_format,
+            "layout": self.spec.layout,
+            "spatial_size": list(self.spec.spatial_size),
+            "in_channels": self.spec.in_channels,
+            "slice_axis": self.spec.slice_axis,
+            "labels": list(self.spec.labels),
+        }
+
+
+def _network_args(config: Mapping | None) -> dict[str, Any]:
+    """``layout``, ``slice_axis``, ``in_channels`` of the config's ``network_def``, references resolved."""
+    if not config or not isinstance(config.get("network_def"), Mapping):
+        return {}
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(dict(config))
+    args: dict[str, Any] = {}
+    for key in ("layout", "slice_axis", "in_channels"):
+        if key in config["network_def"]:
+            try:
+                args[key] = parser.get_parsed_content(f"network_def#{key}", instantiate=False)
+            except Exception as e:  # an unresolvable expression: fall back to metadata / defaults
+                logger.warning("cannot resolve network_def#%s in the bundle config: %s", key, e)
+    return args
+
+
+def _read_config(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    from monai.bundle import ConfigParser
+
+    return ConfigParser.load_config_file(str(path))
+
+
+def _json_or_none(text: Any) -> dict | None:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None

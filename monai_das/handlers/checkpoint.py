@@ -1,0 +1,94 @@
+"""Checkpoints that are written atomically and can be resumed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from monai.handlers import CheckpointSaver
+from monai.utils import IgniteInfo, min_version, optional_import
+
+DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
+
+__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver"]
+
+
+class AtomicDiskSaver(DiskSaver):
+    """
+    Ignite ``DiskSaver`` with ``atomic=True`` (serialise to a temporary file in the same folder, then ``os.replace``;
+    the file gets group/others read permission, as with a plain ``torch.save``), optionally to a fixed file name.
+
+    With a fixed ``filename`` the previous file is *not* deleted before the new one is written: ``os.replace``
+    swaps it in one step, so a process killed at any moment leaves either the old or the new complete file.
+    """
+
+    def __init__(self, dirname: str, filename: str | None = None, **kwargs: Any) -> None:
+        super().__init__(dirname=dirname, atomic=True, create_dir=True, require_empty=False, **kwargs)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def remove(self, filename: str) -> None:
+        if self.filename is not None:  # replaced in place by the next save
+            return
+        path = self.dirname / filename
+        if path.exists():
+            super().remove(filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """
+    :class:`monai.handlers.CheckpointSaver` whose files are written atomically and whose best-model tracking survives
+    a restart.
+
+    MONAI's ``CheckpointSaver`` builds its ignite ``DiskSaver`` with ``atomic=False`` (and, for fixed file names,
+    deletes the old file before writing the new one), so a kill during a save can leave a truncated or missing
+    checkpoint. This subclass swaps in :class:`AtomicDiskSaver` for the final, key-metric and interval checkpoints.
+
+    It also has ``state_dict()``/``load_state_dict()`` (the key-metric tracking list: ``(score, filename)`` of the
+    best checkpoint so far), so it can itself be put in another checkpoint's ``save_dict`` and restored by
+    ``CheckpointLoader``: after a resume, a worse model does not overwrite the best one. A key metric that is NaN
+    (e.g. AUC on a validation set with one class) scores ``-inf`` so that any later real value beats it.
+
+    Args:
+        save_dir, save_dict, kwargs: as :class:`monai.handlers.CheckpointSaver`.
+        interval_filename: fixed file name for the interval checkpoint (e.g. ``"last.pt"`` with ``save_interval=1``
+            and ``n_saved=1``: a "last" checkpoint replaced in place every epoch). ``None`` keeps MONAI's
+            ``checkpoint_epoch=N.pt`` names.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, interval_filename: str | None = None, **kwargs: Any) -> None:
+        super().__init__(save_dir=save_dir, save_dict=save_dict, **kwargs)
+        for ckpt, fixed in (
+            (self._final_checkpoint, kwargs.get("final_filename")),
+            (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
+            (self._interval_checkpoint, interval_filename),
+        ):
+            if ckpt is not None:
+                ckpt.save_handler = AtomicDiskSaver(save_dir, filename=fixed)
+        if self._key_metric_checkpoint is not None:
+            score_fn = self._key_metric_checkpoint.score_function
+
+            def _nan_safe_score(engine: Any) -> float:
+                score = float(score_fn(engine))  # plain float: checkpoints load with weights_only=True
+                return -math.inf if math.isnan(score) else score
+
+            self._key_metric_checkpoint.score_function = _nan_safe_score
+
+    def state_dict(self) -> dict:
+        """Key-metric tracking list (empty when ``save_key_metric`` is off)."""
+        if self._key_metric_checkpoint is None:
+            return {}
+        return dict(self._key_metric_checkpoint.state_dict())
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        if self._key_metric_checkpoint is not None and state_dict:
+            self._key_metric_checkpoint.load_state_dict(state_dict)
+
+    @property
+    def best_score(self) -> float | None:
+        """Score of the best checkpoint saved so far (``None`` before the first one)."""
+        saved = self._key_metric_checkpoint._saved if self._key_metric_checkpoint is not None else []
+        return float(saved[-1].priority) if saved else None

@@ -1,0 +1,131 @@
+"""Evaluation report: metrics JSON, confusion matrix (JSON + PNG), printed summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_das.handlers.metrics import balanced_accuracy_from_confusion
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["ClassificationReportSaver", "write_json_atomic"]
+
+
+def write_json_atomic(obj: Any, filepath: str | os.PathLike) -> str:
+    """Write JSON to ``filepath`` through a temporary file and ``os.replace``."""
+    path = Path(filepath)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu()
+        return v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+class ClassificationReportSaver:
+    """
+    At the end of an evaluation, writes ``<output_dir>/<prefix>metrics.json`` (the engine's scalar metrics with
+    ``prefix`` stripped from their names, the number of samples, the confusion matrix, class names),
+    ``<prefix>confusion_matrix.json`` and ``<prefix>confusion_matrix.png``, and prints a one-line summary.
+
+    The confusion matrix is built from the argmax of ``pred_key`` and ``label_key`` of every decollated output item.
+
+    Args:
+        output_dir: folder for the files.
+        num_classes: number of classes.
+        label_names: class names (default ``"0"``, ``"1"``, ...).
+        metric_prefix: prefix of the engine metric names to strip in the report (e.g. ``"test_"``).
+        file_prefix: prefix of the file names.
+        pred_key: output key of the logits/probabilities.
+        label_key: output key of the integer label.
+        extra: constant entries added to the JSON (method, dataset, seed, ...).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        num_classes: int,
+        label_names: Sequence[str] | None = None,
+        metric_prefix: str = "",
+        file_prefix: str = "",
+        pred_key: str = "pred",
+        label_key: str = "label",
+        extra: dict | None = None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.num_classes = int(num_classes)
+        self.label_names = [str(x) for x in label_names] if label_names else [str(i) for i in range(num_classes)]
+        self.metric_prefix = metric_prefix
+        self.file_prefix = file_prefix
+        self.pred_key, self.label_key = pred_key, label_key
+        self.extra = dict(extra or {})
+        self.logger = logging.getLogger(__name__)
+        self._cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.report: dict = {}
+
+    def attach(self, engine: Any) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _reset(self, engine: Any) -> None:
+        self._cm[:] = 0
+
+    def _update(self, engine: Any) -> None:
+        items = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        for item in items:
+            pred = torch.as_tensor(item[self.pred_key]).reshape(-1)
+            label = int(torch.as_tensor(item[self.label_key]).reshape(-1)[0])
+            if not 0 <= label < self.num_classes:
+                raise ValueError(f"label {label} outside [0, {self.num_classes}).")
+            self._cm[label, int(pred.argmax())] += 1
+
+    def __call__(self, engine: Any) -> None:
+        from monai_das.visualize import plot_confusion_matrix
+
+        metrics = {}
+        for name, value in engine.state.metrics.items():
+            value = _scalar(value)
+            if isinstance(value, (int, float)):
+                key = name[len(self.metric_prefix):] if self.metric_prefix and name.startswith(self.metric_prefix) else name
+                metrics[key] = None if isinstance(value, float) and math.isnan(value) else value
+        cm = self._cm.tolist()
+        metrics.setdefault("balanced_accuracy", balanced_accuracy_from_confusion(torch.as_tensor(self._cm)))
+        self.report = {
+            **self.extra,
+            "num_samples": int(self._cm.sum()),
+            "metrics": metrics,
+            "confusion_matrix": cm,
+            "label_names": self.label_names,
+        }
+        write_json_atomic(self.report, self.output_dir / f"{self.file_prefix}metrics.json")
+        write_json_atomic(
+            {"labels": self.label_names, "matrix": cm, "rows": "true", "columns": "predicted"},
+            self.output_dir / f"{self.file_prefix}confusion_matrix.json",
+        )
+        plot_confusion_matrix(self._cm, self.output_dir / f"{self.file_prefix}confusion_matrix.png", self.label_names)
+        summary = ", ".join(
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
+        )
+        msg = f"evaluation on {self.report['num_samples']} samples: {summary}"
+        self.logger.info(msg)
+        print(msg, flush=True)

@@ -1,0 +1,166 @@
+"""Handlers that expose what the sampler kept: per-item indices in the engine output, and pictures."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["unwrap_network", "SampledIndicesHandler", "SamplingFiguresHandler"]
+
+
+def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
+    """The classifier inside ``DistributedDataParallel``/``DataParallel`` wrappers; raises if it has no sampler."""
+    net = network
+    while hasattr(net, "module") and not hasattr(net, "sampler"):
+        net = net.module
+    if not hasattr(net, "sampler"):
+        raise ValueError(f"{type(network).__name__} has no 'sampler' attribute: expected a SubsampledClassifier.")
+    return net
+
+
+class SampledIndicesHandler:
+    """
+    Adds the indices of the kept frames to every item of a (decollated) engine output, under ``output_key``
+    (``B×k`` → one length-``k`` long tensor per item), from a forward hook on ``network.sampler``: the indices are
+    those of the very forward pass that produced the prediction.
+
+    Attach it to an evaluator/inference engine (``decollate=True``, the MONAI default); items are matched in
+    batch order.
+
+    Args:
+        network: the ``SubsampledClassifier`` (wrappers such as DDP are unwrapped).
+        output_key: key added to each output item.
+    """
+
+    def __init__(self, network: torch.nn.Module, output_key: str = "indices") -> None:
+        self.network = network
+        self.output_key = output_key
+        self._last: torch.Tensor | None = None
+        self._hook = None
+
+    def _store(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self._last = output.indices.detach().cpu()
+
+    def attach(self, engine: Any) -> None:
+        if self._hook is None:
+            self._hook = unwrap_network(self.network).sampler.register_forward_hook(self._store)
+        engine.add_event_handler(Events.ITERATION_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _reset(self, engine: Any) -> None:
+        self._last = None
+
+    def detach(self) -> None:
+        """Remove the forward hook."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def __call__(self, engine: Any) -> None:
+        output = engine.state.output
+        if self._last is None or not isinstance(output, list):
+            return
+        if len(output) != self._last.shape[0]:
+            raise RuntimeError(
+                f"sampler returned indices for {self._last.shape[0]} items but the engine output has {len(output)}."
+            )
+        for item, idx in zip(output, self._last):
+            item[self.output_key] = idx
+
+
+class SamplingFiguresHandler:
+    """
+    Pictures of the sampler's choice for the first ``num_images`` items of a dataset, written to ``output_dir``:
+    ``kept_frames.png`` (montage of the kept slices/frames with their indices) and ``sampling_matrix.png`` (heat map
+    of ``P`` for the first item). With ``epoch_level=True`` they are redrawn after every ``interval`` epochs of the
+    attached engine (files replaced), otherwise once when it completes. Only the returned paths are kept; logging
+    them to MLflow is left to ``MLFlowHandler(artifacts=...)`` (attach this handler before it).
+
+    Args:
+        network: the ``SubsampledClassifier`` (or a DDP wrapper of it).
+        dataset: items ``{"image": ..., "label": ...}`` in the network's input layout (without batch dimension).
+        output_dir: folder for the PNG files.
+        num_images: how many items to show.
+        device: where to run the sampler.
+        epoch_level: redraw every ``interval`` epochs instead of only on completion.
+        interval: epochs between redraws.
+        label_names: optional class names for the row titles.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        dataset: Sequence,
+        output_dir: str | os.PathLike,
+        num_images: int = 4,
+        device: str | torch.device = "cpu",
+        epoch_level: bool = False,
+        interval: int = 1,
+        label_names: Sequence[str] | None = None,
+    ) -> None:
+        self.network = network
+        self.dataset = dataset
+        self.output_dir = Path(output_dir)
+        self.num_images = int(num_images)
+        self.device = torch.device(device)
+        self.epoch_level = epoch_level
+        self.interval = max(1, int(interval))
+        self.label_names = label_names
+        self.logger = logging.getLogger(__name__)
+        self.paths: list[str] = []
+
+    def attach(self, engine: Any) -> None:
+        if self.epoch_level:
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+        else:
+            engine.add_event_handler(Events.COMPLETED, self)
+
+    def _batch(self) -> tuple[torch.Tensor, list[str]]:
+        n = min(self.num_images, len(self.dataset))
+        if n < 1:
+            raise ValueError("SamplingFiguresHandler: the dataset is empty.")
+        items = [self.dataset[i] for i in range(n)]
+        images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float().to(self.device)
+        titles = []
+        for it in items:
+            label = it.get("label") if isinstance(it, dict) else None
+            if label is None:
+                titles.append("")
+                continue
+            label = int(torch.as_tensor(label).reshape(-1)[0])
+            name = self.label_names[label] if self.label_names is not None and label < len(self.label_names) else label
+            titles.append(f"label {name}")
+        return images, titles
+
+    def draw(self) -> list[str]:
+        """Draw both pictures now; returns the file paths."""
+        from monai_das.visualize import plot_kept_frames, plot_sampling_matrix
+
+        net = unwrap_network(self.network)
+        images, titles = self._batch()
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                out = net.sample(images)
+        finally:
+            net.train(was_training)
+        self.paths = [
+            plot_kept_frames(out.frames, out.indices, self.output_dir / "kept_frames.png", titles=titles),
+            plot_sampling_matrix(
+                out.matrix, self.output_dir / "sampling_matrix.png", title=f"sampling matrix P ({titles[0]})"
+            ),
+        ]
+        return self.paths
+
+    def __call__(self, engine: Any) -> None:
+        paths = self.draw()
+        self.logger.info(f"sampling pictures written: {', '.join(paths)}")

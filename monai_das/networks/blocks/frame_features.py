@@ -1,0 +1,97 @@
+"""Cheap per-frame descriptors used by the DAS sampler (no learnable parameters)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["FrameFeatures", "FEATURE_NAMES"]
+
+FEATURE_NAMES = ("intensity", "variance", "sobel", "laplacian")
+
+
+class FrameFeatures(nn.Module):
+    """
+    Per-frame statistics of a sequence, the input of the DAS attention.
+
+    For every frame and every scale (average pooling by ``s``) it computes:
+
+    - ``intensity``: mean and standard deviation over C, H, W;
+    - ``variance``: variance over C, H, W of the frame and mean squared difference to its temporal neighbours
+      (inter-frame variance);
+    - ``sobel``: mean Sobel gradient magnitude;
+    - ``laplacian``: mean absolute Laplacian response.
+
+    Each statistic ``v`` enters twice: as ``log1p(|v|)`` (absolute level) and standardised over ``T`` within each
+    sample (relative to the other frames of the same input), so the features do not depend on the intensity range of
+    a dataset. Optionally the normalised frame position ``p ∈ [-1, 1]`` and ``p²`` are appended.
+
+    Args:
+        scales: average-pooling factors at which edges and variances are measured.
+        features: subset of :data:`FEATURE_NAMES`.
+        positional: append the frame position.
+
+    Shapes: input ``B×T×C×H×W`` → output ``B×T×out_features``.
+    """
+
+    def __init__(
+        self, scales: Sequence[int] = (1, 2), features: Sequence[str] = FEATURE_NAMES, positional: bool = True
+    ) -> None:
+        super().__init__()
+        unknown = set(features) - set(FEATURE_NAMES)
+        if unknown or not features:
+            raise ValueError(f"features must be a non-empty subset of {FEATURE_NAMES}, got {tuple(features)}.")
+        if not scales or any(int(s) < 1 for s in scales):
+            raise ValueError(f"scales must be positive integers, got {tuple(scales)}.")
+        self.scales = tuple(int(s) for s in scales)
+        self.features = tuple(f for f in FEATURE_NAMES if f in features)
+        self.positional = positional
+        sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+        lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+        self.register_buffer("kernels", torch.stack([sobel, sobel.t(), lap])[:, None], persistent=False)
+        per_scale = {"intensity": 2, "variance": 2, "sobel": 1, "laplacian": 1}
+        self.out_features = 2 * len(self.scales) * sum(per_scale[f] for f in self.features) + 2 * positional
+
+    def _stats(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``x``: B×T×C×H×W → list of B×T statistics."""
+        b, t, c, h, w = x.shape
+        out: list[torch.Tensor] = []
+        flat = x.reshape(b, t, -1)
+        if "intensity" in self.features:
+            out += [flat.mean(-1), flat.std(-1, unbiased=False)]
+        if "variance" in self.features:
+            if t > 1:
+                d2 = (flat[:, 1:] - flat[:, :-1]).pow(2).mean(-1)  # B×(T-1)
+                # mean squared difference to the previous and the next frame (the one neighbour at the ends)
+                inter = 0.5 * (torch.cat([d2[:, :1], d2], 1) + torch.cat([d2, d2[:, -1:]], 1))
+            else:
+                inter = flat.new_zeros(b, 1)
+            out += [flat.var(-1, unbiased=False), inter]
+        if "sobel" in self.features or "laplacian" in self.features:
+            resp = F.conv2d(x.reshape(b * t * c, 1, h, w), self.kernels.to(x.dtype), padding=1)
+            resp = resp.reshape(b, t, c, 3, h, w)
+            if "sobel" in self.features:
+                out.append(torch.sqrt(resp[:, :, :, 0].pow(2) + resp[:, :, :, 1].pow(2) + 1e-12).mean((2, 3, 4)))
+            if "laplacian" in self.features:
+                out.append(resp[:, :, :, 2].abs().mean((2, 3, 4)))
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c, h, w = x.shape
+        stats: list[torch.Tensor] = []
+        for s in self.scales:
+            xs = x
+            if s > 1 and min(h, w) >= 2 * s:
+                xs = F.avg_pool2d(x.reshape(b * t, c, h, w), s).reshape(b, t, c, h // s, w // s)
+            stats += self._stats(xs)
+        raw = torch.stack(stats, -1)  # B×T×m
+        mean, std = raw.mean(1, keepdim=True), raw.std(1, keepdim=True, unbiased=False)
+        feats = [torch.log1p(raw.abs()), (raw - mean) / (std + 1e-6)]
+        if self.positional:
+            pos = torch.linspace(-1.0, 1.0, t, device=x.device, dtype=x.dtype) if t > 1 else x.new_zeros(1)
+            pos = pos[None, :, None].expand(b, t, 1)
+            feats += [pos, pos.pow(2)]
+        return torch.cat(feats, -1)

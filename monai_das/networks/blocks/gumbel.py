@@ -1,0 +1,86 @@
+"""Differentiable selection of ``k`` distinct frames: Gumbel-softmax with a straight-through estimator."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["sample_without_replacement", "indices_to_matrix", "select_frames"]
+
+
+def indices_to_matrix(indices: torch.Tensor, num_frames: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One-hot sampling matrix ``P`` (B×k×T) from frame indices (B×k)."""
+    b, k = indices.shape
+    return torch.zeros(b, k, num_frames, dtype=dtype, device=indices.device).scatter(2, indices[..., None], 1.0)
+
+
+def sample_without_replacement(
+    logits: torch.Tensor, tau: torch.Tensor | float = 1.0, noisy: bool = True, eps: float = 1e-10
+) -> torch.Tensor:
+    """
+    Pick one frame per row of ``logits`` (B×k×T), row after row, never a frame twice.
+
+    Row ``j`` takes ``argmax(logits[:, j] + g)`` over the frames not yet taken (``g`` Gumbel noise when ``noisy``,
+    none otherwise: greedy, deterministic). The returned rows are exactly one-hot in value; their gradient is that of
+    ``softmax((logits[:, j] + g) / tau)`` over the remaining frames (straight-through estimator).
+
+    Args:
+        logits: B×k×T row logits.
+        tau: softmax temperature, a float or a tensor broadcastable to B×1 (per-sample temperature).
+        noisy: add Gumbel noise (training); ``False`` gives the deterministic selection (inference).
+
+    Returns:
+        ``P``: B×k×T, rows one-hot in the forward pass, no column used twice.
+    """
+    b, k, t = logits.shape
+    taken = torch.zeros(b, t, dtype=torch.bool, device=logits.device)
+    need_grad = torch.is_grad_enabled() and logits.requires_grad
+    rows = []
+    for j in range(k):
+        row_logits = logits[:, j]
+        if noisy:
+            u = torch.rand_like(row_logits).clamp(eps, 1.0 - eps)
+            row_logits = row_logits - torch.log(-torch.log(u))
+        row_logits = row_logits.masked_fill(taken, float("-inf"))
+        idx = row_logits.argmax(-1, keepdim=True)
+        hard = torch.zeros_like(row_logits).scatter(1, idx, 1.0)
+        if need_grad:
+            soft = torch.softmax(row_logits / tau, -1)
+            hard = hard + (soft - soft.detach())  # value: exactly one-hot; gradient: softmax relaxation
+        taken = taken | (hard.detach() > 0.5)
+        rows.append(hard)
+    return torch.stack(rows, 1)
+
+
+class _SelectFrames(torch.autograd.Function):
+    """``frames = P·x`` computed by gathering (exact), with the gradient of the matrix product."""
+
+    @staticmethod
+    def forward(ctx, matrix: torch.Tensor, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:  # type: ignore
+        ctx.save_for_backward(matrix, x)
+        return _gather(x, indices)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore
+        matrix, x = ctx.saved_tensors
+        b, t = x.shape[:2]
+        g = grad.reshape(b, grad.shape[1], -1)
+        grad_matrix = torch.bmm(g, x.reshape(b, t, -1).transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_x = torch.bmm(matrix.transpose(1, 2), g).reshape(x.shape) if ctx.needs_input_grad[1] else None
+        return grad_matrix, grad_x, None
+
+
+def _gather(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    idx = indices.reshape(*indices.shape, *([1] * (x.ndim - 2))).expand(*indices.shape, *x.shape[2:])
+    return torch.gather(x, 1, idx)
+
+
+def select_frames(matrix: torch.Tensor, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """
+    ``P·x`` for a one-hot ``matrix`` (B×k×T) and ``x`` (B×T×...), given ``indices = matrix.argmax(-1)`` (B×k).
+
+    The values are gathered, so they equal the input frames bit for bit; gradients flow to ``matrix`` and ``x`` as
+    for ``einsum("bkt,bt...->bk...")``.
+    """
+    if torch.is_grad_enabled() and (matrix.requires_grad or x.requires_grad):
+        return _SelectFrames.apply(matrix, x, indices)
+    return _gather(x, indices)

@@ -1,0 +1,85 @@
+"""ADPS: Active Deep Probabilistic Subsampling (van Gorp et al., ICML 2021) — sequential, LSTM-driven picks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from monai_das.networks.blocks.gumbel import sample_without_replacement, select_frames
+from monai_das.networks.nets.sampler import BaseSampler
+
+__all__ = ["ADPSSampler", "SmallFrameEncoder"]
+
+
+class SmallFrameEncoder(nn.Sequential):
+    """A light 2D CNN embedding one frame: ``N×C×H×W`` → ``N×out_features``."""
+
+    def __init__(self, in_channels: int = 1, out_features: int = 32) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, 16, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(16, out_features, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(1),
+        )
+        self.out_features = out_features
+
+
+class ADPSSampler(BaseSampler):
+    """
+    Picks ``k`` frames one at a time: an LSTM cell reads the encoding of the frame picked at step ``j`` and emits
+    logits over the ``T`` positions for step ``j+1`` (Gumbel-softmax over the frames not taken, straight-through
+    estimator; arg-max in ``eval()``). ``k`` sequential steps, each running the frame encoder once.
+
+    Args:
+        num_samples: ``k``.
+        num_frames: ``T`` (the logits layer is ``T`` wide).
+        in_channels: frame channels (for the default encoder).
+        hidden_dim: LSTM width.
+        encoder: frame encoder ``N×C×H×W → N×E`` with an ``out_features`` attribute; by default a
+            :class:`SmallFrameEncoder`. Passing the downstream encoder shares it.
+        tau: softmax temperature of the relaxation.
+    """
+
+    learnable = True
+
+    def __init__(
+        self,
+        num_samples: int,
+        num_frames: int,
+        in_channels: int = 1,
+        hidden_dim: int = 64,
+        encoder: nn.Module | None = None,
+        tau: float = 1.0,
+    ) -> None:
+        super().__init__(num_samples)
+        if num_frames < num_samples:
+            raise ValueError(f"num_frames={num_frames} must be >= num_samples={num_samples}.")
+        self.num_frames, self.tau = int(num_frames), float(tau)
+        self.encoder = encoder if encoder is not None else SmallFrameEncoder(in_channels)
+        self.cell = nn.LSTMCell(int(self.encoder.out_features), hidden_dim)
+        self.h0 = nn.Parameter(torch.zeros(hidden_dim))
+        self.to_logits = nn.Linear(hidden_dim, self.num_frames)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        if x.shape[1] != self.num_frames:
+            raise ValueError(f"ADPSSampler was built for T={self.num_frames} frames, got T={x.shape[1]}.")
+
+    def sampling_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        h = self.h0.repeat(b, 1)
+        c = torch.zeros_like(h)
+        rows: list[torch.Tensor] = []
+        taken = torch.zeros(b, self.num_frames, dtype=x.dtype, device=x.device)
+        for j in range(self.num_samples):
+            # frames already taken get -inf logits through the mask built from earlier rows
+            logits = self.to_logits(h).masked_fill(taken > 0.5, float("-inf"))
+            row = sample_without_replacement(logits[:, None], self.tau, noisy=self.training)[:, 0]
+            rows.append(row)
+            taken = taken + row.detach()
+            if j + 1 < self.num_samples:
+                frame = select_frames(row[:, None], x, row.detach().argmax(-1, keepdim=True))[:, 0]
+                h, c = self.cell(self.encoder(frame), (h, c))
+        return torch.stack(rows, 1)

@@ -1,0 +1,97 @@
+"""DAS: the input-adaptive, attention-guided sampler of Deep Attention-guided Adaptive Subsampling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from monai_das.networks.blocks.frame_features import FEATURE_NAMES, FrameFeatures
+from monai_das.networks.blocks.gumbel import sample_without_replacement
+from monai_das.networks.nets.sampler import BaseSampler
+
+__all__ = ["DASampler"]
+
+
+def _mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, out_features))
+
+
+class DASampler(BaseSampler):
+    """
+    Deep Attention-guided Adaptive Subsampling (arXiv 2510.12376): picks ``k`` frames per input in one pass.
+
+    1. :class:`FrameFeatures` (variance, inter-frame variance, Sobel and Laplacian magnitudes at ``scales``, frame
+       position) are embedded by a small MLP into ``F`` (``B×T×d``).
+    2. Multi-head self-attention over frames gives, per head ``h``, base scores ``a_base[h]`` (``B×T``): a learned
+       projection of the head's attention output plus its value (the frame's own evidence).
+    3. Per head, an MLP on the sequence summary gives ``k`` non-negative scales ``s_h = softplus(MLP_h(F̄))``
+       (``B×k``); logits ``A[b, j, t] = mean_h s_h[b, j] · a_base[h][b, t]`` (``B×k×T``).
+    4. Adaptive temperature ``τ = τ0·(0.5 + σ(MLP_temp(F̄)))`` per input.
+    5. Row ``j`` takes a frame by Gumbel-softmax over the frames not taken yet, with a straight-through estimator
+       (training). In ``eval()`` the selection is deterministic: row ``j`` takes the arg-max of ``A[:, j]`` over the
+       remaining frames — the top-``k`` of the logits whenever the rows agree on the ranking.
+
+    Args:
+        num_samples: ``k``, frames kept.
+        in_channels: channels of a frame (kept for checks; the features average over channels).
+        embed_dim: ``d``, width of ``F``.
+        num_heads: attention heads ``H`` (``embed_dim`` must be divisible by it).
+        hidden_dim: width of the scale and temperature MLPs.
+        tau0: base temperature ``τ0``.
+        scales: pooling factors of the frame features.
+        features: frame features used, a subset of ``("intensity", "variance", "sobel", "laplacian")``.
+        positional: give the attention the frame position.
+
+    Shapes: ``x`` ``B×T×C×H×W`` → :class:`SamplerOutput` (``B×k×C×H×W``, ``B×k×T``, ``B×k``).
+    """
+
+    learnable = True
+
+    def __init__(
+        self,
+        num_samples: int,
+        in_channels: int = 1,
+        embed_dim: int = 32,
+        num_heads: int = 4,
+        hidden_dim: int = 32,
+        tau0: float = 1.0,
+        scales: Sequence[int] = (1, 2),
+        features: Sequence[str] = FEATURE_NAMES,
+        positional: bool = True,
+    ) -> None:
+        super().__init__(num_samples)
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}.")
+        if tau0 <= 0:
+            raise ValueError(f"tau0 must be positive, got {tau0}.")
+        self.in_channels, self.num_heads, self.tau0 = in_channels, num_heads, float(tau0)
+        self.frame_features = FrameFeatures(scales, features, positional)
+        self.embed = nn.Sequential(_mlp(self.frame_features.out_features, embed_dim, embed_dim), nn.LayerNorm(embed_dim))
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
+        self.base_score = nn.Parameter(torch.randn(num_heads, embed_dim // num_heads) / (embed_dim // num_heads) ** 0.5)
+        self.scale_mlps = nn.ModuleList([_mlp(embed_dim, hidden_dim, num_samples) for _ in range(num_heads)])
+        self.temp_mlp = _mlp(embed_dim, hidden_dim, 1)
+
+    def embed_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """``F``: ``B×T×d``."""
+        return self.embed(self.frame_features(x))
+
+    def logits_and_temperature(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampling logits ``A`` (``B×k×T``) and temperature ``τ`` (``B×1``)."""
+        f = self.embed_frames(x)
+        b, t, d = f.shape
+        q, k, v = self.qkv(f).reshape(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v)  # B×H×T×dh
+        a_base = torch.einsum("bhtc,hc->bht", attn + v, self.base_score)  # B×H×T
+        summary = f.mean(1)  # B×d
+        s = torch.stack([F.softplus(m(summary)) for m in self.scale_mlps], 1)  # B×H×k
+        logits = torch.einsum("bhk,bht->bkt", s, a_base) / self.num_heads
+        tau = self.tau0 * (0.5 + torch.sigmoid(self.temp_mlp(summary)))  # B×1
+        return logits, tau
+
+    def sampling_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        logits, tau = self.logits_and_temperature(x)
+        return sample_without_replacement(logits, tau, noisy=self.training)

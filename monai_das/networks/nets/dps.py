@@ -1,0 +1,41 @@
+"""DPS: Deep Probabilistic Subsampling (Huijben et al., ICLR 2020) — learned, input-independent frame logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from monai_das.networks.blocks.gumbel import sample_without_replacement
+from monai_das.networks.nets.sampler import BaseSampler
+
+__all__ = ["DPSSampler"]
+
+
+class DPSSampler(BaseSampler):
+    """
+    Learned static logits ``θ`` (one per frame position) with Gumbel top-``k`` sampling and a straight-through
+    estimator in training; deterministic top-``k`` of ``θ`` in ``eval()``. The same frames for every input.
+
+    Args:
+        num_samples: ``k``.
+        num_frames: ``T``, fixed by the learned logits.
+        tau: softmax temperature of the relaxation.
+    """
+
+    learnable = True
+
+    def __init__(self, num_samples: int, num_frames: int, tau: float = 1.0) -> None:
+        super().__init__(num_samples)
+        if num_frames < num_samples:
+            raise ValueError(f"num_frames={num_frames} must be >= num_samples={num_samples}.")
+        self.num_frames, self.tau = int(num_frames), float(tau)
+        self.logits = nn.Parameter(1e-3 * torch.randn(self.num_frames))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        if x.shape[1] != self.num_frames:
+            raise ValueError(f"DPSSampler was built for T={self.num_frames} frames, got T={x.shape[1]}.")
+
+    def sampling_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.logits[None, None].expand(x.shape[0], self.num_samples, self.num_frames)
+        return sample_without_replacement(logits, self.tau, noisy=self.training)

@@ -1,0 +1,169 @@
+"""MobileNetV3-Small (Howard et al., ICCV 2019) in MONAI style, 2D or 3D, any number of input channels."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+from monai.networks.layers.factories import Conv, Norm, Pool
+
+__all__ = ["MobileNetV3Small", "MOBILENET_V3_SMALL_URL"]
+
+#: ImageNet weights of torchvision's ``mobilenet_v3_small`` (IMAGENET1K_V1); parameter names here match them.
+MOBILENET_V3_SMALL_URL = "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth"
+
+# expand, out, kernel, squeeze-excite, hard-swish, stride  (torchvision's table for the small model)
+_SMALL_CFG = (
+    (16, 16, 3, True, False, 2),
+    (72, 24, 3, False, False, 2),
+    (88, 24, 3, False, False, 1),
+    (96, 40, 5, True, True, 2),
+    (240, 40, 5, True, True, 1),
+    (240, 40, 5, True, True, 1),
+    (120, 48, 5, True, True, 1),
+    (144, 48, 5, True, True, 1),
+    (288, 96, 5, True, True, 2),
+    (576, 96, 5, True, True, 1),
+    (576, 96, 5, True, True, 1),
+)
+
+
+def _divisible(v: float, divisor: int = 8) -> int:
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class ConvNormAct(nn.Sequential):
+    """Convolution → batch norm → optional activation (indices 0, 1, 2 as in torchvision)."""
+
+    def __init__(self, spatial_dims: int, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                 act: type[nn.Module] | None = nn.Hardswish) -> None:
+        layers: list[nn.Module] = [
+            Conv[Conv.CONV, spatial_dims](cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            Norm[Norm.BATCH, spatial_dims](cout, eps=0.001, momentum=0.01),
+        ]
+        if act is not None:
+            layers.append(act(inplace=True))
+        super().__init__(*layers)
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel attention with hard-sigmoid gating."""
+
+    def __init__(self, spatial_dims: int, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.avgpool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.fc1 = Conv[Conv.CONV, spatial_dims](channels, squeeze, 1)
+        self.fc2 = Conv[Conv.CONV, spatial_dims](squeeze, channels, 1)
+        self.activation = nn.ReLU(inplace=True)
+        self.scale_activation = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+
+
+class InvertedResidual(nn.Module):
+    """Expand (1×1) → depthwise → squeeze-excite → project (1×1), with a residual when shapes allow."""
+
+    def __init__(self, spatial_dims: int, cin: int, expand: int, cout: int, kernel: int, se: bool, hs: bool,
+                 stride: int) -> None:
+        super().__init__()
+        act = nn.Hardswish if hs else nn.ReLU
+        layers: list[nn.Module] = []
+        if expand != cin:
+            layers.append(ConvNormAct(spatial_dims, cin, expand, 1, act=act))
+        layers.append(ConvNormAct(spatial_dims, expand, expand, kernel, stride, groups=expand, act=act))
+        if se:
+            layers.append(SqueezeExcitation(spatial_dims, expand, _divisible(expand // 4)))
+        layers.append(ConvNormAct(spatial_dims, expand, cout, 1, act=None))
+        self.block = nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return out + x if self.use_res_connect else out
+
+
+class MobileNetV3Small(nn.Module):
+    """
+    MobileNetV3-Small. With ``num_classes=0`` it is a feature encoder returning the pooled ``out_features`` (576)
+    channels, the frame encoder of :class:`SubsampledClassifier`; otherwise it ends with torchvision's classifier
+    (``576 → 1024 → num_classes``).
+
+    Args:
+        spatial_dims: 2 for frames (default), 3 for volumes.
+        in_channels: input channels.
+        num_classes: 0 for features, else the number of outputs.
+        dropout: dropout before the last layer of the classifier.
+        stem_stride: stride of the first convolution (2 as in the paper; 1 keeps more resolution on 28×28 frames).
+        pretrained: load torchvision's ImageNet weights (2D only): from ``weights_path`` if given, else downloaded
+            from :data:`MOBILENET_V3_SMALL_URL` into the torch hub cache. The first convolution is adapted to
+            ``in_channels`` by averaging over RGB.
+        weights_path: local file with those weights.
+
+    Shapes: ``N×C×H×W`` (or ``N×C×D×H×W``) → ``N×576`` features or ``N×num_classes`` logits.
+    """
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 0, dropout: float = 0.2,
+                 stem_stride: int = 2, pretrained: bool = False, weights_path: str | None = None) -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
+        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        layers: list[nn.Module] = [ConvNormAct(spatial_dims, in_channels, 16, 3, stem_stride)]
+        cin = 16
+        for expand, cout, kernel, se, hs, stride in _SMALL_CFG:
+            layers.append(InvertedResidual(spatial_dims, cin, expand, cout, kernel, se, hs, stride))
+            cin = cout
+        layers.append(ConvNormAct(spatial_dims, cin, 6 * cin, 1))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.out_features = 6 * cin
+        self.classifier: nn.Module = nn.Identity()
+        if num_classes > 0:
+            self.classifier = nn.Sequential(
+                nn.Linear(self.out_features, 1024), nn.Hardswish(inplace=True), nn.Dropout(dropout, inplace=True),
+                nn.Linear(1024, num_classes),
+            )
+            self.out_features = num_classes
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+        if pretrained:
+            self.load_pretrained(weights_path)
+
+    def load_pretrained(self, weights_path: str | None = None) -> None:
+        """Load torchvision's ImageNet weights into ``features`` (and the first classifier layer if present)."""
+        if self.spatial_dims != 2:
+            raise ValueError("pretrained weights exist only for spatial_dims=2.")
+        if weights_path is not None:
+            if not os.path.isfile(weights_path):
+                raise FileNotFoundError(f"pretrained weights file not found: {weights_path}")
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        else:
+            try:
+                state = torch.hub.load_state_dict_from_url(MOBILENET_V3_SMALL_URL, map_location="cpu",
+                                                           weights_only=True)
+            except Exception as e:  # no network, proxy refusal, ...
+                target = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(MOBILENET_V3_SMALL_URL))
+                raise RuntimeError(
+                    f"could not download MobileNetV3-Small weights from {MOBILENET_V3_SMALL_URL} ({e}). Offline, "
+                    f"put the file at {target} or pass weights_path=."
+                ) from e
+        stem = state["features.0.0.weight"]
+        state["features.0.0.weight"] = stem.mean(1, keepdim=True).repeat(1, self.in_channels, 1, 1)
+        own = self.state_dict()
+        keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        missing = [k for k in own if k.startswith("features.") and k not in keep]
+        if missing:
+            raise ValueError(f"pretrained weights do not match the network: missing {missing[:3]}...")
+        self.load_state_dict(keep, strict=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))

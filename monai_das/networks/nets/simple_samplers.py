@@ -1,0 +1,46 @@
+"""Samplers without learnable parameters: full sequence, uniform and random."""
+
+from __future__ import annotations
+
+import torch
+
+from monai_das.networks.nets.sampler import BaseSampler
+
+__all__ = ["FullSequenceSampler", "UniformSampler", "RandomSampler"]
+
+
+class FullSequenceSampler(BaseSampler):
+    """Keeps every frame (``k = T``, ``P`` the identity). ``num_samples`` is accepted and ignored."""
+
+    def __init__(self, num_samples: int | None = None) -> None:
+        super().__init__(1)
+        self.num_samples = 0  # 0 means "all frames"
+
+    def num_kept(self, num_frames: int) -> int:
+        return num_frames
+
+    def sampling_indices(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        return torch.arange(t, device=x.device).expand(b, t)
+
+
+class UniformSampler(BaseSampler):
+    """Keeps ``k`` frames evenly spread: frame ``floor((j + 0.5)·T/k)`` for ``j = 0..k-1``."""
+
+    def sampling_indices(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        k = self.num_samples
+        idx = torch.floor((torch.arange(k, device=x.device, dtype=torch.float64) + 0.5) * (t / k)).long()
+        return idx.clamp_max(t - 1).expand(b, k)
+
+
+class RandomSampler(BaseSampler):
+    """Keeps ``k`` distinct frames drawn uniformly at random for every input (training and inference alike).
+
+    Uses torch's global random generator, so ``torch.manual_seed`` / ``monai.utils.set_determinism`` make it
+    reproducible.
+    """
+
+    def sampling_indices(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        return torch.rand(b, t, device=x.device).argsort(dim=1)[:, : self.num_samples]

@@ -1,0 +1,266 @@
+"""Frame-sequence transforms: volume → frames, and uniform / random temporal subsampling (array and dict forms)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Randomizable, Transform
+from monai.utils import convert_to_tensor
+
+__all__ = [
+    "KEPT_INDICES",
+    "SOURCE_INDICES",
+    "uniform_indices",
+    "select_frames",
+    "subsampled_meta",
+    "volume_to_frames",
+    "VolumeToFrames",
+    "VolumeToFramesd",
+    "VolumeToFramesD",
+    "VolumeToFramesDict",
+    "UniformTemporalSubsample",
+    "UniformTemporalSubsampled",
+    "UniformTemporalSubsampleD",
+    "UniformTemporalSubsampleDict",
+    "RandTemporalSubsample",
+    "RandTemporalSubsampled",
+    "RandTemporalSubsampleD",
+    "RandTemporalSubsampleDict",
+]
+
+#: ``MetaTensor.meta`` key: indices (``k`` long, ascending) kept by the last temporal step, relative to its input.
+KEPT_INDICES = "kept_indices"
+#: ``MetaTensor.meta`` key: positions of the output frames in the original sequence (file / volume), composed over
+#: every temporal step applied so far.
+SOURCE_INDICES = "source_indices"
+
+
+def uniform_indices(num_frames: int, num_samples: int) -> torch.Tensor:
+    """
+    ``k`` evenly spread frame indices of a ``T``-frame sequence: ``floor((j + 0.5)·T/k)`` for ``j = 0..k-1``
+    (the centre of each of ``k`` equal segments; the same rule as ``monai_das.networks.UniformSampler``).
+    For ``k > T`` frames repeat (nearest-neighbour temporal upsampling). Returns a ``k`` long tensor, non-decreasing.
+    """
+    t, k = int(num_frames), int(num_samples)
+    if t < 1:
+        raise ValueError(f"cannot resample a sequence with {t} frames.")
+    if k < 1:
+        raise ValueError(f"the number of frames to keep must be >= 1, got {k}.")
+    idx = torch.floor((torch.arange(k, dtype=torch.float64) + 0.5) * (t / k)).long()
+    return idx.clamp_(0, t - 1)
+
+
+def _check_sequence(img: torch.Tensor | np.ndarray, name: str) -> None:
+    if img.ndim != 4:
+        raise ValueError(f"{name} expects a T×C×H×W sequence (4 dimensions), got shape {tuple(img.shape)}.")
+    if img.shape[0] == 0:
+        raise ValueError(f"{name} got a sequence with zero frames (shape {tuple(img.shape)}).")
+
+
+def select_frames(img: torch.Tensor | np.ndarray, indices: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """
+    ``img[indices]`` along the first (time) axis, as a tensor. For a ``MetaTensor`` the result's meta gets
+    :data:`KEPT_INDICES` (``indices``) and :data:`SOURCE_INDICES` (``indices`` composed with the input's own source
+    indices, so they point into the original sequence); the input's meta is not modified.
+    """
+    img_t = convert_to_tensor(img, track_meta=isinstance(img, MetaTensor))
+    idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+    if isinstance(img_t, MetaTensor):
+        out = img_t.as_tensor()[idx.to(img_t.device)]
+        return MetaTensor(out, meta=subsampled_meta(img_t.meta, img_t.shape[0], idx))
+    return img_t[idx.to(img_t.device)]
+
+
+def subsampled_meta(meta: Mapping, num_frames: int, indices: torch.Tensor) -> dict:
+    """A copy of ``meta`` with :data:`KEPT_INDICES` = ``indices`` and :data:`SOURCE_INDICES` = the input's source
+    indices (when they describe its ``num_frames`` frames) indexed by ``indices``, else ``indices``."""
+    idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1).cpu()
+    meta = dict(meta)
+    prior = meta.get(SOURCE_INDICES)
+    prior = torch.as_tensor(prior, dtype=torch.long).reshape(-1).cpu() if prior is not None else None
+    meta[KEPT_INDICES] = idx.clone()
+    meta[SOURCE_INDICES] = prior[idx] if prior is not None and prior.numel() == int(num_frames) else idx.clone()
+    return meta
+
+
+def volume_to_frames(img: torch.Tensor, axis: int = 0) -> torch.Tensor:
+    """``C×D×H×W`` → ``T×C×…`` with the frames taken along spatial ``axis`` (0=D: ``D×C×H×W``, 1=H: ``H×C×D×W``,
+    2=W: ``W×C×D×H``); the remaining axes keep their order (``torch.movedim(img, axis + 1, 0)``)."""
+    if img.ndim != 4:
+        raise ValueError(f"expected a C×D×H×W volume (4 dimensions), got shape {tuple(img.shape)}.")
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0 (D), 1 (H) or 2 (W), got {axis}.")
+    return torch.movedim(img, axis + 1, 0)
+
+
+class VolumeToFrames(Transform):
+    """
+    Turn a channel-first volume into a frame sequence: ``C×D×H×W`` → ``T×C×H'×W'`` along spatial ``axis``
+    (0=D, 1=H, 2=W; see :func:`volume_to_frames`). ``MetaTensor`` meta is kept, with ``slice_axis`` added.
+
+    Args:
+        axis: the spatial axis that becomes time.
+    """
+
+    backend = [MetaTensor.__name__]
+
+    def __init__(self, axis: int = 0) -> None:
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0 (D), 1 (H) or 2 (W), got {axis}.")
+        self.axis = axis
+
+    def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor:
+        is_meta = isinstance(img, MetaTensor)
+        img_t = convert_to_tensor(img, track_meta=is_meta)
+        out = volume_to_frames(img_t.as_tensor() if is_meta else img_t, self.axis).contiguous()
+        if is_meta:
+            meta = dict(img_t.meta)
+            meta["slice_axis"] = self.axis
+            out = MetaTensor(out, meta=meta)
+        return out
+
+
+class VolumeToFramesd(MapTransform):
+    """Dictionary form of :class:`VolumeToFrames`."""
+
+    def __init__(self, keys: KeysCollection, axis: int = 0, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = VolumeToFrames(axis)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d
+
+
+class UniformTemporalSubsample(Transform):
+    """
+    Keep ``num_samples`` evenly spread frames of a ``T×C×H×W`` sequence (:func:`uniform_indices`), the uniform
+    baseline as a preprocessing step. ``k > T`` repeats frames. Kept indices are recorded in ``MetaTensor`` meta
+    (:data:`KEPT_INDICES`, :data:`SOURCE_INDICES`).
+
+    Args:
+        num_samples: ``k``, frames kept.
+    """
+
+    backend = [MetaTensor.__name__]
+
+    def __init__(self, num_samples: int) -> None:
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        self.num_samples = int(num_samples)
+
+    def indices(self, num_frames: int) -> torch.Tensor:
+        """The ``k`` indices kept from a ``num_frames``-frame sequence."""
+        return uniform_indices(num_frames, self.num_samples)
+
+    def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor:
+        _check_sequence(img, type(self).__name__)
+        return select_frames(img, self.indices(img.shape[0]))
+
+
+class UniformTemporalSubsampled(MapTransform):
+    """
+    Dictionary form of :class:`UniformTemporalSubsample`. Besides the meta of ``MetaTensor`` values, the kept
+    indices are stored as ``d[f"{key}_kept_indices"]`` (``k`` long tensor; batches to ``B×k``).
+    """
+
+    def __init__(self, keys: KeysCollection, num_samples: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.subsampler = UniformTemporalSubsample(num_samples)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            _check_sequence(d[key], type(self).__name__ + f"[{key!r}]")
+            idx = self.subsampler.indices(d[key].shape[0])
+            d[key] = select_frames(d[key], idx)
+            d[f"{key}_{KEPT_INDICES}"] = idx
+        return d
+
+
+class RandTemporalSubsample(Randomizable, Transform):
+    """
+    Keep ``num_samples`` random frames of a ``T×C×H×W`` sequence, in temporal order (augmentation and the random
+    baseline). Needs ``k <= T``. Kept indices are recorded in ``MetaTensor`` meta (:data:`KEPT_INDICES`).
+
+    Args:
+        num_samples: ``k``, frames kept.
+        mode: ``"random"``: ``k`` distinct frames drawn uniformly; ``"segment"``: the sequence is cut into ``k``
+            equal segments and one random frame is drawn from each (TSN-style; keeps the temporal coverage).
+    """
+
+    backend = [MetaTensor.__name__]
+
+    def __init__(self, num_samples: int, mode: str = "random") -> None:
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        if mode not in ("random", "segment"):
+            raise ValueError(f"mode must be 'random' or 'segment', got {mode!r}.")
+        self.num_samples, self.mode = int(num_samples), mode
+        self._indices: torch.Tensor | None = None
+
+    def randomize(self, num_frames: int) -> None:
+        t, k = int(num_frames), self.num_samples
+        if k > t:
+            raise ValueError(f"cannot keep {k} random frames of a sequence with T={t} frames (k must be <= T).")
+        if self.mode == "random":
+            idx = np.sort(self.R.choice(t, size=k, replace=False))
+        else:
+            edges = np.floor(np.arange(k + 1) * (t / k)).astype(np.int64)
+            idx = np.array([self.R.randint(lo, max(hi, lo + 1)) for lo, hi in zip(edges[:-1], edges[1:])])
+        self._indices = torch.as_tensor(idx, dtype=torch.long)
+
+    def __call__(self, img: torch.Tensor | np.ndarray, randomize: bool = True) -> torch.Tensor:
+        _check_sequence(img, type(self).__name__)
+        if randomize or self._indices is None:
+            self.randomize(img.shape[0])
+        return select_frames(img, self._indices)
+
+
+class RandTemporalSubsampled(Randomizable, MapTransform):
+    """
+    Dictionary form of :class:`RandTemporalSubsample`: the same random indices for every key (all keys must have
+    the same ``T``), stored as ``d[f"{key}_kept_indices"]``.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, num_samples: int, mode: str = "random", allow_missing_keys: bool = False
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.subsampler = RandTemporalSubsample(num_samples, mode)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.subsampler.set_random_state(seed, state)
+        return self
+
+    def randomize(self, num_frames: int) -> None:
+        self.subsampler.randomize(num_frames)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        for key in keys:
+            _check_sequence(d[key], type(self).__name__ + f"[{key!r}]")
+        lengths = {int(d[key].shape[0]) for key in keys}
+        if len(lengths) != 1:
+            raise ValueError(f"all keys must have the same number of frames, got {lengths} for keys {keys}.")
+        self.randomize(lengths.pop())
+        for key in keys:
+            d[key] = self.subsampler(d[key], randomize=False)
+            d[f"{key}_{KEPT_INDICES}"] = self.subsampler._indices.clone()
+        return d
+
+
+VolumeToFramesD = VolumeToFramesDict = VolumeToFramesd
+UniformTemporalSubsampleD = UniformTemporalSubsampleDict = UniformTemporalSubsampled
+RandTemporalSubsampleD = RandTemporalSubsampleDict = RandTemporalSubsampled

@@ -1,0 +1,1 @@
+from .cost import count_macs, count_parameters, model_cost

@@ -1,0 +1,51 @@
+"""Parameter and multiply-accumulate counts of samplers and encoders (torch's own FLOP counter)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from monai_das.networks.nets.subsampled_classifier import SubsampledClassifier
+
+__all__ = ["count_parameters", "count_macs", "model_cost"]
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of learnable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def count_macs(fn, *args) -> int:
+    """Multiply-accumulates of ``fn(*args)`` (matmuls and convolutions; FLOPs / 2), no gradient."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn(*args)
+    return counter.get_total_flops() // 2
+
+
+def model_cost(net: SubsampledClassifier, x: torch.Tensor) -> dict[str, int]:
+    """
+    Cost of one forward pass of ``net`` (in ``eval()``) on ``x``, split into sampler and downstream network.
+
+    Returns ``params_sampler``, ``params_downstream``, ``macs_sampler``, ``macs_downstream`` (encoder on the kept
+    frames + temporal head + classifier), ``frames_kept`` (per input) and ``frames_total``.
+    """
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            seq = net.to_frames(x)
+            out = net.sampler(seq)
+        sampler_params = count_parameters(net.sampler)
+        shared = net.sampler.encoder is net.encoder if hasattr(net.sampler, "encoder") else False
+        return {
+            "params_sampler": sampler_params - (count_parameters(net.encoder) if shared else 0),
+            "params_downstream": count_parameters(net) - sampler_params,
+            "macs_sampler": count_macs(net.sampler, seq) // x.shape[0],
+            "macs_downstream": count_macs(net.classify_frames, out.frames) // x.shape[0],
+            "frames_kept": int(out.indices.shape[1]),
+            "frames_total": int(seq.shape[1]),
+        }
+    finally:
+        net.train(was_training)

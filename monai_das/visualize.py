@@ -1,0 +1,142 @@
+"""
+Plots for monai_das (matplotlib, ``Agg`` backend, written straight to image files):
+
+- :func:`plot_kept_frames`: a montage of the frames/slices a sampler kept for a few inputs, titled with their indices;
+- :func:`plot_sampling_matrix`: the sampling matrix ``P`` (k×T) as a heat map;
+- :func:`plot_confusion_matrix`: a confusion matrix with counts.
+
+Every function returns the path it wrote; the parent folder is created if needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["plot_kept_frames", "plot_sampling_matrix", "plot_confusion_matrix"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _save(fig, filepath: str | os.PathLike) -> str:
+    path = Path(filepath)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return str(path)
+
+
+def _display(frame: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """``C×H×W`` → ``H×W`` (grey, first channel) or ``H×W×3`` (RGB) scaled to [0, 1] for ``imshow``."""
+    if frame.ndim != 3:
+        raise ValueError(f"expected a C×H×W frame, got shape {frame.shape}.")
+    img = frame.transpose(1, 2, 0) if frame.shape[0] == 3 else frame[0]
+    lo, hi = float(img.min()), float(img.max())
+    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    return img, ("gray" if img.ndim == 2 else None)
+
+
+def plot_kept_frames(
+    frames: torch.Tensor | np.ndarray,
+    indices: torch.Tensor | np.ndarray,
+    filepath: str | os.PathLike,
+    titles: Sequence[str] | None = None,
+    max_frames: int = 16,
+) -> str:
+    """
+    Montage of kept frames: one row per input, one column per kept frame, each titled with its index.
+
+    Args:
+        frames: ``B×k×C×H×W`` kept frames (``SamplerOutput.frames``).
+        indices: ``B×k`` indices of the kept frames in the original sequence.
+        filepath: PNG file to write.
+        titles: optional row titles (e.g. ``"label 1"``), one per input.
+        max_frames: show at most this many frames per row (evenly spread over the k kept ones).
+    """
+    frames_np, idx = _np(frames), _np(indices).astype(int)
+    if frames_np.ndim != 5 or idx.shape != frames_np.shape[:2]:
+        raise ValueError(f"frames must be B×k×C×H×W and indices B×k; got {frames_np.shape} and {idx.shape}.")
+    b, k = idx.shape
+    cols = np.unique(np.linspace(0, k - 1, min(k, max_frames)).round().astype(int))
+    plt = _pyplot()
+    fig, axes = plt.subplots(b, len(cols), figsize=(1.3 * len(cols) + 0.6, 1.5 * b), squeeze=False)
+    for r in range(b):
+        for c, j in enumerate(cols):
+            img, cmap = _display(frames_np[r, j])
+            ax = axes[r, c]
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
+            ax.set_title(f"#{idx[r, j]}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if titles is not None:
+            axes[r, 0].set_ylabel(str(titles[r]), fontsize=8)
+    fig.suptitle(f"kept frames ({k} per input; index in the original sequence)", fontsize=9)
+    return _save(fig, filepath)
+
+
+def plot_sampling_matrix(
+    matrix: torch.Tensor | np.ndarray, filepath: str | os.PathLike, title: str = "sampling matrix P"
+) -> str:
+    """
+    Heat map of a sampling matrix ``P``: rows are the k draws, columns the T frames.
+
+    Args:
+        matrix: ``k×T`` or ``B×k×T`` (then the first input is shown).
+        filepath: PNG file to write.
+        title: figure title.
+    """
+    p = _np(matrix)
+    if p.ndim == 3:
+        p = p[0]
+    if p.ndim != 2:
+        raise ValueError(f"matrix must be k×T or B×k×T, got shape {p.shape}.")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.18 * p.shape[1] + 1.5), max(2.0, 0.18 * p.shape[0] + 1.2)))
+    im = ax.imshow(p, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xlabel("frame / slice index t")
+    ax.set_ylabel("draw j")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return _save(fig, filepath)
+
+
+def plot_confusion_matrix(
+    cm: np.ndarray | Sequence[Sequence[int]],
+    filepath: str | os.PathLike,
+    labels: Sequence[str] | None = None,
+    title: str = "confusion matrix",
+) -> str:
+    """Confusion matrix (rows: true class, columns: predicted class) with the counts written in the cells."""
+    m = np.asarray(cm)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"confusion matrix must be square, got shape {m.shape}.")
+    n = m.shape[0]
+    labels = [str(i) for i in range(n)] if labels is None else [str(x) for x in labels]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * n, 0.8 + 0.8 * n))
+    ax.imshow(m, cmap="Blues")
+    thresh = m.max() / 2.0 if m.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", color="white" if m[i, j] > thresh else "black")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, filepath)

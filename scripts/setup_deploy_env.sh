@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Create (or update) a SEPARATE virtual environment for the deployment integrations of monai_das:
+#   * MONAI Deploy App SDK 4.0.0 (monai_das.deploy), which pulls holoscan-cu13, holoscan-cli and tritonclient;
+#   * MONAI Label 0.8.5 (apps/monailabel_das), installed WITHOUT its dependencies (it requires torchvision,
+#     which has no CPU build here, and would downgrade numpy), plus the few packages it needs to import.
+# The base environment (scripts/setup_env.sh, .venv) is left untouched.
+#
+# Usage: bash scripts/setup_deploy_env.sh [VENV_DIR]      (default: <repo>/.venv-deploy)
+# Then:  <VENV_DIR>/bin/python -m pytest tests/deploy tests/apps -q
+#
+# Notes
+#   * holoscan (imported by monai.deploy) needs libcudart.so.13 at import time even on a CPU-only machine;
+#     nvidia-cuda-runtime==13.* provides it. monai_das.deploy puts its lib directory on the loader path
+#     itself (see monai_das/deploy/_env.py), so no LD_LIBRARY_PATH export is needed.
+#   * Once monai-deploy-app-sdk is installed, `import monai` fails unless pydicom and highdicom are present
+#     (monai.deploy's DICOM operators are imported through the monai namespace), so both are installed here.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${1:-$here/.venv-deploy}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+"${pip[@]}" --upgrade pip setuptools wheel
+# 1. the base project, exactly as scripts/setup_env.sh installs it (CPU torch pinned)
+"${pip[@]}" -c "$here/constraints.txt" torch==2.13.0
+"${pip[@]}" -c "$here/constraints.txt" -e "$here[test]"
+"${pip[@]}" --no-deps -r "$here/requirements-nodeps.txt"
+# 2. MONAI Deploy App SDK (CPU-only use) + the CUDA 13 runtime library holoscan loads at import + DICOM I/O
+"${pip[@]}" -c "$here/constraints.txt" "monai-deploy-app-sdk==4.0.0" "nvidia-cuda-runtime==13.*" \
+    "pydicom>=2.4" "highdicom>=0.22"
+# 3. MONAI Label 0.8.5 without dependencies (see header) + what its infer-task modules import
+"${pip[@]}" --no-deps "monailabel==0.8.5"
+"${pip[@]}" -c "$here/constraints.txt" expiring-dict sortedcontainers "pydantic>=2.7" "pydantic-settings>=2.2.1" \
+    "pynrrd>=1.0.0" "shapely>=2.0.4" "python-dotenv>=1.0.1" "filelock>=3.11.0" "pyyaml>=6.0.1" \
+    "requests>=2.31.0" "cachetools>=5.3.3"
+"$venv/bin/python" - <<'PY'
+import numpy, torch
+assert torch.__version__.startswith("2.13.0"), f"torch was replaced: {torch.__version__}"
+assert int(numpy.__version__.split(".")[0]) >= 2, f"numpy was downgraded: {numpy.__version__}"
+import monai_das.deploy._env  # noqa: F401  (puts libcudart.so.13 on the loader path)
+import monai
+from monai.deploy.core import Application  # noqa: F401
+import monailabel
+print(f"monai_das deploy env ready: torch {torch.__version__}, numpy {numpy.__version__}, monai {monai.__version__}, "
+      f"monailabel {monailabel.__version__}")
+PY

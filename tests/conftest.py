@@ -1,0 +1,30 @@
+"""Shared fixtures: where the real data lives (``MONAI_DAS_DATA`` or ``<repo>/../shared/data``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("MONAI_DAS_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_dir()
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root} (set MONAI_DAS_DATA to the shared/data folder)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def medmnist_root(shared_data: Path) -> Path:
+    root = shared_data / "medmnist3d"
+    if not (root / "vesselmnist3d.npz").is_file():
+        pytest.skip(f"vesselmnist3d.npz not found in {root}")
+    return root

@@ -1,0 +1,41 @@
+"""TorchScript tracing and ONNX export (onnxscript / dynamo exporter) give the eager outputs."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from monai_das.networks import build_classifier
+
+METHODS = ["das", "dps", "adps", "uniform", "full"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_trace_equals_eager(method, tmp_path):
+    torch.manual_seed(0)
+    net = build_classifier(method, 3, num_frames=8).eval()
+    x, x2 = torch.rand(2, 1, 8, 16, 16), torch.rand(2, 1, 8, 16, 16)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ts = torch.jit.trace(net, x, check_trace=False)
+        torch.jit.save(ts, tmp_path / "m.ts")
+        loaded = torch.jit.load(tmp_path / "m.ts")
+        for inp in (x, x2):  # a second input: the sampler's choice must not be baked into the trace
+            torch.testing.assert_close(loaded(inp), net(inp), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["das", "uniform"])
+def test_onnx_equals_eager(method):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = build_classifier(method, 2, num_frames=8).eval()
+    x, x2 = torch.rand(1, 1, 8, 16, 16), torch.rand(1, 1, 8, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(net, (x,), dynamo=True, verbose=False)
+    sess = ort.InferenceSession(program.model_proto.SerializeToString())
+    name = sess.get_inputs()[0].name
+    with torch.no_grad():
+        for inp in (x, x2):
+            np.testing.assert_allclose(sess.run(None, {name: inp.numpy()})[0], net(inp).numpy(), atol=1e-5)

@@ -1,0 +1,146 @@
+import pytest
+import torch
+
+from monai_das.networks import SAMPLERS, DASampler, DPSSampler, SamplerOutput, get_sampler
+
+T, K = 12, 5
+
+
+def make(name: str, k: int = K, t: int = T):
+    torch.manual_seed(0)
+    return get_sampler(name, k, num_frames=t, in_channels=1)
+
+
+@pytest.fixture
+def x():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(3, T, 1, 16, 16, generator=g)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_output_contract(name, mode, x):
+    s = make(name)
+    s.train(mode == "train")
+    out = s(x)
+    assert isinstance(out, SamplerOutput)
+    k = T if name == "full" else K
+    assert out.frames.shape == (3, k, 1, 16, 16)
+    assert out.matrix.shape == (3, k, T)
+    assert out.indices.shape == (3, k) and out.indices.dtype == torch.long
+    # rows one-hot, exactly
+    m = out.matrix.detach()
+    assert torch.all((m == 0) | (m == 1))
+    assert torch.all(m.sum(-1) == 1)
+    # no frame twice, indices ascending and matching the rows of P
+    assert torch.all(m.sum(1) <= 1)
+    assert torch.all(out.indices[:, 1:] > out.indices[:, :-1])
+    assert torch.equal(m.argmax(-1), out.indices)
+    # frames == P·x exactly, and equal to the input frames
+    assert torch.equal(out.frames, torch.einsum("bkt,btchw->bkchw", out.matrix, x))
+    assert torch.equal(out.frames, x[torch.arange(3)[:, None], out.indices])
+
+
+@pytest.mark.parametrize("name", ["das", "dps", "adps"])
+def test_learned_samplers_get_gradients_through_ste(name, x):
+    s = make(name).train()
+    out = s(x)
+    # a loss that prefers some frames over others
+    w = torch.linspace(-1, 1, 16 * 16).reshape(1, 1, 1, 16, 16)
+    (out.frames * w).sum().backward()
+    missing = [n for n, p in s.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing, f"no gradient for {missing}"
+
+
+@pytest.mark.parametrize("name", ["das", "dps", "adps", "uniform", "full"])
+def test_eval_is_deterministic(name, x):
+    s = make(name).eval()
+    with torch.no_grad():
+        a, b = s(x), s(x)
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.frames, b.frames)
+
+
+def test_das_training_is_stochastic(x):
+    s = make("das").train()
+    picks = {tuple(s(x).indices[0].tolist()) for _ in range(8)}
+    assert len(picks) > 1
+
+
+def test_das_adapts_to_input_dps_does_not():
+    torch.manual_seed(0)
+    t, k = 16, 4
+    xs = torch.rand(4, t, 1, 16, 16) * 0.05
+    # each input has its structure (edges, contrast) in a different set of frames
+    for i in range(4):
+        for f in range(4 * i, 4 * i + 4):
+            xs[i, f, :, 4:12, 4:12] = 1.0
+    das = DASampler(k, features=("variance", "sobel", "laplacian"), positional=False).eval()
+    dps = DPSSampler(k, t).eval()
+    with torch.no_grad():
+        d_idx = das(xs).indices
+        p_idx = dps(xs).indices
+    assert len({tuple(r.tolist()) for r in d_idx}) > 1, "DAS must choose per input"
+    assert len({tuple(r.tolist()) for r in p_idx}) == 1, "DPS must choose the same frames for every input"
+
+
+def test_das_shapes_of_internals(x):
+    s = make("das")
+    logits, tau = s.logits_and_temperature(x)
+    assert logits.shape == (3, K, T)
+    assert tau.shape == (3, 1)
+    assert torch.all(tau > 0.5 * s.tau0 - 1e-6) and torch.all(tau < 1.5 * s.tau0 + 1e-6)
+
+
+def test_uniform_indices():
+    out = make("uniform", k=4, t=8)(torch.rand(1, 8, 1, 4, 4))
+    assert out.indices.tolist() == [[1, 3, 5, 7]]
+
+
+def test_random_reproducible_with_seed(x):
+    s = make("random")
+    torch.manual_seed(3)
+    a = s(x).indices
+    torch.manual_seed(3)
+    assert torch.equal(a, s(x).indices)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_bad_inputs(name, x):
+    s = make(name)
+    with pytest.raises(ValueError, match="5 dimensions"):
+        s(x[0])
+    bad = x.clone()
+    bad[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        s(bad)
+    bad[0, 0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        s(bad)
+    with pytest.raises(ValueError, match="floating point"):
+        s((x * 10).long())
+
+
+@pytest.mark.parametrize("name", ["das", "uniform", "random"])
+def test_k_larger_than_t(name):
+    s = get_sampler(name, 10)
+    with pytest.raises(ValueError, match="k=10"):
+        s(torch.rand(1, 6, 1, 8, 8))
+
+
+@pytest.mark.parametrize("name", ["das", "dps", "adps", "uniform", "random"])
+def test_k_below_one(name):
+    with pytest.raises(ValueError, match="num_samples"):
+        get_sampler(name, 0, num_frames=8)
+
+
+@pytest.mark.parametrize("name", ["dps", "adps"])
+def test_static_samplers_check_t(name, x):
+    with pytest.raises(ValueError, match="T=12"):
+        make(name, t=T)(torch.rand(1, 10, 1, 8, 8))
+
+
+def test_unknown_sampler():
+    with pytest.raises(ValueError, match="unknown sampler"):
+        get_sampler("nope", 3)
+    with pytest.raises(ValueError, match="num_frames"):
+        get_sampler("dps", 3)
