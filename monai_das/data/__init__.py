@@ -1,6 +1,13 @@
 """Inputs for monai_das: MedMNIST3D, synthetic volumes/videos, ultrasound clips and their listings."""
 
-from monai_das.data.factory import DATASET_NAMES, SYNTHETIC_DEFAULT_SAMPLES, dataset_info, get_dataset
+from monai_das.data.factory import (
+    DATASET_NAMES,
+    POCUS_ROOT_ENV,
+    SYNTHETIC_DEFAULT_SAMPLES,
+    dataset_info,
+    get_dataset,
+    pocus_root,
+)
 from monai_das.data.listing import (
     POCUS_CLASSES,
     POCUS_LABEL_MAP,
@@ -30,8 +37,10 @@ from monai_das.data.video_io import DICOM_EXTENSIONS, VIDEO_EXTENSIONS, is_dicom
 
 __all__ = [
     "DATASET_NAMES",
+    "POCUS_ROOT_ENV",
     "SYNTHETIC_DEFAULT_SAMPLES",
     "dataset_info",
+    "pocus_root",
     "get_dataset",
     "POCUS_CLASSES",
     "POCUS_LABEL_MAP",

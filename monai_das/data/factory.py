@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from monai.data import Dataset
 
+from monai_das.data.listing import POCUS_CLASSES, pocus_listing, split_by_fold
 from monai_das.data.medmnist3d import MEDMNIST3D_NAMES, MedMNIST3DDataset, medmnist_info
 from monai_das.data.synthetic import SPLIT_SEED_OFFSETS, SYNTHETIC_CLASS_NAMES, SyntheticVolumeDataset
 
-__all__ = ["DATASET_NAMES", "SYNTHETIC_DEFAULT_SAMPLES", "get_dataset", "dataset_info"]
+__all__ = ["DATASET_NAMES", "SYNTHETIC_DEFAULT_SAMPLES", "POCUS_ROOT_ENV", "pocus_root", "get_dataset", "dataset_info"]
 
-DATASET_NAMES = ("synthetic",) + MEDMNIST3D_NAMES
+DATASET_NAMES = ("synthetic", "pocus") + MEDMNIST3D_NAMES
 #: default number of synthetic volumes per split
 SYNTHETIC_DEFAULT_SAMPLES = {"train": 256, "val": 64, "test": 64}
+#: environment variable naming the POCUS folder (the one with MANIFEST.csv)
+POCUS_ROOT_ENV = "POCUS_ROOT"
+#: default clip length of the POCUS dataset
+POCUS_DEFAULT_FRAMES = 32
 
 
 def _check_name(name: str) -> str:
@@ -22,6 +28,19 @@ def _check_name(name: str) -> str:
     if key not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES}.")
     return key
+
+
+def pocus_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """POCUS folder: ``data_dir``, else ``$POCUS_ROOT``, else ``$MONAI_DAS_DATA/video/covid19_lus_pocus``."""
+    if data_dir is not None:
+        return Path(data_dir)
+    if os.environ.get(POCUS_ROOT_ENV):
+        return Path(os.environ[POCUS_ROOT_ENV])
+    if os.environ.get("MONAI_DAS_DATA"):
+        return Path(os.environ["MONAI_DAS_DATA"]) / "video" / "covid19_lus_pocus"
+    raise FileNotFoundError(
+        f"no POCUS folder given: pass data_dir= or set ${POCUS_ROOT_ENV} (the folder with MANIFEST.csv)."
+    )
 
 
 def get_dataset(
@@ -35,20 +54,27 @@ def get_dataset(
     **kwargs,
 ) -> Dataset:
     """
-    A split of a volume dataset as a MONAI ``Dataset`` of ``{"image": float32 1×D×H×W, "label": int64, ...}``.
+    A split of a dataset as a MONAI ``Dataset``.
+
+    - ``"synthetic"`` and MedMNIST3D names: ``{"image": float32 1×D×H×W, "label": int64, ...}`` (volume layout).
+    - ``"pocus"``: the convex POCUS clips as a :class:`VideoDataset` of ``{"image": float32 T×1×size×size,
+      "label", "group", "fold", ...}`` (video layout), patient-level cross-validation.
 
     Args:
-        name: ``"synthetic"`` or a MedMNIST3D name (``"vesselmnist3d"``, ...).
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        size: 28 or 64 (``D = H = W = size``).
-        data_dir: MedMNIST folder (else ``$MEDMNIST_ROOT``, else ``~/.medmnist``); ignored for synthetic.
+        name: ``"synthetic"``, ``"pocus"`` or a MedMNIST3D name (``"vesselmnist3d"``, ...).
+        split: ``"train"``, ``"val"`` or ``"test"``. For ``"pocus"``: test = fold ``fold``, val = the next fold,
+            train = the other folds (:func:`split_by_fold`).
+        size: volumes: 28 or 64 (``D = H = W = size``); pocus: frame side.
+        data_dir: MedMNIST folder (else ``$MEDMNIST_ROOT``, else ``~/.medmnist``); POCUS folder (else
+            :func:`pocus_root`); ignored for synthetic.
         transform: MONAI transform(s) applied to each item.
         seed: synthetic: base seed (each split adds its own offset, :data:`SPLIT_SEED_OFFSETS`); MedMNIST: seed
-            of the ``num_samples`` subset.
+            of the ``num_samples`` subset; pocus: seed of the fold assignment.
         num_samples: synthetic: items in the split (default :data:`SYNTHETIC_DEFAULT_SAMPLES`); MedMNIST: a seeded
-            random subset of the split (``None``: the whole split).
+            random subset of the split; pocus: the first ``num_samples`` clips of the split. ``None``: all.
         kwargs: synthetic: ``num_classes``, ``num_informative``, ``noise``, ...; MedMNIST: ``download``,
-            ``check_md5``.
+            ``check_md5``; pocus: ``fold`` (0), ``num_folds`` (5), ``num_frames`` (32), ``grayscale``,
+            ``temporal_mode``, ``cache_rate``, ``num_workers``, ``on_error`` of :class:`VideoDataset`.
     """
     key = _check_name(name)
     if split not in SPLIT_SEED_OFFSETS:
@@ -58,37 +84,55 @@ def get_dataset(
         return SyntheticVolumeDataset(
             n, size=size, seed=int(seed) + SPLIT_SEED_OFFSETS[split], transform=transform, **kwargs
         )
+    if key == "pocus":
+        from monai_das.data.video import VideoDataset
+
+        fold, num_folds = int(kwargs.pop("fold", 0)), int(kwargs.pop("num_folds", 5))
+        kwargs.setdefault("num_frames", POCUS_DEFAULT_FRAMES)
+        items = split_by_fold(pocus_listing(pocus_root(data_dir), num_folds=num_folds, seed=seed), fold)[split]
+        items = items if num_samples is None else items[: int(num_samples)]
+        return VideoDataset(items, spatial_size=size, transform=transform, **kwargs)
     return MedMNIST3DDataset(
         key, split, size, root=data_dir, transform=transform, num_samples=num_samples, seed=seed, **kwargs
     )
 
 
-def dataset_info(name: str, size: int = 28, data_dir: str | os.PathLike | None = None, num_classes: int = 2) -> dict:
+def dataset_info(
+    name: str,
+    size: int = 28,
+    data_dir: str | os.PathLike | None = None,
+    num_classes: int = 2,
+    num_frames: int | None = None,
+    grayscale: bool = True,
+) -> dict:
     """
-    ``{"num_classes", "in_channels", "num_frames", "label_names", "task"}`` of a dataset, from metadata only
-    (no file is read; ``data_dir`` is accepted for symmetry with :func:`get_dataset`). ``num_frames = size``
-    (volumes are sliced along one axis). ``num_classes`` applies to ``"synthetic"`` only.
+    ``{"num_classes", "in_channels", "num_frames", "label_names", "task", "layout"}`` of a dataset, from metadata
+    only (no file is read; ``data_dir`` is accepted for symmetry with :func:`get_dataset`).
+
+    Volumes (synthetic, MedMNIST3D): ``num_frames = size`` (sliced along one axis), ``layout = "volume"``;
+    ``num_classes`` applies to ``"synthetic"`` only. ``"pocus"``: ``num_frames`` (default 32) and ``grayscale``
+    as given to :func:`get_dataset`, ``layout = "video"``.
     """
     key = _check_name(name)
-    if int(size) not in (28, 64) and key != "synthetic":
-        raise ValueError(f"MedMNIST3D size must be 28 or 64, got {size}.")
+    if key == "pocus":
+        return {
+            "num_classes": len(POCUS_CLASSES),
+            "in_channels": 1 if grayscale else 3,
+            "num_frames": int(num_frames or POCUS_DEFAULT_FRAMES),
+            "label_names": list(POCUS_CLASSES),
+            "task": "multi-class",
+            "layout": "video",
+        }
     if key == "synthetic":
         if not 2 <= int(num_classes) <= len(SYNTHETIC_CLASS_NAMES):
             raise ValueError(f"num_classes must be in 2..{len(SYNTHETIC_CLASS_NAMES)}, got {num_classes}.")
         names = list(SYNTHETIC_CLASS_NAMES[: int(num_classes)])
-        return {
-            "num_classes": len(names),
-            "in_channels": 1,
-            "num_frames": int(size),
-            "label_names": names,
-            "task": "binary-class" if len(names) == 2 else "multi-class",
-        }
+        task = "binary-class" if len(names) == 2 else "multi-class"
+        return {"num_classes": len(names), "in_channels": 1, "num_frames": int(size), "label_names": names,
+                "task": task, "layout": "volume"}
+    if int(size) not in (28, 64):
+        raise ValueError(f"MedMNIST3D size must be 28 or 64, got {size}.")
     info = medmnist_info(key)
     names = [info["label"][str(i)] for i in range(len(info["label"]))]
-    return {
-        "num_classes": len(names),
-        "in_channels": int(info["n_channels"]),
-        "num_frames": int(size),
-        "label_names": names,
-        "task": info["task"],
-    }
+    return {"num_classes": len(names), "in_channels": int(info["n_channels"]), "num_frames": int(size),
+            "label_names": names, "task": info["task"], "layout": "volume"}

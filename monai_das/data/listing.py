@@ -63,7 +63,8 @@ def read_video_listing(
     extensions: Sequence[str] = VIDEO_EXTENSIONS + DICOM_EXTENSIONS,
 ) -> list[dict]:
     """
-    Listing of clips as ``[{"image": absolute path, "label": int, "group": str}, ...]``.
+    Listing of clips as ``[{"image": path, "label": int, "label_name": str, "group": str, ...}, ...]``
+    (``label_name`` is the label as written in the source).
 
     Args:
         source: a CSV file (one row per clip; columns ``path_column``, ``label_column`` and, if given,
@@ -117,7 +118,7 @@ def read_video_listing(
                 raise
             problems.append(str(e))
             continue
-        items.append({**extra, "image": str(path), "label": idx, "group": group})
+        items.append({**extra, "image": str(path), "label": idx, "label_name": label, "group": group})
     if problems:
         logger.warning("skipped %d of %d listing rows: %s", len(problems), len(rows), "; ".join(problems[:5]))
     return items
@@ -176,7 +177,7 @@ def pocus_listing(
 ) -> list[dict]:
     """
     The POCUS lung-ultrasound benchmark listing (Born et al. 2021; ``covid19_lus_pocus`` with its
-    ``MANIFEST.csv``): ``[{"image", "label", "group", "fold", "probe", ...}]`` with labels
+    ``MANIFEST.csv``): ``[{"image", "label", "group", "fold", "probe", "label_name"}]`` with labels
     :data:`POCUS_CLASSES` (covid 0, pneumonia 1 = bacterial + viral, healthy 2), ``group`` = patient id and
     patient-level stratified folds.
 
@@ -190,6 +191,11 @@ def pocus_listing(
     if not manifest.is_file():
         raise FileNotFoundError(f"POCUS manifest '{manifest}' not found (root should hold MANIFEST.csv).")
     items = read_video_listing(manifest, label_names=POCUS_LABEL_MAP, group_column="patient_id", on_error=on_error)
+    items = [
+        {"image": it["image"], "label": it["label"], "group": it["group"], "probe": it.get("probe", ""),
+         "label_name": it["label_name"]}
+        for it in items
+    ]
     if probe is not None:
         items = [it for it in items if it.get("probe") == probe]
         if not items:

@@ -105,21 +105,30 @@ def make_synthetic_sequence(
 
 
 class _SyntheticItems(Sequence):
-    def __init__(self, owner: _SyntheticBase) -> None:
-        self.owner = owner
+    """Lazily generated items (holds no reference to the dataset: MONAI's ``set_rnd`` walks attributes)."""
+
+    def __init__(self, labels: np.ndarray, seed: int, layout: str, params: dict) -> None:
+        self.labels, self.seed, self.layout, self.params = labels, seed, layout, params
 
     def __len__(self) -> int:
-        return self.owner.num_samples
+        return len(self.labels)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} items.")
-        return self.owner.make_item(int(i) % len(self))
+        index = int(i) % len(self)
+        rng = np.random.default_rng([self.seed, index])
+        seq, informative = make_synthetic_sequence(rng, int(self.labels[index]), **self.params)
+        if self.layout == "volume":
+            seq = np.ascontiguousarray(seq.transpose(1, 0, 2, 3))  # T×1×H×W → 1×D×H×W
+        return {"image": seq, "label": self.labels[index], "informative": informative}
 
 
 class _SyntheticBase(Dataset):
+    layout = "volume"
+
     def __init__(
         self,
         num_samples: int,
@@ -143,24 +152,15 @@ class _SyntheticBase(Dataset):
         self.num_informative, self.in_channels, self.seed = int(num_informative), int(channels), int(seed)
         if not 1 <= self.num_informative <= self.num_frames:
             raise ValueError(f"num_informative must be in 1..{self.num_frames}, got {num_informative}.")
-        self.kwargs = kwargs
         self.label_names = list(SYNTHETIC_CLASS_NAMES[: self.num_classes])
         self.task = "binary-class" if self.num_classes == 2 else "multi-class"
         # balanced labels in a seeded order
         self.labels = np.random.default_rng([self.seed, 2**31 - 1]).permutation(
             np.arange(self.num_samples) % self.num_classes
         ).astype(np.int64)
-        super().__init__(_SyntheticItems(self), transform)
-
-    def make_sequence(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([self.seed, int(index)])
-        return make_synthetic_sequence(
-            rng, int(self.labels[index]), self.num_frames, self.size, self.num_informative, self.in_channels,
-            **self.kwargs,
-        )
-
-    def make_item(self, index: int) -> dict:
-        raise NotImplementedError
+        params = dict(num_frames=self.num_frames, size=self.size, num_informative=self.num_informative,
+                      channels=self.in_channels, **kwargs)
+        super().__init__(_SyntheticItems(self.labels, self.seed, self.layout, params), transform)
 
 
 class SyntheticVolumeDataset(_SyntheticBase):
@@ -187,11 +187,6 @@ class SyntheticVolumeDataset(_SyntheticBase):
     ) -> None:
         super().__init__(num_samples, num_classes, size, None, num_informative, 1, seed, transform, **kwargs)
 
-    def make_item(self, index: int) -> dict:
-        seq, informative = self.make_sequence(index)
-        return {"image": np.ascontiguousarray(seq.transpose(1, 0, 2, 3)), "label": self.labels[index],
-                "informative": informative}
-
 
 class SyntheticVideoDataset(_SyntheticBase):
     """
@@ -203,6 +198,8 @@ class SyntheticVideoDataset(_SyntheticBase):
         num_informative: informative frames per video. in_channels: ``C``. seed, transform, kwargs: as
         :class:`SyntheticVolumeDataset`.
     """
+
+    layout = "video"
 
     def __init__(
         self,
@@ -219,7 +216,3 @@ class SyntheticVideoDataset(_SyntheticBase):
         super().__init__(
             num_samples, num_classes, size, num_frames, num_informative, in_channels, seed, transform, **kwargs
         )
-
-    def make_item(self, index: int) -> dict:
-        seq, informative = self.make_sequence(index)
-        return {"image": seq, "label": self.labels[index], "informative": informative}

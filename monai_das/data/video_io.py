@@ -39,7 +39,10 @@ def is_dicom(path: str | os.PathLike) -> bool:
 def _size_hw(spatial_size: Sequence[int] | int | None) -> tuple[int, int] | None:
     if spatial_size is None:
         return None
-    size = (int(spatial_size),) * 2 if isinstance(spatial_size, (int, np.integer)) else tuple(int(s) for s in spatial_size)
+    if isinstance(spatial_size, (int, np.integer)):
+        size = (int(spatial_size),) * 2
+    else:
+        size = tuple(int(s) for s in spatial_size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"spatial_size must be a positive int or (H, W), got {spatial_size}.")
     return size  # type: ignore[return-value]
@@ -120,7 +123,7 @@ def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], di
     except Exception as e:
         raise RuntimeError(f"cannot read DICOM file '{path}': {e}") from e
     if "PixelData" not in ds:
-        raise ValueError(f"DICOM file '{path}' has no pixel data.")
+        raise RuntimeError(f"DICOM file '{path}' has no pixel data (not an image, or truncated).")
     try:
         arr = ds.pixel_array  # pydicom >= 3 converts YBR to RGB
     except Exception as e:

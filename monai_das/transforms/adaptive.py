@@ -11,7 +11,7 @@ import torch.nn as nn
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_tensor
+from monai.utils import TransformBackends, convert_to_tensor
 
 from monai_das.transforms.temporal import KEPT_INDICES, VolumeToFrames, subsampled_meta
 
@@ -34,7 +34,7 @@ class AdaptiveSubsample(Transform):
             is returned on the input's device.
     """
 
-    backend = [MetaTensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(self, sampler: nn.Module, slice_axis: int | None = None, device: str | torch.device | None = None):
         if not isinstance(sampler, nn.Module) or not hasattr(sampler, "forward"):

@@ -81,7 +81,10 @@ class LoadVideo(Transform):
             raise ValueError(f"LoadVideo expects a file path, got {type(filename).__name__}.")
         frames, info = read_video(filename, self.spatial_size, self.grayscale, self.check_frame_count)
         t = frames.shape[0]
-        idx = torch.arange(t) if self.num_frames is None else temporal_resample_indices(t, self.num_frames, self.temporal_mode)
+        if self.num_frames is None:
+            idx = torch.arange(t)
+        else:
+            idx = temporal_resample_indices(t, self.num_frames, self.temporal_mode)
         data = torch.from_numpy(frames).permute(0, 3, 1, 2)[idx].contiguous()  # T×C×H×W
         meta = {
             "filename_or_obj": info["filename"],

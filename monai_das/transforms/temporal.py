@@ -10,7 +10,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, Transform
-from monai.utils import convert_to_tensor
+from monai.utils import TransformBackends, convert_to_tensor
 
 __all__ = [
     "KEPT_INDICES",
@@ -107,7 +107,7 @@ class VolumeToFrames(Transform):
         axis: the spatial axis that becomes time.
     """
 
-    backend = [MetaTensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(self, axis: int = 0) -> None:
         if axis not in (0, 1, 2):
@@ -149,7 +149,7 @@ class UniformTemporalSubsample(Transform):
         num_samples: ``k``, frames kept.
     """
 
-    backend = [MetaTensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(self, num_samples: int) -> None:
         if int(num_samples) < 1:
@@ -196,7 +196,7 @@ class RandTemporalSubsample(Randomizable, Transform):
             equal segments and one random frame is drawn from each (TSN-style; keeps the temporal coverage).
     """
 
-    backend = [MetaTensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(self, num_samples: int, mode: str = "random") -> None:
         if int(num_samples) < 1:

@@ -1,0 +1,110 @@
+"""Clip listings: the POCUS benchmark listing with patient-level folds, CSV / folder listings and their errors."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+
+import pytest
+
+from monai_das.data import POCUS_CLASSES, assign_group_folds, pocus_listing, read_video_listing, split_by_fold
+
+
+@pytest.fixture(scope="module")
+def pocus_root(shared_data):
+    root = shared_data / "video" / "covid19_lus_pocus"
+    if not (root / "MANIFEST.csv").is_file():
+        pytest.skip(f"POCUS videos not found in {root}")
+    return root
+
+
+def test_pocus_listing_convex_three_classes(pocus_root):
+    items = pocus_listing(pocus_root)
+    assert len(items) == 121  # convex clips (27 covid, 36 bacterial + 2 viral pneumonia, 56 healthy)
+    assert collections.Counter(it["label"] for it in items) == {0: 27, 1: 38, 2: 56}
+    assert POCUS_CLASSES == ("covid", "pneumonia", "healthy")
+    by_name = {it["label_name"]: it["label"] for it in items}
+    assert by_name == {"covid": 0, "bacterial_pneumonia": 1, "viral_pneumonia": 1, "healthy": 2}
+    assert all(it["probe"] == "convex" and os.path.isfile(it["image"]) for it in items)
+    assert {it["fold"] for it in items} == set(range(5))
+    assert len(pocus_listing(pocus_root, probe=None)) == 131
+
+
+def test_no_patient_in_two_folds(pocus_root):
+    items = pocus_listing(pocus_root, num_folds=5, seed=0)
+    folds_of = collections.defaultdict(set)
+    for it in items:
+        folds_of[it["group"]].add(it["fold"])
+    assert len(folds_of) > 5 and all(len(f) == 1 for f in folds_of.values())
+    # stratified: every fold holds every class
+    for fold in range(5):
+        assert {it["label"] for it in items if it["fold"] == fold} == {0, 1, 2}
+    split = split_by_fold(items, fold=2)
+    groups = {name: {it["group"] for it in part} for name, part in split.items()}
+    assert not groups["train"] & groups["val"] and not groups["train"] & groups["test"]
+    assert not groups["val"] & groups["test"]
+    assert sum(len(p) for p in split.values()) == len(items)
+    assert {it["fold"] for it in split["test"]} == {2} and {it["fold"] for it in split["val"]} == {3}
+    # deterministic per seed, different across seeds
+    assert [it["fold"] for it in pocus_listing(pocus_root, seed=0)] == [it["fold"] for it in items]
+    assert [it["fold"] for it in pocus_listing(pocus_root, seed=1)] != [it["fold"] for it in items]
+
+
+def test_group_folds_unstratified_and_errors():
+    items = [{"image": f"{i}.mp4", "label": i % 2, "group": f"p{i // 3}"} for i in range(12)]
+    out = assign_group_folds(items, num_folds=4, stratified=False)
+    assert "fold" not in items[0]  # inputs untouched
+    for g in {it["group"] for it in out}:
+        assert len({it["fold"] for it in out if it["group"] == g}) == 1
+    with pytest.raises(ValueError, match="num_folds"):
+        assign_group_folds(items, num_folds=5)  # only 4 groups
+    with pytest.raises(ValueError, match="fold 7"):
+        split_by_fold(out, 7)
+
+
+def _write_csv(path, rows, header=("file", "label", "patient_id")):
+    path.write_text("\n".join([",".join(header)] + [",".join(r) for r in rows]) + "\n")
+
+
+def test_csv_listing_and_bad_rows(pocus_root, tmp_path, caplog):
+    a, b = "convex/Reg_liftl_case3_clip2.mp4", "convex/Cov-Atlas+(45).gif"
+    csv_path = tmp_path / "list.csv"
+    _write_csv(csv_path, [(str(pocus_root / a), "healthy", "7"), (str(pocus_root / b), "covid", "9")])
+    items = read_video_listing(csv_path, label_names=["covid", "healthy"])
+    assert [(it["label"], it["group"]) for it in items] == [(1, "7"), (0, "9")]
+    # relative paths against root=
+    _write_csv(csv_path, [(a, "1", "7")])
+    assert read_video_listing(csv_path, root=pocus_root, label_names=["covid", "healthy"])[0]["label"] == 1
+    # a row whose file is missing: clear error naming the line and the file, or skipped and counted
+    _write_csv(csv_path, [(a, "healthy", "7"), ("convex/gone.mp4", "covid", "8")])
+    with pytest.raises(FileNotFoundError, match=r"line 3.*gone\.mp4"):
+        read_video_listing(csv_path, root=pocus_root)
+    with caplog.at_level(logging.WARNING):
+        items = read_video_listing(csv_path, root=pocus_root, on_error="skip")
+    assert len(items) == 1 and "skipped 1 of 2" in caplog.text
+    # a label outside the classes
+    _write_csv(csv_path, [(a, "pneumothorax", "7")])
+    with pytest.raises(ValueError, match="pneumothorax"):
+        read_video_listing(csv_path, root=pocus_root, label_names=["covid", "healthy"])
+    _write_csv(csv_path, [(a, "5", "7")])
+    with pytest.raises(ValueError, match="outside"):
+        read_video_listing(csv_path, root=pocus_root, label_names=["covid", "healthy"])
+    _write_csv(csv_path, [(a, "healthy")], header=("file", "label"))
+    with pytest.raises(ValueError, match="patient_id"):
+        read_video_listing(csv_path, root=pocus_root)
+    with pytest.raises(FileNotFoundError, match="nothing.csv"):
+        read_video_listing(tmp_path / "nothing.csv")
+
+
+def test_folder_listing(pocus_root, tmp_path):
+    for label, name in [("covid", "Cov-Atlas+(45).gif"), ("healthy", "Reg_liftl_case3_clip2.mp4"),
+                        ("healthy", "Reg_pat1Image_133410.mpeg")]:
+        (tmp_path / label).mkdir(exist_ok=True)
+        os.symlink(pocus_root / "convex" / name, tmp_path / label / name)
+    (tmp_path / "healthy" / "notes.txt").write_text("not a clip")
+    items = read_video_listing(tmp_path)
+    assert [(it["label"], it["label_name"]) for it in items] == [(0, "covid"), (1, "healthy"), (1, "healthy")]
+    assert items[1]["group"] == "Reg_liftl_case3_clip2"
+    with pytest.raises(ValueError, match="no clips"):
+        read_video_listing(tmp_path / "covid")

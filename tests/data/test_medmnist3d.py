@@ -1,0 +1,152 @@
+"""MedMNIST3D: real VesselMNIST3D files at both sizes, missing / corrupt files, metadata of all six datasets."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from monai.data import CacheDataset, DataLoader
+from monai.transforms import Compose, EnsureTyped, RandFlipd
+
+from monai_das.data import (
+    MEDMNIST3D_NAMES,
+    MedMNIST3DDataset,
+    dataset_info,
+    ensure_medmnist_file,
+    get_dataset,
+    medmnist_filename,
+    medmnist_root,
+)
+
+OFFICIAL = {"train": 1335, "val": 191, "test": 382}
+COUNTS = {"train": (1185, 150), "val": (169, 22), "test": (339, 43)}
+
+
+@pytest.fixture(scope="module")
+def vessel_root(shared_data):
+    root = shared_data / "medmnist3d"
+    for name in ("vesselmnist3d.npz", "vesselmnist3d_64.npz"):
+        if not (root / name).is_file():
+            pytest.skip(f"{name} not found in {root}")
+    return root
+
+
+@pytest.mark.parametrize("size", [28, 64])
+def test_real_vessel_splits(vessel_root, size):
+    for split, n in OFFICIAL.items():
+        ds = MedMNIST3DDataset("vesselmnist3d", split, size, root=vessel_root)
+        assert len(ds) == n
+        assert tuple(np.bincount(ds.labels)) == COUNTS[split]
+        item = ds[n - 1]
+        assert item["image"].shape == (1, size, size, size)
+        assert item["image"].dtype == np.float32
+        assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+        assert set(np.unique(item["image"])) <= {0.0, 1.0}  # binary masks {0, 255} / 255
+        assert item["label"].dtype == np.int64 and int(item["label"]) == int(ds.labels[-1])
+    assert ds.num_classes == 2 and ds.label_names == ["vessel", "aneurysm"] and ds.in_channels == 1
+
+
+def test_env_root_transform_and_loaders(vessel_root, monkeypatch):
+    monkeypatch.setenv("MEDMNIST_ROOT", str(vessel_root))
+    assert medmnist_root() == vessel_root
+    xf = Compose([RandFlipd("image", prob=1.0, spatial_axis=0), EnsureTyped("image")])
+    ds = MedMNIST3DDataset(split="val", transform=xf)  # root from $MEDMNIST_ROOT
+    raw = MedMNIST3DDataset(split="val", root=vessel_root)
+    assert torch.equal(ds[3]["image"], torch.as_tensor(raw[3]["image"]).flip(1))
+    batch = next(iter(DataLoader(ds, batch_size=4, num_workers=0)))
+    assert batch["image"].shape == (4, 1, 28, 28, 28) and batch["label"].shape == (4,)
+    cached = CacheDataset(raw.data[:8], transform=EnsureTyped("image"), progress=False)
+    assert torch.equal(cached[5]["image"], torch.as_tensor(raw[5]["image"]))
+
+
+def test_num_samples_subset(vessel_root):
+    full = MedMNIST3DDataset("vesselmnist3d", "test", root=vessel_root)
+    sub = get_dataset("vesselmnist3d", "test", data_dir=vessel_root, num_samples=10, seed=3)
+    assert len(sub) == 10 and sub.num_classes == 2
+    assert any(np.array_equal(sub[0]["image"], full[i]["image"]) for i in range(len(full)))
+    again = get_dataset("vesselmnist3d", "test", data_dir=vessel_root, num_samples=10, seed=3)
+    assert np.array_equal(sub.labels, again.labels) and np.array_equal(sub[9]["image"], again[9]["image"])
+
+
+@pytest.mark.parametrize("name", MEDMNIST3D_NAMES)
+@pytest.mark.parametrize("size", [28, 64])
+def test_missing_file_error_names_file_and_folder(tmp_path, name, size):
+    with pytest.raises(FileNotFoundError) as e:
+        MedMNIST3DDataset(name, "train", size, root=tmp_path)
+    msg = str(e.value)
+    assert medmnist_filename(name, size) in msg and str(tmp_path) in msg and "download=True" in msg
+    assert ("_64.npz" in msg) == (size == 64)
+
+
+def test_metadata_of_all_six():
+    expected = {"organmnist3d": 11, "nodulemnist3d": 2, "adrenalmnist3d": 2, "fracturemnist3d": 3,
+                "vesselmnist3d": 2, "synapsemnist3d": 2}
+    for name, n in expected.items():
+        info = dataset_info(name, size=64)
+        assert info["num_classes"] == n == len(info["label_names"])
+        assert info["in_channels"] == 1 and info["num_frames"] == 64
+    with pytest.raises(ValueError, match="unknown"):
+        dataset_info("pathmnist")
+    with pytest.raises(ValueError, match="size"):
+        MedMNIST3DDataset("vesselmnist3d", "train", 32)
+    with pytest.raises(ValueError, match="split"):
+        MedMNIST3DDataset("vesselmnist3d", "valid")
+
+
+def test_truncated_file_is_a_clear_error(vessel_root, tmp_path):
+    data = (vessel_root / "vesselmnist3d.npz").read_bytes()
+    (tmp_path / "vesselmnist3d.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RuntimeError, match="md5") as e:
+        MedMNIST3DDataset("vesselmnist3d", "train", root=tmp_path)
+    assert "vesselmnist3d.npz" in str(e.value)
+    with pytest.raises(RuntimeError, match="corrupt or truncated") as e:
+        MedMNIST3DDataset("vesselmnist3d", "train", root=tmp_path, check_md5=False)
+    assert str(tmp_path / "vesselmnist3d.npz") in str(e.value)
+
+
+def _fake_npz(path, images, labels):
+    np.savez_compressed(
+        path, **{f"{s}_images": images for s in OFFICIAL}, **{f"{s}_labels": labels for s in OFFICIAL}
+    )
+
+
+def test_bad_contents(tmp_path):
+    path = tmp_path / "vesselmnist3d.npz"
+    _fake_npz(path, np.zeros((3, 28, 28, 28), np.float32), np.zeros((3, 1), np.uint8))
+    with pytest.raises(ValueError, match="dtype float32, expected uint8"):
+        MedMNIST3DDataset(root=tmp_path, check_md5=False)
+    _fake_npz(path, np.zeros((3, 28, 28, 28), np.uint8), np.array([[0], [2], [1]], np.uint8))
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+        MedMNIST3DDataset(root=tmp_path, check_md5=False)
+    _fake_npz(path, np.zeros((3, 28, 28), np.uint8), np.zeros((3, 1), np.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        MedMNIST3DDataset(root=tmp_path, check_md5=False)
+    # a valid-looking file that is not the official release fails the checksum
+    _fake_npz(path, np.zeros((3, 28, 28, 28), np.uint8), np.zeros((3, 1), np.uint8))
+    with pytest.raises(RuntimeError, match="md5"):
+        MedMNIST3DDataset(root=tmp_path)
+    assert len(MedMNIST3DDataset(root=tmp_path, check_md5=False)) == 3
+
+
+def test_download_uses_medmnist_url_and_md5(vessel_root, tmp_path, monkeypatch):
+    import monai.apps
+
+    calls = []
+
+    def fake_download(url, filepath, hash_val=None, hash_type="md5", **kw):
+        calls.append((url, filepath, hash_val, hash_type))
+        shutil.copy(vessel_root / "vesselmnist3d_64.npz", filepath)
+
+    monkeypatch.setattr(monai.apps, "download_url", fake_download)
+    root = tmp_path / "new"
+    path = ensure_medmnist_file("vesselmnist3d", 64, root=root, download=True)
+    assert path == root / "vesselmnist3d_64.npz" and path.is_file()
+    url, filepath, md5, kind = calls[0]
+    assert url.startswith("https://zenodo.org/") and "vesselmnist3d_64.npz" in url
+    assert md5 == "6bb274a8846e1097066dcd64e2c4520f" and kind == "md5" and filepath == str(path)
+    # present now: no second download
+    ds = MedMNIST3DDataset("vesselmnist3d", "val", 64, root=root, download=True)
+    assert len(ds) == 191 and len(calls) == 1

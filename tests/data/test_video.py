@@ -1,0 +1,238 @@
+"""Clip decoding (real POCUS videos of every container, multi-frame DICOM), bad files and VideoDataset caching."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monai.data import CacheDataset, DataLoader, PersistentDataset, ThreadDataLoader
+
+import monai_das.transforms.io as video_io_transforms
+from monai_das.data import VideoDataset, read_video, video_transform
+from monai_das.data.video_io import _read_gif_pillow
+from monai_das.transforms import LoadVideo
+
+EXTENSIONS = ("mp4", "avi", "mpeg", "mov", "gif")
+
+
+@pytest.fixture(scope="module")
+def pocus(shared_data) -> tuple[Path, list[dict]]:
+    root = shared_data / "video" / "covid19_lus_pocus"
+    if not (root / "MANIFEST.csv").is_file():
+        pytest.skip(f"POCUS videos not found in {root}")
+    with open(root / "MANIFEST.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return root, rows
+
+
+def _short_clips(rows: list[dict], ext: str, n: int = 2) -> list[dict]:
+    """The ``n`` cheapest clips (frames × pixels) with extension ``ext``."""
+    cands = [r for r in rows if r["file"].lower().endswith("." + ext)]
+    return sorted(cands, key=lambda r: int(r["frames"]) * int(r["width"]) * int(r["height"]))[:n]
+
+
+@pytest.mark.parametrize("ext", EXTENSIONS)
+def test_real_containers_decode(pocus, ext):
+    root, rows = pocus
+    clips = _short_clips(rows, ext)
+    assert len(clips) == 2
+    for r in clips:
+        path = root / r["file"]
+        frames, info = read_video(path, spatial_size=(24, 32))
+        assert frames.shape == (int(r["frames"]), 24, 32, 1) and frames.dtype == np.float32
+        assert info["original_size"] == (int(r["height"]), int(r["width"]))
+        assert 0.0 <= frames.min() and frames.max() <= 1.0 and frames.std() > 0.01
+        clip = LoadVideo(num_frames=16, spatial_size=32, grayscale=False)(str(path))
+        assert tuple(clip.shape) == (16, 3, 32, 32) and clip.dtype == torch.float32
+        assert clip.meta["original_num_frames"] == int(r["frames"]) and clip.meta["fps"] > 0
+        assert clip.meta["filename_or_obj"] == str(path)
+        kept = clip.meta["kept_indices"]
+        assert len(kept) == 16 and bool((kept[1:] >= kept[:-1]).all()) and int(kept[-1]) < int(r["frames"])
+
+
+def test_upper_case_extension(pocus):
+    root, rows = pocus
+    r = next(r for r in rows if r["file"].endswith(".MP4"))
+    clip = LoadVideo(num_frames=8, spatial_size=16)(root / r["file"])
+    assert tuple(clip.shape) == (8, 1, 16, 16)
+
+
+def test_gif_pillow_fallback_agrees_with_opencv(pocus):
+    root, rows = pocus
+    path = root / _short_clips(rows, "gif", 1)[0]["file"]
+    cv_frames, _ = read_video(path, spatial_size=32, grayscale=False)
+    pil_frames, info = _read_gif_pillow(path, (32, 32), grayscale=False)
+    pil = np.stack(pil_frames).astype(np.float32) / 255.0
+    assert info["reader"] == "pillow" and pil.shape == cv_frames.shape
+    assert np.abs(pil - cv_frames).mean() < 0.02
+
+
+def test_multiframe_ultrasound_dicom():
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("examples_ybr_color.dcm")  # 30-frame US cine, YBR_FULL_422, JPEG baseline
+    rgb, info = read_video(path, spatial_size=(24, 32), grayscale=False)
+    gray, _ = read_video(path, spatial_size=(24, 32), grayscale=True)
+    assert rgb.shape == (30, 24, 32, 3) and gray.shape == (30, 24, 32, 1) and info["reader"] == "pydicom"
+    assert info["original_size"] == (240, 320)
+    lum = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    assert np.abs(lum - gray[..., 0]).max() < 0.01
+    clip = LoadVideo(num_frames=8, spatial_size=(24, 32), grayscale=False)(path)
+    assert tuple(clip.shape) == (8, 3, 24, 32)
+    assert torch.allclose(clip, torch.from_numpy(rgb).permute(0, 3, 1, 2)[clip.meta["kept_indices"]])
+
+
+def test_single_frame_ct_dicom_is_minmax_scaled():
+    from pydicom.data import get_testdata_file
+
+    frames, _ = read_video(get_testdata_file("CT_small.dcm"))  # int16 CT slice
+    assert frames.shape == (1, 128, 128, 1)
+    assert frames.min() == 0.0 and frames.max() == 1.0
+
+
+def _write_avi(path: Path, n: int, size: int = 32) -> None:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (size, size))
+    for i in range(n):
+        writer.write(np.full((size, size, 3), 20 * i % 255, np.uint8))
+    writer.release()
+
+
+def test_bad_files_give_clear_errors(pocus, tmp_path):
+    root, rows = pocus
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        read_video(tmp_path / "nope.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 10)
+    with pytest.raises(RuntimeError, match="junk.mp4"):
+        read_video(junk)
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+    with pytest.raises((RuntimeError, ValueError), match="empty.avi"):
+        read_video(empty)
+    zero = tmp_path / "zero.avi"
+    _write_avi(zero, 0)
+    with pytest.raises((RuntimeError, ValueError), match="zero.avi"):
+        read_video(zero)
+    # truncated real files: mp4 (index at the end: unreadable) and avi (header declares more frames)
+    for ext in ("mp4", "avi"):
+        data = (root / _short_clips(rows, ext, 1)[0]["file"]).read_bytes()
+        cut = tmp_path / f"truncated.{ext}"
+        cut.write_bytes(data[: len(data) // 2])
+        with pytest.raises(RuntimeError, match=f"truncated.{ext}"):
+            read_video(cut)
+    from pydicom.data import get_testdata_file
+
+    dcm = Path(get_testdata_file("examples_ybr_color.dcm")).read_bytes()
+    bad = tmp_path / "cut.dcm"
+    bad.write_bytes(dcm[: len(dcm) // 3])
+    with pytest.raises(RuntimeError, match="cut.dcm"):
+        read_video(bad)
+
+
+def test_written_clip_roundtrip(tmp_path):
+    path = tmp_path / "ramp.avi"
+    _write_avi(path, 12)
+    frames, info = read_video(path)
+    assert frames.shape == (12, 32, 32, 1) and info["fps"] == pytest.approx(10.0)
+    assert np.allclose(frames[:, 16, 16, 0] * 255, np.arange(12) * 20, atol=3)
+
+
+def _pocus_items(root: Path, rows: list[dict]) -> list[dict]:
+    picks = [r for ext in ("mp4", "gif", "avi") for r in _short_clips(rows, ext, 1)]
+    return [{"image": str(root / r["file"]), "label": i % 3, "group": r["patient_id"]} for i, r in enumerate(picks)]
+
+
+def test_video_dataset_loaders(pocus):
+    items = _pocus_items(*pocus)
+    ds = VideoDataset(items, num_frames=8, spatial_size=16)
+    assert len(ds) == 3 and ds.in_channels == 1
+    batch = next(iter(DataLoader(ds, batch_size=3, num_workers=0)))
+    assert batch["image"].shape == (3, 8, 1, 16, 16) and batch["label"].tolist() == [0, 1, 2]
+    assert batch["image"].meta["kept_indices"].shape == (3, 8)
+    batch = next(iter(ThreadDataLoader(VideoDataset(items, num_frames=8, spatial_size=16, grayscale=False),
+                                       batch_size=2)))
+    assert batch["image"].shape == (2, 8, 3, 16, 16)
+
+
+def test_cache_dataset_decodes_once(pocus, monkeypatch):
+    calls = []
+    real = video_io_transforms.read_video
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(video_io_transforms, "read_video", counting)
+    items = _pocus_items(*pocus)
+    ds = VideoDataset(items, num_frames=8, spatial_size=16, cache_rate=1.0)
+    assert len(calls) == 3
+    first = [ds[i]["image"].clone() for i in range(3)]
+    second = [ds[i]["image"] for i in range(3)]
+    assert len(calls) == 3 and all(torch.equal(a, b) for a, b in zip(first, second))
+    plain = CacheDataset(items, video_transform(8, 16), cache_rate=1.0, progress=False)
+    assert torch.equal(plain[1]["image"], first[1])
+
+
+def test_persistent_dataset_decodes_once(pocus, tmp_path):
+    root, rows = pocus
+    src = root / _short_clips(rows, "mp4", 1)[0]["file"]
+    local = tmp_path / "clip.mp4"
+    shutil.copy(src, local)
+    data = [{"image": str(local), "label": 1}]
+    cache = tmp_path / "cache"
+    first = PersistentDataset(data, video_transform(8, 16), cache_dir=cache)[0]["image"]
+    assert any(cache.iterdir())
+    local.unlink()  # decoding again would fail now
+    again = PersistentDataset(data, video_transform(8, 16), cache_dir=cache)[0]["image"]
+    assert torch.equal(first, again) and again.shape == (8, 1, 16, 16)
+
+
+def test_bad_items_raise_with_file_name_or_are_skipped(pocus, tmp_path, caplog):
+    items = _pocus_items(*pocus)[:1]
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"\x00" * 4096)
+    missing = {"image": str(tmp_path / "missing.mp4"), "label": 0, "group": "p"}
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        VideoDataset(items + [missing], num_frames=4, spatial_size=8)
+    with caplog.at_level(logging.WARNING):
+        ds = VideoDataset(items + [missing, {"image": str(junk), "label": 0}], num_frames=4, spatial_size=8,
+                          on_error="skip")
+    assert len(ds) == 1 and len(ds.skipped) == 2 and "skipped 2 of 3 clips" in caplog.text
+    # a corrupt clip that is only found when loading: the error names the file, in a worker too
+    ds = VideoDataset(items + [{"image": str(junk), "label": 0}], num_frames=4, spatial_size=8)
+    with pytest.raises(RuntimeError) as e:
+        ds[1]
+    chain, err = [], e.value
+    while err is not None:
+        chain.append(str(err))
+        err = err.__cause__
+    assert any("junk.avi" in msg for msg in chain)
+    with pytest.raises(RuntimeError, match="junk.avi"):
+        list(DataLoader(ds, batch_size=1, num_workers=1))
+
+
+def test_pocus_through_the_factory(pocus, monkeypatch):
+    from monai_das.data import dataset_info, get_dataset, pocus_root
+
+    root, _ = pocus
+    monkeypatch.delenv("POCUS_ROOT", raising=False)
+    monkeypatch.setenv("MONAI_DAS_DATA", str(root.parent.parent))
+    assert pocus_root() == root
+    splits = {s: get_dataset("pocus", s, size=16, fold=1, num_frames=4) for s in ("train", "val", "test")}
+    groups = {s: {it["group"] for it in ds.data} for s, ds in splits.items()}
+    assert not groups["train"] & groups["test"] and not groups["val"] & groups["test"]
+    assert sum(len(ds) for ds in splits.values()) == 121
+    assert {it["fold"] for it in splits["test"].data} == {1}
+    small = get_dataset("pocus", "test", size=16, data_dir=root, fold=1, num_frames=4, num_samples=2)
+    assert len(small) == 2 and tuple(small[1]["image"].shape) == (4, 1, 16, 16)
+    info = dataset_info("pocus", size=16, num_frames=4)
+    assert info["num_classes"] == 3 and info["num_frames"] == 4 and info["layout"] == "video"
+    assert info["in_channels"] == small.in_channels

@@ -1,0 +1,98 @@
+"""AdaptiveSubsample(d): a trained sampler as a preprocessing step; output equals the sampler's own selection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai.data import DataLoader, Dataset, MetaTensor
+from monai.transforms import Compose, EnsureTyped
+
+from monai_das.data import SyntheticVolumeDataset
+from monai_das.networks import build_classifier, get_sampler
+from monai_das.transforms import (
+    AdaptiveSubsample,
+    AdaptiveSubsampled,
+    UniformTemporalSubsample,
+    VolumeToFrames,
+)
+
+
+@pytest.fixture(scope="module")
+def das():
+    torch.manual_seed(0)
+    return get_sampler("das", num_samples=4, in_channels=1)
+
+
+def test_output_equals_sampler_selection(das):
+    seq = torch.rand(16, 1, 12, 12)
+    das.train()
+    out = AdaptiveSubsample(das)(MetaTensor(seq, meta={"filename_or_obj": "x"}))
+    assert das.training  # mode restored
+    das.eval()
+    with torch.no_grad():
+        ref = das(seq[None])
+    assert tuple(out.shape) == (4, 1, 12, 12) and not out.requires_grad
+    assert torch.equal(out.as_tensor(), ref.frames[0])
+    assert torch.equal(out.meta["kept_indices"], ref.indices[0])
+    assert torch.equal(out.as_tensor(), seq[ref.indices[0]])  # the frames are original frames
+    assert out.meta["filename_or_obj"] == "x"
+
+
+def test_dict_form_agrees_and_volume_input(das):
+    vol = torch.rand(1, 16, 12, 12)  # C×D×H×W
+    arr = AdaptiveSubsample(das, slice_axis=1)
+    d = AdaptiveSubsampled(["image"], das, slice_axis=1)({"image": MetaTensor(vol), "label": 1})
+    a = arr(vol)
+    assert tuple(a.shape) == (4, 1, 16, 12)
+    assert torch.equal(d["image"].as_tensor(), a)
+    assert torch.equal(d["image_kept_indices"], arr.last_indices)
+    assert torch.equal(d["image"].meta["kept_indices"], arr.last_indices)
+    frames = VolumeToFrames(1)(vol)
+    with torch.no_grad():
+        assert torch.equal(a, das.eval()(frames[None]).frames[0])
+
+
+def test_classifier_sampler_and_unwrapping():
+    model = build_classifier("das", num_classes=2, in_channels=1, num_frames=12, keep_ratio=0.25)
+    seq = torch.rand(12, 1, 10, 10)
+    by_sampler = AdaptiveSubsample(model.sampler)(seq)
+    by_model = AdaptiveSubsample(model)(seq)  # an object with .sampler is unwrapped
+    model.eval()
+    with torch.no_grad():
+        ref = model.sample(seq.movedim(0, 1)[None])  # volume layout: B×C×D×H×W
+    assert by_sampler.shape == (3, 1, 10, 10)
+    assert torch.equal(by_sampler, by_model) and torch.equal(by_sampler, ref.frames[0])
+
+
+def test_uniform_sampler_matches_uniform_transform():
+    seq = torch.rand(20, 1, 4, 4)
+    assert torch.equal(AdaptiveSubsample(get_sampler("uniform", 5))(seq), UniformTemporalSubsample(5)(seq))
+
+
+def test_errors(das):
+    with pytest.raises(ValueError, match="T×C×H×W"):
+        AdaptiveSubsample(das)(torch.rand(16, 12, 12))
+    with pytest.raises(ValueError, match="floating point"):
+        AdaptiveSubsample(das)(torch.zeros(16, 1, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="k must be <= T"):
+        AdaptiveSubsample(das)(torch.rand(3, 1, 4, 4))
+    with pytest.raises(ValueError, match="nn.Module"):
+        AdaptiveSubsample(lambda x: x)
+
+
+def test_in_front_of_a_downstream_network(das):
+    from monai.networks.nets import DenseNet121
+
+    ds = SyntheticVolumeDataset(4, size=16, transform=Compose([
+        EnsureTyped("image"), AdaptiveSubsampled("image", das, slice_axis=0),
+    ]))
+    batch = next(iter(DataLoader(ds, batch_size=2, num_workers=0)))
+    assert batch["image"].shape == (2, 4, 1, 16, 16) and batch["image_kept_indices"].shape == (2, 4)
+    # e.g. the kept frames as channels of a 2D MONAI network
+    net = DenseNet121(spatial_dims=2, in_channels=4, out_channels=2, init_features=8, growth_rate=4,
+                      block_config=(2, 2))
+    assert net(batch["image"][:, :, 0]).shape == (2, 2)
+    # plain Dataset of dicts too
+    item = Dataset([{"image": torch.rand(8, 1, 6, 6)}], AdaptiveSubsampled("image", das))[0]
+    assert item["image"].shape == (4, 1, 6, 6)

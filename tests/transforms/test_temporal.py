@@ -1,0 +1,137 @@
+"""VolumeToFrames, UniformTemporalSubsample, RandTemporalSubsample: array vs dict forms, metadata, pipelines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from monai.data import DataLoader, Dataset, MetaTensor, ThreadDataLoader
+from monai.transforms import Compose, EnsureTyped
+
+from monai_das.transforms import (
+    RandTemporalSubsample,
+    RandTemporalSubsampled,
+    UniformTemporalSubsample,
+    UniformTemporalSubsampled,
+    VolumeToFrames,
+    VolumeToFramesd,
+    uniform_indices,
+)
+
+
+def _volume(c=2, d=5, h=6, w=7) -> torch.Tensor:
+    return torch.arange(c * d * h * w, dtype=torch.float32).reshape(c, d, h, w)
+
+
+@pytest.mark.parametrize("axis,shape", [(0, (5, 2, 6, 7)), (1, (6, 2, 5, 7)), (2, (7, 2, 5, 6))])
+def test_volume_to_frames(axis, shape):
+    vol = _volume()
+    out = VolumeToFrames(axis)(vol)
+    assert tuple(out.shape) == shape
+    t = 3
+    expected = [vol[:, t], vol[:, :, t], vol[:, :, :, t]][axis]
+    assert torch.equal(out[t], expected)
+    d = VolumeToFramesd(["image", "mask"], axis=axis)({"image": vol.numpy(), "mask": vol, "label": 1})
+    assert torch.equal(torch.as_tensor(d["image"]), out) and torch.equal(d["mask"], out) and d["label"] == 1
+    meta = VolumeToFrames(axis)(MetaTensor(vol, meta={"filename_or_obj": "v.nii"}))
+    assert isinstance(meta, MetaTensor) and meta.meta["slice_axis"] == axis and meta.meta["filename_or_obj"] == "v.nii"
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_volume_to_frames_matches_classifier(axis):
+    from monai_das.networks import build_classifier
+
+    model = build_classifier("uniform", num_classes=2, in_channels=2, num_frames=6, layout="volume", slice_axis=axis)
+    vol = _volume(d=6, h=6, w=6)
+    assert torch.equal(model.to_frames(vol[None])[0], VolumeToFrames(axis)(vol))
+
+
+def test_volume_to_frames_errors():
+    with pytest.raises(ValueError, match="axis"):
+        VolumeToFrames(3)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        VolumeToFrames(0)(torch.zeros(5, 6, 7))
+
+
+@pytest.mark.parametrize("t,k", [(28, 14), (28, 7), (64, 32), (10, 3), (5, 5), (7, 1)])
+def test_uniform_indices_match_uniform_sampler(t, k):
+    from monai_das.networks import UniformSampler
+
+    x = torch.zeros(1, t, 1, 2, 2)
+    assert torch.equal(uniform_indices(t, k), UniformSampler(k)(x).indices[0])
+
+
+def test_uniform_subsample_array_dict_and_meta():
+    seq = torch.randn(10, 1, 4, 4)
+    out = UniformTemporalSubsample(4)(seq)
+    idx = uniform_indices(10, 4)
+    assert idx.tolist() == [1, 3, 6, 8] and torch.equal(out, seq[idx])
+    d = UniformTemporalSubsampled("image", 4)({"image": MetaTensor(seq)})
+    assert torch.equal(d["image"].as_tensor(), out)
+    assert d["image_kept_indices"].tolist() == idx.tolist() == d["image"].meta["kept_indices"].tolist()
+    np_out = UniformTemporalSubsample(4)(seq.numpy())
+    assert torch.equal(torch.as_tensor(np_out), out)
+    # k > T repeats frames evenly
+    assert uniform_indices(3, 6).tolist() == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="T×C×H×W"):
+        UniformTemporalSubsample(2)(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="zero frames"):
+        UniformTemporalSubsample(2)(torch.zeros(0, 1, 4, 4))
+
+
+def test_rand_subsample_array_and_dict_agree():
+    seq = MetaTensor(torch.randn(20, 1, 3, 3))
+    arr = RandTemporalSubsample(6).set_random_state(5)
+    dic = RandTemporalSubsampled(["image", "label_seq"], 6).set_random_state(5)
+    for _ in range(3):
+        a = arr(seq)
+        d = dic({"image": seq, "label_seq": seq.clone() * 2})
+        idx = a.meta["kept_indices"]
+        assert len(idx) == 6 and len(set(idx.tolist())) == 6 and bool((idx[1:] > idx[:-1]).all())
+        assert torch.equal(d["image"].as_tensor(), a.as_tensor())
+        assert torch.equal(d["image_kept_indices"], idx) and torch.equal(d["label_seq_kept_indices"], idx)
+        assert torch.equal(d["label_seq"].as_tensor(), 2 * a.as_tensor())
+        assert torch.equal(a.as_tensor(), seq.as_tensor()[idx])
+    draws = {tuple(RandTemporalSubsample(6)(seq).meta["kept_indices"].tolist()) for _ in range(10)}
+    assert len(draws) > 1
+
+
+def test_rand_subsample_segment_mode_and_errors():
+    t = RandTemporalSubsample(4, mode="segment").set_random_state(0)
+    for _ in range(10):
+        t(torch.zeros(12, 1, 2, 2))
+        idx = t._indices.tolist()
+        assert [i // 3 for i in idx] == [0, 1, 2, 3]  # one frame from each segment of 3
+    with pytest.raises(ValueError, match="k must be <= T"):
+        RandTemporalSubsample(8)(torch.zeros(5, 1, 2, 2))
+    with pytest.raises(ValueError, match="mode"):
+        RandTemporalSubsample(2, mode="dense")
+    with pytest.raises(ValueError, match="same number of frames"):
+        RandTemporalSubsampled(["a", "b"], 2)({"a": torch.zeros(5, 1, 2, 2), "b": torch.zeros(6, 1, 2, 2)})
+
+
+def test_source_indices_compose():
+    seq = MetaTensor(torch.arange(30.0).reshape(30, 1, 1, 1))
+    step1 = UniformTemporalSubsample(10)(seq)
+    step2 = RandTemporalSubsample(4).set_random_state(1)(step1)
+    src = step2.meta["source_indices"]
+    assert torch.equal(src, step1.meta["kept_indices"][step2.meta["kept_indices"]])
+    assert step2.flatten().tolist() == src.float().tolist()  # values = original frame positions
+
+
+@pytest.mark.parametrize("loader", [DataLoader, ThreadDataLoader])
+def test_in_compose_dataset_and_loaders(loader):
+    data = [{"image": np.random.rand(1, 12, 8, 8).astype(np.float32), "label": i % 2} for i in range(4)]
+    xf = Compose([
+        EnsureTyped("image"),
+        VolumeToFramesd("image", axis=0),
+        UniformTemporalSubsampled("image", 8),
+        RandTemporalSubsampled("image", 4),
+    ])
+    xf.set_random_state(0)
+    batch = next(iter(loader(Dataset(data, xf), batch_size=4, num_workers=0)))
+    assert batch["image"].shape == (4, 4, 1, 8, 8)
+    assert batch["image_kept_indices"].shape == (4, 4)
+    assert batch["image"].meta["source_indices"].shape == (4, 4)
+    assert int(batch["image"].meta["source_indices"].max()) < 12

@@ -1,0 +1,82 @@
+"""LoadImaged on real NIfTI / DICOM files shipped by nibabel and pydicom, and the volume_preprocessing recipe."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+import torch
+
+from monai.transforms import LoadImaged
+
+from monai_das.transforms import VolumeToFramesd, volume_preprocessing
+
+NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def dicom_series(tmp_path_factory) -> Path:
+    """nibabel's two-slice MR series (0.dcm, 1.dcm: same SeriesInstanceUID) in a folder of its own."""
+    folder = tmp_path_factory.mktemp("series")
+    for name in ("0.dcm", "1.dcm"):
+        shutil.copy(NIB_DATA / name, folder / name)
+    return folder
+
+
+def test_load_imaged_real_files(dicom_series):
+    from pydicom.data import get_testdata_file
+
+    nifti = LoadImaged("image", reader="NibabelReader", ensure_channel_first=True)
+    anat = nifti({"image": NIB_DATA / "anatomical.nii"})
+    assert tuple(anat["image"].shape) == (1, 33, 41, 25)
+    ex4d = nifti({"image": NIB_DATA / "example4d.nii.gz"})
+    assert tuple(ex4d["image"].shape) == (2, 128, 96, 24)  # the 4th axis becomes channels
+    itk = LoadImaged("image", reader="ITKReader", ensure_channel_first=True)
+    ct = itk({"image": get_testdata_file("CT_small.dcm")})
+    assert tuple(ct["image"].shape) == (1, 128, 128, 1)
+    series = itk({"image": str(dicom_series)})
+    assert tuple(series["image"].shape) == (1, 256, 256, 2)
+    assert float(series["image"].pixdim[2]) == pytest.approx(3.0, abs=0.01)  # slice spacing from the positions
+
+
+@pytest.mark.parametrize(
+    "source,channels",
+    [("anatomical.nii", 1), ("example4d.nii.gz", 2), ("series", 1), ("CT_small.dcm", 1)],
+)
+def test_recipe_gives_network_input(source, channels, dicom_series):
+    from pydicom.data import get_testdata_file
+
+    path = {"series": str(dicom_series), "CT_small.dcm": get_testdata_file("CT_small.dcm")}.get(
+        source, NIB_DATA / source
+    )
+    reader = "ITKReader" if source in ("series", "CT_small.dcm") else None
+    xf = volume_preprocessing("image", spatial_size=(28, 28, 28), reader=reader)
+    img = xf({"image": path})["image"]
+    assert tuple(img.shape) == (channels, 28, 28, 28) and img.dtype == torch.float32
+    assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0 and float(img.max()) > 0.5
+    assert nib.aff2axcodes(img.affine.numpy()) == ("R", "A", "S")
+
+
+def test_recipe_options():
+    path = NIB_DATA / "anatomical.nii"
+    raw = LoadImaged("image", ensure_channel_first=True)({"image": path})["image"]
+    # fixed intensity window
+    win = volume_preprocessing(spatial_size=16, intensity_range=(0, 50), output_range=(-1, 1))({"image": path})["image"]
+    assert tuple(win.shape) == (1, 16, 16, 16) and float(win.min()) >= -1 and float(win.max()) <= 1
+    # resample to a spacing first, keep the aspect ratio (pad) instead of stretching
+    pad = volume_preprocessing(spatial_size=32, pixdim=(2.0, 2.0, 2.0), resize="pad")({"image": path})["image"]
+    assert tuple(pad.shape) == (1, 32, 32, 32)
+    faces = [pad[0, 0], pad[0, -1], pad[0, :, 0], pad[0, :, -1], pad[0, :, :, 0], pad[0, :, :, -1]]
+    assert any(float(f.abs().sum()) == 0.0 for f in faces)  # zero padding on the short axes
+    stretched = volume_preprocessing(spatial_size=(32, 32, 32), pixdim=(2.0, 2.0, 2.0))({"image": path})["image"]
+    assert all(float(f.abs().sum()) > 0.0 for f in [stretched[0, 0], stretched[0, -1], stretched[0, :, :, 0]])
+    # on an already loaded MetaTensor, then to frames for a 2D encoder
+    xf = volume_preprocessing(spatial_size=28, load=False)
+    frames = VolumeToFramesd("image", axis=2)(xf({"image": raw}))["image"]
+    assert tuple(frames.shape) == (28, 1, 28, 28)
+    with pytest.raises(ValueError, match="resize"):
+        volume_preprocessing(resize="crop")
+    with pytest.raises(ValueError, match="spatial_size"):
+        volume_preprocessing(spatial_size=(28, 28))
