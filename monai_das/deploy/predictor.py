@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +155,7 @@ def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
 
 
 def _is_torchscript(path: Path) -> bool:
-    """A TorchScript archive is a zip with ``code/`` and ``data.pkl`` entries (a plain ``torch.save`` has no ``code/``)."""
+    """A TorchScript archive is a zip with ``code/`` and ``data.pkl`` (a plain ``torch.save`` has no ``code/``)."""
     import zipfile
 
     if not zipfile.is_zipfile(path):
@@ -165,7 +165,9 @@ def _is_torchscript(path: Path) -> bool:
     return any("/code/" in n or n.startswith("code/") for n in names) and any(n.endswith("data.pkl") for n in names)
 
 
-def _spec_from_configs(metadata: Mapping, network_args: Mapping, config: Mapping | None, overrides: Mapping) -> ModelSpec:
+def _spec_from_configs(
+    metadata: Mapping, network_args: Mapping, config: Mapping | None, overrides: Mapping
+) -> ModelSpec:
     """Read :class:`ModelSpec` fields from bundle ``metadata.json`` (``network_data_format``) and the network args."""
     fmt = metadata.get("network_data_format", {}) if metadata else {}
     inputs = fmt.get("inputs", {})
@@ -241,6 +243,7 @@ class DASPredictor:
         config_file: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
         prefer: str = "torchscript",
+        measure_macs: bool = True,
         **spec_overrides: Any,
     ) -> DASPredictor:
         """
@@ -253,6 +256,7 @@ class DASPredictor:
             config_file: bundle config defining ``network_def`` (checkpoint path); overrides the bundle's own.
             device: torch device.
             prefer: ``"torchscript"`` (default) or ``"checkpoint"`` when a bundle has both.
+            measure_macs: count MACs (eager checkpoint networks only; once per input shape).
             spec_overrides: :class:`ModelSpec` fields that override what the bundle says (``layout``,
                 ``spatial_size``, ``in_channels``, ``slice_axis``, ``labels``).
 
@@ -278,8 +282,11 @@ class DASPredictor:
                 continue
             try:
                 if kind == "torchscript":
-                    return cls._from_torchscript(files, device, spec_overrides)
-                return cls._from_checkpoint(files, device, spec_overrides)
+                    pred = cls._from_torchscript(files, device, spec_overrides)
+                else:
+                    pred = cls._from_checkpoint(files, device, spec_overrides)
+                pred.measure_macs = measure_macs
+                return pred
             except (RuntimeError, ValueError, KeyError, OSError) as e:
                 errors.append(f"{kind} '{files[kind]}': {e}")
                 logger.warning("could not load %s model %s (%s); trying the next format", kind, files[kind], e)
@@ -347,16 +354,32 @@ class DASPredictor:
         return x.movedim(2 + self.spec.slice_axis, 1) if self.spec.layout == "volume" else x
 
     def kept_indices(self, x: torch.Tensor) -> torch.Tensor | None:
-        """``B×k`` indices the network's sampler keeps for batched input ``x``, or ``None`` if not exposed."""
+        """
+        ``B×k`` indices (ascending) the network's sampler keeps for batched input ``x``, or ``None`` if the network
+        does not expose its sampler.
+
+        Uses ``network.sample(x)`` (eager or scripted ``SubsampledClassifier``), else ``network.sampler(frames)``.
+        A traced export's ``sampler`` returns only the kept frames (tracing drops outputs the parent does not use);
+        the indices are then recovered by matching each kept frame to the input frames (exact, since the sampler
+        copies frames; among identical input frames the earliest unused one is reported).
+        """
         net = self.network
-        out = None
-        if hasattr(net, "sample"):
-            out = net.sample(x)
-        elif hasattr(net, "sampler"):
-            out = net.sampler(self._to_frames(x))
-        if out is None:
+        frames = self._to_frames(x)
+        try:
+            if hasattr(net, "sample"):
+                out = net.sample(x)
+            elif hasattr(net, "sampler"):
+                out = net.sampler(frames)
+            else:
+                return None
+        except Exception as e:  # the logits are still valid: report them without indices
+            logger.warning("the network's sampler could not be called for the kept indices: %s", e)
             return None
-        indices = out.indices if hasattr(out, "indices") else out[2]
+        if isinstance(out, torch.Tensor):
+            return _match_frames(out, frames) if out.ndim == 5 else None
+        indices = out[2] if isinstance(out, (tuple, list)) and len(out) >= 3 else getattr(out, "indices", None)
+        if not isinstance(indices, torch.Tensor):
+            return None
         return torch.sort(indices.long(), dim=-1).values
 
     def _macs(self, x: torch.Tensor) -> dict[str, int] | None:
@@ -421,6 +444,26 @@ class DASPredictor:
             "slice_axis": self.spec.slice_axis,
             "labels": list(self.spec.labels),
         }
+
+
+def _match_frames(kept: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | None:
+    """Indices ``B×k`` of the frames ``kept`` (``B×k×C×H×W``) in ``frames`` (``B×T×C×H×W``), ascending."""
+    if kept.shape[0] != frames.shape[0] or kept.shape[2:] != frames.shape[2:]:
+        return None
+    b, k, t = kept.shape[0], kept.shape[1], frames.shape[1]
+    dist = torch.cdist(kept.reshape(b, k, -1).double(), frames.reshape(b, t, -1).double())  # B×k×T
+    rows = []
+    for i in range(b):
+        used: set[int] = set()
+        row = []
+        for j in range(k):
+            best = int(torch.argmin(dist[i, j]))
+            ties = [c for c in torch.nonzero(dist[i, j] <= dist[i, j, best] + 1e-9).flatten().tolist() if c not in used]
+            pick = ties[0] if ties else best
+            used.add(pick)
+            row.append(pick)
+        rows.append(sorted(row))
+    return torch.tensor(rows, dtype=torch.long)
 
 
 def _network_args(config: Mapping | None) -> dict[str, Any]:

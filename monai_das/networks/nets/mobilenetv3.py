@@ -38,10 +38,10 @@ class ConvNormAct(nn.Sequential):
     """Convolution → batch norm → optional activation (indices 0, 1, 2 as in torchvision)."""
 
     def __init__(self, spatial_dims: int, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-                 act: type[nn.Module] | None = nn.Hardswish) -> None:
+                 act: type[nn.Module] | None = nn.Hardswish, norm_momentum: float = 0.1) -> None:
         layers: list[nn.Module] = [
             Conv[Conv.CONV, spatial_dims](cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-            Norm[Norm.BATCH, spatial_dims](cout, eps=0.001, momentum=0.01),
+            Norm[Norm.BATCH, spatial_dims](cout, eps=0.001, momentum=norm_momentum),
         ]
         if act is not None:
             layers.append(act(inplace=True))
@@ -67,16 +67,17 @@ class InvertedResidual(nn.Module):
     """Expand (1×1) → depthwise → squeeze-excite → project (1×1), with a residual when shapes allow."""
 
     def __init__(self, spatial_dims: int, cin: int, expand: int, cout: int, kernel: int, se: bool, hs: bool,
-                 stride: int) -> None:
+                 stride: int, norm_momentum: float = 0.1) -> None:
         super().__init__()
         act = nn.Hardswish if hs else nn.ReLU
+        m = norm_momentum
         layers: list[nn.Module] = []
         if expand != cin:
-            layers.append(ConvNormAct(spatial_dims, cin, expand, 1, act=act))
-        layers.append(ConvNormAct(spatial_dims, expand, expand, kernel, stride, groups=expand, act=act))
+            layers.append(ConvNormAct(spatial_dims, cin, expand, 1, act=act, norm_momentum=m))
+        layers.append(ConvNormAct(spatial_dims, expand, expand, kernel, stride, groups=expand, act=act, norm_momentum=m))
         if se:
             layers.append(SqueezeExcitation(spatial_dims, expand, _divisible(expand // 4)))
-        layers.append(ConvNormAct(spatial_dims, expand, cout, 1, act=None))
+        layers.append(ConvNormAct(spatial_dims, expand, cout, 1, act=None, norm_momentum=m))
         self.block = nn.Sequential(*layers)
         self.use_res_connect = stride == 1 and cin == cout
 
@@ -97,6 +98,9 @@ class MobileNetV3Small(nn.Module):
         num_classes: 0 for features, else the number of outputs.
         dropout: dropout before the last layer of the classifier.
         stem_stride: stride of the first convolution (2 as in the paper; 1 keeps more resolution on 28×28 frames).
+        norm_momentum: batch-norm momentum. torchvision trains ImageNet with 0.01; here the default is torch's 0.1,
+            because with 0.01 the running statistics stay near their initial values over the few hundred steps of a
+            MedMNIST run and the network in ``eval()`` outputs a near-constant prediction.
         pretrained: load torchvision's ImageNet weights (2D only): from ``weights_path`` if given, else downloaded
             from :data:`MOBILENET_V3_SMALL_URL` into the torch hub cache. The first convolution is adapted to
             ``in_channels`` by averaging over RGB.
@@ -106,17 +110,18 @@ class MobileNetV3Small(nn.Module):
     """
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 0, dropout: float = 0.2,
-                 stem_stride: int = 2, pretrained: bool = False, weights_path: str | None = None) -> None:
+                 stem_stride: int = 2, pretrained: bool = False, weights_path: str | None = None,
+                 norm_momentum: float = 0.1) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
         self.spatial_dims, self.in_channels = spatial_dims, in_channels
-        layers: list[nn.Module] = [ConvNormAct(spatial_dims, in_channels, 16, 3, stem_stride)]
+        layers: list[nn.Module] = [ConvNormAct(spatial_dims, in_channels, 16, 3, stem_stride, norm_momentum=norm_momentum)]
         cin = 16
         for expand, cout, kernel, se, hs, stride in _SMALL_CFG:
-            layers.append(InvertedResidual(spatial_dims, cin, expand, cout, kernel, se, hs, stride))
+            layers.append(InvertedResidual(spatial_dims, cin, expand, cout, kernel, se, hs, stride, norm_momentum))
             cin = cout
-        layers.append(ConvNormAct(spatial_dims, cin, 6 * cin, 1))
+        layers.append(ConvNormAct(spatial_dims, cin, 6 * cin, 1, norm_momentum=norm_momentum))
         self.features = nn.Sequential(*layers)
         self.avgpool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
         self.out_features = 6 * cin

@@ -1,0 +1,3 @@
+from .das_classification import DASClassification
+
+__all__ = ["DASClassification"]

@@ -1,0 +1,80 @@
+"""``python -m monai_das.deploy --input ... --output ... --model ...``: run the DAS MONAI Deploy application."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m monai_das.deploy",
+        description="Classify studies (NIfTI, DICOM series, multi-frame DICOM, video) with an exported DAS bundle "
+        "and write one JSON report per study (MONAI Deploy App SDK application, CPU by default).",
+    )
+    p.add_argument("-i", "--input", help="study file or folder of studies (default: $HOLOSCAN_INPUT_PATH or 'input')")
+    p.add_argument("-o", "--output", help="report folder (default: $HOLOSCAN_OUTPUT_PATH or 'output')")
+    p.add_argument("-m", "--model", help="bundle folder, TorchScript file or checkpoint "
+                   "(default: $HOLOSCAN_MODEL_PATH or 'models')")
+    p.add_argument("--config", help="bundle config with network_def, for a bare checkpoint")
+    p.add_argument("--prefer", choices=("torchscript", "checkpoint"), default="torchscript",
+                   help="model format to try first when the bundle has both")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--sr", action="store_true", help="also write a DICOM Basic Text SR for each classified DICOM study")
+    p.add_argument("--modalities", nargs="+", metavar="MOD",
+                   help="accepted DICOM modalities, e.g. CT MR US (default: every image modality)")
+    p.add_argument("--min-frames", type=int, default=1, help="refuse studies with fewer slices/frames")
+    p.add_argument("--axcodes", default="RAS", help="orientation volumes are brought to ('none' to keep the file's)")
+    p.add_argument("--intensity-range", nargs=2, type=float, metavar=("MIN", "MAX"),
+                   help="fixed intensity window scaled to [0, 1] (e.g. CT: -1000 400); default: percentiles")
+    p.add_argument("--percentiles", nargs=2, type=float, default=(0.5, 99.5), metavar=("LOW", "HIGH"),
+                   help="percentile window scaled to [0, 1] when no --intensity-range (default 0.5 99.5)")
+    p.add_argument("--resize", choices=("stretch", "pad"), default="stretch", help="volume resize mode")
+    p.add_argument("--temporal-mode", choices=("uniform", "loop", "edge"), default="uniform",
+                   help="how clips shorter than the network's T frames are lengthened")
+    p.add_argument("--spatial-size", nargs=3, type=int, metavar=("D", "H", "W"),
+                   help="override the network input grid from the bundle metadata")
+    p.add_argument("-l", "--log-level", default="INFO", help="Python log level (default INFO)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the application. Exit status: 0 when every study was classified, 3 when some got error reports, 1 when the
+    application could not run (model not loadable, input missing or empty).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
+    from monai_das.deploy.app import DASClassifierApp
+
+    loader_options = {
+        "allowed_modalities": args.modalities,
+        "min_frames": args.min_frames,
+        "axcodes": None if str(args.axcodes).lower() == "none" else args.axcodes,
+        "intensity_range": args.intensity_range,
+        "percentiles": args.percentiles,
+        "resize": args.resize,
+        "temporal_mode": args.temporal_mode,
+    }
+    app = DASClassifierApp(
+        input_path=args.input, output_path=args.output, model_path=args.model, config_file=args.config,
+        prefer=args.prefer, device=args.device, write_sr=args.sr, loader_options=loader_options,
+        spec_overrides={"spatial_size": args.spatial_size} if args.spatial_size else None,
+    )
+    try:
+        app.run()
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        logging.getLogger("monai_das.deploy").error("%s: %s", type(e).__name__, e)
+        return 1
+    n_err = sum(r["status"] != "ok" for r in app.reports)
+    print(json.dumps({"output": str(app.output_path), "num_studies": len(app.reports), "num_errors": n_err}))
+    return 3 if n_err else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

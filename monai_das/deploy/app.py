@@ -1,0 +1,139 @@
+"""
+The MONAI Deploy App SDK application: classify every study under an input path with an exported DAS bundle and
+write a JSON report per study (plus, optionally, a DICOM Basic Text SR for DICOM studies).
+
+In-process::
+
+    app = DASClassifierApp(input_path="studies/", output_path="out/", model_path="bundles/das_medmnist3d")
+    app.run()
+    app.reports  # the reports, also in out/<study_id>.json and out/summary.json
+
+Command line: ``python -m monai_das.deploy --input studies/ --output out/ --model bundles/das_medmnist3d``.
+Paths left out fall back to the SDK's environment variables ``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTPUT_PATH`` and
+``HOLOSCAN_MODEL_PATH`` (defaults ``input``, ``output``, ``models``), as in a MONAI Application Package.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.deploy.conditions import CountCondition
+from monai.deploy.core import Application, RuntimeEnv
+from monai.deploy.operators.dicom_utils import ModelInfo
+
+from monai_das.deploy.operators import (
+    DASInferenceOperator,
+    DASReportWriterOperator,
+    DASTextSRWriterOperator,
+    StudyLoaderOperator,
+)
+from monai_das.deploy.predictor import DASPredictor
+from monai_das.deploy.studies import StudyLoader, discover_studies
+
+__all__ = ["DASClassifierApp"]
+
+logger = logging.getLogger(__name__)
+
+
+class DASClassifierApp(Application):
+    """
+    Classify studies (NIfTI/ITK volumes, DICOM series, multi-frame DICOM, video files) with a DAS bundle.
+
+    Args:
+        input_path: a study file or a folder of studies (see :func:`monai_das.deploy.studies.discover_studies`).
+        output_path: folder for ``<study_id>.json``, ``summary.json`` and ``dicom_sr/<study_id>/*.dcm``.
+        model_path: bundle folder, TorchScript file or checkpoint (see :meth:`DASPredictor.from_path`).
+        config_file: bundle config for a bare checkpoint.
+        prefer: ``"torchscript"`` (default) or ``"checkpoint"`` when the bundle has both.
+        device: torch device, ``"cpu"`` by default.
+        write_sr: also write a DICOM Basic Text SR (the SDK's ``DICOMTextSRWriterOperator``) for each classified
+            DICOM study, with the patient/study tags copied from it.
+        loader_options: :class:`StudyLoader` options (``allowed_modalities``, ``min_frames``, ``axcodes``,
+            ``intensity_range``, ``percentiles``, ``resize``, ``temporal_mode``).
+        spec_overrides: :class:`~monai_das.deploy.predictor.ModelSpec` fields overriding the bundle's
+            (``spatial_size``, ``layout``, ``slice_axis``, ``in_channels``, ``labels``).
+        predictor: an already loaded :class:`DASPredictor` (then ``model_path`` is ignored).
+        argv: command line for the Holoscan ``Application`` (default: this program, no flags).
+
+    Attributes (after :meth:`run`): ``reports`` (list of report dicts), ``sr_files`` (``{study_id: [paths]}``),
+    ``sr_errors`` (``{study_id: message}``).
+    """
+
+    def __init__(
+        self,
+        input_path: str | Path | None = None,
+        output_path: str | Path | None = None,
+        model_path: str | Path | None = None,
+        config_file: str | Path | None = None,
+        prefer: str = "torchscript",
+        device: str = "cpu",
+        write_sr: bool = False,
+        loader_options: Mapping[str, Any] | None = None,
+        spec_overrides: Mapping[str, Any] | None = None,
+        predictor: DASPredictor | None = None,
+        argv: Sequence[str] | None = None,
+    ) -> None:
+        env = RuntimeEnv()
+        self.input_path = Path(input_path if input_path is not None else env.input)
+        self.output_path = Path(output_path if output_path is not None else env.output)
+        self.model_path = Path(model_path if model_path is not None else env.model)
+        self.config_file, self.prefer, self.device = config_file, prefer, device
+        self.write_sr = write_sr
+        self.loader_options = dict(loader_options or {})
+        self.spec_overrides = dict(spec_overrides or {})
+        self.predictor = predictor
+        self.reports: list[dict[str, Any]] = []
+        self.sr_files: dict[str, list[str]] = {}
+        self.sr_errors: dict[str, str] = {}
+        self._writer: DASReportWriterOperator | None = None
+        self._sr_writer: DASTextSRWriterOperator | None = None
+        super().__init__(list(argv) if argv is not None else [sys.executable, "monai_das.deploy"])
+
+    def compose(self) -> None:
+        """Build the graph: loader → inference → report writer (→ SR writer)."""
+        if self.predictor is None:
+            self.predictor = DASPredictor.from_path(
+                self.model_path, config_file=self.config_file, device=self.device, prefer=self.prefer,
+                **self.spec_overrides,
+            )
+        sources = discover_studies(self.input_path)
+        logger.info("%d stud%s found under %s", len(sources), "y" if len(sources) == 1 else "ies", self.input_path)
+        self.output_path.mkdir(parents=True, exist_ok=True)
+        loader = StudyLoaderOperator(
+            self, CountCondition(self, count=len(sources)), sources=sources,
+            loader=StudyLoader(self.predictor.spec, **self.loader_options), name="study_loader",
+        )
+        infer = DASInferenceOperator(self, predictor=self.predictor, name="das_inference")
+        self._writer = DASReportWriterOperator(
+            self, output_folder=self.output_path, num_studies=len(sources), write_sr=self.write_sr,
+            name="report_writer",
+        )
+        self.add_flow(loader, infer, {("study", "study")})
+        self.add_flow(infer, self._writer, {("report", "report")})
+        if self.write_sr:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                das_version = version("monai_das")
+            except PackageNotFoundError:
+                das_version = "unknown"
+            self._sr_writer = DASTextSRWriterOperator(
+                self, output_folder=self.output_path / "dicom_sr", copy_tags=True,
+                model_info=ModelInfo(creator="monai_das", name=f"DAS {Path(self.predictor.source).name}",
+                                     version=str(das_version)),
+                custom_tags={"SeriesDescription": "DAS classification. Not for clinical use."},
+                name="sr_writer",
+            )
+            self.add_flow(self._writer, self._sr_writer,
+                          {("text", "text"), ("study_selected_series_list", "study_selected_series_list")})
+
+    def run(self, *args, **kwargs) -> None:  # type: ignore[override]
+        """Run the graph in this process; afterwards ``reports``, ``sr_files`` and ``sr_errors`` are filled."""
+        super().run(*args, **kwargs)
+        self.reports = list(self._writer.reports) if self._writer is not None else []
+        if self._sr_writer is not None:
+            self.sr_files, self.sr_errors = dict(self._sr_writer.written), dict(self._sr_writer.failed)

@@ -1,0 +1,218 @@
+"""
+MONAI Deploy App SDK operators of the DAS classification application (need ``monai-deploy-app-sdk``).
+
+The graph streams one study per tick: :class:`StudyLoaderOperator` → :class:`DASInferenceOperator` →
+:class:`DASReportWriterOperator` (→ :class:`DASTextSRWriterOperator` for DICOM studies when a DICOM SR is wanted).
+Every operator catches the errors of the study it is handling and passes an error report on, so a bad study never
+stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
+from monai.deploy.core.domain.dicom_series import DICOMSeries
+from monai.deploy.core.domain.dicom_series_selection import SelectedSeries, StudySelectedSeries
+from monai.deploy.core.domain.dicom_study import DICOMStudy
+from monai.deploy.operators.dicom_text_sr_writer_operator import DICOMTextSRWriterOperator
+
+from monai_das.deploy.predictor import DASPredictor
+from monai_das.deploy.report import error_report, report_text, study_report, write_json, write_summary
+from monai_das.deploy.studies import Study, StudyLoader, StudySource
+
+__all__ = [
+    "StudyMessage",
+    "StudyLoaderOperator",
+    "DASInferenceOperator",
+    "DASReportWriterOperator",
+    "DASTextSRWriterOperator",
+    "dicom_selection",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyMessage:
+    """What flows between the operators: the study's source, the loaded study (if it could be) and its report."""
+
+    source: StudySource
+    study: Study | None = None
+    report: dict[str, Any] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def dicom_selection(study: Study, selection_name: str = "das") -> list[StudySelectedSeries]:
+    """The SDK's ``StudySelectedSeries`` list of a DICOM study (``DICOMTextSRWriterOperator`` copies tags from it)."""
+    if not study.dicom_headers:
+        raise ValueError(f"study '{study.source.study_id}' is not a DICOM study.")
+    first = study.dicom_headers[0]
+    series = DICOMSeries(str(first.get("SeriesInstanceUID", "")))
+    for ds in study.dicom_headers:
+        series.add_sop_instance(ds)  # wrapped in a DICOMSOPInstance by the series
+    dicom_study = DICOMStudy(str(first.get("StudyInstanceUID", "")))
+    dicom_study.add_series(series)
+    selected = StudySelectedSeries(dicom_study, metadata={"study_id": study.source.study_id})
+    selected.add_selected_series(SelectedSeries(selection_name, series))
+    return [selected]
+
+
+class StudyLoaderOperator(Operator):
+    """
+    Emit the studies one per tick (give it ``CountCondition(fragment, count=len(sources))``).
+
+    Named output:
+        study: :class:`StudyMessage`; ``study`` is the preprocessed :class:`Study`, or ``report`` an error report
+        when the study could not be read (stage ``"load"``).
+
+    Args:
+        fragment: the application.
+        sources: the studies (:func:`monai_das.deploy.studies.discover_studies`).
+        loader: the :class:`StudyLoader` that reads and preprocesses a study.
+    """
+
+    def __init__(self, fragment: Fragment, *args, sources: list[StudySource], loader: StudyLoader, **kwargs) -> None:
+        self.sources = list(sources)
+        self.loader = loader
+        self._next = 0
+        self.output_name = "study"
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.output(self.output_name)
+
+    def compute(self, op_input, op_output, context) -> None:
+        if self._next >= len(self.sources):  # more ticks than studies: nothing left to emit
+            return
+        source = self.sources[self._next]
+        self._next += 1
+        try:
+            message = StudyMessage(source, study=self.loader.load(source))
+        except Exception as e:  # one bad study must not stop the others
+            logger.error("study %s could not be loaded: %s", source.study_id, e)
+            message = StudyMessage(source, report=error_report(source, e, stage="load"))
+        op_output.emit(message, self.output_name)
+
+
+class DASInferenceOperator(Operator):
+    """
+    Classify a study with the DAS network and build its report.
+
+    Named input:
+        study: :class:`StudyMessage` from :class:`StudyLoaderOperator`.
+    Named output:
+        report: the same message with ``report`` set (see :func:`monai_das.deploy.report.study_report`); errors
+        during inference give an error report (stage ``"inference"``).
+
+    Args:
+        fragment: the application.
+        predictor: the loaded :class:`DASPredictor`.
+    """
+
+    def __init__(self, fragment: Fragment, *args, predictor: DASPredictor, **kwargs) -> None:
+        self.predictor = predictor
+        self.input_name, self.output_name = "study", "report"
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.input_name)
+        spec.output(self.output_name)
+
+    def compute(self, op_input, op_output, context) -> None:
+        message: StudyMessage = op_input.receive(self.input_name)
+        if message.report is None and message.study is not None:
+            try:
+                prediction = self.predictor.predict(message.study.image)
+                message.report = study_report(message.study, prediction, self.predictor.describe())
+            except Exception as e:
+                logger.error("study %s could not be classified: %s", message.source.study_id, e)
+                message.report = error_report(message.source, e, stage="inference")
+        op_output.emit(message, self.output_name)
+
+
+class DASReportWriterOperator(Operator):
+    """
+    Write ``<output_folder>/<study_id>.json`` per study and ``summary.json`` after the last one.
+
+    Named input:
+        report: :class:`StudyMessage` with its ``report``.
+    Named outputs (optional receivers; only emitted for classified DICOM studies when ``write_sr``):
+        text: the report as text; study_selected_series_list: the study's series, for the DICOM SR writer.
+
+    Args:
+        fragment: the application.
+        output_folder: where the JSON files go (created).
+        num_studies: how many reports to expect before writing ``summary.json``.
+        write_sr: emit the SR inputs for classified DICOM studies.
+
+    Attributes:
+        reports: the reports written so far, in order.
+    """
+
+    def __init__(
+        self, fragment: Fragment, *args, output_folder: str | Path, num_studies: int, write_sr: bool = False,
+        **kwargs,
+    ) -> None:
+        self.output_folder = Path(output_folder)
+        self.num_studies = int(num_studies)
+        self.write_sr = write_sr
+        self.reports: list[dict[str, Any]] = []
+        self.input_name = "report"
+        self.output_text, self.output_series = "text", "study_selected_series_list"
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.input_name)
+        spec.output(self.output_text).condition(ConditionType.NONE)
+        spec.output(self.output_series).condition(ConditionType.NONE)
+
+    def compute(self, op_input, op_output, context) -> None:
+        message: StudyMessage = op_input.receive(self.input_name)
+        report = message.report or error_report(message.source, "no report was produced", stage="report")
+        try:
+            report["report_file"] = str(write_json(report, self.output_folder / f"{message.source.study_id}.json"))
+        except Exception as e:
+            logger.error("report of study %s could not be written: %s", message.source.study_id, e)
+            report = {**report, "status": "error", "stage": "report", "error": f"{type(e).__name__}: {e}"}
+        self.reports.append(report)
+        if self.write_sr and report["status"] == "ok" and message.study is not None and message.study.dicom_headers:
+            op_output.emit(report_text(report), self.output_text)
+            op_output.emit(dicom_selection(message.study), self.output_series)
+        if len(self.reports) == self.num_studies:
+            write_summary(self.reports, self.output_folder / "summary.json")
+
+
+class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
+    """
+    The SDK's Basic Text SR writer, writing ``<output_folder>/<study_id>/<SOPInstanceUID>.dcm`` and logging (not
+    raising) a failure, so a bad study does not stop the application.
+
+    Named inputs: ``text`` and ``study_selected_series_list`` (see :class:`DASReportWriterOperator`).
+
+    Attributes:
+        written: ``{study_id: [paths]}``; failed: ``{study_id: error message}``.
+    """
+
+    def __init__(self, fragment: Fragment, *args, output_folder: str | Path, **kwargs) -> None:
+        self.base_folder = Path(output_folder)
+        self.written: dict[str, list[str]] = {}
+        self.failed: dict[str, str] = {}
+        super().__init__(fragment, *args, output_folder=output_folder, **kwargs)
+
+    def compute(self, op_input, op_output, context) -> None:
+        text = str(op_input.receive(self.input_name_text))
+        selection = op_input.receive(self.input_name_dcm_series)
+        study_id = selection[0].metadata().get("study_id", "study") if selection else "study"
+        folder = self.base_folder / study_id
+        try:
+            series = selection[0].selected_series[0].series
+            before = set(folder.glob("*.dcm")) if folder.is_dir() else set()
+            self.write(text, series, folder)
+            self.written[study_id] = sorted(str(p) for p in set(folder.glob("*.dcm")) - before)
+        except Exception as e:
+            logger.error("DICOM SR of study %s could not be written: %s", study_id, e)
+            self.failed[study_id] = f"{type(e).__name__}: {e}"

@@ -1,0 +1,133 @@
+"""JSON reports of the DAS deployment: one file per study plus a summary, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from monai_das.deploy.predictor import Prediction
+from monai_das.deploy.studies import Study, StudySource
+
+__all__ = ["REPORT_VERSION", "study_report", "error_report", "report_text", "write_json", "write_summary"]
+
+#: bumped when the report layout changes
+REPORT_VERSION = "1"
+
+
+def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    The report of a classified study.
+
+    Keys: ``study_id``, ``status`` (``"ok"``), ``source`` (path), ``kind``, ``modality``, ``probabilities``
+    (``{label name: p}``), ``predicted_label`` (id), ``predicted_name``, ``kept_indices`` (network frame positions,
+    ``0..T-1``), ``kept_source_indices`` (the same frames as slice/frame indices of the original study),
+    ``kept_instance_numbers`` (DICOM series only), ``num_frames`` (``T``), ``num_kept`` (``k``), ``compute_saved``
+    (``1 - k/T``), ``macs`` / ``macs_saved`` (measured, eager models only, else ``null``), ``input`` (original shape
+    and reader facts), ``model`` (source, format, layout, ...), ``error`` (``null``).
+    """
+    p = prediction.to_dict()
+    labels = list(model.get("labels") or [])
+    names = [labels[i] if i < len(labels) else f"class_{i}" for i in range(len(p["probabilities"]))]
+    kept = p["kept_indices"]
+    kept_src = [study.source_indices[i] for i in kept] if kept is not None else None
+    instance_numbers = study.info.get("instance_numbers")
+    kept_instances = None
+    if kept_src is not None and instance_numbers and study.info.get("source_axis") == 2:
+        kept_instances = [instance_numbers[i] for i in kept_src if i < len(instance_numbers)]
+    info = {k: v for k, v in study.info.items() if k not in ("modality", "instance_numbers")}
+    return {
+        "report_version": REPORT_VERSION,
+        "study_id": study.source.study_id,
+        "status": "ok",
+        "source": str(study.source.path),
+        "kind": study.source.kind,
+        "modality": study.info.get("modality"),
+        "probabilities": dict(zip(names, p["probabilities"])),
+        "predicted_label": p["predicted_label"],
+        "predicted_name": p["predicted_name"],
+        "kept_indices": kept,
+        "kept_source_indices": kept_src,
+        "kept_instance_numbers": kept_instances,
+        "num_frames": p["num_frames"],
+        "num_kept": p["num_kept"],
+        "compute_saved": p["compute_saved"],
+        "macs": p["macs"],
+        "macs_saved": p["macs_saved"],
+        "input": info,
+        "model": dict(model),
+        "error": None,
+    }
+
+
+def error_report(source: StudySource, error: BaseException | str, stage: str) -> dict[str, Any]:
+    """The report of a study that could not be processed: ``status="error"``, ``stage`` and ``error`` message."""
+    message = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return {
+        "report_version": REPORT_VERSION,
+        "study_id": source.study_id,
+        "status": "error",
+        "source": str(source.path),
+        "kind": source.kind,
+        "stage": stage,
+        "error": message,
+    }
+
+
+def report_text(report: Mapping[str, Any]) -> str:
+    """A short human-readable summary of a report (the text of the optional DICOM SR)."""
+    if report.get("status") != "ok":
+        return f"Study {report.get('study_id')}: not classified ({report.get('error')})."
+    probs = ", ".join(f"{k}: {v:.3f}" for k, v in report["probabilities"].items())
+    lines = [
+        f"DAS classification of study {report['study_id']} (research use only).",
+        f"Predicted: {report['predicted_name']} (class {report['predicted_label']}).",
+        f"Probabilities: {probs}.",
+    ]
+    if report.get("kept_source_indices") is not None:
+        saved = report.get("compute_saved")
+        lines.append(
+            f"Slices/frames used: {report['num_kept']} of {report['num_frames']} "
+            f"(source indices {report['kept_source_indices']}); encoder compute saved: {saved:.1%}."
+        )
+    return "\n".join(lines)
+
+
+def write_json(data: Any, path: str | os.PathLike) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_summary(reports: list[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """``summary.json``: counts and, per study, ``study_id``, ``status``, ``predicted_name`` or ``error``."""
+    items = [
+        {
+            "study_id": r["study_id"],
+            "status": r["status"],
+            "predicted_name": r.get("predicted_name"),
+            "compute_saved": r.get("compute_saved"),
+            "error": r.get("error"),
+        }
+        for r in reports
+    ]
+    ok = sum(r["status"] == "ok" for r in reports)
+    return write_json(
+        {"report_version": REPORT_VERSION, "num_studies": len(reports), "num_ok": ok, "num_errors": len(reports) - ok,
+         "studies": items},
+        path,
+    )

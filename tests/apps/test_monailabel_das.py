@@ -1,0 +1,104 @@
+"""
+The MONAI Label sample app's infer task (apps/monailabel_das), called on volumes without a server.
+
+Needs the real ``monailabel`` 0.8.5 package, installed without its dependencies by scripts/setup_deploy_env.sh
+(``.venv-deploy``); skipped elsewhere. The infer task builds on ``BasicInferTask``, whose import chain does not reach
+``torchvision``, so no stand-in module is used. The app class in ``main.py`` (``MONAILabelApp``) is not imported:
+its datastore modules need ``pydicom-seg``, which requires pydicom < 3 and numpy < 2.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from das_deploy_helpers import (
+    LABELS,
+    make_checkpoint_bundle,
+    make_torchscript_standin,
+    nibabel_anatomical,
+    pydicom_file,
+    write_dicom_series,
+)
+
+pytest.importorskip("monailabel", reason="monailabel not installed (run scripts/setup_deploy_env.sh)")
+
+APP_DIR = Path(__file__).resolve().parents[2] / "apps" / "monailabel_das"
+
+
+@pytest.fixture(scope="module")
+def task_cls():
+    sys.path.insert(0, str(APP_DIR))
+    try:
+        from lib.infers import DASClassification
+    finally:
+        sys.path.remove(str(APP_DIR))
+    return DASClassification
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root, net = make_checkpoint_bundle(tmp_path_factory.mktemp("ml_bundle"))
+    return root, net
+
+
+def test_task_on_nifti_volume(task_cls, bundle):
+    from monailabel.interfaces.tasks.infer_v2 import InferType
+
+    from monai_das.deploy import DASPredictor, StudyLoader, discover_studies
+
+    root, _ = bundle
+    task = task_cls(str(root))
+    assert task.is_valid() and task.type == InferType.CLASSIFICATION
+    info = task.info()
+    assert info["labels"] == {name: i for i, name in enumerate(LABELS)} and info["dimension"] == 3
+
+    label_file, result = task({"image": str(nibabel_anatomical()), "device": "cpu"})
+    assert label_file is None
+    scores = {p["label"]: p["score"] for p in result["prediction"]}
+    assert set(scores) == set(LABELS) and sum(scores.values()) == pytest.approx(1.0)
+    das = result["das"]
+    assert das["predicted_name"] == max(scores, key=scores.get)
+    assert das["num_frames"] == 16 and das["num_kept"] == 8 and das["compute_saved"] == pytest.approx(0.5)
+    assert len(das["kept_source_indices"]) == 8 and result["label_names"] == info["labels"]
+
+    predictor = DASPredictor.from_path(root)
+    expected = predictor.predict(StudyLoader(predictor.spec).load(discover_studies(nibabel_anatomical())[0]).image)
+    assert das["kept_indices"] == expected.kept_indices
+    assert [scores[n] for n in LABELS] == pytest.approx(expected.probabilities, abs=1e-5)
+
+
+def test_task_on_dicom_and_torchscript(task_cls, tmp_path):
+    model, net = make_torchscript_standin(tmp_path / "bundle" / "models" / "model.ts")
+    task = task_cls(str(tmp_path / "bundle"))
+    assert task.predictor.model_format == "torchscript" and task.get_path() == str(model)
+    write_dicom_series(tmp_path / "series", num_slices=6)
+    _, result = task({"image": str(tmp_path / "series")})
+    assert result["das"]["num_kept"] == 4 and result["das"]["kept_instance_numbers"] is None  # frames along RAS x
+    (tmp_path / "ct").mkdir()
+    shutil.copy(pydicom_file("CT_small.dcm"), tmp_path / "ct")
+    _, result = task({"image": str(tmp_path / "ct" / "CT_small.dcm")})
+    assert result["das"]["compute_saved"] == pytest.approx(0.75)
+
+
+def test_task_bad_input(task_cls, bundle, tmp_path):
+    task = task_cls(str(bundle[0]), loader_options={"allowed_modalities": ["CT"]})
+    write_dicom_series(tmp_path / "mr", num_slices=3)
+    with pytest.raises(ValueError, match="modality MR is not one of the accepted"):
+        task({"image": str(tmp_path / "mr")})
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="exactly one study"):
+        task({"image": str(tmp_path / "empty")})
+    with pytest.raises(FileNotFoundError):
+        task_cls(str(tmp_path / "no_bundle"))
+
+
+def test_app_main_is_valid_python():
+    """main.py cannot be imported here (see module docstring); at least it must compile."""
+    import py_compile
+
+    py_compile.compile(str(APP_DIR / "main.py"), doraise=True)

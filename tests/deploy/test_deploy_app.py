@@ -1,0 +1,119 @@
+"""
+The MONAI Deploy App SDK application, run in-process on real NIfTI/DICOM test files and a synthetic DICOM series.
+
+Needs the deployment environment (``bash scripts/setup_deploy_env.sh`` → ``.venv-deploy``); skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from das_deploy_helpers import LABELS, nibabel_anatomical, pydicom_file, write_dicom_series, write_sr
+
+pytest.importorskip("monai.deploy.core", reason="MONAI Deploy App SDK not installed (run scripts/setup_deploy_env.sh)")
+
+from monai_das.deploy import DASPredictor, StudyLoader, discover_studies  # noqa: E402
+from monai_das.deploy.__main__ import main as cli_main  # noqa: E402
+from monai_das.deploy.app import DASClassifierApp  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def study_folder(tmp_path_factory):
+    """Good studies: real NIfTI, real CT slice, real multi-frame US, synthetic series; and bad ones."""
+    root = tmp_path_factory.mktemp("studies")
+    shutil.copy(nibabel_anatomical(), root / "anatomical.nii")
+    (root / "ct").mkdir()
+    shutil.copy(pydicom_file("CT_small.dcm"), root / "ct" / "CT_small.dcm")
+    (root / "us").mkdir()
+    shutil.copy(pydicom_file("examples_ybr_color.dcm"), root / "us" / "cine.dcm")
+    write_dicom_series(root / "series", num_slices=6)
+    # bad studies
+    (root / "empty").mkdir()
+    (root / "unreadable.nii.gz").write_bytes(b"garbage, not gzip")
+    write_sr(root / "report" / "sr.dcm")
+    (root / "fmri.nii").write_bytes(b"")  # empty file
+    return root
+
+
+def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
+    bundle, _ = checkpoint_bundle
+    out = tmp_path / "out"
+    app = DASClassifierApp(input_path=study_folder, output_path=out, model_path=bundle, write_sr=True)
+    app.run()
+    reports = {r["study_id"]: r for r in app.reports}
+    ok = {"anatomical", "ct", "us__cine", "series"}
+    bad = {"empty", "unreadable", "report", "fmri"}
+    assert set(reports) == ok | bad
+    assert {k for k, r in reports.items() if r["status"] == "ok"} == ok, {k: r.get("error") for k, r in reports.items()}
+    assert "empty" in reports["empty"]["error"] and reports["empty"]["stage"] == "load"
+    assert "SR holds no image" in reports["report"]["error"]
+    assert "unreadable.nii.gz" in reports["unreadable"]["error"]
+
+    predictor = DASPredictor.from_path(bundle)
+    loader = StudyLoader(predictor.spec)
+    sources = {s.study_id: s for s in discover_studies(study_folder)}
+    for sid in ok:
+        r = reports[sid]
+        saved = json.loads((out / f"{sid}.json").read_text())
+        assert saved["study_id"] == sid and saved["status"] == "ok"
+        assert set(saved["probabilities"]) == set(LABELS)
+        assert sum(saved["probabilities"].values()) == pytest.approx(1.0)
+        assert saved["num_frames"] == 16 and saved["num_kept"] == 8 and len(saved["kept_indices"]) == 8
+        assert saved["compute_saved"] == pytest.approx(1 - 8 / 16)
+        assert saved["kept_indices"] == sorted(set(saved["kept_indices"]))
+        assert len(saved["kept_source_indices"]) == 8 and saved["model"]["format"] == "checkpoint"
+        # the same study through the predictor directly gives the same answer
+        expected = predictor.predict(loader.load(sources[sid]).image)
+        assert r["kept_indices"] == expected.kept_indices
+        assert list(r["probabilities"].values()) == pytest.approx(expected.probabilities, abs=1e-5)
+    assert reports["us__cine"]["modality"] == "US" and reports["ct"]["modality"] == "CT"
+    assert reports["series"]["modality"] == "MR"
+    assert max(reports["us__cine"]["kept_source_indices"]) <= 29  # frames of the 30-frame clip
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_studies"] == 8 and summary["num_ok"] == 4 and summary["num_errors"] == 4
+
+    # DICOM SR for the three DICOM studies, with the source study's tags
+    import pydicom
+
+    assert set(app.sr_files) == {"ct", "us__cine", "series"} and not app.sr_errors
+    ds = pydicom.dcmread(app.sr_files["ct"][0])
+    src = pydicom.dcmread(study_folder / "ct" / "CT_small.dcm", stop_before_pixels=True)
+    assert ds.Modality == "SR" and ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
+    assert reports["ct"]["predicted_name"] in ds.ContentSequence[0].TextValue
+
+
+def test_app_single_files_torchscript(torchscript_model, tmp_path):
+    model, net = torchscript_model
+    for name, path in [("anatomical", nibabel_anatomical()), ("CT_small", pydicom_file("CT_small.dcm"))]:
+        out = tmp_path / name
+        app = DASClassifierApp(input_path=path, output_path=out, model_path=model)
+        app.run()
+        (report,) = app.reports
+        assert report["status"] == "ok" and report["model"]["format"] == "torchscript"
+        assert report["num_kept"] == 4 and report["compute_saved"] == pytest.approx(0.75)
+        assert json.loads((out / f"{report['study_id']}.json").read_text())["kept_indices"] == report["kept_indices"]
+        study = StudyLoader(DASPredictor.from_path(model).spec).load(discover_studies(path)[0])
+        with torch.no_grad():
+            expected = net.sample(study.image[None])[2][0].tolist()
+        assert report["kept_indices"] == expected
+
+
+def test_cli_exit_status(study_folder, torchscript_model, tmp_path):
+    model, _ = torchscript_model
+    good = tmp_path / "good"
+    write_dicom_series(good / "s1", num_slices=5)
+    assert cli_main(["-i", str(good), "-o", str(tmp_path / "o1"), "-m", str(model), "--modalities", "MR"]) == 0
+    assert json.loads((tmp_path / "o1" / "s1.json").read_text())["status"] == "ok"
+    # the CT is refused by --modalities MR: an error report, the other studies still classified, exit status 3
+    assert cli_main(["-i", str(study_folder), "-o", str(tmp_path / "o2"), "-m", str(model), "--modalities", "MR",
+                     "US"]) == 3
+    ct = json.loads((tmp_path / "o2" / "ct.json").read_text())
+    assert ct["status"] == "error" and "modality CT is not one of the accepted modalities" in ct["error"]
+    assert json.loads((tmp_path / "o2" / "series.json").read_text())["status"] == "ok"
+    assert cli_main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o3"), "-m", str(model)]) == 1
+    assert cli_main(["-i", str(good), "-o", str(tmp_path / "o4"), "-m", str(tmp_path / "no_model")]) == 1

@@ -1,0 +1,176 @@
+"""Model loading (TorchScript, checkpoint + config) and prediction for deployment (no MONAI Deploy SDK needed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from das_deploy_helpers import (
+    GRID,
+    LABELS,
+    calibrate_batchnorm,
+    inference_config,
+    make_torchscript_standin,
+    metadata,
+)
+from monai_das.deploy import DASPredictor, ModelSpec, Study, StudySource, find_bundle_files, study_report
+
+
+def test_checkpoint_bundle_matches_eager(checkpoint_bundle):
+    root, net = checkpoint_bundle
+    pred = DASPredictor.from_path(root)
+    assert pred.model_format == "checkpoint" and pred.spec.labels == LABELS
+    assert pred.spec.spatial_size == GRID and pred.spec.layout == "volume" and pred.spec.slice_axis == 0
+    torch.manual_seed(1)
+    x = torch.rand(1, *GRID)
+    x[:, 3] += 2.0  # make one slice stand out
+    out = pred.predict(x)
+    with torch.no_grad():
+        probs = torch.softmax(net(x[None]), dim=1)[0]
+        kept = net.sample(x[None]).indices[0]
+    torch.testing.assert_close(torch.tensor(out.probabilities), probs, rtol=0, atol=1e-5)
+    assert out.label == int(probs.argmax()) and out.label_name == LABELS[out.label]
+    assert out.kept_indices == sorted(kept.tolist()) and out.num_kept == 8 and out.num_frames == 16
+    assert out.compute_saved == pytest.approx(0.5)
+    assert set(out.macs) == {"sampler", "downstream", "full_sequence"}
+    assert out.macs["downstream"] < out.macs["full_sequence"]
+    assert 0.0 < out.macs_saved < 0.5  # the sampler's own cost eats a little of the 1 - k/T saving
+    other = pred.predict(torch.rand(1, *GRID))
+    assert other.probabilities != out.probabilities  # the output depends on the input
+
+
+def test_torchscript_with_embedded_configs(torchscript_model):
+    path, net = torchscript_model
+    pred = DASPredictor.from_path(path)  # a bare .ts file: metadata + inference.json come from inside it
+    assert pred.model_format == "torchscript" and pred.spec.labels == LABELS and pred.spec.spatial_size == GRID
+    x = torch.rand(1, *GRID)
+    x[:, [1, 5, 9, 12]] += 1.0
+    out = pred.predict(x)
+    assert out.kept_indices == [1, 5, 9, 12] and out.num_kept == 4 and out.compute_saved == pytest.approx(0.75)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.tensor(out.probabilities), torch.softmax(net(x[None]), 1)[0], rtol=0,
+                                   atol=1e-6)
+    assert out.macs is None  # not counted for TorchScript
+
+
+def test_bundle_prefers_torchscript_and_falls_back(tmp_path, checkpoint_bundle, caplog):
+    root = tmp_path / "bundle"
+    shutil.copytree(checkpoint_bundle[0], root)
+    make_torchscript_standin(root / "models" / "model.ts")
+    files = find_bundle_files(root)
+    assert files["torchscript"].name == "model.ts" and files["checkpoint"].name == "model.pt"
+    assert DASPredictor.from_path(root).model_format == "torchscript"
+    assert DASPredictor.from_path(root, prefer="checkpoint").model_format == "checkpoint"
+    (root / "models" / "model.ts").write_bytes(b"PK\x03\x04 truncated")  # a broken export
+    pred = DASPredictor.from_path(root)
+    assert pred.model_format == "checkpoint"
+    assert "could not load torchscript model" in caplog.text
+
+
+def test_checkpoint_outside_bundle_needs_config(tmp_path, checkpoint_bundle):
+    ckpt = tmp_path / "weights.pt"
+    shutil.copy(checkpoint_bundle[0] / "models" / "model.pt", ckpt)
+    with pytest.raises(RuntimeError, match="needs a bundle config"):
+        DASPredictor.from_path(ckpt)
+    cfg = tmp_path / "inference.json"
+    cfg.write_text(json.dumps({**inference_config(), "_meta_": metadata()}))
+    pred = DASPredictor.from_path(ckpt, config_file=cfg, spatial_size=(12, 20, 20))
+    assert pred.model_format == "checkpoint" and pred.spec.spatial_size == (12, 20, 20)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DASPredictor.from_path(tmp_path / "nothing")
+    (tmp_path / "empty_bundle").mkdir()
+    with pytest.raises(FileNotFoundError, match="no model found"):
+        DASPredictor.from_path(tmp_path / "empty_bundle")
+
+
+def test_check_input(torchscript_model):
+    pred = DASPredictor.from_path(torchscript_model[0])
+    with pytest.raises(ValueError, match="4 dims"):
+        pred.predict(torch.rand(*GRID))
+    with pytest.raises(ValueError, match="expects 1 channel"):
+        pred.predict(torch.rand(3, *GRID))
+    with pytest.raises(ValueError, match="spatial size"):
+        pred.predict(torch.rand(1, 8, 16, 16))
+    with pytest.raises(ValueError, match="NaN"):
+        pred.predict(torch.full((1, *GRID), float("nan")))
+    with pytest.raises(ValueError, match="layout"):
+        ModelSpec(layout="image")
+
+
+def test_traced_real_network(tmp_path):
+    """The real classifier exported the way the bundle does (trace + save): kept indices via its sampler submodule."""
+    from monai.data import save_net_with_metadata
+
+    from monai_das.networks import build_classifier
+
+    torch.manual_seed(0)
+    net = build_classifier("das", 2, num_frames=16, keep_ratio=0.25).eval()
+    x = torch.rand(1, 1, *GRID)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(net, x, check_trace=False)
+        try:
+            save_net_with_metadata(traced, str(tmp_path / "model.ts"), meta_values=metadata())
+        except RuntimeError as e:
+            pytest.skip(f"the core network cannot be serialized as TorchScript yet: {str(e).strip().splitlines()[0]}")
+    pred = DASPredictor.from_path(tmp_path / "model.ts")
+    out = pred.predict(x[0])
+    with torch.no_grad():
+        assert out.kept_indices == net.sample(x).indices[0].tolist()
+        torch.testing.assert_close(torch.tensor(out.probabilities), torch.softmax(net(x), 1)[0], rtol=0, atol=1e-5)
+    assert out.num_kept == 4 and out.compute_saved == pytest.approx(0.75)
+
+
+def test_study_report_maps_indices(torchscript_model):
+    pred = DASPredictor.from_path(torchscript_model[0])
+    x = torch.zeros(1, *GRID)
+    x[:, [0, 4, 8, 15]] = 1.0
+    source_indices = [100 + 2 * i for i in range(16)]
+    study = Study(StudySource("s1", "dicom_series", torchscript_model[0]), x, source_indices,
+                  {"modality": "CT", "source_axis": 2, "instance_numbers": list(range(1, 200))})
+    report = study_report(study, pred.predict(x), pred.describe())
+    assert report["status"] == "ok" and report["kept_indices"] == [0, 4, 8, 15]
+    assert report["kept_source_indices"] == [100, 108, 116, 130]
+    assert report["kept_instance_numbers"] == [101, 109, 117, 131]
+    assert set(report["probabilities"]) == set(LABELS) and sum(report["probabilities"].values()) == pytest.approx(1)
+    json.dumps(report, allow_nan=False)  # serializable
+
+
+def test_real_bundle_export_matches_checkpoint(tmp_path):
+    """The repository's bundle configs: random weights → ckpt_export (trace) → TorchScript and checkpoint agree."""
+    from monai.bundle import ConfigParser, ckpt_export
+
+    configs = Path(__file__).resolve().parents[2] / "bundles" / "das_medmnist3d" / "configs"
+    if not (configs / "inference.json").is_file():
+        pytest.skip(f"bundle config {configs / 'inference.json'} not found")
+    root = tmp_path / "das_medmnist3d"
+    shutil.copytree(configs, root / "configs")
+    (root / "models").mkdir()
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser["bundle_root"] = str(root)
+    torch.manual_seed(0)
+    net = calibrate_batchnorm(parser.get_parsed_content("network_def"), torch.rand(2, 1, 28, 28, 28))
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ckpt_export(net_id="network_def", filepath=str(root / "models" / "model.ts"),
+                    ckpt_file=str(root / "models" / "model.pt"), meta_file=str(root / "configs" / "metadata.json"),
+                    config_file=str(root / "configs" / "inference.json"), bundle_root=str(root), use_trace=True,
+                    input_shape=[1, 1, 28, 28, 28])
+    ts = DASPredictor.from_path(root)
+    ckpt = DASPredictor.from_path(root, prefer="checkpoint", measure_macs=False)
+    assert ts.model_format == "torchscript" and ckpt.model_format == "checkpoint"
+    assert ts.spec == ckpt.spec and ts.spec.spatial_size == (28, 28, 28) and ts.spec.layout == "volume"
+    x = torch.rand(1, 28, 28, 28)
+    a, b = ts.predict(x), ckpt.predict(x)
+    with torch.no_grad():
+        eager = net.sample(x[None]).indices[0].tolist()
+    assert a.kept_indices == b.kept_indices == eager and a.num_kept == 14
+    assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+    assert b.macs is None
