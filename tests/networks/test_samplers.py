@@ -144,3 +144,21 @@ def test_unknown_sampler():
         get_sampler("nope", 3)
     with pytest.raises(ValueError, match="num_frames"):
         get_sampler("dps", 3)
+
+
+def test_frame_features_edges_match_convolution():
+    import torch.nn.functional as F
+
+    from monai_das.networks.blocks import FrameFeatures
+
+    x = torch.rand(2, 3, 2, 9, 11)
+    ff = FrameFeatures(scales=(1,), features=("sobel", "laplacian"), positional=False)
+    sob = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]])
+    r = F.conv2d(x.reshape(-1, 1, 9, 11), torch.stack([sob, sob.t(), lap])[:, None], padding=1).reshape(2, 3, 2, 3, 9, 11)
+    sobel, laplacian = ff._stats(x)
+    torch.testing.assert_close(sobel, torch.sqrt(r[:, :, :, 0] ** 2 + r[:, :, :, 1] ** 2 + 1e-12).mean((2, 3, 4)))
+    torch.testing.assert_close(laplacian, r[:, :, :, 2].abs().mean((2, 3, 4)))
+    # large frames are averaged down to feature_size before the statistics
+    big = FrameFeatures(feature_size=16)(torch.rand(1, 4, 1, 64, 48))
+    assert big.shape == (1, 4, FrameFeatures().out_features) and torch.isfinite(big).all()

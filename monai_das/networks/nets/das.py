@@ -44,6 +44,7 @@ class DASampler(BaseSampler):
         scales: pooling factors of the frame features.
         features: frame features used, a subset of ``("intensity", "variance", "sobel", "laplacian")``.
         positional: give the attention the frame position.
+        feature_size: frames are area-averaged to at most this many pixels a side before the features are computed.
 
     Shapes: ``x`` ``B×T×C×H×W`` → :class:`SamplerOutput` (``B×k×C×H×W``, ``B×k×T``, ``B×k``).
     """
@@ -61,6 +62,7 @@ class DASampler(BaseSampler):
         scales: Sequence[int] = (1, 2),
         features: Sequence[str] = FEATURE_NAMES,
         positional: bool = True,
+        feature_size: int | None = 32,
     ) -> None:
         super().__init__(num_samples)
         if embed_dim % num_heads:
@@ -68,7 +70,7 @@ class DASampler(BaseSampler):
         if tau0 <= 0:
             raise ValueError(f"tau0 must be positive, got {tau0}.")
         self.in_channels, self.num_heads, self.tau0 = in_channels, num_heads, float(tau0)
-        self.frame_features = FrameFeatures(scales, features, positional)
+        self.frame_features = FrameFeatures(scales, features, positional, feature_size)
         self.embed = nn.Sequential(_mlp(self.frame_features.out_features, embed_dim, embed_dim), nn.LayerNorm(embed_dim))
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
         self.base_score = nn.Parameter(torch.randn(num_heads, embed_dim // num_heads) / (embed_dim // num_heads) ** 0.5)
