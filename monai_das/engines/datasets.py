@@ -11,6 +11,8 @@ from pathlib import Path
 
 from monai.data import Dataset
 
+from monai_das.engines.utils import optional
+
 __all__ = ["VIDEO_DATASETS", "DATA_ENV", "bundle_info", "bundle_dataset", "resolve_data_dir"]
 
 #: dataset names handled as ultrasound clips (layout "video")
@@ -26,7 +28,7 @@ def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None = None) ->
     ``$MONAI_DAS_DATA/medmnist3d`` (MedMNIST3D) or ``$MONAI_DAS_DATA/video/covid19_lus_pocus`` (POCUS); else ``None``
     (MedMNIST then falls back to ``$MEDMNIST_ROOT`` / ``~/.medmnist``; synthetic needs nothing).
     """
-    if data_dir not in (None, "", "None"):
+    if optional(data_dir) is not None:
         return str(Path(data_dir).expanduser())
     key = str(dataset).lower()
     env = os.environ.get(DATA_ENV)
@@ -103,7 +105,7 @@ def bundle_dataset(
     """
     key = str(dataset).lower()
     root = resolve_data_dir(key, data_dir)
-    n = None if num_samples in (None, "", "None") else int(num_samples)
+    n = None if optional(num_samples) is None else int(num_samples)
     if key in VIDEO_DATASETS:
         from monai_das.data import VideoDataset, pocus_listing, split_by_fold
 

@@ -44,7 +44,11 @@ class BalancedAccuracy(ConfusionMatrix):
 
     def update(self, output) -> None:  # type: ignore[override]
         y_pred, y = output[0], output[1]
-        super().update((y_pred, torch.as_tensor(y).long().reshape(-1)))
+        if isinstance(y_pred, (list, tuple)):  # decollated items (MONAI engines): C-long predictions, scalar labels
+            y_pred = torch.stack([torch.as_tensor(p).reshape(-1) for p in y_pred])
+        if isinstance(y, (list, tuple)):
+            y = torch.stack([torch.as_tensor(t).reshape(-1)[0] for t in y])
+        super().update((torch.as_tensor(y_pred).float(), torch.as_tensor(y).long().reshape(-1)))
 
     def compute(self) -> float:  # type: ignore[override]
         return balanced_accuracy_from_confusion(super().compute())

@@ -106,10 +106,12 @@ class ClassificationReportSaver:
         for name, value in engine.state.metrics.items():
             value = _scalar(value)
             if isinstance(value, (int, float)):
-                key = name[len(self.metric_prefix):] if self.metric_prefix and name.startswith(self.metric_prefix) else name
+                strip = bool(self.metric_prefix) and name.startswith(self.metric_prefix)
+                key = name[len(self.metric_prefix):] if strip else name
                 metrics[key] = None if isinstance(value, float) and math.isnan(value) else value
         cm = self._cm.tolist()
-        metrics.setdefault("balanced_accuracy", balanced_accuracy_from_confusion(torch.as_tensor(self._cm)))
+        if "balanced_accuracy" not in metrics:
+            metrics["balanced_accuracy"] = balanced_accuracy_from_confusion(torch.as_tensor(self._cm))
         self.report = {
             **self.extra,
             "num_samples": int(self._cm.sum()),

@@ -49,7 +49,9 @@ class ResumableEarlyStopHandler(EarlyStopHandler):
         return dict(self._handler.state_dict())
 
     def load_state_dict(self, state_dict: Mapping) -> None:
-        state = {"counter": state_dict["counter"], "best_score": state_dict["best_score"]}
+        if "counter" not in state_dict or "best_score" not in state_dict:
+            raise ValueError(f"early-stopping state needs 'counter' and 'best_score', got {sorted(state_dict)}.")
+        state = dict(state_dict)
         if self._handler is None:
             self._pending_state = state
         else:

@@ -50,6 +50,24 @@ def test_learned_samplers_get_gradients_through_ste(name, x):
     (out.frames * w).sum().backward()
     missing = [n for n, p in s.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert not missing, f"no gradient for {missing}"
+    bad = [n for n, p in s.named_parameters() if not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradient for {bad}"
+
+
+@pytest.mark.parametrize("name", ["das", "dps", "adps"])
+def test_learned_samplers_stay_finite_after_optimizer_steps(name, x):
+    from monai_das.networks import build_classifier
+
+    torch.manual_seed(0)
+    net = build_classifier(name, 2, num_frames=T, keep_ratio=K / T)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    vol = x.permute(0, 2, 1, 3, 4)  # B×C×D×H×W
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(net(vol), torch.tensor([0, 1, 0]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
 @pytest.mark.parametrize("name", ["das", "dps", "adps", "uniform", "full"])

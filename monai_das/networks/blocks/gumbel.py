@@ -40,11 +40,12 @@ def sample_without_replacement(
         if noisy:
             u = torch.rand_like(row_logits).clamp(eps, 1.0 - eps)
             row_logits = row_logits - torch.log(-torch.log(u))
-        row_logits = row_logits.masked_fill(taken, float("-inf"))
-        idx = row_logits.argmax(-1, keepdim=True)
-        hard = torch.zeros_like(row_logits).scatter(1, idx, 1.0)
+        # scale first, then mask: d(-inf / tau)/d tau would be NaN and poison the temperature MLP
+        scaled = (row_logits / tau).masked_fill(taken, float("-inf"))
+        idx = scaled.argmax(-1, keepdim=True)
+        hard = torch.zeros_like(scaled).scatter(1, idx, 1.0)
         if need_grad:
-            soft = torch.softmax(row_logits / tau, -1)
+            soft = torch.softmax(scaled, -1)
             hard = hard + (soft - soft.detach())  # value: exactly one-hot; gradient: softmax relaxation
         taken = taken | (hard.detach() > 0.5)
         rows.append(hard)

@@ -1,0 +1,35 @@
+"""Engine-side helpers of monai_das used by the bundles: data, optimizer, batch inference, seeds, export."""
+
+from monai_das.engines.datasets import DATA_ENV, VIDEO_DATASETS, bundle_dataset, bundle_info, resolve_data_dir
+from monai_das.engines.inference import (
+    VOLUME_EXTENSIONS,
+    StudyDataset,
+    list_studies,
+    merge_predictions,
+    predictions_path,
+    read_done_ids,
+    select_studies,
+    study_transform,
+)
+from monai_das.engines.optim import build_optimizer, sampler_param_groups
+from monai_das.engines.utils import flag, optional
+
+__all__ = [
+    "DATA_ENV",
+    "VIDEO_DATASETS",
+    "bundle_dataset",
+    "bundle_info",
+    "resolve_data_dir",
+    "VOLUME_EXTENSIONS",
+    "StudyDataset",
+    "list_studies",
+    "merge_predictions",
+    "predictions_path",
+    "read_done_ids",
+    "select_studies",
+    "study_transform",
+    "build_optimizer",
+    "sampler_param_groups",
+    "flag",
+    "optional",
+]

@@ -1,0 +1,26 @@
+"""Ignite handlers of monai_das: atomic/resumable checkpoints, sampling pictures, reports, predictions, tracking."""
+
+from monai_das.handlers.checkpoint import AtomicCheckpointSaver, AtomicDiskSaver
+from monai_das.handlers.metrics import BalancedAccuracy, balanced_accuracy_from_confusion
+from monai_das.handlers.predictions import PredictionWriter
+from monai_das.handlers.report import ClassificationReportSaver, write_json_atomic
+from monai_das.handlers.resume import EngineStateAttributes, ResumableEarlyStopHandler, val_loss_score
+from monai_das.handlers.sampling import SampledIndicesHandler, SamplingFiguresHandler, unwrap_network
+from monai_das.handlers.tracking import unique_trackers
+
+__all__ = [
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
+    "BalancedAccuracy",
+    "balanced_accuracy_from_confusion",
+    "PredictionWriter",
+    "ClassificationReportSaver",
+    "write_json_atomic",
+    "EngineStateAttributes",
+    "ResumableEarlyStopHandler",
+    "val_loss_score",
+    "SampledIndicesHandler",
+    "SamplingFiguresHandler",
+    "unwrap_network",
+    "unique_trackers",
+]

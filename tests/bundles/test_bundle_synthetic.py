@@ -1,0 +1,178 @@
+"""
+Round trip through the bundle CLI on the synthetic default with DAS: train (killed after its first checkpoint, then
+resumed), evaluate, infer on NIfTI files (one unreadable, one already done), export to TorchScript and ONNX;
+MLflow store; metadata checks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from das_bundle_helpers import (
+    EVALUATE,
+    INFERENCE,
+    META,
+    SCHEMA,
+    TINY,
+    TRAIN,
+    bundle,
+    check_onnx,
+    check_torchscript,
+    load_network,
+    popen_train,
+    run_cmd,
+)
+
+pytestmark = pytest.mark.slow
+
+MAX_EPOCHS = 3
+ITERS = 2  # 32 training volumes / batch 16
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train DAS on synthetic data; kill the process once ``last.pt`` exists; resume to ``MAX_EPOCHS``."""
+    root = tmp_path_factory.mktemp("das_synthetic")
+    args = ["--bundle_root", root, "--max_epochs", MAX_EPOCHS, *TINY]
+    last = root / "models" / "last.pt"
+    proc = popen_train(args)
+    deadline = time.time() + 600
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.kill()
+    killed_log = proc.communicate()[0]
+    assert last.exists(), f"no last.pt before the kill:\n{killed_log[-4000:]}"
+    state = torch.load(last, weights_only=True)["trainer"]
+    killed_at = state["iteration"] // state["epoch_length"]
+    assert 1 <= killed_at < MAX_EPOCHS, f"the first run got to epoch {killed_at} before the kill"
+    out = run_cmd(TRAIN, args=[*args, "--resume", "true"])
+    return {"root": root, "killed_at": killed_at, "log": out.stdout + out.stderr}
+
+
+def test_resume_continues_with_nothing_lost(trained):
+    root, killed_at, log = trained["root"], trained["killed_at"], trained["log"]
+    assert "Restored all variables from" in log
+    done = [int(e) for e in re.findall(r"SupervisedTrainer - INFO - Epoch\[(\d+)\] Complete", log)]
+    assert done == list(range(killed_at + 1, MAX_EPOCHS + 1))  # only the missing epochs were trained
+    ckpt = torch.load(root / "models" / "last.pt", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == MAX_EPOCHS * ITERS and ckpt["trainer"]["max_epochs"] == MAX_EPOCHS
+    # Adam's step count covers every iteration of both processes: the optimizer state was restored
+    steps = {int(s["step"]) for s in ckpt["optimizer"]["state"].values()}
+    assert steps == {MAX_EPOCHS * ITERS}
+    assert [g["name"] for g in ckpt["optimizer"]["param_groups"]] == ["sampler", "network"]
+    # early stopping, best-model tracking and the validator's best metric are in the checkpoint too
+    assert set(ckpt["early_stop"]) >= {"counter", "best_score"} and 0 <= ckpt["early_stop"]["counter"] < MAX_EPOCHS
+    assert len(ckpt["best_checkpoint"]["_saved"]) == 1
+    assert 1 <= ckpt["validator_state"]["best_metric_epoch"] <= MAX_EPOCHS
+    best = torch.load(root / "models" / "model.pt", weights_only=True)
+    assert set(best) == set(ckpt["model"])
+    bad = [k for k, v in ckpt["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    assert not bad, f"training left non-finite weights: {bad[:5]}"
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["last.pt", "model.pt"]  # no temp files
+
+
+def test_mlflow_run(trained):
+    from mlflow import MlflowClient
+    from monai.utils import path_to_sqlite_uri
+
+    root = trained["root"]
+    client = MlflowClient(tracking_uri=path_to_sqlite_uri(root / "mlflow.db"))
+    exp = client.get_experiment_by_name("das_medmnist3d")
+    assert exp is not None and exp.artifact_location.endswith("mlruns")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.run_name for r in runs] == ["das_synthetic28_keep0.5_seed0"]  # the resumed run continued it
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["method"] == "das" and run.data.params["dataset"] == "synthetic"
+    for name in ("val_auc", "val_loss", "val_accuracy", "val_balanced_accuracy", "train_loss", "train_accuracy"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
+        assert set(steps) == set(range(1, MAX_EPOCHS + 1)), (name, steps)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"kept_frames.png", "sampling_matrix.png", "model.pt"} <= artifacts
+    assert Path(run.info.artifact_uri.replace("file://", "")).resolve().is_relative_to(root.resolve())
+    assert (root / "eval" / "figures" / "kept_frames.png").is_file()
+
+
+def test_evaluate(trained):
+    root = trained["root"]
+    out = run_cmd(TRAIN, EVALUATE, args=["--bundle_root", root, "--num_test", 16])
+    assert "evaluation on 16 samples" in out.stdout
+    report = json.loads((root / "eval" / "metrics.json").read_text())
+    assert set(report["metrics"]) >= {"auc", "accuracy", "balanced_accuracy", "loss"}
+    assert report["method"] == "das" and report["split"] == "test" and report["num_samples"] == 16
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (2, 2) and cm.sum() == 16
+    assert report["metrics"]["accuracy"] == pytest.approx(np.trace(cm) / 16)
+    assert (root / "eval" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_inference_on_files(trained, tmp_path):
+    import nibabel as nib
+
+    root = trained["root"]
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a.nii.gz", "b.nii.gz"):
+        nib.save(nib.Nifti1Image(rng.random((30, 30, 26)).astype(np.float32), np.eye(4)), studies / name)
+    (studies / "broken.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    nib.save(nib.Nifti1Image(rng.random((16, 40, 40)).astype(np.float32), np.eye(4)), studies / "c.nii")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    # a previous (killed) run already wrote a.nii.gz: it must be skipped, not redone
+    fields = ["id", "source", "label", "pred_label", "pred_name", "prob_disc", "prob_square", "kept_indices",
+              "source_frames", "error"]
+    done_row = ["a.nii.gz", "old", "-1", "0", "disc", "0.9", "0.1", "0;1", "", ""]
+    with open(out_dir / "predictions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([fields, done_row])
+    log = run_cmd(INFERENCE, args=["--bundle_root", root, "--input", studies, "--output_dir", out_dir])
+    assert "1 already done, 3 to run" in log.stdout + log.stderr
+    rows = list(csv.DictReader(open(out_dir / "predictions.csv")))
+    assert [r["id"] for r in rows] == ["a.nii.gz", "b.nii.gz", "broken.nii.gz", "c.nii"]
+    assert list(rows[0].values()) == done_row
+    bad = rows[2]
+    assert "broken.nii.gz" in bad["error"] and bad["pred_label"] == ""
+    for r in (rows[1], rows[3]):
+        assert r["error"] == "" and r["pred_name"] in ("disc", "square")
+        assert float(r["prob_disc"]) + float(r["prob_square"]) == pytest.approx(1.0, abs=1e-4)
+        idx = [int(i) for i in r["kept_indices"].split(";")]
+        assert len(idx) == 14 and idx == sorted(set(idx)) and 0 <= idx[0] and idx[-1] < 28
+    assert len(json.loads((out_dir / "predictions.json").read_text())) == 4
+
+
+def test_export_torchscript(trained):
+    root = trained["root"]
+    ts = root / "models" / "model.ts"
+    bundle([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts),
+            "--ckpt_file", str(root / "models" / "model.pt"), "--meta_file", META, "--config_file", INFERENCE,
+            "--bundle_root", str(root), "--use_trace", "True", "--input_shape", "[1, 1, 28, 28, 28]"])
+    check_torchscript(ts, load_network(root), (1, 28, 28, 28))
+
+
+def test_export_onnx(trained):
+    root = trained["root"]
+    onnx_path = root / "models" / "model.onnx"
+    bundle([sys.executable, "-m", "monai.bundle", "onnx_export", "network_def", "--filepath", str(onnx_path),
+            "--ckpt_file", str(root / "models" / "model.pt"), "--meta_file", META, "--config_file", INFERENCE,
+            "--bundle_root", str(root), "--input_shape", "[1, 1, 28, 28, 28]",
+            "--converter_kwargs", "{'dynamo': True}"])
+    check_onnx(onnx_path, load_network(root), (1, 28, 28, 28))
+
+
+def test_verify_metadata_and_net_in_out():
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    if not SCHEMA.is_file():
+        pytest.skip(f"bundle metadata schema not found at {SCHEMA}")
+    verify_metadata(meta_file=META, filepath=str(SCHEMA))  # no download: the schema file is already there
+    for config in (TRAIN, INFERENCE):
+        verify_net_in_out(net_id="network_def", meta_file=META, config_file=config, device="cpu")

@@ -1,0 +1,112 @@
+"""AtomicCheckpointSaver: atomic writes, in-place replacement, resumable best-model tracking."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader, CheckpointSaver
+
+from monai_das.handlers import AtomicCheckpointSaver
+
+
+def _engine_with_metric(values):
+    """An engine whose epoch e sets metrics['score'] = values[e-1]."""
+    engine = Engine(lambda e, b: None)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _set(e):
+        e.state.metrics["score"] = values[e.state.epoch - 1]
+
+    return engine
+
+
+def test_monai_saver_is_not_atomic_but_ours_is(tmp_path):
+    """The reason for the subclass: MONAI's CheckpointSaver builds its DiskSaver with atomic=False."""
+    net = torch.nn.Linear(2, 2)
+    monai_saver = CheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_filename="m.pt")
+    assert monai_saver._key_metric_checkpoint.save_handler._atomic is False
+    ours = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_filename="m.pt",
+                                 save_final=True, save_interval=1, interval_filename="last.pt")
+    for ckpt in (ours._key_metric_checkpoint, ours._final_checkpoint, ours._interval_checkpoint):
+        assert ckpt.save_handler._atomic is True
+
+
+def test_best_and_last_files(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    engine = _engine_with_metric([0.5, float("nan"), 0.9, 0.7])
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="score",
+                                  key_metric_filename="model.pt", save_interval=1, n_saved=1,
+                                  interval_filename="last.pt")
+    saver.attach(engine)
+    scores = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: scores.append(saver.best_score))
+    engine.run([0, 1], max_epochs=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "model.pt"]  # no temp files, no epoch names
+    assert scores == [0.5, 0.5, 0.9, 0.9]  # NaN never wins, later real values still do
+    state = saver.state_dict()
+    assert state["_saved"][-1][0] == pytest.approx(0.9)
+    sd = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(sd) == set(net.state_dict())
+
+
+def test_nan_first_score_does_not_block_later_ones(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    engine = _engine_with_metric([float("nan"), 0.2])
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="score",
+                                  key_metric_filename="model.pt")
+    saver.attach(engine)
+    engine.run([0], max_epochs=1)
+    assert saver.best_score == -math.inf
+    engine.run([0], max_epochs=2)
+    assert saver.best_score == pytest.approx(0.2)
+
+
+def test_failed_save_keeps_previous_file(tmp_path):
+    """A save that fails half-way (here: an object that cannot be pickled) leaves the old file untouched."""
+    net = torch.nn.Linear(2, 2)
+
+    class Flaky:
+        fail = False
+
+        def state_dict(self):
+            return {"x": (lambda: 0) if Flaky.fail else 1}
+
+        def load_state_dict(self, sd):
+            pass
+
+    engine = Engine(lambda e, b: None)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net, "flaky": Flaky()}, save_interval=1, n_saved=1,
+                                  interval_filename="last.pt")
+    saver.attach(engine)
+    engine.run([0], max_epochs=1)
+    before = (tmp_path / "last.pt").read_bytes()
+    Flaky.fail = True
+    with pytest.raises(Exception):
+        engine.run([0], max_epochs=2)
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temporary file was removed
+
+
+def test_saver_state_round_trip_through_checkpoint_loader(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    engine = _engine_with_metric([0.3, 0.8])
+    best = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="score",
+                                 key_metric_filename="model.pt")
+    best.attach(engine)
+    last = AtomicCheckpointSaver(str(tmp_path), {"model": net, "best": best}, save_interval=1, n_saved=1,
+                                 interval_filename="last.pt")
+    last.attach(engine)
+    engine.run([0], max_epochs=2)
+
+    fresh = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="score",
+                                  key_metric_filename="model.pt")
+    assert fresh.best_score is None
+    engine2 = _engine_with_metric([0.0, 0.0, 0.5])
+    CheckpointLoader(str(tmp_path / "last.pt"), {"model": net, "best": fresh}).attach(engine2)
+    fresh.attach(engine2)
+    engine2.run([0], max_epochs=1)
+    # restored best (0.8) is not overwritten by the worse 0.0 of the new run
+    assert fresh.best_score == pytest.approx(0.8)

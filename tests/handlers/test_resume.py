@@ -1,0 +1,67 @@
+"""Early-stopping and engine-state handlers that survive a restart."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from monai_das.handlers import EngineStateAttributes, ResumableEarlyStopHandler, val_loss_score
+
+
+def _validator(losses):
+    engine = Engine(lambda e, b: None)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _set(e):
+        e.state.metrics["val_loss"] = losses[e.state.epoch - 1]
+
+    return engine
+
+
+def test_early_stop_counts_and_round_trips():
+    trainer = Engine(lambda e, b: None)
+    validator = _validator([1.0, 0.5, 0.6, 0.7])
+    stop = ResumableEarlyStopHandler(patience=3, score_function=val_loss_score("val_loss"))
+    stop.set_trainer(trainer)
+    stop.attach(validator)
+    validator.run([0], max_epochs=4)
+    state = stop.state_dict()
+    assert state["counter"] == 2 and state["best_score"] == pytest.approx(-0.5)
+
+    # a new handler gets the state before the trainer is set (as CheckpointLoader does on resume) ...
+    restored = ResumableEarlyStopHandler(patience=3, score_function=val_loss_score("val_loss"))
+    restored.load_state_dict(torch.load(_roundtrip(state), weights_only=True))
+    assert restored.counter == 2
+    restored.set_trainer(trainer)
+    # ... and one more epoch without improvement stops the trainer (patience 3 reached)
+    v2 = _validator([0.9])
+    restored.attach(v2)
+    v2.run([0], max_epochs=1)
+    assert trainer.should_terminate
+    assert restored.counter == 3
+
+
+def _roundtrip(obj, _store={}):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
+
+
+def test_val_loss_score_missing_metric():
+    engine = Engine(lambda e, b: None)
+    with pytest.raises(KeyError, match="val_loss"):
+        val_loss_score("val_loss")(engine)
+
+
+def test_engine_state_attributes():
+    engine = Engine(lambda e, b: None)
+    engine.state.best_metric, engine.state.best_metric_epoch = torch.tensor(0.75), 3
+    saved = EngineStateAttributes(engine).state_dict()
+    assert saved == {"best_metric": 0.75, "best_metric_epoch": 3} and isinstance(saved["best_metric"], float)
+    other = Engine(lambda e, b: None)
+    EngineStateAttributes(other).load_state_dict(saved)
+    assert other.state.best_metric == 0.75 and other.state.best_metric_epoch == 3
