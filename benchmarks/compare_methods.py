@@ -1,0 +1,764 @@
+"""Accuracy of DAS against full, random, uniform, DPS and ADPS, trained and tested through the bundle.
+
+Every cell of the grid (dataset × method × keep ratio × seed [× fold]) is one run of the bundle's own configs,
+in-process through ``monai.bundle.ConfigWorkflow``: ``bundles/das_medmnist3d/configs/train.json`` (Adam 1e-4,
+batch 16, early stop on validation loss, best checkpoint by validation AUC), then ``train.json + evaluate.json`` on the
+test split, whose ``eval/metrics.json`` gives the test AUC, balanced accuracy and accuracy. A finished cell writes
+``<out>/_work/<profile>/<dataset>/<cell>/result.json`` and is skipped when the grid is run again; an interrupted cell
+resumes from its last epoch checkpoint (the bundle's ``resume``). Finished cells run with other settings or another
+version of the training code (``code_hash``) are refused, so stale results never mix in.
+
+Datasets: every MedMNIST3D file in ``<data-root>/medmnist3d`` (``<name>.npz`` → 28³, ``<name>_64.npz`` → 64³, slices
+along depth) and the POCUS lung-ultrasound clips in ``<data-root>/video/covid19_lus_pocus`` (convex probe, 3 classes,
+patient-level 5-fold cross-validation: test fold f, validation fold f+1).
+
+Outputs in ``--out`` (default ``benchmarks/results``), rewritten after every cell: ``<dataset>.csv`` (one row per
+method × keep ratio: mean and std of the test metrics over seeds and folds, frames per input, frames seen in training,
+epochs, seconds per epoch), ``<dataset>.md`` (the same with the command, date, machine, software, settings and the
+published reference numbers), ``<dataset>.png`` (test AUC against the fraction of frames kept, one line per method),
+``<dataset>_runs.csv`` (every cell) and ``accuracy_summary.md`` (test AUC of every method on every dataset at the main
+keep ratio).
+
+Profiles:
+
+- ``--quick``: a whole method × dataset grid with one seed in about an hour on 2 CPU cores: keep ratio 0.5, 2-4
+  epochs at Adam lr 1e-3 (the paper's 1e-4 learns nothing in so few epochs), the MedMNIST 64³ train set subsampled
+  to 320, POCUS fold 0, clips of 32 frames at 64×64 (see ``PROFILES``);
+- ``--full`` (for a GPU): the paper's settings: seeds 0, 1, 2, keep ratios 0.25/0.5/0.75, up to 100 epochs with
+  early stopping (patience 10), whole splits, all 5 POCUS folds, clips of 64 frames at 112×112;
+- ``--smoke``: synthetic volumes, tiny sizes, one epoch: checks the pipeline in seconds (CI).
+
+Usage::
+
+    python benchmarks/compare_methods.py --quick
+    python benchmarks/compare_methods.py --full --seeds 0 1 2 3 4
+    python benchmarks/compare_methods.py --quick --datasets vesselmnist3d_28 --methods das uniform --dry-run
+    python benchmarks/compare_methods.py --smoke --out /tmp/cmp --methods uniform das full
+
+Tuning on validation data only: ``--eval-split val`` scores the checkpoints on the validation split instead of the
+test split, ``--override KEY=JSON`` changes any bundle config entry (e.g.
+``--override 'network_def#sampler_kwargs={"tau0": 0.5}'`` or ``--override sampler_lr=1e-3``) and ``--tag NAME``
+labels the variant (its cells and report rows are kept apart from the defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Idle OpenMP threads sleep instead of spinning (large slow-downs on a shared, oversubscribed CPU otherwise).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_utils import (  # noqa: E402
+    REPO,
+    environment,
+    environment_markdown,
+    markdown_table,
+    write_csv,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+METHODS = ("full", "uniform", "random", "dps", "adps", "das")
+BUNDLE = REPO / "bundles" / "das_medmnist3d"
+CONFIGS = BUNDLE / "configs"
+MAIN_KEEP_RATIO = 0.5
+#: the code a cell's result depends on (hashed into ``code_hash``): training path and bundle configs
+CODE_PATHS = ("monai_das/networks", "monai_das/engines", "monai_das/handlers", "monai_das/data",
+              "monai_das/transforms", "monai_das/utils", "bundles/das_medmnist3d/configs")
+
+#: published numbers shown beside ours (never run here); keyed by dataset key
+REFERENCES: dict[str, list[dict[str, Any]]] = {
+    "vesselmnist3d": [
+        {"source": "DAS paper [1]", "method": "das (keep 50%)", "auc": 0.752, "accuracy": 0.829},
+        {"source": "DAS paper [1]", "method": "adps (keep 50%)", "auc": 0.739, "accuracy": 0.807},
+        {"source": "MedMNIST v2 [2]", "method": "ResNet-18 (3D), full volume 28³", "auc": 0.874, "accuracy": 0.877},
+    ],
+}
+CITATIONS = {
+    "vesselmnist3d": [
+        "[1] S. M. Shankaranarayana, S. K. Roy, P. Sudhakar, C. Aladahalli, *Deep Attention-guided Adaptive "
+        "Subsampling*, arXiv:2510.12376 (2025), VesselMNIST3D results (AUC and accuracy as published).",
+        "[2] J. Yang et al., *MedMNIST v2 — A large-scale lightweight benchmark for 2D and 3D biomedical image "
+        "classification*, Scientific Data 10, 41 (2023), VesselMNIST3D benchmark table (ResNet-18 (3D), 28³).",
+    ],
+    "pocus": [
+        "Data: J. Born et al., *Accelerating detection of lung pathologies with explainable ultrasound image "
+        "analysis*, Applied Sciences 11(2):672 (2021) (POCUS dataset; their numbers are frame-based classifiers on a "
+        "different split, so none are listed as a reference here).",
+    ],
+}
+
+#: per-profile settings; ``datasets`` maps a dataset family to bundle overrides for that profile
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "description": "one seed, keep 50%, 2-4 epochs at Adam lr 1e-3 (1e-4 learns nothing in so few epochs, see "
+                       "benchmarks/README.md), MedMNIST 64³ train set subsampled, POCUS fold 0 at 32×64×64 "
+                       "(about an hour on 2 CPU cores; far from converged: a smoke-level comparison)",
+        "seeds": [0],
+        "keep_ratios": [0.5],
+        "max_epochs": 3,
+        "patience": 2,
+        "lr": 1e-3,
+        "folds": [0],
+        "datasets": {
+            "medmnist28": {"max_epochs": 3},
+            "medmnist64": {"num_train": 320, "num_val": 96, "max_epochs": 2},
+            "pocus": {"clip_frames": 32, "size": 64, "max_epochs": 4},
+            "synthetic": {},
+        },
+    },
+    "full": {
+        "description": "paper settings: 3 seeds, keep 25/50/75%, up to 100 epochs with early stopping on validation "
+                       "loss (patience 10), whole splits, 5 POCUS folds at 64×112×112 (for a GPU)",
+        "seeds": [0, 1, 2],
+        "keep_ratios": [0.25, 0.5, 0.75],
+        "max_epochs": 100,
+        "patience": 10,
+        "lr": 1e-4,
+        "folds": [0, 1, 2, 3, 4],
+        "datasets": {
+            "medmnist28": {},
+            "medmnist64": {},
+            "pocus": {"clip_frames": 64, "size": 112},
+            "synthetic": {},
+        },
+    },
+    "smoke": {
+        "description": "smoke test: synthetic volumes 16³, 1 epoch, a few samples (numbers mean nothing)",
+        "seeds": [0],
+        "keep_ratios": [0.5],
+        "max_epochs": 1,
+        "patience": 1,
+        "lr": 1e-4,
+        "folds": [0],
+        "datasets": {"synthetic": {"size": 16, "num_train": 16, "num_val": 8, "num_test": 8}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset of the grid: ``key`` names its result files; ``overrides`` are bundle config entries."""
+
+    key: str
+    family: str
+    title: str
+    num_frames: int
+    overrides: dict = field(default_factory=dict)
+    cross_validated: bool = False
+    default: bool = True  # run when --datasets is not given
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training + test run."""
+
+    dataset: str
+    method: str
+    keep_ratio: float
+    seed: int
+    fold: int | None = None
+    tag: str = ""
+
+    @property
+    def name(self) -> str:
+        fold = "" if self.fold is None else f"_fold{self.fold}"
+        tag = f"_{self.tag}" if self.tag else ""
+        return f"{self.method}_keep{self.keep_ratio:g}_seed{self.seed}{fold}{tag}"
+
+    @property
+    def label(self) -> str:
+        return self.method + (f"[{self.tag}]" if self.tag else "")
+
+
+def code_hash(paths: Sequence[str] = CODE_PATHS) -> str:
+    """Short SHA-256 of the ``.py`` and ``.json`` files under ``paths`` (relative to the repository)."""
+    h = hashlib.sha256()
+    for rel in paths:
+        for f in sorted((REPO / rel).rglob("*")):
+            if f.is_file() and f.suffix in (".py", ".json") and "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(REPO)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def discover_datasets(data_root: str | os.PathLike, profile: str) -> list[DatasetSpec]:
+    """Every MedMNIST3D file under ``<data_root>/medmnist3d`` and the POCUS clips, if present (smoke: synthetic)."""
+    prof = PROFILES[profile]["datasets"]
+    if profile == "smoke":
+        size = prof["synthetic"]["size"]
+        return [DatasetSpec(f"synthetic_{size}", "synthetic", f"Synthetic volumes {size}³", size,
+                            {"dataset": "synthetic", **prof["synthetic"]})]
+    from monai_das.data import MEDMNIST3D_NAMES, medmnist_filename
+
+    root = Path(data_root)
+    specs = []
+    for name in MEDMNIST3D_NAMES:
+        for size in (28, 64):
+            path = root / "medmnist3d" / medmnist_filename(name, size)
+            if path.is_file():
+                specs.append(DatasetSpec(
+                    f"{name}_{size}", f"medmnist{size}", f"{name} {size}³ (slices along depth, T={size})", size,
+                    {"dataset": name, "size": size, "data_dir": str(path.parent), **prof.get(f"medmnist{size}", {})}))
+    pocus = root / "video" / "covid19_lus_pocus"
+    if (pocus / "MANIFEST.csv").is_file():
+        ov = {"dataset": "pocus", "data_dir": str(pocus), "probe": "convex", **prof["pocus"]}
+        specs.append(DatasetSpec(
+            "pocus", "pocus", f"POCUS lung ultrasound, convex probe, 3 classes, clips of {ov['clip_frames']} frames "
+            f"{ov['size']}×{ov['size']}, patient-level 5-fold CV", int(ov["clip_frames"]), ov, cross_validated=True))
+    # synthetic volumes whose class evidence sits in 4 of the 28 slices: only when asked for (--datasets synthetic_28)
+    specs.append(DatasetSpec("synthetic_28", "synthetic", "Synthetic volumes 28³ (class shown in 4 of 28 slices)", 28,
+                             {"dataset": "synthetic", "size": 28, **prof.get("synthetic", {})}, default=False))
+    return specs
+
+
+def build_cells(specs: Sequence[DatasetSpec], methods: Sequence[str], keep_ratios: Sequence[float],
+                seeds: Sequence[int], folds: Sequence[int], tag: str = "") -> list[Cell]:
+    """The grid, ordered so that a partial run has whole method rows: seed, keep ratio (0.5 first), dataset, fold."""
+    ratios = sorted(set(keep_ratios), key=lambda r: (r != MAIN_KEEP_RATIO, r))
+    cells = []
+    for seed in seeds:
+        for r in ratios:
+            for spec in specs:
+                for fold in (folds if spec.cross_validated else [None]):
+                    for m in methods:
+                        if m == "full":
+                            if r != ratios[0]:
+                                continue  # one full run per seed/fold: it keeps every frame
+                            cells.append(Cell(spec.key, m, 1.0, seed, fold, tag))
+                        elif r < 1.0:
+                            cells.append(Cell(spec.key, m, r, seed, fold, tag))
+    return cells
+
+
+class _QuietBundleLogs:
+    """Keep monai.bundle's set-up warnings (e.g. 'logging file is set to False') off the progress output."""
+
+    def __enter__(self):
+        self.logger = logging.getLogger("monai.bundle.workflows")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item() if v.numel() == 1 else v.tolist()
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+class BundleCellRunner:
+    """
+    Runs a cell through the bundle configs, in-process: ``train.json`` (``workflow_type="train"``) then
+    ``train.json + evaluate.json`` (``workflow_type="eval"``), with ``bundle_root`` set to the cell's folder.
+
+    Args:
+        overrides: ``{dataset key: bundle overrides}`` (from :class:`DatasetSpec`).
+        common: bundle overrides for every cell (epochs, patience, MLflow off, ...), under the dataset's.
+        forced: overrides from the command line, above the dataset's (``--max-epochs``, ``--override``, ...).
+        eval_split: ``"test"`` (default) or ``"val"`` (tuning).
+        keep_checkpoints: keep ``models/`` of finished cells (default: removed to save disk).
+        log: progress printer.
+    """
+
+    def __init__(self, overrides: dict[str, dict], common: dict[str, Any], eval_split: str = "test",
+                 keep_checkpoints: bool = False, log: Callable[[str], None] = print,
+                 forced: dict[str, Any] | None = None) -> None:
+        self.overrides, self.common, self.eval_split = overrides, common, eval_split
+        self.forced = dict(forced or {})
+        self.code = code_hash()
+        self.keep_checkpoints, self.log = keep_checkpoints, log
+
+    def cell_overrides(self, cell: Cell) -> dict[str, Any]:
+        """The bundle config entries this runner sets for ``cell`` (besides ``bundle_root``)."""
+        over = {**self.common, **self.overrides[cell.dataset], **self.forced, "method": cell.method,
+                "keep_ratio": cell.keep_ratio, "seed": cell.seed}
+        if cell.fold is not None:
+            over["fold"] = cell.fold
+        return over
+
+    def workflow(self, cell: Cell, cell_dir: Path, kind: str):
+        from monai.bundle import ConfigWorkflow
+
+        over = {**self.cell_overrides(cell), "bundle_root": str(cell_dir)}
+        files = [str(CONFIGS / "train.json")]
+        if kind == "eval":
+            files.append(str(CONFIGS / "evaluate.json"))
+            over["validate#split"] = self.eval_split
+            over["resume"] = False
+        with _QuietBundleLogs():
+            return ConfigWorkflow(config_file=files, meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
+                                  workflow_type=kind, **over)
+
+    def __call__(self, cell: Cell, cell_dir: Path) -> dict[str, Any]:
+        from ignite.engine import Events
+
+        t_start = time.perf_counter()
+        wf = self.workflow(cell, cell_dir, "train")
+        wf.initialize()
+        trainer = wf.parser.get_parsed_content("train#trainer")
+        evaluator = wf.parser.get_parsed_content("validate#evaluator")
+        history: list[dict[str, Any]] = []
+        marks = {"epoch_start": time.perf_counter()}
+
+        def _start(engine) -> None:
+            marks["epoch_start"] = time.perf_counter()
+
+        def _end(engine) -> None:
+            m = {k: _scalar(v) for k, v in evaluator.state.metrics.items()}
+            m.update(epoch=engine.state.epoch, train_loop_s=engine.state.times.get("EPOCH_COMPLETED"),
+                     epoch_with_val_s=time.perf_counter() - marks["epoch_start"],
+                     train_loss=_scalar(engine.state.metrics.get("train_loss", float("nan"))))
+            history.append(m)
+            vals = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k.startswith("val_") and isinstance(v, float))
+            self.log(f"    epoch {m['epoch']}/{engine.state.max_epochs}: train_loss {m['train_loss']:.4f}, {vals} "
+                     f"({m['epoch_with_val_s']:.1f} s)")
+
+        trainer.add_event_handler(Events.EPOCH_STARTED, _start)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, _end)
+        wf.run()
+        wf.finalize()
+        train_items = len(wf.parser.get_parsed_content("train#dataset"))
+        info = wf.parser.get_parsed_content("info")
+        num_frames = int(info["num_frames"])
+        epochs = int(trainer.state.epoch)
+        best_val = _scalar(evaluator.state.best_metric)
+        best_epoch = int(evaluator.state.best_metric_epoch)
+        train_s = time.perf_counter() - t_start
+        del wf, trainer, evaluator
+        gc.collect()
+
+        t_eval = time.perf_counter()
+        ev = self.workflow(cell, cell_dir, "eval")
+        ev.initialize()
+        ev.run()
+        ev.finalize()
+        del ev
+        gc.collect()
+        metrics_path = cell_dir / "eval" / "metrics.json"
+        if not metrics_path.is_file():
+            raise RuntimeError(f"the evaluate config wrote no metrics file at '{metrics_path}'.")
+        report = json.loads(metrics_path.read_text())
+        if not self.keep_checkpoints:
+            shutil.rmtree(cell_dir / "models", ignore_errors=True)
+        from monai_das.networks import num_kept
+
+        k = num_frames if cell.method == "full" else num_kept(num_frames, cell.keep_ratio)
+        loops = [h["train_loop_s"] for h in history if h.get("train_loop_s")]
+        walls = [h["epoch_with_val_s"] for h in history]
+        return {
+            **asdict(cell), "label": cell.label, "eval_split": report.get("split", self.eval_split),
+            "auc": report["metrics"].get("auc"), "balanced_accuracy": report["metrics"].get("balanced_accuracy"),
+            "accuracy": report["metrics"].get("accuracy"), "loss": report["metrics"].get("loss"),
+            "eval_samples": report.get("num_samples"),
+            "frames_total": num_frames, "frames_kept": k, "train_items": train_items, "epochs": epochs,
+            "frames_seen_training": k * train_items * epochs,
+            "best_val_auc": best_val, "best_epoch": best_epoch,
+            "train_epoch_s": statistics.mean(loops) if loops else float("nan"),
+            "epoch_with_val_s": statistics.mean(walls) if walls else float("nan"),
+            "train_s": train_s, "eval_s": time.perf_counter() - t_eval,
+            "overrides": self.cell_overrides(cell), "code_hash": self.code, "history": history,
+        }
+
+
+def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work_dir: Path,
+             log: Callable[[str], None] = print, on_result: Callable[[], None] | None = None,
+             fail_fast: bool = False) -> dict[str, int]:
+    """
+    Run every cell not finished yet (no ``<work_dir>/<dataset>/<cell>/result.json``), printing a line per cell with
+    the estimated time left (mean duration of finished cells of the same dataset, else of all). Returns counts.
+    """
+    def cell_dir(c: Cell) -> Path:
+        return work_dir / c.dataset / c.name
+
+    done, pending = [], []
+    for c in cells:
+        (done if (cell_dir(c) / "result.json").is_file() else pending).append(c)
+    durations: dict[str, list[float]] = {}
+    for c in done:
+        try:
+            r = json.loads((cell_dir(c) / "result.json").read_text())
+            durations.setdefault(c.dataset, []).append(float(r["duration_s"]))
+        except (OSError, ValueError, KeyError):
+            pass
+    log(f"{len(cells)} cells: {len(done)} finished earlier (skipped), {len(pending)} to run")
+    failed = 0
+    t0 = time.perf_counter()
+    for i, c in enumerate(pending, 1):
+        d = cell_dir(c)
+        d.mkdir(parents=True, exist_ok=True)
+        log(f"[{i}/{len(pending)}] {c.dataset} {c.name} ...")
+        start = time.perf_counter()
+        try:
+            result = run_cell(c, d)
+        except Exception as e:  # one failed cell must not stop the grid (unless fail_fast)
+            failed += 1
+            write_text_atomic(traceback.format_exc(), d / "error.txt")
+            log(f"[{i}/{len(pending)}] {c.dataset} {c.name} FAILED: {type(e).__name__}: {e} (see {d / 'error.txt'})")
+            if fail_fast:
+                raise
+            continue
+        result["duration_s"] = time.perf_counter() - start
+        write_json_atomic(result, d / "result.json")
+        (d / "error.txt").unlink(missing_ok=True)
+        durations.setdefault(c.dataset, []).append(result["duration_s"])
+        every = [x for v in durations.values() for x in v]
+        left = pending[i:]
+        eta = sum(statistics.mean(durations.get(x.dataset) or every) for x in left)
+        log(f"[{i}/{len(pending)}] {c.dataset} {c.name}: {c.method} {result.get('eval_split', 'test')} AUC "
+            f"{result['auc']:.4f}, "
+            f"bal. acc {result['balanced_accuracy']:.4f}, acc {result['accuracy']:.4f}, {result['epochs']} epochs, "
+            f"{result['duration_s']:.0f} s; elapsed {_hms(time.perf_counter() - t0)}, ETA {_hms(eta)}")
+        if on_result is not None:
+            on_result()
+    return {"cells": len(cells), "skipped": len(done), "ran": len(pending) - failed, "failed": failed}
+
+
+def _hms(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def load_results(work_dir: Path, datasets: Sequence[str]) -> list[dict[str, Any]]:
+    """The ``result.json`` of every finished cell of ``datasets`` in ``work_dir`` (this run's and earlier ones)."""
+    out = []
+    for ds in datasets:
+        for p in sorted((work_dir / ds).glob("*/result.json")):
+            out.append(json.loads(p.read_text()))
+    return out
+
+
+def check_finished_cells(cells: Sequence[Cell], work_dir: Path, expected: Callable[[Cell], dict],
+                         code: str | None = None) -> None:
+    """
+    Raise ``ValueError`` when a finished cell was run with other bundle settings than this run would use (e.g. other
+    epochs), or — when ``code`` is given — with another version of the training code (:func:`code_hash`), since it
+    would be skipped and mixed into the results; use another ``--out`` or ``--tag`` then.
+    """
+    for c in cells:
+        p = work_dir / c.dataset / c.name / "result.json"
+        if not p.is_file():
+            continue
+        result = json.loads(p.read_text())
+        if code is not None and result.get("code_hash", code) != code:
+            raise ValueError(
+                f"cell '{p.parent}' was run with another version of the training code (code hash "
+                f"{result['code_hash']}, now {code}: {', '.join(CODE_PATHS)} changed); delete its folder to rerun it, "
+                "use another --out, or pass --allow-code-change to keep it.")
+        before = result.get("overrides")
+        now = json.loads(json.dumps(expected(c)))
+        if before is not None and before != now:
+            diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            changes = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in diff)
+            raise ValueError(f"cell '{p.parent}' was run with other settings ({changes}); use another --out or --tag, "
+                             "or delete that folder.")
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (dataset, method label, keep ratio): mean and std over seeds and folds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], r["label"], float(r["keep_ratio"])), []).append(r)
+    rows = []
+    for (ds, label, ratio), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], _method_order(kv[0][1]),
+                                                                           kv[0][2])):
+        row: dict[str, Any] = {"dataset": ds, "method": label, "keep_ratio": ratio,
+                               "runs": len(rs), "seeds": len({r["seed"] for r in rs}),
+                               "folds": len({r["fold"] for r in rs}), "eval_split": rs[0].get("eval_split", "test")}
+        for key in ("auc", "balanced_accuracy", "accuracy", "best_val_auc"):
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r.get(key) for r in rs])
+        row["frames_kept"] = rs[0]["frames_kept"]
+        row["frames_total"] = rs[0]["frames_total"]
+        row["frames_seen_training"] = round(_mean_std([r["frames_seen_training"] for r in rs])[0])
+        row["epochs_mean"] = _mean_std([r["epochs"] for r in rs])[0]
+        row["train_epoch_s"] = _mean_std([r["train_epoch_s"] for r in rs])[0]
+        row["epoch_with_val_s"] = _mean_std([r["epoch_with_val_s"] for r in rs])[0]
+        rows.append(row)
+    return rows
+
+
+def _method_order(label: str) -> int:
+    base = label.split("[")[0]
+    return METHODS.index(base) if base in METHODS else len(METHODS)
+
+
+def _pm(mean: float, std: float, runs: int, pct: bool = False) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}")
+    return f(mean) + (f" ± {f(std)}" if runs > 1 else "")
+
+
+def plot_tradeoff(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str:
+    """Test AUC (mean ± std) against the percentage of frames kept, one line per method; ``full`` at 100%."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    labels = sorted({r["method"] for r in rows}, key=_method_order)
+    for label in labels:
+        rs = sorted((r for r in rows if r["method"] == label), key=lambda r: r["keep_ratio"])
+        x = [100 * r["keep_ratio"] for r in rs]
+        y = [r["auc_mean"] for r in rs]
+        e = [r["auc_std"] for r in rs]
+        if label.split("[")[0] == "full":
+            ax.axhline(y[0], color="k", ls="--", lw=1, alpha=0.6)
+            ax.errorbar(x, y, yerr=e, fmt="s", color="k", capsize=3, label=label)
+        else:
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
+    ax.set_xlabel("frames kept (% of T)")
+    ax.set_ylabel(f"{rows[0].get('eval_split', 'test')} AUC (mean ± std)")
+    ax.set_xlim(0, 105)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header: dict[str, Any]) -> dict[str, str]:
+    """``<key>.csv``, ``<key>.md``, ``<key>.png`` and ``<key>_runs.csv`` for one dataset."""
+    rows = aggregate([r for r in results if r["dataset"] == spec.key])
+    if not rows:
+        return {}
+    key = spec.key
+    split = rows[0]["eval_split"]
+    csv_rows = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    paths = {"csv": write_csv(csv_rows, out / f"{key}.csv")}
+    runs = [{k: v for k, v in r.items() if k != "history"} for r in results if r["dataset"] == key]
+    paths["runs"] = write_csv(runs, out / f"{key}_runs.csv")
+    paths["png"] = plot_tradeoff(rows, f"{spec.title}\n{header['mode']} mode, {split} split", out / f"{key}.png")
+
+    def table(rs):
+        return markdown_table([{
+            "method": r["method"], "keep": f"{100 * r['keep_ratio']:.0f}%",
+            "frames": f"{r['frames_kept']} of {r['frames_total']}",
+            "auc": _pm(r["auc_mean"], r["auc_std"], r["runs"]),
+            "bacc": _pm(r["balanced_accuracy_mean"], r["balanced_accuracy_std"], r["runs"], pct=True),
+            "acc": _pm(r["accuracy_mean"], r["accuracy_std"], r["runs"], pct=True),
+            "val": _pm(r["best_val_auc_mean"], r["best_val_auc_std"], r["runs"]),
+            "seen": f"{r['frames_seen_training']:,}", "epochs": f"{r['epochs_mean']:.1f}",
+            "epoch_s": f"{r['train_epoch_s']:.1f}", "runs": r["runs"],
+        } for r in rs], [
+            ("method", "method"), ("keep", "kept"), ("frames", "frames / input"), ("auc", f"{split} AUC"),
+            ("bacc", "balanced accuracy"), ("acc", "accuracy"), ("val", "best val AUC"),
+            ("seen", "frames seen in training"), ("epochs", "epochs"), ("epoch_s", "train s / epoch"),
+            ("runs", "runs"),
+        ])
+
+    main = [r for r in rows if r["keep_ratio"] in (MAIN_KEEP_RATIO, 1.0)]
+    family = key.rsplit("_", 1)[0] if key[-1].isdigit() else key
+    lines = [
+        f"# {spec.title}: DAS against the baselines", "",
+        f"Mode: **{header['mode']}** — {header['description']}.", "",
+        environment_markdown(header["environment"]), "",
+        f"Settings: {header['settings']}", "",
+        "Training code (hash of " + ", ".join(f"`{c}`" for c in CODE_PATHS) + "): "
+        + ", ".join(f"`{h}`" for h in sorted({str(r.get("code_hash")) for r in results if r["dataset"] == key})),
+        "",
+        f"## {split.capitalize()} results at keep ratio {MAIN_KEEP_RATIO:.0%} (and full)", "",
+        f"Mean ± standard deviation over {rows[0]['seeds']} seed(s)"
+        + (f" × {rows[0]['folds']} fold(s)" if spec.cross_validated else "") + ". *Frames / input*: what the "
+        "downstream 2D network sees per volume/clip; *frames seen in training*: kept frames × training items × "
+        "epochs run; *train s / epoch*: training loop only (validation excluded).", "",
+        table(main),
+    ]
+    if REFERENCES.get(family):
+        lines += ["", "Published reference numbers (not run here; different training budgets and code):", "",
+                  markdown_table([{**r, "auc": f"{r['auc']:.3f}", "accuracy": f"{100 * r['accuracy']:.1f}%"}
+                                  for r in REFERENCES[family]],
+                                 [("source", "source"), ("method", "method"), ("auc", "AUC"),
+                                  ("accuracy", "accuracy")])]
+    if CITATIONS.get(family):
+        lines += [""] + [f"{c}  " for c in CITATIONS[family]]
+    lines += ["", "## Trade-off: AUC against frames kept", "", f"![AUC against frames kept]({key}.png)", "",
+              table(rows), "", f"Every run: `{key}_runs.csv`; per-epoch histories: `result.json` of each cell under "
+              f"`{header['work_dir']}`."]
+    paths["md"] = write_text_atomic("\n".join(lines) + "\n", out / f"{key}.md")
+    return paths
+
+
+def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Path, header: dict) -> str:
+    """``accuracy_summary.md``: AUC of every method on every dataset at the main keep ratio (the README table)."""
+    rows = [r for r in aggregate(results) if r["keep_ratio"] in (MAIN_KEEP_RATIO, 1.0)]
+    labels = sorted({r["method"] for r in rows}, key=_method_order)
+    keys = [s.key for s in specs if any(r["dataset"] == s.key for r in rows)]
+    table = []
+    for label in labels:
+        line = {"method": label}
+        for k in keys:
+            r = next((r for r in rows if r["dataset"] == k and r["method"] == label), None)
+            line[k] = "" if r is None else (_pm(r["auc_mean"], r["auc_std"], r["runs"])
+                                            + f" ({r['frames_kept']}/{r['frames_total']})")
+        table.append(line)
+    split = rows[0]["eval_split"] if rows else "test"
+    text = "\n".join([
+        f"# {split.capitalize()} AUC of every method (keep ratio {MAIN_KEEP_RATIO:.0%}; full keeps all frames)", "",
+        f"Mode: **{header['mode']}** — {header['description']}.", "",
+        environment_markdown(header["environment"]), "",
+        "Cells: mean ± std over seeds (and folds) (frames the downstream network sees / frames per input).", "",
+        markdown_table(table, [("method", "method")] + [(k, k) for k in keys]), "",
+        "Per dataset, with balanced accuracy, accuracy, epochs, time per epoch, references and the trade-off plot: "
+        + ", ".join(f"[{k}.md]({k}.md)" for k in keys) + ".",
+    ]) + "\n"
+    return write_text_atomic(text, out / "accuracy_summary.md")
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--override expects KEY=VALUE (VALUE as JSON), got {text!r}.")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_const", dest="profile", const="quick",
+                      help="about an hour on 2 CPU cores: one seed, keep 50%%, few epochs")
+    mode.add_argument("--full", action="store_const", dest="profile", const="full",
+                      help="paper settings, 3 seeds, keep 25/50/75%% (for a GPU)")
+    mode.add_argument("--smoke", action="store_const", dest="profile", const="smoke",
+                      help="synthetic data, tiny, 1 epoch (CI)")
+    p.add_argument("--data-root", default=os.environ.get("MONAI_DAS_DATA", str(REPO.parent / "shared" / "data")),
+                   help="folder with medmnist3d/ and video/covid19_lus_pocus/ (default $MONAI_DAS_DATA or "
+                        "<repo>/../shared/data)")
+    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--datasets", nargs="+", default=None,
+                   help="dataset keys to run (default: every MedMNIST3D file and POCUS found; synthetic_28 on request)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the profile's seeds")
+    p.add_argument("--keep-ratios", nargs="+", type=float, default=None, help="override the profile's keep ratios")
+    p.add_argument("--folds", nargs="+", type=int, default=None, help="POCUS folds (override the profile's)")
+    p.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience (epochs)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--eval-split", default="test", choices=("test", "val"),
+                   help="split the checkpoints are scored on (val: tuning)")
+    p.add_argument("--override", action="append", type=_parse_override, default=[], metavar="KEY=JSON",
+                   help="bundle config override for every cell (repeatable)")
+    p.add_argument("--tag", default="", help="name of this variant (with --override)")
+    p.add_argument("--mlflow", action="store_true", help="keep the bundle's MLflow tracking on (off by default)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep each cell's models/ folder")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
+    p.add_argument("--allow-code-change", action="store_true",
+                   help="keep finished cells run with another version of the training code")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    args = p.parse_args(argv)
+
+    prof = PROFILES[args.profile]
+    seeds = args.seeds if args.seeds is not None else prof["seeds"]
+    keep_ratios = args.keep_ratios if args.keep_ratios is not None else prof["keep_ratios"]
+    folds = args.folds if args.folds is not None else prof["folds"]
+    bad = [r for r in keep_ratios if not 0.0 < r <= 1.0]
+    if bad:
+        raise ValueError(f"keep ratios must be in (0, 1], got {bad}.")
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results"
+    work_dir = out / "_work" / (args.profile + ("" if args.eval_split == "test" else f"_{args.eval_split}"))
+    specs = discover_datasets(args.data_root, args.profile)
+    if args.datasets:
+        unknown = set(args.datasets) - {s.key for s in specs}
+        if unknown:
+            raise ValueError(f"dataset(s) {sorted(unknown)} not found; available: {[s.key for s in specs]} "
+                             f"(data root '{args.data_root}').")
+        specs = [s for s in specs if s.key in args.datasets]
+    else:
+        specs = [s for s in specs if s.default]
+    if not specs:
+        raise FileNotFoundError(f"no dataset found under '{args.data_root}' (expected medmnist3d/*.npz or "
+                                "video/covid19_lus_pocus/MANIFEST.csv).")
+    cells = build_cells(specs, args.methods, keep_ratios, seeds, folds, args.tag)
+    common = {
+        "max_epochs": prof["max_epochs"], "patience": prof["patience"], "batch_size": 16, "lr": prof["lr"],
+        "mlflow": bool(args.mlflow), "progress_bar": False, "num_figures": 0, "resume": True, "num_workers": 0,
+    }
+    forced = {**({"max_epochs": args.max_epochs} if args.max_epochs else {}),
+              **({"patience": args.patience} if args.patience else {}), **dict(args.override)}
+    settings = (f"keep ratios {keep_ratios}, seeds {seeds}" + (f", POCUS folds {folds}" if any(
+        s.cross_validated for s in specs) else "") + f", batch 16, Adam lr {common['lr']:g}, max epochs {common['max_epochs']} (unless set per dataset below), "
+        f"early stop on validation loss (patience {common['patience']}), checkpoint with the best validation AUC, "
+        f"scored on the {args.eval_split} split; bundle overrides per dataset: "
+        + "; ".join(f"{s.key}: {json.dumps({k: v for k, v in s.overrides.items() if k != 'data_dir'})}" for s in specs)
+        + (f"; from the command line, for every cell: {json.dumps(forced)}" if forced else "")
+        + (f"; variant tag `{args.tag}`" if args.tag else ""))
+    start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')} +{_hms(time.perf_counter() - start)}] {msg}", flush=True)
+
+    log(f"compare_methods: {args.profile.upper()} mode ({prof['description']})")
+    log(f"datasets: {[s.key for s in specs]}; methods: {args.methods}; {len(cells)} cells; work dir {work_dir}")
+    if args.dry_run:
+        for c in cells:
+            state = "done" if (work_dir / c.dataset / c.name / "result.json").is_file() else "todo"
+            print(f"  {state}  {c.dataset}/{c.name}")
+        return {"cells": [asdict(c) for c in cells]}
+
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    env = environment(argv if argv is None else [sys.argv[0], *argv])
+    header = {"mode": args.profile, "description": prof["description"], "environment": env, "settings": settings,
+              "work_dir": str(work_dir.relative_to(out)) if work_dir.is_relative_to(out) else str(work_dir)}
+
+    def refresh() -> None:
+        results = load_results(work_dir, [s.key for s in specs])
+        header["environment"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+        for spec in specs:
+            write_reports(spec, results, out, header)
+        if results:
+            write_summary(specs, results, out, header)
+
+    runner = BundleCellRunner({s.key: s.overrides for s in specs}, common, args.eval_split, args.keep_checkpoints,
+                              log, forced)
+    check_finished_cells(cells, work_dir, runner.cell_overrides, None if args.allow_code_change else runner.code)
+    counts = run_grid(cells, runner, work_dir, log, on_result=refresh, fail_fast=args.fail_fast)
+    refresh()
+    log(f"done: {counts}; results in {out}")
+    if counts["failed"]:
+        raise SystemExit(f"{counts['failed']} cell(s) failed; see error.txt in their folders under {work_dir}.")
+    return {"counts": counts, "results": load_results(work_dir, [s.key for s in specs])}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""``benchmarks/compare_methods.py``: grid, resume, aggregation, reports, and a smoke run through the bundle."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+
+def _cells(cm, methods=("full", "uniform", "das"), ratios=(0.25, 0.5), seeds=(0, 1)):
+    spec = cm.DatasetSpec("toy_8", "synthetic", "toy", 8, {"dataset": "synthetic", "size": 8})
+    return spec, cm.build_cells([spec], list(methods), list(ratios), list(seeds), [0])
+
+
+def test_build_cells_grid(compare_script):
+    cm = compare_script
+    _, cells = _cells(cm)
+    # full once per seed (keeps every frame), the others once per keep ratio; 0.5 comes first
+    assert len(cells) == 2 * (1 + 2 * 2)
+    assert [c.keep_ratio for c in cells if c.method == "full"] == [1.0, 1.0]
+    assert [(c.method, c.keep_ratio) for c in cells[:3]] == [("full", 1.0), ("uniform", 0.5), ("das", 0.5)]
+    assert len({c.name for c in cells}) == len(cells)
+    pocus = cm.DatasetSpec("pocus", "pocus", "p", 32, {}, cross_validated=True)
+    folds = cm.build_cells([pocus], ["das"], [0.5], [0], [0, 1, 2])
+    assert [c.fold for c in folds] == [0, 1, 2] and folds[0].name.endswith("_fold0")
+    assert cm.build_cells([pocus], ["das"], [1.0], [0], [0]) == []  # keep 100% is the full method's point
+
+
+def _fake_runner(fail=()):
+    calls = []
+
+    def run_cell(cell, cell_dir: Path):
+        calls.append(cell.name)
+        if cell.name in fail:
+            raise RuntimeError("boom")
+        base = {"full": 0.9, "uniform": 0.7, "das": 0.8}[cell.method] - 0.1 * (cell.keep_ratio < 0.5)
+        return {"dataset": cell.dataset, "method": cell.method, "label": cell.label, "keep_ratio": cell.keep_ratio,
+                "seed": cell.seed, "fold": cell.fold, "eval_split": "test", "auc": base + 0.01 * cell.seed,
+                "balanced_accuracy": 0.6, "accuracy": 0.7, "best_val_auc": 0.75, "frames_kept": 4,
+                "frames_total": 8, "train_items": 10, "epochs": 2, "frames_seen_training": 80,
+                "train_epoch_s": 1.0, "epoch_with_val_s": 1.5, "history": []}
+
+    return run_cell, calls
+
+
+def test_run_grid_resumes_and_survives_failures(compare_script, tmp_path):
+    cm = compare_script
+    _, cells = _cells(cm)
+    run_cell, calls = _fake_runner(fail={cells[1].name})
+    lines = []
+    counts = cm.run_grid(cells, run_cell, tmp_path, log=lines.append)
+    assert counts == {"cells": len(cells), "skipped": 0, "ran": len(cells) - 1, "failed": 1}
+    failed_dir = tmp_path / cells[1].dataset / cells[1].name
+    assert (failed_dir / "error.txt").is_file() and not (failed_dir / "result.json").exists()
+    assert any("ETA" in line for line in lines) and any("FAILED" in line for line in lines)
+    # rerun: only the failed cell runs again
+    run_cell2, calls2 = _fake_runner()
+    counts = cm.run_grid(cells, run_cell2, tmp_path, log=lambda m: None)
+    assert calls2 == [cells[1].name] and counts["skipped"] == len(cells) - 1 and counts["failed"] == 0
+    assert not (failed_dir / "error.txt").exists()
+    with pytest.raises(RuntimeError, match="boom"):
+        cm.run_grid(cells[:1], _fake_runner(fail={cells[0].name})[0], tmp_path / "other", log=lambda m: None,
+                    fail_fast=True)
+
+
+def test_finished_cells_with_other_settings_are_refused(compare_script, tmp_path):
+    cm = compare_script
+    _, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0,))
+    d = tmp_path / cells[0].dataset / cells[0].name
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps({"overrides": {"max_epochs": 4, "method": "das"}, "code_hash": "abc"}))
+    cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das"}, "abc")
+    with pytest.raises(ValueError, match="max_epochs: 4 -> 8"):
+        cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 8, "method": "das"})
+    with pytest.raises(ValueError, match="another version of the training code"):
+        cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das"}, "def")
+    cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das"}, None)  # allowed
+    h = cm.code_hash()
+    assert len(h) == 12 and h == cm.code_hash()
+
+
+def test_aggregate_and_reports(compare_script, tmp_path):
+    cm = compare_script
+    spec, cells = _cells(cm)
+    run_cell, _ = _fake_runner()
+    cm.run_grid(cells, run_cell, tmp_path / "_work", log=lambda m: None)
+    results = cm.load_results(tmp_path / "_work", [spec.key])
+    rows = {(r["method"], r["keep_ratio"]): r for r in cm.aggregate(results)}
+    assert set(rows) == {("full", 1.0), ("uniform", 0.5), ("uniform", 0.25), ("das", 0.5), ("das", 0.25)}
+    das = rows[("das", 0.5)]
+    assert das["runs"] == 2 and das["seeds"] == 2
+    assert das["auc_mean"] == pytest.approx(0.805) and das["auc_std"] == pytest.approx(0.00707, abs=1e-4)
+
+    env = {"command": "x", "date_utc": "d", "cpu_model": "c", "logical_cpus": 2, "torch_threads": 2, "cuda": "none",
+           "load_average_start": [0, 0, 0], "os": "o", "python": "3", "versions": {"MONAI": "1"}, "git_commit": "g"}
+    header = {"mode": "smoke", "description": "test", "environment": env, "settings": "s", "work_dir": "_work"}
+    paths = cm.write_reports(spec, results, tmp_path, header)
+    with open(paths["csv"]) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 5 and {"auc_mean", "auc_std", "frames_kept", "train_epoch_s"} <= set(table[0])
+    assert Path(paths["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = Path(paths["md"]).read_text()
+    assert "0.805 ± 0.007" in md and "toy_8.png" in md and "Mode: **smoke**" in md
+    summary = Path(cm.write_summary([spec], results, tmp_path, header)).read_text()
+    assert "| das | 0.805 ± 0.007 (4/8) |" in summary
+
+
+def test_references_are_shown_for_vesselmnist(compare_script, tmp_path):
+    cm = compare_script
+    spec = cm.DatasetSpec("vesselmnist3d_28", "medmnist28", "vessel", 28, {})
+    result = {"dataset": spec.key, "method": "das", "label": "das", "keep_ratio": 0.5, "seed": 0, "fold": None,
+              "eval_split": "test", "auc": 0.8, "balanced_accuracy": 0.7, "accuracy": 0.85, "best_val_auc": 0.8,
+              "frames_kept": 14, "frames_total": 28, "train_items": 1335, "epochs": 3, "frames_seen_training": 1,
+              "train_epoch_s": 1.0, "epoch_with_val_s": 1.0}
+    env = {"command": "x", "date_utc": "d", "cpu_model": "c", "logical_cpus": 2, "torch_threads": 2, "cuda": "none",
+           "load_average_start": [0, 0, 0], "os": "o", "python": "3", "versions": {}, "git_commit": "g"}
+    header = {"mode": "quick", "description": "q", "environment": env, "settings": "s", "work_dir": "_work"}
+    md = Path(cm.write_reports(spec, [result], tmp_path, header)["md"]).read_text()
+    assert "0.752" in md and "0.739" in md and "0.874" in md and "arXiv:2510.12376" in md
+
+
+@pytest.mark.slow
+def test_smoke_run_through_the_bundle(compare_script, tmp_path):
+    cm = compare_script
+    args = ["--smoke", "--out", str(tmp_path), "--methods", "uniform", "das", "--keep-ratios", "0.5", "0.25",
+            "--threads", "1"]
+    out = cm.main(args)
+    assert out["counts"] == {"cells": 4, "skipped": 0, "ran": 4, "failed": 0}
+    for name in ("synthetic_16.csv", "synthetic_16.md", "synthetic_16.png", "synthetic_16_runs.csv",
+                 "accuracy_summary.md"):
+        assert (tmp_path / name).is_file(), name
+    with open(tmp_path / "synthetic_16.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], float(r["keep_ratio"])) for r in rows} == {("uniform", 0.5), ("uniform", 0.25),
+                                                                      ("das", 0.5), ("das", 0.25)}
+    for r in rows:
+        assert 0.0 <= float(r["auc_mean"]) <= 1.0 and int(r["frames_kept"]) in (4, 8)
+    result = json.loads(next((tmp_path / "_work" / "smoke").rglob("result.json")).read_text())
+    assert result["eval_split"] == "test" and result["eval_samples"] == 8 and result["epochs"] == 1
+    assert len(result["history"]) == 1 and "val_loss" in result["history"][0]
+    cell_dirs = [p.parent for p in (tmp_path / "_work" / "smoke").rglob("result.json")]
+    assert len(cell_dirs) == 4 and all((d / "eval" / "metrics.json").is_file() for d in cell_dirs)
+    assert not any((d / "models").exists() for d in cell_dirs)  # checkpoints removed unless --keep-checkpoints
+    assert "smoke" in (tmp_path / "synthetic_16.md").read_text()
+    # a second run finds every cell finished and only rewrites the reports
+    again = cm.main(args)
+    assert again["counts"] == {"cells": 4, "skipped": 4, "ran": 0, "failed": 0}
