@@ -13,3 +13,10 @@ run --methods das --tag tau2 --override 'network_def#sampler_kwargs={"tau0": 2.0
 run --methods das --tag samplerlr1e-2 --override sampler_lr=0.01    # sampler 10x the encoder's lr
 run --methods das --tag samplerlr1e-4 --override sampler_lr=0.0001  # sampler 0.1x the encoder's lr
 run --methods das --tag meanhead --override temporal_head=mean
+# second stage: the two promising variants with a second seed, their combination, and the mean head for uniform too
+run --methods uniform das --seeds 1
+run --methods das --tag tau2 --seeds 1 --override 'network_def#sampler_kwargs={"tau0": 2.0}'
+run --methods das --tag meanhead --seeds 1 --override temporal_head=mean
+run --methods das --tag tau2_meanhead --seeds 0 1 --override 'network_def#sampler_kwargs={"tau0": 2.0}' \
+    --override temporal_head=mean
+run --methods uniform --tag meanhead --override temporal_head=mean
