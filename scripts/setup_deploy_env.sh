@@ -19,13 +19,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-$here/.venv-deploy}"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+# 1. the base project, by the same script as the main environment (CPU torch pinned, medmnist without dependencies)
+bash "$here/scripts/setup_env.sh" "$venv"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
-"${pip[@]}" --upgrade pip setuptools wheel
-# 1. the base project, exactly as scripts/setup_env.sh installs it (CPU torch pinned)
-"${pip[@]}" -c "$here/constraints.txt" torch==2.13.0
-"${pip[@]}" -c "$here/constraints.txt" -e "$here[test]"
-"${pip[@]}" --no-deps -r "$here/requirements-nodeps.txt"
 # 2. MONAI Deploy App SDK (CPU-only use) + the CUDA 13 runtime library holoscan loads at import + DICOM I/O
 "${pip[@]}" -c "$here/constraints.txt" "monai-deploy-app-sdk==4.0.0" "nvidia-cuda-runtime==13.*" \
     "pydicom>=2.4" "highdicom>=0.22"
