@@ -9,18 +9,13 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from engine_helpers import engine_with_metric
+
 from monai_das.handlers import AtomicCheckpointSaver
 
 
 def _engine_with_metric(values):
-    """An engine whose epoch e sets metrics['score'] = values[e-1]."""
-    engine = Engine(lambda e, b: None)
-
-    @engine.on(Events.EPOCH_COMPLETED)
-    def _set(e):
-        e.state.metrics["score"] = values[e.state.epoch - 1]
-
-    return engine
+    return engine_with_metric("score", values)
 
 
 def test_monai_saver_is_not_atomic_but_ours_is(tmp_path):

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
+
+from engine_helpers import engine_with_metric
 
 from monai_das.handlers import EngineStateAttributes, ResumableEarlyStopHandler, val_loss_score
 
 
-def _validator(losses):
-    engine = Engine(lambda e, b: None)
-
-    @engine.on(Events.EPOCH_COMPLETED)
-    def _set(e):
-        e.state.metrics["val_loss"] = losses[e.state.epoch - 1]
-
-    return engine
+def _validator(values):
+    return engine_with_metric("val_loss", values)
 
 
 def test_early_stop_counts_and_round_trips():
