@@ -21,9 +21,9 @@ keep ratio).
 
 Profiles:
 
-- ``--quick``: a whole method × dataset grid with one seed in about an hour on 2 CPU cores: keep ratio 0.5, 2-4
+- ``--quick``: a whole method × dataset grid with one seed in about an hour on 2 CPU cores: keep ratio 0.5, 3-5
   epochs at Adam lr 1e-3 (the paper's 1e-4 learns nothing in so few epochs), the MedMNIST 64³ train set subsampled
-  to 320, POCUS fold 0, clips of 32 frames at 64×64 (see ``PROFILES``);
+  to 640, POCUS fold 0, clips of 32 frames at 64×64 (see ``PROFILES``);
 - ``--full`` (for a GPU): the paper's settings: seeds 0, 1, 2, keep ratios 0.25/0.5/0.75, up to 100 epochs with
   early stopping (patience 10), whole splits, all 5 POCUS folds, clips of 64 frames at 112×112;
 - ``--smoke``: synthetic volumes, tiny sizes, one epoch: checks the pipeline in seconds (CI).
@@ -109,18 +109,18 @@ CITATIONS = {
 #: per-profile settings; ``datasets`` maps a dataset family to bundle overrides for that profile
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "description": "one seed, keep 50%, 2-4 epochs at Adam lr 1e-3 (1e-4 learns nothing in so few epochs, see "
-                       "benchmarks/README.md), MedMNIST 64³ train set subsampled, POCUS fold 0 at 32×64×64 "
+        "description": "one seed, keep 50%, 3-5 epochs at Adam lr 1e-3 (1e-4 learns nothing in so few epochs, see "
+                       "benchmarks/README.md), MedMNIST 64³ train set subsampled to 640, POCUS fold 0 at 32×64×64 "
                        "(about an hour on 2 CPU cores; far from converged: a smoke-level comparison)",
         "seeds": [0],
         "keep_ratios": [0.5],
-        "max_epochs": 3,
+        "max_epochs": 5,
         "patience": 2,
         "lr": 1e-3,
         "folds": [0],
         "datasets": {
-            "medmnist28": {"max_epochs": 3},
-            "medmnist64": {"num_train": 320, "num_val": 96, "max_epochs": 2},
+            "medmnist28": {"max_epochs": 5},
+            "medmnist64": {"num_train": 640, "num_val": 160, "max_epochs": 3},
             "pocus": {"clip_frames": 32, "size": 64, "max_epochs": 4},
             "synthetic": {},
         },

@@ -63,7 +63,7 @@ def build_classifier(
     keep_ratio: float = 0.5,
     layout: str = "volume",
     slice_axis: int = 0,
-    temporal_head: str = "attention",
+    temporal_head: str = "mean",
     dropout: float = 0.2,
     encoder_kwargs: dict | None = None,
     sampler_kwargs: dict | None = None,

@@ -17,7 +17,7 @@ class TemporalHead(nn.Module):
     Shapes: input ``B×k×F`` → output ``B×F``.
     """
 
-    def __init__(self, in_features: int, mode: str = "attention") -> None:
+    def __init__(self, in_features: int, mode: str = "mean") -> None:
         super().__init__()
         if mode not in TEMPORAL_HEADS:
             raise ValueError(f"temporal_head must be one of {TEMPORAL_HEADS}, got {mode!r}.")

@@ -24,7 +24,7 @@ class SubsampledClassifier(nn.Module):
         layout: ``"volume"``: input ``B×C×D×H×W`` (MONAI channel-first), frames are the slices along spatial axis
             ``slice_axis``; ``"video"``: input ``B×T×C×H×W``.
         slice_axis: 0, 1 or 2 for slices along D, H or W (``layout="volume"`` only).
-        temporal_head: ``"attention"``, ``"mean"`` or ``"max"`` pooling of the ``k`` frame embeddings.
+        temporal_head: ``"mean"`` (default), ``"max"`` or ``"attention"`` pooling of the ``k`` frame embeddings.
         dropout: dropout before the final linear layer.
 
     Shapes: ``forward(x)`` → logits ``B×num_classes``; :meth:`sample` → :class:`SamplerOutput`.
@@ -37,7 +37,7 @@ class SubsampledClassifier(nn.Module):
         num_classes: int,
         layout: str = "volume",
         slice_axis: int = 0,
-        temporal_head: str = "attention",
+        temporal_head: str = "mean",
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
