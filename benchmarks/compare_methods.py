@@ -282,13 +282,15 @@ class BundleCellRunner:
         eval_split: ``"test"`` (default) or ``"val"`` (tuning).
         keep_checkpoints: keep ``models/`` of finished cells (default: removed to save disk).
         log: progress printer.
+        provenance: stored in every result (e.g. the command that ran the cell), listed in the reports.
     """
 
     def __init__(self, overrides: dict[str, dict], common: dict[str, Any], eval_split: str = "test",
                  keep_checkpoints: bool = False, log: Callable[[str], None] = print,
-                 forced: dict[str, Any] | None = None) -> None:
+                 forced: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None) -> None:
         self.overrides, self.common, self.eval_split = overrides, common, eval_split
         self.forced = dict(forced or {})
+        self.provenance = dict(provenance or {})
         self.code = code_hash()
         self.keep_checkpoints, self.log = keep_checkpoints, log
 
@@ -380,7 +382,8 @@ class BundleCellRunner:
             "train_epoch_s": statistics.mean(loops) if loops else float("nan"),
             "epoch_with_val_s": statistics.mean(walls) if walls else float("nan"),
             "train_s": train_s, "eval_s": time.perf_counter() - t_eval,
-            "overrides": self.cell_overrides(cell), "code_hash": self.code, "history": history,
+            "overrides": self.cell_overrides(cell), "code_hash": self.code, **self.provenance,
+            "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "history": history,
         }
 
 
@@ -553,6 +556,20 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str
     return str(path)
 
 
+def cell_provenance(results: Sequence[dict[str, Any]]) -> str:
+    """Markdown list of the commands that ran ``results`` (cells accumulate over invocations), with cell counts."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(r.get("command") or "(not recorded)", []).append(r)
+    lines = ["Cells in this report, by the command that ran them (a grid accumulates over invocations; the command "
+             "above only rewrote the report):"]
+    for cmd, rs in groups.items():
+        dates = sorted(r["finished_utc"] for r in rs if r.get("finished_utc"))
+        when = f", finished {dates[0]} – {dates[-1]}" if dates else ""
+        lines.append(f"- `{cmd}`: {len(rs)} cell(s){when}")
+    return "\n".join(lines)
+
+
 def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header: dict[str, Any]) -> dict[str, str]:
     """``<key>.csv``, ``<key>.md``, ``<key>.png`` and ``<key>_runs.csv`` for one dataset."""
     rows = aggregate([r for r in results if r["dataset"] == spec.key])
@@ -589,6 +606,7 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
         f"# {spec.title}: DAS against the baselines", "",
         f"Mode: **{header['mode']}** — {header['description']}.", "",
         environment_markdown(header["environment"]), "",
+        cell_provenance([r for r in results if r["dataset"] == key]), "",
         f"Settings: {header['settings']}", "",
         "Training code (hash of " + ", ".join(f"`{c}`" for c in CODE_PATHS) + "): "
         + ", ".join(f"`{h}`" for h in sorted({str(r.get("code_hash")) for r in results if r["dataset"] == key})),
@@ -633,6 +651,7 @@ def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Pa
         f"# {split.capitalize()} AUC of every method (keep ratio {MAIN_KEEP_RATIO:.0%}; full keeps all frames)", "",
         f"Mode: **{header['mode']}** — {header['description']}.", "",
         environment_markdown(header["environment"]), "",
+        cell_provenance(results), "",
         "Cells: mean ± std over seeds (and folds) (frames the downstream network sees / frames per input).", "",
         markdown_table(table, [("method", "method")] + [(k, k) for k in keys]), "",
         "Per dataset, with balanced accuracy, accuracy, epochs, time per epoch, references and the trade-off plot: "
@@ -696,7 +715,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"keep ratios must be in (0, 1], got {bad}.")
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results"
     work_dir = out / "_work" / (args.profile + ("" if args.eval_split == "test" else f"_{args.eval_split}"))
-    specs = discover_datasets(args.data_root, args.profile)
+    specs = all_specs = discover_datasets(args.data_root, args.profile)
     if args.datasets:
         unknown = set(args.datasets) - {s.key for s in specs}
         if unknown:
@@ -742,15 +761,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "work_dir": str(work_dir.relative_to(out)) if work_dir.is_relative_to(out) else str(work_dir)}
 
     def refresh() -> None:
-        results = load_results(work_dir, [s.key for s in specs])
         header["environment"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+        # the summary covers every dataset with finished cells in this work folder, not only this invocation's
+        results = load_results(work_dir, [s.key for s in all_specs])
         for spec in specs:
             write_reports(spec, results, out, header)
         if results:
-            write_summary(specs, results, out, header)
+            write_summary(all_specs, results, out, header)
 
     runner = BundleCellRunner({s.key: s.overrides for s in specs}, common, args.eval_split, args.keep_checkpoints,
-                              log, forced)
+                              log, forced, provenance={"command": env["command"], "git_commit": env["git_commit"]})
     check_finished_cells(cells, work_dir, runner.cell_overrides, None if args.allow_code_change else runner.code)
     counts = run_grid(cells, runner, work_dir, log, on_result=refresh, fail_fast=args.fail_fast)
     refresh()

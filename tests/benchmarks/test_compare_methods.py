@@ -105,6 +105,29 @@ def test_aggregate_and_reports(compare_script, tmp_path):
     assert "0.805 ± 0.007" in md and "toy_8.png" in md and "Mode: **smoke**" in md
     summary = Path(cm.write_summary([spec], results, tmp_path, header)).read_text()
     assert "| das | 0.805 ± 0.007 (4/8) |" in summary
+    assert "`(not recorded)`: 10 cell(s)" in summary
+
+
+def test_summary_and_provenance_span_invocations(compare_script, tmp_path):
+    """Cells of two invocations (two datasets, two commands) all reach the summary, each command listed."""
+    cm = compare_script
+    spec_a, cells_a = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0,))
+    spec_b = cm.DatasetSpec("toy_16", "synthetic", "toy 16", 16, {})
+    cells_b = cm.build_cells([spec_b], ("das",), (0.5,), (0,), (0,))
+    for cells, cmd in ((cells_a, "python compare_methods.py --datasets toy_8"),
+                       (cells_b, "python compare_methods.py --datasets toy_16")):
+        run_cell, _ = _fake_runner()
+        cm.run_grid(cells, lambda c, d, rc=run_cell, cmd=cmd: {**rc(c, d), "command": cmd,
+                                                                 "finished_utc": "2026-11-21 08:00:00 UTC"},
+                    tmp_path / "_work", log=lambda m: None)
+    results = cm.load_results(tmp_path / "_work", [spec_a.key, spec_b.key])
+    env = {"command": "last", "date_utc": "d", "cpu_model": "c", "logical_cpus": 2, "torch_threads": 2,
+           "cuda": "none", "load_average_start": [0, 0, 0], "os": "o", "python": "3", "versions": {}, "git_commit": "g"}
+    header = {"mode": "quick", "description": "q", "environment": env, "settings": "s", "work_dir": "_work"}
+    summary = Path(cm.write_summary([spec_a, spec_b], results, tmp_path, header)).read_text()
+    assert "| method | toy_8 | toy_16 |" in summary
+    assert "`python compare_methods.py --datasets toy_8`: 1 cell(s)" in summary
+    assert "`python compare_methods.py --datasets toy_16`: 1 cell(s), finished 2026-11-21 08:00:00 UTC" in summary
 
 
 def test_references_are_shown_for_vesselmnist(compare_script, tmp_path):
