@@ -28,6 +28,13 @@ def test_build_cells_grid(compare_script):
     assert cm.build_cells([pocus], ["das"], [1.0], [0], [0]) == []  # keep 100% is the full method's point
 
 
+def _header(mode: str) -> dict:
+    """A report header as ``main`` builds it (fixed provenance values)."""
+    env = {"command": "x", "date_utc": "d", "cpu_model": "c", "logical_cpus": 2, "torch_threads": 2, "cuda": "none",
+           "load_average_start": [0, 0, 0], "os": "o", "python": "3", "versions": {"MONAI": "1"}, "git_commit": "g"}
+    return {"mode": mode, "description": "test", "environment": env, "settings": "s", "work_dir": "_work"}
+
+
 def _fake_runner(fail=()):
     calls = []
 
@@ -93,9 +100,7 @@ def test_aggregate_and_reports(compare_script, tmp_path):
     assert das["runs"] == 2 and das["seeds"] == 2
     assert das["auc_mean"] == pytest.approx(0.805) and das["auc_std"] == pytest.approx(0.00707, abs=1e-4)
 
-    env = {"command": "x", "date_utc": "d", "cpu_model": "c", "logical_cpus": 2, "torch_threads": 2, "cuda": "none",
-           "load_average_start": [0, 0, 0], "os": "o", "python": "3", "versions": {"MONAI": "1"}, "git_commit": "g"}
-    header = {"mode": "smoke", "description": "test", "environment": env, "settings": "s", "work_dir": "_work"}
+    header = _header("smoke")
     paths = cm.write_reports(spec, results, tmp_path, header)
     with open(paths["csv"]) as f:
         table = list(csv.DictReader(f))
@@ -121,9 +126,7 @@ def test_summary_and_provenance_span_invocations(compare_script, tmp_path):
                                                                  "finished_utc": "2026-11-21 08:00:00 UTC"},
                     tmp_path / "_work", log=lambda m: None)
     results = cm.load_results(tmp_path / "_work", [spec_a.key, spec_b.key])
-    env = {"command": "last", "date_utc": "d", "cpu_model": "c", "logical_cpus": 2, "torch_threads": 2,
-           "cuda": "none", "load_average_start": [0, 0, 0], "os": "o", "python": "3", "versions": {}, "git_commit": "g"}
-    header = {"mode": "quick", "description": "q", "environment": env, "settings": "s", "work_dir": "_work"}
+    header = _header("quick")
     summary = Path(cm.write_summary([spec_a, spec_b], results, tmp_path, header)).read_text()
     assert "| method | toy_8 | toy_16 |" in summary
     assert "`python compare_methods.py --datasets toy_8`: 1 cell(s)" in summary
@@ -137,9 +140,7 @@ def test_references_are_shown_for_vesselmnist(compare_script, tmp_path):
               "eval_split": "test", "auc": 0.8, "balanced_accuracy": 0.7, "accuracy": 0.85, "best_val_auc": 0.8,
               "frames_kept": 14, "frames_total": 28, "train_items": 1335, "epochs": 3, "frames_seen_training": 1,
               "train_epoch_s": 1.0, "epoch_with_val_s": 1.0}
-    env = {"command": "x", "date_utc": "d", "cpu_model": "c", "logical_cpus": 2, "torch_threads": 2, "cuda": "none",
-           "load_average_start": [0, 0, 0], "os": "o", "python": "3", "versions": {}, "git_commit": "g"}
-    header = {"mode": "quick", "description": "q", "environment": env, "settings": "s", "work_dir": "_work"}
+    header = _header("quick")
     md = Path(cm.write_reports(spec, [result], tmp_path, header)["md"]).read_text()
     assert "0.752" in md and "0.739" in md and "0.874" in md and "arXiv:2510.12376" in md
 
