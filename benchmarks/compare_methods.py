@@ -21,11 +21,11 @@ keep ratio).
 
 Profiles:
 
-- ``--quick``: a whole method × dataset grid with one seed in about an hour on 2 CPU cores: keep ratio 0.5, 3-5
+- ``--quick``: a whole method × dataset grid with one seed in about an hour on 2 CPU cores: keep ratio 0.5, 3-12
   epochs at Adam lr 1e-3 (the paper's 1e-4 learns nothing in so few epochs), the MedMNIST 64³ train set subsampled
-  to 640, POCUS fold 0, clips of 32 frames at 64×64 (see ``PROFILES``);
+  to 640, POCUS fold 0, clips of 32 frames at 64×64, 12 epochs with ``precise_bn_batches=-1`` (see ``PROFILES``);
 - ``--full`` (for a GPU): the paper's settings: seeds 0, 1, 2, keep ratios 0.25/0.5/0.75, up to 100 epochs with
-  early stopping (patience 10), whole splits, all 5 POCUS folds, clips of 64 frames at 112×112;
+  early stopping (patience 10), whole splits, all 5 POCUS folds, clips of 64 frames at 112×112 (precise BN);
 - ``--smoke``: synthetic volumes, tiny sizes, one epoch: checks the pipeline in seconds (CI).
 
 Usage::
@@ -109,9 +109,9 @@ CITATIONS = {
 #: per-profile settings; ``datasets`` maps a dataset family to bundle overrides for that profile
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "description": "one seed, keep 50%, 3-5 epochs at Adam lr 1e-3 (1e-4 learns nothing in so few epochs, see "
+        "description": "one seed, keep 50%, 3-12 epochs at Adam lr 1e-3 (1e-4 learns nothing in so few epochs, see "
                        "benchmarks/README.md), MedMNIST 64³ train set subsampled to 640, POCUS fold 0 at 32×64×64 "
-                       "(about an hour on 2 CPU cores; far from converged: a smoke-level comparison)",
+                       "for 12 epochs (about an hour on 2 CPU cores; far from converged: a smoke-level comparison)",
         "seeds": [0],
         "keep_ratios": [0.5],
         "max_epochs": 5,
@@ -121,7 +121,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "datasets": {
             "medmnist28": {"max_epochs": 5},
             "medmnist64": {"num_train": 640, "num_val": 160, "max_epochs": 3},
-            "pocus": {"clip_frames": 32, "size": 64, "max_epochs": 4},
+            "pocus": {"clip_frames": 32, "size": 64, "max_epochs": 12, "patience": 3, "precise_bn_batches": -1},
             "synthetic": {},
         },
     },
@@ -137,7 +137,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "datasets": {
             "medmnist28": {},
             "medmnist64": {},
-            "pocus": {"clip_frames": 64, "size": 112},
+            "pocus": {"clip_frames": 64, "size": 112, "precise_bn_batches": -1},
             "synthetic": {},
         },
     },
@@ -634,27 +634,33 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
 
 
 def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Path, header: dict) -> str:
-    """``accuracy_summary.md``: AUC of every method on every dataset at the main keep ratio (the README table)."""
+    """``accuracy_summary.md``: AUC and balanced accuracy of every method on every dataset at the main keep ratio."""
     rows = [r for r in aggregate(results) if r["keep_ratio"] in (MAIN_KEEP_RATIO, 1.0)]
     labels = sorted({r["method"] for r in rows}, key=_method_order)
     keys = [s.key for s in specs if any(r["dataset"] == s.key for r in rows)]
-    table = []
-    for label in labels:
-        line = {"method": label}
-        for k in keys:
-            r = next((r for r in rows if r["dataset"] == k and r["method"] == label), None)
-            line[k] = "" if r is None else (_pm(r["auc_mean"], r["auc_std"], r["runs"])
-                                            + f" ({r['frames_kept']}/{r['frames_total']})")
-        table.append(line)
+
+    def table(metric: str, pct: bool) -> str:
+        lines = []
+        for label in labels:
+            line = {"method": label}
+            for k in keys:
+                r = next((r for r in rows if r["dataset"] == k and r["method"] == label), None)
+                line[k] = "" if r is None else (_pm(r[f"{metric}_mean"], r[f"{metric}_std"], r["runs"], pct)
+                                                + f" ({r['frames_kept']}/{r['frames_total']}, n={r['runs']})")
+            lines.append(line)
+        return markdown_table(lines, [("method", "method")] + [(k, k) for k in keys])
+
     split = rows[0]["eval_split"] if rows else "test"
     text = "\n".join([
-        f"# {split.capitalize()} AUC of every method (keep ratio {MAIN_KEEP_RATIO:.0%}; full keeps all frames)", "",
+        f"# {split.capitalize()} AUC and balanced accuracy of every method (keep ratio {MAIN_KEEP_RATIO:.0%}; full "
+        "keeps all frames)", "",
         f"Mode: **{header['mode']}** — {header['description']}.", "",
         environment_markdown(header["environment"]), "",
         cell_provenance(results), "",
-        "Cells: mean ± std over seeds (and folds) (frames the downstream network sees / frames per input).", "",
-        markdown_table(table, [("method", "method")] + [(k, k) for k in keys]), "",
-        "Per dataset, with balanced accuracy, accuracy, epochs, time per epoch, references and the trade-off plot: "
+        "Cells: mean ± std over seeds (and folds) (frames the downstream network sees / frames per input, n = runs).",
+        "", f"## {split.capitalize()} AUC", "", table("auc", False), "",
+        f"## {split.capitalize()} balanced accuracy", "", table("balanced_accuracy", True), "",
+        "Per dataset, with accuracy, epochs, time per epoch, references and the trade-off plot: "
         + ", ".join(f"[{k}.md]({k}.md)" for k in keys) + ".",
     ]) + "\n"
     return write_text_atomic(text, out / "accuracy_summary.md")

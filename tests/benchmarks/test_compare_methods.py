@@ -109,7 +109,7 @@ def test_aggregate_and_reports(compare_script, tmp_path):
     md = Path(paths["md"]).read_text()
     assert "0.805 ± 0.007" in md and "toy_8.png" in md and "Mode: **smoke**" in md
     summary = Path(cm.write_summary([spec], results, tmp_path, header)).read_text()
-    assert "| das | 0.805 ± 0.007 (4/8) |" in summary
+    assert "| das | 0.805 ± 0.007 (4/8, n=2) |" in summary and "| das | 60.0% ± 0.0% (4/8, n=2) |" in summary
     assert "`(not recorded)`: 10 cell(s)" in summary
 
 
