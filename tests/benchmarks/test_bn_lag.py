@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 
 
-
 def test_smoke(bn_lag_script, tmp_path):
     rows = bn_lag_script.main(["--smoke", "--out", str(tmp_path), "--threads", "1"])
     assert [(r["precise_bn"], r["epoch"]) for r in rows] == [(False, 1), (False, 2), (True, 1), (True, 2)]
