@@ -1,7 +1,9 @@
-"""Ignite handlers of monai_das: atomic/resumable checkpoints, sampling pictures, reports, predictions, tracking."""
+"""Ignite handlers of monai_das: atomic/resumable checkpoints, precise BN, sampling pictures, reports, predictions,
+tracking."""
 
 from monai_das.handlers.checkpoint import AtomicCheckpointSaver, AtomicDiskSaver
 from monai_das.handlers.metrics import BalancedAccuracy, balanced_accuracy_from_confusion
+from monai_das.handlers.precise_bn import PreciseBNHandler
 from monai_das.handlers.predictions import PredictionWriter
 from monai_das.handlers.report import ClassificationReportSaver, write_json_atomic
 from monai_das.handlers.resume import EngineStateAttributes, ResumableEarlyStopHandler, val_loss_score
@@ -13,6 +15,7 @@ __all__ = [
     "AtomicDiskSaver",
     "BalancedAccuracy",
     "balanced_accuracy_from_confusion",
+    "PreciseBNHandler",
     "PredictionWriter",
     "ClassificationReportSaver",
     "write_json_atomic",

@@ -34,3 +34,8 @@ def cost_script():
 @pytest.fixture(scope="session")
 def compare_script():
     return _load("compare_methods")
+
+
+@pytest.fixture(scope="session")
+def bn_lag_script():
+    return _load("bn_lag")

@@ -24,13 +24,14 @@ def pocus(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("das_pocus")
     common = ["--bundle_root", root, "--dataset", "pocus", "--data_dir", data, "--size", 32, "--clip_frames", 8,
               "--fold", 1]
-    run_cmd(TRAIN, args=[*common, "--max_epochs", 1, "--num_train", 8, "--num_val", 4, "--batch_size", 4,
-                         "--progress_bar", "False", "--num_figures", 2])
-    return root, common, data
+    train = run_cmd(TRAIN, args=[*common, "--max_epochs", 1, "--num_train", 8, "--num_val", 4, "--batch_size", 4,
+                                 "--progress_bar", "False", "--num_figures", 2, "--precise_bn_batches", 2])
+    return root, common, data, train.stdout
 
 
 def test_train_and_evaluate(pocus):
-    root, common, _ = pocus
+    root, common, _, train_log = pocus
+    assert "precise BN: BatchNorm statistics recomputed on 2 training batches after epoch 1" in train_log
     assert (root / "models" / "model.pt").is_file() and (root / "eval" / "figures" / "kept_frames.png").is_file()
     out = run_cmd(TRAIN, EVALUATE, args=[*common, "--num_test", 4, "--batch_size", 4])
     assert "evaluation on 4 samples" in out.stdout
@@ -39,7 +40,7 @@ def test_train_and_evaluate(pocus):
 
 
 def test_inference_on_clips(pocus, tmp_path):
-    root, common, data = pocus
+    root, common, data, _ = pocus
     clips = tmp_path / "clips"
     clips.mkdir()
     shutil.copy(data / "convex" / "Reg_liftl_case3_clip2.mp4", clips / "a.mp4")  # 32 frames
