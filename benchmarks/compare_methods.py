@@ -53,6 +53,7 @@ import os
 import shutil
 import statistics
 import sys
+import textwrap
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -544,7 +545,7 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str
     ax.set_xlabel("frames kept (% of T)")
     ax.set_ylabel(f"{rows[0].get('eval_split', 'test')} AUC (mean ± std)")
     ax.set_xlim(0, 105)
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.fill(line, 80) for line in title.splitlines()), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
