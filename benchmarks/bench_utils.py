@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -107,6 +109,17 @@ def environment_markdown(env: Mapping[str, Any]) -> str:
         f"- code: git {env['git_commit']}",
     ]
     return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``--override KEY=VALUE`` (argparse ``type``): ``(KEY, VALUE parsed as JSON, else the plain string)``."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--override expects KEY=VALUE (VALUE as JSON), got {text!r}.")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:

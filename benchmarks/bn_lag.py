@@ -31,7 +31,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import REPO, environment, environment_markdown, markdown_table, write_csv, write_text_atomic  # noqa: E402
+from bench_utils import (  # noqa: E402
+    REPO,
+    environment,
+    environment_markdown,
+    markdown_table,
+    parse_override,
+    write_csv,
+    write_text_atomic,
+)
 
 CONFIGS = REPO / "bundles" / "das_medmnist3d" / "configs"
 
@@ -43,14 +51,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         data = Path(args.data_root) / "video" / "covid19_lus_pocus"
         base = {"dataset": "pocus", "data_dir": str(data), "probe": "convex", "clip_frames": 32, "size": 64,
                 "fold": 0}
-    over = {**base, "method": "uniform", "lr": 1e-3, "num_workers": 0, "mlflow": False, "num_figures": 0}
-    for item in args.override:
-        key, value = item.split("=", 1)
-        try:
-            over[key] = json.loads(value)
-        except json.JSONDecodeError:
-            over[key] = value
-    return over
+    return {**base, "method": "uniform", "lr": 1e-3, "num_workers": 0, "mlflow": False, "num_figures": 0,
+            **dict(args.override)}
 
 
 def _eval_mode_stats(net: torch.nn.Module, loader, loss_fn, device) -> tuple[float, float]:
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
+    p.add_argument("--override", action="append", type=parse_override, default=[], metavar="KEY=JSON",
                    help="bundle config override (repeatable), e.g. method=das")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--smoke", action="store_true", help="synthetic 16³ volumes, 2 epochs (CI)")

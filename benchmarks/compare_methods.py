@@ -72,6 +72,7 @@ from bench_utils import (  # noqa: E402
     environment,
     environment_markdown,
     markdown_table,
+    parse_override,
     write_csv,
     write_json_atomic,
     write_text_atomic,
@@ -667,16 +668,6 @@ def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Pa
     return write_text_atomic(text, out / "accuracy_summary.md")
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--override expects KEY=VALUE (VALUE as JSON), got {text!r}.")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -702,7 +693,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--eval-split", default="test", choices=("test", "val"),
                    help="split the checkpoints are scored on (val: tuning)")
-    p.add_argument("--override", action="append", type=_parse_override, default=[], metavar="KEY=JSON",
+    p.add_argument("--override", action="append", type=parse_override, default=[], metavar="KEY=JSON",
                    help="bundle config override for every cell (repeatable)")
     p.add_argument("--tag", default="", help="name of this variant (with --override)")
     p.add_argument("--mlflow", action="store_true", help="keep the bundle's MLflow tracking on (off by default)")

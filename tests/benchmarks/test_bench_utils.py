@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 
 import pytest
@@ -57,3 +58,12 @@ def test_environment_has_provenance(bench_utils):
     assert "MONAI" in env["versions"] and "Pytorch" in env["versions"]
     text = bench_utils.environment_markdown(env)
     assert "command:" in text and "machine:" in text and "software:" in text
+
+
+def test_parse_override(bench_utils):
+    assert bench_utils.parse_override('network_def#sampler_kwargs={"tau0": 0.5}') == (
+        "network_def#sampler_kwargs", {"tau0": 0.5})
+    assert bench_utils.parse_override("temporal_head=mean") == ("temporal_head", "mean")
+    assert bench_utils.parse_override("precise_bn_batches=-1") == ("precise_bn_batches", -1)
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        bench_utils.parse_override("temporal_head")
