@@ -1,5 +1,12 @@
 """Engine-side helpers of monai_das used by the bundles: data, optimizer, batch inference, seeds, export."""
 
+from monai_das.engines.checks import (
+    bundle_cli_overrides,
+    check_overrides,
+    check_resume,
+    check_writable,
+    train_drop_last,
+)
 from monai_das.engines.datasets import DATA_ENV, VIDEO_DATASETS, bundle_dataset, bundle_info, resolve_data_dir
 from monai_das.engines.inference import (
     VOLUME_EXTENSIONS,
@@ -15,6 +22,11 @@ from monai_das.engines.optim import build_optimizer, sampler_param_groups
 from monai_das.engines.utils import flag, optional
 
 __all__ = [
+    "bundle_cli_overrides",
+    "check_overrides",
+    "check_resume",
+    "check_writable",
+    "train_drop_last",
     "DATA_ENV",
     "VIDEO_DATASETS",
     "bundle_dataset",

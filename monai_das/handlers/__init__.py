@@ -1,25 +1,37 @@
 """Ignite handlers of monai_das: atomic/resumable checkpoints, precise BN, sampling pictures, reports, predictions,
 tracking."""
 
-from monai_das.handlers.checkpoint import AtomicCheckpointSaver, AtomicDiskSaver
+from monai_das.handlers.checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, remove_stale_temp_files
+from monai_das.handlers.diagnostics import SelectionDiagnosticsHandler, jaccard_distance
 from monai_das.handlers.metrics import BalancedAccuracy, balanced_accuracy_from_confusion
 from monai_das.handlers.precise_bn import PreciseBNHandler
 from monai_das.handlers.predictions import PredictionWriter
 from monai_das.handlers.report import ClassificationReportSaver, write_json_atomic
-from monai_das.handlers.resume import EngineStateAttributes, ResumableEarlyStopHandler, val_loss_score
+from monai_das.handlers.resume import (
+    EngineStateAttributes,
+    RandomStates,
+    ResumableEarlyStopHandler,
+    RunSettings,
+    val_loss_score,
+)
 from monai_das.handlers.sampling import SampledIndicesHandler, SamplingFiguresHandler, unwrap_network
 from monai_das.handlers.tracking import unique_trackers
 
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "remove_stale_temp_files",
     "BalancedAccuracy",
+    "SelectionDiagnosticsHandler",
+    "jaccard_distance",
     "balanced_accuracy_from_confusion",
     "PreciseBNHandler",
     "PredictionWriter",
     "ClassificationReportSaver",
     "write_json_atomic",
     "EngineStateAttributes",
+    "RandomStates",
+    "RunSettings",
     "ResumableEarlyStopHandler",
     "val_loss_score",
     "SampledIndicesHandler",

@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
-DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
+from monai_das.handlers.diagnostics import DEGENERATE_ATTR
 
-__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver"]
+DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
+
+__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "remove_stale_temp_files"]
+
+logger = logging.getLogger(__name__)
+
+#: names of the temporary files of an atomic save (``tempfile.NamedTemporaryFile`` in ignite's ``DiskSaver``)
+_TEMP_NAME = re.compile(r"tmp[a-z0-9_]{8}")
+
+
+def remove_stale_temp_files(save_dir: str | Path) -> list[Path]:
+    """
+    Delete the temporary files that an atomic save killed mid-write leaves in ``save_dir`` (``tmpXXXXXXXX``, the
+    names ignite's ``DiskSaver`` gives them; up to a whole checkpoint each). Call it before a run starts writing
+    checkpoints there: no save is in flight then. Returns the deleted paths.
+    """
+    folder = Path(save_dir)
+    removed = []
+    if folder.is_dir():
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and _TEMP_NAME.fullmatch(f.name):
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    if removed:
+        logger.warning(f"removed {len(removed)} temporary file(s) left in {folder} by an interrupted checkpoint save: "
+                       + ", ".join(p.name for p in removed))
+    return removed
 
 
 class AtomicDiskSaver(DiskSaver):
@@ -49,7 +79,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     It also has ``state_dict()``/``load_state_dict()`` (the key-metric tracking list: ``(score, filename)`` of the
     best checkpoint so far), so it can itself be put in another checkpoint's ``save_dict`` and restored by
-    ``CheckpointLoader``: after a resume, a worse model does not overwrite the best one. A key metric that is NaN
+    ``CheckpointLoader``: after a resume, a worse model does not overwrite the best one. When attached it deletes
+    the temporary files a kill during an earlier save left in ``save_dir`` (:func:`remove_stale_temp_files`). A key metric that is NaN
     (e.g. AUC on a validation set with one class) scores ``-inf`` so that any later real value beats it.
 
     Args:
@@ -76,6 +107,18 @@ class AtomicCheckpointSaver(CheckpointSaver):
                 return -math.inf if math.isnan(score) else score
 
             self._key_metric_checkpoint.score_function = _nan_safe_score
+
+    def attach(self, engine: Any) -> None:
+        if idist.get_rank() == 0:  # only the saving rank writes (and cleans) the folder
+            remove_stale_temp_files(self.save_dir)
+        super().attach(engine)
+
+    def metrics_completed(self, engine: Any) -> None:
+        if getattr(engine.state, DEGENERATE_ATTR, False):  # set by SelectionDiagnosticsHandler
+            self.logger.warning(f"epoch {engine.state.epoch}: predictions do not vary across items; not saved as the "
+                                "best model.")
+            return
+        super().metrics_completed(engine)
 
     def state_dict(self) -> dict:
         """Key-metric tracking list (empty when ``save_key_metric`` is off)."""

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import torch
 from monai.handlers import EarlyStopHandler
 
-__all__ = ["ResumableEarlyStopHandler", "EngineStateAttributes", "val_loss_score"]
+__all__ = ["ResumableEarlyStopHandler", "EngineStateAttributes", "RandomStates", "RunSettings", "val_loss_score"]
+
+logger = logging.getLogger(__name__)
 
 
 def val_loss_score(metric_name: str = "val_loss") -> Callable:
@@ -91,3 +98,140 @@ class EngineStateAttributes:
         for a in self.attributes:
             if a in state_dict:
                 setattr(self.engine.state, a, state_dict[a])
+
+
+def _numpy_state(rs: np.random.RandomState) -> dict:
+    """A ``numpy`` ``RandomState`` as tensors and numbers (loadable with ``torch.load(..., weights_only=True)``)."""
+    name, keys, pos, has_gauss, cached = rs.get_state()
+    if name != "MT19937":
+        raise ValueError(f"cannot save a numpy random state of kind {name!r} (expected 'MT19937').")
+    return {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_state(rs: np.random.RandomState, state: Mapping) -> None:
+    keys = np.asarray(torch.as_tensor(state["keys"]).numpy(), dtype=np.uint32)
+    rs.set_state(("MT19937", keys, int(state["pos"]), int(state["has_gauss"]), float(state["cached_gaussian"])))
+
+
+def _randomizables(transform: Any) -> list:
+    """Every :class:`monai.transforms.Randomizable` in ``transform`` (a transform, a ``Compose`` or a list), in order."""
+    from monai.transforms import Randomizable
+
+    found: list = []
+    stack = [transform]
+    while stack:
+        t = stack.pop(0)
+        if t is None:
+            continue
+        if isinstance(t, (list, tuple)):
+            stack[:0] = list(t)
+            continue
+        if isinstance(t, Randomizable) and all(t is not f for f in found):
+            found.append(t)
+        children = getattr(t, "transforms", None)
+        if isinstance(children, (list, tuple)):
+            stack[:0] = list(children)
+    return found
+
+
+class RandomStates:
+    """
+    Every random-number generator a training run draws from, as a checkpointable object
+    (``state_dict()``/``load_state_dict()``): Python's ``random``, numpy's global generator, torch's CPU generator
+    and every CUDA device's, the ``R`` generator of each :class:`monai.transforms.Randomizable` in ``transforms``
+    (random augmentation run in the main process) and any extra ``torch.Generator`` (e.g. a data loader's).
+
+    Put it in the "last" checkpoint's ``save_dict`` (the bundle's ``train#resume_dict``): a run killed after epoch
+    ``n`` and resumed then draws the same dropout masks, Gumbel noise, shuffling order and augmentation as the run
+    that was never interrupted, so the two end with the same weights bit for bit (same machine, same threads).
+    ``set_determinism`` at start-up seeds everything; ``CheckpointLoader`` (``Events.STARTED``) then overwrites
+    the seeded state with the saved one. The checkpoint is written at ``Events.EPOCH_COMPLETED`` after validation, so
+    nothing between the save and the next epoch may draw random numbers (nothing in the bundle does).
+
+    The state is stored as tensors and plain numbers, so the checkpoint still loads with ``weights_only=True``.
+
+    Args:
+        transforms: training transforms (a ``Compose``, a list or ``None``); their random generators are included.
+        generators: extra ``torch.Generator`` objects to include.
+    """
+
+    def __init__(self, transforms: Any = None, generators: Sequence[torch.Generator] | None = None) -> None:
+        self.transforms = _randomizables(transforms)
+        self.generators = list(generators or [])
+
+    def state_dict(self) -> dict:
+        version, internal, gauss_next = random.getstate()
+        state = {
+            "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                       "gauss_next": gauss_next},
+            "numpy": _numpy_state(np.random.mtrand._rand),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "transforms": [_numpy_state(t.R) for t in self.transforms],
+            "generators": [g.get_state() for g in self.generators],
+        }
+        return state
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        for key in ("python", "numpy", "torch"):
+            if key not in state_dict:
+                raise ValueError(f"random-state checkpoint entry needs {key!r}; got {sorted(state_dict)}.")
+        for name, saved, have in (("transforms", state_dict.get("transforms", []), self.transforms),
+                                  ("generators", state_dict.get("generators", []), self.generators)):
+            if len(saved) != len(have):
+                raise ValueError(
+                    f"the checkpoint holds {len(saved)} random {name} states, this run has {len(have)}: the training "
+                    f"transforms or data loaders differ from the run that wrote it; resume with the same config."
+                )
+        py = state_dict["python"]
+        random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
+        _set_numpy_state(np.random.mtrand._rand, state_dict["numpy"])
+        torch.set_rng_state(torch.as_tensor(state_dict["torch"], dtype=torch.uint8))
+        cuda = list(state_dict.get("cuda", []))
+        if cuda and torch.cuda.is_available():
+            if len(cuda) != torch.cuda.device_count():
+                logger.warning(f"the checkpoint has CUDA random states for {len(cuda)} devices, this machine has "
+                               f"{torch.cuda.device_count()}: CUDA random streams are not restored.")
+            else:
+                torch.cuda.set_rng_state_all(cuda)
+        for t, s in zip(self.transforms, state_dict.get("transforms", [])):
+            _set_numpy_state(t.R, s)
+        for g, s in zip(self.generators, state_dict.get("generators", [])):
+            g.set_state(torch.as_tensor(s, dtype=torch.uint8))
+
+
+class RunSettings:
+    """
+    The settings that define what a checkpoint is (method, keep ratio, ``T``, classes, ...), stored in it and checked
+    when it is loaded: resuming ``last.pt`` of a ``uniform`` run as ``random``, or a DAS run as DPS, raises an error
+    naming both values instead of silently training something else (or failing with a raw key error).
+
+    Args:
+        settings: name → value (numbers, strings, booleans, ``None`` or lists of them).
+        checkpoint: path of the checkpoint, only for the error message.
+    """
+
+    def __init__(self, settings: Mapping[str, Any], checkpoint: str | os.PathLike | None = None) -> None:
+        self.settings = {str(k): _plain_setting(v) for k, v in settings.items()}
+        self.checkpoint = checkpoint
+
+    def state_dict(self) -> dict:
+        return dict(self.settings)
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
+        diffs = [f"{k}: checkpoint {state_dict[k]!r}, this run {v!r}" for k, v in self.settings.items()
+                 if k in state_dict and _plain_setting(state_dict[k]) != v]
+        missing = sorted(k for k in self.settings if k not in state_dict)
+        if diffs or missing:
+            detail = "; ".join(diffs + ([f"not recorded: {', '.join(missing)}"] if missing else []))
+            raise ValueError(
+                f"{where} was written with other settings than this run ({detail}). Resume with the same settings, "
+                f"or start a new run (another bundle_root, or resume=false after moving the checkpoint away)."
+            )
+
+
+def _plain_setting(value: Any) -> Any:
+    value = _plain(value)
+    return [_plain_setting(v) for v in value] if isinstance(value, (list, tuple)) else value

@@ -44,10 +44,13 @@ class SampledIndicesHandler:
         self.network = network
         self.output_key = output_key
         self._last: torch.Tensor | None = None
+        self.num_frames: int | None = None
         self._hook = None
 
     def _store(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         self._last = output.indices.detach().cpu()
+        if args and isinstance(args[0], torch.Tensor):
+            self.num_frames = int(args[0].shape[1])  # T of the sampler's B×T×C×H×W input
 
     def attach(self, engine: Any) -> None:
         if self._hook is None:

@@ -30,23 +30,23 @@ def config_arg(*files: str) -> str:
     return files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
 
 
-def env() -> dict:
-    e = dict(os.environ)
+def env(**extra: str) -> dict:
+    e = dict(os.environ, **extra)
     e.pop("MLFLOW_TRACKING_URI", None)
     e["PYTHONUNBUFFERED"] = "1"
     e.setdefault("OMP_NUM_THREADS", "1")  # the CI machine is shared: no thread oversubscription
     return e
 
 
-def run_cmd(*configs: str, args=(), timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+def run_cmd(*configs: str, args=(), timeout: int = 600, check: bool = True, extra_env=None) -> subprocess.CompletedProcess:
     """``python -m monai.bundle run --config_file ... --meta_file ... --logging_file ... <args>`` from the repo root."""
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg(*configs), "--meta_file", META,
            "--logging_file", LOGGING, *map(str, args)]
-    return bundle(cmd, timeout=timeout, check=check)
+    return bundle(cmd, timeout=timeout, check=check, extra_env=extra_env)
 
 
-def bundle(cmd, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+def bundle(cmd, timeout: int = 600, check: bool = True, extra_env=None) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=REPO, env=env(**(extra_env or {})), capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
         pytest.fail(f"command failed ({out.returncode}): {' '.join(cmd)}\n--- output tail ---\n"
                     f"{(out.stdout + out.stderr)[-6000:]}")

@@ -11,7 +11,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from engine_helpers import engine_with_metric
 
-from monai_das.handlers import AtomicCheckpointSaver
+from monai_das.handlers import AtomicCheckpointSaver, remove_stale_temp_files
 
 
 def _engine_with_metric(values):
@@ -105,3 +105,16 @@ def test_saver_state_round_trip_through_checkpoint_loader(tmp_path):
     engine2.run([0], max_epochs=1)
     # restored best (0.8) is not overwritten by the worse 0.0 of the new run
     assert fresh.best_score == pytest.approx(0.8)
+
+
+def test_stale_temp_files_removed_on_attach(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tmpab_cd123").write_bytes(b"\0" * 64)  # left by a kill during an atomic save
+    (models / "last.pt").write_bytes(b"keep")
+    (models / "tmp_notes.txt").write_text("not ours")
+    saver = AtomicCheckpointSaver(str(models), {"net": torch.nn.Linear(1, 1)}, save_interval=1, n_saved=1,
+                                  interval_filename="last.pt")
+    saver.attach(Engine(lambda e, b: None))
+    assert sorted(p.name for p in models.iterdir()) == ["last.pt", "tmp_notes.txt"]
+    assert remove_stale_temp_files(tmp_path / "missing") == []

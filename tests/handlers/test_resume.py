@@ -8,7 +8,13 @@ from ignite.engine import Engine
 
 from engine_helpers import engine_with_metric
 
-from monai_das.handlers import EngineStateAttributes, ResumableEarlyStopHandler, val_loss_score
+from monai_das.handlers import (
+    EngineStateAttributes,
+    RandomStates,
+    ResumableEarlyStopHandler,
+    RunSettings,
+    val_loss_score,
+)
 
 
 def _validator(values):
@@ -61,3 +67,44 @@ def test_engine_state_attributes():
     other = Engine(lambda e, b: None)
     EngineStateAttributes(other).load_state_dict(saved)
     assert other.state.best_metric == 0.75 and other.state.best_metric_epoch == 3
+
+
+def test_random_states_round_trip_weights_only(tmp_path):
+    import random
+
+    import numpy as np
+    from monai.transforms import Compose, RandFlipd, RandGaussianNoised
+
+    transforms = Compose([RandFlipd("image", prob=0.5), Compose([RandGaussianNoised("image")])])
+    gen = torch.Generator().manual_seed(3)
+    states = RandomStates(transforms, generators=[gen])
+    assert len(states.transforms) == 4  # both Compose objects and both random transforms
+    path = tmp_path / "rng.pt"
+    torch.save(states.state_dict(), path)
+
+    def draw():
+        return (random.random(), float(np.random.rand()), float(torch.rand(1)),
+                [float(t.R.rand()) for t in states.transforms], float(torch.rand(1, generator=gen)))
+
+    first = draw()
+    states.load_state_dict(torch.load(path, weights_only=True))
+    assert draw() == first
+
+
+def test_random_states_refuse_other_transforms(tmp_path):
+    from monai.transforms import RandFlipd
+
+    saved = RandomStates([RandFlipd("image")]).state_dict()
+    with pytest.raises(ValueError, match="1 random transforms states, this run has 0"):
+        RandomStates(None).load_state_dict(saved)
+
+
+def test_run_settings_refuse_mismatch():
+    settings = RunSettings({"method": "random", "keep_ratio": 0.5, "label_names": ["a", "b"]}, "models/last.pt")
+    settings.load_state_dict({"method": "random", "keep_ratio": 0.5, "label_names": ("a", "b")})  # same: fine
+    with pytest.raises(ValueError, match=r"'models/last.pt'.*method: checkpoint 'uniform', this run 'random'"):
+        settings.load_state_dict({"method": "uniform", "keep_ratio": 0.5, "label_names": ["a", "b"]})
+    with pytest.raises(ValueError, match="keep_ratio: checkpoint 0.25, this run 0.5"):
+        settings.load_state_dict({"method": "random", "keep_ratio": 0.25, "label_names": ["a", "b"]})
+    with pytest.raises(ValueError, match="not recorded: label_names"):
+        settings.load_state_dict({"method": "random", "keep_ratio": 0.5})

@@ -1,0 +1,208 @@
+"""
+Start-up checks of a bundle run, called from the configs' ``initialize`` lists: typos in command-line overrides,
+a checkpoint folder that cannot be written, a resume without a checkpoint, a training batch BatchNorm cannot use.
+They fail before the first epoch rather than after it.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monai_das.engines.utils import flag, optional
+
+__all__ = ["bundle_cli_overrides", "check_overrides", "check_writable", "check_resume", "train_drop_last"]
+
+logger = logging.getLogger(__name__)
+
+#: arguments of ``monai.bundle run`` / ``ConfigWorkflow`` that are not config overrides
+RUN_ARGUMENTS = frozenset({
+    "run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
+    "workflow_type", "workflow_name", "properties_path", "help",
+})
+
+
+def _is_bundle_cli(argv: Sequence[str]) -> bool:
+    """``argv`` of ``python -m monai.bundle run ...`` (or ``torchrun -m monai.bundle run ...``)."""
+    if len(argv) < 2 or argv[1] != "run":
+        return False
+    first = Path(argv[0])
+    return first.name == "__main__.py" and first.parent.name == "bundle" and first.parent.parent.name == "monai"
+
+
+def _as_list(value: str) -> list[str]:
+    value = value.strip()
+    if value.startswith("["):
+        try:
+            return [str(v) for v in ast.literal_eval(value)]
+        except (ValueError, SyntaxError):
+            pass
+    return [value]
+
+
+def bundle_cli_overrides(argv: Sequence[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """
+    ``({key: value}, config_files)`` of a ``python -m monai.bundle run`` command line (``sys.argv`` by default):
+    the ``--key value`` / ``--key=value`` overrides (keys of an ``--args_file`` JSON/YAML included) and the
+    ``--config_file`` list. Empty for any other command line (e.g. a Python session calling ``monai.bundle.run``).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if not _is_bundle_cli(argv):
+        return {}, []
+    args: dict[str, str] = {}
+    i = 2
+    while i < len(argv):
+        tok = argv[i]
+        if tok.startswith("--") and len(tok) > 2:
+            key, eq, value = tok[2:].partition("=")
+            if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value, i = argv[i + 1], i + 1
+            args[key.replace("-", "_") if key.replace("-", "_") in RUN_ARGUMENTS else key] = value
+        i += 1
+    configs = _as_list(args["config_file"]) if "config_file" in args else []
+    overrides = {k: v for k, v in args.items() if k not in RUN_ARGUMENTS}
+    if args.get("args_file"):
+        from monai.bundle import ConfigParser
+
+        extra = ConfigParser.load_config_file(args["args_file"])  # plain JSON/YAML, nothing evaluated
+        if not configs and extra.get("config_file"):
+            configs = _as_list(str(extra["config_file"]))
+        overrides.update({str(k): str(v) for k, v in extra.items() if k not in RUN_ARGUMENTS})
+    return overrides, [c for c in configs if c]
+
+
+def _known_ids(config: Mapping, prefix: str = "") -> set[str]:
+    ids = set()
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        ids.add(key)
+        if isinstance(v, Mapping):
+            ids |= _known_ids(v, key + "#")
+        elif isinstance(v, list):
+            ids |= {f"{key}#{i}" for i in range(len(v))}
+            for i, item in enumerate(v):
+                if isinstance(item, Mapping):
+                    ids |= _known_ids(item, f"{key}#{i}#")
+    return ids
+
+
+def check_overrides(
+    argv: Sequence[str] | None = None, config_files: Iterable[str] | None = None, cutoff: float = 0.75
+) -> dict[str, str]:
+    """
+    Refuse command-line overrides that look like typos of a key the bundle defines: ``--max_epoch 1`` (for
+    ``max_epochs``) would otherwise add an unused key and train with the default. An override whose key (the part
+    before the first ``#``) is not defined by any of the run's config files raises ``ValueError`` when a defined key
+    is close to it (``difflib``, ``cutoff``), naming both; one with no close key is only logged as a warning (it may
+    be meant for a config of the user's own). ``train#dataset#cache_rate``-style keys are checked down to the
+    deepest part that exists.
+
+    Only a ``python -m monai.bundle run`` command line is checked (``argv``, default ``sys.argv``); the config files
+    are read as plain JSON/YAML (nothing is evaluated). Returns the overrides that were checked.
+    """
+    overrides, files = bundle_cli_overrides(argv)
+    files = list(config_files) if config_files is not None else files
+    if not overrides or not files:
+        return overrides
+    from monai.bundle import ConfigParser
+
+    known: set[str] = set()
+    top: set[str] = set()
+    for f in files:
+        try:
+            config = ConfigParser.load_config_file(f)
+        except Exception as e:  # the workflow itself reports unreadable configs
+            logger.debug(f"override check skipped {f}: {e}")
+            continue
+        if isinstance(config, Mapping):
+            known |= _known_ids(config)
+            top |= {str(k).split("#")[0] for k in config}
+            known |= {str(k) for k in config}  # "validate#split": "test"-style keys of merged configs
+    for key in overrides:
+        parts = key.split("#")
+        if parts[0] in top:
+            parent = "#".join(parts[:-1])
+            if key not in known and len(parts) > 1 and parent not in known and not parent.endswith("+"):
+                raise ValueError(f"override --{key}: '{parent}' is not defined in {', '.join(files)}.")
+            continue
+        close = difflib.get_close_matches(parts[0], sorted(top), n=1, cutoff=cutoff)
+        if close:
+            raise ValueError(
+                f"unknown override --{key}: the bundle configs ({', '.join(files)}) define no '{parts[0]}'; "
+                f"did you mean --{close[0]}?"
+            )
+        logger.warning(f"override --{key} is not a key of the bundle configs ({', '.join(files)}); it is added, "
+                       "but nothing uses it unless another config refers to it.")
+    return overrides
+
+
+def check_writable(*folders: str | os.PathLike) -> None:
+    """
+    Create each folder and write (then delete) a probe file in it, so that a read-only ``bundle_root`` fails at
+    start-up with an error naming the folder, not after the first epoch when the checkpoint is saved.
+    """
+    for folder in folders:
+        path = Path(folder)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write_probe_", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise PermissionError(
+                f"cannot write to '{path}' ({e.strerror or e}): checkpoints and outputs go there; choose a writable "
+                "--bundle_root."
+            ) from e
+
+
+def check_resume(resume: Any, last_ckpt: str | os.PathLike, ckpt_dir: str | os.PathLike | None = None) -> bool:
+    """
+    ``True`` when the run resumes from ``last_ckpt``. ``resume`` true without that file logs a warning and starts
+    from scratch (so one command both starts and continues a run); the checkpoint folder is checked for writing.
+    """
+    check_writable(ckpt_dir if ckpt_dir is not None else Path(last_ckpt).parent)
+    if not flag(resume):
+        return False
+    if not Path(last_ckpt).is_file():
+        logger.warning(f"resume requested but there is no checkpoint '{last_ckpt}': starting from scratch.")
+        return False
+    logger.info(f"resuming from '{last_ckpt}'.")
+    return True
+
+
+def train_drop_last(num_items: int, batch_size: int, network: Any = None) -> bool:
+    """
+    ``drop_last`` for a training data loader: ``True`` when the last batch would hold a single item (BatchNorm
+    statistics of one item are meaningless, and with one kept frame BatchNorm fails outright). Raises
+    ``ValueError`` up front when every batch would hold a single frame (``batch_size × k = 1``, ``k`` the frames
+    the network's sampler keeps), naming both.
+    """
+    batch_size, num_items = int(batch_size), int(num_items)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    k = _kept_frames(network)
+    if batch_size * (k or 2) < 2:
+        raise ValueError(
+            f"training with batch_size {batch_size} and k={k} kept frame(s) per item gives BatchNorm one frame per "
+            "batch, which it cannot train on: use batch_size >= 2 or a larger keep_ratio."
+        )
+    drop = num_items > batch_size and num_items % batch_size == 1
+    if drop:
+        logger.info(f"{num_items} training items with batch_size {batch_size}: the one-item last batch is dropped "
+                    "each epoch (a different item each epoch when shuffling).")
+    return drop
+
+
+def _kept_frames(network: Any) -> int | None:
+    from monai_das.handlers.sampling import unwrap_network
+
+    sampler = getattr(unwrap_network(network), "sampler", None) if network is not None else None
+    k = getattr(sampler, "num_samples", None)
+    return int(k) if optional(k) is not None else None

@@ -1,0 +1,147 @@
+"""Per-epoch diagnostics of what the sampler keeps: evidence kept, selection entropy, adaptivity, churn, and a guard
+against validation predictions that do not depend on the input."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_das.handlers.sampling import SampledIndicesHandler
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["SelectionDiagnosticsHandler", "jaccard_distance", "DEGENERATE_ATTR"]
+
+#: ``engine.state`` attribute set to ``True`` for an epoch whose predictions do not vary across items; the
+#: best-model saver (:class:`monai_das.handlers.AtomicCheckpointSaver`) never keeps such an epoch
+DEGENERATE_ATTR = "degenerate_predictions"
+
+
+def jaccard_distance(a: set, b: set) -> float:
+    """``1 - |a ∩ b| / |a ∪ b|`` (0 for two empty sets)."""
+    union = len(a | b)
+    return 1.0 - len(a & b) / union if union else 0.0
+
+
+def _mean_pairwise_jaccard(sets: Sequence[set], max_items: int) -> float:
+    sets = list(sets)[:max_items]
+    n = len(sets)
+    if n < 2:
+        return float("nan")
+    total = sum(jaccard_distance(sets[i], sets[j]) for i in range(n) for j in range(i + 1, n))
+    return total / (n * (n - 1) / 2)
+
+
+class SelectionDiagnosticsHandler:
+    """
+    Attach to a validation evaluator (``decollate=True``, the MONAI default; data loader not shuffled). Every epoch
+    it adds to ``engine.state.metrics``, so that ``StatsHandler`` prints and ``MLFlowHandler`` records them (attach
+    it before those):
+
+    - ``<prefix>evidence_kept``: fraction of the known evidence frames that were kept, over the items that carry a
+      list of them (``evidence_keys``: the synthetic data's ``informative``, a datalist's ``evidence``; frame indices
+      along the network's frame axis). Absent when no item carries evidence.
+    - ``<prefix>selection_entropy``: entropy of the distribution of kept positions over all items, divided by
+      ``log T`` (1: every position equally often; ``log k / log T``: the same ``k`` positions for everyone).
+    - ``<prefix>adaptivity``: mean pairwise Jaccard distance of the kept sets of the first ``max_items`` items
+      (0: the same frames for every input).
+    - ``<prefix>churn``: mean Jaccard distance between each item's kept set and the previous epoch's (from the
+      second epoch on; items matched by position, so the loader must not shuffle).
+    - ``<prefix>prediction_std``: the largest standard deviation across items of a class probability. Below
+      ``min_prediction_std`` the network answers the same whatever the input (BatchNorm running statistics that lag
+      the weights, a collapsed model): a warning is logged and ``engine.state.degenerate_predictions`` is set, so the
+      best-model saver does not keep this epoch, however good its (tie-broken) AUC.
+
+    Args:
+        network: the ``SubsampledClassifier`` (DDP wrappers are unwrapped); a forward hook on its sampler reads the
+            kept indices of the very pass that made the prediction.
+        prob_key: output key of the class probabilities (after softmax).
+        evidence_keys: batch keys holding the known evidence frames of an item.
+        prefix: metric name prefix.
+        max_items: items used for the pairwise adaptivity (cost grows with its square).
+        min_prediction_std: threshold of ``prediction_std`` below which predictions count as constant.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        prob_key: str = "prob",
+        evidence_keys: Sequence[str] = ("evidence", "informative"),
+        prefix: str = "val_",
+        max_items: int = 256,
+        min_prediction_std: float = 1e-3,
+    ) -> None:
+        self.indices = SampledIndicesHandler(network, output_key="_kept_indices")
+        self.prob_key = prob_key
+        self.evidence_keys = tuple(evidence_keys)
+        self.prefix = prefix
+        self.max_items = int(max_items)
+        self.min_prediction_std = float(min_prediction_std)
+        self.logger = logging.getLogger(__name__)
+        self._kept: list[set] = []
+        self._previous: list[set] | None = None
+        self._evidence = [0, 0]  # kept, total
+        self._probs: list[torch.Tensor] = []
+        self._num_frames = 0
+
+    def attach(self, engine: Any) -> None:
+        self.indices.attach(engine)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _reset(self, engine: Any) -> None:
+        self._kept, self._probs, self._evidence = [], [], [0, 0]
+        setattr(engine.state, DEGENERATE_ATTR, False)
+
+    def _collect(self, engine: Any) -> None:
+        outputs = engine.state.output if isinstance(engine.state.output, list) else []
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(outputs)
+        for item, data in zip(outputs, batch):
+            if self.prob_key in item:
+                self._probs.append(torch.as_tensor(item[self.prob_key]).detach().float().reshape(-1).cpu())
+            if "_kept_indices" not in item:
+                continue
+            kept = {int(i) for i in torch.as_tensor(item.pop("_kept_indices")).reshape(-1)}
+            self._kept.append(kept)
+            self._num_frames = max(self._num_frames, max(kept) + 1, self.indices.num_frames or 0)
+            evidence = next((data[k] for k in self.evidence_keys if isinstance(data, dict) and k in data), None)
+            if evidence is not None:
+                ev = {int(i) for i in torch.as_tensor(evidence).reshape(-1) if int(i) >= 0}
+                self._evidence[0] += len(ev & kept)
+                self._evidence[1] += len(ev)
+
+    def __call__(self, engine: Any) -> None:
+        metrics = engine.state.metrics
+        p = self.prefix
+        if self._evidence[1]:
+            metrics[f"{p}evidence_kept"] = self._evidence[0] / self._evidence[1]
+        if self._kept:
+            counts = torch.zeros(max(self._num_frames, 2))
+            for kept in self._kept:
+                counts[list(kept)] += 1
+            freq = counts / counts.sum()
+            nz = freq[freq > 0]
+            metrics[f"{p}selection_entropy"] = float(-(nz * nz.log()).sum() / math.log(len(counts)))
+            adaptivity = _mean_pairwise_jaccard(self._kept, self.max_items)
+            if not math.isnan(adaptivity):
+                metrics[f"{p}adaptivity"] = adaptivity
+            if self._previous is not None and len(self._previous) == len(self._kept):
+                metrics[f"{p}churn"] = sum(map(jaccard_distance, self._kept, self._previous)) / len(self._kept)
+            self._previous = self._kept
+        if len(self._probs) >= 2:
+            std = float(torch.stack(self._probs).std(dim=0).max())
+            metrics[f"{p}prediction_std"] = std
+            if std < self.min_prediction_std:
+                setattr(engine.state, DEGENERATE_ATTR, True)
+                self.logger.warning(
+                    f"epoch {engine.state.epoch}: validation predictions do not vary across the {len(self._probs)} "
+                    f"items (largest std of a class probability {std:.2e} < {self.min_prediction_std:g}); the "
+                    "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
+                    "-1). This epoch is not kept as the best model."
+                )

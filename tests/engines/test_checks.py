@@ -1,0 +1,105 @@
+"""Start-up checks of bundle runs: override typos, writable folders, resume without checkpoint, 1-frame batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import monai
+import pytest
+import torch
+
+from monai_das.engines import bundle_cli_overrides, check_overrides, check_resume, check_writable, train_drop_last
+from monai_das.networks import build_classifier
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = str(REPO / "bundles" / "das_medmnist3d" / "configs" / "train.json")
+EVALUATE = str(REPO / "bundles" / "das_medmnist3d" / "configs" / "evaluate.json")
+MAIN = str(Path(monai.__file__).parent / "bundle" / "__main__.py")  # sys.argv[0] of `python -m monai.bundle`
+
+
+def _argv(*args, configs=(TRAIN,)):
+    cfg = configs[0] if len(configs) == 1 else "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    return [MAIN, "run", "--config_file", cfg, "--meta_file", "m.json", *args]
+
+
+def test_parses_bundle_command_line():
+    overrides, files = bundle_cli_overrides(_argv("--max_epochs", "3", "--lr=0.01", "--train#dataset#cache_rate", "0",
+                                                  configs=(TRAIN, EVALUATE)))
+    assert overrides == {"max_epochs": "3", "lr": "0.01", "train#dataset#cache_rate": "0"}
+    assert files == [TRAIN, EVALUATE]
+    assert bundle_cli_overrides(["pytest", "run", "--max_epoch", "1"]) == ({}, [])  # not a bundle command line
+
+
+def test_typo_refused_with_closest_key():
+    with pytest.raises(ValueError, match=r"--max_epoch: .*did you mean --max_epochs\?"):
+        check_overrides(_argv("--max_epoch", "1"))
+    with pytest.raises(ValueError, match="did you mean --keep_ratio"):
+        check_overrides(_argv("--keep_ration", "0.25"))
+    with pytest.raises(ValueError, match="train#datasett"):
+        check_overrides(_argv("--train#datasett#cache_rate", "0"))
+
+
+def test_known_and_unrelated_keys(caplog):
+    assert check_overrides(_argv("--max_epochs", "1", "--train#dataset#cache_rate", "0", "--validate#split", "val"))
+    # keys only the second config defines are known too
+    check_overrides(_argv("--eval_ckpt", "x.pt", configs=(TRAIN, EVALUATE)))
+    with caplog.at_level(logging.WARNING):
+        check_overrides(_argv("--my_own_thing", "1"))
+    assert "--my_own_thing is not a key of the bundle configs" in caplog.text
+
+
+def test_args_file_keys_checked(tmp_path):
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"config_file": TRAIN, "max_epoch": 2}))
+    with pytest.raises(ValueError, match="did you mean --max_epochs"):
+        check_overrides([MAIN, "run", "--args_file", str(args)])
+
+
+def test_check_writable(tmp_path, monkeypatch):
+    check_writable(tmp_path / "a" / "models")
+    assert (tmp_path / "a" / "models").is_dir() and not list((tmp_path / "a" / "models").iterdir())
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PermissionError, match=f"cannot write to '{blocker / 'models'}'"):
+        check_writable(blocker / "models")
+
+    def read_only(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tempfile.mkstemp", read_only)  # a read-only bundle_root (root ignores chmod in CI)
+    with pytest.raises(PermissionError, match="Permission denied.*writable --bundle_root"):
+        check_writable(tmp_path / "ro")
+
+
+def test_check_resume(tmp_path, caplog):
+    last = tmp_path / "models" / "last.pt"
+    assert check_resume(False, last) is False
+    with caplog.at_level(logging.WARNING):
+        assert check_resume("true", last) is False
+    assert "no checkpoint" in caplog.text and str(last) in caplog.text
+    torch.save({}, last)
+    assert check_resume("true", last) is True
+
+
+def test_one_item_last_batch_dropped():
+    net = build_classifier("das", num_classes=2, num_frames=28, keep_ratio=0.02)  # k = 1
+    assert net.sampler.num_samples == 1
+    # why: a 1-item batch with one kept frame reaches a 1x1 feature map, where training BatchNorm fails
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        net.train()(torch.rand(1, 1, 28, 28, 28))
+    assert train_drop_last(17, 16, net) is True
+    assert train_drop_last(32, 16, net) is False
+    assert train_drop_last(1, 16, net) is False  # a single batch: nothing else to train on
+    loader = torch.utils.data.DataLoader(range(17), batch_size=16, drop_last=train_drop_last(17, 16, net))
+    assert [len(b) for b in loader] == [16]
+
+
+def test_single_frame_batches_refused_up_front():
+    net = build_classifier("das", num_classes=2, num_frames=28, keep_ratio=0.02)
+    with pytest.raises(ValueError, match=r"batch_size 1 and k=1"):
+        train_drop_last(10, 1, net)
+    assert train_drop_last(10, 1, build_classifier("uniform", num_classes=2, num_frames=28)) is False
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        train_drop_last(10, 0)

@@ -1,0 +1,107 @@
+"""SelectionDiagnosticsHandler on a real SupervisedEvaluator: evidence kept, entropy, adaptivity, churn, and the
+constant-prediction guard that keeps such an epoch out of the best checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.engines import SupervisedEvaluator
+from monai.transforms import Activationsd
+
+from monai_das.handlers import AtomicCheckpointSaver, SelectionDiagnosticsHandler, jaccard_distance
+from monai_das.networks import build_classifier
+
+
+def _data(n=6, t=8):
+    g = torch.Generator().manual_seed(0)
+    # evidence: two bright slices per item at item-dependent positions (the uniform sampler keeps 1, 3, 5, 7)
+    items = []
+    for i in range(n):
+        image = torch.rand(1, t, 12, 12, generator=g) * 0.1
+        ev = torch.tensor([i % t, (i + 3) % t])
+        image[:, ev] += 1.0
+        items.append({"image": image, "label": torch.tensor(i % 2), "informative": ev})
+    return items
+
+
+def _evaluator(net, data, handlers):
+    loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=False)
+    post = Activationsd(keys="pred", softmax=True)
+
+    def with_prob(x):
+        x = post(x)
+        x["prob"] = x["pred"]
+        return x
+
+    return SupervisedEvaluator(device="cpu", val_data_loader=loader, network=net, postprocessing=with_prob,
+                               val_handlers=handlers)
+
+
+def test_jaccard_distance():
+    assert jaccard_distance({1, 2}, {1, 2}) == 0.0
+    assert jaccard_distance({1, 2}, {3, 4}) == 1.0
+    assert jaccard_distance({1, 2, 3}, {2, 3, 4}) == pytest.approx(0.5)
+    assert jaccard_distance(set(), set()) == 0.0
+
+
+def test_metrics_with_a_static_sampler():
+    torch.manual_seed(0)
+    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    data = _data()
+    diag = SelectionDiagnosticsHandler(net)
+    evaluator = _evaluator(net, data, [diag])
+    evaluator.run()
+    m = evaluator.state.metrics
+    kept = set(net.sample(torch.rand(1, 1, 8, 12, 12)).indices[0].tolist())
+    expected = sum(len(kept & set(d["informative"].tolist())) for d in data) / (2 * len(data))
+    assert m["val_evidence_kept"] == pytest.approx(expected)
+    assert m["val_adaptivity"] == 0.0  # the same slices for everyone
+    assert m["val_selection_entropy"] == pytest.approx(math.log(4) / math.log(8))
+    assert "val_churn" not in m  # no previous epoch yet
+    assert m["val_prediction_std"] >= 0
+    evaluator.run()  # second epoch: same choices
+    assert evaluator.state.metrics["val_churn"] == 0.0
+    assert "_kept_indices" not in evaluator.state.output[0]
+
+
+def test_adaptive_sampler_varies():
+    torch.manual_seed(0)
+    net = build_classifier("das", num_classes=2, num_frames=8, keep_ratio=0.25).eval()
+    evaluator = _evaluator(net, _data(), [SelectionDiagnosticsHandler(net, prefix="x_")])
+    evaluator.run()
+    m = evaluator.state.metrics
+    assert 0.0 < m["x_adaptivity"] <= 1.0 and 0.0 < m["x_selection_entropy"] <= 1.0
+    assert 0.0 <= m["x_evidence_kept"] <= 1.0
+
+
+def test_constant_predictions_never_best(tmp_path, caplog):
+    torch.manual_seed(0)
+    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    with torch.no_grad():  # a network that ignores its input: only the bias of the last layer is left
+        for m in net.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.zero_()
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="val_std",
+                                  key_metric_filename="model.pt")
+    evaluator = _evaluator(net, _data(), [SelectionDiagnosticsHandler(net), saver])
+    evaluator.state.metrics = {}
+
+    @evaluator.on(Events.EPOCH_STARTED)
+    def _key(e):  # a key metric that would call this epoch perfect
+        e.state.metrics["val_std"] = 1.0
+
+    evaluator.run()
+    assert evaluator.state.degenerate_predictions
+    assert evaluator.state.metrics["val_prediction_std"] < 1e-3
+    assert "do not vary" in caplog.text
+    assert not (tmp_path / "model.pt").exists()
+    # control: the same run with the guard off saves the checkpoint
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="val_std",
+                                  key_metric_filename="model.pt")
+    evaluator = _evaluator(net, _data(), [SelectionDiagnosticsHandler(net, min_prediction_std=0.0), saver])
+    evaluator.add_event_handler(Events.EPOCH_STARTED, _key)
+    evaluator.run()
+    assert not evaluator.state.degenerate_predictions and (tmp_path / "model.pt").exists()
