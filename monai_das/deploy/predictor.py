@@ -2,6 +2,11 @@
 Load an exported DAS model (TorchScript, or checkpoint + bundle config) and classify one study with it, reporting
 which slices/frames the sampler kept. Shared by the MONAI Deploy application and the MONAI Label sample app; needs
 neither of their SDKs.
+
+Trust: a bundle config is code (MONAI's ``ConfigParser`` evaluates ``$`` strings), so only configs the user points at
+(``config_file=``, or a bundle folder's ``configs/inference.json``) are parsed. A model file and everything embedded
+in it or lying next to it is data: embedded ``metadata.json``/``inference.json`` are read with ``json.loads`` and only
+literal values are used (see ``docs/SECURITY.md``).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +130,11 @@ class Prediction:
 def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
     """
     Locate ``torchscript``, ``checkpoint``, ``config`` and ``metadata`` for ``path``: a bundle folder
-    (``configs/``, ``models/``), a ``models/`` folder, or a model file inside a bundle.
+    (``configs/``, ``models/``), a ``models/`` folder, or a model file (inside a bundle or not).
+
+    ``config`` (``configs/inference.json``) is returned for a folder only: a config is code that MONAI evaluates, so it
+    is used when the user points at its bundle, never because it happens to lie next to a model file. ``metadata``
+    (``configs/metadata.json``, read as plain JSON) is returned in both cases.
     """
     path = Path(path)
     if not path.exists():
@@ -145,10 +155,10 @@ def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
             if (models / name).is_file():
                 found["checkpoint"] = models / name
                 break
-    for name in CONFIG_NAMES:
-        if (root / "configs" / name).is_file():
-            found["config"] = root / "configs" / name
-            break
+        for name in CONFIG_NAMES:
+            if (root / "configs" / name).is_file():
+                found["config"] = root / "configs" / name
+                break
     if (root / "configs" / "metadata.json").is_file():
         found["metadata"] = root / "configs" / "metadata.json"
     return found
@@ -166,29 +176,54 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _spec_from_configs(
-    metadata: Mapping, network_args: Mapping, config: Mapping | None, overrides: Mapping
+    metadata: Mapping, network_args: Mapping, labels: list[str] | None, overrides: Mapping, source: str = ""
 ) -> ModelSpec:
-    """Read :class:`ModelSpec` fields from bundle ``metadata.json`` (``network_data_format``) and the network args."""
-    fmt = metadata.get("network_data_format", {}) if metadata else {}
-    inputs = fmt.get("inputs", {})
-    image = inputs.get("image") or (next(iter(inputs.values())) if inputs else {})
-    outputs = fmt.get("outputs", {})
-    pred = outputs.get("pred") or (next(iter(outputs.values())) if outputs else {})
+    """
+    Read :class:`ModelSpec` fields from bundle ``metadata.json`` (``network_data_format``), the network args and the
+    config's ``label_names`` (``labels``); ``overrides`` win.
+
+    Metadata is data wherever it comes from (a bundle folder, a model file's neighbour or embedded in it): only
+    literal values are taken, anything else is ignored with a warning naming the key and ``source``.
+    """
+
+    def section(value: Any) -> Mapping:
+        return value if isinstance(value, Mapping) else {}
+
+    def first(group: Mapping, name: str) -> Mapping:
+        return section(group.get(name) or (next(iter(group.values())) if group else {}))
+
+    fmt = section(section(metadata).get("network_data_format"))
+    image, pred = first(section(fmt.get("inputs")), "image"), first(section(fmt.get("outputs")), "pred")
     kw: dict[str, Any] = dict(network_args)
-    if image.get("num_channels"):
-        kw.setdefault("in_channels", int(image["num_channels"]))
+    channels = image.get("num_channels")
+    if channels is not None and "in_channels" not in kw:
+        if _is_int(channels):
+            kw["in_channels"] = int(channels)
+        else:
+            _ignored("network_data_format#inputs#image#num_channels", channels, source)
     shape = image.get("spatial_shape")
-    if shape and all(isinstance(s, int) or str(s).isdigit() for s in shape):
-        shape = [int(s) for s in shape]
-        if len(shape) == 4:  # video bundles may list T, C, H, W
-            shape = [shape[0], shape[2], shape[3]]
-        if len(shape) == 3:
-            kw["spatial_size"] = tuple(shape)
+    if shape:
+        if isinstance(shape, list) and all(_is_int(s) or (isinstance(s, str) and s.isdigit()) for s in shape):
+            shape = [int(s) for s in shape]
+            if len(shape) == 4:  # video bundles may list T, C, H, W
+                shape = [shape[0], shape[2], shape[3]]
+                kw.setdefault("layout", "video")
+            if len(shape) == 3:
+                kw["spatial_size"] = tuple(shape)
+        elif not (isinstance(shape, list) and all(isinstance(s, str) and s.isalpha() for s in shape)):
+            # symbolic shapes such as ["D", "H", "W"] are legal bundle metadata: no warning for those
+            _ignored("network_data_format#inputs#image#spatial_shape", shape, source)
     channel_def = pred.get("channel_def") or {}
     if channel_def:
-        kw["labels"] = [str(channel_def[k]) for k in sorted(channel_def, key=lambda c: int(c))]
-    elif isinstance((config or {}).get("label_names"), list):
-        kw["labels"] = [str(v) for v in config["label_names"]]  # type: ignore[index]
+        # JSON keys are strings, a YAML config's _meta_ may have int keys
+        numbered = all(_is_int(k) or (isinstance(k, str) and k.isdigit()) for k in channel_def)
+        names = [channel_def[k] for k in sorted(channel_def, key=int)] if numbered else None
+        if names is not None and all(_is_literal(n) and not isinstance(n, list) for n in names):
+            kw["labels"] = [str(n) for n in names]
+        else:
+            _ignored("network_data_format#outputs#pred#channel_def", channel_def, source)
+    elif labels is not None:
+        kw["labels"] = labels
     kw.update({k: v for k, v in overrides.items() if v is not None})
     if "layout" in kw:
         kw["layout"] = str(kw["layout"])
@@ -249,11 +284,26 @@ class DASPredictor:
         """
         Load a model.
 
+        What is parsed depends on ``path`` (a config is code: MONAI's ``ConfigParser`` evaluates its ``$`` strings,
+        so only a config the user points at is parsed; model files and their metadata are data):
+
+        - a bundle folder (or its ``models/`` folder): ``models/model.ts``, falling back to ``models/model.pt``; the
+          bundle's ``configs/inference.json`` is parsed with ``ConfigParser`` (trusted: the user chose the bundle).
+        - a TorchScript file: loaded with ``torch.jit.load``; its embedded ``metadata.json``/``inference.json`` (as
+          ``monai.bundle ckpt_export`` writes them) are read with ``json.loads`` and only literal values of
+          ``network_def`` (``layout``, ``slice_axis``, ``in_channels``; a whole-string ``@id`` reference is looked up
+          in the same JSON, never evaluated) and of the metadata are used. ``$``/``%`` expressions are ignored with a
+          warning, falling back to the metadata or the :class:`ModelSpec` defaults. A ``configs/inference.json``
+          next to the file (``<bundle>/models/model.ts``) is not parsed; ``configs/metadata.json`` is read as plain
+          JSON and preferred to the embedded one.
+        - a checkpoint file: ``torch.load(weights_only=True)``; the network comes from ``config_file``, which is
+          required even when the checkpoint lies in ``<bundle>/models/`` (pass the bundle folder instead to use its
+          config).
+
         Args:
-            path: bundle folder (uses ``models/model.ts``, falling back to ``models/model.pt`` +
-                ``configs/inference.json``), a TorchScript file (configs embedded by ``ckpt_export`` are used) or a
-                checkpoint file (needs ``config_file`` or to sit in a bundle's ``models/`` folder).
-            config_file: bundle config defining ``network_def`` (checkpoint path); overrides the bundle's own.
+            path: bundle folder, ``models/`` folder, TorchScript file or checkpoint file (see above).
+            config_file: bundle config defining ``network_def`` (trusted: parsed with ``ConfigParser``); required for a
+                checkpoint file, optional otherwise (overrides the bundle's own and a TorchScript file's embedded one).
             device: torch device.
             prefer: ``"torchscript"`` (default) or ``"checkpoint"`` when a bundle has both.
             measure_macs: count MACs (eager checkpoint networks only; once per input shape).
@@ -261,7 +311,8 @@ class DASPredictor:
                 ``spatial_size``, ``in_channels``, ``slice_axis``, ``labels``).
 
         Raises:
-            FileNotFoundError: no model file. ValueError: a checkpoint without a config. RuntimeError: loading failed.
+            FileNotFoundError: no model file. ValueError: a checkpoint file without ``config_file``. RuntimeError:
+            loading failed.
         """
         if prefer not in ("torchscript", "checkpoint"):
             raise ValueError(f"prefer must be 'torchscript' or 'checkpoint', got {prefer!r}.")
@@ -275,6 +326,18 @@ class DASPredictor:
                 f"no model found at '{path}': expected a TorchScript file, a checkpoint, or a bundle folder with "
                 f"models/{TORCHSCRIPT_NAMES[0]} or models/{CHECKPOINT_NAMES[0]}."
             )
+        if files["checkpoint"] is not None and files["torchscript"] is None and files["config"] is None:
+            hint = (
+                " (a model file's neighbouring configs/inference.json is not parsed: a config is code; pass the bundle"
+                " folder to use it)" if Path(path).is_file() else ""
+            )
+            raise ValueError(
+                f"checkpoint '{files['checkpoint']}' needs a bundle config with 'network_def': pass "
+                f"config_file=<bundle>/configs/inference.json{hint}."
+            )
+        # a bundle folder's metadata.json joins its config's parser (the config may use @_meta_#...); the one next
+        # to a model file is data and stays plain JSON
+        trusted_meta = Path(path).is_dir()
         order = ["torchscript", "checkpoint"] if prefer == "torchscript" else ["checkpoint", "torchscript"]
         errors = []
         for kind in order:
@@ -282,9 +345,9 @@ class DASPredictor:
                 continue
             try:
                 if kind == "torchscript":
-                    pred = cls._from_torchscript(files, device, spec_overrides)
+                    pred = cls._from_torchscript(files, device, spec_overrides, trusted_meta)
                 else:
-                    pred = cls._from_checkpoint(files, device, spec_overrides)
+                    pred = cls._from_checkpoint(files, device, spec_overrides, trusted_meta)
                 pred.measure_macs = measure_macs
                 return pred
             except (RuntimeError, ValueError, KeyError, OSError) as e:
@@ -293,32 +356,36 @@ class DASPredictor:
         raise RuntimeError(f"could not load a model from '{path}': " + "; ".join(errors))
 
     @classmethod
-    def _from_torchscript(cls, files: dict, device, overrides: Mapping) -> DASPredictor:
-        from monai.data import load_net_with_metadata
-
+    def _from_torchscript(cls, files: dict, device, overrides: Mapping, trusted_meta: bool) -> DASPredictor:
         ts_path = files["torchscript"]
-        net, meta, extra = load_net_with_metadata(str(ts_path), map_location=torch.device(device),
-                                                  more_extra_files=("inference.json",))
-        config = _read_config(files["config"]) if files["config"] else _json_or_none(extra.get("inference.json"))
-        metadata = _read_config(files["metadata"]) if files["metadata"] else meta
-        spec = _spec_from_configs(metadata or {}, _network_args(config), config, overrides)
-        return cls(net, spec, source=str(ts_path), model_format="torchscript", device=device)
+        # the names monai.data.save_net_with_metadata / ckpt_export give the extra files; loaded by hand (not with
+        # load_net_with_metadata) so that how they are read, json.loads and nothing else, is decided here
+        extra = {"metadata.json": "", "inference.json": ""}
+        net = torch.jit.load(str(ts_path), map_location=torch.device(device), _extra_files=extra)
+        source = str(ts_path)
+        metadata = _read_json(files["metadata"]) if files["metadata"] else (
+            _embedded_json(extra.get("metadata.json"), "metadata.json", source))
+        if files["config"] is not None:  # a config the user pointed at
+            parser = _config_parser(files["config"], files["metadata"] if trusted_meta else None)
+            args, labels = _trusted_network_args(parser), _trusted_labels(parser.get())
+        else:
+            config = _embedded_json(extra.get("inference.json"), "inference.json", source)
+            skip = {k for k, v in overrides.items() if v is not None}
+            where = f"inference.json embedded in '{source}'"
+            args, labels = _data_network_args(config, where, skip), _data_labels(config, where)
+        meta_source = str(files["metadata"]) if files["metadata"] else f"metadata.json embedded in '{source}'"
+        spec = _spec_from_configs(metadata or {}, args, labels, overrides, meta_source)
+        return cls(net, spec, source=source, model_format="torchscript", device=device)
 
     @classmethod
-    def _from_checkpoint(cls, files: dict, device, overrides: Mapping) -> DASPredictor:
-        from monai.bundle import ConfigParser
-
+    def _from_checkpoint(cls, files: dict, device, overrides: Mapping, trusted_meta: bool) -> DASPredictor:
         ckpt_path, cfg_path = files["checkpoint"], files["config"]
         if cfg_path is None:
             raise ValueError(
-                f"checkpoint '{ckpt_path}' needs a bundle config with 'network_def' (pass config_file, or keep the "
-                f"checkpoint in <bundle>/models/ next to <bundle>/configs/inference.json)."
+                f"checkpoint '{ckpt_path}' needs a bundle config with 'network_def': pass config_file or the bundle "
+                f"folder."
             )
-        parser = ConfigParser()
-        parser.read_config(str(cfg_path))
-        if files["metadata"]:
-            parser.read_meta(str(files["metadata"]))
-        parser["bundle_root"] = str(Path(cfg_path).parent.parent)
+        parser = _config_parser(cfg_path, files["metadata"] if trusted_meta else None)
         if "network_def" not in parser.config:  # type: ignore[operator]
             raise ValueError(f"config '{cfg_path}' has no 'network_def'.")
         net = parser.get_parsed_content("network_def", instantiate=True)
@@ -326,8 +393,11 @@ class DASPredictor:
         if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
             state = state["model"]
         net.load_state_dict(state)
-        config = parser.get()
-        spec = _spec_from_configs(parser.get("_meta_") or {}, _network_args(config), config, overrides)
+        # metadata is data: the file read as plain JSON, else the config's own _meta_ section, unparsed
+        metadata = _read_json(files["metadata"]) if files["metadata"] else parser.get("_meta_")
+        source = str(files["metadata"] or cfg_path)
+        spec = _spec_from_configs(metadata or {}, _trusted_network_args(parser), _trusted_labels(parser.get()),
+                                  overrides, source)
         return cls(net, spec, source=str(ckpt_path), model_format="checkpoint", device=device)
 
     # ------------------------------------------------------------------ inference
@@ -466,16 +536,27 @@ def _match_frames(kept: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | No
     return torch.tensor(rows, dtype=torch.long)
 
 
-def _network_args(config: Mapping | None) -> dict[str, Any]:
-    """``layout``, ``slice_axis``, ``in_channels`` of the config's ``network_def``, references resolved."""
-    if not config or not isinstance(config.get("network_def"), Mapping):
-        return {}
+# ---------------------------------------------------------------------------------------------- configs (trusted)
+def _config_parser(cfg_path: Path, meta_path: Path | None = None):
+    """A ``ConfigParser`` of a config the user pointed at (trusted code), ``bundle_root`` = its bundle folder."""
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser(dict(config))
+    parser = ConfigParser()
+    parser.read_config(str(cfg_path))
+    if meta_path is not None:
+        parser.read_meta(str(meta_path))
+    parser["bundle_root"] = str(Path(cfg_path).parent.parent)
+    return parser
+
+
+def _trusted_network_args(parser) -> dict[str, Any]:
+    """``layout``, ``slice_axis``, ``in_channels`` of a trusted config's ``network_def``, expressions evaluated."""
+    network_def = parser.get("network_def")
+    if not isinstance(network_def, Mapping):
+        return {}
     args: dict[str, Any] = {}
-    for key in ("layout", "slice_axis", "in_channels"):
-        if key in config["network_def"]:
+    for key in _NETWORK_KEYS:
+        if key in network_def:
             try:
                 args[key] = parser.get_parsed_content(f"network_def#{key}", instantiate=False)
             except Exception as e:  # an unresolvable expression: fall back to metadata / defaults
@@ -483,18 +564,119 @@ def _network_args(config: Mapping | None) -> dict[str, Any]:
     return args
 
 
-def _read_config(path: Path | None) -> dict | None:
-    if path is None:
+def _trusted_labels(config: Mapping | None) -> list[str] | None:
+    names = (config or {}).get("label_names")
+    return [str(v) for v in names] if isinstance(names, list) else None
+
+
+# ----------------------------------------------------------------------- model files and metadata (data, not code)
+_NETWORK_KEYS = ("layout", "slice_axis", "in_channels")
+#: a whole-string MONAI reference ``@id``, ``@a#b`` (or the legacy ``@a::b``): looked up, never evaluated
+_REFERENCE = re.compile(r"^@([\w.\-]+(?:(?:#|::)[\w.\-]+)*)$")
+_MISSING = object()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_code(text: str) -> bool:
+    """A string MONAI's ``ConfigParser`` would evaluate (``$``), expand (``%`` macro) or resolve (``@`` reference)."""
+    return text.startswith(("$", "%")) or "@" in text
+
+
+def _is_literal(value: Any) -> bool:
+    """str (not code)/int/float/bool, or a list of those."""
+    if isinstance(value, str):
+        return not _is_code(value)
+    if isinstance(value, (bool, int, float)):
+        return True
+    return isinstance(value, list) and all(not isinstance(v, list) and _is_literal(v) for v in value)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _ignored(key: str, value: Any, source: str) -> None:
+    logger.warning(
+        "ignoring %s = %s in %s: a model file and its metadata are data, only literal values are used (expressions "
+        "and references are never evaluated); falling back to the metadata or the defaults (pass the bundle folder, "
+        "config_file= or the ModelSpec field to set it).", key, _short(value), source,
+    )
+
+
+def _lookup(config: Mapping, ref: str) -> Any:
+    """Plain lookup of a ``#``-separated id in nested dicts/lists (what ``@id`` names), or ``_MISSING``."""
+    node: Any = config
+    for part in ref.replace("::", "#").split("#"):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def _literal_value(config: Mapping, value: Any, key: str, source: str) -> Any:
+    """``value`` if literal, following whole-string ``@id`` references through ``config`` (by lookup); else
+    ``_MISSING`` with a warning."""
+    for _ in range(8):  # a few hops: @a -> @b -> 1; cycles end here
+        match = _REFERENCE.match(value) if isinstance(value, str) else None
+        if match is None:
+            break
+        target = _lookup(config, match.group(1))
+        if target is _MISSING:
+            break
+        value = target
+    if _is_literal(value):
+        return value
+    _ignored(key, value, source)
+    return _MISSING
+
+
+def _data_network_args(config: Mapping | None, source: str, skip: set[str] = frozenset()) -> dict[str, Any]:
+    """``layout``, ``slice_axis``, ``in_channels`` of an untrusted config's ``network_def``: literal values only."""
+    network_def = (config or {}).get("network_def")
+    if not isinstance(network_def, Mapping):
+        return {}
+    args: dict[str, Any] = {}
+    for key in _NETWORK_KEYS:
+        if key in network_def and key not in skip:
+            value = _literal_value(config, network_def[key], f"network_def#{key}", source)  # type: ignore[arg-type]
+            if value is _MISSING:
+                continue
+            if isinstance(value, str) if key == "layout" else _is_int(value):
+                args[key] = value
+            else:  # e.g. slice_axis 1.5 or "1": refused rather than silently truncated
+                _ignored(f"network_def#{key}", value, source)
+    return args
+
+
+def _data_labels(config: Mapping | None, source: str) -> list[str] | None:
+    if not config or "label_names" not in config:
         return None
-    from monai.bundle import ConfigParser
+    names = _literal_value(config, config["label_names"], "label_names", source)
+    return [str(v) for v in names] if isinstance(names, list) else None
 
-    return ConfigParser.load_config_file(str(path))
+
+def _read_json(path: Path) -> dict | None:
+    """A metadata file: plain JSON (never a ``ConfigParser``: metadata is data)."""
+    return _embedded_json(Path(path).read_bytes(), Path(path).name, str(path))
 
 
-def _json_or_none(text: Any) -> dict | None:
+def _embedded_json(text: Any, name: str, source: str) -> dict | None:
+    """``json.loads`` of a JSON object (an extra file of a TorchScript archive or a metadata file), else ``None``."""
     if not text:
         return None
     try:
-        return json.loads(text)
-    except (TypeError, ValueError):
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as e:
+        logger.warning("ignoring %s of '%s': not valid JSON (%s).", name, source, e)
         return None
+    if not isinstance(value, dict):
+        logger.warning("ignoring %s of '%s': expected a JSON object, got %s.", name, source, type(value).__name__)
+        return None
+    return value

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.blocks.gumbel import sample_without_replacement, select_frames
-from monai_das.networks.nets.sampler import BaseSampler
+from monai_das.networks.nets.sampler import BaseSampler, check_count
 
 __all__ = ["ADPSSampler", "SmallFrameEncoder"]
 
@@ -35,7 +35,8 @@ class ADPSSampler(BaseSampler):
     Args:
         num_samples: ``k``.
         num_frames: ``T`` (the logits layer is ``T`` wide).
-        in_channels: frame channels (for the default encoder).
+        in_channels: frame channels ``C`` (for the default encoder; checked against the input). With ``encoder``
+            given, its ``in_channels`` attribute (if any) is checked instead.
         hidden_dim: LSTM width.
         encoder: frame encoder ``N×C×H×W → N×E`` with an ``out_features`` attribute; by default a
             :class:`SmallFrameEncoder`. Passing the downstream encoder shares it.
@@ -54,10 +55,16 @@ class ADPSSampler(BaseSampler):
         tau: float = 1.0,
     ) -> None:
         super().__init__(num_samples)
-        if num_frames < num_samples:
-            raise ValueError(f"num_frames={num_frames} must be >= num_samples={num_samples}.")
-        self.num_frames, self.tau = int(num_frames), float(tau)
-        self.encoder = encoder if encoder is not None else SmallFrameEncoder(in_channels)
+        num_frames = check_count(num_frames, "num_frames (T)")
+        if num_frames < self.num_samples:
+            raise ValueError(f"num_frames={num_frames} must be >= num_samples={self.num_samples}.")
+        self.num_frames, self.tau = num_frames, float(tau)
+        if encoder is None:
+            self.in_channels: int | None = check_count(in_channels, "in_channels")
+            self.encoder: nn.Module = SmallFrameEncoder(self.in_channels)
+        else:
+            self.in_channels, self.encoder = getattr(encoder, "in_channels", None), encoder
+        hidden_dim = check_count(hidden_dim, "hidden_dim")
         self.cell = nn.LSTMCell(int(self.encoder.out_features), hidden_dim)
         self.h0 = nn.Parameter(torch.zeros(hidden_dim))
         self.to_logits = nn.Linear(hidden_dim, self.num_frames)
@@ -66,6 +73,11 @@ class ADPSSampler(BaseSampler):
         super().check_input(x)
         if x.shape[1] != self.num_frames:
             raise ValueError(f"ADPSSampler was built for T={self.num_frames} frames, got T={x.shape[1]}.")
+        if self.in_channels is not None and x.shape[2] != self.in_channels:
+            raise ValueError(
+                f"ADPSSampler's frame encoder expects in_channels={self.in_channels} but the input B×T×C×H×W of "
+                f"shape {tuple(x.shape)} has C={x.shape[2]} channel(s)."
+            )
 
     def sampling_matrix(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]

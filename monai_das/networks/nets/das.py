@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from monai_das.networks.blocks.frame_features import FEATURE_NAMES, FrameFeatures
 from monai_das.networks.blocks.gumbel import sample_without_replacement
-from monai_das.networks.nets.sampler import BaseSampler
+from monai_das.networks.nets.sampler import BaseSampler, check_count
 
 __all__ = ["DASampler"]
 
@@ -36,7 +36,7 @@ class DASampler(BaseSampler):
 
     Args:
         num_samples: ``k``, frames kept.
-        in_channels: channels of a frame (kept for checks; the features average over channels).
+        in_channels: channels ``C`` of a frame (checked against the input; the features average over channels).
         embed_dim: ``d``, width of ``F``.
         num_heads: attention heads ``H`` (``embed_dim`` must be divisible by it).
         hidden_dim: width of the scale and temperature MLPs.
@@ -46,7 +46,8 @@ class DASampler(BaseSampler):
         positional: give the attention the frame position.
         feature_size: frames are area-averaged to at most this many pixels a side before the features are computed.
 
-    Shapes: ``x`` ``B×T×C×H×W`` → :class:`SamplerOutput` (``B×k×C×H×W``, ``B×k×T``, ``B×k``).
+    Shapes: ``x`` ``B×T×C×H×W`` → :class:`SamplerOutput` (``B×k×C×H×W``, ``B×k×T``, ``B×k``). Floating input is
+    cast to the parameters' dtype (float32 unless the sampler was converted), see :meth:`BaseSampler.cast_input`.
     """
 
     learnable = True
@@ -65,6 +66,9 @@ class DASampler(BaseSampler):
         feature_size: int | None = 32,
     ) -> None:
         super().__init__(num_samples)
+        in_channels = check_count(in_channels, "in_channels")
+        embed_dim, num_heads = check_count(embed_dim, "embed_dim"), check_count(num_heads, "num_heads")
+        hidden_dim = check_count(hidden_dim, "hidden_dim")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}.")
         if tau0 <= 0:
@@ -74,8 +78,16 @@ class DASampler(BaseSampler):
         self.embed = nn.Sequential(_mlp(self.frame_features.out_features, embed_dim, embed_dim), nn.LayerNorm(embed_dim))
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
         self.base_score = nn.Parameter(torch.randn(num_heads, embed_dim // num_heads) / (embed_dim // num_heads) ** 0.5)
-        self.scale_mlps = nn.ModuleList([_mlp(embed_dim, hidden_dim, num_samples) for _ in range(num_heads)])
+        self.scale_mlps = nn.ModuleList([_mlp(embed_dim, hidden_dim, self.num_samples) for _ in range(num_heads)])
         self.temp_mlp = _mlp(embed_dim, hidden_dim, 1)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        if x.shape[2] != self.in_channels:
+            raise ValueError(
+                f"DASampler was built for in_channels={self.in_channels} but the input B×T×C×H×W of shape "
+                f"{tuple(x.shape)} has C={x.shape[2]} channel(s)."
+            )
 
     def embed_frames(self, x: torch.Tensor) -> torch.Tensor:
         """``F``: ``B×T×d``."""

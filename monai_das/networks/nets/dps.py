@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.blocks.gumbel import sample_without_replacement
-from monai_das.networks.nets.sampler import BaseSampler
+from monai_das.networks.nets.sampler import BaseSampler, check_count
 
 __all__ = ["DPSSampler"]
 
@@ -26,9 +26,10 @@ class DPSSampler(BaseSampler):
 
     def __init__(self, num_samples: int, num_frames: int, tau: float = 1.0) -> None:
         super().__init__(num_samples)
-        if num_frames < num_samples:
-            raise ValueError(f"num_frames={num_frames} must be >= num_samples={num_samples}.")
-        self.num_frames, self.tau = int(num_frames), float(tau)
+        num_frames = check_count(num_frames, "num_frames (T)")
+        if num_frames < self.num_samples:
+            raise ValueError(f"num_frames={num_frames} must be >= num_samples={self.num_samples}.")
+        self.num_frames, self.tau = num_frames, float(tau)
         self.logits = nn.Parameter(1e-3 * torch.randn(self.num_frames))
 
     def check_input(self, x: torch.Tensor) -> None:

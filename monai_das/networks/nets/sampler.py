@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+import numbers
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
 
-__all__ = ["SamplerOutput", "BaseSampler", "is_exporting"]
+__all__ = ["SamplerOutput", "BaseSampler", "is_exporting", "check_count", "parameter_dtype"]
 
 
 class SamplerOutput(NamedTuple):
@@ -31,6 +33,28 @@ def is_exporting() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
 
 
+def check_count(value: Any, name: str) -> int:
+    """
+    ``value`` as an ``int >= 1`` (a number of frames, channels, classes...). Integers and integral floats (``4.0``,
+    as a config may give) pass; ``2.7``, ``0``, ``True`` or ``"4"`` raise a ``ValueError`` naming ``name`` and the
+    value, instead of a ``TypeError`` from deep inside ``nn.Linear`` or a silently truncated count.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok and not isinstance(value, numbers.Integral):
+        ok = math.isfinite(value) and float(value).is_integer()
+    if not ok or int(value) < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)
+
+
+def parameter_dtype(module: nn.Module) -> torch.dtype | None:
+    """dtype of the first floating point parameter of ``module`` (``None`` when it has none)."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
 class BaseSampler(nn.Module):
     """
     Base class of the samplers: ``forward(x)`` with ``x`` of shape ``B×T×C×H×W`` returns a :class:`SamplerOutput`
@@ -38,6 +62,10 @@ class BaseSampler(nn.Module):
 
     Subclasses implement :meth:`sampling_matrix` (a one-hot ``B×k×T`` matrix, in any row order) or
     :meth:`sampling_indices` (``B×k`` distinct indices, in any order).
+
+    Floating point input is cast to the dtype of the sampler's parameters (e.g. float16/bfloat16 input to a float32
+    sampler is computed, and returned, in float32; see :meth:`cast_input`); samplers without parameters keep the input
+    dtype. Integer input is refused.
 
     Args:
         num_samples: ``k``, the number of frames kept.
@@ -48,9 +76,7 @@ class BaseSampler(nn.Module):
 
     def __init__(self, num_samples: int) -> None:
         super().__init__()
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples (k) must be >= 1, got {num_samples}.")
-        self.num_samples = int(num_samples)
+        self.num_samples = check_count(num_samples, "num_samples (k)")
 
     def num_kept(self, num_frames: int) -> int:
         """``k`` for an input of ``num_frames`` frames."""
@@ -73,6 +99,15 @@ class BaseSampler(nn.Module):
         if not is_exporting() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             raise ValueError("input contains NaN or Inf values.")
 
+    def cast_input(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Floating ``x`` in the dtype of the sampler's parameters: mixing dtypes would fail in the first matmul with
+        an error that names neither the input nor the sampler. Under ``torch.autocast`` the parameters stay float32
+        and autocast still picks the matmul precision.
+        """
+        dtype = parameter_dtype(self)
+        return x if dtype is None or x.dtype == dtype or not x.is_floating_point() else x.to(dtype)
+
     def sampling_indices(self, x: torch.Tensor) -> torch.Tensor:
         """``B×k`` distinct frame indices (any order)."""
         raise NotImplementedError
@@ -83,6 +118,7 @@ class BaseSampler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> SamplerOutput:
         self.check_input(x)
+        x = self.cast_input(x)
         return self.apply_matrix(self.sampling_matrix(x), x)
 
     @staticmethod

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.blocks.temporal_head import TemporalHead
-from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput
+from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, check_count, parameter_dtype
 
 __all__ = ["SubsampledClassifier", "LAYOUTS"]
 
@@ -28,6 +28,10 @@ class SubsampledClassifier(nn.Module):
         dropout: dropout before the final linear layer.
 
     Shapes: ``forward(x)`` → logits ``B×num_classes``; :meth:`sample` → :class:`SamplerOutput`.
+
+    Dtypes: floating point input is cast to the dtype of the network's parameters (float16/bfloat16/float64 input to
+    a float32 network is computed in float32, and :meth:`sample` returns float32 frames); for half precision convert
+    the network (``net.half()``) or use ``torch.autocast``. Integer input is refused by the sampler.
     """
 
     def __init__(
@@ -45,8 +49,7 @@ class SubsampledClassifier(nn.Module):
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
         if slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2 (D, H, W), got {slice_axis}.")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        num_classes = check_count(num_classes, "num_classes")
         self.sampler, self.encoder = sampler, encoder
         self.layout, self.slice_axis, self.num_classes = layout, slice_axis, num_classes
         self.in_channels = getattr(encoder, "in_channels", None)
@@ -55,7 +58,7 @@ class SubsampledClassifier(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
 
     def to_frames(self, x: torch.Tensor) -> torch.Tensor:
-        """Input as the network takes it → frame sequence ``B×T×C×H×W``."""
+        """Input as the network takes it → frame sequence ``B×T×C×H×W`` (floating input in the parameters' dtype)."""
         if not isinstance(x, torch.Tensor) or x.ndim != 5:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             expected = "B×C×D×H×W" if self.layout == "volume" else "B×T×C×H×W"
@@ -68,14 +71,20 @@ class SubsampledClassifier(nn.Module):
                 f"input has {channels} channel(s) but the encoder expects {self.in_channels} "
                 f"(layout={self.layout!r}: channels are dim {1 if self.layout == 'volume' else 2})."
             )
-        return x
+        return self._cast(x)
+
+    def _cast(self, x: torch.Tensor) -> torch.Tensor:
+        # a float16 study into float32 weights would fail in the first matmul/conv with an error naming neither
+        dtype = parameter_dtype(self)
+        return x if dtype is None or x.dtype == dtype or not x.is_floating_point() else x.to(dtype)
 
     def sample(self, x: torch.Tensor) -> SamplerOutput:
         """The sampler's choice for ``x`` (same layout as :meth:`forward`)."""
         return self.sampler(self.to_frames(x))
 
     def classify_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Logits ``B×num_classes`` from kept frames ``B×k×C×H×W``."""
+        """Logits ``B×num_classes`` from kept frames ``B×k×C×H×W`` (floating frames cast as in :meth:`to_frames`)."""
+        frames = self._cast(frames)
         b, k = frames.shape[:2]
         z = self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
         return self.classifier(self.temporal_head(z))
