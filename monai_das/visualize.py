@@ -57,36 +57,65 @@ def plot_kept_frames(
     filepath: str | os.PathLike,
     titles: Sequence[str] | None = None,
     max_frames: int = 16,
+    num_frames: int | None = None,
+    evidence: Sequence[Sequence[int] | None] | None = None,
 ) -> str:
     """
-    Montage of kept frames: one row per input, one column per kept frame, each titled with its index.
+    Montage of kept frames: one row per input, one column per kept frame, each titled with its index. With
+    ``num_frames`` a first column shows the whole sequence as a strip of ``T`` cells, kept ones dark and dropped ones
+    light, with the known evidence frames (``evidence``) marked in red, so what was dropped is visible too.
 
     Args:
         frames: ``B×k×C×H×W`` kept frames (``SamplerOutput.frames``).
         indices: ``B×k`` indices of the kept frames in the original sequence.
         filepath: PNG file to write.
-        titles: optional row titles (e.g. ``"label 1"``), one per input.
+        titles: optional row titles (e.g. ``"label 1 · pred 1 (0.93)"``), one per input.
         max_frames: show at most this many frames per row (evenly spread over the k kept ones).
+        num_frames: ``T``, to draw the kept/dropped strip.
+        evidence: per input, the indices of its known evidence frames (or ``None``), marked on the strip.
     """
     frames_np, idx = _np(frames), _np(indices).astype(int)
     if frames_np.ndim != 5 or idx.shape != frames_np.shape[:2]:
         raise ValueError(f"frames must be B×k×C×H×W and indices B×k; got {frames_np.shape} and {idx.shape}.")
     b, k = idx.shape
     cols = np.unique(np.linspace(0, k - 1, min(k, max_frames)).round().astype(int))
+    strip = 1 if num_frames else 0
     plt = _pyplot()
-    fig, axes = plt.subplots(b, len(cols), figsize=(1.3 * len(cols) + 0.6, 1.5 * b), squeeze=False)
+    widths = ([2.5] if strip else []) + [1.0] * len(cols)
+    fig, axes = plt.subplots(b, len(cols) + strip, figsize=(1.3 * (len(cols) + 2.5 * strip) + 0.6, 1.5 * b),
+                             squeeze=False, gridspec_kw={"width_ratios": widths})
     for r in range(b):
+        if strip:
+            _kept_strip(axes[r, 0], idx[r], int(num_frames), evidence[r] if evidence is not None else None)
         for c, j in enumerate(cols):
             img, cmap = _display(frames_np[r, j])
-            ax = axes[r, c]
+            ax = axes[r, c + strip]
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
             ax.set_title(f"#{idx[r, j]}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
         if titles is not None:
-            axes[r, 0].set_ylabel(str(titles[r]), fontsize=8)
-    fig.suptitle(f"kept frames ({k} per input; index in the original sequence)", fontsize=9)
+            axes[r, 0].set_ylabel(str(titles[r]), fontsize=7)
+    note = "; strip: kept dark, dropped light, evidence red" if strip else ""
+    fig.suptitle(f"kept frames ({k} per input; index in the original sequence{note})", fontsize=9)
     return _save(fig, filepath)
+
+
+def _kept_strip(ax, kept: np.ndarray, num_frames: int, evidence: Sequence[int] | None) -> None:
+    """One row of ``num_frames`` cells: kept frames dark, dropped light; evidence frames marked with red ticks."""
+    cells = np.full((1, num_frames), 0.15)
+    cells[0, kept[(kept >= 0) & (kept < num_frames)]] = 0.85
+    ax.imshow(cells, cmap="Greys", vmin=0, vmax=1, aspect="auto", extent=(-0.5, num_frames - 0.5, 0, 1))
+    if evidence is not None and len(evidence):
+        ev = [int(e) for e in evidence if 0 <= int(e) < num_frames]
+        ax.scatter(ev, [1.15] * len(ev), marker="v", color="red", s=14, clip_on=False)
+        hit = len(set(ev) & {int(i) for i in kept})
+        ax.set_title(f"T={num_frames}, evidence kept {hit}/{len(ev)}", fontsize=7)
+    else:
+        ax.set_title(f"T={num_frames}", fontsize=7)
+    ax.set_xticks([0, num_frames - 1])
+    ax.tick_params(labelsize=6)
+    ax.set_yticks([])
 
 
 def plot_sampling_matrix(

@@ -1,5 +1,14 @@
 """Inputs for monai_das: MedMNIST3D, synthetic volumes/videos, ultrasound clips and their listings."""
 
+from monai_das.data.datalist import (
+    DATALIST_SPLITS,
+    STUDY_LAYOUTS,
+    check_study_shapes,
+    datalist_classes,
+    datalist_splits,
+    load_datalist,
+    split_training,
+)
 from monai_das.data.factory import (
     DATASET_NAMES,
     POCUS_ROOT_ENV,
@@ -36,6 +45,13 @@ from monai_das.data.video import VideoDataset, video_transform
 from monai_das.data.video_io import DICOM_EXTENSIONS, VIDEO_EXTENSIONS, is_dicom, read_video
 
 __all__ = [
+    "DATALIST_SPLITS",
+    "STUDY_LAYOUTS",
+    "check_study_shapes",
+    "datalist_classes",
+    "datalist_splits",
+    "load_datalist",
+    "split_training",
     "DATASET_NAMES",
     "POCUS_ROOT_ENV",
     "SYNTHETIC_DEFAULT_SAMPLES",

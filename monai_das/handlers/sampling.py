@@ -126,40 +126,43 @@ class SamplingFiguresHandler:
         else:
             engine.add_event_handler(Events.COMPLETED, self)
 
-    def _batch(self) -> tuple[torch.Tensor, list[str]]:
+    def _name(self, label: int) -> str:
+        return str(self.label_names[label]) if self.label_names is not None and label < len(self.label_names) else str(label)
+
+    def _batch(self) -> tuple[torch.Tensor, list[dict]]:
         n = min(self.num_images, len(self.dataset))
         if n < 1:
             raise ValueError("SamplingFiguresHandler: the dataset is empty.")
         items = [self.dataset[i] for i in range(n)]
         images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float().to(self.device)
-        titles = []
-        for it in items:
-            label = it.get("label") if isinstance(it, dict) else None
-            if label is None:
-                titles.append("")
-                continue
-            label = int(torch.as_tensor(label).reshape(-1)[0])
-            name = self.label_names[label] if self.label_names is not None and label < len(self.label_names) else label
-            titles.append(f"label {name}")
-        return images, titles
+        return images, [it if isinstance(it, dict) else {} for it in items]
 
     def draw(self) -> list[str]:
         """Draw both pictures now; returns the file paths."""
+        from monai.networks.utils import eval_mode
+
         from monai_das.visualize import plot_kept_frames, plot_sampling_matrix
 
         net = unwrap_network(self.network)
-        images, titles = self._batch()
-        was_training = net.training
-        net.eval()
-        try:
-            with torch.no_grad():
-                out = net.sample(images)
-        finally:
-            net.train(was_training)
+        images, items = self._batch()
+        with eval_mode(net):
+            out = net.sample(images)
+            probs = torch.softmax(net(images).float(), dim=-1).cpu()
+        titles, evidence = [], []
+        for it, p in zip(items, probs):
+            pred = int(p.argmax())
+            title = f"pred {self._name(pred)} ({float(p[pred]):.2f})"
+            if it.get("label") is not None:
+                title = f"label {self._name(int(torch.as_tensor(it['label']).reshape(-1)[0]))}\n{title}"
+            titles.append(title)
+            ev = next((it[k] for k in ("evidence", "informative") if k in it), None)
+            evidence.append(None if ev is None else [int(i) for i in torch.as_tensor(ev).reshape(-1)])
         self.paths = [
-            plot_kept_frames(out.frames, out.indices, self.output_dir / "kept_frames.png", titles=titles),
+            plot_kept_frames(out.frames, out.indices, self.output_dir / "kept_frames.png", titles=titles,
+                             num_frames=int(out.matrix.shape[-1]), evidence=evidence),
             plot_sampling_matrix(
-                out.matrix, self.output_dir / "sampling_matrix.png", title=f"sampling matrix P ({titles[0]})"
+                out.matrix, self.output_dir / "sampling_matrix.png",
+                title=f"sampling matrix P ({titles[0].splitlines()[0]})"
             ),
         ]
         return self.paths

@@ -1,0 +1,645 @@
+"""
+User datalists for "train on your own data": a MONAI datalist JSON (Decathlon style) or a CSV of
+``image,label[,group][,evidence]`` rows, read into ``{"image", "label", "label_name", "group", "source_line"}`` items
+with every bad row refused by file and line; a patient-level training/validation split; and the data facts
+(channels, shapes, frame counts) read from the image headers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monai_das.data.listing import _label_index
+from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom
+
+__all__ = [
+    "DATALIST_SPLITS",
+    "STUDY_LAYOUTS",
+    "load_datalist",
+    "datalist_splits",
+    "datalist_classes",
+    "split_training",
+    "check_study_shapes",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the lists a MONAI datalist JSON may hold (a CSV holds the ``training`` list only)
+DATALIST_SPLITS = ("training", "validation", "test")
+#: ``"volume"``: channel-first ``C×D×H×W`` images; ``"video"``: ``T×C×H×W`` clips (as in ``SubsampledClassifier``)
+STUDY_LAYOUTS = ("volume", "video")
+
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+# ---------------------------------------------------------------------------------------------------- reading files
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "json"
+    if suffix == ".csv":
+        return "csv"
+    raise ValueError(f"datalist '{path}' must be a MONAI datalist .json or a .csv file, got suffix {suffix!r}.")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}.") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: datalist JSON must be an object with a 'training' list, not {type(data).__name__}.")
+    return data
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` pairs (header = line 1), every cell stripped."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in ("image", "label") if c not in columns]
+        if missing:
+            raise ValueError(
+                f"{path}:1: the CSV header lacks the column(s) {missing}; it has {columns}. Expected a header "
+                "'image,label[,group][,evidence]'."
+            )
+        reader.fieldnames = columns  # so that " label" in a hand-written header still counts as "label"
+        rows = []
+        for row in reader:
+            # physical line of the row's end (header = line 1): what an editor shows for one-line rows
+            rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items() if isinstance(k, str)}))
+    return rows
+
+
+def _file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist file '{path}' does not exist.")
+    return path
+
+
+def datalist_splits(path: str | os.PathLike) -> list[str]:
+    """
+    The lists that a datalist holds, in :data:`DATALIST_SPLITS` order (a CSV holds ``["training"]``).
+
+    Args:
+        path: a MONAI datalist ``.json`` or a ``.csv`` file.
+
+    Returns:
+        e.g. ``["training", "test"]``: no ``"validation"`` means :func:`split_training` should make one.
+    """
+    path = _file(path)
+    if _kind(path) == "csv":
+        return ["training"]
+    data = _read_json(path)
+    return [s for s in DATALIST_SPLITS if s in data]
+
+
+# ------------------------------------------------------------------------------------------------------- classes
+def _raw_label(value: Any, where: str) -> str:
+    """A label cell/value as a stripped string ("" when missing); lists, floats and booleans are refused."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{where}: label {value!r} must be a class name or an integer class index.")
+    return str(value).strip()
+
+
+def _json_label_names(path: Path, data: dict) -> list[str] | None:
+    """The top-level ``"labels"`` of a Decathlon ``dataset.json`` (``{"0": "name", ...}`` or a list) as a list."""
+    labels = data.get("labels")
+    if labels is None:
+        return None
+    if isinstance(labels, list):
+        names = [str(n) for n in labels]
+    elif isinstance(labels, Mapping):
+        by_index = {int(k): v for k, v in labels.items() if _INT_RE.match(str(k).strip())}
+        if len(by_index) != len(labels) or sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(
+                f"{path}: 'labels' must map the indices 0..N-1 to class names, got keys {sorted(labels, key=str)}."
+            )
+        names = [str(by_index[i]) for i in range(len(by_index))]
+    else:
+        raise ValueError(f"{path}: 'labels' must be an object {{\"0\": name, ...}} or a list, got {labels!r}.")
+    if not names or len(set(names)) != len(names) or not all(n.strip() for n in names):
+        raise ValueError(f"{path}: 'labels' must hold distinct, non-blank class names, got {names}.")
+    return names
+
+
+def _raw_rows(path: Path) -> dict[str, list[tuple[str, dict]]]:
+    """``split → [(location, raw item), ...]`` without any checks beyond the file's structure."""
+    if _kind(path) == "csv":
+        return {"training": [(str(line), row) for line, row in _read_csv(path)]}
+    data = _read_json(path)
+    out = {}
+    for split in DATALIST_SPLITS:
+        if split in data:
+            entries = data[split]
+            if not isinstance(entries, list):
+                raise ValueError(f"{path}: '{split}' must be a list, got {type(entries).__name__}.")
+            # a Decathlon "test" list may hold plain image paths
+            out[split] = [(f"{split}[{i}]", e if isinstance(e, dict) else {"image": e}) for i, e in enumerate(entries)]
+    return out
+
+
+def _classes_of(path: Path, rows: dict[str, list[tuple[str, dict]]], names: list[str] | None) -> list[str]:
+    if names is not None:
+        return list(names)
+    values: dict[str, str] = {}  # label → first location, for the error message
+    for split, entries in rows.items():
+        for loc, item in entries:
+            value = _raw_label(item.get("label"), f"{path}:{loc}")
+            if value and not (split == "test" and value == "-1"):  # -1 marks an unlabelled test item
+                values.setdefault(value, f"{path}:{loc}")
+    if not values:
+        return []
+    ints = [v for v in values if _INT_RE.match(v)]
+    if len(ints) == len(values):  # integer labels are class indices: classes "0".."max"
+        return [str(i) for i in range(max(int(v) for v in ints) + 1)]
+    if ints:
+        name = next(v for v in values if v not in ints)
+        raise ValueError(
+            f"{path}: labels mix class indices and class names ({ints[0]!r} at {values[ints[0]]}, {name!r} at "
+            f"{values[name]}); give the class names (a top-level 'labels' in the JSON, or label_names)."
+        )
+    return sorted(values)
+
+
+def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | None = None) -> list[str]:
+    """
+    The class names of a datalist, taken from the whole file (every split), so that the training, validation and
+    test items of one file agree on the label indices.
+
+    Args:
+        path: a MONAI datalist ``.json`` or a ``.csv`` file (see :func:`load_datalist`).
+        dataset_dir: accepted so that this call takes the same arguments as :func:`load_datalist`; class names do
+            not depend on where the images are.
+
+    Returns:
+        the JSON's top-level ``"labels"`` (``{"0": "name", ...}`` as in a Decathlon ``dataset.json``) when given;
+        else, when every label is an integer, ``["0", ..., str(max label)]``; else the distinct label names sorted.
+        Blank labels and the ``-1`` of unlabelled test items are not classes.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is neither JSON nor CSV, a CSV header without ``image``/``label``, malformed
+            ``"labels"``, or labels that mix names and integers without class names.
+    """
+    del dataset_dir  # see the docstring: class names are a property of the file alone
+    path = _file(path)
+    names = _json_label_names(path, _read_json(path)) if _kind(path) == "json" else None
+    return _classes_of(path, _raw_rows(path), names)
+
+
+# ------------------------------------------------------------------------------------------------------ datalists
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives (Windows) or a mix of absolute and relative paths
+        return False
+
+
+def _evidence(value: Any, where: str) -> list[int] | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    parts = value.split(";") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)):
+        raise ValueError(f"{where}: evidence {value!r} must be a list of slice indices (CSV: '3;4;7').")
+    out = []
+    for p in parts:
+        s = p.strip() if isinstance(p, str) else p
+        if isinstance(s, bool) or not (isinstance(s, int) or (isinstance(s, str) and _INT_RE.match(s))) or int(s) < 0:
+            raise ValueError(f"{where}: evidence {value!r} holds {p!r}, not a slice index (an integer >= 0).")
+        out.append(int(s))
+    return out
+
+
+def load_datalist(
+    path: str | os.PathLike,
+    dataset_dir: str | os.PathLike | None = None,
+    split: str = "training",
+    label_names: Sequence[str] | None = None,
+) -> list[dict]:
+    """
+    Read one list of a user datalist, checking every item.
+
+    Two formats:
+
+    - a MONAI datalist JSON (read with :func:`monai.data.load_decathlon_datalist`): ``"training"``,
+      ``"validation"`` and ``"test"`` lists of ``{"image": path, "label": name or index, "group": patient id,
+      "evidence": [slice indices]}`` (``group`` and ``evidence`` optional; a ``"test"`` list may also hold plain
+      image paths), and optionally the class names as a top-level ``"labels": {"0": "name", ...}`` as in a
+      Decathlon ``dataset.json``;
+    - a CSV with the header ``image,label[,group][,evidence]`` (``evidence`` as ``;``-separated slice indices,
+      e.g. ``3;4;7``), which holds the ``"training"`` list only.
+
+    Other JSON keys and CSV columns are ignored, so that every item has the same keys (MONAI collates a batch key by
+    key). Relative image paths are relative to ``dataset_dir``; every image, also one given as an absolute path,
+    must lie inside ``dataset_dir``: a path that leaves it (``../``, or an absolute path elsewhere) is refused, so a
+    datalist cannot make training read files outside the dataset. The check works on the written paths
+    (``os.path.normpath``), not on symlink targets, so a symlinked folder inside ``dataset_dir`` is allowed.
+
+    Args:
+        path: the ``.json`` or ``.csv`` file.
+        dataset_dir: the dataset root (default: the datalist file's folder).
+        split: ``"training"``, ``"validation"`` or ``"test"``.
+        label_names: class names (index = position); default: :func:`datalist_classes` of the file (the JSON's
+            ``"labels"``, else the labels of all its splits). String labels are looked up among the names, integer
+            labels are indices into them.
+
+    Returns:
+        one dict per item, in file order: ``{"image": absolute path, "label": int, "label_name": str,
+        "group": str, "source_line": "<file>:<CSV line>" or "<file>:<split>[<index>]", "evidence": [int, ...]}``
+        (``"evidence"`` only when the item gives it). ``group`` defaults to the image path (each image its own
+        patient). Unlabelled ``"test"`` items (no label, blank, or ``-1``) get label ``-1`` and label_name ``""``.
+
+    Raises:
+        FileNotFoundError: the datalist or an image (file, or DICOM series folder) does not exist.
+        ValueError: naming the file and the CSV line (header = line 1) or ``<split>[<index>]`` of the item: a CSV
+            header without ``image``/``label`` (with the columns it has), a blank image, an image outside
+            ``dataset_dir``, a blank or unknown label, an integer label outside ``0..len(classes)-1``, an image
+            listed twice in the split, malformed evidence; also a missing or empty list.
+    """
+    from monai.data import load_decathlon_datalist
+
+    path = _file(path)
+    kind = _kind(path)
+    if split not in DATALIST_SPLITS:
+        raise ValueError(f"split must be one of {DATALIST_SPLITS}, got {split!r}.")
+    root = os.path.normpath(os.path.abspath(dataset_dir if dataset_dir is not None else path.parent))
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset_dir '{root}' (root of the images of '{path}') is not a folder.")
+    rows = _raw_rows(path)
+    if split not in rows:
+        raise ValueError(
+            f"{path}: has no '{split}' list (it has {sorted(rows)})"
+            + ("; a CSV holds the training list only." if kind == "csv" else ".")
+        )
+    entries = rows[split]
+    if not entries:
+        raise ValueError(f"{path}: the '{split}' list is empty" + (" (a header, no rows)." if kind == "csv" else "."))
+    json_names = _json_label_names(path, _read_json(path)) if kind == "json" else None
+    classes = list(label_names) if label_names is not None else _classes_of(path, rows, json_names)
+
+    for loc, item in entries:  # checked here: load_decathlon_datalist would fail without naming the item
+        image = item.get("image")
+        if not isinstance(image, str) or not image.strip():
+            what = "is blank" if image is None or isinstance(image, str) else f"must be one path, got {image!r}"
+            raise ValueError(f"{path}:{loc}: the image {what}.")
+    if kind == "json":
+        # only "image" is taken from MONAI's reader: for every other key it turns any value that happens to name an
+        # existing file or folder under base_dir into a path (a label "benign" next to a folder benign/, say)
+        resolved = [it["image"] for it in load_decathlon_datalist(path, False, split, base_dir=root)]
+        # MONAI wraps every item of a "test" list whose first entry is a plain path; a dict after it is then not
+        # resolved (its "image" stays a dict): join that one here, as MONAI does for the others
+        resolved = [
+            r if isinstance(r, str) else os.path.join(root, it["image"]) for r, (_, it) in zip(resolved, entries)
+        ]
+    else:
+        resolved = [os.path.join(root, item["image"]) for _, item in entries]
+
+    items: list[dict] = []
+    seen: dict[str, str] = {}
+    for (loc, item), image in zip(entries, resolved):
+        where = f"{path}:{loc}"
+        image = os.path.normpath(os.path.abspath(image))
+        if not _inside(image, root):
+            raise ValueError(
+                f"{where}: image {item['image']!r} resolves to '{image}', outside the dataset folder '{root}'; "
+                "images must lie inside dataset_dir."
+            )
+        if not os.path.exists(image):
+            raise FileNotFoundError(f"{where}: image '{image}' does not exist.")
+        if image in seen:
+            raise ValueError(f"{where}: image '{image}' is listed twice in '{split}' (first at {seen[image]}).")
+        seen[image] = where
+        raw = _raw_label(item.get("label"), where)
+        if split == "test" and raw in ("", "-1"):
+            label, name = -1, ""
+        else:
+            label = _label_index(raw, classes, where)
+            name = classes[label]
+        group = item.get("group")
+        # a blank group is the image itself, never str(None): a shared "None" group would join unrelated patients
+        group = str(group).strip() if group is not None and str(group).strip() else image
+        out = {"image": image, "label": label, "label_name": name, "group": group, "source_line": where}
+        evidence = _evidence(item.get("evidence"), where)
+        if evidence is not None:
+            out["evidence"] = evidence
+        items.append(out)
+    logger.info("%s: %d '%s' items, %d classes %s", path, len(items), split, len(classes), classes)
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------- splitting
+def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """
+    Split training items into training and validation by ``group`` (patient), for datalists without a
+    ``"validation"`` list: all items of a group land in the same part.
+
+    Each group gets the most common label of its items (ties: the smallest); per label, about ``val_fraction`` of
+    its groups, picked by a shuffle seeded with ``seed``, go to validation (largest-remainder rounding, so that
+    ``round(val_fraction × number of groups)`` groups go in all), and each label keeps at least one group in
+    training where it has any. The fraction counts groups, not items, so patients with many images weigh more.
+    The same items, ``val_fraction`` and ``seed`` always give the same split.
+
+    Args:
+        items: dicts with ``"label"`` (int) and ``"group"``, e.g. from :func:`load_datalist`.
+        val_fraction: share of the groups for validation, in ``(0, 1)``; default 0.2.
+        seed: seed of the group shuffle; default 0.
+
+    Returns:
+        ``(train, val)``: the items (the same dicts) in their input order, each part with at least one group.
+
+    Raises:
+        ValueError: ``val_fraction`` outside ``(0, 1)``, an item without a group, or fewer than 2 groups.
+    """
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    blank = [it for it in items if it.get("group") is None or not str(it["group"]).strip()]
+    if blank:
+        raise ValueError(f"{len(blank)} item(s) have no 'group' (e.g. {blank[0].get('source_line', blank[0])}).")
+    labels_of: dict[str, Counter] = {}
+    for it in items:
+        labels_of.setdefault(str(it["group"]), Counter())[int(it["label"])] += 1
+    if len(labels_of) < 2:
+        raise ValueError(
+            f"cannot split {len(items)} item(s) of {len(labels_of)} group(s) into training and validation: at least "
+            "2 groups (patients) are needed; add a 'validation' list or more patients."
+        )
+    strata: dict[int, list[str]] = {}
+    for g in sorted(labels_of):  # sorted first: the shuffle then depends on the seed only, not on the item order
+        counts = labels_of[g]
+        strata.setdefault(max(counts, key=lambda lab: (counts[lab], -lab)), []).append(g)
+    rng = np.random.default_rng(seed)
+    for lab in sorted(strata):
+        order = rng.permutation(len(strata[lab]))
+        strata[lab] = [strata[lab][i] for i in order]
+
+    n_groups = len(labels_of)
+    n_val = min(max(round(float(val_fraction) * n_groups), 1), n_groups - 1)
+    want = {lab: float(val_fraction) * len(gs) for lab, gs in strata.items()}
+    # keep one group of every label in training while the total allows it
+    cap = {lab: max(len(gs) - 1, 0) for lab, gs in strata.items()}
+    quota = {lab: min(math.floor(want[lab]), cap[lab]) for lab in strata}
+    for relax in (False, True):  # second pass: give up the one-group-per-label rule when nothing else is left
+        by_remainder = sorted(strata, key=lambda lab: (-(want[lab] - quota[lab]), lab))
+        while sum(quota.values()) < n_val:
+            room = [lab for lab in by_remainder if quota[lab] < (len(strata[lab]) if relax else cap[lab])]
+            if not room:
+                break
+            quota[room[0]] += 1
+            by_remainder = sorted(strata, key=lambda lab: (-(want[lab] - quota[lab]), lab))
+    val_groups = {g for lab, gs in strata.items() for g in gs[: quota[lab]]}
+    train = [it for it in items if str(it["group"]) not in val_groups]
+    val = [it for it in items if str(it["group"]) in val_groups]
+    logger.info(
+        "split_training(val_fraction=%s, seed=%s): %d groups → %d training (%d items), %d validation (%d items)",
+        val_fraction, seed, n_groups, n_groups - len(val_groups), len(train), len(val_groups), len(val),
+    )
+    return train, val
+
+
+# ------------------------------------------------------------------------------------------------ data facts
+def _where(item: Any, image: str) -> str:
+    loc = item.get("source_line") if isinstance(item, Mapping) else None
+    return f"{loc}: '{image}'" if loc else f"'{image}'"
+
+
+def _nifti_shape(path: str) -> tuple[int, list[int]]:
+    """``(channels, spatial)`` from the header, as MONAI's ``NibabelReader`` sees it (channels last, if any)."""
+    import nibabel as nib
+
+    shape = [int(s) for s in nib.load(path).shape]
+    spatial, rest = shape[:3], shape[3:]
+    while rest and rest[-1] == 1:  # NibabelReader squeezes trailing singleton non-spatial dims
+        rest.pop()
+    if len(rest) > 1:
+        raise ValueError(f"has shape {shape}: more than one non-spatial dimension (expected X×Y×Z[×C]).")
+    return (rest[0] if rest else 1), spatial
+
+
+def _npy_shape(path: str) -> tuple[int, list[int]]:
+    """``(channels, spatial)``: a 2D/3D array has no channel axis, a 4D one is channel-first ``C×D×H×W``."""
+    shape = [int(s) for s in np.load(path, mmap_mode="r").shape]  # mmap: the header, no pixel data
+    if len(shape) <= 3:
+        return 1, shape
+    if len(shape) == 4:
+        return shape[0], shape[1:]
+    raise ValueError(f"has shape {shape}: expected D×H×W or C×D×H×W.")
+
+
+def _dicom_header(path: Path):
+    import pydicom
+
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as e:
+        raise RuntimeError(f"cannot read the DICOM header of '{path}': {e}") from e
+
+
+def _dicom_channels(ds) -> int:
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        return 3  # read_video expands the palette to RGB
+    return int(ds.get("SamplesPerPixel", 1) or 1)
+
+
+def _dicom_rows_cols(ds, path: Path) -> tuple[int, int]:
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ValueError(f"DICOM file '{path}' has no image (no Rows/Columns).")
+    return int(ds.Rows), int(ds.Columns)
+
+
+def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
+    """
+    ``("clip", C, [T, H, W])`` for a multi-frame DICOM file, ``("volume", C, [W, H, N])`` for a folder of
+    single-frame DICOM files (one series; MONAI's ``PydicomReader`` order: columns, rows, slices) or one such file.
+    """
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.is_file() and is_dicom(f))
+        if not files:
+            raise ValueError("is a folder without DICOM files (expected one DICOM series).")
+        headers = [_dicom_header(f) for f in files]
+        frames = [int(h.get("NumberOfFrames", 1) or 1) for h in headers]
+        if len(files) == 1 and frames[0] > 1:
+            return _dicom_facts(files[0])
+        if max(frames) > 1:
+            raise ValueError(f"mixes multi-frame DICOM ('{files[frames.index(max(frames))]}') and other files.")
+        series = {str(h.get("SeriesInstanceUID", "")) for h in headers}
+        if len(series) > 1:
+            raise ValueError(f"holds {len(series)} DICOM series; give one folder per series.")
+        sizes = {_dicom_rows_cols(h, f) for f, h in zip(files, headers)}
+        if len(sizes) > 1:
+            raise ValueError(f"holds DICOM slices of different sizes {sorted(sizes)} (rows, columns).")
+        channels = {_dicom_channels(h) for h in headers}
+        if len(channels) > 1:
+            raise ValueError(f"holds DICOM slices with different SamplesPerPixel {sorted(channels)}.")
+        (rows, cols), = sizes
+        return "volume", channels.pop(), [cols, rows, len(files)]
+    ds = _dicom_header(path)
+    rows, cols = _dicom_rows_cols(ds, path)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    if n > 1:
+        return "clip", _dicom_channels(ds), [n, rows, cols]
+    return "volume", _dicom_channels(ds), [cols, rows]
+
+
+def _video_facts(path: str) -> tuple[int, list[int]]:
+    """``(3, [T, H, W])`` from the container header (OpenCV decodes every container to BGR)."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            if path.lower().endswith(".gif"):  # read_video falls back to Pillow for GIFs OpenCV cannot open
+                from PIL import Image
+
+                with Image.open(path) as im:
+                    return 3, [int(getattr(im, "n_frames", 1)), int(im.height), int(im.width)]
+            raise RuntimeError("OpenCV cannot open it (unsupported codec or corrupt file).")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        if n <= 0:  # some containers do not store the count: step through the packets without decoding them
+            n = 0
+            while cap.grab():
+                n += 1
+        return 3, [n, h, w]
+    finally:
+        cap.release()
+
+
+def _loaded_facts(path: str, reader) -> tuple[int, list[int]]:
+    """``(C, spatial)`` by loading the image with MONAI (for formats without a header-only reader here)."""
+    from monai.transforms import LoadImage
+
+    logger.debug("check_study_shapes: loading all of '%s' (no header-only reader for this format)", path)
+    img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(path)
+    shape = [int(s) for s in img.shape]
+    return shape[0], shape[1:]
+
+
+def _study_facts(image: str, layout: str, slice_axis: int, reader) -> tuple[int, tuple[int, ...], int]:
+    """``(channels, shape in the layout's order, number of frames/slices)`` of one image."""
+    p = Path(image)
+    name = p.name.lower()
+    if not p.exists():
+        raise FileNotFoundError("does not exist.")
+    clip: list[int] | None = None  # [T, H, W] of a clip
+    if name.endswith(_NIFTI_SUFFIXES):
+        c, spatial = _nifti_shape(image)
+    elif name.endswith(".npy"):
+        c, spatial = _npy_shape(image)
+    elif p.is_dir() or is_dicom(p):
+        kind, c, dims = _dicom_facts(p)
+        clip, spatial = (dims, []) if kind == "clip" else (None, dims)
+    elif name.endswith(VIDEO_EXTENSIONS):
+        c, clip = _video_facts(image)
+    else:
+        c, spatial = _loaded_facts(image, reader)
+
+    if layout == "video":
+        if clip is None:  # a volume read as a clip: frames along its first spatial axis (as StudyLoader does)
+            clip = spatial if len(spatial) >= 3 else [1, *spatial]
+            if len(clip) != 3:
+                raise ValueError(f"has spatial shape {spatial}: expected a 3D volume or a clip.")
+        t, h, w = clip
+        if t < 2:
+            raise ValueError(f"is a single-frame clip ({t} frame(s), {h}×{w}): expected a clip of several frames.")
+        return c, (t, c, h, w), t
+    if clip is not None:  # a clip read as a volume: its frames are the slices along slice_axis
+        t, h, w = clip
+        spatial = [h, w]
+        spatial.insert(slice_axis, t)
+    if len(spatial) != 3 or min(spatial) < 2:
+        what = "not a 3D volume" if len(spatial) > 3 else "a 2D image"
+        raise ValueError(f"is {what} (spatial shape {spatial}, {c} channel(s)): expected a 3D volume.")
+    return c, (c, *spatial), spatial[slice_axis]
+
+
+def check_study_shapes(
+    items: Sequence[Mapping | str],
+    layout: str,
+    reader=None,
+    max_items: int | None = None,
+    slice_axis: int = 0,
+) -> dict:
+    """
+    The data facts a model needs (channels, shapes, frame counts), read from the image headers without decoding
+    the pixel data where the format allows it.
+
+    Header readers: NIfTI (``.nii``/``.nii.gz``) ``nibabel.load(path).shape``; ``.npy`` ``np.load(path,
+    mmap_mode="r").shape`` (2D/3D arrays have no channel axis, a 4D array is ``C×D×H×W``); DICOM (a folder of one
+    series of single-frame files, or a multi-frame file as a clip) pydicom with ``stop_before_pixels=True``
+    (Rows, Columns, NumberOfFrames, SamplesPerPixel, number of files); video containers (:data:`VIDEO_EXTENSIONS`)
+    OpenCV's frame count, width and height, counted as 3 channels since OpenCV decodes them to BGR (a
+    ``LoadVideo(grayscale=True)`` pipeline turns them into 1). Other formats (``.mha``, ``.nrrd``, ...) are loaded in
+    full with :class:`monai.transforms.LoadImage` and ``reader``.
+
+    Args:
+        items: datalist items (dicts with ``"image"``, e.g. from :func:`load_datalist`; their ``"source_line"``
+            goes into error messages) or plain paths.
+        layout: ``"volume"`` (images as channel-first ``C×D×H×W``; a clip becomes a volume whose slices along
+            ``slice_axis`` are its frames) or ``"video"`` (clips as ``T×C×H×W``; a volume becomes a clip whose frames
+            are the slices along its first spatial axis), as in ``SubsampledClassifier``.
+        reader: the MONAI image reader (name, class or instance, as for ``LoadImage``) for formats without a
+            header-only reader here; ``None``: ``LoadImage``'s choice by suffix.
+        max_items: check only the first ``max_items`` items (``None``: all).
+        slice_axis: spatial axis (0, 1, 2) whose slices are the frames of a volume (``layout="volume"``).
+
+    Returns:
+        ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max)}``, shapes in the layout's
+        order as above (spatial axes of NIfTI/NumPy/DICOM-series volumes in the order MONAI's readers give them;
+        before any resizing), frames = slices along ``slice_axis`` (volume) or clip length (video).
+
+    Raises:
+        FileNotFoundError: a missing image.
+        ValueError: naming the item's file (and datalist line): a 2D image (or one slice) where a volume is
+            expected, a single-frame clip where a clip is expected, mixed channel counts across the items (naming
+            two files and their counts), an empty item list or a bad ``layout``/``slice_axis``.
+        RuntimeError: a file whose header cannot be read.
+    """
+    if layout not in STUDY_LAYOUTS:
+        raise ValueError(f"layout must be one of {STUDY_LAYOUTS}, got {layout!r}.")
+    if slice_axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}.")
+    if max_items is not None and int(max_items) < 1:
+        raise ValueError(f"max_items must be a positive number or None, got {max_items!r}.")
+    chosen = list(items)[: None if max_items is None else int(max_items)]
+    if not chosen:
+        raise ValueError("check_study_shapes: no items to check.")
+    shapes: dict[str, tuple[int, ...]] = {}
+    first_with: dict[int, str] = {}  # channel count → the first image that has it
+    frames = []
+    for item in chosen:
+        image = str(item["image"] if isinstance(item, Mapping) else item)
+        try:
+            c, shape, t = _study_facts(image, layout, slice_axis, reader)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{_where(item, image)} {e}") from e
+        except ValueError as e:
+            raise ValueError(f"{_where(item, image)} {e}") from e
+        except Exception as e:  # RuntimeError or a reader's own error type: still name the file
+            raise RuntimeError(f"{_where(item, image)} cannot be read: {e}") from e
+        if first_with and c not in first_with:
+            other_c, other = next(iter(first_with.items()))
+            raise ValueError(
+                f"mixed channel counts: '{other}' has {other_c} channel(s), {_where(item, image)} has {c}; all "
+                "images need the same number of channels (the network's in_channels)."
+            )
+        first_with.setdefault(c, image)
+        shapes[image] = shape
+        frames.append(t)
+    return {"in_channels": next(iter(first_with)), "shapes": shapes, "num_frames_range": (min(frames), max(frames))}

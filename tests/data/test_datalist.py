@@ -1,0 +1,315 @@
+"""User datalists (JSON / CSV), their classes and checks, the patient-level split and the header-only data facts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monai_das.data.datalist import (
+    check_study_shapes,
+    datalist_classes,
+    datalist_splits,
+    load_datalist,
+    split_training,
+)
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def _touch(root: Path, *names: str) -> None:
+    """Small `.npy` volumes (4×5×6) at `root/name`."""
+    for n in names:
+        (root / n).parent.mkdir(parents=True, exist_ok=True)
+        np.save(root / n, np.zeros((4, 5, 6), np.uint8))
+
+
+def _json(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def _csv(path: Path, *lines: str) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _nifti(path: Path, shape) -> str:
+    import nibabel as nib
+
+    nib.Nifti1Image(np.zeros(shape, np.uint8), np.eye(4)).to_filename(str(path))
+    return str(path)
+
+
+def _clip(path: Path, frames: int, size=(12, 16)) -> str:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (size[1], size[0]))
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.full((*size, 3), 30 * i, np.uint8))
+    writer.release()
+    return str(path)
+
+
+def _dicom(path: Path, rows: int, cols: int, frames: int = 1, series: str | None = None) -> str:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = series or generate_uid()
+    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "US", rows, cols, 1
+    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
+        "MONOCHROME2", 8, 8, 7, 0)
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = np.zeros((frames, rows, cols), np.uint8).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return str(path)
+
+
+@pytest.fixture
+def json_datalist(tmp_path):
+    _touch(tmp_path, "img/a.npy", "img/b.npy", "img/c.npy", "img/d.npy", "img/e.npy")
+    (tmp_path / "benign").mkdir()  # a folder named like a label: MONAI's reader would turn the label into a path
+    (tmp_path / "p1").mkdir()
+    return _json(tmp_path / "datalist.json", {
+        "labels": {"0": "benign", "1": "malignant"},
+        "training": [
+            {"image": "img/a.npy", "label": "benign", "group": "p1", "evidence": [2, 3]},
+            {"image": "img/b.npy", "label": 1, "group": None, "fold": 0},
+        ],
+        "validation": [{"image": "img/c.npy", "label": "malignant", "group": 7}],
+        "test": ["img/d.npy", {"image": "img/e.npy", "label": -1}],
+    })
+
+
+# ---------------------------------------------------------------------------------------------------- load_datalist
+def test_json_datalist_items(json_datalist):
+    root = json_datalist.parent
+    train = load_datalist(json_datalist)
+    assert train == [
+        {"image": str(root / "img/a.npy"), "label": 0, "label_name": "benign", "group": "p1",
+         "source_line": f"{json_datalist}:training[0]", "evidence": [2, 3]},
+        {"image": str(root / "img/b.npy"), "label": 1, "label_name": "malignant", "group": str(root / "img/b.npy"),
+         "source_line": f"{json_datalist}:training[1]"},  # blank group → the image itself; "fold" is not carried
+    ]
+    (val,) = load_datalist(json_datalist, split="validation")
+    assert (val["label"], val["group"]) == (1, "7")
+    test = load_datalist(json_datalist, split="test")
+    assert [(t["image"], t["label"], t["label_name"]) for t in test] == [
+        (str(root / "img/d.npy"), -1, ""), (str(root / "img/e.npy"), -1, "")]
+    assert datalist_splits(json_datalist) == ["training", "validation", "test"]
+    assert datalist_classes(json_datalist) == ["benign", "malignant"]
+
+
+def test_csv_datalist_classes_dataset_dir_and_evidence(tmp_path):
+    data = tmp_path / "data"
+    _touch(data, "x1.npy", "x2.npy", "sub/x3.npy", "abs.npy")
+    (tmp_path / "lists").mkdir()
+    path = _csv(tmp_path / "lists" / "labels.csv",
+                "image, label ,group,evidence,comment", "x1.npy,normal,pA,1;4,hi", "sub/x3.npy,tumor,,,",
+                f"{data / 'abs.npy'},tumor,pB,,",  # an absolute path inside dataset_dir is allowed
+                "x2.npy,normal,pA, 0 ; 2 ,")
+    items = load_datalist(path, dataset_dir=data)
+    assert [(it["label"], it["label_name"]) for it in items] == [
+        (0, "normal"), (1, "tumor"), (1, "tumor"), (0, "normal")]
+    assert items[0]["evidence"] == [1, 4] and items[3]["evidence"] == [0, 2] and "evidence" not in items[1]
+    assert items[1]["group"] == str(data / "sub/x3.npy") and items[1]["source_line"] == f"{path}:3"
+    assert all(set(it) <= {"image", "label", "label_name", "group", "source_line", "evidence"} for it in items)
+    assert datalist_classes(path) == ["normal", "tumor"] and datalist_splits(path) == ["training"]
+    # class names given: their order decides the indices
+    assert [it["label"] for it in load_datalist(path, data, label_names=["tumor", "normal"])] == [1, 0, 0, 1]
+
+
+def test_integer_labels_and_classes_over_all_splits(tmp_path):
+    _touch(tmp_path, "a.npy", "b.npy", "c.npy")
+    csv_path = _csv(tmp_path / "ints.csv", "image,label", "a.npy,0", "b.npy,2")
+    assert datalist_classes(csv_path) == ["0", "1", "2"]  # indices, not sorted strings
+    assert [it["label"] for it in load_datalist(csv_path)] == [0, 2]
+    # a class seen only in validation still gets its index in training, so both splits agree
+    path = _json(tmp_path / "split.json", {"training": [{"image": "a.npy", "label": "cyst"}],
+                                           "validation": [{"image": "b.npy", "label": "cancer"}]})
+    assert datalist_classes(path) == ["cancer", "cyst"]
+    assert load_datalist(path)[0]["label"] == 1 and load_datalist(path, split="validation")[0]["label"] == 0
+
+
+@pytest.mark.parametrize(
+    "content, exc, match",
+    [
+        (["image,label", "a.npy,x", "missing.npy,y"], FileNotFoundError, r"labels\.csv:3: image .*missing\.npy"),
+        (["image,label", "a.npy,x", "b.npy,"], ValueError, r"labels\.csv:3: the label is blank"),
+        (["file,class", "a.npy,x"], ValueError,
+         r"labels\.csv:1: .*lacks .*\['image', 'label'\].*has \['file', 'class'\]"),
+        (["image,label", "../outside.npy,x"], ValueError, r"labels\.csv:2: image '\.\./outside\.npy' .*outside"),
+        (["image,label", "a.npy,x", "b.npy,y", "./a.npy,x"], ValueError,
+         r"labels\.csv:4: .*a\.npy' is listed twice .*labels\.csv:2"),
+        (["image,label"], ValueError, r"labels\.csv: the 'training' list is empty"),
+        (["image,label", "a.npy,benign", "b.npy,3"], ValueError, r"labels\.csv.*mix class indices and class names"),
+        (["image,label,evidence", "a.npy,x,1;two"], ValueError, r"labels\.csv:2: evidence '1;two'"),
+        (["image,label", ",x"], ValueError, r"labels\.csv:2: the image is blank"),
+    ],
+)
+def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):
+    data = tmp_path / "data"
+    _touch(data, "a.npy", "b.npy")
+    _touch(tmp_path, "outside.npy")
+    with pytest.raises(exc, match=match):
+        load_datalist(_csv(data / "labels.csv", *content))
+
+
+@pytest.mark.parametrize(
+    "training, extra, match",
+    [
+        ([{"image": "a.npy", "label": "benign"}, {"image": "b.npy", "label": "cyst"}], {"labels": {"0": "benign"}},
+         r"datalist\.json:training\[1\]: label 'cyst' is not one of \['benign'\]"),
+        ([{"image": "a.npy", "label": 0}, {"image": "b.npy", "label": 7}], {"labels": {"0": "n", "1": "t"}},
+         r"datalist\.json:training\[1\]: label 7 is outside 0\.\.1"),
+        ([{"image": "a.npy", "label": "n"}, {"image": "b.npy"}], {},
+         r"datalist\.json:training\[1\]: the label is blank"),
+        ([{"image": "a.npy", "label": "n"}, {"image": "ABS", "label": "n"}], {},
+         r"datalist\.json:training\[1\]: image '/.*other\.npy' resolves .*outside .*must lie inside dataset_dir"),
+        ([{"image": "a.npy", "label": "n"}, {"image": "a.npy", "label": "n"}], {},
+         r"datalist\.json:training\[1\]: .*listed twice .*training\[0\]"),
+        ([{"image": "nope.npy", "label": "n"}], {}, r"datalist\.json:training\[0\]: image .*nope\.npy' does not exist"),
+        ([], {}, r"datalist\.json: the 'training' list is empty"),
+        ([{"image": "a.npy", "label": [0, 1]}], {}, r"datalist\.json:training\[0\]: label \[0, 1\] must be"),
+    ],
+)
+def test_json_errors_name_file_and_item(tmp_path, training, extra, match):
+    data = tmp_path / "data"
+    _touch(data, "a.npy", "b.npy")
+    _touch(tmp_path, "other.npy")
+    for it in training:
+        if it["image"] == "ABS":
+            it["image"] = str(tmp_path / "other.npy")
+    path = _json(data / "datalist.json", {"training": training, **extra})
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        load_datalist(path)
+
+
+def test_missing_split_and_unsupported_files(tmp_path, json_datalist):
+    _touch(tmp_path, "a.npy")
+    only = _json(tmp_path / "only.json", {"training": [{"image": "a.npy", "label": "x"}]})
+    with pytest.raises(ValueError, match=r"only\.json: has no 'validation' list \(it has \['training'\]\)"):
+        load_datalist(only, split="validation")
+    with pytest.raises(ValueError, match=r"labels\.csv: has no 'test' list .*training list only"):
+        load_datalist(_csv(tmp_path / "labels.csv", "image,label", "a.npy,x"), split="test")
+    with pytest.raises(ValueError, match=r"list\.txt' must be a MONAI datalist \.json or a \.csv"):
+        load_datalist(_csv(tmp_path / "list.txt", "image,label"))
+    with pytest.raises(FileNotFoundError, match=r"datalist file '.*nothere\.csv' does not exist"):
+        datalist_classes(tmp_path / "nothere.csv")
+    with pytest.raises(ValueError, match=r"bad\.json: 'labels' must map the indices 0\.\.N-1"):
+        datalist_classes(_json(tmp_path / "bad.json", {"labels": {"1": "a"}, "training": []}))
+
+
+# ----------------------------------------------------------------------------------------------- split_training
+def _items(groups_per_label: dict[int, int], per_group: int = 2) -> list[dict]:
+    return [{"image": f"{lab}_{g}_{i}", "label": lab, "group": f"L{lab}G{g}"}
+            for lab, n in groups_per_label.items() for g in range(n) for i in range(per_group)]
+
+
+def test_split_training_by_group_stratified_and_seeded(caplog):
+    items = _items({0: 10, 1: 5})
+    with caplog.at_level(logging.INFO, logger="monai_das.data.datalist"):
+        train, val = split_training(items, val_fraction=0.2, seed=0)
+    assert "15 groups → 12 training" in caplog.text
+    val_groups, train_groups = {it["group"] for it in val}, {it["group"] for it in train}
+    assert not val_groups & train_groups and len(train) + len(val) == len(items)
+    assert len(val_groups) == 3  # round(0.2 × 15 groups)
+    assert sorted(it["label"] for it in val)[::2] == [0, 0, 1]  # stratified: 2 of 10 label-0, 1 of 5 label-1 groups
+    assert split_training(items, 0.2, seed=0) == (train, val)  # same seed, same split
+    assert any(split_training(items, 0.2, seed=s)[1] != val for s in range(1, 6))
+    assert [it["image"] for it in train] == [it["image"] for it in items if it in train]  # input order kept
+
+
+def test_split_training_edge_cases():
+    train, val = split_training(_items({0: 1, 1: 1}), val_fraction=0.1)  # 2 groups: one each, whatever the fraction
+    assert len({it["group"] for it in train}) == 1 and len({it["group"] for it in val}) == 1
+    train, val = split_training(_items({0: 4, 1: 1}), val_fraction=0.4)
+    assert {it["label"] for it in train} == {0, 1}  # the only label-1 patient stays in training
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        split_training(_items({0: 1}, per_group=3))
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
+        split_training(_items({0: 3}), val_fraction=1.0)
+    with pytest.raises(ValueError, match=r"have no 'group' \(e\.g\. x\.csv:2\)"):
+        split_training([{"image": "a", "label": 0, "group": " ", "source_line": "x.csv:2"}])
+
+
+# -------------------------------------------------------------------------------------------- check_study_shapes
+def test_check_study_shapes_volumes(tmp_path):
+    items = [{"image": _nifti(tmp_path / "a.nii.gz", (10, 12, 6))},
+             {"image": str(tmp_path / "b.npy")}]
+    np.save(tmp_path / "b.npy", np.zeros((5, 8, 9), np.float32))
+    facts = check_study_shapes(items, "volume")
+    assert facts == {"in_channels": 1, "shapes": {items[0]["image"]: (1, 10, 12, 6), items[1]["image"]: (1, 5, 8, 9)},
+                     "num_frames_range": (5, 10)}
+    assert check_study_shapes(items, "volume", slice_axis=2)["num_frames_range"] == (6, 9)
+    assert list(check_study_shapes(items, "volume", max_items=1)["shapes"]) == [items[0]["image"]]
+    # a multi-channel NIfTI (X×Y×Z×C) and a channel-first NumPy volume
+    rgb = [_nifti(tmp_path / "c.nii", (6, 7, 8, 3)), str(tmp_path / "d.npy")]
+    np.save(rgb[1], np.zeros((3, 4, 5, 6), np.uint8))
+    assert check_study_shapes(rgb, "volume")["shapes"] == {rgb[0]: (3, 6, 7, 8), rgb[1]: (3, 4, 5, 6)}
+    # a format without a header reader here is loaded with MONAI's LoadImage (and the given reader)
+    np.savez(tmp_path / "e.npz", np.zeros((4, 5, 6), np.float32))
+    assert check_study_shapes([str(tmp_path / "e.npz")], "volume", reader="NumpyReader")["shapes"] == {
+        str(tmp_path / "e.npz"): (1, 4, 5, 6)}
+    # as clips: frames along the first spatial axis
+    assert check_study_shapes(items, "video")["shapes"][items[0]["image"]] == (10, 1, 12, 6)
+
+
+def test_check_study_shapes_clips_and_dicom(tmp_path):
+    avi = _clip(tmp_path / "clip.avi", 5)
+    multi = _dicom(tmp_path / "cine.dcm", 12, 16, frames=4)
+    facts = check_study_shapes([avi], "video")
+    assert facts == {"in_channels": 3, "shapes": {avi: (5, 3, 12, 16)}, "num_frames_range": (5, 5)}
+    assert check_study_shapes([multi], "video")["shapes"] == {multi: (4, 1, 12, 16)}
+    assert check_study_shapes([multi], "volume", slice_axis=1)["shapes"] == {multi: (1, 12, 4, 16)}
+    series = tmp_path / "series"
+    series.mkdir()
+    uid = "1.2.3.4"
+    for i in range(3):
+        _dicom(series / f"s{i}.dcm", 10, 14, series=uid)
+    assert check_study_shapes([str(series)], "volume")["shapes"] == {str(series): (1, 14, 10, 3)}  # columns, rows, n
+
+
+def test_check_study_shapes_errors(tmp_path):
+    flat = _nifti(tmp_path / "flat.nii.gz", (10, 12))
+    with pytest.raises(ValueError, match=r"list\.csv:4: '.*flat\.nii\.gz' is a 2D image \(spatial shape \[10, 12\]"):
+        check_study_shapes([{"image": flat, "source_line": "list.csv:4"}], "volume")
+    one = _clip(tmp_path / "one.avi", 1)
+    with pytest.raises(ValueError, match=r"list\.json:test\[0\]: '.*one\.avi' is a single-frame clip"):
+        check_study_shapes([{"image": one, "source_line": "list.json:test[0]"}], "video")
+    single = _dicom(tmp_path / "still.dcm", 8, 8)
+    with pytest.raises(ValueError, match=r"still\.dcm' is a 2D image"):
+        check_study_shapes([single], "volume")
+    gray, rgb = str(tmp_path / "gray.npy"), _nifti(tmp_path / "rgb.nii.gz", (6, 6, 6, 3))
+    np.save(gray, np.zeros((6, 6, 6), np.uint8))
+    with pytest.raises(ValueError, match=r"mixed channel counts: '.*gray\.npy' has 1 .*'.*rgb\.nii\.gz' has 3"):
+        check_study_shapes([gray, rgb], "volume")
+    with pytest.raises(FileNotFoundError, match=r"x\.csv:2: '.*gone\.nii' does not exist"):
+        check_study_shapes([{"image": str(tmp_path / "gone.nii"), "source_line": "x.csv:2"}], "volume")
+    (tmp_path / "bad.avi").write_bytes(b"not a video")
+    with pytest.raises(RuntimeError, match=r"bad\.avi' cannot be read"):
+        check_study_shapes([str(tmp_path / "bad.avi")], "video")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        check_study_shapes([gray], "clip")
+
+
+def test_datalist_to_study_shapes(json_datalist):
+    """The two layers together: datalist items carry their source line into the shape errors."""
+    items = load_datalist(json_datalist)
+    assert check_study_shapes(items, "volume")["num_frames_range"] == (4, 4)
+    np.save(items[1]["image"], np.zeros((1, 5, 6), np.uint8))
+    with pytest.raises(ValueError, match=r"datalist\.json:training\[1\]: '.*b\.npy' is a 2D image"):
+        check_study_shapes(items, "volume")
+    assert os.path.isabs(items[0]["image"])
