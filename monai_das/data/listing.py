@@ -37,6 +37,8 @@ def _check_on_error(on_error: str) -> None:
 
 
 def _label_index(value: str, label_names: Sequence[str] | Mapping[str, int], where: str) -> int:
+    if not value:  # a blank cell is a missing label, never a class of its own
+        raise ValueError(f"{where}: the label is blank.")
     if isinstance(label_names, Mapping):
         if value not in label_names:
             raise ValueError(f"{where}: label {value!r} is not one of {sorted(label_names)}.")
@@ -75,15 +77,16 @@ def read_video_listing(
         label_names: class names (index = position) or a name → index mapping. Default: sorted distinct labels.
             Integer labels in the CSV are accepted as indices.
         path_column, label_column, group_column: CSV column names (``group_column=None``: group = file stem).
-        on_error: ``"raise"``: a row whose file is missing or whose label is unknown raises (naming the row and
-            file); ``"skip"``: such rows are dropped and counted in one warning log line.
+        on_error: ``"raise"``: a row whose file is missing, whose label is blank or unknown, or whose group is blank
+            raises (naming the file and line, header = line 1); ``"skip"``: such rows are dropped and counted in one
+            warning log line.
         extensions: clip extensions picked up when ``source`` is a folder.
     """
     _check_on_error(on_error)
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"listing source '{source}' does not exist (expected a CSV file or a folder).")
-    rows: list[tuple[str, Path, str, str, dict]] = []  # (where, path, label, group, extra)
+    rows: list[tuple[str, Path | None, str, str, dict]] = []  # (where, path, label, group, extra)
     if source.is_dir():
         exts = {e.lower() for e in extensions}
         for label_dir in sorted(p for p in source.iterdir() if p.is_dir()):
@@ -94,22 +97,30 @@ def read_video_listing(
             raise ValueError(f"no clips with extensions {sorted(exts)} found under '{source}/<label>/'.")
     else:
         base = Path(root) if root is not None else source.parent
-        with open(source, newline="") as fh:
+        with open(source, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
             reader = csv.DictReader(fh)
             needed = {path_column, label_column} | ({group_column} if group_column else set())
             missing = needed - set(reader.fieldnames or [])
             if missing:
                 raise ValueError(f"CSV '{source}' lacks the column(s) {sorted(missing)} (has {reader.fieldnames}).")
-            for n, r in enumerate(reader, start=2):
-                p = Path(r[path_column])
-                p = p if p.is_absolute() else base / p
-                group = str(r[group_column]) if group_column else p.stem
-                extra = {k: v for k, v in r.items() if k not in needed}
-                rows.append((f"CSV '{source}' line {n}", p, str(r[label_column]).strip(), group, extra))
-    names = label_names if label_names is not None else sorted({r[2] for r in rows})
+            for r in reader:
+                where = f"CSV '{source}' line {reader.line_num}"  # physical line, header = line 1
+                raw = (r[path_column] or "").strip()
+                p = Path(raw) if raw else None
+                p = p if p is None or p.is_absolute() else base / p
+                # a missing group is an error, not the group "None": one such group would join unrelated clips
+                group = (r[group_column] or "").strip() if group_column else (p.stem if p else "")
+                extra = {k: v for k, v in r.items() if k not in needed and k is not None}
+                rows.append((where, p, (r[label_column] or "").strip(), group, extra))
+    names = label_names if label_names is not None else sorted({r[2] for r in rows if r[2]})
     items, problems = [], []
     for where, path, label, group, extra in rows:
         try:
+            if path is None:
+                raise ValueError(f"{where}: the path ('{path_column}') is blank.")
+            if not group:
+                raise ValueError(f"{where}: the group ('{group_column}') is blank; every clip needs its patient id "
+                                 "so that no patient is split across folds.")
             if not path.is_file():
                 raise FileNotFoundError(f"{where}: clip file '{path}' does not exist.")
             idx = _label_index(label, names, where)
@@ -135,6 +146,10 @@ def assign_group_folds(
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     items = [dict(it) for it in items]
+    blank = [it for it in items if it.get(group_key) is None or not str(it[group_key]).strip()]
+    if blank:  # str(None) would put every such clip into one group "None"
+        raise ValueError(f"{len(blank)} item(s) have no '{group_key}' (e.g. {blank[0].get('image', blank[0])}); "
+                         "every clip needs its patient id.")
     groups = np.array([str(it[group_key]) for it in items])
     labels = np.array([int(it["label"]) for it in items])
     n_groups = len(set(groups.tolist()))

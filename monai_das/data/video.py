@@ -25,16 +25,19 @@ def video_transform(
     temporal_mode: str = "uniform",
     transform: Callable | Sequence[Callable] | None = None,
     image_key: str = "image",
+    min_frames: int = 2,
 ) -> Compose:
     """
     ``Compose([LoadVideod(image_key, ...), *transform])``: the deterministic decoding step first, so
     ``CacheDataset`` / ``PersistentDataset`` cache the decoded clip and only ``transform`` (e.g. random
-    augmentation) runs per epoch. Arguments as :class:`monai_das.transforms.LoadVideo`.
+    augmentation) runs per epoch. Arguments as :class:`monai_das.transforms.LoadVideo` (``min_frames``: clips with
+    fewer frames, e.g. a single-frame DICOM, are refused; ``1`` accepts them).
     """
     from monai_das.transforms.io import LoadVideod
 
     extra = [] if transform is None else list(transform) if isinstance(transform, Sequence) else [transform]
-    return Compose([LoadVideod(image_key, num_frames, spatial_size, grayscale, temporal_mode), *extra])
+    load = LoadVideod(image_key, num_frames, spatial_size, grayscale, temporal_mode, min_frames=min_frames)
+    return Compose([load, *extra])
 
 
 class VideoDataset(CacheDataset):
@@ -52,6 +55,8 @@ class VideoDataset(CacheDataset):
             every access. For an on-disk cache use ``monai.data.PersistentDataset(data, video_transform(...),
             cache_dir)``.
         num_workers: threads for filling the cache.
+        min_frames: clips with fewer frames (a single-frame DICOM, a one-frame GIF) are refused (``1`` accepts
+            them, repeated to ``num_frames``).
         on_error: ``"raise"`` (default): a missing file raises here, an unreadable clip raises when loaded (naming
             the file); ``"skip"``: every clip is probed now (opened and decoded at a tiny size) and unreadable,
             truncated or empty clips are dropped, counted in one warning log line (``skipped`` lists them).
@@ -69,6 +74,7 @@ class VideoDataset(CacheDataset):
         cache_rate: float = 0.0,
         num_workers: int | None = 1,
         on_error: str = "raise",
+        min_frames: int = 2,
         **listing_kwargs,
     ) -> None:
         if on_error not in ("raise", "skip"):
@@ -83,10 +89,15 @@ class VideoDataset(CacheDataset):
                 raise ValueError(f"listing item {it} has no 'image' path.")
             path = Path(it["image"])
             try:
+                if path.is_dir():
+                    raise IsADirectoryError(f"clip '{path}' is a directory, expected a video or DICOM file.")
                 if not path.is_file():
                     raise FileNotFoundError(f"clip file '{path}' does not exist.")
                 if on_error == "skip":
-                    read_video(path, spatial_size=8, grayscale=True)
+                    frames, _ = read_video(path, spatial_size=8, grayscale=True)
+                    if len(frames) < int(min_frames):
+                        raise ValueError(f"clip '{path}' has {len(frames)} frame(s), fewer than "
+                                         f"min_frames={min_frames}.")
             except (FileNotFoundError, RuntimeError, ValueError) as e:
                 if on_error == "raise":
                     raise
@@ -102,7 +113,7 @@ class VideoDataset(CacheDataset):
         self.in_channels = 1 if grayscale else 3
         super().__init__(
             kept,
-            video_transform(num_frames, spatial_size, grayscale, temporal_mode, transform),
+            video_transform(num_frames, spatial_size, grayscale, temporal_mode, transform, min_frames=min_frames),
             cache_rate=cache_rate,
             num_workers=num_workers,
             progress=False,

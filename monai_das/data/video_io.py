@@ -182,9 +182,12 @@ def read_video(
         "original_size", "reader"}``.
 
     Raises:
-        FileNotFoundError: missing file. RuntimeError: unreadable, corrupt or truncated file. ValueError: zero frames.
+        FileNotFoundError: missing file. IsADirectoryError: a folder. RuntimeError: unreadable, corrupt or truncated
+        file. ValueError: zero frames.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"'{path}' is a directory, expected a video file (or a DICOM file).")
     if not path.is_file():
         raise FileNotFoundError(f"video file '{path}' does not exist.")
     size = _size_hw(spatial_size)

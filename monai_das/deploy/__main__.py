@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sr", action="store_true", help="also write a DICOM Basic Text SR for each classified DICOM study")
     p.add_argument("--modalities", nargs="+", metavar="MOD",
                    help="accepted DICOM modalities, e.g. CT MR US (default: every image modality)")
-    p.add_argument("--min-frames", type=int, default=1, help="refuse studies with fewer slices/frames")
+    p.add_argument("--min-frames", type=int, default=2, help="refuse studies with fewer slices/frames (1 accepts a single slice or still image)")
     p.add_argument("--axcodes", default="RAS", help="orientation volumes are brought to ('none' to keep the file's)")
     p.add_argument("--intensity-range", nargs=2, type=float, metavar=("MIN", "MAX"),
                    help="fixed intensity window scaled to [0, 1] (e.g. CT: -1000 400); default: percentiles")

@@ -206,12 +206,18 @@ class StudyLoader:
     along ``spec.slice_axis`` are the frames; a volume fed to a ``video`` network becomes the sequence of its slices
     along the first axis.
 
+    A study with fewer than ``min_frames`` slices/frames is refused (by default a 2D image, a one-slice DICOM series, a
+    single-frame DICOM or a one-frame GIF): stretching it to the network's ``T`` would give an input that is constant
+    along the frame axis and a prediction that looks valid.
+
     Args:
         spec: the network's :class:`~monai_das.deploy.predictor.ModelSpec`.
         allowed_modalities: DICOM modalities accepted (e.g. ``("CT", "MR")``); ``None`` accepts every image modality.
             Non-image modalities (:data:`NON_IMAGE_MODALITIES`) are always refused. Non-DICOM files have no modality
             and are not filtered.
-        min_frames: studies with fewer original slices/frames along the acquisition axis are refused.
+        min_frames: studies with fewer original slices/frames (volumes: along their shortest axis, a 2D image
+            counting as one slice; clips: decoded frames) are refused. Default 2; ``1`` accepts single slices and
+            still images (a 2D image becomes a one-slice volume, a still image is repeated to ``T`` frames).
         axcodes, intensity_range, percentiles, resize: passed to ``volume_preprocessing`` (volumes only).
         temporal_mode: how clips shorter than ``T`` are lengthened (``"uniform"``, ``"loop"``, ``"edge"``).
 
@@ -223,7 +229,7 @@ class StudyLoader:
         self,
         spec: ModelSpec,
         allowed_modalities: Sequence[str] | None = None,
-        min_frames: int = 1,
+        min_frames: int = 2,
         axcodes: str | None = "RAS",
         intensity_range: Sequence[float] | None = None,
         percentiles: Sequence[float] | None = (0.5, 99.5),
@@ -277,7 +283,8 @@ class StudyLoader:
     def _check_frames(self, source: StudySource, n: int, what: str) -> None:
         if n < self.min_frames:
             raise ValueError(
-                f"study '{source.study_id}' ({source.path}) has {n} {what}, fewer than the {self.min_frames} required."
+                f"study '{source.study_id}' ({source.path}) has {n} {what}, fewer than the {self.min_frames} required "
+                f"(min_frames; 1 accepts a single slice or still image)."
             )
 
     def _load_dicom_series(self, source: StudySource) -> Study:
@@ -357,7 +364,9 @@ class StudyLoader:
             size = (self.spec.num_frames, *self.spec.frame_size)
             frame_axis = 0
         try:
-            out = volume_preprocessing(load=False, spatial_size=size, **self.preprocessing)({"image": img})["image"]
+            # min_slices=1: the slice count was checked above against min_frames (the user's choice)
+            xform = volume_preprocessing(load=False, spatial_size=size, min_slices=1, **self.preprocessing)
+            out = xform({"image": img})["image"]
         except Exception as e:
             raise RuntimeError(f"study '{source.study_id}' ({path}): preprocessing failed: {e}") from e
         src_idx = _source_indices(original_affine, torch.as_tensor(out.affine, dtype=torch.float64),
@@ -402,7 +411,7 @@ class StudyLoader:
         t = self.spec.num_frames
         frame_size = self.spec.frame_size
         loader = LoadVideo(num_frames=t, spatial_size=frame_size, grayscale=self.spec.in_channels == 1,
-                           temporal_mode=self.temporal_mode)
+                           temporal_mode=self.temporal_mode, min_frames=1)  # min_frames is checked below
         try:
             clip = loader(str(source.path))
         except (FileNotFoundError, ValueError) as e:

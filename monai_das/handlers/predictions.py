@@ -1,12 +1,15 @@
-"""Streaming writer of per-study predictions (CSV, one row per study, flushed every iteration; JSON at the end)."""
+"""
+Streaming writer of per-study predictions (CSV, one row per study, flushed every iteration; JSON at the end), and the
+helpers that read such a CSV back safely after a kill (partial last row, duplicate ids) and rewrite it atomically.
+"""
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,17 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
-__all__ = ["PredictionWriter"]
+__all__ = [
+    "PredictionWriter",
+    "read_predictions_csv",
+    "write_predictions_csv",
+    "write_predictions_json",
+    "dedupe_predictions",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def _s(v: Any) -> str:
@@ -24,26 +36,160 @@ def _s(v: Any) -> str:
     return str(v)
 
 
+def _dist_rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of an initialised ``torch.distributed`` group, ``(0, 1)`` otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def read_predictions_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]], int]:
+    """
+    Read a predictions CSV written by :class:`PredictionWriter`, ignoring what a kill may have left behind.
+
+    A row is written with its line end in one ``write`` and the file is fsynced per batch, so text after the last
+    line end is a row cut short by a kill: it is dropped, even when the cut happened to leave the right number of
+    fields (e.g. inside the last column). Rows whose number of fields differs from the header's are dropped too.
+
+    Args:
+        path: the CSV file (missing or empty: no header, no rows).
+
+    Returns:
+        ``(header, rows, num_dropped)``: the header fields, the complete rows as dicts (in file order, duplicates
+        kept) and how many rows or row fragments were dropped.
+
+    Raises:
+        ValueError: the file is not UTF-8 text.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return [], [], 0
+    raw = path.read_bytes()
+    dropped = 0
+    if not raw.endswith(b"\n"):  # a partial last row (killed mid-write): drop it
+        cut = raw.rfind(b"\n")
+        raw = raw[: cut + 1] if cut >= 0 else b""
+        dropped += 1
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"predictions file '{path}' is not UTF-8 text (byte {e.start}); move it away.") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    rows = []
+    for values in reader:
+        if len(values) != len(header):
+            dropped += 1
+            continue
+        rows.append(dict(zip(header, values)))
+    return header, rows, dropped
+
+
+def _truncate_partial_row(path: Path) -> int:
+    """Cut the bytes after the last line end off ``path`` (a row cut short by a kill); returns how many."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        start = size
+        while start > 0:  # look backwards for the last line end, 64 KiB at a time
+            start = max(0, start - (1 << 16))
+            f.seek(start)
+            chunk = f.read(size - start)
+            if chunk.endswith(b"\n"):
+                return 0
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return size - (start + cut + 1)
+        f.truncate(0)
+        return size
+
+
+def write_predictions_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[dict]) -> str:
+    """Write ``header`` and ``rows`` to ``path`` through a temporary file, fsync and ``os.replace`` (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(header))
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return str(path)
+
+
+def dedupe_predictions(rows: Iterable[dict], id_column: str = "id") -> list[dict]:
+    """One row per id (the last one wins: a re-run replaces an older row), sorted by id."""
+    by_id = {r[id_column]: r for r in rows}
+    return [by_id[k] for k in sorted(by_id)]
+
+
+def _json_rows(header: Sequence[str], rows: Iterable[dict]) -> list[dict]:
+    prob_columns = [c for c in header if c.startswith("prob_")]
+    out = []
+    for src in rows:
+        r: dict[str, Any] = dict(src)
+        if "label" in r:
+            r["label"] = int(r["label"]) if r["label"] not in ("", None) else -1
+        if "pred_label" in r:
+            r["pred_label"] = int(r["pred_label"]) if r["pred_label"] else None
+        for key in ("kept_indices", "source_frames"):
+            if key in r:
+                r[key] = [int(i) for i in r[key].split(";")] if r[key] else []
+        for c in prob_columns:
+            r[c] = float(r[c]) if r[c] else None
+        out.append(r)
+    return out
+
+
+def write_predictions_json(csv_path: str | os.PathLike, json_path: str | os.PathLike | None = None) -> str:
+    """
+    Write the complete rows of a predictions CSV as JSON (a list of rows, numbers parsed, one row per id), atomically.
+
+    Args:
+        csv_path: the predictions CSV.
+        json_path: output (default: ``csv_path`` with ``.json``).
+    """
+    from monai_das.handlers.report import write_json_atomic
+
+    json_path = Path(csv_path).with_suffix(".json") if json_path is None else Path(json_path)
+    header, rows, _ = read_predictions_csv(csv_path)
+    return write_json_atomic(_json_rows(header, dedupe_predictions(rows) if "id" in header else rows), json_path)
+
+
 class PredictionWriter:
     """
     Appends one CSV row per study as soon as its batch is done, so a killed run loses at most the batch in flight
-    and can resume (see :func:`monai_das.engines.inference.select_studies`). Columns: ``id``, ``source``, ``label``
-    (``-1`` when unknown), ``pred_label``, ``pred_name``, ``prob_<class>`` per class, ``kept_indices`` (the frames
-    the sampler kept, indices into the network input, ``;``-separated), ``source_frames`` (for clips: the same frames
-    numbered as in the file, from the batch item's ``source_indices``; empty otherwise), ``error`` (empty on
-    success; for an unreadable study the prediction columns are empty). At the end the whole CSV is also written as
-    JSON (``json_path``, a list of rows with numbers parsed).
+    and can resume (see :func:`monai_das.engines.inference.select_studies`). Columns: ``id``, ``source`` (absolute
+    path of the study, or the dataset index), ``fingerprint`` (what identifies the study's content: size and
+    modification time of its file(s), or ``<dataset>/<split>/<index>``; see
+    :func:`monai_das.engines.inference.list_studies`), ``label`` (``-1`` when unknown), ``pred_label``,
+    ``pred_name``, ``prob_<class>`` per class, ``kept_indices`` (the frames the sampler kept, indices into the
+    network input, ``;``-separated), ``source_frames`` (for clips: the same frames numbered as in the file, from the
+    batch item's ``source_indices``; empty otherwise), ``error`` (empty on success; for an unreadable study the
+    prediction columns are empty).
 
-    ``id``, ``source``, ``error`` and ``source_indices`` are read from the (decollated) batch items
+    On start, a partial last row left by a kill is cut off the file. On completion the CSV is rewritten atomically
+    with exactly one row per id (the last one written wins), sorted by id, and also written as JSON (``json_path``,
+    a list of rows with numbers parsed).
+
+    ``id``, ``source``, ``fingerprint``, ``error`` and ``source_indices`` are read from the (decollated) batch items
     (``engine.state.batch``), the probabilities, label and kept indices from the output items.
 
+    Distributed runs (``torch.distributed`` initialised, several processes): attach the writer on every rank; the
+    rows of each iteration are gathered to rank 0, which alone writes the files and logs.
+
     Args:
-        filepath: the CSV file; appended to when it exists (a header is written only for a new file).
+        filepath: the CSV file; appended to when it exists (a header is written only for a new file). Starting
+            afresh or dropping stale rows is the job of :func:`~monai_das.engines.inference.select_studies`.
         label_names: class names (their count sets the number of probability columns).
         prob_key: output key of the class probabilities (after ``Activationsd(softmax=True)``).
         indices_key: output key of the kept indices (see :class:`SampledIndicesHandler`).
         json_path: JSON file written on completion (default: the CSV path with ``.json``); ``""`` to skip.
     """
+
+    META_KEYS = ("id", "source", "fingerprint", "error", "source_indices")
 
     def __init__(
         self,
@@ -59,9 +205,9 @@ class PredictionWriter:
         if json_path is None:
             json_path = self.filepath.with_suffix(".json")
         self.json_path = Path(json_path) if json_path else None
-        self.fields = ["id", "source", "label", "pred_label", "pred_name"]
+        self.fields = ["id", "source", "fingerprint", "label", "pred_label", "pred_name"]
         self.fields += [f"prob_{n}" for n in self.label_names] + ["kept_indices", "source_frames", "error"]
-        self.logger = logging.getLogger(__name__)
+        self.logger = logger
         self.num_written = 0
         self.num_errors = 0
 
@@ -71,32 +217,42 @@ class PredictionWriter:
         engine.add_event_handler(Events.COMPLETED, self._complete)
 
     def _open(self, engine: Any = None) -> None:
+        self.num_written = self.num_errors = 0
+        if _dist_rank_world()[0] != 0:
+            return
         self.filepath.parent.mkdir(parents=True, exist_ok=True)
         if self.filepath.is_file() and self.filepath.stat().st_size > 0:
-            with open(self.filepath, newline="") as f:
+            with open(self.filepath, newline="", encoding="utf-8", errors="replace") as f:
                 header = next(csv.reader(f), [])
             if header != self.fields:
                 raise ValueError(
                     f"'{self.filepath}' has columns {header}, expected {self.fields}: it was written by another "
-                    "model/config; choose another output file."
+                    "model/config (or an older version); choose another output file or start afresh "
+                    "(skip_done false)."
                 )
-            with open(self.filepath, "rb+") as f:  # a kill mid-row leaves no newline: close that row
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")
-        else:
-            with open(self.filepath, "w", newline="") as f:
+            cut = _truncate_partial_row(self.filepath)
+            if cut:
+                self.logger.warning(f"'{self.filepath}': dropped a partial last row ({cut} bytes) left by an "
+                                    "interrupted run.")
+        if not self.filepath.is_file() or self.filepath.stat().st_size == 0:
+            with open(self.filepath, "w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerow(self.fields)
 
     def _row(self, item: dict) -> list[str]:
-        row = {"id": _s(item.get("id", "")), "source": _s(item.get("source", "")), "label": _s(item.get("label", -1))}
+        row = {
+            "id": _s(item.get("id", "")),
+            "source": _s(item.get("source", "")),
+            "fingerprint": _s(item.get("fingerprint", "")),
+            "label": _s(item.get("label", -1)),
+        }
         error = _s(item.get("error", "") or "")
         if error:
-            row["error"] = error.replace("\n", " ")
+            row["error"] = error.replace("\r", " ").replace("\n", " ")
         else:
             probs = torch.as_tensor(item[self.prob_key]).float().reshape(-1)
             if probs.numel() != len(self.label_names):
-                raise ValueError(f"{probs.numel()} probabilities for {len(self.label_names)} classes.")
+                raise ValueError(f"study {row['id']!r}: {probs.numel()} probabilities for {len(self.label_names)} "
+                                 f"classes {self.label_names}.")
             pred = int(probs.argmax())
             row.update(pred_label=str(pred), pred_name=self.label_names[pred])
             row.update({f"prob_{n}": f"{float(p):.6f}" for n, p in zip(self.label_names, probs)})
@@ -115,30 +271,31 @@ class PredictionWriter:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch] * len(items)
         if len(batch) != len(items):
             raise RuntimeError(f"{len(batch)} batch items for {len(items)} outputs: use decollate=True.")
-        meta_keys = ("id", "source", "error", "source_indices")
-        rows = [self._row({**{k: b[k] for k in meta_keys if k in b}, **it}) for b, it in zip(batch, items)]
-        with open(self.filepath, "a", newline="") as f:
-            csv.writer(f).writerows(rows)
+        rows = [self._row({**{k: b[k] for k in self.META_KEYS if k in b}, **it}) for b, it in zip(batch, items)]
+        rank, world = _dist_rank_world()
+        if world > 1:  # every rank takes part in the gather; rank 0 writes every rank's rows
+            rows = [r for part in idist.all_gather(rows) for r in part]
+        if rank != 0:
+            return
+        with open(self.filepath, "a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(rows)  # one row per write: a kill leaves at most a partial last row
             f.flush()
             os.fsync(f.fileno())
         self.num_written += len(rows)
         self.num_errors += sum(1 for r in rows if r[-1])
 
     def _complete(self, engine: Any = None) -> None:
+        if _dist_rank_world()[0] != 0:
+            return
+        header, rows, _ = read_predictions_csv(self.filepath)
+        unique = dedupe_predictions(rows)
+        write_predictions_csv(self.filepath, header, unique)  # exactly one row per id, sorted
         if self.json_path is not None:
             from monai_das.handlers.report import write_json_atomic
 
-            with open(self.filepath, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if None not in r and None not in r.values()]
-            for r in rows:
-                r["label"] = int(r["label"]) if r["label"] not in ("", None) else -1
-                r["pred_label"] = int(r["pred_label"]) if r["pred_label"] else None
-                for key in ("kept_indices", "source_frames"):
-                    r[key] = [int(i) for i in r[key].split(";")] if r[key] else []
-                for n in self.label_names:
-                    r[f"prob_{n}"] = float(r[f"prob_{n}"]) if r[f"prob_{n}"] else None
-            write_json_atomic(rows, self.json_path)
-        msg = (f"predictions: {self.num_written} studies written to {self.filepath} "
-               f"({self.num_errors} unreadable)")
-        self.logger.info(msg)
-        print(msg, flush=True)
+            write_json_atomic(_json_rows(header, unique), self.json_path)
+        total_errors = sum(1 for r in unique if r.get("error"))
+        self.logger.info(
+            f"predictions: {self.num_written} studies written to {self.filepath} ({self.num_errors} unreadable); "
+            f"the file holds {len(unique)} studies ({total_errors} with errors)."
+        )

@@ -1,4 +1,4 @@
-"""Evaluation report: metrics JSON, confusion matrix (JSON + PNG), printed summary."""
+"""Evaluation report: metrics JSON, confusion matrix (JSON + PNG), logged summary."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_das.handlers.metrics import balanced_accuracy_from_confusion
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ClassificationReportSaver", "write_json_atomic"]
 
@@ -45,9 +48,13 @@ class ClassificationReportSaver:
     """
     At the end of an evaluation, writes ``<output_dir>/<prefix>metrics.json`` (the engine's scalar metrics with
     ``prefix`` stripped from their names, the number of samples, the confusion matrix, class names),
-    ``<prefix>confusion_matrix.json`` and ``<prefix>confusion_matrix.png``, and prints a one-line summary.
+    ``<prefix>confusion_matrix.json`` and ``<prefix>confusion_matrix.png``, and logs a one-line summary
+    (``evaluation on <n> samples: ...``, INFO, logger ``monai_das.handlers.report``; the bundles' ``logging.conf``
+    sends it to stdout).
 
     The confusion matrix is built from the argmax of ``pred_key`` and ``label_key`` of every decollated output item.
+    Distributed runs (``torch.distributed`` initialised, several processes): attach the saver on every rank; the
+    per-rank confusion matrices are summed (all-reduce) and only rank 0 writes the files and logs.
 
     Args:
         output_dir: folder for the files.
@@ -78,7 +85,7 @@ class ClassificationReportSaver:
         self.file_prefix = file_prefix
         self.pred_key, self.label_key = pred_key, label_key
         self.extra = dict(extra or {})
-        self.logger = logging.getLogger(__name__)
+        self.logger = logger
         self._cm = np.zeros((num_classes, num_classes), dtype=np.int64)
         self.report: dict = {}
 
@@ -102,6 +109,13 @@ class ClassificationReportSaver:
     def __call__(self, engine: Any) -> None:
         from monai_das.visualize import plot_confusion_matrix
 
+        rank, world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if world > 1:  # every rank takes part; the report covers the samples of all ranks
+            self._cm[:] = idist.all_reduce(torch.as_tensor(self._cm)).cpu().numpy()
+        if rank != 0:
+            return
         metrics = {}
         for name, value in engine.state.metrics.items():
             value = _scalar(value)
@@ -128,6 +142,4 @@ class ClassificationReportSaver:
         summary = ", ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
         )
-        msg = f"evaluation on {self.report['num_samples']} samples: {summary}"
-        self.logger.info(msg)
-        print(msg, flush=True)
+        self.logger.info(f"evaluation on {self.report['num_samples']} samples: {summary}")

@@ -14,7 +14,13 @@ from monai_das.transforms.io import (
     LoadVideoDict,
     temporal_resample_indices,
 )
-from monai_das.transforms.preprocessing import volume_preprocessing
+from monai_das.transforms.preprocessing import (
+    RequireVolume,
+    RequireVolumed,
+    RequireVolumeD,
+    RequireVolumeDict,
+    volume_preprocessing,
+)
 from monai_das.transforms.temporal import (
     KEPT_INDICES,
     SOURCE_INDICES,
@@ -37,6 +43,10 @@ from monai_das.transforms.temporal import (
 )
 
 __all__ = [
+    "RequireVolume",
+    "RequireVolumed",
+    "RequireVolumeD",
+    "RequireVolumeDict",
     "AdaptiveSubsample",
     "AdaptiveSubsampled",
     "AdaptiveSubsampleD",

@@ -55,6 +55,9 @@ class LoadVideo(Transform):
         temporal_mode: ``"uniform"`` (default), ``"loop"`` or ``"edge"``: how clips shorter than ``num_frames`` are
             lengthened (longer clips are always uniformly subsampled).
         check_frame_count: raise on a clip that decodes far fewer frames than its header declares.
+        min_frames: clips that decode fewer frames are refused with a ``ValueError`` naming the file (default 2: a
+            single-frame DICOM or a one-frame GIF is a still image, and repeating it ``num_frames`` times would give
+            the network a clip without motion and a prediction that looks valid); ``1`` accepts them.
 
     Meta: ``filename_or_obj``, ``original_num_frames``, ``fps``, ``original_size`` (H, W), ``reader``, and
     ``kept_indices`` / ``source_indices`` (the frames of the file that were kept, ``T`` long).
@@ -67,7 +70,10 @@ class LoadVideo(Transform):
         grayscale: bool = True,
         temporal_mode: str = "uniform",
         check_frame_count: bool = True,
+        min_frames: int = 2,
     ) -> None:
+        if int(min_frames) < 1:
+            raise ValueError(f"min_frames must be >= 1, got {min_frames}.")
         if num_frames is not None and int(num_frames) < 1:
             raise ValueError(f"num_frames must be >= 1 or None, got {num_frames}.")
         if temporal_mode not in TEMPORAL_MODES:
@@ -75,12 +81,18 @@ class LoadVideo(Transform):
         self.num_frames = None if num_frames is None else int(num_frames)
         self.spatial_size, self.grayscale = spatial_size, grayscale
         self.temporal_mode, self.check_frame_count = temporal_mode, check_frame_count
+        self.min_frames = int(min_frames)
 
     def __call__(self, filename: str | os.PathLike) -> MetaTensor:
         if not isinstance(filename, (str, os.PathLike)):
             raise ValueError(f"LoadVideo expects a file path, got {type(filename).__name__}.")
         frames, info = read_video(filename, self.spatial_size, self.grayscale, self.check_frame_count)
         t = frames.shape[0]
+        if t < self.min_frames:
+            raise ValueError(
+                f"clip '{info['filename']}' has {t} frame(s), fewer than min_frames={self.min_frames}: a still image "
+                f"is not a clip (pass min_frames=1 to repeat it to the clip length)."
+            )
         if self.num_frames is None:
             idx = torch.arange(t)
         else:
@@ -109,10 +121,11 @@ class LoadVideod(MapTransform):
         grayscale: bool = True,
         temporal_mode: str = "uniform",
         check_frame_count: bool = True,
+        min_frames: int = 2,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadVideo(num_frames, spatial_size, grayscale, temporal_mode, check_frame_count)
+        self.loader = LoadVideo(num_frames, spatial_size, grayscale, temporal_mode, check_frame_count, min_frames)
 
     def __call__(self, data: Mapping[Hashable, str]) -> dict[Hashable, MetaTensor]:
         d = dict(data)

@@ -129,9 +129,12 @@ def test_inference_on_files(trained, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     # a previous (killed) run already wrote a.nii.gz: it must be skipped, not redone
-    fields = ["id", "source", "label", "pred_label", "pred_name", "prob_disc", "prob_square", "kept_indices",
-              "source_frames", "error"]
-    done_row = ["a.nii.gz", "old", "-1", "0", "disc", "0.9", "0.1", "0;1", "", ""]
+    from monai_das.engines.inference import study_fingerprint
+
+    fields = ["id", "source", "fingerprint", "label", "pred_label", "pred_name", "prob_disc", "prob_square",
+              "kept_indices", "source_frames", "error"]
+    a = studies / "a.nii.gz"  # kept only while its source and fingerprint match
+    done_row = ["a.nii.gz", str(a), study_fingerprint(a), "-1", "0", "disc", "0.9", "0.1", "0;1", "", ""]
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         csv.writer(f).writerows([fields, done_row])
     log = run_cmd(INFERENCE, args=["--bundle_root", root, "--input", studies, "--output_dir", out_dir])

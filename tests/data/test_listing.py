@@ -108,3 +108,30 @@ def test_folder_listing(pocus_root, tmp_path):
     assert items[1]["group"] == "Reg_liftl_case3_clip2"
     with pytest.raises(ValueError, match="no clips"):
         read_video_listing(tmp_path / "covid")
+
+
+def test_blank_label_or_group_is_an_error(tmp_path, caplog):
+    """A blank label is not a class '' and a blank/missing patient id is not the group 'None': errors with file+line."""
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (tmp_path / name).write_bytes(b"x")  # the listing only checks that the file exists
+    csv_path = tmp_path / "list.csv"
+    _write_csv(csv_path, [("a.mp4", "covid", "1"), ("b.mp4", "", "2"), ("c.mp4", "healthy", "3")])
+    with pytest.raises(ValueError, match=r"list\.csv' line 3: the label is blank"):
+        read_video_listing(csv_path)  # default classes: the distinct non-blank labels
+    with caplog.at_level(logging.WARNING):
+        items = read_video_listing(csv_path, on_error="skip")
+    assert [(it["label_name"], it["label"]) for it in items] == [("covid", 0), ("healthy", 1)]
+    assert "skipped 1 of 3" in caplog.text
+    _write_csv(csv_path, [("a.mp4", "covid", "1"), ("b.mp4", "covid", " ")])
+    with pytest.raises(ValueError, match=r"list\.csv' line 3: the group \('patient_id'\) is blank"):
+        read_video_listing(csv_path)
+    csv_path.write_text("file,label,patient_id\na.mp4,covid,1\nb.mp4,covid\n")  # a short row: no patient id at all
+    with pytest.raises(ValueError, match=r"list\.csv' line 3: the group"):
+        read_video_listing(csv_path)
+    assert all(it["group"] != "None" for it in read_video_listing(csv_path, on_error="skip"))
+    _write_csv(csv_path, [("a.mp4", "covid", "1"), ("", "covid", "2")])
+    with pytest.raises(ValueError, match=r"list\.csv' line 3: the path \('file'\) is blank"):
+        read_video_listing(csv_path)
+    with pytest.raises(ValueError, match="no 'group'"):
+        assign_group_folds([{"image": "a.mp4", "label": 0, "group": None}, {"image": "b", "label": 1, "group": "2"}],
+                           num_folds=2)

@@ -42,7 +42,9 @@ def study_folder(tmp_path_factory):
 def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     bundle, _ = checkpoint_bundle
     out = tmp_path / "out"
-    app = DASClassifierApp(input_path=study_folder, output_path=out, model_path=bundle, write_sr=True)
+    # min_frames=1: the single CT slice (ct/CT_small.dcm) is classified as a one-slice volume only when asked for
+    app = DASClassifierApp(input_path=study_folder, output_path=out, model_path=bundle, write_sr=True,
+                           loader_options={"min_frames": 1})
     app.run()
     reports = {r["study_id"]: r for r in app.reports}
     ok = {"anatomical", "ct", "us__cine", "series"}
@@ -54,7 +56,7 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     assert "unreadable.nii.gz" in reports["unreadable"]["error"]
 
     predictor = DASPredictor.from_path(bundle)
-    loader = StudyLoader(predictor.spec)
+    loader = StudyLoader(predictor.spec, min_frames=1)
     sources = {s.study_id: s for s in discover_studies(study_folder)}
     for sid in ok:
         r = reports[sid]
@@ -91,13 +93,13 @@ def test_app_single_files_torchscript(torchscript_model, tmp_path):
     model, net = torchscript_model
     for name, path in [("anatomical", nibabel_anatomical()), ("CT_small", pydicom_file("CT_small.dcm"))]:
         out = tmp_path / name
-        app = DASClassifierApp(input_path=path, output_path=out, model_path=model)
+        app = DASClassifierApp(input_path=path, output_path=out, model_path=model, loader_options={"min_frames": 1})
         app.run()
         (report,) = app.reports
         assert report["status"] == "ok" and report["model"]["format"] == "torchscript"
         assert report["num_kept"] == 4 and report["compute_saved"] == pytest.approx(0.75)
         assert json.loads((out / f"{report['study_id']}.json").read_text())["kept_indices"] == report["kept_indices"]
-        study = StudyLoader(DASPredictor.from_path(model).spec).load(discover_studies(path)[0])
+        study = StudyLoader(DASPredictor.from_path(model).spec, min_frames=1).load(discover_studies(path)[0])
         with torch.no_grad():
             expected = net.sample(study.image[None])[2][0].tolist()
         assert report["kept_indices"] == expected

@@ -87,11 +87,31 @@ def test_load_single_ct_file_and_min_frames():
     path = pydicom_file("CT_small.dcm")
     (src,) = discover_studies(path)
     assert src.kind == "dicom_series"
-    study = StudyLoader(SPEC).load(src)
+    # one slice would be stretched into a volume constant along the slice axis: refused unless asked for
+    with pytest.raises(ValueError, match=r"study 'CT_small' .* has 1 slice\(s\), fewer than the 2 required"):
+        StudyLoader(SPEC).load(src)
+    study = StudyLoader(SPEC, min_frames=1).load(src)
     assert study.image.shape == (1, 16, 16, 16) and study.info["modality"] == "CT"
     assert study.info["original_shape"] == [1, 128, 128]  # one 2D slice, read as a 1-slice volume
-    with pytest.raises(ValueError, match="fewer than the 2 required"):
-        StudyLoader(SPEC, min_frames=2).load(src)
+
+
+def test_2d_image_and_still_clips_are_refused(tmp_path):
+    """A 2D NIfTI, a one-slice series and a one-frame GIF get an error naming the study, unless min_frames=1."""
+    from PIL import Image
+
+    flat = write_nifti(tmp_path / "flat.nii.gz", np.random.rand(40, 50).astype(np.float32))
+    write_dicom_series(tmp_path / "one", num_slices=1)
+    Image.fromarray(np.full((20, 24, 3), 120, np.uint8)).save(tmp_path / "still.gif")
+    sources = [discover_studies(flat)[0], discover_studies(tmp_path / "one")[0],
+               discover_studies(tmp_path / "still.gif")[0]]
+    for src in sources:
+        with pytest.raises(ValueError, match=rf"study '{src.study_id}' .*has 1 (slice|frame).*fewer than the 2"):
+            StudyLoader(SPEC).load(src)
+        assert StudyLoader(SPEC, min_frames=1).load(src).image.shape == (1, 16, 16, 16)
+    video_spec = ModelSpec(layout="video", spatial_size=(8, 12, 10))
+    with pytest.raises(ValueError, match="still"):
+        StudyLoader(video_spec).load(sources[2])
+    assert StudyLoader(video_spec, min_frames=1).load(sources[2]).image.shape == (8, 1, 12, 10)
 
 
 def test_load_multiframe_ultrasound():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -18,6 +20,7 @@ from monai_das.engines import (
     select_studies,
     study_transform,
 )
+from monai_das.engines.inference import study_fingerprint
 
 
 def write_dicom_series(folder, n=4):
@@ -53,7 +56,10 @@ def study_folder(tmp_path_factory):
 def test_folder_listing(study_folder):
     items = list_studies(study_folder, layout="volume")
     assert [it["id"] for it in items] == ["a.nii.gz", "broken.nii.gz", "series1", "sub/b.nii"]
-    assert items[2]["image"] == str(study_folder / "series1")
+    assert items[2]["image"] == str(study_folder / "series1") and os.path.isabs(items[0]["image"])
+    st = (study_folder / "a.nii.gz").stat()
+    assert items[0]["fingerprint"] == f"{st.st_size}-{st.st_mtime_ns}"
+    assert items[2]["fingerprint"].startswith("4files-")  # a DICOM series: every member file
 
 
 def test_dataset_reads_and_reports_errors(study_folder):
@@ -75,21 +81,115 @@ def test_csv_listing(tmp_path, study_folder):
     csv_path = tmp_path / "list.csv"
     csv_path.write_text(f"id,image,label\nx,{study_folder / 'a.nii.gz'},1\ny,missing.nii.gz,\n")
     items = list_studies(csv_path)
-    assert items == [{"id": "x", "image": str(study_folder / "a.nii.gz"), "label": 1},
-                     {"id": "y", "image": str(tmp_path / "missing.nii.gz")}]
+    fp = study_fingerprint(study_folder / "a.nii.gz")
+    assert items == [{"id": "x", "image": str(study_folder / "a.nii.gz"), "fingerprint": fp, "label": 1},
+                     {"id": "y", "image": str(tmp_path / "missing.nii.gz"), "fingerprint": "missing"}]
     ds = StudyDataset(items, (1, 28, 28, 28), study_transform("volume", 28))
     assert int(ds[0]["label"]) == 1 and "does not exist" in ds[1]["error"]
-    (tmp_path / "dup.csv").write_text("id,image\nx,a\nx,b\n")
-    with pytest.raises(ValueError, match="duplicate"):
+    (tmp_path / "dup.csv").write_text("id,image\nx,a\ny,b\nx,c\n")
+    with pytest.raises(ValueError, match=r"dup\.csv' line 4: duplicate id 'x' \(also on line 2\)"):
         list_studies(tmp_path / "dup.csv")
     with pytest.raises(FileNotFoundError):
         list_studies(tmp_path / "nope")
 
 
+def test_csv_labels_are_checked(tmp_path):
+    """Labels: index or class name of the model; blank / -1 = unknown; errors name the file and the line."""
+    names = ["neg", "pos"]
+    good = tmp_path / "good.csv"
+    good.write_text("id,image,label\na,a.nii,1\nb,b.nii,neg\nc,c.nii,\nd,d.nii,  \ne,e.nii,-1\n")
+    labels = {it["id"]: it.get("label") for it in list_studies(good, label_names=names)}
+    assert labels == {"a": 1, "b": 0, "c": None, "d": None, "e": None}  # a blank label is no class
+    cases = {
+        "cat": r"cat\.csv' line 3: label 'cat' is not a class index 0\.\.1 or a class name \['neg', 'pos'\]",
+        "seven": r"seven\.csv' line 3: label '7' is outside the model's classes: expected a class index 0\.\.1",
+    }
+    for name, pattern in cases.items():
+        bad = tmp_path / f"{name}.csv"
+        bad.write_text(f"id,image,label\na,a.nii,1\nb,b.nii,{'cat' if name == 'cat' else 7}\n")
+        with pytest.raises(ValueError, match=pattern):
+            list_studies(bad, label_names=names)
+    with pytest.raises(ValueError, match=r"seven\.csv' line 3: label '7' is outside .* 0\.\.1"):
+        list_studies(tmp_path / "seven.csv", num_classes=2)
+    with pytest.raises(ValueError, match=r"cat\.csv' line 3: label 'cat' is not an integer class index"):
+        list_studies(tmp_path / "cat.csv")  # no classes known: integers only
+    (tmp_path / "noimage.csv").write_text("id,path\na,a.nii\n")
+    with pytest.raises(ValueError, match=r"noimage\.csv' line 1: needs a 'image' column"):
+        list_studies(tmp_path / "noimage.csv")
+    (tmp_path / "blank.csv").write_text("id,image\na,a.nii\nb,\n")
+    with pytest.raises(ValueError, match=r"blank\.csv' line 3: empty 'image'"):
+        list_studies(tmp_path / "blank.csv")
+
+
+def test_single_study_file_as_input(tmp_path, study_folder):
+    """--input one_file: one study (not read as a CSV); a .csv is a list; anything else: error naming the file."""
+    items = list_studies(study_folder / "a.nii.gz")
+    assert [(it["id"], it["image"]) for it in items] == [("a.nii.gz", str(study_folder / "a.nii.gz"))]
+    (series,) = list_studies(study_folder / "series1" / "slice0.dcm")  # one DICOM file
+    assert series["id"] == "slice0.dcm"
+    with pytest.raises(ValueError, match=r"notes\.txt' is not supported: expected a folder of studies, a CSV"):
+        list_studies(study_folder / "notes.txt")
+    with pytest.raises(ValueError, match=r"a\.nii\.gz' is not supported.*layout='video'"):
+        list_studies(study_folder / "a.nii.gz", layout="video")
+    binary = tmp_path / "list.csv"
+    binary.write_bytes(b"\x89\xff\x00 not text")
+    with pytest.raises(ValueError, match=r"list\.csv' is not UTF-8 text"):
+        list_studies(binary)
+
+
+def _nifti(path, shape, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.random.default_rng(seed).random(shape).astype(np.float32), np.eye(4)), path)
+    return path
+
+
+def test_2d_images_and_single_slices_are_refused(tmp_path):
+    """A 2D NIfTI or a one-slice series would become a constant-along-one-axis volume: an error row instead."""
+    _nifti(tmp_path / "flat2d.nii.gz", (40, 50))
+    _nifti(tmp_path / "one_slice.nii.gz", (40, 50, 1))
+    write_dicom_series(tmp_path / "series_of_one", n=1)
+    _nifti(tmp_path / "vol.nii.gz", (12, 14, 2))
+    items = list_studies(tmp_path)
+    ds = StudyDataset(items, (1, 16, 16, 16), study_transform("volume", 16))
+    out = {d["id"]: d for d in (ds[i] for i in range(len(ds)))}
+    assert out["vol.nii.gz"]["error"] == ""  # two slices are enough
+    assert "flat2d.nii.gz' is a 2D image" in out["flat2d.nii.gz"]["error"]
+    assert "one_slice.nii.gz' has 1 slice(s) along spatial axis 2" in out["one_slice.nii.gz"]["error"]
+    assert "series_of_one" in out["series_of_one"]["error"] and "min_slices=2" in out["series_of_one"]["error"]
+    for sid in ("flat2d.nii.gz", "one_slice.nii.gz", "series_of_one"):
+        assert torch.count_nonzero(out[sid]["image"]) == 0
+    # asked for: accepted (a 2D image becomes one slice)
+    ds1 = StudyDataset(items, (1, 16, 16, 16), study_transform("volume", 16, min_frames=1))
+    assert all(ds1[i]["error"] == "" for i in range(len(ds1)))
+
+
+def test_single_frame_clips_are_refused(tmp_path):
+    """A single-frame DICOM or a one-frame GIF is not repeated to T frames unless min_frames=1."""
+    import shutil
+
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "still.dcm")
+    Image.fromarray(np.full((20, 24, 3), 120, np.uint8)).save(tmp_path / "still.gif")
+    frames = [Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:], duration=100)
+    items = list_studies(tmp_path, layout="video")
+    assert [it["id"] for it in items] == ["clip.gif", "still.dcm", "still.gif"]
+    ds = StudyDataset(items, (8, 1, 16, 16), study_transform("video", 16, num_frames=8))
+    out = {d["id"]: d for d in (ds[i] for i in range(len(ds)))}
+    assert out["clip.gif"]["error"] == ""
+    for sid in ("still.dcm", "still.gif"):
+        assert f"{sid}' has 1 frame(s), fewer than min_frames=2" in out[sid]["error"]
+    ds1 = StudyDataset(items, (8, 1, 16, 16), study_transform("video", 16, num_frames=8, min_frames=1))
+    assert all(ds1[i]["error"] == "" for i in range(len(ds1)))
+
+
 def test_dataset_items():
     data = [{"image": torch.rand(1, 8, 8, 8), "label": i % 2} for i in range(5)]
     items = list_studies(None, dataset=data, id_prefix="syn_")
-    assert items[3] == {"id": "syn_000003", "index": 3}
+    assert items[3] == {"id": "syn_000003", "index": 3, "fingerprint": "syn/3"}
+    assert list_studies(None, dataset=data, dataset_tag="synthetic/test")[3]["fingerprint"] == "synthetic/test/3"
     ds = StudyDataset(items, (1, 8, 8, 8), dataset=data)
     assert torch.equal(ds[2]["image"], data[2]["image"]) and int(ds[3]["label"]) == 1
     with pytest.raises(ValueError, match="source"):
@@ -97,7 +197,7 @@ def test_dataset_items():
 
 
 def test_shards_and_resume(tmp_path):
-    items = [{"id": f"s{i:02d}", "image": f"/x/{i}"} for i in range(10)]
+    items = [{"id": f"s{i:02d}", "image": f"/x/{i}", "fingerprint": f"{i}-1"} for i in range(10)]
     shards = [select_studies(items, i, 3) for i in range(3)]
     ids = [it["id"] for s in shards for it in s]
     assert sorted(ids) == [it["id"] for it in items] and len(set(ids)) == 10  # a partition
@@ -106,11 +206,27 @@ def test_shards_and_resume(tmp_path):
     with pytest.raises(ValueError, match="shard_index"):
         select_studies(items, 3, 3)
     done = tmp_path / "p.csv"
-    done.write_text("id,error\ns00,\ns03,\ns06,x\n")  # error rows count as done too
-    assert read_done_ids(done) == {"s00", "s03", "s06"}
+    # shard 0 = s00, s03, s06, s09; s06 failed (run again), s03 changed on disk, s05 is another shard's,
+    # s00 twice (the last row wins), and a kill cut the last row (s09) short
+    done.write_text("id,source,fingerprint,pred_label,error\ns00,/x/0,0-1,1,\ns03,/x/3,3-0,0,\ns06,/x/6,6-1,,x\n"
+                    "s05,/x/5,5-1,1,\ns00,/x/0,0-1,0,\ns09,/x/9,9-")
+    assert read_done_ids(done) == {"s00", "s03", "s05"}  # error rows and the cut row are not done
     todo = select_studies(items, 0, 3, done_csv=done)
-    assert [it["id"] for it in todo] == ["s09"]
+    assert [it["id"] for it in todo] == ["s03", "s06", "s09"]
+    assert done.read_text().splitlines() == ["id,source,fingerprint,pred_label,error", "s00,/x/0,0-1,0,"]
+    assert len(select_studies(items, 0, 3, done_csv=done)) == 3  # stable
     assert len(select_studies(items, 0, 3, done_csv=done, skip_done="false")) == 4
+    assert done.read_bytes() == b""  # start afresh: nothing appended to the old rows
+    for text in ("name,value\na,1\n", "id,image,label\na,a.nii,1\n"):  # e.g. the study list, by mistake
+        other = tmp_path / "other.csv"
+        other.write_text(text)
+        for skip in (True, False):  # never emptied when it is not a predictions file
+            with pytest.raises(ValueError, match=r"other\.csv' is not a predictions file"):
+                select_studies(items, 0, 1, done_csv=other, skip_done=skip)
+        assert other.read_text() == text
+    old = tmp_path / "old.csv"  # an older version's file (no fingerprint column), even without rows: emptied
+    old.write_text("id,source,label,pred_label,error\n")
+    assert len(select_studies(items, 0, 1, done_csv=old)) == 10 and old.read_bytes() == b""
 
 
 def test_merge(tmp_path):
@@ -121,3 +237,140 @@ def test_merge(tmp_path):
     (tmp_path / "c.csv").write_text("id,w\nd,1\n")
     with pytest.raises(ValueError, match="columns"):
         merge_predictions([tmp_path / "a.csv", tmp_path / "c.csv"], tmp_path / "x.csv")
+
+
+# ---------------------------------------------------------------- inference.json, run at the Python level
+REPO = Path(__file__).resolve().parents[2]
+INFERENCE = REPO / "bundles" / "das_medmnist3d" / "configs" / "inference.json"
+SIZE = 16  # synthetic network on a 16³ grid: fast on CPU
+
+
+def _parser(bundle_root, **overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(INFERENCE))
+    parser.update({"bundle_root": str(bundle_root), "size": SIZE, "device": "$torch.device('cpu')", **overrides})
+    return parser
+
+
+@pytest.fixture(scope="module")
+def bundle_root(tmp_path_factory):
+    """A bundle folder with ``models/model.pt``: the untrained network of inference.json (deterministic in eval)."""
+    root = tmp_path_factory.mktemp("bundle")
+    torch.manual_seed(0)
+    net = _parser(root).get_parsed_content("network_def")
+    (root / "models").mkdir()
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def run_inference(bundle_root, **overrides) -> list[str]:
+    """Build inference.json's evaluator (with overrides) and run it; returns the ids it ran."""
+    parser = _parser(bundle_root, **overrides)
+    todo = parser.get_parsed_content("todo")
+    parser.get_parsed_content("evaluator").run()
+    return [it["id"] for it in todo]
+
+
+def read_rows(csv_path):
+    with open(csv_path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_outputs(csv_path, ids):
+    """Exactly one row per id, in the CSV and in the JSON."""
+    import json
+
+    rows = read_rows(csv_path)
+    assert [r["id"] for r in rows] == sorted(ids), [r["id"] for r in rows]
+    data = json.loads(Path(csv_path).with_suffix(".json").read_text())
+    assert [r["id"] for r in data] == sorted(ids)
+    return {r["id"]: r for r in rows}
+
+
+def test_inference_kill_resume_other_folder_and_restart(tmp_path, bundle_root):
+    import shutil
+
+    a = tmp_path / "A"
+    for i, name in enumerate(("a.nii.gz", "b.nii.gz", "c.nii.gz", "d.nii.gz")):
+        _nifti(a / name, (10, 12, 9), seed=i)
+    (a / "broken.nii.gz").write_bytes(b"not a nifti file")
+    ids = ["a.nii.gz", "b.nii.gz", "broken.nii.gz", "c.nii.gz", "d.nii.gz"]
+    out = tmp_path / "out"
+    csv_path = out / "predictions.csv"
+    assert run_inference(bundle_root, input=str(a), output_dir=str(out)) == ids
+    rows = check_outputs(csv_path, ids)
+    assert rows["broken.nii.gz"]["error"] and not rows["a.nii.gz"]["error"]
+    assert rows["a.nii.gz"]["source"] == str(a / "a.nii.gz")
+    assert rows["a.nii.gz"]["fingerprint"] == study_fingerprint(a / "a.nii.gz")
+
+    # a kill: rows a, b, broken and c are complete, d was cut in the middle (no line end); a marker in a kept row
+    # shows that it is not predicted again
+    lines = csv_path.read_text().splitlines(keepends=True)
+    header = lines[0].rstrip("\r\n").split(",")
+    a_row = lines[1].rstrip("\r\n").split(",")
+    a_row[header.index("prob_" + rows["a.nii.gz"]["pred_name"])] = "0.424242"
+    lines[1] = ",".join(a_row) + "\r\n"
+    csv_path.write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
+    assert run_inference(bundle_root, input=str(a), output_dir=str(out)) == ["broken.nii.gz", "d.nii.gz"]
+    rows = check_outputs(csv_path, ids)  # 5 rows for 5 studies: no duplicate of the cut row
+    assert "0.424242" in rows["a.nii.gz"].values() and rows["broken.nii.gz"]["error"]
+
+    # a second folder with the same file names (same sizes and times): other sources, so every study runs again
+    b = tmp_path / "B"
+    shutil.copytree(a, b)
+    assert run_inference(bundle_root, input=str(b), output_dir=str(out)) == ids
+    rows = check_outputs(csv_path, ids)
+    assert {r["source"] for r in rows.values()} == {str(b / i) for i in ids}
+
+    # the unreadable study is repaired and another one changes: only those two run again
+    _nifti(b / "broken.nii.gz", (10, 12, 9), seed=7)
+    _nifti(b / "c.nii.gz", (11, 12, 9), seed=8)
+    assert run_inference(bundle_root, input=str(b), output_dir=str(out)) == ["broken.nii.gz", "c.nii.gz"]
+    rows = check_outputs(csv_path, ids)
+    assert not any(r["error"] for r in rows.values())
+
+    # skip_done false: everything runs again and the file is rewritten, not appended to
+    assert run_inference(bundle_root, input=str(b), output_dir=str(out), skip_done="false") == ids
+    check_outputs(csv_path, ids)
+
+    # a study removed from the folder: its row goes too; nothing left to run still gives a consistent JSON
+    (b / "d.nii.gz").unlink()
+    assert run_inference(bundle_root, input=str(b), output_dir=str(out)) == []
+    check_outputs(csv_path, ids[:-1])
+
+
+def test_inference_shards_resume_and_merge(tmp_path, bundle_root):
+    folder = tmp_path / "studies"
+    ids = [f"s{i}.nii.gz" for i in range(5)]
+    for i, name in enumerate(ids):
+        _nifti(folder / name, (10, 12, 9), seed=i)
+    out = tmp_path / "out"
+    ran = [run_inference(bundle_root, input=str(folder), output_dir=str(out), shard_index=i, shard_count=2)
+           for i in range(2)]
+    assert ran == [ids[0::2], ids[1::2]]
+    paths = [predictions_path(out, i, 2) for i in range(2)]
+    assert run_inference(bundle_root, input=str(folder), output_dir=str(out), shard_index=0, shard_count=2) == []
+    merged = merge_predictions(paths, out / "predictions.csv")
+    assert [r["id"] for r in read_rows(merged)] == ids
+
+
+@pytest.mark.slow
+def test_bundle_cli_single_file_input(tmp_path, bundle_root):
+    """`--input one_file.nii.gz` is one study (it used to be read as a CSV); the summary line is logged to stdout."""
+    import subprocess
+    import sys
+
+    study = _nifti(tmp_path / "one_file.nii.gz", (10, 12, 9))
+    out = tmp_path / "out"
+    configs = REPO / "bundles" / "das_medmnist3d" / "configs"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(INFERENCE),
+           "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
+           "--bundle_root", str(bundle_root), "--size", str(SIZE), "--input", str(study), "--output_dir", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert f"predictions: 1 studies written to {out / 'predictions.csv'} (0 unreadable)" in proc.stdout
+    (row,) = read_rows(out / "predictions.csv")
+    assert row["id"] == "one_file.nii.gz" and row["error"] == "" and row["source"] == str(study)

@@ -1,9 +1,10 @@
-"""PredictionWriter: streaming rows, error rows, appending after a kill."""
+"""PredictionWriter: streaming rows, error rows, appending after a kill, one row per id, logging, ranks."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -17,21 +18,23 @@ def _engine(batches):
     """Mimics a MONAI evaluator: decollated batch items (id/source/error) and output items (pred/indices)."""
 
     def step(engine, batch):
-        engine.state.batch = [{"id": i, "source": f"/data/{i}", "error": err} for i, err in batch]
+        engine.state.batch = [{"id": i, "source": f"/data/{i}", "fingerprint": f"fp{i}", "error": err}
+                              for i, err in batch]
         return [{"pred": torch.tensor([0.2, 0.8]) if not err else torch.tensor([0.5, 0.5]),
                  "label": torch.tensor(1), "indices": torch.tensor([1, 4, 6])} for _, err in batch]
 
     return Engine(step), batches
 
 
-def test_rows_errors_and_json(tmp_path):
+def test_rows_errors_and_json(tmp_path, capsys, caplog):
     path = tmp_path / "out" / "predictions.csv"
     engine, batches = _engine([[("a", ""), ("b", "RuntimeError: cannot read\nfile")], [("c", "")]])
     writer = PredictionWriter(path, ["neg", "pos"])
     writer.attach(engine)
-    engine.run(batches, max_epochs=1)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.predictions"):
+        engine.run(batches, max_epochs=1)
     rows = list(csv.DictReader(open(path)))
-    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert [r["id"] for r in rows] == ["a", "b", "c"] and rows[0]["fingerprint"] == "fpa"
     assert rows[0]["pred_label"] == "1" and rows[0]["pred_name"] == "pos" and rows[0]["kept_indices"] == "1;4;6"
     assert float(rows[0]["prob_pos"]) == pytest.approx(0.8) and rows[0]["error"] == ""
     assert rows[1]["error"] == "RuntimeError: cannot read file"
@@ -39,23 +42,51 @@ def test_rows_errors_and_json(tmp_path):
     data = json.loads(path.with_suffix(".json").read_text())
     assert data[0]["kept_indices"] == [1, 4, 6] and data[1]["pred_label"] is None and data[2]["prob_neg"] == 0.2
     assert writer.num_written == 3 and writer.num_errors == 1
+    assert f"predictions: 3 studies written to {path} (1 unreadable)" in caplog.text
+    assert capsys.readouterr().out == ""  # logged, not printed
 
 
 def test_append_after_kill(tmp_path):
     path = tmp_path / "predictions.csv"
-    engine, batches = _engine([[("a", "")]])
+    engine, batches = _engine([[("a", ""), ("b", "")]])
     PredictionWriter(path, ["neg", "pos"]).attach(engine)
     engine.run(batches, max_epochs=1)
-    with open(path, "a") as f:  # a kill in the middle of a row: no newline, missing columns
-        f.write("b,/data/b,1,1")
+    text = path.read_bytes()
+    path.write_bytes(text[: -len(text.splitlines()[-1]) // 2 - 2])  # a kill in the middle of b's row
     assert read_done_ids(path) == {"a"}
-    engine2, batches2 = _engine([[("b", "")]])
-    PredictionWriter(path, ["neg", "pos"]).attach(engine2)
+    engine2, batches2 = _engine([[("b", "")], [("a", "x")], [("a", "")]])  # a: run again (the last row wins)
+    writer = PredictionWriter(path, ["neg", "pos"])
+    writer.attach(engine2)
     engine2.run(batches2, max_epochs=1)
-    assert read_done_ids(path) == {"a", "b"}
     rows = list(csv.reader(open(path)))
-    assert rows[2] == ["b", "/data/b", "1", "1"]  # the cut row stays on its own line, ignored
-    assert rows[3][0] == "b" and len(rows[3]) == len(rows[0])
+    assert [r[0] for r in rows] == ["id", "a", "b"]  # the cut row is gone, one row per id, sorted
+    assert all(len(r) == len(rows[0]) for r in rows) and rows[1][-1] == ""
+    assert [r["id"] for r in json.loads(path.with_suffix(".json").read_text())] == ["a", "b"]
+    assert writer.num_written == 3
+
+
+def test_only_rank0_writes(tmp_path, monkeypatch, capsys, caplog):
+    """With torch.distributed initialised, rank 0 writes every rank's rows (gathered) and alone logs."""
+    import monai_das.handlers.predictions as mod
+
+    other = [["z", "/data/z", "fpz", "-1", "1", "pos", "0.2", "0.8", "", "", ""]]
+    gathered = []
+    monkeypatch.setattr(mod.idist, "all_gather", lambda rows: gathered.append(rows) or [rows, other])
+    monkeypatch.setattr(mod, "_dist_rank_world", lambda: (1, 2))
+    path = tmp_path / "rank1" / "predictions.csv"
+    engine, batches = _engine([[("a", "")]])
+    PredictionWriter(path, ["neg", "pos"]).attach(engine)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.predictions"):
+        engine.run(batches, max_epochs=1)
+    assert len(gathered) == 1 and not path.parent.exists() and "predictions:" not in caplog.text
+    monkeypatch.setattr(mod, "_dist_rank_world", lambda: (0, 2))
+    path = tmp_path / "rank0" / "predictions.csv"
+    engine, batches = _engine([[("a", "")]])
+    PredictionWriter(path, ["neg", "pos"]).attach(engine)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.predictions"):
+        engine.run(batches, max_epochs=1)
+    assert [r["id"] for r in csv.DictReader(open(path))] == ["a", "z"]
+    assert "predictions: 2 studies written" in caplog.text and capsys.readouterr().out == ""
 
 
 def test_other_columns_refused(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from ignite.engine import Engine, Events
 from monai_das.handlers import ClassificationReportSaver
 
 
-def test_report_files(tmp_path, capsys):
+def test_report_files(tmp_path, capsys, caplog):
     preds = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
     labels = torch.tensor([0, 1, 2, 2])
     engine = Engine(lambda e, b: [{"pred": p, "label": t} for p, t in zip(preds[b], labels[b])])
@@ -22,7 +23,8 @@ def test_report_files(tmp_path, capsys):
 
     ClassificationReportSaver(tmp_path, 3, ["a", "b", "c"], metric_prefix="test_", file_prefix="x_",
                               extra={"method": "das"}).attach(engine)
-    engine.run([[0, 1], [2, 3]], max_epochs=1)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.report"):
+        engine.run([[0, 1], [2, 3]], max_epochs=1)
     report = json.loads((tmp_path / "x_metrics.json").read_text())
     assert report["method"] == "das" and report["num_samples"] == 4
     assert report["metrics"]["auc"] == pytest.approx(0.9) and report["metrics"]["accuracy"] == 0.75
@@ -32,7 +34,26 @@ def test_report_files(tmp_path, capsys):
     cm = json.loads((tmp_path / "x_confusion_matrix.json").read_text())
     assert cm["matrix"] == report["confusion_matrix"] and cm["labels"] == ["a", "b", "c"]
     assert (tmp_path / "x_confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
-    assert "evaluation on 4 samples" in capsys.readouterr().out
+    assert "evaluation on 4 samples" in caplog.text
+    assert capsys.readouterr().out == ""  # logged (the bundles' logging.conf sends INFO to stdout), not printed
+
+
+def test_distributed_ranks(tmp_path, monkeypatch, caplog):
+    """Every rank sums its confusion matrix with the others'; only rank 0 writes and logs."""
+    import monai_das.handlers.report as mod
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(mod.idist, "all_reduce", lambda t: t * 2)  # the other rank saw the same samples
+    for rank in (1, 0):
+        engine = Engine(lambda e, b: [{"pred": torch.tensor([0.0, 1.0]), "label": torch.tensor(1)}])
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda r=rank: r)
+        out = tmp_path / f"rank{rank}"
+        ClassificationReportSaver(out, 2).attach(engine)
+        with caplog.at_level(logging.INFO, logger="monai_das.handlers.report"):
+            engine.run([0, 1, 2], max_epochs=1)
+        assert out.exists() == (rank == 0) and ("evaluation on" in caplog.text) == (rank == 0)
+    assert json.loads((tmp_path / "rank0" / "metrics.json").read_text())["confusion_matrix"] == [[0, 0], [0, 6]]
 
 
 def test_label_out_of_range(tmp_path):

@@ -72,3 +72,30 @@ def test_errors(tmp_path):
         LoadVideo()(np.zeros((3, 4)))
     with pytest.raises(FileNotFoundError, match="absent.avi"):
         LoadVideod("image")({"image": str(tmp_path / "absent.avi")})
+
+
+def test_single_frame_is_refused_unless_asked(tmp_path):
+    """A one-frame GIF / single-frame DICOM is a still image: not silently repeated to num_frames frames."""
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
+    gif = tmp_path / "still.gif"
+    Image.fromarray(np.full((20, 24, 3), 120, np.uint8)).save(gif)
+    for path in (gif, get_testdata_file("CT_small.dcm")):
+        with pytest.raises(ValueError, match=r"has 1 frame\(s\), fewer than min_frames=2"):
+            LoadVideo(num_frames=8, spatial_size=8)(path)
+        with pytest.raises(ValueError, match="min_frames=2"):
+            LoadVideod("image", num_frames=8)({"image": str(path)})
+    clip = LoadVideo(num_frames=8, spatial_size=8, min_frames=1)(gif)
+    assert tuple(clip.shape) == (8, 1, 8, 8) and clip.meta["kept_indices"].tolist() == [0] * 8
+    with pytest.raises(ValueError, match="min_frames must be >= 1"):
+        LoadVideo(min_frames=0)
+
+
+def test_directory_is_not_called_missing(tmp_path):
+    from monai_das.data import read_video
+
+    with pytest.raises(IsADirectoryError, match=r"is a directory, expected a video file"):
+        read_video(tmp_path)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        LoadVideo()(tmp_path)

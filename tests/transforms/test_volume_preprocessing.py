@@ -52,7 +52,8 @@ def test_recipe_gives_network_input(source, channels, dicom_series):
         source, NIB_DATA / source
     )
     reader = "ITKReader" if source in ("series", "CT_small.dcm") else None
-    xf = volume_preprocessing("image", spatial_size=(28, 28, 28), reader=reader)
+    min_slices = 1 if source == "CT_small.dcm" else 2  # one CT slice: only when asked for
+    xf = volume_preprocessing("image", spatial_size=(28, 28, 28), reader=reader, min_slices=min_slices)
     img = xf({"image": path})["image"]
     assert tuple(img.shape) == (channels, 28, 28, 28) and img.dtype == torch.float32
     assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0 and float(img.max()) > 0.5
@@ -80,3 +81,44 @@ def test_recipe_options():
         volume_preprocessing(resize="crop")
     with pytest.raises(ValueError, match="spatial_size"):
         volume_preprocessing(spatial_size=(28, 28))
+
+
+def test_2d_images_and_single_slices_are_refused(tmp_path):
+    """A 2D image or one slice is not stretched into a 28³ volume that is constant along an axis, unless asked."""
+    import numpy as np
+    from pydicom.data import get_testdata_file
+
+    from monai_das.transforms.preprocessing import RequireVolumed
+
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.rand(40, 50).astype(np.float32), np.eye(4)), flat)
+    ct = get_testdata_file("CT_small.dcm")
+    xf = volume_preprocessing(spatial_size=28)
+    with pytest.raises(RuntimeError) as err:  # MONAI's Compose wraps the transform's ValueError
+        xf({"image": flat})
+    assert isinstance(err.value.__cause__, ValueError)
+    assert "flat.nii.gz' is a 2D image (channel-first shape (1, 40, 50))" in str(err.value.__cause__)
+    with pytest.raises(RuntimeError) as err:
+        volume_preprocessing(spatial_size=28, reader="ITKReader")({"image": ct})
+    cause = str(err.value.__cause__)
+    assert "has 1 slice(s) along spatial axis 2" in cause and "CT_small.dcm" in cause
+    one = volume_preprocessing(spatial_size=28, min_slices=1)({"image": flat})["image"]  # asked for: one slice
+    assert tuple(one.shape) == (1, 28, 28, 28)
+    with pytest.raises(ValueError, match="min_slices"):
+        RequireVolumed("image", min_slices=0)
+    with pytest.raises(ValueError, match=r"expected a volume C×D×H×W"):
+        RequireVolumed("image")({"image": torch.zeros(1, 4, 4, 4, 4)})
+    assert tuple(RequireVolumed("image", min_slices=1)({"image": torch.zeros(1, 4, 5)})["image"].shape) == (1, 4, 5, 1)
+
+
+def test_require_volume_array_twin():
+    from monai.data import MetaTensor
+
+    from monai_das.transforms import RequireVolume
+
+    with pytest.raises(ValueError, match=r"'scan.nii' is a 2D image \(channel-first shape \(1, 40, 50\)\)"):
+        RequireVolume()(MetaTensor(torch.zeros(1, 40, 50), meta={"filename_or_obj": "scan.nii"}))
+    with pytest.raises(ValueError, match="1 slice"):
+        RequireVolume()(torch.zeros(1, 8, 8, 1), name="series_a")
+    assert RequireVolume(min_slices=1)(torch.zeros(1, 40, 50)).shape == (1, 40, 50, 1)
+    assert RequireVolume()(torch.zeros(2, 3, 4, 5)).shape == (2, 3, 4, 5)
