@@ -1,5 +1,6 @@
-"""Networks of monai_das: samplers (DAS and baselines), MobileNetV3-Small and the subsampled classifier."""
+"""Networks of monai_das: samplers (DAS and baselines), MobileNetV3-Small, the subsampled classifier and the
+frame-encoder contract (any 2D network ``N×C×H×W → N×E``)."""
 
-from .blocks import FrameFeatures, TemporalHead, sample_without_replacement, select_frames
-from .factory import SAMPLERS, build_classifier, get_sampler, num_kept
+from .blocks import FrameEncoder, FrameFeatures, TemporalHead, sample_without_replacement, select_frames
+from .factory import SAMPLERS, build_classifier, get_encoder, get_sampler, num_kept
 from .nets import *  # noqa: F401,F403

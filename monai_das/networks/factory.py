@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import numbers
+import typing
 from typing import Any
+
+import torch.nn as nn
 
 from monai_das.networks.nets import (
     ADPSSampler,
@@ -19,7 +24,7 @@ from monai_das.networks.nets import (
 )
 from monai_das.networks.nets.sampler import check_count
 
-__all__ = ["SAMPLERS", "get_sampler", "num_kept", "build_classifier"]
+__all__ = ["SAMPLERS", "get_sampler", "get_encoder", "num_kept", "build_classifier"]
 
 SAMPLERS: dict[str, type[BaseSampler]] = {
     "das": DASampler,
@@ -69,6 +74,93 @@ def get_sampler(name: str, num_samples: int, num_frames: int | None = None, in_c
     return SAMPLERS[key](num_samples, **kwargs)
 
 
+_MONAI_NETS = "monai.networks.nets"
+
+
+def _network_class(target: Any) -> type[nn.Module] | None:
+    """The ``nn.Module`` class that ``target`` (a class, or a factory function such as ``resnet18``) builds."""
+    if isinstance(target, type):
+        return target if issubclass(target, nn.Module) else None
+    if inspect.isfunction(target):
+        try:  # MONAI's factories are annotated (``-> ResNet``); an unannotated helper is not a network
+            ret = typing.get_type_hints(target).get("return")
+        except Exception:
+            return None
+        return ret if isinstance(ret, type) and issubclass(ret, nn.Module) else None
+    return None
+
+
+def _parameter_names(target: Any, cls: type[nn.Module]) -> set[str]:
+    """Keyword arguments ``target`` accepts, following ``**kwargs`` into the built class and its bases."""
+    names: set[str] = set()
+    chain = [target] + [c for c in cls.__mro__ if c is not target and issubclass(c, nn.Module) and c is not nn.Module]
+    for fn in chain:
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            break
+        names.update(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def get_encoder(name: str, in_channels: int = 1, **kwargs: Any) -> nn.Module:
+    """
+    A 2D frame encoder built from a network of ``monai.networks.nets`` named ``name``, e.g. ``"DenseNet121"``,
+    ``"resnet18"`` or ``"EfficientNetBN"`` (``"monai.networks.nets.DenseNet121"`` is accepted too).
+
+    ``kwargs`` are the network's arguments (e.g. ``out_channels=64`` for ``DenseNet121``, ``num_classes=32`` for
+    ``resnet18``); ``spatial_dims=2`` and the input-channel argument (``in_channels`` or ``n_input_channels``,
+    whichever the network takes) are filled in when not given. The name is looked up in ``monai.networks.nets``
+    only: a dotted path to another module, or anything that is not a network there, raises a ``ValueError`` (nothing
+    is imported or evaluated from the string).
+    """
+    import monai.networks.nets as monai_nets  # the only namespace a name resolves in
+
+    if not isinstance(name, str):
+        raise ValueError(f"encoder name must be a string naming a network of {_MONAI_NETS}, got {name!r}.")
+    key = name[len(_MONAI_NETS) + 1:] if name.startswith(_MONAI_NETS + ".") else name
+    if not key.isidentifier() or key.startswith("_"):
+        raise ValueError(
+            f"encoder {name!r} is not a network name: only names from {_MONAI_NETS} are accepted (e.g. "
+            f"'DenseNet121', 'resnet18', 'EfficientNetBN'); dotted paths to other modules are refused, nothing is "
+            f"imported. Pass an nn.Module as encoder= to use any other network."
+        )
+    target = getattr(monai_nets, key, None)
+    cls = _network_class(target)
+    if cls is None:
+        known = [n for n in dir(monai_nets) if not n.startswith("_") and _network_class(getattr(monai_nets, n))]
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"encoder {name!r} is not a network of {_MONAI_NETS}.{hint}")
+    in_channels = check_count(in_channels, "in_channels")
+    params, kwargs = _parameter_names(target, cls), dict(kwargs)
+    if "spatial_dims" in params and kwargs.setdefault("spatial_dims", 2) != 2:
+        raise ValueError(
+            f"encoder {key}: the frame encoder is 2D (it sees one H×W frame at a time), got "
+            f"spatial_dims={kwargs['spatial_dims']!r}."
+        )
+    for arg in ("in_channels", "n_input_channels"):
+        if arg in params:
+            given = kwargs.setdefault(arg, in_channels)
+            if given != in_channels:
+                raise ValueError(
+                    f"encoder {key}: {arg}={given!r} in its arguments but the classifier's in_channels={in_channels}; "
+                    f"set in_channels={given!r} instead (the sampler needs it too)."
+                )
+            break
+    try:
+        encoder = target(**kwargs)
+    except Exception as e:  # a missing argument, a failed weight download...: say which network and arguments
+        raise ValueError(
+            f"could not build the frame encoder {_MONAI_NETS}.{key}(**{kwargs!r}): {type(e).__name__}: {e}"
+        ) from e
+    if not isinstance(encoder, nn.Module):
+        raise ValueError(f"{_MONAI_NETS}.{key} returned a {type(encoder).__name__}, not an nn.Module.")
+    return encoder
+
+
 def build_classifier(
     method: str,
     num_classes: int,
@@ -81,20 +173,54 @@ def build_classifier(
     dropout: float = 0.2,
     encoder_kwargs: dict | None = None,
     sampler_kwargs: dict | None = None,
+    encoder: nn.Module | str | None = None,
+    encoder_features: int | None = None,
 ) -> SubsampledClassifier:
     """
-    A :class:`SubsampledClassifier` with a :class:`MobileNetV3Small` frame encoder and the sampler ``method``
-    keeping ``num_kept(num_frames, keep_ratio)`` frames (all of them for ``full``).
+    A :class:`SubsampledClassifier`: the sampler ``method`` keeping ``num_kept(num_frames, keep_ratio)`` frames (all
+    of them for ``full``), a 2D frame encoder ``N×C×H×W → N×E``, a temporal head and a linear layer.
+
+    Args:
+        encoder: the frame encoder.
+
+            - ``None`` (default): :class:`MobileNetV3Small` (``num_classes=0``: ``E = 576``), built with
+              ``encoder_kwargs`` (``stem_stride``, ``pretrained``, ``weights_path``, ``dropout``, ...); parameter
+              names are unchanged, so existing checkpoints load.
+            - a string: a network of ``monai.networks.nets`` by name (``"DenseNet121"``, ``"resnet18"``,
+              ``"EfficientNetBN"``...), built by :func:`get_encoder` with ``encoder_kwargs`` as its arguments
+              (``spatial_dims=2`` and ``in_channels``/``n_input_channels`` filled in). Only that namespace is
+              searched; dotted paths to other modules are refused.
+            - an ``nn.Module``: used as is (``encoder_kwargs`` must then be empty); it must take ``in_channels``
+              channels.
+        encoder_features: ``E``; ``None`` reads the encoder's ``out_features`` or probes it once on 64×64 zero
+            frames (see :class:`SubsampledClassifier`). Give it for encoders that need larger frames.
+        encoder_kwargs: arguments of the encoder built from ``None`` or a string (see above).
 
     ``num_classes``, ``num_frames`` and ``in_channels`` must be integers >= 1 and ``keep_ratio`` lie in (0, 1] (checked
     for ``full`` too, which ignores it, so a config error shows whatever the method); each raises a ``ValueError``
-    naming the argument and its value.
+    naming the argument and its value. The other arguments are those of :class:`SubsampledClassifier` and
+    :func:`get_sampler`.
     """
     if not isinstance(method, str) or method.lower() not in SAMPLERS:
         raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}.")
     num_classes, num_frames = check_count(num_classes, "num_classes"), check_count(num_frames, "num_frames (T)")
     in_channels, keep_ratio = check_count(in_channels, "in_channels"), check_keep_ratio(keep_ratio)
-    encoder = MobileNetV3Small(spatial_dims=2, in_channels=in_channels, num_classes=0, **(encoder_kwargs or {}))
+    if encoder is None:
+        encoder = MobileNetV3Small(spatial_dims=2, in_channels=in_channels, num_classes=0, **(encoder_kwargs or {}))
+    elif isinstance(encoder, str):
+        encoder = get_encoder(encoder, in_channels, **(encoder_kwargs or {}))
+    elif isinstance(encoder, nn.Module):
+        if encoder_kwargs:
+            raise ValueError(
+                f"encoder_kwargs={encoder_kwargs!r} cannot apply to an encoder module passed in "
+                f"({type(encoder).__name__}); build the module with them, or pass the encoder by name."
+            )
+    else:
+        raise ValueError(
+            f"encoder must be None (MobileNetV3-Small), the name of a network of {_MONAI_NETS} or an nn.Module, "
+            f"got {type(encoder).__name__}."
+        )
     k = num_frames if method.lower() == "full" else num_kept(num_frames, keep_ratio)
     sampler = get_sampler(method, k, num_frames=num_frames, in_channels=in_channels, **(sampler_kwargs or {}))
-    return SubsampledClassifier(sampler, encoder, num_classes, layout, slice_axis, temporal_head, dropout)
+    return SubsampledClassifier(sampler, encoder, num_classes, layout, slice_axis, temporal_head, dropout,
+                                encoder_features=encoder_features, in_channels=in_channels)

@@ -1,3 +1,10 @@
+from .frame_encoder import (
+    PROBE_SIZE,
+    FrameEncoder,
+    encoder_in_channels,
+    encoder_out_features,
+    probe_encoder_features,
+)
 from .frame_features import FEATURE_NAMES, FrameFeatures
 from .gumbel import indices_to_matrix, sample_without_replacement, select_frames
 from .temporal_head import TEMPORAL_HEADS, TemporalHead

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder_out_features, probe_encoder_features
 from monai_das.networks.blocks.gumbel import sample_without_replacement, select_frames
 from monai_das.networks.nets.sampler import BaseSampler, check_count
 
@@ -36,10 +37,11 @@ class ADPSSampler(BaseSampler):
         num_samples: ``k``.
         num_frames: ``T`` (the logits layer is ``T`` wide).
         in_channels: frame channels ``C`` (for the default encoder; checked against the input). With ``encoder``
-            given, its ``in_channels`` attribute (if any) is checked instead.
+            given, its ``in_channels``/``n_input_channels`` attribute (if any) is checked instead.
         hidden_dim: LSTM width.
-        encoder: frame encoder ``N×C×H×W → N×E`` with an ``out_features`` attribute; by default a
-            :class:`SmallFrameEncoder`. Passing the downstream encoder shares it.
+        encoder: frame encoder ``N×C×H×W → N×E``; by default a :class:`SmallFrameEncoder`. Passing the downstream
+            encoder shares it. ``E`` is its ``out_features`` attribute, else found by one probe run (as in
+            :class:`SubsampledClassifier`).
         tau: softmax temperature of the relaxation.
     """
 
@@ -63,9 +65,13 @@ class ADPSSampler(BaseSampler):
             self.in_channels: int | None = check_count(in_channels, "in_channels")
             self.encoder: nn.Module = SmallFrameEncoder(self.in_channels)
         else:
-            self.in_channels, self.encoder = getattr(encoder, "in_channels", None), encoder
+            self.in_channels, self.encoder = encoder_in_channels(encoder), encoder
         hidden_dim = check_count(hidden_dim, "hidden_dim")
-        self.cell = nn.LSTMCell(int(self.encoder.out_features), hidden_dim)
+        # a shared MONAI encoder (DenseNet, ResNet...) has no out_features: probe it as SubsampledClassifier does
+        features = encoder_out_features(self.encoder)
+        if features is None:
+            features = probe_encoder_features(self.encoder, self.in_channels, owner="ADPSSampler")
+        self.cell = nn.LSTMCell(features, hidden_dim)
         self.h0 = nn.Parameter(torch.zeros(hidden_dim))
         self.to_logits = nn.Linear(hidden_dim, self.num_frames)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder_out_features, probe_encoder_features
 from monai_das.networks.blocks.temporal_head import TemporalHead
 from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, check_count, parameter_dtype
 
@@ -19,13 +20,31 @@ class SubsampledClassifier(nn.Module):
 
     Args:
         sampler: a :class:`BaseSampler` (``das``, ``dps``, ``adps``, ``uniform``, ``random``, ``full``).
-        encoder: 2D network ``N×C×H×W → N×E`` with an ``out_features`` attribute (e.g. ``MobileNetV3Small``).
+        encoder: any 2D network ``N×C×H×W → N×E`` (one embedding per frame): :class:`MobileNetV3Small`, a MONAI
+            network such as ``DenseNet121(spatial_dims=2, in_channels=1, out_channels=64)``,
+            ``resnet18(spatial_dims=2, n_input_channels=1, num_classes=32)`` or ``EfficientNetBN``, a
+            ``nn.Sequential`` ending in a global pooling and a flatten, or a backbone returning feature maps
+            wrapped in :class:`~monai_das.networks.blocks.FrameEncoder`. ``E`` comes from ``encoder_features``,
+            else from the encoder's ``out_features`` attribute, else from one probe run (see below).
         num_classes: number of output logits.
         layout: ``"volume"``: input ``B×C×D×H×W`` (MONAI channel-first), frames are the slices along spatial axis
             ``slice_axis``; ``"video"``: input ``B×T×C×H×W``.
         slice_axis: 0, 1 or 2 for slices along D, H or W (``layout="volume"`` only).
         temporal_head: ``"mean"`` (default), ``"max"`` or ``"attention"`` pooling of the ``k`` frame embeddings.
         dropout: dropout before the final linear layer.
+        encoder_features: ``E``. ``None`` (default) reads the encoder's ``out_features``; an encoder without it is
+            run once on zeros ``2×C×s×s`` with ``s =`` :data:`~monai_das.networks.blocks.PROBE_SIZE` (64), in
+            ``eval()`` without gradients, its train/eval mode restored afterwards, and ``E`` is the last dimension
+            of the output. Give it for an encoder that needs frames larger than 64×64 (or other probe input).
+        in_channels: frame channels ``C``, checked against the input. ``None`` (default) takes the encoder's
+            ``in_channels`` or ``n_input_channels`` attribute; an encoder with neither (MONAI ``DenseNet``,
+            ``ResNet``) leaves the check to the sampler (DAS, ADPS) or to the encoder's first layer.
+
+    Raises:
+        ValueError: ``encoder_features`` disagrees with the encoder's ``out_features``, or ``in_channels`` with its
+            ``in_channels``/``n_input_channels``; the probe run fails (the message suggests ``encoder_features=``);
+            the probe output is not ``N×E`` (e.g. a ``N×E×h×w`` map from a backbone without pooling: the message
+            says to add a global pooling and a flatten, or wrap the backbone in ``FrameEncoder``).
 
     Shapes: ``forward(x)`` → logits ``B×num_classes``; :meth:`sample` → :class:`SamplerOutput`.
 
@@ -43,6 +62,8 @@ class SubsampledClassifier(nn.Module):
         slice_axis: int = 0,
         temporal_head: str = "mean",
         dropout: float = 0.2,
+        encoder_features: int | None = None,
+        in_channels: int | None = None,
     ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
@@ -52,10 +73,47 @@ class SubsampledClassifier(nn.Module):
         num_classes = check_count(num_classes, "num_classes")
         self.sampler, self.encoder = sampler, encoder
         self.layout, self.slice_axis, self.num_classes = layout, slice_axis, num_classes
-        self.in_channels = getattr(encoder, "in_channels", None)
-        features = int(encoder.out_features)
+        if not isinstance(encoder, nn.Module):
+            raise ValueError(
+                f"SubsampledClassifier: encoder must be a torch.nn.Module mapping N×C×H×W → N×E, got "
+                f"{type(encoder).__name__}."
+            )
+        self.in_channels = self._discover_in_channels(encoder, in_channels)
+        features = self._discover_features(encoder, encoder_features, sampler)
+        self.encoder_features = features
         self.temporal_head = TemporalHead(features, temporal_head)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
+
+    @staticmethod
+    def _discover_in_channels(encoder: nn.Module, in_channels: int | None) -> int | None:
+        declared = encoder_in_channels(encoder)
+        if in_channels is None:
+            return declared
+        in_channels = check_count(in_channels, "in_channels")
+        if declared is not None and declared != in_channels:
+            raise ValueError(
+                f"SubsampledClassifier: in_channels={in_channels} but the frame encoder {type(encoder).__name__} "
+                f"declares {declared} input channel(s); build the encoder for C={in_channels} or pass "
+                f"in_channels={declared}."
+            )
+        return in_channels
+
+    def _discover_features(self, encoder: nn.Module, encoder_features: int | None, sampler: nn.Module) -> int:
+        declared = encoder_out_features(encoder)
+        if encoder_features is None:
+            if declared is not None:
+                return declared
+            # the probe needs C: ours, else the sampler's (DAS/ADPS are built for it); the helper falls back to
+            # the encoder's first convolution
+            c = self.in_channels or encoder_in_channels(sampler)
+            return probe_encoder_features(encoder, c, owner="SubsampledClassifier")
+        encoder_features = check_count(encoder_features, "encoder_features")
+        if declared is not None and declared != encoder_features:
+            raise ValueError(
+                f"SubsampledClassifier: encoder_features={encoder_features} but the frame encoder "
+                f"{type(encoder).__name__} has out_features={declared}; leave encoder_features=None to use it."
+            )
+        return encoder_features
 
     def to_frames(self, x: torch.Tensor) -> torch.Tensor:
         """Input as the network takes it → frame sequence ``B×T×C×H×W`` (floating input in the parameters' dtype)."""
