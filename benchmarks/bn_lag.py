@@ -1,6 +1,6 @@
 """BatchNorm lag: does the eval-mode network follow what was trained? Per epoch, with and without precise BN.
 
-Trains the bundle's network (``bundles/das_medmnist3d/configs/train.json``: its ``network``, ``optimizer``, ``loss``,
+Trains the bundle's network (``bundles/das_volume_classification/configs/train.json``: its ``network``, ``optimizer``, ``loss``,
 ``train#dataloader`` and ``validate#dataloader``) for a few epochs, twice from the same seed: with BatchNorm running
 averages only, and with :class:`monai_das.handlers.PreciseBNHandler` (statistics recomputed on the training batches
 after each epoch). After every epoch it measures, on the training clips and on the validation split, the loss of the
@@ -41,7 +41,7 @@ from bench_utils import (  # noqa: E402
     write_text_atomic,
 )
 
-CONFIGS = REPO / "bundles" / "das_medmnist3d" / "configs"
+CONFIGS = REPO / "bundles" / "das_volume_classification" / "configs"
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Accuracy of DAS against full, random, uniform, DPS and ADPS, trained and tested through the bundle.
 
 Every cell of the grid (dataset × method × keep ratio × seed [× fold]) is one run of the bundle's own configs,
-in-process through ``monai.bundle.ConfigWorkflow``: ``bundles/das_medmnist3d/configs/train.json`` (Adam 1e-4,
+in-process through ``monai.bundle.ConfigWorkflow``: ``bundles/das_volume_classification/configs/train.json`` (Adam 1e-4,
 batch 16, early stop on validation loss, best checkpoint by validation AUC), then ``train.json + evaluate.json`` on the
 test split, whose ``eval/metrics.json`` gives the test AUC, balanced accuracy and accuracy. A finished cell writes
 ``<out>/_work/<profile>/<dataset>/<cell>/result.json`` and is skipped when the grid is run again; an interrupted cell
@@ -79,12 +79,12 @@ from bench_utils import (  # noqa: E402
 )
 
 METHODS = ("full", "uniform", "random", "dps", "adps", "das")
-BUNDLE = REPO / "bundles" / "das_medmnist3d"
+BUNDLE = REPO / "bundles" / "das_volume_classification"
 CONFIGS = BUNDLE / "configs"
 MAIN_KEEP_RATIO = 0.5
 #: the code a cell's result depends on (hashed into ``code_hash``): training path and bundle configs
 CODE_PATHS = ("monai_das/networks", "monai_das/engines", "monai_das/handlers", "monai_das/data",
-              "monai_das/transforms", "monai_das/utils", "bundles/das_medmnist3d/configs")
+              "monai_das/transforms", "monai_das/utils", "bundles/das_volume_classification/configs")
 
 #: published numbers shown beside ours (never run here); keyed by dataset key
 REFERENCES: dict[str, list[dict[str, Any]]] = {

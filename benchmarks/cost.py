@@ -15,7 +15,7 @@ keeping k=32):
 The sampler alone: DAS (one pass) against ADPS (``k`` sequential steps) at each scenario and over ``k``.
 
 The data pipeline: the bundle's own training loader (``train#dataloader`` of
-``bundles/das_medmnist3d/configs/train.json``, parsed with ``monai.bundle.ConfigParser``) and MONAI's
+``bundles/das_volume_classification/configs/train.json``, parsed with ``monai.bundle.ConfigParser``) and MONAI's
 ``ThreadDataLoader`` on the same dataset, timed with the DAS training step against the model-only time on batches
 already in memory, for VesselMNIST3D 28/64 and the POCUS clips when their files are present.
 
@@ -72,7 +72,7 @@ from monai_das.networks import build_classifier, get_sampler, num_kept  # noqa: 
 from monai_das.utils import count_macs, count_parameters, model_cost  # noqa: E402
 
 METHODS = ("full", "uniform", "random", "dps", "adps", "das")
-TRAIN_CONFIG = REPO / "bundles" / "das_medmnist3d" / "configs" / "train.json"
+TRAIN_CONFIG = REPO / "bundles" / "das_volume_classification" / "configs" / "train.json"
 MIB = 2.0**20
 
 
@@ -365,7 +365,7 @@ def report(env: dict, args: argparse.Namespace, scenarios: list[Scenario], model
     if pipeline:
         lines += [
             "", "## Data pipeline: the real loader against model-only time (DAS training step)", "",
-            "The bundle's `train#dataloader` (from `bundles/das_medmnist3d/configs/train.json` through "
+            "The bundle's `train#dataloader` (from `bundles/das_volume_classification/configs/train.json` through "
             "`monai.bundle.ConfigParser`) and MONAI's `ThreadDataLoader` (batches prepared in a background thread) "
             "on the same dataset, against the same training steps on batches already in memory. Per-epoch times are "
             "the measured time per batch × batches per epoch. *Dataset build* is the one-off construction (reading "

@@ -3,7 +3,7 @@ MONAI Label sample app serving a DAS bundle as a classification model.
 
     monailabel start_server --app apps/monailabel_das --studies <folder> --conf bundle <bundle folder>
 
-Config (``--conf KEY VALUE``): ``bundle`` (default: ``bundles/das_medmnist3d`` of this repository), ``prefer``
+Config (``--conf KEY VALUE``): ``bundle`` (default: ``bundles/das_volume_classification`` of this repository), ``prefer``
 (``torchscript`` | ``checkpoint``), ``modalities`` (comma-separated accepted DICOM modalities), ``preload``.
 """
 
@@ -20,7 +20,7 @@ from lib.infers import DASClassification
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "das_medmnist3d"
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "das_volume_classification"
 
 
 class MyApp(MONAILabelApp):

@@ -4,11 +4,11 @@ write a JSON report per study (plus, optionally, a DICOM Basic Text SR for DICOM
 
 In-process::
 
-    app = DASClassifierApp(input_path="studies/", output_path="out/", model_path="bundles/das_medmnist3d")
+    app = DASClassifierApp(input_path="studies/", output_path="out/", model_path="bundles/das_volume_classification")
     app.run()
     app.reports  # the reports, also in out/<study_id>.json and out/summary.json
 
-Command line: ``python -m monai_das.deploy --input studies/ --output out/ --model bundles/das_medmnist3d``.
+Command line: ``python -m monai_das.deploy --input studies/ --output out/ --model bundles/das_volume_classification``.
 Paths left out fall back to the SDK's environment variables ``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTPUT_PATH`` and
 ``HOLOSCAN_MODEL_PATH`` (defaults ``input``, ``output``, ``models``), as in a MONAI Application Package.
 """

@@ -7,7 +7,14 @@ from monai_das.engines.checks import (
     check_writable,
     train_drop_last,
 )
-from monai_das.engines.datasets import DATA_ENV, VIDEO_DATASETS, bundle_dataset, bundle_info, resolve_data_dir
+from monai_das.engines.datasets import (
+    DATA_ENV,
+    SLICE_AXES,
+    VIDEO_DATASETS,
+    BundleData,
+    resolve_data_dir,
+    slice_axis_index,
+)
 from monai_das.engines.inference import (
     VOLUME_EXTENSIONS,
     StudyDataset,
@@ -19,7 +26,7 @@ from monai_das.engines.inference import (
     study_transform,
 )
 from monai_das.engines.optim import build_optimizer, sampler_param_groups
-from monai_das.engines.utils import flag, optional
+from monai_das.engines.utils import PRECISE_BN_AUTO_BATCHES, flag, optional, precise_bn_batches
 
 __all__ = [
     "bundle_cli_overrides",
@@ -29,8 +36,9 @@ __all__ = [
     "train_drop_last",
     "DATA_ENV",
     "VIDEO_DATASETS",
-    "bundle_dataset",
-    "bundle_info",
+    "SLICE_AXES",
+    "BundleData",
+    "slice_axis_index",
     "resolve_data_dir",
     "VOLUME_EXTENSIONS",
     "StudyDataset",
@@ -43,5 +51,7 @@ __all__ = [
     "build_optimizer",
     "sampler_param_groups",
     "flag",
+    "precise_bn_batches",
+    "PRECISE_BN_AUTO_BATCHES",
     "optional",
 ]

@@ -1,32 +1,60 @@
 """
-What the bundle configs call to get data: one function for the dataset of a split and one for the facts the
-network needs, covering the synthetic volumes, every MedMNIST3D set and the POCUS ultrasound clips.
+What the bundle configs call to get their data: :class:`BundleData` turns either a user datalist (``datalist``,
+``dataset_dir``) or a ready-made dataset (``dataset``: the embedded synthetic data, a MedMNIST3D set, POCUS) into the
+``data`` of each split's MONAI dataset and the facts the network needs (classes, channels, ``T``, grid), so that
+the configs never hard-code them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from monai.data import Dataset
+import numpy as np
 
 from monai_das.engines.utils import optional
 
-__all__ = ["VIDEO_DATASETS", "DATA_ENV", "bundle_info", "bundle_dataset", "resolve_data_dir"]
+__all__ = ["VIDEO_DATASETS", "DATA_ENV", "SLICE_AXES", "BundleData", "resolve_data_dir", "slice_axis_index"]
+
+logger = logging.getLogger(__name__)
 
 #: dataset names handled as ultrasound clips (layout "video")
 VIDEO_DATASETS = ("pocus",)
 #: environment variable with the shared data folder (``<it>/medmnist3d``, ``<it>/video/covid19_lus_pocus``)
 DATA_ENV = "MONAI_DAS_DATA"
 _SUBDIRS = {"pocus": ("video", "covid19_lus_pocus"), "medmnist": ("medmnist3d",)}
+#: slice directions of a volume after ``Orientationd(axcodes="RAS")``: axis 0 runs left→right (its slices are
+#: sagittal), axis 1 posterior→anterior (coronal), axis 2 inferior→superior (axial)
+SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+#: the splits of a bundle and the datalist lists they come from
+_SPLITS = {"train": "training", "val": "validation", "test": "test"}
+
+
+def slice_axis_index(slice_axis: int | str) -> int:
+    """
+    ``slice_axis`` as the spatial axis index (0, 1, 2) of the loaded, oriented image: an index, or a name of
+    :data:`SLICE_AXES` (``"axial"`` is 2 after ``Orientationd("RAS")``).
+    """
+    if isinstance(slice_axis, str) and not slice_axis.strip().lstrip("-").isdigit():
+        key = slice_axis.strip().lower()
+        if key not in SLICE_AXES:
+            raise ValueError(f"slice_axis must be 0, 1, 2 or one of {sorted(SLICE_AXES)}, got {slice_axis!r}.")
+        return SLICE_AXES[key]
+    axis = int(slice_axis)
+    if axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1, 2 or one of {sorted(SLICE_AXES)}, got {slice_axis!r}.")
+    return axis
 
 
 def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> str | None:
     """
-    The folder to read ``dataset`` from: ``data_dir`` when given; else, when ``$MONAI_DAS_DATA`` is set,
-    ``$MONAI_DAS_DATA/medmnist3d`` (MedMNIST3D) or ``$MONAI_DAS_DATA/video/covid19_lus_pocus`` (POCUS); else ``None``
-    (MedMNIST then falls back to ``$MEDMNIST_ROOT`` / ``~/.medmnist``; synthetic needs nothing).
+    The folder to read the ready-made ``dataset`` from: ``data_dir`` when given; else, when ``$MONAI_DAS_DATA`` is
+    set, ``$MONAI_DAS_DATA/medmnist3d`` (MedMNIST3D) or ``$MONAI_DAS_DATA/video/covid19_lus_pocus`` (POCUS); else
+    ``None`` (MedMNIST then falls back to ``$MEDMNIST_ROOT`` / ``~/.medmnist``; synthetic needs nothing).
     """
     if optional(data_dir) is not None:
         return str(Path(data_dir).expanduser())
@@ -37,96 +65,225 @@ def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None = None) ->
     return str(Path(env, *_SUBDIRS["pocus" if key in VIDEO_DATASETS else "medmnist"]))
 
 
-def bundle_info(
-    dataset: str = "synthetic",
-    size: int = 28,
-    data_dir: str | os.PathLike | None = None,
-    num_frames: int = 32,
-    num_classes: int = 2,
-) -> dict:
+def _size_list(value: Any, n: int, name: str) -> list[int] | None:
+    value = optional(value)
+    if value is None:
+        return None
+    sizes = [int(value)] * n if isinstance(value, (int, np.integer, str)) else [int(v) for v in value]
+    if len(sizes) != n or min(sizes) < 1:
+        raise ValueError(f"{name} must be one positive int or {n} of them, got {value!r}.")
+    return sizes
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class BundleData:
     """
-    Facts for building the network: ``{"num_classes", "in_channels", "num_frames", "label_names", "layout",
-    "image_shape"}`` (``image_shape`` is one item's input without batch dimension: ``C×D×H×W`` for volumes,
-    ``T×C×H×W`` for clips).
+    The data of one bundle run and its facts.
+
+    Two sources:
+
+    - a **datalist** (``datalist`` not ``None``): a MONAI datalist JSON or a CSV, read by
+      :func:`monai_das.data.load_datalist` (paths relative to ``dataset_dir``, default the datalist's folder). Its
+      ``training`` list is split by ``group`` (patient) into train/val with :func:`monai_das.data.split_training`
+      (``val_fraction`` of the groups, seeded by ``seed``) when it has no ``validation`` list. Items are file paths:
+      the config's recipe loads them. Classes come from the datalist (sorted string labels unless named), channels
+      and the grid from the image headers (:func:`monai_das.data.check_study_shapes`).
+    - a **ready-made dataset** (``dataset``): ``"synthetic"`` (volumes, or clips for ``layout="video"``; no
+      download), a MedMNIST3D name, or ``"pocus"`` (clip files listed from ``MANIFEST.csv``, patient-level folds).
 
     Args:
-        dataset: ``"synthetic"``, a MedMNIST3D name (e.g. ``"vesselmnist3d"``) or ``"pocus"``.
-        size: volume side (28/64; synthetic: any) or clip frame side (``size×size``).
-        data_dir: unused except for symmetry with :func:`bundle_dataset`.
-        num_frames: clip length ``T`` (``pocus`` only; volumes have ``T = size`` slices).
-        num_classes: ``synthetic`` only.
+        dataset: ready-made dataset name (ignored when ``datalist`` is given).
+        datalist: datalist file, or ``None``.
+        dataset_dir: root of the datalist's relative paths (``None``: the datalist's folder). Paths that leave it are
+            refused.
+        layout: ``"volume"`` (``C×D×H×W`` items) or ``"video"`` (``T×C×H×W``).
+        size: ready-made volumes: side ``D = H = W`` (MedMNIST: 28 or 64); clips: frame side when
+            ``spatial_size`` is ``None``.
+        data_dir: folder of a ready-made dataset (see :func:`resolve_data_dir`).
+        spatial_size: the network's grid: volumes ``[D, H, W]`` (files are resized to it; ``None``: the shape the
+            training files share, or the median shape per axis when they differ); clips ``[H, W]`` of a frame
+            (``None``: ``size × size``).
+        num_frames: clips: ``T`` frames per clip (clips are resampled to it).
+        slice_axis: volumes: index or name (:func:`slice_axis_index`) of the axis whose slices are the frames.
+        seed: seed of the synthetic data, MedMNIST subsets, POCUS folds and the datalist's train/val split.
+        val_fraction: share of the groups that go to validation when a datalist has no ``validation`` list.
+        fold, num_folds, probe: POCUS folds (test fold ``fold``, validation the next one) and probe.
+        num_samples: ``{"train": n, "val": n, "test": n}`` caps (``None``: all); the first ``n`` items of a datalist
+            split, a seeded subset of MedMNIST, the size of the synthetic splits.
+        num_classes: synthetic data only.
+        in_channels: clips only: 1 (grayscale) or 3 (RGB) as decoded.
     """
-    key = str(dataset).lower()
-    if key in VIDEO_DATASETS:
-        from monai_das.data import POCUS_CLASSES
 
-        return {
-            "num_classes": len(POCUS_CLASSES),
-            "in_channels": 1,
-            "num_frames": int(num_frames),
-            "label_names": list(POCUS_CLASSES),
-            "layout": "video",
-            "image_shape": [int(num_frames), 1, int(size), int(size)],
-        }
-    from monai_das.data import dataset_info
+    def __init__(
+        self,
+        dataset: str = "synthetic",
+        datalist: str | os.PathLike | None = None,
+        dataset_dir: str | os.PathLike | None = None,
+        layout: str = "volume",
+        size: int = 28,
+        data_dir: str | os.PathLike | None = None,
+        spatial_size: Sequence[int] | int | None = None,
+        num_frames: int = 32,
+        slice_axis: int | str = 0,
+        seed: int = 0,
+        val_fraction: float = 0.2,
+        fold: int = 0,
+        num_folds: int = 5,
+        probe: str | None = "convex",
+        num_samples: dict | None = None,
+        num_classes: int = 2,
+        in_channels: int = 1,
+    ) -> None:
+        if layout not in ("volume", "video"):
+            raise ValueError(f"layout must be 'volume' or 'video', got {layout!r}.")
+        self.layout = layout
+        self.datalist = optional(datalist)
+        self.dataset = "datalist" if self.datalist is not None else str(dataset).lower()
+        self.dataset_dir = optional(dataset_dir)
+        self.size, self.seed = int(size), int(seed)
+        self.data_dir = resolve_data_dir(self.dataset, data_dir) if self.datalist is None else None
+        self.slice_axis = slice_axis_index(slice_axis)
+        self.num_frames = int(num_frames)
+        self.val_fraction = float(val_fraction)
+        self.fold, self.num_folds, self.probe = int(fold), int(num_folds), optional(probe)
+        self.num_samples = {k: optional(v) for k, v in (num_samples or {}).items()}
+        self.num_classes_arg, self.in_channels_arg = int(num_classes), int(in_channels)
+        self._spatial_arg = spatial_size
+        self._splits: dict[str, Any] = {}
+        self._info: dict | None = None
+        if self.datalist is not None:
+            self._read_datalist()
 
-    info = dict(dataset_info(key, size=size, data_dir=data_dir, num_classes=num_classes))
-    info["layout"] = "volume"
-    info["image_shape"] = [int(info["in_channels"]), int(size), int(size), int(size)]
-    return info
+    # ---------------------------------------------------------------- sources
+    @property
+    def from_files(self) -> bool:
+        """``True`` when the items are file paths that the config's recipe loads (datalist, POCUS)."""
+        return self.datalist is not None or self.dataset in VIDEO_DATASETS
 
+    def _read_datalist(self) -> None:
+        from monai_das.data import datalist_classes, datalist_splits, load_datalist, split_training
 
-def bundle_dataset(
-    dataset: str = "synthetic",
-    split: str = "train",
-    size: int = 28,
-    data_dir: str | os.PathLike | None = None,
-    seed: int = 0,
-    num_samples: int | None = None,
-    transform: Callable | Sequence[Callable] | None = None,
-    fold: int = 0,
-    num_folds: int = 5,
-    num_frames: int = 32,
-    probe: str | None = "convex",
-    cache_rate: float = 1.0,
-    num_workers: int = 1,
-    num_classes: int = 2,
-) -> Dataset:
-    """
-    The ``split`` (``"train"``, ``"val"``, ``"test"``) of ``dataset`` as a MONAI ``Dataset`` of
-    ``{"image", "label", ...}`` dicts.
+        path = Path(self.datalist).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"datalist '{path}' does not exist.")
+        self.datalist = str(path.resolve())
+        self.label_names = datalist_classes(path, self.dataset_dir)
+        lists = set(datalist_splits(path))
+        train = load_datalist(path, self.dataset_dir, "training", self.label_names)
+        if "validation" in lists:
+            val = load_datalist(path, self.dataset_dir, "validation", self.label_names)
+        else:
+            train, val = split_training(train, self.val_fraction, self.seed)
+            logger.info(f"datalist '{path}' has no validation list: {len(val)} of its training items "
+                        f"(val_fraction={self.val_fraction} of the groups, seed {self.seed}) validate.")
+        test = load_datalist(path, self.dataset_dir, "test", self.label_names) if "test" in lists else []
+        self._splits = {"train": train, "val": val, "test": test}
 
-    - ``synthetic`` / MedMNIST3D: :func:`monai_das.data.get_dataset` (``num_samples``: synthetic split size,
-      MedMNIST seeded subset; ``seed``; ``data_dir`` via :func:`resolve_data_dir`).
-    - ``pocus``: :func:`monai_das.data.pocus_listing` (patient-level stratified ``num_folds`` folds; ``probe``),
-      :func:`monai_das.data.split_by_fold` with test fold ``fold`` (val: the next fold), clips decoded to
-      ``num_frames×1×size×size`` and cached in memory (``cache_rate``) by :class:`monai_das.data.VideoDataset`;
-      ``num_samples`` keeps the first ``num_samples`` clips of the split (smoke runs).
-    """
-    key = str(dataset).lower()
-    root = resolve_data_dir(key, data_dir)
-    n = None if optional(num_samples) is None else int(num_samples)
-    if key in VIDEO_DATASETS:
-        from monai_das.data import VideoDataset, pocus_listing, split_by_fold
+    def data(self, split: str) -> Sequence:
+        """
+        The ``data`` of ``split``'s MONAI dataset (``"train"``, ``"val"`` or ``"test"``): datalist/POCUS items
+        ``{"image": path, "label", "group", ...}`` for the recipe to load, or the untransformed items of a ready-made
+        dataset (arrays already at the network's grid).
+        """
+        if split not in _SPLITS:
+            raise ValueError(f"split must be one of {tuple(_SPLITS)}, got {split!r}.")
+        n = self.num_samples.get(split)
+        if self.datalist is not None:
+            items = self._splits[split]
+            if not items:
+                raise ValueError(f"datalist '{self.datalist}' has no {_SPLITS[split]!r} items for the {split} split.")
+            return items if n is None else items[: int(n)]
+        if self.dataset in VIDEO_DATASETS:
+            from monai_das.data import pocus_listing, split_by_fold
 
-        if root is None:
-            raise FileNotFoundError(
-                f"dataset {dataset!r} needs data_dir (the folder with MANIFEST.csv) or ${DATA_ENV} to be set."
-            )
-        items = split_by_fold(pocus_listing(root, probe=probe, num_folds=num_folds, seed=seed), int(fold))[split]
-        items = items[:n] if n is not None else items
-        return VideoDataset(
-            items,
-            num_frames=num_frames,
-            spatial_size=(int(size), int(size)),
-            grayscale=True,
-            transform=transform,
-            cache_rate=cache_rate,
-            num_workers=num_workers,
-        )
-    from monai_das.data import get_dataset
+            if self.data_dir is None:
+                raise FileNotFoundError(
+                    f"dataset {self.dataset!r} needs data_dir (the folder with MANIFEST.csv) or ${DATA_ENV} to be set."
+                )
+            listing = pocus_listing(self.data_dir, probe=self.probe, num_folds=self.num_folds, seed=self.seed)
+            items = split_by_fold(listing, self.fold)[split]
+            return items if n is None else items[: int(n)]
+        if self.dataset == "synthetic" and self.layout == "video":
+            from monai_das.data import SyntheticVideoDataset
+            from monai_das.data.factory import SYNTHETIC_DEFAULT_SAMPLES
+            from monai_das.data.synthetic import SPLIT_SEED_OFFSETS
 
-    kwargs = {"num_classes": num_classes} if key == "synthetic" else {}
-    return get_dataset(
-        key, split, size=size, data_dir=root, transform=transform, seed=seed, num_samples=n, **kwargs
-    )
+            count = SYNTHETIC_DEFAULT_SAMPLES[split] if n is None else int(n)
+            return SyntheticVideoDataset(count, num_classes=self.num_classes_arg, size=self.size,
+                                         num_frames=self.num_frames, in_channels=self.in_channels_arg,
+                                         seed=self.seed + SPLIT_SEED_OFFSETS[split])
+        from monai_das.data import get_dataset
+
+        kwargs = {"num_classes": self.num_classes_arg} if self.dataset == "synthetic" else {}
+        return get_dataset(self.dataset, split, size=self.size, data_dir=self.data_dir, seed=self.seed,
+                           num_samples=None if n is None else int(n), **kwargs)
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def info(self) -> dict:
+        """
+        ``{"num_classes", "label_names", "in_channels", "num_frames", "layout", "slice_axis", "spatial_size",
+        "image_shape", "source", "datalist", "datalist_sha256"}``: ``spatial_size`` is the network's grid
+        (``[D, H, W]`` or a frame's ``[H, W]``), ``image_shape`` one item without batch dimension (``C×D×H×W`` or
+        ``T×C×H×W``), ``num_frames`` the ``T`` the sampler chooses from.
+        """
+        if self._info is None:
+            self._info = self._datalist_info() if self.datalist is not None else self._preset_info()
+            self._info.update(source=self.dataset, datalist=self.datalist,
+                              datalist_sha256=_sha256(self.datalist) if self.datalist is not None else None)
+            logger.info(f"data facts: {self._info}")
+        return dict(self._info)
+
+    def _preset_info(self) -> dict:
+        from monai_das.data import dataset_info
+
+        if self.layout == "video":
+            if self.dataset not in ("synthetic", *VIDEO_DATASETS):
+                raise ValueError(f"dataset {self.dataset!r} holds volumes; the video bundle takes 'synthetic', "
+                                 f"{VIDEO_DATASETS} or a datalist of clips.")
+            if self.dataset == "synthetic":
+                from monai_das.data.synthetic import SYNTHETIC_CLASS_NAMES
+
+                names = list(SYNTHETIC_CLASS_NAMES[: self.num_classes_arg])
+                channels = self.in_channels_arg
+            else:
+                names, channels = list(dataset_info(self.dataset)["label_names"]), self.in_channels_arg
+            return self._video_facts(names, channels)
+        if self.dataset in VIDEO_DATASETS:
+            raise ValueError(f"dataset {self.dataset!r} holds clips: use the video bundle (das_video_classification).")
+        info = dataset_info(self.dataset, size=self.size, num_classes=self.num_classes_arg)
+        grid = [self.size] * 3
+        return self._volume_facts(info["label_names"], int(info["in_channels"]), grid)
+
+    def _datalist_info(self) -> dict:
+        from monai_das.data import check_study_shapes
+
+        facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis)
+        if self.layout == "video":
+            return self._video_facts(self.label_names, 1 if self.in_channels_arg == 1 else int(facts["in_channels"]))
+        grid = _size_list(self._spatial_arg, 3, "spatial_size")
+        if grid is None:
+            shapes = np.array([s[-3:] for s in facts["shapes"].values()])
+            grid = [int(v) for v in np.median(shapes, axis=0).round()]
+            if (shapes != shapes[0]).any():
+                logger.warning(f"the training images of '{self.datalist}' differ in shape; every image is resized to "
+                               f"the median shape {grid} (set spatial_size to choose the grid).")
+        return self._volume_facts(self.label_names, int(facts["in_channels"]), grid)
+
+    def _volume_facts(self, names: Sequence[str], channels: int, grid: list[int]) -> dict:
+        return {"num_classes": len(names), "label_names": list(names), "in_channels": channels,
+                "num_frames": int(grid[self.slice_axis]), "layout": "volume", "slice_axis": self.slice_axis,
+                "spatial_size": list(grid), "image_shape": [channels, *grid]}
+
+    def _video_facts(self, names: Sequence[str], channels: int) -> dict:
+        frame = _size_list(self._spatial_arg, 2, "spatial_size") or [self.size, self.size]
+        return {"num_classes": len(names), "label_names": list(names), "in_channels": int(channels),
+                "num_frames": self.num_frames, "layout": "video", "slice_axis": 0, "spatial_size": frame,
+                "image_shape": [self.num_frames, int(channels), *frame]}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 __all__ = ["aggregate_metrics", "format_summary", "run_seeds", "main"]
 
-BUNDLE_DIR = Path(__file__).resolve().parents[2] / "bundles" / "das_medmnist3d"
+BUNDLE_DIR = Path(__file__).resolve().parents[2] / "bundles" / "das_volume_classification"
 
 
 def aggregate_metrics(paths: Sequence[str | os.PathLike]) -> dict:

@@ -1,4 +1,4 @@
-"""Helpers for the bundle tests: run ``python -m monai.bundle ...`` on bundles/das_medmnist3d, check exports."""
+"""Helpers for the bundle tests: run ``python -m monai.bundle ...`` on bundles/das_volume_classification, check exports."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLE = REPO / "bundles" / "das_medmnist3d"
+BUNDLE = REPO / "bundles" / "das_volume_classification"
 CONFIGS = BUNDLE / "configs"
 META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")

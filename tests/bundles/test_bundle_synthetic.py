@@ -86,7 +86,7 @@ def test_mlflow_run(trained):
 
     root = trained["root"]
     client = MlflowClient(tracking_uri=path_to_sqlite_uri(root / "mlflow.db"))
-    exp = client.get_experiment_by_name("das_medmnist3d")
+    exp = client.get_experiment_by_name("das_volume_classification")
     assert exp is not None and exp.artifact_location.endswith("mlruns")
     runs = client.search_runs([exp.experiment_id])
     assert [r.info.run_name for r in runs] == ["das_synthetic28_keep0.5_seed0"]  # the resumed run continued it

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "das_medmnist3d"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "das_volume_classification"
 
 
 @pytest.mark.parametrize("config", ["train.json", "inference.json"])

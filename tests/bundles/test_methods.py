@@ -31,7 +31,7 @@ def test_tracking_flag_logs_once(tmp_path):
     run(config_file=TRAIN, meta_file=META, logging_file=False, bundle_root=str(tmp_path), method="uniform",
         tracking="mlflow", sampler_lr=1e-3, **TINY)
     client = MlflowClient(tracking_uri=path_to_sqlite_uri(tmp_path / "mlflow.db"))
-    (run_info,) = client.search_runs([client.get_experiment_by_name("das_medmnist3d").experiment_id])
+    (run_info,) = client.search_runs([client.get_experiment_by_name("das_volume_classification").experiment_id])
     assert len(client.get_metric_history(run_info.info.run_id, "val_loss")) == 1  # not twice
     assert len(client.get_metric_history(run_info.info.run_id, "train_loss")) == 1
     artifacts = {a.path for a in client.list_artifacts(run_info.info.run_id)}

@@ -64,7 +64,7 @@ def test_torchrun_two_ranks(tmp_path):
     from monai.utils import path_to_sqlite_uri
 
     client = MlflowClient(tracking_uri=path_to_sqlite_uri(root / "mlflow.db"))
-    runs = client.search_runs([client.get_experiment_by_name("das_medmnist3d").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("das_volume_classification").experiment_id])
     assert len(runs) == 1  # only rank 0 tracks
     assert len(client.get_metric_history(runs[0].info.run_id, "val_auc")) == 1
     assert "Epoch[1] Metrics" in out.stdout + out.stderr

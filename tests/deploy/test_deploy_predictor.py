@@ -145,10 +145,10 @@ def test_real_bundle_export_matches_checkpoint(tmp_path):
     """The repository's bundle configs: random weights → ckpt_export (trace) → TorchScript and checkpoint agree."""
     from monai.bundle import ConfigParser, ckpt_export
 
-    configs = Path(__file__).resolve().parents[2] / "bundles" / "das_medmnist3d" / "configs"
+    configs = Path(__file__).resolve().parents[2] / "bundles" / "das_volume_classification" / "configs"
     if not (configs / "inference.json").is_file():
         pytest.skip(f"bundle config {configs / 'inference.json'} not found")
-    root = tmp_path / "das_medmnist3d"
+    root = tmp_path / "das_volume_classification"
     shutil.copytree(configs, root / "configs")
     (root / "models").mkdir()
     parser = ConfigParser()

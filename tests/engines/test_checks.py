@@ -14,8 +14,8 @@ from monai_das.engines import bundle_cli_overrides, check_overrides, check_resum
 from monai_das.networks import build_classifier
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN = str(REPO / "bundles" / "das_medmnist3d" / "configs" / "train.json")
-EVALUATE = str(REPO / "bundles" / "das_medmnist3d" / "configs" / "evaluate.json")
+TRAIN = str(REPO / "bundles" / "das_volume_classification" / "configs" / "train.json")
+EVALUATE = str(REPO / "bundles" / "das_volume_classification" / "configs" / "evaluate.json")
 MAIN = str(Path(monai.__file__).parent / "bundle" / "__main__.py")  # sys.argv[0] of `python -m monai.bundle`
 
 

@@ -241,7 +241,7 @@ def test_merge(tmp_path):
 
 # ---------------------------------------------------------------- inference.json, run at the Python level
 REPO = Path(__file__).resolve().parents[2]
-INFERENCE = REPO / "bundles" / "das_medmnist3d" / "configs" / "inference.json"
+INFERENCE = REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json"
 SIZE = 16  # synthetic network on a 16³ grid: fast on CPU
 
 
@@ -364,7 +364,7 @@ def test_bundle_cli_single_file_input(tmp_path, bundle_root):
 
     study = _nifti(tmp_path / "one_file.nii.gz", (10, 12, 9))
     out = tmp_path / "out"
-    configs = REPO / "bundles" / "das_medmnist3d" / "configs"
+    configs = REPO / "bundles" / "das_volume_classification" / "configs"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(INFERENCE),
            "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
            "--bundle_root", str(bundle_root), "--size", str(SIZE), "--input", str(study), "--output_dir", str(out)]
