@@ -42,6 +42,7 @@ from bench_utils import (  # noqa: E402
 )
 
 CONFIGS = REPO / "bundles" / "das_volume_classification" / "configs"
+VIDEO_CONFIGS = REPO / "bundles" / "das_video_classification" / "configs"
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         base = {"dataset": "synthetic", "size": 16, "num_train": 16, "num_val": 8, "batch_size": 8}
     else:
         data = Path(args.data_root) / "video" / "covid19_lus_pocus"
-        base = {"dataset": "pocus", "data_dir": str(data), "probe": "convex", "clip_frames": 32, "size": 64,
+        base = {"dataset": "pocus", "data_dir": str(data), "probe": "convex", "num_frames": 32, "size": 64,
                 "fold": 0}
     return {**base, "method": "uniform", "lr": 1e-3, "num_workers": 0, "mlflow": False, "num_figures": 0,
             **dict(args.override)}
@@ -77,7 +78,7 @@ def run_variant(over: dict[str, Any], epochs: int, seed: int, precise_bn: bool, 
     from monai_das.handlers import PreciseBNHandler
 
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "train.json"))
+    parser.read_config(str((VIDEO_CONFIGS if over.get("dataset") == "pocus" else CONFIGS) / "train.json"))
     parser.update({"bundle_root": tempfile.mkdtemp(prefix="bn_lag_"), **over})
     set_determinism(seed)
     device = parser.get_parsed_content("device")

@@ -81,6 +81,8 @@ from bench_utils import (  # noqa: E402
 METHODS = ("full", "uniform", "random", "dps", "adps", "das")
 BUNDLE = REPO / "bundles" / "das_volume_classification"
 CONFIGS = BUNDLE / "configs"
+#: clips (POCUS) train through the video bundle
+VIDEO_CONFIGS = REPO / "bundles" / "das_video_classification" / "configs"
 MAIN_KEEP_RATIO = 0.5
 #: the code a cell's result depends on (hashed into ``code_hash``): training path and bundle configs
 CODE_PATHS = ("monai_das/networks", "monai_das/engines", "monai_das/handlers", "monai_das/data",
@@ -123,7 +125,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "datasets": {
             "medmnist28": {"max_epochs": 5},
             "medmnist64": {"num_train": 640, "num_val": 160, "max_epochs": 3},
-            "pocus": {"clip_frames": 32, "size": 64, "max_epochs": 12, "patience": 3, "precise_bn_batches": -1},
+            "pocus": {"num_frames": 32, "size": 64, "max_epochs": 12, "patience": 3, "precise_bn_batches": -1},
             "synthetic": {},
         },
     },
@@ -139,7 +141,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "datasets": {
             "medmnist28": {},
             "medmnist64": {},
-            "pocus": {"clip_frames": 64, "size": 112, "precise_bn_batches": -1},
+            "pocus": {"num_frames": 64, "size": 112, "precise_bn_batches": -1},
             "synthetic": {},
         },
     },
@@ -224,8 +226,8 @@ def discover_datasets(data_root: str | os.PathLike, profile: str) -> list[Datase
     if (pocus / "MANIFEST.csv").is_file():
         ov = {"dataset": "pocus", "data_dir": str(pocus), "probe": "convex", **prof["pocus"]}
         specs.append(DatasetSpec(
-            "pocus", "pocus", f"POCUS lung ultrasound, convex probe, 3 classes, clips of {ov['clip_frames']} frames "
-            f"{ov['size']}×{ov['size']}, patient-level 5-fold CV", int(ov["clip_frames"]), ov, cross_validated=True))
+            "pocus", "pocus", f"POCUS lung ultrasound, convex probe, 3 classes, clips of {ov['num_frames']} frames "
+            f"{ov['size']}×{ov['size']}, patient-level 5-fold CV", int(ov["num_frames"]), ov, cross_validated=True))
     # synthetic volumes whose class evidence sits in 4 of the 28 slices: only when asked for (--datasets synthetic_28)
     specs.append(DatasetSpec("synthetic_28", "synthetic", "Synthetic volumes 28³ (class shown in 4 of 28 slices)", 28,
                              {"dataset": "synthetic", "size": 28, **prof.get("synthetic", {})}, default=False))
@@ -308,13 +310,14 @@ class BundleCellRunner:
         from monai.bundle import ConfigWorkflow
 
         over = {**self.cell_overrides(cell), "bundle_root": str(cell_dir)}
-        files = [str(CONFIGS / "train.json")]
+        configs = VIDEO_CONFIGS if self.overrides[cell.dataset].get("dataset") == "pocus" else CONFIGS
+        files = [str(configs / "train.json")]
         if kind == "eval":
-            files.append(str(CONFIGS / "evaluate.json"))
+            files.append(str(configs / "evaluate.json"))
             over["validate#split"] = self.eval_split
             over["resume"] = False
         with _QuietBundleLogs():
-            return ConfigWorkflow(config_file=files, meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
+            return ConfigWorkflow(config_file=files, meta_file=str(configs / "metadata.json"), logging_file=False,
                                   workflow_type=kind, **over)
 
     def __call__(self, cell: Cell, cell_dir: Path) -> dict[str, Any]:

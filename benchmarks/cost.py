@@ -73,6 +73,7 @@ from monai_das.utils import count_macs, count_parameters, model_cost  # noqa: E4
 
 METHODS = ("full", "uniform", "random", "dps", "adps", "das")
 TRAIN_CONFIG = REPO / "bundles" / "das_volume_classification" / "configs" / "train.json"
+VIDEO_TRAIN_CONFIG = REPO / "bundles" / "das_video_classification" / "configs" / "train.json"
 MIB = 2.0**20
 
 
@@ -224,7 +225,7 @@ def _pipeline_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
     pocus = root / "video" / "covid19_lus_pocus"
     if (pocus / "MANIFEST.csv").is_file():
         cases.append({"case": "pocus convex T=64 112x112 (fold 0)", "overrides": {
-            "dataset": "pocus", "size": 112, "clip_frames": 64, "data_dir": str(pocus)}})
+            "dataset": "pocus", "size": 112, "num_frames": 64, "data_dir": str(pocus)}})
     return cases
 
 
@@ -236,7 +237,8 @@ def measure_pipeline(args: argparse.Namespace, log) -> list[dict[str, Any]]:
     rows = []
     for case in _pipeline_cases(args):
         parser = ConfigParser()
-        parser.read_config(str(TRAIN_CONFIG))
+        video = case["overrides"].get("dataset") == "pocus"
+        parser.read_config(str(VIDEO_TRAIN_CONFIG if video else TRAIN_CONFIG))
         parser.update({"method": "das", "batch_size": args.batch, "mlflow": False, "keep_ratio": args.keep_ratio,
                        "bundle_root": str(Path(args.out) / "_work" / "cost_pipeline"), **case["overrides"]})
         log(f"[pipeline] {case['case']}: building the bundle's train#dataloader")

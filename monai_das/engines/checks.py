@@ -99,7 +99,8 @@ def check_overrides(
     """
     Refuse command-line overrides that look like typos of a key the bundle defines: ``--max_epoch 1`` (for
     ``max_epochs``) would otherwise add an unused key and train with the default. An override whose key (the part
-    before the first ``#``) is not defined by any of the run's config files raises ``ValueError`` when a defined key
+    before the first ``#``) is not defined by any of the run's config files, nor by the other configs beside them
+    (one argument list usually serves train, evaluate and inference), raises ``ValueError`` when a defined key
     is close to it (``difflib``, ``cutoff``), naming both; one with no close key is only logged as a warning (it may
     be meant for a config of the user's own). ``train#dataset#cache_rate``-style keys are checked down to the
     deepest part that exists.
@@ -115,7 +116,9 @@ def check_overrides(
 
     known: set[str] = set()
     top: set[str] = set()
-    for f in files:
+    # every config of the bundles involved counts: one list of arguments usually serves train, evaluate and inference
+    siblings = sorted({str(p) for f in files for p in Path(f).parent.glob("*.json") if p.name != "metadata.json"})
+    for f in [*files, *(s for s in siblings if s not in files)]:
         try:
             config = ConfigParser.load_config_file(f)
         except Exception as e:  # the workflow itself reports unreadable configs

@@ -20,6 +20,11 @@ TRAIN = str(CONFIGS / "train.json")
 EVALUATE = str(CONFIGS / "evaluate.json")
 INFERENCE = str(CONFIGS / "inference.json")
 MULTI_GPU = str(CONFIGS / "multi_gpu_train.json")
+VIDEO_BUNDLE = REPO / "bundles" / "das_video_classification"
+VIDEO_CONFIGS = VIDEO_BUNDLE / "configs"
+VIDEO_TRAIN = str(VIDEO_CONFIGS / "train.json")
+VIDEO_EVALUATE = str(VIDEO_CONFIGS / "evaluate.json")
+VIDEO_INFERENCE = str(VIDEO_CONFIGS / "inference.json")
 DATA = Path(os.environ.get("MONAI_DAS_DATA", REPO.parent / "shared" / "data"))
 SCHEMA = DATA.parent / "schemas" / "meta_schema_20240725.json"
 #: small and fast: 2 iterations of 16 per epoch, 16 validation volumes, no progress bar
@@ -40,8 +45,10 @@ def env(**extra: str) -> dict:
 
 def run_cmd(*configs: str, args=(), timeout: int = 600, check: bool = True, extra_env=None) -> subprocess.CompletedProcess:
     """``python -m monai.bundle run --config_file ... --meta_file ... --logging_file ... <args>`` from the repo root."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg(*configs), "--meta_file", META,
-           "--logging_file", LOGGING, *map(str, args)]
+    folder = Path(configs[0]).parent  # the bundle of the first config gives metadata and logging
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg(*configs),
+           "--meta_file", str(folder / "metadata.json"), "--logging_file", str(folder / "logging.conf"),
+           *map(str, args)]
     return bundle(cmd, timeout=timeout, check=check, extra_env=extra_env)
 
 

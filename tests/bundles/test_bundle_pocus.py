@@ -1,6 +1,6 @@
 """
-Ultrasound clips end to end through the same bundle: ``--dataset pocus`` (patient-level folds, clips decoded to
-``clip_frames×1×size×size`` and cached), layout "video": train, evaluate, infer on video files.
+Ultrasound clips end to end through the video bundle: ``--dataset pocus`` (patient-level folds, clips decoded to
+``num_frames×1×size×size`` and cached): train, evaluate, infer on video files.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ import shutil
 
 import pytest
 
-from das_bundle_helpers import EVALUATE, INFERENCE, TRAIN, run_cmd
+from das_bundle_helpers import VIDEO_EVALUATE as EVALUATE
+from das_bundle_helpers import VIDEO_INFERENCE as INFERENCE
+from das_bundle_helpers import VIDEO_TRAIN as TRAIN
+from das_bundle_helpers import run_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +25,7 @@ def pocus(tmp_path_factory, shared_data):
     if not (data / "MANIFEST.csv").is_file():
         pytest.skip(f"POCUS clips not found in {data}")
     root = tmp_path_factory.mktemp("das_pocus")
-    common = ["--bundle_root", root, "--dataset", "pocus", "--data_dir", data, "--size", 32, "--clip_frames", 8,
+    common = ["--bundle_root", root, "--dataset", "pocus", "--data_dir", data, "--size", 32, "--num_frames", 8,
               "--fold", 1]
     train = run_cmd(TRAIN, args=[*common, "--max_epochs", 1, "--num_train", 8, "--num_val", 4, "--batch_size", 4,
                                  "--progress_bar", "False", "--num_figures", 2, "--precise_bn_batches", 2])

@@ -103,3 +103,11 @@ def test_single_frame_batches_refused_up_front():
     assert train_drop_last(10, 1, build_classifier("uniform", num_classes=2, num_frames=28)) is False
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         train_drop_last(10, 0)
+
+
+def test_keys_of_sibling_configs_are_known():
+    inference = str(REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json")
+    # --num_figures is a training key: the same argument list may be given to inference
+    check_overrides(_argv("--num_figures", "2", "--input", "x", configs=(inference,)))
+    with pytest.raises(ValueError, match="did you mean --num_figures"):
+        check_overrides(_argv("--num_figure", "2", configs=(inference,)))

@@ -1,0 +1,149 @@
+"""
+"Bring your own data" end to end with documented keys only: a NIfTI datalist JSON through the volume bundle (facts
+from the data: non-cubic grid, string labels, axial slices; patient-level validation split) and a CSV of clips through
+the video bundle: train, evaluate, infer over a folder; a bad datalist stops training before it starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from das_bundle_helpers import EVALUATE, INFERENCE, TRAIN, VIDEO_INFERENCE, VIDEO_TRAIN, run_cmd
+
+pytestmark = pytest.mark.slow
+
+GRID = (20, 20, 12)  # non-cubic, slices along the last (axial after RAS) axis
+COMMON = ["--progress_bar", "false", "--num_figures", "2", "--batch_size", "8", "--num_threads", "1"]
+
+
+def make_volumes(folder: Path, n: int = 40, seed: int = 0) -> list[dict]:
+    """NIfTI volumes with class evidence in 3 axial slices: a bright square (benign) or a bright cross (malignant)."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i in range(n):
+        label = i % 2
+        vol = rng.normal(100, 5, GRID).astype(np.float32)
+        evidence = sorted(rng.choice(GRID[2], 3, replace=False).tolist())
+        for z in evidence:
+            if label == 0:
+                vol[6:14, 6:14, z] += 80
+            else:
+                vol[9:11, 4:16, z] += 80
+                vol[4:16, 9:11, z] += 80
+        name = f"case{i:03d}.nii.gz"
+        nib.Nifti1Image(vol, np.eye(4)).to_filename(str(folder / name))
+        items.append({"image": f"{folder.name}/{name}", "label": ["benign", "malignant"][label],
+                      "group": f"patient{i // 2}", "evidence": evidence})
+    return items
+
+
+def make_clips(folder: Path, n: int = 16, frames: int = 12, size: int = 24) -> list[list[str]]:
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        path = folder / f"clip{i:02d}.avi"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (size, size))
+        for t in range(frames):
+            img = np.full((size, size, 3), 40, np.uint8)
+            if t in (3, 4, 5):
+                img[4:20, 4:20] = 220 if label else 120
+            writer.write(img)
+        writer.release()
+        rows.append([f"{folder.name}/{path.name}", ["a_lines", "b_lines"][label], f"pt{i // 2}"])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory):
+    data = tmp_path_factory.mktemp("own_volumes")
+    items = make_volumes(data / "images")
+    datalist = data / "datalist.json"  # no validation list: split from training by patient
+    datalist.write_text(json.dumps({"training": items[:32], "test": items[32:]}, indent=1))
+    root = data / "bundle"
+    args = ["--datalist", datalist, "--slice_axis", "axial", "--max_epochs", 2, "--bundle_root", root, *COMMON]
+    out = run_cmd(TRAIN, args=args)
+    return {"data": data, "datalist": datalist, "root": root, "args": args, "log": out.stdout + out.stderr}
+
+
+def test_facts_come_from_the_data(volumes):
+    settings = torch.load(volumes["root"] / "models" / "last.pt", weights_only=True)["settings"]
+    assert settings["spatial_size"] == list(GRID) and settings["num_frames"] == GRID[2]  # axial = axis 2 after RAS
+    assert settings["slice_axis"] == 2 and settings["label_names"] == ["benign", "malignant"]
+    assert settings["in_channels"] == 1 and settings["num_classes"] == 2
+    assert len(settings["datalist_sha256"]) == 64
+    assert "has no validation list" in volumes["log"]
+    # the datalist's evidence slices are tracked during validation
+    assert "val_evidence_kept" in volumes["log"] and "val_adaptivity" in volumes["log"]
+
+
+def test_mlflow_records_provenance(volumes):
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{volumes['root'] / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("das_volume_classification").experiment_id])
+    params = run.data.params
+    assert params["datalist"] == str(volumes["datalist"].resolve())
+    assert len(params["datalist_sha256"]) == 64 and params["spatial_size"] == str(list(GRID))
+    assert "'axcodes': 'RAS'" in params["recipe"] and params["label_names"] == "['benign', 'malignant']"
+
+
+def test_evaluate_on_the_test_list(volumes):
+    out = run_cmd(TRAIN, EVALUATE, args=[*volumes["args"], "--mlflow", "false"])
+    assert "evaluation on 8 samples" in out.stdout + out.stderr
+    report = json.loads((volumes["root"] / "eval" / "metrics.json").read_text())
+    assert report["label_names"] == ["benign", "malignant"] and report["num_samples"] == 8
+
+
+def test_infer_over_a_folder(volumes, tmp_path):
+    run_cmd(INFERENCE, args=["--datalist", volumes["datalist"], "--slice_axis", "axial", "--bundle_root",
+                             volumes["root"], "--input", volumes["data"] / "images", "--output_dir", tmp_path])
+    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
+    assert len(rows) == 40 and not any(r["error"] for r in rows)
+    for r in rows:
+        probs = [float(r["prob_benign"]), float(r["prob_malignant"])]
+        assert abs(sum(probs) - 1) < 1e-4 and r["pred_name"] in ("benign", "malignant")
+        kept = [int(i) for i in r["kept_indices"].split(";")]
+        assert len(kept) == 6 and 0 <= min(kept) and max(kept) < GRID[2]
+
+
+def test_bad_datalist_refused_before_training(volumes, tmp_path):
+    items = json.loads(volumes["datalist"].read_text())["training"]
+    items[3]["image"] = "images/missing.nii.gz"
+    bad = volumes["data"] / "bad.json"
+    bad.write_text(json.dumps({"training": items}))
+    out = run_cmd(TRAIN, args=["--datalist", bad, "--bundle_root", tmp_path, *COMMON], check=False)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0 and "bad.json:training[3]" in log and "missing.nii.gz" in log
+    assert not (tmp_path / "models" / "last.pt").exists()
+
+
+def test_clip_csv_through_the_video_bundle(tmp_path):
+    rows = make_clips(tmp_path / "clips")
+    listing = tmp_path / "clips.csv"
+    with open(listing, "w", newline="") as f:
+        csv.writer(f).writerows([["image", "label", "group"], *rows])
+    root = tmp_path / "bundle"
+    args = ["--datalist", listing, "--num_frames", 8, "--size", 24, "--bundle_root", root, *COMMON]
+    run_cmd(VIDEO_TRAIN, args=[*args, "--max_epochs", 1, "--mlflow", "false"])
+    settings = torch.load(root / "models" / "last.pt", weights_only=True)["settings"]
+    assert settings["layout"] == "video" and settings["num_frames"] == 8
+    assert settings["label_names"] == ["a_lines", "b_lines"]
+    run_cmd(VIDEO_INFERENCE, args=[*args, "--input", tmp_path / "clips", "--output_dir", tmp_path / "out"])
+    preds = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
+    assert len(preds) == 16 and not any(r["error"] for r in preds)
+    for r in preds:
+        src = [int(i) for i in r["source_frames"].split(";")]
+        assert len(src) == 4 and src == sorted(src) and 0 <= src[0] and src[-1] < 12  # the file's own frames
+        assert {"prob_a_lines", "prob_b_lines"} <= set(r)
