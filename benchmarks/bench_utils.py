@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
-from monai_das.handlers.report import write_json_atomic
+from monai_das.utils.io import atomic_file, write_json_atomic, write_text_atomic
 
 __all__ = [
+    "atomic_file",
     "REPO",
     "environment",
     "environment_markdown",
@@ -130,30 +131,16 @@ def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[tuple[st
     return "\n".join([head, sep, *body])
 
 
-def write_text_atomic(text: str, filepath: str | os.PathLike) -> str:
-    """Write ``text`` through a temporary file and ``os.replace``."""
-    path = Path(filepath)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return str(path)
-
-
 def write_csv(rows: Sequence[Mapping[str, Any]], filepath: str | os.PathLike) -> str:
     """Rows as CSV (header = union of the keys in first-seen order), written atomically."""
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    path = Path(filepath)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_file(filepath) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
-    return str(path)
+    return str(filepath)
 
 
 def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:

@@ -69,6 +69,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import (  # noqa: E402
     REPO,
+    atomic_file,
     environment,
     environment_markdown,
     markdown_table,
@@ -553,11 +554,9 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
     return str(path)
 
 

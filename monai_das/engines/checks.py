@@ -204,8 +204,8 @@ def train_drop_last(num_items: int, batch_size: int, network: Any = None) -> boo
 
 
 def _kept_frames(network: Any) -> int | None:
-    from monai_das.handlers.sampling import unwrap_network
+    from monai_das.networks.utils import unwrap_network
 
-    sampler = getattr(unwrap_network(network), "sampler", None) if network is not None else None
+    sampler = getattr(unwrap_network(network, require_sampler=False), "sampler", None) if network is not None else None
     k = getattr(sampler, "num_samples", None)
     return int(k) if optional(k) is not None else None

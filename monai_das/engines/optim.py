@@ -6,14 +6,9 @@ from typing import Any
 
 import torch
 
+from monai_das.networks.utils import unwrap_network
+
 __all__ = ["sampler_param_groups", "build_optimizer"]
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    net = network
-    while hasattr(net, "module") and not hasattr(net, "sampler"):
-        net = net.module
-    return net
 
 
 def sampler_param_groups(
@@ -27,7 +22,7 @@ def sampler_param_groups(
     """
     if lr <= 0 or (sampler_lr is not None and sampler_lr <= 0):
         raise ValueError(f"learning rates must be > 0, got lr={lr}, sampler_lr={sampler_lr}.")
-    net = _unwrap(network)
+    net = unwrap_network(network, require_sampler=False)
     sampler = getattr(net, "sampler", None)
     sampler_ids = {id(p) for p in sampler.parameters()} if isinstance(sampler, torch.nn.Module) else set()
     sampler_params = [p for p in net.parameters() if p.requires_grad and id(p) in sampler_ids]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,20 +18,11 @@ from monai_das.handlers.metrics import balanced_accuracy_from_confusion
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
+from monai_das.utils.io import write_json_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ClassificationReportSaver", "write_json_atomic"]
-
-
-def write_json_atomic(obj: Any, filepath: str | os.PathLike) -> str:
-    """Write JSON to ``filepath`` through a temporary file and ``os.replace``."""
-    path = Path(filepath)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-    return str(path)
 
 
 def _scalar(v: Any) -> Any:

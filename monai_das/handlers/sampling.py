@@ -11,19 +11,11 @@ from typing import Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.networks.utils import unwrap_network
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["unwrap_network", "SampledIndicesHandler", "SamplingFiguresHandler"]
-
-
-def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
-    """The classifier inside ``DistributedDataParallel``/``DataParallel`` wrappers; raises if it has no sampler."""
-    net = network
-    while hasattr(net, "module") and not hasattr(net, "sampler"):
-        net = net.module
-    if not hasattr(net, "sampler"):
-        raise ValueError(f"{type(network).__name__} has no 'sampler' attribute: expected a SubsampledClassifier.")
-    return net
 
 
 class SampledIndicesHandler:

@@ -11,6 +11,7 @@ import torch.nn as nn
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from monai.networks.utils import eval_mode
 from monai.utils import TransformBackends, convert_to_tensor
 
 from monai_das.transforms.temporal import KEPT_INDICES, VolumeToFrames, subsampled_meta
@@ -66,13 +67,8 @@ class AdaptiveSubsample(Transform):
         if not img.is_floating_point():
             raise ValueError(f"AdaptiveSubsample expects a floating point input, got dtype {img.dtype}.")
         x = (img.as_tensor() if isinstance(img, MetaTensor) else img)[None]
-        was_training = self.sampler.training
-        self.sampler.eval()
-        try:
-            with torch.no_grad():
-                out = self.sampler(x.to(self._device(x)))
-        finally:
-            self.sampler.train(was_training)
+        with eval_mode(self.sampler):
+            out = self.sampler(x.to(self._device(x)))
         frames, indices = out.frames[0].to(img.device), out.indices[0].detach().long().cpu()
         self.last_indices = indices
         if isinstance(img, MetaTensor):

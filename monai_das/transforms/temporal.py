@@ -10,6 +10,8 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, Transform
+
+from monai_das.networks.utils import uniform_indices as _uniform_indices
 from monai.utils import TransformBackends, convert_to_tensor
 
 __all__ = [
@@ -51,8 +53,7 @@ def uniform_indices(num_frames: int, num_samples: int) -> torch.Tensor:
         raise ValueError(f"cannot resample a sequence with {t} frames.")
     if k < 1:
         raise ValueError(f"the number of frames to keep must be >= 1, got {k}.")
-    idx = torch.floor((torch.arange(k, dtype=torch.float64) + 0.5) * (t / k)).long()
-    return idx.clamp_(0, t - 1)
+    return _uniform_indices(t, k)
 
 
 def _check_sequence(img: torch.Tensor | np.ndarray, name: str) -> None:

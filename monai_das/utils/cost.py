@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from monai.networks.utils import eval_mode
+
 from monai_das.networks.nets.subsampled_classifier import SubsampledClassifier
 
 __all__ = ["count_parameters", "count_macs", "model_cost"]
@@ -31,12 +33,9 @@ def model_cost(net: SubsampledClassifier, x: torch.Tensor) -> dict[str, int]:
     Returns ``params_sampler``, ``params_downstream``, ``macs_sampler``, ``macs_downstream`` (encoder on the kept
     frames + temporal head + classifier), ``frames_kept`` (per input) and ``frames_total``.
     """
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            seq = net.to_frames(x)
-            out = net.sampler(seq)
+    with eval_mode(net):
+        seq = net.to_frames(x)
+        out = net.sampler(seq)
         sampler_params = count_parameters(net.sampler)
         shared = net.sampler.encoder is net.encoder if hasattr(net.sampler, "encoder") else False
         return {
@@ -47,5 +46,3 @@ def model_cost(net: SubsampledClassifier, x: torch.Tensor) -> dict[str, int]:
             "frames_kept": int(out.indices.shape[1]),
             "frames_total": int(seq.shape[1]),
         }
-    finally:
-        net.train(was_training)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from monai_das.networks.nets.sampler import BaseSampler
+from monai_das.networks.utils import uniform_indices
 
 __all__ = ["FullSequenceSampler", "UniformSampler", "RandomSampler"]
 
@@ -29,9 +30,7 @@ class UniformSampler(BaseSampler):
 
     def sampling_indices(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
-        k = self.num_samples
-        idx = torch.floor((torch.arange(k, device=x.device, dtype=torch.float64) + 0.5) * (t / k)).long()
-        return idx.clamp_max(t - 1).expand(b, k)
+        return uniform_indices(t, self.num_samples, device=x.device).expand(b, self.num_samples)
 
 
 class RandomSampler(BaseSampler):

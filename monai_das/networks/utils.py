@@ -1,0 +1,32 @@
+"""Small network utilities shared by the handlers, engines and deployment code."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["unwrap_network", "uniform_indices"]
+
+
+def unwrap_network(network: torch.nn.Module, require_sampler: bool = True) -> torch.nn.Module:
+    """
+    The classifier inside ``DistributedDataParallel``/``DataParallel`` wrappers (followed through ``.module`` until a
+    module with a ``sampler`` attribute). With ``require_sampler`` a network without a sampler raises a
+    ``ValueError``; otherwise the innermost module is returned.
+    """
+    net = network
+    while hasattr(net, "module") and not hasattr(net, "sampler"):
+        net = net.module
+    if require_sampler and not hasattr(net, "sampler"):
+        raise ValueError(f"{type(network).__name__} has no 'sampler' attribute: expected a SubsampledClassifier.")
+    return net
+
+
+def uniform_indices(num_frames: int, num_samples: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """
+    ``k = num_samples`` evenly spread indices of a ``T = num_frames`` sequence: ``floor((j + 0.5)·T/k)`` for
+    ``j = 0..k-1`` (the centre of each of ``k`` equal segments), clamped to ``0..T-1`` (for ``k > T`` frames repeat).
+    The one rule behind the uniform sampler and uniform temporal resampling.
+    """
+    t, k = int(num_frames), int(num_samples)
+    idx = torch.floor((torch.arange(k, device=device, dtype=torch.float64) + 0.5) * (t / k)).long()
+    return idx.clamp_(0, t - 1)
