@@ -27,7 +27,7 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
     "pydicom>=2.4" "highdicom>=0.22"
 # 3. MONAI Label 0.8.5 without dependencies (see header) + what its infer-task modules import
 "${pip[@]}" --no-deps "monailabel==0.8.5"
-"${pip[@]}" -c "$here/constraints.txt" expiring-dict sortedcontainers "pydantic>=2.7" "pydantic-settings>=2.2.1" \
+"${pip[@]}" -c "$here/constraints.txt" expiring-dict sortedcontainers "watchdog>=4.0.0" "pydantic>=2.7" "pydantic-settings>=2.2.1" \
     "pynrrd>=1.0.0" "shapely>=2.0.4" "python-dotenv>=1.0.1" "filelock>=3.11.0" "pyyaml>=6.0.1" \
     "requests>=2.31.0" "cachetools>=5.3.3"
 # 4. preload libcudart.so.13 at start-up (see header); a no-op when the library is not there

@@ -1,55 +1,58 @@
 """
-MONAI Label sample app serving a DAS bundle as a classification model.
+MONAI Label sample app serving (and training) a DAS bundle as a classification model.
 
     monailabel start_server --app apps/monailabel_das --studies <folder> --conf bundle <bundle folder>
 
-Config (``--conf KEY VALUE``): ``bundle`` (default: ``bundles/das_volume_classification`` of this repository), ``prefer``
-(``torchscript`` | ``checkpoint``), ``modalities`` (comma-separated accepted DICOM modalities), ``preload``.
+Config (``--conf KEY VALUE``, see ``lib/app_tasks.py``): ``bundle`` (default: ``bundles/das_volume_classification``
+of this repository), ``model_dir`` (default ``<app>/model/<bundle name>``: where training writes ``models/model.pt``),
+``labels`` (comma-separated class names), ``spatial_size`` (``D,H,W``), ``max_epochs``, ``train_overrides`` (JSON),
+``train`` (``false``: no train task), ``prefer`` (``torchscript`` | ``checkpoint``), ``modalities`` (comma-separated
+accepted DICOM modalities), ``preload``.
+
+Tasks, both named ``das_classification``: the infer task (``lib/infers``) and the train task (``lib/trainers``), which
+trains the bundle on the datastore's classes (the ``final`` label's label info ``{"label": <class name or index>}``)
+and writes ``<model_dir>/models/model.pt``, which the infer task then reloads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.infers import DASClassification
+from lib.app_tasks import app_settings, make_infer_task, make_train_task
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "das_volume_classification"
 
 
 class MyApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):
-        self.bundle = conf.get("bundle", str(DEFAULT_BUNDLE))
+        self.settings = app_settings(conf or {}, app_dir)
+        self.bundle = self.settings["bundle"]
         super().__init__(
             app_dir=app_dir,
             studies=studies,
             conf=conf,
             name="MONAI Label - DAS",
             description="Deep Attention-guided Adaptive Subsampling (DAS) classification",
-            version="0.1.0",
+            version="0.2.0",
         )
 
     def init_infers(self) -> dict[str, InferTask]:
-        modalities = self.conf.get("modalities")
-        options = {"allowed_modalities": [m.strip() for m in modalities.split(",")]} if modalities else {}
         if not os.path.exists(self.bundle):
             logger.warning("DAS bundle %s not found: no infer task", self.bundle)
             return {}
-        return {
-            "das_classification": DASClassification(
-                self.bundle, prefer=self.conf.get("prefer", "torchscript"), loader_options=options,
-                preload=self.conf.get("preload", "false").lower() == "true",
-            )
-        }
+        return {"das_classification": make_infer_task(self.settings)}
 
-    def init_trainers(self):
-        return {}
+    def init_trainers(self) -> dict[str, TrainTask]:
+        if not os.path.exists(self.bundle):
+            logger.warning("DAS bundle %s not found: no train task", self.bundle)
+            return {}
+        task = make_train_task(self.settings)
+        return {"das_classification": task} if task is not None else {}
 
     def init_strategies(self):
         return {}

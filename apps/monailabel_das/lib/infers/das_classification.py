@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from monai.data import MetaTensor
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from monai_das.deploy.predictor import DASPredictor
+from monai_das.data.studies import LoadStudyd
+from monai_das.deploy.predictor import DASPredictor, find_bundle_files
 from monai_das.deploy.report import study_report
-from monai_das.deploy.studies import LoadStudyd, StudyLoader
+from monai_das.deploy.studies import StudyLoader
 
 logger = logging.getLogger(__name__)
 
@@ -23,17 +28,30 @@ class DASClassification(BasicInferTask):
     Classification infer task for a DAS bundle (``InferType.CLASSIFICATION``).
 
     The request's ``image`` (a volume file, a DICOM series folder, a multi-frame DICOM or a video file, as the
-    datastore hands it over) is read and preprocessed by :class:`monai_das.deploy.studies.StudyLoader`, classified by
-    :class:`monai_das.deploy.predictor.DASPredictor` (TorchScript ``models/model.ts``, falling back to
+    datastore hands it over) is read and preprocessed by the study layer shared with bundle inference and the Deploy
+    app (:class:`monai_das.data.LoadStudyd` with the model's recipe: :class:`monai_das.deploy.studies.StudyLoader`),
+    classified by :class:`monai_das.deploy.predictor.DASPredictor` (TorchScript ``models/model.ts``, falling back to
     ``models/model.pt`` + ``configs/inference.json``), and the result JSON holds MONAI Label's usual
     ``prediction`` list (``[{"idx", "label", "score"}]``) plus ``das``: the predicted label, the probabilities, the
     kept slice/frame indices (network and source positions) and the fraction of compute saved.
 
+    The model is reloaded when its files change (the app's train task writes ``<model_dir>/models/model.pt`` from
+    another process): before each request the task looks for a model in ``model_dir``, then in ``bundle_path``, and
+    reloads when the model/config files it finds differ (path, size or modification time) from the loaded ones. A
+    checkpoint newer than the TorchScript file of the same folder wins over ``prefer="torchscript"``. A reload that
+    fails (e.g. a training run that has written its configs but not yet its first checkpoint) keeps the loaded model
+    and logs a warning.
+
     Args:
         bundle_path: DAS bundle folder (or a TorchScript/checkpoint file, see ``DASPredictor.from_path``).
         prefer: ``"torchscript"`` (default) or ``"checkpoint"``.
-        loader_options: :class:`StudyLoader` options (``allowed_modalities``, ``min_frames``, ``intensity_range``...).
+        loader_options: :class:`StudyLoader` options: ``allowed_modalities`` and recipe overrides (``min_frames``,
+            ``intensity_range``, ...; see :func:`monai_das.deploy.studies.spec_recipe`).
         description: shown by MONAI Label's ``/info``.
+        model_dir: the app's model folder written by the train task (a bundle folder), preferred to ``bundle_path``
+            once it holds a model. With ``model_dir`` the task may start without any model (``is_valid()`` is then
+            ``False`` and a request fails until training has written one); without it a missing model raises
+            ``FileNotFoundError`` here.
         kwargs: passed to ``BasicInferTask`` (``preload``, ``skip_writer``, ...).
     """
 
@@ -43,17 +61,25 @@ class DASClassification(BasicInferTask):
         prefer: str = "torchscript",
         loader_options: Mapping[str, Any] | None = None,
         description: str = "DAS: classify a volume/video from the slices/frames chosen by a learned sampler",
+        model_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self.predictor = DASPredictor.from_path(bundle_path, prefer=prefer, device="cpu")
+        if prefer not in ("torchscript", "checkpoint"):
+            raise ValueError(f"prefer must be 'torchscript' or 'checkpoint', got {prefer!r}.")
+        self.bundle_path = str(bundle_path)
+        self.model_dir = str(model_dir) if model_dir is not None else None
+        self.prefer = prefer
         self.loader_options = dict(loader_options or {})
-        spec = self.predictor.spec
-        labels = {spec.label_name(i): i for i in range(max(len(spec.labels), 1))} if spec.labels else None
+        self.predictor: DASPredictor | None = None
+        self._signature: tuple | None = None
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self.refresh(strict=model_dir is None)
         super().__init__(
-            path=self.predictor.source,
+            path=self.predictor.source if self.predictor else None,
             network=None,
             type=InferType.CLASSIFICATION,
-            labels=labels,
+            labels=self._labels(self.predictor),
             dimension=3,
             description=description,
             config={"prefer": prefer},
@@ -61,26 +87,127 @@ class DASClassification(BasicInferTask):
             **kwargs,
         )
 
+    # ------------------------------------------------------------------------------------------ model (re)loading
+    @staticmethod
+    def _labels(predictor: DASPredictor | None) -> dict[str, int] | None:
+        spec = predictor.spec if predictor else None
+        if spec is None or not spec.labels:
+            return None
+        return {spec.label_name(i): i for i in range(len(spec.labels))}
+
+    def _find_model(self) -> tuple[str, dict[str, Path | None]] | tuple[None, None]:
+        """The first of ``model_dir``, ``bundle_path`` that holds a model, with its files."""
+        for folder in [f for f in (self.model_dir, self.bundle_path) if f]:
+            try:
+                files = find_bundle_files(folder)
+            except FileNotFoundError:
+                continue
+            if files["torchscript"] is not None or files["checkpoint"] is not None:
+                return folder, files
+        return None, None
+
+    @staticmethod
+    def _stat(path: Path | None) -> tuple | None:
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return str(path), st.st_mtime_ns, st.st_size
+
+    def _prefer_for(self, files: Mapping[str, Path | None]) -> str:
+        ts, ckpt = self._stat(files["torchscript"]), self._stat(files["checkpoint"])
+        if self.prefer == "torchscript" and ts and ckpt and ckpt[1] > ts[1]:
+            return "checkpoint"  # a training run wrote model.pt after the export: the newer model wins
+        return self.prefer
+
+    def refresh(self, strict: bool = False) -> DASPredictor | None:
+        """
+        (Re)load the model when its files changed since the last look; returns the current predictor (``None``:
+        no model yet). ``strict``: raise when no model can be loaded and none is loaded yet.
+        """
+        with self._lock:
+            folder, files = self._find_model()
+            if folder is None:
+                if strict:
+                    raise FileNotFoundError(
+                        f"no model found at '{self.bundle_path}'"
+                        + (f" or '{self.model_dir}'" if self.model_dir else "")
+                        + ": expected a bundle with models/model.ts or models/model.pt (train one first)."
+                    )
+                return self.predictor
+            signature = (folder, self.prefer) + tuple(self._stat(files[k]) for k in files)
+            if signature == self._signature and self.predictor is not None:
+                return self.predictor
+            self._signature = signature
+            try:
+                predictor = DASPredictor.from_path(folder, prefer=self._prefer_for(files), device="cpu")
+            except Exception as e:
+                if strict and self.predictor is None:
+                    raise
+                logger.warning("could not (re)load the DAS model from %s (%s); keeping %s", folder, e,
+                               self.predictor.source if self.predictor else "no model")
+                return self.predictor
+            if self.predictor is not None:
+                logger.info("DAS model reloaded: %s (was %s)", predictor.source, self.predictor.source)
+            self.predictor = predictor
+            if hasattr(self, "path"):  # not yet during __init__ (BasicInferTask sets it)
+                self.path = [predictor.source]
+                self.labels = self._labels(predictor)
+            return predictor
+
+    def is_valid(self) -> bool:
+        try:
+            return self.refresh() is not None
+        except Exception as e:  # /info must not fail on a broken model folder
+            logger.warning("DAS model check failed: %s", e)
+            return False
+
+    def _current(self) -> DASPredictor:
+        """The predictor of the running request (fixed for its whole run), else the loaded one."""
+        predictor = getattr(self._local, "predictor", None) or self.predictor
+        if predictor is None:
+            raise MONAILabelException(
+                MONAILabelError.INFERENCE_ERROR,
+                f"no DAS model yet in '{self.model_dir}' or '{self.bundle_path}': run the training task first.",
+            )
+        return predictor
+
+    def __call__(self, request, callbacks=None):
+        predictor = self.refresh()
+        if predictor is None:
+            self._current()  # raises: no model
+        self._local.predictor = predictor
+        try:
+            return super().__call__(request, callbacks)
+        finally:
+            self._local.predictor = None
+
+    # ------------------------------------------------------------------------------------------ BasicInferTask
     def pre_transforms(self, data=None) -> Sequence[Callable]:
-        return [LoadStudyd(keys=self.input_key, loader=StudyLoader(self.predictor.spec, **self.loader_options))]
+        loader = StudyLoader(self._current().spec, **self.loader_options)
+        return [LoadStudyd(keys=self.input_key, loader=loader)]
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
         return []
 
     def _get_network(self, device, data):
-        """The predictor's network (loaded once, TorchScript or checkpoint), moved to ``device``."""
+        """The predictor's network (loaded once per model file, TorchScript or checkpoint), moved to ``device``."""
+        predictor = self._current()
         device = torch.device(device)
-        if self.predictor.device != device:
-            self.predictor.network.to(device)
-            self.predictor.device = device
-        return self.predictor.network
+        if predictor.device != device:
+            predictor.network.to(device)
+            predictor.device = device
+        return predictor.network
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu"):
         """Classify ``data[input_key]``; ``data[output_label_key]`` = probabilities, ``data["das"]`` = the report."""
+        predictor = self._current()
         self._get_network(device, data)
-        prediction = self.predictor.predict(data[self.input_key])
+        prediction = predictor.predict(data[self.input_key])
         data[self.output_label_key] = MetaTensor(torch.tensor(prediction.probabilities))
-        report = study_report(data[f"{self.input_key}_study"], prediction, self.predictor.describe())
+        report = study_report(data[f"{self.input_key}_study"], prediction, predictor.describe())
         data["das"] = {
             k: report[k]
             for k in ("predicted_label", "predicted_name", "probabilities", "kept_indices", "kept_source_indices",

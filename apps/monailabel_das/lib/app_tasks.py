@@ -1,0 +1,97 @@
+"""
+The app's settings (``--conf KEY VALUE`` of ``monailabel start_server``) and the tasks built from them, apart from
+``main.py`` so that they can be used (and tested) without a ``MONAILabelApp``.
+
+Keys:
+
+- ``bundle``: the DAS bundle folder (default: ``bundles/das_volume_classification`` of this repository); its
+  ``configs/`` are read, never written.
+- ``model_dir``: the app's model folder (default ``<app_dir>/model/<bundle folder name>``): the train task's
+  ``--bundle_root`` (``models/model.pt``, ``eval/``, ``configs/`` for inference, ``monailabel/`` run files); the infer
+  task loads from it once it holds a model, else from ``bundle``.
+- ``labels``: comma-separated class names (index = position); default: the classes found in the datastore.
+- ``spatial_size``: the network grid ``D,H,W`` (or ``[D, H, W]``); default: the bundle metadata's input shape.
+- ``max_epochs``: default epochs of a training request.
+- ``train_overrides``: a JSON object of more bundle overrides for every training run (``{"batch_size": 4}``).
+- ``train``: ``false`` to register no train task. ``prefer``, ``modalities``, ``preload``: see the infer task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_BUNDLE = REPO_ROOT / "bundles" / "das_volume_classification"
+
+
+def _flag(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _spatial_size(value: str | None) -> list[int] | None:
+    if value is None or not str(value).strip():
+        return None
+    parts = [p for p in re.split(r"[\s,\[\]]+", str(value)) if p]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"spatial_size must be three positive integers 'D,H,W', got {value!r}.")
+    return [int(p) for p in parts]
+
+
+def app_settings(conf: Mapping[str, str], app_dir: str | os.PathLike) -> dict[str, Any]:
+    """The app's settings from ``conf`` (see the module docstring), with defaults."""
+    bundle = Path(conf.get("bundle") or DEFAULT_BUNDLE).expanduser().resolve()
+    model_dir = conf.get("model_dir") or Path(app_dir) / "model" / bundle.name
+    labels = conf.get("labels")
+    overrides = conf.get("train_overrides")
+    overrides = json.loads(overrides) if overrides else {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"train_overrides must be a JSON object, got {conf.get('train_overrides')!r}.")
+    modalities = conf.get("modalities")
+    return {
+        "bundle": str(bundle),
+        "model_dir": str(Path(model_dir).expanduser().resolve()),
+        "labels": [n.strip() for n in labels.split(",")] if labels else None,
+        "spatial_size": _spatial_size(conf.get("spatial_size")),
+        "max_epochs": int(conf["max_epochs"]) if conf.get("max_epochs") else None,
+        "train_overrides": overrides,
+        "train": _flag(conf.get("train"), True),
+        "prefer": conf.get("prefer", "torchscript"),
+        "loader_options": {"allowed_modalities": [m.strip() for m in modalities.split(",")]} if modalities else {},
+        "preload": _flag(conf.get("preload"), False),
+    }
+
+
+def make_infer_task(settings: Mapping[str, Any]):
+    """The ``das_classification`` infer task (it may start without a model: see ``DASClassification``)."""
+    from lib.infers import DASClassification
+
+    return DASClassification(
+        settings["bundle"], prefer=settings["prefer"], loader_options=settings["loader_options"],
+        preload=settings["preload"], model_dir=settings["model_dir"],
+    )
+
+
+def make_train_task(settings: Mapping[str, Any]):
+    """The ``das_classification`` train task, or ``None`` (training off, or a bundle without a train config)."""
+    from lib.trainers import DASTrain
+
+    if not settings["train"]:
+        return None
+    task = DASTrain(
+        settings["bundle"], settings["model_dir"], labels=settings["labels"], spatial_size=settings["spatial_size"],
+        max_epochs=settings["max_epochs"], overrides=settings["train_overrides"],
+    )
+    if not task.is_valid():
+        logger.warning("DAS bundle %s has no configs/train.json: no train task", settings["bundle"])
+        return None
+    return task

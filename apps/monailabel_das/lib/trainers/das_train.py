@@ -1,0 +1,526 @@
+"""
+MONAI Label train task: train the DAS bundle on the classification labels of the app's datastore.
+
+How a study's class is stored in the datastore (MONAI Label has no classification label type of its own):
+
+- the image's label of tag ``label_tag`` (default ``"final"``, what a client's "submit label" saves) holds the class
+  in its **label info** under ``"label"`` (:data:`LABEL_KEY`): a class name (``"abnormal"``) or a class index
+  (``1`` or ``"1"``), e.g. ``PUT /datastore/label?image=<id>&tag=final`` with ``params={"label": "abnormal"}``
+  (``datastore.save_label(image_id, file, "final", {"label": "abnormal"})``);
+- otherwise the label file itself, when it is a ``.json`` file: ``{"label": "abnormal"}`` (or just ``"abnormal"``).
+
+A final label without a class is an error (it names the images), as is a class that is not one of the app's
+``labels`` (when the app is given them) and a datastore without labelled images. The patient (``group`` of the
+datalist, which the bundle splits training/validation by) is the image info's ``group``, ``patient_id`` or
+``PatientID`` (DICOMweb datastores record it), else the image id.
+
+The task writes a MONAI datalist JSON (``{"labels": {"0": name, ...}, "training": [{"image", "label", "group"}]}``,
+image paths relative to ``dataset_dir``, the folder that holds the datastore's images) into
+``<model_dir>/monailabel/datalist.json``, checks it with the bundle's own reader
+(:func:`monai_das.data.load_datalist`), prepares ``<model_dir>`` as a bundle folder the infer task can load
+(``configs/metadata.json`` with the classes and grid, ``configs/inference.json`` with the data settings), and runs
+the bundle's train config in a subprocess::
+
+    python -m monai.bundle run --config_file <bundle>/configs/train.json --meta_file <bundle>/configs/metadata.json
+        --logging_file <bundle>/configs/logging.conf --bundle_root <model_dir> --datalist <datalist.json>
+        --dataset_dir <images folder> --max_epochs N --spatial_size "[D, H, W]" --mlflow false --progress_bar false
+
+so that ``<model_dir>/models/model.pt`` is the new model; the app's infer task reloads it when the file changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.tasks.train.bundle import BundleTrainTask
+from monailabel.utils.others.generic import device_list
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LABEL_KEY",
+    "GROUP_KEYS",
+    "DATA_KEYS",
+    "DASTrain",
+    "bundle_overrides",
+    "bundle_command",
+    "datastore_datalist",
+    "prepare_model_dir",
+]
+
+#: the label-info key (or key of a JSON label file) holding a study's class name or index
+LABEL_KEY = "label"
+#: image-info (then label-info) keys naming the patient; the image id when none is set
+GROUP_KEYS = ("group", "patient_id", "PatientID")
+#: the bundle overrides that describe the data: baked into the model folder's copy of ``configs/inference.json`` (for
+#: the keys that config defines) so that the infer task builds the network the training built
+DATA_KEYS = ("datalist", "dataset_dir", "spatial_size")
+#: where the task's files go inside the model folder (datalist, command, log, stats)
+RUN_SUBDIR = "monailabel"
+
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_MAX_LABEL_FILE = 1 << 20  # a JSON label file holds one class: refuse anything large
+_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b.*:")  # "ValueError: ...", "torch.OutOfMemoryError: ..."
+
+
+# ====================================================================================================================
+# The DAS bundle's command-line keys. THE ONE PLACE to change when the bundle's train config names them differently.
+# ====================================================================================================================
+def bundle_overrides(
+    *,
+    datalist: str,
+    dataset_dir: str,
+    bundle_root: str,
+    max_epochs: int,
+    spatial_size: Sequence[int] | None = None,
+    device: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """
+    The ``--key value`` overrides of the bundle's train config for one training run (``extra`` last, so the app's
+    ``overrides`` win). Values are Python values; :func:`bundle_command` turns them into command-line strings.
+    """
+    overrides: dict[str, Any] = {
+        "bundle_root": str(bundle_root),  # models/ (model.pt, last.pt) and eval/ go here
+        "datalist": str(datalist),  # MONAI datalist JSON, read by monai_das.data.load_datalist
+        "dataset_dir": str(dataset_dir),  # root of its relative image paths
+        "max_epochs": int(max_epochs),
+        "mlflow": False,
+        "progress_bar": False,
+    }
+    if spatial_size is not None:
+        overrides["spatial_size"] = [int(s) for s in spatial_size]
+    if device is not None:
+        # checked against _DEVICE_RE first; the train config must import torch (the DAS bundle does)
+        overrides["device"] = f"$torch.device('{device}')"
+    overrides.update(dict(extra or {}))
+    return overrides
+
+
+def _cli_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def bundle_command(
+    bundle_path: str | os.PathLike, overrides: Mapping[str, Any], python: str | None = None
+) -> list[str]:
+    """``python -m monai.bundle run`` with the bundle's train config, its metadata, logging config and ``overrides``."""
+    configs = Path(bundle_path) / "configs"
+    cmd = [python or sys.executable, "-m", "monai.bundle", "run",
+           "--config_file", str(configs / "train.json"), "--meta_file", str(configs / "metadata.json")]
+    if (configs / "logging.conf").is_file():
+        cmd += ["--logging_file", str(configs / "logging.conf")]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", _cli_value(value)]
+    return cmd
+
+
+# ====================================================================================================================
+# datastore → datalist
+# ====================================================================================================================
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _class_value(datastore: Datastore, image_id: str, label_id: str, tag: str) -> Any:
+    """The raw class of an image's label: its label info ``"label"``, else a JSON label file's; ``None`` if neither."""
+    info = datastore.get_label_info(label_id, tag) or {}
+    if not _blank(info.get(LABEL_KEY)):
+        return info[LABEL_KEY]
+    uri = datastore.get_label_uri(label_id, tag)
+    if uri and str(uri).lower().endswith(".json") and os.path.isfile(uri):
+        if os.path.getsize(uri) > _MAX_LABEL_FILE:
+            raise ValueError(f"image '{image_id}': the JSON label file '{uri}' is larger than 1 MiB.")
+        try:
+            with open(uri, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"image '{image_id}': the label file '{uri}' is not valid JSON: {e.msg}.") from e
+        value = data.get(LABEL_KEY) if isinstance(data, Mapping) else data
+        return None if _blank(value) else value
+    return None
+
+
+def _check_name(name: str, where: str) -> str:
+    if name.startswith(("$", "%")) or "@" in name:
+        raise ValueError(
+            f"{where}: class name {name!r} starts with '$'/'%' or contains '@', which MONAI bundle configs read as "
+            "code or references; rename the class."
+        )
+    return name
+
+
+def _group(datastore: Datastore, image_id: str, label_info: Mapping) -> str:
+    image_info = datastore.get_image_info(image_id) or {}
+    for info in (image_info, label_info):
+        for key in GROUP_KEYS:
+            if not _blank(info.get(key)):
+                return str(info[key]).strip()
+    return image_id
+
+
+def datastore_datalist(
+    datastore: Datastore,
+    label_tag: str = DefaultLabelTag.FINAL,
+    label_names: Sequence[str] | None = None,
+) -> tuple[dict, str]:
+    """
+    The MONAI datalist of the datastore's classified images.
+
+    Args:
+        datastore: a MONAI Label datastore.
+        label_tag: the label tag whose label info holds the class (default ``"final"``).
+        label_names: the classes (index = position); a study's class must be one of these names or an index into
+            them. ``None``: the classes found in the datastore: sorted names, or ``"0".."max"`` when every class is
+            given as an index.
+
+    Returns:
+        ``(datalist, dataset_dir)``: ``{"labels": {"0": name, ...}, "training": [{"image": path relative to
+        dataset_dir, "label": index, "group": patient}, ...]}`` (images in datastore order) and the folder that holds
+        every image.
+
+    Raises:
+        ValueError: no image with a ``label_tag`` label; labels without a class (naming the images); an unknown
+            class or index; names mixed with indices without ``label_names``; fewer than 2 classes or 2 patients.
+        FileNotFoundError: an image file of the datastore is missing.
+    """
+    tag = str(getattr(label_tag, "value", label_tag))
+    image_ids = list(datastore.list_images())
+    rows: list[tuple[str, Any, Mapping]] = []
+    missing: list[str] = []
+    for image_id in image_ids:
+        label_id = datastore.get_label_by_image_id(image_id, tag)
+        if not label_id:
+            continue
+        value = _class_value(datastore, image_id, label_id, tag)
+        if value is None:
+            missing.append(image_id)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"image '{image_id}': class {value!r} must be a class name or an integer class index.")
+        rows.append((image_id, value.strip() if isinstance(value, str) else value,
+                     datastore.get_label_info(label_id, tag) or {}))
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:10])
+        shown += f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise ValueError(
+            f"{len(missing)} image(s) with a '{tag}' label have no class: {shown}. Give each the class as the label "
+            f"info '{LABEL_KEY}' (a class name or index) or save a JSON label file {{\"{LABEL_KEY}\": <class>}}."
+        )
+    if not rows:
+        raise ValueError(
+            f"the datastore has no image with a '{tag}' label ({len(image_ids)} image(s), none labelled): label some "
+            f"studies with their class (label info '{LABEL_KEY}') before training."
+        )
+
+    def is_index(v: Any) -> bool:
+        return isinstance(v, int) or bool(_INT_RE.match(v))
+
+    if label_names is not None:
+        classes = [_check_name(str(n).strip(), "labels") for n in label_names]
+        if not classes or len(set(classes)) != len(classes) or not all(classes):
+            raise ValueError(f"labels must be distinct, non-blank class names, got {list(label_names)}.")
+    else:
+        names = sorted({v for _, v, _ in rows if not is_index(v)})
+        indices = sorted({int(v) for _, v, _ in rows if is_index(v)})
+        if names and indices:
+            raise ValueError(
+                f"the datastore's classes mix names {names[:5]} and indices {indices[:5]}: give the app the class "
+                "names (--conf labels name0,name1,...) so that indices can be read, or use names only."
+            )
+        if names:
+            classes = [_check_name(n, "datastore class") for n in names]
+        else:
+            if indices[0] < 0:
+                raise ValueError(f"class index {indices[0]} is negative.")
+            classes = [str(i) for i in range(indices[-1] + 1)]
+
+    training, groups, used = [], set(), set()
+    images = [(image_id, datastore.get_image_uri(image_id)) for image_id, _, _ in rows]
+    for (image_id, value, label_info), (_, image) in zip(rows, images):
+        if value in classes:  # a name (also a name that looks like an index, e.g. classes "0", "1")
+            index = classes.index(value)
+        elif is_index(value):
+            index = int(value)
+            if not 0 <= index < len(classes):
+                raise ValueError(
+                    f"image '{image_id}': class index {index} is outside 0..{len(classes) - 1} ({classes})."
+                )
+        else:
+            raise ValueError(f"image '{image_id}': unknown class {value!r}; the classes are {classes}.")
+        if not image or not os.path.exists(image):
+            raise FileNotFoundError(f"image '{image_id}': its file '{image}' does not exist.")
+        group = _group(datastore, image_id, label_info)
+        groups.add(group)
+        used.add(index)
+        training.append({"image": os.path.realpath(image), "label": index, "group": group})
+    if len(used) < 2:
+        raise ValueError(
+            f"all {len(training)} labelled image(s) are of class {classes[used.pop()]!r}: training a classifier "
+            "needs images of at least 2 classes."
+        )
+    if len(groups) < 2:
+        raise ValueError(
+            f"the {len(training)} labelled image(s) belong to {len(groups)} patient(s): at least 2 are needed to "
+            "split them into training and validation."
+        )
+    root = os.path.commonpath([os.path.dirname(item["image"]) for item in training])
+    for item in training:
+        item["image"] = os.path.relpath(item["image"], root)
+    return {"labels": {str(i): n for i, n in enumerate(classes)}, "training": training}, root
+
+
+# ====================================================================================================================
+# the model folder: a bundle folder the infer task can load
+# ====================================================================================================================
+def _read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=4) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def prepare_model_dir(
+    bundle_path: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    overrides: Mapping[str, Any],
+    classes: Sequence[str],
+) -> Path:
+    """
+    Make ``model_dir`` a bundle folder for the infer task: ``configs/metadata.json`` (the bundle's, with the classes
+    as ``channel_def`` and ``spatial_size`` as the input grid), ``configs/inference.json`` (the bundle's, with
+    ``bundle_root`` = ``model_dir`` and the :data:`DATA_KEYS` of ``overrides`` it defines) and ``logging.conf``.
+    """
+    src, dst = Path(bundle_path) / "configs", Path(model_dir) / "configs"
+    dst.mkdir(parents=True, exist_ok=True)
+    (Path(model_dir) / "models").mkdir(exist_ok=True)
+    meta = _read_json(src / "metadata.json")
+    fmt = meta.setdefault("network_data_format", {})
+    image = fmt.setdefault("inputs", {}).setdefault("image", {})
+    if overrides.get("spatial_size") is not None:
+        image["spatial_shape"] = list(overrides["spatial_size"])
+    pred = fmt.setdefault("outputs", {}).setdefault("pred", {})
+    pred.update({"num_channels": len(classes), "spatial_shape": [len(classes)],
+                 "channel_def": {str(i): n for i, n in enumerate(classes)}})
+    _write_json(dst / "metadata.json", meta)
+    if (src / "inference.json").is_file():
+        config = _read_json(src / "inference.json")
+        config["bundle_root"] = str(Path(model_dir).resolve())
+        for key in DATA_KEYS:
+            if key in config and key in overrides:
+                config[key] = overrides[key]
+        _write_json(dst / "inference.json", config)
+    if (src / "logging.conf").is_file():
+        shutil.copyfile(src / "logging.conf", dst / "logging.conf")
+    return Path(model_dir)
+
+
+# ====================================================================================================================
+# the task
+# ====================================================================================================================
+class DASTrain(BundleTrainTask):
+    """
+    Train the DAS bundle on the datastore's classification labels (see the module docstring).
+
+    Reuses ``BundleTrainTask``'s set-up (the bundle's ``configs/train.json`` and ``metadata.json``: ``is_valid``,
+    description and version) and replaces its run: the DAS train config reads a datalist file
+    (``--datalist``) instead of ``train#dataset#data``, splits training/validation by patient itself, and runs in a
+    subprocess (its output goes to ``<model_dir>/monailabel/train.log``).
+
+    Args:
+        bundle_path: the DAS bundle (its ``configs/`` are used, never written).
+        model_dir: the app's model folder (``--bundle_root``): ``models/model.pt`` and ``eval/`` of the runs, the
+            configs the infer task loads, and ``monailabel/`` (datalist, command, log, stats).
+        labels: the class names (index = position); ``None``: the classes found in the datastore.
+        spatial_size: the network's ``[D, H, W]`` grid (studies are resized to it); ``None``: the bundle metadata's
+            input ``spatial_shape``.
+        label_tag: the label tag holding the classes (default ``"final"``).
+        max_epochs: default of the request's ``max_epochs`` (``None``: the train config's ``max_epochs``).
+        overrides: more bundle overrides for every run (e.g. ``{"batch_size": 4}``), set by the app, never by a
+            request.
+        python: interpreter of the training subprocess (default: this one).
+        timeout: seconds before the training subprocess is killed (``None``: no limit).
+    """
+
+    def __init__(
+        self,
+        bundle_path: str | os.PathLike,
+        model_dir: str | os.PathLike,
+        labels: Sequence[str] | None = None,
+        spatial_size: Sequence[int] | None = None,
+        label_tag: str = DefaultLabelTag.FINAL,
+        max_epochs: int | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        python: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.bundle_arg = str(bundle_path)
+        super().__init__(str(bundle_path), conf={})
+        self.model_dir = Path(model_dir).resolve()
+        self.labels = list(labels) if labels is not None else None
+        self.label_tag = str(getattr(label_tag, "value", label_tag))
+        self.extra_overrides = dict(overrides or {})
+        self.python = python
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        if not self.valid:  # BundleTrainTask found no configs/train.json (and logged it)
+            self.description = "DAS training (no train config)"
+            self.spatial_size, self.max_epochs = spatial_size, max_epochs or 1
+            return
+        if spatial_size is None:
+            shape = (_read_json(Path(bundle_path) / "configs" / "metadata.json").get("network_data_format", {})
+                     .get("inputs", {}).get("image", {}).get("spatial_shape"))
+            if isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) for s in shape):
+                spatial_size = shape
+        self.spatial_size = [int(s) for s in spatial_size] if spatial_size is not None else None
+        default_epochs = self.bundle_config.get("max_epochs")
+        self.max_epochs = int(max_epochs if max_epochs is not None else
+                              default_epochs if isinstance(default_epochs, int) else 50)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.model_dir / RUN_SUBDIR
+
+    def config(self) -> dict[str, Any]:
+        return {"max_epochs": self.max_epochs, "device": device_list()}
+
+    def stats(self) -> dict[str, Any]:
+        path = self.run_dir / "train_stats.json"
+        try:
+            return _read_json(path) if path.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+
+    def missing_bundle_keys(self, overrides: Mapping[str, Any]) -> list[str]:
+        """The override keys (top-level part) that the bundle's train config does not define."""
+        config = self.bundle_config.config if self.valid else {}
+        return [k for k in overrides if k.split("#")[0] not in config]
+
+    def _request_settings(self, request: Mapping[str, Any]) -> tuple[int, str | None]:
+        max_epochs = request.get("max_epochs", self.max_epochs)
+        if isinstance(max_epochs, bool) or not (isinstance(max_epochs, int) or _INT_RE.match(str(max_epochs))) \
+                or int(max_epochs) < 1:
+            raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}.")
+        device = request.get("device")
+        if isinstance(device, (list, tuple)):
+            device = device[0] if device else None
+        if device is not None:
+            device = str(device).strip().lower()
+            if not _DEVICE_RE.match(device):
+                raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {request.get('device')!r}.")
+        return int(max_epochs), device
+
+    def build_run(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
+        """
+        Everything up to the training itself: the datalist (written and checked), the overrides, the model folder's
+        configs and the command. Returns ``{"datalist", "dataset_dir", "classes", "num_images", "overrides",
+        "command"}``.
+        """
+        if not self.valid:
+            raise ValueError(f"'{self.bundle_arg}' is not a bundle with configs/train.json and configs/metadata.json.")
+        max_epochs, device = self._request_settings(request or {})
+        datalist, dataset_dir = datastore_datalist(datastore, self.label_tag, self.labels)
+        classes = list(datalist["labels"].values())
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        datalist_path = self.run_dir / "datalist.json"
+        overrides = bundle_overrides(
+            datalist=str(datalist_path), dataset_dir=dataset_dir, bundle_root=str(self.model_dir),
+            max_epochs=max_epochs, spatial_size=self.spatial_size, device=device, extra=self.extra_overrides,
+        )
+        missing = self.missing_bundle_keys(overrides)
+        if missing:
+            raise ValueError(
+                f"the bundle's train config '{self.bundle_config_path}' does not define {missing}: this bundle cannot "
+                "train on a datalist (the app needs a DAS bundle whose train config reads --datalist)."
+            )
+        _write_json(datalist_path, datalist)
+        from monai_das.data import load_datalist  # the bundle's own reader: refuse a bad datalist before training
+
+        load_datalist(datalist_path, dataset_dir=dataset_dir, split="training")
+        prepare_model_dir(self.bundle_path, self.model_dir, overrides, classes)
+        command = bundle_command(self.bundle_path, overrides, python=self.python)
+        _write_json(self.run_dir / "command.json", command)
+        return {"datalist": str(datalist_path), "dataset_dir": dataset_dir, "classes": classes,
+                "num_images": len(datalist["training"]), "overrides": overrides, "command": command}
+
+    def _run_command(self, cmd: list[str], env: Mapping[str, str]) -> tuple[int, list[str]]:  # type: ignore[override]
+        """
+        Run ``cmd`` in the model folder, output to ``train.log`` and stdout; ``(exit code, lines for an error
+        message)``: the exception lines (``ValueError: ...``, the root cause of a chained traceback first) and the last
+        lines.
+        """
+        tail: deque[str] = deque(maxlen=15)
+        errors: list[str] = []
+        log_path = self.run_dir / "train.log"
+        logger.info("DAS training: %s (log: %s)", " ".join(cmd), log_path)
+        with open(log_path, "w", encoding="utf-8") as log:
+            log.write("$ " + " ".join(cmd) + "\n")
+            process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       cwd=str(self.model_dir), env=dict(env))
+            timer = threading.Timer(self.timeout, process.kill) if self.timeout else None
+            if timer:
+                timer.start()
+            try:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    log.write(line)
+                    line = line.rstrip()
+                    if line:
+                        tail.append(line)
+                        if _ERROR_LINE.match(line) and line not in errors and len(errors) < 5:
+                            errors.append(line)
+                        print(line, flush=True)
+                rc = process.wait()
+            finally:
+                if timer:
+                    timer.cancel()
+        return rc, errors + (["..."] if errors else []) + list(tail)
+
+    def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
+        with self._lock:
+            logger.info("Train request: %s", dict(request or {}))
+            run = self.build_run(request or {}, datastore)
+            model = self.model_dir / "models" / "model.pt"
+            before = model.stat().st_mtime_ns if model.is_file() else None
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            start = time.time()
+            rc, tail = self._run_command(run["command"], env)
+            stats = {
+                "start_ts": int(start), "total_time": round(time.time() - start, 3), "returncode": rc,
+                "num_images": run["num_images"], "classes": run["classes"], "datalist": run["datalist"],
+                "model": str(model), "command": run["command"], "log": str(self.run_dir / "train.log"),
+            }
+            _write_json(self.run_dir / "train_stats.json", stats)
+            if rc != 0:
+                raise RuntimeError(
+                    f"DAS bundle training failed (exit code {rc}); from {stats['log']}:\n" + "\n".join(tail)
+                )
+            if not model.is_file() or model.stat().st_mtime_ns == before:
+                raise RuntimeError(
+                    f"DAS bundle training finished without writing a new '{model}': no validation ran, or no epoch "
+                    f"was kept as the best model (e.g. predictions that ignore the input); see {stats['log']}."
+                )
+            logger.info("DAS training finished: %s", model)
+            return stats

@@ -1,0 +1,400 @@
+"""
+The MONAI Label sample app's train task (apps/monailabel_das/lib/trainers), run against the real ``monailabel``
+0.8.5 package of ``.venv-deploy`` (scripts/setup_deploy_env.sh); skipped elsewhere.
+
+What is real: ``monailabel.datastore.local.LocalDatastore`` (images and labels saved, label info, image info; needs
+``watchdog``), ``monailabel.tasks.train.bundle.BundleTrainTask`` (the train task's base: bundle config and metadata
+loading, ``is_valid``/``info``), ``monailabel.interfaces.tasks.train.TrainTask``, and the app's infer task
+(``BasicInferTask``). Training runs ``python -m monai.bundle run`` in a subprocess: on a stand-in bundle (a real
+MONAI bundle config whose ``run`` trains the real DAS network for one step from the datalist; it checks the task's
+plumbing: datalist, command, model folder, reload by the infer task) and, when the repository's DAS bundle reads
+``--datalist``, on that bundle for one epoch at 16³.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("monailabel", reason="monailabel not installed (run scripts/setup_deploy_env.sh)")
+pytest.importorskip("monailabel.datastore.local", reason="LocalDatastore needs watchdog (monailabel's dependency)")
+
+REPO = Path(__file__).resolve().parents[2]
+APP_DIR = REPO / "apps" / "monailabel_das"
+GRID = (16, 16, 16)
+
+
+def repo_bundle() -> Path:
+    """The repository's DAS volume bundle (its new name, else the old one while it is being renamed)."""
+    for name in ("das_volume_classification", "das_medmnist3d"):
+        if (REPO / "bundles" / name / "configs" / "train.json").is_file():
+            return REPO / "bundles" / name
+    pytest.skip("no DAS volume bundle in bundles/")
+
+
+def repo_bundle_reads_datalist() -> bool:
+    try:
+        return "datalist" in json.loads((repo_bundle() / "configs" / "train.json").read_text())
+    except BaseException:  # pytest.skip inside: no bundle
+        return False
+
+
+@pytest.fixture(scope="module")
+def app():
+    """The app's modules, imported as MONAI Label imports them (``lib`` package of the app folder)."""
+    sys.path.insert(0, str(APP_DIR))
+    try:
+        from lib import app_tasks
+        from lib.infers import DASClassification
+        from lib.trainers import DASTrain, das_train
+    finally:
+        sys.path.remove(str(APP_DIR))
+    return {"DASTrain": DASTrain, "DASClassification": DASClassification, "das_train": das_train,
+            "app_tasks": app_tasks}
+
+
+# ---------------------------------------------------------------------------------------------------- studies
+def write_volume(path: Path, label: int, seed: int) -> Path:
+    """A 16³ NIfTI volume; class 1 has a bright cube in the middle."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    vol = rng.uniform(0.0, 0.2, GRID).astype(np.float32)
+    if label:
+        vol[4:12, 4:12, 4:12] += 0.8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
+    return path
+
+
+def class_file(folder: Path, name: str, value=None) -> Path:
+    """A JSON label file ``{"label": value}`` (``value`` None: ``{}``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({} if value is None else {"label": value}))
+    return path
+
+
+def make_datastore(root: Path, labels: dict, infos: dict | None = None, file_labels: dict | None = None):
+    """
+    A real ``LocalDatastore`` in ``root/studies`` with one volume per key of ``labels``: value = the class saved
+    as the final label's label info ``{"label": value}`` (``None``: no label); ``file_labels``: classes given only in
+    the JSON label file; ``infos``: image info updates (e.g. ``patient_id``).
+    """
+    from monailabel.datastore.local import LocalDatastore
+
+    src = root / "incoming"
+    for i, (image_id, value) in enumerate({**labels, **(file_labels or {})}.items()):
+        positive = value in ("abnormal", 1, "1")
+        write_volume(src / f"{image_id}.nii.gz", int(positive), seed=i)
+    ds = LocalDatastore(str(root / "studies"), extensions=("*.nii.gz", "*.nii"), auto_reload=False)
+    for image_id in {**labels, **(file_labels or {})}:
+        ds.add_image(image_id, str(src / f"{image_id}.nii.gz"), (infos or {}).get(image_id, {}))
+    for image_id, value in labels.items():
+        if value is not None:
+            ds.save_label(image_id, str(class_file(root / "label_files", image_id)), "final", {"label": value})
+    for image_id, value in (file_labels or {}).items():
+        ds.save_label(image_id, str(class_file(root / "label_files", image_id, value)), "final", {})
+    return ds
+
+
+LABELS6 = {"s0": "normal", "s1": "abnormal", "s2": "normal", "s3": "abnormal", "s4": "normal", "s5": "abnormal"}
+
+
+# ---------------------------------------------------------------------------------------------------- datalist
+def test_datalist_from_local_datastore(app, tmp_path):
+    from monai_das.data import load_datalist
+
+    build = app["das_train"].datastore_datalist
+    ds = make_datastore(
+        tmp_path, {**LABELS6, "s5": None, "unlabelled": None}, file_labels={"s6": "abnormal"},
+        infos={"s0": {"patient_id": "P1"}, "s2": {"patient_id": "P1"}},
+    )
+    assert ds.get_label_info("s1", "final")["label"] == "abnormal"  # what the task reads, as monailabel stores it
+    datalist, root = build(ds)
+    assert root == str((tmp_path / "studies").resolve())
+    assert datalist["labels"] == {"0": "abnormal", "1": "normal"}  # sorted names
+    items = {Path(it["image"]).name.split(".")[0]: it for it in datalist["training"]}
+    # s5 and "unlabelled" have no final label; s6's class is in its JSON label file
+    assert sorted(items) == ["s0", "s1", "s2", "s3", "s4", "s6"]
+    assert {k: it["label"] for k, it in items.items()} == {"s0": 1, "s1": 0, "s2": 1, "s3": 0, "s4": 1, "s6": 0}
+    assert items["s0"]["group"] == items["s2"]["group"] == "P1" and items["s1"]["group"] == "s1"
+    assert all(not Path(it["image"]).is_absolute() for it in datalist["training"])
+
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps(datalist))
+    read = load_datalist(path, dataset_dir=root)  # the bundle's own reader accepts it
+    assert [it["label_name"] for it in read] == [datalist["labels"][str(it["label"])] for it in datalist["training"]]
+    assert all(Path(it["image"]).is_file() for it in read)
+
+
+def test_datalist_with_app_labels_and_indices(app, tmp_path):
+    build = app["das_train"].datastore_datalist
+    ds = make_datastore(tmp_path, {"a": "normal", "b": 1, "c": "1", "d": 0})
+    datalist, _ = build(ds, label_names=["normal", "abnormal"])
+    assert datalist["labels"] == {"0": "normal", "1": "abnormal"}
+    assert [it["label"] for it in datalist["training"]] == [0, 1, 1, 0]
+    # indices only, no names: classes "0".."max"
+    ds2 = make_datastore(tmp_path / "idx", {"a": 0, "b": 2, "c": "1"})
+    datalist, _ = build(ds2)
+    assert datalist["labels"] == {"0": "0", "1": "1", "2": "2"}
+    assert [it["label"] for it in datalist["training"]] == [0, 2, 1]
+
+
+@pytest.mark.parametrize(
+    "labels, kwargs, match",
+    [
+        ({"a": None, "b": None}, {}, "has no image with a 'final' label .2 image.s., none labelled"),
+        ({"a": "normal", "b": "cyst"}, {"label_names": ["normal", "abnormal"]},
+         r"image 'b': unknown class 'cyst'; the classes are \['normal', 'abnormal'\]"),
+        ({"a": "normal", "b": 2}, {"label_names": ["normal", "abnormal"]}, r"image 'b': class index 2 is outside 0..1"),
+        ({"a": "normal", "b": 1}, {}, "mix names .'normal'. and indices .1."),
+        ({"a": "normal", "b": "normal"}, {}, "are of class 'normal': .* at least 2 classes"),
+        ({"a": "$x", "b": "y"}, {}, "class name '.x' starts with"),
+    ],
+)
+def test_datalist_errors(app, tmp_path, labels, kwargs, match):
+    ds = make_datastore(tmp_path, labels)
+    with pytest.raises(ValueError, match=match):
+        app["das_train"].datastore_datalist(ds, **kwargs)
+
+
+def test_datalist_label_without_class_and_one_patient(app, tmp_path):
+    build = app["das_train"].datastore_datalist
+    ds = make_datastore(tmp_path, {"a": "normal", "b": "abnormal"}, file_labels={"c": None, "d": None})
+    with pytest.raises(ValueError, match=r"2 image\(s\) with a 'final' label have no class: 'c', 'd'"):
+        build(ds)
+    ds2 = make_datastore(tmp_path / "one", {"a": "normal", "b": "abnormal"},
+                         infos={"a": {"PatientID": "X"}, "b": {"PatientID": "X"}})
+    with pytest.raises(ValueError, match=r"belong to 1 patient\(s\): at least 2"):
+        build(ds2)
+
+
+# ---------------------------------------------------------------------------------------------------- stand-in bundle
+STANDIN_SCRIPT = '''
+"""Stand-in training: read the datalist with the bundle reader, one SGD step of the real DAS network, save it."""
+import os
+
+import torch
+from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Resize, ScaleIntensity
+
+from monai_das.data import load_datalist
+from monai_das.networks import build_classifier
+
+
+def network(num_classes, spatial_size):
+    return build_classifier("das", num_classes=num_classes, num_frames=int(spatial_size[0]), keep_ratio=0.5)
+
+
+def main(datalist, dataset_dir, bundle_root, max_epochs, spatial_size, seed=0):
+    items = load_datalist(datalist, dataset_dir=dataset_dir)
+    num_classes = len(__import__("json").load(open(datalist))["labels"])
+    load = Compose([LoadImage(image_only=True), EnsureChannelFirst(), ScaleIntensity(), Resize(spatial_size)])
+    x = torch.stack([torch.as_tensor(load(it["image"])) for it in items]).float()
+    y = torch.tensor([it["label"] for it in items])
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    net = network(num_classes, spatial_size)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    net.train()
+    for _ in range(int(max_epochs)):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    os.makedirs(os.path.join(bundle_root, "models"), exist_ok=True)
+    torch.save(net.state_dict(), os.path.join(bundle_root, "models", "model.pt"))
+    print(f"stand-in trained on {len(items)} items, {num_classes} classes, cwd {os.getcwd()}")
+'''
+
+
+def make_standin_bundle(root: Path) -> Path:
+    """A MONAI bundle whose train config defines the keys the task passes and trains via ``STANDIN_SCRIPT``."""
+    (root / "configs").mkdir(parents=True)
+    (root / "scripts").mkdir()
+    (root / "scripts" / "standin_train.py").write_text(STANDIN_SCRIPT)
+    script = str(root / "scripts" / "standin_train.py")
+    meta = {
+        "version": "0.0.1", "description": "stand-in DAS bundle",
+        "network_data_format": {
+            "inputs": {"image": {"type": "image", "num_channels": 1, "spatial_shape": [28, 28, 28]}},
+            "outputs": {"pred": {"type": "logits", "num_channels": 2, "channel_def": {"0": "c0", "1": "c1"}}},
+        },
+    }
+    common = {
+        "imports": ["$import os", "$import runpy", "$import torch", "$import monai_das",
+                    "$import monai_das.data", "$import monai_das.engines"],
+        "bundle_root": ".", "datalist": None, "dataset_dir": None, "spatial_size": [28, 28, 28],
+        "script": script,
+    }
+    train = {
+        **common, "max_epochs": 3, "mlflow": True, "progress_bar": True, "device": "cpu", "batch_size": 8,
+        "initialize": ["$monai_das.engines.check_overrides()"],
+        "run": ["$runpy.run_path(@script)['main'](@datalist, @dataset_dir, @bundle_root, @max_epochs, "
+                "@spatial_size)"],
+    }
+    inference = {
+        **common,
+        "num_classes": "$len(monai_das.data.datalist_classes(@datalist))",
+        "network_def": {"_target_": "monai_das.networks.build_classifier", "method": "das",
+                        "num_classes": "@num_classes", "num_frames": "$@spatial_size[0]", "keep_ratio": 0.5,
+                        "layout": "volume", "slice_axis": 0},
+    }
+    for name, data in (("metadata.json", meta), ("train.json", train), ("inference.json", inference)):
+        (root / "configs" / name).write_text(json.dumps(data, indent=2))
+    return root
+
+
+def test_build_run_command_and_model_dir(app, tmp_path):
+    bundle = make_standin_bundle(tmp_path / "bundle")
+    model_dir = tmp_path / "app" / "model" / "bundle"
+    ds = make_datastore(tmp_path / "data", LABELS6)
+    task = app["DASTrain"](bundle, model_dir, spatial_size=GRID, overrides={"batch_size": 2})
+    assert task.is_valid() and task.max_epochs == 3 and task.spatial_size == list(GRID)
+    assert task.info()["description"] == "stand-in DAS bundle" and task.info()["config"]["max_epochs"] == 3
+
+    run = task.build_run({"max_epochs": 1, "device": ["cpu"]}, ds)
+    datalist = model_dir.resolve() / "monailabel" / "datalist.json"
+    studies = str((tmp_path / "data" / "studies").resolve())
+    assert run["command"] == [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", str(bundle / "configs" / "train.json"),
+        "--meta_file", str(bundle / "configs" / "metadata.json"),
+        "--bundle_root", str(model_dir.resolve()), "--datalist", str(datalist), "--dataset_dir", studies,
+        "--max_epochs", "1", "--mlflow", "false", "--progress_bar", "false", "--spatial_size", "[16, 16, 16]",
+        "--device", "$torch.device('cpu')", "--batch_size", "2",
+    ]
+    assert json.loads(datalist.read_text())["labels"] == {"0": "abnormal", "1": "normal"}
+    assert json.loads((model_dir / "monailabel" / "command.json").read_text()) == run["command"]
+    meta = json.loads((model_dir / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "abnormal", "1": "normal"}
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == list(GRID)
+    inference = json.loads((model_dir / "configs" / "inference.json").read_text())
+    assert inference["bundle_root"] == str(model_dir.resolve()) and inference["datalist"] == str(datalist)
+    assert inference["dataset_dir"] == studies and inference["spatial_size"] == list(GRID)
+
+    with pytest.raises(ValueError, match="max_epochs must be a positive integer"):
+        task.build_run({"max_epochs": 0}, ds)
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
+        task.build_run({"device": "cpu'); import os; ('"}, ds)
+
+
+def test_bundle_without_datalist_key_is_refused(app, tmp_path):
+    """A train config that does not read --datalist would silently train on its default data: refused up front."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(repo_bundle() / "configs", bundle / "configs")
+    train = json.loads((bundle / "configs" / "train.json").read_text())
+    for key in ("datalist", "dataset_dir", "spatial_size"):
+        train.pop(key, None)
+    (bundle / "configs" / "train.json").write_text(json.dumps(train))
+    task = app["DASTrain"](bundle, tmp_path / "model", spatial_size=GRID)
+    assert task.is_valid()
+    with pytest.raises(ValueError, match=r"does not define \['datalist', 'dataset_dir'"):
+        task(
+            {"max_epochs": 1}, make_datastore(tmp_path / "data", LABELS6)
+        )
+    assert not (tmp_path / "model" / "models" / "model.pt").exists()
+
+
+def test_train_standin_bundle_then_infer_reloads(app, tmp_path):
+    """The whole loop on the stand-in bundle: no model → train → the infer task serves it → new model → reloaded."""
+    bundle = make_standin_bundle(tmp_path / "bundle")
+    model_dir = tmp_path / "app" / "model" / "bundle"
+    ds = make_datastore(tmp_path / "data", LABELS6)
+    settings = app["app_tasks"].app_settings(
+        {"bundle": str(bundle), "model_dir": str(model_dir), "spatial_size": "16,16,16", "max_epochs": "1"},
+        tmp_path / "app",
+    )
+    infer = app["app_tasks"].make_infer_task(settings)
+    train = app["app_tasks"].make_train_task(settings)
+    assert not infer.is_valid() and infer.predictor is None  # the bundle ships no model: nothing to serve yet
+    from monailabel.interfaces.exception import MONAILabelException
+
+    with pytest.raises(MONAILabelException, match="no DAS model yet"):
+        infer({"image": ds.get_image_uri("s1")})
+
+    stats = train({"device": "cpu"}, ds)
+    model = model_dir / "models" / "model.pt"
+    assert stats["returncode"] == 0 and stats["num_images"] == 6 and stats["classes"] == ["abnormal", "normal"]
+    assert model.is_file() and Path(stats["model"]) == model.resolve()
+    log = (model_dir / "monailabel" / "train.log").read_text()
+    assert "stand-in trained on 6 items, 2 classes" in log and f"cwd {model_dir.resolve()}" in log
+    assert train.stats()["returncode"] == 0
+
+    assert infer.is_valid() and infer.info()["labels"] == {"abnormal": 0, "normal": 1}
+    first = infer.predictor
+    assert first.source == str(model.resolve()) and first.spec.spatial_size == GRID
+    _, result = infer({"image": ds.get_image_uri("s1")})
+    assert {p["label"] for p in result["prediction"]} == {"abnormal", "normal"}
+    assert result["das"]["num_frames"] == 16 and result["das"]["num_kept"] == 8
+
+    # a new model.pt (as the next training run writes it, atomically): the infer task reloads it
+    import torch
+
+    state = torch.load(model, weights_only=True)
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
+    time.sleep(0.01)  # a new mtime even on coarse clocks
+    torch.save(state, model.with_name("model.pt.tmp"))
+    model.with_name("model.pt.tmp").replace(model)
+    _, second = infer({"image": ds.get_image_uri("s1")})
+    assert infer.predictor is not first  # the infer task picked up the new model.pt
+    assert second["das"]["probabilities"] != result["das"]["probabilities"]
+
+
+def test_training_failure_is_reported(app, tmp_path):
+    """A failing training subprocess: its exception lines and exit code in the error, the stats on disk."""
+    bundle = make_standin_bundle(tmp_path / "bundle")
+    fake = tmp_path / "python"  # stands in for the interpreter: fails the way a bundle run does, without the start-up
+    fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):'\n"
+                    "echo \"ValueError: datalist file 'x.json' does not exist.\"\necho 'more output'\nexit 3\n")
+    fake.chmod(0o755)
+    task = app["DASTrain"](bundle, tmp_path / "model", spatial_size=GRID, python=str(fake))
+    match = r"(?s)DAS bundle training failed \(exit code 3\).*\nValueError: datalist file"
+    with pytest.raises(RuntimeError, match=match):
+        task({"max_epochs": 1}, make_datastore(tmp_path / "data", LABELS6))
+    stats = task.stats()
+    assert stats["returncode"] == 3 and stats["command"][0] == str(fake)
+    assert "more output" in (tmp_path / "model" / "monailabel" / "train.log").read_text()
+
+
+def test_app_settings(app, tmp_path):
+    settings = app["app_tasks"].app_settings(
+        {"labels": "normal, abnormal", "spatial_size": "[32, 64, 64]", "train_overrides": '{"batch_size": 4}',
+         "train": "false", "modalities": "CT,MR"}, tmp_path,
+    )
+    assert settings["bundle"] == str(app["app_tasks"].DEFAULT_BUNDLE.resolve())
+    assert settings["model_dir"] == str((tmp_path / "model" / "das_volume_classification").resolve())
+    assert settings["labels"] == ["normal", "abnormal"] and settings["spatial_size"] == [32, 64, 64]
+    assert settings["train_overrides"] == {"batch_size": 4} and settings["train"] is False
+    assert settings["loader_options"] == {"allowed_modalities": ["CT", "MR"]}
+    assert app["app_tasks"].make_train_task(settings) is None
+    with pytest.raises(ValueError, match="spatial_size must be three positive integers"):
+        app["app_tasks"].app_settings({"spatial_size": "16,16"}, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------- the real bundle
+@pytest.mark.skipif(
+    not repo_bundle_reads_datalist(),
+    reason="the repository's DAS bundle's configs/train.json does not define 'datalist' yet (it cannot train on a "
+           "datastore's labels)",
+)
+def test_train_repo_bundle_one_epoch(app, tmp_path):
+    bundle = repo_bundle()
+    train_keys = json.loads((bundle / "configs" / "train.json").read_text())
+    # one thread: two BLAS/OpenMP threads fighting other processes for 2 cores make a step 10-50x slower
+    tiny = {"batch_size": 2, "num_figures": 0, "num_workers": 0, "num_threads": 1}
+    model_dir = tmp_path / "model"
+    ds = make_datastore(tmp_path / "data", {**LABELS6, "s6": "normal", "s7": "abnormal"})
+    task = app["DASTrain"](bundle, model_dir, spatial_size=GRID,
+                           overrides={k: v for k, v in tiny.items() if k in train_keys})
+    stats = task({"max_epochs": 1, "device": "cpu"}, ds)
+    assert stats["returncode"] == 0 and (model_dir / "models" / "model.pt").is_file()
+    infer = app["DASClassification"](str(bundle), model_dir=str(model_dir))
+    assert infer.predictor.source == str((model_dir / "models" / "model.pt").resolve())
+    _, result = infer({"image": ds.get_image_uri("s1")})
+    assert {p["label"] for p in result["prediction"]} == {"abnormal", "normal"}
