@@ -48,6 +48,8 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import device_list
 
+from monai_das.utils.io import write_json_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -297,9 +299,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=4) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(data, path, indent=4)
 
 
 def prepare_model_dir(
