@@ -1,4 +1,5 @@
-"""Inputs for monai_das: MedMNIST3D, synthetic volumes/videos, ultrasound clips and their listings."""
+"""Inputs for monai_das: MedMNIST3D, synthetic volumes/videos, ultrasound clips, their listings, and the study layer
+(discovery, fingerprints and loading of the studies to classify)."""
 
 from monai_das.data.datalist import (
     DATALIST_SPLITS,
@@ -33,6 +34,22 @@ from monai_das.data.medmnist3d import (
     medmnist_filename,
     medmnist_info,
     medmnist_root,
+)
+from monai_das.data.studies import (
+    NON_IMAGE_MODALITIES,
+    SIDECAR_EXTENSIONS,
+    STUDY_KINDS,
+    VOLUME_EXTENSIONS,
+    LoadStudy,
+    LoadStudyd,
+    LoadStudyD,
+    LoadStudyDict,
+    Study,
+    StudySource,
+    discover_studies,
+    kept_source_indices,
+    list_studies,
+    study_fingerprint,
 )
 from monai_das.data.synthetic import (
     SPLIT_SEED_OFFSETS,
@@ -71,6 +88,20 @@ __all__ = [
     "medmnist_filename",
     "medmnist_info",
     "medmnist_root",
+    "NON_IMAGE_MODALITIES",
+    "SIDECAR_EXTENSIONS",
+    "STUDY_KINDS",
+    "VOLUME_EXTENSIONS",
+    "LoadStudy",
+    "LoadStudyd",
+    "LoadStudyD",
+    "LoadStudyDict",
+    "Study",
+    "StudySource",
+    "discover_studies",
+    "kept_source_indices",
+    "list_studies",
+    "study_fingerprint",
     "SPLIT_SEED_OFFSETS",
     "SYNTHETIC_CLASS_NAMES",
     "SyntheticVideoDataset",

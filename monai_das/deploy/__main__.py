@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify studies (NIfTI, DICOM series, multi-frame DICOM, video) with an exported DAS bundle "
         "and write one JSON report per study (MONAI Deploy App SDK application, CPU by default).",
     )
-    p.add_argument("-i", "--input", help="study file or folder of studies (default: $HOLOSCAN_INPUT_PATH or 'input')")
+    p.add_argument("-i", "--input", help="study file, folder of studies, CSV study list or datalist JSON "
+                   "(default: $HOLOSCAN_INPUT_PATH or 'input')")
     p.add_argument("-o", "--output", help="report folder (default: $HOLOSCAN_OUTPUT_PATH or 'output')")
     p.add_argument("-m", "--model", help="bundle folder, TorchScript file or checkpoint "
                    "(default: $HOLOSCAN_MODEL_PATH or 'models')")
@@ -27,15 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sr", action="store_true", help="also write a DICOM Basic Text SR for each classified DICOM study")
     p.add_argument("--modalities", nargs="+", metavar="MOD",
                    help="accepted DICOM modalities, e.g. CT MR US (default: every image modality)")
-    p.add_argument("--min-frames", type=int, default=2, help="refuse studies with fewer slices/frames (1 accepts a single slice or still image)")
-    p.add_argument("--axcodes", default="RAS", help="orientation volumes are brought to ('none' to keep the file's)")
+    p.add_argument("--min-frames", type=int,
+                   help="refuse studies with fewer slices/frames; 1 accepts a single slice or still image "
+                   "(default: the model's recipe, 2)")
+    p.add_argument("--axcodes", help="orientation volumes are brought to, 'none' to keep the file's "
+                   "(default: the model's recipe, RAS)")
     p.add_argument("--intensity-range", nargs=2, type=float, metavar=("MIN", "MAX"),
-                   help="fixed intensity window scaled to [0, 1] (e.g. CT: -1000 400); default: percentiles")
-    p.add_argument("--percentiles", nargs=2, type=float, default=(0.5, 99.5), metavar=("LOW", "HIGH"),
-                   help="percentile window scaled to [0, 1] when no --intensity-range (default 0.5 99.5)")
-    p.add_argument("--resize", choices=("stretch", "pad"), default="stretch", help="volume resize mode")
-    p.add_argument("--temporal-mode", choices=("uniform", "loop", "edge"), default="uniform",
-                   help="how clips shorter than the network's T frames are lengthened")
+                   help="fixed intensity window scaled to [0, 1] (e.g. CT: -1000 400); default: the model's recipe "
+                   "(percentiles)")
+    p.add_argument("--percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                   help="percentile window scaled to [0, 1] when no intensity range (default: the model's recipe, "
+                   "0.5 99.5)")
+    p.add_argument("--resize", choices=("stretch", "pad"), help="volume resize mode (default: the model's recipe)")
+    p.add_argument("--temporal-mode", choices=("uniform", "loop", "edge"),
+                   help="how clips shorter than the network's T frames are lengthened (default: the model's recipe, "
+                   "uniform)")
     p.add_argument("--spatial-size", nargs=3, type=int, metavar=("D", "H", "W"),
                    help="override the network input grid from the bundle metadata")
     p.add_argument("-l", "--log-level", default="INFO", help="Python log level (default INFO)")
@@ -52,15 +59,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
     from monai_das.deploy.app import DASClassifierApp
 
-    loader_options = {
-        "allowed_modalities": args.modalities,
+    # only what was given: the rest comes from the model's preprocessing recipe (deploy.studies.spec_recipe)
+    given = {
         "min_frames": args.min_frames,
-        "axcodes": None if str(args.axcodes).lower() == "none" else args.axcodes,
+        "axcodes": args.axcodes,
         "intensity_range": args.intensity_range,
         "percentiles": args.percentiles,
         "resize": args.resize,
         "temporal_mode": args.temporal_mode,
     }
+    loader_options = {k: v for k, v in given.items() if v is not None}
+    if str(loader_options.get("axcodes", "")).lower() == "none":
+        loader_options["axcodes"] = None
+    loader_options["allowed_modalities"] = args.modalities
     app = DASClassifierApp(
         input_path=args.input, output_path=args.output, model_path=args.model, config_file=args.config,
         prefer=args.prefer, device=args.device, write_sr=args.sr, loader_options=loader_options,

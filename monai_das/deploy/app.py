@@ -31,8 +31,9 @@ from monai_das.deploy.operators import (
     DASTextSRWriterOperator,
     StudyLoaderOperator,
 )
+from monai_das.data.studies import discover_studies
 from monai_das.deploy.predictor import DASPredictor
-from monai_das.deploy.studies import StudyLoader, discover_studies
+from monai_das.deploy.studies import StudyLoader
 
 __all__ = ["DASClassifierApp"]
 
@@ -44,16 +45,20 @@ class DASClassifierApp(Application):
     Classify studies (NIfTI/ITK volumes, DICOM series, multi-frame DICOM, video files) with a DAS bundle.
 
     Args:
-        input_path: a study file or a folder of studies (see :func:`monai_das.deploy.studies.discover_studies`).
-        output_path: folder for ``<study_id>.json``, ``summary.json`` and ``dicom_sr/<study_id>/*.dcm``.
+        input_path: a study file, a folder of studies, a CSV study list or a datalist JSON (see
+            :func:`monai_das.data.discover_studies`: the same studies and ids as the bundles' batch inference).
+        output_path: folder for ``<study_id>.json``, ``summary.json`` and ``dicom_sr/<study_id>/*.dcm`` (ids are
+            relative paths, e.g. ``sub/scan.nii.gz`` → ``sub/scan.nii.gz.json``).
         model_path: bundle folder, TorchScript file or checkpoint (see :meth:`DASPredictor.from_path`).
         config_file: bundle config for a bare checkpoint.
         prefer: ``"torchscript"`` (default) or ``"checkpoint"`` when the bundle has both.
         device: torch device, ``"cpu"`` by default.
         write_sr: also write a DICOM Basic Text SR (the SDK's ``DICOMTextSRWriterOperator``) for each classified
             DICOM study, with the patient/study tags copied from it.
-        loader_options: :class:`StudyLoader` options (``allowed_modalities``, ``min_frames``, ``axcodes``,
-            ``intensity_range``, ``percentiles``, ``resize``, ``temporal_mode``).
+        loader_options: :class:`~monai_das.deploy.studies.StudyLoader` options: ``allowed_modalities`` and
+            overrides of the model's preprocessing recipe (``min_frames``, ``axcodes``, ``pixdim``,
+            ``intensity_range``, ``percentiles``, ``output_range``, ``resize``, ``temporal_mode``; see
+            :func:`monai_das.deploy.studies.spec_recipe`).
         spec_overrides: :class:`~monai_das.deploy.predictor.ModelSpec` fields overriding the bundle's
             (``spatial_size``, ``layout``, ``slice_axis``, ``in_channels``, ``labels``).
         predictor: an already loaded :class:`DASPredictor` (then ``model_path`` is ignored).

@@ -20,9 +20,16 @@ from monai.deploy.core.domain.dicom_series_selection import SelectedSeries, Stud
 from monai.deploy.core.domain.dicom_study import DICOMStudy
 from monai.deploy.operators.dicom_text_sr_writer_operator import DICOMTextSRWriterOperator
 
+from monai_das.data.studies import LoadStudy, Study, StudySource
 from monai_das.deploy.predictor import DASPredictor
-from monai_das.deploy.report import error_report, report_text, study_report, write_json, write_summary
-from monai_das.deploy.studies import Study, StudyLoader, StudySource
+from monai_das.deploy.report import (
+    error_report,
+    report_text,
+    study_output_path,
+    study_report,
+    write_json,
+    write_summary,
+)
 
 __all__ = [
     "StudyMessage",
@@ -71,11 +78,12 @@ class StudyLoaderOperator(Operator):
 
     Args:
         fragment: the application.
-        sources: the studies (:func:`monai_das.deploy.studies.discover_studies`).
-        loader: the :class:`StudyLoader` that reads and preprocesses a study.
+        sources: the studies (:func:`monai_das.data.discover_studies`).
+        loader: the :class:`monai_das.data.LoadStudy` that reads and preprocesses a study (for a model:
+            :class:`monai_das.deploy.studies.StudyLoader`).
     """
 
-    def __init__(self, fragment: Fragment, *args, sources: list[StudySource], loader: StudyLoader, **kwargs) -> None:
+    def __init__(self, fragment: Fragment, *args, sources: list[StudySource], loader: LoadStudy, **kwargs) -> None:
         self.sources = list(sources)
         self.loader = loader
         self._next = 0
@@ -136,7 +144,8 @@ class DASInferenceOperator(Operator):
 
 class DASReportWriterOperator(Operator):
     """
-    Write ``<output_folder>/<study_id>.json`` per study and ``summary.json`` after the last one.
+    Write ``<output_folder>/<study_id>.json`` per study (see :func:`~monai_das.deploy.report.study_output_path`)
+    and ``summary.json`` after the last one.
 
     Named input:
         report: :class:`StudyMessage` with its ``report``.
@@ -174,7 +183,8 @@ class DASReportWriterOperator(Operator):
         message: StudyMessage = op_input.receive(self.input_name)
         report = message.report or error_report(message.source, "no report was produced", stage="report")
         try:
-            report["report_file"] = str(write_json(report, self.output_folder / f"{message.source.study_id}.json"))
+            path = study_output_path(self.output_folder, message.source.study_id, ".json")
+            report["report_file"] = str(write_json(report, path))
         except Exception as e:
             logger.error("report of study %s could not be written: %s", message.source.study_id, e)
             report = {**report, "status": "error", "stage": "report", "error": f"{type(e).__name__}: {e}"}
@@ -207,7 +217,7 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         text = str(op_input.receive(self.input_name_text))
         selection = op_input.receive(self.input_name_dcm_series)
         study_id = selection[0].metadata().get("study_id", "study") if selection else "study"
-        folder = self.base_folder / study_id
+        folder = study_output_path(self.base_folder, study_id)
         try:
             series = selection[0].selected_series[0].series
             before = set(folder.glob("*.dcm")) if folder.is_dir() else set()

@@ -23,13 +23,20 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["ModelSpec", "Prediction", "DASPredictor", "find_bundle_files"]
+__all__ = ["ModelSpec", "Prediction", "DASPredictor", "MissingMetadataError", "find_bundle_files"]
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 TORCHSCRIPT_NAMES = ("model.ts",)
 CHECKPOINT_NAMES = ("model.pt", "model.pth")
+#: the model card written by training beside the model (``monai_das.handlers.ModelCardSaver``), and its section
+CARD_NAME = "metadata.json"
+CARD_KEY = "das_model"
+
+
+class MissingMetadataError(ValueError):
+    """A model whose input grid is written nowhere (no model card, no metadata): no guess is made."""
 
 
 @dataclass
@@ -44,6 +51,11 @@ class ModelSpec:
         in_channels: ``C``.
         slice_axis: 0, 1 or 2 (``volume`` only).
         labels: class names, index = class id.
+        recipe: the preprocessing recipe the model was trained with (plain data, the bundle's ``recipe`` as recorded
+            in the model card; see :func:`monai_das.transforms.check_recipe`), or ``None``. Its grid keys
+            (``spatial_size``, ``slice_axis``, ``num_frames``) are kept equal to this spec's.
+        num_kept: ``k``, the frames the sampler keeps (from the model card), or ``None``.
+        method: the sampler (``das``, ``uniform``, ...; from the model card), or ``None``.
     """
 
     layout: str = "volume"
@@ -51,6 +63,9 @@ class ModelSpec:
     in_channels: int = 1
     slice_axis: int = 0
     labels: list[str] = field(default_factory=list)
+    recipe: dict | None = None
+    num_kept: int | None = None
+    method: str | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in ("volume", "video"):
@@ -63,6 +78,22 @@ class ModelSpec:
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}.")
         if int(self.in_channels) < 1:
             raise ValueError(f"in_channels must be >= 1, got {self.in_channels}.")
+        if self.num_kept is not None:
+            self.num_kept = int(self.num_kept)
+            if not 1 <= self.num_kept <= self.num_frames:
+                raise ValueError(f"num_kept must lie in [1, T={self.num_frames}], got {self.num_kept}.")
+        if self.recipe is not None:
+            if not isinstance(self.recipe, Mapping):
+                raise ValueError(f"recipe must be a dict (plain data), got {type(self.recipe).__name__}.")
+            recipe = json.loads(json.dumps(dict(self.recipe)))  # a plain copy
+            if recipe.get("layout", self.layout) != self.layout:
+                logger.warning("ignoring the recipe of layout %r for a %r network.", recipe.get("layout"), self.layout)
+                recipe = None
+            elif self.layout == "volume":
+                recipe.update(layout="volume", spatial_size=list(size), slice_axis=self.slice_axis)
+            else:
+                recipe.update(layout="video", num_frames=size[0], spatial_size=list(size[1:]))
+            self.recipe = recipe
 
     @property
     def num_frames(self) -> int:
@@ -129,21 +160,25 @@ class Prediction:
 
 def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
     """
-    Locate ``torchscript``, ``checkpoint``, ``config`` and ``metadata`` for ``path``: a bundle folder
+    Locate ``torchscript``, ``checkpoint``, ``config``, ``metadata`` and ``card`` for ``path``: a bundle folder
     (``configs/``, ``models/``), a ``models/`` folder, or a model file (inside a bundle or not).
 
     ``config`` (``configs/inference.json``) is returned for a folder only: a config is code that MONAI evaluates, so it
     is used when the user points at its bundle, never because it happens to lie next to a model file. ``metadata``
-    (``configs/metadata.json``, read as plain JSON) is returned in both cases.
+    (``configs/metadata.json``, the bundle's template) and ``card`` (the model card ``metadata.json`` that training
+    writes beside the model: ``<bundle>/models/metadata.json``, or next to a model file) are read as plain JSON and
+    returned in both cases.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model path '{path}' does not exist.")
-    found: dict[str, Path | None] = {"torchscript": None, "checkpoint": None, "config": None, "metadata": None}
+    found: dict[str, Path | None] = {"torchscript": None, "checkpoint": None, "config": None, "metadata": None,
+                                     "card": None}
     if path.is_file():
         root = path.parent.parent if path.parent.name == "models" else path.parent
         key = "torchscript" if _is_torchscript(path) else "checkpoint"
         found[key] = path
+        models = path.parent
     else:
         root = path.parent if path.name == "models" else path
         models = root / "models"
@@ -161,6 +196,8 @@ def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
                 break
     if (root / "configs" / "metadata.json").is_file():
         found["metadata"] = root / "configs" / "metadata.json"
+    if (models / CARD_NAME).is_file() and models / CARD_NAME != found["metadata"]:
+        found["card"] = models / CARD_NAME
     return found
 
 
@@ -176,11 +213,17 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _spec_from_configs(
-    metadata: Mapping, network_args: Mapping, labels: list[str] | None, overrides: Mapping, source: str = ""
+    metadata: Mapping, network_args: Mapping, labels: list[str] | None, overrides: Mapping, source: str = "",
+    model: str = "", strict: bool = False,
 ) -> ModelSpec:
     """
-    Read :class:`ModelSpec` fields from bundle ``metadata.json`` (``network_data_format``), the network args and the
-    config's ``label_names`` (``labels``); ``overrides`` win.
+    Read :class:`ModelSpec` fields from bundle ``metadata.json`` (the model card's ``das_model`` section first, then
+    ``network_data_format``), the network args and the config's ``label_names`` (``labels``); ``overrides`` win.
+
+    The card describes the trained model, so its facts win over ``network_args`` (a trusted config built with its
+    default data facts); with ``strict`` (the network is built from that config: a checkpoint) a disagreement
+    is a ``ValueError`` naming both values. Without any grid (no card, no integer ``spatial_shape`` and no
+    ``spatial_size`` override) a :class:`MissingMetadataError` names ``model`` and the overrides to pass.
 
     Metadata is data wherever it comes from (a bundle folder, a model file's neighbour or embedded in it): only
     literal values are taken, anything else is ignored with a warning naming the key and ``source``.
@@ -192,29 +235,52 @@ def _spec_from_configs(
     def first(group: Mapping, name: str) -> Mapping:
         return section(group.get(name) or (next(iter(group.values())) if group else {}))
 
+    given = {k: v for k, v in overrides.items() if v is not None}
+    kw: dict[str, Any] = dict(network_args)
+    card = _card_fields(section(section(metadata).get(CARD_KEY)), source)
+    conflicts = {k: (kw[k], card[k]) for k in _NETWORK_KEYS if k in kw and k in card and k not in given
+                 and kw[k] != card[k]}
+    if conflicts:
+        text = ", ".join(f"{k}: config {a!r}, model card {b!r}" for k, (a, b) in conflicts.items())
+        if strict:
+            raise ValueError(
+                f"the model card {source} and the bundle config disagree ({text}): the config builds another "
+                f"network than the one trained. Use a config with the training's values (the data keys of the "
+                f"training), or the exported TorchScript, or pass the ModelSpec fields."
+            )
+        logger.warning("the model card %s and the bundle config disagree (%s): the card describes the model file "
+                       "and is used.", source, text)
+    kw.update(card)
     fmt = section(section(metadata).get("network_data_format"))
     image, pred = first(section(fmt.get("inputs")), "image"), first(section(fmt.get("outputs")), "pred")
-    kw: dict[str, Any] = dict(network_args)
+    layout = given.get("layout", kw.get("layout"))
     channels = image.get("num_channels")
-    if channels is not None and "in_channels" not in kw:
-        if _is_int(channels):
-            kw["in_channels"] = int(channels)
-        else:
-            _ignored("network_data_format#inputs#image#num_channels", channels, source)
+    if channels is not None and not _is_int(channels):
+        _ignored("network_data_format#inputs#image#num_channels", channels, source)
+        channels = None
     shape = image.get("spatial_shape")
-    if shape:
+    if shape and "spatial_size" not in kw:
         if isinstance(shape, list) and all(_is_int(s) or (isinstance(s, str) and s.isdigit()) for s in shape):
             shape = [int(s) for s in shape]
             if len(shape) == 4:  # video bundles may list T, C, H, W
-                shape = [shape[0], shape[2], shape[3]]
+                kw["spatial_size"] = (shape[0], shape[2], shape[3])
                 kw.setdefault("layout", "video")
-            if len(shape) == 3:
+                kw.setdefault("in_channels", shape[1])
+            elif len(shape) == 3 and layout == "video" and channels is not None:
+                # MONAI's convention for a B×T×C×H×W input: num_channels = T, spatial_shape = [C, H, W]
+                kw["spatial_size"] = (channels, shape[1], shape[2])
+                kw.setdefault("in_channels", shape[0])
+            elif len(shape) == 3:
                 kw["spatial_size"] = tuple(shape)
         elif not (isinstance(shape, list) and all(isinstance(s, str) and s.isalpha() for s in shape)):
             # symbolic shapes such as ["D", "H", "W"] are legal bundle metadata: no warning for those
             _ignored("network_data_format#inputs#image#spatial_shape", shape, source)
+    if channels is not None and "in_channels" not in kw and layout != "video":
+        kw["in_channels"] = int(channels)
     channel_def = pred.get("channel_def") or {}
-    if channel_def:
+    if "labels" in kw:
+        pass
+    elif channel_def:
         # JSON keys are strings, a YAML config's _meta_ may have int keys
         numbered = all(_is_int(k) or (isinstance(k, str) and k.isdigit()) for k in channel_def)
         names = [channel_def[k] for k in sorted(channel_def, key=int)] if numbered else None
@@ -224,7 +290,15 @@ def _spec_from_configs(
             _ignored("network_data_format#outputs#pred#channel_def", channel_def, source)
     elif labels is not None:
         kw["labels"] = labels
-    kw.update({k: v for k, v in overrides.items() if v is not None})
+    kw.update(given)
+    if "spatial_size" not in kw:
+        raise MissingMetadataError(
+            f"the model file '{model or source}' has no metadata with its input grid (no model card with "
+            f"'{CARD_KEY}' and no integer network_data_format#inputs#image#spatial_shape in {source or 'it'}): pass "
+            f"spec_overrides, e.g. DASPredictor.from_path(path, layout='volume', spatial_size=(D, H, W), "
+            f"slice_axis=0, in_channels=1) (clips: layout='video', spatial_size=(T, H, W)), or export the model "
+            f"with its card: ckpt_export --meta_file <bundle_root>/models/metadata.json."
+        )
     if "layout" in kw:
         kw["layout"] = str(kw["layout"])
     if "slice_axis" in kw:
@@ -234,6 +308,75 @@ def _spec_from_configs(
     if "labels" in kw:
         kw["labels"] = list(kw["labels"])
     return ModelSpec(**kw)
+
+
+def _card_fields(card: Mapping, source: str) -> dict[str, Any]:
+    """:class:`ModelSpec` fields of a model card's ``das_model`` section (plain data: literals only)."""
+    if not card:
+        return {}
+    where = f"{CARD_KEY}#"
+
+    def literal(key: str, kind: Any) -> Any:
+        value = card.get(key)
+        if value is None:
+            return None
+        ok = _is_literal(value) and (_is_int(value) if kind is int else isinstance(value, kind))
+        if not ok:
+            _ignored(where + key, value, source)
+            return None
+        return value
+
+    out: dict[str, Any] = {}
+    layout = literal("layout", str)
+    if layout is not None and layout not in ("volume", "video"):
+        _ignored(where + "layout", layout, source)
+        layout = None
+    if layout is not None:
+        out["layout"] = layout
+    for key, name in (("in_channels", "in_channels"), ("slice_axis", "slice_axis"), ("num_kept", "num_kept")):
+        value = literal(key, int)
+        if value is not None:
+            out[name] = value
+    if layout == "video":
+        out.pop("slice_axis", None)
+    method = literal("method", str)
+    if method is not None:
+        out["method"] = method
+    names = literal("label_names", list)
+    if names is not None:
+        out["labels"] = [str(n) for n in names]
+    size, frames = literal("spatial_size", list), literal("num_frames", int)
+    if size is not None and all(_is_int(v) and v > 0 for v in size):
+        if layout == "video" and len(size) == 2 and frames is not None:
+            out["spatial_size"] = (frames, size[0], size[1])
+        elif layout == "volume" and len(size) == 3:
+            out["spatial_size"] = tuple(size)
+        else:
+            _ignored(where + "spatial_size", size, source)
+    elif size is not None:
+        _ignored(where + "spatial_size", size, source)
+    recipe = card.get("recipe")
+    if isinstance(recipe, Mapping):
+        plain = {}
+        for key, value in recipe.items():
+            if value is None or _is_literal(value):
+                plain[str(key)] = value
+            else:
+                _ignored(f"{where}recipe#{key}", value, source)
+        out["recipe"] = plain
+    elif recipe is not None:
+        _ignored(where + "recipe", recipe, source)
+    return out
+
+
+def _choose_metadata(candidates: list[tuple[Any, str]]) -> tuple[dict | None, str]:
+    """The first model card (a document with ``das_model``) among ``(document, where)`` candidates in order, else
+    the first document; ``(None, "")`` when there is none."""
+    docs = [(d, w) for d, w in candidates if isinstance(d, Mapping)]
+    for doc, where in docs:
+        if isinstance(doc.get(CARD_KEY), Mapping):
+            return dict(doc), where
+    return (dict(docs[0][0]), docs[0][1]) if docs else (None, "")
 
 
 class DASPredictor:
@@ -294,11 +437,19 @@ class DASPredictor:
           ``network_def`` (``layout``, ``slice_axis``, ``in_channels``; a whole-string ``@id`` reference is looked up
           in the same JSON, never evaluated) and of the metadata are used. ``$``/``%`` expressions are ignored with a
           warning, falling back to the metadata or the :class:`ModelSpec` defaults. A ``configs/inference.json``
-          next to the file (``<bundle>/models/model.ts``) is not parsed; ``configs/metadata.json`` is read as plain
-          JSON and preferred to the embedded one.
+          next to the file (``<bundle>/models/model.ts``) is not parsed.
         - a checkpoint file: ``torch.load(weights_only=True)``; the network comes from ``config_file``, which is
           required even when the checkpoint lies in ``<bundle>/models/`` (pass the bundle folder instead to use its
           config).
+
+        Metadata (plain JSON): a **model card** (a ``metadata.json`` with a ``das_model`` section, written by
+        training: :class:`monai_das.handlers.ModelCardSaver`) describes the trained model and is used first: the one
+        embedded in a TorchScript file (``ckpt_export --meta_file <bundle_root>/models/metadata.json``), else the
+        one beside the model file (``<bundle>/models/metadata.json``). It gives the layout, grid, slice axis,
+        channels, labels, ``k``, the sampler and the preprocessing ``recipe`` (:attr:`ModelSpec.recipe`). Without a
+        card: the bundle's ``configs/metadata.json``, then the embedded ``metadata.json`` (``network_data_format``).
+        A model whose grid is written nowhere is refused (``ValueError`` naming the ``spec_overrides`` to pass),
+        never resampled to a guessed grid.
 
         Args:
             path: bundle folder, ``models/`` folder, TorchScript file or checkpoint file (see above).
@@ -311,8 +462,9 @@ class DASPredictor:
                 ``spatial_size``, ``in_channels``, ``slice_axis``, ``labels``).
 
         Raises:
-            FileNotFoundError: no model file. ValueError: a checkpoint file without ``config_file``. RuntimeError:
-            loading failed.
+            FileNotFoundError: no model file. ValueError: a checkpoint file without ``config_file``; a model without
+            any grid metadata (:class:`MissingMetadataError`). RuntimeError: loading failed (also a checkpoint whose
+            card disagrees with the config's network).
         """
         if prefer not in ("torchscript", "checkpoint"):
             raise ValueError(f"prefer must be 'torchscript' or 'checkpoint', got {prefer!r}.")
@@ -350,6 +502,8 @@ class DASPredictor:
                     pred = cls._from_checkpoint(files, device, spec_overrides, trusted_meta)
                 pred.measure_macs = measure_macs
                 return pred
+            except MissingMetadataError:
+                raise  # the other format has no more metadata: say what to pass rather than fall back
             except (RuntimeError, ValueError, KeyError, OSError) as e:
                 errors.append(f"{kind} '{files[kind]}': {e}")
                 logger.warning("could not load %s model %s (%s); trying the next format", kind, files[kind], e)
@@ -363,8 +517,16 @@ class DASPredictor:
         extra = {"metadata.json": "", "inference.json": ""}
         net = torch.jit.load(str(ts_path), map_location=torch.device(device), _extra_files=extra)
         source = str(ts_path)
-        metadata = _read_json(files["metadata"]) if files["metadata"] else (
-            _embedded_json(extra.get("metadata.json"), "metadata.json", source))
+        # a model card describes the model: the embedded one (the export's own), then the one beside the file;
+        # without a card, the bundle's configs/metadata.json, then the embedded metadata
+        embedded = (_embedded_json(extra.get("metadata.json"), "metadata.json", source),
+                    f"metadata.json embedded in '{source}'")
+        metadata, meta_source = _choose_metadata([
+            embedded,
+            (_read_json(files["card"]) if files.get("card") else None, str(files.get("card"))),
+            (_read_json(files["metadata"]) if files["metadata"] else None, str(files["metadata"])),
+            embedded,
+        ])
         if files["config"] is not None:  # a config the user pointed at
             parser = _config_parser(files["config"], files["metadata"] if trusted_meta else None)
             args, labels = _trusted_network_args(parser), _trusted_labels(parser.get())
@@ -373,8 +535,7 @@ class DASPredictor:
             skip = {k for k, v in overrides.items() if v is not None}
             where = f"inference.json embedded in '{source}'"
             args, labels = _data_network_args(config, where, skip), _data_labels(config, where)
-        meta_source = str(files["metadata"]) if files["metadata"] else f"metadata.json embedded in '{source}'"
-        spec = _spec_from_configs(metadata or {}, args, labels, overrides, meta_source)
+        spec = _spec_from_configs(metadata or {}, args, labels, overrides, meta_source, model=source)
         return cls(net, spec, source=source, model_format="torchscript", device=device)
 
     @classmethod
@@ -388,16 +549,33 @@ class DASPredictor:
         parser = _config_parser(cfg_path, files["metadata"] if trusted_meta else None)
         if "network_def" not in parser.config:  # type: ignore[operator]
             raise ValueError(f"config '{cfg_path}' has no 'network_def'.")
+        # metadata is data: the model card beside the checkpoint, the bundle's metadata.json (plain JSON), else the
+        # config's own _meta_ section, unparsed
+        card = _read_json(files["card"]) if files.get("card") else None
+        if isinstance(card, Mapping) and isinstance(card.get(CARD_KEY), Mapping):
+            _check_card_checkpoint(card, files["card"], ckpt_path)
+        metadata, source = _choose_metadata([
+            (card, str(files.get("card"))),
+            (_read_json(files["metadata"]) if files["metadata"] else None, str(files["metadata"])),
+            (parser.get("_meta_"), str(cfg_path)),
+        ])
+        # the spec first: a card that disagrees with the config is reported before the network is built
+        spec = _spec_from_configs(metadata or {}, _trusted_network_args(parser), _trusted_labels(parser.get()),
+                                  overrides, source, model=str(ckpt_path), strict=True)
         net = parser.get_parsed_content("network_def", instantiate=True)
         state = torch.load(str(ckpt_path), map_location=torch.device(device), weights_only=True)
         if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
             state = state["model"]
         net.load_state_dict(state)
-        # metadata is data: the file read as plain JSON, else the config's own _meta_ section, unparsed
-        metadata = _read_json(files["metadata"]) if files["metadata"] else parser.get("_meta_")
-        source = str(files["metadata"] or cfg_path)
-        spec = _spec_from_configs(metadata or {}, _trusted_network_args(parser), _trusted_labels(parser.get()),
-                                  overrides, source)
+        sampler = getattr(net, "sampler", None)
+        if spec.num_kept is not None and sampler is not None and hasattr(sampler, "num_kept"):
+            k = int(sampler.num_kept(spec.num_frames))
+            if k != spec.num_kept:
+                raise ValueError(
+                    f"the model card {source} says the sampler keeps k={spec.num_kept} of T={spec.num_frames} frames, "
+                    f"the network of config '{cfg_path}' keeps {k}: the config builds another network than the one "
+                    f"trained (use the training's keys, or the exported TorchScript)."
+                )
         return cls(net, spec, source=str(ckpt_path), model_format="checkpoint", device=device)
 
     # ------------------------------------------------------------------ inference
@@ -412,10 +590,17 @@ class DASPredictor:
             channels, spatial = x.shape[0], tuple(x.shape[1:])
         else:
             channels, spatial = x.shape[1], (x.shape[0], *x.shape[2:])
+        if self.spec.layout == "volume":
+            axes, expected = "C×D×H×W", (self.spec.in_channels, *self.spec.spatial_size)
+        else:
+            size = self.spec.spatial_size
+            axes, expected = "T×C×H×W", (size[0], self.spec.in_channels, size[1], size[2])
+        shapes = f"the network takes a study of shape {_shape(expected)} ({axes}), this one is {_shape(x.shape)}"
         if channels != self.spec.in_channels:
-            raise ValueError(f"the network expects {self.spec.in_channels} channel(s), the study has {channels}.")
+            raise ValueError(f"the network expects {self.spec.in_channels} channel(s), the study has {channels}: "
+                             f"{shapes}.")
         if spatial != tuple(self.spec.spatial_size):
-            raise ValueError(f"the network expects spatial size {self.spec.spatial_size}, got {spatial}.")
+            raise ValueError(f"the network expects spatial size {self.spec.spatial_size}, got {spatial}: {shapes}.")
         if not torch.isfinite(x).all():
             raise ValueError("the study contains NaN or infinite values after preprocessing.")
         return x[None].float().to(self.device)
@@ -513,7 +698,14 @@ class DASPredictor:
             "in_channels": self.spec.in_channels,
             "slice_axis": self.spec.slice_axis,
             "labels": list(self.spec.labels),
+            "method": self.spec.method,
+            "num_kept": self.spec.num_kept,
+            "recipe": self.spec.recipe,
         }
+
+
+def _shape(shape: Any) -> str:
+    return "×".join(str(int(s)) for s in shape)
 
 
 def _match_frames(kept: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | None:
@@ -558,7 +750,7 @@ def _trusted_network_args(parser) -> dict[str, Any]:
     for key in _NETWORK_KEYS:
         if key in network_def:
             try:
-                args[key] = parser.get_parsed_content(f"network_def#{key}", instantiate=False)
+                args[key] = parser.get_parsed_content(f"network_def#{key}")  # instantiates what it uses (data facts)
             except Exception as e:  # an unresolvable expression: fall back to metadata / defaults
                 logger.warning("cannot resolve network_def#%s in the bundle config: %s", key, e)
     return args
@@ -660,6 +852,23 @@ def _data_labels(config: Mapping | None, source: str) -> list[str] | None:
         return None
     names = _literal_value(config, config["label_names"], "label_names", source)
     return [str(v) for v in names] if isinstance(names, list) else None
+
+
+def _check_card_checkpoint(card: Mapping, card_path: Path, ckpt_path: Path) -> None:
+    """Warn when the card beside a checkpoint records the hash of another file."""
+    facts = card[CARD_KEY]
+    recorded = facts.get("checkpoint_sha256")
+    if not isinstance(recorded, str) or facts.get("checkpoint") not in (None, Path(ckpt_path).name):
+        return
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(ckpt_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != recorded:
+        logger.warning("the model card '%s' was written for another version of '%s' (checkpoint_sha256 differs): "
+                       "its facts and metrics may not describe this file.", card_path, ckpt_path)
 
 
 def _read_json(path: Path) -> dict | None:

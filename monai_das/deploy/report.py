@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from monai_das.data.studies import Study, StudySource, kept_source_indices
 from monai_das.deploy.predictor import Prediction
-from monai_das.deploy.studies import Study, StudySource
 
-__all__ = ["REPORT_VERSION", "study_report", "error_report", "report_text", "write_json", "write_summary"]
+__all__ = [
+    "REPORT_VERSION",
+    "study_output_path",
+    "study_report",
+    "error_report",
+    "report_text",
+    "write_json",
+    "write_summary",
+]
 
 #: bumped when the report layout changes
 REPORT_VERSION = "1"
+
+
+def study_output_path(folder: str | os.PathLike, study_id: str, suffix: str = "") -> Path:
+    """
+    ``<folder>/<study_id><suffix>``, where the study id (a relative path such as ``sub/b.nii.gz``, or a study list's
+    ``id``) stays inside ``folder``: empty, ``.`` and ``..`` parts become ``_`` and a leading ``/`` is dropped.
+    """
+    parts = [p if p not in ("", ".", "..") else "_" for p in re.split(r"[\\/]+", str(study_id).strip("/\\"))]
+    return Path(folder, *parts[:-1], parts[-1] + suffix)
 
 
 def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any]) -> dict[str, Any]:
@@ -24,7 +42,8 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
 
     Keys: ``study_id``, ``status`` (``"ok"``), ``source`` (path), ``kind``, ``modality``, ``probabilities``
     (``{label name: p}``), ``predicted_label`` (id), ``predicted_name``, ``kept_indices`` (network frame positions,
-    ``0..T-1``), ``kept_source_indices`` (the same frames as slice/frame indices of the original study),
+    ``0..T-1``), ``kept_source_indices`` (the same frames as the file's own slice/frame numbers, see
+    :func:`monai_das.data.kept_source_indices`; the ``source_frames`` of a bundle's predictions),
     ``kept_instance_numbers`` (DICOM series only), ``num_frames`` (``T``), ``num_kept`` (``k``), ``compute_saved``
     (``1 - k/T``), ``macs`` / ``macs_saved`` (measured, eager models only, else ``null``), ``input`` (original shape
     and reader facts), ``model`` (source, format, layout, ...), ``error`` (``null``).
@@ -33,10 +52,10 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     labels = list(model.get("labels") or [])
     names = [labels[i] if i < len(labels) else f"class_{i}" for i in range(len(p["probabilities"]))]
     kept = p["kept_indices"]
-    kept_src = [study.source_indices[i] for i in kept] if kept is not None else None
+    kept_src = kept_source_indices(kept, study.source_indices)
     instance_numbers = study.info.get("instance_numbers")
     kept_instances = None
-    if kept_src is not None and instance_numbers and study.info.get("source_axis") == 2:
+    if kept_src is not None and instance_numbers and study.info.get("source_axis") == 2:  # slices of the series
         kept_instances = [instance_numbers[i] for i in kept_src if i < len(instance_numbers)]
     info = {k: v for k, v in study.info.items() if k not in ("modality", "instance_numbers")}
     return {

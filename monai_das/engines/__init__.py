@@ -16,15 +16,14 @@ from monai_das.engines.datasets import (
     slice_axis_index,
 )
 from monai_das.engines.inference import (
-    VOLUME_EXTENSIONS,
     StudyDataset,
-    list_studies,
     merge_predictions,
     predictions_path,
     read_done_ids,
+    resume_predictions,
     select_studies,
-    study_transform,
 )
+from monai_das.engines.export import export_onnx, export_torchscript, read_model_card, read_onnx_card, save_onnx
 from monai_das.engines.optim import build_optimizer, sampler_param_groups
 from monai_das.engines.utils import PRECISE_BN_AUTO_BATCHES, flag, optional, precise_bn_batches
 
@@ -40,14 +39,17 @@ __all__ = [
     "BundleData",
     "slice_axis_index",
     "resolve_data_dir",
-    "VOLUME_EXTENSIONS",
     "StudyDataset",
-    "list_studies",
     "merge_predictions",
     "predictions_path",
     "read_done_ids",
+    "resume_predictions",
     "select_studies",
-    "study_transform",
+    "export_onnx",
+    "export_torchscript",
+    "read_model_card",
+    "read_onnx_card",
+    "save_onnx",
     "build_optimizer",
     "sampler_param_groups",
     "flag",

@@ -1,9 +1,10 @@
 """Ignite handlers of monai_das: atomic/resumable checkpoints, precise BN, sampling pictures, reports, predictions,
-tracking."""
+tracking, model cards."""
 
 from monai_das.handlers.checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, remove_stale_temp_files
 from monai_das.handlers.diagnostics import SelectionDiagnosticsHandler, jaccard_distance
 from monai_das.handlers.metrics import BalancedAccuracy, balanced_accuracy_from_confusion
+from monai_das.handlers.model_card import CARD_KEY, ModelCardSaver, build_model_card, card_input_shape
 from monai_das.handlers.precise_bn import PreciseBNHandler
 from monai_das.handlers.predictions import PredictionWriter
 from monai_das.handlers.report import ClassificationReportSaver, write_json_atomic
@@ -25,6 +26,10 @@ __all__ = [
     "SelectionDiagnosticsHandler",
     "jaccard_distance",
     "balanced_accuracy_from_confusion",
+    "CARD_KEY",
+    "ModelCardSaver",
+    "build_model_card",
+    "card_input_shape",
     "PreciseBNHandler",
     "PredictionWriter",
     "ClassificationReportSaver",

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.data.studies import kept_source_indices
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
@@ -161,14 +163,16 @@ def write_predictions_json(csv_path: str | os.PathLike, json_path: str | os.Path
 class PredictionWriter:
     """
     Appends one CSV row per study as soon as its batch is done, so a killed run loses at most the batch in flight
-    and can resume (see :func:`monai_das.engines.inference.select_studies`). Columns: ``id``, ``source`` (absolute
+    and can resume (see :func:`monai_das.engines.select_studies`). Columns: ``id`` (the study id of
+    :func:`monai_das.data.discover_studies`, the same as the Deploy report's ``study_id``), ``source`` (absolute
     path of the study, or the dataset index), ``fingerprint`` (what identifies the study's content: size and
-    modification time of its file(s), or ``<dataset>/<split>/<index>``; see
-    :func:`monai_das.engines.inference.list_studies`), ``label`` (``-1`` when unknown), ``pred_label``,
-    ``pred_name``, ``prob_<class>`` per class, ``kept_indices`` (the frames the sampler kept, indices into the
-    network input, ``;``-separated), ``source_frames`` (for clips: the same frames numbered as in the file, from the
-    batch item's ``source_indices``; empty otherwise), ``error`` (empty on success; for an unreadable study the
-    prediction columns are empty).
+    modification time of its file(s), or ``<dataset>/<split>/<index>``; see :func:`monai_das.data.study_fingerprint`),
+    ``label`` (``-1`` when unknown), ``pred_label``, ``pred_name``, ``prob_<class>`` per class, ``kept_indices``
+    (the frames the sampler kept, indices into the network input, ``;``-separated), ``source_frames`` (the same
+    frames as the file's own slice/frame numbers — slice index along the file's axis, for a DICOM series in
+    ``InstanceNumber`` order, or clip frame — from the batch item's ``source_indices`` through
+    :func:`monai_das.data.kept_source_indices`, as the Deploy report's ``kept_source_indices``; empty when unknown),
+    ``error`` (empty on success; for an unreadable study the prediction columns are empty).
 
     On start, a partial last row left by a kill is cut off the file. On completion the CSV is rewritten atomically
     with exactly one row per id (the last one written wins), sorted by id, and also written as JSON (``json_path``,
@@ -182,7 +186,7 @@ class PredictionWriter:
 
     Args:
         filepath: the CSV file; appended to when it exists (a header is written only for a new file). Starting
-            afresh or dropping stale rows is the job of :func:`~monai_das.engines.inference.select_studies`.
+            afresh or dropping stale rows is the job of :func:`~monai_das.engines.select_studies`.
         label_names: class names (their count sets the number of probability columns).
         prob_key: output key of the class probabilities (after ``Activationsd(softmax=True)``).
         indices_key: output key of the kept indices (see :class:`SampledIndicesHandler`).
@@ -259,11 +263,9 @@ class PredictionWriter:
             if self.indices_key in item:
                 kept = torch.as_tensor(item[self.indices_key]).long().reshape(-1)
                 row["kept_indices"] = ";".join(str(int(i)) for i in kept)
-                src = item.get("source_indices")
-                if src is not None:
-                    src = torch.as_tensor(src).long().reshape(-1)
-                    if bool((src >= 0).all()) and int(kept.max()) < len(src):
-                        row["source_frames"] = ";".join(str(int(i)) for i in src[kept])
+                frames = kept_source_indices(kept, item.get("source_indices"))
+                if frames is not None:
+                    row["source_frames"] = ";".join(str(i) for i in frames)
         return [row.get(k, "") for k in self.fields]
 
     def __call__(self, engine: Any) -> None:

@@ -1,4 +1,4 @@
-"""monai_das transforms (array transforms and their dictionary ``…d`` twins) and the volume preprocessing recipe."""
+"""monai_das transforms (array transforms and their dictionary ``…d`` twins) and the preprocessing recipes."""
 
 from monai_das.transforms.adaptive import (
     AdaptiveSubsample,
@@ -15,10 +15,13 @@ from monai_das.transforms.io import (
     temporal_resample_indices,
 )
 from monai_das.transforms.preprocessing import (
+    RECIPE_KEYS,
     RequireVolume,
     RequireVolumed,
     RequireVolumeD,
     RequireVolumeDict,
+    check_recipe,
+    recipe_transforms,
     volume_preprocessing,
 )
 from monai_das.transforms.temporal import (
@@ -58,6 +61,9 @@ __all__ = [
     "LoadVideoDict",
     "temporal_resample_indices",
     "volume_preprocessing",
+    "RECIPE_KEYS",
+    "check_recipe",
+    "recipe_transforms",
     "KEPT_INDICES",
     "SOURCE_INDICES",
     "RandTemporalSubsample",

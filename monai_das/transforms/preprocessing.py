@@ -1,4 +1,8 @@
-"""A documented recipe that turns a clinical volume file (NIfTI, DICOM series, ...) into the network's input."""
+"""
+Documented recipes that turn a study file into the network's input: :func:`volume_preprocessing` for volumes
+(NIfTI, DICOM series, ...), and :func:`recipe_transforms`, which builds the transforms of a bundle's plain-data
+``recipe`` (volume or video layout; :func:`check_recipe` describes its keys).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,16 @@ from monai.transforms import (
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
-__all__ = ["volume_preprocessing", "RequireVolume", "RequireVolumed", "RequireVolumeD", "RequireVolumeDict"]
+__all__ = [
+    "RECIPE_KEYS",
+    "check_recipe",
+    "recipe_transforms",
+    "volume_preprocessing",
+    "RequireVolume",
+    "RequireVolumed",
+    "RequireVolumeD",
+    "RequireVolumeDict",
+]
 
 
 class RequireVolume(Transform):
@@ -179,5 +192,145 @@ def volume_preprocessing(
     else:
         xforms.append(Resized(keys, spatial_size=max(size), size_mode="longest", mode="area"))
         xforms.append(ResizeWithPadOrCropd(keys, spatial_size=size))
+    xforms.append(EnsureTyped(keys, dtype=torch.float32))
+    return Compose(xforms)
+
+
+#: the keys of a preprocessing recipe (see :func:`check_recipe`)
+RECIPE_KEYS = (
+    "layout", "spatial_size", "slice_axis", "num_frames", "axcodes", "pixdim", "intensity_range", "percentiles",
+    "output_range", "resize", "grayscale", "temporal_mode", "min_frames",
+)
+
+
+def _pair(value, name: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"recipe '{name}' must be null or two numbers, got {value!r}.") from None
+    return a, b
+
+
+def check_recipe(recipe: Mapping) -> dict:
+    """
+    Check a preprocessing recipe and fill in its defaults; returns a new plain dict.
+
+    A recipe is plain data (what a bundle config defines under ``recipe``), describing how a study file becomes the
+    network input:
+
+    - ``layout="volume"`` (input ``C×D×H×W``): ``spatial_size`` ``[D, H, W]`` (or one int), ``slice_axis`` (0, 1
+      or 2, default 0: the axis whose slices are the sampler's frames), ``axcodes`` (default ``"RAS"``; ``None``
+      keeps the file's orientation), ``pixdim`` (default ``None``), ``intensity_range`` ``[a_min, a_max]`` (default
+      ``None``: ``percentiles``, default ``[0.5, 99.5]``), ``output_range`` (default ``[0, 1]``), ``resize``
+      (``"stretch"``, default, or ``"pad"``), ``min_frames`` (default 2: fewer slices along an axis are refused);
+      see :func:`volume_preprocessing`.
+    - ``layout="video"`` (input ``T×C×H×W``): ``num_frames`` ``T``, ``spatial_size`` ``[H, W]`` of a frame (or one
+      int), ``grayscale`` (default ``True``: ``C=1``, else RGB ``C=3``), ``temporal_mode`` (``"uniform"``, default,
+      ``"loop"`` or ``"edge"``), ``min_frames`` (default 2: still images are refused), ``output_range``; see
+      :class:`monai_das.transforms.LoadVideo`.
+
+    Either layout may carry the other's keys for studies of the other kind (``temporal_mode`` for a clip read as a
+    volume, ``axcodes``/``intensity_range``/... for a volume read as a clip): :class:`monai_das.data.LoadStudy` uses
+    them.
+
+    Raises:
+        ValueError: naming the key: an unknown key (typo), a missing ``layout``/``spatial_size``/``num_frames``, or a
+        bad value.
+    """
+    if not isinstance(recipe, Mapping):
+        raise ValueError(f"a recipe is a dict (see check_recipe), got {type(recipe).__name__}.")
+    unknown = sorted(str(k) for k in recipe if k not in RECIPE_KEYS)
+    if unknown:
+        raise ValueError(f"recipe has unknown key(s) {unknown}; the keys are {list(RECIPE_KEYS)}.")
+    layout = recipe.get("layout")
+    if layout not in ("volume", "video"):
+        raise ValueError(f"recipe 'layout' must be 'volume' or 'video', got {layout!r}.")
+    if recipe.get("spatial_size") is None:
+        raise ValueError(f"recipe {dict(recipe)} has no 'spatial_size'.")
+    dims = 3 if layout == "volume" else 2
+    size = recipe["spatial_size"]
+    size = [int(size)] * dims if isinstance(size, (int, float, str)) else [int(s) for s in size]
+    if len(size) != dims or min(size) < 1:
+        what = "[D, H, W]" if layout == "volume" else "[H, W] of a frame"
+        raise ValueError(f"recipe 'spatial_size' must be a positive int or {what}, got {recipe['spatial_size']!r}.")
+    out = {
+        "layout": layout,
+        "spatial_size": size,
+        "slice_axis": int(recipe.get("slice_axis", 0) or 0),
+        "axcodes": recipe.get("axcodes", "RAS") or None,
+        "pixdim": recipe.get("pixdim"),
+        "intensity_range": _pair(recipe.get("intensity_range"), "intensity_range"),
+        "percentiles": _pair(recipe.get("percentiles", (0.5, 99.5)), "percentiles"),
+        "output_range": _pair(recipe.get("output_range", (0.0, 1.0)), "output_range"),
+        "resize": str(recipe.get("resize", "stretch")),
+        "grayscale": bool(recipe.get("grayscale", True)),
+        "temporal_mode": str(recipe.get("temporal_mode", "uniform")),
+        "min_frames": int(recipe.get("min_frames", 2)),
+    }
+    if out["output_range"] is None:
+        raise ValueError("recipe 'output_range' must be two numbers, got null.")
+    if out["slice_axis"] not in (0, 1, 2):
+        raise ValueError(f"recipe 'slice_axis' must be 0, 1 or 2, got {recipe.get('slice_axis')!r}.")
+    if out["resize"] not in ("stretch", "pad"):
+        raise ValueError(f"recipe 'resize' must be 'stretch' or 'pad', got {out['resize']!r}.")
+    if out["min_frames"] < 1:
+        raise ValueError(f"recipe 'min_frames' must be >= 1, got {recipe.get('min_frames')!r}.")
+    from monai_das.transforms.io import TEMPORAL_MODES
+
+    if out["temporal_mode"] not in TEMPORAL_MODES:
+        raise ValueError(f"recipe 'temporal_mode' must be one of {TEMPORAL_MODES}, got {out['temporal_mode']!r}.")
+    if layout == "video":
+        if recipe.get("num_frames") is None or int(recipe["num_frames"]) < 1:
+            raise ValueError(f"a video recipe needs 'num_frames' >= 1, got {recipe.get('num_frames')!r}.")
+        out["num_frames"] = int(recipe["num_frames"])
+    else:
+        out["num_frames"] = size[out["slice_axis"]]
+        if recipe.get("num_frames") is not None and int(recipe["num_frames"]) != out["num_frames"]:
+            raise ValueError(f"recipe 'num_frames'={recipe['num_frames']} disagrees with spatial_size {size} along "
+                             f"slice_axis {out['slice_axis']}.")
+    return out
+
+
+def recipe_volume_kwargs(recipe: Mapping) -> dict:
+    """The :func:`volume_preprocessing` arguments of a (checked) recipe, ``spatial_size`` and ``min_slices`` aside."""
+    return {k: recipe[k] for k in ("pixdim", "axcodes", "intensity_range", "percentiles", "output_range", "resize")}
+
+
+def recipe_transforms(recipe: Mapping, keys: KeysCollection = "image", load: bool = True) -> Compose:
+    """
+    The MONAI ``Compose`` of a plain-data recipe (see :func:`check_recipe`): what a bundle's transform list built
+    from the same settings does, as one call.
+
+    - ``layout="volume"``: :func:`volume_preprocessing` (``LoadImaged`` → :class:`RequireVolumed` (``min_frames``) →
+      ``Orientationd`` → ``Spacingd`` → intensity scaling → ``Resized`` → float32).
+    - ``layout="video"``: :class:`monai_das.transforms.LoadVideod` (decode, resample to ``num_frames``, resize
+      frames, grayscale; clips with fewer than ``min_frames`` frames are refused) → scaling from ``[0, 1]`` to
+      ``output_range`` when it is not ``[0, 1]`` → float32.
+
+    These are the transforms of plain file paths. :class:`monai_das.data.LoadStudyd` applies the same recipe to any
+    study (DICOM series split by series, multi-frame DICOM, a clip for a volume network, ...) and records which
+    slice/frame of the file each input frame is.
+
+    Args:
+        recipe: the recipe dict.
+        keys: keys of the images in the data dict.
+        load: volumes only: ``False`` when the input is already a channel-first ``MetaTensor`` (no ``LoadImaged``).
+            A video recipe decodes and resamples in one step and needs ``load=True``.
+    """
+    r = check_recipe(recipe)
+    if r["layout"] == "volume":
+        return volume_preprocessing(keys=keys, spatial_size=r["spatial_size"], load=load, min_slices=r["min_frames"],
+                                    **recipe_volume_kwargs(r))
+    if not load:
+        raise ValueError("a video recipe decodes and resamples the clip in one step (LoadVideod): use load=True.")
+    from monai_das.transforms.io import LoadVideod
+
+    xforms: list = [LoadVideod(keys, num_frames=r["num_frames"], spatial_size=r["spatial_size"],
+                               grayscale=r["grayscale"], temporal_mode=r["temporal_mode"], min_frames=r["min_frames"])]
+    b_min, b_max = r["output_range"]
+    if (b_min, b_max) != (0.0, 1.0):
+        xforms.append(ScaleIntensityRanged(keys, a_min=0.0, a_max=1.0, b_min=b_min, b_max=b_max))
     xforms.append(EnsureTyped(keys, dtype=torch.float32))
     return Compose(xforms)

@@ -77,7 +77,7 @@ def test_resume_without_checkpoint_says_so(runs):
 def test_stale_temp_checkpoint_removed(runs):
     assert not runs["stale"].exists()
     assert "interrupted checkpoint save" in runs["resumed_log"]
-    assert sorted(p.name for p in (runs["killed"] / "models").iterdir()) == ["last.pt", "model.pt"]
+    assert sorted(p.name for p in (runs["killed"] / "models").iterdir()) == ["last.pt", "metadata.json", "model.pt"]
 
 
 def test_checkpoint_records_settings(runs):

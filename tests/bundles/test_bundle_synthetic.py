@@ -77,7 +77,7 @@ def test_resume_continues_with_nothing_lost(trained):
     assert set(best) == set(ckpt["model"])
     bad = [k for k, v in ckpt["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
     assert not bad, f"training left non-finite weights: {bad[:5]}"
-    assert sorted(p.name for p in (root / "models").iterdir()) == ["last.pt", "model.pt"]  # no temp files
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["last.pt", "metadata.json", "model.pt"]  # no temp files
 
 
 def test_mlflow_run(trained):

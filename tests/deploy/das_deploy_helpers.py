@@ -6,6 +6,8 @@ Test helpers for the deployment tests (tests/deploy, tests/apps): tiny DAS bundl
 - :func:`make_torchscript_standin`: a tiny scripted module with the same in/out contract as the exported DAS network
   (``B×1×D×H×W`` → logits ``B×2``, plus ``sample(x)`` returning ``(frames, matrix, indices)``), saved with the
   bundle metadata and config embedded the way ``monai.bundle ckpt_export`` does.
+- :func:`model_card`: a model card (``metadata.json`` with ``das_model``) as ``monai_das.handlers.ModelCardSaver``
+  writes it after training.
 """
 
 from __future__ import annotations
@@ -31,6 +33,34 @@ def metadata(spatial=GRID, labels=LABELS) -> dict:
                                  "channel_def": {str(i): n for i, n in enumerate(labels)}}},
         },
     }
+
+
+def model_card(spatial=GRID, labels=LABELS, layout: str = "volume", in_channels: int = 1, slice_axis: int = 0,
+               num_frames: int | None = None, method: str = "das", keep_ratio: float = 0.5, num_kept: int | None = None,
+               recipe: dict | None = None) -> dict:
+    """A model card as training writes it (``monai_das.handlers.build_model_card``): ``spatial`` is ``[D, H, W]``
+    (volume) or a frame's ``[H, W]`` (video, with ``num_frames``)."""
+    from monai_das.handlers import build_model_card
+    from monai_das.networks import num_kept as default_num_kept
+
+    spatial = list(spatial)
+    t = int(num_frames if layout == "video" else spatial[slice_axis])
+    image_shape = [in_channels, *spatial] if layout == "volume" else [t, in_channels, *spatial]
+    if recipe is None:
+        recipe = ({"layout": "volume", "spatial_size": spatial, "slice_axis": slice_axis, "axcodes": "RAS",
+                   "pixdim": None, "intensity_range": None, "percentiles": [0.5, 99.5], "output_range": [0.0, 1.0],
+                   "resize": "stretch", "min_frames": 2} if layout == "volume" else
+                  {"layout": "video", "num_frames": t, "spatial_size": spatial, "grayscale": in_channels == 1,
+                   "temporal_mode": "uniform", "min_frames": 2, "output_range": [0.0, 1.0]})
+    facts = {
+        "layout": layout, "spatial_size": spatial, "image_shape": image_shape,
+        "slice_axis": slice_axis if layout == "volume" else None, "num_frames": t,
+        "num_kept": num_kept if num_kept is not None else default_num_kept(t, keep_ratio),
+        "in_channels": in_channels, "num_classes": len(labels), "label_names": list(labels), "method": method,
+        "keep_ratio": keep_ratio, "temporal_head": "mean", "encoder": None, "encoder_kwargs": {}, "recipe": recipe,
+        "source": "datalist", "datalist": "/data/list.json", "datalist_sha256": "0" * 64,
+    }
+    return build_model_card(metadata(), facts, {"val_auc": 0.75})
 
 
 def inference_config(num_frames: int = GRID[0], method: str = "das", slice_axis: int = 0) -> dict:
@@ -111,15 +141,17 @@ class TinyDAS(nn.Module):
         return self.fc(kept.mean(dim=(1, 2, 3, 4))[:, None] - 0.5)
 
 
-def make_torchscript_standin(path: Path, k: int = 4) -> tuple[Path, nn.Module]:
-    """``TinyDAS`` scripted and saved with ``metadata.json`` and ``inference.json`` embedded (as ckpt_export does)."""
+def make_torchscript_standin(path: Path, k: int = 4, meta: dict | None = None,
+                             config: dict | None = None) -> tuple[Path, nn.Module]:
+    """``TinyDAS`` scripted and saved with ``metadata.json`` (default :func:`metadata`; a card with ``meta``) and
+    ``inference.json`` embedded (as ckpt_export does)."""
     from monai.data import save_net_with_metadata
 
     net = TinyDAS(k).eval()
     scripted = torch.jit.script(net)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_net_with_metadata(scripted, str(path), meta_values=metadata(),
-                           more_extra_files={"inference.json": json.dumps(inference_config()).encode()})
+    save_net_with_metadata(scripted, str(path), meta_values=metadata() if meta is None else meta,
+                           more_extra_files={"inference.json": json.dumps(config or inference_config()).encode()})
     return path, net
 
 

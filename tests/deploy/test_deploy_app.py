@@ -19,6 +19,7 @@ pytest.importorskip("monai.deploy.core", reason="MONAI Deploy App SDK not instal
 from monai_das.deploy import DASPredictor, StudyLoader, discover_studies  # noqa: E402
 from monai_das.deploy.__main__ import main as cli_main  # noqa: E402
 from monai_das.deploy.app import DASClassifierApp  # noqa: E402
+from monai_das.deploy.report import study_output_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +48,20 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
                            loader_options={"min_frames": 1})
     app.run()
     reports = {r["study_id"]: r for r in app.reports}
-    ok = {"anatomical", "ct", "us__cine", "series"}
-    bad = {"empty", "unreadable", "report", "fmri"}
+    ok = {"anatomical.nii", "ct", "us/cine.dcm", "series"}  # the study layer's ids: paths relative to the input
+    bad = {"empty", "unreadable.nii.gz", "report", "fmri.nii"}
     assert set(reports) == ok | bad
     assert {k for k, r in reports.items() if r["status"] == "ok"} == ok, {k: r.get("error") for k, r in reports.items()}
     assert "empty" in reports["empty"]["error"] and reports["empty"]["stage"] == "load"
     assert "SR holds no image" in reports["report"]["error"]
-    assert "unreadable.nii.gz" in reports["unreadable"]["error"]
+    assert "unreadable.nii.gz" in reports["unreadable.nii.gz"]["error"]
 
     predictor = DASPredictor.from_path(bundle)
     loader = StudyLoader(predictor.spec, min_frames=1)
     sources = {s.study_id: s for s in discover_studies(study_folder)}
     for sid in ok:
         r = reports[sid]
-        saved = json.loads((out / f"{sid}.json").read_text())
+        saved = json.loads(study_output_path(out, sid, ".json").read_text())  # us/cine.dcm → us/cine.dcm.json
         assert saved["study_id"] == sid and saved["status"] == "ok"
         assert set(saved["probabilities"]) == set(LABELS)
         assert sum(saved["probabilities"].values()) == pytest.approx(1.0)
@@ -72,9 +73,9 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
         expected = predictor.predict(loader.load(sources[sid]).image)
         assert r["kept_indices"] == expected.kept_indices
         assert list(r["probabilities"].values()) == pytest.approx(expected.probabilities, abs=1e-5)
-    assert reports["us__cine"]["modality"] == "US" and reports["ct"]["modality"] == "CT"
+    assert reports["us/cine.dcm"]["modality"] == "US" and reports["ct"]["modality"] == "CT"
     assert reports["series"]["modality"] == "MR"
-    assert max(reports["us__cine"]["kept_source_indices"]) <= 29  # frames of the 30-frame clip
+    assert max(reports["us/cine.dcm"]["kept_source_indices"]) <= 29  # frames of the 30-frame clip
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_studies"] == 8 and summary["num_ok"] == 4 and summary["num_errors"] == 4
@@ -82,7 +83,8 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     # DICOM SR for the three DICOM studies, with the source study's tags
     import pydicom
 
-    assert set(app.sr_files) == {"ct", "us__cine", "series"} and not app.sr_errors
+    assert set(app.sr_files) == {"ct", "us/cine.dcm", "series"} and not app.sr_errors
+    assert all(f.startswith(str(out / "dicom_sr" / "us" / "cine.dcm")) for f in app.sr_files["us/cine.dcm"])
     ds = pydicom.dcmread(app.sr_files["ct"][0])
     src = pydicom.dcmread(study_folder / "ct" / "CT_small.dcm", stop_before_pixels=True)
     assert ds.Modality == "SR" and ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID

@@ -7,6 +7,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,8 @@ from das_deploy_helpers import (
     inference_config,
     make_torchscript_standin,
     metadata,
+    model_card,
+    write_nifti,
 )
 from monai_das.deploy import DASPredictor, ModelSpec, Study, StudySource, find_bundle_files, study_report
 
@@ -92,8 +95,9 @@ def test_check_input(torchscript_model):
     pred = DASPredictor.from_path(torchscript_model[0])
     with pytest.raises(ValueError, match="4 dims"):
         pred.predict(torch.rand(*GRID))
-    with pytest.raises(ValueError, match="expects 1 channel"):
+    with pytest.raises(ValueError, match="expects 1 channel") as err:
         pred.predict(torch.rand(3, *GRID))
+    assert "1×16×16×16 (C×D×H×W)" in str(err.value) and "3×16×16×16" in str(err.value)  # both full shapes
     with pytest.raises(ValueError, match="spatial size"):
         pred.predict(torch.rand(1, 8, 16, 16))
     with pytest.raises(ValueError, match="NaN"):
@@ -174,3 +178,94 @@ def test_real_bundle_export_matches_checkpoint(tmp_path):
     assert a.kept_indices == b.kept_indices == eager and a.num_kept == 14
     assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
     assert b.macs is None
+
+
+# ------------------------------------------------------------------------------------------------------ model cards
+NON_CUBIC = (16, 16, 8)  # D×H×W; frames along D (T = 16), each 16×8
+
+
+def test_card_of_non_cubic_model_is_used(tmp_path):
+    """A 16×16×8 model exported with its card: the card beats the bundle's 28³ template, and a study of another grid
+    is resampled to 16×16×8 by the recorded recipe."""
+    from monai_das.transforms import recipe_transforms
+
+    root = tmp_path / "bundle"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "metadata.json").write_text(json.dumps(metadata(spatial=(28, 28, 28))))  # the template
+    card = model_card(spatial=NON_CUBIC, keep_ratio=0.25)
+    path, net = make_torchscript_standin(root / "models" / "model.ts", k=4, meta=card)
+    pred = DASPredictor.from_path(path)
+    spec = pred.spec
+    assert spec.spatial_size == NON_CUBIC and spec.layout == "volume" and spec.slice_axis == 0
+    assert spec.labels == LABELS and spec.in_channels == 1 and spec.num_kept == 4 and spec.method == "das"
+    assert spec.recipe["spatial_size"] == list(NON_CUBIC) and spec.recipe["percentiles"] == [0.5, 99.5]
+    assert pred.describe()["recipe"] == spec.recipe and pred.describe()["num_kept"] == 4
+    assert DASPredictor.from_path(root).spec == spec  # the bundle folder: the same card wins over its template
+    study = write_nifti(tmp_path / "study.nii.gz", np.random.default_rng(0).random((20, 24, 10)).astype(np.float32))
+    image = recipe_transforms(spec.recipe, keys="image")({"image": str(study)})["image"]
+    assert tuple(image.shape) == (1, *NON_CUBIC)  # not 28³
+    out = pred.predict(image)
+    assert out.num_frames == 16 and out.num_kept == 4 and len(out.kept_indices) == 4
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.as_tensor(image)[None].float()), 1)[0]
+    torch.testing.assert_close(torch.tensor(out.probabilities), expected, rtol=0, atol=1e-6)
+
+
+def test_card_beside_model_file(tmp_path):
+    """A model file without embedded metadata uses the card written beside it (``models/metadata.json``)."""
+    path = tmp_path / "models" / "model.ts"
+    path.parent.mkdir(parents=True)
+    torch.jit.save(torch.jit.script(TinyStandin()), str(path))
+    (path.parent / "metadata.json").write_text(json.dumps(model_card(spatial=NON_CUBIC, slice_axis=2)))
+    spec = DASPredictor.from_path(path).spec
+    assert spec.spatial_size == NON_CUBIC and spec.slice_axis == 2 and spec.num_frames == 8
+    assert spec.recipe["slice_axis"] == 2 and spec.labels == LABELS
+
+
+def test_video_card(tmp_path):
+    """A clip model's card: layout, T×H×W grid and channels come from the card (the bare file's embedded config
+    only has expressions for them)."""
+    card = model_card(spatial=(24, 20), layout="video", in_channels=3, num_frames=12)
+    image = card["network_data_format"]["inputs"]["image"]
+    assert image["num_channels"] == 12 and image["spatial_shape"] == [3, 24, 20]  # (1, T, C, H, W) for MONAI tools
+    config = inference_config()
+    config["network_def"]["layout"] = "$@info['layout']"
+    path, _ = make_torchscript_standin(tmp_path / "model.ts", meta=card, config=config)
+    spec = DASPredictor.from_path(path).spec
+    assert spec.layout == "video" and spec.spatial_size == (12, 24, 20) and spec.in_channels == 3
+    assert spec.recipe["num_frames"] == 12 and spec.recipe["spatial_size"] == [24, 20]
+    card.pop("das_model")  # the network_data_format alone, read with the layout given
+    path, _ = make_torchscript_standin(tmp_path / "plain.ts", meta=card, config=config)
+    spec = DASPredictor.from_path(path, layout="video").spec
+    assert spec.spatial_size == (12, 24, 20) and spec.in_channels == 3
+
+
+def test_model_without_metadata_is_refused(tmp_path):
+    """No card, no metadata: no silent 28³ default but an error saying which spec_overrides to pass."""
+    path = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(TinyStandin()), str(path))
+    with pytest.raises(ValueError, match="no metadata") as err:
+        DASPredictor.from_path(path)
+    assert "spatial_size=" in str(err.value) and str(path) in str(err.value)
+    pred = DASPredictor.from_path(path, spatial_size=NON_CUBIC)  # what the message asks for
+    assert pred.spec.spatial_size == NON_CUBIC
+
+
+def test_card_disagreeing_with_checkpoint_config(tmp_path, checkpoint_bundle):
+    """A checkpoint is built by the config: a card of another network is reported, not silently used."""
+    root = tmp_path / "bundle"
+    shutil.copytree(checkpoint_bundle[0], root)
+    (root / "models" / "metadata.json").write_text(json.dumps(model_card(slice_axis=1)))
+    with pytest.raises(RuntimeError, match="disagree") as err:
+        DASPredictor.from_path(root)
+    assert "slice_axis" in str(err.value)
+    (root / "models" / "metadata.json").write_text(json.dumps(model_card()))
+    pred = DASPredictor.from_path(root, measure_macs=False)
+    assert pred.spec.num_kept == 8 and pred.spec.recipe is not None and pred.spec.spatial_size == GRID
+
+
+class TinyStandin(torch.nn.Module):
+    """Any scripted module: a model file with no metadata embedded."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2]

@@ -1,8 +1,15 @@
-"""Study discovery and loading for deployment (no MONAI Deploy SDK needed)."""
+"""
+Study discovery and loading for deployment (no MONAI Deploy SDK needed): the study layer (monai_das.data.studies)
+through the deployment's StudyLoader, and the agreement of the bundle's batch predictions with the Deploy reports.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +22,9 @@ from das_deploy_helpers import (
     write_nifti,
     write_sr,
 )
+from monai_das.data import LoadStudyd
 from monai_das.deploy import ModelSpec, StudyLoader, discover_studies
-from monai_das.deploy.studies import LoadStudyd
+from monai_das.deploy.studies import spec_recipe
 from monai_das.transforms.temporal import uniform_indices
 
 SPEC = ModelSpec(layout="volume", spatial_size=(16, 16, 16), in_channels=1, slice_axis=0, labels=["a", "b"])
@@ -30,23 +38,25 @@ def test_discover_mixed_folder(tmp_path):
     write_dicom_series(tmp_path / "two", num_slices=3, series_number=1, prefix="a")
     write_dicom_series(tmp_path / "two", num_slices=4, series_number=7, prefix="b")
     (tmp_path / "empty").mkdir()
-    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("not an image")  # a sidecar: skipped
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG not supported")
     (tmp_path / "broken.dcm").write_bytes(b"\0" * 200)
     (tmp_path / ".hidden.nii").write_bytes(b"")
 
     studies = {s.study_id: s for s in discover_studies(tmp_path)}
     assert set(studies) == {
-        "anatomical", tmp_path.name, "us__cine", "two__series_1", "two__series_7", "empty", "notes.txt", "broken",
+        "anatomical.nii", tmp_path.name, "us/cine.dcm", "two#series_1", "two#series_7", "empty", "photo.png",
+        "broken.dcm",
     }
-    assert studies["anatomical"].kind == "volume"
+    assert studies["anatomical.nii"].kind == "volume"
     assert studies[tmp_path.name].kind == "dicom_series" and len(studies[tmp_path.name].files) == 1  # loose CT_small
-    assert studies["us__cine"].kind == "video"
-    assert studies["two__series_1"].kind == "dicom_series" and len(studies["two__series_1"].files) == 3
-    assert len(studies["two__series_7"].files) == 4
-    for bad in ("empty", "notes.txt", "broken"):
+    assert studies["us/cine.dcm"].kind == "video"
+    assert studies["two#series_1"].kind == "dicom_series" and len(studies["two#series_1"].files) == 3
+    assert len(studies["two#series_7"].files) == 4
+    for bad in ("empty", "photo.png", "broken.dcm"):
         assert studies[bad].kind == "invalid" and studies[bad].error
-    assert "empty" in studies["empty"].error and "unsupported" in studies["notes.txt"].error
-    assert "broken.dcm" in studies["broken"].error
+    assert "empty" in studies["empty"].error and "unsupported" in studies["photo.png"].error
+    assert "broken.dcm" in studies["broken.dcm"].error
 
 
 def test_discover_errors(tmp_path):
@@ -88,7 +98,7 @@ def test_load_single_ct_file_and_min_frames():
     (src,) = discover_studies(path)
     assert src.kind == "dicom_series"
     # one slice would be stretched into a volume constant along the slice axis: refused unless asked for
-    with pytest.raises(ValueError, match=r"study 'CT_small' .* has 1 slice\(s\), fewer than the 2 required"):
+    with pytest.raises(ValueError, match=r"study 'CT_small.dcm' .* has 1 slice\(s\), fewer than min_frames=2"):
         StudyLoader(SPEC).load(src)
     study = StudyLoader(SPEC, min_frames=1).load(src)
     assert study.image.shape == (1, 16, 16, 16) and study.info["modality"] == "CT"
@@ -105,7 +115,9 @@ def test_2d_image_and_still_clips_are_refused(tmp_path):
     sources = [discover_studies(flat)[0], discover_studies(tmp_path / "one")[0],
                discover_studies(tmp_path / "still.gif")[0]]
     for src in sources:
-        with pytest.raises(ValueError, match=rf"study '{src.study_id}' .*has 1 (slice|frame).*fewer than the 2"):
+        sid = re.escape(src.study_id)
+        pattern = rf"study '{sid}' .*(has 1 (slice|frame)|1 slice).*fewer than min_frames=2"
+        with pytest.raises(ValueError, match=pattern):
             StudyLoader(SPEC).load(src)
         assert StudyLoader(SPEC, min_frames=1).load(src).image.shape == (1, 16, 16, 16)
     video_spec = ModelSpec(layout="video", spatial_size=(8, 12, 10))
@@ -158,12 +170,13 @@ def test_bad_volumes(tmp_path):
 
 
 def test_load_study_dict_transform(tmp_path):
-    out = LoadStudyd("image", StudyLoader(SPEC))({"image": str(nibabel_anatomical())})
+    out = LoadStudyd("image", loader=StudyLoader(SPEC))({"image": str(nibabel_anatomical())})
     assert out["image"].shape == (1, 16, 16, 16) and out["image_study"].source.kind == "volume"
+    assert out["image"].meta["source_indices"].tolist() == out["image_study"].source_indices
     write_dicom_series(tmp_path / "a", num_slices=3)
     write_dicom_series(tmp_path / "b", num_slices=3)
     with pytest.raises(ValueError, match="exactly one study, found 2"):
-        LoadStudyd("image", StudyLoader(SPEC))({"image": str(tmp_path)})
+        LoadStudyd("image", loader=StudyLoader(SPEC))({"image": str(tmp_path)})
 
 
 def test_load_synthetic_video(tmp_path):
@@ -194,3 +207,153 @@ def test_load_real_ultrasound_video(shared_data):
     (src,) = discover_studies(root / row["file"])
     study = StudyLoader(SPEC).load(src)
     assert study.image.shape == (1, 16, 16, 16) and study.info["num_source_frames"] == int(row["frames"])
+
+
+def test_spec_recipe():
+    """The deployment's recipe: the spec's grid, the bundles' default steps, options and a spec's own recipe."""
+    from types import SimpleNamespace
+
+    from monai_das.transforms import check_recipe
+
+    assert check_recipe(spec_recipe(SPEC)) == check_recipe(
+        {"layout": "volume", "spatial_size": [16, 16, 16], "slice_axis": 0, "axcodes": "RAS", "pixdim": None,
+         "intensity_range": None, "percentiles": [0.5, 99.5], "min_frames": 2, "output_range": [0, 1],
+         "resize": "stretch"})
+    video = spec_recipe(ModelSpec(layout="video", spatial_size=(8, 12, 10), in_channels=3), min_frames=1)
+    assert (video["num_frames"], video["spatial_size"], video["grayscale"], video["min_frames"]) == (8, [12, 10],
+                                                                                                      False, 1)
+    with pytest.raises(ValueError, match=r"unknown preprocessing option\(s\) \['spacing'\]"):
+        spec_recipe(SPEC, spacing=1)
+    own = SimpleNamespace(layout="volume", spatial_size=(16, 16, 16), slice_axis=1, in_channels=1,
+                          recipe={"layout": "volume", "spatial_size": [28, 28, 28], "intensity_range": [-1000, 400],
+                                  "axcodes": None})
+    r = spec_recipe(own, min_frames=1)  # the model's own steps, the spec's grid, the options last
+    assert r["intensity_range"] == [-1000, 400] and r["axcodes"] is None and r["min_frames"] == 1
+    assert r["spatial_size"] == [16, 16, 16] and r["slice_axis"] == 1
+    with pytest.raises(ValueError, match="layout 'video'"):
+        spec_recipe(SimpleNamespace(**{**vars(own), "recipe": {"layout": "video"}}))
+    if "recipe" in getattr(ModelSpec, "__dataclass_fields__", {}):  # ModelSpec.recipe: the model card's recipe
+        carried = ModelSpec(spatial_size=(16, 16, 16), recipe={"layout": "volume", "spatial_size": [28, 28, 28],
+                                                               "intensity_range": [-1000, 400]})
+        assert spec_recipe(carried)["intensity_range"] == [-1000, 400]
+        assert spec_recipe(carried)["spatial_size"] == [16, 16, 16]
+
+
+# ---------------------------------------------------------------------------- bundle predictions == Deploy reports
+REPO = Path(__file__).resolve().parents[2]
+VOLUME_INFERENCE = REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json"
+GRID = 16
+
+
+def _bundle_parser(bundle_root: Path, **overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(VOLUME_INFERENCE))
+    parser.update({"bundle_root": str(bundle_root), "size": GRID, "device": "$torch.device('cpu')", **overrides})
+    return parser
+
+
+@pytest.fixture(scope="module")
+def agreement(tmp_path_factory):
+    """
+    One folder of studies (real NIfTI, a shuffled synthetic DICOM series, two series in one folder, a real multi-frame
+    ultrasound DICOM, a NIfTI in a subfolder, a 2D image, a broken file, a sidecar) predicted by the volume bundle's
+    configs/inference.json (built with ConfigParser, run in Python); the same network as a DASPredictor.
+    """
+    from monai_das.deploy import DASPredictor
+
+    from das_deploy_helpers import calibrate_batchnorm
+
+    root = tmp_path_factory.mktemp("agreement")
+    studies = root / "studies"
+    studies.mkdir()
+    shutil.copy(nibabel_anatomical(), studies / "anatomical.nii")
+    write_dicom_series(studies / "series", num_slices=6)
+    write_dicom_series(studies / "two", num_slices=3, series_number=1, prefix="a")
+    write_dicom_series(studies / "two", num_slices=4, series_number=7, prefix="b")
+    (studies / "us").mkdir()
+    shutil.copy(pydicom_file("examples_ybr_color.dcm"), studies / "us" / "cine.dcm")
+    write_nifti(studies / "sub" / "noise.nii.gz", np.random.default_rng(0).random((12, 10, 8)).astype(np.float32))
+    write_nifti(studies / "flat.nii.gz", np.random.default_rng(1).random((12, 10)).astype(np.float32))
+    (studies / "broken.nii.gz").write_bytes(b"garbage, not gzip")
+    (studies / "notes.txt").write_text("a sidecar: no study")
+
+    bundle = root / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    torch.manual_seed(0)
+    net = calibrate_batchnorm(_bundle_parser(bundle).get_parsed_content("network_def"), torch.rand(4, 1, *[GRID] * 3))
+    torch.save(net.state_dict(), bundle / "models" / "model.pt")
+    out = root / "out"
+    parser = _bundle_parser(bundle, input=str(studies), output_dir=str(out))
+    parser.get_parsed_content("evaluator").run()
+    info = parser.get_parsed_content("info")
+    spec = ModelSpec(layout="volume", spatial_size=(GRID,) * 3, in_channels=1, slice_axis=0,
+                     labels=list(info["label_names"]))
+    predictor = DASPredictor(net, spec, source=str(bundle / "models" / "model.pt"), model_format="checkpoint",
+                             measure_macs=False)
+    with open(out / "predictions.csv", newline="") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    return {"studies": studies, "rows": rows, "json": json.loads((out / "predictions.json").read_text()),
+            "predictor": predictor, "labels": list(info["label_names"]), "recipe": parser.get_parsed_content("recipe")}
+
+
+def _check_agreement(agreement, reports: dict) -> None:
+    rows, labels = agreement["rows"], agreement["labels"]
+    assert sorted(rows) == sorted(reports) == [
+        "anatomical.nii", "broken.nii.gz", "flat.nii.gz", "series", "sub/noise.nii.gz", "two#series_1",
+        "two#series_7", "us/cine.dcm"]
+    assert [r["id"] for r in agreement["json"]] == sorted(rows)
+    for sid, row in rows.items():
+        report = reports[sid]
+        assert row["source"] == report["source"], sid
+        if row["error"]:
+            assert report["status"] == "error" and report["stage"] == "load", (sid, report)
+            continue
+        assert report["status"] == "ok", (sid, report.get("error"))
+        probs = [float(row[f"prob_{n}"]) for n in labels]
+        assert probs == pytest.approx([report["probabilities"][n] for n in labels], abs=2e-6), sid
+        assert row["pred_name"] == report["predicted_name"]
+        assert [int(i) for i in row["kept_indices"].split(";")] == report["kept_indices"], sid
+        assert [int(i) for i in row["source_frames"].split(";")] == report["kept_source_indices"], sid
+    assert {sid for sid, r in rows.items() if r["error"]} == {"broken.nii.gz", "flat.nii.gz"}
+    assert len({rows[sid][f"prob_{labels[0]}"] for sid in rows if not rows[sid]["error"]}) > 1  # input-dependent
+    assert "is a 2D image" in rows["flat.nii.gz"]["error"] and "is a 2D image" in reports["flat.nii.gz"]["error"]
+    assert max(reports["us/cine.dcm"]["kept_source_indices"]) <= 29  # frames of the 30-frame clip
+    json_row = next(r for r in agreement["json"] if r["id"] == "series")
+    assert json_row["source_frames"] == reports["series"]["kept_source_indices"]
+
+
+def test_bundle_predictions_agree_with_deploy_pieces(agreement):
+    """The SDK-free pieces the Deploy app runs (discover_studies → StudyLoader → DASPredictor → study_report)."""
+    from monai_das.deploy.report import error_report, study_report
+    from monai_das.transforms import check_recipe
+
+    predictor = agreement["predictor"]
+    loader = StudyLoader(predictor.spec)
+    assert check_recipe(loader.recipe) == check_recipe(agreement["recipe"])  # one preprocessing on both sides
+    reports = {}
+    for source in discover_studies(agreement["studies"]):
+        try:
+            study = loader.load(source)
+            reports[source.study_id] = study_report(study, predictor.predict(study.image), predictor.describe())
+        except Exception as e:
+            reports[source.study_id] = error_report(source, e, stage="load")
+    _check_agreement(agreement, reports)
+
+
+def test_bundle_predictions_agree_with_deploy_app(agreement, tmp_path):
+    """The same through the MONAI Deploy application and its report files."""
+    pytest.importorskip("monai.deploy.core", reason="MONAI Deploy App SDK not installed (.venv-deploy from "
+                        "scripts/setup_deploy_env.sh): app-level comparison skipped, the SDK-free pieces are compared "
+                        "by test_bundle_predictions_agree_with_deploy_pieces")
+    from monai_das.deploy.app import DASClassifierApp
+    from monai_das.deploy.report import study_output_path
+
+    app = DASClassifierApp(input_path=agreement["studies"], output_path=tmp_path, predictor=agreement["predictor"])
+    app.run()
+    reports = {r["study_id"]: r for r in app.reports}
+    _check_agreement(agreement, reports)
+    for sid, report in reports.items():
+        saved = json.loads(study_output_path(tmp_path, sid, ".json").read_text())
+        assert saved["study_id"] == sid and saved.get("kept_source_indices") == report.get("kept_source_indices")

@@ -1,27 +1,86 @@
-"""bundle_info / bundle_dataset: synthetic, VesselMNIST3D (shared data) and POCUS clips (shared data)."""
+"""BundleData: the data of a bundle run from a ready-made dataset or a datalist, and the facts from the data."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
-from monai_das.engines import bundle_dataset, bundle_info, flag, optional, resolve_data_dir
+from monai_das.engines import BundleData, flag, optional, precise_bn_batches, resolve_data_dir, slice_axis_index
 
 
-def test_synthetic():
-    info = bundle_info("synthetic", size=16)
+def test_synthetic_volumes_and_clips():
+    src = BundleData("synthetic", size=16, num_samples={"val": "7"})
+    info = src.info
     assert info["layout"] == "volume" and info["num_frames"] == 16 and info["image_shape"] == [1, 16, 16, 16]
-    ds = bundle_dataset("synthetic", "val", size=16, num_samples="7")
-    assert len(ds) == 7
-    item = ds[0]
-    assert tuple(torch.as_tensor(item["image"]).shape) == (1, 16, 16, 16)
+    assert info["spatial_size"] == [16, 16, 16] and info["datalist"] is None and not src.from_files
+    val = src.data("val")
+    assert len(val) == 7 and tuple(torch.as_tensor(val[0]["image"]).shape) == (1, 16, 16, 16)
+    assert "informative" in val[0]  # the evidence the diagnostics check
+    clips = BundleData("synthetic", layout="video", size=16, num_frames=8, num_samples={"train": 3})
+    assert clips.info["image_shape"] == [8, 1, 16, 16] and clips.info["layout"] == "video"
+    assert tuple(torch.as_tensor(clips.data("train")[0]["image"]).shape) == (8, 1, 16, 16)
+    with pytest.raises(ValueError, match="split must be one of"):
+        src.data("training")
+    with pytest.raises(ValueError, match="holds clips: use the video bundle"):
+        BundleData("pocus").info
     assert resolve_data_dir("synthetic", None) is None
 
 
+def test_slice_axis_names():
+    assert [slice_axis_index(a) for a in ("sagittal", "coronal", "axial", 1, "2")] == [0, 1, 2, 1, 2]
+    with pytest.raises(ValueError, match="axial"):
+        slice_axis_index("transverse")
+    with pytest.raises(ValueError, match="slice_axis"):
+        slice_axis_index(3)
+
+
+def _npy_datalist(tmp_path, shapes, labels=("b", "a", "b", "a", "b", "a")):
+    items = []
+    for i, (shape, label) in enumerate(zip(shapes, labels)):
+        np.save(tmp_path / f"v{i}.npy", np.zeros(shape, np.float32))
+        items.append({"image": f"v{i}.npy", "label": label, "group": f"p{i // 2}"})
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps({"training": items}))
+    return path
+
+
+def test_datalist_facts_and_split(tmp_path):
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    src = BundleData(datalist=path, slice_axis="axial", val_fraction=0.34, seed=0)
+    info = src.info
+    assert info["label_names"] == ["a", "b"] and info["num_classes"] == 2
+    assert info["spatial_size"] == [12, 10, 6] and info["num_frames"] == 6 and info["slice_axis"] == 2
+    assert info["image_shape"] == [1, 12, 10, 6] and len(info["datalist_sha256"]) == 64 and src.from_files
+    train, val = src.data("train"), src.data("val")
+    assert len(train) + len(val) == 6 and val
+    assert not {it["group"] for it in train} & {it["group"] for it in val}  # a patient on one side only
+    with pytest.raises(ValueError, match="no 'test' items"):
+        src.data("test")
+    # spatial_size given: the grid is the user's; T follows slice_axis
+    assert BundleData(datalist=path, spatial_size=[8, 8, 4], slice_axis=0).info["num_frames"] == 8
+
+
+def test_datalist_median_grid_when_shapes_differ(tmp_path, caplog):
+    path = _npy_datalist(tmp_path, [(12, 10, 6), (12, 10, 8), (14, 10, 8), (12, 10, 6), (12, 12, 8), (12, 10, 8)])
+    src = BundleData(datalist=path)
+    shapes = np.array([np.load(it["image"], mmap_mode="r").shape for it in src.data("train")])
+    with caplog.at_level("WARNING"):
+        assert src.info["spatial_size"] == [int(v) for v in np.median(shapes, axis=0).round()]
+    assert "differ in shape" in caplog.text
+
+
+def test_missing_datalist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        BundleData(datalist=tmp_path / "nope.json")
+
+
 def test_vessel(medmnist_root):
-    info = bundle_info("vesselmnist3d", size=28)
-    assert info["num_classes"] == 2 and info["label_names"][1] == "aneurysm"
-    ds = bundle_dataset("vesselmnist3d", "test", size=28, data_dir=medmnist_root, num_samples=5)
+    src = BundleData("vesselmnist3d", size=28, data_dir=medmnist_root, num_samples={"test": 5})
+    assert src.info["num_classes"] == 2 and src.info["label_names"][1] == "aneurysm"
+    ds = src.data("test")
     assert len(ds) == 5 and tuple(torch.as_tensor(ds[0]["image"]).shape) == (1, 28, 28, 28)
 
 
@@ -32,23 +91,25 @@ def test_data_env(monkeypatch, tmp_path):
     assert resolve_data_dir("pocus", "/x") == "/x"
     monkeypatch.delenv("MONAI_DAS_DATA")
     with pytest.raises(FileNotFoundError, match="MONAI_DAS_DATA"):
-        bundle_dataset("pocus", "train")
+        BundleData("pocus", layout="video").data("train")
 
 
 def test_pocus(shared_data):
     root = shared_data / "video" / "covid19_lus_pocus"
     if not (root / "MANIFEST.csv").is_file():
         pytest.skip(f"POCUS clips not found in {root}")
-    info = bundle_info("pocus", size=32, num_frames=8)
-    assert info["layout"] == "video" and info["num_classes"] == 3 and info["image_shape"] == [8, 1, 32, 32]
-    ds = bundle_dataset("pocus", "test", size=32, data_dir=root, num_samples=2, num_frames=8, cache_rate=0.0)
-    assert len(ds) == 2
-    assert tuple(torch.as_tensor(ds[0]["image"]).shape) == (8, 1, 32, 32)
-    assert 0 <= int(ds[0]["label"]) < 3
+    src = BundleData("pocus", layout="video", size=32, num_frames=8, data_dir=root, num_samples={"test": 2})
+    assert src.info["num_classes"] == 3 and src.info["image_shape"] == [8, 1, 32, 32] and src.from_files
+    items = src.data("test")
+    assert len(items) == 2 and str(items[0]["image"]).startswith(str(root)) and 0 <= int(items[0]["label"]) < 3
 
 
-def test_flags():
+def test_flags_and_precise_bn():
     assert flag("True") and flag("yes") and flag(1) and not flag("false") and not flag(None) and not flag("0")
     with pytest.raises(ValueError, match="boolean"):
         flag("maybe")
     assert optional("null") is None and optional("None") is None and optional(3) == 3
+    assert precise_bn_batches("auto", range(16)) == -1 and precise_bn_batches("auto", range(84)) == 0
+    assert precise_bn_batches(5, range(3)) == 5
+    with pytest.raises(ValueError, match="precise_bn_batches"):
+        precise_bn_batches(-3)

@@ -1,4 +1,5 @@
-"""Study listing, sharding, resume and unreadable studies for batch inference."""
+"""Study listing (the study layer, monai_das.data.studies), sharding, resume and unreadable studies for batch
+inference."""
 
 from __future__ import annotations
 
@@ -11,16 +12,23 @@ import numpy as np
 import pytest
 import torch
 
+from monai_das.data import LoadStudyd, list_studies, study_fingerprint
 from monai_das.engines import (
     StudyDataset,
-    list_studies,
     merge_predictions,
     predictions_path,
     read_done_ids,
     select_studies,
-    study_transform,
 )
-from monai_das.engines.inference import study_fingerprint
+
+
+def study_transform(layout="volume", size=28, num_frames=32, min_frames=2):
+    """The bundles' preprocessing: LoadStudyd with a volume (``size³``) or video (``num_frames×size²``) recipe."""
+    if layout == "volume":
+        recipe = {"layout": "volume", "spatial_size": [size] * 3, "min_frames": min_frames}
+    else:
+        recipe = {"layout": "video", "num_frames": num_frames, "spatial_size": [size, size], "min_frames": min_frames}
+    return LoadStudyd("image", recipe=recipe, in_channels=1)
 
 
 def write_dicom_series(folder, n=4):
@@ -54,7 +62,7 @@ def study_folder(tmp_path_factory):
 
 
 def test_folder_listing(study_folder):
-    items = list_studies(study_folder, layout="volume")
+    items = list_studies(study_folder)
     assert [it["id"] for it in items] == ["a.nii.gz", "broken.nii.gz", "series1", "sub/b.nii"]
     assert items[2]["image"] == str(study_folder / "series1") and os.path.isabs(items[0]["image"])
     st = (study_folder / "a.nii.gz").stat()
@@ -63,12 +71,15 @@ def test_folder_listing(study_folder):
 
 
 def test_dataset_reads_and_reports_errors(study_folder):
-    items = list_studies(study_folder, layout="volume")
-    ds = StudyDataset(items, image_shape=(1, 28, 28, 28), transform=study_transform("volume", 28))
+    items = list_studies(study_folder)
+    ds = StudyDataset(items, image_shape=(1, 28, 28, 28), transform=study_transform("volume", 28), num_frames=28)
     out = {d["id"]: d for d in (ds[i] for i in range(len(ds)))}
     for sid in ("a.nii.gz", "series1", "sub/b.nii"):
         assert out[sid]["error"] == "" and out[sid]["image"].shape == (1, 28, 28, 28)
         assert 0.0 <= float(out[sid]["image"].min()) and float(out[sid]["image"].max()) <= 1.0
+        src = out[sid]["source_indices"].tolist()  # the file's own slice numbers along the axis RAS x runs along
+        assert len(src) == 28 and min(src) >= 0 and src in (sorted(src), sorted(src, reverse=True))
+    assert int(out["a.nii.gz"]["source_indices"].max()) == 19 and int(out["broken.nii.gz"]["source_indices"][0]) == -1
     bad = out["broken.nii.gz"]
     assert "broken.nii.gz" in bad["error"]
     assert torch.count_nonzero(bad["image"]) == 0 and int(bad["label"]) == -1
@@ -82,8 +93,10 @@ def test_csv_listing(tmp_path, study_folder):
     csv_path.write_text(f"id,image,label\nx,{study_folder / 'a.nii.gz'},1\ny,missing.nii.gz,\n")
     items = list_studies(csv_path)
     fp = study_fingerprint(study_folder / "a.nii.gz")
-    assert items == [{"id": "x", "image": str(study_folder / "a.nii.gz"), "fingerprint": fp, "label": 1},
+    plain = [{k: v for k, v in it.items() if k != "study"} for it in items]  # "study": the StudySource
+    assert plain == [{"id": "x", "image": str(study_folder / "a.nii.gz"), "fingerprint": fp, "label": 1},
                      {"id": "y", "image": str(tmp_path / "missing.nii.gz"), "fingerprint": "missing"}]
+    assert items[0]["study"].kind == "volume" and items[1]["study"].kind == "invalid"
     ds = StudyDataset(items, (1, 28, 28, 28), study_transform("volume", 28))
     assert int(ds[0]["label"]) == 1 and "does not exist" in ds[1]["error"]
     (tmp_path / "dup.csv").write_text("id,image\nx,a\ny,b\nx,c\n")
@@ -122,15 +135,14 @@ def test_csv_labels_are_checked(tmp_path):
 
 
 def test_single_study_file_as_input(tmp_path, study_folder):
-    """--input one_file: one study (not read as a CSV); a .csv is a list; anything else: error naming the file."""
+    """--input one_file: one study (not read as a CSV); a .csv is a list; anything else: error naming the file. A
+    volume is a study for a video network too (its slices become the frames)."""
     items = list_studies(study_folder / "a.nii.gz")
     assert [(it["id"], it["image"]) for it in items] == [("a.nii.gz", str(study_folder / "a.nii.gz"))]
     (series,) = list_studies(study_folder / "series1" / "slice0.dcm")  # one DICOM file
     assert series["id"] == "slice0.dcm"
     with pytest.raises(ValueError, match=r"notes\.txt' is not supported: expected a folder of studies, a CSV"):
         list_studies(study_folder / "notes.txt")
-    with pytest.raises(ValueError, match=r"a\.nii\.gz' is not supported.*layout='video'"):
-        list_studies(study_folder / "a.nii.gz", layout="video")
     binary = tmp_path / "list.csv"
     binary.write_bytes(b"\x89\xff\x00 not text")
     with pytest.raises(ValueError, match=r"list\.csv' is not UTF-8 text"):
@@ -153,9 +165,11 @@ def test_2d_images_and_single_slices_are_refused(tmp_path):
     ds = StudyDataset(items, (1, 16, 16, 16), study_transform("volume", 16))
     out = {d["id"]: d for d in (ds[i] for i in range(len(ds)))}
     assert out["vol.nii.gz"]["error"] == ""  # two slices are enough
-    assert "flat2d.nii.gz' is a 2D image" in out["flat2d.nii.gz"]["error"]
-    assert "one_slice.nii.gz' has 1 slice(s) along spatial axis 2" in out["one_slice.nii.gz"]["error"]
-    assert "series_of_one" in out["series_of_one"]["error"] and "min_slices=2" in out["series_of_one"]["error"]
+    assert "study 'flat2d.nii.gz'" in out["flat2d.nii.gz"]["error"]
+    assert "is a 2D image" in out["flat2d.nii.gz"]["error"]
+    assert "has 1 slice(s) along spatial axis 2" in out["one_slice.nii.gz"]["error"]
+    assert "study 'series_of_one'" in out["series_of_one"]["error"]
+    assert "has 1 slice(s), fewer than min_frames=2" in out["series_of_one"]["error"]
     for sid in ("flat2d.nii.gz", "one_slice.nii.gz", "series_of_one"):
         assert torch.count_nonzero(out[sid]["image"]) == 0
     # asked for: accepted (a 2D image becomes one slice)
@@ -174,13 +188,15 @@ def test_single_frame_clips_are_refused(tmp_path):
     Image.fromarray(np.full((20, 24, 3), 120, np.uint8)).save(tmp_path / "still.gif")
     frames = [Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)) for i in range(3)]
     frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:], duration=100)
-    items = list_studies(tmp_path, layout="video")
-    assert [it["id"] for it in items] == ["clip.gif", "still.dcm", "still.gif"]
+    items = list_studies(tmp_path)
+    dcm = tmp_path.name  # the loose single-frame DICOM of the input folder: a one-slice series named after it
+    assert [it["id"] for it in items] == sorted(["clip.gif", dcm, "still.gif"])
     ds = StudyDataset(items, (8, 1, 16, 16), study_transform("video", 16, num_frames=8))
     out = {d["id"]: d for d in (ds[i] for i in range(len(ds)))}
-    assert out["clip.gif"]["error"] == ""
-    for sid in ("still.dcm", "still.gif"):
-        assert f"{sid}' has 1 frame(s), fewer than min_frames=2" in out[sid]["error"]
+    assert out["clip.gif"]["error"] == "" and out["clip.gif"]["source_indices"].tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert "study 'still.gif'" in out["still.gif"]["error"]
+    assert "has 1 frame(s), fewer than min_frames=2" in out["still.gif"]["error"]
+    assert f"study '{dcm}'" in out[dcm]["error"] and "has 1 slice(s), fewer than min_frames=2" in out[dcm]["error"]
     ds1 = StudyDataset(items, (8, 1, 16, 16), study_transform("video", 16, num_frames=8, min_frames=1))
     assert all(ds1[i]["error"] == "" for i in range(len(ds1)))
 
@@ -304,6 +320,9 @@ def test_inference_kill_resume_other_folder_and_restart(tmp_path, bundle_root):
     assert rows["broken.nii.gz"]["error"] and not rows["a.nii.gz"]["error"]
     assert rows["a.nii.gz"]["source"] == str(a / "a.nii.gz")
     assert rows["a.nii.gz"]["fingerprint"] == study_fingerprint(a / "a.nii.gz")
+    kept = [int(i) for i in rows["a.nii.gz"]["kept_indices"].split(";")]
+    frames = [int(i) for i in rows["a.nii.gz"]["source_frames"].split(";")]  # slices of the file, for volumes too
+    assert len(frames) == len(kept) == SIZE // 2 and all(0 <= f < 10 for f in frames)
 
     # a kill: rows a, b, broken and c are complete, d was cut in the middle (no line end); a marker in a kept row
     # shows that it is not predicted again
@@ -374,3 +393,45 @@ def test_bundle_cli_single_file_input(tmp_path, bundle_root):
     assert f"predictions: 1 studies written to {out / 'predictions.csv'} (0 unreadable)" in proc.stdout
     (row,) = read_rows(out / "predictions.csv")
     assert row["id"] == "one_file.nii.gz" and row["error"] == "" and row["source"] == str(study)
+
+
+VIDEO_INFERENCE = REPO / "bundles" / "das_video_classification" / "configs" / "inference.json"
+
+
+def test_video_bundle_inference_records_source_frames(tmp_path):
+    """The video bundle's inference.json over a folder: clips, a still image (error row) and a volume read as a clip."""
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    from monai_das.transforms import uniform_indices
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name, n in (("a.gif", 12), ("b.gif", 5), ("still.gif", 1)):
+        frames = [Image.fromarray(np.full((20, 24, 3), 20 * t, np.uint8)) for t in range(n)]
+        frames[0].save(folder / name, save_all=True, append_images=frames[1:], duration=100)
+    _nifti(folder / "vol.nii.gz", (9, 12, 10))
+
+    def parser(root, **overrides):
+        p = ConfigParser()
+        p.read_config(str(VIDEO_INFERENCE))
+        p.update({"bundle_root": str(root), "size": 16, "num_frames": 8, "device": "$torch.device('cpu')",
+                  **overrides})
+        return p
+
+    root = tmp_path / "bundle"
+    (root / "models").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(parser(root).get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    out = tmp_path / "out"
+    parser(root, input=str(folder), output_dir=str(out)).get_parsed_content("evaluator").run()
+    rows = check_outputs(out / "predictions.csv", ["a.gif", "b.gif", "still.gif", "vol.nii.gz"])
+    assert "has 1 frame(s), fewer than min_frames=2" in rows["still.gif"]["error"]
+    for sid, n in (("a.gif", 12), ("b.gif", 5), ("vol.nii.gz", 9)):
+        assert rows[sid]["error"] == "", rows[sid]["error"]
+        kept = [int(i) for i in rows[sid]["kept_indices"].split(";")]
+        frames = [int(i) for i in rows[sid]["source_frames"].split(";")]
+        if sid.endswith(".gif"):  # the clip's own frame numbers
+            assert frames == uniform_indices(n, 8)[kept].tolist()
+        else:  # the volume's slices along the axis its first RAS axis runs along
+            assert len(frames) == len(kept) and all(0 <= f < n for f in frames)

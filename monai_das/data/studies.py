@@ -1,0 +1,861 @@
+"""
+The one study layer of monai_das, shared by bundle batch inference, the MONAI Deploy application and the MONAI Label
+infer task: find the studies under an input, name them, fingerprint them for resume, and turn each into the network
+input described by a plain-data *recipe*, recording which slice/frame of the file every input frame is.
+
+A *study* is one volume file (NIfTI, ITK formats, ``.npy``), one DICOM series (the single-frame DICOM files of a
+folder that share a ``SeriesInstanceUID``), one multi-frame DICOM file (ultrasound cine, ...: a clip) or one video
+file (a clip).
+
+- :func:`discover_studies` → :class:`StudySource` list; :func:`list_studies` → the same as plain items (plus the items
+  of a ready-made dataset) for :func:`monai_das.engines.select_studies` / :class:`monai_das.engines.StudyDataset`.
+- :func:`study_fingerprint`: what identifies a study's content on disk (resume key, with its path).
+- :class:`LoadStudy` / :class:`LoadStudyd`: study → network input (``C×D×H×W`` or ``T×C×H×W``) from a recipe
+  (:func:`monai_das.transforms.check_recipe`), with ``meta["source_indices"]``.
+- :func:`kept_source_indices`: the sampler's kept positions ``0..T-1`` → the file's own slice/frame numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from glob import escape as glob_escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+
+from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom
+
+__all__ = [
+    "VOLUME_EXTENSIONS",
+    "SIDECAR_EXTENSIONS",
+    "NON_IMAGE_MODALITIES",
+    "STUDY_KINDS",
+    "StudySource",
+    "Study",
+    "study_fingerprint",
+    "discover_studies",
+    "list_studies",
+    "kept_source_indices",
+    "LoadStudy",
+    "LoadStudyd",
+    "LoadStudyD",
+    "LoadStudyDict",
+]
+
+logger = logging.getLogger(__name__)
+
+#: single-file volume formats (read with MONAI ``LoadImage``; ``.npy``: a ``D×H×W`` or ``C×D×H×W`` array)
+VOLUME_EXTENSIONS = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".npy")
+#: files that commonly sit beside studies and are no study (notes, listings, sidecar metadata): skipped silently by
+#: folder discovery; any other file that is not a study becomes an ``"invalid"`` study with an error
+SIDECAR_EXTENSIONS = (".txt", ".md", ".csv", ".tsv", ".json", ".yaml", ".yml", ".log", ".pdf", ".html", ".xml")
+#: data files of an ``.mhd`` header (same stem, same folder): members of that study
+_MHD_DATA_EXTENSIONS = (".raw", ".zraw")
+#: DICOM modalities that hold no image to classify (structured reports, segmentations, RT objects, ...)
+NON_IMAGE_MODALITIES = frozenset(
+    {"SR", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "PR", "KO", "DOC", "REG", "AU", "ECG", "RWV", "PLAN"}
+)
+#: ``StudySource.kind`` values
+STUDY_KINDS = ("volume", "dicom_series", "video", "invalid")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _optional(value: Any) -> Any:
+    """``None`` for ``None``, ``""``, ``"none"`` and ``"null"`` (a bundle command line passes strings)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------- fingerprint
+def study_fingerprint(path: str | os.PathLike, files: Sequence[str | os.PathLike] | None = None) -> str:
+    """
+    What identifies the content of a study on disk, cheaply (no file is read): ``<size>-<mtime_ns>`` of a single
+    file; ``<n>files-<hash>`` (a hash of the name, size and ``mtime_ns`` of every member file) for a study of several
+    files — a DICOM series (``files``; for a folder without ``files``, every file directly in it) or an ``.mhd``
+    header with its data file(s) (the files beside it with the same stem); ``missing`` when it cannot be read. A
+    study whose fingerprint (or path) changed is predicted again on resume.
+
+    Args:
+        path: the study's file or folder.
+        files: the study's member files (``[]``/``None``: ``path`` alone, or every file of the folder ``path``).
+    """
+    path = Path(path)
+    members = [Path(f) for f in files or ()]
+    try:
+        if len(members) > 1 or (members and members[0] != path):
+            members = sorted(members)
+        elif path.is_dir():
+            members = sorted(f for f in path.iterdir() if f.is_file())
+        elif path.suffix.lower() == ".mhd":
+            members = sorted(f for f in path.parent.glob(glob_escape(path.stem) + ".*") if f.is_file())
+        else:
+            st = path.stat()
+            return f"{st.st_size}-{st.st_mtime_ns}"
+        digest = hashlib.blake2b(digest_size=8)  # change detection, not security
+        for f in members:
+            st = f.stat()
+            digest.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        return f"{len(members)}files-{digest.hexdigest()}"
+    except OSError:
+        return "missing"
+
+
+# ---------------------------------------------------------------------------------------------------- sources
+@dataclass
+class StudySource:
+    """
+    Where one study is.
+
+    Attributes:
+        study_id: its unique name: the path of its file/folder relative to the input folder (``/``-separated, with
+            the extension, e.g. ``"sub/b.nii.gz"``), ``"<folder>#series_<SeriesNumber>"`` for one of several DICOM
+            series of a folder, the file name for a single-file input, or the ``id`` of a study list.
+        kind: ``"volume"`` (image file), ``"dicom_series"`` (single-frame DICOM files), ``"video"`` (video file or
+            multi-frame DICOM) or ``"invalid"`` (``error`` says why).
+        path: the file, or the folder of a DICOM series (absolute when found by :func:`discover_studies`).
+        files: the member files (a series' DICOM files; an ``.mhd`` and its data file; else the file itself).
+        error: why the study cannot be processed, found during discovery (``kind="invalid"``).
+        label: the class index given by a study list (``None``: unknown).
+        fingerprint: :func:`study_fingerprint` of the member files (computed when not given).
+
+    ``os.fspath(source)`` is ``path``, so path-based transforms accept a source.
+    """
+
+    study_id: str
+    kind: str
+    path: Path
+    files: list[Path] = field(default_factory=list)
+    error: str | None = None
+    label: int | None = None
+    fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in STUDY_KINDS:
+            raise ValueError(f"study '{self.study_id}': kind must be one of {STUDY_KINDS}, got {self.kind!r}.")
+        self.path = Path(self.path)
+        self.files = [Path(f) for f in self.files]
+        if self.fingerprint is None:
+            self.fingerprint = study_fingerprint(self.path, self.files)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def item(self) -> dict:
+        """
+        The study as an inference item: ``{"id", "image": absolute path, "fingerprint", "study": self}`` plus
+        ``"label"`` when known (see :func:`monai_das.engines.select_studies`).
+        """
+        item = {"id": self.study_id, "image": os.path.abspath(self.path), "fingerprint": self.fingerprint,
+                "study": self}
+        if self.label is not None:
+            item["label"] = int(self.label)
+        return item
+
+
+@dataclass
+class Study:
+    """
+    One study ready for the network.
+
+    Attributes:
+        source: the :class:`StudySource`.
+        image: network input without batch dimension (``C×D×H×W`` for a ``volume`` recipe, ``T×C×H×W`` for
+            ``video``), float32; a ``MetaTensor`` whose meta holds ``source_indices`` (as a tensor), ``study_id`` and
+            ``filename_or_obj`` when made by :class:`LoadStudy`.
+        source_indices: for each of the network's ``T`` frames, its slice/frame number in the study's file: the slice
+            index along the file's own axis ``info["source_axis"]`` before any reorientation (for a DICOM series,
+            axis 2 runs in ``InstanceNumber`` order), or the clip's frame number.
+        info: ``modality``, ``original_shape``, ``num_source_frames``, ``source_axis``, ``instance_numbers``
+            (DICOM series, sorted) and reader facts.
+        dicom_headers: pydicom datasets (no pixel data) of a DICOM study, ordered like the source slices/frames.
+    """
+
+    source: StudySource
+    image: torch.Tensor
+    source_indices: list[int]
+    info: dict[str, Any]
+    dicom_headers: list = field(default_factory=list)
+
+
+def kept_source_indices(
+    kept: Sequence[int] | torch.Tensor | None, source_indices: Sequence[int] | torch.Tensor | None
+) -> list[int] | None:
+    """
+    The file's own slice/frame numbers of the frames the sampler kept: ``source_indices[kept]``.
+
+    Args:
+        kept: positions ``0..T-1`` along the network's frame axis.
+        source_indices: for each of the ``T`` frames, its number in the file (see :attr:`Study.source_indices`);
+            ``-1`` entries mean unknown.
+
+    Returns:
+        The list, or ``None`` when either is ``None``, a source index is unknown or a kept position is out of range.
+    """
+    if kept is None or source_indices is None:
+        return None
+    src = [int(i) for i in torch.as_tensor(source_indices).reshape(-1).tolist()]
+    idx = [int(i) for i in torch.as_tensor(kept).reshape(-1).tolist()]
+    if not src or min(src) < 0 or any(not 0 <= i < len(src) for i in idx):
+        return None
+    return [src[i] for i in idx]
+
+
+# ---------------------------------------------------------------------------------------------------- discovery
+def _study_id(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix() if path != root else path.name
+
+
+def _read_header(path: Path):
+    import pydicom
+
+    return pydicom.dcmread(str(path), stop_before_pixels=True)
+
+
+def _is_multiframe(ds) -> bool:
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1) > 1
+    except (TypeError, ValueError):
+        return False
+
+
+def _mhd_members(path: Path) -> list[Path]:
+    return sorted(f for f in path.parent.glob(glob_escape(path.stem) + ".*") if f.is_file())
+
+
+def _unsupported(path: Path) -> str:
+    return (f"unsupported file '{path}': expected a volume {VOLUME_EXTENSIONS}, a DICOM file or a video "
+            f"{VIDEO_EXTENSIONS}.")
+
+
+def _classify_file(root: Path, path: Path, headers: dict[Path, Any]) -> StudySource | None:
+    """The study of the file ``path``, or ``None`` for a single-frame DICOM file (a slice of its folder's series)."""
+    sid = _study_id(root, path)
+    suffix = _suffix(path)
+    if suffix in VOLUME_EXTENSIONS:
+        return StudySource(sid, "volume", path, _mhd_members(path) if suffix == ".mhd" else [path])
+    if suffix in VIDEO_EXTENSIONS:
+        return StudySource(sid, "video", path, [path])
+    if is_dicom(path):
+        try:
+            ds = _read_header(path)
+        except Exception as e:
+            return StudySource(sid, "invalid", path, [path], error=f"cannot read DICOM file '{path}': {e}")
+        headers[path] = ds
+        return StudySource(sid, "video", path, [path]) if _is_multiframe(ds) else None
+    return StudySource(sid, "invalid", path, [path], error=_unsupported(path))
+
+
+def _series_label(ds, uid: str) -> str:
+    number = ds.get("SeriesNumber")
+    return str(number) if number not in (None, "") else (uid.rsplit(".", 1)[-1] or "unknown")
+
+
+def _skipped(path: Path, mhd_stems: set[str]) -> bool:
+    """Files of a folder that are no study of their own: sidecars, ``.mhd`` data files, a DICOMDIR index."""
+    suffix = path.suffix.lower()
+    return (suffix in SIDECAR_EXTENSIONS or path.name.upper() == "DICOMDIR"
+            or (suffix in _MHD_DATA_EXTENSIONS and path.stem in mhd_stems))
+
+
+def _walk(root: Path) -> list[StudySource]:
+    """Every study under the folder ``root`` (see :func:`discover_studies`), ids relative to ``root``."""
+    headers: dict[Path, Any] = {}
+    studies: list[StudySource] = []
+    any_file = False
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(dirpath)
+        files = sorted(folder / f for f in filenames if not f.startswith("."))
+        any_file = any_file or bool(files)
+        if not files and not dirnames:
+            studies.append(StudySource(_study_id(root, folder), "invalid", folder,
+                                       error=f"study folder '{folder}' is empty."))
+            continue
+        mhd_stems = {f.stem for f in files if f.suffix.lower() == ".mhd"}
+        series: dict[str, list[Path]] = {}
+        for f in files:
+            if _skipped(f, mhd_stems):
+                continue
+            src = _classify_file(root, f, headers)
+            if src is None:
+                series.setdefault(str(headers[f].get("SeriesInstanceUID", "")), []).append(f)
+            else:
+                studies.append(src)
+        base = _study_id(root, folder)
+        for uid, members in series.items():
+            sid = base if len(series) == 1 else f"{base}#series_{_series_label(headers[members[0]], uid)}"
+            studies.append(StudySource(sid, "dicom_series", folder, members))
+    if not any_file:
+        raise ValueError(f"input folder '{root}' contains no files.")
+    seen: dict[str, int] = {}
+    for s in sorted(studies, key=lambda s: s.study_id):  # unique ids (e.g. two series with one SeriesNumber)
+        n = seen.get(s.study_id, 0)
+        seen[s.study_id] = n + 1
+        if n:
+            s.study_id = f"{s.study_id}_{n}"
+    return studies
+
+
+def _study_at(study_id: str, path: Path, label: int | None = None) -> StudySource:
+    """The one study at ``path`` (a study file, or a folder holding exactly one study), named ``study_id``."""
+    if not path.exists():
+        return StudySource(study_id, "invalid", path, error=f"study '{path}' does not exist.", label=label)
+    if path.is_dir():
+        try:
+            found = [s for s in _walk(path) if s.kind != "invalid"]
+        except ValueError as e:
+            found, problem = [], str(e)
+        else:
+            problem = ", ".join(s.study_id for s in found) or "no study file"
+        if len(found) != 1:
+            return StudySource(study_id, "invalid", path, label=label,
+                               error=f"'{path}' must hold exactly one study, found {len(found)} ({problem}).")
+        src = found[0]
+    else:
+        src = _classify_file(path.parent, path, {}) or StudySource(path.name, "dicom_series", path, [path])
+    src.study_id, src.label = study_id, label
+    return src
+
+
+def _label_names(label_names: Sequence[str] | None, num_classes: int | None) -> list[str] | None:
+    if label_names is not None:
+        names = [str(n) for n in label_names]
+        if num_classes is not None and int(num_classes) != len(names):
+            raise ValueError(f"{len(names)} label names {names} for num_classes={num_classes}.")
+        return names
+    return None if num_classes is None else [str(i) for i in range(int(num_classes))]
+
+
+def _parse_label(value: str | None, names: list[str] | None, where: str) -> int | None:
+    """A CSV label cell → class index; ``None`` for a blank cell or ``-1`` (unknown label)."""
+    value = (value or "").strip()
+    if value in ("", "-1"):
+        return None
+    if names is not None and value in names:
+        return names.index(value)
+    valid = f"a class index 0..{len(names) - 1} or a class name {names}" if names else "an integer class index >= 0"
+    try:
+        idx = int(value)
+    except ValueError:
+        raise ValueError(f"{where}: label {value!r} is not {valid}.") from None
+    if idx < 0 or (names is not None and idx >= len(names)):
+        raise ValueError(f"{where}: label {value!r} is outside the model's classes: expected {valid}.")
+    return idx
+
+
+def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str = "image") -> list[StudySource]:
+    """A CSV study list: ``image`` (path, relative to the CSV's folder) and optional ``label`` and ``id`` columns."""
+    base = csv_path.parent
+    studies: list[StudySource] = []
+    first_line: dict[str, int] = {}
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets add a BOM
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or image_column not in reader.fieldnames:
+                raise ValueError(f"study list '{csv_path}' line 1: needs a '{image_column}' column (path of each "
+                                 f"study), got the columns {reader.fieldnames}.")
+            for row in reader:
+                where = f"study list '{csv_path}' line {reader.line_num}"
+                if None in row:
+                    raise ValueError(f"{where}: {len(reader.fieldnames) + len(row[None])} fields for the "
+                                     f"{len(reader.fieldnames)} columns of the header (unquoted comma?).")
+                image = (row[image_column] or "").strip()
+                if not image:
+                    raise ValueError(f"{where}: empty '{image_column}' (path of the study).")
+                path = Path(image).expanduser()
+                path = Path(os.path.abspath(path if path.is_absolute() else base / path))
+                study_id = (row.get("id") or "").strip() or image
+                label = _parse_label(row.get("label"), label_names, where)
+                if study_id in first_line:
+                    raise ValueError(f"{where}: duplicate id {study_id!r} (also on line {first_line[study_id]}); "
+                                     "add a unique 'id' column.")
+                first_line[study_id] = reader.line_num
+                studies.append(_study_at(study_id, path, label))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"study list '{csv_path}' is not UTF-8 text (byte {e.start}): expected a CSV file.") from None
+    return studies
+
+
+def _read_datalist(path: Path, dataset_dir, split: str, label_names: list[str] | None) -> list[StudySource]:
+    """A MONAI datalist JSON's ``split`` list, read by :func:`monai_das.data.load_datalist`."""
+    from monai_das.data.datalist import load_datalist
+
+    root = os.path.normpath(os.path.abspath(dataset_dir if dataset_dir is not None else path.parent))
+    studies = []
+    for item in load_datalist(path, dataset_dir, split=split, label_names=label_names):
+        label = int(item.get("label", -1))
+        study_id = Path(os.path.relpath(item["image"], root)).as_posix()
+        studies.append(_study_at(study_id, Path(item["image"]), None if label < 0 else label))
+    return studies
+
+
+def discover_studies(
+    source: str | os.PathLike,
+    label_names: Sequence[str] | None = None,
+    num_classes: int | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    datalist_split: str = "test",
+) -> list[StudySource]:
+    """
+    The studies of ``source``, sorted by id. Never raises for a bad study: it becomes a ``kind="invalid"``
+    :class:`StudySource` carrying the problem, so one bad study never stops the others.
+
+    Args:
+        source: one of
+
+            - a folder, searched recursively (hidden files and folders skipped): every volume file
+              (:data:`VOLUME_EXTENSIONS`; an ``.mhd`` with its data file) and every video file is a study, every
+              multi-frame DICOM file is a clip, and the single-frame DICOM files of each folder form one study per
+              ``SeriesInstanceUID``. Ids are paths relative to the folder (``sub/b.nii.gz``; a series: its folder,
+              ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose
+              files of ``source`` itself). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are skipped;
+              other files, empty folders and unreadable DICOM become invalid studies.
+            - one study file (id: its name; a single-frame DICOM file is a one-slice series).
+            - a CSV study list (``.csv``): an ``image`` column (paths relative to the CSV, a file or a folder
+              holding one study) and optional ``label`` (class index or name; blank or ``-1`` = unknown) and ``id``
+              (default: the ``image`` cell) columns.
+            - a MONAI datalist JSON (``.json``), read by :func:`monai_das.data.load_datalist` (its
+              ``datalist_split`` list; ids are the image paths relative to ``dataset_dir``).
+        label_names, num_classes: the model's classes; study-list labels outside them are refused (either is
+            enough).
+        dataset_dir: root of a datalist's relative paths (default: the datalist's folder).
+        datalist_split: which list of a datalist JSON (``"test"``, ``"validation"`` or ``"training"``).
+
+    Raises:
+        FileNotFoundError: ``source`` (or a datalist image) does not exist. ValueError: a file that is no study and
+        no study list, a folder without any file, a bad study-list line (naming the file and line, header = line 1),
+        or no study found.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"study source '{path}' does not exist (expected a folder of studies, a study file, "
+                                "a CSV study list or a datalist JSON).")
+    path = Path(os.path.abspath(path))
+    names = _label_names(label_names, _optional(num_classes))
+    if path.is_dir():
+        studies = _walk(path)
+    elif _suffix(path) == ".csv":
+        studies = _read_csv(path, names)
+    elif _suffix(path) == ".json":
+        studies = _read_datalist(path, _optional(dataset_dir), datalist_split, names)
+    else:
+        src = _classify_file(path.parent, path, {})
+        if src is not None and src.kind == "invalid" and not is_dicom(path):
+            raise ValueError(f"input '{path}' is not supported: expected a folder of studies, a CSV study list (.csv), "
+                             f"a datalist (.json) or one study file (a volume {VOLUME_EXTENSIONS}, a DICOM file or a "
+                             f"video {VIDEO_EXTENSIONS}).")
+        studies = [src or StudySource(path.name, "dicom_series", path, [path])]
+    if not studies:
+        raise ValueError(f"no studies found in '{path}'.")
+    return sorted(studies, key=lambda s: s.study_id)
+
+
+def list_studies(
+    source: str | os.PathLike | None = None,
+    dataset: Sequence | None = None,
+    id_prefix: str = "",
+    label_names: Sequence[str] | None = None,
+    num_classes: int | None = None,
+    dataset_tag: str | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    datalist_split: str = "test",
+) -> list[dict]:
+    """
+    The studies to run, as plain items sorted by id: ``{"id", "image": absolute path, "fingerprint", "study":
+    StudySource}`` (plus ``"label"`` when a study list gives one) for :func:`discover_studies` of ``source``, or
+    ``{"id": "<id_prefix><index>", "index", "fingerprint": "<dataset_tag>/<index>"}`` for every item of ``dataset``
+    when ``source`` is ``None``. :func:`monai_das.engines.select_studies` compares ``image`` and ``fingerprint`` to
+    decide whether an earlier prediction still holds; :class:`monai_das.engines.StudyDataset` loads the items.
+
+    Args:
+        source: see :func:`discover_studies`; ``None``: use ``dataset``.
+        dataset: a ready-made dataset (e.g. a MedMNIST test split), used when ``source`` is ``None``.
+        id_prefix: prefix of the ids of dataset items.
+        label_names, num_classes, dataset_dir, datalist_split: see :func:`discover_studies`.
+        dataset_tag: names the dataset items' content in their fingerprint (default ``id_prefix``).
+    """
+    if _optional(source) is None:
+        if dataset is None:
+            raise ValueError("list_studies needs a source (folder, study file, CSV or datalist) or a dataset.")
+        tag = dataset_tag if dataset_tag is not None else id_prefix.rstrip("_") or "dataset"
+        return [{"id": f"{id_prefix}{i:06d}", "index": i, "fingerprint": f"{tag}/{i}"} for i in range(len(dataset))]
+    studies = discover_studies(source, label_names=label_names, num_classes=num_classes, dataset_dir=dataset_dir,
+                               datalist_split=datalist_split)
+    return [s.item() for s in studies]
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def _source_indices(
+    original_affine: torch.Tensor, affine: torch.Tensor, shape: list[int], source_shape: list[int], frame_axis: int
+) -> tuple[list[int], int]:
+    """
+    For each index along ``frame_axis`` of the preprocessed volume (centre of the other two axes), the nearest slice
+    index of the source volume, found through the affines (world = affine · voxel); and the source axis it runs along.
+    """
+    a_src = original_affine[:4, :4] if original_affine.shape[0] >= 4 else torch.eye(4, dtype=torch.float64)
+    m = torch.linalg.inv(a_src) @ affine[:4, :4]
+    src_axis = int(torch.argmax(m[:3, frame_axis].abs()))
+    centre = [(s - 1) / 2.0 for s in shape]
+    out = []
+    for i in range(shape[frame_axis]):
+        v = list(centre)
+        v[frame_axis] = float(i)
+        p = m @ torch.tensor([*v, 1.0], dtype=torch.float64)
+        out.append(int(np.clip(round(float(p[src_axis])), 0, source_shape[src_axis] - 1)))
+    return out, src_axis
+
+
+class LoadStudy(Transform):
+    """
+    Read one study and turn it into the network input described by a recipe (see
+    :func:`monai_das.transforms.check_recipe`), recording for each of the network's ``T`` frames its slice/frame
+    number in the file.
+
+    - Volumes (volume files, DICOM series read with MONAI's ``PydicomReader`` — exactly the series' files, in
+      ``InstanceNumber`` order) go through :func:`monai_das.transforms.recipe_transforms` without its loading step
+      (reorientation, spacing, intensity scaling, resize). For a ``video`` recipe a volume becomes the sequence of its
+      slices along the first axis (after reorientation).
+    - Clips (video files, multi-frame DICOM) are read by :class:`monai_das.transforms.LoadVideo` (uniform temporal
+      resampling to ``T``, frame resize, grayscale or RGB). For a ``volume`` recipe a clip becomes a volume whose
+      slices along ``slice_axis`` are the frames.
+
+    ``source_indices``: volumes: through the image affines, the index along the file's own voxel axis (before
+    reorientation) that the network's frame axis runs along (``info["source_axis"]``; for a DICOM series axis 2 is
+    the ``InstanceNumber`` order); clips: the frame numbers LoadVideo kept. A study with fewer than the recipe's
+    ``min_frames`` slices (along any axis; a 2D image counts as one) or frames is refused: stretching it to ``T``
+    would give an input that is constant along the frame axis and a prediction that looks valid.
+
+    Args:
+        recipe: the preprocessing recipe (a plain dict).
+        in_channels: channels the network takes, for ``volume`` recipes (``None``: those of the file); RGB(A) studies
+            become luminance for ``1``. A ``video`` recipe's channels come from its ``grayscale``.
+        allowed_modalities: DICOM modalities accepted (e.g. ``("CT", "MR")``); ``None`` accepts every image
+            modality. Non-image modalities (:data:`NON_IMAGE_MODALITIES`) are always refused; non-DICOM files have no
+            modality and are not filtered.
+
+    ``__call__(study)`` (a :class:`StudySource` or the path of a study file / of a folder holding exactly one study)
+    returns the input as a float32 ``MetaTensor`` with ``meta["source_indices"]`` (a ``T`` long tensor),
+    ``meta["study_id"]`` and ``meta["filename_or_obj"]``; :meth:`load` returns the whole :class:`Study`. Both raise
+    ``FileNotFoundError``, ``ValueError`` (invalid, empty, wrong modality, too few slices/frames, channels) or
+    ``RuntimeError`` (unreadable) with a message naming the study and its path.
+    """
+
+    def __init__(
+        self,
+        recipe: Mapping,
+        in_channels: int | None = None,
+        allowed_modalities: Sequence[str] | None = None,
+    ) -> None:
+        from monai_das.transforms.preprocessing import check_recipe
+
+        self.recipe = check_recipe(recipe)
+        self.layout = self.recipe["layout"]
+        in_channels = _optional(in_channels)
+        if in_channels is not None and int(in_channels) < 1:
+            raise ValueError(f"in_channels must be >= 1 or None, got {in_channels}.")
+        if self.layout == "video":
+            channels = 1 if self.recipe["grayscale"] else 3
+            if in_channels is not None and int(in_channels) != channels:
+                raise ValueError(f"in_channels={in_channels} disagrees with the video recipe's grayscale="
+                                 f"{self.recipe['grayscale']} ({channels} channel(s)).")
+            in_channels = channels
+        self.in_channels = None if in_channels is None else int(in_channels)
+        modalities = _optional(allowed_modalities)
+        self.allowed_modalities = None if modalities is None else {str(m).upper() for m in modalities}
+        self.min_frames = self.recipe["min_frames"]
+
+    @property
+    def num_frames(self) -> int:
+        """``T``: the frames of the network input."""
+        return int(self.recipe["num_frames"])
+
+    def __call__(self, study: StudySource | str | os.PathLike) -> MetaTensor:
+        return self.load(study).image
+
+    # ------------------------------------------------------------------ public
+    @staticmethod
+    def source(study: StudySource | str | os.PathLike) -> StudySource:
+        """``study`` itself, or the one study at a path (an invalid source when the path holds none or several)."""
+        if isinstance(study, StudySource):
+            return study
+        if not isinstance(study, (str, os.PathLike)):
+            raise ValueError(f"LoadStudy expects a StudySource or a path, got {type(study).__name__}.")
+        path = Path(study).expanduser()
+        return _study_at(path.name, Path(os.path.abspath(path)))
+
+    def load(self, study: StudySource | str | os.PathLike) -> Study:
+        """Read and preprocess one study (see the class docstring for the errors raised)."""
+        source = self.source(study)
+        if not source.path.exists():
+            raise FileNotFoundError(f"study '{source.study_id}': '{source.path}' does not exist.")
+        if source.error is not None or source.kind == "invalid":
+            raise ValueError(source.error or f"study '{source.study_id}' is invalid.")
+        if source.kind == "dicom_series":
+            return self._load_dicom_series(source)
+        if source.kind == "volume":
+            return self._load_volume(source, source.path, reader=self._volume_reader(source), info={"modality": None})
+        return self._load_clip(source)
+
+    # ------------------------------------------------------------------ checks
+    def _where(self, source: StudySource) -> str:
+        return f"study '{source.study_id}' ({source.path})"
+
+    def _check_modality(self, source: StudySource, modality: str | None) -> None:
+        mod = (modality or "").upper()
+        if mod in NON_IMAGE_MODALITIES:
+            raise ValueError(f"{self._where(source)}: modality {mod} holds no image to classify.")
+        if self.allowed_modalities is not None and mod not in self.allowed_modalities:
+            raise ValueError(f"{self._where(source)}: modality {mod or 'unknown'} is not one of the accepted "
+                             f"modalities {sorted(self.allowed_modalities)}.")
+
+    def _too_few(self, source: StudySource, what: str) -> ValueError:
+        still = "a still image is not a clip" if "frame" in what else "a single slice is not a volume"
+        return ValueError(f"{self._where(source)} {what}, fewer than min_frames={self.min_frames}: {still} (pass "
+                          f"min_frames=1 to accept it).")
+
+    def _dicom_headers(self, source: StudySource) -> list:
+        headers = []
+        for f in source.files or [source.path]:
+            try:
+                headers.append(_read_header(f))
+            except Exception as e:
+                raise RuntimeError(f"study '{source.study_id}': cannot read DICOM file '{f}': {e}") from e
+        return headers
+
+    def _fit_channels(self, source: StudySource, img: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        c, want = int(img.shape[channel_dim]), self.in_channels
+        if want is None or c == want:
+            return img
+        if want == 1 and c in (3, 4):  # RGB(A) → luminance (ITU-R 601)
+            w = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype, device=img.device)
+            shape = [1] * img.ndim
+            shape[channel_dim] = 3
+            return (img.narrow(channel_dim, 0, 3) * w.reshape(shape)).sum(dim=channel_dim, keepdim=True)
+        if want == 3 and c == 1:  # grayscale study, RGB network
+            return torch.cat([img] * 3, dim=channel_dim)
+        raise ValueError(f"{self._where(source)} has {c} channel(s); the network expects {want}.")
+
+    # ------------------------------------------------------------------ volumes
+    @staticmethod
+    def _volume_reader(source: StudySource):
+        if _suffix(source.path) != ".npy":
+            return None
+        from monai.data import NumpyReader
+
+        try:
+            ndim = np.load(source.path, mmap_mode="r").ndim  # a 4D array is C×D×H×W
+        except Exception as e:
+            raise RuntimeError(f"study '{source.study_id}': cannot read '{source.path}': {e}") from e
+        return NumpyReader(channel_dim=0 if ndim == 4 else None)
+
+    def _load_dicom_series(self, source: StudySource) -> Study:
+        if not source.files:
+            raise ValueError(f"{self._where(source)} has no DICOM files.")
+        headers = self._dicom_headers(source)
+        modalities = sorted({str(h.get("Modality", "")) for h in headers})
+        self._check_modality(source, modalities[0] if len(modalities) == 1 else "/".join(modalities))
+        no_image = [f for f, h in zip(source.files, headers) if "Rows" not in h or "Columns" not in h]
+        if no_image:
+            raise ValueError(f"study '{source.study_id}': DICOM file '{no_image[0]}' has no image (no Rows/Columns).")
+        shapes = {(int(h.Rows), int(h.Columns)) for h in headers}
+        if len(shapes) > 1:
+            raise ValueError(f"study '{source.study_id}': slices of different sizes {sorted(shapes)} in one series.")
+        if len(headers) < self.min_frames:
+            raise self._too_few(source, f"has {len(headers)} slice(s)")
+        headers = sorted(headers, key=lambda h: int(h.get("InstanceNumber", 0) or 0))
+        from monai.data import PydicomReader
+
+        if source.path.is_dir():  # read exactly this series' files, whatever else the folder holds
+            import re
+
+            path = source.path
+            names = "|".join(re.escape(os.path.join(str(source.path), f.name)) for f in source.files)
+            reader = PydicomReader(fname_regex=f"^(?:{names})$")
+        else:
+            path, reader = source.files[0], PydicomReader()
+        info = {
+            "modality": str(headers[0].get("Modality", "")) or None,
+            "study_instance_uid": str(headers[0].get("StudyInstanceUID", "")) or None,
+            "series_instance_uid": str(headers[0].get("SeriesInstanceUID", "")) or None,
+            "instance_numbers": [int(h.get("InstanceNumber", 0) or 0) for h in headers],
+        }
+        study = self._load_volume(source, path, reader=reader, info=info)
+        study.dicom_headers = headers
+        return study
+
+    def _load_volume(self, source: StudySource, path: Path, reader, info: dict) -> Study:
+        from monai.data.utils import to_affine_nd
+        from monai.transforms import LoadImage
+
+        from monai_das.transforms.preprocessing import recipe_volume_kwargs, volume_preprocessing
+
+        try:
+            img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(str(path))
+        except Exception as e:
+            raise RuntimeError(f"study '{source.study_id}': cannot read '{path}': {e}") from e
+        if not isinstance(img, MetaTensor):
+            img = MetaTensor(img)
+        original_shape = [int(s) for s in img.shape]
+        if img.ndim == 3:  # a 2D image: one slice
+            meta = dict(img.meta)
+            meta["affine"] = to_affine_nd(3, img.affine)
+            img = MetaTensor(img.as_tensor()[..., None], meta=meta)
+        if img.ndim != 4:
+            raise ValueError(f"{self._where(source)}: expected a 2D or 3D image, got shape {original_shape} "
+                             "(channel first).")
+        if img.numel() == 0 or min(img.shape[1:]) < 1:
+            raise ValueError(f"{self._where(source)} is empty (shape {original_shape}).")
+        spatial = [int(s) for s in img.shape[1:]]
+        if sorted(spatial)[-2] < 2:
+            raise ValueError(f"{self._where(source)}: image of shape {original_shape} is not a 2D/3D image (at most "
+                             "one axis longer than 1).")
+        img = self._fit_channels(source, img, channel_dim=0)
+        if not torch.isfinite(img.as_tensor()).all():
+            raise ValueError(f"{self._where(source)} contains NaN or infinite values.")
+        if len(original_shape) == 3 and self.min_frames > 1:
+            raise self._too_few(source, f"is a 2D image (channel-first shape {tuple(original_shape)}): it has 1 slice")
+        thin = [a for a, s in enumerate(spatial) if s < self.min_frames]
+        if thin:
+            raise self._too_few(source, f"has {spatial[thin[0]]} slice(s) along spatial axis {thin[0]} (channel-first "
+                                        f"shape {tuple(original_shape)})")
+        original_affine = torch.as_tensor(img.affine, dtype=torch.float64).clone()
+        r = self.recipe
+        if self.layout == "volume":
+            size, frame_axis = r["spatial_size"], r["slice_axis"]
+        else:
+            size, frame_axis = [r["num_frames"], *r["spatial_size"]], 0
+        try:
+            # min_slices=1: the slice count was checked above against the recipe's min_frames
+            xform = volume_preprocessing(load=False, spatial_size=size, min_slices=1, **recipe_volume_kwargs(r))
+            out = xform({"image": img})["image"]
+        except Exception as e:
+            raise RuntimeError(f"{self._where(source)}: preprocessing failed: {e}") from e
+        src_idx, src_axis = _source_indices(original_affine, torch.as_tensor(out.affine, dtype=torch.float64),
+                                            [int(s) for s in out.shape[1:]], spatial, frame_axis)
+        image = out.as_tensor().float()
+        meta = dict(out.meta)
+        if self.layout == "video":
+            image, meta = image.movedim(1, 0), {}  # C×T×H×W → T×C×H×W (channels were fitted before)
+        info = {**info, "original_shape": original_shape, "num_source_frames": int(spatial[src_axis]),
+                "source_axis": int(src_axis)}
+        return self._study(source, image, meta, src_idx, info)
+
+    # ------------------------------------------------------------------ clips
+    def _load_clip(self, source: StudySource) -> Study:
+        from monai_das.transforms.io import LoadVideo
+
+        info: dict[str, Any] = {"modality": None}
+        headers = []
+        if is_dicom(source.path):  # multi-frame DICOM
+            headers = self._dicom_headers(source)
+            h = headers[0]
+            self._check_modality(source, str(h.get("Modality", "")))
+            if "Rows" not in h or "Columns" not in h:
+                raise ValueError(f"study '{source.study_id}': DICOM file '{source.path}' has no image.")
+            info.update(
+                modality=str(h.get("Modality", "")) or None,
+                study_instance_uid=str(h.get("StudyInstanceUID", "")) or None,
+                series_instance_uid=str(h.get("SeriesInstanceUID", "")) or None,
+            )
+        r = self.recipe
+        if self.layout == "video":
+            t, frame_size = r["num_frames"], r["spatial_size"]
+        else:
+            t = r["spatial_size"][r["slice_axis"]]
+            frame_size = [s for a, s in enumerate(r["spatial_size"]) if a != r["slice_axis"]]
+        loader = LoadVideo(num_frames=t, spatial_size=frame_size, grayscale=self.in_channels in (None, 1),
+                           temporal_mode=r["temporal_mode"], min_frames=1)  # min_frames is checked below
+        try:
+            clip = loader(str(source.path))
+        except (FileNotFoundError, ValueError) as e:
+            raise type(e)(f"study '{source.study_id}': {e}") from e
+        except Exception as e:
+            raise RuntimeError(f"study '{source.study_id}': cannot read clip '{source.path}': {e}") from e
+        n = int(clip.meta.get("original_num_frames", clip.shape[0]))
+        if n < self.min_frames:
+            raise self._too_few(source, f"has {n} frame(s)")
+        image = self._fit_channels(source, clip.as_tensor().float(), channel_dim=1)  # T×C×H×W
+        b_min, b_max = r["output_range"]
+        if (b_min, b_max) != (0.0, 1.0):
+            image = image * (b_max - b_min) + b_min
+        if self.layout == "volume":
+            image = image.movedim(0, 1).movedim(1, 1 + r["slice_axis"])  # C×T×H×W → T at slice_axis
+        src = clip.meta.get("source_indices")
+        src_list = [int(i) for i in (src.tolist() if src is not None else range(t))]
+        info.update(
+            original_shape=[n, *[int(s) for s in (clip.meta.get("original_size") or ())]],
+            num_source_frames=n,
+            source_axis=0,
+            fps=float(clip.meta.get("fps") or 0.0),
+            reader=clip.meta.get("reader"),
+        )
+        study = self._study(source, image, {}, src_list, info)
+        study.dicom_headers = headers
+        return study
+
+    def _study(self, source: StudySource, image: torch.Tensor, meta: dict, src: list[int], info: dict) -> Study:
+        from monai_das.transforms.temporal import SOURCE_INDICES
+
+        meta = {**meta, "filename_or_obj": str(source.path), "study_id": source.study_id,
+                SOURCE_INDICES: torch.as_tensor(src, dtype=torch.long), "source_axis": int(info["source_axis"])}
+        return Study(source, MetaTensor(image.float().contiguous(), meta=meta), list(src), info)
+
+
+class LoadStudyd(MapTransform):
+    """
+    Dictionary twin of :class:`LoadStudy`: replace the study under each key (a :class:`StudySource`, or the path of a
+    study file or of a folder holding exactly one study) by its network input (a ``MetaTensor`` with
+    ``meta["source_indices"]``), and store the :class:`Study` under ``f"{key}_{study_suffix}"``.
+
+    Args:
+        keys: keys of the studies.
+        recipe: the preprocessing recipe (see :func:`monai_das.transforms.check_recipe`).
+        in_channels, allowed_modalities: see :class:`LoadStudy`.
+        loader: an existing :class:`LoadStudy` (e.g. :class:`monai_das.deploy.studies.StudyLoader`) instead of
+            ``recipe``/``in_channels``/``allowed_modalities``.
+        study_suffix: suffix of the key the :class:`Study` is stored under (``None``: not stored).
+        allow_missing_keys: don't raise for a missing key.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        recipe: Mapping | None = None,
+        in_channels: int | None = None,
+        allowed_modalities: Sequence[str] | None = None,
+        loader: LoadStudy | None = None,
+        study_suffix: str | None = "study",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if (loader is None) == (recipe is None):
+            raise ValueError("LoadStudyd needs either a recipe or a loader (a LoadStudy), not both.")
+        self.loader = loader if loader is not None else LoadStudy(recipe, in_channels, allowed_modalities)
+        self.study_suffix = study_suffix
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            study = self.loader.load(d[key])
+            d[key] = study.image
+            if self.study_suffix:
+                d[f"{key}_{self.study_suffix}"] = study
+        return d
+
+
+LoadStudyD = LoadStudyDict = LoadStudyd

@@ -1,0 +1,439 @@
+"""
+Model card: the bundle's ``metadata.json`` rewritten with the facts of the run that trained (and evaluated) a model,
+written next to the model (``<ckpt_dir>/metadata.json``) so that ``monai.bundle ckpt_export --meta_file`` embeds it
+in the export and :meth:`monai_das.deploy.DASPredictor.from_path` reads it back (as plain JSON).
+
+The card is the bundle metadata (read with ``json.loads``; its ``eval_metrics`` placeholders dropped) with
+
+- ``network_data_format`` from the run's data facts: ``inputs#image``: ``num_channels`` and ``spatial_shape`` such
+  that MONAI's tools (``verify_net_in_out``, ``ckpt_export``/``onnx_export`` without ``input_shape``) build the
+  input ``(1, num_channels, *spatial_shape)``: ``C`` and ``[D, H, W]`` for volumes (input ``B×C×D×H×W``), ``T``
+  and ``[C, H, W]`` for clips (input ``B×T×C×H×W``); ``outputs#pred``: one logit per class, ``channel_def`` the
+  class names;
+- ``eval_metrics``: only what was measured: the validation metrics of the best checkpoint (``val_auc``, ...) when
+  training, the test metrics (``auc``, ``accuracy``, ...) when evaluating; a metric that was not measured is absent;
+- ``das_model`` (:data:`CARD_KEY`): plain data: ``layout``, ``spatial_size``, ``image_shape``, ``slice_axis``,
+  ``num_frames`` (``T``), ``num_kept`` (``k``), ``in_channels``, ``num_classes``, ``label_names``, ``method``,
+  ``keep_ratio``, ``temporal_head``, ``encoder``, ``encoder_kwargs``, ``recipe`` (the preprocessing recipe),
+  ``source``, ``datalist``, ``datalist_sha256``, ``checkpoint_sha256`` (of the model file it describes) and
+  ``validation``/``evaluation`` (where the metrics come from).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_das.handlers.report import write_json_atomic
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["CARD_KEY", "ModelCardSaver", "build_model_card", "card_input_shape", "model_facts", "network_data_format"]
+
+logger = logging.getLogger(__name__)
+
+#: top-level key of the card's plain-data section
+CARD_KEY = "das_model"
+#: facts that identify the network a card describes (compared before an evaluation keeps older metrics)
+_IDENTITY = ("layout", "spatial_size", "slice_axis", "num_frames", "num_kept", "in_channels", "num_classes", "method",
+             "keep_ratio", "temporal_head", "encoder")
+
+
+# ------------------------------------------------------------------------------------------------------ plain data
+def plain(value: Any) -> Any:
+    """``value`` as JSON data: tensors/numpy → numbers/lists, tuples → lists, paths → str, NaN/inf → ``None``,
+    other objects (a module passed as ``encoder``) → their ``module.QualifiedName``."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        value = value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    kind = value if isinstance(value, type) else type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _metric(value: Any) -> float | int | None:
+    """A finite scalar metric, else ``None`` (not measured: left out of the card)."""
+    value = plain(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_json(path: str | os.PathLike) -> dict | None:
+    """A metadata file or an earlier card: plain JSON (never a config parser); ``None`` when unreadable."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        logger.warning(f"cannot read '{path}' as JSON: {e}")
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_rank0() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()
+                and torch.distributed.get_rank() != 0)
+
+
+# ------------------------------------------------------------------------------------------------------- the card
+def model_facts(
+    info: Mapping,
+    recipe: Mapping | None = None,
+    method: str | None = None,
+    keep_ratio: float | None = None,
+    temporal_head: str | None = None,
+    encoder: Any = None,
+    encoder_kwargs: Mapping | None = None,
+    num_kept: int | None = None,
+) -> dict:
+    """
+    The card's ``das_model`` section from the run's data facts ``info`` (:attr:`monai_das.engines.BundleData.info`),
+    the preprocessing ``recipe`` and the network keys. ``num_kept`` (``k``) defaults to what
+    :func:`monai_das.networks.build_classifier` keeps (``T`` for ``full``).
+    """
+    from monai_das.networks import num_kept as default_num_kept
+
+    missing = [k for k in ("layout", "num_frames", "in_channels", "num_classes", "spatial_size") if k not in info]
+    if missing:
+        raise ValueError(f"the data facts (info) lack {missing}; got keys {sorted(info)}.")
+    t = int(info["num_frames"])
+    if num_kept is None and method is not None:
+        num_kept = t if str(method).lower() == "full" else default_num_kept(t, float(keep_ratio or 1.0))
+    labels = info.get("label_names") or [str(i) for i in range(int(info["num_classes"]))]
+    facts = {
+        "layout": info["layout"],
+        "spatial_size": info["spatial_size"],
+        "image_shape": info.get("image_shape"),
+        "slice_axis": info.get("slice_axis", 0) if info["layout"] == "volume" else None,
+        "num_frames": t,
+        "num_kept": num_kept,
+        "in_channels": info["in_channels"],
+        "num_classes": info["num_classes"],
+        "label_names": [str(n) for n in labels],
+        "method": method,
+        "keep_ratio": keep_ratio,
+        "temporal_head": temporal_head,
+        "encoder": encoder,
+        "encoder_kwargs": dict(encoder_kwargs or {}),
+        "recipe": dict(recipe) if recipe is not None else None,
+        "source": info.get("source"),
+        "datalist": info.get("datalist"),
+        "datalist_sha256": info.get("datalist_sha256"),
+    }
+    return plain(facts)
+
+
+def network_data_format(template: Mapping | None, facts: Mapping) -> dict:
+    """
+    ``network_data_format`` of the card: the template's (type, format, dtype, ...) with the input's
+    ``num_channels``/``spatial_shape``/``channel_def`` and the output's ``num_channels``/``spatial_shape``/
+    ``channel_def`` from ``facts`` (see the module docstring for the video convention).
+    """
+    fmt = copy.deepcopy(dict(template or {}))
+    inputs, outputs = dict(fmt.get("inputs") or {}), dict(fmt.get("outputs") or {})
+    in_key = next(iter(inputs), "image")
+    out_key = next(iter(outputs), "pred")
+    image = dict(inputs.get(in_key) or {}) if isinstance(inputs.get(in_key), Mapping) else {}
+    pred = dict(outputs.get(out_key) or {}) if isinstance(outputs.get(out_key), Mapping) else {}
+    c, t = int(facts["in_channels"]), int(facts["num_frames"])
+    size = [int(s) for s in facts["spatial_size"]]
+    if facts["layout"] == "video":  # B×T×C×H×W = (1, num_channels, *spatial_shape) with num_channels = T
+        num_channels, shape = t, [c, *size[-2:]]
+        channel_def = {str(i): f"frame {i}" for i in range(t)}
+    else:
+        num_channels, shape = c, size
+        old = image.get("channel_def")
+        channel_def = dict(old) if isinstance(old, Mapping) and len(old) == c else (
+            {"0": "image"} if c == 1 else {str(i): f"channel {i}" for i in range(c)})
+    image.setdefault("type", "image")
+    image.setdefault("format", "magnitude")
+    image.setdefault("dtype", "float32")
+    image.update(num_channels=num_channels, spatial_shape=shape, channel_def=channel_def)
+    out_range = (facts.get("recipe") or {}).get("output_range")
+    if isinstance(out_range, list) and len(out_range) == 2:
+        image["value_range"] = out_range
+    image.setdefault("value_range", [0, 1])
+    image.setdefault("is_patch_data", False)
+    labels = list(facts["label_names"])
+    pred.setdefault("type", "logits")
+    pred.setdefault("format", "classes")
+    pred.setdefault("dtype", "float32")
+    pred.setdefault("value_range", [])
+    pred.setdefault("is_patch_data", False)
+    pred.update(num_channels=len(labels), spatial_shape=[len(labels)],
+                channel_def={str(i): name for i, name in enumerate(labels)})
+    fmt["inputs"], fmt["outputs"] = {**inputs, in_key: image}, {**outputs, out_key: pred}
+    return fmt
+
+
+def build_model_card(metadata: Mapping | None, facts: Mapping, eval_metrics: Mapping | None = None) -> dict:
+    """
+    The card: ``metadata`` (the bundle's ``metadata.json``; its ``eval_metrics`` are dropped) with
+    ``network_data_format`` rewritten from ``facts``, the measured ``eval_metrics`` (only finite numbers; the key is
+    absent when nothing was measured) and ``facts`` under :data:`CARD_KEY`.
+    """
+    card = copy.deepcopy(dict(metadata or {}))
+    card.pop("eval_metrics", None)
+    card["network_data_format"] = network_data_format(card.get("network_data_format"), facts)
+    measured = {str(k): _metric(v) for k, v in (eval_metrics or {}).items()}
+    measured = {k: v for k, v in measured.items() if v is not None}
+    if measured:
+        card["eval_metrics"] = measured
+    card[CARD_KEY] = plain(dict(facts))
+    return card
+
+
+def card_input_shape(card: Mapping, batch: int = 1) -> list[int]:
+    """``[batch, *item shape]`` of the network input the card describes (``B×C×D×H×W`` or ``B×T×C×H×W``)."""
+    facts = card.get(CARD_KEY) if isinstance(card, Mapping) else None
+    if isinstance(facts, Mapping) and isinstance(facts.get("image_shape"), list):
+        return [int(batch), *(int(s) for s in facts["image_shape"])]
+    image = (card.get("network_data_format") or {}).get("inputs", {}).get("image", {})
+    shape = image.get("spatial_shape")
+    if not isinstance(image.get("num_channels"), int) or not isinstance(shape, list) or \
+            not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise ValueError("the model card has no input shape: no das_model#image_shape and no integer "
+                         "network_data_format#inputs#image num_channels/spatial_shape.")
+    return [int(batch), int(image["num_channels"]), *shape]
+
+
+# ---------------------------------------------------------------------------------------------------- the handler
+class ModelCardSaver:
+    """
+    Writes the model card (see the module docstring) to ``<output_dir>/<filename>`` (atomically, rank 0 only).
+
+    Two uses:
+
+    - **training** (``evaluator`` given; attach to the trainer): the card is written when training starts (facts, no
+      metrics), after every validation that replaced ``checkpoint`` (the best model file, written by the best-model
+      saver before this handler runs) with that validation's metrics (``val_auc``, ...), and when training completes.
+      A resumed run whose best model predates the resume keeps the metrics of the card on disk when that card
+      describes the same file (``checkpoint_sha256``); otherwise no metric is written rather than a guess.
+    - **evaluation** (no ``evaluator``; attach to the evaluating engine): when it completes, its scalar
+      ``state.metrics`` (``metric_prefix`` stripped: ``test_auc`` → ``auc``) are added to the card of ``checkpoint``.
+      Metrics of an earlier card at the same place are kept only when it describes the same checkpoint file.
+
+    Args:
+        output_dir: folder of the card (the checkpoint folder).
+        meta_file: the bundle's ``metadata.json`` (read as plain JSON); ``None`` or a missing file: only the
+            rewritten sections are written, with a warning.
+        info: the run's data facts (``@info``: :attr:`monai_das.engines.BundleData.info`).
+        recipe: the preprocessing recipe (``@recipe``, plain data).
+        method, keep_ratio, temporal_head, encoder, encoder_kwargs: the network keys.
+        network: the network (optional): ``k`` is read from its sampler when given.
+        evaluator: the validation engine whose metrics describe the best checkpoint (training use).
+        checkpoint: the model file the card describes (default ``<output_dir>/model.pt``).
+        metric_prefix: prefix stripped from metric names (evaluation: ``"test_"``).
+        split: name of the evaluated split, recorded with the test metrics.
+        filename: card file name.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        meta_file: str | os.PathLike | None = None,
+        info: Mapping | None = None,
+        recipe: Mapping | None = None,
+        method: str | None = None,
+        keep_ratio: float | None = None,
+        temporal_head: str | None = None,
+        encoder: Any = None,
+        encoder_kwargs: Mapping | None = None,
+        network: torch.nn.Module | None = None,
+        evaluator: Any = None,
+        checkpoint: str | os.PathLike | None = None,
+        metric_prefix: str = "",
+        split: str | None = None,
+        filename: str = "metadata.json",
+    ) -> None:
+        if info is None:
+            raise ValueError("ModelCardSaver needs the run's data facts: info=@info.")
+        self.output_dir = Path(output_dir)
+        self.filepath = self.output_dir / filename
+        self.meta_file = meta_file
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else self.output_dir / "model.pt"
+        self.evaluator = evaluator
+        self.metric_prefix = metric_prefix
+        self.split = split
+        num_kept = None
+        if network is not None:
+            net = network
+            while hasattr(net, "module") and not hasattr(net, "sampler"):
+                net = net.module
+            sampler = getattr(net, "sampler", None)
+            if sampler is not None and hasattr(sampler, "num_kept"):
+                num_kept = int(sampler.num_kept(int(info["num_frames"])))
+        self.facts = model_facts(info, recipe, method, keep_ratio, temporal_head, encoder, encoder_kwargs, num_kept)
+        self.logger = logger
+        self._metrics: dict = {}  # the metrics of the current best checkpoint (training use)
+        self._best_epoch: int | None = None
+        self._ckpt_stat: tuple | None = None
+        self._trainer: Any = None
+        self.card: dict = {}
+
+    # ---------------------------------------------------------------------------------------------- attach
+    def attach(self, engine: Any) -> None:
+        if self.evaluator is not None:  # training: engine is the trainer
+            self._trainer = engine
+            engine.add_event_handler(Events.STARTED, self._started)
+            self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._validated)
+            engine.add_event_handler(Events.COMPLETED, self)
+        else:  # evaluation: engine is the evaluator
+            engine.add_event_handler(Events.COMPLETED, self._evaluated)
+
+    # ------------------------------------------------------------------------------------------- training
+    def _stat(self) -> tuple | None:
+        try:
+            st = self.checkpoint.stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def _started(self, engine: Any) -> None:
+        # a best model of an earlier run (resumed, or stale): only described once a validation here replaces it,
+        # or at the end when the card on disk already describes that very file
+        self._ckpt_stat = self._stat()
+
+    def _validated(self, evaluator: Any) -> None:
+        stat = self._stat()
+        if stat is None or stat == self._ckpt_stat:
+            return  # the best model file was not replaced by this validation
+        self._ckpt_stat = stat
+        self._metrics = {k: v for k, v in ((k, _metric(v)) for k, v in evaluator.state.metrics.items())
+                         if v is not None}
+        self._best_epoch = int(evaluator.state.epoch)
+        self.write(self._metrics, validation=self._validation_facts(evaluator))
+
+    def __call__(self, engine: Any) -> None:
+        """Training completed: the final card."""
+        if self._best_epoch is not None:
+            self.write(self._metrics, validation=self._validation_facts(self.evaluator))
+            return
+        carried = self._carried()
+        if carried is not None:  # a resumed run whose best model predates the resume
+            self.write(carried[0], validation=carried[1])
+            return
+        self.logger.warning(f"no validation of this run wrote '{self.checkpoint}': the model card describes the "
+                            f"run's network without metrics or checkpoint hash.")
+        self.write({}, describe_checkpoint=False)
+
+    def _validation_facts(self, evaluator: Any) -> dict:
+        state = evaluator.state
+        return plain({
+            "key_metric": getattr(state, "key_metric_name", None),
+            "best_epoch": self._best_epoch,
+            "epochs": getattr(self._trainer.state, "epoch", None) if self._trainer is not None else None,
+        })
+
+    def _old_card(self) -> tuple[dict, dict] | None:
+        """``(card, facts)`` of the card on disk when it describes the current checkpoint file and this network."""
+        old = _read_json(self.filepath) if self.filepath.is_file() else None
+        if not old or not self.checkpoint.is_file():
+            return None
+        facts = old.get(CARD_KEY) if isinstance(old.get(CARD_KEY), Mapping) else {}
+        if facts.get("checkpoint_sha256") != _sha256(self.checkpoint) or not self._same_network(facts):
+            return None
+        return old, dict(facts)
+
+    def _carried(self) -> tuple[dict, dict | None] | None:
+        found = self._old_card()
+        if found is None:
+            return None
+        old, facts = found
+        metrics = {k: v for k, v in (old.get("eval_metrics") or {}).items() if str(k).startswith("val")}
+        validation = facts.get("validation") if isinstance(facts.get("validation"), Mapping) else None
+        return metrics, validation
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def _evaluated(self, engine: Any) -> None:
+        measured = {}
+        for name, value in engine.state.metrics.items():
+            value = _metric(value)
+            if value is None:
+                continue
+            strip = bool(self.metric_prefix) and name.startswith(self.metric_prefix)
+            measured[name[len(self.metric_prefix):] if strip else name] = value
+        kept: dict = {}
+        validation = None
+        found = self._old_card()
+        if found is not None:
+            kept = dict(found[0].get("eval_metrics") or {})
+            validation = found[1].get("validation")
+        elif self.filepath.is_file():
+            old = _read_json(self.filepath) or {}
+            if old.get("eval_metrics"):
+                self.logger.warning(f"model card '{self.filepath}' described another checkpoint or network: its "
+                                    f"metrics {sorted(old['eval_metrics'])} are dropped.")
+        evaluation: dict = {"split": self.split, "metrics": sorted(measured)}
+        loader = getattr(engine, "data_loader", None)
+        try:
+            evaluation["num_samples"] = len(loader.dataset)  # type: ignore[union-attr]
+        except (AttributeError, TypeError):
+            pass
+        self.write({**kept, **measured}, validation=validation, evaluation=evaluation)
+
+    # ---------------------------------------------------------------------------------------------- write
+    def _same_network(self, facts: Mapping) -> bool:
+        return all(plain(facts.get(k)) == self.facts.get(k) for k in _IDENTITY)
+
+    def write(self, eval_metrics: Mapping, validation: Mapping | None = None, evaluation: Mapping | None = None,
+              describe_checkpoint: bool = True) -> dict | None:
+        """Build and write the card (rank 0); returns it. Errors writing it are logged, not raised."""
+        if not _is_rank0():
+            return None
+        metadata = None
+        if self.meta_file is not None and Path(self.meta_file).is_file():
+            metadata = _read_json(self.meta_file)
+        else:
+            self.logger.warning(f"bundle metadata '{self.meta_file}' not found: the model card has only the "
+                                f"network_data_format, eval_metrics and {CARD_KEY} sections.")
+        facts = dict(self.facts)
+        if describe_checkpoint and self.checkpoint.is_file():
+            facts["checkpoint"] = self.checkpoint.name
+            facts["checkpoint_sha256"] = _sha256(self.checkpoint)
+        if validation:
+            facts["validation"] = dict(validation)
+        if evaluation:
+            facts["evaluation"] = dict(evaluation)
+        self.card = build_model_card(metadata, facts, eval_metrics)
+        try:
+            write_json_atomic(self.card, self.filepath)
+        except OSError as e:
+            self.logger.warning(f"cannot write the model card '{self.filepath}': {e}")
+            return self.card
+        shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in sorted(self.card.get("eval_metrics", {}).items()))
+        self.logger.info(f"model card written to {self.filepath}" + (f" ({shown})" if shown else " (no metrics yet)"))
+        return self.card
+

@@ -1,0 +1,213 @@
+"""The study layer (monai_das.data.studies): discovery, ids, fingerprints, study lists, LoadStudy(d), kept indices."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from monai_das.data import (
+    LoadStudy,
+    LoadStudyd,
+    StudySource,
+    discover_studies,
+    kept_source_indices,
+    list_studies,
+    study_fingerprint,
+)
+from monai_das.transforms import uniform_indices
+
+VOLUME = {"layout": "volume", "spatial_size": [8, 8, 8]}
+VIDEO = {"layout": "video", "num_frames": 6, "spatial_size": [8, 10]}
+
+
+def _nifti(path: Path, shape=(10, 12, 9), seed=0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.random.default_rng(seed).random(shape).astype(np.float32), np.eye(4)), path)
+    return path
+
+
+def _ct_series(folder: Path, n: int, series_uid: str | None = None, number: int = 1, prefix: str = "s") -> Path:
+    """pydicom's CT_small.dcm repeated at increasing positions, written in reverse InstanceNumber order."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = series_uid or pydicom.uid.generate_uid()
+    for i in range(n):
+        d = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        d.InstanceNumber, d.SeriesInstanceUID, d.SeriesNumber = i + 1, uid, number
+        x, y, z = (float(v) for v in d.ImagePositionPatient)
+        d.ImagePositionPatient = [x, y, z + 5.0 * i]
+        d.SOPInstanceUID = pydicom.uid.generate_uid()
+        d.save_as(folder / f"{prefix}{n - 1 - i}.dcm")
+    return folder
+
+
+def _gif(path: Path, frames: int = 5, size=(12, 14)) -> Path:
+    from PIL import Image
+
+    images = [Image.fromarray(np.full((*size, 3), 30 * t, np.uint8)) for t in range(frames)]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=100)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path_factory.mktemp("mixed")
+    _nifti(root / "a.nii.gz")
+    _nifti(root / "sub" / "b.nii", seed=1)
+    np.save(root / "arr.npy", np.random.default_rng(2).random((6, 7, 8)).astype(np.float32))
+    (root / "meta.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 7 6 5\nElementType = MET_FLOAT\n"
+                                   "ElementDataFile = meta.raw\n")
+    np.random.default_rng(3).random((5, 6, 7)).astype(np.float32).tofile(root / "meta.raw")
+    _ct_series(root / "ct", 3)
+    _ct_series(root / "two", 2, number=4, prefix="a")
+    _ct_series(root / "two", 3, number=9, prefix="b")
+    (root / "us").mkdir()
+    shutil.copy(get_testdata_file("examples_ybr_color.dcm"), root / "us" / "cine.dcm")
+    _gif(root / "clip.gif")
+    (root / "notes.txt").write_text("a sidecar")
+    (root / "dataset.json").write_text("{}")
+    (root / "ct" / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (root / "photo.png").write_bytes(b"\x89PNG")
+    (root / "empty").mkdir()
+    return root
+
+
+def test_discovery_ids_and_kinds(folder):
+    studies = {s.study_id: s for s in discover_studies(folder)}
+    assert sorted(studies) == ["a.nii.gz", "arr.npy", "clip.gif", "ct", "empty", "meta.mhd", "photo.png",
+                               "sub/b.nii", "two#series_4", "two#series_9", "us/cine.dcm"]
+    kinds = {k: s.kind for k, s in studies.items()}
+    assert kinds == {"a.nii.gz": "volume", "arr.npy": "volume", "clip.gif": "video", "ct": "dicom_series",
+                     "empty": "invalid", "meta.mhd": "volume", "photo.png": "invalid", "sub/b.nii": "volume",
+                     "two#series_4": "dicom_series", "two#series_9": "dicom_series", "us/cine.dcm": "video"}
+    assert len(studies["ct"].files) == 3 and studies["ct"].path == folder / "ct"  # DICOMDIR is no slice
+    assert [len(studies[f"two#series_{n}"].files) for n in (4, 9)] == [2, 3]
+    assert [f.suffix for f in studies["meta.mhd"].files] == [".mhd", ".raw"]  # the data file is a member
+    assert all(Path(s.path).is_absolute() for s in studies.values())
+    # a single file: one study named after it; a single-frame DICOM file is a one-slice series
+    (one,) = discover_studies(folder / "ct" / "s0.dcm")
+    assert (one.study_id, one.kind, one.files) == ("s0.dcm", "dicom_series", [folder / "ct" / "s0.dcm"])
+    with pytest.raises(ValueError, match=r"notes\.txt' is not supported"):
+        discover_studies(folder / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        discover_studies(folder / "missing")
+
+
+def test_fingerprints(folder, tmp_path):
+    studies = {s.study_id: s for s in discover_studies(folder)}
+    st = (folder / "a.nii.gz").stat()
+    assert studies["a.nii.gz"].fingerprint == f"{st.st_size}-{st.st_mtime_ns}" == study_fingerprint(folder / "a.nii.gz")
+    assert studies["ct"].fingerprint.startswith("3files-")  # the member files, not the DICOMDIR beside them
+    assert studies["two#series_9"].fingerprint.startswith("3files-")
+    assert studies["meta.mhd"].fingerprint == study_fingerprint(folder / "meta.mhd")  # .mhd + .raw
+    assert studies["meta.mhd"].fingerprint.startswith("2files-")
+    assert study_fingerprint(tmp_path / "nope.nii") == "missing"
+    series = _ct_series(tmp_path / "s", 2)
+    before = study_fingerprint(series)
+    os.utime(series / "s0.dcm", ns=(1, 1))  # one member touched: the study runs again on resume
+    assert study_fingerprint(series) != before
+    item = studies["a.nii.gz"].item()
+    assert item["id"] == "a.nii.gz" and item["image"] == str(folder / "a.nii.gz")
+    assert item["study"] is studies["a.nii.gz"]
+    assert os.fspath(studies["a.nii.gz"]) == str(folder / "a.nii.gz")
+
+
+def test_study_lists(folder, tmp_path):
+    (tmp_path / "two_series").mkdir()
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"image,label,id\n{folder / 'a.nii.gz'},pos,first\n{folder / 'ct'},,\n{folder / 'two'},0,\n"
+                       "missing.nii,-1,\n")
+    items = {it["id"]: it for it in list_studies(listing, label_names=["neg", "pos"])}
+    assert set(items) == {"first", str(folder / "ct"), str(folder / "two"), "missing.nii"}
+    assert items["first"]["label"] == 1 and "label" not in items[str(folder / "ct")]
+    assert items[str(folder / "ct")]["study"].kind == "dicom_series"  # a folder holding one study
+    two = items[str(folder / "two")]["study"]
+    assert two.kind == "invalid" and "must hold exactly one study, found 2 (two#series_4, two#series_9)" in two.error
+    assert items[str(folder / "two")]["label"] == 0
+    assert items["missing.nii"]["fingerprint"] == "missing"
+    # a MONAI datalist: its test list, ids relative to the dataset folder
+    datalist = folder / "list.json"
+    datalist.write_text(json.dumps({"labels": {"0": "neg", "1": "pos"}, "training": [],
+                                    "test": [{"image": "sub/b.nii", "label": "pos"}, {"image": "a.nii.gz"}]}))
+    try:
+        items = {it["id"]: it for it in list_studies(datalist)}
+    finally:
+        datalist.unlink()
+    assert set(items) == {"sub/b.nii", "a.nii.gz"} and items["sub/b.nii"]["label"] == 1
+    assert "label" not in items["a.nii.gz"] and items["a.nii.gz"]["image"] == str(folder / "a.nii.gz")
+
+
+def test_load_volumes_and_source_indices(folder):
+    load = LoadStudy({**VOLUME, "axcodes": None}, in_channels=1)
+    arr = load(folder / "arr.npy")  # identity affine: frames along axis 0 are the array's first-axis slices
+    assert tuple(arr.shape) == (1, 8, 8, 8) and arr.dtype == torch.float32
+    assert arr.meta["source_indices"].tolist() == [0, 1, 1, 2, 3, 4, 4, 5]  # 6 slices stretched to 8 (voxel centres)
+    assert arr.meta["study_id"] == "arr.npy"
+    study = load.load(StudySource("four_d", "volume", folder / "arr.npy"))
+    assert study.info["num_source_frames"] == 6 and study.info["source_axis"] == 0
+    four = folder.parent / "four_d.npy"
+    np.save(four, np.random.default_rng(0).random((3, 5, 6, 7)).astype(np.float32))  # C×D×H×W, RGB
+    assert tuple(load(four).shape) == (1, 8, 8, 8)  # luminance
+    with pytest.raises(ValueError, match=r"study 'four_d.npy' .* has 3 channel\(s\); the network expects 2"):
+        LoadStudy(VOLUME, in_channels=2)(four)
+    # a DICOM series: frames along file axis 2 are the slices in InstanceNumber order
+    series = LoadStudy({**VOLUME, "slice_axis": 2}).load(next(s for s in discover_studies(folder)
+                                                              if s.study_id == "ct"))
+    assert series.info["instance_numbers"] == [1, 2, 3] and series.info["source_axis"] == 2
+    assert series.source_indices == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert [int(h.InstanceNumber) for h in series.dicom_headers] == [1, 2, 3]
+
+
+def test_clips_and_layout_changes(folder):
+    clip = LoadStudy(VIDEO).load(folder / "clip.gif")
+    assert tuple(clip.image.shape) == (6, 1, 8, 10) and clip.source_indices == uniform_indices(5, 6).tolist()
+    as_volume = LoadStudy({**VOLUME, "slice_axis": 1})(folder / "clip.gif")  # frames along slice axis 1
+    assert tuple(as_volume.shape) == (1, 8, 8, 8) and as_volume.meta["source_indices"].tolist() == \
+        uniform_indices(5, 8).tolist()
+    means = as_volume[0].mean(dim=(0, 2))
+    assert torch.all(means[1:] >= means[:-1])  # brightness grows frame by frame
+    as_clip = LoadStudy({**VIDEO, "grayscale": False}).load(folder / "a.nii.gz")  # slices become frames, RGB
+    assert tuple(as_clip.image.shape) == (6, 3, 8, 10) and len(as_clip.source_indices) == 6
+    cine = LoadStudy(VOLUME, in_channels=1).load(folder / "us" / "cine.dcm")
+    assert cine.info["modality"] == "US" and cine.info["num_source_frames"] == 30
+    with pytest.raises(ValueError, match="disagrees with the video recipe's grayscale"):
+        LoadStudy(VIDEO, in_channels=3)
+    with pytest.raises(ValueError, match=r"modality US is not one of the accepted modalities \['CT'\]"):
+        LoadStudy(VOLUME, allowed_modalities=["ct"]).load(folder / "us" / "cine.dcm")
+
+
+def test_load_study_dict_and_errors(folder):
+    out = LoadStudyd("image", recipe=VOLUME, study_suffix=None)({"image": discover_studies(folder / "a.nii.gz")[0]})
+    assert set(out) == {"image"} and tuple(out["image"].shape) == (1, 8, 8, 8)
+    out = LoadStudyd("image", recipe=VOLUME)({"image": str(folder / "ct")})  # a folder holding one study
+    assert out["image_study"].source.kind == "dicom_series"
+    with pytest.raises(ValueError, match="must hold exactly one study, found 2"):
+        LoadStudyd("image", recipe=VOLUME)({"image": str(folder / "two")})
+    with pytest.raises(ValueError, match="either a recipe or a loader"):
+        LoadStudyd("image")
+    invalid = {s.study_id: s for s in discover_studies(folder)}
+    with pytest.raises(ValueError, match="is empty"):
+        LoadStudy(VOLUME).load(invalid["empty"])
+    with pytest.raises(ValueError, match="unsupported file"):
+        LoadStudy(VOLUME).load(invalid["photo.png"])
+    with pytest.raises(FileNotFoundError, match=r"study 'gone.nii'"):
+        LoadStudy(VOLUME)(folder / "gone.nii")
+
+
+def test_kept_source_indices():
+    assert kept_source_indices([0, 2, 3], [10, 11, 12, 13]) == [10, 12, 13]
+    assert kept_source_indices(torch.tensor([1]), torch.tensor([5, 6])) == [6]
+    assert kept_source_indices(None, [1, 2]) is None and kept_source_indices([0], None) is None
+    assert kept_source_indices([0, 1], [-1, -1]) is None  # unknown
+    assert kept_source_indices([4], [0, 1]) is None  # out of range

@@ -1,0 +1,82 @@
+"""ONNX export with a dynamic batch axis and the model card embedded in metadata_props; card → config overrides."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from monai_das.engines.export import CARD_PROP, card_overrides, read_model_card, read_onnx_card, save_onnx
+from monai_das.handlers import build_model_card
+from monai_das.networks import build_classifier
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+ITEM = [1, 8, 16, 12]  # C×D×H×W, non-cubic
+FACTS = {"layout": "volume", "spatial_size": ITEM[1:], "image_shape": ITEM, "slice_axis": 0, "num_frames": 8,
+         "num_kept": 4, "in_channels": 1, "num_classes": 2, "label_names": ["no", "yes"], "method": "das",
+         "keep_ratio": 0.5, "temporal_head": "mean", "encoder": None, "encoder_kwargs": {},
+         "recipe": {"layout": "volume", "spatial_size": ITEM[1:], "slice_axis": 0}}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    net = build_classifier("das", 2, num_frames=8, keep_ratio=0.5).eval()
+    card = build_model_card({"version": "0.1.0", "eval_metrics": {"auc": 0.0}}, FACTS, {"val_auc": 0.8})
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    save_onnx(net, path, ITEM, metadata=card)  # checks batch 1 and 3 with onnxruntime itself
+    return path, net, card
+
+
+def test_onnx_has_dynamic_batch_and_matches_eager(exported):
+    import onnx
+
+    path, net, _ = exported
+    model = onnx.load(str(path), load_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert model.graph.input[0].name == "image" and model.graph.output[0].name == "pred"
+    assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch
+    assert [d.dim_value for d in dims[1:]] == ITEM
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = torch.rand(batch, *ITEM, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = net(x).numpy()
+        got = sess.run(None, {"image": x.numpy()})[0]
+        assert got.shape == (batch, 2)
+        assert np.abs(got - expected).max() <= 1e-4 * (1 + np.abs(expected).max())  # float32 rounding
+
+
+def test_onnx_carries_the_card_as_plain_json(exported):
+    import onnx
+
+    path, _, card = exported
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert json.loads(props[CARD_PROP]) == card
+    read = read_onnx_card(path)
+    assert read == card and read["eval_metrics"] == {"val_auc": 0.8}  # the template's placeholder is gone
+    assert read["das_model"]["image_shape"] == ITEM
+    assert read["network_data_format"]["inputs"]["image"]["spatial_shape"] == ITEM[1:]
+
+
+def test_card_overrides_take_plain_values_only(tmp_path):
+    card = build_model_card(None, FACTS)
+    over = card_overrides(card)
+    assert over["info"] == {"layout": "volume", "num_frames": 8, "in_channels": 1, "num_classes": 2,
+                            "slice_axis": 0, "spatial_size": ITEM[1:], "image_shape": ITEM}
+    assert over["method"] == "das" and over["keep_ratio"] == 0.5 and over["encoder"] is None
+    hostile = build_model_card(None, {**FACTS, "method": "$__import__('os').system('true')"})
+    with pytest.raises(ValueError, match="not a plain value"):
+        card_overrides(hostile)
+    hostile = build_model_card(None, {**FACTS, "encoder_kwargs": {"x": "@network_def"}})
+    with pytest.raises(ValueError, match="not a plain value"):
+        card_overrides(hostile)
+    # the bundle's configs/metadata.json is a template, not a card
+    template = tmp_path / "metadata.json"
+    template.write_text(json.dumps({"version": "0.1.0", "network_data_format": {}}))
+    with pytest.raises(ValueError, match="not a model card"):
+        read_model_card(template)

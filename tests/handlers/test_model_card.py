@@ -1,0 +1,175 @@
+"""ModelCardSaver: the run writes <ckpt_dir>/metadata.json with the data facts and only the metrics it measured."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from monai_das.handlers import CARD_KEY, ModelCardSaver, card_input_shape
+from monai_das.networks import build_classifier
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "bundles" / "das_volume_classification" / "configs" / "metadata.json"
+SCHEMA = REPO.parent / "shared" / "schemas" / "meta_schema_20240725.json"
+
+#: a non-cubic volume grid (D×H×W), frames along W
+INFO = {
+    "num_classes": 3, "label_names": ["a", "b", "c"], "in_channels": 1, "num_frames": 12, "layout": "volume",
+    "slice_axis": 2, "spatial_size": [20, 16, 12], "image_shape": [1, 20, 16, 12], "source": "datalist",
+    "datalist": "/data/list.json", "datalist_sha256": "ab" * 32,
+}
+RECIPE = {"layout": "volume", "spatial_size": [20, 16, 12], "slice_axis": 2, "axcodes": "RAS", "pixdim": None,
+          "intensity_range": [-1000, 400], "percentiles": [0.5, 99.5], "output_range": [0.0, 1.0],
+          "resize": "stretch", "min_frames": 2}
+#: validation metrics of epochs 1..3; epoch 2 is the best (val_auc)
+VAL = [
+    {"val_auc": 0.6, "val_accuracy": 0.5, "val_loss": 0.9},
+    {"val_auc": 0.8, "val_accuracy": 0.7, "val_loss": 0.5, "val_churn": float("nan")},
+    {"val_auc": 0.7, "val_accuracy": 0.9, "val_loss": 0.4},
+]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def saver(tmp_path: Path, **kwargs) -> ModelCardSaver:
+    args = dict(output_dir=tmp_path / "models", meta_file=TEMPLATE, info=INFO, recipe=RECIPE, method="uniform",
+                keep_ratio=0.25, temporal_head="mean", encoder=None, encoder_kwargs={})
+    return ModelCardSaver(**{**args, **kwargs})
+
+
+def train(tmp_path: Path, val=VAL, save=True) -> tuple[Engine, Engine]:
+    """A trainer whose epoch e validates with metrics ``val[e-1]``; a stand-in of the best-model saver rewrites
+    models/model.pt when val_auc improves (before the card handler runs, as in the bundle)."""
+    ckpt = tmp_path / "models" / "model.pt"
+    evaluator = Engine(lambda e, b: None)
+    evaluator.state.key_metric_name, evaluator.state.best = "val_auc", -math.inf
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def _metrics(e):
+        e.state.epoch = trainer.state.epoch  # MONAI's evaluator runs with the trainer's epoch
+        e.state.metrics = dict(val[trainer.state.epoch - 1])
+        if save and e.state.metrics["val_auc"] > e.state.best:
+            e.state.best = e.state.metrics["val_auc"]
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"epoch": torch.tensor(trainer.state.epoch)}, ckpt)
+
+    trainer = Engine(lambda e, b: None)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0]))
+    saver(tmp_path, evaluator=evaluator).attach(trainer)
+    return trainer, evaluator
+
+
+def read(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "models" / "metadata.json").read_text())
+
+
+def test_training_writes_card_with_best_validation_metrics(tmp_path):
+    trainer, evaluator = train(tmp_path)
+    trainer.run([0], max_epochs=3)
+    card = read(tmp_path)
+    # metrics: exactly those of the best epoch (2), NaN left out, no template placeholder
+    assert card["eval_metrics"] == {"val_auc": 0.8, "val_accuracy": 0.7, "val_loss": 0.5}
+    assert all(v != 0.0 for v in card["eval_metrics"].values())
+    facts = card[CARD_KEY]
+    assert facts["validation"] == {"key_metric": "val_auc", "best_epoch": 2, "epochs": 3}
+    assert facts["checkpoint"] == "model.pt" and facts["checkpoint_sha256"] == sha256(tmp_path / "models" / "model.pt")
+    assert facts["layout"] == "volume" and facts["spatial_size"] == [20, 16, 12] and facts["slice_axis"] == 2
+    assert facts["num_frames"] == 12 and facts["num_kept"] == 3 and facts["in_channels"] == 1
+    assert facts["method"] == "uniform" and facts["keep_ratio"] == 0.25 and facts["temporal_head"] == "mean"
+    assert facts["label_names"] == ["a", "b", "c"] and facts["recipe"] == RECIPE
+    assert facts["datalist"] == "/data/list.json" and facts["datalist_sha256"] == "ab" * 32
+    # network_data_format from the data, the rest of the template kept
+    image = card["network_data_format"]["inputs"]["image"]
+    pred = card["network_data_format"]["outputs"]["pred"]
+    assert image["num_channels"] == 1 and image["spatial_shape"] == [20, 16, 12]
+    assert image["channel_def"] == {"0": "image"}
+    assert pred["num_channels"] == 3 and pred["channel_def"] == {"0": "a", "1": "b", "2": "c"}
+    template = json.loads(TEMPLATE.read_text())
+    assert card["description"] == template["description"] and card["version"] == template["version"]
+    assert card_input_shape(card) == [1, 1, 20, 16, 12]
+    if SCHEMA.is_file():
+        from monai.bundle import verify_metadata
+
+        verify_metadata(meta_file=str(tmp_path / "models" / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_no_metric_is_written_when_none_was_measured(tmp_path):
+    """No validation replaced the checkpoint: the card has the facts and no eval_metrics at all."""
+    trainer, _ = train(tmp_path, save=False)
+    trainer.run([0], max_epochs=1)
+    card = read(tmp_path)
+    assert "eval_metrics" not in card and "checkpoint_sha256" not in card[CARD_KEY]
+    assert card[CARD_KEY]["spatial_size"] == [20, 16, 12]
+
+
+def test_evaluation_adds_test_metrics(tmp_path):
+    trainer, _ = train(tmp_path)
+    trainer.run([0], max_epochs=3)
+    ckpt = tmp_path / "models" / "model.pt"
+
+    def evaluate(metrics: dict) -> dict:
+        engine = Engine(lambda e, b: None)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(metrics))
+        saver(tmp_path, checkpoint=ckpt, metric_prefix="test_", split="test").attach(engine)
+        engine.run([0])
+        return read(tmp_path)
+
+    card = evaluate({"test_auc": 0.9, "test_accuracy": 0.75, "test_balanced_accuracy": 0.7, "test_loss": math.nan})
+    assert card["eval_metrics"] == {"val_auc": 0.8, "val_accuracy": 0.7, "val_loss": 0.5, "auc": 0.9,
+                                    "accuracy": 0.75, "balanced_accuracy": 0.7}  # loss was NaN: not measured
+    assert card[CARD_KEY]["evaluation"]["split"] == "test" and card[CARD_KEY]["validation"]["best_epoch"] == 2
+    # another checkpoint in place: the old metrics do not describe it
+    torch.save({"other": torch.tensor(1)}, ckpt)
+    card = evaluate({"test_auc": 0.55})
+    assert card["eval_metrics"] == {"auc": 0.55} and "validation" not in card[CARD_KEY]
+    assert card[CARD_KEY]["checkpoint_sha256"] == sha256(ckpt)
+
+
+def test_resumed_training_keeps_metrics_of_its_best_checkpoint(tmp_path):
+    trainer, _ = train(tmp_path)
+    trainer.run([0], max_epochs=2)
+    first = read(tmp_path)
+    # a resumed run whose validations do not beat the best model (the saver keeps it): its card still carries that
+    # model's metrics
+    trainer, _ = train(tmp_path, val=[{"val_auc": 0.1, "val_loss": 2.0}] * 2, save=False)
+    trainer.run([0], max_epochs=2)
+    assert read(tmp_path)["eval_metrics"] == first["eval_metrics"] == {"val_auc": 0.8, "val_accuracy": 0.7,
+                                                                       "val_loss": 0.5}
+
+
+def test_video_card_and_network_kept_frames(tmp_path):
+    info = {**INFO, "layout": "video", "slice_axis": 0, "num_frames": 10, "in_channels": 3, "spatial_size": [24, 20],
+            "image_shape": [10, 3, 24, 20]}
+    net = build_classifier("das", 3, num_frames=10, in_channels=3, keep_ratio=0.3, layout="video")
+    card = saver(tmp_path, info=info, recipe={"layout": "video", "num_frames": 10, "spatial_size": [24, 20]},
+                 method="das", keep_ratio=0.3, network=net).write({"val_auc": 0.5})
+    image = card["network_data_format"]["inputs"]["image"]
+    # MONAI's tools build (1, num_channels, *spatial_shape) = (1, T, C, H, W)
+    assert image["num_channels"] == 10 and image["spatial_shape"] == [3, 24, 20] and len(image["channel_def"]) == 10
+    assert card_input_shape(card) == [1, 10, 3, 24, 20]
+    assert card[CARD_KEY]["num_kept"] == 3 and card[CARD_KEY]["slice_axis"] is None
+    assert read(tmp_path) == json.loads(json.dumps(card))
+
+
+def test_only_rank0_writes(tmp_path, monkeypatch):
+    import monai_das.handlers.model_card as mc
+
+    monkeypatch.setattr(mc, "_is_rank0", lambda: False)
+    trainer, _ = train(tmp_path)
+    trainer.run([0], max_epochs=2)
+    assert not (tmp_path / "models" / "metadata.json").exists()
+
+
+def test_needs_the_data_facts(tmp_path):
+    with pytest.raises(ValueError, match="info"):
+        ModelCardSaver(output_dir=tmp_path)
+    with pytest.raises(ValueError, match="lack"):
+        ModelCardSaver(output_dir=tmp_path, info={"layout": "volume"})
