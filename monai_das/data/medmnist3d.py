@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import zipfile
@@ -13,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from monai.data import Dataset
+
+from monai_das.utils.io import file_digest
 
 __all__ = [
     "MEDMNIST3D_NAMES",
@@ -80,11 +81,7 @@ def _file_md5(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _md5_cache:
-        h = hashlib.md5()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _md5_cache[key] = h.hexdigest()
+        _md5_cache[key] = file_digest(path, "md5")
     return _md5_cache[key]
 
 

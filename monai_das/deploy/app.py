@@ -59,7 +59,7 @@ class DASClassifierApp(Application):
             overrides of the model's preprocessing recipe (``min_frames``, ``axcodes``, ``pixdim``,
             ``intensity_range``, ``percentiles``, ``output_range``, ``resize``, ``temporal_mode``; see
             :func:`monai_das.deploy.studies.spec_recipe`).
-        spec_overrides: :class:`~monai_das.deploy.predictor.ModelSpec` fields overriding the bundle's
+        spec_overrides: :class:`~monai_das.deploy.spec.ModelSpec` fields overriding the bundle's
             (``spatial_size``, ``layout``, ``slice_axis``, ``in_channels``, ``labels``).
         predictor: an already loaded :class:`DASPredictor` (then ``model_path`` is ignored).
         argv: command line for the Holoscan ``Application`` (default: this program, no flags).

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from monai_das.data.studies import Study, StudySource, kept_source_indices
 from monai_das.deploy.predictor import Prediction
+from monai_das.utils.io import write_text_atomic
 
 __all__ = [
     "REPORT_VERSION",
@@ -116,20 +116,10 @@ def report_text(report: Mapping[str, Any]) -> str:
 
 
 def write_json(data: Any, path: str | os.PathLike) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``data`` as JSON (no NaN/Infinity, newline at the end) to ``path`` atomically
+    (:func:`monai_das.utils.io.write_text_atomic`)."""
+    write_text_atomic(json.dumps(data, indent=2, allow_nan=False) + "\n", path)
+    return Path(path)
 
 
 def write_summary(reports: list[Mapping[str, Any]], path: str | os.PathLike) -> Path:

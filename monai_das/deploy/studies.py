@@ -1,6 +1,6 @@
 """
 The deployment's view of the study layer (:mod:`monai_das.data.studies`, shared with bundle inference and the MONAI
-Label app): the preprocessing recipe of a :class:`~monai_das.deploy.predictor.ModelSpec` and a :class:`StudyLoader`
+Label app): the preprocessing recipe of a :class:`~monai_das.deploy.spec.ModelSpec` and a :class:`StudyLoader`
 bound to it. Discovery (:func:`discover_studies`), :class:`StudySource` and :class:`Study` are the study layer's,
 re-exported here for the deployment package's API.
 """
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from monai_das.data.studies import LoadStudy, Study, StudySource, discover_studies
-from monai_das.deploy.predictor import ModelSpec
+from monai_das.deploy.spec import ModelSpec
 
 __all__ = ["RECIPE_OPTIONS", "spec_recipe", "StudyLoader", "Study", "StudySource", "discover_studies"]
 
@@ -71,7 +71,7 @@ class StudyLoader(LoadStudy):
     (``spec`` + ``options``), its channels ``spec.in_channels``.
 
     Args:
-        spec: the network's :class:`~monai_das.deploy.predictor.ModelSpec`.
+        spec: the network's :class:`~monai_das.deploy.spec.ModelSpec`.
         allowed_modalities: DICOM modalities accepted (``None``: every image modality; see :class:`LoadStudy`).
         options: recipe overrides (:data:`RECIPE_OPTIONS`: ``min_frames``, ``axcodes``, ``pixdim``,
             ``intensity_range``, ``percentiles``, ``output_range``, ``resize``, ``temporal_mode``).

@@ -7,7 +7,6 @@ the configs never hard-code them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from monai_das.engines.utils import optional
+from monai_das.utils.io import file_digest
 
 __all__ = ["VIDEO_DATASETS", "DATA_ENV", "SLICE_AXES", "BundleData", "resolve_data_dir", "slice_axis_index"]
 
@@ -73,14 +73,6 @@ def _size_list(value: Any, n: int, name: str) -> list[int] | None:
     if len(sizes) != n or min(sizes) < 1:
         raise ValueError(f"{name} must be one positive int or {n} of them, got {value!r}.")
     return sizes
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class BundleData:
@@ -237,7 +229,7 @@ class BundleData:
         if self._info is None:
             self._info = self._datalist_info() if self.datalist is not None else self._preset_info()
             self._info.update(source=self.dataset, datalist=self.datalist,
-                              datalist_sha256=_sha256(self.datalist) if self.datalist is not None else None)
+                              datalist_sha256=file_digest(self.datalist) if self.datalist is not None else None)
             logger.info(f"data facts: {self._info}")
         return dict(self._info)
 

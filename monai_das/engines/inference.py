@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from monai_das.data.studies import study_fingerprint  # noqa: F401  (re-exported: older callers import it from here)
 from monai_das.engines.utils import flag, optional
 from monai_das.transforms.temporal import SOURCE_INDICES
 

@@ -1,7 +1,12 @@
 """Ignite handlers of monai_das: atomic/resumable checkpoints, precise BN, sampling pictures, reports, predictions,
 tracking, model cards."""
 
-from monai_das.handlers.checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, remove_stale_temp_files
+from monai_das.handlers.checkpoint import (
+    AtomicCheckpointSaver,
+    AtomicDiskSaver,
+    ResumeCheckpointLoader,
+    remove_stale_temp_files,
+)
 from monai_das.handlers.diagnostics import SelectionDiagnosticsHandler, jaccard_distance
 from monai_das.handlers.metrics import BalancedAccuracy, balanced_accuracy_from_confusion
 from monai_das.handlers.model_card import CARD_KEY, ModelCardSaver, build_model_card, card_input_shape
@@ -16,11 +21,13 @@ from monai_das.handlers.resume import (
     val_loss_score,
 )
 from monai_das.handlers.sampling import SampledIndicesHandler, SamplingFiguresHandler, unwrap_network
+from monai_das.handlers.summary import TrainingSummaryHandler
 from monai_das.handlers.tracking import unique_trackers
 
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "ResumeCheckpointLoader",
     "remove_stale_temp_files",
     "BalancedAccuracy",
     "SelectionDiagnosticsHandler",
@@ -42,5 +49,6 @@ __all__ = [
     "SampledIndicesHandler",
     "SamplingFiguresHandler",
     "unwrap_network",
+    "TrainingSummaryHandler",
     "unique_trackers",
 ]

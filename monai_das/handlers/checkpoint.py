@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import DEGENERATE_ATTR
@@ -17,7 +17,7 @@ from monai_das.handlers.diagnostics import DEGENERATE_ATTR
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
-__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "remove_stale_temp_files"]
+__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "ResumeCheckpointLoader", "remove_stale_temp_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +85,18 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     Args:
         save_dir, save_dict, kwargs: as :class:`monai.handlers.CheckpointSaver`.
+        engine_key: when given, the engine this handler is attached to is added to ``save_dict`` under this key
+            at ``attach`` time, so a saver in the trainer's own handler list can checkpoint the trainer (a config
+            cannot refer to the trainer from inside its handler list without a cycle).
         interval_filename: fixed file name for the interval checkpoint (e.g. ``"last.pt"`` with ``save_interval=1``
             and ``n_saved=1``: a "last" checkpoint replaced in place every epoch). ``None`` keeps MONAI's
             ``checkpoint_epoch=N.pt`` names.
     """
 
-    def __init__(self, save_dir: str, save_dict: dict, interval_filename: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, save_dir: str, save_dict: dict, interval_filename: str | None = None,
+                 engine_key: str | None = None, **kwargs: Any) -> None:
         super().__init__(save_dir=save_dir, save_dict=save_dict, **kwargs)
+        self.engine_key = engine_key
         for ckpt, fixed in (
             (self._final_checkpoint, kwargs.get("final_filename")),
             (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
@@ -109,6 +114,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
             self._key_metric_checkpoint.score_function = _nan_safe_score
 
     def attach(self, engine: Any) -> None:
+        if self.engine_key:  # the engine's own state (epoch, iteration) goes in too: see ``engine_key``
+            self.save_dict[self.engine_key] = engine
         if idist.get_rank() == 0:  # only the saving rank writes (and cleans) the folder
             remove_stale_temp_files(self.save_dir)
         super().attach(engine)
@@ -135,3 +142,25 @@ class AtomicCheckpointSaver(CheckpointSaver):
         """Score of the best checkpoint saved so far (``None`` before the first one)."""
         saved = self._key_metric_checkpoint._saved if self._key_metric_checkpoint is not None else []
         return float(saved[-1].priority) if saved else None
+
+
+class ResumeCheckpointLoader(CheckpointLoader):
+    """
+    :class:`monai.handlers.CheckpointLoader` that also restores the engine it is attached to, under ``engine_key``
+    of ``load_dict`` (added at ``attach`` time, as :class:`AtomicCheckpointSaver` does with ``engine_key``), so both
+    can sit in the trainer's handler list as in the model-zoo bundles.
+
+    Args:
+        load_path, load_dict, kwargs: as :class:`monai.handlers.CheckpointLoader`.
+        engine_key: key of the attached engine in ``load_dict`` (``None``: the engine is not restored).
+    """
+
+    def __init__(self, load_path: str, load_dict: dict, engine_key: str | None = "trainer", **kwargs: Any) -> None:
+        super().__init__(load_path=load_path, load_dict=load_dict, **kwargs)
+        self.engine_key = engine_key
+
+    def attach(self, engine: Any) -> None:
+        if self.engine_key:
+            self.load_dict[self.engine_key] = engine
+        super().attach(engine)
+

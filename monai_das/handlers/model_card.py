@@ -22,7 +22,6 @@ The card is the bundle metadata (read with ``json.loads``; its ``eval_metrics`` 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.report import write_json_atomic
+from monai_das.utils.io import file_digest, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -81,14 +80,6 @@ def _metric(value: Any) -> float | int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return value
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_json(path: str | os.PathLike) -> dict | None:
@@ -362,7 +353,7 @@ class ModelCardSaver:
         if not old or not self.checkpoint.is_file():
             return None
         facts = old.get(CARD_KEY) if isinstance(old.get(CARD_KEY), Mapping) else {}
-        if facts.get("checkpoint_sha256") != _sha256(self.checkpoint) or not self._same_network(facts):
+        if facts.get("checkpoint_sha256") != file_digest(self.checkpoint) or not self._same_network(facts):
             return None
         return old, dict(facts)
 
@@ -421,7 +412,7 @@ class ModelCardSaver:
         facts = dict(self.facts)
         if describe_checkpoint and self.checkpoint.is_file():
             facts["checkpoint"] = self.checkpoint.name
-            facts["checkpoint_sha256"] = _sha256(self.checkpoint)
+            facts["checkpoint_sha256"] = file_digest(self.checkpoint)
         if validation:
             facts["validation"] = dict(validation)
         if evaluation:

@@ -29,7 +29,8 @@ class PreciseBNHandler:
 
     Args:
         loader: training data loader yielding dicts (or sequences whose first item is the image).
-        network: the network (DDP wrappers are fine: each rank recomputes on its own batches).
+        network: the network (DDP wrappers are fine: each rank recomputes on its own batches, then the running
+            statistics are averaged across ranks so that every replica validates and is saved with the same ones).
         num_batches: batches used per recomputation (``0`` or less: the whole loader).
         image_key: key of the image in dict batches.
         device: device the images are moved to (default: the network's).
@@ -64,6 +65,23 @@ class PreciseBNHandler:
                 yield image
 
         torch.optim.swa_utils.update_bn(images(), self.network, device=device)
+        _average_across_ranks(self.network)
         epoch = getattr(getattr(engine, "state", None), "epoch", None)
         logging.getLogger(__name__).info(f"precise BN: BatchNorm statistics recomputed on {count} training batches"
                                          + (f" after epoch {epoch}" if epoch is not None else ""))
+
+
+def _average_across_ranks(network: torch.nn.Module) -> None:
+    """Average BatchNorm running statistics over the ranks of an initialised process group (no-op otherwise)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world = torch.distributed.get_world_size()
+    if world < 2:
+        return
+    for m in network.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            for buf in (m.running_mean, m.running_var):
+                if buf is not None:
+                    torch.distributed.all_reduce(buf, op=torch.distributed.ReduceOp.SUM)
+                    buf.div_(world)
+

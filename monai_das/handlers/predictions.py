@@ -17,6 +17,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.data.studies import kept_source_indices
+from monai_das.utils.io import atomic_file, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -107,17 +108,13 @@ def _truncate_partial_row(path: Path) -> int:
 
 
 def write_predictions_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[dict]) -> str:
-    """Write ``header`` and ``rows`` to ``path`` through a temporary file, fsync and ``os.replace`` (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    """Write ``header`` and ``rows`` to ``path`` atomically (:func:`monai_das.utils.io.atomic_file`), fsynced."""
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(header))
         writer.writeheader()
         writer.writerows(rows)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
     return str(path)
 
 
@@ -153,8 +150,6 @@ def write_predictions_json(csv_path: str | os.PathLike, json_path: str | os.Path
         csv_path: the predictions CSV.
         json_path: output (default: ``csv_path`` with ``.json``).
     """
-    from monai_das.handlers.report import write_json_atomic
-
     json_path = Path(csv_path).with_suffix(".json") if json_path is None else Path(json_path)
     header, rows, _ = read_predictions_csv(csv_path)
     return write_json_atomic(_json_rows(header, dedupe_predictions(rows) if "id" in header else rows), json_path)
@@ -293,8 +288,6 @@ class PredictionWriter:
         unique = dedupe_predictions(rows)
         write_predictions_csv(self.filepath, header, unique)  # exactly one row per id, sorted
         if self.json_path is not None:
-            from monai_das.handlers.report import write_json_atomic
-
             write_json_atomic(_json_rows(header, unique), self.json_path)
         total_errors = sum(1 for r in unique if r.get("error"))
         self.logger.info(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["unwrap_network", "uniform_indices"]
+__all__ = ["unwrap_network", "uniform_indices", "to_frames"]
 
 
 def unwrap_network(network: torch.nn.Module, require_sampler: bool = True) -> torch.nn.Module:
@@ -30,3 +30,17 @@ def uniform_indices(num_frames: int, num_samples: int, device: torch.device | st
     t, k = int(num_frames), int(num_samples)
     idx = torch.floor((torch.arange(k, device=device, dtype=torch.float64) + 0.5) * (t / k)).long()
     return idx.clamp_(0, t - 1)
+
+
+def to_frames(x: torch.Tensor, layout: str, slice_axis: int = 0) -> torch.Tensor:
+    """
+    Batched network input → frame sequence ``B×T×C×H×W`` (a view, no copy): for ``layout="volume"`` the input is
+    ``B×C×D×H×W`` and the frames are its slices along spatial axis ``slice_axis`` (0=D, 1=H, 2=W), moved to dim 1;
+    for ``"video"`` the input is already ``B×T×C×H×W``. TorchScript-compatible (used by
+    :meth:`~monai_das.networks.SubsampledClassifier.to_frames`, which also checks channels and casts).
+    """
+    if layout == "volume":
+        return x.movedim(2 + slice_axis, 1)
+    if layout != "video":
+        raise ValueError("layout must be 'volume' or 'video', got '" + layout + "'.")
+    return x

@@ -1,2 +1,5 @@
-from .cost import count_macs, count_parameters, model_cost
-from .io import atomic_file, write_json_atomic, write_text_atomic
+from .cost import count_macs, count_parameters, macs_breakdown, model_cost
+from .io import atomic_file, file_digest, write_json_atomic, write_text_atomic
+
+__all__ = ["count_macs", "count_parameters", "macs_breakdown", "model_cost", "atomic_file", "file_digest",
+           "write_json_atomic", "write_text_atomic"]

@@ -10,7 +10,7 @@ from monai.networks.utils import eval_mode
 
 from monai_das.networks.nets.subsampled_classifier import SubsampledClassifier
 
-__all__ = ["count_parameters", "count_macs", "model_cost"]
+__all__ = ["count_parameters", "count_macs", "model_cost", "macs_breakdown"]
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -46,3 +46,20 @@ def model_cost(net: SubsampledClassifier, x: torch.Tensor) -> dict[str, int]:
             "frames_kept": int(out.indices.shape[1]),
             "frames_total": int(seq.shape[1]),
         }
+
+
+def macs_breakdown(net: SubsampledClassifier, x: torch.Tensor) -> dict[str, int]:
+    """
+    Multiply-accumulates per input of one forward pass of ``net`` (in ``eval()``) on ``x``: ``sampler``,
+    ``downstream`` (encoder on the ``k`` kept frames + temporal head + classifier, as :func:`model_cost`) and
+    ``full_sequence`` (the same downstream network on all ``T`` frames: what a model without a sampler would cost).
+    ``1 - (sampler + downstream) / full_sequence`` is the compute the sampler saves, its own cost included.
+    """
+    cost = model_cost(net, x)
+    with eval_mode(net):
+        full = count_macs(net.classify_frames, net.to_frames(x)) // x.shape[0]
+    return {
+        "sampler": int(cost["macs_sampler"]),
+        "downstream": int(cost["macs_downstream"]),
+        "full_sequence": int(full),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic"]
+__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "file_digest"]
 
 
 @contextmanager
@@ -43,3 +44,13 @@ def write_text_atomic(text: str, filepath: str | os.PathLike, newline: str | Non
 def write_json_atomic(obj: Any, filepath: str | os.PathLike, indent: int = 2) -> str:
     """Write ``obj`` as JSON to ``filepath`` atomically."""
     return write_text_atomic(json.dumps(obj, indent=indent), filepath)
+
+
+def file_digest(filepath: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``hashlib`` ``algorithm``: ``sha256`` for provenance, ``md5`` where a published
+    checksum is MD5), read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
+    with open(filepath, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -25,11 +25,11 @@ ARGS = ["--num_train", "32", "--num_val", "16", "--batch_size", "16", "--progres
 
 
 def _kill_config(tmp_path: Path, epoch: int) -> str:
-    """An extra config whose ``run`` attaches a SIGKILL at the end of ``epoch`` after the checkpoint handlers."""
+    """An extra config whose ``run`` attaches a SIGKILL at the end of ``epoch``, after the trainer's own handlers (the
+    ``last.pt`` saver is the last of them)."""
     cfg = {"run": [
         "$import das_kill_after",
         "$@validate#early_stop.set_trainer(trainer=@train#trainer)",
-        "$[h.attach(@train#trainer) for h in @train#checkpoint_handlers]",
         f"$das_kill_after.attach(@train#trainer, {epoch})",
         "$@train#trainer.run()",
     ]}

@@ -129,7 +129,7 @@ def test_inference_on_files(trained, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     # a previous (killed) run already wrote a.nii.gz: it must be skipped, not redone
-    from monai_das.engines.inference import study_fingerprint
+    from monai_das.data import study_fingerprint
 
     fields = ["id", "source", "fingerprint", "label", "pred_label", "pred_name", "prob_disc", "prob_square",
               "kept_indices", "source_frames", "error"]

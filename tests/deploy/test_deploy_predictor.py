@@ -269,3 +269,13 @@ class TinyStandin(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)[:, :2]
+
+
+def test_module_layout_reexports():
+    """The loading code lives in spec/model_files; the old import path and the package keep working."""
+    from monai_das.deploy import MissingMetadataError as from_package
+    from monai_das.deploy import model_files, spec
+    from monai_das.deploy.predictor import MissingMetadataError, ModelSpec as ReSpec, find_bundle_files as re_find
+
+    assert MissingMetadataError is spec.MissingMetadataError is from_package and issubclass(from_package, ValueError)
+    assert ReSpec is spec.ModelSpec is ModelSpec and re_find is model_files.find_bundle_files is find_bundle_files

@@ -73,7 +73,7 @@ def test_hostile_embedded_inference_json_is_not_evaluated(tmp_path, caplog):
     path, net = save_ts(tmp_path / "m" / "model.ts", {
         "metadata.json": json.dumps(metadata()), "inference.json": json.dumps(hostile_inference(tmp_path)),
     })
-    with caplog.at_level(logging.WARNING, logger="monai_das.deploy.predictor"):
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
         pred = DASPredictor.from_path(path)
     assert markers(tmp_path) == [], "loading a model file evaluated an expression embedded in it"
     # the refused values fall back to the metadata and the defaults, and the network still runs
@@ -105,7 +105,7 @@ def test_hostile_embedded_metadata_is_ignored(tmp_path, caplog):
     fmt["outputs"]["pred"]["channel_def"] = {"0": touch(tmp_path / "channel_def"), "1": "abnormal"}
     meta["elsewhere"] = touch(tmp_path / "elsewhere")
     path, net = save_ts(tmp_path / "model.ts", {"metadata.json": json.dumps(meta)})
-    with caplog.at_level(logging.WARNING, logger="monai_das.deploy.predictor"):
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
         pred = DASPredictor.from_path(path, spatial_size=GRID)  # the grid is not readable from the metadata any more
     assert markers(tmp_path) == []
     assert "network_data_format#inputs#image#num_channels" in caplog.text
@@ -144,7 +144,7 @@ def test_model_file_in_bundle_does_not_parse_neighbouring_config(tmp_path, check
 @pytest.mark.parametrize("text", ["not json", "[1, 2]", "[" * 100_000])
 def test_broken_embedded_json_is_ignored(tmp_path, text, caplog):
     path, net = save_ts(tmp_path / "model.ts", {"metadata.json": text, "inference.json": text})
-    with caplog.at_level(logging.WARNING, logger="monai_das.deploy.predictor"):
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
         pred = DASPredictor.from_path(path, spatial_size=GRID)
     assert "metadata.json" in caplog.text and str(path) in caplog.text
     check_predicts(pred, net)

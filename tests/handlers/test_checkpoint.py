@@ -118,3 +118,22 @@ def test_stale_temp_files_removed_on_attach(tmp_path):
     saver.attach(Engine(lambda e, b: None))
     assert sorted(p.name for p in models.iterdir()) == ["last.pt", "tmp_notes.txt"]
     assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_engine_key_checkpoints_the_attached_engine(tmp_path):
+    from monai_das.handlers import ResumeCheckpointLoader
+
+    net = torch.nn.Linear(2, 2)
+    trainer = Engine(lambda e, b: None)
+    state = {"model": net}
+    AtomicCheckpointSaver(str(tmp_path), state, save_interval=1, n_saved=1, interval_filename="last.pt",
+                          engine_key="trainer").attach(trainer)
+    trainer.run([0, 1], max_epochs=3)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["trainer"]["iteration"] == 6 and "model" in saved
+    resumed = Engine(lambda e, b: None)
+    ResumeCheckpointLoader(str(tmp_path / "last.pt"), {"model": torch.nn.Linear(2, 2)}).attach(resumed)
+    epochs = []
+    resumed.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
+    resumed.run([0, 1], max_epochs=4)
+    assert epochs == [4]  # continued after the 3 saved epochs

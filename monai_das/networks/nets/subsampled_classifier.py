@@ -8,6 +8,7 @@ import torch.nn as nn
 from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder_out_features, probe_encoder_features
 from monai_das.networks.blocks.temporal_head import TemporalHead
 from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, check_count, parameter_dtype
+from monai_das.networks.utils import to_frames
 
 __all__ = ["SubsampledClassifier", "LAYOUTS"]
 
@@ -121,8 +122,7 @@ class SubsampledClassifier(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             expected = "B×C×D×H×W" if self.layout == "volume" else "B×T×C×H×W"
             raise ValueError(f"expected a 5D input {expected} (layout={self.layout!r}), got {shape}.")
-        if self.layout == "volume":
-            x = x.movedim(2 + self.slice_axis, 1)
+        x = to_frames(x, self.layout, self.slice_axis)
         channels = x.shape[2]
         if self.in_channels is not None and channels != self.in_channels:
             raise ValueError(

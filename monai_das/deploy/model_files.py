@@ -1,0 +1,239 @@
+"""
+Model files of an exported DAS model: where they are (:func:`find_bundle_files`), how each format is loaded into a
+network and its :class:`~monai_das.deploy.spec.ModelSpec` (:func:`load_torchscript`, :func:`load_checkpoint`), and
+whether a checkpoint agrees with its model card.
+
+Trust: a bundle config is code (MONAI's ``ConfigParser`` evaluates ``$`` strings), so only configs the user points at
+(``config_file=``, or a bundle folder's ``configs/inference.json``) are parsed, here and only here. A model file and
+everything embedded in it or lying next to it is data, read by :mod:`monai_das.deploy.spec` (see
+``docs/SECURITY.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from monai_das.deploy.spec import (
+    CARD_KEY,
+    CARD_NAME,
+    _NETWORK_KEYS,
+    ModelSpec,
+    _choose_metadata,
+    _data_labels,
+    _data_network_args,
+    _embedded_json,
+    _read_json,
+    _spec_from_configs,
+)
+
+__all__ = ["CONFIG_NAMES", "TORCHSCRIPT_NAMES", "CHECKPOINT_NAMES", "find_bundle_files", "load_torchscript",
+           "load_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
+TORCHSCRIPT_NAMES = ("model.ts",)
+CHECKPOINT_NAMES = ("model.pt", "model.pth")
+
+
+def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
+    """
+    Locate ``torchscript``, ``checkpoint``, ``config``, ``metadata`` and ``card`` for ``path``: a bundle folder
+    (``configs/``, ``models/``), a ``models/`` folder, or a model file (inside a bundle or not).
+
+    ``config`` (``configs/inference.json``) is returned for a folder only: a config is code that MONAI evaluates, so it
+    is used when the user points at its bundle, never because it happens to lie next to a model file. ``metadata``
+    (``configs/metadata.json``, the bundle's template) and ``card`` (the model card ``metadata.json`` that training
+    writes beside the model: ``<bundle>/models/metadata.json``, or next to a model file) are read as plain JSON and
+    returned in both cases.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model path '{path}' does not exist.")
+    found: dict[str, Path | None] = {"torchscript": None, "checkpoint": None, "config": None, "metadata": None,
+                                     "card": None}
+    if path.is_file():
+        root = path.parent.parent if path.parent.name == "models" else path.parent
+        key = "torchscript" if _is_torchscript(path) else "checkpoint"
+        found[key] = path
+        models = path.parent
+    else:
+        root = path.parent if path.name == "models" else path
+        models = root / "models"
+        for name in TORCHSCRIPT_NAMES:
+            if (models / name).is_file():
+                found["torchscript"] = models / name
+                break
+        for name in CHECKPOINT_NAMES:
+            if (models / name).is_file():
+                found["checkpoint"] = models / name
+                break
+        for name in CONFIG_NAMES:
+            if (root / "configs" / name).is_file():
+                found["config"] = root / "configs" / name
+                break
+    if (root / "configs" / "metadata.json").is_file():
+        found["metadata"] = root / "configs" / "metadata.json"
+    if (models / CARD_NAME).is_file() and models / CARD_NAME != found["metadata"]:
+        found["card"] = models / CARD_NAME
+    return found
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip with ``code/`` and ``data.pkl`` (a plain ``torch.save`` has no ``code/``)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return any("/code/" in n or n.startswith("code/") for n in names) and any(n.endswith("data.pkl") for n in names)
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_torchscript(
+    files: Mapping[str, Path | None], device: str | torch.device, overrides: Mapping[str, Any], trusted_meta: bool
+) -> tuple[nn.Module, ModelSpec]:
+    """
+    The network of ``files["torchscript"]`` (``torch.jit.load``: no Python is run) and its spec.
+
+    Metadata: the model card embedded in the file, else ``files["card"]``, else ``files["metadata"]``, else the
+    embedded ``metadata.json`` without a card (all plain JSON). Network args: ``files["config"]`` when the user pointed
+    at one (trusted, ``ConfigParser``; with ``trusted_meta`` the bundle's ``metadata.json`` joins its parser), else the
+    embedded ``inference.json``, literal values only.
+    """
+    ts_path = files["torchscript"]
+    # the names monai.data.save_net_with_metadata / ckpt_export give the extra files; loaded by hand (not with
+    # load_net_with_metadata) so that how they are read, json.loads and nothing else, is decided here
+    extra = {"metadata.json": "", "inference.json": ""}
+    net = torch.jit.load(str(ts_path), map_location=torch.device(device), _extra_files=extra)
+    source = str(ts_path)
+    # a model card describes the model: the embedded one (the export's own), then the one beside the file;
+    # without a card, the bundle's configs/metadata.json, then the embedded metadata
+    embedded = (_embedded_json(extra.get("metadata.json"), "metadata.json", source),
+                f"metadata.json embedded in '{source}'")
+    metadata, meta_source = _choose_metadata([
+        embedded,
+        (_read_json(files["card"]) if files.get("card") else None, str(files.get("card"))),
+        (_read_json(files["metadata"]) if files["metadata"] else None, str(files["metadata"])),
+        embedded,
+    ])
+    if files["config"] is not None:  # a config the user pointed at
+        parser = _config_parser(files["config"], files["metadata"] if trusted_meta else None)
+        args, labels = _trusted_network_args(parser), _trusted_labels(parser.get())
+    else:
+        config = _embedded_json(extra.get("inference.json"), "inference.json", source)
+        skip = {k for k, v in overrides.items() if v is not None}
+        where = f"inference.json embedded in '{source}'"
+        args, labels = _data_network_args(config, where, skip), _data_labels(config, where)
+    spec = _spec_from_configs(metadata or {}, args, labels, overrides, meta_source, model=source)
+    return net, spec
+
+
+def load_checkpoint(
+    files: Mapping[str, Path | None], device: str | torch.device, overrides: Mapping[str, Any], trusted_meta: bool
+) -> tuple[nn.Module, ModelSpec]:
+    """
+    The network built from ``network_def`` of ``files["config"]`` (a config the user pointed at: trusted), its state
+    from ``files["checkpoint"]`` (``torch.load(weights_only=True)``), and its spec.
+
+    Metadata (plain JSON): the model card beside the checkpoint, else the bundle's ``metadata.json``, else the config's
+    own ``_meta_`` section, unparsed. A card that disagrees with the config's network is a ``ValueError`` naming both
+    values, checked before the network is built, and again on the built sampler's ``k``.
+    """
+    ckpt_path, cfg_path = files["checkpoint"], files["config"]
+    if cfg_path is None:
+        raise ValueError(
+            f"checkpoint '{ckpt_path}' needs a bundle config with 'network_def': pass config_file or the bundle "
+            f"folder."
+        )
+    parser = _config_parser(cfg_path, files["metadata"] if trusted_meta else None)
+    if "network_def" not in parser.config:  # type: ignore[operator]
+        raise ValueError(f"config '{cfg_path}' has no 'network_def'.")
+    # metadata is data: the model card beside the checkpoint, the bundle's metadata.json (plain JSON), else the
+    # config's own _meta_ section, unparsed
+    card = _read_json(files["card"]) if files.get("card") else None
+    if isinstance(card, Mapping) and isinstance(card.get(CARD_KEY), Mapping):
+        _check_card_checkpoint(card, files["card"], ckpt_path)
+    metadata, source = _choose_metadata([
+        (card, str(files.get("card"))),
+        (_read_json(files["metadata"]) if files["metadata"] else None, str(files["metadata"])),
+        (parser.get("_meta_"), str(cfg_path)),
+    ])
+    # the spec first: a card that disagrees with the config is reported before the network is built
+    spec = _spec_from_configs(metadata or {}, _trusted_network_args(parser), _trusted_labels(parser.get()),
+                              overrides, source, model=str(ckpt_path), strict=True)
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    state = torch.load(str(ckpt_path), map_location=torch.device(device), weights_only=True)
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    net.load_state_dict(state)
+    _check_card_network(spec, net, source, cfg_path)
+    return net, spec
+
+
+# ---------------------------------------------------------------------------------------------- configs (trusted)
+def _config_parser(cfg_path: Path, meta_path: Path | None = None):
+    """A ``ConfigParser`` of a config the user pointed at (trusted code), ``bundle_root`` = its bundle folder."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(cfg_path))
+    if meta_path is not None:
+        parser.read_meta(str(meta_path))
+    parser["bundle_root"] = str(Path(cfg_path).parent.parent)
+    return parser
+
+
+def _trusted_network_args(parser) -> dict[str, Any]:
+    """``layout``, ``slice_axis``, ``in_channels`` of a trusted config's ``network_def``, expressions evaluated."""
+    network_def = parser.get("network_def")
+    if not isinstance(network_def, Mapping):
+        return {}
+    args: dict[str, Any] = {}
+    for key in _NETWORK_KEYS:
+        if key in network_def:
+            try:
+                args[key] = parser.get_parsed_content(f"network_def#{key}")  # instantiates what it uses (data facts)
+            except Exception as e:  # an unresolvable expression: fall back to metadata / defaults
+                logger.warning("cannot resolve network_def#%s in the bundle config: %s", key, e)
+    return args
+
+
+def _trusted_labels(config: Mapping | None) -> list[str] | None:
+    names = (config or {}).get("label_names")
+    return [str(v) for v in names] if isinstance(names, list) else None
+
+
+# ---------------------------------------------------------------------------------------------- card vs checkpoint
+def _check_card_network(spec: ModelSpec, net: nn.Module, source: str, cfg_path: Path) -> None:
+    """Refuse a network whose sampler keeps another ``k`` than the model card (``spec.num_kept``) says."""
+    sampler = getattr(net, "sampler", None)
+    if spec.num_kept is not None and sampler is not None and hasattr(sampler, "num_kept"):
+        k = int(sampler.num_kept(spec.num_frames))
+        if k != spec.num_kept:
+            raise ValueError(
+                f"the model card {source} says the sampler keeps k={spec.num_kept} of T={spec.num_frames} frames, "
+                f"the network of config '{cfg_path}' keeps {k}: the config builds another network than the one "
+                f"trained (use the training's keys, or the exported TorchScript)."
+            )
+
+
+def _check_card_checkpoint(card: Mapping, card_path: Path, ckpt_path: Path) -> None:
+    """Warn when the card beside a checkpoint records the hash of another file."""
+    facts = card[CARD_KEY]
+    recorded = facts.get("checkpoint_sha256")
+    if not isinstance(recorded, str) or facts.get("checkpoint") not in (None, Path(ckpt_path).name):
+        return
+    from monai_das.utils.io import file_digest
+
+    if file_digest(ckpt_path) != recorded:
+        logger.warning("the model card '%s' was written for another version of '%s' (checkpoint_sha256 differs): "
+                       "its facts and metrics may not describe this file.", card_path, ckpt_path)
+

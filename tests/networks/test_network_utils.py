@@ -1,0 +1,37 @@
+"""``to_frames``: the one rule from a batched network input to its frame sequence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_das.networks import build_classifier
+from monai_das.networks.utils import to_frames
+from monai_das.transforms import volume_to_frames
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_volume(axis):
+    x = torch.rand(2, 3, 5, 6, 7)
+    seq = to_frames(x, "volume", axis)
+    assert seq.shape == (2, [5, 6, 7][axis], 3, *[s for i, s in enumerate((5, 6, 7)) if i != axis])
+    for t in range(seq.shape[1]):
+        assert torch.equal(seq[:, t], x.select(2 + axis, t))
+    assert torch.equal(seq[1], volume_to_frames(x[1], axis))  # the unbatched transform agrees
+    assert seq.data_ptr() == x.data_ptr()  # a view
+
+
+def test_video_and_errors():
+    x = torch.rand(2, 5, 3, 8, 8)
+    assert to_frames(x, "video", 2) is x
+    with pytest.raises(ValueError, match="layout"):
+        to_frames(x, "movie", 0)
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_classifier_uses_it(axis):
+    net = build_classifier("uniform", 2, num_frames=[6, 8, 10][axis], slice_axis=axis).eval()
+    x = torch.rand(1, 1, 6, 8, 10)
+    assert torch.equal(net.to_frames(x), to_frames(x, "volume", axis))
+    scripted = torch.jit.script(to_frames)
+    assert torch.equal(scripted(x, "volume", axis), to_frames(x, "volume", axis))
