@@ -106,16 +106,50 @@ def test_evaluate_on_the_test_list(volumes):
     assert report["label_names"] == ["benign", "malignant"] and report["num_samples"] == 8
 
 
-def test_infer_over_a_folder(volumes, tmp_path):
+@pytest.fixture(scope="module")
+def predictions(volumes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("own_predictions")
     run_cmd(INFERENCE, args=["--datalist", volumes["datalist"], "--slice_axis", "axial", "--bundle_root",
-                             volumes["root"], "--input", volumes["data"] / "images", "--output_dir", tmp_path])
-    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
-    assert len(rows) == 40 and not any(r["error"] for r in rows)
-    for r in rows:
+                             volumes["root"], "--input", volumes["data"] / "images", "--output_dir", out])
+    return {r["id"]: r for r in csv.DictReader(open(out / "predictions.csv"))}
+
+
+def test_infer_over_a_folder(predictions):
+    assert len(predictions) == 40 and not any(r["error"] for r in predictions.values())
+    for r in predictions.values():
         probs = [float(r["prob_benign"]), float(r["prob_malignant"])]
         assert abs(sum(probs) - 1) < 1e-4 and r["pred_name"] in ("benign", "malignant")
         kept = [int(i) for i in r["kept_indices"].split(";")]
-        assert len(kept) == 6 and 0 <= min(kept) and max(kept) < GRID[2]
+        src = [int(i) for i in r["source_frames"].split(";")]
+        assert len(kept) == len(src) == 6 and 0 <= min(kept) and max(kept) < GRID[2]
+        assert 0 <= min(src) and max(src) < GRID[2]  # slice numbers of the file itself (RAS = stored order here)
+
+
+def test_export_describes_itself_and_gives_the_same_probabilities(volumes, predictions):
+    """ckpt_export with the run's model card: the bare .ts knows the 20×20×12 grid, labels and recipe, and the
+    Deploy predictor on a study file matches the bundle's batch inference."""
+    import sys
+
+    from das_bundle_helpers import bundle
+
+    from monai_das.data import discover_studies
+    from monai_das.deploy import DASPredictor
+    from monai_das.deploy.studies import StudyLoader
+
+    models = volumes["root"] / "models"
+    ts = models / "model.ts"
+    bundle([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts),
+            "--ckpt_file", str(models / "model.pt"), "--meta_file", str(models / "metadata.json"),
+            "--config_file", INFERENCE, "--bundle_root", str(volumes["root"]), "--use_trace", "True",
+            "--datalist", str(volumes["datalist"]), "--slice_axis", "axial"])
+    pred = DASPredictor.from_path(ts)
+    assert pred.spec.spatial_size == GRID and pred.spec.labels == ["benign", "malignant"]
+    assert pred.spec.slice_axis == 2 and pred.spec.recipe["axcodes"] == "RAS"
+    (study,) = discover_studies(volumes["data"] / "images" / "case005.nii.gz")
+    out = pred.predict(StudyLoader(pred.spec).load(study).image)  # the Deploy app's loader, from the card's recipe
+    row = predictions["case005.nii.gz"]
+    assert out.probabilities == pytest.approx([float(row["prob_benign"]), float(row["prob_malignant"])], abs=1e-4)
+    assert out.kept_indices == [int(i) for i in row["kept_indices"].split(";")]
 
 
 def test_bad_datalist_refused_before_training(volumes, tmp_path):
