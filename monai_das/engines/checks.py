@@ -165,12 +165,12 @@ def check_writable(*folders: str | os.PathLike) -> None:
             ) from e
 
 
-def check_resume(resume: Any, last_ckpt: str | os.PathLike, ckpt_dir: str | os.PathLike | None = None) -> bool:
+def check_resume(resume: Any, last_ckpt: str | os.PathLike) -> bool:
     """
     ``True`` when the run resumes from ``last_ckpt``. ``resume`` true without that file logs a warning and starts
-    from scratch (so one command both starts and continues a run); the checkpoint folder is checked for writing.
+    from scratch (so one command both starts and continues a run). Whether the checkpoint folder can be written is
+    :func:`check_writable`'s job (the configs' ``initialize``).
     """
-    check_writable(ckpt_dir if ckpt_dir is not None else Path(last_ckpt).parent)
     if not flag(resume):
         return False
     if not Path(last_ckpt).is_file():

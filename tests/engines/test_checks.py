@@ -79,6 +79,7 @@ def test_check_resume(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert check_resume("true", last) is False
     assert "no checkpoint" in caplog.text and str(last) in caplog.text
+    last.parent.mkdir()
     torch.save({}, last)
     assert check_resume("true", last) is True
 
