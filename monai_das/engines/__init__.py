@@ -24,6 +24,7 @@ from monai_das.engines.inference import (
     select_studies,
 )
 from monai_das.engines.export import export_onnx, export_torchscript, read_model_card, read_onnx_card, save_onnx
+from monai_das.engines.runtime import ENGINES, IndicesRecorder, inference_network
 from monai_das.engines.optim import build_optimizer, sampler_param_groups
 from monai_das.engines.utils import PRECISE_BN_AUTO_BATCHES, flag, optional, precise_bn_batches
 
@@ -50,6 +51,9 @@ __all__ = [
     "read_model_card",
     "read_onnx_card",
     "save_onnx",
+    "ENGINES",
+    "IndicesRecorder",
+    "inference_network",
     "build_optimizer",
     "sampler_param_groups",
     "flag",

@@ -36,12 +36,16 @@ from typing import Any
 
 import torch
 
+from monai_das.networks.nets.onnx_classifier import NETWORK_PROP, ONNX_CARD_PROP
+from monai_das.utils.io import atomic_file
+
 __all__ = [
     "CARD_PROP",
     "read_model_card",
     "card_overrides",
     "build_network",
     "save_onnx",
+    "ExportedClassifier",
     "read_onnx_card",
     "export_onnx",
     "export_torchscript",
@@ -50,7 +54,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: ``metadata_props`` key of the card in an ONNX file (the name MONAI gives the TorchScript extra file)
-CARD_PROP = "metadata.json"
+CARD_PROP = ONNX_CARD_PROP
 CARD_KEY = "das_model"
 
 
@@ -139,12 +143,17 @@ def build_network(
         parser["bundle_root"] = str(bundle_root)
     for k, v in {**(card_overrides(card) if card is not None else {}), **overrides}.items():
         parser[k] = v
-    net = parser.get_parsed_content(net_id)
+    return load_weights(parser.get_parsed_content(net_id), ckpt_file).eval()
+
+
+def load_weights(network: torch.nn.Module, ckpt_file: str | os.PathLike) -> torch.nn.Module:
+    """``network`` with the weights of ``ckpt_file`` (``torch.load(weights_only=True)``; a state dict or a bundle
+    checkpoint ``{"model": state_dict, ...}``)."""
     state = torch.load(str(ckpt_file), map_location="cpu", weights_only=True)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
-    net.load_state_dict(state)
-    return net.eval()
+    network.load_state_dict(state)
+    return network
 
 
 def _image_shape(card: Mapping) -> list[int]:
@@ -153,6 +162,39 @@ def _image_shape(card: Mapping) -> list[int]:
     if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(s, int) and s > 0 for s in shape)):
         raise ValueError(f"model card has no usable {CARD_KEY}#image_shape (C×D×H×W or T×C×H×W), got {shape!r}.")
     return [int(s) for s in shape]
+
+
+class ExportedClassifier(torch.nn.Module):
+    """
+    What an ONNX export of a :class:`~monai_das.networks.SubsampledClassifier` computes: ``image`` (the network's
+    input) → ``pred`` (logits ``B×num_classes``) and ``indices`` (kept frames ``B×k``, ascending), one pass. With
+    ``any_k`` the export also takes ``num_samples``: a 1-D tensor whose *length* is ``k`` (a size is what
+    ``torch.export`` can keep symbolic); :func:`save_onnx` turns it into an ``int64 [1]`` input holding ``k``.
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor, num_samples: torch.Tensor | None = None):
+        k = None if num_samples is None else num_samples.shape[0]
+        return self.network.forward_with_indices(image, k)
+
+
+def _k_as_value(model: Any) -> None:
+    """Replace the graph input ``num_samples`` (a tensor of length ``k``) by an ``int64 [1]`` input holding ``k``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    old = next(i for i in graph.input if i.name == "num_samples")
+    for node in graph.node:
+        node.input[:] = ["num_samples_shape" if n == "num_samples" else n for n in node.input]
+    graph.input.remove(old)
+    graph.input.append(helper.make_tensor_value_info("num_samples", TensorProto.INT64, [1]))
+    value = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+    graph.node.insert(0, helper.make_node("ConstantOfShape", ["num_samples"], ["num_samples_shape"], value=value))
+    onnx.checker.check_model(model)
 
 
 def save_onnx(
@@ -164,61 +206,100 @@ def save_onnx(
     atol: float = 1e-4,
     rtol: float = 1e-4,
     opset_version: int | None = None,
+    extra_props: Mapping[str, str] | None = None,
 ) -> str:
     """
-    Export ``network`` (eval mode) to ONNX with the dynamo exporter: input ``image`` ``[batch, *item_shape]`` with a
-    dynamic batch axis, output ``pred``; ``metadata`` stored as JSON in ``metadata_props["metadata.json"]``. With
-    ``check``, onnxruntime runs the file at batch 1 and 3 and must match the eager network: max |difference| of the
-    logits <= ``atol`` + ``rtol``·max |eager logit| (float32 rounding grows with the logits' scale;
-    ``RuntimeError`` otherwise). Returns the path.
+    Export a :class:`~monai_das.networks.SubsampledClassifier` (eval mode) to ONNX with the dynamo exporter.
+
+    Inputs: ``image`` ``[batch, *item_shape]`` float32 (dynamic batch axis) and, when the sampler can keep any
+    ``k`` (``sampler.export_any_k``: DAS, DPS, uniform, random), ``num_samples`` ``int64 [1]``: the number of
+    frames to keep, ``1 <= k <= T`` (the trained ``k`` is ``das_model#num_kept`` of the card). Outputs: ``pred``
+    (logits ``[batch, num_classes]``) and ``indices`` (kept frames ``[batch, k]``, ascending, positions ``0..T-1``
+    along the network's frame axis). The network's ``layout``, ``slice_axis``, ``T`` and default ``k`` are stored
+    in ``metadata_props["monai_das.network"]``; ``metadata`` (the model card) is stored as JSON in
+    ``metadata_props["metadata.json"]`` (``extra_props``: more string properties). With ``check``, ONNX Runtime runs
+    the file at batch 1 and 3 (and at two ``k``) against the eager network: indices equal, max |logit difference|
+    <= ``atol`` + ``rtol``·max |eager logit| (``RuntimeError`` otherwise). Returns the path.
     """
     import onnx
 
     network = network.eval()
     item_shape = [int(s) for s in item_shape]
+    sampler = getattr(network, "sampler", None)
+    any_k = bool(getattr(sampler, "export_any_k", False))
     example = torch.rand(2, *item_shape)  # batch 2: a batch of 1 would be specialised by torch.export
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    args: tuple = (example,)
+    dynamic: tuple = ({0: batch},)
+    names = ["image"]
+    if any_k:
+        t = num_frames_of(network, item_shape)
+        k = sampler.num_samples
+        # an example k other than 1 and T: torch.export specialises sizes 0/1 and sizes equal to another one
+        args += (torch.zeros(k if 1 < k < t else max(2, t // 2), dtype=torch.int64),)
+        dynamic += ({0: torch.export.Dim("k", min=1, max=t)},)
+        names.append("num_samples")
     kwargs: dict[str, Any] = {}
     if opset_version is not None:
         kwargs["opset_version"] = int(opset_version)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            network, (example,), dynamo=True, verbose=False, input_names=["image"], output_names=["pred"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), **kwargs,
+            ExportedClassifier(network), args, dynamo=True, verbose=False, input_names=names,
+            output_names=["pred", "indices"], dynamic_shapes=dynamic, **kwargs,
         )
     model = program.model_proto
+    if any_k:
+        _k_as_value(model)
+    props = {p.key: p.value for p in model.metadata_props}
+    t = num_frames_of(network, item_shape)
+    props[NETWORK_PROP] = json.dumps({
+        "layout": getattr(network, "layout", "volume"), "slice_axis": int(getattr(network, "slice_axis", 0)),
+        "num_frames": t, "num_kept": int(sampler.num_kept(t)) if sampler is not None else t,
+        "method": type(sampler).__name__ if sampler is not None else None,
+    })
+    props.update(extra_props or {})
     if metadata is not None:
-        props = {p.key: p.value for p in model.metadata_props}
         props[CARD_PROP] = json.dumps(metadata)
-        onnx.helper.set_model_props(model, props)
+    onnx.helper.set_model_props(model, props)
     path = Path(filepath)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        onnx.save(model, str(tmp))
     if check:
         _check_onnx(network, path, item_shape, atol, rtol)
-    logger.info(f"exported ONNX (dynamic batch) to {path}")
+    logger.info(f"exported ONNX (dynamic batch{', any k' if any_k else ''}) to {path}")
     return str(path)
+
+
+def num_frames_of(network: torch.nn.Module, item_shape: Sequence[int]) -> int:
+    """``T`` of one input of shape ``item_shape`` (``C×D×H×W`` volume or ``T×C×H×W`` video)."""
+    if getattr(network, "layout", "volume") == "video":
+        return int(item_shape[0])
+    return int(item_shape[1 + int(getattr(network, "slice_axis", 0))])
 
 
 def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], atol: float, rtol: float) -> None:
     import numpy as np
-    import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+    from monai_das.networks.nets.onnx_classifier import OnnxClassifier
+
+    t = num_frames_of(network, item_shape)
+    runner = OnnxClassifier(path, num_samples=network.sampler.num_kept(t))
     gen = torch.Generator().manual_seed(0)
-    for batch in (1, 3):
+    ks: list[int | None] = [None] + ([max(1, t // 4)] if runner.any_k else [])
+    for batch, k in [(1, None), (3, None)] + [(2, k) for k in ks[1:]]:
         x = torch.rand(batch, *item_shape, generator=gen)
         with torch.no_grad():
-            expected = network(x).numpy()
-        got = sess.run(None, {name: x.numpy()})[0]
-        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("nan")
-        if not diff <= atol + rtol * float(np.abs(expected).max()):
+            expected, expected_idx = network.forward_with_indices(x, k)
+        got, idx = runner.forward_with_indices(x, k)
+        diff = float(np.abs(got.numpy() - expected.numpy()).max()) if got.shape == expected.shape else float("nan")
+        same_idx = idx.shape == expected_idx.shape and bool(torch.equal(idx, expected_idx))
+        if not (diff <= atol + rtol * float(expected.abs().max())) or not same_idx:
             raise RuntimeError(
-                f"ONNX file '{path}' differs from the eager network at batch {batch}: output {got.shape} vs "
-                f"{expected.shape}, max |difference| {diff:.3g} (atol {atol}, rtol {rtol} of the largest logit)."
+                f"ONNX file '{path}' differs from the eager network at batch {batch}, k={k or 'default'}: logits "
+                f"{tuple(got.shape)} vs {tuple(expected.shape)}, max |difference| {diff:.3g} (atol {atol}, rtol "
+                f"{rtol} of the largest logit); kept indices {'equal' if same_idx else 'differ'}."
             )
 
 

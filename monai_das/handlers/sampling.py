@@ -21,14 +21,16 @@ __all__ = ["unwrap_network", "SampledIndicesHandler", "SamplingFiguresHandler"]
 class SampledIndicesHandler:
     """
     Adds the indices of the kept frames to every item of a (decollated) engine output, under ``output_key``
-    (``B×k`` → one length-``k`` long tensor per item), from a forward hook on ``network.sampler``: the indices are
-    those of the very forward pass that produced the prediction.
+    (``B×k`` → one length-``k`` long tensor per item), from a forward hook on ``network.sampler`` or, for the
+    inference engines of :func:`monai_das.engines.inference_network` (ONNX Runtime, TorchScript), from the
+    network's ``last_indices``: either way the indices of the very forward pass that produced the prediction.
 
     Attach it to an evaluator/inference engine (``decollate=True``, the MONAI default); items are matched in
     batch order.
 
     Args:
-        network: the ``SubsampledClassifier`` (wrappers such as DDP are unwrapped).
+        network: the ``SubsampledClassifier`` (wrappers such as DDP are unwrapped), or a network with
+            ``last_indices`` (:class:`~monai_das.networks.OnnxClassifier`, :class:`~monai_das.engines.IndicesRecorder`).
         output_key: key added to each output item.
     """
 
@@ -45,7 +47,8 @@ class SampledIndicesHandler:
             self.num_frames = int(args[0].shape[1])  # T of the sampler's B×T×C×H×W input
 
     def attach(self, engine: Any) -> None:
-        if self._hook is None:
+        net = unwrap_network(self.network, require_sampler=False)
+        if self._hook is None and not hasattr(net, "last_indices"):
             self._hook = unwrap_network(self.network).sampler.register_forward_hook(self._store)
         engine.add_event_handler(Events.ITERATION_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
@@ -60,6 +63,9 @@ class SampledIndicesHandler:
             self._hook = None
 
     def __call__(self, engine: Any) -> None:
+        if self._hook is None:  # a runtime network: the indices of its last forward
+            last = getattr(unwrap_network(self.network, require_sampler=False), "last_indices", None)
+            self._last = None if last is None else last.detach().cpu()
         output = engine.state.output
         if self._last is None or not isinstance(output, list):
             return

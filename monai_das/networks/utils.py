@@ -27,9 +27,10 @@ def uniform_indices(num_frames: int, num_samples: int, device: torch.device | st
     ``j = 0..k-1`` (the centre of each of ``k`` equal segments), clamped to ``0..T-1`` (for ``k > T`` frames repeat).
     The one rule behind the uniform sampler and uniform temporal resampling.
     """
-    t, k = int(num_frames), int(num_samples)
-    idx = torch.floor((torch.arange(k, device=device, dtype=torch.float64) + 0.5) * (t / k)).long()
-    return idx.clamp_(0, t - 1)
+    # integer arithmetic, floor((2j + 1)·T / 2k): exact, and k may be a symbolic size while exporting
+    t, k = num_frames, num_samples
+    idx = torch.div((2 * torch.arange(k, device=device) + 1) * t, 2 * k, rounding_mode="floor")
+    return idx.clamp(0, t - 1)
 
 
 def to_frames(x: torch.Tensor, layout: str, slice_axis: int = 0) -> torch.Tensor:

@@ -104,7 +104,7 @@ def test_das_adapts_to_input_dps_does_not():
 def test_das_shapes_of_internals(x):
     s = make("das")
     logits, tau = s.logits_and_temperature(x)
-    assert logits.shape == (3, K, T)
+    assert logits.shape == (3, T)
     assert tau.shape == (3, 1)
     assert torch.all(tau > 0.5 * s.tau0 - 1e-6) and torch.all(tau < 1.5 * s.tau0 + 1e-6)
 
@@ -180,3 +180,62 @@ def test_frame_features_edges_match_convolution():
     # large frames are averaged down to feature_size before the statistics
     big = FrameFeatures(feature_size=16)(torch.rand(1, 4, 1, 64, 48))
     assert big.shape == (1, 4, FrameFeatures().out_features) and torch.isfinite(big).all()
+
+
+def test_gumbel_top_k_eval_is_top_k_and_rows_have_straight_through_gradients():
+    from monai_das.networks.blocks.gumbel import gumbel_top_k
+
+    scores = torch.randn(3, 10, requires_grad=True)
+    p, idx = gumbel_top_k(scores, 4, 0.5, noisy=False)
+    assert torch.equal(idx, scores.detach().topk(4).indices)
+    assert torch.equal(p.detach(), torch.nn.functional.one_hot(idx, 10).float())  # exactly one-hot in value
+    (p * torch.arange(10.0)).sum().backward()
+    assert scores.grad is not None and scores.grad.abs().sum() > 0
+
+
+def test_gumbel_top_k_matches_sequential_sampling_distribution():
+    """One Gumbel draw + top-k has the law of drawing k frames one after the other without replacement."""
+    from monai_das.networks.blocks.gumbel import gumbel_top_k
+
+    torch.manual_seed(0)
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    n = 20000
+    _, idx = gumbel_top_k(logits.expand(n, 4), 2, noisy=True)
+    p = torch.softmax(logits, 0)
+    # P(first = 0, second = 1) = p0 · p1 / (1 - p0)
+    expected = float(p[0] * p[1] / (1 - p[0]))
+    got = float(((idx[:, 0] == 0) & (idx[:, 1] == 1)).float().mean())
+    assert abs(got - expected) < 0.015, (got, expected)
+
+
+@pytest.mark.parametrize("name", ["das", "dps", "uniform", "random", "adps"])
+def test_any_k_at_inference(name):
+    """Parameters not tied to k: one sampler keeps any 1 <= k <= T, and refuses the rest clearly."""
+    s = make(name).eval()
+    x = torch.rand(2, T, 1, 16, 16)
+    with torch.no_grad():
+        for k in (1, K // 2, T):
+            out = s(x, num_samples=k)
+            assert out.indices.shape == (2, k) and out.frames.shape == (2, k, 1, 16, 16)
+            assert all(len(set(r.tolist())) == k for r in out.indices)
+        for bad in (0, T + 1, 1.5):
+            with pytest.raises(ValueError, match="num_samples|k must be <= T"):
+                s(x, num_samples=bad)
+
+
+def test_das_top_k_nests_across_budgets():
+    """Deterministic DAS keeps the top-k of one score per frame: the frames kept at k are kept at every k' > k."""
+    s = make("das").eval()
+    x = torch.rand(2, T, 1, 16, 16)
+    with torch.no_grad():
+        small, large = s(x, num_samples=2).indices, s(x, num_samples=T - 1).indices
+    for a, b in zip(small, large):
+        assert set(a.tolist()) <= set(b.tolist())
+
+
+def test_full_sequence_keeps_every_frame_only():
+    s = make("full")
+    x = torch.rand(2, T, 1, 8, 8)
+    assert s(x).frames is not None and torch.equal(s(x).frames, x)
+    with pytest.raises(ValueError, match="cannot keep k=2"):
+        s(x, num_samples=2)

@@ -6,5 +6,5 @@ from .frame_encoder import (
     probe_encoder_features,
 )
 from .frame_features import FEATURE_NAMES, FrameFeatures
-from .gumbel import indices_to_matrix, sample_without_replacement, select_frames
+from .gumbel import gumbel_top_k, indices_to_matrix, sample_without_replacement, select_frames
 from .temporal_head import TEMPORAL_HEADS, TemporalHead

@@ -60,6 +60,10 @@ class FrameFeatures(nn.Module):
         self.positional, self.feature_size = positional, feature_size
         per_scale = {"intensity": 1, "variance": 2, "sobel": 1, "laplacian": 1}
         self.out_features = 2 * len(self.scales) * sum(per_scale[f] for f in self.features) + 2 * positional
+        sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+        laplacian = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+        # fixed filters, not parameters; not saved in checkpoints (persistent=False) so older ones still load
+        self.register_buffer("kernels", torch.stack([sobel_x, sobel_x.T, laplacian])[:, None], persistent=False)
 
     def _stats(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``x``: B×T×C×H×W → list of B×T statistics."""
@@ -77,16 +81,14 @@ class FrameFeatures(nn.Module):
                 inter = flat.new_zeros(b, 1)
             out += [flat.var(-1, unbiased=False), inter]
         if "sobel" in self.features or "laplacian" in self.features:
-            # 3×3 Sobel and Laplacian with zero padding, as shifted differences (much faster than a 1-channel conv)
-            p = F.pad(x, (1, 1, 1, 1))
+            # 3×3 Sobel (x, y) and Laplacian with zero padding as one fixed 3-filter convolution of every frame
+            # channel (fewer, larger kernels than shifted differences: faster under ONNX Runtime, same values)
+            h, w = x.shape[-2:]
+            r = F.conv2d(x.reshape(-1, 1, h, w), self.kernels.to(x.dtype), padding=1).reshape(b, t, -1, 3, h, w)
             if "sobel" in self.features:
-                sy = p[..., :-2, :] + 2 * p[..., 1:-1, :] + p[..., 2:, :]  # vertical smoothing: H×(W+2)
-                sx = p[..., :, :-2] + 2 * p[..., :, 1:-1] + p[..., :, 2:]  # horizontal smoothing: (H+2)×W
-                gx, gy = sy[..., 2:] - sy[..., :-2], sx[..., 2:, :] - sx[..., :-2, :]
-                out.append(torch.sqrt(gx * gx + gy * gy + 1e-12).mean((2, 3, 4)))
+                out.append(torch.sqrt(r[:, :, :, 0].square() + r[:, :, :, 1].square() + 1e-12).mean((2, 3, 4)))
             if "laplacian" in self.features:
-                lap = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4 * x
-                out.append(lap.abs().mean((2, 3, 4)))
+                out.append(r[:, :, :, 2].abs().mean((2, 3, 4)))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

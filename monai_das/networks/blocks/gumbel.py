@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["sample_without_replacement", "indices_to_matrix", "select_frames"]
+__all__ = ["sample_without_replacement", "gumbel_top_k", "indices_to_matrix", "select_frames"]
 
 
 def indices_to_matrix(indices: torch.Tensor, num_frames: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -50,6 +50,41 @@ def sample_without_replacement(
         taken = taken | (hard.detach() > 0.5)
         rows.append(hard)
     return torch.stack(rows, 1)
+
+
+def gumbel_top_k(
+    scores: torch.Tensor, num_samples: int, tau: torch.Tensor | float = 1.0, noisy: bool = True, eps: float = 1e-10
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Pick ``k = num_samples`` distinct frames from one score per frame (``B×T``) in one vectorised step.
+
+    Row ``j`` of ``P`` is one-hot at the ``j``-th largest of ``scores + g`` (``g`` Gumbel noise when ``noisy``,
+    none otherwise: plain top-``k``, deterministic). With one noise draw this is the same distribution as drawing
+    the rows one after the other without replacement from ``softmax(scores)`` (Gumbel-top-``k``), without the
+    ``k`` sequential steps. The gradient of row ``j`` is that of ``softmax((scores + g) / tau)`` over the frames not
+    taken by rows ``0..j-1`` (straight-through estimator, as in :func:`sample_without_replacement`). ``k`` may be
+    any ``1..T`` (also a symbolic size while exporting).
+
+    Args:
+        scores: B×T frame scores (logits).
+        num_samples: ``k``.
+        tau: softmax temperature, a float or a tensor broadcastable to B×1.
+        noisy: add Gumbel noise (training); ``False`` gives the deterministic top-``k`` (inference).
+
+    Returns:
+        ``(P, indices)``: ``P`` B×k×T (rows one-hot in value, in rank order), ``indices`` B×k (``P.argmax(-1)``).
+    """
+    if noisy:
+        u = torch.rand_like(scores).clamp(eps, 1.0 - eps)
+        scores = scores - torch.log(-torch.log(u))
+    scaled = scores / tau  # scale first, then mask (see sample_without_replacement)
+    indices = scaled.detach().topk(num_samples, dim=-1).indices  # B×k, rank order
+    hard = indices_to_matrix(indices, scores.shape[-1], scores.dtype)
+    if torch.is_grad_enabled() and scaled.requires_grad:
+        taken_before = torch.cumsum(hard, 1) - hard  # B×k×T: frames taken by the rows above
+        soft = torch.softmax(scaled[:, None].masked_fill(taken_before > 0.5, float("-inf")), -1)
+        hard = hard + (soft - soft.detach())
+    return hard, indices
 
 
 class _SelectFrames(torch.autograd.Function):

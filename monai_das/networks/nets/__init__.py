@@ -2,6 +2,7 @@ from .adps import ADPSSampler, SmallFrameEncoder
 from .das import DASampler
 from .dps import DPSSampler
 from .mobilenetv3 import MOBILENET_V3_SMALL_URL, MobileNetV3Small
+from .onnx_classifier import OnnxClassifier
 from .sampler import BaseSampler, SamplerOutput, is_exporting
 from .simple_samplers import FullSequenceSampler, RandomSampler, UniformSampler
 from .subsampled_classifier import LAYOUTS, SubsampledClassifier

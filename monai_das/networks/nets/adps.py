@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -31,7 +33,8 @@ class ADPSSampler(BaseSampler):
     """
     Picks ``k`` frames one at a time: an LSTM cell reads the encoding of the frame picked at step ``j`` and emits
     logits over the ``T`` positions for step ``j+1`` (Gumbel-softmax over the frames not taken, straight-through
-    estimator; arg-max in ``eval()``). ``k`` sequential steps, each running the frame encoder once.
+    estimator; arg-max in ``eval()``). ``k`` sequential steps, each running the frame encoder once; another ``k`` at
+    inference runs that many steps (the LSTM was trained for ``num_samples``).
 
     Args:
         num_samples: ``k``.
@@ -46,6 +49,8 @@ class ADPSSampler(BaseSampler):
     """
 
     learnable = True
+    #: the ``k`` picks are unrolled steps: an export keeps the ``k`` it was traced with
+    export_any_k = False
 
     def __init__(
         self,
@@ -75,8 +80,8 @@ class ADPSSampler(BaseSampler):
         self.h0 = nn.Parameter(torch.zeros(hidden_dim))
         self.to_logits = nn.Linear(hidden_dim, self.num_frames)
 
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
+    def check_input(self, x: torch.Tensor, num_samples: Any = None) -> None:
+        super().check_input(x, num_samples)
         if x.shape[1] != self.num_frames:
             raise ValueError(f"ADPSSampler was built for T={self.num_frames} frames, got T={x.shape[1]}.")
         if self.in_channels is not None and x.shape[2] != self.in_channels:
@@ -85,19 +90,19 @@ class ADPSSampler(BaseSampler):
                 f"shape {tuple(x.shape)} has C={x.shape[2]} channel(s)."
             )
 
-    def sampling_matrix(self, x: torch.Tensor) -> torch.Tensor:
+    def sampling_matrix(self, x: torch.Tensor, num_samples: Any) -> torch.Tensor:
         b = x.shape[0]
         h = self.h0.repeat(b, 1)
         c = torch.zeros_like(h)
         rows: list[torch.Tensor] = []
         taken = torch.zeros(b, self.num_frames, dtype=x.dtype, device=x.device)
-        for j in range(self.num_samples):
+        for j in range(num_samples):
             # frames already taken get -inf logits through the mask built from earlier rows
             logits = self.to_logits(h).masked_fill(taken > 0.5, float("-inf"))
             row = sample_without_replacement(logits[:, None], self.tau, noisy=self.training)[:, 0]
             rows.append(row)
             taken = taken + row.detach()
-            if j + 1 < self.num_samples:
+            if j + 1 < num_samples:
                 frame = select_frames(row[:, None], x, row.detach().argmax(-1, keepdim=True))[:, 0]
                 h, c = self.cell(self.encoder(frame), (h, c))
         return torch.stack(rows, 1)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from monai_das.networks.blocks.frame_features import FEATURE_NAMES, FrameFeatures
-from monai_das.networks.blocks.gumbel import sample_without_replacement
+from monai_das.networks.blocks.gumbel import gumbel_top_k
 from monai_das.networks.nets.sampler import BaseSampler, check_count
 
 __all__ = ["DASampler"]
@@ -27,15 +28,19 @@ class DASampler(BaseSampler):
        position) are embedded by a small MLP into ``F`` (``B×T×d``).
     2. Multi-head self-attention over frames gives, per head ``h``, base scores ``a_base[h]`` (``B×T``): a learned
        projection of the head's attention output plus its value (the frame's own evidence).
-    3. Per head, an MLP on the sequence summary gives ``k`` non-negative scales ``s_h = softplus(MLP_h(F̄))``
-       (``B×k``); logits ``A[b, j, t] = mean_h s_h[b, j] · a_base[h][b, t]`` (``B×k×T``).
+    3. An MLP on the sequence summary ``F̄`` gives one non-negative scale per head, ``s = softplus(MLP_s(F̄))``
+       (``B×H``: how much each head counts for this input); logits ``A[b, t] = mean_h s[b, h] · a_base[h][b, t]``
+       (``B×T``).
     4. Adaptive temperature ``τ = τ0·(0.5 + σ(MLP_temp(F̄)))`` per input.
-    5. Row ``j`` takes a frame by Gumbel-softmax over the frames not taken yet, with a straight-through estimator
-       (training). In ``eval()`` the selection is deterministic: row ``j`` takes the arg-max of ``A[:, j]`` over the
-       remaining frames — the top-``k`` of the logits whenever the rows agree on the ranking.
+    5. Row ``j`` of ``P`` takes a frame by Gumbel-softmax over the frames not taken by the rows above, with a
+       straight-through estimator (training), in one vectorised Gumbel-top-``k`` step (:func:`gumbel_top_k`). In
+       ``eval()`` the selection is deterministic: the top-``k`` of ``A``.
+
+    No parameter depends on ``k``: the same trained sampler keeps any ``k <= T`` frames
+    (``forward(x, num_samples=k)``), a frame budget chosen at inference.
 
     Args:
-        num_samples: ``k``, frames kept.
+        num_samples: ``k``, frames kept by default.
         in_channels: channels ``C`` of a frame (checked against the input; the features average over channels).
         embed_dim: ``d``, width of ``F``.
         num_heads: attention heads ``H`` (``embed_dim`` must be divisible by it).
@@ -78,11 +83,11 @@ class DASampler(BaseSampler):
         self.embed = nn.Sequential(_mlp(self.frame_features.out_features, embed_dim, embed_dim), nn.LayerNorm(embed_dim))
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
         self.base_score = nn.Parameter(torch.randn(num_heads, embed_dim // num_heads) / (embed_dim // num_heads) ** 0.5)
-        self.scale_mlps = nn.ModuleList([_mlp(embed_dim, hidden_dim, self.num_samples) for _ in range(num_heads)])
+        self.head_scales = _mlp(embed_dim, hidden_dim, num_heads)
         self.temp_mlp = _mlp(embed_dim, hidden_dim, 1)
 
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
+    def check_input(self, x: torch.Tensor, num_samples: Any = None) -> None:
+        super().check_input(x, num_samples)
         if x.shape[2] != self.in_channels:
             raise ValueError(
                 f"DASampler was built for in_channels={self.in_channels} but the input B×T×C×H×W of shape "
@@ -94,18 +99,18 @@ class DASampler(BaseSampler):
         return self.embed(self.frame_features(x))
 
     def logits_and_temperature(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampling logits ``A`` (``B×k×T``) and temperature ``τ`` (``B×1``)."""
+        """Sampling logits ``A`` (``B×T``) and temperature ``τ`` (``B×1``)."""
         f = self.embed_frames(x)
         b, t, d = f.shape
         q, k, v = self.qkv(f).reshape(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         attn = F.scaled_dot_product_attention(q, k, v)  # B×H×T×dh
         a_base = torch.einsum("bhtc,hc->bht", attn + v, self.base_score)  # B×H×T
         summary = f.mean(1)  # B×d
-        s = torch.stack([F.softplus(m(summary)) for m in self.scale_mlps], 1)  # B×H×k
-        logits = torch.einsum("bhk,bht->bkt", s, a_base) / self.num_heads
+        s = F.softplus(self.head_scales(summary))  # B×H
+        logits = torch.einsum("bh,bht->bt", s, a_base) / self.num_heads
         tau = self.tau0 * (0.5 + torch.sigmoid(self.temp_mlp(summary)))  # B×1
         return logits, tau
 
-    def sampling_matrix(self, x: torch.Tensor) -> torch.Tensor:
+    def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
         logits, tau = self.logits_and_temperature(x)
-        return sample_without_replacement(logits, tau, noisy=self.training)
+        return gumbel_top_k(logits, num_samples, tau, noisy=self.training)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
-from monai_das.networks.blocks.gumbel import sample_without_replacement
+from monai_das.networks.blocks.gumbel import gumbel_top_k
 from monai_das.networks.nets.sampler import BaseSampler, check_count
 
 __all__ = ["DPSSampler"]
@@ -14,7 +16,8 @@ __all__ = ["DPSSampler"]
 class DPSSampler(BaseSampler):
     """
     Learned static logits ``θ`` (one per frame position) with Gumbel top-``k`` sampling and a straight-through
-    estimator in training; deterministic top-``k`` of ``θ`` in ``eval()``. The same frames for every input.
+    estimator in training; deterministic top-``k`` of ``θ`` in ``eval()``. The same frames for every input. The
+    logits do not depend on ``k``: any ``k <= T`` can be asked at inference.
 
     Args:
         num_samples: ``k``.
@@ -32,11 +35,11 @@ class DPSSampler(BaseSampler):
         self.num_frames, self.tau = num_frames, float(tau)
         self.logits = nn.Parameter(1e-3 * torch.randn(self.num_frames))
 
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
+    def check_input(self, x: torch.Tensor, num_samples: Any = None) -> None:
+        super().check_input(x, num_samples)
         if x.shape[1] != self.num_frames:
             raise ValueError(f"DPSSampler was built for T={self.num_frames} frames, got T={x.shape[1]}.")
 
-    def sampling_matrix(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.logits[None, None].expand(x.shape[0], self.num_samples, self.num_frames)
-        return sample_without_replacement(logits, self.tau, noisy=self.training)
+    def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits[None].expand(x.shape[0], self.num_frames)
+        return gumbel_top_k(logits, num_samples, self.tau, noisy=self.training)

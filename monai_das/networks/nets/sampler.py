@@ -58,40 +58,58 @@ def parameter_dtype(module: nn.Module) -> torch.dtype | None:
 class BaseSampler(nn.Module):
     """
     Base class of the samplers: ``forward(x)`` with ``x`` of shape ``B×T×C×H×W`` returns a :class:`SamplerOutput`
-    with ``k = num_samples`` distinct frames.
+    with ``k = num_samples`` distinct frames; ``forward(x, num_samples=k)`` keeps another number of frames with the
+    same parameters (samplers whose parameters do not depend on ``k``: ``any_k``), e.g. a frame budget chosen at
+    inference.
 
-    Subclasses implement :meth:`sampling_matrix` (a one-hot ``B×k×T`` matrix, in any row order) or
-    :meth:`sampling_indices` (``B×k`` distinct indices, in any order).
+    Subclasses implement :meth:`select` (``B×k×T`` one-hot matrix and ``B×k`` indices, any row order),
+    :meth:`sampling_matrix` (the matrix only) or :meth:`sampling_indices` (``B×k`` distinct indices, any order).
 
     Floating point input is cast to the dtype of the sampler's parameters (e.g. float16/bfloat16 input to a float32
     sampler is computed, and returned, in float32; see :meth:`cast_input`); samplers without parameters keep the input
     dtype. Integer input is refused.
 
     Args:
-        num_samples: ``k``, the number of frames kept.
+        num_samples: ``k``, the number of frames kept by default.
     """
 
     #: whether the sampler has learnable parameters that need the straight-through gradient
     learnable: bool = False
+    #: whether ``forward(x, num_samples=k)`` may keep any ``1 <= k <= T`` frames (parameters not tied to ``k``)
+    any_k: bool = True
+    #: whether an ONNX export can take ``k`` as an input (``k`` is a tensor size there, not an unrolled loop count)
+    export_any_k: bool = True
 
     def __init__(self, num_samples: int) -> None:
         super().__init__()
         self.num_samples = check_count(num_samples, "num_samples (k)")
 
-    def num_kept(self, num_frames: int) -> int:
-        """``k`` for an input of ``num_frames`` frames."""
-        return self.num_samples
+    def num_kept(self, num_frames: int, num_samples: Any = None) -> Any:
+        """``k`` for an input of ``num_frames`` frames (``num_samples`` when given, else the default)."""
+        return self.num_samples if num_samples is None else num_samples
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` for a wrong shape, ``k > T`` or non-finite values."""
+    def check_num_samples(self, num_samples: Any, num_frames: int) -> None:
+        """Refuse a ``k`` that is not an integer in ``1..T``, or any other ``k`` than the built one without ``any_k``."""
+        if num_samples is None or is_exporting():
+            return
+        k = check_count(num_samples, "num_samples (k)")
+        if k > num_frames:
+            raise ValueError(f"cannot keep k={k} frames of an input with T={num_frames} frames (k must be <= T).")
+        if not self.any_k and k != self.num_kept(num_frames):
+            raise ValueError(f"{type(self).__name__} keeps k={self.num_kept(num_frames)} frames; it cannot keep "
+                             f"k={k} (its parameters are tied to k).")
+
+    def check_input(self, x: torch.Tensor, num_samples: Any = None) -> None:
+        """Raise ``ValueError`` for a wrong shape, ``k`` outside ``1..T`` or non-finite values."""
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"expected a torch.Tensor of shape B×T×C×H×W, got {type(x).__name__}.")
         if x.ndim != 5:
             raise ValueError(f"expected input of shape B×T×C×H×W (5 dimensions), got shape {tuple(x.shape)}.")
         if any(s == 0 for s in x.shape):
             raise ValueError(f"input has an empty dimension: shape {tuple(x.shape)}.")
-        k, t = self.num_kept(x.shape[1]), x.shape[1]
-        if k > t:
+        self.check_num_samples(num_samples, x.shape[1])
+        k, t = self.num_kept(x.shape[1], num_samples), x.shape[1]
+        if not is_exporting() and k > t:
             raise ValueError(f"cannot keep k={k} frames of an input with T={t} frames (k must be <= T).")
         if not x.is_floating_point():
             raise ValueError(f"expected a floating point input, got dtype {x.dtype}.")
@@ -108,22 +126,33 @@ class BaseSampler(nn.Module):
         dtype = parameter_dtype(self)
         return x if dtype is None or x.dtype == dtype or not x.is_floating_point() else x.to(dtype)
 
-    def sampling_indices(self, x: torch.Tensor) -> torch.Tensor:
+    def sampling_indices(self, x: torch.Tensor, num_samples: Any) -> torch.Tensor:
         """``B×k`` distinct frame indices (any order)."""
         raise NotImplementedError
 
-    def sampling_matrix(self, x: torch.Tensor) -> torch.Tensor:
+    def sampling_matrix(self, x: torch.Tensor, num_samples: Any) -> torch.Tensor:
         """``B×k×T`` one-hot sampling matrix (any row order)."""
-        return indices_to_matrix(self.sampling_indices(x), x.shape[1], x.dtype)
+        return indices_to_matrix(self.sampling_indices(x, num_samples), x.shape[1], x.dtype)
 
-    def forward(self, x: torch.Tensor) -> SamplerOutput:
-        self.check_input(x)
+    def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P, indices)``: ``B×k×T`` one-hot matrix and its ``B×k`` arg-max indices (rows in any order)."""
+        matrix = self.sampling_matrix(x, num_samples)
+        return matrix, matrix.detach().argmax(-1)
+
+    def forward(self, x: torch.Tensor, num_samples: Any = None) -> SamplerOutput:
+        self.check_input(x, num_samples)
         x = self.cast_input(x)
-        return self.apply_matrix(self.sampling_matrix(x), x)
+        matrix, indices = self.select(x, self.num_kept(x.shape[1], num_samples))
+        return self.apply_matrix(matrix, x, indices)
 
     @staticmethod
-    def apply_matrix(matrix: torch.Tensor, x: torch.Tensor) -> SamplerOutput:
-        """Sort the rows of ``matrix`` (B×k×T) by frame index and compute ``P·x``."""
-        indices, order = matrix.detach().argmax(-1).sort(dim=1)
-        matrix = torch.gather(matrix, 1, order[..., None].expand_as(matrix))
+    def apply_matrix(matrix: torch.Tensor, x: torch.Tensor, indices: torch.Tensor | None = None) -> SamplerOutput:
+        """Sort the rows of ``matrix`` (B×k×T, arg-max ``indices``) by frame index and compute ``P·x``."""
+        if indices is None:
+            indices = matrix.detach().argmax(-1)
+        indices, order = indices.sort(dim=1)
+        if matrix.requires_grad:
+            matrix = torch.gather(matrix, 1, order[..., None].expand_as(matrix))
+        else:  # no gradient to carry: the sorted one-hot rows are the sorted indices
+            matrix = indices_to_matrix(indices, x.shape[1], matrix.dtype)
         return SamplerOutput(select_frames(matrix, x, indices), matrix, indices)

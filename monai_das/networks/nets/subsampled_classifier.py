@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
@@ -136,9 +138,9 @@ class SubsampledClassifier(nn.Module):
         dtype = parameter_dtype(self)
         return x if dtype is None or x.dtype == dtype or not x.is_floating_point() else x.to(dtype)
 
-    def sample(self, x: torch.Tensor) -> SamplerOutput:
-        """The sampler's choice for ``x`` (same layout as :meth:`forward`)."""
-        return self.sampler(self.to_frames(x))
+    def sample(self, x: torch.Tensor, num_samples: Optional[int] = None) -> SamplerOutput:
+        """The sampler's choice for ``x`` (same layout as :meth:`forward`); ``num_samples``: see :meth:`forward`."""
+        return self.sampler(self.to_frames(x), num_samples)
 
     def classify_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Logits ``B×num_classes`` from kept frames ``B×k×C×H×W`` (floating frames cast as in :meth:`to_frames`)."""
@@ -147,5 +149,15 @@ class SubsampledClassifier(nn.Module):
         z = self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
         return self.classifier(self.temporal_head(z))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify_frames(self.sample(x).frames)
+    def forward(self, x: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
+        """
+        Logits ``B×num_classes``. ``num_samples``: keep that many frames instead of the sampler's ``k`` (a frame
+        budget chosen at inference; ``1 <= num_samples <= T``; samplers with ``any_k``: DAS, DPS, uniform, random,
+        ADPS; ``full`` always keeps ``T``).
+        """
+        return self.classify_frames(self.sample(x, num_samples).frames)
+
+    def forward_with_indices(self, x: torch.Tensor, num_samples: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``B×num_classes`` and the kept frame indices ``B×k`` (ascending) of the same pass."""
+        out = self.sample(x, num_samples)
+        return self.classify_frames(out.frames), out.indices

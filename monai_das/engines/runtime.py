@@ -1,0 +1,134 @@
+"""
+The inference engines of the bundles' batch inference: ONNX Runtime (default), TorchScript and eager PyTorch, all
+answering as a module whose ``forward`` returns logits and whose ``last_indices`` holds the kept frames of that
+same pass (read by :class:`monai_das.handlers.SampledIndicesHandler`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from monai_das.engines.export import ExportedClassifier, load_weights, num_frames_of, read_model_card, save_onnx
+from monai_das.networks.nets.onnx_classifier import OnnxClassifier
+from monai_das.utils.io import file_digest
+
+__all__ = ["ENGINES", "IndicesRecorder", "inference_network"]
+
+logger = logging.getLogger(__name__)
+
+#: engines of :func:`inference_network`, the default first
+ENGINES = ("onnxruntime", "torchscript", "eager")
+#: ``metadata_props`` key naming the checkpoint (SHA-256) and ``k`` an ONNX file was exported from
+SOURCE_PROP = "monai_das.source"
+
+
+class IndicesRecorder(nn.Module):
+    """
+    Wraps a module returning ``(logits, indices)`` (a traced :class:`~monai_das.engines.ExportedClassifier`): its
+    ``forward`` returns the logits and leaves the indices of the same pass in :attr:`last_indices`.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.last_indices: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits, self.last_indices = self.module(x)
+        return logits
+
+
+def _onnx_source(path: Path) -> dict | None:
+    """The ``SOURCE_PROP`` of an ONNX file (plain JSON), ``None`` when absent or unreadable."""
+    import onnx
+
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        value = json.loads(props[SOURCE_PROP])
+    except Exception:  # not ours, damaged, older: export again
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def inference_network(
+    network: nn.Module,
+    ckpt_path: str | os.PathLike,
+    engine: str = "onnxruntime",
+    item_shape: Sequence[int] | None = None,
+    onnx_path: str | os.PathLike | None = None,
+    card_path: str | os.PathLike | None = None,
+    num_threads: int | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """
+    The network the bundle's batch inference runs, for ``engine``:
+
+    - ``"onnxruntime"`` (default): the checkpoint's ONNX export (:func:`~monai_das.engines.save_onnx`: logits and
+      kept indices from one graph, checked against the eager network when written) run by
+      :class:`~monai_das.networks.OnnxClassifier`. ``onnx_path`` is reused when it was exported from this very
+      checkpoint (SHA-256 recorded in the file) and can keep this ``k``; otherwise it is (re)written, atomically,
+      with the model card ``card_path`` embedded when there is one.
+    - ``"torchscript"``: the network traced in memory (:class:`IndicesRecorder` of a traced
+      :class:`~monai_das.engines.ExportedClassifier`).
+    - ``"eager"``: ``network`` itself; the bundle's ``CheckpointLoader`` handler loads the weights.
+
+    ``network`` is the bundle's ``network_def``, built with the ``k`` to keep (``keep_ratio`` of the inference
+    config; any ``k`` for DAS, DPS, uniform, random and ADPS, whose parameters do not depend on it).
+
+    Args:
+        network: the eager classifier (weights not loaded yet).
+        ckpt_path: its checkpoint (``torch.load(weights_only=True)``; a ``{"model": ...}`` dict or a state dict).
+        engine: one of :data:`ENGINES`.
+        item_shape: one input without batch (``C×D×H×W`` or ``T×C×H×W``); needed by ``onnxruntime``/``torchscript``.
+        onnx_path: where the ONNX file is kept (default: ``model.onnx`` beside the checkpoint).
+        card_path: the model card to embed (default: ``metadata.json`` beside the checkpoint, when present).
+        num_threads: ONNX Runtime intra-op threads (``None``: its default).
+        device: ``cuda`` devices use ONNX Runtime's CUDA provider when it is installed.
+
+    Raises:
+        ValueError: unknown ``engine``, or ``item_shape`` missing. FileNotFoundError: no checkpoint.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    if engine == "eager":
+        return network
+    if item_shape is None:
+        raise ValueError(f"engine {engine!r} needs item_shape (one input without batch).")
+    ckpt = Path(ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint '{ckpt}' does not exist (train first, or pass --ckpt_path).")
+    network = network.to("cpu").eval()
+    item_shape = [int(s) for s in item_shape]
+    if engine == "torchscript":
+        load_weights(network, ckpt)
+        example = torch.rand(1, *item_shape)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings: the control flow does not depend on values
+            traced = torch.jit.trace(ExportedClassifier(network), (example,))
+        return IndicesRecorder(traced).to(device)
+    onnx_file = Path(onnx_path) if onnx_path is not None else ckpt.with_name("model.onnx")
+    sampler = network.sampler
+    k = int(sampler.num_kept(num_frames_of(network, item_shape)))
+    wanted = {"checkpoint_sha256": file_digest(ckpt), "num_kept": None if sampler.export_any_k else k}
+    if not (onnx_file.is_file() and _onnx_source(onnx_file) == wanted):
+        card_file = Path(card_path) if card_path is not None else ckpt.with_name("metadata.json")
+        card = read_model_card(card_file) if card_file.is_file() else None
+        logger.info(f"exporting '{ckpt}' to ONNX '{onnx_file}' (once per checkpoint) ...")
+        load_weights(network, ckpt)
+        save_onnx(network, onnx_file, item_shape, metadata=card, extra_props={SOURCE_PROP: json.dumps(wanted)})
+    providers = ["CPUExecutionProvider"]
+    if torch.device(device).type == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+    return OnnxClassifier(onnx_file, num_samples=k, num_threads=num_threads, providers=providers)

@@ -1,0 +1,150 @@
+"""A DAS classifier exported to ONNX (:func:`monai_das.engines.save_onnx`), run with ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from monai_das.networks.nets.sampler import check_count
+
+__all__ = ["OnnxClassifier", "ONNX_CARD_PROP", "NETWORK_PROP"]
+
+#: ``metadata_props`` key of the model card in an exported ONNX file
+ONNX_CARD_PROP = "metadata.json"
+#: ``metadata_props`` key of the network facts (``layout``, ``slice_axis``, ``num_frames``, ``num_kept``, ``method``)
+NETWORK_PROP = "monai_das.network"
+
+
+class OnnxClassifier(nn.Module):
+    """
+    Runs an ONNX export of a :class:`~monai_das.networks.SubsampledClassifier` with ONNX Runtime, as a module with
+    the same calls: ``forward(x)`` → logits, :meth:`forward_with_indices` → logits and kept indices of the same pass
+    (the graph's second output, not re-derived). Tensors in and out are torch tensors on the CPU (inputs on another
+    device are copied).
+
+    The file must be what :func:`monai_das.engines.save_onnx` writes: input ``image`` (``[batch, *item_shape]``),
+    optionally ``num_samples`` (``int64 [1]``: any ``k`` at inference), outputs ``pred`` and ``indices``; its model
+    card (``metadata_props["metadata.json"]``, :attr:`card`) and network facts (``"monai_das.network"``: layout,
+    slice axis, ``T``, default ``k``) are read as plain JSON, never evaluated.
+
+    Args:
+        path: the ``.onnx`` file.
+        num_samples: ``k`` used when a call does not give one; ``None``: the ``k`` the network was exported with
+            (the trained one).
+        num_threads: ONNX Runtime intra-op threads (``None``: its default, one per core).
+        providers: execution providers (default ``["CPUExecutionProvider"]``).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: the file is not such an export (inputs/outputs named), or
+        ``num_samples`` is outside ``1..T``.
+
+    Shapes: ``x`` ``B×C×D×H×W`` (volume) or ``B×T×C×H×W`` (video), exactly the exported item shape → logits
+    ``B×num_classes``, indices ``B×k``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        num_samples: int | None = None,
+        num_threads: int | None = None,
+        providers: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX file '{self.path}' does not exist.")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if num_threads:
+            options.intra_op_num_threads = check_count(num_threads, "num_threads")
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:
+            raise ValueError(f"ONNX Runtime cannot load '{self.path}': {e}") from e
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if "image" not in inputs or not {"pred", "indices"} <= set(outputs):
+            raise ValueError(
+                f"'{self.path}' is not a monai_das ONNX export: inputs {sorted(inputs)}, outputs {outputs}; expected "
+                f"input 'image' (and optionally 'num_samples') and outputs 'pred' and 'indices' "
+                f"(export with `python -m monai_das.engines.export onnx`)."
+            )
+        shape = inputs["image"].shape
+        if any(not isinstance(s, int) for s in shape[1:]):
+            raise ValueError(f"'{self.path}': input 'image' must have a fixed item shape, got {shape}.")
+        self.item_shape = tuple(int(s) for s in shape[1:])
+        self.any_k = "num_samples" in inputs
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.card: dict | None = self._json_prop(meta, ONNX_CARD_PROP)
+        facts = self._json_prop(meta, NETWORK_PROP)
+        if facts is None:
+            raise ValueError(f"'{self.path}' has no '{NETWORK_PROP}' metadata (layout, slice axis, T): it was not "
+                             f"written by monai_das.engines.save_onnx; export it again.")
+        self.layout, self.slice_axis = str(facts.get("layout")), int(facts.get("slice_axis") or 0)
+        if self.layout not in ("volume", "video") or not 0 <= self.slice_axis <= 2 or len(self.item_shape) != 4:
+            raise ValueError(f"'{self.path}': unusable network metadata {facts} for input shape {shape}.")
+        self.num_frames = (self.item_shape[0] if self.layout == "video"
+                           else self.item_shape[1 + self.slice_axis])
+        out_k = self.session.get_outputs()[outputs.index("indices")].shape[-1]
+        self.exported_k = int(out_k) if isinstance(out_k, int) else None
+        default = num_samples
+        if default is None:
+            default = facts.get("num_kept") if self.any_k else self.exported_k
+        self.num_samples = self.check_num_samples(default) if default is not None else None
+        self.last_indices: torch.Tensor | None = None
+
+    def _json_prop(self, meta: dict, key: str) -> dict | None:
+        """A metadata property read as plain JSON (never evaluated); ``None`` when absent."""
+        if key not in meta:
+            return None
+        try:
+            value = json.loads(meta[key])
+        except ValueError as e:
+            raise ValueError(f"'{self.path}': embedded '{key}' is not valid JSON: {e}") from e
+        return value if isinstance(value, dict) else None
+
+    def check_num_samples(self, num_samples: Any) -> int:
+        """``num_samples`` as an int in ``1..T`` that this file can keep (``ValueError`` naming the file)."""
+        k = check_count(num_samples, f"num_samples (k) for '{self.path}'")
+        if k > self.num_frames:
+            raise ValueError(f"cannot keep k={k} frames: the model '{self.path}' takes T={self.num_frames} frames "
+                             f"(1 <= k <= T).")
+        if not self.any_k and self.exported_k is not None and k != self.exported_k:
+            raise ValueError(f"'{self.path}' was exported for k={self.exported_k} kept frames and has no "
+                             f"'num_samples' input; it cannot keep k={k}.")
+        return k
+
+    def check_input(self, x: torch.Tensor) -> np.ndarray:
+        """``x`` as a float32 array of shape ``[B, *item_shape]`` (``ValueError`` naming the file and both shapes)."""
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x)
+        if x.ndim != len(self.item_shape) + 1 or tuple(x.shape[1:]) != self.item_shape:
+            raise ValueError(
+                f"the ONNX model '{self.path}' takes input [batch, {', '.join(map(str, self.item_shape))}], got "
+                f"{list(x.shape)}."
+            )
+        return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+
+    def forward_with_indices(self, x: torch.Tensor, num_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``B×num_classes`` and kept indices ``B×k`` (ascending) of one run."""
+        feeds: dict[str, np.ndarray] = {"image": self.check_input(x)}
+        k = self.check_num_samples(num_samples) if num_samples is not None else self.num_samples
+        if self.any_k:
+            if k is None:
+                raise ValueError(f"'{self.path}' takes 'num_samples' and its card gives no default: pass num_samples.")
+            feeds["num_samples"] = np.array([k], dtype=np.int64)
+        pred, indices = self.session.run(["pred", "indices"], feeds)
+        return torch.from_numpy(pred), torch.from_numpy(indices).long()
+
+    def forward(self, x: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
+        """Logits ``B×num_classes``; the kept indices of this call are left in :attr:`last_indices`."""
+        logits, self.last_indices = self.forward_with_indices(x, num_samples)
+        return logits.to(x.device) if isinstance(x, torch.Tensor) else logits

@@ -1,0 +1,120 @@
+"""Inference engines (ONNX Runtime default, TorchScript, eager) agree, reuse the export, and keep any k."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from monai_das.engines import ENGINES, inference_network, save_onnx
+from monai_das.networks import OnnxClassifier, build_classifier
+
+SHAPE = (1, 8, 16, 16)  # C×D×H×W: T = 8 slices
+
+
+def _net(method="das", keep_ratio=0.5, seed=0):
+    torch.manual_seed(seed)
+    return build_classifier(method, 2, SHAPE[1], keep_ratio=keep_ratio).eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    torch.save({"model": _net().state_dict()}, root / "model.pt")
+    return root / "model.pt"
+
+
+def _run(network, x):
+    logits = network(x)
+    indices = network.last_indices if hasattr(network, "last_indices") else network.sample(x).indices
+    return logits, indices
+
+
+@pytest.mark.parametrize("keep_ratio", [0.5, 0.25, 1.0])
+def test_engines_agree_at_any_k(ckpt, keep_ratio):
+    """Same checkpoint, one trained k (4 of 8): every engine gives the same logits and kept indices at k = 4, 2, 8."""
+    x = torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(1))
+    out = {}
+    for engine in ENGINES:
+        net = inference_network(_net(keep_ratio=keep_ratio, seed=5), ckpt, engine, SHAPE,
+                                onnx_path=ckpt.with_name("model.onnx"))
+        if engine == "eager":  # the bundle's CheckpointLoader does this for eager
+            net.load_state_dict(torch.load(ckpt, weights_only=True)["model"])
+        with torch.no_grad():
+            out[engine] = _run(net, x)
+    k = max(1, round(keep_ratio * SHAPE[1]))
+    for engine in ("onnxruntime", "torchscript"):
+        assert out[engine][1].shape == (3, k)
+        assert torch.equal(out[engine][1], out["eager"][1]), engine
+        assert torch.allclose(out[engine][0], out["eager"][0], atol=1e-4), engine
+
+
+def test_onnx_export_is_reused_until_the_checkpoint_changes(tmp_path):
+    ckpt = tmp_path / "model.pt"
+    torch.save(_net().state_dict(), ckpt)
+    onnx_path = tmp_path / "model.onnx"
+    inference_network(_net(), ckpt, "onnxruntime", SHAPE, onnx_path)
+    stamp = onnx_path.stat().st_mtime_ns
+    inference_network(_net(keep_ratio=0.25), ckpt, "onnxruntime", SHAPE, onnx_path)  # other k: same file (any k)
+    assert onnx_path.stat().st_mtime_ns == stamp
+    torch.save(_net(seed=3).state_dict(), ckpt)  # retrained
+    runner = inference_network(_net(), ckpt, "onnxruntime", SHAPE, onnx_path)
+    assert onnx_path.stat().st_mtime_ns != stamp
+    expected = _net(seed=3)
+    x = torch.rand(2, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(runner(x), expected(x), atol=1e-4)
+
+
+def test_engine_errors(ckpt, tmp_path):
+    with pytest.raises(ValueError, match="engine must be one of"):
+        inference_network(_net(), ckpt, "tensorrt", SHAPE)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        inference_network(_net(), tmp_path / "missing.pt", "onnxruntime", SHAPE)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "das.onnx"
+    return save_onnx(_net(), path, SHAPE, metadata={"das_model": {"layout": "volume", "num_kept": 4}})
+
+
+def test_onnx_classifier_any_k_and_bad_input(onnx_file):
+    runner, net = OnnxClassifier(onnx_file), _net()
+    assert runner.any_k and runner.num_samples == 4 and runner.num_frames == 8
+    x = torch.rand(2, *SHAPE)
+    for k in (1, 3, 8):
+        logits, idx = runner.forward_with_indices(x, k)
+        with torch.no_grad():
+            e_logits, e_idx = net.forward_with_indices(x, k)
+        assert torch.equal(idx, e_idx) and torch.allclose(logits, e_logits, atol=1e-4)
+    for bad in (0, 9, 2.5):
+        with pytest.raises(ValueError, match="num_samples|cannot keep k=9"):
+            runner.forward_with_indices(x, bad)
+    with pytest.raises(ValueError, match=r"das\.onnx.*\[batch, 1, 8, 16, 16\], got \[2, 1, 8, 16, 12\]"):
+        runner(torch.rand(2, 1, 8, 16, 12))
+
+
+def test_onnx_file_that_is_not_an_export(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 16, 16])])
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ValueError, match=r"other\.onnx' is not a monai_das ONNX export.*'pred' and 'indices'"):
+        OnnxClassifier(path)
+    with pytest.raises(FileNotFoundError):
+        OnnxClassifier(tmp_path / "none.onnx")
+
+
+def test_static_k_export_refuses_other_k(tmp_path):
+    """ADPS's k picks are unrolled steps: its export keeps the traced k and says so."""
+    path = save_onnx(_net("adps"), tmp_path / "adps.onnx", SHAPE)
+    runner = OnnxClassifier(path)
+    assert not runner.any_k and runner.num_samples == 4
+    with pytest.raises(ValueError, match="exported for k=4"):
+        runner.forward_with_indices(torch.rand(1, *SHAPE), 2)
+    assert np.isfinite(runner(torch.rand(1, *SHAPE)).numpy()).all()
