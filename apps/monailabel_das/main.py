@@ -6,8 +6,9 @@ MONAI Label sample app serving (and training) a DAS bundle as a classification m
 Config (``--conf KEY VALUE``, see ``lib/app_tasks.py``): ``bundle`` (default: ``bundles/das_volume_classification``
 of this repository), ``model_dir`` (default ``<app>/model/<bundle name>``: where training writes ``models/model.pt``),
 ``labels`` (comma-separated class names), ``spatial_size`` (``D,H,W``), ``max_epochs``, ``train_overrides`` (JSON),
-``train`` (``false``: no train task), ``prefer`` (``torchscript`` | ``checkpoint``), ``modalities`` (comma-separated
-accepted DICOM modalities), ``preload``.
+``train`` (``false``: no train task), ``engine`` (``onnxruntime`` (default) | ``torchscript`` | ``eager``; ``prefer``
+is the former name), ``num_kept`` / ``keep_ratio`` (frames kept at inference; default: the trained k),
+``modalities`` (comma-separated accepted DICOM modalities), ``preload``.
 
 Tasks, both named ``das_classification``: the infer task (``lib/infers``) and the train task (``lib/trainers``), which
 trains the bundle on the datastore's classes (the ``final`` label's label info ``{"label": <class name or index>}``)

@@ -19,11 +19,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", help="study file, folder of studies, CSV study list or datalist JSON "
                    "(default: $HOLOSCAN_INPUT_PATH or 'input')")
     p.add_argument("-o", "--output", help="report folder (default: $HOLOSCAN_OUTPUT_PATH or 'output')")
-    p.add_argument("-m", "--model", help="bundle folder, TorchScript file or checkpoint "
+    p.add_argument("-m", "--model", help="bundle folder, ONNX file, TorchScript file or checkpoint "
                    "(default: $HOLOSCAN_MODEL_PATH or 'models')")
     p.add_argument("--config", help="bundle config with network_def, for a bare checkpoint")
-    p.add_argument("--prefer", choices=("torchscript", "checkpoint"), default="torchscript",
-                   help="model format to try first when the bundle has both")
+    p.add_argument("--engine", choices=("onnxruntime", "torchscript", "eager"), default=None,
+                   help="onnxruntime (default: models/model.onnx), torchscript (models/model.ts) or eager "
+                   "(models/model.pt + configs/inference.json); a bundle without that engine's file falls back with "
+                   "a warning")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--num_kept", "--num-kept", type=int, metavar="K",
+                        help="frames (slices) kept per study at inference, 1 <= K <= T (default: the trained k of "
+                        "the model card; another k needs the ONNX export or the checkpoint)")
+    budget.add_argument("--keep_ratio", "--keep-ratio", type=float, metavar="R",
+                        help="the same as a fraction of T: k = max(1, round(R*T)), 0 < R <= 1")
+    p.add_argument("--prefer", choices=("torchscript", "checkpoint"), default=None,
+                   help="former option: --prefer torchscript = --engine torchscript, checkpoint = --engine eager")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--sr", action="store_true", help="also write a DICOM Basic Text SR for each classified DICOM study")
     p.add_argument("--modalities", nargs="+", metavar="MOD",
@@ -72,12 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if str(loader_options.get("axcodes", "")).lower() == "none":
         loader_options["axcodes"] = None
     loader_options["allowed_modalities"] = args.modalities
-    app = DASClassifierApp(
-        input_path=args.input, output_path=args.output, model_path=args.model, config_file=args.config,
-        prefer=args.prefer, device=args.device, write_sr=args.sr, loader_options=loader_options,
-        spec_overrides={"spatial_size": args.spatial_size} if args.spatial_size else None,
-    )
     try:
+        app = DASClassifierApp(
+            input_path=args.input, output_path=args.output, model_path=args.model, config_file=args.config,
+            engine=args.engine, prefer=args.prefer, device=args.device, write_sr=args.sr,
+            loader_options=loader_options, num_kept=args.num_kept, keep_ratio=args.keep_ratio,
+            spec_overrides={"spatial_size": args.spatial_size} if args.spatial_size else None,
+        )
         app.run()
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         logging.getLogger("monai_das.deploy").error("%s: %s", type(e).__name__, e)

@@ -8,7 +8,9 @@ In-process::
     app.run()
     app.reports  # the reports, also in out/<study_id>.json and out/summary.json
 
-Command line: ``python -m monai_das.deploy --input studies/ --output out/ --model bundles/das_volume_classification``.
+Command line: ``python -m monai_das.deploy --input studies/ --output out/ --model bundles/das_volume_classification``
+(``--engine onnxruntime|torchscript|eager``, default ``onnxruntime`` on ``models/model.onnx``; ``--num_kept K`` or
+``--keep_ratio R``: the frames kept at inference, default the trained ``k``).
 Paths left out fall back to the SDK's environment variables ``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTPUT_PATH`` and
 ``HOLOSCAN_MODEL_PATH`` (defaults ``input``, ``output``, ``models``), as in a MONAI Application Package.
 """
@@ -32,7 +34,7 @@ from monai_das.deploy.operators import (
     StudyLoaderOperator,
 )
 from monai_das.data.studies import discover_studies
-from monai_das.deploy.predictor import DASPredictor
+from monai_das.deploy.predictor import DASPredictor, resolve_engine
 from monai_das.deploy.studies import StudyLoader
 
 __all__ = ["DASClassifierApp"]
@@ -49,9 +51,16 @@ class DASClassifierApp(Application):
             :func:`monai_das.data.discover_studies`: the same studies and ids as the bundles' batch inference).
         output_path: folder for ``<study_id>.json``, ``summary.json`` and ``dicom_sr/<study_id>/*.dcm`` (ids are
             relative paths, e.g. ``sub/scan.nii.gz`` → ``sub/scan.nii.gz.json``).
-        model_path: bundle folder, TorchScript file or checkpoint (see :meth:`DASPredictor.from_path`).
+        model_path: bundle folder, ONNX file, TorchScript file or checkpoint (see :meth:`DASPredictor.from_path`).
         config_file: bundle config for a bare checkpoint.
-        prefer: ``"torchscript"`` (default) or ``"checkpoint"`` when the bundle has both.
+        engine: ``"onnxruntime"`` (default: ``models/model.onnx``), ``"torchscript"`` (``models/model.ts``) or
+            ``"eager"`` (``models/model.pt`` + config). A bundle without that engine's file falls back with a logged
+            warning (the reports' ``model`` block gives ``engine`` and ``engine_fallback``).
+        num_kept: ``k``, the frames kept per study at inference (``1 <= k <= T``; any ``k`` needs the ONNX export or
+            the checkpoint); default: the trained ``k`` of the model card.
+        keep_ratio: the same as a fraction of ``T`` (``k = max(1, round(keep_ratio·T))``); not with ``num_kept``.
+        prefer: the former option, an alias: ``"torchscript"`` = ``engine="torchscript"``, ``"checkpoint"`` =
+            ``engine="eager"``.
         device: torch device, ``"cpu"`` by default.
         write_sr: also write a DICOM Basic Text SR (the SDK's ``DICOMTextSRWriterOperator``) for each classified
             DICOM study, with the patient/study tags copied from it.
@@ -61,7 +70,8 @@ class DASClassifierApp(Application):
             :func:`monai_das.deploy.studies.spec_recipe`).
         spec_overrides: :class:`~monai_das.deploy.spec.ModelSpec` fields overriding the bundle's
             (``spatial_size``, ``layout``, ``slice_axis``, ``in_channels``, ``labels``).
-        predictor: an already loaded :class:`DASPredictor` (then ``model_path`` is ignored).
+        predictor: an already loaded :class:`DASPredictor` (then ``model_path``, ``engine`` are ignored;
+            ``num_kept``/``keep_ratio`` still apply).
         argv: command line for the Holoscan ``Application`` (default: this program, no flags).
 
     Attributes (after :meth:`run`): ``reports`` (list of report dicts), ``sr_files`` (``{study_id: [paths]}``),
@@ -74,19 +84,26 @@ class DASClassifierApp(Application):
         output_path: str | Path | None = None,
         model_path: str | Path | None = None,
         config_file: str | Path | None = None,
-        prefer: str = "torchscript",
+        engine: str | None = None,
         device: str = "cpu",
         write_sr: bool = False,
         loader_options: Mapping[str, Any] | None = None,
         spec_overrides: Mapping[str, Any] | None = None,
         predictor: DASPredictor | None = None,
         argv: Sequence[str] | None = None,
+        num_kept: int | None = None,
+        keep_ratio: float | None = None,
+        prefer: str | None = None,
     ) -> None:
         env = RuntimeEnv()
         self.input_path = Path(input_path if input_path is not None else env.input)
         self.output_path = Path(output_path if output_path is not None else env.output)
         self.model_path = Path(model_path if model_path is not None else env.model)
-        self.config_file, self.prefer, self.device = config_file, prefer, device
+        self.config_file, self.device = config_file, device
+        self.engine = resolve_engine(engine, prefer)
+        if num_kept is not None and keep_ratio is not None:
+            raise ValueError(f"give num_kept or keep_ratio, not both (got {num_kept!r}, {keep_ratio!r}).")
+        self.num_kept, self.keep_ratio = num_kept, keep_ratio
         self.write_sr = write_sr
         self.loader_options = dict(loader_options or {})
         self.spec_overrides = dict(spec_overrides or {})
@@ -100,11 +117,16 @@ class DASClassifierApp(Application):
 
     def compose(self) -> None:
         """Build the graph: loader → inference → report writer (→ SR writer)."""
+        budget = None
         if self.predictor is None:
             self.predictor = DASPredictor.from_path(
-                self.model_path, config_file=self.config_file, device=self.device, prefer=self.prefer,
-                **self.spec_overrides,
+                self.model_path, config_file=self.config_file, device=self.device, engine=self.engine,
+                num_kept=self.num_kept, keep_ratio=self.keep_ratio, **self.spec_overrides,
             )
+        else:  # validated against the given predictor's model, passed to the inference operator
+            budget = self.predictor.budget(self.num_kept, self.keep_ratio)
+        logger.info("model %s: engine %s, k=%s of T=%d frames", self.predictor.source, self.predictor.engine,
+                    budget or self.predictor.num_kept, self.predictor.spec.num_frames)
         sources = discover_studies(self.input_path)
         logger.info("%d stud%s found under %s", len(sources), "y" if len(sources) == 1 else "ies", self.input_path)
         self.output_path.mkdir(parents=True, exist_ok=True)
@@ -112,7 +134,7 @@ class DASClassifierApp(Application):
             self, CountCondition(self, count=len(sources)), sources=sources,
             loader=StudyLoader(self.predictor.spec, **self.loader_options), name="study_loader",
         )
-        infer = DASInferenceOperator(self, predictor=self.predictor, name="das_inference")
+        infer = DASInferenceOperator(self, predictor=self.predictor, num_samples=budget, name="das_inference")
         self._writer = DASReportWriterOperator(
             self, output_folder=self.output_path, num_studies=len(sources), write_sr=self.write_sr,
             name="report_writer",

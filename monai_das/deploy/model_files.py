@@ -1,7 +1,7 @@
 """
 Model files of an exported DAS model: where they are (:func:`find_bundle_files`), how each format is loaded into a
-network and its :class:`~monai_das.deploy.spec.ModelSpec` (:func:`load_torchscript`, :func:`load_checkpoint`), and
-whether a checkpoint agrees with its model card.
+network and its :class:`~monai_das.deploy.spec.ModelSpec` (:func:`load_onnx`, :func:`load_torchscript`,
+:func:`load_checkpoint`), and whether a checkpoint agrees with its model card.
 
 Trust: a bundle config is code (MONAI's ``ConfigParser`` evaluates ``$`` strings), so only configs the user points at
 (``config_file=``, or a bundle folder's ``configs/inference.json``) are parsed, here and only here. A model file and
@@ -24,6 +24,7 @@ from monai_das.deploy.spec import (
     CARD_KEY,
     CARD_NAME,
     _NETWORK_KEYS,
+    MissingMetadataError,
     ModelSpec,
     _choose_metadata,
     _data_labels,
@@ -33,20 +34,22 @@ from monai_das.deploy.spec import (
     _spec_from_configs,
 )
 
-__all__ = ["CONFIG_NAMES", "TORCHSCRIPT_NAMES", "CHECKPOINT_NAMES", "find_bundle_files", "load_torchscript",
-           "load_checkpoint"]
+__all__ = ["CONFIG_NAMES", "ONNX_NAMES", "TORCHSCRIPT_NAMES", "CHECKPOINT_NAMES", "find_bundle_files", "load_onnx",
+           "load_torchscript", "load_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
+ONNX_NAMES = ("model.onnx",)
 TORCHSCRIPT_NAMES = ("model.ts",)
 CHECKPOINT_NAMES = ("model.pt", "model.pth")
 
 
 def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
     """
-    Locate ``torchscript``, ``checkpoint``, ``config``, ``metadata`` and ``card`` for ``path``: a bundle folder
-    (``configs/``, ``models/``), a ``models/`` folder, or a model file (inside a bundle or not).
+    Locate ``onnx``, ``torchscript``, ``checkpoint``, ``config``, ``metadata`` and ``card`` for ``path``: a bundle
+    folder (``configs/``, ``models/``), a ``models/`` folder, or a model file (inside a bundle or not). A model file
+    is ``onnx`` by its ``.onnx`` suffix, ``torchscript`` by its content (a zip with ``code/``), else ``checkpoint``.
 
     ``config`` (``configs/inference.json``) is returned for a folder only: a config is code that MONAI evaluates, so it
     is used when the user points at its bundle, never because it happens to lie next to a model file. ``metadata``
@@ -57,16 +60,23 @@ def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model path '{path}' does not exist.")
-    found: dict[str, Path | None] = {"torchscript": None, "checkpoint": None, "config": None, "metadata": None,
-                                     "card": None}
+    found: dict[str, Path | None] = {"onnx": None, "torchscript": None, "checkpoint": None, "config": None,
+                                     "metadata": None, "card": None}
     if path.is_file():
         root = path.parent.parent if path.parent.name == "models" else path.parent
-        key = "torchscript" if _is_torchscript(path) else "checkpoint"
+        if path.suffix.lower() == ".onnx":
+            key = "onnx"
+        else:
+            key = "torchscript" if _is_torchscript(path) else "checkpoint"
         found[key] = path
         models = path.parent
     else:
         root = path.parent if path.name == "models" else path
         models = root / "models"
+        for name in ONNX_NAMES:
+            if (models / name).is_file():
+                found["onnx"] = models / name
+                break
         for name in TORCHSCRIPT_NAMES:
             if (models / name).is_file():
                 found["torchscript"] = models / name
@@ -96,7 +106,80 @@ def _is_torchscript(path: Path) -> bool:
         names = zf.namelist()
     return any("/code/" in n or n.startswith("code/") for n in names) and any(n.endswith("data.pkl") for n in names)
 
+
 # ---------------------------------------------------------------------------------------------- loading
+def load_onnx(
+    files: Mapping[str, Path | None], device: str | torch.device, overrides: Mapping[str, Any]
+) -> tuple[nn.Module, ModelSpec]:
+    """
+    The network of ``files["onnx"]`` (an :class:`~monai_das.networks.nets.OnnxClassifier`: ONNX Runtime, no Python
+    is run) and its spec.
+
+    Metadata: the model card embedded in the file (``metadata_props["metadata.json"]``, written by
+    :func:`monai_das.engines.save_onnx`), else the card beside it (``files["card"]``); both plain JSON, read with the
+    same code as a TorchScript file's card. No config is read: the graph and the card describe the model. The spec's
+    input shape, layout and slice axis are checked against the graph's (its input and its ``monai_das.network``
+    facts).
+
+    Raises:
+        MissingMetadataError: no card and no ``spatial_size`` in ``overrides`` (the message names the file).
+        ValueError: not a ``monai_das`` ONNX export (inputs/outputs, network facts), or a card/override grid, layout
+            or slice axis that is not the graph's.
+        ImportError: ``onnxruntime`` is not installed.
+    """
+    from monai_das.networks.nets.onnx_classifier import ONNX_CARD_PROP, OnnxClassifier
+
+    onnx_path = files["onnx"]
+    source = str(onnx_path)
+    net = OnnxClassifier(onnx_path, providers=_onnx_providers(device))
+    embedded = f"{ONNX_CARD_PROP} embedded in '{source}'"
+    metadata, meta_source = _choose_metadata([
+        (net.card, embedded),
+        (_read_json(files["card"]) if files.get("card") else None, str(files.get("card"))),
+    ])
+    has_card = isinstance(metadata, Mapping) and isinstance(metadata.get(CARD_KEY), Mapping)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not has_card and "spatial_size" not in given:
+        raise MissingMetadataError(
+            f"the ONNX file '{source}' has no model card (no metadata_props['{ONNX_CARD_PROP}'] with '{CARD_KEY}', and "
+            f"no card beside it): its layout, grid, slice axis and labels are unknown. Export it with its card "
+            f"(`python -m monai_das.engines.export onnx --bundle_root <bundle_root> --config_file "
+            f"<bundle>/configs/inference.json`), or pass spec_overrides, e.g. DASPredictor.from_path(path, "
+            f"layout='volume', spatial_size=(D, H, W), slice_axis=0, in_channels=1)."
+        )
+    spec = _spec_from_configs(metadata if has_card else {}, {}, None, overrides, meta_source or embedded,
+                              model=source)
+    expected = ((spec.in_channels, *spec.spatial_size) if spec.layout == "volume" else
+                (spec.spatial_size[0], spec.in_channels, *spec.spatial_size[1:]))
+    if tuple(net.item_shape) != tuple(expected):
+        raise ValueError(
+            f"the ONNX model '{source}' takes input [batch, {', '.join(map(str, net.item_shape))}], its metadata "
+            f"({meta_source or 'spec_overrides'}) describes [batch, {', '.join(map(str, expected))}] "
+            f"({spec.layout}): pass the grid of the graph, or re-export the model with its card."
+        )
+    # the graph's own facts (layout, frame axis: how its indices count frames) must be the spec's
+    graph_axis = None if net.layout == "video" else net.slice_axis
+    spec_axis = None if spec.layout == "video" else spec.slice_axis
+    if (net.layout, graph_axis) != (spec.layout, spec_axis):
+        raise ValueError(
+            f"the ONNX model '{source}' was exported as layout={net.layout!r}, slice_axis={graph_axis}, its metadata "
+            f"({meta_source or 'spec_overrides'}) says layout={spec.layout!r}, slice_axis={spec_axis}: pass the "
+            f"graph's values, or re-export the model with its card."
+        )
+    return net, spec
+
+
+def _onnx_providers(device: str | torch.device) -> list[str]:
+    """ONNX Runtime execution providers for a torch device: CUDA first when asked for and available, then CPU."""
+    if torch.device(device).type == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        logger.warning("ONNX Runtime has no CUDAExecutionProvider here: the ONNX model runs on the CPU.")
+    return ["CPUExecutionProvider"]
+
+
 def load_torchscript(
     files: Mapping[str, Path | None], device: str | torch.device, overrides: Mapping[str, Any], trusted_meta: bool
 ) -> tuple[nn.Module, ModelSpec]:

@@ -118,11 +118,16 @@ class DASInferenceOperator(Operator):
 
     Args:
         fragment: the application.
-        predictor: the loaded :class:`DASPredictor`.
+        predictor: the loaded :class:`DASPredictor` (its engine and default ``k``: ``predictor.num_kept``).
+        num_samples: ``k`` kept per study instead of the predictor's default (``None``: the default); the report's
+            ``num_kept`` and ``model.num_kept`` give the ``k`` used.
     """
 
-    def __init__(self, fragment: Fragment, *args, predictor: DASPredictor, **kwargs) -> None:
+    def __init__(
+        self, fragment: Fragment, *args, predictor: DASPredictor, num_samples: int | None = None, **kwargs
+    ) -> None:
         self.predictor = predictor
+        self.num_samples = predictor.budget(num_samples) if num_samples is not None else None
         self.input_name, self.output_name = "study", "report"
         super().__init__(fragment, *args, **kwargs)
 
@@ -134,8 +139,11 @@ class DASInferenceOperator(Operator):
         message: StudyMessage = op_input.receive(self.input_name)
         if message.report is None and message.study is not None:
             try:
-                prediction = self.predictor.predict(message.study.image)
-                message.report = study_report(message.study, prediction, self.predictor.describe())
+                prediction = self.predictor.predict(message.study.image, num_samples=self.num_samples)
+                model = self.predictor.describe()
+                if self.num_samples is not None:
+                    model["num_kept"] = self.num_samples
+                message.report = study_report(message.study, prediction, model)
             except Exception as e:
                 logger.error("study %s could not be classified: %s", message.source.study_id, e)
                 message.report = error_report(message.source, e, stage="inference")

@@ -1,7 +1,7 @@
 """
-Classify one study with an exported DAS model (TorchScript, or checkpoint + bundle config) and report which
-slices/frames the sampler kept. Shared by the MONAI Deploy application and the MONAI Label sample app; needs neither
-of their SDKs.
+Classify one study with an exported DAS model (ONNX run by ONNX Runtime, TorchScript, or checkpoint + bundle config)
+and report which slices/frames the sampler kept, with a frame budget ``k`` chosen at inference. Shared by the MONAI
+Deploy application and the MONAI Label sample app; needs neither of their SDKs.
 
 The jobs are split by module: :mod:`.spec` (:class:`ModelSpec`, the model card and metadata read as plain data),
 :mod:`.model_files` (finding and loading model files; the only place a config the user points at is parsed) and this
@@ -21,15 +21,19 @@ import torch.nn as nn
 
 from monai_das.deploy.model_files import (
     CHECKPOINT_NAMES,
+    ONNX_NAMES,
     TORCHSCRIPT_NAMES,
     find_bundle_files,
     load_checkpoint,
+    load_onnx,
     load_torchscript,
 )
 from monai_das.deploy.spec import MissingMetadataError, ModelSpec
+from monai_das.networks.nets.sampler import check_count
 from monai_das.networks.utils import to_frames
 
-__all__ = ["ModelSpec", "Prediction", "DASPredictor", "MissingMetadataError", "find_bundle_files", "kept_indices"]
+__all__ = ["ModelSpec", "Prediction", "DASPredictor", "MissingMetadataError", "ENGINES", "find_bundle_files",
+           "kept_indices", "resolve_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,22 +84,48 @@ class Prediction:
         }
 
 
+#: engines of :meth:`DASPredictor.from_path` and the model file each one runs
+ENGINES = {"onnxruntime": "onnx", "torchscript": "torchscript", "eager": "checkpoint"}
+#: the model files tried, in order, for each engine (the first is the engine's own)
+ENGINE_ORDER = {
+    "onnxruntime": ("onnx", "torchscript", "checkpoint"),
+    "torchscript": ("torchscript", "checkpoint", "onnx"),
+    "eager": ("checkpoint", "onnx", "torchscript"),
+}
+_FORMAT_ENGINE = {fmt: engine for engine, fmt in ENGINES.items()}
+_FILE_NAMES = {"onnx": f"models/{ONNX_NAMES[0]}", "torchscript": f"models/{TORCHSCRIPT_NAMES[0]}",
+               "checkpoint": f"models/{CHECKPOINT_NAMES[0]} + configs/inference.json"}
+#: the former ``prefer`` values
+_PREFER = {"torchscript": "torchscript", "checkpoint": "eager"}
+
+
 class DASPredictor:
     """
     Run a DAS classifier on one preprocessed study and report the kept slices/frames.
 
-    Construct with :meth:`from_path` (bundle folder, TorchScript file or checkpoint) or directly from a module.
+    Construct with :meth:`from_path` (bundle folder, ONNX file, TorchScript file or checkpoint) or directly from a
+    module.
 
     Args:
-        network: ``forward(x) -> logits B×num_classes``; for kept indices it should also expose ``sample(x)`` (as
-            :class:`monai_das.networks.SubsampledClassifier` does, eager or scripted) or a ``sampler`` submodule
-            taking ``B×T×C×H×W`` (traced exports keep it).
+        network: ``forward(x) -> logits B×num_classes``. With ``forward_with_indices(x, num_samples)`` (an
+            :class:`~monai_das.networks.nets.OnnxClassifier`, an eager
+            :class:`~monai_das.networks.SubsampledClassifier`) the logits and the kept indices come from one pass and
+            any ``k`` may be kept; otherwise (TorchScript) the kept indices come from ``sample(x)`` or a ``sampler``
+            submodule taking ``B×T×C×H×W`` (see :func:`kept_indices`) and ``k`` is the trained one.
         spec: :class:`ModelSpec` of the network input.
-        source: where the network came from (recorded in reports); ``model_format``: ``"torchscript"``,
+        source: where the network came from (recorded in reports); ``model_format``: ``"onnx"``, ``"torchscript"``,
             ``"checkpoint"`` or ``"module"``.
-        device: torch device (default CPU).
+        device: torch device (default CPU; an ONNX model runs on ONNX Runtime's CPU provider unless built otherwise).
         measure_macs: count MACs with torch's FLOP counter (eager networks with ``sampler``/``classify_frames``;
-            counted once per input shape).
+            counted once per input shape, at the network's own ``k``).
+        num_kept: ``k``, the frames kept at inference (a frame budget; ``1 <= k <= T``). ``None``: ``keep_ratio``,
+            else the trained ``k`` (``spec.num_kept``, from the model card), else the network's own.
+        keep_ratio: ``k = max(1, round(keep_ratio·T))``, in ``(0, 1]``; not together with ``num_kept``.
+        engine_requested: the engine asked of :meth:`from_path`; ``engine_fallback``: why another one runs (reports).
+
+    Raises:
+        ValueError: ``num_kept``/``keep_ratio`` outside ``1..T`` / ``(0, 1]`` or both given, or a ``k`` other than
+        the trained one for a network that cannot choose it (TorchScript, an ONNX export without ``num_samples``).
     """
 
     def __init__(
@@ -106,6 +136,10 @@ class DASPredictor:
         model_format: str = "module",
         device: str | torch.device = "cpu",
         measure_macs: bool = True,
+        num_kept: int | None = None,
+        keep_ratio: float | None = None,
+        engine_requested: str | None = None,
+        engine_fallback: str | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
@@ -113,7 +147,84 @@ class DASPredictor:
         self.source = source
         self.model_format = model_format
         self.measure_macs = measure_macs
+        self.engine = _engine_of(network, model_format)
+        self.engine_requested = engine_requested or self.engine
+        self.engine_fallback = engine_fallback
         self._macs_cache: dict[tuple[int, ...], dict[str, int] | None] = {}
+        budget = self.budget(num_kept, keep_ratio)
+        #: ``k`` kept at inference when :meth:`predict` is not given one (``None``: the network decides)
+        self.num_kept: int | None = budget if budget is not None else self._network_k()
+
+    @property
+    def any_k(self) -> bool:
+        """Whether the network can keep any ``k`` at inference (ONNX with ``num_samples``, eager networks)."""
+        net = self.network
+        if not hasattr(net, "forward_with_indices"):
+            return False
+        if hasattr(net, "any_k"):  # OnnxClassifier
+            return bool(net.any_k)
+        return bool(getattr(getattr(net, "sampler", None), "any_k", True))
+
+    def _network_k(self) -> int | None:
+        """The ``k`` the model keeps by default: the card's (trained), else the network's own."""
+        return int(self.spec.num_kept) if self.spec.num_kept is not None else self._network_own_k()
+
+    def _network_own_k(self) -> int | None:
+        """The ``k`` the network keeps without ``num_samples`` (an ONNX file's default, an eager sampler's ``k``;
+        what :meth:`_macs` counts), or ``None`` when it does not say (TorchScript)."""
+        net = self.network
+        if hasattr(net, "check_num_samples"):  # OnnxClassifier
+            return int(net.num_samples) if net.num_samples is not None else None
+        sampler = getattr(net, "sampler", None)
+        if isinstance(net, torch.jit.ScriptModule) or not hasattr(sampler, "num_kept"):
+            return None
+        try:
+            return int(sampler.num_kept(self.spec.num_frames))
+        except Exception:
+            return None
+
+    def budget(self, num_kept: Any = None, keep_ratio: Any = None) -> int | None:
+        """
+        ``k`` for a frame budget chosen at inference: ``num_kept``, or ``max(1, round(keep_ratio·T))``; ``None``
+        when neither is given (then :attr:`num_kept` applies).
+
+        Raises:
+            ValueError: both given; ``num_kept`` not an integer in ``1..T``; ``keep_ratio`` not in ``(0, 1]``; a ``k``
+            this model cannot keep (it is fixed at the trained one: TorchScript, or an ONNX export without
+            ``num_samples``). The message names the model file and ``T``.
+        """
+        if num_kept is not None and keep_ratio is not None:
+            raise ValueError(f"give num_kept or keep_ratio, not both (got num_kept={num_kept!r}, "
+                             f"keep_ratio={keep_ratio!r}).")
+        if num_kept is None and keep_ratio is None:
+            return None
+        t = self.spec.num_frames
+        where = f"the model '{self.source}'" if self.source else "the model"
+        if keep_ratio is not None:
+            from monai_das.networks import num_kept as num_kept_of
+
+            try:
+                k = num_kept_of(t, keep_ratio)
+            except ValueError as e:
+                raise ValueError(f"keep_ratio for {where} (T={t} frames): {e}") from e
+        else:
+            k = check_count(num_kept, f"num_kept (k, the frames kept at inference) for {where}")
+        if k > t:
+            raise ValueError(f"cannot keep k={k} frames: {where} takes T={t} frames (1 <= k <= T).")
+        if not self.any_k:
+            trained = self.spec.num_kept if self.spec.num_kept is not None else self._network_own_k()
+            if trained is None or k != trained:
+                kind = {"torchscript": "a TorchScript export", "onnxruntime": "an ONNX export without a "
+                        "'num_samples' input"}.get(self.engine, "a network whose sampler is tied to its k")
+                raise ValueError(
+                    f"{where} ({kind}) keeps the trained k={trained if trained is not None else '?'} frames and "
+                    f"cannot keep k={k}: a frame budget chosen at inference needs an ONNX export of a DAS, DPS, "
+                    f"uniform or random sampler (engine='onnxruntime', `python -m monai_das.engines.export onnx`) or "
+                    f"the checkpoint (engine='eager')."
+                )
+        elif hasattr(self.network, "check_num_samples"):  # OnnxClassifier: names the file, k vs T and the graph
+            self.network.check_num_samples(k)
+        return k
 
     @classmethod
     def from_path(
@@ -121,18 +232,38 @@ class DASPredictor:
         path: str | os.PathLike,
         config_file: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
-        prefer: str = "torchscript",
+        engine: str | None = None,
         measure_macs: bool = True,
+        num_kept: int | None = None,
+        keep_ratio: float | None = None,
+        prefer: str | None = None,
         **spec_overrides: Any,
     ) -> DASPredictor:
         """
         Load a model.
 
+        Engines (``engine``) and the model file each runs:
+
+        - ``"onnxruntime"`` (default): ``models/model.onnx`` (or a ``.onnx`` file), an ONNX export written by
+          :func:`monai_das.engines.export_onnx` run by ONNX Runtime; any ``k`` at inference when the export takes
+          ``num_samples`` (DAS, DPS, uniform, random).
+        - ``"torchscript"``: ``models/model.ts`` (``torch.jit.load``); keeps the trained ``k``.
+        - ``"eager"``: ``models/model.pt`` + the bundle's config (the PyTorch network; MACs measured; any ``k``).
+
+        A bundle folder without the chosen engine's file (or whose file cannot be loaded) falls back, with a logged
+        warning, to the next of ``onnxruntime → torchscript → eager`` (``torchscript → eager → onnxruntime``,
+        ``eager → onnxruntime → torchscript``); :meth:`describe` gives ``engine``, ``engine_requested`` and
+        ``engine_fallback``. A model file runs with its own engine (a warning when another was asked for).
+
         What is parsed depends on ``path`` (a config is code: MONAI's ``ConfigParser`` evaluates its ``$`` strings,
         so only a config the user points at is parsed; model files and their metadata are data):
 
-        - a bundle folder (or its ``models/`` folder): ``models/model.ts``, falling back to ``models/model.pt``; the
-          bundle's ``configs/inference.json`` is parsed with ``ConfigParser`` (trusted: the user chose the bundle).
+        - a bundle folder (or its ``models/`` folder): its model files, as above; the bundle's
+          ``configs/inference.json`` is parsed with ``ConfigParser`` (trusted: the user chose the bundle) for a
+          checkpoint or a TorchScript file.
+        - an ONNX file: loaded with ONNX Runtime; its spec comes from the model card embedded in it
+          (``metadata_props["metadata.json"]``, plain JSON), else the card beside it; no config is read. Without a
+          card: :class:`MissingMetadataError` naming the file (unless ``spec_overrides`` give the grid).
         - a TorchScript file: loaded with ``torch.jit.load``; its embedded ``metadata.json``/``inference.json`` (as
           ``monai.bundle ckpt_export`` writes them) are read with ``json.loads`` and only literal values of
           ``network_def`` (``layout``, ``slice_axis``, ``in_channels``; a whole-string ``@id`` reference is looked up
@@ -145,41 +276,48 @@ class DASPredictor:
 
         Metadata (plain JSON): a **model card** (a ``metadata.json`` with a ``das_model`` section, written by
         training: :class:`monai_das.handlers.ModelCardSaver`) describes the trained model and is used first: the one
-        embedded in a TorchScript file (``ckpt_export --meta_file <bundle_root>/models/metadata.json``), else the
-        one beside the model file (``<bundle>/models/metadata.json``). It gives the layout, grid, slice axis,
-        channels, labels, ``k``, the sampler and the preprocessing ``recipe`` (:attr:`ModelSpec.recipe`). Without a
-        card: the bundle's ``configs/metadata.json``, then the embedded ``metadata.json`` (``network_data_format``).
-        A model whose grid is written nowhere is refused (``ValueError`` naming the ``spec_overrides`` to pass),
-        never resampled to a guessed grid.
+        embedded in an ONNX or TorchScript file (``ckpt_export --meta_file <bundle_root>/models/metadata.json``),
+        else the one beside the model file (``<bundle>/models/metadata.json``). It gives the layout, grid, slice
+        axis, channels, labels, ``k``, the sampler and the preprocessing ``recipe`` (:attr:`ModelSpec.recipe`).
+        Without a card: the bundle's ``configs/metadata.json``, then the embedded ``metadata.json``
+        (``network_data_format``). A model whose grid is written nowhere is refused (``ValueError`` naming the
+        ``spec_overrides`` to pass), never resampled to a guessed grid.
 
         Args:
-            path: bundle folder, ``models/`` folder, TorchScript file or checkpoint file (see above).
+            path: bundle folder, ``models/`` folder, ONNX file, TorchScript file or checkpoint file (see above).
             config_file: bundle config defining ``network_def`` (trusted: parsed with ``ConfigParser``); required for a
                 checkpoint file, optional otherwise (overrides the bundle's own and a TorchScript file's embedded one).
             device: torch device.
-            prefer: ``"torchscript"`` (default) or ``"checkpoint"`` when a bundle has both.
+            engine: ``"onnxruntime"`` (default), ``"torchscript"`` or ``"eager"`` (see above).
             measure_macs: count MACs (eager checkpoint networks only; once per input shape).
+            num_kept: ``k``, the frames kept at inference (``1 <= k <= T``); default: the trained ``k`` of the card.
+            keep_ratio: the same as a fraction of ``T`` (``k = max(1, round(keep_ratio·T))``); not with ``num_kept``.
+            prefer: the former option, kept as an alias: ``"torchscript"`` = ``engine="torchscript"``,
+                ``"checkpoint"`` = ``engine="eager"``.
             spec_overrides: :class:`ModelSpec` fields that override what the bundle says (``layout``,
                 ``spatial_size``, ``in_channels``, ``slice_axis``, ``labels``).
 
         Raises:
-            FileNotFoundError: no model file. ValueError: a checkpoint file without ``config_file``; a model without
-            any grid metadata (:class:`MissingMetadataError`). RuntimeError: loading failed (also a checkpoint whose
-            card disagrees with the config's network).
+            FileNotFoundError: no model file. ValueError: an unknown engine; a checkpoint file without
+            ``config_file``; a model without any grid metadata (:class:`MissingMetadataError`); ``num_kept`` or
+            ``keep_ratio`` out of range or not keepable by the model loaded. RuntimeError: loading failed (also a
+            checkpoint whose card disagrees with the config's network; an ONNX file that is not a ``monai_das``
+            export).
         """
-        if prefer not in ("torchscript", "checkpoint"):
-            raise ValueError(f"prefer must be 'torchscript' or 'checkpoint', got {prefer!r}.")
+        engine_name = resolve_engine(engine, prefer)
+        explicit = engine is not None or prefer is not None
         files = find_bundle_files(path)
         if config_file is not None:
             if not Path(config_file).is_file():
                 raise FileNotFoundError(f"config file '{config_file}' does not exist.")
             files["config"] = Path(config_file)
-        if files["torchscript"] is None and files["checkpoint"] is None:
+        if all(files[k] is None for k in ENGINE_ORDER[engine_name]):
             raise FileNotFoundError(
-                f"no model found at '{path}': expected a TorchScript file, a checkpoint, or a bundle folder with "
-                f"models/{TORCHSCRIPT_NAMES[0]} or models/{CHECKPOINT_NAMES[0]}."
+                f"no model found at '{path}': expected an ONNX file, a TorchScript file, a checkpoint, or a bundle "
+                f"folder with models/{ONNX_NAMES[0]}, models/{TORCHSCRIPT_NAMES[0]} or models/{CHECKPOINT_NAMES[0]}."
             )
-        if files["checkpoint"] is not None and files["torchscript"] is None and files["config"] is None:
+        if (files["checkpoint"] is not None and files["torchscript"] is None and files["onnx"] is None
+                and files["config"] is None):
             hint = (
                 " (a model file's neighbouring configs/inference.json is not parsed: a config is code; pass the bundle"
                 " folder to use it)" if Path(path).is_file() else ""
@@ -191,21 +329,38 @@ class DASPredictor:
         # a bundle folder's metadata.json joins its config's parser (the config may use @_meta_#...); the one next
         # to a model file is data and stays plain JSON
         trusted_meta = Path(path).is_dir()
-        order = ["torchscript", "checkpoint"] if prefer == "torchscript" else ["checkpoint", "torchscript"]
+        wanted = ENGINES[engine_name]
+        order = [k for k in ENGINE_ORDER[engine_name] if files[k] is not None]
+        fallback = None
+        if order[0] != wanted:
+            if Path(path).is_file():  # the file's own engine; said only when another one was asked for
+                if explicit:
+                    kind = {"onnx": "an ONNX", "torchscript": "a TorchScript", "checkpoint": "a checkpoint"}[order[0]]
+                    fallback = f"'{path}' is {kind} file: it runs with {_FORMAT_ENGINE[order[0]]}"
+                    logger.warning("engine %r was asked for, but %s.", engine_name, fallback)
+            else:
+                fallback = (f"no {_FILE_NAMES[wanted]} in '{path}' for engine {engine_name!r}: using "
+                            f"{_FORMAT_ENGINE[order[0]]} ({files[order[0]]})")
+                logger.warning("%s.", fallback)
         errors = []
         for kind in order:
-            if files[kind] is None:
-                continue
             try:
-                load = load_torchscript if kind == "torchscript" else load_checkpoint
-                net, spec = load(files, device, spec_overrides, trusted_meta)
-                return cls(net, spec, source=str(files[kind]), model_format=kind, device=device,
-                           measure_macs=measure_macs)
+                if kind == "onnx":
+                    net, spec = load_onnx(files, device, spec_overrides)
+                else:
+                    load = load_torchscript if kind == "torchscript" else load_checkpoint
+                    net, spec = load(files, device, spec_overrides, trusted_meta)
             except MissingMetadataError:
-                raise  # the other format has no more metadata: say what to pass rather than fall back
-            except (RuntimeError, ValueError, KeyError, OSError) as e:
+                raise  # the other formats have no more metadata: say what to pass rather than fall back
+            except (RuntimeError, ValueError, KeyError, OSError, ImportError) as e:
                 errors.append(f"{kind} '{files[kind]}': {e}")
                 logger.warning("could not load %s model %s (%s); trying the next format", kind, files[kind], e)
+                continue
+            if errors:
+                fallback = "; ".join(errors) + f": using {_FORMAT_ENGINE[kind]} ({files[kind]})"
+            return cls(net, spec, source=str(files[kind]), model_format=kind, device=device,
+                       measure_macs=measure_macs, num_kept=num_kept, keep_ratio=keep_ratio,
+                       engine_requested=engine_name, engine_fallback=fallback)
         raise RuntimeError(f"could not load a model from '{path}': " + "; ".join(errors))
 
     # ------------------------------------------------------------------ inference
@@ -225,7 +380,8 @@ class DASPredictor:
         else:
             size = self.spec.spatial_size
             axes, expected = "T×C×H×W", (size[0], self.spec.in_channels, size[1], size[2])
-        shapes = f"the network takes a study of shape {_shape(expected)} ({axes}), this one is {_shape(x.shape)}"
+        model = f"the model '{self.source}'" if self.source else "the network"
+        shapes = f"{model} takes a study of shape {_shape(expected)} ({axes}), this one is {_shape(x.shape)}"
         if channels != self.spec.in_channels:
             raise ValueError(f"the network expects {self.spec.in_channels} channel(s), the study has {channels}: "
                              f"{shapes}.")
@@ -259,10 +415,27 @@ class DASPredictor:
         return self._macs_cache[key]
 
     @torch.no_grad()
-    def predict(self, image: torch.Tensor) -> Prediction:
-        """Classify one preprocessed study (``C×D×H×W`` for ``volume``, ``T×C×H×W`` for ``video``)."""
+    def predict(self, image: torch.Tensor, num_samples: int | None = None) -> Prediction:
+        """
+        Classify one preprocessed study (``C×D×H×W`` for ``volume``, ``T×C×H×W`` for ``video``).
+
+        Args:
+            image: the study, on the model's grid (:attr:`spec`).
+            num_samples: ``k``, the frames to keep for this study (``1 <= k <= T``); default :attr:`num_kept`.
+
+        Raises:
+            ValueError: a study of another shape than the model's (the message names the model file and both
+            shapes), NaN values, or a ``k`` this model cannot keep (see :meth:`budget`).
+        """
         x = self.check_input(image)
-        logits = self.network(x)
+        k = self.budget(num_samples) if num_samples is not None else self.num_kept
+        net = self.network
+        if hasattr(net, "forward_with_indices"):  # ONNX and eager networks: logits and indices of one pass
+            logits, idx = net.forward_with_indices(x, k)
+            idx = torch.sort(idx.long(), dim=-1).values if isinstance(idx, torch.Tensor) else None
+        else:  # TorchScript: the trained k (checked by budget); indices from its sampler (see kept_indices)
+            logits = net(x)
+            idx = self.kept_indices(x)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
         if logits.ndim != 2 or logits.shape[0] != 1:
@@ -271,10 +444,9 @@ class DASPredictor:
         probs = torch.sigmoid(logits) if logits.numel() == 1 else torch.softmax(logits, dim=0)
         label = int(probs[0] >= 0.5) if logits.numel() == 1 else int(torch.argmax(probs))
         probs_list = [1.0 - float(probs[0]), float(probs[0])] if logits.numel() == 1 else probs.tolist()
-        idx = self.kept_indices(x)
         kept = idx[0].cpu().tolist() if idx is not None else None
         t = self.spec.num_frames
-        k = len(kept) if kept is not None else None
+        k = len(kept) if kept is not None else k
         return Prediction(
             probabilities=[float(p) for p in probs_list],
             label=label,
@@ -283,23 +455,59 @@ class DASPredictor:
             num_frames=t,
             num_kept=k,
             compute_saved=(1.0 - k / t) if k is not None else None,
-            macs=self._macs(x),
+            macs=self._macs(x) if k is None or k == self._network_own_k() else None,
         )
 
     def describe(self) -> dict[str, Any]:
-        """Model facts for reports."""
+        """
+        Model facts for reports: ``source``, ``format``, ``engine`` (the one running), ``engine_requested``,
+        ``engine_fallback`` (why another engine runs, or ``None``), the spec (``layout``, ``spatial_size``, ...),
+        ``num_kept`` (``k`` kept at inference by default) and ``trained_num_kept`` (``k`` of the model card).
+        """
         return {
             "source": self.source,
             "format": self.model_format,
+            "engine": self.engine,
+            "engine_requested": self.engine_requested,
+            "engine_fallback": self.engine_fallback,
             "layout": self.spec.layout,
             "spatial_size": list(self.spec.spatial_size),
             "in_channels": self.spec.in_channels,
             "slice_axis": self.spec.slice_axis,
             "labels": list(self.spec.labels),
             "method": self.spec.method,
-            "num_kept": self.spec.num_kept,
+            "num_kept": self.num_kept,
+            "trained_num_kept": self.spec.num_kept,
             "recipe": self.spec.recipe,
         }
+
+
+def resolve_engine(engine: str | None, prefer: str | None = None) -> str:
+    """
+    The engine (``"onnxruntime"``, ``"torchscript"`` or ``"eager"``) from ``engine`` and the former ``prefer``
+    (``"torchscript"``, ``"checkpoint"`` = ``"eager"``); neither: ``"onnxruntime"``.
+
+    Raises:
+        ValueError: an unknown value, or ``engine`` and ``prefer`` that disagree.
+    """
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}.")
+    if prefer is not None and prefer not in _PREFER:
+        raise ValueError(f"prefer must be 'torchscript' or 'checkpoint', got {prefer!r} (or use engine=).")
+    if engine is not None and prefer is not None and _PREFER[prefer] != engine:
+        raise ValueError(f"engine={engine!r} and prefer={prefer!r} disagree: give engine only.")
+    return engine or (_PREFER[prefer] if prefer is not None else "onnxruntime")
+
+
+def _engine_of(network: nn.Module, model_format: str) -> str:
+    """The engine running ``network``: ``onnxruntime``, ``torchscript`` or ``eager``."""
+    if model_format in _FORMAT_ENGINE:
+        return _FORMAT_ENGINE[model_format]
+    if isinstance(network, torch.jit.ScriptModule):
+        return "torchscript"
+    if hasattr(network, "session") and hasattr(network, "check_num_samples"):  # OnnxClassifier
+        return "onnxruntime"
+    return "eager"
 
 
 def _shape(shape: Any) -> str:

@@ -18,6 +18,7 @@ import pytest
 from das_deploy_helpers import (
     LABELS,
     make_checkpoint_bundle,
+    make_onnx_bundle,
     make_torchscript_standin,
     nibabel_anatomical,
     pydicom_file,
@@ -95,6 +96,58 @@ def test_task_bad_input(task_cls, bundle, tmp_path):
         task({"image": str(tmp_path / "empty")})
     with pytest.raises(FileNotFoundError):
         task_cls(str(tmp_path / "no_bundle"))
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(tmp_path_factory):
+    """The real DAS classifier (8×16×16, k = 4 of T = 8) exported to ONNX beside its checkpoint (~15-20 s)."""
+    pytest.importorskip("onnxruntime")
+    return make_onnx_bundle(tmp_path_factory.mktemp("ml_onnx"))
+
+
+def test_task_onnx_default_and_frame_budget(task_cls, onnx_bundle, tmp_path):
+    """models/model.onnx is served by default; a request's num_kept/keep_ratio choose k; the app's conf sets the
+    engine and the default k; a checkpoint newer than the export is served instead of it."""
+    import os
+
+    from monai_das.deploy import DASPredictor, StudyLoader, discover_studies
+
+    root, _ = onnx_bundle
+    image = str(nibabel_anatomical())
+    task = task_cls(str(root))
+    assert task.predictor.engine == "onnxruntime" and task.get_path() == str(root / "models" / "model.onnx")
+    assert task.info()["config"]["engine"] == "onnxruntime" and task.info()["config"]["num_kept"] == 0
+    _, result = task({"image": image, "device": "cpu"})
+    das = result["das"]
+    assert das["engine"] == "onnxruntime" and das["num_frames"] == 8 and das["num_kept"] == 4
+    predictor = DASPredictor.from_path(root)
+    expected = predictor.predict(StudyLoader(predictor.spec).load(discover_studies(image)[0]).image)
+    assert das["kept_indices"] == expected.kept_indices
+    assert [das["probabilities"][n] for n in LABELS] == pytest.approx(expected.probabilities, abs=1e-5)
+    for request, k in (({"num_kept": 2}, 2), ({"keep_ratio": 0.75}, 6), ({"num_kept": "8"}, 8)):
+        _, result = task({"image": image, **request})
+        assert result["das"]["num_kept"] == k and len(result["das"]["kept_indices"]) == k
+    with pytest.raises(ValueError, match="cannot keep k=9 frames"):
+        task({"image": image, "num_kept": 9})
+    with pytest.raises(ValueError, match="num_kept must be a number"):
+        task({"image": image, "num_kept": "many"})
+
+    sys.path.insert(0, str(APP_DIR))
+    try:
+        from lib.app_tasks import app_settings, make_infer_task
+    finally:
+        sys.path.remove(str(APP_DIR))
+    settings = app_settings({"bundle": str(root), "engine": "eager", "num_kept": "3"}, tmp_path / "app")
+    task = make_infer_task(settings)
+    assert task.predictor.engine == "eager" and task.info()["config"]["num_kept"] == 3
+    _, result = task({"image": image})
+    assert result["das"]["engine"] == "eager" and result["das"]["num_kept"] == 3
+
+    newer = tmp_path / "bundle"
+    shutil.copytree(root, newer)
+    onnx_time = os.stat(newer / "models" / "model.onnx").st_mtime_ns
+    os.utime(newer / "models" / "model.pt", ns=(onnx_time + 10**9, onnx_time + 10**9))  # trained after the export
+    assert task_cls(str(newer)).predictor.engine == "eager"
 
 
 def test_app_main_is_valid_python():

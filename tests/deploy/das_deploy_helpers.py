@@ -6,6 +6,9 @@ Test helpers for the deployment tests (tests/deploy, tests/apps): tiny DAS bundl
 - :func:`make_torchscript_standin`: a tiny scripted module with the same in/out contract as the exported DAS network
   (``B×1×D×H×W`` → logits ``B×2``, plus ``sample(x)`` returning ``(frames, matrix, indices)``), saved with the
   bundle metadata and config embedded the way ``monai.bundle ckpt_export`` does.
+- :func:`make_onnx_bundle`: the real ``build_classifier("das", ...)`` on an 8×16×16 grid exported to ONNX by
+  :func:`monai_das.engines.save_onnx` (the card embedded, ``num_samples`` input), in a bundle folder that also holds
+  the checkpoint, the card and the config (every engine can run it).
 - :func:`model_card`: a model card (``metadata.json`` with ``das_model``) as ``monai_das.handlers.ModelCardSaver``
   writes it after training.
 """
@@ -92,6 +95,35 @@ def make_checkpoint_bundle(root: Path, seed: int = 0) -> tuple[Path, nn.Module]:
     net = build_classifier("das", num_classes=len(LABELS), num_frames=GRID[0], keep_ratio=0.5)
     calibrate_batchnorm(net, torch.rand(4, 1, *GRID))
     torch.save(net.state_dict(), root / "models" / "model.pt")
+    return root, net
+
+
+ONNX_GRID = (8, 16, 16)  # D×H×W, frames along D: T = 8, k = 4 trained
+
+
+def make_onnx_bundle(root: Path, seed: int = 0) -> tuple[Path, nn.Module]:
+    """
+    A bundle folder ``root`` with ``models/model.onnx`` (:func:`monai_das.engines.save_onnx` of the real DAS
+    classifier on :data:`ONNX_GRID`, keep_ratio 0.5, its card embedded), ``models/model.pt``,
+    ``models/metadata.json`` (the same card) and ``configs/inference.json`` + ``configs/metadata.json``; returns
+    (folder, eager network). About 15-20 s (the export).
+    """
+    from monai_das.engines.export import save_onnx
+    from monai_das.networks import build_classifier
+
+    t = ONNX_GRID[0]
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    (root / "models").mkdir(exist_ok=True)
+    (root / "configs" / "inference.json").write_text(json.dumps(inference_config(num_frames=t)))
+    (root / "configs" / "metadata.json").write_text(json.dumps(metadata(spatial=ONNX_GRID)))
+    card = model_card(spatial=ONNX_GRID, keep_ratio=0.5)
+    (root / "models" / "metadata.json").write_text(json.dumps(card))
+    torch.manual_seed(seed)
+    net = build_classifier("das", len(LABELS), t, in_channels=1, keep_ratio=0.5)
+    gen = torch.Generator().manual_seed(seed)
+    calibrate_batchnorm(net, torch.rand(4, 1, *ONNX_GRID, generator=gen))
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    save_onnx(net, root / "models" / "model.onnx", [1, *ONNX_GRID], metadata=card, check=False)
     return root, net
 
 

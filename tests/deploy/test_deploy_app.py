@@ -121,3 +121,37 @@ def test_cli_exit_status(study_folder, torchscript_model, tmp_path):
     assert json.loads((tmp_path / "o2" / "series.json").read_text())["status"] == "ok"
     assert cli_main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o3"), "-m", str(model)]) == 1
     assert cli_main(["-i", str(good), "-o", str(tmp_path / "o4"), "-m", str(tmp_path / "no_model")]) == 1
+
+
+def test_app_runs_onnx_by_default_with_frame_budget(onnx_bundle, tmp_path):
+    """A bundle with models/model.onnx: ONNX Runtime by default (the eager network's answer), the k of the card,
+    another k from --num_kept/--keep_ratio (or for a given predictor), --engine eager, and k > T refused."""
+    bundle, net = onnx_bundle
+    path = nibabel_anatomical()
+    app = DASClassifierApp(input_path=path, output_path=tmp_path / "a", model_path=bundle)
+    app.run()
+    (report,) = app.reports
+    assert report["status"] == "ok", report.get("error")
+    assert report["model"]["engine"] == "onnxruntime" and report["model"]["format"] == "onnx"
+    assert report["num_frames"] == 8 and report["num_kept"] == 4 and report["model"]["trained_num_kept"] == 4
+    predictor = DASPredictor.from_path(bundle)
+    image = StudyLoader(predictor.spec).load(discover_studies(path)[0]).image
+    with torch.no_grad():
+        logits, idx = net.forward_with_indices(torch.as_tensor(image)[None].float(), 4)
+    assert report["kept_indices"] == sorted(idx[0].tolist())
+    assert list(report["probabilities"].values()) == pytest.approx(torch.softmax(logits, 1)[0].tolist(), abs=1e-4)
+
+    def cli_report(name: str, *flags: str) -> dict:
+        assert cli_main(["-i", str(path), "-o", str(tmp_path / name), "-m", str(bundle), *flags]) == 0
+        return json.loads(study_output_path(tmp_path / name, report["study_id"], ".json").read_text())
+
+    r = cli_report("k2", "--num_kept", "2")
+    assert r["num_kept"] == 2 and r["model"]["num_kept"] == 2 and len(r["kept_indices"]) == 2
+    assert r["model"]["engine"] == "onnxruntime" and r["compute_saved"] == pytest.approx(0.75)
+    r = cli_report("eager", "--keep_ratio", "0.75", "--engine", "eager")
+    assert r["model"]["engine"] == "eager" and r["num_kept"] == 6
+    assert cli_main(["-i", str(path), "-o", str(tmp_path / "bad"), "-m", str(bundle), "--num_kept", "9"]) == 1
+    # a predictor given to the app: the budget goes to the inference operator
+    app = DASClassifierApp(input_path=path, output_path=tmp_path / "given", predictor=predictor, num_kept=3)
+    app.run()
+    assert app.reports[0]["num_kept"] == 3 and app.reports[0]["model"]["num_kept"] == 3

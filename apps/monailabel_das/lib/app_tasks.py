@@ -13,7 +13,12 @@ Keys:
 - ``spatial_size``: the network grid ``D,H,W`` (or ``[D, H, W]``); default: the bundle metadata's input shape.
 - ``max_epochs``: default epochs of a training request.
 - ``train_overrides``: a JSON object of more bundle overrides for every training run (``{"batch_size": 4}``).
-- ``train``: ``false`` to register no train task. ``prefer``, ``modalities``, ``preload``: see the infer task.
+- ``engine``: ``onnxruntime`` (default: ``models/model.onnx``), ``torchscript`` or ``eager`` (``models/model.pt`` +
+  config); a model folder without that engine's file falls back with a logged warning. ``prefer``
+  (``torchscript``|``checkpoint``) is the former name.
+- ``num_kept`` / ``keep_ratio``: the frames kept at inference (``k``, or ``k = round(keep_ratio·T)``) when a request
+  gives none; default: the trained ``k`` of the model card. A request's ``num_kept``/``keep_ratio`` win.
+- ``train``: ``false`` to register no train task. ``modalities``, ``preload``: see the infer task.
 """
 
 from __future__ import annotations
@@ -65,7 +70,10 @@ def app_settings(conf: Mapping[str, str], app_dir: str | os.PathLike) -> dict[st
         "max_epochs": int(conf["max_epochs"]) if conf.get("max_epochs") else None,
         "train_overrides": overrides,
         "train": _flag(conf.get("train"), True),
-        "prefer": conf.get("prefer", "torchscript"),
+        "engine": conf.get("engine") or None,
+        "prefer": conf.get("prefer") or None,
+        "num_kept": int(conf["num_kept"]) if conf.get("num_kept") else None,
+        "keep_ratio": float(conf["keep_ratio"]) if conf.get("keep_ratio") else None,
         "loader_options": {"allowed_modalities": [m.strip() for m in modalities.split(",")]} if modalities else {},
         "preload": _flag(conf.get("preload"), False),
     }
@@ -76,8 +84,9 @@ def make_infer_task(settings: Mapping[str, Any]):
     from lib.infers import DASClassification
 
     return DASClassification(
-        settings["bundle"], prefer=settings["prefer"], loader_options=settings["loader_options"],
-        preload=settings["preload"], model_dir=settings["model_dir"],
+        settings["bundle"], engine=settings["engine"], prefer=settings["prefer"],
+        loader_options=settings["loader_options"], preload=settings["preload"], model_dir=settings["model_dir"],
+        num_kept=settings["num_kept"], keep_ratio=settings["keep_ratio"],
     )
 
 

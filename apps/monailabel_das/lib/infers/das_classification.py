@@ -16,7 +16,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from monai_das.data.studies import LoadStudyd
-from monai_das.deploy.predictor import DASPredictor, find_bundle_files
+from monai_das.deploy.predictor import DASPredictor, find_bundle_files, resolve_engine
 from monai_das.deploy.report import study_report
 from monai_das.deploy.studies import StudyLoader
 
@@ -30,21 +30,33 @@ class DASClassification(BasicInferTask):
     The request's ``image`` (a volume file, a DICOM series folder, a multi-frame DICOM or a video file, as the
     datastore hands it over) is read and preprocessed by the study layer shared with bundle inference and the Deploy
     app (:class:`monai_das.data.LoadStudyd` with the model's recipe: :class:`monai_das.deploy.studies.StudyLoader`),
-    classified by :class:`monai_das.deploy.predictor.DASPredictor` (TorchScript ``models/model.ts``, falling back to
-    ``models/model.pt`` + ``configs/inference.json``), and the result JSON holds MONAI Label's usual
-    ``prediction`` list (``[{"idx", "label", "score"}]``) plus ``das``: the predicted label, the probabilities, the
-    kept slice/frame indices (network and source positions) and the fraction of compute saved.
+    classified by :class:`monai_das.deploy.predictor.DASPredictor` (by default ONNX Runtime on ``models/model.onnx``,
+    falling back to TorchScript ``models/model.ts``, then to ``models/model.pt`` + ``configs/inference.json``: see
+    ``engine``), and the result JSON holds MONAI Label's usual ``prediction`` list (``[{"idx", "label", "score"}]``)
+    plus ``das``: the predicted label, the probabilities, the kept slice/frame indices (network and source
+    positions), ``k`` and the fraction of compute saved, and the engine that ran.
+
+    Frame budget: a request (or the task's ``config``, shown by ``/info``) may give ``num_kept`` (``k``, ``1 <= k <=
+    T``) or ``keep_ratio`` (``k = round(keep_ratio·T)``); ``0``/absent: the trained ``k`` of the model card. Any
+    ``k`` needs the ONNX export or the checkpoint (TorchScript keeps the trained one; another ``k`` is refused with a
+    ``ValueError``).
 
     The model is reloaded when its files change (the app's train task writes ``<model_dir>/models/model.pt`` from
     another process): before each request the task looks for a model in ``model_dir``, then in ``bundle_path``, and
     reloads when the model/config files it finds differ (path, size or modification time) from the loaded ones. A
-    checkpoint newer than the TorchScript file of the same folder wins over ``prefer="torchscript"``. A reload that
-    fails (e.g. a training run that has written its configs but not yet its first checkpoint) keeps the loaded model
-    and logs a warning.
+    checkpoint newer than the ONNX/TorchScript export of the same folder wins (``engine="eager"``: the export is of
+    an older training). A reload that fails (e.g. a training run that has written its configs but not yet its first
+    checkpoint) keeps the loaded model and logs a warning.
 
     Args:
-        bundle_path: DAS bundle folder (or a TorchScript/checkpoint file, see ``DASPredictor.from_path``).
-        prefer: ``"torchscript"`` (default) or ``"checkpoint"``.
+        bundle_path: DAS bundle folder (or an ONNX/TorchScript/checkpoint file, see ``DASPredictor.from_path``).
+        engine: ``"onnxruntime"`` (default: ``models/model.onnx``), ``"torchscript"`` (``models/model.ts``) or
+            ``"eager"`` (``models/model.pt`` + config); a folder without that engine's file falls back with a logged
+            warning (see ``DASPredictor.from_path``).
+        num_kept: default ``k`` of a request (``None``: the trained ``k``); ``keep_ratio``: the same as a fraction of
+            ``T`` (not both).
+        prefer: the former option: ``"torchscript"`` = ``engine="torchscript"``, ``"checkpoint"`` =
+            ``engine="eager"``.
         loader_options: :class:`StudyLoader` options: ``allowed_modalities`` and recipe overrides (``min_frames``,
             ``intensity_range``, ...; see :func:`monai_das.deploy.studies.spec_recipe`).
         description: shown by MONAI Label's ``/info``.
@@ -58,17 +70,20 @@ class DASClassification(BasicInferTask):
     def __init__(
         self,
         bundle_path: str,
-        prefer: str = "torchscript",
+        engine: str | None = None,
         loader_options: Mapping[str, Any] | None = None,
         description: str = "DAS: classify a volume/video from the slices/frames chosen by a learned sampler",
         model_dir: str | None = None,
+        num_kept: int | None = None,
+        keep_ratio: float | None = None,
+        prefer: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if prefer not in ("torchscript", "checkpoint"):
-            raise ValueError(f"prefer must be 'torchscript' or 'checkpoint', got {prefer!r}.")
+        self.engine = resolve_engine(engine, prefer)
+        if num_kept is not None and keep_ratio is not None:
+            raise ValueError(f"give num_kept or keep_ratio, not both (got {num_kept!r}, {keep_ratio!r}).")
         self.bundle_path = str(bundle_path)
         self.model_dir = str(model_dir) if model_dir is not None else None
-        self.prefer = prefer
         self.loader_options = dict(loader_options or {})
         self.predictor: DASPredictor | None = None
         self._signature: tuple | None = None
@@ -82,7 +97,8 @@ class DASClassification(BasicInferTask):
             labels=self._labels(self.predictor),
             dimension=3,
             description=description,
-            config={"prefer": prefer},
+            # request keys win over these; 0: not set (the trained k of the model card)
+            config={"engine": self.engine, "num_kept": int(num_kept or 0), "keep_ratio": float(keep_ratio or 0.0)},
             load_strict=False,
             **kwargs,
         )
@@ -102,7 +118,7 @@ class DASClassification(BasicInferTask):
                 files = find_bundle_files(folder)
             except FileNotFoundError:
                 continue
-            if files["torchscript"] is not None or files["checkpoint"] is not None:
+            if any(files[k] is not None for k in ("onnx", "torchscript", "checkpoint")):
                 return folder, files
         return None, None
 
@@ -116,11 +132,17 @@ class DASClassification(BasicInferTask):
             return None
         return str(path), st.st_mtime_ns, st.st_size
 
-    def _prefer_for(self, files: Mapping[str, Path | None]) -> str:
-        ts, ckpt = self._stat(files["torchscript"]), self._stat(files["checkpoint"])
-        if self.prefer == "torchscript" and ts and ckpt and ckpt[1] > ts[1]:
-            return "checkpoint"  # a training run wrote model.pt after the export: the newer model wins
-        return self.prefer
+    def _engine_for(self, files: Mapping[str, Path | None]) -> str:
+        """``self.engine``, or ``"eager"`` when the checkpoint is newer than that engine's export (and a config can
+        build it): a training run wrote ``model.pt`` after the export, and the newer model wins."""
+        export = {"onnxruntime": "onnx", "torchscript": "torchscript"}.get(self.engine)
+        if export is None:
+            return self.engine
+        exported, ckpt = self._stat(files[export]), self._stat(files["checkpoint"])
+        if exported and ckpt and files["config"] is not None and ckpt[1] > exported[1]:
+            logger.info("%s is newer than %s: serving the checkpoint (eager).", files["checkpoint"], files[export])
+            return "eager"
+        return self.engine
 
     def refresh(self, strict: bool = False) -> DASPredictor | None:
         """
@@ -134,15 +156,16 @@ class DASClassification(BasicInferTask):
                     raise FileNotFoundError(
                         f"no model found at '{self.bundle_path}'"
                         + (f" or '{self.model_dir}'" if self.model_dir else "")
-                        + ": expected a bundle with models/model.ts or models/model.pt (train one first)."
+                        + ": expected a bundle with models/model.onnx, models/model.ts or models/model.pt (train one "
+                        "first)."
                     )
                 return self.predictor
-            signature = (folder, self.prefer) + tuple(self._stat(files[k]) for k in files)
+            signature = (folder, self.engine) + tuple(self._stat(files[k]) for k in files)
             if signature == self._signature and self.predictor is not None:
                 return self.predictor
             self._signature = signature
             try:
-                predictor = DASPredictor.from_path(folder, prefer=self._prefer_for(files), device="cpu")
+                predictor = DASPredictor.from_path(folder, engine=self._engine_for(files), device="cpu")
             except Exception as e:
                 if strict and self.predictor is None:
                     raise
@@ -193,7 +216,8 @@ class DASClassification(BasicInferTask):
         return []
 
     def _get_network(self, device, data):
-        """The predictor's network (loaded once per model file, TorchScript or checkpoint), moved to ``device``."""
+        """The predictor's network (loaded once per model file: ONNX, TorchScript or checkpoint), moved to
+        ``device`` (an ONNX model runs on ONNX Runtime's CPU provider whatever the device)."""
         predictor = self._current()
         device = torch.device(device)
         if predictor.device != device:
@@ -202,10 +226,20 @@ class DASClassification(BasicInferTask):
         return predictor.network
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu"):
-        """Classify ``data[input_key]``; ``data[output_label_key]`` = probabilities, ``data["das"]`` = the report."""
+        """
+        Classify ``data[input_key]``; ``data[output_label_key]`` = probabilities, ``data["das"]`` = the report.
+
+        ``data["num_kept"]`` / ``data["keep_ratio"]`` (the request's, else the task's config; ``0`` or ``None``: not
+        set) choose ``k`` for this request.
+
+        Raises:
+            ValueError: a study of another grid than the model's, or a ``k`` the model cannot keep (the message names
+            the model file and ``T``).
+        """
         predictor = self._current()
         self._get_network(device, data)
-        prediction = predictor.predict(data[self.input_key])
+        budget = predictor.budget(_option(data, "num_kept", int), _option(data, "keep_ratio", float))
+        prediction = predictor.predict(data[self.input_key], num_samples=budget)
         data[self.output_label_key] = MetaTensor(torch.tensor(prediction.probabilities))
         report = study_report(data[f"{self.input_key}_study"], prediction, predictor.describe())
         data["das"] = {
@@ -213,6 +247,7 @@ class DASClassification(BasicInferTask):
             for k in ("predicted_label", "predicted_name", "probabilities", "kept_indices", "kept_source_indices",
                       "kept_instance_numbers", "num_frames", "num_kept", "compute_saved", "macs_saved")
         }
+        data["das"]["engine"] = predictor.engine
         return data
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[Any, Any]:
@@ -221,3 +256,18 @@ class DASClassification(BasicInferTask):
         result = dict(result or {})
         result["das"] = data["das"]
         return None, result
+
+
+def _option(data: Mapping[str, Any], key: str, kind: type) -> Any:
+    """A numeric request option (``num_kept``, ``keep_ratio``): ``None`` when absent, empty or 0; ``ValueError``
+    when it is not a number."""
+    value = data.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = kind(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or (kind is int and isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{key} must be a number, got {value!r}.")
+    return number or None

@@ -1,0 +1,191 @@
+"""
+ONNX Runtime as the deployment's default engine, and a frame budget ``k`` chosen at inference (issue 12).
+
+The real DAS classifier on an 8×16×16 grid (T = 8, trained k = 4) is exported once per session with
+``monai_das.engines.save_onnx`` (``onnx_bundle`` fixture); the predictor on that file must give the eager network's
+probabilities and kept indices, at the trained k and at others, and refuse what it cannot do with messages naming the
+file.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from das_deploy_helpers import LABELS, ONNX_GRID, make_torchscript_standin, model_card
+from monai_das.deploy import DASPredictor, MissingMetadataError, find_bundle_files
+
+pytest.importorskip("onnxruntime")
+
+T = ONNX_GRID[0]
+
+
+def study(seed: int = 1) -> torch.Tensor:
+    """One preprocessed study ``1×D×H×W`` with a few bright slices."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, *ONNX_GRID, generator=gen)
+    x[:, [1, 6]] += 1.5
+    return x
+
+
+def eager(net: torch.nn.Module, x: torch.Tensor, k: int | None) -> tuple[torch.Tensor, list[int]]:
+    with torch.no_grad():
+        logits, idx = net.forward_with_indices(x[None], k)
+    return torch.softmax(logits, 1)[0], sorted(idx[0].tolist())
+
+
+def onnx_copy(onnx_bundle, folder: Path, edit=None) -> Path:
+    """``model.onnx`` of the fixture copied alone to ``folder`` (no card beside it), optionally edited with ``onnx``."""
+    import onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    if edit is None:
+        shutil.copy(onnx_bundle[0] / "models" / "model.onnx", path)
+        return path
+    model = onnx.load(str(onnx_bundle[0] / "models" / "model.onnx"))
+    edit(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_is_the_default_and_matches_eager(onnx_bundle):
+    """Bundle folder and bare .onnx file: ONNX Runtime, spec from the embedded card, probabilities and kept indices of
+    the eager network (1e-4) at the trained k, at other k per call and at a k chosen when loading."""
+    root, net = onnx_bundle
+    files = find_bundle_files(root)
+    assert files["onnx"] == root / "models" / "model.onnx"
+    for path in (root, root / "models" / "model.onnx"):
+        pred = DASPredictor.from_path(path)
+        assert pred.engine == "onnxruntime" and pred.model_format == "onnx" and pred.engine_fallback is None
+        assert pred.spec.spatial_size == ONNX_GRID and pred.spec.labels == LABELS and pred.spec.num_kept == 4
+        assert pred.spec.recipe is not None and pred.num_kept == 4
+    x = study()
+    for k in (None, 2, 7):
+        out = pred.predict(x, num_samples=k)
+        probs, kept = eager(net, x, k or 4)
+        torch.testing.assert_close(torch.tensor(out.probabilities), probs, rtol=0, atol=1e-4)
+        assert out.kept_indices == kept and out.num_kept == (k or 4) and out.num_frames == T
+        assert out.compute_saved == pytest.approx(1 - (k or 4) / T) and out.macs is None  # MACs: eager only
+    assert pred.predict(study(2)).probabilities != pred.predict(x).probabilities  # depends on the input
+    for kwargs, k in (({"num_kept": 2}, 2), ({"keep_ratio": 0.75}, 6)):
+        pred = DASPredictor.from_path(root, **kwargs)
+        info = pred.describe()
+        assert info["num_kept"] == k and info["trained_num_kept"] == 4 and info["engine"] == "onnxruntime"
+        out = pred.predict(x)
+        assert out.num_kept == k and out.kept_indices == eager(net, x, k)[1]
+
+
+def test_eager_engine_any_k_one_pass(onnx_bundle):
+    """engine="eager" on the same bundle: the checkpoint, forward_with_indices at another k equals ONNX; MACs are
+    counted at the network's own k only."""
+    root, net = onnx_bundle
+    pred = DASPredictor.from_path(root, engine="eager", num_kept=3)
+    assert pred.engine == "eager" and pred.model_format == "checkpoint" and pred.engine_fallback is None
+    x = study()
+    out, ref = pred.predict(x), DASPredictor.from_path(root, num_kept=3).predict(x)
+    assert out.kept_indices == ref.kept_indices == eager(net, x, 3)[1] and out.num_kept == 3
+    assert out.probabilities == pytest.approx(ref.probabilities, abs=1e-4) and out.macs is None
+    assert set(pred.predict(x, num_samples=4).macs) == {"sampler", "downstream", "full_sequence"}
+
+
+def test_frame_budget_refused(onnx_bundle, tmp_path):
+    root, _ = onnx_bundle
+    pred = DASPredictor.from_path(root)
+    path = str(root / "models" / "model.onnx")
+    for bad in (T + 1, 100):
+        with pytest.raises(ValueError, match=rf"cannot keep k={bad} frames") as err:
+            DASPredictor.from_path(root, num_kept=bad)
+        assert path in str(err.value) and f"T={T}" in str(err.value)
+        with pytest.raises(ValueError, match=rf"k={bad}.*T={T}"):
+            pred.predict(study(), num_samples=bad)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="must be an integer >= 1") as err:
+            DASPredictor.from_path(root, num_kept=bad)
+        assert path in str(err.value)
+    with pytest.raises(ValueError, match="keep_ratio"):
+        DASPredictor.from_path(root, keep_ratio=1.5)
+    with pytest.raises(ValueError, match="not both"):
+        DASPredictor.from_path(root, num_kept=2, keep_ratio=0.5)
+    # TorchScript keeps its trained k (the card's): another one is refused, naming the engines that can
+    ts_path, _ = make_torchscript_standin(tmp_path / "model.ts", k=4, meta=model_card(keep_ratio=0.25))
+    ts = DASPredictor.from_path(ts_path)
+    assert ts.engine == "torchscript" and ts.num_kept == 4 and ts.engine_fallback is None  # a file: no warning
+    with pytest.raises(ValueError, match="cannot keep k=2.*engine='onnxruntime'"):
+        DASPredictor.from_path(ts_path, num_kept=2)
+    assert ts.predict(torch.rand(1, 16, 16, 16), num_samples=4).num_kept == 4  # the trained k is fine
+
+
+def test_wrong_grid_refused(onnx_bundle):
+    root, _ = onnx_bundle
+    path = str(root / "models" / "model.onnx")
+    pred = DASPredictor.from_path(root)
+    with pytest.raises(ValueError, match="spatial size") as err:
+        pred.predict(torch.rand(1, 8, 16, 8))
+    assert path in str(err.value) and "1×8×16×16 (C×D×H×W)" in str(err.value) and "1×8×16×8" in str(err.value)
+    with pytest.raises(ValueError, match="channel"):
+        pred.predict(torch.rand(3, *ONNX_GRID))
+    # a grid override that is not the graph's: both shapes and the file
+    with pytest.raises(RuntimeError, match=r"takes input \[batch, 1, 8, 16, 16\].*\[batch, 1, 8, 16, 8\]") as err:
+        DASPredictor.from_path(path, spatial_size=(8, 16, 8))
+    assert path in str(err.value)
+    with pytest.raises(RuntimeError, match="slice_axis=0.*slice_axis=1"):  # the frames of the graph are along D
+        DASPredictor.from_path(path, slice_axis=1)
+
+
+def test_onnx_without_card_or_outputs(onnx_bundle, tmp_path):
+    root, net = onnx_bundle
+    def drop_card(model):
+        keep = [p for p in model.metadata_props if p.key != "metadata.json"]
+        del model.metadata_props[:]
+        model.metadata_props.extend(keep)
+
+    bare = onnx_copy(onnx_bundle, tmp_path / "nocard", edit=drop_card)
+    with pytest.raises(MissingMetadataError, match="has no model card") as err:
+        DASPredictor.from_path(bare)
+    assert str(bare) in str(err.value) and "spatial_size=" in str(err.value)
+    # what the message asks for: the grid (and k) given by hand
+    pred = DASPredictor.from_path(bare, spatial_size=ONNX_GRID, num_kept=4)
+    assert pred.spec.num_kept is None and pred.num_kept == 4
+    x = study()
+    assert pred.predict(x).kept_indices == eager(net, x, 4)[1]
+
+    def drop_indices(model):
+        keep = [o for o in model.graph.output if o.name != "indices"]
+        del model.graph.output[:]
+        model.graph.output.extend(keep)
+
+    broken = onnx_copy(onnx_bundle, tmp_path / "noindices", edit=drop_indices)
+    with pytest.raises(RuntimeError, match="not a monai_das ONNX export") as err:
+        DASPredictor.from_path(broken)
+    assert str(broken) in str(err.value) and "'indices'" in str(err.value)
+
+
+def test_engine_fallback(onnx_bundle, tmp_path, caplog):
+    """A folder without the chosen engine's file: the next engine, with a warning, said in describe()."""
+    root = tmp_path / "bundle"
+    shutil.copytree(onnx_bundle[0], root)
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
+        pred = DASPredictor.from_path(root, engine="torchscript")  # no model.ts: eager
+    assert pred.engine == "eager" and pred.describe()["engine_requested"] == "torchscript"
+    assert "no models/model.ts" in caplog.text and "using eager" in pred.describe()["engine_fallback"]
+    (root / "models" / "model.onnx").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
+        pred = DASPredictor.from_path(root, measure_macs=False)  # only model.pt + configs: eager
+    info = pred.describe()
+    assert info["engine"] == "eager" and info["engine_requested"] == "onnxruntime" and info["format"] == "checkpoint"
+    assert "no models/model.onnx" in caplog.text and "no models/model.onnx" in info["engine_fallback"]
+    assert pred.predict(study(), num_samples=2).num_kept == 2
+    # a model file runs with its own engine; a warning only when another one was asked for
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
+        assert DASPredictor.from_path(onnx_bundle[0] / "models" / "model.onnx", engine="eager").engine == "onnxruntime"
+    assert "engine 'eager' was asked for" in caplog.text
+    with pytest.raises(ValueError, match="engine must be one of"):
+        DASPredictor.from_path(root, engine="tensorrt")
+    assert DASPredictor.from_path(root, prefer="checkpoint", measure_macs=False).engine == "eager"  # the former name
