@@ -38,3 +38,24 @@ def test_pretrained_errors(tmp_path):
         MobileNetV3Small(pretrained=True, weights_path=str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError, match="channels"):
         MobileNetV3Small(in_channels=0)
+
+
+def test_kernel_cropped_to_small_inputs_gives_the_same_output_and_gradients():
+    """A 5×5 depthwise kernel on 1×1 and 2×2 maps: only the taps that can reach the map are computed."""
+    import torch.nn as nn
+
+    from monai_das.networks.nets.mobilenetv3 import SameConv2d
+
+    torch.manual_seed(0)
+    for size, stride in ((1, 1), (2, 1), (2, 2), (3, 2), (7, 1)):
+        conv = SameConv2d(6, 6, 5, stride, 2, groups=6, bias=False)
+        ref = nn.Conv2d(6, 6, 5, stride, 2, groups=6, bias=False)
+        ref.load_state_dict(conv.state_dict())
+        x = torch.rand(3, 6, size, size, requires_grad=True)
+        x_ref = x.detach().clone().requires_grad_(True)
+        out, expected = conv(x), ref(x_ref)
+        assert out.shape == expected.shape and torch.allclose(out, expected, atol=1e-6)
+        out.square().sum().backward()
+        expected.square().sum().backward()
+        assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
+        assert torch.allclose(conv.weight.grad, ref.weight.grad, atol=1e-5)

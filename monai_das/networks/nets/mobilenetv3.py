@@ -34,13 +34,46 @@ def _divisible(v: float, divisor: int = 8) -> int:
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 
+def _crop_to_input(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """
+    ``conv(x)`` for a "same"-padded convolution (odd kernel ``k``, padding ``k // 2``, no dilation) with the kernel
+    cropped to the taps that can reach ``x``: on an input smaller than the kernel (a 5×5 depthwise kernel on the
+    1×1 and 2×2 maps of a 28×28 frame) the outer taps only ever meet the zero padding. Same output, same
+    gradients; without the crop the CPU kernels spend most of a training step multiplying padding.
+    """
+    reach = [min(int(p), int(s) - 1) for p, s in zip(conv.padding, x.shape[2:])]
+    if reach == [int(p) for p in conv.padding]:
+        return conv._conv_forward(x, conv.weight, conv.bias)
+    index = (slice(None), slice(None)) + tuple(
+        slice(int(k) // 2 - r, int(k) // 2 + r + 1) for k, r in zip(conv.kernel_size, reach))
+    conv_fn = nn.functional.conv2d if x.ndim == 4 else nn.functional.conv3d
+    return conv_fn(x, conv.weight[index], conv.bias, conv.stride, reach, conv.dilation, conv.groups)
+
+
+class SameConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with "same" padding whose kernel is cropped to inputs smaller than it (:func:`_crop_to_input`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _crop_to_input(self, x)
+
+
+class SameConv3d(nn.Conv3d):
+    """``nn.Conv3d`` with "same" padding whose kernel is cropped to inputs smaller than it (:func:`_crop_to_input`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _crop_to_input(self, x)
+
+
 class ConvNormAct(nn.Sequential):
     """Convolution → batch norm → optional activation (indices 0, 1, 2 as in torchvision)."""
 
     def __init__(self, spatial_dims: int, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
                  act: type[nn.Module] | None = nn.Hardswish, norm_momentum: float = 0.1) -> None:
+        conv = SameConv2d if spatial_dims == 2 else SameConv3d
+        if spatial_dims not in (2, 3) or kernel % 2 == 0:
+            conv = Conv[Conv.CONV, spatial_dims]
         layers: list[nn.Module] = [
-            Conv[Conv.CONV, spatial_dims](cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            conv(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
             Norm[Norm.BATCH, spatial_dims](cout, eps=0.001, momentum=norm_momentum),
         ]
         if act is not None:
