@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES"]
+__all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES", "sampler_warmup_epochs"]
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off", "none", "null", ""}
@@ -51,3 +51,19 @@ def precise_bn_batches(value: Any, loader: Any = None, threshold: int = PRECISE_
     if n < -1:
         raise ValueError(f"precise_bn_batches must be 'auto', -1, 0 or a positive number of batches, got {value!r}.")
     return n
+
+
+#: share of the training epochs spent on the sampler warm-up when ``sampler_warmup_epochs`` is ``"auto"``
+WARMUP_AUTO_FRACTION = 0.2
+
+
+def sampler_warmup_epochs(value: Any, max_epochs: int) -> int:
+    """
+    Epochs of encoder warm-up on random subsets (:class:`monai_das.handlers.SamplerWarmupHandler`): ``"auto"`` is
+    ``floor(0.2·max_epochs)`` (15 → 3, 5 → 1, 100 → 20, fewer than 5 → 0), an integer ``>= 0`` is used as given.
+    """
+    if isinstance(value, str) and value.lower() == "auto":
+        return int(WARMUP_AUTO_FRACTION * int(max_epochs))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or int(value) != value:
+        raise ValueError(f"sampler_warmup_epochs must be 'auto' or an integer >= 0, got {value!r}.")
+    return int(value)

@@ -23,6 +23,7 @@ from monai_das.handlers.resume import (
 from monai_das.handlers.sampling import SampledIndicesHandler, SamplingFiguresHandler, unwrap_network
 from monai_das.handlers.summary import TrainingSummaryHandler
 from monai_das.handlers.tracking import unique_trackers
+from monai_das.handlers.warmup import SamplerWarmupHandler
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -31,6 +32,7 @@ __all__ = [
     "remove_stale_temp_files",
     "BalancedAccuracy",
     "SelectionDiagnosticsHandler",
+    "SamplerWarmupHandler",
     "jaccard_distance",
     "balanced_accuracy_from_confusion",
     "CARD_KEY",

@@ -37,14 +37,24 @@ class ResumableEarlyStopHandler(EarlyStopHandler):
     ``counter`` and ``best_score``), so the patience count survives a restart when the handler is part of the
     checkpoint's ``save_dict``. A state loaded before ``set_trainer()`` is kept and applied when the trainer is set.
 
-    Arguments are those of :class:`monai.handlers.EarlyStopHandler`.
+    Arguments are those of :class:`monai.handlers.EarlyStopHandler`, plus ``start_epoch``: validations at trainer
+    epochs ``<= start_epoch`` neither count towards the patience nor set the best score (e.g. the sampler warm-up of
+    :class:`~monai_das.handlers.SamplerWarmupHandler`, whose validation loss says little about the trained sampler).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, start_epoch: int = 0, **kwargs: Any) -> None:
         self._pending_state: dict | None = None
+        self.start_epoch = int(start_epoch)
+        self._trainer: Any = None
         super().__init__(*args, **kwargs)
 
+    def __call__(self, engine: Any) -> None:
+        if self._trainer is not None and self._trainer.state.epoch <= self.start_epoch:
+            return
+        super().__call__(engine)
+
     def set_trainer(self, trainer: Any) -> None:
+        self._trainer = trainer
         super().set_trainer(trainer)
         if self._pending_state is not None:
             self._handler.load_state_dict(self._pending_state)  # type: ignore[union-attr]

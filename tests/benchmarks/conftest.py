@@ -39,3 +39,8 @@ def compare_script():
 @pytest.fixture(scope="session")
 def bn_lag_script():
     return _load("bn_lag")
+
+
+@pytest.fixture(scope="session")
+def speed_script():
+    return _load("inference_speed")

@@ -112,5 +112,7 @@ class DASampler(BaseSampler):
         return logits, tau
 
     def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.training and self.warming_up:  # encoder warm-up: k frames at random, no sampler gradient
+            return gumbel_top_k(x.new_zeros(x.shape[:2]), num_samples, noisy=True)
         logits, tau = self.logits_and_temperature(x)
         return gumbel_top_k(logits, num_samples, tau, noisy=self.training)

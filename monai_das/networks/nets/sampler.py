@@ -83,6 +83,9 @@ class BaseSampler(nn.Module):
     def __init__(self, num_samples: int) -> None:
         super().__init__()
         self.num_samples = check_count(num_samples, "num_samples (k)")
+        #: in training, keep ``k`` frames drawn uniformly at random instead of the learned choice (the sampler gets no
+        #: gradient): the encoder warm-up of :class:`monai_das.handlers.SamplerWarmupHandler`. No effect in eval.
+        self.warming_up = False
 
     def num_kept(self, num_frames: int, num_samples: Any = None) -> Any:
         """``k`` for an input of ``num_frames`` frames (``num_samples`` when given, else the default)."""

@@ -1,0 +1,351 @@
+"""Inference on the engines the product ships (eager PyTorch vs ONNX Runtime), folder throughput, training epoch time.
+
+Everything is measured side by side in one run (interleaved rounds: every round calls each case once, so a load
+change on a shared machine hits all cases alike; latency tables give the best round, the CSV the medians too):
+
+1. **Latency per method and engine** at batch 1 and batch 16, eval mode, for each scenario of ``cost.py``
+   (``vol28``: 28³ volumes k=14; ``vol64``: 64³ k=32; ``video64``: 64 frames of 112² k=32): eager PyTorch and ONNX
+   Runtime (CPU execution provider, ``--threads`` intra-op threads) on the file ``monai_das.engines.save_onnx``
+   writes (logits and kept indices from one graph), and each method's latency as a ratio to ``full`` on the same
+   engine. Issue targets, printed with the table: DAS at keep 50 % ≤ 0.60× full at batch 1 and ≤ 0.55× at batch 16
+   under ONNX Runtime (limit 0.50).
+2. **Folder throughput**: ``--studies`` synthetic NIfTI studies (default 500; random sizes around 40×44×36 voxels,
+   random spacing, so loading, reorientation, intensity scaling and resizing to 28³ all work) classified by the
+   volume bundle's own ``configs/inference.json`` (in-process, ``monai.bundle.ConfigParser``; ONNX Runtime engine,
+   batch 16), with ``num_workers`` 0 (decoding in the main thread) and 1 (decoding overlapped with the model), in
+   studies/s; plus the parts alone: the data loader alone (decode + preprocess) and the model alone on the same
+   batches already in memory. The largest part is named as the limit.
+3. **Training epoch** (DAS, 256 volumes of 28³, batch 16, Adam, cross-entropy as the bundle's trainer): the
+   MobileNetV3 encoder with its depthwise kernels cropped to maps smaller than them (the current code) against the
+   same network with plain convolutions (the code before), alternating epochs, with the time split into sampler
+   forward, encoder + head forward, backward and optimizer step; and the bundle's own training loader
+   (``train#dataloader`` of ``train.json``) for one epoch (data).
+
+Usage::
+
+    python benchmarks/inference_speed.py                      # writes benchmarks/results/inference_speed.{md,csv}
+    python benchmarks/inference_speed.py --smoke --out /tmp/s # tiny sizes, seconds: checks the script
+
+Options: ``--out DIR``, ``--threads N`` (torch and ONNX Runtime threads, default 2), ``--scenarios``, ``--methods``,
+``--repeats N`` (timed rounds at batch 16, default 5), ``--repeats-b1 N`` (rounds at batch 1, default 30),
+``--studies N`` (default 500), ``--epochs N`` (timed training epochs per variant, default 2), ``--no-folder``,
+``--no-training``, ``--smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# Threads spin while waiting (the OpenMP default behaviour on an idle machine), unlike cost.py's PASSIVE: measured on
+# this 2-core box, PASSIVE halves the DAS training throughput (438 vs 231 ms per batch-16 step at 28³), and this
+# script measures what a user gets. Must be set before torch is imported (cost.py only sets it when unset).
+os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cost import SCENARIOS, SMOKE_SCENARIOS, Scenario, _ms, _ratio  # noqa: E402  (sets OMP_WAIT_POLICY first)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from bench_utils import (  # noqa: E402
+    REPO,
+    environment,
+    environment_markdown,
+    markdown_table,
+    time_interleaved,
+    write_csv,
+    write_text_atomic,
+)
+
+from monai_das.engines import build_optimizer, save_onnx  # noqa: E402
+from monai_das.networks import OnnxClassifier, build_classifier, num_kept  # noqa: E402
+
+METHODS = ("full", "uniform", "dps", "adps", "das")
+INFERENCE_CONFIG = REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json"
+TRAIN_CONFIG = REPO / "bundles" / "das_volume_classification" / "configs" / "train.json"
+TARGETS = {1: 0.60, 16: 0.55}
+
+
+def _median(times: list[float]) -> float:
+    return statistics.median(times)
+
+
+def _network(sc: Scenario, method: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_classifier(method, sc.num_classes, sc.num_frames, layout=sc.layout, keep_ratio=0.5).eval()
+
+
+def measure_latency(sc: Scenario, methods: list[str], args: argparse.Namespace, tmp: Path, log) -> list[dict]:
+    """Eager vs ONNX Runtime latency of every method at batch 1 and 16 (interleaved), ratios to ``full``."""
+    item = [1, sc.num_frames, sc.size, sc.size] if sc.layout == "volume" else [sc.num_frames, 1, sc.size, sc.size]
+    runners: dict[str, tuple[torch.nn.Module, OnnxClassifier]] = {}
+    for m in methods:
+        log(f"[latency] {sc.name}: exporting {m} to ONNX")
+        net = _network(sc, m)
+        path = save_onnx(net, tmp / f"{sc.name}_{m}.onnx", item)
+        runners[m] = (net, OnnxClassifier(path, num_threads=args.threads))
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for batch, repeats in ((1, args.repeats_b1), (args.batch, args.repeats)):
+        x = torch.rand(batch, *item, generator=gen)
+        fns = {}
+        for m, (net, ort_net) in runners.items():
+            def eager(net=net):
+                with torch.no_grad():
+                    net(x)
+            fns[(m, "eager")] = eager
+            fns[(m, "onnxruntime")] = lambda r=ort_net: r.forward_with_indices(x)
+        log(f"[latency] {sc.name}: batch {batch}, {repeats} interleaved rounds of {len(fns)} cases")
+        times = time_interleaved(fns, repeats, warmup=2)
+        # best of the rounds: other processes on a shared machine only ever add time (medians in the CSV)
+        med = {key: min(v) for key, v in times.items()}
+        medians = {key: _median(v) for key, v in times.items()}
+        for m in runners:
+            row = {"scenario": sc.name, "method": m, "batch": batch,
+                   "k": num_kept(sc.num_frames, 0.5) if m != "full" else sc.num_frames, "T": sc.num_frames}
+            for engine in ("eager", "onnxruntime"):
+                row[f"{engine}_ms"] = _ms(med[(m, engine)])
+                row[f"{engine}_median_ms"] = _ms(medians[(m, engine)])
+                row[f"{engine}_vs_full"] = _ratio(med[(m, engine)], med[("full", engine)]) if "full" in runners else ""
+            row["ort_speedup_vs_eager"] = _ratio(med[(m, "eager")], med[(m, "onnxruntime")])
+            rows.append(row)
+    return rows
+
+
+def _write_studies(folder: Path, n: int, seed: int = 0) -> None:
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        shape = tuple(int(s) for s in rng.integers(32, 48, size=3))
+        data = rng.normal(100.0, 20.0, size=shape).astype(np.float32)
+        affine = np.diag([*rng.uniform(0.8, 1.5, size=3), 1.0])
+        nib.save(nib.Nifti1Image(data, affine), str(folder / f"study_{i:04d}.nii.gz"))
+
+
+def measure_folder(args: argparse.Namespace, tmp: Path, log) -> list[dict]:
+    """Studies/s of the bundle's inference.json over a folder of NIfTI studies, and its parts alone."""
+    from monai.bundle import ConfigParser
+
+    folder, root = tmp / "studies", tmp / "bundle"
+    log(f"[folder] writing {args.studies} synthetic NIfTI studies")
+    _write_studies(folder, args.studies)
+    size = 28 if not args.smoke else 16
+
+    def parser(workers: int, out: str) -> ConfigParser:
+        p = ConfigParser()
+        p.read_config(str(INFERENCE_CONFIG))
+        p.update({"bundle_root": str(root), "size": size, "device": "$torch.device('cpu')", "input": str(folder),
+                  "output_dir": str(tmp / out), "batch_size": 16, "num_workers": workers, "skip_done": False,
+                  "num_threads": args.threads})
+        return p
+
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(parser(0, "init").get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    parser(0, "export").get_parsed_content("network")  # the ONNX export happens once, outside the timings
+    rows = []
+    for workers in (0, 1):
+        p = parser(workers, f"out{workers}")
+        evaluator = p.get_parsed_content("evaluator")
+        n = len(p.get_parsed_content("todo"))
+        log(f"[folder] inference.json over {n} studies, num_workers={workers}")
+        t0 = time.perf_counter()
+        evaluator.run()
+        dt = time.perf_counter() - t0
+        rows.append({"part": f"whole pipeline (inference.json, num_workers={workers})", "seconds": round(dt, 2),
+                     "studies_per_s": round(n / dt, 1)})
+    p = parser(0, "parts")
+    loader, network = p.get_parsed_content("dataloader"), p.get_parsed_content("network")
+    log("[folder] data loader alone (decode + preprocess)")
+    t0 = time.perf_counter()
+    batches = [b["image"] for b in loader]
+    dt_data = time.perf_counter() - t0
+    log("[folder] model alone on the batches in memory")
+    t0 = time.perf_counter()
+    for x in batches:
+        network(x)
+    dt_model = time.perf_counter() - t0
+    n = sum(len(x) for x in batches)
+    rows.append({"part": "data loader alone (read NIfTI, orient, scale, resize)", "seconds": round(dt_data, 2),
+                 "studies_per_s": round(n / dt_data, 1)})
+    rows.append({"part": "model alone (ONNX Runtime, batch 16)", "seconds": round(dt_model, 2),
+                 "studies_per_s": round(n / dt_model, 1)})
+    limit = "data (decoding/preprocessing)" if dt_data > dt_model else "model"
+    for r in rows:
+        r["limit"] = limit
+    return rows
+
+
+def _plain_convs(net: torch.nn.Module) -> None:
+    """The encoder as before the kernel crop: every "same" convolution runs its whole kernel."""
+    from monai_das.networks.nets.mobilenetv3 import SameConv2d
+
+    for m in net.modules():
+        if isinstance(m, SameConv2d):
+            m.forward = (lambda mod: (lambda x: torch.nn.Conv2d.forward(mod, x)))(m)
+
+
+def measure_training(args: argparse.Namespace, log) -> list[dict]:
+    """DAS training epoch (256 volumes 28³, batch 16): cropped kernels vs plain convolutions, split by phase."""
+    n, batch = (256, 16) if not args.smoke else (32, 8)
+    size = 28 if not args.smoke else 16
+    gen = torch.Generator().manual_seed(0)
+    data = torch.rand(n, 1, size, size, size, generator=gen)
+    labels = torch.randint(0, 2, (n,), generator=gen)
+    variants = {}
+    for name in ("plain convolutions (before)", "cropped kernels (now)"):
+        torch.manual_seed(0)
+        net = build_classifier("das", 2, size).train()
+        if name.startswith("plain"):
+            _plain_convs(net)
+        variants[name] = (net, build_optimizer(net, lr=1e-3))
+    phases = ("sampler", "encoder_head", "backward", "optimizer")
+    acc: dict[str, dict[str, list[float]]] = {v: {p: [] for p in (*phases, "epoch")} for v in variants}
+
+    def epoch(name: str) -> None:
+        net, opt = variants[name]
+        spent = dict.fromkeys(phases, 0.0)
+        t_start = time.perf_counter()
+        for i in range(0, n, batch):
+            x, y = data[i:i + batch], labels[i:i + batch]
+            t0 = time.perf_counter()
+            out = net.sample(x)
+            t1 = time.perf_counter()
+            loss = F.cross_entropy(net.classify_frames(out.frames), y)
+            t2 = time.perf_counter()
+            loss.backward()
+            t3 = time.perf_counter()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            t4 = time.perf_counter()
+            for p, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                spent[p] += dt
+        for p in phases:
+            acc[name][p].append(spent[p])
+        acc[name]["epoch"].append(time.perf_counter() - t_start)
+
+    log(f"[training] warm-up, then {args.epochs} alternating epochs per variant ({n} volumes, batch {batch})")
+    for name in variants:  # warm-up: one batch each
+        net, opt = variants[name]
+        F.cross_entropy(net(data[:batch]), labels[:batch]).backward()
+        opt.zero_grad(set_to_none=True)
+    for e in range(args.epochs):
+        for name in variants:
+            epoch(name)
+            log(f"[training] {name}: epoch {e + 1} {acc[name]['epoch'][-1]:.1f} s")
+    rows = []
+    before = _median(acc["plain convolutions (before)"]["epoch"])
+    for name in variants:
+        row = {"variant": name, "epoch_s": round(_median(acc[name]["epoch"]), 2)}
+        row.update({f"{p}_s": round(_median(acc[name][p]), 2) for p in phases})
+        row["volumes_per_s"] = round(n / _median(acc[name]["epoch"]), 1)
+        row["speedup_vs_before"] = _ratio(before, _median(acc[name]["epoch"]))
+        rows.append(row)
+    # the bundle's own training loader for one epoch (data)
+    from monai.bundle import ConfigParser
+
+    p = ConfigParser()
+    p.read_config(str(TRAIN_CONFIG))
+    p.update({"bundle_root": tempfile.mkdtemp(), "size": size, "num_train": n, "num_workers": 0})
+    loader = p.get_parsed_content("train#dataloader")
+    next(iter(loader))  # the cache is filled on first use
+    t0 = time.perf_counter()
+    for _ in loader:
+        pass
+    rows.append({"variant": "data: bundle train#dataloader (cached, random transforms)",
+                 "epoch_s": round(time.perf_counter() - t0, 2)})
+    return rows
+
+
+def report(env: dict, args: argparse.Namespace, latency: list[dict], folder: list[dict], training: list[dict]) -> str:
+    title = "# Inference engines, folder throughput and training epoch time"
+    lines = [title + (" (SMOKE: tiny sizes, checks the script, measures nothing)" if args.smoke else ""), "",
+             environment_markdown(env), ""]
+    if latency:
+        lines += ["## Latency per method: eager PyTorch vs ONNX Runtime (eval, best of interleaved rounds; medians in the CSV)", "",
+                  f"Issue targets (ONNX Runtime, DAS at keep 50 %): ≤ {TARGETS[1]}× full at batch 1, "
+                  f"≤ {TARGETS[16]}× at batch 16 (physical limit 0.50).", ""]
+        lines.append(markdown_table(latency, [
+            ("scenario", "scenario"), ("method", "method"), ("batch", "batch"), ("k", "k"), ("T", "T"),
+            ("eager_ms", "eager ms"), ("onnxruntime_ms", "ORT ms"), ("ort_speedup_vs_eager", "ORT speed-up"),
+            ("eager_vs_full", "eager / full"), ("onnxruntime_vs_full", "ORT / full")]))
+        verdicts = []
+        for r in latency:
+            if r["method"] == "das" and r["batch"] in TARGETS and r["onnxruntime_vs_full"] != "":
+                ok = r["onnxruntime_vs_full"] <= TARGETS[r["batch"]]
+                verdicts.append(f"- {r['scenario']} batch {r['batch']}: DAS/full under ONNX Runtime "
+                                f"{r['onnxruntime_vs_full']} (target ≤ {TARGETS[r['batch']]}): "
+                                f"{'met' if ok else 'missed'}")
+        lines += ["", *verdicts, ""]
+    if folder:
+        lines += ["## Folder throughput: the bundle's inference.json over NIfTI studies (ONNX Runtime, batch 16)", "",
+                  markdown_table(folder, [("part", "part"), ("seconds", "s"), ("studies_per_s", "studies/s"),
+                                          ("limit", "limit")]), ""]
+    if training:
+        lines += ["## DAS training epoch (sampler + MobileNetV3-Small, Adam), before/after the kernel crop", "",
+                  markdown_table(training, [("variant", "variant"), ("epoch_s", "epoch s"),
+                                            ("sampler_s", "sampler fwd s"), ("encoder_head_s", "encoder+head fwd s"),
+                                            ("backward_s", "backward s"), ("optimizer_s", "optimizer s"),
+                                            ("volumes_per_s", "volumes/s"), ("speedup_vs_before", "speed-up")]), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--scenarios", nargs="+", default=None)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats-b1", type=int, default=30)
+    ap.add_argument("--studies", type=int, default=500)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--no-folder", action="store_true")
+    ap.add_argument("--no-training", action="store_true")
+    ap.add_argument("--smoke", action="store_true")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.batch, args.repeats, args.repeats_b1, args.studies, args.epochs = 4, 1, 2, 12, 1
+    torch.set_num_threads(args.threads)
+    table = SMOKE_SCENARIOS if args.smoke else SCENARIOS
+    names = args.scenarios or list(table)
+    unknown = [s for s in names if s not in table]
+    if unknown:
+        ap.error(f"unknown scenarios {unknown}; choose from {sorted(table)}")
+    env = environment(argv if argv is not None else sys.argv)
+    t_start = time.time()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - t_start:7.1f} s] {msg}", flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        latency = [r for s in names for r in measure_latency(table[s], args.methods, args, tmp, log)]
+        folder = [] if args.no_folder else measure_folder(args, tmp, log)
+    training = [] if args.no_training else measure_training(args, log)
+    env["duration_s"] = round(time.time() - t_start, 1)
+    env["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    text = report(env, args, latency, folder, training)
+    write_text_atomic(text + "\n", out / "inference_speed.md")
+    write_csv(latency, out / "inference_speed_latency.csv")
+    if folder:
+        write_csv(folder, out / "inference_speed_folder.csv")
+    if training:
+        write_csv(training, out / "inference_speed_training.csv")
+    print(text)
+    return {"latency": latency, "folder": folder, "training": training}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""``benchmarks/any_k.py``: one DAS model at any k, end to end through the bundle (smoke profile), and its resume."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def any_k_script():
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    spec = importlib.util.spec_from_file_location("benchmarks_any_k", BENCH_DIR / "any_k.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ratio_list_and_cache(any_k_script, tmp_path):
+    ak = any_k_script
+    assert ak.ratio_list([0.5, 0.1, 0.5]) == [0.1, 0.5, 1.0]
+    p = tmp_path / "r.json"
+    assert ak.cached(p, {"a": 1}) is None
+    p.write_text(json.dumps({"a": 1, "b": "x"}))
+    assert ak.cached(p, {"a": 1, "b": None}) == {"a": 1, "b": "x"} and ak.cached(p, {"a": 2}) is None
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end_and_resume(any_k_script, tmp_path):
+    ak = any_k_script
+    args = ["--smoke", "--out", str(tmp_path), "--keep-ratios", "0.25", "0.5", "--references", "uniform",
+            "--threads", "1"]
+    out = ak.main(args)
+    assert out["cells"] == {"cells": 4, "skipped": 0, "ran": 4, "failed": 0}
+    assert out["evaluations"] == {"evaluations": 3, "ran": 3, "skipped": 0, "failed": 0, "latency_ran": 1,
+                                  "latency_skipped": 0}
+    key = "synthetic_16"
+    for suffix in ("csv", "md", "png"):
+        assert (tmp_path / f"any_k_{key}.{suffix}").is_file(), suffix
+    assert (tmp_path / f"any_k_{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(tmp_path / f"any_k_{key}.csv") as f:
+        rows = list(csv.DictReader(f))
+    # one row per k: keep 25 %, 50 % and k = T, with T = 16
+    assert [(float(r["keep_ratio"]), int(r["k"])) for r in rows] == [(0.25, 4), (0.5, 8), (1.0, 16)]
+    for r in rows:
+        for col in ("one_model_auc", "one_model_balanced_accuracy", "latency_ms_median"):
+            v = float(r[col])
+            assert math.isfinite(v) and v >= 0.0, (col, r)
+        assert 0.0 <= float(r["one_model_auc"]) <= 1.0 and float(r["latency_ms_median"]) > 0.0
+        assert int(r["train_k"]) == 8 and int(r["frames_total"]) == 16
+    for r in rows[:2]:  # trained at that k: DAS and uniform cells of compare_methods
+        assert 0.0 <= float(r["das_trained_auc"]) <= 1.0 and 0.0 <= float(r["uniform_trained_auc"]) <= 1.0
+    assert rows[2]["das_trained_auc"] == "" and rows[2]["uniform_trained_auc"] == ""  # nothing trained at k = T
+
+    # the numbers are those of the evaluations on disk, each run at its own k
+    cell = tmp_path / "_work" / "smoke" / key / "das_keep0.5_seed0"
+    assert (cell / "models" / "model.pt").is_file() and (cell / "any_k" / "model.onnx").is_file()
+    for r in rows:
+        d = cell / "any_k" / f"keep{float(r['keep_ratio']):g}"
+        metrics = json.loads((d / "eval" / "metrics.json").read_text())
+        assert metrics["keep_ratio"] == float(r["keep_ratio"])
+        assert float(r["one_model_auc"]) == pytest.approx(metrics["metrics"]["auc"], abs=1e-5)
+        card = json.loads((d / "models" / "metadata.json").read_text())
+        assert card["das_model"]["num_kept"] == int(r["k"])  # the network ran at this k
+        assert not (d / "models" / "model.pt").exists()  # the checkpoint link is removed after the run
+    # at the training k the one model is the DAS cell itself: same checkpoint, same test metrics
+    assert float(rows[1]["one_model_auc"]) == pytest.approx(float(rows[1]["das_trained_auc"]), abs=1e-5)
+    # the training card of the checkpoint still describes keep 0.5
+    assert json.loads((cell / "models" / "metadata.json").read_text())["das_model"]["keep_ratio"] == 0.5
+    latency = json.loads((cell / "any_k" / "latency.json").read_text())
+    assert set(latency["ms"]) == {"4", "8", "16"}
+    # other cells keep no checkpoint
+    assert not (tmp_path / "_work" / "smoke" / key / "uniform_keep0.5_seed0" / "models").exists()
+    md = (tmp_path / f"any_k_{key}.md").read_text()
+    assert "Mode: **smoke**" in md and "- command: `" in md and "- machine: " in md and f"any_k_{key}.png" in md
+    assert "| 50% | 8 / 16 |" in md
+
+    # second run: every cell, evaluation and latency is reused
+    again = ak.main(args)
+    assert again["cells"] == {"cells": 4, "skipped": 4, "ran": 0, "failed": 0}
+    assert again["evaluations"] == {"evaluations": 3, "ran": 0, "skipped": 3, "failed": 0, "latency_ran": 0,
+                                    "latency_skipped": 1}
+    with open(tmp_path / f"any_k_{key}.csv") as f:
+        assert list(csv.DictReader(f)) == rows
