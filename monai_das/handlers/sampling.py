@@ -94,6 +94,9 @@ class SamplingFiguresHandler:
         epoch_level: redraw every ``interval`` epochs instead of only on completion.
         interval: epochs between redraws.
         label_names: optional class names for the row titles.
+        checkpoint: draw with the weights of this file (e.g. the best model ``models/model.pt``, read with
+            ``torch.load(weights_only=True)`` into a copy of the network; the training network is not touched)
+            when it exists; otherwise, and by default, with the network as it is.
     """
 
     def __init__(
@@ -106,8 +109,10 @@ class SamplingFiguresHandler:
         epoch_level: bool = False,
         interval: int = 1,
         label_names: Sequence[str] | None = None,
+        checkpoint: str | os.PathLike | None = None,
     ) -> None:
         self.network = network
+        self.checkpoint = checkpoint
         self.dataset = dataset
         self.output_dir = Path(output_dir)
         self.num_images = int(num_images)
@@ -142,6 +147,12 @@ class SamplingFiguresHandler:
         from monai_das.visualize import plot_kept_frames, plot_sampling_matrix
 
         net = unwrap_network(self.network)
+        if self.checkpoint is not None and Path(self.checkpoint).is_file():
+            import copy
+
+            from monai_das.engines.export import load_weights
+
+            net = load_weights(copy.deepcopy(net), self.checkpoint)
         images, items = self._batch()
         with eval_mode(net):
             out = net.sample(images)
