@@ -49,7 +49,7 @@ class ResumableEarlyStopHandler(EarlyStopHandler):
         super().__init__(*args, **kwargs)
 
     def __call__(self, engine: Any) -> None:
-        if self._trainer is not None and self._trainer.state.epoch <= self.start_epoch:
+        if self.start_epoch > 0 and self._trainer is not None and self._trainer.state.epoch <= self.start_epoch:
             return
         super().__call__(engine)
 

@@ -285,7 +285,10 @@ def agreement(tmp_path_factory):
     net = calibrate_batchnorm(_bundle_parser(bundle).get_parsed_content("network_def"), torch.rand(4, 1, *[GRID] * 3))
     torch.save(net.state_dict(), bundle / "models" / "model.pt")
     out = root / "out"
-    parser = _bundle_parser(bundle, input=str(studies), output_dir=str(out))
+    # both sides on the eager network: across engines (ONNX Runtime vs PyTorch) float rounding may flip a near-tie
+    # of two frame scores (measured here: -0.5552 vs -0.5553 on this synthetic series), so exact kept indices are
+    # compared engine against engine; ONNX Runtime against eager is tests/engines/test_runtime.py
+    parser = _bundle_parser(bundle, input=str(studies), output_dir=str(out), engine="eager")
     parser.get_parsed_content("evaluator").run()
     info = parser.get_parsed_content("info")
     spec = ModelSpec(layout="volume", spatial_size=(GRID,) * 3, in_channels=1, slice_axis=0,

@@ -39,6 +39,8 @@ def test_onnx_has_dynamic_batch_and_matches_eager(exported):
     model = onnx.load(str(path), load_external_data=False)
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert model.graph.input[0].name == "image" and model.graph.output[0].name == "pred"
+    assert [i.name for i in model.graph.input] == ["image", "num_samples"]  # any k at inference
+    assert [o.name for o in model.graph.output] == ["pred", "indices"]
     assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch
     assert [d.dim_value for d in dims[1:]] == ITEM
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -46,9 +48,12 @@ def test_onnx_has_dynamic_batch_and_matches_eager(exported):
         x = torch.rand(batch, *ITEM, generator=torch.Generator().manual_seed(batch))
         with torch.no_grad():
             expected = net(x).numpy()
-        got = sess.run(None, {"image": x.numpy()})[0]
-        assert got.shape == (batch, 2)
+        k = net.sampler.num_samples
+        got, kept = sess.run(None, {"image": x.numpy(), "num_samples": np.array([k], dtype=np.int64)})
+        assert got.shape == (batch, 2) and kept.shape == (batch, k)
         assert np.abs(got - expected).max() <= 1e-4 * (1 + np.abs(expected).max())  # float32 rounding
+        with torch.no_grad():
+            assert np.array_equal(kept, net.sample(x).indices.numpy())  # second output: the kept frames
 
 
 def test_onnx_carries_the_card_as_plain_json(exported):
