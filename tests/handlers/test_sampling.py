@@ -46,3 +46,26 @@ def test_figures(tmp_path, net):
 def test_unwrap_errors():
     with pytest.raises(ValueError, match="sampler"):
         unwrap_network(torch.nn.Linear(2, 2))
+
+
+def test_figures_use_the_checkpoint_and_leave_the_network_alone(tmp_path, monkeypatch):
+    """With ``checkpoint=`` the pictures show the saved (best) model; the training network keeps its weights."""
+    import monai_das.visualize as visualize
+
+    torch.manual_seed(1)
+    best = build_classifier("das", num_classes=2, num_frames=8).eval()
+    torch.save(best.state_dict(), tmp_path / "model.pt")
+    torch.manual_seed(2)
+    current = build_classifier("das", num_classes=2, num_frames=8).eval()
+    before = {k: v.clone() for k, v in current.state_dict().items()}
+    data = [{"image": torch.rand(1, 8, 16, 16), "label": torch.tensor(i % 2)} for i in range(2)]
+    seen = {}
+    monkeypatch.setattr(visualize, "plot_kept_frames", lambda frames, indices, path, **kw: seen.update(
+        indices=indices.clone(), titles=kw["titles"]) or str(path))
+    SamplingFiguresHandler(current, data, tmp_path / "fig", num_images=2, checkpoint=tmp_path / "model.pt").draw()
+    x = torch.stack([d["image"] for d in data])
+    with torch.no_grad():
+        assert torch.equal(seen["indices"], best.sample(x).indices)
+        p = torch.softmax(best(x), -1)
+    assert f"{float(p[0].max()):.2f}" in seen["titles"][0]
+    assert all(torch.equal(v, current.state_dict()[k]) for k, v in before.items())
