@@ -204,7 +204,6 @@ def save_onnx(
     metadata: Mapping | None = None,
     check: bool = True,
     atol: float = 1e-4,
-    rtol: float = 1e-4,
     opset_version: int | None = None,
     extra_props: Mapping[str, str] | None = None,
 ) -> str:
@@ -218,8 +217,11 @@ def save_onnx(
     along the network's frame axis). The network's ``layout``, ``slice_axis``, ``T`` and default ``k`` are stored
     in ``metadata_props["monai_das.network"]``; ``metadata`` (the model card) is stored as JSON in
     ``metadata_props["metadata.json"]`` (``extra_props``: more string properties). With ``check``, ONNX Runtime runs
-    the file at batch 1 and 3 (and at two ``k``) against the eager network: indices equal, max |logit difference|
-    <= ``atol`` + ``rtol``·max |eager logit| (``RuntimeError`` otherwise). Returns the path.
+    the file at batch 1 and 3 (and at two ``k``) against the eager network: kept indices equal and class
+    probabilities (softmax of the logits) within ``atol`` (``RuntimeError`` otherwise). Probabilities, not logits:
+    float32 rounding grows with the logits' scale, and a barely trained model with near-zero BatchNorm variances
+    had logits in the thousands whose float32 and float64 values differ by 3.5 in eager PyTorch alone. Returns the
+    path.
     """
     import onnx
 
@@ -267,7 +269,7 @@ def save_onnx(
     with atomic_file(path) as tmp:
         onnx.save(model, str(tmp))
     if check:
-        _check_onnx(network, path, item_shape, atol, rtol)
+        _check_onnx(network, path, item_shape, atol)
     logger.info(f"exported ONNX (dynamic batch{', any k' if any_k else ''}) to {path}")
     return str(path)
 
@@ -279,9 +281,7 @@ def num_frames_of(network: torch.nn.Module, item_shape: Sequence[int]) -> int:
     return int(item_shape[1 + int(getattr(network, "slice_axis", 0))])
 
 
-def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], atol: float, rtol: float) -> None:
-    import numpy as np
-
+def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], atol: float) -> None:
     from monai_das.networks.nets.onnx_classifier import OnnxClassifier
 
     t = num_frames_of(network, item_shape)
@@ -293,13 +293,14 @@ def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], ato
         with torch.no_grad():
             expected, expected_idx = network.forward_with_indices(x, k)
         got, idx = runner.forward_with_indices(x, k)
-        diff = float(np.abs(got.numpy() - expected.numpy()).max()) if got.shape == expected.shape else float("nan")
+        same_shape = got.shape == expected.shape
+        diff = float((got.softmax(-1) - expected.softmax(-1)).abs().max()) if same_shape else float("nan")
         same_idx = idx.shape == expected_idx.shape and bool(torch.equal(idx, expected_idx))
-        if not (diff <= atol + rtol * float(expected.abs().max())) or not same_idx:
+        if not diff <= atol or not same_idx:
             raise RuntimeError(
                 f"ONNX file '{path}' differs from the eager network at batch {batch}, k={k or 'default'}: logits "
-                f"{tuple(got.shape)} vs {tuple(expected.shape)}, max |difference| {diff:.3g} (atol {atol}, rtol "
-                f"{rtol} of the largest logit); kept indices {'equal' if same_idx else 'differ'}."
+                f"{tuple(got.shape)} vs {tuple(expected.shape)}, max |probability difference| {diff:.3g} (atol "
+                f"{atol}); kept indices {'equal' if same_idx else 'differ'}."
             )
 
 

@@ -61,10 +61,12 @@ def test_train_evaluate_export_and_load_use_the_card(tmp_path):
     bundle([sys.executable, "-m", "monai_das.engines.export", "onnx", "--bundle_root", str(root),
             "--config_file", INFERENCE])
     assert read_onnx_card(models / "model.onnx") == card
-    import onnxruntime as ort
+    from monai_das.networks import OnnxClassifier
 
-    sess = ort.InferenceSession(str(models / "model.onnx"), providers=["CPUExecutionProvider"])
     xb = torch.rand(3, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    got, kept = OnnxClassifier(models / "model.onnx").forward_with_indices(xb)
     with torch.no_grad():
-        got, ref = sess.run(None, {"image": xb.numpy()})[0], eager(xb).numpy()
+        ref, ref_kept = eager.forward_with_indices(xb)
+    got, ref = got.numpy(), ref.numpy()
     assert got.shape == (3, 2) and np.abs(got - ref).max() <= 1e-4 * (1 + np.abs(ref).max())  # float32 rounding
+    assert torch.equal(kept, ref_kept)
