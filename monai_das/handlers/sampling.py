@@ -95,8 +95,9 @@ class SamplingFiguresHandler:
         interval: epochs between redraws.
         label_names: optional class names for the row titles.
         checkpoint: draw with the weights of this file (e.g. the best model ``models/model.pt``, read with
-            ``torch.load(weights_only=True)`` into a copy of the network; the training network is not touched)
-            when it exists; otherwise, and by default, with the network as it is.
+            ``torch.load(weights_only=True)``)
+            when it exists (loaded into the network for the drawing, its own weights put back after); otherwise, and by
+        default, with the network as it is.
     """
 
     def __init__(
@@ -142,17 +143,25 @@ class SamplingFiguresHandler:
 
     def draw(self) -> list[str]:
         """Draw both pictures now; returns the file paths."""
+        net = unwrap_network(self.network)
+        if self.checkpoint is not None and Path(self.checkpoint).is_file():
+            from monai_das.engines.export import load_weights
+
+            # the network's own weights are put back afterwards (no deepcopy: a module inside DDP carries DDP's hooks,
+            # and copying them rebuilds DDP on a half-built module)
+            saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            load_weights(net, self.checkpoint)
+            try:
+                return self._draw(net)
+            finally:
+                net.load_state_dict(saved)
+        return self._draw(net)
+
+    def _draw(self, net: torch.nn.Module) -> list[str]:
         from monai.networks.utils import eval_mode
 
         from monai_das.visualize import plot_kept_frames, plot_sampling_matrix
 
-        net = unwrap_network(self.network)
-        if self.checkpoint is not None and Path(self.checkpoint).is_file():
-            import copy
-
-            from monai_das.engines.export import load_weights
-
-            net = load_weights(copy.deepcopy(net), self.checkpoint)
         images, items = self._batch()
         with eval_mode(net):
             out = net.sample(images)
