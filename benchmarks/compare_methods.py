@@ -131,6 +131,27 @@ PROFILES: dict[str, dict[str, Any]] = {
             "synthetic": {},
         },
     },
+    "standard": {
+        "description": "converged comparison on CPU: up to 30 epochs with early stopping on validation loss (patience "
+                       "6; DAS/DPS warm up the encoder for the first 20 %), Adam lr 1e-3 (the bundle default), keep "
+                       "50/25/10 %, seeds 0, 1, 2 on MedMNIST3D (whole 28³ splits; 64³ with the training split "
+                       "subsampled to 640 volumes for CPU), 5 patient-level folds on POCUS (clips of 32 frames at "
+                       "64×64) and a sparse-evidence POCUS setting (64 frames, keep 10/25 %)",
+        "seeds": [0, 1, 2],
+        "keep_ratios": [0.5, 0.25, 0.1],
+        "max_epochs": 30,
+        "patience": 6,
+        "lr": 1e-3,
+        "folds": [0, 1, 2, 3, 4],
+        "datasets": {
+            "medmnist28": {},
+            "medmnist64": {"num_train": 640, "max_epochs": 20},
+            "pocus": {"num_frames": 32, "size": 64, "precise_bn_batches": -1, "seeds": [0]},
+            "pocus_sparse": {"num_frames": 64, "size": 64, "precise_bn_batches": -1, "seeds": [0],
+                             "keep_ratios": [0.1, 0.25]},
+            "synthetic": {},
+        },
+    },
     "full": {
         "description": "paper settings: 3 seeds, keep 25/50/75%, up to 100 epochs with early stopping on validation "
                        "loss (patience 10), whole splits, 5 POCUS folds at 64×112×112 (for a GPU)",
@@ -171,6 +192,8 @@ class DatasetSpec:
     overrides: dict = field(default_factory=dict)
     cross_validated: bool = False
     default: bool = True  # run when --datasets is not given
+    seeds: tuple[int, ...] | None = None  # this dataset's seeds (None: the profile's); POCUS uses folds instead
+    keep_ratios: tuple[float, ...] | None = None  # this dataset's keep ratios (None: the profile's)
 
 
 @dataclass(frozen=True)
@@ -206,13 +229,24 @@ def code_hash(paths: Sequence[str] = CODE_PATHS) -> str:
     return h.hexdigest()[:12]
 
 
+#: per-dataset profile entries that shape the grid instead of being bundle overrides
+GRID_KEYS = ("seeds", "keep_ratios")
+
+
+def _spec(key: str, family: str, title: str, num_frames: int, entry: dict[str, Any], **kwargs) -> DatasetSpec:
+    """A :class:`DatasetSpec` from a profile entry: grid keys (``seeds``, ``keep_ratios``) apart from overrides."""
+    grid = {k: tuple(entry[k]) for k in GRID_KEYS if k in entry}
+    overrides = {k: v for k, v in entry.items() if k not in GRID_KEYS}
+    return DatasetSpec(key, family, title, num_frames, overrides, **kwargs, **grid)
+
+
 def discover_datasets(data_root: str | os.PathLike, profile: str) -> list[DatasetSpec]:
     """Every MedMNIST3D file under ``<data_root>/medmnist3d`` and the POCUS clips, if present (smoke: synthetic)."""
     prof = PROFILES[profile]["datasets"]
     if profile == "smoke":
         size = prof["synthetic"]["size"]
-        return [DatasetSpec(f"synthetic_{size}", "synthetic", f"Synthetic volumes {size}³", size,
-                            {"dataset": "synthetic", **prof["synthetic"]})]
+        return [_spec(f"synthetic_{size}", "synthetic", f"Synthetic volumes {size}³", size,
+                      {"dataset": "synthetic", **prof["synthetic"]})]
     from monai_das.data import MEDMNIST3D_NAMES, medmnist_filename
 
     root = Path(data_root)
@@ -221,35 +255,58 @@ def discover_datasets(data_root: str | os.PathLike, profile: str) -> list[Datase
         for size in (28, 64):
             path = root / "medmnist3d" / medmnist_filename(name, size)
             if path.is_file():
-                specs.append(DatasetSpec(
+                specs.append(_spec(
                     f"{name}_{size}", f"medmnist{size}", f"{name} {size}³ (slices along depth, T={size})", size,
                     {"dataset": name, "size": size, "data_dir": str(path.parent), **prof.get(f"medmnist{size}", {})}))
     pocus = root / "video" / "covid19_lus_pocus"
     if (pocus / "MANIFEST.csv").is_file():
-        ov = {"dataset": "pocus", "data_dir": str(pocus), "probe": "convex", **prof["pocus"]}
-        specs.append(DatasetSpec(
+        base = {"dataset": "pocus", "data_dir": str(pocus), "probe": "convex"}
+        ov = {**base, **prof["pocus"]}
+        specs.append(_spec(
             "pocus", "pocus", f"POCUS lung ultrasound, convex probe, 3 classes, clips of {ov['num_frames']} frames "
             f"{ov['size']}×{ov['size']}, patient-level 5-fold CV", int(ov["num_frames"]), ov, cross_validated=True))
+        if "pocus_sparse" in prof:  # the evidence sits in a few of many frames: the setting adaptivity is for
+            ov = {**base, **prof["pocus_sparse"]}
+            specs.append(_spec(
+                "pocus_sparse", "pocus", f"POCUS sparse evidence: whole clips resampled to {ov['num_frames']} frames "
+                f"{ov['size']}×{ov['size']}, few kept, convex probe, 3 classes, patient-level 5-fold CV",
+                int(ov["num_frames"]), ov, cross_validated=True))
     # synthetic volumes whose class evidence sits in 4 of the 28 slices: only when asked for (--datasets synthetic_28)
-    specs.append(DatasetSpec("synthetic_28", "synthetic", "Synthetic volumes 28³ (class shown in 4 of 28 slices)", 28,
-                             {"dataset": "synthetic", "size": 28, **prof.get("synthetic", {})}, default=False))
+    specs.append(_spec("synthetic_28", "synthetic", "Synthetic volumes 28³ (class shown in 4 of 28 slices)", 28,
+                       {"dataset": "synthetic", "size": 28, **prof.get("synthetic", {})}, default=False))
     return specs
 
 
 def build_cells(specs: Sequence[DatasetSpec], methods: Sequence[str], keep_ratios: Sequence[float],
-                seeds: Sequence[int], folds: Sequence[int], tag: str = "") -> list[Cell]:
-    """The grid, ordered so that a partial run has whole method rows: seed, keep ratio (0.5 first), dataset, fold."""
-    ratios = sorted(set(keep_ratios), key=lambda r: (r != MAIN_KEEP_RATIO, r))
+                seeds: Sequence[int], folds: Sequence[int], tag: str = "", own_seeds: bool = True,
+                own_ratios: bool = True) -> list[Cell]:
+    """
+    The grid, ordered so that a partial run has whole paired comparisons: keep ratio (0.5 first), seed, dataset,
+    fold, method. ``full`` runs once per seed/fold (it keeps every frame), with the dataset's first keep ratio. A
+    dataset's own ``seeds``/``keep_ratios`` (profile entry) replace the arguments unless ``own_seeds``/``own_ratios``
+    is False (given on the command line).
+    """
+    def order(ratios):
+        return sorted(set(ratios), key=lambda r: (r != MAIN_KEEP_RATIO, -r))
+
+    def grid(spec):
+        ratios = spec.keep_ratios if own_ratios and spec.keep_ratios else keep_ratios
+        return order(ratios), list(spec.seeds if own_seeds and spec.seeds else seeds)
+
+    all_ratios = order([r for s in specs for r in grid(s)[0]])
+    all_seeds = list(dict.fromkeys(x for s in specs for x in grid(s)[1]))
     cells = []
-    for seed in seeds:
-        for r in ratios:
+    for r in all_ratios:
+        for seed in all_seeds:
             for spec in specs:
+                ratios, spec_seeds = grid(spec)
+                if r not in ratios or seed not in spec_seeds:
+                    continue
                 for fold in (folds if spec.cross_validated else [None]):
                     for m in methods:
                         if m == "full":
-                            if r != ratios[0]:
-                                continue  # one full run per seed/fold: it keeps every frame
-                            cells.append(Cell(spec.key, m, 1.0, seed, fold, tag))
+                            if r == ratios[0]:  # one full run per seed/fold: it keeps every frame
+                                cells.append(Cell(spec.key, m, 1.0, seed, fold, tag))
                         elif r < 1.0:
                             cells.append(Cell(spec.key, m, r, seed, fold, tag))
     return cells
@@ -517,6 +574,97 @@ def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+#: baselines DAS is compared with, run by run (same seed and fold)
+PAIRED_AGAINST = ("uniform", "dps", "full", "random", "adps")
+
+
+def t_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Two-sided Student-t confidence interval of the mean of ``diffs`` (NaNs when fewer than 2 values)."""
+    from scipy import stats
+
+    n = len(diffs)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean, sem = statistics.mean(diffs), statistics.stdev(diffs) / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sem
+    return mean - half, mean + half
+
+
+def paired_differences(results: Sequence[dict[str, Any]], reference: str = "das",
+                       against: Sequence[str] = PAIRED_AGAINST, metric: str = "auc") -> list[dict[str, Any]]:
+    """
+    ``reference − baseline`` of ``metric`` per dataset and keep ratio, paired by seed and fold (the same data split
+    and initial seed), with the mean, a 95 % Student-t interval over the pairs and the number of pairs won.
+    ``full`` is paired with every keep ratio (it keeps every frame). Only untagged runs are paired.
+    """
+    runs: dict[tuple, dict[tuple, float]] = {}
+    for r in results:
+        if r.get("label", r["method"]) != r["method"] or r.get(metric) is None:
+            continue
+        key = (r["dataset"], r["method"], float(r["keep_ratio"]))
+        runs.setdefault(key, {})[(r["seed"], r.get("fold"))] = float(r[metric])
+    rows = []
+    for (ds, method, ratio), ref in sorted(runs.items()):
+        if method != reference:
+            continue
+        for other in against:
+            base = runs.get((ds, other, 1.0 if other == "full" else ratio))
+            pairs = sorted(set(ref) & set(base or {}), key=str)
+            if not pairs:
+                continue
+            diffs = [ref[p] - base[p] for p in pairs]
+            low, high = t_interval(diffs)
+            verdict = ("one pair: no interval" if len(diffs) < 2 else "above zero" if low > 0
+                       else "below zero" if high < 0 else "includes zero")
+            rows.append({"dataset": ds, "keep_ratio": ratio, "comparison": f"{reference} − {other}", "baseline": other,
+                         "pairs": len(diffs), "mean_diff": statistics.mean(diffs), "ci95_low": low, "ci95_high": high,
+                         "wins": sum(d > 0 for d in diffs), "verdict": verdict,
+                         "diffs": " ".join(f"{d:+.3f}" for d in diffs)})
+    return rows
+
+
+def paired_table(rows: Sequence[dict[str, Any]], with_dataset: bool = False) -> str:
+    """Markdown table of :func:`paired_differences` rows."""
+    cols = ([("dataset", "dataset")] if with_dataset else []) + [
+        ("keep", "DAS keeps"), ("comparison", "difference"), ("pairs", "pairs"), ("mean", "mean"),
+        ("ci", "95 % interval"), ("wins", "DAS better"), ("verdict", "interval"), ("diffs", "per seed / fold")]
+    return markdown_table([{
+        **r, "keep": f"{100 * r['keep_ratio']:.0f}%", "mean": f"{r['mean_diff']:+.3f}",
+        "ci": "n/a" if math.isnan(r["ci95_low"]) else f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]",
+        "wins": f"{r['wins']}/{r['pairs']}",
+    } for r in rows], cols)
+
+
+def plot_paired(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str:
+    """Forest plot of paired differences: mean and 95 % interval per dataset, keep ratio and baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(rows)
+    fig, ax = plt.subplots(figsize=(6.8, 0.9 + 0.32 * len(rows)), dpi=120)
+    colors = {b: f"C{i}" for i, b in enumerate(PAIRED_AGAINST)}
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        lo, hi = r["ci95_low"], r["ci95_high"]
+        if not math.isnan(lo):
+            ax.plot([lo, hi], [y, y], color=colors[r["baseline"]], lw=2)
+        ax.plot(r["mean_diff"], y, "o", color=colors[r["baseline"]])
+    ax.axvline(0.0, color="k", lw=1)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r['dataset']} keep {100 * r['keep_ratio']:.0f}%: {r['comparison']} (n={r['pairs']})"
+                        for r in reversed(rows)], fontsize=7)
+    ax.set_xlabel("paired difference of AUC (mean, 95 % t-interval)")
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+    return str(path)
+
+
 def _method_order(label: str) -> int:
     base = label.split("[")[0]
     return METHODS.index(base) if base in METHODS else len(METHODS)
@@ -631,11 +779,31 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
                                   ("accuracy", "accuracy")])]
     if CITATIONS.get(family):
         lines += [""] + [f"{c}  " for c in CITATIONS[family]]
+    paired = paired_differences([r for r in results if r["dataset"] == key])
+    if paired:
+        lines += ["", f"## Paired differences of {split} AUC (DAS − baseline, same seed and fold)", "",
+                  "Each pair is one seed (and fold) run with both methods on the same split; the interval is a "
+                  "two-sided 95 % Student-t interval over the pairs (wide with 3 pairs: t = 4.30). *above zero*: DAS "
+                  "better beyond the run-to-run noise measured here.", "", paired_table(paired)]
     lines += ["", "## Trade-off: AUC against frames kept", "", f"![AUC against frames kept]({key}.png)", "",
               table(rows), "", f"Every run: `{key}_runs.csv`; per-epoch histories: `result.json` of each cell under "
               f"`{header['work_dir']}`."]
     paths["md"] = write_text_atomic("\n".join(lines) + "\n", out / f"{key}.md")
     return paths
+
+
+def _paired_section(results: Sequence[dict], out: Path, header: dict, split: str) -> list[str]:
+    """Summary lines with the paired differences of every dataset and their forest plot (``paired_differences.png``)."""
+    rows = paired_differences(results)
+    if not rows:
+        return []
+    write_csv(rows, out / "paired_differences.csv")
+    plot_paired(rows, f"DAS minus each baseline, paired by seed/fold, {header['mode']} mode, {split} split",
+                out / "paired_differences.png")
+    return [f"## Paired differences of {split} AUC: DAS − baseline (same seed and fold)", "",
+            "Mean over pairs, two-sided 95 % Student-t interval, pairs where DAS was better; `full` keeps every "
+            "frame. Also in `paired_differences.csv`.", "", "![paired differences](paired_differences.png)", "",
+            paired_table(rows, with_dataset=True), ""]
 
 
 def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Path, header: dict) -> str:
@@ -665,6 +833,7 @@ def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Pa
         "Cells: mean ± std over seeds (and folds) (frames the downstream network sees / frames per input, n = runs).",
         "", f"## {split.capitalize()} AUC", "", table("auc", False), "",
         f"## {split.capitalize()} balanced accuracy", "", table("balanced_accuracy", True), "",
+        *_paired_section(results, out, header, split),
         "Per dataset, with accuracy, epochs, time per epoch, references and the trade-off plot: "
         + ", ".join(f"[{k}.md]({k}.md)" for k in keys) + ".",
     ]) + "\n"
@@ -677,6 +846,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_const", dest="profile", const="quick",
                       help="about an hour on 2 CPU cores: one seed, keep 50%%, few epochs")
+    mode.add_argument("--standard", action="store_const", dest="profile", const="standard",
+                      help="converged comparison on CPU, run over several sessions: 3 seeds, 5 POCUS folds, keep "
+                           "50/25/10%%, early stopping, sparse-evidence POCUS")
     mode.add_argument("--full", action="store_const", dest="profile", const="full",
                       help="paper settings, 3 seeds, keep 25/50/75%% (for a GPU)")
     mode.add_argument("--smoke", action="store_const", dest="profile", const="smoke",
@@ -728,7 +900,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not specs:
         raise FileNotFoundError(f"no dataset found under '{args.data_root}' (expected medmnist3d/*.npz or "
                                 "video/covid19_lus_pocus/MANIFEST.csv).")
-    cells = build_cells(specs, args.methods, keep_ratios, seeds, folds, args.tag)
+    cells = build_cells(specs, args.methods, keep_ratios, seeds, folds, args.tag, own_seeds=args.seeds is None,
+                        own_ratios=args.keep_ratios is None)
     common = {
         "max_epochs": prof["max_epochs"], "patience": prof["patience"], "batch_size": 16, "lr": prof["lr"],
         "mlflow": bool(args.mlflow), "progress_bar": False, "num_figures": 0, "resume": True, "num_workers": 0,
@@ -739,7 +912,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         s.cross_validated for s in specs) else "") + f", batch 16, Adam lr {common['lr']:g}, max epochs {common['max_epochs']} (unless set per dataset below), "
         f"early stop on validation loss (patience {common['patience']}), checkpoint with the best validation AUC, "
         f"scored on the {args.eval_split} split; bundle overrides per dataset: "
-        + "; ".join(f"{s.key}: {json.dumps({k: v for k, v in s.overrides.items() if k != 'data_dir'})}" for s in specs)
+        + "; ".join(f"{s.key}: {json.dumps({k: v for k, v in s.overrides.items() if k != 'data_dir'})}"
+                    + (f" (seeds {list(s.seeds)})" if s.seeds and args.seeds is None else "")
+                    + (f" (keep ratios {list(s.keep_ratios)})" if s.keep_ratios and args.keep_ratios is None else "")
+                    for s in specs)
         + (f"; from the command line, for every cell: {json.dumps(forced)}" if forced else "")
         + (f"; variant tag `{args.tag}`" if args.tag else ""))
     start = time.perf_counter()

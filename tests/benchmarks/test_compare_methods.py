@@ -171,3 +171,50 @@ def test_smoke_run_through_the_bundle(compare_script, tmp_path):
     # a second run finds every cell finished and only rewrites the reports
     again = cm.main(args)
     assert again["counts"] == {"cells": 4, "skipped": 4, "ran": 0, "failed": 0}
+
+
+def test_per_dataset_seeds_and_keep_ratios(compare_script):
+    """The standard profile: POCUS runs one seed over folds, the sparse setting only its own keep ratios."""
+    cm = compare_script
+    vessel = cm.DatasetSpec("v", "medmnist28", "v", 28, {})
+    sparse = cm.DatasetSpec("s", "pocus", "s", 64, {}, cross_validated=True, seeds=(0,), keep_ratios=(0.1, 0.25))
+    cells = cm.build_cells([vessel, sparse], ["das", "full"], [0.5, 0.25, 0.1], [0, 1], [0, 1])
+    by = {(c.dataset, c.method, c.keep_ratio, c.seed, c.fold) for c in cells}
+    assert len(by) == len(cells)
+    assert {c.seed for c in cells if c.dataset == "s"} == {0}
+    assert {c.keep_ratio for c in cells if c.dataset == "s" and c.method == "das"} == {0.1, 0.25}
+    assert [c.fold for c in cells if c.dataset == "s" and c.method == "full"] == [0, 1]  # once per fold
+    assert len([c for c in cells if c.dataset == "v"]) == 2 * (1 + 3)
+    # keep ratio first, then seed: every keep-50 % pair is done before any smaller budget
+    assert [c.keep_ratio for c in cells[:4]] == [0.5, 1.0, 0.5, 1.0] and cells[2].seed == 1
+    # given on the command line, seeds and keep ratios apply to every dataset
+    forced = cm.build_cells([vessel, sparse], ["das"], [0.5], [3], [0], own_seeds=False, own_ratios=False)
+    assert {(c.dataset, c.keep_ratio, c.seed) for c in forced} == {("v", 0.5, 3), ("s", 0.5, 3)}
+    specs = {s.key: s for s in cm.discover_datasets("/nonexistent", "standard")}
+    assert specs["synthetic_28"].overrides["size"] == 28 and "seeds" not in specs["synthetic_28"].overrides
+
+
+def test_paired_differences(compare_script, tmp_path):
+    cm = compare_script
+
+    def run(method, keep, seed, auc, label=None):
+        return {"dataset": "d", "method": method, "label": label or method, "keep_ratio": keep, "seed": seed,
+                "fold": None, "auc": auc}
+
+    results = [run("das", 0.5, s, a) for s, a in enumerate([0.80, 0.82, 0.84])]
+    results += [run("uniform", 0.5, s, a) for s, a in enumerate([0.70, 0.73, 0.74])]
+    results += [run("full", 1.0, s, a) for s, a in enumerate([0.85, 0.80, 0.86])]
+    results += [run("dps", 0.5, 0, 0.9), run("das", 0.5, 3, 0.99, label="das[x]")]  # one pair; a tagged run
+    rows = {r["baseline"]: r for r in cm.paired_differences(results)}
+    u = rows["uniform"]
+    assert u["pairs"] == 3 and u["wins"] == 3 and u["mean_diff"] == pytest.approx(0.0966667)
+    # diffs 0.10, 0.09, 0.10: sd 0.005774, sem 0.003333, t(0.975, 2) = 4.3027
+    assert u["ci95_low"] == pytest.approx(0.0966667 - 4.3027 * 0.0033333, abs=1e-4) and u["verdict"] == "above zero"
+    f = rows["full"]
+    assert f["pairs"] == 3 and f["wins"] == 1 and f["verdict"] == "includes zero"
+    assert rows["dps"]["pairs"] == 1 and rows["dps"]["verdict"] == "one pair: no interval"
+    assert "random" not in rows
+    table = cm.paired_table(list(rows.values()))
+    assert "das − uniform" in table and "3/3" in table and "+0.097" in table
+    png = cm.plot_paired(list(rows.values()), "t", tmp_path / "p.png")
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
