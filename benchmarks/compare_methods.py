@@ -88,7 +88,8 @@ VIDEO_CONFIGS = REPO / "bundles" / "das_video_classification" / "configs"
 MAIN_KEEP_RATIO = 0.5
 #: the code a cell's result depends on (hashed into ``code_hash``): training path and bundle configs
 CODE_PATHS = ("monai_das/networks", "monai_das/engines", "monai_das/handlers", "monai_das/data",
-              "monai_das/transforms", "monai_das/utils", "bundles/das_volume_classification/configs")
+              "monai_das/transforms", "monai_das/utils", "bundles/das_volume_classification/configs",
+              "bundles/das_video_classification/configs")
 
 #: published numbers shown beside ours (never run here); keyed by dataset key
 REFERENCES: dict[str, list[dict[str, Any]]] = {

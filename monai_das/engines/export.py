@@ -95,7 +95,8 @@ def card_overrides(card: Mapping) -> dict:
     """
     Config overrides that make the bundle's ``network_def`` build the network the card describes: ``info`` (the data
     facts the network uses: ``layout``, ``num_frames``, ``in_channels``, ``num_classes``, ``slice_axis``,
-    ``spatial_size``, ``image_shape``) and ``method``, ``keep_ratio``, ``temporal_head``, ``encoder`` (a name of
+    ``spatial_size``, ``image_shape``) and ``method``, ``keep_ratio``, ``temporal_head``, ``context_frames``,
+    ``encoder`` (a name of
     ``monai.networks.nets``; an encoder module recorded by class path is left to the config), ``encoder_kwargs``.
     """
     facts = card.get(CARD_KEY) if isinstance(card, Mapping) else None
@@ -113,6 +114,10 @@ def card_overrides(card: Mapping) -> dict:
     for k in ("method", "keep_ratio", "temporal_head"):
         if facts.get(k) is not None:
             overrides[k] = _plain_name(facts[k], f"{CARD_KEY}#{k}")
+    context = facts.get("context_frames") or 0  # cards written before 2.5D inputs existed: single frames
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        raise ValueError(f"model card value {CARD_KEY}#context_frames={context!r} is not an integer >= 0.")
+    overrides["context_frames"] = context
     encoder = facts.get("encoder")
     if encoder is None or (isinstance(encoder, str) and "." not in encoder):
         overrides["encoder"] = _plain_name(encoder, f"{CARD_KEY}#encoder")

@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 CARD_KEY = "das_model"
 #: facts that identify the network a card describes (compared before an evaluation keeps older metrics)
 _IDENTITY = ("layout", "spatial_size", "slice_axis", "num_frames", "num_kept", "in_channels", "num_classes", "method",
-             "keep_ratio", "temporal_head", "encoder")
+             "keep_ratio", "temporal_head", "encoder", "context_frames")
 
 
 # ------------------------------------------------------------------------------------------------------ plain data
@@ -107,6 +107,7 @@ def model_facts(
     encoder: Any = None,
     encoder_kwargs: Mapping | None = None,
     num_kept: int | None = None,
+    context_frames: int = 0,
 ) -> dict:
     """
     The card's ``das_model`` section from the run's data facts ``info`` (:attr:`monai_das.engines.BundleData.info`),
@@ -137,6 +138,7 @@ def model_facts(
         "temporal_head": temporal_head,
         "encoder": encoder,
         "encoder_kwargs": dict(encoder_kwargs or {}),
+        "context_frames": int(context_frames),
         "recipe": dict(recipe) if recipe is not None else None,
         "source": info.get("source"),
         "datalist": info.get("datalist"),
@@ -241,7 +243,7 @@ class ModelCardSaver:
             rewritten sections are written, with a warning.
         info: the run's data facts (``@info``: :attr:`monai_das.engines.BundleData.info`).
         recipe: the preprocessing recipe (``@recipe``, plain data).
-        method, keep_ratio, temporal_head, encoder, encoder_kwargs: the network keys.
+        method, keep_ratio, temporal_head, encoder, encoder_kwargs, context_frames: the network keys.
         network: the network (optional): ``k`` is read from its sampler when given.
         evaluator: the validation engine whose metrics describe the best checkpoint (training use).
         checkpoint: the model file the card describes (default ``<output_dir>/model.pt``).
@@ -267,6 +269,7 @@ class ModelCardSaver:
         metric_prefix: str = "",
         split: str | None = None,
         filename: str = "metadata.json",
+        context_frames: int = 0,
     ) -> None:
         if info is None:
             raise ValueError("ModelCardSaver needs the run's data facts: info=@info.")
@@ -285,7 +288,8 @@ class ModelCardSaver:
             sampler = getattr(net, "sampler", None)
             if sampler is not None and hasattr(sampler, "num_kept"):
                 num_kept = int(sampler.num_kept(int(info["num_frames"])))
-        self.facts = model_facts(info, recipe, method, keep_ratio, temporal_head, encoder, encoder_kwargs, num_kept)
+        self.facts = model_facts(info, recipe, method, keep_ratio, temporal_head, encoder, encoder_kwargs, num_kept,
+                                 context_frames)
         self.logger = logger
         self._metrics: dict = {}  # the metrics of the current best checkpoint (training use)
         self._best_epoch: int | None = None

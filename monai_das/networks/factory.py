@@ -175,6 +175,7 @@ def build_classifier(
     sampler_kwargs: dict | None = None,
     encoder: nn.Module | str | None = None,
     encoder_features: int | None = None,
+    context_frames: int = 0,
 ) -> SubsampledClassifier:
     """
     A :class:`SubsampledClassifier`: the sampler ``method`` keeping ``num_kept(num_frames, keep_ratio)`` frames (all
@@ -195,6 +196,9 @@ def build_classifier(
         encoder_features: ``E``; ``None`` reads the encoder's ``out_features`` or probes it once on 64×64 zero
             frames (see :class:`SubsampledClassifier`). Give it for encoders that need larger frames.
         encoder_kwargs: arguments of the encoder built from ``None`` or a string (see above).
+        context_frames: ``c`` neighbours on either side of each kept frame given to the encoder as channels (2.5D;
+            the encoder built from ``None`` or a string takes ``in_channels·(2c+1)`` channels, the sampler
+            ``in_channels``); see :class:`SubsampledClassifier`.
 
     ``num_classes``, ``num_frames`` and ``in_channels`` must be integers >= 1 and ``keep_ratio`` lie in (0, 1] (checked
     for ``full`` too, which ignores it, so a config error shows whatever the method); each raises a ``ValueError``
@@ -205,10 +209,14 @@ def build_classifier(
         raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}.")
     num_classes, num_frames = check_count(num_classes, "num_classes"), check_count(num_frames, "num_frames (T)")
     in_channels, keep_ratio = check_count(in_channels, "in_channels"), check_keep_ratio(keep_ratio)
+    if isinstance(context_frames, bool) or not isinstance(context_frames, int) or context_frames < 0:
+        raise ValueError(f"context_frames must be an integer >= 0, got {context_frames!r}.")
+    encoder_channels = in_channels * (2 * context_frames + 1)  # 2.5D: neighbours as channels
     if encoder is None:
-        encoder = MobileNetV3Small(spatial_dims=2, in_channels=in_channels, num_classes=0, **(encoder_kwargs or {}))
+        encoder = MobileNetV3Small(spatial_dims=2, in_channels=encoder_channels, num_classes=0,
+                                   **(encoder_kwargs or {}))
     elif isinstance(encoder, str):
-        encoder = get_encoder(encoder, in_channels, **(encoder_kwargs or {}))
+        encoder = get_encoder(encoder, encoder_channels, **(encoder_kwargs or {}))
     elif isinstance(encoder, nn.Module):
         if encoder_kwargs:
             raise ValueError(
@@ -223,4 +231,5 @@ def build_classifier(
     k = num_frames if method.lower() == "full" else num_kept(num_frames, keep_ratio)
     sampler = get_sampler(method, k, num_frames=num_frames, in_channels=in_channels, **(sampler_kwargs or {}))
     return SubsampledClassifier(sampler, encoder, num_classes, layout, slice_axis, temporal_head, dropout,
-                                encoder_features=encoder_features, in_channels=in_channels)
+                                encoder_features=encoder_features, in_channels=in_channels,
+                                context_frames=context_frames)

@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from monai.networks.utils import eval_mode
 
+from monai_das.networks.nets.sampler import SamplerOutput
 from monai_das.networks.nets.subsampled_classifier import SubsampledClassifier
 
 __all__ = ["count_parameters", "count_macs", "model_cost", "macs_breakdown"]
@@ -26,6 +27,15 @@ def count_macs(fn, *args) -> int:
     return counter.get_total_flops() // 2
 
 
+def _encoder_input(net: SubsampledClassifier, seq: torch.Tensor, out=None) -> torch.Tensor:
+    """What the encoder takes for the sampler output ``out`` (every frame of ``seq`` when ``None``), context included."""
+    if out is None:
+        idx = torch.arange(seq.shape[1], device=seq.device).expand(seq.shape[0], -1)
+        out = SamplerOutput(seq, torch.eye(seq.shape[1], dtype=seq.dtype, device=seq.device).expand(seq.shape[0], -1, -1),
+                            idx)
+    return net.add_context(seq, out) if hasattr(net, "add_context") else out.frames
+
+
 def model_cost(net: SubsampledClassifier, x: torch.Tensor) -> dict[str, int]:
     """
     Cost of one forward pass of ``net`` (in ``eval()``) on ``x``, split into sampler and downstream network.
@@ -42,7 +52,7 @@ def model_cost(net: SubsampledClassifier, x: torch.Tensor) -> dict[str, int]:
             "params_sampler": sampler_params - (count_parameters(net.encoder) if shared else 0),
             "params_downstream": count_parameters(net) - sampler_params,
             "macs_sampler": count_macs(net.sampler, seq) // x.shape[0],
-            "macs_downstream": count_macs(net.classify_frames, out.frames) // x.shape[0],
+            "macs_downstream": count_macs(net.classify_frames, _encoder_input(net, seq, out)) // x.shape[0],
             "frames_kept": int(out.indices.shape[1]),
             "frames_total": int(seq.shape[1]),
         }
@@ -57,7 +67,7 @@ def macs_breakdown(net: SubsampledClassifier, x: torch.Tensor) -> dict[str, int]
     """
     cost = model_cost(net, x)
     with eval_mode(net):
-        full = count_macs(net.classify_frames, net.to_frames(x)) // x.shape[0]
+        full = count_macs(net.classify_frames, _encoder_input(net, net.to_frames(x))) // x.shape[0]
     return {
         "sampler": int(cost["macs_sampler"]),
         "downstream": int(cost["macs_downstream"]),

@@ -74,6 +74,11 @@ def test_card_overrides_take_plain_values_only(tmp_path):
     assert over["info"] == {"layout": "volume", "num_frames": 8, "in_channels": 1, "num_classes": 2,
                             "slice_axis": 0, "spatial_size": ITEM[1:], "image_shape": ITEM}
     assert over["method"] == "das" and over["keep_ratio"] == 0.5 and over["encoder"] is None
+    assert over["context_frames"] == 0  # a card without the key (written before 2.5D inputs) means single frames
+    assert card_overrides(build_model_card(None, {**FACTS, "context_frames": 2}))["context_frames"] == 2
+    for bad in (-1, 1.5, "1", True):
+        with pytest.raises(ValueError, match="context_frames"):
+            card_overrides(build_model_card(None, {**FACTS, "context_frames": bad}))
     hostile = build_model_card(None, {**FACTS, "method": "$__import__('os').system('true')"})
     with pytest.raises(ValueError, match="not a plain value"):
         card_overrides(hostile)

@@ -118,3 +118,19 @@ def test_static_k_export_refuses_other_k(tmp_path):
     with pytest.raises(ValueError, match="exported for k=4"):
         runner.forward_with_indices(torch.rand(1, *SHAPE), 2)
     assert np.isfinite(runner(torch.rand(1, *SHAPE)).numpy()).all()
+
+
+def test_context_frames_export_any_k(tmp_path):
+    """A 2.5D network (neighbours as channels) exports with its dynamic k and agrees with eager."""
+    from monai_das.networks import OnnxClassifier
+
+    torch.manual_seed(0)
+    net = build_classifier("das", 2, SHAPE[1], keep_ratio=0.5, context_frames=1).eval()
+    path = save_onnx(net, tmp_path / "ctx.onnx", SHAPE)
+    x = torch.rand(2, *SHAPE)
+    for k in (3, 6):
+        with torch.no_grad():
+            logits, idx = net.forward_with_indices(x, k)
+        pred, ort_idx = OnnxClassifier(path, num_samples=k).forward_with_indices(x)
+        assert torch.equal(torch.as_tensor(ort_idx), idx)
+        assert torch.allclose(torch.as_tensor(pred).softmax(-1), logits.softmax(-1), atol=1e-4)

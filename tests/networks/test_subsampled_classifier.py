@@ -65,3 +65,45 @@ def test_verify_net_in_out_style_call():
     net = build_classifier("das", 2, num_frames=28).eval()
     with torch.no_grad():
         assert net(torch.rand(1, 1, 28, 28, 28)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("method", ["das", "uniform", "full", "adps"])
+def test_context_frames_give_each_kept_frame_its_neighbours(method):
+    """2.5D: a kept frame reaches the encoder with its neighbours -c..c (clamped) as channels, sampler still trained."""
+    torch.manual_seed(0)
+    net = build_classifier(method, 2, num_frames=10, keep_ratio=0.4, context_frames=1)
+    assert net.in_channels == 1 and net.encoder.in_channels == 3
+    x = torch.rand(2, 1, 10, 16, 16)
+    y = net(x)
+    y.sum().backward()
+    if net.sampler.learnable:
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.sampler.parameters())
+    net.eval()
+    with torch.no_grad():
+        seq = net.to_frames(x)
+        out = net.sampler(seq)
+        frames = net.add_context(seq, out)
+        assert frames.shape == (2, out.indices.shape[1], 3, 16, 16)
+        for b in range(2):
+            for j, t in enumerate(out.indices[b].tolist()):
+                for c, d in enumerate((-1, 0, 1)):
+                    assert torch.equal(frames[b, j, c], seq[b, min(max(t + d, 0), 9), 0])
+        logits, idx = net.forward_with_indices(x)
+        assert torch.equal(idx, out.indices) and torch.allclose(logits, net.classify_frames(frames))
+        if method != "full":  # any k with context frames too
+            assert net(x, num_samples=3).shape == (2, 2)
+
+
+def test_context_frames_bad_values():
+    with pytest.raises(ValueError, match="context_frames"):
+        build_classifier("das", 2, num_frames=8, context_frames=-1)
+    with pytest.raises(ValueError, match="context_frames"):
+        build_classifier("das", 2, num_frames=8, context_frames=1.0)
+    from monai_das.networks import MobileNetV3Small, SubsampledClassifier, get_sampler
+
+    enc = MobileNetV3Small(spatial_dims=2, in_channels=2, num_classes=0)
+    with pytest.raises(ValueError, match="not a multiple of 3"):
+        SubsampledClassifier(get_sampler("uniform", 4), enc, 2, context_frames=1)
+    with pytest.raises(ValueError, match="build the encoder for 3"):
+        SubsampledClassifier(get_sampler("uniform", 4), MobileNetV3Small(spatial_dims=2, in_channels=6, num_classes=0),
+                             2, context_frames=1, in_channels=1)

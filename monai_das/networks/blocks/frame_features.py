@@ -74,7 +74,8 @@ class FrameFeatures(nn.Module):
             out.append(flat.mean(-1))
         if "variance" in self.features:
             if t > 1:
-                d2 = (flat[:, 1:] - flat[:, :-1]).pow(2).mean(-1)  # B×(T-1)
+                d = flat[:, 1:] - flat[:, :-1]
+                d2 = (d * d).mean(-1)  # B×(T-1); products, not pow(): ONNX Runtime's Pow is a slow generic kernel
                 # mean squared difference to the previous and the next frame (the one neighbour at the ends)
                 inter = 0.5 * (torch.cat([d2[:, :1], d2], 1) + torch.cat([d2, d2[:, -1:]], 1))
             else:
@@ -85,10 +86,11 @@ class FrameFeatures(nn.Module):
             # channel (fewer, larger kernels than shifted differences: faster under ONNX Runtime, same values)
             h, w = x.shape[-2:]
             r = F.conv2d(x.reshape(-1, 1, h, w), self.kernels.to(x.dtype), padding=1).reshape(b, t, -1, 3, h, w)
-            if "sobel" in self.features:
-                out.append(torch.sqrt(r[:, :, :, 0].square() + r[:, :, :, 1].square() + 1e-12).mean((2, 3, 4)))
+            if "sobel" in self.features:  # slices, not integer indexing (Slice, not Gather, in the graph)
+                g = r[:, :, :, :2]
+                out.append(torch.sqrt((g * g).sum(3) + 1e-12).mean((2, 3, 4)))
             if "laplacian" in self.features:
-                out.append(r[:, :, :, 2].abs().mean((2, 3, 4)))
+                out.append(r[:, :, :, 2:].abs().mean((2, 3, 4, 5)))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

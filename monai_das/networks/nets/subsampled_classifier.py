@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder_out_features, probe_encoder_features
+from monai_das.networks.blocks.gumbel import select_frames
 from monai_das.networks.blocks.temporal_head import TemporalHead
 from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, check_count, parameter_dtype
 from monai_das.networks.utils import to_frames
@@ -40,8 +41,14 @@ class SubsampledClassifier(nn.Module):
             ``eval()`` without gradients, its train/eval mode restored afterwards, and ``E`` is the last dimension
             of the output. Give it for an encoder that needs frames larger than 64×64 (or other probe input).
         in_channels: frame channels ``C``, checked against the input. ``None`` (default) takes the encoder's
-            ``in_channels`` or ``n_input_channels`` attribute; an encoder with neither (MONAI ``DenseNet``,
-            ``ResNet``) leaves the check to the sampler (DAS, ADPS) or to the encoder's first layer.
+            ``in_channels`` or ``n_input_channels`` attribute (divided by ``2c+1`` with context frames); an encoder
+            with neither (MONAI ``DenseNet``, ``ResNet``) leaves the check to the sampler (DAS, ADPS) or to the
+            encoder's first layer.
+        context_frames: ``c``, 2.5D input: each kept frame reaches the encoder with its ``c`` neighbours on either
+            side as extra channels (``C·(2c+1)`` channels, neighbours ``-c..c`` in order, clamped at the ends of the
+            sequence), so a kept slice sees the structure around it. The sampler still chooses ``k`` frames; the
+            neighbours are taken through the same straight-through sampling matrix (shifted), so the sampler's
+            gradient sees them. The encoder must take ``C·(2c+1)`` channels. Default 0 (single frames).
 
     Raises:
         ValueError: ``encoder_features`` disagrees with the encoder's ``out_features``, or ``in_channels`` with its
@@ -67,8 +74,12 @@ class SubsampledClassifier(nn.Module):
         dropout: float = 0.2,
         encoder_features: int | None = None,
         in_channels: int | None = None,
+        context_frames: int = 0,
     ) -> None:
         super().__init__()
+        if isinstance(context_frames, bool) or not isinstance(context_frames, int) or context_frames < 0:
+            raise ValueError(f"context_frames must be an integer >= 0, got {context_frames!r}.")
+        self.context_frames = context_frames
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
         if slice_axis not in (0, 1, 2):
@@ -87,17 +98,22 @@ class SubsampledClassifier(nn.Module):
         self.temporal_head = TemporalHead(features, temporal_head)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
 
-    @staticmethod
-    def _discover_in_channels(encoder: nn.Module, in_channels: int | None) -> int | None:
+    def _discover_in_channels(self, encoder: nn.Module, in_channels: int | None) -> int | None:
         declared = encoder_in_channels(encoder)
+        span = 2 * self.context_frames + 1  # frames per encoder input
+        context = f" (C×{span}: {self.context_frames} context frame(s) on either side)" if span > 1 else ""
+        if declared is not None and declared % span:
+            raise ValueError(
+                f"SubsampledClassifier: the frame encoder {type(encoder).__name__} declares {declared} input "
+                f"channel(s), not a multiple of {span}{context}.")
         if in_channels is None:
-            return declared
+            return None if declared is None else declared // span
         in_channels = check_count(in_channels, "in_channels")
-        if declared is not None and declared != in_channels:
+        if declared is not None and declared != in_channels * span:
             raise ValueError(
                 f"SubsampledClassifier: in_channels={in_channels} but the frame encoder {type(encoder).__name__} "
-                f"declares {declared} input channel(s); build the encoder for C={in_channels} or pass "
-                f"in_channels={declared}."
+                f"declares {declared} input channel(s); build the encoder for {in_channels * span}{context} or pass "
+                f"in_channels={declared // span}."
             )
         return in_channels
 
@@ -109,6 +125,7 @@ class SubsampledClassifier(nn.Module):
             # the probe needs C: ours, else the sampler's (DAS/ADPS are built for it); the helper falls back to
             # the encoder's first convolution
             c = self.in_channels or encoder_in_channels(sampler)
+            c = None if c is None else c * (2 * self.context_frames + 1)
             return probe_encoder_features(encoder, c, owner="SubsampledClassifier")
         encoder_features = check_count(encoder_features, "encoder_features")
         if declared is not None and declared != encoder_features:
@@ -142,8 +159,33 @@ class SubsampledClassifier(nn.Module):
         """The sampler's choice for ``x`` (same layout as :meth:`forward`); ``num_samples``: see :meth:`forward`."""
         return self.sampler(self.to_frames(x), num_samples)
 
+    def add_context(self, x: torch.Tensor, out: SamplerOutput) -> torch.Tensor:
+        """
+        The encoder input of the kept frames: ``out.frames`` (``B×k×C×H×W``) with ``context_frames`` neighbours on
+        either side of each as channels (``B×k×C·(2c+1)×H×W``); ``x`` is the sequence ``B×T×C×H×W`` the sampler saw.
+        Neighbour ``d`` of every kept frame is ``(P·S_d)·x`` with ``S_d`` the shift by ``d`` clamped to ``0..T-1``:
+        gathered bit for bit, with the straight-through gradient of ``P``.
+        """
+        c = self.context_frames
+        if c == 0:
+            return out.frames
+        t = x.shape[1]
+        eye = torch.eye(t, dtype=out.matrix.dtype, device=x.device)
+        steps = torch.arange(t, device=x.device)
+        pieces = []
+        for d in range(-c, c + 1):
+            if d == 0:
+                pieces.append(out.frames)
+                continue
+            shifted = out.matrix @ eye[(steps + d).clamp(0, t - 1)]  # row t of S_d: one-hot at clamp(t + d)
+            pieces.append(select_frames(shifted, x, (out.indices + d).clamp(0, t - 1)))
+        return torch.cat(pieces, 2)
+
     def classify_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Logits ``B×num_classes`` from kept frames ``B×k×C×H×W`` (floating frames cast as in :meth:`to_frames`)."""
+        """
+        Logits ``B×num_classes`` from the encoder input of the kept frames, ``B×k×C'×H×W`` (``C' = C`` without
+        context frames, else :meth:`add_context`'s ``C·(2c+1)``; floating frames cast as in :meth:`to_frames`).
+        """
         frames = self._cast(frames)
         b, k = frames.shape[:2]
         z = self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
@@ -155,9 +197,10 @@ class SubsampledClassifier(nn.Module):
         budget chosen at inference; ``1 <= num_samples <= T``; samplers with ``any_k``: DAS, DPS, uniform, random,
         ADPS; ``full`` always keeps ``T``).
         """
-        return self.classify_frames(self.sample(x, num_samples).frames)
+        return self.forward_with_indices(x, num_samples)[0]
 
     def forward_with_indices(self, x: torch.Tensor, num_samples: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``B×num_classes`` and the kept frame indices ``B×k`` (ascending) of the same pass."""
-        out = self.sample(x, num_samples)
-        return self.classify_frames(out.frames), out.indices
+        seq = self.to_frames(x)
+        out = self.sampler(seq, num_samples)
+        return self.classify_frames(self.add_context(seq, out)), out.indices
