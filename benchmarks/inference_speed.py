@@ -26,7 +26,9 @@ Usage::
     python benchmarks/inference_speed.py                      # writes benchmarks/results/inference_speed.{md,csv}
     python benchmarks/inference_speed.py --smoke --out /tmp/s # tiny sizes, seconds: checks the script
 
-Options: ``--out DIR``, ``--threads N`` (torch and ONNX Runtime threads, default 2), ``--scenarios``, ``--methods``,
+Options: ``--out DIR``, ``--threads N [N ...]`` (torch and ONNX Runtime intra-op threads the latency is measured
+with, default 2 and 1: on a shared 2-core VM the second core is often busy and 2-thread timings scatter; the first
+count is used for the folder and training parts), ``--scenarios``, ``--methods``,
 ``--repeats N`` (timed rounds at batch 16, default 5), ``--repeats-b1 N`` (rounds at batch 1, default 30),
 ``--studies N`` (default 500), ``--epochs N`` (timed training epochs per variant, default 2), ``--no-folder``,
 ``--no-training``, ``--smoke``.
@@ -81,40 +83,46 @@ def _network(sc: Scenario, method: str) -> torch.nn.Module:
     return build_classifier(method, sc.num_classes, sc.num_frames, layout=sc.layout, keep_ratio=0.5).eval()
 
 
-def measure_latency(sc: Scenario, methods: list[str], args: argparse.Namespace, tmp: Path, log) -> list[dict]:
-    """Eager vs ONNX Runtime latency of every method at batch 1 and 16 (interleaved), ratios to ``full``."""
+def measure_latency(sc: Scenario, methods: list[str], args: argparse.Namespace, tmp: Path, log,
+                    threads: list[int] | tuple[int, ...] = (2,)) -> list[dict]:
+    """Eager vs ONNX Runtime latency of every method at batch 1 and 16 (interleaved), ratios to ``full``, for each
+    count of torch and ONNX Runtime intra-op ``threads`` (each model is exported once)."""
     item = [1, sc.num_frames, sc.size, sc.size] if sc.layout == "volume" else [sc.num_frames, 1, sc.size, sc.size]
-    runners: dict[str, tuple[torch.nn.Module, OnnxClassifier]] = {}
+    nets, paths = {}, {}
     for m in methods:
         log(f"[latency] {sc.name}: exporting {m} to ONNX")
-        net = _network(sc, m)
-        path = save_onnx(net, tmp / f"{sc.name}_{m}.onnx", item)
-        runners[m] = (net, OnnxClassifier(path, num_threads=args.threads))
+        nets[m] = _network(sc, m)
+        paths[m] = save_onnx(nets[m], tmp / f"{sc.name}_{m}.onnx", item)
     rows = []
-    gen = torch.Generator().manual_seed(0)
-    for batch, repeats in ((1, args.repeats_b1), (args.batch, args.repeats)):
-        x = torch.rand(batch, *item, generator=gen)
-        fns = {}
-        for m, (net, ort_net) in runners.items():
-            def eager(net=net):
-                with torch.no_grad():
-                    net(x)
-            fns[(m, "eager")] = eager
-            fns[(m, "onnxruntime")] = lambda r=ort_net: r.forward_with_indices(x)
-        log(f"[latency] {sc.name}: batch {batch}, {repeats} interleaved rounds of {len(fns)} cases")
-        times = time_interleaved(fns, repeats, warmup=2)
-        # best of the rounds: other processes on a shared machine only ever add time (medians in the CSV)
-        med = {key: min(v) for key, v in times.items()}
-        medians = {key: _median(v) for key, v in times.items()}
-        for m in runners:
-            row = {"scenario": sc.name, "method": m, "batch": batch,
-                   "k": num_kept(sc.num_frames, 0.5) if m != "full" else sc.num_frames, "T": sc.num_frames}
-            for engine in ("eager", "onnxruntime"):
-                row[f"{engine}_ms"] = _ms(med[(m, engine)])
-                row[f"{engine}_median_ms"] = _ms(medians[(m, engine)])
-                row[f"{engine}_vs_full"] = _ratio(med[(m, engine)], med[("full", engine)]) if "full" in runners else ""
-            row["ort_speedup_vs_eager"] = _ratio(med[(m, "eager")], med[(m, "onnxruntime")])
-            rows.append(row)
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        runners = {m: (nets[m], OnnxClassifier(paths[m], num_threads=n_threads)) for m in methods}
+        gen = torch.Generator().manual_seed(0)
+        for batch, repeats in ((1, args.repeats_b1), (args.batch, args.repeats)):
+            x = torch.rand(batch, *item, generator=gen)
+            fns = {}
+            for m, (net, ort_net) in runners.items():
+                def eager(net=net):
+                    with torch.no_grad():
+                        net(x)
+                fns[(m, "eager")] = eager
+                fns[(m, "onnxruntime")] = lambda r=ort_net: r.forward_with_indices(x)
+            log(f"[latency] {sc.name}: {n_threads} thread(s), batch {batch}, {repeats} interleaved rounds of "
+                f"{len(fns)} cases")
+            times = time_interleaved(fns, repeats, warmup=2)
+            # best of the rounds: other processes on a shared machine only ever add time (medians in the CSV)
+            best = {key: min(v) for key, v in times.items()}
+            medians = {key: _median(v) for key, v in times.items()}
+            for m in runners:
+                row = {"scenario": sc.name, "threads": n_threads, "method": m, "batch": batch,
+                       "k": num_kept(sc.num_frames, 0.5) if m != "full" else sc.num_frames, "T": sc.num_frames}
+                for engine in ("eager", "onnxruntime"):
+                    row[f"{engine}_ms"] = _ms(best[(m, engine)])
+                    row[f"{engine}_median_ms"] = _ms(medians[(m, engine)])
+                    row[f"{engine}_vs_full"] = (_ratio(best[(m, engine)], best[("full", engine)])
+                                                if "full" in runners else "")
+                row["ort_speedup_vs_eager"] = _ratio(best[(m, "eager")], best[(m, "onnxruntime")])
+                rows.append(row)
     return rows
 
 
@@ -144,7 +152,7 @@ def measure_folder(args: argparse.Namespace, tmp: Path, log) -> list[dict]:
         p.read_config(str(INFERENCE_CONFIG))
         p.update({"bundle_root": str(root), "size": size, "device": "$torch.device('cpu')", "input": str(folder),
                   "output_dir": str(tmp / out), "batch_size": 16, "num_workers": workers, "skip_done": False,
-                  "num_threads": args.threads})
+                  "num_threads": args.threads[0]})
         return p
 
     (root / "models").mkdir(parents=True, exist_ok=True)
@@ -274,14 +282,16 @@ def report(env: dict, args: argparse.Namespace, latency: list[dict], folder: lis
                   f"Issue targets (ONNX Runtime, DAS at keep 50 %): ≤ {TARGETS[1]}× full at batch 1, "
                   f"≤ {TARGETS[16]}× at batch 16 (physical limit 0.50).", ""]
         lines.append(markdown_table(latency, [
-            ("scenario", "scenario"), ("method", "method"), ("batch", "batch"), ("k", "k"), ("T", "T"),
+            ("scenario", "scenario"), ("threads", "threads"), ("method", "method"), ("batch", "batch"), ("k", "k"),
+            ("T", "T"),
             ("eager_ms", "eager ms"), ("onnxruntime_ms", "ORT ms"), ("ort_speedup_vs_eager", "ORT speed-up"),
             ("eager_vs_full", "eager / full"), ("onnxruntime_vs_full", "ORT / full")]))
         verdicts = []
         for r in latency:
             if r["method"] == "das" and r["batch"] in TARGETS and r["onnxruntime_vs_full"] != "":
                 ok = r["onnxruntime_vs_full"] <= TARGETS[r["batch"]]
-                verdicts.append(f"- {r['scenario']} batch {r['batch']}: DAS/full under ONNX Runtime "
+                verdicts.append(f"- {r['scenario']}, {r['threads']} thread(s), batch {r['batch']}: DAS/full under "
+                                "ONNX Runtime "
                                 f"{r['onnxruntime_vs_full']} (target ≤ {TARGETS[r['batch']]}): "
                                 f"{'met' if ok else 'missed'}")
         lines += ["", *verdicts, ""]
@@ -301,7 +311,9 @@ def report(env: dict, args: argparse.Namespace, latency: list[dict], folder: lis
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[2, 1],
+                    help="intra-op thread counts the latency is measured with (the first one for the folder and "
+                         "training parts)")
     ap.add_argument("--scenarios", nargs="+", default=None)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--batch", type=int, default=16)
@@ -315,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.smoke:
         args.batch, args.repeats, args.repeats_b1, args.studies, args.epochs = 4, 1, 2, 12, 1
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads[0])
     table = SMOKE_SCENARIOS if args.smoke else SCENARIOS
     names = args.scenarios or list(table)
     unknown = [s for s in names if s not in table]
@@ -331,7 +343,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        latency = [r for s in names for r in measure_latency(table[s], args.methods, args, tmp, log)]
+        latency = [r for s in names for r in measure_latency(table[s], args.methods, args, tmp, log, args.threads)]
+        latency.sort(key=lambda r: args.threads.index(r["threads"]))  # one table per thread count
+        torch.set_num_threads(args.threads[0])
         folder = [] if args.no_folder else measure_folder(args, tmp, log)
     training = [] if args.no_training else measure_training(args, log)
     env["duration_s"] = round(time.time() - t_start, 1)

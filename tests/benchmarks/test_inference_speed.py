@@ -11,8 +11,10 @@ import pytest
 @pytest.mark.slow
 def test_inference_speed_smoke(speed_script, tmp_path):
     result = speed_script.main(["--smoke", "--out", str(tmp_path), "--scenarios", "vol8", "--methods", "full", "das"])
-    latency = {(r["method"], r["batch"]): r for r in result["latency"]}
-    assert set(latency) == {("full", 1), ("das", 1), ("full", 4), ("das", 4)}
+    rows = result["latency"]
+    assert {(r["threads"], r["method"], r["batch"]) for r in rows} == {
+        (t, m, b) for t in (2, 1) for m in ("full", "das") for b in (1, 4)}  # default: 2 and 1 threads
+    latency = {(r["method"], r["batch"]): r for r in rows if r["threads"] == 1}
     for r in latency.values():
         assert r["eager_ms"] > 0 and r["onnxruntime_ms"] > 0 and math.isfinite(r["ort_speedup_vs_eager"])
     assert latency[("full", 1)]["onnxruntime_vs_full"] == 1.0 and latency[("das", 1)]["k"] == 4
@@ -25,4 +27,4 @@ def test_inference_speed_smoke(speed_script, tmp_path):
     md = (tmp_path / "inference_speed.md").read_text()
     assert "SMOKE" in md and "command:" in md and "| das | 1 |" in md
     with open(tmp_path / "inference_speed_latency.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4
+        assert len(list(csv.DictReader(f))) == 8
