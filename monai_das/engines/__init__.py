@@ -26,7 +26,14 @@ from monai_das.engines.inference import (
 from monai_das.engines.export import export_onnx, export_torchscript, read_model_card, read_onnx_card, save_onnx
 from monai_das.engines.runtime import ENGINES, IndicesRecorder, inference_network
 from monai_das.engines.optim import build_optimizer, sampler_param_groups
-from monai_das.engines.utils import PRECISE_BN_AUTO_BATCHES, flag, optional, precise_bn_batches, sampler_warmup_epochs
+from monai_das.engines.utils import (
+    PRECISE_BN_AUTO_BATCHES,
+    class_weights,
+    flag,
+    optional,
+    precise_bn_batches,
+    sampler_warmup_epochs,
+)
 
 __all__ = [
     "bundle_cli_overrides",
@@ -61,4 +68,5 @@ __all__ = [
     "PRECISE_BN_AUTO_BATCHES",
     "optional",
     "sampler_warmup_epochs",
+    "class_weights",
 ]

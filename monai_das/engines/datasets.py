@@ -217,6 +217,17 @@ class BundleData:
         return get_dataset(self.dataset, split, size=self.size, data_dir=self.data_dir, seed=self.seed,
                            num_samples=None if n is None else int(n), **kwargs)
 
+    def class_counts(self, split: str = "train") -> list[int]:
+        """Items of each class in ``split`` (``num_classes`` counts), e.g. for ``class_weights="balanced"``."""
+        data = self.data(split)
+        labels = getattr(data, "labels", None)  # MedMNIST, synthetic: one label per item, no image is built
+        if labels is not None and len(labels) == len(data):
+            values = np.asarray(labels).reshape(len(labels), -1)[:, 0]
+        else:
+            values = [int(np.asarray(item["label"]).reshape(-1)[0]) for item in data]
+        counts = np.bincount(np.asarray(values, dtype=np.int64), minlength=int(self.info["num_classes"]))
+        return [int(c) for c in counts]
+
     # ---------------------------------------------------------------- facts
     @property
     def info(self) -> dict:

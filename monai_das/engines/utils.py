@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES", "sampler_warmup_epochs"]
+__all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES", "sampler_warmup_epochs", "class_weights"]
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off", "none", "null", ""}
@@ -67,3 +67,45 @@ def sampler_warmup_epochs(value: Any, max_epochs: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or int(value) != value:
         raise ValueError(f"sampler_warmup_epochs must be 'auto' or an integer >= 0, got {value!r}.")
     return int(value)
+
+
+def class_weights(value: Any, counts: Any = None, num_classes: int | None = None, device: Any = None):
+    """
+    The weight of each class in the training loss (``torch.nn.CrossEntropyLoss(weight=...)``), from the bundle's
+    ``class_weights``:
+
+    - ``None``/``"none"`` (default): ``None``, every item counts alike;
+    - ``"balanced"``: ``n / (C · n_c)`` from ``counts`` (training items per class, e.g.
+      :meth:`monai_das.engines.BundleData.class_counts`): each class weighs as much as the others in total, as
+      scikit-learn's ``class_weight="balanced"``; a class without training items is an error naming it;
+    - a list of ``C`` positive numbers, used as given.
+
+    ``counts`` may be a callable returning them (so they are only counted for ``"balanced"``). Returns a float32
+    tensor of ``C`` weights on ``device``, or ``None``.
+    """
+    import torch
+
+    value = optional(value)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() != "balanced":
+            raise ValueError(f"class_weights must be null, 'balanced' or a list of per-class weights, got {value!r}.")
+        counts = counts() if callable(counts) else counts
+        if counts is None:
+            raise ValueError("class_weights='balanced' needs the training items per class (counts).")
+        counts = [int(c) for c in counts]
+        empty = [i for i, c in enumerate(counts) if c <= 0]
+        if empty:
+            raise ValueError(f"class_weights='balanced': class(es) {empty} have no training items (counts {counts}).")
+        weights = [sum(counts) / (len(counts) * c) for c in counts]
+    else:
+        try:
+            weights = [float(w) for w in value]
+        except (TypeError, ValueError):
+            raise ValueError(f"class_weights must be null, 'balanced' or a list of numbers, got {value!r}.") from None
+        if not weights or any(not w > 0 or w == float("inf") for w in weights):
+            raise ValueError(f"class weights must be positive finite numbers, got {value!r}.")
+    if num_classes is not None and len(weights) != int(num_classes):
+        raise ValueError(f"class_weights has {len(weights)} value(s) but the data has {num_classes} classes.")
+    return torch.tensor(weights, dtype=torch.float32, device=device)

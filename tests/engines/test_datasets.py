@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from monai_das.engines import BundleData, flag, optional, precise_bn_batches, resolve_data_dir, slice_axis_index
+from monai_das.engines import (
+    BundleData,
+    class_weights,
+    flag,
+    optional,
+    precise_bn_batches,
+    resolve_data_dir,
+    slice_axis_index,
+)
 
 
 def test_synthetic_volumes_and_clips():
@@ -113,3 +121,35 @@ def test_flags_and_precise_bn():
     assert precise_bn_batches(5, range(3)) == 5
     with pytest.raises(ValueError, match="precise_bn_batches"):
         precise_bn_batches(-3)
+
+
+def test_class_counts_and_weights(tmp_path):
+    src = BundleData("synthetic", size=8, num_samples={"train": 10})
+    counts = src.class_counts("train")
+    assert sum(counts) == 10 and len(counts) == 2
+    # "balanced": n / (C · n_c), counted only when asked for (counts may be a callable)
+    w = class_weights("balanced", lambda: [30, 10], 2)
+    assert torch.allclose(w, torch.tensor([40 / 60, 40 / 20])) and w.dtype == torch.float32
+    assert class_weights(None, lambda: 1 / 0) is None and class_weights("null", None) is None
+    assert torch.equal(class_weights([1, 3], None, 2), torch.tensor([1.0, 3.0]))
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] have no training items"):
+        class_weights("balanced", [5, 0], 2)
+    with pytest.raises(ValueError, match="3 classes"):
+        class_weights([1, 2], None, 3)
+    for bad in ("inverse", [1, -1], [1, float("nan")], "x"):
+        with pytest.raises(ValueError, match="class"):
+            class_weights(bad, [1, 1], 2)
+    # the bundle's loss takes them
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[2] / "bundles/das_volume_classification/configs/train.json"))
+    parser.update({"bundle_root": str(tmp_path), "size": 8, "num_train": 12, "class_weights": "balanced"})
+    loss = parser.get_parsed_content("loss")
+    counts = parser.get_parsed_content("source").class_counts("train")
+    assert torch.allclose(loss.weight, torch.tensor([12 / (2 * c) for c in counts]))
+    parser.update({"class_weights": None})
+    parser.parse(True)
+    assert parser.get_parsed_content("loss").weight is None
