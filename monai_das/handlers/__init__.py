@@ -23,6 +23,7 @@ from monai_das.handlers.resume import (
 from monai_das.handlers.sampling import SampledIndicesHandler, SamplingFiguresHandler, unwrap_network
 from monai_das.handlers.summary import TrainingSummaryHandler
 from monai_das.handlers.tracking import unique_trackers
+from monai_das.handlers.temperature import TemperatureScheduleHandler
 from monai_das.handlers.warmup import SamplerWarmupHandler
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "BalancedAccuracy",
     "SelectionDiagnosticsHandler",
     "SamplerWarmupHandler",
+    "TemperatureScheduleHandler",
     "jaccard_distance",
     "balanced_accuracy_from_confusion",
     "CARD_KEY",
