@@ -30,7 +30,8 @@ Options: ``--out DIR``, ``--threads N [N ...]`` (torch and ONNX Runtime intra-op
 with, default 2 and 1: on a shared 2-core VM the second core is often busy and 2-thread timings scatter; the first
 count is used for the folder and training parts), ``--scenarios``, ``--methods``,
 ``--repeats N`` (timed rounds at batch 16, default 5), ``--repeats-b1 N`` (rounds at batch 1, default 30),
-``--studies N`` (default 500), ``--epochs N`` (timed training epochs per variant, default 2), ``--no-folder``,
+``--studies N`` (default 500), ``--epochs N`` (timed training epochs per variant, default 2), ``--no-latency``,
+``--no-folder``,
 ``--no-training``, ``--smoke``.
 """
 
@@ -321,6 +322,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats-b1", type=int, default=30)
     ap.add_argument("--studies", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--no-folder", action="store_true")
     ap.add_argument("--no-training", action="store_true")
     ap.add_argument("--smoke", action="store_true")
@@ -343,7 +345,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        latency = [r for s in names for r in measure_latency(table[s], args.methods, args, tmp, log, args.threads)]
+        latency = [] if args.no_latency else [
+            r for s in names for r in measure_latency(table[s], args.methods, args, tmp, log, args.threads)]
         latency.sort(key=lambda r: args.threads.index(r["threads"]))  # one table per thread count
         torch.set_num_threads(args.threads[0])
         folder = [] if args.no_folder else measure_folder(args, tmp, log)

@@ -510,14 +510,11 @@ def _source_indices(
     a_src = original_affine[:4, :4] if original_affine.shape[0] >= 4 else torch.eye(4, dtype=torch.float64)
     m = torch.linalg.inv(a_src) @ affine[:4, :4]
     src_axis = int(torch.argmax(m[:3, frame_axis].abs()))
-    centre = [(s - 1) / 2.0 for s in shape]
-    out = []
-    for i in range(shape[frame_axis]):
-        v = list(centre)
-        v[frame_axis] = float(i)
-        p = m @ torch.tensor([*v, 1.0], dtype=torch.float64)
-        out.append(int(np.clip(round(float(p[src_axis])), 0, source_shape[src_axis] - 1)))
-    return out, src_axis
+    # every frame's centre voxel at once (one matrix product instead of one per frame)
+    v = torch.tensor([[(s - 1) / 2.0 for s in shape] + [1.0]], dtype=torch.float64).repeat(shape[frame_axis], 1)
+    v[:, frame_axis] = torch.arange(shape[frame_axis], dtype=torch.float64)
+    p = (v @ m.T)[:, src_axis].numpy()
+    return [int(np.clip(round(float(x)), 0, source_shape[src_axis] - 1)) for x in p], src_axis
 
 
 class LoadStudy(Transform):

@@ -122,3 +122,26 @@ def test_require_volume_array_twin():
         RequireVolume()(torch.zeros(1, 8, 8, 1), name="series_a")
     assert RequireVolume(min_slices=1)(torch.zeros(1, 40, 50)).shape == (1, 40, 50, 1)
     assert RequireVolume()(torch.zeros(2, 3, 4, 5)).shape == (2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("relative,channel_wise", [(False, False), (True, False), (False, True)])
+def test_percentile_scaling_equals_monai(relative, channel_wise):
+    """One NumPy selection for both percentiles gives MONAI's ScaleIntensityRangePercentiles output (float rounding)."""
+    import numpy as np
+    from monai.data import MetaTensor
+    from monai.transforms import ScaleIntensityRangePercentiles, ScaleIntensityRangePercentilesd
+
+    from monai_das.transforms import ScaleIntensityPercentiles, ScaleIntensityPercentilesd
+
+    rng = np.random.default_rng(0)
+    img = MetaTensor(torch.as_tensor(rng.gamma(2.0, 50.0, size=(2, 9, 10, 11)), dtype=torch.float32),
+                     meta={"filename_or_obj": "x.nii.gz"})
+    args = dict(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, relative=relative, channel_wise=channel_wise)
+    ours, theirs = ScaleIntensityPercentiles(**args)(img), ScaleIntensityRangePercentiles(**args)(img)
+    assert isinstance(ours, MetaTensor) and ours.meta["filename_or_obj"] == "x.nii.gz"
+    assert torch.allclose(ours.as_tensor(), theirs.as_tensor(), atol=1e-6)
+    arr = img.numpy()
+    assert np.allclose(ScaleIntensityPercentiles(**args)(arr), ScaleIntensityRangePercentiles(**args)(arr), atol=1e-6)
+    d_ours = ScaleIntensityPercentilesd("image", **args)({"image": img})["image"]
+    d_theirs = ScaleIntensityRangePercentilesd("image", **args)({"image": img})["image"]
+    assert torch.allclose(d_ours.as_tensor(), d_theirs.as_tensor(), atol=1e-6)
