@@ -180,6 +180,35 @@ def test_frame_features_edges_match_convolution():
     # large frames are averaged down to feature_size before the statistics
     big = FrameFeatures(feature_size=16)(torch.rand(1, 4, 1, 64, 48))
     assert big.shape == (1, 4, FrameFeatures().out_features) and torch.isfinite(big).all()
+    # bit for bit the written-out definitions (products, not pow(), so the ONNX graph has no slow generic Pow)
+    assert torch.equal(sobel, torch.sqrt(r[:, :, :, 0].square() + r[:, :, :, 1].square() + 1e-12).mean((2, 3, 4)))
+    var_ff = FrameFeatures(scales=(1,), features=("variance",), positional=False)
+    flat = x.reshape(2, 3, -1)
+    d2 = (flat[:, 1:] - flat[:, :-1]).pow(2).mean(-1)
+    inter = 0.5 * (torch.cat([d2[:, :1], d2], 1) + torch.cat([d2, d2[:, -1:]], 1))
+    variance, inter_ff = var_ff._stats(x)
+    assert torch.equal(inter_ff, inter) and torch.equal(variance, flat.var(-1, unbiased=False))
+
+
+def test_frame_features_onnx_graph_has_no_pow():
+    import onnx
+
+    from monai_das.networks.blocks import FrameFeatures
+
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = FrameFeatures()
+
+        def forward(self, x):
+            return self.f(x)
+
+    import io
+
+    buf = io.BytesIO()
+    torch.onnx.export(Wrap(), (torch.rand(1, 6, 1, 12, 12),), buf, dynamo=True, optimize=True)
+    ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    assert "Pow" not in ops and "Conv" in ops
 
 
 def test_gumbel_top_k_eval_is_top_k_and_rows_have_straight_through_gradients():
