@@ -644,7 +644,7 @@ def plot_paired(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str:
     import matplotlib.pyplot as plt
 
     rows = list(rows)
-    fig, ax = plt.subplots(figsize=(6.8, 0.9 + 0.32 * len(rows)), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.6, 1.2 + 0.32 * len(rows)), dpi=120)
     colors = {b: f"C{i}" for i, b in enumerate(PAIRED_AGAINST)}
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
@@ -657,7 +657,7 @@ def plot_paired(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str:
     ax.set_yticklabels([f"{r['dataset']} keep {100 * r['keep_ratio']:.0f}%: {r['comparison']} (n={r['pairs']})"
                         for r in reversed(rows)], fontsize=7)
     ax.set_xlabel("paired difference of AUC (mean, 95 % t-interval)")
-    ax.set_title(textwrap.fill(title, 90), fontsize=9)
+    ax.set_title(textwrap.fill(title, 70), fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     with atomic_file(path) as tmp:
