@@ -33,6 +33,7 @@ Usage::
     python benchmarks/compare_methods.py --quick
     python benchmarks/compare_methods.py --full --seeds 0 1 2 3 4
     python benchmarks/compare_methods.py --quick --datasets vesselmnist3d_28 --methods das uniform --dry-run
+    python benchmarks/compare_methods.py --standard --out benchmarks/results/standard --report-only
     python benchmarks/compare_methods.py --smoke --out /tmp/cmp --methods uniform das full
 
 Tuning on validation data only: ``--eval-split val`` scores the checkpoints on the validation split instead of the
@@ -878,6 +879,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--allow-code-change", action="store_true",
                    help="keep finished cells run with another version of the training code")
     p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the reports from the finished cells in the work folder and exit (runs nothing)")
     args = p.parse_args(argv)
 
     prof = PROFILES[args.profile]
@@ -947,6 +950,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if results:
             write_summary(all_specs, results, out, header)
 
+    if args.report_only:
+        refresh()
+        log(f"reports rewritten from {len(load_results(work_dir, [s.key for s in all_specs]))} finished cell(s) in {out}")
+        return {"results": load_results(work_dir, [s.key for s in specs])}
     runner = BundleCellRunner({s.key: s.overrides for s in specs}, common, args.eval_split, args.keep_checkpoints,
                               log, forced, provenance={"command": env["command"], "git_commit": env["git_commit"]})
     check_finished_cells(cells, work_dir, runner.cell_overrides, None if args.allow_code_change else runner.code)

@@ -218,3 +218,17 @@ def test_paired_differences(compare_script, tmp_path):
     assert "das − uniform" in table and "3/3" in table and "+0.097" in table
     png = cm.plot_paired(list(rows.values()), "t", tmp_path / "p.png")
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_only_rewrites_reports_without_running(compare_script, tmp_path):
+    cm = compare_script
+    spec = cm.discover_datasets("/nonexistent", "smoke")[0]
+    cells = cm.build_cells([spec], ["uniform", "das"], [0.5], [0, 1], [0])
+    run_cell, _ = _fake_runner()
+    cm.run_grid(cells, lambda c, d: {**run_cell(c, d), "dataset": spec.key}, tmp_path / "_work" / "smoke",
+                log=lambda m: None)
+    out = cm.main(["--smoke", "--out", str(tmp_path), "--report-only"])
+    assert len(out["results"]) == 4
+    md = (tmp_path / f"{spec.key}.md").read_text()
+    assert "das − uniform" in md and (tmp_path / "paired_differences.png").is_file()
+    assert not any((tmp_path / "_work" / "smoke" / spec.key).glob("*/models"))  # nothing was trained
