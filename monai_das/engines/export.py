@@ -114,10 +114,12 @@ def card_overrides(card: Mapping) -> dict:
     for k in ("method", "keep_ratio", "temporal_head"):
         if facts.get(k) is not None:
             overrides[k] = _plain_name(facts[k], f"{CARD_KEY}#{k}")
-    context = facts.get("context_frames") or 0  # cards written before 2.5D inputs existed: single frames
-    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
-        raise ValueError(f"model card value {CARD_KEY}#context_frames={context!r} is not an integer >= 0.")
-    overrides["context_frames"] = context
+    from monai_das.networks.nets.subsampled_classifier import check_context_frames
+
+    try:  # cards written before 2.5D inputs existed have none: single frames
+        overrides["context_frames"] = check_context_frames(facts.get("context_frames") or 0)
+    except ValueError as e:
+        raise ValueError(f"model card value {CARD_KEY}#context_frames: {e}") from None
     encoder = facts.get("encoder")
     if encoder is None or (isinstance(encoder, str) and "." not in encoder):
         overrides["encoder"] = _plain_name(encoder, f"{CARD_KEY}#encoder")

@@ -95,9 +95,8 @@ class SamplingFiguresHandler:
         interval: epochs between redraws.
         label_names: optional class names for the row titles.
         checkpoint: draw with the weights of this file (e.g. the best model ``models/model.pt``, read with
-            ``torch.load(weights_only=True)``)
-            when it exists (loaded into the network for the drawing, its own weights put back after); otherwise, and by
-        default, with the network as it is.
+            ``torch.load(weights_only=True)``) when it exists (loaded into the network for the drawing, its own
+            weights put back after); otherwise, and by default, with the network as it is.
     """
 
     def __init__(

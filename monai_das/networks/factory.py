@@ -23,6 +23,7 @@ from monai_das.networks.nets import (
     UniformSampler,
 )
 from monai_das.networks.nets.sampler import check_count
+from monai_das.networks.nets.subsampled_classifier import check_context_frames
 
 __all__ = ["SAMPLERS", "get_sampler", "get_encoder", "num_kept", "build_classifier"]
 
@@ -209,9 +210,7 @@ def build_classifier(
         raise ValueError(f"unknown sampler {method!r}; choose one of {sorted(SAMPLERS)}.")
     num_classes, num_frames = check_count(num_classes, "num_classes"), check_count(num_frames, "num_frames (T)")
     in_channels, keep_ratio = check_count(in_channels, "in_channels"), check_keep_ratio(keep_ratio)
-    if isinstance(context_frames, bool) or not isinstance(context_frames, int) or context_frames < 0:
-        raise ValueError(f"context_frames must be an integer >= 0, got {context_frames!r}.")
-    encoder_channels = in_channels * (2 * context_frames + 1)  # 2.5D: neighbours as channels
+    encoder_channels = in_channels * (2 * check_context_frames(context_frames) + 1)  # 2.5D: neighbours as channels
     if encoder is None:
         encoder = MobileNetV3Small(spatial_dims=2, in_channels=encoder_channels, num_classes=0,
                                    **(encoder_kwargs or {}))

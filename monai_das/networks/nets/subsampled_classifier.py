@@ -13,9 +13,17 @@ from monai_das.networks.blocks.temporal_head import TemporalHead
 from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, check_count, parameter_dtype
 from monai_das.networks.utils import to_frames
 
-__all__ = ["SubsampledClassifier", "LAYOUTS"]
+__all__ = ["SubsampledClassifier", "LAYOUTS", "check_context_frames"]
 
 LAYOUTS = ("volume", "video")
+
+
+def check_context_frames(value: object) -> int:
+    """``context_frames`` (neighbours on either side of a kept frame) as an ``int >= 0``; ``ValueError`` otherwise
+    (floats and booleans included: it is a count of frames)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"context_frames must be an integer >= 0, got {value!r}.")
+    return value
 
 
 class SubsampledClassifier(nn.Module):
@@ -77,9 +85,7 @@ class SubsampledClassifier(nn.Module):
         context_frames: int = 0,
     ) -> None:
         super().__init__()
-        if isinstance(context_frames, bool) or not isinstance(context_frames, int) or context_frames < 0:
-            raise ValueError(f"context_frames must be an integer >= 0, got {context_frames!r}.")
-        self.context_frames = context_frames
+        self.context_frames = check_context_frames(context_frames)
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
         if slice_axis not in (0, 1, 2):
