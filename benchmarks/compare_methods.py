@@ -384,6 +384,8 @@ class BundleCellRunner:
     def __call__(self, cell: Cell, cell_dir: Path) -> dict[str, Any]:
         from ignite.engine import Events
 
+        from monai_das.handlers.diagnostics import not_best_reason
+
         t_start = time.perf_counter()
         wf = self.workflow(cell, cell_dir, "train")
         wf.initialize()
@@ -397,7 +399,8 @@ class BundleCellRunner:
 
         def _end(engine) -> None:
             m = {k: _scalar(v) for k, v in evaluator.state.metrics.items()}
-            m.update(epoch=engine.state.epoch, train_loop_s=engine.state.times.get("EPOCH_COMPLETED"),
+            m.update(epoch=engine.state.epoch, not_best=not_best_reason(evaluator.state),
+                     train_loop_s=engine.state.times.get("EPOCH_COMPLETED"),
                      epoch_with_val_s=time.perf_counter() - marks["epoch_start"],
                      train_loss=_scalar(engine.state.metrics.get("train_loss", float("nan"))))
             history.append(m)
@@ -413,8 +416,11 @@ class BundleCellRunner:
         info = wf.parser.get_parsed_content("info")
         num_frames = int(info["num_frames"])
         epochs = int(trainer.state.epoch)
-        best_val = _scalar(evaluator.state.best_metric)
-        best_epoch = int(evaluator.state.best_metric_epoch)
+        # the model the best-model saver kept (MONAI's evaluator.state.best_metric ignores its vetoes); resumed cells
+        # included, since the saver's state is part of the epoch checkpoint
+        saver = wf.parser.get_parsed_content("validate#best_saver")
+        best_val = saver.best_score if saver.best_score is not None else float("nan")
+        best_epoch = saver.best_epoch if saver.best_epoch is not None else -1
         train_s = time.perf_counter() - t_start
         del wf, trainer, evaluator
         gc.collect()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from monai_das.data.listing import _label_index
-from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom
+from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom, read_dicom_header
 
 __all__ = [
     "DATALIST_SPLITS",
@@ -442,11 +442,13 @@ def _npy_shape(path: str) -> tuple[int, list[int]]:
     raise ValueError(f"has shape {shape}: expected D×H×W or C×D×H×W.")
 
 
-def _dicom_header(path: Path):
-    import pydicom
+#: the DICOM elements the shape check reads
+_SHAPE_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation")
 
+
+def _dicom_header(path: Path):
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=True)
+        return read_dicom_header(path, _SHAPE_TAGS)
     except Exception as e:
         raise RuntimeError(f"cannot read the DICOM header of '{path}': {e}") from e
 

@@ -33,7 +33,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom
+from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom, read_dicom_header
 
 __all__ = [
     "VOLUME_EXTENSIONS",
@@ -220,10 +220,8 @@ def _study_id(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path != root else path.name
 
 
-def _read_header(path: Path):
-    import pydicom
-
-    return pydicom.dcmread(str(path), stop_before_pixels=True)
+#: the DICOM elements discovery reads: a clip (several frames) or a slice of a series
+_DISCOVERY_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "SeriesNumber")
 
 
 def _is_multiframe(ds) -> bool:
@@ -252,7 +250,7 @@ def _classify_file(root: Path, path: Path, headers: dict[Path, Any]) -> StudySou
         return StudySource(sid, "video", path, [path])
     if is_dicom(path):
         try:
-            ds = _read_header(path)
+            ds = read_dicom_header(path, _DISCOVERY_TAGS)
         except Exception as e:
             return StudySource(sid, "invalid", path, [path], error=f"cannot read DICOM file '{path}': {e}")
         headers[path] = ds
@@ -629,7 +627,7 @@ class LoadStudy(Transform):
         headers = []
         for f in source.files or [source.path]:
             try:
-                headers.append(_read_header(f))
+                headers.append(read_dicom_header(f))
             except Exception as e:
                 raise RuntimeError(f"study '{source.study_id}': cannot read DICOM file '{f}': {e}") from e
         return headers

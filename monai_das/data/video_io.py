@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VIDEO_EXTENSIONS", "DICOM_EXTENSIONS", "is_dicom", "read_video"]
+__all__ = ["VIDEO_EXTENSIONS", "DICOM_EXTENSIONS", "is_dicom", "read_dicom_header", "read_video"]
 
 #: container extensions read with OpenCV (case-insensitive)
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mpeg", ".mpg", ".mov", ".gif", ".mkv", ".webm", ".wmv")
@@ -34,6 +34,16 @@ def is_dicom(path: str | os.PathLike) -> bool:
             return f.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def read_dicom_header(path: str | os.PathLike, tags: Sequence[str] | None = None):
+    """
+    The header of the DICOM file ``path`` without its pixel data (pydicom, ``stop_before_pixels=True``); with
+    ``tags`` (keywords) only those elements are kept, which spares parsing the rest (discovery needs three).
+    """
+    import pydicom
+
+    return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=None if tags is None else list(tags))
 
 
 def _size_hw(spatial_size: Sequence[int] | int | None) -> tuple[int, int] | None:

@@ -19,7 +19,6 @@ from monai_das.engines.inference import (
     StudyDataset,
     merge_predictions,
     predictions_path,
-    read_done_ids,
     resume_predictions,
     select_studies,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "StudyDataset",
     "merge_predictions",
     "predictions_path",
-    "read_done_ids",
     "resume_predictions",
     "select_studies",
     "export_onnx",

@@ -19,7 +19,6 @@ from monai_das.transforms.temporal import SOURCE_INDICES
 
 __all__ = [
     "predictions_path",
-    "read_done_ids",
     "resume_predictions",
     "select_studies",
     "StudyDataset",
@@ -41,19 +40,6 @@ def _check_shard(shard_index: int, shard_count: int) -> None:
     if int(shard_count) < 1 or not 0 <= int(shard_index) < int(shard_count):
         raise ValueError(f"need 0 <= shard_index < shard_count, got shard_index={shard_index}, "
                          f"shard_count={shard_count}.")
-
-
-def read_done_ids(csv_path: str | os.PathLike, id_column: str = "id") -> set[str]:
-    """
-    Ids of the studies of a predictions CSV that have a complete, error-free row (a partial last row left by a kill
-    and rows with an ``error`` are not done). This does not check the sources: :func:`select_studies` does.
-    """
-    from monai_das.handlers.predictions import read_predictions_csv
-
-    header, rows, _ = read_predictions_csv(csv_path)
-    if header and id_column not in header:
-        raise ValueError(f"predictions file '{csv_path}' has no '{id_column}' column; move it away or fix it.")
-    return {r[id_column] for r in rows if r[id_column] and not r.get("error")}
 
 
 def _item_source(item: dict) -> str:

@@ -60,12 +60,16 @@ WARMUP_AUTO_FRACTION = 0.2
 def sampler_warmup_epochs(value: Any, max_epochs: int) -> int:
     """
     Epochs of encoder warm-up on random subsets (:class:`monai_das.handlers.SamplerWarmupHandler`): ``"auto"`` is
-    ``floor(0.2·max_epochs)`` (15 → 3, 5 → 1, 100 → 20, fewer than 5 → 0), an integer ``>= 0`` is used as given.
+    ``floor(0.2·max_epochs)`` (15 → 3, 5 → 1, 100 → 20, fewer than 5 → 0), an integer ``>= 0`` is used as given
+    and must be below ``max_epochs`` (a model of the warm-up is never kept as the best one).
     """
     if isinstance(value, str) and value.lower() == "auto":
         return int(WARMUP_AUTO_FRACTION * int(max_epochs))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or int(value) != value:
         raise ValueError(f"sampler_warmup_epochs must be 'auto' or an integer >= 0, got {value!r}.")
+    if 0 < int(max_epochs) <= int(value):
+        raise ValueError(f"sampler_warmup_epochs={int(value)} leaves none of the max_epochs={int(max_epochs)} epochs for the "
+                         "sampler to learn, and no epoch that may be kept as the best model; use fewer warm-up epochs.")
     return int(value)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.diagnostics import DEGENERATE_ATTR
+from monai_das.handlers.diagnostics import not_best_reason
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -81,7 +81,10 @@ class AtomicCheckpointSaver(CheckpointSaver):
     best checkpoint so far), so it can itself be put in another checkpoint's ``save_dict`` and restored by
     ``CheckpointLoader``: after a resume, a worse model does not overwrite the best one. When attached it deletes
     the temporary files a kill during an earlier save left in ``save_dir`` (:func:`remove_stale_temp_files`). A key metric that is NaN
-    (e.g. AUC on a validation set with one class) scores ``-inf`` so that any later real value beats it.
+    (e.g. AUC on a validation set with one class) scores ``-inf`` so that any later real value beats it. An epoch that
+    :func:`~monai_das.handlers.diagnostics.not_best_reason` vetoes (predictions that do not vary across items, a learned
+    sampler still in its warm-up; flagged by :class:`~monai_das.handlers.SelectionDiagnosticsHandler`) is never saved
+    as the best model.
 
     Args:
         save_dir, save_dict, kwargs: as :class:`monai.handlers.CheckpointSaver`.
@@ -97,6 +100,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
                  engine_key: str | None = None, **kwargs: Any) -> None:
         super().__init__(save_dir=save_dir, save_dict=save_dict, **kwargs)
         self.engine_key = engine_key
+        #: evaluator epoch (the trainer's, under ``ValidationHandler``) of the best model saved so far
+        self.best_epoch: int | None = None
         for ckpt, fixed in (
             (self._final_checkpoint, kwargs.get("final_filename")),
             (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
@@ -121,21 +126,26 @@ class AtomicCheckpointSaver(CheckpointSaver):
         super().attach(engine)
 
     def metrics_completed(self, engine: Any) -> None:
-        if getattr(engine.state, DEGENERATE_ATTR, False):  # set by SelectionDiagnosticsHandler
-            self.logger.warning(f"epoch {engine.state.epoch}: predictions do not vary across items; not saved as the "
-                                "best model.")
+        reason = not_best_reason(engine.state)  # set by SelectionDiagnosticsHandler
+        if reason is not None:
+            self.logger.info(f"epoch {engine.state.epoch}: {reason}; not saved as the best model.")
             return
+        before = self.best_score
         super().metrics_completed(engine)
+        if self.best_score != before:
+            self.best_epoch = int(engine.state.epoch)
 
     def state_dict(self) -> dict:
-        """Key-metric tracking list (empty when ``save_key_metric`` is off)."""
+        """Key-metric tracking list and the epoch of the best model (empty when ``save_key_metric`` is off)."""
         if self._key_metric_checkpoint is None:
             return {}
-        return dict(self._key_metric_checkpoint.state_dict())
+        return {**self._key_metric_checkpoint.state_dict(), "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         if self._key_metric_checkpoint is not None and state_dict:
             self._key_metric_checkpoint.load_state_dict(state_dict)
+            epoch = state_dict.get("best_epoch")
+            self.best_epoch = None if epoch is None else int(epoch)
 
     @property
     def best_score(self) -> float | None:

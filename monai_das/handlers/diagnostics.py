@@ -12,14 +12,31 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.sampling import SampledIndicesHandler
+from monai_das.networks.utils import unwrap_network
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["SelectionDiagnosticsHandler", "jaccard_distance", "DEGENERATE_ATTR"]
+__all__ = ["SelectionDiagnosticsHandler", "jaccard_distance", "not_best_reason", "DEGENERATE_ATTR", "WARMUP_ATTR"]
 
 #: ``engine.state`` attribute set to ``True`` for an epoch whose predictions do not vary across items; the
 #: best-model saver (:class:`monai_das.handlers.AtomicCheckpointSaver`) never keeps such an epoch
 DEGENERATE_ATTR = "degenerate_predictions"
+#: ``engine.state`` attribute set to ``True`` when the validated model's learned sampler was still in its warm-up
+#: (:class:`monai_das.handlers.SamplerWarmupHandler`): such a model is the encoder with an untrained sampler, so it
+#: is not kept as the best model either
+WARMUP_ATTR = "sampler_warming_up"
+
+
+def not_best_reason(state: Any) -> str | None:
+    """
+    Why the validation epoch of ``state`` (an evaluator's ``engine.state``, as left by
+    :class:`SelectionDiagnosticsHandler`) may not become the best model, or ``None`` when it may.
+    """
+    if getattr(state, DEGENERATE_ATTR, False):
+        return "predictions do not vary across items"
+    if getattr(state, WARMUP_ATTR, False):
+        return "the sampler is still in its warm-up (it has not learned yet)"
+    return None
 
 
 def jaccard_distance(a: set, b: set) -> float:
@@ -56,6 +73,10 @@ class SelectionDiagnosticsHandler:
       ``min_prediction_std`` the network answers the same whatever the input (BatchNorm running statistics that lag
       the weights, a collapsed model): a warning is logged and ``engine.state.degenerate_predictions`` is set, so the
       best-model saver does not keep this epoch, however good its (tie-broken) AUC.
+
+    It also sets ``engine.state.sampler_warming_up`` (:data:`WARMUP_ATTR`) when the network's learned sampler is in
+    its warm-up (:class:`~monai_das.handlers.SamplerWarmupHandler`): the validated model then pairs the encoder with
+    a sampler that has not learned, and is no candidate for the best model (see :func:`not_best_reason`).
 
     Args:
         network: the ``SubsampledClassifier`` (DDP wrappers are unwrapped); a forward hook on its sampler reads the
@@ -98,6 +119,9 @@ class SelectionDiagnosticsHandler:
     def _reset(self, engine: Any) -> None:
         self._kept, self._probs, self._evidence = [], [], [0, 0]
         setattr(engine.state, DEGENERATE_ATTR, False)
+        sampler = getattr(unwrap_network(self.indices.network, require_sampler=False), "sampler", None)
+        setattr(engine.state, WARMUP_ATTR, bool(getattr(sampler, "learnable", False)
+                                                and getattr(sampler, "warming_up", False)))
 
     def _collect(self, engine: Any) -> None:
         outputs = engine.state.output if isinstance(engine.state.output, list) else []

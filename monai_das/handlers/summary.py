@@ -9,7 +9,7 @@ from typing import Any
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.diagnostics import DEGENERATE_ATTR
+from monai_das.handlers.diagnostics import not_best_reason
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -20,7 +20,8 @@ __all__ = ["TrainingSummaryHandler"]
 class TrainingSummaryHandler:
     """
     Records the validator's metrics after every validation and, when training completes, logs the best epoch by
-    ``key_metric`` (epochs whose predictions did not vary across items are never the best, as for the best-model
+    ``key_metric`` (epochs vetoed by :func:`~monai_das.handlers.diagnostics.not_best_reason`, i.e. predictions that
+    did not vary across items or a learned sampler still in its warm-up, are never the best, as for the best-model
     checkpoint) with the ``report`` metrics of that epoch, e.g.
     ``training done: best val_auc 0.981 at epoch 7 (val_evidence_kept 0.953, val_adaptivity 0.41) of 8``.
     ``history`` keeps every validation's metrics; ``best`` the chosen one.
@@ -50,11 +51,11 @@ class TrainingSummaryHandler:
     def _record(self, validator: Any) -> None:
         metrics = {k: float(v) for k, v in validator.state.metrics.items() if isinstance(v, (int, float))}
         metrics["epoch"] = int(self._trainer.state.epoch)
-        metrics["degenerate"] = bool(getattr(validator.state, DEGENERATE_ATTR, False))
+        metrics["not_best"] = not_best_reason(validator.state)
         self.history.append(metrics)
 
     def __call__(self, engine: Any) -> None:
-        usable = [h for h in self.history if not h["degenerate"] and not math.isnan(h.get(self.key_metric, math.nan))]
+        usable = [h for h in self.history if not h["not_best"] and not math.isnan(h.get(self.key_metric, math.nan))]
         if not usable:
             msg = f"training done after {engine.state.epoch} epochs: no validation epoch with a usable {self.key_metric}"
         else:

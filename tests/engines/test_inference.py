@@ -17,7 +17,6 @@ from monai_das.engines import (
     StudyDataset,
     merge_predictions,
     predictions_path,
-    read_done_ids,
     select_studies,
 )
 
@@ -226,7 +225,6 @@ def test_shards_and_resume(tmp_path):
     # s00 twice (the last row wins), and a kill cut the last row (s09) short
     done.write_text("id,source,fingerprint,pred_label,error\ns00,/x/0,0-1,1,\ns03,/x/3,3-0,0,\ns06,/x/6,6-1,,x\n"
                     "s05,/x/5,5-1,1,\ns00,/x/0,0-1,0,\ns09,/x/9,9-")
-    assert read_done_ids(done) == {"s00", "s03", "s05"}  # error rows and the cut row are not done
     todo = select_studies(items, 0, 3, done_csv=done)
     assert [it["id"] for it in todo] == ["s03", "s06", "s09"]
     assert done.read_text().splitlines() == ["id,source,fingerprint,pred_label,error", "s00,/x/0,0-1,0,"]

@@ -42,7 +42,7 @@ def test_best_and_last_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "model.pt"]  # no temp files, no epoch names
     assert scores == [0.5, 0.5, 0.9, 0.9]  # NaN never wins, later real values still do
     state = saver.state_dict()
-    assert state["_saved"][-1][0] == pytest.approx(0.9)
+    assert state["_saved"][-1][0] == pytest.approx(0.9) and state["best_epoch"] == saver.best_epoch == 3
     sd = torch.load(tmp_path / "model.pt", weights_only=True)
     assert set(sd) == set(net.state_dict())
 
@@ -103,8 +103,8 @@ def test_saver_state_round_trip_through_checkpoint_loader(tmp_path):
     CheckpointLoader(str(tmp_path / "last.pt"), {"model": net, "best": fresh}).attach(engine2)
     fresh.attach(engine2)
     engine2.run([0], max_epochs=1)
-    # restored best (0.8) is not overwritten by the worse 0.0 of the new run
-    assert fresh.best_score == pytest.approx(0.8)
+    # restored best (0.8, epoch 2) is not overwritten by the worse 0.0 of the new run
+    assert fresh.best_score == pytest.approx(0.8) and fresh.best_epoch == 2
 
 
 def test_stale_temp_files_removed_on_attach(tmp_path):

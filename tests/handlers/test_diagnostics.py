@@ -3,15 +3,16 @@ constant-prediction guard that keeps such an epoch out of the best checkpoint.""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from monai.engines import SupervisedEvaluator
 from monai.transforms import Activationsd
 
-from monai_das.handlers import AtomicCheckpointSaver, SelectionDiagnosticsHandler, jaccard_distance
+from monai_das.handlers import AtomicCheckpointSaver, SamplerWarmupHandler, SelectionDiagnosticsHandler, jaccard_distance
 from monai_das.networks import build_classifier
 
 
@@ -105,3 +106,27 @@ def test_constant_predictions_never_best(tmp_path, caplog):
     evaluator.add_event_handler(Events.EPOCH_STARTED, _key)
     evaluator.run()
     assert not evaluator.state.degenerate_predictions and (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize("method,vetoed", [("das", True), ("dps", True), ("uniform", False)])
+def test_warmup_epochs_never_best(tmp_path, caplog, method, vetoed):
+    """A learned sampler still in its warm-up has not learned: that model is not saved as the best, however good."""
+    torch.manual_seed(0)
+    net = build_classifier(method, num_classes=2, num_frames=8, keep_ratio=0.5)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="val_auc",
+                                  key_metric_filename="model.pt")
+    # min_prediction_std=0: the untrained network's answers barely vary; that guard is tested above
+    evaluator = _evaluator(net, _data(), [SelectionDiagnosticsHandler(net, min_prediction_std=0.0), saver])
+    aucs = {1: 0.9, 2: 0.6}  # the warm-up epoch scores best
+
+    @evaluator.on(Events.EPOCH_STARTED)
+    def _key(e):
+        e.state.metrics["val_auc"] = aucs[trainer.state.epoch]
+
+    trainer = Engine(lambda e, b: None)
+    SamplerWarmupHandler(net, epochs=1).attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run(global_epoch=e.state.epoch))
+    with caplog.at_level(logging.INFO):
+        trainer.run([0], max_epochs=2)
+    assert (saver.best_epoch, saver.best_score) == ((2, 0.6) if vetoed else (1, 0.9))
+    assert ("sampler is still in its warm-up" in caplog.text) == vetoed

@@ -1,4 +1,4 @@
-"""TrainingSummaryHandler: the best validation epoch, never a degenerate one, logged when training completes."""
+"""TrainingSummaryHandler: the best validation epoch, never a degenerate or warm-up one, logged when training completes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from ignite.engine import Engine, Events
 from monai_das.handlers import TrainingSummaryHandler
 
 
-def test_best_epoch_skips_degenerate(caplog):
-    aucs = [0.6, 1.0, 0.8]  # epoch 2 is "perfect" but its predictions did not vary
+def test_best_epoch_skips_degenerate_and_warmup(caplog):
+    aucs = [0.9, 1.0, 0.8]  # epoch 2 is "perfect" but its predictions did not vary
     validator = Engine(lambda e, b: None)
 
     @validator.on(Events.EPOCH_COMPLETED)
@@ -18,6 +18,7 @@ def test_best_epoch_skips_degenerate(caplog):
         epoch = trainer.state.epoch
         e.state.metrics = {"val_auc": aucs[epoch - 1], "val_evidence_kept": 0.1 * epoch}
         e.state.degenerate_predictions = epoch == 2
+        e.state.sampler_warming_up = epoch == 1  # epoch 1 belongs to the warm-up: never the best either
 
     trainer = Engine(lambda e, b: None)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0]))

@@ -17,6 +17,8 @@ def test_warmup_epochs_auto_and_checks():
     for bad in (-1, 1.5, "three", True):
         with pytest.raises(ValueError, match="sampler_warmup_epochs"):
             sampler_warmup_epochs(bad, 15)
+    with pytest.raises(ValueError, match="leaves none of the max_epochs=15"):
+        sampler_warmup_epochs(15, 15)
 
 
 @pytest.mark.parametrize("method", ["das", "dps"])
