@@ -436,6 +436,8 @@ class BundleCellRunner:
         if not metrics_path.is_file():
             raise RuntimeError(f"the evaluate config wrote no metrics file at '{metrics_path}'.")
         report = json.loads(metrics_path.read_text())
+        positions_path = cell_dir / "eval" / "test_kept_positions.json"  # where the sampler looked on that split
+        positions = json.loads(positions_path.read_text())["kept_fraction"] if positions_path.is_file() else None
         if not self.keep_checkpoints:
             shutil.rmtree(cell_dir / "models", ignore_errors=True)
         from monai_das.networks import num_kept
@@ -448,6 +450,9 @@ class BundleCellRunner:
             "auc": report["metrics"].get("auc"), "balanced_accuracy": report["metrics"].get("balanced_accuracy"),
             "accuracy": report["metrics"].get("accuracy"), "loss": report["metrics"].get("loss"),
             "eval_samples": report.get("num_samples"),
+            "eval_adaptivity": report["metrics"].get("adaptivity"),
+            "eval_selection_entropy": report["metrics"].get("selection_entropy"),
+            "eval_kept_fraction": positions,
             "frames_total": num_frames, "frames_kept": k, "train_items": train_items, "epochs": epochs,
             "frames_seen_training": k * train_items * epochs,
             "best_val_auc": best_val, "best_epoch": best_epoch,
@@ -717,6 +722,21 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str
     return str(path)
 
 
+def kept_position_curves(results: Sequence[dict[str, Any]]) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """
+    Mean over runs of the fraction of test inputs that kept each frame position (``eval_kept_fraction["all"]``), per
+    method and keep ratio, for the cells that recorded it; and the number of runs behind each curve.
+    """
+    groups: dict[str, list[list[float]]] = {}
+    for r in sorted(results, key=lambda r: (_method_order(r["label"]), -r["keep_ratio"])):
+        curve = (r.get("eval_kept_fraction") or {}).get("all")
+        if curve and r["method"] != "full":
+            groups.setdefault(f"{r['label']} keep {100 * r['keep_ratio']:.0f}%", []).append(curve)
+    curves = {name: [statistics.mean(v) for v in zip(*cs)] for name, cs in groups.items()
+              if len({len(c) for c in cs}) == 1}
+    return curves, {name: len(groups[name]) for name in curves}
+
+
 def cell_provenance(results: Sequence[dict[str, Any]]) -> str:
     """Markdown list of the commands that ran ``results`` (cells accumulate over invocations), with cell counts."""
     groups: dict[str, list[dict]] = {}
@@ -740,7 +760,8 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
     split = rows[0]["eval_split"]
     csv_rows = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     paths = {"csv": write_csv(csv_rows, out / f"{key}.csv")}
-    runs = [{k: v for k, v in r.items() if k != "history"} for r in results if r["dataset"] == key]
+    runs = [{k: v for k, v in r.items() if k not in ("history", "eval_kept_fraction")} for r in results
+            if r["dataset"] == key]
     paths["runs"] = write_csv(runs, out / f"{key}_runs.csv")
     paths["png"] = plot_tradeoff(rows, f"{spec.title}\n{header['mode']} mode, {split} split", out / f"{key}.png")
 
@@ -793,6 +814,19 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
                   "Each pair is one seed (and fold) run with both methods on the same split; the interval is a "
                   "two-sided 95 % Student-t interval over the pairs (wide with 3 pairs: t = 4.30). *above zero*: DAS "
                   "better beyond the run-to-run noise measured here.", "", paired_table(paired)]
+    curves, runs_per_curve = kept_position_curves([r for r in results if r["dataset"] == key])
+    if curves:
+        from monai_das.visualize import plot_kept_positions
+
+        name = f"{key}_kept_positions.png"
+        paths["positions"] = plot_kept_positions(curves, out / name, items=runs_per_curve,
+                                                 title=f"{spec.title}: fraction of {split} inputs that kept each "
+                                                       "position (mean over runs)")
+        lines += ["", f"## Where the samplers look ({split} split)", "",
+                  "For every frame position, the fraction of the evaluated inputs whose kept set contains it, averaged "
+                  "over runs (legend: runs). A flat line at the keep ratio is what a sampler without preference does; "
+                  "uniform keeps fixed positions (0 or 1); a learned sampler that favours some positions for every "
+                  "input shows peaks. Only cells run since the evaluation recorded it.", "", f"![kept positions]({name})"]
     lines += ["", "## Trade-off: AUC against frames kept", "", f"![AUC against frames kept]({key}.png)", "",
               table(rows), "", f"Every run: `{key}_runs.csv`; per-epoch histories: `result.json` of each cell under "
               f"`{header['work_dir']}`."]

@@ -3,7 +3,8 @@ Plots for monai_das (matplotlib, ``Agg`` backend, written straight to image file
 
 - :func:`plot_kept_frames`: a montage of the frames/slices a sampler kept for a few inputs, titled with their indices;
 - :func:`plot_sampling_matrix`: the sampling matrix ``P`` (k×T) as a heat map;
-- :func:`plot_confusion_matrix`: a confusion matrix with counts.
+- :func:`plot_confusion_matrix`: a confusion matrix with counts;
+- :func:`plot_kept_positions`: how often each frame position was kept, over all inputs and per class.
 
 Every function returns the path it wrote; the parent folder is created if needed.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["plot_kept_frames", "plot_sampling_matrix", "plot_confusion_matrix"]
+__all__ = ["plot_kept_frames", "plot_sampling_matrix", "plot_confusion_matrix", "plot_kept_positions"]
 
 
 def _pyplot():
@@ -167,5 +168,42 @@ def plot_confusion_matrix(
     ax.set_yticks(range(n), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, filepath)
+
+
+def plot_kept_positions(
+    kept_fraction: dict[str, Sequence[float]],
+    filepath: str | os.PathLike,
+    items: dict[str, int] | None = None,
+    title: str = "kept positions",
+) -> str:
+    """
+    Fraction of the inputs that kept each frame position, one curve per group (e.g. ``"all"`` and each class).
+
+    Args:
+        kept_fraction: group name → ``T`` fractions in ``[0, 1]``.
+        filepath: PNG file to write.
+        items: group name → number of inputs (shown in the legend).
+        title: figure title.
+    """
+    if not kept_fraction:
+        raise ValueError("kept_fraction is empty.")
+    lengths = {len(v) for v in kept_fraction.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"every group needs the same number of positions, got lengths {sorted(lengths)}.")
+    t = lengths.pop()
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.16 * t + 2.0), 3.2))
+    for name, values in kept_fraction.items():
+        label = f"{name} ({items[name]})" if items and name in items else name
+        ax.plot(range(t), values, marker="o", markersize=3, lw=2.2 if name == "all" else 1.2,
+                color="black" if name == "all" else None, label=label)
+    ax.set_xlabel("frame / slice index t")
+    ax.set_ylabel("fraction of inputs that kept it")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(-0.5, t - 0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     ax.set_title(title, fontsize=9)
     return _save(fig, filepath)

@@ -7,11 +7,15 @@ Each sequence of ``T`` frames (``H = W = size``):
   sequence, so neighbouring frames are near-duplicates) plus Gaussian noise;
 - ``num_informative`` frames at random positions: a small sharp-edged shape (random position, size and
   contrast) whose *kind* is the class — 0 disc, 1 square, 2 cross, 3 ring, 4 triangle (up to 5 classes);
-- other frames, with probability ``distractor_prob``: a blurred Gaussian blob, the same for every class
-  (class-independent, weak edges), so "something bright" alone does not tell informative frames apart.
+- other frames, with probability ``distractor_prob``: a class-independent distractor. ``distractor="blob"``
+  (default): a blurred Gaussian blob (weak edges), so "something bright" alone does not tell informative frames
+  apart. ``distractor="texture"``: a bright patch of sharp random checks, whose brightness, variance, gradient and
+  Laplacian energy exceed those of the informative frames (and whose inter-frame differences are as large around
+  the evidence as elsewhere): **per-frame statistics mislead** (with ``distractor_prob`` 0.7 more than half of the frames are such decoys, so a sampler that keeps the
+  busiest frames keeps no evidence at 50 %); only learning which frames help the classifier finds the evidence.
 
-The shapes have sharp edges, so Sobel / Laplacian energy and inter-frame variance single out informative frames,
-while telling the classes apart needs the shape itself (learnable, not trivial). Item ``i`` of a dataset is drawn
+With blobs the shapes' sharp edges make Sobel / Laplacian energy and inter-frame variance single out informative
+frames, while telling the classes apart needs the shape itself (learnable, not trivial). Item ``i`` of a dataset is drawn
 from ``numpy.random.default_rng([seed, i])``: deterministic, independent of access order and workers.
 """
 
@@ -25,6 +29,8 @@ from monai.data import Dataset
 
 __all__ = [
     "SYNTHETIC_CLASS_NAMES",
+    "DISTRACTORS",
+    "SYNTHETIC_OPTIONS",
     "SPLIT_SEED_OFFSETS",
     "make_synthetic_sequence",
     "SyntheticVolumeDataset",
@@ -32,6 +38,10 @@ __all__ = [
 ]
 
 SYNTHETIC_CLASS_NAMES = ("disc", "square", "cross", "ring", "triangle")
+#: kinds of class-independent distractor frames (see :func:`make_synthetic_sequence`)
+DISTRACTORS = ("blob", "texture")
+#: options of :func:`make_synthetic_sequence` a bundle may set (``synthetic_options``)
+SYNTHETIC_OPTIONS = ("num_informative", "noise", "contrast", "distractor_prob", "distractor")
 #: seed offsets that give each split its own items (``get_dataset(..., seed)`` adds them)
 SPLIT_SEED_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_003}
 
@@ -67,6 +77,7 @@ def make_synthetic_sequence(
     noise: float = 0.04,
     contrast: tuple[float, float] = (0.25, 0.4),
     distractor_prob: float = 0.3,
+    distractor: str = "blob",
 ) -> tuple[np.ndarray, np.ndarray]:
     """
     One sequence: float32 ``T×C×H×W`` in ``[0, 1]`` and the sorted int64 indices of its informative frames.
@@ -77,8 +88,14 @@ def make_synthetic_sequence(
         num_frames: ``T``. size: ``H = W``. num_informative: frames with class evidence (``<= T``).
         channels: ``C`` (channels get the same content with small per-channel gains).
         noise: std of the Gaussian noise. contrast: range of the shape's added intensity.
-        distractor_prob: chance that an uninformative frame holds a class-independent blurred blob.
+        distractor_prob: chance that an uninformative frame holds a class-independent distractor.
+        distractor: ``"blob"`` (blurred, weak edges) or ``"texture"`` (sharp random texture that outshines the
+            evidence in every frame statistic, see the module docstring).
     """
+    if distractor not in DISTRACTORS:
+        raise ValueError(f"distractor must be one of {DISTRACTORS}, got {distractor!r}.")
+    if not 0.0 <= float(distractor_prob) <= 1.0:
+        raise ValueError(f"distractor_prob must be in [0, 1], got {distractor_prob}.")
     if not 0 <= int(label) < len(SYNTHETIC_CLASS_NAMES):
         raise ValueError(f"label must be in 0..{len(SYNTHETIC_CLASS_NAMES) - 1}, got {label}.")
     if not 1 <= int(num_informative) <= int(num_frames):
@@ -97,8 +114,15 @@ def make_synthetic_sequence(
     for i in np.setdiff1d(np.arange(t), informative):
         if rng.random() < distractor_prob:
             cy, cx = rng.uniform(0.25, 0.75, size=2)
-            sigma = rng.uniform(0.06, 0.1)
-            bg[i] += rng.uniform(0.1, 0.2) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+            if distractor == "texture":  # a bright patch of random 2×2-pixel checks: busier than any shape
+                side = max(4, (s // 3) // 2 * 2)
+                cells = rng.random((side // 2, side // 2)) < 0.5
+                patch = 0.2 + rng.uniform(0.45, 0.6) * np.kron(cells, np.ones((2, 2))).astype(np.float32)
+                y0, x0 = int(cy * (s - side)), int(cx * (s - side))
+                bg[i, y0:y0 + side, x0:x0 + side] += patch
+            else:
+                sigma = rng.uniform(0.06, 0.1)
+                bg[i] += rng.uniform(0.1, 0.2) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
     gains = 1.0 + rng.uniform(-0.05, 0.05, size=(1, channels, 1, 1)).astype(np.float32)
     seq = bg[:, None] * gains + rng.normal(0.0, noise, size=(t, channels, s, s)).astype(np.float32)
     return np.clip(seq, 0.0, 1.0).astype(np.float32), informative
@@ -172,7 +196,7 @@ class SyntheticVolumeDataset(_SyntheticBase):
         num_samples: items. num_classes: 2..5 (disc, square, cross, ring, triangle). size: 28 or 64 (any >= 8).
         num_informative: informative slices per volume. seed: base seed (item ``i`` uses ``[seed, i]``).
         transform: MONAI transform(s) on each item dict.
-        kwargs: ``noise``, ``contrast``, ``distractor_prob`` of :func:`make_synthetic_sequence`.
+        kwargs: ``noise``, ``contrast``, ``distractor_prob``, ``distractor`` of :func:`make_synthetic_sequence`.
     """
 
     def __init__(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from monai_das.data.synthetic import SYNTHETIC_OPTIONS
 from monai_das.engines.utils import optional
 from monai_das.utils.io import file_digest
 
@@ -111,6 +112,10 @@ class BundleData:
             split, a seeded subset of MedMNIST, the size of the synthetic splits.
         num_classes: synthetic data only.
         in_channels: clips only: 1 (grayscale) or 3 (RGB) as decoded.
+        synthetic_options: synthetic data only: options of :func:`monai_das.data.make_synthetic_sequence`
+            (:data:`SYNTHETIC_OPTIONS`: ``num_informative``, ``noise``, ``contrast``, ``distractor_prob``,
+            ``distractor``), e.g. ``{"distractor": "texture", "distractor_prob": 0.7}`` for frames whose statistics
+            mislead; ``None``: the defaults.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class BundleData:
         num_samples: dict | None = None,
         num_classes: int = 2,
         in_channels: int = 1,
+        synthetic_options: Mapping[str, Any] | None = None,
     ) -> None:
         if layout not in ("volume", "video"):
             raise ValueError(f"layout must be 'volume' or 'video', got {layout!r}.")
@@ -148,6 +154,12 @@ class BundleData:
         self.num_samples = {k: optional(v) for k, v in (num_samples or {}).items()}
         self.num_classes_arg, self.in_channels_arg = int(num_classes), int(in_channels)
         self._spatial_arg = spatial_size
+        self.synthetic_options = dict(synthetic_options or {})
+        unknown = sorted(set(self.synthetic_options) - set(SYNTHETIC_OPTIONS))
+        if unknown:
+            raise ValueError(f"synthetic_options {unknown} unknown; the synthetic data takes {list(SYNTHETIC_OPTIONS)}.")
+        if self.synthetic_options and (self.dataset != "synthetic"):
+            raise ValueError(f"synthetic_options apply to dataset 'synthetic' only, not to {self.dataset!r}.")
         self._splits: dict[str, Any] = {}
         self._info: dict | None = None
         if self.datalist is not None:
@@ -210,10 +222,10 @@ class BundleData:
             count = SYNTHETIC_DEFAULT_SAMPLES[split] if n is None else int(n)
             return SyntheticVideoDataset(count, num_classes=self.num_classes_arg, size=self.size,
                                          num_frames=self.num_frames, in_channels=self.in_channels_arg,
-                                         seed=self.seed + SPLIT_SEED_OFFSETS[split])
+                                         seed=self.seed + SPLIT_SEED_OFFSETS[split], **self.synthetic_options)
         from monai_das.data import get_dataset
 
-        kwargs = {"num_classes": self.num_classes_arg} if self.dataset == "synthetic" else {}
+        kwargs = {"num_classes": self.num_classes_arg, **self.synthetic_options} if self.dataset == "synthetic" else {}
         return get_dataset(self.dataset, split, size=self.size, data_dir=self.data_dir, seed=self.seed,
                            num_samples=None if n is None else int(n), **kwargs)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -74,6 +76,11 @@ class SelectionDiagnosticsHandler:
       the weights, a collapsed model): a warning is logged and ``engine.state.degenerate_predictions`` is set, so the
       best-model saver does not keep this epoch, however good its (tie-broken) AUC.
 
+    With ``output_dir`` it also writes, after every epoch, ``<output_dir>/<prefix>kept_positions.json`` (for every frame
+    position the fraction of items that kept it, over all items and per true class, with the item counts) and
+    ``<prefix>kept_positions.png`` (the same as curves): where the sampler looks, e.g. a positional bias towards the
+    ends of a volume, or class-dependent choices.
+
     It also sets ``engine.state.sampler_warming_up`` (:data:`WARMUP_ATTR`) when the network's learned sampler is in
     its warm-up (:class:`~monai_das.handlers.SamplerWarmupHandler`): the validated model then pairs the encoder with
     a sampler that has not learned, and is no candidate for the best model (see :func:`not_best_reason`).
@@ -86,6 +93,9 @@ class SelectionDiagnosticsHandler:
         prefix: metric name prefix.
         max_items: items used for the pairwise adaptivity (cost grows with its square).
         min_prediction_std: threshold of ``prediction_std`` below which predictions count as constant.
+        output_dir: folder for ``kept_positions.json``/``.png`` (``None``: not written).
+        label_key: batch key of the true class (for the per-class positions).
+        label_names: class names in those files (default ``"0"``, ``"1"``, ...).
     """
 
     def __init__(
@@ -96,6 +106,9 @@ class SelectionDiagnosticsHandler:
         prefix: str = "val_",
         max_items: int = 256,
         min_prediction_std: float = 1e-3,
+        output_dir: str | os.PathLike | None = None,
+        label_key: str = "label",
+        label_names: Sequence[str] | None = None,
     ) -> None:
         self.indices = SampledIndicesHandler(network, output_key="_kept_indices")
         self.prob_key = prob_key
@@ -109,6 +122,10 @@ class SelectionDiagnosticsHandler:
         self._evidence = [0, 0]  # kept, total
         self._probs: list[torch.Tensor] = []
         self._num_frames = 0
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.label_key = label_key
+        self.label_names = None if label_names is None else [str(n) for n in label_names]
+        self._labels: list[int | None] = []
 
     def attach(self, engine: Any) -> None:
         self.indices.attach(engine)
@@ -117,7 +134,7 @@ class SelectionDiagnosticsHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _reset(self, engine: Any) -> None:
-        self._kept, self._probs, self._evidence = [], [], [0, 0]
+        self._kept, self._probs, self._evidence, self._labels = [], [], [0, 0], []
         setattr(engine.state, DEGENERATE_ATTR, False)
         sampler = getattr(unwrap_network(self.indices.network, require_sampler=False), "sampler", None)
         setattr(engine.state, WARMUP_ATTR, bool(getattr(sampler, "learnable", False)
@@ -133,6 +150,8 @@ class SelectionDiagnosticsHandler:
                 continue
             kept = {int(i) for i in torch.as_tensor(item.pop("_kept_indices")).reshape(-1)}
             self._kept.append(kept)
+            label = data.get(self.label_key) if isinstance(data, dict) else None
+            self._labels.append(None if label is None else int(torch.as_tensor(label).reshape(-1)[0]))
             self._num_frames = max(self._num_frames, max(kept) + 1, self.indices.num_frames or 0)
             evidence = next((data[k] for k in self.evidence_keys if isinstance(data, dict) and k in data), None)
             if evidence is not None:
@@ -158,6 +177,8 @@ class SelectionDiagnosticsHandler:
             if self._previous is not None and len(self._previous) == len(self._kept):
                 metrics[f"{p}churn"] = sum(map(jaccard_distance, self._kept, self._previous)) / len(self._kept)
             self._previous = self._kept
+            if self.output_dir is not None:
+                self._write_positions(counts, engine)
         if len(self._probs) >= 2:
             std = float(torch.stack(self._probs).std(dim=0).max())
             metrics[f"{p}prediction_std"] = std
@@ -169,3 +190,24 @@ class SelectionDiagnosticsHandler:
                     "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
                     "-1). This epoch is not kept as the best model."
                 )
+
+    def _write_positions(self, counts: torch.Tensor, engine: Any) -> None:
+        """``kept_positions.json``/``.png``: per position, the fraction of the items (all, per class) that kept it."""
+        from monai_das.utils.io import write_json_atomic
+        from monai_das.visualize import plot_kept_positions
+
+        t, n = len(counts), len(self._kept)
+        curves = {"all": [float(c) / n for c in counts]}
+        items = {"all": n}
+        for label in sorted({lb for lb in self._labels if lb is not None}):
+            sets = [k for k, lb in zip(self._kept, self._labels) if lb == label]
+            c = torch.zeros(t)
+            for kept in sets:
+                c[list(kept)] += 1
+            name = self.label_names[label] if self.label_names and 0 <= label < len(self.label_names) else str(label)
+            curves[name], items[name] = [float(v) / len(sets) for v in c], len(sets)
+        stem = self.output_dir / f"{self.prefix}kept_positions"
+        write_json_atomic({"epoch": int(engine.state.epoch), "num_frames": t, "items": items, "kept_fraction": curves},
+                          stem.with_suffix(".json"))
+        plot_kept_positions(curves, stem.with_suffix(".png"), items=items,
+                            title=f"{self.prefix}kept positions ({n} items, epoch {engine.state.epoch})")

@@ -215,7 +215,9 @@ class RunSettings:
     """
     The settings that define what a checkpoint is (method, keep ratio, ``T``, classes, ...), stored in it and checked
     when it is loaded: resuming ``last.pt`` of a ``uniform`` run as ``random``, or a DAS run as DPS, raises an error
-    naming both values instead of silently training something else (or failing with a raw key error).
+    naming both values instead of silently training something else (or failing with a raw key error). A setting the
+    checkpoint does not record is an error too, unless this run leaves it at ``None`` (settings added to the bundle
+    later default to ``None``, what older checkpoints were trained with).
 
     Args:
         settings: name → value (numbers, strings, booleans, ``None`` or lists of them).
@@ -233,7 +235,8 @@ class RunSettings:
         where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
         diffs = [f"{k}: checkpoint {state_dict[k]!r}, this run {v!r}" for k, v in self.settings.items()
                  if k in state_dict and _plain_setting(state_dict[k]) != v]
-        missing = sorted(k for k in self.settings if k not in state_dict)
+        # a setting added after the checkpoint was written is accepted at its default None (the behaviour then)
+        missing = sorted(k for k, v in self.settings.items() if k not in state_dict and v is not None)
         if diffs or missing:
             detail = "; ".join(diffs + ([f"not recorded: {', '.join(missing)}"] if missing else []))
             raise ValueError(

@@ -164,6 +164,12 @@ def test_smoke_run_through_the_bundle(compare_script, tmp_path):
     result = json.loads(next((tmp_path / "_work" / "smoke").rglob("result.json")).read_text())
     assert result["eval_split"] == "test" and result["eval_samples"] == 8 and result["epochs"] == 1
     assert len(result["history"]) == 1 and "val_loss" in result["history"][0]
+    assert result["best_epoch"] == 1 and result["history"][0]["not_best"] is None
+    das = json.loads(next((tmp_path / "_work" / "smoke").rglob("das_keep0.5*/result.json")).read_text())
+    kept = das["eval_kept_fraction"]["all"]  # fraction of the 8 test volumes that kept each of the 16 slices
+    assert len(kept) == 16 and sum(kept) == pytest.approx(8) and 0.0 <= das["eval_adaptivity"] <= 1.0
+    assert (tmp_path / "synthetic_16_kept_positions.png").is_file()
+    assert "Where the samplers look" in (tmp_path / "synthetic_16.md").read_text()
     cell_dirs = [p.parent for p in (tmp_path / "_work" / "smoke").rglob("result.json")]
     assert len(cell_dirs) == 4 and all((d / "eval" / "metrics.json").is_file() for d in cell_dirs)
     assert not any((d / "models").exists() for d in cell_dirs)  # checkpoints removed unless --keep-checkpoints

@@ -113,6 +113,11 @@ def test_evaluate(trained):
     assert cm.shape == (2, 2) and cm.sum() == 16
     assert report["metrics"]["accuracy"] == pytest.approx(np.trace(cm) / 16)
     assert (root / "eval" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert 0.0 <= report["metrics"]["adaptivity"] <= 1.0 and "selection_entropy" in report["metrics"]
+    assert 0.0 <= report["metrics"]["evidence_kept"] <= 1.0  # synthetic items carry their evidence slices
+    positions = json.loads((root / "eval" / "test_kept_positions.json").read_text())
+    assert positions["items"]["all"] == 16 and sum(positions["items"].values()) == 32  # all + the two classes
+    assert sum(positions["kept_fraction"]["all"]) == pytest.approx(14)  # 14 of 28 slices kept per volume
 
 
 def test_inference_on_files(trained, tmp_path):

@@ -62,6 +62,29 @@ def test_edge_features_see_informative_slices(size):
     assert np.mean(hits) >= 0.8  # chance level is 4/size
 
 
+@pytest.mark.parametrize("size", [28, 64])
+def test_texture_distractors_mislead_every_frame_statistic(size):
+    """``distractor="texture"``: the busiest half of the slices, by any statistic DAS computes, holds no more evidence
+    than a blind half (0.5; most statistics far less), while the quietest half holds nearly all of it: only a
+    learned preference finds it."""
+    from monai_das.networks.blocks.frame_features import FrameFeatures
+
+    ds = SyntheticVolumeDataset(24, size=size, seed=0, distractor="texture", distractor_prob=0.7)
+    stats = FrameFeatures(positional=False)
+    busy, quiet = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        raw = stats(torch.from_numpy(item["image"]).movedim(1, 0)[None])[0]  # T×(2·m): log-levels, then z-scores
+        levels = raw[:, : raw.shape[1] // 2]
+        ev = set(item["informative"].tolist())
+        busy.append([len(set(levels[:, j].topk(size // 2).indices.tolist()) & ev) / 4 for j in range(levels.shape[1])])
+        quiet.append(len(set((-levels.sum(1)).topk(size // 2).indices.tolist()) & ev) / 4)
+    per_statistic = np.mean(busy, 0)
+    assert per_statistic.max() < 0.55 and per_statistic.mean() < 0.35 and np.mean(quiet) > 0.8
+    with pytest.raises(ValueError, match="distractor must be one of"):
+        make_synthetic_sequence(np.random.default_rng(0), 0, distractor="noise")
+
+
 def test_not_trivial_from_global_intensity():
     ds = SyntheticVolumeDataset(64, num_classes=2, seed=1)
     means = np.array([ds[i]["image"].mean() for i in range(len(ds))])

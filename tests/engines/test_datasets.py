@@ -37,6 +37,21 @@ def test_synthetic_volumes_and_clips():
     assert resolve_data_dir("synthetic", None) is None
 
 
+def test_synthetic_options():
+    opts = {"distractor": "texture", "distractor_prob": 1.0, "num_informative": 2}
+    vol = BundleData("synthetic", size=16, num_samples={"train": 2}, synthetic_options=opts).data("train")[0]
+    assert len(vol["informative"]) == 2
+    plain = BundleData("synthetic", size=16, num_samples={"train": 2}).data("train")[0]
+    assert len(plain["informative"]) == 4 and not np.array_equal(vol["image"], plain["image"])
+    clip = BundleData("synthetic", layout="video", size=16, num_frames=8, num_samples={"train": 1},
+                      synthetic_options={"num_informative": 3}).data("train")[0]
+    assert len(clip["informative"]) == 3
+    with pytest.raises(ValueError, match=r"synthetic_options \['distractors'\] unknown"):
+        BundleData("synthetic", synthetic_options={"distractors": "texture"})
+    with pytest.raises(ValueError, match="apply to dataset 'synthetic' only"):
+        BundleData("vesselmnist3d", synthetic_options={"noise": 0.1})
+
+
 def test_slice_axis_names():
     assert [slice_axis_index(a) for a in ("sagittal", "coronal", "axial", 1, "2")] == [0, 1, 2, 1, 2]
     with pytest.raises(ValueError, match="axial"):

@@ -3,6 +3,7 @@ constant-prediction guard that keeps such an epoch out of the best checkpoint.""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -130,3 +131,14 @@ def test_warmup_epochs_never_best(tmp_path, caplog, method, vetoed):
         trainer.run([0], max_epochs=2)
     assert (saver.best_epoch, saver.best_score) == ((2, 0.6) if vetoed else (1, 0.9))
     assert ("sampler is still in its warm-up" in caplog.text) == vetoed
+
+
+def test_kept_positions_written_per_class(tmp_path):
+    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    diag = SelectionDiagnosticsHandler(net, prefix="test_", output_dir=tmp_path, label_names=["neg", "pos"])
+    _evaluator(net, _data(), [diag]).run()
+    out = json.loads((tmp_path / "test_kept_positions.json").read_text())
+    assert out["num_frames"] == 8 and out["items"] == {"all": 6, "neg": 3, "pos": 3}
+    # uniform keeps slices 1, 3, 5, 7 of every volume, whatever its class
+    assert out["kept_fraction"]["all"] == out["kept_fraction"]["pos"] == [0.0, 1.0] * 4
+    assert (tmp_path / "test_kept_positions.png").read_bytes()[:4] == b"\x89PNG"

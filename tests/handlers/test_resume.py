@@ -108,3 +108,9 @@ def test_run_settings_refuse_mismatch():
         settings.load_state_dict({"method": "random", "keep_ratio": 0.25, "label_names": ["a", "b"]})
     with pytest.raises(ValueError, match="not recorded: label_names"):
         settings.load_state_dict({"method": "random", "keep_ratio": 0.5})
+    # a setting newer than the checkpoint is accepted at its default None, refused otherwise
+    newer = RunSettings({"method": "random", "synthetic_options": None})
+    newer.load_state_dict({"method": "random"})
+    with pytest.raises(ValueError, match="not recorded: synthetic_options"):
+        RunSettings({"method": "random", "synthetic_options": {"distractor": "texture"}}).load_state_dict(
+            {"method": "random"})
