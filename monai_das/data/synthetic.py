@@ -9,7 +9,7 @@ Each sequence of ``T`` frames (``H = W = size``):
   contrast) whose *kind* is the class — 0 disc, 1 square, 2 cross, 3 ring, 4 triangle (up to 5 classes);
 - other frames, with probability ``distractor_prob``: a class-independent distractor. ``distractor="blob"``
   (default): a blurred Gaussian blob (weak edges), so "something bright" alone does not tell informative frames
-  apart. ``distractor="texture"``: a bright patch of sharp random checks, whose brightness, variance, gradient and
+  apart. ``distractor="texture"``: a bright patch of sharp 2-pixel stripes, whose brightness, variance, gradient and
   Laplacian energy exceed those of the informative frames (and whose inter-frame differences are as large around
   the evidence as elsewhere): **per-frame statistics mislead** (with ``distractor_prob`` 0.7 more than half of the frames are such decoys, so a sampler that keeps the
   busiest frames keeps no evidence at 50 %); only learning which frames help the classifier finds the evidence.
@@ -89,7 +89,7 @@ def make_synthetic_sequence(
         channels: ``C`` (channels get the same content with small per-channel gains).
         noise: std of the Gaussian noise. contrast: range of the shape's added intensity.
         distractor_prob: chance that an uninformative frame holds a class-independent distractor.
-        distractor: ``"blob"`` (blurred, weak edges) or ``"texture"`` (sharp random texture that outshines the
+        distractor: ``"blob"`` (blurred, weak edges) or ``"texture"`` (sharp stripes that outshine the
             evidence in every frame statistic, see the module docstring).
     """
     if distractor not in DISTRACTORS:
@@ -114,12 +114,12 @@ def make_synthetic_sequence(
     for i in np.setdiff1d(np.arange(t), informative):
         if rng.random() < distractor_prob:
             cy, cx = rng.uniform(0.25, 0.75, size=2)
-            if distractor == "texture":  # a bright patch of random 2×2-pixel checks: busier than any shape
+            if distractor == "texture":  # a bright patch of 2-pixel stripes: busier than any shape, at both scales
                 side = max(4, (s // 3) // 2 * 2)
-                cells = rng.random((side // 2, side // 2)) < 0.5
-                patch = 0.2 + rng.uniform(0.45, 0.6) * np.kron(cells, np.ones((2, 2))).astype(np.float32)
-                y0, x0 = int(cy * (s - side)), int(cx * (s - side))
-                bg[i, y0:y0 + side, x0:x0 + side] += patch
+                stripes = ((np.arange(side) // 2) % 2).astype(np.float32)
+                stripes = np.tile(stripes[None], (side, 1)) if rng.random() < 0.5 else np.tile(stripes[:, None], (1, side))
+                y0, x0 = 2 * int(cy * (s - side) / 2), 2 * int(cx * (s - side) / 2)  # even: 2×2 pooling keeps them
+                bg[i, y0:y0 + side, x0:x0 + side] += 0.2 + rng.uniform(0.45, 0.6) * stripes
             else:
                 sigma = rng.uniform(0.06, 0.1)
                 bg[i] += rng.uniform(0.1, 0.2) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
