@@ -210,4 +210,5 @@ class SelectionDiagnosticsHandler:
         write_json_atomic({"epoch": int(engine.state.epoch), "num_frames": t, "items": items, "kept_fraction": curves},
                           stem.with_suffix(".json"))
         plot_kept_positions(curves, stem.with_suffix(".png"), items=items,
-                            title=f"{self.prefix}kept positions ({n} items, epoch {engine.state.epoch})")
+                            title=f"{self.prefix.rstrip('_') or 'kept'}: fraction of the {n} items that kept each "
+                                  "position")
