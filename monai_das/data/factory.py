@@ -16,7 +16,7 @@ __all__ = ["DATASET_NAMES", "SYNTHETIC_DEFAULT_SAMPLES", "POCUS_ROOT_ENV", "pocu
 
 DATASET_NAMES = ("synthetic", "pocus") + MEDMNIST3D_NAMES
 #: default number of synthetic volumes per split
-SYNTHETIC_DEFAULT_SAMPLES = {"train": 512, "val": 64, "test": 64}
+SYNTHETIC_DEFAULT_SAMPLES = {"train": 768, "val": 64, "test": 64}
 #: environment variable naming the POCUS folder (the one with MANIFEST.csv)
 POCUS_ROOT_ENV = "POCUS_ROOT"
 #: default clip length of the POCUS dataset
