@@ -419,7 +419,7 @@ class BundleCellRunner:
         # the model the best-model saver kept (MONAI's evaluator.state.best_metric ignores its vetoes); resumed cells
         # included, since the saver's state is part of the epoch checkpoint
         saver = wf.parser.get_parsed_content("validate#best_saver")
-        best_val = saver.best_score if saver.best_score is not None else float("nan")
+        best_val = saver.best_score if saver.best_score not in (None, -math.inf) else float("nan")  # -inf: NaN AUCs
         best_epoch = saver.best_epoch if saver.best_epoch is not None else -1
         train_s = time.perf_counter() - t_start
         del wf, trainer, evaluator

@@ -130,9 +130,10 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if reason is not None:
             self.logger.info(f"epoch {engine.state.epoch}: {reason}; not saved as the best model.")
             return
-        before = self.best_score
+        saved = self._key_metric_checkpoint._saved if self._key_metric_checkpoint is not None else []
+        before = saved[-1] if saved else None
         super().metrics_completed(engine)
-        if self.best_score != before:
+        if saved and saved[-1] is not before:  # a new best model was written
             self.best_epoch = int(engine.state.epoch)
 
     def state_dict(self) -> dict:

@@ -14,9 +14,10 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.sampling import SampledIndicesHandler
-from monai_das.networks.utils import unwrap_network
+from monai_das.handlers.warmup import sampler_warming_up
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = ["SelectionDiagnosticsHandler", "jaccard_distance", "not_best_reason", "DEGENERATE_ATTR", "WARMUP_ATTR"]
 
@@ -136,9 +137,7 @@ class SelectionDiagnosticsHandler:
     def _reset(self, engine: Any) -> None:
         self._kept, self._probs, self._evidence, self._labels = [], [], [0, 0], []
         setattr(engine.state, DEGENERATE_ATTR, False)
-        sampler = getattr(unwrap_network(self.indices.network, require_sampler=False), "sampler", None)
-        setattr(engine.state, WARMUP_ATTR, bool(getattr(sampler, "learnable", False)
-                                                and getattr(sampler, "warming_up", False)))
+        setattr(engine.state, WARMUP_ATTR, sampler_warming_up(self.indices.network))
 
     def _collect(self, engine: Any) -> None:
         outputs = engine.state.output if isinstance(engine.state.output, list) else []
@@ -151,7 +150,8 @@ class SelectionDiagnosticsHandler:
             kept = {int(i) for i in torch.as_tensor(item.pop("_kept_indices")).reshape(-1)}
             self._kept.append(kept)
             label = data.get(self.label_key) if isinstance(data, dict) else None
-            self._labels.append(None if label is None else int(torch.as_tensor(label).reshape(-1)[0]))
+            label = None if label is None else torch.as_tensor(label).reshape(-1)
+            self._labels.append(None if label is None else int(label.argmax() if label.numel() > 1 else label[0]))
             self._num_frames = max(self._num_frames, max(kept) + 1, self.indices.num_frames or 0)
             evidence = next((data[k] for k in self.evidence_keys if isinstance(data, dict) and k in data), None)
             if evidence is not None:
@@ -165,9 +165,7 @@ class SelectionDiagnosticsHandler:
         if self._evidence[1]:
             metrics[f"{p}evidence_kept"] = self._evidence[0] / self._evidence[1]
         if self._kept:
-            counts = torch.zeros(max(self._num_frames, 2))
-            for kept in self._kept:
-                counts[list(kept)] += 1
+            counts = _position_counts(self._kept, max(self._num_frames, 2))
             freq = counts / counts.sum()
             nz = freq[freq > 0]
             metrics[f"{p}selection_entropy"] = float(-(nz * nz.log()).sum() / math.log(len(counts)))
@@ -192,23 +190,43 @@ class SelectionDiagnosticsHandler:
                 )
 
     def _write_positions(self, counts: torch.Tensor, engine: Any) -> None:
-        """``kept_positions.json``/``.png``: per position, the fraction of the items (all, per class) that kept it."""
+        """
+        ``kept_positions.json``/``.png``: per position, the fraction of the items (all, per class) that kept it. In a
+        distributed run the counts of every rank are summed and rank 0 writes.
+        """
         from monai_das.utils.io import write_json_atomic
         from monai_das.visualize import plot_kept_positions
 
-        t, n = len(counts), len(self._kept)
-        curves = {"all": [float(c) / n for c in counts]}
-        items = {"all": n}
-        for label in sorted({lb for lb in self._labels if lb is not None}):
+        t = len(counts)
+        known = [lb for lb in self._labels if lb is not None]
+        num_classes = len(self.label_names) if self.label_names else max(known, default=-1) + 1
+        if idist.get_world_size() > 1:
+            num_classes = int(idist.all_reduce(torch.tensor(num_classes), op="MAX"))
+        table = torch.zeros(num_classes + 1, t + 1, dtype=torch.float64)  # row 0: all items; last column: item count
+        table[0, :t], table[0, t] = counts, len(self._kept)
+        for label in range(num_classes):
             sets = [k for k, lb in zip(self._kept, self._labels) if lb == label]
-            c = torch.zeros(t)
-            for kept in sets:
-                c[list(kept)] += 1
-            name = self.label_names[label] if self.label_names and 0 <= label < len(self.label_names) else str(label)
-            curves[name], items[name] = [float(v) / len(sets) for v in c], len(sets)
+            table[label + 1, :t], table[label + 1, t] = _position_counts(sets, t), len(sets)
+        if idist.get_world_size() > 1:
+            table = idist.all_reduce(table)
+            if idist.get_rank() != 0:
+                return
+        curves, items = {}, {}
+        for row, name in enumerate(["all", *(self.label_names or [str(c) for c in range(num_classes)])]):
+            n = int(table[row, t])
+            if n:
+                curves[name], items[name] = (table[row, :t] / n).tolist(), n
         stem = self.output_dir / f"{self.prefix}kept_positions"
         write_json_atomic({"epoch": int(engine.state.epoch), "num_frames": t, "items": items, "kept_fraction": curves},
                           stem.with_suffix(".json"))
         plot_kept_positions(curves, stem.with_suffix(".png"), items=items,
-                            title=f"{self.prefix.rstrip('_') or 'kept'}: fraction of the {n} items that kept each "
-                                  "position")
+                            title=f"{self.prefix.rstrip('_') or 'kept'}: fraction of the {items['all']} items that kept "
+                                  "each position")
+
+
+def _position_counts(kept_sets: Sequence[set], num_frames: int) -> torch.Tensor:
+    """How many of ``kept_sets`` contain each of the ``num_frames`` positions."""
+    counts = torch.zeros(num_frames)
+    for kept in kept_sets:
+        counts[list(kept)] += 1
+    return counts

@@ -220,7 +220,8 @@ class RunSettings:
     later default to ``None``, what older checkpoints were trained with).
 
     Args:
-        settings: name → value (numbers, strings, booleans, ``None`` or lists of them).
+        settings: name → value (numbers, strings, booleans, ``None``, lists of them, or dicts such as
+            ``synthetic_options``).
         checkpoint: path of the checkpoint, only for the error message.
     """
 

@@ -12,9 +12,15 @@ from monai_das.networks.utils import unwrap_network
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["SamplerWarmupHandler"]
+__all__ = ["SamplerWarmupHandler", "sampler_warming_up"]
 
 logger = logging.getLogger(__name__)
+
+
+def sampler_warming_up(network: torch.nn.Module) -> bool:
+    """Whether the sampler of ``network`` (DDP wrappers unwrapped) is in the warm-up of :class:`SamplerWarmupHandler`."""
+    sampler = getattr(unwrap_network(network, require_sampler=False), "sampler", None)
+    return bool(getattr(sampler, "supports_warmup", False) and getattr(sampler, "warming_up", False))
 
 
 class SamplerWarmupHandler:
@@ -29,7 +35,8 @@ class SamplerWarmupHandler:
     warm-up). Validation always uses the sampler's own deterministic choice.
 
     The state is a function of the trainer's epoch only, so a resumed run warms up exactly as an uninterrupted one.
-    Samplers without learnable parameters (and ADPS, whose picks are sequential) are left alone.
+    Samplers without ``supports_warmup`` (those without learnable parameters, and ADPS, whose picks are sequential)
+    are left alone.
 
     Args:
         network: the classifier (DDP wrappers are unwrapped).
@@ -43,7 +50,7 @@ class SamplerWarmupHandler:
 
     def _sampler(self) -> Any:
         sampler = unwrap_network(self.network).sampler
-        return sampler if getattr(sampler, "learnable", False) and hasattr(sampler, "warming_up") else None
+        return sampler if getattr(sampler, "supports_warmup", False) else None
 
     def attach(self, engine: Any) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self)

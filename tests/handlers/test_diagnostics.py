@@ -109,7 +109,7 @@ def test_constant_predictions_never_best(tmp_path, caplog):
     assert not evaluator.state.degenerate_predictions and (tmp_path / "model.pt").exists()
 
 
-@pytest.mark.parametrize("method,vetoed", [("das", True), ("dps", True), ("uniform", False)])
+@pytest.mark.parametrize("method,vetoed", [("das", True), ("dps", True), ("adps", False), ("uniform", False)])
 def test_warmup_epochs_never_best(tmp_path, caplog, method, vetoed):
     """A learned sampler still in its warm-up has not learned: that model is not saved as the best, however good."""
     torch.manual_seed(0)

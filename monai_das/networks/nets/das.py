@@ -56,6 +56,7 @@ class DASampler(BaseSampler):
     """
 
     learnable = True
+    supports_warmup = True
 
     def __init__(
         self,

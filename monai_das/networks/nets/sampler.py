@@ -79,6 +79,8 @@ class BaseSampler(nn.Module):
     any_k: bool = True
     #: whether an ONNX export can take ``k`` as an input (``k`` is a tensor size there, not an unrolled loop count)
     export_any_k: bool = True
+    #: whether ``warming_up`` changes training (DAS, DPS: random subsets while the encoder warms up)
+    supports_warmup: bool = False
 
     def __init__(self, num_samples: int) -> None:
         super().__init__()
