@@ -57,20 +57,35 @@ def precise_bn_batches(value: Any, loader: Any = None, threshold: int = PRECISE_
 WARMUP_AUTO_FRACTION = 0.2
 
 
-def sampler_warmup_epochs(value: Any, max_epochs: int) -> int:
+def sampler_warmup_epochs(value: Any, max_epochs: int, val_interval: int = 1) -> int:
     """
     Epochs of encoder warm-up on random subsets (:class:`monai_das.handlers.SamplerWarmupHandler`): ``"auto"`` is
-    ``floor(0.2·max_epochs)`` (15 → 3, 5 → 1, 100 → 20, fewer than 5 → 0), an integer ``>= 0`` is used as given
-    and must be below ``max_epochs`` (a model of the warm-up is never kept as the best one).
+    ``floor(0.2·max_epochs)`` (15 → 3, 5 → 1, 100 → 20, fewer than 5 → 0), an integer ``>= 0`` is used as given.
+    A model of the warm-up is never kept as the best one, so at least one validation (every ``val_interval``
+    epochs, the bundle's ``val_interval``) must come after the warm-up: otherwise a clear error, not a run without a
+    best model.
     """
     if isinstance(value, str) and value.lower() == "auto":
-        return int(WARMUP_AUTO_FRACTION * int(max_epochs))
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or int(value) != value:
+        epochs = int(WARMUP_AUTO_FRACTION * int(max_epochs))
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or int(value) != value:
         raise ValueError(f"sampler_warmup_epochs must be 'auto' or an integer >= 0, got {value!r}.")
-    if 0 < int(max_epochs) <= int(value):
-        raise ValueError(f"sampler_warmup_epochs={int(value)} leaves none of the max_epochs={int(max_epochs)} epochs for the "
+    else:
+        epochs = int(value)
+    if isinstance(val_interval, bool) or not isinstance(val_interval, int) or val_interval < 1:
+        raise ValueError(f"val_interval must be an integer >= 1, got {val_interval!r}.")
+    max_epochs = int(max_epochs)
+    if max_epochs <= 0:
+        return epochs
+    if max_epochs <= epochs:
+        raise ValueError(f"sampler_warmup_epochs={epochs} leaves none of the max_epochs={max_epochs} epochs for the "
                          "sampler to learn, and no epoch that may be kept as the best model; use fewer warm-up epochs.")
-    return int(value)
+    last_validation = max_epochs // val_interval * val_interval
+    if last_validation <= epochs:
+        raise ValueError(f"with val_interval={val_interval} and max_epochs={max_epochs} the last validation is at epoch "
+                         f"{last_validation or 'none'}, not after the {epochs} warm-up epochs (sampler_warmup_epochs="
+                         f"{value!r}), so no model could be kept as the best; lower val_interval or the warm-up, or "
+                         "raise max_epochs.")
+    return epochs
 
 
 def class_weights(value: Any, counts: Any = None, num_classes: int | None = None, device: Any = None):

@@ -102,6 +102,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
         self.engine_key = engine_key
         #: evaluator epoch (the trainer's, under ``ValidationHandler``) of the best model saved so far
         self.best_epoch: int | None = None
+        #: the evaluator's numeric metrics at that epoch
+        self.best_metrics: dict[str, float] = {}
         for ckpt, fixed in (
             (self._final_checkpoint, kwargs.get("final_filename")),
             (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
@@ -135,18 +137,22 @@ class AtomicCheckpointSaver(CheckpointSaver):
         super().metrics_completed(engine)
         if saved and saved[-1] is not before:  # a new best model was written
             self.best_epoch = int(engine.state.epoch)
+            self.best_metrics = {k: float(v) for k, v in engine.state.metrics.items()
+                                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def state_dict(self) -> dict:
-        """Key-metric tracking list and the epoch of the best model (empty when ``save_key_metric`` is off)."""
+        """Key-metric tracking list, epoch and metrics of the best model (empty when ``save_key_metric`` is off)."""
         if self._key_metric_checkpoint is None:
             return {}
-        return {**self._key_metric_checkpoint.state_dict(), "best_epoch": self.best_epoch}
+        return {**self._key_metric_checkpoint.state_dict(), "best_epoch": self.best_epoch,
+                "best_metrics": dict(self.best_metrics)}
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         if self._key_metric_checkpoint is not None and state_dict:
             self._key_metric_checkpoint.load_state_dict(state_dict)
             epoch = state_dict.get("best_epoch")
             self.best_epoch = None if epoch is None else int(epoch)
+            self.best_metrics = {str(k): float(v) for k, v in (state_dict.get("best_metrics") or {}).items()}
 
     @property
     def best_score(self) -> float | None:

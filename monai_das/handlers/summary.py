@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from monai.utils import IgniteInfo, min_version, optional_import
-
-from monai_das.handlers.diagnostics import not_best_reason
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -19,49 +16,46 @@ __all__ = ["TrainingSummaryHandler"]
 
 class TrainingSummaryHandler:
     """
-    Records the validator's metrics after every validation and, when training completes, logs the best epoch by
-    ``key_metric`` (epochs vetoed by :func:`~monai_das.handlers.diagnostics.not_best_reason`, i.e. predictions that
-    did not vary across items or a learned sampler still in its warm-up, are never the best, as for the best-model
-    checkpoint) with the ``report`` metrics of that epoch, e.g.
-    ``training done: best val_auc 0.981 at epoch 7 (val_evidence_kept 0.953, val_adaptivity 0.41) of 8``.
-    ``history`` keeps every validation's metrics; ``best`` the chosen one.
+    Logs, when training completes, the epoch of the best model that ``saver`` kept with that epoch's ``report``
+    metrics, e.g.
+    ``training done: best val_auc 0.981 at epoch 7 of 8 (val_evidence_kept 0.953, val_adaptivity 0.41)``.
 
-    Attach to the trainer; ``validator`` is the validation engine (its metrics are read after each of its runs).
+    The line describes the file actually kept: the best epoch is the one the best-model saver
+    (:class:`~monai_das.handlers.AtomicCheckpointSaver` with ``save_key_metric``) chose, so it follows the saver's
+    vetoes (an epoch whose predictions did not vary across items, a learned sampler still in its warm-up) and stays
+    right after a resume (the saver's ``best_epoch``/``best_metrics`` are in ``last.pt``). ``best`` holds
+    ``{"epoch": ..., <metrics>}`` once training completed with a best model, else ``None``.
+
+    Attach to the trainer.
 
     Args:
-        validator: the validation evaluator.
-        key_metric: metric that decides the best epoch (higher is better).
-        report: other metrics to show for that epoch (missing ones are left out).
+        saver: the validator's best-model saver.
+        key_metric: name of the saver's key metric, for the message (its value is the saver's score).
+        report: other metrics of that epoch to show (missing ones are left out).
     """
 
-    def __init__(self, validator: Any, key_metric: str = "val_auc",
+    def __init__(self, saver: Any, key_metric: str = "val_auc",
                  report: Sequence[str] = ("val_evidence_kept", "val_adaptivity", "val_balanced_accuracy")) -> None:
-        self.validator = validator
+        if getattr(saver, "_key_metric_checkpoint", None) is None:
+            raise ValueError("TrainingSummaryHandler needs the best-model saver (AtomicCheckpointSaver with "
+                             f"save_key_metric=True), got {type(saver).__name__} without a key-metric checkpoint.")
+        self.saver = saver
         self.key_metric = key_metric
         self.report = tuple(report)
         self.logger = logging.getLogger(__name__)
-        self.history: list[dict] = []
         self.best: dict | None = None
 
     def attach(self, engine: Any) -> None:
-        self._trainer = engine
-        self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._record)
         engine.add_event_handler(Events.COMPLETED, self)
 
-    def _record(self, validator: Any) -> None:
-        metrics = {k: float(v) for k, v in validator.state.metrics.items() if isinstance(v, (int, float))}
-        metrics["epoch"] = int(self._trainer.state.epoch)
-        metrics["not_best"] = not_best_reason(validator.state)
-        self.history.append(metrics)
-
     def __call__(self, engine: Any) -> None:
-        usable = [h for h in self.history if not h["not_best"] and not math.isnan(h.get(self.key_metric, math.nan))]
-        if not usable:
+        epoch, score = self.saver.best_epoch, self.saver.best_score
+        if epoch is None or score is None or score == float("-inf"):
             msg = f"training done after {engine.state.epoch} epochs: no validation epoch with a usable {self.key_metric}"
         else:
-            self.best = max(usable, key=lambda h: h[self.key_metric])
+            self.best = {**self.saver.best_metrics, self.key_metric: score, "epoch": epoch}
             extra = ", ".join(f"{k} {self.best[k]:.3f}" for k in self.report if k in self.best)
-            msg = (f"training done: best {self.key_metric} {self.best[self.key_metric]:.3f} at epoch "
-                   f"{self.best['epoch']} of {engine.state.epoch}" + (f" ({extra})" if extra else ""))
+            msg = (f"training done: best {self.key_metric} {score:.3f} at epoch {epoch} of {engine.state.epoch}"
+                   + (f" ({extra})" if extra else ""))
         if idist.get_rank() == 0:
             self.logger.info(msg)

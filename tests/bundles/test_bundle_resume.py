@@ -8,6 +8,7 @@ typo is refused with the closest key.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,10 @@ def test_resumed_run_equals_uninterrupted_bit_for_bit(runs):
         assert torch.equal(a["model"][k], b["model"][k]), f"weights differ after resume: {k}"
     assert a["early_stop"] == b["early_stop"] and a["validator_state"] == b["validator_state"]
     assert torch.equal(a["random_states"]["torch"], b["random_states"]["torch"])
+    # the summary names the epoch of the kept model.pt, also when the best epoch came before the restart
+    assert a["best_checkpoint"] == b["best_checkpoint"] and a["best_checkpoint"]["best_metrics"]
+    done = [re.search(r"training done: .*", runs[k]).group(0) for k in ("first_log", "resumed_log")]
+    assert done[0] == done[1], done
 
 
 def test_resume_without_checkpoint_says_so(runs):

@@ -105,6 +105,7 @@ def test_saver_state_round_trip_through_checkpoint_loader(tmp_path):
     engine2.run([0], max_epochs=1)
     # restored best (0.8, epoch 2) is not overwritten by the worse 0.0 of the new run
     assert fresh.best_score == pytest.approx(0.8) and fresh.best_epoch == 2
+    assert fresh.best_metrics == pytest.approx({"score": 0.8})  # the kept epoch's metrics survive too
 
 
 def test_stale_temp_files_removed_on_attach(tmp_path):

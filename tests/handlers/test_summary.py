@@ -1,42 +1,79 @@
-"""TrainingSummaryHandler: the best validation epoch, never a degenerate or warm-up one, logged when training completes."""
+"""TrainingSummaryHandler: logs the epoch the best-model saver kept (never a degenerate or warm-up one), also after a resume."""
 
 from __future__ import annotations
 
 import logging
 
+import pytest
+import torch
 from ignite.engine import Engine, Events
 
-from monai_das.handlers import TrainingSummaryHandler
+from monai_das.handlers import AtomicCheckpointSaver, TrainingSummaryHandler
 
 
-def test_best_epoch_skips_degenerate_and_warmup(caplog):
-    aucs = [0.9, 1.0, 0.8]  # epoch 2 is "perfect" but its predictions did not vary
+def _trainer_validating(aucs, degenerate=(), warmup=(), start_epoch=0):
+    """A no-op trainer that runs a validator after every epoch; validator epoch ``e`` reports ``aucs[e - 1]``."""
+    trainer = Engine(lambda e, b: None)
     validator = Engine(lambda e, b: None)
 
     @validator.on(Events.EPOCH_COMPLETED)
     def _metrics(e):
         epoch = trainer.state.epoch
+        e.state.epoch = epoch  # as under ValidationHandler: the validator reports the trainer's epoch
         e.state.metrics = {"val_auc": aucs[epoch - 1], "val_evidence_kept": 0.1 * epoch}
-        e.state.degenerate_predictions = epoch == 2
-        e.state.sampler_warming_up = epoch == 1  # epoch 1 belongs to the warm-up: never the best either
+        e.state.degenerate_predictions = epoch in degenerate
+        e.state.sampler_warming_up = epoch in warmup
 
-    trainer = Engine(lambda e, b: None)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0]))
-    summary = TrainingSummaryHandler(validator, key_metric="val_auc")
+    if start_epoch:
+        trainer.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "epoch", start_epoch))
+    return trainer, validator
+
+
+def _saver(tmp_path, validator):
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": torch.nn.Linear(1, 1)}, save_key_metric=True,
+                                  key_metric_name="val_auc", key_metric_filename="model.pt")
+    saver.attach(validator)
+    return saver
+
+
+def test_best_epoch_is_the_saved_one_never_degenerate_or_warmup(tmp_path, caplog):
+    # epoch 1 belongs to the warm-up, epoch 2 is "perfect" but its predictions did not vary: neither is kept
+    trainer, validator = _trainer_validating([0.9, 1.0, 0.8], degenerate={2}, warmup={1})
+    summary = TrainingSummaryHandler(_saver(tmp_path, validator), key_metric="val_auc")
     summary.attach(trainer)
     with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
         trainer.run([0], max_epochs=3)
-    assert [h["epoch"] for h in summary.history] == [1, 2, 3]
-    assert summary.best["epoch"] == 3 and summary.best["val_auc"] == 0.8
+    assert summary.best["epoch"] == 3 and summary.best["val_auc"] == pytest.approx(0.8)
     assert "best val_auc 0.800 at epoch 3 of 3 (val_evidence_kept 0.300)" in caplog.text
 
 
-def test_no_usable_epoch(caplog):
-    validator = Engine(lambda e, b: None)
-    validator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: setattr(e.state, "metrics", {"val_auc": float("nan")}))
-    trainer = Engine(lambda e, b: None)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0]))
-    TrainingSummaryHandler(validator).attach(trainer)
+def test_after_resume_names_the_epoch_of_the_kept_file(tmp_path, caplog):
+    trainer, validator = _trainer_validating([0.7, 0.9])
+    first = _saver(tmp_path, validator)
+    trainer.run([0], max_epochs=2)
+    state = first.state_dict()  # what last.pt holds
+
+    # the resumed process has no history of epochs 1-2; its epochs 3-4 are worse than epoch 2
+    trainer2, validator2 = _trainer_validating([0.7, 0.9, 0.5, 0.6], start_epoch=2)
+    resumed = _saver(tmp_path, validator2)
+    resumed.load_state_dict(state)
+    summary = TrainingSummaryHandler(resumed)
+    summary.attach(trainer2)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
+        trainer2.run([0], max_epochs=4)
+    assert "best val_auc 0.900 at epoch 2 of 4 (val_evidence_kept 0.200)" in caplog.text
+
+
+def test_no_usable_epoch(tmp_path, caplog):
+    trainer, validator = _trainer_validating([float("nan")])
+    TrainingSummaryHandler(_saver(tmp_path, validator)).attach(trainer)
     with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
         trainer.run([0], max_epochs=1)
     assert "no validation epoch with a usable val_auc" in caplog.text
+
+
+def test_needs_a_best_model_saver(tmp_path):
+    last_only = AtomicCheckpointSaver(str(tmp_path), {"model": torch.nn.Linear(1, 1)}, save_interval=1, n_saved=1)
+    with pytest.raises(ValueError, match="best-model saver"):
+        TrainingSummaryHandler(last_only)

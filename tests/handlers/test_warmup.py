@@ -19,6 +19,14 @@ def test_warmup_epochs_auto_and_checks():
             sampler_warmup_epochs(bad, 15)
     with pytest.raises(ValueError, match="leaves none of the max_epochs=15"):
         sampler_warmup_epochs(15, 15)
+    # a validation must come after the warm-up (a warm-up model is never kept as the best one)
+    assert sampler_warmup_epochs(3, 15, val_interval=5) == 3  # validations at 5, 10, 15
+    with pytest.raises(ValueError, match="last validation is at epoch 10, not after the 10 warm-up epochs"):
+        sampler_warmup_epochs(10, 14, val_interval=5)
+    with pytest.raises(ValueError, match="last validation is at epoch none"):
+        sampler_warmup_epochs("auto", 4, val_interval=5)
+    with pytest.raises(ValueError, match="val_interval must be an integer >= 1"):
+        sampler_warmup_epochs(0, 4, val_interval=0)
 
 
 @pytest.mark.parametrize("method", ["das", "dps"])
