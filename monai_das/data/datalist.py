@@ -263,7 +263,8 @@ def load_datalist(
     Returns:
         one dict per item, in file order: ``{"image": absolute path, "label": int, "label_name": str,
         "group": str, "source_line": "<file>:<CSV line>" or "<file>:<split>[<index>]", "evidence": [int, ...]}``
-        (``"evidence"`` only when the item gives it). ``group`` defaults to the image path (each image its own
+        (``"evidence"`` when any item of the list gives it, ``[]`` for the others, so every item has the same keys; the
+        bundles map it onto the network input's slices with :class:`~monai_das.transforms.MapEvidenced`). ``group`` defaults to the image path (each image its own
         patient). Unlabelled ``"test"`` items (no label, blank, or ``-1``) get label ``-1`` and label_name ``""``.
 
     Raises:
@@ -340,6 +341,9 @@ def load_datalist(
         if evidence is not None:
             out["evidence"] = evidence
         items.append(out)
+    if any("evidence" in it for it in items):  # every item the same keys: MONAI collates a batch key by key
+        for it in items:
+            it.setdefault("evidence", [])
     logger.info("%s: %d '%s' items, %d classes %s", path, len(items), split, len(classes), classes)
     return items
 

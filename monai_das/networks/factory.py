@@ -177,6 +177,7 @@ def build_classifier(
     encoder: nn.Module | str | None = None,
     encoder_features: int | None = None,
     context_frames: int = 0,
+    sampler_gradient: str = "pixels",
 ) -> SubsampledClassifier:
     """
     A :class:`SubsampledClassifier`: the sampler ``method`` keeping ``num_kept(num_frames, keep_ratio)`` frames (all
@@ -200,6 +201,8 @@ def build_classifier(
         context_frames: ``c`` neighbours on either side of each kept frame given to the encoder as channels (2.5D;
             the encoder built from ``None`` or a string takes ``in_channels·(2c+1)`` channels, the sampler
             ``in_channels``); see :class:`SubsampledClassifier`.
+        sampler_gradient: ``"pixels"`` (default) or ``"features"``: how a learned sampler's straight-through gradient
+            is formed in training; see :class:`SubsampledClassifier`.
 
     ``num_classes``, ``num_frames`` and ``in_channels`` must be integers >= 1 and ``keep_ratio`` lie in (0, 1] (checked
     for ``full`` too, which ignores it, so a config error shows whatever the method); each raises a ``ValueError``
@@ -231,4 +234,4 @@ def build_classifier(
     sampler = get_sampler(method, k, num_frames=num_frames, in_channels=in_channels, **(sampler_kwargs or {}))
     return SubsampledClassifier(sampler, encoder, num_classes, layout, slice_axis, temporal_head, dropout,
                                 encoder_features=encoder_features, in_channels=in_channels,
-                                context_frames=context_frames)
+                                context_frames=context_frames, sampler_gradient=sampler_gradient)

@@ -16,6 +16,9 @@ from monai_das.transforms.io import (
 )
 from monai_das.transforms.preprocessing import (
     RECIPE_KEYS,
+    MapEvidenced,
+    MapEvidenceD,
+    MapEvidenceDict,
     RequireVolume,
     RequireVolumed,
     RequireVolumeD,
@@ -26,6 +29,7 @@ from monai_das.transforms.preprocessing import (
     ScaleIntensityPercentilesDict,
     check_recipe,
     recipe_transforms,
+    map_evidence,
     volume_preprocessing,
 )
 from monai_das.transforms.temporal import (
@@ -50,6 +54,10 @@ from monai_das.transforms.temporal import (
 )
 
 __all__ = [
+    "map_evidence",
+    "MapEvidenced",
+    "MapEvidenceD",
+    "MapEvidenceDict",
     "RequireVolume",
     "RequireVolumed",
     "RequireVolumeD",

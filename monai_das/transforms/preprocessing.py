@@ -29,6 +29,8 @@ from monai.transforms import (
 from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
+from monai_das.transforms.temporal import SOURCE_INDICES
+
 __all__ = [
     "RECIPE_KEYS",
     "check_recipe",
@@ -42,6 +44,10 @@ __all__ = [
     "ScaleIntensityPercentilesd",
     "ScaleIntensityPercentilesD",
     "ScaleIntensityPercentilesDict",
+    "map_evidence",
+    "MapEvidenced",
+    "MapEvidenceD",
+    "MapEvidenceDict",
 ]
 
 
@@ -378,3 +384,87 @@ def recipe_transforms(recipe: Mapping, keys: KeysCollection = "image", load: boo
         xforms.append(ScaleIntensityRanged(keys, a_min=0.0, a_max=1.0, b_min=b_min, b_max=b_max))
     xforms.append(EnsureTyped(keys, dtype=torch.float32))
     return Compose(xforms)
+
+
+def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) -> list[int]:
+    """
+    A datalist's evidence (slice or frame indices in the *file's* numbering) as indices into ``img``, the network
+    input after loading, orientation, spacing and resizing, padded with ``-1`` to the input's length ``T`` (so that
+    every item of a dataset carries a list of the same length and batches collate).
+
+    - a clip loaded by :class:`~monai_das.transforms.LoadVideo` (meta ``source_indices``): the frames of ``img`` that
+      show an evidence frame (none when temporal resampling dropped them all);
+    - a volume (a MetaTensor with ``original_affine``, as :class:`monai.transforms.LoadImage` gives): each evidence
+      slice is carried through ``inv(affine) @ original_affine`` (orientation flips and permutations, spacing,
+      resizing) to the nearest slice of ``img`` along ``frame_axis``; the file's axis that lands there is the one
+      whose voxel steps move along it.
+
+    Entries ``< 0`` are padding and ignored. ``frame_axis`` is the frame dimension of ``img`` (1 + ``slice_axis``
+    for a channel-first volume, 0 for a ``T×C×H×W`` clip).
+
+    Raises:
+        ValueError: an evidence index outside the file's slices/frames, naming the file, the index and the length.
+    """
+    meta = getattr(img, "meta", {}) or {}
+    name = meta.get("filename_or_obj") or "image"
+    t = int(img.shape[frame_axis])
+    wanted = sorted({int(i) for i in evidence if int(i) >= 0})
+    if SOURCE_INDICES in meta:  # a clip: which output frames show an evidence frame
+        source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
+        length = int(meta.get("original_num_frames", max(source) + 1))
+        _check_evidence(wanted, length, name, "frames")
+        kept = [j for j, i in enumerate(source) if i in set(wanted)]
+    elif isinstance(img, MetaTensor) and meta.get("original_affine") is not None:
+        affine = np.asarray(convert_to_tensor(img.affine, track_meta=False).double())
+        original = np.asarray(convert_to_tensor(meta["original_affine"], track_meta=False).double())
+        to_input = np.linalg.inv(affine) @ original  # file voxel -> input voxel (homogeneous)
+        axis = frame_axis - 1  # spatial axis of img
+        src_axis = int(np.argmax(np.abs(to_input[axis, :3])))
+        shape = np.asarray(meta.get("spatial_shape", img.shape[1:]), dtype=np.float64)
+        _check_evidence(wanted, int(shape[src_axis]), name, "slices")
+        kept = set()
+        for i in wanted:
+            point = np.append((shape - 1) / 2.0, 1.0)
+            point[src_axis] = i
+            kept.add(int(np.clip(np.rint((to_input @ point)[axis]), 0, t - 1)))
+        kept = sorted(kept)
+    else:  # no record of how the frames were produced: the indices are the input's own
+        _check_evidence(wanted, t, name, "frames")
+        kept = wanted
+    return kept + [-1] * (t - len(kept))
+
+
+def _check_evidence(evidence: list[int], length: int, name: str, what: str) -> None:
+    bad = [i for i in evidence if i >= length]
+    if bad:
+        raise ValueError(f"'{name}': evidence index {bad[0]} is outside its {length} {what} (0..{length - 1}).")
+
+
+class MapEvidenced(MapTransform):
+    """
+    Dictionary transform: replaces the evidence list under each key (a datalist item's ``evidence``, in the file's
+    slice/frame numbering) by :func:`map_evidence` of it against ``data[image_key]``, so the evidence diagnostics
+    and figures count the slices the network actually sees. Put it after the last spatial transform (``Resized``)
+    and before the image's meta data is dropped (``EnsureTyped(track_meta=False)``).
+
+    Args:
+        keys: evidence keys (default ``"evidence"``; items without one are left as they are with
+            ``allow_missing_keys``).
+        image_key: the loaded image.
+        frame_axis: frame dimension of the image (1 + ``slice_axis`` for a channel-first volume, 0 for a clip).
+        allow_missing_keys: don't raise for a missing key (default ``True``: evidence is optional).
+    """
+
+    def __init__(self, keys: KeysCollection = "evidence", image_key: str = "image", frame_axis: int = 1,
+                 allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.image_key, self.frame_axis = image_key, int(frame_axis)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = map_evidence(d[key], d[self.image_key], self.frame_axis)
+        return d
+
+
+MapEvidenceD = MapEvidenceDict = MapEvidenced

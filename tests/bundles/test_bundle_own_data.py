@@ -44,7 +44,9 @@ def make_volumes(folder: Path, n: int = 40, seed: int = 0) -> list[dict]:
         name = f"case{i:03d}.nii.gz"
         nib.Nifti1Image(vol, np.eye(4)).to_filename(str(folder / name))
         items.append({"image": f"{folder.name}/{name}", "label": ["benign", "malignant"][label],
-                      "group": f"patient{i // 2}", "evidence": evidence})
+                      "group": f"patient{i // 2}",
+                      # evidence on some items only, as in a real datalist: the others must still batch with them
+                      **({"evidence": evidence} if i % 4 < 2 else {})})
     return items
 
 

@@ -101,7 +101,8 @@ def test_json_datalist_items(json_datalist):
         {"image": str(root / "img/a.npy"), "label": 0, "label_name": "benign", "group": "p1",
          "source_line": f"{json_datalist}:training[0]", "evidence": [2, 3]},
         {"image": str(root / "img/b.npy"), "label": 1, "label_name": "malignant", "group": str(root / "img/b.npy"),
-         "source_line": f"{json_datalist}:training[1]"},  # blank group → the image itself; "fold" is not carried
+         "source_line": f"{json_datalist}:training[1]", "evidence": []},  # blank group → the image itself; "fold" is
+        # not carried; no evidence → [] since the other item has some (every item the same keys, for the collation)
     ]
     (val,) = load_datalist(json_datalist, split="validation")
     assert (val["label"], val["group"]) == (1, "7")
@@ -123,7 +124,7 @@ def test_csv_datalist_classes_dataset_dir_and_evidence(tmp_path):
     items = load_datalist(path, dataset_dir=data)
     assert [(it["label"], it["label_name"]) for it in items] == [
         (0, "normal"), (1, "tumor"), (1, "tumor"), (0, "normal")]
-    assert items[0]["evidence"] == [1, 4] and items[3]["evidence"] == [0, 2] and "evidence" not in items[1]
+    assert items[0]["evidence"] == [1, 4] and items[3]["evidence"] == [0, 2] and items[1]["evidence"] == []
     assert items[1]["group"] == str(data / "sub/x3.npy") and items[1]["source_line"] == f"{path}:3"
     assert all(set(it) <= {"image", "label", "label_name", "group", "source_line", "evidence"} for it in items)
     assert datalist_classes(path) == ["normal", "tumor"] and datalist_splits(path) == ["training"]

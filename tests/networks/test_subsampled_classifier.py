@@ -107,3 +107,33 @@ def test_context_frames_bad_values():
     with pytest.raises(ValueError, match="build the encoder for 3"):
         SubsampledClassifier(get_sampler("uniform", 4), MobileNetV3Small(spatial_dims=2, in_channels=6, num_classes=0),
                              2, context_frames=1, in_channels=1)
+
+
+@pytest.mark.parametrize("context", [0, 1])
+def test_sampler_gradient_in_feature_space(context):
+    """``sampler_gradient="features"``: same logits and encoder gradient as ``"pixels"``, BN statistics untouched by
+    the extra pass over all frames, a sampler gradient that differs (taken through the frame embeddings), eval alike."""
+    x = torch.rand(3, 1, 8, 16, 16)
+    runs = {}
+    for mode in ("pixels", "features"):
+        torch.manual_seed(0)
+        net = build_classifier("das", 2, num_frames=8, keep_ratio=0.5, context_frames=context, sampler_gradient=mode)
+        torch.manual_seed(1)
+        logits = net.train()(x)
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1])).backward()
+        runs[mode] = (net, logits)
+    (pix, lp), (feat, lf) = runs["pixels"], runs["features"]
+    torch.testing.assert_close(lf, lp)
+    for (name, a), b in zip(pix.encoder.named_parameters(), feat.encoder.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    for a, b in zip(pix.encoder.buffers(), feat.encoder.buffers()):  # running statistics: kept frames only
+        torch.testing.assert_close(b, a)
+    g_pix, g_feat = pix.sampler.base_score.grad, feat.sampler.base_score.grad
+    assert torch.isfinite(g_feat).all() and g_feat.abs().sum() > 0 and not torch.allclose(g_feat, g_pix)
+    assert feat.encoder.training  # restored after the no-gradient pass in eval mode
+    torch.testing.assert_close(feat.eval()(x), pix.eval()(x))
+
+
+def test_sampler_gradient_bad_value():
+    with pytest.raises(ValueError, match="sampler_gradient must be one of"):
+        build_classifier("das", 2, num_frames=8, sampler_gradient="pixel")

@@ -26,6 +26,10 @@ def check_context_frames(value: object) -> int:
     return value
 
 
+#: how the sampler's straight-through gradient reaches it in training (see ``SubsampledClassifier``)
+SAMPLER_GRADIENTS = ("pixels", "features")
+
+
 class SubsampledClassifier(nn.Module):
     """
     Classifies a volume or a video from ``k`` of its ``T`` slices/frames chosen by ``sampler``.
@@ -57,6 +61,13 @@ class SubsampledClassifier(nn.Module):
             sequence), so a kept slice sees the structure around it. The sampler still chooses ``k`` frames; the
             neighbours are taken through the same straight-through sampling matrix (shifted), so the sampler's
             gradient sees them. The encoder must take ``C·(2c+1)`` channels. Default 0 (single frames).
+        sampler_gradient: how a learned sampler's straight-through gradient is formed in training. ``"pixels"``
+            (default, as in DPS/DAS): through ``P·x``, the gradient for frame ``t`` is the inner product of the
+            loss gradient with the frame's pixels, which favours bright, busy frames. ``"features"``: through
+            ``P·z`` with ``z`` the encoder embeddings of all ``T`` frames (one extra forward pass over all frames,
+            without gradient, encoder in eval mode), so the sampler is told how each frame would change the
+            prediction. Logits, the encoder's gradient and BN statistics are the same either way; eval is unaffected.
+            Measured on a task with misleading frame statistics: no reliable gain yet (benchmarks/README.md).
 
     Raises:
         ValueError: ``encoder_features`` disagrees with the encoder's ``out_features``, or ``in_channels`` with its
@@ -83,9 +94,13 @@ class SubsampledClassifier(nn.Module):
         encoder_features: int | None = None,
         in_channels: int | None = None,
         context_frames: int = 0,
+        sampler_gradient: str = "pixels",
     ) -> None:
         super().__init__()
         self.context_frames = check_context_frames(context_frames)
+        if sampler_gradient not in SAMPLER_GRADIENTS:
+            raise ValueError(f"sampler_gradient must be one of {SAMPLER_GRADIENTS}, got {sampler_gradient!r}.")
+        self.sampler_gradient = sampler_gradient
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
         if slice_axis not in (0, 1, 2):
@@ -209,4 +224,30 @@ class SubsampledClassifier(nn.Module):
         """Logits ``B×num_classes`` and the kept frame indices ``B×k`` (ascending) of the same pass."""
         seq = self.to_frames(x)
         out = self.sampler(seq, num_samples)
+        if self.sampler_gradient == "features" and self.training and out.matrix.requires_grad:
+            return self._classify_with_feature_gradient(seq, out), out.indices
         return self.classify_frames(self.add_context(seq, out)), out.indices
+
+    def _classify_with_feature_gradient(self, seq: torch.Tensor, out: SamplerOutput) -> torch.Tensor:
+        """
+        Training forward of ``sampler_gradient="features"``: the kept frames are encoded as usual (same values, same
+        encoder gradient), but the sampler's straight-through gradient is taken in the encoder's feature space,
+        ``P·z_all`` with ``z_all`` the embeddings of all ``T`` frames (no gradient, encoder in eval mode), instead of
+        in pixel space ``P·x``.
+        """
+        hard = SamplerOutput(out.frames.detach(), out.matrix.detach(), out.indices)
+        frames = self._cast(self.add_context(seq, hard))
+        b, k = frames.shape[:2]
+        z = self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
+        t = seq.shape[1]
+        with torch.no_grad():
+            eye = torch.eye(t, dtype=out.matrix.dtype, device=seq.device).expand(b, t, t)
+            steps = torch.arange(t, device=seq.device).expand(b, t)
+            every = self._cast(self.add_context(seq, SamplerOutput(seq, eye, steps)))
+            was_training = self.encoder.training
+            self.encoder.eval()
+            z_all = self.encoder(every.reshape(b * t, *every.shape[2:])).reshape(b, t, -1)
+            self.encoder.train(was_training)
+        proxy = out.matrix @ z_all
+        z = z + (proxy - proxy.detach())
+        return self.classifier(self.temporal_head(z))

@@ -1,0 +1,50 @@
+"""MapEvidenced: a datalist's evidence (file numbering) follows orientation, resizing and temporal resampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, LoadImaged, Orientationd, Resized
+
+from monai_das.transforms import SOURCE_INDICES, MapEvidenced, map_evidence
+
+
+def _volume(tmp_path, depth=31, flip_z=True):
+    import nibabel as nib
+
+    affine = np.diag([0.8, 0.8, -2.5 if flip_z else 2.5, 1.0])
+    path = tmp_path / "case.nii.gz"
+    nib.Nifti1Image(np.zeros((12, 14, depth), np.float32), affine).to_filename(str(path))
+    return str(path)
+
+
+def test_volume_evidence_follows_a_flip_and_a_resize(tmp_path):
+    load = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True), Orientationd("image", "RAS"),
+                    Resized("image", (8, 8, 28), mode="area"),
+                    MapEvidenced("evidence", image_key="image", frame_axis=3)])
+    out = load({"image": _volume(tmp_path), "evidence": [0, 1, 30]})
+    # the file's z runs inferior-wards (negative z step): RAS reverses it; 31 slices become 28
+    assert out["evidence"][:3] == [0, 26, 27] and out["evidence"][3:] == [-1] * 25
+    assert len(out["evidence"]) == 28  # padded to T: every item batches alike
+    same = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True),
+                    MapEvidenced(frame_axis=3)])({"image": _volume(tmp_path, 20, flip_z=False), "evidence": [4, 5]})
+    assert same["evidence"] == [4, 5] + [-1] * 18  # nothing resampled: the file's own numbering
+    empty = load({"image": _volume(tmp_path), "evidence": []})
+    assert empty["evidence"] == [-1] * 28
+
+
+def test_evidence_outside_the_file_is_refused(tmp_path):
+    loaded = LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": _volume(tmp_path)})
+    with pytest.raises(ValueError, match=r"case\.nii\.gz'.*evidence index 31 is outside its 31 slices"):
+        MapEvidenced(frame_axis=3)({**loaded, "evidence": [3, 31]})
+
+
+def test_clip_evidence_follows_temporal_resampling():
+    clip = MetaTensor(torch.zeros(4, 1, 8, 8), meta={SOURCE_INDICES: torch.tensor([0, 2, 4, 6]), "original_num_frames": 8})
+    assert map_evidence([2, 3, 6], clip, frame_axis=0) == [1, 3, -1, -1]  # frame 3 was dropped by the resampling
+    with pytest.raises(ValueError, match="outside its 8 frames"):
+        map_evidence([8], clip, frame_axis=0)
+    missing = MapEvidenced(frame_axis=0)({"image": clip})  # evidence is optional
+    assert "evidence" not in missing
