@@ -1,6 +1,7 @@
 """Inputs for monai_das: MedMNIST3D, synthetic volumes/videos, ultrasound clips, their listings, and the study layer
 (discovery, fingerprints and loading of the studies to classify)."""
 
+from monai_das.data.cache import ItemLoadError, NamedCacheDataset
 from monai_das.data.datalist import (
     DATALIST_SPLITS,
     STUDY_LAYOUTS,
@@ -62,6 +63,8 @@ from monai_das.data.video import VideoDataset, video_transform
 from monai_das.data.video_io import DICOM_EXTENSIONS, VIDEO_EXTENSIONS, is_dicom, read_video
 
 __all__ = [
+    "ItemLoadError",
+    "NamedCacheDataset",
     "DATALIST_SPLITS",
     "STUDY_LAYOUTS",
     "check_study_shapes",

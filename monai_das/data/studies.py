@@ -498,23 +498,6 @@ def list_studies(
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-def _source_indices(
-    original_affine: torch.Tensor, affine: torch.Tensor, shape: list[int], source_shape: list[int], frame_axis: int
-) -> tuple[list[int], int]:
-    """
-    For each index along ``frame_axis`` of the preprocessed volume (centre of the other two axes), the nearest slice
-    index of the source volume, found through the affines (world = affine · voxel); and the source axis it runs along.
-    """
-    a_src = original_affine[:4, :4] if original_affine.shape[0] >= 4 else torch.eye(4, dtype=torch.float64)
-    m = torch.linalg.inv(a_src) @ affine[:4, :4]
-    src_axis = int(torch.argmax(m[:3, frame_axis].abs()))
-    # every frame's centre voxel at once (one matrix product instead of one per frame)
-    v = torch.tensor([[(s - 1) / 2.0 for s in shape] + [1.0]], dtype=torch.float64).repeat(shape[frame_axis], 1)
-    v[:, frame_axis] = torch.arange(shape[frame_axis], dtype=torch.float64)
-    p = (v @ m.T)[:, src_axis].numpy()
-    return [int(np.clip(round(float(x)), 0, source_shape[src_axis] - 1)) for x in p], src_axis
-
-
 class LoadStudy(Transform):
     """
     Read one study and turn it into the network input described by a recipe (see
@@ -740,7 +723,9 @@ class LoadStudy(Transform):
             out = xform({"image": img})["image"]
         except Exception as e:
             raise RuntimeError(f"{self._where(source)}: preprocessing failed: {e}") from e
-        src_idx, src_axis = _source_indices(original_affine, torch.as_tensor(out.affine, dtype=torch.float64),
+        from monai_das.transforms.temporal import affine_source_indices
+
+        src_idx, src_axis = affine_source_indices(original_affine, torch.as_tensor(out.affine, dtype=torch.float64),
                                             [int(s) for s in out.shape[1:]], spatial, frame_axis)
         image = out.as_tensor().float()
         meta = dict(out.meta)

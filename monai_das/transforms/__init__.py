@@ -33,6 +33,7 @@ from monai_das.transforms.preprocessing import (
     volume_preprocessing,
 )
 from monai_das.transforms.temporal import (
+    affine_source_indices,
     KEPT_INDICES,
     SOURCE_INDICES,
     RandTemporalSubsample,
@@ -54,6 +55,7 @@ from monai_das.transforms.temporal import (
 )
 
 __all__ = [
+    "affine_source_indices",
     "map_evidence",
     "MapEvidenced",
     "MapEvidenceD",

@@ -29,7 +29,7 @@ from monai.transforms import (
 from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
-from monai_das.transforms.temporal import SOURCE_INDICES
+from monai_das.transforms.temporal import SOURCE_INDICES, affine_source_indices
 
 __all__ = [
     "RECIPE_KEYS",
@@ -388,17 +388,17 @@ def recipe_transforms(recipe: Mapping, keys: KeysCollection = "image", load: boo
 
 def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) -> list[int]:
     """
-    A datalist's evidence (slice or frame indices in the *file's* numbering) as indices into ``img``, the network
-    input after loading, orientation, spacing and resizing, padded with ``-1`` to the input's length ``T`` (so that
-    every item of a dataset carries a list of the same length and batches collate).
+    A datalist's evidence (slice or frame indices in the *file's* numbering) as positions along ``frame_axis`` of
+    ``img``, the network input after loading, orientation, spacing and resizing, padded with ``-1`` to the input's
+    length ``T`` (so every item of a dataset carries a list of the same length and batches collate).
 
-    - a clip loaded by :class:`~monai_das.transforms.LoadVideo` (meta ``source_indices``): the frames of ``img`` that
-      show an evidence frame (none when temporal resampling dropped them all);
-    - a volume (a MetaTensor with ``original_affine``, as :class:`monai.transforms.LoadImage` gives): each evidence
-      slice is carried through ``inv(affine) @ original_affine`` (orientation flips and permutations, spacing,
-      resizing) to the nearest slice of ``img`` along ``frame_axis``; the file's axis that lands there is the one
-      whose voxel steps move along it.
-
+    Each input frame has a source index in the file: a clip loaded by :class:`~monai_das.transforms.LoadVideo`
+    records them (meta ``source_indices``); for a volume (a MetaTensor with ``original_affine``, as
+    :class:`monai.transforms.LoadImage` gives) they come through the affines (:func:`affine_source_indices`, as
+    for :class:`monai_das.data.LoadStudy`), so orientation flips and permutations, spacing and resizing are followed.
+    A clip's evidence is the input frames that *are* an evidence frame (none when temporal resampling dropped them);
+    a volume's, for each evidence slice the input slice(s) nearest to it (resizing averages neighbouring slices, so
+    a thin finding is never lost by a downsampling). Without any record, the indices are the input's own.
     Entries ``< 0`` are padding and ignored. ``frame_axis`` is the frame dimension of ``img`` (1 + ``slice_axis``
     for a channel-first volume, 0 for a ``T×C×H×W`` clip).
 
@@ -409,25 +409,17 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     name = meta.get("filename_or_obj") or "image"
     t = int(img.shape[frame_axis])
     wanted = sorted({int(i) for i in evidence if int(i) >= 0})
-    if SOURCE_INDICES in meta:  # a clip: which output frames show an evidence frame
+    if SOURCE_INDICES in meta:  # a clip: the input frames that are an evidence frame
         source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
-        length = int(meta.get("original_num_frames", max(source) + 1))
-        _check_evidence(wanted, length, name, "frames")
+        _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "frames")
         kept = [j for j, i in enumerate(source) if i in set(wanted)]
     elif isinstance(img, MetaTensor) and meta.get("original_affine") is not None:
-        affine = np.asarray(convert_to_tensor(img.affine, track_meta=False).double())
-        original = np.asarray(convert_to_tensor(meta["original_affine"], track_meta=False).double())
-        to_input = np.linalg.inv(affine) @ original  # file voxel -> input voxel (homogeneous)
-        axis = frame_axis - 1  # spatial axis of img
-        src_axis = int(np.argmax(np.abs(to_input[axis, :3])))
-        shape = np.asarray(meta.get("spatial_shape", img.shape[1:]), dtype=np.float64)
-        _check_evidence(wanted, int(shape[src_axis]), name, "slices")
-        kept = set()
-        for i in wanted:
-            point = np.append((shape - 1) / 2.0, 1.0)
-            point[src_axis] = i
-            kept.add(int(np.clip(np.rint((to_input @ point)[axis]), 0, t - 1)))
-        kept = sorted(kept)
+        source_shape = [int(s) for s in meta.get("spatial_shape", img.shape[1:])]
+        source, src_axis = affine_source_indices(meta["original_affine"], img.affine, img.shape[1:], source_shape,
+                                                 frame_axis - 1)
+        _check_evidence(wanted, source_shape[src_axis], name, "slices")
+        src = np.asarray(source)
+        kept = sorted({int(j) for i in wanted for j in np.flatnonzero(np.abs(src - i) == np.abs(src - i).min())})
     else:  # no record of how the frames were produced: the indices are the input's own
         _check_evidence(wanted, t, name, "frames")
         kept = wanted

@@ -17,6 +17,7 @@ from monai.utils import TransformBackends, convert_to_tensor
 __all__ = [
     "KEPT_INDICES",
     "SOURCE_INDICES",
+    "affine_source_indices",
     "uniform_indices",
     "select_frames",
     "subsampled_meta",
@@ -40,6 +41,28 @@ KEPT_INDICES = "kept_indices"
 #: ``MetaTensor.meta`` key: positions of the output frames in the original sequence (file / volume), composed over
 #: every temporal step applied so far.
 SOURCE_INDICES = "source_indices"
+
+
+def affine_source_indices(
+    original_affine: torch.Tensor, affine: torch.Tensor, shape: Sequence[int], source_shape: Sequence[int],
+    frame_axis: int,
+) -> tuple[list[int], int]:
+    """
+    For each index along spatial axis ``frame_axis`` of a preprocessed volume of spatial ``shape`` (centre of the
+    other two axes), the nearest slice index of the source volume (spatial ``source_shape``), found through the
+    affines (world = affine · voxel; ``original_affine`` the source's, ``affine`` the preprocessed one's, as a
+    MetaTensor keeps them through orientation, spacing and resizing); and the source axis it runs along.
+    """
+    original_affine = torch.as_tensor(original_affine, dtype=torch.float64)
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    a_src = original_affine[:4, :4] if original_affine.shape[0] >= 4 else torch.eye(4, dtype=torch.float64)
+    m = torch.linalg.inv(a_src) @ affine[:4, :4]
+    src_axis = int(torch.argmax(m[:3, frame_axis].abs()))
+    # every frame's centre voxel at once (one matrix product instead of one per frame)
+    v = torch.tensor([[(s - 1) / 2.0 for s in shape] + [1.0]], dtype=torch.float64).repeat(int(shape[frame_axis]), 1)
+    v[:, frame_axis] = torch.arange(int(shape[frame_axis]), dtype=torch.float64)
+    p = (v @ m.T)[:, src_axis].numpy()
+    return [int(np.clip(round(float(x)), 0, int(source_shape[src_axis]) - 1)) for x in p], src_axis
 
 
 def uniform_indices(num_frames: int, num_samples: int) -> torch.Tensor:

@@ -1,0 +1,92 @@
+"""A CacheDataset whose loading errors name the item: the datalist line and the image file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from monai.data import CacheDataset
+
+__all__ = ["ItemLoadError", "NamedCacheDataset"]
+
+
+class ItemLoadError(RuntimeError):
+    """An item of a dataset could not be loaded or preprocessed; the message names it and the first cause."""
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    seen = set()
+    while (e.__cause__ or e.__context__) is not None and id(e) not in seen:
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return e
+
+
+def _where(item: Any, index: int) -> str:
+    if isinstance(item, Mapping):
+        image = item.get("image")
+        image = f"image '{image}'" if isinstance(image, str) else None
+        line = item.get("source_line")
+        if line and image:
+            return f"{line} ({image})"
+        if line or image:
+            return str(line or image)
+    return f"item {index}"
+
+
+class _Failed:
+    """Placeholder for an item whose caching failed (kept until every item of the cache was tried)."""
+
+    def __init__(self, error: ItemLoadError) -> None:
+        self.error = error
+
+
+@contextmanager
+def _naming(item: Any, index: int) -> Iterator[None]:
+    try:
+        yield
+    except ItemLoadError:
+        raise
+    except Exception as e:
+        root = _root_cause(e)
+        raise ItemLoadError(f"{_where(item, index)}: cannot be loaded: {type(root).__name__}: {root}") from e
+
+
+class NamedCacheDataset(CacheDataset):
+    """
+    :class:`monai.data.CacheDataset` (same arguments) that says *which* item failed: an exception while an item is
+    loaded, cached or transformed (a truncated NIfTI, an unreadable DICOM, a transform that refuses the image)
+    becomes an :class:`ItemLoadError` naming the datalist line (``source_line`` of
+    :func:`monai_das.data.load_datalist` items), the image path and the first cause, e.g.
+    ``labels.csv:7 (image '/data/case005.nii.gz'): cannot be loaded: EOFError: Compressed file ended before the
+    end-of-stream marker was reached``. MONAI's own message names the transform but not the file. When the cache is
+    filled, every item is tried and the first failure is raised with the number of the others.
+    """
+
+    def _load_cache_item(self, idx: int):
+        try:
+            with _naming(self.data[idx], idx):
+                return super()._load_cache_item(idx)
+        except ItemLoadError as e:
+            if not getattr(self, "_collect_errors", False):
+                raise
+            return _Failed(e)
+
+    def _fill_cache(self, indices=None) -> list:
+        # an exception inside MONAI's caching thread pool leaves the other workers running when the pool is torn
+        # down (the process then aborts at exit); let every item finish, then report the failures together
+        self._collect_errors = True
+        try:
+            cache = super()._fill_cache(indices)
+        finally:
+            self._collect_errors = False
+        failed = [c.error for c in cache if isinstance(c, _Failed)]
+        if failed:
+            more = f" (and {len(failed) - 1} more item(s) that cannot be loaded)" if len(failed) > 1 else ""
+            raise ItemLoadError(f"{failed[0]}{more}") from failed[0]
+        return cache
+
+    def _transform(self, index: int):
+        with _naming(self.data[index], index):
+            return super()._transform(index)

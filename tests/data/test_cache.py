@@ -1,0 +1,41 @@
+"""NamedCacheDataset: an item that cannot be loaded is named (datalist line, image, first cause)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Lambdad
+
+from monai_das.data import ItemLoadError, NamedCacheDataset
+
+
+def _nifti(path, shape=(8, 8, 6)):
+    import nibabel as nib
+
+    nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)).to_filename(str(path))
+    return str(path)
+
+
+def test_truncated_file_is_named_with_its_datalist_line(tmp_path):
+    good = _nifti(tmp_path / "good.nii.gz")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(open(_nifti(tmp_path / "full.nii.gz", (30, 30, 20)), "rb").read()[:300])  # header, no data
+    items = [{"image": good, "source_line": "labels.csv:2"}, {"image": str(bad), "source_line": "labels.csv:3"},
+             {"image": str(bad), "source_line": "labels.csv:4"}]
+    load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
+    with pytest.raises(ItemLoadError, match=r"labels\.csv:3 \(image '.*bad\.nii\.gz'\): cannot be loaded: \w+.*"
+                       r"\(and 1 more item\(s\) that cannot be loaded\)"):
+        NamedCacheDataset(items, load, cache_rate=1.0, num_workers=2, progress=False)
+    lazy = NamedCacheDataset(items, load, cache_rate=0.0, progress=False)  # not cached: named when fetched
+    assert lazy[0]["image"].shape == (1, 8, 8, 6)
+    with pytest.raises(ItemLoadError, match=r"labels\.csv:3"):
+        lazy[1]
+
+
+def test_items_without_a_datalist_line_are_named_by_index():
+    def refuse(x):
+        raise ValueError("not a volume")
+
+    with pytest.raises(ItemLoadError, match="item 1: cannot be loaded: ValueError: not a volume"):
+        NamedCacheDataset([{"x": 1}, {"x": 2}], Compose([Lambdad("x", lambda v: refuse(v) if v == 2 else v)]),
+                          cache_rate=1.0, num_workers=1, progress=False)
