@@ -412,7 +412,8 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     if SOURCE_INDICES in meta:  # a clip: the input frames that are an evidence frame
         source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
         _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "frames")
-        kept = [j for j, i in enumerate(source) if i in set(wanted)]
+        evidence_frames = set(wanted)
+        kept = [j for j, i in enumerate(source) if i in evidence_frames]
     elif isinstance(img, MetaTensor) and meta.get("original_affine") is not None:
         source_shape = [int(s) for s in meta.get("spatial_shape", img.shape[1:])]
         source, src_axis = affine_source_indices(meta["original_affine"], img.affine, img.shape[1:], source_shape,

@@ -207,10 +207,13 @@ class SubsampledClassifier(nn.Module):
         Logits ``B×num_classes`` from the encoder input of the kept frames, ``B×k×C'×H×W`` (``C' = C`` without
         context frames, else :meth:`add_context`'s ``C·(2c+1)``; floating frames cast as in :meth:`to_frames`).
         """
+        return self.classifier(self.temporal_head(self.encode_frames(frames)))
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frame embeddings ``B×k×E`` of the encoder input ``B×k×C'×H×W`` (cast as in :meth:`to_frames`)."""
         frames = self._cast(frames)
         b, k = frames.shape[:2]
-        z = self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
-        return self.classifier(self.temporal_head(z))
+        return self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
 
     def forward(self, x: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
         """
@@ -236,17 +239,14 @@ class SubsampledClassifier(nn.Module):
         in pixel space ``P·x``.
         """
         hard = SamplerOutput(out.frames.detach(), out.matrix.detach(), out.indices)
-        frames = self._cast(self.add_context(seq, hard))
-        b, k = frames.shape[:2]
-        z = self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
-        t = seq.shape[1]
+        z = self.encode_frames(self.add_context(seq, hard))
+        b, t = seq.shape[:2]
         with torch.no_grad():
             eye = torch.eye(t, dtype=out.matrix.dtype, device=seq.device).expand(b, t, t)
             steps = torch.arange(t, device=seq.device).expand(b, t)
-            every = self._cast(self.add_context(seq, SamplerOutput(seq, eye, steps)))
             was_training = self.encoder.training
             self.encoder.eval()
-            z_all = self.encoder(every.reshape(b * t, *every.shape[2:])).reshape(b, t, -1)
+            z_all = self.encode_frames(self.add_context(seq, SamplerOutput(seq, eye, steps)))
             self.encoder.train(was_training)
         proxy = out.matrix @ z_all
         z = z + (proxy - proxy.detach())
