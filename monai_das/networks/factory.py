@@ -201,8 +201,10 @@ def build_classifier(
         context_frames: ``c`` neighbours on either side of each kept frame given to the encoder as channels (2.5D;
             the encoder built from ``None`` or a string takes ``in_channels·(2c+1)`` channels, the sampler
             ``in_channels``); see :class:`SubsampledClassifier`.
-        sampler_gradient: ``"pixels"`` (default) or ``"features"``: how a learned sampler's straight-through gradient
-            is formed in training; see :class:`SubsampledClassifier`.
+        sampler_gradient: ``"pixels"`` (default), ``"features"`` or ``"none"``: how a learned sampler's
+            straight-through gradient is formed in training, or none at all (the sampler then learns only from a
+            loss on its scores such as :class:`~monai_das.losses.FrameRelevanceLoss`); see
+            :class:`SubsampledClassifier`.
 
     ``num_classes``, ``num_frames`` and ``in_channels`` must be integers >= 1 and ``keep_ratio`` lie in (0, 1] (checked
     for ``full`` too, which ignores it, so a config error shows whatever the method); each raises a ``ValueError``

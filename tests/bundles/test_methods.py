@@ -38,3 +38,16 @@ def test_tracking_flag_logs_once(tmp_path):
     assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts)  # the executed config
     assert "model.pt" in artifacts
     assert run_info.data.params["sampler_lr"] == "0.001"
+
+
+def test_relevance_loss_alone_trains_the_sampler(tmp_path):
+    """``relevance_weight`` wires FrameRelevanceLoss into train.json: with ``sampler_gradient none`` the sampler has
+    no straight-through gradient, so its Adam state exists only because the relevance term reached it."""
+    run(config_file=TRAIN, meta_file=META, logging_file=False, bundle_root=str(tmp_path), method="das",
+        mlflow=False, relevance_weight=1.0, sampler_gradient="none", sampler_warmup_epochs=0, **TINY)
+    ckpt = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
+    sampler_group = next(g for g in ckpt["optimizer"]["param_groups"] if g["name"] == "sampler")
+    states = [ckpt["optimizer"]["state"].get(i) for i in sampler_group["params"]]
+    # without the term no sampler parameter would have a gradient, hence no Adam state (the temperature MLP has none:
+    # the term ranks the scores, it does not involve the temperature)
+    assert any(s is not None and s["exp_avg"].abs().sum() > 0 for s in states)

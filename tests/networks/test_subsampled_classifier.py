@@ -134,6 +134,25 @@ def test_sampler_gradient_in_feature_space(context):
     torch.testing.assert_close(feat.eval()(x), pix.eval()(x))
 
 
+def test_sampler_gradient_none():
+    """``sampler_gradient="none"``: same logits and encoder gradient, no straight-through gradient to the sampler."""
+    x = torch.rand(3, 1, 8, 16, 16)
+    nets = {}
+    for mode in ("pixels", "none"):
+        torch.manual_seed(0)
+        net = build_classifier("das", 2, num_frames=8, keep_ratio=0.5, sampler_gradient=mode)
+        torch.manual_seed(1)
+        logits = net.train()(x)
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1])).backward()
+        nets[mode] = (net, logits)
+    (pix, lp), (none, ln) = nets["pixels"], nets["none"]
+    torch.testing.assert_close(ln, lp)
+    for (name, a), b in zip(pix.encoder.named_parameters(), none.encoder.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    assert pix.sampler.base_score.grad.abs().sum() > 0
+    assert all(p.grad is None for p in none.sampler.parameters())
+
+
 def test_sampler_gradient_bad_value():
     with pytest.raises(ValueError, match="sampler_gradient must be one of"):
         build_classifier("das", 2, num_frames=8, sampler_gradient="pixel")

@@ -113,7 +113,11 @@ class DASampler(BaseSampler):
         return logits, tau
 
     def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.training and self.warming_up:  # encoder warm-up: k frames at random, no sampler gradient
+        warm = self.training and self.warming_up
+        if warm and not self.record_scores:  # encoder warm-up: k frames at random, no sampler gradient
             return gumbel_top_k(x.new_zeros(x.shape[:2]), num_samples, noisy=True)
         logits, tau = self.logits_and_temperature(x)
+        self.keep_scores(logits)
+        if warm:  # random frames; the scores still learn from the relevance loss
+            return gumbel_top_k(x.new_zeros(x.shape[:2]), num_samples, noisy=True)
         return gumbel_top_k(logits, num_samples, tau, noisy=self.training)

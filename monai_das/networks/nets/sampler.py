@@ -88,6 +88,14 @@ class BaseSampler(nn.Module):
         #: in training, keep ``k`` frames drawn uniformly at random instead of the learned choice (the sampler gets no
         #: gradient): the encoder warm-up of :class:`monai_das.handlers.SamplerWarmupHandler`. No effect in eval.
         self.warming_up = False
+        #: in training with gradients, learnable samplers keep their frame scores (``B×T`` logits) of the last
+        #: forward pass in :attr:`scores`, for a loss on the selection (:class:`monai_das.losses.FrameRelevanceLoss`)
+        self.record_scores = False
+        self.scores: torch.Tensor | None = None
+
+    def keep_scores(self, logits: torch.Tensor) -> None:
+        """Remember ``logits`` (``B×T``) as :attr:`scores` when :attr:`record_scores` applies, else forget them."""
+        self.scores = logits if self.record_scores and self.training and torch.is_grad_enabled() else None
 
     def num_kept(self, num_frames: int, num_samples: Any = None) -> Any:
         """``k`` for an input of ``num_frames`` frames (``num_samples`` when given, else the default)."""

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder_out_features, probe_encoder_features
 from monai_das.networks.blocks.gumbel import select_frames
@@ -27,7 +28,7 @@ def check_context_frames(value: object) -> int:
 
 
 #: how the sampler's straight-through gradient reaches it in training (see ``SubsampledClassifier``)
-SAMPLER_GRADIENTS = ("pixels", "features")
+SAMPLER_GRADIENTS = ("pixels", "features", "none")
 
 
 class SubsampledClassifier(nn.Module):
@@ -68,6 +69,8 @@ class SubsampledClassifier(nn.Module):
             without gradient, encoder in eval mode), so the sampler is told how each frame would change the
             prediction. Logits, the encoder's gradient and BN statistics are the same either way; eval is unaffected.
             Measured on a task with misleading frame statistics: no reliable gain yet (benchmarks/README.md).
+            ``"none"``: no straight-through gradient (``P`` is detached); the sampler learns only from a loss on its
+            scores, :class:`~monai_das.losses.FrameRelevanceLoss` (see :attr:`record_relevance`).
 
     Raises:
         ValueError: ``encoder_features`` disagrees with the encoder's ``out_features``, or ``in_channels`` with its
@@ -118,6 +121,11 @@ class SubsampledClassifier(nn.Module):
         self.encoder_features = features
         self.temporal_head = TemporalHead(features, temporal_head)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
+        #: what the last training forward pass leaves for :class:`monai_das.losses.FrameRelevanceLoss` (see
+        #: :meth:`record_relevance`): per-frame logits ``B×k×num_classes`` of the kept frames, their indices ``B×k``
+        #: and the sampler's scores ``B×T``
+        self.relevance: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._record_relevance = False
 
     def _discover_in_channels(self, encoder: nn.Module, in_channels: int | None) -> int | None:
         declared = encoder_in_channels(encoder)
@@ -155,6 +163,27 @@ class SubsampledClassifier(nn.Module):
                 f"{type(encoder).__name__} has out_features={declared}; leave encoder_features=None to use it."
             )
         return encoder_features
+
+    @property
+    def record_relevance(self) -> bool:
+        """
+        Whether training forward passes keep :attr:`relevance` (set by :class:`monai_das.losses.FrameRelevanceLoss`):
+        each kept frame's logits on its own (the classifier's linear layer on its embedding, no gradient) beside the
+        sampler's scores, so a loss can teach the sampler which frames carry the class. Samplers without scores
+        (``uniform``, ``random``, ``full``, ``adps``) leave :attr:`relevance` ``None``.
+        """
+        return self._record_relevance
+
+    @record_relevance.setter
+    def record_relevance(self, value: bool) -> None:
+        self._record_relevance = bool(value)
+        self.sampler.record_scores = bool(value)
+        self.relevance = None
+
+    def pop_relevance(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """:attr:`relevance` of the last training forward pass, then forgotten (``None`` when there is none)."""
+        out, self.relevance = self.relevance, None
+        return out
 
     def to_frames(self, x: torch.Tensor) -> torch.Tensor:
         """Input as the network takes it → frame sequence ``B×T×C×H×W`` (floating input in the parameters' dtype)."""
@@ -228,13 +257,23 @@ class SubsampledClassifier(nn.Module):
         seq = self.to_frames(x)
         out = self.sampler(seq, num_samples)
         if self.sampler_gradient == "features" and self.training and out.matrix.requires_grad:
-            return self._classify_with_feature_gradient(seq, out), out.indices
-        return self.classify_frames(self.add_context(seq, out)), out.indices
+            z = self._encode_with_feature_gradient(seq, out)
+        elif self.sampler_gradient == "none" and out.matrix.requires_grad:
+            z = self.encode_frames(self.add_context(seq, SamplerOutput(out.frames.detach(), out.matrix.detach(),
+                                                                       out.indices)))
+        else:
+            z = self.encode_frames(self.add_context(seq, out))
+        scores = getattr(self.sampler, "scores", None) if self._record_relevance else None
+        if scores is not None and self.training:
+            lin = self.classifier[-1]
+            with torch.no_grad():
+                self.relevance = (F.linear(z, lin.weight, lin.bias), out.indices, scores)
+        return self.classifier(self.temporal_head(z)), out.indices
 
-    def _classify_with_feature_gradient(self, seq: torch.Tensor, out: SamplerOutput) -> torch.Tensor:
+    def _encode_with_feature_gradient(self, seq: torch.Tensor, out: SamplerOutput) -> torch.Tensor:
         """
-        Training forward of ``sampler_gradient="features"``: the kept frames are encoded as usual (same values, same
-        encoder gradient), but the sampler's straight-through gradient is taken in the encoder's feature space,
+        Frame embeddings ``B×k×E`` in training with ``sampler_gradient="features"``: the kept frames are encoded as
+        usual (same values, same encoder gradient), but the sampler's straight-through gradient is taken in the encoder's feature space,
         ``P·z_all`` with ``z_all`` the embeddings of all ``T`` frames (no gradient, encoder in eval mode), instead of
         in pixel space ``P·x``.
         """
@@ -249,5 +288,4 @@ class SubsampledClassifier(nn.Module):
             z_all = self.encode_frames(self.add_context(seq, SamplerOutput(seq, eye, steps)))
             self.encoder.train(was_training)
         proxy = out.matrix @ z_all
-        z = z + (proxy - proxy.detach())
-        return self.classifier(self.temporal_head(z))
+        return z + (proxy - proxy.detach())

@@ -1,0 +1,94 @@
+"""A classification loss plus a term that teaches a learned sampler which of the kept frames carry the class."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from monai_das.networks.utils import unwrap_network
+
+__all__ = ["FrameRelevanceLoss"]
+
+logger = logging.getLogger(__name__)
+
+
+class FrameRelevanceLoss(nn.Module):
+    """
+    ``loss(input, target) + weight · relevance``, where ``relevance`` teaches the sampler of ``network`` (a
+    :class:`~monai_das.networks.SubsampledClassifier` with a learned sampler: DAS, DPS) to rank the frames it kept
+    the way the classifier rates them one by one.
+
+    For each training item, every kept frame ``j`` is classified on its own (the classifier's linear layer on the
+    frame's embedding, no gradient): ``ℓ_j`` is its cross-entropy against the item's label, and
+    ``q = softmax(-ℓ / temperature)`` over the ``k`` kept frames says how much each frame alone supports the true
+    class. ``relevance = -Σ_j q_j · log softmax(A_kept)_j`` is the cross-entropy between ``q`` and the softmax of the
+    sampler's scores ``A`` at the kept frames (a listwise ranking loss), averaged over the batch. Only the sampler's
+    parameters receive its gradient; the encoder, head and classifier learn from ``loss`` alone.
+
+    Why: the straight-through gradient through ``P·x`` rates a frame by the inner product of the loss gradient with
+    its pixels, which favours bright, busy frames whatever they show; on data whose busiest frames carry no class
+    evidence it steers the sampler away from the evidence (benchmarks/README.md, "Frame statistics that mislead").
+    This term rates frames by what the classifier reads in them. During the encoder warm-up
+    (:class:`~monai_das.handlers.SamplerWarmupHandler`) the kept frames are random, so the sampler learns from an
+    unbiased sample of frames before it chooses.
+
+    In ``eval()`` (validation loss) and for samplers without scores (``uniform``, ``random``, ``full``, ``adps``) the
+    value is ``loss(input, target)``.
+
+    Args:
+        loss: the classification loss, e.g. ``torch.nn.CrossEntropyLoss()``.
+        network: the classifier (DDP/DataParallel wrappers are unwrapped); with ``weight > 0`` it must be a
+            :class:`~monai_das.networks.SubsampledClassifier` (else ``ValueError``), whose
+            :attr:`~monai_das.networks.SubsampledClassifier.record_relevance` is switched on.
+        weight: weight of the relevance term (``0``: ``loss`` alone, nothing recorded).
+        temperature: of the per-frame target ``q`` (smaller: the best-rated frame takes more of ``q``).
+
+    Shapes: ``input`` ``B×num_classes`` logits; ``target`` ``B`` (or ``B×1``) class indices, or ``B×num_classes``
+    class probabilities (as ``CrossEntropyLoss`` takes them).
+    """
+
+    def __init__(self, loss: nn.Module, network: nn.Module, weight: float = 1.0, temperature: float = 1.0) -> None:
+        super().__init__()
+        weight, temperature = float(weight), float(temperature)
+        if not weight >= 0:
+            raise ValueError(f"FrameRelevanceLoss: weight must be >= 0, got {weight}.")
+        if not temperature > 0:
+            raise ValueError(f"FrameRelevanceLoss: temperature must be > 0, got {temperature}.")
+        self.loss, self.weight, self.temperature = loss, weight, temperature
+        # not a submodule: the network's parameters are the trainer's, not this loss's. With weight 0 the network is
+        # not touched (any network, also one without a sampler, trains with the plain loss)
+        self.__dict__["network"] = unwrap_network(network) if weight > 0 else network
+        if weight > 0:
+            self.network.record_relevance = True
+        self._warned = False
+
+    def relevance(self, target: torch.Tensor) -> torch.Tensor | None:
+        """The relevance term of the last training forward pass of the network (``None`` when there is none)."""
+        record = self.network.pop_relevance()
+        if record is None:
+            if self.weight > 0 and self.network.training and not self._warned:
+                self._warned = True
+                logger.info(f"FrameRelevanceLoss: the {type(self.network.sampler).__name__} sampler has no frame "
+                            "scores; only the classification loss is used")
+            return None
+        frame_logits, indices, scores = record
+        b, k, c = frame_logits.shape
+        log_p = F.log_softmax(frame_logits, -1)
+        if target.is_floating_point() and target.ndim == 2 and target.shape[1] == c and c > 1:
+            per_frame = -(log_p * target[:, None, :]).sum(-1)  # class probabilities
+        else:
+            labels = target.reshape(b, -1)[:, :1].long()  # B or B×1 class indices
+            per_frame = -log_p.gather(2, labels[:, None, :].expand(b, k, 1)).squeeze(2)
+        q = F.softmax(-per_frame / self.temperature, dim=1)
+        kept = scores.gather(1, indices)
+        return -(q * F.log_softmax(kept, dim=1)).sum(1).mean()
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        value = self.loss(input, target)
+        if self.weight == 0 or not self.network.training:
+            return value
+        term = self.relevance(target)
+        return value if term is None else value + self.weight * term
