@@ -97,6 +97,9 @@ class SelectionDiagnosticsHandler:
         output_dir: folder for ``kept_positions.json``/``.png`` (``None``: not written).
         label_key: batch key of the true class (for the per-class positions).
         label_names: class names in those files (default ``"0"``, ``"1"``, ...).
+        split: name of the evaluated split (e.g. ``"test"``, or ``"val"`` when evaluate.json is run with
+            ``--validate#split val``), written into ``kept_positions.json`` and the plot's title; the file names keep
+            ``prefix``.
     """
 
     def __init__(
@@ -110,8 +113,10 @@ class SelectionDiagnosticsHandler:
         output_dir: str | os.PathLike | None = None,
         label_key: str = "label",
         label_names: Sequence[str] | None = None,
+        split: str | None = None,
     ) -> None:
         self.indices = SampledIndicesHandler(network, output_key="_kept_indices")
+        self.split = split
         self.prob_key = prob_key
         self.evidence_keys = tuple(evidence_keys)
         self.prefix = prefix
@@ -217,11 +222,13 @@ class SelectionDiagnosticsHandler:
             if n:
                 curves[name], items[name] = (table[row, :t] / n).tolist(), n
         stem = self.output_dir / f"{self.prefix}kept_positions"
-        write_json_atomic({"epoch": int(engine.state.epoch), "num_frames": t, "items": items, "kept_fraction": curves},
-                          stem.with_suffix(".json"))
+        record = {"epoch": int(engine.state.epoch), "num_frames": t, "items": items, "kept_fraction": curves}
+        if self.split is not None:
+            record["split"] = self.split
+        write_json_atomic(record, stem.with_suffix(".json"))
+        where = f"{self.split} split" if self.split is not None else (self.prefix.rstrip("_") or "kept")
         plot_kept_positions(curves, stem.with_suffix(".png"), items=items,
-                            title=f"{self.prefix.rstrip('_') or 'kept'}: fraction of the {items['all']} items that kept "
-                                  "each position")
+                            title=f"{where}: fraction of the {items['all']} items that kept each position")
 
 
 def _position_counts(kept_sets: Sequence[set], num_frames: int) -> torch.Tensor:

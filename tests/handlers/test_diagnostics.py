@@ -135,10 +135,12 @@ def test_warmup_epochs_never_best(tmp_path, caplog, method, vetoed):
 
 def test_kept_positions_written_per_class(tmp_path):
     net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
-    diag = SelectionDiagnosticsHandler(net, prefix="test_", output_dir=tmp_path, label_names=["neg", "pos"])
+    diag = SelectionDiagnosticsHandler(net, prefix="test_", output_dir=tmp_path, label_names=["neg", "pos"],
+                                       split="val")
     _evaluator(net, _data(), [diag]).run()
     out = json.loads((tmp_path / "test_kept_positions.json").read_text())
     assert out["num_frames"] == 8 and out["items"] == {"all": 6, "neg": 3, "pos": 3}
+    assert out["split"] == "val"  # evaluate.json run on the validation split says so
     # uniform keeps slices 1, 3, 5, 7 of every volume, whatever its class
     assert out["kept_fraction"]["all"] == out["kept_fraction"]["pos"] == [0.0, 1.0] * 4
     assert (tmp_path / "test_kept_positions.png").read_bytes()[:4] == b"\x89PNG"
