@@ -26,7 +26,8 @@ def sampler_warming_up(network: torch.nn.Module) -> bool:
 class SamplerWarmupHandler:
     """
     For the first ``epochs`` training epochs, a learned sampler (``DAS``, ``DPS``) keeps ``k`` frames drawn uniformly at
-    random (``sampler.warming_up``) and gets no gradient, so the frame encoder and head first learn what the class
+    random (``sampler.warming_up``) and gets no straight-through gradient (with
+    :class:`~monai_das.losses.FrameRelevanceLoss` on, its scores still learn from the random frames), so the frame encoder and head first learn what the class
     evidence looks like on random subsets; from epoch ``epochs + 1`` on the sampler chooses and learns.
 
     Why: the sampler learns through the straight-through gradient of the classification loss, which says which

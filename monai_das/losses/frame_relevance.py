@@ -36,11 +36,20 @@ class FrameRelevanceLoss(nn.Module):
     unbiased sample of frames before it chooses.
 
     In ``eval()`` (validation loss) and for samplers without scores (``uniform``, ``random``, ``full``, ``adps``) the
-    value is ``loss(input, target)``.
+    value is ``loss(input, target)``. The term weighs every item alike (the wrapped loss's class weights do not apply
+    to it); items whose label is outside ``0..C-1`` (an ``ignore_index``) are left out of it. With ``k = 1`` it is 0
+    (one kept frame has nothing to be ranked against). The network's training output carries the scores at weight 0,
+    so ``DistributedDataParallel`` counts the sampler as used; ``nn.DataParallel`` over several devices is refused
+    (its replicas' records are lost).
+
+    Raises:
+        ValueError: ``weight < 0`` or ``temperature <= 0``; ``weight > 0`` with a network without a sampler;
+            ``sampler_gradient="none"`` with ``weight == 0`` or a learned sampler without scores (``adps``): the
+            sampler would never learn; ``nn.DataParallel`` over several devices.
 
     Args:
         loss: the classification loss, e.g. ``torch.nn.CrossEntropyLoss()``.
-        network: the classifier (DDP/DataParallel wrappers are unwrapped); with ``weight > 0`` it must be a
+        network: the classifier (DDP wrappers are unwrapped); with ``weight > 0`` it must be a
             :class:`~monai_das.networks.SubsampledClassifier` (else ``ValueError``), whose
             :attr:`~monai_das.networks.SubsampledClassifier.record_relevance` is switched on.
         weight: weight of the relevance term (``0``: ``loss`` alone, nothing recorded).
@@ -58,6 +67,17 @@ class FrameRelevanceLoss(nn.Module):
         if not temperature > 0:
             raise ValueError(f"FrameRelevanceLoss: temperature must be > 0, got {temperature}.")
         self.loss, self.weight, self.temperature = loss, weight, temperature
+        if isinstance(network, nn.DataParallel) and len(network.device_ids or []) > 1:
+            raise ValueError("FrameRelevanceLoss: nn.DataParallel over several devices runs replicas whose records are "
+                             "lost; use DistributedDataParallel (multi_gpu_train.json).")
+        inner = unwrap_network(network, require_sampler=False)
+        sampler = getattr(inner, "sampler", None)
+        if getattr(inner, "sampler_gradient", None) == "none" and getattr(sampler, "learnable", False):
+            if weight == 0 or not getattr(sampler, "has_scores", False):
+                why = "relevance weight is 0" if weight == 0 else f"{type(sampler).__name__} has no frame scores"
+                raise ValueError(f"sampler_gradient='none' with this loss would leave the sampler untrained ({why}): "
+                                 "give the relevance term a weight > 0 with das or dps, or use sampler_gradient "
+                                 "'pixels'.")
         # not a submodule: the network's parameters are the trainer's, not this loss's. With weight 0 the network is
         # not touched (any network, also one without a sampler, trains with the plain loss)
         self.__dict__["network"] = unwrap_network(network) if weight > 0 else network
@@ -71,20 +91,24 @@ class FrameRelevanceLoss(nn.Module):
         if record is None:
             if self.weight > 0 and self.network.training and not self._warned:
                 self._warned = True
-                logger.info(f"FrameRelevanceLoss: the {type(self.network.sampler).__name__} sampler has no frame "
-                            "scores; only the classification loss is used")
+                logger.info(f"FrameRelevanceLoss: no frame scores were recorded in training (the "
+                            f"{type(self.network.sampler).__name__} sampler keeps none); only the classification "
+                            "loss is used")
             return None
         frame_logits, indices, scores = record
         b, k, c = frame_logits.shape
         log_p = F.log_softmax(frame_logits, -1)
         if target.is_floating_point() and target.ndim == 2 and target.shape[1] == c and c > 1:
             per_frame = -(log_p * target[:, None, :]).sum(-1)  # class probabilities
+            valid = torch.ones(b, dtype=torch.bool, device=target.device)
         else:
             labels = target.reshape(b, -1)[:, :1].long()  # B or B×1 class indices
-            per_frame = -log_p.gather(2, labels[:, None, :].expand(b, k, 1)).squeeze(2)
+            valid = (labels[:, 0] >= 0) & (labels[:, 0] < c)  # an ignore_index (-100) item teaches nothing
+            per_frame = -log_p.gather(2, labels.clamp(0, c - 1)[:, None, :].expand(b, k, 1)).squeeze(2)
         q = F.softmax(-per_frame / self.temperature, dim=1)
         kept = scores.gather(1, indices)
-        return -(q * F.log_softmax(kept, dim=1)).sum(1).mean()
+        per_item = -(q * F.log_softmax(kept, dim=1)).sum(1)
+        return (per_item * valid).sum() / valid.sum().clamp(min=1)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         value = self.loss(input, target)

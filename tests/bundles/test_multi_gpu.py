@@ -40,7 +40,10 @@ def _digest(state: dict) -> str:
     return h.hexdigest()
 
 
-def test_torchrun_two_ranks(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--relevance_weight", "1.0", "--sampler_gradient", "none"]],
+                         ids=["default", "relevance"])
+def test_torchrun_two_ranks(tmp_path, extra):
+    """``relevance``: the sampler learns only through FrameRelevanceLoss's side record; DDP must still see it used."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists() and shutil.which("torchrun") is None:
         pytest.skip("torchrun not found")
@@ -51,7 +54,7 @@ def test_torchrun_two_ranks(tmp_path):
                   str(_free_port()), "-m", "monai.bundle", "run",
                   "--config_file", config_arg(TRAIN, MULTI_GPU, str(overlay)), "--meta_file", META,
                   "--logging_file", LOGGING, "--bundle_root", str(root), "--max_epochs", "1", "--num_train", "16",
-                  "--num_val", "6", "--batch_size", "4", "--num_figures", "1", "--progress_bar", "False"],
+                  "--num_val", "6", "--batch_size", "4", "--num_figures", "1", "--progress_bar", "False", *extra],
                  timeout=600)
     ranks = [torch.load(root / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert _digest(ranks[0]) == _digest(ranks[1])  # DDP kept the replicas identical

@@ -164,7 +164,7 @@ def test_class_counts_and_weights(tmp_path):
     parser.update({"bundle_root": str(tmp_path), "size": 8, "num_train": 12, "class_weights": "balanced"})
     loss = parser.get_parsed_content("loss")
     counts = parser.get_parsed_content("source").class_counts("train")
-    assert torch.allclose(loss.weight, torch.tensor([12 / (2 * c) for c in counts]))
+    assert torch.allclose(loss.loss.weight, torch.tensor([12 / (2 * c) for c in counts]))  # the wrapped CE's
     parser.update({"class_weights": None})
     parser.parse(True)
-    assert parser.get_parsed_content("loss").weight is None
+    assert parser.get_parsed_content("loss").loss.weight is None

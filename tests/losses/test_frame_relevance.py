@@ -142,7 +142,7 @@ def test_samplers_without_scores_use_the_base_loss(caplog):
     with caplog.at_level(logging.INFO):
         assert torch.equal(loss(out, y), CE()(out, y))
         loss(net(x), y)
-    assert sum("has no frame scores" in r.message for r in caplog.records) == 1
+    assert sum("no frame scores were recorded" in r.message for r in caplog.records) == 1
 
 
 def test_no_gradient_no_record():
@@ -161,3 +161,44 @@ def test_no_gradient_no_record():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FrameRelevanceLoss(CE(), _net(), **kwargs)
+
+
+def test_sampler_gradient_none_needs_the_term():
+    """``sampler_gradient="none"`` leaves the term as the sampler's only teacher: refused where it cannot teach."""
+    with pytest.raises(ValueError, match="relevance weight is 0"):
+        FrameRelevanceLoss(CE(), _net(sampler_gradient="none"), weight=0.0)
+    with pytest.raises(ValueError, match="ADPSSampler has no frame scores"):
+        FrameRelevanceLoss(CE(), _net("adps", sampler_gradient="none"), weight=1.0)
+    FrameRelevanceLoss(CE(), _net("uniform", sampler_gradient="none"), weight=0.0)  # nothing to train: fine
+
+
+def test_ignored_labels_are_left_out():
+    net = _net()
+    loss = FrameRelevanceLoss(CE(ignore_index=-100), net)
+    x, y = _batch()
+    net.train()
+    net(x)
+    frame_logits, indices, scores = net.relevance
+    masked = loss.relevance(torch.tensor([0, -100, -100, -100]))
+    net.relevance = (frame_logits[:1], indices[:1], scores[:1])
+    first = loss.relevance(y[:1])
+    assert torch.isfinite(masked) and torch.allclose(masked, first)
+
+
+def test_records_do_not_outlive_their_pass():
+    """A record is replaced by every forward pass (none without gradient), and consuming it frees the sampler's
+    scores, so the network can be deep-copied (EMA/SWA copies) after a step."""
+    import copy
+
+    net = _net()
+    loss = FrameRelevanceLoss(CE(), net)
+    x, y = _batch()
+    net.train()
+    net(x)
+    assert net.relevance is not None
+    with torch.no_grad():
+        net(x)
+    assert net.relevance is None
+    loss(net(x), y).backward()
+    assert net.sampler.scores is None
+    copy.deepcopy(net)

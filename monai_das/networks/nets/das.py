@@ -57,6 +57,7 @@ class DASampler(BaseSampler):
 
     learnable = True
     supports_warmup = True
+    has_scores = True
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ class DPSSampler(BaseSampler):
 
     learnable = True
     supports_warmup = True
+    has_scores = True
 
     def __init__(self, num_samples: int, num_frames: int, tau: float = 1.0) -> None:
         super().__init__(num_samples)

@@ -81,12 +81,15 @@ class BaseSampler(nn.Module):
     export_any_k: bool = True
     #: whether ``warming_up`` changes training (DAS, DPS: random subsets while the encoder warms up)
     supports_warmup: bool = False
+    #: whether the sampler keeps one score per frame in :attr:`scores` when :attr:`record_scores` is on (DAS, DPS)
+    has_scores: bool = False
 
     def __init__(self, num_samples: int) -> None:
         super().__init__()
         self.num_samples = check_count(num_samples, "num_samples (k)")
         #: in training, keep ``k`` frames drawn uniformly at random instead of the learned choice (the sampler gets no
-        #: gradient): the encoder warm-up of :class:`monai_das.handlers.SamplerWarmupHandler`. No effect in eval.
+        #: straight-through gradient; only :class:`monai_das.losses.FrameRelevanceLoss`, when on, teaches its scores):
+        #: the encoder warm-up of :class:`monai_das.handlers.SamplerWarmupHandler`. No effect in eval.
         self.warming_up = False
         #: in training with gradients, learnable samplers keep their frame scores (``B×T`` logits) of the last
         #: forward pass in :attr:`scores`, for a loss on the selection (:class:`monai_das.losses.FrameRelevanceLoss`)

@@ -183,6 +183,7 @@ class SubsampledClassifier(nn.Module):
     def pop_relevance(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """:attr:`relevance` of the last training forward pass, then forgotten (``None`` when there is none)."""
         out, self.relevance = self.relevance, None
+        self.sampler.scores = None  # a non-leaf tensor kept on the module would block copy.deepcopy (EMA copies)
         return out
 
     def to_frames(self, x: torch.Tensor) -> torch.Tensor:
@@ -263,12 +264,18 @@ class SubsampledClassifier(nn.Module):
                                                                        out.indices)))
         else:
             z = self.encode_frames(self.add_context(seq, out))
-        scores = getattr(self.sampler, "scores", None) if self._record_relevance else None
-        if scores is not None and self.training:
-            lin = self.classifier[-1]
-            with torch.no_grad():
-                self.relevance = (F.linear(z, lin.weight, lin.bias), out.indices, scores)
-        return self.classifier(self.temporal_head(z)), out.indices
+        logits = self.classifier(self.temporal_head(z))
+        if self._record_relevance:
+            self.relevance = None  # never a record of an earlier pass
+            scores = getattr(self.sampler, "scores", None)
+            if scores is not None and self.training:
+                lin = self.classifier[-1]
+                with torch.no_grad():
+                    self.relevance = (F.linear(z, lin.weight, lin.bias), out.indices, scores)
+                # the scores reach the loss through `relevance`; adding them at zero weight puts the sampler in the
+                # output's graph, so DistributedDataParallel counts its parameters as used (warm-up, "none")
+                logits = logits + 0.0 * scores.sum()
+        return logits, out.indices
 
     def _encode_with_feature_gradient(self, seq: torch.Tensor, out: SamplerOutput) -> torch.Tensor:
         """
