@@ -109,23 +109,29 @@ def test_context_frames_bad_values():
                              2, context_frames=1, in_channels=1)
 
 
+def _one_step(x: torch.Tensor, mode: str, context: int = 0):
+    """A DAS classifier (same initial weights and Gumbel draw for every mode) after one backward of the CE loss."""
+    torch.manual_seed(0)
+    net = build_classifier("das", 2, num_frames=8, keep_ratio=0.5, context_frames=context, sampler_gradient=mode)
+    torch.manual_seed(1)
+    logits = net.train()(x)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1])).backward()
+    return net, logits
+
+
+def _assert_same_encoder_step(a_net, a_logits, b_net, b_logits):
+    torch.testing.assert_close(b_logits, a_logits)
+    for (name, a), b in zip(a_net.encoder.named_parameters(), b_net.encoder.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+
+
 @pytest.mark.parametrize("context", [0, 1])
 def test_sampler_gradient_in_feature_space(context):
     """``sampler_gradient="features"``: same logits and encoder gradient as ``"pixels"``, BN statistics untouched by
     the extra pass over all frames, a sampler gradient that differs (taken through the frame embeddings), eval alike."""
     x = torch.rand(3, 1, 8, 16, 16)
-    runs = {}
-    for mode in ("pixels", "features"):
-        torch.manual_seed(0)
-        net = build_classifier("das", 2, num_frames=8, keep_ratio=0.5, context_frames=context, sampler_gradient=mode)
-        torch.manual_seed(1)
-        logits = net.train()(x)
-        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1])).backward()
-        runs[mode] = (net, logits)
-    (pix, lp), (feat, lf) = runs["pixels"], runs["features"]
-    torch.testing.assert_close(lf, lp)
-    for (name, a), b in zip(pix.encoder.named_parameters(), feat.encoder.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    (pix, lp), (feat, lf) = _one_step(x, "pixels", context), _one_step(x, "features", context)
+    _assert_same_encoder_step(pix, lp, feat, lf)
     for a, b in zip(pix.encoder.buffers(), feat.encoder.buffers()):  # running statistics: kept frames only
         torch.testing.assert_close(b, a)
     g_pix, g_feat = pix.sampler.base_score.grad, feat.sampler.base_score.grad
@@ -137,18 +143,8 @@ def test_sampler_gradient_in_feature_space(context):
 def test_sampler_gradient_none():
     """``sampler_gradient="none"``: same logits and encoder gradient, no straight-through gradient to the sampler."""
     x = torch.rand(3, 1, 8, 16, 16)
-    nets = {}
-    for mode in ("pixels", "none"):
-        torch.manual_seed(0)
-        net = build_classifier("das", 2, num_frames=8, keep_ratio=0.5, sampler_gradient=mode)
-        torch.manual_seed(1)
-        logits = net.train()(x)
-        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1])).backward()
-        nets[mode] = (net, logits)
-    (pix, lp), (none, ln) = nets["pixels"], nets["none"]
-    torch.testing.assert_close(ln, lp)
-    for (name, a), b in zip(pix.encoder.named_parameters(), none.encoder.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    (pix, lp), (none, ln) = _one_step(x, "pixels"), _one_step(x, "none")
+    _assert_same_encoder_step(pix, lp, none, ln)
     assert pix.sampler.base_score.grad.abs().sum() > 0
     assert all(p.grad is None for p in none.sampler.parameters())
 
