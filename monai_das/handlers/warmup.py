@@ -27,8 +27,9 @@ class SamplerWarmupHandler:
     """
     For the first ``epochs`` training epochs, a learned sampler (``DAS``, ``DPS``) keeps ``k`` frames drawn uniformly at
     random (``sampler.warming_up``) and gets no straight-through gradient (with
-    :class:`~monai_das.losses.FrameRelevanceLoss` on, its scores still learn from the random frames), so the frame encoder and head first learn what the class
-    evidence looks like on random subsets; from epoch ``epochs + 1`` on the sampler chooses and learns.
+    :class:`~monai_das.losses.FrameRelevanceLoss` on, its scores still learn from the random frames), so the frame
+    encoder and head first learn what the class evidence looks like on random subsets; from epoch ``epochs + 1`` on
+    the sampler chooses and learns.
 
     Why: the sampler learns through the straight-through gradient of the classification loss, which says which
     frames *the encoder* finds useful. An untrained encoder finds none, so an unlucky initial choice that misses the

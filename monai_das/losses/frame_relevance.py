@@ -70,7 +70,7 @@ class FrameRelevanceLoss(nn.Module):
         if isinstance(network, nn.DataParallel) and len(network.device_ids or []) > 1:
             raise ValueError("FrameRelevanceLoss: nn.DataParallel over several devices runs replicas whose records are "
                              "lost; use DistributedDataParallel (multi_gpu_train.json).")
-        inner = unwrap_network(network, require_sampler=False)
+        inner = unwrap_network(network, require_sampler=weight > 0)  # the term needs a SubsampledClassifier
         sampler = getattr(inner, "sampler", None)
         if getattr(inner, "sampler_gradient", None) == "none" and getattr(sampler, "learnable", False):
             if weight == 0 or not getattr(sampler, "has_scores", False):
@@ -80,7 +80,7 @@ class FrameRelevanceLoss(nn.Module):
                                  "'pixels'.")
         # not a submodule: the network's parameters are the trainer's, not this loss's. With weight 0 the network is
         # not touched (any network, also one without a sampler, trains with the plain loss)
-        self.__dict__["network"] = unwrap_network(network) if weight > 0 else network
+        self.__dict__["network"] = inner if weight > 0 else network
         if weight > 0:
             self.network.record_relevance = True
         self._warned = False

@@ -115,10 +115,9 @@ class DASampler(BaseSampler):
 
     def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
         warm = self.training and self.warming_up
-        if warm and not self.record_scores:  # encoder warm-up: k frames at random, no sampler gradient
-            return gumbel_top_k(x.new_zeros(x.shape[:2]), num_samples, noisy=True)
-        logits, tau = self.logits_and_temperature(x)
-        self.keep_scores(logits)
-        if warm:  # random frames; the scores still learn from the relevance loss
+        if not warm or self.record_scores:  # in the warm-up only a relevance loss needs the scores
+            logits, tau = self.logits_and_temperature(x)
+            self.keep_scores(logits)
+        if warm:  # encoder warm-up: k frames at random, no straight-through gradient
             return gumbel_top_k(x.new_zeros(x.shape[:2]), num_samples, noisy=True)
         return gumbel_top_k(logits, num_samples, tau, noisy=self.training)

@@ -44,8 +44,7 @@ class DPSSampler(BaseSampler):
 
     def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits[None].expand(x.shape[0], self.num_frames)
-        if self.training and self.warming_up:  # encoder warm-up: k frames at random, no sampler gradient
-            self.keep_scores(logits)  # but the relevance loss, when on, still teaches the logits
+        self.keep_scores(logits)  # a relevance loss, when on, teaches the logits (also in the warm-up)
+        if self.training and self.warming_up:  # encoder warm-up: k frames at random, no straight-through gradient
             return gumbel_top_k(x.new_zeros(x.shape[:2]), num_samples, noisy=True)
-        self.keep_scores(logits)
         return gumbel_top_k(logits, num_samples, self.tau, noisy=self.training)

@@ -27,6 +27,10 @@ class SamplerOutput(NamedTuple):
     matrix: torch.Tensor
     indices: torch.Tensor
 
+    def detach(self) -> "SamplerOutput":
+        """The same choice without the straight-through gradient (frames and matrix detached)."""
+        return SamplerOutput(self.frames.detach(), self.matrix.detach(), self.indices)
+
 
 def is_exporting() -> bool:
     """True while tracing, scripting or exporting to ONNX (data-dependent checks are skipped then)."""

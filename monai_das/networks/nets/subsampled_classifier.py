@@ -237,7 +237,11 @@ class SubsampledClassifier(nn.Module):
         Logits ``B×num_classes`` from the encoder input of the kept frames, ``B×k×C'×H×W`` (``C' = C`` without
         context frames, else :meth:`add_context`'s ``C·(2c+1)``; floating frames cast as in :meth:`to_frames`).
         """
-        return self.classifier(self.temporal_head(self.encode_frames(frames)))
+        return self.classify_embeddings(self.encode_frames(frames))
+
+    def classify_embeddings(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits ``B×num_classes`` from the frame embeddings ``B×k×E`` (temporal head, then the classifier)."""
+        return self.classifier(self.temporal_head(z))
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Frame embeddings ``B×k×E`` of the encoder input ``B×k×C'×H×W`` (cast as in :meth:`to_frames`)."""
@@ -259,12 +263,9 @@ class SubsampledClassifier(nn.Module):
         out = self.sampler(seq, num_samples)
         if self.sampler_gradient == "features" and self.training and out.matrix.requires_grad:
             z = self._encode_with_feature_gradient(seq, out)
-        elif self.sampler_gradient == "none" and out.matrix.requires_grad:
-            z = self.encode_frames(self.add_context(seq, SamplerOutput(out.frames.detach(), out.matrix.detach(),
-                                                                       out.indices)))
         else:
-            z = self.encode_frames(self.add_context(seq, out))
-        logits = self.classifier(self.temporal_head(z))
+            z = self.encode_frames(self.add_context(seq, out.detach() if self.sampler_gradient == "none" else out))
+        logits = self.classify_embeddings(z)
         if self._record_relevance:
             self.relevance = None  # never a record of an earlier pass
             scores = getattr(self.sampler, "scores", None)
@@ -280,12 +281,11 @@ class SubsampledClassifier(nn.Module):
     def _encode_with_feature_gradient(self, seq: torch.Tensor, out: SamplerOutput) -> torch.Tensor:
         """
         Frame embeddings ``B×k×E`` in training with ``sampler_gradient="features"``: the kept frames are encoded as
-        usual (same values, same encoder gradient), but the sampler's straight-through gradient is taken in the encoder's feature space,
-        ``P·z_all`` with ``z_all`` the embeddings of all ``T`` frames (no gradient, encoder in eval mode), instead of
-        in pixel space ``P·x``.
+        usual (same values, same encoder gradient), but the sampler's straight-through gradient is taken in the
+        encoder's feature space, ``P·z_all`` with ``z_all`` the embeddings of all ``T`` frames (no gradient, encoder in
+        eval mode), instead of in pixel space ``P·x``.
         """
-        hard = SamplerOutput(out.frames.detach(), out.matrix.detach(), out.indices)
-        z = self.encode_frames(self.add_context(seq, hard))
+        z = self.encode_frames(self.add_context(seq, out.detach()))
         b, t = seq.shape[:2]
         with torch.no_grad():
             eye = torch.eye(t, dtype=out.matrix.dtype, device=seq.device).expand(b, t, t)
