@@ -76,8 +76,8 @@ class FrameRelevanceLoss(nn.Module):
             if weight == 0 or not getattr(sampler, "has_scores", False):
                 why = "relevance weight is 0" if weight == 0 else f"{type(sampler).__name__} has no frame scores"
                 raise ValueError(f"sampler_gradient='none' with this loss would leave the sampler untrained ({why}): "
-                                 "give the relevance term a weight > 0 (bundle: relevance_weight) with das or dps, or use sampler_gradient "
-                                 "'pixels'.")
+                                 "give the relevance term a weight > 0 (bundle: relevance_weight) with das or dps, "
+                                 "or use sampler_gradient 'pixels'.")
         # not a submodule: the network's parameters are the trainer's, not this loss's. With weight 0 the network is
         # not touched (any network, also one without a sampler, trains with the plain loss)
         self.__dict__["network"] = inner if weight > 0 else network
