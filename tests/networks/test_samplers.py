@@ -206,9 +206,24 @@ def test_frame_features_onnx_graph_has_no_pow():
     import io
 
     buf = io.BytesIO()
-    torch.onnx.export(Wrap(), (torch.rand(1, 6, 1, 12, 12),), buf, dynamo=True, optimize=True)
+    torch.onnx.export(Wrap(), (torch.rand(1, 6, 1, 64, 64),), buf, dynamo=True, optimize=True)
     ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
-    assert "Pow" not in ops and "Conv" in ops
+    # 64 → 32 (feature_size) and the scale-2 pooling are strided depthwise Conv: ONNX Runtime's AveragePool (opset
+    # >= 19) is a generic kernel several times slower
+    assert "Pow" not in ops and "Conv" in ops and "AveragePool" not in ops
+
+
+def test_frame_features_area_pool_matches_average_pooling():
+    import torch.nn.functional as F
+
+    from monai_das.networks.blocks.frame_features import _area_pool
+
+    x = torch.rand(2, 5, 3, 64, 48)
+    flat = x.reshape(10, 3, 64, 48)
+    torch.testing.assert_close(_area_pool(x, 32, 24), F.avg_pool2d(flat, 2).reshape(2, 5, 3, 32, 24))
+    torch.testing.assert_close(_area_pool(x, 16, 16), F.adaptive_avg_pool2d(flat, (16, 16)).reshape(2, 5, 3, 16, 16))
+    # not a divisor: adaptive average pooling (overlapping bins)
+    torch.testing.assert_close(_area_pool(x, 20, 20), F.adaptive_avg_pool2d(flat, (20, 20)).reshape(2, 5, 3, 20, 20))
 
 
 def test_gumbel_top_k_eval_is_top_k_and_rows_have_straight_through_gradients():
