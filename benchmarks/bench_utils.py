@@ -143,22 +143,29 @@ def write_csv(rows: Sequence[Mapping[str, Any]], filepath: str | os.PathLike) ->
     return str(filepath)
 
 
-def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                     block: int = 1) -> dict[str, list[float]]:
     """
-    Wall time (s) of each callable, measured in ``repeats`` interleaved rounds (one call of every callable per
-    round, after ``warmup`` untimed rounds), so that load changes on a shared machine hit all of them alike.
+    Wall time (s) of each callable, measured in ``repeats`` interleaved rounds (``block`` consecutive calls of every
+    callable per round, after ``warmup`` untimed rounds), so that load changes on a shared machine hit all of them
+    alike. A round's time of a callable is the best of its ``block`` calls: with ``block > 1`` the first call after a
+    switch absorbs what the previous callable leaves behind (thread pools still spinning, caches), which would
+    otherwise be charged to whichever callable comes next.
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    if repeats < 1 or block < 1:
+        raise ValueError(f"repeats and block must be >= 1, got repeats={repeats}, block={block}.")
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            best = float("inf")
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t0)
+            times[name].append(best)
     return times
 
 

@@ -1,7 +1,10 @@
 """Inference on the engines the product ships (eager PyTorch vs ONNX Runtime), folder throughput, training epoch time.
 
 Everything is measured side by side in one run (interleaved rounds: every round calls each case once, so a load
-change on a shared machine hits all cases alike; latency tables give the best round, the CSV the medians too):
+change on a shared machine hits all cases alike; latency tables give the best round, the CSV the medians too; the
+eager cases and the ONNX Runtime cases are interleaved among themselves, one engine after the other, the ONNX Runtime
+ones in blocks of ``--block`` calls, the best of each block counting, so that no case pays for the threads the
+previous engine or session leaves spinning):
 
 1. **Latency per method and engine** at batch 1 and batch 16, eval mode, for each scenario of ``cost.py``
    (``vol28``: 28³ volumes k=14; ``vol64``: 64³ k=32; ``video64``: 64 frames of 112² k=32): eager PyTorch and ONNX
@@ -30,6 +33,7 @@ Options: ``--out DIR``, ``--threads N [N ...]`` (torch and ONNX Runtime intra-op
 with, default 2 and 1: on a shared 2-core VM the second core is often busy and 2-thread timings scatter; the first
 count is used for the folder and training parts), ``--scenarios``, ``--methods``,
 ``--repeats N`` (timed rounds at batch 16, default 5), ``--repeats-b1 N`` (rounds at batch 1, default 30),
+``--block N`` (consecutive ONNX Runtime calls per case and round, the best counting; default 3),
 ``--studies N`` (default 500), ``--epochs N`` (timed training epochs per variant, default 2), ``--no-latency``,
 ``--no-folder``,
 ``--no-training``, ``--smoke``.
@@ -101,16 +105,21 @@ def measure_latency(sc: Scenario, methods: list[str], args: argparse.Namespace, 
         gen = torch.Generator().manual_seed(0)
         for batch, repeats in ((1, args.repeats_b1), (args.batch, args.repeats)):
             x = torch.rand(batch, *item, generator=gen)
-            fns = {}
+            eager_fns, ort_fns = {}, {}
             for m, (net, ort_net) in runners.items():
                 def eager(net=net):
                     with torch.no_grad():
                         net(x)
-                fns[(m, "eager")] = eager
-                fns[(m, "onnxruntime")] = lambda r=ort_net: r.forward_with_indices(x)
+                eager_fns[(m, "eager")] = eager
+                ort_fns[(m, "onnxruntime")] = lambda r=ort_net: r.forward_with_indices(x)
             log(f"[latency] {sc.name}: {n_threads} thread(s), batch {batch}, {repeats} interleaved rounds of "
-                f"{len(fns)} cases")
-            times = time_interleaved(fns, repeats, warmup=2)
+                f"{len(eager_fns)} eager cases, then of {len(ort_fns)} ONNX Runtime cases (blocks of {args.block})")
+            # one engine at a time, in blocks: torch's OpenMP threads spin for a while after a call and each ONNX
+            # Runtime session has its own spinning pool, so a case timed right after another engine or session
+            # would be charged for its threads (a single session in a process, what a user runs, has none of that)
+            times = time_interleaved(eager_fns, repeats, warmup=2)
+            time.sleep(0.5)
+            times.update(time_interleaved(ort_fns, repeats, warmup=2, block=args.block))
             # best of the rounds: other processes on a shared machine only ever add time (medians in the CSV)
             best = {key: min(v) for key, v in times.items()}
             medians = {key: _median(v) for key, v in times.items()}
@@ -320,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--repeats-b1", type=int, default=30)
+    ap.add_argument("--block", type=int, default=3)
     ap.add_argument("--studies", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--no-latency", action="store_true")
@@ -328,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.batch, args.repeats, args.repeats_b1, args.studies, args.epochs = 4, 1, 2, 12, 1
+        args.batch, args.repeats, args.repeats_b1, args.studies, args.epochs, args.block = 4, 1, 2, 12, 1, 2
     torch.set_num_threads(args.threads[0])
     table = SMOKE_SCENARIOS if args.smoke else SCENARIOS
     names = args.scenarios or list(table)

@@ -18,6 +18,14 @@ def test_time_interleaved_calls_in_rounds(bench_utils):
     assert all(t >= 0 for v in times.values() for t in v)
     with pytest.raises(ValueError, match="repeats"):
         bench_utils.time_interleaved({"a": lambda: None}, repeats=0)
+    # blocks: consecutive calls of one callable per round, one time (the best of the block) per round
+    calls.clear()
+    times = bench_utils.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                         repeats=2, warmup=0, block=3)
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert all(len(v) == 2 for v in times.values())
+    with pytest.raises(ValueError, match="block"):
+        bench_utils.time_interleaved({"a": lambda: None}, repeats=1, block=0)
 
 
 def test_summarize_times(bench_utils):
