@@ -211,6 +211,18 @@ def test_frame_features_onnx_graph_has_no_pow():
     # 64 → 32 (feature_size) and the scale-2 pooling are strided depthwise Conv: ONNX Runtime's AveragePool (opset
     # >= 19) is a generic kernel several times slower
     assert "Pow" not in ops and "Conv" in ops and "AveragePool" not in ops
+    # 40 → 32 (overlapping bins): adaptive pooling as two matrix products in the graph, not a gather of every window;
+    # ONNX Runtime gives the eager values
+    import onnxruntime as ort
+
+    x = torch.rand(2, 5, 3, 40, 40)
+    buf = io.BytesIO()
+    torch.onnx.export(Wrap(), (x,), buf, dynamo=True, optimize=True, input_names=["x"])
+    graph = onnx.load_from_string(buf.getvalue())
+    ops = {n.op_type for n in graph.graph.node}
+    assert "GatherND" not in ops and "MatMul" in ops
+    (got,) = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), Wrap()(x), atol=1e-4, rtol=1e-4)
 
 
 def test_frame_features_area_pool_matches_average_pooling():
