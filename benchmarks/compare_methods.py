@@ -636,11 +636,27 @@ def paired_differences(results: Sequence[dict[str, Any]], reference: str = "das"
     return rows
 
 
-def paired_table(rows: Sequence[dict[str, Any]], with_dataset: bool = False) -> str:
-    """Markdown table of :func:`paired_differences` rows."""
+def headroom_differences(results: Sequence[dict[str, Any]], metric: str = "auc") -> list[dict[str, Any]]:
+    """
+    ``full − uniform`` of ``metric`` at each keep ratio uniform was run with, paired by seed and fold as in
+    :func:`paired_differences`: what every frame adds over ``k`` evenly spaced ones, the room a learned sampler has
+    above uniform (a sampler at keep ``r`` can beat uniform by more only where the subset it picks beats the whole
+    sequence).
+    """
+    ratios = {(r["dataset"], float(r["keep_ratio"])) for r in results if r["method"] == "uniform"}
+    at_ratios = [dict(r, keep_ratio=ratio) for r in results if r["method"] == "full"
+                 for ds, ratio in sorted(ratios) if ds == r["dataset"]]
+    return paired_differences(at_ratios + [r for r in results if r["method"] == "uniform"], reference="full",
+                              against=("uniform",), metric=metric)
+
+
+def paired_table(rows: Sequence[dict[str, Any]], with_dataset: bool = False, reference: str = "DAS") -> str:
+    """Markdown table of :func:`paired_differences` rows (``reference``: the first method, for the headers)."""
+    keeps = "uniform keeps" if reference == "full" else f"{reference} keeps"
     cols = ([("dataset", "dataset")] if with_dataset else []) + [
-        ("keep", "DAS keeps"), ("comparison", "difference"), ("pairs", "pairs"), ("mean", "mean"),
-        ("ci", "95 % interval"), ("wins", "DAS better"), ("verdict", "interval"), ("diffs", "per seed / fold")]
+        ("keep", keeps), ("comparison", "difference"), ("pairs", "pairs"), ("mean", "mean"),
+        ("ci", "95 % interval"), ("wins", f"{reference} better"), ("verdict", "interval"),
+        ("diffs", "per seed / fold")]
     return markdown_table([{
         **r, "keep": f"{100 * r['keep_ratio']:.0f}%", "mean": f"{r['mean_diff']:+.3f}",
         "ci": "n/a" if math.isnan(r["ci95_low"]) else f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]",
@@ -842,10 +858,20 @@ def _paired_section(results: Sequence[dict], out: Path, header: dict, split: str
     write_csv(rows, out / "paired_differences.csv")
     plot_paired(rows, f"DAS minus each baseline, paired by seed/fold, {header['mode']} mode, {split} split",
                 out / "paired_differences.png")
-    return [f"## Paired differences of {split} AUC: DAS − baseline (same seed and fold)", "",
-            "Mean over pairs, two-sided 95 % Student-t interval, pairs where DAS was better; `full` keeps every "
-            "frame. Also in `paired_differences.csv`.", "", "![paired differences](paired_differences.png)", "",
-            paired_table(rows, with_dataset=True), ""]
+    lines = [f"## Paired differences of {split} AUC: DAS − baseline (same seed and fold)", "",
+             "Mean over pairs, two-sided 95 % Student-t interval, pairs where DAS was better; `full` keeps every "
+             "frame. Also in `paired_differences.csv`.", "", "![paired differences](paired_differences.png)", "",
+             paired_table(rows, with_dataset=True), ""]
+    headroom = headroom_differences(results)
+    if headroom:
+        write_csv(headroom, out / "headroom_differences.csv")
+        lines += [f"## Headroom: full − uniform ({split} AUC, same seed and fold)", "",
+                  "What keeping every frame adds over `k` evenly spaced frames, paired like the rows above. A "
+                  "sampler can beat uniform by more only where its subset beats the whole sequence, so where this "
+                  "interval includes zero, *DAS > uniform with the interval above zero* asks more of the sampler "
+                  "than all the frames give. Also in `headroom_differences.csv`.", "",
+                  paired_table(headroom, with_dataset=True, reference="full"), ""]
+    return lines
 
 
 def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Path, header: dict) -> str:

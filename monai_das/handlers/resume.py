@@ -219,22 +219,34 @@ class RunSettings:
     checkpoint does not record is an error too, unless this run leaves it at ``None`` (settings added to the bundle
     later default to ``None``, what older checkpoints were trained with).
 
+    ``recipe`` settings (learning rates, batch size, loss terms, ...) are stored and checked alike: a resumed run
+    equals an uninterrupted one only under the same recipe, and a changed one would otherwise be ignored (the
+    optimizer's state brings back the checkpoint's learning rate) or silently mixed into the rest of the run. A
+    checkpoint written before they were recorded is resumed with a warning naming what cannot be checked.
+
     Args:
         settings: name → value (numbers, strings, booleans, ``None``, lists of them, or dicts such as
             ``synthetic_options``).
         checkpoint: path of the checkpoint, only for the error message.
+        recipe: name → value of the training recipe, checked like ``settings`` (names must not repeat them).
     """
 
-    def __init__(self, settings: Mapping[str, Any], checkpoint: str | os.PathLike | None = None) -> None:
+    def __init__(self, settings: Mapping[str, Any], checkpoint: str | os.PathLike | None = None,
+                 recipe: Mapping[str, Any] | None = None) -> None:
         self.settings = {str(k): _plain_setting(v) for k, v in settings.items()}
+        self.recipe = {str(k): _plain_setting(v) for k, v in (recipe or {}).items()}
+        both = sorted(set(self.settings) & set(self.recipe))
+        if both:
+            raise ValueError(f"RunSettings: {', '.join(both)} given both as a setting and in the recipe.")
         self.checkpoint = checkpoint
 
     def state_dict(self) -> dict:
-        return dict(self.settings)
+        return {**self.settings, **self.recipe}
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
-        diffs = [f"{k}: checkpoint {state_dict[k]!r}, this run {v!r}" for k, v in self.settings.items()
+        current = {**self.settings, **self.recipe}
+        diffs = [f"{k}: checkpoint {state_dict[k]!r}, this run {v!r}" for k, v in current.items()
                  if k in state_dict and _plain_setting(state_dict[k]) != v]
         # a setting added after the checkpoint was written is accepted at its default None (the behaviour then)
         missing = sorted(k for k, v in self.settings.items() if k not in state_dict and v is not None)
@@ -243,6 +255,13 @@ class RunSettings:
             raise ValueError(
                 f"{where} was written with other settings than this run ({detail}). Resume with the same settings, "
                 f"or start a new run (another bundle_root, or resume=false after moving the checkpoint away)."
+            )
+        unrecorded = sorted(k for k in self.recipe if k not in state_dict)
+        if unrecorded:
+            logger.warning(
+                f"{where} does not record the training recipe ({', '.join(unrecorded)}): it was written before "
+                f"they were stored, so they cannot be checked; the resumed run equals an uninterrupted one only if "
+                f"they are the values it was trained with."
             )
 
 

@@ -224,6 +224,11 @@ def test_paired_differences(compare_script, tmp_path):
     assert "das − uniform" in table and "3/3" in table and "+0.097" in table
     png = cm.plot_paired(list(rows.values()), "t", tmp_path / "p.png")
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # headroom: full − uniform at uniform's keep ratio, paired by seed (0.15, 0.07, 0.12)
+    (h,) = cm.headroom_differences(results)
+    assert h["comparison"] == "full − uniform" and h["keep_ratio"] == 0.5 and h["pairs"] == 3
+    assert h["mean_diff"] == pytest.approx(0.1133333) and h["wins"] == 3
+    assert "uniform keeps" in cm.paired_table([h], reference="full")
 
 
 def test_report_only_rewrites_reports_without_running(compare_script, tmp_path):

@@ -1,7 +1,8 @@
 """
 Resume through the bundle CLI: a run SIGKILLed after epoch 2 of 4 and resumed ends with the same weights, bit for bit,
 as the run that was never interrupted (random states in ``last.pt``, training augmentation included); temporary
-files of an interrupted save are cleaned; a resume under other settings is refused naming both values; an override
+files of an interrupted save are cleaned; a resume under other settings or another training recipe is refused
+naming both values; an override
 typo is refused with the closest key.
 """
 
@@ -89,14 +90,17 @@ def test_checkpoint_records_settings(runs):
     settings = _last(runs["whole"])["settings"]
     assert settings["method"] == "das" and settings["keep_ratio"] == 0.5 and settings["num_frames"] == 28
     assert settings["num_classes"] == 2 and len(settings["label_names"]) == 2
+    assert settings["lr"] == 0.001 and settings["batch_size"] == 16 and settings["relevance_weight"] == 0.0
 
 
-def test_resume_under_other_method_refused(runs):
+def test_resume_under_other_method_or_recipe_refused(runs):
+    # another method, and another learning rate (the optimizer state would bring back the old one unannounced)
     out = run_cmd(TRAIN, args=[*ARGS, "--bundle_root", runs["killed"], "--resume", "true", "--method", "dps",
-                               "--max_epochs", "5"], check=False)
+                               "--max_epochs", "5", "--lr", "0.0005"], check=False)
     log = out.stdout + out.stderr
     assert out.returncode != 0
     assert "method: checkpoint 'das', this run 'dps'" in log, log[-3000:]
+    assert "lr: checkpoint 0.001, this run 0.0005" in log, log[-3000:]
 
 
 def test_override_typo_refused(tmp_path):

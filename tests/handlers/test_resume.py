@@ -114,3 +114,22 @@ def test_run_settings_refuse_mismatch():
     with pytest.raises(ValueError, match="not recorded: synthetic_options"):
         RunSettings({"method": "random", "synthetic_options": {"distractor": "texture"}}).load_state_dict(
             {"method": "random"})
+
+
+def test_run_settings_check_the_recipe(caplog):
+    recipe = {"lr": 0.001, "relevance_weight": 0.0, "sampler_gradient": "pixels"}
+    settings = RunSettings({"method": "das"}, "models/last.pt", recipe=recipe)
+    saved = settings.state_dict()
+    assert saved == {"method": "das", **recipe}
+    settings.load_state_dict(saved)
+    # a changed learning rate would be overridden by the optimizer state: refused, naming both values
+    with pytest.raises(ValueError, match=r"lr: checkpoint 0.0001, this run 0.001"):
+        settings.load_state_dict({**saved, "lr": 0.0001})
+    with pytest.raises(ValueError, match=r"relevance_weight: checkpoint 1.0, this run 0.0"):
+        settings.load_state_dict({**saved, "relevance_weight": 1.0})
+    # a checkpoint written before the recipe was recorded: resumed, with a warning naming what is not checked
+    with caplog.at_level("WARNING"):
+        settings.load_state_dict({"method": "das"})
+    assert "does not record the training recipe (lr, relevance_weight, sampler_gradient)" in caplog.text
+    with pytest.raises(ValueError, match="both as a setting and in the recipe"):
+        RunSettings({"lr": 0.1}, recipe={"lr": 0.1})
