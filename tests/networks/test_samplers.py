@@ -236,6 +236,13 @@ def test_frame_features_area_pool_matches_average_pooling():
     torch.testing.assert_close(_area_pool(x, 16, 16), F.adaptive_avg_pool2d(flat, (16, 16)).reshape(2, 5, 3, 16, 16))
     # not a divisor: adaptive average pooling (overlapping bins)
     torch.testing.assert_close(_area_pool(x, 20, 20), F.adaptive_avg_pool2d(flat, (20, 20)).reshape(2, 5, 3, 20, 20))
+    # the scale-2 statistics of odd frames pool 2×2 blocks and drop the last row and column, as avg_pool2d does
+    from monai_das.networks.blocks import FrameFeatures
+
+    odd = torch.rand(2, 5, 1, 27, 25)
+    ff = FrameFeatures(scales=(2,), positional=False)
+    pooled = F.avg_pool2d(odd.reshape(10, 1, 27, 25), 2).reshape(2, 5, 1, 13, 12)
+    assert torch.equal(ff(odd), FrameFeatures(scales=(1,), positional=False)(pooled))
 
 
 def test_gumbel_top_k_eval_is_top_k_and_rows_have_straight_through_gradients():

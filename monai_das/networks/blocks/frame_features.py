@@ -145,8 +145,8 @@ class FrameFeatures(nn.Module):
         stats: list[torch.Tensor] = []
         for s in self.scales:
             xs = x
-            if s > 1 and min(h, w) >= 2 * s:
-                xs = _area_pool(x, h // s, w // s)
+            if s > 1 and min(h, w) >= 2 * s:  # s×s blocks, a remainder row/column dropped (avg_pool2d's floor mode)
+                xs = _area_pool(x[..., : h // s * s, : w // s * s], h // s, w // s)
             stats += self._stats(xs)
         raw = torch.stack(stats, -1)  # B×T×m
         mean, std = raw.mean(1, keepdim=True), raw.std(1, keepdim=True, unbiased=False)
