@@ -14,7 +14,10 @@ FEATURE_NAMES = ("intensity", "variance", "sobel", "laplacian")
 
 
 def _bin_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
-    """``n_out×n_in`` averaging matrix of adaptive average pooling (bin ``i``: ``floor(i·n/m) .. ceil((i+1)·n/m)``)."""
+    """
+    ``n_out×n_in`` averaging matrix of adaptive average pooling: row ``i`` averages the inputs
+    ``floor(i·n_in/n_out) .. ceil((i+1)·n_in/n_out) - 1``.
+    """
     i, j = torch.arange(n_out, device=like.device), torch.arange(n_in, device=like.device)
     start, end = (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
     inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])
@@ -25,27 +28,22 @@ def _area_pool(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """
     Average ``x`` (``B×T×C×H×W``) down to ``h×w`` frames, the values of adaptive average pooling. When ``h``, ``w``
     divide ``H``, ``W``: a depthwise strided convolution of the ``T·C`` frame planes over ``(H//h)×(W//w)`` blocks;
-    otherwise (overlapping bins) PyTorch's adaptive pooling, exported as two products with the bins' averaging
-    matrices, ``A_h·x·A_wᵀ``. Same values as
-    ``avg_pool2d`` / ``adaptive_avg_pool2d`` up to rounding, but ONNX Runtime (opset >= 19) runs ``AveragePool`` in a
-    generic kernel 3-5× slower than this ``Conv``, and exports adaptive pooling as a gather of every window (2×
-    slower than the products).
+    otherwise (overlapping bins) PyTorch's adaptive pooling, exported to ONNX as two products with the bins'
+    averaging matrices, ``A_h·x·A_wᵀ``. Same values up to rounding, but ONNX Runtime (opset >= 19) runs
+    ``AveragePool`` in a generic kernel 3-5× slower than this ``Conv``, and adaptive pooling is exported as a gather
+    of every window (2× slower than the products).
     """
     b, t, c, hh, ww = x.shape
     if hh % h or ww % w:
-        if not _exporting():  # eager: PyTorch's adaptive pooling kernel reads every pixel once
+        if not torch.onnx.is_in_onnx_export():  # PyTorch's adaptive pooling kernel reads every pixel once
             return F.adaptive_avg_pool2d(x.reshape(b * t, c, hh, ww), (h, w)).reshape(b, t, c, h, w)
-        # exported graph: two plain matrix products (no broadcast batch), one GEMM each
+        # the ONNX graph: two plain matrix products (no broadcast batch), one GEMM each
         cols = (x.reshape(-1, ww) @ _bin_matrix(ww, w, x).T).reshape(-1, hh, w).transpose(1, 2)  # (B·T·C)×w×H
         return (cols.reshape(-1, hh) @ _bin_matrix(hh, h, x).T).reshape(b, t, c, w, h).transpose(3, 4)
     kh, kw = hh // h, ww // w
     planes = x.reshape(b, t * c, hh, ww)
     weight = x.new_full((1, 1, kh, kw), 1.0 / (kh * kw)).expand(t * c, 1, kh, kw)
     return F.conv2d(planes, weight, stride=(kh, kw), groups=t * c).reshape(b, t, c, h, w)
-
-
-def _exporting() -> bool:
-    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
 
 
 class FrameFeatures(nn.Module):
