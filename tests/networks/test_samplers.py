@@ -245,6 +245,46 @@ def test_frame_features_area_pool_matches_average_pooling():
     assert torch.equal(ff(odd), FrameFeatures(scales=(1,), positional=False)(pooled))
 
 
+def test_select_frames_gathers_whole_frames_exactly_and_exports_one_gather():
+    import io
+
+    import onnx
+    import onnxruntime as ort
+
+    from monai_das.networks import select_frames
+    from monai_das.networks.blocks.gumbel import indices_to_matrix
+
+    x = torch.rand(3, 7, 2, 5, 4, requires_grad=True)
+    idx = torch.tensor([[6, 0, 3], [1, 2, 5], [4, 4, 0]])
+    matrix = indices_to_matrix(idx, 7, x.dtype).requires_grad_()
+    expected = torch.einsum("bkt,btchw->bkchw", matrix, x)
+    got = select_frames(matrix, x, idx)
+    assert torch.equal(got, torch.stack([x[b, idx[b]] for b in range(3)]))  # bit for bit
+    weights = torch.rand_like(got)
+    grads = torch.autograd.grad((got * weights).sum(), (matrix, x))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (matrix, x))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e)
+
+    class Pick(torch.nn.Module):
+        def forward(self, frames, indices):
+            return select_frames(indices_to_matrix(indices, frames.shape[1], frames.dtype), frames, indices)
+
+    buf = io.BytesIO()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    with torch.no_grad():
+        torch.onnx.export(Pick(), (x.detach(), idx), buf, dynamo=True, input_names=["x", "idx"],
+                          dynamic_shapes=({0: batch}, {0: batch}))
+    ops = [n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node]
+    # one Gather of whole frames: torch.gather along the frame axis exported as an element-wise index (Expand +
+    # GatherElements) that cost ONNX Runtime more than DAS's whole sampler on batches of clips
+    assert "GatherElements" not in ops and ops.count("Gather") == 1
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    x2, idx2 = torch.rand(5, 7, 2, 5, 4), torch.randint(0, 7, (5, 3))
+    (out,) = sess.run(None, {"x": x2.numpy(), "idx": idx2.numpy()})
+    assert torch.equal(torch.from_numpy(out), torch.stack([x2[b, idx2[b]] for b in range(5)]))
+
+
 def test_gumbel_top_k_eval_is_top_k_and_rows_have_straight_through_gradients():
     from monai_das.networks.blocks.gumbel import gumbel_top_k
 

@@ -106,8 +106,15 @@ class _SelectFrames(torch.autograd.Function):
 
 
 def _gather(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    idx = indices.reshape(*indices.shape, *([1] * (x.ndim - 2))).expand(*indices.shape, *x.shape[2:])
-    return torch.gather(x, 1, idx)
+    """
+    ``x[b, indices[b]]`` (``B×T×...``, ``B×k`` → ``B×k×...``): rows of the ``(B·T)×...`` frame stack picked with one
+    flat index, exported to ONNX as one ``Gather`` of whole frames. ``torch.gather`` along the frame axis needs an
+    index per element, which ONNX Runtime materialises (``Expand`` + ``GatherElements``): 42 ms of a 315 ms batch of
+    16 clips (64 frames of 112², one thread) for ``uniform``, more than DAS's whole sampler.
+    """
+    b, t = x.shape[:2]
+    flat = (indices + torch.arange(b, device=indices.device)[:, None] * t).reshape(-1)
+    return x.flatten(0, 1).index_select(0, flat).reshape(*indices.shape, *x.shape[2:])
 
 
 def select_frames(matrix: torch.Tensor, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
