@@ -377,6 +377,8 @@ class BundleCellRunner:
             files.append(str(configs / "evaluate.json"))
             over["validate#split"] = self.eval_split
             over["resume"] = False
+        else:  # resume an interrupted cell; a fresh one starts without the bundle's "no checkpoint" warning
+            over["resume"] = (cell_dir / "models" / "last.pt").is_file()
         with _QuietBundleLogs():
             return ConfigWorkflow(config_file=files, meta_file=str(configs / "metadata.json"), logging_file=False,
                                   workflow_type=kind, **over)
