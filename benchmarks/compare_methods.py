@@ -377,7 +377,8 @@ class BundleCellRunner:
             files.append(str(configs / "evaluate.json"))
             over["validate#split"] = self.eval_split
             over["resume"] = False
-        else:  # resume an interrupted cell; a fresh one starts without the bundle's "no checkpoint" warning
+        else:  # the grid's "resume": True, applied only where an interrupted cell left its last.pt (a fresh cell
+            # would otherwise log the bundle's "no checkpoint" warning); cells keep "resume": True as their setting
             over["resume"] = (cell_dir / "models" / "last.pt").is_file()
         with _QuietBundleLogs():
             return ConfigWorkflow(config_file=files, meta_file=str(configs / "metadata.json"), logging_file=False,
