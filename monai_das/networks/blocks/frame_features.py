@@ -24,6 +24,15 @@ def _bin_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
     return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
 
 
+def _neighbour_matrix(t: int, like: torch.Tensor) -> torch.Tensor:
+    """
+    ``T×(T-1)`` matrix ``M`` with ``(M·d)[i] = (d[i-1] + d[i]) / 2`` for ``0 < i < T-1``, ``d[0]`` at ``i = 0`` and
+    ``d[T-2]`` at ``i = T-1``: the mean of a frame's differences to its neighbours (``d[i]``: frame ``i`` to ``i+1``).
+    """
+    i, j = torch.arange(t, device=like.device)[:, None], torch.arange(t - 1, device=like.device)[None]
+    return 0.5 * ((j == (i - 1).clamp(min=0)).to(like.dtype) + (j == i.clamp(max=t - 2)).to(like.dtype))
+
+
 def _area_pool(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """
     Average ``x`` (``B×T×C×H×W``) down to ``h×w`` frames, the values of adaptive average pooling. When ``h``, ``w``
@@ -99,26 +108,30 @@ class FrameFeatures(nn.Module):
         self.register_buffer("kernels", torch.stack([sobel_x, sobel_x.T, laplacian])[:, None], persistent=False)
 
     def _stats(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``x``: B×T×C×H×W → list of B×T statistics."""
+        """``x``: B×T×C×H×W → list of B×T×1 statistics (in :data:`FEATURE_NAMES` order, the variance as two)."""
         b, t = x.shape[:2]
         out: list[torch.Tensor] = []
         flat = x.reshape(b, t, -1)
-        if "intensity" in self.features:
-            out.append(flat.mean(-1))
+        if "intensity" in self.features or "variance" in self.features:
+            mean = flat.mean(-1, keepdim=True)
+            if "intensity" in self.features:
+                out.append(mean)
         if "variance" in self.features:
+            dev = flat - mean
+            out.append((dev * dev).mean(-1, keepdim=True))  # products, not pow(): ONNX Runtime's Pow is slow
             if t > 1:
                 d = flat[:, 1:] - flat[:, :-1]
-                d2 = (d * d).mean(-1)  # B×(T-1); products, not pow(): ONNX Runtime's Pow is a slow generic kernel
-                # mean squared difference to the previous and the next frame (the one neighbour at the ends)
-                inter = 0.5 * (torch.cat([d2[:, :1], d2], 1) + torch.cat([d2, d2[:, -1:]], 1))
+                # mean squared difference to the previous and the next frame (the one neighbour at the ends), as a
+                # product with a constant T×(T-1) averaging matrix: one MatMul instead of slices and concatenations
+                out.append(_neighbour_matrix(t, x) @ (d * d).mean(-1, keepdim=True))
             else:
-                inter = flat.new_zeros(b, 1)
-            out += [flat.var(-1, unbiased=False), inter]
+                out.append(flat.new_zeros(b, 1, 1))
         if "sobel" in self.features or "laplacian" in self.features:
             # 3×3 Sobel (x, y) and Laplacian with zero padding, each a depthwise convolution over the T·C frame
             # planes of an input (groups = T·C): under ONNX Runtime 3-6× faster than one 1→3 filter convolution of
-            # every plane (a 1-channel Conv runs its generic kernel, 3 outputs are padded to the NCHWc block); same
-            # values up to rounding
+            # every plane (a 1-channel Conv runs its generic kernel, 3 outputs are padded to the NCHWc block), and
+            # than a 2-filter depthwise one (not an NCHWc kernel); elementwise magnitude and |·| then a mean over
+            # the last axis: ONNX Runtime's ReduceL2 over the pair axis and ReduceL1 are 3-10× slower
             h, w = x.shape[-2:]
             planes = x.reshape(b, -1, h, w)
             n = planes.shape[1]
@@ -129,9 +142,9 @@ class FrameFeatures(nn.Module):
 
             if "sobel" in self.features:
                 gx, gy = filtered(0), filtered(1)
-                out.append(torch.sqrt(gx * gx + gy * gy + 1e-12).reshape(b, t, -1).mean(-1))
+                out.append(torch.sqrt(gx * gx + gy * gy + 1e-12).reshape(b, t, -1).mean(-1, keepdim=True))
             if "laplacian" in self.features:
-                out.append(filtered(2).abs().reshape(b, t, -1).mean(-1))
+                out.append(filtered(2).abs().reshape(b, t, -1).mean(-1, keepdim=True))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,11 +159,12 @@ class FrameFeatures(nn.Module):
             if s > 1 and min(h, w) >= 2 * s:  # s×s blocks, a remainder row/column dropped (avg_pool2d's floor mode)
                 xs = _area_pool(x[..., : h // s * s, : w // s * s], h // s, w // s)
             stats += self._stats(xs)
-        raw = torch.stack(stats, -1)  # B×T×m
-        mean, std = raw.mean(1, keepdim=True), raw.std(1, keepdim=True, unbiased=False)
-        feats = [torch.log1p(raw.abs()), (raw - mean) / (std + 1e-6)]
+        raw = torch.cat(stats, -1)  # B×T×m
+        mean = raw.mean(1, keepdim=True)
+        dev = raw - mean
+        std = torch.sqrt((dev * dev).mean(1, keepdim=True))
+        feats = [torch.log1p(raw.abs()), dev / (std + 1e-6)]
         if self.positional:
             pos = torch.linspace(-1.0, 1.0, t, device=x.device, dtype=x.dtype) if t > 1 else x.new_zeros(1)
-            pos = pos[None, :, None].expand(b, t, 1)
-            feats += [pos, pos.pow(2)]
+            feats.append(torch.stack([pos, pos * pos], -1).expand(b, t, 2))
         return torch.cat(feats, -1)

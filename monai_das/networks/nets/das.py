@@ -100,24 +100,39 @@ class DASampler(BaseSampler):
         """``F``: ``B×T×d``."""
         return self.embed(self.frame_features(x))
 
-    def logits_and_temperature(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampling logits ``A`` (``B×T``) and temperature ``τ`` (``B×1``)."""
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampling logits ``A`` (``B×T``) and the sequence summary ``F̄`` (``B×d``)."""
         f = self.embed_frames(x)
         b, t, d = f.shape
-        q, k, v = self.qkv(f).reshape(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v)  # B×H×T×dh
-        a_base = torch.einsum("bhtc,hc->bht", attn + v, self.base_score)  # B×H×T
+        heads = self.num_heads
+        # B×3H×T×dh, split into q, k, v (B×H×T×dh each): one Reshape, Transpose and Split in the ONNX graph
+        q, k, v = self.qkv(f).reshape(b, t, 3 * heads, d // heads).transpose(1, 2).chunk(3, 1)
+        # softmax(q·kᵀ/√dh)·v written out: F.scaled_dot_product_attention exports with a shape computation for kᵀ
+        # (10 more ONNX nodes, each a fixed cost at batch 1); the same values up to rounding
+        attn = torch.softmax((q * (d // heads) ** -0.5) @ k.transpose(-1, -2), -1) @ v  # B×H×T×dh
+        a_base = ((attn + v) @ self.base_score[..., None]).reshape(b, heads, t)  # B×H×T
         summary = f.mean(1)  # B×d
         s = F.softplus(self.head_scales(summary))  # B×H
-        logits = torch.einsum("bh,bht->bt", s, a_base) / self.num_heads
-        tau = self.tau0 * (0.5 + torch.sigmoid(self.temp_mlp(summary)))  # B×1
-        return logits, tau
+        logits = (s[:, None] @ a_base).reshape(b, t) / heads  # mean over heads of s[h]·a_base[h]
+        return logits, summary
+
+    def temperature(self, summary: torch.Tensor) -> torch.Tensor:
+        """Adaptive temperature ``τ`` (``B×1``) from the sequence summary ``F̄``."""
+        return self.tau0 * (0.5 + torch.sigmoid(self.temp_mlp(summary)))
+
+    def logits_and_temperature(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampling logits ``A`` (``B×T``) and temperature ``τ`` (``B×1``)."""
+        logits, summary = self.logits(x)
+        return logits, self.temperature(summary)
 
     def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
         warm = self.training and self.warming_up
-        if not warm or self.record_scores:  # in the warm-up only a relevance loss needs the scores
-            logits, tau = self.logits_and_temperature(x)
-            self.keep_scores(logits)
         if warm:  # encoder warm-up: k frames at random, no straight-through gradient
+            if self.record_scores:  # only a relevance loss needs the scores
+                self.keep_scores(self.logits(x)[0])
             return gumbel_top_k(x.new_zeros(x.shape[:2]), num_samples, noisy=True)
-        return gumbel_top_k(logits, num_samples, tau, noisy=self.training)
+        logits, summary = self.logits(x)
+        self.keep_scores(logits)
+        if not self.training:  # deterministic top-k of A: τ > 0 does not change the order, so it is not computed
+            return gumbel_top_k(logits, num_samples, noisy=False)
+        return gumbel_top_k(logits, num_samples, self.temperature(summary), noisy=True)
