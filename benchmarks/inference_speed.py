@@ -6,7 +6,9 @@ eager cases and the ONNX Runtime cases are interleaved among themselves, one eng
 ones in blocks of ``--block`` calls, the best of each block counting, so that no case pays for the threads the
 previous engine or session leaves spinning):
 
-1. **Latency per method and engine** at batch 1 and batch 16, eval mode, for each scenario of ``cost.py``
+1. **Latency per method and engine** (``full``, ``uniform``, ``dps``, ``adps``, ``das`` and ``das_fs14``: DAS with
+   ``sampler_kwargs={"feature_size": 14}``, frame statistics on frames averaged to 14 px, the latency option)
+   at batch 1 and batch 16, eval mode, for each scenario of ``cost.py``
    (``vol28``: 28³ volumes k=14; ``vol64``: 64³ k=32; ``video64``: 64 frames of 112² k=32): eager PyTorch and ONNX
    Runtime (CPU execution provider, ``--threads`` intra-op threads) on the file ``monai_das.engines.save_onnx``
    writes (logits and kept indices from one graph), and each method's latency as a ratio to ``full`` on the same
@@ -73,7 +75,10 @@ from bench_utils import (  # noqa: E402
 from monai_das.engines import build_optimizer, save_onnx  # noqa: E402
 from monai_das.networks import OnnxClassifier, build_classifier, num_kept  # noqa: E402
 
-METHODS = ("full", "uniform", "dps", "adps", "das")
+METHODS = ("full", "uniform", "dps", "adps", "das", "das_fs14")
+#: method variants: a row name → (sampler, sampler_kwargs); ``das_fs14``: DAS with its frame statistics computed on
+#: frames area-averaged to 14 px (``sampler_kwargs={"feature_size": 14}``, the latency option; default 32)
+VARIANTS = {"das_fs14": ("das", {"feature_size": 14})}
 INFERENCE_CONFIG = REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json"
 TRAIN_CONFIG = REPO / "bundles" / "das_volume_classification" / "configs" / "train.json"
 TARGETS = {1: 0.60, 16: 0.55}
@@ -85,7 +90,9 @@ def _median(times: list[float]) -> float:
 
 def _network(sc: Scenario, method: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_classifier(method, sc.num_classes, sc.num_frames, layout=sc.layout, keep_ratio=0.5).eval()
+    method, sampler_kwargs = VARIANTS.get(method, (method, {}))
+    return build_classifier(method, sc.num_classes, sc.num_frames, layout=sc.layout, keep_ratio=0.5,
+                            sampler_kwargs=sampler_kwargs).eval()
 
 
 def measure_latency(sc: Scenario, methods: list[str], args: argparse.Namespace, tmp: Path, log,
@@ -298,9 +305,10 @@ def report(env: dict, args: argparse.Namespace, latency: list[dict], folder: lis
             ("eager_vs_full", "eager / full"), ("onnxruntime_vs_full", "ORT / full")]))
         verdicts = []
         for r in latency:
-            if r["method"] == "das" and r["batch"] in TARGETS and r["onnxruntime_vs_full"] != "":
+            if r["method"] in ("das", "das_fs14") and r["batch"] in TARGETS and r["onnxruntime_vs_full"] != "":
                 ok = r["onnxruntime_vs_full"] <= TARGETS[r["batch"]]
-                verdicts.append(f"- {r['scenario']}, {r['threads']} thread(s), batch {r['batch']}: DAS/full under "
+                name = "DAS" if r["method"] == "das" else "DAS (feature_size 14)"
+                verdicts.append(f"- {r['scenario']}, {r['threads']} thread(s), batch {r['batch']}: {name}/full under "
                                 "ONNX Runtime "
                                 f"{r['onnxruntime_vs_full']} (target ≤ {TARGETS[r['batch']]}): "
                                 f"{'met' if ok else 'missed'}")

@@ -97,7 +97,8 @@ def card_overrides(card: Mapping) -> dict:
     facts the network uses: ``layout``, ``num_frames``, ``in_channels``, ``num_classes``, ``slice_axis``,
     ``spatial_size``, ``image_shape``) and ``method``, ``keep_ratio``, ``temporal_head``, ``context_frames``,
     ``encoder`` (a name of
-    ``monai.networks.nets``; an encoder module recorded by class path is left to the config), ``encoder_kwargs``.
+    ``monai.networks.nets``; an encoder module recorded by class path is left to the config), ``encoder_kwargs``,
+    ``sampler_kwargs``.
     """
     facts = card.get(CARD_KEY) if isinstance(card, Mapping) else None
     if not isinstance(facts, Mapping):
@@ -127,6 +128,8 @@ def card_overrides(card: Mapping) -> dict:
     else:
         logger.warning(f"the card's encoder {encoder!r} is a module recorded by class path: the config's own "
                        f"'encoder'/'encoder_kwargs' build it.")
+    # cards written before the sampler's arguments were recorded: the defaults (the weights say otherwise, if so)
+    overrides["sampler_kwargs"] = _plain_tree(facts.get("sampler_kwargs") or {}, f"{CARD_KEY}#sampler_kwargs")
     return overrides
 
 

@@ -108,6 +108,7 @@ def model_facts(
     encoder_kwargs: Mapping | None = None,
     num_kept: int | None = None,
     context_frames: int = 0,
+    sampler_kwargs: Mapping | None = None,
 ) -> dict:
     """
     The card's ``das_model`` section from the run's data facts ``info`` (:attr:`monai_das.engines.BundleData.info`),
@@ -139,6 +140,7 @@ def model_facts(
         "encoder": encoder,
         "encoder_kwargs": dict(encoder_kwargs or {}),
         "context_frames": int(context_frames),
+        "sampler_kwargs": dict(sampler_kwargs or {}),
         "recipe": dict(recipe) if recipe is not None else None,
         "source": info.get("source"),
         "datalist": info.get("datalist"),
@@ -243,7 +245,8 @@ class ModelCardSaver:
             rewritten sections are written, with a warning.
         info: the run's data facts (``@info``: :attr:`monai_das.engines.BundleData.info`).
         recipe: the preprocessing recipe (``@recipe``, plain data).
-        method, keep_ratio, temporal_head, encoder, encoder_kwargs, context_frames: the network keys.
+        method, keep_ratio, temporal_head, encoder, encoder_kwargs, context_frames, sampler_kwargs: the network
+            keys.
         network: the network (optional): ``k`` is read from its sampler when given.
         evaluator: the validation engine whose metrics describe the best checkpoint (training use).
         checkpoint: the model file the card describes (default ``<output_dir>/model.pt``).
@@ -270,6 +273,7 @@ class ModelCardSaver:
         split: str | None = None,
         filename: str = "metadata.json",
         context_frames: int = 0,
+        sampler_kwargs: Mapping | None = None,
     ) -> None:
         if info is None:
             raise ValueError("ModelCardSaver needs the run's data facts: info=@info.")
@@ -289,7 +293,7 @@ class ModelCardSaver:
             if sampler is not None and hasattr(sampler, "num_kept"):
                 num_kept = int(sampler.num_kept(int(info["num_frames"])))
         self.facts = model_facts(info, recipe, method, keep_ratio, temporal_head, encoder, encoder_kwargs, num_kept,
-                                 context_frames)
+                                 context_frames, sampler_kwargs)
         self.logger = logger
         self._metrics: dict = {}  # the metrics of the current best checkpoint (training use)
         self._best_epoch: int | None = None

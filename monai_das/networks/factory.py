@@ -72,6 +72,13 @@ def get_sampler(name: str, num_samples: int, num_frames: int | None = None, in_c
         kwargs["num_frames"] = num_frames
     if key in ("das", "adps"):
         kwargs["in_channels"] = in_channels
+    known = _parameter_names(SAMPLERS[key], SAMPLERS[key]) - {"self", "num_samples"}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:  # e.g. sampler_kwargs of DAS given to another method, or a typo: say which, and what it takes
+        close = {u: difflib.get_close_matches(u, sorted(known), n=1, cutoff=0.6) for u in unknown}
+        hints = "".join(f" ({u!r}: did you mean {c[0]!r}?)" for u, c in close.items() if c)
+        raise ValueError(f"sampler {key!r} takes no argument {', '.join(map(repr, unknown))} (sampler_kwargs){hints}; "
+                         f"its arguments: {sorted(known - {'in_channels', 'num_frames'}) or 'none'}.")
     return SAMPLERS[key](num_samples, **kwargs)
 
 

@@ -10,10 +10,11 @@ import pytest
 
 @pytest.mark.slow
 def test_inference_speed_smoke(speed_script, tmp_path):
-    result = speed_script.main(["--smoke", "--out", str(tmp_path), "--scenarios", "vol8", "--methods", "full", "das"])
+    result = speed_script.main(["--smoke", "--out", str(tmp_path), "--scenarios", "vol8", "--methods", "full", "das",
+                                "das_fs14"])
     rows = result["latency"]
     assert {(r["threads"], r["method"], r["batch"]) for r in rows} == {
-        (t, m, b) for t in (2, 1) for m in ("full", "das") for b in (1, 4)}  # default: 2 and 1 threads
+        (t, m, b) for t in (2, 1) for m in ("full", "das", "das_fs14") for b in (1, 4)}  # default: 2 and 1 threads
     latency = {(r["method"], r["batch"]): r for r in rows if r["threads"] == 1}
     for r in latency.values():
         assert r["eager_ms"] > 0 and r["onnxruntime_ms"] > 0 and math.isfinite(r["ort_speedup_vs_eager"])
@@ -25,6 +26,7 @@ def test_inference_speed_smoke(speed_script, tmp_path):
     variants = [r for r in result["training"] if "speedup_vs_before" in r]
     assert len(variants) == 2 and all(r["epoch_s"] > 0 for r in variants)
     md = (tmp_path / "inference_speed.md").read_text()
-    assert "SMOKE" in md and "command:" in md and "| das | 1 |" in md
+    assert "SMOKE" in md and "command:" in md and "| das | 1 |" in md and "| das_fs14 | 1 |" in md
+    assert "DAS (feature_size 14)/full under ONNX Runtime" in md
     with open(tmp_path / "inference_speed_latency.csv") as f:
-        assert len(list(csv.DictReader(f))) == 8
+        assert len(list(csv.DictReader(f))) == 12

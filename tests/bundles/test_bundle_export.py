@@ -15,7 +15,7 @@ import torch
 
 from das_bundle_helpers import EVALUATE, INFERENCE, TINY, TRAIN, bundle, run_cmd
 from monai_das.deploy import DASPredictor
-from monai_das.engines.export import build_network, read_onnx_card
+from monai_das.engines.export import build_network, card_overrides, read_onnx_card
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +23,17 @@ pytestmark = pytest.mark.slow
 def test_train_evaluate_export_and_load_use_the_card(tmp_path):
     root = tmp_path / "run"
     models = root / "models"
+    # a non-default sampler setting (frame statistics on frames averaged to 12 px): the card carries it to every
+    # consumer below, the weights refuse a network built without it
     args = [*TINY, "--bundle_root", root, "--max_epochs", "1", "--mlflow", "False", "--size", "16", "--num_test", "16",
-            "--num_figures", "0"]
+            "--num_figures", "0", "--sampler_kwargs", "{'feature_size': 12}"]
     run_cmd(TRAIN, args=args)
     card = json.loads((models / "metadata.json").read_text())
     facts = card["das_model"]
     assert facts["spatial_size"] == [16, 16, 16] and facts["image_shape"] == [1, 16, 16, 16]
     assert facts["num_frames"] == 16 and facts["num_kept"] == 8 and facts["method"] == "das"
     assert facts["recipe"]["spatial_size"] == [16, 16, 16] and facts["validation"]["best_epoch"] == 1
+    assert facts["sampler_kwargs"] == {"feature_size": 12}
     assert card["network_data_format"]["inputs"]["image"]["spatial_shape"] == [16, 16, 16]
     assert "val_auc" in card["eval_metrics"] and "auc" not in card["eval_metrics"]  # no placeholder
 
@@ -45,10 +48,14 @@ def test_train_evaluate_export_and_load_use_the_card(tmp_path):
     ts = models / "model.ts"
     bundle([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts),
             "--ckpt_file", str(models / "model.pt"), "--meta_file", str(models / "metadata.json"),
-            "--config_file", INFERENCE, "--bundle_root", str(root), "--use_trace", "True", "--size", "16"])
+            "--config_file", INFERENCE, "--bundle_root", str(root), "--use_trace", "True", "--size", "16",
+            "--sampler_kwargs", "{'feature_size': 12}"])
     pred = DASPredictor.from_path(ts)  # a bare file: everything from the embedded card
     assert pred.spec.spatial_size == (16, 16, 16) and pred.spec.num_kept == 8 and pred.spec.recipe == facts["recipe"]
     eager = build_network(INFERENCE, models / "model.pt", card, bundle_root=root)
+    assert eager.sampler.frame_features.feature_size == 12
+    with pytest.raises(RuntimeError, match=r"trained with DAS frame features .*'feature_size': 12.*computes"):
+        build_network(INFERENCE, models / "model.pt", None, bundle_root=root, info=card_overrides(card)["info"])
     x = torch.rand(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
     out = pred.predict(x)
     with torch.no_grad():

@@ -382,3 +382,30 @@ def test_full_sequence_keeps_every_frame_only():
     assert s(x).frames is not None and torch.equal(s(x).frames, x)
     with pytest.raises(ValueError, match="cannot keep k=2"):
         s(x, num_samples=2)
+
+
+def test_das_weights_carry_their_frame_feature_settings(tmp_path):
+    """The frame statistics have no parameters: the weights say how they were computed, and a mismatch is refused."""
+    from monai_das.networks import build_classifier
+
+    net = build_classifier("das", 2, 12, keep_ratio=0.5)
+    state = net.state_dict()
+    assert state["sampler.frame_features.settings"].tolist() == [32, 1, 15, 1, 2]
+    torch.save({"model": state}, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=True)["model"]
+    build_classifier("das", 2, 12, keep_ratio=0.25).load_state_dict(loaded)  # same settings, any k
+    other = build_classifier("das", 2, 12, keep_ratio=0.5, sampler_kwargs={"feature_size": 14})
+    with pytest.raises(RuntimeError, match=r"trained with DAS frame features .*'feature_size': 32.* computes .*"
+                                           r"'feature_size': 14"):
+        other.load_state_dict(loaded)
+    # weights saved before the settings were: load as before
+    other.load_state_dict({k: v for k, v in loaded.items() if not k.endswith(".settings")})
+
+
+def test_sampler_kwargs_are_checked_by_name():
+    from monai_das.networks import build_classifier
+
+    with pytest.raises(ValueError, match=r"sampler 'uniform' takes no argument 'feature_size'.*arguments: none"):
+        build_classifier("uniform", 2, 12, keep_ratio=0.5, sampler_kwargs={"feature_size": 14})
+    with pytest.raises(ValueError, match=r"'feature_sise': did you mean 'feature_size'"):
+        build_classifier("das", 2, 12, keep_ratio=0.5, sampler_kwargs={"feature_sise": 14})

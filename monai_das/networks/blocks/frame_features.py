@@ -11,6 +11,8 @@ import torch.nn.functional as F
 __all__ = ["FrameFeatures", "FEATURE_NAMES"]
 
 FEATURE_NAMES = ("intensity", "variance", "sobel", "laplacian")
+#: state-dict entry holding the settings of :class:`FrameFeatures` (int64, see :meth:`FrameFeatures.settings`)
+SETTINGS_KEY = "settings"
 
 
 def _bin_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
@@ -106,6 +108,42 @@ class FrameFeatures(nn.Module):
         laplacian = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
         # fixed filters, not parameters; not saved in checkpoints (persistent=False) so older ones still load
         self.register_buffer("kernels", torch.stack([sobel_x, sobel_x.T, laplacian])[:, None], persistent=False)
+
+    def settings(self) -> dict:
+        """What the statistics are computed from (no parameter depends on ``feature_size``): saved with the weights."""
+        return {"scales": list(self.scales), "features": list(self.features), "positional": self.positional,
+                "feature_size": self.feature_size}
+
+    def _settings_tensor(self) -> torch.Tensor:
+        """:meth:`settings` as int64: ``[feature_size or 0, positional, feature bits (FEATURE_NAMES order), *scales]``."""
+        bits = sum(1 << i for i, name in enumerate(FEATURE_NAMES) if name in self.features)
+        return torch.tensor([self.feature_size or 0, int(self.positional), bits, *self.scales], dtype=torch.int64)
+
+    @staticmethod
+    def _settings_of(code: torch.Tensor) -> dict:
+        v = [int(c) for c in code.reshape(-1).tolist()]
+        if len(v) < 4:
+            return {"unreadable": v}
+        return {"scales": v[3:], "features": [n for i, n in enumerate(FEATURE_NAMES) if v[2] >> i & 1],
+                "positional": bool(v[1]), "feature_size": v[0] or None}
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[override]
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + SETTINGS_KEY] = self._settings_tensor()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):  # type: ignore[override]
+        # a state dict without the settings (written before they were saved) loads as before; one with other settings
+        # is refused: the weights would load, but the statistics they were trained on would be computed differently
+        saved = state_dict.pop(prefix + SETTINGS_KEY, None)
+        if saved is not None and not torch.equal(torch.as_tensor(saved).reshape(-1).cpu(), self._settings_tensor()):
+            error_msgs.append(
+                f"{prefix}{SETTINGS_KEY}: the weights were trained with DAS frame features {self._settings_of(saved)} "
+                f"but this network computes {self.settings()}; build it with the training run's sampler settings "
+                "(the bundle's `sampler_kwargs`, recorded in the model card as das_model#sampler_kwargs)."
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def _stats(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``x``: B×T×C×H×W → list of B×T×1 statistics (in :data:`FEATURE_NAMES` order, the variance as two)."""
