@@ -1,0 +1,93 @@
+"""Paired differences between two variants of a recipe study (``compare_methods.py --tag``), from its run tables.
+
+A recipe study runs the same cells (dataset, method, keep ratio, seed, fold) twice, once per ``--tag``: a candidate
+setting and a same-code reference. This prints ``candidate − reference`` of a metric per dataset (and per keep ratio),
+paired by cell, with the mean, a two-sided 95 % Student-t interval over the pairs, the pairs the candidate won and
+every difference, as a markdown table (also written as ``paired_<candidate>_vs_<reference>.md`` in the folder).
+
+Usage::
+
+    python benchmarks/paired_tags.py benchmarks/results/feature_size --candidate fs14 --reference ref
+    python benchmarks/paired_tags.py DIR --candidate X --reference Y --metric auc --by-keep
+
+Options: ``--metric`` (a column of ``<dataset>_runs.csv``; default ``best_val_auc``), ``--by-keep`` (one row per keep
+ratio too, besides the row per dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_utils import markdown_table, write_text_atomic  # noqa: E402
+from compare_methods import t_interval  # noqa: E402
+
+
+def read_runs(folder: Path) -> list[dict[str, Any]]:
+    """Every row of the ``*_runs.csv`` tables in ``folder``."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*_runs.csv")):
+        with open(path, newline="") as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+def paired_by_tag(rows: list[dict[str, Any]], candidate: str, reference: str, metric: str = "best_val_auc",
+                  by_keep: bool = False) -> list[dict[str, Any]]:
+    """``candidate − reference`` per dataset (and keep ratio with ``by_keep``), paired by method, keep, seed and fold."""
+    values: dict[str, dict[tuple, float]] = {candidate: {}, reference: {}}
+    for r in rows:
+        if r.get("tag") in values and r.get(metric) not in (None, ""):
+            cell = (r["dataset"], r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold") or "")
+            values[r["tag"]][cell] = float(r[metric])
+    pairs = sorted(set(values[candidate]) & set(values[reference]), key=str)
+    if not pairs:
+        raise SystemExit(f"no cell was run with both tags {candidate!r} and {reference!r} (tags found: "
+                         f"{sorted({r.get('tag') for r in rows})}).")
+    groups: dict[tuple, list[tuple]] = {}
+    for p in pairs:
+        groups.setdefault((p[0], "all"), []).append(p)
+        if by_keep:
+            groups.setdefault((p[0], f"{100 * p[2]:.0f}%"), []).append(p)
+    out = []
+    for (dataset, keep), cells in sorted(groups.items()):
+        diffs = [values[candidate][c] - values[reference][c] for c in cells]
+        low, high = t_interval(diffs)
+        out.append({"dataset": dataset, "keep": keep, "pairs": len(diffs), "mean": f"{statistics.mean(diffs):+.3f}",
+                    "ci": "n/a" if math.isnan(low) else f"[{low:+.3f}, {high:+.3f}]",
+                    "wins": f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
+                    "reference_mean": f"{statistics.mean(values[reference][c] for c in cells):.3f}",
+                    "diffs": " ".join(f"{d:+.3f}" for d in diffs)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("folder", type=Path, help="a compare_methods --out folder with <dataset>_runs.csv tables")
+    p.add_argument("--candidate", required=True, help="tag of the setting under study")
+    p.add_argument("--reference", required=True, help="tag of the same-code reference")
+    p.add_argument("--metric", default="best_val_auc", help="column of the run tables (default best_val_auc)")
+    p.add_argument("--by-keep", action="store_true", help="a row per keep ratio too")
+    args = p.parse_args(argv)
+    rows = paired_by_tag(read_runs(args.folder), args.candidate, args.reference, args.metric, args.by_keep)
+    cmd = "python benchmarks/paired_tags.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = "\n".join([
+        f"# {args.metric}: {args.candidate} − {args.reference}, paired by cell", "", f"- command: `{cmd}`", "",
+        "Mean over the pairs (same dataset, method, keep ratio, seed and fold), two-sided 95 % Student-t interval, "
+        f"pairs where `{args.candidate}` was higher, the reference's mean, every difference.", "",
+        markdown_table(rows, [("dataset", "dataset"), ("keep", "keep"), ("pairs", "pairs"), ("mean", "mean"),
+                              ("ci", "95 % interval"), ("wins", f"{args.candidate} higher"),
+                              ("reference_mean", f"{args.reference} mean"), ("diffs", "per cell")]), ""])
+    write_text_atomic(text, args.folder / f"paired_{args.candidate}_vs_{args.reference}.md")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
