@@ -25,6 +25,7 @@ of it are passed to the bundle config as overrides.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -166,6 +167,25 @@ def load_weights(network: torch.nn.Module, ckpt_file: str | os.PathLike) -> torc
     return network
 
 
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Any:
+    """
+    Silence the exporter's own chatter while it runs: ``onnxscript``'s optimizer logs every node it does not fold at
+    INFO and ``onnx_ir`` every initializer it merges (over a hundred lines in a bundle run, whose logging is at
+    INFO), ``torch.onnx`` warns about torchvision operators it skips. Errors still show; levels are restored.
+    """
+    levels = {"onnxscript": logging.WARNING, "onnx_ir": logging.WARNING, "torch.onnx": logging.ERROR}
+    loggers = {logging.getLogger(name): level for name, level in levels.items()}
+    before = {lg: lg.level for lg in loggers}
+    for lg, level in loggers.items():
+        lg.setLevel(max(level, lg.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for lg, level in before.items():
+            lg.setLevel(level)
+
+
 def _image_shape(card: Mapping) -> list[int]:
     facts = card.get(CARD_KEY) or {}
     shape = facts.get("image_shape")
@@ -255,7 +275,7 @@ def save_onnx(
     kwargs: dict[str, Any] = {}
     if opset_version is not None:
         kwargs["opset_version"] = int(opset_version)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             ExportedClassifier(network), args, dynamo=True, verbose=False, input_names=names,

@@ -90,3 +90,18 @@ def test_card_overrides_take_plain_values_only(tmp_path):
     template.write_text(json.dumps({"version": "0.1.0", "network_data_format": {}}))
     with pytest.raises(ValueError, match="not a model card"):
         read_model_card(template)
+
+
+def test_export_keeps_the_exporters_chatter_out_of_the_log(tmp_path, caplog):
+    """A bundle logs at INFO: the exporter's per-node/per-initializer INFO lines stay out, and levels come back."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    before = {n: logging.getLogger(n).level for n in ("onnxscript", "onnx_ir", "torch.onnx")}
+    torch.manual_seed(0)
+    save_onnx(build_classifier("das", 2, 8, keep_ratio=0.5).eval(), tmp_path / "m.onnx", ITEM)
+    noisy = [r.name for r in caplog.records if r.name.split(".")[0] in ("onnxscript", "onnx_ir")
+             or r.name.startswith("torch.onnx")]
+    assert not noisy, noisy[:5]
+    assert {n: logging.getLogger(n).level for n in before} == before
+    assert any(r.name == "monai_das.engines.export" for r in caplog.records)  # our own line is still there
