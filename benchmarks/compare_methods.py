@@ -81,6 +81,8 @@ from bench_utils import (  # noqa: E402
     write_text_atomic,
 )
 
+from monai_das.utils.logs import quiet_loggers  # noqa: E402
+
 METHODS = ("full", "uniform", "random", "dps", "adps", "das")
 BUNDLE = REPO / "bundles" / "das_volume_classification"
 CONFIGS = BUNDLE / "configs"
@@ -314,18 +316,6 @@ def build_cells(specs: Sequence[DatasetSpec], methods: Sequence[str], keep_ratio
     return cells
 
 
-class _QuietBundleLogs:
-    """Keep monai.bundle's set-up warnings (e.g. 'logging file is set to False') off the progress output."""
-
-    def __enter__(self):
-        self.logger = logging.getLogger("monai.bundle.workflows")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        self.logger.setLevel(self.level)
-
-
 def _scalar(v: Any) -> Any:
     if isinstance(v, torch.Tensor):
         return v.item() if v.numel() == 1 else v.tolist()
@@ -380,7 +370,8 @@ class BundleCellRunner:
         else:  # the grid's "resume": True, applied only where an interrupted cell left its last.pt (a fresh cell
             # would otherwise log the bundle's "no checkpoint" warning); cells keep "resume": True as their setting
             over["resume"] = (cell_dir / "models" / "last.pt").is_file()
-        with _QuietBundleLogs():
+        # monai.bundle's set-up warnings (e.g. "logging file is set to False") stay off the progress output
+        with quiet_loggers({"monai.bundle.workflows": logging.ERROR}):
             return ConfigWorkflow(config_file=files, meta_file=str(configs / "metadata.json"), logging_file=False,
                                   workflow_type=kind, **over)
 

@@ -79,9 +79,17 @@ METHODS = ("full", "uniform", "dps", "adps", "das", "das_fs14")
 #: method variants: a row name → (sampler, sampler_kwargs); ``das_fs14``: DAS with its frame statistics computed on
 #: frames area-averaged to 14 px (``sampler_kwargs={"feature_size": 14}``, the latency option; default 32)
 VARIANTS = {"das_fs14": ("das", {"feature_size": 14})}
+
 INFERENCE_CONFIG = REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json"
 TRAIN_CONFIG = REPO / "bundles" / "das_volume_classification" / "configs" / "train.json"
 TARGETS = {1: 0.60, 16: 0.55}
+
+
+def _label(method: str) -> str:
+    """``DAS`` for ``das``; a variant as its sampler with its settings, e.g. ``DAS (feature_size 14)``."""
+    base, kwargs = VARIANTS.get(method, (method, {}))
+    settings = ", ".join(f"{k} {v}" for k, v in kwargs.items())
+    return base.upper() + (f" ({settings})" if settings else "")
 
 
 def _median(times: list[float]) -> float:
@@ -305,9 +313,10 @@ def report(env: dict, args: argparse.Namespace, latency: list[dict], folder: lis
             ("eager_vs_full", "eager / full"), ("onnxruntime_vs_full", "ORT / full")]))
         verdicts = []
         for r in latency:
-            if r["method"] in ("das", "das_fs14") and r["batch"] in TARGETS and r["onnxruntime_vs_full"] != "":
+            das = VARIANTS.get(r["method"], (r["method"],))[0] == "das"
+            if das and r["batch"] in TARGETS and r["onnxruntime_vs_full"] != "":
                 ok = r["onnxruntime_vs_full"] <= TARGETS[r["batch"]]
-                name = "DAS" if r["method"] == "das" else "DAS (feature_size 14)"
+                name = _label(r["method"])
                 verdicts.append(f"- {r['scenario']}, {r['threads']} thread(s), batch {r['batch']}: {name}/full under "
                                 "ONNX Runtime "
                                 f"{r['onnxruntime_vs_full']} (target ≤ {TARGETS[r['batch']]}): "

@@ -25,7 +25,6 @@ of it are passed to the bundle config as overrides.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ import torch
 
 from monai_das.networks.nets.onnx_classifier import NETWORK_PROP, ONNX_CARD_PROP
 from monai_das.utils.io import atomic_file
+from monai_das.utils.logs import quiet_loggers
 
 __all__ = [
     "CARD_PROP",
@@ -167,23 +167,10 @@ def load_weights(network: torch.nn.Module, ckpt_file: str | os.PathLike) -> torc
     return network
 
 
-@contextlib.contextmanager
-def _quiet_exporter_logs() -> Any:
-    """
-    Silence the exporter's own chatter while it runs: ``onnxscript``'s optimizer logs every node it does not fold at
-    INFO and ``onnx_ir`` every initializer it merges (over a hundred lines in a bundle run, whose logging is at
-    INFO), ``torch.onnx`` warns about torchvision operators it skips. Errors still show; levels are restored.
-    """
-    levels = {"onnxscript": logging.WARNING, "onnx_ir": logging.WARNING, "torch.onnx": logging.ERROR}
-    loggers = {logging.getLogger(name): level for name, level in levels.items()}
-    before = {lg: lg.level for lg in loggers}
-    for lg, level in loggers.items():
-        lg.setLevel(max(level, lg.getEffectiveLevel()))
-    try:
-        yield
-    finally:
-        for lg, level in before.items():
-            lg.setLevel(level)
+#: the exporter's own chatter, kept out of a run's log while it runs (errors still show): ``onnxscript``'s optimizer
+#: logs every node it does not fold at INFO and ``onnx_ir`` every initializer it merges (over a hundred lines in a
+#: bundle run, whose logging is at INFO), ``torch.onnx`` warns about torchvision operators it skips
+_EXPORTER_LOGS = {"onnxscript": logging.WARNING, "onnx_ir": logging.WARNING, "torch.onnx": logging.ERROR}
 
 
 def _image_shape(card: Mapping) -> list[int]:
@@ -275,7 +262,7 @@ def save_onnx(
     kwargs: dict[str, Any] = {}
     if opset_version is not None:
         kwargs["opset_version"] = int(opset_version)
-    with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs():
+    with torch.no_grad(), warnings.catch_warnings(), quiet_loggers(_EXPORTER_LOGS):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             ExportedClassifier(network), args, dynamo=True, verbose=False, input_names=names,

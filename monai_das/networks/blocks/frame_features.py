@@ -111,8 +111,7 @@ class FrameFeatures(nn.Module):
 
     def settings(self) -> dict:
         """What the statistics are computed from (no parameter depends on ``feature_size``): saved with the weights."""
-        return {"scales": list(self.scales), "features": list(self.features), "positional": self.positional,
-                "feature_size": self.feature_size}
+        return self._settings_of(self._settings_tensor())
 
     def _settings_tensor(self) -> torch.Tensor:
         """:meth:`settings` as int64: ``[feature_size or 0, positional, feature bits (FEATURE_NAMES order), *scales]``."""
@@ -121,6 +120,7 @@ class FrameFeatures(nn.Module):
 
     @staticmethod
     def _settings_of(code: torch.Tensor) -> dict:
+        """Decode :meth:`_settings_tensor` (``{"unreadable": ...}`` when it is too short to be one)."""
         v = [int(c) for c in code.reshape(-1).tolist()]
         if len(v) < 4:
             return {"unreadable": v}

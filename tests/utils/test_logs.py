@@ -1,0 +1,18 @@
+"""``monai_das.utils.logs``."""
+
+import logging
+
+import pytest
+
+from monai_das.utils import quiet_loggers
+
+
+def test_quiet_loggers_raises_levels_for_the_block_and_restores_them():
+    loud, quiet = logging.getLogger("monai_das.test.loud"), logging.getLogger("monai_das.test.quiet")
+    loud.setLevel(logging.DEBUG)
+    quiet.setLevel(logging.CRITICAL)
+    with pytest.raises(RuntimeError), quiet_loggers({loud.name: logging.WARNING, quiet.name: logging.WARNING}):
+        assert loud.level == logging.WARNING and not loud.isEnabledFor(logging.INFO)
+        assert quiet.level == logging.CRITICAL  # already quieter than asked: left as it is
+        raise RuntimeError("restored even when the block fails")
+    assert loud.level == logging.DEBUG and quiet.level == logging.CRITICAL
