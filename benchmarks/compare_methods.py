@@ -601,8 +601,11 @@ def paired_differences(results: Sequence[dict[str, Any]], reference: str = "das"
                        against: Sequence[str] = PAIRED_AGAINST, metric: str = "auc") -> list[dict[str, Any]]:
     """
     ``reference − baseline`` of ``metric`` per dataset and keep ratio, paired by seed and fold (the same data split
-    and initial seed), with the mean, a 95 % Student-t interval over the pairs and the number of pairs won.
-    ``full`` is paired with every keep ratio (it keeps every frame). Only untagged runs are paired.
+    and initial seed), with the mean, a 95 % Student-t interval over the independent units and the number of units
+    won. A unit is a seed where there are no folds (each seed its own pair), and a fold where there are: the seeds
+    run on one fold share its test patients, so their differences are averaged into one value per fold and the
+    interval is over folds (``runs`` counts the seed × fold pairs behind them). ``full`` is paired with every keep
+    ratio (it keeps every frame). Only untagged runs are paired.
     """
     runs: dict[tuple, dict[tuple, float]] = {}
     for r in results:
@@ -619,12 +622,17 @@ def paired_differences(results: Sequence[dict[str, Any]], reference: str = "das"
             pairs = sorted(set(ref) & set(base or {}), key=str)
             if not pairs:
                 continue
-            diffs = [ref[p] - base[p] for p in pairs]
+            units: dict[Any, list[float]] = {}
+            for seed, fold in pairs:  # one unit per fold where there are folds, per seed otherwise
+                units.setdefault(("fold", fold) if fold is not None else ("seed", seed), []).append(
+                    ref[(seed, fold)] - base[(seed, fold)])
+            diffs = [statistics.mean(v) for _, v in sorted(units.items(), key=lambda kv: str(kv[0]))]
             low, high = t_interval(diffs)
             verdict = ("one pair: no interval" if len(diffs) < 2 else "above zero" if low > 0
                        else "below zero" if high < 0 else "includes zero")
             rows.append({"dataset": ds, "keep_ratio": ratio, "comparison": f"{reference} − {other}", "baseline": other,
-                         "pairs": len(diffs), "mean_diff": statistics.mean(diffs), "ci95_low": low, "ci95_high": high,
+                         "pairs": len(diffs), "runs": len(pairs), "mean_diff": statistics.mean(diffs),
+                         "ci95_low": low, "ci95_high": high,
                          "wins": sum(d > 0 for d in diffs), "verdict": verdict,
                          "diffs": " ".join(f"{d:+.3f}" for d in diffs)})
     return rows
@@ -650,11 +658,12 @@ def paired_table(rows: Sequence[dict[str, Any]], with_dataset: bool = False, ref
     cols = ([("dataset", "dataset")] if with_dataset else []) + [
         ("keep", keeps), ("comparison", "difference"), ("pairs", "pairs"), ("mean", "mean"),
         ("ci", "95 % interval"), ("wins", f"{reference} better"), ("verdict", "interval"),
-        ("diffs", "per seed / fold")]
+        ("diffs", "per seed / fold (fold: mean over its seeds)")]
     return markdown_table([{
         **r, "keep": f"{100 * r['keep_ratio']:.0f}%", "mean": f"{r['mean_diff']:+.3f}",
         "ci": "n/a" if math.isnan(r["ci95_low"]) else f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]",
         "wins": f"{r['wins']}/{r['pairs']}",
+        "pairs": r["pairs"] if r.get("runs", r["pairs"]) == r["pairs"] else f"{r['pairs']} folds ({r['runs']} runs)",
     } for r in rows], cols)
 
 
@@ -821,9 +830,11 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
     paired = paired_differences([r for r in results if r["dataset"] == key])
     if paired:
         lines += ["", f"## Paired differences of {split} AUC (DAS − baseline, same seed and fold)", "",
-                  "Each pair is one seed (and fold) run with both methods on the same split; the interval is a "
-                  "two-sided 95 % Student-t interval over the pairs (wide with 3 pairs: t = 4.30). *above zero*: DAS "
-                  "better beyond the run-to-run noise measured here.", "", paired_table(paired)]
+                  "Each pair is one seed (and fold) run with both methods on the same split; with folds, the "
+                  "differences of the seeds run on a fold are averaged into one per fold (they share its test "
+                  "patients). The interval is a two-sided 95 % Student-t interval over the seeds, or over the folds "
+                  "(wide with 3 pairs: t = 4.30). *above zero*: DAS better beyond the run-to-run noise measured here.",
+                  "", paired_table(paired)]
     curves, runs_per_curve = kept_position_curves([r for r in results if r["dataset"] == key])
     if curves:
         from monai_das.visualize import plot_kept_positions

@@ -231,6 +231,24 @@ def test_paired_differences(compare_script, tmp_path):
     assert "uniform keeps" in cm.paired_table([h], reference="full")
 
 
+def test_paired_differences_average_the_seeds_of_a_fold(compare_script):
+    """Seeds run on one fold share its test patients: one difference per fold, the interval over folds."""
+    cm = compare_script
+
+    def run(method, seed, fold, auc):
+        return {"dataset": "d", "method": method, "label": method, "keep_ratio": 0.25, "seed": seed, "fold": fold,
+                "auc": auc}
+
+    das = {(0, 0): 0.80, (1, 0): 0.90, (0, 1): 0.70, (0, 2): 0.75, (1, 2): 0.85}
+    results = [run("das", s, f, a) for (s, f), a in das.items()]
+    results += [run("uniform", s, f, 0.80) for (s, f) in das if (s, f) != (1, 2)] + [run("uniform", 2, 2, 0.1)]
+    (u,) = cm.paired_differences(results)
+    # fold 0: (0.00 + 0.10) / 2, fold 1: -0.10, fold 2: -0.05 (seed 1 has no uniform run, seed 2 no DAS run)
+    assert u["pairs"] == 3 and u["runs"] == 4 and u["wins"] == 1
+    assert u["diffs"] == "+0.050 -0.100 -0.050" and u["mean_diff"] == pytest.approx(-1 / 30)
+    assert "3 folds (4 runs)" in cm.paired_table([u])
+
+
 def test_report_only_rewrites_reports_without_running(compare_script, tmp_path):
     cm = compare_script
     spec = cm.discover_datasets("/nonexistent", "smoke")[0]
