@@ -222,7 +222,10 @@ def _evidence(value: Any, where: str) -> list[int] | None:
     for p in parts:
         s = p.strip() if isinstance(p, str) else p
         if isinstance(s, bool) or not (isinstance(s, int) or (isinstance(s, str) and _INT_RE.match(s))) or int(s) < 0:
-            raise ValueError(f"{where}: evidence {value!r} holds {p!r}, not a slice index (an integer >= 0).")
+            several = isinstance(p, str) and (len(p.split()) > 1 or "," in p)  # '3 4 7' or '3,4,7'
+            hint = " (separate the indices with ';', e.g. '3;4;7')" if several else ""
+            raise ValueError(f"{where}: evidence {value!r} holds {p!r}, not a slice or frame index (an integer >= 0)"
+                             f"{hint}.")
         out.append(int(s))
     return out
 

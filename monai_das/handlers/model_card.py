@@ -280,6 +280,7 @@ class ModelCardSaver:
         self.output_dir = Path(output_dir)
         self.filepath = self.output_dir / filename
         self.meta_file = meta_file
+        self._warned_no_meta = False
         self.checkpoint = Path(checkpoint) if checkpoint is not None else self.output_dir / "model.pt"
         self.evaluator = evaluator
         self.metric_prefix = metric_prefix
@@ -414,9 +415,14 @@ class ModelCardSaver:
         metadata = None
         if self.meta_file is not None and Path(self.meta_file).is_file():
             metadata = _read_json(self.meta_file)
-        else:
-            self.logger.warning(f"bundle metadata '{self.meta_file}' not found: the model card has only the "
-                                f"network_data_format, eval_metrics and {CARD_KEY} sections.")
+        elif not self._warned_no_meta:  # once per run, not at every epoch
+            self._warned_no_meta = True
+            self.logger.warning(
+                f"bundle metadata '{self.meta_file}' not found: the model card has only the network_data_format, "
+                f"eval_metrics and {CARD_KEY} sections (name, version, authors, ... come from the bundle's "
+                "configs/metadata.json: run from the repository root or give --card_meta_file <bundle>/configs/"
+                "metadata.json)."
+            )
         facts = dict(self.facts)
         if describe_checkpoint and self.checkpoint.is_file():
             facts["checkpoint"] = self.checkpoint.name

@@ -157,6 +157,8 @@ def test_integer_labels_and_classes_over_all_splits(tmp_path):
         (["image,label"], ValueError, r"labels\.csv: the 'training' list is empty"),
         (["image,label", "a.npy,benign", "b.npy,3"], ValueError, r"labels\.csv.*mix class indices and class names"),
         (["image,label,evidence", "a.npy,x,1;two"], ValueError, r"labels\.csv:2: evidence '1;two'"),
+        (["image,label,evidence", "a.npy,x,5 22 29"], ValueError,
+         r"labels\.csv:2: evidence '5 22 29' .*separate the indices with ';'"),
         (["image,label", ",x"], ValueError, r"labels\.csv:2: the image is blank"),
     ],
 )

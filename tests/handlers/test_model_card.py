@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -173,3 +174,19 @@ def test_needs_the_data_facts(tmp_path):
         ModelCardSaver(output_dir=tmp_path)
     with pytest.raises(ValueError, match="lack"):
         ModelCardSaver(output_dir=tmp_path, info={"layout": "volume"})
+
+
+def test_missing_template_warns_once_with_the_way_out(tmp_path, caplog):
+    """Run from another folder, the bundle's metadata.json is not found: one warning naming --card_meta_file."""
+    trainer, evaluator = Engine(lambda e, b: None), Engine(lambda e, b: None)
+    evaluator.state.key_metric_name, evaluator.state.best = "val_auc", -math.inf
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED,
+                                lambda e: setattr(e.state, "metrics", dict(VAL[trainer.state.epoch - 1])))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0]))
+    saver(tmp_path, meta_file=tmp_path / "nowhere" / "metadata.json", evaluator=evaluator).attach(trainer)
+    with caplog.at_level(logging.WARNING):
+        trainer.run([0], max_epochs=3)
+    warnings = [r.getMessage() for r in caplog.records if "not found: the model card" in r.getMessage()]
+    assert len(warnings) == 1 and "--card_meta_file" in warnings[0]
+    card = read(tmp_path)
+    assert CARD_KEY in card and "network_data_format" in card and "version" not in card
