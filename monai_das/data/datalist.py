@@ -1,6 +1,6 @@
 """
 User datalists for "train on your own data": a MONAI datalist JSON (Decathlon style) or a CSV of
-``image,label[,group][,evidence]`` rows, read into ``{"image", "label", "label_name", "group", "source_line"}`` items
+``image,label[,group][,evidence][,split]`` rows, read into ``{"image", "label", "label_name", "group", "source_line"}`` items
 with every bad row refused by file and line; a patient-level training/validation split; and the data facts
 (channels, shapes, frame counts) read from the image headers.
 """
@@ -74,7 +74,7 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
         if missing:
             raise ValueError(
                 f"{path}:1: the CSV header lacks the column(s) {missing}; it has {columns}. Expected a header "
-                "'image,label[,group][,evidence]'."
+                "'image,label[,group][,evidence][,split]'."
             )
         reader.fieldnames = columns  # so that " label" in a hand-written header still counts as "label"
         rows = []
@@ -93,7 +93,8 @@ def _file(path: str | os.PathLike) -> Path:
 
 def datalist_splits(path: str | os.PathLike) -> list[str]:
     """
-    The lists that a datalist holds, in :data:`DATALIST_SPLITS` order (a CSV holds ``["training"]``).
+    The lists that a datalist holds, in :data:`DATALIST_SPLITS` order (a CSV: ``["training"]``, or the values of its
+    ``split`` column).
 
     Args:
         path: a MONAI datalist ``.json`` or a ``.csv`` file.
@@ -103,9 +104,29 @@ def datalist_splits(path: str | os.PathLike) -> list[str]:
     """
     path = _file(path)
     if _kind(path) == "csv":
-        return ["training"]
+        return [s for s in DATALIST_SPLITS if s in _raw_rows(path)]
     data = _read_json(path)
     return [s for s in DATALIST_SPLITS if s in data]
+
+
+def _check_patients_in_one_list(path: Path, rows: dict[str, list[tuple[str, dict]]], root: str) -> None:
+    """Refuse a patient (``group``, else the image) that is in two lists of the datalist, naming both places."""
+    first: dict[str, tuple[str, str]] = {}  # patient → (split, location)
+    for split, entries in rows.items():
+        for loc, item in entries:
+            group, image = item.get("group"), item.get("image")
+            if group is not None and str(group).strip():
+                key, what = "group:" + str(group).strip(), f"patient (group) {str(group).strip()!r}"
+            elif isinstance(image, str) and image.strip():
+                key, what = "image:" + os.path.normpath(os.path.join(root, image.strip())), f"image {image.strip()!r}"
+            else:
+                continue  # a blank image is reported with its line by load_datalist
+            seen = first.setdefault(key, (split, loc))
+            if seen[0] != split:
+                raise ValueError(
+                    f"{path}:{loc}: {what} is in the '{split}' list and in the '{seen[0]}' list ({path}:{seen[1]}); "
+                    "keep each patient's studies in one list (split by patient, never by study or frame)."
+                )
 
 
 # ------------------------------------------------------------------------------------------------------- classes
@@ -139,10 +160,24 @@ def _json_label_names(path: Path, data: dict) -> list[str] | None:
     return names
 
 
+#: values of a CSV's optional ``split`` column (case-insensitive; blank: training)
+CSV_SPLIT_VALUES = {"": "training", "training": "training", "train": "training", "validation": "validation",
+                    "val": "validation", "test": "test"}
+
+
 def _raw_rows(path: Path) -> dict[str, list[tuple[str, dict]]]:
     """``split → [(location, raw item), ...]`` without any checks beyond the file's structure."""
     if _kind(path) == "csv":
-        return {"training": [(str(line), row) for line, row in _read_csv(path)]}
+        out: dict[str, list[tuple[str, dict]]] = {}
+        for line, row in _read_csv(path):
+            value = row.get("split", "").lower()
+            if value not in CSV_SPLIT_VALUES:
+                raise ValueError(
+                    f"{path}:{line}: split {row['split']!r} is not one of {sorted(set(CSV_SPLIT_VALUES) - {''})} "
+                    "(blank: training)."
+                )
+            out.setdefault(CSV_SPLIT_VALUES[value], []).append((str(line), row))
+        return out or {"training": []}
     data = _read_json(path)
     out = {}
     for split in DATALIST_SPLITS:
@@ -246,8 +281,12 @@ def load_datalist(
       "evidence": [slice indices]}`` (``group`` and ``evidence`` optional; a ``"test"`` list may also hold plain
       image paths), and optionally the class names as a top-level ``"labels": {"0": "name", ...}`` as in a
       Decathlon ``dataset.json``;
-    - a CSV with the header ``image,label[,group][,evidence]`` (``evidence`` as ``;``-separated slice indices,
-      e.g. ``3;4;7``), which holds the ``"training"`` list only.
+    - a CSV with the header ``image,label[,group][,evidence][,split]`` (``evidence`` as ``;``-separated slice
+      indices, e.g. ``3;4;7``; ``split`` ``training``/``train``, ``validation``/``val`` or ``test``, blank or no
+      column: training).
+
+    A patient (``group``; without one, the image) is in one list only: one in two lists is refused, naming both
+    places (a patient split across training and test would measure memory, not generalisation).
 
     Other JSON keys and CSV columns are ignored, so that every item has the same keys (MONAI collates a batch key by
     key). Relative image paths are relative to ``dataset_dir``; every image, also one given as an absolute path,
@@ -287,10 +326,11 @@ def load_datalist(
     if not os.path.isdir(root):
         raise FileNotFoundError(f"dataset_dir '{root}' (root of the images of '{path}') is not a folder.")
     rows = _raw_rows(path)
+    _check_patients_in_one_list(path, rows, root)
     if split not in rows:
         raise ValueError(
             f"{path}: has no '{split}' list (it has {sorted(rows)})"
-            + ("; a CSV holds the training list only." if kind == "csv" else ".")
+            + ("; a CSV gives it with a 'split' column (training, validation or test)." if kind == "csv" else ".")
         )
     entries = rows[split]
     if not entries:

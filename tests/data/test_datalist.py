@@ -132,6 +132,45 @@ def test_csv_datalist_classes_dataset_dir_and_evidence(tmp_path):
     assert [it["label"] for it in load_datalist(path, data, label_names=["tumor", "normal"])] == [1, 0, 0, 1]
 
 
+def test_csv_split_column_gives_validation_and_test_lists(tmp_path):
+    _touch(tmp_path, "a.npy", "b.npy", "c.npy", "d.npy", "e.npy")
+    path = _csv(tmp_path / "labels.csv", "image,label,group,split", "a.npy,x,p1,", "b.npy,y,p2,Train",
+                "c.npy,x,p3,val", "d.npy,y,p4,test", "e.npy,,p5,test")
+    assert datalist_splits(path) == ["training", "validation", "test"]
+    assert [it["image"] for it in load_datalist(path)] == [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]
+    assert [it["source_line"] for it in load_datalist(path, split="validation")] == [f"{path}:4"]
+    test = load_datalist(path, split="test")
+    assert [(it["label_name"], it["source_line"]) for it in test] == [("y", f"{path}:5"), ("", f"{path}:6")]
+    # only the training list: the error says how to give another one
+    only = _csv(tmp_path / "only.csv", "image,label", "a.npy,x")
+    with pytest.raises(ValueError, match=r"only\.csv: has no 'test' list .*'split' column"):
+        load_datalist(only, split="test")
+
+
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        (["image,label,group,split", "a.npy,x,p1,", "b.npy,y,p1,test"],
+         r"labels\.csv:3: patient \(group\) 'p1' is in the 'test' list and in the 'training' list \(.*labels\.csv:2\)"),
+        (["image,label,split", "a.npy,x,", "./a.npy,x,validation"],
+         r"labels\.csv:3: image '\./a\.npy' is in the 'validation' list and in the 'training' list"),
+        (["image,label,split", "a.npy,x,holdout"], r"labels\.csv:2: split 'holdout' is not one of"),
+    ],
+)
+def test_csv_split_column_errors(tmp_path, rows, match):
+    _touch(tmp_path, "a.npy", "b.npy")
+    with pytest.raises(ValueError, match=match):
+        load_datalist(_csv(tmp_path / "labels.csv", *rows))
+
+
+def test_json_patient_in_two_lists_is_refused(tmp_path):
+    _touch(tmp_path, "a.npy", "b.npy")
+    path = _json(tmp_path / "list.json", {"training": [{"image": "a.npy", "label": "x", "group": "p1"}],
+                                         "test": [{"image": "b.npy", "label": "x", "group": "p1"}]})
+    with pytest.raises(ValueError, match=r"list\.json:test\[0\]: patient \(group\) 'p1' .*'training' list"):
+        load_datalist(path)
+
+
 def test_integer_labels_and_classes_over_all_splits(tmp_path):
     _touch(tmp_path, "a.npy", "b.npy", "c.npy")
     csv_path = _csv(tmp_path / "ints.csv", "image,label", "a.npy,0", "b.npy,2")
@@ -205,7 +244,7 @@ def test_missing_split_and_unsupported_files(tmp_path, json_datalist):
     only = _json(tmp_path / "only.json", {"training": [{"image": "a.npy", "label": "x"}]})
     with pytest.raises(ValueError, match=r"only\.json: has no 'validation' list \(it has \['training'\]\)"):
         load_datalist(only, split="validation")
-    with pytest.raises(ValueError, match=r"labels\.csv: has no 'test' list .*training list only"):
+    with pytest.raises(ValueError, match=r"labels\.csv: has no 'test' list .*a CSV gives it with a 'split' column"):
         load_datalist(_csv(tmp_path / "labels.csv", "image,label", "a.npy,x"), split="test")
     with pytest.raises(ValueError, match=r"list\.txt' must be a MONAI datalist \.json or a \.csv"):
         load_datalist(_csv(tmp_path / "list.txt", "image,label"))
