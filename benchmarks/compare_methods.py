@@ -685,7 +685,11 @@ def plot_paired(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str:
         ax.plot(r["mean_diff"], y, "o", color=colors[r["baseline"]])
     ax.axvline(0.0, color="k", lw=1)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{r['dataset']} keep {100 * r['keep_ratio']:.0f}%: {r['comparison']} (n={r['pairs']})"
+    def n(r: dict[str, Any]) -> str:  # units, and the runs behind them where seeds were averaged per fold
+        runs = r.get("runs", r["pairs"])
+        return f"n={r['pairs']}" if runs == r["pairs"] else f"{r['pairs']} folds, {runs} runs"
+
+    ax.set_yticklabels([f"{r['dataset']} keep {100 * r['keep_ratio']:.0f}%: {r['comparison']} ({n(r)})"
                         for r in reversed(rows)], fontsize=7)
     ax.set_xlabel("paired difference of AUC (mean, 95 % t-interval)")
     ax.set_title(textwrap.fill(title, 70), fontsize=9)
