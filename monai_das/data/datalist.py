@@ -84,6 +84,13 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
     return rows
 
 
+def missing_list_hint(path: Path, split: str) -> str:
+    """How a datalist of ``path``'s kind gives the ``split`` list (for errors about a missing one)."""
+    if _kind(path) == "csv":
+        return "a CSV gives it with a 'split' column (training, validation or test)"
+    return f"a JSON datalist gives it as its {split!r} list"
+
+
 def _file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
@@ -109,14 +116,21 @@ def datalist_splits(path: str | os.PathLike) -> list[str]:
     return [s for s in DATALIST_SPLITS if s in data]
 
 
+def _given_group(item: Mapping) -> str | None:
+    """An item's ``group`` (patient), stripped; ``None`` when missing or blank: the patient is then the image itself
+    (never ``str(None)``: a shared "None" group would join unrelated patients)."""
+    group = item.get("group")
+    return str(group).strip() if group is not None and str(group).strip() else None
+
+
 def _check_patients_in_one_list(path: Path, rows: dict[str, list[tuple[str, dict]]], root: str) -> None:
     """Refuse a patient (``group``, else the image) that is in two lists of the datalist, naming both places."""
     first: dict[str, tuple[str, str]] = {}  # patient → (split, location)
     for split, entries in rows.items():
         for loc, item in entries:
-            group, image = item.get("group"), item.get("image")
-            if group is not None and str(group).strip():
-                key, what = "group:" + str(group).strip(), f"patient (group) {str(group).strip()!r}"
+            group, image = _given_group(item), item.get("image")
+            if group is not None:
+                key, what = "group:" + group, f"patient (group) {group!r}"
             elif isinstance(image, str) and image.strip():
                 key, what = "image:" + os.path.normpath(os.path.join(root, image.strip())), f"image {image.strip()!r}"
             else:
@@ -328,10 +342,7 @@ def load_datalist(
     rows = _raw_rows(path)
     _check_patients_in_one_list(path, rows, root)
     if split not in rows:
-        raise ValueError(
-            f"{path}: has no '{split}' list (it has {sorted(rows)})"
-            + ("; a CSV gives it with a 'split' column (training, validation or test)." if kind == "csv" else ".")
-        )
+        raise ValueError(f"{path}: has no '{split}' list (it has {sorted(rows)}); {missing_list_hint(path, split)}.")
     entries = rows[split]
     if not entries:
         raise ValueError(f"{path}: the '{split}' list is empty" + (" (a header, no rows)." if kind == "csv" else "."))
@@ -376,10 +387,8 @@ def load_datalist(
         else:
             label = _label_index(raw, classes, where)
             name = classes[label]
-        group = item.get("group")
-        # a blank group is the image itself, never str(None): a shared "None" group would join unrelated patients
-        group = str(group).strip() if group is not None and str(group).strip() else image
-        out = {"image": image, "label": label, "label_name": name, "group": group, "source_line": where}
+        out = {"image": image, "label": label, "label_name": name, "group": _given_group(item) or image,
+               "source_line": where}
         evidence = _evidence(item.get("evidence"), where)
         if evidence is not None:
             out["evidence"] = evidence

@@ -202,10 +202,10 @@ class BundleData:
         if self.datalist is not None:
             items = self._splits[split]
             if not items:
-                how = ("a CSV gives them with a 'split' column (training, validation or test)"
-                       if str(self.datalist).lower().endswith(".csv") else f"a JSON datalist in its {_SPLITS[split]!r} list")
+                from monai_das.data.datalist import missing_list_hint
+
                 raise ValueError(f"datalist '{self.datalist}' has no {_SPLITS[split]!r} items for the {split} split; "
-                                 f"{how}.")
+                                 f"{missing_list_hint(Path(self.datalist), _SPLITS[split])}.")
             return items if n is None else items[: int(n)]
         if self.dataset in VIDEO_DATASETS:
             from monai_das.data import pocus_listing, split_by_fold

@@ -82,6 +82,8 @@ def test_datalist_facts_and_split(tmp_path):
     assert not {it["group"] for it in train} & {it["group"] for it in val}  # a patient on one side only
     with pytest.raises(ValueError, match="no 'test' items"):
         src.data("test")
+    with pytest.raises(ValueError, match=r"dl\.json' has no 'test' items .*a JSON datalist gives it as its 'test' list"):
+        src.data("test")
     # spatial_size given: the grid is the user's; T follows slice_axis
     assert BundleData(datalist=path, spatial_size=[8, 8, 4], slice_axis=0).info["num_frames"] == 8
 
