@@ -597,6 +597,23 @@ def t_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, floa
     return mean - half, mean + half
 
 
+def unit_means(diffs: Sequence[tuple[Any, Any, float]]) -> list[float]:
+    """
+    One paired difference per independent unit, from ``(fold, cell, difference)`` triples: the differences of the
+    cells that share a fold (its test patients) averaged into one, a cell without a fold (``None`` or ``""``) its own
+    unit. Sorted by unit, so the order is reproducible.
+    """
+    units: dict[tuple, list[float]] = {}
+    for fold, cell, diff in diffs:
+        units.setdefault(("fold", str(fold)) if fold not in (None, "") else ("cell", str(cell)), []).append(diff)
+    return [statistics.mean(v) for _, v in sorted(units.items())]
+
+
+def count_label(units: int, runs: int) -> str:
+    """``"5"``, or ``"5 folds (15 runs)"`` where the runs of a fold were averaged into one unit."""
+    return str(units) if runs == units else f"{units} folds ({runs} runs)"
+
+
 def paired_differences(results: Sequence[dict[str, Any]], reference: str = "das",
                        against: Sequence[str] = PAIRED_AGAINST, metric: str = "auc") -> list[dict[str, Any]]:
     """
@@ -622,11 +639,7 @@ def paired_differences(results: Sequence[dict[str, Any]], reference: str = "das"
             pairs = sorted(set(ref) & set(base or {}), key=str)
             if not pairs:
                 continue
-            units: dict[Any, list[float]] = {}
-            for seed, fold in pairs:  # one unit per fold where there are folds, per seed otherwise
-                units.setdefault(("fold", fold) if fold is not None else ("seed", seed), []).append(
-                    ref[(seed, fold)] - base[(seed, fold)])
-            diffs = [statistics.mean(v) for _, v in sorted(units.items(), key=lambda kv: str(kv[0]))]
+            diffs = unit_means([(fold, seed, ref[(seed, fold)] - base[(seed, fold)]) for seed, fold in pairs])
             low, high = t_interval(diffs)
             verdict = ("one pair: no interval" if len(diffs) < 2 else "above zero" if low > 0
                        else "below zero" if high < 0 else "includes zero")
@@ -663,7 +676,7 @@ def paired_table(rows: Sequence[dict[str, Any]], with_dataset: bool = False, ref
         **r, "keep": f"{100 * r['keep_ratio']:.0f}%", "mean": f"{r['mean_diff']:+.3f}",
         "ci": "n/a" if math.isnan(r["ci95_low"]) else f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]",
         "wins": f"{r['wins']}/{r['pairs']}",
-        "pairs": r["pairs"] if r.get("runs", r["pairs"]) == r["pairs"] else f"{r['pairs']} folds ({r['runs']} runs)",
+        "pairs": count_label(r["pairs"], r.get("runs", r["pairs"])),
     } for r in rows], cols)
 
 
@@ -685,12 +698,8 @@ def plot_paired(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str:
         ax.plot(r["mean_diff"], y, "o", color=colors[r["baseline"]])
     ax.axvline(0.0, color="k", lw=1)
     ax.set_yticks(range(len(rows)))
-    def n(r: dict[str, Any]) -> str:  # units, and the runs behind them where seeds were averaged per fold
-        runs = r.get("runs", r["pairs"])
-        return f"n={r['pairs']}" if runs == r["pairs"] else f"{r['pairs']} folds, {runs} runs"
-
-    ax.set_yticklabels([f"{r['dataset']} keep {100 * r['keep_ratio']:.0f}%: {r['comparison']} ({n(r)})"
-                        for r in reversed(rows)], fontsize=7)
+    ax.set_yticklabels([f"{r['dataset']} keep {100 * r['keep_ratio']:.0f}%: {r['comparison']} "
+                        f"(n={count_label(r['pairs'], r.get('runs', r['pairs']))})" for r in reversed(rows)], fontsize=7)
     ax.set_xlabel("paired difference of AUC (mean, 95 % t-interval)")
     ax.set_title(textwrap.fill(title, 70), fontsize=9)
     ax.grid(axis="x", alpha=0.3)

@@ -2,8 +2,10 @@
 
 A recipe study runs the same cells (dataset, method, keep ratio, seed, fold) twice, once per ``--tag``: a candidate
 setting and a same-code reference. This prints ``candidate − reference`` of a metric per dataset (and per keep ratio),
-paired by cell, with the mean, a two-sided 95 % Student-t interval over the pairs, the pairs the candidate won and
-every difference, as a markdown table (also written as ``paired_<candidate>_vs_<reference>.md`` in the folder).
+paired by cell, with the mean, a two-sided 95 % Student-t interval over the independent units, the units the candidate
+won and every difference, as a markdown table (also written as ``paired_<candidate>_vs_<reference>.md`` in the folder).
+A unit is a cell where there are no folds, and a fold where there are (POCUS): the cells run on one fold (its seeds and
+keep ratios) share its test patients, so their differences are averaged into one, as ``compare_methods.py`` does.
 
 Usage::
 
@@ -26,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import markdown_table, write_text_atomic  # noqa: E402
-from compare_methods import t_interval  # noqa: E402
+from compare_methods import count_label, t_interval, unit_means  # noqa: E402
 
 
 def read_runs(folder: Path) -> list[dict[str, Any]]:
@@ -57,9 +59,10 @@ def paired_by_tag(rows: list[dict[str, Any]], candidate: str, reference: str, me
             groups.setdefault((p[0], f"{100 * p[2]:.0f}%"), []).append(p)
     out = []
     for (dataset, keep), cells in sorted(groups.items()):
-        diffs = [values[candidate][c] - values[reference][c] for c in cells]
+        diffs = unit_means([(c[4], c, values[candidate][c] - values[reference][c]) for c in cells])
         low, high = t_interval(diffs)
-        out.append({"dataset": dataset, "keep": keep, "pairs": len(diffs), "mean": f"{statistics.mean(diffs):+.3f}",
+        out.append({"dataset": dataset, "keep": keep, "pairs": count_label(len(diffs), len(cells)),
+                    "mean": f"{statistics.mean(diffs):+.3f}",
                     "ci": "n/a" if math.isnan(low) else f"[{low:+.3f}, {high:+.3f}]",
                     "wins": f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
                     "reference_mean": f"{statistics.mean(values[reference][c] for c in cells):.3f}",
@@ -79,11 +82,12 @@ def main(argv: list[str] | None = None) -> str:
     cmd = "python benchmarks/paired_tags.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join([
         f"# {args.metric}: {args.candidate} − {args.reference}, paired by cell", "", f"- command: `{cmd}`", "",
-        "Mean over the pairs (same dataset, method, keep ratio, seed and fold), two-sided 95 % Student-t interval, "
-        f"pairs where `{args.candidate}` was higher, the reference's mean, every difference.", "",
+        "Pairs: same dataset, method, keep ratio, seed and fold. Mean over the independent units (a cell; a fold where "
+        "there are folds, its cells averaged), two-sided 95 % Student-t interval, units where "
+        f"`{args.candidate}` was higher, the reference's mean over the cells, every unit's difference.", "",
         markdown_table(rows, [("dataset", "dataset"), ("keep", "keep"), ("pairs", "pairs"), ("mean", "mean"),
                               ("ci", "95 % interval"), ("wins", f"{args.candidate} higher"),
-                              ("reference_mean", f"{args.reference} mean"), ("diffs", "per cell")]), ""])
+                              ("reference_mean", f"{args.reference} mean"), ("diffs", "per unit")]), ""])
     write_text_atomic(text, args.folder / f"paired_{args.candidate}_vs_{args.reference}.md")
     print(text)
     return text

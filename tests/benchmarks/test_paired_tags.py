@@ -25,8 +25,28 @@ def test_pairs_by_cell_and_reports_interval(paired_tags_script, tmp_path):
     _write_runs(tmp_path / "vessel_runs.csv", rows)
     text = paired_tags_script.main([str(tmp_path), "--candidate", "new", "--reference", "ref"])
     (row,) = paired_tags_script.paired_by_tag(paired_tags_script.read_runs(tmp_path), "new", "ref")
-    assert row["pairs"] == 3 and row["mean"] == "+0.057" and row["wins"] == "3/3"
+    assert row["pairs"] == "3" and row["mean"] == "+0.057" and row["wins"] == "3/3"
     assert row["diffs"] == "+0.100 +0.050 +0.020" and row["ci"] == "[-0.044, +0.157]"  # mean ± t(0.975, 2)·sd/√3
     assert (tmp_path / "paired_new_vs_ref.md").read_text() == text and "command:" in text
     with pytest.raises(SystemExit, match="no cell was run with both tags"):
         paired_tags_script.paired_by_tag(rows, "new", "missing")
+
+
+def test_cells_of_a_fold_are_one_unit(paired_tags_script, tmp_path):
+    # two keep ratios and two seeds on each of 3 folds: 12 cells, 3 independent units (a fold's test patients)
+    rows = []
+    for fold, base in enumerate([0.10, 0.20, 0.30]):
+        for seed in (0, 1):
+            for keep in (0.1, 0.25):
+                diff = base + (0.04 if seed else 0.0)
+                rows += [dict(dataset="pocus", method="das", keep_ratio=keep, seed=seed, fold=fold, tag="new",
+                              best_val_auc=0.5 + diff),
+                         dict(dataset="pocus", method="das", keep_ratio=keep, seed=seed, fold=fold, tag="ref",
+                              best_val_auc=0.5)]
+    _write_runs(tmp_path / "pocus_runs.csv", rows)
+    rows = paired_tags_script.paired_by_tag(paired_tags_script.read_runs(tmp_path), "new", "ref", by_keep=True)
+    by_keep = {r["keep"]: r for r in rows}
+    all_row = by_keep["all"]
+    assert all_row["pairs"] == "3 folds (12 runs)" and by_keep["10%"]["pairs"] == "3 folds (6 runs)"
+    assert all_row["diffs"] == "+0.120 +0.220 +0.320" and all_row["wins"] == "3/3"
+    assert all_row["ci"] == "[-0.028, +0.468]"  # 0.22 ± 4.303·0.1/√3 over the 3 fold means
