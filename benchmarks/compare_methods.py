@@ -699,7 +699,7 @@ def plot_paired(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str:
     ax.axvline(0.0, color="k", lw=1)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{r['dataset']} keep {100 * r['keep_ratio']:.0f}%: {r['comparison']} "
-                        f"(n={count_label(r['pairs'], r.get('runs', r['pairs']))})" for r in reversed(rows)], fontsize=7)
+                        f"[n={count_label(r['pairs'], r.get('runs', r['pairs']))}]" for r in reversed(rows)], fontsize=7)
     ax.set_xlabel("paired difference of AUC (mean, 95 % t-interval)")
     ax.set_title(textwrap.fill(title, 70), fontsize=9)
     ax.grid(axis="x", alpha=0.3)
