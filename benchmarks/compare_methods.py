@@ -780,6 +780,10 @@ def cell_provenance(results: Sequence[dict[str, Any]]) -> str:
         dates = sorted(r["finished_utc"] for r in rs if r.get("finished_utc"))
         when = f", finished {dates[0]} – {dates[-1]}" if dates else ""
         lines.append(f"- `{cmd}`: {len(rs)} cell(s){when}")
+    present = [(name, sorted({r[name] for r in results if r.get(name) is not None}))
+               for name in ("method", "keep_ratio", "seed", "fold")]
+    lines.append("\nWhat those cells cover: " + "; ".join(f"{name.replace('_', ' ')}s {values}"
+                                                          for name, values in present if values) + ".")
     return "\n".join(lines)
 
 
@@ -821,7 +825,8 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
         f"Mode: **{header['mode']}** — {header['description']}.", "",
         environment_markdown(header["environment"]), "",
         cell_provenance([r for r in results if r["dataset"] == key]), "",
-        f"Settings: {header['settings']}", "",
+        f"Settings of the command above (the last to write this report; each cell's own are in its "
+        f"`result.json`): {header['settings']}", "",
         "Training code (hash of " + ", ".join(f"`{c}`" for c in CODE_PATHS) + "): "
         + ", ".join(f"`{h}`" for h in sorted({str(r.get("code_hash")) for r in results if r["dataset"] == key})),
         "",

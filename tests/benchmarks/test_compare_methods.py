@@ -131,6 +131,10 @@ def test_summary_and_provenance_span_invocations(compare_script, tmp_path):
     assert "| method | toy_8 | toy_16 |" in summary
     assert "`python compare_methods.py --datasets toy_8`: 1 cell(s)" in summary
     assert "`python compare_methods.py --datasets toy_16`: 1 cell(s), finished 2026-11-21 08:00:00 UTC" in summary
+    # what the cells cover, read from the cells (the settings line describes only the last command)
+    assert "What those cells cover: methods ['das']; keep ratios [0.5]; seeds [0]" in summary
+    md = Path(cm.write_reports(spec_a, [r for r in results if r["dataset"] == spec_a.key], tmp_path, header)["md"])
+    assert "Settings of the command above (the last to write this report" in md.read_text()
 
 
 def test_references_are_shown_for_vesselmnist(compare_script, tmp_path):
