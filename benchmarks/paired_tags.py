@@ -13,7 +13,12 @@ Usage::
     python benchmarks/paired_tags.py DIR --candidate X --reference Y --metric auc --by-keep
 
 Options: ``--metric`` (a column of ``<dataset>_runs.csv``; default ``best_val_auc``), ``--by-keep`` (one row per keep
-ratio too, besides the row per dataset).
+ratio too, besides the row per dataset), ``--reference-folder DIR`` (read the reference's cells from another
+``--out`` folder, e.g. the standard grid's, with ``--reference ""`` for its untagged cells; the report lists the
+training-code hashes of both sides, so a pairing across code versions shows).
+
+    python benchmarks/paired_tags.py benchmarks/results/temporal_head --candidate gated --reference "" \
+        --reference-folder benchmarks/results/standard --by-keep
 """
 
 from __future__ import annotations
@@ -77,18 +82,29 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--reference", required=True, help="tag of the same-code reference")
     p.add_argument("--metric", default="best_val_auc", help="column of the run tables (default best_val_auc)")
     p.add_argument("--by-keep", action="store_true", help="a row per keep ratio too")
+    p.add_argument("--reference-folder", type=Path, default=None,
+                   help="folder whose run tables hold the reference's cells (default: FOLDER)")
     args = p.parse_args(argv)
-    rows = paired_by_tag(read_runs(args.folder), args.candidate, args.reference, args.metric, args.by_keep)
+    ref_folder = args.reference_folder or args.folder
+    runs = [r for r in read_runs(args.folder) if r.get("tag") == args.candidate]
+    runs += [r for r in read_runs(ref_folder) if r.get("tag") == args.reference]
+    rows = paired_by_tag(runs, args.candidate, args.reference, args.metric, args.by_keep)
+    ref_label = args.reference or "untagged"
+    hashes = {tag: sorted({r.get("code_hash") or "?" for r in runs if r.get("tag") == tag})
+              for tag in (args.candidate, args.reference)}
     cmd = "python benchmarks/paired_tags.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join([
-        f"# {args.metric}: {args.candidate} − {args.reference}, paired by cell", "", f"- command: `{cmd}`", "",
+        f"# {args.metric}: {args.candidate} − {ref_label}, paired by cell", "", f"- command: `{cmd}`", "",
         "Pairs: same dataset, method, keep ratio, seed and fold. Mean over the independent units (a cell; a fold where "
         "there are folds, its cells averaged), two-sided 95 % Student-t interval, units where "
         f"`{args.candidate}` was higher, the reference's mean over the cells, every unit's difference.", "",
+        f"Training code (`code_hash` of the run tables): `{args.candidate}` "
+        f"{', '.join(hashes[args.candidate])}; `{ref_label}` {', '.join(hashes[args.reference])}"
+        + (f" (from `{ref_folder}`)" if args.reference_folder else "") + ".", "",
         markdown_table(rows, [("dataset", "dataset"), ("keep", "keep"), ("pairs", "pairs"), ("mean", "mean"),
                               ("ci", "95 % interval"), ("wins", f"{args.candidate} higher"),
-                              ("reference_mean", f"{args.reference} mean"), ("diffs", "per unit")]), ""])
-    write_text_atomic(text, args.folder / f"paired_{args.candidate}_vs_{args.reference}.md")
+                              ("reference_mean", f"{ref_label} mean"), ("diffs", "per unit")]), ""])
+    write_text_atomic(text, args.folder / f"paired_{args.candidate}_vs_{ref_label}.md")
     print(text)
     return text
 

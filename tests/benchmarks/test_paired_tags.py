@@ -50,3 +50,21 @@ def test_cells_of_a_fold_are_one_unit(paired_tags_script, tmp_path):
     assert all_row["pairs"] == "3 folds (12 runs)" and by_keep["10%"]["pairs"] == "3 folds (6 runs)"
     assert all_row["diffs"] == "+0.120 +0.220 +0.320" and all_row["wins"] == "3/3"
     assert all_row["ci"] == "[-0.028, +0.468]"  # 0.22 ± 4.303·0.1/√3 over the 3 fold means
+
+
+def test_reference_from_another_folder(paired_tags_script, tmp_path):
+    """A study folder paired with the untagged cells of a grid folder (``--reference-folder``, ``--reference ""``)."""
+    study, grid = tmp_path / "study", tmp_path / "grid"
+    study.mkdir()
+    grid.mkdir()
+    _write_runs(study / "vessel_runs.csv", [
+        dict(dataset="vessel", method="das", keep_ratio=0.5, seed=s, fold="", tag="gated", best_val_auc=v)
+        for s, v in ((3, 0.80), (4, 0.70))])
+    _write_runs(grid / "vessel_runs.csv", [  # the grid's own cells are untagged; a tagged one there is not used
+        dict(dataset="vessel", method="das", keep_ratio=0.5, seed=s, fold="", tag=t, best_val_auc=v)
+        for s, t, v in ((3, "", 0.75), (4, "", 0.72), (4, "gated", 0.0), (5, "", 0.9))])
+    text = paired_tags_script.main([str(study), "--candidate", "gated", "--reference", "",
+                                    "--reference-folder", str(grid)])
+    assert "| vessel | all | 2 | +0.015 |" in text and "+0.050 -0.020" in text
+    assert f"(from `{grid}`)" in text and "gated − untagged" in text
+    assert (study / "paired_gated_vs_untagged.md").read_text() == text

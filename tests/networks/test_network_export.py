@@ -25,11 +25,11 @@ def test_trace_equals_eager(method, tmp_path):
             torch.testing.assert_close(loaded(inp), net(inp), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["das", "uniform"])
-def test_onnx_equals_eager(method):
+@pytest.mark.parametrize("method, head", [("das", "mean"), ("uniform", "mean"), ("uniform", "gated")])
+def test_onnx_equals_eager(method, head):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    net = build_classifier(method, 2, num_frames=8).eval()
+    net = build_classifier(method, 2, num_frames=8, temporal_head=head).eval()
     x, x2 = torch.rand(1, 1, 8, 16, 16), torch.rand(1, 1, 8, 16, 16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -54,7 +54,7 @@ def test_num_kept():
     assert num_kept(28, 0.5) == 14 and num_kept(64, 0.25) == 16 and num_kept(3, 0.01) == 1
 
 
-@pytest.mark.parametrize("head", ["mean", "max", "attention"])
+@pytest.mark.parametrize("head", ["mean", "max", "attention", "gated"])
 def test_temporal_heads(head):
     net = build_classifier("uniform", 2, num_frames=8, temporal_head=head)
     assert net(torch.rand(2, 1, 8, 16, 16)).shape == (2, 2)

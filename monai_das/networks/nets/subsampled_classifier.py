@@ -47,7 +47,8 @@ class SubsampledClassifier(nn.Module):
         layout: ``"volume"``: input ``B×C×D×H×W`` (MONAI channel-first), frames are the slices along spatial axis
             ``slice_axis``; ``"video"``: input ``B×T×C×H×W``.
         slice_axis: 0, 1 or 2 for slices along D, H or W (``layout="volume"`` only).
-        temporal_head: ``"mean"`` (default), ``"max"`` or ``"attention"`` pooling of the ``k`` frame embeddings.
+        temporal_head: ``"mean"`` (default), ``"max"``, ``"attention"`` or ``"gated"`` (gated attention MIL)
+            pooling of the ``k`` frame embeddings (:class:`~monai_das.networks.blocks.TemporalHead`).
         dropout: dropout before the final linear layer.
         encoder_features: ``E``. ``None`` (default) reads the encoder's ``out_features``; an encoder without it is
             run once on zeros ``2×C×s×s`` with ``s =`` :data:`~monai_das.networks.blocks.PROBE_SIZE` (64), in
