@@ -45,14 +45,18 @@ def read_runs(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def cell_key(r: dict[str, Any]) -> tuple:
+    """What pairs two runs: dataset, method, keep ratio, seed and fold."""
+    return r["dataset"], r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold") or ""
+
+
 def paired_by_tag(rows: list[dict[str, Any]], candidate: str, reference: str, metric: str = "best_val_auc",
                   by_keep: bool = False) -> list[dict[str, Any]]:
     """``candidate − reference`` per dataset (and keep ratio with ``by_keep``), paired by method, keep, seed and fold."""
     values: dict[str, dict[tuple, float]] = {candidate: {}, reference: {}}
     for r in rows:
         if r.get("tag") in values and r.get(metric) not in (None, ""):
-            cell = (r["dataset"], r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold") or "")
-            values[r["tag"]][cell] = float(r[metric])
+            values[r["tag"]][cell_key(r)] = float(r[metric])
     pairs = sorted(set(values[candidate]) & set(values[reference]), key=str)
     if not pairs:
         raise SystemExit(f"no cell was run with both tags {candidate!r} and {reference!r} (tags found: "
@@ -90,7 +94,10 @@ def main(argv: list[str] | None = None) -> str:
     runs += [r for r in read_runs(ref_folder) if r.get("tag") == args.reference]
     rows = paired_by_tag(runs, args.candidate, args.reference, args.metric, args.by_keep)
     ref_label = args.reference or "untagged"
-    hashes = {tag: sorted({r.get("code_hash") or "?" for r in runs if r.get("tag") == tag})
+    # the code hashes of the cells that were paired (a reference folder may hold other cells on other code)
+    keys = {tag: {cell_key(r) for r in runs if r.get("tag") == tag} for tag in (args.candidate, args.reference)}
+    paired = keys[args.candidate] & keys[args.reference]
+    hashes = {tag: sorted({r.get("code_hash") or "?" for r in runs if r.get("tag") == tag and cell_key(r) in paired})
               for tag in (args.candidate, args.reference)}
     cmd = "python benchmarks/paired_tags.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join([
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> str:
         "Pairs: same dataset, method, keep ratio, seed and fold. Mean over the independent units (a cell; a fold where "
         "there are folds, its cells averaged), two-sided 95 % Student-t interval, units where "
         f"`{args.candidate}` was higher, the reference's mean over the cells, every unit's difference.", "",
-        f"Training code (`code_hash` of the run tables): `{args.candidate}` "
+        f"Training code of the paired cells (`code_hash` of the run tables): `{args.candidate}` "
         f"{', '.join(hashes[args.candidate])}; `{ref_label}` {', '.join(hashes[args.reference])}"
         + (f" (from `{ref_folder}`)" if args.reference_folder else "") + ".", "",
         markdown_table(rows, [("dataset", "dataset"), ("keep", "keep"), ("pairs", "pairs"), ("mean", "mean"),

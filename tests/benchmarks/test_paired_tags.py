@@ -9,7 +9,8 @@ import pytest
 
 def _write_runs(path, rows):
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["dataset", "method", "keep_ratio", "seed", "fold", "tag", "best_val_auc"])
+        w = csv.DictWriter(f, fieldnames=["dataset", "method", "keep_ratio", "seed", "fold", "tag", "best_val_auc",
+                                          "code_hash"])
         w.writeheader()
         w.writerows(rows)
 
@@ -63,8 +64,13 @@ def test_reference_from_another_folder(paired_tags_script, tmp_path):
     _write_runs(grid / "vessel_runs.csv", [  # the grid's own cells are untagged; a tagged one there is not used
         dict(dataset="vessel", method="das", keep_ratio=0.5, seed=s, fold="", tag=t, best_val_auc=v)
         for s, t, v in ((3, "", 0.75), (4, "", 0.72), (4, "gated", 0.0), (5, "", 0.9))])
+    for path, code in ((study / "vessel_runs.csv", "new"), (grid / "vessel_runs.csv", "old")):  # code per cell
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        _write_runs(path, [{**r, "code_hash": "unpaired" if r["seed"] == "5" else code} for r in rows])
     text = paired_tags_script.main([str(study), "--candidate", "gated", "--reference", "",
                                     "--reference-folder", str(grid)])
     assert "| vessel | all | 2 | +0.015 |" in text and "+0.050 -0.020" in text
     assert f"(from `{grid}`)" in text and "gated − untagged" in text
+    assert "`gated` new; `untagged` old (from" in text  # only the paired cells' code (seed 5 was not paired)
     assert (study / "paired_gated_vs_untagged.md").read_text() == text
