@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any
+
 import torch
 
-__all__ = ["unwrap_network", "uniform_indices", "to_frames"]
+__all__ = ["check_count", "unwrap_network", "uniform_indices", "to_frames"]
+
+
+def check_count(value: Any, name: str) -> int:
+    """
+    ``value`` as an ``int >= 1`` (a number of frames, channels, classes...). Integers and integral floats (``4.0``,
+    as a config may give) pass; ``2.7``, ``0``, ``True`` or ``"4"`` raise a ``ValueError`` naming ``name`` and the
+    value, instead of a ``TypeError`` from deep inside ``nn.Linear`` or a silently truncated count.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok and not isinstance(value, numbers.Integral):
+        ok = math.isfinite(value) and float(value).is_integer()
+    if not ok or int(value) < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)
 
 
 def unwrap_network(network: torch.nn.Module, require_sampler: bool = True) -> torch.nn.Module:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from monai_das.networks.utils import check_count
+
 __all__ = ["TemporalHead", "TEMPORAL_HEADS"]
 
 TEMPORAL_HEADS = ("mean", "max", "attention", "gated")
@@ -33,9 +35,7 @@ class TemporalHead(nn.Module):
         self.score = nn.Linear(in_features, 1) if mode == "attention" else None
         self.gated: nn.ModuleDict | None = None
         if mode == "gated":
-            if isinstance(hidden_features, bool) or not isinstance(hidden_features, int) or hidden_features < 1:
-                raise ValueError(f"hidden_features must be an integer >= 1, got {hidden_features!r}.")
-            hidden = hidden_features
+            hidden = check_count(hidden_features, "hidden_features")
             self.gated = nn.ModuleDict({
                 "value": nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh()),
                 "gate": nn.Sequential(nn.Linear(in_features, hidden), nn.Sigmoid()),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
+from monai_das.networks.utils import check_count  # noqa: F401  (re-exported: the samplers and factory import it here)
 
 __all__ = ["SamplerOutput", "BaseSampler", "is_exporting", "check_count", "parameter_dtype"]
 
@@ -35,20 +34,6 @@ class SamplerOutput(NamedTuple):
 def is_exporting() -> bool:
     """True while tracing, scripting or exporting to ONNX (data-dependent checks are skipped then)."""
     return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-
-
-def check_count(value: Any, name: str) -> int:
-    """
-    ``value`` as an ``int >= 1`` (a number of frames, channels, classes...). Integers and integral floats (``4.0``,
-    as a config may give) pass; ``2.7``, ``0``, ``True`` or ``"4"`` raise a ``ValueError`` naming ``name`` and the
-    value, instead of a ``TypeError`` from deep inside ``nn.Linear`` or a silently truncated count.
-    """
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok and not isinstance(value, numbers.Integral):
-        ok = math.isfinite(value) and float(value).is_integer()
-    if not ok or int(value) < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)
 
 
 def parameter_dtype(module: nn.Module) -> torch.dtype | None:
