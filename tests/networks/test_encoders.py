@@ -115,6 +115,19 @@ def test_feature_map_output_is_refused_with_what_to_do():
     check_forward_backward(net, torch.rand(1, 1, 4, 16, 16), 2)
 
 
+@pytest.mark.parametrize("arg", ["out_features", "in_channels"])
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
+def test_frame_encoder_refuses_bad_counts(arg, bad):
+    with pytest.raises(ValueError, match=rf"FrameEncoder: {arg} must be an integer >= 1, got {bad!r}"):
+        FrameEncoder(nn.Conv2d(1, 8, 3), **{arg: bad})
+
+
+def test_frame_encoder_reads_counts_like_every_network():
+    enc = FrameEncoder(nn.Conv2d(2, 8, 3), out_features=8.0, in_channels=2.0)  # integral floats, as a config may give
+    assert (enc.out_features, enc.in_channels) == (8, 2)
+    assert type(enc.out_features) is int and type(enc.in_channels) is int
+
+
 def test_failing_probe_suggests_encoder_features():
     big = pooled_cnn(width=4, kernel=65)  # needs frames of at least 65×65
     with pytest.raises(ValueError, match=r"Sequential.*probe input of shape \(2, 1, 64, 64\).*encoder_features="):

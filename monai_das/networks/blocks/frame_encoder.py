@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn as nn
 from monai.networks.utils import eval_mode
+
+from monai_das.networks.utils import check_count
 
 __all__ = ["FrameEncoder", "PROBE_SIZE", "encoder_in_channels", "encoder_out_features", "probe_encoder_features"]
 
@@ -16,10 +16,11 @@ PROBE_SIZE = 64
 
 
 def _count(value: object) -> int | None:
-    """``value`` as an ``int >= 1``, else ``None`` (attributes named like a count may hold something else)."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1:
-        return int(value)
-    return None
+    """``value`` as :func:`check_count` reads it, else ``None`` (attributes named like a count may hold something else)."""
+    try:
+        return check_count(value, "count")
+    except ValueError:
+        return None
 
 
 def encoder_in_channels(encoder: nn.Module) -> int | None:
@@ -119,11 +120,9 @@ class FrameEncoder(nn.Module):
         self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        for value, arg in ((out_features, "out_features"), (in_channels, "in_channels")):
-            if value is not None and _count(value) is None:
-                raise ValueError(f"FrameEncoder: {arg} must be an integer >= 1 or None, got {value!r}.")
         if out_features is not None:
-            self.out_features = int(out_features)
+            self.out_features = check_count(out_features, "FrameEncoder: out_features")
+        in_channels = check_count(in_channels, "FrameEncoder: in_channels") if in_channels is not None else None
         in_channels = in_channels or encoder_in_channels(backbone)
         if in_channels is not None:
             self.in_channels = int(in_channels)
