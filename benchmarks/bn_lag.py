@@ -97,7 +97,7 @@ def run_variant(over: dict[str, Any], epochs: int, seed: int, precise_bn: bool, 
             loss = loss_fn(net(x), y)
             loss.backward()
             optimizer.step()
-            total, n = total + float(loss) * len(y), n + len(y)
+            total, n = total + loss.item() * len(y), n + len(y)
         if precise_bn:
             PreciseBNHandler(train_loader, net, num_batches=-1, device=device)()
         tr_loss, tr_std = _eval_mode_stats(net, train_loader, loss_fn, device)

@@ -50,17 +50,29 @@ def cell_key(r: dict[str, Any]) -> tuple:
     return r["dataset"], r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold") or ""
 
 
+def paired_rows(rows: list[dict[str, Any]], candidate: str, reference: str,
+                metric: str = "best_val_auc") -> dict[str, dict[tuple, dict[str, Any]]]:
+    """
+    The rows that pair, ``{tag: {cell_key: row}}`` for both tags: cells run with both tags that have ``metric``
+    (one definition of "paired" for the differences and for the code hashes reported beside them).
+    """
+    found: dict[str, dict[tuple, dict[str, Any]]] = {candidate: {}, reference: {}}
+    for r in rows:
+        if r.get("tag") in found and r.get(metric) not in (None, ""):
+            found[r["tag"]][cell_key(r)] = r
+    keys = set(found[candidate]) & set(found[reference])
+    if not keys:
+        raise SystemExit(f"no cell was run with both tags {candidate!r} and {reference!r} (tags found: "
+                         f"{sorted({r.get('tag') for r in rows})}).")
+    return {tag: {k: found[tag][k] for k in sorted(keys, key=str)} for tag in found}
+
+
 def paired_by_tag(rows: list[dict[str, Any]], candidate: str, reference: str, metric: str = "best_val_auc",
                   by_keep: bool = False) -> list[dict[str, Any]]:
     """``candidate − reference`` per dataset (and keep ratio with ``by_keep``), paired by method, keep, seed and fold."""
-    values: dict[str, dict[tuple, float]] = {candidate: {}, reference: {}}
-    for r in rows:
-        if r.get("tag") in values and r.get(metric) not in (None, ""):
-            values[r["tag"]][cell_key(r)] = float(r[metric])
-    pairs = sorted(set(values[candidate]) & set(values[reference]), key=str)
-    if not pairs:
-        raise SystemExit(f"no cell was run with both tags {candidate!r} and {reference!r} (tags found: "
-                         f"{sorted({r.get('tag') for r in rows})}).")
+    paired = paired_rows(rows, candidate, reference, metric)
+    values = {tag: {k: float(r[metric]) for k, r in cells.items()} for tag, cells in paired.items()}
+    pairs = list(paired[candidate])
     groups: dict[tuple, list[tuple]] = {}
     for p in pairs:
         groups.setdefault((p[0], "all"), []).append(p)
@@ -95,10 +107,8 @@ def main(argv: list[str] | None = None) -> str:
     rows = paired_by_tag(runs, args.candidate, args.reference, args.metric, args.by_keep)
     ref_label = args.reference or "untagged"
     # the code hashes of the cells that were paired (a reference folder may hold other cells on other code)
-    keys = {tag: {cell_key(r) for r in runs if r.get("tag") == tag} for tag in (args.candidate, args.reference)}
-    paired = keys[args.candidate] & keys[args.reference]
-    hashes = {tag: sorted({r.get("code_hash") or "?" for r in runs if r.get("tag") == tag and cell_key(r) in paired})
-              for tag in (args.candidate, args.reference)}
+    hashes = {tag: sorted({r.get("code_hash") or "?" for r in cells.values()})
+              for tag, cells in paired_rows(runs, args.candidate, args.reference, args.metric).items()}
     cmd = "python benchmarks/paired_tags.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join([
         f"# {args.metric}: {args.candidate} − {ref_label}, paired by cell", "", f"- command: `{cmd}`", "",

@@ -74,3 +74,17 @@ def test_reference_from_another_folder(paired_tags_script, tmp_path):
     assert f"(from `{grid}`)" in text and "gated − untagged" in text
     assert "`gated` new; `untagged` old (from" in text  # only the paired cells' code (seed 5 was not paired)
     assert (study / "paired_gated_vs_untagged.md").read_text() == text
+
+
+def test_code_hashes_name_only_cells_that_were_paired(paired_tags_script, tmp_path):
+    """A reference cell without the metric is not paired, so its code hash is not listed beside the differences."""
+    rows = [dict(dataset="vessel", method="das", keep_ratio=0.5, seed=s, fold="", tag="new", best_val_auc=0.8,
+                 code_hash="cand") for s in (0, 1)]
+    rows += [dict(dataset="vessel", method="das", keep_ratio=0.5, seed=0, fold="", tag="ref", best_val_auc=0.7,
+                  code_hash="refcode"),
+             dict(dataset="vessel", method="das", keep_ratio=0.5, seed=1, fold="", tag="ref", best_val_auc="",
+                  code_hash="unfinished")]
+    _write_runs(tmp_path / "vessel_runs.csv", rows)
+    text = paired_tags_script.main([str(tmp_path), "--candidate", "new", "--reference", "ref"])
+    assert "| vessel | all | 1 | +0.100 |" in text
+    assert "`new` cand; `ref` refcode." in text and "unfinished" not in text
