@@ -169,6 +169,7 @@ class SelectionDiagnosticsHandler:
         p = self.prefix
         if self._evidence[1]:
             metrics[f"{p}evidence_kept"] = self._evidence[0] / self._evidence[1]
+            self._warn_if_below_chance(engine, metrics[f"{p}evidence_kept"])
         if self._kept:
             counts = _position_counts(self._kept, max(self._num_frames, 2))
             freq = counts / counts.sum()
@@ -193,6 +194,23 @@ class SelectionDiagnosticsHandler:
                     "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
                     "-1). This epoch is not kept as the best model."
                 )
+
+    def _warn_if_below_chance(self, engine: Any, evidence_kept: float) -> None:
+        """
+        Warn when the kept frames hold less than half of the known evidence that as many frames chosen at random
+        would hold (``k / T``): the sampler looks away from the evidence (a collapse, or frame statistics that
+        mislead). Not during a learned sampler's warm-up, whose random choice is not the sampler's.
+        """
+        if not self._kept or getattr(engine.state, WARMUP_ATTR, False):
+            return
+        chance = sum(map(len, self._kept)) / len(self._kept) / max(self._num_frames, 1)
+        if evidence_kept < chance / 2:
+            self.logger.warning(
+                f"epoch {engine.state.epoch}: the kept frames hold {evidence_kept:.2f} of the known evidence frames, "
+                f"less than half of what {chance:.2f} of the frames taken at random would hold: the sampler looks "
+                "away from the evidence. Compare with --method uniform on validation data; for a learned sampler "
+                "see the bundle docs ('Training details': --sampler_lr, --relevance_weight)."
+            )
 
     def _write_positions(self, counts: torch.Tensor, engine: Any) -> None:
         """

@@ -49,3 +49,8 @@ def speed_script():
 @pytest.fixture(scope="session")
 def paired_tags_script():
     return _load("paired_tags")
+
+
+@pytest.fixture(scope="session")
+def own_data_script():
+    return _load("own_data")

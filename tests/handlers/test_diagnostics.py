@@ -79,6 +79,19 @@ def test_adaptive_sampler_varies():
     assert 0.0 <= m["x_evidence_kept"] <= 1.0
 
 
+@pytest.mark.parametrize("evidence, warned", [((0, 2), True), ((0, 1), False), ((1, 3), False)])
+def test_warns_when_the_kept_frames_avoid_the_evidence(caplog, evidence, warned):
+    """uniform keeps slices 1, 3, 5, 7 of 8 (k/T = 0.5): evidence kept 0 is below half of chance, 0.5 and 1 are not."""
+    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    data = [{**d, "informative": torch.tensor(evidence)} for d in _data()]
+    evaluator = _evaluator(net, data, [SelectionDiagnosticsHandler(net)])
+    with caplog.at_level(logging.WARNING):
+        evaluator.run()
+    assert evaluator.state.metrics["val_evidence_kept"] == {(0, 2): 0.0, (0, 1): 0.5, (1, 3): 1.0}[evidence]
+    assert ("looks away from the evidence" in caplog.text) == warned
+    assert ("0.00 of the known evidence frames, less than half of what 0.50" in caplog.text) == warned
+
+
 def test_constant_predictions_never_best(tmp_path, caplog):
     torch.manual_seed(0)
     net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()

@@ -1,0 +1,205 @@
+"""A new user's own small study, end to end through the bundles: does the sampler keep the evidence it is given?
+
+The synthetic and public sets of the other benchmarks are large enough for hundreds of optimizer steps per run. A
+team's first own study often is not: a few dozen studies, two optimizer steps per epoch. This script writes such a
+study the way a user has it — files on disk and a CSV datalist with patient groups, a test split and the known
+evidence frames — and trains the bundle on it with ``python -m monai.bundle run`` for every variant and seed:
+
+- ``clips``: ``--items`` (default 40) grey clips of 48-70 frames at 80×96 (OpenCV, ``.mp4``; the first two
+  ``.avi``), noise, and a bright disc (class ``disc``) or square (``square``) in 6 consecutive frames; the video
+  bundle at ``num_frames 32``, ``size 64``;
+- ``volumes``: ``--items`` (default 60) NIfTI volumes 36×44×40 (nibabel, spacing 0.8×0.8×2.5 mm), noise, and the
+  shape in 3 consecutive axial slices; the volume bundle with ``slice_axis axial``.
+
+Every 4 (clips) or 2 (volumes) items share a patient (``group``); the last items form the test list, validation is
+the bundle's split of the training groups. A cell is (kind, variant, seed); it runs in
+``<out>/_work/<kind>/<variant>_seed<s>`` and is skipped when its ``result.json`` exists (resume by cell). The
+table reports, per cell, the best validation AUC and the validation evidence kept at that epoch (the model card's
+``eval_metrics``), the best epoch, and whether the sampler **collapsed**: evidence kept at the best epoch below
+half of what a random choice of the same number of frames keeps (``keep_ratio / 2``).
+
+Usage::
+
+    python benchmarks/own_data.py --kinds clips volumes --seeds 0 1 2 3 4 \\
+        --variant default= --variant slr1e-4="--sampler_lr 0.0001" --out benchmarks/results/own_data
+
+Writes ``<out>/own_data.csv`` (every cell), ``<out>/own_data.md`` (cells and per-variant means, command, machine)
+and prints the table. Data files are written under ``<out>/_data`` (regenerated from ``--data-seed``, never read
+from elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_utils import environment, environment_markdown, markdown_table, write_csv  # noqa: E402
+
+from monai_das.utils.io import write_json_atomic, write_text_atomic  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = {"clips": REPO / "bundles/das_video_classification", "volumes": REPO / "bundles/das_volume_classification"}
+BUNDLE_ARGS = {"clips": ["--num_frames", "32", "--size", "64"], "volumes": ["--slice_axis", "axial"]}
+DONE_RE = re.compile(r"training done: best (\w+) ([0-9.]+) at epoch (\d+) of (\d+)")
+
+
+def _shape(frame: np.ndarray, disc: bool, cy: int, cx: int, r: int) -> None:
+    yy, xx = np.mgrid[: frame.shape[0], : frame.shape[1]]
+    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r if disc else (abs(yy - cy) <= r - 1) & (abs(xx - cx) <= r - 1)
+    frame[mask] += 160.0
+
+
+def write_clips(root: Path, items: int, seed: int) -> Path:
+    """``items`` clips and ``clips.csv`` under ``root``; returns the datalist."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    (root / "v").mkdir(parents=True, exist_ok=True)
+    rows, n_test = [], 4 * max(1, items // 20)
+    for i in range(items):
+        disc, n, ext = bool(i % 2), int(rng.integers(48, 71)), "avi" if i < 2 else "mp4"
+        writer = cv2.VideoWriter(str(root / "v" / f"clip{i:03d}.{ext}"),
+                                 cv2.VideoWriter_fourcc(*("MJPG" if ext == "avi" else "mp4v")), 20, (96, 80))
+        t0 = int(rng.integers(0, n - 6))
+        for t in range(n):
+            f = rng.normal(60, 15, (80, 96))
+            if t0 <= t < t0 + 6:
+                _shape(f, disc, int(rng.integers(20, 60)), int(rng.integers(20, 76)), 10)
+            writer.write(cv2.cvtColor(f.clip(0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR))
+        writer.release()
+        rows.append({"image": f"v/clip{i:03d}.{ext}", "label": "disc" if disc else "square", "group": f"pt{i // 4}",
+                     "evidence": ";".join(str(t) for t in range(t0, t0 + 6)),
+                     "split": "test" if i >= items - n_test else ""})
+    return _write_datalist(root / "clips.csv", rows)
+
+
+def write_volumes(root: Path, items: int, seed: int) -> Path:
+    """``items`` NIfTI volumes and ``volumes.csv`` under ``root``; returns the datalist."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows, n_test = [], 2 * max(1, items // 12)
+    for i in range(items):
+        disc = bool(i % 2)
+        v = rng.normal(100, 20, (36, 44, 40))
+        z0 = int(rng.integers(0, 38))
+        cy, cx = int(rng.integers(10, 26)), int(rng.integers(10, 34))
+        for z in range(z0, z0 + 3):
+            plane = v[:, :, z]
+            _shape(plane, disc, cy, cx, 6)
+        nib.save(nib.Nifti1Image(v.astype(np.float32), np.diag([0.8, 0.8, 2.5, 1.0])), str(root / "img" / f"case{i:03d}.nii.gz"))
+        rows.append({"image": f"img/case{i:03d}.nii.gz", "label": "disc" if disc else "square", "group": f"p{i // 2}",
+                     "evidence": f"{z0};{z0 + 1};{z0 + 2}", "split": "test" if i >= items - n_test else ""})
+    return _write_datalist(root / "volumes.csv", rows)
+
+
+def _write_datalist(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def run_cell(kind: str, datalist: Path, variant: str, overrides: list[str], seed: int, out: Path,
+             keep_ratio: float) -> dict[str, Any]:
+    """Train one cell through the bundle CLI (resume by cell: an existing ``result.json`` is returned)."""
+    cell = out / "_work" / kind / f"{variant}_seed{seed}"
+    done = cell / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    configs = BUNDLES[kind] / "configs"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.json"),
+           "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
+           "--datalist", str(datalist), *BUNDLE_ARGS[kind], "--bundle_root", str(cell), "--seed", str(seed),
+           "--progress_bar", "false", "--mlflow", "false", *overrides]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    log = proc.stdout + proc.stderr
+    cell.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(log, cell / "train.log")
+    match = DONE_RE.search(log)
+    if proc.returncode or match is None:
+        raise SystemExit(f"cell {kind}/{variant}/seed {seed} failed (exit {proc.returncode}); log: {cell / 'train.log'}")
+    metrics = json.loads((cell / "models" / "metadata.json").read_text())["eval_metrics"]
+    evidence = float(metrics["val_evidence_kept"])
+    result = {"kind": kind, "variant": variant, "overrides": " ".join(overrides), "seed": seed,
+              "best_val_auc": round(float(metrics["val_auc"]), 4), "val_evidence_kept": round(evidence, 4),
+              "collapsed": evidence < keep_ratio / 2, "best_epoch": int(match.group(3)),
+              "epochs": int(match.group(4)), "seconds": round(time.perf_counter() - start, 1)}
+    write_json_atomic(result, done)
+    return result
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--kinds", nargs="+", choices=sorted(BUNDLES), default=["clips", "volumes"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--variant", action="append", default=None, metavar="NAME=OVERRIDES",
+                   help="a named list of bundle overrides, e.g. slr1e-4=\"--sampler_lr 0.0001\" (repeatable; "
+                        "default: one variant 'default=' without overrides)")
+    p.add_argument("--items", type=int, default=None, help="studies per kind (default: clips 40, volumes 60)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated files")
+    p.add_argument("--keep-ratio", type=float, default=0.5,
+                   help="the bundles' keep_ratio (default 0.5; the collapse threshold is half of it)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/own_data")
+    args = p.parse_args(argv)
+    variants = {}
+    for text in args.variant or ["default="]:
+        name, sep, overrides = text.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--variant {text!r}: expected NAME=OVERRIDES, e.g. 'slr=--sampler_lr 0.0001'.")
+        variants[name] = shlex.split(overrides) + ["--keep_ratio", str(args.keep_ratio)]
+    env = environment(argv)
+    rows = []
+    for kind in args.kinds:
+        items = args.items or {"clips": 40, "volumes": 60}[kind]
+        data = args.out / "_data" / f"{kind}_{items}_seed{args.data_seed}"
+        datalist = data / f"{kind}.csv"
+        if not datalist.is_file():
+            (write_clips if kind == "clips" else write_volumes)(data, items, args.data_seed)
+        for seed in args.seeds:
+            for name, overrides in variants.items():
+                row = run_cell(kind, datalist, name, overrides, seed, args.out, args.keep_ratio)
+                print(f"{kind} {name} seed {seed}: best val AUC {row['best_val_auc']:.3f}, evidence kept "
+                      f"{row['val_evidence_kept']:.3f}{' (collapsed)' if row['collapsed'] else ''}", flush=True)
+                rows.append(row)
+    summary = []
+    for kind in args.kinds:
+        for name in variants:
+            cells = [r for r in rows if r["kind"] == kind and r["variant"] == name]
+            summary.append({"kind": kind, "variant": name, "cells": len(cells),
+                            "auc": f"{statistics.mean(r['best_val_auc'] for r in cells):.3f}",
+                            "evidence": f"{statistics.mean(r['val_evidence_kept'] for r in cells):.3f}",
+                            "collapsed": f"{sum(r['collapsed'] for r in cells)}/{len(cells)}"})
+    write_csv(rows, args.out / "own_data.csv")
+    cols = [("kind", "kind"), ("variant", "variant"), ("seed", "seed"), ("best_val_auc", "best val AUC"),
+            ("val_evidence_kept", "val evidence kept"), ("collapsed", "collapsed"), ("best_epoch", "best epoch"),
+            ("epochs", "epochs"), ("overrides", "overrides")]
+    text = "\n".join([
+        "# A new user's own small study (benchmarks/own_data.py)", "", environment_markdown(env), "",
+        "Validation split only (the bundle's split of the training groups); collapsed: evidence kept at the best "
+        f"epoch < keep_ratio / 2 = {args.keep_ratio / 2:g}.", "", "## Per variant", "",
+        markdown_table(summary, [("kind", "kind"), ("variant", "variant"), ("cells", "cells"),
+                                 ("auc", "mean best val AUC"), ("evidence", "mean val evidence kept"),
+                                 ("collapsed", "collapsed")]), "", "## Cells", "", markdown_table(rows, cols), ""])
+    write_text_atomic(text, args.out / "own_data.md")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

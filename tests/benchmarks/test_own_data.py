@@ -1,0 +1,51 @@
+"""``benchmarks/own_data.py``: a user's own small study written to disk, loadable by the package's readers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from monai_das.data.datalist import load_datalist
+
+
+def test_written_studies_read_back_with_their_evidence(own_data_script, tmp_path):
+    pytest.importorskip("cv2")
+    pytest.importorskip("nibabel")
+    from monai_das.data.video_io import read_video
+
+    clips = own_data_script.write_clips(tmp_path / "clips", 8, seed=0)
+    volumes = own_data_script.write_volumes(tmp_path / "volumes", 12, seed=0)
+    for path, n_test in ((clips, 4), (volumes, 2)):
+        train, test = load_datalist(path), load_datalist(path, split="test")
+        assert len(test) == n_test and len(train) + len(test) == (8 if path == clips else 12)
+        assert {it["label_name"] for it in train} == {"disc", "square"}
+        assert not {it["group"] for it in train} & {it["group"] for it in test}  # patients on one side only
+    item = load_datalist(clips)[2]
+    frames, _ = read_video(item["image"])
+    ev = item["evidence"]
+    assert len(ev) == 6 and ev == list(range(ev[0], ev[0] + 6)) and 48 <= len(frames) <= 70
+    bright = frames.reshape(len(frames), -1).max(-1)
+    assert bright[ev].min() > bright[np.setdiff1d(np.arange(len(frames)), ev)].max()  # the shape is in those frames
+    import nibabel as nib
+
+    item = load_datalist(volumes)[1]
+    vol = nib.load(item["image"]).get_fdata()
+    assert vol.shape == (36, 44, 40) and item["label_name"] == "disc"
+    peak = vol.reshape(-1, 40).max(0)
+    assert set(np.argsort(peak)[-3:]) == set(item["evidence"])
+
+
+def test_a_finished_cell_is_not_run_again(own_data_script, tmp_path, monkeypatch):
+    cell = tmp_path / "_work" / "clips" / "slr_seed3"
+    cell.mkdir(parents=True)
+    done = {"kind": "clips", "variant": "slr", "seed": 3, "best_val_auc": 0.9}
+    (cell / "result.json").write_text(json.dumps(done))
+    monkeypatch.setattr(own_data_script.subprocess, "run", lambda *a, **k: pytest.fail("a finished cell was re-run"))
+    assert own_data_script.run_cell("clips", tmp_path / "x.csv", "slr", [], 3, tmp_path, 0.5) == done
+
+
+def test_variant_needs_a_name(own_data_script, tmp_path):
+    with pytest.raises(SystemExit, match="expected NAME=OVERRIDES"):
+        own_data_script.main(["--variant", "--sampler_lr 0.0001", "--out", str(tmp_path)])
