@@ -8,7 +8,7 @@ from monai_das.handlers.checkpoint import (
     remove_stale_temp_files,
 )
 from monai_das.handlers.diagnostics import SelectionDiagnosticsHandler, jaccard_distance
-from monai_das.handlers.metrics import BalancedAccuracy, balanced_accuracy_from_confusion
+from monai_das.handlers.metrics import BalancedAccuracy, balanced_accuracy_from_confusion, bootstrap_intervals
 from monai_das.handlers.model_card import CARD_KEY, ModelCardSaver, build_model_card, card_input_shape
 from monai_das.handlers.precise_bn import PreciseBNHandler
 from monai_das.handlers.predictions import PredictionWriter
@@ -32,6 +32,7 @@ __all__ = [
     "ResumeCheckpointLoader",
     "remove_stale_temp_files",
     "BalancedAccuracy",
+    "bootstrap_intervals",
     "SelectionDiagnosticsHandler",
     "SamplerWarmupHandler",
     "TemperatureScheduleHandler",

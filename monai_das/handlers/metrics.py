@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 ConfusionMatrix, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ConfusionMatrix")
 
-__all__ = ["BalancedAccuracy", "balanced_accuracy_from_confusion"]
+__all__ = ["BalancedAccuracy", "balanced_accuracy_from_confusion", "bootstrap_intervals"]
 
 
 def balanced_accuracy_from_confusion(cm: torch.Tensor) -> float:
@@ -23,6 +24,73 @@ def balanced_accuracy_from_confusion(cm: torch.Tensor) -> float:
     if not bool(present.any()):
         return float("nan")
     return float((cm.diagonal()[present] / support[present]).mean())
+
+
+def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """
+    ROC AUC of ``scores`` (``n``) for the binary ``positive`` (``n``) under each row of item ``weights`` (``B×n``,
+    bootstrap counts): the Mann-Whitney statistic with ties counted one half, as ``monai.metrics.compute_roc_auc``
+    and ``sklearn.metrics.roc_auc_score``. NaN for a row without positives or negatives.
+    """
+    order = np.argsort(scores, kind="stable")
+    s = scores[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first item of every group of tied scores
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positive[order], starts, axis=1)  # B×G: weight of the positives per score group
+    neg = np.add.reduceat(w * ~positive[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # weight of the negatives scored strictly lower
+    total = pos.sum(1) * neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (pos * (below + 0.5 * neg)).sum(1) / total, np.nan)
+
+
+def bootstrap_intervals(
+    probs: np.ndarray, labels: np.ndarray, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict:
+    """
+    Percentile-bootstrap intervals over items of the macro one-vs-rest ROC AUC (the bundles' ``ROCAUC(average=
+    "macro")``) and of the balanced accuracy (argmax of ``probs``).
+
+    Args:
+        probs: ``n×C`` class probabilities (or any scores ranked per class).
+        labels: ``n`` integer labels in ``[0, C)``.
+        resamples: bootstrap resamples (items drawn with replacement, ``n`` per resample).
+        level: coverage of the two-sided interval.
+        seed: seed of the resampling (the same items give the same interval).
+
+    Returns:
+        ``{"auc": [low, high] or None, "balanced_accuracy": [low, high], "level", "resamples", "resamples_used",
+        "seed", "method"}``. A resample in which a class is missing is not used for the AUC (undefined there, as
+        for ``ROCAUC``); ``auc`` is ``None`` when a class has no item at all (the AUC itself is then undefined).
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).astype(np.int64).reshape(-1)
+    if probs.ndim != 2 or len(probs) != len(labels) or len(labels) == 0:
+        raise ValueError(f"probs must be n×C and labels n with n >= 1, got shapes {probs.shape} and {labels.shape}.")
+    n, c = probs.shape
+    if labels.min() < 0 or labels.max() >= c:
+        raise ValueError(f"labels must be in [0, {c}), got values {labels.min()}..{labels.max()}.")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(int(resamples), n)) + n * np.arange(int(resamples))[:, None]
+    weights = np.bincount(draws.ravel(), minlength=int(resamples) * n).reshape(int(resamples), n).astype(np.float64)
+    present = np.unique(labels)
+    tail = 100 * (1 - level) / 2
+    out: dict = {"level": level, "resamples": int(resamples), "seed": seed,
+                 "method": "percentile bootstrap over items (drawn with replacement)"}
+    # balanced accuracy: mean recall over the classes present in each resample
+    correct = probs.argmax(1) == labels
+    support = np.stack([weights[:, labels == k].sum(1) for k in present], 1)  # B×K
+    hits = np.stack([weights[:, (labels == k) & correct].sum(1) for k in present], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bacc = np.nanmean(np.where(support > 0, hits / support, np.nan), axis=1)
+    out["balanced_accuracy"] = np.percentile(bacc, [tail, 100 - tail]).tolist()
+    if len(present) < c:  # as ROCAUC: a class without items has no AUC, nor has their macro average
+        out["auc"], out["resamples_used"] = None, 0
+        return out
+    complete = (support > 0).all(1)  # every class drawn at least once
+    macro = np.stack([_weighted_auc(probs[:, k], labels == k, weights[complete]) for k in range(c)], 1).mean(1)
+    out["resamples_used"] = int(complete.sum())
+    out["auc"] = np.percentile(macro, [tail, 100 - tail]).tolist() if len(macro) else None
+    return out
 
 
 class BalancedAccuracy(ConfusionMatrix):

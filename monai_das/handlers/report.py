@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.metrics import balanced_accuracy_from_confusion
+from monai_das.handlers.metrics import balanced_accuracy_from_confusion, bootstrap_intervals
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -40,7 +40,9 @@ class ClassificationReportSaver:
     ``prefix`` stripped from their names, the number of samples, the confusion matrix, class names),
     ``<prefix>confusion_matrix.json`` and ``<prefix>confusion_matrix.png``, and logs a one-line summary
     (``evaluation on <n> samples: ...``, INFO, logger ``monai_das.handlers.report``; the bundles' ``logging.conf``
-    sends it to stdout).
+    sends it to stdout). ``metrics.json`` also holds ``intervals``: percentile-bootstrap 95 % intervals over the
+    items of the macro AUC and the balanced accuracy (:func:`~monai_das.handlers.metrics.bootstrap_intervals`; a
+    test list of a few dozen studies gives a wide one, which the point value alone hides), logged on a second line.
 
     The confusion matrix is built from the argmax of ``pred_key`` and ``label_key`` of every decollated output item.
     Distributed runs (``torch.distributed`` initialised, several processes): attach the saver on every rank; the
@@ -55,6 +57,10 @@ class ClassificationReportSaver:
         pred_key: output key of the logits/probabilities.
         label_key: output key of the integer label.
         extra: constant entries added to the JSON (method, dataset, seed, ...).
+        prob_key: output key of the class probabilities for the intervals (``pred`` is soft-maxed when an item
+            has no such key).
+        interval_resamples: bootstrap resamples of the intervals (0: no intervals).
+        interval_seed: seed of the resampling.
     """
 
     def __init__(
@@ -67,6 +73,9 @@ class ClassificationReportSaver:
         pred_key: str = "pred",
         label_key: str = "label",
         extra: dict | None = None,
+        prob_key: str = "prob",
+        interval_resamples: int = 1000,
+        interval_seed: int = 0,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.num_classes = int(num_classes)
@@ -77,6 +86,9 @@ class ClassificationReportSaver:
         self.extra = dict(extra or {})
         self.logger = logger
         self._cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.prob_key, self.interval_resamples, self.interval_seed = prob_key, int(interval_resamples), interval_seed
+        self._probs: list[list[float]] = []
+        self._labels: list[int] = []
         self.report: dict = {}
 
     def attach(self, engine: Any) -> None:
@@ -86,6 +98,7 @@ class ClassificationReportSaver:
 
     def _reset(self, engine: Any) -> None:
         self._cm[:] = 0
+        self._probs, self._labels = [], []
 
     def _update(self, engine: Any) -> None:
         items = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
@@ -95,6 +108,10 @@ class ClassificationReportSaver:
             if not 0 <= label < self.num_classes:
                 raise ValueError(f"label {label} outside [0, {self.num_classes}).")
             self._cm[label, int(pred.argmax())] += 1
+            prob = item.get(self.prob_key) if isinstance(item, dict) else None
+            prob = torch.softmax(pred.float(), 0) if prob is None else torch.as_tensor(prob).reshape(-1)
+            self._probs.append(prob.detach().float().cpu().tolist())
+            self._labels.append(label)
 
     def __call__(self, engine: Any) -> None:
         from monai_das.visualize import plot_confusion_matrix
@@ -104,6 +121,10 @@ class ClassificationReportSaver:
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         if world > 1:  # every rank takes part; the report covers the samples of all ranks
             self._cm[:] = idist.all_reduce(torch.as_tensor(self._cm)).cpu().numpy()
+            parts: list = [None] * world  # every rank's (probabilities, labels), for the intervals
+            torch.distributed.all_gather_object(parts, (self._probs, self._labels))
+            self._probs = [p for probs, _ in parts for p in probs]
+            self._labels = [lb for _, labels in parts for lb in labels]
         if rank != 0:
             return
         metrics = {}
@@ -116,10 +137,15 @@ class ClassificationReportSaver:
         cm = self._cm.tolist()
         if "balanced_accuracy" not in metrics:
             metrics["balanced_accuracy"] = balanced_accuracy_from_confusion(torch.as_tensor(self._cm))
+        intervals = None
+        if self.interval_resamples > 0 and self._labels:
+            intervals = bootstrap_intervals(np.asarray(self._probs), np.asarray(self._labels),
+                                            self.interval_resamples, seed=self.interval_seed)
         self.report = {
             **self.extra,
             "num_samples": int(self._cm.sum()),
             "metrics": metrics,
+            **({"intervals": intervals} if intervals is not None else {}),
             "confusion_matrix": cm,
             "label_names": self.label_names,
         }
@@ -133,3 +159,10 @@ class ClassificationReportSaver:
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
         )
         self.logger.info(f"evaluation on {self.report['num_samples']} samples: {summary}")
+        if intervals is not None:
+            auc = intervals["auc"]
+            self.logger.info(
+                f"{100 * intervals['level']:.0f} % bootstrap intervals over the {self.report['num_samples']} samples: "
+                f"auc {'undefined (a class without samples)' if auc is None else f'[{auc[0]:.3f}, {auc[1]:.3f}]'}, "
+                f"balanced_accuracy [{intervals['balanced_accuracy'][0]:.3f}, {intervals['balanced_accuracy'][1]:.3f}]"
+            )

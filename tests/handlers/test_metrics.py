@@ -35,3 +35,50 @@ def test_from_confusion():
     # an absent class is left out (as scikit-learn does)
     assert balanced_accuracy_from_confusion(np.array([[3, 1, 0], [0, 0, 0], [0, 1, 1]])) == pytest.approx(0.625)
     assert math.isnan(balanced_accuracy_from_confusion(torch.zeros(2, 2)))
+
+
+def test_weighted_auc_with_unit_weights_is_the_usual_auc():
+    from sklearn.metrics import roc_auc_score
+
+    from monai_das.handlers.metrics import _weighted_auc
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, 50) / 5.0  # many ties
+    positive = rng.random(50) < 0.4
+    counts = rng.integers(0, 3, 50).astype(float)  # bootstrap-like counts: an item drawn c times weighs c
+    got = _weighted_auc(scores, positive, np.stack([np.ones(50), counts]))
+    assert got[0] == pytest.approx(roc_auc_score(positive, scores))
+    assert got[1] == pytest.approx(roc_auc_score(np.repeat(positive, counts.astype(int)),
+                                                 np.repeat(scores, counts.astype(int))))
+    assert math.isnan(_weighted_auc(scores, np.zeros(50, bool), np.ones((1, 50)))[0])
+
+
+def test_bootstrap_intervals_cover_the_value_and_narrow_with_more_items():
+    from sklearn.metrics import roc_auc_score
+
+    from monai_das.handlers import bootstrap_intervals
+
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (40, 400):
+        labels = rng.integers(0, 3, n)
+        logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[labels]
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        iv = bootstrap_intervals(probs, labels, resamples=500, seed=3)
+        auc = roc_auc_score(labels, probs, multi_class="ovr", average="macro")
+        bacc = balanced_accuracy_score(labels, probs.argmax(1))
+        assert iv["auc"][0] < auc < iv["auc"][1] and iv["balanced_accuracy"][0] < bacc < iv["balanced_accuracy"][1]
+        assert iv == bootstrap_intervals(probs, labels, resamples=500, seed=3)  # seeded: the same interval
+        widths.append(iv["auc"][1] - iv["auc"][0])
+    assert widths[1] < widths[0] / 2  # ~1/sqrt(n): 10x the items, about a third of the width
+
+
+def test_bootstrap_intervals_without_a_class_and_bad_shapes():
+    from monai_das.handlers import bootstrap_intervals
+
+    iv = bootstrap_intervals(np.array([[0.2, 0.8, 0.0], [0.7, 0.3, 0.0]]), np.array([1, 0]), resamples=50)
+    assert iv["auc"] is None and iv["resamples_used"] == 0  # class 2 has no item: ROCAUC is undefined too
+    with pytest.raises(ValueError, match=r"n×C and labels n.*\(3, 2\) and \(2,\)"):
+        bootstrap_intervals(np.zeros((3, 2)), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
+        bootstrap_intervals(np.zeros((2, 2)), np.array([0, 2]))

@@ -45,6 +45,7 @@ def test_distributed_ranks(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
     monkeypatch.setattr(mod.idist, "all_reduce", lambda t: t * 2)  # the other rank saw the same samples
+    monkeypatch.setattr(torch.distributed, "all_gather_object", lambda parts, obj: parts.__setitem__(slice(None), [obj] * 2))
     for rank in (1, 0):
         engine = Engine(lambda e, b: [{"pred": torch.tensor([0.0, 1.0]), "label": torch.tensor(1)}])
         monkeypatch.setattr(torch.distributed, "get_rank", lambda r=rank: r)
@@ -53,7 +54,31 @@ def test_distributed_ranks(tmp_path, monkeypatch, caplog):
         with caplog.at_level(logging.INFO, logger="monai_das.handlers.report"):
             engine.run([0, 1, 2], max_epochs=1)
         assert out.exists() == (rank == 0) and ("evaluation on" in caplog.text) == (rank == 0)
-    assert json.loads((tmp_path / "rank0" / "metrics.json").read_text())["confusion_matrix"] == [[0, 0], [0, 6]]
+    report = json.loads((tmp_path / "rank0" / "metrics.json").read_text())
+    assert report["confusion_matrix"] == [[0, 0], [0, 6]]
+    assert report["intervals"]["auc"] is None  # no item of class 0 on either rank: no AUC, no interval
+    assert report["intervals"]["balanced_accuracy"] == [1.0, 1.0]
+
+
+def test_intervals_from_the_items(tmp_path, caplog):
+    """metrics.json holds bootstrap intervals of AUC and balanced accuracy around the items' own values."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 2
+    probs = torch.softmax(torch.stack([-labels.float(), labels.float()], 1) + torch.randn(60, 2, generator=g), 1)
+    engine = Engine(lambda e, b: [{"pred": probs[i].log(), "prob": probs[i], "label": labels[i]} for i in b])
+    ClassificationReportSaver(tmp_path, 2).attach(engine)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.report"):
+        engine.run([list(range(30)), list(range(30, 60))], max_epochs=1)
+    from sklearn.metrics import roc_auc_score
+
+    auc = roc_auc_score(labels.numpy(), probs[:, 1].numpy())
+    iv = json.loads((tmp_path / "metrics.json").read_text())["intervals"]
+    assert iv["auc"][0] < auc < iv["auc"][1] and 0.05 < iv["auc"][1] - iv["auc"][0] < 0.4
+    assert iv["level"] == 0.95 and iv["resamples"] == 1000 and iv["seed"] == 0
+    assert "95 % bootstrap intervals over the 60 samples: auc [" in caplog.text
+    ClassificationReportSaver(tmp_path / "off", 2, interval_resamples=0).attach(engine)
+    engine.run([list(range(60))], max_epochs=1)
+    assert "intervals" not in json.loads((tmp_path / "off" / "metrics.json").read_text())
 
 
 def test_label_out_of_range(tmp_path):
