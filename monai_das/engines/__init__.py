@@ -19,6 +19,7 @@ from monai_das.engines.inference import (
     StudyDataset,
     merge_predictions,
     predictions_path,
+    prediction_key,
     resume_predictions,
     select_studies,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "StudyDataset",
     "merge_predictions",
     "predictions_path",
+    "prediction_key",
     "resume_predictions",
     "select_studies",
     "export_onnx",

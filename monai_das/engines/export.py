@@ -292,6 +292,23 @@ def save_onnx(
     return str(path)
 
 
+#: ``metadata_props`` key naming the checkpoint (SHA-256) and ``k`` an ONNX file was exported from
+SOURCE_PROP = "monai_das.source"
+
+
+def onnx_source(network: torch.nn.Module, ckpt_file: str | os.PathLike, item_shape: Sequence[int]) -> dict:
+    """
+    What an ONNX export of ``network`` from ``ckpt_file`` was made from, stored as :data:`SOURCE_PROP` so that
+    inference (:func:`monai_das.engines.inference_network`) reuses the file while the checkpoint is the same:
+    ``{"checkpoint_sha256", "num_kept"}`` (``num_kept``: ``None`` for a graph with ``k`` as an input).
+    """
+    from monai_das.utils.io import file_digest
+
+    sampler = network.sampler
+    k = int(sampler.num_kept(num_frames_of(network, item_shape)))
+    return {"checkpoint_sha256": file_digest(ckpt_file), "num_kept": None if sampler.export_any_k else k}
+
+
 def num_frames_of(network: torch.nn.Module, item_shape: Sequence[int]) -> int:
     """``T`` of one input of shape ``item_shape`` (``C×D×H×W`` volume or ``T×C×H×W`` video)."""
     if getattr(network, "layout", "volume") == "video":
@@ -361,7 +378,9 @@ def export_onnx(
     card = read_model_card(card_path)
     net = build_network(config_file, ckpt, card, bundle_root=root, net_id=net_id, **overrides)
     out = Path(filepath) if filepath is not None else root / "models" / "model.onnx"
-    return save_onnx(net, out, _image_shape(card), metadata=card, check=check)
+    shape = _image_shape(card)
+    source = {SOURCE_PROP: json.dumps(onnx_source(net, ckpt, shape))}  # inference then reuses this file
+    return save_onnx(net, out, shape, metadata=card, check=check, extra_props=source)
 
 
 def export_torchscript(

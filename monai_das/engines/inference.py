@@ -7,18 +7,23 @@ the studies is the study layer's job (:mod:`monai_das.data.studies`), shared wit
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from monai_das.engines.utils import flag, optional
+from monai_das.utils.io import file_digest
 from monai_das.transforms.temporal import SOURCE_INDICES
 
 __all__ = [
     "predictions_path",
+    "prediction_key",
     "resume_predictions",
     "select_studies",
     "StudyDataset",
@@ -55,14 +60,29 @@ def _check_predictions_header(path: Path, header: Sequence[str]) -> None:
                          f"{list(needed)}); move it away or choose another output.")
 
 
-def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict]) -> set[str]:
+def prediction_key(checkpoint: str | os.PathLike, settings: Any = None) -> str:
+    """
+    What a prediction depends on besides the study, as a 16-hex-digit digest: the SHA-256 of the checkpoint's bytes
+    and the inference ``settings`` (e.g. keep ratio, method, preprocessing recipe; any JSON-able value). Written in
+    the predictions' ``model`` column (:class:`monai_das.handlers.PredictionWriter`) and checked on resume
+    (:func:`resume_predictions`): rows of another checkpoint or another ``k`` are predicted again, never kept. A
+    missing checkpoint gives a key too (the network loader then says what is missing).
+    """
+    path = Path(checkpoint)
+    weights = file_digest(path) if path.is_file() else f"missing:{path}"
+    text = json.dumps({"checkpoint": weights, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model_key: str | None = None) -> set[str]:
     """
     Keep in a predictions CSV only the rows that still hold for ``items`` and return their ids.
 
     A row is kept when it is complete (not the partial last row of a kill), has no ``error`` (failed studies are
     tried again) and its ``id``, ``source`` and ``fingerprint`` match a study of ``items`` (a study whose file
-    moved or changed, or that is not in this listing/shard any more, is dropped); of several rows of one id the last
-    one wins. When anything is dropped the CSV is rewritten atomically (temporary file + ``os.replace``), and the
+    moved or changed, or that is not in this listing/shard any more, is dropped); with ``model_key``
+    (:func:`prediction_key`) its ``model`` column must match it too (a row of another checkpoint, ``k`` or
+    preprocessing is dropped); of several rows of one id the last one wins. When anything is dropped the CSV is rewritten atomically (temporary file + ``os.replace``), and the
     JSON beside it (``.json``) is rewritten from it, so that both hold one row per id even when nothing is left to
     run. A file from an older version (without a ``fingerprint`` column) keeps no row and is emptied.
 
@@ -82,12 +102,16 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict]) -> se
         return set()
     _check_predictions_header(path, header)
     expected = {str(it["id"]): (_item_source(it), str(it.get("fingerprint", ""))) for it in items}
-    compatible = "fingerprint" in header
+    missing = [c for c in ("fingerprint", "model" if model_key is not None else "") if c and c not in header]
+    compatible = not missing
+    old_version = f"written by an older version (no {' or '.join(missing)} column)"
     reasons: dict[str, int] = {}
     kept = []
     for r in rows:
         if not compatible:
-            reason = "written by an older version (no fingerprint column)"
+            reason = old_version
+        elif model_key is not None and r["model"] != model_key:
+            reason = "another model or inference setting (checkpoint, keep ratio, preprocessing)"
         elif r["id"] not in expected:
             reason = "not in this listing/shard"
         elif r["error"]:
@@ -104,7 +128,7 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict]) -> se
     if num_cut:
         reasons["partial row of an interrupted run"] = num_cut
     if not compatible:  # even without rows: the writer needs the current header
-        reasons.setdefault("written by an older version (no fingerprint column)", 0)
+        reasons.setdefault(old_version, 0)
     if reasons:
         json_path = path.with_suffix(".json")
         if unique:
@@ -126,6 +150,7 @@ def select_studies(
     shard_count: int = 1,
     done_csv: str | os.PathLike | None = None,
     skip_done: bool = True,
+    model_key: str | None = None,
 ) -> list[dict]:
     """
     This worker's share of ``items`` (every ``shard_count``-th item from ``shard_index``, on the id-sorted list so
@@ -138,6 +163,7 @@ def select_studies(
         skip_done: resume: keep the rows of ``done_csv`` that still hold (complete, error-free, same id, source and
             fingerprint; see :func:`resume_predictions`, which rewrites the file without the others) and run only
             the other studies. ``False``: start afresh: ``done_csv`` and its JSON are emptied, every study runs.
+        model_key: :func:`prediction_key` of this run; rows written with another are predicted again.
     """
     _check_shard(shard_index, shard_count)
     mine = sorted(items, key=lambda it: it["id"])[int(shard_index)::int(shard_count)]
@@ -145,7 +171,7 @@ def select_studies(
     if optional(done_csv) is not None:
         path = Path(done_csv)
         if flag(skip_done):
-            done = resume_predictions(path, mine)
+            done = resume_predictions(path, mine, model_key)
         elif path.is_file() and path.stat().st_size > 0:
             from monai_das.handlers.predictions import read_predictions_csv
 

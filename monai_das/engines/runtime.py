@@ -17,9 +17,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from monai_das.engines.export import ExportedClassifier, load_weights, num_frames_of, read_model_card, save_onnx
+from monai_das.engines.export import (
+    SOURCE_PROP,
+    ExportedClassifier,
+    load_weights,
+    num_frames_of,
+    onnx_source,
+    read_model_card,
+    save_onnx,
+)
 from monai_das.networks.nets.onnx_classifier import OnnxClassifier
-from monai_das.utils.io import file_digest
 
 __all__ = ["ENGINES", "IndicesRecorder", "inference_network"]
 
@@ -27,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: engines of :func:`inference_network`, the default first
 ENGINES = ("onnxruntime", "torchscript", "eager")
-#: ``metadata_props`` key naming the checkpoint (SHA-256) and ``k`` an ONNX file was exported from
-SOURCE_PROP = "monai_das.source"
 
 
 class IndicesRecorder(nn.Module):
@@ -116,9 +121,8 @@ def inference_network(
             traced = torch.jit.trace(ExportedClassifier(network), (example,))
         return IndicesRecorder(traced).to(device)
     onnx_file = Path(onnx_path) if onnx_path is not None else ckpt.with_name("model.onnx")
-    sampler = network.sampler
-    k = int(sampler.num_kept(num_frames_of(network, item_shape)))
-    wanted = {"checkpoint_sha256": file_digest(ckpt), "num_kept": None if sampler.export_any_k else k}
+    k = int(network.sampler.num_kept(num_frames_of(network, item_shape)))
+    wanted = onnx_source(network, ckpt, item_shape)
     if not (onnx_file.is_file() and _onnx_source(onnx_file) == wanted):
         card_file = Path(card_path) if card_path is not None else ckpt.with_name("metadata.json")
         card = read_model_card(card_file) if card_file.is_file() else None

@@ -167,7 +167,9 @@ class PredictionWriter:
     frames as the file's own slice/frame numbers — slice index along the file's axis, for a DICOM series in
     ``InstanceNumber`` order, or clip frame — from the batch item's ``source_indices`` through
     :func:`monai_das.data.kept_source_indices`, as the Deploy report's ``kept_source_indices``; empty when unknown),
-    ``error`` (empty on success; for an unreadable study the prediction columns are empty).
+    ``error`` (empty on success; for an unreadable study the prediction columns are empty), ``model`` (``model_key``:
+    what the prediction depends on besides the study — checkpoint and inference settings, see
+    :func:`monai_das.engines.prediction_key` — so that a resume never keeps a row of another model or ``k``).
 
     On start, a partial last row left by a kill is cut off the file. On completion the CSV is rewritten atomically
     with exactly one row per id (the last one written wins), sorted by id, and also written as JSON (``json_path``,
@@ -186,6 +188,7 @@ class PredictionWriter:
         prob_key: output key of the class probabilities (after ``Activationsd(softmax=True)``).
         indices_key: output key of the kept indices (see :class:`SampledIndicesHandler`).
         json_path: JSON file written on completion (default: the CSV path with ``.json``); ``""`` to skip.
+        model_key: written in every row's ``model`` column (:func:`monai_das.engines.prediction_key`).
     """
 
     META_KEYS = ("id", "source", "fingerprint", "error", "source_indices")
@@ -197,15 +200,17 @@ class PredictionWriter:
         prob_key: str = "pred",
         indices_key: str = "indices",
         json_path: str | os.PathLike | None = None,
+        model_key: str = "",
     ) -> None:
         self.filepath = Path(filepath)
+        self.model_key = str(model_key)
         self.label_names = [str(x) for x in label_names]
         self.prob_key, self.indices_key = prob_key, indices_key
         if json_path is None:
             json_path = self.filepath.with_suffix(".json")
         self.json_path = Path(json_path) if json_path else None
         self.fields = ["id", "source", "fingerprint", "label", "pred_label", "pred_name"]
-        self.fields += [f"prob_{n}" for n in self.label_names] + ["kept_indices", "source_frames", "error"]
+        self.fields += [f"prob_{n}" for n in self.label_names] + ["kept_indices", "source_frames", "error", "model"]
         self.logger = logger
         self.num_written = 0
         self.num_errors = 0
@@ -243,6 +248,7 @@ class PredictionWriter:
             "source": _s(item.get("source", "")),
             "fingerprint": _s(item.get("fingerprint", "")),
             "label": _s(item.get("label", -1)),
+            "model": self.model_key,
         }
         error = _s(item.get("error", "") or "")
         if error:
@@ -279,7 +285,7 @@ class PredictionWriter:
             f.flush()
             os.fsync(f.fileno())
         self.num_written += len(rows)
-        self.num_errors += sum(1 for r in rows if r[-1])
+        self.num_errors += sum(1 for r in rows if r[self.fields.index("error")])
 
     def _complete(self, engine: Any = None) -> None:
         if _dist_rank_world()[0] != 0:

@@ -242,6 +242,28 @@ def test_shards_and_resume(tmp_path):
     old.write_text("id,source,label,pred_label,error\n")
     assert len(select_studies(items, 0, 1, done_csv=old)) == 10 and old.read_bytes() == b""
 
+    # rows of another model (checkpoint, k or preprocessing: the ``model`` column) are predicted again
+    keyed = tmp_path / "keyed.csv"
+    keyed.write_text("id,source,fingerprint,pred_label,error,model\ns00,/x/0,0-1,1,,k1\ns01,/x/1,1-1,0,,k2\n")
+    assert [it["id"] for it in select_studies(items[:2], 0, 1, done_csv=keyed, model_key="k1")] == ["s01"]
+    assert keyed.read_text().splitlines()[1:] == ["s00,/x/0,0-1,1,,k1"]
+    old.write_text("id,source,fingerprint,pred_label,error\ns00,/x/0,0-1,1,\n")  # no model column: not trusted
+    assert len(select_studies(items[:1], 0, 1, done_csv=old, model_key="k1")) == 1
+
+
+def test_prediction_key_follows_the_checkpoint_and_the_settings(tmp_path):
+    from monai_das.engines import prediction_key
+
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"weights 1")
+    key = prediction_key(ckpt, {"keep_ratio": 0.5, "recipe": {"percentiles": [0.5, 99.5]}})
+    assert len(key) == 16 and key == prediction_key(ckpt, {"recipe": {"percentiles": [0.5, 99.5]}, "keep_ratio": 0.5})
+    assert key != prediction_key(ckpt, {"keep_ratio": 0.25, "recipe": {"percentiles": [0.5, 99.5]}})
+    assert key != prediction_key(ckpt, {"keep_ratio": 0.5, "recipe": {"percentiles": [1, 99]}})
+    ckpt.write_bytes(b"weights 2")  # retrained: the same path, other bytes
+    assert key != prediction_key(ckpt, {"keep_ratio": 0.5, "recipe": {"percentiles": [0.5, 99.5]}})
+    assert prediction_key(tmp_path / "missing.pt") != prediction_key(ckpt)
+
 
 def test_merge(tmp_path):
     (tmp_path / "a.csv").write_text("id,v\nb,1\na,2\n")
@@ -356,6 +378,13 @@ def test_inference_kill_resume_other_folder_and_restart(tmp_path, bundle_root):
     (b / "d.nii.gz").unlink()
     assert run_inference(bundle_root, input=str(b), output_dir=str(out)) == []
     check_outputs(csv_path, ids[:-1])
+
+    # another k at inference (any k from one model): no row of the former k is kept, every study runs again
+    assert run_inference(bundle_root, input=str(b), output_dir=str(out), keep_ratio=0.25) == ids[:-1]
+    rows = check_outputs(csv_path, ids[:-1])
+    assert {len(r["kept_indices"].split(";")) for r in rows.values()} == {round(0.25 * SIZE)}
+    assert len({r["model"] for r in rows.values()}) == 1
+    assert run_inference(bundle_root, input=str(b), output_dir=str(out), keep_ratio=0.25) == []  # same k: resumed
 
 
 def test_inference_shards_resume_and_merge(tmp_path, bundle_root):
