@@ -136,10 +136,16 @@ def test_inference_on_files(trained, tmp_path):
     # a previous (killed) run already wrote a.nii.gz: it must be skipped, not redone
     from monai_das.data import study_fingerprint
 
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()  # the key of this model and these settings (checkpoint SHA-256 + prediction_settings)
+    parser.read_config(INFERENCE)
+    parser.update({"bundle_root": str(root), "input": str(studies), "output_dir": str(out_dir)})
+    key = parser.get_parsed_content("prediction_key")
     fields = ["id", "source", "fingerprint", "label", "pred_label", "pred_name", "prob_disc", "prob_square",
-              "kept_indices", "source_frames", "error"]
-    a = studies / "a.nii.gz"  # kept only while its source and fingerprint match
-    done_row = ["a.nii.gz", str(a), study_fingerprint(a), "-1", "0", "disc", "0.9", "0.1", "0;1", "", ""]
+              "kept_indices", "source_frames", "error", "model"]
+    a = studies / "a.nii.gz"  # kept only while its source, fingerprint and model key match
+    done_row = ["a.nii.gz", str(a), study_fingerprint(a), "-1", "0", "disc", "0.9", "0.1", "0;1", "", "", key]
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         csv.writer(f).writerows([fields, done_row])
     log = run_cmd(INFERENCE, args=["--bundle_root", root, "--input", studies, "--output_dir", out_dir])
