@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from monai_das.engines.utils import flag, optional
-from monai_das.utils.io import file_digest
 from monai_das.transforms.temporal import SOURCE_INDICES
+from monai_das.utils.io import file_digest
 
 __all__ = [
     "predictions_path",
@@ -82,9 +82,9 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
     tried again) and its ``id``, ``source`` and ``fingerprint`` match a study of ``items`` (a study whose file
     moved or changed, or that is not in this listing/shard any more, is dropped); with ``model_key``
     (:func:`prediction_key`) its ``model`` column must match it too (a row of another checkpoint, ``k`` or
-    preprocessing is dropped); of several rows of one id the last one wins. When anything is dropped the CSV is rewritten atomically (temporary file + ``os.replace``), and the
-    JSON beside it (``.json``) is rewritten from it, so that both hold one row per id even when nothing is left to
-    run. A file from an older version (without a ``fingerprint`` column) keeps no row and is emptied.
+    preprocessing is dropped); of several rows of one id the last one wins. When anything is dropped the CSV is
+    rewritten atomically (temporary file + ``os.replace``), and the JSON beside it (``.json``) is rewritten from it,
+    so that both hold one row per id even when nothing is left to run. A file from an older version (without a ``fingerprint`` column) keeps no row and is emptied.
 
     Raises:
         ValueError: the file is not a predictions CSV (no ``id``, ``source``, ``pred_label`` or ``error`` column).
