@@ -93,6 +93,13 @@ def _known_ids(config: Mapping, prefix: str = "") -> set[str]:
     return ids
 
 
+#: former bundle keys and what replaced them: an override of one is refused naming both (it would go unused)
+RENAMED_KEYS = {
+    "num_samples": "--num_kept K (slices/frames kept per study at inference) or --num_items N (cap of the split's "
+                   "items; the former meaning of num_samples in inference.json)",
+}
+
+
 def check_overrides(
     argv: Sequence[str] | None = None, config_files: Iterable[str] | None = None, cutoff: float = 0.75
 ) -> dict[str, str]:
@@ -101,8 +108,8 @@ def check_overrides(
     ``max_epochs``) would otherwise add an unused key and train with the default. An override whose key (the part
     before the first ``#``) is not defined by any of the run's config files, nor by the other configs beside them
     (one argument list usually serves train, evaluate and inference), raises ``ValueError`` when a defined key
-    is close to it (``difflib``, ``cutoff``), naming both; one with no close key is only logged as a warning (it may
-    be meant for a config of the user's own). ``train#dataset#cache_rate``-style keys are checked down to the
+    is close to it (``difflib``, ``cutoff``), naming both, and so does a former key of :data:`RENAMED_KEYS`; one
+    with no close key is only logged as a warning (it may be meant for a config of the user's own). ``train#dataset#cache_rate``-style keys are checked down to the
     deepest part that exists.
 
     Only a ``python -m monai.bundle run`` command line is checked (``argv``, default ``sys.argv``); the config files
@@ -135,6 +142,9 @@ def check_overrides(
             if key not in known and len(parts) > 1 and parent not in known and not parent.endswith("+"):
                 raise ValueError(f"override --{key}: '{parent}' is not defined in {', '.join(files)}.")
             continue
+        if parts[0] in RENAMED_KEYS:
+            raise ValueError(f"override --{key}: the bundle configs ({', '.join(files)}) no longer define "
+                             f"'{parts[0]}'; use {RENAMED_KEYS[parts[0]]}.")
         close = difflib.get_close_matches(parts[0], sorted(top), n=1, cutoff=cutoff)
         if close:
             raise ValueError(

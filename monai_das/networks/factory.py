@@ -185,6 +185,7 @@ def build_classifier(
     encoder_features: int | None = None,
     context_frames: int = 0,
     sampler_gradient: str = "pixels",
+    num_samples: int | None = None,
 ) -> SubsampledClassifier:
     """
     A :class:`SubsampledClassifier`: the sampler ``method`` keeping ``num_kept(num_frames, keep_ratio)`` frames (all
@@ -212,6 +213,9 @@ def build_classifier(
             straight-through gradient is formed in training, or none at all (the sampler then learns only from a
             loss on its scores such as :class:`~monai_das.losses.FrameRelevanceLoss`); see
             :class:`SubsampledClassifier`.
+        num_samples: ``k`` itself, ``1 <= k <= T``, instead of the one ``keep_ratio`` gives (``None``: from
+            ``keep_ratio``). Ignored by ``full`` once checked. The samplers' parameters do not depend on ``k``, so a
+            checkpoint trained at one ``k`` loads into a network built with another (any ``k`` at inference).
 
     ``num_classes``, ``num_frames`` and ``in_channels`` must be integers >= 1 and ``keep_ratio`` lie in (0, 1] (checked
     for ``full`` too, which ignores it, so a config error shows whatever the method); each raises a ``ValueError``
@@ -239,7 +243,12 @@ def build_classifier(
             f"encoder must be None (MobileNetV3-Small), the name of a network of {_MONAI_NETS} or an nn.Module, "
             f"got {type(encoder).__name__}."
         )
-    k = num_frames if method.lower() == "full" else num_kept(num_frames, keep_ratio)
+    if num_samples is not None:
+        num_samples = check_count(num_samples, "num_samples (k)")
+        if num_samples > num_frames:
+            raise ValueError(f"num_samples (k) = {num_samples} is more than the T = {num_frames} frames of an input; "
+                             f"give 1 <= k <= {num_frames}.")
+    k = num_frames if method.lower() == "full" else num_samples or num_kept(num_frames, keep_ratio)
     sampler = get_sampler(method, k, num_frames=num_frames, in_channels=in_channels, **(sampler_kwargs or {}))
     return SubsampledClassifier(sampler, encoder, num_classes, layout, slice_axis, temporal_head, dropout,
                                 encoder_features=encoder_features, in_channels=in_channels,

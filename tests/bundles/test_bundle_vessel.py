@@ -43,7 +43,7 @@ def test_evaluate(vessel):
 
 def test_inference_on_medmnist_items(vessel):
     root, common = vessel
-    run_cmd(INFERENCE, args=[*common, "--split", "test", "--num_samples", 6, "--batch_size", 3])
+    run_cmd(INFERENCE, args=[*common, "--split", "test", "--num_items", 6, "--batch_size", 3])
     rows = list(csv.DictReader(open(root / "eval" / "predictions.csv")))
     assert [r["id"] for r in rows] == [f"vesselmnist3d_test_{i:06d}" for i in range(6)]
     uniform = load_network(root, method="uniform", dataset="vesselmnist3d").sample(torch.rand(1, 1, 28, 28, 28))

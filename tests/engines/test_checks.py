@@ -41,6 +41,12 @@ def test_typo_refused_with_closest_key():
         check_overrides(_argv("--train#datasett#cache_rate", "0"))
 
 
+def test_former_key_refused_with_what_replaced_it():
+    """inference.json's ``num_samples`` capped the split; ``--num_samples 8`` meant as ``k`` would go unused."""
+    with pytest.raises(ValueError, match=r"--num_samples: .*no longer define 'num_samples'; use --num_kept .*--num_items"):
+        check_overrides(_argv("--num_samples", "8"))
+
+
 def test_known_and_unrelated_keys(caplog):
     assert check_overrides(_argv("--max_epochs", "1", "--train#dataset#cache_rate", "0", "--validate#split", "val"))
     # keys only the second config defines are known too

@@ -386,6 +386,18 @@ def test_inference_kill_resume_other_folder_and_restart(tmp_path, bundle_root):
     assert len({r["model"] for r in rows.values()}) == 1
     assert run_inference(bundle_root, input=str(b), output_dir=str(out), keep_ratio=0.25) == []  # same k: resumed
 
+    # k itself (--num_kept) instead of the ratio: another key, every study again with k slices
+    assert run_inference(bundle_root, input=str(b), output_dir=str(out), num_kept=3) == ids[:-1]
+    rows = check_outputs(csv_path, ids[:-1])
+    assert {len(r["kept_indices"].split(";")) for r in rows.values()} == {3}
+    # a k the network refuses fails in `initialize` (the network is built first): the former rows stay untouched
+    before = csv_path.read_bytes()
+    parser = _parser(bundle_root, input=str(b), output_dir=str(out), num_kept=SIZE + 1)
+    with pytest.raises(Exception) as failed:  # MONAI's "Failed to instantiate", raised from the network's error
+        parser.get_parsed_content("initialize")
+    assert f"num_samples (k) = {SIZE + 1} is more than the T = {SIZE} frames" in str(failed.value.__cause__)
+    assert csv_path.read_bytes() == before
+
 
 def test_inference_shards_resume_and_merge(tmp_path, bundle_root):
     folder = tmp_path / "studies"

@@ -65,6 +65,17 @@ def test_build_classifier_counts(kwargs, key):
         build_classifier("uniform", **args)
 
 
+@pytest.mark.parametrize("method", ["das", "full"])
+def test_build_classifier_num_samples_is_k(method):
+    """``num_samples`` is ``k`` itself (the bundle's ``--num_kept``): it wins over ``keep_ratio``, ``1 <= k <= T``."""
+    net = build_classifier(method, 2, num_frames=8, keep_ratio=0.5, num_samples=3)
+    assert net.sampler.num_kept(8) == (8 if method == "full" else 3)
+    with pytest.raises(ValueError, match=r"num_samples \(k\) = 9 is more than the T = 8 frames"):
+        build_classifier(method, 2, num_frames=8, num_samples=9)
+    with pytest.raises(ValueError, match=r"num_samples \(k\) must be an integer >= 1, got 2.5"):
+        build_classifier(method, 2, num_frames=8, num_samples=2.5)
+
+
 @pytest.mark.parametrize("cls", [DASampler, ADPSSampler])
 def test_sampler_checks_channels(cls):
     kwargs = {"num_frames": 8} if cls is ADPSSampler else {}
