@@ -14,11 +14,9 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.metrics import balanced_accuracy_from_confusion, bootstrap_intervals
+from monai_das.utils.io import write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
-
-from monai_das.utils.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +42,10 @@ class ClassificationReportSaver:
     items of the macro AUC and the balanced accuracy (:func:`~monai_das.handlers.metrics.bootstrap_intervals`; a
     test list of a few dozen studies gives a wide one, which the point value alone hides), logged on a second line.
 
-    The confusion matrix is built from the argmax of ``pred_key`` and ``label_key`` of every decollated output item.
-    Distributed runs (``torch.distributed`` initialised, several processes): attach the saver on every rank; the
-    per-rank confusion matrices are summed (all-reduce) and only rank 0 writes the files and logs.
+    Each decollated output item is kept as (label ``label_key``, argmax of ``pred_key``, probabilities); the confusion
+    matrix and the intervals are both computed from them at the end. Distributed runs (``torch.distributed``
+    initialised, several processes): attach the saver on every rank; the items of all ranks are gathered
+    (``all_gather_object``) and only rank 0 writes the files and logs.
 
     Args:
         output_dir: folder for the files.
@@ -85,10 +84,8 @@ class ClassificationReportSaver:
         self.pred_key, self.label_key = pred_key, label_key
         self.extra = dict(extra or {})
         self.logger = logger
-        self._cm = np.zeros((num_classes, num_classes), dtype=np.int64)
         self.prob_key, self.interval_resamples, self.interval_seed = prob_key, int(interval_resamples), interval_seed
-        self._probs: list[list[float]] = []
-        self._labels: list[int] = []
+        self._items: list[tuple[int, int, list[float]]] = []  # (label, predicted class, probabilities) per item
         self.report: dict = {}
 
     def attach(self, engine: Any) -> None:
@@ -97,8 +94,7 @@ class ClassificationReportSaver:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def _reset(self, engine: Any) -> None:
-        self._cm[:] = 0
-        self._probs, self._labels = [], []
+        self._items = []
 
     def _update(self, engine: Any) -> None:
         items = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
@@ -107,11 +103,9 @@ class ClassificationReportSaver:
             label = int(torch.as_tensor(item[self.label_key]).reshape(-1)[0])
             if not 0 <= label < self.num_classes:
                 raise ValueError(f"label {label} outside [0, {self.num_classes}).")
-            self._cm[label, int(pred.argmax())] += 1
             prob = item.get(self.prob_key) if isinstance(item, dict) else None
             prob = torch.softmax(pred.float(), 0) if prob is None else torch.as_tensor(prob).reshape(-1)
-            self._probs.append(prob.detach().float().cpu().tolist())
-            self._labels.append(label)
+            self._items.append((label, int(pred.argmax()), prob.detach().float().cpu().tolist()))
 
     def __call__(self, engine: Any) -> None:
         from monai_das.visualize import plot_confusion_matrix
@@ -120,13 +114,14 @@ class ClassificationReportSaver:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         if world > 1:  # every rank takes part; the report covers the samples of all ranks
-            self._cm[:] = idist.all_reduce(torch.as_tensor(self._cm)).cpu().numpy()
-            parts: list = [None] * world  # every rank's (probabilities, labels), for the intervals
-            torch.distributed.all_gather_object(parts, (self._probs, self._labels))
-            self._probs = [p for probs, _ in parts for p in probs]
-            self._labels = [lb for _, labels in parts for lb in labels]
+            parts: list = [None] * world
+            torch.distributed.all_gather_object(parts, self._items)
+            self._items = [item for part in parts for item in part]
         if rank != 0:
             return
+        labels = np.asarray([label for label, _, _ in self._items], dtype=np.int64)
+        confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        np.add.at(confusion, (labels, np.asarray([p for _, p, _ in self._items], dtype=np.int64)), 1)
         metrics = {}
         for name, value in engine.state.metrics.items():
             value = _scalar(value)
@@ -134,16 +129,16 @@ class ClassificationReportSaver:
                 strip = bool(self.metric_prefix) and name.startswith(self.metric_prefix)
                 key = name[len(self.metric_prefix):] if strip else name
                 metrics[key] = None if isinstance(value, float) and math.isnan(value) else value
-        cm = self._cm.tolist()
+        cm = confusion.tolist()
         if "balanced_accuracy" not in metrics:
-            metrics["balanced_accuracy"] = balanced_accuracy_from_confusion(torch.as_tensor(self._cm))
+            metrics["balanced_accuracy"] = balanced_accuracy_from_confusion(torch.as_tensor(confusion))
         intervals = None
-        if self.interval_resamples > 0 and self._labels:
-            intervals = bootstrap_intervals(np.asarray(self._probs), np.asarray(self._labels),
+        if self.interval_resamples > 0 and len(labels):
+            intervals = bootstrap_intervals(np.asarray([prob for _, _, prob in self._items]), labels,
                                             self.interval_resamples, seed=self.interval_seed)
         self.report = {
             **self.extra,
-            "num_samples": int(self._cm.sum()),
+            "num_samples": len(labels),
             "metrics": metrics,
             **({"intervals": intervals} if intervals is not None else {}),
             "confusion_matrix": cm,
@@ -154,7 +149,7 @@ class ClassificationReportSaver:
             {"labels": self.label_names, "matrix": cm, "rows": "true", "columns": "predicted"},
             self.output_dir / f"{self.file_prefix}confusion_matrix.json",
         )
-        plot_confusion_matrix(self._cm, self.output_dir / f"{self.file_prefix}confusion_matrix.png", self.label_names)
+        plot_confusion_matrix(confusion, self.output_dir / f"{self.file_prefix}confusion_matrix.png", self.label_names)
         summary = ", ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
         )

@@ -39,13 +39,15 @@ def test_report_files(tmp_path, capsys, caplog):
 
 
 def test_distributed_ranks(tmp_path, monkeypatch, caplog):
-    """Every rank sums its confusion matrix with the others'; only rank 0 writes and logs."""
-    import monai_das.handlers.report as mod
-
+    """The items of every rank are gathered; the matrix and intervals cover them all; only rank 0 writes and logs."""
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
-    monkeypatch.setattr(mod.idist, "all_reduce", lambda t: t * 2)  # the other rank saw the same samples
-    monkeypatch.setattr(torch.distributed, "all_gather_object", lambda parts, obj: parts.__setitem__(slice(None), [obj] * 2))
+    other = [(0, 0, [0.9, 0.1])] * 3  # the other rank saw 3 items of class 0, predicted right
+
+    def gather(parts, obj):
+        parts[:] = [obj, other]
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
     for rank in (1, 0):
         engine = Engine(lambda e, b: [{"pred": torch.tensor([0.0, 1.0]), "label": torch.tensor(1)}])
         monkeypatch.setattr(torch.distributed, "get_rank", lambda r=rank: r)
@@ -55,9 +57,18 @@ def test_distributed_ranks(tmp_path, monkeypatch, caplog):
             engine.run([0, 1, 2], max_epochs=1)
         assert out.exists() == (rank == 0) and ("evaluation on" in caplog.text) == (rank == 0)
     report = json.loads((tmp_path / "rank0" / "metrics.json").read_text())
-    assert report["confusion_matrix"] == [[0, 0], [0, 6]]
-    assert report["intervals"]["auc"] is None  # no item of class 0 on either rank: no AUC, no interval
-    assert report["intervals"]["balanced_accuracy"] == [1.0, 1.0]
+    assert report["confusion_matrix"] == [[3, 0], [0, 3]] and report["num_samples"] == 6
+    assert report["metrics"]["balanced_accuracy"] == 1.0
+    assert report["intervals"]["auc"] == [1.0, 1.0] and report["intervals"]["balanced_accuracy"] == [1.0, 1.0]
+
+
+def test_no_item_of_a_class_gives_no_auc_interval(tmp_path):
+    engine = Engine(lambda e, b: [{"pred": torch.tensor([0.0, 1.0]), "label": torch.tensor(1)}])
+    ClassificationReportSaver(tmp_path, 2).attach(engine)
+    engine.run([0, 1, 2], max_epochs=1)
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["confusion_matrix"] == [[0, 0], [0, 3]]
+    assert report["intervals"]["auc"] is None and report["intervals"]["balanced_accuracy"] == [1.0, 1.0]
 
 
 def test_intervals_from_the_items(tmp_path, caplog):
