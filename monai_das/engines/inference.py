@@ -84,7 +84,8 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
     (:func:`prediction_key`) its ``model`` column must match it too (a row of another checkpoint, ``k`` or
     preprocessing is dropped); of several rows of one id the last one wins. When anything is dropped the CSV is
     rewritten atomically (temporary file + ``os.replace``), and the JSON beside it (``.json``) is rewritten from it,
-    so that both hold one row per id even when nothing is left to run. A file from an older version (without a ``fingerprint`` column) keeps no row and is emptied.
+    so that both hold one row per id even when nothing is left to run. A file from an older version (without a
+    ``fingerprint`` column, or without ``model`` when ``model_key`` is given) keeps no row and is emptied.
 
     Raises:
         ValueError: the file is not a predictions CSV (no ``id``, ``source``, ``pred_label`` or ``error`` column).
@@ -111,7 +112,7 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
         if not compatible:
             reason = old_version
         elif model_key is not None and r["model"] != model_key:
-            reason = "another model or inference setting (checkpoint, keep ratio, preprocessing)"
+            reason = "another model or inference setting (checkpoint, k, preprocessing)"
         elif r["id"] not in expected:
             reason = "not in this listing/shard"
         elif r["error"]:
