@@ -6,10 +6,16 @@ study the way a user has it — files on disk and a CSV datalist with patient gr
 evidence frames — and trains the bundle on it with ``python -m monai.bundle run`` for every variant and seed:
 
 - ``clips``: ``--items`` (default 40) grey clips of 48-70 frames at 80×96 (OpenCV, ``.mp4``; the first two
-  ``.avi``), noise, and a bright disc (class ``disc``) or square (``square``) in 6 consecutive frames; the video
-  bundle at ``num_frames 32``, ``size 64``;
+  ``.avi``), noise, and a bright disc of radius 10 (class ``disc``) or a square of the same area (``square``) in 6
+  consecutive frames; the video bundle at ``num_frames 32``, ``size 64``;
 - ``volumes``: ``--items`` (default 60) NIfTI volumes 36×44×40 (nibabel, spacing 0.8×0.8×2.5 mm), noise, and the
-  shape in 3 consecutive axial slices; the volume bundle with ``slice_axis axial``.
+  shape (radius 4-8, drawn per volume whatever the class) in 3 consecutive axial slices; the volume bundle with
+  ``slice_axis axial``.
+
+Square and disc have the same area (to a few pixels) and volumes draw the size per item, so that no intensity
+statistic of the whole study (the percentile scaling of the volume bundle, a bright-voxel count) tells the classes
+apart; only the shape in the evidence slices does. (Before 2026-12-02 07:00 UTC the square was larger than the disc
+and every volume's shape had radius 6: the 99.5th percentile alone separated the classes.)
 
 Every 4 (clips) or 2 (volumes) items share a patient (``group``); the last items form the test list, validation is
 the bundle's split of the training groups. A cell is (kind, variant, seed); it runs in
@@ -56,9 +62,12 @@ DONE_RE = re.compile(r"training done: best (\w+) ([0-9.]+) at epoch (\d+) of (\d
 
 
 def _shape(frame: np.ndarray, disc: bool, cy: int, cx: int, r: int) -> None:
+    """Add a disc of radius ``r`` or a square of the same area (side ``round(r·√π)``) centred at ``(cy, cx)``."""
     yy, xx = np.mgrid[: frame.shape[0], : frame.shape[1]]
-    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r if disc else (abs(yy - cy) <= r - 1) & (abs(xx - cx) <= r - 1)
-    frame[mask] += 160.0
+    side = round(r * np.pi ** 0.5)
+    dy, dx = yy - cy + side // 2, xx - cx + side // 2
+    square = (0 <= dy) & (dy < side) & (0 <= dx) & (dx < side)
+    frame[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r if disc else square] += 160.0
 
 
 def write_clips(root: Path, items: int, seed: int) -> Path:
@@ -96,10 +105,10 @@ def write_volumes(root: Path, items: int, seed: int) -> Path:
         disc = bool(i % 2)
         v = rng.normal(100, 20, (36, 44, 40))
         z0 = int(rng.integers(0, 38))
-        cy, cx = int(rng.integers(10, 26)), int(rng.integers(10, 34))
+        cy, cx, radius = int(rng.integers(10, 26)), int(rng.integers(10, 34)), int(rng.integers(4, 9))
         for z in range(z0, z0 + 3):
             plane = v[:, :, z]
-            _shape(plane, disc, cy, cx, 6)
+            _shape(plane, disc, cy, cx, radius)
         nib.save(nib.Nifti1Image(v.astype(np.float32), np.diag([0.8, 0.8, 2.5, 1.0])), str(root / "img" / f"case{i:03d}.nii.gz"))
         rows.append({"image": f"img/case{i:03d}.nii.gz", "label": "disc" if disc else "square", "group": f"p{i // 2}",
                      "evidence": f"{z0};{z0 + 1};{z0 + 2}", "split": "test" if i >= items - n_test else ""})

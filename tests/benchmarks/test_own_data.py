@@ -49,3 +49,14 @@ def test_a_finished_cell_is_not_run_again(own_data_script, tmp_path, monkeypatch
 def test_variant_needs_a_name(own_data_script, tmp_path):
     with pytest.raises(SystemExit, match="expected NAME=OVERRIDES"):
         own_data_script.main(["--variant", "--sampler_lr 0.0001", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("radius", range(4, 11))
+def test_square_and_disc_have_the_same_area(own_data_script, radius):
+    """No whole-study intensity statistic (percentile scaling, bright-pixel count) may tell the classes apart."""
+    disc, square = np.zeros((40, 40)), np.zeros((40, 40))
+    own_data_script._shape(disc, True, 20, 20, radius)
+    own_data_script._shape(square, False, 20, 20, radius)
+    a, b = int((disc > 0).sum()), int((square > 0).sum())
+    assert abs(a - b) <= 0.08 * a and 0 < a < 40 * 40
+    assert ((square > 0).any(0).sum(), (square > 0).any(1).sum()) == (round(radius * np.pi ** 0.5),) * 2  # a square
