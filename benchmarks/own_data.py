@@ -109,7 +109,8 @@ def write_volumes(root: Path, items: int, seed: int) -> Path:
         for z in range(z0, z0 + 3):
             plane = v[:, :, z]
             _shape(plane, disc, cy, cx, radius)
-        nib.save(nib.Nifti1Image(v.astype(np.float32), np.diag([0.8, 0.8, 2.5, 1.0])), str(root / "img" / f"case{i:03d}.nii.gz"))
+        nib.save(nib.Nifti1Image(v.astype(np.float32), np.diag([0.8, 0.8, 2.5, 1.0])),
+                 str(root / "img" / f"case{i:03d}.nii.gz"))
         rows.append({"image": f"img/case{i:03d}.nii.gz", "label": "disc" if disc else "square", "group": f"p{i // 2}",
                      "evidence": f"{z0};{z0 + 1};{z0 + 2}", "split": "test" if i >= items - n_test else ""})
     return _write_datalist(root / "volumes.csv", rows)

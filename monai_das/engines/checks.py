@@ -109,8 +109,8 @@ def check_overrides(
     before the first ``#``) is not defined by any of the run's config files, nor by the other configs beside them
     (one argument list usually serves train, evaluate and inference), raises ``ValueError`` when a defined key
     is close to it (``difflib``, ``cutoff``), naming both, and so does a former key of :data:`RENAMED_KEYS`; one
-    with no close key is only logged as a warning (it may be meant for a config of the user's own). ``train#dataset#cache_rate``-style keys are checked down to the
-    deepest part that exists.
+    with no close key is only logged as a warning (it may be meant for a config of the user's own).
+    ``train#dataset#cache_rate``-style keys are checked down to the deepest part that exists.
 
     Only a ``python -m monai.bundle run`` command line is checked (``argv``, default ``sys.argv``); the config files
     are read as plain JSON/YAML (nothing is evaluated). Returns the overrides that were checked.

@@ -43,7 +43,8 @@ def test_typo_refused_with_closest_key():
 
 def test_former_key_refused_with_what_replaced_it():
     """inference.json's ``num_samples`` capped the split; ``--num_samples 8`` meant as ``k`` would go unused."""
-    with pytest.raises(ValueError, match=r"--num_samples: .*no longer define 'num_samples'; use --num_kept .*--num_items"):
+    refused = r"--num_samples: .*no longer define 'num_samples'; use --num_kept .*--num_items"
+    with pytest.raises(ValueError, match=refused):
         check_overrides(_argv("--num_samples", "8"))
 
 
