@@ -23,6 +23,7 @@ from monai_das.networks.nets import (
     UniformSampler,
 )
 from monai_das.networks.nets.sampler import check_count
+from monai_das.networks.utils import check_num_kept
 from monai_das.networks.nets.subsampled_classifier import check_context_frames
 
 __all__ = ["SAMPLERS", "get_sampler", "get_encoder", "num_kept", "build_classifier"]
@@ -243,11 +244,7 @@ def build_classifier(
             f"encoder must be None (MobileNetV3-Small), the name of a network of {_MONAI_NETS} or an nn.Module, "
             f"got {type(encoder).__name__}."
         )
-    if num_samples is not None:
-        num_samples = check_count(num_samples, "num_samples (k)")
-        if num_samples > num_frames:
-            raise ValueError(f"num_samples (k) = {num_samples} is more than the T = {num_frames} frames of an input; "
-                             f"give 1 <= k <= {num_frames}.")
+    num_samples = None if num_samples is None else check_num_kept(num_samples, num_frames)
     k = num_frames if method.lower() == "full" else num_samples or num_kept(num_frames, keep_ratio)
     sampler = get_sampler(method, k, num_frames=num_frames, in_channels=in_channels, **(sampler_kwargs or {}))
     return SubsampledClassifier(sampler, encoder, num_classes, layout, slice_axis, temporal_head, dropout,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_count", "unwrap_network", "uniform_indices", "to_frames"]
+__all__ = ["check_count", "check_num_kept", "unwrap_network", "uniform_indices", "to_frames"]
 
 
 def check_count(value: Any, name: str) -> int:
@@ -23,6 +23,15 @@ def check_count(value: Any, name: str) -> int:
     if not ok or int(value) < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
     return int(value)
+
+
+def check_num_kept(num_samples: Any, num_frames: int) -> int:
+    """``k`` (``num_samples``) as an ``int`` in ``1..T``: :func:`check_count`, then ``k <= T`` (``ValueError``
+    naming both)."""
+    k = check_count(num_samples, "num_samples (k)")
+    if k > num_frames:
+        raise ValueError(f"cannot keep k={k} frames of an input with T={num_frames} frames (k must be <= T).")
+    return k
 
 
 def unwrap_network(network: torch.nn.Module, require_sampler: bool = True) -> torch.nn.Module:

@@ -395,7 +395,7 @@ def test_inference_kill_resume_other_folder_and_restart(tmp_path, bundle_root):
     parser = _parser(bundle_root, input=str(b), output_dir=str(out), num_kept=SIZE + 1)
     with pytest.raises(Exception) as failed:  # MONAI's "Failed to instantiate", raised from the network's error
         parser.get_parsed_content("initialize")
-    assert f"num_samples (k) = {SIZE + 1} is more than the T = {SIZE} frames" in str(failed.value.__cause__)
+    assert f"cannot keep k={SIZE + 1} frames of an input with T={SIZE} frames (k must be <= T)" in str(failed.value.__cause__)
     assert csv_path.read_bytes() == before
 
 

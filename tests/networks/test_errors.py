@@ -70,7 +70,7 @@ def test_build_classifier_num_samples_is_k(method):
     """``num_samples`` is ``k`` itself (the bundle's ``--num_kept``): it wins over ``keep_ratio``, ``1 <= k <= T``."""
     net = build_classifier(method, 2, num_frames=8, keep_ratio=0.5, num_samples=3)
     assert net.sampler.num_kept(8) == (8 if method == "full" else 3)
-    with pytest.raises(ValueError, match=r"num_samples \(k\) = 9 is more than the T = 8 frames"):
+    with pytest.raises(ValueError, match=r"cannot keep k=9 frames of an input with T=8 frames \(k must be <= T\)"):
         build_classifier(method, 2, num_frames=8, num_samples=9)
     with pytest.raises(ValueError, match=r"num_samples \(k\) must be an integer >= 1, got 2.5"):
         build_classifier(method, 2, num_frames=8, num_samples=2.5)

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
-from monai_das.networks.utils import check_count  # noqa: F401  (re-exported: the samplers and factory import it here)
+from monai_das.networks.utils import check_count, check_num_kept
 
 __all__ = ["SamplerOutput", "BaseSampler", "is_exporting", "check_count", "parameter_dtype"]
 
@@ -97,9 +97,7 @@ class BaseSampler(nn.Module):
         """Refuse a ``k`` that is not an integer in ``1..T``, or any other ``k`` than the built one without ``any_k``."""
         if num_samples is None or is_exporting():
             return
-        k = check_count(num_samples, "num_samples (k)")
-        if k > num_frames:
-            raise ValueError(f"cannot keep k={k} frames of an input with T={num_frames} frames (k must be <= T).")
+        k = check_num_kept(num_samples, num_frames)
         if not self.any_k and k != self.num_kept(num_frames):
             raise ValueError(f"{type(self).__name__} keeps k={self.num_kept(num_frames)} frames; it cannot keep "
                              f"k={k} (its parameters are tied to k).")
@@ -114,8 +112,8 @@ class BaseSampler(nn.Module):
             raise ValueError(f"input has an empty dimension: shape {tuple(x.shape)}.")
         self.check_num_samples(num_samples, x.shape[1])
         k, t = self.num_kept(x.shape[1], num_samples), x.shape[1]
-        if not is_exporting() and k > t:
-            raise ValueError(f"cannot keep k={k} frames of an input with T={t} frames (k must be <= T).")
+        if not is_exporting() and k > t:  # compared first: k and T may be symbolic sizes under torch.compile
+            check_num_kept(k, t)  # raises, naming both
         if not x.is_floating_point():
             raise ValueError(f"expected a floating point input, got dtype {x.dtype}.")
         # one reduction instead of an element-wise pass: NaN/Inf propagate into the sum
