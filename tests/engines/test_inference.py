@@ -385,6 +385,8 @@ def test_inference_kill_resume_other_folder_and_restart(tmp_path, bundle_root):
     assert {len(r["kept_indices"].split(";")) for r in rows.values()} == {round(0.25 * SIZE)}
     assert len({r["model"] for r in rows.values()}) == 1
     assert run_inference(bundle_root, input=str(b), output_dir=str(out), keep_ratio=0.25) == []  # same k: resumed
+    # the same k given as num_kept (whatever keep_ratio says) is the same key: nothing runs again
+    assert run_inference(bundle_root, input=str(b), output_dir=str(out), num_kept=round(0.25 * SIZE)) == []
 
     # k itself (--num_kept) instead of the ratio: another key, every study again with k slices
     assert run_inference(bundle_root, input=str(b), output_dir=str(out), num_kept=3) == ids[:-1]
