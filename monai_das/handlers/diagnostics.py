@@ -19,7 +19,8 @@ from monai_das.handlers.warmup import sampler_warming_up
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
-__all__ = ["SelectionDiagnosticsHandler", "jaccard_distance", "not_best_reason", "DEGENERATE_ATTR", "WARMUP_ATTR"]
+__all__ = ["SelectionDiagnosticsHandler", "jaccard_distance", "not_best_reason", "DEGENERATE_ATTR", "WARMUP_ATTR",
+           "KEPT_ATTR"]
 
 #: ``engine.state`` attribute set to ``True`` for an epoch whose predictions do not vary across items; the
 #: best-model saver (:class:`monai_das.handlers.AtomicCheckpointSaver`) never keeps such an epoch
@@ -28,6 +29,11 @@ DEGENERATE_ATTR = "degenerate_predictions"
 #: (:class:`monai_das.handlers.SamplerWarmupHandler`): such a model is the encoder with an untrained sampler, so it
 #: is not kept as the best model either
 WARMUP_ATTR = "sampler_warming_up"
+#: ``engine.state`` attribute holding each validation item's kept frames (sorted index lists) of the last epoch, what
+#: the next epoch's churn is measured against; kept on the engine's state so that a resumed run can restore it (the
+#: bundle's ``validator_state``, :class:`monai_das.handlers.EngineStateAttributes`) and measures the first churn after
+#: a restart as the uninterrupted run does
+KEPT_ATTR = "kept_sets"
 
 
 def not_best_reason(state: Any) -> str | None:
@@ -71,7 +77,9 @@ class SelectionDiagnosticsHandler:
     - ``<prefix>adaptivity``: mean pairwise Jaccard distance of the kept sets of the first ``max_items`` items
       (0: the same frames for every input).
     - ``<prefix>churn``: mean Jaccard distance between each item's kept set and the previous epoch's (from the
-      second epoch on; items matched by position, so the loader must not shuffle).
+      second epoch on; items matched by position, so the loader must not shuffle). The previous epoch's sets are
+      ``engine.state.kept_sets`` (:data:`KEPT_ATTR`): checkpoint that attribute (``EngineStateAttributes``) and a
+      resumed run measures the same churn as an uninterrupted one.
     - ``<prefix>prediction_std``: the largest standard deviation across items of a class probability. Below
       ``min_prediction_std`` the network answers the same whatever the input (BatchNorm running statistics that lag
       the weights, a collapsed model): a warning is logged and ``engine.state.degenerate_predictions`` is set, so the
@@ -124,7 +132,6 @@ class SelectionDiagnosticsHandler:
         self.min_prediction_std = float(min_prediction_std)
         self.logger = logging.getLogger(__name__)
         self._kept: list[set] = []
-        self._previous: list[set] | None = None
         self._evidence = [0, 0]  # kept, total
         self._probs: list[torch.Tensor] = []
         self._num_frames = 0
@@ -178,9 +185,10 @@ class SelectionDiagnosticsHandler:
             adaptivity = _mean_pairwise_jaccard(self._kept, self.max_items)
             if not math.isnan(adaptivity):
                 metrics[f"{p}adaptivity"] = adaptivity
-            if self._previous is not None and len(self._previous) == len(self._kept):
-                metrics[f"{p}churn"] = sum(map(jaccard_distance, self._kept, self._previous)) / len(self._kept)
-            self._previous = self._kept
+            previous = getattr(engine.state, KEPT_ATTR, None)
+            if previous is not None and len(previous) == len(self._kept):
+                metrics[f"{p}churn"] = sum(map(jaccard_distance, self._kept, map(set, previous))) / len(self._kept)
+            setattr(engine.state, KEPT_ATTR, [sorted(k) for k in self._kept])
             if self.output_dir is not None:
                 self._write_positions(counts, engine)
         if len(self._probs) >= 2:

@@ -125,23 +125,29 @@ def _set_numpy_state(rs: np.random.RandomState, state: Mapping) -> None:
 
 
 def _randomizables(transform: Any) -> list:
-    """Every :class:`monai.transforms.Randomizable` in ``transform`` (a transform, a ``Compose`` or a list), in order."""
+    """
+    Every :class:`monai.transforms.Randomizable` in ``transform`` (a transform, a ``Compose`` or a list), in order,
+    with the random transforms a random transform holds as attributes: a dictionary transform draws from its array
+    twin (``RandAffined.rand_affine``, itself holding a ``RandAffineGrid``; ``RandGaussianNoised.rand_gaussian_noise``),
+    each with a generator of its own.
+    """
     from monai.transforms import Randomizable
 
     found: list = []
     stack = [transform]
     while stack:
         t = stack.pop(0)
-        if t is None:
+        if t is None or any(t is f for f in found):
             continue
         if isinstance(t, (list, tuple)):
             stack[:0] = list(t)
             continue
-        if isinstance(t, Randomizable) and all(t is not f for f in found):
+        inner = []
+        if isinstance(t, Randomizable):
             found.append(t)
+            inner = [v for k, v in getattr(t, "__dict__", {}).items() if k != "transforms" and isinstance(v, Randomizable)]
         children = getattr(t, "transforms", None)
-        if isinstance(children, (list, tuple)):
-            stack[:0] = list(children)
+        stack[:0] = (list(children) if isinstance(children, (list, tuple)) else []) + inner
     return found
 
 

@@ -69,6 +69,29 @@ def test_metrics_with_a_static_sampler():
     assert "_kept_indices" not in evaluator.state.output[0]
 
 
+def test_churn_after_a_restart_from_the_checkpointed_state():
+    """The previous epoch's kept sets live on the engine state (KEPT_ATTR); restored through EngineStateAttributes,
+    a fresh handler and evaluator (a resumed run) measure the churn of their first epoch as the first run would."""
+    from monai_das.handlers import EngineStateAttributes
+    from monai_das.handlers.diagnostics import KEPT_ATTR
+
+    torch.manual_seed(0)
+    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    data = _data()
+    first = _evaluator(net, data, [SelectionDiagnosticsHandler(net)])
+    first.run()
+    attributes = ("best_metric", "best_metric_epoch", KEPT_ATTR)
+    saved = EngineStateAttributes(first, attributes).state_dict()
+    kept = sorted(net.sample(torch.rand(1, 1, 8, 12, 12)).indices[0].tolist())
+    assert saved[KEPT_ATTR] == [kept] * len(data)
+    shifted = [[(i + 1) % 8 for i in kept]] * len(data)  # a previous epoch that kept other slices
+    resumed = _evaluator(net, data, [SelectionDiagnosticsHandler(net)])
+    EngineStateAttributes(resumed, attributes).load_state_dict({**saved, KEPT_ATTR: shifted})
+    resumed.run()
+    assert resumed.state.metrics["val_churn"] == pytest.approx(jaccard_distance(set(kept), set(shifted[0])))
+    assert resumed.state.metrics["val_churn"] > 0
+
+
 def test_adaptive_sampler_varies():
     torch.manual_seed(0)
     net = build_classifier("das", num_classes=2, num_frames=8, keep_ratio=0.25).eval()

@@ -78,7 +78,8 @@ def test_random_states_round_trip_weights_only(tmp_path):
     transforms = Compose([RandFlipd("image", prob=0.5), Compose([RandGaussianNoised("image")])])
     gen = torch.Generator().manual_seed(3)
     states = RandomStates(transforms, generators=[gen])
-    assert len(states.transforms) == 4  # both Compose objects and both random transforms
+    # both Compose objects, both random transforms and the array transform RandGaussianNoised draws from
+    assert len(states.transforms) == 5
     path = tmp_path / "rng.pt"
     torch.save(states.state_dict(), path)
 
@@ -89,6 +90,26 @@ def test_random_states_round_trip_weights_only(tmp_path):
     first = draw()
     states.load_state_dict(torch.load(path, weights_only=True))
     assert draw() == first
+
+
+def test_random_states_restore_what_dictionary_transforms_draw(tmp_path):
+    """A dictionary transform draws from its array twin's generator (RandAffined: RandAffine and RandAffineGrid)."""
+    from monai.transforms import Compose, RandAffined, RandGaussianNoised
+
+    transforms = Compose([RandAffined("image", prob=0.5, rotate_range=(0.5, 0, 0), scale_range=(0, 0.1, 0.1)),
+                          RandGaussianNoised("image", prob=0.5)])
+    transforms.set_random_state(0)
+    states = RandomStates(transforms)
+    names = [type(t).__name__ for t in states.transforms]
+    assert names == ["Compose", "RandAffined", "RandAffine", "RandAffineGrid", "RandGaussianNoised", "RandGaussianNoise"]
+    path = tmp_path / "rng.pt"
+    torch.save(states.state_dict(), path)
+    x = torch.rand(1, 6, 8, 8)
+    first = [transforms({"image": x})["image"] for _ in range(4)]
+    states.load_state_dict(torch.load(path, weights_only=True))
+    again = [transforms({"image": x})["image"] for _ in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(first[0], f) for f in first[1:])  # the transforms did draw
 
 
 def test_random_states_refuse_other_transforms(tmp_path):
