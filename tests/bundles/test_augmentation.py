@@ -2,7 +2,8 @@
 The bundles' training augmentation (``train#random_transforms``): every frame of an item gets the same in-plane
 transform, so frames stay frames and their order is untouched (a volume constant along its slice axis stays constant
 along it, for each slice axis); the frame planes are really transformed; ``augment_prob 0`` switches it off; validation
-preprocessing is deterministic.
+preprocessing is deterministic. Off by default in the volume bundle (its rule failed, benchmarks/README.md,
+"Training augmentation"), so the tests switch it on.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _random_part(parser: ConfigParser):
 
 @pytest.mark.parametrize("slice_axis", [0, 1, 2])
 def test_volume_augmentation_moves_every_slice_alike(slice_axis):
-    parser = _parser("das_volume_classification", slice_axis=slice_axis, num_train=4, num_val=4)
+    parser = _parser("das_volume_classification", slice_axis=slice_axis, augment_prob=0.5, num_train=4, num_val=4)
     assert parser.get_parsed_content("info")["slice_axis"] == slice_axis
     transform = _random_part(parser)
     transform.set_random_state(0)
@@ -52,7 +53,7 @@ def test_volume_augmentation_moves_every_slice_alike(slice_axis):
 
 
 def test_video_augmentation_moves_every_frame_and_channel_alike():
-    parser = _parser("das_video_classification", num_train=4, num_val=4)
+    parser = _parser("das_video_classification", augment_prob=0.5, num_train=4, num_val=4)
     transform = _random_part(parser)
     transform.set_random_state(0)
     frame = torch.zeros(3, 24, 24)
