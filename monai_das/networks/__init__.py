@@ -2,6 +2,6 @@
 frame-encoder contract (any 2D network ``N×C×H×W → N×E``)."""
 
 from .blocks import FrameEncoder, FrameFeatures, TemporalHead, sample_without_replacement, select_frames
-from .factory import SAMPLERS, build_classifier, get_encoder, get_sampler, num_kept
+from .factory import SAMPLERS, build_classifier, get_encoder, get_sampler, kept_frames, num_kept
 from .nets import *  # noqa: F401,F403
 from .utils import to_frames, uniform_indices, unwrap_network

@@ -26,7 +26,7 @@ from monai_das.networks.nets.sampler import check_count
 from monai_das.networks.utils import check_num_kept
 from monai_das.networks.nets.subsampled_classifier import check_context_frames
 
-__all__ = ["SAMPLERS", "get_sampler", "get_encoder", "num_kept", "build_classifier"]
+__all__ = ["SAMPLERS", "get_sampler", "get_encoder", "num_kept", "kept_frames", "build_classifier"]
 
 SAMPLERS: dict[str, type[BaseSampler]] = {
     "das": DASampler,
@@ -51,6 +51,19 @@ def num_kept(num_frames: int, keep_ratio: float) -> int:
     (0, 1]."""
     num_frames, keep_ratio = check_count(num_frames, "num_frames (T)"), check_keep_ratio(keep_ratio)
     return max(1, min(num_frames, round(keep_ratio * num_frames)))
+
+
+def kept_frames(method: str, num_frames: int, keep_ratio: float, num_samples: int | None = None) -> int:
+    """
+    The number of frames ``k`` the classifier of sampler ``method`` keeps out of ``T = num_frames``: ``T`` for
+    ``full``, else ``num_samples`` when given (``1 <= k <= T``, checked even for ``full``), else
+    ``num_kept(T, keep_ratio)``. The one rule :func:`build_classifier` and the bundles' inference settings share.
+    """
+    num_frames, keep_ratio = check_count(num_frames, "num_frames (T)"), check_keep_ratio(keep_ratio)
+    num_samples = None if num_samples is None else check_num_kept(num_samples, num_frames)
+    if str(method).lower() == "full":
+        return num_frames
+    return num_samples or num_kept(num_frames, keep_ratio)
 
 
 def get_sampler(name: str, num_samples: int, num_frames: int | None = None, in_channels: int = 1,
@@ -244,8 +257,7 @@ def build_classifier(
             f"encoder must be None (MobileNetV3-Small), the name of a network of {_MONAI_NETS} or an nn.Module, "
             f"got {type(encoder).__name__}."
         )
-    num_samples = None if num_samples is None else check_num_kept(num_samples, num_frames)
-    k = num_frames if method.lower() == "full" else num_samples or num_kept(num_frames, keep_ratio)
+    k = kept_frames(method, num_frames, keep_ratio, num_samples)
     sampler = get_sampler(method, k, num_frames=num_frames, in_channels=in_channels, **(sampler_kwargs or {}))
     return SubsampledClassifier(sampler, encoder, num_classes, layout, slice_axis, temporal_head, dropout,
                                 encoder_features=encoder_features, in_channels=in_channels,

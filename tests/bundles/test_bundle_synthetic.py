@@ -24,6 +24,7 @@ from das_bundle_helpers import (
     SCHEMA,
     TINY,
     TRAIN,
+    VIDEO_INFERENCE,
     bundle,
     check_onnx,
     check_torchscript,
@@ -190,3 +191,20 @@ def test_verify_metadata_and_net_in_out():
     verify_metadata(meta_file=META, filepath=str(SCHEMA))  # no download: the schema file is already there
     for config in (TRAIN, INFERENCE):
         verify_net_in_out(net_id="network_def", meta_file=META, config_file=config, device="cpu")
+
+
+@pytest.mark.parametrize("inference", [INFERENCE, VIDEO_INFERENCE])
+def test_prediction_settings_keep_what_the_model_keeps(inference):
+    """The resume key's ``num_kept`` is the model's k: ``T`` for ``full`` whatever ``keep_ratio`` says."""
+    from monai.bundle import ConfigParser
+
+    def settings(**overrides):
+        parser = ConfigParser()
+        parser.read_config(inference)
+        parser.update(overrides)
+        return parser.get_parsed_content("prediction_settings#num_kept"), parser.get_parsed_content("info")
+
+    (full_half, info), (full_quarter, _) = settings(method="full"), settings(method="full", keep_ratio=0.25)
+    assert full_half == full_quarter == info["num_frames"]
+    assert settings(method="das", keep_ratio=0.25)[0] == max(1, round(0.25 * info["num_frames"]))
+    assert settings(method="das", num_kept=3)[0] == 3

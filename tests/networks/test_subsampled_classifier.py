@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from monai_das.networks import SAMPLERS, build_classifier, num_kept
+from monai_das.networks import SAMPLERS, build_classifier, kept_frames, num_kept
 
 
 @pytest.mark.parametrize("method", sorted(SAMPLERS))
@@ -52,6 +52,22 @@ def test_bad_input():
 
 def test_num_kept():
     assert num_kept(28, 0.5) == 14 and num_kept(64, 0.25) == 16 and num_kept(3, 0.01) == 1
+
+
+@pytest.mark.parametrize("method", sorted(SAMPLERS))
+@pytest.mark.parametrize("keep_ratio, num_samples", [(0.5, None), (0.25, None), (0.5, 3)])
+def test_kept_frames_is_what_the_classifier_keeps(method, keep_ratio, num_samples):
+    k = kept_frames(method, 8, keep_ratio, num_samples)
+    assert k == (8 if method == "full" else num_samples or num_kept(8, keep_ratio))
+    net = build_classifier(method, 2, num_frames=8, keep_ratio=keep_ratio, num_samples=num_samples)
+    assert net.sampler.num_kept(8) == k
+
+
+@pytest.mark.parametrize("method", ["full", "das"])
+def test_kept_frames_refuses_bad_k(method):
+    for bad in (0, 9, 2.5):
+        with pytest.raises(ValueError):
+            kept_frames(method, 8, 0.5, bad)
 
 
 @pytest.mark.parametrize("head", ["mean", "max", "attention", "gated"])
