@@ -34,6 +34,8 @@ WARMUP_ATTR = "sampler_warming_up"
 #: bundle's ``validator_state``, :class:`monai_das.handlers.EngineStateAttributes`) and measures the first churn after
 #: a restart as the uninterrupted run does
 KEPT_ATTR = "kept_sets"
+#: the MONAI workflow's record of its best epoch (``monai.engines.Workflow``), put back when an epoch is vetoed
+_BEST_ATTRS = ("best_metric", "best_metric_epoch")
 
 
 def not_best_reason(state: Any) -> str | None:
@@ -94,6 +96,11 @@ class SelectionDiagnosticsHandler:
     its warm-up (:class:`~monai_das.handlers.SamplerWarmupHandler`): the validated model then pairs the encoder with
     a sampler that has not learned, and is no candidate for the best model (see :func:`not_best_reason`).
 
+    An epoch that :func:`not_best_reason` vetoes does not count as MONAI's best epoch either: the workflow's own
+    ``engine.state.best_metric``/``best_metric_epoch`` (updated by the evaluator before its handlers run) are put back
+    to their values before the epoch, so ``StatsHandler``'s "Key metric ... best value ... at epoch" names the
+    epoch of the best model that was saved, not a vetoed one.
+
     Args:
         network: the ``SubsampledClassifier`` (DDP wrappers are unwrapped); a forward hook on its sampler reads the
             kept indices of the very pass that made the prediction.
@@ -135,6 +142,7 @@ class SelectionDiagnosticsHandler:
         self._evidence = [0, 0]  # kept, total
         self._probs: list[torch.Tensor] = []
         self._num_frames = 0
+        self._best_before: dict[str, Any] = {}  # the workflow's best epoch before this epoch (see _reset)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.label_key = label_key
         self.label_names = None if label_names is None else [str(n) for n in label_names]
@@ -148,6 +156,7 @@ class SelectionDiagnosticsHandler:
 
     def _reset(self, engine: Any) -> None:
         self._kept, self._probs, self._evidence, self._labels = [], [], [0, 0], []
+        self._best_before = {a: getattr(engine.state, a) for a in _BEST_ATTRS if hasattr(engine.state, a)}
         setattr(engine.state, DEGENERATE_ATTR, False)
         setattr(engine.state, WARMUP_ATTR, sampler_warming_up(self.indices.network))
 
@@ -202,6 +211,9 @@ class SelectionDiagnosticsHandler:
                     "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
                     "-1). This epoch is not kept as the best model."
                 )
+        if not_best_reason(engine.state) is not None:  # the workflow's best epoch follows the saver's veto
+            for name, value in self._best_before.items():
+                setattr(engine.state, name, value)
 
     def _warn_if_below_chance(self, engine: Any, evidence_kept: float) -> None:
         """

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from ignite.metrics import Metric
 from monai.engines import SupervisedEvaluator
 from monai.transforms import Activationsd
 
@@ -167,6 +168,43 @@ def test_warmup_epochs_never_best(tmp_path, caplog, method, vetoed):
         trainer.run([0], max_epochs=2)
     assert (saver.best_epoch, saver.best_score) == ((2, 0.6) if vetoed else (1, 0.9))
     assert ("sampler is still in its warm-up" in caplog.text) == vetoed
+
+
+class _Scripted(Metric):
+    """A key metric whose value at each trainer epoch is given."""
+
+    def __init__(self, values, trainer):
+        self.values, self.trainer = values, trainer
+        super().__init__()
+
+    def reset(self):
+        pass
+
+    def update(self, output):
+        pass
+
+    def compute(self):
+        return self.values[self.trainer.state.epoch]
+
+
+@pytest.mark.parametrize("method,best", [("das", (3, 0.7)), ("uniform", (1, 0.9))])
+def test_vetoed_epoch_is_not_the_workflows_best_either(tmp_path, method, best):
+    """MONAI's own best epoch (``best_metric``/``best_metric_epoch``, what StatsHandler prints as "Key metric ...
+    best value ... at epoch") names the epoch of the saved best model, not a vetoed warm-up epoch that scored higher."""
+    torch.manual_seed(0)
+    net = build_classifier(method, num_classes=2, num_frames=8, keep_ratio=0.5)
+    trainer = Engine(lambda e, b: None)
+    SamplerWarmupHandler(net, epochs=1).attach(trainer)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="val_auc",
+                                  key_metric_filename="model.pt")
+    evaluator = SupervisedEvaluator(
+        device="cpu", val_data_loader=torch.utils.data.DataLoader(_data(), batch_size=4), network=net,
+        key_val_metric={"val_auc": _Scripted({1: 0.9, 2: 0.6, 3: 0.7}, trainer)},
+        val_handlers=[SelectionDiagnosticsHandler(net, min_prediction_std=0.0), saver])
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run(global_epoch=e.state.epoch))
+    trainer.run([0], max_epochs=3)
+    assert (evaluator.state.best_metric_epoch, evaluator.state.best_metric) == best
+    assert (saver.best_epoch, saver.best_score) == best
 
 
 def test_kept_positions_written_per_class(tmp_path):
