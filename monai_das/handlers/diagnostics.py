@@ -50,6 +50,13 @@ def not_best_reason(state: Any) -> str | None:
     return None
 
 
+def _is_nan(value: Any) -> bool:
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def jaccard_distance(a: set, b: set) -> float:
     """``1 - |a ∩ b| / |a ∪ b|`` (0 for two empty sets)."""
     union = len(a | b)
@@ -98,8 +105,9 @@ class SelectionDiagnosticsHandler:
 
     An epoch that :func:`not_best_reason` vetoes does not count as MONAI's best epoch either: the workflow's own
     ``engine.state.best_metric``/``best_metric_epoch`` (updated by the evaluator before its handlers run) are put back
-    to their values before the epoch, so ``StatsHandler``'s "Key metric ... best value ... at epoch" names the
-    epoch of the best model that was saved, not a vetoed one.
+    to their values before the epoch (``-1``/``-1`` while no epoch has counted), and a real key metric replaces a NaN
+    best (an AUC of a split with one class), as in the saver; so ``StatsHandler``'s "Key metric ... best value ... at
+    epoch" names the epoch of the best model that was saved.
 
     Args:
         network: the ``SubsampledClassifier`` (DDP wrappers are unwrapped); a forward hook on its sampler reads the
@@ -211,9 +219,21 @@ class SelectionDiagnosticsHandler:
                     "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
                     "-1). This epoch is not kept as the best model."
                 )
-        if not_best_reason(engine.state) is not None:  # the workflow's best epoch follows the saver's veto
+        self._follow_the_saver(engine)
+
+    def _follow_the_saver(self, engine: Any) -> None:
+        """Make MONAI's record of the best epoch agree with the best-model saver's: a vetoed epoch puts back the values
+        before it, and a real key metric beats a NaN best (the saver scores NaN as ``-inf``; MONAI's ``>`` never
+        beats a NaN)."""
+        state = engine.state
+        if not_best_reason(state) is not None:
             for name, value in self._best_before.items():
-                setattr(engine.state, name, value)
+                setattr(state, name, value)
+            return
+        name = getattr(state, "key_metric_name", None)
+        current, best = state.metrics.get(name) if name else None, getattr(state, "best_metric", None)
+        if _is_nan(best) and current is not None and not _is_nan(current):
+            state.best_metric, state.best_metric_epoch = current, state.epoch
 
     def _warn_if_below_chance(self, engine: Any, evidence_kept: float) -> None:
         """

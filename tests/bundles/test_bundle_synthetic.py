@@ -74,7 +74,7 @@ def test_resume_continues_with_nothing_lost(trained):
     assert set(ckpt["early_stop"]) >= {"counter", "best_score"} and 0 <= ckpt["early_stop"]["counter"] < MAX_EPOCHS
     assert len(ckpt["best_checkpoint"]["_saved"]) == 1
     assert 1 <= ckpt["validator_state"]["best_metric_epoch"] <= MAX_EPOCHS
-    # MONAI's best epoch (printed as "Key metric ... at epoch") is the saved best model's, vetoed epochs left out
+    # consistency: MONAI's best epoch (printed as "Key metric ... at epoch") is the saved best model's
     assert ckpt["validator_state"]["best_metric_epoch"] == ckpt["best_checkpoint"]["best_epoch"]
     best = torch.load(root / "models" / "model.pt", weights_only=True)
     assert set(best) == set(ckpt["model"])

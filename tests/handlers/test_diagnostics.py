@@ -187,24 +187,40 @@ class _Scripted(Metric):
         return self.values[self.trainer.state.epoch]
 
 
-@pytest.mark.parametrize("method,best", [("das", (3, 0.7)), ("uniform", (1, 0.9))])
-def test_vetoed_epoch_is_not_the_workflows_best_either(tmp_path, method, best):
+@pytest.mark.parametrize("method,values,constant,best", [
+    ("das", (0.9, 0.6, 0.7), False, (3, 0.7)),  # epoch 1 is the sampler's warm-up: vetoed however good
+    ("dps", (0.9, 0.6, 0.7), False, (3, 0.7)),
+    ("uniform", (0.9, 0.6, 0.7), False, (1, 0.9)),  # no learned sampler, no warm-up
+    ("uniform", (math.nan, 0.6, 0.5), False, (2, 0.6)),  # a NaN AUC (one class) is beaten by any real one
+    ("uniform", (0.9, 0.6, 0.7), True, None),  # predictions that do not vary: no epoch counts
+])
+def test_vetoed_epoch_is_not_the_workflows_best_either(tmp_path, method, values, constant, best):
     """MONAI's own best epoch (``best_metric``/``best_metric_epoch``, what StatsHandler prints as "Key metric ...
-    best value ... at epoch") names the epoch of the saved best model, not a vetoed warm-up epoch that scored higher."""
+    best value ... at epoch") names the epoch of the saved best model, not a vetoed epoch that scored higher."""
     torch.manual_seed(0)
     net = build_classifier(method, num_classes=2, num_frames=8, keep_ratio=0.5)
+    if constant:  # a network that ignores its input
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, torch.nn.Linear):
+                    m.weight.zero_()
     trainer = Engine(lambda e, b: None)
     SamplerWarmupHandler(net, epochs=1).attach(trainer)
     saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="val_auc",
                                   key_metric_filename="model.pt")
     evaluator = SupervisedEvaluator(
         device="cpu", val_data_loader=torch.utils.data.DataLoader(_data(), batch_size=4), network=net,
-        key_val_metric={"val_auc": _Scripted({1: 0.9, 2: 0.6, 3: 0.7}, trainer)},
-        val_handlers=[SelectionDiagnosticsHandler(net, min_prediction_std=0.0), saver])
+        postprocessing=Activationsd(keys="pred", softmax=True),
+        key_val_metric={"val_auc": _Scripted(dict(enumerate(values, 1)), trainer)},
+        val_handlers=[SelectionDiagnosticsHandler(net, prob_key="pred", min_prediction_std=1e-3 if constant else 0.0),
+                      saver])
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run(global_epoch=e.state.epoch))
     trainer.run([0], max_epochs=3)
-    assert (evaluator.state.best_metric_epoch, evaluator.state.best_metric) == best
-    assert (saver.best_epoch, saver.best_score) == best
+    workflow = (evaluator.state.best_metric_epoch, evaluator.state.best_metric)
+    if best is None:
+        assert workflow == (-1, -1) and saver.best_epoch is None
+    else:
+        assert workflow == best and (saver.best_epoch, saver.best_score) == best
 
 
 def test_kept_positions_written_per_class(tmp_path):
