@@ -410,9 +410,8 @@ class BundleCellRunner:
         info = wf.parser.get_parsed_content("info")
         num_frames = int(info["num_frames"])
         epochs = int(trainer.state.epoch)
-        # the model the best-model saver kept (its score: a NaN AUC counts as -inf there, where MONAI's
-        # evaluator.state.best_metric would keep a NaN); resumed cells included, since the saver's state is part of the
-        # epoch checkpoint
+        # the model the best-model saver kept (a NaN AUC scores -inf there); resumed cells included, since the saver's
+        # state is part of the epoch checkpoint
         saver = wf.parser.get_parsed_content("validate#best_saver")
         best_val = saver.best_score if saver.best_score not in (None, -math.inf) else float("nan")  # -inf: NaN AUCs
         best_epoch = saver.best_epoch if saver.best_epoch is not None else -1
