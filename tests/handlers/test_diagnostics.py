@@ -43,6 +43,15 @@ def _evaluator(net, data, handlers):
                                val_handlers=handlers)
 
 
+def _ignoring_input(net):
+    """Zero every Linear weight: a network that ignores its input (only the bias of the last layer is left)."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.zero_()
+    return net
+
+
 def test_jaccard_distance():
     assert jaccard_distance({1, 2}, {1, 2}) == 0.0
     assert jaccard_distance({1, 2}, {3, 4}) == 1.0
@@ -118,11 +127,7 @@ def test_warns_when_the_kept_frames_avoid_the_evidence(caplog, evidence, warned)
 
 def test_constant_predictions_never_best(tmp_path, caplog):
     torch.manual_seed(0)
-    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
-    with torch.no_grad():  # a network that ignores its input: only the bias of the last layer is left
-        for m in net.modules():
-            if isinstance(m, torch.nn.Linear):
-                m.weight.zero_()
+    net = _ignoring_input(build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval())
     saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="val_std",
                                   key_metric_filename="model.pt")
     evaluator = _evaluator(net, _data(), [SelectionDiagnosticsHandler(net), saver])
@@ -199,11 +204,8 @@ def test_vetoed_epoch_is_not_the_workflows_best_either(tmp_path, method, values,
     best value ... at epoch") names the epoch of the saved best model, not a vetoed epoch that scored higher."""
     torch.manual_seed(0)
     net = build_classifier(method, num_classes=2, num_frames=8, keep_ratio=0.5)
-    if constant:  # a network that ignores its input
-        with torch.no_grad():
-            for m in net.modules():
-                if isinstance(m, torch.nn.Linear):
-                    m.weight.zero_()
+    if constant:
+        _ignoring_input(net)
     trainer = Engine(lambda e, b: None)
     SamplerWarmupHandler(net, epochs=1).attach(trainer)
     saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="val_auc",
