@@ -409,3 +409,62 @@ def test_sampler_kwargs_are_checked_by_name():
         build_classifier("uniform", 2, 12, keep_ratio=0.5, sampler_kwargs={"feature_size": 14})
     with pytest.raises(ValueError, match=r"'feature_sise': did you mean 'feature_size'"):
         build_classifier("das", 2, 12, keep_ratio=0.5, sampler_kwargs={"feature_sise": 14})
+
+
+def test_spread_radius_leaves_room_for_every_pick():
+    from monai_das.networks.blocks.gumbel import spread_radius
+
+    assert [spread_radius(32, k) for k in (3, 8, 11, 16, 32)] == [4, 1, 0, 0, 0]
+    assert spread_radius(64, 6) == 4 and spread_radius(28, 7) == 1 and spread_radius(5, 9) == 0
+    for t in range(1, 70):
+        for k in range(1, t + 1):
+            assert k * (2 * spread_radius(t, k) + 1) <= t
+
+
+def test_gumbel_top_k_with_radius_suppresses_neighbours_then_falls_back():
+    from monai_das.networks.blocks.gumbel import gumbel_top_k
+
+    ramp = torch.arange(12.0)[None]  # the greedy picks of a ramp: 11, then the best 2 frames away, ...
+    assert gumbel_top_k(ramp, 3, noisy=False, radius=2)[1].tolist() == [[11, 8, 5]]
+    # more picks than non-overlapping windows: the rest are the best frames not yet taken, never a repeat
+    assert gumbel_top_k(ramp, 6, noisy=False, radius=2)[1].tolist() == [[11, 8, 5, 2, 10, 9]]
+    assert torch.equal(gumbel_top_k(ramp, 3, noisy=False, radius=0)[1], ramp.topk(3).indices)
+    # training: noisy picks keep the spacing, rows one-hot in value, relaxation over the frames a row could take
+    torch.manual_seed(0)
+    scores = torch.randn(64, 20, requires_grad=True)
+    p, idx = gumbel_top_k(scores, 4, 0.7, noisy=True, radius=2)
+    assert torch.equal(p.detach(), torch.nn.functional.one_hot(idx, 20).float())
+    gaps = (idx[:, :, None] - idx[:, None, :]).abs() + 100 * torch.eye(4, dtype=torch.long)
+    assert int(gaps.min()) > 2
+    (p * torch.randn(20)).sum().backward()
+    assert scores.grad is not None and scores.grad.abs().sum() > 0
+    # the relaxation of row 1 is the softmax over the frames it could take: none within the radius of row 0's pick
+    w = torch.randn(12)
+    for radius, suppressed_get_gradient in ((2, False), (0, True)):
+        flat = torch.zeros(1, 12, requires_grad=True)
+        p, idx = gumbel_top_k(flat, 2, noisy=False, radius=radius)
+        (p[0, 1] * w).sum().backward()
+        near = [t for t in (idx[0, 0] - 1, idx[0, 0] + 1) if 0 <= t < 12 and t != idx[0, 1]]
+        assert bool((flat.grad[0, near] != 0).all()) == suppressed_get_gradient, radius
+
+
+def test_das_spread_keeps_distant_frames_in_train_warmup_and_eval():
+    torch.manual_seed(0)
+    s = DASampler(3, spread=True)
+    assert not s.export_any_k and DASampler(3).export_any_k
+    x = torch.rand(4, 32, 1, 16, 16)
+
+    def min_gap(indices):
+        return int((indices[:, 1:] - indices[:, :-1]).min())
+
+    for mode, warm in (("eval", False), ("train", False), ("train", True)):
+        s.train(mode == "train")
+        s.warming_up = warm
+        assert min_gap(s(x).indices) > 4, (mode, warm)
+    s.eval()
+    with torch.no_grad():
+        assert min_gap(s(x, num_samples=8).indices) > 1  # radius follows k: (32 // 8 - 1) // 2 = 1
+        plain = DASampler(3).eval()
+        plain.load_state_dict(s.state_dict())  # same weights, no suppression
+        assert torch.equal(s(x, num_samples=16).indices, plain(x, num_samples=16).indices)  # radius 0 at 16 of 32
+        assert not torch.equal(s(x).indices, plain(x).indices)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["sample_without_replacement", "gumbel_top_k", "indices_to_matrix", "select_frames"]
+__all__ = ["sample_without_replacement", "gumbel_top_k", "spread_radius", "indices_to_matrix", "select_frames"]
 
 
 def indices_to_matrix(indices: torch.Tensor, num_frames: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -52,8 +52,46 @@ def sample_without_replacement(
     return torch.stack(rows, 1)
 
 
+def spread_radius(num_frames: int, num_samples: int) -> int:
+    """
+    Neighbour-suppression radius ``r = max(0, (T // k - 1) // 2)`` of a spread selection of ``k`` of ``T`` frames.
+
+    ``k`` windows of ``2r + 1`` frames fit in ``T``, so greedy suppression never runs out of frames; ``r = 0`` (no
+    suppression) for ``k > T / 3``, e.g. at keep 50 %.
+    """
+    return max(0, (int(num_frames) // max(int(num_samples), 1) - 1) // 2)
+
+
+def _spread_top_k(scores: torch.Tensor, num_samples: int, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Greedy top-``k`` with neighbour suppression: row ``j`` takes the best frame farther than ``radius`` from every
+    frame taken before (the best frame not yet taken if there is none). Returns the ``B×k`` indices (pick order) and
+    the ``B×k×T`` mask of the frames row ``j`` could take.
+    """
+    b, t = scores.shape
+    pos = torch.arange(t, device=scores.device)
+    near = (pos[:, None] - pos[None, :]).abs() <= radius  # T×T
+    free = torch.ones(b, t, dtype=torch.bool, device=scores.device)  # not within radius of a pick
+    taken = torch.zeros_like(free)
+    indices, allowed = [], []
+    for _ in range(num_samples):
+        has_free = free.any(-1, keepdim=True)  # logical ops, not a boolean Where (ONNX Runtime has none)
+        allow = (free & has_free) | (~taken & ~has_free)
+        idx = scores.masked_fill(~allow, float("-inf")).argmax(-1)  # B
+        indices.append(idx)
+        allowed.append(allow)
+        taken = taken.scatter(1, idx[:, None], True)
+        free = free & ~near[idx]
+    return torch.stack(indices, 1), torch.stack(allowed, 1)
+
+
 def gumbel_top_k(
-    scores: torch.Tensor, num_samples: int, tau: torch.Tensor | float = 1.0, noisy: bool = True, eps: float = 1e-10
+    scores: torch.Tensor,
+    num_samples: int,
+    tau: torch.Tensor | float = 1.0,
+    noisy: bool = True,
+    eps: float = 1e-10,
+    radius: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Pick ``k = num_samples`` distinct frames from one score per frame (``B×T``) in one vectorised step.
@@ -70,6 +108,9 @@ def gumbel_top_k(
         num_samples: ``k``.
         tau: softmax temperature, a float or a tensor broadcastable to B×1.
         noisy: add Gumbel noise (training); ``False`` gives the deterministic top-``k`` (inference).
+        radius: neighbour suppression (``0``: none). With ``radius = r > 0`` the selection is greedy: row ``j`` takes
+            the best frame farther than ``r`` frames from the frames taken by the rows above (while there is one),
+            and its relaxation is the softmax over those frames; ``k`` sequential steps (see :func:`spread_radius`).
 
     Returns:
         ``(P, indices)``: ``P`` B×k×T (rows one-hot in value, in rank order), ``indices`` B×k (``P.argmax(-1)``).
@@ -78,11 +119,15 @@ def gumbel_top_k(
         u = torch.rand_like(scores).clamp(eps, 1.0 - eps)
         scores = scores - torch.log(-torch.log(u))
     scaled = scores / tau  # scale first, then mask (see sample_without_replacement)
-    indices = scaled.detach().topk(num_samples, dim=-1).indices  # B×k, rank order
+    if radius > 0:
+        indices, allowed = _spread_top_k(scaled.detach(), num_samples, radius)
+    else:
+        indices = scaled.detach().topk(num_samples, dim=-1).indices  # B×k, rank order
     hard = indices_to_matrix(indices, scores.shape[-1], scores.dtype)
     if torch.is_grad_enabled() and scaled.requires_grad:
-        taken_before = torch.cumsum(hard, 1) - hard  # B×k×T: frames taken by the rows above
-        soft = torch.softmax(scaled[:, None].masked_fill(taken_before > 0.5, float("-inf")), -1)
+        # B×k×T: the frames row j could not take (taken by the rows above, or suppressed next to them)
+        blocked = ~allowed if radius > 0 else torch.cumsum(hard, 1) - hard > 0.5
+        soft = torch.softmax(scaled[:, None].masked_fill(blocked, float("-inf")), -1)
         hard = hard + (soft - soft.detach())
     return hard, indices
 

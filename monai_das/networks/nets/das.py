@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from monai_das.networks.blocks.frame_features import FEATURE_NAMES, FrameFeatures
-from monai_das.networks.blocks.gumbel import gumbel_top_k
+from monai_das.networks.blocks.gumbel import gumbel_top_k, spread_radius
 from monai_das.networks.nets.sampler import BaseSampler, check_count
 
 __all__ = ["DASampler"]
@@ -39,6 +39,11 @@ class DASampler(BaseSampler):
     No parameter depends on ``k``: the same trained sampler keeps any ``k <= T`` frames
     (``forward(x, num_samples=k)``), a frame budget chosen at inference.
 
+    With ``spread=True`` step 5 suppresses neighbours: each pick is the best frame more than
+    ``r = (T // k - 1) // 2`` frames away from the picks before it (:func:`spread_radius`; ``r = 0``, no change, for
+    ``k > T / 3``), in training, warm-up and eval alike, so that a low frame budget is not spent on near-duplicate
+    neighbouring frames. ``k`` sequential steps: an ONNX export then keeps the exported ``k`` (``export_any_k``).
+
     Args:
         num_samples: ``k``, frames kept by default.
         in_channels: channels ``C`` of a frame (checked against the input; the features average over channels).
@@ -50,6 +55,7 @@ class DASampler(BaseSampler):
         features: frame features used, a subset of ``("intensity", "variance", "sobel", "laplacian")``.
         positional: give the attention the frame position.
         feature_size: frames are area-averaged to at most this many pixels a side before the features are computed.
+        spread: neighbour suppression of the picks (above); off by default.
 
     Shapes: ``x`` ``B×T×C×H×W`` → :class:`SamplerOutput` (``B×k×C×H×W``, ``B×k×T``, ``B×k``). Floating input is
     cast to the parameters' dtype (float32 unless the sampler was converted), see :meth:`BaseSampler.cast_input`.
@@ -71,6 +77,7 @@ class DASampler(BaseSampler):
         features: Sequence[str] = FEATURE_NAMES,
         positional: bool = True,
         feature_size: int | None = 32,
+        spread: bool = False,
     ) -> None:
         super().__init__(num_samples)
         in_channels = check_count(in_channels, "in_channels")
@@ -81,6 +88,8 @@ class DASampler(BaseSampler):
         if tau0 <= 0:
             raise ValueError(f"tau0 must be positive, got {tau0}.")
         self.in_channels, self.num_heads, self.tau0 = in_channels, num_heads, float(tau0)
+        self.spread = bool(spread)
+        self.export_any_k = not self.spread  # the greedy suppression unrolls k steps in an exported graph
         self.frame_features = FrameFeatures(scales, features, positional, feature_size)
         self.embed = nn.Sequential(_mlp(self.frame_features.out_features, embed_dim, embed_dim), nn.LayerNorm(embed_dim))
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
@@ -126,13 +135,14 @@ class DASampler(BaseSampler):
         return logits, self.temperature(summary)
 
     def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        r = spread_radius(x.shape[1], num_samples) if self.spread else 0
         warm = self.training and self.warming_up
         if warm:  # encoder warm-up: k frames at random, no straight-through gradient
             if self.record_scores:  # only a relevance loss needs the scores
                 self.keep_scores(self.logits(x)[0])
-            return gumbel_top_k(x.new_zeros(x.shape[:2]), num_samples, noisy=True)
+            return gumbel_top_k(x.new_zeros(x.shape[:2]), num_samples, noisy=True, radius=r)
         logits, summary = self.logits(x)
         self.keep_scores(logits)
         if not self.training:  # deterministic top-k of A: τ > 0 does not change the order, so it is not computed
-            return gumbel_top_k(logits, num_samples, noisy=False)
-        return gumbel_top_k(logits, num_samples, self.temperature(summary), noisy=True)
+            return gumbel_top_k(logits, num_samples, noisy=False, radius=r)
+        return gumbel_top_k(logits, num_samples, self.temperature(summary), noisy=True, radius=r)
