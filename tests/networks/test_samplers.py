@@ -465,6 +465,20 @@ def test_das_spread_keeps_distant_frames_in_train_warmup_and_eval():
     with torch.no_grad():
         assert min_gap(s(x, num_samples=8).indices) > 1  # radius follows k: (32 // 8 - 1) // 2 = 1
         plain = DASampler(3).eval()
-        plain.load_state_dict(s.state_dict())  # same weights, no suppression
+        plain.load_state_dict({k: v for k, v in s.state_dict().items() if k != "spread"})  # same weights, no suppression
         assert torch.equal(s(x, num_samples=16).indices, plain(x, num_samples=16).indices)  # radius 0 at 16 of 32
         assert not torch.equal(s(x).indices, plain(x).indices)
+
+
+def test_das_weights_carry_their_spread_setting():
+    from monai_das.networks import build_classifier
+
+    plain = build_classifier("das", 2, 12, keep_ratio=0.25)
+    spread = build_classifier("das", 2, 12, keep_ratio=0.25, sampler_kwargs={"spread": True})
+    assert "sampler.spread" not in plain.state_dict()  # the default's checkpoints keep their entries
+    assert spread.state_dict()["sampler.spread"].tolist() == [1]
+    build_classifier("das", 2, 12, keep_ratio=0.5, sampler_kwargs={"spread": True}).load_state_dict(spread.state_dict())
+    with pytest.raises(RuntimeError, match=r"trained with spread=True but this DAS sampler was built with spread=False"):
+        plain.load_state_dict(spread.state_dict())
+    with pytest.raises(RuntimeError, match=r"trained with spread=False but this DAS sampler was built with spread=True"):
+        spread.load_state_dict(plain.state_dict())

@@ -15,6 +15,9 @@ from monai_das.networks.nets.sampler import BaseSampler, check_count
 
 __all__ = ["DASampler"]
 
+#: state-dict entry of a DAS sampler trained with ``spread=True`` (absent otherwise)
+SPREAD_KEY = "spread"
+
 
 def _mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, out_features))
@@ -43,6 +46,8 @@ class DASampler(BaseSampler):
     ``r = (T // k - 1) // 2`` frames away from the picks before it (:func:`spread_radius`; ``r = 0``, no change, for
     ``k > T / 3``), in training, warm-up and eval alike, so that a low frame budget is not spent on near-duplicate
     neighbouring frames. ``k`` sequential steps: an ONNX export then keeps the exported ``k`` (``export_any_k``).
+    The setting is saved with the weights (``spread`` entry, only when on); loading them into a sampler built the
+    other way is an error naming both.
 
     Args:
         num_samples: ``k``, frames kept by default.
@@ -96,6 +101,26 @@ class DASampler(BaseSampler):
         self.base_score = nn.Parameter(torch.randn(num_heads, embed_dim // num_heads) / (embed_dim // num_heads) ** 0.5)
         self.head_scales = _mlp(embed_dim, hidden_dim, num_heads)
         self.temp_mlp = _mlp(embed_dim, hidden_dim, 1)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[override]
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.spread:  # written only when on: checkpoints of the default keep their entries
+            destination[prefix + SPREAD_KEY] = torch.ones(1, dtype=torch.int64)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):  # type: ignore[override]
+        # no parameter depends on `spread`, but the same weights keep other frames with and without it: refuse a
+        # mismatch rather than select differently from training without a word
+        saved = state_dict.pop(prefix + SPREAD_KEY, None)
+        trained = saved is not None and bool(torch.as_tensor(saved).reshape(-1)[:1].sum())
+        if trained != self.spread:
+            error_msgs.append(
+                f"{prefix}{SPREAD_KEY}: the weights were trained with spread={trained} but this DAS sampler was built "
+                f"with spread={self.spread}; build it with the training run's sampler settings (the bundle's "
+                "`sampler_kwargs`, recorded in the model card as das_model#sampler_kwargs)."
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def check_input(self, x: torch.Tensor, num_samples: Any = None) -> None:
         super().check_input(x, num_samples)
