@@ -33,6 +33,7 @@ from monai_das.deploy.spec import (
     _read_json,
     _spec_from_configs,
 )
+from monai_das.utils.io import read_checkpoint
 
 __all__ = ["CONFIG_NAMES", "ONNX_NAMES", "TORCHSCRIPT_NAMES", "CHECKPOINT_NAMES", "find_bundle_files", "load_onnx",
            "load_torchscript", "load_checkpoint"]
@@ -253,7 +254,7 @@ def load_checkpoint(
     spec = _spec_from_configs(metadata or {}, _trusted_network_args(parser), _trusted_labels(parser.get()),
                               overrides, source, model=str(ckpt_path), strict=True)
     net = parser.get_parsed_content("network_def", instantiate=True)
-    state = torch.load(str(ckpt_path), map_location=torch.device(device), weights_only=True)
+    state = read_checkpoint(ckpt_path, map_location=torch.device(device))
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
     net.load_state_dict(state)

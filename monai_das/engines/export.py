@@ -158,9 +158,12 @@ def build_network(
 
 
 def load_weights(network: torch.nn.Module, ckpt_file: str | os.PathLike) -> torch.nn.Module:
-    """``network`` with the weights of ``ckpt_file`` (``torch.load(weights_only=True)``; a state dict or a bundle
-    checkpoint ``{"model": state_dict, ...}``)."""
-    state = torch.load(str(ckpt_file), map_location="cpu", weights_only=True)
+    """``network`` with the weights of ``ckpt_file`` (:func:`monai_das.utils.io.read_checkpoint`:
+    ``torch.load(weights_only=True)`` of a whole file; a state dict or a bundle checkpoint ``{"model": state_dict,
+    ...}``)."""
+    from monai_das.utils.io import read_checkpoint
+
+    state = read_checkpoint(ckpt_file)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
     network.load_state_dict(state)

@@ -4,6 +4,7 @@ tracking, model cards."""
 from monai_das.handlers.checkpoint import (
     AtomicCheckpointSaver,
     AtomicDiskSaver,
+    CheckedCheckpointLoader,
     ResumeCheckpointLoader,
     remove_stale_temp_files,
 )
@@ -28,6 +29,7 @@ from monai_das.handlers.warmup import SamplerWarmupHandler
 
 __all__ = [
     "AtomicCheckpointSaver",
+    "CheckedCheckpointLoader",
     "AtomicDiskSaver",
     "ResumeCheckpointLoader",
     "remove_stale_temp_files",

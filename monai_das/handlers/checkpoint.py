@@ -13,11 +13,18 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import not_best_reason
+from monai_das.utils.io import check_checkpoint
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
-__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "ResumeCheckpointLoader", "remove_stale_temp_files"]
+__all__ = [
+    "AtomicDiskSaver",
+    "AtomicCheckpointSaver",
+    "CheckedCheckpointLoader",
+    "ResumeCheckpointLoader",
+    "remove_stale_temp_files",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -161,14 +168,27 @@ class AtomicCheckpointSaver(CheckpointSaver):
         return float(saved[-1].priority) if saved else None
 
 
-class ResumeCheckpointLoader(CheckpointLoader):
+class CheckedCheckpointLoader(CheckpointLoader):
+    """
+    :class:`monai.handlers.CheckpointLoader` (``weights_only=True``) that first checks the file is a whole
+    ``torch.save`` archive (:func:`monai_das.utils.io.check_checkpoint`), so a truncated or corrupt model file stops
+    the run with an error naming the file, not ``Invalid argument`` from inside ``torch.load``.
+    """
+
+    def __call__(self, engine: Any) -> None:
+        check_checkpoint(self.load_path)
+        super().__call__(engine)
+
+
+class ResumeCheckpointLoader(CheckedCheckpointLoader):
     """
     :class:`monai.handlers.CheckpointLoader` that also restores the engine it is attached to, under ``engine_key``
     of ``load_dict`` (added at ``attach`` time, as :class:`AtomicCheckpointSaver` does with ``engine_key``), so both
     can sit in the trainer's handler list as in the model-zoo bundles.
 
     Args:
-        load_path, load_dict, kwargs: as :class:`monai.handlers.CheckpointLoader`.
+        load_path, load_dict, kwargs: as :class:`monai.handlers.CheckpointLoader` (the file checked as by
+            :class:`CheckedCheckpointLoader`).
         engine_key: key of the attached engine in ``load_dict`` (``None``: the engine is not restored).
     """
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "file_digest"]
+__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "file_digest", "check_checkpoint", "read_checkpoint"]
 
 
 @contextmanager
@@ -54,3 +56,47 @@ def file_digest(filepath: str | os.PathLike, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_checkpoint(filepath: str | os.PathLike) -> Path:
+    """
+    ``filepath`` if it is a whole ``torch.save`` file: it exists and is a zip archive whose every member matches its
+    CRC (read in full, nothing unpickled). Otherwise a clear error naming the file and its size: a missing file
+    (``FileNotFoundError``), a truncated, corrupt or foreign file (``ValueError``), rather than the reader's
+    ``Invalid argument`` deep inside ``torch.load``.
+    """
+    path = Path(filepath)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise ValueError(
+            f"{path} ({path.stat().st_size} bytes) is not a readable PyTorch checkpoint: truncated, corrupt or not "
+            f"written by torch.save ({type(e).__name__}: {e}). Copy it again or retrain; an interrupted training run "
+            "leaves the previous checkpoint in place, never half a file."
+        ) from e
+    if bad is not None:
+        raise ValueError(f"{path} ({path.stat().st_size} bytes) is a corrupt PyTorch checkpoint: its member {bad!r} "
+                         "does not match its checksum. Copy it again or retrain.")
+    return path
+
+
+def read_checkpoint(filepath: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """
+    The one way monai_das reads a model file: :func:`check_checkpoint`, then ``torch.load(weights_only=True)``
+    (tensors, numbers, strings and containers; no code in the file runs). A file holding other Python objects is
+    refused naming the file.
+    """
+    import torch
+
+    path = check_checkpoint(filepath)
+    try:
+        return torch.load(str(path), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{path} holds Python objects other than tensors, numbers, strings and containers, so it was refused "
+            f"(model files are data: loaded with weights_only=True, no pickled code runs): {first}"
+        ) from e

@@ -86,6 +86,9 @@ def test_checkpoint_outside_bundle_needs_config(tmp_path, checkpoint_bundle):
     assert pred.model_format == "checkpoint" and pred.spec.spatial_size == (12, 20, 20)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DASPredictor.from_path(tmp_path / "nothing")
+    ckpt.write_bytes(ckpt.read_bytes()[:2000])  # a copy cut short
+    with pytest.raises(RuntimeError, match=r"weights\.pt \(2000 bytes\) is not a readable PyTorch checkpoint"):
+        DASPredictor.from_path(ckpt, config_file=cfg, spatial_size=(12, 20, 20))
     (tmp_path / "empty_bundle").mkdir()
     with pytest.raises(FileNotFoundError, match="no model found"):
         DASPredictor.from_path(tmp_path / "empty_bundle")

@@ -11,7 +11,12 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from engine_helpers import engine_with_metric
 
-from monai_das.handlers import AtomicCheckpointSaver, remove_stale_temp_files
+from monai_das.handlers import (
+    AtomicCheckpointSaver,
+    CheckedCheckpointLoader,
+    ResumeCheckpointLoader,
+    remove_stale_temp_files,
+)
 
 
 def _engine_with_metric(values):
@@ -138,3 +143,19 @@ def test_engine_key_checkpoints_the_attached_engine(tmp_path):
     resumed.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
     resumed.run([0, 1], max_epochs=4)
     assert epochs == [4]  # continued after the 3 saved epochs
+
+
+@pytest.mark.parametrize("loader", [CheckedCheckpointLoader, ResumeCheckpointLoader])
+def test_loaders_name_a_truncated_checkpoint(tmp_path, loader):
+    net, path = torch.nn.Linear(2, 2), tmp_path / "model.pt"
+    torch.save({"model": net.state_dict()}, path)
+    whole = path.read_bytes()
+    engine = Engine(lambda e, b: None)
+    kwargs = {"engine_key": None} if loader is ResumeCheckpointLoader else {}
+    loader(str(path), {"model": net}, **kwargs).attach(engine)
+    engine.run([0], max_epochs=1)  # a whole file loads
+    path.write_bytes(whole[: len(whole) // 2])
+    engine = Engine(lambda e, b: None)
+    loader(str(path), {"model": net}, **kwargs).attach(engine)
+    with pytest.raises(ValueError, match=rf"model\.pt \({len(whole) // 2} bytes\) is not a readable PyTorch"):
+        engine.run([0], max_epochs=1)

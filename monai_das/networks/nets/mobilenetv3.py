@@ -219,9 +219,11 @@ class MobileNetV3Small(nn.Module):
         if self.spatial_dims != 2:
             raise ValueError("pretrained weights exist only for spatial_dims=2.")
         if weights_path is not None:
+            from monai_das.utils.io import read_checkpoint
+
             if not os.path.isfile(weights_path):
                 raise FileNotFoundError(f"pretrained weights file not found: {weights_path}")
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            state = read_checkpoint(weights_path)
         else:
             try:
                 state = torch.hub.load_state_dict_from_url(MOBILENET_V3_SMALL_URL, map_location="cpu",

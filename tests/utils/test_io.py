@@ -1,0 +1,65 @@
+"""monai_das.utils.io: the one checkpoint reader refuses missing, truncated, corrupt and pickled-object files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_das.utils.io import check_checkpoint, read_checkpoint
+
+
+class Payload:
+    """Stands for any class a pickled model file could name."""
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"model": torch.nn.Linear(3, 2).state_dict(), "epoch": 4}, path)
+    return path
+
+
+def test_a_whole_checkpoint_loads(ckpt):
+    state = read_checkpoint(ckpt)
+    assert state["epoch"] == 4 and state["model"]["weight"].shape == (2, 3)
+    assert check_checkpoint(str(ckpt)) == ckpt
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.pt"):
+        read_checkpoint(tmp_path / "model.pt")
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.97])
+def test_truncated_file_is_refused_naming_it_and_its_size(ckpt, keep):
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ValueError, match=rf"model\.pt \({int(len(data) * keep)} bytes\) is not a readable PyTorch"):
+        read_checkpoint(ckpt)
+
+
+def test_flipped_bytes_inside_a_tensor_fail_the_checksum(ckpt):
+    weight = torch.load(ckpt, weights_only=True)["model"]["weight"]
+    data = bytearray(ckpt.read_bytes())
+    start = bytes(data).find(weight.numpy().tobytes())
+    assert start > 0
+    data[start : start + 4] = bytes(b ^ 0xFF for b in data[start : start + 4])
+    ckpt.write_bytes(bytes(data))
+    # torch.load alone reads the flipped bytes as weights without a word
+    assert not torch.equal(torch.load(ckpt, weights_only=True)["model"]["weight"], weight)
+    with pytest.raises(ValueError, match=r"corrupt PyTorch checkpoint: its member .* does not match its checksum"):
+        read_checkpoint(ckpt)
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_text("model weights: see the shared drive\n")
+    with pytest.raises(ValueError, match="not written by torch.save"):
+        read_checkpoint(path)
+
+
+def test_pickled_objects_are_refused_not_run(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"model": Payload()}, path)
+    with pytest.raises(ValueError, match="holds Python objects other than tensors.*weights_only=True"):
+        read_checkpoint(path)
