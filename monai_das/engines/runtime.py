@@ -123,10 +123,14 @@ def inference_network(
     onnx_file = Path(onnx_path) if onnx_path is not None else ckpt.with_name("model.onnx")
     k = int(network.sampler.num_kept(num_frames_of(network, item_shape)))
     wanted = onnx_source(network, ckpt, item_shape)
-    if not (onnx_file.is_file() and _onnx_source(onnx_file) == wanted):
+    found = _onnx_source(onnx_file) if onnx_file.is_file() else None
+    if found != wanted:
         card_file = Path(card_path) if card_path is not None else ckpt.with_name("metadata.json")
         card = read_model_card(card_file) if card_file.is_file() else None
-        logger.info(f"exporting '{ckpt}' to ONNX '{onnx_file}' (once per checkpoint) ...")
+        why = ("there is none" if not onnx_file.is_file() else
+               "the one there is unreadable or not a monai_das export" if found is None else
+               "the one there was exported from another checkpoint or with other settings")
+        logger.info(f"exporting '{ckpt}' to ONNX '{onnx_file}' (once per checkpoint; {why}) ...")
         load_weights(network, ckpt)
         save_onnx(network, onnx_file, item_shape, metadata=card, extra_props={SOURCE_PROP: json.dumps(wanted)})
     providers = ["CPUExecutionProvider"]

@@ -49,17 +49,24 @@ def test_engines_agree_at_any_k(ckpt, keep_ratio):
         assert torch.allclose(out[engine][0], out["eager"][0], atol=1e-4), engine
 
 
-def test_onnx_export_is_reused_until_the_checkpoint_changes(tmp_path):
+def test_onnx_export_is_reused_until_the_checkpoint_changes(tmp_path, caplog):
     ckpt = tmp_path / "model.pt"
     torch.save(_net().state_dict(), ckpt)
     onnx_path = tmp_path / "model.onnx"
+    caplog.set_level("INFO", logger="monai_das.engines.runtime")
     inference_network(_net(), ckpt, "onnxruntime", SHAPE, onnx_path)
+    assert "there is none" in caplog.text
     stamp = onnx_path.stat().st_mtime_ns
+    caplog.clear()
     inference_network(_net(keep_ratio=0.25), ckpt, "onnxruntime", SHAPE, onnx_path)  # other k: same file (any k)
-    assert onnx_path.stat().st_mtime_ns == stamp
+    assert onnx_path.stat().st_mtime_ns == stamp and "exporting" not in caplog.text
     torch.save(_net(seed=3).state_dict(), ckpt)  # retrained
     runner = inference_network(_net(), ckpt, "onnxruntime", SHAPE, onnx_path)
-    assert onnx_path.stat().st_mtime_ns != stamp
+    assert onnx_path.stat().st_mtime_ns != stamp and "exported from another checkpoint" in caplog.text
+    onnx_path.write_bytes(onnx_path.read_bytes()[:3000])  # damaged: a derived file, exported again
+    caplog.clear()
+    runner = inference_network(_net(), ckpt, "onnxruntime", SHAPE, onnx_path)
+    assert "unreadable or not a monai_das export" in caplog.text
     expected = _net(seed=3)
     x = torch.rand(2, *SHAPE)
     with torch.no_grad():
