@@ -29,6 +29,7 @@ __all__ = [
     "load_datalist",
     "datalist_splits",
     "datalist_classes",
+    "classes_of_labels",
     "split_training",
     "check_study_shapes",
 ]
@@ -54,12 +55,21 @@ def _kind(path: Path) -> str:
     raise ValueError(f"datalist '{path}' must be a MONAI datalist .json or a .csv file, got suffix {suffix!r}.")
 
 
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> ValueError:
+    return ValueError(
+        f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as UTF-8 (a "
+        "spreadsheet's 'CSV UTF-8' format)."
+    )
+
+
 def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}.") from e
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: datalist JSON must be an object with a 'training' list, not {type(data).__name__}.")
     return data
@@ -67,20 +77,28 @@ def _read_json(path: Path) -> dict:
 
 def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
     """``(line number, row)`` pairs (header = line 1), every cell stripped."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in ("image", "label") if c not in columns]
-        if missing:
-            raise ValueError(
-                f"{path}:1: the CSV header lacks the column(s) {missing}; it has {columns}. Expected a header "
-                "'image,label[,group][,evidence][,split]'."
-            )
-        reader.fieldnames = columns  # so that " label" in a hand-written header still counts as "label"
-        rows = []
-        for row in reader:
-            # physical line of the row's end (header = line 1): what an editor shows for one-line rows
-            rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items() if isinstance(k, str)}))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in ("image", "label") if c not in columns]
+            if missing:
+                raise ValueError(
+                    f"{path}:1: the CSV header lacks the column(s) {missing}; it has {columns}. Expected a header "
+                    "'image,label[,group][,evidence][,split]'."
+                )
+            reader.fieldnames = columns  # so that " label" in a hand-written header still counts as "label"
+            rows = []
+            for row in reader:
+                # physical line of the row's end (header = line 1): what an editor shows for one-line rows
+                if None in row:  # more cells than header columns: a shifted row would lose its group silently
+                    raise ValueError(
+                        f"{path}:{reader.line_num}: {len(columns) + len(row[None])} cells for the {len(columns)} "
+                        f"header columns {columns} (extra: {row[None]}); quote a value that holds a comma."
+                    )
+                rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from e
     return rows
 
 
@@ -213,15 +231,40 @@ def _classes_of(path: Path, rows: dict[str, list[tuple[str, dict]]], names: list
             value = _raw_label(item.get("label"), f"{path}:{loc}")
             if value and not (split == "test" and value == "-1"):  # -1 marks an unlabelled test item
                 values.setdefault(value, f"{path}:{loc}")
+    return classes_of_labels(values, str(path))
+
+
+def classes_of_labels(values: Mapping[str, str], source: str) -> list[str]:
+    """
+    Class names from the distinct labels of a listing (``values``: label → where it first occurs, for errors):
+    integer labels are class indices, ``["0", ..., str(max)]`` (every index must occur); else the names sorted.
+    Refuses a mix of indices and names, and two names that differ only in case.
+    """
     if not values:
         return []
     ints = [v for v in values if _INT_RE.match(v)]
     if len(ints) == len(values):  # integer labels are class indices: classes "0".."max"
-        return [str(i) for i in range(max(int(v) for v in ints) + 1)]
+        top = max(int(v) for v in ints)
+        unused = [i for i in range(top + 1) if str(i) not in values]
+        if unused:  # labels 1, 2 (a 1-based grading) would add an empty class 0 and a NaN macro AUC
+            raise ValueError(
+                f"{source}: integer labels are class indices 0..{top}, but no item has class {unused} (labels "
+                f"{sorted(ints, key=int)}). Renumber them from 0, or name the classes (a top-level 'labels' in the "
+                "JSON, or label_names) so that every index is meant."
+            )
+        return [str(i) for i in range(top + 1)]
+    folded: dict[str, str] = {}
+    for v in values:
+        other = folded.setdefault(v.casefold(), v)
+        if other != v:
+            raise ValueError(
+                f"{source}: the labels {other!r} ({values[other]}) and {v!r} ({values[v]}) differ only in case: two "
+                "classes, or one spelled two ways? Spell each class one way."
+            )
     if ints:
         name = next(v for v in values if v not in ints)
         raise ValueError(
-            f"{path}: labels mix class indices and class names ({ints[0]!r} at {values[ints[0]]}, {name!r} at "
+            f"{source}: labels mix class indices and class names ({ints[0]!r} at {values[ints[0]]}, {name!r} at "
             f"{values[name]}); give the class names (a top-level 'labels' in the JSON, or label_names)."
         )
     return sorted(values)

@@ -74,8 +74,9 @@ def read_video_listing(
             (``group`` = the clip's file stem, i.e. each clip its own group: give a CSV when several clips come
             from one patient).
         root: folder that relative CSV paths are relative to (default: the CSV's folder).
-        label_names: class names (index = position) or a name → index mapping. Default: sorted distinct labels.
-            Integer labels in the CSV are accepted as indices.
+        label_names: class names (index = position) or a name → index mapping. Default: as in a datalist, integer
+            labels are class indices ``0..max`` (each must occur), else the distinct names sorted (two names that
+            differ only in case are refused).
         path_column, label_column, group_column: CSV column names (``group_column=None``: group = file stem).
         on_error: ``"raise"``: a row whose file is missing, whose label is blank or unknown, or whose group is blank
             raises (naming the file and line, header = line 1); ``"skip"``: such rows are dropped and counted in one
@@ -96,23 +97,40 @@ def read_video_listing(
         if not rows:
             raise ValueError(f"no clips with extensions {sorted(exts)} found under '{source}/<label>/'.")
     else:
+        from monai_das.data.datalist import _not_utf8
+
         base = Path(root) if root is not None else source.parent
-        with open(source, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
-            reader = csv.DictReader(fh)
-            needed = {path_column, label_column} | ({group_column} if group_column else set())
-            missing = needed - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(f"CSV '{source}' lacks the column(s) {sorted(missing)} (has {reader.fieldnames}).")
-            for r in reader:
-                where = f"CSV '{source}' line {reader.line_num}"  # physical line, header = line 1
-                raw = (r[path_column] or "").strip()
-                p = Path(raw) if raw else None
-                p = p if p is None or p.is_absolute() else base / p
-                # a missing group is an error, not the group "None": one such group would join unrelated clips
-                group = (r[group_column] or "").strip() if group_column else (p.stem if p else "")
-                extra = {k: v for k, v in r.items() if k not in needed and k is not None}
-                rows.append((where, p, (r[label_column] or "").strip(), group, extra))
-    names = label_names if label_names is not None else sorted({r[2] for r in rows if r[2]})
+        needed = {path_column, label_column} | ({group_column} if group_column else set())
+        try:
+            with open(source, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
+                reader = csv.DictReader(fh)
+                missing = needed - set(reader.fieldnames or [])
+                if missing:
+                    raise ValueError(f"CSV '{source}' lacks the column(s) {sorted(missing)} (has {reader.fieldnames}).")
+                for r in reader:
+                    where = f"CSV '{source}' line {reader.line_num}"  # physical line, header = line 1
+                    if None in r:  # more cells than columns: a shifted row would lose its group silently
+                        raise ValueError(f"{where}: more cells than the header's {len(reader.fieldnames or [])} "
+                                         f"columns (extra: {r[None]}); quote a value that holds a comma.")
+                    raw = (r[path_column] or "").strip()
+                    p = Path(raw) if raw else None
+                    p = p if p is None or p.is_absolute() else base / p
+                    # a missing group is an error, not the group "None": one such group would join unrelated clips
+                    group = (r[group_column] or "").strip() if group_column else (p.stem if p else "")
+                    extra = {k: v for k, v in r.items() if k not in needed}
+                    rows.append((where, p, (r[label_column] or "").strip(), group, extra))
+        except UnicodeDecodeError as e:
+            raise _not_utf8(source, e) from e
+    if label_names is None:  # as a datalist: integer labels are class indices, else the names sorted
+        from monai_das.data.datalist import classes_of_labels
+
+        firsts: dict[str, str] = {}
+        for where, _, label, _, _ in rows:
+            if label:
+                firsts.setdefault(label, where)
+        names = classes_of_labels(firsts, str(source))
+    else:
+        names = label_names
     items, problems = [], []
     for where, path, label, group, extra in rows:
         try:

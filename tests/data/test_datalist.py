@@ -173,9 +173,19 @@ def test_json_patient_in_two_lists_is_refused(tmp_path):
 
 def test_integer_labels_and_classes_over_all_splits(tmp_path):
     _touch(tmp_path, "a.npy", "b.npy", "c.npy")
-    csv_path = _csv(tmp_path / "ints.csv", "image,label", "a.npy,0", "b.npy,2")
+    csv_path = _csv(tmp_path / "ints.csv", "image,label", "a.npy,0", "b.npy,2", "c.npy,1")
     assert datalist_classes(csv_path) == ["0", "1", "2"]  # indices, not sorted strings
-    assert [it["label"] for it in load_datalist(csv_path)] == [0, 2]
+    assert [it["label"] for it in load_datalist(csv_path)] == [0, 2, 1]
+    # a gap (labels 1, 2 of a 1-based grading) would add a class without items: refused, naming it
+    gap = _csv(tmp_path / "grades.csv", "image,label", "a.npy,1", "b.npy,2")
+    with pytest.raises(ValueError, match=r"grades\.csv: integer labels are class indices 0\.\.2, but no item has "
+                                         r"class \[0\].*Renumber them from 0, or name the classes"):
+        datalist_classes(gap)
+    assert load_datalist(gap, label_names=["none", "mild", "severe"])[1]["label"] == 2  # named: every index meant
+    latin = tmp_path / "excel.csv"
+    latin.write_bytes("image,label\na.npy,lésion\n".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"excel\.csv: not UTF-8 text \(byte 0xe9 at offset 19\)"):
+        datalist_classes(latin)
     # a class seen only in validation still gets its index in training, so both splits agree
     path = _json(tmp_path / "split.json", {"training": [{"image": "a.npy", "label": "cyst"}],
                                            "validation": [{"image": "b.npy", "label": "cancer"}]})
@@ -199,6 +209,10 @@ def test_integer_labels_and_classes_over_all_splits(tmp_path):
         (["image,label,evidence", "a.npy,x,5 22 29"], ValueError,
          r"labels\.csv:2: evidence '5 22 29' .*separate the indices with ';'"),
         (["image,label", ",x"], ValueError, r"labels\.csv:2: the image is blank"),
+        (["image,label,group", "a.npy,x,p1", "b.npy,y,p2,extra"], ValueError,
+         r"labels\.csv:3: 4 cells for the 3 header columns .*extra: \['extra'\].*quote a value that holds a comma"),
+        (["image,label", "a.npy,Benign", "b.npy,benign"], ValueError,
+         r"labels\.csv: the labels 'Benign' \(.*labels\.csv:2\) and 'benign' \(.*labels\.csv:3\) differ only in case"),
     ],
 )
 def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):

@@ -135,3 +135,26 @@ def test_blank_label_or_group_is_an_error(tmp_path, caplog):
     with pytest.raises(ValueError, match="no 'group'"):
         assign_group_folds([{"image": "a.mp4", "label": 0, "group": None}, {"image": "b", "label": 1, "group": "2"}],
                            num_folds=2)
+
+
+def test_csv_labels_as_a_datalist_and_malformed_files(tmp_path):
+    """Integer labels are indices (not string-sorted: '10' after '9'), a gap or a case variant is refused, and a
+    row with extra cells or a file that is not UTF-8 is refused naming the file."""
+    for i in range(12):
+        (tmp_path / f"{i}.mp4").write_bytes(b"x")
+    csv_path = tmp_path / "list.csv"
+    _write_csv(csv_path, [(f"{i}.mp4", str(i), str(i)) for i in range(11)])
+    assert [it["label"] for it in read_video_listing(csv_path)] == list(range(11))
+    _write_csv(csv_path, [("0.mp4", "1", "1"), ("1.mp4", "2", "2")])  # 1-based grades: class 0 would be empty
+    with pytest.raises(ValueError, match=r"list\.csv: integer labels are class indices 0\.\.2, but no item has class"):
+        read_video_listing(csv_path)
+    assert [it["label"] for it in read_video_listing(csv_path, label_names=["0", "1", "2"])] == [1, 2]
+    _write_csv(csv_path, [("0.mp4", "Covid", "1"), ("1.mp4", "covid", "2")])
+    with pytest.raises(ValueError, match=r"'Covid' \(CSV '.*list\.csv' line 2\) and 'covid' .* differ only in case"):
+        read_video_listing(csv_path)
+    csv_path.write_text("file,label,patient_id\n0.mp4,covid,1\n1.mp4,covid,2,left\n")
+    with pytest.raises(ValueError, match=r"list\.csv' line 3: more cells than the header's 3 columns .*'left'"):
+        read_video_listing(csv_path)
+    csv_path.write_bytes("file,label,patient_id\n0.mp4,lésion,1\n".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"list\.csv: not UTF-8 text \(byte 0xe9 .*save it as UTF-8"):
+        read_video_listing(csv_path)
