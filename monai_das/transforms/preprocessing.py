@@ -93,7 +93,8 @@ class RequireVolume(Transform):
     """
     Refuse an image that is not a volume, before it is resized into one: a 2D image (``C×H×W``) or a volume with
     fewer than ``min_slices`` slices along an axis (e.g. a one-slice DICOM series, ``C×H×W×1``) would otherwise be
-    stretched to a grid that is constant along that axis and still get a prediction.
+    stretched to a grid that is constant along that axis and still get a prediction. A volume with NaN or infinite
+    values (NaN outside a registered field of view) is refused too: the intensity scaling would make all of it NaN.
 
     Args:
         min_slices: the least number of slices along each spatial axis (default 2). ``1`` accepts one-slice
@@ -130,6 +131,10 @@ class RequireVolume(Transform):
                 f"'{name}' has {shape[1 + thin[0]]} slice(s) along spatial axis {thin[0]} (channel-first shape "
                 f"{shape}), fewer than min_slices={self.min_slices}: a single slice is not a volume; {hint}."
             )
+        finite = torch.isfinite(img).all() if isinstance(img, torch.Tensor) else np.isfinite(img).all()
+        if not bool(finite):  # NaN outside a registered field of view would turn the percentile scaling into NaN
+            raise ValueError(f"'{name}' contains NaN or infinite values (channel-first shape {shape}); replace them "
+                             "(e.g. with the background value) before training or inference.")
         return img
 
 

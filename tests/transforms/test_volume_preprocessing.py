@@ -109,6 +109,17 @@ def test_2d_images_and_single_slices_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"expected a volume C×D×H×W"):
         RequireVolumed("image")({"image": torch.zeros(1, 4, 4, 4, 4)})
     assert tuple(RequireVolumed("image", min_slices=1)({"image": torch.zeros(1, 4, 5)})["image"].shape) == (1, 4, 5, 1)
+    # NaN outside a registered field of view: refused naming the file (the percentile scaling would be all NaN)
+    holes = np.random.rand(20, 24, 16).astype(np.float32)
+    holes[:3] = np.nan
+    nan_file = tmp_path / "registered.nii.gz"
+    nib.save(nib.Nifti1Image(holes, np.eye(4)), nan_file)
+    with pytest.raises(RuntimeError) as err:
+        xf({"image": nan_file})
+    assert "registered.nii.gz' contains NaN or infinite values (channel-first shape (1, 20, 24, 16))" in str(
+        err.value.__cause__)
+    with pytest.raises(ValueError, match="contains NaN or infinite values"):
+        RequireVolumed("image")({"image": np.full((1, 4, 4, 4), np.inf, np.float32)})
 
 
 def test_require_volume_array_twin():
