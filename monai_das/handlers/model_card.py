@@ -310,6 +310,7 @@ class ModelCardSaver:
             self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._validated)
             engine.add_event_handler(Events.COMPLETED, self)
         else:  # evaluation: engine is the evaluator
+            engine.add_event_handler(Events.STARTED, self._check_classes)
             engine.add_event_handler(Events.COMPLETED, self._evaluated)
 
     # ------------------------------------------------------------------------------------------- training
@@ -376,6 +377,25 @@ class ModelCardSaver:
         return metrics, validation
 
     # ----------------------------------------------------------------------------------------- evaluation
+    def _check_classes(self, engine: Any) -> None:
+        """
+        Before evaluating: the classes of the data must be the ones the checkpoint was trained with (its card on
+        disk, when that card describes this very checkpoint). Another spelling or another set of names (``Normal``
+        against ``normal``, sorted to another index) would score every item against shifted labels and rewrite the
+        card with the new names.
+        """
+        found = self._old_card()
+        trained = found[1].get("label_names") if found is not None else None
+        now = self.facts.get("label_names")
+        if trained and now and [str(n) for n in trained] != [str(n) for n in now]:
+            data = self.facts.get("datalist") or self.facts.get("source") or "the data"
+            raise ValueError(
+                f"'{data}' gives the classes {list(now)} (index = position), but '{self.checkpoint}' was trained "
+                f"with {list(trained)} (its model card '{self.filepath}'): the labels would be scored against other "
+                "indices. Name the classes as in training: a JSON datalist's top-level 'labels' ({\"0\": name, ...}, "
+                "classes without items allowed); a CSV's classes are its own labels, spelled as in training."
+            )
+
     def _evaluated(self, engine: Any) -> None:
         measured = {}
         for name, value in engine.state.metrics.items():

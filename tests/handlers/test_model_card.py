@@ -134,6 +134,24 @@ def test_evaluation_adds_test_metrics(tmp_path):
     assert card[CARD_KEY]["checkpoint_sha256"] == sha256(ckpt)
 
 
+def test_evaluation_refuses_other_classes_than_the_checkpoints(tmp_path):
+    trainer, _ = train(tmp_path)
+    trainer.run([0], max_epochs=3)
+    ckpt = tmp_path / "models" / "model.pt"
+    engine = Engine(lambda e, b: None)
+    saver(tmp_path, info={**INFO, "label_names": ["A", "b", "c"]}, checkpoint=ckpt, metric_prefix="test_",
+          split="test").attach(engine)
+    with pytest.raises(ValueError, match=r"'/data/list\.json' gives the classes \['A', 'b', 'c'\].*model\.pt' was "
+                                         r"trained with \['a', 'b', 'c'\]"):
+        engine.run([0])
+    assert read(tmp_path)[CARD_KEY]["label_names"] == ["a", "b", "c"]  # the card is left as it was
+    torch.save({"other": torch.tensor(1)}, ckpt)  # another checkpoint: its card says nothing about its classes
+    engine = Engine(lambda e, b: None)
+    saver(tmp_path, info={**INFO, "label_names": ["A", "b", "c"]}, checkpoint=ckpt, metric_prefix="test_",
+          split="test").attach(engine)
+    engine.run([0])
+
+
 def test_resumed_training_keeps_metrics_of_its_best_checkpoint(tmp_path):
     trainer, _ = train(tmp_path)
     trainer.run([0], max_epochs=2)
