@@ -7,6 +7,8 @@ the configs never hard-code them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -166,6 +168,23 @@ class BundleData:
             self._read_datalist()
 
     # ---------------------------------------------------------------- sources
+    @property
+    def content_tag(self) -> str:
+        """
+        16 hex digits naming which items the splits hold: the dataset, the datalist's bytes (SHA-256), folders, size,
+        seed, validation fraction, fold, probe, subsampling and synthetic options. Part of the fingerprint of
+        dataset items in batch inference, so that predictions of another test set (another fold, datalist, seed) are
+        never taken for this one's.
+        """
+        facts = {
+            "dataset": self.dataset, "datalist": file_digest(self.datalist) if self.datalist else None,
+            "dataset_dir": self.dataset_dir, "data_dir": self.data_dir, "size": self.size, "seed": self.seed,
+            "val_fraction": self.val_fraction, "fold": self.fold, "num_folds": self.num_folds, "probe": self.probe,
+            "num_samples": self.num_samples, "synthetic_options": self.synthetic_options,
+            "slice_axis": self.slice_axis, "num_frames": self.num_frames, "spatial_size": self._spatial_arg,
+        }
+        return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
     @property
     def from_files(self) -> bool:
         """``True`` when the items are file paths that the config's recipe loads (datalist, POCUS)."""

@@ -19,7 +19,7 @@ import torch
 
 from monai_das.engines.utils import flag, optional
 from monai_das.transforms.temporal import SOURCE_INDICES
-from monai_das.utils.io import file_digest
+from monai_das.utils.io import check_checkpoint, file_digest
 
 __all__ = [
     "predictions_path",
@@ -66,10 +66,11 @@ def prediction_key(checkpoint: str | os.PathLike, settings: Any = None) -> str:
     and the inference ``settings`` (e.g. keep ratio, method, preprocessing recipe; any JSON-able value). Written in
     the predictions' ``model`` column (:class:`monai_das.handlers.PredictionWriter`) and checked on resume
     (:func:`resume_predictions`): rows of another checkpoint or another ``k`` are predicted again, never kept. A
-    missing checkpoint gives a key too (the network loader then says what is missing).
+    missing or damaged checkpoint is refused here (:func:`monai_das.utils.io.check_checkpoint`), before any earlier
+    prediction is touched.
     """
-    path = Path(checkpoint)
-    weights = file_digest(path) if path.is_file() else f"missing:{path}"
+    path = check_checkpoint(checkpoint)
+    weights = file_digest(path)
     text = json.dumps({"checkpoint": weights, "settings": settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

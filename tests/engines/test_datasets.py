@@ -170,3 +170,14 @@ def test_class_counts_and_weights(tmp_path):
     parser.update({"class_weights": None})
     parser.parse(True)
     assert parser.get_parsed_content("loss").loss.weight is None
+
+
+def test_content_tag_names_the_items(tmp_path):
+    """Batch inference fingerprints dataset items with it: another fold, seed or datalist is another test set."""
+    from monai_das.engines import BundleData
+
+    tag = BundleData("synthetic", seed=0).content_tag
+    assert len(tag) == 16 and tag == BundleData("synthetic", seed=0).content_tag
+    assert tag != BundleData("synthetic", seed=1).content_tag
+    assert BundleData("synthetic", fold=0).content_tag != BundleData("synthetic", fold=1).content_tag
+    assert tag != BundleData("synthetic", seed=0, synthetic_options={"num_informative": 3}).content_tag

@@ -255,14 +255,18 @@ def test_prediction_key_follows_the_checkpoint_and_the_settings(tmp_path):
     from monai_das.engines import prediction_key
 
     ckpt = tmp_path / "model.pt"
-    ckpt.write_bytes(b"weights 1")
+    torch.save({"w": torch.tensor([1.0])}, ckpt)
     key = prediction_key(ckpt, {"keep_ratio": 0.5, "recipe": {"percentiles": [0.5, 99.5]}})
     assert len(key) == 16 and key == prediction_key(ckpt, {"recipe": {"percentiles": [0.5, 99.5]}, "keep_ratio": 0.5})
     assert key != prediction_key(ckpt, {"keep_ratio": 0.25, "recipe": {"percentiles": [0.5, 99.5]}})
     assert key != prediction_key(ckpt, {"keep_ratio": 0.5, "recipe": {"percentiles": [1, 99]}})
-    ckpt.write_bytes(b"weights 2")  # retrained: the same path, other bytes
+    torch.save({"w": torch.tensor([2.0])}, ckpt)  # retrained: the same path, other bytes
     assert key != prediction_key(ckpt, {"keep_ratio": 0.5, "recipe": {"percentiles": [0.5, 99.5]}})
-    assert prediction_key(tmp_path / "missing.pt") != prediction_key(ckpt)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):  # refused before any earlier prediction is touched
+        prediction_key(tmp_path / "missing.pt")
+    (tmp_path / "cut.pt").write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"cut\.pt \(100 bytes\) is not a readable PyTorch checkpoint"):
+        prediction_key(tmp_path / "cut.pt")
 
 
 def test_merge(tmp_path):
