@@ -177,7 +177,7 @@ class BundleData:
         never taken for this one's.
         """
         facts = {
-            "dataset": self.dataset, "datalist": file_digest(self.datalist) if self.datalist else None,
+            "dataset": self.dataset, "datalist": self.info["datalist_sha256"],  # cached with the facts
             "dataset_dir": self.dataset_dir, "data_dir": self.data_dir, "size": self.size, "seed": self.seed,
             "val_fraction": self.val_fraction, "fold": self.fold, "num_folds": self.num_folds, "probe": self.probe,
             "num_samples": self.num_samples, "synthetic_options": self.synthetic_options,
