@@ -22,6 +22,7 @@ from monai_das.engines.inference import (
     prediction_key,
     resume_predictions,
     select_studies,
+    shard_of,
 )
 from monai_das.engines.export import export_onnx, export_torchscript, read_model_card, read_onnx_card, save_onnx
 from monai_das.engines.runtime import ENGINES, IndicesRecorder, inference_network
@@ -49,6 +50,7 @@ __all__ = [
     "resolve_data_dir",
     "StudyDataset",
     "merge_predictions",
+    "shard_of",
     "predictions_path",
     "prediction_key",
     "resume_predictions",

@@ -37,6 +37,11 @@ class ResumableEarlyStopHandler(EarlyStopHandler):
     ``counter`` and ``best_score``), so the patience count survives a restart when the handler is part of the
     checkpoint's ``save_dict``. A state loaded before ``set_trainer()`` is kept and applied when the trainer is set.
 
+    A run that had stopped early stays stopped: when the loaded state's ``counter`` has reached ``patience`` (the
+    run whose checkpoint it is stopped there), the trainer ends at ``Events.STARTED`` without training another epoch,
+    as a run resumed after its last epoch does; otherwise resuming a run killed after it stopped (during its
+    evaluation, say) would train on past the point where the uninterrupted run ended.
+
     Arguments are those of :class:`monai.handlers.EarlyStopHandler`, plus ``start_epoch``: validations at trainer
     epochs ``<= start_epoch`` neither count towards the patience nor set the best score (e.g. the sampler warm-up of
     :class:`~monai_das.handlers.SamplerWarmupHandler`, whose validation loss says little about the trained sampler).
@@ -54,11 +59,24 @@ class ResumableEarlyStopHandler(EarlyStopHandler):
         super().__call__(engine)
 
     def set_trainer(self, trainer: Any) -> None:
+        from ignite.engine import Events
+
         self._trainer = trainer
+        if self._handler is not None and self._pending_state is None:  # MONAI makes a new one: keep the count
+            self._pending_state = dict(self._handler.state_dict())
         super().set_trainer(trainer)
         if self._pending_state is not None:
             self._handler.load_state_dict(self._pending_state)  # type: ignore[union-attr]
             self._pending_state = None
+        # after the trainer's own STARTED handlers (the checkpoint loader among them): the loaded state is known then
+        if not trainer.has_event_handler(self._stop_if_stopped, Events.STARTED):
+            trainer.add_event_handler(Events.STARTED, self._stop_if_stopped)
+
+    def _stop_if_stopped(self, trainer: Any) -> None:
+        if self.patience > 0 and self.counter >= self.patience:
+            logger.info(f"the run had stopped early at epoch {trainer.state.epoch} (validation score not improved in "
+                        f"{self.counter} validations, patience {self.patience}): nothing more to train.")
+            trainer.terminate()
 
     def state_dict(self) -> dict:
         if self._handler is None:
