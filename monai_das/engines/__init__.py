@@ -21,6 +21,7 @@ from monai_das.engines.inference import (
     predictions_path,
     prediction_key,
     resume_predictions,
+    launcher_shard,
     select_studies,
     shard_of,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "StudyDataset",
     "merge_predictions",
     "shard_of",
+    "launcher_shard",
     "predictions_path",
     "prediction_key",
     "resume_predictions",

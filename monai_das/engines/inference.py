@@ -28,6 +28,7 @@ __all__ = [
     "resume_predictions",
     "select_studies",
     "shard_of",
+    "launcher_shard",
     "StudyDataset",
     "merge_predictions",
 ]
@@ -47,6 +48,18 @@ def _check_shard(shard_index: int, shard_count: int) -> None:
     if int(shard_count) < 1 or not 0 <= int(shard_index) < int(shard_count):
         raise ValueError(f"need 0 <= shard_index < shard_count, got shard_index={shard_index}, "
                          f"shard_count={shard_count}.")
+
+
+def launcher_shard() -> tuple[int, int]:
+    """
+    ``(shard_index, shard_count)`` for batch inference started by ``torchrun``: its ``RANK`` and ``WORLD_SIZE`` (each
+    process predicts its own shard into its own file), recognised by ``LOCAL_RANK`` and ``TORCHELASTIC_RUN_ID``
+    being set too, so a stray ``RANK`` in the environment does not shard a single process. ``(0, 1)`` otherwise.
+    """
+    env = os.environ
+    if all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")):
+        return int(env["RANK"]), int(env["WORLD_SIZE"])
+    return 0, 1
 
 
 def shard_of(study_id: str, shard_count: int) -> int:
@@ -88,10 +101,11 @@ def prediction_key(checkpoint: str | os.PathLike, settings: Any = None) -> str:
 
 
 def _label_text(item: dict) -> str:
-    """An item's label as the predictions CSV writes it (``-1``: none)."""
+    """An item's label as the predictions CSV writes it (items of a study list that has labels; dataset items get
+    theirs only when loaded, so theirs are not compared)."""
     from monai_das.handlers.predictions import _s
 
-    return _s(item.get("label", -1))
+    return _s(item["label"])
 
 
 def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model_key: str | None = None) -> set[str]:
@@ -123,7 +137,8 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
     if not header:
         return set()
     _check_predictions_header(path, header)
-    expected = {str(it["id"]): (_item_source(it), str(it.get("fingerprint", "")), _label_text(it)) for it in items}
+    expected = {str(it["id"]): (_item_source(it), str(it.get("fingerprint", "")),
+                                _label_text(it) if "label" in it else None) for it in items}
     missing = [c for c in ("fingerprint", "model" if model_key is not None else "") if c and c not in header]
     compatible = not missing
     old_version = f"written by an older version (no {' or '.join(missing)} column)"
@@ -140,7 +155,7 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
             reason = "error, run again"
         elif (r["source"], r["fingerprint"]) != expected[r["id"]][:2]:
             reason = "source moved or changed"
-        elif "label" in r and r["label"] != expected[r["id"]][2]:
+        elif "label" in r and expected[r["id"]][2] is not None and r["label"] != expected[r["id"]][2]:
             reason = "label changed in the study list"
         else:
             kept.append(r)
@@ -196,6 +211,13 @@ def select_studies(
     done: set[str] = set()
     if optional(done_csv) is not None:
         path = Path(done_csv)
+        if int(shard_count) > 1 and not path.name.endswith(f".shard{int(shard_index)}of{int(shard_count)}.csv"):
+            raise ValueError(f"predictions file '{path}' is not named for shard {shard_index} of {shard_count} "
+                             f"(*.shard{shard_index}of{shard_count}.csv): the shards would write one file; leave "
+                             "predictions_csv at its default or name each shard's file so.")
+        if not mine and not path.is_file():  # an empty file says the shard ran and had nothing (merge skips it)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
         if flag(skip_done):
             done = resume_predictions(path, mine, model_key)
         elif path.is_file() and path.stat().st_size > 0:

@@ -15,7 +15,6 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_das.handlers.diagnostics import not_best_reason
 from monai_das.utils.io import check_checkpoint
 
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
@@ -133,26 +132,27 @@ class AtomicCheckpointSaver(CheckpointSaver):
             self.save_dict[self.engine_key] = engine
         if idist.get_rank() == 0:  # only the saving rank writes (and cleans) the folder
             remove_stale_temp_files(self.save_dir)
-            if self._key_metric_checkpoint is not None and not engine.has_event_handler(self._set_aside_foreign_best):
-                engine.add_event_handler(Events.STARTED, self._set_aside_foreign_best)
         super().attach(engine)
 
-    def _set_aside_foreign_best(self, engine: Any) -> None:
+    def set_aside_unsaved(self) -> Path | None:
         """
-        At the first validation (after a resume has restored this saver's state): a best-model file in ``save_dir``
-        that this run's record does not account for (no best model recorded yet) is another run's, e.g. of an
-        earlier training into the same folder. It is renamed ``<name>.previous`` so that evaluation can never take
-        it for this run's model when none of this run's validations saves one.
+        When this run has saved no best model (its record, restored on resume, is empty) yet ``save_dir`` holds a
+        file of the key-metric name, that file is another run's (an earlier training into the same folder): rename
+        it ``<name>.previous`` so that evaluation never takes it for this run's model. Called when training ends
+        (:class:`~monai_das.handlers.TrainingSummaryHandler`); returns the new path, or ``None`` when nothing moved.
         """
-        engine.remove_event_handler(self._set_aside_foreign_best, Events.STARTED)
-        name = self._key_metric_checkpoint.save_handler.filename  # type: ignore[union-attr]
-        path = Path(self.save_dir) / name if name else None
-        if path is None or self._key_metric_checkpoint._saved or not path.is_file():  # type: ignore[union-attr]
-            return
+        ckpt = self._key_metric_checkpoint
+        name = getattr(getattr(ckpt, "save_handler", None), "filename", None)
+        if ckpt is None or not name or ckpt._saved or idist.get_rank() != 0:
+            return None
+        path = Path(self.save_dir) / name
+        if not path.is_file():
+            return None
         previous = path.with_name(path.name + ".previous")
         path.replace(previous)
-        logger.warning(f"'{path}' is not from this run (it has saved no best model yet): moved to '{previous.name}' "
-                       "so that it is never evaluated as this run's model.")
+        logger.warning(f"'{path}' is not from this run (it kept no best model): moved to '{previous.name}' so that it "
+                       "is never evaluated as this run's model.")
+        return previous
 
     def metrics_completed(self, engine: Any) -> None:
         reason = not_best_reason(engine.state)  # set by SelectionDiagnosticsHandler

@@ -269,8 +269,8 @@ class RunSettings:
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
-        diffs = [f"{k}: checkpoint {state_dict[k]!r}, this run {v!r}" for k, v in self.state_dict().items()
-                 if k in state_dict and _plain_setting(state_dict[k]) != v]
+        diffs = [d for k, v in self.state_dict().items() if k in state_dict
+                 for d in _differences(k, _plain_setting(state_dict[k]), v)]
         # a setting added after the checkpoint was written is accepted at its default None (the behaviour then)
         missing = sorted(k for k, v in self.settings.items() if k not in state_dict and v is not None)
         if diffs or missing:
@@ -286,6 +286,15 @@ class RunSettings:
                 f"they were stored, so they cannot be checked; the resumed run equals an uninterrupted one only if "
                 f"they are the values it was trained with."
             )
+
+
+def _differences(name: str, saved: Any, now: Any) -> list[str]:
+    """``"name: checkpoint …, this run …"`` for a value that differs; dictionaries name the entries that do."""
+    saved, now = _plain_setting(saved), _plain_setting(now)
+    if isinstance(saved, Mapping) and isinstance(now, Mapping):
+        return [d for k in sorted(set(saved) | set(now), key=str)
+                for d in _differences(f"{name}.{k}", saved.get(k), now.get(k))]
+    return [] if saved == now else [f"{name}: checkpoint {saved!r}, this run {now!r}"]
 
 
 def _plain_setting(value: Any) -> Any:

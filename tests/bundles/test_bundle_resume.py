@@ -105,7 +105,7 @@ def test_resume_under_other_method_or_recipe_refused(runs):
     log = out.stdout + out.stderr
     assert out.returncode != 0
     for diff in ("method: checkpoint 'das', this run 'dps'", "lr: checkpoint 0.001, this run 0.0005",
-                 "warmup_epochs: checkpoint 0, this run 1", "data: checkpoint '"):
+                 "warmup_epochs: checkpoint 0, this run 1", "data.val_fraction: checkpoint 0.2, this run 0.3"):
         assert diff in log, (diff, log[-3000:])
 
 

@@ -262,6 +262,31 @@ def test_shards_and_resume(tmp_path):
     keyed.write_text("id,source,fingerprint,label,pred_label,error,model\ns00,/x/0,0-1,1,1,,k1\n"
                      "s01,/x/1,1-1,1,0,,k1\n")
     assert [it["id"] for it in select_studies(labelled, 0, 1, done_csv=keyed, model_key="k1")] == ["s01"]
+    # dataset items carry no label in the listing (it comes with the loaded item): their rows are kept
+    keyed.write_text("id,source,fingerprint,label,pred_label,error,model\ns00,/x/0,0-1,1,1,,k1\n")
+    assert select_studies(items[:1], 0, 1, done_csv=keyed, model_key="k1") == []
+
+
+def test_shard_files(tmp_path, monkeypatch):
+    from monai_das.engines import launcher_shard
+
+    items = [{"id": "only", "image": "/x/only", "fingerprint": "1"}]
+    paths = [Path(predictions_path(tmp_path, i, 2)) for i in range(2)]
+    todo = [select_studies(items, i, 2, done_csv=paths[i]) for i in range(2)]
+    # the shard without studies leaves an empty file (it ran, with nothing to do), so all shards can be merged;
+    # the other one's file is the predictions writer's to create
+    empty = next(i for i in range(2) if not todo[i])
+    assert paths[empty].read_bytes() == b"" and not paths[1 - empty].exists()
+    with pytest.raises(ValueError, match=r"not named for shard 1 of 2"):  # two shards would write one file
+        select_studies(items, 1, 2, done_csv=tmp_path / "mine.csv")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert launcher_shard() == (0, 1)  # a stray RANK does not shard a single process
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "r")
+    assert launcher_shard() == (3, 4)  # started by torchrun: one shard per process
 
 
 def test_prediction_key_follows_the_checkpoint_and_the_settings(tmp_path):

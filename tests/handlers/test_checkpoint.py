@@ -114,8 +114,9 @@ def test_saver_state_round_trip_through_checkpoint_loader(tmp_path):
     assert not (tmp_path / "model.pt.previous").exists()  # model.pt is the restored run's own: left in place
 
 
-def test_fresh_run_sets_aside_another_runs_best_model(tmp_path, caplog):
-    """A fresh run none of whose validations may be kept must not leave an earlier run's model.pt to be evaluated."""
+def test_run_without_a_best_model_sets_aside_another_runs_file(tmp_path, caplog):
+    """A run none of whose validations may be kept must not leave an earlier run's model.pt to be evaluated."""
+    from monai_das.handlers import TrainingSummaryHandler
     from monai_das.handlers.diagnostics import DEGENERATE_ATTR
 
     (tmp_path / "model.pt").write_bytes(b"an earlier run's model")
@@ -124,11 +125,21 @@ def test_fresh_run_sets_aside_another_runs_best_model(tmp_path, caplog):
     saver = AtomicCheckpointSaver(str(tmp_path), {"model": torch.nn.Linear(2, 2)}, save_key_metric=True,
                                   key_metric_name="score", key_metric_filename="model.pt")
     saver.attach(engine)
-    with caplog.at_level("WARNING"):
-        engine.run([0], max_epochs=2)
+    engine.run([0], max_epochs=2)
+    assert (tmp_path / "model.pt").read_bytes() == b"an earlier run's model"  # untouched while training runs
+    with caplog.at_level("INFO"):
+        TrainingSummaryHandler(saver)(engine)  # training ends: no best model kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt.previous"]
     assert (tmp_path / "model.pt.previous").read_bytes() == b"an earlier run's model"
-    assert "is not from this run" in caplog.text
+    assert "is not from this run" in caplog.text and "moved to 'model.pt.previous'" in caplog.text
+    # a run that kept its own best model leaves it in place
+    engine2 = _engine_with_metric([0.9])
+    saver2 = AtomicCheckpointSaver(str(tmp_path), {"model": torch.nn.Linear(2, 2)}, save_key_metric=True,
+                                   key_metric_name="score", key_metric_filename="model.pt")
+    saver2.attach(engine2)
+    engine2.run([0], max_epochs=1)
+    TrainingSummaryHandler(saver2)(engine2)
+    assert saver2.set_aside_unsaved() is None and (tmp_path / "model.pt").is_file()
 
 
 def test_stale_temp_files_removed_on_attach(tmp_path):

@@ -149,6 +149,12 @@ def test_run_settings_refuse_mismatch():
         settings.load_state_dict({"method": "random", "keep_ratio": 0.25, "label_names": ["a", "b"]})
     with pytest.raises(ValueError, match="not recorded: label_names"):
         settings.load_state_dict({"method": "random", "keep_ratio": 0.5})
+    # dictionaries (the data facts, the preprocessing recipe) name the entry that changed
+    facts = RunSettings({"data": {"fold": 1, "num_samples": {"train": None}, "spatial_size": (28, 28)}})
+    facts.load_state_dict({"data": {"fold": 1, "num_samples": {"train": None}, "spatial_size": [28, 28]}})
+    with pytest.raises(ValueError, match=r"data\.fold: checkpoint 0, this run 1; data\.num_samples\.train: "
+                                         r"checkpoint 64, this run None\)"):
+        facts.load_state_dict({"data": {"fold": 0, "num_samples": {"train": 64}, "spatial_size": [28, 28]}})
     # a setting newer than the checkpoint is accepted at its default None, refused otherwise
     newer = RunSettings({"method": "random", "synthetic_options": None})
     newer.load_state_dict({"method": "random"})
