@@ -5,8 +5,9 @@ in-process through ``monai.bundle.ConfigWorkflow``: ``bundles/das_volume_classif
 batch 16, early stop on validation loss, best checkpoint by validation AUC), then ``train.json + evaluate.json`` on the
 test split, whose ``eval/metrics.json`` gives the test AUC, balanced accuracy and accuracy. A finished cell writes
 ``<out>/_work/<profile>/<dataset>/<cell>/result.json`` and is skipped when the grid is run again; an interrupted cell
-resumes from its last epoch checkpoint (the bundle's ``resume``). Finished cells run with other settings or another
-version of the training code (``code_hash``) are refused, so stale results never mix in.
+resumes from its last epoch checkpoint (the bundle's ``resume``) when ``started.json`` shows it was started with the same
+code and overrides (else it starts over). Finished cells run with other settings or another version of the training
+code (``code_hash``) are refused, so stale results never mix in.
 
 Datasets: every MedMNIST3D file in ``<data-root>/medmnist3d`` (``<name>.npz`` → 28³, ``<name>_64.npz`` → 64³, slices
 along depth) and the POCUS lung-ultrasound clips in ``<data-root>/video/covid19_lus_pocus`` (convex probe, 3 classes,
@@ -357,6 +358,28 @@ class BundleCellRunner:
             over["fold"] = cell.fold
         return over
 
+    def check_started(self, cell: Cell, cell_dir: Path) -> None:
+        """
+        Record in ``<cell>/started.json`` what the cell's training starts with (code hash and overrides). An interrupted
+        cell (a ``models/last.pt`` without ``result.json``) resumes only when its record matches this runner's:
+        started by another version of the code, with other overrides or before records were kept, it starts over,
+        since resuming would mix two versions in one result.
+        """
+        record = json.loads(json.dumps({"code_hash": self.code, "overrides": self.cell_overrides(cell)}, default=str))
+        path, models = cell_dir / "started.json", cell_dir / "models"
+        if (models / "last.pt").is_file():
+            try:
+                before = json.loads(path.read_text())
+            except (OSError, ValueError):
+                before = None
+            if before != record:
+                why = ("no record of what it was started with" if before is None else
+                       f"started with code {before.get('code_hash')}, now {self.code}"
+                       if before.get("code_hash") != self.code else "started with other overrides")
+                self.log(f"    {cell.name}: interrupted run not resumed ({why}); starting it over")
+                shutil.rmtree(models)
+        write_json_atomic(record, path)
+
     def workflow(self, cell: Cell, cell_dir: Path, kind: str):
         from monai.bundle import ConfigWorkflow
 
@@ -381,6 +404,7 @@ class BundleCellRunner:
         from monai_das.handlers.diagnostics import not_best_reason
 
         t_start = time.perf_counter()
+        self.check_started(cell, cell_dir)
         wf = self.workflow(cell, cell_dir, "train")
         wf.initialize()
         trainer = wf.parser.get_parsed_content("train#trainer")

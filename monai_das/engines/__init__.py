@@ -21,7 +21,9 @@ from monai_das.engines.inference import (
     predictions_path,
     prediction_key,
     resume_predictions,
+    launcher_shard,
     select_studies,
+    shard_of,
 )
 from monai_das.engines.export import export_onnx, export_torchscript, read_model_card, read_onnx_card, save_onnx
 from monai_das.engines.runtime import ENGINES, IndicesRecorder, inference_network
@@ -49,6 +51,8 @@ __all__ = [
     "resolve_data_dir",
     "StudyDataset",
     "merge_predictions",
+    "shard_of",
+    "launcher_shard",
     "predictions_path",
     "prediction_key",
     "resume_predictions",

@@ -169,21 +169,36 @@ class BundleData:
 
     # ---------------------------------------------------------------- sources
     @property
-    def content_tag(self) -> str:
+    def facts(self) -> dict:
         """
-        16 hex digits naming which items the splits hold: the dataset, the datalist's bytes (SHA-256), folders, size,
-        seed, validation fraction, fold, probe, subsampling and synthetic options. Part of the fingerprint of
-        dataset items in batch inference, so that predictions of another test set (another fold, datalist, seed) are
-        never taken for this one's.
+        What decides which items the splits hold: the dataset, the datalist's bytes (SHA-256), folders, size, seed,
+        validation fraction, fold, folds, probe, subsampling (``num_samples``), synthetic options, slice axis, frames
+        and grid, as plain values. The training's ``resume_recipe`` records them (without the test cap, which does
+        not change training), so a resume on another split is refused naming the fact that changed.
         """
-        facts = {
+        return {
             "dataset": self.dataset, "datalist": self.info["datalist_sha256"],  # cached with the facts
             "dataset_dir": self.dataset_dir, "data_dir": self.data_dir, "size": self.size, "seed": self.seed,
             "val_fraction": self.val_fraction, "fold": self.fold, "num_folds": self.num_folds, "probe": self.probe,
-            "num_samples": self.num_samples, "synthetic_options": self.synthetic_options,
+            "num_samples": dict(self.num_samples), "synthetic_options": self.synthetic_options,
             "slice_axis": self.slice_axis, "num_frames": self.num_frames, "spatial_size": self._spatial_arg,
         }
-        return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def training_facts(self) -> dict:
+        """:attr:`facts` without the test split's cap (``num_samples["test"]``), which training never reads."""
+        facts = self.facts
+        facts["num_samples"] = {k: v for k, v in facts["num_samples"].items() if k != "test"}
+        return json.loads(json.dumps(facts, default=str))  # plain values: stored in last.pt, loaded weights_only
+
+    @property
+    def content_tag(self) -> str:
+        """
+        16 hex digits of :attr:`facts`, naming which items the splits hold. Part of the fingerprint of dataset items
+        in batch inference, so that predictions of another test set (another fold, datalist, seed) are never taken
+        for this one's.
+        """
+        return hashlib.sha256(json.dumps(self.facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
     def from_files(self) -> bool:

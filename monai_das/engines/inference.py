@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ __all__ = [
     "prediction_key",
     "resume_predictions",
     "select_studies",
+    "shard_of",
+    "launcher_shard",
     "StudyDataset",
     "merge_predictions",
 ]
@@ -45,6 +48,28 @@ def _check_shard(shard_index: int, shard_count: int) -> None:
     if int(shard_count) < 1 or not 0 <= int(shard_index) < int(shard_count):
         raise ValueError(f"need 0 <= shard_index < shard_count, got shard_index={shard_index}, "
                          f"shard_count={shard_count}.")
+
+
+def launcher_shard() -> tuple[int, int]:
+    """
+    ``(shard_index, shard_count)`` for batch inference started by ``torchrun``: its ``RANK`` and ``WORLD_SIZE`` (each
+    process predicts its own shard into its own file), recognised by ``LOCAL_RANK`` and ``TORCHELASTIC_RUN_ID``
+    being set too, so a stray ``RANK`` in the environment does not shard a single process. ``(0, 1)`` otherwise.
+    """
+    env = os.environ
+    if all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")):
+        return int(env["RANK"]), int(env["WORLD_SIZE"])
+    return 0, 1
+
+
+def shard_of(study_id: str, shard_count: int) -> int:
+    """
+    The shard (``0..shard_count-1``) of a study: its id's SHA-256 modulo ``shard_count``. It depends on the id alone,
+    not on the other studies listed, so adding a study to a folder never moves others between shards.
+    """
+    if int(shard_count) == 1:
+        return 0
+    return int(hashlib.sha256(study_id.encode("utf-8")).hexdigest()[:12], 16) % int(shard_count)
 
 
 def _item_source(item: dict) -> str:
@@ -75,13 +100,22 @@ def prediction_key(checkpoint: str | os.PathLike, settings: Any = None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _label_text(item: dict) -> str:
+    """An item's label as the predictions CSV writes it (items of a study list that has labels; dataset items get
+    theirs only when loaded, so theirs are not compared)."""
+    from monai_das.handlers.predictions import _s
+
+    return _s(item["label"])
+
+
 def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model_key: str | None = None) -> set[str]:
     """
     Keep in a predictions CSV only the rows that still hold for ``items`` and return their ids.
 
     A row is kept when it is complete (not the partial last row of a kill), has no ``error`` (failed studies are
-    tried again) and its ``id``, ``source`` and ``fingerprint`` match a study of ``items`` (a study whose file
-    moved or changed, or that is not in this listing/shard any more, is dropped); with ``model_key``
+    tried again) and its ``id``, ``source``, ``fingerprint`` and ``label`` match a study of ``items`` (a study whose
+    file moved or changed, whose label was corrected in the study list, or that is not in this listing/shard any more,
+    is dropped); with ``model_key``
     (:func:`prediction_key`) its ``model`` column must match it too (a row of another checkpoint, ``k`` or
     preprocessing is dropped); of several rows of one id the last one wins. When anything is dropped the CSV is
     rewritten atomically (temporary file + ``os.replace``), and the JSON beside it (``.json``) is rewritten from it,
@@ -103,7 +137,8 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
     if not header:
         return set()
     _check_predictions_header(path, header)
-    expected = {str(it["id"]): (_item_source(it), str(it.get("fingerprint", ""))) for it in items}
+    expected = {str(it["id"]): (_item_source(it), str(it.get("fingerprint", "")),
+                                _label_text(it) if "label" in it else None) for it in items}
     missing = [c for c in ("fingerprint", "model" if model_key is not None else "") if c and c not in header]
     compatible = not missing
     old_version = f"written by an older version (no {' or '.join(missing)} column)"
@@ -118,8 +153,10 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
             reason = "not in this listing/shard"
         elif r["error"]:
             reason = "error, run again"
-        elif (r["source"], r["fingerprint"]) != expected[r["id"]]:
+        elif (r["source"], r["fingerprint"]) != expected[r["id"]][:2]:
             reason = "source moved or changed"
+        elif "label" in r and expected[r["id"]][2] is not None and r["label"] != expected[r["id"]][2]:
+            reason = "label changed in the study list"
         else:
             kept.append(r)
             continue
@@ -155,8 +192,9 @@ def select_studies(
     model_key: str | None = None,
 ) -> list[dict]:
     """
-    This worker's share of ``items`` (every ``shard_count``-th item from ``shard_index``, on the id-sorted list so
-    every worker agrees), minus the studies already predicted in ``done_csv``.
+    This worker's share of ``items`` (:func:`shard_of` each study's id is ``shard_index``: every worker agrees, and a
+    study stays in its shard when others are added to or removed from the listing, so no shard's finished work moves
+    to another), minus the studies already predicted in ``done_csv``.
 
     Args:
         items: from :func:`monai_das.data.list_studies`.
@@ -168,10 +206,18 @@ def select_studies(
         model_key: :func:`prediction_key` of this run; rows written with another are predicted again.
     """
     _check_shard(shard_index, shard_count)
-    mine = sorted(items, key=lambda it: it["id"])[int(shard_index)::int(shard_count)]
+    mine = sorted((it for it in items if shard_of(str(it["id"]), shard_count) == int(shard_index)),
+                  key=lambda it: it["id"])
     done: set[str] = set()
     if optional(done_csv) is not None:
         path = Path(done_csv)
+        if int(shard_count) > 1 and not path.name.endswith(f".shard{int(shard_index)}of{int(shard_count)}.csv"):
+            raise ValueError(f"predictions file '{path}' is not named for shard {shard_index} of {shard_count} "
+                             f"(*.shard{shard_index}of{shard_count}.csv): the shards would write one file; leave "
+                             "predictions_csv at its default or name each shard's file so.")
+        if not mine and not path.is_file():  # an empty file says the shard ran and had nothing (merge skips it)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
         if flag(skip_done):
             done = resume_predictions(path, mine, model_key)
         elif path.is_file() and path.stat().st_size > 0:
@@ -273,15 +319,31 @@ class StudyDataset(torch.utils.data.Dataset):
         return out
 
 
+_SHARD_NAME = re.compile(r".*\.shard(\d+)of(\d+)\.csv")
+
+
 def merge_predictions(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> str:
     """
     Concatenate shard CSVs (same columns) into ``output`` (written atomically), sorted by id, one row per id (the
     last one wins); partial rows left by a kill and empty files (a shard with nothing to do) are skipped.
+
+    Refused, naming the files: shard files (``*.shard<i>of<n>.csv``) that are not all ``n`` shards of one split (a
+    shard left out would silently drop its studies from the merged file), and rows written by different models or
+    inference settings (their ``model`` column, :func:`prediction_key`: shards run with another checkpoint or ``k``).
     """
     from monai_das.handlers.predictions import dedupe_predictions, read_predictions_csv, write_predictions_csv
 
+    shards = [_SHARD_NAME.fullmatch(Path(p).name) for p in paths]
+    if any(shards):
+        counts = {int(m.group(2)) for m in shards if m}
+        have = sorted(int(m.group(1)) for m in shards if m)
+        if not all(shards) or len(counts) != 1 or have != list(range(next(iter(counts)))):
+            raise ValueError(
+                f"cannot merge {[Path(p).name for p in paths]}: shard files must be all shards 0..n-1 of one split "
+                f"(got shards {have} of {sorted(counts)}); a shard left out would drop its studies.")
     rows: list[dict] = []
     fields: list[str] | None = None
+    models: dict[str, str] = {}
     for p in paths:
         header, part, _ = read_predictions_csv(p)
         if not header:
@@ -294,7 +356,14 @@ def merge_predictions(paths: Sequence[str | os.PathLike], output: str | os.PathL
             raise ValueError(f"'{p}' has columns {header}, expected {fields}.")
         if "id" not in header:
             raise ValueError(f"'{p}' is not a predictions file (no 'id' column, columns {header}).")
+        for r in part:
+            if r.get("model"):
+                models.setdefault(r["model"], str(p))
         rows.extend(part)
+    if len(models) > 1:
+        raise ValueError("the predictions to merge come from different models or inference settings (model column): "
+                         + ", ".join(f"{k} in '{v}'" for k, v in models.items())
+                         + "; rerun the shards with one checkpoint and one k.")
     if fields is None:
         raise ValueError("no prediction files to merge.")
     return write_predictions_csv(output, fields, dedupe_predictions(rows))

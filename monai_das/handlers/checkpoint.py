@@ -134,6 +134,26 @@ class AtomicCheckpointSaver(CheckpointSaver):
             remove_stale_temp_files(self.save_dir)
         super().attach(engine)
 
+    def set_aside_unsaved(self) -> Path | None:
+        """
+        When this run has saved no best model (its record, restored on resume, is empty) yet ``save_dir`` holds a
+        file of the key-metric name, that file is another run's (an earlier training into the same folder): rename
+        it ``<name>.previous`` so that evaluation never takes it for this run's model. Called when training ends
+        (:class:`~monai_das.handlers.TrainingSummaryHandler`); returns the new path, or ``None`` when nothing moved.
+        """
+        ckpt = self._key_metric_checkpoint
+        name = getattr(getattr(ckpt, "save_handler", None), "filename", None)
+        if ckpt is None or not name or ckpt._saved or idist.get_rank() != 0:
+            return None
+        path = Path(self.save_dir) / name
+        if not path.is_file():
+            return None
+        previous = path.with_name(path.name + ".previous")
+        path.replace(previous)
+        logger.warning(f"'{path}' is not from this run (it kept no best model): moved to '{previous.name}' so that it "
+                       "is never evaluated as this run's model.")
+        return previous
+
     def metrics_completed(self, engine: Any) -> None:
         reason = not_best_reason(engine.state)  # set by SelectionDiagnosticsHandler
         if reason is not None:

@@ -37,6 +37,11 @@ class ResumableEarlyStopHandler(EarlyStopHandler):
     ``counter`` and ``best_score``), so the patience count survives a restart when the handler is part of the
     checkpoint's ``save_dict``. A state loaded before ``set_trainer()`` is kept and applied when the trainer is set.
 
+    A run that had stopped early stays stopped: when the loaded state's ``counter`` has reached ``patience`` (the
+    run whose checkpoint it is stopped there), the trainer ends at ``Events.STARTED`` without training another epoch,
+    as a run resumed after its last epoch does; otherwise resuming a run killed after it stopped (during its
+    evaluation, say) would train on past the point where the uninterrupted run ended.
+
     Arguments are those of :class:`monai.handlers.EarlyStopHandler`, plus ``start_epoch``: validations at trainer
     epochs ``<= start_epoch`` neither count towards the patience nor set the best score (e.g. the sampler warm-up of
     :class:`~monai_das.handlers.SamplerWarmupHandler`, whose validation loss says little about the trained sampler).
@@ -54,11 +59,24 @@ class ResumableEarlyStopHandler(EarlyStopHandler):
         super().__call__(engine)
 
     def set_trainer(self, trainer: Any) -> None:
+        from ignite.engine import Events
+
         self._trainer = trainer
+        if self._handler is not None and self._pending_state is None:  # MONAI makes a new one: keep the count
+            self._pending_state = dict(self._handler.state_dict())
         super().set_trainer(trainer)
         if self._pending_state is not None:
             self._handler.load_state_dict(self._pending_state)  # type: ignore[union-attr]
             self._pending_state = None
+        # after the trainer's own STARTED handlers (the checkpoint loader among them): the loaded state is known then
+        if not trainer.has_event_handler(self._stop_if_stopped, Events.STARTED):
+            trainer.add_event_handler(Events.STARTED, self._stop_if_stopped)
+
+    def _stop_if_stopped(self, trainer: Any) -> None:
+        if self.patience > 0 and self.counter >= self.patience:
+            logger.info(f"the run had stopped early at epoch {trainer.state.epoch} (validation score not improved in "
+                        f"{self.counter} validations, patience {self.patience}): nothing more to train.")
+            trainer.terminate()
 
     def state_dict(self) -> dict:
         if self._handler is None:
@@ -251,8 +269,8 @@ class RunSettings:
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
-        diffs = [f"{k}: checkpoint {state_dict[k]!r}, this run {v!r}" for k, v in self.state_dict().items()
-                 if k in state_dict and _plain_setting(state_dict[k]) != v]
+        diffs = [d for k, v in self.state_dict().items() if k in state_dict
+                 for d in _differences(k, _plain_setting(state_dict[k]), v)]
         # a setting added after the checkpoint was written is accepted at its default None (the behaviour then)
         missing = sorted(k for k, v in self.settings.items() if k not in state_dict and v is not None)
         if diffs or missing:
@@ -268,6 +286,15 @@ class RunSettings:
                 f"they were stored, so they cannot be checked; the resumed run equals an uninterrupted one only if "
                 f"they are the values it was trained with."
             )
+
+
+def _differences(name: str, saved: Any, now: Any) -> list[str]:
+    """``"name: checkpoint …, this run …"`` for a value that differs; dictionaries name the entries that do."""
+    saved, now = _plain_setting(saved), _plain_setting(now)
+    if isinstance(saved, Mapping) and isinstance(now, Mapping):
+        return [d for k in sorted(set(saved) | set(now), key=str)
+                for d in _differences(f"{name}.{k}", saved.get(k), now.get(k))]
+    return [] if saved == now else [f"{name}: checkpoint {saved!r}, this run {now!r}"]
 
 
 def _plain_setting(value: Any) -> Any:

@@ -52,6 +52,9 @@ class TrainingSummaryHandler:
         epoch, score = self.saver.best_epoch, self.saver.best_score
         if epoch is None or score is None or score == float("-inf"):
             msg = f"training done after {engine.state.epoch} epochs: no validation epoch with a usable {self.key_metric}"
+            moved = self.saver.set_aside_unsaved() if hasattr(self.saver, "set_aside_unsaved") else None
+            if moved is not None:
+                msg += f"; the model file found there was another run's, moved to '{moved.name}'"
         else:
             self.best = {**self.saver.best_metrics, self.key_metric: score, "epoch": epoch}
             extra = ", ".join(f"{k} {self.best[k]:.3f}" for k in self.report if k in self.best)

@@ -362,6 +362,23 @@ def test_training_failure_is_reported(app, tmp_path):
     assert "more output" in (tmp_path / "model" / "monailabel" / "train.log").read_text()
 
 
+def test_training_without_a_best_model_keeps_serving_the_previous_one(app, tmp_path):
+    """A retraining that keeps no best model moves the served model.pt aside (the bundle's rule against evaluating
+    another run's file); the app puts it back and reports the failed training."""
+    bundle = make_standin_bundle(tmp_path / "bundle")
+    models = tmp_path / "model" / "models"
+    models.mkdir(parents=True)
+    (models / "model.pt").write_bytes(b"the served model")
+    fake = tmp_path / "python"  # the bundle run, as it ends when no validation epoch could be kept
+    fake.write_text("#!/bin/sh\nmv models/model.pt models/model.pt.previous\nexit 0\n")
+    fake.chmod(0o755)
+    task = app["DASTrain"](bundle, tmp_path / "model", spatial_size=GRID, python=str(fake))
+    with pytest.raises(RuntimeError, match="finished without writing a new"):
+        task({"max_epochs": 1}, make_datastore(tmp_path / "data", LABELS6))
+    assert (models / "model.pt").read_bytes() == b"the served model"
+    assert not (models / "model.pt.previous").exists()
+
+
 def test_app_settings(app, tmp_path):
     settings = app["app_tasks"].app_settings(
         {"labels": "normal, abnormal", "spatial_size": "[32, 64, 64]", "train_overrides": '{"batch_size": 4}',

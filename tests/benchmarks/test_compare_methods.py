@@ -265,3 +265,29 @@ def test_report_only_rewrites_reports_without_running(compare_script, tmp_path):
     md = (tmp_path / f"{spec.key}.md").read_text()
     assert "das − uniform" in md and (tmp_path / "paired_differences.png").is_file()
     assert not any((tmp_path / "_work" / "smoke" / spec.key).glob("*/models"))  # nothing was trained
+
+
+def test_interrupted_cell_resumes_only_under_the_code_and_overrides_it_started_with(compare_script, tmp_path):
+    cm = compare_script
+    spec, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0,))
+    logs: list[str] = []
+    runner = cm.BundleCellRunner({spec.key: spec.overrides}, {"max_epochs": 4}, log=logs.append)
+    d = tmp_path / cells[0].name
+    (d / "models").mkdir(parents=True)
+    (d / "models" / "last.pt").write_bytes(b"half a run")
+    runner.check_started(cells[0], d)  # no record of how it started (e.g. an older grid): starts over
+    assert not (d / "models").exists() and "no record of what it was started with" in logs[-1]
+    assert json.loads((d / "started.json").read_text())["code_hash"] == runner.code
+    (d / "models").mkdir()
+    (d / "models" / "last.pt").write_bytes(b"half a run")
+    runner.check_started(cells[0], d)  # same code, same overrides: resumes
+    assert (d / "models" / "last.pt").is_file() and len(logs) == 1
+    runner.code = "0123456789ab"  # the training code changed since the cell started
+    runner.check_started(cells[0], d)
+    assert not (d / "models").exists() and "now 0123456789ab" in logs[-1]
+    (d / "models").mkdir()
+    (d / "models" / "last.pt").write_bytes(b"half a run")
+    other = cm.BundleCellRunner({spec.key: spec.overrides}, {"max_epochs": 8}, log=logs.append)
+    other.code = "0123456789ab"
+    other.check_started(cells[0], d)
+    assert not (d / "models").exists() and "other overrides" in logs[-1]

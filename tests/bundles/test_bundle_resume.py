@@ -97,13 +97,16 @@ def test_checkpoint_records_settings(runs):
 
 
 def test_resume_under_other_method_or_recipe_refused(runs):
-    # another method, and another learning rate (the optimizer state would bring back the old one unannounced)
+    # another method, another learning rate (the optimizer state would bring back the old one unannounced), more
+    # epochs whose "auto" sampler warm-up resolves to another count (training longer is allowed, a warm-up that
+    # moves mid-run is not), and another validation split (the data facts are recorded as one tag)
     out = run_cmd(TRAIN, args=[*ARGS, "--bundle_root", runs["killed"], "--resume", "true", "--method", "dps",
-                               "--max_epochs", "5", "--lr", "0.0005"], check=False)
+                               "--max_epochs", "5", "--lr", "0.0005", "--val_fraction", "0.3"], check=False)
     log = out.stdout + out.stderr
     assert out.returncode != 0
-    assert "method: checkpoint 'das', this run 'dps'" in log, log[-3000:]
-    assert "lr: checkpoint 0.001, this run 0.0005" in log, log[-3000:]
+    for diff in ("method: checkpoint 'das', this run 'dps'", "lr: checkpoint 0.001, this run 0.0005",
+                 "warmup_epochs: checkpoint 0, this run 1", "data.val_fraction: checkpoint 0.2, this run 0.3"):
+        assert diff in log, (diff, log[-3000:])
 
 
 def test_override_typo_refused(tmp_path):

@@ -212,24 +212,32 @@ def test_dataset_items():
 
 
 def test_shards_and_resume(tmp_path):
+    from monai_das.engines import shard_of
+
     items = [{"id": f"s{i:02d}", "image": f"/x/{i}", "fingerprint": f"{i}-1"} for i in range(10)]
     shards = [select_studies(items, i, 3) for i in range(3)]
     ids = [it["id"] for s in shards for it in s]
     assert sorted(ids) == [it["id"] for it in items] and len(set(ids)) == 10  # a partition
+    assert all(shard_of(it["id"], 3) == i for i, s in enumerate(shards) for it in s)
+    # studies added to the listing never move the others between shards (their finished rows stay valid)
+    more = items + [{"id": f"new{i}", "image": f"/y/{i}", "fingerprint": "1"} for i in range(7)]
+    for i in range(3):
+        assert [it for it in select_studies(more, i, 3) if it["id"].startswith("s")] == shards[i]
     assert predictions_path(tmp_path, 1, 3).endswith("predictions.shard1of3.csv")
     assert predictions_path(tmp_path).endswith("predictions.csv")
     with pytest.raises(ValueError, match="shard_index"):
         select_studies(items, 3, 3)
     done = tmp_path / "p.csv"
-    # shard 0 = s00, s03, s06, s09; s06 failed (run again), s03 changed on disk, s05 is another shard's,
+    # of s00, s03, s06, s09: s06 failed (run again), s03 changed on disk, s05 is no longer listed,
     # s00 twice (the last row wins), and a kill cut the last row (s09) short
+    mine = [items[i] for i in (0, 3, 6, 9)]
     done.write_text("id,source,fingerprint,pred_label,error\ns00,/x/0,0-1,1,\ns03,/x/3,3-0,0,\ns06,/x/6,6-1,,x\n"
                     "s05,/x/5,5-1,1,\ns00,/x/0,0-1,0,\ns09,/x/9,9-")
-    todo = select_studies(items, 0, 3, done_csv=done)
+    todo = select_studies(mine, 0, 1, done_csv=done)
     assert [it["id"] for it in todo] == ["s03", "s06", "s09"]
     assert done.read_text().splitlines() == ["id,source,fingerprint,pred_label,error", "s00,/x/0,0-1,0,"]
-    assert len(select_studies(items, 0, 3, done_csv=done)) == 3  # stable
-    assert len(select_studies(items, 0, 3, done_csv=done, skip_done="false")) == 4
+    assert len(select_studies(mine, 0, 1, done_csv=done)) == 3  # stable
+    assert len(select_studies(mine, 0, 1, done_csv=done, skip_done="false")) == 4
     assert done.read_bytes() == b""  # start afresh: nothing appended to the old rows
     for text in ("name,value\na,1\n", "id,image,label\na,a.nii,1\n"):  # e.g. the study list, by mistake
         other = tmp_path / "other.csv"
@@ -249,6 +257,36 @@ def test_shards_and_resume(tmp_path):
     assert keyed.read_text().splitlines()[1:] == ["s00,/x/0,0-1,1,,k1"]
     old.write_text("id,source,fingerprint,pred_label,error\ns00,/x/0,0-1,1,\n")  # no model column: not trusted
     assert len(select_studies(items[:1], 0, 1, done_csv=old, model_key="k1")) == 1
+    # a label corrected in the study list: the row (whose label column is the old one) is written again
+    labelled = [{**items[0], "label": 1}, {**items[1], "label": 0}]
+    keyed.write_text("id,source,fingerprint,label,pred_label,error,model\ns00,/x/0,0-1,1,1,,k1\n"
+                     "s01,/x/1,1-1,1,0,,k1\n")
+    assert [it["id"] for it in select_studies(labelled, 0, 1, done_csv=keyed, model_key="k1")] == ["s01"]
+    # dataset items carry no label in the listing (it comes with the loaded item): their rows are kept
+    keyed.write_text("id,source,fingerprint,label,pred_label,error,model\ns00,/x/0,0-1,1,1,,k1\n")
+    assert select_studies(items[:1], 0, 1, done_csv=keyed, model_key="k1") == []
+
+
+def test_shard_files(tmp_path, monkeypatch):
+    from monai_das.engines import launcher_shard
+
+    items = [{"id": "only", "image": "/x/only", "fingerprint": "1"}]
+    paths = [Path(predictions_path(tmp_path, i, 2)) for i in range(2)]
+    todo = [select_studies(items, i, 2, done_csv=paths[i]) for i in range(2)]
+    # the shard without studies leaves an empty file (it ran, with nothing to do), so all shards can be merged;
+    # the other one's file is the predictions writer's to create
+    empty = next(i for i in range(2) if not todo[i])
+    assert paths[empty].read_bytes() == b"" and not paths[1 - empty].exists()
+    with pytest.raises(ValueError, match=r"not named for shard 1 of 2"):  # two shards would write one file
+        select_studies(items, 1, 2, done_csv=tmp_path / "mine.csv")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert launcher_shard() == (0, 1)  # a stray RANK does not shard a single process
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "r")
+    assert launcher_shard() == (3, 4)  # started by torchrun: one shard per process
 
 
 def test_prediction_key_follows_the_checkpoint_and_the_settings(tmp_path):
@@ -277,6 +315,17 @@ def test_merge(tmp_path):
     (tmp_path / "c.csv").write_text("id,w\nd,1\n")
     with pytest.raises(ValueError, match="columns"):
         merge_predictions([tmp_path / "a.csv", tmp_path / "c.csv"], tmp_path / "x.csv")
+    # every shard of one split, rows of one model: merged; a shard left out or another model's rows: refused
+    for i, text in enumerate(["id,model\na,k1\n", "id,model\nb,k1\n", ""]):
+        (tmp_path / f"predictions.shard{i}of3.csv").write_text(text)
+    shard_files = [tmp_path / f"predictions.shard{i}of3.csv" for i in range(3)]
+    out = merge_predictions(shard_files, tmp_path / "predictions.csv")
+    assert [r["id"] for r in csv.DictReader(open(out))] == ["a", "b"]
+    with pytest.raises(ValueError, match=r"all shards 0..n-1 of one split \(got shards \[0, 2\] of \[3\]\)"):
+        merge_predictions(shard_files[::2], tmp_path / "x.csv")
+    (tmp_path / "predictions.shard1of3.csv").write_text("id,model\nb,k2\n")
+    with pytest.raises(ValueError, match="different models or inference settings"):
+        merge_predictions(shard_files, tmp_path / "x.csv")
 
 
 # ---------------------------------------------------------------- inference.json, run at the Python level
@@ -413,7 +462,9 @@ def test_inference_shards_resume_and_merge(tmp_path, bundle_root):
     out = tmp_path / "out"
     ran = [run_inference(bundle_root, input=str(folder), output_dir=str(out), shard_index=i, shard_count=2)
            for i in range(2)]
-    assert ran == [ids[0::2], ids[1::2]]
+    from monai_das.engines import shard_of
+
+    assert ran == [[s for s in ids if shard_of(s, 2) == i] for i in range(2)] and all(ran)
     paths = [predictions_path(out, i, 2) for i in range(2)]
     assert run_inference(bundle_root, input=str(folder), output_dir=str(out), shard_index=0, shard_count=2) == []
     merged = merge_predictions(paths, out / "predictions.csv")

@@ -111,6 +111,35 @@ def test_saver_state_round_trip_through_checkpoint_loader(tmp_path):
     # restored best (0.8, epoch 2) is not overwritten by the worse 0.0 of the new run
     assert fresh.best_score == pytest.approx(0.8) and fresh.best_epoch == 2
     assert fresh.best_metrics == pytest.approx({"score": 0.8})  # the kept epoch's metrics survive too
+    assert not (tmp_path / "model.pt.previous").exists()  # model.pt is the restored run's own: left in place
+
+
+def test_run_without_a_best_model_sets_aside_another_runs_file(tmp_path, caplog):
+    """A run none of whose validations may be kept must not leave an earlier run's model.pt to be evaluated."""
+    from monai_das.handlers import TrainingSummaryHandler
+    from monai_das.handlers.diagnostics import DEGENERATE_ATTR
+
+    (tmp_path / "model.pt").write_bytes(b"an earlier run's model")
+    engine = _engine_with_metric([0.9, 0.95])
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: setattr(e.state, DEGENERATE_ATTR, True))
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": torch.nn.Linear(2, 2)}, save_key_metric=True,
+                                  key_metric_name="score", key_metric_filename="model.pt")
+    saver.attach(engine)
+    engine.run([0], max_epochs=2)
+    assert (tmp_path / "model.pt").read_bytes() == b"an earlier run's model"  # untouched while training runs
+    with caplog.at_level("INFO"):
+        TrainingSummaryHandler(saver)(engine)  # training ends: no best model kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt.previous"]
+    assert (tmp_path / "model.pt.previous").read_bytes() == b"an earlier run's model"
+    assert "is not from this run" in caplog.text and "moved to 'model.pt.previous'" in caplog.text
+    # a run that kept its own best model leaves it in place
+    engine2 = _engine_with_metric([0.9])
+    saver2 = AtomicCheckpointSaver(str(tmp_path), {"model": torch.nn.Linear(2, 2)}, save_key_metric=True,
+                                   key_metric_name="score", key_metric_filename="model.pt")
+    saver2.attach(engine2)
+    engine2.run([0], max_epochs=1)
+    TrainingSummaryHandler(saver2)(engine2)
+    assert saver2.set_aside_unsaved() is None and (tmp_path / "model.pt").is_file()
 
 
 def test_stale_temp_files_removed_on_attach(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from ignite.engine import Engine
@@ -42,6 +44,24 @@ def test_early_stop_counts_and_round_trips():
     v2.run([0], max_epochs=1)
     assert trainer.should_terminate
     assert restored.counter == 3
+
+
+@pytest.mark.parametrize("counter, epochs_trained", [(3, 0), (2, 4)])
+def test_early_stopped_run_stays_stopped_on_resume(counter, epochs_trained, caplog):
+    # a run killed after early stopping (e.g. during its evaluation) and resumed must not train on
+    steps = []
+    trainer = Engine(lambda e, b: steps.append(e.state.epoch))
+    earlier = ResumableEarlyStopHandler(patience=3, score_function=val_loss_score("val_loss"))
+    earlier.set_trainer(Engine(lambda e, b: None))
+    state = {**earlier.state_dict(), "counter": counter, "best_score": -0.5}
+    stop = ResumableEarlyStopHandler(patience=3, score_function=val_loss_score("val_loss"))
+    stop.load_state_dict(torch.load(_roundtrip(state), weights_only=True))
+    stop.set_trainer(trainer)
+    stop.set_trainer(trainer)  # set twice: the loaded count is kept, one check
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.resume"):
+        trainer.run([0], max_epochs=4)
+    assert len(steps) == epochs_trained
+    assert ("nothing more to train" in caplog.text) == (epochs_trained == 0)
 
 
 def _roundtrip(obj, _store={}):
@@ -129,6 +149,12 @@ def test_run_settings_refuse_mismatch():
         settings.load_state_dict({"method": "random", "keep_ratio": 0.25, "label_names": ["a", "b"]})
     with pytest.raises(ValueError, match="not recorded: label_names"):
         settings.load_state_dict({"method": "random", "keep_ratio": 0.5})
+    # dictionaries (the data facts, the preprocessing recipe) name the entry that changed
+    facts = RunSettings({"data": {"fold": 1, "num_samples": {"train": None}, "spatial_size": (28, 28)}})
+    facts.load_state_dict({"data": {"fold": 1, "num_samples": {"train": None}, "spatial_size": [28, 28]}})
+    with pytest.raises(ValueError, match=r"data\.fold: checkpoint 0, this run 1; data\.num_samples\.train: "
+                                         r"checkpoint 64, this run None\)"):
+        facts.load_state_dict({"data": {"fold": 0, "num_samples": {"train": 64}, "spatial_size": [28, 28]}})
     # a setting newer than the checkpoint is accepted at its default None, refused otherwise
     newer = RunSettings({"method": "random", "synthetic_options": None})
     newer.load_state_dict({"method": "random"})

@@ -518,6 +518,9 @@ class DASTrain(BundleTrainTask):
                     f"DAS bundle training failed (exit code {rc}); from {stats['log']}:\n" + "\n".join(tail)
                 )
             if not model.is_file() or model.stat().st_mtime_ns == before:
+                previous = model.with_name(model.name + ".previous")  # set aside by a run that kept no best model
+                if not model.is_file() and previous.is_file():
+                    previous.replace(model)  # keep serving the model there was before
                 raise RuntimeError(
                     f"DAS bundle training finished without writing a new '{model}': no validation ran, or no epoch "
                     f"was kept as the best model (e.g. predictions that ignore the input); see {stats['log']}."
