@@ -40,8 +40,15 @@ def predictions_path(output_dir: str | os.PathLike, shard_index: int = 0, shard_
                      name: str = "predictions") -> str:
     """``<output_dir>/predictions.csv``, or ``predictions.shard<i>of<n>.csv`` when the work is split in shards."""
     _check_shard(shard_index, shard_count)
-    suffix = "" if int(shard_count) == 1 else f".shard{int(shard_index)}of{int(shard_count)}"
-    return str(Path(output_dir) / f"{name}{suffix}.csv")
+    return str(Path(output_dir) / f"{name}{_shard_suffix(shard_index, shard_count)}.csv")
+
+
+def _shard_suffix(shard_index: int, shard_count: int) -> str:
+    """``.shard<i>of<n>`` (nothing for one shard): what names a shard's predictions file (read by ``_SHARD_NAME``)."""
+    return "" if int(shard_count) == 1 else f".shard{int(shard_index)}of{int(shard_count)}"
+
+
+_SHARD_NAME = re.compile(r".*\.shard(\d+)of(\d+)\.csv")
 
 
 def _check_shard(shard_index: int, shard_count: int) -> None:
@@ -211,7 +218,7 @@ def select_studies(
     done: set[str] = set()
     if optional(done_csv) is not None:
         path = Path(done_csv)
-        if int(shard_count) > 1 and not path.name.endswith(f".shard{int(shard_index)}of{int(shard_count)}.csv"):
+        if int(shard_count) > 1 and not path.name.endswith(f"{_shard_suffix(shard_index, shard_count)}.csv"):
             raise ValueError(f"predictions file '{path}' is not named for shard {shard_index} of {shard_count} "
                              f"(*.shard{shard_index}of{shard_count}.csv): the shards would write one file; leave "
                              "predictions_csv at its default or name each shard's file so.")
@@ -317,9 +324,6 @@ class StudyDataset(torch.utils.data.Dataset):
             out.update(image=torch.zeros(self.image_shape), error=msg[:500])
         out["label"] = torch.tensor(out["label"], dtype=torch.long)
         return out
-
-
-_SHARD_NAME = re.compile(r".*\.shard(\d+)of(\d+)\.csv")
 
 
 def merge_predictions(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> str:

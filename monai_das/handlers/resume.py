@@ -270,7 +270,7 @@ class RunSettings:
     def load_state_dict(self, state_dict: Mapping) -> None:
         where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
         diffs = [d for k, v in self.state_dict().items() if k in state_dict
-                 for d in _differences(k, _plain_setting(state_dict[k]), v)]
+                 for d in _differences(k, state_dict[k], v)]
         # a setting added after the checkpoint was written is accepted at its default None (the behaviour then)
         missing = sorted(k for k, v in self.settings.items() if k not in state_dict and v is not None)
         if diffs or missing:
