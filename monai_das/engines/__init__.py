@@ -18,6 +18,7 @@ from monai_das.engines.datasets import (
 from monai_das.engines.inference import (
     StudyDataset,
     merge_predictions,
+    merge_shards,
     predictions_path,
     prediction_key,
     resume_predictions,
@@ -51,6 +52,7 @@ __all__ = [
     "resolve_data_dir",
     "StudyDataset",
     "merge_predictions",
+    "merge_shards",
     "shard_of",
     "launcher_shard",
     "predictions_path",

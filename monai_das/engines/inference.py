@@ -31,6 +31,7 @@ __all__ = [
     "launcher_shard",
     "StudyDataset",
     "merge_predictions",
+    "merge_shards",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,33 @@ def _label_text(item: dict) -> str:
     return _s(item["label"])
 
 
+def _expected_rows(items: Sequence[dict]) -> dict[str, tuple[str, str, str | None]]:
+    """What a row must say of each listed study: ``id`` → (``source``, ``fingerprint``, ``label`` or ``None`` when the
+    listing has none to compare)."""
+    return {str(it["id"]): (_item_source(it), str(it.get("fingerprint", "")),
+                            _label_text(it) if "label" in it else None) for it in items}
+
+
+def _old_version(header: Sequence[str], model_key: str | None) -> str | None:
+    """Why a predictions file written by an older version cannot be compared (a column missing), else ``None``."""
+    missing = [c for c in ("fingerprint", "model" if model_key is not None else "") if c and c not in header]
+    return f"written by an older version (no {' or '.join(missing)} column)" if missing else None
+
+
+def _stale_reason(row: dict, expected: dict, model_key: str | None) -> str | None:
+    """Why a complete predictions row no longer holds for the listing ``expected`` (:func:`_expected_rows`) and the
+    run's ``model_key``; ``None`` when it does (an error row holds too: it is the study's result until retried)."""
+    if model_key is not None and row.get("model") != model_key:
+        return "another model or inference setting (checkpoint, k, preprocessing)"
+    if row["id"] not in expected:
+        return "not in this listing/shard"
+    if (row.get("source"), row.get("fingerprint")) != expected[row["id"]][:2]:
+        return "source moved or changed"
+    if "label" in row and expected[row["id"]][2] is not None and row["label"] != expected[row["id"]][2]:
+        return "label changed in the study list"
+    return None
+
+
 def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model_key: str | None = None) -> set[str]:
     """
     Keep in a predictions CSV only the rows that still hold for ``items`` and return their ids.
@@ -144,27 +172,15 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
     if not header:
         return set()
     _check_predictions_header(path, header)
-    expected = {str(it["id"]): (_item_source(it), str(it.get("fingerprint", "")),
-                                _label_text(it) if "label" in it else None) for it in items}
-    missing = [c for c in ("fingerprint", "model" if model_key is not None else "") if c and c not in header]
-    compatible = not missing
-    old_version = f"written by an older version (no {' or '.join(missing)} column)"
+    expected = _expected_rows(items)
+    old_version = _old_version(header, model_key)
     reasons: dict[str, int] = {}
     kept = []
     for r in rows:
-        if not compatible:
-            reason = old_version
-        elif model_key is not None and r["model"] != model_key:
-            reason = "another model or inference setting (checkpoint, k, preprocessing)"
-        elif r["id"] not in expected:
-            reason = "not in this listing/shard"
-        elif r["error"]:
+        reason = old_version or _stale_reason(r, expected, model_key)
+        if reason is None and r["error"]:
             reason = "error, run again"
-        elif (r["source"], r["fingerprint"]) != expected[r["id"]][:2]:
-            reason = "source moved or changed"
-        elif "label" in r and expected[r["id"]][2] is not None and r["label"] != expected[r["id"]][2]:
-            reason = "label changed in the study list"
-        else:
+        if reason is None:
             kept.append(r)
             continue
         reasons[reason] = reasons.get(reason, 0) + 1
@@ -173,7 +189,7 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
         reasons["duplicate row"] = len(kept) - len(unique)
     if num_cut:
         reasons["partial row of an interrupted run"] = num_cut
-    if not compatible:  # even without rows: the writer needs the current header
+    if old_version:  # even without rows: the writer needs the current header
         reasons.setdefault(old_version, 0)
     if reasons:
         json_path = path.with_suffix(".json")
@@ -326,7 +342,12 @@ class StudyDataset(torch.utils.data.Dataset):
         return out
 
 
-def merge_predictions(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> str:
+def merge_predictions(
+    paths: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    studies: Sequence[dict] | None = None,
+    model_key: str | None = None,
+) -> str:
     """
     Concatenate shard CSVs (same columns) into ``output`` (written atomically), sorted by id, one row per id (the
     last one wins); partial rows left by a kill and empty files (a shard with nothing to do) are skipped.
@@ -334,6 +355,13 @@ def merge_predictions(paths: Sequence[str | os.PathLike], output: str | os.PathL
     Refused, naming the files: shard files (``*.shard<i>of<n>.csv``) that are not all ``n`` shards of one split (a
     shard left out would silently drop its studies from the merged file), and rows written by different models or
     inference settings (their ``model`` column, :func:`prediction_key`: shards run with another checkpoint or ``k``).
+
+    Given the listing the shards ran on (``studies``, from :func:`monai_das.data.list_studies`), the merge also
+    proves the result whole: every listed study has a row (a shard killed before it finished, even one killed after
+    writing only its header, is named with the studies it still owes), and every row still holds for the listing
+    (same ``source``, ``fingerprint`` and ``label``; no row of a study that is no longer listed; with ``model_key``
+    the row's ``model`` is this run's). Error rows count as results: the ``error`` column says why. Refused otherwise,
+    naming each shard file and what it lacks; running that shard again resumes it and fixes exactly that.
     """
     from monai_das.handlers.predictions import dedupe_predictions, read_predictions_csv, write_predictions_csv
 
@@ -345,9 +373,12 @@ def merge_predictions(paths: Sequence[str | os.PathLike], output: str | os.PathL
             raise ValueError(
                 f"cannot merge {[Path(p).name for p in paths]}: shard files must be all shards 0..n-1 of one split "
                 f"(got shards {have} of {sorted(counts)}); a shard left out would drop its studies.")
+    by_index = {int(m.group(1)): p for m, p in zip(shards, paths)} if shards and all(shards) else {}
+    expected = None if studies is None else _expected_rows(studies)
     rows: list[dict] = []
     fields: list[str] | None = None
     models: dict[str, str] = {}
+    stale: dict[str, dict[str, int]] = {}
     for p in paths:
         header, part, _ = read_predictions_csv(p)
         if not header:
@@ -360,14 +391,84 @@ def merge_predictions(paths: Sequence[str | os.PathLike], output: str | os.PathL
             raise ValueError(f"'{p}' has columns {header}, expected {fields}.")
         if "id" not in header:
             raise ValueError(f"'{p}' is not a predictions file (no 'id' column, columns {header}).")
+        part = dedupe_predictions(part)
         for r in part:
             if r.get("model"):
                 models.setdefault(r["model"], str(p))
+            if expected is not None:
+                reason = _old_version(header, model_key) or _stale_reason(r, expected, model_key)
+                if reason is not None:
+                    stale.setdefault(str(p), {}).setdefault(reason, 0)
+                    stale[str(p)][reason] += 1
         rows.extend(part)
     if len(models) > 1:
         raise ValueError("the predictions to merge come from different models or inference settings (model column): "
                          + ", ".join(f"{k} in '{v}'" for k, v in models.items())
                          + "; rerun the shards with one checkpoint and one k.")
+    if expected is not None:
+        problems = [f"'{p}': " + ", ".join(f"{n} row(s) {why}" for why, n in sorted(r.items())) for p, r in stale.items()]
+        have_ids = {r["id"] for r in rows}
+        owed: dict[str, list[str]] = {}
+        for i in sorted(set(expected) - have_ids):
+            owner = (str(by_index[shard_of(i, len(paths))]) if by_index
+                     else ", ".join(map(str, paths)))  # files not named by shard: any of them
+            owed.setdefault(owner, []).append(i)
+        problems += [f"'{p}': no row for {len(ids)} listed stud{'y' if len(ids) == 1 else 'ies'} "
+                     f"({', '.join(repr(i) for i in ids[:3])}{', ...' if len(ids) > 3 else ''}): it did not finish"
+                     for p, ids in owed.items()]
+        if problems:
+            raise ValueError(f"cannot merge into '{output}': the predictions are not those of this listing "
+                             f"({len(expected)} studies): " + "; ".join(problems)
+                             + ". Run inference again for those shards (it resumes: only what is missing or stale "
+                               "runs), then merge.")
     if fields is None:
+        if expected:
+            raise ValueError(f"cannot merge into '{output}': no prediction for any of the {len(expected)} listed "
+                             f"studies in {[str(p) for p in paths]}.")
         raise ValueError("no prediction files to merge.")
     return write_predictions_csv(output, fields, dedupe_predictions(rows))
+
+
+def merge_shards(
+    predictions_csv: str | os.PathLike,
+    shard_count: int,
+    studies: Sequence[dict] | None = None,
+    model_key: str | None = None,
+    output: str | os.PathLike | None = None,
+) -> str:
+    """
+    Merge the ``shard_count`` shard files of a sharded batch inference into one predictions CSV (and its JSON), as
+    the bundles' ``merge`` entry does (``python -m monai.bundle run merge --config_file inference.json
+    --shard_count <n> ...``, with the inference command's own options): :func:`merge_predictions` of
+    ``predictions.shard0of<n>.csv`` ... (named from ``predictions_csv``, any shard's name) checked against the
+    listing ``studies`` and the run's ``model_key``.
+
+    Args:
+        predictions_csv: one shard's file name (``*.shard<i>of<n>.csv``; with one shard, the predictions file).
+        shard_count: ``n``.
+        studies, model_key: see :func:`merge_predictions`.
+        output: default ``predictions_csv`` without its ``.shard<i>of<n>`` part.
+
+    Returns:
+        the merged CSV's path.
+    """
+    from monai_das.handlers.predictions import write_predictions_json
+
+    path = Path(predictions_csv)
+    n = int(shard_count)
+    suffix = next((_shard_suffix(i, n) for i in range(n) if path.name.endswith(f"{_shard_suffix(i, n)}.csv")), None)
+    if suffix is None:
+        raise ValueError(f"'{path}' is not named for one of {n} shards (*.shard<i>of{n}.csv).")
+    stem = path.name[: len(path.name) - len(suffix) - len(".csv")]
+    paths = [path.with_name(f"{stem}{_shard_suffix(i, n)}.csv") for i in range(n)]
+    out = Path(output) if optional(output) is not None else path.with_name(f"{stem}.csv")
+    if out in paths and n > 1:
+        raise ValueError(f"the merged file '{out}' would overwrite a shard's file.")
+    merged = merge_predictions(paths, out, studies=studies, model_key=model_key)
+    write_predictions_json(merged)
+    from monai_das.handlers.predictions import read_predictions_csv
+
+    rows = read_predictions_csv(merged)[1]
+    logger.info(f"merged {n} shard file(s) into '{merged}': {len(rows)} studies, "
+                f"{sum(bool(r.get('error')) for r in rows)} with an error.")
+    return merged

@@ -4,6 +4,7 @@ inference."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -328,6 +329,44 @@ def test_merge(tmp_path):
         merge_predictions(shard_files, tmp_path / "x.csv")
 
 
+def test_merge_checks_the_listing(tmp_path):
+    """With the listing, a merge proves the result whole: a row for every study, every row still right."""
+    from monai_das.engines import shard_of
+
+    header = "id,source,fingerprint,label,model,pred_label,error\n"
+    studies = [{"id": i, "image": f"/d/{i}", "fingerprint": f"f{i}"} for i in "abcdef"]
+    rows = {i: f"{i},/d/{i},f{i},,k1,0,\n" for i in "abcdef"}
+    shard_files = [tmp_path / f"predictions.shard{j}of2.csv" for j in range(2)]
+    for j, f in enumerate(shard_files):
+        f.write_text(header + "".join(r for i, r in rows.items() if shard_of(i, 2) == j))
+    out = merge_predictions(shard_files, tmp_path / "all.csv", studies=studies, model_key="k1")
+    assert [r["id"] for r in read_rows(out)] == list("abcdef")
+    # an error row is a result (the error column says why); a study without a row is owed by its shard
+    missing = "a"
+    owner = shard_files[shard_of(missing, 2)]
+    owner.write_text(header + "".join(r for i, r in rows.items() if shard_of(i, 2) == shard_of(missing, 2)
+                                      and i != missing) + f"{missing},/d/{missing},f{missing},,k1,,boom\n")
+    assert read_rows(merge_predictions(shard_files, tmp_path / "all.csv", studies=studies))[0]["error"] == "boom"
+    owner.write_text(header)
+    with pytest.raises(ValueError, match=rf"'{owner}': no row for \d listed stud.*'a'.*did not finish"):
+        merge_predictions(shard_files, tmp_path / "x.csv", studies=studies)
+    assert not (tmp_path / "x.csv").exists()
+    # rows that no longer hold: a changed file, a study no longer listed, another model
+    owner.write_text(header + "".join(r for i, r in rows.items() if shard_of(i, 2) == shard_of(missing, 2)))
+    changed = [dict(s, fingerprint="new") if s["id"] == "a" else s for s in studies]
+    with pytest.raises(ValueError, match=r"1 row\(s\) source moved or changed"):
+        merge_predictions(shard_files, tmp_path / "x.csv", studies=changed)
+    with pytest.raises(ValueError, match=r"1 row\(s\) not in this listing"):
+        merge_predictions(shard_files, tmp_path / "x.csv", studies=[s for s in studies if s["id"] != "a"])
+    with pytest.raises(ValueError, match=r"row\(s\) another model or inference setting"):
+        merge_predictions(shard_files, tmp_path / "x.csv", studies=studies, model_key="k2")
+    # labels of a study list are compared too
+    labelled = [dict(s, label=0) for s in studies]
+    merge_predictions(shard_files, tmp_path / "x.csv", studies=[dict(s, label="") for s in studies])
+    with pytest.raises(ValueError, match="label changed"):
+        merge_predictions(shard_files, tmp_path / "x.csv", studies=labelled)
+
+
 # ---------------------------------------------------------------- inference.json, run at the Python level
 REPO = Path(__file__).resolve().parents[2]
 INFERENCE = REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json"
@@ -469,6 +508,37 @@ def test_inference_shards_resume_and_merge(tmp_path, bundle_root):
     assert run_inference(bundle_root, input=str(folder), output_dir=str(out), shard_index=0, shard_count=2) == []
     merged = merge_predictions(paths, out / "predictions.csv")
     assert [r["id"] for r in read_rows(merged)] == ids
+
+    # the bundle's `merge` entry (`monai.bundle run merge ... --shard_count 2`): checked against the listing
+    def merge(**overrides):
+        parser = _parser(bundle_root, input=str(folder), output_dir=str(out), shard_count=2, **overrides)
+        try:
+            return parser.get_parsed_content("merge")[0]
+        except RuntimeError as e:  # MONAI's "Failed to evaluate", raised from merge_shards' error
+            raise e.__cause__ from None
+
+    (out / "predictions.csv").unlink()
+    assert merge() == str(out / "predictions.csv") and [r["id"] for r in read_rows(out / "predictions.csv")] == ids
+    assert [r["id"] for r in json.loads((out / "predictions.json").read_text())] == ids
+    # shard 1 killed after writing only its header (a fresh run): merge names it and what it owes
+    shard1 = Path(paths[1])
+    owed = [s for s in ids if shard_of(s, 2) == 1]
+    complete = shard1.read_text()
+    shard1.write_text(complete.splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match=rf"predictions.shard1of2.csv': no row for {len(owed)} listed stud.*did not "
+                                         r"finish.*Run inference again for those shards"):
+        merge()
+    assert [r["id"] for r in read_rows(out / "predictions.csv")] == ids  # the former merged file is left as it was
+    assert run_inference(bundle_root, input=str(folder), output_dir=str(out), shard_index=1, shard_count=2) == owed
+    merge()
+    # a study added to the folder after the shards ran is owed by its shard; another k: every row is stale
+    _nifti(folder / "s9.nii.gz", (10, 12, 9), seed=9)
+    with pytest.raises(ValueError, match=rf"predictions.shard{shard_of('s9.nii.gz', 2)}of2.csv': no row for 1 listed "
+                                         r"study \('s9.nii.gz'\)"):
+        merge()
+    (folder / "s9.nii.gz").unlink()
+    with pytest.raises(ValueError, match=r"shard0of2.csv': \d row\(s\) another model or inference setting"):
+        merge(keep_ratio=0.25)
 
 
 @pytest.mark.slow
