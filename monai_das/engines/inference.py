@@ -129,13 +129,13 @@ def _old_version(header: Sequence[str], model_key: str | None) -> str | None:
     return f"written by an older version (no {' or '.join(missing)} column)" if missing else None
 
 
-def _stale_reason(row: dict, expected: dict, model_key: str | None) -> str | None:
+def _stale_reason(row: dict, expected: dict, model_key: str | None, unlisted: str = "not in this listing") -> str | None:
     """Why a complete predictions row no longer holds for the listing ``expected`` (:func:`_expected_rows`) and the
     run's ``model_key``; ``None`` when it does (an error row holds too: it is the study's result until retried)."""
     if model_key is not None and row.get("model") != model_key:
         return "another model or inference setting (checkpoint, k, preprocessing)"
     if row["id"] not in expected:
-        return "not in this listing/shard"
+        return unlisted
     if (row.get("source"), row.get("fingerprint")) != expected[row["id"]][:2]:
         return "source moved or changed"
     if "label" in row and expected[row["id"]][2] is not None and row["label"] != expected[row["id"]][2]:
@@ -177,7 +177,7 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
     reasons: dict[str, int] = {}
     kept = []
     for r in rows:
-        reason = old_version or _stale_reason(r, expected, model_key)
+        reason = old_version or _stale_reason(r, expected, model_key, "not in this listing/shard")
         if reason is None and r["error"]:
             reason = "error, run again"
         if reason is None:
@@ -365,6 +365,8 @@ def merge_predictions(
     """
     from monai_das.handlers.predictions import dedupe_predictions, read_predictions_csv, write_predictions_csv
 
+    if Path(output).resolve() in {Path(p).resolve() for p in paths} and len(paths) > 1:
+        raise ValueError(f"the merged file '{output}' would overwrite one of the files it merges.")
     shards = [_SHARD_NAME.fullmatch(Path(p).name) for p in paths]
     if any(shards):
         counts = {int(m.group(2)) for m in shards if m}
@@ -414,17 +416,17 @@ def merge_predictions(
                      else ", ".join(map(str, paths)))  # files not named by shard: any of them
             owed.setdefault(owner, []).append(i)
         problems += [f"'{p}': no row for {len(ids)} listed stud{'y' if len(ids) == 1 else 'ies'} "
-                     f"({', '.join(repr(i) for i in ids[:3])}{', ...' if len(ids) > 3 else ''}): it did not finish"
+                     f"({', '.join(repr(i) for i in ids[:3])}{', ...' if len(ids) > 3 else ''}: not run yet, or "
+                     "the shard was killed)"
                      for p, ids in owed.items()]
         if problems:
             raise ValueError(f"cannot merge into '{output}': the predictions are not those of this listing "
                              f"({len(expected)} studies): " + "; ".join(problems)
-                             + ". Run inference again for those shards (it resumes: only what is missing or stale "
-                               "runs), then merge.")
+                             + ". First check that the merge got the inference command's exact options (input, "
+                               "keep ratio or num_kept, checkpoint, preprocessing): the listing and the model key "
+                               "are computed from them. If it did, run inference again for those shards (it "
+                               "resumes: only what is missing or stale runs), then merge.")
     if fields is None:
-        if expected:
-            raise ValueError(f"cannot merge into '{output}': no prediction for any of the {len(expected)} listed "
-                             f"studies in {[str(p) for p in paths]}.")
         raise ValueError("no prediction files to merge.")
     return write_predictions_csv(output, fields, dedupe_predictions(rows))
 
@@ -456,14 +458,13 @@ def merge_shards(
 
     path = Path(predictions_csv)
     n = int(shard_count)
+    _check_shard(0, n)
     suffix = next((_shard_suffix(i, n) for i in range(n) if path.name.endswith(f"{_shard_suffix(i, n)}.csv")), None)
     if suffix is None:
         raise ValueError(f"'{path}' is not named for one of {n} shards (*.shard<i>of{n}.csv).")
     stem = path.name[: len(path.name) - len(suffix) - len(".csv")]
     paths = [path.with_name(f"{stem}{_shard_suffix(i, n)}.csv") for i in range(n)]
     out = Path(output) if optional(output) is not None else path.with_name(f"{stem}.csv")
-    if out in paths and n > 1:
-        raise ValueError(f"the merged file '{out}' would overwrite a shard's file.")
     merged = merge_predictions(paths, out, studies=studies, model_key=model_key)
     write_predictions_json(merged)
     from monai_das.handlers.predictions import read_predictions_csv

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -347,10 +348,21 @@ def test_merge_checks_the_listing(tmp_path):
     owner.write_text(header + "".join(r for i, r in rows.items() if shard_of(i, 2) == shard_of(missing, 2)
                                       and i != missing) + f"{missing},/d/{missing},f{missing},,k1,,boom\n")
     assert read_rows(merge_predictions(shard_files, tmp_path / "all.csv", studies=studies))[0]["error"] == "boom"
-    owner.write_text(header)
-    with pytest.raises(ValueError, match=rf"'{owner}': no row for \d listed stud.*'a'.*did not finish"):
+    # a study missing from either shard is blamed on the shard that owns it, not on the last file
+    for j, f in enumerate(shard_files):
+        kept = f.read_text()
+        gone = next(i for i in "abcdef" if shard_of(i, 2) == j)
+        f.write_text("".join(line for line in kept.splitlines(True) if not line.startswith(f"{gone},")))
+        with pytest.raises(ValueError, match=rf"'{re.escape(str(f))}': no row for 1 listed study \('{gone}': not run "
+                                             r"yet, or the shard was killed\)"):
+            merge_predictions(shard_files, tmp_path / "x.csv", studies=studies)
+        f.write_text(kept)
+    owner.write_text(header)  # killed after writing its header only
+    with pytest.raises(ValueError, match=rf"'{re.escape(str(owner))}': no row for \d listed stud.*'a'.*killed"):
         merge_predictions(shard_files, tmp_path / "x.csv", studies=studies)
     assert not (tmp_path / "x.csv").exists()
+    with pytest.raises(ValueError, match="would overwrite one of the files it merges"):
+        merge_predictions(shard_files, tmp_path / "." / shard_files[0].name)
     # rows that no longer hold: a changed file, a study no longer listed, another model
     owner.write_text(header + "".join(r for i, r in rows.items() if shard_of(i, 2) == shard_of(missing, 2)))
     changed = [dict(s, fingerprint="new") if s["id"] == "a" else s for s in studies]
@@ -525,8 +537,8 @@ def test_inference_shards_resume_and_merge(tmp_path, bundle_root):
     owed = [s for s in ids if shard_of(s, 2) == 1]
     complete = shard1.read_text()
     shard1.write_text(complete.splitlines()[0] + "\n")
-    with pytest.raises(ValueError, match=rf"predictions.shard1of2.csv': no row for {len(owed)} listed stud.*did not "
-                                         r"finish.*Run inference again for those shards"):
+    with pytest.raises(ValueError, match=rf"predictions.shard1of2.csv': no row for {len(owed)} listed stud.*the shard "
+                                         r"was killed.*run inference again for those shards"):
         merge()
     assert [r["id"] for r in read_rows(out / "predictions.csv")] == ids  # the former merged file is left as it was
     assert run_inference(bundle_root, input=str(folder), output_dir=str(out), shard_index=1, shard_count=2) == owed
@@ -534,7 +546,7 @@ def test_inference_shards_resume_and_merge(tmp_path, bundle_root):
     # a study added to the folder after the shards ran is owed by its shard; another k: every row is stale
     _nifti(folder / "s9.nii.gz", (10, 12, 9), seed=9)
     with pytest.raises(ValueError, match=rf"predictions.shard{shard_of('s9.nii.gz', 2)}of2.csv': no row for 1 listed "
-                                         r"study \('s9.nii.gz'\)"):
+                                         r"study \('s9.nii.gz': not run yet"):
         merge()
     (folder / "s9.nii.gz").unlink()
     with pytest.raises(ValueError, match=r"shard0of2.csv': \d row\(s\) another model or inference setting"):
@@ -559,6 +571,19 @@ def test_bundle_cli_single_file_input(tmp_path, bundle_root):
     assert f"predictions: 1 studies written to {out / 'predictions.csv'} (0 unreadable)" in proc.stdout
     (row,) = read_rows(out / "predictions.csv")
     assert row["id"] == "one_file.nii.gz" and row["error"] == "" and row["source"] == str(study)
+
+    # `run merge --init_id merge_initialize`: only the start-up checks, no network built; checked against the
+    # listing, here the folder with one more study than was predicted: refused, naming the file and the study
+    _nifti(tmp_path / "extra.nii.gz", (10, 12, 9), seed=3)
+    onnx = bundle_root / "models" / "model.onnx"
+    onnx_state = onnx.stat().st_mtime_ns if onnx.exists() else None
+    merge = [c if c != str(study) else str(tmp_path) for c in cmd]
+    merge[4:4] = ["merge", "--init_id", "merge_initialize"]
+    proc = subprocess.run(merge, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert (f"'{out / 'predictions.csv'}': no row for 1 listed study ('extra.nii.gz': not run yet, or the shard was "
+            "killed)") in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-4000:]
+    assert "Engine run" not in proc.stdout and (onnx.stat().st_mtime_ns if onnx.exists() else None) == onnx_state
 
 
 VIDEO_INFERENCE = REPO / "bundles" / "das_video_classification" / "configs" / "inference.json"
