@@ -35,10 +35,14 @@ def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _save(fig, filepath: str | os.PathLike) -> str:
+    from monai_das.utils.io import atomic_file
+
     path = Path(filepath)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+    try:
+        with atomic_file(path) as tmp:  # same suffix: matplotlib picks the format from it
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    finally:
+        _pyplot().close(fig)
     return str(path)
 
 

@@ -90,10 +90,16 @@ def read_video_listing(
     rows: list[tuple[str, Path | None, str, str, dict]] = []  # (where, path, label, group, extra)
     if source.is_dir():
         exts = {e.lower() for e in extensions}
-        for label_dir in sorted(p for p in source.iterdir() if p.is_dir()):
-            for f in sorted(label_dir.rglob("*")):
-                if f.is_file() and f.suffix.lower() in exts:
-                    rows.append((str(f), f, label_dir.name, f.stem, {}))
+        def hidden(path: Path) -> bool:  # ".git", "._clip.mp4" and "__MACOSX" of an unzipped archive
+            return any(part.startswith((".", "__")) for part in path.relative_to(source).parts)
+
+        for label_dir in sorted(p for p in source.iterdir() if p.is_dir() and not hidden(p)):
+            clips = [f for f in sorted(label_dir.rglob("*"))
+                     if f.is_file() and f.suffix.lower() in exts and not hidden(f)]
+            if not clips:  # a class without clips would vanish from the label set without a word
+                raise ValueError(f"class folder '{label_dir}' holds no clips with extensions {sorted(exts)}; add "
+                                 "its clips or remove the folder.")
+            rows += [(str(f), f, label_dir.name, f.stem, {}) for f in clips]
         if not rows:
             raise ValueError(f"no clips with extensions {sorted(exts)} found under '{source}/<label>/'.")
     else:
@@ -132,6 +138,7 @@ def read_video_listing(
     else:
         names = label_names
     items, problems = [], []
+    first: dict[str, str] = {}  # clip file -> where it was listed first
     for where, path, label, group, extra in rows:
         try:
             if path is None:
@@ -141,6 +148,10 @@ def read_video_listing(
                                  "so that no patient is split across folds.")
             if not path.is_file():
                 raise FileNotFoundError(f"{where}: clip file '{path}' does not exist.")
+            key = os.path.realpath(path)
+            if key in first:  # counted twice, and under two patients it could sit in the train and the test fold
+                raise ValueError(f"{where}: clip file '{path}' is listed twice (first at {first[key]}).")
+            first[key] = where
             idx = _label_index(label, names, where)
         except (FileNotFoundError, ValueError) as e:
             if on_error == "raise":

@@ -364,6 +364,13 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets add a BOM
             reader = csv.DictReader(f)
+            if reader.fieldnames is not None:  # "image, label": the names without their spaces
+                reader.fieldnames = [(n or "").strip() for n in reader.fieldnames]
+                near = {n: n.lower() for n in reader.fieldnames if n.lower() in ("image", "label", "id")
+                        and n not in ("image", "label", "id")}
+                if near:
+                    raise ValueError(f"study list '{csv_path}' line 1: column(s) {sorted(near)} would be ignored; "
+                                     f"the columns are named in lower case: {sorted(set(near.values()))}.")
             if reader.fieldnames is None or image_column not in reader.fieldnames:
                 raise ValueError(f"study list '{csv_path}' line 1: needs a '{image_column}' column (path of each "
                                  f"study), got the columns {reader.fieldnames}.")

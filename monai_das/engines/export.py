@@ -84,9 +84,20 @@ def _plain_name(value: Any, key: str) -> Any:
     raise ValueError(f"model card value {key}={value!r} is not a plain value; it is not passed to the config.")
 
 
+def _plain_key(k: Any, key: str) -> str:
+    """A key of a card's dict passed to the config: a plain name. MONAI gives keys meaning (``_target_`` builds any
+    importable callable, ``_requires_``/``_disabled_``/``_mode_`` run or skip, ``#``/``@``/``$``/``%`` address or
+    evaluate), and the card is data, so such keys are refused, never instantiated."""
+    k = str(k)
+    if k.startswith("_") or any(c in k for c in "#@$%"):
+        raise ValueError(f"model card key {key}#{k!r} is not a plain name (MONAI would read it as a directive: "
+                         "'_target_', '_requires_', references); the card is data, it is not passed to the config.")
+    return k
+
+
 def _plain_tree(value: Any, key: str) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _plain_tree(v, f"{key}#{k}") for k, v in value.items()}
+        return {_plain_key(k, key): _plain_tree(v, f"{key}#{k}") for k, v in value.items()}
     if isinstance(value, list):
         return [_plain_tree(v, f"{key}#{i}") for i, v in enumerate(value)]
     return _plain_name(value, key)
@@ -404,9 +415,12 @@ def export_torchscript(
     root, ckpt, card_path = _bundle_paths(bundle_root, ckpt_file, meta_file)
     card = read_model_card(card_path)
     out = Path(filepath) if filepath is not None else root / "models" / "model.ts"
-    with warnings.catch_warnings():
+    from monai_das.utils.io import atomic_file
+
+    # written beside and swapped in whole: a killed export never leaves a truncated model.ts that would be picked up
+    with warnings.catch_warnings(), atomic_file(out) as tmp:
         warnings.simplefilter("ignore")  # tracer warnings: the sampler's control flow does not depend on values
-        ckpt_export(net_id=net_id, filepath=str(out), ckpt_file=str(ckpt), meta_file=str(card_path),
+        ckpt_export(net_id=net_id, filepath=str(tmp), ckpt_file=str(ckpt), meta_file=str(card_path),
                     config_file=str(config_file), bundle_root=str(root), use_trace=True,
                     input_shape=[1, *_image_shape(card)], **{**card_overrides(card), **overrides})
     return str(out)

@@ -74,7 +74,7 @@ def read_predictions_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[
         raw = raw[: cut + 1] if cut >= 0 else b""
         dropped += 1
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a file saved again by a spreadsheet starts with a BOM
     except UnicodeDecodeError as e:
         raise ValueError(f"predictions file '{path}' is not UTF-8 text (byte {e.start}); move it away.") from None
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -226,7 +226,7 @@ class PredictionWriter:
             return
         self.filepath.parent.mkdir(parents=True, exist_ok=True)
         if self.filepath.is_file() and self.filepath.stat().st_size > 0:
-            with open(self.filepath, newline="", encoding="utf-8", errors="replace") as f:
+            with open(self.filepath, newline="", encoding="utf-8-sig", errors="replace") as f:
                 header = next(csv.reader(f), [])
             if header != self.fields:
                 raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,31 @@ def test_csv_labels_as_a_datalist_and_malformed_files(tmp_path):
     csv_path.write_bytes("file,label,patient_id\n0.mp4,lésion,1\n".encode("cp1252"))
     with pytest.raises(ValueError, match=r"list\.csv: not UTF-8 text \(byte 0xe9 .*save it as UTF-8"):
         read_video_listing(csv_path)
+
+
+def test_folder_listing_skips_hidden_entries_and_refuses_an_empty_class(tmp_path):
+    """An unzipped archive's `__MACOSX/` and `._clip.mp4` are not a class or clips; an empty class is an error."""
+    for rel in ("covid/a.mp4", "covid/._a.mp4", "healthy/b.mp4", "__MACOSX/covid/._a.mp4", ".cache/c.mp4",
+                "healthy/.thumbs/d.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")  # the listing only looks at names
+    items = read_video_listing(tmp_path)
+    assert [(Path(it["image"]).name, it["label_name"]) for it in items] == [("a.mp4", "covid"), ("b.mp4", "healthy")]
+    (tmp_path / "pneumonia").mkdir()
+    (tmp_path / "pneumonia" / "notes.txt").write_text("no clip")
+    with pytest.raises(ValueError, match=r"class folder '.*pneumonia' holds no clips"):
+        read_video_listing(tmp_path)
+
+
+def test_csv_listing_refuses_a_clip_listed_twice(tmp_path, caplog):
+    """The same file under two rows (or two patients) would be counted twice and could sit in two folds."""
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    csv_path = tmp_path / "list.csv"
+    _write_csv(csv_path, [("a.mp4", "covid", "1"), ("b.mp4", "healthy", "2"), ("./a.mp4", "covid", "3")])
+    with pytest.raises(ValueError, match=r"list\.csv' line 4: clip file '.*a\.mp4' is listed twice \(first at "
+                                         r"CSV '.*list\.csv' line 2\)"):
+        read_video_listing(csv_path)
+    with caplog.at_level(logging.WARNING):
+        items = read_video_listing(csv_path, on_error="skip")
+    assert [it["group"] for it in items] == ["1", "2"] and "skipped 1 of 3" in caplog.text

@@ -136,6 +136,13 @@ def test_study_lists(folder, tmp_path):
     assert two.kind == "invalid" and "must hold exactly one study, found 2 (two#series_4, two#series_9)" in two.error
     assert items[str(folder / "two")]["label"] == 0
     assert items["missing.nii"]["fingerprint"] == "missing"
+    # a header typed with spaces after the commas still names its columns; capitalised names are refused, not ignored
+    listing.write_text(f"image, label, id\n{folder / 'a.nii.gz'}, pos, first\n")
+    (item,) = list_studies(listing, label_names=["neg", "pos"])
+    assert item["id"] == "first" and item["label"] == 1
+    listing.write_text(f"image,Label\n{folder / 'a.nii.gz'},pos\n")
+    with pytest.raises(ValueError, match=r"list\.csv' line 1: column\(s\) \['Label'\] would be ignored"):
+        list_studies(listing, label_names=["neg", "pos"])
     # a MONAI datalist: its test list, ids relative to the dataset folder
     datalist = folder / "list.json"
     datalist.write_text(json.dumps({"labels": {"0": "neg", "1": "pos"}, "training": [],

@@ -85,6 +85,13 @@ def test_card_overrides_take_plain_values_only(tmp_path):
     hostile = build_model_card(None, {**FACTS, "encoder_kwargs": {"x": "@network_def"}})
     with pytest.raises(ValueError, match="not a plain value"):
         card_overrides(hostile)
+    # keys are data too: MONAI would instantiate a `_target_` dict it reaches through @encoder_kwargs
+    for kwargs in ({"_target_": "os.system", "command": "true"}, {"act": {"_target_": "os.getcwd"}},
+                   {"_requires_": "$print(1)"}, {"x#y": 1}, {"@k": 1}):
+        with pytest.raises(ValueError, match="is not a plain name"):
+            card_overrides(build_model_card(None, {**FACTS, "encoder_kwargs": kwargs}))
+        with pytest.raises(ValueError, match="is not a plain name"):
+            card_overrides(build_model_card(None, {**FACTS, "sampler_kwargs": kwargs}))
     # the bundle's configs/metadata.json is a template, not a card
     template = tmp_path / "metadata.json"
     template.write_text(json.dumps({"version": "0.1.0", "network_data_format": {}}))

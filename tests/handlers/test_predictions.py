@@ -97,3 +97,11 @@ def test_other_columns_refused(tmp_path):
     PredictionWriter(path, ["neg", "pos"]).attach(engine)
     with pytest.raises(ValueError, match="columns"):
         engine.run(batches, max_epochs=1)
+
+
+def test_a_predictions_file_saved_by_a_spreadsheet_still_reads(tmp_path):
+    """Excel writes a UTF-8 BOM: the header must still say `id`, not `\\ufeffid`."""
+    path = tmp_path / "predictions.csv"
+    path.write_bytes("id,pred_label\na,1\n".encode("utf-8-sig"))
+    header, rows, dropped = read_predictions_csv(path)
+    assert header == ["id", "pred_label"] and rows == [{"id": "a", "pred_label": "1"}] and dropped == 0
