@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_das.data.studies import is_hidden
 from monai_das.data.video_io import DICOM_EXTENSIONS, VIDEO_EXTENSIONS
 
 __all__ = [
@@ -90,8 +91,9 @@ def read_video_listing(
     rows: list[tuple[str, Path | None, str, str, dict]] = []  # (where, path, label, group, extra)
     if source.is_dir():
         exts = {e.lower() for e in extensions}
-        def hidden(path: Path) -> bool:  # ".git", "._clip.mp4" and "__MACOSX" of an unzipped archive
-            return any(part.startswith((".", "__")) for part in path.relative_to(source).parts)
+
+        def hidden(path: Path) -> bool:
+            return any(is_hidden(part) for part in path.relative_to(source).parts)
 
         for label_dir in sorted(p for p in source.iterdir() if p.is_dir() and not hidden(p)):
             clips = [f for f in sorted(label_dir.rglob("*"))

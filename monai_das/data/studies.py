@@ -270,15 +270,21 @@ def _skipped(path: Path, mhd_stems: set[str]) -> bool:
             or (suffix in _MHD_DATA_EXTENSIONS and path.stem in mhd_stems))
 
 
+def is_hidden(name: str) -> bool:
+    """A file or folder name that holds no study or clip: hidden (``.git``, ``._scan.nii.gz``, the resource forks an
+    archive made on macOS unpacks) or the ``__MACOSX`` folder of such an archive."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _walk(root: Path) -> list[StudySource]:
     """Every study under the folder ``root`` (see :func:`discover_studies`), ids relative to ``root``."""
     headers: dict[Path, Any] = {}
     studies: list[StudySource] = []
     any_file = False
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
         folder = Path(dirpath)
-        files = sorted(folder / f for f in filenames if not f.startswith("."))
+        files = sorted(folder / f for f in filenames if not is_hidden(f))
         any_file = any_file or bool(files)
         if not files and not dirnames:
             studies.append(StudySource(_study_id(root, folder), "invalid", folder,

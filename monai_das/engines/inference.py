@@ -394,11 +394,12 @@ def merge_predictions(
         if "id" not in header:
             raise ValueError(f"'{p}' is not a predictions file (no 'id' column, columns {header}).")
         part = dedupe_predictions(part)
+        old_version = _old_version(header, model_key)
         for r in part:
             if r.get("model"):
                 models.setdefault(r["model"], str(p))
             if expected is not None:
-                reason = _old_version(header, model_key) or _stale_reason(r, expected, model_key)
+                reason = old_version or _stale_reason(r, expected, model_key)
                 if reason is not None:
                     stale.setdefault(str(p), {}).setdefault(reason, 0)
                     stale[str(p)][reason] += 1
@@ -428,7 +429,10 @@ def merge_predictions(
                                "resumes: only what is missing or stale runs), then merge.")
     if fields is None:
         raise ValueError("no prediction files to merge.")
-    return write_predictions_csv(output, fields, dedupe_predictions(rows))
+    merged = dedupe_predictions(rows)
+    logger.info(f"merged {len(paths)} file(s) into '{output}': {len(merged)} studies, "
+                f"{sum(bool(r.get('error')) for r in merged)} with an error.")
+    return write_predictions_csv(output, fields, merged)
 
 
 def merge_shards(
@@ -467,9 +471,4 @@ def merge_shards(
     out = Path(output) if optional(output) is not None else path.with_name(f"{stem}.csv")
     merged = merge_predictions(paths, out, studies=studies, model_key=model_key)
     write_predictions_json(merged)
-    from monai_das.handlers.predictions import read_predictions_csv
-
-    rows = read_predictions_csv(merged)[1]
-    logger.info(f"merged {n} shard file(s) into '{merged}': {len(rows)} studies, "
-                f"{sum(bool(r.get('error')) for r in rows)} with an error.")
     return merged

@@ -104,6 +104,20 @@ def test_discovery_ids_and_kinds(folder):
         discover_studies(folder / "missing")
 
 
+
+def test_discovery_skips_an_unzipped_archives_resource_forks(tmp_path):
+    """macOS archives unpack `__MACOSX/<path>/._<name>` beside every file: no study, and no empty-folder error."""
+    import shutil
+
+    for rel in ("a.nii.gz", "__MACOSX/._a.nii.gz", "__MACOSX/sub/._b.nii.gz", ".git/config"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert [s.study_id for s in discover_studies(tmp_path)] == ["a.nii.gz"]
+    shutil.rmtree(tmp_path / "__MACOSX")
+    (tmp_path / "__MACOSX").mkdir()  # only an empty __MACOSX: still skipped, not an "empty study folder"
+    assert [s.study_id for s in discover_studies(tmp_path)] == ["a.nii.gz"]
+
+
 def test_fingerprints(folder, tmp_path):
     studies = {s.study_id: s for s in discover_studies(folder)}
     st = (folder / "a.nii.gz").stat()
