@@ -32,6 +32,13 @@ from monai_das.transforms.preprocessing import (
     map_evidence,
     volume_preprocessing,
 )
+from monai_das.transforms.spatial import (
+    RandFrameAffine,
+    RandFrameAffined,
+    RandFrameAffineD,
+    RandFrameAffineDict,
+    frame_affine,
+)
 from monai_das.transforms.temporal import (
     affine_source_indices,
     KEPT_INDICES,
@@ -55,6 +62,11 @@ from monai_das.transforms.temporal import (
 )
 
 __all__ = [
+    "frame_affine",
+    "RandFrameAffine",
+    "RandFrameAffined",
+    "RandFrameAffineD",
+    "RandFrameAffineDict",
     "affine_source_indices",
     "map_evidence",
     "MapEvidenced",
