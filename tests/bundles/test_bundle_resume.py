@@ -22,11 +22,13 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 ARGS = ["--num_train", "32", "--num_val", "16", "--batch_size", "16", "--progress_bar", "False", "--num_figures", "0",
         "--mlflow", "false", "--max_epochs", "4", "--num_threads", "1",
-        # random augmentation in the main process: its generators must be restored too, the flip's own and the ones
-        # RandAffined draws from (its array twin RandAffine and that one's RandAffineGrid)
+        # random augmentation in the main process: its generators must be restored too, the flip's own, the ones
+        # RandAffined draws from (its array twin RandAffine and that one's RandAffineGrid) and the bundles' own
+        # RandFrameAffined's (and its array twin's)
         "--train#random_transforms", "[{'_target_': 'RandFlipd', 'keys': 'image', 'prob': 0.5, 'spatial_axis': 1}, "
         "{'_target_': 'RandAffined', 'keys': 'image', 'prob': 0.5, 'rotate_range': [0.26, 0, 0], "
-        "'scale_range': [0, 0.1, 0.1]}]"]
+        "'scale_range': [0, 0.1, 0.1]}, {'_target_': 'monai_das.transforms.RandFrameAffined', 'keys': 'image', "
+        "'prob': 0.5, 'rotate_range': 0.26, 'scale_range': 0.1, 'frame_axis': 0}]"]
 
 
 def _kill_config(tmp_path: Path, epoch: int) -> str:
