@@ -248,11 +248,14 @@ def save_onnx(
     along the network's frame axis). The network's ``layout``, ``slice_axis``, ``T`` and default ``k`` are stored
     in ``metadata_props["monai_das.network"]``; ``metadata`` (the model card) is stored as JSON in
     ``metadata_props["metadata.json"]`` (``extra_props``: more string properties). With ``check``, ONNX Runtime runs
-    the file at batch 1 and 3 (and at two ``k``) against the eager network: kept indices equal and class
-    probabilities (softmax of the logits) within ``atol`` (``RuntimeError`` otherwise). Probabilities, not logits:
-    float32 rounding grows with the logits' scale, and a barely trained model with near-zero BatchNorm variances
-    had logits in the thousands whose float32 and float64 values differ by 3.5 in eager PyTorch alone (a smoke
-    model's probabilities differed by 1.9·10⁻⁴: hence 10⁻³; the engine tests check 10⁻⁴ on ordinary models).
+    the file at batch 1 and 3 (and at two ``k``) against the eager network: kept indices equal, and class
+    probabilities (softmax of the logits) within ``atol`` or logits within ``atol`` times their largest magnitude
+    (``RuntimeError`` otherwise). Not absolute logits: float32 rounding grows with the logits' scale, and a barely
+    trained model with near-zero BatchNorm variances had logits in the thousands whose float32 and float64 values
+    differ by 3.5 in eager PyTorch alone (a smoke model's probabilities differed by 1.9·10⁻⁴: hence 10⁻³; the engine
+    tests check 10⁻⁴ on ordinary models). Not probabilities alone either: on the check's uniform-noise inputs a
+    1-epoch video model gave logits near 220 with two classes 0.01 apart, where ONNX Runtime's float32 rounding at
+    batch 3 (3·10⁻⁴ of the scale) moved a probability by 5·10⁻³.
     Returns the path.
     """
     import onnx
@@ -344,12 +347,15 @@ def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], ato
         got, idx = runner.forward_with_indices(x, k)
         same_shape = got.shape == expected.shape
         diff = float((got.softmax(-1) - expected.softmax(-1)).abs().max()) if same_shape else float("nan")
+        logit_diff = float((got - expected).abs().max()) if same_shape else float("nan")
+        scale = max(1.0, float(expected.abs().max()))
         same_idx = idx.shape == expected_idx.shape and bool(torch.equal(idx, expected_idx))
-        if not diff <= atol or not same_idx:
+        if not (diff <= atol or logit_diff <= atol * scale) or not same_idx:
             raise RuntimeError(
                 f"ONNX file '{path}' differs from the eager network at batch {batch}, k={k or 'default'}: logits "
-                f"{tuple(got.shape)} vs {tuple(expected.shape)}, max |probability difference| {diff:.3g} (atol "
-                f"{atol}); kept indices {'equal' if same_idx else 'differ'}."
+                f"{tuple(got.shape)} vs {tuple(expected.shape)}, max |probability difference| {diff:.3g} and max "
+                f"|logit difference| {logit_diff:.3g} for logits up to {scale:.3g} (allowed: probabilities within "
+                f"{atol} or logits within {atol} × that scale); kept indices {'equal' if same_idx else 'differ'}."
             )
 
 

@@ -112,3 +112,31 @@ def test_export_keeps_the_exporters_chatter_out_of_the_log(tmp_path, caplog):
     assert not noisy, noisy[:5]
     assert {n: logging.getLogger(n).level for n in before} == before
     assert any(r.name == "monai_das.engines.export" for r in caplog.records)  # our own line is still there
+
+
+def test_export_check_allows_rounding_at_the_logits_scale_not_a_wrong_graph(exported, monkeypatch):
+    """The check passes ONNX Runtime's float32 rounding, which grows with the logits (a 1-epoch model gave logits
+    near 220, two classes 0.01 apart, and probabilities 5e-3 apart at batch 3), and refuses a graph that is wrong."""
+    from monai_das.engines import export
+    from monai_das.networks.nets.onnx_classifier import OnnxClassifier
+
+    path, net, _ = exported
+    real = OnnxClassifier.forward_with_indices
+
+    def scaled(scale, shift):
+        def run(self, x, k=None):
+            logits, idx = real(self, x, k)
+            big = torch.stack([logits[:, 0] * 0 + 154.53, logits[:, 0] * 0 + 154.52], -1)
+            return big * scale + shift, idx
+        return run
+
+    def eager_big(x, k=None):
+        logits, idx = type(net).forward_with_indices(net, x, k)
+        return torch.stack([logits[:, 0] * 0 + 154.53, logits[:, 0] * 0 + 154.52], -1), idx
+
+    monkeypatch.setattr(net, "forward_with_indices", eager_big)
+    monkeypatch.setattr(OnnxClassifier, "forward_with_indices", scaled(1.0, torch.tensor([0.04, 0.0])))
+    export._check_onnx(net, path, ITEM, 1e-3)  # probabilities 1e-2 apart, logits 2.6e-4 of their scale: rounding
+    monkeypatch.setattr(OnnxClassifier, "forward_with_indices", scaled(1.0, torch.tensor([0.5, 0.0])))
+    with pytest.raises(RuntimeError, match=r"logit difference\| 0\.5 for logits up to 155"):
+        export._check_onnx(net, path, ITEM, 1e-3)
