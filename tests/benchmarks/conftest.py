@@ -42,11 +42,6 @@ def bn_lag_script():
 
 
 @pytest.fixture(scope="session")
-def speed_script():
-    return _load("inference_speed")
-
-
-@pytest.fixture(scope="session")
 def paired_tags_script():
     return _load("paired_tags")
 
