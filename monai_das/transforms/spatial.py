@@ -32,6 +32,11 @@ def _plane(frame_axis: int) -> tuple[int, int]:
     return p, q
 
 
+def _check_modes(mode: str, padding_mode: str) -> None:
+    if mode not in _MODES or padding_mode not in _PADDING_MODES:
+        raise ValueError(f"mode must be one of {_MODES} and padding_mode one of {_PADDING_MODES}, got {mode!r}, {padding_mode!r}.")
+
+
 def _check_image(img: torch.Tensor, name: str) -> None:
     if img.ndim != 4:
         raise ValueError(
@@ -72,8 +77,7 @@ def frame_affine(
         float tensor of ``img``'s shape.
     """
     p, q = _plane(frame_axis)
-    if mode not in _MODES or padding_mode not in _PADDING_MODES:
-        raise ValueError(f"mode must be one of {_MODES} and padding_mode one of {_PADDING_MODES}, got {mode!r}, {padding_mode!r}.")
+    _check_modes(mode, padding_mode)
     img = convert_to_tensor(img, track_meta=False)
     _check_image(img, "frame_affine")
     rotate, scale = [0.0] * 3, [1.0] * 3
@@ -130,8 +134,7 @@ class RandFrameAffine(RandomizableTransform):
         RandomizableTransform.__init__(self, prob)
         if float(rotate_range) < 0 or not 0 <= float(scale_range) < 1:
             raise ValueError(f"rotate_range must be >= 0 and scale_range in [0, 1), got {rotate_range}, {scale_range}.")
-        if mode not in _MODES or padding_mode not in _PADDING_MODES:
-            raise ValueError(f"mode must be one of {_MODES} and padding_mode one of {_PADDING_MODES}, got {mode!r}, {padding_mode!r}.")
+        _check_modes(mode, padding_mode)
         _plane(frame_axis)
         self.rotate_range, self.scale_range = float(rotate_range), float(scale_range)
         self.frame_axis, self.mode, self.padding_mode = int(frame_axis), mode, padding_mode
