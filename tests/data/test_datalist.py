@@ -193,6 +193,40 @@ def test_integer_labels_and_classes_over_all_splits(tmp_path):
     assert load_datalist(path)[0]["label"] == 1 and load_datalist(path, split="validation")[0]["label"] == 0
 
 
+def test_label_typos_are_refused_and_real_classes_kept(tmp_path):
+    """A rare label one typo from a frequent one (``malignnt`` once beside 12 ``malignant``) would silently become
+    a class of its own: refused naming both and where they are; labels differing only in spaces/punctuation too.
+    Real classes that look alike (``grade1``/``grade2``, ``normal``/``abnormal``, a frequent pair, short names)
+    are kept, and a ``labels`` block names them when the rule would refuse them."""
+    from monai_das.data.datalist import _one_typo_apart, classes_of_labels
+
+    assert _one_typo_apart("malignnt", "malignant") and _one_typo_apart("bengin", "benign")
+    assert _one_typo_apart("benign", "benigm") and _one_typo_apart("covid", "covid19"[:6])
+    assert not _one_typo_apart("grade1", "grade2") and not _one_typo_apart("normal", "abnormal")
+    assert not _one_typo_apart("benign", "benign") and not _one_typo_apart("cyst", "cancer")
+
+    data = tmp_path / "data"
+    names = [f"c{i}.npy" for i in range(14)]
+    _touch(data, *names)
+    rows = [f"{n},malignant" for n in names[:12]]
+    with pytest.raises(ValueError, match=r"labels\.csv: the label 'malignnt' \(.*labels\.csv:14\) occurs in 1 item "
+                                         r"and is one typo away from 'malignant' \(12 items, first at .*labels\.csv:2\)"):
+        load_datalist(_csv(data / "labels.csv", "image,label", *rows, f"{names[12]},malignnt", f"{names[13]},benign"))
+    with pytest.raises(ValueError, match=r"'non-covid' .* and 'Non_Covid' .* differ only in case, spaces or punct"):
+        load_datalist(_csv(data / "labels.csv", "image,label", f"{names[0]},non-covid", f"{names[1]},Non_Covid"))
+    # real classes that look alike: kept
+    for a, b in [("grade1", "grade2"), ("normal", "abnormal"), ("ab", "abc")]:
+        path = _csv(data / "labels.csv", "image,label", *[f"{n},{a}" for n in names[:12]], f"{names[12]},{b}")
+        assert datalist_classes(path) == sorted([a, b])
+    frequent = {"benign": "x:1", "benigns": "x:2"}  # both frequent: two meant classes
+    assert classes_of_labels(frequent, "x", {"benign": 30, "benigns": 20}) == ["benign", "benigns"]
+    assert classes_of_labels(frequent, "x") == ["benign", "benigns"]  # no counts: no rarity rule
+    # a labels block says both are classes
+    items = [{"image": n, "label": "malignant"} for n in names[:12]] + [{"image": names[12], "label": "malignnt"}]
+    path = _json(data / "named.json", {"labels": {"0": "malignant", "1": "malignnt"}, "training": items})
+    assert [it["label"] for it in load_datalist(path)][-2:] == [0, 1]
+
+
 @pytest.mark.parametrize(
     "content, exc, match",
     [

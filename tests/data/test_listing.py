@@ -153,6 +153,10 @@ def test_csv_labels_as_a_datalist_and_malformed_files(tmp_path):
     _write_csv(csv_path, [("0.mp4", "Covid", "1"), ("1.mp4", "covid", "2")])
     with pytest.raises(ValueError, match=r"'Covid' \(CSV '.*list\.csv' line 2\) and 'covid' .* differ only in case"):
         read_video_listing(csv_path)
+    _write_csv(csv_path, [(f"{i}.mp4", "covid", str(i)) for i in range(11)] + [("11.mp4", "cvoid", "11")])
+    with pytest.raises(ValueError, match=r"the label 'cvoid' \(CSV '.*list\.csv' line 13\) occurs in 1 item and is "
+                                         r"one typo away from 'covid' \(11 items"):
+        read_video_listing(csv_path)
     csv_path.write_text("file,label,patient_id\n0.mp4,covid,1\n1.mp4,covid,2,left\n")
     with pytest.raises(ValueError, match=r"list\.csv' line 3: more cells than the header's 3 columns .*'left'"):
         read_video_listing(csv_path)
