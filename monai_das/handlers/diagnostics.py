@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.handlers.metrics import bootstrap_intervals
 from monai_das.handlers.sampling import SampledIndicesHandler
 from monai_das.handlers.warmup import sampler_warming_up
 
@@ -93,6 +95,9 @@ class SelectionDiagnosticsHandler:
       ``min_prediction_std`` the network answers the same whatever the input (BatchNorm running statistics that lag
       the weights, a collapsed model): a warning is logged and ``engine.state.degenerate_predictions`` is set, so the
       best-model saver does not keep this epoch, however good its (tie-broken) AUC.
+    - ``<prefix>auc_low``, ``<prefix>auc_high`` (with ``auc_interval``): the 95 % percentile-bootstrap interval over
+      the items of the macro one-vs-rest AUC (:func:`~monai_das.handlers.bootstrap_intervals`, fixed seed, no
+      global random state touched): how much a validation list of that size says. Absent when a class has no item.
 
     With ``output_dir`` it also writes, after every epoch, ``<output_dir>/<prefix>kept_positions.json`` (for every frame
     position the fraction of items that kept it, over all items and per true class, with the item counts) and
@@ -123,6 +128,7 @@ class SelectionDiagnosticsHandler:
         split: name of the evaluated split (e.g. ``"test"``, or ``"val"`` when evaluate.json is run with
             ``--validate#split val``), written into ``kept_positions.json`` and the plot's title; the file names keep
             ``prefix``.
+        auc_interval: also add the AUC's bootstrap interval (``<prefix>auc_low``/``<prefix>auc_high``).
     """
 
     def __init__(
@@ -137,6 +143,7 @@ class SelectionDiagnosticsHandler:
         label_key: str = "label",
         label_names: Sequence[str] | None = None,
         split: str | None = None,
+        auc_interval: bool = False,
     ) -> None:
         self.indices = SampledIndicesHandler(network, output_key="_kept_indices")
         self.split = split
@@ -155,6 +162,8 @@ class SelectionDiagnosticsHandler:
         self.label_key = label_key
         self.label_names = None if label_names is None else [str(n) for n in label_names]
         self._labels: list[int | None] = []
+        self.auc_interval = bool(auc_interval)
+        self._prob_labels: list[int | None] = []  # the true class of every item in _probs
 
     def attach(self, engine: Any) -> None:
         self.indices.attach(engine)
@@ -163,7 +172,7 @@ class SelectionDiagnosticsHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _reset(self, engine: Any) -> None:
-        self._kept, self._probs, self._evidence, self._labels = [], [], [0, 0], []
+        self._kept, self._probs, self._evidence, self._labels, self._prob_labels = [], [], [0, 0], [], []
         self._best_before = {a: getattr(engine.state, a) for a in _BEST_ATTRS if hasattr(engine.state, a)}
         setattr(engine.state, DEGENERATE_ATTR, False)
         setattr(engine.state, WARMUP_ATTR, sampler_warming_up(self.indices.network))
@@ -172,15 +181,17 @@ class SelectionDiagnosticsHandler:
         outputs = engine.state.output if isinstance(engine.state.output, list) else []
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(outputs)
         for item, data in zip(outputs, batch):
+            label = data.get(self.label_key) if isinstance(data, dict) else None
+            label = None if label is None else torch.as_tensor(label).reshape(-1)
+            label = None if label is None else int(label.argmax() if label.numel() > 1 else label[0])
             if self.prob_key in item:
                 self._probs.append(torch.as_tensor(item[self.prob_key]).detach().float().reshape(-1).cpu())
+                self._prob_labels.append(label)
             if "_kept_indices" not in item:
                 continue
             kept = {int(i) for i in torch.as_tensor(item.pop("_kept_indices")).reshape(-1)}
             self._kept.append(kept)
-            label = data.get(self.label_key) if isinstance(data, dict) else None
-            label = None if label is None else torch.as_tensor(label).reshape(-1)
-            self._labels.append(None if label is None else int(label.argmax() if label.numel() > 1 else label[0]))
+            self._labels.append(label)
             self._num_frames = max(self._num_frames, max(kept) + 1, self.indices.num_frames or 0)
             evidence = next((data[k] for k in self.evidence_keys if isinstance(data, dict) and k in data), None)
             if evidence is not None:
@@ -219,6 +230,12 @@ class SelectionDiagnosticsHandler:
                     "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
                     "-1). This epoch is not kept as the best model."
                 )
+        if self.auc_interval and len(self._probs) >= 2 and None not in self._prob_labels:
+            probs, labels = torch.stack(self._probs).numpy(), np.asarray(self._prob_labels)
+            if labels.max() < probs.shape[1]:
+                interval = bootstrap_intervals(probs, labels)["auc"]
+                if interval is not None:
+                    metrics[f"{p}auc_low"], metrics[f"{p}auc_high"] = interval
         self._follow_the_saver(engine)
 
     def _follow_the_saver(self, engine: Any) -> None:

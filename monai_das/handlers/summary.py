@@ -26,6 +26,10 @@ class TrainingSummaryHandler:
     right after a resume (the saver's ``best_epoch``/``best_metrics`` are in ``last.pt``). ``best`` holds
     ``{"epoch": ..., <metrics>}`` once training completed with a best model, else ``None``.
 
+    When that epoch's metrics hold the key metric's bootstrap interval (``<key_metric>_low``/``_high``, from
+    :class:`~monai_das.handlers.SelectionDiagnosticsHandler` with ``auc_interval``), the line shows it, and a warning
+    says so when it reaches 0.5 (a validation list too small to tell the model from chance).
+
     Attach to the trainer.
 
     Args:
@@ -58,7 +62,16 @@ class TrainingSummaryHandler:
         else:
             self.best = {**self.saver.best_metrics, self.key_metric: score, "epoch": epoch}
             extra = ", ".join(f"{k} {self.best[k]:.3f}" for k in self.report if k in self.best)
-            msg = (f"training done: best {self.key_metric} {score:.3f} at epoch {epoch} of {engine.state.epoch}"
-                   + (f" ({extra})" if extra else ""))
+            low, high = self.best.get(f"{self.key_metric}_low"), self.best.get(f"{self.key_metric}_high")
+            interval = "" if low is None or high is None else f" [95 % interval {low:.3f}, {high:.3f}]"
+            msg = (f"training done: best {self.key_metric} {score:.3f}{interval} at epoch {epoch} of "
+                   f"{engine.state.epoch}" + (f" ({extra})" if extra else ""))
+            if low is not None and low <= 0.5:
+                msg += (f"\nthe best epoch's {self.key_metric} cannot be told from chance on this validation list (its "
+                        f"95 % bootstrap interval over the items, [{low:.3f}, {high:.3f}], reaches 0.5): validate on "
+                        "more items, and evaluate on a test list (evaluate.json) before trusting this model.")
         if idist.get_rank() == 0:
-            self.logger.info(msg)
+            first, _, warning = msg.partition("\n")
+            self.logger.info(first)
+            if warning:
+                self.logger.warning(warning)

@@ -79,6 +79,29 @@ def test_metrics_with_a_static_sampler():
     assert "_kept_indices" not in evaluator.state.output[0]
 
 
+def test_auc_interval_is_the_bootstrap_of_the_validation_items():
+    """With ``auc_interval`` the epoch's AUC gets its 95 % bootstrap interval over the items (the same numbers as
+    ``bootstrap_intervals`` of the collected probabilities and labels); without it, no interval."""
+    from monai_das.handlers import bootstrap_intervals
+
+    torch.manual_seed(0)
+    net = build_classifier("full", num_classes=2, num_frames=8)
+    data = _data(n=10)
+    with torch.no_grad():  # BatchNorm statistics of the data, so that the predictions vary across items
+        for _ in range(20):
+            net(torch.stack([d["image"] for d in data]))
+    net.eval()
+    plain, diag = SelectionDiagnosticsHandler(net), SelectionDiagnosticsHandler(net, prefix="x_", auc_interval=True)
+    evaluator = _evaluator(net, data, [plain, diag])
+    evaluator.run()
+    m = evaluator.state.metrics
+    assert "val_auc_low" not in m
+    probs = torch.stack([torch.softmax(net(d["image"][None]), 1)[0] for d in data]).detach()
+    want = bootstrap_intervals(probs.numpy(), [int(d["label"]) for d in data])["auc"]
+    assert [m["x_auc_low"], m["x_auc_high"]] == pytest.approx(want, abs=1e-6)
+    assert 0.0 <= m["x_auc_low"] < m["x_auc_high"] <= 1.0
+
+
 def test_churn_after_a_restart_from_the_checkpointed_state():
     """The previous epoch's kept sets live on the engine state (KEPT_ATTR); restored through EngineStateAttributes,
     a fresh handler and evaluator (a resumed run) measure the churn of their first epoch as the first run would."""
