@@ -290,7 +290,8 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
             continue
         for common in sorted(values, key=lambda v: -counts.get(v, 0)):
             m = counts.get(common, 0)
-            if m >= max(10, 5 * n) and max(len(rare), len(common)) >= 4 and _one_typo_apart(rare, common):
+            a, b = (_SPELLING_RE.sub("", v.casefold()) for v in (rare, common))
+            if m >= max(10, 5 * n) and max(len(a), len(b)) >= 4 and _one_typo_apart(a, b):
                 raise ValueError(
                     f"{source}: the label {rare!r} ({values[rare]}) occurs in {n} item{'s' * (n > 1)} and is one "
                     f"typo away from {common!r} ({m} items, first at {values[common]}): a misspelt class would "

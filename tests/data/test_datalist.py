@@ -212,6 +212,8 @@ def test_label_typos_are_refused_and_real_classes_kept(tmp_path):
     with pytest.raises(ValueError, match=r"labels\.csv: the label 'malignnt' \(.*labels\.csv:14\) occurs in 1 item "
                                          r"and is one typo away from 'malignant' \(12 items, first at .*labels\.csv:2\)"):
         load_datalist(_csv(data / "labels.csv", "image,label", *rows, f"{names[12]},malignnt", f"{names[13]},benign"))
+    with pytest.raises(ValueError, match=r"the label 'Malignnt' .* one typo away from 'malignant'"):
+        load_datalist(_csv(data / "labels.csv", "image,label", *rows, f"{names[12]},Malignnt"))
     with pytest.raises(ValueError, match=r"'non-covid' .* and 'Non_Covid' .* differ only in case, spaces or punct"):
         load_datalist(_csv(data / "labels.csv", "image,label", f"{names[0]},non-covid", f"{names[1]},Non_Covid"))
     # real classes that look alike: kept
