@@ -52,6 +52,7 @@ def test_eleven_classes_train_and_evaluate(tmp_path, monkeypatch):
     assert card["das_model"]["num_classes"] == CLASSES and card["das_model"]["label_names"] == names
     val = card["eval_metrics"]
     assert 0.0 <= val["val_auc_low"] <= val["val_auc"] <= val["val_auc_high"] <= 1.0
+    assert 0.0 <= val["val_auc_evenly_spaced"] <= 1.0  # the same network on evenly spaced slices
 
     run(config_file=[TRAIN, EVALUATE], **common)
     report = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
