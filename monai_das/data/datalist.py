@@ -257,10 +257,11 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
     """
     Class names from the distinct labels of a listing (``values``: label → where it first occurs, for errors):
     integer labels are class indices, ``["0", ..., str(max)]`` (every index must occur); else the names sorted.
-    Refuses a mix of indices and names, two names that differ only in case, spaces, ``_``, ``-`` or ``.``
-    (``non-covid``/``Non_Covid``), and, with ``counts`` (label → number of items), a name of at most 2 items that is
-    one typo away from a name of at least 10 and 5× as many items (``malignnt`` beside ``malignant``: it would
-    silently become a class of its own).
+    Refuses a mix of indices and names, and two names that differ only in case, spaces, ``_``, ``-`` or ``.``
+    (``non-covid``/``Non_Covid``). With ``counts`` (label → number of items) it warns about a name of at most 2
+    items that is one typo away from a name of at least 10 and 5× as many items (``malignnt`` beside ``malignant``:
+    it would become a class of its own); a warning, not an error, since real classes can be that close
+    (``EMCI``/``LMCI``, ``Grade II``/``Grade IV``).
     """
     if not values:
         return []
@@ -284,20 +285,21 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
                 f"{source}: the labels {other!r} ({values[other]}) and {v!r} ({values[v]}) differ only in {how}: two "
                 "classes, or one spelled two ways? Spell each class one way."
             )
-    for rare in sorted(values) if counts else ():
-        n = counts.get(rare, 0)
-        if n > 2 or _INT_RE.match(rare):
-            continue
-        for common in sorted(values, key=lambda v: -counts.get(v, 0)):
-            m = counts.get(common, 0)
-            a, b = (_SPELLING_RE.sub("", v.casefold()) for v in (rare, common))
-            if m >= max(10, 5 * n) and max(len(a), len(b)) >= 4 and _one_typo_apart(a, b):
-                raise ValueError(
-                    f"{source}: the label {rare!r} ({values[rare]}) occurs in {n} item{'s' * (n > 1)} and is one "
-                    f"typo away from {common!r} ({m} items, first at {values[common]}): a misspelt class would "
-                    "silently become a class of its own. Fix the label; if both are classes, name the classes (a "
-                    "top-level 'labels' in the JSON) or give class indices."
-                )
+    if counts:  # a rare name one typo from a frequent one: most likely misspelt (but EMCI/LMCI are both classes)
+        spelled = {v: _SPELLING_RE.sub("", v.casefold()) for v in values}
+        frequent = [v for v in values if counts.get(v, 0) >= 10]
+        for rare in sorted(v for v in values if counts.get(v, 0) <= 2 and not _INT_RE.match(v)):
+            n = counts.get(rare, 0)
+            for common in sorted(frequent, key=lambda v: (-counts[v], v)):
+                a, b = spelled[rare], spelled[common]
+                if counts[common] >= 5 * n and max(len(a), len(b)) >= 4 and _one_typo_apart(a, b):
+                    logger.warning(
+                        f"{source}: the label {rare!r} ({values[rare]}) occurs in {n} item{'s' * (n > 1)} and is one "
+                        f"typo away from {common!r} ({counts[common]} items, first at {values[common]}): if it is "
+                        f"misspelt, fix it, or {rare!r} becomes a class of its own (now {len(values)} classes); if "
+                        "both are classes, nothing to do."
+                    )
+                    break
     if ints:
         name = next(v for v in values if v not in ints)
         raise ValueError(

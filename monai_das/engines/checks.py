@@ -153,7 +153,8 @@ def check_overrides(
                 f"did you mean --{close[0]}?"
             )
         # a defined key inside it (--early_stop_patience for patience) or it inside one: named, not refused
-        inside = sorted((k for k in top if len(k) >= 4 and (k in parts[0] or parts[0] in k)), key=len, reverse=True)
+        inside = sorted((k for k in top if len(k) >= 4 and k in parts[0]
+                         or len(parts[0]) >= 4 and parts[0] in k), key=lambda k: (-len(k), k))
         hint = f" Did you mean --{inside[0]}?" if inside else ""
         logger.warning(f"override --{key} is not a key of the bundle configs ({', '.join(files)}); it is added, "
                        f"but nothing uses it unless another config refers to it.{hint}")

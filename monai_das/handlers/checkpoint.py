@@ -223,7 +223,7 @@ class ResumeCheckpointLoader(CheckedCheckpointLoader):
 
     def __call__(self, engine: Any) -> None:
         super().__call__(engine)
-        if self.engine_key:  # ignite's own "resuming from ... epoch 0" line is logged before the state is loaded
+        if self.engine_key and idist.get_rank() == 0:  # ignite's "resuming from ... epoch 0" precedes the loading
             done, total = engine.state.epoch, engine.state.max_epochs
             rest = (f"training continues at epoch {done + 1}" if total is None or done < total
                     else "nothing is left to train")

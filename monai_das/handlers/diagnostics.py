@@ -37,6 +37,9 @@ WARMUP_ATTR = "sampler_warming_up"
 #: bundle's ``validator_state``, :class:`monai_das.handlers.EngineStateAttributes`) and measures the first churn after
 #: a restart as the uninterrupted run does
 KEPT_ATTR = "kept_sets"
+#: items of every class a validation list needs for :class:`SelectionDiagnosticsHandler`'s AUC interval (with fewer,
+#: the bootstrap resamples that keep the class tell nothing of its uncertainty, e.g. one positive: [1.000, 1.000])
+MIN_ITEMS_PER_CLASS = 5
 #: the MONAI workflow's record of its best epoch (``monai.engines.Workflow``), put back when an epoch is vetoed
 _BEST_ATTRS = ("best_metric", "best_metric_epoch")
 
@@ -98,7 +101,9 @@ class SelectionDiagnosticsHandler:
       best-model saver does not keep this epoch, however good its (tie-broken) AUC.
     - ``<prefix>auc_low``, ``<prefix>auc_high`` (with ``auc_interval``): the 95 % percentile-bootstrap interval over
       the items of the macro one-vs-rest AUC (:func:`~monai_das.handlers.bootstrap_intervals`, fixed seed, no
-      global random state touched): how much a validation list of that size says. Absent when a class has no item.
+      global random state touched): how much a validation list of that size says. Absent when a class has fewer
+      than :data:`MIN_ITEMS_PER_CLASS` items (a warning says so once) and in a distributed run (a rank holds only
+      its share of the items; so for ``auc_evenly_spaced``).
     - ``<prefix>auc_evenly_spaced`` (with ``evenly_spaced``, for a sampler with parameters: DAS, DPS, ADPS): the macro
       AUC of the same network on the same items when it sees ``k`` evenly spaced frames instead of its sampler's
       choice (``UniformSampler``'s frames, computed on each validation batch in the same pass over the data: no
@@ -175,6 +180,7 @@ class SelectionDiagnosticsHandler:
         self._prob_labels: list[int | None] = []  # the true class of every item in _probs
         self.evenly_spaced = bool(evenly_spaced)
         self._even: list[tuple[torch.Tensor, int | None]] = []  # (probabilities with evenly spaced frames, class)
+        self._told_too_few = False
 
     def attach(self, engine: Any) -> None:
         self.indices.attach(engine)
@@ -272,13 +278,24 @@ class SelectionDiagnosticsHandler:
                     "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
                     "-1). This epoch is not kept as the best model."
                 )
-        if self.auc_interval and len(self._probs) >= 2 and None not in self._prob_labels:
+        # both below need every item: a distributed validator's rank holds only its share (left out there)
+        single = idist.get_world_size() == 1
+        if single and self.auc_interval and len(self._probs) >= 2 and None not in self._prob_labels:
             probs, labels = torch.stack(self._probs).numpy(), np.asarray(self._prob_labels)
-            if labels.max() < probs.shape[1]:
+            counts = np.bincount(labels, minlength=probs.shape[1])
+            if labels.max() < probs.shape[1] and counts.min() >= MIN_ITEMS_PER_CLASS:
                 interval = bootstrap_intervals(probs, labels)["auc"]
                 if interval is not None:
                     metrics[f"{p}auc_low"], metrics[f"{p}auc_high"] = interval
-        if self._even and all(label is not None for _, label in self._even):
+            elif not self._told_too_few:
+                self._told_too_few = True
+                rare = int(counts.argmin())
+                name = self.label_names[rare] if self.label_names and rare < len(self.label_names) else str(rare)
+                self.logger.warning(
+                    f"the validation list holds {int(counts[rare])} item(s) of class '{name}': its AUC says little, "
+                    f"and no interval is given (the bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of each class)."
+                )
+        if single and self._even and all(label is not None for _, label in self._even):
             from monai.metrics import compute_roc_auc
 
             probs = torch.stack([prob for prob, _ in self._even])

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 NAME, CLASSES = "organmnist3d", 11
 
 
-def _organ_file(folder, per_class={"train": 4, "val": 2, "test": 3}, seed=0):
+def _organ_file(folder, per_class={"train": 4, "val": 5, "test": 3}, seed=0):
     """Every class in every split; class c is a bright cube whose side grows with c, at a random place."""
     rng = np.random.default_rng(seed)
     arrays = {}

@@ -102,6 +102,23 @@ def test_auc_interval_is_the_bootstrap_of_the_validation_items():
     assert 0.0 <= m["x_auc_low"] < m["x_auc_high"] <= 1.0
 
 
+def test_no_auc_interval_with_too_few_items_of_a_class(caplog):
+    """One positive among 9 would give resamples that all score it first ([1.000, 1.000]): no interval, one warning
+    naming the class."""
+    torch.manual_seed(0)
+    net = build_classifier("full", num_classes=2, num_frames=8).eval()
+    data = _data(n=10)
+    for i, d in enumerate(data):
+        d["label"] = torch.tensor(int(i == 0))
+    diag = SelectionDiagnosticsHandler(net, auc_interval=True, label_names=["no", "yes"])
+    evaluator = _evaluator(net, data, [diag])
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.diagnostics"):
+        evaluator.run()
+        evaluator.run()
+    assert "val_auc_low" not in evaluator.state.metrics
+    assert caplog.text.count("holds 1 item(s) of class 'yes': its AUC says little, and no interval") == 1
+
+
 @pytest.mark.parametrize("method", ["das", "dps", "uniform"])
 def test_auc_with_evenly_spaced_frames(method):
     """``evenly_spaced``: the same network's AUC on k evenly spaced frames, computed in the validation pass (equal to
