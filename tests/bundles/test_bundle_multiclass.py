@@ -1,7 +1,7 @@
 """
 A MedMNIST3D set with many classes through the bundle, in-process: OrganMNIST3D's 11 classes (only VesselMNIST3D, 2
-classes, is in the shared data). A small stand-in file in the official layout (``{split}_images`` uint8 ``N×28×28×28``,
-``{split}_labels`` ``N×1``) is accepted as the release by patching the MD5 check alone; DAS trains one epoch, then
+classes, is in the shared data). A small stand-in file in the official layout (``{split}_images`` uint8
+``N×28×28×28``, ``{split}_labels`` ``N×1``) is accepted as the release by patching the MD5 check alone; DAS trains one epoch, then
 ``evaluate.json`` scores the test split. Checks the class names (medmnist's), the 11-class model card, confusion matrix
 and metrics, the macro AUC with its bootstrap interval, and the validation AUC interval of the model card.
 """

@@ -210,8 +210,8 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
     names = [f"c{i}.npy" for i in range(14)]
     _touch(data, *names)
     rows = [f"{n},malignant" for n in names[:12]]
-    warned = r"labels\.csv: the label '{}' \(.*labels\.csv:14\) occurs in 1 item and is one typo away from 'malignant' " \
-             r"\(12 items, first at .*labels\.csv:2\): if it is misspelt, fix it"
+    warned = (r"labels\.csv: the label '{}' \(.*labels\.csv:14\) occurs in 1 item and is one typo away from "
+              r"'malignant' \(12 items, first at .*labels\.csv:2\): if it is misspelt, fix it")
     for typo in ("malignnt", "Malignnt"):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
