@@ -226,19 +226,42 @@ def _classes_of(path: Path, rows: dict[str, list[tuple[str, dict]]], names: list
     if names is not None:
         return list(names)
     values: dict[str, str] = {}  # label → first location, for the error message
+    counts: Counter[str] = Counter()
     for split, entries in rows.items():
         for loc, item in entries:
             value = _raw_label(item.get("label"), f"{path}:{loc}")
             if value and not (split == "test" and value == "-1"):  # -1 marks an unlabelled test item
                 values.setdefault(value, f"{path}:{loc}")
-    return classes_of_labels(values, str(path))
+                counts[value] += 1
+    return classes_of_labels(values, str(path), counts)
 
 
-def classes_of_labels(values: Mapping[str, str], source: str) -> list[str]:
+def _one_typo_apart(a: str, b: str) -> bool:
+    """``b`` is ``a`` with one character inserted, deleted or replaced (a digit by a digit does not count:
+    ``grade1``/``grade2`` are meant), or two neighbouring characters swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 1:
+            return not (a[diff[0]].isdigit() and b[diff[0]].isdigit())
+        return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+_SPELLING_RE = re.compile(r"[\s_.\-]+")
+
+
+def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[str, int] | None = None) -> list[str]:
     """
     Class names from the distinct labels of a listing (``values``: label → where it first occurs, for errors):
     integer labels are class indices, ``["0", ..., str(max)]`` (every index must occur); else the names sorted.
-    Refuses a mix of indices and names, and two names that differ only in case.
+    Refuses a mix of indices and names, and two names that differ only in case, spaces, ``_``, ``-`` or ``.``
+    (``non-covid``/``Non_Covid``). With ``counts`` (label → number of items) it warns about a name of at most 2
+    items that is one typo away from a name of at least 10 and 5× as many items (``malignnt`` beside ``malignant``:
+    it would become a class of its own); a warning, not an error, since real classes can be that close
+    (``EMCI``/``LMCI``, ``Grade II``/``Grade IV``).
     """
     if not values:
         return []
@@ -255,12 +278,28 @@ def classes_of_labels(values: Mapping[str, str], source: str) -> list[str]:
         return [str(i) for i in range(top + 1)]
     folded: dict[str, str] = {}
     for v in values:
-        other = folded.setdefault(v.casefold(), v)
+        other = folded.setdefault(_SPELLING_RE.sub("", v.casefold()), v)
         if other != v:
+            how = "case" if other.casefold() == v.casefold() else "case, spaces or punctuation"
             raise ValueError(
-                f"{source}: the labels {other!r} ({values[other]}) and {v!r} ({values[v]}) differ only in case: two "
+                f"{source}: the labels {other!r} ({values[other]}) and {v!r} ({values[v]}) differ only in {how}: two "
                 "classes, or one spelled two ways? Spell each class one way."
             )
+    if counts:  # a rare name one typo from a frequent one: most likely misspelt (but EMCI/LMCI are both classes)
+        spelled = {v: _SPELLING_RE.sub("", v.casefold()) for v in values}
+        frequent = [v for v in values if counts.get(v, 0) >= 10]
+        for rare in sorted(v for v in values if counts.get(v, 0) <= 2 and not _INT_RE.match(v)):
+            n = counts.get(rare, 0)
+            for common in sorted(frequent, key=lambda v: (-counts[v], v)):
+                a, b = spelled[rare], spelled[common]
+                if counts[common] >= 5 * n and max(len(a), len(b)) >= 4 and _one_typo_apart(a, b):
+                    logger.warning(
+                        f"{source}: the label {rare!r} ({values[rare]}) occurs in {n} item{'s' * (n > 1)} and is one "
+                        f"typo away from {common!r} ({counts[common]} items, first at {values[common]}): if it is "
+                        f"misspelt, fix it, or {rare!r} becomes a class of its own (now {len(values)} classes); if "
+                        "both are classes, nothing to do."
+                    )
+                    break
     if ints:
         name = next(v for v in values if v not in ints)
         raise ValueError(

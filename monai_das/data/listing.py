@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def read_video_listing(
         for where, _, label, _, _ in rows:
             if label:
                 firsts.setdefault(label, where)
-        names = classes_of_labels(firsts, str(source))
+        names = classes_of_labels(firsts, str(source), Counter(label for _, _, label, _, _ in rows if label))
     else:
         names = label_names
     items, problems = [], []

@@ -569,6 +569,10 @@ class LoadStudy(Transform):
         modalities = _optional(allowed_modalities)
         self.allowed_modalities = None if modalities is None else {str(m).upper() for m in modalities}
         self.min_frames = self.recipe["min_frames"]
+        self._default_loader: Any = None  # one LoadImage with MONAI's reader choice (made once: it builds every reader)
+
+    def __getstate__(self) -> dict:  # data-loader workers started by spawn make their own loader
+        return {**self.__dict__, "_default_loader": None}
 
     @property
     def num_frames(self) -> int:
@@ -695,8 +699,14 @@ class LoadStudy(Transform):
 
         from monai_das.transforms.preprocessing import recipe_volume_kwargs, volume_preprocessing
 
+        if reader is None:  # a NIfTI/ITK file: MONAI chooses the reader, as the training recipe's LoadImaged does
+            if self._default_loader is None:
+                self._default_loader = LoadImage(image_only=True, ensure_channel_first=True)
+            loader = self._default_loader
+        else:  # a DICOM series or a .npy: a reader made for this study
+            loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
         try:
-            img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(str(path))
+            img = loader(str(path))
         except Exception as e:
             raise RuntimeError(f"study '{source.study_id}': cannot read '{path}': {e}") from e
         if not isinstance(img, MetaTensor):

@@ -109,7 +109,8 @@ def check_overrides(
     before the first ``#``) is not defined by any of the run's config files, nor by the other configs beside them
     (one argument list usually serves train, evaluate and inference), raises ``ValueError`` when a defined key
     is close to it (``difflib``, ``cutoff``), naming both, and so does a former key of :data:`RENAMED_KEYS`; one
-    with no close key is only logged as a warning (it may be meant for a config of the user's own).
+    with no close key is only logged as a warning (it may be meant for a config of the user's own), naming a defined
+    key it contains or is part of (``--early_stop_patience``: ``patience``).
     ``train#dataset#cache_rate``-style keys are checked down to the deepest part that exists.
 
     Only a ``python -m monai.bundle run`` command line is checked (``argv``, default ``sys.argv``); the config files
@@ -151,8 +152,12 @@ def check_overrides(
                 f"unknown override --{key}: the bundle configs ({', '.join(files)}) define no '{parts[0]}'; "
                 f"did you mean --{close[0]}?"
             )
+        # a defined key inside it (--early_stop_patience for patience) or it inside one: named, not refused
+        inside = sorted((k for k in top if len(k) >= 4 and k in parts[0]
+                         or len(parts[0]) >= 4 and parts[0] in k), key=lambda k: (-len(k), k))
+        hint = f" Did you mean --{inside[0]}?" if inside else ""
         logger.warning(f"override --{key} is not a key of the bundle configs ({', '.join(files)}); it is added, "
-                       "but nothing uses it unless another config refers to it.")
+                       f"but nothing uses it unless another config refers to it.{hint}")
     return overrides
 
 

@@ -221,3 +221,14 @@ class ResumeCheckpointLoader(CheckedCheckpointLoader):
             self.load_dict[self.engine_key] = engine
         super().attach(engine)
 
+    def __call__(self, engine: Any) -> None:
+        super().__call__(engine)
+        if self.engine_key and idist.get_rank() == 0:  # ignite's "resuming from ... epoch 0" precedes the loading
+            done, total = engine.state.epoch, engine.state.max_epochs
+            rest = (f"training continues at epoch {done + 1}" if total is None or done < total
+                    else "nothing is left to train")
+            logger.info(
+                f"resumed from '{self.load_path}': {done} of {total} epochs done (iteration {engine.state.iteration}); "
+                f"{rest}."
+            )
+

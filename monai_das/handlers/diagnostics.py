@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.handlers.metrics import bootstrap_intervals
 from monai_das.handlers.sampling import SampledIndicesHandler
+from monai_das.networks.utils import unwrap_network
 from monai_das.handlers.warmup import sampler_warming_up
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -34,6 +37,9 @@ WARMUP_ATTR = "sampler_warming_up"
 #: bundle's ``validator_state``, :class:`monai_das.handlers.EngineStateAttributes`) and measures the first churn after
 #: a restart as the uninterrupted run does
 KEPT_ATTR = "kept_sets"
+#: items of every class a validation list needs for :class:`SelectionDiagnosticsHandler`'s AUC interval (with fewer,
+#: the bootstrap resamples that keep the class tell nothing of its uncertainty, e.g. one positive: [1.000, 1.000])
+MIN_ITEMS_PER_CLASS = 5
 #: the MONAI workflow's record of its best epoch (``monai.engines.Workflow``), put back when an epoch is vetoed
 _BEST_ATTRS = ("best_metric", "best_metric_epoch")
 
@@ -93,6 +99,17 @@ class SelectionDiagnosticsHandler:
       ``min_prediction_std`` the network answers the same whatever the input (BatchNorm running statistics that lag
       the weights, a collapsed model): a warning is logged and ``engine.state.degenerate_predictions`` is set, so the
       best-model saver does not keep this epoch, however good its (tie-broken) AUC.
+    - ``<prefix>auc_low``, ``<prefix>auc_high`` (with ``auc_interval``): the 95 % percentile-bootstrap interval over
+      the items of the macro one-vs-rest AUC (:func:`~monai_das.handlers.bootstrap_intervals`, fixed seed, no
+      global random state touched): how much a validation list of that size says. Absent when a class has fewer
+      than :data:`MIN_ITEMS_PER_CLASS` items (a warning says so once) and in a distributed run (a rank holds only
+      its share of the items; so for ``auc_evenly_spaced``).
+    - ``<prefix>auc_evenly_spaced`` (with ``evenly_spaced``, for a sampler with parameters: DAS, DPS, ADPS): the macro
+      AUC of the same network on the same items when it sees ``k`` evenly spaced frames instead of its sampler's
+      choice (``UniformSampler``'s frames, computed on each validation batch in the same pass over the data: no
+      second loader pass, no random state touched). Higher than ``<prefix>auc`` means the learned selection does
+      worse than no selection (:class:`~monai_das.handlers.TrainingSummaryHandler` warns), e.g. when the frames'
+      statistics mislead the sampler.
 
     With ``output_dir`` it also writes, after every epoch, ``<output_dir>/<prefix>kept_positions.json`` (for every frame
     position the fraction of items that kept it, over all items and per true class, with the item counts) and
@@ -123,6 +140,8 @@ class SelectionDiagnosticsHandler:
         split: name of the evaluated split (e.g. ``"test"``, or ``"val"`` when evaluate.json is run with
             ``--validate#split val``), written into ``kept_positions.json`` and the plot's title; the file names keep
             ``prefix``.
+        auc_interval: also add the AUC's bootstrap interval (``<prefix>auc_low``/``<prefix>auc_high``).
+        evenly_spaced: also add ``<prefix>auc_evenly_spaced`` (learned samplers only).
     """
 
     def __init__(
@@ -137,6 +156,8 @@ class SelectionDiagnosticsHandler:
         label_key: str = "label",
         label_names: Sequence[str] | None = None,
         split: str | None = None,
+        auc_interval: bool = False,
+        evenly_spaced: bool = False,
     ) -> None:
         self.indices = SampledIndicesHandler(network, output_key="_kept_indices")
         self.split = split
@@ -155,6 +176,11 @@ class SelectionDiagnosticsHandler:
         self.label_key = label_key
         self.label_names = None if label_names is None else [str(n) for n in label_names]
         self._labels: list[int | None] = []
+        self.auc_interval = bool(auc_interval)
+        self._prob_labels: list[int | None] = []  # the true class of every item in _probs
+        self.evenly_spaced = bool(evenly_spaced)
+        self._even: list[tuple[torch.Tensor, int | None]] = []  # (probabilities with evenly spaced frames, class)
+        self._told_too_few = False
 
     def attach(self, engine: Any) -> None:
         self.indices.attach(engine)
@@ -163,7 +189,8 @@ class SelectionDiagnosticsHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _reset(self, engine: Any) -> None:
-        self._kept, self._probs, self._evidence, self._labels = [], [], [0, 0], []
+        self._kept, self._probs, self._evidence, self._labels, self._prob_labels = [], [], [0, 0], [], []
+        self._even = []
         self._best_before = {a: getattr(engine.state, a) for a in _BEST_ATTRS if hasattr(engine.state, a)}
         setattr(engine.state, DEGENERATE_ATTR, False)
         setattr(engine.state, WARMUP_ATTR, sampler_warming_up(self.indices.network))
@@ -171,22 +198,54 @@ class SelectionDiagnosticsHandler:
     def _collect(self, engine: Any) -> None:
         outputs = engine.state.output if isinstance(engine.state.output, list) else []
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(outputs)
+        if self.evenly_spaced:
+            self._collect_evenly_spaced(outputs, batch)
         for item, data in zip(outputs, batch):
+            label = self._label(data)
             if self.prob_key in item:
                 self._probs.append(torch.as_tensor(item[self.prob_key]).detach().float().reshape(-1).cpu())
+                self._prob_labels.append(label)
             if "_kept_indices" not in item:
                 continue
             kept = {int(i) for i in torch.as_tensor(item.pop("_kept_indices")).reshape(-1)}
             self._kept.append(kept)
-            label = data.get(self.label_key) if isinstance(data, dict) else None
-            label = None if label is None else torch.as_tensor(label).reshape(-1)
-            self._labels.append(None if label is None else int(label.argmax() if label.numel() > 1 else label[0]))
+            self._labels.append(label)
             self._num_frames = max(self._num_frames, max(kept) + 1, self.indices.num_frames or 0)
             evidence = next((data[k] for k in self.evidence_keys if isinstance(data, dict) and k in data), None)
             if evidence is not None:
                 ev = {int(i) for i in torch.as_tensor(evidence).reshape(-1) if int(i) >= 0}
                 self._evidence[0] += len(ev & kept)
                 self._evidence[1] += len(ev)
+
+    def _collect_evenly_spaced(self, outputs: list, batch: list) -> None:
+        """The network's probabilities for this batch's items with ``k`` evenly spaced frames (``k`` of the pass)."""
+        from monai.networks import eval_mode
+
+        from monai_das.networks.nets.simple_samplers import UniformSampler
+
+        net = unwrap_network(self.indices.network, require_sampler=False)
+        sampler = getattr(net, "sampler", None)
+        items = [(d, out) for d, out in zip(batch, outputs) if isinstance(d, dict) and "image" in d]
+        if not items or sampler is None or not any(True for _ in sampler.parameters()):
+            return
+        kept = items[0][1].get("_kept_indices")
+        param = next(net.parameters())
+        # eval mode as in the evaluator's own pass (which has left it by now: a trainer's network is back in train
+        # mode, where BatchNorm would learn validation statistics and dropout draw random numbers)
+        with eval_mode(net), torch.no_grad():
+            seq = net.to_frames(torch.stack([torch.as_tensor(d["image"]) for d, _ in items]).to(param.device))
+            k = int(torch.as_tensor(kept).numel()) if kept is not None else sampler.num_kept(seq.shape[1])
+            out = UniformSampler(k)(seq)
+            probs = torch.softmax(net.classify_embeddings(net.encode_frames(net.add_context(seq, out))).float(), 1)
+        self._even.extend((prob, self._label(d)) for (d, _), prob in zip(items, probs.cpu()))
+
+    def _label(self, data: Any) -> int | None:
+        """The true class of a decollated batch item (an index or a one-hot vector), ``None`` without one."""
+        label = data.get(self.label_key) if isinstance(data, dict) else None
+        if label is None:
+            return None
+        label = torch.as_tensor(label).reshape(-1)
+        return int(label.argmax() if label.numel() > 1 else label[0])
 
     def __call__(self, engine: Any) -> None:
         metrics = engine.state.metrics
@@ -219,6 +278,31 @@ class SelectionDiagnosticsHandler:
                     "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
                     "-1). This epoch is not kept as the best model."
                 )
+        # both below need every item: a distributed validator's rank holds only its share (left out there)
+        single = idist.get_world_size() == 1
+        if single and self.auc_interval and len(self._probs) >= 2 and None not in self._prob_labels:
+            probs, labels = torch.stack(self._probs).numpy(), np.asarray(self._prob_labels)
+            counts = np.bincount(labels, minlength=probs.shape[1])
+            if labels.max() < probs.shape[1] and counts.min() >= MIN_ITEMS_PER_CLASS:
+                interval = bootstrap_intervals(probs, labels)["auc"]
+                if interval is not None:
+                    metrics[f"{p}auc_low"], metrics[f"{p}auc_high"] = interval
+            elif not self._told_too_few:
+                self._told_too_few = True
+                rare = int(counts.argmin())
+                name = self.label_names[rare] if self.label_names and rare < len(self.label_names) else str(rare)
+                self.logger.warning(
+                    f"the validation list holds {int(counts[rare])} item(s) of class '{name}': its AUC says little, "
+                    f"and no interval is given (the bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of each class)."
+                )
+        if single and self._even and all(label is not None for _, label in self._even):
+            from monai.metrics import compute_roc_auc
+
+            probs = torch.stack([prob for prob, _ in self._even])
+            labels = torch.tensor([label for _, label in self._even])
+            if len(labels.unique()) == probs.shape[1] and int(labels.max()) < probs.shape[1]:
+                onehot = torch.nn.functional.one_hot(labels, probs.shape[1])
+                metrics[f"{p}auc_evenly_spaced"] = float(compute_roc_auc(probs, onehot, average="macro"))
         self._follow_the_saver(engine)
 
     def _follow_the_saver(self, engine: Any) -> None:

@@ -26,22 +26,32 @@ class TrainingSummaryHandler:
     right after a resume (the saver's ``best_epoch``/``best_metrics`` are in ``last.pt``). ``best`` holds
     ``{"epoch": ..., <metrics>}`` once training completed with a best model, else ``None``.
 
+    When that epoch's metrics hold the key metric's bootstrap interval (``<key_metric>_low``/``_high``, from
+    :class:`~monai_das.handlers.SelectionDiagnosticsHandler` with ``auc_interval``), the line shows it, and a warning
+    says so when it reaches 0.5 (a validation list too small to tell the model from chance). When they hold
+    ``<key_metric>_evenly_spaced`` (``evenly_spaced``: the same network on evenly spaced frames), the line shows it,
+    and a warning says so when it beats the learned selection by more than ``evenly_spaced_margin``.
+
     Attach to the trainer.
 
     Args:
         saver: the validator's best-model saver.
         key_metric: name of the saver's key metric, for the message (its value is the saver's score).
         report: other metrics of that epoch to show (missing ones are left out).
+        evenly_spaced_margin: how far the evenly spaced frames' score may exceed the learned selection's before a
+            warning (AUC; small differences between two selections of one network are noise on a validation list).
     """
 
     def __init__(self, saver: Any, key_metric: str = "val_auc",
-                 report: Sequence[str] = ("val_evidence_kept", "val_adaptivity", "val_balanced_accuracy")) -> None:
+                 report: Sequence[str] = ("val_evidence_kept", "val_adaptivity", "val_balanced_accuracy"),
+                 evenly_spaced_margin: float = 0.05) -> None:
         if getattr(saver, "_key_metric_checkpoint", None) is None:
             raise ValueError("TrainingSummaryHandler needs the best-model saver (AtomicCheckpointSaver with "
                              f"save_key_metric=True), got {type(saver).__name__} without a key-metric checkpoint.")
         self.saver = saver
         self.key_metric = key_metric
         self.report = tuple(report)
+        self.evenly_spaced_margin = float(evenly_spaced_margin)
         self.logger = logging.getLogger(__name__)
         self.best: dict | None = None
 
@@ -58,7 +68,25 @@ class TrainingSummaryHandler:
         else:
             self.best = {**self.saver.best_metrics, self.key_metric: score, "epoch": epoch}
             extra = ", ".join(f"{k} {self.best[k]:.3f}" for k in self.report if k in self.best)
-            msg = (f"training done: best {self.key_metric} {score:.3f} at epoch {epoch} of {engine.state.epoch}"
-                   + (f" ({extra})" if extra else ""))
+            low, high = self.best.get(f"{self.key_metric}_low"), self.best.get(f"{self.key_metric}_high")
+            interval = "" if low is None or high is None else f" [95 % interval {low:.3f}, {high:.3f}]"
+            msg = (f"training done: best {self.key_metric} {score:.3f}{interval} at epoch {epoch} of "
+                   f"{engine.state.epoch}" + (f" ({extra})" if extra else ""))
+            even = self.best.get(f"{self.key_metric}_evenly_spaced")
+            if even is not None:
+                msg += f"; with evenly spaced frames instead: {even:.3f}"
+                if even > score + self.evenly_spaced_margin:
+                    msg += (f"\nthe learned selection does worse than evenly spaced frames with the same network "
+                            f"({self.key_metric} {score:.3f} vs {even:.3f}): the sampler may be drawn to frames that "
+                            "look busy rather than informative. Compare with --method uniform on validation data, "
+                            "and try --relevance_weight 1.0 --sampler_gradient none (benchmarks/README.md, \"Frame "
+                            "statistics that mislead\").")
+            if low is not None and low <= 0.5:
+                msg += (f"\nthe best epoch's {self.key_metric} cannot be told from chance on this validation list (its "
+                        f"95 % bootstrap interval over the items, [{low:.3f}, {high:.3f}], reaches 0.5): validate on "
+                        "more items, and evaluate on a test list (evaluate.json) before trusting this model.")
         if idist.get_rank() == 0:
-            self.logger.info(msg)
+            first, *warnings = msg.split("\n")
+            self.logger.info(first)
+            for warning in warnings:
+                self.logger.warning(warning)

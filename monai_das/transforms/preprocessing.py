@@ -229,7 +229,9 @@ def volume_preprocessing(
         xforms.append(LoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True))
     xforms.append(RequireVolumed(keys, min_slices=min_slices))
     if axcodes:
-        xforms.append(Orientationd(keys, axcodes=axcodes))
+        # labels=None: the axis labels follow the image's "space" (MONAI's current default), given so that MONAI's
+        # notice of the changed default is not logged by every run
+        xforms.append(Orientationd(keys, axcodes=axcodes, labels=None))
     if pixdim is not None:
         xforms.append(Spacingd(keys, pixdim=pixdim, mode="bilinear"))
     if intensity_range is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,49 @@ def test_integer_labels_and_classes_over_all_splits(tmp_path):
                                            "validation": [{"image": "b.npy", "label": "cancer"}]})
     assert datalist_classes(path) == ["cancer", "cyst"]
     assert load_datalist(path)[0]["label"] == 1 and load_datalist(path, split="validation")[0]["label"] == 0
+
+
+def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
+    """A rare label one typo from a frequent one (``malignnt`` once beside 12 ``malignant``) would become a class of
+    its own: a warning names both and where they are (not an error: ``EMCI``/``LMCI`` are both classes). Labels that
+    differ only in case, spaces or punctuation are refused. Alike real classes (``grade1``/``grade2``,
+    ``normal``/``abnormal``, a frequent pair, short names) pass without a word; so does a JSON that names both."""
+    from monai_das.data.datalist import _one_typo_apart, classes_of_labels
+
+    assert _one_typo_apart("malignnt", "malignant") and _one_typo_apart("bengin", "benign")
+    assert _one_typo_apart("benign", "benigm") and _one_typo_apart("covid", "covid1")
+    assert not _one_typo_apart("grade1", "grade2") and not _one_typo_apart("normal", "abnormal")
+    assert not _one_typo_apart("benign", "benign") and not _one_typo_apart("cyst", "cancer")
+
+    data = tmp_path / "data"
+    names = [f"c{i}.npy" for i in range(14)]
+    _touch(data, *names)
+    rows = [f"{n},malignant" for n in names[:12]]
+    warned = (r"labels\.csv: the label '{}' \(.*labels\.csv:14\) occurs in 1 item and is one typo away from "
+              r"'malignant' \(12 items, first at .*labels\.csv:2\): if it is misspelt, fix it")
+    for typo in ("malignnt", "Malignnt"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
+            items = load_datalist(_csv(data / "labels.csv", "image,label", *rows, f"{names[12]},{typo}"))
+        assert re.search(warned.format(typo), caplog.text) and items[-1]["label_name"] == typo
+    with pytest.raises(ValueError, match=r"'non-covid' .* and 'Non_Covid' .* differ only in case, spaces or punct"):
+        load_datalist(_csv(data / "labels.csv", "image,label", f"{names[0]},non-covid", f"{names[1]},Non_Covid"))
+    # real classes that look alike: no word
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
+        for a, b in [("grade1", "grade2"), ("normal", "abnormal"), ("ab", "abc")]:
+            path = _csv(data / "labels.csv", "image,label", *[f"{n},{a}" for n in names[:12]], f"{names[12]},{b}")
+            assert datalist_classes(path) == sorted([a, b])
+        frequent = {"benign": "x:1", "benigns": "x:2"}  # both frequent: two meant classes
+        assert classes_of_labels(frequent, "x", {"benign": 30, "benigns": 20}) == ["benign", "benigns"]
+        # a labels block names both classes
+        items = [{"image": n, "label": "malignant"} for n in names[:12]] + [{"image": names[12], "label": "malignnt"}]
+        path = _json(data / "named.json", {"labels": {"0": "malignant", "1": "malignnt"}, "training": items})
+        assert [it["label"] for it in load_datalist(path)][-2:] == [0, 1]
+    assert "typo" not in caplog.text
+    # many distinct labels (a numeric column by mistake): no pairwise stall, every one a class
+    many = {f"{i}.5": f"x:{i}" for i in range(3000)}
+    assert len(classes_of_labels(many, "x", {k: 1 for k in many})) == 3000
 
 
 @pytest.mark.parametrize(

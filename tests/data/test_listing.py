@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -138,7 +139,7 @@ def test_blank_label_or_group_is_an_error(tmp_path, caplog):
                            num_folds=2)
 
 
-def test_csv_labels_as_a_datalist_and_malformed_files(tmp_path):
+def test_csv_labels_as_a_datalist_and_malformed_files(tmp_path, caplog):
     """Integer labels are indices (not string-sorted: '10' after '9'), a gap or a case variant is refused, and a
     row with extra cells or a file that is not UTF-8 is refused naming the file."""
     for i in range(12):
@@ -153,6 +154,11 @@ def test_csv_labels_as_a_datalist_and_malformed_files(tmp_path):
     _write_csv(csv_path, [("0.mp4", "Covid", "1"), ("1.mp4", "covid", "2")])
     with pytest.raises(ValueError, match=r"'Covid' \(CSV '.*list\.csv' line 2\) and 'covid' .* differ only in case"):
         read_video_listing(csv_path)
+    _write_csv(csv_path, [(f"{i}.mp4", "covid", str(i)) for i in range(11)] + [("11.mp4", "cvoid", "11")])
+    with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
+        assert len(read_video_listing(csv_path)) == 12
+    assert re.search(r"the label 'cvoid' \(CSV '.*list\.csv' line 13\) occurs in 1 item and is one typo away from "
+                     r"'covid' \(11 items", caplog.text)
     csv_path.write_text("file,label,patient_id\n0.mp4,covid,1\n1.mp4,covid,2,left\n")
     with pytest.raises(ValueError, match=r"list\.csv' line 3: more cells than the header's 3 columns .*'left'"):
         read_video_listing(csv_path)

@@ -190,6 +190,29 @@ def test_load_volumes_and_source_indices(folder):
     assert [int(h.InstanceNumber) for h in series.dicom_headers] == [1, 2, 3]
 
 
+def test_nifti_studies_share_one_loader(folder, monkeypatch):
+    """MONAI's LoadImage without a reader builds every reader (and logs the nvImageCodec notice) when made: one per
+    LoadStudy for NIfTI files, not one per study; a pickled LoadStudy (spawned workers) makes its own."""
+    import pickle
+
+    import monai.transforms
+
+    made = []
+
+    class Counting(monai.transforms.LoadImage):
+        def __init__(self, *a, **k):
+            made.append(k.get("reader"))
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(monai.transforms, "LoadImage", Counting)
+    load = LoadStudy({**VOLUME, "axcodes": None}, in_channels=1)
+    first = [load(folder / "a.nii.gz"), load(folder / "sub" / "b.nii"), load(folder / "a.nii.gz")]
+    assert made == [None]
+    assert torch.equal(first[0], first[2]) and not torch.equal(first[0], first[1])
+    again = pickle.loads(pickle.dumps(load))
+    assert again._default_loader is None and torch.equal(again(folder / "a.nii.gz"), first[0])
+
+
 def test_clips_and_layout_changes(folder):
     clip = LoadStudy(VIDEO).load(folder / "clip.gif")
     assert tuple(clip.image.shape) == (6, 1, 8, 10) and clip.source_indices == uniform_indices(5, 6).tolist()

@@ -54,7 +54,15 @@ def test_known_and_unrelated_keys(caplog):
     check_overrides(_argv("--eval_ckpt", "x.pt", configs=(TRAIN, EVALUATE)))
     with caplog.at_level(logging.WARNING):
         check_overrides(_argv("--my_own_thing", "1"))
-    assert "--my_own_thing is not a key of the bundle configs" in caplog.text
+    assert "--my_own_thing is not a key of the bundle configs" in caplog.text and "Did you mean" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # too far for difflib, but a defined key lies inside it: named
+        check_overrides(_argv("--early_stop_patience", "100"))
+    assert "--early_stop_patience is not a key" in caplog.text and "Did you mean --patience?" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a short key inside long ones is no hint
+        check_overrides(_argv("--ep", "3"))
+    assert "--ep is not a key" in caplog.text and "Did you mean" not in caplog.text
 
 
 def test_args_file_keys_checked(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import math
 
 import pytest
@@ -155,7 +157,7 @@ def test_stale_temp_files_removed_on_attach(tmp_path):
     assert remove_stale_temp_files(tmp_path / "missing") == []
 
 
-def test_engine_key_checkpoints_the_attached_engine(tmp_path):
+def test_engine_key_checkpoints_the_attached_engine(tmp_path, caplog):
     from monai_das.handlers import ResumeCheckpointLoader
 
     net = torch.nn.Linear(2, 2)
@@ -170,8 +172,10 @@ def test_engine_key_checkpoints_the_attached_engine(tmp_path):
     ResumeCheckpointLoader(str(tmp_path / "last.pt"), {"model": torch.nn.Linear(2, 2)}).attach(resumed)
     epochs = []
     resumed.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
-    resumed.run([0, 1], max_epochs=4)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.checkpoint"):
+        resumed.run([0, 1], max_epochs=4)
     assert epochs == [4]  # continued after the 3 saved epochs
+    assert "last.pt': 3 of 4 epochs done (iteration 6); training continues at epoch 4." in caplog.text
 
 
 @pytest.mark.parametrize("loader", [CheckedCheckpointLoader, ResumeCheckpointLoader])

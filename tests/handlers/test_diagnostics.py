@@ -79,6 +79,83 @@ def test_metrics_with_a_static_sampler():
     assert "_kept_indices" not in evaluator.state.output[0]
 
 
+def test_auc_interval_is_the_bootstrap_of_the_validation_items():
+    """With ``auc_interval`` the epoch's AUC gets its 95 % bootstrap interval over the items (the same numbers as
+    ``bootstrap_intervals`` of the collected probabilities and labels); without it, no interval."""
+    from monai_das.handlers import bootstrap_intervals
+
+    torch.manual_seed(0)
+    net = build_classifier("full", num_classes=2, num_frames=8)
+    data = _data(n=10)
+    with torch.no_grad():  # BatchNorm statistics of the data, so that the predictions vary across items
+        for _ in range(20):
+            net(torch.stack([d["image"] for d in data]))
+    net.eval()
+    plain, diag = SelectionDiagnosticsHandler(net), SelectionDiagnosticsHandler(net, prefix="x_", auc_interval=True)
+    evaluator = _evaluator(net, data, [plain, diag])
+    evaluator.run()
+    m = evaluator.state.metrics
+    assert "val_auc_low" not in m
+    probs = torch.stack([torch.softmax(net(d["image"][None]), 1)[0] for d in data]).detach()
+    want = bootstrap_intervals(probs.numpy(), [int(d["label"]) for d in data])["auc"]
+    assert [m["x_auc_low"], m["x_auc_high"]] == pytest.approx(want, abs=1e-6)
+    assert 0.0 <= m["x_auc_low"] < m["x_auc_high"] <= 1.0
+
+
+def test_no_auc_interval_with_too_few_items_of_a_class(caplog):
+    """One positive among 9 would give resamples that all score it first ([1.000, 1.000]): no interval, one warning
+    naming the class."""
+    torch.manual_seed(0)
+    net = build_classifier("full", num_classes=2, num_frames=8).eval()
+    data = _data(n=10)
+    for i, d in enumerate(data):
+        d["label"] = torch.tensor(int(i == 0))
+    diag = SelectionDiagnosticsHandler(net, auc_interval=True, label_names=["no", "yes"])
+    evaluator = _evaluator(net, data, [diag])
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.diagnostics"):
+        evaluator.run()
+        evaluator.run()
+    assert "val_auc_low" not in evaluator.state.metrics
+    assert caplog.text.count("holds 1 item(s) of class 'yes': its AUC says little, and no interval") == 1
+
+
+@pytest.mark.parametrize("method", ["das", "dps", "uniform"])
+def test_auc_with_evenly_spaced_frames(method):
+    """``evenly_spaced``: the same network's AUC on k evenly spaced frames, computed in the validation pass (equal to
+    the AUC of the network with its sampler swapped for ``UniformSampler``); only for samplers with parameters; the
+    global random state is untouched."""
+    from monai.metrics import compute_roc_auc
+
+    from monai_das.networks.nets.simple_samplers import UniformSampler
+
+    torch.manual_seed(0)
+    net = build_classifier(method, num_classes=2, num_frames=8, keep_ratio=0.5)
+    data = _data(n=10)
+    with torch.no_grad():  # BatchNorm statistics of the data, so that the predictions vary across items
+        for _ in range(20):
+            net(torch.stack([d["image"] for d in data]))
+    net.train()  # as during training: the evaluator puts it in eval mode for its pass, and back afterwards
+    states, buffers = [], []
+    for evenly in (False, True):  # the same random state and BatchNorm statistics after the pass with and without it
+        torch.manual_seed(1)
+        evaluator = _evaluator(net, data, [SelectionDiagnosticsHandler(net, evenly_spaced=evenly)])
+        evaluator.run()
+        states.append(torch.get_rng_state())
+        buffers.append([b.clone() for b in net.buffers()])
+    assert torch.equal(*states) and all(torch.equal(a, b) for a, b in zip(*buffers))
+    assert net.training
+    net.eval()
+    m = evaluator.state.metrics
+    if method == "uniform":  # nothing learned to compare with
+        assert "val_auc_evenly_spaced" not in m
+        return
+    with torch.no_grad():
+        seq = net.to_frames(torch.stack([d["image"] for d in data]))
+        probs = torch.softmax(net.classify_frames(UniformSampler(4)(seq).frames), 1)
+    want = float(compute_roc_auc(probs, torch.nn.functional.one_hot(torch.tensor([i % 2 for i in range(10)]), 2)))
+    assert m["val_auc_evenly_spaced"] == pytest.approx(want, abs=1e-6)
+
+
 def test_churn_after_a_restart_from_the_checkpointed_state():
     """The previous epoch's kept sets live on the engine state (KEPT_ATTR); restored through EngineStateAttributes,
     a fresh handler and evaluator (a resumed run) measure the churn of their first epoch as the first run would."""

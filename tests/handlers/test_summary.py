@@ -11,7 +11,7 @@ from ignite.engine import Engine, Events
 from monai_das.handlers import AtomicCheckpointSaver, TrainingSummaryHandler
 
 
-def _trainer_validating(aucs, degenerate=(), warmup=(), start_epoch=0):
+def _trainer_validating(aucs, degenerate=(), warmup=(), start_epoch=0, intervals=None, evenly=None):
     """A no-op trainer that runs a validator after every epoch; validator epoch ``e`` reports ``aucs[e - 1]``."""
     trainer = Engine(lambda e, b: None)
     validator = Engine(lambda e, b: None)
@@ -21,6 +21,10 @@ def _trainer_validating(aucs, degenerate=(), warmup=(), start_epoch=0):
         epoch = trainer.state.epoch
         e.state.epoch = epoch  # as under ValidationHandler: the validator reports the trainer's epoch
         e.state.metrics = {"val_auc": aucs[epoch - 1], "val_evidence_kept": 0.1 * epoch}
+        if intervals:
+            e.state.metrics["val_auc_low"], e.state.metrics["val_auc_high"] = intervals[epoch - 1]
+        if evenly:
+            e.state.metrics["val_auc_evenly_spaced"] = evenly[epoch - 1]
         e.state.degenerate_predictions = epoch in degenerate
         e.state.sampler_warming_up = epoch in warmup
 
@@ -63,6 +67,30 @@ def test_after_resume_names_the_epoch_of_the_kept_file(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
         trainer2.run([0], max_epochs=4)
     assert "best val_auc 0.900 at epoch 2 of 4 (val_evidence_kept 0.200)" in caplog.text
+
+
+@pytest.mark.parametrize("interval, warned", [((0.41, 0.97), True), ((0.62, 0.93), False)])
+def test_shows_the_best_epochs_interval_and_warns_at_chance(tmp_path, caplog, interval, warned):
+    """The best epoch's bootstrap interval (SelectionDiagnosticsHandler's auc_interval) is in the line; an interval
+    reaching 0.5 (a validation list too small to tell the model from chance) is warned about."""
+    trainer, validator = _trainer_validating([0.6, 0.8], intervals=[(0.1, 0.9), interval])
+    TrainingSummaryHandler(_saver(tmp_path, validator)).attach(trainer)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
+        trainer.run([0], max_epochs=2)
+    low, high = interval
+    assert f"best val_auc 0.800 [95 % interval {low:.3f}, {high:.3f}] at epoch 2 of 2" in caplog.text
+    assert ("cannot be told from chance" in caplog.text) == warned
+
+
+@pytest.mark.parametrize("evenly, warned", [(0.9, True), (0.84, False)])
+def test_warns_when_evenly_spaced_frames_beat_the_sampler(tmp_path, caplog, evenly, warned):
+    trainer, validator = _trainer_validating([0.6, 0.8], evenly=[0.5, evenly])
+    TrainingSummaryHandler(_saver(tmp_path, validator)).attach(trainer)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
+        trainer.run([0], max_epochs=2)
+    line = f"best val_auc 0.800 at epoch 2 of 2 (val_evidence_kept 0.200); with evenly spaced frames instead: {evenly:.3f}"
+    assert line in caplog.text
+    assert ("does worse than evenly spaced frames" in caplog.text) == warned
 
 
 def test_no_usable_epoch(tmp_path, caplog):
