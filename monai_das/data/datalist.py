@@ -276,9 +276,10 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
                 "JSON, or label_names) so that every index is meant."
             )
         return [str(i) for i in range(top + 1)]
+    spelled = {v: _SPELLING_RE.sub("", v.casefold()) for v in values}  # case, spaces and punctuation folded
     folded: dict[str, str] = {}
     for v in values:
-        other = folded.setdefault(_SPELLING_RE.sub("", v.casefold()), v)
+        other = folded.setdefault(spelled[v], v)
         if other != v:
             how = "case" if other.casefold() == v.casefold() else "case, spaces or punctuation"
             raise ValueError(
@@ -286,7 +287,6 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
                 "classes, or one spelled two ways? Spell each class one way."
             )
     if counts:  # a rare name one typo from a frequent one: most likely misspelt (but EMCI/LMCI are both classes)
-        spelled = {v: _SPELLING_RE.sub("", v.casefold()) for v in values}
         frequent = [v for v in values if counts.get(v, 0) >= 10]
         for rare in sorted(v for v in values if counts.get(v, 0) <= 2 and not _INT_RE.match(v)):
             n = counts.get(rare, 0)

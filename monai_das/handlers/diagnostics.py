@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,16 @@ def _mean_pairwise_jaccard(sets: Sequence[set], max_items: int) -> float:
         return float("nan")
     total = sum(jaccard_distance(sets[i], sets[j]) for i in range(n) for j in range(i + 1, n))
     return total / (n * (n - 1) / 2)
+
+
+@dataclass
+class _Item:
+    """What one validation item contributed in an epoch: its true class and whichever of the rest its output had."""
+
+    label: int | None
+    prob: torch.Tensor | None = None  # the network's class probabilities
+    kept: set | None = None  # the kept frame indices
+    even: torch.Tensor | None = None  # the probabilities with k evenly spaced frames instead (``evenly_spaced``)
 
 
 class SelectionDiagnosticsHandler:
@@ -167,19 +178,15 @@ class SelectionDiagnosticsHandler:
         self.max_items = int(max_items)
         self.min_prediction_std = float(min_prediction_std)
         self.logger = logging.getLogger(__name__)
-        self._kept: list[set] = []
+        self._items: list[_Item] = []
         self._evidence = [0, 0]  # kept, total
-        self._probs: list[torch.Tensor] = []
         self._num_frames = 0
         self._best_before: dict[str, Any] = {}  # the workflow's best epoch before this epoch (see _reset)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.label_key = label_key
         self.label_names = None if label_names is None else [str(n) for n in label_names]
-        self._labels: list[int | None] = []
         self.auc_interval = bool(auc_interval)
-        self._prob_labels: list[int | None] = []  # the true class of every item in _probs
         self.evenly_spaced = bool(evenly_spaced)
-        self._even: list[tuple[torch.Tensor, int | None]] = []  # (probabilities with evenly spaced frames, class)
         self._told_too_few = False
 
     def attach(self, engine: Any) -> None:
@@ -189,8 +196,7 @@ class SelectionDiagnosticsHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _reset(self, engine: Any) -> None:
-        self._kept, self._probs, self._evidence, self._labels, self._prob_labels = [], [], [0, 0], [], []
-        self._even = []
+        self._items, self._evidence = [], [0, 0]
         self._best_before = {a: getattr(engine.state, a) for a in _BEST_ATTRS if hasattr(engine.state, a)}
         setattr(engine.state, DEGENERATE_ATTR, False)
         setattr(engine.state, WARMUP_ATTR, sampler_warming_up(self.indices.network))
@@ -199,17 +205,15 @@ class SelectionDiagnosticsHandler:
         outputs = engine.state.output if isinstance(engine.state.output, list) else []
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(outputs)
         if self.evenly_spaced:
-            self._collect_evenly_spaced(outputs, batch)
+            self._collect_evenly_spaced(outputs, batch)  # before the kept indices are popped below
         for item, data in zip(outputs, batch):
-            label = self._label(data)
+            record = _Item(self._label(data), even=item.pop("_even_prob", None))
+            self._items.append(record)
             if self.prob_key in item:
-                self._probs.append(torch.as_tensor(item[self.prob_key]).detach().float().reshape(-1).cpu())
-                self._prob_labels.append(label)
+                record.prob = torch.as_tensor(item[self.prob_key]).detach().float().reshape(-1).cpu()
             if "_kept_indices" not in item:
                 continue
-            kept = {int(i) for i in torch.as_tensor(item.pop("_kept_indices")).reshape(-1)}
-            self._kept.append(kept)
-            self._labels.append(label)
+            kept = record.kept = {int(i) for i in torch.as_tensor(item.pop("_kept_indices")).reshape(-1)}
             self._num_frames = max(self._num_frames, max(kept) + 1, self.indices.num_frames or 0)
             evidence = next((data[k] for k in self.evidence_keys if isinstance(data, dict) and k in data), None)
             if evidence is not None:
@@ -218,7 +222,10 @@ class SelectionDiagnosticsHandler:
                 self._evidence[1] += len(ev)
 
     def _collect_evenly_spaced(self, outputs: list, batch: list) -> None:
-        """The network's probabilities for this batch's items with ``k`` evenly spaced frames (``k`` of the pass)."""
+        """
+        The network's probabilities for this batch's items with ``k`` evenly spaced frames (``k`` of the pass), put
+        in each item's output as ``_even_prob`` (taken out again by :meth:`_collect`).
+        """
         from monai.networks import eval_mode
 
         from monai_das.networks.nets.simple_samplers import UniformSampler
@@ -237,7 +244,8 @@ class SelectionDiagnosticsHandler:
             k = int(torch.as_tensor(kept).numel()) if kept is not None else sampler.num_kept(seq.shape[1])
             out = UniformSampler(k)(seq)
             probs = torch.softmax(net.classify_embeddings(net.encode_frames(net.add_context(seq, out))).float(), 1)
-        self._even.extend((prob, self._label(d)) for (d, _), prob in zip(items, probs.cpu()))
+        for (_, out), prob in zip(items, probs.cpu()):
+            out["_even_prob"] = prob
 
     def _label(self, data: Any) -> int | None:
         """The true class of a decollated batch item (an index or a one-hot vector), ``None`` without one."""
@@ -253,35 +261,37 @@ class SelectionDiagnosticsHandler:
         if self._evidence[1]:
             metrics[f"{p}evidence_kept"] = self._evidence[0] / self._evidence[1]
             self._warn_if_below_chance(engine, metrics[f"{p}evidence_kept"])
-        if self._kept:
-            counts = _position_counts(self._kept, max(self._num_frames, 2))
+        kept_sets = [i.kept for i in self._items if i.kept is not None]
+        if kept_sets:
+            counts = _position_counts(kept_sets, max(self._num_frames, 2))
             freq = counts / counts.sum()
             nz = freq[freq > 0]
             metrics[f"{p}selection_entropy"] = float(-(nz * nz.log()).sum() / math.log(len(counts)))
-            adaptivity = _mean_pairwise_jaccard(self._kept, self.max_items)
+            adaptivity = _mean_pairwise_jaccard(kept_sets, self.max_items)
             if not math.isnan(adaptivity):
                 metrics[f"{p}adaptivity"] = adaptivity
             previous = getattr(engine.state, KEPT_ATTR, None)
-            if previous is not None and len(previous) == len(self._kept):
-                metrics[f"{p}churn"] = sum(map(jaccard_distance, self._kept, map(set, previous))) / len(self._kept)
-            setattr(engine.state, KEPT_ATTR, [sorted(k) for k in self._kept])
+            if previous is not None and len(previous) == len(kept_sets):
+                metrics[f"{p}churn"] = sum(map(jaccard_distance, kept_sets, map(set, previous))) / len(kept_sets)
+            setattr(engine.state, KEPT_ATTR, [sorted(k) for k in kept_sets])
             if self.output_dir is not None:
                 self._write_positions(counts, engine)
-        if len(self._probs) >= 2:
-            std = float(torch.stack(self._probs).std(dim=0).max())
+        scored = [i for i in self._items if i.prob is not None]
+        if len(scored) >= 2:
+            std = float(torch.stack([i.prob for i in scored]).std(dim=0).max())
             metrics[f"{p}prediction_std"] = std
             if std < self.min_prediction_std:
                 setattr(engine.state, DEGENERATE_ATTR, True)
                 self.logger.warning(
-                    f"epoch {engine.state.epoch}: validation predictions do not vary across the {len(self._probs)} "
+                    f"epoch {engine.state.epoch}: validation predictions do not vary across the {len(scored)} "
                     f"items (largest std of a class probability {std:.2e} < {self.min_prediction_std:g}); the "
                     "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
                     "-1). This epoch is not kept as the best model."
                 )
         # both below need every item: a distributed validator's rank holds only its share (left out there)
         single = idist.get_world_size() == 1
-        if single and self.auc_interval and len(self._probs) >= 2 and None not in self._prob_labels:
-            probs, labels = torch.stack(self._probs).numpy(), np.asarray(self._prob_labels)
+        if single and self.auc_interval and len(scored) >= 2 and all(i.label is not None for i in scored):
+            probs, labels = torch.stack([i.prob for i in scored]).numpy(), np.asarray([i.label for i in scored])
             counts = np.bincount(labels, minlength=probs.shape[1])
             if labels.max() < probs.shape[1] and counts.min() >= MIN_ITEMS_PER_CLASS:
                 interval = bootstrap_intervals(probs, labels)["auc"]
@@ -295,11 +305,12 @@ class SelectionDiagnosticsHandler:
                     f"the validation list holds {int(counts[rare])} item(s) of class '{name}': its AUC says little, "
                     f"and no interval is given (the bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of each class)."
                 )
-        if single and self._even and all(label is not None for _, label in self._even):
+        even = [i for i in self._items if i.even is not None]
+        if single and even and all(i.label is not None for i in even):
             from monai.metrics import compute_roc_auc
 
-            probs = torch.stack([prob for prob, _ in self._even])
-            labels = torch.tensor([label for _, label in self._even])
+            probs = torch.stack([i.even for i in even])
+            labels = torch.tensor([i.label for i in even])
             if len(labels.unique()) == probs.shape[1] and int(labels.max()) < probs.shape[1]:
                 onehot = torch.nn.functional.one_hot(labels, probs.shape[1])
                 metrics[f"{p}auc_evenly_spaced"] = float(compute_roc_auc(probs, onehot, average="macro"))
@@ -325,9 +336,10 @@ class SelectionDiagnosticsHandler:
         would hold (``k / T``): the sampler looks away from the evidence (a collapse, or frame statistics that
         mislead). Not during a learned sampler's warm-up, whose random choice is not the sampler's.
         """
-        if not self._kept or getattr(engine.state, WARMUP_ATTR, False):
+        kept_sets = [i.kept for i in self._items if i.kept is not None]
+        if not kept_sets or getattr(engine.state, WARMUP_ATTR, False):
             return
-        chance = sum(map(len, self._kept)) / len(self._kept) / max(self._num_frames, 1)
+        chance = sum(map(len, kept_sets)) / len(kept_sets) / max(self._num_frames, 1)
         if evidence_kept < chance / 2:
             self.logger.warning(
                 f"epoch {engine.state.epoch}: the kept frames hold {evidence_kept:.2f} of the known evidence frames, "
@@ -345,14 +357,15 @@ class SelectionDiagnosticsHandler:
         from monai_das.visualize import plot_kept_positions
 
         t = len(counts)
-        known = [lb for lb in self._labels if lb is not None]
+        kept = [i for i in self._items if i.kept is not None]
+        known = [i.label for i in kept if i.label is not None]
         num_classes = len(self.label_names) if self.label_names else max(known, default=-1) + 1
         if idist.get_world_size() > 1:
             num_classes = int(idist.all_reduce(torch.tensor(num_classes), op="MAX"))
         table = torch.zeros(num_classes + 1, t + 1, dtype=torch.float64)  # row 0: all items; last column: item count
-        table[0, :t], table[0, t] = counts, len(self._kept)
+        table[0, :t], table[0, t] = counts, len(kept)
         for label in range(num_classes):
-            sets = [k for k, lb in zip(self._kept, self._labels) if lb == label]
+            sets = [i.kept for i in kept if i.label == label]
             table[label + 1, :t], table[label + 1, t] = _position_counts(sets, t), len(sets)
         if idist.get_world_size() > 1:
             table = idist.all_reduce(table)

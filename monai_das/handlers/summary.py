@@ -60,6 +60,7 @@ class TrainingSummaryHandler:
 
     def __call__(self, engine: Any) -> None:
         epoch, score = self.saver.best_epoch, self.saver.best_score
+        warnings: list[str] = []
         if epoch is None or score is None or score == float("-inf"):
             msg = f"training done after {engine.state.epoch} epochs: no validation epoch with a usable {self.key_metric}"
             moved = self.saver.set_aside_unsaved() if hasattr(self.saver, "set_aside_unsaved") else None
@@ -76,17 +77,20 @@ class TrainingSummaryHandler:
             if even is not None:
                 msg += f"; with evenly spaced frames instead: {even:.3f}"
                 if even > score + self.evenly_spaced_margin:
-                    msg += (f"\nthe learned selection does worse than evenly spaced frames with the same network "
-                            f"({self.key_metric} {score:.3f} vs {even:.3f}): the sampler may be drawn to frames that "
-                            "look busy rather than informative. Compare with --method uniform on validation data, "
-                            "and try --relevance_weight 1.0 --sampler_gradient none (benchmarks/README.md, \"Frame "
-                            "statistics that mislead\").")
+                    warnings.append(
+                        f"the learned selection does worse than evenly spaced frames with the same network "
+                        f"({self.key_metric} {score:.3f} vs {even:.3f}): the sampler may be drawn to frames that look "
+                        "busy rather than informative. Compare with --method uniform on validation data, and try "
+                        "--relevance_weight 1.0 --sampler_gradient none (benchmarks/README.md, \"Frame statistics "
+                        "that mislead\")."
+                    )
             if low is not None and low <= 0.5:
-                msg += (f"\nthe best epoch's {self.key_metric} cannot be told from chance on this validation list (its "
-                        f"95 % bootstrap interval over the items, [{low:.3f}, {high:.3f}], reaches 0.5): validate on "
-                        "more items, and evaluate on a test list (evaluate.json) before trusting this model.")
+                warnings.append(
+                    f"the best epoch's {self.key_metric} cannot be told from chance on this validation list (its 95 % "
+                    f"bootstrap interval over the items, [{low:.3f}, {high:.3f}], reaches 0.5): validate on more "
+                    "items, and evaluate on a test list (evaluate.json) before trusting this model."
+                )
         if idist.get_rank() == 0:
-            first, *warnings = msg.split("\n")
-            self.logger.info(first)
+            self.logger.info(msg)
             for warning in warnings:
                 self.logger.warning(warning)
