@@ -72,6 +72,27 @@ def test_onnx_export_is_reused_until_the_checkpoint_changes(tmp_path, caplog):
     with torch.no_grad():
         assert torch.allclose(runner(x), expected(x), atol=1e-4)
 
+    # the study grid and slice axis are baked into the graph: other ones export again, never run the old file
+    cube = (1, 8, 8, 8)
+    torch.manual_seed(0)
+    axial = build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2).eval()
+    axial.load_state_dict(torch.load(ckpt, weights_only=True))
+    caplog.clear()
+    runner = inference_network(_net(), ckpt, "onnxruntime", cube, onnx_path)
+    assert "another item_shape ([1, 8, 16, 16]; now [1, 8, 8, 8])" in caplog.text
+    caplog.clear()
+    runner = inference_network(build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime",
+                               cube, onnx_path)
+    assert "another slice_axis (0; now 2)" in caplog.text
+    x = torch.rand(2, *cube, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(runner(x), axial(x), atol=1e-4)
+        assert torch.equal(runner.last_indices, axial.sample(x).indices)
+    # a configured network that does not fit the checkpoint is refused as by eager, also when the export is reused
+    with pytest.raises(RuntimeError, match="size mismatch|Missing key|Unexpected key"):
+        inference_network(build_classifier("das", 3, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime", cube,
+                          onnx_path)
+
 
 def test_engine_errors(ckpt, tmp_path):
     with pytest.raises(ValueError, match="engine must be one of"):
