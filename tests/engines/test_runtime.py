@@ -123,6 +123,31 @@ def test_onnx_classifier_any_k_and_bad_input(onnx_file):
         runner(torch.rand(2, 1, 8, 16, 12))
 
 
+@pytest.mark.parametrize("facts, match", [
+    (None, r"meta\.onnx' has no 'monai_das\.network' metadata"),
+    ({"layout": "volume", "slice_axis": "x", "num_frames": 8}, r"meta\.onnx': unusable network metadata"),
+    ({"layout": "stack", "slice_axis": 0, "num_frames": 8}, r"meta\.onnx': unusable network metadata"),
+])
+def test_onnx_export_with_damaged_network_metadata(onnx_file, tmp_path, facts, match):
+    """An export whose ``monai_das.network`` facts (layout, slice axis, T) are missing or unusable is refused,
+    naming the file, never read with a guessed axis."""
+    import json
+
+    import onnx
+
+    from monai_das.networks.nets.onnx_classifier import NETWORK_PROP
+
+    model = onnx.load(str(onnx_file))
+    props = {p.key: p.value for p in model.metadata_props if p.key != NETWORK_PROP}
+    if facts is not None:
+        props[NETWORK_PROP] = json.dumps(facts)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(tmp_path / "meta.onnx"))
+    with pytest.raises(ValueError, match=match):
+        OnnxClassifier(tmp_path / "meta.onnx")
+
+
 def test_onnx_file_that_is_not_an_export(tmp_path):
     import onnx
     from onnx import TensorProto, helper
