@@ -672,7 +672,7 @@ class LoadStudy(Transform):
             raise ValueError(f"study '{source.study_id}': slices of different sizes {sorted(shapes)} in one series.")
         if len(headers) < self.min_frames:
             raise self._too_few(source, f"has {len(headers)} slice(s)")
-        headers = sorted(headers, key=lambda h: int(h.get("InstanceNumber", 0) or 0))
+        headers = self._slice_order(source, headers)
         from monai.data import PydicomReader
 
         if source.path.is_dir():  # read exactly this series' files, whatever else the folder holds
@@ -692,6 +692,56 @@ class LoadStudy(Transform):
         study = self._load_volume(source, path, reader=reader, info=info)
         study.dicom_headers = headers
         return study
+
+    def _slice_order(self, source: StudySource, headers: list) -> list:
+        """
+        The slice headers of a DICOM series in ``InstanceNumber`` order (the order MONAI's ``PydicomReader`` stacks
+        them in), after checking that they make one stack: every slice numbered, no number twice (two echoes or
+        phases, or re-sent slices, under one series UID), one orientation (no localizer planes), and positions along
+        the slice normal that strictly rise or fall in that order. Otherwise the reader would interleave or drop
+        slices and the study would be classified from a scrambled volume without any error.
+        """
+        files = source.files or [source.path]
+        if len(headers) < 2:
+            return list(headers)
+        where = f"study '{source.study_id}'"
+        numbers = {}
+        for f, h in zip(files, headers):
+            value = h.get("InstanceNumber")
+            if value is None or str(value).strip() == "":
+                raise ValueError(f"{where}: DICOM file '{f}' has no InstanceNumber, so the order of the "
+                                 f"{len(headers)} slices of its series is unknown.")
+            n = int(value)
+            if n in numbers:
+                raise ValueError(f"{where}: DICOM files '{numbers[n][0]}' and '{f}' have the same InstanceNumber {n}: "
+                                 "more than one stack in one series (echoes, phases, re-sent slices?). Give each "
+                                 "stack a series of its own.")
+            numbers[n] = (f, h)
+        ordered = [numbers[n] for n in sorted(numbers)]
+        orientations = [h.get("ImageOrientationPatient") for _, h in ordered]
+        positions = [h.get("ImagePositionPatient") for _, h in ordered]
+        if any(o is None for o in orientations):
+            return [h for _, h in ordered]
+        cosines = np.asarray([[float(v) for v in o] for o in orientations])
+        off = np.flatnonzero(np.abs(cosines - cosines[0]).max(axis=1) > 1e-3)
+        if off.size:
+            i = int(off[0])
+            raise ValueError(f"{where}: DICOM file '{ordered[i][0]}' has ImageOrientationPatient "
+                             f"{cosines[i].round(4).tolist()}, '{ordered[0][0]}' {cosines[0].round(4).tolist()}: "
+                             "slices of different planes (a localizer?) in one series.")
+        if any(p is None for p in positions):
+            return [h for _, h in ordered]
+        normal = np.cross(cosines[0][:3], cosines[0][3:])
+        depth = np.asarray([[float(v) for v in p] for p in positions]) @ normal
+        steps = np.diff(depth)
+        wrong = steps * np.sign(steps[0]) <= 1e-3  # each step must go the first one's way, by more than 1 µm
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            raise ValueError(f"{where}: in InstanceNumber order the slice positions along the slice normal do not "
+                             f"strictly rise or fall: '{ordered[i][0]}' at {depth[i]:.3f} mm, then "
+                             f"'{ordered[i + 1][0]}' at {depth[i + 1]:.3f} mm (repeated positions, or numbers that do "
+                             "not follow the anatomy): the slices cannot be stacked as numbered.")
+        return [h for _, h in ordered]
 
     def _load_volume(self, source: StudySource, path: Path, reader, info: dict) -> Study:
         from monai.data.utils import to_affine_nd
