@@ -533,8 +533,9 @@ class LoadStudy(Transform):
 
     Args:
         recipe: the preprocessing recipe (a plain dict).
-        in_channels: channels the network takes, for ``volume`` recipes (``None``: those of the file); RGB(A) studies
-            become luminance for ``1``. A ``video`` recipe's channels come from its ``grayscale``.
+        in_channels: channels the network takes, for ``volume`` recipes (``None``: those of the file); RGB(A) clips and
+            colour DICOM become luminance for ``1``; other channels (a 4D NIfTI's, a ``C×D×H×W`` array's) must
+            match. A ``video`` recipe's channels come from its ``grayscale``.
         allowed_modalities: DICOM modalities accepted (e.g. ``("CT", "MR")``); ``None`` accepts every image
             modality. Non-image modalities (:data:`NON_IMAGE_MODALITIES`) are always refused; non-DICOM files have no
             modality and are not filtered.
@@ -632,18 +633,22 @@ class LoadStudy(Transform):
                 raise RuntimeError(f"study '{source.study_id}': cannot read DICOM file '{f}': {e}") from e
         return headers
 
-    def _fit_channels(self, source: StudySource, img: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    def _fit_channels(self, source: StudySource, img: torch.Tensor, channel_dim: int, colour: bool = True
+                      ) -> torch.Tensor:
+        """``img`` with the network's channel count: RGB(A) to luminance for a 1-channel network (only when the
+        channels are ``colour``: a 4D volume's 3 or 4 timepoints are not colours), grey repeated for an RGB one."""
         c, want = int(img.shape[channel_dim]), self.in_channels
         if want is None or c == want:
             return img
-        if want == 1 and c in (3, 4):  # RGB(A) → luminance (ITU-R 601)
+        if want == 1 and c in (3, 4) and colour:  # RGB(A) → luminance (ITU-R 601)
             w = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype, device=img.device)
             shape = [1] * img.ndim
             shape[channel_dim] = 3
             return (img.narrow(channel_dim, 0, 3) * w.reshape(shape)).sum(dim=channel_dim, keepdim=True)
         if want == 3 and c == 1:  # grayscale study, RGB network
             return torch.cat([img] * 3, dim=channel_dim)
-        raise ValueError(f"{self._where(source)} has {c} channel(s); the network expects {want}.")
+        what = "" if colour or c not in (3, 4) else " (the 4th axis of a 4D image, e.g. timepoints, not colours)"
+        raise ValueError(f"{self._where(source)} has {c} channel(s){what}; the network expects {want}.")
 
     # ------------------------------------------------------------------ volumes
     @staticmethod
@@ -689,7 +694,8 @@ class LoadStudy(Transform):
             "series_instance_uid": str(headers[0].get("SeriesInstanceUID", "")) or None,
             "instance_numbers": [int(h.get("InstanceNumber", 0) or 0) for h in headers],
         }
-        study = self._load_volume(source, path, reader=reader, info=info)
+        colour = int(headers[0].get("SamplesPerPixel", 1) or 1) > 1
+        study = self._load_volume(source, path, reader=reader, info=info, colour=colour)
         study.dicom_headers = headers
         return study
 
@@ -743,7 +749,12 @@ class LoadStudy(Transform):
                              "not follow the anatomy): the slices cannot be stacked as numbered.")
         return [h for _, h in ordered]
 
-    def _load_volume(self, source: StudySource, path: Path, reader, info: dict) -> Study:
+    def _load_volume(self, source: StudySource, path: Path, reader, info: dict, colour: bool = False) -> Study:
+        """
+        One volume study. ``colour``: its channels are colours (a DICOM series of ``SamplesPerPixel`` 3), converted to
+        grey for a 1-channel network; the channels of other files (a 4D NIfTI's timepoints, a ``C×D×H×W`` array) are
+        refused when they are not the network's count, as training refuses them.
+        """
         from monai.data.utils import to_affine_nd
         from monai.transforms import LoadImage
 
@@ -775,7 +786,7 @@ class LoadStudy(Transform):
         if sorted(spatial)[-2] < 2:
             raise ValueError(f"{self._where(source)}: image of shape {original_shape} is not a 2D/3D image (at most "
                              "one axis longer than 1).")
-        img = self._fit_channels(source, img, channel_dim=0)
+        img = self._fit_channels(source, img, channel_dim=0, colour=colour)
         if not torch.isfinite(img.as_tensor()).all():
             raise ValueError(f"{self._where(source)} contains NaN or infinite values.")
         if len(original_shape) == 3 and self.min_frames > 1:

@@ -178,10 +178,12 @@ def test_load_volumes_and_source_indices(folder):
     study = load.load(StudySource("four_d", "volume", folder / "arr.npy"))
     assert study.info["num_source_frames"] == 6 and study.info["source_axis"] == 0
     four = folder.parent / "four_d.npy"
-    np.save(four, np.random.default_rng(0).random((3, 5, 6, 7)).astype(np.float32))  # C×D×H×W, RGB
-    assert tuple(load(four).shape) == (1, 8, 8, 8)  # luminance
-    with pytest.raises(ValueError, match=r"study 'four_d.npy' .* has 3 channel\(s\); the network expects 2"):
-        LoadStudy(VOLUME, in_channels=2)(four)
+    np.save(four, np.random.default_rng(0).random((3, 5, 6, 7)).astype(np.float32))  # C×D×H×W
+    assert tuple(LoadStudy(VOLUME, in_channels=3)(four).shape) == (3, 8, 8, 8)
+    # its channels are not known to be colours (training reads them as they are): never averaged into one
+    for channels in (1, 2):
+        with pytest.raises(ValueError, match=rf"study 'four_d.npy' .* has 3 channel\(s\).*the network expects {channels}"):
+            LoadStudy(VOLUME, in_channels=channels)(four)
     # a DICOM series: frames along file axis 2 are the slices in InstanceNumber order
     series = LoadStudy({**VOLUME, "slice_axis": 2}).load(next(s for s in discover_studies(folder)
                                                               if s.study_id == "ct"))

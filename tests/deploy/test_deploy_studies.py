@@ -207,6 +207,10 @@ def test_bad_volumes(tmp_path):
     (src,) = discover_studies(many)
     with pytest.raises(ValueError, match="5 channel"):
         StudyLoader(SPEC).load(src)
+    for t in (3, 4):  # as many timepoints as colours: still not colours (training refuses them too)
+        (src,) = discover_studies(write_nifti(tmp_path / f"t{t}.nii.gz", np.random.rand(8, 8, 8, t).astype(np.float32)))
+        with pytest.raises(ValueError, match=rf"has {t} channel\(s\) \(the 4th axis of a 4D image, e\.g\. timepoints"):
+            StudyLoader(SPEC).load(src)
     line = write_nifti(tmp_path / "line.nii", np.random.rand(9, 1, 1).astype(np.float32))
     with pytest.raises(ValueError, match="not a 2D/3D image"):
         StudyLoader(SPEC).load(discover_studies(line)[0])
