@@ -155,6 +155,11 @@ def test_csv_split_column_gives_validation_and_test_lists(tmp_path):
          r"labels\.csv:3: patient \(group\) 'p1' is in the 'test' list and in the 'training' list \(.*labels\.csv:2\)"),
         (["image,label,split", "a.npy,x,", "./a.npy,x,validation"],
          r"labels\.csv:3: image '\./a\.npy' is in the 'validation' list and in the 'training' list"),
+        # one study grouped on one side only, or under two groups: still the same image in two lists
+        (["image,label,group,split", "a.npy,x,p1,", "a.npy,x,,test"],
+         r"labels\.csv:3: image 'a\.npy' is in the 'test' list and in the 'training' list \(.*labels\.csv:2\)"),
+        (["image,label,group,split", "a.npy,x,p1,", "a.npy,x,p9,validation"],
+         r"labels\.csv:3: image 'a\.npy' is in the 'validation' list and in the 'training' list"),
         (["image,label,split", "a.npy,x,holdout"], r"labels\.csv:2: split 'holdout' is not one of"),
     ],
 )
