@@ -367,6 +367,7 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
     base = csv_path.parent
     studies: list[StudySource] = []
     first_line: dict[str, int] = {}
+    path_line: dict[Path, int] = {}  # the same file twice (a.nii.gz, ./a.nii.gz) would be predicted twice
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets add a BOM
             reader = csv.DictReader(f)
@@ -395,7 +396,10 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                 if study_id in first_line:
                     raise ValueError(f"{where}: duplicate id {study_id!r} (also on line {first_line[study_id]}); "
                                      "add a unique 'id' column.")
-                first_line[study_id] = reader.line_num
+                if path in path_line:
+                    raise ValueError(f"{where}: '{image}' is the study of line {path_line[path]} again ({path}); "
+                                     "list each study once.")
+                first_line[study_id], path_line[path] = reader.line_num, reader.line_num
                 studies.append(_study_at(study_id, path, label))
     except UnicodeDecodeError as e:
         raise ValueError(f"study list '{csv_path}' is not UTF-8 text (byte {e.start}): expected a CSV file.") from None
