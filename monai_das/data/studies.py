@@ -684,14 +684,6 @@ class LoadStudy(Transform):
         headers = self._slice_order(source, headers)
         from monai.data import PydicomReader
 
-        if source.path.is_dir():  # read exactly this series' files, whatever else the folder holds
-            import re
-
-            path = source.path
-            names = "|".join(re.escape(os.path.join(str(source.path), f.name)) for f in source.files)
-            reader = PydicomReader(fname_regex=f"^(?:{names})$")
-        else:
-            path, reader = source.files[0], PydicomReader()
         info = {
             "modality": str(headers[0].get("Modality", "")) or None,
             "study_instance_uid": str(headers[0].get("StudyInstanceUID", "")) or None,
@@ -699,7 +691,21 @@ class LoadStudy(Transform):
             "instance_numbers": [int(h.get("InstanceNumber", 0) or 0) for h in headers],
         }
         colour = int(headers[0].get("SamplesPerPixel", 1) or 1) > 1
-        study = self._load_volume(source, path, reader=reader, info=info, colour=colour)
+        if not source.path.is_dir():
+            study = self._load_volume(source, source.files[0], reader=PydicomReader(), info=info, colour=colour)
+        elif not any(c in str(source.path) for c in "*?["):  # read exactly this series' files, whatever else is there
+            import re
+
+            names = "|".join(re.escape(os.path.join(str(source.path), f.name)) for f in source.files)
+            reader = PydicomReader(fname_regex=f"^(?:{names})$")
+            study = self._load_volume(source, source.path, reader=reader, info=info, colour=colour)
+        else:  # MONAI globs '<folder>/*' unescaped: a folder named 'CT [2mm]' would match nothing; read links to them
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="das_series_") as tmp:
+                for i, f in enumerate(source.files):
+                    os.symlink(os.path.abspath(f), os.path.join(tmp, f"{i:06d}.dcm"))
+                study = self._load_volume(source, Path(tmp), reader=PydicomReader(), info=info, colour=colour)
         study.dicom_headers = headers
         return study
 

@@ -138,6 +138,21 @@ def test_series_that_is_not_one_stack_is_refused(tmp_path, defect, match):
         StudyLoader(SPEC).load(src)
 
 
+def test_series_in_a_folder_with_glob_characters(tmp_path):
+    """MONAI's reader globs '<folder>/*' unescaped: in a folder named like 'CT [2mm]' it finds no file (and LoadImage
+    falls back to another reader, which takes whichever series it likes); each series there still loads as itself."""
+    folder = tmp_path / "CT [2mm]*"
+    write_dicom_series(folder, num_slices=3, series_number=1, prefix="a")
+    write_dicom_series(folder, num_slices=5, series_number=7, prefix="b")
+    spec = ModelSpec(spatial_size=(8, 8, 6), slice_axis=2, labels=["a", "b"])
+    for src in discover_studies(folder):
+        study = StudyLoader(spec, percentiles=None).load(src)
+        n = len(src.files)
+        assert study.info["instance_numbers"] == list(range(1, n + 1)) and study.info["num_source_frames"] == n
+        means = study.image[0].mean(dim=(0, 1))
+        assert torch.all(means[1:] >= means[:-1]) and means[-1] > means[0], means
+
+
 def test_series_numbered_against_its_positions_loads(tmp_path):
     paths = _by_number(write_dicom_series(tmp_path / "series", num_slices=6))
     for n, path in paths.items():
