@@ -281,8 +281,17 @@ def _walk(root: Path) -> list[StudySource]:
     headers: dict[Path, Any] = {}
     studies: list[StudySource] = []
     any_file = False
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+    visited = {os.path.realpath(root)}  # folders are followed through links (a study linked in from an archive),
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # each real folder once (no loops)
+        kept = []
+        for d in sorted(d for d in dirnames if not is_hidden(d)):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in visited:
+                logger.warning(f"'{os.path.join(dirpath, d)}' is a link to '{real}', which is listed already: skipped.")
+                continue
+            visited.add(real)
+            kept.append(d)
+        dirnames[:] = kept
         folder = Path(dirpath)
         files = sorted(folder / f for f in filenames if not is_hidden(f))
         any_file = any_file or bool(files)

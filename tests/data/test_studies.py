@@ -118,6 +118,25 @@ def test_discovery_skips_an_unzipped_archives_resource_forks(tmp_path):
     assert [s.study_id for s in discover_studies(tmp_path)] == ["a.nii.gz"]
 
 
+def test_discovery_follows_linked_folders_once(tmp_path, caplog):
+    """A study folder linked in from elsewhere (a PACS export, an archive) is listed; a link back up the tree, or a
+    second link to a folder listed already, is skipped with a warning: no loop, no study twice."""
+    archive, root = tmp_path / "archive", tmp_path / "studies"
+    for rel in ("p1/a.nii.gz", "p2/b.nii.gz"):
+        (archive / rel).parent.mkdir(parents=True, exist_ok=True)
+        (archive / rel).write_bytes(b"x")
+    (root / "local").mkdir(parents=True)
+    (root / "local" / "c.nii.gz").write_bytes(b"x")
+    os.symlink(archive / "p1", root / "p1")
+    os.symlink(archive / "p1", root / "p1_again")
+    os.symlink(archive, root / "zarchive")  # p1 inside it is listed already
+    os.symlink(root, root / "local" / "loop")
+    with caplog.at_level("WARNING", logger="monai_das.data.studies"):
+        ids = sorted(s.study_id for s in discover_studies(root))
+    assert ids == ["local/c.nii.gz", "p1/a.nii.gz", "zarchive/p2/b.nii.gz"]
+    assert caplog.text.count("which is listed already: skipped") == 3
+
+
 def test_fingerprints(folder, tmp_path):
     studies = {s.study_id: s for s in discover_studies(folder)}
     st = (folder / "a.nii.gz").stat()
