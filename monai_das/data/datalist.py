@@ -613,7 +613,11 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
     single-frame DICOM files (one series; MONAI's ``PydicomReader`` order: columns, rows, slices) or one such file.
     """
     if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.is_file() and is_dicom(f))
+        from monai_das.data.studies import is_hidden
+
+        # as discovery: no hidden file (an archive's '._x.dcm'), no DICOMDIR index (a DICOM file without an image)
+        files = sorted(f for f in path.iterdir() if f.is_file() and not is_hidden(f.name)
+                       and f.name.upper() != "DICOMDIR" and is_dicom(f))
         if not files:
             raise ValueError("is a folder without DICOM files (expected one DICOM series).")
         headers = [_dicom_header(f) for f in files]

@@ -385,6 +385,10 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     for i in range(3):
         _dicom(series / f"s{i}.dcm", 10, 14, series=uid)
     assert check_study_shapes([str(series)], "volume")["shapes"] == {str(series): (1, 14, 10, 3)}  # columns, rows, n
+    # a DICOMDIR index and a hidden copy ('._s0.dcm' of an archive, here a real DICOM file) are no slices, as in discovery
+    _dicom(series / "._s0.dcm", 10, 14, series=uid)
+    _dicom(series / "DICOMDIR", 20, 20)
+    assert check_study_shapes([str(series)], "volume")["shapes"] == {str(series): (1, 14, 10, 3)}
 
 
 def test_check_study_shapes_errors(tmp_path):
