@@ -666,15 +666,11 @@ class LoadStudy(Transform):
     # ------------------------------------------------------------------ volumes
     @staticmethod
     def _volume_reader(source: StudySource):
-        if _suffix(source.path) != ".npy":
-            return None
-        from monai.data import NumpyReader
+        """The reader of a single-file volume: ``.npy`` with or without a channel axis (as in training's recipe),
+        else ``None`` (``LoadImage`` chooses by suffix)."""
+        from monai_das.data.readers import VolumeNumpyReader
 
-        try:
-            ndim = np.load(source.path, mmap_mode="r").ndim  # a 4D array is C×D×H×W
-        except Exception as e:
-            raise RuntimeError(f"study '{source.study_id}': cannot read '{source.path}': {e}") from e
-        return NumpyReader(channel_dim=0 if ndim == 4 else None)
+        return VolumeNumpyReader() if _suffix(source.path) == ".npy" else None
 
     def _load_dicom_series(self, source: StudySource) -> Study:
         if not source.files:
