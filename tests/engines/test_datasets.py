@@ -106,6 +106,12 @@ def test_validation_and_test_files_are_checked_like_the_training_ones(tmp_path):
             src.data("test")
 
 
+def test_video_bundle_refuses_volumes_in_its_datalist(tmp_path):
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    with pytest.raises(ValueError, match=r"dl\.json:training\[0\]: '.*v0\.npy' is no clip: the video bundle"):
+        BundleData(datalist=path, layout="video", num_frames=8).info
+
+
 def test_datalist_median_grid_when_shapes_differ(tmp_path, caplog):
     path = _npy_datalist(tmp_path, [(12, 10, 6), (12, 10, 8), (14, 10, 8), (12, 10, 6), (12, 12, 8), (12, 10, 8)])
     src = BundleData(datalist=path)
