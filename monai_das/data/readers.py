@@ -15,8 +15,9 @@ class VolumeNumpyReader(NumpyReader):
     """
     :class:`monai.data.NumpyReader` for volumes of either form: a 2D/3D array has no channel axis (``D×H×W``), a 4D
     array is channel first (``C×D×H×W``), decided per file. MONAI's reader takes one ``channel_dim`` for every file,
-    so with its default a ``C×D×H×W`` array became ``1×C×D×H×W`` after ``EnsureChannelFirst`` (refused as no volume)
-    while the study check had read it as ``C×D×H×W``. Pickled (object) arrays are refused (``allow_pickle=False``).
+    so with its default a ``C×D×H×W`` array became ``1×C×D×H×W`` after ``EnsureChannelFirst`` (refused as no
+    volume) while the study check had read it as ``C×D×H×W``. Pickled (object) arrays are refused
+    (``allow_pickle=False``).
     """
 
     def __init__(self, **kwargs) -> None:

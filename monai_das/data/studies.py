@@ -284,10 +284,12 @@ def _walk(root: Path) -> list[StudySource]:
     visited = {os.path.realpath(root)}  # folders are followed through links (a study linked in from an archive),
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # each real folder once (no loops)
         kept = []
-        for d in sorted(d for d in dirnames if not is_hidden(d)):
+        # real folders before links, so that a folder and a link to it are listed under the folder's own path
+        names = (d for d in dirnames if not is_hidden(d))
+        for d in sorted(names, key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d)):
             real = os.path.realpath(os.path.join(dirpath, d))
             if real in visited:
-                logger.warning(f"'{os.path.join(dirpath, d)}' is a link to '{real}', which is listed already: skipped.")
+                logger.warning(f"'{os.path.join(dirpath, d)}' leads to '{real}', which is listed already: skipped.")
                 continue
             visited.add(real)
             kept.append(d)
@@ -743,6 +745,8 @@ class LoadStudy(Transform):
         positions = [h.get("ImagePositionPatient") for _, h in ordered]
         if any(o is None for o in orientations):
             return [h for _, h in ordered]
+        if any(len(o) != 6 for o in orientations):  # malformed: nothing to compare (the reader makes no affine of it)
+            return [h for _, h in ordered]
         cosines = np.asarray([[float(v) for v in o] for o in orientations])
         off = np.flatnonzero(np.abs(cosines - cosines[0]).max(axis=1) > 1e-3)
         if off.size:
@@ -750,7 +754,7 @@ class LoadStudy(Transform):
             raise ValueError(f"{where}: DICOM file '{ordered[i][0]}' has ImageOrientationPatient "
                              f"{cosines[i].round(4).tolist()}, '{ordered[0][0]}' {cosines[0].round(4).tolist()}: "
                              "slices of different planes (a localizer?) in one series.")
-        if any(p is None for p in positions):
+        if any(p is None or len(p) != 3 for p in positions):
             return [h for _, h in ordered]
         normal = np.cross(cosines[0][:3], cosines[0][3:])
         depth = np.asarray([[float(v) for v in p] for p in positions]) @ normal

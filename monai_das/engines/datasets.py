@@ -332,7 +332,8 @@ class BundleData:
         self.info  # the training files' facts first
         self._require_clips(items)
         channels = int(check_study_shapes(items, self.layout, slice_axis=self.slice_axis)["in_channels"])
-        if channels != self._file_channels:
+        # a video recipe makes every clip the network's channels (grey or RGB) itself: only volumes must match
+        if self.layout == "volume" and channels != self._file_channels:
             raise ValueError(f"datalist '{self.datalist}': the {_SPLITS[split]!r} images have {channels} channel(s), "
                              f"the training images {self._file_channels}; give every list images of one kind.")
         self._checked.add(split)

@@ -65,7 +65,8 @@ def _onnx_source(path: Path) -> dict | None:
 
 
 def _first_difference(found: dict, wanted: dict) -> str:
-    """What differs between two :func:`onnx_source` records, in words (``checkpoint``, or the setting and both values)."""
+    """What differs between two :func:`onnx_source` records, in words: ``checkpoint``, or the setting and both
+    values."""
     if found.get("checkpoint_sha256") != wanted["checkpoint_sha256"]:
         return "checkpoint"
     for key, value in wanted.items():

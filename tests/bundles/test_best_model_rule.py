@@ -16,13 +16,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("bundle", ["das_volume_classification", "das_video_classification"])
-@pytest.mark.parametrize("latest", [False, True])
-def test_saver_and_evaluator_share_the_tie_rule(tmp_path, bundle, latest):
+@pytest.mark.parametrize("value, latest", [(None, False), (True, True), ("false", False), ("True", True)])
+def test_saver_and_evaluator_share_the_tie_rule(tmp_path, bundle, value, latest):
+    """``--keep_latest_best false`` arrives from the command line as the string "false": it must mean False."""
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
     parser["bundle_root"] = str(tmp_path)
-    if latest:
-        parser["keep_latest_best"] = True
+    if value is not None:
+        parser["keep_latest_best"] = value
     parser.get_parsed_content("imports")
     assert parser.get_parsed_content("run_params#keep_latest_best") is latest
     assert parser.get_parsed_content("validate#best_saver#key_metric_greater_or_equal") is latest

@@ -135,6 +135,9 @@ def test_discovery_follows_linked_folders_once(tmp_path, caplog):
         ids = sorted(s.study_id for s in discover_studies(root))
     assert ids == ["local/c.nii.gz", "p1/a.nii.gz", "zarchive/p2/b.nii.gz"]
     assert caplog.text.count("which is listed already: skipped") == 3
+    # a link sorted before the real folder it leads to: the folder keeps its own path
+    os.symlink(root / "local", root / "a_link")
+    assert sorted(s.study_id for s in discover_studies(root)) == ids
 
 
 def test_fingerprints(folder, tmp_path):

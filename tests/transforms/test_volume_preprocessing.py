@@ -72,7 +72,8 @@ def test_npy_volumes_with_and_without_a_channel_axis(tmp_path):
     np.save(tmp_path / "c.npy", rng.random((2, 5, 6, 7)).astype(np.float32))
     np.save(tmp_path / "v.npy", rng.random((5, 6, 7)).astype(np.float32))
     xform = volume_preprocessing(spatial_size=8, axcodes=None, percentiles=None)
-    multi, single = xform({"image": str(tmp_path / "c.npy")})["image"], xform({"image": str(tmp_path / "v.npy")})["image"]
+    multi = xform({"image": str(tmp_path / "c.npy")})["image"]
+    single = xform({"image": str(tmp_path / "v.npy")})["image"]
     assert multi.shape == (2, 8, 8, 8) and single.shape == (1, 8, 8, 8)
     assert check_study_shapes([str(tmp_path / "c.npy")], "volume")["shapes"][str(tmp_path / "c.npy")] == (2, 5, 6, 7)
     recipe = {"layout": "volume", "spatial_size": [8, 8, 8], "slice_axis": 0, "axcodes": None, "percentiles": None}
