@@ -765,7 +765,8 @@ class LoadStudy(Transform):
             raise ValueError(f"{where}: in InstanceNumber order the slice positions along the slice normal do not "
                              f"strictly rise or fall: '{ordered[i][0]}' at {depth[i]:.3f} mm, then "
                              f"'{ordered[i + 1][0]}' at {depth[i + 1]:.3f} mm (repeated positions, or numbers that do "
-                             "not follow the anatomy): the slices cannot be stacked as numbered.")
+                             "not follow the anatomy): the slices cannot be stacked as numbered. Convert the series "
+                             "to NIfTI (e.g. dcm2niix, which orders slices by position) and give that file.")
         return [h for _, h in ordered]
 
     def _load_volume(self, source: StudySource, path: Path, reader, info: dict, colour: bool = False) -> Study:
