@@ -24,7 +24,7 @@ bash "$here/scripts/setup_env.sh" "$venv"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 # 2. MONAI Deploy App SDK (CPU-only use) + the CUDA 13 runtime library holoscan loads at import + DICOM I/O
 "${pip[@]}" -c "$here/constraints.txt" "monai-deploy-app-sdk==4.0.0" "nvidia-cuda-runtime==13.*" \
-    "pydicom>=2.4" "highdicom>=0.22"
+    "pydicom>=3.0" "highdicom>=0.22"
 # 3. MONAI Label 0.8.5 without dependencies (see header) + what its infer-task modules import
 "${pip[@]}" --no-deps "monailabel==0.8.5"
 "${pip[@]}" -c "$here/constraints.txt" expiring-dict sortedcontainers "watchdog>=4.0.0" "pydantic>=2.7" "pydantic-settings>=2.2.1" \

@@ -52,6 +52,7 @@ from monai_das.data.studies import (
     list_studies,
     study_fingerprint,
 )
+from monai_das.data.readers import VolumeNumpyReader
 from monai_das.data.synthetic import (
     SPLIT_SEED_OFFSETS,
     SYNTHETIC_CLASS_NAMES,
@@ -63,6 +64,7 @@ from monai_das.data.video import VideoDataset, video_transform
 from monai_das.data.video_io import DICOM_EXTENSIONS, VIDEO_EXTENSIONS, is_dicom, read_video
 
 __all__ = [
+    "VolumeNumpyReader",
     "ItemLoadError",
     "NamedCacheDataset",
     "DATALIST_SPLITS",

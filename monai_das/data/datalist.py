@@ -142,23 +142,27 @@ def _given_group(item: Mapping) -> str | None:
 
 
 def _check_patients_in_one_list(path: Path, rows: dict[str, list[tuple[str, dict]]], root: str) -> None:
-    """Refuse a patient (``group``, else the image) that is in two lists of the datalist, naming both places."""
-    first: dict[str, tuple[str, str]] = {}  # patient → (split, location)
+    """Refuse a patient (``group``) or an image that is in two lists of the datalist, naming both places. The image is
+    checked whether or not its rows give a group: the same file grouped in one list and not (or otherwise) in another
+    is still one study on both sides."""
+    first: dict[str, tuple[str, str]] = {}  # patient or image → (split, location)
     for split, entries in rows.items():
         for loc, item in entries:
             group, image = _given_group(item), item.get("image")
+            keys = []
             if group is not None:
-                key, what = "group:" + group, f"patient (group) {group!r}"
-            elif isinstance(image, str) and image.strip():
-                key, what = "image:" + os.path.normpath(os.path.join(root, image.strip())), f"image {image.strip()!r}"
-            else:
-                continue  # a blank image is reported with its line by load_datalist
-            seen = first.setdefault(key, (split, loc))
-            if seen[0] != split:
-                raise ValueError(
-                    f"{path}:{loc}: {what} is in the '{split}' list and in the '{seen[0]}' list ({path}:{seen[1]}); "
-                    "keep each patient's studies in one list (split by patient, never by study or frame)."
-                )
+                keys.append(("group:" + group, f"patient (group) {group!r}"))
+            if isinstance(image, str) and image.strip():  # a blank image is reported with its line by load_datalist
+                keys.append(("image:" + os.path.normpath(os.path.join(root, image.strip())),
+                             f"image {image.strip()!r}"))
+            for key, what in keys:
+                seen = first.setdefault(key, (split, loc))
+                if seen[0] != split:
+                    raise ValueError(
+                        f"{path}:{loc}: {what} is in the '{split}' list and in the '{seen[0]}' list "
+                        f"({path}:{seen[1]}); keep each patient's studies in one list (split by patient, never by "
+                        "study or frame)."
+                    )
 
 
 # ------------------------------------------------------------------------------------------------------- classes
@@ -609,7 +613,11 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
     single-frame DICOM files (one series; MONAI's ``PydicomReader`` order: columns, rows, slices) or one such file.
     """
     if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.is_file() and is_dicom(f))
+        from monai_das.data.studies import is_hidden
+
+        # as discovery: no hidden file (an archive's '._x.dcm'), no DICOMDIR index (a DICOM file without an image)
+        files = sorted(f for f in path.iterdir() if f.is_file() and not is_hidden(f.name)
+                       and f.name.upper() != "DICOMDIR" and is_dicom(f))
         if not files:
             raise ValueError("is a folder without DICOM files (expected one DICOM series).")
         headers = [_dicom_header(f) for f in files]

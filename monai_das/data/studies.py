@@ -281,8 +281,19 @@ def _walk(root: Path) -> list[StudySource]:
     headers: dict[Path, Any] = {}
     studies: list[StudySource] = []
     any_file = False
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+    visited = {os.path.realpath(root)}  # folders are followed through links (a study linked in from an archive),
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # each real folder once (no loops)
+        kept = []
+        # real folders before links, so that a folder and a link to it are listed under the folder's own path
+        names = (d for d in dirnames if not is_hidden(d))
+        for d in sorted(names, key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d)):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in visited:
+                logger.warning(f"'{os.path.join(dirpath, d)}' leads to '{real}', which is listed already: skipped.")
+                continue
+            visited.add(real)
+            kept.append(d)
+        dirnames[:] = kept
         folder = Path(dirpath)
         files = sorted(folder / f for f in filenames if not is_hidden(f))
         any_file = any_file or bool(files)
@@ -367,6 +378,7 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
     base = csv_path.parent
     studies: list[StudySource] = []
     first_line: dict[str, int] = {}
+    path_line: dict[Path, int] = {}  # the same file twice (a.nii.gz, ./a.nii.gz) would be predicted twice
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets add a BOM
             reader = csv.DictReader(f)
@@ -395,7 +407,10 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                 if study_id in first_line:
                     raise ValueError(f"{where}: duplicate id {study_id!r} (also on line {first_line[study_id]}); "
                                      "add a unique 'id' column.")
-                first_line[study_id] = reader.line_num
+                if path in path_line:
+                    raise ValueError(f"{where}: '{image}' is the study of line {path_line[path]} again ({path}); "
+                                     "list each study once.")
+                first_line[study_id], path_line[path] = reader.line_num, reader.line_num
                 studies.append(_study_at(study_id, path, label))
     except UnicodeDecodeError as e:
         raise ValueError(f"study list '{csv_path}' is not UTF-8 text (byte {e.start}): expected a CSV file.") from None
@@ -533,8 +548,9 @@ class LoadStudy(Transform):
 
     Args:
         recipe: the preprocessing recipe (a plain dict).
-        in_channels: channels the network takes, for ``volume`` recipes (``None``: those of the file); RGB(A) studies
-            become luminance for ``1``. A ``video`` recipe's channels come from its ``grayscale``.
+        in_channels: channels the network takes, for ``volume`` recipes (``None``: those of the file); RGB(A) clips and
+            colour DICOM become luminance for ``1``; other channels (a 4D NIfTI's, a ``C×D×H×W`` array's) must
+            match. A ``video`` recipe's channels come from its ``grayscale``.
         allowed_modalities: DICOM modalities accepted (e.g. ``("CT", "MR")``); ``None`` accepts every image
             modality. Non-image modalities (:data:`NON_IMAGE_MODALITIES`) are always refused; non-DICOM files have no
             modality and are not filtered.
@@ -632,31 +648,31 @@ class LoadStudy(Transform):
                 raise RuntimeError(f"study '{source.study_id}': cannot read DICOM file '{f}': {e}") from e
         return headers
 
-    def _fit_channels(self, source: StudySource, img: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    def _fit_channels(self, source: StudySource, img: torch.Tensor, channel_dim: int, colour: bool = True
+                      ) -> torch.Tensor:
+        """``img`` with the network's channel count: RGB(A) to luminance for a 1-channel network (only when the
+        channels are ``colour``: a 4D volume's 3 or 4 timepoints are not colours), grey repeated for an RGB one."""
         c, want = int(img.shape[channel_dim]), self.in_channels
         if want is None or c == want:
             return img
-        if want == 1 and c in (3, 4):  # RGB(A) → luminance (ITU-R 601)
+        if want == 1 and c in (3, 4) and colour:  # RGB(A) → luminance (ITU-R 601)
             w = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype, device=img.device)
             shape = [1] * img.ndim
             shape[channel_dim] = 3
             return (img.narrow(channel_dim, 0, 3) * w.reshape(shape)).sum(dim=channel_dim, keepdim=True)
         if want == 3 and c == 1:  # grayscale study, RGB network
             return torch.cat([img] * 3, dim=channel_dim)
-        raise ValueError(f"{self._where(source)} has {c} channel(s); the network expects {want}.")
+        what = "" if colour or c not in (3, 4) else " (the 4th axis of a 4D image, e.g. timepoints, not colours)"
+        raise ValueError(f"{self._where(source)} has {c} channel(s){what}; the network expects {want}.")
 
     # ------------------------------------------------------------------ volumes
     @staticmethod
     def _volume_reader(source: StudySource):
-        if _suffix(source.path) != ".npy":
-            return None
-        from monai.data import NumpyReader
+        """The reader of a single-file volume: ``.npy`` with or without a channel axis (as in training's recipe),
+        else ``None`` (``LoadImage`` chooses by suffix)."""
+        from monai_das.data.readers import VolumeNumpyReader
 
-        try:
-            ndim = np.load(source.path, mmap_mode="r").ndim  # a 4D array is C×D×H×W
-        except Exception as e:
-            raise RuntimeError(f"study '{source.study_id}': cannot read '{source.path}': {e}") from e
-        return NumpyReader(channel_dim=0 if ndim == 4 else None)
+        return VolumeNumpyReader() if _suffix(source.path) == ".npy" else None
 
     def _load_dicom_series(self, source: StudySource) -> Study:
         if not source.files:
@@ -672,28 +688,93 @@ class LoadStudy(Transform):
             raise ValueError(f"study '{source.study_id}': slices of different sizes {sorted(shapes)} in one series.")
         if len(headers) < self.min_frames:
             raise self._too_few(source, f"has {len(headers)} slice(s)")
-        headers = sorted(headers, key=lambda h: int(h.get("InstanceNumber", 0) or 0))
+        headers = self._slice_order(source, headers)
         from monai.data import PydicomReader
 
-        if source.path.is_dir():  # read exactly this series' files, whatever else the folder holds
-            import re
-
-            path = source.path
-            names = "|".join(re.escape(os.path.join(str(source.path), f.name)) for f in source.files)
-            reader = PydicomReader(fname_regex=f"^(?:{names})$")
-        else:
-            path, reader = source.files[0], PydicomReader()
         info = {
             "modality": str(headers[0].get("Modality", "")) or None,
             "study_instance_uid": str(headers[0].get("StudyInstanceUID", "")) or None,
             "series_instance_uid": str(headers[0].get("SeriesInstanceUID", "")) or None,
             "instance_numbers": [int(h.get("InstanceNumber", 0) or 0) for h in headers],
         }
-        study = self._load_volume(source, path, reader=reader, info=info)
+        colour = int(headers[0].get("SamplesPerPixel", 1) or 1) > 1
+        if not source.path.is_dir():
+            study = self._load_volume(source, source.files[0], reader=PydicomReader(), info=info, colour=colour)
+        elif not any(c in str(source.path) for c in "*?["):  # read exactly this series' files, whatever else is there
+            import re
+
+            names = "|".join(re.escape(os.path.join(str(source.path), f.name)) for f in source.files)
+            reader = PydicomReader(fname_regex=f"^(?:{names})$")
+            study = self._load_volume(source, source.path, reader=reader, info=info, colour=colour)
+        else:  # MONAI globs '<folder>/*' unescaped: a folder named 'CT [2mm]' would match nothing; read links to them
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="das_series_") as tmp:
+                for i, f in enumerate(source.files):
+                    os.symlink(os.path.abspath(f), os.path.join(tmp, f"{i:06d}.dcm"))
+                study = self._load_volume(source, Path(tmp), reader=PydicomReader(), info=info, colour=colour)
         study.dicom_headers = headers
         return study
 
-    def _load_volume(self, source: StudySource, path: Path, reader, info: dict) -> Study:
+    def _slice_order(self, source: StudySource, headers: list) -> list:
+        """
+        The slice headers of a DICOM series in ``InstanceNumber`` order (the order MONAI's ``PydicomReader`` stacks
+        them in), after checking that they make one stack: every slice numbered, no number twice (two echoes or
+        phases, or re-sent slices, under one series UID), one orientation (no localizer planes), and positions along
+        the slice normal that strictly rise or fall in that order. Otherwise the reader would interleave or drop
+        slices and the study would be classified from a scrambled volume without any error.
+        """
+        files = source.files or [source.path]
+        if len(headers) < 2:
+            return list(headers)
+        where = f"study '{source.study_id}'"
+        numbers = {}
+        for f, h in zip(files, headers):
+            value = h.get("InstanceNumber")
+            if value is None or str(value).strip() == "":
+                raise ValueError(f"{where}: DICOM file '{f}' has no InstanceNumber, so the order of the "
+                                 f"{len(headers)} slices of its series is unknown.")
+            n = int(value)
+            if n in numbers:
+                raise ValueError(f"{where}: DICOM files '{numbers[n][0]}' and '{f}' have the same InstanceNumber {n}: "
+                                 "more than one stack in one series (echoes, phases, re-sent slices?). Give each "
+                                 "stack a series of its own.")
+            numbers[n] = (f, h)
+        ordered = [numbers[n] for n in sorted(numbers)]
+        orientations = [h.get("ImageOrientationPatient") for _, h in ordered]
+        positions = [h.get("ImagePositionPatient") for _, h in ordered]
+        if any(o is None for o in orientations):
+            return [h for _, h in ordered]
+        if any(len(o) != 6 for o in orientations):  # malformed: nothing to compare (the reader makes no affine of it)
+            return [h for _, h in ordered]
+        cosines = np.asarray([[float(v) for v in o] for o in orientations])
+        off = np.flatnonzero(np.abs(cosines - cosines[0]).max(axis=1) > 1e-3)
+        if off.size:
+            i = int(off[0])
+            raise ValueError(f"{where}: DICOM file '{ordered[i][0]}' has ImageOrientationPatient "
+                             f"{cosines[i].round(4).tolist()}, '{ordered[0][0]}' {cosines[0].round(4).tolist()}: "
+                             "slices of different planes (a localizer?) in one series.")
+        if any(p is None or len(p) != 3 for p in positions):
+            return [h for _, h in ordered]
+        normal = np.cross(cosines[0][:3], cosines[0][3:])
+        depth = np.asarray([[float(v) for v in p] for p in positions]) @ normal
+        steps = np.diff(depth)
+        wrong = steps * np.sign(steps[0]) <= 1e-3  # each step must go the first one's way, by more than 1 µm
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            raise ValueError(f"{where}: in InstanceNumber order the slice positions along the slice normal do not "
+                             f"strictly rise or fall: '{ordered[i][0]}' at {depth[i]:.3f} mm, then "
+                             f"'{ordered[i + 1][0]}' at {depth[i + 1]:.3f} mm (repeated positions, or numbers that do "
+                             "not follow the anatomy): the slices cannot be stacked as numbered. Convert the series "
+                             "to NIfTI (e.g. dcm2niix, which orders slices by position) and give that file.")
+        return [h for _, h in ordered]
+
+    def _load_volume(self, source: StudySource, path: Path, reader, info: dict, colour: bool = False) -> Study:
+        """
+        One volume study. ``colour``: its channels are colours (a DICOM series of ``SamplesPerPixel`` 3), converted to
+        grey for a 1-channel network; the channels of other files (a 4D NIfTI's timepoints, a ``C×D×H×W`` array) are
+        refused when they are not the network's count, as training refuses them.
+        """
         from monai.data.utils import to_affine_nd
         from monai.transforms import LoadImage
 
@@ -725,7 +806,7 @@ class LoadStudy(Transform):
         if sorted(spatial)[-2] < 2:
             raise ValueError(f"{self._where(source)}: image of shape {original_shape} is not a 2D/3D image (at most "
                              "one axis longer than 1).")
-        img = self._fit_channels(source, img, channel_dim=0)
+        img = self._fit_channels(source, img, channel_dim=0, colour=colour)
         if not torch.isfinite(img.as_tensor()).all():
             raise ValueError(f"{self._where(source)} contains NaN or infinite values.")
         if len(original_shape) == 3 and self.min_frames > 1:

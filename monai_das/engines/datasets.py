@@ -164,6 +164,8 @@ class BundleData:
             raise ValueError(f"synthetic_options apply to dataset 'synthetic' only, not to {self.dataset!r}.")
         self._splits: dict[str, Any] = {}
         self._info: dict | None = None
+        self._checked: set[str] = set()  # datalist splits whose files were checked like the training ones
+        self._file_channels: int | None = None  # the training files' channel count (as check_study_shapes reads it)
         if self.datalist is not None:
             self._read_datalist()
 
@@ -240,7 +242,9 @@ class BundleData:
 
                 raise ValueError(f"datalist '{self.datalist}' has no {_SPLITS[split]!r} items for the {split} split; "
                                  f"{missing_list_hint(Path(self.datalist), _SPLITS[split])}.")
-            return items if n is None else items[: int(n)]
+            items = items if n is None else items[: int(n)]
+            self._check_files(split, items)
+            return items
         if self.dataset in VIDEO_DATASETS:
             from monai_das.data import pocus_listing, split_by_fold
 
@@ -314,10 +318,47 @@ class BundleData:
         grid = [self.size] * 3
         return self._volume_facts(info["label_names"], int(info["in_channels"]), grid)
 
+    def _check_files(self, split: str, items: Sequence[Mapping]) -> None:
+        """
+        Read the headers of a validation or test list's files as the training list's were (:func:`check_study_shapes`:
+        one DICOM series per folder, a volume or clip per file) and refuse a channel count other than the training
+        files', naming the datalist; once per split. Without it a DICOM folder holding a localizer beside its series
+        would be read as whichever series the reader takes, and validation metrics would be silently off.
+        """
+        if split == "train" or split in self._checked:
+            return
+        from monai_das.data import check_study_shapes
+
+        self.info  # the training files' facts first
+        self._require_clips(items)
+        channels = int(check_study_shapes(items, self.layout, slice_axis=self.slice_axis)["in_channels"])
+        # a video recipe makes every clip the network's channels (grey or RGB) itself: only volumes must match
+        if self.layout == "volume" and channels != self._file_channels:
+            raise ValueError(f"datalist '{self.datalist}': the {_SPLITS[split]!r} images have {channels} channel(s), "
+                             f"the training images {self._file_channels}; give every list images of one kind.")
+        self._checked.add(split)
+
+    def _require_clips(self, items: Sequence[Mapping]) -> None:
+        """The video bundle's recipe decodes clips (``LoadVideod``): refuse a volume in its datalist (a NIfTI, an
+        array, a DICOM series folder) before training, naming it, instead of a decoding error inside the loader."""
+        if self.layout != "video":
+            return
+        from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom
+
+        for item in items:
+            path = Path(item["image"])
+            if path.is_dir() or not (path.name.lower().endswith(VIDEO_EXTENSIONS) or is_dicom(path)):
+                where = item.get("source_line") or self.datalist
+                raise ValueError(f"{where}: '{path}' is no clip: the video bundle trains on video files "
+                                 f"({', '.join(VIDEO_EXTENSIONS)}) and multi-frame DICOM; train volumes with "
+                                 "das_volume_classification.")
+
     def _datalist_info(self) -> dict:
         from monai_das.data import check_study_shapes
 
+        self._require_clips(self._splits["train"])
         facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis)
+        self._file_channels = int(facts["in_channels"])
         if self.layout == "video":
             return self._video_facts(self.label_names, 1 if self.in_channels_arg == 1 else int(facts["in_channels"]))
         grid = _size_list(self._spatial_arg, 3, "spatial_size")

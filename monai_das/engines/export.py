@@ -316,14 +316,19 @@ SOURCE_PROP = "monai_das.source"
 def onnx_source(network: torch.nn.Module, ckpt_file: str | os.PathLike, item_shape: Sequence[int]) -> dict:
     """
     What an ONNX export of ``network`` from ``ckpt_file`` was made from, stored as :data:`SOURCE_PROP` so that
-    inference (:func:`monai_das.engines.inference_network`) reuses the file while the checkpoint is the same:
-    ``{"checkpoint_sha256", "num_kept"}`` (``num_kept``: ``None`` for a graph with ``k`` as an input).
+    inference (:func:`monai_das.engines.inference_network`) reuses the file while the checkpoint and the way it reads
+    a study are the same: ``{"checkpoint_sha256", "num_kept", "item_shape", "layout", "slice_axis"}`` (``num_kept``:
+    ``None`` for a graph with ``k`` as an input). The grid and the slice axis are baked into the graph: another
+    ``--spatial_size`` or ``--slice_axis`` with the same checkpoint must not run the old file (on a cubic grid another
+    slice axis would give answers of the wrong axis without any error).
     """
     from monai_das.utils.io import file_digest
 
     sampler = network.sampler
     k = int(sampler.num_kept(num_frames_of(network, item_shape)))
-    return {"checkpoint_sha256": file_digest(ckpt_file), "num_kept": None if sampler.export_any_k else k}
+    return {"checkpoint_sha256": file_digest(ckpt_file), "num_kept": None if sampler.export_any_k else k,
+            "item_shape": [int(s) for s in item_shape], "layout": getattr(network, "layout", "volume"),
+            "slice_axis": int(getattr(network, "slice_axis", 0))}
 
 
 def num_frames_of(network: torch.nn.Module, item_shape: Sequence[int]) -> int:

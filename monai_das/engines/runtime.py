@@ -64,6 +64,17 @@ def _onnx_source(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def _first_difference(found: dict, wanted: dict) -> str:
+    """What differs between two :func:`onnx_source` records, in words: ``checkpoint``, or the setting and both
+    values."""
+    if found.get("checkpoint_sha256") != wanted["checkpoint_sha256"]:
+        return "checkpoint"
+    for key, value in wanted.items():
+        if found.get(key) != value:
+            return f"{key} ({found.get(key)!r}; now {value!r})"
+    return "record"
+
+
 def inference_network(
     network: nn.Module,
     ckpt_path: str | os.PathLike,
@@ -80,8 +91,10 @@ def inference_network(
     - ``"onnxruntime"`` (default): the checkpoint's ONNX export (:func:`~monai_das.engines.save_onnx`: logits and
       kept indices from one graph, checked against the eager network when written) run by
       :class:`~monai_das.networks.OnnxClassifier`. ``onnx_path`` is reused when it was exported from this very
-      checkpoint (SHA-256 recorded in the file) and can keep this ``k``; otherwise it is (re)written, atomically,
-      with the model card ``card_path`` embedded when there is one.
+      checkpoint (SHA-256 recorded in the file) for this ``item_shape``, layout and slice axis and can keep this
+      ``k`` (:func:`~monai_das.engines.export.onnx_source`); otherwise it is (re)written, atomically, with the model
+      card ``card_path`` embedded when there is one. The checkpoint is loaded into ``network`` either way, so a
+      network that does not fit it is refused as with ``eager``.
     - ``"torchscript"``: the network traced in memory (:class:`IndicesRecorder` of a traced
       :class:`~monai_das.engines.ExportedClassifier`).
     - ``"eager"``: ``network`` itself; the bundle's ``CheckpointLoader`` handler loads the weights.
@@ -122,6 +135,7 @@ def inference_network(
         return IndicesRecorder(traced).to(device)
     onnx_file = Path(onnx_path) if onnx_path is not None else ckpt.with_name("model.onnx")
     k = int(network.sampler.num_kept(num_frames_of(network, item_shape)))
+    load_weights(network, ckpt)  # also when the export is reused: a network that does not fit the checkpoint fails here
     wanted = onnx_source(network, ckpt, item_shape)
     found = _onnx_source(onnx_file) if onnx_file.is_file() else None
     if found != wanted:
@@ -129,9 +143,8 @@ def inference_network(
         card = read_model_card(card_file) if card_file.is_file() else None
         why = ("there is none" if not onnx_file.is_file() else
                "the one there is unreadable or not a monai_das export" if found is None else
-               "the one there was exported from another checkpoint or with other settings")
-        logger.info(f"exporting '{ckpt}' to ONNX '{onnx_file}' (once per checkpoint; {why}) ...")
-        load_weights(network, ckpt)
+               f"the one there was exported from another {_first_difference(found, wanted)}")
+        logger.info(f"exporting '{ckpt}' to ONNX '{onnx_file}' (once per checkpoint and settings; {why}) ...")
         save_onnx(network, onnx_file, item_shape, metadata=card, extra_props={SOURCE_PROP: json.dumps(wanted)})
     providers = ["CPUExecutionProvider"]
     if torch.device(device).type == "cuda":

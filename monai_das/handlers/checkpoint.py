@@ -160,6 +160,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
             self.logger.info(f"epoch {engine.state.epoch}: {reason}; not saved as the best model.")
             return
         saved = self._key_metric_checkpoint._saved if self._key_metric_checkpoint is not None else []
+        if saved and self._key_metric_checkpoint.score_function(engine) == -math.inf:
+            return  # a NaN key metric never replaces a saved best (with key_metric_greater_or_equal it would tie)
         before = saved[-1] if saved else None
         super().metrics_completed(engine)
         if saved and saved[-1] is not before:  # a new best model was written

@@ -258,10 +258,11 @@ class SelectionDiagnosticsHandler:
     def __call__(self, engine: Any) -> None:
         metrics = engine.state.metrics
         p = self.prefix
+        kept_items = [i for i in self._items if i.kept is not None]
+        kept_sets = [i.kept for i in kept_items]
         if self._evidence[1]:
             metrics[f"{p}evidence_kept"] = self._evidence[0] / self._evidence[1]
-            self._warn_if_below_chance(engine, metrics[f"{p}evidence_kept"])
-        kept_sets = [i.kept for i in self._items if i.kept is not None]
+            self._warn_if_below_chance(engine, metrics[f"{p}evidence_kept"], kept_sets)
         if kept_sets:
             counts = _position_counts(kept_sets, max(self._num_frames, 2))
             freq = counts / counts.sum()
@@ -275,7 +276,7 @@ class SelectionDiagnosticsHandler:
                 metrics[f"{p}churn"] = sum(map(jaccard_distance, kept_sets, map(set, previous))) / len(kept_sets)
             setattr(engine.state, KEPT_ATTR, [sorted(k) for k in kept_sets])
             if self.output_dir is not None:
-                self._write_positions(counts, engine)
+                self._write_positions(counts, kept_items, engine)
         scored = [i for i in self._items if i.prob is not None]
         if len(scored) >= 2:
             std = float(torch.stack([i.prob for i in scored]).std(dim=0).max())
@@ -330,13 +331,12 @@ class SelectionDiagnosticsHandler:
         if _is_nan(best) and current is not None and not _is_nan(current):
             state.best_metric, state.best_metric_epoch = current, state.epoch
 
-    def _warn_if_below_chance(self, engine: Any, evidence_kept: float) -> None:
+    def _warn_if_below_chance(self, engine: Any, evidence_kept: float, kept_sets: Sequence[set]) -> None:
         """
         Warn when the kept frames hold less than half of the known evidence that as many frames chosen at random
         would hold (``k / T``): the sampler looks away from the evidence (a collapse, or frame statistics that
         mislead). Not during a learned sampler's warm-up, whose random choice is not the sampler's.
         """
-        kept_sets = [i.kept for i in self._items if i.kept is not None]
         if not kept_sets or getattr(engine.state, WARMUP_ATTR, False):
             return
         chance = sum(map(len, kept_sets)) / len(kept_sets) / max(self._num_frames, 1)
@@ -348,16 +348,16 @@ class SelectionDiagnosticsHandler:
                 "see the bundle docs ('Training details': --sampler_lr, --relevance_weight)."
             )
 
-    def _write_positions(self, counts: torch.Tensor, engine: Any) -> None:
+    def _write_positions(self, counts: torch.Tensor, kept: Sequence[_Item], engine: Any) -> None:
         """
-        ``kept_positions.json``/``.png``: per position, the fraction of the items (all, per class) that kept it. In a
-        distributed run the counts of every rank are summed and rank 0 writes.
+        ``kept_positions.json``/``.png``: per position, the fraction of the ``kept`` items (all, per class) that kept
+        it; ``counts`` are those of all of them. In a distributed run the counts of every rank are summed and rank 0
+        writes.
         """
         from monai_das.utils.io import write_json_atomic
         from monai_das.visualize import plot_kept_positions
 
         t = len(counts)
-        kept = [i for i in self._items if i.kept is not None]
         known = [i.label for i in kept if i.label is not None]
         num_classes = len(self.label_names) if self.label_names else max(known, default=-1) + 1
         if idist.get_world_size() > 1:

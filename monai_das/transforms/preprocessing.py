@@ -196,7 +196,8 @@ def volume_preprocessing(
 
     1. ``LoadImaged(reader, ensure_channel_first=True, image_only=True)`` (skipped when ``load=False``, i.e. the
        input is already a channel-first MetaTensor). NIfTI is read by nibabel, a DICOM series folder (or file)
-       by ITK (``reader="ITKReader"``; the default picks by file type). A 4D NIfTI gives its 4th axis as channels.
+       by ITK (``reader="ITKReader"``; the default picks by file type). A 4D NIfTI gives its 4th axis as channels;
+       a 4D ``.npy`` is ``C×D×H×W`` (:class:`~monai_das.data.readers.VolumeNumpyReader`, when ``reader`` is ``None``).
        Then :class:`RequireVolumed` (``min_slices``): a 2D image or a volume with fewer than ``min_slices`` slices
        along an axis (a one-slice DICOM series) is refused with an error naming the file, rather than stretched into
        a volume that is constant along that axis; ``min_slices=1`` accepts it (a 2D image becomes one slice).
@@ -226,7 +227,12 @@ def volume_preprocessing(
     b_min, b_max = (float(v) for v in output_range)
     xforms: list = []
     if load:
-        xforms.append(LoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True))
+        loader = LoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True)
+        if reader is None:  # a .npy volume with or without its channel axis, as the study check reads it
+            from monai_das.data.readers import VolumeNumpyReader
+
+            loader.register(VolumeNumpyReader())
+        xforms.append(loader)
     xforms.append(RequireVolumed(keys, min_slices=min_slices))
     if axcodes:
         # labels=None: the axis labels follow the image's "space" (MONAI's current default), given so that MONAI's

@@ -142,6 +142,11 @@ def test_task_onnx_default_and_frame_budget(task_cls, onnx_bundle, tmp_path):
     assert task.predictor.engine == "eager" and task.info()["config"]["num_kept"] == 3
     _, result = task({"image": image})
     assert result["das"]["engine"] == "eager" and result["das"]["num_kept"] == 3
+    for request, k in (({"keep_ratio": 0.75}, 6), ({"num_kept": 2}, 2)):  # a request's budget replaces the app's
+        _, result = task({"image": image, **request})
+        assert result["das"]["num_kept"] == k
+    with pytest.raises(ValueError, match="not both"):
+        task({"image": image, "num_kept": 2, "keep_ratio": 0.75})
 
     newer = tmp_path / "bundle"
     shutil.copytree(root, newer)

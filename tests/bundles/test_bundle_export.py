@@ -73,7 +73,8 @@ def test_train_evaluate_export_and_load_use_the_card(tmp_path):
 
     # it names its checkpoint, so the bundle's inference (engine onnxruntime) runs this file instead of exporting again
     assert _onnx_source(models / "model.onnx") == {"checkpoint_sha256": file_digest(models / "model.pt"),
-                                                   "num_kept": None}
+                                                   "num_kept": None, "item_shape": [1, 16, 16, 16],
+                                                   "layout": "volume", "slice_axis": 0}
     from monai_das.networks import OnnxClassifier
 
     xb = torch.rand(3, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))

@@ -155,6 +155,11 @@ def test_csv_split_column_gives_validation_and_test_lists(tmp_path):
          r"labels\.csv:3: patient \(group\) 'p1' is in the 'test' list and in the 'training' list \(.*labels\.csv:2\)"),
         (["image,label,split", "a.npy,x,", "./a.npy,x,validation"],
          r"labels\.csv:3: image '\./a\.npy' is in the 'validation' list and in the 'training' list"),
+        # one study grouped on one side only, or under two groups: still the same image in two lists
+        (["image,label,group,split", "a.npy,x,p1,", "a.npy,x,,test"],
+         r"labels\.csv:3: image 'a\.npy' is in the 'test' list and in the 'training' list \(.*labels\.csv:2\)"),
+        (["image,label,group,split", "a.npy,x,p1,", "a.npy,x,p9,validation"],
+         r"labels\.csv:3: image 'a\.npy' is in the 'validation' list and in the 'training' list"),
         (["image,label,split", "a.npy,x,holdout"], r"labels\.csv:2: split 'holdout' is not one of"),
     ],
 )
@@ -380,6 +385,10 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     for i in range(3):
         _dicom(series / f"s{i}.dcm", 10, 14, series=uid)
     assert check_study_shapes([str(series)], "volume")["shapes"] == {str(series): (1, 14, 10, 3)}  # columns, rows, n
+    # a DICOMDIR index and a hidden copy ('._s0.dcm' of an archive, here a real DICOM file) are no slices, as in discovery
+    _dicom(series / "._s0.dcm", 10, 14, series=uid)
+    _dicom(series / "DICOMDIR", 20, 20)
+    assert check_study_shapes([str(series)], "volume")["shapes"] == {str(series): (1, 14, 10, 3)}
 
 
 def test_check_study_shapes_errors(tmp_path):

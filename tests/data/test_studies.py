@@ -118,6 +118,28 @@ def test_discovery_skips_an_unzipped_archives_resource_forks(tmp_path):
     assert [s.study_id for s in discover_studies(tmp_path)] == ["a.nii.gz"]
 
 
+def test_discovery_follows_linked_folders_once(tmp_path, caplog):
+    """A study folder linked in from elsewhere (a PACS export, an archive) is listed; a link back up the tree, or a
+    second link to a folder listed already, is skipped with a warning: no loop, no study twice."""
+    archive, root = tmp_path / "archive", tmp_path / "studies"
+    for rel in ("p1/a.nii.gz", "p2/b.nii.gz"):
+        (archive / rel).parent.mkdir(parents=True, exist_ok=True)
+        (archive / rel).write_bytes(b"x")
+    (root / "local").mkdir(parents=True)
+    (root / "local" / "c.nii.gz").write_bytes(b"x")
+    os.symlink(archive / "p1", root / "p1")
+    os.symlink(archive / "p1", root / "p1_again")
+    os.symlink(archive, root / "zarchive")  # p1 inside it is listed already
+    os.symlink(root, root / "local" / "loop")
+    with caplog.at_level("WARNING", logger="monai_das.data.studies"):
+        ids = sorted(s.study_id for s in discover_studies(root))
+    assert ids == ["local/c.nii.gz", "p1/a.nii.gz", "zarchive/p2/b.nii.gz"]
+    assert caplog.text.count("which is listed already: skipped") == 3
+    # a link sorted before the real folder it leads to: the folder keeps its own path
+    os.symlink(root / "local", root / "a_link")
+    assert sorted(s.study_id for s in discover_studies(root)) == ids
+
+
 def test_fingerprints(folder, tmp_path):
     studies = {s.study_id: s for s in discover_studies(folder)}
     st = (folder / "a.nii.gz").stat()
@@ -178,10 +200,12 @@ def test_load_volumes_and_source_indices(folder):
     study = load.load(StudySource("four_d", "volume", folder / "arr.npy"))
     assert study.info["num_source_frames"] == 6 and study.info["source_axis"] == 0
     four = folder.parent / "four_d.npy"
-    np.save(four, np.random.default_rng(0).random((3, 5, 6, 7)).astype(np.float32))  # C×D×H×W, RGB
-    assert tuple(load(four).shape) == (1, 8, 8, 8)  # luminance
-    with pytest.raises(ValueError, match=r"study 'four_d.npy' .* has 3 channel\(s\); the network expects 2"):
-        LoadStudy(VOLUME, in_channels=2)(four)
+    np.save(four, np.random.default_rng(0).random((3, 5, 6, 7)).astype(np.float32))  # C×D×H×W
+    assert tuple(LoadStudy(VOLUME, in_channels=3)(four).shape) == (3, 8, 8, 8)
+    # its channels are not known to be colours (training reads them as they are): never averaged into one
+    for channels in (1, 2):
+        with pytest.raises(ValueError, match=rf"study 'four_d.npy' .* has 3 channel\(s\).*the network expects {channels}"):
+            LoadStudy(VOLUME, in_channels=channels)(four)
     # a DICOM series: frames along file axis 2 are the slices in InstanceNumber order
     series = LoadStudy({**VOLUME, "slice_axis": 2}).load(next(s for s in discover_studies(folder)
                                                               if s.study_id == "ct"))

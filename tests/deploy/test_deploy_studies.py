@@ -93,6 +93,75 @@ def test_load_synthetic_series_keeps_slice_order(tmp_path):
     assert [int(h.InstanceNumber) for h in study.dicom_headers] == [1, 2, 3, 4, 5, 6]
 
 
+def _edit_slice(path: Path, **tags) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(str(path))
+    for name, value in tags.items():
+        if value is None:
+            delattr(ds, name)
+        else:
+            setattr(ds, name, value)
+    ds.save_as(str(path))
+
+
+def _by_number(paths: list[Path]) -> dict[int, Path]:
+    import pydicom
+
+    return {int(pydicom.dcmread(str(p), stop_before_pixels=True).InstanceNumber): p for p in paths}
+
+
+@pytest.mark.parametrize("defect, match", [
+    ("no_number", r"/img_\d+\.dcm' has no InstanceNumber, so the order of the 6 slices"),
+    ("same_number", r"have the same InstanceNumber 2: more than one stack in one series"),
+    ("localizer", r"has ImageOrientationPatient \[1\.0, 0\.0, 0\.0, 0\.0, 0\.0, -1\.0\].*different planes"),
+    ("repeated_position", r"do not strictly rise or fall: .* at 4\.000 mm, then .* at 4\.000 mm"),
+    ("shuffled_positions", r"do not strictly rise or fall: .* at 6\.000 mm, then .* at 2\.000 mm"),
+])
+def test_series_that_is_not_one_stack_is_refused(tmp_path, defect, match):
+    """A series whose slices the reader would drop, interleave or stack out of place is refused, naming the files;
+    a series numbered against its positions' direction (descending z) still loads."""
+    paths = _by_number(write_dicom_series(tmp_path / "series", num_slices=6))
+    if defect == "no_number":
+        _edit_slice(paths[4], InstanceNumber=None)
+    elif defect == "same_number":
+        _edit_slice(paths[3], InstanceNumber=2)
+    elif defect == "localizer":
+        _edit_slice(paths[5], ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+    elif defect == "repeated_position":
+        _edit_slice(paths[4], ImagePositionPatient=[0.0, 0.0, 4.0])  # slice 3 is at z = 4 mm
+    else:
+        _edit_slice(paths[4], ImagePositionPatient=[0.0, 0.0, 2.0])  # numbers 3, 4, 5 at z = 6, 2, 8
+        _edit_slice(paths[3], ImagePositionPatient=[0.0, 0.0, 6.0])
+    (src,) = discover_studies(tmp_path / "series")
+    with pytest.raises(ValueError, match=match):
+        StudyLoader(SPEC).load(src)
+
+
+def test_series_in_a_folder_with_glob_characters(tmp_path):
+    """MONAI's reader globs '<folder>/*' unescaped: in a folder named like 'CT [2mm]' it finds no file (and LoadImage
+    falls back to another reader, which takes whichever series it likes); each series there still loads as itself."""
+    folder = tmp_path / "CT [2mm]*"
+    write_dicom_series(folder, num_slices=3, series_number=1, prefix="a")
+    write_dicom_series(folder, num_slices=5, series_number=7, prefix="b")
+    spec = ModelSpec(spatial_size=(8, 8, 6), slice_axis=2, labels=["a", "b"])
+    for src in discover_studies(folder):
+        study = StudyLoader(spec, percentiles=None).load(src)
+        n = len(src.files)
+        assert study.info["instance_numbers"] == list(range(1, n + 1)) and study.info["num_source_frames"] == n
+        means = study.image[0].mean(dim=(0, 1))
+        assert torch.all(means[1:] >= means[:-1]) and means[-1] > means[0], means
+
+
+def test_series_numbered_against_its_positions_loads(tmp_path):
+    paths = _by_number(write_dicom_series(tmp_path / "series", num_slices=6))
+    for n, path in paths.items():
+        _edit_slice(path, ImagePositionPatient=[0.0, 0.0, -2.0 * n])  # z falls as the numbers rise
+    (src,) = discover_studies(tmp_path / "series")
+    study = StudyLoader(SPEC).load(src)
+    assert study.info["instance_numbers"] == [1, 2, 3, 4, 5, 6]
+
+
 def test_load_single_ct_file_and_min_frames():
     path = pydicom_file("CT_small.dcm")
     (src,) = discover_studies(path)
@@ -153,6 +222,10 @@ def test_bad_volumes(tmp_path):
     (src,) = discover_studies(many)
     with pytest.raises(ValueError, match="5 channel"):
         StudyLoader(SPEC).load(src)
+    for t in (3, 4):  # as many timepoints as colours: still not colours (training refuses them too)
+        (src,) = discover_studies(write_nifti(tmp_path / f"t{t}.nii.gz", np.random.rand(8, 8, 8, t).astype(np.float32)))
+        with pytest.raises(ValueError, match=rf"has {t} channel\(s\) \(the 4th axis of a 4D image, e\.g\. timepoints"):
+            StudyLoader(SPEC).load(src)
     line = write_nifti(tmp_path / "line.nii", np.random.rand(9, 1, 1).astype(np.float32))
     with pytest.raises(ValueError, match="not a 2D/3D image"):
         StudyLoader(SPEC).load(discover_studies(line)[0])

@@ -88,6 +88,30 @@ def test_datalist_facts_and_split(tmp_path):
     assert BundleData(datalist=path, spatial_size=[8, 8, 4], slice_axis=0).info["num_frames"] == 8
 
 
+def test_validation_and_test_files_are_checked_like_the_training_ones(tmp_path):
+    """A validation/test list is header-checked when its data is asked for: a 2D image or another channel count than
+    the training files' is refused there, naming the datalist, not met as a confusing error (or a silently misread
+    file) inside the evaluator."""
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    items = json.loads(path.read_text())["training"]
+    np.save(tmp_path / "rgb.npy", np.zeros((3, 12, 10, 6), np.float32))  # C×D×H×W: 3 channels
+    np.save(tmp_path / "flat.npy", np.zeros((12, 10), np.float32))
+    for test, match in (([{"image": "rgb.npy", "label": "a"}], r"dl2\.json': the 'test' images have 3 channel\(s\), "
+                                                              r"the training images 1"),
+                        ([{"image": "flat.npy", "label": "a"}], r"flat\.npy' is a 2D image")):
+        (tmp_path / "dl2.json").write_text(json.dumps({"training": items, "test": test}))
+        src = BundleData(datalist=tmp_path / "dl2.json", val_fraction=0.34, seed=0)
+        assert src.data("val")  # the validation split of the training files passes
+        with pytest.raises(ValueError, match=match):
+            src.data("test")
+
+
+def test_video_bundle_refuses_volumes_in_its_datalist(tmp_path):
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    with pytest.raises(ValueError, match=r"dl\.json:training\[0\]: '.*v0\.npy' is no clip: the video bundle"):
+        BundleData(datalist=path, layout="video", num_frames=8).info
+
+
 def test_datalist_median_grid_when_shapes_differ(tmp_path, caplog):
     path = _npy_datalist(tmp_path, [(12, 10, 6), (12, 10, 8), (14, 10, 8), (12, 10, 6), (12, 12, 8), (12, 10, 8)])
     src = BundleData(datalist=path)

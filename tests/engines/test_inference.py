@@ -103,6 +103,9 @@ def test_csv_listing(tmp_path, study_folder):
     (tmp_path / "dup.csv").write_text("id,image\nx,a\ny,b\nx,c\n")
     with pytest.raises(ValueError, match=r"dup\.csv' line 4: duplicate id 'x' \(also on line 2\)"):
         list_studies(tmp_path / "dup.csv")
+    (tmp_path / "twice.csv").write_text("id,image\nx,a.nii.gz\ny,b.nii.gz\nz,./a.nii.gz\n")  # one file, two spellings
+    with pytest.raises(ValueError, match=r"twice\.csv' line 4: '\./a\.nii\.gz' is the study of line 2 again"):
+        list_studies(tmp_path / "twice.csv")
     with pytest.raises(FileNotFoundError):
         list_studies(tmp_path / "nope")
 

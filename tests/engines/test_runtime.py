@@ -72,6 +72,27 @@ def test_onnx_export_is_reused_until_the_checkpoint_changes(tmp_path, caplog):
     with torch.no_grad():
         assert torch.allclose(runner(x), expected(x), atol=1e-4)
 
+    # the study grid and slice axis are baked into the graph: other ones export again, never run the old file
+    cube = (1, 8, 8, 8)
+    torch.manual_seed(0)
+    axial = build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2).eval()
+    axial.load_state_dict(torch.load(ckpt, weights_only=True))
+    caplog.clear()
+    runner = inference_network(_net(), ckpt, "onnxruntime", cube, onnx_path)
+    assert "another item_shape ([1, 8, 16, 16]; now [1, 8, 8, 8])" in caplog.text
+    caplog.clear()
+    runner = inference_network(build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime",
+                               cube, onnx_path)
+    assert "another slice_axis (0; now 2)" in caplog.text
+    x = torch.rand(2, *cube, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(runner(x), axial(x), atol=1e-4)
+        assert torch.equal(runner.last_indices, axial.sample(x).indices)
+    # a configured network that does not fit the checkpoint is refused as by eager, also when the export is reused
+    with pytest.raises(RuntimeError, match="size mismatch|Missing key|Unexpected key"):
+        inference_network(build_classifier("das", 3, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime", cube,
+                          onnx_path)
+
 
 def test_engine_errors(ckpt, tmp_path):
     with pytest.raises(ValueError, match="engine must be one of"):
@@ -100,6 +121,31 @@ def test_onnx_classifier_any_k_and_bad_input(onnx_file):
             runner.forward_with_indices(x, bad)
     with pytest.raises(ValueError, match=r"das\.onnx.*\[batch, 1, 8, 16, 16\], got \[2, 1, 8, 16, 12\]"):
         runner(torch.rand(2, 1, 8, 16, 12))
+
+
+@pytest.mark.parametrize("facts, match", [
+    (None, r"meta\.onnx' has no 'monai_das\.network' metadata"),
+    ({"layout": "volume", "slice_axis": "x", "num_frames": 8}, r"meta\.onnx': unusable network metadata"),
+    ({"layout": "stack", "slice_axis": 0, "num_frames": 8}, r"meta\.onnx': unusable network metadata"),
+])
+def test_onnx_export_with_damaged_network_metadata(onnx_file, tmp_path, facts, match):
+    """An export whose ``monai_das.network`` facts (layout, slice axis, T) are missing or unusable is refused,
+    naming the file, never read with a guessed axis."""
+    import json
+
+    import onnx
+
+    from monai_das.networks.nets.onnx_classifier import NETWORK_PROP
+
+    model = onnx.load(str(onnx_file))
+    props = {p.key: p.value for p in model.metadata_props if p.key != NETWORK_PROP}
+    if facts is not None:
+        props[NETWORK_PROP] = json.dumps(facts)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(tmp_path / "meta.onnx"))
+    with pytest.raises(ValueError, match=match):
+        OnnxClassifier(tmp_path / "meta.onnx")
 
 
 def test_onnx_file_that_is_not_an_export(tmp_path):

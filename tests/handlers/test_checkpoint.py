@@ -54,6 +54,37 @@ def test_best_and_last_files(tmp_path):
     assert set(sd) == set(net.state_dict())
 
 
+@pytest.mark.parametrize("greater_or_equal, best_epoch", [(False, 2), (True, 4)])
+def test_tied_key_metric_keeps_the_earliest_unless_greater_or_equal(tmp_path, greater_or_equal, best_epoch):
+    """The documented tie rule: a saturated key metric keeps its first epoch; MONAI's ``key_metric_greater_or_equal``
+    keeps the latest instead, and the saver's own record (best epoch, its metrics) follows the file either way."""
+    net = torch.nn.Linear(2, 2)
+    engine = _engine_with_metric([0.5, 1.0, 0.9, 1.0, float("nan")])
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="score",
+                                  key_metric_filename="model.pt", key_metric_greater_or_equal=greater_or_equal)
+    saver.attach(engine)
+    weights = {}
+    engine.add_event_handler(Events.EPOCH_STARTED, lambda e: (net.weight.data.add_(1.0), weights.update(
+        {e.state.epoch: net.weight.detach().clone()})))
+    engine.run([0, 1], max_epochs=5)  # the NaN of epoch 5 never replaces the best
+    assert saver.best_epoch == best_epoch and saver.best_score == 1.0
+    assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["weight"], weights[best_epoch])
+
+
+def test_nan_scores_never_tie_with_greater_or_equal(tmp_path):
+    """A one-class validation list gives NaN AUCs: with key_metric_greater_or_equal the first NaN epoch is kept (no
+    better one yet), later NaN epochs do not rewrite it, and a real score still beats it."""
+    net = torch.nn.Linear(2, 2)
+    engine = _engine_with_metric([float("nan"), float("nan"), 0.4, float("nan")])
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="score",
+                                  key_metric_filename="model.pt", key_metric_greater_or_equal=True)
+    saver.attach(engine)
+    epochs = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epochs.append(saver.best_epoch))
+    engine.run([0, 1], max_epochs=4)
+    assert epochs == [1, 1, 3, 3]
+
+
 def test_nan_first_score_does_not_block_later_ones(tmp_path):
     net = torch.nn.Linear(2, 2)
     engine = _engine_with_metric([float("nan"), 0.2])

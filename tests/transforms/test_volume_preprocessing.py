@@ -60,6 +60,30 @@ def test_recipe_gives_network_input(source, channels, dicom_series):
     assert nib.aff2axcodes(img.affine.numpy()) == ("R", "A", "S")
 
 
+def test_npy_volumes_with_and_without_a_channel_axis(tmp_path):
+    """The recipe reads a 4D .npy as C×D×H×W and a 3D one as D×H×W, as the study check and the study layer do
+    (MONAI's NumpyReader alone made the 4D array 1×C×D×H×W); object arrays stay refused."""
+    import numpy as np
+
+    from monai_das.data import check_study_shapes
+    from monai_das.data.studies import LoadStudy
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "c.npy", rng.random((2, 5, 6, 7)).astype(np.float32))
+    np.save(tmp_path / "v.npy", rng.random((5, 6, 7)).astype(np.float32))
+    xform = volume_preprocessing(spatial_size=8, axcodes=None, percentiles=None)
+    multi = xform({"image": str(tmp_path / "c.npy")})["image"]
+    single = xform({"image": str(tmp_path / "v.npy")})["image"]
+    assert multi.shape == (2, 8, 8, 8) and single.shape == (1, 8, 8, 8)
+    assert check_study_shapes([str(tmp_path / "c.npy")], "volume")["shapes"][str(tmp_path / "c.npy")] == (2, 5, 6, 7)
+    recipe = {"layout": "volume", "spatial_size": [8, 8, 8], "slice_axis": 0, "axcodes": None, "percentiles": None}
+    assert torch.allclose(LoadStudy(recipe, in_channels=2)(tmp_path / "c.npy").as_tensor(), multi.as_tensor())
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(Exception) as refused:
+        xform({"image": str(tmp_path / "o.npy")})
+    assert "allow_pickle" in str(refused.getrepr(chain=True))
+
+
 def test_recipe_options():
     path = NIB_DATA / "anatomical.nii"
     raw = LoadImaged("image", ensure_channel_first=True)({"image": path})["image"]

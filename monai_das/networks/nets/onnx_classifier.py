@@ -88,7 +88,8 @@ class OnnxClassifier(nn.Module):
         if facts is None:
             raise ValueError(f"'{self.path}' has no '{NETWORK_PROP}' metadata (layout, slice axis, T): it was not "
                              f"written by monai_das.engines.save_onnx; export it again.")
-        self.layout, self.slice_axis = str(facts.get("layout")), int(facts.get("slice_axis") or 0)
+        self.layout, axis = str(facts.get("layout")), facts.get("slice_axis", 0)
+        self.slice_axis = axis if isinstance(axis, int) and not isinstance(axis, bool) else -1
         if self.layout not in ("volume", "video") or not 0 <= self.slice_axis <= 2 or len(self.item_shape) != 4:
             raise ValueError(f"'{self.path}': unusable network metadata {facts} for input shape {shape}.")
         self.num_frames = (self.item_shape[0] if self.layout == "video"

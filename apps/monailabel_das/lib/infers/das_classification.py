@@ -201,6 +201,11 @@ class DASClassification(BasicInferTask):
         predictor = self.refresh()
         if predictor is None:
             self._current()  # raises: no model
+        # MONAI Label lays the request over the task's config: a request's frame budget replaces the config's
+        # whole budget, else the config's other key would stand beside it (both given: refused)
+        given = [key for key, kind in _BUDGET if _option(request, key, kind) is not None]
+        if len(given) == 1:
+            request = {**request, **{key: 0 for key, _ in _BUDGET if key not in given}}
         self._local.predictor = predictor
         try:
             return super().__call__(request, callbacks)
@@ -256,6 +261,10 @@ class DASClassification(BasicInferTask):
         result = dict(result or {})
         result["das"] = data["das"]
         return None, result
+
+
+#: the frame-budget options of a request and their types
+_BUDGET = (("num_kept", int), ("keep_ratio", float))
 
 
 def _option(data: Mapping[str, Any], key: str, kind: type) -> Any:
