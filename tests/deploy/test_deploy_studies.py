@@ -210,6 +210,8 @@ def test_load_multiframe_ultrasound():
 def test_enhanced_ct_is_a_volume_read_as_in_training(tmp_path):
     """A multi-frame CT file is a volume: the study layer gives exactly what the training recipe gives for it (its
     HU window, its geometry), not a min-max scaled clip; for a video model it stays a clip of its frames."""
+    from monai.transforms import LoadImage
+
     from monai_das.data import LoadStudy
     from monai_das.transforms import recipe_transforms
 
@@ -227,6 +229,12 @@ def test_enhanced_ct_is_a_volume_read_as_in_training(tmp_path):
     assert torch.all(means[1:] > means[:-1]) and float(study.image.max()) < 0.7, means
     clip = StudyLoader(ModelSpec(layout="video", spatial_size=(6, 12, 10))).load(src)
     assert clip.image.shape == (6, 1, 12, 10)
+    # the training's header check reads it in the same order as the loaders (columns, rows, frames)
+    from monai_das.data import check_study_shapes
+
+    assert check_study_shapes([str(path)], "volume")["shapes"][str(path)] == tuple(
+        LoadImage(image_only=True, ensure_channel_first=True)(str(path)).shape) == (1, 10, 12, 6)
+    assert check_study_shapes([str(path)], "video")["shapes"][str(path)] == (6, 1, 12, 10)
 
 
 def test_wrong_modality_and_non_image(tmp_path):
