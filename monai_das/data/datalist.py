@@ -702,7 +702,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader) -> tuple[int,
     elif p.is_dir() or is_dicom(p):
         kind, c, dims = _dicom_facts(p)
         clip, spatial = (dims, []) if kind == "clip" else (None, dims)
-        if clip is not None and layout == "volume" and _volume_modality(p):
+        if clip is not None and layout == "volume" and p.is_file() and _volume_modality(p):
             # an Enhanced CT/MR file is a volume: columns, rows, frames, as LoadImage reads it (and the study layer)
             clip, spatial = None, [clip[2], clip[1], clip[0]]
     elif name.endswith(VIDEO_EXTENSIONS):
