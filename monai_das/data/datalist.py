@@ -585,7 +585,8 @@ def _npy_shape(path: str) -> tuple[int, list[int]]:
 
 
 #: the DICOM elements the shape check reads
-_SHAPE_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation")
+_SHAPE_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
+               "Modality")
 
 
 def _dicom_header(path: Path):
@@ -605,6 +606,14 @@ def _dicom_rows_cols(ds, path: Path) -> tuple[int, int]:
     if "Rows" not in ds or "Columns" not in ds:
         raise ValueError(f"DICOM file '{path}' has no image (no Rows/Columns).")
     return int(ds.Rows), int(ds.Columns)
+
+
+def _volume_modality(path: Path) -> bool:
+    """Whether the DICOM file ``path`` is of a cross-sectional modality
+    (:data:`~monai_das.data.studies.VOLUME_MODALITIES`)."""
+    from monai_das.data.studies import VOLUME_MODALITIES
+
+    return str(_dicom_header(path).get("Modality", "")).upper() in VOLUME_MODALITIES
 
 
 def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
@@ -693,6 +702,9 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader) -> tuple[int,
     elif p.is_dir() or is_dicom(p):
         kind, c, dims = _dicom_facts(p)
         clip, spatial = (dims, []) if kind == "clip" else (None, dims)
+        if clip is not None and layout == "volume" and p.is_file() and _volume_modality(p):
+            # an Enhanced CT/MR file is a volume: columns, rows, frames, as LoadImage reads it (and the study layer)
+            clip, spatial = None, [clip[2], clip[1], clip[0]]
     elif name.endswith(VIDEO_EXTENSIONS):
         c, clip = _video_facts(image)
     else:

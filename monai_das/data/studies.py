@@ -65,6 +65,9 @@ _MHD_DATA_EXTENSIONS = (".raw", ".zraw")
 NON_IMAGE_MODALITIES = frozenset(
     {"SR", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "PR", "KO", "DOC", "REG", "AU", "ECG", "RWV", "PLAN"}
 )
+#: DICOM modalities whose multi-frame files (Enhanced CT/MR/PET, NM) are volumes, not clips: a ``volume`` recipe reads
+#: them as its training does (MONAI's ``LoadImage`` choice), with their intensities (HU) and geometry
+VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 #: ``StudySource.kind`` values
 STUDY_KINDS = ("volume", "dicom_series", "video", "invalid")
 
@@ -538,7 +541,9 @@ class LoadStudy(Transform):
       slices along the first axis (after reorientation).
     - Clips (video files, multi-frame DICOM) are read by :class:`monai_das.transforms.LoadVideo` (uniform temporal
       resampling to ``T``, frame resize, grayscale or RGB). For a ``volume`` recipe a clip becomes a volume whose
-      slices along ``slice_axis`` are the frames.
+      slices along ``slice_axis`` are the frames; but a multi-frame DICOM of a :data:`VOLUME_MODALITIES` modality
+      (Enhanced CT/MR) is a volume: loaded as the training recipe loads it (``LoadImage``'s reader, its HU and
+      geometry), not min-max scaled as a clip.
 
     ``source_indices``: volumes: through the image affines, the index along the file's own voxel axis (before
     reorientation) that the network's frame axis runs along (``info["source_axis"]``; for a DICOM series axis 2 is
@@ -856,6 +861,9 @@ class LoadStudy(Transform):
                 study_instance_uid=str(h.get("StudyInstanceUID", "")) or None,
                 series_instance_uid=str(h.get("SeriesInstanceUID", "")) or None,
             )
+            if self.layout == "volume" and str(h.get("Modality", "")).upper() in VOLUME_MODALITIES:
+                colour = int(h.get("SamplesPerPixel", 1) or 1) > 1
+                return self._load_volume(source, source.path, reader=None, info=info, colour=colour)
         r = self.recipe
         if self.layout == "video":
             t, frame_size = r["num_frames"], r["spatial_size"]

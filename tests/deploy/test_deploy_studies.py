@@ -19,6 +19,7 @@ from das_deploy_helpers import (
     nibabel_anatomical,
     pydicom_file,
     write_dicom_series,
+    write_multiframe_ct,
     write_nifti,
     write_sr,
 )
@@ -204,6 +205,36 @@ def test_load_multiframe_ultrasound():
     assert study.source_indices == uniform_indices(30, 16).tolist()
     video = StudyLoader(ModelSpec(layout="video", spatial_size=(8, 12, 10))).load(src)
     assert video.image.shape == (8, 1, 12, 10)
+
+
+def test_enhanced_ct_is_a_volume_read_as_in_training(tmp_path):
+    """A multi-frame CT file is a volume: the study layer gives exactly what the training recipe gives for it (its
+    HU window, its geometry), not a min-max scaled clip; for a video model it stays a clip of its frames."""
+    from monai.transforms import LoadImage
+
+    from monai_das.data import LoadStudy
+    from monai_das.transforms import recipe_transforms
+
+    path = write_multiframe_ct(tmp_path / "enhanced.dcm")
+    (src,) = discover_studies(path)
+    # a fixed HU window: min-max scaling would differ
+    recipe = spec_recipe(ModelSpec(spatial_size=(8, 8, 6), slice_axis=2, labels=["a", "b"]),
+                         intensity_range=[0.0, 1000.0], percentiles=None)
+    study = LoadStudy(recipe, in_channels=1).load(src)
+    trained = recipe_transforms(recipe)({"image": str(path)})["image"]
+    assert study.image.shape == trained.shape == (1, 8, 8, 6)
+    torch.testing.assert_close(study.image, trained.as_tensor(), rtol=0, atol=1e-6)
+    assert study.info["modality"] == "CT" and study.info["num_source_frames"] == 6
+    means = study.image[0].mean(dim=(0, 1))  # frames along z: 0, 100, ..., 500 HU in a 0-1000 HU window
+    assert torch.all(means[1:] > means[:-1]) and float(study.image.max()) < 0.7, means
+    clip = StudyLoader(ModelSpec(layout="video", spatial_size=(6, 12, 10))).load(src)
+    assert clip.image.shape == (6, 1, 12, 10)
+    # the training's header check reads it in the same order as the loaders (columns, rows, frames)
+    from monai_das.data import check_study_shapes
+
+    assert check_study_shapes([str(path)], "volume")["shapes"][str(path)] == tuple(
+        LoadImage(image_only=True, ensure_channel_first=True)(str(path)).shape) == (1, 10, 12, 6)
+    assert check_study_shapes([str(path)], "video")["shapes"][str(path)] == (6, 1, 12, 10)
 
 
 def test_wrong_modality_and_non_image(tmp_path):
