@@ -320,12 +320,19 @@ def _walk(root: Path) -> list[StudySource]:
             studies.append(StudySource(sid, "dicom_series", folder, members))
     if not any_file:
         raise ValueError(f"input folder '{root}' contains no files.")
+    taken = {s.study_id for s in studies}
     seen: dict[str, int] = {}
     for s in sorted(studies, key=lambda s: s.study_id):  # unique ids (e.g. two series with one SeriesNumber)
         n = seen.get(s.study_id, 0)
         seen[s.study_id] = n + 1
         if n:
-            s.study_id = f"{s.study_id}_{n}"
+            new = f"{s.study_id}_{n}"
+            while new in taken:  # never the id of another study (a folder 'X_1' beside two studies 'X')
+                n += 1
+                new = f"{s.study_id}_{n}"
+            seen[s.study_id] = n + 1
+            taken.add(new)
+            s.study_id = new
     return studies
 
 

@@ -35,6 +35,7 @@ from monai_das.deploy.operators import (
 )
 from monai_das.data.studies import discover_studies
 from monai_das.deploy.predictor import DASPredictor, resolve_engine
+from monai_das.deploy.report import check_output_paths
 from monai_das.deploy.studies import StudyLoader
 
 __all__ = ["DASClassifierApp"]
@@ -128,6 +129,7 @@ class DASClassifierApp(Application):
         logger.info("model %s: engine %s, k=%s of T=%d frames", self.predictor.source, self.predictor.engine,
                     budget or self.predictor.num_kept, self.predictor.spec.num_frames)
         sources = discover_studies(self.input_path)
+        check_output_paths(self.output_path, [s.study_id for s in sources])
         logger.info("%d stud%s found under %s", len(sources), "y" if len(sources) == 1 else "ies", self.input_path)
         self.output_path.mkdir(parents=True, exist_ok=True)
         loader = StudyLoaderOperator(

@@ -201,7 +201,7 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
             json_path.unlink(missing_ok=True)
         logger.info(f"'{path}': kept {len(unique)} predictions, dropped " +
                     ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items())) + ".")
-    elif not path.with_suffix(".json").is_file() and unique:  # a run killed before writing it
+    elif unique:  # the JSON follows the CSV: a run killed before its end (or a missing JSON) left it behind
         write_predictions_json(path, path.with_suffix(".json"))
     return {r["id"] for r in unique}
 
@@ -311,8 +311,12 @@ class StudyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
+        try:  # the listing's label, kept on an error row too (a merge compares it with the listing)
+            listed = int(item.get("label", -1))
+        except (TypeError, ValueError):
+            listed = -1
         out = {"id": str(item["id"]), "source": _item_source(item), "fingerprint": str(item.get("fingerprint", "")),
-               "label": -1, "error": ""}
+               "label": listed, "error": ""}
         out["source_indices"] = torch.full((self.num_frames,), -1, dtype=torch.long)
         try:
             d = self._load(item)
