@@ -190,12 +190,16 @@ class DASReportWriterOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         message: StudyMessage = op_input.receive(self.input_name)
         report = message.report or error_report(message.source, "no report was produced", stage="report")
+        path = study_output_path(self.output_folder, message.source.study_id, ".json")
         try:
-            path = study_output_path(self.output_folder, message.source.study_id, ".json")
             report["report_file"] = str(write_json(report, path))
         except Exception as e:
             logger.error("report of study %s could not be written: %s", message.source.study_id, e)
             report = {**report, "status": "error", "stage": "report", "error": f"{type(e).__name__}: {e}"}
+            try:  # the error report replaces an earlier run's file, which would contradict summary.json
+                report["report_file"] = str(write_json(error_report(message.source, e, stage="report"), path))
+            except Exception:
+                path.unlink(missing_ok=True)
         self.reports.append(report)
         if self.write_sr and report["status"] == "ok" and message.study is not None and message.study.dicom_headers:
             op_output.emit(report_text(report), self.output_text)
@@ -206,8 +210,8 @@ class DASReportWriterOperator(Operator):
 
 class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
     """
-    The SDK's Basic Text SR writer, writing ``<output_folder>/<study_id>/<SOPInstanceUID>.dcm`` and logging (not
-    raising) a failure, so a bad study does not stop the application.
+    The SDK's Basic Text SR writer, writing ``<output_folder>/<study_id>/<SOPInstanceUID>.dcm`` (replacing an earlier
+    run's SR of that study) and logging (not raising) a failure, so a bad study does not stop the application.
 
     Named inputs: ``text`` and ``study_selected_series_list`` (see :class:`DASReportWriterOperator`).
 
@@ -228,9 +232,10 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         folder = study_output_path(self.base_folder, study_id)
         try:
             series = selection[0].selected_series[0].series
-            before = set(folder.glob("*.dcm")) if folder.is_dir() else set()
+            for old in folder.glob("*.dcm") if folder.is_dir() else ():  # an earlier run's SR of this study (its
+                old.unlink()  # file name is a new UID each time): replaced, never one SR per run
             self.write(text, series, folder)
-            self.written[study_id] = sorted(str(p) for p in set(folder.glob("*.dcm")) - before)
+            self.written[study_id] = sorted(str(p) for p in folder.glob("*.dcm"))
         except Exception as e:
             logger.error("DICOM SR of study %s could not be written: %s", study_id, e)
             self.failed[study_id] = f"{type(e).__name__}: {e}"
