@@ -28,6 +28,7 @@ from monai.deploy.core import Application, RuntimeEnv
 from monai.deploy.operators.dicom_utils import ModelInfo
 
 from monai_das.deploy.operators import (
+    SR_FOLDER,
     DASInferenceOperator,
     DASReportWriterOperator,
     DASTextSRWriterOperator,
@@ -151,7 +152,7 @@ class DASClassifierApp(Application):
             except PackageNotFoundError:
                 das_version = "unknown"
             self._sr_writer = DASTextSRWriterOperator(
-                self, output_folder=self.output_path / "dicom_sr", copy_tags=True,
+                self, output_folder=self.output_path / SR_FOLDER, copy_tags=True,
                 model_info=ModelInfo(creator="monai_das", name=f"DAS {Path(self.predictor.source).name}",
                                      version=str(das_version)),
                 custom_tags={"SeriesDescription": "DAS classification. Not for clinical use."},

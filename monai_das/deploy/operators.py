@@ -9,6 +9,7 @@ stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,17 +196,35 @@ class DASReportWriterOperator(Operator):
             report["report_file"] = str(write_json(report, path))
         except Exception as e:
             logger.error("report of study %s could not be written: %s", message.source.study_id, e)
-            report = {**report, "status": "error", "stage": "report", "error": f"{type(e).__name__}: {e}"}
+            report = error_report(message.source, e, stage="report")  # no field of the unwritten report stays
             try:  # the error report replaces an earlier run's file, which would contradict summary.json
-                report["report_file"] = str(write_json(error_report(message.source, e, stage="report"), path))
+                report["report_file"] = str(write_json(report, path))
             except Exception:
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
         self.reports.append(report)
         if self.write_sr and report["status"] == "ok" and message.study is not None and message.study.dicom_headers:
             op_output.emit(report_text(report), self.output_text)
             op_output.emit(dicom_selection(message.study), self.output_series)
+        elif self.write_sr and report["status"] != "ok":  # an earlier run's SR of this study would contradict it
+            remove_srs(study_output_path(self.output_folder / SR_FOLDER, message.source.study_id))
         if len(self.reports) == self.num_studies:
             write_summary(self.reports, self.output_folder / "summary.json")
+
+
+#: the DICOM SR files go to ``<output>/dicom_sr/<study_id>/``
+SR_FOLDER = "dicom_sr"
+
+
+def remove_srs(folder: Path) -> None:
+    """Remove the SR files (``*.dcm`` files, not folders: ``us/cine.dcm/`` may be another study's) of one study's SR
+    folder, logging (not raising) what cannot be removed."""
+    for old in folder.glob("*.dcm") if folder.is_dir() else ():
+        if old.is_file():
+            try:
+                old.unlink()
+            except OSError as e:
+                logger.error("earlier SR %s could not be removed: %s", old, e)
 
 
 class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
@@ -232,10 +251,9 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         folder = study_output_path(self.base_folder, study_id)
         try:
             series = selection[0].selected_series[0].series
-            for old in folder.glob("*.dcm") if folder.is_dir() else ():  # an earlier run's SR of this study (its
-                old.unlink()  # file name is a new UID each time): replaced, never one SR per run
+            remove_srs(folder)  # an earlier run's SR (named by a new UID each run): replaced, never one SR per run
             self.write(text, series, folder)
-            self.written[study_id] = sorted(str(p) for p in folder.glob("*.dcm"))
+            self.written[study_id] = sorted(str(p) for p in folder.glob("*.dcm") if p.is_file())
         except Exception as e:
             logger.error("DICOM SR of study %s could not be written: %s", study_id, e)
             self.failed[study_id] = f"{type(e).__name__}: {e}"

@@ -153,8 +153,9 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
     is dropped); with ``model_key``
     (:func:`prediction_key`) its ``model`` column must match it too (a row of another checkpoint, ``k`` or
     preprocessing is dropped); of several rows of one id the last one wins. When anything is dropped the CSV is
-    rewritten atomically (temporary file + ``os.replace``), and the JSON beside it (``.json``) is rewritten from it,
-    so that both hold one row per id even when nothing is left to run. A file from an older version (without a
+    rewritten atomically (temporary file + ``os.replace``); the JSON beside it (``.json``) is rewritten from the CSV
+    whenever rows are kept, so that both hold one row per id even when nothing is left to run (a run killed after
+    appending its CSV rows left the JSON behind). A file from an older version (without a
     ``fingerprint`` column, or without ``model`` when ``model_key`` is given) keeps no row and is emptied.
 
     Raises:

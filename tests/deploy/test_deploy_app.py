@@ -114,6 +114,8 @@ def test_app_rerun_into_the_same_folder_replaces_its_outputs(study_folder, check
     app.run()
     saved = json.loads(study_output_path(out, "ct", ".json").read_text())
     assert saved["status"] == "error" and saved["stage"] == "report" and "JSON compliant" in saved["error"]
+    assert "predicted_name" not in next(r for r in app.reports if r["study_id"] == "ct")  # as in summary.json
+    assert not list(study_output_path(out / "dicom_sr", "ct").glob("*.dcm"))  # run 1's SR would contradict it
     for sid in ("us/cine.dcm", "series"):
         assert len(list(study_output_path(out / "dicom_sr", sid).glob("*.dcm"))) == 1, sid
         assert len(app.sr_files[sid]) == 1
