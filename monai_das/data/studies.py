@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
@@ -90,7 +91,8 @@ def study_fingerprint(path: str | os.PathLike, files: Sequence[str | os.PathLike
     What identifies the content of a study on disk, cheaply (no file is read): ``<size>-<mtime_ns>`` of a single
     file; ``<n>files-<hash>`` (a hash of the name, size and ``mtime_ns`` of every member file) for a study of several
     files — a DICOM series (``files``; for a folder without ``files``, every file directly in it) or an ``.mhd``
-    header with its data file(s) (the files beside it with the same stem); ``missing`` when it cannot be read. A
+    header with its data file(s) (the files beside it with the same stem, and the one its ``ElementDataFile`` names);
+    ``missing`` when it cannot be read. A
     study whose fingerprint (or path) changed is predicted again on resume.
 
     Args:
@@ -105,7 +107,7 @@ def study_fingerprint(path: str | os.PathLike, files: Sequence[str | os.PathLike
         elif path.is_dir():
             members = sorted(f for f in path.iterdir() if f.is_file())
         elif path.suffix.lower() == ".mhd":
-            members = sorted(f for f in path.parent.glob(glob_escape(path.stem) + ".*") if f.is_file())
+            members = _mhd_members(path)
         else:
             st = path.stat()
             return f"{st.st_size}-{st.st_mtime_ns}"
@@ -235,7 +237,23 @@ def _is_multiframe(ds) -> bool:
 
 
 def _mhd_members(path: Path) -> list[Path]:
-    return sorted(f for f in path.parent.glob(glob_escape(path.stem) + ".*") if f.is_file())
+    """An ``.mhd`` header and its data: the files beside it with its stem and the file its ``ElementDataFile`` names
+    (which may have another stem: rewriting it must change the study's fingerprint)."""
+    members = {f for f in path.parent.glob(glob_escape(path.stem) + ".*") if f.is_file()}
+    try:
+        with open(path, encoding="latin-1") as f:
+            for line in itertools.islice(f, 64):  # a header of "Key = Value" lines; the data file comes last
+                key, _, value = line.partition("=")
+                if key.strip() == "ElementDataFile":
+                    name = value.strip()
+                    if name and name.upper() not in ("LOCAL", "LIST") and "%" not in name:
+                        data = (path.parent / name)
+                        if data.is_file():
+                            members.add(data)
+                    break
+    except OSError:
+        pass
+    return sorted(members)
 
 
 def _unsupported(path: Path) -> str:
@@ -266,11 +284,11 @@ def _series_label(ds, uid: str) -> str:
     return str(number) if number not in (None, "") else (uid.rsplit(".", 1)[-1] or "unknown")
 
 
-def _skipped(path: Path, mhd_stems: set[str]) -> bool:
+def _skipped(path: Path, mhd_data: set[Path]) -> bool:
     """Files of a folder that are no study of their own: sidecars, ``.mhd`` data files, a DICOMDIR index."""
     suffix = path.suffix.lower()
     return (suffix in SIDECAR_EXTENSIONS or path.name.upper() == "DICOMDIR"
-            or (suffix in _MHD_DATA_EXTENSIONS and path.stem in mhd_stems))
+            or (suffix in _MHD_DATA_EXTENSIONS and path in mhd_data))
 
 
 def is_hidden(name: str) -> bool:
@@ -304,10 +322,10 @@ def _walk(root: Path) -> list[StudySource]:
             studies.append(StudySource(_study_id(root, folder), "invalid", folder,
                                        error=f"study folder '{folder}' is empty."))
             continue
-        mhd_stems = {f.stem for f in files if f.suffix.lower() == ".mhd"}
+        mhd_data = {d for f in files if f.suffix.lower() == ".mhd" for d in _mhd_members(f)}
         series: dict[str, list[Path]] = {}
         for f in files:
-            if _skipped(f, mhd_stems):
+            if _skipped(f, mhd_data):
                 continue
             src = _classify_file(root, f, headers)
             if src is None:
@@ -320,12 +338,19 @@ def _walk(root: Path) -> list[StudySource]:
             studies.append(StudySource(sid, "dicom_series", folder, members))
     if not any_file:
         raise ValueError(f"input folder '{root}' contains no files.")
+    taken = {s.study_id for s in studies}
     seen: dict[str, int] = {}
     for s in sorted(studies, key=lambda s: s.study_id):  # unique ids (e.g. two series with one SeriesNumber)
         n = seen.get(s.study_id, 0)
         seen[s.study_id] = n + 1
         if n:
-            s.study_id = f"{s.study_id}_{n}"
+            new = f"{s.study_id}_{n}"
+            while new in taken:  # never the id of another study (a folder 'X_1' beside two studies 'X')
+                n += 1
+                new = f"{s.study_id}_{n}"
+            seen[s.study_id] = n + 1
+            taken.add(new)
+            s.study_id = new
     return studies
 
 

@@ -28,6 +28,7 @@ from monai.deploy.core import Application, RuntimeEnv
 from monai.deploy.operators.dicom_utils import ModelInfo
 
 from monai_das.deploy.operators import (
+    SR_FOLDER,
     DASInferenceOperator,
     DASReportWriterOperator,
     DASTextSRWriterOperator,
@@ -35,6 +36,7 @@ from monai_das.deploy.operators import (
 )
 from monai_das.data.studies import discover_studies
 from monai_das.deploy.predictor import DASPredictor, resolve_engine
+from monai_das.deploy.report import check_output_paths
 from monai_das.deploy.studies import StudyLoader
 
 __all__ = ["DASClassifierApp"]
@@ -128,6 +130,7 @@ class DASClassifierApp(Application):
         logger.info("model %s: engine %s, k=%s of T=%d frames", self.predictor.source, self.predictor.engine,
                     budget or self.predictor.num_kept, self.predictor.spec.num_frames)
         sources = discover_studies(self.input_path)
+        check_output_paths(self.output_path, [s.study_id for s in sources])
         logger.info("%d stud%s found under %s", len(sources), "y" if len(sources) == 1 else "ies", self.input_path)
         self.output_path.mkdir(parents=True, exist_ok=True)
         loader = StudyLoaderOperator(
@@ -149,7 +152,7 @@ class DASClassifierApp(Application):
             except PackageNotFoundError:
                 das_version = "unknown"
             self._sr_writer = DASTextSRWriterOperator(
-                self, output_folder=self.output_path / "dicom_sr", copy_tags=True,
+                self, output_folder=self.output_path / SR_FOLDER, copy_tags=True,
                 model_info=ModelInfo(creator="monai_das", name=f"DAS {Path(self.predictor.source).name}",
                                      version=str(das_version)),
                 custom_tags={"SeriesDescription": "DAS classification. Not for clinical use."},

@@ -9,6 +9,7 @@ stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,24 +191,46 @@ class DASReportWriterOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         message: StudyMessage = op_input.receive(self.input_name)
         report = message.report or error_report(message.source, "no report was produced", stage="report")
+        path = study_output_path(self.output_folder, message.source.study_id, ".json")
         try:
-            path = study_output_path(self.output_folder, message.source.study_id, ".json")
             report["report_file"] = str(write_json(report, path))
         except Exception as e:
             logger.error("report of study %s could not be written: %s", message.source.study_id, e)
-            report = {**report, "status": "error", "stage": "report", "error": f"{type(e).__name__}: {e}"}
+            report = error_report(message.source, e, stage="report")  # no field of the unwritten report stays
+            try:  # the error report replaces an earlier run's file, which would contradict summary.json
+                report["report_file"] = str(write_json(report, path))
+            except Exception:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
         self.reports.append(report)
         if self.write_sr and report["status"] == "ok" and message.study is not None and message.study.dicom_headers:
             op_output.emit(report_text(report), self.output_text)
             op_output.emit(dicom_selection(message.study), self.output_series)
+        elif self.write_sr and report["status"] != "ok":  # an earlier run's SR of this study would contradict it
+            remove_srs(study_output_path(self.output_folder / SR_FOLDER, message.source.study_id))
         if len(self.reports) == self.num_studies:
             write_summary(self.reports, self.output_folder / "summary.json")
 
 
+#: the DICOM SR files go to ``<output>/dicom_sr/<study_id>/``
+SR_FOLDER = "dicom_sr"
+
+
+def remove_srs(folder: Path) -> None:
+    """Remove the SR files (``*.dcm`` files, not folders: ``us/cine.dcm/`` may be another study's) of one study's SR
+    folder, logging (not raising) what cannot be removed."""
+    for old in folder.glob("*.dcm") if folder.is_dir() else ():
+        if old.is_file():
+            try:
+                old.unlink()
+            except OSError as e:
+                logger.error("earlier SR %s could not be removed: %s", old, e)
+
+
 class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
     """
-    The SDK's Basic Text SR writer, writing ``<output_folder>/<study_id>/<SOPInstanceUID>.dcm`` and logging (not
-    raising) a failure, so a bad study does not stop the application.
+    The SDK's Basic Text SR writer, writing ``<output_folder>/<study_id>/<SOPInstanceUID>.dcm`` (replacing an earlier
+    run's SR of that study) and logging (not raising) a failure, so a bad study does not stop the application.
 
     Named inputs: ``text`` and ``study_selected_series_list`` (see :class:`DASReportWriterOperator`).
 
@@ -228,9 +251,9 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         folder = study_output_path(self.base_folder, study_id)
         try:
             series = selection[0].selected_series[0].series
-            before = set(folder.glob("*.dcm")) if folder.is_dir() else set()
+            remove_srs(folder)  # an earlier run's SR (named by a new UID each run): replaced, never one SR per run
             self.write(text, series, folder)
-            self.written[study_id] = sorted(str(p) for p in set(folder.glob("*.dcm")) - before)
+            self.written[study_id] = sorted(str(p) for p in folder.glob("*.dcm") if p.is_file())
         except Exception as e:
             logger.error("DICOM SR of study %s could not be written: %s", study_id, e)
             self.failed[study_id] = f"{type(e).__name__}: {e}"

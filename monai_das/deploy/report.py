@@ -36,6 +36,22 @@ def study_output_path(folder: str | os.PathLike, study_id: str, suffix: str = ""
     return Path(folder, *parts[:-1], parts[-1] + suffix)
 
 
+def check_output_paths(folder: str | os.PathLike, study_ids: list[str], reserved: tuple[str, ...] = ("summary.json",)
+                       ) -> None:
+    """
+    Refuse studies whose report files (:func:`study_output_path`) would be one file: two ids that map to the same path
+    (``a/b`` and ``a\\b``, ``..`` and ``_``), or an id that maps to a file the application writes itself
+    (``summary.json``). One report would silently overwrite the other.
+    """
+    seen = {Path(folder, name): f"the application's own '{name}'" for name in reserved}
+    for study_id in study_ids:
+        path = study_output_path(folder, study_id, ".json")
+        if path in seen:
+            raise ValueError(f"study {study_id!r} would write its report to '{path}', as does {seen[path]}: rename "
+                             "one of them (a folder or file of the input, or an 'id' of the study list).")
+        seen[path] = f"study {study_id!r}"
+
+
 def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any]) -> dict[str, Any]:
     """
     The report of a classified study.

@@ -153,8 +153,9 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
     is dropped); with ``model_key``
     (:func:`prediction_key`) its ``model`` column must match it too (a row of another checkpoint, ``k`` or
     preprocessing is dropped); of several rows of one id the last one wins. When anything is dropped the CSV is
-    rewritten atomically (temporary file + ``os.replace``), and the JSON beside it (``.json``) is rewritten from it,
-    so that both hold one row per id even when nothing is left to run. A file from an older version (without a
+    rewritten atomically (temporary file + ``os.replace``); the JSON beside it (``.json``) is rewritten from the CSV
+    whenever rows are kept, so that both hold one row per id even when nothing is left to run (a run killed after
+    appending its CSV rows left the JSON behind). A file from an older version (without a
     ``fingerprint`` column, or without ``model`` when ``model_key`` is given) keeps no row and is emptied.
 
     Raises:
@@ -201,7 +202,7 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
             json_path.unlink(missing_ok=True)
         logger.info(f"'{path}': kept {len(unique)} predictions, dropped " +
                     ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items())) + ".")
-    elif not path.with_suffix(".json").is_file() and unique:  # a run killed before writing it
+    elif unique:  # the JSON follows the CSV: a run killed before its end (or a missing JSON) left it behind
         write_predictions_json(path, path.with_suffix(".json"))
     return {r["id"] for r in unique}
 
@@ -311,8 +312,12 @@ class StudyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
+        try:  # the listing's label, kept on an error row too (a merge compares it with the listing)
+            listed = int(item.get("label", -1))
+        except (TypeError, ValueError):
+            listed = -1
         out = {"id": str(item["id"]), "source": _item_source(item), "fingerprint": str(item.get("fingerprint", "")),
-               "label": -1, "error": ""}
+               "label": listed, "error": ""}
         out["source_indices"] = torch.full((self.num_frames,), -1, dtype=torch.long)
         try:
             d = self._load(item)

@@ -251,13 +251,18 @@ class PredictionWriter:
             "model": self.model_key,
         }
         error = _s(item.get("error", "") or "")
-        if error:
-            row["error"] = error.replace("\r", " ").replace("\n", " ")
-        else:
+        probs = None
+        if not error:
             probs = torch.as_tensor(item[self.prob_key]).float().reshape(-1)
             if probs.numel() != len(self.label_names):
                 raise ValueError(f"study {row['id']!r}: {probs.numel()} probabilities for {len(self.label_names)} "
                                  f"classes {self.label_names}.")
+            if not bool(torch.isfinite(probs).all()):  # a damaged model: never a label argmax'd out of NaN
+                error = (f"the model gave non-finite probabilities {probs.tolist()} for study '{row['source']}' "
+                         "(a damaged or diverged checkpoint?)")
+        if error:
+            row["error"] = error.replace("\r", " ").replace("\n", " ")
+        else:
             pred = int(probs.argmax())
             row.update(pred_label=str(pred), pred_name=self.label_names[pred])
             row.update({f"prob_{n}": f"{float(p):.6f}" for n, p in zip(self.label_names, probs)})

@@ -149,6 +149,17 @@ def test_fingerprints(folder, tmp_path):
     assert studies["meta.mhd"].fingerprint == study_fingerprint(folder / "meta.mhd")  # .mhd + .raw
     assert studies["meta.mhd"].fingerprint.startswith("2files-")
     assert study_fingerprint(tmp_path / "nope.nii") == "missing"
+    # an .mhd whose ElementDataFile has another stem: that file is a member (no study of its own) and in the fingerprint
+    other = tmp_path / "mhd"
+    other.mkdir()
+    (other / "vol.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\n"
+                                   "ElementDataFile = data_0001.raw\n")
+    (other / "data_0001.raw").write_bytes(bytes(8))
+    (src,) = discover_studies(other)
+    assert src.study_id == "vol.mhd" and [f.name for f in src.files] == ["data_0001.raw", "vol.mhd"]
+    before = study_fingerprint(other / "vol.mhd")
+    os.utime(other / "data_0001.raw", ns=(1, 1))  # the data rewritten: the study runs again on resume
+    assert before.startswith("2files-") and study_fingerprint(other / "vol.mhd") != before
     series = _ct_series(tmp_path / "s", 2)
     before = study_fingerprint(series)
     os.utime(series / "s0.dcm", ns=(1, 1))  # one member touched: the study runs again on resume

@@ -91,6 +91,36 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     assert reports["ct"]["predicted_name"] in ds.ContentSequence[0].TextValue
 
 
+def test_app_rerun_into_the_same_folder_replaces_its_outputs(study_folder, checkpoint_bundle, tmp_path, monkeypatch):
+    """A second run into one output folder leaves one SR per study (not one per run), and a report that cannot be
+    written (e.g. NaN probabilities) replaces the earlier run's 'ok' file with its error, as summary.json says."""
+    import monai_das.deploy.operators as operators
+
+    bundle, _ = checkpoint_bundle
+    out = tmp_path / "out"
+    make = lambda: DASClassifierApp(input_path=study_folder, output_path=out, model_path=bundle, write_sr=True,  # noqa
+                                    loader_options={"min_frames": 1})
+    make().run()
+    assert json.loads(study_output_path(out, "ct", ".json").read_text())["status"] == "ok"
+    real = operators.write_json
+
+    def failing(report, path):
+        if report.get("study_id") == "ct" and report.get("status") == "ok":
+            raise ValueError("Out of range float values are not JSON compliant")
+        return real(report, path)
+
+    monkeypatch.setattr(operators, "write_json", failing)
+    app = make()
+    app.run()
+    saved = json.loads(study_output_path(out, "ct", ".json").read_text())
+    assert saved["status"] == "error" and saved["stage"] == "report" and "JSON compliant" in saved["error"]
+    assert "predicted_name" not in next(r for r in app.reports if r["study_id"] == "ct")  # as in summary.json
+    assert not list(study_output_path(out / "dicom_sr", "ct").glob("*.dcm"))  # run 1's SR would contradict it
+    for sid in ("us/cine.dcm", "series"):
+        assert len(list(study_output_path(out / "dicom_sr", sid).glob("*.dcm"))) == 1, sid
+        assert len(app.sr_files[sid]) == 1
+
+
 def test_app_single_files_torchscript(torchscript_model, tmp_path):
     model, net = torchscript_model
     for name, path in [("anatomical", nibabel_anatomical()), ("CT_small", pydicom_file("CT_small.dcm"))]:

@@ -237,6 +237,31 @@ def test_enhanced_ct_is_a_volume_read_as_in_training(tmp_path):
     assert check_study_shapes([str(path)], "video")["shapes"][str(path)] == (6, 1, 12, 10)
 
 
+def test_renamed_duplicate_ids_never_take_another_studys_id(tmp_path):
+    """Loose series in the root 'r' and a folder 'r' share the id 'r'; the second becomes 'r_2', since 'r_1' is a
+    folder of its own: three studies, three ids (one would otherwise be lost at the predictions' dedupe)."""
+    root = tmp_path / "r"
+    write_dicom_series(root, num_slices=3, prefix="a")
+    write_dicom_series(root / "r", num_slices=3, prefix="b")
+    write_dicom_series(root / "r_1", num_slices=3, prefix="c")
+    ids = sorted(s.study_id for s in discover_studies(root))
+    assert ids == ["r", "r_1", "r_2"]
+
+
+def test_report_paths_of_two_studies_never_coincide(tmp_path):
+    """Deploy reports are <id>.json: ids that map to one file (or to summary.json) are refused before any is written."""
+    from monai_das.deploy.report import check_output_paths
+
+    check_output_paths(tmp_path, ["a/b.nii.gz", "a_b.nii.gz", "summary/x"])
+    with pytest.raises(ValueError, match=r"study 'summary' would write its report to .*summary\.json', as does the "
+                                         r"application's own 'summary\.json'"):
+        check_output_paths(tmp_path, ["x", "summary"])
+    with pytest.raises(ValueError, match=r"study 'a\\\\b' would write .* as does study 'a/b'"):
+        check_output_paths(tmp_path, ["a/b", "a\\b"])
+    with pytest.raises(ValueError, match=r"study '_' would write .* as does study '\.\.'"):
+        check_output_paths(tmp_path, ["..", "_"])
+
+
 def test_wrong_modality_and_non_image(tmp_path):
     write_dicom_series(tmp_path / "mr", num_slices=3)
     (src,) = discover_studies(tmp_path / "mr")

@@ -216,6 +216,24 @@ def test_dataset_items():
         list_studies(None)
 
 
+def test_error_row_keeps_the_listed_label_and_json_follows_the_csv(tmp_path):
+    """A study that cannot be read keeps its listing's label in its row (a merge of sharded runs compares it with the
+    listing), and a resume rewrites predictions.json from the CSV even when no row is dropped (a run killed after
+    appending its CSV rows left the JSON behind)."""
+    from monai_das.engines import resume_predictions
+
+    ds = StudyDataset([{"id": "x", "image": str(tmp_path / "gone.nii.gz"), "label": 1, "fingerprint": "missing"}],
+                      (1, 8, 8, 8), None)
+    row = ds[0]
+    assert "does not exist" in row["error"] and int(row["label"]) == 1
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text("id,source,fingerprint,label,pred_label,error\na,/x/a,1,,0,\nb,/x/b,1,,1,\n")
+    csv_path.with_suffix(".json").write_text('[{"id": "a"}]')  # the JSON of an earlier, shorter run
+    items = [{"id": i, "image": f"/x/{i}", "fingerprint": "1"} for i in "ab"]
+    assert resume_predictions(csv_path, items) == {"a", "b"}
+    assert [r["id"] for r in json.loads(csv_path.with_suffix(".json").read_text())] == ["a", "b"]
+
+
 def test_shards_and_resume(tmp_path):
     from monai_das.engines import shard_of
 

@@ -46,6 +46,22 @@ def test_rows_errors_and_json(tmp_path, capsys, caplog):
     assert capsys.readouterr().out == ""  # logged, not printed
 
 
+def test_non_finite_probabilities_are_an_error_row(tmp_path):
+    """A damaged model's NaN probabilities give an error row naming the study, never a label argmax'd out of NaN (nor a
+    bare NaN in predictions.json, which is not JSON)."""
+    path = tmp_path / "predictions.csv"
+    def step(engine, batch):
+        engine.state.batch = [{"id": "a", "source": "/data/a", "fingerprint": "fp", "error": ""}]
+        return [{"pred": torch.tensor([float("nan"), 0.5]), "indices": torch.tensor([1])}]
+
+    engine = Engine(step)
+    PredictionWriter(path, ["neg", "pos"]).attach(engine)
+    engine.run([0], max_epochs=1)
+    (row,) = list(csv.DictReader(open(path)))
+    assert "non-finite probabilities" in row["error"] and "/data/a" in row["error"] and row["pred_label"] == ""
+    assert json.loads(path.with_suffix(".json").read_text())[0]["prob_neg"] is None
+
+
 def test_append_after_kill(tmp_path):
     path = tmp_path / "predictions.csv"
     engine, batches = _engine([[("a", ""), ("b", "")]])
