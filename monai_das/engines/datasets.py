@@ -165,7 +165,6 @@ class BundleData:
         self._splits: dict[str, Any] = {}
         self._info: dict | None = None
         self._checked: set[str] = set()  # datalist splits whose files were checked like the training ones
-        self._file_channels: int | None = None  # the training files' channel count (as check_study_shapes reads it)
         if self.datalist is not None:
             self._read_datalist()
 
@@ -329,13 +328,13 @@ class BundleData:
             return
         from monai_das.data import check_study_shapes
 
-        self.info  # the training files' facts first
+        trained = self.info["in_channels"]  # the training files' (for volumes as check_study_shapes read them)
         self._require_clips(items)
         channels = int(check_study_shapes(items, self.layout, slice_axis=self.slice_axis)["in_channels"])
         # a video recipe makes every clip the network's channels (grey or RGB) itself: only volumes must match
-        if self.layout == "volume" and channels != self._file_channels:
+        if self.layout == "volume" and channels != trained:
             raise ValueError(f"datalist '{self.datalist}': the {_SPLITS[split]!r} images have {channels} channel(s), "
-                             f"the training images {self._file_channels}; give every list images of one kind.")
+                             f"the training images {trained}; give every list images of one kind.")
         self._checked.add(split)
 
     def _require_clips(self, items: Sequence[Mapping]) -> None:
@@ -358,7 +357,6 @@ class BundleData:
 
         self._require_clips(self._splits["train"])
         facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis)
-        self._file_channels = int(facts["in_channels"])
         if self.layout == "video":
             return self._video_facts(self.label_names, 1 if self.in_channels_arg == 1 else int(facts["in_channels"]))
         grid = _size_list(self._spatial_arg, 3, "spatial_size")
