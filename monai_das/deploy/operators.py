@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,11 +219,11 @@ class DASReportWriterOperator(Operator):
 SR_FOLDER = "dicom_sr"
 
 
-def remove_srs(folder: Path) -> None:
+def remove_srs(folder: Path, keep: Sequence[str] = ()) -> None:
     """Remove the SR files (``*.dcm`` files, not folders: ``us/cine.dcm/`` may be another study's) of one study's SR
-    folder, logging (not raising) what cannot be removed."""
+    folder but those named in ``keep``, logging (not raising) what cannot be removed."""
     for old in folder.glob("*.dcm") if folder.is_dir() else ():
-        if old.is_file():
+        if old.is_file() and old.name not in keep:
             try:
                 old.unlink()
             except OSError as e:
@@ -231,6 +234,10 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
     """
     The SDK's Basic Text SR writer, writing ``<output_folder>/<study_id>/<SOPInstanceUID>.dcm`` (replacing an earlier
     run's SR of that study) and logging (not raising) a failure, so a bad study does not stop the application.
+
+    The SR is written into a temporary folder beside and moved into place (``os.replace``) once complete, then the
+    earlier run's SR is removed: no half-written SR is ever left. When the write fails, the earlier run's SR is
+    removed too (it would contradict this run's report) and the failure is in ``failed``.
 
     Named inputs: ``text`` and ``study_selected_series_list`` (see :class:`DASReportWriterOperator`).
 
@@ -251,9 +258,17 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         folder = study_output_path(self.base_folder, study_id)
         try:
             series = selection[0].selected_series[0].series
-            remove_srs(folder)  # an earlier run's SR (named by a new UID each run): replaced, never one SR per run
-            self.write(text, series, folder)
-            self.written[study_id] = sorted(str(p) for p in folder.glob("*.dcm") if p.is_file())
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".sr-", dir=folder) as tmp:  # same file system: os.replace
+                self.write(text, series, Path(tmp))
+                new = sorted(p.name for p in Path(tmp).glob("*.dcm"))
+                if not new:
+                    raise RuntimeError("the SR writer wrote no file.")
+                for name in new:
+                    os.replace(Path(tmp, name), folder / name)
+            remove_srs(folder, keep=new)  # an earlier run's SR (named by a new UID each run): never one SR per run
+            self.written[study_id] = [str(folder / name) for name in new]
         except Exception as e:
             logger.error("DICOM SR of study %s could not be written: %s", study_id, e)
+            remove_srs(folder)  # an earlier run's SR would contradict this run's report
             self.failed[study_id] = f"{type(e).__name__}: {e}"
