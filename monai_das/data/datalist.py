@@ -685,6 +685,10 @@ def _loaded_facts(path: str, reader) -> tuple[int, list[int]]:
     return shape[0], shape[1:]
 
 
+_CLIPS_ONLY = (f"a video model trains on video files ({', '.join(VIDEO_EXTENSIONS)}) and multi-frame DICOM files; "
+               "train volumes with a volume model (das_volume_classification).")
+
+
 def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False
                  ) -> tuple[int, tuple[int, ...], int]:
     """``(channels, shape in the layout's order, number of frames/slices)`` of one image (``clips_only``: refuse a
@@ -693,6 +697,9 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     name = p.name.lower()
     if not p.exists():
         raise FileNotFoundError("does not exist.")
+    if clips_only and layout == "video" and not (name.endswith(VIDEO_EXTENSIONS) or (p.is_file() and is_dicom(p))):
+        raise ValueError(f"is no clip ({'a folder' if p.is_dir() else 'neither a video nor a DICOM file'}): "
+                         f"{_CLIPS_ONLY}")
     clip: list[int] | None = None  # [T, H, W] of a clip
     if name.endswith(_NIFTI_SUFFIXES):
         c, spatial = _nifti_shape(image)
@@ -710,10 +717,8 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
         c, spatial = _loaded_facts(image, reader)
 
     if layout == "video":
-        if clip is None and clips_only:
-            raise ValueError(f"is no clip (an image of spatial shape {spatial}): a video model trains on video files "
-                             f"({', '.join(VIDEO_EXTENSIONS)}) and multi-frame DICOM; train volumes with a volume "
-                             "model (das_volume_classification).")
+        if clip is None and clips_only:  # a single-frame DICOM file
+            raise ValueError(f"is a single-frame DICOM image ({spatial[1]}×{spatial[0]}), no clip: {_CLIPS_ONLY}")
         if clip is None:  # a volume read as a clip: frames along its first spatial axis (as StudyLoader does)
             clip = spatial if len(spatial) >= 3 else [1, *spatial]
             if len(clip) != 3:
@@ -762,9 +767,10 @@ def check_study_shapes(
             header-only reader here; ``None``: ``LoadImage``'s choice by suffix.
         max_items: check only the first ``max_items`` items (``None``: all).
         slice_axis: spatial axis (0, 1, 2) whose slices are the frames of a volume (``layout="volume"``).
-        clips_only: ``layout="video"`` only: refuse a volume (a volume file, a folder or a file of single-frame
-            DICOM) instead of reading it as a clip, as a training recipe that decodes clips
-            (:class:`~monai_das.transforms.LoadVideod`) must.
+        clips_only: ``layout="video"`` only: refuse what is not a clip file (a volume file, a folder, a
+            single-frame DICOM file) instead of reading it as a clip, as a training recipe that decodes clips
+            (:class:`~monai_das.transforms.LoadVideod`) must; files that are neither video nor DICOM are refused
+            before any reading.
 
     Returns:
         ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max)}``, shapes in the layout's

@@ -757,8 +757,9 @@ class LoadStudy(Transform):
         A series whose InstanceNumbers do not follow its slice positions (e.g. numbered in interleaved acquisition
         order), read as the training recipe reads a DICOM folder: with ITK, which stacks the slices by position.
         MONAI's ``PydicomReader`` would stack them by number, a scrambled volume. The series' files are linked into
-        a temporary folder (only them, whatever else the study folder holds); ``instance_numbers`` (``numbers``:
-        file → InstanceNumber) follow ITK's order.
+        a temporary folder (only them, whatever else the study folder holds). As for every series, the source indices
+        count slices in ``InstanceNumber`` order (``info["instance_numbers"]``, sorted; ``numbers``: file →
+        InstanceNumber): ITK's slice ``i`` is renumbered to its rank by number.
         """
         import tempfile
 
@@ -778,11 +779,19 @@ class LoadStudy(Transform):
             uids = lookup.GetSeriesUIDs()
             order = [os.path.basename(p) for p in lookup.GetFileNames(uids[0])] if uids else []
             if len(order) != len(source.files):
+                left = sorted(set(names) - set(order))
                 raise RuntimeError(f"{self._where(source)}: ITK reads {len(order)} of its {len(source.files)} slices "
-                                   "as one series (it splits the series by its details): convert the series to "
-                                   "NIfTI (e.g. dcm2niix) and give that file.")
-            info = {**info, "instance_numbers": [numbers[names[n]] for n in order]}
-            return self._load_volume(source, Path(tmp), reader=ITKReader(), info=info, colour=colour)
+                                   f"as one series, without '{names[left[0]] if left else '?'}' (it splits a series "
+                                   "whose slices differ in SeriesDate or other details): convert the series to NIfTI "
+                                   "(e.g. dcm2niix) and give that file.")
+            try:
+                study = self._load_volume(source, Path(tmp), reader=ITKReader(), info=info, colour=colour)
+            except RuntimeError as e:  # it names the temporary folder: name the series' folder
+                raise RuntimeError(str(e).replace(tmp, f"<links to the {len(order)} files of '{source.path}'>")) from e
+        rank = {n: r for r, n in enumerate(info["instance_numbers"])}  # sorted numbers → rank
+        itk_rank = [rank[numbers[names[n]]] for n in order]
+        src = [itk_rank[i] if i >= 0 else i for i in study.source_indices]
+        return self._study(source, study.image.as_tensor(), dict(study.image.meta), src, study.info)
 
     def _slice_order(self, source: StudySource, headers: list) -> tuple[list, bool]:
         """
@@ -790,9 +799,9 @@ class LoadStudy(Transform):
         them in) and ``False``, after checking that they make one stack: every slice numbered, no number twice (two
         echoes or phases, or re-sent slices, under one series UID), one orientation (no localizer planes), and no
         position twice along the slice normal. Otherwise the reader would interleave or drop slices and the study
-        would be classified from a scrambled volume without any error. When the positions do not strictly rise or
-        fall in number order (numbers that do not follow the anatomy), the headers in position order and ``True``:
-        the series is then read by position, as training reads it (:meth:`_load_series_by_position`).
+        would be classified from a scrambled volume without any error. ``True`` when the positions do not strictly
+        rise or fall in number order (numbers that do not follow the anatomy): the series is then read by position,
+        as training reads it (:meth:`_load_series_by_position`).
         """
         files = source.files or [source.path]
         if len(headers) < 2:
@@ -841,7 +850,7 @@ class LoadStudy(Transform):
             return by_number, False
         logger.info("%s: InstanceNumbers do not follow the slice positions; reading the series by position (ITK)",
                     where)
-        return [by_number[i] for i in rank], True
+        return by_number, True
 
     def _load_volume(self, source: StudySource, path: Path, reader, info: dict, colour: bool = False) -> Study:
         """

@@ -142,10 +142,13 @@ def test_app_sr_write_failure_leaves_no_sr(study_folder, checkpoint_bundle, tmp_
         return real(self, text, series, output_dir)
 
     monkeypatch.setattr(DASTextSRWriterOperator, "write", failing)
+    killed = study_output_path(out / "dicom_sr", "series") / ".sr-killed"  # what a run killed mid-write leaves
+    killed.mkdir()
+    (killed / "half.dcm").write_bytes(b"DICM")
     app = make()
     app.run()
     assert set(app.sr_errors) == {"ct"} and "No space left" in app.sr_errors["ct"]
-    assert not list(study_output_path(out / "dicom_sr", "ct").rglob("*.dcm"))
+    assert not list(study_output_path(out / "dicom_sr", "ct").rglob("*.dcm")) and not killed.exists()
     for sid in ("us/cine.dcm", "series"):
         files = list(study_output_path(out / "dicom_sr", sid).glob("*.dcm"))
         assert [str(f) for f in files] == app.sr_files[sid] and app.sr_files[sid] != first.sr_files[sid], sid

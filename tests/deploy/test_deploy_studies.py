@@ -150,18 +150,19 @@ def test_series_in_a_folder_with_glob_characters(tmp_path):
         assert torch.all(means[1:] >= means[:-1]) and means[-1] > means[0], means
 
 
-def test_series_numbered_out_of_position_order_is_read_by_position(tmp_path):
+@pytest.mark.parametrize("z_sign", [1.0, -1.0])
+def test_series_numbered_out_of_position_order_is_read_by_position(tmp_path, z_sign):
     """Numbers that do not follow the anatomy (interleaved acquisition: odd positions first): MONAI's PydicomReader
-    would stack the slices by number; the study is read by position, as training reads the folder (ITK), and the
-    instance numbers follow the slices read, also in a folder that holds another series."""
+    would stack the slices by number; the study is read by position, as training reads the folder (ITK), also in a
+    folder that holds another series, and each frame's source index is its slice's rank by number."""
     from monai_das.data import LoadStudy
     from monai_das.transforms import recipe_transforms
 
     folder = tmp_path / "series"
     paths = _by_number(write_dicom_series(folder, num_slices=6))  # number n at z = 2·(n-1) mm, 10·n + column
     interleaved = [1, 4, 2, 5, 3, 6]  # the number of the slice at z = 0, 2, 4, ... mm
-    for z, n in enumerate(interleaved):  # slice at z keeps its pixels (10·(z+1)), gets a new number
-        _edit_slice(paths[z + 1], InstanceNumber=n)
+    for z, n in enumerate(interleaved):  # slice z keeps its pixels (10·(z+1)), gets a new number (and maybe -z)
+        _edit_slice(paths[z + 1], InstanceNumber=n, ImagePositionPatient=[0.0, 0.0, z_sign * 2.0 * z])
     recipe = spec_recipe(ModelSpec(spatial_size=(10, 12, 6), slice_axis=2, labels=["a", "b"]),
                          intensity_range=[0.0, 100.0], percentiles=None)
     trained = recipe_transforms(recipe)({"image": str(folder)})["image"]  # before any other series is there
@@ -169,9 +170,13 @@ def test_series_numbered_out_of_position_order_is_read_by_position(tmp_path):
     src = next(s for s in discover_studies(folder) if len(s.files) == 6)
     study = LoadStudy(recipe, in_channels=1).load(src)
     torch.testing.assert_close(study.image, trained.as_tensor(), rtol=0, atol=1e-6)
-    means = study.image[0].mean(dim=(0, 1))
-    assert torch.all(means[1:] > means[:-1]), means  # by position: 10, 20, ..., 60
-    assert study.info["instance_numbers"] == interleaved and study.info["num_source_frames"] == 6
+    means = z_sign * study.image[0].mean(dim=(0, 1))
+    assert torch.all(means[1:] > means[:-1]), means  # by position: 10, 20, ..., 60 (foot to head)
+    # as for every series, source indices count slices in InstanceNumber order: frame z is number interleaved[z]
+    assert study.info["instance_numbers"] == [1, 2, 3, 4, 5, 6] and study.info["num_source_frames"] == 6
+    numbers = [study.info["instance_numbers"][i] for i in study.source_indices]
+    assert numbers == (interleaved if z_sign > 0 else interleaved[::-1])
+    assert study.image.meta["source_indices"].tolist() == study.source_indices
 
 
 def test_series_numbered_against_its_positions_loads(tmp_path):
