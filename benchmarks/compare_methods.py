@@ -646,23 +646,30 @@ def paired_differences(results: Sequence[dict[str, Any]], reference: str = "das"
     won. A unit is a seed where there are no folds (each seed its own pair), and a fold where there are: the seeds
     run on one fold share its test patients, so their differences are averaged into one value per fold and the
     interval is over folds (``runs`` counts the seed × fold pairs behind them). ``full`` is paired with every keep
-    ratio (it keeps every frame). Only untagged runs are paired.
+    ratio (it keeps every frame). Only untagged runs with a finite ``metric`` are paired. ``code_mixed``: the
+    pairs whose two cells ran different training code (``code_hash``), so a difference may be the code's too.
     """
     runs: dict[tuple, dict[tuple, float]] = {}
+    codes: dict[tuple, dict[tuple, Any]] = {}
     for r in results:
-        if r.get("label", r["method"]) != r["method"] or r.get(metric) is None:
+        value = r.get(metric)
+        if r.get("label", r["method"]) != r["method"] or value is None or not math.isfinite(float(value)):
             continue
         key = (r["dataset"], r["method"], float(r["keep_ratio"]))
-        runs.setdefault(key, {})[(r["seed"], r.get("fold"))] = float(r[metric])
+        runs.setdefault(key, {})[(r["seed"], r.get("fold"))] = float(value)
+        codes.setdefault(key, {})[(r["seed"], r.get("fold"))] = r.get("code_hash")
     rows = []
     for (ds, method, ratio), ref in sorted(runs.items()):
         if method != reference:
             continue
         for other in against:
-            base = runs.get((ds, other, 1.0 if other == "full" else ratio))
+            base_key = (ds, other, 1.0 if other == "full" else ratio)
+            base = runs.get(base_key)
             pairs = sorted(set(ref) & set(base or {}), key=str)
             if not pairs:
                 continue
+            ref_code, base_code = codes[(ds, method, ratio)], codes[base_key]
+            mixed = sum(None not in (ref_code[p], base_code[p]) and ref_code[p] != base_code[p] for p in pairs)
             diffs = unit_means([(fold, seed, ref[(seed, fold)] - base[(seed, fold)]) for seed, fold in pairs])
             low, high = t_interval(diffs)
             verdict = ("one pair: no interval" if len(diffs) < 2 else "above zero" if low > 0
@@ -670,7 +677,7 @@ def paired_differences(results: Sequence[dict[str, Any]], reference: str = "das"
             rows.append({"dataset": ds, "keep_ratio": ratio, "comparison": f"{reference} − {other}", "baseline": other,
                          "pairs": len(diffs), "runs": len(pairs), "mean_diff": statistics.mean(diffs),
                          "ci95_low": low, "ci95_high": high,
-                         "wins": sum(d > 0 for d in diffs), "verdict": verdict,
+                         "wins": sum(d > 0 for d in diffs), "verdict": verdict, "code_mixed": mixed,
                          "diffs": " ".join(f"{d:+.3f}" for d in diffs)})
     return rows
 
@@ -695,13 +702,34 @@ def paired_table(rows: Sequence[dict[str, Any]], with_dataset: bool = False, ref
     cols = ([("dataset", "dataset")] if with_dataset else []) + [
         ("keep", keeps), ("comparison", "difference"), ("pairs", "pairs"), ("mean", "mean"),
         ("ci", "95 % interval"), ("wins", f"{reference} better"), ("verdict", "interval"),
-        ("diffs", "per seed / fold (fold: mean over its seeds)")]
+        ("code", "pairs across code versions"), ("diffs", "per seed / fold (fold: mean over its seeds)")]
     return markdown_table([{
         **r, "keep": f"{100 * r['keep_ratio']:.0f}%", "mean": f"{r['mean_diff']:+.3f}",
         "ci": "n/a" if math.isnan(r["ci95_low"]) else f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]",
         "wins": f"{r['wins']}/{r['pairs']}",
         "pairs": count_label(r["pairs"], r.get("runs", r["pairs"])),
+        "code": f"{r.get('code_mixed', 0)}/{r.get('runs', r['pairs'])}",
     } for r in rows], cols)
+
+
+def code_versions(results: Sequence[dict[str, Any]]) -> str:
+    """The training code hashes of ``results`` with the cells of each, per method: ``\`abc\` (das 3, full 3)``."""
+    cells: dict[str, dict[str, int]] = {}
+    for r in results:
+        per = cells.setdefault(str(r.get("code_hash")), {})
+        per[r["method"]] = per.get(r["method"], 0) + 1
+    return "; ".join(f"`{h}` (" + ", ".join(f"{m} {n}" for m, n in sorted(per.items(), key=lambda kv: _method_order(
+        kv[0]))) + ")" for h, per in sorted(cells.items()))
+
+
+def chance_note(rows: Sequence[dict[str, Any]]) -> str:
+    """How many of ``rows``' 95 % intervals would exclude zero by chance alone if no method differed from another."""
+    n = sum(not math.isnan(r["ci95_low"]) for r in rows)
+    found = sum(r["verdict"] in ("above zero", "below zero") for r in rows)
+    return (f"{n} intervals at 95 % each (not corrected for multiple comparisons): even with no true difference, "
+            f"about {0.05 * n:.1f} of them would exclude zero by chance; {found} do here. *Pairs across code "
+            "versions*: pairs whose two cells ran different training code (`code_hash`), where a difference may be "
+            "the code's as well as the method's.")
 
 
 def plot_paired(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str:
@@ -851,8 +879,8 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
         cell_provenance([r for r in results if r["dataset"] == key]), "",
         f"Settings of the command above (the last to write this report; each cell's own are in its "
         f"`result.json`): {header['settings']}", "",
-        "Training code (hash of " + ", ".join(f"`{c}`" for c in CODE_PATHS) + "): "
-        + ", ".join(f"`{h}`" for h in sorted({str(r.get("code_hash")) for r in results if r["dataset"] == key})),
+        "Training code (hash of " + ", ".join(f"`{c}`" for c in CODE_PATHS) + "): " + code_versions(
+            [r for r in results if r["dataset"] == key]),
         "",
         f"## {split.capitalize()} results at keep ratio {MAIN_KEEP_RATIO:.0%} (and full)", "",
         f"Mean ± standard deviation over {rows[0]['seeds']} seed(s)"
@@ -876,7 +904,7 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
                   "differences of the seeds run on a fold are averaged into one per fold (they share its test "
                   "patients). The interval is a two-sided 95 % Student-t interval over the seeds, or over the folds "
                   "(wide with 3 pairs: t = 4.30). *above zero*: DAS better beyond the run-to-run noise measured here.",
-                  "", paired_table(paired)]
+                  "", paired_table(paired), "", chance_note(paired)]
     curves, runs_per_curve = kept_position_curves([r for r in results if r["dataset"] == key])
     if curves:
         from monai_das.visualize import plot_kept_positions
@@ -908,7 +936,7 @@ def _paired_section(results: Sequence[dict], out: Path, header: dict, split: str
     lines = [f"## Paired differences of {split} AUC: DAS − baseline (same seed and fold)", "",
              "Mean over pairs, two-sided 95 % Student-t interval, pairs where DAS was better; `full` keeps every "
              "frame. Also in `paired_differences.csv`.", "", "![paired differences](paired_differences.png)", "",
-             paired_table(rows, with_dataset=True), ""]
+             paired_table(rows, with_dataset=True), "", chance_note(rows), ""]
     headroom = headroom_differences(results)
     if headroom:
         write_csv(headroom, out / "headroom_differences.csv")

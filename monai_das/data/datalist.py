@@ -608,18 +608,12 @@ def _dicom_rows_cols(ds, path: Path) -> tuple[int, int]:
     return int(ds.Rows), int(ds.Columns)
 
 
-def _volume_modality(path: Path) -> bool:
-    """Whether the DICOM file ``path`` is of a cross-sectional modality
-    (:data:`~monai_das.data.studies.VOLUME_MODALITIES`)."""
-    from monai_das.data.studies import VOLUME_MODALITIES
-
-    return str(_dicom_header(path).get("Modality", "")).upper() in VOLUME_MODALITIES
-
-
 def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
     """
-    ``("clip", C, [T, H, W])`` for a multi-frame DICOM file, ``("volume", C, [W, H, N])`` for a folder of
-    single-frame DICOM files (one series; MONAI's ``PydicomReader`` order: columns, rows, slices) or one such file.
+    ``("clip", C, [T, H, W])`` for a multi-frame DICOM file (``"slices"`` instead of ``"clip"`` when its modality is
+    one of :data:`~monai_das.data.studies.VOLUME_MODALITIES`: an Enhanced CT/MR file, whose frames are slices),
+    ``("volume", C, [W, H, N])`` for a folder of single-frame DICOM files (one series; MONAI's ``PydicomReader``
+    order: columns, rows, slices) or one such file.
     """
     if path.is_dir():
         from monai_das.data.studies import is_hidden
@@ -650,7 +644,10 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
     rows, cols = _dicom_rows_cols(ds, path)
     n = int(ds.get("NumberOfFrames", 1) or 1)
     if n > 1:
-        return "clip", _dicom_channels(ds), [n, rows, cols]
+        from monai_das.data.studies import VOLUME_MODALITIES
+
+        kind = "slices" if str(ds.get("Modality", "")).upper() in VOLUME_MODALITIES else "clip"
+        return kind, _dicom_channels(ds), [n, rows, cols]
     return "volume", _dicom_channels(ds), [cols, rows]
 
 
@@ -688,12 +685,21 @@ def _loaded_facts(path: str, reader) -> tuple[int, list[int]]:
     return shape[0], shape[1:]
 
 
-def _study_facts(image: str, layout: str, slice_axis: int, reader) -> tuple[int, tuple[int, ...], int]:
-    """``(channels, shape in the layout's order, number of frames/slices)`` of one image."""
+_CLIPS_ONLY = (f"a video model trains on video files ({', '.join(VIDEO_EXTENSIONS)}) and multi-frame DICOM files; "
+               "train volumes with a volume model (das_volume_classification).")
+
+
+def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False
+                 ) -> tuple[int, tuple[int, ...], int]:
+    """``(channels, shape in the layout's order, number of frames/slices)`` of one image (``clips_only``: refuse a
+    volume rather than read it as a clip)."""
     p = Path(image)
     name = p.name.lower()
     if not p.exists():
         raise FileNotFoundError("does not exist.")
+    if clips_only and layout == "video" and not (name.endswith(VIDEO_EXTENSIONS) or (p.is_file() and is_dicom(p))):
+        raise ValueError(f"is no clip ({'a folder' if p.is_dir() else 'neither a video nor a DICOM file'}): "
+                         f"{_CLIPS_ONLY}")
     clip: list[int] | None = None  # [T, H, W] of a clip
     if name.endswith(_NIFTI_SUFFIXES):
         c, spatial = _nifti_shape(image)
@@ -701,16 +707,18 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader) -> tuple[int,
         c, spatial = _npy_shape(image)
     elif p.is_dir() or is_dicom(p):
         kind, c, dims = _dicom_facts(p)
-        clip, spatial = (dims, []) if kind == "clip" else (None, dims)
-        if clip is not None and layout == "volume" and p.is_file() and _volume_modality(p):
+        clip, spatial = (dims, []) if kind != "volume" else (None, dims)
+        if kind == "slices" and layout == "volume":
             # an Enhanced CT/MR file is a volume: columns, rows, frames, as LoadImage reads it (and the study layer)
-            clip, spatial = None, [clip[2], clip[1], clip[0]]
+            clip, spatial = None, [dims[2], dims[1], dims[0]]
     elif name.endswith(VIDEO_EXTENSIONS):
         c, clip = _video_facts(image)
     else:
         c, spatial = _loaded_facts(image, reader)
 
     if layout == "video":
+        if clip is None and clips_only:  # a single-frame DICOM file
+            raise ValueError(f"is a single-frame DICOM image ({spatial[1]}×{spatial[0]}), no clip: {_CLIPS_ONLY}")
         if clip is None:  # a volume read as a clip: frames along its first spatial axis (as StudyLoader does)
             clip = spatial if len(spatial) >= 3 else [1, *spatial]
             if len(clip) != 3:
@@ -735,6 +743,7 @@ def check_study_shapes(
     reader=None,
     max_items: int | None = None,
     slice_axis: int = 0,
+    clips_only: bool = False,
 ) -> dict:
     """
     The data facts a model needs (channels, shapes, frame counts), read from the image headers without decoding
@@ -758,6 +767,10 @@ def check_study_shapes(
             header-only reader here; ``None``: ``LoadImage``'s choice by suffix.
         max_items: check only the first ``max_items`` items (``None``: all).
         slice_axis: spatial axis (0, 1, 2) whose slices are the frames of a volume (``layout="volume"``).
+        clips_only: ``layout="video"`` only: refuse what is not a clip file (a volume file, a folder, a
+            single-frame DICOM file) instead of reading it as a clip, as a training recipe that decodes clips
+            (:class:`~monai_das.transforms.LoadVideod`) must; files that are neither video nor DICOM are refused
+            before any reading.
 
     Returns:
         ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max)}``, shapes in the layout's
@@ -767,8 +780,9 @@ def check_study_shapes(
     Raises:
         FileNotFoundError: a missing image.
         ValueError: naming the item's file (and datalist line): a 2D image (or one slice) where a volume is
-            expected, a single-frame clip where a clip is expected, mixed channel counts across the items (naming
-            two files and their counts), an empty item list or a bad ``layout``/``slice_axis``.
+            expected, a single-frame clip where a clip is expected (a volume with ``clips_only``), mixed channel
+            counts across the items (naming two files and their counts), an empty item list or a bad
+            ``layout``/``slice_axis``.
         RuntimeError: a file whose header cannot be read.
     """
     if layout not in STUDY_LAYOUTS:
@@ -786,7 +800,7 @@ def check_study_shapes(
     for item in chosen:
         image = str(item["image"] if isinstance(item, Mapping) else item)
         try:
-            c, shape, t = _study_facts(image, layout, slice_axis, reader)
+            c, shape, t = _study_facts(image, layout, slice_axis, reader, clips_only)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{_where(item, image)} {e}") from e
         except ValueError as e:

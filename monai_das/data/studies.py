@@ -561,7 +561,8 @@ class LoadStudy(Transform):
     number in the file.
 
     - Volumes (volume files, DICOM series read with MONAI's ``PydicomReader`` — exactly the series' files, in
-      ``InstanceNumber`` order) go through :func:`monai_das.transforms.recipe_transforms` without its loading step
+      ``InstanceNumber`` order; with ITK, by position, as training reads a folder, when the numbers do not follow
+      the positions) go through :func:`monai_das.transforms.recipe_transforms` without its loading step
       (reorientation, spacing, intensity scaling, resize). For a ``video`` recipe a volume becomes the sequence of its
       slices along the first axis (after reorientation).
     - Clips (video files, multi-frame DICOM) are read by :class:`monai_das.transforms.LoadVideo` (uniform temporal
@@ -572,9 +573,10 @@ class LoadStudy(Transform):
 
     ``source_indices``: volumes: through the image affines, the index along the file's own voxel axis (before
     reorientation) that the network's frame axis runs along (``info["source_axis"]``; for a DICOM series axis 2 is
-    the ``InstanceNumber`` order); clips: the frame numbers LoadVideo kept. A study with fewer than the recipe's
-    ``min_frames`` slices (along any axis; a 2D image counts as one) or frames is refused: stretching it to ``T``
-    would give an input that is constant along the frame axis and a prediction that looks valid.
+    the ``InstanceNumber`` order, or the position order of a series numbered out of it, ``info["instance_numbers"]``);
+    clips: the frame numbers LoadVideo kept. A study with fewer than the recipe's ``min_frames`` slices (along any
+    axis; a 2D image counts as one) or frames is refused: stretching it to ``T`` would give an input that is constant
+    along the frame axis and a prediction that looks valid.
 
     Args:
         recipe: the preprocessing recipe (a plain dict).
@@ -718,7 +720,8 @@ class LoadStudy(Transform):
             raise ValueError(f"study '{source.study_id}': slices of different sizes {sorted(shapes)} in one series.")
         if len(headers) < self.min_frames:
             raise self._too_few(source, f"has {len(headers)} slice(s)")
-        headers = self._slice_order(source, headers)
+        numbers = {str(f): int(h.get("InstanceNumber", 0) or 0) for f, h in zip(source.files, headers)}
+        headers, by_position = self._slice_order(source, headers)
         from monai.data import PydicomReader
 
         info = {
@@ -728,7 +731,9 @@ class LoadStudy(Transform):
             "instance_numbers": [int(h.get("InstanceNumber", 0) or 0) for h in headers],
         }
         colour = int(headers[0].get("SamplesPerPixel", 1) or 1) > 1
-        if not source.path.is_dir():
+        if by_position:
+            study = self._load_series_by_position(source, numbers, info, colour)
+        elif not source.path.is_dir():
             study = self._load_volume(source, source.files[0], reader=PydicomReader(), info=info, colour=colour)
         elif not any(c in str(source.path) for c in "*?["):  # read exactly this series' files, whatever else is there
             import re
@@ -746,17 +751,61 @@ class LoadStudy(Transform):
         study.dicom_headers = headers
         return study
 
-    def _slice_order(self, source: StudySource, headers: list) -> list:
+    def _load_series_by_position(self, source: StudySource, numbers: dict[str, int], info: dict, colour: bool
+                                 ) -> Study:
+        """
+        A series whose InstanceNumbers do not follow its slice positions (e.g. numbered in interleaved acquisition
+        order), read as the training recipe reads a DICOM folder: with ITK, which stacks the slices by position.
+        MONAI's ``PydicomReader`` would stack them by number, a scrambled volume. The series' files are linked into
+        a temporary folder (only them, whatever else the study folder holds). As for every series, the source indices
+        count slices in ``InstanceNumber`` order (``info["instance_numbers"]``, sorted; ``numbers``: file →
+        InstanceNumber): ITK's slice ``i`` is renumbered to its rank by number.
+        """
+        import tempfile
+
+        import itk
+        from monai.data import ITKReader
+
+        with tempfile.TemporaryDirectory(prefix="das_series_") as tmp:
+            names = {}
+            for i, f in enumerate(source.files):
+                names[f"{i:06d}.dcm"] = str(f)
+                os.symlink(os.path.abspath(f), os.path.join(tmp, f"{i:06d}.dcm"))
+            # the file order ITKReader will read (its own lookup, repeated here for the numbers of its slices)
+            lookup = itk.GDCMSeriesFileNames.New()
+            lookup.SetUseSeriesDetails(True)
+            lookup.AddSeriesRestriction("0008|0021")
+            lookup.SetDirectory(tmp)
+            uids = lookup.GetSeriesUIDs()
+            order = [os.path.basename(p) for p in lookup.GetFileNames(uids[0])] if uids else []
+            if len(order) != len(source.files):
+                left = sorted(set(names) - set(order))
+                raise RuntimeError(f"{self._where(source)}: ITK reads {len(order)} of its {len(source.files)} slices "
+                                   f"as one series, without '{names[left[0]] if left else '?'}' (it splits a series "
+                                   "whose slices differ in SeriesDate or other details): convert the series to NIfTI "
+                                   "(e.g. dcm2niix) and give that file.")
+            try:
+                study = self._load_volume(source, Path(tmp), reader=ITKReader(), info=info, colour=colour)
+            except RuntimeError as e:  # it names the temporary folder: name the series' folder
+                raise RuntimeError(str(e).replace(tmp, f"<links to the {len(order)} files of '{source.path}'>")) from e
+        rank = {n: r for r, n in enumerate(info["instance_numbers"])}  # sorted numbers → rank
+        itk_rank = [rank[numbers[names[n]]] for n in order]
+        src = [itk_rank[i] if i >= 0 else i for i in study.source_indices]
+        return self._study(source, study.image.as_tensor(), dict(study.image.meta), src, study.info)
+
+    def _slice_order(self, source: StudySource, headers: list) -> tuple[list, bool]:
         """
         The slice headers of a DICOM series in ``InstanceNumber`` order (the order MONAI's ``PydicomReader`` stacks
-        them in), after checking that they make one stack: every slice numbered, no number twice (two echoes or
-        phases, or re-sent slices, under one series UID), one orientation (no localizer planes), and positions along
-        the slice normal that strictly rise or fall in that order. Otherwise the reader would interleave or drop
-        slices and the study would be classified from a scrambled volume without any error.
+        them in) and ``False``, after checking that they make one stack: every slice numbered, no number twice (two
+        echoes or phases, or re-sent slices, under one series UID), one orientation (no localizer planes), and no
+        position twice along the slice normal. Otherwise the reader would interleave or drop slices and the study
+        would be classified from a scrambled volume without any error. ``True`` when the positions do not strictly
+        rise or fall in number order (numbers that do not follow the anatomy): the series is then read by position,
+        as training reads it (:meth:`_load_series_by_position`).
         """
         files = source.files or [source.path]
         if len(headers) < 2:
-            return list(headers)
+            return list(headers), False
         where = f"study '{source.study_id}'"
         numbers = {}
         for f, h in zip(files, headers):
@@ -771,12 +820,13 @@ class LoadStudy(Transform):
                                  "stack a series of its own.")
             numbers[n] = (f, h)
         ordered = [numbers[n] for n in sorted(numbers)]
+        by_number = [h for _, h in ordered]
         orientations = [h.get("ImageOrientationPatient") for _, h in ordered]
         positions = [h.get("ImagePositionPatient") for _, h in ordered]
         if any(o is None for o in orientations):
-            return [h for _, h in ordered]
+            return by_number, False
         if any(len(o) != 6 for o in orientations):  # malformed: nothing to compare (the reader makes no affine of it)
-            return [h for _, h in ordered]
+            return by_number, False
         cosines = np.asarray([[float(v) for v in o] for o in orientations])
         off = np.flatnonzero(np.abs(cosines - cosines[0]).max(axis=1) > 1e-3)
         if off.size:
@@ -785,19 +835,22 @@ class LoadStudy(Transform):
                              f"{cosines[i].round(4).tolist()}, '{ordered[0][0]}' {cosines[0].round(4).tolist()}: "
                              "slices of different planes (a localizer?) in one series.")
         if any(p is None or len(p) != 3 for p in positions):
-            return [h for _, h in ordered]
+            return by_number, False
         normal = np.cross(cosines[0][:3], cosines[0][3:])
         depth = np.asarray([[float(v) for v in p] for p in positions]) @ normal
+        rank = np.argsort(depth, kind="stable")
+        same = np.flatnonzero(np.diff(depth[rank]) <= 1e-3)  # two slices within 1 µm: one place, two images
+        if same.size:
+            i, j = int(rank[same[0]]), int(rank[same[0] + 1])
+            raise ValueError(f"{where}: DICOM files '{ordered[i][0]}' and '{ordered[j][0]}' lie at the same position "
+                             f"along the slice normal ({depth[i]:.3f} and {depth[j]:.3f} mm): more than one stack in "
+                             "one series (echoes, phases, re-sent slices?). Give each stack a series of its own.")
         steps = np.diff(depth)
-        wrong = steps * np.sign(steps[0]) <= 1e-3  # each step must go the first one's way, by more than 1 µm
-        if wrong.any():
-            i = int(np.flatnonzero(wrong)[0])
-            raise ValueError(f"{where}: in InstanceNumber order the slice positions along the slice normal do not "
-                             f"strictly rise or fall: '{ordered[i][0]}' at {depth[i]:.3f} mm, then "
-                             f"'{ordered[i + 1][0]}' at {depth[i + 1]:.3f} mm (repeated positions, or numbers that do "
-                             "not follow the anatomy): the slices cannot be stacked as numbered. Convert the series "
-                             "to NIfTI (e.g. dcm2niix, which orders slices by position) and give that file.")
-        return [h for _, h in ordered]
+        if (steps * np.sign(steps[0]) > 0).all():  # numbers follow the positions, one way or the other
+            return by_number, False
+        logger.info("%s: InstanceNumbers do not follow the slice positions; reading the series by position (ITK)",
+                    where)
+        return by_number, True
 
     def _load_volume(self, source: StudySource, path: Path, reader, info: dict, colour: bool = False) -> Study:
         """

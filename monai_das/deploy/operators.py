@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,11 +220,22 @@ class DASReportWriterOperator(Operator):
 SR_FOLDER = "dicom_sr"
 
 
-def remove_srs(folder: Path) -> None:
+#: prefix of the temporary folder an SR is written into before it is moved into its study's SR folder
+_SR_TMP_PREFIX = ".sr-"
+
+
+def remove_srs(folder: Path, keep: Sequence[str] = ()) -> None:
     """Remove the SR files (``*.dcm`` files, not folders: ``us/cine.dcm/`` may be another study's) of one study's SR
-    folder, logging (not raising) what cannot be removed."""
+    folder but those named in ``keep``, and the temporary folders a killed run left there, logging (not raising)
+    what cannot be removed."""
+    for tmp in folder.glob(_SR_TMP_PREFIX + "*") if folder.is_dir() else ():
+        if tmp.is_dir():
+            try:
+                shutil.rmtree(tmp)
+            except OSError as e:
+                logger.error("temporary SR folder %s could not be removed: %s", tmp, e)
     for old in folder.glob("*.dcm") if folder.is_dir() else ():
-        if old.is_file():
+        if old.is_file() and old.name not in keep:
             try:
                 old.unlink()
             except OSError as e:
@@ -231,6 +246,11 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
     """
     The SDK's Basic Text SR writer, writing ``<output_folder>/<study_id>/<SOPInstanceUID>.dcm`` (replacing an earlier
     run's SR of that study) and logging (not raising) a failure, so a bad study does not stop the application.
+
+    The SR is written into a hidden temporary folder (``.sr-*``) in the study's SR folder and moved into place
+    (``os.replace``) once complete, then the earlier run's SR is removed: no ``*.dcm`` there is ever half-written
+    (the temporary folder of a killed run is removed by the next run). When the write fails, the earlier run's SR is
+    removed too (it would contradict this run's report) and the failure is in ``failed``.
 
     Named inputs: ``text`` and ``study_selected_series_list`` (see :class:`DASReportWriterOperator`).
 
@@ -249,11 +269,23 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         selection = op_input.receive(self.input_name_dcm_series)
         study_id = selection[0].metadata().get("study_id", "study") if selection else "study"
         folder = study_output_path(self.base_folder, study_id)
+        tmp = None
         try:
             series = selection[0].selected_series[0].series
-            remove_srs(folder)  # an earlier run's SR (named by a new UID each run): replaced, never one SR per run
-            self.write(text, series, folder)
-            self.written[study_id] = sorted(str(p) for p in folder.glob("*.dcm") if p.is_file())
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=_SR_TMP_PREFIX, dir=folder))  # same file system: os.replace
+            self.write(text, series, tmp)
+            new = sorted(p.name for p in tmp.glob("*.dcm"))
+            if not new:
+                raise RuntimeError("the SR writer wrote no file.")
+            for name in new:
+                os.replace(tmp / name, folder / name)
+            self.written[study_id] = [str(folder / name) for name in new]
         except Exception as e:
             logger.error("DICOM SR of study %s could not be written: %s", study_id, e)
+            new = []  # an earlier run's SR would contradict this run's report: removed below
             self.failed[study_id] = f"{type(e).__name__}: {e}"
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        remove_srs(folder, keep=new)  # an earlier run's SR (named by a new UID each run): never one SR per run

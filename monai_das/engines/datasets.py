@@ -329,34 +329,19 @@ class BundleData:
         from monai_das.data import check_study_shapes
 
         trained = self.info["in_channels"]  # the training files' (for volumes as check_study_shapes read them)
-        self._require_clips(items)
-        channels = int(check_study_shapes(items, self.layout, slice_axis=self.slice_axis)["in_channels"])
+        channels = int(check_study_shapes(items, self.layout, slice_axis=self.slice_axis,
+                                          clips_only=True)["in_channels"])
         # a video recipe makes every clip the network's channels (grey or RGB) itself: only volumes must match
         if self.layout == "volume" and channels != trained:
             raise ValueError(f"datalist '{self.datalist}': the {_SPLITS[split]!r} images have {channels} channel(s), "
                              f"the training images {trained}; give every list images of one kind.")
         self._checked.add(split)
 
-    def _require_clips(self, items: Sequence[Mapping]) -> None:
-        """The video bundle's recipe decodes clips (``LoadVideod``): refuse a volume in its datalist (a NIfTI, an
-        array, a DICOM series folder) before training, naming it, instead of a decoding error inside the loader."""
-        if self.layout != "video":
-            return
-        from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom
-
-        for item in items:
-            path = Path(item["image"])
-            if path.is_dir() or not (path.name.lower().endswith(VIDEO_EXTENSIONS) or is_dicom(path)):
-                where = item.get("source_line") or self.datalist
-                raise ValueError(f"{where}: '{path}' is no clip: the video bundle trains on video files "
-                                 f"({', '.join(VIDEO_EXTENSIONS)}) and multi-frame DICOM; train volumes with "
-                                 "das_volume_classification.")
-
     def _datalist_info(self) -> dict:
         from monai_das.data import check_study_shapes
 
-        self._require_clips(self._splits["train"])
-        facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis)
+        # clips_only: the video recipe decodes clips (LoadVideod), a volume is refused naming it before training
+        facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis, clips_only=True)
         if self.layout == "video":
             return self._video_facts(self.label_names, 1 if self.in_channels_arg == 1 else int(facts["in_channels"]))
         grid = _size_list(self._spatial_arg, 3, "spatial_size")

@@ -207,14 +207,15 @@ def test_per_dataset_seeds_and_keep_ratios(compare_script):
 def test_paired_differences(compare_script, tmp_path):
     cm = compare_script
 
-    def run(method, keep, seed, auc, label=None):
+    def run(method, keep, seed, auc, label=None, code="c1"):
         return {"dataset": "d", "method": method, "label": label or method, "keep_ratio": keep, "seed": seed,
-                "fold": None, "auc": auc}
+                "fold": None, "auc": auc, "code_hash": code}
 
     results = [run("das", 0.5, s, a) for s, a in enumerate([0.80, 0.82, 0.84])]
     results += [run("uniform", 0.5, s, a) for s, a in enumerate([0.70, 0.73, 0.74])]
-    results += [run("full", 1.0, s, a) for s, a in enumerate([0.85, 0.80, 0.86])]
+    results += [run("full", 1.0, s, a, code="c0" if s == 2 else "c1") for s, a in enumerate([0.85, 0.80, 0.86])]
     results += [run("dps", 0.5, 0, 0.9), run("das", 0.5, 3, 0.99, label="das[x]")]  # one pair; a tagged run
+    results += [run("das", 0.5, 4, float("nan")), run("uniform", 0.5, 4, 0.7)]  # a failed run is no pair
     rows = {r["baseline"]: r for r in cm.paired_differences(results)}
     u = rows["uniform"]
     assert u["pairs"] == 3 and u["wins"] == 3 and u["mean_diff"] == pytest.approx(0.0966667)
@@ -224,8 +225,12 @@ def test_paired_differences(compare_script, tmp_path):
     assert f["pairs"] == 3 and f["wins"] == 1 and f["verdict"] == "includes zero"
     assert rows["dps"]["pairs"] == 1 and rows["dps"]["verdict"] == "one pair: no interval"
     assert "random" not in rows
+    assert (u["code_mixed"], f["code_mixed"]) == (0, 1)  # full seed 2 ran other code than DAS seed 2
     table = cm.paired_table(list(rows.values()))
-    assert "das − uniform" in table and "3/3" in table and "+0.097" in table
+    assert "das − uniform" in table and "3/3" in table and "+0.097" in table and "| 1/3 |" in table
+    assert cm.chance_note(list(rows.values())).startswith("2 intervals at 95 % each") and "1 do here" in \
+        cm.chance_note(list(rows.values()))
+    assert cm.code_versions(results) == "`c0` (full 1); `c1` (full 2, uniform 4, dps 1, das 5)"
     png = cm.plot_paired(list(rows.values()), "t", tmp_path / "p.png")
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # headroom: full − uniform at uniform's keep ratio, paired by seed (0.15, 0.07, 0.12)

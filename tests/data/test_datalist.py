@@ -391,6 +391,30 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     assert check_study_shapes([str(series)], "volume")["shapes"] == {str(series): (1, 14, 10, 3)}
 
 
+def test_check_study_shapes_clips_only(tmp_path):
+    """What a clip-decoding recipe (LoadVideod) cannot read is refused naming it, before anything is decoded: a
+    volume file, a folder (also one holding a single cine), a file of another kind, a single-frame DICOM image; a
+    video file and a multi-frame DICOM file pass. Without clips_only a volume is read as a clip, as at inference."""
+    avi, multi = _clip(tmp_path / "clip.avi", 5), _dicom(tmp_path / "cine.dcm", 12, 16, frames=4)
+    assert check_study_shapes([avi], "video", clips_only=True)["shapes"] == {avi: (5, 3, 12, 16)}
+    assert check_study_shapes([multi], "video", clips_only=True)["shapes"] == {multi: (4, 1, 12, 16)}
+    vol = _nifti(tmp_path / "vol.nii.gz", (6, 7, 8))
+    folder = tmp_path / "cine_folder"
+    folder.mkdir()
+    _dicom(folder / "cine.dcm", 12, 16, frames=4)
+    (tmp_path / "notes.txt").write_text("no clip")
+    single = _dicom(tmp_path / "still.dcm", 8, 10)
+    for image, match in [(vol, r"vol\.nii\.gz' is no clip \(neither a video nor a DICOM file\)"),
+                         (str(folder), r"cine_folder' is no clip \(a folder\)"),
+                         (str(tmp_path / "notes.txt"), r"notes\.txt' is no clip \(neither a video nor a DICOM file\)"),
+                         (single, r"still\.dcm' is a single-frame DICOM image \(8×10\), no clip")]:
+        with pytest.raises(ValueError, match=r"list\.csv:3: '.*" + match + ": a video model trains on video files"):
+            check_study_shapes([avi, {"image": image, "source_line": "list.csv:3"}], "video", clips_only=True)
+    assert check_study_shapes([vol], "video")["shapes"] == {vol: (6, 1, 7, 8)}
+    assert check_study_shapes([str(folder)], "video")["shapes"] == {str(folder): (4, 1, 12, 16)}
+    assert check_study_shapes([vol], "volume", clips_only=True)["shapes"] == {vol: (1, 6, 7, 8)}
+
+
 def test_check_study_shapes_errors(tmp_path):
     flat = _nifti(tmp_path / "flat.nii.gz", (10, 12))
     with pytest.raises(ValueError, match=r"list\.csv:4: '.*flat\.nii\.gz' is a 2D image \(spatial shape \[10, 12\]"):

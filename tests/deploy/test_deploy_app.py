@@ -121,6 +121,39 @@ def test_app_rerun_into_the_same_folder_replaces_its_outputs(study_folder, check
         assert len(app.sr_files[sid]) == 1
 
 
+def test_app_sr_write_failure_leaves_no_sr(study_folder, checkpoint_bundle, tmp_path, monkeypatch):
+    """An SR write that fails half-way (a full disk) leaves neither its partial file nor the earlier run's SR of that
+    study (which would contradict this run's report); the failure is in ``sr_errors``; the other studies' SRs are
+    replaced, one each."""
+    from monai_das.deploy.operators import DASTextSRWriterOperator
+
+    bundle, _ = checkpoint_bundle
+    out = tmp_path / "out"
+    make = lambda: DASClassifierApp(input_path=study_folder, output_path=out, model_path=bundle, write_sr=True,  # noqa
+                                    loader_options={"min_frames": 1})
+    first = make()
+    first.run()
+    real = DASTextSRWriterOperator.write
+
+    def failing(self, text, series, output_dir):
+        if text.startswith("DAS classification of study ct "):
+            (output_dir / "partial.dcm").write_bytes(b"DICM")
+            raise OSError(28, "No space left on device")
+        return real(self, text, series, output_dir)
+
+    monkeypatch.setattr(DASTextSRWriterOperator, "write", failing)
+    killed = study_output_path(out / "dicom_sr", "series") / ".sr-killed"  # what a run killed mid-write leaves
+    killed.mkdir()
+    (killed / "half.dcm").write_bytes(b"DICM")
+    app = make()
+    app.run()
+    assert set(app.sr_errors) == {"ct"} and "No space left" in app.sr_errors["ct"]
+    assert not list(study_output_path(out / "dicom_sr", "ct").rglob("*.dcm")) and not killed.exists()
+    for sid in ("us/cine.dcm", "series"):
+        files = list(study_output_path(out / "dicom_sr", sid).glob("*.dcm"))
+        assert [str(f) for f in files] == app.sr_files[sid] and app.sr_files[sid] != first.sr_files[sid], sid
+
+
 def test_app_single_files_torchscript(torchscript_model, tmp_path):
     model, net = torchscript_model
     for name, path in [("anatomical", nibabel_anatomical()), ("CT_small", pydicom_file("CT_small.dcm"))]:

@@ -108,7 +108,8 @@ def test_validation_and_test_files_are_checked_like_the_training_ones(tmp_path):
 
 def test_video_bundle_refuses_volumes_in_its_datalist(tmp_path):
     path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
-    with pytest.raises(ValueError, match=r"dl\.json:training\[0\]: '.*v0\.npy' is no clip: the video bundle"):
+    with pytest.raises(ValueError, match=r"dl\.json:training\[0\]: '.*v0\.npy' is no clip \(neither a video nor "
+                                         r"a DICOM file\): a video model trains on video files"):
         BundleData(datalist=path, layout="video", num_frames=8).info
 
 
