@@ -649,28 +649,25 @@ def paired_differences(results: Sequence[dict[str, Any]], reference: str = "das"
     ratio (it keeps every frame). Only untagged runs with a finite ``metric`` are paired. ``code_mixed``: the
     pairs whose two cells ran different training code (``code_hash``), so a difference may be the code's too.
     """
-    runs: dict[tuple, dict[tuple, float]] = {}
-    codes: dict[tuple, dict[tuple, Any]] = {}
+    runs: dict[tuple, dict[tuple, tuple[float, Any]]] = {}  # (dataset, method, keep) → (seed, fold) → (value, code)
     for r in results:
         value = r.get(metric)
         if r.get("label", r["method"]) != r["method"] or value is None or not math.isfinite(float(value)):
             continue
         key = (r["dataset"], r["method"], float(r["keep_ratio"]))
-        runs.setdefault(key, {})[(r["seed"], r.get("fold"))] = float(value)
-        codes.setdefault(key, {})[(r["seed"], r.get("fold"))] = r.get("code_hash")
+        runs.setdefault(key, {})[(r["seed"], r.get("fold"))] = (float(value), r.get("code_hash"))
     rows = []
     for (ds, method, ratio), ref in sorted(runs.items()):
         if method != reference:
             continue
         for other in against:
-            base_key = (ds, other, 1.0 if other == "full" else ratio)
-            base = runs.get(base_key)
+            base = runs.get((ds, other, 1.0 if other == "full" else ratio))
             pairs = sorted(set(ref) & set(base or {}), key=str)
             if not pairs:
                 continue
-            ref_code, base_code = codes[(ds, method, ratio)], codes[base_key]
-            mixed = sum(None not in (ref_code[p], base_code[p]) and ref_code[p] != base_code[p] for p in pairs)
-            diffs = unit_means([(fold, seed, ref[(seed, fold)] - base[(seed, fold)]) for seed, fold in pairs])
+            codes = [(ref[p][1], base[p][1]) for p in pairs]
+            mixed = sum(None not in c and c[0] != c[1] for c in codes)
+            diffs = unit_means([(fold, seed, ref[(seed, fold)][0] - base[(seed, fold)][0]) for seed, fold in pairs])
             low, high = t_interval(diffs)
             verdict = ("one pair: no interval" if len(diffs) < 2 else "above zero" if low > 0
                        else "below zero" if high < 0 else "includes zero")

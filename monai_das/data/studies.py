@@ -17,12 +17,13 @@ file (a clip).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
 import logging
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
@@ -221,6 +222,19 @@ def kept_source_indices(
 
 
 # ---------------------------------------------------------------------------------------------------- discovery
+@contextlib.contextmanager
+def _series_links(files: Sequence[Path]) -> Iterator[tuple[str, list[str]]]:
+    """A temporary folder of links to exactly ``files`` (``000000.dcm``, ... in their order), for readers that take a
+    folder and read all of it; yields the folder and the link names, removed afterwards."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="das_series_") as tmp:
+        links = [f"{i:06d}.dcm" for i in range(len(files))]
+        for link, f in zip(links, files):
+            os.symlink(os.path.abspath(f), os.path.join(tmp, link))
+        yield tmp, links
+
+
 def _study_id(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path != root else path.name
 
@@ -720,7 +734,7 @@ class LoadStudy(Transform):
             raise ValueError(f"study '{source.study_id}': slices of different sizes {sorted(shapes)} in one series.")
         if len(headers) < self.min_frames:
             raise self._too_few(source, f"has {len(headers)} slice(s)")
-        numbers = {str(f): int(h.get("InstanceNumber", 0) or 0) for f, h in zip(source.files, headers)}
+        file_headers = headers  # in the order of source.files
         headers, by_position = self._slice_order(source, headers)
         from monai.data import PydicomReader
 
@@ -732,7 +746,7 @@ class LoadStudy(Transform):
         }
         colour = int(headers[0].get("SamplesPerPixel", 1) or 1) > 1
         if by_position:
-            study = self._load_series_by_position(source, numbers, info, colour)
+            study = self._load_series_by_position(source, file_headers, info, colour)
         elif not source.path.is_dir():
             study = self._load_volume(source, source.files[0], reader=PydicomReader(), info=info, colour=colour)
         elif not any(c in str(source.path) for c in "*?["):  # read exactly this series' files, whatever else is there
@@ -742,35 +756,24 @@ class LoadStudy(Transform):
             reader = PydicomReader(fname_regex=f"^(?:{names})$")
             study = self._load_volume(source, source.path, reader=reader, info=info, colour=colour)
         else:  # MONAI globs '<folder>/*' unescaped: a folder named 'CT [2mm]' would match nothing; read links to them
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="das_series_") as tmp:
-                for i, f in enumerate(source.files):
-                    os.symlink(os.path.abspath(f), os.path.join(tmp, f"{i:06d}.dcm"))
+            with _series_links(source.files) as (tmp, _):
                 study = self._load_volume(source, Path(tmp), reader=PydicomReader(), info=info, colour=colour)
         study.dicom_headers = headers
         return study
 
-    def _load_series_by_position(self, source: StudySource, numbers: dict[str, int], info: dict, colour: bool
-                                 ) -> Study:
+    def _load_series_by_position(self, source: StudySource, file_headers: list, info: dict, colour: bool) -> Study:
         """
         A series whose InstanceNumbers do not follow its slice positions (e.g. numbered in interleaved acquisition
         order), read as the training recipe reads a DICOM folder: with ITK, which stacks the slices by position.
         MONAI's ``PydicomReader`` would stack them by number, a scrambled volume. The series' files are linked into
         a temporary folder (only them, whatever else the study folder holds). As for every series, the source indices
-        count slices in ``InstanceNumber`` order (``info["instance_numbers"]``, sorted; ``numbers``: file →
-        InstanceNumber): ITK's slice ``i`` is renumbered to its rank by number.
+        count slices in ``InstanceNumber`` order (``info["instance_numbers"]``, sorted; ``file_headers``: the
+        headers in the order of ``source.files``): ITK's slice ``i`` is renumbered to its rank by number.
         """
-        import tempfile
-
         import itk
         from monai.data import ITKReader
 
-        with tempfile.TemporaryDirectory(prefix="das_series_") as tmp:
-            names = {}
-            for i, f in enumerate(source.files):
-                names[f"{i:06d}.dcm"] = str(f)
-                os.symlink(os.path.abspath(f), os.path.join(tmp, f"{i:06d}.dcm"))
+        with _series_links(source.files) as (tmp, links):
             # the file order ITKReader will read (its own lookup, repeated here for the numbers of its slices)
             lookup = itk.GDCMSeriesFileNames.New()
             lookup.SetUseSeriesDetails(True)
@@ -778,10 +781,10 @@ class LoadStudy(Transform):
             lookup.SetDirectory(tmp)
             uids = lookup.GetSeriesUIDs()
             order = [os.path.basename(p) for p in lookup.GetFileNames(uids[0])] if uids else []
-            if len(order) != len(source.files):
-                left = sorted(set(names) - set(order))
-                raise RuntimeError(f"{self._where(source)}: ITK reads {len(order)} of its {len(source.files)} slices "
-                                   f"as one series, without '{names[left[0]] if left else '?'}' (it splits a series "
+            if len(order) != len(links):
+                left = [f for link, f in zip(links, source.files) if link not in order]
+                raise RuntimeError(f"{self._where(source)}: ITK reads {len(order)} of its {len(links)} slices "
+                                   f"as one series, without '{left[0] if left else '?'}' (it splits a series "
                                    "whose slices differ in SeriesDate or other details): convert the series to NIfTI "
                                    "(e.g. dcm2niix) and give that file.")
             try:
@@ -789,7 +792,8 @@ class LoadStudy(Transform):
             except RuntimeError as e:  # it names the temporary folder: name the series' folder
                 raise RuntimeError(str(e).replace(tmp, f"<links to the {len(order)} files of '{source.path}'>")) from e
         rank = {n: r for r, n in enumerate(info["instance_numbers"])}  # sorted numbers → rank
-        itk_rank = [rank[numbers[names[n]]] for n in order]
+        number = {link: int(h.InstanceNumber) for link, h in zip(links, file_headers)}  # checked by _slice_order
+        itk_rank = [rank[number[link]] for link in order]
         src = [itk_rank[i] if i >= 0 else i for i in study.source_indices]
         return self._study(source, study.image.as_tensor(), dict(study.image.meta), src, study.info)
 
