@@ -791,6 +791,8 @@ class LoadStudy(Transform):
                 study = self._load_volume(source, Path(tmp), reader=ITKReader(), info=info, colour=colour)
             except RuntimeError as e:  # it names the temporary folder: name the series' folder
                 raise RuntimeError(str(e).replace(tmp, f"<links to the {len(order)} files of '{source.path}'>")) from e
+        if study.info["source_axis"] != 2:  # the frames run along a pixel axis: its indices are ITK's as Pydicom's
+            return study
         rank = {n: r for r, n in enumerate(info["instance_numbers"])}  # sorted numbers → rank
         number = {link: int(h.InstanceNumber) for link, h in zip(links, file_headers)}  # checked by _slice_order
         itk_rank = [rank[number[link]] for link in order]

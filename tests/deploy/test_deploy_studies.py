@@ -177,6 +177,10 @@ def test_series_numbered_out_of_position_order_is_read_by_position(tmp_path, z_s
     numbers = [study.info["instance_numbers"][i] for i in study.source_indices]
     assert numbers == (interleaved if z_sign > 0 else interleaved[::-1])
     assert study.image.meta["source_indices"].tolist() == study.source_indices
+    # a model whose frames run along a pixel axis (slice_axis 0, the bundles' default): the columns, as read
+    across = LoadStudy(spec_recipe(ModelSpec(spatial_size=(10, 12, 6), slice_axis=0, labels=["a", "b"]),
+                                   intensity_range=[0.0, 100.0], percentiles=None), in_channels=1).load(src)
+    assert across.info["source_axis"] == 0 and sorted(across.source_indices) == list(range(10))
 
 
 def test_series_numbered_against_its_positions_loads(tmp_path):
