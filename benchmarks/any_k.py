@@ -72,7 +72,7 @@ TRAIN_KEEP_RATIO = 0.5
 DEFAULT_DATASETS = ("vesselmnist3d_28", "pocus")
 REFERENCES = ("uniform", "full")
 #: latency rounds (repeats, warm-up) per profile unless given on the command line
-LATENCY = {"smoke": (3, 1), "quick": (30, 3), "full": (50, 5)}
+LATENCY = {"smoke": (3, 1), "quick": (30, 3), "standard": (30, 3), "full": (50, 5)}
 METRICS = ("auc", "balanced_accuracy")
 
 
@@ -265,6 +265,25 @@ def curve_rows(evals: Sequence[dict], trained: Sequence[dict], latency: dict[str
     return rows
 
 
+def paired_rows(evals: Sequence[dict], trained: Sequence[dict], references: Sequence[str],
+                metric: str = "auc") -> list[dict[str, Any]]:
+    """
+    ``one model − <method> trained at k`` of ``metric`` at each keep ratio, paired by seed and fold (the same data split
+    and initial seed; the seeds of a POCUS fold averaged into one unit), with a 95 % interval:
+    :func:`compare_methods.paired_differences` with the one model's evaluations as the reference method. ``full`` is
+    paired at every ratio (it keeps every frame); a ratio nothing was trained at has no row.
+    """
+    one = [{"dataset": e["dataset"], "method": "one_model", "label": "one_model", "keep_ratio": e["keep_ratio"],
+            "seed": e["seed"], "fold": e.get("fold"), metric: e.get(metric), "code_hash": e.get("code_hash")}
+           for e in evals]
+    others = [dict(r, label=r["method"]) for r in trained]  # the tag, if any, is the same for every cell here
+    rows = cm.paired_differences(one + others, reference="one_model", against=("das", *references), metric=metric)
+    for r in rows:
+        r["comparison"] = f"one model − {r['baseline']} " + ("(all frames)" if r["baseline"] == "full"
+                                                              else "trained at k")
+    return rows
+
+
 def _fmt(v: Any, std: Any = None, runs: int = 1, pct: bool = False) -> str:
     if v == "" or v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
@@ -358,10 +377,14 @@ def plot_curve(rows: Sequence[dict[str, Any]], references: Sequence[str], title:
 
 def write_outputs(spec: cm.DatasetSpec, rows: Sequence[dict], evals: Sequence[dict], trained: Sequence[dict],
                   latency: dict | None, references: Sequence[str], out: Path, header: dict) -> dict[str, str]:
-    """``any_k_<dataset>.csv``, ``.md`` and ``.png``."""
+    """``any_k_<dataset>.csv``, ``any_k_<dataset>_paired.csv``, ``.md`` and ``.png``."""
     key = spec.key
     csv_rows = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     paths = {"csv": write_csv(csv_rows, out / f"any_k_{key}.csv")}
+    paired = paired_rows(evals, trained, [m for m in references if m != "das"])
+    if paired:
+        paths["paired_csv"] = write_csv([{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}
+                                         for r in paired], out / f"any_k_{key}_paired.csv")
     train_k, t = rows[0]["train_k"], rows[0]["frames_total"]
     paths["png"] = plot_curve(rows, references, f"{spec.title}\none model at any k vs models trained at each k, "
                               f"{header['mode']} mode", out / f"any_k_{key}.png")
@@ -383,15 +406,24 @@ def write_outputs(spec: cm.DatasetSpec, rows: Sequence[dict], evals: Sequence[di
         f"{rows[0]['train_keep_ratio']:g} (k = {train_k} of T = {t}), evaluated on the "
         f"{rows[0].get('eval_split', 'test')} split at every k below (the bundle's evaluate config with `keep_ratio` "
         f"overridden; k = max(1, round(r·T))). Beside it: DAS and {', '.join(references)} trained at each k "
-        "(compare_methods cells of the same work folder; `full` keeps every frame, at k = T). Mean ± std over "
-        f"seeds {seeds}" + (f" × folds {folds}" if folds else "") + ". At the training k both DAS columns are the "
-        "same checkpoint and evaluation.", "",
+        + ("(compare_methods cells of the same work folder; " if not header.get("references_from") else
+           f"(the finished compare_methods cells of `{header['references_from']}`, same seeds and folds; ")
+        + "`full` keeps every frame, at k = T). Mean ± std over "
+        f"seeds {seeds}" + (f" × folds {folds}" if folds else "") + ". "
+        + ("At the training k both DAS columns are the same checkpoint and evaluation." if not
+           header.get("references_from") else "At the training k the two DAS columns are separate runs of the same "
+           "cell (the one model was trained again here to keep its checkpoint): equal where training is "
+           "reproducible and the code did not change."), "",
         f"Latency: {lat_text}.", "",
         f"Settings: {header['settings']}", "",
         "Training code (hash): " + ", ".join(f"`{h}`" for h in sorted({str(r.get('code_hash')) for r in
                                                                          [*evals, *trained]})), "",
         f"![AUC against frames kept](any_k_{key}.png)", "",
         table_markdown(rows, references), "",
+        *(["### Paired differences (test AUC, per seed / fold)", "",
+           "The one model at each k against each model trained at that k (and `full`), paired by seed and fold "
+           "(the seeds of a POCUS fold averaged into one unit), mean and 95 % Student-t interval:", "",
+           cm.paired_table(paired, reference="one model"), "", cm.chance_note(paired), ""] if paired else []),
         cm.cell_provenance(trained), "",
         f"Per-k evaluations: `{header['work_dir']}/{key}/<das cell>/any_k/keep<r>/result.json` (and its "
         "`eval/metrics.json`); latency: `any_k/latency.json`.",
@@ -406,6 +438,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_const", dest="profile", const="quick",
                       help="compare_methods' quick profile (default; 2 CPU cores)")
+    mode.add_argument("--standard", action="store_const", dest="profile", const="standard",
+                      help="compare_methods' standard profile (converged, early stopping; 2 CPU cores)")
     mode.add_argument("--full", action="store_const", dest="profile", const="full",
                       help="compare_methods' full profile (paper settings, for a GPU)")
     mode.add_argument("--smoke", action="store_const", dest="profile", const="smoke",
@@ -424,6 +458,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--references", nargs="*", default=list(REFERENCES),
                    choices=[m for m in cm.METHODS if m != "das"],
                    help="methods trained at each keep ratio beside DAS (full: once, at k = T)")
+    p.add_argument("--references-from", default=None, metavar="RESULTS_DIR",
+                   help="read DAS and the references trained at each k from the finished cells of "
+                        "RESULTS_DIR/_work/<profile> (e.g. benchmarks/results/standard) instead of training them "
+                        "here: only the one DAS model is trained")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the profile's seeds")
     p.add_argument("--folds", nargs="+", type=int, default=None, help="POCUS folds (override the profile's)")
     p.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
@@ -461,28 +499,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 f"{[s.key for s in all_specs]}.")
     train_ratios = sorted({r for r in ratios if r < 1.0} | {args.train_keep_ratio})
     methods = ["das", *[m for m in args.references if m != "das"]]
+    ref_work = Path(args.references_from) / "_work" / args.profile if args.references_from else work_dir
+    if args.references_from and not ref_work.is_dir():
+        raise FileNotFoundError(f"--references-from '{args.references_from}': no cells of the {args.profile} "
+                                f"profile there (expected the folder '{ref_work}').")
+    # cells trained here: every method at every ratio, or only the one model when the others come from elsewhere
+    run_methods, run_ratios = (["das"], [args.train_keep_ratio]) if args.references_from else (methods, train_ratios)
+    own_seeds = args.seeds is None  # a dataset's own seeds (profile entry) unless --seeds is given, as compare_methods
     start = time.perf_counter()
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')} +{cm._hms(time.perf_counter() - start)}] {msg}", flush=True)
 
     cm_argv = [f"--{args.profile}", "--data-root", args.data_root, "--out", str(out),
-               "--datasets", *[s.key for s in specs], "--methods", *methods,
-               "--keep-ratios", *[f"{r:g}" for r in train_ratios], "--seeds", *map(str, seeds),
+               "--datasets", *[s.key for s in specs], "--methods", *run_methods,
+               "--keep-ratios", *[f"{r:g}" for r in run_ratios], *([] if own_seeds else ["--seeds", *map(str, seeds)]),
                "--folds", *map(str, folds), "--threads", str(args.threads), "--keep-checkpoints",
                *(["--max-epochs", str(args.max_epochs)] if args.max_epochs else []),
                *(["--patience", str(args.patience)] if args.patience else []),
                *[a for k, v in args.override for a in ("--override", f"{k}={json.dumps(v)}")],
                *(["--tag", args.tag] if args.tag else []),
                *(["--allow-code-change"] if args.allow_code_change else []), *(["--dry-run"] if args.dry_run else [])]
-    train_cells = cm.build_cells(specs, ["das"], [args.train_keep_ratio], seeds, folds, args.tag)
-    grid = cm.build_cells(specs, methods, train_ratios, seeds, folds, args.tag)
+    train_cells = cm.build_cells(specs, ["das"], [args.train_keep_ratio], seeds, folds, args.tag, own_seeds=own_seeds,
+                                 own_ratios=False)
+    grid = cm.build_cells(specs, run_methods, run_ratios, seeds, folds, args.tag, own_seeds=own_seeds,
+                          own_ratios=False)
 
     def cdir(c: cm.Cell) -> Path:
         return work_dir / c.dataset / c.name
 
     log(f"any_k: {args.profile.upper()} mode; datasets {[s.key for s in specs]}; one DAS model trained at keep "
-        f"{args.train_keep_ratio:g}, run at keep {ratios}; references trained at each keep ratio: {methods}")
+        f"{args.train_keep_ratio:g}, run at keep {ratios}; references trained at each keep ratio: {methods}"
+        + (f" (finished cells read from {ref_work}, not trained here)" if args.references_from else ""))
     # 1. the cells, through compare_methods (it resumes by cell); the one model's cell must keep its checkpoint
     retrain = [c for c in train_cells if (cdir(c) / "result.json").is_file()
                and not (cdir(c) / "models" / "model.pt").is_file()]
@@ -534,12 +582,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 + (f", POCUS folds {folds}" if any(s.cross_validated for s in specs) else "")
                 + f"; DAS trained at keep {args.train_keep_ratio:g} evaluated at keep {ratios}; references "
                 f"{args.references} trained at keep {train_ratios}"
+                + (f" (cells of `{args.references_from}`)" if args.references_from else "")
                 + (f"; overrides {json.dumps(dict(args.override))}" if args.override else "")
                 + (f"; epochs {args.max_epochs}" if args.max_epochs else "")
                 + (f"; patience {args.patience}" if args.patience else "")
                 + (f"; tag `{args.tag}`" if args.tag else ""))
     header = {"mode": args.profile, "description": prof["description"], "environment": env, "settings": settings,
-              "work_dir": str(work_dir.relative_to(out)) if work_dir.is_relative_to(out) else str(work_dir)}
+              "work_dir": str(work_dir.relative_to(out)) if work_dir.is_relative_to(out) else str(work_dir),
+              "references_from": str(ref_work) if args.references_from else None}
     evals_counts = {"evaluations": 0, "ran": 0, "skipped": 0, "failed": 0, "latency_ran": 0, "latency_skipped": 0}
     outputs: dict[str, dict[str, str]] = {}
     tables: dict[str, list[dict]] = {}
@@ -576,10 +626,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     + ("" if ran else " (cached)"))
         if not evals:
             continue
-        keep_seeds = {c.seed for c in train_cells}
-        trained = [r for r in cm.load_results(work_dir, [spec.key])
-                   if r["method"] in methods and r["seed"] in keep_seeds and r.get("tag", "") == args.tag
-                   and (r.get("fold") is None or r.get("fold") in folds)]
+        keep_units = {(c.seed, c.fold) for c in train_cells if c.dataset == spec.key}
+        trained = [r for r in cm.load_results(ref_work, [spec.key])
+                   if r["method"] in methods and (r["seed"], r.get("fold")) in keep_units
+                   and r.get("tag", "") == args.tag]
         rows = curve_rows(evals, trained, latency, ratios, [m for m in args.references if m != "das"], args.tag)
         for row in rows:
             row["eval_split"] = evals[0]["eval_split"]

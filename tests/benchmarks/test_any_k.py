@@ -34,6 +34,29 @@ def test_ratio_list_and_cache(any_k_script, tmp_path):
     assert ak.cached(p, {"a": 1, "b": None}) == {"a": 1, "b": "x"} and ak.cached(p, {"a": 2}) is None
 
 
+def test_paired_rows_pair_by_seed_and_fold(any_k_script):
+    ak = any_k_script
+    evals = [{"dataset": "d", "keep_ratio": r, "seed": s, "fold": f, "auc": 0.8 + 0.01 * s + (0.05 if r == 0.5 else 0),
+              "code_hash": "a"} for r in (0.25, 0.5, 1.0) for s in (0, 1) for f in (0, 1, 2)]
+    trained = [{"dataset": "d", "method": m, "keep_ratio": r, "seed": s, "fold": f, "auc": 0.8 + 0.02 * f,
+                "code_hash": "a" if m == "das" else "b"}
+               for m, rs in (("das", (0.25, 0.5)), ("uniform", (0.5,)), ("full", (1.0,)))
+               for r in rs for s in (0, 1) for f in (0, 1, 2)]
+    trained.append({"dataset": "d", "method": "uniform", "keep_ratio": 0.25, "seed": 5, "fold": 0, "auc": 0.1,
+                    "code_hash": "a"})  # no one-model run with seed 5: not paired
+    rows = {(r["keep_ratio"], r["baseline"]): r for r in ak.paired_rows(evals, trained, ["uniform", "full"])}
+    # uniform was trained at 0.5 only (its seed-5 cell has no partner); full pairs at every ratio, k = T included
+    assert set(rows) == {(0.25, "das"), (0.5, "das"), (0.5, "uniform"), (0.25, "full"), (0.5, "full"),
+                         (1.0, "full")}
+    r = rows[(0.5, "uniform")]
+    # the two seeds of a fold are one unit: 3 folds, 6 runs; per fold 0.855 − (0.8 + 0.02·f)
+    assert (r["pairs"], r["runs"]) == (3, 6) and r["comparison"] == "one model − uniform trained at k"
+    assert r["diffs"] == "+0.055 +0.035 +0.015" and r["mean_diff"] == pytest.approx(0.035)
+    assert r["code_mixed"] == 6 and rows[(0.5, "das")]["code_mixed"] == 0
+    assert r["ci95_low"] < 0.035 < r["ci95_high"] and r["wins"] == 3
+    assert rows[(1.0, "full")]["comparison"] == "one model − full (all frames)"
+
+
 @pytest.mark.slow
 def test_smoke_run_end_to_end_and_resume(any_k_script, tmp_path):
     ak = any_k_script
@@ -91,3 +114,25 @@ def test_smoke_run_end_to_end_and_resume(any_k_script, tmp_path):
                                     "latency_skipped": 1}
     with open(tmp_path / f"any_k_{key}.csv") as f:
         assert list(csv.DictReader(f)) == rows
+    # the paired differences: at the training k the one model is the DAS cell itself
+    with open(tmp_path / f"any_k_{key}_paired.csv") as f:
+        paired = {(float(r["keep_ratio"]), r["baseline"]): r for r in csv.DictReader(f)}
+    assert set(paired) == {(0.25, "das"), (0.5, "das"), (0.25, "uniform"), (0.5, "uniform")}
+    assert float(paired[(0.5, "das")]["mean_diff"]) == pytest.approx(0.0, abs=1e-5)
+    assert "### Paired differences" in md
+
+    # another results folder, the trained-at-k cells read from the first one: only the one model is trained there,
+    # and it reproduces the first run's DAS cell (same seed, same code)
+    other = tmp_path / "other"
+    third = ak.main(["--smoke", "--out", str(other), "--keep-ratios", "0.25", "0.5", "--references", "uniform",
+                     "--threads", "1", "--references-from", str(tmp_path)])
+    assert third["cells"] == {"cells": 1, "skipped": 0, "ran": 1, "failed": 0}
+    assert sorted(p.name for p in (other / "_work" / "smoke" / key).iterdir()) == ["das_keep0.5_seed0"]
+    with open(other / f"any_k_{key}.csv") as f:
+        rows3 = list(csv.DictReader(f))
+    for a, b in zip(rows, rows3):
+        for col in ("one_model_auc", "das_trained_auc", "uniform_trained_auc"):
+            assert (a[col] == b[col] == "") or float(a[col]) == pytest.approx(float(b[col]), abs=1e-5), col
+    assert "the finished compare_methods cells of" in (other / f"any_k_{key}.md").read_text()
+    with pytest.raises(FileNotFoundError, match="no cells of the smoke profile"):
+        ak.main(["--smoke", "--out", str(other), "--references-from", str(tmp_path / "nowhere")])
