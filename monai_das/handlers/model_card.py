@@ -241,8 +241,10 @@ class ModelCardSaver:
 
     Args:
         output_dir: folder of the card (the checkpoint folder).
-        meta_file: the bundle's ``metadata.json`` (read as plain JSON); ``None`` or a missing file: only the
-            rewritten sections are written, with a warning.
+        meta_file: a ``metadata.json`` to build the card on (read as plain JSON), in place of ``metadata``.
+        metadata: the bundle metadata MONAI read for this run (``@_meta_``: ``--meta_file``, by default the
+            ``metadata.json`` beside the first config file); used when ``meta_file`` is ``None``. Neither given
+            (or a missing ``meta_file``): only the rewritten sections are written, with a warning.
         info: the run's data facts (``@info``: :attr:`monai_das.engines.BundleData.info`).
         recipe: the preprocessing recipe (``@recipe``, plain data).
         method, keep_ratio, temporal_head, encoder, encoder_kwargs, context_frames, sampler_kwargs: the network
@@ -274,12 +276,14 @@ class ModelCardSaver:
         filename: str = "metadata.json",
         context_frames: int = 0,
         sampler_kwargs: Mapping | None = None,
+        metadata: Mapping | None = None,
     ) -> None:
         if info is None:
             raise ValueError("ModelCardSaver needs the run's data facts: info=@info.")
         self.output_dir = Path(output_dir)
         self.filepath = self.output_dir / filename
         self.meta_file = meta_file
+        self.metadata = plain(metadata) if metadata else None
         self._warned_no_meta = False
         self.checkpoint = Path(checkpoint) if checkpoint is not None else self.output_dir / "model.pt"
         self.evaluator = evaluator
@@ -435,13 +439,16 @@ class ModelCardSaver:
         metadata = None
         if self.meta_file is not None and Path(self.meta_file).is_file():
             metadata = _read_json(self.meta_file)
+        elif self.meta_file is None and self.metadata:
+            metadata = copy.deepcopy(self.metadata)
         elif not self._warned_no_meta:  # once per run, not at every epoch
             self._warned_no_meta = True
+            what = (f"bundle metadata '{self.meta_file}' not found" if self.meta_file is not None
+                    else "no bundle metadata was read (MONAI found no metadata.json beside the config file)")
             self.logger.warning(
-                f"bundle metadata '{self.meta_file}' not found: the model card has only the network_data_format, "
-                f"eval_metrics and {CARD_KEY} sections (name, version, authors, ... come from the bundle's "
-                "configs/metadata.json: run from the repository root or give --card_meta_file <bundle>/configs/"
-                "metadata.json)."
+                f"{what}: the model card has only the network_data_format, eval_metrics and {CARD_KEY} sections "
+                "(name, version, authors, ... come from the bundle's configs/metadata.json: give --meta_file "
+                "<bundle>/configs/metadata.json)."
             )
         facts = dict(self.facts)
         if describe_checkpoint and self.checkpoint.is_file():

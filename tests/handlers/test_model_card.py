@@ -195,7 +195,7 @@ def test_needs_the_data_facts(tmp_path):
 
 
 def test_missing_template_warns_once_with_the_way_out(tmp_path, caplog):
-    """Run from another folder, the bundle's metadata.json is not found: one warning naming --card_meta_file."""
+    """A card_meta_file that does not exist: one warning naming the way out (--meta_file)."""
     trainer, evaluator = Engine(lambda e, b: None), Engine(lambda e, b: None)
     evaluator.state.key_metric_name, evaluator.state.best = "val_auc", -math.inf
     evaluator.add_event_handler(Events.EPOCH_COMPLETED,
@@ -205,6 +205,28 @@ def test_missing_template_warns_once_with_the_way_out(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         trainer.run([0], max_epochs=3)
     warnings = [r.getMessage() for r in caplog.records if "not found: the model card" in r.getMessage()]
-    assert len(warnings) == 1 and "--card_meta_file" in warnings[0]
+    assert len(warnings) == 1 and "--meta_file" in warnings[0]
     card = read(tmp_path)
     assert CARD_KEY in card and "network_data_format" in card and "version" not in card
+
+
+def test_card_built_on_the_metadata_monai_read(tmp_path, caplog):
+    """``metadata=@_meta_`` (what ``--meta_file`` gave MONAI) is the card's base when no ``meta_file`` is given; an
+    explicit ``meta_file`` wins; neither: the warning names --meta_file."""
+    template = json.loads(Path(TEMPLATE).read_text())
+    trainer, _ = train(tmp_path / "a")
+    saver(tmp_path / "a", meta_file=None, metadata={**template, "version": "9.9.9"}).attach(trainer)
+    trainer.run([0], max_epochs=2)
+    card = read(tmp_path / "a")
+    assert card["version"] == "9.9.9" and card["name"] == template["name"] and CARD_KEY in card
+    trainer, _ = train(tmp_path / "b")
+    saver(tmp_path / "b", metadata={**template, "version": "9.9.9"}).attach(trainer)  # meta_file=TEMPLATE
+    trainer.run([0], max_epochs=2)
+    assert read(tmp_path / "b")["version"] == template["version"]
+    trainer, _ = train(tmp_path / "c")
+    saver(tmp_path / "c", meta_file=None, metadata={}).attach(trainer)
+    with caplog.at_level(logging.WARNING):
+        trainer.run([0], max_epochs=2)
+    assert "version" not in read(tmp_path / "c")
+    assert any("no bundle metadata was read" in r.getMessage() and "--meta_file" in r.getMessage()
+               for r in caplog.records)
