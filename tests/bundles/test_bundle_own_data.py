@@ -183,6 +183,14 @@ def test_clip_csv_through_the_video_bundle(tmp_path):
     settings = torch.load(root / "models" / "last.pt", weights_only=True)["settings"]
     assert settings["layout"] == "video" and settings["num_frames"] == 8
     assert settings["label_names"] == ["a_lines", "b_lines"]
+    # inference without the training's --num_frames/--size would run the network on 32 frames of 112²: refused
+    forgot = [a for a in args if a not in ("--num_frames", 8, "--size", 24)]
+    bad = run_cmd(VIDEO_INFERENCE, args=[*forgot, "--input", tmp_path / "clips", "--output_dir", tmp_path / "bad"],
+                  check=False)
+    log = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "num_frames: trained 8, this run 32" in log
+    assert "Give the training's options: --size 24; --num_frames 8." in log
+    assert not (tmp_path / "bad" / "predictions.csv").exists()
     run_cmd(VIDEO_INFERENCE, args=[*args, "--input", tmp_path / "clips", "--output_dir", tmp_path / "out"])
     preds = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
     assert len(preds) == 16 and not any(r["error"] for r in preds)
