@@ -461,7 +461,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--references-from", default=None, metavar="RESULTS_DIR",
                    help="read DAS and the references trained at each k from the finished cells of "
                         "RESULTS_DIR/_work/<profile> (e.g. benchmarks/results/standard) instead of training them "
-                        "here: only the one DAS model is trained")
+                        "here: only the one DAS model is trained (a cell of the same method, k, seed and fold in "
+                        "this --out's work folder, e.g. run again on the current code, is used instead)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the profile's seeds")
     p.add_argument("--folds", nargs="+", type=int, default=None, help="POCUS folds (override the profile's)")
     p.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
@@ -627,9 +628,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not evals:
             continue
         keep_units = {(c.seed, c.fold) for c in train_cells if c.dataset == spec.key}
-        trained = [r for r in cm.load_results(ref_work, [spec.key])
-                   if r["method"] in methods and (r["seed"], r.get("fold")) in keep_units
-                   and r.get("tag", "") == args.tag]
+
+        def wanted(results: Sequence[dict]) -> list[dict]:
+            return [r for r in results if r["method"] in methods and (r["seed"], r.get("fold")) in keep_units
+                    and r.get("tag", "") == args.tag]
+
+        # with --references-from, a cell run in this work folder too (e.g. again on the current code) replaces that one
+        trained = wanted(cm.load_results(work_dir, [spec.key]))
+        here = {(r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold")) for r in trained}
+        if args.references_from:
+            trained += [r for r in wanted(cm.load_results(ref_work, [spec.key]))
+                        if (r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold")) not in here]
         rows = curve_rows(evals, trained, latency, ratios, [m for m in args.references if m != "das"], args.tag)
         for row in rows:
             row["eval_split"] = evals[0]["eval_split"]

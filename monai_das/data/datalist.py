@@ -263,9 +263,9 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
     integer labels are class indices, ``["0", ..., str(max)]`` (every index must occur); else the names sorted.
     Refuses a mix of indices and names, and two names that differ only in case, spaces, ``_``, ``-`` or ``.``
     (``non-covid``/``Non_Covid``). With ``counts`` (label → number of items) it warns about a name of at most 2
-    items that is one typo away from a name of at least 10 and 5× as many items (``malignnt`` beside ``malignant``:
-    it would become a class of its own); a warning, not an error, since real classes can be that close
-    (``EMCI``/``LMCI``, ``Grade II``/``Grade IV``).
+    items that is one typo away from a name of at least 5 and 5× as many items (``malignnt`` beside ``malignant``,
+    ``brigth`` once beside 7 ``bright`` in a small study: it would become a class of its own); a warning, not an
+    error, since real classes can be that close (``EMCI``/``LMCI``, ``Grade II``/``Grade IV``).
     """
     if not values:
         return []
@@ -291,7 +291,7 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
                 "classes, or one spelled two ways? Spell each class one way."
             )
     if counts:  # a rare name one typo from a frequent one: most likely misspelt (but EMCI/LMCI are both classes)
-        frequent = [v for v in values if counts.get(v, 0) >= 10]
+        frequent = [v for v in values if counts.get(v, 0) >= 5]
         for rare in sorted(v for v in values if counts.get(v, 0) <= 2 and not _INT_RE.match(v)):
             n = counts.get(rare, 0)
             for common in sorted(frequent, key=lambda v: (-counts[v], v)):

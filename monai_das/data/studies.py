@@ -682,8 +682,8 @@ class LoadStudy(Transform):
 
     def _too_few(self, source: StudySource, what: str) -> ValueError:
         still = "a still image is not a clip" if "frame" in what else "a single slice is not a volume"
-        return ValueError(f"{self._where(source)} {what}, fewer than min_frames={self.min_frames}: {still} (pass "
-                          f"min_frames=1 to accept it).")
+        return ValueError(f"{self._where(source)} {what}, fewer than min_frames={self.min_frames}: {still} (min_frames "
+                          "1 accepts it: --min_frames 1 in a bundle, --min-frames 1 in the Deploy app).")
 
     def _dicom_headers(self, source: StudySource) -> list:
         headers = []

@@ -10,7 +10,14 @@ from monai_das.handlers.checkpoint import (
 )
 from monai_das.handlers.diagnostics import SelectionDiagnosticsHandler, jaccard_distance
 from monai_das.handlers.metrics import BalancedAccuracy, balanced_accuracy_from_confusion, bootstrap_intervals
-from monai_das.handlers.model_card import CARD_KEY, ModelCardSaver, build_model_card, card_input_shape
+from monai_das.handlers.model_card import (
+    CARD_KEY,
+    ModelCardSaver,
+    build_model_card,
+    card_input_shape,
+    check_model_card,
+    model_facts,
+)
 from monai_das.handlers.precise_bn import PreciseBNHandler
 from monai_das.handlers.predictions import PredictionWriter
 from monai_das.handlers.report import ClassificationReportSaver, write_json_atomic
@@ -42,6 +49,8 @@ __all__ = [
     "balanced_accuracy_from_confusion",
     "CARD_KEY",
     "ModelCardSaver",
+    "check_model_card",
+    "model_facts",
     "build_model_card",
     "card_input_shape",
     "PreciseBNHandler",

@@ -38,7 +38,8 @@ from monai_das.utils.io import file_digest, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["CARD_KEY", "ModelCardSaver", "build_model_card", "card_input_shape", "model_facts", "network_data_format"]
+__all__ = ["CARD_KEY", "ModelCardSaver", "build_model_card", "card_input_shape", "card_mismatches", "check_model_card",
+           "model_facts", "network_data_format"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ CARD_KEY = "das_model"
 #: facts that identify the network a card describes (compared before an evaluation keeps older metrics)
 _IDENTITY = ("layout", "spatial_size", "slice_axis", "num_frames", "num_kept", "in_channels", "num_classes", "method",
              "keep_ratio", "temporal_head", "encoder", "context_frames")
+
+
+#: facts a run on a trained checkpoint must share with its card (``keep_ratio``/``num_kept`` not: any k at inference)
+_MATCH = ("layout", "spatial_size", "slice_axis", "num_frames", "in_channels", "label_names", "method", "temporal_head",
+          "encoder", "encoder_kwargs", "context_frames", "sampler_kwargs")
+#: preprocessing steps that may differ at inference (a still image accepted with ``min_frames`` 1)
+_RECIPE_FREE = ("min_frames",)
 
 
 # ------------------------------------------------------------------------------------------------------ plain data
@@ -224,6 +232,83 @@ def card_input_shape(card: Mapping, batch: int = 1) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------------- the handler
+def card_mismatches(trained: Mapping, facts: Mapping) -> list[tuple[str, Any, Any]]:
+    """
+    ``(key, trained value, this run's value)`` for every network key, data fact and preprocessing step (``recipe.<step>``)
+    where a run's ``facts`` (:func:`model_facts`) differ from a trained model's card section ``trained``; keys a card
+    does not record are not compared, nor those that may change at inference (``keep_ratio``, ``num_kept``,
+    ``recipe.min_frames``).
+    """
+    out = []
+    for key in _MATCH:
+        if key in trained and plain(trained[key]) != plain(facts.get(key)):
+            out.append((key, plain(trained[key]), plain(facts.get(key))))
+    before, now = trained.get("recipe"), facts.get("recipe")
+    if isinstance(before, Mapping) and isinstance(now, Mapping):
+        shown = {k for k, _, _ in out}
+        for step in sorted(set(before) | set(now)):
+            if step in _RECIPE_FREE or step in shown or plain(before.get(step)) == plain(now.get(step)):
+                continue
+            out.append((f"recipe.{step}", plain(before.get(step)), plain(now.get(step))))
+    return out
+
+
+def _option(key: str, value: Any, trained: Mapping) -> str:
+    """The bundle option (with the trained value) that gives ``key``, for the error message."""
+    step = key.removeprefix("recipe.")
+    if key in ("label_names", "num_classes"):
+        return f"--datalist {trained.get('datalist') or '<the training datalist>'} (its classes)"
+    if step == "spatial_size":
+        if trained.get("layout") == "video" and isinstance(value, list) and len(set(value)) == 1:
+            return f"--size {value[0]}"
+        return f"--spatial_size \"{value}\""
+    if step == "num_frames" and trained.get("layout") == "volume":
+        return "--spatial_size and --slice_axis of the training (T is the grid along the slice axis)"
+    if step == "grayscale":
+        return f"--in_channels {1 if value else 3}"
+    if step == "layout":
+        return f"the {value} bundle"
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return f"--{step} {text if isinstance(value, (int, float, str)) and ' ' not in text else repr(text)}"
+
+
+def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: str | os.PathLike | None = None) -> None:
+    """
+    Refuse a run on ``checkpoint`` whose data facts, network keys or preprocessing (``facts``, as
+    :func:`model_facts` builds them from this run's options) differ from those the checkpoint was trained with, as
+    its model card records them (``card_path``, default ``metadata.json`` beside the checkpoint). A bundle run takes
+    them from its options and data, so inference without the training's ``--num_frames``/``--size`` (or its
+    datalist) would otherwise run the network on other frames or classes and write wrong predictions without a word.
+    Nothing is checked when there is no card, or when the card describes another file (its ``checkpoint_sha256``).
+
+    Raises:
+        ValueError: naming the checkpoint, the card, each differing key with both values, and the options to pass.
+    """
+    checkpoint = Path(checkpoint)
+    card_path = Path(card_path) if card_path is not None else checkpoint.with_name("metadata.json")
+    if not checkpoint.is_file() or not card_path.is_file():
+        return
+    card = _read_json(card_path) or {}
+    trained = card.get(CARD_KEY)
+    if not isinstance(trained, Mapping) or trained.get("checkpoint_sha256") != file_digest(checkpoint):
+        return
+    diffs = card_mismatches(trained, facts)
+    if not diffs:
+        return
+    listed = "; ".join(f"{k}: trained {v!r}, this run {n!r}" for k, v, n in diffs)
+    keys = {k for k, _, _ in diffs}
+    if trained.get("layout") == "volume" and keys & {"spatial_size", "slice_axis"}:
+        diffs_shown = [d for d in diffs if d[0] != "num_frames"]  # T follows from the grid and the slice axis
+    else:
+        diffs_shown = diffs
+    options = list(dict.fromkeys(_option(k, v, trained) for k, v, _ in diffs_shown))
+    raise ValueError(
+        f"'{checkpoint}' was trained with other settings than this run gives (its model card '{card_path}'): "
+        f"{listed}. Its predictions would be computed on other frames, preprocessing or classes than it learnt. "
+        f"Give the training's options: {'; '.join(options)}."
+    )
+
+
 class ModelCardSaver:
     """
     Writes the model card (see the module docstring) to ``<output_dir>/<filename>`` (atomically, rank 0 only).
@@ -241,8 +326,10 @@ class ModelCardSaver:
 
     Args:
         output_dir: folder of the card (the checkpoint folder).
-        meta_file: the bundle's ``metadata.json`` (read as plain JSON); ``None`` or a missing file: only the
-            rewritten sections are written, with a warning.
+        meta_file: a ``metadata.json`` to build the card on (read as plain JSON), in place of ``metadata``.
+        metadata: the bundle metadata MONAI read for this run (``@_meta_``: ``--meta_file``, by default the
+            ``metadata.json`` beside the first config file); used when ``meta_file`` is ``None``. Neither given
+            (or a missing ``meta_file``): only the rewritten sections are written, with a warning.
         info: the run's data facts (``@info``: :attr:`monai_das.engines.BundleData.info`).
         recipe: the preprocessing recipe (``@recipe``, plain data).
         method, keep_ratio, temporal_head, encoder, encoder_kwargs, context_frames, sampler_kwargs: the network
@@ -274,12 +361,14 @@ class ModelCardSaver:
         filename: str = "metadata.json",
         context_frames: int = 0,
         sampler_kwargs: Mapping | None = None,
+        metadata: Mapping | None = None,
     ) -> None:
         if info is None:
             raise ValueError("ModelCardSaver needs the run's data facts: info=@info.")
         self.output_dir = Path(output_dir)
         self.filepath = self.output_dir / filename
         self.meta_file = meta_file
+        self.metadata = plain(metadata) if metadata else None
         self._warned_no_meta = False
         self.checkpoint = Path(checkpoint) if checkpoint is not None else self.output_dir / "model.pt"
         self.evaluator = evaluator
@@ -310,7 +399,7 @@ class ModelCardSaver:
             self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._validated)
             engine.add_event_handler(Events.COMPLETED, self)
         else:  # evaluation: engine is the evaluator
-            engine.add_event_handler(Events.STARTED, self._check_classes)
+            engine.add_event_handler(Events.STARTED, self._check_trained_with)
             engine.add_event_handler(Events.COMPLETED, self._evaluated)
 
     # ------------------------------------------------------------------------------------------- training
@@ -377,12 +466,13 @@ class ModelCardSaver:
         return metrics, validation
 
     # ----------------------------------------------------------------------------------------- evaluation
-    def _check_classes(self, engine: Any) -> None:
+    def _check_trained_with(self, engine: Any) -> None:
         """
         Before evaluating: the classes of the data must be the ones the checkpoint was trained with (its card on
         disk, when that card describes this very checkpoint). Another spelling or another set of names (``Normal``
         against ``normal``, sorted to another index) would score every item against shifted labels and rewrite the
-        card with the new names.
+        card with the new names. So must the frames, grid, preprocessing and network keys
+        (:func:`check_model_card`): an evaluation without the training's ``--num_frames`` would score another input.
         """
         found = self._old_card()
         trained = found[1].get("label_names") if found is not None else None
@@ -395,6 +485,7 @@ class ModelCardSaver:
                 "indices. Name the classes as in training: a JSON datalist's top-level 'labels' ({\"0\": name, ...}, "
                 "classes without items allowed); a CSV's classes are its own labels, spelled as in training."
             )
+        check_model_card(self.checkpoint, self.facts, self.filepath)
 
     def _evaluated(self, engine: Any) -> None:
         measured = {}
@@ -435,13 +526,16 @@ class ModelCardSaver:
         metadata = None
         if self.meta_file is not None and Path(self.meta_file).is_file():
             metadata = _read_json(self.meta_file)
+        elif self.meta_file is None and self.metadata:
+            metadata = copy.deepcopy(self.metadata)
         elif not self._warned_no_meta:  # once per run, not at every epoch
             self._warned_no_meta = True
+            what = (f"bundle metadata '{self.meta_file}' not found" if self.meta_file is not None
+                    else "no bundle metadata was read (MONAI found no metadata.json beside the config file)")
             self.logger.warning(
-                f"bundle metadata '{self.meta_file}' not found: the model card has only the network_data_format, "
-                f"eval_metrics and {CARD_KEY} sections (name, version, authors, ... come from the bundle's "
-                "configs/metadata.json: run from the repository root or give --card_meta_file <bundle>/configs/"
-                "metadata.json)."
+                f"{what}: the model card has only the network_data_format, eval_metrics and {CARD_KEY} sections "
+                "(name, version, authors, ... come from the bundle's configs/metadata.json: give --meta_file "
+                "<bundle>/configs/metadata.json)."
             )
         facts = dict(self.facts)
         if describe_checkpoint and self.checkpoint.is_file():

@@ -134,5 +134,14 @@ def test_smoke_run_end_to_end_and_resume(any_k_script, tmp_path):
         for col in ("one_model_auc", "das_trained_auc", "uniform_trained_auc"):
             assert (a[col] == b[col] == "") or float(a[col]) == pytest.approx(float(b[col]), abs=1e-5), col
     assert "the finished compare_methods cells of" in (other / f"any_k_{key}.md").read_text()
+    # a cell of this folder replaces the one read from --references-from (here: uniform at keep 25 %, rerun)
+    src = tmp_path / "_work" / "smoke" / key / "uniform_keep0.25_seed0"
+    dst = other / "_work" / "smoke" / key / "uniform_keep0.25_seed0"
+    dst.mkdir()
+    (dst / "result.json").write_text(json.dumps({**json.loads((src / "result.json").read_text()), "auc": 0.123}))
+    ak.main(["--smoke", "--out", str(other), "--keep-ratios", "0.25", "0.5", "--references", "uniform",
+             "--threads", "1", "--references-from", str(tmp_path)])
+    with open(other / f"any_k_{key}.csv") as f:
+        assert float(next(csv.DictReader(f))["uniform_trained_auc"]) == pytest.approx(0.123)
     with pytest.raises(FileNotFoundError, match="no cells of the smoke profile"):
         ak.main(["--smoke", "--out", str(other), "--references-from", str(tmp_path / "nowhere")])

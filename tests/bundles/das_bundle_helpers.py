@@ -39,21 +39,26 @@ def env(**extra: str) -> dict:
     e = dict(os.environ, **extra)
     e.pop("MLFLOW_TRACKING_URI", None)
     e["PYTHONUNBUFFERED"] = "1"
+    # this checkout's package also from another working folder
+    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH")) if p)
     e.setdefault("OMP_NUM_THREADS", "1")  # the CI machine is shared: no thread oversubscription
     return e
 
 
-def run_cmd(*configs: str, args=(), timeout: int = 600, check: bool = True, extra_env=None) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle run --config_file ... --meta_file ... --logging_file ... <args>`` from the repo root."""
+def run_cmd(*configs: str, args=(), timeout: int = 600, check: bool = True, extra_env=None,
+            cwd=None) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run --config_file ... --meta_file ... --logging_file ... <args>`` from the repo root
+    (or ``cwd``)."""
     folder = Path(configs[0]).parent  # the bundle of the first config gives metadata and logging
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg(*configs),
            "--meta_file", str(folder / "metadata.json"), "--logging_file", str(folder / "logging.conf"),
            *map(str, args)]
-    return bundle(cmd, timeout=timeout, check=check, extra_env=extra_env)
+    return bundle(cmd, timeout=timeout, check=check, extra_env=extra_env, cwd=cwd)
 
 
-def bundle(cmd, timeout: int = 600, check: bool = True, extra_env=None) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, cwd=REPO, env=env(**(extra_env or {})), capture_output=True, text=True, timeout=timeout)
+def bundle(cmd, timeout: int = 600, check: bool = True, extra_env=None, cwd=None) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd or REPO, env=env(**(extra_env or {})), capture_output=True, text=True,
+                         timeout=timeout)
     if check and out.returncode != 0:
         pytest.fail(f"command failed ({out.returncode}): {' '.join(cmd)}\n--- output tail ---\n"
                     f"{(out.stdout + out.stderr)[-6000:]}")

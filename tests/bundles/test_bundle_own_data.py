@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from das_bundle_helpers import EVALUATE, INFERENCE, TRAIN, VIDEO_INFERENCE, VIDEO_TRAIN, run_cmd
+from das_bundle_helpers import EVALUATE, INFERENCE, META, TRAIN, VIDEO_INFERENCE, VIDEO_TRAIN, run_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def volumes(tmp_path_factory):
     datalist.write_text(json.dumps({"training": items[:32], "test": items[32:]}, indent=1))
     root = data / "bundle"
     args = ["--datalist", datalist, "--slice_axis", "axial", "--max_epochs", 2, "--bundle_root", root, *COMMON]
-    out = run_cmd(TRAIN, args=args)
+    out = run_cmd(TRAIN, args=args, cwd=data)  # as a user would: from the study's folder, not the repository
     return {"data": data, "datalist": datalist, "root": root, "args": args, "log": out.stdout + out.stderr}
 
 
@@ -90,6 +90,11 @@ def test_facts_come_from_the_data(volumes):
     assert "has no validation list" in volumes["log"]
     # the datalist's evidence slices are tracked during validation
     assert "val_evidence_kept" in volumes["log"] and "val_adaptivity" in volumes["log"]
+    # trained from another folder with its own bundle_root, the model card is still built on the bundle's metadata
+    card = json.loads((volumes["root"] / "models" / "metadata.json").read_text())
+    meta = json.loads(Path(META).read_text())
+    assert card["name"] == meta["name"] and card["version"] == meta["version"]
+    assert "bundle metadata" not in volumes["log"]
 
 
 def test_mlflow_records_provenance(volumes):
@@ -178,6 +183,14 @@ def test_clip_csv_through_the_video_bundle(tmp_path):
     settings = torch.load(root / "models" / "last.pt", weights_only=True)["settings"]
     assert settings["layout"] == "video" and settings["num_frames"] == 8
     assert settings["label_names"] == ["a_lines", "b_lines"]
+    # inference without the training's --num_frames/--size would run the network on 32 frames of 112²: refused
+    forgot = [a for a in args if a not in ("--num_frames", 8, "--size", 24)]
+    bad = run_cmd(VIDEO_INFERENCE, args=[*forgot, "--input", tmp_path / "clips", "--output_dir", tmp_path / "bad"],
+                  check=False)
+    log = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "num_frames: trained 8, this run 32" in log
+    assert "Give the training's options: --size 24; --num_frames 8." in log
+    assert not (tmp_path / "bad" / "predictions.csv").exists()
     run_cmd(VIDEO_INFERENCE, args=[*args, "--input", tmp_path / "clips", "--output_dir", tmp_path / "out"])
     preds = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
     assert len(preds) == 16 and not any(r["error"] for r in preds)

@@ -222,6 +222,12 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
         with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
             items = load_datalist(_csv(data / "labels.csv", "image,label", *rows, f"{names[12]},{typo}"))
         assert re.search(warned.format(typo), caplog.text) and items[-1]["label_name"] == typo
+    # a small study: 7 'bright', 8 'dark' and one 'brigth' (5× as many and at least 5 items suffice)
+    caplog.clear()
+    small = [f"{n},bright" for n in names[:7]] + [f"{n},dark" for n in names[7:13]] + [f"{names[13]},brigth"]
+    with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
+        load_datalist(_csv(data / "labels.csv", "image,label", *small))
+    assert re.search(r"the label 'brigth' .* occurs in 1 item and is one typo away from 'bright' \(7 items", caplog.text)
     with pytest.raises(ValueError, match=r"'non-covid' .* and 'Non_Covid' .* differ only in case, spaces or punct"):
         load_datalist(_csv(data / "labels.csv", "image,label", f"{names[0]},non-covid", f"{names[1]},Non_Covid"))
     # real classes that look alike: no word
@@ -230,6 +236,9 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
         for a, b in [("grade1", "grade2"), ("normal", "abnormal"), ("ab", "abc")]:
             path = _csv(data / "labels.csv", "image,label", *[f"{n},{a}" for n in names[:12]], f"{names[12]},{b}")
             assert datalist_classes(path) == sorted([a, b])
+        # too few items to tell which spelling is meant: 4 'benign', 1 'bengin'
+        path = _csv(data / "labels.csv", "image,label", *[f"{n},benign" for n in names[:4]], f"{names[4]},bengin")
+        assert datalist_classes(path) == ["bengin", "benign"]
         frequent = {"benign": "x:1", "benigns": "x:2"}  # both frequent: two meant classes
         assert classes_of_labels(frequent, "x", {"benign": 30, "benigns": 20}) == ["benign", "benigns"]
         # a labels block names both classes

@@ -152,6 +152,53 @@ def test_evaluation_refuses_other_classes_than_the_checkpoints(tmp_path):
     engine.run([0])
 
 
+def test_runs_on_a_checkpoint_must_use_its_training_settings(tmp_path):
+    """An evaluation or inference whose frames, grid, preprocessing or network keys differ from the card of the
+    checkpoint is refused, naming each key with both values and the options to pass; what may change at inference
+    (k, min_frames) and a card of another file are not checked."""
+    from monai_das.handlers import check_model_card, model_facts
+    from monai_das.handlers.model_card import card_mismatches
+
+    trainer, _ = train(tmp_path)
+    trainer.run([0], max_epochs=3)
+    ckpt = tmp_path / "models" / "model.pt"
+    keys = dict(method="uniform", keep_ratio=0.25, temporal_head="mean", encoder=None, encoder_kwargs={})
+
+    def facts(info=INFO, recipe=RECIPE, **kw):
+        return model_facts(info, recipe, **{**keys, **kw})
+
+    check_model_card(ckpt, facts())  # as trained
+    check_model_card(ckpt, facts(keep_ratio=0.5, recipe={**RECIPE, "min_frames": 1}))  # any k, stills accepted
+    grid = {**INFO, "spatial_size": [20, 16, 24], "num_frames": 24, "image_shape": [1, 20, 16, 24]}
+    with pytest.raises(ValueError, match=r"model\.pt' was trained with other settings than this run gives \(its model "
+                                         r"card '.*metadata\.json'\): spatial_size: trained \[20, 16, 12\], this run "
+                                         r"\[20, 16, 24\]; num_frames: trained 12, this run 24\..*Give the training's "
+                                         r"options: --spatial_size \"\[20, 16, 12\]\"\.$"):
+        check_model_card(ckpt, facts(info=grid, recipe={**RECIPE, "spatial_size": [20, 16, 24]}))
+    with pytest.raises(ValueError, match=r"recipe\.intensity_range: trained \[-1000, 400\], this run None.*"
+                                         r"--intensity_range '\[-1000, 400\]'"):
+        check_model_card(ckpt, facts(recipe={**RECIPE, "intensity_range": None}))
+    with pytest.raises(ValueError, match=r"temporal_head: trained 'mean', this run 'attention'.*--temporal_head mean"):
+        check_model_card(ckpt, facts(temporal_head="attention"))
+    with pytest.raises(ValueError, match=r"label_names: trained \['a', 'b', 'c'\], this run \['0', '1', '2'\].*"
+                                         r"--datalist /data/list\.json \(its classes\)"):
+        check_model_card(ckpt, facts(info={**INFO, "label_names": ["0", "1", "2"]}))
+    video = {"layout": "video", "spatial_size": [32, 32], "num_frames": 16, "in_channels": 1, "recipe": {}}
+    assert [k for k, _, _ in card_mismatches(video, {**video, "spatial_size": [64, 64], "num_frames": 32})] == [
+        "spatial_size", "num_frames"]
+    # the evaluation refuses it before anything is scored, and leaves the card as it was
+    engine = Engine(lambda e, b: None)
+    saver(tmp_path, info=grid, recipe={**RECIPE, "spatial_size": [20, 16, 24]}, checkpoint=ckpt,
+          metric_prefix="test_", split="test").attach(engine)
+    with pytest.raises(ValueError, match="num_frames: trained 12, this run 24"):
+        engine.run([0])
+    assert read(tmp_path)[CARD_KEY]["num_frames"] == 12
+    # no card, or a card of another file: nothing to compare with
+    check_model_card(ckpt, facts(temporal_head="attention"), card_path=tmp_path / "nowhere.json")
+    torch.save({"other": torch.tensor(1)}, ckpt)
+    check_model_card(ckpt, facts(temporal_head="attention"))
+
+
 def test_resumed_training_keeps_metrics_of_its_best_checkpoint(tmp_path):
     trainer, _ = train(tmp_path)
     trainer.run([0], max_epochs=2)
@@ -195,7 +242,7 @@ def test_needs_the_data_facts(tmp_path):
 
 
 def test_missing_template_warns_once_with_the_way_out(tmp_path, caplog):
-    """Run from another folder, the bundle's metadata.json is not found: one warning naming --card_meta_file."""
+    """A card_meta_file that does not exist: one warning naming the way out (--meta_file)."""
     trainer, evaluator = Engine(lambda e, b: None), Engine(lambda e, b: None)
     evaluator.state.key_metric_name, evaluator.state.best = "val_auc", -math.inf
     evaluator.add_event_handler(Events.EPOCH_COMPLETED,
@@ -205,6 +252,28 @@ def test_missing_template_warns_once_with_the_way_out(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         trainer.run([0], max_epochs=3)
     warnings = [r.getMessage() for r in caplog.records if "not found: the model card" in r.getMessage()]
-    assert len(warnings) == 1 and "--card_meta_file" in warnings[0]
+    assert len(warnings) == 1 and "--meta_file" in warnings[0]
     card = read(tmp_path)
     assert CARD_KEY in card and "network_data_format" in card and "version" not in card
+
+
+def test_card_built_on_the_metadata_monai_read(tmp_path, caplog):
+    """``metadata=@_meta_`` (what ``--meta_file`` gave MONAI) is the card's base when no ``meta_file`` is given; an
+    explicit ``meta_file`` wins; neither: the warning names --meta_file."""
+    template = json.loads(Path(TEMPLATE).read_text())
+    trainer, _ = train(tmp_path / "a")
+    saver(tmp_path / "a", meta_file=None, metadata={**template, "version": "9.9.9"}).attach(trainer)
+    trainer.run([0], max_epochs=2)
+    card = read(tmp_path / "a")
+    assert card["version"] == "9.9.9" and card["name"] == template["name"] and CARD_KEY in card
+    trainer, _ = train(tmp_path / "b")
+    saver(tmp_path / "b", metadata={**template, "version": "9.9.9"}).attach(trainer)  # meta_file=TEMPLATE
+    trainer.run([0], max_epochs=2)
+    assert read(tmp_path / "b")["version"] == template["version"]
+    trainer, _ = train(tmp_path / "c")
+    saver(tmp_path / "c", meta_file=None, metadata={}).attach(trainer)
+    with caplog.at_level(logging.WARNING):
+        trainer.run([0], max_epochs=2)
+    assert "version" not in read(tmp_path / "c")
+    assert any("no bundle metadata was read" in r.getMessage() and "--meta_file" in r.getMessage()
+               for r in caplog.records)
