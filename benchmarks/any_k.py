@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 + (f", POCUS folds {folds}" if any(s.cross_validated for s in specs) else "")
                 + f"; DAS trained at keep {args.train_keep_ratio:g} evaluated at keep {ratios}; references "
                 f"{args.references} trained at keep {train_ratios}"
-                + (f" (cells of `{args.references_from}`)" if args.references_from else "")
+                + (f" (the finished cells of `{args.references_from}` at those ratios)" if args.references_from else "")
                 + (f"; overrides {json.dumps(dict(args.override))}" if args.override else "")
                 + (f"; epochs {args.max_epochs}" if args.max_epochs else "")
                 + (f"; patience {args.patience}" if args.patience else "")
