@@ -265,6 +265,33 @@ def curve_rows(evals: Sequence[dict], trained: Sequence[dict], latency: dict[str
     return rows
 
 
+#: cell settings that may differ between a reference cell and the one model's (what the cells are, where the data is)
+_CELL_KEYS = ("method", "keep_ratio", "seed", "fold", "data_dir")
+
+
+def check_same_settings(references: Sequence[dict], own: Sequence[dict]) -> None:
+    """
+    Refuse reference cells (``--references-from``) trained with other settings than the one model's cells (e.g.
+    another ``--max-epochs`` or ``--override``): the comparison would be of recipes, not of k. Compared: each
+    cell's recorded ``overrides`` except :data:`_CELL_KEYS`.
+    """
+    def settings(r: dict) -> dict:
+        return {k: v for k, v in (r.get("overrides") or {}).items() if k not in _CELL_KEYS}
+
+    if not own:
+        return
+    mine = settings(own[0])
+    for r in references:
+        theirs = settings(r)
+        if theirs != mine:
+            keys = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+            diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in keys)
+            raise ValueError(f"--references-from: the cell {r['dataset']}/{r['method']} keep {r['keep_ratio']} seed "
+                             f"{r['seed']} fold {r.get('fold')} was trained with other settings than the one model "
+                             f"({diff}); use the same --max-epochs/--patience/--override, or train the references "
+                             "here (without --references-from).")
+
+
 def paired_rows(evals: Sequence[dict], trained: Sequence[dict], references: Sequence[str],
                 metric: str = "auc") -> list[dict[str, Any]]:
     """
@@ -633,12 +660,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return [r for r in results if r["method"] in methods and (r["seed"], r.get("fold")) in keep_units
                     and r.get("tag", "") == args.tag]
 
-        # with --references-from, a cell run in this work folder too (e.g. again on the current code) replaces that one
         trained = wanted(cm.load_results(work_dir, [spec.key]))
-        here = {(r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold")) for r in trained}
         if args.references_from:
-            trained += [r for r in wanted(cm.load_results(ref_work, [spec.key]))
-                        if (r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold")) not in here]
+            # a cell run in this work folder too (e.g. again on the current code) replaces that one, but not the one
+            # model's own cells: at the training k the reference is the other folder's DAS cell, a separate run
+            trained = [r for r in trained if not (r["method"] == "das"
+                                                  and float(r["keep_ratio"]) == args.train_keep_ratio)]
+            here = {(r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold")) for r in trained}
+            refs = [r for r in wanted(cm.load_results(ref_work, [spec.key]))
+                    if (r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold")) not in here]
+            check_same_settings(refs, [json.loads((cdir(c) / "result.json").read_text()) for c in train_cells
+                                       if c.dataset == spec.key and (cdir(c) / "result.json").is_file()])
+            trained += refs
         rows = curve_rows(evals, trained, latency, ratios, [m for m in args.references if m != "das"], args.tag)
         for row in rows:
             row["eval_split"] = evals[0]["eval_split"]

@@ -383,8 +383,10 @@ class BundleCellRunner:
     def workflow(self, cell: Cell, cell_dir: Path, kind: str):
         from monai.bundle import ConfigWorkflow
 
-        over = {**self.cell_overrides(cell), "bundle_root": str(cell_dir)}
         configs = VIDEO_CONFIGS if self.overrides[cell.dataset].get("dataset") == "pocus" else CONFIGS
+        # where the model card's metadata comes from (a Python run has no --meta_file); not a setting of the cell
+        over = {**self.cell_overrides(cell), "bundle_root": str(cell_dir),
+                "card_meta_file": str(configs / "metadata.json")}
         files = [str(configs / "train.json")]
         if kind == "eval":
             files.append(str(configs / "evaluate.json"))

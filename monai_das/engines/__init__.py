@@ -2,6 +2,7 @@
 
 from monai_das.engines.checks import (
     bundle_cli_overrides,
+    bundle_meta_file,
     check_overrides,
     check_resume,
     check_writable,
@@ -40,6 +41,7 @@ from monai_das.engines.utils import (
 
 __all__ = [
     "bundle_cli_overrides",
+    "bundle_meta_file",
     "check_overrides",
     "check_resume",
     "check_writable",

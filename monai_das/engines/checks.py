@@ -18,7 +18,7 @@ from typing import Any
 
 from monai_das.engines.utils import flag, optional
 
-__all__ = ["bundle_cli_overrides", "check_overrides", "check_writable", "check_resume", "train_drop_last"]
+__all__ = ["bundle_cli_overrides", "bundle_meta_file", "check_overrides", "check_writable", "check_resume", "train_drop_last"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +47,11 @@ def _as_list(value: str) -> list[str]:
     return [value]
 
 
-def bundle_cli_overrides(argv: Sequence[str] | None = None) -> tuple[dict[str, str], list[str]]:
-    """
-    ``({key: value}, config_files)`` of a ``python -m monai.bundle run`` command line (``sys.argv`` by default):
-    the ``--key value`` / ``--key=value`` overrides (keys of an ``--args_file`` JSON/YAML included) and the
-    ``--config_file`` list. Empty for any other command line (e.g. a Python session calling ``monai.bundle.run``).
-    """
+def _bundle_cli_args(argv: Sequence[str] | None = None) -> dict[str, str]:
+    """Every ``--key value`` / ``--key=value`` of a ``python -m monai.bundle run`` command line; empty otherwise."""
     argv = list(sys.argv if argv is None else argv)
     if not _is_bundle_cli(argv):
-        return {}, []
+        return {}
     args: dict[str, str] = {}
     i = 2
     while i < len(argv):
@@ -66,6 +62,18 @@ def bundle_cli_overrides(argv: Sequence[str] | None = None) -> tuple[dict[str, s
                 value, i = argv[i + 1], i + 1
             args[key.replace("-", "_") if key.replace("-", "_") in RUN_ARGUMENTS else key] = value
         i += 1
+    return args
+
+
+def bundle_cli_overrides(argv: Sequence[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """
+    ``({key: value}, config_files)`` of a ``python -m monai.bundle run`` command line (``sys.argv`` by default):
+    the ``--key value`` / ``--key=value`` overrides (keys of an ``--args_file`` JSON/YAML included) and the
+    ``--config_file`` list. Empty for any other command line (e.g. a Python session calling ``monai.bundle.run``).
+    """
+    args = _bundle_cli_args(argv)
+    if not args:
+        return {}, []
     configs = _as_list(args["config_file"]) if "config_file" in args else []
     overrides = {k: v for k, v in args.items() if k not in RUN_ARGUMENTS}
     if args.get("args_file"):
@@ -98,6 +106,26 @@ RENAMED_KEYS = {
     "num_samples": "--num_kept K (slices/frames kept per study at inference) or --num_items N (cap of the split's "
                    "items; the former meaning of num_samples in inference.json)",
 }
+
+
+def bundle_meta_file(bundle_root: str | os.PathLike | None = None, argv: Sequence[str] | None = None) -> str | None:
+    """
+    The bundle's ``metadata.json`` for this run, as MONAI finds it: ``--meta_file`` of a ``python -m monai.bundle run``
+    command line (``sys.argv`` by default; the first of a list), else the ``metadata.json`` beside its first
+    ``--config_file`` (MONAI's default), else ``<bundle_root>/configs/metadata.json``; ``None`` when none exists. The
+    model card reads it as plain JSON (the parsed ``@_meta_`` would rewrite every ``#`` of its text to ``::``).
+    A run started in Python (``ConfigWorkflow``) passes ``card_meta_file`` itself.
+    """
+    args = _bundle_cli_args(argv)
+    candidates = []
+    if args.get("meta_file"):
+        candidates.append(_as_list(args["meta_file"])[0])
+    configs = bundle_cli_overrides(argv)[1] if args else []
+    if configs:
+        candidates.append(str(Path(configs[0]).parent / "metadata.json"))
+    if bundle_root is not None:
+        candidates.append(os.path.join(bundle_root, "configs", "metadata.json"))
+    return next((os.path.abspath(c) for c in candidates if os.path.isfile(c)), None)
 
 
 def check_overrides(

@@ -55,6 +55,8 @@ _MATCH = ("layout", "spatial_size", "slice_axis", "num_frames", "in_channels", "
           "encoder", "encoder_kwargs", "context_frames", "sampler_kwargs")
 #: preprocessing steps that may differ at inference (a still image accepted with ``min_frames`` 1)
 _RECIPE_FREE = ("min_frames",)
+#: encoder arguments that only matter before the checkpoint's weights are loaded (where pretrained weights came from)
+_ENCODER_FREE = ("pretrained", "weights_path")
 
 
 # ------------------------------------------------------------------------------------------------------ plain data
@@ -239,16 +241,24 @@ def card_mismatches(trained: Mapping, facts: Mapping) -> list[tuple[str, Any, An
     does not record are not compared, nor those that may change at inference (``keep_ratio``, ``num_kept``,
     ``recipe.min_frames``).
     """
+    def value(section: Mapping, key: str) -> Any:
+        v = plain(section.get(key))
+        if key == "encoder_kwargs" and isinstance(v, dict):
+            v = {k: x for k, x in v.items() if k not in _ENCODER_FREE}
+        return v
+
     out = []
     for key in _MATCH:
-        if key in trained and plain(trained[key]) != plain(facts.get(key)):
-            out.append((key, plain(trained[key]), plain(facts.get(key))))
+        if key in trained and value(trained, key) != value(facts, key):
+            out.append((key, value(trained, key), value(facts, key)))
     before, now = trained.get("recipe"), facts.get("recipe")
     if isinstance(before, Mapping) and isinstance(now, Mapping):
         shown = {k for k, _, _ in out}
-        for step in sorted(set(before) | set(now)):
-            if step in _RECIPE_FREE or step in shown or plain(before.get(step)) == plain(now.get(step)):
-                continue
+        fixed_range = before.get("intensity_range") is not None and now.get("intensity_range") is not None
+        for step in sorted(before):  # the steps the card records (a step added by a later version is not compared)
+            if (step in _RECIPE_FREE or step in shown or (step == "percentiles" and fixed_range)
+                    or plain(before.get(step)) == plain(now.get(step))):
+                continue  # percentiles are not used where a fixed intensity_range scales
             out.append((f"recipe.{step}", plain(before.get(step)), plain(now.get(step))))
     return out
 
@@ -257,11 +267,19 @@ def _option(key: str, value: Any, trained: Mapping) -> str:
     """The bundle option (with the trained value) that gives ``key``, for the error message."""
     step = key.removeprefix("recipe.")
     if key in ("label_names", "num_classes"):
-        return f"--datalist {trained.get('datalist') or '<the training datalist>'} (its classes)"
+        names = trained.get("label_names")
+        if trained.get("datalist"):
+            return (f"the classes {names} in this order: --datalist {trained['datalist']} (the training's), or a JSON "
+                    "datalist whose top-level 'labels' names them ({\"0\": name, ...}; classes without items allowed)")
+        return f"the training's --dataset (classes {names})"
+    cube = isinstance(value, list) and len(set(value)) == 1
     if step == "spatial_size":
-        if trained.get("layout") == "video" and isinstance(value, list) and len(set(value)) == 1:
+        # video frames and the volume presets (MedMNIST3D, synthetic: no datalist) take their grid from --size
+        if cube and (trained.get("layout") == "video" or not trained.get("datalist")):
             return f"--size {value[0]}"
         return f"--spatial_size \"{value}\""
+    if key == "in_channels" and trained.get("layout") == "volume":
+        return f"images with {value} channel(s), as the training's"
     if step == "num_frames" and trained.get("layout") == "volume":
         return "--spatial_size and --slice_axis of the training (T is the grid along the slice axis)"
     if step == "grayscale":
@@ -326,10 +344,9 @@ class ModelCardSaver:
 
     Args:
         output_dir: folder of the card (the checkpoint folder).
-        meta_file: a ``metadata.json`` to build the card on (read as plain JSON), in place of ``metadata``.
-        metadata: the bundle metadata MONAI read for this run (``@_meta_``: ``--meta_file``, by default the
-            ``metadata.json`` beside the first config file); used when ``meta_file`` is ``None``. Neither given
-            (or a missing ``meta_file``): only the rewritten sections are written, with a warning.
+        meta_file: the bundle's ``metadata.json`` (read as plain JSON; the bundles give
+            :func:`monai_das.engines.bundle_meta_file`: ``--meta_file``, else the one beside the config file);
+            ``None`` or a missing file: only the rewritten sections are written, with a warning.
         info: the run's data facts (``@info``: :attr:`monai_das.engines.BundleData.info`).
         recipe: the preprocessing recipe (``@recipe``, plain data).
         method, keep_ratio, temporal_head, encoder, encoder_kwargs, context_frames, sampler_kwargs: the network
@@ -361,14 +378,12 @@ class ModelCardSaver:
         filename: str = "metadata.json",
         context_frames: int = 0,
         sampler_kwargs: Mapping | None = None,
-        metadata: Mapping | None = None,
     ) -> None:
         if info is None:
             raise ValueError("ModelCardSaver needs the run's data facts: info=@info.")
         self.output_dir = Path(output_dir)
         self.filepath = self.output_dir / filename
         self.meta_file = meta_file
-        self.metadata = plain(metadata) if metadata else None
         self._warned_no_meta = False
         self.checkpoint = Path(checkpoint) if checkpoint is not None else self.output_dir / "model.pt"
         self.evaluator = evaluator
@@ -526,12 +541,10 @@ class ModelCardSaver:
         metadata = None
         if self.meta_file is not None and Path(self.meta_file).is_file():
             metadata = _read_json(self.meta_file)
-        elif self.meta_file is None and self.metadata:
-            metadata = copy.deepcopy(self.metadata)
         elif not self._warned_no_meta:  # once per run, not at every epoch
             self._warned_no_meta = True
             what = (f"bundle metadata '{self.meta_file}' not found" if self.meta_file is not None
-                    else "no bundle metadata was read (MONAI found no metadata.json beside the config file)")
+                    else "no bundle metadata.json was found (no --meta_file, none beside the config file)")
             self.logger.warning(
                 f"{what}: the model card has only the network_data_format, eval_metrics and {CARD_KEY} sections "
                 "(name, version, authors, ... come from the bundle's configs/metadata.json: give --meta_file "

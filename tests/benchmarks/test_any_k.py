@@ -57,6 +57,18 @@ def test_paired_rows_pair_by_seed_and_fold(any_k_script):
     assert rows[(1.0, "full")]["comparison"] == "one model − full (all frames)"
 
 
+def test_references_from_must_share_the_settings(any_k_script):
+    ak = any_k_script
+    over = {"max_epochs": 30, "lr": 0.001, "data_dir": "/a", "method": "das", "keep_ratio": 0.5, "seed": 0, "fold": 1}
+    own = [{"overrides": over}]
+    ref = {"dataset": "d", "method": "uniform", "keep_ratio": 0.1, "seed": 0, "fold": 1,
+           "overrides": {**over, "method": "uniform", "keep_ratio": 0.1, "data_dir": "/elsewhere/same/data"}}
+    ak.check_same_settings([ref], own)  # what the cell is and where the data lies may differ
+    with pytest.raises(ValueError, match=r"d/uniform keep 0\.1 seed 0 fold 1 was trained with other settings than "
+                                         r"the one model \(max_epochs: 5 there, 30 here\)"):
+        ak.check_same_settings([{**ref, "overrides": {**ref["overrides"], "max_epochs": 5}}], own)
+
+
 @pytest.mark.slow
 def test_smoke_run_end_to_end_and_resume(any_k_script, tmp_path):
     ak = any_k_script

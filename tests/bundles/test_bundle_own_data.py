@@ -94,6 +94,7 @@ def test_facts_come_from_the_data(volumes):
     card = json.loads((volumes["root"] / "models" / "metadata.json").read_text())
     meta = json.loads(Path(META).read_text())
     assert card["name"] == meta["name"] and card["version"] == meta["version"]
+    assert card["changelog"] == meta["changelog"]  # read as plain JSON: no '#' rewritten by a config parser
     assert "bundle metadata" not in volumes["log"]
 
 

@@ -222,7 +222,7 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
         with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
             items = load_datalist(_csv(data / "labels.csv", "image,label", *rows, f"{names[12]},{typo}"))
         assert re.search(warned.format(typo), caplog.text) and items[-1]["label_name"] == typo
-    # a small study: 7 'bright', 8 'dark' and one 'brigth' (5× as many and at least 5 items suffice)
+    # a small study: 7 'bright', 6 'dark' and one 'brigth' (5× as many and at least 5 items suffice)
     caplog.clear()
     small = [f"{n},bright" for n in names[:7]] + [f"{n},dark" for n in names[7:13]] + [f"{names[13]},brigth"]
     with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):

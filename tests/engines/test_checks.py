@@ -10,7 +10,14 @@ import monai
 import pytest
 import torch
 
-from monai_das.engines import bundle_cli_overrides, check_overrides, check_resume, check_writable, train_drop_last
+from monai_das.engines import (
+    bundle_cli_overrides,
+    bundle_meta_file,
+    check_overrides,
+    check_resume,
+    check_writable,
+    train_drop_last,
+)
 from monai_das.networks import build_classifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +37,24 @@ def test_parses_bundle_command_line():
     assert overrides == {"max_epochs": "3", "lr": "0.01", "train#dataset#cache_rate": "0"}
     assert files == [TRAIN, EVALUATE]
     assert bundle_cli_overrides(["pytest", "run", "--max_epoch", "1"]) == ({}, [])  # not a bundle command line
+
+
+def test_bundle_meta_file_as_monai_finds_it(tmp_path):
+    """--meta_file, else the metadata.json beside the first config file, else <bundle_root>/configs; the model card
+    reads it as plain JSON wherever the run's working folder and bundle_root are."""
+    beside = str(Path(TRAIN).parent / "metadata.json")
+    mine = tmp_path / "mine.json"
+    mine.write_text("{}")
+    root = tmp_path / "root"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "metadata.json").write_text("{}")
+    run = [MAIN, "run", "--config_file", TRAIN]
+    assert bundle_meta_file(tmp_path, argv=[*run, "--meta_file", str(mine)]) == str(mine)
+    assert bundle_meta_file(tmp_path, argv=[*run, f"--meta_file={mine}"]) == str(mine)
+    assert bundle_meta_file(root, argv=run) == beside  # MONAI's default, not bundle_root's
+    assert bundle_meta_file(root, argv=["python", "train.py"]) == str(root / "configs" / "metadata.json")
+    assert bundle_meta_file(tmp_path, argv=["python", "train.py"]) is None
+    assert bundle_meta_file(argv=[MAIN, "run", "--config_file", str(tmp_path / "own.json")]) is None
 
 
 def test_typo_refused_with_closest_key():

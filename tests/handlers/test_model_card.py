@@ -169,6 +169,10 @@ def test_runs_on_a_checkpoint_must_use_its_training_settings(tmp_path):
 
     check_model_card(ckpt, facts())  # as trained
     check_model_card(ckpt, facts(keep_ratio=0.5, recipe={**RECIPE, "min_frames": 1}))  # any k, stills accepted
+    # percentiles are unused under a fixed intensity_range; a step the card does not record is not compared; where
+    # pretrained weights came from does not matter once the checkpoint is loaded
+    check_model_card(ckpt, facts(recipe={**RECIPE, "percentiles": [1, 99], "new_step": 3},
+                                 encoder_kwargs={"pretrained": True, "weights_path": "/elsewhere/w.pth"}))
     grid = {**INFO, "spatial_size": [20, 16, 24], "num_frames": 24, "image_shape": [1, 20, 16, 24]}
     with pytest.raises(ValueError, match=r"model\.pt' was trained with other settings than this run gives \(its model "
                                          r"card '.*metadata\.json'\): spatial_size: trained \[20, 16, 12\], this run "
@@ -181,8 +185,18 @@ def test_runs_on_a_checkpoint_must_use_its_training_settings(tmp_path):
     with pytest.raises(ValueError, match=r"temporal_head: trained 'mean', this run 'attention'.*--temporal_head mean"):
         check_model_card(ckpt, facts(temporal_head="attention"))
     with pytest.raises(ValueError, match=r"label_names: trained \['a', 'b', 'c'\], this run \['0', '1', '2'\].*"
-                                         r"--datalist /data/list\.json \(its classes\)"):
+                                         r"the classes \['a', 'b', 'c'\] in this order: --datalist /data/list\.json"):
         check_model_card(ckpt, facts(info={**INFO, "label_names": ["0", "1", "2"]}))
+    with pytest.raises(ValueError, match=r"recipe\.percentiles: trained \[0\.5, 99\.5\], this run \[1, 99\]"):
+        check_model_card(ckpt, facts(recipe={**RECIPE, "intensity_range": None, "percentiles": [1, 99]},
+                                     info={**INFO}))
+    from monai_das.handlers.model_card import _option
+
+    preset = {"layout": "volume", "datalist": None, "label_names": ["0", "1"]}  # MedMNIST3D / synthetic: --size
+    assert _option("spatial_size", [64, 64, 64], preset) == "--size 64"
+    assert _option("spatial_size", [20, 16, 12], {**preset, "datalist": "/d.json"}) == '--spatial_size "[20, 16, 12]"'
+    assert _option("label_names", ["0", "1"], preset) == "the training's --dataset (classes ['0', '1'])"
+    assert _option("in_channels", 3, preset).startswith("images with 3 channel(s)")
     video = {"layout": "video", "spatial_size": [32, 32], "num_frames": 16, "in_channels": 1, "recipe": {}}
     assert [k for k, _, _ in card_mismatches(video, {**video, "spatial_size": [64, 64], "num_frames": 32})] == [
         "spatial_size", "num_frames"]
@@ -255,25 +269,3 @@ def test_missing_template_warns_once_with_the_way_out(tmp_path, caplog):
     assert len(warnings) == 1 and "--meta_file" in warnings[0]
     card = read(tmp_path)
     assert CARD_KEY in card and "network_data_format" in card and "version" not in card
-
-
-def test_card_built_on_the_metadata_monai_read(tmp_path, caplog):
-    """``metadata=@_meta_`` (what ``--meta_file`` gave MONAI) is the card's base when no ``meta_file`` is given; an
-    explicit ``meta_file`` wins; neither: the warning names --meta_file."""
-    template = json.loads(Path(TEMPLATE).read_text())
-    trainer, _ = train(tmp_path / "a")
-    saver(tmp_path / "a", meta_file=None, metadata={**template, "version": "9.9.9"}).attach(trainer)
-    trainer.run([0], max_epochs=2)
-    card = read(tmp_path / "a")
-    assert card["version"] == "9.9.9" and card["name"] == template["name"] and CARD_KEY in card
-    trainer, _ = train(tmp_path / "b")
-    saver(tmp_path / "b", metadata={**template, "version": "9.9.9"}).attach(trainer)  # meta_file=TEMPLATE
-    trainer.run([0], max_epochs=2)
-    assert read(tmp_path / "b")["version"] == template["version"]
-    trainer, _ = train(tmp_path / "c")
-    saver(tmp_path / "c", meta_file=None, metadata={}).attach(trainer)
-    with caplog.at_level(logging.WARNING):
-        trainer.run([0], max_epochs=2)
-    assert "version" not in read(tmp_path / "c")
-    assert any("no bundle metadata was read" in r.getMessage() and "--meta_file" in r.getMessage()
-               for r in caplog.records)
