@@ -324,7 +324,10 @@ class DASPredictor:
             )
             raise ValueError(
                 f"checkpoint '{files['checkpoint']}' needs a bundle config with 'network_def': pass "
-                f"config_file=<bundle>/configs/inference.json{hint}."
+                f"config_file=<bundle>/configs/inference.json (CLI: --config){hint}, or export it once, as the "
+                f"default engine reads it: python -m monai_das.engines.export onnx --bundle_root <the training's "
+                f"bundle_root> --config_file <bundle>/configs/inference.json (the bundle's batch inference also writes "
+                f"models/model.onnx)."
             )
         # a bundle folder's metadata.json joins its config's parser (the config may use @_meta_#...); the one next
         # to a model file is data and stays plain JSON
