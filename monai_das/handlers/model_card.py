@@ -290,6 +290,18 @@ def _option(key: str, value: Any, trained: Mapping) -> str:
     return f"--{step} {text if isinstance(value, (int, float, str)) and ' ' not in text else repr(text)}"
 
 
+def _card_describing(checkpoint: Path, card_path: Path) -> tuple[dict, dict] | None:
+    """``(card, its das_model section)`` of the card at ``card_path`` when it describes the file ``checkpoint`` (its
+    ``checkpoint_sha256``); ``None`` when either file is missing or the card describes another file."""
+    card = _read_json(card_path) if card_path.is_file() else None
+    if not card or not checkpoint.is_file():
+        return None
+    facts = card.get(CARD_KEY)
+    if not isinstance(facts, Mapping) or facts.get("checkpoint_sha256") != file_digest(checkpoint):
+        return None
+    return card, dict(facts)
+
+
 def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: str | os.PathLike | None = None) -> None:
     """
     Refuse a run on ``checkpoint`` whose data facts, network keys or preprocessing (``facts``, as
@@ -304,22 +316,16 @@ def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: s
     """
     checkpoint = Path(checkpoint)
     card_path = Path(card_path) if card_path is not None else checkpoint.with_name("metadata.json")
-    if not checkpoint.is_file() or not card_path.is_file():
-        return
-    card = _read_json(card_path) or {}
-    trained = card.get(CARD_KEY)
-    if not isinstance(trained, Mapping) or trained.get("checkpoint_sha256") != file_digest(checkpoint):
-        return
-    diffs = card_mismatches(trained, facts)
+    found = _card_describing(checkpoint, card_path)
+    diffs = card_mismatches(found[1], facts) if found is not None else []
     if not diffs:
         return
+    trained = found[1]
     listed = "; ".join(f"{k}: trained {v!r}, this run {n!r}" for k, v, n in diffs)
-    keys = {k for k, _, _ in diffs}
-    if trained.get("layout") == "volume" and keys & {"spatial_size", "slice_axis"}:
-        diffs_shown = [d for d in diffs if d[0] != "num_frames"]  # T follows from the grid and the slice axis
-    else:
-        diffs_shown = diffs
-    options = list(dict.fromkeys(_option(k, v, trained) for k, v, _ in diffs_shown))
+    # a volume's T follows from its grid and slice axis: their options cover it
+    t_from_grid = trained.get("layout") == "volume" and any(k in ("spatial_size", "slice_axis") for k, _, _ in diffs)
+    options = list(dict.fromkeys(_option(k, v, trained) for k, v, _ in diffs
+                                 if not (t_from_grid and k == "num_frames")))
     raise ValueError(
         f"'{checkpoint}' was trained with other settings than this run gives (its model card '{card_path}'): "
         f"{listed}. Its predictions would be computed on other frames, preprocessing or classes than it learnt. "
@@ -463,13 +469,8 @@ class ModelCardSaver:
 
     def _old_card(self) -> tuple[dict, dict] | None:
         """``(card, facts)`` of the card on disk when it describes the current checkpoint file and this network."""
-        old = _read_json(self.filepath) if self.filepath.is_file() else None
-        if not old or not self.checkpoint.is_file():
-            return None
-        facts = old.get(CARD_KEY) if isinstance(old.get(CARD_KEY), Mapping) else {}
-        if facts.get("checkpoint_sha256") != file_digest(self.checkpoint) or not self._same_network(facts):
-            return None
-        return old, dict(facts)
+        found = _card_describing(self.checkpoint, self.filepath)
+        return found if found is not None and self._same_network(found[1]) else None
 
     def _carried(self) -> tuple[dict, dict | None] | None:
         found = self._old_card()
