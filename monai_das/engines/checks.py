@@ -37,8 +37,10 @@ def _is_bundle_cli(argv: Sequence[str]) -> bool:
     return first.name == "__main__.py" and first.parent.name == "bundle" and first.parent.parent.name == "monai"
 
 
-def _as_list(value: str) -> list[str]:
-    value = value.strip()
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):  # a list in an --args_file
+        return [str(v) for v in value]
+    value = str(value).strip()
     if value.startswith("["):
         try:
             return [str(v) for v in ast.literal_eval(value)]
@@ -65,24 +67,32 @@ def _bundle_cli_args(argv: Sequence[str] | None = None) -> dict[str, str]:
     return args
 
 
+def _bundle_run_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """
+    Every argument of a ``python -m monai.bundle run`` command line, those of its ``--args_file`` (JSON/YAML, plain
+    data, nothing evaluated) included; the command line wins, as in MONAI's ``run``. Empty for any other command line.
+    """
+    args: dict[str, Any] = dict(_bundle_cli_args(argv))
+    if args.get("args_file"):
+        from monai.bundle import ConfigParser
+
+        extra = ConfigParser.load_config_file(args["args_file"])
+        args = {**{str(k): v for k, v in extra.items()}, **args}
+    return args
+
+
 def bundle_cli_overrides(argv: Sequence[str] | None = None) -> tuple[dict[str, str], list[str]]:
     """
     ``({key: value}, config_files)`` of a ``python -m monai.bundle run`` command line (``sys.argv`` by default):
     the ``--key value`` / ``--key=value`` overrides (keys of an ``--args_file`` JSON/YAML included) and the
     ``--config_file`` list. Empty for any other command line (e.g. a Python session calling ``monai.bundle.run``).
     """
-    args = _bundle_cli_args(argv)
-    if not args:
-        return {}, []
-    configs = _as_list(args["config_file"]) if "config_file" in args else []
-    overrides = {k: v for k, v in args.items() if k not in RUN_ARGUMENTS}
-    if args.get("args_file"):
-        from monai.bundle import ConfigParser
+    return _overrides_and_configs(_bundle_run_args(argv))
 
-        extra = ConfigParser.load_config_file(args["args_file"])  # plain JSON/YAML, nothing evaluated
-        if not configs and extra.get("config_file"):
-            configs = _as_list(str(extra["config_file"]))
-        overrides.update({str(k): str(v) for k, v in extra.items() if k not in RUN_ARGUMENTS})
+
+def _overrides_and_configs(args: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+    configs = _as_list(args["config_file"]) if args.get("config_file") else []
+    overrides = {k: str(v) for k, v in args.items() if k not in RUN_ARGUMENTS}
     return overrides, [c for c in configs if c]
 
 
@@ -111,16 +121,17 @@ RENAMED_KEYS = {
 def bundle_meta_file(bundle_root: str | os.PathLike | None = None, argv: Sequence[str] | None = None) -> str | None:
     """
     The bundle's ``metadata.json`` for this run, as MONAI finds it: ``--meta_file`` of a ``python -m monai.bundle run``
-    command line (``sys.argv`` by default; the first of a list), else the ``metadata.json`` beside its first
-    ``--config_file`` (MONAI's default), else ``<bundle_root>/configs/metadata.json``; ``None`` when none exists. The
-    model card reads it as plain JSON (the parsed ``@_meta_`` would rewrite every ``#`` of its text to ``::``).
+    command line (``sys.argv`` by default; the first of a list) or of its ``--args_file``, else the ``metadata.json``
+    beside its first ``--config_file`` (MONAI's default), else ``<bundle_root>/configs/metadata.json``; ``None`` when
+    none exists. The model card reads it as plain JSON (the parsed ``@_meta_`` would rewrite every ``#`` of its text
+    to ``::``).
     A run started in Python (``ConfigWorkflow``) passes ``card_meta_file`` itself.
     """
-    args = _bundle_cli_args(argv)
+    args = _bundle_run_args(argv)
     candidates = []
     if args.get("meta_file"):
         candidates.append(_as_list(args["meta_file"])[0])
-    configs = bundle_cli_overrides(argv)[1] if args else []
+    configs = _overrides_and_configs(args)[1]
     if configs:
         candidates.append(str(Path(configs[0]).parent / "metadata.json"))
     if bundle_root is not None:

@@ -353,10 +353,9 @@ class ModelCardSaver:
         meta_file: the bundle's ``metadata.json`` (read as plain JSON; the bundles give
             :func:`monai_das.engines.bundle_meta_file`: ``--meta_file``, else the one beside the config file);
             ``None`` or a missing file: only the rewritten sections are written, with a warning.
-        info: the run's data facts (``@info``: :attr:`monai_das.engines.BundleData.info`).
-        recipe: the preprocessing recipe (``@recipe``, plain data).
-        method, keep_ratio, temporal_head, encoder, encoder_kwargs, context_frames, sampler_kwargs: the network
-            keys.
+        facts: the card's ``das_model`` section, :func:`model_facts` of the run's data facts, recipe and network
+            keys (the bundles: ``@model_facts``); also what an evaluation is checked against
+            (:func:`check_model_card`).
         network: the network (optional): ``k`` is read from its sampler when given.
         evaluator: the validation engine whose metrics describe the best checkpoint (training use).
         checkpoint: the model file the card describes (default ``<output_dir>/model.pt``).
@@ -368,25 +367,20 @@ class ModelCardSaver:
     def __init__(
         self,
         output_dir: str | os.PathLike,
+        facts: Mapping,
         meta_file: str | os.PathLike | None = None,
-        info: Mapping | None = None,
-        recipe: Mapping | None = None,
-        method: str | None = None,
-        keep_ratio: float | None = None,
-        temporal_head: str | None = None,
-        encoder: Any = None,
-        encoder_kwargs: Mapping | None = None,
         network: torch.nn.Module | None = None,
         evaluator: Any = None,
         checkpoint: str | os.PathLike | None = None,
         metric_prefix: str = "",
         split: str | None = None,
         filename: str = "metadata.json",
-        context_frames: int = 0,
-        sampler_kwargs: Mapping | None = None,
     ) -> None:
-        if info is None:
-            raise ValueError("ModelCardSaver needs the run's data facts: info=@info.")
+        needed = ("layout", "num_frames", "label_names")
+        missing = [k for k in needed if not isinstance(facts, Mapping) or k not in facts]
+        if missing:
+            raise ValueError(f"ModelCardSaver needs the run's model facts (monai_das.handlers.model_facts; the "
+                             f"bundles: facts=@model_facts), got {type(facts).__name__} without {missing}.")
         self.output_dir = Path(output_dir)
         self.filepath = self.output_dir / filename
         self.meta_file = meta_file
@@ -395,16 +389,14 @@ class ModelCardSaver:
         self.evaluator = evaluator
         self.metric_prefix = metric_prefix
         self.split = split
-        num_kept = None
+        self.facts = copy.deepcopy(dict(facts))
         if network is not None:
             net = network
             while hasattr(net, "module") and not hasattr(net, "sampler"):
                 net = net.module
             sampler = getattr(net, "sampler", None)
             if sampler is not None and hasattr(sampler, "num_kept"):
-                num_kept = int(sampler.num_kept(int(info["num_frames"])))
-        self.facts = model_facts(info, recipe, method, keep_ratio, temporal_head, encoder, encoder_kwargs, num_kept,
-                                 context_frames, sampler_kwargs)
+                self.facts["num_kept"] = int(sampler.num_kept(int(self.facts["num_frames"])))
         self.logger = logger
         self._metrics: dict = {}  # the metrics of the current best checkpoint (training use)
         self._best_epoch: int | None = None

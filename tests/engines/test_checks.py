@@ -55,6 +55,14 @@ def test_bundle_meta_file_as_monai_finds_it(tmp_path):
     assert bundle_meta_file(root, argv=["python", "train.py"]) == str(root / "configs" / "metadata.json")
     assert bundle_meta_file(tmp_path, argv=["python", "train.py"]) is None
     assert bundle_meta_file(argv=[MAIN, "run", "--config_file", str(tmp_path / "own.json")]) is None
+    # an --args_file counts as MONAI reads it: its meta_file and config_file, the command line winning
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"meta_file": str(mine), "config_file": [TRAIN], "max_epochs": 1}))
+    assert bundle_meta_file(root, argv=[MAIN, "run", "--args_file", str(args_file)]) == str(mine)
+    args_file.write_text(json.dumps({"config_file": [TRAIN]}))
+    assert bundle_meta_file(root, argv=[MAIN, "run", "--args_file", str(args_file)]) == beside
+    assert bundle_meta_file(root, argv=[*run, "--meta_file", str(root / "configs" / "metadata.json"),
+                                        "--args_file", str(args_file)]) == str(root / "configs" / "metadata.json")
 
 
 def test_typo_refused_with_closest_key():

@@ -12,7 +12,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from monai_das.handlers import CARD_KEY, ModelCardSaver, card_input_shape
+from monai_das.handlers import CARD_KEY, ModelCardSaver, card_input_shape, model_facts
 from monai_das.networks import build_classifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,9 +40,14 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def saver(tmp_path: Path, **kwargs) -> ModelCardSaver:
-    args = dict(output_dir=tmp_path / "models", meta_file=TEMPLATE, info=INFO, recipe=RECIPE, method="uniform",
-                keep_ratio=0.25, temporal_head="mean", encoder=None, encoder_kwargs={})
+#: the network keys of :func:`model_facts` (the bundles' ``model_facts`` entry)
+FACT_KEYS = ("method", "keep_ratio", "temporal_head", "encoder", "encoder_kwargs", "context_frames", "sampler_kwargs")
+
+
+def saver(tmp_path: Path, info=INFO, recipe=RECIPE, **kwargs) -> ModelCardSaver:
+    keys = dict(method="uniform", keep_ratio=0.25, temporal_head="mean", encoder=None, encoder_kwargs={})
+    keys.update({k: kwargs.pop(k) for k in FACT_KEYS if k in kwargs})
+    args = dict(output_dir=tmp_path / "models", meta_file=TEMPLATE, facts=model_facts(info, recipe, **keys))
     return ModelCardSaver(**{**args, **kwargs})
 
 
@@ -156,7 +161,7 @@ def test_runs_on_a_checkpoint_must_use_its_training_settings(tmp_path):
     """An evaluation or inference whose frames, grid, preprocessing or network keys differ from the card of the
     checkpoint is refused, naming each key with both values and the options to pass; what may change at inference
     (k, min_frames) and a card of another file are not checked."""
-    from monai_das.handlers import check_model_card, model_facts
+    from monai_das.handlers import check_model_card
     from monai_das.handlers.model_card import card_mismatches
 
     trainer, _ = train(tmp_path)
@@ -249,10 +254,11 @@ def test_only_rank0_writes(tmp_path, monkeypatch):
 
 
 def test_needs_the_data_facts(tmp_path):
-    with pytest.raises(ValueError, match="info"):
-        ModelCardSaver(output_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"model facts .*facts=@model_facts\), got dict without \['num_frames', "
+                                         r"'label_names'\]"):
+        ModelCardSaver(output_dir=tmp_path, facts={"layout": "volume"})
     with pytest.raises(ValueError, match="lack"):
-        ModelCardSaver(output_dir=tmp_path, info={"layout": "volume"})
+        model_facts({"layout": "volume"})
 
 
 def test_missing_template_warns_once_with_the_way_out(tmp_path, caplog):
