@@ -50,6 +50,9 @@ _IDENTITY = ("layout", "spatial_size", "slice_axis", "num_frames", "num_kept", "
              "keep_ratio", "temporal_head", "encoder", "context_frames")
 
 
+#: the facts of ``k``, which may change at inference (any k from one model)
+_K_KEYS = ("num_kept", "keep_ratio")
+
 #: facts a run on a trained checkpoint must share with its card (``keep_ratio``/``num_kept`` not: any k at inference)
 _MATCH = ("layout", "spatial_size", "slice_axis", "num_frames", "in_channels", "label_names", "method", "temporal_head",
           "encoder", "encoder_kwargs", "context_frames", "sampler_kwargs")
@@ -505,6 +508,16 @@ class ModelCardSaver:
             measured[name[len(self.metric_prefix):] if strip else name] = value
         kept: dict = {}
         validation = None
+        trained = _card_describing(self.checkpoint, self.filepath)
+        if trained is not None and self._same_network(trained[1], ignore=_K_KEYS) and not self._same_network(trained[1]):
+            # any k at inference: the card describes the model at the k it was trained and validated at (the default
+            # k of inference, the Deploy app and exports); metrics at another k would be filed under the wrong k
+            self.logger.info(
+                f"evaluated at k={self.facts.get('num_kept')} (keep_ratio {self.facts.get('keep_ratio')}); the model "
+                f"card '{self.filepath}' describes the model at its trained k={trained[1].get('num_kept')} and is left "
+                f"as it is: these metrics are in the evaluation's own report."
+            )
+            return
         found = self._old_card()
         if found is not None:
             kept = dict(found[0].get("eval_metrics") or {})
@@ -523,8 +536,8 @@ class ModelCardSaver:
         self.write({**kept, **measured}, validation=validation, evaluation=evaluation)
 
     # ---------------------------------------------------------------------------------------------- write
-    def _same_network(self, facts: Mapping) -> bool:
-        return all(plain(facts.get(k)) == self.facts.get(k) for k in _IDENTITY)
+    def _same_network(self, facts: Mapping, ignore: tuple[str, ...] = ()) -> bool:
+        return all(plain(facts.get(k)) == self.facts.get(k) for k in _IDENTITY if k not in ignore)
 
     def write(self, eval_metrics: Mapping, validation: Mapping | None = None, evaluation: Mapping | None = None,
               describe_checkpoint: bool = True) -> dict | None:
