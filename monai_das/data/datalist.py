@@ -616,19 +616,22 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
     order: columns, rows, slices) or one such file.
     """
     if path.is_dir():
-        from monai_das.data.studies import _study_at
+        from monai_das.data.studies import is_hidden
 
-        # the folder's study as the study layer finds it (inference, the Deploy app): exactly one series of
-        # single-frame files or one multi-frame file; hidden files, a DICOMDIR and non-image files do not count
-        study = _study_at(path.name, path)
-        if study.kind == "invalid":
-            raise ValueError(str(study.error).removeprefix(f"'{path}' "))
-        if study.kind == "video" and is_dicom(Path(study.path)):  # one multi-frame file
-            return _dicom_facts(Path(study.path))
-        if study.kind != "dicom_series":
-            raise ValueError(f"is a folder holding '{study.path}', not a DICOM series: give the file itself.")
-        files = [Path(f) for f in study.files]
+        # as discovery: no hidden file (an archive's '._x.dcm'), no DICOMDIR index (a DICOM file without an image)
+        files = sorted(f for f in path.iterdir() if f.is_file() and not is_hidden(f.name)
+                       and f.name.upper() != "DICOMDIR" and is_dicom(f))
+        if not files:
+            raise ValueError("is a folder without DICOM files (expected one DICOM series).")
         headers = [_dicom_header(f) for f in files]
+        frames = [int(h.get("NumberOfFrames", 1) or 1) for h in headers]
+        if len(files) == 1 and frames[0] > 1:
+            return _dicom_facts(files[0])
+        if max(frames) > 1:
+            raise ValueError(f"mixes multi-frame DICOM ('{files[frames.index(max(frames))]}') and other files.")
+        series = {str(h.get("SeriesInstanceUID", "")) for h in headers}
+        if len(series) > 1:
+            raise ValueError(f"holds {len(series)} DICOM series; give one folder per series.")
         sizes = {_dicom_rows_cols(h, f) for f, h in zip(files, headers)}
         if len(sizes) > 1:
             raise ValueError(f"holds DICOM slices of different sizes {sorted(sizes)} (rows, columns).")
