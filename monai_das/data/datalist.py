@@ -618,6 +618,8 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
     if path.is_dir():
         from monai_das.data.studies import is_hidden
 
+        # the folder's own files, as the training recipe's LoadImage reads a series folder (not the study layer's
+        # discovery, which also walks sub-folders: a series one level down would pass here and fail in LoadImage);
         # as discovery: no hidden file (an archive's '._x.dcm'), no DICOMDIR index (a DICOM file without an image)
         files = sorted(f for f in path.iterdir() if f.is_file() and not is_hidden(f.name)
                        and f.name.upper() != "DICOMDIR" and is_dicom(f))

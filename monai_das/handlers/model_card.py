@@ -45,13 +45,11 @@ logger = logging.getLogger(__name__)
 
 #: top-level key of the card's plain-data section
 CARD_KEY = "das_model"
-#: facts that identify the network a card describes (compared before an evaluation keeps older metrics)
+#: facts that identify the network a card describes (compared before an evaluation keeps older metrics); k as
+#: ``num_kept`` (another ``keep_ratio`` that keeps as many frames, or any ratio of ``full``, is the same model)
 _IDENTITY = ("layout", "spatial_size", "slice_axis", "num_frames", "num_kept", "in_channels", "num_classes", "method",
-             "keep_ratio", "temporal_head", "encoder", "context_frames")
+             "temporal_head", "encoder", "context_frames")
 
-
-#: the facts of ``k``, which may change at inference (any k from one model)
-_K_KEYS = ("num_kept", "keep_ratio")
 
 #: facts a run on a trained checkpoint must share with its card (``keep_ratio``/``num_kept`` not: any k at inference)
 _MATCH = ("layout", "spatial_size", "slice_axis", "num_frames", "in_channels", "label_names", "method", "temporal_head",
@@ -509,12 +507,16 @@ class ModelCardSaver:
         kept: dict = {}
         validation = None
         trained = _card_describing(self.checkpoint, self.filepath)
-        if trained is not None and self._same_network(trained[1], ignore=_K_KEYS) and not self._same_network(trained[1]):
+        k, trained_k = self.facts.get("num_kept"), trained[1].get("num_kept") if trained is not None else None
+        if (k is not None and trained_k is not None and int(k) != int(trained_k)
+                and self._same_network(trained[1], ignore=("num_kept",))):
             # any k at inference: the card describes the model at the k it was trained and validated at (the default
-            # k of inference, the Deploy app and exports); metrics at another k would be filed under the wrong k
+            # k of inference, the Deploy app and exports); metrics at another k would be filed under the wrong k.
+            # Compared as k itself: another keep_ratio that keeps as many frames (or any ratio for `full`) is the
+            # trained k, and its metrics go into the card
             self.logger.info(
                 f"evaluated at k={self.facts.get('num_kept')} (keep_ratio {self.facts.get('keep_ratio')}); the model "
-                f"card '{self.filepath}' describes the model at its trained k={trained[1].get('num_kept')} and is left "
+                f"card '{self.filepath}' describes the model at its trained k={trained_k} and is left "
                 f"as it is: these metrics are in the evaluation's own report."
             )
             return

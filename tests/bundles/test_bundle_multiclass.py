@@ -63,8 +63,8 @@ def test_eleven_classes_train_and_evaluate(tmp_path, monkeypatch):
     assert 0.0 <= report["metrics"]["auc_evenly_spaced"] <= 1.0
     positions = json.loads((tmp_path / "run" / "eval" / "test_kept_positions.json").read_text())
     assert sorted(positions["kept_fraction"]) == sorted(["all", *names])
-    # evaluated with another temporal head than trained: the card check of evaluate.json's first handler refuses it
-    # before the weights load (they would fail with a state-dict error), naming the option; nothing is scored
+    # evaluated with another temporal head than trained: evaluate.json's card check (initialize, before the data are
+    # read and the weights load, which would fail with a state-dict error) refuses it naming the option
     (tmp_path / "run" / "eval" / "metrics.json").unlink()
     with pytest.raises(RuntimeError) as refused:  # MONAI's "Failed to evaluate ConfigExpression", from the check's
         run(config_file=[TRAIN, EVALUATE], temporal_head="attention", **common)

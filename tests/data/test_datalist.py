@@ -398,6 +398,17 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     _dicom(series / "._s0.dcm", 10, 14, series=uid)
     _dicom(series / "DICOMDIR", 20, 20)
     assert check_study_shapes([str(series)], "volume")["shapes"] == {str(series): (1, 14, 10, 3)}
+    # the folder's own files, as the training recipe's LoadImage reads them: a series one level down is refused up
+    # front (LoadImage would fail on it while caching), a second series too
+    study = tmp_path / "study"
+    (study / "series1").mkdir(parents=True)
+    for i in range(3):
+        _dicom(study / "series1" / f"s{i}.dcm", 10, 14, series=uid)
+    with pytest.raises(ValueError, match=r"study' is a folder without DICOM files"):
+        check_study_shapes([str(study)], "volume")
+    _dicom(series / "other.dcm", 10, 14, series="5.6.7")
+    with pytest.raises(ValueError, match=r"series' holds 2 DICOM series; give one folder per series"):
+        check_study_shapes([str(series)], "volume")
 
 
 def test_check_study_shapes_clips_only(tmp_path):

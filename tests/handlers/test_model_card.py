@@ -135,6 +135,10 @@ def test_evaluation_adds_test_metrics(tmp_path):
     # the same model evaluated at another k (any k at inference): the card keeps describing it at its trained k, the
     # default k of inference and exports, with the metrics measured there
     assert evaluate({"test_auc": 0.6}, keep_ratio=0.5) == card
+    # another keep_ratio that keeps as many frames (3 of 12) is the trained k: its metrics go into the card
+    card = evaluate({"test_auc": 0.7}, keep_ratio=0.26)
+    assert card["eval_metrics"]["auc"] == 0.7 and card["eval_metrics"]["val_auc"] == 0.8
+    assert card[CARD_KEY]["num_kept"] == 3
     # another checkpoint in place: the old metrics do not describe it
     torch.save({"other": torch.tensor(1)}, ckpt)
     card = evaluate({"test_auc": 0.55})
