@@ -625,6 +625,15 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
                        and f.name.upper() != "DICOMDIR" and is_dicom(f))
         if not files:
             raise ValueError("is a folder without DICOM files (expected one DICOM series).")
+        if any(d.is_dir() and not is_hidden(d.name) for d in path.iterdir()):
+            from monai_das.data.studies import _study_at
+
+            # LoadImage would read the series and ignore the sub-folders, but inference and the Deploy app (the study
+            # layer) take a folder as a study only when everything under it is one study: refuse now what they would
+            study = _study_at(path.name, path)
+            if study.kind == "invalid":
+                raise ValueError(f"{str(study.error).removeprefix(repr(str(path)) + ' ')} Inference and the Deploy "
+                                 "app would refuse it: move the other studies out of the series folder.")
         headers = [_dicom_header(f) for f in files]
         frames = [int(h.get("NumberOfFrames", 1) or 1) for h in headers]
         if len(files) == 1 and frames[0] > 1:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -406,6 +407,20 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
         _dicom(study / "series1" / f"s{i}.dcm", 10, 14, series=uid)
     with pytest.raises(ValueError, match=r"study' is a folder without DICOM files"):
         check_study_shapes([str(study)], "volume")
+    # a series with another study in a sub-folder: LoadImage reads the series, but the study layer (inference, the
+    # Deploy app) would refuse the folder; refused now, naming what it holds
+    (series / "old").mkdir()
+    (series / "empty_sub").mkdir()
+    (series / ".hidden").mkdir()
+    _dicom(series / ".hidden" / "x.dcm", 10, 14)
+    (series / "old" / "readme.txt").write_text("not a study")
+    assert check_study_shapes([str(series)], "volume")["shapes"] == {str(series): (1, 14, 10, 3)}
+    _dicom(series / "old" / "x.dcm", 10, 14, series="9.9.9")
+    with pytest.raises(ValueError, match=r"series' must hold exactly one study, found 2 \(.*\)\. Inference and the "
+                                         r"Deploy app would refuse it"):
+        check_study_shapes([str(series)], "volume")
+    for sub in ("old", "empty_sub", ".hidden"):
+        shutil.rmtree(series / sub)
     _dicom(series / "other.dcm", 10, 14, series="5.6.7")
     with pytest.raises(ValueError, match=r"series' holds 2 DICOM series; give one folder per series"):
         check_study_shapes([str(series)], "volume")
