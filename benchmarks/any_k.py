@@ -121,8 +121,9 @@ def evaluate_at(train_result: dict[str, Any], cell_dir: Path, ratio: float, code
     """
     Test metrics of the checkpoint ``<cell_dir>/models/model.pt`` (trained as ``train_result`` says) run at
     ``keep_ratio=ratio``: compare_methods' evaluation (``train.json + evaluate.json``) with ``keep_ratio``
-    overridden, in ``<cell_dir>/any_k/keep<ratio>/`` (its own ``eval/metrics.json`` and model card; the checkpoint
-    is linked there for the run, so the training card in ``models/`` is left as it is). Returns ``(result, ran)``;
+    overridden, in ``<cell_dir>/any_k/keep<ratio>/`` (its own ``eval/metrics.json``; the checkpoint is linked there
+    for the run beside a copy of its card, which the evaluation checks and, at the trained k only, adds its metrics
+    to; the training card in ``models/`` is left as it is). Returns ``(result, ran)``;
     a cached result of the same checkpoint and code is returned without running.
     """
     ckpt = cell_dir / "models" / "model.pt"

@@ -104,8 +104,12 @@ def test_smoke_run_end_to_end_and_resume(any_k_script, tmp_path):
         metrics = json.loads((d / "eval" / "metrics.json").read_text())
         assert metrics["keep_ratio"] == float(r["keep_ratio"])
         assert float(r["one_model_auc"]) == pytest.approx(metrics["metrics"]["auc"], abs=1e-5)
+        positions = json.loads((d / "eval" / "test_kept_positions.json").read_text())
+        assert sum(positions["kept_fraction"]["all"]) == pytest.approx(int(r["k"]))  # the network ran at this k
         card = json.loads((d / "models" / "metadata.json").read_text())
-        assert card["das_model"]["num_kept"] == int(r["k"])  # the network ran at this k
+        assert card["das_model"]["num_kept"] == 8  # the card describes the trained k, whatever k was evaluated
+        if int(r["k"]) != 8:  # the copy of the cell's card, untouched by an evaluation at another k
+            assert card == json.loads((cell / "models" / "metadata.json").read_text())
         assert not (d / "models" / "model.pt").exists()  # the checkpoint link is removed after the run
     # at the training k the one model is the DAS cell itself: same checkpoint, same test metrics
     assert float(rows[1]["one_model_auc"]) == pytest.approx(float(rows[1]["das_trained_auc"]), abs=1e-5)
