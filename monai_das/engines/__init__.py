@@ -1,5 +1,12 @@
 """Engine-side helpers of monai_das used by the bundles: data, optimizer, batch inference, seeds, export."""
 
+import warnings
+
+# `python -m monai_das.engines.export` (the export command): runpy warns that this package imported the module before
+# it ran as __main__ ("may result in unpredictable behaviour"); the command runs the package's module itself
+warnings.filterwarnings("ignore", message=r"'monai_das\.engines\.export' found in sys\.modules",
+                        category=RuntimeWarning)
+
 from monai_das.engines.checks import (
     bundle_cli_overrides,
     bundle_meta_file,

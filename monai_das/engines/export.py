@@ -464,4 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
-    sys.exit(main())
+    # run the package's module, not this __main__ copy of it (monai_das.engines imported it already): one set of
+    # classes and loggers, whichever way the export is started
+    from monai_das.engines.export import main as _main
+
+    sys.exit(_main())

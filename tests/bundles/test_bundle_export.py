@@ -65,8 +65,9 @@ def test_train_evaluate_export_and_load_use_the_card(tmp_path):
     assert out.kept_indices == sorted(kept.tolist())
 
     # ONNX: dynamic batch, the card in metadata_props (checked against eager at batch 1 and 3 by the exporter)
-    bundle([sys.executable, "-m", "monai_das.engines.export", "onnx", "--bundle_root", str(root),
-            "--config_file", INFERENCE])
+    out = bundle([sys.executable, "-m", "monai_das.engines.export", "onnx", "--bundle_root", str(root),
+                  "--config_file", INFERENCE])
+    assert "found in sys.modules" not in out.stderr  # no runpy warning about running an imported module
     assert read_onnx_card(models / "model.onnx") == card
     from monai_das.engines.runtime import _onnx_source
     from monai_das.utils.io import file_digest
