@@ -206,6 +206,22 @@ class BundleData:
         """``True`` when the items are file paths that the config's recipe loads (datalist, POCUS)."""
         return self.datalist is not None or self.dataset in VIDEO_DATASETS
 
+    def intensity_recipe(self, intensity_range: Any = None, percentiles: Any = None) -> dict:
+        """
+        The recipe's intensity steps (``{"intensity_range", "percentiles"}``) for this source. Files (a datalist):
+        the run's options, which the training's transforms apply. A ready-made volume dataset: what its items already
+        are (the options are not applied to them), so that the model card, and inference on files through it, map a
+        file to the intensities the network was trained on: the synthetic volumes hold absolute values in
+        ``[0, 1]`` (``intensity_range [0, 1]``: clipped, not rescaled); MedMNIST3D volumes are min–max normalised per
+        volume (``uint8`` from 0 to 255, read as ``/ 255``: both ``None``, min–max scaling). Percentile scaling there
+        would change the inputs: a sparse VesselMNIST3D volume's 99.5th percentile is often 0.
+        """
+        if self.from_files:
+            return {"intensity_range": intensity_range, "percentiles": percentiles}
+        if self.dataset == "synthetic":
+            return {"intensity_range": [0.0, 1.0], "percentiles": None}
+        return {"intensity_range": None, "percentiles": None}
+
     def _read_datalist(self) -> None:
         from monai_das.data import datalist_classes, datalist_splits, load_datalist, split_training
 

@@ -256,8 +256,13 @@ def card_mismatches(trained: Mapping, facts: Mapping) -> list[tuple[str, Any, An
     if isinstance(before, Mapping) and isinstance(now, Mapping):
         shown = {k for k, _, _ in out}
         fixed_range = before.get("intensity_range") is not None and now.get("intensity_range") is not None
+        # a volume model trained on a ready-made dataset (no datalist): its intensity steps are the dataset's own
+        # (BundleData.intensity_recipe), not options a run could give; cards before volume bundle 0.6.5 recorded the
+        # unused option values there
+        dataset_intensity = trained.get("layout") == "volume" and not trained.get("datalist")
         for step in sorted(before):  # the steps the card records (a step added by a later version is not compared)
             if (step in _RECIPE_FREE or step in shown or (step == "percentiles" and fixed_range)
+                    or (dataset_intensity and step in ("intensity_range", "percentiles"))
                     or plain(before.get(step)) == plain(now.get(step))):
                 continue  # percentiles are not used where a fixed intensity_range scales
             out.append((f"recipe.{step}", plain(before.get(step)), plain(now.get(step))))

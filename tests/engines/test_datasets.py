@@ -86,6 +86,8 @@ def test_datalist_facts_and_split(tmp_path):
         src.data("test")
     # spatial_size given: the grid is the user's; T follows slice_axis
     assert BundleData(datalist=path, spatial_size=[8, 8, 4], slice_axis=0).info["num_frames"] == 8
+    # files: the intensity options are the recipe's (the training's transforms apply them)
+    assert src.intensity_recipe([-1000, 400], None) == {"intensity_range": [-1000, 400], "percentiles": None}
 
 
 def test_validation_and_test_files_are_checked_like_the_training_ones(tmp_path):
@@ -206,3 +208,26 @@ def test_content_tag_names_the_items(tmp_path):
     assert tag != BundleData("synthetic", seed=1).content_tag
     assert BundleData("synthetic", fold=0).content_tag != BundleData("synthetic", fold=1).content_tag
     assert tag != BundleData("synthetic", seed=0, synthetic_options={"num_informative": 3}).content_tag
+
+
+def test_intensity_recipe_maps_a_file_to_the_training_intensities(tmp_path):
+    """A ready-made dataset's items are not scaled by the intensity options: the recipe (model card, inference on
+    files, the Deploy app) records what they already are. A synthetic volume written to NIfTI and read back through
+    that recipe is the training input itself; percentile scaling (the options' default) changed it, and the main
+    job's model then called 8 of 8 such studies 'disc'."""
+    import nibabel as nib
+
+    from monai_das.data.studies import LoadStudy
+
+    src = BundleData("synthetic", size=16, num_samples={"val": 2})
+    assert src.intensity_recipe(None, [0.5, 99.5]) == {"intensity_range": [0.0, 1.0], "percentiles": None}
+    # MedMNIST3D volumes are min-max normalised per volume: min-max scaling, whatever the options
+    assert BundleData("vesselmnist3d").intensity_recipe([-1000, 400], [1, 99]) == {"intensity_range": None,
+                                                                                   "percentiles": None}
+    vol = torch.as_tensor(src.data("val")[0]["image"]).float()  # 1×16×16×16 in [0, 1]
+    nib.save(nib.Nifti1Image(vol[0].numpy(), np.eye(4)), str(tmp_path / "v.nii.gz"))
+    recipe = {"layout": "volume", "spatial_size": [16, 16, 16], "slice_axis": 0, "axcodes": "RAS"}
+    back = LoadStudy({**recipe, **src.intensity_recipe(None, [0.5, 99.5])}, in_channels=1)(tmp_path / "v.nii.gz")
+    torch.testing.assert_close(torch.as_tensor(back), vol, atol=1e-6, rtol=0)
+    stretched = LoadStudy({**recipe, "percentiles": [0.5, 99.5]}, in_channels=1)(tmp_path / "v.nii.gz")
+    assert float((torch.as_tensor(stretched) - vol).abs().max()) > 0.05
