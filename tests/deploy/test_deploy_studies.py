@@ -455,8 +455,9 @@ def agreement(tmp_path_factory):
     parser = _bundle_parser(bundle, input=str(studies), output_dir=str(out), engine="eager")
     parser.get_parsed_content("evaluator").run()
     info = parser.get_parsed_content("info")
+    # the bundle's recipe, as its model card records it (the synthetic source's own intensities, not percentiles)
     spec = ModelSpec(layout="volume", spatial_size=(GRID,) * 3, in_channels=1, slice_axis=0,
-                     labels=list(info["label_names"]))
+                     labels=list(info["label_names"]), recipe=dict(parser.get_parsed_content("recipe")))
     predictor = DASPredictor(net, spec, source=str(bundle / "models" / "model.pt"), model_format="checkpoint",
                              measure_macs=False)
     with open(out / "predictions.csv", newline="") as f:
