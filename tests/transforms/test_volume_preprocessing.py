@@ -180,3 +180,25 @@ def test_percentile_scaling_equals_monai(relative, channel_wise):
     d_ours = ScaleIntensityPercentilesd("image", **args)({"image": img})["image"]
     d_theirs = ScaleIntensityRangePercentilesd("image", **args)({"image": img})["image"]
     assert torch.allclose(d_ours.as_tensor(), d_theirs.as_tensor(), atol=1e-6)
+
+
+def test_percentile_scaling_of_a_sparse_image_falls_back_to_min_max():
+    """Equal percentiles (a sparse image, e.g. a VesselMNIST3D volume that is 0 at its 99.5th percentile): MONAI's
+    range scaling divides by zero and returns the image unscaled and unclipped; here min-max scaling; a constant
+    image becomes b_min."""
+    import warnings
+
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    from monai_das.transforms import ScaleIntensityPercentiles
+
+    img = torch.zeros(1, 10, 10, 10)
+    img[0, 2, 3, 4], img[0, 5, 5, 5] = 255.0, 120.0  # 2 of 1000 voxels: the 99.5th percentile is 0
+    args = dict(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert float(ScaleIntensityRangePercentiles(**args)(img).max()) == 255.0  # what MONAI gives
+    out = ScaleIntensityPercentiles(**args)(img)
+    torch.testing.assert_close(torch.as_tensor(out), img / 255.0)
+    flat = ScaleIntensityPercentiles(**args)(torch.full((1, 4, 4, 4), 7.0))
+    assert torch.equal(torch.as_tensor(flat), torch.zeros(1, 4, 4, 4))
