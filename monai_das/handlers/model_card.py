@@ -259,7 +259,10 @@ def card_mismatches(trained: Mapping, facts: Mapping) -> list[tuple[str, Any, An
         # a volume model trained on a ready-made dataset (no datalist): its intensity steps are the dataset's own
         # (BundleData.intensity_recipe), not options a run could give; cards before volume bundle 0.6.5 recorded the
         # unused option values there
-        dataset_intensity = trained.get("layout") == "volume" and not trained.get("datalist")
+        # (only when this run is not from a datalist either: files read with the options' default percentiles would
+        # be stretched where the card says otherwise)
+        dataset_intensity = (trained.get("layout") == "volume" and not trained.get("datalist")
+                             and not facts.get("datalist"))
         for step in sorted(before):  # the steps the card records (a step added by a later version is not compared)
             if (step in _RECIPE_FREE or step in shown or (step == "percentiles" and fixed_range)
                     or (dataset_intensity and step in ("intensity_range", "percentiles"))

@@ -219,6 +219,12 @@ def test_runs_on_a_checkpoint_must_use_its_training_settings(tmp_path):
     with pytest.raises(ValueError, match="num_frames: trained 12, this run 24"):
         engine.run([0])
     assert read(tmp_path)[CARD_KEY]["num_frames"] == 12
+    # a model of a ready-made dataset (no datalist): its intensity steps are the dataset's own, not compared with a
+    # run on that dataset (older cards recorded unused options), but compared with a run on a datalist's files
+    preset = {**INFO, "datalist": None, "datalist_sha256": None}
+    trained = facts(info=preset, recipe={**RECIPE, "intensity_range": [0.0, 1.0], "percentiles": None})
+    assert card_mismatches(trained, facts(info=preset)) == []
+    assert [k for k, _, _ in card_mismatches(trained, facts())] == ["recipe.intensity_range"]
     # no card, or a card of another file: nothing to compare with
     check_model_card(ckpt, facts(temporal_head="attention"), card_path=tmp_path / "nowhere.json")
     torch.save({"other": torch.tensor(1)}, ckpt)
