@@ -621,11 +621,11 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
         # the folder's own files, as the training recipe's LoadImage reads a series folder (not the study layer's
         # discovery, which also walks sub-folders: a series one level down would pass here and fail in LoadImage);
         # as discovery: no hidden file (an archive's '._x.dcm'), no DICOMDIR index (a DICOM file without an image)
-        files = sorted(f for f in path.iterdir() if f.is_file() and not is_hidden(f.name)
-                       and f.name.upper() != "DICOMDIR" and is_dicom(f))
+        entries = sorted(e for e in path.iterdir() if not is_hidden(e.name))
+        files = [f for f in entries if f.is_file() and f.name.upper() != "DICOMDIR" and is_dicom(f)]
         if not files:
             raise ValueError("is a folder without DICOM files (expected one DICOM series).")
-        if any(d.is_dir() and not is_hidden(d.name) for d in path.iterdir()):
+        if any(e.is_dir() for e in entries):
             from monai_das.data.studies import _study_at
 
             # LoadImage would read the series and ignore the sub-folders, but inference and the Deploy app (the study

@@ -256,11 +256,10 @@ def card_mismatches(trained: Mapping, facts: Mapping) -> list[tuple[str, Any, An
     if isinstance(before, Mapping) and isinstance(now, Mapping):
         shown = {k for k, _, _ in out}
         fixed_range = before.get("intensity_range") is not None and now.get("intensity_range") is not None
-        # a volume model trained on a ready-made dataset (no datalist): its intensity steps are the dataset's own
-        # (BundleData.intensity_recipe), not options a run could give; cards before volume bundle 0.6.5 recorded the
-        # unused option values there
-        # (only when this run is not from a datalist either: files read with the options' default percentiles would
-        # be stretched where the card says otherwise)
+        # a volume model trained on a ready-made dataset (no datalist), run on one too: its intensity steps are the
+        # dataset's own (BundleData.intensity_recipe), not options a run could give, and cards before volume bundle
+        # 0.6.5 recorded the unused option values there; a run on a datalist's files is still compared (the options'
+        # default percentiles would stretch them where the card says otherwise)
         dataset_intensity = (trained.get("layout") == "volume" and not trained.get("datalist")
                              and not facts.get("datalist"))
         for step in sorted(before):  # the steps the card records (a step added by a later version is not compared)
@@ -523,12 +522,13 @@ class ModelCardSaver:
             # Compared as k itself: another keep_ratio that keeps as many frames (or any ratio for `full`) is the
             # trained k, and its metrics go into the card
             self.logger.info(
-                f"evaluated at k={self.facts.get('num_kept')} (keep_ratio {self.facts.get('keep_ratio')}); the model "
-                f"card '{self.filepath}' describes the model at its trained k={trained_k} and is left "
-                f"as it is: these metrics are in the evaluation's own report."
+                f"evaluated at k={k} (keep_ratio {self.facts.get('keep_ratio')}); the model card '{self.filepath}' "
+                f"describes the model at its trained k={trained_k} and is left as it is: these metrics are in the "
+                "evaluation's own report."
             )
             return
-        found = self._old_card()
+        # the card read above (what _old_card reads), not read and hashed again
+        found = trained if trained is not None and self._same_network(trained[1]) else None
         if found is not None:
             kept = dict(found[0].get("eval_metrics") or {})
             validation = found[1].get("validation")
