@@ -217,6 +217,12 @@ class BundleData:
         would change the inputs: a sparse VesselMNIST3D volume's 99.5th percentile is often 0.
         """
         if self.from_files:
+            from monai_das.transforms import check_intensity
+
+            try:
+                check_intensity(intensity_range, percentiles)
+            except ValueError as e:  # named as the bundle option the user gives
+                raise ValueError(f"--{e}") from None
             return {"intensity_range": intensity_range, "percentiles": percentiles}
         if self.dataset == "synthetic":
             return {"intensity_range": [0.0, 1.0], "percentiles": None}

@@ -33,6 +33,7 @@ from monai_das.transforms.temporal import SOURCE_INDICES, affine_source_indices
 
 __all__ = [
     "RECIPE_KEYS",
+    "check_intensity",
     "check_recipe",
     "recipe_transforms",
     "volume_preprocessing",
@@ -61,25 +62,32 @@ class ScaleIntensityPercentiles(ScaleIntensityRangePercentiles):
     One difference: where both percentiles are equal (a sparse image: e.g. 16 of the 382 VesselMNIST3D test volumes
     are 0 at their 99.5th percentile), MONAI's range scaling divides by zero and returns the image unscaled and
     unclipped (values up to 255 there); here the image's minimum and maximum are taken instead (min–max scaling; a
-    constant image becomes ``b_min``).
+    constant image becomes ``b_min``). And ``lower < upper`` is required (MONAI accepts swapped or equal percentiles
+    and would invert or flatten the image).
 
     Input ``C×spatial`` tensor or array → the same shape scaled, as MONAI's.
     """
 
+    def __init__(self, lower: float, upper: float, b_min: float | None, b_max: float | None, clip: bool = False,
+                 relative: bool = False, channel_wise: bool = False, dtype=np.float32) -> None:
+        super().__init__(lower, upper, b_min, b_max, clip, relative, channel_wise, dtype)
+        if not lower < upper:  # MONAI accepts them and would scale between swapped (inverting) or equal percentiles
+            raise ValueError(f"percentiles [lower, upper] must have lower < upper, got [{lower}, {upper}].")
+
     def _normalize(self, img):
         arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         a_min, a_max = (float(v) for v in np.percentile(arr, [self.lower, self.upper]))
-        if a_max <= a_min:  # degenerate percentiles: min-max instead of an unscaled, unclipped image
-            a_min, a_max = float(arr.min()), float(arr.max())
-        if a_max <= a_min:  # a constant image
-            return convert_to_tensor(torch.full_like(torch.as_tensor(img, dtype=torch.float32),
-                                                     float(self.b_min or 0.0)), track_meta=False)
         b_min, b_max = self.b_min, self.b_max
         if self.relative:  # as MONAI's: the output range follows the percentiles
             if b_min is None or b_max is None:
                 raise ValueError("If it is relative, b_min and b_max should not be None.")
             b_min, b_max = ((b_max - b_min) * (self.lower / 100.0) + b_min,
                             (b_max - b_min) * (self.upper / 100.0) + b_min)
+        if a_max <= a_min:  # degenerate percentiles: min-max instead of an unscaled, unclipped image
+            a_min, a_max = float(arr.min()), float(arr.max())
+        if a_max <= a_min:  # a constant image: the lower end of the output range
+            return convert_to_tensor(torch.full_like(torch.as_tensor(img, dtype=torch.float32),
+                                                     float(b_min or 0.0)), track_meta=False)
         img = ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=self.clip,
                                   dtype=self.dtype)(img)
         return convert_to_tensor(img, track_meta=False)
@@ -234,6 +242,7 @@ def volume_preprocessing(
     size = (int(spatial_size),) * 3 if isinstance(spatial_size, int) else tuple(int(s) for s in spatial_size)
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"spatial_size must be a positive int or (D, H, W), got {spatial_size}.")
+    check_intensity(intensity_range, percentiles, output_range)
     b_min, b_max = (float(v) for v in output_range)
     xforms: list = []
     if load:
@@ -282,8 +291,31 @@ def _pair(value, name: str) -> tuple[float, float] | None:
     try:
         a, b = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"recipe '{name}' must be null or two numbers, got {value!r}.") from None
+        raise ValueError(f"{name} must be null or two numbers, got {value!r}.") from None
     return a, b
+
+
+def check_intensity(intensity_range=None, percentiles=None, output_range=(0.0, 1.0)) -> None:
+    """
+    Refuse intensity options that would silently give a wrong input: ``intensity_range`` ``[a_min, a_max]`` with
+    ``a_min >= a_max`` (an inverted or zero-width window: MONAI's range scaling flips or divides by zero),
+    ``percentiles`` ``[lower, upper]`` outside ``[0, 100]`` or with ``lower >= upper``, ``output_range`` with
+    ``b_min >= b_max``. Each is ``None`` or two numbers (``output_range`` two numbers).
+
+    Raises:
+        ValueError: naming the option and its value.
+    """
+    window = _pair(intensity_range, "intensity_range")
+    if window is not None and not window[0] < window[1]:
+        raise ValueError(f"intensity_range [a_min, a_max] must have a_min < a_max, got [{window[0]:g}, "
+                         f"{window[1]:g}]: swapped values would invert the image, equal ones divide by zero.")
+    pct = _pair(percentiles, "percentiles")
+    if pct is not None and not 0.0 <= pct[0] < pct[1] <= 100.0:
+        raise ValueError(
+            f"percentiles [lower, upper] must satisfy 0 <= lower < upper <= 100, got [{pct[0]:g}, {pct[1]:g}].")
+    out = _pair(output_range, "output_range")
+    if out is None or not out[0] < out[1]:
+        raise ValueError(f"output_range [b_min, b_max] must be two numbers with b_min < b_max, got {output_range!r}.")
 
 
 def check_recipe(recipe: Mapping) -> dict:
@@ -334,9 +366,9 @@ def check_recipe(recipe: Mapping) -> dict:
         "slice_axis": int(recipe.get("slice_axis", 0) or 0),
         "axcodes": recipe.get("axcodes", "RAS") or None,
         "pixdim": recipe.get("pixdim"),
-        "intensity_range": _pair(recipe.get("intensity_range"), "intensity_range"),
-        "percentiles": _pair(recipe.get("percentiles", (0.5, 99.5)), "percentiles"),
-        "output_range": _pair(recipe.get("output_range", (0.0, 1.0)), "output_range"),
+        "intensity_range": _pair(recipe.get("intensity_range"), "recipe 'intensity_range'"),
+        "percentiles": _pair(recipe.get("percentiles", (0.5, 99.5)), "recipe 'percentiles'"),
+        "output_range": _pair(recipe.get("output_range", (0.0, 1.0)), "recipe 'output_range'"),
         "resize": str(recipe.get("resize", "stretch")),
         "grayscale": bool(recipe.get("grayscale", True)),
         "temporal_mode": str(recipe.get("temporal_mode", "uniform")),
@@ -344,6 +376,10 @@ def check_recipe(recipe: Mapping) -> dict:
     }
     if out["output_range"] is None:
         raise ValueError("recipe 'output_range' must be two numbers, got null.")
+    try:
+        check_intensity(out["intensity_range"], out["percentiles"], out["output_range"])
+    except ValueError as e:
+        raise ValueError(f"recipe {e}") from None
     if out["slice_axis"] not in (0, 1, 2):
         raise ValueError(f"recipe 'slice_axis' must be 0, 1 or 2, got {recipe.get('slice_axis')!r}.")
     if out["resize"] not in ("stretch", "pad"):

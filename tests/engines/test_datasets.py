@@ -88,6 +88,11 @@ def test_datalist_facts_and_split(tmp_path):
     assert BundleData(datalist=path, spatial_size=[8, 8, 4], slice_axis=0).info["num_frames"] == 8
     # files: the intensity options are the recipe's (the training's transforms apply them)
     assert src.intensity_recipe([-1000, 400], None) == {"intensity_range": [-1000, 400], "percentiles": None}
+    # a swapped window or percentile pair would invert or flatten every training input: refused, named as the option
+    with pytest.raises(ValueError, match=r"--intensity_range .* a_min < a_max, got \[400, -1000\]"):
+        src.intensity_recipe([400, -1000], None)
+    with pytest.raises(ValueError, match=r"--percentiles .* lower < upper <= 100, got \[99.5, 0.5\]"):
+        src.intensity_recipe(None, [99.5, 0.5])
 
 
 def test_validation_and_test_files_are_checked_like_the_training_ones(tmp_path):

@@ -202,3 +202,33 @@ def test_percentile_scaling_of_a_sparse_image_falls_back_to_min_max():
     torch.testing.assert_close(torch.as_tensor(out), img / 255.0)
     flat = ScaleIntensityPercentiles(**args)(torch.full((1, 4, 4, 4), 7.0))
     assert torch.equal(torch.as_tensor(flat), torch.zeros(1, 4, 4, 4))
+    # relative: the output range follows the percentiles, and so does a constant image's value
+    relative = {**args, "lower": 10, "upper": 90, "relative": True}
+    flat = ScaleIntensityPercentiles(**relative)(torch.full((1, 4, 4, 4), 7.0))
+    torch.testing.assert_close(torch.as_tensor(flat), torch.full((1, 4, 4, 4), 0.1))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"percentiles": [99.5, 0.5]}, r"percentiles .* lower < upper"),
+        ({"percentiles": [5, 5]}, r"percentiles .* lower < upper"),
+        ({"percentiles": [0, 101]}, r"percentiles .* <= 100"),
+        ({"intensity_range": [400, -1000]}, r"intensity_range .* a_min < a_max, got \[400, -1000\]"),
+        ({"intensity_range": [0, 0]}, r"intensity_range .* a_min < a_max"),
+        ({"output_range": [1, 0]}, r"output_range .* b_min < b_max"),
+    ],
+)
+def test_intensity_options_that_would_invert_or_flatten_are_refused(bad, match):
+    """Swapped or equal percentiles, an inverted or empty window, an inverted output range: MONAI's transforms
+    accept them and invert the image, divide by zero or (equal percentiles, here) fall back to min-max; refused in
+    a recipe (model card, Deploy options), by :func:`volume_preprocessing` and by ScaleIntensityPercentiles."""
+    from monai_das.transforms import ScaleIntensityPercentiles, check_recipe, volume_preprocessing
+
+    with pytest.raises(ValueError, match="recipe " + match):
+        check_recipe({"layout": "volume", "spatial_size": 8, **bad})
+    with pytest.raises(ValueError, match=match):
+        volume_preprocessing("image", 8, **bad)
+    if "percentiles" in bad and bad["percentiles"][1] <= 100:
+        with pytest.raises(ValueError, match="lower < upper"):
+            ScaleIntensityPercentiles(*bad["percentiles"], b_min=0.0, b_max=1.0)
