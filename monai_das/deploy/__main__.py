@@ -64,7 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     Run the application. Exit status: 0 when every study was classified, 3 when some got error reports, 1 when the
     application could not run (model not loadable, input missing or empty).
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from monai_das.transforms.preprocessing import check_intensity
+
+    for flag, key in (("--intensity-range", "intensity_range"), ("--percentiles", "percentiles")):
+        if getattr(args, key) is not None:  # a swapped window would invert every study: refused before anything runs
+            try:
+                check_intensity(**{key: getattr(args, key)})
+            except ValueError as e:
+                parser.error(f"{flag}: {e}")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
     from monai_das.deploy.app import DASClassifierApp

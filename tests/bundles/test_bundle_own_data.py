@@ -171,6 +171,19 @@ def test_bad_datalist_refused_before_training(volumes, tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode != 0 and "bad.json:training[3]" in log and "missing.nii.gz" in log
     assert not (tmp_path / "models" / "last.pt").exists()
+    # a swapped window (it would invert every volume) is refused in `initialize`, before the training set is read:
+    # the truncated file beside it, which only reading the data finds, is not reached
+    items = json.loads(volumes["datalist"].read_text())["training"]
+    body = (volumes["data"] / items[3]["image"]).read_bytes()
+    (volumes["data"] / "images" / "truncated.nii.gz").write_bytes(body[: len(body) // 2])
+    items[3]["image"] = "images/truncated.nii.gz"
+    swapped = volumes["data"] / "swapped.json"
+    swapped.write_text(json.dumps({"training": items}))
+    out = run_cmd(TRAIN, args=["--datalist", swapped, "--bundle_root", tmp_path, "--intensity_range", "[400, -1000]",
+                               *COMMON], check=False)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0 and "--intensity_range [a_min, a_max] must have a_min < a_max, got [400, -1000]" in log
+    assert "truncated.nii.gz" not in log
 
 
 def test_clip_csv_through_the_video_bundle(tmp_path):

@@ -373,6 +373,21 @@ def test_load_real_ultrasound_video(shared_data):
     assert study.image.shape == (1, 16, 16, 16) and study.info["num_source_frames"] == int(row["frames"])
 
 
+@pytest.mark.parametrize("flag, values, match", [
+    ("--intensity-range", ["400", "-1000"], r"--intensity-range: intensity_range .* a_min < a_max, got \[400, -1000\]"),
+    ("--percentiles", ["99.5", "0.5"], r"--percentiles: percentiles .* lower < upper <= 100, got \[99.5, 0.5\]"),
+])
+def test_deploy_cli_refuses_an_inverting_intensity_window(flag, values, match, tmp_path, capsys):
+    """A swapped window (it would invert every study) is a usage error of the Deploy command, named as its flag,
+    before the model or any study is read."""
+    from monai_das.deploy.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "none.onnx"), flag, *values])
+    assert exit_info.value.code == 2 and re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
 def test_spec_recipe():
     """The deployment's recipe: the spec's grid, the bundles' default steps, options and a spec's own recipe."""
     from types import SimpleNamespace
