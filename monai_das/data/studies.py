@@ -632,6 +632,7 @@ class LoadStudy(Transform):
         self.allowed_modalities = None if modalities is None else {str(m).upper() for m in modalities}
         self.min_frames = self.recipe["min_frames"]
         self._default_loader: Any = None  # one LoadImage with MONAI's reader choice (made once: it builds every reader)
+        self._volume_xform: Any = None  # the recipe's transforms after loading, built once (the recipe is fixed)
 
     def __getstate__(self) -> dict:  # data-loader workers started by spawn make their own loader
         return {**self.__dict__, "_default_loader": None}
@@ -911,9 +912,10 @@ class LoadStudy(Transform):
         else:
             size, frame_axis = [r["num_frames"], *r["spatial_size"]], 0
         try:
-            # min_slices=1: the slice count was checked above against the recipe's min_frames
-            xform = volume_preprocessing(load=False, spatial_size=size, min_slices=1, **recipe_volume_kwargs(r))
-            out = xform({"image": img})["image"]
+            if self._volume_xform is None:  # min_slices=1: the slice count was checked above against min_frames
+                self._volume_xform = volume_preprocessing(load=False, spatial_size=size, min_slices=1,
+                                                          **recipe_volume_kwargs(r))
+            out = self._volume_xform({"image": img})["image"]
         except Exception as e:
             raise RuntimeError(f"{self._where(source)}: preprocessing failed: {e}") from e
         from monai_das.transforms.temporal import affine_source_indices

@@ -227,7 +227,8 @@ def test_load_volumes_and_source_indices(folder):
 
 def test_nifti_studies_share_one_loader(folder, monkeypatch):
     """MONAI's LoadImage without a reader builds every reader (and logs the nvImageCodec notice) when made: one per
-    LoadStudy for NIfTI files, not one per study; a pickled LoadStudy (spawned workers) makes its own."""
+    LoadStudy for NIfTI files, not one per study; a pickled LoadStudy (spawned workers) makes its own. The recipe's
+    transforms after loading are built once per LoadStudy as well (same outputs)."""
     import pickle
 
     import monai.transforms
@@ -244,6 +245,8 @@ def test_nifti_studies_share_one_loader(folder, monkeypatch):
     first = [load(folder / "a.nii.gz"), load(folder / "sub" / "b.nii"), load(folder / "a.nii.gz")]
     assert made == [None]
     assert torch.equal(first[0], first[2]) and not torch.equal(first[0], first[1])
+    xform = load._volume_xform  # the recipe's transforms are built once too, not per study
+    assert xform is not None and torch.equal(load(folder / "sub" / "b.nii"), first[1]) and load._volume_xform is xform
     again = pickle.loads(pickle.dumps(load))
     assert again._default_loader is None and torch.equal(again(folder / "a.nii.gz"), first[0])
 
