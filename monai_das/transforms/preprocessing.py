@@ -71,8 +71,8 @@ class ScaleIntensityPercentiles(ScaleIntensityRangePercentiles):
     def __init__(self, lower: float, upper: float, b_min: float | None, b_max: float | None, clip: bool = False,
                  relative: bool = False, channel_wise: bool = False, dtype=np.float32) -> None:
         super().__init__(lower, upper, b_min, b_max, clip, relative, channel_wise, dtype)
-        if not lower < upper:  # MONAI accepts them and would scale between swapped (inverting) or equal percentiles
-            raise ValueError(f"percentiles [lower, upper] must have lower < upper, got [{lower}, {upper}].")
+        # MONAI accepts swapped or equal percentiles and would scale between them (inverting or flattening the image)
+        check_intensity(percentiles=(lower, upper))
 
     def _normalize(self, img):
         arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
@@ -374,9 +374,7 @@ def check_recipe(recipe: Mapping) -> dict:
         "temporal_mode": str(recipe.get("temporal_mode", "uniform")),
         "min_frames": int(recipe.get("min_frames", 2)),
     }
-    if out["output_range"] is None:
-        raise ValueError("recipe 'output_range' must be two numbers, got null.")
-    try:
+    try:  # also refuses a null output_range
         check_intensity(out["intensity_range"], out["percentiles"], out["output_range"])
     except ValueError as e:
         raise ValueError(f"recipe {e}") from None
