@@ -49,6 +49,7 @@ from monai_das.data.studies import (
     StudySource,
     discover_studies,
     kept_source_indices,
+    repeated_source_warning,
     list_studies,
     study_fingerprint,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "StudySource",
     "discover_studies",
     "kept_source_indices",
+    "repeated_source_warning",
     "list_studies",
     "study_fingerprint",
     "SPLIT_SEED_OFFSETS",

@@ -48,6 +48,7 @@ __all__ = [
     "discover_studies",
     "list_studies",
     "kept_source_indices",
+    "repeated_source_warning",
     "LoadStudy",
     "LoadStudyd",
     "LoadStudyD",
@@ -219,6 +220,28 @@ def kept_source_indices(
     if not src or min(src) < 0 or any(not 0 <= i < len(src) for i in idx):
         return None
     return [src[i] for i in idx]
+
+
+def repeated_source_warning(study: str, kept_source: Sequence[int] | None, num_frames: int) -> str | None:
+    """
+    The warning for a study whose kept frames are fewer distinct slices/frames of its file than were kept, else
+    ``None``. That happens only when the study has fewer slices/frames along the frame axis than the network's ``T``
+    (``num_frames``): the input repeats or interpolates them, and a sampler can keep two neighbouring network frames
+    made from the same source frame, so the prediction rests on fewer distinct frames than ``k``.
+
+    Args:
+        study: how to name the study (id or path).
+        kept_source: the kept frames' source numbers (:func:`kept_source_indices`; ``None``: unknown, no warning).
+        num_frames: ``T``.
+    """
+    if not kept_source:
+        return None
+    distinct = len(set(kept_source))
+    if distinct == len(kept_source):
+        return None
+    return (f"study {study}: the {len(kept_source)} kept frames are only {distinct} distinct slices/frames of the "
+            f"file (source numbers {list(kept_source)}): it has fewer along the frame axis than the network's "
+            f"T={num_frames}, so frames were repeated or interpolated to make the input.")
 
 
 # ---------------------------------------------------------------------------------------------------- discovery

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from monai_das.data.studies import Study, StudySource, kept_source_indices
+from monai_das.data.studies import Study, StudySource, kept_source_indices, repeated_source_warning
 from monai_das.deploy.predictor import Prediction
 from monai_das.utils.io import write_text_atomic
 
@@ -23,7 +24,9 @@ __all__ = [
     "write_summary",
 ]
 
-#: bumped when the report layout changes
+logger = logging.getLogger(__name__)
+
+#: bumped when the report layout changes (not for an added key)
 REPORT_VERSION = "1"
 
 
@@ -62,7 +65,9 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     :func:`monai_das.data.kept_source_indices`; the ``source_frames`` of a bundle's predictions),
     ``kept_instance_numbers`` (DICOM series only), ``num_frames`` (``T``), ``num_kept`` (``k``), ``compute_saved``
     (``1 - k/T``), ``macs`` / ``macs_saved`` (measured, eager models only, else ``null``), ``input`` (original shape
-    and reader facts), ``model`` (source, format, layout, ...), ``error`` (``null``).
+    and reader facts), ``model`` (source, format, layout, ...), ``warnings`` (messages, also logged: e.g. kept frames
+    that are fewer distinct source frames than ``k``, :func:`monai_das.data.repeated_source_warning`), ``error``
+    (``null``).
     """
     p = prediction.to_dict()
     labels = list(model.get("labels") or [])
@@ -74,6 +79,9 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     if kept_src is not None and instance_numbers and study.info.get("source_axis") == 2:  # slices of the series
         kept_instances = [instance_numbers[i] for i in kept_src if i < len(instance_numbers)]
     info = {k: v for k, v in study.info.items() if k not in ("modality", "instance_numbers")}
+    warnings = [w for w in [repeated_source_warning(f"'{study.source.study_id}'", kept_src, p["num_frames"])] if w]
+    for w in warnings:
+        logger.warning(w)
     return {
         "report_version": REPORT_VERSION,
         "study_id": study.source.study_id,
@@ -94,6 +102,7 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
         "macs_saved": p["macs_saved"],
         "input": info,
         "model": dict(model),
+        "warnings": warnings,
         "error": None,
     }
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.data.studies import kept_source_indices
+from monai_das.data.studies import kept_source_indices, repeated_source_warning
 from monai_das.utils.io import atomic_file, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -272,6 +272,10 @@ class PredictionWriter:
                 frames = kept_source_indices(kept, item.get("source_indices"))
                 if frames is not None:
                     row["source_frames"] = ";".join(str(i) for i in frames)
+                    t = torch.as_tensor(item["source_indices"]).numel()
+                    warning = repeated_source_warning(f"{row['id']!r} ({row['source']})", frames, t)
+                    if warning:
+                        self.logger.warning(warning)
         return [row.get(k, "") for k in self.fields]
 
     def __call__(self, engine: Any) -> None:

@@ -18,6 +18,7 @@ from monai_das.data import (
     StudySource,
     discover_studies,
     kept_source_indices,
+    repeated_source_warning,
     list_studies,
     study_fingerprint,
 )
@@ -293,3 +294,10 @@ def test_kept_source_indices():
     assert kept_source_indices(None, [1, 2]) is None and kept_source_indices([0], None) is None
     assert kept_source_indices([0, 1], [-1, -1]) is None  # unknown
     assert kept_source_indices([4], [0, 1]) is None  # out of range
+
+
+def test_repeated_source_warning():
+    assert repeated_source_warning("'a'", [3, 5, 9], 28) is None and repeated_source_warning("'a'", None, 28) is None
+    msg = repeated_source_warning("'a' (/x/a.mp4)", [4, 6, 6, 6], 32)
+    assert msg.startswith("study 'a' (/x/a.mp4): the 4 kept frames are only 2 distinct slices/frames of the file")
+    assert "[4, 6, 6, 6]" in msg and "T=32" in msg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from das_deploy_helpers import (
     write_nifti,
 )
 from monai_das.deploy import DASPredictor, ModelSpec, Study, StudySource, find_bundle_files, study_report
+from monai_das.transforms import uniform_indices
 
 
 def test_checkpoint_bundle_matches_eager(checkpoint_bundle):
@@ -145,7 +147,24 @@ def test_study_report_maps_indices(torchscript_model):
     assert report["kept_source_indices"] == [100, 108, 116, 130]
     assert report["kept_instance_numbers"] == [101, 109, 117, 131]
     assert set(report["probabilities"]) == set(LABELS) and sum(report["probabilities"].values()) == pytest.approx(1)
+    assert report["warnings"] == []
     json.dumps(report, allow_nan=False)  # serializable
+
+
+def test_study_report_warns_when_kept_frames_share_a_source_frame(torchscript_model, caplog):
+    """A 10-frame clip stretched to T = 16: kept positions 3 and 4 are both source frame 2 → a warning, logged too."""
+    pred = DASPredictor.from_path(torchscript_model[0])
+    x = torch.zeros(1, *GRID)
+    x[:, [0, 3, 4, 15]] = 1.0
+    source_indices = uniform_indices(10, 16).tolist()  # 0, 0, 1, 2, 2, 3, ...: what LoadVideo makes of 10 frames
+    study = Study(StudySource("short", "video", torchscript_model[0]), x, source_indices, {"modality": "US"})
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy.report"):
+        report = study_report(study, pred.predict(x), pred.describe())
+    kept_src = report["kept_source_indices"]
+    assert report["kept_indices"] == [0, 3, 4, 15] and kept_src == [0, 2, 2, 9]
+    assert len(report["warnings"]) == 1 and report["warnings"][0] in caplog.text
+    assert f"study 'short': the 4 kept frames are only 3 distinct slices/frames" in report["warnings"][0]
+    assert "T=16" in report["warnings"][0]
 
 
 def test_real_bundle_export_matches_checkpoint(tmp_path):

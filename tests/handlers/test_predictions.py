@@ -46,6 +46,29 @@ def test_rows_errors_and_json(tmp_path, capsys, caplog):
     assert capsys.readouterr().out == ""  # logged, not printed
 
 
+def test_kept_frames_from_one_source_frame_are_warned(tmp_path, caplog):
+    """source_frames maps every kept frame; a study stretched to T whose kept frames share a source frame is warned."""
+    sources = {"long": list(range(10, 18)), "short": [0, 0, 1, 1, 2, 2, 3, 3], "dup": [0, 0, 0, 1, 1, 1, 2, 2]}
+
+    def step(engine, batch):  # kept 1, 4, 6 of T = 8 for every study
+        engine.state.batch = [{"id": i, "source": f"/data/{i}", "fingerprint": i, "error": "",
+                               "source_indices": sources[i]} for i in batch]
+        return [{"pred": torch.tensor([0.2, 0.8]), "indices": torch.tensor([1, 4, 6])} for _ in batch]
+
+    path = tmp_path / "predictions.csv"
+    engine = Engine(step)
+    PredictionWriter(path, ["neg", "pos"]).attach(engine)
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.predictions"):
+        engine.run([["long", "short", "dup"]], max_epochs=1)
+    rows = {r["id"]: r for r in csv.DictReader(open(path))}
+    assert [rows[i]["source_frames"] for i in sources] == ["11;14;16", "0;2;3", "0;1;2"]
+    assert "'long'" not in caplog.text and "'short'" not in caplog.text  # shorter than T, but distinct kept frames
+    sources["dup"] = [0, 1, 1, 1, 1, 1, 1, 2]  # kept 1, 4, 6 → 1, 1, 1
+    engine.run([["dup"]], max_epochs=1)
+    assert "study 'dup' (/data/dup): the 3 kept frames are only 1 distinct slices/frames of the file" in caplog.text
+    assert "T=8" in caplog.text and len([r for r in caplog.records if "kept frames are only" in r.message]) == 1
+
+
 def test_non_finite_probabilities_are_an_error_row(tmp_path):
     """A damaged model's NaN probabilities give an error row naming the study, never a label argmax'd out of NaN (nor a
     bare NaN in predictions.json, which is not JSON)."""

@@ -250,7 +250,7 @@ class DASClassification(BasicInferTask):
         data["das"] = {
             k: report[k]
             for k in ("predicted_label", "predicted_name", "probabilities", "kept_indices", "kept_source_indices",
-                      "kept_instance_numbers", "num_frames", "num_kept", "compute_saved", "macs_saved")
+                      "kept_instance_numbers", "num_frames", "num_kept", "compute_saved", "macs_saved", "warnings")
         }
         data["das"]["engine"] = predictor.engine
         return data
