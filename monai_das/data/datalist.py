@@ -30,6 +30,7 @@ __all__ = [
     "datalist_splits",
     "datalist_classes",
     "classes_of_labels",
+    "check_class_name",
     "split_training",
     "check_study_shapes",
 ]
@@ -175,6 +176,20 @@ def _raw_label(value: Any, where: str) -> str:
     return str(value).strip()
 
 
+def check_class_name(name: str, where: str) -> str:
+    """
+    ``name`` when it is a plain class name; ``ValueError`` naming ``where`` when it starts with ``$`` or ``%`` or holds
+    ``@``: class names go into the model card, which MONAI bundle tools read with their ``ConfigParser`` (as code:
+    ``$`` expressions, ``%file#key`` macros that copy another file in, ``@`` references).
+    """
+    if name.startswith(("$", "%")) or "@" in name:
+        raise ValueError(
+            f"{where}: class name {name!r} starts with '$'/'%' or contains '@', which MONAI bundle configs read as "
+            "code or references; rename the class."
+        )
+    return name
+
+
 def _json_label_names(path: Path, data: dict) -> list[str] | None:
     """The top-level ``"labels"`` of a Decathlon ``dataset.json`` (``{"0": "name", ...}`` or a list) as a list."""
     labels = data.get("labels")
@@ -193,7 +208,7 @@ def _json_label_names(path: Path, data: dict) -> list[str] | None:
         raise ValueError(f"{path}: 'labels' must be an object {{\"0\": name, ...}} or a list, got {labels!r}.")
     if not names or len(set(names)) != len(names) or not all(n.strip() for n in names):
         raise ValueError(f"{path}: 'labels' must hold distinct, non-blank class names, got {names}.")
-    return names
+    return [check_class_name(n, f"{path}: 'labels'") for n in names]
 
 
 #: values of a CSV's optional ``split`` column (case-insensitive; blank: training)
@@ -269,6 +284,8 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
     """
     if not values:
         return []
+    for v, where in values.items():
+        check_class_name(v, where)
     ints = [v for v in values if _INT_RE.match(v)]
     if len(ints) == len(values):  # integer labels are class indices: classes "0".."max"
         top = max(int(v) for v in ints)
@@ -433,7 +450,12 @@ def load_datalist(
     if not entries:
         raise ValueError(f"{path}: the '{split}' list is empty" + (" (a header, no rows)." if kind == "csv" else "."))
     json_names = _json_label_names(path, _read_json(path)) if kind == "json" else None
-    classes = list(label_names) if label_names is not None else _classes_of(path, rows, json_names)
+    if label_names is not None:
+        classes = list(label_names)
+        for n in classes:
+            check_class_name(str(n), "label_names")
+    else:
+        classes = _classes_of(path, rows, json_names)
 
     for loc, item in entries:  # checked here: load_decathlon_datalist would fail without naming the item
         image = item.get("image")

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 ONNX_NAMES = ("model.onnx",)
 TORCHSCRIPT_NAMES = ("model.ts",)
+#: suffixes of a model file loaded as TorchScript (any other non-ONNX file is a checkpoint: weights only)
+TORCHSCRIPT_SUFFIXES = (".ts",)
 CHECKPOINT_NAMES = ("model.pt", "model.pth")
 
 
@@ -50,7 +52,9 @@ def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
     """
     Locate ``onnx``, ``torchscript``, ``checkpoint``, ``config``, ``metadata`` and ``card`` for ``path``: a bundle
     folder (``configs/``, ``models/``), a ``models/`` folder, or a model file (inside a bundle or not). A model file
-    is ``onnx`` by its ``.onnx`` suffix, ``torchscript`` by its content (a zip with ``code/``), else ``checkpoint``.
+    is ``onnx`` by its ``.onnx`` suffix, ``torchscript`` by its ``.ts`` suffix (``ckpt_export``'s), else
+    ``checkpoint`` (weights only, never run). A TorchScript program under another name (``weights.pt``) is refused
+    with a ``ValueError``: the name asked for weights, and a TorchScript file runs the program stored in it.
 
     ``config`` (``configs/inference.json``) is returned for a folder only: a config is code that MONAI evaluates, so it
     is used when the user points at its bundle, never because it happens to lie next to a model file. ``metadata``
@@ -67,8 +71,17 @@ def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
         root = path.parent.parent if path.parent.name == "models" else path.parent
         if path.suffix.lower() == ".onnx":
             key = "onnx"
+        elif path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
+            key = "torchscript"
+        elif _is_torchscript(path):
+            raise ValueError(
+                f"'{path}' is a TorchScript program, not a checkpoint: a model file named like a checkpoint is read "
+                "as weights only (torch.load weights_only=True) and never run. If you trust it as a program, give it "
+                f"a {' or '.join(TORCHSCRIPT_SUFFIXES)} name (what monai.bundle ckpt_export writes); TorchScript runs "
+                "the code stored in the file."
+            )
         else:
-            key = "torchscript" if _is_torchscript(path) else "checkpoint"
+            key = "checkpoint"
         found[key] = path
         models = path.parent
     else:

@@ -428,7 +428,8 @@ class DASPredictor:
 
         Raises:
             ValueError: a study of another shape than the model's (the message names the model file and both
-            shapes), NaN values, or a ``k`` this model cannot keep (see :meth:`budget`).
+            shapes), NaN values, a ``k`` this model cannot keep (see :meth:`budget`), or more or fewer class
+            probabilities than the metadata's class names.
         """
         x = self.check_input(image)
         k = self.budget(num_samples) if num_samples is not None else self.num_kept
@@ -447,6 +448,11 @@ class DASPredictor:
         probs = torch.sigmoid(logits) if logits.numel() == 1 else torch.softmax(logits, dim=0)
         label = int(probs[0] >= 0.5) if logits.numel() == 1 else int(torch.argmax(probs))
         probs_list = [1.0 - float(probs[0]), float(probs[0])] if logits.numel() == 1 else probs.tolist()
+        labels = self.spec.labels
+        if labels and len(probs_list) != len(labels):  # a label argmax'd out of another model's classes otherwise
+            where = f"the model '{self.source}'" if self.source else "the model"
+            raise ValueError(f"{where} gives {len(probs_list)} class probabilities, but its metadata names "
+                             f"{len(labels)} classes {labels}: the model card belongs to another model.")
         kept = idx[0].cpu().tolist() if idx is not None else None
         t = self.spec.num_frames
         k = len(kept) if kept is not None else k

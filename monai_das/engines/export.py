@@ -44,6 +44,7 @@ __all__ = [
     "CARD_PROP",
     "read_model_card",
     "card_overrides",
+    "check_card_for_parser",
     "build_network",
     "save_onnx",
     "ExportedClassifier",
@@ -103,13 +104,40 @@ def _plain_tree(value: Any, key: str) -> Any:
     return _plain_name(value, key)
 
 
+def check_card_for_parser(card: Any, source: str | os.PathLike, key: str = "") -> None:
+    """
+    Refuse a model card that MONAI's ``ConfigParser`` would not read as plain data: ``ckpt_export`` reads its
+    ``meta_file`` with the parser, which replaces a string starting with ``%`` by the content of another file
+    (``"%/path/file.json#key"``: any readable JSON/YAML would be copied into the exported ``model.ts``) and treats
+    strings starting with ``$``/``@`` and keys such as ``_target_`` as code or references. A card is data written by
+    the training; such a value there (e.g. a class name from a datalist) is an error naming its key, never expanded.
+    """
+    if isinstance(card, Mapping):
+        for k, v in card.items():
+            name = str(k)
+            if name.startswith(("$", "%", "@")) or name in ("_target_", "_requires_", "_disabled_", "_mode_", "_desc_"):
+                raise ValueError(f"model card '{source}': key {key}#{name!r} is a MONAI config directive; the card is "
+                                 "data and is not exported with it.")
+            check_card_for_parser(v, source, f"{key}#{name}")
+    elif isinstance(card, list):
+        for i, v in enumerate(card):
+            check_card_for_parser(v, source, f"{key}#{i}")
+    elif isinstance(card, str) and card.startswith(("$", "%", "@")):
+        raise ValueError(
+            f"model card '{source}': value {key.lstrip('#') or '(root)'}={card[:60]!r} starts with {card[0]!r}, which "
+            "MONAI's ConfigParser (used by ckpt_export for the card) would expand or evaluate ('%': the content of "
+            "another file); the card is data: edit or remove that value (a class name starting with it: rename it)."
+        )
+
+
 def card_overrides(card: Mapping) -> dict:
     """
     Config overrides that make the bundle's ``network_def`` build the network the card describes: ``info`` (the data
     facts the network uses: ``layout``, ``num_frames``, ``in_channels``, ``num_classes``, ``slice_axis``,
     ``spatial_size``, ``image_shape``) and ``method``, ``keep_ratio``, ``temporal_head``, ``context_frames``,
     ``encoder`` (a name of
-    ``monai.networks.nets``; an encoder module recorded by class path is left to the config), ``encoder_kwargs``,
+    ``monai.networks.nets``; an encoder module recorded by class path is left to the config), ``encoder_kwargs``
+    (without the arguments that load weights, :func:`monai_das.networks.factory.architecture_kwargs`),
     ``sampler_kwargs``.
     """
     facts = card.get(CARD_KEY) if isinstance(card, Mapping) else None
@@ -135,8 +163,17 @@ def card_overrides(card: Mapping) -> dict:
         raise ValueError(f"model card value {CARD_KEY}#context_frames: {e}") from None
     encoder = facts.get("encoder")
     if encoder is None or (isinstance(encoder, str) and "." not in encoder):
+        from monai_das.networks.factory import architecture_kwargs
+
         overrides["encoder"] = _plain_name(encoder, f"{CARD_KEY}#encoder")
-        overrides["encoder_kwargs"] = _plain_tree(facts.get("encoder_kwargs") or {}, f"{CARD_KEY}#encoder_kwargs")
+        # the architecture only: an argument that downloads or reads weights is not taken from the card (data), and
+        # the checkpoint's weights replace the encoder's start anyway
+        kwargs = _plain_tree(facts.get("encoder_kwargs") or {}, f"{CARD_KEY}#encoder_kwargs")
+        overrides["encoder_kwargs"] = architecture_kwargs(encoder, kwargs)
+        dropped = sorted(k for k in kwargs if overrides["encoder_kwargs"].get(k, not kwargs[k]) != kwargs[k])
+        if dropped:
+            logger.info(f"the card's encoder arguments {dropped} load weights: not used to rebuild the network (the "
+                        "checkpoint holds its weights).")
     else:
         logger.warning(f"the card's encoder {encoder!r} is a module recorded by class path: the config's own "
                        f"'encoder'/'encoder_kwargs' build it.")
@@ -419,12 +456,14 @@ def export_torchscript(
 ) -> str:
     """
     ``monai.bundle.ckpt_export`` (trace) of a trained bundle with the card as ``meta_file`` (embedded as
-    ``metadata.json``), the trace input ``[1, *image_shape]`` and the network keys/data facts from the card.
+    ``metadata.json``), the trace input ``[1, *image_shape]`` and the network keys/data facts from the card. A card
+    that MONAI's parser would not read as plain data is refused first (:func:`check_card_for_parser`).
     """
     from monai.bundle import ckpt_export
 
     root, ckpt, card_path = _bundle_paths(bundle_root, ckpt_file, meta_file)
     card = read_model_card(card_path)
+    check_card_for_parser(card, card_path)  # ckpt_export reads the card with MONAI's ConfigParser
     out = Path(filepath) if filepath is not None else root / "models" / "model.ts"
     from monai_das.utils.io import atomic_file
 

@@ -6,6 +6,7 @@ import difflib
 import inspect
 import math
 import numbers
+import re
 import typing
 from typing import Any
 
@@ -26,7 +27,7 @@ from monai_das.networks.nets.sampler import check_count
 from monai_das.networks.utils import check_num_kept
 from monai_das.networks.nets.subsampled_classifier import check_context_frames
 
-__all__ = ["SAMPLERS", "get_sampler", "get_encoder", "num_kept", "kept_frames", "build_classifier"]
+__all__ = ["SAMPLERS", "get_sampler", "get_encoder", "architecture_kwargs", "num_kept", "kept_frames", "build_classifier"]
 
 SAMPLERS: dict[str, type[BaseSampler]] = {
     "das": DASampler,
@@ -125,6 +126,35 @@ def _parameter_names(target: Any, cls: type[nn.Module]) -> set[str]:
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
     return names
+
+
+#: encoder arguments that load weights (a download, a URL, a local file): dropped by :func:`architecture_kwargs`
+_WEIGHT_ARGUMENT = re.compile(r"pretrain|url|weights|download|checkpoint|ckpt|model_dir", re.IGNORECASE)
+
+
+def architecture_kwargs(name: str | None, kwargs: dict | None) -> dict:
+    """
+    The arguments of the frame encoder ``name`` (``None``: :class:`MobileNetV3Small`; else a network of
+    ``monai.networks.nets``, see :func:`get_encoder`) that build its architecture without loading any weights: the
+    arguments that download or read weights (names holding ``pretrain``, ``url``, ``weights``, ``download``,
+    ``checkpoint``, ``ckpt``, ``model_dir``: ``pretrained``, ``weights_path``, ``pretrained_url``, ...) are dropped,
+    and ``pretrained=False`` is set where the network takes it (``EfficientNetBN`` loads ImageNet weights by
+    default). For a trained network rebuilt from its model card (the checkpoint's weights replace whatever the
+    encoder starts with): the card is data, and never makes a rebuild download or read a file.
+    """
+    kwargs = dict(kwargs or {})
+    out = {k: v for k, v in kwargs.items() if not _WEIGHT_ARGUMENT.search(str(k))}
+    if name is None:
+        target: Any = MobileNetV3Small
+    else:
+        import monai.networks.nets as monai_nets
+
+        key = name[len(_MONAI_NETS) + 1:] if name.startswith(_MONAI_NETS + ".") else name
+        target = getattr(monai_nets, key, None) if key.isidentifier() and not key.startswith("_") else None
+    cls = _network_class(target)
+    if cls is not None and "pretrained" in _parameter_names(target, cls):
+        out["pretrained"] = False
+    return out
 
 
 def get_encoder(name: str, in_channels: int = 1, **kwargs: Any) -> nn.Module:

@@ -15,19 +15,36 @@ from typing import Any
 __all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "file_digest", "check_checkpoint", "read_checkpoint"]
 
 
+def _file_mode() -> int:
+    """The permissions ``open()`` gives a new file under the process umask (read once, at import, single-threaded)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
     """
     A temporary path beside ``filepath`` (same folder, same suffix, so writers that pick the format by suffix still
     work) that replaces ``filepath`` in one ``os.replace`` when the block ends without an error; on an error it is
     deleted and ``filepath`` is left as it was. A reader never sees a half-written file, and a kill leaves at most a
-    hidden ``.<name>.tmp<pid>`` file behind.
+    hidden ``.<name>.<random>.tmp<suffix>`` file behind. The temporary file is created by ``tempfile.mkstemp``
+    (exclusively, with a random name: never a file or link planted there before, never the temporary file of another
+    writer of the same target) and gets the permissions of a plain new file before the swap.
     """
+    import tempfile
+
     path = Path(filepath)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -272,6 +272,9 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
          r"labels\.csv:3: 4 cells for the 3 header columns .*extra: \['extra'\].*quote a value that holds a comma"),
         (["image,label", "a.npy,Benign", "b.npy,benign"], ValueError,
          r"labels\.csv: the labels 'Benign' \(.*labels\.csv:2\) and 'benign' \(.*labels\.csv:3\) differ only in case"),
+        # class names go into the model card, which MONAI's ckpt_export parses: '%/f.json#k' would copy a file in
+        (["image,label", "a.npy,x", "b.npy,%/etc/secret.json#token"], ValueError,
+         r"labels\.csv:3: class name '%/etc/secret\.json#token' starts with '\$'/'%' or contains '@'"),
     ],
 )
 def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):
@@ -298,6 +301,8 @@ def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):
         ([{"image": "nope.npy", "label": "n"}], {}, r"datalist\.json:training\[0\]: image .*nope\.npy' does not exist"),
         ([], {}, r"datalist\.json: the 'training' list is empty"),
         ([{"image": "a.npy", "label": [0, 1]}], {}, r"datalist\.json:training\[0\]: label \[0, 1\] must be"),
+        ([{"image": "a.npy", "label": 0}], {"labels": {"0": "$print(1)"}},
+         r"datalist\.json: 'labels': class name '\$print\(1\)' starts with"),
     ],
 )
 def test_json_errors_name_file_and_item(tmp_path, training, extra, match):

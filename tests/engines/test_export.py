@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from monai_das.engines.export import CARD_PROP, card_overrides, read_model_card, read_onnx_card, save_onnx
+from monai_das.engines.export import (
+    CARD_PROP,
+    card_overrides,
+    check_card_for_parser,
+    export_torchscript,
+    read_model_card,
+    read_onnx_card,
+    save_onnx,
+)
 from monai_das.handlers import build_model_card
 from monai_das.networks import build_classifier
 
@@ -97,6 +105,59 @@ def test_card_overrides_take_plain_values_only(tmp_path):
     template.write_text(json.dumps({"version": "0.1.0", "network_data_format": {}}))
     with pytest.raises(ValueError, match="not a model card"):
         read_model_card(template)
+
+
+def test_card_encoder_arguments_never_load_weights(caplog):
+    """A card is data: rebuilding its network never downloads or reads weights (the checkpoint holds them)."""
+    from monai_das.networks.factory import architecture_kwargs
+
+    card = build_model_card(None, {**FACTS, "encoder_kwargs": {"pretrained": True, "weights_path": "/etc/passwd",
+                                                                "dropout": 0.1, "stem_stride": 1}})
+    with caplog.at_level("INFO", logger="monai_das.engines.export"):
+        over = card_overrides(card)
+    assert over["encoder_kwargs"] == {"dropout": 0.1, "stem_stride": 1, "pretrained": False}
+    assert "['pretrained', 'weights_path'] load weights" in caplog.text
+    hostile = {"pretrained_url": "http://127.0.0.1:9/evil.pth", "pretrained_state_dict_key": "x", "out_classes": 2}
+    assert architecture_kwargs("HoVerNet", hostile) == {"out_classes": 2}
+    # EfficientNetBN downloads ImageNet weights unless told not to; resnet18 takes `pretrained` too
+    assert architecture_kwargs("EfficientNetBN", {"model_name": "efficientnet-b0"}) == \
+        {"model_name": "efficientnet-b0", "pretrained": False}
+    assert architecture_kwargs("monai.networks.nets.resnet18", {"num_classes": 8}) == \
+        {"num_classes": 8, "pretrained": False}
+    assert architecture_kwargs("DenseNet121", {"out_channels": 8, "progress": False}) == \
+        {"out_channels": 8, "progress": False, "pretrained": False}
+    net = build_classifier("das", 2, 8, encoder="EfficientNetBN",  # built offline: no download attempted
+                           encoder_kwargs=architecture_kwargs("EfficientNetBN", {"model_name": "efficientnet-b0"}))
+    assert net.eval()(torch.rand(1, 1, 8, 32, 32)).shape == (1, 2)
+
+
+def test_a_card_monai_would_expand_is_refused(tmp_path):
+    """ckpt_export reads the card with MONAI's ConfigParser: a '%file#key' value would copy another file into the
+    export, '$'/'@' values and '_target_' keys are code or references: refused before the export, naming the key."""
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"token": "SECRET-123"}))
+    card = build_model_card(None, FACTS)
+    check_card_for_parser(card, "card.json")  # a card written by the training is plain data
+    for where, value in ((("description",), f"%{secret}#token"), (("das_model", "label_names", 0), "$print(1)"),
+                         (("authors",), "@network_def")):
+        bad = json.loads(json.dumps(card))
+        node = bad
+        for k in where[:-1]:
+            node = node[k]
+        node[where[-1]] = value
+        with pytest.raises(ValueError, match=rf"model card 'card.json': value {'#'.join(map(str, where))}=.* starts "
+                                             rf"with '\{value[0]}'"):
+            check_card_for_parser(bad, "card.json")
+    with pytest.raises(ValueError, match=r"key #extra#'_target_' is a MONAI config directive"):
+        check_card_for_parser({**card, "extra": {"_target_": "os.getcwd"}}, "card.json")
+    # export_torchscript refuses before MONAI's parser reads the card (the checkpoint is not even opened)
+    models = tmp_path / "b" / "models"
+    models.mkdir(parents=True)
+    (models / "model.pt").write_bytes(b"not read")
+    (models / "metadata.json").write_text(json.dumps({**card, "description": f"%{secret}#token"}))
+    with pytest.raises(ValueError, match="value description=.* starts with '%'"):
+        export_torchscript(tmp_path / "b", "unused_inference.json")
+    assert not (models / "model.ts").exists()
 
 
 def test_export_keeps_the_exporters_chatter_out_of_the_log(tmp_path, caplog):

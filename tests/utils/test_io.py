@@ -63,3 +63,31 @@ def test_pickled_objects_are_refused_not_run(tmp_path):
     torch.save({"model": Payload()}, path)
     with pytest.raises(ValueError, match="holds Python objects other than tensors.*weights_only=True"):
         read_checkpoint(path)
+
+
+def test_atomic_file_never_writes_through_a_planted_link(tmp_path):
+    """The temporary file is made exclusively with a random name: a link planted beside the target is never followed,
+    two writers of one target never share a temporary file, and the result has a plain new file's permissions."""
+    import os
+    import stat
+
+    from monai_das.utils.io import atomic_file, write_text_atomic
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    target = tmp_path / "out" / "report.json"
+    target.parent.mkdir()
+    for pid_name in (f".report.tmp{os.getpid()}.json", ".report.tmp.json"):  # the old, predictable names
+        (target.parent / pid_name).symlink_to(victim)
+    with atomic_file(target) as first, atomic_file(target) as second:
+        assert first != second and first.parent == target.parent and first.suffix == ".json"
+        assert first.is_file() and not first.is_symlink()
+        second.write_text("second")
+        first.write_text("first")
+    assert target.read_text() == "first" and victim.read_text() == "untouched"
+    write_text_atomic("again", target)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask and target.read_text() == "again"
+    left = sorted(p.name for p in target.parent.iterdir())
+    assert left == sorted([".report.tmp.json", f".report.tmp{os.getpid()}.json", "report.json"])  # no temporary left

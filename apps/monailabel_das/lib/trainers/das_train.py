@@ -48,6 +48,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import device_list
 
+from monai_das.data.datalist import check_class_name
 from monai_das.utils.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -161,15 +162,6 @@ def _class_value(datastore: Datastore, image_id: str, label_id: str, tag: str) -
     return None
 
 
-def _check_name(name: str, where: str) -> str:
-    if name.startswith(("$", "%")) or "@" in name:
-        raise ValueError(
-            f"{where}: class name {name!r} starts with '$'/'%' or contains '@', which MONAI bundle configs read as "
-            "code or references; rename the class."
-        )
-    return name
-
-
 def _group(datastore: Datastore, image_id: str, label_info: Mapping) -> str:
     image_info = datastore.get_image_info(image_id) or {}
     for info in (image_info, label_info):
@@ -237,7 +229,7 @@ def datastore_datalist(
         return isinstance(v, int) or bool(_INT_RE.match(v))
 
     if label_names is not None:
-        classes = [_check_name(str(n).strip(), "labels") for n in label_names]
+        classes = [check_class_name(str(n).strip(), "labels") for n in label_names]
         if not classes or len(set(classes)) != len(classes) or not all(classes):
             raise ValueError(f"labels must be distinct, non-blank class names, got {list(label_names)}.")
     else:
@@ -249,7 +241,7 @@ def datastore_datalist(
                 "names (--conf labels name0,name1,...) so that indices can be read, or use names only."
             )
         if names:
-            classes = [_check_name(n, "datastore class") for n in names]
+            classes = [check_class_name(n, "datastore class") for n in names]
         else:
             if indices[0] < 0:
                 raise ValueError(f"class index {indices[0]} is negative.")
