@@ -50,6 +50,8 @@ from monai_das.data.studies import (
     discover_studies,
     kept_source_indices,
     repeated_source_warning,
+    check_series_stack,
+    series_read_ranks,
     list_studies,
     study_fingerprint,
 )
@@ -107,6 +109,8 @@ __all__ = [
     "discover_studies",
     "kept_source_indices",
     "repeated_source_warning",
+    "check_series_stack",
+    "series_read_ranks",
     "list_studies",
     "study_fingerprint",
     "SPLIT_SEED_OFFSETS",

@@ -608,7 +608,7 @@ def _npy_shape(path: str) -> tuple[int, list[int]]:
 
 #: the DICOM elements the shape check reads
 _SHAPE_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
-               "Modality")
+               "Modality", "InstanceNumber", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
 
 
 def _dicom_header(path: Path):
@@ -664,13 +664,22 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
             raise ValueError(f"mixes multi-frame DICOM ('{files[frames.index(max(frames))]}') and other files.")
         series = {str(h.get("SeriesInstanceUID", "")) for h in headers}
         if len(series) > 1:
-            raise ValueError(f"holds {len(series)} DICOM series; give one folder per series.")
+            no_image = [f"'{f.name}' (modality {h.get('Modality') or 'unknown'})" for f, h in zip(files, headers)
+                        if "Rows" not in h or "Columns" not in h]
+            extra = f", among them non-image DICOM file(s) {', '.join(no_image[:3])}" if no_image else ""
+            raise ValueError(f"holds {len(series)} DICOM series{extra}; give one folder per series (a report or "
+                             "other non-image file beside a series: move it out).")
         sizes = {_dicom_rows_cols(h, f) for f, h in zip(files, headers)}
         if len(sizes) > 1:
             raise ValueError(f"holds DICOM slices of different sizes {sorted(sizes)} (rows, columns).")
         channels = {_dicom_channels(h) for h in headers}
         if len(channels) > 1:
             raise ValueError(f"holds DICOM slices with different SamplesPerPixel {sorted(channels)}.")
+        from monai_das.data.studies import check_series_stack
+
+        # one stack, as inference and the Deploy app require (numbered slices, one plane, one pixel size, one slice
+        # per position; gaps and a gantry tilt warned): a model is not trained on what they would refuse
+        check_series_stack(files, headers, f"DICOM series '{path}'")
         (rows, cols), = sizes
         return "volume", channels.pop(), [cols, rows, len(files)]
     ds = _dicom_header(path)

@@ -49,6 +49,8 @@ __all__ = [
     "list_studies",
     "kept_source_indices",
     "repeated_source_warning",
+    "check_series_stack",
+    "series_read_ranks",
     "LoadStudy",
     "LoadStudyd",
     "LoadStudyD",
@@ -591,6 +593,142 @@ def list_studies(
 
 
 # ---------------------------------------------------------------------------------------------------- loading
+def itk_series_files(folder: str | os.PathLike) -> list[str]:
+    """
+    The files of the DICOM series in ``folder`` in the order MONAI's ``ITKReader`` stacks them (the reader training's
+    ``LoadImage`` uses for a folder): GDCM's lookup with the reader's own settings, first series. ``[]`` when there
+    is none.
+    """
+    import itk
+
+    lookup = itk.GDCMSeriesFileNames.New()
+    lookup.SetUseSeriesDetails(True)
+    lookup.AddSeriesRestriction("0008|0021")
+    lookup.SetDirectory(str(folder))
+    uids = lookup.GetSeriesUIDs()
+    return [str(p) for p in lookup.GetFileNames(uids[0])] if uids else []
+
+
+def series_read_ranks(folder: str | os.PathLike) -> list[int]:
+    """
+    For each slice of the DICOM series folder ``folder`` as training reads it (:func:`itk_series_files`: by
+    position), its rank in ``InstanceNumber`` order: the numbering of a datalist's ``evidence`` and of the reports'
+    source indices for a series (:class:`LoadStudy`), so both mean the same slices however the series is numbered.
+    """
+    files = itk_series_files(folder)
+    numbers = [int(read_dicom_header(f, ("InstanceNumber",)).get("InstanceNumber", 0) or 0) for f in files]
+    rank = {n: r for r, n in enumerate(sorted(numbers))}
+    return [rank[n] for n in numbers]
+
+
+#: how far (× the median slice spacing) two neighbouring slices of a series may lie apart before it is called a gap
+SLICE_GAP_FACTOR = 1.5
+
+
+def check_series_stack(files: Sequence[Path], headers: Sequence, where: str, warnings: list[str] | None = None
+                       ) -> tuple[list, bool]:
+    """
+    The slice headers of a DICOM series in ``InstanceNumber`` order (the order MONAI's ``PydicomReader`` stacks
+    them in) and whether the series must be read by position, after checking that they make one stack: every slice
+    numbered, no number twice (two echoes or phases, or re-sent slices, under one series UID), one orientation (no
+    localizer planes), one pixel spacing, and no position twice along the slice normal. Otherwise the reader would
+    interleave or drop slices, and a study would be trained on or classified from a scrambled volume without any
+    error. The second value is ``True`` when the positions do not strictly rise or fall in number order (numbers that
+    do not follow the anatomy): such a series is read by position (ITK), as training reads a folder.
+
+    A gap (two neighbouring slices more than :data:`SLICE_GAP_FACTOR` × the median spacing apart: a missing slice?)
+    and a gantry tilt (slices shifted along the plane from one to the next: the stack is sheared) are warned about,
+    naming the series, the files and the size; the series is still read as a plain stack.
+
+    The same check runs when a training datalist is read (:func:`monai_das.data.check_study_shapes`) and when
+    :class:`LoadStudy` reads a study, so training and inference accept the same series.
+
+    Args:
+        files: the series' files, in the order of ``headers``.
+        headers: their DICOM headers (at least ``InstanceNumber``, ``ImageOrientationPatient``,
+            ``ImagePositionPatient``, ``PixelSpacing``).
+        where: how to name the series in messages.
+        warnings: a list the warnings are appended to (they are logged either way).
+
+    Raises:
+        ValueError: naming the file(s) and the problem.
+    """
+    if len(headers) < 2:
+        return list(headers), False
+    numbers = {}
+    for f, h in zip(files, headers):
+        value = h.get("InstanceNumber")
+        if value is None or str(value).strip() == "":
+            raise ValueError(f"{where}: DICOM file '{f}' has no InstanceNumber, so the order of the "
+                             f"{len(headers)} slices of its series is unknown.")
+        n = int(value)
+        if n in numbers:
+            raise ValueError(f"{where}: DICOM files '{numbers[n][0]}' and '{f}' have the same InstanceNumber {n}: "
+                             "more than one stack in one series (echoes, phases, re-sent slices?). Give each "
+                             "stack a series of its own.")
+        numbers[n] = (f, h)
+    ordered = [numbers[n] for n in sorted(numbers)]
+    by_number = [h for _, h in ordered]
+    spacings = [h.get("PixelSpacing") for _, h in ordered]
+    if all(sp is not None and len(sp) == 2 for sp in spacings):
+        sp = np.asarray([[float(v) for v in x] for x in spacings])
+        off = np.flatnonzero(np.abs(sp - sp[0]).max(axis=1) > 1e-4 * np.abs(sp[0]).max())
+        if off.size:
+            i = int(off[0])
+            raise ValueError(f"{where}: DICOM file '{ordered[i][0]}' has PixelSpacing {sp[i].round(4).tolist()}, "
+                             f"'{ordered[0][0]}' {sp[0].round(4).tolist()}: slices of different pixel sizes in one "
+                             "series (a reformat or another acquisition?). Give each stack a series of its own.")
+    orientations = [h.get("ImageOrientationPatient") for _, h in ordered]
+    positions = [h.get("ImagePositionPatient") for _, h in ordered]
+    if any(o is None for o in orientations):
+        return by_number, False
+    if any(len(o) != 6 for o in orientations):  # malformed: nothing to compare (the reader makes no affine of it)
+        return by_number, False
+    cosines = np.asarray([[float(v) for v in o] for o in orientations])
+    off = np.flatnonzero(np.abs(cosines - cosines[0]).max(axis=1) > 1e-3)
+    if off.size:
+        i = int(off[0])
+        raise ValueError(f"{where}: DICOM file '{ordered[i][0]}' has ImageOrientationPatient "
+                         f"{cosines[i].round(4).tolist()}, '{ordered[0][0]}' {cosines[0].round(4).tolist()}: "
+                         "slices of different planes (a localizer?) in one series.")
+    if any(p is None or len(p) != 3 for p in positions):
+        return by_number, False
+    normal = np.cross(cosines[0][:3], cosines[0][3:])
+    points = np.asarray([[float(v) for v in p] for p in positions])
+    depth = points @ normal
+    rank = np.argsort(depth, kind="stable")
+    same = np.flatnonzero(np.diff(depth[rank]) <= 1e-3)  # two slices within 1 µm: one place, two images
+    if same.size:
+        i, j = int(rank[same[0]]), int(rank[same[0] + 1])
+        raise ValueError(f"{where}: DICOM files '{ordered[i][0]}' and '{ordered[j][0]}' lie at the same position "
+                         f"along the slice normal ({depth[i]:.3f} and {depth[j]:.3f} mm): more than one stack in "
+                         "one series (echoes, phases, re-sent slices?). Give each stack a series of its own.")
+    said: list[str] = []
+    gaps = np.diff(depth[rank])
+    typical = float(np.median(gaps))
+    wide = np.flatnonzero(gaps > SLICE_GAP_FACTOR * typical)
+    if wide.size:
+        i, j = int(rank[wide[0]]), int(rank[wide[0] + 1])
+        said.append(f"{where}: a gap of {gaps[wide[0]]:.3g} mm between DICOM files '{ordered[i][0]}' and "
+                    f"'{ordered[j][0]}' ({wide.size} such gap(s); the median slice spacing is {typical:.3g} mm): "
+                    "missing slices? The series is read as a plain stack, the gap closed.")
+    shift = np.diff(points[rank], axis=0)
+    along = np.linalg.norm(shift - np.outer(shift @ normal, normal), axis=1)  # movement within the slice plane
+    tilt = float(np.degrees(np.arctan2(np.median(along), typical)))
+    if tilt > 1.0:
+        said.append(f"{where}: the slices shift {float(np.median(along)):.3g} mm along their plane from one to the "
+                    f"next (gantry tilt of about {tilt:.1f} degrees): the series is read as a plain stack, sheared.")
+    for message in said:
+        logger.warning(message)
+    if warnings is not None:
+        warnings.extend(said)
+    steps = np.diff(depth)
+    if (steps * np.sign(steps[0]) > 0).all():  # numbers follow the positions, one way or the other
+        return by_number, False
+    logger.info("%s: InstanceNumbers do not follow the slice positions; reading the series by position (ITK)", where)
+    return by_number, True
+
+
 class LoadStudy(Transform):
     """
     Read one study and turn it into the network input described by a recipe (see
@@ -759,10 +897,12 @@ class LoadStudy(Transform):
         if len(headers) < self.min_frames:
             raise self._too_few(source, f"has {len(headers)} slice(s)")
         file_headers = headers  # in the order of source.files
-        headers, by_position = self._slice_order(source, headers)
+        said: list[str] = []
+        headers, by_position = self._slice_order(source, headers, said)
         from monai.data import PydicomReader
 
         info = {
+            **({"warnings": said} if said else {}),
             "modality": str(headers[0].get("Modality", "")) or None,
             "study_instance_uid": str(headers[0].get("StudyInstanceUID", "")) or None,
             "series_instance_uid": str(headers[0].get("SeriesInstanceUID", "")) or None,
@@ -794,17 +934,10 @@ class LoadStudy(Transform):
         count slices in ``InstanceNumber`` order (``info["instance_numbers"]``, sorted; ``file_headers``: the
         headers in the order of ``source.files``): ITK's slice ``i`` is renumbered to its rank by number.
         """
-        import itk
         from monai.data import ITKReader
 
         with _series_links(source.files) as (tmp, links):
-            # the file order ITKReader will read (its own lookup, repeated here for the numbers of its slices)
-            lookup = itk.GDCMSeriesFileNames.New()
-            lookup.SetUseSeriesDetails(True)
-            lookup.AddSeriesRestriction("0008|0021")
-            lookup.SetDirectory(tmp)
-            uids = lookup.GetSeriesUIDs()
-            order = [os.path.basename(p) for p in lookup.GetFileNames(uids[0])] if uids else []
+            order = [os.path.basename(p) for p in itk_series_files(tmp)]
             if len(order) != len(links):
                 left = [f for link, f in zip(links, source.files) if link not in order]
                 raise RuntimeError(f"{self._where(source)}: ITK reads {len(order)} of its {len(links)} slices "
@@ -823,64 +956,10 @@ class LoadStudy(Transform):
         src = [itk_rank[i] if i >= 0 else i for i in study.source_indices]
         return self._study(source, study.image.as_tensor(), dict(study.image.meta), src, study.info)
 
-    def _slice_order(self, source: StudySource, headers: list) -> tuple[list, bool]:
-        """
-        The slice headers of a DICOM series in ``InstanceNumber`` order (the order MONAI's ``PydicomReader`` stacks
-        them in) and ``False``, after checking that they make one stack: every slice numbered, no number twice (two
-        echoes or phases, or re-sent slices, under one series UID), one orientation (no localizer planes), and no
-        position twice along the slice normal. Otherwise the reader would interleave or drop slices and the study
-        would be classified from a scrambled volume without any error. ``True`` when the positions do not strictly
-        rise or fall in number order (numbers that do not follow the anatomy): the series is then read by position,
-        as training reads it (:meth:`_load_series_by_position`).
-        """
-        files = source.files or [source.path]
-        if len(headers) < 2:
-            return list(headers), False
-        where = f"study '{source.study_id}'"
-        numbers = {}
-        for f, h in zip(files, headers):
-            value = h.get("InstanceNumber")
-            if value is None or str(value).strip() == "":
-                raise ValueError(f"{where}: DICOM file '{f}' has no InstanceNumber, so the order of the "
-                                 f"{len(headers)} slices of its series is unknown.")
-            n = int(value)
-            if n in numbers:
-                raise ValueError(f"{where}: DICOM files '{numbers[n][0]}' and '{f}' have the same InstanceNumber {n}: "
-                                 "more than one stack in one series (echoes, phases, re-sent slices?). Give each "
-                                 "stack a series of its own.")
-            numbers[n] = (f, h)
-        ordered = [numbers[n] for n in sorted(numbers)]
-        by_number = [h for _, h in ordered]
-        orientations = [h.get("ImageOrientationPatient") for _, h in ordered]
-        positions = [h.get("ImagePositionPatient") for _, h in ordered]
-        if any(o is None for o in orientations):
-            return by_number, False
-        if any(len(o) != 6 for o in orientations):  # malformed: nothing to compare (the reader makes no affine of it)
-            return by_number, False
-        cosines = np.asarray([[float(v) for v in o] for o in orientations])
-        off = np.flatnonzero(np.abs(cosines - cosines[0]).max(axis=1) > 1e-3)
-        if off.size:
-            i = int(off[0])
-            raise ValueError(f"{where}: DICOM file '{ordered[i][0]}' has ImageOrientationPatient "
-                             f"{cosines[i].round(4).tolist()}, '{ordered[0][0]}' {cosines[0].round(4).tolist()}: "
-                             "slices of different planes (a localizer?) in one series.")
-        if any(p is None or len(p) != 3 for p in positions):
-            return by_number, False
-        normal = np.cross(cosines[0][:3], cosines[0][3:])
-        depth = np.asarray([[float(v) for v in p] for p in positions]) @ normal
-        rank = np.argsort(depth, kind="stable")
-        same = np.flatnonzero(np.diff(depth[rank]) <= 1e-3)  # two slices within 1 µm: one place, two images
-        if same.size:
-            i, j = int(rank[same[0]]), int(rank[same[0] + 1])
-            raise ValueError(f"{where}: DICOM files '{ordered[i][0]}' and '{ordered[j][0]}' lie at the same position "
-                             f"along the slice normal ({depth[i]:.3f} and {depth[j]:.3f} mm): more than one stack in "
-                             "one series (echoes, phases, re-sent slices?). Give each stack a series of its own.")
-        steps = np.diff(depth)
-        if (steps * np.sign(steps[0]) > 0).all():  # numbers follow the positions, one way or the other
-            return by_number, False
-        logger.info("%s: InstanceNumbers do not follow the slice positions; reading the series by position (ITK)",
-                    where)
-        return by_number, True
+    def _slice_order(self, source: StudySource, headers: list, warnings: list[str] | None = None
+                     ) -> tuple[list, bool]:
+        """:func:`check_series_stack` of the series' headers (in the order of its files)."""
+        return check_series_stack(source.files or [source.path], headers, f"study '{source.study_id}'", warnings)
 
     def _load_volume(self, source: StudySource, path: Path, reader, info: dict, colour: bool = False) -> Study:
         """

@@ -65,9 +65,9 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     :func:`monai_das.data.kept_source_indices`; the ``source_frames`` of a bundle's predictions),
     ``kept_instance_numbers`` (DICOM series only), ``num_frames`` (``T``), ``num_kept`` (``k``), ``compute_saved``
     (``1 - k/T``), ``macs`` / ``macs_saved`` (measured, eager models only, else ``null``), ``input`` (original shape
-    and reader facts), ``model`` (source, format, layout, ...), ``warnings`` (messages, also logged: e.g. kept frames
-    that are fewer distinct source frames than ``k``, :func:`monai_das.data.repeated_source_warning`), ``error``
-    (``null``).
+    and reader facts), ``model`` (source, format, layout, ...), ``warnings`` (messages, also logged: a gap or a gantry
+    tilt in a DICOM series, :func:`monai_das.data.check_series_stack`; kept frames that are fewer distinct source
+    frames than ``k``, :func:`monai_das.data.repeated_source_warning`), ``error`` (``null``).
     """
     p = prediction.to_dict()
     labels = list(model.get("labels") or [])
@@ -78,10 +78,12 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     kept_instances = None
     if kept_src is not None and instance_numbers and study.info.get("source_axis") == 2:  # slices of the series
         kept_instances = [instance_numbers[i] for i in kept_src if i < len(instance_numbers)]
-    info = {k: v for k, v in study.info.items() if k not in ("modality", "instance_numbers")}
-    warnings = [w for w in [repeated_source_warning(f"'{study.source.study_id}'", kept_src, p["num_frames"])] if w]
-    for w in warnings:
-        logger.warning(w)
+    info = {k: v for k, v in study.info.items() if k not in ("modality", "instance_numbers", "warnings")}
+    repeated = repeated_source_warning(f"'{study.source.study_id}'", kept_src, p["num_frames"])
+    if repeated:
+        logger.warning(repeated)
+    # the study layer's (a gap in a DICOM series, a gantry tilt: logged when it read the study) and this one
+    warnings = [*study.info.get("warnings", []), *([repeated] if repeated else [])]
     return {
         "report_version": REPORT_VERSION,
         "study_id": study.source.study_id,

@@ -6,6 +6,7 @@ Documented recipes that turn a study file into the network's input: :func:`volum
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -455,7 +456,9 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     for :class:`monai_das.data.LoadStudy`), so orientation flips and permutations, spacing and resizing are followed.
     A clip's evidence is the input frames that *are* an evidence frame (none when temporal resampling dropped them);
     a volume's, for each evidence slice the input slice(s) nearest to it (resizing averages neighbouring slices, so
-    a thin finding is never lost by a downsampling). Without any record, the indices are the input's own.
+    a thin finding is never lost by a downsampling). For a DICOM series folder (read by position, with ITK) the
+    evidence counts its slices in ``InstanceNumber`` order, the numbering of the reports' source indices
+    (:func:`monai_das.data.series_read_ranks`). Without any record, the indices are the input's own.
     Entries ``< 0`` are padding and ignored. ``frame_axis`` is the frame dimension of ``img`` (1 + ``slice_axis``
     for a channel-first volume, 0 for a ``T×C×H×W`` clip).
 
@@ -476,6 +479,14 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
         source, src_axis = affine_source_indices(meta["original_affine"], img.affine, img.shape[1:], source_shape,
                                                  frame_axis - 1)
         _check_evidence(wanted, source_shape[src_axis], name, "slices")
+        if wanted and src_axis == 2 and os.path.isdir(str(name)):
+            # a DICOM series folder, read by position (ITK): evidence counts its slices in InstanceNumber order, as
+            # the reports' source indices do, whatever the numbering's direction or interleaving
+            from monai_das.data.studies import series_read_ranks
+
+            ranks = series_read_ranks(name)
+            if len(ranks) == source_shape[2]:
+                wanted = sorted(ranks.index(i) for i in wanted)
         src = np.asarray(source)
         kept = sorted({int(j) for i in wanted for j in np.flatnonzero(np.abs(src - i) == np.abs(src - i).min())})
     else:  # no record of how the frames were produced: the indices are the input's own

@@ -57,7 +57,8 @@ def _clip(path: Path, frames: int, size=(12, 16)) -> str:
     return str(path)
 
 
-def _dicom(path: Path, rows: int, cols: int, frames: int = 1, series: str | None = None) -> str:
+def _dicom(path: Path, rows: int, cols: int, frames: int = 1, series: str | None = None, number: int | None = None
+           ) -> str:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -74,6 +75,8 @@ def _dicom(path: Path, rows: int, cols: int, frames: int = 1, series: str | None
         "MONOCHROME2", 8, 8, 7, 0)
     if frames > 1:
         ds.NumberOfFrames = frames
+    if number is not None:
+        ds.InstanceNumber = number
     ds.PixelData = np.zeros((frames, rows, cols), np.uint8).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return str(path)
@@ -398,7 +401,7 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     series.mkdir()
     uid = "1.2.3.4"
     for i in range(3):
-        _dicom(series / f"s{i}.dcm", 10, 14, series=uid)
+        _dicom(series / f"s{i}.dcm", 10, 14, series=uid, number=i + 1)
     assert check_study_shapes([str(series)], "volume")["shapes"] == {str(series): (1, 14, 10, 3)}  # columns, rows, n
     # a DICOMDIR index and a hidden copy ('._s0.dcm' of an archive, here a real DICOM file) are no slices, as in discovery
     _dicom(series / "._s0.dcm", 10, 14, series=uid)
@@ -409,7 +412,7 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     study = tmp_path / "study"
     (study / "series1").mkdir(parents=True)
     for i in range(3):
-        _dicom(study / "series1" / f"s{i}.dcm", 10, 14, series=uid)
+        _dicom(study / "series1" / f"s{i}.dcm", 10, 14, series=uid, number=i + 1)
     with pytest.raises(ValueError, match=r"study' is a folder without DICOM files"):
         check_study_shapes([str(study)], "volume")
     # a series with another study in a sub-folder: LoadImage reads the series, but the study layer (inference, the

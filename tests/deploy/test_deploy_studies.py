@@ -118,9 +118,14 @@ def _by_number(paths: list[Path]) -> dict[int, Path]:
     ("localizer", r"has ImageOrientationPatient \[1\.0, 0\.0, 0\.0, 0\.0, 0\.0, -1\.0\].*different planes"),
     ("repeated_position", r"img_\d+\.dcm' and '.*img_\d+\.dcm' lie at the same position along the slice normal "
                           r"\(4\.000 and 4\.000 mm\): more than one stack"),
+    ("pixel_size", r"img_\d+\.dcm' has PixelSpacing \[0\.7, 0\.7\], '.*img_\d+\.dcm' \[1\.0, 1\.0\]: slices of "
+                   r"different pixel sizes"),
 ])
 def test_series_that_is_not_one_stack_is_refused(tmp_path, defect, match):
-    """A series whose slices the reader would drop or interleave is refused, naming the files."""
+    """A series whose slices the reader would drop or interleave is refused, naming the files, by inference and by
+    the training datalist's check alike (one check, monai_das.data.check_series_stack)."""
+    from monai_das.data import check_study_shapes
+
     paths = _by_number(write_dicom_series(tmp_path / "series", num_slices=6))
     if defect == "no_number":
         _edit_slice(paths[4], InstanceNumber=None)
@@ -128,11 +133,47 @@ def test_series_that_is_not_one_stack_is_refused(tmp_path, defect, match):
         _edit_slice(paths[3], InstanceNumber=2)
     elif defect == "localizer":
         _edit_slice(paths[5], ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+    elif defect == "pixel_size":
+        _edit_slice(paths[3], PixelSpacing=[0.7, 0.7])
     else:
         _edit_slice(paths[5], ImagePositionPatient=[0.0, 0.0, 4.0])  # slice 3 is at z = 4 mm
     (src,) = discover_studies(tmp_path / "series")
     with pytest.raises(ValueError, match=match):
         StudyLoader(SPEC).load(src)
+    with pytest.raises(ValueError, match=rf"'{re.escape(str(tmp_path / 'series'))}' .*{match}"):
+        check_study_shapes([{"image": str(tmp_path / "series")}], "volume")  # a training datalist's series
+
+
+def test_gap_and_gantry_tilt_are_warned_in_training_and_inference(tmp_path, caplog):
+    """A missing slice (a gap twice the spacing) and a tilted gantry: warned naming the series, in the datalist
+    check, in the log and in the study's report; the series is still read."""
+    from monai_das.data import check_study_shapes
+    from monai_das.deploy.predictor import Prediction
+    from monai_das.deploy.report import study_report
+
+    gap = _by_number(write_dicom_series(tmp_path / "gap", num_slices=6))
+    for n in (5, 6):  # slices 5 and 6 two slices higher: 0, 2, 4, 6, 12, 14 mm
+        _edit_slice(gap[n], ImagePositionPatient=[0.0, 0.0, 2.0 * (n + 1)])
+    tilt = _by_number(write_dicom_series(tmp_path / "tilt", num_slices=6))
+    c, s_ = np.cos(np.radians(20)), np.sin(np.radians(20))
+    for path in tilt.values():  # a 20-degree tilt: the plane turns, the positions still step along z
+        _edit_slice(path, ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, float(c), float(s_)])
+    with caplog.at_level("WARNING"):
+        check_study_shapes([{"image": str(tmp_path / "gap")}, {"image": str(tmp_path / "tilt")}], "volume")
+    assert re.search(r"DICOM series '.*gap': a gap of 6 mm between DICOM files '.*img_\d+\.dcm' and '.*' \(1 such "
+                     r"gap\(s\); the median slice spacing is 2 mm\): missing slices\?", caplog.text)
+    assert re.search(r"DICOM series '.*tilt': the slices shift .* mm along their plane .*gantry tilt of about 20\.0 "
+                     r"degrees", caplog.text)
+    caplog.clear()
+    for name, what in (("gap", "a gap of 6 mm"), ("tilt", "gantry tilt of about 20.0 degrees")):
+        (src,) = discover_studies(tmp_path / name)
+        with caplog.at_level("WARNING"):
+            study = StudyLoader(SPEC).load(src)
+        assert what in caplog.text and len(study.info["warnings"]) == 1 and what in study.info["warnings"][0]
+        pred = Prediction(probabilities=[0.4, 0.6], label=1, label_name="b", kept_indices=None, num_frames=16,
+                          num_kept=None, compute_saved=None, macs=None)
+        report = study_report(study, pred, {"labels": ["a", "b"]})
+        assert report["warnings"] == study.info["warnings"] and "warnings" not in report["input"]
 
 
 def test_series_in_a_folder_with_glob_characters(tmp_path):
@@ -190,6 +231,27 @@ def test_series_numbered_against_its_positions_loads(tmp_path):
     (src,) = discover_studies(tmp_path / "series")
     study = StudyLoader(SPEC).load(src)
     assert study.info["instance_numbers"] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("numbering", ["against", "interleaved"])
+def test_evidence_of_a_series_counts_slices_as_the_reports_do(tmp_path, numbering):
+    """A datalist's evidence for a DICOM series is in InstanceNumber order, as the reports' source indices: training
+    (LoadImage reads the folder by position) maps it onto the network slices the study layer says hold them."""
+    from monai_das.data import LoadStudy
+    from monai_das.transforms import map_evidence, recipe_transforms
+
+    folder = tmp_path / "series"
+    paths = _by_number(write_dicom_series(folder, num_slices=6))
+    numbers = [6, 5, 4, 3, 2, 1] if numbering == "against" else [1, 4, 2, 5, 3, 6]  # number of the slice at z = 2·i
+    for z, n in enumerate(numbers):
+        _edit_slice(paths[z + 1], InstanceNumber=n, ImagePositionPatient=[0.0, 0.0, 2.0 * z])
+    recipe = spec_recipe(ModelSpec(spatial_size=(10, 12, 6), slice_axis=2, labels=["a", "b"]),
+                         intensity_range=[0.0, 100.0], percentiles=None)
+    trained = recipe_transforms(recipe)({"image": str(folder)})["image"]
+    (src,) = discover_studies(folder)
+    source = LoadStudy(recipe, in_channels=1).load(src).source_indices  # network slice → rank by number
+    for rank in range(6):
+        assert map_evidence([rank], trained, frame_axis=3)[:1] == [source.index(rank)], (rank, source)
 
 
 def test_load_single_ct_file_and_min_frames():
