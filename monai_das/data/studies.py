@@ -558,6 +558,25 @@ def discover_studies(
     return sorted(studies, key=lambda s: s.study_id)
 
 
+def _dataset_files(dataset: Any) -> list[tuple[str, int | None]] | None:
+    """``(absolute image path, label or None)`` of each item of a dataset built on a datalist's file items (its
+    ``data`` holds ``{"image": path, "label": ...}`` dicts); ``None`` for any other dataset (arrays, synthetic)."""
+    data = getattr(dataset, "data", None)
+    if not isinstance(data, Sequence) or not data or len(data) != len(dataset):
+        return None
+    if not all(isinstance(d, Mapping) and isinstance(d.get("image"), (str, os.PathLike)) for d in data):
+        return None
+    out = []
+    for d in data:
+        label = d.get("label")
+        try:
+            label = int(torch.as_tensor(label).reshape(-1)[0]) if label is not None else None
+        except (TypeError, ValueError, IndexError):
+            label = None
+        out.append((os.path.abspath(str(d["image"])), None if label is None or label < 0 else label))
+    return out
+
+
 def list_studies(
     source: str | os.PathLike | None = None,
     dataset: Sequence | None = None,
@@ -572,7 +591,9 @@ def list_studies(
     The studies to run, as plain items sorted by id: ``{"id", "image": absolute path, "fingerprint", "study":
     StudySource}`` (plus ``"label"`` when a study list gives one) for :func:`discover_studies` of ``source``, or
     ``{"id": "<id_prefix><index>", "index", "fingerprint": "<dataset_tag>/<index>"}`` for every item of ``dataset``
-    when ``source`` is ``None``. :func:`monai_das.engines.select_studies` compares ``image`` and ``fingerprint`` to
+    when ``source`` is ``None`` — but a dataset of a datalist's files (its ``data`` items hold ``"image"`` paths)
+    gives its studies as files, with ids relative to ``dataset_dir`` (default: the images' common folder), so
+    predictions name each study and its ``source_frames``. :func:`monai_das.engines.select_studies` compares ``image`` and ``fingerprint`` to
     decide whether an earlier prediction still holds; :class:`monai_das.engines.StudyDataset` loads the items.
 
     Args:
@@ -585,6 +606,12 @@ def list_studies(
     if _optional(source) is None:
         if dataset is None:
             raise ValueError("list_studies needs a source (folder, study file, CSV or datalist) or a dataset.")
+        files = _dataset_files(dataset)
+        if files is not None:  # a datalist's split: its studies, read by the study layer as any study file
+            root = (os.path.abspath(dataset_dir) if _optional(dataset_dir) is not None
+                    else os.path.commonpath([os.path.dirname(p) for p, _ in files]))
+            studies = [_study_at(Path(os.path.relpath(p, root)).as_posix(), Path(p), label) for p, label in files]
+            return [s.item() for s in sorted(studies, key=lambda s: s.study_id)]
         tag = dataset_tag if dataset_tag is not None else id_prefix.rstrip("_") or "dataset"
         return [{"id": f"{id_prefix}{i:06d}", "index": i, "fingerprint": f"{tag}/{i}"} for i in range(len(dataset))]
     studies = discover_studies(source, label_names=label_names, num_classes=num_classes, dataset_dir=dataset_dir,

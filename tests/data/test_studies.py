@@ -201,6 +201,19 @@ def test_study_lists(folder, tmp_path):
         datalist.unlink()
     assert set(items) == {"sub/b.nii", "a.nii.gz"} and items["sub/b.nii"]["label"] == 1
     assert "label" not in items["a.nii.gz"] and items["a.nii.gz"]["image"] == str(folder / "a.nii.gz")
+    # a bundle's datalist split as a dataset (inference.json without --input): its files, not item numbers, so the
+    # predictions name each study (and the study layer gives its source frames); array datasets keep their indices
+    from monai.data import Dataset
+
+    split = Dataset([{"image": str(folder / "sub" / "b.nii"), "label": torch.tensor(1)},
+                     {"image": str(folder / "a.nii.gz"), "label": -1}])
+    items = {it["id"]: it for it in list_studies(None, dataset=split, id_prefix="datalist_test_")}
+    assert set(items) == {"sub/b.nii", "a.nii.gz"} and items["sub/b.nii"]["label"] == 1
+    assert items["a.nii.gz"]["image"] == str(folder / "a.nii.gz") and "label" not in items["a.nii.gz"]
+    assert items["sub/b.nii"]["fingerprint"] == study_fingerprint(folder / "sub" / "b.nii")  # size, mtime
+    arrays = Dataset([{"image": torch.zeros(1, 4, 4, 4), "label": 0}] * 2)
+    assert [it["id"] for it in list_studies(None, dataset=arrays, id_prefix="vessel_test_")] == \
+        ["vessel_test_000000", "vessel_test_000001"]
 
 
 def test_load_volumes_and_source_indices(folder):
