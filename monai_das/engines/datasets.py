@@ -371,8 +371,11 @@ class BundleData:
             shapes = np.array([s[-3:] for s in facts["shapes"].values()])
             grid = [int(v) for v in np.median(shapes, axis=0).round()]
             if (shapes != shapes[0]).any():
+                odd = [f"'{image}' {list(shape[-3:])}" for image, shape in facts["shapes"].items()
+                       if list(shape[-3:]) != grid]
                 logger.warning(f"the training images of '{self.datalist}' differ in shape; every image is resized to "
-                               f"the median shape {grid} (set spatial_size to choose the grid).")
+                               f"the median shape {grid} (set spatial_size to choose the grid). {len(odd)} of "
+                               f"{len(shapes)} differ from it, e.g. {', '.join(odd[:3])}.")
         return self._volume_facts(self.label_names, int(facts["in_channels"]), grid)
 
     def _volume_facts(self, names: Sequence[str], channels: int, grid: list[int]) -> dict:

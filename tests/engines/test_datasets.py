@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -125,8 +126,11 @@ def test_datalist_median_grid_when_shapes_differ(tmp_path, caplog):
     src = BundleData(datalist=path)
     shapes = np.array([np.load(it["image"], mmap_mode="r").shape for it in src.data("train")])
     with caplog.at_level("WARNING"):
-        assert src.info["spatial_size"] == [int(v) for v in np.median(shapes, axis=0).round()]
-    assert "differ in shape" in caplog.text
+        grid = src.info["spatial_size"]
+    assert grid == [int(v) for v in np.median(shapes, axis=0).round()]
+    odd = sum(list(s) != grid for s in shapes)
+    assert "differ in shape" in caplog.text and f"{odd} of {len(shapes)} differ from it, e.g. '" in caplog.text
+    assert re.search(r"e\.g\. '.*v\d\.npy' \[\d+, \d+, \d+\]", caplog.text)  # names the odd images
 
 
 def test_missing_datalist(tmp_path):
