@@ -662,13 +662,17 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
             return _dicom_facts(files[0])
         if max(frames) > 1:
             raise ValueError(f"mixes multi-frame DICOM ('{files[frames.index(max(frames))]}') and other files.")
+        if len(files) > 1:
+            from monai_das.data.studies import _holds_no_image
+
+            # a report (SR) or key object beside the slices: not read (ITK's series lookup passes over it), as the
+            # study layer's discovery skips it; the folder's images are the series
+            images = [(f, h) for f, h in zip(files, headers) if not _holds_no_image(h)]
+            if images and len(images) < len(files):
+                files, headers = [f for f, _ in images], [h for _, h in images]
         series = {str(h.get("SeriesInstanceUID", "")) for h in headers}
         if len(series) > 1:
-            no_image = [f"'{f.name}' (modality {h.get('Modality') or 'unknown'})" for f, h in zip(files, headers)
-                        if "Rows" not in h or "Columns" not in h]
-            extra = f", among them non-image DICOM file(s) {', '.join(no_image[:3])}" if no_image else ""
-            raise ValueError(f"holds {len(series)} DICOM series{extra}; give one folder per series (a report or "
-                             "other non-image file beside a series: move it out).")
+            raise ValueError(f"holds {len(series)} DICOM series; give one folder per series.")
         sizes = {_dicom_rows_cols(h, f) for f, h in zip(files, headers)}
         if len(sizes) > 1:
             raise ValueError(f"holds DICOM slices of different sizes {sorted(sizes)} (rows, columns).")

@@ -265,7 +265,13 @@ def _study_id(root: Path, path: Path) -> str:
 
 
 #: the DICOM elements discovery reads: a clip (several frames) or a slice of a series
-_DISCOVERY_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "SeriesNumber")
+_DISCOVERY_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "SeriesNumber", "Modality", "Rows", "Columns")
+
+
+def _holds_no_image(ds) -> bool:
+    """A DICOM object without an image: a report (SR), presentation state, key object, segmentation... (no
+    ``Rows``/``Columns``, or a :data:`NON_IMAGE_MODALITIES` modality)."""
+    return "Rows" not in ds or "Columns" not in ds or str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES
 
 
 def _is_multiframe(ds) -> bool:
@@ -372,6 +378,12 @@ def _walk(root: Path) -> list[StudySource]:
             else:
                 studies.append(src)
         base = _study_id(root, folder)
+        images = {uid: m for uid, m in series.items() if not all(_holds_no_image(headers[f]) for f in m)}
+        if images and len(images) < len(series):  # a report or key object beside the images: not a study of its own
+            others = [f.name for uid, m in series.items() if uid not in images for f in m]
+            logger.info(f"'{folder}': skipped {len(others)} non-image DICOM file(s) beside its image series "
+                        f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}).")
+            series = images
         for uid, members in series.items():
             sid = base if len(series) == 1 else f"{base}#series_{_series_label(headers[members[0]], uid)}"
             studies.append(StudySource(sid, "dicom_series", folder, members))

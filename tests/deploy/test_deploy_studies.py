@@ -368,6 +368,15 @@ def test_wrong_modality_and_non_image(tmp_path):
     (sr,) = discover_studies(write_sr(tmp_path / "sr" / "report.dcm"))
     with pytest.raises(ValueError, match="modality SR holds no image"):
         StudyLoader(SPEC).load(sr)
+    # a report beside a series (a PACS export): skipped, the series keeps its folder's id, and training's datalist
+    # check reads the same series (ITK's lookup passes over the report too)
+    from monai_das.data import check_study_shapes
+
+    write_sr(tmp_path / "mr" / "report.dcm")
+    (src,) = discover_studies(tmp_path / "mr")
+    assert src.study_id == "mr" and src.kind == "dicom_series" and len(src.files) == 3
+    StudyLoader(SPEC, allowed_modalities=("MR",)).load(src)
+    assert check_study_shapes([str(tmp_path / "mr")], "volume")["shapes"] == {str(tmp_path / "mr"): (1, 10, 12, 3)}
 
 
 def test_bad_volumes(tmp_path):
