@@ -36,6 +36,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom, read_dicom_header
+from monai_das.utils.logs import log_once
 
 __all__ = [
     "VOLUME_EXTENSIONS",
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# MONAI warns that nvImageCodec is missing each time a LoadImage is built (here: once per DICOM study): once is enough
+log_once("monai.data.nvimgcodec_pydicom_plugin")
 
 #: single-file volume formats (read with MONAI ``LoadImage``; ``.npy``: a ``D×H×W`` or ``C×D×H×W`` array)
 VOLUME_EXTENSIONS = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".npy")

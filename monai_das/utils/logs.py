@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 
-__all__ = ["quiet_loggers"]
+__all__ = ["quiet_loggers", "log_once"]
 
 
 @contextlib.contextmanager
@@ -29,3 +29,29 @@ def quiet_loggers(levels: Mapping[str, int]) -> Iterator[None]:
     finally:
         for lg, level in before.items():
             lg.setLevel(level)
+
+
+class _OnceFilter(logging.Filter):
+    """Lets each distinct message of a logger through once per process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def log_once(name: str) -> None:
+    """
+    Show each distinct message of the logger ``name`` once per process: for a library that repeats one notice on
+    every call, e.g. MONAI's ``monai.data.nvimgcodec_pydicom_plugin`` warning that nvImageCodec is not installed each
+    time a ``LoadImage`` is built (once per DICOM study read). Calling it again adds no second filter.
+    """
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _OnceFilter) for f in logger.filters):
+        logger.addFilter(_OnceFilter())

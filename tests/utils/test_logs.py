@@ -16,3 +16,19 @@ def test_quiet_loggers_raises_levels_for_the_block_and_restores_them():
         assert quiet.level == logging.CRITICAL  # already quieter than asked: left as it is
         raise RuntimeError("restored even when the block fails")
     assert loud.level == logging.DEBUG and quiet.level == logging.CRITICAL
+
+
+def test_log_once_lets_each_message_through_once(caplog):
+    import logging
+
+    from monai_das.utils.logs import log_once
+
+    log_once("monai_das.test.noisy")
+    log_once("monai_das.test.noisy")  # no second filter
+    noisy = logging.getLogger("monai_das.test.noisy")
+    assert len(noisy.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="monai_das.test.noisy"):
+        for _ in range(3):
+            noisy.warning("library X is not installed")
+        noisy.warning("another notice")
+    assert caplog.text.count("library X is not installed") == 1 and "another notice" in caplog.text
