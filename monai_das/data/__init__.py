@@ -51,7 +51,7 @@ from monai_das.data.studies import (
     kept_source_indices,
     repeated_source_warning,
     check_series_stack,
-    series_read_ranks,
+    series_slice_ranks,
     list_studies,
     study_fingerprint,
 )
@@ -110,7 +110,7 @@ __all__ = [
     "kept_source_indices",
     "repeated_source_warning",
     "check_series_stack",
-    "series_read_ranks",
+    "series_slice_ranks",
     "list_studies",
     "study_fingerprint",
     "SPLIT_SEED_OFFSETS",

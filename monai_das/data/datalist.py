@@ -179,13 +179,13 @@ def _raw_label(value: Any, where: str) -> str:
 def check_class_name(name: str, where: str) -> str:
     """
     ``name`` when it is a plain class name; ``ValueError`` naming ``where`` when it starts with ``$`` or ``%`` or holds
-    ``@``: class names go into the model card, which MONAI bundle tools read with their ``ConfigParser`` (as code:
+    ``@`` or ``%#``: class names go into the model card, which MONAI bundle tools read with their ``ConfigParser`` (as code:
     ``$`` expressions, ``%file#key`` macros that copy another file in, ``@`` references).
     """
-    if name.startswith(("$", "%")) or "@" in name:
+    if name.startswith(("$", "%")) or "@" in name or "%#" in name:
         raise ValueError(
-            f"{where}: class name {name!r} starts with '$'/'%' or contains '@', which MONAI bundle configs read as "
-            "code or references; rename the class."
+            f"{where}: class name {name!r} starts with '$'/'%' or contains '@' or '%#', which MONAI bundle configs "
+            "read as code or references; rename the class."
         )
     return name
 

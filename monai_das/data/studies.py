@@ -51,7 +51,7 @@ __all__ = [
     "kept_source_indices",
     "repeated_source_warning",
     "check_series_stack",
-    "series_read_ranks",
+    "series_slice_ranks",
     "LoadStudy",
     "LoadStudyd",
     "LoadStudyD",
@@ -608,7 +608,8 @@ def list_studies(
     ``{"id": "<id_prefix><index>", "index", "fingerprint": "<dataset_tag>/<index>"}`` for every item of ``dataset``
     when ``source`` is ``None`` — but a dataset of a datalist's files (its ``data`` items hold ``"image"`` paths)
     gives its studies as files, with ids relative to ``dataset_dir`` (default: the images' common folder), so
-    predictions name each study and its ``source_frames``. :func:`monai_das.engines.select_studies` compares ``image`` and ``fingerprint`` to
+    predictions name each study and its ``source_frames`` (unless one of them is a file the study layer does not read,
+    e.g. a ``.tif`` volume that the dataset's ``LoadImage`` reads: then the dataset's items, as before). :func:`monai_das.engines.select_studies` compares ``image`` and ``fingerprint`` to
     decide whether an earlier prediction still holds; :class:`monai_das.engines.StudyDataset` loads the items.
 
     Args:
@@ -626,7 +627,8 @@ def list_studies(
             root = (os.path.abspath(dataset_dir) if _optional(dataset_dir) is not None
                     else os.path.commonpath([os.path.dirname(p) for p, _ in files]))
             studies = [_study_at(Path(os.path.relpath(p, root)).as_posix(), Path(p), label) for p, label in files]
-            return [s.item() for s in sorted(studies, key=lambda s: s.study_id)]
+            if all(s.kind != "invalid" for s in studies):  # else a format only the dataset's LoadImage reads (.tif)
+                return [s.item() for s in sorted(studies, key=lambda s: s.study_id)]
         tag = dataset_tag if dataset_tag is not None else id_prefix.rstrip("_") or "dataset"
         return [{"id": f"{id_prefix}{i:06d}", "index": i, "fingerprint": f"{tag}/{i}"} for i in range(len(dataset))]
     studies = discover_studies(source, label_names=label_names, num_classes=num_classes, dataset_dir=dataset_dir,
@@ -651,20 +653,61 @@ def itk_series_files(folder: str | os.PathLike) -> list[str]:
     return [str(p) for p in lookup.GetFileNames(uids[0])] if uids else []
 
 
-def series_read_ranks(folder: str | os.PathLike) -> list[int]:
+def series_slice_ranks(folder: str | os.PathLike, affine: Any, num_slices: int) -> list[int]:
     """
-    For each slice of the DICOM series folder ``folder`` as training reads it (:func:`itk_series_files`: by
-    position), its rank in ``InstanceNumber`` order: the numbering of a datalist's ``evidence`` and of the reports'
-    source indices for a series (:class:`LoadStudy`), so both mean the same slices however the series is numbered.
+    For each slice ``k`` along the third voxel axis of the DICOM series folder ``folder`` as a reader read it
+    (``affine``: that read's voxel-to-world matrix, RAS as MONAI's readers give it; ``num_slices`` slices), the rank in
+    ``InstanceNumber`` order of the file lying there: the numbering of a datalist's ``evidence`` and of the reports'
+    source indices for a series (:class:`LoadStudy`), whichever reader (ITK by position, pydicom by number) read it.
+    Found from each image file's ``ImagePositionPatient`` through the inverse affine (the files' order along the
+    voxel axis), so it holds for any reader.
+
+    Raises:
+        ValueError: naming the folder, when its image files do not lie one on each of the ``num_slices`` slices (a
+        file without position or number, a series the reader split, ...).
     """
-    files = itk_series_files(folder)
-    numbers = [int(read_dicom_header(f, ("InstanceNumber",)).get("InstanceNumber", 0) or 0) for f in files]
-    rank = {n: r for r, n in enumerate(sorted(numbers))}
-    return [rank[n] for n in numbers]
+    files = sorted(f for f in Path(folder).iterdir() if f.is_file() and not is_hidden(f.name) and is_dicom(f))
+    inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    numbers, depth = [], []
+    for f in files:
+        h = read_dicom_header(f, ("InstanceNumber", "ImagePositionPatient", "Rows", "Columns", "Modality"))
+        if _holds_no_image(h):
+            continue
+        position, number = h.get("ImagePositionPatient"), h.get("InstanceNumber")
+        if position is None or number in (None, "") or len(list(position)) != 3:
+            raise ValueError(f"DICOM series '{folder}': file '{f}' has no InstanceNumber or ImagePositionPatient, so "
+                             "its evidence slices cannot be numbered.")
+        x, y, z = (float(v) for v in position)
+        depth.append(float((inv @ np.array([-x, -y, z, 1.0]))[2]))  # DICOM's LPS to the affine's RAS
+        numbers.append(int(number))
+    if len(depth) != num_slices or len(set(np.round(depth, 3).tolist())) != num_slices:
+        raise ValueError(f"DICOM series '{folder}': its {len(depth)} image files do not lie one on each of the "
+                         f"{num_slices} slices read, so its evidence slices cannot be numbered (InstanceNumber order).")
+    # slice k of the read volume is the file k-th along the voxel axis (also across a gap, where the affine's uniform
+    # spacing puts the later files off the integer grid)
+    k = np.empty(num_slices, dtype=int)
+    k[np.argsort(depth, kind="stable")] = np.arange(num_slices)
+    order = np.argsort(numbers, kind="stable")
+    ranks = [0] * num_slices
+    for rank, i in enumerate(order):
+        ranks[int(k[i])] = rank
+    return ranks
 
 
 #: how far (× the median slice spacing) two neighbouring slices of a series may lie apart before it is called a gap
 SLICE_GAP_FACTOR = 1.5
+
+
+def _numbers(value: Any, count: int) -> list[float] | None:
+    """A DICOM multi-valued number element (``PixelSpacing``, ``ImagePositionPatient``, ...) as ``count`` floats;
+    ``None`` when it is absent or malformed (one value where two are due, text that is no number)."""
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == count else None
 
 
 def check_series_stack(files: Sequence[Path], headers: Sequence, where: str, warnings: list[str] | None = None
@@ -711,32 +754,30 @@ def check_series_stack(files: Sequence[Path], headers: Sequence, where: str, war
         numbers[n] = (f, h)
     ordered = [numbers[n] for n in sorted(numbers)]
     by_number = [h for _, h in ordered]
-    spacings = [h.get("PixelSpacing") for _, h in ordered]
-    if all(sp is not None and len(sp) == 2 for sp in spacings):
-        sp = np.asarray([[float(v) for v in x] for x in spacings])
+    spacings = [_numbers(h.get("PixelSpacing"), 2) for _, h in ordered]
+    if all(sp is not None for sp in spacings):
+        sp = np.asarray(spacings)
         off = np.flatnonzero(np.abs(sp - sp[0]).max(axis=1) > 1e-4 * np.abs(sp[0]).max())
         if off.size:
             i = int(off[0])
             raise ValueError(f"{where}: DICOM file '{ordered[i][0]}' has PixelSpacing {sp[i].round(4).tolist()}, "
                              f"'{ordered[0][0]}' {sp[0].round(4).tolist()}: slices of different pixel sizes in one "
                              "series (a reformat or another acquisition?). Give each stack a series of its own.")
-    orientations = [h.get("ImageOrientationPatient") for _, h in ordered]
-    positions = [h.get("ImagePositionPatient") for _, h in ordered]
-    if any(o is None for o in orientations):
+    orientations = [_numbers(h.get("ImageOrientationPatient"), 6) for _, h in ordered]
+    positions = [_numbers(h.get("ImagePositionPatient"), 3) for _, h in ordered]
+    if any(o is None for o in orientations):  # absent or malformed: nothing to compare (the reader makes no affine)
         return by_number, False
-    if any(len(o) != 6 for o in orientations):  # malformed: nothing to compare (the reader makes no affine of it)
-        return by_number, False
-    cosines = np.asarray([[float(v) for v in o] for o in orientations])
+    cosines = np.asarray(orientations)
     off = np.flatnonzero(np.abs(cosines - cosines[0]).max(axis=1) > 1e-3)
     if off.size:
         i = int(off[0])
         raise ValueError(f"{where}: DICOM file '{ordered[i][0]}' has ImageOrientationPatient "
                          f"{cosines[i].round(4).tolist()}, '{ordered[0][0]}' {cosines[0].round(4).tolist()}: "
                          "slices of different planes (a localizer?) in one series.")
-    if any(p is None or len(p) != 3 for p in positions):
+    if any(p is None for p in positions):
         return by_number, False
     normal = np.cross(cosines[0][:3], cosines[0][3:])
-    points = np.asarray([[float(v) for v in p] for p in positions])
+    points = np.asarray(positions)
     depth = points @ normal
     rank = np.argsort(depth, kind="stable")
     same = np.flatnonzero(np.diff(depth[rank]) <= 1e-3)  # two slices within 1 µm: one place, two images
@@ -754,11 +795,13 @@ def check_series_stack(files: Sequence[Path], headers: Sequence, where: str, war
         said.append(f"{where}: a gap of {gaps[wide[0]]:.3g} mm between DICOM files '{ordered[i][0]}' and "
                     f"'{ordered[j][0]}' ({wide.size} such gap(s); the median slice spacing is {typical:.3g} mm): "
                     "missing slices? The series is read as a plain stack, the gap closed.")
-    shift = np.diff(points[rank], axis=0)
-    along = np.linalg.norm(shift - np.outer(shift @ normal, normal), axis=1)  # movement within the slice plane
-    tilt = float(np.degrees(np.arctan2(np.median(along), typical)))
+    # net movement within the slice plane from the first slice to the last, against the depth covered (per-step
+    # shifts would measure the rounding of the stored positions on thin slices)
+    shift = points[rank[-1]] - points[rank[0]]
+    along = float(np.linalg.norm(shift - (shift @ normal) * normal))
+    tilt = float(np.degrees(np.arctan2(along, depth[rank[-1]] - depth[rank[0]])))
     if tilt > 1.0:
-        said.append(f"{where}: the slices shift {float(np.median(along)):.3g} mm along their plane from one to the "
+        said.append(f"{where}: the slices shift {along / (len(rank) - 1):.3g} mm along their plane from one to the "
                     f"next (gantry tilt of about {tilt:.1f} degrees): the series is read as a plain stack, sheared.")
     for message in said:
         logger.warning(message)

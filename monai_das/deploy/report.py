@@ -119,6 +119,7 @@ def error_report(source: StudySource, error: BaseException | str, stage: str) ->
         "source": str(source.path),
         "kind": source.kind,
         "stage": stage,
+        "warnings": [],
         "error": message,
     }
 

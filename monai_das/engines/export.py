@@ -128,6 +128,11 @@ def check_card_for_parser(card: Any, source: str | os.PathLike, key: str = "") -
             "MONAI's ConfigParser (used by ckpt_export for the card) would expand or evaluate ('%': the content of "
             "another file); the card is data: edit or remove that value (a class name starting with it: rename it)."
         )
+    elif isinstance(card, str) and ("%#" in card or "@#" in card):
+        raise ValueError(
+            f"model card '{source}': value {key.lstrip('#') or '(root)'}={card[:60]!r} holds a relative MONAI id "
+            "('%#' or '@#'), which ckpt_export's ConfigParser would rewrite inside the string; edit that value."
+        )
 
 
 def card_overrides(card: Mapping) -> dict:

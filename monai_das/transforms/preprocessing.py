@@ -458,7 +458,7 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     a volume's, for each evidence slice the input slice(s) nearest to it (resizing averages neighbouring slices, so
     a thin finding is never lost by a downsampling). For a DICOM series folder (read by position, with ITK) the
     evidence counts its slices in ``InstanceNumber`` order, the numbering of the reports' source indices
-    (:func:`monai_das.data.series_read_ranks`). Without any record, the indices are the input's own.
+    (:func:`monai_das.data.series_slice_ranks`). Without any record, the indices are the input's own.
     Entries ``< 0`` are padding and ignored. ``frame_axis`` is the frame dimension of ``img`` (1 + ``slice_axis``
     for a channel-first volume, 0 for a ``T×C×H×W`` clip).
 
@@ -480,13 +480,12 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
                                                  frame_axis - 1)
         _check_evidence(wanted, source_shape[src_axis], name, "slices")
         if wanted and src_axis == 2 and os.path.isdir(str(name)):
-            # a DICOM series folder, read by position (ITK): evidence counts its slices in InstanceNumber order, as
-            # the reports' source indices do, whatever the numbering's direction or interleaving
-            from monai_das.data.studies import series_read_ranks
+            # a DICOM series folder: evidence counts its slices in InstanceNumber order, as the reports' source
+            # indices do, whatever the numbering's direction or interleaving and whichever reader stacked them
+            from monai_das.data.studies import series_slice_ranks
 
-            ranks = series_read_ranks(name)
-            if len(ranks) == source_shape[2]:
-                wanted = sorted(ranks.index(i) for i in wanted)
+            ranks = series_slice_ranks(name, meta["original_affine"], source_shape[2])
+            wanted = sorted(ranks.index(i) for i in wanted)
         src = np.asarray(source)
         kept = sorted({int(j) for i in wanted for j in np.flatnonzero(np.abs(src - i) == np.abs(src - i).min())})
     else:  # no record of how the frames were produced: the indices are the input's own

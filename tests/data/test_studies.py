@@ -211,6 +211,13 @@ def test_study_lists(folder, tmp_path):
     assert set(items) == {"sub/b.nii", "a.nii.gz"} and items["sub/b.nii"]["label"] == 1
     assert items["a.nii.gz"]["image"] == str(folder / "a.nii.gz") and "label" not in items["a.nii.gz"]
     assert items["sub/b.nii"]["fingerprint"] == study_fingerprint(folder / "sub" / "b.nii")  # size, mtime
+    tif = folder / "volume.tif"  # a format LoadImage reads but the study layer does not: the dataset's items
+    tif.write_bytes(b"II*\x00")
+    try:
+        items = list_studies(None, dataset=Dataset([{"image": str(tif), "label": 0}]), id_prefix="datalist_test_")
+    finally:
+        tif.unlink()
+    assert [it["id"] for it in items] == ["datalist_test_000000"] and items[0]["index"] == 0
     arrays = Dataset([{"image": torch.zeros(1, 4, 4, 4), "label": 0}] * 2)
     assert [it["id"] for it in list_studies(None, dataset=arrays, id_prefix="vessel_test_")] == \
         ["vessel_test_000000", "vessel_test_000001"]

@@ -144,6 +144,28 @@ def test_series_that_is_not_one_stack_is_refused(tmp_path, defect, match):
         check_study_shapes([{"image": str(tmp_path / "series")}], "volume")  # a training datalist's series
 
 
+def test_stack_check_of_thin_rounded_and_odd_headers():
+    """No false tilt on thin oblique slices whose stored positions are rounded; a one-value PixelSpacing is no crash."""
+    from types import SimpleNamespace
+
+    from monai_das.data import check_series_stack
+
+    def header(n, position, orientation, spacing="0.5\\0.5"):
+        values = {"InstanceNumber": n, "ImagePositionPatient": position, "ImageOrientationPatient": orientation,
+                  "PixelSpacing": spacing.split("\\") if "\\" in spacing else spacing}
+        return SimpleNamespace(get=lambda k, d=None: values.get(k, d))
+
+    c, s_ = np.cos(np.radians(30)), np.sin(np.radians(30))
+    orientation = [1.0, 0.0, 0.0, 0.0, c, s_]
+    normal = np.cross(orientation[:3], orientation[3:])
+    said: list[str] = []
+    headers = [header(i + 1, np.round(normal * 0.5 * i + [10.0, 20.0, 30.0], 1).tolist(), orientation) for i in range(40)]
+    check_series_stack([Path(f"s{i}.dcm") for i in range(40)], headers, "oblique", said)
+    assert said == []  # 30-degree oblique plane, 0.5 mm slices, positions stored to 0.1 mm: no tilt, no gap
+    odd = [header(i + 1, [0.0, 0.0, 2.0 * i], [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], spacing="0.5") for i in range(3)]
+    assert len(check_series_stack([Path(f"o{i}.dcm") for i in range(3)], odd, "odd")[0]) == 3
+
+
 def test_gap_and_gantry_tilt_are_warned_in_training_and_inference(tmp_path, caplog):
     """A missing slice (a gap twice the spacing) and a tilted gantry: warned naming the series, in the datalist
     check, in the log and in the study's report; the series is still read."""

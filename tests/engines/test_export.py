@@ -148,6 +148,10 @@ def test_a_card_monai_would_expand_is_refused(tmp_path):
         with pytest.raises(ValueError, match=rf"model card 'card.json': value {'#'.join(map(str, where))}=.* starts "
                                              rf"with '\{value[0]}'"):
             check_card_for_parser(bad, "card.json")
+    with pytest.raises(ValueError, match=r"value das_model#label_names#1='rate 5%#high' holds a relative MONAI id"):
+        bad = json.loads(json.dumps(card))
+        bad["das_model"]["label_names"][1] = "rate 5%#high"
+        check_card_for_parser(bad, "card.json")
     with pytest.raises(ValueError, match=r"key #extra#'_target_' is a MONAI config directive"):
         check_card_for_parser({**card, "extra": {"_target_": "os.getcwd"}}, "card.json")
     # export_torchscript refuses before MONAI's parser reads the card (the checkpoint is not even opened)
