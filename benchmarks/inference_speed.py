@@ -33,7 +33,8 @@ Usage::
 
 Options: ``--out DIR``, ``--threads N [N ...]`` (torch and ONNX Runtime intra-op threads the latency is measured
 with, default 2 and 1: on a shared 2-core VM the second core is often busy and 2-thread timings scatter; the first
-count is used for the folder and training parts), ``--scenarios``, ``--methods``,
+count is used for the folder and training parts), ``--scenarios``, ``--methods`` (also the DAS variants with fewer
+frame statistics, ``das_scale1``, ``das_nosobel``, ``das_stats``: see ``VARIANTS``),
 ``--repeats N`` (timed rounds at batch 16, default 5), ``--repeats-b1 N`` (rounds at batch 1, default 30),
 ``--block N`` (consecutive ONNX Runtime calls per case and round, the best counting; default 3),
 ``--studies N`` (default 500), ``--epochs N`` (timed training epochs per variant, default 2), ``--no-latency``,
@@ -77,8 +78,13 @@ from monai_das.networks import OnnxClassifier, build_classifier, num_kept  # noq
 
 METHODS = ("full", "uniform", "dps", "adps", "das", "das_fs14")
 #: method variants: a row name → (sampler, sampler_kwargs); ``das_fs14``: DAS with its frame statistics computed on
-#: frames area-averaged to 14 px (``sampler_kwargs={"feature_size": 14}``, the latency option; default 32)
-VARIANTS = {"das_fs14": ("das", {"feature_size": 14})}
+#: frames area-averaged to 14 px (``sampler_kwargs={"feature_size": 14}``, the latency option; default 32). The
+#: others are what the sampler's cost would be with fewer frame statistics (not options anyone validated; asked for
+#: with ``--methods``, never in the default run): ``das_scale1`` one scale (``scales=(1,)``), ``das_nosobel`` without
+#: the Sobel magnitude, ``das_stats`` intensity and variance only
+VARIANTS = {"das_fs14": ("das", {"feature_size": 14}), "das_scale1": ("das", {"scales": (1,)}),
+            "das_nosobel": ("das", {"features": ("intensity", "variance", "laplacian")}),
+            "das_stats": ("das", {"features": ("intensity", "variance")})}
 
 INFERENCE_CONFIG = REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json"
 TRAIN_CONFIG = REPO / "bundles" / "das_volume_classification" / "configs" / "train.json"
@@ -342,7 +348,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="intra-op thread counts the latency is measured with (the first one for the folder and "
                          "training parts)")
     ap.add_argument("--scenarios", nargs="+", default=None)
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *(v for v in VARIANTS
+                                                                                 if v not in METHODS)])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--repeats-b1", type=int, default=30)
