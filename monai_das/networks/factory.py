@@ -144,6 +144,13 @@ def architecture_kwargs(name: str | None, kwargs: dict | None) -> dict:
     """
     kwargs = dict(kwargs or {})
     out = {k: v for k, v in kwargs.items() if not _WEIGHT_ARGUMENT.search(str(k))}
+    key = None if name is None else str(name).rsplit(".", 1)[-1]
+    if key == "TorchVisionFCModel" and any(v for k, v in kwargs.items() if k not in out):
+        # torchvision builds another network with weights than without (inception_v3's input transform, googlenet's
+        # auxiliary heads): a rebuild without them would not be the trained network
+        raise ValueError("encoder TorchVisionFCModel was trained with pretrained weights, and torchvision builds some "
+                         "networks differently with them: it cannot be rebuilt from a model card without loading "
+                         "weights; give the encoder in the bundle config (trusted code) instead.")
     if name is None:
         target: Any = MobileNetV3Small
     else:

@@ -126,6 +126,10 @@ def test_card_encoder_arguments_never_load_weights(caplog):
         {"num_classes": 8, "pretrained": False}
     assert architecture_kwargs("DenseNet121", {"out_channels": 8, "progress": False}) == \
         {"out_channels": 8, "progress": False, "pretrained": False}
+    with pytest.raises(ValueError, match="TorchVisionFCModel was trained with pretrained weights"):
+        architecture_kwargs("TorchVisionFCModel", {"model_name": "inception_v3", "weights": "DEFAULT"})
+    assert architecture_kwargs("TorchVisionFCModel", {"model_name": "resnet18", "pretrained": False}) == \
+        {"model_name": "resnet18", "pretrained": False}
     net = build_classifier("das", 2, 8, encoder="EfficientNetBN",  # built offline: no download attempted
                            encoder_kwargs=architecture_kwargs("EfficientNetBN", {"model_name": "efficientnet-b0"}))
     assert net.eval()(torch.rand(1, 1, 8, 32, 32)).shape == (1, 2)
