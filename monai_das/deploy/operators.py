@@ -247,7 +247,9 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
     The SDK's Basic Text SR writer, writing ``<output_folder>/<study_id>/<SOPInstanceUID>.dcm`` (replacing an earlier
     run's SR of that study) and logging (not raising) a failure, so a bad study does not stop the application.
 
-    The SR is written into a hidden temporary folder (``.sr-*``) in the study's SR folder and moved into place
+    The SR (the SDK's, completed by :meth:`write`: UTF-8 patient and study attributes copied exactly, references to
+    the source series and its instances) is written into a hidden temporary folder (``.sr-*``) in the study's SR
+    folder and moved into place
     (``os.replace``) once complete, then the earlier run's SR is removed: no ``*.dcm`` there is ever half-written
     (the temporary folder of a killed run is removed by the next run). When the write fails, the earlier run's SR is
     removed too (it would contradict this run's report) and the failure is in ``failed``.
@@ -263,6 +265,44 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         self.written: dict[str, list[str]] = {}
         self.failed: dict[str, str] = {}
         super().__init__(fragment, *args, output_folder=output_folder, **kwargs)
+
+    #: patient and study attributes the SDK copies from the source: copied again, exactly, in the SR's character set
+    COPIED_TEXT = ("PatientName", "PatientID", "IssuerOfPatientID", "AccessionNumber", "StudyDescription", "StudyID",
+                   "ReferringPhysicianName", "BodyPartExamined", "RequestedProcedureID")
+
+    def write(self, content_text, dicom_series, output_dir: Path):
+        """
+        The SDK's SR, then completed: written in UTF-8 (``SpecificCharacterSet`` ``ISO_IR 192``; the SDK writes
+        ``ISO_IR 100`` and turns a name outside Latin-1, ``Müller^Jürgen=中文``, into ``??``) with the patient and study
+        attributes copied again from the source, and the source series and every SOP instance of it referenced in
+        ``CurrentRequestedProcedureEvidenceSequence`` (the SDK references none).
+        """
+        import pydicom
+        from pydicom.dataset import Dataset
+        from pydicom.sequence import Sequence as DicomSequence
+
+        super().write(content_text, dicom_series, output_dir)
+        instances = [i.get_native_sop_instance() for i in dicom_series.get_sop_instances()]
+        source = instances[0]
+        for path in output_dir.glob("*.dcm"):
+            ds = pydicom.dcmread(str(path))
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            for keyword in self.COPIED_TEXT:
+                if keyword in source:
+                    setattr(ds, keyword, source.get(keyword))
+            series = Dataset()
+            series.SeriesInstanceUID = source.SeriesInstanceUID
+            refs = []
+            for inst in instances:
+                ref = Dataset()
+                ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = inst.SOPClassUID, inst.SOPInstanceUID
+                refs.append(ref)
+            series.ReferencedSOPSequence = DicomSequence(refs)
+            study = Dataset()
+            study.StudyInstanceUID = source.StudyInstanceUID
+            study.ReferencedSeriesSequence = DicomSequence([series])
+            ds.CurrentRequestedProcedureEvidenceSequence = DicomSequence([study])
+            pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
 
     def compute(self, op_input, op_output, context) -> None:
         text = str(op_input.receive(self.input_name_text))

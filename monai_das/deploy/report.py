@@ -136,10 +136,14 @@ def report_text(report: Mapping[str, Any]) -> str:
     ]
     if report.get("kept_source_indices") is not None:
         saved = report.get("compute_saved")
+        numbers = report.get("kept_instance_numbers")
         lines.append(
             f"Slices/frames used: {report['num_kept']} of {report['num_frames']} "
-            f"(source indices {report['kept_source_indices']}); encoder compute saved: {saved:.1%}."
+            f"(source indices {report['kept_source_indices']}"
+            + (f"; InstanceNumbers {numbers}" if numbers else "")
+            + f"); encoder compute saved: {saved:.1%}."
         )
+    lines += [f"Warning: {w}" for w in report.get("warnings") or []]
     return "\n".join(lines)
 
 

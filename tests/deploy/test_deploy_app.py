@@ -31,7 +31,12 @@ def study_folder(tmp_path_factory):
     shutil.copy(pydicom_file("CT_small.dcm"), root / "ct" / "CT_small.dcm")
     (root / "us").mkdir()
     shutil.copy(pydicom_file("examples_ybr_color.dcm"), root / "us" / "cine.dcm")
-    write_dicom_series(root / "series", num_slices=6)
+    import pydicom
+
+    for path in write_dicom_series(root / "series", num_slices=6):  # a name outside Latin-1, stored in UTF-8
+        ds = pydicom.dcmread(str(path))
+        ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 192", "Müller^Jürgen=中文"
+        ds.save_as(str(path))
     # bad studies
     (root / "empty").mkdir()
     (root / "unreadable.nii.gz").write_bytes(b"garbage, not gzip")
@@ -89,6 +94,18 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     src = pydicom.dcmread(study_folder / "ct" / "CT_small.dcm", stop_before_pixels=True)
     assert ds.Modality == "SR" and ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
     assert reports["ct"]["predicted_name"] in ds.ContentSequence[0].TextValue
+    # the series' SR: the patient's name exactly (UTF-8), the source series and all its instances referenced, the
+    # report's warnings in the text
+    ds = pydicom.dcmread(app.sr_files["series"][0])
+    sources = [pydicom.dcmread(str(p), stop_before_pixels=True) for p in sorted((study_folder / "series").glob("*.dcm"))]
+    assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == "Müller^Jürgen=中文"
+    (study,) = ds.CurrentRequestedProcedureEvidenceSequence
+    (series,) = study.ReferencedSeriesSequence
+    assert study.StudyInstanceUID == sources[0].StudyInstanceUID and series.SeriesInstanceUID == sources[0].SeriesInstanceUID
+    assert {r.ReferencedSOPInstanceUID for r in series.ReferencedSOPSequence} == {d.SOPInstanceUID for d in sources}
+    text = ds.ContentSequence[0].TextValue
+    assert "InstanceNumbers" not in text  # this network's frames run across the slices (slice_axis 0): none to give
+    assert reports["series"]["warnings"] and all(f"Warning: {w}" in text for w in reports["series"]["warnings"])
 
 
 def test_app_rerun_into_the_same_folder_replaces_its_outputs(study_folder, checkpoint_bundle, tmp_path, monkeypatch):

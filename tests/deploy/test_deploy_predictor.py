@@ -167,6 +167,9 @@ def test_study_report_maps_indices(torchscript_model):
     assert report["status"] == "ok" and report["kept_indices"] == [0, 4, 8, 15]
     assert report["kept_source_indices"] == [100, 108, 116, 130]
     assert report["kept_instance_numbers"] == [101, 109, 117, 131]
+    from monai_das.deploy.report import report_text
+
+    assert "(source indices [100, 108, 116, 130]; InstanceNumbers [101, 109, 117, 131])" in report_text(report)
     assert set(report["probabilities"]) == set(LABELS) and sum(report["probabilities"].values()) == pytest.approx(1)
     assert report["warnings"] == []
     json.dumps(report, allow_nan=False)  # serializable
