@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec_overrides={"spatial_size": args.spatial_size} if args.spatial_size else None,
         )
         app.run()
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError) as e:  # OSError: a missing file, an output that cannot be written
         logging.getLogger("monai_das.deploy").error("%s: %s", type(e).__name__, e)
         return 1
     n_err = sum(r["status"] != "ok" for r in app.reports)

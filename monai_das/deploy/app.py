@@ -119,6 +119,10 @@ class DASClassifierApp(Application):
 
     def compose(self) -> None:
         """Build the graph: loader → inference → report writer (→ SR writer)."""
+        from monai_das.engines.checks import check_writable
+
+        # before the model is loaded and any study read: an unwritable output would waste the whole run
+        check_writable(self.output_path, option="output folder (--output)", create=False)
         budget = None
         if self.predictor is None:
             self.predictor = DASPredictor.from_path(

@@ -200,22 +200,30 @@ def check_overrides(
     return overrides
 
 
-def check_writable(*folders: str | os.PathLike) -> None:
+def check_writable(*folders: str | os.PathLike, option: str = "--bundle_root", create: bool = True) -> None:
     """
     Create each folder and write (then delete) a probe file in it, so that a read-only ``bundle_root`` fails at
-    start-up with an error naming the folder, not after the first epoch when the checkpoint is saved.
+    start-up with an error naming the folder, not after the first epoch when the checkpoint is saved (``option``: the
+    command-line option the message tells the user to change). ``create=False``: a folder that does not exist yet is
+    not made; the probe goes into its nearest existing parent (which must be a folder), where it would be made.
     """
     for folder in folders:
         path = Path(folder)
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".write_probe_", dir=path)
+            if create:
+                path.mkdir(parents=True, exist_ok=True)
+            where = path
+            while not create and not where.exists() and where != where.parent:
+                where = where.parent
+            if not where.is_dir():
+                raise NotADirectoryError(20, "not a folder", str(where))
+            fd, probe = tempfile.mkstemp(prefix=".write_probe_", dir=where)
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
             raise PermissionError(
                 f"cannot write to '{path}' ({e.strerror or e}): checkpoints and outputs go there; choose a writable "
-                "--bundle_root."
+                f"{option}."
             ) from e
 
 

@@ -187,7 +187,7 @@ def test_app_single_files_torchscript(torchscript_model, tmp_path):
         assert report["kept_indices"] == expected
 
 
-def test_cli_exit_status(study_folder, torchscript_model, tmp_path):
+def test_cli_exit_status(study_folder, torchscript_model, tmp_path, caplog):
     model, _ = torchscript_model
     good = tmp_path / "good"
     write_dicom_series(good / "s1", num_slices=5)
@@ -201,6 +201,14 @@ def test_cli_exit_status(study_folder, torchscript_model, tmp_path):
     assert json.loads((tmp_path / "o2" / "series.json").read_text())["status"] == "ok"
     assert cli_main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o3"), "-m", str(model)]) == 1
     assert cli_main(["-i", str(good), "-o", str(tmp_path / "o4"), "-m", str(tmp_path / "no_model")]) == 1
+    assert not (tmp_path / "o3").exists() and not (tmp_path / "o4").exists()  # nothing made for a run that fails
+    # an output that cannot be written: one line naming it, before the model is loaded or any study read
+    (tmp_path / "a_file").write_text("not a folder")
+    caplog.clear()
+    with caplog.at_level("ERROR"):
+        assert cli_main(["-i", str(good), "-o", str(tmp_path / "a_file" / "out"), "-m", str(tmp_path / "no_model")]) == 1
+    assert f"cannot write to '{tmp_path / 'a_file' / 'out'}'" in caplog.text and "output folder (--output)" in caplog.text
+    assert "no_model" not in caplog.text  # the model was never looked for
 
 
 def test_app_runs_onnx_by_default_with_frame_budget(onnx_bundle, tmp_path):

@@ -112,6 +112,11 @@ def test_check_writable(tmp_path, monkeypatch):
     blocker.write_text("x")
     with pytest.raises(PermissionError, match=f"cannot write to '{blocker / 'models'}'"):
         check_writable(blocker / "models")
+    # create=False (the Deploy app's output): nothing is made, the probe goes where the folder would be made
+    check_writable(tmp_path / "b" / "c", create=False)
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(PermissionError, match=r"cannot write to '.*file/out' \(not a folder\).*writable --output"):
+        check_writable(blocker / "out", create=False, option="--output")
 
     def read_only(*a, **k):
         raise PermissionError(13, "Permission denied")
