@@ -10,16 +10,26 @@ import sys
 from collections.abc import Sequence
 
 
+class _Once(argparse.Action):
+    """An option given at most once: ``-i a -i b`` is a usage error, not ``b`` alone with ``a`` silently dropped."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)!r} and {values!r}): give one "
+                         "(a folder holds many studies; a CSV study list or a datalist lists them).")
+        setattr(namespace, self.dest, values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m monai_das.deploy",
         description="Classify studies (NIfTI, DICOM series, multi-frame DICOM, video) with an exported DAS bundle "
         "and write one JSON report per study (MONAI Deploy App SDK application, CPU by default).",
     )
-    p.add_argument("-i", "--input", help="study file, folder of studies, CSV study list or datalist JSON "
+    p.add_argument("-i", "--input", action=_Once, help="study file, folder of studies, CSV study list or datalist JSON "
                    "(default: $HOLOSCAN_INPUT_PATH or 'input')")
-    p.add_argument("-o", "--output", help="report folder (default: $HOLOSCAN_OUTPUT_PATH or 'output')")
-    p.add_argument("-m", "--model", help="bundle folder, ONNX file, TorchScript file or checkpoint "
+    p.add_argument("-o", "--output", action=_Once, help="report folder (default: $HOLOSCAN_OUTPUT_PATH or 'output')")
+    p.add_argument("-m", "--model", action=_Once, help="bundle folder, ONNX file, TorchScript file or checkpoint "
                    "(default: $HOLOSCAN_MODEL_PATH or 'models')")
     p.add_argument("--config", help="bundle config with network_def, for a bare checkpoint")
     p.add_argument("--engine", choices=("onnxruntime", "torchscript", "eager"), default=None,

@@ -36,7 +36,7 @@ from monai_das.deploy.operators import (
 )
 from monai_das.data.studies import discover_studies
 from monai_das.deploy.predictor import DASPredictor, resolve_engine
-from monai_das.deploy.report import check_output_paths
+from monai_das.deploy.report import check_output_paths, study_output_path
 from monai_das.deploy.studies import StudyLoader
 
 __all__ = ["DASClassifierApp"]
@@ -117,6 +117,23 @@ class DASClassifierApp(Application):
         self._sr_writer: DASTextSRWriterOperator | None = None
         super().__init__(list(argv) if argv is not None else [sys.executable, "monai_das.deploy"])
 
+    def _clear_earlier_run(self, sources: list) -> None:
+        """
+        An earlier run's ``summary.json`` is removed before this run writes anything (it is written again at the end):
+        a run killed half-way never leaves a summary that describes another run. Reports of studies that are not in
+        this run (an earlier run on more studies) are kept, and named in a warning.
+        """
+        summary = self.output_path / "summary.json"
+        summary.unlink(missing_ok=True)
+        ours = {study_output_path(self.output_path, s.study_id, ".json").resolve() for s in sources}
+        others = [p for p in self.output_path.rglob("*.json")
+                  if SR_FOLDER not in p.relative_to(self.output_path).parts and p.resolve() not in ours]
+        if others:
+            names = ", ".join(str(p.relative_to(self.output_path)) for p in sorted(others)[:3])
+            logger.warning(f"'{self.output_path}' also holds {len(others)} report(s) of studies that are not in this "
+                           f"run ({names}{', ...' if len(others) > 3 else ''}), from an earlier run: kept, not in this "
+                           "run's summary.json.")
+
     def compose(self) -> None:
         """Build the graph: loader → inference → report writer (→ SR writer)."""
         from monai_das.engines.checks import check_writable
@@ -137,6 +154,7 @@ class DASClassifierApp(Application):
         check_output_paths(self.output_path, [s.study_id for s in sources])
         logger.info("%d stud%s found under %s", len(sources), "y" if len(sources) == 1 else "ies", self.input_path)
         self.output_path.mkdir(parents=True, exist_ok=True)
+        self._clear_earlier_run(sources)
         loader = StudyLoaderOperator(
             self, CountCondition(self, count=len(sources)), sources=sources,
             loader=StudyLoader(self.predictor.spec, **self.loader_options), name="study_loader",

@@ -202,6 +202,15 @@ def test_cli_exit_status(study_folder, torchscript_model, tmp_path, caplog):
     assert cli_main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o3"), "-m", str(model)]) == 1
     assert cli_main(["-i", str(good), "-o", str(tmp_path / "o4"), "-m", str(tmp_path / "no_model")]) == 1
     assert not (tmp_path / "o3").exists() and not (tmp_path / "o4").exists()  # nothing made for a run that fails
+    with pytest.raises(SystemExit):  # -i twice: a usage error, not the second input alone
+        cli_main(["-i", str(good), "-i", str(study_folder), "-o", str(tmp_path / "o5"), "-m", str(model)])
+    # a smaller run into o2: the earlier reports are named, summary.json is this run's (removed first: a kill half-way
+    # leaves none of another run)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert cli_main(["-i", str(good), "-o", str(tmp_path / "o2"), "-m", str(model), "--modalities", "MR"]) == 0
+    assert "report(s) of studies that are not in this run" in caplog.text and "ct.json" in caplog.text
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["num_studies"] == 1
     # an output that cannot be written: one line naming it, before the model is loaded or any study read
     (tmp_path / "a_file").write_text("not a folder")
     caplog.clear()
