@@ -161,6 +161,9 @@ def load_onnx(
             f"<bundle>/configs/inference.json`), or pass spec_overrides, e.g. DASPredictor.from_path(path, "
             f"layout='volume', spatial_size=(D, H, W), slice_axis=0, in_channels=1)."
         )
+    if not has_card:  # the graph's own layout and frame axis, not ModelSpec's defaults; what was given still wins
+        graph = {"layout": net.layout, **({"slice_axis": net.slice_axis} if net.layout == "volume" else {})}
+        overrides = {**graph, **given}
     spec = _spec_from_configs(metadata if has_card else {}, {}, None, overrides, meta_source or embedded,
                               model=source)
     expected = ((spec.in_channels, *spec.spatial_size) if spec.layout == "volume" else

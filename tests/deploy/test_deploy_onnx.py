@@ -165,6 +165,23 @@ def test_onnx_without_card_or_outputs(onnx_bundle, tmp_path):
     assert str(broken) in str(err.value) and "'indices'" in str(err.value)
 
 
+def test_onnx_without_card_takes_the_graphs_frame_axis(tmp_path):
+    """A card-less ONNX file given its grid: layout and frame axis are the graph's own (here slices along W), not
+    ModelSpec's defaults that the graph would then refuse."""
+    from monai_das.engines import save_onnx
+    from monai_das.networks import build_classifier
+
+    torch.manual_seed(0)
+    net = build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2).eval()
+    path = save_onnx(net, tmp_path / "m.onnx", [1, 16, 16, 8])
+    pred = DASPredictor.from_path(path, spatial_size=(16, 16, 8))
+    assert pred.spec.layout == "volume" and pred.spec.slice_axis == 2
+    x = torch.rand(1, 16, 16, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        kept = net.sample(x[None]).indices[0].tolist()
+    assert pred.predict(x).kept_indices == kept
+
+
 def test_engine_fallback(onnx_bundle, tmp_path, caplog):
     """A folder without the chosen engine's file: the next engine, with a warning, said in describe()."""
     root = tmp_path / "bundle"
