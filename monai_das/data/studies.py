@@ -609,8 +609,9 @@ def list_studies(
     when ``source`` is ``None`` — but a dataset of a datalist's files (its ``data`` items hold ``"image"`` paths)
     gives its studies as files, with ids relative to ``dataset_dir`` (default: the images' common folder), so
     predictions name each study and its ``source_frames`` (unless one of them is a file the study layer does not read,
-    e.g. a ``.tif`` volume that the dataset's ``LoadImage`` reads: then the dataset's items, as before). :func:`monai_das.engines.select_studies` compares ``image`` and ``fingerprint`` to
-    decide whether an earlier prediction still holds; :class:`monai_das.engines.StudyDataset` loads the items.
+    e.g. a ``.tif`` volume that the dataset's ``LoadImage`` reads: then the dataset's items, as before).
+    :func:`monai_das.engines.select_studies` compares ``image`` and ``fingerprint`` to decide whether an earlier
+    prediction still holds; :class:`monai_das.engines.StudyDataset` loads the items.
 
     Args:
         source: see :func:`discover_studies`; ``None``: use ``dataset``.
