@@ -674,11 +674,11 @@ def series_slice_ranks(folder: str | os.PathLike, affine: Any, num_slices: int) 
         h = read_dicom_header(f, ("InstanceNumber", "ImagePositionPatient", "Rows", "Columns", "Modality"))
         if _holds_no_image(h):
             continue
-        position, number = h.get("ImagePositionPatient"), h.get("InstanceNumber")
-        if position is None or number in (None, "") or len(list(position)) != 3:
+        position, number = _numbers(h.get("ImagePositionPatient"), 3), h.get("InstanceNumber")
+        if position is None or number is None or str(number).strip() == "":
             raise ValueError(f"DICOM series '{folder}': file '{f}' has no InstanceNumber or ImagePositionPatient, so "
                              "its evidence slices cannot be numbered.")
-        x, y, z = (float(v) for v in position)
+        x, y, z = position
         depth.append(float((inv @ np.array([-x, -y, z, 1.0]))[2]))  # DICOM's LPS to the affine's RAS
         numbers.append(int(number))
     if len(depth) != num_slices or len(set(np.round(depth, 3).tolist())) != num_slices:
