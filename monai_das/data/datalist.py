@@ -638,7 +638,7 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
     order: columns, rows, slices) or one such file.
     """
     if path.is_dir():
-        from monai_das.data.studies import is_hidden
+        from monai_das.data.studies import _holds_no_image, _study_at, check_series_stack, is_hidden
 
         # the folder's own files, as the training recipe's LoadImage reads a series folder (not the study layer's
         # discovery, which also walks sub-folders: a series one level down would pass here and fail in LoadImage);
@@ -648,8 +648,6 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
         if not files:
             raise ValueError("is a folder without DICOM files (expected one DICOM series).")
         if any(e.is_dir() for e in entries):
-            from monai_das.data.studies import _study_at
-
             # LoadImage would read the series and ignore the sub-folders, but inference and the Deploy app (the study
             # layer) take a folder as a study only when everything under it is one study: refuse now what they would
             study = _study_at(path.name, path)
@@ -662,14 +660,11 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
             return _dicom_facts(files[0])
         if max(frames) > 1:
             raise ValueError(f"mixes multi-frame DICOM ('{files[frames.index(max(frames))]}') and other files.")
-        if len(files) > 1:
-            from monai_das.data.studies import _holds_no_image
-
-            # a report (SR) or key object beside the slices: not read (ITK's series lookup passes over it), as the
-            # study layer's discovery skips it; the folder's images are the series
-            images = [(f, h) for f, h in zip(files, headers) if not _holds_no_image(h)]
-            if images and len(images) < len(files):
-                files, headers = [f for f, _ in images], [h for _, h in images]
+        # a report (SR) or key object beside the slices: not read (ITK's series lookup passes over it), as the
+        # study layer's discovery skips it; the folder's images are the series (a folder of only such files is not)
+        images = [(f, h) for f, h in zip(files, headers) if not _holds_no_image(h)]
+        if images and len(images) < len(files):
+            files, headers = [f for f, _ in images], [h for _, h in images]
         series = {str(h.get("SeriesInstanceUID", "")) for h in headers}
         if len(series) > 1:
             raise ValueError(f"holds {len(series)} DICOM series; give one folder per series.")
@@ -679,8 +674,6 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
         channels = {_dicom_channels(h) for h in headers}
         if len(channels) > 1:
             raise ValueError(f"holds DICOM slices with different SamplesPerPixel {sorted(channels)}.")
-        from monai_das.data.studies import check_series_stack
-
         # one stack, as inference and the Deploy app require (numbered slices, one plane, one pixel size, one slice
         # per position; gaps and a gantry tilt warned): a model is not trained on what they would refuse
         check_series_stack(files, headers, f"DICOM series '{path}'")

@@ -210,11 +210,12 @@ def check_writable(*folders: str | os.PathLike, option: str = "--bundle_root", c
     for folder in folders:
         path = Path(folder)
         try:
+            where = path
             if create:
                 path.mkdir(parents=True, exist_ok=True)
-            where = path
-            while not create and not where.exists() and where != where.parent:
-                where = where.parent
+            else:  # the folder the run would make it in
+                while not where.exists() and where != where.parent:
+                    where = where.parent
             if not where.is_dir():
                 raise NotADirectoryError(20, "not a folder", str(where))
             fd, probe = tempfile.mkstemp(prefix=".write_probe_", dir=where)
