@@ -5,6 +5,7 @@ from monai_das.data.cache import ItemLoadError, NamedCacheDataset
 from monai_das.data.datalist import (
     DATALIST_SPLITS,
     STUDY_LAYOUTS,
+    check_no_copies,
     check_study_shapes,
     datalist_classes,
     datalist_splits,
@@ -73,6 +74,7 @@ __all__ = [
     "DATALIST_SPLITS",
     "STUDY_LAYOUTS",
     "check_study_shapes",
+    "check_no_copies",
     "datalist_classes",
     "datalist_splits",
     "load_datalist",

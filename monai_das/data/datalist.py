@@ -33,6 +33,7 @@ __all__ = [
     "check_class_name",
     "split_training",
     "check_study_shapes",
+    "check_no_copies",
 ]
 
 logger = logging.getLogger(__name__)
@@ -608,7 +609,8 @@ def _npy_shape(path: str) -> tuple[int, list[int]]:
 
 #: the DICOM elements the shape check reads
 _SHAPE_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
-               "Modality", "InstanceNumber", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+               "Modality", "InstanceNumber", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
+               "SOPInstanceUID")
 
 
 def _dicom_header(path: Path):
@@ -630,12 +632,19 @@ def _dicom_rows_cols(ds, path: Path) -> tuple[int, int]:
     return int(ds.Rows), int(ds.Columns)
 
 
-def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
+def _dicom_uid(ds, tag: str) -> str | None:
+    """``"<tag> <value>"``: what names a DICOM study's content (``None`` when the file has no such UID)."""
+    value = str(ds.get(tag, "") or "").strip()
+    return f"{tag} {value}" if value else None
+
+
+def _dicom_facts(path: Path) -> tuple[str, int, list[int], str | None]:
     """
-    ``("clip", C, [T, H, W])`` for a multi-frame DICOM file (``"slices"`` instead of ``"clip"`` when its modality is
-    one of :data:`~monai_das.data.studies.VOLUME_MODALITIES`: an Enhanced CT/MR file, whose frames are slices),
-    ``("volume", C, [W, H, N])`` for a folder of single-frame DICOM files (one series; MONAI's ``PydicomReader``
-    order: columns, rows, slices) or one such file.
+    ``("clip", C, [T, H, W], uid)`` for a multi-frame DICOM file (``"slices"`` instead of ``"clip"`` when its modality
+    is one of :data:`~monai_das.data.studies.VOLUME_MODALITIES`: an Enhanced CT/MR file, whose frames are slices),
+    ``("volume", C, [W, H, N], uid)`` for a folder of single-frame DICOM files (one series; MONAI's ``PydicomReader``
+    order: columns, rows, slices) or one such file. ``uid`` names the content: the folder's ``SeriesInstanceUID``, a
+    file's ``SOPInstanceUID`` (:func:`_dicom_uid`).
     """
     if path.is_dir():
         from monai_das.data.studies import _holds_no_image, _study_at, check_series_stack, is_hidden
@@ -678,16 +687,17 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int]]:
         # per position; gaps and a gantry tilt warned): a model is not trained on what they would refuse
         check_series_stack(files, headers, f"DICOM series '{path}'")
         (rows, cols), = sizes
-        return "volume", channels.pop(), [cols, rows, len(files)]
+        return "volume", channels.pop(), [cols, rows, len(files)], _dicom_uid(headers[0], "SeriesInstanceUID")
     ds = _dicom_header(path)
     rows, cols = _dicom_rows_cols(ds, path)
     n = int(ds.get("NumberOfFrames", 1) or 1)
+    uid = _dicom_uid(ds, "SOPInstanceUID")
     if n > 1:
         from monai_das.data.studies import VOLUME_MODALITIES
 
         kind = "slices" if str(ds.get("Modality", "")).upper() in VOLUME_MODALITIES else "clip"
-        return kind, _dicom_channels(ds), [n, rows, cols]
-    return "volume", _dicom_channels(ds), [cols, rows]
+        return kind, _dicom_channels(ds), [n, rows, cols], uid
+    return "volume", _dicom_channels(ds), [cols, rows], uid
 
 
 def _video_facts(path: str) -> tuple[int, list[int]]:
@@ -729,9 +739,9 @@ _CLIPS_ONLY = (f"a video model trains on video files ({', '.join(VIDEO_EXTENSION
 
 
 def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False
-                 ) -> tuple[int, tuple[int, ...], int]:
-    """``(channels, shape in the layout's order, number of frames/slices)`` of one image (``clips_only``: refuse a
-    volume rather than read it as a clip)."""
+                 ) -> tuple[int, tuple[int, ...], int, str | None]:
+    """``(channels, shape in the layout's order, number of frames/slices, DICOM uid or None)`` of one image
+    (``clips_only``: refuse a volume rather than read it as a clip)."""
     p = Path(image)
     name = p.name.lower()
     if not p.exists():
@@ -740,12 +750,13 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
         raise ValueError(f"is no clip ({'a folder' if p.is_dir() else 'neither a video nor a DICOM file'}): "
                          f"{_CLIPS_ONLY}")
     clip: list[int] | None = None  # [T, H, W] of a clip
+    uid = None
     if name.endswith(_NIFTI_SUFFIXES):
         c, spatial = _nifti_shape(image)
     elif name.endswith(".npy"):
         c, spatial = _npy_shape(image)
     elif p.is_dir() or is_dicom(p):
-        kind, c, dims = _dicom_facts(p)
+        kind, c, dims, uid = _dicom_facts(p)
         clip, spatial = (dims, []) if kind != "volume" else (None, dims)
         if kind == "slices" and layout == "volume":
             # an Enhanced CT/MR file is a volume: columns, rows, frames, as LoadImage reads it (and the study layer)
@@ -765,7 +776,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
         t, h, w = clip
         if t < 2:
             raise ValueError(f"is a single-frame clip ({t} frame(s), {h}×{w}): expected a clip of several frames.")
-        return c, (t, c, h, w), t
+        return c, (t, c, h, w), t, uid
     if clip is not None:  # a clip read as a volume: its frames are the slices along slice_axis
         t, h, w = clip
         spatial = [h, w]
@@ -773,7 +784,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     if len(spatial) != 3 or min(spatial) < 2:
         what = "not a 3D volume" if len(spatial) > 3 else "a 2D image"
         raise ValueError(f"is {what} (spatial shape {spatial}, {c} channel(s)): expected a 3D volume.")
-    return c, (c, *spatial), spatial[slice_axis]
+    return c, (c, *spatial), spatial[slice_axis], uid
 
 
 def check_study_shapes(
@@ -812,16 +823,20 @@ def check_study_shapes(
             before any reading.
 
     Returns:
-        ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max)}``, shapes in the layout's
-        order as above (spatial axes of NIfTI/NumPy/DICOM-series volumes in the order MONAI's readers give them;
-        before any resizing), frames = slices along ``slice_axis`` (volume) or clip length (video).
+        ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max), "dicom_uids": {uid: where}}``,
+        shapes in the layout's order as above (spatial axes of NIfTI/NumPy/DICOM-series volumes in the order MONAI's
+        readers give them; before any resizing), frames = slices along ``slice_axis`` (volume) or clip length
+        (video); ``dicom_uids``: what names each DICOM image's content (``"SeriesInstanceUID <uid>"`` of a series
+        folder, ``"SOPInstanceUID <uid>"`` of a file) → the item (datalist line and path), for
+        :func:`check_no_copies` across lists.
 
     Raises:
         FileNotFoundError: a missing image.
         ValueError: naming the item's file (and datalist line): a 2D image (or one slice) where a volume is
             expected, a single-frame clip where a clip is expected (a volume with ``clips_only``), mixed channel
             counts across the items (naming two files and their counts), an empty item list or a bad
-            ``layout``/``slice_axis``.
+            ``layout``/``slice_axis``; two items that are one DICOM series or object (a copy in another folder:
+            :func:`check_no_copies`).
         RuntimeError: a file whose header cannot be read.
     """
     if layout not in STUDY_LAYOUTS:
@@ -836,10 +851,11 @@ def check_study_shapes(
     shapes: dict[str, tuple[int, ...]] = {}
     first_with: dict[int, str] = {}  # channel count → the first image that has it
     frames = []
+    uids: dict[str, str] = {}
     for item in chosen:
         image = str(item["image"] if isinstance(item, Mapping) else item)
         try:
-            c, shape, t = _study_facts(image, layout, slice_axis, reader, clips_only)
+            c, shape, t, uid = _study_facts(image, layout, slice_axis, reader, clips_only)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{_where(item, image)} {e}") from e
         except ValueError as e:
@@ -855,4 +871,21 @@ def check_study_shapes(
         first_with.setdefault(c, image)
         shapes[image] = shape
         frames.append(t)
-    return {"in_channels": next(iter(first_with)), "shapes": shapes, "num_frames_range": (min(frames), max(frames))}
+        if uid is not None:
+            check_no_copies(uids, {uid: _where(item, image)})
+            uids[uid] = _where(item, image)
+    return {"in_channels": next(iter(first_with)), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
+            "dicom_uids": uids}
+
+
+def check_no_copies(known: Mapping[str, str], new: Mapping[str, str]) -> None:
+    """
+    Refuse an item of ``new`` that is the DICOM series or object of an item of ``known`` (``dicom_uids`` of
+    :func:`check_study_shapes`, UID → item), naming both: a copy of one study in another folder would count twice in
+    training, or be trained on and validated/tested on (as the same path in two lists is refused by
+    :func:`load_datalist`).
+    """
+    for uid, where in new.items():
+        if uid in known and known[uid] != where:
+            raise ValueError(f"{where} is the same DICOM study as {known[uid]} ({uid}): a copy; list each study once, "
+                             "in one list (split by patient, never by study or frame).")

@@ -144,6 +144,8 @@ class StudySource:
         error: why the study cannot be processed, found during discovery (``kind="invalid"``).
         label: the class index given by a study list (``None``: unknown).
         fingerprint: :func:`study_fingerprint` of the member files (computed when not given).
+        warnings: what discovery noticed about the study (e.g. the same DICOM series in another folder); they join
+            the warnings of its reading (``Study.info["warnings"]``, the reports' ``warnings``).
 
     ``os.fspath(source)`` is ``path``, so path-based transforms accept a source.
     """
@@ -155,6 +157,7 @@ class StudySource:
     error: str | None = None
     label: int | None = None
     fingerprint: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in STUDY_KINDS:
@@ -268,7 +271,8 @@ def _study_id(root: Path, path: Path) -> str:
 
 
 #: the DICOM elements discovery reads: a clip (several frames) or a slice of a series
-_DISCOVERY_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "SeriesNumber", "Modality", "Rows", "Columns")
+_DISCOVERY_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "SeriesNumber", "SOPInstanceUID", "Modality", "Rows",
+                   "Columns")
 
 
 def _holds_no_image(ds) -> bool:
@@ -392,6 +396,13 @@ def _walk(root: Path) -> list[StudySource]:
             studies.append(StudySource(sid, "dicom_series", folder, members))
     if not any_file:
         raise ValueError(f"input folder '{root}' contains no files.")
+    _unique_ids(studies)
+    _warn_copies(studies, headers)
+    return studies
+
+
+def _unique_ids(studies: list[StudySource]) -> None:
+    """Give each study its own id (e.g. two series with one SeriesNumber in a folder: ``X``, ``X_1``)."""
     taken = {s.study_id for s in studies}
     seen: dict[str, int] = {}
     for s in sorted(studies, key=lambda s: s.study_id):  # unique ids (e.g. two series with one SeriesNumber)
@@ -405,7 +416,33 @@ def _walk(root: Path) -> list[StudySource]:
             seen[s.study_id] = n + 1
             taken.add(new)
             s.study_id = new
-    return studies
+
+
+def _warn_copies(studies: list[StudySource], headers: dict[Path, Any]) -> None:
+    """
+    Warn, on each study concerned, about DICOM studies that are the same series (``SeriesInstanceUID`` of a folder's
+    single-frame files) or the same multi-frame object (``SOPInstanceUID``) as another study of the input: a copy
+    (classified twice) or one series split across folders (each part classified as a study of its own).
+    """
+    by_uid: dict[tuple[str, str], list[StudySource]] = {}
+    for s in studies:
+        first = headers.get(s.files[0]) if s.files and s.kind in ("dicom_series", "video") else None
+        if first is None:
+            continue
+        tag = "SeriesInstanceUID" if s.kind == "dicom_series" else "SOPInstanceUID"
+        uid = str(first.get(tag, "") or "")
+        if uid:
+            by_uid.setdefault((tag, uid), []).append(s)
+    for (tag, uid), same in by_uid.items():
+        if len(same) < 2:
+            continue
+        ids = sorted(s.study_id for s in same)
+        what = "series" if tag == "SeriesInstanceUID" else "DICOM object"
+        message = (f"studies {', '.join(repr(i) for i in ids)} are one {what} ({tag} {uid}): copies of one another "
+                   "or one series split across folders; each is classified on its own.")
+        logger.warning(message)
+        for s in same:
+            s.warnings.append(message)
 
 
 def _study_at(study_id: str, path: Path, label: int | None = None) -> StudySource:
@@ -1179,6 +1216,8 @@ class LoadStudy(Transform):
 
         meta = {**meta, "filename_or_obj": str(source.path), "study_id": source.study_id,
                 SOURCE_INDICES: torch.as_tensor(src, dtype=torch.long), "source_axis": int(info["source_axis"])}
+        if source.warnings:  # discovery's first, then the reading's
+            info = {**info, "warnings": [*source.warnings, *info.get("warnings", [])]}
         return Study(source, MetaTensor(image.float().contiguous(), meta=meta), list(src), info)
 
 

@@ -165,6 +165,7 @@ class BundleData:
         self._splits: dict[str, Any] = {}
         self._info: dict | None = None
         self._checked: set[str] = set()  # datalist splits whose files were checked like the training ones
+        self._dicom_uids: dict[str, str] = {}  # DICOM content of the checked lists' items → item (no copy across lists)
         if self.datalist is not None:
             self._read_datalist()
 
@@ -344,15 +345,18 @@ class BundleData:
         Read the headers of a validation or test list's files as the training list's were (:func:`check_study_shapes`:
         one DICOM series per folder, a volume or clip per file) and refuse a channel count other than the training
         files', naming the datalist; once per split. Without it a DICOM folder holding a localizer beside its series
-        would be read as whichever series the reader takes, and validation metrics would be silently off.
+        would be read as whichever series the reader takes, and validation metrics would be silently off. A DICOM series
+        or object that is also in another checked list (a copy in another folder, :func:`check_no_copies`) is refused.
         """
         if split == "train" or split in self._checked:
             return
-        from monai_das.data import check_study_shapes
+        from monai_das.data import check_no_copies, check_study_shapes
 
         trained = self.info["in_channels"]  # the training files' (for volumes as check_study_shapes read them)
-        channels = int(check_study_shapes(items, self.layout, slice_axis=self.slice_axis,
-                                          clips_only=True)["in_channels"])
+        facts = check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True)
+        check_no_copies(self._dicom_uids, facts["dicom_uids"])  # the same series copied into another list: leakage
+        self._dicom_uids.update(facts["dicom_uids"])
+        channels = int(facts["in_channels"])
         # a video recipe makes every clip the network's channels (grey or RGB) itself: only volumes must match
         if self.layout == "volume" and channels != trained:
             raise ValueError(f"datalist '{self.datalist}': the {_SPLITS[split]!r} images have {channels} channel(s), "
@@ -364,6 +368,7 @@ class BundleData:
 
         # clips_only: the video recipe decodes clips (LoadVideod), a volume is refused naming it before training
         facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis, clips_only=True)
+        self._dicom_uids.update(facts["dicom_uids"])
         if self.layout == "video":
             return self._video_facts(self.label_names, 1 if self.in_channels_arg == 1 else int(facts["in_channels"]))
         grid = _size_list(self._spatial_arg, 3, "spatial_size")

@@ -375,7 +375,7 @@ def test_check_study_shapes_volumes(tmp_path):
     np.save(tmp_path / "b.npy", np.zeros((5, 8, 9), np.float32))
     facts = check_study_shapes(items, "volume")
     assert facts == {"in_channels": 1, "shapes": {items[0]["image"]: (1, 10, 12, 6), items[1]["image"]: (1, 5, 8, 9)},
-                     "num_frames_range": (5, 10)}
+                     "num_frames_range": (5, 10), "dicom_uids": {}}  # no DICOM file: no UID
     assert check_study_shapes(items, "volume", slice_axis=2)["num_frames_range"] == (6, 9)
     assert list(check_study_shapes(items, "volume", max_items=1)["shapes"]) == [items[0]["image"]]
     # a multi-channel NIfTI (X×Y×Z×C) and a channel-first NumPy volume
@@ -394,7 +394,7 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     avi = _clip(tmp_path / "clip.avi", 5)
     multi = _dicom(tmp_path / "cine.dcm", 12, 16, frames=4)
     facts = check_study_shapes([avi], "video")
-    assert facts == {"in_channels": 3, "shapes": {avi: (5, 3, 12, 16)}, "num_frames_range": (5, 5)}
+    assert facts == {"in_channels": 3, "shapes": {avi: (5, 3, 12, 16)}, "num_frames_range": (5, 5), "dicom_uids": {}}
     assert check_study_shapes([multi], "video")["shapes"] == {multi: (4, 1, 12, 16)}
     assert check_study_shapes([multi], "volume", slice_axis=1)["shapes"] == {multi: (1, 12, 4, 16)}
     series = tmp_path / "series"
@@ -489,3 +489,19 @@ def test_datalist_to_study_shapes(json_datalist):
     with pytest.raises(ValueError, match=r"datalist\.json:training\[1\]: '.*b\.npy' is a 2D image"):
         check_study_shapes(items, "volume")
     assert os.path.isabs(items[0]["image"])
+
+
+def test_check_study_shapes_refuses_a_copied_dicom_file(tmp_path):
+    """Two multi-frame DICOM files with one SOPInstanceUID are one object (a copied cine): refused, naming both;
+    ``dicom_uids`` names each file's content."""
+    import shutil
+
+    pydicom_data = pytest.importorskip("pydicom.data")
+    cine = pydicom_data.get_testdata_file("examples_ybr_color.dcm")
+    if cine is None:
+        pytest.skip("pydicom test file examples_ybr_color.dcm not installed")
+    a, b = shutil.copy(cine, tmp_path / "a.dcm"), shutil.copy(cine, tmp_path / "b.dcm")
+    (uid, where), = check_study_shapes([a], "video")["dicom_uids"].items()
+    assert uid.startswith("SOPInstanceUID ") and where == f"'{a}'"
+    with pytest.raises(ValueError, match=r"'.*b\.dcm' is the same DICOM study as '.*a\.dcm' \(SOPInstanceUID "):
+        check_study_shapes([a, b], "video")

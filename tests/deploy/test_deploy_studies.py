@@ -367,6 +367,29 @@ def test_renamed_duplicate_ids_never_take_another_studys_id(tmp_path):
     assert ids == ["r", "r_1", "r_2"]
 
 
+def test_one_series_or_cine_in_two_places_is_warned(tmp_path, caplog):
+    """A series copied into a second folder (or split across two) and a cine file copied: each is classified on its
+    own, with a warning naming both studies in the log and in each study's warnings (the reports'); an unrelated
+    study has none."""
+    write_dicom_series(tmp_path / "a", num_slices=4)
+    shutil.copytree(tmp_path / "a", tmp_path / "copy_of_a")
+    write_dicom_series(tmp_path / "b", num_slices=4)
+    shutil.copy(pydicom_file("examples_ybr_color.dcm"), tmp_path / "cine.dcm")
+    shutil.copy(pydicom_file("examples_ybr_color.dcm"), tmp_path / "cine_again.dcm")
+    with caplog.at_level("WARNING"):
+        studies = {s.study_id: s for s in discover_studies(tmp_path)}
+    assert set(studies) == {"a", "copy_of_a", "b", "cine.dcm", "cine_again.dcm"}
+    for sid, other, tag in (("a", "copy_of_a", "SeriesInstanceUID"), ("cine.dcm", "cine_again.dcm", "SOPInstanceUID")):
+        for s in (sid, other):
+            (warning,) = studies[s].warnings
+            assert f"'{sid}', '{other}'" in warning and tag in warning
+    assert studies["b"].warnings == []
+    assert sum("are one series" in r.getMessage() for r in caplog.records) == 1
+    study = StudyLoader(SPEC).load(studies["copy_of_a"])
+    assert study.info["warnings"] == studies["copy_of_a"].warnings
+    assert "warnings" not in StudyLoader(SPEC).load(studies["b"]).info
+
+
 def test_report_paths_of_two_studies_never_coincide(tmp_path):
     """Deploy reports are <id>.json: ids that map to one file (or to summary.json) are refused before any is written."""
     from monai_das.deploy.report import check_output_paths

@@ -240,3 +240,42 @@ def test_intensity_recipe_maps_a_file_to_the_training_intensities(tmp_path):
     torch.testing.assert_close(torch.as_tensor(back), vol, atol=1e-6, rtol=0)
     stretched = LoadStudy({**recipe, "percentiles": [0.5, 99.5]}, in_channels=1)(tmp_path / "v.nii.gz")
     assert float((torch.as_tensor(stretched) - vol).abs().max()) > 0.05
+
+
+def _ct_series(folder, n=4):
+    """pydicom's CT_small.dcm as an ``n``-slice series of its own (new SeriesInstanceUID) in ``folder``."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    folder.mkdir(parents=True)
+    uid = pydicom.uid.generate_uid()
+    for i in range(n):
+        d = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        d.InstanceNumber, d.SeriesInstanceUID, d.SOPInstanceUID = i + 1, uid, pydicom.uid.generate_uid()
+        x, y, z = (float(v) for v in d.ImagePositionPatient)
+        d.ImagePositionPatient = [x, y, z + 5.0 * i]
+        d.save_as(folder / f"s{i}.dcm")
+
+
+def test_a_dicom_series_copied_into_another_folder_is_one_study(tmp_path):
+    """The same series (one SeriesInstanceUID) in two folders is a copy: in the training list it would count twice
+    (and an automatic validation split, by path, could put one copy on each side), in the training and the test list
+    it would be tested on what was trained on. Refused naming both items, as the same path in two lists is."""
+    import shutil
+
+    for i in range(4):
+        _ct_series(tmp_path / f"p{i}")
+    shutil.copytree(tmp_path / "p0", tmp_path / "p0_copy")
+    train = [{"image": f"p{i}", "label": "ab"[i % 2]} for i in range(4)]
+    (tmp_path / "copy_in_test.json").write_text(json.dumps({"training": train,
+                                                            "test": [{"image": "p0_copy", "label": "a"}]}))
+    src = BundleData(datalist=tmp_path / "copy_in_test.json", val_fraction=0.5, seed=0)
+    assert src.data("val") and src.info["spatial_size"] == [128, 128, 4]  # the training files pass
+    with pytest.raises(ValueError, match=r"copy_in_test\.json:test\[0\]: '.*p0_copy' is the same DICOM study as "
+                                         r".*copy_in_test\.json:training\[0\]: '.*p0' \(SeriesInstanceUID [0-9.]+\): "
+                                         r"a copy"):
+        src.data("test")
+    (tmp_path / "copy_in_train.json").write_text(json.dumps({"training": [*train, {"image": "p0_copy",
+                                                                                   "label": "a"}]}))
+    with pytest.raises(ValueError, match=r"training\[4\]: '.*p0_copy' is the same DICOM study as .*training\[0\]"):
+        BundleData(datalist=tmp_path / "copy_in_train.json", val_fraction=0.5, seed=0).info
