@@ -22,6 +22,7 @@ import numpy as np
 
 from monai_das.data.listing import _label_index
 from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom, read_dicom_header
+from monai_das.utils.config import parser_rewrites
 
 __all__ = [
     "DATALIST_SPLITS",
@@ -179,15 +180,14 @@ def _raw_label(value: Any, where: str) -> str:
 
 def check_class_name(name: str, where: str) -> str:
     """
-    ``name`` when it is a plain class name; ``ValueError`` naming ``where`` when it starts with ``$`` or ``%`` or holds
-    ``@`` or ``%#``: class names go into the model card, which MONAI bundle tools read with their ``ConfigParser`` (as code:
-    ``$`` expressions, ``%file#key`` macros that copy another file in, ``@`` references).
+    ``name`` when it is a plain class name; ``ValueError`` naming ``where`` when MONAI's ``ConfigParser`` would not read
+    it as itself (:func:`~monai_das.utils.config.parser_rewrites`: ``$``, ``%`` or ``@`` at its start, ``%#`` or
+    ``@#`` in it): class names go into the model card, which MONAI bundle tools read with that parser (``$``
+    expressions, ``%file#key`` macros that copy another file in, ``@`` references).
     """
-    if name.startswith(("$", "%")) or "@" in name or "%#" in name:
-        raise ValueError(
-            f"{where}: class name {name!r} starts with '$'/'%' or contains '@' or '%#', which MONAI bundle configs "
-            "read as code or references; rename the class."
-        )
+    why = parser_rewrites(name)
+    if why is not None:
+        raise ValueError(f"{where}: class name {name!r} {why}; class names go into the model card: rename the class.")
     return name
 
 

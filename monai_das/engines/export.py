@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from monai_das.networks.nets.onnx_classifier import NETWORK_PROP, ONNX_CARD_PROP
+from monai_das.utils.config import parser_rewrites
 from monai_das.utils.io import atomic_file
 from monai_das.utils.logs import quiet_loggers
 
@@ -80,9 +81,10 @@ def read_model_card(path: str | os.PathLike) -> dict:
 def _plain_name(value: Any, key: str) -> Any:
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    if isinstance(value, str) and not value.startswith(("$", "%")) and "@" not in value:
+    why = parser_rewrites(value) if isinstance(value, str) else "neither text nor a number"
+    if why is None:
         return value
-    raise ValueError(f"model card value {key}={value!r} is not a plain value; it is not passed to the config.")
+    raise ValueError(f"model card value {key}={value!r} is not a plain value ({why}); it is not passed to the config.")
 
 
 def _plain_key(k: Any, key: str) -> str:
@@ -104,6 +106,12 @@ def _plain_tree(value: Any, key: str) -> Any:
     return _plain_name(value, key)
 
 
+def _names_a_class(key: str) -> bool:
+    """A card entry that is a class name (``das_model#label_names#i``, ``...#channel_def#i``): a ``#`` the parser
+    rewrites there renames the class in the exported file's metadata; elsewhere (a description, a path) it is text."""
+    return "#label_names#" in key or "#channel_def#" in key
+
+
 def check_card_for_parser(card: Any, source: str | os.PathLike, key: str = "") -> None:
     """
     Refuse a model card that MONAI's ``ConfigParser`` would not read as plain data: ``ckpt_export`` reads its
@@ -111,6 +119,8 @@ def check_card_for_parser(card: Any, source: str | os.PathLike, key: str = "") -
     (``"%/path/file.json#key"``: any readable JSON/YAML would be copied into the exported ``model.ts``) and treats
     strings starting with ``$``/``@`` and keys such as ``_target_`` as code or references. A card is data written by
     the training; such a value there (e.g. a class name from a datalist) is an error naming its key, never expanded.
+    A class name holding ``#`` is refused too: the parser rewrites it to ``::`` in the metadata it embeds
+    (:func:`~monai_das.utils.config.parser_rewrites`).
     """
     if isinstance(card, Mapping):
         for k, v in card.items():
@@ -122,16 +132,10 @@ def check_card_for_parser(card: Any, source: str | os.PathLike, key: str = "") -
     elif isinstance(card, list):
         for i, v in enumerate(card):
             check_card_for_parser(v, source, f"{key}#{i}")
-    elif isinstance(card, str) and card.startswith(("$", "%", "@")):
+    elif isinstance(card, str) and (why := parser_rewrites(card, separator=_names_a_class(key))) is not None:
         raise ValueError(
-            f"model card '{source}': value {key.lstrip('#') or '(root)'}={card[:60]!r} starts with {card[0]!r}, which "
-            "MONAI's ConfigParser (used by ckpt_export for the card) would expand or evaluate ('%': the content of "
-            "another file); the card is data: edit or remove that value (a class name starting with it: rename it)."
-        )
-    elif isinstance(card, str) and ("%#" in card or "@#" in card):
-        raise ValueError(
-            f"model card '{source}': value {key.lstrip('#') or '(root)'}={card[:60]!r} holds a relative MONAI id "
-            "('%#' or '@#'), which ckpt_export's ConfigParser would rewrite inside the string; edit that value."
+            f"model card '{source}': value {key.lstrip('#') or '(root)'}={card[:60]!r} {why}; ckpt_export reads the "
+            "card with that parser, and the card is data: edit or remove that value (a class name: rename the class)."
         )
 
 

@@ -277,7 +277,11 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
          r"labels\.csv: the labels 'Benign' \(.*labels\.csv:2\) and 'benign' \(.*labels\.csv:3\) differ only in case"),
         # class names go into the model card, which MONAI's ckpt_export parses: '%/f.json#k' would copy a file in
         (["image,label", "a.npy,x", "b.npy,%/etc/secret.json#token"], ValueError,
-         r"labels\.csv:3: class name '%/etc/secret\.json#token' starts with '\$'/'%' or contains '@'"),
+         r"labels\.csv:3: class name '%/etc/secret\.json#token' starts with '%' \(a macro"),
+        (["image,label", "a.npy,x", "b.npy,grade@#2"], ValueError,  # rewritten in place by MONAI's parser
+         r"labels\.csv:3: class name 'grade@#2' holds '%#' or '@#'"),
+        (["image,label", "a.npy,x", "b.npy,grade #2"], ValueError,  # 'grade ::2' in an exported model.ts
+         r"labels\.csv:3: class name 'grade #2' holds '#' \(MONAI's config parser rewrites it to '::'"),
     ],
 )
 def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):
