@@ -1011,9 +1011,12 @@ class LoadStudy(Transform):
         headers = self._dicom_headers(source)
         modalities = sorted({str(h.get("Modality", "")) for h in headers})
         self._check_modality(source, modalities[0] if len(modalities) == 1 else "/".join(modalities))
-        no_image = [f for f, h in zip(source.files, headers) if "Rows" not in h or "Columns" not in h]
+        # a file without an image (no Rows/Columns, or a report's modality beside the images' one)
+        no_image = [(f, h) for f, h in zip(source.files, headers) if _holds_no_image(h)]
         if no_image:
-            raise ValueError(f"study '{source.study_id}': DICOM file '{no_image[0]}' has no image (no Rows/Columns).")
+            (f, h), = no_image[:1]
+            raise ValueError(f"study '{source.study_id}': DICOM file '{f}' has no image (modality "
+                             f"{h.get('Modality', '') or 'unknown'}, Rows/Columns {'given' if 'Rows' in h else 'absent'}).")
         shapes = {(int(h.Rows), int(h.Columns)) for h in headers}
         if len(shapes) > 1:
             raise ValueError(f"study '{source.study_id}': slices of different sizes {sorted(shapes)} in one series.")

@@ -422,6 +422,13 @@ def test_wrong_modality_and_non_image(tmp_path):
     assert src.study_id == "mr" and src.kind == "dicom_series" and len(src.files) == 3
     StudyLoader(SPEC, allowed_modalities=("MR",)).load(src)
     assert check_study_shapes([str(tmp_path / "mr")], "volume")["shapes"] == {str(tmp_path / "mr"): (1, 10, 12, 3)}
+    # the same files given as one study (a caller's own StudySource): the report is named, not read as a slice
+    from monai_das.data import StudySource
+
+    mixed = StudySource("mixed", "dicom_series", tmp_path / "mr", sorted((tmp_path / "mr").glob("*.dcm")))
+    with pytest.raises(ValueError, match=r"study 'mixed': DICOM file '.*report\.dcm' has no image \(modality SR, "
+                                         r"Rows/Columns absent\)"):
+        StudyLoader(SPEC).load(mixed)
 
 
 def test_bad_volumes(tmp_path):
