@@ -6,6 +6,8 @@ from monai_das.handlers.checkpoint import (
     AtomicDiskSaver,
     CheckedCheckpointLoader,
     ResumeCheckpointLoader,
+    hold_checkpoint_folder,
+    release_checkpoint_folder,
     remove_stale_temp_files,
 )
 from monai_das.handlers.diagnostics import SelectionDiagnosticsHandler, jaccard_distance
@@ -40,6 +42,8 @@ __all__ = [
     "AtomicDiskSaver",
     "ResumeCheckpointLoader",
     "remove_stale_temp_files",
+    "hold_checkpoint_folder",
+    "release_checkpoint_folder",
     "BalancedAccuracy",
     "bootstrap_intervals",
     "SelectionDiagnosticsHandler",

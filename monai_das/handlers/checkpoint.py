@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
@@ -17,6 +19,7 @@ from monai_das.utils.io import check_checkpoint
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = [
     "AtomicDiskSaver",
@@ -24,12 +27,60 @@ __all__ = [
     "CheckedCheckpointLoader",
     "ResumeCheckpointLoader",
     "remove_stale_temp_files",
+    "hold_checkpoint_folder",
+    "release_checkpoint_folder",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: names of the temporary files of an atomic save (``tempfile.NamedTemporaryFile`` in ignite's ``DiskSaver``)
 _TEMP_NAME = re.compile(r"tmp[a-z0-9_]{8}")
+
+
+#: the lock file that marks a checkpoint folder as in use by a training run (hidden; deleted when the run completes)
+LOCK_NAME = ".monai_das_training.lock"
+_held: dict[str, FileLock] = {}  # checkpoint folders this process trains into → their lock
+
+
+def hold_checkpoint_folder(save_dir: str | Path) -> bool:
+    """
+    Lock the checkpoint folder ``save_dir`` for this process (``filelock.FileLock`` on its :data:`LOCK_NAME`; the
+    operating system lets go of it when the process ends, killed or not). Two runs writing into one folder would
+    overwrite each other's ``last.pt`` and ``model.pt``, and each would delete the other's in-flight temporary
+    files as stale: the second run is refused, naming the folder. Returns ``True`` when this call took the lock,
+    ``False`` when this process holds it already (several savers of one run share it).
+
+    Raises:
+        RuntimeError: another process holds the lock.
+    """
+    folder = Path(save_dir)
+    key = os.path.realpath(folder)
+    if key in _held:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(
+            f"another training run is writing its checkpoints to '{folder}' (it holds '{LOCK_NAME}' there): wait for "
+            "it to finish, or train this one into another folder (a bundle: another bundle_root or ckpt_dir)."
+        ) from None
+    _held[key] = lock
+    return True
+
+
+def release_checkpoint_folder(save_dir: str | Path) -> None:
+    """
+    Let go of the lock :func:`hold_checkpoint_folder` took on ``save_dir`` (nothing when this process holds none) and
+    delete its file, so a completed run leaves only its own files (a run that raised or was killed leaves the hidden
+    file, which locks nothing once its process has ended). A run starting in the same instant could take the lock
+    of the deleted file while a third one takes a new one: out of reach in practice, only the deletion allows it.
+    """
+    lock = _held.pop(os.path.realpath(Path(save_dir)), None)
+    if lock is not None:
+        Path(lock.lock_file).unlink(missing_ok=True)
+        lock.release(force=True)
 
 
 def remove_stale_temp_files(save_dir: str | Path) -> list[Path]:
@@ -86,8 +137,10 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     It also has ``state_dict()``/``load_state_dict()`` (the key-metric tracking list: ``(score, filename)`` of the
     best checkpoint so far), so it can itself be put in another checkpoint's ``save_dict`` and restored by
-    ``CheckpointLoader``: after a resume, a worse model does not overwrite the best one. When attached it deletes
-    the temporary files a kill during an earlier save left in ``save_dir`` (:func:`remove_stale_temp_files`). A key metric that is NaN
+    ``CheckpointLoader``: after a resume, a worse model does not overwrite the best one. When attached it locks
+    ``save_dir`` for this process (:func:`hold_checkpoint_folder`: a second run into the same folder is refused;
+    the trainer's saver lets go when its run completes) and deletes the temporary files a kill during an
+    earlier save left there (:func:`remove_stale_temp_files`). A key metric that is NaN
     (e.g. AUC on a validation set with one class) scores ``-inf`` so that any later real value beats it. An epoch that
     :func:`~monai_das.handlers.diagnostics.not_best_reason` vetoes (predictions that do not vary across items, a learned
     sampler still in its warm-up; flagged by :class:`~monai_das.handlers.SelectionDiagnosticsHandler`) is never saved
@@ -130,9 +183,16 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def attach(self, engine: Any) -> None:
         if self.engine_key:  # the engine's own state (epoch, iteration) goes in too: see ``engine_key``
             self.save_dict[self.engine_key] = engine
-        if idist.get_rank() == 0:  # only the saving rank writes (and cleans) the folder
+        first = idist.get_rank() == 0 and hold_checkpoint_folder(self.save_dir)  # only the saving rank writes
+        if first:  # no other run writes here now: what a save left in the folder is stale
             remove_stale_temp_files(self.save_dir)
         super().attach(engine)
+        from monai.engines import Evaluator
+
+        # the trainer lets go after this saver's final save (COMPLETED also follows an early stop; an evaluator
+        # completes at every validation); a run that raises keeps the folder until its process ends
+        if idist.get_rank() == 0 and not isinstance(engine, Evaluator):
+            engine.add_event_handler(Events.COMPLETED, lambda _: release_checkpoint_folder(self.save_dir))
 
     def set_aside_unsaved(self) -> Path | None:
         """

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from filelock import Timeout
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
@@ -19,6 +20,12 @@ from monai_das.handlers import (
     ResumeCheckpointLoader,
     remove_stale_temp_files,
 )
+from monai_das.handlers.checkpoint import LOCK_NAME
+
+
+def _files(folder):
+    """The folder's files but the run lock (kept, empty, hidden)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME)
 
 
 def _engine_with_metric(values):
@@ -46,7 +53,7 @@ def test_best_and_last_files(tmp_path):
     scores = []
     engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: scores.append(saver.best_score))
     engine.run([0, 1], max_epochs=4)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "model.pt"]  # no temp files, no epoch names
+    assert _files(tmp_path) == ["last.pt", "model.pt"]  # no temp files, no epoch names
     assert scores == [0.5, 0.5, 0.9, 0.9]  # NaN never wins, later real values still do
     state = saver.state_dict()
     assert state["_saved"][-1][0] == pytest.approx(0.9) and state["best_epoch"] == saver.best_epoch == 3
@@ -120,7 +127,7 @@ def test_failed_save_keeps_previous_file(tmp_path):
     with pytest.raises(Exception):
         engine.run([0], max_epochs=2)
     assert (tmp_path / "last.pt").read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temporary file was removed
+    assert _files(tmp_path) == ["last.pt"]  # the temporary file was removed
 
 
 def test_saver_state_round_trip_through_checkpoint_loader(tmp_path):
@@ -162,7 +169,7 @@ def test_run_without_a_best_model_sets_aside_another_runs_file(tmp_path, caplog)
     assert (tmp_path / "model.pt").read_bytes() == b"an earlier run's model"  # untouched while training runs
     with caplog.at_level("INFO"):
         TrainingSummaryHandler(saver)(engine)  # training ends: no best model kept
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt.previous"]
+    assert _files(tmp_path) == ["model.pt.previous"]
     assert (tmp_path / "model.pt.previous").read_bytes() == b"an earlier run's model"
     assert "is not from this run" in caplog.text and "moved to 'model.pt.previous'" in caplog.text
     # a run that kept its own best model leaves it in place
@@ -184,8 +191,34 @@ def test_stale_temp_files_removed_on_attach(tmp_path):
     saver = AtomicCheckpointSaver(str(models), {"net": torch.nn.Linear(1, 1)}, save_interval=1, n_saved=1,
                                   interval_filename="last.pt")
     saver.attach(Engine(lambda e, b: None))
-    assert sorted(p.name for p in models.iterdir()) == ["last.pt", "tmp_notes.txt"]
+    assert sorted(p.name for p in models.iterdir()) == [LOCK_NAME, "last.pt", "tmp_notes.txt"]
     assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_one_training_at_a_time_per_checkpoint_folder(tmp_path):
+    """A second run into a folder another process trains into is refused before it touches anything (it would
+    overwrite last.pt/model.pt and delete the other's in-flight temporary files as stale); the trainer lets go
+    when its run completes. (flock: a lock taken through another open file is another process's, here too.)"""
+    from filelock import FileLock
+
+    other = FileLock(str(tmp_path / LOCK_NAME))
+    other.acquire(timeout=0)  # another run trains here
+    (tmp_path / "tmpab_cd123").write_bytes(b"\0")  # its save in flight
+    saver = AtomicCheckpointSaver(str(tmp_path), {"net": torch.nn.Linear(1, 1)}, save_interval=1, n_saved=1,
+                                  interval_filename="last.pt")
+    with pytest.raises(RuntimeError, match=r"another training run is writing its checkpoints to '.*'.*: wait for it"):
+        saver.attach(Engine(lambda e, b: None))
+    assert (tmp_path / "tmpab_cd123").exists()  # not deleted
+    other.release()
+    trainer = Engine(lambda e, b: None)
+    saver.attach(trainer)
+    AtomicCheckpointSaver(str(tmp_path), {"net": torch.nn.Linear(1, 1)}, save_key_metric=True,
+                          key_metric_filename="model.pt").attach(Engine(lambda e, b: None))  # shares this run's lock
+    with pytest.raises(Timeout):
+        FileLock(str(tmp_path / LOCK_NAME)).acquire(timeout=0)  # held while the run goes on
+    trainer.run([0], max_epochs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # the lock's file deleted, the stale temp too
+    FileLock(str(tmp_path / LOCK_NAME)).acquire(timeout=0)  # free once it completed
 
 
 def test_engine_key_checkpoints_the_attached_engine(tmp_path, caplog):
