@@ -794,6 +794,7 @@ def check_study_shapes(
     max_items: int | None = None,
     slice_axis: int = 0,
     clips_only: bool = False,
+    mixed_channels: bool = False,
 ) -> dict:
     """
     The data facts a model needs (channels, shapes, frame counts), read from the image headers without decoding
@@ -821,6 +822,8 @@ def check_study_shapes(
             single-frame DICOM file) instead of reading it as a clip, as a training recipe that decodes clips
             (:class:`~monai_das.transforms.LoadVideod`) must; files that are neither video nor DICOM are refused
             before any reading.
+        mixed_channels: accept images of different channel counts (a video recipe makes every clip grey or RGB
+            itself); ``in_channels`` is then the largest count.
 
     Returns:
         ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max), "dicom_uids": {uid: where}}``,
@@ -834,9 +837,9 @@ def check_study_shapes(
         FileNotFoundError: a missing image.
         ValueError: naming the item's file (and datalist line): a 2D image (or one slice) where a volume is
             expected, a single-frame clip where a clip is expected (a volume with ``clips_only``), mixed channel
-            counts across the items (naming two files and their counts), an empty item list or a bad
-            ``layout``/``slice_axis``; two items that are one DICOM series or object (a copy in another folder:
-            :func:`check_no_copies`).
+            counts across the items (naming two files and their counts; unless ``mixed_channels``), an empty item
+            list or a bad ``layout``/``slice_axis``; two items that are one DICOM series or object (a copy in another
+            folder: :func:`check_no_copies`).
         RuntimeError: a file whose header cannot be read.
     """
     if layout not in STUDY_LAYOUTS:
@@ -862,7 +865,7 @@ def check_study_shapes(
             raise ValueError(f"{_where(item, image)} {e}") from e
         except Exception as e:  # RuntimeError or a reader's own error type: still name the file
             raise RuntimeError(f"{_where(item, image)} cannot be read: {e}") from e
-        if first_with and c not in first_with:
+        if first_with and c not in first_with and not mixed_channels:
             other_c, other = next(iter(first_with.items()))
             raise ValueError(
                 f"mixed channel counts: '{other}' has {other_c} channel(s), {_where(item, image)} has {c}; all "
@@ -874,7 +877,7 @@ def check_study_shapes(
         if uid is not None:
             check_no_copies(uids, {uid: _where(item, image)})
             uids[uid] = _where(item, image)
-    return {"in_channels": next(iter(first_with)), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
+    return {"in_channels": max(first_with), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
             "dicom_uids": uids}
 
 

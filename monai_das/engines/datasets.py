@@ -353,7 +353,8 @@ class BundleData:
         from monai_das.data import check_no_copies, check_study_shapes
 
         trained = self.info["in_channels"]  # the training files' (for volumes as check_study_shapes read them)
-        facts = check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True)
+        facts = check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True,
+                                   mixed_channels=self.layout == "video")
         check_no_copies(self._dicom_uids, facts["dicom_uids"])  # the same series copied into another list: leakage
         self._dicom_uids.update(facts["dicom_uids"])
         channels = int(facts["in_channels"])
@@ -367,10 +368,15 @@ class BundleData:
         from monai_das.data import check_study_shapes
 
         # clips_only: the video recipe decodes clips (LoadVideod), a volume is refused naming it before training
-        facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis, clips_only=True)
+        # a video recipe decodes every clip grey (in_channels 1) or RGB (3): grey and colour clips mix
+        facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis, clips_only=True,
+                                   mixed_channels=self.layout == "video")
         self._dicom_uids.update(facts["dicom_uids"])
         if self.layout == "video":
-            return self._video_facts(self.label_names, 1 if self.in_channels_arg == 1 else int(facts["in_channels"]))
+            if self.in_channels_arg not in (1, 3):
+                raise ValueError(f"in_channels of a video model is 1 (grey frames) or 3 (RGB), got "
+                                 f"{self.in_channels_arg}: every clip is decoded to it.")
+            return self._video_facts(self.label_names, self.in_channels_arg)
         grid = _size_list(self._spatial_arg, 3, "spatial_size")
         if grid is None:
             shapes = np.array([s[-3:] for s in facts["shapes"].values()])

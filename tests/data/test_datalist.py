@@ -400,6 +400,11 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     facts = check_study_shapes([avi], "video")
     assert facts == {"in_channels": 3, "shapes": {avi: (5, 3, 12, 16)}, "num_frames_range": (5, 5), "dicom_uids": {}}
     assert check_study_shapes([multi], "video")["shapes"] == {multi: (4, 1, 12, 16)}
+    # grey and colour clips: one channel count for a volume model, mixed for a video recipe (it decodes them all to
+    # the network's channels)
+    with pytest.raises(ValueError, match=r"mixed channel counts: '.*clip\.avi' has 3 channel\(s\), '.*cine\.dcm' has 1"):
+        check_study_shapes([avi, multi], "video")
+    assert check_study_shapes([avi, multi], "video", mixed_channels=True)["in_channels"] == 3
     assert check_study_shapes([multi], "volume", slice_axis=1)["shapes"] == {multi: (1, 12, 4, 16)}
     series = tmp_path / "series"
     series.mkdir()

@@ -279,3 +279,38 @@ def test_a_dicom_series_copied_into_another_folder_is_one_study(tmp_path):
                                                                                    "label": "a"}]}))
     with pytest.raises(ValueError, match=r"training\[4\]: '.*p0_copy' is the same DICOM study as .*training\[0\]"):
         BundleData(datalist=tmp_path / "copy_in_train.json", val_fraction=0.5, seed=0).info
+
+
+def test_video_datalist_mixes_grey_and_colour_clips(tmp_path):
+    """A video recipe decodes every clip grey (in_channels 1) or RGB (3): a datalist of grey DICOM cines beside a colour
+    video trains (it was refused as "mixed channel counts"); the network's channels are the run's in_channels, and
+    another count is refused."""
+    import cv2
+
+    items = []
+    for i in range(4):
+        path = tmp_path / f"c{i}.avi"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 12))
+        for t in range(6):
+            writer.write(np.full((12, 16, 3), 20 * t + 40 * i, np.uint8))
+        writer.release()
+        items.append({"image": path.name, "label": "ab"[i % 2]})
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    ds = Dataset()  # a grey ultrasound cine: 6 frames of 12×16, MONOCHROME2
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Modality, ds.SeriesInstanceUID, ds.NumberOfFrames, ds.Rows, ds.Columns = "US", generate_uid(), 6, 12, 16
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, "MONOCHROME2", 8, 8, 7
+    ds.PixelRepresentation, ds.PixelData = 0, np.arange(6 * 12 * 16, dtype=np.uint8).tobytes()
+    ds.save_as(tmp_path / "grey.dcm", enforce_file_format=True)
+    items.append({"image": "grey.dcm", "label": "a"})
+    (tmp_path / "dl.json").write_text(json.dumps({"training": items}))
+    for channels in (1, 3):
+        info = BundleData(datalist=tmp_path / "dl.json", layout="video", num_frames=8, in_channels=channels).info
+        assert info["in_channels"] == channels and info["image_shape"][1] == channels
+    with pytest.raises(ValueError, match="in_channels of a video model is 1 .* or 3 .*, got 4"):
+        BundleData(datalist=tmp_path / "dl.json", layout="video", num_frames=8, in_channels=4).info
