@@ -24,7 +24,7 @@ import itertools
 import logging
 import os
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -861,8 +861,9 @@ class LoadStudy(Transform):
     - Volumes (volume files, DICOM series read with MONAI's ``PydicomReader`` — exactly the series' files, in
       ``InstanceNumber`` order; with ITK, by position, as training reads a folder, when the numbers do not follow
       the positions) go through :func:`monai_das.transforms.recipe_transforms` without its loading step
-      (reorientation, spacing, intensity scaling, resize). For a ``video`` recipe a volume becomes the sequence of its
-      slices along the first axis (after reorientation).
+      (reorientation, spacing, intensity scaling, resize). A ``video`` recipe takes clips only, as its training
+      does: a single-frame DICOM image is a still (a clip of one frame, see ``min_frames``), a volume or a series of
+      several images is refused.
     - Clips (video files, multi-frame DICOM) are read by :class:`monai_das.transforms.LoadVideo` (uniform temporal
       resampling to ``T``, frame resize, grayscale or RGB). For a ``volume`` recipe a clip becomes a volume whose
       slices along ``slice_axis`` are the frames; but a multi-frame DICOM of a :data:`VOLUME_MODALITIES` modality
@@ -947,6 +948,8 @@ class LoadStudy(Transform):
             raise FileNotFoundError(f"study '{source.study_id}': '{source.path}' does not exist.")
         if source.error is not None or source.kind == "invalid":
             raise ValueError(source.error or f"study '{source.study_id}' is invalid.")
+        if self.layout == "video" and source.kind != "video":
+            return self._load_still(source)
         if source.kind == "dicom_series":
             return self._load_dicom_series(source)
         if source.kind == "volume":
@@ -1159,6 +1162,21 @@ class LoadStudy(Transform):
         return self._study(source, image, meta, src_idx, info)
 
     # ------------------------------------------------------------------ clips
+    def _load_still(self, source: StudySource) -> Study:
+        """
+        A video model's input from what is no clip file: one single-frame DICOM image is a still, read as a clip of
+        one frame (refused below ``min_frames``, else repeated to ``T`` frames, as a one-frame GIF); a series of
+        several images or a volume file is refused, as training refuses it (its frames would be whichever axis comes
+        first, e.g. the rows of the images).
+        """
+        if source.kind == "dicom_series" and len(source.files) == 1:
+            return self._load_clip(replace(source, path=source.files[0]))
+        what = (f"a series of {len(source.files)} single-frame DICOM images" if source.kind == "dicom_series"
+                else "an image or volume file")
+        raise ValueError(f"{self._where(source)} is {what}, not a clip: a video model classifies clips (video files, "
+                         "multi-frame DICOM), as it was trained (its training refuses such inputs too); classify it "
+                         "with a volume model.")
+
     def _load_clip(self, source: StudySource) -> Study:
         from monai_das.transforms.io import LoadVideo
 

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 #: recipe keys a deployment may override (the grid, layout and slice axis come from the :class:`ModelSpec`)
 RECIPE_OPTIONS = ("min_frames", "axcodes", "pixdim", "intensity_range", "percentiles", "output_range", "resize",
                   "temporal_mode", "grayscale")
+#: options that only volumes use: a clip's frames are decoded to [0, 1] and resized by area interpolation
+VOLUME_ONLY_OPTIONS = ("axcodes", "pixdim", "intensity_range", "percentiles", "resize")
 
 
 def spec_recipe(spec: ModelSpec, **options: Any) -> dict:
@@ -35,11 +37,17 @@ def spec_recipe(spec: ModelSpec, **options: Any) -> dict:
     (keys of :data:`RECIPE_OPTIONS`) override them.
 
     Raises:
-        ValueError: an unknown option, or a spec recipe of another layout than the spec's.
+        ValueError: an unknown option, an option of :data:`VOLUME_ONLY_OPTIONS` for a ``video`` spec (it would be
+            ignored: a clip's frames are decoded to ``[0, 1]`` and resized by area interpolation), or a spec recipe of
+            another layout than the spec's.
     """
     unknown = sorted(k for k in options if k not in RECIPE_OPTIONS)
     if unknown:
         raise ValueError(f"unknown preprocessing option(s) {unknown}; the options are {list(RECIPE_OPTIONS)}.")
+    unused = [k for k in VOLUME_ONLY_OPTIONS if k in options] if spec.layout == "video" else []
+    if unused:
+        raise ValueError(f"preprocessing option(s) {unused} apply to volume models only; this is a video model, whose "
+                         "clips are decoded to [0, 1] (grey or RGB) and resized by area interpolation: remove them.")
     recipe: dict[str, Any] = {"axcodes": "RAS", "pixdim": None, "intensity_range": None, "percentiles": [0.5, 99.5],
                               "output_range": [0.0, 1.0], "resize": "stretch", "temporal_mode": "uniform",
                               "min_frames": 2}

@@ -307,6 +307,20 @@ def test_2d_image_and_still_clips_are_refused(tmp_path):
     with pytest.raises(ValueError, match="still"):
         StudyLoader(video_spec).load(sources[2])
     assert StudyLoader(video_spec, min_frames=1).load(sources[2]).image.shape == (8, 1, 12, 10)
+    # a video model takes clips, as its training does: a single-frame DICOM image is a still (its file named), a
+    # series of stills or a volume is refused (its frames were the rows of the images, classified without a word)
+    with pytest.raises(ValueError, match=r"study 'one' \(.*one[/\\]img_000\.dcm\) has 1 frame\(s\), fewer than "
+                                         r"min_frames=2: a still image is not a clip"):
+        StudyLoader(video_spec).load(sources[1])
+    still = StudyLoader(video_spec, min_frames=1).load(sources[1])
+    assert still.image.shape == (8, 1, 12, 10) and still.source_indices == [0] * 8
+    assert torch.equal(still.image[0], still.image[-1])  # the one image, repeated
+    write_dicom_series(tmp_path / "stills", num_slices=3)
+    for src, what in ((discover_studies(tmp_path / "stills")[0], "a series of 3 single-frame DICOM images"),
+                      (discover_studies(flat)[0], "an image or volume file"),
+                      (discover_studies(nibabel_anatomical())[0], "an image or volume file")):
+        with pytest.raises(ValueError, match=rf"is {what}, not a clip: a video model classifies clips"):
+            StudyLoader(video_spec, min_frames=1).load(src)
 
 
 def test_load_multiframe_ultrasound():
@@ -526,6 +540,9 @@ def test_spec_recipe():
                                                                                                       False, 1)
     with pytest.raises(ValueError, match=r"unknown preprocessing option\(s\) \['spacing'\]"):
         spec_recipe(SPEC, spacing=1)
+    # options a clip never uses: refused for a video model (they were ignored without a word)
+    with pytest.raises(ValueError, match=r"option\(s\) \['intensity_range', 'resize'\] apply to volume models only"):
+        spec_recipe(ModelSpec(layout="video", spatial_size=(8, 12, 10)), resize="pad", intensity_range=[0, 2])
     own = SimpleNamespace(layout="volume", spatial_size=(16, 16, 16), slice_axis=1, in_channels=1,
                           recipe={"layout": "volume", "spatial_size": [28, 28, 28], "intensity_range": [-1000, 400],
                                   "axcodes": None})
