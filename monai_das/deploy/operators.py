@@ -274,7 +274,8 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         """
         The SDK's SR, then completed: written in UTF-8 (``SpecificCharacterSet`` ``ISO_IR 192``; the SDK writes
         ``ISO_IR 100`` and turns a name outside Latin-1, ``Müller^Jürgen=中文``, into ``??``) with the patient and study
-        attributes copied again from the source, and the source series and every SOP instance of it referenced in
+        attributes copied again from the source and the report text set again (a study id ``Müller 中文/cine 1.dcm``
+        in it), and the source series and every SOP instance of it referenced in
         ``CurrentRequestedProcedureEvidenceSequence`` (the SDK references none).
         """
         import pydicom
@@ -286,7 +287,11 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         source = instances[0]
         for path in output_dir.glob("*.dcm"):
             ds = pydicom.dcmread(str(path))
+            ds.decode()  # every text in the SDK's character set first: read after the change, Latin-1 bytes were UTF-8
             ds.SpecificCharacterSet = "ISO_IR 192"
+            for item in ds.get("ContentSequence", []):  # the report text, as given (not its Latin-1 rendering)
+                if item.get("ValueType") == "TEXT" and "TextValue" in item:
+                    item.TextValue = str(content_text)
             for keyword in self.COPIED_TEXT:
                 if keyword in source:
                     setattr(ds, keyword, source.get(keyword))

@@ -22,6 +22,10 @@ from monai_das.deploy.app import DASClassifierApp  # noqa: E402
 from monai_das.deploy.report import study_output_path  # noqa: E402
 
 
+#: the multi-frame ultrasound study: a path outside Latin-1, as the SR text gives it
+CINE = "üs 中/cine.dcm"
+
+
 @pytest.fixture(scope="module")
 def study_folder(tmp_path_factory):
     """Good studies: real NIfTI, real CT slice, real multi-frame US, synthetic series; and bad ones."""
@@ -29,8 +33,8 @@ def study_folder(tmp_path_factory):
     shutil.copy(nibabel_anatomical(), root / "anatomical.nii")
     (root / "ct").mkdir()
     shutil.copy(pydicom_file("CT_small.dcm"), root / "ct" / "CT_small.dcm")
-    (root / "us").mkdir()
-    shutil.copy(pydicom_file("examples_ybr_color.dcm"), root / "us" / "cine.dcm")
+    (root / CINE).parent.mkdir()
+    shutil.copy(pydicom_file("examples_ybr_color.dcm"), root / CINE)
     import pydicom
 
     for path in write_dicom_series(root / "series", num_slices=6):  # a name outside Latin-1, stored in UTF-8
@@ -53,7 +57,7 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
                            loader_options={"min_frames": 1})
     app.run()
     reports = {r["study_id"]: r for r in app.reports}
-    ok = {"anatomical.nii", "ct", "us/cine.dcm", "series"}  # the study layer's ids: paths relative to the input
+    ok = {"anatomical.nii", "ct", CINE, "series"}  # the study layer's ids: paths relative to the input
     bad = {"empty", "unreadable.nii.gz", "report", "fmri.nii"}
     assert set(reports) == ok | bad
     assert {k for k, r in reports.items() if r["status"] == "ok"} == ok, {k: r.get("error") for k, r in reports.items()}
@@ -78,9 +82,9 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
         expected = predictor.predict(loader.load(sources[sid]).image)
         assert r["kept_indices"] == expected.kept_indices
         assert list(r["probabilities"].values()) == pytest.approx(expected.probabilities, abs=1e-5)
-    assert reports["us/cine.dcm"]["modality"] == "US" and reports["ct"]["modality"] == "CT"
+    assert reports[CINE]["modality"] == "US" and reports["ct"]["modality"] == "CT"
     assert reports["series"]["modality"] == "MR"
-    assert max(reports["us/cine.dcm"]["kept_source_indices"]) <= 29  # frames of the 30-frame clip
+    assert max(reports[CINE]["kept_source_indices"]) <= 29  # frames of the 30-frame clip
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_studies"] == 8 and summary["num_ok"] == 4 and summary["num_errors"] == 4
@@ -88,8 +92,11 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     # DICOM SR for the three DICOM studies, with the source study's tags
     import pydicom
 
-    assert set(app.sr_files) == {"ct", "us/cine.dcm", "series"} and not app.sr_errors
-    assert all(f.startswith(str(out / "dicom_sr" / "us" / "cine.dcm")) for f in app.sr_files["us/cine.dcm"])
+    assert set(app.sr_files) == {"ct", CINE, "series"} and not app.sr_errors
+    assert all(f.startswith(str(out / "dicom_sr" / CINE)) for f in app.sr_files[CINE])
+    # the report text as written, in UTF-8: the study id outside Latin-1 too (it was rendered with '?' and then read
+    # as UTF-8: 'M\ufffdller')
+    assert f"study {CINE}" in pydicom.dcmread(app.sr_files[CINE][0]).ContentSequence[0].TextValue
     ds = pydicom.dcmread(app.sr_files["ct"][0])
     src = pydicom.dcmread(study_folder / "ct" / "CT_small.dcm", stop_before_pixels=True)
     assert ds.Modality == "SR" and ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
@@ -133,7 +140,7 @@ def test_app_rerun_into_the_same_folder_replaces_its_outputs(study_folder, check
     assert saved["status"] == "error" and saved["stage"] == "report" and "JSON compliant" in saved["error"]
     assert "predicted_name" not in next(r for r in app.reports if r["study_id"] == "ct")  # as in summary.json
     assert not list(study_output_path(out / "dicom_sr", "ct").glob("*.dcm"))  # run 1's SR would contradict it
-    for sid in ("us/cine.dcm", "series"):
+    for sid in (CINE, "series"):
         assert len(list(study_output_path(out / "dicom_sr", sid).glob("*.dcm"))) == 1, sid
         assert len(app.sr_files[sid]) == 1
 
@@ -166,7 +173,7 @@ def test_app_sr_write_failure_leaves_no_sr(study_folder, checkpoint_bundle, tmp_
     app.run()
     assert set(app.sr_errors) == {"ct"} and "No space left" in app.sr_errors["ct"]
     assert not list(study_output_path(out / "dicom_sr", "ct").rglob("*.dcm")) and not killed.exists()
-    for sid in ("us/cine.dcm", "series"):
+    for sid in (CINE, "series"):
         files = list(study_output_path(out / "dicom_sr", sid).glob("*.dcm"))
         assert [str(f) for f in files] == app.sr_files[sid] and app.sr_files[sid] != first.sr_files[sid], sid
 
