@@ -738,7 +738,7 @@ _CLIPS_ONLY = (f"a video model trains on video files ({', '.join(VIDEO_EXTENSION
                "train volumes with a volume model (das_volume_classification).")
 
 
-def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False
+def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False, min_frames: int = 2
                  ) -> tuple[int, tuple[int, ...], int, str | None]:
     """``(channels, shape in the layout's order, number of frames/slices, DICOM uid or None)`` of one image
     (``clips_only``: refuse a volume rather than read it as a clip)."""
@@ -768,22 +768,30 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
 
     if layout == "video":
         if clip is None and clips_only:  # a single-frame DICOM file
-            raise ValueError(f"is a single-frame DICOM image ({spatial[1]}×{spatial[0]}), no clip: {_CLIPS_ONLY}")
+            if min_frames > 1:
+                raise ValueError(f"is a single-frame DICOM image ({spatial[1]}×{spatial[0]}): a still image, fewer "
+                                 f"than min_frames={min_frames} frames; min_frames 1 accepts it (repeated to T frames).")
+            clip = [1, spatial[1], spatial[0]]  # frames, rows, columns
         if clip is None:  # a volume read as a clip: frames along its first spatial axis (as StudyLoader does)
             clip = spatial if len(spatial) >= 3 else [1, *spatial]
             if len(clip) != 3:
                 raise ValueError(f"has spatial shape {spatial}: expected a 3D volume or a clip.")
         t, h, w = clip
-        if t < 2:
-            raise ValueError(f"is a single-frame clip ({t} frame(s), {h}×{w}): expected a clip of several frames.")
+        if t < min_frames:
+            raise ValueError(f"is a clip of {t} frame(s) ({h}×{w}), fewer than min_frames={min_frames}: a still image "
+                             "is not a clip; min_frames 1 accepts it (repeated to T frames).")
         return c, (t, c, h, w), t, uid
     if clip is not None:  # a clip read as a volume: its frames are the slices along slice_axis
         t, h, w = clip
         spatial = [h, w]
         spatial.insert(slice_axis, t)
-    if len(spatial) != 3 or min(spatial) < 2:
-        what = "not a 3D volume" if len(spatial) > 3 else "a 2D image"
-        raise ValueError(f"is {what} (spatial shape {spatial}, {c} channel(s)): expected a 3D volume.")
+    if len(spatial) == 2 and min_frames <= 1:  # a one-slice volume, as the recipe's RequireVolume makes it
+        spatial = [*spatial, 1]
+    if len(spatial) != 3 or min(spatial) < min_frames:
+        what = ("not a 3D volume" if len(spatial) > 3 else "a 2D image" if len(spatial) < 3
+                else f"a volume of {min(spatial)} slice(s) along an axis, fewer than min_frames={min_frames}")
+        hint = "" if len(spatial) > 3 else "; min_frames 1 accepts it as a one-slice volume"
+        raise ValueError(f"is {what} (spatial shape {spatial}, {c} channel(s)): expected a 3D volume{hint}.")
     return c, (c, *spatial), spatial[slice_axis], uid
 
 
@@ -795,6 +803,7 @@ def check_study_shapes(
     slice_axis: int = 0,
     clips_only: bool = False,
     mixed_channels: bool = False,
+    min_frames: int = 2,
 ) -> dict:
     """
     The data facts a model needs (channels, shapes, frame counts), read from the image headers without decoding
@@ -824,6 +833,9 @@ def check_study_shapes(
             before any reading.
         mixed_channels: accept images of different channel counts (a video recipe makes every clip grey or RGB
             itself); ``in_channels`` is then the largest count.
+        min_frames: the fewest frames of a clip (slices along each axis of a volume; a 2D image has one) accepted,
+            as the recipe's ``min_frames``: 1 accepts a still (a single-frame DICOM as a one-frame clip, a 2D image
+            as a one-slice volume).
 
     Returns:
         ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max), "dicom_uids": {uid: where}}``,
@@ -858,7 +870,7 @@ def check_study_shapes(
     for item in chosen:
         image = str(item["image"] if isinstance(item, Mapping) else item)
         try:
-            c, shape, t, uid = _study_facts(image, layout, slice_axis, reader, clips_only)
+            c, shape, t, uid = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{_where(item, image)} {e}") from e
         except ValueError as e:

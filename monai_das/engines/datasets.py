@@ -114,6 +114,9 @@ class BundleData:
             split, a seeded subset of MedMNIST, the size of the synthetic splits.
         num_classes: synthetic data only.
         in_channels: clips only: 1 (grayscale) or 3 (RGB) as decoded.
+        min_frames: a datalist's images with fewer frames (clips) or slices along an axis (volumes; a 2D image has
+            one) are refused before training (:func:`~monai_das.data.check_study_shapes`); 1 accepts them, as the
+            recipe's ``min_frames`` does.
         synthetic_options: synthetic data only: options of :func:`monai_das.data.make_synthetic_sequence`
             (:data:`SYNTHETIC_OPTIONS`: ``num_informative``, ``noise``, ``contrast``, ``distractor_prob``,
             ``distractor``), e.g. ``{"distractor": "texture", "distractor_prob": 0.7}`` for frames whose statistics
@@ -140,6 +143,7 @@ class BundleData:
         num_classes: int = 2,
         in_channels: int = 1,
         synthetic_options: Mapping[str, Any] | None = None,
+        min_frames: int = 2,
     ) -> None:
         if layout not in ("volume", "video"):
             raise ValueError(f"layout must be 'volume' or 'video', got {layout!r}.")
@@ -155,6 +159,7 @@ class BundleData:
         self.fold, self.num_folds, self.probe = int(fold), int(num_folds), optional(probe)
         self.num_samples = {k: optional(v) for k, v in (num_samples or {}).items()}
         self.num_classes_arg, self.in_channels_arg = int(num_classes), int(in_channels)
+        self.min_frames = int(min_frames)
         self._spatial_arg = spatial_size
         self.synthetic_options = dict(synthetic_options or {})
         unknown = sorted(set(self.synthetic_options) - set(SYNTHETIC_OPTIONS))
@@ -354,7 +359,7 @@ class BundleData:
 
         trained = self.info["in_channels"]  # the training files' (for volumes as check_study_shapes read them)
         facts = check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True,
-                                   mixed_channels=self.layout == "video")
+                                   mixed_channels=self.layout == "video", min_frames=self.min_frames)
         check_no_copies(self._dicom_uids, facts["dicom_uids"])  # the same series copied into another list: leakage
         self._dicom_uids.update(facts["dicom_uids"])
         channels = int(facts["in_channels"])
@@ -370,7 +375,7 @@ class BundleData:
         # clips_only: the video recipe decodes clips (LoadVideod), a volume is refused naming it before training
         # a video recipe decodes every clip grey (in_channels 1) or RGB (3): grey and colour clips mix
         facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis, clips_only=True,
-                                   mixed_channels=self.layout == "video")
+                                   mixed_channels=self.layout == "video", min_frames=self.min_frames)
         self._dicom_uids.update(facts["dicom_uids"])
         if self.layout == "video":
             if self.in_channels_arg not in (1, 3):

@@ -458,10 +458,15 @@ def test_check_study_shapes_clips_only(tmp_path):
     single = _dicom(tmp_path / "still.dcm", 8, 10)
     for image, match in [(vol, r"vol\.nii\.gz' is no clip \(neither a video nor a DICOM file\)"),
                          (str(folder), r"cine_folder' is no clip \(a folder\)"),
-                         (str(tmp_path / "notes.txt"), r"notes\.txt' is no clip \(neither a video nor a DICOM file\)"),
-                         (single, r"still\.dcm' is a single-frame DICOM image \(8×10\), no clip")]:
+                         (str(tmp_path / "notes.txt"), r"notes\.txt' is no clip \(neither a video nor a DICOM file\)")]:
         with pytest.raises(ValueError, match=r"list\.csv:3: '.*" + match + ": a video model trains on video files"):
             check_study_shapes([avi, {"image": image, "source_line": "list.csv:3"}], "video", clips_only=True)
+    # a single-frame DICOM image is a still: refused below min_frames, a one-frame clip with min_frames 1 (as the
+    # recipe's LoadVideod repeats it)
+    with pytest.raises(ValueError, match=r"list\.csv:3: '.*still\.dcm' is a single-frame DICOM image \(8×10\): a "
+                                         r"still image, fewer than min_frames=2 frames; min_frames 1 accepts it"):
+        check_study_shapes([avi, {"image": single, "source_line": "list.csv:3"}], "video", clips_only=True)
+    assert check_study_shapes([single], "video", clips_only=True, min_frames=1)["shapes"] == {single: (1, 1, 8, 10)}
     assert check_study_shapes([vol], "video")["shapes"] == {vol: (6, 1, 7, 8)}
     assert check_study_shapes([str(folder)], "video")["shapes"] == {str(folder): (4, 1, 12, 16)}
     assert check_study_shapes([vol], "volume", clips_only=True)["shapes"] == {vol: (1, 6, 7, 8)}
@@ -472,11 +477,19 @@ def test_check_study_shapes_errors(tmp_path):
     with pytest.raises(ValueError, match=r"list\.csv:4: '.*flat\.nii\.gz' is a 2D image \(spatial shape \[10, 12\]"):
         check_study_shapes([{"image": flat, "source_line": "list.csv:4"}], "volume")
     one = _clip(tmp_path / "one.avi", 1)
-    with pytest.raises(ValueError, match=r"list\.json:test\[0\]: '.*one\.avi' is a single-frame clip"):
+    with pytest.raises(ValueError, match=r"list\.json:test\[0\]: '.*one\.avi' is a clip of 1 frame\(s\) \(12×16\), "
+                                         r"fewer than min_frames=2"):
         check_study_shapes([{"image": one, "source_line": "list.json:test[0]"}], "video")
+    assert check_study_shapes([one], "video", min_frames=1)["num_frames_range"] == (1, 1)
     single = _dicom(tmp_path / "still.dcm", 8, 8)
-    with pytest.raises(ValueError, match=r"still\.dcm' is a 2D image"):
+    with pytest.raises(ValueError, match=r"still\.dcm' is a 2D image .*; min_frames 1 accepts it as a one-slice volume"):
         check_study_shapes([single], "volume")
+    # min_frames 1: a 2D image is a one-slice volume, as the recipe's RequireVolume makes it
+    assert check_study_shapes([flat], "volume", min_frames=1)["shapes"] == {flat: (1, 10, 12, 1)}
+    thin = _nifti(tmp_path / "thin.nii.gz", (10, 12, 2))
+    with pytest.raises(ValueError, match=r"thin\.nii\.gz' is a volume of 2 slice\(s\) along an axis, fewer than "
+                                         r"min_frames=3"):
+        check_study_shapes([thin], "volume", min_frames=3)
     gray, rgb = str(tmp_path / "gray.npy"), _nifti(tmp_path / "rgb.nii.gz", (6, 6, 6, 3))
     np.save(gray, np.zeros((6, 6, 6), np.uint8))
     with pytest.raises(ValueError, match=r"mixed channel counts: '.*gray\.npy' has 1 .*'.*rgb\.nii\.gz' has 3"):
@@ -495,7 +508,7 @@ def test_datalist_to_study_shapes(json_datalist):
     items = load_datalist(json_datalist)
     assert check_study_shapes(items, "volume")["num_frames_range"] == (4, 4)
     np.save(items[1]["image"], np.zeros((1, 5, 6), np.uint8))
-    with pytest.raises(ValueError, match=r"datalist\.json:training\[1\]: '.*b\.npy' is a 2D image"):
+    with pytest.raises(ValueError, match=r"datalist\.json:training\[1\]: '.*b\.npy' is a volume of 1 slice"):
         check_study_shapes(items, "volume")
     assert os.path.isabs(items[0]["image"])
 
