@@ -1019,7 +1019,8 @@ class LoadStudy(Transform):
         if no_image:
             (f, h), = no_image[:1]
             raise ValueError(f"study '{source.study_id}': DICOM file '{f}' has no image (modality "
-                             f"{h.get('Modality', '') or 'unknown'}, Rows/Columns {'given' if 'Rows' in h else 'absent'}).")
+                             f"{h.get('Modality', '') or 'unknown'}, Rows/Columns "
+                             f"{'given' if 'Rows' in h and 'Columns' in h else 'absent'}).")
         shapes = {(int(h.Rows), int(h.Columns)) for h in headers}
         if len(shapes) > 1:
             raise ValueError(f"study '{source.study_id}': slices of different sizes {sorted(shapes)} in one series.")

@@ -116,8 +116,12 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_code(text: str) -> bool:
-    """A string MONAI's ``ConfigParser`` would evaluate (``$``), expand (``%`` macro) or resolve (``@`` reference)."""
-    return text.startswith(("$", "%")) or "@" in text
+    """A string MONAI's ``ConfigParser`` would evaluate (``$``), expand (``%`` macro), resolve (``@`` reference) or
+    rewrite (a relative id): :func:`~monai_das.utils.config.parser_rewrites` (a ``#`` aside: the card is read as
+    plain JSON here, and a ``#`` in a class name is refused where cards are written)."""
+    from monai_das.utils.config import parser_rewrites
+
+    return parser_rewrites(text, separator=False) is not None
 
 
 def _is_literal(value: Any) -> bool:

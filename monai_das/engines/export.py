@@ -108,7 +108,8 @@ def _plain_tree(value: Any, key: str) -> Any:
 
 def _names_a_class(key: str) -> bool:
     """A card entry that is a class name (``das_model#label_names#i``, ``...#channel_def#i``): a ``#`` the parser
-    rewrites there renames the class in the exported file's metadata; elsewhere (a description, a path) it is text."""
+    rewrites there (to ``::``) renames the class in the exported file's metadata, so it is refused; elsewhere (a
+    description, a datalist path) it is rewritten too but accepted: that text is not read back to classify."""
     return "#label_names#" in key or "#channel_def#" in key
 
 

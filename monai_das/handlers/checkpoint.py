@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
@@ -39,33 +38,61 @@ _TEMP_NAME = re.compile(r"tmp[a-z0-9_]{8}")
 
 #: the lock file that marks a checkpoint folder as in use by a training run (hidden; deleted when the run completes)
 LOCK_NAME = ".monai_das_training.lock"
-_held: dict[str, FileLock] = {}  # checkpoint folders this process trains into → their lock
+#: beside it: which process holds it (pid, host, start), named when another run is refused
+OWNER_NAME = ".monai_das_training.owner"
+_held: dict[str, Any] = {}  # checkpoint folders this process trains into → their lock
+
+
+def _owner(folder: Path) -> str:
+    """Who holds the folder's lock, as its owner file says (plain text: pid, host, start time), for a message."""
+    try:
+        text = (folder / OWNER_NAME).read_text(encoding="utf-8", errors="replace")[:200].strip()
+    except OSError:
+        return ""
+    return f" ({text})" if text else ""
 
 
 def hold_checkpoint_folder(save_dir: str | Path) -> bool:
     """
-    Lock the checkpoint folder ``save_dir`` for this process (``filelock.FileLock`` on its :data:`LOCK_NAME`; the
-    operating system lets go of it when the process ends, killed or not). Two runs writing into one folder would
-    overwrite each other's ``last.pt`` and ``model.pt``, and each would delete the other's in-flight temporary
-    files as stale: the second run is refused, naming the folder. Returns ``True`` when this call took the lock,
-    ``False`` when this process holds it already (several savers of one run share it).
+    Lock the checkpoint folder ``save_dir`` for this process (an OS file lock, ``flock``/``LockFileEx`` through
+    ``filelock``, on its :data:`LOCK_NAME`; the operating system lets go of it when the process ends, killed or not;
+    :data:`OWNER_NAME` beside it says which process holds it). Two runs writing into one folder would overwrite each
+    other's ``last.pt`` and ``model.pt``, and each would delete the other's in-flight temporary files as stale: the
+    second run is refused, naming the folder and the holder. Returns ``True`` when this call took the lock,
+    ``False`` when this process holds it already (several savers of one run, or a run in this process that stopped
+    with an error: the same Python session). On a file system without OS file locks (some network mounts) the run
+    goes on unlocked, with a warning.
 
     Raises:
         RuntimeError: another process holds the lock.
     """
+    import socket
+    import time
+
+    from filelock import Timeout, UnixFileLock, WindowsFileLock
+
     folder = Path(save_dir)
     key = os.path.realpath(folder)
     if key in _held:
         return False
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / LOCK_NAME))
+    # no soft-lock fallback: a soft lock outlives a killed run and would refuse every later one
+    lock = (WindowsFileLock if os.name == "nt" else UnixFileLock)(str(folder / LOCK_NAME), fallback_to_soft=False)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise RuntimeError(
-            f"another training run is writing its checkpoints to '{folder}' (it holds '{LOCK_NAME}' there): wait for "
-            "it to finish, or train this one into another folder (a bundle: another bundle_root or ckpt_dir)."
+            f"another training run is writing its checkpoints to '{folder}'{_owner(folder)}: wait for it to finish, "
+            "or train this one into another folder (a bundle: another bundle_root or ckpt_dir). A Python session "
+            "(e.g. a notebook) whose training stopped with an error holds the folder until the session ends."
         ) from None
+    except (NotImplementedError, OSError) as e:  # no OS file locks here
+        logger.warning(f"'{folder}' cannot be locked ({e}): a second training run into it would not be refused.")
+        return True
+    from monai_das.utils.io import write_text_atomic
+
+    write_text_atomic(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n", folder / OWNER_NAME)
     _held[key] = lock
     return True
 
@@ -73,12 +100,13 @@ def hold_checkpoint_folder(save_dir: str | Path) -> bool:
 def release_checkpoint_folder(save_dir: str | Path) -> None:
     """
     Let go of the lock :func:`hold_checkpoint_folder` took on ``save_dir`` (nothing when this process holds none) and
-    delete its file, so a completed run leaves only its own files (a run that raised or was killed leaves the hidden
-    file, which locks nothing once its process has ended). A run starting in the same instant could take the lock
+    delete its files, so a completed run leaves only its own files (a run that raised or was killed leaves the hidden
+    files, which lock nothing once its process has ended). A run starting in the same instant could take the lock
     of the deleted file while a third one takes a new one: out of reach in practice, only the deletion allows it.
     """
     lock = _held.pop(os.path.realpath(Path(save_dir)), None)
     if lock is not None:
+        (Path(save_dir) / OWNER_NAME).unlink(missing_ok=True)
         Path(lock.lock_file).unlink(missing_ok=True)
         lock.release(force=True)
 

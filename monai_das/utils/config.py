@@ -11,7 +11,8 @@ def parser_rewrites(text: str, separator: bool = True) -> str | None:
     Why MONAI's ``ConfigParser`` would read the string ``text`` as something other than itself, or ``None`` when it
     keeps it as it is: at its start ``$`` (a Python expression, evaluated), ``%`` (a macro: replaced by the content
     of another file, ``"%/path/file.json#key"``) or ``@`` (a reference to another entry); anywhere, ``%#`` or ``@#`` (a
-    relative id, rewritten inside the text: ``"k%#z"`` is parsed as ``"k%z"``) and, with ``separator``, any ``#``
+    relative id, rewritten inside the text: ``"k%#z"`` at id ``a#b`` is parsed as ``"k%a::z"``) and, with
+    ``separator``, any ``#``
     (the parser's old id separator, rewritten to ``::``: ``"grade #2"`` is parsed as ``"grade ::2"``, also in the
     metadata ``ckpt_export`` embeds). An ``@`` inside other text is kept.
     """

@@ -325,3 +325,14 @@ def test_module_layout_reexports():
 
     assert MissingMetadataError is spec.MissingMetadataError is from_package and issubclass(from_package, ValueError)
     assert ReSpec is spec.ModelSpec is ModelSpec and re_find is model_files.find_bundle_files is find_bundle_files
+
+
+def test_card_class_names_are_read_by_the_parser_rule():
+    """A card is plain JSON: a class name with an '@' inside ('user@site', which MONAI's parser keeps as text) is
+    the model's class; one MONAI would evaluate or expand ('$...', '%...', '@ref') is ignored with a warning, by the
+    rule the exports use (monai_das.utils.config.parser_rewrites)."""
+    from monai_das.deploy.spec import _card_fields
+
+    assert _card_fields({"layout": "volume", "label_names": ["user@site", "b"]}, "card")["labels"] == ["user@site", "b"]
+    for code in ("$print(1)", "%/etc/secret.json#k", "@network_def", "k%#z"):
+        assert "labels" not in _card_fields({"layout": "volume", "label_names": [code, "b"]}, "card")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import math
 
@@ -20,12 +21,12 @@ from monai_das.handlers import (
     ResumeCheckpointLoader,
     remove_stale_temp_files,
 )
-from monai_das.handlers.checkpoint import LOCK_NAME
+from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME
 
 
 def _files(folder):
     """The folder's files but the run lock (kept, empty, hidden)."""
-    return sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME)
+    return sorted(p.name for p in folder.iterdir() if p.name not in (LOCK_NAME, OWNER_NAME))
 
 
 def _engine_with_metric(values):
@@ -191,7 +192,7 @@ def test_stale_temp_files_removed_on_attach(tmp_path):
     saver = AtomicCheckpointSaver(str(models), {"net": torch.nn.Linear(1, 1)}, save_interval=1, n_saved=1,
                                   interval_filename="last.pt")
     saver.attach(Engine(lambda e, b: None))
-    assert sorted(p.name for p in models.iterdir()) == [LOCK_NAME, "last.pt", "tmp_notes.txt"]
+    assert sorted(p.name for p in models.iterdir()) == [LOCK_NAME, OWNER_NAME, "last.pt", "tmp_notes.txt"]
     assert remove_stale_temp_files(tmp_path / "missing") == []
 
 
@@ -203,10 +204,12 @@ def test_one_training_at_a_time_per_checkpoint_folder(tmp_path):
 
     other = FileLock(str(tmp_path / LOCK_NAME))
     other.acquire(timeout=0)  # another run trains here
+    (tmp_path / OWNER_NAME).write_text("pid 4242 on host7, since 2026-12-04 10:00:00\n")
     (tmp_path / "tmpab_cd123").write_bytes(b"\0")  # its save in flight
     saver = AtomicCheckpointSaver(str(tmp_path), {"net": torch.nn.Linear(1, 1)}, save_interval=1, n_saved=1,
                                   interval_filename="last.pt")
-    with pytest.raises(RuntimeError, match=r"another training run is writing its checkpoints to '.*'.*: wait for it"):
+    with pytest.raises(RuntimeError, match=r"another training run is writing its checkpoints to '.*' \(pid 4242 on host7, "
+                                           r"since 2026-12-04 10:00:00\): wait for it"):
         saver.attach(Engine(lambda e, b: None))
     assert (tmp_path / "tmpab_cd123").exists()  # not deleted
     other.release()
@@ -216,6 +219,7 @@ def test_one_training_at_a_time_per_checkpoint_folder(tmp_path):
                           key_metric_filename="model.pt").attach(Engine(lambda e, b: None))  # shares this run's lock
     with pytest.raises(Timeout):
         FileLock(str(tmp_path / LOCK_NAME)).acquire(timeout=0)  # held while the run goes on
+    assert (tmp_path / OWNER_NAME).read_text().startswith(f"pid {os.getpid()} on ")
     trainer.run([0], max_epochs=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # the lock's file deleted, the stale temp too
     FileLock(str(tmp_path / LOCK_NAME)).acquire(timeout=0)  # free once it completed
