@@ -632,19 +632,19 @@ def _dicom_rows_cols(ds, path: Path) -> tuple[int, int]:
     return int(ds.Rows), int(ds.Columns)
 
 
-def _dicom_uid(ds, tag: str) -> str | None:
-    """``"<tag> <value>"``: what names a DICOM study's content (``None`` when the file has no such UID)."""
-    value = str(ds.get(tag, "") or "").strip()
-    return f"{tag} {value}" if value else None
+def _sop_uids(headers: Sequence) -> list[str]:
+    """The ``SOPInstanceUID`` of each DICOM image (blank ones left out): what names its content, whatever the copy's
+    file or folder name."""
+    return [uid for uid in (str(h.get("SOPInstanceUID", "") or "").strip() for h in headers) if uid]
 
 
-def _dicom_facts(path: Path) -> tuple[str, int, list[int], str | None]:
+def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
     """
-    ``("clip", C, [T, H, W], uid)`` for a multi-frame DICOM file (``"slices"`` instead of ``"clip"`` when its modality
-    is one of :data:`~monai_das.data.studies.VOLUME_MODALITIES`: an Enhanced CT/MR file, whose frames are slices),
-    ``("volume", C, [W, H, N], uid)`` for a folder of single-frame DICOM files (one series; MONAI's ``PydicomReader``
-    order: columns, rows, slices) or one such file. ``uid`` names the content: the folder's ``SeriesInstanceUID``, a
-    file's ``SOPInstanceUID`` (:func:`_dicom_uid`).
+    ``("clip", C, [T, H, W], uids)`` for a multi-frame DICOM file (``"slices"`` instead of ``"clip"`` when its
+    modality is one of :data:`~monai_das.data.studies.VOLUME_MODALITIES`: an Enhanced CT/MR file, whose frames are
+    slices), ``("volume", C, [W, H, N], uids)`` for a folder of single-frame DICOM files (one series; MONAI's
+    ``PydicomReader`` order: columns, rows, slices) or one such file; ``uids``: the images' ``SOPInstanceUID``
+    (:func:`_sop_uids`).
     """
     if path.is_dir():
         from monai_das.data.studies import _holds_no_image, _study_at, check_series_stack, is_hidden
@@ -687,11 +687,11 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], str | None]:
         # per position; gaps and a gantry tilt warned): a model is not trained on what they would refuse
         check_series_stack(files, headers, f"DICOM series '{path}'")
         (rows, cols), = sizes
-        return "volume", channels.pop(), [cols, rows, len(files)], _dicom_uid(headers[0], "SeriesInstanceUID")
+        return "volume", channels.pop(), [cols, rows, len(files)], _sop_uids(headers)
     ds = _dicom_header(path)
     rows, cols = _dicom_rows_cols(ds, path)
     n = int(ds.get("NumberOfFrames", 1) or 1)
-    uid = _dicom_uid(ds, "SOPInstanceUID")
+    uid = _sop_uids([ds])
     if n > 1:
         from monai_das.data.studies import VOLUME_MODALITIES
 
@@ -740,7 +740,7 @@ _CLIPS_ONLY = (f"a video model trains on video files ({', '.join(VIDEO_EXTENSION
 
 def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False, min_frames: int = 2
                  ) -> tuple[int, tuple[int, ...], int, str | None]:
-    """``(channels, shape in the layout's order, number of frames/slices, DICOM uid or None)`` of one image
+    """``(channels, shape in the layout's order, number of frames/slices, SOPInstanceUIDs of DICOM images)`` of one image
     (``clips_only``: refuse a volume rather than read it as a clip)."""
     p = Path(image)
     name = p.name.lower()
@@ -750,7 +750,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
         raise ValueError(f"is no clip ({'a folder' if p.is_dir() else 'neither a video nor a DICOM file'}): "
                          f"{_CLIPS_ONLY}")
     clip: list[int] | None = None  # [T, H, W] of a clip
-    uid = None
+    uid: list[str] = []
     if name.endswith(_NIFTI_SUFFIXES):
         c, spatial = _nifti_shape(image)
     elif name.endswith(".npy"):
@@ -841,17 +841,16 @@ def check_study_shapes(
         ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max), "dicom_uids": {uid: where}}``,
         shapes in the layout's order as above (spatial axes of NIfTI/NumPy/DICOM-series volumes in the order MONAI's
         readers give them; before any resizing), frames = slices along ``slice_axis`` (volume) or clip length
-        (video); ``dicom_uids``: what names each DICOM image's content (``"SeriesInstanceUID <uid>"`` of a series
-        folder, ``"SOPInstanceUID <uid>"`` of a file) → the item (datalist line and path), for
-        :func:`check_no_copies` across lists.
+        (video); ``dicom_uids``: the ``SOPInstanceUID`` of every DICOM image (each file of a series folder, a
+        multi-frame file) → its item (datalist line and path), for :func:`check_no_copies` across lists.
 
     Raises:
         FileNotFoundError: a missing image.
         ValueError: naming the item's file (and datalist line): a 2D image (or one slice) where a volume is
             expected, a single-frame clip where a clip is expected (a volume with ``clips_only``), mixed channel
             counts across the items (naming two files and their counts; unless ``mixed_channels``), an empty item
-            list or a bad ``layout``/``slice_axis``; two items that are one DICOM series or object (a copy in another
-            folder: :func:`check_no_copies`).
+            list or a bad ``layout``/``slice_axis``; two items that hold the same DICOM image (a copy in another
+            folder: :func:`check_no_copies`; two parts of one series, other images, are not copies).
         RuntimeError: a file whose header cannot be read.
     """
     if layout not in STUDY_LAYOUTS:
@@ -886,21 +885,22 @@ def check_study_shapes(
         first_with.setdefault(c, image)
         shapes[image] = shape
         frames.append(t)
-        if uid is not None:
-            check_no_copies(uids, {uid: _where(item, image)})
-            uids[uid] = _where(item, image)
+        mine = dict.fromkeys(uid, _where(item, image))
+        check_no_copies(uids, mine)
+        uids.update(mine)
     return {"in_channels": max(first_with), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
             "dicom_uids": uids}
 
 
 def check_no_copies(known: Mapping[str, str], new: Mapping[str, str]) -> None:
     """
-    Refuse an item of ``new`` that is the DICOM series or object of an item of ``known`` (``dicom_uids`` of
-    :func:`check_study_shapes`, UID → item), naming both: a copy of one study in another folder would count twice in
-    training, or be trained on and validated/tested on (as the same path in two lists is refused by
-    :func:`load_datalist`).
+    Refuse an item of ``new`` that holds a DICOM image of an item of ``known`` (``dicom_uids`` of
+    :func:`check_study_shapes`, ``SOPInstanceUID`` → item), naming both: a copy of a series or cine in another folder
+    would count twice in training, or be trained on and validated/tested on (as the same path in two lists is
+    refused by :func:`load_datalist`).
     """
     for uid, where in new.items():
         if uid in known and known[uid] != where:
-            raise ValueError(f"{where} is the same DICOM study as {known[uid]} ({uid}): a copy; list each study once, "
+            raise ValueError(f"{where} holds the same DICOM image as {known[uid]} (SOPInstanceUID {uid}): a copy; list "
+                             "each study once, "
                              "in one list (split by patient, never by study or frame).")

@@ -420,29 +420,42 @@ def _unique_ids(studies: list[StudySource]) -> None:
 
 def _warn_copies(studies: list[StudySource], headers: dict[Path, Any]) -> None:
     """
-    Warn, on each study concerned, about DICOM studies that are the same series (``SeriesInstanceUID`` of a folder's
-    single-frame files) or the same multi-frame object (``SOPInstanceUID``) as another study of the input: a copy
-    (classified twice) or one series split across folders (each part classified as a study of its own).
+    Warn, on each study concerned, about DICOM studies that hold the same images (``SOPInstanceUID``) as another
+    study of the input (a copy: classified twice), and series folders that are parts of one series
+    (``SeriesInstanceUID``, other images: each part is classified as a study of its own).
     """
-    by_uid: dict[tuple[str, str], list[StudySource]] = {}
-    for s in studies:
-        first = headers.get(s.files[0]) if s.files and s.kind in ("dicom_series", "video") else None
-        if first is None:
-            continue
-        tag = "SeriesInstanceUID" if s.kind == "dicom_series" else "SOPInstanceUID"
-        uid = str(first.get(tag, "") or "")
-        if uid:
-            by_uid.setdefault((tag, uid), []).append(s)
-    for (tag, uid), same in by_uid.items():
-        if len(same) < 2:
-            continue
-        ids = sorted(s.study_id for s in same)
-        what = "series" if tag == "SeriesInstanceUID" else "DICOM object"
-        message = (f"studies {', '.join(repr(i) for i in ids)} are one {what} ({tag} {uid}): copies of one another "
-                   "or one series split across folders; each is classified on its own.")
+    said: dict[tuple[str, ...], str] = {}
+
+    def warn(same: list[StudySource], message: str) -> None:
+        ids = tuple(sorted(s.study_id for s in same))
+        if ids in said or len(ids) < 2:
+            return
+        said[ids] = message = f"studies {', '.join(repr(i) for i in ids)} {message}"
         logger.warning(message)
         for s in same:
             s.warnings.append(message)
+
+    by_sop: dict[str, list[StudySource]] = {}
+    by_series: dict[str, list[StudySource]] = {}
+    for s in studies:
+        if s.kind not in ("dicom_series", "video"):
+            continue
+        found = [headers[f] for f in s.files if f in headers]
+        for uid in dict.fromkeys(str(h.get("SOPInstanceUID", "") or "") for h in found):
+            if uid:
+                by_sop.setdefault(uid, []).append(s)
+        series = str(found[0].get("SeriesInstanceUID", "") or "") if found and s.kind == "dicom_series" else ""
+        if series:
+            by_series.setdefault(series, []).append(s)
+    copies = set()
+    for uid, same in by_sop.items():
+        if len(same) > 1:
+            warn(same, f"hold the same DICOM image(s) (e.g. SOPInstanceUID {uid}): copies, each classified on its own.")
+            copies.update(id(s) for s in same)
+    for uid, same in by_series.items():
+        if len(same) > 1 and not all(id(s) in copies for s in same):
+            warn(same, f"are parts of one DICOM series (SeriesInstanceUID {uid}) in different folders: each part is "
+                       "classified as a study of its own; put the series' files in one folder to classify it whole.")
 
 
 def _study_at(study_id: str, path: Path, label: int | None = None) -> StudySource:

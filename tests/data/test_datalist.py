@@ -514,8 +514,8 @@ def test_datalist_to_study_shapes(json_datalist):
 
 
 def test_check_study_shapes_refuses_a_copied_dicom_file(tmp_path):
-    """Two multi-frame DICOM files with one SOPInstanceUID are one object (a copied cine): refused, naming both;
-    ``dicom_uids`` names each file's content."""
+    """Two multi-frame DICOM files with one SOPInstanceUID are one image (a copied cine): refused, naming both;
+    ``dicom_uids`` maps each image's SOPInstanceUID to its item."""
     import shutil
 
     pydicom_data = pytest.importorskip("pydicom.data")
@@ -524,6 +524,8 @@ def test_check_study_shapes_refuses_a_copied_dicom_file(tmp_path):
         pytest.skip("pydicom test file examples_ybr_color.dcm not installed")
     a, b = shutil.copy(cine, tmp_path / "a.dcm"), shutil.copy(cine, tmp_path / "b.dcm")
     (uid, where), = check_study_shapes([a], "video")["dicom_uids"].items()
-    assert uid.startswith("SOPInstanceUID ") and where == f"'{a}'"
-    with pytest.raises(ValueError, match=r"'.*b\.dcm' is the same DICOM study as '.*a\.dcm' \(SOPInstanceUID "):
+    import pydicom
+
+    assert uid == str(pydicom.dcmread(cine, stop_before_pixels=True).SOPInstanceUID) and where == f"'{a}'"
+    with pytest.raises(ValueError, match=r"'.*b\.dcm' holds the same DICOM image as '.*a\.dcm' \(SOPInstanceUID "):
         check_study_shapes([a, b], "video")

@@ -382,23 +382,27 @@ def test_renamed_duplicate_ids_never_take_another_studys_id(tmp_path):
 
 
 def test_one_series_or_cine_in_two_places_is_warned(tmp_path, caplog):
-    """A series copied into a second folder (or split across two) and a cine file copied: each is classified on its
-    own, with a warning naming both studies in the log and in each study's warnings (the reports'); an unrelated
-    study has none."""
+    """A series copied into a second folder and a cine file copied (the same SOPInstanceUIDs): each is classified on
+    its own, with a warning naming both studies in the log and in each study's warnings (the reports'); two parts of
+    one series in two folders (one SeriesInstanceUID, other images) get their own warning; an unrelated study none."""
     write_dicom_series(tmp_path / "a", num_slices=4)
     shutil.copytree(tmp_path / "a", tmp_path / "copy_of_a")
     write_dicom_series(tmp_path / "b", num_slices=4)
+    write_dicom_series(tmp_path / "part1", num_slices=3, series_uid="1.2.826.0.1.99")
+    write_dicom_series(tmp_path / "part2", num_slices=3, series_uid="1.2.826.0.1.99")
     shutil.copy(pydicom_file("examples_ybr_color.dcm"), tmp_path / "cine.dcm")
     shutil.copy(pydicom_file("examples_ybr_color.dcm"), tmp_path / "cine_again.dcm")
     with caplog.at_level("WARNING"):
         studies = {s.study_id: s for s in discover_studies(tmp_path)}
-    assert set(studies) == {"a", "copy_of_a", "b", "cine.dcm", "cine_again.dcm"}
-    for sid, other, tag in (("a", "copy_of_a", "SeriesInstanceUID"), ("cine.dcm", "cine_again.dcm", "SOPInstanceUID")):
-        for s in (sid, other):
+    assert set(studies) == {"a", "copy_of_a", "b", "part1", "part2", "cine.dcm", "cine_again.dcm"}
+    for pair, what in ((("a", "copy_of_a"), "hold the same DICOM image(s) (e.g. SOPInstanceUID "),
+                       (("cine.dcm", "cine_again.dcm"), "hold the same DICOM image(s)"),
+                       (("part1", "part2"), "are parts of one DICOM series (SeriesInstanceUID 1.2.826.0.1.99)")):
+        for s in pair:
             (warning,) = studies[s].warnings
-            assert f"'{sid}', '{other}'" in warning and tag in warning
+            assert warning.startswith(f"studies '{pair[0]}', '{pair[1]}' {what}"), warning
     assert studies["b"].warnings == []
-    assert sum("are one series" in r.getMessage() for r in caplog.records) == 1
+    assert sum("hold the same DICOM image" in r.getMessage() for r in caplog.records) == 2
     study = StudyLoader(SPEC).load(studies["copy_of_a"])
     assert study.info["warnings"] == studies["copy_of_a"].warnings
     assert "warnings" not in StudyLoader(SPEC).load(studies["b"]).info

@@ -271,14 +271,23 @@ def test_a_dicom_series_copied_into_another_folder_is_one_study(tmp_path):
                                                             "test": [{"image": "p0_copy", "label": "a"}]}))
     src = BundleData(datalist=tmp_path / "copy_in_test.json", val_fraction=0.5, seed=0)
     assert src.data("val") and src.info["spatial_size"] == [128, 128, 4]  # the training files pass
-    with pytest.raises(ValueError, match=r"copy_in_test\.json:test\[0\]: '.*p0_copy' is the same DICOM study as "
-                                         r".*copy_in_test\.json:training\[0\]: '.*p0' \(SeriesInstanceUID [0-9.]+\): "
+    with pytest.raises(ValueError, match=r"copy_in_test\.json:test\[0\]: '.*p0_copy' holds the same DICOM image as "
+                                         r".*copy_in_test\.json:training\[0\]: '.*p0' \(SOPInstanceUID [0-9.]+\): "
                                          r"a copy"):
         src.data("test")
     (tmp_path / "copy_in_train.json").write_text(json.dumps({"training": [*train, {"image": "p0_copy",
                                                                                    "label": "a"}]}))
-    with pytest.raises(ValueError, match=r"training\[4\]: '.*p0_copy' is the same DICOM study as .*training\[0\]"):
+    with pytest.raises(ValueError, match=r"training\[4\]: '.*p0_copy' holds the same DICOM image as .*training\[0\]"):
         BundleData(datalist=tmp_path / "copy_in_train.json", val_fraction=0.5, seed=0).info
+    # two parts of one series (one SeriesInstanceUID, other images: e.g. two phases) are no copies
+    import pydicom
+
+    for f in (tmp_path / "p1").glob("*.dcm"):
+        d = pydicom.dcmread(f)
+        d.SeriesInstanceUID = pydicom.dcmread(next((tmp_path / "p0").glob("*.dcm"))).SeriesInstanceUID
+        d.save_as(f)
+    (tmp_path / "parts.json").write_text(json.dumps({"training": train}))
+    assert BundleData(datalist=tmp_path / "parts.json", val_fraction=0.5, seed=0).info["spatial_size"] == [128, 128, 4]
 
 
 def test_video_datalist_mixes_grey_and_colour_clips(tmp_path):
