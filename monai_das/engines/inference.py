@@ -20,7 +20,7 @@ import torch
 
 from monai_das.engines.utils import flag, optional
 from monai_das.transforms.temporal import SOURCE_INDICES
-from monai_das.utils.io import check_checkpoint, file_digest
+from monai_das.utils.io import check_checkpoint, file_digest, read_checkpoint
 
 __all__ = [
     "predictions_path",
@@ -99,10 +99,11 @@ def prediction_key(checkpoint: str | os.PathLike, settings: Any = None) -> str:
     and the inference ``settings`` (e.g. keep ratio, method, preprocessing recipe; any JSON-able value). Written in
     the predictions' ``model`` column (:class:`monai_das.handlers.PredictionWriter`) and checked on resume
     (:func:`resume_predictions`): rows of another checkpoint or another ``k`` are predicted again, never kept. A
-    missing or damaged checkpoint is refused here (:func:`monai_das.utils.io.check_checkpoint`), before any earlier
-    prediction is touched.
+    missing or damaged checkpoint, or one holding other Python objects than tensors and containers, is refused here
+    (:func:`monai_das.utils.io.read_checkpoint`, ``weights_only=True``), before any earlier prediction is touched.
     """
     path = check_checkpoint(checkpoint)
+    read_checkpoint(path)  # loaded as the engine will load it: a refusal comes now, not after the rows were dropped
     weights = file_digest(path)
     text = json.dumps({"checkpoint": weights, "settings": settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

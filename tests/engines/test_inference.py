@@ -312,6 +312,10 @@ def test_shard_files(tmp_path, monkeypatch):
     assert launcher_shard() == (3, 4)  # started by torchrun: one shard per process
 
 
+class _NotWeights:
+    """An object a weights-only load refuses (any class of its own)."""
+
+
 def test_prediction_key_follows_the_checkpoint_and_the_settings(tmp_path):
     from monai_das.engines import prediction_key
 
@@ -328,6 +332,11 @@ def test_prediction_key_follows_the_checkpoint_and_the_settings(tmp_path):
     (tmp_path / "cut.pt").write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"cut\.pt \(100 bytes\) is not a readable PyTorch checkpoint"):
         prediction_key(tmp_path / "cut.pt")
+    # a whole torch.save archive of another Python object (a pickle weights_only refuses): refused here too, before
+    # the earlier predictions are read (it emptied predictions.csv when only the engine's load refused it)
+    torch.save({"model": _NotWeights()}, tmp_path / "pickle.pt")
+    with pytest.raises(ValueError, match=r"pickle\.pt holds Python objects other than tensors"):
+        prediction_key(tmp_path / "pickle.pt")
 
 
 def test_merge(tmp_path):
