@@ -113,14 +113,16 @@ class SelectionDiagnosticsHandler:
     - ``<prefix>auc_low``, ``<prefix>auc_high`` (with ``auc_interval``): the 95 % percentile-bootstrap interval over
       the items of the macro one-vs-rest AUC (:func:`~monai_das.handlers.bootstrap_intervals`, fixed seed, no
       global random state touched): how much a validation list of that size says. Absent when a class has fewer
-      than :data:`MIN_ITEMS_PER_CLASS` items (a warning says so once) and in a distributed run (a rank holds only
-      its share of the items; so for ``auc_evenly_spaced``).
+      than :data:`MIN_ITEMS_PER_CLASS` items (a warning says so once).
     - ``<prefix>auc_evenly_spaced`` (with ``evenly_spaced``, for a sampler with parameters: DAS, DPS, ADPS): the macro
       AUC of the same network on the same items when it sees ``k`` evenly spaced frames instead of its sampler's
       choice (``UniformSampler``'s frames, computed on each validation batch in the same pass over the data: no
       second loader pass, no random state touched). Higher than ``<prefix>auc`` means the learned selection does
       worse than no selection (:class:`~monai_das.handlers.TrainingSummaryHandler` warns), e.g. when the frames'
       statistics mislead the sampler.
+
+    In a distributed run (``multi_gpu_train.json``) every rank gathers the items of all ranks first, so every metric
+    above, and the veto, are those of the whole validation list, as one process measures them.
 
     With ``output_dir`` it also writes, after every epoch, ``<output_dir>/<prefix>kept_positions.json`` (for every frame
     position the fraction of items that kept it, over all items and per true class, with the item counts) and
@@ -255,7 +257,29 @@ class SelectionDiagnosticsHandler:
         label = torch.as_tensor(label).reshape(-1)
         return int(label.argmax() if label.numel() > 1 else label[0])
 
+    def _gather_ranks(self) -> None:
+        """
+        A distributed validator's rank holds only its share of the items (its ``DistributedSampler`` slice): gather
+        every rank's items (as plain lists) and evidence counts, so that every rank computes the diagnostics, the
+        veto and the AUC interval of the whole validation list, as one process does. Items are ordered by rank,
+        the same order every epoch (what churn compares).
+        """
+        if idist.get_world_size() < 2:
+            return
+
+        def plain(t: torch.Tensor | None) -> list | None:
+            return None if t is None else t.tolist()
+
+        mine = [(i.label, plain(i.prob), None if i.kept is None else sorted(i.kept), plain(i.even)) for i in self._items]
+        ranks = idist.all_gather(mine)  # one list per rank (torch's all_gather_object)
+        self._items = [_Item(label, None if prob is None else torch.tensor(prob), None if kept is None else set(kept),
+                             None if even is None else torch.tensor(even))
+                       for share in ranks for label, prob, kept, even in share]
+        self._evidence = [int(v) for v in idist.all_reduce(torch.tensor(self._evidence, dtype=torch.float64))]
+        self._num_frames = int(idist.all_reduce(torch.tensor(self._num_frames), op="MAX"))
+
     def __call__(self, engine: Any) -> None:
+        self._gather_ranks()
         metrics = engine.state.metrics
         p = self.prefix
         kept_items = [i for i in self._items if i.kept is not None]
@@ -289,16 +313,15 @@ class SelectionDiagnosticsHandler:
                     "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
                     "-1). This epoch is not kept as the best model."
                 )
-        # both below need every item: a distributed validator's rank holds only its share (left out there)
-        single = idist.get_world_size() == 1
-        if single and self.auc_interval and len(scored) >= 2 and all(i.label is not None for i in scored):
+        # every item is here, also in a distributed run (gathered above)
+        if self.auc_interval and len(scored) >= 2 and all(i.label is not None for i in scored):
             probs, labels = torch.stack([i.prob for i in scored]).numpy(), np.asarray([i.label for i in scored])
             counts = np.bincount(labels, minlength=probs.shape[1])
             if labels.max() < probs.shape[1] and counts.min() >= MIN_ITEMS_PER_CLASS:
                 interval = bootstrap_intervals(probs, labels)["auc"]
                 if interval is not None:
                     metrics[f"{p}auc_low"], metrics[f"{p}auc_high"] = interval
-            elif not self._told_too_few:
+            elif not self._told_too_few and idist.get_rank() == 0:
                 self._told_too_few = True
                 rare = int(counts.argmin())
                 name = self.label_names[rare] if self.label_names and rare < len(self.label_names) else str(rare)
@@ -307,7 +330,7 @@ class SelectionDiagnosticsHandler:
                     f"and no interval is given (the bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of each class)."
                 )
         even = [i for i in self._items if i.even is not None]
-        if single and even and all(i.label is not None for i in even):
+        if even and all(i.label is not None for i in even):
             from monai.metrics import compute_roc_auc
 
             probs = torch.stack([i.even for i in even])
@@ -351,8 +374,7 @@ class SelectionDiagnosticsHandler:
     def _write_positions(self, counts: torch.Tensor, kept: Sequence[_Item], engine: Any) -> None:
         """
         ``kept_positions.json``/``.png``: per position, the fraction of the ``kept`` items (all, per class) that kept
-        it; ``counts`` are those of all of them. In a distributed run the counts of every rank are summed and rank 0
-        writes.
+        it; ``counts`` are those of all of them (every rank's, gathered); rank 0 writes.
         """
         from monai_das.utils.io import write_json_atomic
         from monai_das.visualize import plot_kept_positions
@@ -360,17 +382,13 @@ class SelectionDiagnosticsHandler:
         t = len(counts)
         known = [i.label for i in kept if i.label is not None]
         num_classes = len(self.label_names) if self.label_names else max(known, default=-1) + 1
-        if idist.get_world_size() > 1:
-            num_classes = int(idist.all_reduce(torch.tensor(num_classes), op="MAX"))
         table = torch.zeros(num_classes + 1, t + 1, dtype=torch.float64)  # row 0: all items; last column: item count
         table[0, :t], table[0, t] = counts, len(kept)
         for label in range(num_classes):
             sets = [i.kept for i in kept if i.label == label]
             table[label + 1, :t], table[label + 1, t] = _position_counts(sets, t), len(sets)
-        if idist.get_world_size() > 1:
-            table = idist.all_reduce(table)
-            if idist.get_rank() != 0:
-                return
+        if idist.get_rank() != 0:
+            return
         curves, items = {}, {}
         for row, name in enumerate(["all", *(self.label_names or [str(c) for c in range(num_classes)])]):
             n = int(table[row, t])

@@ -319,3 +319,47 @@ def test_kept_positions_written_per_class(tmp_path):
     # uniform keeps slices 1, 3, 5, 7 of every volume, whatever its class
     assert out["kept_fraction"]["all"] == out["kept_fraction"]["pos"] == [0.0, 1.0] * 4
     assert (tmp_path / "test_kept_positions.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_distributed_validator_measures_every_rank_s_items(monkeypatch):
+    """Under DDP each rank validates its share: the diagnostics (evidence kept, entropy, adaptivity, prediction std,
+    the AUC interval) are those of the whole list, as one process measures them, not rank 0's share. Two ranks
+    simulated: rank 1's share is measured on its half, rank 0 gathers it (idist replaced by a stand-in)."""
+    from types import SimpleNamespace
+
+    import monai_das.handlers.diagnostics as diagnostics
+
+    torch.manual_seed(0)
+    net = build_classifier("das", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    data = _data(n=12)
+    whole = SelectionDiagnosticsHandler(net, auc_interval=True)
+    evaluator = _evaluator(net, data, [whole])
+    evaluator.run()
+    expected = dict(evaluator.state.metrics)
+    assert "val_auc_low" in expected and "val_evidence_kept" in expected
+
+    share = {}  # rank 1: its half measured, its plain share kept instead of computing metrics
+
+    def keep_share(self, engine):
+        share["items"] = [(i.label, i.prob.tolist(), sorted(i.kept), None) for i in self._items]
+        share["evidence"], share["frames"] = list(self._evidence), self._num_frames
+
+    rank1 = SelectionDiagnosticsHandler(net, auc_interval=True)
+    monkeypatch.setattr(SelectionDiagnosticsHandler, "__call__", keep_share)
+    _evaluator(net, data[6:], [rank1]).run()
+    monkeypatch.undo()
+
+    def all_reduce(t, op="SUM"):
+        other = torch.tensor(share["frames"]) if op == "MAX" else torch.tensor(share["evidence"], dtype=t.dtype)
+        return torch.maximum(t, other) if op == "MAX" else t + other
+
+    fake = SimpleNamespace(get_world_size=lambda: 2, get_rank=lambda: 0, all_reduce=all_reduce,
+                           all_gather=lambda mine: [mine, share["items"]])
+    monkeypatch.setattr(diagnostics, "idist", fake)
+    rank0 = SelectionDiagnosticsHandler(net, auc_interval=True)
+    evaluator = _evaluator(net, data[:6], [rank0])
+    evaluator.run()
+    got = evaluator.state.metrics
+    for key in ("val_evidence_kept", "val_selection_entropy", "val_adaptivity", "val_prediction_std", "val_auc_low",
+                "val_auc_high"):
+        assert got[key] == pytest.approx(expected[key]), key
