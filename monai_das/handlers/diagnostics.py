@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.metrics import bootstrap_intervals
+from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, bootstrap_intervals
 from monai_das.handlers.sampling import SampledIndicesHandler
 from monai_das.networks.utils import unwrap_network
 from monai_das.handlers.warmup import sampler_warming_up
@@ -38,9 +38,6 @@ WARMUP_ATTR = "sampler_warming_up"
 #: bundle's ``validator_state``, :class:`monai_das.handlers.EngineStateAttributes`) and measures the first churn after
 #: a restart as the uninterrupted run does
 KEPT_ATTR = "kept_sets"
-#: items of every class a validation list needs for :class:`SelectionDiagnosticsHandler`'s AUC interval (with fewer,
-#: the bootstrap resamples that keep the class tell nothing of its uncertainty, e.g. one positive: [1.000, 1.000])
-MIN_ITEMS_PER_CLASS = 5
 #: the MONAI workflow's record of its best epoch (``monai.engines.Workflow``), put back when an epoch is vetoed
 _BEST_ATTRS = ("best_metric", "best_metric_epoch")
 

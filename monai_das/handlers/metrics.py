@@ -44,6 +44,12 @@ def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray)
         return np.where(total > 0, (pos * (below + 0.5 * neg)).sum(1) / total, np.nan)
 
 
+#: items of every class a list needs for a bootstrap interval of its AUC (validation: :class:`SelectionDiagnosticsHandler`;
+#: evaluation: :class:`ClassificationReportSaver`); with fewer, the resamples that keep the class tell nothing of its
+#: uncertainty (e.g. 3 per class, all ranked right: [1.000, 1.000])
+MIN_ITEMS_PER_CLASS = 5
+
+
 def bootstrap_intervals(
     probs: np.ndarray, labels: np.ndarray, resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.metrics import balanced_accuracy_from_confusion, bootstrap_intervals
+from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, balanced_accuracy_from_confusion, bootstrap_intervals
 from monai_das.utils.io import write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -40,7 +40,8 @@ class ClassificationReportSaver:
     (``evaluation on <n> samples: ...``, INFO, logger ``monai_das.handlers.report``; the bundles' ``logging.conf``
     sends it to stdout). ``metrics.json`` also holds ``intervals``: percentile-bootstrap 95 % intervals over the
     items of the macro AUC and the balanced accuracy (:func:`~monai_das.handlers.metrics.bootstrap_intervals`; a
-    test list of a few dozen studies gives a wide one, which the point value alone hides), logged on a second line.
+    test list of a few dozen studies gives a wide one, which the point value alone hides), logged on a second line;
+    none, with a warning, when a class has fewer than :data:`~monai_das.handlers.metrics.MIN_ITEMS_PER_CLASS` items.
 
     Each decollated output item is kept as (label ``label_key``, argmax of ``pred_key``, probabilities); the confusion
     matrix and the intervals are both computed from them at the end. Distributed runs (``torch.distributed``
@@ -133,9 +134,16 @@ class ClassificationReportSaver:
         if "balanced_accuracy" not in metrics:
             metrics["balanced_accuracy"] = balanced_accuracy_from_confusion(torch.as_tensor(confusion))
         intervals = None
-        if self.interval_resamples > 0 and len(labels):
+        counts = np.bincount(labels, minlength=self.num_classes) if len(labels) else np.zeros(1, np.int64)
+        if self.interval_resamples > 0 and len(labels) and counts.min() >= MIN_ITEMS_PER_CLASS:
             intervals = bootstrap_intervals(np.asarray([prob for _, _, prob in self._items]), labels,
                                             self.interval_resamples, seed=self.interval_seed)
+        elif self.interval_resamples > 0 and len(labels):
+            rare = int(counts.argmin())
+            name = self.label_names[rare] if rare < len(self.label_names) else str(rare)
+            self.logger.warning(f"the evaluated list holds {int(counts[rare])} item(s) of class '{name}': no bootstrap "
+                                f"interval is given (it needs >= {MIN_ITEMS_PER_CLASS} items of each class; with "
+                                "fewer it would look certain, e.g. [1.000, 1.000]).")
         self.report = {
             **self.extra,
             "num_samples": len(labels),

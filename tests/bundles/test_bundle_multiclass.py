@@ -59,7 +59,8 @@ def test_eleven_classes_train_and_evaluate(tmp_path, monkeypatch):
     matrix = np.asarray(report["confusion_matrix"])
     assert report["label_names"] == names and matrix.shape == (CLASSES, CLASSES)
     assert matrix.sum() == 3 * CLASSES and (matrix.sum(1) == 3).all()  # every test volume once, by its true class
-    assert 0.0 <= report["metrics"]["auc"] <= 1.0 and len(report["intervals"]["auc"]) == 2
+    assert 0.0 <= report["metrics"]["auc"] <= 1.0
+    assert "intervals" not in report  # 3 test volumes a class: too few for a bootstrap interval (a warning says so)
     assert 0.0 <= report["metrics"]["auc_evenly_spaced"] <= 1.0
     positions = json.loads((tmp_path / "run" / "eval" / "test_kept_positions.json").read_text())
     assert sorted(positions["kept_fraction"]) == sorted(["all", *names])

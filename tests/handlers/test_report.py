@@ -42,7 +42,7 @@ def test_distributed_ranks(tmp_path, monkeypatch, caplog):
     """The items of every rank are gathered; the matrix and intervals cover them all; only rank 0 writes and logs."""
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
-    other = [(0, 0, [0.9, 0.1])] * 3  # the other rank saw 3 items of class 0, predicted right
+    other = [(0, 0, [0.9, 0.1])] * 5  # the other rank saw 5 items of class 0, predicted right
 
     def gather(parts, obj):
         parts[:] = [obj, other]
@@ -54,21 +54,29 @@ def test_distributed_ranks(tmp_path, monkeypatch, caplog):
         out = tmp_path / f"rank{rank}"
         ClassificationReportSaver(out, 2).attach(engine)
         with caplog.at_level(logging.INFO, logger="monai_das.handlers.report"):
-            engine.run([0, 1, 2], max_epochs=1)
+            engine.run([0, 1, 2, 3, 4], max_epochs=1)
         assert out.exists() == (rank == 0) and ("evaluation on" in caplog.text) == (rank == 0)
     report = json.loads((tmp_path / "rank0" / "metrics.json").read_text())
-    assert report["confusion_matrix"] == [[3, 0], [0, 3]] and report["num_samples"] == 6
+    assert report["confusion_matrix"] == [[5, 0], [0, 5]] and report["num_samples"] == 10
     assert report["metrics"]["balanced_accuracy"] == 1.0
     assert report["intervals"]["auc"] == [1.0, 1.0] and report["intervals"]["balanced_accuracy"] == [1.0, 1.0]
 
 
-def test_no_item_of_a_class_gives_no_auc_interval(tmp_path):
+def test_too_few_items_of_a_class_give_no_interval(tmp_path, caplog):
+    """No class-0 item, then 3 of each (a 6-study test list): no interval, which would look certain ([1.000, 1.000]),
+    but a warning naming the class, as validation does."""
     engine = Engine(lambda e, b: [{"pred": torch.tensor([0.0, 1.0]), "label": torch.tensor(1)}])
-    ClassificationReportSaver(tmp_path, 2).attach(engine)
-    engine.run([0, 1, 2], max_epochs=1)
+    ClassificationReportSaver(tmp_path, 2, label_names=["normal", "lesion"]).attach(engine)
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.report"):
+        engine.run([0, 1, 2], max_epochs=1)
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert report["confusion_matrix"] == [[0, 0], [0, 3]]
-    assert report["intervals"]["auc"] is None and report["intervals"]["balanced_accuracy"] == [1.0, 1.0]
+    assert report["confusion_matrix"] == [[0, 0], [0, 3]] and "intervals" not in report
+    assert "holds 0 item(s) of class 'normal': no bootstrap interval" in caplog.text
+    six = Engine(lambda e, b: [{"pred": torch.tensor([1.0 - i % 2, i % 2 * 1.0]), "label": torch.tensor(i % 2)}
+                               for i in b])
+    ClassificationReportSaver(tmp_path / "six", 2).attach(six)
+    six.run([list(range(6))], max_epochs=1)
+    assert "intervals" not in json.loads((tmp_path / "six" / "metrics.json").read_text())
 
 
 def test_intervals_from_the_items(tmp_path, caplog):
