@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import not_best_reason
-from monai_das.utils.io import check_checkpoint
+from monai_das.utils.io import ATOMIC_TEMP_NAME, check_checkpoint
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -114,14 +115,18 @@ def release_checkpoint_folder(save_dir: str | Path) -> None:
 def remove_stale_temp_files(save_dir: str | Path) -> list[Path]:
     """
     Delete the temporary files that an atomic save killed mid-write leaves in ``save_dir`` (``tmpXXXXXXXX``, the
-    names ignite's ``DiskSaver`` gives them; up to a whole checkpoint each). Call it before a run starts writing
+    names ignite's ``DiskSaver`` gives them, up to a whole checkpoint each; ``.<name>.XXXXXXXX.tmp<suffix>`` of
+    :func:`~monai_das.utils.io.atomic_file`: the model card, an export; untouched for 5 minutes). Call it before a run starts writing
     checkpoints there: no save is in flight then. Returns the deleted paths.
     """
     folder = Path(save_dir)
     removed = []
     if folder.is_dir():
         for f in sorted(folder.iterdir()):
-            if f.is_file() and _TEMP_NAME.fullmatch(f.name):
+            # another program's atomic write may be in flight (an inference exporting models/model.onnx): only
+            # such files untouched for 5 minutes are stale
+            if f.is_file() and (_TEMP_NAME.fullmatch(f.name) or (ATOMIC_TEMP_NAME.fullmatch(f.name)
+                                                                 and time.time() - f.stat().st_mtime > 300)):
                 f.unlink(missing_ok=True)
                 removed.append(f)
     if removed:

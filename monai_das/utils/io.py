@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,10 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()
+
+
+#: the name of an :func:`atomic_file` temporary file (``.<stem>.<8 random characters of mkstemp>.tmp<suffix>``)
+ATOMIC_TEMP_NAME = re.compile(r"\..*\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?")
 
 
 @contextmanager

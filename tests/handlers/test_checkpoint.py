@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import math
 
@@ -189,10 +190,14 @@ def test_stale_temp_files_removed_on_attach(tmp_path):
     (models / "tmpab_cd123").write_bytes(b"\0" * 64)  # left by a kill during an atomic save
     (models / "last.pt").write_bytes(b"keep")
     (models / "tmp_notes.txt").write_text("not ours")
+    card_tmp, fresh = models / ".metadata.shusiavt.tmp.json", models / ".model.ab_cd123.tmp.onnx"
+    card_tmp.write_text("{")  # a model card write killed an hour ago
+    os.utime(card_tmp, (time.time() - 3600, time.time() - 3600))
+    fresh.write_bytes(b"\0")  # an export in flight (another program): kept
     saver = AtomicCheckpointSaver(str(models), {"net": torch.nn.Linear(1, 1)}, save_interval=1, n_saved=1,
                                   interval_filename="last.pt")
     saver.attach(Engine(lambda e, b: None))
-    assert sorted(p.name for p in models.iterdir()) == [LOCK_NAME, OWNER_NAME, "last.pt", "tmp_notes.txt"]
+    assert sorted(p.name for p in models.iterdir()) == [fresh.name, LOCK_NAME, OWNER_NAME, "last.pt", "tmp_notes.txt"]
     assert remove_stale_temp_files(tmp_path / "missing") == []
 
 
