@@ -149,7 +149,14 @@ def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], di
         arr = apply_color_lut(arr, ds)
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     spp = int(ds.get("SamplesPerPixel", 1) or 1) if photometric != "PALETTE COLOR" else 3
-    arr = np.asarray(arr).reshape(nframes, int(ds.Rows), int(ds.Columns), spp)
+    arr = np.asarray(arr)
+    plane = int(ds.Rows) * int(ds.Columns) * spp
+    if arr.size != nframes * plane:  # pydicom decodes what the pixel data holds, whatever NumberOfFrames says
+        held = f"{arr.size / plane:g} frame(s)" if plane else f"{arr.size} values"
+        raise RuntimeError(f"DICOM file '{path}' says NumberOfFrames {nframes} ({ds.Rows}×{ds.Columns}, {spp} "
+                           f"sample(s) per pixel) but its pixel data holds {held}: the header and the data disagree "
+                           "(an edited or truncated file).")
+    arr = arr.reshape(nframes, int(ds.Rows), int(ds.Columns), spp)
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0
     else:

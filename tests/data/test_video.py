@@ -236,3 +236,24 @@ def test_pocus_through_the_factory(pocus, monkeypatch):
     info = dataset_info("pocus", size=16, num_frames=4)
     assert info["num_classes"] == 3 and info["num_frames"] == 4 and info["layout"] == "video"
     assert info["in_channels"] == small.in_channels
+
+
+def test_dicom_whose_frame_count_disagrees_with_its_pixel_data(tmp_path):
+    """NumberOfFrames 20 over pixel data of 30 frames: an error naming the file and both counts (it was numpy's
+    'cannot reshape array of size ...')."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Modality, ds.NumberOfFrames, ds.Rows, ds.Columns = "US", 20, 8, 6
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, "MONOCHROME2", 8, 8, 7
+    ds.PixelRepresentation, ds.PixelData = 0, np.zeros(30 * 8 * 6, np.uint8).tobytes()
+    path = tmp_path / "nf.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(RuntimeError, match=r"nf\.dcm' says NumberOfFrames 20 \(8×6, 1 sample\(s\) per pixel\) but its "
+                                           r"pixel data holds 30 frame\(s\)"):
+        read_video(path)
