@@ -647,7 +647,7 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
     (:func:`_sop_uids`).
     """
     if path.is_dir():
-        from monai_das.data.studies import _holds_no_image, _study_at, check_series_stack, is_hidden
+        from monai_das.data.studies import _is_non_image_object, _study_at, check_series_stack, is_hidden
 
         # the folder's own files, as the training recipe's LoadImage reads a series folder (not the study layer's
         # discovery, which also walks sub-folders: a series one level down would pass here and fail in LoadImage);
@@ -671,13 +671,13 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
             raise ValueError(f"mixes multi-frame DICOM ('{files[frames.index(max(frames))]}') and other files.")
         # a report (SR) or key object beside the slices: not read (ITK's series lookup passes over it), as the
         # study layer's discovery skips it; the folder's images are the series (a folder of only such files is not)
-        images = [(f, h) for f, h in zip(files, headers) if not _holds_no_image(h)]
+        images = [(f, h) for f, h in zip(files, headers) if not _is_non_image_object(h)]
         if images and len(images) < len(files):
             files, headers = [f for f, _ in images], [h for _, h in images]
+        sizes = {_dicom_rows_cols(h, f) for f, h in zip(files, headers)}  # first: a truncated file is named
         series = {str(h.get("SeriesInstanceUID", "")) for h in headers}
         if len(series) > 1:
             raise ValueError(f"holds {len(series)} DICOM series; give one folder per series.")
-        sizes = {_dicom_rows_cols(h, f) for f, h in zip(files, headers)}
         if len(sizes) > 1:
             raise ValueError(f"holds DICOM slices of different sizes {sorted(sizes)} (rows, columns).")
         channels = {_dicom_channels(h) for h in headers}

@@ -275,6 +275,13 @@ _DISCOVERY_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "SeriesNumber", "SOPIn
                    "Columns")
 
 
+def _is_non_image_object(ds) -> bool:
+    """A DICOM object that is no image by its modality (:data:`NON_IMAGE_MODALITIES`: a report, a presentation state, a
+    key object...): what discovery and training pass over beside a series. A file that only lacks ``Rows``/``Columns``
+    (a truncated image) is not passed over: reading it fails, naming it."""
+    return str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES
+
+
 def _holds_no_image(ds) -> bool:
     """A DICOM object without an image: a report (SR), presentation state, key object, segmentation... (no
     ``Rows``/``Columns``, or a :data:`NON_IMAGE_MODALITIES` modality)."""
@@ -385,7 +392,7 @@ def _walk(root: Path) -> list[StudySource]:
             else:
                 studies.append(src)
         base = _study_id(root, folder)
-        images = {uid: m for uid, m in series.items() if not all(_holds_no_image(headers[f]) for f in m)}
+        images = {uid: m for uid, m in series.items() if not all(_is_non_image_object(headers[f]) for f in m)}
         if images and len(images) < len(series):  # a report or key object beside the images: not a study of its own
             others = [f.name for uid, m in series.items() if uid not in images for f in m]
             logger.info(f"'{folder}': skipped {len(others)} non-image DICOM file(s) beside its image series "

@@ -280,8 +280,9 @@ def test_clips_and_layout_changes(folder):
         uniform_indices(5, 8).tolist()
     means = as_volume[0].mean(dim=(0, 2))
     assert torch.all(means[1:] >= means[:-1])  # brightness grows frame by frame
-    as_clip = LoadStudy({**VIDEO, "grayscale": False}).load(folder / "a.nii.gz")  # slices become frames, RGB
-    assert tuple(as_clip.image.shape) == (6, 3, 8, 10) and len(as_clip.source_indices) == 6
+    # a video recipe takes clips, as its training does: a volume is refused (its frames were its first axis)
+    with pytest.raises(ValueError, match=r"a\.nii\.gz\) is an image or volume file, not a clip"):
+        LoadStudy({**VIDEO, "grayscale": False}).load(folder / "a.nii.gz")
     cine = LoadStudy(VOLUME, in_channels=1).load(folder / "us" / "cine.dcm")
     assert cine.info["modality"] == "US" and cine.info["num_source_frames"] == 30
     with pytest.raises(ValueError, match="disagrees with the video recipe's grayscale"):

@@ -440,6 +440,23 @@ def test_wrong_modality_and_non_image(tmp_path):
     assert src.study_id == "mr" and src.kind == "dicom_series" and len(src.files) == 3
     StudyLoader(SPEC, allowed_modalities=("MR",)).load(src)
     assert check_study_shapes([str(tmp_path / "mr")], "volume")["shapes"] == {str(tmp_path / "mr"): (1, 10, 12, 3)}
+    # a truncated image beside the series (its header cut before Rows) is no report: not passed over, but a study
+    # whose error names it (it vanished from the predictions, as a skipped 'non-image DICOM')
+    import pydicom
+
+    cut = pydicom.dcmread(next((tmp_path / "mr").glob("img_*.dcm")))
+    for keyword in [e.keyword for e in cut if e.tag >= 0x00280000]:
+        delattr(cut, keyword)
+    cut.SeriesInstanceUID = pydicom.uid.generate_uid()
+    cut.save_as(tmp_path / "mr" / "cut.dcm")
+    studies = {s.study_id: s for s in discover_studies(tmp_path / "mr")}
+    assert len(studies) == 2 and sum(len(s.files) == 3 for s in studies.values()) == 1
+    (bad,) = [s for s in studies.values() if len(s.files) == 1]
+    with pytest.raises(ValueError, match=r"DICOM file '.*cut\.dcm' has no image \(modality MR, Rows/Columns absent\)"):
+        StudyLoader(SPEC).load(bad)
+    with pytest.raises(ValueError, match=r"DICOM file '.*cut\.dcm' has no image \(no Rows/Columns\)"):
+        check_study_shapes([str(tmp_path / "mr")], "volume")  # training names it too
+    (tmp_path / "mr" / "cut.dcm").unlink()
     # the same files given as one study (a caller's own StudySource): the report is named, not read as a slice
     from monai_das.data import StudySource
 
