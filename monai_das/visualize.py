@@ -72,7 +72,8 @@ def plot_kept_frames(
 
     Args:
         frames: ``B×k×C×H×W`` kept frames (``SamplerOutput.frames``).
-        indices: ``B×k`` indices of the kept frames in the original sequence.
+        indices: ``B×k`` indices of the kept frames among the network's ``T`` input frames (after temporal
+            resampling: a file's own frame numbers are the ``source_indices`` of the reports).
         filepath: PNG file to write.
         titles: optional row titles (e.g. ``"label 1 · pred 1 (0.93)"``), one per input.
         max_frames: show at most this many frames per row (evenly spread over the k kept ones).
@@ -102,7 +103,8 @@ def plot_kept_frames(
         if titles is not None:
             axes[r, 0].set_ylabel(str(titles[r]), fontsize=7)
     note = "; strip: kept dark, dropped light, evidence red" if strip else ""
-    fig.suptitle(f"kept frames ({k} per input; index in the original sequence{note})", fontsize=9)
+    fig.suptitle(f"kept frames ({k} per input; index among the network's {num_frames or 'T'} input frames, not the "
+                 f"file's frame number{note})", fontsize=9)
     return _save(fig, filepath)
 
 
