@@ -278,7 +278,9 @@ def _option(key: str, value: Any, trained: Mapping) -> str:
         names = trained.get("label_names")
         if trained.get("datalist"):
             return (f"the classes {names} in this order: --datalist {trained['datalist']} (the training's), or a JSON "
-                    "datalist whose top-level 'labels' names them ({\"0\": name, ...}; classes without items allowed)")
+                    "datalist (with its 'training' list: the bundle reads the grid and channels from those files) whose "
+                    "top-level 'labels' names them ({\"0\": name, ...}; a class may have no items); without the "
+                    "training files, the Deploy app (python -m monai_das.deploy) classifies from the model alone")
         return f"the training's --dataset (classes {names})"
     cube = isinstance(value, list) and len(set(value)) == 1
     if step == "spatial_size":
@@ -499,7 +501,7 @@ class ModelCardSaver:
                 f"'{data}' gives the classes {list(now)} (index = position), but '{self.checkpoint}' was trained "
                 f"with {list(trained)} (its model card '{self.filepath}'): the labels would be scored against other "
                 "indices. Name the classes as in training: a JSON datalist's top-level 'labels' ({\"0\": name, ...}, "
-                "classes without items allowed); a CSV's classes are its own labels, spelled as in training."
+                "a class may have no items); a CSV's classes are its own labels, spelled as in training."
             )
         check_model_card(self.checkpoint, self.facts, self.filepath)
 
