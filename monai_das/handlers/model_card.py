@@ -319,7 +319,8 @@ def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: s
     its model card records them (``card_path``, default ``metadata.json`` beside the checkpoint). A bundle run takes
     them from its options and data, so inference without the training's ``--num_frames``/``--size`` (or its
     datalist) would otherwise run the network on other frames or classes and write wrong predictions without a word.
-    Nothing is checked when there is no card, or when the card describes another file (its ``checkpoint_sha256``).
+    Nothing is checked when there is no card; when the card describes another file (its ``checkpoint_sha256``: a
+    model file copied in from elsewhere, another bundle's) a warning says that nothing could be checked.
 
     Raises:
         ValueError: naming the checkpoint, the card, each differing key with both values, and the options to pass.
@@ -327,6 +328,11 @@ def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: s
     checkpoint = Path(checkpoint)
     card_path = Path(card_path) if card_path is not None else checkpoint.with_name("metadata.json")
     found = _card_describing(checkpoint, card_path)
+    if found is None and card_path.is_file() and checkpoint.is_file():
+        logger.warning(f"the model card '{card_path}' was written for another file than '{checkpoint}' (its "
+                       "checkpoint_sha256 differs): the checkpoint's frames, grid, classes and preprocessing cannot be "
+                       "checked against this run's options. Use the card written with this checkpoint (a model file "
+                       "copied in from another run or bundle may be another kind of model).")
     diffs = card_mismatches(found[1], facts) if found is not None else []
     if not diffs:
         return
@@ -529,6 +535,15 @@ class ModelCardSaver:
                 "evaluation's own report."
             )
             return
+        if trained is None and self.filepath.is_file():
+            recorded = ((_read_json(self.filepath) or {}).get(CARD_KEY) or {}).get("checkpoint_sha256")
+            if recorded:  # written for another file: a card for this one would vouch for what nobody checked
+                self.logger.warning(
+                    f"the model card '{self.filepath}' was written for another file than '{self.checkpoint}' and is "
+                    "left as it is (a card is written by the training of its checkpoint): these metrics are in the "
+                    "evaluation's own report."
+                )
+                return
         # the card read above (what _old_card reads), not read and hashed again
         found = trained if trained is not None and self._same_network(trained[1]) else None
         if found is not None:

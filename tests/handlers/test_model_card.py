@@ -116,7 +116,7 @@ def test_no_metric_is_written_when_none_was_measured(tmp_path):
     assert card[CARD_KEY]["spatial_size"] == [20, 16, 12]
 
 
-def test_evaluation_adds_test_metrics(tmp_path):
+def test_evaluation_adds_test_metrics(tmp_path, caplog):
     trainer, _ = train(tmp_path)
     trainer.run([0], max_epochs=3)
     ckpt = tmp_path / "models" / "model.pt"
@@ -139,11 +139,15 @@ def test_evaluation_adds_test_metrics(tmp_path):
     card = evaluate({"test_auc": 0.7}, keep_ratio=0.26)
     assert card["eval_metrics"]["auc"] == 0.7 and card["eval_metrics"]["val_auc"] == 0.8
     assert card[CARD_KEY]["num_kept"] == 3
-    # another checkpoint in place: the old metrics do not describe it
+    # another checkpoint in place (copied in from elsewhere: maybe another kind of model): the card is left describing
+    # its own file, not rewritten to vouch for this one, and inference on it is warned that nothing can be checked
     torch.save({"other": torch.tensor(1)}, ckpt)
-    card = evaluate({"test_auc": 0.55})
-    assert card["eval_metrics"] == {"auc": 0.55} and "validation" not in card[CARD_KEY]
-    assert card[CARD_KEY]["checkpoint_sha256"] == sha256(ckpt)
+    assert evaluate({"test_auc": 0.55}) == card and card[CARD_KEY]["checkpoint_sha256"] != sha256(ckpt)
+    from monai_das.handlers import check_model_card
+
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+        check_model_card(ckpt, {})
+    assert "was written for another file than" in caplog.text and "cannot be checked" in caplog.text
 
 
 def test_evaluation_refuses_other_classes_than_the_checkpoints(tmp_path):
