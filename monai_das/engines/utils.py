@@ -67,6 +67,12 @@ def sampler_warmup_epochs(value: Any, max_epochs: int, val_interval: int = 1) ->
     """
     if isinstance(value, str) and value.lower() == "auto":
         epochs = int(WARMUP_AUTO_FRACTION * int(max_epochs))
+        if epochs == 0 and int(max_epochs) > 0:
+            import logging
+
+            logging.getLogger(__name__).info(
+                f"sampler_warmup_epochs 'auto': no encoder warm-up in a run of {int(max_epochs)} epoch(s) (it is "
+                f"{WARMUP_AUTO_FRACTION:g} of max_epochs, from 5 epochs on); give --sampler_warmup_epochs 1 for one.")
     elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or int(value) != value:
         raise ValueError(f"sampler_warmup_epochs must be 'auto' or an integer >= 0, got {value!r}.")
     else:
