@@ -163,6 +163,7 @@ def check_overrides(
 
     known: set[str] = set()
     top: set[str] = set()
+    numbers: dict[str, Any] = {}  # top-level keys whose default is a number: what an override of them must be
     # every config of the bundles involved counts: one list of arguments usually serves train, evaluate and inference
     siblings = sorted({str(p) for f in files for p in Path(f).parent.glob("*.json") if p.name != "metadata.json"})
     for f in [*files, *(s for s in siblings if s not in files)]:
@@ -174,9 +175,12 @@ def check_overrides(
         if isinstance(config, Mapping):
             known |= _known_ids(config)
             top |= {str(k).split("#")[0] for k in config}
+            numbers.update({str(k): v for k, v in config.items() if isinstance(v, (int, float))
+                            and not isinstance(v, bool) and str(k) not in numbers})
             known |= {str(k) for k in config}  # "validate#split": "test"-style keys of merged configs
     for key in overrides:
         parts = key.split("#")
+        _check_number(key, overrides[key], numbers)
         if parts[0] in top:
             parent = "#".join(parts[:-1])
             if key not in known and len(parts) > 1 and parent not in known and not parent.endswith("+"):
@@ -198,6 +202,18 @@ def check_overrides(
         logger.warning(f"override --{key} is not a key of the bundle configs ({', '.join(files)}); it is added, "
                        f"but nothing uses it unless another config refers to it.{hint}")
     return overrides
+
+
+def _check_number(key: str, value: str, numbers: Mapping[str, Any]) -> None:
+    """An override of a key whose default is a number must be one (or an expression/reference): ``--max_epochs 2x``
+    failed later inside another key's expression, ``invalid literal for int()``, without naming it."""
+    if key not in numbers or value.strip().startswith(("$", "@", "%")) or value.strip().lower() in ("none", "null"):
+        return
+    try:
+        float(value)
+    except ValueError:
+        raise ValueError(f"override --{key} {value!r} is not a number (the bundle's default is "
+                         f"{numbers[key]!r}).") from None
 
 
 def check_writable(*folders: str | os.PathLike, option: str = "--bundle_root", create: bool = True) -> None:

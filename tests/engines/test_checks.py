@@ -74,6 +74,15 @@ def test_typo_refused_with_closest_key():
         check_overrides(_argv("--train#datasett#cache_rate", "0"))
 
 
+def test_a_number_key_takes_a_number():
+    """``--max_epochs 2x`` failed inside another key's expression ('invalid literal for int()'), not naming it."""
+    with pytest.raises(ValueError, match=r"override --max_epochs '2x' is not a number \(the bundle's default is \d+\)"):
+        check_overrides(_argv("--max_epochs", "2x"))
+    with pytest.raises(ValueError, match=r"override --lr 'abc' is not a number"):
+        check_overrides(_argv("--lr", "abc"))
+    assert check_overrides(_argv("--lr", "1e-3", "--max_epochs", "2", "--keep_ratio", "$0.5"))  # numbers, expressions
+
+
 def test_former_key_refused_with_what_replaced_it():
     """inference.json's ``num_samples`` capped the split; ``--num_samples 8`` meant as ``k`` would go unused."""
     refused = r"--num_samples: .*no longer define 'num_samples'; use --num_kept .*--num_items"
