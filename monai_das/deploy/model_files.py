@@ -30,6 +30,7 @@ from monai_das.deploy.spec import (
     _data_labels,
     _data_network_args,
     _embedded_json,
+    _is_literal,
     _read_json,
     _spec_from_configs,
 )
@@ -229,7 +230,11 @@ def load_torchscript(
         args, labels = _trusted_network_args(parser), _trusted_labels(parser.get())
     else:
         config = _embedded_json(extra.get("inference.json"), "inference.json", source)
-        skip = {k for k, v in overrides.items() if v is not None}
+        # what the overrides or the model card give is not looked for there (its "$@info['layout']" expressions
+        # would only be warned about and ignored)
+        card = (metadata or {}).get(CARD_KEY)
+        skip = {k for k, v in overrides.items() if v is not None} | (
+            {k for k in _NETWORK_KEYS if isinstance(card, dict) and card.get(k) is not None and _is_literal(card[k])})
         where = f"inference.json embedded in '{source}'"
         args, labels = _data_network_args(config, where, skip), _data_labels(config, where)
     spec = _spec_from_configs(metadata or {}, args, labels, overrides, meta_source, model=source)

@@ -268,17 +268,19 @@ def test_card_beside_model_file(tmp_path):
     assert spec.recipe["slice_axis"] == 2 and spec.labels == LABELS
 
 
-def test_video_card(tmp_path):
+def test_video_card(tmp_path, caplog):
     """A clip model's card: layout, T×H×W grid and channels come from the card (the bare file's embedded config
-    only has expressions for them)."""
+    only has expressions for them, which are then not even looked at: no 'ignoring network_def#layout' warning)."""
     card = model_card(spatial=(24, 20), layout="video", in_channels=3, num_frames=12)
     image = card["network_data_format"]["inputs"]["image"]
     assert image["num_channels"] == 12 and image["spatial_shape"] == [3, 24, 20]  # (1, T, C, H, W) for MONAI tools
     config = inference_config()
     config["network_def"]["layout"] = "$@info['layout']"
     path, _ = make_torchscript_standin(tmp_path / "model.ts", meta=card, config=config)
-    spec = DASPredictor.from_path(path).spec
+    with caplog.at_level("WARNING"):
+        spec = DASPredictor.from_path(path).spec
     assert spec.layout == "video" and spec.spatial_size == (12, 24, 20) and spec.in_channels == 3
+    assert "network_def#layout" not in caplog.text
     assert spec.recipe["num_frames"] == 12 and spec.recipe["spatial_size"] == [24, 20]
     card.pop("das_model")  # the network_data_format alone, read with the layout given
     path, _ = make_torchscript_standin(tmp_path / "plain.ts", meta=card, config=config)
