@@ -739,7 +739,7 @@ _CLIPS_ONLY = (f"a video model trains on video files ({', '.join(VIDEO_EXTENSION
 
 
 def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False, min_frames: int = 2
-                 ) -> tuple[int, tuple[int, ...], int, str | None]:
+                 ) -> tuple[int, tuple[int, ...], int, list[str]]:
     """``(channels, shape in the layout's order, number of frames/slices, SOPInstanceUIDs of DICOM images)`` of one image
     (``clips_only``: refuse a volume rather than read it as a clip)."""
     p = Path(image)

@@ -170,7 +170,7 @@ class BundleData:
         self._splits: dict[str, Any] = {}
         self._info: dict | None = None
         self._checked: set[str] = set()  # datalist splits whose files were checked like the training ones
-        self._dicom_uids: dict[str, str] = {}  # DICOM content of the checked lists' items → item (no copy across lists)
+        self._dicom_uids: dict[str, str] = {}  # SOPInstanceUID of the checked lists' DICOM images → item (no copies)
         if self.datalist is not None:
             self._read_datalist()
 
@@ -350,8 +350,8 @@ class BundleData:
         Read the headers of a validation or test list's files as the training list's were (:func:`check_study_shapes`:
         one DICOM series per folder, a volume or clip per file) and refuse a channel count other than the training
         files', naming the datalist; once per split. Without it a DICOM folder holding a localizer beside its series
-        would be read as whichever series the reader takes, and validation metrics would be silently off. A DICOM series
-        or object that is also in another checked list (a copy in another folder, :func:`check_no_copies`) is refused.
+        would be read as whichever series the reader takes, and validation metrics would be silently off. An item holding a
+        DICOM image of another checked list's item (a copy in another folder, :func:`check_no_copies`) is refused.
         """
         if split == "train" or split in self._checked:
             return
