@@ -204,10 +204,15 @@ def check_overrides(
     return overrides
 
 
+#: keys with a number default that also take a name (``--slice_axis axial``)
+_NAMED_NUMBERS = frozenset({"slice_axis"})
+
+
 def _check_number(key: str, value: str, numbers: Mapping[str, Any]) -> None:
     """An override of a key whose default is a number must be one (or an expression/reference): ``--max_epochs 2x``
     failed later inside another key's expression, ``invalid literal for int()``, without naming it."""
-    if key not in numbers or value.strip().startswith(("$", "@", "%")) or value.strip().lower() in ("none", "null"):
+    if (key not in numbers or key in _NAMED_NUMBERS or value.strip().startswith(("$", "@", "%"))
+            or value.strip().lower() in ("none", "null")):
         return
     try:
         float(value)

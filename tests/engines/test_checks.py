@@ -80,7 +80,7 @@ def test_a_number_key_takes_a_number():
         check_overrides(_argv("--max_epochs", "2x"))
     with pytest.raises(ValueError, match=r"override --lr 'abc' is not a number"):
         check_overrides(_argv("--lr", "abc"))
-    assert check_overrides(_argv("--lr", "1e-3", "--max_epochs", "2", "--keep_ratio", "$0.5"))  # numbers, expressions
+    assert check_overrides(_argv("--lr", "1e-3", "--max_epochs", "2", "--keep_ratio", "$0.5", "--slice_axis", "axial"))
 
 
 def test_former_key_refused_with_what_replaced_it():
