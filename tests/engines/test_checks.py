@@ -174,3 +174,13 @@ def test_keys_of_sibling_configs_are_known():
     check_overrides(_argv("--num_figures", "2", "--input", "x", configs=(inference,)))
     with pytest.raises(ValueError, match="did you mean --num_figures"):
         check_overrides(_argv("--num_figure", "2", configs=(inference,)))
+
+
+def test_resume_recipe_records_the_world_size():
+    """A single-process last.pt resumed under torchrun (or the reverse) changes every batch: the recipe a resume must
+    match records the number of training processes (1 without a process group)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    assert parser.get_parsed_content("resume_recipe#world_size") == 1
