@@ -429,9 +429,18 @@ def _warn_copies(studies: list[StudySource], headers: dict[Path, Any]) -> None:
     """
     Warn, on each study concerned, about DICOM studies that hold the same images (``SOPInstanceUID``) as another
     study of the input (a copy: classified twice), and series folders that are parts of one series
-    (``SeriesInstanceUID``, other images: each part is classified as a study of its own).
+    (``SeriesInstanceUID``, other images: each part is classified as a study of its own). ``headers``: the files'
+    headers read already (a folder's discovery); the others' are read here (a study list's rows).
     """
     said: dict[tuple[str, ...], str] = {}
+
+    def header(f: Path) -> Any:
+        if f not in headers:
+            try:
+                headers[f] = read_dicom_header(f, ("SOPInstanceUID", "SeriesInstanceUID")) if is_dicom(f) else None
+            except Exception:  # unreadable: its reading reports it
+                headers[f] = None
+        return headers[f]
 
     def warn(same: list[StudySource], message: str) -> None:
         ids = tuple(sorted(s.study_id for s in same))
@@ -447,7 +456,7 @@ def _warn_copies(studies: list[StudySource], headers: dict[Path, Any]) -> None:
     for s in studies:
         if s.kind not in ("dicom_series", "video"):
             continue
-        found = [headers[f] for f in s.files if f in headers]
+        found = [h for h in (header(f) for f in s.files) if h is not None]
         for uid in dict.fromkeys(str(h.get("SOPInstanceUID", "") or "") for h in found):
             if uid:
                 by_sop.setdefault(uid, []).append(s)
@@ -616,8 +625,10 @@ def discover_studies(
         studies = _walk(path)
     elif _suffix(path) == ".csv":
         studies = _read_csv(path, names)
+        _warn_copies(studies, {})  # across its rows, as across a folder's studies
     elif _suffix(path) == ".json":
         studies = _read_datalist(path, _optional(dataset_dir), datalist_split, names)
+        _warn_copies(studies, {})
     else:
         src = _classify_file(path.parent, path, {})
         if src is not None and src.kind == "invalid" and not is_dicom(path):

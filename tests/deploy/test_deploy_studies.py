@@ -406,6 +406,11 @@ def test_one_series_or_cine_in_two_places_is_warned(tmp_path, caplog):
     study = StudyLoader(SPEC).load(studies["copy_of_a"])
     assert study.info["warnings"] == studies["copy_of_a"].warnings
     assert "warnings" not in StudyLoader(SPEC).load(studies["b"]).info
+    # a CSV study list's rows are checked alike (its studies are read one by one)
+    (tmp_path / "list.csv").write_text("image\na\ncopy_of_a\nb\n")
+    listed = {s.study_id: s for s in discover_studies(tmp_path / "list.csv")}
+    assert [len(listed[i].warnings) for i in sorted(listed)] == [1, 0, 1]
+    assert "hold the same DICOM image(s)" in listed[sorted(listed)[0]].warnings[0]
 
 
 def test_report_paths_of_two_studies_never_coincide(tmp_path):
