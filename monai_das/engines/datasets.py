@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -381,7 +382,17 @@ class BundleData:
             if self.in_channels_arg not in (1, 3):
                 raise ValueError(f"in_channels of a video model is 1 (grey frames) or 3 (RGB), got "
                                  f"{self.in_channels_arg}: every clip is decoded to it.")
-            return self._video_facts(self.label_names, self.in_channels_arg)
+            facts_out = self._video_facts(self.label_names, self.in_channels_arg)
+            sizes = Counter(tuple(shape[-2:]) for shape in facts["shapes"].values())
+            if len(sizes) > 1:  # as the volume grid's warning: the frames are resized, a different aspect stretched
+                common = sizes.most_common(1)[0][0]
+                odd = [f"'{image}' {list(shape[-2:])}" for image, shape in facts["shapes"].items()
+                       if tuple(shape[-2:]) != common]
+                logger.warning(f"the training clips of '{self.datalist}' differ in frame size; every frame is resized "
+                               f"to {facts_out['spatial_size']} (size or spatial_size), so frames of another aspect "
+                               f"ratio are stretched. {len(odd)} of {len(facts['shapes'])} differ from the most common "
+                               f"size {list(common)}, e.g. {', '.join(odd[:3])}.")
+            return facts_out
         grid = _size_list(self._spatial_arg, 3, "spatial_size")
         if grid is None:
             shapes = np.array([s[-3:] for s in facts["shapes"].values()])

@@ -290,7 +290,7 @@ def test_a_dicom_series_copied_into_another_folder_is_one_study(tmp_path):
     assert BundleData(datalist=tmp_path / "parts.json", val_fraction=0.5, seed=0).info["spatial_size"] == [128, 128, 4]
 
 
-def test_video_datalist_mixes_grey_and_colour_clips(tmp_path):
+def test_video_datalist_mixes_grey_and_colour_clips(tmp_path, caplog):
     """A video recipe decodes every clip grey (in_channels 1) or RGB (3): a datalist of grey DICOM cines beside a colour
     video trains (it was refused as "mixed channel counts"); the network's channels are the run's in_channels, and
     another count is refused."""
@@ -321,5 +321,18 @@ def test_video_datalist_mixes_grey_and_colour_clips(tmp_path):
     for channels in (1, 3):
         info = BundleData(datalist=tmp_path / "dl.json", layout="video", num_frames=8, in_channels=channels).info
         assert info["in_channels"] == channels and info["image_shape"][1] == channels
+    # the grey cine is 12×16 as the videos: no frame-size warning; a 30×40 one would be stretched to the grid: named
+    assert "differ in frame size" not in caplog.text
+    import shutil
+
+    other = cv2.VideoWriter(str(tmp_path / "wide.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (40, 20))
+    for t in range(6):
+        other.write(np.full((20, 40, 3), 30 * t, np.uint8))
+    other.release()
+    (tmp_path / "dl_wide.json").write_text(json.dumps({"training": [*items, {"image": "wide.avi", "label": "b"}]}))
+    with caplog.at_level("WARNING"):
+        BundleData(datalist=tmp_path / "dl_wide.json", layout="video", num_frames=8).info
+    assert re.search(r"differ in frame size; every frame is resized to \[28, 28\] .*1 of \d+ differ from the most "
+                     r"common size \[12, 16\], e\.g\. '.*wide\.avi' \[20, 40\]", caplog.text)
     with pytest.raises(ValueError, match="in_channels of a video model is 1 .* or 3 .*, got 4"):
         BundleData(datalist=tmp_path / "dl.json", layout="video", num_frames=8, in_channels=4).info
