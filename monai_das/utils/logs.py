@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 
-__all__ = ["quiet_loggers", "log_once"]
+__all__ = ["quiet_loggers", "log_once", "quiet_other_ranks"]
 
 
 @contextlib.contextmanager
@@ -29,6 +29,22 @@ def quiet_loggers(levels: Mapping[str, int]) -> Iterator[None]:
     finally:
         for lg, level in before.items():
             lg.setLevel(level)
+
+
+def quiet_other_ranks(names: tuple[str, ...] = ("monai_das",), level: int = logging.ERROR) -> bool:
+    """
+    In a distributed run (``torch.distributed`` initialised), raise the loggers ``names`` of every rank but 0 to
+    ``level``: rank 0 logs the data facts, the datalist checks and the warnings once, every rank still logs its
+    errors. Returns whether this process was quieted (call it after ``init_process_group``).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_rank() > 0):
+        return False
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(level, logger.getEffectiveLevel()))
+    return True
 
 
 class _OnceFilter(logging.Filter):

@@ -32,3 +32,21 @@ def test_log_once_lets_each_message_through_once(caplog):
             noisy.warning("library X is not installed")
         noisy.warning("another notice")
     assert caplog.text.count("library X is not installed") == 1 and "another notice" in caplog.text
+
+
+def test_quiet_other_ranks(monkeypatch):
+    """Under torchrun every rank read the datalist and logged its checks and data facts: ranks > 0 keep errors only."""
+    import logging
+
+    import torch.distributed as dist
+
+    from monai_das.utils.logs import quiet_other_ranks
+
+    logger = logging.getLogger("monai_das_test_ranks")
+    logger.setLevel(logging.INFO)
+    assert not quiet_other_ranks(("monai_das_test_ranks",))  # no process group: nothing changes
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    assert not quiet_other_ranks(("monai_das_test_ranks",)) and logger.level == logging.INFO
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    assert quiet_other_ranks(("monai_das_test_ranks",)) and logger.level == logging.ERROR
