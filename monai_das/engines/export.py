@@ -62,7 +62,8 @@ CARD_KEY = "das_model"
 
 
 def read_model_card(path: str | os.PathLike) -> dict:
-    """A model card (``metadata.json``) as plain JSON; ``ValueError`` when it is not one (no ``das_model``)."""
+    """A model card (``metadata.json``) as plain JSON; ``ValueError`` when it is not one (no ``das_model``), or when its
+    outputs disagree with its classes (:func:`monai_das.handlers.model_card.check_card_outputs`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -75,6 +76,9 @@ def read_model_card(path: str | os.PathLike) -> dict:
     if not isinstance(card, dict) or not isinstance(card.get(CARD_KEY), dict):
         raise ValueError(f"'{path}' is not a model card: no '{CARD_KEY}' section (the bundle's configs/metadata.json "
                          f"is a template; pass <bundle_root>/models/metadata.json written by the training).")
+    from monai_das.handlers.model_card import check_card_outputs
+
+    check_card_outputs(card, path)  # an export embeds it: its outputs must be its classes
     return card
 
 

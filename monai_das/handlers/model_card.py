@@ -312,6 +312,23 @@ def _card_describing(checkpoint: Path, card_path: Path) -> tuple[dict, dict] | N
     return card, dict(facts)
 
 
+def check_card_outputs(card: Mapping, card_path: Path) -> None:
+    """Refuse a card whose output description (``network_data_format#outputs#pred``: ``num_channels``,
+    ``channel_def``) disagrees with its class names (``das_model#label_names``): written by training they agree, so
+    the card was edited, and an export would embed the wrong one (naming both)."""
+    names = (card.get(CARD_KEY) or {}).get("label_names")
+    pred = (((card.get("network_data_format") or {}).get("outputs") or {}).get("pred") or {})
+    if not isinstance(names, list) or not isinstance(pred, Mapping):
+        return
+    claims = {"num_channels": pred.get("num_channels"),
+              "channel_def": len(pred["channel_def"]) if isinstance(pred.get("channel_def"), Mapping) else None}
+    wrong = {k: v for k, v in claims.items() if v is not None and v != len(names)}
+    if wrong:
+        raise ValueError(f"the model card '{card_path}' describes {len(names)} classes {names} (das_model#label_names) "
+                         f"but network_data_format#outputs#pred says {wrong}: the card was edited; restore the one "
+                         "training wrote (or edit both alike).")
+
+
 def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: str | os.PathLike | None = None) -> None:
     """
     Refuse a run on ``checkpoint`` whose data facts, network keys or preprocessing (``facts``, as
@@ -328,6 +345,8 @@ def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: s
     checkpoint = Path(checkpoint)
     card_path = Path(card_path) if card_path is not None else checkpoint.with_name("metadata.json")
     found = _card_describing(checkpoint, card_path)
+    if found is not None:
+        check_card_outputs(found[0], card_path)
     if found is None and card_path.is_file() and checkpoint.is_file():
         logger.warning(f"the model card '{card_path}' was written for another file than '{checkpoint}' (its "
                        "checkpoint_sha256 differs): the checkpoint's frames, grid, classes and preprocessing cannot be "

@@ -150,6 +150,25 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     assert "was written for another file than" in caplog.text and "cannot be checked" in caplog.text
 
 
+def test_a_card_whose_outputs_disagree_with_its_classes_is_refused(tmp_path):
+    """Training writes the classes twice (das_model#label_names, the output's channel_def): a card edited to claim 3
+    outputs for a 2-class model is refused before inference or an export embeds it."""
+    from monai_das.handlers import check_model_card
+
+    trainer, _ = train(tmp_path)
+    trainer.run([0], max_epochs=1)
+    ckpt, path = tmp_path / "models" / "model.pt", tmp_path / "models" / "metadata.json"
+    card = read(tmp_path)
+    names = card[CARD_KEY]["label_names"]
+    facts = saver(tmp_path).facts  # this run's, as training's
+    check_model_card(ckpt, facts, path)  # as training wrote it
+    card["network_data_format"]["outputs"]["pred"]["num_channels"] = len(names) + 1
+    path.write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=rf"describes {len(names)} classes .*outputs#pred says \{{'num_channels': "
+                                         rf"{len(names) + 1}\}}: the card was edited"):
+        check_model_card(ckpt, facts, path)
+
+
 def test_evaluation_refuses_other_classes_than_the_checkpoints(tmp_path):
     trainer, _ = train(tmp_path)
     trainer.run([0], max_epochs=3)
