@@ -31,11 +31,13 @@ def quiet_loggers(levels: Mapping[str, int]) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def quiet_other_ranks(names: tuple[str, ...] = ("monai_das",), level: int = logging.ERROR) -> bool:
+def quiet_other_ranks(names: tuple[str, ...] = ("monai_das", "ignite", "monai"), level: int = logging.ERROR) -> bool:
     """
     In a distributed run (``torch.distributed`` initialised), raise the loggers ``names`` of every rank but 0 to
-    ``level``: rank 0 logs the data facts, the datalist checks and the warnings once, every rank still logs its
-    errors. Returns whether this process was quieted (call it after ``init_process_group``).
+    ``level``: rank 0 logs the data facts, the datalist checks, the warnings and the engines' lines once (a rank
+    that saves nothing no longer says "Saved checkpoint": MONAI's saver logs through the engine's ``ignite.*``
+    logger), every rank still logs its errors. Returns whether this process was quieted (call it after
+    ``init_process_group``).
     """
     import torch.distributed as dist
 
