@@ -691,13 +691,13 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
     ds = _dicom_header(path)
     rows, cols = _dicom_rows_cols(ds, path)
     n = int(ds.get("NumberOfFrames", 1) or 1)
-    uid = _sop_uids([ds])
+    uids = _sop_uids([ds])
     if n > 1:
         from monai_das.data.studies import VOLUME_MODALITIES
 
         kind = "slices" if str(ds.get("Modality", "")).upper() in VOLUME_MODALITIES else "clip"
-        return kind, _dicom_channels(ds), [n, rows, cols], uid
-    return "volume", _dicom_channels(ds), [cols, rows], uid
+        return kind, _dicom_channels(ds), [n, rows, cols], uids
+    return "volume", _dicom_channels(ds), [cols, rows], uids
 
 
 def _video_facts(path: str) -> tuple[int, list[int]]:
@@ -750,13 +750,13 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
         raise ValueError(f"is no clip ({'a folder' if p.is_dir() else 'neither a video nor a DICOM file'}): "
                          f"{_CLIPS_ONLY}")
     clip: list[int] | None = None  # [T, H, W] of a clip
-    uid: list[str] = []
+    uids: list[str] = []
     if name.endswith(_NIFTI_SUFFIXES):
         c, spatial = _nifti_shape(image)
     elif name.endswith(".npy"):
         c, spatial = _npy_shape(image)
     elif p.is_dir() or is_dicom(p):
-        kind, c, dims, uid = _dicom_facts(p)
+        kind, c, dims, uids = _dicom_facts(p)
         clip, spatial = (dims, []) if kind != "volume" else (None, dims)
         if kind == "slices" and layout == "volume":
             # an Enhanced CT/MR file is a volume: columns, rows, frames, as LoadImage reads it (and the study layer)
@@ -780,7 +780,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
         if t < min_frames:
             raise ValueError(f"is a clip of {t} frame(s) ({h}×{w}), fewer than min_frames={min_frames}: a still image "
                              "is not a clip; min_frames 1 accepts it (repeated to T frames).")
-        return c, (t, c, h, w), t, uid
+        return c, (t, c, h, w), t, uids
     if clip is not None:  # a clip read as a volume: its frames are the slices along slice_axis
         t, h, w = clip
         spatial = [h, w]
@@ -792,7 +792,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
                 else f"a volume of {min(spatial)} slice(s) along an axis, fewer than min_frames={min_frames}")
         hint = "" if len(spatial) > 3 else "; min_frames 1 accepts it as a one-slice volume"
         raise ValueError(f"is {what} (spatial shape {spatial}, {c} channel(s)): expected a 3D volume{hint}.")
-    return c, (c, *spatial), spatial[slice_axis], uid
+    return c, (c, *spatial), spatial[slice_axis], uids
 
 
 def check_study_shapes(
@@ -869,7 +869,7 @@ def check_study_shapes(
     for item in chosen:
         image = str(item["image"] if isinstance(item, Mapping) else item)
         try:
-            c, shape, t, uid = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames)
+            c, shape, t, item_uids = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{_where(item, image)} {e}") from e
         except ValueError as e:
@@ -885,7 +885,7 @@ def check_study_shapes(
         first_with.setdefault(c, image)
         shapes[image] = shape
         frames.append(t)
-        mine = dict.fromkeys(uid, _where(item, image))
+        mine = dict.fromkeys(item_uids, _where(item, image))
         check_no_copies(uids, mine)
         uids.update(mine)
     return {"in_channels": max(first_with), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),

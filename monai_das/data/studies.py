@@ -285,7 +285,7 @@ def _is_non_image_object(ds) -> bool:
 def _holds_no_image(ds) -> bool:
     """A DICOM object without an image: a report (SR), presentation state, key object, segmentation... (no
     ``Rows``/``Columns``, or a :data:`NON_IMAGE_MODALITIES` modality)."""
-    return "Rows" not in ds or "Columns" not in ds or str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES
+    return "Rows" not in ds or "Columns" not in ds or _is_non_image_object(ds)
 
 
 def _is_multiframe(ds) -> bool:
@@ -356,9 +356,10 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _walk(root: Path) -> list[StudySource]:
-    """Every study under the folder ``root`` (see :func:`discover_studies`), ids relative to ``root``."""
-    headers: dict[Path, Any] = {}
+def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySource]:
+    """Every study under the folder ``root`` (see :func:`discover_studies`), ids relative to ``root``; the DICOM
+    headers read go into ``headers`` (a study list's rows share one)."""
+    headers = {} if headers is None else headers
     studies: list[StudySource] = []
     any_file = False
     visited = {os.path.realpath(root)}  # folders are followed through links (a study linked in from an archive),
@@ -474,13 +475,16 @@ def _warn_copies(studies: list[StudySource], headers: dict[Path, Any]) -> None:
                        "classified as a study of its own; put the series' files in one folder to classify it whole.")
 
 
-def _study_at(study_id: str, path: Path, label: int | None = None) -> StudySource:
-    """The one study at ``path`` (a study file, or a folder holding exactly one study), named ``study_id``."""
+def _study_at(study_id: str, path: Path, label: int | None = None,
+              headers: dict[Path, Any] | None = None) -> StudySource:
+    """The one study at ``path`` (a study file, or a folder holding exactly one study), named ``study_id``; the DICOM
+    headers read go into ``headers``."""
+    headers = {} if headers is None else headers
     if not path.exists():
         return StudySource(study_id, "invalid", path, error=f"study '{path}' does not exist.", label=label)
     if path.is_dir():
         try:
-            found = [s for s in _walk(path) if s.kind != "invalid"]
+            found = [s for s in _walk(path, headers) if s.kind != "invalid"]
         except ValueError as e:
             found, problem = [], str(e)
         else:
@@ -490,7 +494,7 @@ def _study_at(study_id: str, path: Path, label: int | None = None) -> StudySourc
                                error=f"'{path}' must hold exactly one study, found {len(found)} ({problem}).")
         src = found[0]
     else:
-        src = _classify_file(path.parent, path, {}) or StudySource(path.name, "dicom_series", path, [path])
+        src = _classify_file(path.parent, path, headers) or StudySource(path.name, "dicom_series", path, [path])
     src.study_id, src.label = study_id, label
     return src
 
@@ -521,7 +525,8 @@ def _parse_label(value: str | None, names: list[str] | None, where: str) -> int 
     return idx
 
 
-def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str = "image") -> list[StudySource]:
+def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str = "image",
+              headers: dict[Path, Any] | None = None) -> list[StudySource]:
     """A CSV study list: ``image`` (path, relative to the CSV's folder) and optional ``label`` and ``id`` columns."""
     base = csv_path.parent
     studies: list[StudySource] = []
@@ -559,13 +564,14 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                     raise ValueError(f"{where}: '{image}' is the study of line {path_line[path]} again ({path}); "
                                      "list each study once.")
                 first_line[study_id], path_line[path] = reader.line_num, reader.line_num
-                studies.append(_study_at(study_id, path, label))
+                studies.append(_study_at(study_id, path, label, headers))
     except UnicodeDecodeError as e:
         raise ValueError(f"study list '{csv_path}' is not UTF-8 text (byte {e.start}): expected a CSV file.") from None
     return studies
 
 
-def _read_datalist(path: Path, dataset_dir, split: str, label_names: list[str] | None) -> list[StudySource]:
+def _read_datalist(path: Path, dataset_dir, split: str, label_names: list[str] | None,
+                   headers: dict[Path, Any] | None = None) -> list[StudySource]:
     """A MONAI datalist JSON's ``split`` list, read by :func:`monai_das.data.load_datalist`."""
     from monai_das.data.datalist import load_datalist
 
@@ -574,7 +580,7 @@ def _read_datalist(path: Path, dataset_dir, split: str, label_names: list[str] |
     for item in load_datalist(path, dataset_dir, split=split, label_names=label_names):
         label = int(item.get("label", -1))
         study_id = Path(os.path.relpath(item["image"], root)).as_posix()
-        studies.append(_study_at(study_id, Path(item["image"]), None if label < 0 else label))
+        studies.append(_study_at(study_id, Path(item["image"]), None if label < 0 else label, headers))
     return studies
 
 
@@ -623,12 +629,11 @@ def discover_studies(
     names = _label_names(label_names, _optional(num_classes))
     if path.is_dir():
         studies = _walk(path)
-    elif _suffix(path) == ".csv":
-        studies = _read_csv(path, names)
-        _warn_copies(studies, {})  # across its rows, as across a folder's studies
-    elif _suffix(path) == ".json":
-        studies = _read_datalist(path, _optional(dataset_dir), datalist_split, names)
-        _warn_copies(studies, {})
+    elif _suffix(path) in (".csv", ".json"):
+        headers: dict[Path, Any] = {}  # read once by the rows' discovery, then for the copies across them
+        studies = (_read_csv(path, names, headers=headers) if _suffix(path) == ".csv"
+                   else _read_datalist(path, _optional(dataset_dir), datalist_split, names, headers))
+        _warn_copies(studies, headers)  # across its rows, as across a folder's studies
     else:
         src = _classify_file(path.parent, path, {})
         if src is not None and src.kind == "invalid" and not is_dicom(path):
@@ -1048,7 +1053,7 @@ class LoadStudy(Transform):
         # a file without an image (no Rows/Columns, or a report's modality beside the images' one)
         no_image = [(f, h) for f, h in zip(source.files, headers) if _holds_no_image(h)]
         if no_image:
-            (f, h), = no_image[:1]
+            f, h = no_image[0]
             raise ValueError(f"study '{source.study_id}': DICOM file '{f}' has no image (modality "
                              f"{h.get('Modality', '') or 'unknown'}, Rows/Columns "
                              f"{'given' if 'Rows' in h and 'Columns' in h else 'absent'}).")

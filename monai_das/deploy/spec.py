@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_das.utils.config import parser_rewrites
+
 __all__ = ["ModelSpec", "MissingMetadataError", "CARD_NAME", "CARD_KEY"]
 
 logger = logging.getLogger(__name__)
@@ -119,8 +121,6 @@ def _is_code(text: str) -> bool:
     """A string MONAI's ``ConfigParser`` would evaluate (``$``), expand (``%`` macro), resolve (``@`` reference) or
     rewrite (a relative id): :func:`~monai_das.utils.config.parser_rewrites` (a ``#`` aside: the card is read as
     plain JSON here, and a ``#`` in a class name is refused where cards are written)."""
-    from monai_das.utils.config import parser_rewrites
-
     return parser_rewrites(text, separator=False) is not None
 
 

@@ -20,7 +20,7 @@ import torch
 
 from monai_das.engines.utils import flag, optional
 from monai_das.transforms.temporal import SOURCE_INDICES
-from monai_das.utils.io import check_checkpoint, file_digest, read_checkpoint
+from monai_das.utils.io import file_digest, read_checkpoint
 
 __all__ = [
     "predictions_path",
@@ -102,8 +102,8 @@ def prediction_key(checkpoint: str | os.PathLike, settings: Any = None) -> str:
     missing or damaged checkpoint, or one holding other Python objects than tensors and containers, is refused here
     (:func:`monai_das.utils.io.read_checkpoint`, ``weights_only=True``), before any earlier prediction is touched.
     """
-    path = check_checkpoint(checkpoint)
-    read_checkpoint(path)  # loaded as the engine will load it: a refusal comes now, not after the rows were dropped
+    read_checkpoint(checkpoint)  # checked and loaded as the engine will load it: refused now, before rows are dropped
+    path = Path(checkpoint)
     weights = file_digest(path)
     text = json.dumps({"checkpoint": weights, "settings": settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

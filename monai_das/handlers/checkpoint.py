@@ -15,7 +15,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import not_best_reason
-from monai_das.utils.io import ATOMIC_TEMP_NAME, check_checkpoint
+from monai_das.utils.io import ATOMIC_TEMP_NAME, check_checkpoint, write_text_atomic
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -68,7 +68,6 @@ def hold_checkpoint_folder(save_dir: str | Path) -> bool:
         RuntimeError: another process holds the lock.
     """
     import socket
-    import time
 
     from filelock import Timeout, UnixFileLock, WindowsFileLock
 
@@ -90,8 +89,6 @@ def hold_checkpoint_folder(save_dir: str | Path) -> bool:
     except (NotImplementedError, OSError) as e:  # no OS file locks here
         logger.warning(f"'{folder}' cannot be locked ({e}): a second training run into it would not be refused.")
         return True
-    from monai_das.utils.io import write_text_atomic
-
     write_text_atomic(f"pid {os.getpid()} on {socket.gethostname()}, since "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n", folder / OWNER_NAME)
     _held[key] = lock

@@ -554,25 +554,24 @@ class ModelCardSaver:
                 "evaluation's own report."
             )
             return
-        if trained is None and self.filepath.is_file():
-            recorded = ((_read_json(self.filepath) or {}).get(CARD_KEY) or {}).get("checkpoint_sha256")
-            if recorded:  # written for another file: a card for this one would vouch for what nobody checked
-                self.logger.warning(
-                    f"the model card '{self.filepath}' was written for another file than '{self.checkpoint}' and is "
-                    "left as it is (a card is written by the training of its checkpoint): these metrics are in the "
-                    "evaluation's own report."
-                )
-                return
+        # the card on disk, read once: the one read above when it describes this file, else as it is
+        old = trained[0] if trained is not None else (_read_json(self.filepath) or {}) if self.filepath.is_file() else {}
+        if trained is None and (old.get(CARD_KEY) or {}).get("checkpoint_sha256"):
+            # written for another file: a card for this one would vouch for what nobody checked
+            self.logger.warning(
+                f"the model card '{self.filepath}' was written for another file than '{self.checkpoint}' and is "
+                "left as it is (a card is written by the training of its checkpoint): these metrics are in the "
+                "evaluation's own report."
+            )
+            return
         # the card read above (what _old_card reads), not read and hashed again
         found = trained if trained is not None and self._same_network(trained[1]) else None
         if found is not None:
             kept = dict(found[0].get("eval_metrics") or {})
             validation = found[1].get("validation")
-        elif self.filepath.is_file():
-            old = _read_json(self.filepath) or {}
-            if old.get("eval_metrics"):
-                self.logger.warning(f"model card '{self.filepath}' described another checkpoint or network: its "
-                                    f"metrics {sorted(old['eval_metrics'])} are dropped.")
+        elif old.get("eval_metrics"):
+            self.logger.warning(f"model card '{self.filepath}' described another checkpoint or network: its "
+                                f"metrics {sorted(old['eval_metrics'])} are dropped.")
         evaluation: dict = {"split": self.split, "metrics": sorted(measured)}
         loader = getattr(engine, "data_loader", None)
         try:
