@@ -316,6 +316,11 @@ def save_onnx(
     sampler = getattr(network, "sampler", None)
     any_k = bool(getattr(sampler, "export_any_k", False))
     example = torch.rand(2, *item_shape)  # batch 2: a batch of 1 would be specialised by torch.export
+    with torch.no_grad():  # the network's own message for a wrong item_shape, not torch.export's wall of text
+        try:
+            network(example[:1])
+        except ValueError as e:
+            raise ValueError(f"cannot export to '{filepath}' with item_shape {item_shape}: {e}") from e
     batch = torch.export.Dim("batch", min=1, max=4096)
     args: tuple = (example,)
     dynamic: tuple = ({0: batch},)
@@ -398,14 +403,20 @@ def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], ato
     ks: list[int | None] = [None] + ([max(1, t // 4)] if runner.any_k else [])
     for batch, k in [(1, None), (3, None)] + [(2, k) for k in ks[1:]]:
         x = torch.rand(batch, *item_shape, generator=gen)
-        with torch.no_grad():
-            expected, expected_idx = network.forward_with_indices(x, k)
         got, idx = runner.forward_with_indices(x, k)
+        with torch.no_grad():
+            if getattr(network.sampler, "random_in_eval", False):  # another draw: check on the graph's own frames
+                expected, expected_idx = _eager_on_frames(network, x, idx), idx
+                if idx.ndim != 2 or not all(len(set(r.tolist())) == idx.shape[1] for r in idx) \
+                        or not bool(((idx >= 0) & (idx < t)).all()) or not bool((idx.diff(dim=1) > 0).all()):
+                    expected_idx = None  # not k distinct ascending frames of 0..T-1: reported below
+            else:
+                expected, expected_idx = network.forward_with_indices(x, k)
         same_shape = got.shape == expected.shape
         diff = float((got.softmax(-1) - expected.softmax(-1)).abs().max()) if same_shape else float("nan")
         logit_diff = float((got - expected).abs().max()) if same_shape else float("nan")
         scale = max(1.0, float(expected.abs().max()))
-        same_idx = idx.shape == expected_idx.shape and bool(torch.equal(idx, expected_idx))
+        same_idx = expected_idx is not None and idx.shape == expected_idx.shape and bool(torch.equal(idx, expected_idx))
         if not (diff <= atol or logit_diff <= atol * scale) or not same_idx:
             raise RuntimeError(
                 f"ONNX file '{path}' differs from the eager network at batch {batch}, k={k or 'default'}: logits "
@@ -413,6 +424,17 @@ def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], ato
                 f"|logit difference| {logit_diff:.3g} for logits up to {scale:.3g} (allowed: probabilities within "
                 f"{atol} or logits within {atol} × that scale); kept indices {'equal' if same_idx else 'differ'}."
             )
+
+
+def _eager_on_frames(network: torch.nn.Module, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """The eager network's logits on the frames ``indices`` (``B×k``) of ``x``: what a graph that drew them gives."""
+    from monai_das.networks.blocks.gumbel import indices_to_matrix
+    from monai_das.networks.nets.sampler import BaseSampler
+
+    seq = network.to_frames(x)
+    idx = indices.clamp(0, seq.shape[1] - 1).long()
+    out = BaseSampler.apply_matrix(indices_to_matrix(idx, seq.shape[1], seq.dtype), seq, idx)
+    return network.classify_embeddings(network.encode_frames(network.add_context(seq, out)))
 
 
 def read_onnx_card(path: str | os.PathLike) -> dict | None:

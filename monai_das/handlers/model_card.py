@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.networks.utils import unwrap_network
 from monai_das.utils.io import file_digest, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -426,10 +427,7 @@ class ModelCardSaver:
         self.split = split
         self.facts = copy.deepcopy(dict(facts))
         if network is not None:
-            net = network
-            while hasattr(net, "module") and not hasattr(net, "sampler"):
-                net = net.module
-            sampler = getattr(net, "sampler", None)
+            sampler = getattr(unwrap_network(network, require_sampler=False), "sampler", None)
             if sampler is not None and hasattr(sampler, "num_kept"):
                 self.facts["num_kept"] = int(sampler.num_kept(int(self.facts["num_frames"])))
         self.logger = logger

@@ -17,6 +17,9 @@ def check_count(value: Any, name: str) -> int:
     as a config may give) pass; ``2.7``, ``0``, ``True`` or ``"4"`` raise a ``ValueError`` naming ``name`` and the
     value, instead of a ``TypeError`` from deep inside ``nn.Linear`` or a silently truncated count.
     """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() \
+            and value.dtype != torch.bool:  # a one-element integer tensor, e.g. k taken from another tensor
+        value = int(value.item())
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if ok and not isinstance(value, numbers.Integral):
         ok = math.isfinite(value) and float(value).is_integer()
@@ -37,11 +40,12 @@ def check_num_kept(num_samples: Any, num_frames: int) -> int:
 def unwrap_network(network: torch.nn.Module, require_sampler: bool = True) -> torch.nn.Module:
     """
     The classifier inside ``DistributedDataParallel``/``DataParallel`` wrappers (followed through ``.module`` until a
-    module with a ``sampler`` attribute). With ``require_sampler`` a network without a sampler raises a
-    ``ValueError``; otherwise the innermost module is returned.
+    module with a ``sampler`` attribute, or with ``last_indices``: a runtime network such as
+    :class:`monai_das.engines.IndicesRecorder` around a traced module, whose own ``.module`` records nothing). With
+    ``require_sampler`` a network without a sampler raises a ``ValueError``; otherwise that module is returned.
     """
     net = network
-    while hasattr(net, "module") and not hasattr(net, "sampler"):
+    while hasattr(net, "module") and not hasattr(net, "sampler") and not hasattr(net, "last_indices"):
         net = net.module
     if require_sampler and not hasattr(net, "sampler"):
         raise ValueError(f"{type(network).__name__} has no 'sampler' attribute: expected a SubsampledClassifier.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Mapping
 
 import numpy as np
@@ -14,9 +15,13 @@ from monai.transforms import MapTransform, Transform
 from monai.networks.utils import eval_mode
 from monai.utils import TransformBackends, convert_to_tensor
 
-from monai_das.transforms.temporal import KEPT_INDICES, VolumeToFrames, subsampled_meta
+from monai_das.transforms.temporal import KEPT_INDICES, VolumeToFrames, select_frames, subsampled_meta
 
 __all__ = ["AdaptiveSubsample", "AdaptiveSubsampled", "AdaptiveSubsampleD", "AdaptiveSubsampleDict"]
+
+#: held while a sampler is switched to eval() and run: a transform in a thread pool (``CacheDataset``,
+#: ``ThreadDataLoader``) must not see a sampler another thread has just put back into training mode
+_SAMPLER_LOCK = threading.RLock()
 
 
 class AdaptiveSubsample(Transform):
@@ -25,7 +30,10 @@ class AdaptiveSubsample(Transform):
     → ``k×C×H×W``, in temporal order. The sampler runs in ``eval()`` mode under ``torch.no_grad()`` (its previous
     train/eval mode is restored afterwards) on a batch of one; the output frames are the sampler's ``frames``.
     For a ``MetaTensor`` input the chosen indices go to ``meta["kept_indices"]`` (and ``meta["source_indices"]``,
-    composed with earlier temporal steps); :attr:`last_indices` holds them for any input type.
+    composed with earlier temporal steps); :meth:`subsample` returns them with the frames for any input type
+    (:attr:`last_indices` holds those of the last call in this thread's order; with several threads, use
+    :meth:`subsample`). Thread-safe: the switch to ``eval()`` and the pass hold one lock, so a ``CacheDataset`` or
+    ``ThreadDataLoader`` pool may run it (do not train the same sampler in another thread meanwhile).
 
     Args:
         sampler: any ``monai_das`` sampler module (``forward(B×T×C×H×W) -> SamplerOutput``), e.g. a trained
@@ -55,31 +63,44 @@ class AdaptiveSubsample(Transform):
             p = next(iter(self.sampler.buffers()), None)
         return p.device if p is not None else x.device
 
-    def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def frames(self, img: torch.Tensor | np.ndarray, name: str = "AdaptiveSubsample") -> torch.Tensor:
+        """``img`` as a ``T×C×H×W`` tensor (a volume's slices along ``slice_axis``), checked; ``name`` in errors."""
         img = convert_to_tensor(img, track_meta=isinstance(img, MetaTensor))
         if self.to_frames is not None:
             img = self.to_frames(img)
         if img.ndim != 4:
             raise ValueError(
-                f"AdaptiveSubsample expects a T×C×H×W sequence (or a C×D×H×W volume with slice_axis), "
-                f"got shape {tuple(img.shape)}."
+                f"{name} expects a T×C×H×W sequence (or a C×D×H×W volume with slice_axis), got shape "
+                f"{tuple(img.shape)}."
             )
+        return img
+
+    def subsample(self, img: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept frames (as :meth:`__call__`) and their indices (``k`` long, ascending, on the CPU)."""
+        return self._choose(self.frames(img))
+
+    def _choose(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not img.is_floating_point():
             raise ValueError(f"AdaptiveSubsample expects a floating point input, got dtype {img.dtype}.")
         x = (img.as_tensor() if isinstance(img, MetaTensor) else img)[None]
-        with eval_mode(self.sampler):
+        with _SAMPLER_LOCK, eval_mode(self.sampler):
             out = self.sampler(x.to(self._device(x)))
         frames, indices = out.frames[0].to(img.device), out.indices[0].detach().long().cpu()
         self.last_indices = indices
         if isinstance(img, MetaTensor):
-            return MetaTensor(frames.to(img.dtype), meta=subsampled_meta(img.meta, img.shape[0], indices))
-        return frames.to(img.dtype)
+            return MetaTensor(frames.to(img.dtype), meta=subsampled_meta(img.meta, img.shape[0], indices)), indices
+        return frames.to(img.dtype), indices
+
+    def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor:
+        return self.subsample(img)[0]
 
 
 class AdaptiveSubsampled(MapTransform):
     """
-    Dictionary form of :class:`AdaptiveSubsample`; the indices are also stored as ``d[f"{key}_kept_indices"]``
-    (``k`` long tensor).
+    Dictionary form of :class:`AdaptiveSubsample`: the sampler chooses on the first key present (e.g. the image)
+    and the same frames are kept of every other key (e.g. its segmentation; all keys must have the same ``T``, as
+    in :class:`monai_das.transforms.RandTemporalSubsampled`). The indices are also stored as
+    ``d[f"{key}_kept_indices"]`` (``k`` long tensor) for every key.
     """
 
     def __init__(
@@ -95,9 +116,20 @@ class AdaptiveSubsampled(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.subsampler(d[key])
-            d[f"{key}_{KEPT_INDICES}"] = self.subsampler.last_indices.clone()
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        name = type(self).__name__
+        seqs = {key: self.subsampler.frames(d[key], f"{name}[{key!r}]") for key in keys}
+        lengths = {key: int(v.shape[0]) for key, v in seqs.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"{name}: all keys must have the same number of frames T (the sampler chooses on "
+                             f"{keys[0]!r} for all), got {lengths}.")
+        d[keys[0]], indices = self.subsampler._choose(seqs[keys[0]])
+        d[f"{keys[0]}_{KEPT_INDICES}"] = indices.clone()
+        for key in keys[1:]:
+            d[key] = select_frames(seqs[key], indices)
+            d[f"{key}_{KEPT_INDICES}"] = indices.clone()
         return d
 
 

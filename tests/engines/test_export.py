@@ -218,3 +218,19 @@ def test_export_check_allows_rounding_at_the_logits_scale_not_a_wrong_graph(expo
     monkeypatch.setattr(OnnxClassifier, "forward_with_indices", scaled(1.0, torch.tensor([0.5, 0.0])))
     with pytest.raises(RuntimeError, match=r"logit difference\| 0\.5 for logits up to 155"):
         export._check_onnx(net, path, ITEM, 1e-3)
+
+
+def test_random_baseline_exports_and_a_wrong_item_shape_is_named(tmp_path):
+    """The random sampler draws again in every run: the export check compares the graph's logits with the eager
+    network's on the frames the graph drew. A wrong item_shape gets the network's own message."""
+    from monai_das.networks import OnnxClassifier
+
+    torch.manual_seed(0)
+    net = build_classifier("random", 2, num_frames=12, keep_ratio=0.25).eval()
+    path = save_onnx(net, tmp_path / "random.onnx", [1, 12, 16, 16])
+    idx = OnnxClassifier(path).forward_with_indices(torch.rand(2, 1, 12, 16, 16), 5)[1]
+    assert idx.shape == (2, 5) and all(len(set(r.tolist())) == 5 for r in idx)
+    das = build_classifier("das", 2, num_frames=12, keep_ratio=0.25).eval()
+    with pytest.raises(ValueError, match=r"x\.onnx' with item_shape \[3, 12, 16, 16\]: .*3 channel"):
+        save_onnx(das, tmp_path / "x.onnx", [3, 12, 16, 16])
+    assert not (tmp_path / "x.onnx").exists()

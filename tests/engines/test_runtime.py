@@ -121,6 +121,13 @@ def test_onnx_classifier_any_k_and_bad_input(onnx_file):
             runner.forward_with_indices(x, bad)
     with pytest.raises(ValueError, match=r"das\.onnx.*\[batch, 1, 8, 16, 16\], got \[2, 1, 8, 16, 12\]"):
         runner(torch.rand(2, 1, 8, 16, 12))
+    # as the eager network: no silent cast of raw integers, no NaN probabilities
+    with pytest.raises(ValueError, match=r"das\.onnx' expects a floating point input.*uint8"):
+        runner((x * 255).to(torch.uint8))
+    bad = x.clone()
+    bad[1, 0, 3, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"das\.onnx' contains NaN or Inf"):
+        runner(bad)
 
 
 @pytest.mark.parametrize("facts, match", [

@@ -31,6 +31,24 @@ def test_indices_in_evaluator_output(net):
         assert len(idx) == 4
 
 
+@pytest.mark.parametrize("engine", ["torchscript", "onnxruntime", "eager"])
+def test_indices_of_every_inference_engine(net, engine, tmp_path):
+    """The bundle's inference engines (a traced module in an IndicesRecorder, OnnxClassifier, the network itself):
+    the handler reads each one's kept indices (the TorchScript one crashed: unwrap went into the traced module)."""
+    from monai_das.engines import inference_network
+
+    ckpt = tmp_path / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    runtime = inference_network(net, ckpt, engine, [1, 8, 16, 16], tmp_path / "model.onnx")
+    data = [{"image": torch.rand(1, 8, 16, 16), "label": torch.tensor(i % 2)} for i in range(3)]
+    evaluator = SupervisedEvaluator(device="cpu", val_data_loader=torch.utils.data.DataLoader(data, batch_size=2),
+                                    network=runtime, val_handlers=[SampledIndicesHandler(runtime)])
+    seen = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.extend(o["indices"] for o in e.state.output))
+    evaluator.run()
+    assert [i.tolist() for i in seen] == [[1, 3, 5, 7]] * 3
+
+
 def test_figures(tmp_path, net):
     data = [{"image": torch.rand(1, 8, 16, 16), "label": torch.tensor(i % 2)} for i in range(3)]
     h = SamplingFiguresHandler(net, data, tmp_path / "fig", num_images=2, label_names=["a", "b"])

@@ -361,9 +361,14 @@ def test_any_k_at_inference(name):
             out = s(x, num_samples=k)
             assert out.indices.shape == (2, k) and out.frames.shape == (2, k, 1, 16, 16)
             assert all(len(set(r.tolist())) == k for r in out.indices)
-        for bad in (0, T + 1, 1.5):
+        for bad in (0, T + 1, 1.5, torch.tensor(2.0)):
             with pytest.raises(ValueError, match="num_samples|k must be <= T"):
                 s(x, num_samples=bad)
+        # a whole-number float (as a config gives it) or a one-element integer tensor is that k
+        ref = s(x, num_samples=2).indices
+        for same in (2.0, torch.tensor(2), torch.tensor([2])):
+            got = s(x, num_samples=same).indices
+            assert got.shape == ref.shape and (name == "random" or torch.equal(got, ref))  # random: another draw
 
 
 def test_das_top_k_nests_across_budgets():
@@ -380,8 +385,9 @@ def test_full_sequence_keeps_every_frame_only():
     s = make("full")
     x = torch.rand(2, T, 1, 8, 8)
     assert s(x).frames is not None and torch.equal(s(x).frames, x)
-    with pytest.raises(ValueError, match="cannot keep k=2"):
+    with pytest.raises(ValueError, match=r"cannot keep k=2 \(it keeps every frame; the 'uniform' sampler"):
         s(x, num_samples=2)
+    assert torch.equal(s(x, num_samples=float(T)).indices, s(x).indices)
 
 
 def test_das_weights_carry_their_frame_feature_settings(tmp_path):

@@ -96,3 +96,32 @@ def test_in_front_of_a_downstream_network(das):
     # plain Dataset of dicts too
     item = Dataset([{"image": torch.rand(8, 1, 6, 6)}], AdaptiveSubsampled("image", das))[0]
     assert item["image"].shape == (4, 1, 6, 6)
+
+
+def test_every_key_keeps_the_frames_chosen_on_the_first(das):
+    vol, seg = torch.rand(1, 16, 12, 12), (torch.rand(1, 16, 12, 12) > 0.5).float()
+    t = AdaptiveSubsampled(["image", "seg"], das, slice_axis=0)
+    d = t({"image": MetaTensor(vol), "seg": MetaTensor(seg)})
+    idx = d["image_kept_indices"]
+    assert torch.equal(idx, AdaptiveSubsample(das, slice_axis=0).subsample(vol)[1])
+    assert torch.equal(d["seg_kept_indices"], idx) and torch.equal(d["seg"].meta["kept_indices"], idx)
+    assert torch.equal(d["seg"].as_tensor(), VolumeToFrames(0)(seg)[idx])  # the image's slices, not its own pick
+    with pytest.raises(ValueError, match=r"same number of frames.*'seg': 15"):
+        t({"image": vol, "seg": seg[:, :15]})
+
+
+def test_thread_pools_get_the_one_at_a_time_selection():
+    # CacheDataset fills its cache in a thread pool: the pick (and the indices stored with it) must not depend on
+    # another thread's call, nor on the sampler being put back into training mode by another thread meanwhile
+    from monai.data import CacheDataset
+
+    torch.manual_seed(1)
+    sampler = get_sampler("das", num_samples=3, in_channels=1).train()
+    items = [{"image": torch.rand(1, 12, 8, 8)} for _ in range(24)]
+    t = AdaptiveSubsampled("image", sampler, slice_axis=0)
+    serial = [t(dict(i)) for i in items]
+    cached = CacheDataset(items, t, cache_rate=1.0, num_workers=4, progress=False)
+    for s, c in zip(serial, cached):
+        assert torch.equal(c["image_kept_indices"], s["image_kept_indices"])
+        assert torch.equal(c["image"], s["image"])
+    assert sampler.training

@@ -124,7 +124,11 @@ class OnnxClassifier(nn.Module):
         return k
 
     def check_input(self, x: torch.Tensor) -> np.ndarray:
-        """``x`` as a float32 array of shape ``[B, *item_shape]`` (``ValueError`` naming the file and both shapes)."""
+        """
+        ``x`` as a float32 array of shape ``[B, *item_shape]``. ``ValueError`` naming the file: another shape (both
+        named), integer or boolean input (as the eager network: a ``uint8`` image is not the ``[0, 1]`` intensities
+        it was trained on), NaN or Inf values.
+        """
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(x)
         if x.ndim != len(self.item_shape) + 1 or tuple(x.shape[1:]) != self.item_shape:
@@ -132,7 +136,13 @@ class OnnxClassifier(nn.Module):
                 f"the ONNX model '{self.path}' takes input [batch, {', '.join(map(str, self.item_shape))}], got "
                 f"{list(x.shape)}."
             )
-        return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        if not x.is_floating_point():
+            raise ValueError(f"the ONNX model '{self.path}' expects a floating point input (preprocessed "
+                             f"intensities), got dtype {x.dtype}.")
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():  # one reduction first, as the eager check
+            raise ValueError(f"the input of the ONNX model '{self.path}' contains NaN or Inf values.")
+        return arr
 
     def forward_with_indices(self, x: torch.Tensor, num_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``B×num_classes`` and kept indices ``B×k`` (ascending) of one run."""

@@ -72,6 +72,8 @@ class BaseSampler(nn.Module):
     supports_warmup: bool = False
     #: whether the sampler keeps one score per frame in :attr:`scores` when :attr:`record_scores` is on (DAS, DPS)
     has_scores: bool = False
+    #: whether ``eval()`` still draws the frames at random (the ``random`` baseline): two runs keep other frames
+    random_in_eval: bool = False
 
     def __init__(self, num_samples: int) -> None:
         super().__init__()
@@ -93,14 +95,22 @@ class BaseSampler(nn.Module):
         """``k`` for an input of ``num_frames`` frames (``num_samples`` when given, else the default)."""
         return self.num_samples if num_samples is None else num_samples
 
-    def check_num_samples(self, num_samples: Any, num_frames: int) -> None:
-        """Refuse a ``k`` that is not an integer in ``1..T``, or any other ``k`` than the built one without ``any_k``."""
+    #: why a sampler without ``any_k`` refuses another ``k`` (in its error message)
+    fixed_k_reason: str = "its parameters are tied to k"
+
+    def check_num_samples(self, num_samples: Any, num_frames: int) -> Any:
+        """
+        Refuse a ``k`` that is not an integer in ``1..T``, or any other ``k`` than the built one without ``any_k``;
+        returns ``k`` as an ``int`` (``4.0`` or a one-element integer tensor given as ``num_samples`` become ``4``;
+        ``None`` and sizes while exporting are returned as they are).
+        """
         if num_samples is None or is_exporting():
-            return
+            return num_samples
         k = check_num_kept(num_samples, num_frames)
         if not self.any_k and k != self.num_kept(num_frames):
             raise ValueError(f"{type(self).__name__} keeps k={self.num_kept(num_frames)} frames; it cannot keep "
-                             f"k={k} (its parameters are tied to k).")
+                             f"k={k} ({self.fixed_k_reason}).")
+        return k
 
     def check_input(self, x: torch.Tensor, num_samples: Any = None) -> None:
         """Raise ``ValueError`` for a wrong shape, ``k`` outside ``1..T`` or non-finite values."""
@@ -144,6 +154,7 @@ class BaseSampler(nn.Module):
 
     def forward(self, x: torch.Tensor, num_samples: Any = None) -> SamplerOutput:
         self.check_input(x, num_samples)
+        num_samples = self.check_num_samples(num_samples, x.shape[1])  # an int from here on (4.0 → 4)
         x = self.cast_input(x)
         matrix, indices = self.select(x, self.num_kept(x.shape[1], num_samples))
         return self.apply_matrix(matrix, x, indices)

@@ -13,7 +13,11 @@ __all__ = ["FullSequenceSampler", "UniformSampler", "RandomSampler"]
 
 
 class FullSequenceSampler(BaseSampler):
-    """Keeps every frame (``k = T``, ``P`` the identity). ``num_samples`` is accepted and ignored."""
+    """
+    Keeps every frame (``k = T``, ``P`` the identity). The constructor's ``num_samples`` is accepted and ignored;
+    ``forward(x, num_samples=k)`` accepts only ``k = T`` (another ``k`` is refused: :class:`UniformSampler` keeps
+    ``k`` evenly spaced frames).
+    """
 
     def __init__(self, num_samples: int | None = None) -> None:
         super().__init__(1)
@@ -21,6 +25,7 @@ class FullSequenceSampler(BaseSampler):
 
     any_k = False
     export_any_k = False
+    fixed_k_reason = "it keeps every frame; the 'uniform' sampler keeps k evenly spaced frames"
 
     def num_kept(self, num_frames: int, num_samples: Any = None) -> int:
         return num_frames
@@ -52,6 +57,8 @@ class RandomSampler(BaseSampler):
     Uses torch's global random generator, so ``torch.manual_seed`` / ``monai.utils.set_determinism`` make it
     reproducible.
     """
+
+    random_in_eval = True
 
     def sampling_indices(self, x: torch.Tensor, num_samples: Any) -> torch.Tensor:
         b, t = x.shape[:2]

@@ -254,7 +254,7 @@ class SubsampledClassifier(nn.Module):
         """
         Logits ``B×num_classes``. ``num_samples``: keep that many frames instead of the sampler's ``k`` (a frame
         budget chosen at inference; ``1 <= num_samples <= T``; samplers with ``any_k``: DAS, DPS, uniform, random,
-        ADPS; ``full`` always keeps ``T``).
+        ADPS; ``full`` always keeps ``T`` and refuses another ``num_samples``).
         """
         return self.forward_with_indices(x, num_samples)[0]
 
