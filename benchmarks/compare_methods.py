@@ -1,8 +1,8 @@
 """Accuracy of DAS against full, random, uniform, DPS and ADPS, trained and tested through the bundle.
 
 Every cell of the grid (dataset × method × keep ratio × seed [× fold]) is one run of the bundle's own configs,
-in-process through ``monai.bundle.ConfigWorkflow``: ``bundles/das_volume_classification/configs/train.json`` (Adam 1e-4,
-batch 16, early stop on validation loss, best checkpoint by validation AUC), then ``train.json + evaluate.json`` on the
+in-process through ``monai.bundle.ConfigWorkflow``: ``bundles/das_volume_classification/configs/train.json``
+(Adam lr 1e-3, batch 16, early stop on validation loss, best checkpoint by validation AUC), then ``train.json + evaluate.json`` on the
 test split, whose ``eval/metrics.json`` gives the test AUC, balanced accuracy and accuracy. A finished cell writes
 ``<out>/_work/<profile>/<dataset>/<cell>/result.json`` and is skipped when the grid is run again; an interrupted cell
 resumes from its last epoch checkpoint (the bundle's ``resume``) when ``started.json`` shows it was started with the same

@@ -200,16 +200,23 @@ def plot_kept_positions(
         raise ValueError(f"every group needs the same number of positions, got lengths {sorted(lengths)}.")
     t = lengths.pop()
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.16 * t + 2.0), 3.2))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.16 * t + 2.0) + 1.6 * (len(kept_fraction) > 4), 3.2))
+    groups = [n for n in kept_fraction if n != "all"]
+    # one distinct colour per class: the default cycle repeats after 10 (an 11-class set had two blue curves)
+    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    colours = {n: cmap(i % cmap.N) for i, n in enumerate(groups)}
     for name, values in kept_fraction.items():
         label = f"{name} ({items[name]})" if items and name in items else name
         ax.plot(range(t), values, marker="o", markersize=3, lw=2.2 if name == "all" else 1.2,
-                color="black" if name == "all" else None, label=label)
+                color="black" if name == "all" else colours[name], label=label)
     ax.set_xlabel("frame / slice index t")
     ax.set_ylabel("fraction of inputs that kept it")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(-0.5, t - 0.5)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    if len(kept_fraction) > 4:  # beside the axes, not over the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=8, loc="best")
     ax.set_title(title, fontsize=9)
     return _save(fig, filepath)

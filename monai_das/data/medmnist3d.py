@@ -107,7 +107,9 @@ def ensure_medmnist_file(
         if not download:
             raise FileNotFoundError(
                 f"MedMNIST3D file '{path.name}' not found in '{folder}'. Put the official file there (from {url}, "
-                f"md5 {md5}), point root= or ${ROOT_ENV} to the folder that holds it, or pass download=True."
+                f"md5 {md5}), or point to the folder that holds it: the bundles' --data_dir, else "
+                f"$MONAI_DAS_DATA/medmnist3d, else ${ROOT_ENV} (in that order; the Python API's root= is --data_dir); "
+                "or, in Python, pass download=True (the bundles do not download)."
             )
         from monai.apps import download_url
 
@@ -119,7 +121,8 @@ def ensure_medmnist_file(
         if actual != md5:
             raise RuntimeError(
                 f"MedMNIST3D file '{path}' is corrupt or not the official release: md5 {actual}, expected {md5}. "
-                f"Delete it and download it again (download=True)."
+                f"Put the official file in its place (from {url}; the bundles do not download; in Python, delete it "
+                "and pass download=True)."
             )
     return path
 
@@ -198,7 +201,8 @@ class MedMNIST3DDataset(Dataset):
             with np.load(path, allow_pickle=False) as npz:
                 missing = {f"{split}_images", f"{split}_labels"} - set(npz.files)
                 if missing:
-                    raise ValueError(f"MedMNIST3D file '{path}' lacks the arrays {sorted(missing)}.")
+                    raise ValueError(f"MedMNIST3D file '{path}' lacks the arrays {sorted(missing)} (it holds "
+                                     f"{sorted(npz.files)}).")
                 images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
             if isinstance(e, ValueError) and str(path) in str(e):
@@ -212,11 +216,12 @@ class MedMNIST3DDataset(Dataset):
                 f"MedMNIST3D file '{path}': {split}_images has shape {images.shape}, expected (N, {s}, {s}, {s})."
             )
         labels = np.asarray(labels)
+        shape = labels.shape  # as in the file, for the message
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(
-                f"MedMNIST3D file '{path}': {split}_labels has shape {labels.shape} / dtype {labels.dtype}, expected "
+                f"MedMNIST3D file '{path}': {split}_labels has shape {shape} / dtype {labels.dtype}, expected "
                 f"({len(images)}, 1) integers."
             )
         bad = (labels < 0) | (labels >= self.num_classes)

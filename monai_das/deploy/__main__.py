@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the model's recipe, RAS)")
     p.add_argument("--intensity-range", nargs=2, type=float, metavar=("MIN", "MAX"),
                    help="fixed intensity window scaled to [0, 1] (e.g. CT: -1000 400); default: the model's recipe "
-                   "(a datalist model's options; [0, 1] for the synthetic data, none (min-max) for MedMNIST3D)")
+                   "(a datalist model's options; [0, 1] for the synthetic data, [0, 255] for MedMNIST3D)")
     p.add_argument("--percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"),
                    help="percentile window scaled to [0, 1] when no intensity range (default: the model's recipe, "
                    "0.5 99.5)")

@@ -219,9 +219,11 @@ class BundleData:
         the run's options, which the training's transforms apply. A ready-made volume dataset: what its items already
         are (the options are not applied to them), so that the model card, and inference on files through it, map a
         file to the intensities the network was trained on: the synthetic volumes hold absolute values in
-        ``[0, 1]`` (``intensity_range [0, 1]``: clipped, not rescaled); MedMNIST3D volumes are min–max normalised per
-        volume (``uint8`` from 0 to 255, read as ``/ 255``: both ``None``, min–max scaling). Percentile scaling there
-        would change the inputs: a sparse VesselMNIST3D volume's 99.5th percentile is often 0.
+        ``[0, 1]`` (``intensity_range [0, 1]``: clipped, not rescaled); MedMNIST3D volumes are ``uint8`` read as
+        ``/ 255`` (``intensity_range [0, 255]``: the same division for a file of such values; min–max scaling, recorded
+        before, equals it only for a volume that spans 0..255, as every VesselMNIST3D volume does but nothing promises
+        of the other sets). Percentile scaling there would change the inputs: a sparse VesselMNIST3D volume's 99.5th
+        percentile is often 0.
         """
         if self.from_files:
             from monai_das.transforms import check_intensity
@@ -233,7 +235,7 @@ class BundleData:
             return {"intensity_range": intensity_range, "percentiles": percentiles}
         if self.dataset == "synthetic":
             return {"intensity_range": [0.0, 1.0], "percentiles": None}
-        return {"intensity_range": None, "percentiles": None}
+        return {"intensity_range": [0.0, 255.0], "percentiles": None}
 
     def _read_datalist(self) -> None:
         from monai_das.data import datalist_classes, datalist_splits, load_datalist, split_training
@@ -253,6 +255,14 @@ class BundleData:
                         f"(val_fraction={self.val_fraction} of the groups, seed {self.seed}) validate.")
         test = load_datalist(path, self.dataset_dir, "test", self.label_names) if "test" in lists else []
         self._splits = {"train": train, "val": val, "test": test}
+        for name, items in (("training", train), ("validation", val)):  # a class without items there: say so now
+            labels = {int(np.asarray(i["label"]).reshape(-1)[0]) for i in items}
+            missing = [n for c, n in enumerate(self.label_names) if c not in labels]
+            if missing and items:
+                what = ("the validation AUC is undefined (NaN) in every epoch, so no checkpoint can be chosen by it"
+                        if name == "validation" else "the model never learns them")
+                logger.warning(f"datalist '{path}': no {name} item has the class(es) {missing}: {what}. Give every "
+                               f"class {name} items.")
 
     def data(self, split: str) -> Sequence:
         """

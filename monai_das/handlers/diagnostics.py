@@ -323,6 +323,8 @@ class SelectionDiagnosticsHandler:
                 rare = int(counts.argmin())
                 name = self.label_names[rare] if self.label_names and rare < len(self.label_names) else str(rare)
                 self.logger.warning(
+                    f"the validation list holds no item of class '{name}': the validation AUC is undefined (NaN)"
+                    if not counts[rare] else
                     f"the validation list holds {int(counts[rare])} item(s) of class '{name}': its AUC says little, "
                     f"and no interval is given (the bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of each class)."
                 )

@@ -213,6 +213,10 @@ def build_model_card(metadata: Mapping | None, facts: Mapping, eval_metrics: Map
     card = copy.deepcopy(dict(metadata or {}))
     card.pop("eval_metrics", None)
     card["network_data_format"] = network_data_format(card.get("network_data_format"), facts)
+    names = facts.get("label_names")
+    if names:  # this model's classes, not the template's examples (an 11-class model's card named 'vessel, aneurysm')
+        card["label_classes"] = (f"integer class index, {len(names)} classes: "
+                                 + ", ".join(f"{i} {n}" for i, n in enumerate(names)))
     measured = {str(k): _metric(v) for k, v in (eval_metrics or {}).items()}
     measured = {k: v for k, v in measured.items() if v is not None}
     if measured:
@@ -565,7 +569,9 @@ class ModelCardSaver:
         # the card read above (what _old_card reads), not read and hashed again
         found = trained if trained is not None and self._same_network(trained[1]) else None
         if found is not None:
-            kept = dict(found[0].get("eval_metrics") or {})
+            # the training's validation metrics stay; an earlier evaluation's are replaced as a whole (a metric this
+            # one could not measure, e.g. an AUC without every class, must not stay beside this one's others)
+            kept = {k: v for k, v in (found[0].get("eval_metrics") or {}).items() if str(k).startswith("val")}
             validation = found[1].get("validation")
         elif old.get("eval_metrics"):
             self.logger.warning(f"model card '{self.filepath}' described another checkpoint or network: its "

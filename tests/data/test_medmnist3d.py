@@ -78,6 +78,7 @@ def test_missing_file_error_names_file_and_folder(tmp_path, name, size):
         MedMNIST3DDataset(name, "train", size, root=tmp_path)
     msg = str(e.value)
     assert medmnist_filename(name, size) in msg and str(tmp_path) in msg and "download=True" in msg
+    assert "--data_dir, else $MONAI_DAS_DATA/medmnist3d, else $MEDMNIST_ROOT" in msg  # the bundles' ways too
     assert ("_64.npz" in msg) == (size == 64)
 
 
@@ -123,6 +124,13 @@ def test_bad_contents(tmp_path):
         MedMNIST3DDataset(root=tmp_path, check_md5=False)
     _fake_npz(path, np.zeros((3, 28, 28), np.uint8), np.zeros((3, 1), np.uint8))
     with pytest.raises(ValueError, match="shape"):
+        MedMNIST3DDataset(root=tmp_path, check_md5=False)
+    _fake_npz(path, np.zeros((3, 28, 28, 28), np.uint8), np.zeros((3, 1), np.float64))
+    with pytest.raises(ValueError, match=r"train_labels has shape \(3, 1\) / dtype float64"):  # as in the file
+        MedMNIST3DDataset(root=tmp_path, check_md5=False)
+    np.savez_compressed(path, train_images=np.zeros((3, 28, 28, 28), np.uint8), valid_labels=np.zeros((3, 1)))
+    with pytest.raises(ValueError, match=r"lacks the arrays \['train_labels'\] \(it holds \['train_images', "
+                                         r"'valid_labels'\]\)"):
         MedMNIST3DDataset(root=tmp_path, check_md5=False)
     # a valid-looking file that is not the official release fails the checksum
     _fake_npz(path, np.zeros((3, 28, 28, 28), np.uint8), np.zeros((3, 1), np.uint8))

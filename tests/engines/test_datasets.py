@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import numpy as np
@@ -94,6 +95,21 @@ def test_datalist_facts_and_split(tmp_path):
         src.intensity_recipe([400, -1000], None)
     with pytest.raises(ValueError, match=r"--percentiles .* lower < upper <= 100, got \[99.5, 0.5\]"):
         src.intensity_recipe(None, [99.5, 0.5])
+
+
+def test_a_class_without_validation_items_is_warned_before_training(tmp_path, caplog):
+    """No validation item of a class: the validation AUC is NaN in every epoch, which training met only at its end
+    ('no validation epoch with a usable val_auc')."""
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    items = json.loads(path.read_text())["training"]
+    (tmp_path / "dl3.json").write_text(json.dumps({"training": items[:4], "validation": [items[5]]}))
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
+        BundleData(datalist=tmp_path / "dl3.json").data("val")
+    assert "no validation item has the class(es) ['b']: the validation AUC is undefined" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
+        BundleData(datalist=path, val_fraction=0.34, seed=0).data("val")  # both classes on both sides
+    assert "no validation item" not in caplog.text and "no training item" not in caplog.text
 
 
 def test_validation_and_test_files_are_checked_like_the_training_ones(tmp_path):
@@ -230,8 +246,9 @@ def test_intensity_recipe_maps_a_file_to_the_training_intensities(tmp_path):
 
     src = BundleData("synthetic", size=16, num_samples={"val": 2})
     assert src.intensity_recipe(None, [0.5, 99.5]) == {"intensity_range": [0.0, 1.0], "percentiles": None}
-    # MedMNIST3D volumes are min-max normalised per volume: min-max scaling, whatever the options
-    assert BundleData("vesselmnist3d").intensity_recipe([-1000, 400], [1, 99]) == {"intensity_range": None,
+    # MedMNIST3D items are uint8 / 255, whatever the options: [0, 255] -> [0, 1] (min-max scaling, recorded before,
+    # gave p = 1.0 for every one of 6 FractureMNIST3D-like volumes that did not span 0..255)
+    assert BundleData("vesselmnist3d").intensity_recipe([-1000, 400], [1, 99]) == {"intensity_range": [0.0, 255.0],
                                                                                    "percentiles": None}
     vol = torch.as_tensor(src.data("val")[0]["image"]).float()  # 1×16×16×16 in [0, 1]
     nib.save(nib.Nifti1Image(vol[0].numpy(), np.eye(4)), str(tmp_path / "v.nii.gz"))

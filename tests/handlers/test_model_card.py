@@ -98,6 +98,7 @@ def test_training_writes_card_with_best_validation_metrics(tmp_path):
     assert image["num_channels"] == 1 and image["spatial_shape"] == [20, 16, 12]
     assert image["channel_def"] == {"0": "image"}
     assert pred["num_channels"] == 3 and pred["channel_def"] == {"0": "a", "1": "b", "2": "c"}
+    assert card["label_classes"] == "integer class index, 3 classes: 0 a, 1 b, 2 c"  # not the template's examples
     template = json.loads(TEMPLATE.read_text())
     assert card["description"] == template["description"] and card["version"] == template["version"]
     assert card_input_shape(card) == [1, 1, 20, 16, 12]
@@ -137,8 +138,12 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     assert evaluate({"test_auc": 0.6}, keep_ratio=0.5) == card
     # another keep_ratio that keeps as many frames (3 of 12) is the trained k: its metrics go into the card
     card = evaluate({"test_auc": 0.7}, keep_ratio=0.26)
-    assert card["eval_metrics"]["auc"] == 0.7 and card["eval_metrics"]["val_auc"] == 0.8
+    assert card["eval_metrics"] == {"val_auc": 0.8, "val_accuracy": 0.7, "val_loss": 0.5, "auc": 0.7}
     assert card[CARD_KEY]["num_kept"] == 3
+    # an evaluation that could not measure the AUC (a class absent from a small test list: NaN) replaces the earlier
+    # evaluation's metrics as a whole: no AUC of another test set beside this one's accuracy
+    card = evaluate({"test_auc": math.nan, "test_accuracy": 0.5}, keep_ratio=0.26)
+    assert card["eval_metrics"] == {"val_auc": 0.8, "val_accuracy": 0.7, "val_loss": 0.5, "accuracy": 0.5}
     # another checkpoint in place (copied in from elsewhere: maybe another kind of model): the card is left describing
     # its own file, not rewritten to vouch for this one, and inference on it is warned that nothing can be checked
     torch.save({"other": torch.tensor(1)}, ckpt)
