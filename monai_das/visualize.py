@@ -202,7 +202,7 @@ def plot_kept_positions(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 0.16 * t + 2.0) + 1.6 * (len(kept_fraction) > 4), 3.2))
     groups = [n for n in kept_fraction if n != "all"]
-    # one distinct colour per class: the default cycle repeats after 10 (an 11-class set had two blue curves)
+    # a distinct colour per class up to 20 (the default cycle repeats after 10: an 11-class set had two blue curves)
     cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
     colours = {n: cmap(i % cmap.N) for i, n in enumerate(groups)}
     for name, values in kept_fraction.items():

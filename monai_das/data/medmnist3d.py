@@ -108,7 +108,8 @@ def ensure_medmnist_file(
             raise FileNotFoundError(
                 f"MedMNIST3D file '{path.name}' not found in '{folder}'. Put the official file there (from {url}, "
                 f"md5 {md5}), or point to the folder that holds it: the bundles' --data_dir, else "
-                f"$MONAI_DAS_DATA/medmnist3d, else ${ROOT_ENV} (in that order; the Python API's root= is --data_dir); "
+                f"$MONAI_DAS_DATA/medmnist3d, else ${ROOT_ENV}, else ~/.medmnist (in that order; the Python API's "
+                "root= is --data_dir and skips $MONAI_DAS_DATA); "
                 "or, in Python, pass download=True (the bundles do not download)."
             )
         from monai.apps import download_url

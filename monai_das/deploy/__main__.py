@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the model's recipe, RAS)")
     p.add_argument("--intensity-range", nargs=2, type=float, metavar=("MIN", "MAX"),
                    help="fixed intensity window scaled to [0, 1] (e.g. CT: -1000 400); default: the model's recipe "
-                   "(a datalist model's options; [0, 1] for the synthetic data, [0, 255] for MedMNIST3D)")
+                   "(a datalist model's options; [0, 1] for the synthetic data, [0, 255] for MedMNIST3D: files of "
+                   "raw 0..255 values; min-max in cards before volume bundle 0.6.7)")
     p.add_argument("--percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"),
                    help="percentile window scaled to [0, 1] when no intensity range (default: the model's recipe, "
                    "0.5 99.5)")

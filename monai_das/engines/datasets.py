@@ -69,6 +69,11 @@ def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None = None) ->
     return str(Path(env, *_SUBDIRS["pocus" if key in VIDEO_DATASETS else "medmnist"]))
 
 
+def _labels(items: Sequence) -> np.ndarray:
+    """The class index of each item (``item["label"]``, an index or a one-element array) as int64."""
+    return np.asarray([int(np.asarray(item["label"]).reshape(-1)[0]) for item in items], dtype=np.int64)
+
+
 def _size_list(value: Any, n: int, name: str) -> list[int] | None:
     value = optional(value)
     if value is None:
@@ -194,7 +199,21 @@ class BundleData:
 
     @property
     def training_facts(self) -> dict:
-        """:attr:`facts` without the test split's cap (``num_samples["test"]``), which training never reads."""
+        """
+        :attr:`facts` without the test split's cap (``num_samples["test"]``), which training never reads. For a
+        datalist, warns about a class without training or validation items (capped as the run caps them): without
+        validation items the validation AUC is undefined (NaN) in every epoch, which training met only at its end.
+        """
+        for split, name in (("train", "training"), ("val", "validation")):
+            items = self._splits.get(split, []) if self.datalist is not None else []
+            n = self.num_samples.get(split)
+            labels = set(_labels(items if n is None else items[: int(n)]).tolist())
+            missing = [c for i, c in enumerate(self.label_names or []) if i not in labels]
+            if items and missing:
+                what = ("the validation AUC is undefined (NaN) in every epoch, so no checkpoint can be chosen by it"
+                        if split == "val" else "the model never learns them")
+                logger.warning(f"datalist '{self.datalist}': no {name} item has the class(es) {missing}: {what}. "
+                               f"Give every class {name} items.")
         facts = self.facts
         facts["num_samples"] = {k: v for k, v in facts["num_samples"].items() if k != "test"}
         return json.loads(json.dumps(facts, default=str))  # plain values: stored in last.pt, loaded weights_only
@@ -255,14 +274,6 @@ class BundleData:
                         f"(val_fraction={self.val_fraction} of the groups, seed {self.seed}) validate.")
         test = load_datalist(path, self.dataset_dir, "test", self.label_names) if "test" in lists else []
         self._splits = {"train": train, "val": val, "test": test}
-        for name, items in (("training", train), ("validation", val)):  # a class without items there: say so now
-            labels = {int(np.asarray(i["label"]).reshape(-1)[0]) for i in items}
-            missing = [n for c, n in enumerate(self.label_names) if c not in labels]
-            if missing and items:
-                what = ("the validation AUC is undefined (NaN) in every epoch, so no checkpoint can be chosen by it"
-                        if name == "validation" else "the model never learns them")
-                logger.warning(f"datalist '{path}': no {name} item has the class(es) {missing}: {what}. Give every "
-                               f"class {name} items.")
 
     def data(self, split: str) -> Sequence:
         """
@@ -313,10 +324,10 @@ class BundleData:
         data = self.data(split)
         labels = getattr(data, "labels", None)  # MedMNIST, synthetic: one label per item, no image is built
         if labels is not None and len(labels) == len(data):
-            values = np.asarray(labels).reshape(len(labels), -1)[:, 0]
+            values = np.asarray(labels).reshape(len(labels), -1)[:, 0].astype(np.int64)
         else:
-            values = [int(np.asarray(item["label"]).reshape(-1)[0]) for item in data]
-        counts = np.bincount(np.asarray(values, dtype=np.int64), minlength=int(self.info["num_classes"]))
+            values = _labels(data)
+        counts = np.bincount(values, minlength=int(self.info["num_classes"]))
         return [int(c) for c in counts]
 
     # ---------------------------------------------------------------- facts

@@ -406,10 +406,11 @@ def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], ato
         got, idx = runner.forward_with_indices(x, k)
         with torch.no_grad():
             if getattr(network.sampler, "random_in_eval", False):  # another draw: check on the graph's own frames
-                expected, expected_idx = _eager_on_frames(network, x, idx), idx
-                if idx.ndim != 2 or not all(len(set(r.tolist())) == idx.shape[1] for r in idx) \
-                        or not bool(((idx >= 0) & (idx < t)).all()) or not bool((idx.diff(dim=1) > 0).all()):
-                    expected_idx = None  # not k distinct ascending frames of 0..T-1: reported below
+                kept = k if k is not None else runner.num_samples
+                valid = (tuple(idx.shape) == (batch, kept) and bool(((idx >= 0) & (idx < t)).all())
+                         and bool((idx.diff(dim=1) > 0).all()))  # k ascending (so distinct) frames of 0..T-1
+                expected_idx = idx if valid else None  # else reported below as indices that differ
+                expected = network.classify_kept(network.to_frames(x), idx) if valid else network(x, k)
             else:
                 expected, expected_idx = network.forward_with_indices(x, k)
         same_shape = got.shape == expected.shape
@@ -424,17 +425,6 @@ def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], ato
                 f"|logit difference| {logit_diff:.3g} for logits up to {scale:.3g} (allowed: probabilities within "
                 f"{atol} or logits within {atol} × that scale); kept indices {'equal' if same_idx else 'differ'}."
             )
-
-
-def _eager_on_frames(network: torch.nn.Module, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """The eager network's logits on the frames ``indices`` (``B×k``) of ``x``: what a graph that drew them gives."""
-    from monai_das.networks.blocks.gumbel import indices_to_matrix
-    from monai_das.networks.nets.sampler import BaseSampler
-
-    seq = network.to_frames(x)
-    idx = indices.clamp(0, seq.shape[1] - 1).long()
-    out = BaseSampler.apply_matrix(indices_to_matrix(idx, seq.shape[1], seq.dtype), seq, idx)
-    return network.classify_embeddings(network.encode_frames(network.add_context(seq, out)))
 
 
 def read_onnx_card(path: str | os.PathLike) -> dict | None:

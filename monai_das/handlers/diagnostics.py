@@ -227,7 +227,7 @@ class SelectionDiagnosticsHandler:
         """
         from monai.networks import eval_mode
 
-        from monai_das.networks.nets.simple_samplers import UniformSampler
+        from monai_das.networks.utils import uniform_indices
 
         net = unwrap_network(self.indices.network, require_sampler=False)
         sampler = getattr(net, "sampler", None)
@@ -241,8 +241,8 @@ class SelectionDiagnosticsHandler:
         with eval_mode(net), torch.no_grad():
             seq = net.to_frames(torch.stack([torch.as_tensor(d["image"]) for d, _ in items]).to(param.device))
             k = int(torch.as_tensor(kept).numel()) if kept is not None else sampler.num_kept(seq.shape[1])
-            out = UniformSampler(k)(seq)
-            probs = torch.softmax(net.classify_embeddings(net.encode_frames(net.add_context(seq, out))).float(), 1)
+            even = uniform_indices(seq.shape[1], k, device=seq.device).expand(seq.shape[0], k)
+            probs = torch.softmax(net.classify_kept(seq, even).float(), 1)
         for (_, out), prob in zip(items, probs.cpu()):
             out["_even_prob"] = prob
 
@@ -322,12 +322,15 @@ class SelectionDiagnosticsHandler:
                 self._told_too_few = True
                 rare = int(counts.argmin())
                 name = self.label_names[rare] if self.label_names and rare < len(self.label_names) else str(rare)
-                self.logger.warning(
-                    f"the validation list holds no item of class '{name}': the validation AUC is undefined (NaN)"
-                    if not counts[rare] else
-                    f"the validation list holds {int(counts[rare])} item(s) of class '{name}': its AUC says little, "
-                    f"and no interval is given (the bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of each class)."
-                )
+                absent = [self.label_names[c] if self.label_names and c < len(self.label_names) else str(c)
+                           for c in np.flatnonzero(counts == 0)]
+                if absent:
+                    msg = f"the validation list holds no item of the class(es) {absent}: the validation AUC is undefined"
+                else:
+                    msg = (f"the validation list holds {int(counts[rare])} item(s) of class '{name}': its AUC says "
+                           f"little, and no interval is given (the bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of "
+                           "each class).")
+                self.logger.warning(msg)
         even = [i for i in self._items if i.even is not None]
         if even and all(i.label is not None for i in even):
             from monai.metrics import compute_roc_auc

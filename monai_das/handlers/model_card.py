@@ -225,6 +225,11 @@ def build_model_card(metadata: Mapping | None, facts: Mapping, eval_metrics: Map
     return card
 
 
+def _validation_metrics(card: Mapping) -> dict:
+    """The training's validation metrics (``val_*``) among a card's ``eval_metrics``; an evaluation's are left out."""
+    return {k: v for k, v in (card.get("eval_metrics") or {}).items() if str(k).startswith("val")}
+
+
 def card_input_shape(card: Mapping, batch: int = 1) -> list[int]:
     """``[batch, *item shape]`` of the network input the card describes (``B×C×D×H×W`` or ``B×T×C×H×W``)."""
     facts = card.get(CARD_KEY) if isinstance(card, Mapping) else None
@@ -506,7 +511,7 @@ class ModelCardSaver:
         if found is None:
             return None
         old, facts = found
-        metrics = {k: v for k, v in (old.get("eval_metrics") or {}).items() if str(k).startswith("val")}
+        metrics = _validation_metrics(old)
         validation = facts.get("validation") if isinstance(facts.get("validation"), Mapping) else None
         return metrics, validation
 
@@ -571,7 +576,7 @@ class ModelCardSaver:
         if found is not None:
             # the training's validation metrics stay; an earlier evaluation's are replaced as a whole (a metric this
             # one could not measure, e.g. an AUC without every class, must not stay beside this one's others)
-            kept = {k: v for k, v in (found[0].get("eval_metrics") or {}).items() if str(k).startswith("val")}
+            kept = _validation_metrics(found[0])
             validation = found[1].get("validation")
         elif old.get("eval_metrics"):
             self.logger.warning(f"model card '{self.filepath}' described another checkpoint or network: its "

@@ -17,8 +17,8 @@ def check_count(value: Any, name: str) -> int:
     as a config may give) pass; ``2.7``, ``0``, ``True`` or ``"4"`` raise a ``ValueError`` naming ``name`` and the
     value, instead of a ``TypeError`` from deep inside ``nn.Linear`` or a silently truncated count.
     """
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() \
-            and value.dtype != torch.bool:  # a one-element integer tensor, e.g. k taken from another tensor
+    integer_tensor = isinstance(value, torch.Tensor) and not value.is_floating_point() and value.dtype != torch.bool
+    if integer_tensor and value.numel() == 1:  # a one-element integer tensor, e.g. k taken from another tensor
         value = int(value.item())
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if ok and not isinstance(value, numbers.Integral):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Hashable, Mapping
 
 import numpy as np
@@ -19,9 +21,27 @@ from monai_das.transforms.temporal import KEPT_INDICES, VolumeToFrames, select_f
 
 __all__ = ["AdaptiveSubsample", "AdaptiveSubsampled", "AdaptiveSubsampleD", "AdaptiveSubsampleDict"]
 
-#: held while a sampler is switched to eval() and run: a transform in a thread pool (``CacheDataset``,
+#: one lock per sampler, held while it is switched to eval() and run: a transform in a thread pool (``CacheDataset``,
 #: ``ThreadDataLoader``) must not see a sampler another thread has just put back into training mode
-_SAMPLER_LOCK = threading.RLock()
+_SAMPLER_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _sampler_lock(sampler: nn.Module) -> threading.RLock:
+    with _LOCKS_GUARD:
+        lock = _SAMPLER_LOCKS.get(sampler)
+        if lock is None:
+            lock = _SAMPLER_LOCKS[sampler] = threading.RLock()
+        return lock
+
+
+def _new_locks_after_fork() -> None:  # a lock held by another thread at fork() stays held in the child forever
+    global _SAMPLER_LOCKS, _LOCKS_GUARD
+    _SAMPLER_LOCKS, _LOCKS_GUARD = weakref.WeakKeyDictionary(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 class AdaptiveSubsample(Transform):
@@ -32,8 +52,9 @@ class AdaptiveSubsample(Transform):
     For a ``MetaTensor`` input the chosen indices go to ``meta["kept_indices"]`` (and ``meta["source_indices"]``,
     composed with earlier temporal steps); :meth:`subsample` returns them with the frames for any input type
     (:attr:`last_indices` holds those of the last call in this thread's order; with several threads, use
-    :meth:`subsample`). Thread-safe: the switch to ``eval()`` and the pass hold one lock, so a ``CacheDataset`` or
-    ``ThreadDataLoader`` pool may run it (do not train the same sampler in another thread meanwhile).
+    :meth:`subsample`). Thread-safe: the switch to ``eval()`` and the pass hold a lock of that sampler, so a
+    ``CacheDataset`` or ``ThreadDataLoader`` pool may run it (do not train the same sampler in another thread
+    meanwhile).
 
     Args:
         sampler: any ``monai_das`` sampler module (``forward(B×T×C×H×W) -> SamplerOutput``), e.g. a trained
@@ -63,7 +84,7 @@ class AdaptiveSubsample(Transform):
             p = next(iter(self.sampler.buffers()), None)
         return p.device if p is not None else x.device
 
-    def frames(self, img: torch.Tensor | np.ndarray, name: str = "AdaptiveSubsample") -> torch.Tensor:
+    def _frames(self, img: torch.Tensor | np.ndarray, name: str = "AdaptiveSubsample") -> torch.Tensor:
         """``img`` as a ``T×C×H×W`` tensor (a volume's slices along ``slice_axis``), checked; ``name`` in errors."""
         img = convert_to_tensor(img, track_meta=isinstance(img, MetaTensor))
         if self.to_frames is not None:
@@ -77,13 +98,13 @@ class AdaptiveSubsample(Transform):
 
     def subsample(self, img: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The kept frames (as :meth:`__call__`) and their indices (``k`` long, ascending, on the CPU)."""
-        return self._choose(self.frames(img))
+        return self._choose(self._frames(img))
 
-    def _choose(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _choose(self, img: torch.Tensor, name: str = "AdaptiveSubsample") -> tuple[torch.Tensor, torch.Tensor]:
         if not img.is_floating_point():
-            raise ValueError(f"AdaptiveSubsample expects a floating point input, got dtype {img.dtype}.")
+            raise ValueError(f"{name} expects a floating point input, got dtype {img.dtype}.")
         x = (img.as_tensor() if isinstance(img, MetaTensor) else img)[None]
-        with _SAMPLER_LOCK, eval_mode(self.sampler):
+        with _sampler_lock(self.sampler), eval_mode(self.sampler):
             out = self.sampler(x.to(self._device(x)))
         frames, indices = out.frames[0].to(img.device), out.indices[0].detach().long().cpu()
         self.last_indices = indices
@@ -120,12 +141,12 @@ class AdaptiveSubsampled(MapTransform):
         if not keys:
             return d
         name = type(self).__name__
-        seqs = {key: self.subsampler.frames(d[key], f"{name}[{key!r}]") for key in keys}
+        seqs = {key: self.subsampler._frames(d[key], f"{name}[{key!r}]") for key in keys}
         lengths = {key: int(v.shape[0]) for key, v in seqs.items()}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"{name}: all keys must have the same number of frames T (the sampler chooses on "
                              f"{keys[0]!r} for all), got {lengths}.")
-        d[keys[0]], indices = self.subsampler._choose(seqs[keys[0]])
+        d[keys[0]], indices = self.subsampler._choose(seqs[keys[0]], f"{name}[{keys[0]!r}]")
         d[f"{keys[0]}_{KEPT_INDICES}"] = indices.clone()
         for key in keys[1:]:
             d[key] = select_frames(seqs[key], indices)

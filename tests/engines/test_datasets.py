@@ -104,11 +104,11 @@ def test_a_class_without_validation_items_is_warned_before_training(tmp_path, ca
     items = json.loads(path.read_text())["training"]
     (tmp_path / "dl3.json").write_text(json.dumps({"training": items[:4], "validation": [items[5]]}))
     with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
-        BundleData(datalist=tmp_path / "dl3.json").data("val")
+        BundleData(datalist=tmp_path / "dl3.json").training_facts
     assert "no validation item has the class(es) ['b']: the validation AUC is undefined" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
-        BundleData(datalist=path, val_fraction=0.34, seed=0).data("val")  # both classes on both sides
+        BundleData(datalist=path, val_fraction=0.34, seed=0).training_facts  # both classes on both sides
     assert "no validation item" not in caplog.text and "no training item" not in caplog.text
 
 

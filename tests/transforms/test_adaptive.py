@@ -125,3 +125,38 @@ def test_thread_pools_get_the_one_at_a_time_selection():
         assert torch.equal(c["image_kept_indices"], s["image_kept_indices"])
         assert torch.equal(c["image"], s["image"])
     assert sampler.training
+
+
+def test_a_fork_while_another_thread_samples_does_not_deadlock_the_child(das):
+    """DataLoader workers fork: a sampler lock held by another thread at that moment would stay held in the child."""
+    import multiprocessing as mp
+    import sys
+    import threading
+
+    from monai_das.transforms.adaptive import _sampler_lock
+
+    if sys.platform != "linux":
+        pytest.skip("fork is the Linux default")
+    seq = torch.rand(16, 1, 8, 8)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _sampler_lock(das):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        ctx = mp.get_context("fork")
+        child = ctx.Process(target=AdaptiveSubsample(das), args=(seq,))
+        child.start()
+        child.join(60)
+        alive = child.is_alive()
+        if alive:
+            child.kill()
+    finally:
+        release.set()
+        t.join()
+    assert not alive and child.exitcode == 0

@@ -74,6 +74,8 @@ class BaseSampler(nn.Module):
     has_scores: bool = False
     #: whether ``eval()`` still draws the frames at random (the ``random`` baseline): two runs keep other frames
     random_in_eval: bool = False
+    #: why a sampler without ``any_k`` refuses another ``k`` (in its error message)
+    fixed_k_reason: str = "its parameters are tied to k"
 
     def __init__(self, num_samples: int) -> None:
         super().__init__()
@@ -94,9 +96,6 @@ class BaseSampler(nn.Module):
     def num_kept(self, num_frames: int, num_samples: Any = None) -> Any:
         """``k`` for an input of ``num_frames`` frames (``num_samples`` when given, else the default)."""
         return self.num_samples if num_samples is None else num_samples
-
-    #: why a sampler without ``any_k`` refuses another ``k`` (in its error message)
-    fixed_k_reason: str = "its parameters are tied to k"
 
     def check_num_samples(self, num_samples: Any, num_frames: int) -> Any:
         """

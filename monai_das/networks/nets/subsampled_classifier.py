@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder_out_features, probe_encoder_features
-from monai_das.networks.blocks.gumbel import select_frames
+from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
 from monai_das.networks.blocks.temporal_head import TemporalHead
 from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, check_count, parameter_dtype
 from monai_das.networks.utils import to_frames
@@ -243,6 +243,16 @@ class SubsampledClassifier(nn.Module):
     def classify_embeddings(self, z: torch.Tensor) -> torch.Tensor:
         """Logits ``B×num_classes`` from the frame embeddings ``B×k×E`` (temporal head, then the classifier)."""
         return self.classifier(self.temporal_head(z))
+
+    def classify_kept(self, seq: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """
+        Logits ``B×num_classes`` of the frames ``indices`` (``B×k`` long, ascending) of ``seq`` (``B×T×C×H×W``, as
+        :meth:`to_frames` gives it), as if the sampler had kept them (context frames included): e.g. ``k`` evenly
+        spaced frames instead of the sampler's, or the frames an exported graph of the random baseline drew.
+        """
+        indices = indices.to(seq.device).long()
+        out = BaseSampler.apply_matrix(indices_to_matrix(indices, seq.shape[1], seq.dtype), seq, indices)
+        return self.classify_frames(self.add_context(seq, out))
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Frame embeddings ``B×k×E`` of the encoder input ``B×k×C'×H×W`` (cast as in :meth:`to_frames`)."""
