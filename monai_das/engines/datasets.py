@@ -205,11 +205,12 @@ class BundleData:
         validation items the validation AUC is undefined (NaN) in every epoch, which training met only at its end.
         """
         for split, name in (("train", "training"), ("val", "validation")):
-            items = self._splits.get(split, []) if self.datalist is not None else []
-            n = self.num_samples.get(split)
+            if self.datalist is None or not self._splits.get(split):
+                continue
+            items, n = self._splits[split], self.num_samples.get(split)
             labels = set(_labels(items if n is None else items[: int(n)]).tolist())
-            missing = [c for i, c in enumerate(self.label_names or []) if i not in labels]
-            if items and missing:
+            missing = [c for i, c in enumerate(self.label_names) if i not in labels]
+            if missing:
                 what = ("the validation AUC is undefined (NaN) in every epoch, so no checkpoint can be chosen by it"
                         if split == "val" else "the model never learns them")
                 logger.warning(f"datalist '{self.datalist}': no {name} item has the class(es) {missing}: {what}. "

@@ -140,6 +140,10 @@ def test_a_fork_while_another_thread_samples_does_not_deadlock_the_child(das):
     seq = torch.rand(16, 1, 8, 8)
     held, release = threading.Event(), threading.Event()
 
+    def worker():  # as a DataLoader worker: one intra-op thread (OpenMP's pool does not survive a fork)
+        torch.set_num_threads(1)
+        AdaptiveSubsample(das)(seq)
+
     def hold():
         with _sampler_lock(das):
             held.set()
@@ -150,7 +154,7 @@ def test_a_fork_while_another_thread_samples_does_not_deadlock_the_child(das):
     held.wait(10)
     try:
         ctx = mp.get_context("fork")
-        child = ctx.Process(target=AdaptiveSubsample(das), args=(seq,))
+        child = ctx.Process(target=worker)
         child.start()
         child.join(60)
         alive = child.is_alive()
