@@ -7,7 +7,8 @@ test split, whose ``eval/metrics.json`` gives the test AUC, balanced accuracy an
 ``<out>/_work/<profile>/<dataset>/<cell>/result.json`` and is skipped when the grid is run again; an interrupted cell
 resumes from its last epoch checkpoint (the bundle's ``resume``) when ``started.json`` shows it was started with the same
 code and overrides (else it starts over). Finished cells run with other settings or another version of the training
-code (``code_hash``) are refused, so stale results never mix in.
+code (``code_hash``) are refused, so stale results never mix in: also cells of other methods, keep ratios or seeds
+of the same variant (``--tag``) in the folder, which the reports would pair with this run's.
 
 Datasets: every MedMNIST3D file in ``<data-root>/medmnist3d`` (``<name>.npz`` → 28³, ``<name>_64.npz`` → 64³, slices
 along depth) and the POCUS lung-ultrasound clips in ``<data-root>/video/covid19_lus_pocus`` (convex probe, 3 classes,
@@ -1096,7 +1097,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {"results": load_results(work_dir, [s.key for s in specs])}
     runner = BundleCellRunner({s.key: s.overrides for s in specs}, common, args.eval_split, args.keep_checkpoints,
                               log, forced, provenance={"command": env["command"], "git_commit": env["git_commit"]})
-    check_finished_cells(cells, work_dir, runner.cell_overrides, None if args.allow_code_change else runner.code)
+    # every finished cell of this variant (tag) that the reports will pair with this run's, also of other methods, keep
+    # ratios or seeds run before: a 6-epoch DAS beside a 2-epoch full was reported as "das - full" without a word
+    fields = ("dataset", "method", "keep_ratio", "seed", "fold", "tag")
+    earlier = [Cell(**{k: r[k] for k in fields if k in r}) for r in load_results(work_dir, [s.key for s in specs])
+               if r.get("tag", "") == (args.tag or "")]
+    checked = {(c.dataset, c.name): c for c in [*earlier, *cells]}
+    check_finished_cells(list(checked.values()), work_dir, runner.cell_overrides,
+                         None if args.allow_code_change else runner.code)
     counts = run_grid(cells, runner, work_dir, log, on_result=refresh, fail_fast=args.fail_fast)
     refresh()
     log(f"done: {counts}; results in {out}")

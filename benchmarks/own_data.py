@@ -19,7 +19,8 @@ and every volume's shape had radius 6: the 99.5th percentile alone separated the
 
 Every 4 (clips) or 2 (volumes) items share a patient (``group``); the last items form the test list, validation is
 the bundle's split of the training groups. A cell is (kind, variant, seed); it runs in
-``<out>/_work/<kind>/<variant>_seed<s>`` and is skipped when its ``result.json`` exists (resume by cell). The
+``<out>/_work/<kind>/<variant>_seed<s>`` and is skipped when its ``result.json`` exists (resume by cell; one run
+with other data, overrides or keep ratio is refused, naming them). The
 table reports, per cell, the best validation AUC and the validation evidence kept at that epoch (the model card's
 ``eval_metrics``), the best epoch, and whether the sampler **collapsed**: evidence kept at the best epoch below
 half of what a random choice of the same number of frames keeps (``keep_ratio / 2``).
@@ -39,7 +40,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import shlex
 import statistics
 import subprocess
@@ -58,7 +58,6 @@ from monai_das.utils.io import write_json_atomic, write_text_atomic  # noqa: E40
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = {"clips": REPO / "bundles/das_video_classification", "volumes": REPO / "bundles/das_volume_classification"}
 BUNDLE_ARGS = {"clips": ["--num_frames", "32", "--size", "64"], "volumes": ["--slice_axis", "axial"]}
-DONE_RE = re.compile(r"training done: best (\w+) ([0-9.]+) at epoch (\d+) of (\d+)")
 
 
 def _shape(frame: np.ndarray, disc: bool, cy: int, cx: int, r: int) -> None:
@@ -126,11 +125,23 @@ def _write_datalist(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def run_cell(kind: str, datalist: Path, variant: str, overrides: list[str], seed: int, out: Path,
              keep_ratio: float) -> dict[str, Any]:
-    """Train one cell through the bundle CLI (resume by cell: an existing ``result.json`` is returned)."""
+    """
+    Train one cell through the bundle CLI (resume by cell: an existing ``result.json`` is returned when it was run
+    with the same data and overrides, else refused naming what differs: a changed option must not report an old
+    result under it).
+    """
     cell = out / "_work" / kind / f"{variant}_seed{seed}"
     done = cell / "result.json"
+    settings = {"datalist": str(datalist), "overrides": " ".join(overrides), "keep_ratio": keep_ratio}
     if done.is_file():
-        return json.loads(done.read_text())
+        old = json.loads(done.read_text())
+        recorded = old.get("settings") or {}  # none: written before settings were recorded, nothing to compare with
+        diff = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v}
+        if diff:
+            raise SystemExit(f"cell {kind}/{variant}/seed {seed} in '{cell}' was run with other settings "
+                             f"({', '.join(f'{k}: {a!r} then, {b!r} now' for k, (a, b) in diff.items())}); "
+                             "give another --out or --variant name, or delete the cell to run it again.")
+        return old
     configs = BUNDLES[kind] / "configs"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.json"),
            "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
@@ -141,15 +152,18 @@ def run_cell(kind: str, datalist: Path, variant: str, overrides: list[str], seed
     log = proc.stdout + proc.stderr
     cell.mkdir(parents=True, exist_ok=True)
     write_text_atomic(log, cell / "train.log")
-    match = DONE_RE.search(log)
-    if proc.returncode or match is None:
+    card = cell / "models" / "metadata.json"
+    if proc.returncode or not card.is_file():
         raise SystemExit(f"cell {kind}/{variant}/seed {seed} failed (exit {proc.returncode}); log: {cell / 'train.log'}")
-    metrics = json.loads((cell / "models" / "metadata.json").read_text())["eval_metrics"]
+    # the model card, not the log's last line: what the run measured and kept (best epoch of the key metric)
+    card = json.loads(card.read_text())
+    metrics, validation = card["eval_metrics"], card["das_model"]["validation"]
     evidence = float(metrics["val_evidence_kept"])
     result = {"kind": kind, "variant": variant, "overrides": " ".join(overrides), "seed": seed,
               "best_val_auc": round(float(metrics["val_auc"]), 4), "val_evidence_kept": round(evidence, 4),
-              "collapsed": evidence < keep_ratio / 2, "best_epoch": int(match.group(3)),
-              "epochs": int(match.group(4)), "seconds": round(time.perf_counter() - start, 1)}
+              "collapsed": evidence < keep_ratio / 2, "best_epoch": int(validation["best_epoch"]),
+              "epochs": int(validation["epochs"]), "seconds": round(time.perf_counter() - start, 1),
+              "settings": settings}
     write_json_atomic(result, done)
     return result
 
@@ -167,6 +181,7 @@ def main(argv: list[str] | None = None) -> str:
                    help="the bundles' keep_ratio (default 0.5; the collapse threshold is half of it)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/own_data")
     args = p.parse_args(argv)
+    args.out = args.out.expanduser().resolve()  # the bundle runs with cwd=REPO: relative paths would point there
     variants = {}
     for text in args.variant or ["default="]:
         name, sep, overrides = text.partition("=")

@@ -10,7 +10,8 @@ root, so checkpoints, metrics and the MLflow store are kept apart), then aggrega
     python -m monai_das.engines.multiseed aggregate runs/das_vessel/seed*/eval/metrics.json
 
 ``aggregate`` writes ``summary.json`` (next to the first input's run folder unless ``--output`` is given) and
-prints one ``name: mean ± std`` line per metric (sample standard deviation, ``ddof=1``; 0 for one seed).
+prints one ``name: mean ± std`` line per metric (sample standard deviation, ``ddof=1``; 0 for one seed). ``run``
+resumes by seed after an interruption (see :func:`run_seeds`).
 """
 
 from __future__ import annotations
@@ -27,24 +28,48 @@ from pathlib import Path
 __all__ = ["aggregate_metrics", "format_summary", "run_seeds", "main"]
 
 BUNDLE_DIR = Path(__file__).resolve().parents[2] / "bundles" / "das_volume_classification"
+#: report entries that must agree between the runs :func:`aggregate_metrics` summarises (the seed may differ)
+SAME_EXPERIMENT = ("method", "dataset", "datalist_sha256", "spatial_size", "keep_ratio", "split", "label_names")
+#: written in a seed's folder once its training and evaluation have finished, with the overrides they ran with
+DONE_FILE = "multiseed_done.json"
 
 
 def aggregate_metrics(paths: Sequence[str | os.PathLike]) -> dict:
     """
     ``{"num_runs", "runs": [{"path", "seed", "metrics"}], "mean": {...}, "std": {...}}`` over the ``metrics`` of
     several ``metrics.json`` reports (metrics missing or ``null`` in a run are left out of that metric's statistics).
+
+    Raises:
+        ValueError: a report given twice, two reports of one seed, or reports of different experiments (another
+            value of one of :data:`SAME_EXPERIMENT`, e.g. a DAS run beside a uniform one): a mean over them would
+            mean nothing.
     """
     if not paths:
         raise ValueError("no metrics files to aggregate.")
-    runs = []
+    runs, reports, seen = [], [], {}
     for p in paths:
         path = Path(p)
         if not path.is_file():
             raise FileNotFoundError(f"metrics file '{path}' not found.")
+        if path.resolve() in seen:
+            raise ValueError(f"metrics file '{path}' is given twice (also as '{seen[path.resolve()]}').")
+        seen[path.resolve()] = path
         report = json.loads(path.read_text())
         if "metrics" not in report:
             raise ValueError(f"'{path}' has no 'metrics' entry (not an evaluation report).")
+        reports.append(report)
         runs.append({"path": str(path), "seed": report.get("seed"), "metrics": report["metrics"]})
+    for key in SAME_EXPERIMENT:
+        values = {json.dumps(r.get(key), sort_keys=True) for r in reports}
+        if len(values) > 1:
+            first = next(i for i, r in enumerate(reports) if json.dumps(r.get(key), sort_keys=True) != json.dumps(
+                reports[0].get(key), sort_keys=True))
+            raise ValueError(f"the reports are of different experiments: {key} {reports[0].get(key)!r} in "
+                             f"'{runs[0]['path']}' but {reports[first].get(key)!r} in '{runs[first]['path']}'.")
+    seeds = [r["seed"] for r in runs if r["seed"] is not None]
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ValueError(f"seed(s) {twice} occur in more than one report: {[r['path'] for r in runs if r['seed'] in twice]}.")
     names = sorted({k for r in runs for k in r["metrics"]})
     mean, std, count = {}, {}, {}
     for name in names:
@@ -83,18 +108,43 @@ def run_seeds(
     bundle_dir: str | os.PathLike = BUNDLE_DIR,
     train: bool = True,
 ) -> dict:
-    """Train (unless ``train=False``) and evaluate once per seed with the bundle CLI, then :func:`aggregate_metrics`."""
+    """
+    Train (unless ``train=False``) and evaluate once per seed with the bundle CLI, then :func:`aggregate_metrics`.
+
+    Resumes by seed: a seed whose training and evaluation finished with the same overrides (:data:`DONE_FILE`) is
+    not run again (with other overrides it is refused, naming both); an unfinished one trains with ``--resume True``
+    (continues from its ``models/last.pt``, the same MLflow run; unless the overrides give ``--resume``). With
+    ``train=False`` every seed's ``models/model.pt`` must exist before anything is evaluated.
+    """
     bundle_dir = Path(bundle_dir)
     train_cfg = str(bundle_dir / "configs" / "train.json")
     eval_cfg = str(bundle_dir / "configs" / "evaluate.json")
+    roots = {seed: Path(output_root) / f"seed{seed}" for seed in seeds}
+    if not train:
+        missing = [str(r / "models" / "model.pt") for r in roots.values() if not (r / "models" / "model.pt").is_file()]
+        if missing:
+            raise FileNotFoundError(f"no_train: no checkpoint to evaluate at {missing} (train those seeds first).")
+    record = {"overrides": list(overrides), "train": bool(train), "bundle_dir": str(bundle_dir.resolve())}
     paths = []
-    for seed in seeds:
-        root = Path(output_root) / f"seed{seed}"
+    for seed, root in roots.items():
+        done, paths_seed = root / DONE_FILE, root / "eval" / "metrics.json"
+        if done.is_file() and paths_seed.is_file():
+            old = json.loads(done.read_text())
+            if old != record:
+                raise ValueError(f"seed {seed} in '{root}' finished with other settings ({old}; now {record}): give "
+                                 "another --output_root, or delete that seed's folder to run it again.")
+            print(f"seed {seed}: finished before ({done}), not run again", flush=True)
+            paths.append(paths_seed)
+            continue
         common = ["--bundle_root", str(root), "--seed", str(seed), *overrides]
         if train:
-            subprocess.run(_bundle_cmd([train_cfg], bundle_dir, common), check=True)
+            resume = [] if "--resume" in overrides else ["--resume", "True"]
+            subprocess.run(_bundle_cmd([train_cfg], bundle_dir, [*common, *resume]), check=True)
         subprocess.run(_bundle_cmd([train_cfg, eval_cfg], bundle_dir, common), check=True)
-        paths.append(root / "eval" / "metrics.json")
+        from monai_das.utils.io import write_json_atomic
+
+        write_json_atomic(record, done)
+        paths.append(paths_seed)
     summary = aggregate_metrics(paths)
     _write(summary, Path(output_root) / "summary.json")
     return summary

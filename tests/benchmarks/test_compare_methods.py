@@ -181,6 +181,11 @@ def test_smoke_run_through_the_bundle(compare_script, tmp_path):
     # a second run finds every cell finished and only rewrites the reports
     again = cm.main(args)
     assert again["counts"] == {"cells": 4, "skipped": 4, "ran": 0, "failed": 0}
+    # another method with other epochs into the same folder: the reports would pair it with those cells ("das - full"
+    # of a 1-epoch DAS and a 2-epoch full): refused before anything trains, naming an earlier cell
+    with pytest.raises(ValueError, match=r"(uniform|das)_keep0\.(5|25)_seed0' was run with other settings "
+                                         r"\(max_epochs: 1 -> 2"):
+        cm.main(["--smoke", "--out", str(tmp_path), "--methods", "full", "--max-epochs", "2", "--threads", "1"])
 
 
 def test_per_dataset_seeds_and_keep_ratios(compare_script):

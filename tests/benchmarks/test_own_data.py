@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,10 +41,37 @@ def test_written_studies_read_back_with_their_evidence(own_data_script, tmp_path
 def test_a_finished_cell_is_not_run_again(own_data_script, tmp_path, monkeypatch):
     cell = tmp_path / "_work" / "clips" / "slr_seed3"
     cell.mkdir(parents=True)
-    done = {"kind": "clips", "variant": "slr", "seed": 3, "best_val_auc": 0.9}
+    settings = {"datalist": str(tmp_path / "x.csv"), "overrides": "--sampler_lr 0.0001", "keep_ratio": 0.5}
+    done = {"kind": "clips", "variant": "slr", "seed": 3, "best_val_auc": 0.9, "settings": settings}
     (cell / "result.json").write_text(json.dumps(done))
     monkeypatch.setattr(own_data_script.subprocess, "run", lambda *a, **k: pytest.fail("a finished cell was re-run"))
-    assert own_data_script.run_cell("clips", tmp_path / "x.csv", "slr", [], 3, tmp_path, 0.5) == done
+    run = own_data_script.run_cell
+    assert run("clips", tmp_path / "x.csv", "slr", ["--sampler_lr", "0.0001"], 3, tmp_path, 0.5) == done
+    # another keep ratio or override under the same variant name: refused, not the old row reported under it
+    with pytest.raises(SystemExit, match=r"other settings \(keep_ratio: 0.5 then, 0.25 now\)"):
+        run("clips", tmp_path / "x.csv", "slr", ["--sampler_lr", "0.0001"], 3, tmp_path, 0.25)
+    with pytest.raises(SystemExit, match=r"overrides: '--sampler_lr 0.0001' then, '--sampler_lr 0.001' now"):
+        run("clips", tmp_path / "x.csv", "slr", ["--sampler_lr", "0.001"], 3, tmp_path, 0.5)
+
+
+def test_a_cell_reads_its_result_from_the_model_card(own_data_script, tmp_path, monkeypatch):
+    """Not from the log's last line (whose format changed: an interval was added, and every cell then failed)."""
+    import subprocess
+
+    card = {"eval_metrics": {"val_auc": 0.8123456, "val_evidence_kept": 0.2},
+            "das_model": {"validation": {"key_metric": "val_auc", "best_epoch": 3, "epochs": 4}}}
+
+    def fake_run(cmd, **kwargs):
+        root = Path(cmd[cmd.index("--bundle_root") + 1])
+        (root / "models").mkdir(parents=True)
+        (root / "models" / "metadata.json").write_text(json.dumps(card))
+        return subprocess.CompletedProcess(cmd, 0, "training done: best val_auc 0.812 [95 % interval 0.5, 1.0] "
+                                                    "at epoch 3 of 4", "")
+
+    monkeypatch.setattr(own_data_script.subprocess, "run", fake_run)
+    row = own_data_script.run_cell("volumes", tmp_path / "v.csv", "default", [], 0, tmp_path, 0.5)
+    assert (row["best_val_auc"], row["val_evidence_kept"], row["collapsed"]) == (0.8123, 0.2, True)
+    assert (row["best_epoch"], row["epochs"]) == (3, 4)
 
 
 def test_variant_needs_a_name(own_data_script, tmp_path):

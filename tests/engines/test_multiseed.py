@@ -10,7 +10,7 @@ from monai_das.engines.multiseed import aggregate_metrics, format_summary, main
 
 
 def _report(path, seed, auc, acc):
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"seed": seed, "metrics": {"auc": auc, "accuracy": acc}}))
     return path
 
@@ -36,3 +36,49 @@ def test_errors(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ValueError, match="metrics"):
         aggregate_metrics([tmp_path / "x.json"])
+
+
+def test_aggregate_refuses_what_a_mean_would_hide(tmp_path):
+    a = _report(tmp_path / "a" / "metrics.json", 0, 0.8, 0.7)
+    with pytest.raises(ValueError, match="given twice"):
+        aggregate_metrics([a, tmp_path / "a" / ".." / "a" / "metrics.json"])
+    b = _report(tmp_path / "b" / "metrics.json", 0, 0.9, 0.7)
+    with pytest.raises(ValueError, match=r"seed\(s\) \[0\] occur in more than one report"):
+        aggregate_metrics([a, b])
+    c = tmp_path / "c" / "metrics.json"
+    c.parent.mkdir()
+    c.write_text(json.dumps({"seed": 1, "method": "uniform", "metrics": {"auc": 0.6}}))
+    with pytest.raises(ValueError, match=r"different experiments: method None in .*a/metrics.json' but 'uniform'"):
+        aggregate_metrics([a, c])
+
+
+def test_run_resumes_by_seed(tmp_path, monkeypatch, capsys):
+    """A rerun after a kill does not train finished seeds again (it trained seed 0 anew, and MLflow got a second
+    run of it) and continues an unfinished one from its last.pt (--resume True); other overrides are refused."""
+    import subprocess
+
+    from monai_das.engines import multiseed
+
+    calls = []
+
+    def fake_run(cmd, check=True):
+        root = cmd[cmd.index("--bundle_root") + 1]
+        calls.append((root.rsplit("/", 1)[-1], "evaluate" if "evaluate.json" in cmd[cmd.index("--config_file") + 1]
+                      else "train", "--resume" in cmd))
+        if calls[-1][1] == "evaluate":
+            _report(tmp_path / "out" / calls[-1][0] / "eval" / "metrics.json", int(root[-1]), 0.8, 0.7)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(multiseed.subprocess, "run", fake_run)
+    out = tmp_path / "out"
+    multiseed.run_seeds([0, 1], out, ["--max_epochs", "2"])
+    assert calls == [("seed0", "train", True), ("seed0", "evaluate", False), ("seed1", "train", True),
+                     ("seed1", "evaluate", False)]
+    (out / "seed1" / multiseed.DONE_FILE).unlink()  # killed before seed 1 finished
+    calls.clear()
+    summary = multiseed.run_seeds([0, 1], out, ["--max_epochs", "2"])
+    assert calls == [("seed1", "train", True), ("seed1", "evaluate", False)] and summary["num_runs"] == 2
+    with pytest.raises(ValueError, match="seed 0 .* finished with other settings"):
+        multiseed.run_seeds([0, 1], out, ["--max_epochs", "3"])
+    with pytest.raises(FileNotFoundError, match=r"no_train: no checkpoint to evaluate at .*seed2"):
+        multiseed.run_seeds([2], out, [], train=False)
