@@ -8,7 +8,9 @@ test split, whose ``eval/metrics.json`` gives the test AUC, balanced accuracy an
 resumes from its last epoch checkpoint (the bundle's ``resume``) when ``started.json`` shows it was started with the same
 code and overrides (else it starts over). Finished cells run with other settings or another version of the training
 code (``code_hash``) are refused, so stale results never mix in: also cells of other methods, keep ratios or seeds
-of the same variant (``--tag``) in the folder, which the reports would pair with this run's.
+of the same variant (``--tag``) in the folder, which the reports would pair with this run's. A resumed cell's
+``result.json`` holds the history of all its epochs and its whole training time (``<cell>/history.json``, written
+at every epoch).
 
 Datasets: every MedMNIST3D file in ``<data-root>/medmnist3d`` (``<name>.npz`` → 28³, ``<name>_64.npz`` → 64³, slices
 along depth) and the POCUS lung-ultrasound clips in ``<data-root>/video/covid19_lus_pocus`` (convex probe, 3 classes,
@@ -202,6 +204,10 @@ class DatasetSpec:
     keep_ratios: tuple[float, ...] | None = None  # this dataset's keep ratios (None: the profile's)
 
 
+#: per-epoch history and training seconds of a cell's run so far (``<cell>/history.json``), for a resumed cell's result
+HISTORY_FILE = "history.json"
+
+
 @dataclass(frozen=True)
 class Cell:
     """One training + test run."""
@@ -381,6 +387,24 @@ class BundleCellRunner:
                 shutil.rmtree(models)
         write_json_atomic(record, path)
 
+    def load_history(self, cell: Cell, cell_dir: Path) -> tuple[list[dict[str, Any]], float]:
+        """
+        ``(history, train_s)`` kept by an interrupted run of ``cell`` that resumes (its ``models/last.pt`` is there
+        after :meth:`check_started`), else ``([], 0.0)`` and an old record removed.
+        """
+        path = cell_dir / HISTORY_FILE
+        if not (cell_dir / "models" / "last.pt").is_file():
+            path.unlink(missing_ok=True)
+            return [], 0.0
+        try:
+            saved = json.loads(path.read_text())
+            history, spent = list(saved["history"]), float(saved["train_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            history, spent = [], 0.0
+        done = f"after epoch {history[-1]['epoch']}" if history else "from its last checkpoint"
+        self.log(f"    {cell.name}: resuming {done} (models/last.pt)")
+        return history, spent
+
     def workflow(self, cell: Cell, cell_dir: Path, kind: str):
         from monai.bundle import ConfigWorkflow
 
@@ -408,11 +432,13 @@ class BundleCellRunner:
 
         t_start = time.perf_counter()
         self.check_started(cell, cell_dir)
+        # the per-epoch history and training time, kept on disk at every epoch: a resumed cell reports all its epochs
+        # and its whole training time, not only what ran after the resume
+        history, spent = self.load_history(cell, cell_dir)
         wf = self.workflow(cell, cell_dir, "train")
         wf.initialize()
         trainer = wf.parser.get_parsed_content("train#trainer")
         evaluator = wf.parser.get_parsed_content("validate#evaluator")
-        history: list[dict[str, Any]] = []
         marks = {"epoch_start": time.perf_counter()}
 
         def _start(engine) -> None:
@@ -424,7 +450,9 @@ class BundleCellRunner:
                      train_loop_s=engine.state.times.get("EPOCH_COMPLETED"),
                      epoch_with_val_s=time.perf_counter() - marks["epoch_start"],
                      train_loss=_scalar(engine.state.metrics.get("train_loss", float("nan"))))
-            history.append(m)
+            history[:] = [h for h in history if h["epoch"] < m["epoch"]] + [m]  # an epoch redone after a kill: once
+            write_json_atomic({"history": history, "train_s": spent + time.perf_counter() - t_start},
+                              cell_dir / HISTORY_FILE)
             vals = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k.startswith("val_") and isinstance(v, float))
             self.log(f"    epoch {m['epoch']}/{engine.state.max_epochs}: train_loss {m['train_loss']:.4f}, {vals} "
                      f"({m['epoch_with_val_s']:.1f} s)")
@@ -442,7 +470,7 @@ class BundleCellRunner:
         saver = wf.parser.get_parsed_content("validate#best_saver")
         best_val = saver.best_score if saver.best_score not in (None, -math.inf) else float("nan")  # -inf: NaN AUCs
         best_epoch = saver.best_epoch if saver.best_epoch is not None else -1
-        train_s = time.perf_counter() - t_start
+        train_s = spent + time.perf_counter() - t_start
         del wf, trainer, evaluator
         gc.collect()
 

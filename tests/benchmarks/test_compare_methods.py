@@ -301,3 +301,22 @@ def test_interrupted_cell_resumes_only_under_the_code_and_overrides_it_started_w
     other.code = "0123456789ab"
     other.check_started(cells[0], d)
     assert not (d / "models").exists() and "other overrides" in logs[-1]
+
+
+def test_a_resumed_cell_keeps_the_history_of_its_earlier_epochs(compare_script, tmp_path):
+    """A cell killed after epoch 2 and resumed reported only epochs 3.. and the training time after the resume."""
+    cm = compare_script
+    spec, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0,))
+    logs: list[str] = []
+    runner = cm.BundleCellRunner({spec.key: spec.overrides}, {"max_epochs": 4}, log=logs.append)
+    d = tmp_path / cells[0].name
+    d.mkdir()
+    saved = {"history": [{"epoch": 1, "val_auc": 0.6}, {"epoch": 2, "val_auc": 0.7}], "train_s": 12.5}
+    (d / cm.HISTORY_FILE).write_text(json.dumps(saved))
+    assert runner.load_history(cells[0], d) == ([], 0.0)  # no last.pt: the cell starts over, the old record goes
+    assert not (d / cm.HISTORY_FILE).exists()
+    (d / "models").mkdir()
+    (d / "models" / "last.pt").write_bytes(b"half a run")
+    (d / cm.HISTORY_FILE).write_text(json.dumps(saved))
+    assert runner.load_history(cells[0], d) == (saved["history"], 12.5)
+    assert "resuming after epoch 2" in logs[-1]
