@@ -25,6 +25,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from monai_das.utils.io import write_json_atomic
+
 __all__ = ["aggregate_metrics", "format_summary", "run_seeds", "main"]
 
 BUNDLE_DIR = Path(__file__).resolve().parents[2] / "bundles" / "das_volume_classification"
@@ -60,10 +62,9 @@ def aggregate_metrics(paths: Sequence[str | os.PathLike]) -> dict:
         reports.append(report)
         runs.append({"path": str(path), "seed": report.get("seed"), "metrics": report["metrics"]})
     for key in SAME_EXPERIMENT:
-        values = {json.dumps(r.get(key), sort_keys=True) for r in reports}
-        if len(values) > 1:
-            first = next(i for i, r in enumerate(reports) if json.dumps(r.get(key), sort_keys=True) != json.dumps(
-                reports[0].get(key), sort_keys=True))
+        values = [json.dumps(r.get(key), sort_keys=True) for r in reports]
+        first = next((i for i, v in enumerate(values) if v != values[0]), None)  # the first run that differs
+        if first is not None:
             raise ValueError(f"the reports are of different experiments: {key} {reports[0].get(key)!r} in "
                              f"'{runs[0]['path']}' but {reports[first].get(key)!r} in '{runs[first]['path']}'.")
     seeds = [r["seed"] for r in runs if r["seed"] is not None]
@@ -141,8 +142,6 @@ def run_seeds(
             resume = [] if "--resume" in overrides else ["--resume", "True"]
             subprocess.run(_bundle_cmd([train_cfg], bundle_dir, [*common, *resume]), check=True)
         subprocess.run(_bundle_cmd([train_cfg, eval_cfg], bundle_dir, common), check=True)
-        from monai_das.utils.io import write_json_atomic
-
         write_json_atomic(record, done)
         paths.append(paths_seed)
     summary = aggregate_metrics(paths)
@@ -151,8 +150,6 @@ def run_seeds(
 
 
 def _write(summary: dict, path: Path) -> None:
-    from monai_das.handlers.report import write_json_atomic
-
     write_json_atomic(summary, path)
     print(format_summary(summary))
     print(f"summary written to {path}")

@@ -277,12 +277,17 @@ def test_report_only_rewrites_reports_without_running(compare_script, tmp_path):
     assert not any((tmp_path / "_work" / "smoke" / spec.key).glob("*/models"))  # nothing was trained
 
 
-def test_interrupted_cell_resumes_only_under_the_code_and_overrides_it_started_with(compare_script, tmp_path):
-    cm = compare_script
+def _interrupted_das_cell(cm, tmp_path):
+    """A one-cell grid (das, keep 0.5, seed 0, 4 epochs): its spec, cells, runner, cell folder and log lines."""
     spec, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0,))
     logs: list[str] = []
     runner = cm.BundleCellRunner({spec.key: spec.overrides}, {"max_epochs": 4}, log=logs.append)
-    d = tmp_path / cells[0].name
+    return spec, cells, runner, tmp_path / cells[0].name, logs
+
+
+def test_interrupted_cell_resumes_only_under_the_code_and_overrides_it_started_with(compare_script, tmp_path):
+    cm = compare_script
+    spec, cells, runner, d, logs = _interrupted_das_cell(cm, tmp_path)
     (d / "models").mkdir(parents=True)
     (d / "models" / "last.pt").write_bytes(b"half a run")
     runner.check_started(cells[0], d)  # no record of how it started (e.g. an older grid): starts over
@@ -306,10 +311,7 @@ def test_interrupted_cell_resumes_only_under_the_code_and_overrides_it_started_w
 def test_a_resumed_cell_keeps_the_history_of_its_earlier_epochs(compare_script, tmp_path):
     """A cell killed after epoch 2 and resumed reported only epochs 3.. and the training time after the resume."""
     cm = compare_script
-    spec, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0,))
-    logs: list[str] = []
-    runner = cm.BundleCellRunner({spec.key: spec.overrides}, {"max_epochs": 4}, log=logs.append)
-    d = tmp_path / cells[0].name
+    spec, cells, runner, d, logs = _interrupted_das_cell(cm, tmp_path)
     d.mkdir()
     saved = {"history": [{"epoch": 1, "val_auc": 0.6}, {"epoch": 2, "val_auc": 0.7}], "train_s": 12.5}
     (d / cm.HISTORY_FILE).write_text(json.dumps(saved))
