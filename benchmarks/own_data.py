@@ -42,7 +42,6 @@ import csv
 import json
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import environment, environment_markdown, markdown_table, write_csv  # noqa: E402
 
 from monai_das.utils.io import write_json_atomic, write_text_atomic  # noqa: E402
+from monai_das.utils.process import run_child  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = {"clips": REPO / "bundles/das_video_classification", "volumes": REPO / "bundles/das_volume_classification"}
@@ -148,7 +148,7 @@ def run_cell(kind: str, datalist: Path, variant: str, overrides: list[str], seed
            "--datalist", str(datalist), *BUNDLE_ARGS[kind], "--bundle_root", str(cell), "--seed", str(seed),
            "--progress_bar", "false", "--mlflow", "false", *overrides]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = run_child(cmd, capture_output=True, text=True, cwd=REPO)
     log = proc.stdout + proc.stderr
     cell.mkdir(parents=True, exist_ok=True)
     write_text_atomic(log, cell / "train.log")

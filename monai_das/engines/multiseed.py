@@ -20,12 +20,12 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from monai_das.utils.io import write_json_atomic
+from monai_das.utils.process import run_child
 
 __all__ = ["aggregate_metrics", "format_summary", "run_seeds", "main"]
 
@@ -140,8 +140,8 @@ def run_seeds(
         common = ["--bundle_root", str(root), "--seed", str(seed), *overrides]
         if train:
             resume = [] if "--resume" in overrides else ["--resume", "True"]
-            subprocess.run(_bundle_cmd([train_cfg], bundle_dir, [*common, *resume]), check=True)
-        subprocess.run(_bundle_cmd([train_cfg, eval_cfg], bundle_dir, common), check=True)
+            run_child(_bundle_cmd([train_cfg], bundle_dir, [*common, *resume]), check=True)
+        run_child(_bundle_cmd([train_cfg, eval_cfg], bundle_dir, common), check=True)
         write_json_atomic(record, done)
         paths.append(paths_seed)
     summary = aggregate_metrics(paths)

@@ -44,7 +44,7 @@ def test_a_finished_cell_is_not_run_again(own_data_script, tmp_path, monkeypatch
     settings = {"datalist": str(tmp_path / "x.csv"), "overrides": "--sampler_lr 0.0001", "keep_ratio": 0.5}
     done = {"kind": "clips", "variant": "slr", "seed": 3, "best_val_auc": 0.9, "settings": settings}
     (cell / "result.json").write_text(json.dumps(done))
-    monkeypatch.setattr(own_data_script.subprocess, "run", lambda *a, **k: pytest.fail("a finished cell was re-run"))
+    monkeypatch.setattr(own_data_script, "run_child", lambda *a, **k: pytest.fail("a finished cell was re-run"))
     run = own_data_script.run_cell
     assert run("clips", tmp_path / "x.csv", "slr", ["--sampler_lr", "0.0001"], 3, tmp_path, 0.5) == done
     # another keep ratio or override under the same variant name: refused, not the old row reported under it
@@ -68,7 +68,7 @@ def test_a_cell_reads_its_result_from_the_model_card(own_data_script, tmp_path, 
         return subprocess.CompletedProcess(cmd, 0, "training done: best val_auc 0.812 [95 % interval 0.5, 1.0] "
                                                     "at epoch 3 of 4", "")
 
-    monkeypatch.setattr(own_data_script.subprocess, "run", fake_run)
+    monkeypatch.setattr(own_data_script, "run_child", fake_run)
     row = own_data_script.run_cell("volumes", tmp_path / "v.csv", "default", [], 0, tmp_path, 0.5)
     assert (row["best_val_auc"], row["val_evidence_kept"], row["collapsed"]) == (0.8123, 0.2, True)
     assert (row["best_epoch"], row["epochs"]) == (3, 4)

@@ -69,7 +69,7 @@ def test_run_resumes_by_seed(tmp_path, monkeypatch, capsys):
             _report(tmp_path / "out" / calls[-1][0] / "eval" / "metrics.json", int(root[-1]), 0.8, 0.7)
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(multiseed.subprocess, "run", fake_run)
+    monkeypatch.setattr(multiseed, "run_child", fake_run)
     out = tmp_path / "out"
     multiseed.run_seeds([0, 1], out, ["--max_epochs", "2"])
     assert calls == [("seed0", "train", True), ("seed0", "evaluate", False), ("seed1", "train", True),

@@ -1,0 +1,31 @@
+"""Child processes that end with their parent."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["run_child"]
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
+def run_child(cmd: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """
+    :func:`subprocess.run` whose child gets ``SIGTERM`` when the calling process dies, on Linux (``prctl``
+    ``PR_SET_PDEATHSIG``). A runner killed with ``SIGKILL`` (a batch system's time limit, ``kill -9``) would
+    otherwise leave the bundle training it started running on: holding its checkpoint folder's lock, so the rerun
+    that resumes the cell is refused while the orphan goes on. Elsewhere the same as :func:`subprocess.run`.
+    A training ended so leaves its last atomic checkpoint, which the rerun resumes from.
+    """
+    if sys.platform.startswith("linux"):
+        kwargs.setdefault("preexec_fn", _die_with_parent)
+    return subprocess.run(list(cmd), **kwargs)
