@@ -20,10 +20,8 @@ def quiet_loggers(levels: Mapping[str, int]) -> Iterator[None]:
     Args:
         levels: ``{logger name: minimum level}``, e.g. ``{"onnxscript": logging.WARNING}``.
     """
-    loggers = {logging.getLogger(name): level for name, level in levels.items()}
-    before = {lg: lg.level for lg in loggers}
-    for lg, level in loggers.items():
-        lg.setLevel(max(level, lg.getEffectiveLevel()))
+    before = {logging.getLogger(name): logging.getLogger(name).level for name in levels}
+    _raise_levels(levels)
     try:
         yield
     finally:
@@ -43,10 +41,15 @@ def quiet_other_ranks(names: tuple[str, ...] = ("monai_das", "ignite", "monai"),
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_rank() > 0):
         return False
-    for name in names:
+    _raise_levels(dict.fromkeys(names, level))
+    return True
+
+
+def _raise_levels(levels: Mapping[str, int]) -> None:
+    """Set each named logger to at least its level (one already quieter stays as it is)."""
+    for name, level in levels.items():
         logger = logging.getLogger(name)
         logger.setLevel(max(level, logger.getEffectiveLevel()))
-    return True
 
 
 class _OnceFilter(logging.Filter):
