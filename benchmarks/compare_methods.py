@@ -206,6 +206,16 @@ class DatasetSpec:
 
 #: per-epoch history and training seconds of a cell's run so far (``<cell>/history.json``), for a resumed cell's result
 HISTORY_FILE = "history.json"
+#: bundle entries that say where a cell is tracked, not what it trains: not compared when a finished or interrupted
+#: cell is checked against this run's settings (adding --mlflow to a grid does not make its cells "other settings")
+TRACKING_KEYS = ("mlflow", "tracking_uri", "experiment_name", "run_name")
+
+
+def _trained_settings(overrides: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``overrides`` without :data:`TRACKING_KEYS`, JSON-normalised (``None`` stays ``None``)."""
+    if overrides is None:
+        return None
+    return json.loads(json.dumps({k: v for k, v in overrides.items() if k not in TRACKING_KEYS}, default=str))
 
 
 @dataclass(frozen=True)
@@ -346,12 +356,16 @@ class BundleCellRunner:
         keep_checkpoints: keep ``models/`` of finished cells (default: removed to save disk).
         log: progress printer.
         provenance: stored in every result (e.g. the command that ran the cell), listed in the reports.
+        tracking_uri: the MLflow store of every cell when ``common`` turns ``mlflow`` on (default: the bundle's own,
+            ``mlflow.db`` in each cell's folder).
     """
 
     def __init__(self, overrides: dict[str, dict], common: dict[str, Any], eval_split: str = "test",
                  keep_checkpoints: bool = False, log: Callable[[str], None] = print,
-                 forced: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None) -> None:
+                 forced: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
+                 tracking_uri: str | None = None) -> None:
         self.overrides, self.common, self.eval_split = overrides, common, eval_split
+        self.tracking_uri = tracking_uri
         self.forced = dict(forced or {})
         self.provenance = dict(provenance or {})
         self.code = code_hash()
@@ -379,7 +393,8 @@ class BundleCellRunner:
                 before = json.loads(path.read_text())
             except (OSError, ValueError):
                 before = None
-            if before != record:
+            if before is None or before.get("code_hash") != self.code or _trained_settings(
+                    before.get("overrides")) != _trained_settings(record["overrides"]):
                 why = ("no record of what it was started with" if before is None else
                        f"started with code {before.get('code_hash')}, now {self.code}"
                        if before.get("code_hash") != self.code else "started with other overrides")
@@ -412,6 +427,11 @@ class BundleCellRunner:
         # where the model card's metadata comes from (a Python run has no --meta_file); not a setting of the cell
         over = {**self.cell_overrides(cell), "bundle_root": str(cell_dir),
                 "card_meta_file": str(configs / "metadata.json")}
+        if self.tracking_uri is not None and over.get("mlflow"):
+            # one MLflow store for the whole grid (not an mlflow.db per cell folder), one experiment per dataset,
+            # runs named after the cell (its tag included)
+            over.update(tracking_uri=self.tracking_uri, experiment_name=f"compare_methods_{cell.dataset}",
+                        run_name=cell.name + ("_eval" if kind == "eval" else ""))
         files = [str(configs / "train.json")]
         if kind == "eval":
             files.append(str(configs / "evaluate.json"))
@@ -597,8 +617,7 @@ def check_finished_cells(cells: Sequence[Cell], work_dir: Path, expected: Callab
                 f"cell '{p.parent}' was run with another version of the training code (code hash "
                 f"{result['code_hash']}, now {code}: {', '.join(CODE_PATHS)} changed); delete its folder to rerun it, "
                 "use another --out, or pass --allow-code-change to keep it.")
-        before = result.get("overrides")
-        now = json.loads(json.dumps(expected(c)))
+        before, now = _trained_settings(result.get("overrides")), _trained_settings(expected(c))
         if before is not None and before != now:
             diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             changes = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in diff)
@@ -1042,7 +1061,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--override", action="append", type=parse_override, default=[], metavar="KEY=JSON",
                    help="bundle config override for every cell (repeatable)")
     p.add_argument("--tag", default="", help="name of this variant (with --override)")
-    p.add_argument("--mlflow", action="store_true", help="keep the bundle's MLflow tracking on (off by default)")
+    p.add_argument("--mlflow", action="store_true", help="keep the bundle's MLflow tracking on (off by default): every cell in one store, "
+                   "<out>/mlflow.db, an experiment per dataset (compare_methods_<dataset>), runs named after the cells")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each cell's models/ folder")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
     p.add_argument("--allow-code-change", action="store_true",
@@ -1123,8 +1143,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         refresh()
         log(f"reports rewritten from {len(load_results(work_dir, [s.key for s in all_specs]))} finished cell(s) in {out}")
         return {"results": load_results(work_dir, [s.key for s in specs])}
+    from monai.utils import path_to_sqlite_uri
+
     runner = BundleCellRunner({s.key: s.overrides for s in specs}, common, args.eval_split, args.keep_checkpoints,
-                              log, forced, provenance={"command": env["command"], "git_commit": env["git_commit"]})
+                              log, forced, provenance={"command": env["command"], "git_commit": env["git_commit"]},
+                              tracking_uri=path_to_sqlite_uri(out / "mlflow.db"))
     # every finished cell of this variant (tag) that the reports will pair with this run's, also of other methods, keep
     # ratios or seeds run before: a 6-epoch DAS beside a 2-epoch full was reported as "das - full" without a word
     fields = ("dataset", "method", "keep_ratio", "seed", "fold", "tag")

@@ -84,6 +84,8 @@ def test_finished_cells_with_other_settings_are_refused(compare_script, tmp_path
     with pytest.raises(ValueError, match="another version of the training code"):
         cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das"}, "def")
     cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das"}, None)  # allowed
+    # where a cell is tracked is not a setting: a grid run without MLflow goes on with --mlflow
+    cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das", "mlflow": True}, "abc")
     h = cm.code_hash()
     assert len(h) == 12 and h == cm.code_hash()
 
@@ -322,3 +324,28 @@ def test_a_resumed_cell_keeps_the_history_of_its_earlier_epochs(compare_script, 
     (d / cm.HISTORY_FILE).write_text(json.dumps(saved))
     assert runner.load_history(cells[0], d) == (saved["history"], 12.5)
     assert "resuming after epoch 2" in logs[-1]
+
+
+def test_mlflow_grid_tracks_every_cell_in_one_store(compare_script, tmp_path):
+    """--mlflow wrote an mlflow.db into every cell's folder, one store per cell; and adding it to a grid refused the
+    cells run before ("other settings": mlflow False -> True)."""
+    cm = compare_script
+    spec, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0,))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runner = cm.BundleCellRunner({spec.key: spec.overrides}, {"mlflow": True, "max_epochs": 1}, log=lambda m: None,
+                                 tracking_uri=uri)
+    d = tmp_path / cells[0].dataset / cells[0].name
+    for kind, name in (("train", cells[0].name), ("eval", cells[0].name + "_eval")):
+        parser = runner.workflow(cells[0], d, kind).parser
+        assert parser.get_parsed_content("tracking_uri") == uri
+        assert parser.get_parsed_content("run_name") == name
+        assert parser.get_parsed_content("experiment_name") == "compare_methods_toy_8"
+    untracked = cm.BundleCellRunner({spec.key: spec.overrides}, {"mlflow": False, "max_epochs": 1}, log=lambda m: None,
+                                    tracking_uri=uri)
+    assert untracked.workflow(cells[0], d, "train").parser.get_parsed_content("tracking_uri") != uri
+    # an interrupted cell started without tracking resumes with it
+    untracked.check_started(cells[0], d)  # started untracked, then killed after an epoch
+    (d / "models").mkdir(parents=True)
+    (d / "models" / "last.pt").write_bytes(b"half a run")
+    runner.check_started(cells[0], d)
+    assert (d / "models" / "last.pt").is_file()
