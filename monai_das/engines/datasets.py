@@ -174,6 +174,7 @@ class BundleData:
         if self.synthetic_options and (self.dataset != "synthetic"):
             raise ValueError(f"synthetic_options apply to dataset 'synthetic' only, not to {self.dataset!r}.")
         self._splits: dict[str, Any] = {}
+        self._derived_val = False  # a datalist without a validation list: val_fraction and seed choose it
         self._info: dict | None = None
         self._checked: set[str] = set()  # datalist splits whose files were checked like the training ones
         self._dicom_uids: dict[str, str] = {}  # SOPInstanceUID of the checked lists' DICOM images → item (no copies)
@@ -196,6 +197,26 @@ class BundleData:
             "num_samples": dict(self.num_samples), "synthetic_options": self.synthetic_options,
             "slice_axis": self.slice_axis, "num_frames": self.num_frames, "spatial_size": self._spatial_arg,
         }
+
+    def split_identity(self, datalist_sha256: str | None = None) -> dict:
+        """
+        What decides which items are training, validation and test items (not how many of them a run reads): the
+        dataset; a datalist's bytes (and ``seed``/``val_fraction`` when it has no validation list); POCUS's fold,
+        number of folds, probe and seed; the synthetic data's seed and options (MedMNIST3D's splits are official).
+        The model card records it, and an evaluation on another split identity is refused
+        (:class:`monai_das.handlers.ModelCardSaver`): the test fold of another ``--fold`` holds patients the checkpoint
+        was trained on.
+        """
+        ident: dict[str, Any] = {"dataset": self.dataset}
+        if self.datalist is not None:
+            ident["datalist_sha256"] = datalist_sha256 or file_digest(self.datalist)
+            if self._derived_val:
+                ident.update(seed=self.seed, val_fraction=self.val_fraction)
+        elif self.dataset in VIDEO_DATASETS:
+            ident.update(fold=self.fold, num_folds=self.num_folds, probe=self.probe, seed=self.seed)
+        elif self.dataset == "synthetic":
+            ident.update(seed=self.seed, synthetic_options=dict(self.synthetic_options))
+        return json.loads(json.dumps(ident, default=str))
 
     @property
     def training_facts(self) -> dict:
@@ -275,6 +296,7 @@ class BundleData:
                         f"(val_fraction={self.val_fraction} of the groups, seed {self.seed}) validate.")
         test = load_datalist(path, self.dataset_dir, "test", self.label_names) if "test" in lists else []
         self._splits = {"train": train, "val": val, "test": test}
+        self._derived_val = "validation" not in lists
 
     def data(self, split: str) -> Sequence:
         """
@@ -344,6 +366,7 @@ class BundleData:
             self._info = self._datalist_info() if self.datalist is not None else self._preset_info()
             self._info.update(source=self.dataset, datalist=self.datalist,
                               datalist_sha256=file_digest(self.datalist) if self.datalist is not None else None)
+            self._info["splits"] = self.split_identity(self._info["datalist_sha256"])
             logger.info(f"data facts: {self._info}")
         return dict(self._info)
 

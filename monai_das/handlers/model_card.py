@@ -55,6 +55,8 @@ _IDENTITY = ("layout", "spatial_size", "slice_axis", "num_frames", "num_kept", "
 #: facts a run on a trained checkpoint must share with its card (``keep_ratio``/``num_kept`` not: any k at inference)
 _MATCH = ("layout", "spatial_size", "slice_axis", "num_frames", "in_channels", "label_names", "method", "temporal_head",
           "encoder", "encoder_kwargs", "context_frames", "sampler_kwargs")
+#: what a model was trained on: an evaluation keeps the card's and records its own under ``evaluation#data``
+_PROVENANCE = ("source", "datalist", "datalist_sha256", "splits")
 #: preprocessing steps that may differ at inference (a still image accepted with ``min_frames`` 1)
 _RECIPE_FREE = ("min_frames",)
 #: encoder arguments that only matter before the checkpoint's weights are loaded (where pretrained weights came from)
@@ -157,6 +159,7 @@ def model_facts(
         "source": info.get("source"),
         "datalist": info.get("datalist"),
         "datalist_sha256": info.get("datalist_sha256"),
+        "splits": info.get("splits"),
     }
     return plain(facts)
 
@@ -536,6 +539,50 @@ class ModelCardSaver:
                 "a class may have no items); a CSV's classes are its own labels, spelled as in training."
             )
         check_model_card(self.checkpoint, self.facts, self.filepath)
+        if found is not None:
+            self._check_splits(found[1])
+
+    def _check_splits(self, trained: Mapping) -> None:
+        """
+        Before evaluating: the split evaluated must not hold items the checkpoint was trained or validated on. POCUS
+        with another ``fold``/``num_folds``/``probe``/``data_seed`` (the test fold of fold 2 is a training fold of
+        fold 0), or a datalist's ``validation`` split drawn with another ``data_seed``/``val_fraction``, is refused.
+        Other data (another datalist, dataset or synthetic variant: an external test set) is evaluated with a
+        warning; the card keeps the training's data and records the evaluation's under ``evaluation#data``.
+        """
+        before, now = plain(trained.get("splits")), plain(self.facts.get("splits"))
+        if not isinstance(before, Mapping) or not isinstance(now, Mapping) or before == now:
+            return
+        keys: tuple[str, ...] = ()
+        if before.get("dataset") == now.get("dataset"):
+            if "fold" in before:  # POCUS: patient folds
+                keys = ("fold", "num_folds", "probe", "seed")
+            elif "datalist_sha256" in before and before["datalist_sha256"] == now.get("datalist_sha256"):
+                keys = ("seed", "val_fraction") if self.split != "test" else ()
+        leaks = [k for k in keys if before.get(k) != now.get(k)]
+        options = {"fold": "--fold", "num_folds": "--num_folds", "probe": "--probe", "seed": "--data_seed",
+                   "val_fraction": "--val_fraction"}
+        if leaks:
+            raise ValueError(
+                f"'{self.checkpoint}' was trained on other splits of '{before.get('dataset')}' than this evaluation "
+                f"reads (its model card '{self.filepath}'): "
+                + "; ".join(f"{k}: trained {before.get(k)!r}, this run {now.get(k)!r}" for k in leaks)
+                + f". This run's {self.split} split would hold items the checkpoint was trained or validated on, and "
+                "its metrics would replace the card's test metrics. Give the training's options: "
+                + "; ".join(f"{options[k]} {before.get(k)}" for k in leaks) + "."
+            )
+        # left: a datalist's test split beside another seed/val_fraction (its test list is the same), or other data
+        if (before.get("dataset") != now.get("dataset") or before.get("datalist_sha256") != now.get("datalist_sha256")
+                or before.get("dataset") == "synthetic"):
+            trained_on = trained.get("datalist") or before.get("dataset")
+            data = self.facts.get("datalist") or now.get("dataset")
+            self.logger.warning(
+                f"evaluating '{self.checkpoint}' on other data than it was trained with ('{data}' "
+                f"{dict(now)}; trained on '{trained_on}' {dict(before)}): make sure no item of this {self.split} "
+                "split was a training or validation item of the checkpoint (the datalists are not compared item by "
+                "item). The model card keeps the training's data and records this evaluation's under "
+                "das_model#evaluation#data."
+            )
 
     def _evaluated(self, engine: Any) -> None:
         measured = {}
@@ -573,29 +620,34 @@ class ModelCardSaver:
             return
         # the card read above (what _old_card reads), not read and hashed again
         found = trained if trained is not None and self._same_network(trained[1]) else None
+        provenance = None
         if found is not None:
             # the training's validation metrics stay; an earlier evaluation's are replaced as a whole (a metric this
             # one could not measure, e.g. an AUC without every class, must not stay beside this one's others)
             kept = _validation_metrics(found[0])
             validation = found[1].get("validation")
+            # and so does what it was trained on: an evaluation on another datalist rewrote the card's datalist
+            provenance = {k: found[1].get(k) for k in _PROVENANCE}
         elif old.get("eval_metrics"):
             self.logger.warning(f"model card '{self.filepath}' described another checkpoint or network: its "
                                 f"metrics {sorted(old['eval_metrics'])} are dropped.")
-        evaluation: dict = {"split": self.split, "metrics": sorted(measured)}
+        evaluation: dict = {"split": self.split, "metrics": sorted(measured),
+                            "data": {k: self.facts.get(k) for k in _PROVENANCE}}
         loader = getattr(engine, "data_loader", None)
         try:
             evaluation["num_samples"] = len(loader.dataset)  # type: ignore[union-attr]
         except (AttributeError, TypeError):
             pass
-        self.write({**kept, **measured}, validation=validation, evaluation=evaluation)
+        self.write({**kept, **measured}, validation=validation, evaluation=evaluation, provenance=provenance)
 
     # ---------------------------------------------------------------------------------------------- write
     def _same_network(self, facts: Mapping, ignore: tuple[str, ...] = ()) -> bool:
         return all(plain(facts.get(k)) == self.facts.get(k) for k in _IDENTITY if k not in ignore)
 
     def write(self, eval_metrics: Mapping, validation: Mapping | None = None, evaluation: Mapping | None = None,
-              describe_checkpoint: bool = True) -> dict | None:
-        """Build and write the card (rank 0); returns it. Errors writing it are logged, not raised."""
+              describe_checkpoint: bool = True, provenance: Mapping | None = None) -> dict | None:
+        """Build and write the card (rank 0); returns it. Errors writing it are logged, not raised. ``provenance``:
+        the training's data facts (:data:`_PROVENANCE`) in place of this run's (an evaluation's)."""
         if not _is_rank0():
             return None
         metadata = None
@@ -610,7 +662,7 @@ class ModelCardSaver:
                 "(name, version, authors, ... come from the bundle's configs/metadata.json: give --meta_file "
                 "<bundle>/configs/metadata.json)."
             )
-        facts = dict(self.facts)
+        facts = {**self.facts, **(provenance or {})}
         if describe_checkpoint and self.checkpoint.is_file():
             facts["checkpoint"] = self.checkpoint.name
             facts["checkpoint_sha256"] = file_digest(self.checkpoint)

@@ -235,6 +235,21 @@ def test_content_tag_names_the_items(tmp_path):
     assert tag != BundleData("synthetic", seed=0, synthetic_options={"num_informative": 3}).content_tag
 
 
+def test_split_identity_names_what_decides_the_splits(tmp_path):
+    """Recorded in the model card (info["splits"]); an evaluation on another identity is checked against it."""
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    derived = BundleData(datalist=path, val_fraction=0.34, seed=0)
+    ident = derived.info["splits"]
+    assert ident == {"dataset": "datalist", "datalist_sha256": derived.info["datalist_sha256"], "seed": 0,
+                     "val_fraction": 0.34}
+    assert BundleData(datalist=path, val_fraction=0.34, seed=1).split_identity()["seed"] == 1
+    pocus = BundleData("pocus", layout="video", data_dir=tmp_path, fold=2, num_folds=4, seed=3).split_identity()
+    assert pocus == {"dataset": "pocus", "fold": 2, "num_folds": 4, "probe": "convex", "seed": 3}
+    assert BundleData("synthetic", seed=1).split_identity() == {"dataset": "synthetic", "seed": 1,
+                                                                 "synthetic_options": {}}
+    assert BundleData("vesselmnist3d", data_dir=tmp_path, seed=5).split_identity() == {"dataset": "vesselmnist3d"}
+
+
 def test_intensity_recipe_maps_a_file_to_the_training_intensities(tmp_path):
     """A ready-made dataset's items are not scaled by the intensity options: the recipe (model card, inference on
     files, the Deploy app) records what they already are. A synthetic volume written to NIfTI and read back through

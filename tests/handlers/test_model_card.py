@@ -316,3 +316,72 @@ def test_missing_template_warns_once_with_the_way_out(tmp_path, caplog):
     assert len(warnings) == 1 and "--meta_file" in warnings[0]
     card = read(tmp_path)
     assert CARD_KEY in card and "network_data_format" in card and "version" not in card
+
+
+def _train_with(tmp_path: Path, info: dict) -> None:
+    """One training epoch whose card is written from ``info``."""
+    evaluator = Engine(lambda e, b: None)
+    evaluator.state.key_metric_name, evaluator.state.best = "val_auc", -math.inf
+    ckpt = tmp_path / "models" / "model.pt"
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def _metrics(e):
+        e.state.metrics = dict(VAL[0])
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"epoch": torch.tensor(1)}, ckpt)
+
+    trainer = Engine(lambda e, b: None)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0]))
+    saver(tmp_path, info=info, evaluator=evaluator).attach(trainer)
+    trainer.run([0], max_epochs=1)
+
+
+def _evaluate_with(tmp_path: Path, info: dict, split: str = "test") -> dict:
+    engine = Engine(lambda e, b: None)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"test_auc": 0.9}))
+    saver(tmp_path, info=info, checkpoint=tmp_path / "models" / "model.pt", metric_prefix="test_",
+          split=split).attach(engine)
+    engine.run([0])
+    return read(tmp_path)
+
+
+def test_evaluation_refuses_splits_holding_training_items(tmp_path):
+    """A POCUS model of fold 0 evaluated with --fold 2 was scored on its own training patients (fold 2's test fold is
+    a training fold of fold 0), and the card's test metrics replaced by those."""
+    pocus = {**INFO, "source": "pocus", "datalist": None, "datalist_sha256": None,
+             "splits": {"dataset": "pocus", "fold": 0, "num_folds": 5, "probe": "convex", "seed": 0}}
+    _train_with(tmp_path, pocus)  # the card of a training on fold 0
+    assert read(tmp_path)[CARD_KEY]["splits"]["fold"] == 0
+    before = read(tmp_path)
+    for change, option in (({"fold": 2}, "--fold 0"), ({"seed": 1}, "--data_seed 0"),
+                           ({"num_folds": 4}, "--num_folds 5")):
+        other = {**pocus, "splits": {**pocus["splits"], **change}}
+        with pytest.raises(ValueError, match=rf"trained on other splits of 'pocus'.*{list(change)[0]}: trained .*"
+                                             rf"would hold items the checkpoint was trained or validated on.*{option}"):
+            _evaluate_with(tmp_path, other)
+        assert read(tmp_path) == before  # the card is left as it was
+    card = _evaluate_with(tmp_path, pocus)  # the training's fold: evaluated
+    assert card["eval_metrics"]["auc"] == 0.9 and card[CARD_KEY]["evaluation"]["data"]["splits"]["fold"] == 0
+
+
+def test_evaluation_on_other_data_keeps_the_trainings_provenance(tmp_path, caplog):
+    """Evaluating with an edited datalist rewrote the card's datalist and digest (the training's provenance) with the
+    evaluation's; a datalist's validation split drawn with another seed is refused, its test list is not."""
+    ident = {"dataset": "datalist", "datalist_sha256": "ab" * 32, "seed": 0, "val_fraction": 0.2}
+    info = {**INFO, "splits": ident}
+    _train_with(tmp_path, info)
+    edited = {**info, "datalist": "/data/edited.json", "datalist_sha256": "cd" * 32,
+              "splits": {**ident, "datalist_sha256": "cd" * 32}}
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+        card = _evaluate_with(tmp_path, edited)
+    assert "on other data than it was trained with ('/data/edited.json'" in caplog.text
+    assert (card[CARD_KEY]["datalist"], card[CARD_KEY]["datalist_sha256"]) == ("/data/list.json", "ab" * 32)
+    assert card[CARD_KEY]["splits"] == ident
+    assert card[CARD_KEY]["evaluation"]["data"]["datalist"] == "/data/edited.json"
+    reseeded = {**info, "splits": {**ident, "seed": 3}}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+        _evaluate_with(tmp_path, reseeded)  # the same test list: no warning
+    assert "other data" not in caplog.text
+    with pytest.raises(ValueError, match=r"seed: trained 0, this run 3.*validation split would hold.*--data_seed 0"):
+        _evaluate_with(tmp_path, reseeded, split="validation")
