@@ -163,6 +163,7 @@ def check_overrides(
 
     known: set[str] = set()
     top: set[str] = set()
+    own: set[str] = set()  # top-level keys of this run's own configs
     numbers: dict[str, Any] = {}  # top-level keys whose default is a number: what an override of them must be
     # every config of the bundles involved counts: one list of arguments usually serves train, evaluate and inference
     siblings = sorted({str(p) for f in files for p in Path(f).parent.glob("*.json") if p.name != "metadata.json"})
@@ -175,16 +176,28 @@ def check_overrides(
         if isinstance(config, Mapping):
             known |= _known_ids(config)
             top |= {str(k).split("#")[0] for k in config}
+            if f in files:
+                own |= {str(k).split("#")[0] for k in config}
             numbers.update({str(k): v for k, v in config.items() if isinstance(v, (int, float))
                             and not isinstance(v, bool) and str(k) not in numbers})
             known |= {str(k) for k in config}  # "validate#split": "test"-style keys of merged configs
     for key in overrides:
         parts = key.split("#")
+        if overrides[key] == "None":
+            # MONAI's `bundle run` drops an override whose value is None: the config's default is used
+            logger.warning(f"override --{key} None has no effect: `python -m monai.bundle run` drops an override "
+                           f"whose value is None, so the config's own value is used. Give --{key} '$None' to set it "
+                           "to None where the key takes none.")
+            continue
         _check_number(key, overrides[key], numbers)
         if parts[0] in top:
             parent = "#".join(parts[:-1])
             if key not in known and len(parts) > 1 and parent not in known and not parent.endswith("+"):
                 raise ValueError(f"override --{key}: '{parent}' is not defined in {', '.join(files)}.")
+            if parts[0] not in own:  # e.g. --num_kept (inference.json) given to evaluate.json: silently unused
+                by = [Path(f).name for f in siblings if f not in files and parts[0] in _top_keys(f)]
+                logger.warning(f"override --{key} has no effect in this run: only {', '.join(by)} defines "
+                               f"'{parts[0]}', not {', '.join(Path(f).name for f in files)}.")
             continue
         if parts[0] in RENAMED_KEYS:
             raise ValueError(f"override --{key}: the bundle configs ({', '.join(files)}) no longer define "
@@ -204,6 +217,17 @@ def check_overrides(
     return overrides
 
 
+def _top_keys(path: str) -> set[str]:
+    """Top-level keys of a config file (read as plain JSON/YAML; an unreadable one has none)."""
+    from monai.bundle import ConfigParser
+
+    try:
+        config = ConfigParser.load_config_file(path)
+    except Exception:
+        return set()
+    return {str(k).split("#")[0] for k in config} if isinstance(config, Mapping) else set()
+
+
 #: keys with a number default that also take a name (``--slice_axis axial``)
 _NAMED_NUMBERS = frozenset({"slice_axis"})
 
@@ -211,14 +235,15 @@ _NAMED_NUMBERS = frozenset({"slice_axis"})
 def _check_number(key: str, value: str, numbers: Mapping[str, Any]) -> None:
     """An override of a key whose default is a number must be one (or an expression/reference): ``--max_epochs 2x``
     failed later inside another key's expression, ``invalid literal for int()``, without naming it."""
-    if (key not in numbers or key in _NAMED_NUMBERS or value.strip().startswith(("$", "@", "%"))
-            or value.strip().lower() in ("none", "null")):
+    if key not in numbers or key in _NAMED_NUMBERS or value.strip().startswith(("$", "@", "%")):
         return
     try:
         float(value)
     except ValueError:
-        raise ValueError(f"override --{key} {value!r} is not a number (the bundle's default is "
-                         f"{numbers[key]!r}).") from None
+        none = value.strip().lower() in ("none", "null")
+        raise ValueError(f"override --{key} {value!r} is not a number (the bundle's default is {numbers[key]!r})"
+                         + (": the text is passed on as it is, not as None; a number is needed here." if none else
+                            ".")) from None
 
 
 def check_writable(*folders: str | os.PathLike, option: str = "--bundle_root", create: bool = True) -> None:

@@ -176,6 +176,24 @@ def test_keys_of_sibling_configs_are_known():
         check_overrides(_argv("--num_figure", "2", configs=(inference,)))
 
 
+def test_overrides_without_effect_are_named(caplog):
+    """--num_kept given to train+evaluate (only inference.json defines it) and --num_frames None (MONAI's bundle run
+    drops None overrides) were silently ignored; --num_frames null failed inside another key's expression."""
+    with caplog.at_level(logging.WARNING):
+        check_overrides(_argv("--num_kept", "3", configs=(TRAIN, EVALUATE)))
+    assert "--num_kept has no effect in this run: only inference.json defines 'num_kept'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        check_overrides(_argv("--max_epochs", "None"))
+    assert "--max_epochs None has no effect" in caplog.text and "'$None'" in caplog.text
+    with pytest.raises(ValueError, match=r"--max_epochs 'null' is not a number .*not as None"):
+        check_overrides(_argv("--max_epochs", "null"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a key of this run's own configs: nothing said
+        check_overrides(_argv("--max_epochs", "2", "--eval_ckpt", "x.pt", configs=(TRAIN, EVALUATE)))
+    assert not caplog.text
+
+
 def test_resume_recipe_records_the_world_size():
     """A single-process last.pt resumed under torchrun (or the reverse) changes every batch: the recipe a resume must
     match records the number of training processes (1 without a process group)."""
