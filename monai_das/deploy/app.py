@@ -150,7 +150,9 @@ class DASClassifierApp(Application):
             budget = self.predictor.budget(self.num_kept, self.keep_ratio)
         logger.info("model %s: engine %s, k=%s of T=%d frames", self.predictor.source, self.predictor.engine,
                     budget or self.predictor.num_kept, self.predictor.spec.num_frames)
-        sources = discover_studies(self.input_path)
+        # a study list's labels are the model's classes (a name or an index), checked before anything is read
+        labels = self.predictor.spec.labels
+        sources = discover_studies(self.input_path, label_names=labels or None)
         check_output_paths(self.output_path, [s.study_id for s in sources])
         logger.info("%d stud%s found under %s", len(sources), "y" if len(sources) == 1 else "ies", self.input_path)
         self.output_path.mkdir(parents=True, exist_ok=True)

@@ -227,6 +227,18 @@ def test_cli_exit_status(study_folder, torchscript_model, tmp_path, caplog):
     assert "no_model" not in caplog.text  # the model was never looked for
 
 
+def test_study_list_labels_are_the_models_classes(torchscript_model, tmp_path):
+    """A CSV study list labelled with class names stopped the run ('not an integer class index'), and a label outside
+    the model's classes went through without a word (bundle inference accepted the first and refused the second)."""
+    model, _ = torchscript_model
+    write_dicom_series(tmp_path / "s1", num_slices=5)
+    (tmp_path / "names.csv").write_text(f"image,label\ns1,{LABELS[1]}\n")
+    assert cli_main(["-i", str(tmp_path / "names.csv"), "-o", str(tmp_path / "o1"), "-m", str(model)]) == 0
+    assert json.loads((tmp_path / "o1" / "s1.json").read_text())["status"] == "ok"
+    (tmp_path / "idx.csv").write_text(f"image,label\ns1,{len(LABELS)}\n")
+    assert cli_main(["-i", str(tmp_path / "idx.csv"), "-o", str(tmp_path / "o2"), "-m", str(model)]) == 1
+
+
 def test_app_runs_onnx_by_default_with_frame_budget(onnx_bundle, tmp_path):
     """A bundle with models/model.onnx: ONNX Runtime by default (the eager network's answer), the k of the card,
     another k from --num_kept/--keep_ratio (or for a given predictor), --engine eager, and k > T refused."""
