@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import re
 import time
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import not_best_reason
-from monai_das.utils.io import ATOMIC_TEMP_NAME, check_checkpoint, write_text_atomic
+from monai_das.utils.io import ATOMIC_TEMP_NAME, check_checkpoint, refused_objects, write_text_atomic
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -289,7 +290,10 @@ class CheckedCheckpointLoader(CheckpointLoader):
 
     def __call__(self, engine: Any) -> None:
         check_checkpoint(self.load_path)
-        super().__call__(engine)
+        try:
+            super().__call__(engine)
+        except pickle.UnpicklingError as e:  # weights_only=True refused an object: name the file, as read_checkpoint
+            raise refused_objects(self.load_path, e) from e
 
 
 class ResumeCheckpointLoader(CheckedCheckpointLoader):

@@ -117,8 +117,13 @@ def read_checkpoint(filepath: str | os.PathLike, map_location: Any = "cpu") -> A
     try:
         return torch.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"{path} holds Python objects other than tensors, numbers, strings and containers, so it was refused "
-            f"(model files are data: loaded with weights_only=True, no pickled code runs): {first}"
-        ) from e
+        raise refused_objects(path, e) from e
+
+
+def refused_objects(path: str | os.PathLike, error: pickle.UnpicklingError) -> ValueError:
+    """The error for a model file ``torch.load(weights_only=True)`` refused (``error``), naming the file."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(
+        f"{path} holds Python objects other than tensors, numbers, strings and containers, so it was refused "
+        f"(model files are data: loaded with weights_only=True, no pickled code runs): {first}"
+    )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
-
 import math
+import os
+import re
+import time
 
 import pytest
 import torch
@@ -264,4 +264,23 @@ def test_loaders_name_a_truncated_checkpoint(tmp_path, loader):
     engine = Engine(lambda e, b: None)
     loader(str(path), {"model": net}, **kwargs).attach(engine)
     with pytest.raises(ValueError, match=rf"model\.pt \({len(whole) // 2} bytes\) is not a readable PyTorch"):
+        engine.run([0], max_epochs=1)
+
+
+class _Payload:
+    """Runs code when unpickled (must never happen)."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("loader", [CheckedCheckpointLoader, ResumeCheckpointLoader])
+def test_loaders_name_a_checkpoint_holding_objects(tmp_path, loader):
+    """torch's bare UnpicklingError ('GLOBAL posix.system'), wrapped by the config's evaluator.run(), named no file."""
+    net, path = torch.nn.Linear(2, 2), tmp_path / "model.pt"
+    torch.save({"model": net.state_dict(), "extra": _Payload()}, path)
+    engine = Engine(lambda e, b: None)
+    kwargs = {"engine_key": None} if loader is ResumeCheckpointLoader else {}
+    loader(str(path), {"model": net}, **kwargs).attach(engine)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} holds Python objects other than tensors"):
         engine.run([0], max_epochs=1)
