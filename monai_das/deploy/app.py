@@ -102,7 +102,8 @@ class DASClassifierApp(Application):
         self.output_path = Path(output_path if output_path is not None else env.output)
         self.model_path = Path(model_path if model_path is not None else env.model)
         self.config_file, self.device = config_file, device
-        self.engine = resolve_engine(engine, prefer)
+        # None when neither was given: a model file then runs with its own engine without a "fallback" warning
+        self.engine = resolve_engine(engine, prefer) if engine is not None or prefer is not None else None
         if num_kept is not None and keep_ratio is not None:
             raise ValueError(f"give num_kept or keep_ratio, not both (got {num_kept!r}, {keep_ratio!r}).")
         self.num_kept, self.keep_ratio = num_kept, keep_ratio

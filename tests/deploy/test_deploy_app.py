@@ -186,6 +186,8 @@ def test_app_single_files_torchscript(torchscript_model, tmp_path):
         app.run()
         (report,) = app.reports
         assert report["status"] == "ok" and report["model"]["format"] == "torchscript"
+        # no engine asked for: the file runs with its own, not as a "fallback" from ONNX Runtime
+        assert report["model"]["engine_fallback"] is None and report["model"]["engine"] == "torchscript"
         assert report["num_kept"] == 4 and report["compute_saved"] == pytest.approx(0.75)
         assert json.loads((out / f"{report['study_id']}.json").read_text())["kept_indices"] == report["kept_indices"]
         study = StudyLoader(DASPredictor.from_path(model).spec, min_frames=1).load(discover_studies(path)[0])
