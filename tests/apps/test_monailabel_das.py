@@ -96,6 +96,19 @@ def test_task_bad_input(task_cls, bundle, tmp_path):
         task({"image": str(tmp_path / "empty")})
     with pytest.raises(FileNotFoundError):
         task_cls(str(tmp_path / "no_bundle"))
+    # a model in model_dir that cannot be loaded (a truncated model.pt of a crashed training): requests name it and
+    # why, not "no DAS model yet ... run the training task first"
+    broken = tmp_path / "trained"
+    shutil.copytree(bundle[0], broken)
+    for f in (broken / "models").iterdir():
+        if f.suffix in (".onnx", ".ts"):
+            f.unlink()
+    whole = (broken / "models" / "model.pt").read_bytes()
+    (broken / "models" / "model.pt").write_bytes(whole[: len(whole) // 2])
+    task = task_cls(str(tmp_path / "no_bundle_either"), model_dir=str(broken), engine="eager")
+    with pytest.raises(Exception, match=r"no DAS model is loaded: the model in .*trained' could not be loaded: .*"
+                                        r"model\.pt .*not a readable PyTorch checkpoint"):
+        task({"image": str(nibabel_anatomical()), "device": "cpu"})
 
 
 @pytest.fixture(scope="module")

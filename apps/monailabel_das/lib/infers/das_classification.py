@@ -87,6 +87,7 @@ class DASClassification(BasicInferTask):
         self.loader_options = dict(loader_options or {})
         self.predictor: DASPredictor | None = None
         self._signature: tuple | None = None
+        self._load_error: str | None = None  # why the model found last could not be loaded (named by requests)
         self._lock = threading.RLock()
         self._local = threading.local()
         self.refresh(strict=model_dir is None)
@@ -167,11 +168,13 @@ class DASClassification(BasicInferTask):
             try:
                 predictor = DASPredictor.from_path(folder, engine=self._engine_for(files), device="cpu")
             except Exception as e:
+                self._load_error = f"the model in '{folder}' could not be loaded: {e}"
                 if strict and self.predictor is None:
                     raise
                 logger.warning("could not (re)load the DAS model from %s (%s); keeping %s", folder, e,
                                self.predictor.source if self.predictor else "no model")
                 return self.predictor
+            self._load_error = None
             if self.predictor is not None:
                 logger.info("DAS model reloaded: %s (was %s)", predictor.source, self.predictor.source)
             self.predictor = predictor
@@ -191,8 +194,11 @@ class DASClassification(BasicInferTask):
         """The predictor of the running request (fixed for its whole run), else the loaded one."""
         predictor = getattr(self._local, "predictor", None) or self.predictor
         if predictor is None:
+            # a model that is there but was refused (a truncated model.pt of a crashed training, a file holding
+            # objects) is named with its reason, not reported as "no model yet"
             raise MONAILabelException(
                 MONAILabelError.INFERENCE_ERROR,
+                f"no DAS model is loaded: {self._load_error}" if self._load_error else
                 f"no DAS model yet in '{self.model_dir}' or '{self.bundle_path}': run the training task first.",
             )
         return predictor
