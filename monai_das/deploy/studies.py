@@ -8,6 +8,7 @@ re-exported here for the deployment package's API.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -91,3 +92,21 @@ class StudyLoader(LoadStudy):
         self.spec = spec
         super().__init__(spec_recipe(spec, **options), in_channels=spec.in_channels,
                          allowed_modalities=allowed_modalities)
+        own = getattr(spec, "recipe", None)
+        self.guessed_intensity: str | None = None
+        if (spec.layout == "volume" and not (isinstance(own, Mapping) and own)
+                and not {"intensity_range", "percentiles"} & set(options)):
+            # the grid is never guessed; a volume's intensity scaling would be, and a wrong one gives confident
+            # wrong answers (a [0, 1]-window model read 0.5-99.5 percentiles: class 0 at p = 1.0)
+            self.guessed_intensity = (
+                "the model records no preprocessing recipe (no das_model#recipe in its model card, e.g. an export "
+                "made with the bundle's template metadata.json), so its intensity scaling is not known: the default "
+                "0.5-99.5 percentile scaling to [0, 1] was used. Give the training's --intensity-range or "
+                "--percentiles, or use the model card its training wrote.")
+            logger.warning(self.guessed_intensity)
+
+    def load(self, study: StudySource | str | os.PathLike) -> Study:
+        loaded = super().load(study)
+        if self.guessed_intensity:
+            loaded.info["warnings"] = [*loaded.info.get("warnings", []), self.guessed_intensity]
+        return loaded

@@ -28,7 +28,8 @@ from monai_das.deploy import ModelSpec, StudyLoader, discover_studies
 from monai_das.deploy.studies import spec_recipe
 from monai_das.transforms.temporal import uniform_indices
 
-SPEC = ModelSpec(layout="volume", spatial_size=(16, 16, 16), in_channels=1, slice_axis=0, labels=["a", "b"])
+SPEC = ModelSpec(layout="volume", spatial_size=(16, 16, 16), in_channels=1, slice_axis=0, labels=["a", "b"],
+                 recipe={"intensity_range": None, "percentiles": [0.5, 99.5]})  # as a model card records it
 
 
 def test_discover_mixed_folder(tmp_path):
@@ -78,6 +79,13 @@ def test_load_nifti_volume():
     assert study.info["source_axis"] == 0 and study.info["num_source_frames"] == 33
     assert len(study.source_indices) == 16 and study.source_indices == sorted(study.source_indices, reverse=True)
     assert 0 <= min(study.source_indices) and max(study.source_indices) <= 32
+    assert not any("preprocessing recipe" in w for w in study.info.get("warnings", []))
+    # a model that records no recipe: the intensity scaling is the default's, said in every study's warnings (a model
+    # exported with the template card gave class 0 at p = 1.0 with no warning), not when the options give it
+    bare = ModelSpec(**{**SPEC.__dict__, "recipe": None})
+    assert any("records no preprocessing recipe" in w for w in StudyLoader(bare).load(src).info["warnings"])
+    given = StudyLoader(bare, intensity_range=[0.0, 1.0]).load(src)
+    assert not any("preprocessing recipe" in w for w in given.info.get("warnings", []))
 
 
 def test_load_synthetic_series_keeps_slice_order(tmp_path):
