@@ -184,6 +184,14 @@ def load_onnx(
             f"({meta_source or 'spec_overrides'}) says layout={spec.layout!r}, slice_axis={spec_axis}: pass the "
             f"graph's values, or re-export the model with its card."
         )
+    # and its default k (the trained one): a card's num_kept (edited, or another export's) would be reported and
+    # served as the trained k while the graph keeps another
+    if spec.num_kept is not None and net.num_samples is not None and spec.num_kept != net.num_samples:
+        raise ValueError(
+            f"the ONNX model '{source}' was exported at k={net.num_samples} (its graph's metadata), its metadata "
+            f"({meta_source or 'spec_overrides'}) says num_kept={spec.num_kept}: the card was edited or belongs to "
+            "another export; use the card its training wrote, or re-export the model with its card."
+        )
     return net, spec
 
 

@@ -440,6 +440,11 @@ class DASPredictor:
         else:  # TorchScript: the trained k (checked by budget); indices from its sampler (see kept_indices)
             logits = net(x)
             idx = self.kept_indices(x)
+            if idx is not None and k is not None and idx.shape[-1] != k:  # the graph's k is fixed; the card says k
+                raise ValueError(
+                    f"the TorchScript model '{self.source}' keeps {idx.shape[-1]} of {self.spec.num_frames} frames, "
+                    f"its metadata says num_kept={k}: the model card was edited or belongs to another export; "
+                    "use the card its training wrote, or export the model again.")
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
         if logits.ndim != 2 or logits.shape[0] != 1:

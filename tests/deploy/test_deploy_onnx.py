@@ -165,6 +165,23 @@ def test_onnx_without_card_or_outputs(onnx_bundle, tmp_path):
     assert str(broken) in str(err.value) and "'indices'" in str(err.value)
 
 
+def test_onnx_card_claiming_another_k_is_refused(onnx_bundle, tmp_path):
+    """A card edited to num_kept 2 (the graph's trained k is 4) was served and reported as the trained k."""
+    import json as _json
+
+    def edit_k(model):
+        for p in model.metadata_props:
+            if p.key == "metadata.json":
+                card = _json.loads(p.value)
+                card["das_model"]["num_kept"] = 2
+                p.value = _json.dumps(card)
+
+    edited = onnx_copy(onnx_bundle, tmp_path / "edited", edit=edit_k)
+    with pytest.raises(RuntimeError, match=r"exported at k=4 \(its graph's metadata\).*says num_kept=2") as err:
+        DASPredictor.from_path(edited)
+    assert str(edited) in str(err.value)
+
+
 def test_onnx_without_card_takes_the_graphs_frame_axis(tmp_path):
     """A card-less ONNX file given its grid: layout and frame axis are the graph's own (here slices along W), not
     ModelSpec's defaults that the graph would then refuse."""

@@ -154,6 +154,11 @@ def test_traced_real_network(tmp_path):
         assert out.kept_indices == net.sample(x).indices[0].tolist()
         torch.testing.assert_close(torch.tensor(out.probabilities), torch.softmax(net(x), 1)[0], rtol=0, atol=1e-5)
     assert out.num_kept == 4 and out.compute_saved == pytest.approx(0.75)
+    # a card beside it claiming another k (edited): the traced graph keeps 4, which is said, not reported as 2
+    card = model_card(spatial=GRID, keep_ratio=0.25, num_kept=2, labels=["a", "b"])
+    (tmp_path / "metadata.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=r"model\.ts' keeps 4 of 16 frames, its metadata says num_kept=2"):
+        DASPredictor.from_path(tmp_path / "model.ts").predict(x[0])
 
 
 def test_study_report_maps_indices(torchscript_model):
