@@ -746,6 +746,8 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     name = p.name.lower()
     if not p.exists():
         raise FileNotFoundError("does not exist.")
+    if p.is_file() and p.stat().st_size == 0:  # not "unsupported codec or corrupt file": say what it is
+        raise ValueError("is an empty file (0 bytes): an interrupted copy or export?")
     if clips_only and layout == "video" and not (name.endswith(VIDEO_EXTENSIONS) or (p.is_file() and is_dicom(p))):
         raise ValueError(f"is no clip ({'a folder' if p.is_dir() else 'neither a video nor a DICOM file'}): "
                          f"{_CLIPS_ONLY}")
@@ -793,6 +795,10 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
         hint = "" if len(spatial) > 3 else "; min_frames 1 accepts it as a one-slice volume"
         raise ValueError(f"is {what} (spatial shape {spatial}, {c} channel(s)): expected a 3D volume{hint}.")
     return c, (c, *spatial), spatial[slice_axis], uids
+
+
+#: unusable images named in one error of :func:`check_study_shapes`
+_ERRORS_SHOWN = 20
 
 
 def check_study_shapes(
@@ -866,16 +872,19 @@ def check_study_shapes(
     first_with: dict[int, str] = {}  # channel count → the first image that has it
     frames = []
     uids: dict[str, str] = {}
+    # every unusable image is named in one error, not one per run (a 1-frame clip, a truncated and an empty file in
+    # one list took three runs to find)
+    errors: list[tuple[type, str]] = []
     for item in chosen:
         image = str(item["image"] if isinstance(item, Mapping) else item)
         try:
             c, shape, t, item_uids = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{_where(item, image)} {e}") from e
-        except ValueError as e:
-            raise ValueError(f"{_where(item, image)} {e}") from e
+        except (FileNotFoundError, ValueError) as e:
+            errors.append((type(e) if isinstance(e, FileNotFoundError) else ValueError, f"{_where(item, image)} {e}"))
+            continue
         except Exception as e:  # RuntimeError or a reader's own error type: still name the file
-            raise RuntimeError(f"{_where(item, image)} cannot be read: {e}") from e
+            errors.append((RuntimeError, f"{_where(item, image)} cannot be read: {e}"))
+            continue
         if first_with and c not in first_with and not mixed_channels:
             other_c, other = next(iter(first_with.items()))
             raise ValueError(
@@ -888,6 +897,13 @@ def check_study_shapes(
         mine = dict.fromkeys(item_uids, _where(item, image))
         check_no_copies(uids, mine)
         uids.update(mine)
+    if errors:
+        if len(errors) == 1:
+            raise errors[0][0](errors[0][1])
+        shown = [m for _, m in errors[:_ERRORS_SHOWN]]
+        more = f"\n  ... and {len(errors) - _ERRORS_SHOWN} more" if len(errors) > _ERRORS_SHOWN else ""
+        raise errors[0][0](f"{len(errors)} of the {len(chosen)} images checked cannot be used:\n  "
+                           + "\n  ".join(shown) + more)
     return {"in_channels": max(first_with), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
             "dicom_uids": uids}
 

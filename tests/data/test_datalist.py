@@ -499,6 +499,15 @@ def test_check_study_shapes_errors(tmp_path):
     (tmp_path / "bad.avi").write_bytes(b"not a video")
     with pytest.raises(RuntimeError, match=r"bad\.avi' cannot be read"):
         check_study_shapes([str(tmp_path / "bad.avi")], "video")
+    (tmp_path / "empty.avi").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.avi' is an empty file \(0 bytes\)"):
+        check_study_shapes([str(tmp_path / "empty.avi")], "video")
+    # every unusable image in one error (one per run took three runs to find three), the good ones not named
+    good = _clip(tmp_path / "good.avi", 4)
+    with pytest.raises(ValueError, match=r"3 of the 4 images checked cannot be used:\n  .*one\.avi' is a clip of 1 "
+                                         r"frame.*\n  .*bad\.avi' cannot be read.*\n  .*empty\.avi' is an empty file") as e:
+        check_study_shapes([one, good, str(tmp_path / "bad.avi"), str(tmp_path / "empty.avi")], "video")
+    assert "good.avi" not in str(e.value)
     with pytest.raises(ValueError, match="layout must be one of"):
         check_study_shapes([gray], "clip")
 
