@@ -326,7 +326,8 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
         name = next(v for v in values if v not in ints)
         raise ValueError(
             f"{source}: labels mix class indices and class names ({ints[0]!r} at {values[ints[0]]}, {name!r} at "
-            f"{values[name]}); give the class names (a top-level 'labels' in the JSON, or label_names)."
+            f"{values[name]}); write every label the same way: all class names, or all indices (a JSON datalist "
+            "may name the indices in a top-level 'labels': {\"0\": name, ...}; a CSV's classes are its own labels)."
         )
     return sorted(values)
 

@@ -266,7 +266,7 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
         (["image,label", "a.npy,x", "b.npy,y", "./a.npy,x"], ValueError,
          r"labels\.csv:4: .*a\.npy' is listed twice .*labels\.csv:2"),
         (["image,label"], ValueError, r"labels\.csv: the 'training' list is empty"),
-        (["image,label", "a.npy,benign", "b.npy,3"], ValueError, r"labels\.csv.*mix class indices and class names"),
+        (["image,label", "a.npy,benign", "b.npy,3"], ValueError, r"labels\.csv.*mix class indices and class names.*write every label the same way"),
         (["image,label,evidence", "a.npy,x,1;two"], ValueError, r"labels\.csv:2: evidence '1;two'"),
         (["image,label,evidence", "a.npy,x,5 22 29"], ValueError,
          r"labels\.csv:2: evidence '5 22 29' .*separate the indices with ';'"),
