@@ -114,6 +114,9 @@ def test_evaluate_on_the_test_list(volumes):
     assert "evaluation on 8 samples" in out.stdout + out.stderr
     report = json.loads((volumes["root"] / "eval" / "metrics.json").read_text())
     assert report["label_names"] == ["benign", "malignant"] and report["num_samples"] == 8
+    # k and T of the evaluation, and which splits it read (the card's check of them: tests/handlers)
+    assert report["num_kept"] == max(1, round(0.5 * report["num_frames"]))
+    assert report["splits"]["dataset"] == "datalist" and len(report["splits"]["datalist_sha256"]) == 64
 
 
 @pytest.fixture(scope="module")

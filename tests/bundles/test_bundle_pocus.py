@@ -40,6 +40,8 @@ def test_train_and_evaluate(pocus):
     assert "evaluation on 4 samples" in out.stdout
     report = json.loads((root / "eval" / "metrics.json").read_text())
     assert report["label_names"] == ["covid", "pneumonia", "healthy"] and len(report["confusion_matrix"]) == 3
+    assert report["splits"]["dataset"] == "pocus" and {"fold", "num_folds", "probe", "seed"} <= set(report["splits"])
+    assert 1 <= report["num_kept"] < report["num_frames"]
 
 
 def test_inference_on_clips(pocus, tmp_path):
