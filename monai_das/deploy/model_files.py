@@ -34,7 +34,7 @@ from monai_das.deploy.spec import (
     _read_json,
     _spec_from_configs,
 )
-from monai_das.utils.io import read_checkpoint
+from monai_das.utils.io import file_digest, read_checkpoint
 
 __all__ = ["CONFIG_NAMES", "ONNX_NAMES", "TORCHSCRIPT_NAMES", "CHECKPOINT_NAMES", "find_bundle_files", "load_onnx",
            "load_torchscript", "load_checkpoint"]
@@ -274,6 +274,14 @@ def load_checkpoint(
     card = _read_json(files["card"]) if files.get("card") else None
     if isinstance(card, Mapping) and isinstance(card.get(CARD_KEY), Mapping):
         _check_card_checkpoint(card, files["card"], ckpt_path)
+        if card[CARD_KEY].get("checkpoint_sha256") == file_digest(ckpt_path):
+            # the card training wrote for this very file: the config builds the network it describes (data facts,
+            # method, k, head, encoder, sampler arguments), as the export does; a model trained with --keep_ratio
+            # 0.25 or on a datalist was refused here ("use the training's keys"), which the Deploy CLI cannot pass
+            from monai_das.engines.export import card_overrides
+
+            for key, value in card_overrides(card).items():
+                parser[key] = value
     metadata, source = _choose_metadata([
         (card, str(files.get("card"))),
         (_read_json(files["metadata"]) if files["metadata"] else None, str(files["metadata"])),
@@ -344,8 +352,6 @@ def _check_card_checkpoint(card: Mapping, card_path: Path, ckpt_path: Path) -> N
     recorded = facts.get("checkpoint_sha256")
     if not isinstance(recorded, str) or facts.get("checkpoint") not in (None, Path(ckpt_path).name):
         return
-    from monai_das.utils.io import file_digest
-
     if file_digest(ckpt_path) != recorded:
         logger.warning("the model card '%s' was written for another version of '%s' (checkpoint_sha256 differs): "
                        "its facts and metrics may not describe this file.", card_path, ckpt_path)

@@ -25,6 +25,8 @@ from das_deploy_helpers import (
 from monai_das.deploy import DASPredictor, ModelSpec, Study, StudySource, find_bundle_files, study_report
 from monai_das.transforms import uniform_indices
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def test_checkpoint_bundle_matches_eager(checkpoint_bundle):
     root, net = checkpoint_bundle
@@ -315,6 +317,33 @@ def test_card_disagreeing_with_checkpoint_config(tmp_path, checkpoint_bundle):
     (root / "models" / "metadata.json").write_text(json.dumps(model_card()))
     pred = DASPredictor.from_path(root, measure_macs=False)
     assert pred.spec.num_kept == 8 and pred.spec.recipe is not None and pred.spec.spatial_size == GRID
+
+
+def test_checkpoint_is_built_as_its_card_describes(tmp_path):
+    """A bundle trained with --keep_ratio 0.25 served by the eager engine with the bundle's own inference.json was
+    refused ('the config builds another network than the one trained'), and the Deploy CLI cannot pass the keys."""
+    from monai_das.networks import build_classifier
+    from monai_das.utils.io import file_digest
+
+    root = tmp_path / "trained"
+    (root / "models").mkdir(parents=True)
+    torch.manual_seed(0)
+    net = build_classifier("das", num_classes=len(LABELS), num_frames=GRID[0], keep_ratio=0.25)
+    calibrate_batchnorm(net, torch.rand(4, 1, *GRID))
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    card = model_card(keep_ratio=0.25)
+    card["das_model"].update(checkpoint="model.pt", checkpoint_sha256=file_digest(root / "models" / "model.pt"))
+    (root / "models" / "metadata.json").write_text(json.dumps(card))
+    config = REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json"
+    pred = DASPredictor.from_path(root, engine="eager", config_file=config, measure_macs=False)
+    assert pred.spec.num_kept == 4 and pred.num_kept == 4
+    x = torch.rand(1, *GRID)
+    out = pred.predict(x)
+    with torch.no_grad():
+        net.eval()
+        logits, kept = net.forward_with_indices(x[None])
+    assert out.kept_indices == kept[0].tolist()
+    torch.testing.assert_close(torch.tensor(out.probabilities), torch.softmax(logits, 1)[0], rtol=0, atol=1e-5)
 
 
 class TinyStandin(torch.nn.Module):
