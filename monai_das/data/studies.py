@@ -1166,7 +1166,8 @@ class LoadStudy(Transform):
                              "one axis longer than 1).")
         img = self._fit_channels(source, img, channel_dim=0, colour=colour)
         if not torch.isfinite(img.as_tensor()).all():
-            raise ValueError(f"{self._where(source)} contains NaN or infinite values.")
+            raise ValueError(f"{self._where(source)} contains NaN or infinite values (or values beyond float32's "
+                             "range, ±3.4e38, which become infinite when read).")
         if len(original_shape) == 3 and self.min_frames > 1:
             raise self._too_few(source, f"is a 2D image (channel-first shape {tuple(original_shape)}): it has 1 slice")
         thin = [a for a, s in enumerate(spatial) if s < self.min_frames]

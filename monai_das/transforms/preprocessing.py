@@ -152,8 +152,9 @@ class RequireVolume(Transform):
             )
         finite = torch.isfinite(img).all() if isinstance(img, torch.Tensor) else np.isfinite(img).all()
         if not bool(finite):  # NaN outside a registered field of view would turn the percentile scaling into NaN
-            raise ValueError(f"'{name}' contains NaN or infinite values (channel-first shape {shape}); replace them "
-                             "(e.g. with the background value) before training or inference.")
+            raise ValueError(f"'{name}' contains NaN or infinite values (channel-first shape {shape}; values beyond "
+                             "float32's range, ±3.4e38, become infinite when read); replace them (e.g. with the "
+                             "background value) before training or inference.")
         return img
 
 

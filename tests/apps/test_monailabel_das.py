@@ -144,8 +144,9 @@ def test_task_onnx_default_and_frame_budget(task_cls, onnx_bundle, tmp_path):
         assert result["das"]["num_kept"] == k and len(result["das"]["kept_indices"]) == k
     with pytest.raises(ValueError, match="cannot keep k=9 frames"):
         task({"image": image, "num_kept": 9})
-    with pytest.raises(ValueError, match="num_kept must be a number"):
-        task({"image": image, "num_kept": "many"})
+    for bad in ("many", 2.5):  # 2.5 was refused as "not a number"
+        with pytest.raises(ValueError, match=rf"num_kept must be a whole number \(k, frames kept\), got {bad!r}"):
+            task({"image": image, "num_kept": bad})
 
     sys.path.insert(0, str(APP_DIR))
     try:

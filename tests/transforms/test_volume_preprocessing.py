@@ -140,7 +140,7 @@ def test_2d_images_and_single_slices_are_refused(tmp_path):
     nib.save(nib.Nifti1Image(holes, np.eye(4)), nan_file)
     with pytest.raises(RuntimeError) as err:
         xf({"image": nan_file})
-    assert "registered.nii.gz' contains NaN or infinite values (channel-first shape (1, 20, 24, 16))" in str(
+    assert "registered.nii.gz' contains NaN or infinite values (channel-first shape (1, 20, 24, 16); values beyond float32" in str(
         err.value.__cause__)
     with pytest.raises(ValueError, match="contains NaN or infinite values"):
         RequireVolumed("image")({"image": np.full((1, 4, 4, 4), np.inf, np.float32)})

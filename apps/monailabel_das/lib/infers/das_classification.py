@@ -284,5 +284,6 @@ def _option(data: Mapping[str, Any], key: str, kind: type) -> Any:
     except (TypeError, ValueError):
         number = None
     if number is None or (kind is int and isinstance(value, float) and not value.is_integer()):
-        raise ValueError(f"{key} must be a number, got {value!r}.")
+        raise ValueError(f"{key} must be {'a whole number (k, frames kept)' if kind is int else 'a number'}, got "
+                         f"{value!r}.")
     return number or None
