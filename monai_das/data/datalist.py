@@ -8,6 +8,7 @@ with every bad row refused by file and line; a patient-level training/validation
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ import numpy as np
 from monai_das.data.listing import _label_index
 from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom, read_dicom_header
 from monai_das.utils.config import parser_rewrites
+from monai_das.utils.io import file_digest
 
 __all__ = [
     "DATALIST_SPLITS",
@@ -739,6 +741,31 @@ _CLIPS_ONLY = (f"a video model trains on video files ({', '.join(VIDEO_EXTENSION
                "train volumes with a volume model (das_volume_classification).")
 
 
+#: files up to this size are hashed whole by :func:`content_key`; larger ones by samples of their bytes
+_WHOLE_HASH = 1 << 20
+_EDGE, _SAMPLE = 256 << 10, 16 << 10
+
+
+def content_key(path: str | os.PathLike) -> str:
+    """
+    ``"file:<size>:<sha256>"`` of a file's bytes, naming its content for :func:`check_no_copies`: the whole file up to
+    1 MiB, else its first and last 256 KiB and 16 evenly spaced 16 KiB blocks (``~`` before the digest; at most
+    768 KiB read per file, so a large dataset is not read twice at start-up; two such keys that match are confirmed
+    on the whole files before a copy is reported).
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    if size <= _WHOLE_HASH:
+        return f"file:{size}:{file_digest(p)}"
+    digest = hashlib.sha256()
+    with open(p, "rb") as f:
+        starts = [0, size - _EDGE] + [(size - _SAMPLE) * i // 17 for i in range(1, 17)]
+        for start, length in zip(starts, [_EDGE, _EDGE] + [_SAMPLE] * 16):
+            f.seek(start)
+            digest.update(f.read(length))
+    return f"file:{size}:~{digest.hexdigest()}"
+
+
 def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False, min_frames: int = 2
                  ) -> tuple[int, tuple[int, ...], int, list[str]]:
     """``(channels, shape in the layout's order, number of frames/slices, SOPInstanceUIDs of DICOM images)`` of one image
@@ -754,6 +781,8 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
                          f"{_CLIPS_ONLY}")
     clip: list[int] | None = None  # [T, H, W] of a clip
     uids: list[str] = []
+    if p.is_file() and not is_dicom(p):  # a copy of this file in another list (another name or folder): its bytes
+        uids.append(content_key(p))
     if name.endswith(_NIFTI_SUFFIXES):
         c, spatial = _nifti_shape(image)
     elif name.endswith(".npy"):
@@ -845,11 +874,13 @@ def check_study_shapes(
             as a one-slice volume).
 
     Returns:
-        ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max), "dicom_uids": {uid: where}}``,
+        ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max), "content_ids": {id: where},
+        "content_paths": {id: file}}``,
         shapes in the layout's order as above (spatial axes of NIfTI/NumPy/DICOM-series volumes in the order MONAI's
         readers give them; before any resizing), frames = slices along ``slice_axis`` (volume) or clip length
-        (video); ``dicom_uids``: the ``SOPInstanceUID`` of every DICOM image (each file of a series folder, a
-        multi-frame file) → its item (datalist line and path), for :func:`check_no_copies` across lists.
+        (video); ``content_ids``: the ``SOPInstanceUID`` of every DICOM image (each file of a series folder, a
+        multi-frame file) and the :func:`content_key` of every other file → its item (datalist line and path), for
+        :func:`check_no_copies` across lists (``content_paths``: the file of each content key).
 
     Raises:
         FileNotFoundError: a missing image.
@@ -873,6 +904,8 @@ def check_study_shapes(
     first_with: dict[int, str] = {}  # channel count → the first image that has it
     frames = []
     uids: dict[str, str] = {}
+    paths: dict[str, str] = {}  # content key → its file (a match is confirmed on the whole files)
+    twice: list[str] = []  # files of this list with the same content
     # every unusable image is named in one error, not one per run (a 1-frame clip, a truncated and an empty file in
     # one list took three runs to find)
     errors: list[tuple[type, str]] = []
@@ -896,8 +929,19 @@ def check_study_shapes(
         shapes[image] = shape
         frames.append(t)
         mine = dict.fromkeys(item_uids, _where(item, image))
-        check_no_copies(uids, mine)
-        uids.update(mine)
+        files = {k: image for k in item_uids if k.startswith("file:")}
+        # within one list a copied file counts twice (warned: placeholder data of one value is alike); across lists
+        # (BundleData's validation/test check) it is trained and tested on: refused there
+        repeated = {k: w for k, w in mine.items() if k in files and k in uids and _same_files(paths[k], files[k], k)}
+        if repeated:
+            twice.extend(f"{w} = {uids[k]}" for k, w in repeated.items())
+        check_no_copies(uids, {k: w for k, w in mine.items() if k not in files})
+        uids.update({k: w for k, w in mine.items() if k not in uids})
+        paths.update({k: f for k, f in files.items() if k not in paths})
+    if twice:
+        logger.warning(f"{len(twice)} image(s) have the same content (byte for byte) as another of the same list, so "
+                       f"they count twice: {'; '.join(twice[:5])}{' ...' if len(twice) > 5 else ''}. List each study "
+                       "once.")
     if errors:
         if len(errors) == 1:
             raise errors[0][0](errors[0][1])
@@ -906,18 +950,39 @@ def check_study_shapes(
         raise errors[0][0](f"{len(errors)} of the {len(chosen)} images checked cannot be used:\n  "
                            + "\n  ".join(shown) + more)
     return {"in_channels": max(first_with), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
-            "dicom_uids": uids}
+            "content_ids": uids, "content_paths": paths}
 
 
-def check_no_copies(known: Mapping[str, str], new: Mapping[str, str]) -> None:
+def _same_files(a: str, b: str, key: str) -> bool:
+    """Whether two files whose :func:`content_key` is ``key`` hold the same bytes (a sampled key is confirmed)."""
+    return "~" not in key or file_digest(a) == file_digest(b)
+
+
+def check_no_copies(known: Mapping[str, str], new: Mapping[str, str], known_paths: Mapping[str, str] | None = None,
+                    new_paths: Mapping[str, str] | None = None) -> None:
     """
-    Refuse an item of ``new`` that holds a DICOM image of an item of ``known`` (``dicom_uids`` of
-    :func:`check_study_shapes`, ``SOPInstanceUID`` → item), naming both: a copy of a series or cine in another folder
-    would count twice in training, or be trained on and validated/tested on (as the same path in two lists is
-    refused by :func:`load_datalist`).
+    Refuse an item of ``new`` that holds a DICOM image of an item of ``known`` (``content_ids`` of
+    :func:`check_study_shapes`, ``SOPInstanceUID`` → item), or the same file content (a :func:`content_key`; with
+    ``known_paths``/``new_paths``, key → file, a match of sampled bytes is confirmed on the whole files), naming both:
+    a copy of a series, cine, clip or volume in another folder or under another name would count twice in training, or
+    be trained on and validated/tested on (as the same path in two lists is refused by :func:`load_datalist`). A DICOM
+    image (its UID) is refused; a file of the same bytes is warned about (placeholder files holding one value, as
+    test data often are, are byte-identical too).
     """
+    copies = []
     for uid, where in new.items():
-        if uid in known and known[uid] != where:
-            raise ValueError(f"{where} holds the same DICOM image as {known[uid]} (SOPInstanceUID {uid}): a copy; list "
-                             "each study once, "
-                             "in one list (split by patient, never by study or frame).")
+        if uid not in known or known[uid] == where:
+            continue
+        if uid.startswith("file:"):
+            a, b = (known_paths or {}).get(uid), (new_paths or {}).get(uid)
+            if not (a and b and not _same_files(a, b, uid)):  # else: same size and sampled bytes, other content
+                copies.append(f"{where} = {known[uid]}")
+            continue
+        raise ValueError(f"{where} holds the same DICOM image as {known[uid]} (SOPInstanceUID {uid}): a copy; list "
+                         "each study once, "
+                         "in one list (split by patient, never by study or frame).")
+    if copies:  # warned, not refused: placeholder files of one value (test data) are byte-identical too
+        logger.warning(f"{len(copies)} image(s) have the same content (byte for byte) as an image of another list "
+                       f"read before (training/validation): {'; '.join(copies[:5])}{' ...' if len(copies) > 5 else ''}"
+                       ". A study in two lists is trained on and scored too: its metrics are optimistic. List each "
+                       "study once, in one list (split by patient).")

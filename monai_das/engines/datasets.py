@@ -177,7 +177,9 @@ class BundleData:
         self._derived_val = False  # a datalist without a validation list: val_fraction and seed choose it
         self._info: dict | None = None
         self._checked: set[str] = set()  # datalist splits whose files were checked like the training ones
-        self._dicom_uids: dict[str, str] = {}  # SOPInstanceUID of the checked lists' DICOM images → item (no copies)
+        # SOPInstanceUID of the checked lists' DICOM images, content key of their other files → item (no copies)
+        self._content_ids: dict[str, str] = {}
+        self._content_paths: dict[str, str] = {}  # content key → file
         if self.datalist is not None:
             self._read_datalist()
 
@@ -406,8 +408,10 @@ class BundleData:
         trained = self.info["in_channels"]  # the training files' (for volumes as check_study_shapes read them)
         facts = check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True,
                                    mixed_channels=self.layout == "video", min_frames=self.min_frames)
-        check_no_copies(self._dicom_uids, facts["dicom_uids"])  # the same series copied into another list: leakage
-        self._dicom_uids.update(facts["dicom_uids"])
+        # the same series, clip or volume copied into another list: leakage
+        check_no_copies(self._content_ids, facts["content_ids"], self._content_paths, facts["content_paths"])
+        self._content_ids.update(facts["content_ids"])
+        self._content_paths.update(facts["content_paths"])
         channels = int(facts["in_channels"])
         # a video recipe makes every clip the network's channels (grey or RGB) itself: only volumes must match
         if self.layout == "volume" and channels != trained:
@@ -422,7 +426,8 @@ class BundleData:
         # a video recipe decodes every clip grey (in_channels 1) or RGB (3): grey and colour clips mix
         facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis, clips_only=True,
                                    mixed_channels=self.layout == "video", min_frames=self.min_frames)
-        self._dicom_uids.update(facts["dicom_uids"])
+        self._content_ids.update(facts["content_ids"])
+        self._content_paths.update(facts["content_paths"])
         if self.layout == "video":
             if self.in_channels_arg not in (1, 3):
                 raise ValueError(f"in_channels of a video model is 1 (grey frames) or 3 (RGB), got "

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from monai_das.data.datalist import (
+    check_no_copies,
     check_study_shapes,
+    content_key,
     datalist_classes,
     datalist_splits,
     load_datalist,
@@ -379,7 +381,9 @@ def test_check_study_shapes_volumes(tmp_path):
     np.save(tmp_path / "b.npy", np.zeros((5, 8, 9), np.float32))
     facts = check_study_shapes(items, "volume")
     assert facts == {"in_channels": 1, "shapes": {items[0]["image"]: (1, 10, 12, 6), items[1]["image"]: (1, 5, 8, 9)},
-                     "num_frames_range": (5, 10), "dicom_uids": {}}  # no DICOM file: no UID
+                     "num_frames_range": (5, 10), "content_ids": {
+                         content_key(it["image"]): f"'{it['image']}'" for it in items},  # no DICOM: file contents
+                     "content_paths": {content_key(it["image"]): it["image"] for it in items}}
     assert check_study_shapes(items, "volume", slice_axis=2)["num_frames_range"] == (6, 9)
     assert list(check_study_shapes(items, "volume", max_items=1)["shapes"]) == [items[0]["image"]]
     # a multi-channel NIfTI (X×Y×Z×C) and a channel-first NumPy volume
@@ -398,7 +402,9 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     avi = _clip(tmp_path / "clip.avi", 5)
     multi = _dicom(tmp_path / "cine.dcm", 12, 16, frames=4)
     facts = check_study_shapes([avi], "video")
-    assert facts == {"in_channels": 3, "shapes": {avi: (5, 3, 12, 16)}, "num_frames_range": (5, 5), "dicom_uids": {}}
+    key = content_key(avi)
+    assert facts == {"in_channels": 3, "shapes": {avi: (5, 3, 12, 16)}, "num_frames_range": (5, 5),
+                     "content_ids": {key: f"'{avi}'"}, "content_paths": {key: avi}}
     assert check_study_shapes([multi], "video")["shapes"] == {multi: (4, 1, 12, 16)}
     # grey and colour clips: one channel count for a volume model, mixed for a video recipe (it decodes them all to
     # the network's channels)
@@ -524,7 +530,7 @@ def test_datalist_to_study_shapes(json_datalist):
 
 def test_check_study_shapes_refuses_a_copied_dicom_file(tmp_path):
     """Two multi-frame DICOM files with one SOPInstanceUID are one image (a copied cine): refused, naming both;
-    ``dicom_uids`` maps each image's SOPInstanceUID to its item."""
+    ``content_ids`` maps each image's SOPInstanceUID to its item."""
     import shutil
 
     pydicom_data = pytest.importorskip("pydicom.data")
@@ -532,9 +538,47 @@ def test_check_study_shapes_refuses_a_copied_dicom_file(tmp_path):
     if cine is None:
         pytest.skip("pydicom test file examples_ybr_color.dcm not installed")
     a, b = shutil.copy(cine, tmp_path / "a.dcm"), shutil.copy(cine, tmp_path / "b.dcm")
-    (uid, where), = check_study_shapes([a], "video")["dicom_uids"].items()
+    (uid, where), = check_study_shapes([a], "video")["content_ids"].items()
     import pydicom
 
     assert uid == str(pydicom.dcmread(cine, stop_before_pixels=True).SOPInstanceUID) and where == f"'{a}'"
     with pytest.raises(ValueError, match=r"'.*b\.dcm' holds the same DICOM image as '.*a\.dcm' \(SOPInstanceUID "):
         check_study_shapes([a, b], "video")
+
+
+def test_check_study_shapes_refuses_a_copied_file(tmp_path, caplog):
+    """The same clip exported twice (another name, another folder) in the training and the test list was trained and
+    tested on; files are compared by content (sampled bytes for large files, confirmed on the whole files)."""
+    import shutil
+
+    from monai_das.data.datalist import content_key
+
+    clip = _clip(tmp_path / "a.avi", 4)
+    (tmp_path / "other").mkdir()
+    copy = shutil.copy(clip, tmp_path / "other" / "renamed.avi")
+    with caplog.at_level(logging.WARNING):  # within one list: counted twice, warned
+        check_study_shapes([clip, copy], "video")
+    assert "1 image(s) have the same content (byte for byte) as another of the same list" in caplog.text
+    assert "renamed.avi" in caplog.text
+    # across lists (BundleData checks each validation/test list against the lists read before)
+    train = check_study_shapes([clip], "video")
+    test = check_study_shapes([copy], "video")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        check_no_copies(train["content_ids"], test["content_ids"], train["content_paths"], test["content_paths"])
+    assert "1 image(s) have the same content (byte for byte) as an image of another list" in caplog.text
+    assert "renamed.avi' = '" in caplog.text and "metrics are optimistic" in caplog.text
+    # large files: sampled bytes; two that differ only outside the samples are not taken for copies
+    big_a, big_b = tmp_path / "a.npy", tmp_path / "b.npy"
+    data = np.zeros((64, 128, 128), np.float32)  # 4 MiB
+    np.save(big_a, data)
+    data[32, 5, 7] = 1.0  # one voxel, between the sampled blocks
+    np.save(big_b, data)
+    ka, kb = content_key(big_a), content_key(big_b)
+    assert ka.startswith("file:") and "~" in ka
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        if ka == kb:  # the samples missed the change: the whole files decide
+            check_no_copies({ka: "'a.npy'"}, {kb: "'b.npy'"}, {ka: str(big_a)}, {kb: str(big_b)})
+        check_study_shapes([str(big_a), str(big_b)], "volume")
+    assert "same content" not in caplog.text
