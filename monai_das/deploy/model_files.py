@@ -186,9 +186,13 @@ def load_onnx(
         )
     # and its default k (the trained one): a card's num_kept (edited, or another export's) would be reported and
     # served as the trained k while the graph keeps another
-    if spec.num_kept is not None and net.num_samples is not None and spec.num_kept != net.num_samples:
+    # (an any-k graph takes k as an input: its default is whichever k the export was made at, e.g. by a bundle
+    # inference run with --num_kept 5, and the card's trained k is served; a fixed-k graph keeps its own k)
+    if spec.num_kept is not None and net.any_k:
+        net.num_samples = net.check_num_samples(spec.num_kept)
+    elif spec.num_kept is not None and net.exported_k is not None and spec.num_kept != net.exported_k:
         raise ValueError(
-            f"the ONNX model '{source}' was exported at k={net.num_samples} (its graph's metadata), its metadata "
+            f"the ONNX model '{source}' keeps k={net.exported_k} frames (a fixed-k graph), its metadata "
             f"({meta_source or 'spec_overrides'}) says num_kept={spec.num_kept}: the card was edited or belongs to "
             "another export; use the card its training wrote, or re-export the model with its card."
         )

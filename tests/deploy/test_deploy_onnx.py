@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from das_deploy_helpers import LABELS, ONNX_GRID, make_torchscript_standin, model_card
+from das_deploy_helpers import LABELS, ONNX_GRID, calibrate_batchnorm, make_torchscript_standin, model_card
 from monai_das.deploy import DASPredictor, MissingMetadataError, find_bundle_files
+from monai_das.engines import save_onnx
 
 pytest.importorskip("onnxruntime")
 
@@ -165,21 +166,35 @@ def test_onnx_without_card_or_outputs(onnx_bundle, tmp_path):
     assert str(broken) in str(err.value) and "'indices'" in str(err.value)
 
 
-def test_onnx_card_claiming_another_k_is_refused(onnx_bundle, tmp_path):
-    """A card edited to num_kept 2 (the graph's trained k is 4) was served and reported as the trained k."""
+def test_onnx_default_k_is_the_cards(tmp_path):
+    """The bundle's batch inference exports models/model.onnx from its own run's network: after a first run with
+    --num_kept 2 the any-k graph's default k is 2, and its card's trained k (4) must still be what Deploy serves (a
+    check of the graph's k against the card refused it); a fixed-k graph whose card claims another k is refused."""
     import json as _json
 
-    def edit_k(model):
-        for p in model.metadata_props:
-            if p.key == "metadata.json":
-                card = _json.loads(p.value)
-                card["das_model"]["num_kept"] = 2
-                p.value = _json.dumps(card)
+    from monai_das.engines.runtime import inference_network
+    from monai_das.networks import build_classifier
 
-    edited = onnx_copy(onnx_bundle, tmp_path / "edited", edit=edit_k)
-    with pytest.raises(RuntimeError, match=r"exported at k=4 \(its graph's metadata\).*says num_kept=2") as err:
-        DASPredictor.from_path(edited)
-    assert str(edited) in str(err.value)
+    root = tmp_path / "bundle"
+    (root / "models").mkdir(parents=True)
+    t = ONNX_GRID[0]
+    (root / "models" / "metadata.json").write_text(_json.dumps(model_card(spatial=ONNX_GRID, keep_ratio=0.5)))
+    torch.manual_seed(0)
+    net = build_classifier("das", len(LABELS), t, keep_ratio=0.5)
+    calibrate_batchnorm(net, torch.rand(4, 1, *ONNX_GRID))
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    first_run = build_classifier("das", len(LABELS), t, keep_ratio=0.5, num_samples=2)
+    inference_network(first_run, root / "models" / "model.pt", "onnxruntime", [1, *ONNX_GRID])
+    pred = DASPredictor.from_path(root / "models" / "model.onnx")
+    x = study()
+    out = pred.predict(x)
+    assert pred.num_kept == 4 and out.num_kept == 4 and out.kept_indices == eager(net, x, 4)[1]
+
+    adps = build_classifier("adps", len(LABELS), t, keep_ratio=0.5).eval()  # an export that keeps a fixed k
+    save_onnx(adps, tmp_path / "adps.onnx", [1, *ONNX_GRID], metadata=model_card(spatial=ONNX_GRID, keep_ratio=0.25,
+                                                                                   method="adps"), check=False)
+    with pytest.raises(RuntimeError, match=r"keeps k=4 frames \(a fixed-k graph\).*says num_kept=2"):
+        DASPredictor.from_path(tmp_path / "adps.onnx")
 
 
 def test_onnx_without_card_takes_the_graphs_frame_axis(tmp_path):
