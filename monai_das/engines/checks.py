@@ -181,13 +181,16 @@ def check_overrides(
             numbers.update({str(k): v for k, v in config.items() if isinstance(v, (int, float))
                             and not isinstance(v, bool) and str(k) not in numbers})
             known |= {str(k) for k in config}  # "validate#split": "test"-style keys of merged configs
+    typed = _bundle_cli_args(argv)  # as typed on the command line (an --args_file's null is kept by MONAI)
     for key in overrides:
         parts = key.split("#")
-        if overrides[key] == "None":
-            # MONAI's `bundle run` drops an override whose value is None: the config's default is used
-            logger.warning(f"override --{key} None has no effect: `python -m monai.bundle run` drops an override "
-                           f"whose value is None, so the config's own value is used. Give --{key} '$None' to set it "
-                           "to None where the key takes none.")
+        if typed.get(key) == "None":
+            # MONAI's `bundle run` reads it as None and drops a None command-line override
+            logger.warning(f"override --{key} None has no effect: `python -m monai.bundle run` drops a command-line "
+                           f"override whose value is None, so the --args_file's or the config's own value is used. "
+                           f"Give --{key} '$None' to set it to None where the key takes none.")
+            continue
+        if overrides[key] == "None" and key not in typed:  # an --args_file null: taken as None, as MONAI does
             continue
         _check_number(key, overrides[key], numbers)
         if parts[0] in top:

@@ -121,6 +121,14 @@ def test_evaluate(trained):
     positions = json.loads((root / "eval" / "test_kept_positions.json").read_text())
     assert positions["items"]["all"] == 16 and sum(positions["items"].values()) == 32  # all + the two classes
     assert sum(positions["kept_fraction"]["all"]) == pytest.approx(14)  # 14 of 28 slices kept per volume
+    assert (report["num_kept"], report["num_frames"]) == (14, 28)
+    # any k from one model: --num_kept reaches the evaluation too (it was silently ignored: only inference.json had it)
+    out = run_cmd(TRAIN, EVALUATE, args=["--bundle_root", root, "--num_test", 8, "--num_kept", 5])
+    assert "evaluated at k=5" in out.stdout + out.stderr
+    report = json.loads((root / "eval" / "metrics.json").read_text())
+    assert report["num_kept"] == 5 and report["num_samples"] == 8
+    positions = json.loads((root / "eval" / "test_kept_positions.json").read_text())
+    assert sum(positions["kept_fraction"]["all"]) == pytest.approx(5)
 
 
 def test_inference_on_files(trained, tmp_path):

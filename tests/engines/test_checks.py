@@ -188,6 +188,15 @@ def test_overrides_without_effect_are_named(caplog):
     assert "--max_epochs None has no effect" in caplog.text and "'$None'" in caplog.text
     with pytest.raises(ValueError, match=r"--max_epochs 'null' is not a number .*not as None"):
         check_overrides(_argv("--max_epochs", "null"))
+
+
+def test_an_args_file_null_is_not_warned(tmp_path, caplog):
+    """MONAI keeps an --args_file's null (only command-line None overrides are dropped): no warning, no number check."""
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"config_file": TRAIN, "synthetic_options": None, "max_epochs": None}))
+    with caplog.at_level(logging.WARNING):
+        check_overrides([MAIN, "run", "--args_file", str(args)])
+    assert "has no effect" not in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # a key of this run's own configs: nothing said
         check_overrides(_argv("--max_epochs", "2", "--eval_ckpt", "x.pt", configs=(TRAIN, EVALUATE)))
