@@ -56,7 +56,7 @@ _IDENTITY = ("layout", "spatial_size", "slice_axis", "num_frames", "num_kept", "
 _MATCH = ("layout", "spatial_size", "slice_axis", "num_frames", "in_channels", "label_names", "method", "temporal_head",
           "encoder", "encoder_kwargs", "context_frames", "sampler_kwargs")
 #: what a model was trained on: an evaluation keeps the card's and records its own under ``evaluation#data``
-_PROVENANCE = ("source", "datalist", "datalist_sha256", "splits")
+_PROVENANCE = ("source", "datalist", "datalist_sha256", "splits", "recipe", "keep_ratio")
 #: preprocessing steps that may differ at inference (a still image accepted with ``min_frames`` 1)
 _RECIPE_FREE = ("min_frames",)
 #: encoder arguments that only matter before the checkpoint's weights are loaded (where pretrained weights came from)
@@ -546,7 +546,8 @@ class ModelCardSaver:
         """
         Before evaluating: the split evaluated must not hold items the checkpoint was trained or validated on. POCUS
         with another ``fold``/``num_folds``/``probe``/``data_seed`` (the test fold of fold 2 is a training fold of
-        fold 0), or a datalist's ``validation`` split drawn with another ``data_seed``/``val_fraction``, is refused.
+        fold 0), or a datalist's ``validation`` split drawn from its training list with another ``data_seed``/
+        ``val_fraction`` or from another datalist (an item added redraws the groups), is refused.
         Other data (another datalist, dataset or synthetic variant: an external test set) is evaluated with a
         warning; the card keeps the training's data and records the evaluation's under ``evaluation#data``.
         """
@@ -557,11 +558,16 @@ class ModelCardSaver:
         if before.get("dataset") == now.get("dataset"):
             if "fold" in before:  # POCUS: patient folds
                 keys = ("fold", "num_folds", "probe", "seed")
-            elif "datalist_sha256" in before and before["datalist_sha256"] == now.get("datalist_sha256"):
-                keys = ("seed", "val_fraction") if self.split != "test" else ()
+            elif "datalist_sha256" in before and self.split != "test" and ("seed" in before or "seed" in now):
+                # a validation list drawn from the training list: another seed, fraction or datalist (an item added
+                # redraws the groups) holds items the checkpoint was trained on
+                keys = ("datalist_sha256", "seed", "val_fraction")
         leaks = [k for k in keys if before.get(k) != now.get(k)]
         options = {"fold": "--fold", "num_folds": "--num_folds", "probe": "--probe", "seed": "--data_seed",
-                   "val_fraction": "--val_fraction"}
+                   "val_fraction": "--val_fraction", "datalist_sha256": "--datalist"}
+        if "datalist_sha256" in leaks:  # named by its file, not its digest
+            before = {**before, "datalist_sha256": trained.get("datalist")}
+            now = {**now, "datalist_sha256": self.facts.get("datalist")}
         if leaks:
             raise ValueError(
                 f"'{self.checkpoint}' was trained on other splits of '{before.get('dataset')}' than this evaluation "

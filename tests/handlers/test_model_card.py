@@ -336,10 +336,10 @@ def _train_with(tmp_path: Path, info: dict) -> None:
     trainer.run([0], max_epochs=1)
 
 
-def _evaluate_with(tmp_path: Path, info: dict, split: str = "test") -> dict:
+def _evaluate_with(tmp_path: Path, info: dict, split: str = "test", recipe: dict = RECIPE) -> dict:
     engine = Engine(lambda e, b: None)
     engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"test_auc": 0.9}))
-    saver(tmp_path, info=info, checkpoint=tmp_path / "models" / "model.pt", metric_prefix="test_",
+    saver(tmp_path, info=info, recipe=recipe, checkpoint=tmp_path / "models" / "model.pt", metric_prefix="test_",
           split=split).attach(engine)
     engine.run([0])
     return read(tmp_path)
@@ -385,3 +385,10 @@ def test_evaluation_on_other_data_keeps_the_trainings_provenance(tmp_path, caplo
     assert "other data" not in caplog.text
     with pytest.raises(ValueError, match=r"seed: trained 0, this run 3.*validation split would hold.*--data_seed 0"):
         _evaluate_with(tmp_path, reseeded, split="validation")
+    # the validation list drawn from an edited datalist's training list: other groups, training items among them
+    with pytest.raises(ValueError, match=r"datalist_sha256: trained '/data/list\.json', this run '/data/edited\.json'"
+                                         r".*--datalist /data/list\.json"):
+        _evaluate_with(tmp_path, edited, split="validation")
+    # the card keeps the training's recipe too (an evaluation with --min_frames 1 rewrote the card's recipe)
+    card = _evaluate_with(tmp_path, info, recipe={**RECIPE, "min_frames": 1})
+    assert card[CARD_KEY]["recipe"]["min_frames"] == 2 and card[CARD_KEY]["evaluation"]["data"]["recipe"]["min_frames"] == 1
