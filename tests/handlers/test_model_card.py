@@ -391,4 +391,5 @@ def test_evaluation_on_other_data_keeps_the_trainings_provenance(tmp_path, caplo
         _evaluate_with(tmp_path, edited, split="validation")
     # the card keeps the training's recipe too (an evaluation with --min_frames 1 rewrote the card's recipe)
     card = _evaluate_with(tmp_path, info, recipe={**RECIPE, "min_frames": 1})
-    assert card[CARD_KEY]["recipe"]["min_frames"] == 2 and card[CARD_KEY]["evaluation"]["data"]["recipe"]["min_frames"] == 1
+    assert card[CARD_KEY]["recipe"]["min_frames"] == 2
+    assert card[CARD_KEY]["evaluation"]["data"]["recipe"]["min_frames"] == 1
