@@ -429,9 +429,12 @@ class BundleCellRunner:
                 "card_meta_file": str(configs / "metadata.json")}
         if self.tracking_uri is not None and over.get("mlflow"):
             # one MLflow store for the whole grid (not an mlflow.db per cell folder), one experiment per dataset,
-            # runs named after the cell (its tag included)
-            over.update(tracking_uri=self.tracking_uri, experiment_name=f"compare_methods_{cell.dataset}",
-                        run_name=cell.name + ("_eval" if kind == "eval" else ""))
+            # runs named after the cell (its tag included) and the code: MONAI's MLFlowHandler continues the latest
+            # unfinished run of a name, so a cell started over under new code does not append to a killed run of
+            # the old; what --override sets wins
+            tracking = {"tracking_uri": self.tracking_uri, "experiment_name": f"compare_methods_{cell.dataset}",
+                        "run_name": f"{cell.name}_{self.code[:8]}" + ("_eval" if kind == "eval" else "")}
+            over.update({k: v for k, v in tracking.items() if k not in self.forced})
         files = [str(configs / "train.json")]
         if kind == "eval":
             files.append(str(configs / "evaluate.json"))

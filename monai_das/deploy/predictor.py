@@ -443,8 +443,10 @@ class DASPredictor:
             if idx is not None and k is not None and idx.shape[-1] != k:  # the graph's k is fixed; the card says k
                 raise ValueError(
                     f"the TorchScript model '{self.source}' keeps {idx.shape[-1]} of {self.spec.num_frames} frames, "
-                    f"its metadata says num_kept={k}: the model card was edited or belongs to another export; "
-                    "use the card its training wrote, or export the model again.")
+                    f"its metadata says num_kept={k}: exported without the training's --keep_ratio (MONAI's "
+                    "ckpt_export builds the config's default), or the card was edited or belongs to another export; "
+                    "export it with `python -m monai_das.engines.export torchscript` (it builds what the card "
+                    "describes), or use the card its training wrote.")
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
         if logits.ndim != 2 or logits.shape[0] != 1:

@@ -335,7 +335,8 @@ def test_mlflow_grid_tracks_every_cell_in_one_store(compare_script, tmp_path):
     runner = cm.BundleCellRunner({spec.key: spec.overrides}, {"mlflow": True, "max_epochs": 1}, log=lambda m: None,
                                  tracking_uri=uri)
     d = tmp_path / cells[0].dataset / cells[0].name
-    for kind, name in (("train", cells[0].name), ("eval", cells[0].name + "_eval")):
+    code = runner.code[:8]
+    for kind, name in (("train", f"{cells[0].name}_{code}"), ("eval", f"{cells[0].name}_{code}_eval")):
         parser = runner.workflow(cells[0], d, kind).parser
         assert parser.get_parsed_content("tracking_uri") == uri
         assert parser.get_parsed_content("run_name") == name

@@ -153,6 +153,7 @@ class DASClassification(BasicInferTask):
         with self._lock:
             folder, files = self._find_model()
             if folder is None:
+                self._load_error = None  # the refused model is gone too: "no model yet" again
                 if strict:
                     raise FileNotFoundError(
                         f"no model found at '{self.bundle_path}'"
