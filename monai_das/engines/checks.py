@@ -190,9 +190,8 @@ def check_overrides(
                            f"override whose value is None, so the --args_file's or the config's own value is used. "
                            f"Give --{key} '$None' to set it to None where the key takes none.")
             continue
-        if overrides[key] == "None" and key not in typed:  # an --args_file null: taken as None, as MONAI does
-            continue
-        _check_number(key, overrides[key], numbers)
+        if not (overrides[key] == "None" and key not in typed):  # an --args_file null is taken as None, as MONAI does
+            _check_number(key, overrides[key], numbers)
         if parts[0] in top:
             parent = "#".join(parts[:-1])
             if key not in known and len(parts) > 1 and parent not in known and not parent.endswith("+"):

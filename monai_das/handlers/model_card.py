@@ -56,7 +56,7 @@ _IDENTITY = ("layout", "spatial_size", "slice_axis", "num_frames", "num_kept", "
 _MATCH = ("layout", "spatial_size", "slice_axis", "num_frames", "in_channels", "label_names", "method", "temporal_head",
           "encoder", "encoder_kwargs", "context_frames", "sampler_kwargs")
 #: what a model was trained on: an evaluation keeps the card's and records its own under ``evaluation#data``
-_PROVENANCE = ("source", "datalist", "datalist_sha256", "splits", "recipe", "keep_ratio")
+_PROVENANCE = ("source", "datalist", "datalist_sha256", "splits")
 #: preprocessing steps that may differ at inference (a still image accepted with ``min_frames`` 1)
 _RECIPE_FREE = ("min_frames",)
 #: encoder arguments that only matter before the checkpoint's weights are loaded (where pretrained weights came from)
@@ -547,7 +547,8 @@ class ModelCardSaver:
         Before evaluating: the split evaluated must not hold items the checkpoint was trained or validated on. POCUS
         with another ``fold``/``num_folds``/``probe``/``data_seed`` (the test fold of fold 2 is a training fold of
         fold 0), or a datalist's ``validation`` split drawn from its training list with another ``data_seed``/
-        ``val_fraction`` or from another datalist (an item added redraws the groups), is refused.
+        ``val_fraction``, or from the training's datalist file edited since (an item added redraws the groups), is
+        refused.
         Other data (another datalist, dataset or synthetic variant: an external test set) is evaluated with a
         warning; the card keeps the training's data and records the evaluation's under ``evaluation#data``.
         """
@@ -559,9 +560,13 @@ class ModelCardSaver:
             if "fold" in before:  # POCUS: patient folds
                 keys = ("fold", "num_folds", "probe", "seed")
             elif "datalist_sha256" in before and self.split != "test" and ("seed" in before or "seed" in now):
-                # a validation list drawn from the training list: another seed, fraction or datalist (an item added
-                # redraws the groups) holds items the checkpoint was trained on
-                keys = ("datalist_sha256", "seed", "val_fraction")
+                # a validation list drawn from the training list: another seed or fraction, or the training's
+                # datalist file edited since (an item added redraws the groups), holds items it was trained on; another
+                # datalist file is other data (warned below: a digest cannot tell an edit from an external list)
+                same_file = trained.get("datalist") and trained.get("datalist") == self.facts.get("datalist")
+                keys = ("datalist_sha256", "seed", "val_fraction") if same_file else ("seed", "val_fraction")
+                if not same_file and before.get("datalist_sha256") != now.get("datalist_sha256"):
+                    keys = ()
         leaks = [k for k in keys if before.get(k) != now.get(k)]
         options = {"fold": "--fold", "num_folds": "--num_folds", "probe": "--probe", "seed": "--data_seed",
                    "val_fraction": "--val_fraction", "datalist_sha256": "--datalist"}

@@ -177,11 +177,12 @@ def test_keys_of_sibling_configs_are_known():
 
 
 def test_overrides_without_effect_are_named(caplog):
-    """--num_kept given to train+evaluate (only inference.json defines it) and --num_frames None (MONAI's bundle run
-    drops None overrides) were silently ignored; --num_frames null failed inside another key's expression."""
+    """--input given to train+evaluate (only inference.json defines it; so was --num_kept until evaluate.json took it)
+    and --num_frames None (MONAI's bundle run drops None overrides) were silently ignored; --num_frames null failed
+    inside another key's expression."""
     with caplog.at_level(logging.WARNING):
-        check_overrides(_argv("--num_kept", "3", configs=(TRAIN, EVALUATE)))
-    assert "--num_kept has no effect in this run: only inference.json defines 'num_kept'" in caplog.text
+        check_overrides(_argv("--input", "scans/", configs=(TRAIN, EVALUATE)))
+    assert "--input has no effect in this run: only inference.json defines 'input'" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         check_overrides(_argv("--max_epochs", "None"))
@@ -197,6 +198,9 @@ def test_an_args_file_null_is_not_warned(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         check_overrides([MAIN, "run", "--args_file", str(args)])
     assert "has no effect" not in caplog.text
+    args.write_text(json.dumps({"config_file": TRAIN, "max_epoch": None}))  # its keys are still checked
+    with pytest.raises(ValueError, match="did you mean --max_epochs"):
+        check_overrides([MAIN, "run", "--args_file", str(args)])
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # a key of this run's own configs: nothing said
         check_overrides(_argv("--max_epochs", "2", "--eval_ckpt", "x.pt", configs=(TRAIN, EVALUATE)))
