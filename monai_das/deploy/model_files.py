@@ -193,8 +193,11 @@ def load_onnx(
     elif spec.num_kept is not None and net.exported_k is not None and spec.num_kept != net.exported_k:
         raise ValueError(
             f"the ONNX model '{source}' keeps k={net.exported_k} frames (a fixed-k graph), its metadata "
-            f"({meta_source or 'spec_overrides'}) says num_kept={spec.num_kept}: the card was edited or belongs to "
-            "another export; use the card its training wrote, or re-export the model with its card."
+            f"({meta_source or 'spec_overrides'}) says num_kept={spec.num_kept}: it was exported at another k (a "
+            "bundle inference run with --num_kept/--keep_ratio re-exports models/model.onnx at its own k for a "
+            "sampler without any-k export, e.g. spread), or the card was edited; export it again at the trained k "
+            "(`python -m monai_das.engines.export onnx --bundle_root <bundle_root> --config_file "
+            "<bundle>/configs/inference.json`)."
         )
     return net, spec
 
@@ -278,13 +281,24 @@ def load_checkpoint(
     card = _read_json(files["card"]) if files.get("card") else None
     if isinstance(card, Mapping) and isinstance(card.get(CARD_KEY), Mapping):
         _check_card_checkpoint(card, files["card"], ckpt_path)
-        if card[CARD_KEY].get("checkpoint_sha256") == file_digest(ckpt_path):
+        recorded = card[CARD_KEY].get("checkpoint_sha256")
+        if isinstance(recorded, str) and recorded == file_digest(ckpt_path):
             # the card training wrote for this very file: the config builds the network it describes (data facts,
             # method, k, head, encoder, sampler arguments), as the export does; a model trained with --keep_ratio
             # 0.25 or on a datalist was refused here ("use the training's keys"), which the Deploy CLI cannot pass
             from monai_das.engines.export import card_overrides
 
-            for key, value in card_overrides(card).items():
+            try:
+                from_card = card_overrides(card)
+            except ValueError as e:  # a card value the config cannot take: the config as it is, checked below
+                logger.warning("the model card %s describes '%s' but cannot set the config's keys (%s): the config "
+                               "builds the network as it is.", files["card"], ckpt_path, e)
+                from_card = {}
+            changed = sorted(k for k, v in from_card.items() if k != "info" and parser.get(k) != v)
+            if changed:
+                logger.info("building '%s' as its model card describes it: %s from the card, not the config '%s'.",
+                            ckpt_path, ", ".join(changed), cfg_path)
+            for key, value in from_card.items():
                 parser[key] = value
     metadata, source = _choose_metadata([
         (card, str(files.get("card"))),

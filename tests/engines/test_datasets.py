@@ -235,6 +235,27 @@ def test_content_tag_names_the_items(tmp_path):
     assert tag != BundleData("synthetic", seed=0, synthetic_options={"num_informative": 3}).content_tag
 
 
+def test_a_test_item_copied_from_a_training_item_is_warned(tmp_path, caplog):
+    """A training volume saved again under another name in the test list was trained on and scored, unnoticed."""
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(4):
+        np.save(tmp_path / f"v{i}.npy", rng.random((6, 6, 4)).astype(np.float32))
+        items.append({"image": f"v{i}.npy", "label": "ab"[i % 2], "group": f"p{i}"})
+    (tmp_path / "again.npy").write_bytes((tmp_path / "v0.npy").read_bytes())
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps({"training": items[:2], "validation": items[2:],
+                                "test": [{"image": "again.npy", "label": "a", "group": "p9"}]}))
+    src = BundleData(datalist=path)
+    with caplog.at_level(logging.WARNING):
+        src.data("val")
+    assert "same content" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        src.data("test")
+    assert "1 image(s) have the same content (byte for byte) as an image of another list" in caplog.text
+    assert "again.npy" in caplog.text and "v0.npy" in caplog.text
+
+
 def test_split_identity_names_what_decides_the_splits(tmp_path):
     """Recorded in the model card (info["splits"]); an evaluation on another identity is checked against it."""
     path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
