@@ -17,8 +17,8 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def _death_signal_setter() -> Any:
     """A ``preexec_fn`` that asks the kernel for ``SIGTERM`` when the parent dies; ``libc.prctl`` is resolved here,
-    before the fork (no ``dlopen`` or allocation between fork and exec), and a parent that died before the call
-    (the child would never get the signal) ends the child at once."""
+    before the fork (no library loading between fork and exec), and a parent that died before the call (the child
+    would never get the signal) ends the child at once."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     parent = os.getpid()
 
