@@ -930,8 +930,8 @@ def check_study_shapes(
         frames.append(t)
         mine = dict.fromkeys(item_uids, _where(item, image))
         files = {k: image for k in item_uids if k.startswith("file:")}
-        # within one list a copied file counts twice (warned: placeholder data of one value is alike); across lists
-        # (BundleData's validation/test check) it is trained and tested on: refused there
+        # within one list a copied file counts twice; across lists (BundleData's validation/test check,
+        # check_no_copies) it is trained on and scored; both warned (placeholder files of one value are alike too)
         repeated = {k: w for k, w in mine.items() if k in files and k in uids and _same_files(paths[k], files[k], k)}
         if repeated:
             twice.extend(f"{w} = {uids[k]}" for k, w in repeated.items())
