@@ -921,10 +921,10 @@ def check_study_shapes(
             continue
         if first_with and c not in first_with and not mixed_channels:
             other_c, other = next(iter(first_with.items()))
-            raise ValueError(
-                f"mixed channel counts: '{other}' has {other_c} channel(s), {_where(item, image)} has {c}; all "
-                "images need the same number of channels (the network's in_channels)."
-            )
+            errors.append((ValueError,
+                           f"mixed channel counts: '{other}' has {other_c} channel(s), {_where(item, image)} has {c}; "
+                           "all images need the same number of channels (the network's in_channels)."))
+            continue
         first_with.setdefault(c, image)
         shapes[image] = shape
         frames.append(t)
@@ -935,7 +935,11 @@ def check_study_shapes(
         repeated = {k: w for k, w in mine.items() if k in files and k in uids and _same_files(paths[k], files[k], k)}
         if repeated:
             twice.extend(f"{w} = {uids[k]}" for k, w in repeated.items())
-        check_no_copies(uids, {k: w for k, w in mine.items() if k not in files})
+        try:
+            check_no_copies(uids, {k: w for k, w in mine.items() if k not in files})
+        except ValueError as e:  # a DICOM image twice: named with the other unusable images
+            errors.append((ValueError, str(e)))
+            continue
         uids.update({k: w for k, w in mine.items() if k not in uids})
         paths.update({k: f for k, f in files.items() if k not in paths})
     if twice:

@@ -500,6 +500,10 @@ def test_check_study_shapes_errors(tmp_path):
     np.save(gray, np.zeros((6, 6, 6), np.uint8))
     with pytest.raises(ValueError, match=r"mixed channel counts: '.*gray\.npy' has 1 .*'.*rgb\.nii\.gz' has 3"):
         check_study_shapes([gray, rgb], "volume")
+    # with another unusable image: both in one error (the channel error dropped the ones collected before)
+    with pytest.raises(FileNotFoundError, match=r"2 of the 3 images checked cannot be used:\n  .*gone\.nii' does not "
+                                                r"exist\.\n  mixed channel counts"):
+        check_study_shapes([gray, str(tmp_path / "gone.nii"), rgb], "volume")
     with pytest.raises(FileNotFoundError, match=r"x\.csv:2: '.*gone\.nii' does not exist"):
         check_study_shapes([{"image": str(tmp_path / "gone.nii"), "source_line": "x.csv:2"}], "volume")
     (tmp_path / "bad.avi").write_bytes(b"not a video")
