@@ -768,8 +768,9 @@ def content_key(path: str | os.PathLike) -> str:
 
 def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False, min_frames: int = 2
                  ) -> tuple[int, tuple[int, ...], int, list[str]]:
-    """``(channels, shape in the layout's order, number of frames/slices, SOPInstanceUIDs of DICOM images)`` of one image
-    (``clips_only``: refuse a volume rather than read it as a clip)."""
+    """``(channels, shape in the layout's order, number of frames/slices, content ids)`` of one image, the ids being
+    the SOPInstanceUIDs of DICOM images or the :func:`content_key` of another file (``clips_only``: refuse a volume
+    rather than read it as a clip)."""
     p = Path(image)
     name = p.name.lower()
     if not p.exists():
@@ -979,8 +980,9 @@ def check_no_copies(known: Mapping[str, str], new: Mapping[str, str], known_path
             continue
         if uid.startswith("file:"):
             a, b = (known_paths or {}).get(uid), (new_paths or {}).get(uid)
-            if not (a and b and not _same_files(a, b, uid)):  # else: same size and sampled bytes, other content
-                copies.append(f"{where} = {known[uid]}")
+            if a and b and not _same_files(a, b, uid):
+                continue  # same size and sampled bytes, other content
+            copies.append(f"{where} = {known[uid]}")
             continue
         raise ValueError(f"{where} holds the same DICOM image as {known[uid]} (SOPInstanceUID {uid}): a copy; list "
                          "each study once, "

@@ -280,9 +280,7 @@ def load_checkpoint(
     # config's own _meta_ section, unparsed
     card = _read_json(files["card"]) if files.get("card") else None
     if isinstance(card, Mapping) and isinstance(card.get(CARD_KEY), Mapping):
-        _check_card_checkpoint(card, files["card"], ckpt_path)
-        recorded = card[CARD_KEY].get("checkpoint_sha256")
-        if isinstance(recorded, str) and recorded == file_digest(ckpt_path):
+        if _card_describes(card, files["card"], ckpt_path):
             # the card training wrote for this very file: the config builds the network it describes (data facts,
             # method, k, head, encoder, sampler arguments), as the export does; a model trained with --keep_ratio
             # 0.25 or on a datalist was refused here ("use the training's keys"), which the Deploy CLI cannot pass
@@ -364,13 +362,17 @@ def _check_card_network(spec: ModelSpec, net: nn.Module, source: str, cfg_path: 
             )
 
 
-def _check_card_checkpoint(card: Mapping, card_path: Path, ckpt_path: Path) -> None:
-    """Warn when the card beside a checkpoint records the hash of another file."""
+def _card_describes(card: Mapping, card_path: Path, ckpt_path: Path) -> bool:
+    """Whether the card beside a checkpoint records this file's hash (the checkpoint read once); warns when a card
+    naming this file (or no file) records the hash of another one."""
     facts = card[CARD_KEY]
     recorded = facts.get("checkpoint_sha256")
-    if not isinstance(recorded, str) or facts.get("checkpoint") not in (None, Path(ckpt_path).name):
-        return
-    if file_digest(ckpt_path) != recorded:
+    if not isinstance(recorded, str):
+        return False
+    if file_digest(ckpt_path) == recorded:
+        return True
+    if facts.get("checkpoint") in (None, Path(ckpt_path).name):
         logger.warning("the model card '%s' was written for another version of '%s' (checkpoint_sha256 differs): "
                        "its facts and metrics may not describe this file.", card_path, ckpt_path)
+    return False
 

@@ -163,7 +163,7 @@ def check_overrides(
 
     known: set[str] = set()
     top: set[str] = set()
-    own: set[str] = set()  # top-level keys of this run's own configs
+    tops: dict[str, set[str]] = {}  # top-level keys of each config read
     numbers: dict[str, Any] = {}  # top-level keys whose default is a number: what an override of them must be
     # every config of the bundles involved counts: one list of arguments usually serves train, evaluate and inference
     siblings = sorted({str(p) for f in files for p in Path(f).parent.glob("*.json") if p.name != "metadata.json"})
@@ -175,12 +175,12 @@ def check_overrides(
             continue
         if isinstance(config, Mapping):
             known |= _known_ids(config)
-            top |= {str(k).split("#")[0] for k in config}
-            if f in files:
-                own |= {str(k).split("#")[0] for k in config}
+            tops[f] = {str(k).split("#")[0] for k in config}
+            top |= tops[f]
             numbers.update({str(k): v for k, v in config.items() if isinstance(v, (int, float))
                             and not isinstance(v, bool) and str(k) not in numbers})
             known |= {str(k) for k in config}  # "validate#split": "test"-style keys of merged configs
+    own = set().union(*(tops.get(f, set()) for f in files))  # top-level keys of this run's own configs
     typed = _bundle_cli_args(argv)  # as typed on the command line (an --args_file's null is kept by MONAI)
     for key in overrides:
         parts = key.split("#")
@@ -197,7 +197,7 @@ def check_overrides(
             if key not in known and len(parts) > 1 and parent not in known and not parent.endswith("+"):
                 raise ValueError(f"override --{key}: '{parent}' is not defined in {', '.join(files)}.")
             if parts[0] not in own:  # e.g. --num_kept (inference.json) given to evaluate.json: silently unused
-                by = [Path(f).name for f in siblings if f not in files and parts[0] in _top_keys(f)]
+                by = [Path(f).name for f in siblings if f not in files and parts[0] in tops.get(f, ())]
                 logger.warning(f"override --{key} has no effect in this run: only {', '.join(by)} defines "
                                f"'{parts[0]}', not {', '.join(Path(f).name for f in files)}.")
             continue
@@ -217,17 +217,6 @@ def check_overrides(
         logger.warning(f"override --{key} is not a key of the bundle configs ({', '.join(files)}); it is added, "
                        f"but nothing uses it unless another config refers to it.{hint}")
     return overrides
-
-
-def _top_keys(path: str) -> set[str]:
-    """Top-level keys of a config file (read as plain JSON/YAML; an unreadable one has none)."""
-    from monai.bundle import ConfigParser
-
-    try:
-        config = ConfigParser.load_config_file(path)
-    except Exception:
-        return set()
-    return {str(k).split("#")[0] for k in config} if isinstance(config, Mapping) else set()
 
 
 #: keys with a number default that also take a name (``--slice_axis axial``)

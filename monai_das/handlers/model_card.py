@@ -563,10 +563,10 @@ class ModelCardSaver:
                 # a validation list drawn from the training list: another seed or fraction, or the training's
                 # datalist file edited since (an item added redraws the groups), holds items it was trained on; another
                 # datalist file is other data (warned below: a digest cannot tell an edit from an external list)
-                same_file = trained.get("datalist") and trained.get("datalist") == self.facts.get("datalist")
-                keys = ("datalist_sha256", "seed", "val_fraction") if same_file else ("seed", "val_fraction")
-                if not same_file and before.get("datalist_sha256") != now.get("datalist_sha256"):
-                    keys = ()
+                if trained.get("datalist") and trained.get("datalist") == self.facts.get("datalist"):
+                    keys = ("datalist_sha256", "seed", "val_fraction")
+                elif before.get("datalist_sha256") == now.get("datalist_sha256"):
+                    keys = ("seed", "val_fraction")
         leaks = [k for k in keys if before.get(k) != now.get(k)]
         options = {"fold": "--fold", "num_folds": "--num_folds", "probe": "--probe", "seed": "--data_seed",
                    "val_fraction": "--val_fraction", "datalist_sha256": "--datalist"}
