@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.engines.export import (
+    CARD_KEY,
     SOURCE_PROP,
     ExportedClassifier,
     load_weights,
@@ -93,7 +94,9 @@ def inference_network(
       :class:`~monai_das.networks.OnnxClassifier`. ``onnx_path`` is reused when it was exported from this very
       checkpoint (SHA-256 recorded in the file) for this ``item_shape``, layout and slice axis and can keep this
       ``k`` (:func:`~monai_das.engines.export.onnx_source`); otherwise it is (re)written, atomically, with the model
-      card ``card_path`` embedded when there is one. The checkpoint is loaded into ``network`` either way, so a
+      card ``card_path`` embedded when there is one. A graph that keeps a fixed ``k`` (ADPS, DAS ``spread``) asked
+      for another ``k`` than the card's trained one is kept in its own file, ``model.k<k>.onnx`` beside
+      ``onnx_path``, so the export at the trained ``k`` (what the Deploy app serves) is never replaced. The checkpoint is loaded into ``network`` either way, so a
       network that does not fit it is refused as with ``eager``.
     - ``"torchscript"``: the network traced in memory (:class:`IndicesRecorder` of a traced
       :class:`~monai_das.engines.ExportedClassifier`).
@@ -137,10 +140,16 @@ def inference_network(
     k = int(network.sampler.num_kept(num_frames_of(network, item_shape)))
     load_weights(network, ckpt)  # also when the export is reused: a network that does not fit the checkpoint fails here
     wanted = onnx_source(network, ckpt, item_shape)
+    card_file = Path(card_path) if card_path is not None else ckpt.with_name("metadata.json")
+    card = read_model_card(card_file) if card_file.is_file() else None
+    facts = (card or {}).get(CARD_KEY) or {}
+    if (wanted["num_kept"] is not None and facts.get("checkpoint_sha256") == wanted["checkpoint_sha256"]
+            and facts.get("num_kept") is not None and int(facts["num_kept"]) != k):
+        # a fixed-k graph at another k than the trained one: its own file, beside the export at the trained k (the
+        # one the Deploy app and MONAI Label serve, whose card says that k), never over it
+        onnx_file = onnx_file.with_name(f"{onnx_file.stem}.k{k}{onnx_file.suffix}")
     found = _onnx_source(onnx_file) if onnx_file.is_file() else None
     if found != wanted:
-        card_file = Path(card_path) if card_path is not None else ckpt.with_name("metadata.json")
-        card = read_model_card(card_file) if card_file.is_file() else None
         why = ("there is none" if not onnx_file.is_file() else
                "the one there is unreadable or not a monai_das export" if found is None else
                f"the one there was exported from another {_first_difference(found, wanted)}")

@@ -19,6 +19,7 @@ from monai_das.handlers.model_card import (
     card_input_shape,
     check_model_card,
     model_facts,
+    output_dir_at_k,
 )
 from monai_das.handlers.precise_bn import PreciseBNHandler
 from monai_das.handlers.predictions import PredictionWriter
@@ -55,6 +56,7 @@ __all__ = [
     "ModelCardSaver",
     "check_model_card",
     "model_facts",
+    "output_dir_at_k",
     "build_model_card",
     "card_input_shape",
     "PreciseBNHandler",

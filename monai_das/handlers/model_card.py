@@ -40,7 +40,7 @@ from monai_das.utils.io import file_digest, write_json_atomic
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["CARD_KEY", "ModelCardSaver", "build_model_card", "card_input_shape", "card_mismatches", "check_model_card",
-           "model_facts", "network_data_format"]
+           "model_facts", "network_data_format", "output_dir_at_k"]
 
 logger = logging.getLogger(__name__)
 
@@ -379,6 +379,24 @@ def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: s
         f"{listed}. Its predictions would be computed on other frames, preprocessing or classes than it learnt. "
         f"Give the training's options: {'; '.join(options)}."
     )
+
+
+def output_dir_at_k(output_dir: str | os.PathLike, checkpoint: str | os.PathLike, num_kept: int | None,
+                    card_path: str | os.PathLike | None = None) -> str:
+    """
+    Where a run on ``checkpoint`` at ``num_kept`` frames writes its reports: ``output_dir``, or ``<output_dir>/k<k>``
+    when the model card describing the checkpoint (``card_path``, default ``metadata.json`` beside it; its
+    ``checkpoint_sha256``) records another trained ``k``. Any k at inference: an evaluation or a batch inference at
+    another k writes beside, never over, the reports at the trained k (``metrics.json``, ``predictions.csv``). No
+    card describing the checkpoint, or ``num_kept`` ``None``: ``output_dir``.
+    """
+    checkpoint = Path(checkpoint)
+    found = _card_describing(checkpoint, Path(card_path) if card_path is not None else
+                             checkpoint.with_name("metadata.json"))
+    trained = found[1].get("num_kept") if found is not None else None
+    if num_kept is None or trained is None or int(num_kept) == int(trained):
+        return str(output_dir)
+    return str(Path(output_dir) / f"k{int(num_kept)}")
 
 
 class ModelCardSaver:

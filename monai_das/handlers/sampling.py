@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,8 @@ class SampledIndicesHandler:
 class SamplingFiguresHandler:
     """
     Pictures of the sampler's choice for the first ``num_images`` items of a dataset, written to ``output_dir``:
-    ``kept_frames.png`` (montage of the kept slices/frames with their indices) and ``sampling_matrix.png`` (heat map
+    ``kept_frames.png`` (montage of the kept slices/frames with their indices, a row per item titled with its image
+    file name, true label and prediction) and ``sampling_matrix.png`` (heat map
     of ``P`` for the first item). With ``epoch_level=True`` they are redrawn after every ``interval`` epochs of the
     attached engine (files replaced), otherwise once when it completes. Only the returned paths are kept; logging
     them to MLflow is left to ``MLFlowHandler(artifacts=...)`` (attach this handler before it).
@@ -132,6 +133,20 @@ class SamplingFiguresHandler:
     def _name(self, label: int) -> str:
         return str(self.label_names[label]) if self.label_names is not None and label < len(self.label_names) else str(label)
 
+    def _item_name(self, index: int, item: Mapping) -> str:
+        """What a row of the montage shows: the item's image file (or folder) name from the dataset's raw items (a
+        MONAI dataset's ``data``, e.g. a datalist's), its ``id``, else its position ``item <i>``."""
+        raw = getattr(self.dataset, "data", None)
+        raw = raw[index] if isinstance(raw, Sequence) and index < len(raw) else None
+        for source in (raw, item):
+            if isinstance(source, Mapping):
+                image = source.get("image")
+                if isinstance(image, (str, os.PathLike)):
+                    return Path(image).name
+                if isinstance(source.get("id"), str):
+                    return source["id"]
+        return f"item {index}"
+
     def _batch(self) -> tuple[torch.Tensor, list[dict]]:
         n = min(self.num_images, len(self.dataset))
         if n < 1:
@@ -166,12 +181,12 @@ class SamplingFiguresHandler:
             out = net.sample(images)
             probs = torch.softmax(net(images).float(), dim=-1).cpu()
         titles, evidence = [], []
-        for it, p in zip(items, probs):
+        for i, (it, p) in enumerate(zip(items, probs)):
             pred = int(p.argmax())
             title = f"pred {self._name(pred)} ({float(p[pred]):.2f})"
             if it.get("label") is not None:
                 title = f"label {self._name(int(torch.as_tensor(it['label']).reshape(-1)[0]))}\n{title}"
-            titles.append(title)
+            titles.append(f"{self._item_name(i, it)}\n{title}")
             ev = next((it[k] for k in ("evidence", "informative") if k in it), None)
             evidence.append(None if ev is None else [int(i) for i in torch.as_tensor(ev).reshape(-1) if int(i) >= 0])
         self.paths = [

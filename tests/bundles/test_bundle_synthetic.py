@@ -125,9 +125,11 @@ def test_evaluate(trained):
     # any k from one model: --num_kept reaches the evaluation too (it was silently ignored: only inference.json had it)
     out = run_cmd(TRAIN, EVALUATE, args=["--bundle_root", root, "--num_test", 8, "--num_kept", 5])
     assert "evaluated at k=5" in out.stdout + out.stderr
-    report = json.loads((root / "eval" / "metrics.json").read_text())
+    # beside, not over, the reports at the trained k
+    assert json.loads((root / "eval" / "metrics.json").read_text())["num_kept"] == 14
+    report = json.loads((root / "eval" / "k5" / "metrics.json").read_text())
     assert report["num_kept"] == 5 and report["num_samples"] == 8
-    positions = json.loads((root / "eval" / "test_kept_positions.json").read_text())
+    positions = json.loads((root / "eval" / "k5" / "test_kept_positions.json").read_text())
     assert sum(positions["kept_fraction"]["all"]) == pytest.approx(5)
 
 
@@ -172,6 +174,21 @@ def test_inference_on_files(trained, tmp_path):
         idx = [int(i) for i in r["kept_indices"].split(";")]
         assert len(idx) == 14 and idx == sorted(set(idx)) and 0 <= idx[0] and idx[-1] < 28
     assert len(json.loads((out_dir / "predictions.json").read_text())) == 4
+
+
+def test_inference_at_another_k_writes_beside_the_trained_k(trained):
+    """Any k at inference: predictions at another k than the card's go to eval/k<k>/, not over eval/predictions.csv."""
+    from monai.bundle import ConfigParser
+
+    def output_dir(**overrides):
+        parser = ConfigParser()
+        parser.read_config(INFERENCE)
+        parser.update({"bundle_root": str(trained["root"]), **overrides})
+        return Path(parser.get_parsed_content("predictions_csv")).parent
+
+    eval_dir = trained["root"] / "eval"
+    assert output_dir() == output_dir(num_kept=14) == eval_dir
+    assert output_dir(num_kept=5) == output_dir(keep_ratio=0.18) == eval_dir / "k5"
 
 
 def test_export_torchscript(trained):

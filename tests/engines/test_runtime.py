@@ -180,6 +180,30 @@ def test_static_k_export_refuses_other_k(tmp_path):
     assert np.isfinite(runner(torch.rand(1, *SHAPE)).numpy()).all()
 
 
+def test_fixed_k_export_at_another_k_keeps_the_trained_export(tmp_path, caplog):
+    """Inference at another k with a fixed-k graph (ADPS) exports it to its own file: the export at the card's trained
+    k, the one the Deploy app serves, is not replaced."""
+    from monai_das.engines import read_model_card
+    from monai_das.handlers import CARD_KEY
+    from monai_das.utils.io import file_digest, write_json_atomic
+
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model": _net("adps").state_dict()}, ckpt)
+    write_json_atomic({CARD_KEY: {"checkpoint_sha256": file_digest(ckpt), "num_kept": 4}}, tmp_path / "metadata.json")
+    onnx_path = tmp_path / "model.onnx"
+    caplog.set_level("INFO", logger="monai_das.engines.runtime")
+    inference_network(_net("adps"), ckpt, "onnxruntime", SHAPE, onnx_path)
+    stamp = onnx_path.stat().st_mtime_ns
+    runner = inference_network(_net("adps", keep_ratio=0.25), ckpt, "onnxruntime", SHAPE, onnx_path)
+    assert onnx_path.stat().st_mtime_ns == stamp and OnnxClassifier(onnx_path).num_samples == 4
+    assert runner.num_samples == 2 and OnnxClassifier(tmp_path / "model.k2.onnx").num_samples == 2
+    assert read_model_card(tmp_path / "metadata.json")[CARD_KEY]["num_kept"] == 4
+    caplog.clear()  # both reused from now on
+    inference_network(_net("adps"), ckpt, "onnxruntime", SHAPE, onnx_path)
+    inference_network(_net("adps", keep_ratio=0.25), ckpt, "onnxruntime", SHAPE, onnx_path)
+    assert "exporting" not in caplog.text
+
+
 def test_context_frames_export_any_k(tmp_path):
     """A 2.5D network (neighbours as channels) exports with its dynamic k and agrees with eager."""
     from monai_das.networks import OnnxClassifier

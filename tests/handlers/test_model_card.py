@@ -140,6 +140,13 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     card = evaluate({"test_auc": 0.7}, keep_ratio=0.26)
     assert card["eval_metrics"] == {"val_auc": 0.8, "val_accuracy": 0.7, "val_loss": 0.5, "auc": 0.7}
     assert card[CARD_KEY]["num_kept"] == 3
+    # and the reports of a run at another k go beside those at the trained k, never over them
+    from monai_das.handlers import output_dir_at_k
+
+    assert output_dir_at_k(tmp_path / "eval", ckpt, 3) == str(tmp_path / "eval")
+    assert output_dir_at_k(tmp_path / "eval", ckpt, 6) == str(tmp_path / "eval" / "k6")
+    assert output_dir_at_k(tmp_path / "eval", ckpt, None) == str(tmp_path / "eval")
+    assert output_dir_at_k(tmp_path / "eval", tmp_path / "none.pt", 6) == str(tmp_path / "eval")  # no card: as given
     # an evaluation that could not measure the AUC (a class absent from a small test list: NaN) replaces the earlier
     # evaluation's metrics as a whole: no AUC of another test set beside this one's accuracy
     card = evaluate({"test_auc": math.nan, "test_accuracy": 0.5}, keep_ratio=0.26)
@@ -148,6 +155,7 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     # its own file, not rewritten to vouch for this one, and inference on it is warned that nothing can be checked
     torch.save({"other": torch.tensor(1)}, ckpt)
     assert evaluate({"test_auc": 0.55}) == card and card[CARD_KEY]["checkpoint_sha256"] != sha256(ckpt)
+    assert output_dir_at_k(tmp_path / "eval", ckpt, 6) == str(tmp_path / "eval")  # the card describes another file
     from monai_das.handlers import check_model_card
 
     with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):

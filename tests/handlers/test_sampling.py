@@ -86,4 +86,12 @@ def test_figures_use_the_checkpoint_and_leave_the_network_alone(tmp_path, monkey
         assert torch.equal(seen["indices"], best.sample(x).indices)
         p = torch.softmax(best(x), -1)
     assert f"{float(p[0].max()):.2f}" in seen["titles"][0]
+    assert [t.splitlines()[0] for t in seen["titles"]] == ["item 0", "item 1"]  # no file name to show: the position
+    # a dataset of files (a datalist's raw items in `data`, as MONAI's datasets keep them): each row names its file
+    from monai.data import Dataset
+
+    files = Dataset([{"image": f"/studies/case{i}.nii.gz", "label": i % 2} for i in range(2)],
+                    transform=lambda item: {**item, "image": data[item["label"]]["image"]})
+    SamplingFiguresHandler(current, files, tmp_path / "fig", num_images=2, label_names=["a", "b"]).draw()
+    assert [t.splitlines()[:2] for t in seen["titles"]] == [["case0.nii.gz", "label a"], ["case1.nii.gz", "label b"]]
     assert all(torch.equal(v, current.state_dict()[k]) for k, v in before.items())
