@@ -379,6 +379,14 @@ class BundleCellRunner:
             over["fold"] = cell.fold
         return over
 
+    def run_key(self, cell: Cell) -> str:
+        """8 hex digits of what the cell's training depends on: the code (``code_hash``) and its trained settings
+        (overrides without :data:`TRACKING_KEYS`); names its MLflow runs, so a cell started over under other code
+        or settings never continues a killed run of the former (MONAI's ``MLFlowHandler`` continues the latest
+        unfinished run of a name)."""
+        record = {"code_hash": self.code, "overrides": _trained_settings(self.cell_overrides(cell))}
+        return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
     def check_started(self, cell: Cell, cell_dir: Path) -> None:
         """
         Record in ``<cell>/started.json`` what the cell's training starts with (code hash and overrides). An interrupted
@@ -429,11 +437,11 @@ class BundleCellRunner:
                 "card_meta_file": str(configs / "metadata.json")}
         if self.tracking_uri is not None and over.get("mlflow"):
             # one MLflow store for the whole grid (not an mlflow.db per cell folder), one experiment per dataset,
-            # runs named after the cell (its tag included) and the code: MONAI's MLFlowHandler continues the latest
-            # unfinished run of a name, so a cell started over under new code does not append to a killed run of
-            # the old; what --override sets wins
+            # runs named after the cell (its tag included) and what it trains with (run_key: code and settings):
+            # MONAI's MLFlowHandler continues the latest unfinished run of a name, so a cell started over under new
+            # code or other settings does not append to a killed run of the old; what --override sets wins
             tracking = {"tracking_uri": self.tracking_uri, "experiment_name": f"compare_methods_{cell.dataset}",
-                        "run_name": f"{cell.name}_{self.code[:8]}" + ("_eval" if kind == "eval" else "")}
+                        "run_name": f"{cell.name}_{self.run_key(cell)}" + ("_eval" if kind == "eval" else "")}
             over.update({k: v for k, v in tracking.items() if k not in self.forced})
         files = [str(configs / "train.json")]
         if kind == "eval":

@@ -335,14 +335,19 @@ def test_mlflow_grid_tracks_every_cell_in_one_store(compare_script, tmp_path):
     runner = cm.BundleCellRunner({spec.key: spec.overrides}, {"mlflow": True, "max_epochs": 1}, log=lambda m: None,
                                  tracking_uri=uri)
     d = tmp_path / cells[0].dataset / cells[0].name
-    code = runner.code[:8]
-    for kind, name in (("train", f"{cells[0].name}_{code}"), ("eval", f"{cells[0].name}_{code}_eval")):
+    key = runner.run_key(cells[0])
+    for kind, name in (("train", f"{cells[0].name}_{key}"), ("eval", f"{cells[0].name}_{key}_eval")):
         parser = runner.workflow(cells[0], d, kind).parser
         assert parser.get_parsed_content("tracking_uri") == uri
         assert parser.get_parsed_content("run_name") == name
         assert parser.get_parsed_content("experiment_name") == "compare_methods_toy_8"
     untracked = cm.BundleCellRunner({spec.key: spec.overrides}, {"mlflow": False, "max_epochs": 1}, log=lambda m: None,
                                     tracking_uri=uri)
+    # the run name follows the trained settings, not the tracking ones: a cell started over with another budget
+    # never continues the killed run of the former (same code, same cell name)
+    longer = cm.BundleCellRunner({spec.key: spec.overrides}, {"mlflow": True, "max_epochs": 2}, log=lambda m: None,
+                                 tracking_uri=uri)
+    assert untracked.run_key(cells[0]) == key != longer.run_key(cells[0])
     assert untracked.workflow(cells[0], d, "train").parser.get_parsed_content("tracking_uri") != uri
     # an interrupted cell started without tracking resumes with it
     untracked.check_started(cells[0], d)  # started untracked, then killed after an epoch
