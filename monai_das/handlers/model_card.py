@@ -409,7 +409,9 @@ class ModelCardSaver:
       metrics), after every validation that replaced ``checkpoint`` (the best model file, written by the best-model
       saver before this handler runs) with that validation's metrics (``val_auc``, ...), and when training completes.
       A resumed run whose best model predates the resume keeps the metrics of the card on disk when that card
-      describes the same file (``checkpoint_sha256``); otherwise no metric is written rather than a guess.
+      describes the same file (``checkpoint_sha256``): validation and test metrics (an evaluation's, with its
+      ``evaluation`` record) alike, with ``validation#epochs`` updated; otherwise no metric is written rather than a
+      guess.
     - **evaluation** (no ``evaluator``; attach to the evaluating engine): when it completes, its scalar
       ``state.metrics`` (``metric_prefix`` stripped: ``test_auc`` → ``auc``) are added to the card of ``checkpoint``.
       Metrics of an earlier card at the same place are kept only when it describes the same checkpoint file.
@@ -506,9 +508,9 @@ class ModelCardSaver:
         if self._best_epoch is not None:
             self.write(self._metrics, validation=self._validation_facts(self.evaluator))
             return
-        carried = self._carried()
+        carried = self._carried(engine)
         if carried is not None:  # a resumed run whose best model predates the resume
-            self.write(carried[0], validation=carried[1])
+            self.write(*carried)
             return
         self.logger.warning(f"no validation of this run wrote '{self.checkpoint}': the model card describes the "
                             f"run's network without metrics or checkpoint hash.")
@@ -527,14 +529,21 @@ class ModelCardSaver:
         found = _card_describing(self.checkpoint, self.filepath)
         return found if found is not None and self._same_network(found[1]) else None
 
-    def _carried(self) -> tuple[dict, dict | None] | None:
+    def _carried(self, engine: Any) -> tuple[dict, dict | None, dict | None] | None:
+        """``(eval_metrics, validation, evaluation)`` of the card on disk when it describes the best model file this
+        run leaves (a resumed run whose best model predates the resume, or one with nothing left to train): every
+        metric measured on that very file stays, the test metrics of an evaluation too, and ``validation#epochs``
+        says how many epochs have now been trained."""
         found = self._old_card()
         if found is None:
             return None
         old, facts = found
-        metrics = _validation_metrics(old)
-        validation = facts.get("validation") if isinstance(facts.get("validation"), Mapping) else None
-        return metrics, validation
+        metrics = dict(old.get("eval_metrics") or {})
+        validation = dict(facts["validation"]) if isinstance(facts.get("validation"), Mapping) else None
+        if validation is not None and getattr(engine.state, "epoch", None) is not None:
+            validation["epochs"] = int(engine.state.epoch)
+        evaluation = dict(facts["evaluation"]) if isinstance(facts.get("evaluation"), Mapping) else None
+        return metrics, validation, evaluation
 
     # ----------------------------------------------------------------------------------------- evaluation
     def _check_trained_with(self, engine: Any) -> None:

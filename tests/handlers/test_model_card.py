@@ -277,6 +277,21 @@ def test_resumed_training_keeps_metrics_of_its_best_checkpoint(tmp_path):
     trainer.run([0], max_epochs=2)
     assert read(tmp_path)["eval_metrics"] == first["eval_metrics"] == {"val_auc": 0.8, "val_accuracy": 0.7,
                                                                        "val_loss": 0.5}
+    # evaluated on the test split, then trained on (resumed to 4 epochs, or rerun with nothing left to train) without
+    # a better model: the test metrics measured on that same file stay, and the card says how long it was trained
+    engine = Engine(lambda e, b: None)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"test_auc": 0.9}))
+    saver(tmp_path, checkpoint=tmp_path / "models" / "model.pt", metric_prefix="test_", split="test").attach(engine)
+    engine.run([0])
+    evaluated = read(tmp_path)
+    assert evaluated["eval_metrics"]["auc"] == 0.9 and evaluated[CARD_KEY]["evaluation"]["split"] == "test"
+    trainer, _ = train(tmp_path, val=[{"val_auc": 0.1, "val_loss": 2.0}] * 4, save=False)
+    trainer.run([0], max_epochs=4)
+    card = read(tmp_path)
+    assert card["eval_metrics"] == evaluated["eval_metrics"]
+    assert card[CARD_KEY]["evaluation"] == evaluated[CARD_KEY]["evaluation"]
+    assert card[CARD_KEY]["validation"] == {**first[CARD_KEY]["validation"], "epochs": 4}
+    assert first[CARD_KEY]["validation"]["best_epoch"] == 2
 
 
 def test_video_card_and_network_kept_frames(tmp_path):
