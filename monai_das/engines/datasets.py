@@ -224,8 +224,12 @@ class BundleData:
     def training_facts(self) -> dict:
         """
         :attr:`facts` without the test split's cap (``num_samples["test"]``), which training never reads. For a
-        datalist, warns about a class without training or validation items (capped as the run caps them): without
-        validation items the validation AUC is undefined (NaN) in every epoch, which training met only at its end.
+        datalist, refuses a class without training items (capped as the run caps them: the model would never learn
+        it, and still give it a probability) and warns about a class without validation items (the validation AUC
+        is undefined (NaN) in every epoch, which training met only at its end).
+
+        Raises:
+            ValueError: a class of the datalist has no training item, naming the classes and the datalist.
         """
         for split, name in (("train", "training"), ("val", "validation")):
             if self.datalist is None or not self._splits.get(split):
@@ -233,11 +237,20 @@ class BundleData:
             items, n = self._splits[split], self.num_samples.get(split)
             labels = set(_labels(items if n is None else items[: int(n)]).tolist())
             missing = [c for i, c in enumerate(self.label_names) if i not in labels]
+            if missing and split == "train":
+                derived = (f" (the validation list was drawn from the training list by patient: val_fraction "
+                           f"{self.val_fraction}, seed {self.seed})" if self._derived_val else "")
+                capped = f" (the first {n}, --num_train)" if n is not None else ""
+                raise ValueError(
+                    f"datalist '{self.datalist}': no training item{capped} has the class(es) {missing}{derived}: the "
+                    f"model would never learn them, yet give them probabilities. Give every class training items "
+                    f"(from at least two patients when the validation list is drawn from the training list), or "
+                    f"leave the class out of the datalist's 'labels'."
+                )
             if missing:
-                what = ("the validation AUC is undefined (NaN) in every epoch, so no checkpoint can be chosen by it"
-                        if split == "val" else "the model never learns them")
-                logger.warning(f"datalist '{self.datalist}': no {name} item has the class(es) {missing}: {what}. "
-                               f"Give every class {name} items.")
+                logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "
+                               "validation AUC is undefined (NaN) in every epoch, so the best-model file is the first "
+                               "epoch's, not chosen by it. Give every class validation items.")
         facts = self.facts
         facts["num_samples"] = {k: v for k, v in facts["num_samples"].items() if k != "test"}
         return json.loads(json.dumps(facts, default=str))  # plain values: stored in last.pt, loaded weights_only

@@ -66,6 +66,9 @@ class TrainingSummaryHandler:
             moved = self.saver.set_aside_unsaved() if hasattr(self.saver, "set_aside_unsaved") else None
             if moved is not None:
                 msg += f"; the model file found there was another run's, moved to '{moved.name}'"
+            elif epoch is not None:  # a NaN score ranks below every real one, but the first is kept for lack of one
+                msg += (f"; the best-model file is epoch {epoch}'s, kept for lack of a score, not chosen by "
+                        f"{self.key_metric} (give every class validation items)")
         else:
             self.best = {**self.saver.best_metrics, self.key_metric: score, "epoch": epoch}
             extra = ", ".join(f"{k} {self.best[k]:.3f}" for k in self.report if k in self.best)

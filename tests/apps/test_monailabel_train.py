@@ -134,10 +134,22 @@ def test_datalist_with_app_labels_and_indices(app, tmp_path):
     assert datalist["labels"] == {"0": "normal", "1": "abnormal"}
     assert [it["label"] for it in datalist["training"]] == [0, 1, 1, 0]
     # indices only, no names: classes "0".."max"
-    ds2 = make_datastore(tmp_path / "idx", {"a": 0, "b": 2, "c": "1"})
+    ds2 = make_datastore(tmp_path / "idx", {"a": 0, "b": 2, "c": "1", "d": 0, "e": 2, "f": 1})
     datalist, _ = build(ds2)
     assert datalist["labels"] == {"0": "0", "1": "1", "2": "2"}
-    assert [it["label"] for it in datalist["training"]] == [0, 2, 1]
+    assert [it["label"] for it in datalist["training"]] == [0, 2, 1, 0, 2, 1]
+    # a class without images (1-based indices read as 0..2, or a name of --conf labels nobody has): refused, as the
+    # bundle refuses it, not trained into a model that gives the empty class probabilities
+    ds3 = make_datastore(tmp_path / "one_based", {"a": 1, "b": 2, "c": 1, "d": 2})
+    with pytest.raises(ValueError, match=r"no labelled image has the class\(es\) \['0'\] \(class indices read as 0..2"):
+        build(ds3)
+    with pytest.raises(ValueError, match=r"class\(es\) \['other'\] \(--conf labels\)"):
+        build(ds, label_names=["normal", "abnormal", "other"])
+    # every class needs images of two patients: split by patient, a one-patient class ends up on one side only
+    ds4 = make_datastore(tmp_path / "few", {"a": "normal", "b": "abnormal", "c": "normal", "d": "abnormal"},
+                         infos={"a": {"patient_id": "P1"}, "c": {"patient_id": "P1"}})
+    with pytest.raises(ValueError, match="class.es. 'normal' all belong to patient 'P1'.*at least 2 patients per class"):
+        build(ds4)
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,11 @@ def test_a_class_without_validation_items_is_warned_before_training(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
         BundleData(datalist=path, val_fraction=0.34, seed=0).training_facts  # both classes on both sides
     assert "no validation item" not in caplog.text and "no training item" not in caplog.text
+    # no training item of a class: refused before training (the model would never learn it, yet give it
+    # probabilities; a MONAI Label datastore of one patient per class did this)
+    (tmp_path / "dl4.json").write_text(json.dumps({"training": items[1:2] + items[3:4], "validation": items[4:6]}))
+    with pytest.raises(ValueError, match=r"no training item has the class\(es\) \['b'\]: the model would never"):
+        BundleData(datalist=tmp_path / "dl4.json").training_facts
 
 
 def test_validation_and_test_files_are_checked_like_the_training_ones(tmp_path):

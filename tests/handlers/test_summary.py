@@ -99,6 +99,8 @@ def test_no_usable_epoch(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
         trainer.run([0], max_epochs=1)
     assert "no validation epoch with a usable val_auc" in caplog.text
+    # the file kept anyway is named for what it is (a warning before training had said none could be chosen)
+    assert "the best-model file is epoch 1's, kept for lack of a score, not chosen by val_auc" in caplog.text
 
 
 def test_needs_a_best_model_saver(tmp_path):

@@ -248,6 +248,7 @@ def datastore_datalist(
             classes = [str(i) for i in range(indices[-1] + 1)]
 
     training, groups, used = [], set(), set()
+    class_groups: dict[int, set] = {}
     images = [(image_id, datastore.get_image_uri(image_id)) for image_id, _, _ in rows]
     for (image_id, value, label_info), (_, image) in zip(rows, images):
         if value in classes:  # a name (also a name that looks like an index, e.g. classes "0", "1")
@@ -265,6 +266,7 @@ def datastore_datalist(
         group = _group(datastore, image_id, label_info)
         groups.add(group)
         used.add(index)
+        class_groups.setdefault(index, set()).add(group)
         training.append({"image": os.path.realpath(image), "label": index, "group": group})
     if len(used) < 2:
         raise ValueError(
@@ -275,6 +277,20 @@ def datastore_datalist(
         raise ValueError(
             f"the {len(training)} labelled image(s) belong to {len(groups)} patient(s): at least 2 are needed to "
             "split them into training and validation."
+        )
+    unused = [c for i, c in enumerate(classes) if i not in used]
+    if unused:  # a class the model would never learn, yet give probabilities
+        where = ("--conf labels" if label_names is not None else
+                 f"class indices read as 0..{len(classes) - 1}: label with 0-based indices or give --conf labels")
+        raise ValueError(f"no labelled image has the class(es) {unused} ({where}): the model would never learn "
+                         f"them. Label images of every class, or leave the class out.")
+    few = {classes[i]: sorted(map(str, g)) for i, g in sorted(class_groups.items()) if len(g) < 2}
+    if few:  # split by patient, such a class lands in training or validation only
+        raise ValueError(
+            "the labelled images of class(es) " + "; ".join(f"{c!r} all belong to patient {g[0]!r}"
+                                                            for c, g in few.items())
+            + ": the training/validation split keeps a patient's images together, so such a class would be missing "
+            "from training or from validation. Label images of at least 2 patients per class."
         )
     root = os.path.commonpath([os.path.dirname(item["image"]) for item in training])
     for item in training:
