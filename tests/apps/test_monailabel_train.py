@@ -287,6 +287,29 @@ def test_build_run_command_and_model_dir(app, tmp_path):
         task.build_run({"max_epochs": 0}, ds)
     with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
         task.build_run({"device": "cpu'); import os; ('"}, ds)
+    with pytest.raises(ValueError, match="one process on one device, got \\['cpu', 'cuda:1'\\]"):
+        task.build_run({"device": ["cpu", "cuda:1"]}, ds)  # it trained on the first one without a word
+
+
+def test_model_dir_inference_config_builds_the_trained_network(app, tmp_path):
+    """The model folder's configs/inference.json carries the training overrides that describe the data and the
+    network (train_overrides slice_axis "axial" was refused by a bundle run of it: 'slice_axis: trained 2, this run
+    0'), not the run-time ones."""
+    over = {"spatial_size": [16, 16, 8], "slice_axis": "axial", "method": "uniform", "temporal_head": "max",
+            "percentiles": [1, 99], "device": "$torch.device('cuda')", "batch_size": 4, "max_epochs": 2}
+    model_dir = app["das_train"].prepare_model_dir(repo_bundle(), tmp_path / "model", over, ["a", "b"])
+    inference = json.loads((model_dir / "configs" / "inference.json").read_text())
+    original = json.loads((repo_bundle() / "configs" / "inference.json").read_text())
+    for key in ("spatial_size", "slice_axis", "method", "temporal_head", "percentiles"):
+        assert inference[key] == over[key], key
+    assert inference["device"] == original["device"] and inference["batch_size"] == original["batch_size"]
+    assert "max_epochs" not in inference
+
+
+def test_misspelt_train_override_is_named(app, tmp_path):
+    task = app["DASTrain"](repo_bundle(), tmp_path / "model", spatial_size=GRID, overrides={"max_epoch": 3})
+    with pytest.raises(ValueError, match="train_overrides: .* does not define 'max_epoch': did you mean 'max_epochs'"):
+        task.build_run({}, make_datastore(tmp_path / "data", LABELS6))
 
 
 def test_bundle_without_datalist_key_is_refused(app, tmp_path):
@@ -397,6 +420,16 @@ def test_app_settings(app, tmp_path):
     assert app["app_tasks"].make_train_task(settings) is None
     with pytest.raises(ValueError, match="spatial_size must be three positive integers"):
         app["app_tasks"].app_settings({"spatial_size": "16,16"}, tmp_path)
+    # the slice axis as a setting of its own (a train override); bad numbers and JSON are named
+    axial = app["app_tasks"].app_settings({"slice_axis": "axial", "train_overrides": '{"lr": 0.01}'}, tmp_path)
+    assert axial["train_overrides"] == {"lr": 0.01, "slice_axis": "axial"}
+    assert app["app_tasks"].app_settings({"slice_axis": "2"}, tmp_path)["train_overrides"] == {"slice_axis": 2}
+    for conf, match in (({"max_epochs": "two"}, "--conf max_epochs must be an integer, got 'two'"),
+                        ({"keep_ratio": "half"}, "--conf keep_ratio must be a number"),
+                        ({"train_overrides": "{batch_size: 4}"}, "--conf train_overrides must be a JSON object"),
+                        ({"slice_axis": "1", "train_overrides": '{"slice_axis": 2}'}, "give the slice axis once")):
+        with pytest.raises(ValueError, match=match):
+            app["app_tasks"].app_settings(conf, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------- the real bundle

@@ -11,6 +11,9 @@ Keys:
   task loads from it once it holds a model, else from ``bundle``.
 - ``labels``: comma-separated class names (index = position); default: the classes found in the datastore.
 - ``spatial_size``: the network grid ``D,H,W`` (or ``[D, H, W]``); default: the bundle metadata's input shape.
+- ``slice_axis``: the axis whose slices the sampler chooses among (``0``-``2`` of ``D,H,W``, or ``sagittal``,
+  ``coronal``, ``axial`` in RAS); default the bundle's (0). A training setting (passed as a train override; the
+  infer task reads the trained one from the model card).
 - ``max_epochs``: default epochs of a training request.
 - ``train_overrides``: a JSON object of more bundle overrides for every training run (``{"batch_size": 4}``).
 - ``engine``: ``onnxruntime`` (default: ``models/model.onnx``), ``torchscript`` or ``eager`` (``models/model.pt`` +
@@ -52,28 +55,49 @@ def _spatial_size(value: str | None) -> list[int] | None:
     return [int(p) for p in parts]
 
 
+def _number(conf: Mapping[str, str], key: str, kind: type) -> Any:
+    """``conf[key]`` as an ``int`` or ``float`` (``None`` when absent or blank); an error naming the key otherwise."""
+    value = conf.get(key)
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return kind(str(value).strip())
+    except ValueError:
+        raise ValueError(f"--conf {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}.") from None
+
+
 def app_settings(conf: Mapping[str, str], app_dir: str | os.PathLike) -> dict[str, Any]:
     """The app's settings from ``conf`` (see the module docstring), with defaults."""
     bundle = Path(conf.get("bundle") or DEFAULT_BUNDLE).expanduser().resolve()
     model_dir = conf.get("model_dir") or Path(app_dir) / "model" / bundle.name
     labels = conf.get("labels")
     overrides = conf.get("train_overrides")
-    overrides = json.loads(overrides) if overrides else {}
+    try:
+        overrides = json.loads(overrides) if overrides else {}
+    except ValueError as e:
+        raise ValueError(f"--conf train_overrides must be a JSON object, got {conf.get('train_overrides')!r}: {e}"
+                         ) from None
     if not isinstance(overrides, dict):
         raise ValueError(f"train_overrides must be a JSON object, got {conf.get('train_overrides')!r}.")
+    axis = conf.get("slice_axis")
+    if axis is not None and str(axis).strip():
+        if "slice_axis" in overrides:
+            raise ValueError("give the slice axis once: --conf slice_axis or train_overrides' slice_axis, not both.")
+        axis = str(axis).strip()
+        overrides = {**overrides, "slice_axis": int(axis) if axis.isdigit() else axis}
     modalities = conf.get("modalities")
     return {
         "bundle": str(bundle),
         "model_dir": str(Path(model_dir).expanduser().resolve()),
         "labels": [n.strip() for n in labels.split(",")] if labels else None,
         "spatial_size": _spatial_size(conf.get("spatial_size")),
-        "max_epochs": int(conf["max_epochs"]) if conf.get("max_epochs") else None,
+        "max_epochs": _number(conf, "max_epochs", int),
         "train_overrides": overrides,
         "train": _flag(conf.get("train"), True),
         "engine": conf.get("engine") or None,
         "prefer": conf.get("prefer") or None,
-        "num_kept": int(conf["num_kept"]) if conf.get("num_kept") else None,
-        "keep_ratio": float(conf["keep_ratio"]) if conf.get("keep_ratio") else None,
+        "num_kept": _number(conf, "num_kept", int),
+        "keep_ratio": _number(conf, "keep_ratio", float),
         "loader_options": {"allowed_modalities": [m.strip() for m in modalities.split(",")]} if modalities else {},
         "preload": _flag(conf.get("preload"), False),
     }

@@ -68,9 +68,13 @@ __all__ = [
 LABEL_KEY = "label"
 #: image-info (then label-info) keys naming the patient; the image id when none is set
 GROUP_KEYS = ("group", "patient_id", "PatientID")
-#: the bundle overrides that describe the data: baked into the model folder's copy of ``configs/inference.json`` (for
-#: the keys that config defines) so that the infer task builds the network the training built
-DATA_KEYS = ("datalist", "dataset_dir", "spatial_size")
+#: the bundle overrides that describe the data, its preprocessing and the network: baked into the model folder's copy
+#: of ``configs/inference.json`` (for the keys that config defines) so that a bundle run of it builds and feeds the
+#: network the training built (e.g. ``train_overrides`` ``{"slice_axis": "axial"}``); run-time keys (``device``,
+#: ``batch_size``, ``num_workers``, ...) are not
+DATA_KEYS = ("datalist", "dataset_dir", "spatial_size", "slice_axis", "axcodes", "pixdim", "intensity_range",
+             "percentiles", "min_frames", "method", "keep_ratio", "temporal_head", "encoder", "encoder_kwargs",
+             "sampler_kwargs", "context_frames")
 #: where the task's files go inside the model folder (datalist, command, log, stats)
 RUN_SUBDIR = "monailabel"
 
@@ -432,7 +436,10 @@ class DASTrain(BundleTrainTask):
                 or int(max_epochs) < 1:
             raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}.")
         device = request.get("device")
-        if isinstance(device, (list, tuple)):
+        if isinstance(device, (list, tuple)):  # MONAI Label's train dialog sends a list
+            if len(device) > 1:
+                raise ValueError(f"device: this task trains in one process on one device, got {list(device)!r}; "
+                                 "choose one (multi-GPU training: the bundle's multi_gpu_train.json with torchrun).")
             device = device[0] if device else None
         if device is not None:
             device = str(device).strip().lower()
@@ -458,6 +465,15 @@ class DASTrain(BundleTrainTask):
             max_epochs=max_epochs, spatial_size=self.spatial_size, device=device, extra=self.extra_overrides,
         )
         missing = self.missing_bundle_keys(overrides)
+        extra = [k for k in missing if k in self.extra_overrides]
+        if extra:  # a misspelt key of the app's train_overrides, e.g. max_epoch
+            import difflib
+
+            config = list(self.bundle_config.config) if self.valid else []
+            hints = "; ".join(f"{k!r}: did you mean {close[0]!r}?" if close else repr(k) for k in extra
+                              for close in [difflib.get_close_matches(k.split("#")[0], config, n=1)])
+            raise ValueError(f"train_overrides: the bundle's train config '{self.bundle_config_path}' does not "
+                             f"define {hints}")
         if missing:
             raise ValueError(
                 f"the bundle's train config '{self.bundle_config_path}' does not define {missing}: this bundle cannot "
