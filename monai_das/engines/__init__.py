@@ -10,6 +10,7 @@ warnings.filterwarnings("ignore", message=r"'monai_das\.engines\.export' found i
 from monai_das.engines.checks import (
     bundle_cli_overrides,
     bundle_meta_file,
+    check_launch,
     check_overrides,
     check_resume,
     check_writable,
@@ -49,6 +50,7 @@ from monai_das.engines.utils import (
 __all__ = [
     "bundle_cli_overrides",
     "bundle_meta_file",
+    "check_launch",
     "check_overrides",
     "check_resume",
     "check_writable",

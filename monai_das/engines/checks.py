@@ -18,7 +18,8 @@ from typing import Any
 
 from monai_das.engines.utils import flag, optional
 
-__all__ = ["bundle_cli_overrides", "bundle_meta_file", "check_overrides", "check_writable", "check_resume", "train_drop_last"]
+__all__ = ["bundle_cli_overrides", "bundle_meta_file", "check_launch", "check_overrides", "check_writable", "check_resume",
+           "train_drop_last"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,38 @@ def _known_ids(config: Mapping, prefix: str = "") -> set[str]:
                 if isinstance(item, Mapping):
                     ids |= _known_ids(item, f"{key}#{i}#")
     return ids
+
+
+def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
+    """
+    Refuse a bundle run launched in a way its configs cannot run, before any work: ``kind`` ``"train"`` (train.json
+    without multi_gpu_train.json) started by ``torchrun`` with several processes (``WORLD_SIZE``) — every process would
+    train the whole model on its own and all but one be refused the checkpoint folder —, or ``"evaluate"``
+    (evaluate.json) under ``torchrun`` with several processes or with multi_gpu_train.json among the configs — an
+    evaluation runs in one process (each would evaluate the whole split and write the model card).
+
+    Raises:
+        ValueError: naming the launch and the command to use.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE") or 1)
+    except ValueError:
+        world = 1
+    names = [Path(f).name for f in bundle_cli_overrides(argv)[1]]
+    if kind == "train" and world > 1:
+        raise ValueError(
+            f"launched by torchrun with {world} processes, but the configs ({', '.join(names) or 'train.json'}) have no "
+            "multi_gpu_train.json: every process would train the whole model on its own. Add it: --config_file "
+            "\"['<bundle>/configs/train.json','<bundle>/configs/multi_gpu_train.json']\"."
+        )
+    if kind == "evaluate" and (world > 1 or "multi_gpu_train.json" in names):
+        how = f"launched by torchrun with {world} processes" if world > 1 else "with multi_gpu_train.json"
+        raise ValueError(
+            f"evaluate.json runs in one process ({how}, each process would evaluate the whole split and write the "
+            "model card): run `python -m monai.bundle run --config_file \"['<bundle>/configs/train.json',"
+            "'<bundle>/configs/evaluate.json']\"` without torchrun and without multi_gpu_train.json."
+        )
 
 
 #: former bundle keys and what replaced them: an override of one is refused naming both (it would go unused)

@@ -13,6 +13,7 @@ import torch
 from monai_das.engines import (
     bundle_cli_overrides,
     bundle_meta_file,
+    check_launch,
     check_overrides,
     check_resume,
     check_writable,
@@ -37,6 +38,22 @@ def test_parses_bundle_command_line():
     assert overrides == {"max_epochs": "3", "lr": "0.01", "train#dataset#cache_rate": "0"}
     assert files == [TRAIN, EVALUATE]
     assert bundle_cli_overrides(["pytest", "run", "--max_epoch", "1"]) == ({}, [])  # not a bundle command line
+
+
+def test_check_launch():
+    """torchrun with train.json alone (every rank trained the whole model, all but one refused the checkpoint folder
+    with no hint), or an evaluation under torchrun or with multi_gpu_train.json (it failed on the process group, or
+    ran twice and wrote the card twice): refused up front, naming the command to use."""
+    multi = str(Path(TRAIN).with_name("multi_gpu_train.json"))
+    torchrun = {"WORLD_SIZE": "2"}
+    check_launch("train", _argv(), {})
+    check_launch("train", _argv(), {"WORLD_SIZE": "1"})
+    with pytest.raises(ValueError, match="torchrun with 2 processes, but the configs .train.json. have no multi_gpu"):
+        check_launch("train", _argv(), torchrun)
+    check_launch("evaluate", _argv(configs=(TRAIN, EVALUATE)), {})
+    for argv, env in ((_argv(configs=(TRAIN, EVALUATE)), torchrun), (_argv(configs=(TRAIN, multi, EVALUATE)), {})):
+        with pytest.raises(ValueError, match="evaluate.json runs in one process"):
+            check_launch("evaluate", argv, env)
 
 
 def test_bundle_meta_file_as_monai_finds_it(tmp_path):
