@@ -372,6 +372,15 @@ def test_train_standin_bundle_then_infer_reloads(app, tmp_path):
     _, second = infer({"image": ds.get_image_uri("s1")})
     assert infer.predictor is not first  # the infer task picked up the new model.pt
     assert second["das"]["probabilities"] != result["das"]["probabilities"]
+    assert not any("bundle's own model" in w for w in second["das"]["warnings"])
+    # a model folder without a model yet, beside a bundle that ships one: the bundle's model is served, and the
+    # client is told so (it answered with the bundle's classes without a word)
+    shutil.copytree(model_dir / "models", bundle / "models")
+    shutil.copy(model_dir / "configs" / "inference.json", bundle / "configs" / "inference.json")
+    fresh = app["app_tasks"].make_infer_task({**settings, "model_dir": str(tmp_path / "fresh")})
+    _, third = fresh({"image": ds.get_image_uri("s1")})
+    assert any("served by the bundle's own model" in w and "no model has been trained on this datastore" in w
+               for w in third["das"]["warnings"])
 
 
 def test_training_failure_is_reported(app, tmp_path):

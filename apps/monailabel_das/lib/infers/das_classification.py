@@ -123,6 +123,13 @@ class DASClassification(BasicInferTask):
                 return folder, files
         return None, None
 
+    def _stand_in(self, source: str | os.PathLike) -> bool:
+        """Whether the model file (or folder) ``source`` is the bundle's own model served in place of the model
+        folder's (none trained there yet)."""
+        if not self.model_dir:
+            return False
+        return not Path(os.path.realpath(source)).is_relative_to(os.path.realpath(self.model_dir))
+
     @staticmethod
     def _stat(path: Path | None) -> tuple | None:
         if path is None:
@@ -176,6 +183,10 @@ class DASClassification(BasicInferTask):
                                self.predictor.source if self.predictor else "no model")
                 return self.predictor
             self._load_error = None
+            if self._stand_in(folder):
+                logger.warning("%s: no model trained by the train task in '%s' yet; serving the bundle's own model "
+                               "(classes %s) until there is one.", predictor.source, self.model_dir,
+                               list(predictor.spec.labels or []))
             if self.predictor is not None:
                 logger.info("DAS model reloaded: %s (was %s)", predictor.source, self.predictor.source)
             self.predictor = predictor
@@ -260,6 +271,11 @@ class DASClassification(BasicInferTask):
                       "kept_instance_numbers", "num_frames", "num_kept", "compute_saved", "macs_saved", "warnings")
         }
         data["das"]["engine"] = predictor.engine
+        if self._stand_in(predictor.source):  # a client sees it too, not only the server log
+            data["das"]["warnings"] = list(data["das"]["warnings"] or []) + [
+                f"served by the bundle's own model '{predictor.source}' (classes "
+                f"{list(predictor.spec.labels or [])}): no model has been trained on this datastore yet "
+                f"(the train task writes '{self.model_dir}')."]
         return data
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[Any, Any]:
