@@ -41,6 +41,7 @@ import statistics
 import sys
 import textwrap
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,8 @@ def evaluate_at(train_result: dict[str, Any], cell_dir: Path, ratio: float, code
     """
     Test metrics of the checkpoint ``<cell_dir>/models/model.pt`` (trained as ``train_result`` says) run at
     ``keep_ratio=ratio``: compare_methods' evaluation (``train.json + evaluate.json``) with ``keep_ratio``
-    overridden, in ``<cell_dir>/any_k/keep<ratio>/`` (its own ``eval/metrics.json``; the checkpoint is linked there
+    overridden, in ``<cell_dir>/any_k/keep<ratio>/`` (its own ``eval/k<k>/metrics.json``, ``eval/metrics.json`` at the
+    trained k; the checkpoint is linked there
     for the run beside a copy of its card, which the evaluation checks and, at the trained k only, adds its metrics
     to; the training card in ``models/`` is left as it is). Returns ``(result, ran)``;
     a cached result of the same checkpoint and code is returned without running.
@@ -132,6 +134,7 @@ def evaluate_at(train_result: dict[str, Any], cell_dir: Path, ratio: float, code
     hit = cached(d / "result.json", {"checkpoint_sha256": sha, "code_hash": code, "keep_ratio": ratio})
     if hit is not None:
         return hit, False
+    from monai_das.handlers import output_dir_at_k
     from monai_das.networks import num_kept
 
     over = dict(train_result["overrides"])
@@ -142,8 +145,11 @@ def evaluate_at(train_result: dict[str, Any], cell_dir: Path, ratio: float, code
     _link_or_copy(ckpt, d / "models" / "model.pt")
     if (cell_dir / "models" / "metadata.json").is_file():
         shutil.copy2(cell_dir / "models" / "metadata.json", d / "models" / "metadata.json")
+    t = int(train_result["frames_total"])
     t0 = time.perf_counter()
     try:
+        # where the evaluation writes: eval/ at the trained k, eval/k<k>/ at another (any k from one model)
+        metrics_path = Path(output_dir_at_k(d / "eval", d / "models" / "model.pt", num_kept(t, ratio))) / "metrics.json"
         ev = runner.workflow(cell, d, "eval")
         ev.initialize()
         ev.run()
@@ -152,11 +158,9 @@ def evaluate_at(train_result: dict[str, Any], cell_dir: Path, ratio: float, code
         gc.collect()
     finally:
         (d / "models" / "model.pt").unlink(missing_ok=True)
-    metrics_path = d / "eval" / "metrics.json"
     if not metrics_path.is_file():
         raise RuntimeError(f"the evaluate config wrote no metrics file at '{metrics_path}'.")
     report = json.loads(metrics_path.read_text())
-    t = int(train_result["frames_total"])
     result = {
         "dataset": ds, "seed": train_result["seed"], "fold": train_result.get("fold"),
         "tag": train_result.get("tag", ""), "train_keep_ratio": float(train_result["keep_ratio"]),
@@ -454,7 +458,7 @@ def write_outputs(spec: cm.DatasetSpec, rows: Sequence[dict], evals: Sequence[di
            cm.paired_table(paired, reference="one model"), "", cm.chance_note(paired), ""] if paired else []),
         cm.cell_provenance(trained), "",
         f"Per-k evaluations: `{header['work_dir']}/{key}/<das cell>/any_k/keep<r>/result.json` (and its "
-        "`eval/metrics.json`); latency: `any_k/latency.json`.",
+        "`eval/k<k>/metrics.json`, `eval/metrics.json` at the trained k); latency: `any_k/latency.json`.",
     ]
     paths["md"] = write_text_atomic("\n".join(lines) + "\n", out / f"any_k_{key}.md")
     return paths
@@ -639,7 +643,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     res, ran = evaluate_at(train_result, d, r, code, log, provenance)
                 except Exception as e:
                     evals_counts["failed"] += 1
-                    log(f"{spec.key}/{c.name} at keep {r:g} FAILED: {type(e).__name__}: {e}")
+                    error = eval_dir(d, r) / "error.txt"
+                    write_text_atomic(traceback.format_exc(), error)
+                    log(f"{spec.key}/{c.name} at keep {r:g} FAILED: {type(e).__name__}: {e} (traceback in {error})")
                     continue
                 evals_counts["ran" if ran else "skipped"] += 1
                 evals.append(res)

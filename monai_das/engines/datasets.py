@@ -226,7 +226,8 @@ class BundleData:
         :attr:`facts` without the test split's cap (``num_samples["test"]``), which training never reads. For a
         datalist, refuses a class without training items (capped as the run caps them: the model would never learn
         it, and still give it a probability) and warns about a class without validation items (the validation AUC
-        is undefined (NaN) in every epoch, which training met only at its end).
+        is undefined (NaN) in every epoch, which training met only at its end). A datalist's test list is checked
+        now (:meth:`_check_files`), so that a copy of a training study in it stops training before it starts.
 
         Raises:
             ValueError: a class of the datalist has no training item, naming the classes and the datalist.
@@ -251,6 +252,10 @@ class BundleData:
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "
                                "validation AUC is undefined (NaN) in every epoch, so the best-model file is the first "
                                "epoch's, not chosen by it. Give every class validation items.")
+        if self.datalist is not None and self._splits.get("test"):
+            # a copy of a training study in the test list (another folder or name) is refused before training, not
+            # by the evaluation after it; its unusable files too
+            self._check_files("test", self._splits["test"])
         facts = self.facts
         facts["num_samples"] = {k: v for k, v in facts["num_samples"].items() if k != "test"}
         return json.loads(json.dumps(facts, default=str))  # plain values: stored in last.pt, loaded weights_only

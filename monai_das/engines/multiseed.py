@@ -141,7 +141,10 @@ def run_seeds(
         if train:
             resume = [] if "--resume" in overrides else ["--resume", "True"]
             run_child(_bundle_cmd([train_cfg], bundle_dir, [*common, *resume]), check=True)
-        run_child(_bundle_cmd([train_cfg, eval_cfg], bundle_dir, common), check=True)
+        # its reports where this seed's summary reads them, at any --num_kept (evaluate.json's own default puts an
+        # evaluation at another k than the trained one in eval/k<k>/)
+        run_child(_bundle_cmd([train_cfg, eval_cfg], bundle_dir, [*common, "--output_dir", str(root / "eval")]),
+                  check=True)
         write_json_atomic(record, done)
         paths.append(paths_seed)
     summary = aggregate_metrics(paths)

@@ -641,9 +641,9 @@ class ModelCardSaver:
             # Compared as k itself: another keep_ratio that keeps as many frames (or any ratio for `full`) is the
             # trained k, and its metrics go into the card
             self.logger.info(
-                f"evaluated at k={k} (keep_ratio {self.facts.get('keep_ratio')}); the model card '{self.filepath}' "
-                f"describes the model at its trained k={trained_k} and is left as it is: these metrics are in the "
-                "evaluation's own report."
+                f"evaluated at k={k}; the model card '{self.filepath}' describes the model at its trained "
+                f"k={trained_k} and is left as it is: these metrics are in the evaluation's own report (the "
+                f"bundle's: eval/k{k}/metrics.json)."
             )
             return
         # the card on disk, read once: the one read above when it describes this file, else as it is

@@ -129,6 +129,7 @@ def test_evaluate(trained):
     assert json.loads((root / "eval" / "metrics.json").read_text())["num_kept"] == 14
     report = json.loads((root / "eval" / "k5" / "metrics.json").read_text())
     assert report["num_kept"] == 5 and report["num_samples"] == 8
+    assert report["keep_ratio"] == round(5 / 28, 4)  # what was kept, not the training's keep_ratio option
     positions = json.loads((root / "eval" / "k5" / "test_kept_positions.json").read_text())
     assert sum(positions["kept_fraction"]["all"]) == pytest.approx(5)
 

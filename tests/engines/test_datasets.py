@@ -133,6 +133,8 @@ def test_validation_and_test_files_are_checked_like_the_training_ones(tmp_path):
         assert src.data("val")  # the validation split of the training files passes
         with pytest.raises(ValueError, match=match):
             src.data("test")
+        with pytest.raises(ValueError, match=match):  # and before training (train.json never loads the test list)
+            BundleData(datalist=tmp_path / "dl2.json", val_fraction=0.34, seed=0).training_facts
 
 
 def test_video_bundle_refuses_volumes_in_its_datalist(tmp_path):

@@ -65,7 +65,8 @@ def test_run_resumes_by_seed(tmp_path, monkeypatch, capsys):
         root = cmd[cmd.index("--bundle_root") + 1]
         calls.append((root.rsplit("/", 1)[-1], "evaluate" if "evaluate.json" in cmd[cmd.index("--config_file") + 1]
                       else "train", "--resume" in cmd))
-        if calls[-1][1] == "evaluate":
+        if calls[-1][1] == "evaluate":  # told where to write, whatever k it evaluates at (--num_kept)
+            assert cmd[cmd.index("--output_dir") + 1] == str(tmp_path / "out" / calls[-1][0] / "eval")
             _report(tmp_path / "out" / calls[-1][0] / "eval" / "metrics.json", int(root[-1]), 0.8, 0.7)
         return subprocess.CompletedProcess(cmd, 0)
 
