@@ -137,10 +137,12 @@ def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], di
     try:
         arr = ds.pixel_array  # pydicom >= 3 converts YBR to RGB
     except Exception as e:
-        tsuid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        tsuid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        compressed = bool(getattr(tsuid, "is_compressed", True))  # unknown: say both
+        hint = ("Compressed DICOM needs a decoder plugin: Pillow (JPEG baseline) or pylibjpeg/gdcm." if compressed
+                else "The pixel data is not compressed, so the file is damaged or cut short (an interrupted copy?).")
         raise RuntimeError(
-            f"cannot decode the pixel data of DICOM file '{path}' (transfer syntax {tsuid}): {e}. Compressed DICOM "
-            f"needs a decoder plugin: Pillow (JPEG baseline) or pylibjpeg/gdcm."
+            f"cannot decode the pixel data of DICOM file '{path}' (transfer syntax {tsuid or 'unknown'}): {e}. {hint}"
         ) from e
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     if photometric == "PALETTE COLOR":

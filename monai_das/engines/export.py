@@ -499,6 +499,7 @@ def export_torchscript(
         ckpt_export(net_id=net_id, filepath=str(tmp), ckpt_file=str(ckpt), meta_file=str(card_path),
                     config_file=str(config_file), bundle_root=str(root), use_trace=True,
                     input_shape=[1, *_image_shape(card)], **{**card_overrides(card), **overrides})
+    logger.info(f"exported TorchScript to {out} (MONAI's line above names the temporary file it was written as)")
     return str(out)
 
 

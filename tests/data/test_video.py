@@ -257,3 +257,9 @@ def test_dicom_whose_frame_count_disagrees_with_its_pixel_data(tmp_path):
     with pytest.raises(RuntimeError, match=r"nf\.dcm' says NumberOfFrames 20 \(8×6, 1 sample\(s\) per pixel\) but its "
                                            r"pixel data holds 30 frame\(s\)"):
         read_video(path)
+    # an uncompressed cine cut short: named as damaged, not sent looking for a decoder plugin
+    ds.NumberOfFrames, ds.PixelData = 30, np.zeros(30 * 8 * 6, np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(RuntimeError, match=r"not compressed, so the file is damaged or cut short"):
+        read_video(path)
