@@ -30,8 +30,9 @@ Usage::
     python benchmarks/own_data.py --kinds clips volumes --seeds 0 1 2 3 4 \\
         --variant default= --variant slr1e-4="--sampler_lr 0.0001" --out benchmarks/results/own_data
 
-Writes ``<out>/own_data.csv`` (every cell), ``<out>/own_data.md`` (cells and per-variant means, command, machine)
-and prints the table. Data files are written under ``<out>/_data`` (regenerated from ``--data-seed``, never read
+Writes ``<out>/own_data.csv`` (every cell this command names: its kinds × seeds × variants, run now or reused from
+``<out>/_work``; cells of other invocations stay there but are not reported), ``<out>/own_data.md`` (those cells and
+per-variant means, command, machine) and prints the table. Data files are written under ``<out>/_data`` (regenerated from ``--data-seed``, never read
 from elsewhere).
 """
 
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> str:
                             "auc": f"{statistics.mean(r['best_val_auc'] for r in cells):.3f}",
                             "evidence": f"{statistics.mean(r['val_evidence_kept'] for r in cells):.3f}",
                             "collapsed": f"{sum(r['collapsed'] for r in cells)}/{len(cells)}"})
-    write_csv(rows, args.out / "own_data.csv")
+    write_csv([{**r, "settings": json.dumps(r.get("settings"), sort_keys=True)} for r in rows],
+              args.out / "own_data.csv")
     cols = [("kind", "kind"), ("variant", "variant"), ("seed", "seed"), ("best_val_auc", "best val AUC"),
             ("val_evidence_kept", "val evidence kept"), ("collapsed", "collapsed"), ("best_epoch", "best epoch"),
             ("epochs", "epochs"), ("overrides", "overrides")]
