@@ -6,6 +6,8 @@ Documented recipes that turn a study file into the network's input: :func:`volum
 
 from __future__ import annotations
 
+import logging
+
 import os
 from collections.abc import Hashable, Mapping, Sequence
 
@@ -475,6 +477,11 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
         _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "frames")
         evidence_frames = set(wanted)
         kept = [j for j, i in enumerate(source) if i in evidence_frames]
+        if wanted and not kept:  # an item that carried evidence would silently count as one without
+            logging.getLogger(__name__).warning(
+                f"'{name}': none of its evidence frames {wanted} is among the {t} frames the network sees (its "
+                f"{meta.get('original_num_frames', '?')} frames resampled to {t}): the item counts as one without "
+                "evidence in evidence_kept. Give evidence as runs of frames, or a larger num_frames.")
     elif isinstance(img, MetaTensor) and meta.get("original_affine") is not None:
         source_shape = [int(s) for s in meta.get("spatial_shape", img.shape[1:])]
         source, src_axis = affine_source_indices(meta["original_affine"], img.affine, img.shape[1:], source_shape,

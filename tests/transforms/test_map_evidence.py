@@ -41,9 +41,14 @@ def test_evidence_outside_the_file_is_refused(tmp_path):
         MapEvidenced(frame_axis=3)({**loaded, "evidence": [3, 31]})
 
 
-def test_clip_evidence_follows_temporal_resampling():
+def test_clip_evidence_follows_temporal_resampling(caplog):
     clip = MetaTensor(torch.zeros(4, 1, 8, 8), meta={SOURCE_INDICES: torch.tensor([0, 2, 4, 6]), "original_num_frames": 8})
     assert map_evidence([2, 3, 6], clip, frame_axis=0) == [1, 3, -1, -1]  # frame 3 was dropped by the resampling
+    assert "none of its evidence frames" not in caplog.text
+    # every evidence frame dropped: the item would count as one without evidence, said so
+    with caplog.at_level("WARNING"):
+        assert map_evidence([3, 5], clip, frame_axis=0) == [-1] * 4
+    assert "none of its evidence frames [3, 5] is among the 4 frames the network sees" in caplog.text
     with pytest.raises(ValueError, match="outside its 8 frames"):
         map_evidence([8], clip, frame_axis=0)
     missing = MapEvidenced(frame_axis=0)({"image": clip})  # evidence is optional
