@@ -211,7 +211,8 @@ class DASReportWriterOperator(Operator):
             op_output.emit(report_text(report), self.output_text)
             op_output.emit(dicom_selection(message.study), self.output_series)
         elif self.write_sr and report["status"] != "ok":  # an earlier run's SR of this study would contradict it
-            remove_srs(study_output_path(self.output_folder / SR_FOLDER, message.source.study_id))
+            remove_srs(study_output_path(self.output_folder / SR_FOLDER, message.source.study_id),
+                       root=self.output_folder / SR_FOLDER)
         if len(self.reports) == self.num_studies:
             write_summary(self.reports, self.output_folder / "summary.json")
 
@@ -224,10 +225,19 @@ SR_FOLDER = "dicom_sr"
 _SR_TMP_PREFIX = ".sr-"
 
 
-def remove_srs(folder: Path, keep: Sequence[str] = ()) -> None:
+def _outside(folder: Path, root: Path) -> bool:
+    """Whether ``folder`` resolves (symbolic links followed) to a place outside ``root``: a link planted inside the
+    output folder must not make the application write or delete files elsewhere."""
+    return not Path(os.path.realpath(folder)).is_relative_to(os.path.realpath(root))
+
+
+def remove_srs(folder: Path, keep: Sequence[str] = (), root: Path | None = None) -> None:
     """Remove the SR files (``*.dcm`` files, not folders: ``us/cine.dcm/`` may be another study's) of one study's SR
     folder but those named in ``keep``, and the temporary folders a killed run left there, logging (not raising)
-    what cannot be removed."""
+    what cannot be removed. Nothing is removed when ``folder`` resolves outside ``root`` (a symbolic link)."""
+    if root is not None and _outside(folder, root):
+        logger.error("SR folder %s leads outside %s (a symbolic link): nothing removed there", folder, root)
+        return
     for tmp in folder.glob(_SR_TMP_PREFIX + "*") if folder.is_dir() else ():
         if tmp.is_dir():
             try:
@@ -317,6 +327,9 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         tmp = None
         try:
             series = selection[0].selected_series[0].series
+            if _outside(folder, Path(self.base_folder)):  # checked before any folder is made through the link
+                raise RuntimeError(f"its SR folder {folder} leads outside {self.base_folder} (a symbolic link): "
+                                   "nothing is written there")
             folder.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=_SR_TMP_PREFIX, dir=folder))  # same file system: os.replace
             self.write(text, series, tmp)
@@ -333,4 +346,4 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-        remove_srs(folder, keep=new)  # an earlier run's SR (named by a new UID each run): never one SR per run
+        remove_srs(folder, keep=new, root=Path(self.base_folder))  # an earlier run's SR (a new UID each run)

@@ -178,6 +178,29 @@ def test_app_sr_write_failure_leaves_no_sr(study_folder, checkpoint_bundle, tmp_
         assert [str(f) for f in files] == app.sr_files[sid] and app.sr_files[sid] != first.sr_files[sid], sid
 
 
+def test_app_sr_folder_linked_outside_is_not_written_or_emptied(study_folder, checkpoint_bundle, tmp_path):
+    """A study's SR folder replaced by a symbolic link to another place: the application neither writes an SR there
+    nor removes the '*.dcm' files it finds there (it replaced 'earlier SRs' through the link); the study's SR failure
+    is reported, the others' SRs are written."""
+    bundle, _ = checkpoint_bundle
+    out = tmp_path / "out"
+    make = lambda: DASClassifierApp(input_path=study_folder, output_path=out, model_path=bundle, write_sr=True,  # noqa
+                                    loader_options={"min_frames": 1})
+    make().run()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "victim.dcm").write_bytes(b"DICM someone else's file")
+    linked = study_output_path(out / "dicom_sr", "series")
+    shutil.rmtree(linked)
+    linked.symlink_to(elsewhere, target_is_directory=True)
+    app = make()
+    app.run()
+    assert (elsewhere / "victim.dcm").read_bytes() == b"DICM someone else's file"
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.dcm"]
+    assert "leads outside" in app.sr_errors["series"] and "series" not in app.sr_files
+    assert len(app.sr_files[CINE]) == 1
+
+
 def test_app_single_files_torchscript(torchscript_model, tmp_path):
     model, net = torchscript_model
     for name, path in [("anatomical", nibabel_anatomical()), ("CT_small", pydicom_file("CT_small.dcm"))]:
