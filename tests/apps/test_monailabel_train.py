@@ -255,7 +255,7 @@ def make_standin_bundle(root: Path) -> Path:
     return root
 
 
-def test_build_run_command_and_model_dir(app, tmp_path):
+def test_build_run_command_and_model_dir(app, tmp_path, monkeypatch, caplog):
     bundle = make_standin_bundle(tmp_path / "bundle")
     model_dir = tmp_path / "app" / "model" / "bundle"
     ds = make_datastore(tmp_path / "data", LABELS6)
@@ -285,10 +285,17 @@ def test_build_run_command_and_model_dir(app, tmp_path):
 
     with pytest.raises(ValueError, match="max_epochs must be a positive integer"):
         task.build_run({"max_epochs": 0}, ds)
-    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda', 'cuda:N' or a device name"):
         task.build_run({"device": "cpu'); import os; ('"}, ds)
-    with pytest.raises(ValueError, match="one process on one device, got \\['cpu', 'cuda:1'\\]"):
-        task.build_run({"device": ["cpu", "cuda:1"]}, ds)  # it trained on the first one without a word
+    # the train dialog's device names (a GPU's name on a GPU server) as MONAI Label maps them; of a list the first,
+    # the others named in a warning (it trained on the first one without a word)
+    monkeypatch.setattr(app["das_train"], "device_map", lambda: {"NVIDIA H200:0": "cuda:0", "NVIDIA H200:1": "cuda:1"})
+    with caplog.at_level("WARNING"):
+        run = task.build_run({"max_epochs": 1, "device": ["NVIDIA H200:1", "NVIDIA H200:0"]}, ds)
+    assert run["command"][run["command"].index("--device") + 1] == "$torch.device('cuda:1')"
+    assert "one process on one device: 'NVIDIA H200:1' of ['NVIDIA H200:1', 'NVIDIA H200:0']" in caplog.text
+    with pytest.raises(ValueError, match=r"a device name of the train dialog \(NVIDIA H200:0, NVIDIA H200:1\)"):
+        task.build_run({"device": "TPU"}, ds)
 
 
 def test_model_dir_inference_config_builds_the_trained_network(app, tmp_path):

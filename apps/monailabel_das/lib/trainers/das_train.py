@@ -46,7 +46,7 @@ from typing import Any
 
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.tasks.train.bundle import BundleTrainTask
-from monailabel.utils.others.generic import device_list
+from monailabel.utils.others.generic import device_list, device_map
 
 from monai_das.data.datalist import check_class_name
 from monai_das.utils.io import write_json_atomic
@@ -436,15 +436,18 @@ class DASTrain(BundleTrainTask):
                 or int(max_epochs) < 1:
             raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}.")
         device = request.get("device")
-        if isinstance(device, (list, tuple)):  # MONAI Label's train dialog sends a list
-            if len(device) > 1:
-                raise ValueError(f"device: this task trains in one process on one device, got {list(device)!r}; "
-                                 "choose one (multi-GPU training: the bundle's multi_gpu_train.json with torchrun).")
+        if isinstance(device, (list, tuple)):  # the train dialog's config offers a list (device_list())
+            if len(device) > 1:  # MONAI Label takes the first one too (name_to_device); said, not silent
+                logger.warning(f"device: this task trains in one process on one device: {device[0]!r} of "
+                               f"{list(device)!r} (multi-GPU training: the bundle's multi_gpu_train.json with "
+                               "torchrun).")
             device = device[0] if device else None
         if device is not None:
-            device = str(device).strip().lower()
+            # the dialog's names (device_list(): "cpu", a GPU's name, "<name>:<i>") as MONAI Label maps them
+            device = str(device_map().get(str(device).strip(), device)).strip().lower()
             if not _DEVICE_RE.match(device):
-                raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {request.get('device')!r}.")
+                raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or a device name of the train dialog "
+                                 f"({', '.join(device_map()) or 'none here'}), got {request.get('device')!r}.")
         return int(max_epochs), device
 
     def build_run(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
