@@ -138,9 +138,14 @@ def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], di
         arr = ds.pixel_array  # pydicom >= 3 converts YBR to RGB
     except Exception as e:
         tsuid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        compressed = bool(getattr(tsuid, "is_compressed", True))  # unknown: say both
-        hint = ("Compressed DICOM needs a decoder plugin: Pillow (JPEG baseline) or pylibjpeg/gdcm." if compressed
-                else "The pixel data is not compressed, so the file is damaged or cut short (an interrupted copy?).")
+        try:
+            compressed = bool(tsuid.is_compressed) if tsuid is not None else None
+        except (AttributeError, ValueError):  # a private or unknown transfer syntax
+            compressed = None
+        decoder = "Compressed DICOM needs a decoder plugin: Pillow (JPEG baseline) or pylibjpeg/gdcm."
+        damaged = "The pixel data is not compressed, so the file is damaged or cut short (an interrupted copy?)."
+        hint = (decoder if compressed else damaged if compressed is False else
+                f"{decoder} Or the file is damaged or cut short (an interrupted copy?).")
         raise RuntimeError(
             f"cannot decode the pixel data of DICOM file '{path}' (transfer syntax {tsuid or 'unknown'}): {e}. {hint}"
         ) from e

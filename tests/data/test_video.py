@@ -263,3 +263,9 @@ def test_dicom_whose_frame_count_disagrees_with_its_pixel_data(tmp_path):
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(RuntimeError, match=r"not compressed, so the file is damaged or cut short"):
         read_video(path)
+    # a private transfer syntax (pydicom cannot say whether it is compressed): the file is named, both causes given
+    ds.file_meta.TransferSyntaxUID = "1.2.840.113619.5.2"
+    ds.save_as(path, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    with pytest.raises(RuntimeError, match=r"nf\.dcm' \(transfer syntax 1\.2\.840\.113619\.5\.2\).*decoder plugin.*"
+                                           r"Or the file is damaged"):
+        read_video(path)
