@@ -131,6 +131,7 @@ def evaluate_at(train_result: dict[str, Any], cell_dir: Path, ratio: float, code
     ckpt = cell_dir / "models" / "model.pt"
     sha = file_sha256(ckpt)
     d = eval_dir(cell_dir, ratio)
+    (d / "error.txt").unlink(missing_ok=True)  # an earlier failure's, not this run's
     hit = cached(d / "result.json", {"checkpoint_sha256": sha, "code_hash": code, "keep_ratio": ratio})
     if hit is not None:
         return hit, False

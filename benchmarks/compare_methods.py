@@ -1110,6 +1110,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_epochs": prof["max_epochs"], "patience": prof["patience"], "batch_size": 16, "lr": prof["lr"],
         "mlflow": bool(args.mlflow), "progress_bar": False, "num_figures": 0, "resume": True, "num_workers": 0,
     }
+    owned = sorted({"method", "keep_ratio", "num_kept", "seed", "fold", "bundle_root", "output_dir"}
+                   & {k.split("#")[0] for k, _ in args.override})
+    if owned:  # a cell is its method, keep ratio, seed and fold, and its folder: reports would be filed wrongly
+        raise SystemExit(f"--override {', '.join(owned)}: set by each cell (--methods, --keep-ratios, --seeds, "
+                         "--folds, --out); choose them with those options.")
     forced = {**({"max_epochs": args.max_epochs} if args.max_epochs else {}),
               **({"patience": args.patience} if args.patience else {}), **dict(args.override)}
     settings = (f"keep ratios {keep_ratios}, seeds {seeds}" + (f", POCUS folds {folds}" if any(

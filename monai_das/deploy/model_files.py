@@ -194,8 +194,8 @@ def load_onnx(
         raise ValueError(
             f"the ONNX model '{source}' keeps k={net.exported_k} frames (a fixed-k graph), its metadata "
             f"({meta_source or 'spec_overrides'}) says num_kept={spec.num_kept}: it was exported at another k (a "
-            "bundle inference run with --num_kept/--keep_ratio re-exports models/model.onnx at its own k for a "
-            "sampler without any-k export, e.g. spread), or the card was edited; export it again at the trained k "
+            "bundle inference run at another k writes a fixed-k graph to models/model.k<k>.onnx: that file, or one "
+            "exported by hand at another k), or the card was edited; export it again at the trained k "
             "(`python -m monai_das.engines.export onnx --bundle_root <bundle_root> --config_file "
             "<bundle>/configs/inference.json`)."
         )

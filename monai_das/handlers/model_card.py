@@ -642,8 +642,8 @@ class ModelCardSaver:
             # trained k, and its metrics go into the card
             self.logger.info(
                 f"evaluated at k={k}; the model card '{self.filepath}' describes the model at its trained "
-                f"k={trained_k} and is left as it is: these metrics are in the evaluation's own report (the "
-                f"bundle's: eval/k{k}/metrics.json)."
+                f"k={trained_k} and is left as it is: these metrics are in the evaluation's own report (its "
+                f"output_dir; by default the bundle's eval/k{k}/)."
             )
             return
         # the card on disk, read once: the one read above when it describes this file, else as it is

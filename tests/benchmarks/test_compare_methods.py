@@ -188,6 +188,9 @@ def test_smoke_run_through_the_bundle(compare_script, tmp_path):
     with pytest.raises(ValueError, match=r"(uniform|das)_keep0\.(5|25)_seed0' was run with other settings "
                                          r"\(max_epochs: 1 -> 2"):
         cm.main(["--smoke", "--out", str(tmp_path), "--methods", "full", "--max-epochs", "2", "--threads", "1"])
+    # what each cell sets itself cannot be overridden: an evaluation at another k wrote its report elsewhere
+    with pytest.raises(SystemExit, match="--override num_kept: set by each cell"):
+        cm.main(["--smoke", "--out", str(tmp_path), "--override", "num_kept=5", "--threads", "1"])
 
 
 def test_per_dataset_seeds_and_keep_ratios(compare_script):
