@@ -1274,7 +1274,8 @@ class LoadStudy(Transform):
         from monai_das.transforms.temporal import SOURCE_INDICES
 
         meta = {**meta, "filename_or_obj": str(source.path), "study_id": source.study_id,
-                SOURCE_INDICES: torch.as_tensor(src, dtype=torch.long), "source_axis": int(info["source_axis"])}
+                SOURCE_INDICES: torch.as_tensor(src, dtype=torch.long), "source_axis": int(info["source_axis"]),
+                "original_num_frames": int(info["num_source_frames"])}
         if source.warnings:  # discovery's first, then the reading's
             info = {**info, "warnings": [*source.warnings, *info.get("warnings", [])]}
         return Study(source, MetaTensor(image.float().contiguous(), meta=meta), list(src), info)
@@ -1292,7 +1293,9 @@ class LoadStudyd(MapTransform):
         in_channels, allowed_modalities: see :class:`LoadStudy`.
         loader: an existing :class:`LoadStudy` (e.g. :class:`monai_das.deploy.studies.StudyLoader`) instead of
             ``recipe``/``in_channels``/``allowed_modalities``.
-        study_suffix: suffix of the key the :class:`Study` is stored under (``None``: not stored).
+        study_suffix: suffix of the key the :class:`Study` is stored under (``None``: not stored). A :class:`Study`
+            does not collate: in a ``DataLoader`` that batches items, pass ``None`` (the image's meta keeps
+            ``source_indices``, ``filename_or_obj`` and ``study_id``) or drop the key before collation.
         allow_missing_keys: don't raise for a missing key.
     """
 

@@ -172,6 +172,7 @@ class SelectionDiagnosticsHandler:
         self.indices = SampledIndicesHandler(network, output_key="_kept_indices")
         self.split = split
         self.prob_key = prob_key
+        self._warned_no_prob = False
         self.evidence_keys = tuple(evidence_keys)
         self.prefix = prefix
         self.max_items = int(max_items)
@@ -210,6 +211,13 @@ class SelectionDiagnosticsHandler:
             self._items.append(record)
             if self.prob_key in item:
                 record.prob = torch.as_tensor(item[self.prob_key]).detach().float().reshape(-1).cpu()
+            elif not self._warned_no_prob and isinstance(item, dict):
+                self._warned_no_prob = True  # once: the check is off for the whole run, not broken per item
+                self.logger.warning(
+                    f"SelectionDiagnosticsHandler: the engine's output has no '{self.prob_key}' (it has "
+                    f"{sorted(map(str, item))}): {self.prefix}prediction_std and the constant-prediction check are "
+                    "off. Give prob_key the key of the class probabilities (MONAI's evaluators put the network "
+                    "output under 'pred': prob_key='pred' after an Activationsd(softmax=True) postprocessing).")
             if "_kept_indices" not in item:
                 continue
             kept = record.kept = {int(i) for i in torch.as_tensor(item.pop("_kept_indices")).reshape(-1)}

@@ -457,9 +457,12 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     records them (meta ``source_indices``); for a volume (a MetaTensor with ``original_affine``, as
     :class:`monai.transforms.LoadImage` gives) they come through the affines (:func:`affine_source_indices`, as
     for :class:`monai_das.data.LoadStudy`), so orientation flips and permutations, spacing and resizing are followed.
-    A clip's evidence is the input frames that *are* an evidence frame (none when temporal resampling dropped them);
+    A clip's evidence is the input frames that *are* an evidence frame (none when temporal resampling dropped them:
+    warned);
     a volume's, for each evidence slice the input slice(s) nearest to it (resizing averages neighbouring slices, so
-    a thin finding is never lost by a downsampling). For a DICOM series folder (read by position, with ITK) the
+    a thin finding is never lost by a downsampling), also for a volume read by :class:`~monai_das.data.LoadStudy`
+    (its ``source_indices``, ``frame_axis`` ≥ 1). A volume already turned into frames (``VolumeToFramesd``) is
+    refused: map the evidence before. For a DICOM series folder (read by position, with ITK) the
     evidence counts its slices in ``InstanceNumber`` order, the numbering of the reports' source indices
     (:func:`monai_das.data.series_slice_ranks`). Without any record, the indices are the input's own.
     Entries ``< 0`` are padding and ignored. ``frame_axis`` is the frame dimension of ``img`` (1 + ``slice_axis``
@@ -472,7 +475,12 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     name = meta.get("filename_or_obj") or "image"
     t = int(img.shape[frame_axis])
     wanted = sorted({int(i) for i in evidence if int(i) >= 0})
-    if SOURCE_INDICES in meta:  # a clip: the input frames that are an evidence frame
+    if SOURCE_INDICES in meta and frame_axis >= 1:  # a volume read by LoadStudy: the nearest input slices
+        source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
+        _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "slices")
+        src = np.asarray(source)
+        kept = sorted({int(j) for i in wanted for j in np.flatnonzero(np.abs(src - i) == np.abs(src - i).min())})
+    elif SOURCE_INDICES in meta:  # a clip: the input frames that are an evidence frame
         source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
         _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "frames")
         evidence_frames = set(wanted)
@@ -483,6 +491,10 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
                 f"{meta.get('original_num_frames', '?')} frames resampled to {t}): the item counts as one without "
                 "evidence in evidence_kept. Give evidence as runs of frames, or a larger num_frames.")
     elif isinstance(img, MetaTensor) and meta.get("original_affine") is not None:
+        if not 1 <= frame_axis <= 3 or img.ndim != 4:
+            raise ValueError(f"'{name}': a volume's evidence is mapped on the channel-first volume C×D×H×W (frame_axis "
+                             f"= 1 + slice_axis), got frame_axis {frame_axis} on shape {tuple(img.shape)}: put "
+                             "MapEvidenced before VolumeToFramesd.")
         source_shape = [int(s) for s in meta.get("spatial_shape", img.shape[1:])]
         source, src_axis = affine_source_indices(meta["original_affine"], img.affine, img.shape[1:], source_shape,
                                                  frame_axis - 1)

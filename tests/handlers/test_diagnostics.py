@@ -79,6 +79,26 @@ def test_metrics_with_a_static_sampler():
     assert "_kept_indices" not in evaluator.state.output[0]
 
 
+def test_missing_probabilities_key_is_warned_once(caplog):
+    """In MONAI's own evaluator the probabilities are under 'pred': with the default prob_key the constant-prediction
+    check was off without a word."""
+    torch.manual_seed(0)
+    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    loader = torch.utils.data.DataLoader(_data(), batch_size=4, shuffle=False)
+    evaluator = SupervisedEvaluator(device="cpu", val_data_loader=loader, network=net,
+                                    postprocessing=Activationsd(keys="pred", softmax=True),
+                                    val_handlers=[SelectionDiagnosticsHandler(net)])
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.diagnostics"):
+        evaluator.run()
+    assert caplog.text.count("the engine's output has no 'prob'") == 1 and "prob_key='pred'" in caplog.text
+    assert "val_prediction_std" not in evaluator.state.metrics
+    given = SupervisedEvaluator(device="cpu", val_data_loader=loader, network=net,
+                                postprocessing=Activationsd(keys="pred", softmax=True),
+                                val_handlers=[SelectionDiagnosticsHandler(net, prob_key="pred")])
+    given.run()
+    assert given.state.metrics["val_prediction_std"] >= 0.0
+
+
 def test_auc_interval_is_the_bootstrap_of_the_validation_items():
     """With ``auc_interval`` the epoch's AUC gets its 95 % bootstrap interval over the items (the same numbers as
     ``bootstrap_intervals`` of the collected probabilities and labels); without it, no interval. The probabilities

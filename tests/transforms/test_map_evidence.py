@@ -35,6 +35,26 @@ def test_volume_evidence_follows_a_flip_and_a_resize(tmp_path):
     assert empty["evidence"] == [-1] * 28
 
 
+def test_volume_evidence_after_load_study_and_frames(tmp_path):
+    """LoadStudyd records source_indices on a volume too: its evidence is mapped to the nearest slices, as for
+    MONAI's loaders (it took the clips' exact-frame rule and dropped evidence of a resized volume); on a volume turned
+    into frames (VolumeToFramesd) the mapping is refused (it read the wrong axis and answered wrongly)."""
+    from monai_das.data import LoadStudyd
+    from monai_das.transforms import VolumeToFramesd
+
+    path = _volume(tmp_path, depth=20, flip_z=False)  # 12×14×20: 20 slices along the last axis
+    recipe = {"layout": "volume", "spatial_size": [8, 8, 16], "slice_axis": 2}
+    out = Compose([LoadStudyd("image", recipe=recipe, study_suffix=None),
+                   MapEvidenced(frame_axis=3)])({"image": path, "evidence": [17]})
+    by_monai = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True), Orientationd("image", "RAS"),
+                        Resized("image", (8, 8, 16), mode="area"),
+                        MapEvidenced(frame_axis=3)])({"image": path, "evidence": [17]})
+    assert out["evidence"] == by_monai["evidence"] and out["evidence"][0] >= 0
+    frames = VolumeToFramesd("image", axis=2)(dict(by_monai, evidence=[17]))
+    with pytest.raises(ValueError, match=r"put MapEvidenced before VolumeToFramesd"):
+        MapEvidenced(frame_axis=0)(frames)
+
+
 def test_evidence_outside_the_file_is_refused(tmp_path):
     loaded = LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": _volume(tmp_path)})
     with pytest.raises(ValueError, match=r"case\.nii\.gz'.*evidence index 31 is outside its 31 slices"):
