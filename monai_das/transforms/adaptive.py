@@ -74,6 +74,9 @@ class AdaptiveSubsample(Transform):
         self.sampler = sampler
         self.to_frames = None if slice_axis is None else VolumeToFrames(slice_axis)
         self.device = None if device is None else torch.device(device)
+        if self.device is not None and self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine (torch "
+                             f"{torch.__version__}); give device='cpu' or None (the input's device).")
         self.last_indices: torch.Tensor | None = None
 
     def _device(self, x: torch.Tensor) -> torch.device:

@@ -473,6 +473,9 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     """
     meta = getattr(img, "meta", {}) or {}
     name = meta.get("filename_or_obj") or "image"
+    if not 0 <= int(frame_axis) < img.ndim:
+        raise ValueError(f"'{name}': frame_axis {frame_axis} is not a dimension of the image of shape "
+                         f"{tuple(img.shape)} (1 + slice_axis for a channel-first volume, 0 for a T×C×H×W clip).")
     t = int(img.shape[frame_axis])
     wanted = sorted({int(i) for i in evidence if int(i) >= 0})
     if SOURCE_INDICES in meta and frame_axis >= 1:  # a volume read by LoadStudy: the nearest input slices

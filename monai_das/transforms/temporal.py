@@ -11,6 +11,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, Transform
 
+from monai_das.networks.utils import check_count
 from monai_das.networks.utils import uniform_indices as _uniform_indices
 from monai.utils import TransformBackends, convert_to_tensor
 
@@ -176,9 +177,7 @@ class UniformTemporalSubsample(Transform):
     backend = [TransformBackends.TORCH]
 
     def __init__(self, num_samples: int) -> None:
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-        self.num_samples = int(num_samples)
+        self.num_samples = check_count(num_samples, "num_samples")  # 2.7 or True were truncated to 2 or 1
 
     def indices(self, num_frames: int) -> torch.Tensor:
         """The ``k`` indices kept from a ``num_frames``-frame sequence."""
@@ -223,11 +222,9 @@ class RandTemporalSubsample(Randomizable, Transform):
     backend = [TransformBackends.TORCH]
 
     def __init__(self, num_samples: int, mode: str = "random") -> None:
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         if mode not in ("random", "segment"):
             raise ValueError(f"mode must be 'random' or 'segment', got {mode!r}.")
-        self.num_samples, self.mode = int(num_samples), mode
+        self.num_samples, self.mode = check_count(num_samples, "num_samples"), mode
         self._indices: torch.Tensor | None = None
 
     def randomize(self, num_frames: int) -> None:

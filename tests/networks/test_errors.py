@@ -136,3 +136,9 @@ def test_integer_input_keeps_its_error(method):
     net = build_classifier(method, 2, num_frames=8)
     with pytest.raises(ValueError, match="expected a floating point input, got dtype torch.int64"):
         net(torch.randint(0, 255, (1, 1, 8, 16, 16)))
+
+
+def test_channel_last_input_is_named_with_its_shape():
+    net = build_classifier("uniform", num_classes=2, num_frames=8)
+    with pytest.raises(ValueError, match=r"input of shape \(1, 16, 8, 16, 1\) has 16 channel\(s\) .*channel-last"):
+        net(torch.rand(1, 16, 8, 16, 1))  # B×D×H×W×C instead of B×C×D×H×W

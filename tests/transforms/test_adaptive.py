@@ -164,3 +164,10 @@ def test_a_fork_while_another_thread_samples_does_not_deadlock_the_child(das):
         release.set()
         t.join()
     assert not alive and child.exitcode == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_cuda_device_without_cuda_is_refused_when_built(das):
+    """It was a bare 'Torch not compiled with CUDA enabled' at the first call."""
+    with pytest.raises(ValueError, match="device 'cuda': CUDA is not available on this machine"):
+        AdaptiveSubsample(das, device="cuda")

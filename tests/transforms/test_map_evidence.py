@@ -71,5 +71,7 @@ def test_clip_evidence_follows_temporal_resampling(caplog):
     assert "none of its evidence frames [3, 5] is among the 4 frames the network sees" in caplog.text
     with pytest.raises(ValueError, match="outside its 8 frames"):
         map_evidence([8], clip, frame_axis=0)
+    with pytest.raises(ValueError, match=r"frame_axis 5 is not a dimension of the image of shape \(4, 1, 8, 8\)"):
+        map_evidence([1], clip, frame_axis=5)
     missing = MapEvidenced(frame_axis=0)({"image": clip})  # evidence is optional
     assert "evidence" not in missing

@@ -135,3 +135,11 @@ def test_in_compose_dataset_and_loaders(loader):
     assert batch["image_kept_indices"].shape == (4, 4)
     assert batch["image"].meta["source_indices"].shape == (4, 4)
     assert int(batch["image"].meta["source_indices"].max()) < 12
+
+
+@pytest.mark.parametrize("bad", [2.7, True, 0, "4"])
+def test_subsample_counts_are_whole_numbers(bad):
+    """2.7 frames were truncated to 2 and True to 1 (the network refuses k=2.5): refused, naming the value."""
+    for cls in (UniformTemporalSubsample, RandTemporalSubsample):
+        with pytest.raises(ValueError, match=r"num_samples must be an integer >= 1, got"):
+            cls(bad)

@@ -193,12 +193,14 @@ class SubsampledClassifier(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             expected = "B×C×D×H×W" if self.layout == "volume" else "B×T×C×H×W"
             raise ValueError(f"expected a 5D input {expected} (layout={self.layout!r}), got {shape}.")
+        given = tuple(x.shape)
         x = to_frames(x, self.layout, self.slice_axis)
         channels = x.shape[2]
         if self.in_channels is not None and channels != self.in_channels:
             raise ValueError(
-                f"input has {channels} channel(s) but the encoder expects {self.in_channels} "
-                f"(layout={self.layout!r}: channels are dim {1 if self.layout == 'volume' else 2})."
+                f"input of shape {given} has {channels} channel(s) but the "
+                f"encoder expects {self.in_channels} (layout={self.layout!r}: channels are dim "
+                f"{1 if self.layout == 'volume' else 2}; a channel-last input needs moving its channels there)."
             )
         return self._cast(x)
 
