@@ -29,3 +29,19 @@ def test_command_line_flags_are_documented(path):
     docs = "\n".join((REPO / d).read_text() for d in DOCS)
     missing = [f for f in _flags(path) if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", docs)]
     assert not missing, f"{path.relative_to(REPO)}: flags not in {', '.join(DOCS)}: {missing}"
+
+
+def test_readme_python_api_runs(tmp_path, monkeypatch):
+    """The README's "Python API" block runs as written (a user copies it first)."""
+    import warnings
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Python API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)  # it writes das.onnx
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings of the TorchScript line
+        scope: dict = {}
+        exec(compile(code, "README.md (Python API)", "exec"), scope)
+    assert tuple(scope["logits"].shape) == (16, 2) and tuple(scope["kept"].shape) == (16, 4)
+    assert (tmp_path / "das.onnx").is_file() and scope["traced"] is not None
