@@ -74,7 +74,7 @@ def test_sequential_through_build_classifier_checks_channels():
     net = build_classifier("uniform", 2, num_frames=8, layout="video", encoder=pooled_cnn(width=7))
     assert net.encoder_features == 7 and net.in_channels == 1
     check_forward_backward(net, torch.rand(2, 8, 1, 16, 16), 2)
-    with pytest.raises(ValueError, match="input has 2 channel"):
+    with pytest.raises(ValueError, match=r"input of shape \(1, 8, 2, 16, 16\) has 2 channel"):
         net(torch.rand(1, 8, 2, 16, 16))
 
 
