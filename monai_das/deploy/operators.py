@@ -196,16 +196,22 @@ class DASReportWriterOperator(Operator):
         message: StudyMessage = op_input.receive(self.input_name)
         report = message.report or error_report(message.source, "no report was produced", stage="report")
         path = study_output_path(self.output_folder, message.source.study_id, ".json")
-        try:
-            report["report_file"] = str(write_json(report, path))
-        except Exception as e:
-            logger.error("report of study %s could not be written: %s", message.source.study_id, e)
-            report = error_report(message.source, e, stage="report")  # no field of the unwritten report stays
-            try:  # the error report replaces an earlier run's file, which would contradict summary.json
+        if _outside(path.parent, self.output_folder):  # nothing written or removed through a planted link
+            error = (f"its report folder {path.parent} leads outside {self.output_folder} (a symbolic link): nothing "
+                     "is written there")
+            logger.error("report of study %s could not be written: %s", message.source.study_id, error)
+            report = error_report(message.source, error, stage="report")
+        else:
+            try:
                 report["report_file"] = str(write_json(report, path))
-            except Exception:
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)
+            except Exception as e:
+                logger.error("report of study %s could not be written: %s", message.source.study_id, e)
+                report = error_report(message.source, e, stage="report")  # no field of the unwritten report stays
+                try:  # the error report replaces an earlier run's file, which would contradict summary.json
+                    report["report_file"] = str(write_json(report, path))
+                except Exception:
+                    with contextlib.suppress(OSError):
+                        path.unlink(missing_ok=True)
         self.reports.append(report)
         if self.write_sr and report["status"] == "ok" and message.study is not None and message.study.dicom_headers:
             op_output.emit(report_text(report), self.output_text)

@@ -199,6 +199,16 @@ def test_app_sr_folder_linked_outside_is_not_written_or_emptied(study_folder, ch
     assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.dcm"]
     assert "leads outside" in app.sr_errors["series"] and "series" not in app.sr_files
     assert len(app.sr_files[CINE]) == 1
+    # the same for a study's JSON report: a report folder linked elsewhere is not written through
+    (elsewhere / "cine.dcm.json").write_text("someone else's")
+    report_dir = study_output_path(out, CINE, ".json").parent
+    shutil.rmtree(report_dir)
+    report_dir.symlink_to(elsewhere, target_is_directory=True)
+    app = make()
+    app.run()
+    assert (elsewhere / "cine.dcm.json").read_text() == "someone else's"
+    report = next(r for r in app.reports if r["study_id"] == CINE)
+    assert report["status"] == "error" and "leads outside" in report["error"] and "report_file" not in report
 
 
 def test_app_single_files_torchscript(torchscript_model, tmp_path):
