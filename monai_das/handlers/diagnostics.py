@@ -152,6 +152,7 @@ class SelectionDiagnosticsHandler:
             ``prefix``.
         auc_interval: also add the AUC's bootstrap interval (``<prefix>auc_low``/``<prefix>auc_high``).
         evenly_spaced: also add ``<prefix>auc_evenly_spaced`` (learned samplers only).
+        image_key: batch key of the network input (read for ``evenly_spaced``).
     """
 
     def __init__(
@@ -168,8 +169,10 @@ class SelectionDiagnosticsHandler:
         split: str | None = None,
         auc_interval: bool = False,
         evenly_spaced: bool = False,
+        image_key: str = "image",
     ) -> None:
         self.indices = SampledIndicesHandler(network, output_key="_kept_indices")
+        self.image_key = image_key
         self.split = split
         self.prob_key = prob_key
         self._warned_no_prob = False
@@ -239,7 +242,7 @@ class SelectionDiagnosticsHandler:
 
         net = unwrap_network(self.indices.network, require_sampler=False)
         sampler = getattr(net, "sampler", None)
-        items = [(d, out) for d, out in zip(batch, outputs) if isinstance(d, dict) and "image" in d]
+        items = [(d, out) for d, out in zip(batch, outputs) if isinstance(d, dict) and self.image_key in d]
         if not items or sampler is None or not any(True for _ in sampler.parameters()):
             return
         kept = items[0][1].get("_kept_indices")
@@ -247,7 +250,7 @@ class SelectionDiagnosticsHandler:
         # eval mode as in the evaluator's own pass (which has left it by now: a trainer's network is back in train
         # mode, where BatchNorm would learn validation statistics and dropout draw random numbers)
         with eval_mode(net), torch.no_grad():
-            seq = net.to_frames(torch.stack([torch.as_tensor(d["image"]) for d, _ in items]).to(param.device))
+            seq = net.to_frames(torch.stack([torch.as_tensor(d[self.image_key]) for d, _ in items]).to(param.device))
             k = int(torch.as_tensor(kept).numel()) if kept is not None else sampler.num_kept(seq.shape[1])
             even = uniform_indices(seq.shape[1], k, device=seq.device).expand(seq.shape[0], k)
             probs = torch.softmax(net.classify_kept(seq, even).float(), 1)

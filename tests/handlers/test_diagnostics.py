@@ -180,6 +180,10 @@ def test_auc_with_evenly_spaced_frames(method):
         probs = torch.softmax(net.classify_frames(UniformSampler(4)(seq).frames), 1)
     want = float(compute_roc_auc(probs, torch.nn.functional.one_hot(torch.tensor([i % 2 for i in range(10)]), 2)))
     assert m["val_auc_evenly_spaced"] == pytest.approx(want, abs=1e-6)
+    # the input is read under image_key: a batch without it gives no such AUC (nothing read from another key)
+    other = _evaluator(net, data, [SelectionDiagnosticsHandler(net, evenly_spaced=True, image_key="volume")])
+    other.run()
+    assert "val_auc_evenly_spaced" not in other.state.metrics
 
 
 def test_churn_after_a_restart_from_the_checkpointed_state():
