@@ -38,16 +38,28 @@ SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 _SPLITS = {"train": "training", "val": "validation", "test": "test"}
 
 
-def slice_axis_index(slice_axis: int | str) -> int:
+#: the axis codes of each anatomical slice direction's normal (an axial slice is a plane of one S/I position)
+_NORMALS = {"sagittal": "LR", "coronal": "AP", "axial": "SI"}
+
+
+def slice_axis_index(slice_axis: int | str, axcodes: str | None = "RAS") -> int:
     """
     ``slice_axis`` as the spatial axis index (0, 1, 2) of the loaded, oriented image: an index, or a name of
-    :data:`SLICE_AXES` (``"axial"`` is 2 after ``Orientationd("RAS")``).
+    :data:`SLICE_AXES`, resolved against ``axcodes``, the orientation the volumes are turned to (``"axial"`` is the
+    axis coded ``S`` or ``I``: 2 for ``RAS``, 0 for ``SLP``). A name needs ``axcodes``: without reorientation
+    (``None``) the file's own axes are used and no name is known, so an index is asked for.
     """
     if isinstance(slice_axis, str) and not slice_axis.strip().lstrip("-").isdigit():
         key = slice_axis.strip().lower()
         if key not in SLICE_AXES:
             raise ValueError(f"slice_axis must be 0, 1, 2 or one of {sorted(SLICE_AXES)}, got {slice_axis!r}.")
-        return SLICE_AXES[key]
+        codes = str(axcodes).strip().upper() if optional(axcodes) is not None else ""
+        if len(codes) == 3 and all(sum(c in pair for c in codes) == 1 for pair in _NORMALS.values()):
+            return next(i for i, c in enumerate(codes) if c in _NORMALS[key])
+        raise ValueError(
+            f"slice_axis {slice_axis!r} names an anatomical direction, which needs axcodes (the orientation the "
+            f"volumes are turned to, e.g. 'RAS'); with axcodes {axcodes!r} give the axis index 0, 1 or 2 instead."
+        )
     axis = int(slice_axis)
     if axis not in (0, 1, 2):
         raise ValueError(f"slice_axis must be 0, 1, 2 or one of {sorted(SLICE_AXES)}, got {slice_axis!r}.")
@@ -123,6 +135,8 @@ class BundleData:
         min_frames: a datalist's images with fewer frames (clips) or slices along an axis (volumes; a 2D image has
             one) are refused before training (:func:`~monai_das.data.check_study_shapes`); 1 accepts them, as the
             recipe's ``min_frames`` does.
+        axcodes: the orientation the recipe turns volumes to (the bundle's ``axcodes``): what a named
+            ``slice_axis`` (``"axial"``, ...) is resolved against.
         synthetic_options: synthetic data only: options of :func:`monai_das.data.make_synthetic_sequence`
             (:data:`SYNTHETIC_OPTIONS`: ``num_informative``, ``noise``, ``contrast``, ``distractor_prob``,
             ``distractor``), e.g. ``{"distractor": "texture", "distractor_prob": 0.7}`` for frames whose statistics
@@ -150,6 +164,7 @@ class BundleData:
         in_channels: int = 1,
         synthetic_options: Mapping[str, Any] | None = None,
         min_frames: int = 2,
+        axcodes: str | None = "RAS",
     ) -> None:
         if layout not in ("volume", "video"):
             raise ValueError(f"layout must be 'volume' or 'video', got {layout!r}.")
@@ -159,7 +174,7 @@ class BundleData:
         self.dataset_dir = optional(dataset_dir)
         self.size, self.seed = int(size), int(seed)
         self.data_dir = resolve_data_dir(self.dataset, data_dir) if self.datalist is None else None
-        self.slice_axis = slice_axis_index(slice_axis)
+        self.slice_axis = slice_axis_index(slice_axis, axcodes)
         self.num_frames = int(num_frames)
         self.val_fraction = float(val_fraction)
         self.fold, self.num_folds, self.probe = int(fold), int(num_folds), optional(probe)

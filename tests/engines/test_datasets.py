@@ -56,6 +56,12 @@ def test_synthetic_options():
 
 def test_slice_axis_names():
     assert [slice_axis_index(a) for a in ("sagittal", "coronal", "axial", 1, "2")] == [0, 1, 2, 1, 2]
+    # a name is resolved against the orientation the volumes are turned to (axial was 2 whatever axcodes said)
+    assert [slice_axis_index(a, "SLP") for a in ("sagittal", "coronal", "axial")] == [1, 2, 0]
+    assert slice_axis_index("axial", "lps") == 2 and slice_axis_index(1, None) == 1
+    for codes in (None, "RAX", "RRS"):
+        with pytest.raises(ValueError, match="names an anatomical direction, which needs axcodes"):
+            slice_axis_index("axial", codes)
     with pytest.raises(ValueError, match="axial"):
         slice_axis_index("transverse")
     with pytest.raises(ValueError, match="slice_axis"):
