@@ -158,11 +158,12 @@ class DASClassifierApp(Application):
         logger.info("%d stud%s found under %s", len(sources), "y" if len(sources) == 1 else "ies", self.input_path)
         self.output_path.mkdir(parents=True, exist_ok=True)
         self._clear_earlier_run(sources)
+        study_loader = StudyLoader(self.predictor.spec, **self.loader_options)
         loader = StudyLoaderOperator(
-            self, CountCondition(self, count=len(sources)), sources=sources,
-            loader=StudyLoader(self.predictor.spec, **self.loader_options), name="study_loader",
+            self, CountCondition(self, count=len(sources)), sources=sources, loader=study_loader, name="study_loader",
         )
-        infer = DASInferenceOperator(self, predictor=self.predictor, num_samples=budget, name="das_inference")
+        infer = DASInferenceOperator(self, predictor=self.predictor, num_samples=budget, name="das_inference",
+                                     recipe=study_loader.recipe)
         self._writer = DASReportWriterOperator(
             self, output_folder=self.output_path, num_studies=len(sources), write_sr=self.write_sr,
             name="report_writer",

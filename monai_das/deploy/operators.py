@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,13 +126,17 @@ class DASInferenceOperator(Operator):
         predictor: the loaded :class:`DASPredictor` (its engine and default ``k``: ``predictor.num_kept``).
         num_samples: ``k`` kept per study instead of the predictor's default (``None``: the default); the report's
             ``num_kept`` and ``model.num_kept`` give the ``k`` used.
+        recipe: the preprocessing recipe the study loader applies (the model's with the app's overrides), reported
+            as ``model.recipe`` (``None``: the model's own).
     """
 
     def __init__(
-        self, fragment: Fragment, *args, predictor: DASPredictor, num_samples: int | None = None, **kwargs
+        self, fragment: Fragment, *args, predictor: DASPredictor, num_samples: int | None = None,
+        recipe: Mapping[str, Any] | None = None, **kwargs
     ) -> None:
         self.predictor = predictor
         self.num_samples = predictor.budget(num_samples) if num_samples is not None else None
+        self.recipe = dict(recipe) if recipe is not None else None
         self.input_name, self.output_name = "study", "report"
         super().__init__(fragment, *args, **kwargs)
 
@@ -148,6 +152,8 @@ class DASInferenceOperator(Operator):
                 model = self.predictor.describe()
                 if self.num_samples is not None:
                     model["num_kept"] = self.num_samples
+                if self.recipe is not None:  # what the study loader applied (with the app's overrides)
+                    model["recipe"] = self.recipe
                 message.report = study_report(message.study, prediction, model)
             except Exception as e:
                 logger.error("study %s could not be classified: %s", message.source.study_id, e)

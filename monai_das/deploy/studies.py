@@ -104,9 +104,27 @@ class StudyLoader(LoadStudy):
                 "0.5-99.5 percentile scaling to [0, 1] was used. Give the training's --intensity-range or "
                 "--percentiles, or use the model card its training wrote.")
             logger.warning(self.guessed_intensity)
+        #: the options that change a step of the model's own recipe (as its training applied it), in words
+        self.overridden: str | None = None
+        if isinstance(own, Mapping) and own:
+            def plain(v: Any) -> Any:  # (-1000.0, 400.0) as the recipe check normalises it, [-1000, 400] as written
+                return [float(x) if isinstance(x, (int, float)) else x for x in v] if isinstance(v, (list, tuple)) else v
+
+            unused = {"percentiles"} if self.recipe.get("intensity_range") is not None else set()  # a window wins
+            changed = {k: (plain(own.get(k)), plain(self.recipe.get(k))) for k in options
+                       if k in own and k in self.recipe and k not in unused
+                       and plain(own.get(k)) != plain(self.recipe.get(k))}
+            if changed:
+                self.overridden = (
+                    "preprocessing other than the model's training recipe: "
+                    + "; ".join(f"{k} trained {a!r}, used {b!r}" for k, (a, b) in changed.items())
+                    + ": the network sees inputs unlike those it learnt from, and its answers may be wrong without "
+                    "any other sign (the report's model.recipe is the one used).")
+                logger.warning(self.overridden)
 
     def load(self, study: StudySource | str | os.PathLike) -> Study:
         loaded = super().load(study)
-        if self.guessed_intensity:
-            loaded.info["warnings"] = [*loaded.info.get("warnings", []), self.guessed_intensity]
+        extra = [w for w in (self.guessed_intensity, self.overridden) if w]
+        if extra:
+            loaded.info["warnings"] = [*loaded.info.get("warnings", []), *extra]
         return loaded

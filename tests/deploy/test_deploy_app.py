@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -209,6 +210,18 @@ def test_app_sr_folder_linked_outside_is_not_written_or_emptied(study_folder, ch
     assert (elsewhere / "cine.dcm.json").read_text() == "someone else's"
     report = next(r for r in app.reports if r["study_id"] == CINE)
     assert report["status"] == "error" and "leads outside" in report["error"] and "report_file" not in report
+
+
+def test_app_reports_the_recipe_it_applied(checkpoint_bundle, tmp_path):
+    """A recipe option of the app (--intensity-range) is what the report's model.recipe says was applied (it gave the
+    model's own recipe while applying another)."""
+    bundle, _ = checkpoint_bundle
+    app = DASClassifierApp(input_path=nibabel_anatomical(), output_path=tmp_path / "out", model_path=bundle,
+                           loader_options={"min_frames": 1, "intensity_range": [0, 1]})
+    app.run()
+    (report,) = app.reports
+    assert report["status"] == "ok" and list(report["model"]["recipe"]["intensity_range"]) == [0.0, 1.0]
+    assert json.loads(Path(report["report_file"]).read_text())["model"]["recipe"]["intensity_range"] == [0.0, 1.0]
 
 
 def test_app_single_files_torchscript(torchscript_model, tmp_path):

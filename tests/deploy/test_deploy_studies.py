@@ -585,6 +585,15 @@ def test_spec_recipe():
     assert r["spatial_size"] == [16, 16, 16] and r["slice_axis"] == 1
     with pytest.raises(ValueError, match="layout 'video'"):
         spec_recipe(SimpleNamespace(**{**vars(own), "recipe": {"layout": "video"}}))
+    # an option that changes the model's own step is said, in the log and in every study's warnings (the Deploy
+    # report recorded the card's recipe and no warning while another window was applied)
+    spec = ModelSpec(spatial_size=(16, 16, 16), recipe={"layout": "volume", "spatial_size": [16, 16, 16],
+                                                          "intensity_range": [-1000, 400], "axcodes": "LPS"})
+    loader = StudyLoader(spec, intensity_range=[0, 1], axcodes="LPS", percentiles=[1, 99])
+    assert loader.overridden.startswith("preprocessing other than the model's training recipe: intensity_range "
+                                        "trained [-1000.0, 400.0], used [0.0, 1.0]:")
+    assert "axcodes" not in loader.overridden and "percentiles" not in loader.overridden  # same / unused with a window
+    assert StudyLoader(spec, axcodes="LPS").overridden is None
     if "recipe" in getattr(ModelSpec, "__dataclass_fields__", {}):  # ModelSpec.recipe: the model card's recipe
         carried = ModelSpec(spatial_size=(16, 16, 16), recipe={"layout": "volume", "spatial_size": [28, 28, 28],
                                                                "intensity_range": [-1000, 400]})
