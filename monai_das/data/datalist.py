@@ -587,16 +587,27 @@ def _where(item: Any, image: str) -> str:
     return f"{loc}: '{image}'" if loc else f"'{image}'"
 
 
-def _nifti_shape(path: str) -> tuple[int, list[int]]:
-    """``(channels, spatial)`` from the header, as MONAI's ``NibabelReader`` sees it (channels last, if any)."""
+def _nifti_shape(path: str, axcodes: str | None = None) -> tuple[int, list[int]]:
+    """``(channels, spatial)`` from the header, as MONAI's ``NibabelReader`` sees it (channels last, if any); with
+    ``axcodes`` the spatial shape after ``Orientation(axcodes)`` (the header's affine says which stored axis becomes
+    which: a file stored z, x, y is 20×41×41 as stored and 41×41×20 in RAS)."""
     import nibabel as nib
 
-    shape = [int(s) for s in nib.load(path).shape]
+    img = nib.load(path)
+    shape = [int(s) for s in img.shape]
     spatial, rest = shape[:3], shape[3:]
     while rest and rest[-1] == 1:  # NibabelReader squeezes trailing singleton non-spatial dims
         rest.pop()
     if len(rest) > 1:
         raise ValueError(f"has shape {shape}: more than one non-spatial dimension (expected X×Y×Z[×C]).")
+    if axcodes is not None and len(spatial) == 3:
+        orientation = nib.orientations
+        moved = orientation.ornt_transform(orientation.io_orientation(img.affine),
+                                           orientation.axcodes2ornt(tuple(str(axcodes).upper())))
+        oriented = [0, 0, 0]
+        for i, size in enumerate(spatial):
+            oriented[int(moved[i, 0])] = size
+        spatial = oriented
     return (rest[0] if rest else 1), spatial
 
 
@@ -766,8 +777,8 @@ def content_key(path: str | os.PathLike) -> str:
     return f"file:{size}:~{digest.hexdigest()}"
 
 
-def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False, min_frames: int = 2
-                 ) -> tuple[int, tuple[int, ...], int, list[str]]:
+def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False, min_frames: int = 2,
+                 axcodes: str | None = None) -> tuple[int, tuple[int, ...], int, list[str]]:
     """``(channels, shape in the layout's order, number of frames/slices, content ids)`` of one image, the ids being
     the SOPInstanceUIDs of DICOM images or the :func:`content_key` of another file (``clips_only``: refuse a volume
     rather than read it as a clip)."""
@@ -785,7 +796,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     if p.is_file() and not is_dicom(p):  # a copy of this file in another list (another name or folder): its bytes
         uids.append(content_key(p))
     if name.endswith(_NIFTI_SUFFIXES):
-        c, spatial = _nifti_shape(image)
+        c, spatial = _nifti_shape(image, axcodes if layout == "volume" else None)
     elif name.endswith(".npy"):
         c, spatial = _npy_shape(image)
     elif p.is_dir() or is_dicom(p):
@@ -841,6 +852,7 @@ def check_study_shapes(
     clips_only: bool = False,
     mixed_channels: bool = False,
     min_frames: int = 2,
+    axcodes: str | None = None,
 ) -> dict:
     """
     The data facts a model needs (channels, shapes, frame counts), read from the image headers without decoding
@@ -870,6 +882,10 @@ def check_study_shapes(
             before any reading.
         mixed_channels: accept images of different channel counts (a video recipe makes every clip grey or RGB
             itself); ``in_channels`` is then the largest count.
+        axcodes: ``layout="volume"``: the orientation the recipe turns volumes to (``Orientation(axcodes)``): the
+            shapes of NIfTI files are given in it (their header's affine says which stored axis becomes which), so
+            that a median grid and the slice count along ``slice_axis`` are those of the oriented volumes; ``None``:
+            the stored order (other formats are always in their reader's order).
         min_frames: the fewest frames of a clip (slices along each axis of a volume; a 2D image has one) accepted,
             as the recipe's ``min_frames``: 1 accepts a still (a single-frame DICOM as a one-frame clip, a 2D image
             as a one-slice volume).
@@ -913,7 +929,7 @@ def check_study_shapes(
     for item in chosen:
         image = str(item["image"] if isinstance(item, Mapping) else item)
         try:
-            c, shape, t, item_uids = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames)
+            c, shape, t, item_uids = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames, axcodes)
         except (FileNotFoundError, ValueError) as e:
             errors.append((type(e) if isinstance(e, FileNotFoundError) else ValueError, f"{_where(item, image)} {e}"))
             continue

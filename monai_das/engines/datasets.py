@@ -175,6 +175,7 @@ class BundleData:
         self.size, self.seed = int(size), int(seed)
         self.data_dir = resolve_data_dir(self.dataset, data_dir) if self.datalist is None else None
         self.slice_axis = slice_axis_index(slice_axis, axcodes)
+        self.axcodes = optional(axcodes) if layout == "volume" else None  # header shapes in the recipe's orientation
         self.num_frames = int(num_frames)
         self.val_fraction = float(val_fraction)
         self.fold, self.num_folds, self.probe = int(fold), int(num_folds), optional(probe)
@@ -440,7 +441,8 @@ class BundleData:
 
         trained = self.info["in_channels"]  # the training files' (for volumes as check_study_shapes read them)
         facts = check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True,
-                                   mixed_channels=self.layout == "video", min_frames=self.min_frames)
+                                   axcodes=self.axcodes, mixed_channels=self.layout == "video",
+                                   min_frames=self.min_frames)
         # the same series, clip or volume copied into another list: leakage
         check_no_copies(self._content_ids, facts["content_ids"], self._content_paths, facts["content_paths"])
         self._content_ids.update(facts["content_ids"])
@@ -458,7 +460,8 @@ class BundleData:
         # clips_only: the video recipe decodes clips (LoadVideod), a volume is refused naming it before training
         # a video recipe decodes every clip grey (in_channels 1) or RGB (3): grey and colour clips mix
         facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis, clips_only=True,
-                                   mixed_channels=self.layout == "video", min_frames=self.min_frames)
+                                   axcodes=self.axcodes, mixed_channels=self.layout == "video",
+                                   min_frames=self.min_frames)
         self._content_ids.update(facts["content_ids"])
         self._content_paths.update(facts["content_paths"])
         if self.layout == "video":

@@ -162,6 +162,28 @@ def test_datalist_median_grid_when_shapes_differ(tmp_path, caplog):
     assert re.search(r"e\.g\. '.*v\d\.npy' \[\d+, \d+, \d+\]", caplog.text)  # names the odd images
 
 
+def test_datalist_grid_is_that_of_the_oriented_volumes(tmp_path):
+    """NIfTI files that store their axes z, x, y (with an affine saying so): the grid and T along the axial axis are
+    those after Orientation(axcodes), as training reads them (the stored shape made 20 axial slices 41 frames and
+    squashed the plane); the same voxels stored x, y, z give the same facts."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    xyz = rng.random((12, 10, 6)).astype(np.float32)
+    perm = np.zeros((4, 4))
+    perm[0, 1] = perm[1, 2] = perm[2, 0] = perm[3, 3] = 1.0  # stored axis 0 is z, 1 is x, 2 is y
+    items = []
+    for i, (array, affine) in enumerate([(xyz, np.eye(4)), (xyz.transpose(2, 0, 1), perm)] * 2):
+        nib.Nifti1Image(array, affine).to_filename(str(tmp_path / f"v{i}.nii.gz"))
+        items.append({"image": f"v{i}.nii.gz", "label": "ab"[i % 2], "group": f"p{i}"})
+    (tmp_path / "dl.json").write_text(json.dumps({"training": items}))
+    info = BundleData(datalist=tmp_path / "dl.json", slice_axis="axial", val_fraction=0.5, seed=0).info
+    assert info["spatial_size"] == [12, 10, 6] and info["num_frames"] == 6
+    stored = BundleData(datalist=tmp_path / "dl.json", slice_axis=2, axcodes=None, val_fraction=0.5, seed=0).info
+    # without reorientation (axcodes null) the recipe reads the stored axes: the median of [12, 10, 6] and [6, 12, 10]
+    assert stored["spatial_size"] == [9, 11, 8] and stored["num_frames"] == 8
+
+
 def test_missing_datalist(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         BundleData(datalist=tmp_path / "nope.json")
