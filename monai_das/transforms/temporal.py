@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -63,7 +64,18 @@ def affine_source_indices(
     v = torch.tensor([[(s - 1) / 2.0 for s in shape] + [1.0]], dtype=torch.float64).repeat(int(shape[frame_axis]), 1)
     v[:, frame_axis] = torch.arange(int(shape[frame_axis]), dtype=torch.float64)
     p = (v @ m.T)[:, src_axis].numpy()
-    return [int(np.clip(round(float(x)), 0, int(source_shape[src_axis]) - 1)) for x in p], src_axis
+    # a frame half-way between two source slices (24 slices resized to 20) takes the one towards lower frame
+    # indices, a rule of the network's (oriented) axis: the same slice whichever way the file stores its slices
+    # (round() took the even index in the file's own order, so a file and its flipped copy named other slices)
+    ascending = float(m[src_axis, frame_axis]) > 0
+
+    def nearest(x: float) -> int:
+        low = math.floor(x)
+        if abs(x - low - 0.5) < 1e-6:
+            return low if ascending else low + 1
+        return int(round(x))
+
+    return [int(np.clip(nearest(float(x)), 0, int(source_shape[src_axis]) - 1)) for x in p], src_axis
 
 
 def uniform_indices(num_frames: int, num_samples: int) -> torch.Tensor:

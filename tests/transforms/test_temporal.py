@@ -143,3 +143,24 @@ def test_subsample_counts_are_whole_numbers(bad):
     for cls in (UniformTemporalSubsample, RandTemporalSubsample):
         with pytest.raises(ValueError, match=r"num_samples must be an integer >= 1, got"):
             cls(bad)
+
+
+def test_affine_source_indices_ties_do_not_depend_on_storage_direction():
+    """24 slices resized to 20: frames half-way between two source slices took round()'s even index in the file's
+    own order, so a file and its z-flipped copy (same anatomy) named other slices; now one rule of the network's axis."""
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Resize
+
+    from monai_das.transforms import affine_source_indices
+
+    data = torch.rand(1, 4, 4, 24)
+    up = torch.eye(4, dtype=torch.float64)
+    down = up.clone()
+    down[2, 2], down[2, 3] = -1.0, 23.0  # the same world positions, slices stored top to bottom
+    answers = []
+    for array, affine in ((data, up), (data.flip(-1), down)):
+        img = Resize((4, 4, 20), mode="area")(Orientation("RAS")(MetaTensor(array, affine=affine)))
+        src, axis = affine_source_indices(affine, img.affine, img.shape[1:], (4, 4, 24), 2)
+        assert axis == 2
+        answers.append(src if affine is up else [23 - i for i in src])  # in the first file's numbering
+    assert answers[0] == answers[1]
