@@ -923,6 +923,8 @@ def check_study_shapes(
     uids: dict[str, str] = {}
     paths: dict[str, str] = {}  # content key → its file (a match is confirmed on the whole files)
     twice: list[str] = []  # files of this list with the same content
+    unoriented: list[str] = []  # NIfTI files whose header gives no orientation
+    from monai_das.data.studies import nifti_without_orientation
     # every unusable image is named in one error, not one per run (a 1-frame clip, a truncated and an empty file in
     # one list took three runs to find)
     errors: list[tuple[type, str]] = []
@@ -944,6 +946,8 @@ def check_study_shapes(
             continue
         first_with.setdefault(c, image)
         shapes[image] = shape
+        if layout == "volume" and nifti_without_orientation(image):
+            unoriented.append(_where(item, image))
         frames.append(t)
         mine = dict.fromkeys(item_uids, _where(item, image))
         files = {k: image for k in item_uids if k.startswith("file:")}
@@ -959,6 +963,11 @@ def check_study_shapes(
             continue
         uids.update({k: w for k, w in mine.items() if k not in uids})
         paths.update({k: f for k, f in files.items() if k not in paths})
+    if unoriented:
+        logger.warning(f"{len(unoriented)} NIfTI image(s) have no orientation in their header (qform_code and "
+                       f"sform_code 0): {'; '.join(unoriented[:5])}{' ...' if len(unoriented) > 5 else ''}. Their axes "
+                       "are taken as stored, so orientation, spacing and the slice direction may not be the anatomy's "
+                       "(nor the same as other files'). Save them with their affine.")
     if twice:
         logger.warning(f"{len(twice)} image(s) have the same content (byte for byte) as another of the same list, so "
                        f"they count twice: {'; '.join(twice[:5])}{' ...' if len(twice) > 5 else ''}. List each study "

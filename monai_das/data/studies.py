@@ -1197,6 +1197,10 @@ class LoadStudy(Transform):
             image, meta = image.movedim(1, 0), {}  # C×T×H×W → T×C×H×W (channels were fitted before)
         info = {**info, "original_shape": original_shape, "num_source_frames": int(spatial[src_axis]),
                 "source_axis": int(src_axis)}
+        unoriented = nifti_without_orientation(path)
+        if unoriented:
+            logger.warning(unoriented)
+            info = {**info, "warnings": [*info.get("warnings", []), unoriented]}
         return self._study(source, image, meta, src_idx, info)
 
     # ------------------------------------------------------------------ clips
@@ -1279,6 +1283,27 @@ class LoadStudy(Transform):
         if source.warnings:  # discovery's first, then the reading's
             info = {**info, "warnings": [*source.warnings, *info.get("warnings", [])]}
         return Study(source, MetaTensor(image.float().contiguous(), meta=meta), list(src), info)
+
+
+def nifti_without_orientation(path: str | os.PathLike) -> str | None:
+    """A warning when ``path`` is a NIfTI file whose header gives no orientation (``qform_code`` and ``sform_code``
+    0: an array saved without its affine), else ``None``: its axes are read as stored, so orientation, spacing and
+    the slice direction may not be the anatomy's, and the prediction may be wrong without another sign."""
+    name = str(path).lower()
+    if not name.endswith((".nii", ".nii.gz")) or not os.path.isfile(path):
+        return None
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        codes = int(header["qform_code"]), int(header["sform_code"])
+    except Exception:  # not readable as NIfTI here: the reader reports it
+        return None
+    if codes != (0, 0):
+        return None
+    return (f"'{path}' has no orientation in its NIfTI header (qform_code and sform_code 0, e.g. an array saved "
+            "without its affine): its axes are taken as stored, so its orientation, spacing and slice direction may "
+            "not be the anatomy's. Save it with its affine.")
 
 
 class LoadStudyd(MapTransform):

@@ -588,3 +588,27 @@ def test_check_study_shapes_warns_about_a_copied_file(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         check_no_copies({ka: "'a.bin'"}, {kb: "'b.bin'"}, {ka: str(big_a)}, {kb: str(big_b)})
     assert "'b.bin' = 'a.bin'" in caplog.text
+
+
+def test_nifti_without_orientation_is_warned(tmp_path, caplog):
+    """A NIfTI saved without its affine (qform and sform codes 0) was read as stored without a word."""
+    import logging
+
+    import nibabel as nib
+
+    from monai_das.data import check_study_shapes
+    from monai_das.data.studies import LoadStudy, nifti_without_orientation
+
+    img = nib.Nifti1Image(np.random.default_rng(0).random((8, 9, 10)).astype(np.float32), None)
+    img.header.set_qform(None, code=0)
+    img.header.set_sform(None, code=0)
+    bare = tmp_path / "bare.nii.gz"
+    nib.save(img, str(bare))
+    oriented = tmp_path / "oriented.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 9, 10), np.float32), np.eye(4)), str(oriented))
+    assert nifti_without_orientation(oriented) is None and "bare.nii.gz' has no orientation" in nifti_without_orientation(bare)
+    with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
+        check_study_shapes([str(bare), str(oriented)], "volume")
+    assert "1 NIfTI image(s) have no orientation in their header" in caplog.text and "bare.nii.gz" in caplog.text
+    study = LoadStudy({"layout": "volume", "spatial_size": [8, 8, 8]}).load(str(bare))
+    assert any("has no orientation in its NIfTI header" in w for w in study.info["warnings"])
