@@ -595,6 +595,10 @@ def _nifti_shape(path: str, axcodes: str | None = None) -> tuple[int, list[int]]
 
     img = nib.load(path)
     shape = [int(s) for s in img.shape]
+    if axcodes is not None:  # the affine MONAI's NibabelReader uses (it may replace an sform that pixdim contradicts)
+        from monai.data.utils import correct_nifti_header_if_necessary
+
+        img = correct_nifti_header_if_necessary(img)
     spatial, rest = shape[:3], shape[3:]
     while rest and rest[-1] == 1:  # NibabelReader squeezes trailing singleton non-spatial dims
         rest.pop()
@@ -946,7 +950,7 @@ def check_study_shapes(
             continue
         first_with.setdefault(c, image)
         shapes[image] = shape
-        if layout == "volume" and nifti_without_orientation(image):
+        if layout == "volume" and axcodes is not None and nifti_without_orientation(image):  # only when reoriented
             unoriented.append(_where(item, image))
         frames.append(t)
         mine = dict.fromkeys(item_uids, _where(item, image))

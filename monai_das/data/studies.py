@@ -1197,7 +1197,8 @@ class LoadStudy(Transform):
             image, meta = image.movedim(1, 0), {}  # C×T×H×W → T×C×H×W (channels were fitted before)
         info = {**info, "original_shape": original_shape, "num_source_frames": int(spatial[src_axis]),
                 "source_axis": int(src_axis)}
-        unoriented = nifti_without_orientation(path)
+        unoriented = (nifti_without_orientation(path) if self.layout == "volume"
+                      and (self.recipe.get("axcodes") or self.recipe.get("pixdim")) else None)  # only when used
         if unoriented:
             logger.warning(unoriented)
             info = {**info, "warnings": [*info.get("warnings", []), unoriented]}

@@ -37,7 +37,7 @@ from monai_das.deploy.operators import (
 from monai_das.data.studies import discover_studies
 from monai_das.deploy.predictor import DASPredictor, resolve_engine
 from monai_das.deploy.report import check_output_paths, study_output_path
-from monai_das.deploy.studies import StudyLoader
+from monai_das.deploy.studies import VOLUME_ONLY_OPTIONS, StudyLoader
 
 __all__ = ["DASClassifierApp"]
 
@@ -162,8 +162,10 @@ class DASClassifierApp(Application):
         loader = StudyLoaderOperator(
             self, CountCondition(self, count=len(sources)), sources=sources, loader=study_loader, name="study_loader",
         )
+        applied = {k: v for k, v in study_loader.recipe.items()  # a clip's recipe has no volume steps
+                   if not (study_loader.layout == "video" and k in VOLUME_ONLY_OPTIONS)}
         infer = DASInferenceOperator(self, predictor=self.predictor, num_samples=budget, name="das_inference",
-                                     recipe=study_loader.recipe)
+                                     recipe=applied)
         self._writer = DASReportWriterOperator(
             self, output_folder=self.output_path, num_studies=len(sources), write_sr=self.write_sr,
             name="report_writer",

@@ -110,7 +110,10 @@ class StudyLoader(LoadStudy):
             def plain(v: Any) -> Any:  # (-1000.0, 400.0) as the recipe check normalises it, [-1000, 400] as written
                 return [float(x) if isinstance(x, (int, float)) else x for x in v] if isinstance(v, (list, tuple)) else v
 
-            unused = {"percentiles"} if self.recipe.get("intensity_range") is not None else set()  # a window wins
+            # a window wins over percentiles; min_frames and temporal_mode only decide which (short) studies are
+            # accepted or how they are filled, not what a usual study looks like to the network
+            unused = {"min_frames", "temporal_mode"} | (
+                {"percentiles"} if self.recipe.get("intensity_range") is not None else set())
             changed = {k: (plain(own.get(k)), plain(self.recipe.get(k))) for k in options
                        if k in own and k in self.recipe and k not in unused
                        and plain(own.get(k)) != plain(self.recipe.get(k))}

@@ -53,7 +53,8 @@ def slice_axis_index(slice_axis: int | str, axcodes: str | None = "RAS") -> int:
         key = slice_axis.strip().lower()
         if key not in SLICE_AXES:
             raise ValueError(f"slice_axis must be 0, 1, 2 or one of {sorted(SLICE_AXES)}, got {slice_axis!r}.")
-        codes = str(axcodes).strip().upper() if optional(axcodes) is not None else ""
+        codes = ("".join(map(str, axcodes)) if isinstance(axcodes, (list, tuple)) else str(axcodes)).strip().upper() \
+            if optional(axcodes) is not None else ""
         if len(codes) == 3 and all(sum(c in pair for c in codes) == 1 for pair in _NORMALS.values()):
             return next(i for i, c in enumerate(codes) if c in _NORMALS[key])
         raise ValueError(
@@ -174,8 +175,13 @@ class BundleData:
         self.dataset_dir = optional(dataset_dir)
         self.size, self.seed = int(size), int(seed)
         self.data_dir = resolve_data_dir(self.dataset, data_dir) if self.datalist is None else None
-        self.slice_axis = slice_axis_index(slice_axis, axcodes)
-        self.axcodes = optional(axcodes) if layout == "volume" else None  # header shapes in the recipe's orientation
+        # a ready-made dataset's arrays are not reoriented: their axes are RAS-like (MedMNIST: 0 = D) whatever axcodes
+        files = self.datalist is not None
+        self.slice_axis = slice_axis_index(slice_axis, axcodes if files else "RAS")
+        codes = optional(axcodes)
+        # header shapes in the recipe's orientation
+        self.axcodes = ("".join(map(str, codes)) if isinstance(codes, (list, tuple)) else codes) \
+            if layout == "volume" and files else None
         self.num_frames = int(num_frames)
         self.val_fraction = float(val_fraction)
         self.fold, self.num_folds, self.probe = int(fold), int(num_folds), optional(probe)

@@ -478,8 +478,16 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
                          f"{tuple(img.shape)} (1 + slice_axis for a channel-first volume, 0 for a T×C×H×W clip).")
     t = int(img.shape[frame_axis])
     wanted = sorted({int(i) for i in evidence if int(i) >= 0})
+    if "slice_axis" in meta and frame_axis == 0:  # VolumeToFrames' mark: a volume turned into frames
+        raise ValueError(f"'{name}': a volume's evidence is mapped on the channel-first volume C×D×H×W (frame_axis = "
+                         f"1 + slice_axis), not on its frames (shape {tuple(img.shape)}): put MapEvidenced before "
+                         "VolumeToFramesd.")
     if SOURCE_INDICES in meta and frame_axis >= 1:  # a volume read by LoadStudy: the nearest input slices
         source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
+        if len(source) != t:
+            raise ValueError(f"'{name}': frame_axis {frame_axis} (length {t}) is not the axis of the study's "
+                             f"{len(source)} slices (shape {tuple(img.shape)}): give frame_axis = 1 + the recipe's "
+                             "slice_axis.")
         _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "slices")
         src = np.asarray(source)
         kept = sorted({int(j) for i in wanted for j in np.flatnonzero(np.abs(src - i) == np.abs(src - i).min())})

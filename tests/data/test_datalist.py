@@ -608,7 +608,7 @@ def test_nifti_without_orientation_is_warned(tmp_path, caplog):
     nib.save(nib.Nifti1Image(np.zeros((8, 9, 10), np.float32), np.eye(4)), str(oriented))
     assert nifti_without_orientation(oriented) is None and "bare.nii.gz' has no orientation" in nifti_without_orientation(bare)
     with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
-        check_study_shapes([str(bare), str(oriented)], "volume")
+        check_study_shapes([str(bare), str(oriented)], "volume", axcodes="RAS")
     assert "1 NIfTI image(s) have no orientation in their header" in caplog.text and "bare.nii.gz" in caplog.text
     study = LoadStudy({"layout": "volume", "spatial_size": [8, 8, 8]}).load(str(bare))
     assert any("has no orientation in its NIfTI header" in w for w in study.info["warnings"])

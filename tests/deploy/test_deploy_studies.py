@@ -594,6 +594,7 @@ def test_spec_recipe():
                                         "trained [-1000.0, 400.0], used [0.0, 1.0]:")
     assert "axcodes" not in loader.overridden and "percentiles" not in loader.overridden  # same / unused with a window
     assert StudyLoader(spec, axcodes="LPS").overridden is None
+    assert StudyLoader(spec, min_frames=1).overridden is None  # which short studies are accepted, not their look
     if "recipe" in getattr(ModelSpec, "__dataclass_fields__", {}):  # ModelSpec.recipe: the model card's recipe
         carried = ModelSpec(spatial_size=(16, 16, 16), recipe={"layout": "volume", "spatial_size": [28, 28, 28],
                                                                "intensity_range": [-1000, 400]})

@@ -62,6 +62,9 @@ def test_slice_axis_names():
     for codes in (None, "RAX", "RRS"):
         with pytest.raises(ValueError, match="names an anatomical direction, which needs axcodes"):
             slice_axis_index("axial", codes)
+    assert slice_axis_index("axial", ["S", "L", "P"]) == 0  # axcodes as a list, as Orientationd takes them
+    # a ready-made dataset's arrays are not reoriented: names keep their RAS meaning whatever axcodes says
+    assert BundleData("synthetic", size=8, slice_axis="axial", axcodes=None).slice_axis == 2
     with pytest.raises(ValueError, match="axial"):
         slice_axis_index("transverse")
     with pytest.raises(ValueError, match="slice_axis"):

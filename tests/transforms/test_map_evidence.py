@@ -53,6 +53,12 @@ def test_volume_evidence_after_load_study_and_frames(tmp_path):
     frames = VolumeToFramesd("image", axis=2)(dict(by_monai, evidence=[17]))
     with pytest.raises(ValueError, match=r"put MapEvidenced before VolumeToFramesd"):
         MapEvidenced(frame_axis=0)(frames)
+    # the same after LoadStudyd (its volumes carry source_indices), and a frame_axis that is not the slices' axis
+    loaded = LoadStudyd("image", recipe=recipe, study_suffix=None)({"image": path, "evidence": [17]})
+    with pytest.raises(ValueError, match=r"put MapEvidenced before VolumeToFramesd"):
+        MapEvidenced(frame_axis=0)(VolumeToFramesd("image", axis=2)(dict(loaded)))
+    with pytest.raises(ValueError, match=r"frame_axis 1 \(length 8\) is not the axis of the study's 16 slices"):
+        MapEvidenced(frame_axis=1)(dict(loaded))
 
 
 def test_evidence_outside_the_file_is_refused(tmp_path):

@@ -12,7 +12,8 @@ Keys:
 - ``labels``: comma-separated class names (index = position); default: the classes found in the datastore.
 - ``spatial_size``: the network grid ``D,H,W`` (or ``[D, H, W]``); default: the bundle metadata's input shape.
 - ``slice_axis``: the axis whose slices the sampler chooses among (``0``-``2`` of ``D,H,W``, or ``sagittal``,
-  ``coronal``, ``axial`` in RAS); default the bundle's (0). A training setting (passed as a train override; the
+  ``coronal``, ``axial``, resolved against the bundle's ``axcodes``, RAS by default); default the bundle's (0). A training
+  setting (passed as a train override; the
   infer task reads the trained one from the model card).
 - ``max_epochs``: default epochs of a training request.
 - ``train_overrides``: a JSON object of more bundle overrides for every training run (``{"batch_size": 4}``).
