@@ -32,8 +32,8 @@ Usage::
 
 Writes ``<out>/own_data.csv`` (every cell this command names: its kinds × seeds × variants, run now or reused from
 ``<out>/_work``; cells of other invocations stay there but are not reported), ``<out>/own_data.md`` (those cells and
-per-variant means, command, machine) and prints the table. Data files are written under ``<out>/_data`` (regenerated from ``--data-seed``, never read
-from elsewhere).
+per-variant means, command, machine) and prints the table. Data files are written under ``<out>/_data``
+(regenerated from ``--data-seed``, never read from elsewhere).
 """
 
 from __future__ import annotations

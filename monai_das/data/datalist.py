@@ -969,13 +969,12 @@ def check_study_shapes(
         paths.update({k: f for k, f in files.items() if k not in paths})
     if unoriented:
         logger.warning(f"{len(unoriented)} NIfTI image(s) have no orientation in their header (qform_code and "
-                       f"sform_code 0): {'; '.join(unoriented[:5])}{' ...' if len(unoriented) > 5 else ''}. Their axes "
-                       "are taken as stored, so orientation, spacing and the slice direction may not be the anatomy's "
-                       "(nor the same as other files'). Save them with their affine.")
+                       f"sform_code 0): {_some(unoriented)}. Their axes are taken as stored, so orientation, spacing "
+                       "and the slice direction may not be the anatomy's (nor the same as other files'). Save them "
+                       "with their affine.")
     if twice:
         logger.warning(f"{len(twice)} image(s) have the same content (byte for byte) as another of the same list, so "
-                       f"they count twice: {'; '.join(twice[:5])}{' ...' if len(twice) > 5 else ''}. List each study "
-                       "once.")
+                       f"they count twice: {_some(twice)}. List each study once.")
     if errors:
         if len(errors) == 1:
             raise errors[0][0](errors[0][1])
@@ -985,6 +984,11 @@ def check_study_shapes(
                            + "\n  ".join(shown) + more)
     return {"in_channels": max(first_with), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
             "content_ids": uids, "content_paths": paths}
+
+
+def _some(named: Sequence[str], shown: int = 5) -> str:
+    """The first ``shown`` of ``named`` joined by ``; `` (`` ...`` when there are more), for a warning."""
+    return "; ".join(named[:shown]) + (" ..." if len(named) > shown else "")
 
 
 def _same_files(a: str, b: str, key: str) -> bool:
@@ -1018,6 +1022,6 @@ def check_no_copies(known: Mapping[str, str], new: Mapping[str, str], known_path
                          "in one list (split by patient, never by study or frame).")
     if copies:  # warned, not refused: placeholder files of one value (test data) are byte-identical too
         logger.warning(f"{len(copies)} image(s) have the same content (byte for byte) as an image of another list "
-                       f"read before (training/validation): {'; '.join(copies[:5])}{' ...' if len(copies) > 5 else ''}"
+                       f"read before (training/validation): {_some(copies)}"
                        ". A study in two lists is trained on and scored too: its metrics are optimistic. List each "
                        "study once, in one list (split by patient).")

@@ -224,7 +224,7 @@ class DASReportWriterOperator(Operator):
             op_output.emit(dicom_selection(message.study), self.output_series)
         elif self.write_sr and report["status"] != "ok":  # an earlier run's SR of this study would contradict it
             remove_srs(study_output_path(self.output_folder / SR_FOLDER, message.source.study_id),
-                       root=self.output_folder / SR_FOLDER)
+                       self.output_folder / SR_FOLDER)
         if len(self.reports) == self.num_studies:
             write_summary(self.reports, self.output_folder / "summary.json")
 
@@ -243,11 +243,12 @@ def _outside(folder: Path, root: Path) -> bool:
     return not Path(os.path.realpath(folder)).is_relative_to(os.path.realpath(root))
 
 
-def remove_srs(folder: Path, keep: Sequence[str] = (), root: Path | None = None) -> None:
+def remove_srs(folder: Path, root: Path, keep: Sequence[str] = ()) -> None:
     """Remove the SR files (``*.dcm`` files, not folders: ``us/cine.dcm/`` may be another study's) of one study's SR
     folder but those named in ``keep``, and the temporary folders a killed run left there, logging (not raising)
-    what cannot be removed. Nothing is removed when ``folder`` resolves outside ``root`` (a symbolic link)."""
-    if root is not None and _outside(folder, root):
+    what cannot be removed. Nothing is removed when ``folder`` resolves outside ``root``, the SR folder of the
+    output (a symbolic link)."""
+    if _outside(folder, root):
         logger.error("SR folder %s leads outside %s (a symbolic link): nothing removed there", folder, root)
         return
     for tmp in folder.glob(_SR_TMP_PREFIX + "*") if folder.is_dir() else ():
@@ -358,4 +359,4 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-        remove_srs(folder, keep=new, root=Path(self.base_folder))  # an earlier run's SR (a new UID each run)
+        remove_srs(folder, Path(self.base_folder), keep=new)  # an earlier run's SR (a new UID each run)

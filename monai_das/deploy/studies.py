@@ -108,7 +108,9 @@ class StudyLoader(LoadStudy):
         self.overridden: str | None = None
         if isinstance(own, Mapping) and own:
             def plain(v: Any) -> Any:  # (-1000.0, 400.0) as the recipe check normalises it, [-1000, 400] as written
-                return [float(x) if isinstance(x, (int, float)) else x for x in v] if isinstance(v, (list, tuple)) else v
+                if not isinstance(v, (list, tuple)):
+                    return v
+                return [float(x) if isinstance(x, (int, float)) else x for x in v]
 
             # a window wins over percentiles; min_frames and temporal_mode only decide which (short) studies are
             # accepted or how they are filled, not what a usual study looks like to the network

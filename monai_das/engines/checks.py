@@ -18,8 +18,8 @@ from typing import Any
 
 from monai_das.engines.utils import flag, optional
 
-__all__ = ["bundle_cli_overrides", "bundle_meta_file", "check_launch", "check_overrides", "check_writable", "check_resume",
-           "train_drop_last"]
+__all__ = ["bundle_cli_overrides", "bundle_meta_file", "check_launch", "check_overrides", "check_writable",
+           "check_resume", "train_drop_last"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[
     names = [Path(f).name for f in bundle_cli_overrides(argv)[1]]
     if kind == "train" and world > 1:
         raise ValueError(
-            f"launched by torchrun with {world} processes, but the configs ({', '.join(names) or 'train.json'}) have no "
-            "multi_gpu_train.json: every process would train the whole model on its own. Add it: --config_file "
+            f"launched by torchrun with {world} processes, but the configs ({', '.join(names) or 'train.json'}) have "
+            "no multi_gpu_train.json: every process would train the whole model on its own. Add it: --config_file "
             "\"['<bundle>/configs/train.json','<bundle>/configs/multi_gpu_train.json']\"."
         )
     if kind == "evaluate" and (world > 1 or "multi_gpu_train.json" in names):

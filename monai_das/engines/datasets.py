@@ -42,6 +42,15 @@ _SPLITS = {"train": "training", "val": "validation", "test": "test"}
 _NORMALS = {"sagittal": "LR", "coronal": "AP", "axial": "SI"}
 
 
+def _axcodes_text(axcodes: Any) -> str | None:
+    """``axcodes`` as one string (``"RAS"``; a list ``["R", "A", "S"]``, as ``Orientationd`` also takes, joined), or
+    ``None`` when none (``None``, ``"None"``)."""
+    axcodes = optional(axcodes)
+    if axcodes is None:
+        return None
+    return "".join(map(str, axcodes)) if isinstance(axcodes, (list, tuple)) else str(axcodes)
+
+
 def slice_axis_index(slice_axis: int | str, axcodes: str | None = "RAS") -> int:
     """
     ``slice_axis`` as the spatial axis index (0, 1, 2) of the loaded, oriented image: an index, or a name of
@@ -53,8 +62,7 @@ def slice_axis_index(slice_axis: int | str, axcodes: str | None = "RAS") -> int:
         key = slice_axis.strip().lower()
         if key not in SLICE_AXES:
             raise ValueError(f"slice_axis must be 0, 1, 2 or one of {sorted(SLICE_AXES)}, got {slice_axis!r}.")
-        codes = ("".join(map(str, axcodes)) if isinstance(axcodes, (list, tuple)) else str(axcodes)).strip().upper() \
-            if optional(axcodes) is not None else ""
+        codes = (_axcodes_text(axcodes) or "").strip().upper()
         if len(codes) == 3 and all(sum(c in pair for c in codes) == 1 for pair in _NORMALS.values()):
             return next(i for i, c in enumerate(codes) if c in _NORMALS[key])
         raise ValueError(
@@ -178,10 +186,8 @@ class BundleData:
         # a ready-made dataset's arrays are not reoriented: their axes are RAS-like (MedMNIST: 0 = D) whatever axcodes
         files = self.datalist is not None
         self.slice_axis = slice_axis_index(slice_axis, axcodes if files else "RAS")
-        codes = optional(axcodes)
         # header shapes in the recipe's orientation
-        self.axcodes = ("".join(map(str, codes)) if isinstance(codes, (list, tuple)) else codes) \
-            if layout == "volume" and files else None
+        self.axcodes = _axcodes_text(axcodes) if layout == "volume" and files else None
         self.num_frames = int(num_frames)
         self.val_fraction = float(val_fraction)
         self.fold, self.num_folds, self.probe = int(fold), int(num_folds), optional(probe)

@@ -431,8 +431,8 @@ def merge_predictions(
                              f"({len(expected)} studies): " + "; ".join(problems)
                              + ". First check that the merge got the inference command's exact options (input, "
                                "keep ratio or num_kept, engine, method, checkpoint, preprocessing): the listing and "
-                               "the model key are computed from them. If it did, run inference again for those shards (it "
-                               "resumes: only what is missing or stale runs), then merge.")
+                               "the model key are computed from them. If it did, run inference again for those "
+                               "shards (it resumes: only what is missing or stale runs), then merge.")
     if fields is None:
         raise ValueError("no prediction files to merge.")
     merged = dedupe_predictions(rows)

@@ -96,8 +96,9 @@ def inference_network(
       ``k`` (:func:`~monai_das.engines.export.onnx_source`); otherwise it is (re)written, atomically, with the model
       card ``card_path`` embedded when there is one. A graph that keeps a fixed ``k`` (ADPS, DAS ``spread``) asked
       for another ``k`` than the card's trained one is kept in its own file, ``model.k<k>.onnx`` beside
-      ``onnx_path``, so the export at the trained ``k`` (what the Deploy app serves) is never replaced. The checkpoint is loaded into ``network`` either way, so a
-      network that does not fit it is refused as with ``eager``.
+      ``onnx_path``, so the export at the trained ``k`` (what the Deploy app serves) is never replaced. The
+      checkpoint is loaded into ``network`` either way, so a network that does not fit it is refused as with
+      ``eager``.
     - ``"torchscript"``: the network traced in memory (:class:`IndicesRecorder` of a traced
       :class:`~monai_das.engines.ExportedClassifier`).
     - ``"eager"``: ``network`` itself; the bundle's ``CheckpointLoader`` handler loads the weights.

@@ -188,7 +188,7 @@ class SamplingFiguresHandler:
                 title = f"label {self._name(int(torch.as_tensor(it['label']).reshape(-1)[0]))}\n{title}"
             titles.append(f"{self._item_name(i, it)}\n{title}")
             ev = next((it[k] for k in ("evidence", "informative") if k in it), None)
-            evidence.append(None if ev is None else [int(i) for i in torch.as_tensor(ev).reshape(-1) if int(i) >= 0])
+            evidence.append(None if ev is None else [int(j) for j in torch.as_tensor(ev).reshape(-1) if int(j) >= 0])
         self.paths = [
             plot_kept_frames(out.frames, out.indices, self.output_dir / "kept_frames.png", titles=titles,
                              num_frames=int(out.matrix.shape[-1]), evidence=evidence),

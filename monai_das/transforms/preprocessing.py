@@ -7,7 +7,6 @@ Documented recipes that turn a study file into the network's input: :func:`volum
 from __future__ import annotations
 
 import logging
-
 import os
 from collections.abc import Hashable, Mapping, Sequence
 
@@ -479,9 +478,7 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     t = int(img.shape[frame_axis])
     wanted = sorted({int(i) for i in evidence if int(i) >= 0})
     if "slice_axis" in meta and frame_axis == 0:  # VolumeToFrames' mark: a volume turned into frames
-        raise ValueError(f"'{name}': a volume's evidence is mapped on the channel-first volume C×D×H×W (frame_axis = "
-                         f"1 + slice_axis), not on its frames (shape {tuple(img.shape)}): put MapEvidenced before "
-                         "VolumeToFramesd.")
+        raise _volume_as_frames(name, frame_axis, img.shape)
     if SOURCE_INDICES in meta and frame_axis >= 1:  # a volume read by LoadStudy: the nearest input slices
         source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
         if len(source) != t:
@@ -489,8 +486,7 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
                              f"{len(source)} slices (shape {tuple(img.shape)}): give frame_axis = 1 + the recipe's "
                              "slice_axis.")
         _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "slices")
-        src = np.asarray(source)
-        kept = sorted({int(j) for i in wanted for j in np.flatnonzero(np.abs(src - i) == np.abs(src - i).min())})
+        kept = _nearest_slices(source, wanted)
     elif SOURCE_INDICES in meta:  # a clip: the input frames that are an evidence frame
         source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
         _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "frames")
@@ -503,9 +499,7 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
                 "evidence in evidence_kept. Give evidence as runs of frames, or a larger num_frames.")
     elif isinstance(img, MetaTensor) and meta.get("original_affine") is not None:
         if not 1 <= frame_axis <= 3 or img.ndim != 4:
-            raise ValueError(f"'{name}': a volume's evidence is mapped on the channel-first volume C×D×H×W (frame_axis "
-                             f"= 1 + slice_axis), got frame_axis {frame_axis} on shape {tuple(img.shape)}: put "
-                             "MapEvidenced before VolumeToFramesd.")
+            raise _volume_as_frames(name, frame_axis, img.shape)
         source_shape = [int(s) for s in meta.get("spatial_shape", img.shape[1:])]
         source, src_axis = affine_source_indices(meta["original_affine"], img.affine, img.shape[1:], source_shape,
                                                  frame_axis - 1)
@@ -517,12 +511,25 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
 
             ranks = series_slice_ranks(name, meta["original_affine"], source_shape[2])
             wanted = sorted(ranks.index(i) for i in wanted)
-        src = np.asarray(source)
-        kept = sorted({int(j) for i in wanted for j in np.flatnonzero(np.abs(src - i) == np.abs(src - i).min())})
+        kept = _nearest_slices(source, wanted)
     else:  # no record of how the frames were produced: the indices are the input's own
         _check_evidence(wanted, t, name, "frames")
         kept = wanted
     return kept + [-1] * (t - len(kept))
+
+
+def _nearest_slices(source: Sequence[int], wanted: Sequence[int]) -> list[int]:
+    """The input slices whose source slice (``source``, one per input slice) is nearest to each ``wanted`` one (all
+    of them on a tie), ascending."""
+    src = np.asarray(source)
+    return sorted({int(j) for i in wanted for j in np.flatnonzero(np.abs(src - i) == np.abs(src - i).min())})
+
+
+def _volume_as_frames(name: str, frame_axis: int, shape: Sequence[int]) -> ValueError:
+    """The refusal of evidence mapped on a volume that is no longer channel-first ``C×D×H×W`` (``VolumeToFramesd``)."""
+    return ValueError(f"'{name}': a volume's evidence is mapped on the channel-first volume C×D×H×W (frame_axis = 1 + "
+                      f"slice_axis), got frame_axis {frame_axis} on shape {tuple(shape)}: put MapEvidenced before "
+                      "VolumeToFramesd.")
 
 
 def _check_evidence(evidence: list[int], length: int, name: str, what: str) -> None:

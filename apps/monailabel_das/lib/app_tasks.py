@@ -12,9 +12,8 @@ Keys:
 - ``labels``: comma-separated class names (index = position); default: the classes found in the datastore.
 - ``spatial_size``: the network grid ``D,H,W`` (or ``[D, H, W]``); default: the bundle metadata's input shape.
 - ``slice_axis``: the axis whose slices the sampler chooses among (``0``-``2`` of ``D,H,W``, or ``sagittal``,
-  ``coronal``, ``axial``, resolved against the bundle's ``axcodes``, RAS by default); default the bundle's (0). A training
-  setting (passed as a train override; the
-  infer task reads the trained one from the model card).
+  ``coronal``, ``axial``, resolved against the bundle's ``axcodes``, RAS by default); default the bundle's (0). A
+  training setting (passed as a train override; the infer task reads the trained one from the model card).
 - ``max_epochs``: default epochs of a training request.
 - ``train_overrides``: a JSON object of more bundle overrides for every training run (``{"batch_size": 4}``).
 - ``engine``: ``onnxruntime`` (default: ``models/model.onnx``), ``torchscript`` or ``eager`` (``models/model.pt`` +
@@ -64,7 +63,8 @@ def _number(conf: Mapping[str, str], key: str, kind: type) -> Any:
     try:
         return kind(str(value).strip())
     except ValueError:
-        raise ValueError(f"--conf {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}.") from None
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"--conf {key} must be {what}, got {value!r}.") from None
 
 
 def app_settings(conf: Mapping[str, str], app_dir: str | os.PathLike) -> dict[str, Any]:
