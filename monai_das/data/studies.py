@@ -1136,7 +1136,7 @@ class LoadStudy(Transform):
         from monai.data.utils import to_affine_nd
         from monai.transforms import LoadImage
 
-        from monai_das.transforms.preprocessing import recipe_volume_kwargs, volume_preprocessing
+        from monai_das.transforms.preprocessing import recipe_volume_kwargs, volume_preprocessing, window_warning
 
         if reader is None:  # a NIfTI/ITK file: MONAI chooses the reader, as the training recipe's LoadImaged does
             if self._default_loader is None:
@@ -1183,7 +1183,7 @@ class LoadStudy(Transform):
         try:
             if self._volume_xform is None:  # min_slices=1: the slice count was checked above against min_frames
                 self._volume_xform = volume_preprocessing(load=False, spatial_size=size, min_slices=1,
-                                                          **recipe_volume_kwargs(r))
+                                                          check_window=False, **recipe_volume_kwargs(r))
             out = self._volume_xform({"image": img})["image"]
         except Exception as e:
             raise RuntimeError(f"{self._where(source)}: preprocessing failed: {e}") from e
@@ -1199,9 +1199,12 @@ class LoadStudy(Transform):
                 "source_axis": int(src_axis)}
         unoriented = (nifti_without_orientation(path) if self.layout == "volume"
                       and (self.recipe.get("axcodes") or self.recipe.get("pixdim")) else None)  # only when used
-        if unoriented:
-            logger.warning(unoriented)
-            info = {**info, "warnings": [*info.get("warnings", []), unoriented]}
+        window = r.get("intensity_range")
+        flattened = window_warning(img, window, str(path)) if window is not None else None
+        for message in (unoriented, flattened):
+            if message:
+                logger.warning(message)
+                info = {**info, "warnings": [*info.get("warnings", []), message]}
         return self._study(source, image, meta, src_idx, info)
 
     # ------------------------------------------------------------------ clips

@@ -16,6 +16,10 @@ from monai_das.transforms.io import (
 )
 from monai_das.transforms.preprocessing import (
     RECIPE_KEYS,
+    CheckIntensityWindow,
+    CheckIntensityWindowd,
+    CheckIntensityWindowD,
+    CheckIntensityWindowDict,
     MapEvidenced,
     MapEvidenceD,
     MapEvidenceDict,
@@ -32,6 +36,7 @@ from monai_das.transforms.preprocessing import (
     recipe_transforms,
     map_evidence,
     volume_preprocessing,
+    window_warning,
 )
 from monai_das.transforms.spatial import (
     RandFrameAffine,
@@ -73,6 +78,11 @@ __all__ = [
     "MapEvidenced",
     "MapEvidenceD",
     "MapEvidenceDict",
+    "CheckIntensityWindow",
+    "CheckIntensityWindowd",
+    "CheckIntensityWindowD",
+    "CheckIntensityWindowDict",
+    "window_warning",
     "RequireVolume",
     "RequireVolumed",
     "RequireVolumeD",

@@ -43,6 +43,11 @@ __all__ = [
     "RequireVolumed",
     "RequireVolumeD",
     "RequireVolumeDict",
+    "CheckIntensityWindow",
+    "CheckIntensityWindowd",
+    "CheckIntensityWindowD",
+    "CheckIntensityWindowDict",
+    "window_warning",
     "ScaleIntensityPercentiles",
     "ScaleIntensityPercentilesd",
     "ScaleIntensityPercentilesD",
@@ -186,6 +191,92 @@ class RequireVolumed(MapTransform):
 RequireVolumeD = RequireVolumeDict = RequireVolumed
 
 
+#: below this fraction of the voxels strictly inside an intensity window, or this fraction of the window's width
+#: spanned by the voxels clipped to it, a volume is flattened by the window (:func:`window_warning`)
+WINDOW_MIN_FRACTION = 0.01
+
+
+def window_warning(img, intensity_range: Sequence[float], name: str = "image") -> str | None:
+    """
+    A warning when the fixed intensity window ``intensity_range = (a_min, a_max)`` maps the volume ``img`` to almost
+    one value, else ``None``: fewer than 1 % of its voxels lie strictly inside the window (e.g. a CT window in
+    Hounsfield units on stored values without their rescale slope/intercept, or a ``[0, 1]`` window on HU: clipped to
+    its ends), or the voxels clipped to the window span less than 1 % of its width (e.g. a HU window on a volume
+    already scaled to ``[0, 1]``). Either way the network sees a nearly blank volume and predicts without a sign.
+    """
+    a_min, a_max = (float(v) for v in intensity_range)
+    t = torch.as_tensor(img)
+    if t.numel() == 0 or a_max <= a_min:
+        return None
+    t = t.float()
+    inside = float(((t > a_min) & (t < a_max)).float().mean())
+    lo, hi = float(t.min()), float(t.max())
+    span = (min(hi, a_max) - max(lo, a_min)) / (a_max - a_min) if hi > a_min and lo < a_max else 0.0
+    if inside >= WINDOW_MIN_FRACTION and span >= WINDOW_MIN_FRACTION:
+        return None
+    return (f"'{name}': the intensity window intensity_range [{a_min:g}, {a_max:g}] maps it to almost one value "
+            f"({inside:.1%} of its voxels lie inside the window; its values run from {lo:g} to {hi:g}): the "
+            "network sees a nearly blank volume. Are its intensities in the window's units (e.g. Hounsfield units "
+            "for CT, stored values with their rescale slope and intercept)? Otherwise set another `intensity_range`, "
+            "or `null` for percentile scaling.")
+
+
+class CheckIntensityWindow(Transform):
+    """
+    Warn (``logging``, once per file and process) when the intensity window ``intensity_range`` would map a volume
+    to almost one value (:func:`window_warning`); the image is returned unchanged. Put it before the window's
+    ``ScaleIntensityRange``: a volume in other units than the window's trains and predicts on a blank image
+    otherwise, without a word.
+
+    Args:
+        intensity_range: ``(a_min, a_max)`` of the window.
+
+    Input any array or tensor → the same object.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, intensity_range: Sequence[float]) -> None:
+        self.intensity_range = tuple(float(v) for v in intensity_range)
+        self._warned: set[str] = set()
+
+    def __call__(self, img, name: str | None = None):
+        name = name or (getattr(img, "meta", {}) or {}).get("filename_or_obj") or "image"
+        if str(name) not in self._warned:
+            message = window_warning(img, self.intensity_range, str(name))
+            if message:
+                self._warned.add(str(name))
+                logging.getLogger(__name__).warning(message)
+        return img
+
+
+class CheckIntensityWindowd(MapTransform):
+    """
+    Dictionary twin of :class:`CheckIntensityWindow`.
+
+    Args:
+        keys: keys of the images.
+        intensity_range: see :class:`CheckIntensityWindow`.
+        allow_missing_keys: don't raise for a missing key.
+    """
+
+    backend = CheckIntensityWindow.backend
+
+    def __init__(self, keys: KeysCollection, intensity_range: Sequence[float], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.checker = CheckIntensityWindow(intensity_range)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            meta = getattr(d[key], "meta", {}) or {}
+            d[key] = self.checker(d[key], name=meta.get("filename_or_obj") or f"image '{key}'")
+        return d
+
+
+CheckIntensityWindowD = CheckIntensityWindowDict = CheckIntensityWindowd
+
+
 def _append_axis(img: torch.Tensor) -> torch.Tensor:
     """``C×H×W`` → ``C×H×W×1``, with a 3D affine for a MetaTensor."""
     if not isinstance(img, MetaTensor):
@@ -209,6 +300,7 @@ def volume_preprocessing(
     reader: str | None = None,
     load: bool = True,
     min_slices: int = 2,
+    check_window: bool = True,
 ) -> Compose:
     """
     MONAI ``Compose`` for a volume: file → float32 ``C×D×H×W`` of ``spatial_size`` in ``output_range``.
@@ -227,7 +319,8 @@ def volume_preprocessing(
     3. ``Spacingd(pixdim, mode="bilinear")``: resample to a voxel size in mm (e.g. ``(1.5, 1.5, 1.5)``);
        ``None`` (default) keeps the native spacing (the resize below fixes the grid size anyway).
     4. Intensity scaling to ``output_range``: ``intensity_range=(a_min, a_max)`` clips and scales a fixed window
-       (CT: e.g. ``(-1000, 400)`` HU); otherwise ``percentiles=(lower, upper)`` clips and scales between these
+       (CT: e.g. ``(-1000, 400)`` HU), after :class:`CheckIntensityWindowd` (``check_window``), which warns once per
+       file when the window maps the volume to almost one value (intensities in other units than the window's); otherwise ``percentiles=(lower, upper)`` clips and scales between these
        percentiles of each volume (MR, ultrasound); both ``None``: min–max scaling.
     5. Resize to ``spatial_size`` (area interpolation, anti-aliased): ``resize="stretch"`` resizes each axis
        independently; ``resize="pad"`` keeps the aspect ratio (longest side to ``max(spatial_size)``) and then
@@ -237,8 +330,8 @@ def volume_preprocessing(
     Args:
         keys: keys of the image(s) in the data dict.
         spatial_size: output grid ``(D, H, W)`` or one int for a cube (MedMNIST3D-like: 28 or 64).
-        pixdim, axcodes, intensity_range, percentiles, output_range, resize, reader, load, min_slices: see the
-            steps.
+        pixdim, axcodes, intensity_range, percentiles, output_range, resize, reader, load, min_slices, check_window:
+            see the steps.
     """
     if resize not in ("stretch", "pad"):
         raise ValueError(f"resize must be 'stretch' or 'pad', got {resize!r}.")
@@ -264,6 +357,8 @@ def volume_preprocessing(
         xforms.append(Spacingd(keys, pixdim=pixdim, mode="bilinear"))
     if intensity_range is not None:
         a_min, a_max = (float(v) for v in intensity_range)
+        if check_window:
+            xforms.append(CheckIntensityWindowd(keys, (a_min, a_max)))
         xforms.append(ScaleIntensityRanged(keys, a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True))
     elif percentiles is not None:
         lower, upper = (float(v) for v in percentiles)

@@ -232,3 +232,39 @@ def test_intensity_options_that_would_invert_or_flatten_are_refused(bad, match):
     if "percentiles" in bad and bad["percentiles"][1] <= 100:
         with pytest.raises(ValueError, match="lower < upper"):
             ScaleIntensityPercentiles(*bad["percentiles"], b_min=0.0, b_max=1.0)
+
+
+def test_intensity_window_that_flattens_a_volume_is_warned(tmp_path, caplog):
+    """A CT window in HU on a volume in other units trained and predicted on a blank volume without a word."""
+    import logging
+
+    import nibabel as nib
+    import numpy as np
+
+    from monai_das.data.studies import LoadStudy
+    from monai_das.transforms import CheckIntensityWindow, CheckIntensityWindowd, window_warning
+
+    rng = np.random.default_rng(0)
+    hu = rng.normal(-300.0, 400.0, (12, 12, 12)).astype(np.float32)  # a CT-like volume in HU
+    unit = (hu - hu.min()) / (hu.max() - hu.min())  # the same volume already scaled to [0, 1]
+    assert window_warning(hu, (-1000, 400)) is None  # the window fits its units
+    assert window_warning(unit, (0, 1)) is None
+    assert "maps it to almost one value" in window_warning(unit, (-1000, 400), "u.nii")  # all inside, tiny span
+    assert "0.0% of its voxels lie inside" in window_warning(np.round(hu), (0, 1), "h.nii")  # HU on a [0, 1] window
+    assert "'h.nii'" in window_warning(np.full((4, 4, 4), 3000.0), (-1000, 400), "h.nii")  # all clipped
+    check = CheckIntensityWindow((-1000, 400))
+    with caplog.at_level(logging.WARNING, logger="monai_das.transforms.preprocessing"):
+        assert check(unit, name="u.nii") is unit and check(unit, name="u.nii") is unit  # unchanged, warned once
+        CheckIntensityWindowd("image", (-1000, 400))({"image": torch.as_tensor(hu)})
+    assert caplog.text.count("'u.nii': the intensity window intensity_range [-1000, 400]") == 1
+    assert caplog.text.count("the intensity window") == 1  # the fitting volume is not warned about
+    caplog.clear()
+    # the recipe checks before scaling; the study layer (inference, Deploy, MONAI Label) puts it in the report too
+    path = tmp_path / "unit.nii.gz"
+    nib.save(nib.Nifti1Image(unit, np.eye(4)), str(path))
+    with caplog.at_level(logging.WARNING):
+        out = volume_preprocessing(spatial_size=8, intensity_range=(-1000, 400))({"image": str(path)})["image"]
+    assert float(out.max() - out.min()) < 1e-3 and "unit.nii.gz': the intensity window" in caplog.text
+    study = LoadStudy({"layout": "volume", "spatial_size": [8, 8, 8], "intensity_range": [-1000, 400]}).load(str(path))
+    assert sum("maps it to almost one value" in w for w in study.info["warnings"]) == 1
+    assert not LoadStudy({"layout": "volume", "spatial_size": [8, 8, 8]}).load(str(path)).info.get("warnings")
