@@ -168,3 +168,13 @@ def test_sampler_gradient_none():
 def test_sampler_gradient_bad_value():
     with pytest.raises(ValueError, match="sampler_gradient must be one of"):
         build_classifier("das", 2, num_frames=8, sampler_gradient="pixel")
+
+
+def test_a_sampler_built_for_other_channels_than_the_encoder_is_refused():
+    """A DAS sampler for 1 channel with a 3-channel encoder failed only at the first forward pass."""
+    from monai_das.networks.nets import DASampler, MobileNetV3Small, SubsampledClassifier
+
+    with pytest.raises(ValueError, match=r"DASampler was built for in_channels=1 .* frames of 3 channel"):
+        SubsampledClassifier(DASampler(4, in_channels=1), MobileNetV3Small(in_channels=3, num_classes=0), 2)
+    net = SubsampledClassifier(DASampler(4, in_channels=3), MobileNetV3Small(in_channels=3, num_classes=0), 2)
+    assert net.in_channels == 3

@@ -75,8 +75,8 @@ class SubsampledClassifier(nn.Module):
 
     Raises:
         ValueError: ``encoder_features`` disagrees with the encoder's ``out_features``, or ``in_channels`` with its
-            ``in_channels``/``n_input_channels``; the probe run fails (the message suggests ``encoder_features=``);
-            the probe output is not ``N×E`` (e.g. a ``N×E×h×w`` map from a backbone without pooling: the message
+            ``in_channels``/``n_input_channels`` or with the sampler's ``in_channels`` (DAS, ADPS); the probe run
+            fails (the message suggests ``encoder_features=``); the probe output is not ``N×E`` (e.g. a ``N×E×h×w`` map from a backbone without pooling: the message
             says to add a global pooling and a flatten, or wrap the backbone in ``FrameEncoder``).
 
     Shapes: ``forward(x)`` → logits ``B×num_classes``; :meth:`sample` → :class:`SamplerOutput`.
@@ -118,6 +118,13 @@ class SubsampledClassifier(nn.Module):
                 f"{type(encoder).__name__}."
             )
         self.in_channels = self._discover_in_channels(encoder, in_channels)
+        sampler_channels = encoder_in_channels(sampler)  # DAS, ADPS: the channels their features were built for
+        if None not in (sampler_channels, self.in_channels) and sampler_channels != self.in_channels:
+            raise ValueError(
+                f"SubsampledClassifier: the sampler {type(sampler).__name__} was built for in_channels="
+                f"{sampler_channels} but the frame encoder takes frames of {self.in_channels} channel(s); build both "
+                "for the frames' channel count C."
+            )
         features = self._discover_features(encoder, encoder_features, sampler)
         self.encoder_features = features
         self.temporal_head = TemporalHead(features, temporal_head)
