@@ -62,3 +62,15 @@ def test_inference_on_clips(pocus, tmp_path):
         assert len(kept) == len(src) == 4 and kept == sorted(kept) and max(kept) < 8
         assert src == sorted(src) and 0 <= src[0] and src[-1] < n_frames  # frame numbers in the file
         assert r["pred_name"] in ("covid", "pneumonia", "healthy")
+
+
+@pytest.mark.parametrize("dataset", ["pocus", "POCUS"])
+def test_run_name_names_the_fold_whatever_the_dataset_case(tmp_path, dataset):
+    """`--dataset POCUS` is accepted, and its five folds' MLflow runs all had one name (no `_fold<f>`)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN))
+    parser.update({"bundle_root": str(tmp_path), "dataset": dataset, "fold": 3})
+    parser.get_parsed_content("imports")
+    assert parser.get_parsed_content("run_name").endswith("_seed0_fold3")
