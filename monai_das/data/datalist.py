@@ -826,8 +826,9 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
                 raise ValueError(f"has spatial shape {spatial}: expected a 3D volume or a clip.")
         t, h, w = clip
         if t < min_frames:
-            raise ValueError(f"is a clip of {t} frame(s) ({h}×{w}), fewer than min_frames={min_frames}: a still image "
-                             "is not a clip; min_frames 1 accepts it (repeated to T frames).")
+            raise ValueError(f"is a clip of {t} frame(s) ({h}×{w}), fewer than min_frames={min_frames}: "
+                             + ("a still image is not a clip; min_frames 1 accepts it (repeated to T frames)." if t <= 1
+                                else f"too short; min_frames {t} or lower accepts it (resampled to T frames)."))
         return c, (t, c, h, w), t, uids
     if clip is not None:  # a clip read as a volume: its frames are the slices along slice_axis
         t, h, w = clip

@@ -1004,10 +1004,14 @@ class LoadStudy(Transform):
             raise ValueError(f"{self._where(source)}: modality {mod or 'unknown'} is not one of the accepted "
                              f"modalities {sorted(self.allowed_modalities)}.")
 
-    def _too_few(self, source: StudySource, what: str) -> ValueError:
-        still = "a still image is not a clip" if "frame" in what else "a single slice is not a volume"
-        return ValueError(f"{self._where(source)} {what}, fewer than min_frames={self.min_frames}: {still} (min_frames "
-                          "1 accepts it: --min_frames 1 in a bundle, --min-frames 1 in the Deploy app).")
+    def _too_few(self, source: StudySource, what: str, count: int = 1) -> ValueError:
+        """``what``: how many frames or slices the study has (``count``); one is a still image / a single slice."""
+        if count > 1:
+            why = "too short for this model (it was trained with clips or volumes of at least min_frames)"
+        else:
+            why = "a still image is not a clip" if "frame" in what else "a single slice is not a volume"
+        return ValueError(f"{self._where(source)} {what}, fewer than min_frames={self.min_frames}: {why} (a lower "
+                          "min_frames accepts it: --min_frames in a bundle, --min-frames in the Deploy app).")
 
     def _dicom_headers(self, source: StudySource) -> list:
         headers = []
@@ -1061,7 +1065,7 @@ class LoadStudy(Transform):
         if len(shapes) > 1:
             raise ValueError(f"study '{source.study_id}': slices of different sizes {sorted(shapes)} in one series.")
         if len(headers) < self.min_frames:
-            raise self._too_few(source, f"has {len(headers)} slice(s)")
+            raise self._too_few(source, f"has {len(headers)} slice(s)", len(headers))
         file_headers = headers  # in the order of source.files
         said: list[str] = []
         headers, by_position = self._slice_order(source, headers, said)
@@ -1173,7 +1177,7 @@ class LoadStudy(Transform):
         thin = [a for a, s in enumerate(spatial) if s < self.min_frames]
         if thin:
             raise self._too_few(source, f"has {spatial[thin[0]]} slice(s) along spatial axis {thin[0]} (channel-first "
-                                        f"shape {tuple(original_shape)})")
+                                        f"shape {tuple(original_shape)})", spatial[thin[0]])
         original_affine = torch.as_tensor(img.affine, dtype=torch.float64).clone()
         r = self.recipe
         if self.layout == "volume":
@@ -1258,7 +1262,7 @@ class LoadStudy(Transform):
             raise RuntimeError(f"study '{source.study_id}': cannot read clip '{source.path}': {e}") from e
         n = int(clip.meta.get("original_num_frames", clip.shape[0]))
         if n < self.min_frames:
-            raise self._too_few(source, f"has {n} frame(s)")
+            raise self._too_few(source, f"has {n} frame(s)", n)
         image = self._fit_channels(source, clip.as_tensor().float(), channel_dim=1)  # T×C×H×W
         b_min, b_max = r["output_range"]
         if (b_min, b_max) != (0.0, 1.0):

@@ -106,7 +106,8 @@ def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> 
     if check_frame_count and declared > 0 and len(frames) < 0.9 * declared - 1:
         raise RuntimeError(
             f"video file '{path}' looks truncated or corrupt: decoded {len(frames)} of the {declared} frames its "
-            f"header declares (pass check_frame_count=False to accept the partial clip)."
+            f"header declares; re-encode or replace the file (in Python, read_video(..., check_frame_count=False) "
+            "accepts the partial clip)."
         )
     return frames, {"fps": fps, "original_size": orig, "reader": "opencv"}
 

@@ -90,8 +90,9 @@ class LoadVideo(Transform):
         t = frames.shape[0]
         if t < self.min_frames:
             raise ValueError(
-                f"clip '{info['filename']}' has {t} frame(s), fewer than min_frames={self.min_frames}: a still image "
-                f"is not a clip (pass min_frames=1 to repeat it to the clip length)."
+                f"clip '{info['filename']}' has {t} frame(s), fewer than min_frames={self.min_frames}: "
+                + ("a still image is not a clip (pass min_frames=1 to repeat it to the clip length)." if t <= 1 else
+                   f"too short (pass min_frames={t} or lower to resample it to the clip length).")
             )
         if self.num_frames is None:
             idx = torch.arange(t)

@@ -99,3 +99,20 @@ def test_directory_is_not_called_missing(tmp_path):
         read_video(tmp_path)
     with pytest.raises(IsADirectoryError, match="is a directory"):
         LoadVideo()(tmp_path)
+
+
+def test_a_clip_shorter_than_min_frames_is_not_called_a_still(tmp_path):
+    """A 3-frame clip below min_frames=5 was refused as "a still image is not a clip" (it is a clip, too short)."""
+    from PIL import Image
+
+    from monai_das.data.studies import LoadStudy
+
+    gif = tmp_path / "short.gif"
+    frames = [Image.fromarray(np.full((20, 24, 3), v, np.uint8)) for v in (40, 120, 200)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with pytest.raises(ValueError, match=r"has 3 frame\(s\), fewer than min_frames=5: too short \(pass min_frames=3"):
+        LoadVideo(num_frames=8, spatial_size=8, min_frames=5)(gif)
+    recipe = {"layout": "video", "num_frames": 8, "spatial_size": [8, 8], "min_frames": 5}
+    with pytest.raises(ValueError, match=r"has 3 frame\(s\), fewer than min_frames=5: too short for this model") as e:
+        LoadStudy(recipe).load(str(gif))
+    assert "still" not in str(e.value)
