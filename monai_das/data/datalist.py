@@ -704,6 +704,7 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
         # one stack, as inference and the Deploy app require (numbered slices, one plane, one pixel size, one slice
         # per position; gaps and a gantry tilt warned): a model is not trained on what they would refuse
         check_series_stack(files, headers, f"DICOM series '{path}'")
+        _check_itk_reads_all(path, files)
         (rows, cols), = sizes
         return "volume", channels.pop(), [cols, rows, len(files)], _sop_uids(headers)
     ds = _dicom_header(path)
@@ -716,6 +717,32 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
         kind = "slices" if str(ds.get("Modality", "")).upper() in VOLUME_MODALITIES else "clip"
         return kind, _dicom_channels(ds), [n, rows, cols], uids
     return "volume", _dicom_channels(ds), [cols, rows], uids
+
+
+def _check_itk_reads_all(folder: Path, files: Sequence[Path]) -> None:
+    """
+    Refuse a series folder of which training's reader (MONAI's ``ITKReader``: GDCM's series lookup) would stack
+    other files than its ``files`` (the DICOM images, as inference reads them by position): it silently leaves out a
+    file it cannot read (a truncated slice) and splits a series whose slices write a header value differently (e.g.
+    ``SliceThickness`` "2.5" and "2.50"), and stacks an image stored under the name ``DICOMDIR``, which inference skips.
+    """
+    from monai_das.data.studies import itk_series_files
+
+    read = {os.path.realpath(f) for f in itk_series_files(folder)}
+    images = {os.path.realpath(f) for f in files}
+    if read == images:
+        return
+    left_out = sorted(os.path.basename(f) for f in images - read)
+    extra = sorted(os.path.basename(f) for f in read - images)
+    what = [f"leaves out {len(left_out)} ({_some(left_out)})"] if left_out else []
+    what += [f"adds {_some(extra)}, which inference skips"] if extra else []
+    raise ValueError(
+        f"would be read in part by training's reader: MONAI's ITKReader (GDCM's series lookup) stacks {len(read)} of "
+        f"its {len(images)} DICOM image files as the series and {' and '.join(what)}, where inference and the Deploy app read every "
+        "image file: a file it cannot read (truncated or corrupt), or header values written differently between "
+        "the slices (e.g. SliceThickness '2.5' and '2.50', another SeriesDate), split it. Repair or re-export the "
+        "series (or remove the files that do not belong to it)."
+    )
 
 
 def _video_facts(path: str) -> tuple[int, list[int]]:

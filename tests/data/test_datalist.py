@@ -612,3 +612,38 @@ def test_nifti_without_orientation_is_warned(tmp_path, caplog):
     assert "1 NIfTI image(s) have no orientation in their header" in caplog.text and "bare.nii.gz" in caplog.text
     study = LoadStudy({"layout": "volume", "spatial_size": [8, 8, 8]}).load(str(bare))
     assert any("has no orientation in its NIfTI header" in w for w in study.info["warnings"])
+
+
+def test_a_series_training_reader_would_read_in_part_is_refused(tmp_path):
+    """ITK (training's LoadImage) silently left out a truncated slice and split a series whose slices wrote a header
+    value differently, where inference reads every image file: refused, naming what it leaves out."""
+    from monai_das.data import check_study_shapes
+
+    def series(name: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(4):
+            _dicom(folder / f"s{i}.dcm", 10, 14, series="1.2.3.4", number=i + 1)
+        return folder
+
+    fine = series("fine")
+    assert check_study_shapes([str(fine)], "volume")["shapes"] == {str(fine): (1, 14, 10, 4)}
+    cut = series("cut")
+    data = (cut / "s2.dcm").read_bytes()
+    (cut / "s2.dcm").write_bytes(data[: len(data) - 70])  # half of its pixel data
+    with pytest.raises(ValueError, match=r"cut' would be read in part by training's reader: .* stacks 3 of its 4 DICOM "
+                                         r"image files as the series and leaves out 1 \(s2\.dcm\)"):
+        check_study_shapes([str(cut)], "volume")
+    import pydicom
+
+    split = series("split")
+    for i in range(4):
+        ds = pydicom.dcmread(split / f"s{i}.dcm")
+        ds.SliceThickness = "2.50" if i == 3 else "2.5"
+        ds.save_as(split / f"s{i}.dcm")
+    with pytest.raises(ValueError, match=r"stacks 1 of its 4 .*leaves out 3 .*SliceThickness"):
+        check_study_shapes([str(split)], "volume")
+    _dicom(fine / "DICOMDIR", 10, 14, series="1.2.3.4", number=5)  # an image under the index's name: ITK stacks it
+    with pytest.raises(ValueError, match=r"stacks 5 of its 4 DICOM image files as the series and adds DICOMDIR, "
+                                         r"which inference skips"):
+        check_study_shapes([str(fine)], "volume")
