@@ -253,13 +253,16 @@ def curve_rows(evals: Sequence[dict], trained: Sequence[dict], latency: dict[str
                                "frames_kept_pct": 100.0 * es[0]["k"] / es[0]["frames_total"]}
         for m in METRICS:
             row[f"one_model_{m}"], row[f"one_model_{m}_std"], row["one_model_runs"] = _mean_std([e[m] for e in es])
+            if row["one_model_runs"] < 2:  # a standard deviation over one run is not 0: left empty
+                row[f"one_model_{m}_std"] = ""
         for method in ("das", *references):
             ref = agg.get((method + suffix, 1.0 if method == "full" else ratio))
             if method == "full" and ratio != 1.0:
                 ref = None
             for m in METRICS:
                 row[f"{method}_trained_{m}"] = ref[f"{m}_mean"] if ref else ""
-                row[f"{method}_trained_{m}_std"] = ref[f"{m}_std"] if ref else ""
+                # a standard deviation over one run is not 0: left empty
+                row[f"{method}_trained_{m}_std"] = ref[f"{m}_std"] if ref and ref["runs"] > 1 else ""
             row[f"{method}_trained_runs"] = ref["runs"] if ref else 0
         lat = (latency or {}).get("ms", {}).get(str(row["k"]))
         row["latency_ms_median"] = lat["median"] if lat else ""
@@ -304,13 +307,18 @@ def paired_rows(evals: Sequence[dict], trained: Sequence[dict], references: Sequ
     ``one model − <method> trained at k`` of ``metric`` at each keep ratio, paired by seed and fold (the same data split
     and initial seed; the seeds of a POCUS fold averaged into one unit), with a 95 % interval:
     :func:`compare_methods.paired_differences` with the one model's evaluations as the reference method. ``full`` is
-    paired at every ratio (it keeps every frame); a ratio nothing was trained at has no row.
+    paired at every ratio (it keeps every frame); a ratio nothing was trained at has no row. No row pairs the one model
+    with DAS trained at the one model's own training ratio: that is the same checkpoint (or, with
+    ``--references-from``, a rerun of the same cell), a difference of zero by construction, not a comparison, and it
+    would count among the intervals of :func:`compare_methods.chance_note`.
     """
     one = [{"dataset": e["dataset"], "method": "one_model", "label": "one_model", "keep_ratio": e["keep_ratio"],
             "seed": e["seed"], "fold": e.get("fold"), metric: e.get(metric), "code_hash": e.get("code_hash")}
            for e in evals]
     others = [dict(r, label=r["method"]) for r in trained]  # the tag, if any, is the same for every cell here
     rows = cm.paired_differences(one + others, reference="one_model", against=("das", *references), metric=metric)
+    own = {(e["dataset"], float(e["train_keep_ratio"])) for e in evals if e.get("train_keep_ratio") is not None}
+    rows = [r for r in rows if not (r["baseline"] == "das" and (r["dataset"], float(r["keep_ratio"])) in own)]
     for r in rows:
         r["comparison"] = f"one model − {r['baseline']} " + ("(all frames)" if r["baseline"] == "full"
                                                               else "trained at k")
@@ -455,7 +463,8 @@ def write_outputs(spec: cm.DatasetSpec, rows: Sequence[dict], evals: Sequence[di
         table_markdown(rows, references), "",
         *(["### Paired differences (test AUC, per seed / fold)", "",
            "The one model at each k against each model trained at that k (and `full`), paired by seed and fold "
-           "(the seeds of a POCUS fold averaged into one unit), mean and 95 % Student-t interval:", "",
+           "(the seeds of a POCUS fold averaged into one unit), mean and 95 % Student-t interval. Not against DAS "
+           "trained at the one model's own k: that is the same model (or a rerun of its cell).", "",
            cm.paired_table(paired, reference="one model"), "", cm.chance_note(paired), ""] if paired else []),
         cm.cell_provenance(trained), "",
         f"Per-k evaluations: `{header['work_dir']}/{key}/<das cell>/any_k/keep<r>/result.json` (and its "

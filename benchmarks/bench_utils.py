@@ -28,6 +28,7 @@ __all__ = [
     "environment_markdown",
     "markdown_table",
     "write_csv",
+    "parts_note",
     "write_json_atomic",
     "write_text_atomic",
     "time_interleaved",
@@ -141,6 +142,25 @@ def write_csv(rows: Sequence[Mapping[str, Any]], filepath: str | os.PathLike) ->
         writer.writeheader()
         writer.writerows(rows)
     return str(filepath)
+
+
+def parts_note(out: str | os.PathLike, parts: Mapping[str, tuple[bool, Sequence[str]]]) -> str:
+    """
+    A markdown line for a report whose script measures several parts, each with its own files: which parts this run
+    measured, and for each part it did not (``--no-...``) which of that part's files lie beside the report in ``out``
+    anyway: they come from an earlier run (other settings, maybe other code) and are left as they are, never
+    truncated. ``parts``: ``{name: (measured, [file names])}``.
+    """
+    done = [name for name, (measured, _) in parts.items() if measured]
+    text = "Parts measured by this run: " + (", ".join(done) if done else "none") + "."
+    for name, (measured, files) in parts.items():
+        if measured:
+            continue
+        stale = [f for f in files if (Path(out) / f).is_file()]
+        text += f" Not measured: {name}" + (
+            f"; {', '.join(f'`{f}`' for f in stale)} beside this report {'is' if len(stale) == 1 else 'are'} from an "
+            "earlier run, not this one (left as they were)." if stale else ".")
+    return text
 
 
 def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1,

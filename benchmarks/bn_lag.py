@@ -77,37 +77,39 @@ def run_variant(over: dict[str, Any], epochs: int, seed: int, precise_bn: bool, 
 
     from monai_das.handlers import PreciseBNHandler
 
-    parser = ConfigParser()
-    parser.read_config(str((VIDEO_CONFIGS if over.get("dataset") == "pocus" else CONFIGS) / "train.json"))
-    parser.update({"bundle_root": tempfile.mkdtemp(prefix="bn_lag_"), **over})
-    set_determinism(seed)
-    device = parser.get_parsed_content("device")
-    net = parser.get_parsed_content("network")
-    optimizer = parser.get_parsed_content("optimizer")
-    loss_fn = parser.get_parsed_content("loss")
-    train_loader = parser.get_parsed_content("train#dataloader")
-    val_loader = parser.get_parsed_content("validate#dataloader")
-    rows = []
-    for epoch in range(1, epochs + 1):
-        net.train()
-        total, n = 0.0, 0
-        for batch in train_loader:
-            x, y = batch["image"].to(device), batch["label"].long().view(-1).to(device)
-            optimizer.zero_grad()
-            loss = loss_fn(net(x), y)
-            loss.backward()
-            optimizer.step()
-            total, n = total + loss.item() * len(y), n + len(y)
-        if precise_bn:
-            PreciseBNHandler(train_loader, net, num_batches=-1, device=device)()
-        tr_loss, tr_std = _eval_mode_stats(net, train_loader, loss_fn, device)
-        va_loss, va_std = _eval_mode_stats(net, val_loader, loss_fn, device)
-        row = {"precise_bn": precise_bn, "epoch": epoch, "train_loss_train_mode": round(total / n, 4),
-               "train_loss_eval_mode": round(tr_loss, 4), "train_prob_std_eval_mode": float(f"{tr_std:.3g}"),
-               "val_loss_eval_mode": round(va_loss, 4), "val_prob_std_eval_mode": float(f"{va_std:.3g}")}
-        log(f"precise_bn={precise_bn} epoch {epoch}: " + ", ".join(f"{k} {v}" for k, v in row.items()
-                                                                     if k not in ("precise_bn", "epoch")))
-        rows.append(row)
+    # the bundle root (where a training run may write) is a temporary folder, removed when the variant is done
+    with tempfile.TemporaryDirectory(prefix="bn_lag_") as bundle_root:
+        parser = ConfigParser()
+        parser.read_config(str((VIDEO_CONFIGS if over.get("dataset") == "pocus" else CONFIGS) / "train.json"))
+        parser.update({"bundle_root": bundle_root, **over})
+        set_determinism(seed)
+        device = parser.get_parsed_content("device")
+        net = parser.get_parsed_content("network")
+        optimizer = parser.get_parsed_content("optimizer")
+        loss_fn = parser.get_parsed_content("loss")
+        train_loader = parser.get_parsed_content("train#dataloader")
+        val_loader = parser.get_parsed_content("validate#dataloader")
+        rows = []
+        for epoch in range(1, epochs + 1):
+            net.train()
+            total, n = 0.0, 0
+            for batch in train_loader:
+                x, y = batch["image"].to(device), batch["label"].long().view(-1).to(device)
+                optimizer.zero_grad()
+                loss = loss_fn(net(x), y)
+                loss.backward()
+                optimizer.step()
+                total, n = total + loss.item() * len(y), n + len(y)
+            if precise_bn:
+                PreciseBNHandler(train_loader, net, num_batches=-1, device=device)()
+            tr_loss, tr_std = _eval_mode_stats(net, train_loader, loss_fn, device)
+            va_loss, va_std = _eval_mode_stats(net, val_loader, loss_fn, device)
+            row = {"precise_bn": precise_bn, "epoch": epoch, "train_loss_train_mode": round(total / n, 4),
+                   "train_loss_eval_mode": round(tr_loss, 4), "train_prob_std_eval_mode": float(f"{tr_std:.3g}"),
+                   "val_loss_eval_mode": round(va_loss, 4), "val_prob_std_eval_mode": float(f"{va_std:.3g}")}
+            log(f"precise_bn={precise_bn} epoch {epoch}: " + ", ".join(f"{k} {v}" for k, v in row.items()
+                                                                         if k not in ("precise_bn", "epoch")))
+            rows.append(row)
     return rows
 
 

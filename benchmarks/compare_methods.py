@@ -10,7 +10,9 @@ code and overrides (else it starts over). Finished cells run with other settings
 code (``code_hash``) are refused, so stale results never mix in: also cells of other methods, keep ratios or seeds
 of the same variant (``--tag``) in the folder, which the reports would pair with this run's. A resumed cell's
 ``result.json`` holds the history of all its epochs and its whole training time (``<cell>/history.json``, written
-at every epoch).
+at every epoch); its ``duration_s`` is the wall time of the invocation that finished it plus the training time of the
+earlier ones (``resumed_train_s``; their set-up and evaluation time is not recorded). ``--dry-run`` lists every cell as
+``todo``, ``done`` or ``REFUSED`` (finished with other settings or code: the real run would stop on it).
 
 Datasets: every MedMNIST3D file in ``<data-root>/medmnist3d`` (``<name>.npz`` → 28³, ``<name>_64.npz`` → 64³, slices
 along depth) and the POCUS lung-ultrasound clips in ``<data-root>/video/covid19_lus_pocus`` (convex probe, 3 classes,
@@ -21,16 +23,24 @@ method × keep ratio: mean and std of the test metrics over seeds and folds, fra
 epochs, seconds per epoch), ``<dataset>.md`` (the same with the command, date, machine, software, settings and the
 published reference numbers), ``<dataset>.png`` (test AUC against the fraction of frames kept, one line per method),
 ``<dataset>_runs.csv`` (every cell) and ``accuracy_summary.md`` (test AUC of every method on every dataset at the main
-keep ratio).
+keep ratio; with ``paired_differences.{csv,png}`` and ``headroom_differences.csv``). Standard deviations over a single
+run are left empty in the CSVs. A validation-split run (``--eval-split val``) keeps its cells in
+``<out>/_work/<profile>_val`` and writes its reports with a ``_val`` suffix (``<dataset>_val.{csv,md,png}``,
+``<dataset>_val_runs.csv``, ``accuracy_summary_val.md``, ``paired_differences_val.*``), so that it never replaces the
+test-split reports of the same ``--out``.
 
 Profiles:
 
-- ``--quick``: a whole method × dataset grid with one seed in about an hour on 2 CPU cores: keep ratio 0.5, 3-12
+- ``--quick``: a whole method × dataset grid with one seed in about 35 min on 2 CPU cores: keep ratio 0.5, 3-12
   epochs at Adam lr 1e-3 (the paper's 1e-4 learns nothing in so few epochs), the MedMNIST 64³ train set subsampled
   to 640, POCUS fold 0, clips of 32 frames at 64×64, 12 epochs with ``precise_bn_batches=-1`` (see ``PROFILES``);
+- ``--standard``: the converged comparison on CPU, run over several sessions (``--out benchmarks/results/standard``):
+  seeds 0, 1, 2, keep ratios 0.5/0.25/0.1, up to 30 epochs with early stopping (patience 6), whole 28³ splits (64³
+  training set subsampled to 640), 5 POCUS folds at 32×64×64 and a sparse-evidence POCUS setting (64 frames, keep
+  10/25 %);
 - ``--full`` (for a GPU): the paper's settings: seeds 0, 1, 2, keep ratios 0.25/0.5/0.75, up to 100 epochs with
   early stopping (patience 10), whole splits, all 5 POCUS folds, clips of 64 frames at 112×112 (precise BN);
-- ``--smoke``: synthetic volumes, tiny sizes, one epoch: checks the pipeline in seconds (CI).
+- ``--smoke``: synthetic volumes, tiny sizes, one epoch: checks the pipeline in a minute or two (CI).
 
 Usage::
 
@@ -125,7 +135,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "one seed, keep 50%, 3-12 epochs at Adam lr 1e-3 (1e-4 learns nothing in so few epochs, see "
                        "benchmarks/README.md), MedMNIST 64³ train set subsampled to 640, POCUS fold 0 at 32×64×64 "
-                       "for 12 epochs (about an hour on 2 CPU cores; far from converged: a smoke-level comparison)",
+                       "for 12 epochs (about 35 min on 2 CPU cores; far from converged: a smoke-level comparison)",
         "seeds": [0],
         "keep_ratios": [0.5],
         "max_epochs": 5,
@@ -370,6 +380,7 @@ class BundleCellRunner:
         self.provenance = dict(provenance or {})
         self.code = code_hash()
         self.keep_checkpoints, self.log = keep_checkpoints, log
+        self.resumed_s = 0.0  # training seconds of earlier invocations of the cell being run (load_history)
 
     def cell_overrides(self, cell: Cell) -> dict[str, Any]:
         """The bundle config entries this runner sets for ``cell`` (besides ``bundle_root``)."""
@@ -424,6 +435,7 @@ class BundleCellRunner:
             history, spent = list(saved["history"]), float(saved["train_s"])
         except (OSError, ValueError, KeyError, TypeError):
             history, spent = [], 0.0
+        self.resumed_s = spent
         done = f"after epoch {history[-1]['epoch']}" if history else "from its last checkpoint"
         self.log(f"    {cell.name}: resuming {done} (models/last.pt)")
         return history, spent
@@ -462,6 +474,7 @@ class BundleCellRunner:
         from monai_das.handlers.diagnostics import not_best_reason
 
         t_start = time.perf_counter()
+        self.resumed_s = 0.0  # training seconds of earlier invocations of this cell (load_history sets it)
         self.check_started(cell, cell_dir)
         # the per-epoch history and training time, kept on disk at every epoch: a resumed cell reports all its epochs
         # and its whole training time, not only what ran after the resume
@@ -538,7 +551,7 @@ class BundleCellRunner:
             "best_val_auc": best_val, "best_epoch": best_epoch,
             "train_epoch_s": statistics.mean(loops) if loops else float("nan"),
             "epoch_with_val_s": statistics.mean(walls) if walls else float("nan"),
-            "train_s": train_s, "eval_s": time.perf_counter() - t_eval,
+            "train_s": train_s, "eval_s": time.perf_counter() - t_eval, "resumed_train_s": self.resumed_s,
             "overrides": self.cell_overrides(cell), "code_hash": self.code, **self.provenance,
             "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "history": history,
         }
@@ -550,6 +563,8 @@ def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work
     """
     Run every cell not finished yet (no ``<work_dir>/<dataset>/<cell>/result.json``), printing a line per cell with
     the estimated time left (mean duration of finished cells of the same dataset, else of all). Returns counts.
+    A cell's ``duration_s``: the wall time of the invocation that finished it plus the training seconds of earlier,
+    interrupted invocations it resumed from (``resumed_train_s`` of its result; their set-up time is not known).
     """
     def cell_dir(c: Cell) -> Path:
         return work_dir / c.dataset / c.name
@@ -581,7 +596,7 @@ def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work
             if fail_fast:
                 raise
             continue
-        result["duration_s"] = time.perf_counter() - start
+        result["duration_s"] = time.perf_counter() - start + float(result.get("resumed_train_s") or 0.0)
         write_json_atomic(result, d / "result.json")
         (d / "error.txt").unlink(missing_ok=True)
         durations.setdefault(c.dataset, []).append(result["duration_s"])
@@ -694,9 +709,10 @@ def unit_means(diffs: Sequence[tuple[Any, Any, float]]) -> list[float]:
     return [statistics.mean(v) for _, v in sorted(units.items())]
 
 
-def count_label(units: int, runs: int) -> str:
-    """``"5"``, or ``"5 folds (15 runs)"`` where the runs of a fold were averaged into one unit."""
-    return str(units) if runs == units else f"{units} folds ({runs} runs)"
+def count_label(units: int, runs: int, unit: str = "folds") -> str:
+    """``"5"``, or ``"5 folds (15 runs)"`` where the runs of a fold (``unit``: or of a seed, ``"seeds"``) were
+    averaged into one unit."""
+    return str(units) if runs == units else f"{units} {unit} ({runs} runs)"
 
 
 def paired_differences(results: Sequence[dict[str, Any]], reference: str = "das",
@@ -897,17 +913,30 @@ def cell_provenance(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header: dict[str, Any]) -> dict[str, str]:
-    """``<key>.csv``, ``<key>.md``, ``<key>.png`` and ``<key>_runs.csv`` for one dataset."""
+def report_suffix(eval_split: str) -> str:
+    """What the report files of a run scored on ``eval_split`` carry after the dataset key (``accuracy_summary``):
+    nothing for the test split, ``_val`` for the validation split, so that a tuning run never replaces the test-split
+    reports in the same ``--out`` (its cells are apart already, in ``_work/<profile>_val``)."""
+    return "" if eval_split == "test" else f"_{eval_split}"
+
+
+def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header: dict[str, Any],
+                  suffix: str = "") -> dict[str, str]:
+    """
+    ``<key>.csv``, ``<key>.md``, ``<key>.png`` and ``<key>_runs.csv`` for one dataset (``<key><suffix>.*`` with
+    ``suffix``, see :func:`report_suffix`). Standard deviations over one run are left empty in the CSV.
+    """
     rows = aggregate([r for r in results if r["dataset"] == spec.key])
     if not rows:
         return {}
-    key = spec.key
+    key = spec.key + suffix
     split = rows[0]["eval_split"]
-    csv_rows = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    # a standard deviation over one run is not 0: left empty (the tables show none)
+    csv_rows = [{k: ("" if k.endswith("_std") and r["runs"] < 2 else round(v, 5) if isinstance(v, float) else v)
+                 for k, v in r.items()} for r in rows]
     paths = {"csv": write_csv(csv_rows, out / f"{key}.csv")}
     runs = [{k: v for k, v in r.items() if k not in ("history", "eval_kept_fraction")} for r in results
-            if r["dataset"] == key]
+            if r["dataset"] == spec.key]
     paths["runs"] = write_csv(runs, out / f"{key}_runs.csv")
     paths["png"] = plot_tradeoff(rows, f"{spec.title}\n{header['mode']} mode, {split} split", out / f"{key}.png")
 
@@ -929,16 +958,16 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
         ])
 
     main = [r for r in rows if r["keep_ratio"] in (MAIN_KEEP_RATIO, 1.0)]
-    family = key.rsplit("_", 1)[0] if key[-1].isdigit() else key
+    family = spec.key.rsplit("_", 1)[0] if spec.key[-1].isdigit() else spec.key
     lines = [
         f"# {spec.title}: DAS against the baselines", "",
         f"Mode: **{header['mode']}** — {header['description']}.", "",
         environment_markdown(header["environment"]), "",
-        cell_provenance([r for r in results if r["dataset"] == key]), "",
+        cell_provenance([r for r in results if r["dataset"] == spec.key]), "",
         f"Settings of the command above (the last to write this report; each cell's own are in its "
         f"`result.json`): {header['settings']}", "",
         "Training code (hash of " + ", ".join(f"`{c}`" for c in CODE_PATHS) + "): " + code_versions(
-            [r for r in results if r["dataset"] == key]),
+            [r for r in results if r["dataset"] == spec.key]),
         "",
         f"## {split.capitalize()} results at keep ratio {MAIN_KEEP_RATIO:.0%} (and full)", "",
         f"Mean ± standard deviation over {rows[0]['seeds']} seed(s)"
@@ -955,7 +984,7 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
                                   ("accuracy", "accuracy")])]
     if CITATIONS.get(family):
         lines += [""] + [f"{c}  " for c in CITATIONS[family]]
-    paired = paired_differences([r for r in results if r["dataset"] == key])
+    paired = paired_differences([r for r in results if r["dataset"] == spec.key])
     if paired:
         lines += ["", f"## Paired differences of {split} AUC (DAS − baseline, same seed and fold)", "",
                   "Each pair is one seed (and fold) run with both methods on the same split; with folds, the "
@@ -963,7 +992,7 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
                   "patients). The interval is a two-sided 95 % Student-t interval over the seeds, or over the folds "
                   "(wide with 3 pairs: t = 4.30). *above zero*: DAS better beyond the run-to-run noise measured here.",
                   "", paired_table(paired), "", chance_note(paired)]
-    curves, runs_per_curve = kept_position_curves([r for r in results if r["dataset"] == key])
+    curves, runs_per_curve = kept_position_curves([r for r in results if r["dataset"] == spec.key])
     if curves:
         from monai_das.visualize import plot_kept_positions
 
@@ -983,32 +1012,36 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
     return paths
 
 
-def _paired_section(results: Sequence[dict], out: Path, header: dict, split: str) -> list[str]:
-    """Summary lines with the paired differences of every dataset and their forest plot (``paired_differences.png``)."""
+def _paired_section(results: Sequence[dict], out: Path, header: dict, split: str, suffix: str = "") -> list[str]:
+    """Summary lines with the paired differences of every dataset and their forest plot
+    (``paired_differences<suffix>.png``)."""
     rows = paired_differences(results)
     if not rows:
         return []
-    write_csv(rows, out / "paired_differences.csv")
+    write_csv(rows, out / f"paired_differences{suffix}.csv")
     plot_paired(rows, f"DAS minus each baseline, paired by seed/fold, {header['mode']} mode, {split} split",
-                out / "paired_differences.png")
+                out / f"paired_differences{suffix}.png")
     lines = [f"## Paired differences of {split} AUC: DAS − baseline (same seed and fold)", "",
              "Mean over pairs, two-sided 95 % Student-t interval, pairs where DAS was better; `full` keeps every "
-             "frame. Also in `paired_differences.csv`.", "", "![paired differences](paired_differences.png)", "",
+             f"frame. Also in `paired_differences{suffix}.csv`.", "",
+             f"![paired differences](paired_differences{suffix}.png)", "",
              paired_table(rows, with_dataset=True), "", chance_note(rows), ""]
     headroom = headroom_differences(results)
     if headroom:
-        write_csv(headroom, out / "headroom_differences.csv")
+        write_csv(headroom, out / f"headroom_differences{suffix}.csv")
         lines += [f"## Headroom: full − uniform ({split} AUC, same seed and fold)", "",
                   "What keeping every frame adds over `k` evenly spaced frames, paired like the rows above. A "
                   "sampler can beat uniform by more only where its subset beats the whole sequence, so where this "
                   "interval includes zero, *DAS > uniform with the interval above zero* asks more of the sampler "
-                  "than all the frames give. Also in `headroom_differences.csv`.", "",
+                  f"than all the frames give. Also in `headroom_differences{suffix}.csv`.", "",
                   paired_table(headroom, with_dataset=True, reference="full"), ""]
     return lines
 
 
-def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Path, header: dict) -> str:
-    """``accuracy_summary.md``: AUC and balanced accuracy of every method on every dataset at the main keep ratio."""
+def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Path, header: dict,
+                  suffix: str = "") -> str:
+    """``accuracy_summary.md`` (``accuracy_summary<suffix>.md``, see :func:`report_suffix`): AUC and balanced accuracy
+    of every method on every dataset at the main keep ratio."""
     rows = [r for r in aggregate(results) if r["keep_ratio"] in (MAIN_KEEP_RATIO, 1.0)]
     labels = sorted({r["method"] for r in rows}, key=_method_order)
     keys = [s.key for s in specs if any(r["dataset"] == s.key for r in rows)]
@@ -1034,11 +1067,11 @@ def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Pa
         "Cells: mean ± std over seeds (and folds) (frames the downstream network sees / frames per input, n = runs).",
         "", f"## {split.capitalize()} AUC", "", table("auc", False), "",
         f"## {split.capitalize()} balanced accuracy", "", table("balanced_accuracy", True), "",
-        *_paired_section(results, out, header, split),
+        *_paired_section(results, out, header, split, suffix),
         "Per dataset, with accuracy, epochs, time per epoch, references and the trade-off plot: "
-        + ", ".join(f"[{k}.md]({k}.md)" for k in keys) + ".",
+        + ", ".join(f"[{k}{suffix}.md]({k}{suffix}.md)" for k in keys) + ".",
     ]) + "\n"
-    return write_text_atomic(text, out / "accuracy_summary.md")
+    return write_text_atomic(text, out / f"accuracy_summary{suffix}.md")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -1046,7 +1079,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_const", dest="profile", const="quick",
-                      help="about an hour on 2 CPU cores: one seed, keep 50%%, few epochs")
+                      help="about 35 min on 2 CPU cores: one seed, keep 50%%, few epochs")
     mode.add_argument("--standard", action="store_const", dest="profile", const="standard",
                       help="converged comparison on CPU, run over several sessions: 3 seeds, 5 POCUS folds, keep "
                            "50/25/10%%, early stopping, sparse-evidence POCUS")
@@ -1092,6 +1125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"keep ratios must be in (0, 1], got {bad}.")
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results"
     work_dir = out / "_work" / (args.profile + ("" if args.eval_split == "test" else f"_{args.eval_split}"))
+    suffix = report_suffix(args.eval_split)  # validation-split reports never replace the test-split ones
     specs = all_specs = discover_datasets(args.data_root, args.profile)
     if args.datasets:
         unknown = set(args.datasets) - {s.key for s in specs}
@@ -1134,11 +1168,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     log(f"compare_methods: {args.profile.upper()} mode ({prof['description']})")
     log(f"datasets: {[s.key for s in specs]}; methods: {args.methods}; {len(cells)} cells; work dir {work_dir}")
+    fields = ("dataset", "method", "keep_ratio", "seed", "fold", "tag")
+
+    def earlier_cells() -> list[Cell]:
+        """Every finished cell of this variant (tag) that the reports will pair with this run's, also of other
+        methods, keep ratios or seeds run before: a 6-epoch DAS beside a 2-epoch full was reported as "das - full"
+        without a word."""
+        return [Cell(**{k: r[k] for k in fields if k in r}) for r in load_results(work_dir, [s.key for s in specs])
+                if r.get("tag", "") == (args.tag or "")]
+
     if args.dry_run:
+        # what the real run would refuse (check_finished_cells), said here, not shown as "done"
+        dry = BundleCellRunner({s.key: s.overrides for s in specs}, common, args.eval_split, forced=forced,
+                               log=lambda m: None)
+        code = None if args.allow_code_change else dry.code
+
+        def refusal(c: Cell) -> str:
+            try:
+                check_finished_cells([c], work_dir, dry.cell_overrides, code)
+            except ValueError as e:
+                return str(e)
+            return ""
+
+        names = {(c.dataset, c.name) for c in cells}
+        refused = 0
         for c in cells:
-            state = "done" if (work_dir / c.dataset / c.name / "result.json").is_file() else "todo"
-            print(f"  {state}  {c.dataset}/{c.name}")
-        return {"cells": [asdict(c) for c in cells]}
+            done = (work_dir / c.dataset / c.name / "result.json").is_file()
+            why = refusal(c) if done else ""
+            refused += bool(why)
+            print(f"  {'REFUSED' if why else 'done' if done else 'todo'}  {c.dataset}/{c.name}"
+                  + (f": finished, but the run would stop on it: {why}" if why else ""))
+        for c in earlier_cells():  # cells of this tag outside the grid are checked by the real run too
+            why = "" if (c.dataset, c.name) in names else refusal(c)
+            if why:
+                refused += 1
+                print(f"  REFUSED  {c.dataset}/{c.name} (finished earlier, not in this grid; the reports would pair "
+                      f"it with this run's): {why}")
+        if refused:
+            print(f"  {refused} finished cell(s) the run would refuse: it would stop before training anything.")
+        return {"cells": [asdict(c) for c in cells], "refused": refused}
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -1151,9 +1219,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # the summary covers every dataset with finished cells in this work folder, not only this invocation's
         results = load_results(work_dir, [s.key for s in all_specs])
         for spec in specs:
-            write_reports(spec, results, out, header)
+            write_reports(spec, results, out, header, suffix)
         if results:
-            write_summary(all_specs, results, out, header)
+            write_summary(all_specs, results, out, header, suffix)
 
     if args.report_only:
         refresh()
@@ -1164,12 +1232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runner = BundleCellRunner({s.key: s.overrides for s in specs}, common, args.eval_split, args.keep_checkpoints,
                               log, forced, provenance={"command": env["command"], "git_commit": env["git_commit"]},
                               tracking_uri=path_to_sqlite_uri(out / "mlflow.db"))
-    # every finished cell of this variant (tag) that the reports will pair with this run's, also of other methods, keep
-    # ratios or seeds run before: a 6-epoch DAS beside a 2-epoch full was reported as "das - full" without a word
-    fields = ("dataset", "method", "keep_ratio", "seed", "fold", "tag")
-    earlier = [Cell(**{k: r[k] for k in fields if k in r}) for r in load_results(work_dir, [s.key for s in specs])
-               if r.get("tag", "") == (args.tag or "")]
-    checked = {(c.dataset, c.name): c for c in [*earlier, *cells]}
+    checked = {(c.dataset, c.name): c for c in [*earlier_cells(), *cells]}
     check_finished_cells(list(checked.values()), work_dir, runner.cell_overrides,
                          None if args.allow_code_change else runner.code)
     counts = run_grid(cells, runner, work_dir, log, on_result=refresh, fail_fast=args.fail_fast)

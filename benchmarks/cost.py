@@ -25,7 +25,7 @@ alike; the tables give the best of the rounds (other processes only ever add tim
 Usage::
 
     python benchmarks/cost.py                       # full measurement, writes benchmarks/results/cost.{md,csv,json}
-    python benchmarks/cost.py --smoke --out /tmp/c  # tiny sizes, seconds: checks the script, measures nothing
+    python benchmarks/cost.py --smoke --out /tmp/c  # tiny sizes: checks the script, measures nothing
 
 Options: ``--out DIR``, ``--threads N`` (torch CPU threads, default 2), ``--repeats N`` (timed rounds for batch-16
 and training, default 3), ``--repeats-b1 N`` (rounds at batch 1, default 10), ``--scenarios``, ``--methods``,
@@ -33,6 +33,11 @@ and training, default 3), ``--repeats-b1 N`` (rounds at batch 1, default 10), ``
 per timed pass, default 6; 0 = a whole epoch), ``--pipeline-repeats N`` (default 2), ``--data-dir`` (the shared
 data folder with ``medmnist3d/`` and ``video/covid19_lus_pocus/``; default ``$MONAI_DAS_DATA`` or
 ``<repo>/../shared/data``), ``--smoke``. ``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (see below).
+
+With ``--no-pipeline`` the data-pipeline table is not measured and ``cost_pipeline.csv`` in ``--out`` is left as it is;
+``cost.md`` names the parts this run measured and any file beside it that an earlier run wrote. A focused run (a few
+scenarios, no pipeline) belongs in its own ``--out``, so that the published ``benchmarks/results/cost.*`` stay one
+run's.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from bench_utils import (  # noqa: E402
     environment,
     environment_markdown,
     markdown_table,
+    parts_note,
     peak_tensor_memory,
     summarize_times,
     time_interleaved,
@@ -331,7 +337,7 @@ def _fmt(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def report(env: dict, args: argparse.Namespace, scenarios: list[Scenario], models: list[dict], samplers: list[dict],
-           pipeline: list[dict]) -> str:
+           pipeline: list[dict], parts: str = "") -> str:
     mode = "SMOKE (tiny sizes; checks the script, numbers mean nothing)" if args.smoke else "full measurement"
     lines = [
         "# Cost of DAS and the baselines",
@@ -340,6 +346,7 @@ def report(env: dict, args: argparse.Namespace, scenarios: list[Scenario], model
         "",
         environment_markdown(env),
         "",
+        *([parts, ""] if parts else []),
         f"Settings: keep ratio {args.keep_ratio}, batch B={args.batch}, {args.repeats} interleaved timed rounds at "
         f"batch B and for training, {args.repeats_b1} at batch 1 (after one untimed warm-up round). Times are the "
         "best of the rounds (contention from other processes on a shared machine only adds time; the medians are in "
@@ -426,15 +433,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env["duration_s"] = round(time.perf_counter() - start, 1)
     result = {"mode": "smoke" if args.smoke else "full", "environment": env, "settings": vars(args),
               "models": models, "samplers": samplers, "pipeline": pipeline}
-    out = Path(args.out)
-    write_json_atomic(result, out / "cost.json")
-    write_csv(models, out / "cost.csv")
-    write_csv(samplers, out / "cost_samplers.csv")
-    if pipeline:
-        write_csv(pipeline, out / "cost_pipeline.csv")
-    write_text_atomic(report(env, args, scenarios, models, samplers, pipeline), out / "cost.md")
-    log(f"wrote {out / 'cost.md'} (+ .csv, .json) in {env['duration_s']} s")
+    write_results(Path(args.out), result, args, scenarios)
+    log(f"wrote {Path(args.out) / 'cost.md'} (+ .csv, .json) in {env['duration_s']} s")
     return result
+
+
+def write_results(out: Path, result: dict[str, Any], args: argparse.Namespace, scenarios: list[Scenario]) -> None:
+    """
+    ``cost.json``, ``cost.csv``, ``cost_samplers.csv``, ``cost_pipeline.csv`` and ``cost.md`` in ``out``. A part this
+    run did not measure (``--no-pipeline``, or no data set found) leaves its file as it is, and the report says which
+    parts it measured and which files beside it come from an earlier run (``bench_utils.parts_note``).
+    """
+    parts = {"models and samplers (" + ", ".join(sc.name for sc in scenarios) + ")":
+             (True, ["cost.csv", "cost_samplers.csv"]),
+             # --no-pipeline, or no data set found: not measured
+             "data pipeline": (bool(result["pipeline"]), ["cost_pipeline.csv"])}
+    note = parts_note(out, parts)
+    result["parts_measured"] = [name for name, (measured, _) in parts.items() if measured]
+    write_json_atomic(result, out / "cost.json")
+    write_csv(result["models"], out / "cost.csv")
+    write_csv(result["samplers"], out / "cost_samplers.csv")
+    if result["pipeline"]:
+        write_csv(result["pipeline"], out / "cost_pipeline.csv")
+    write_text_atomic(report(result["environment"], args, scenarios, result["models"], result["samplers"],
+                             result["pipeline"], note), out / "cost.md")
 
 
 if __name__ == "__main__":

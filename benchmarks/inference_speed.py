@@ -29,7 +29,7 @@ previous engine or session leaves spinning):
 Usage::
 
     python benchmarks/inference_speed.py                      # writes benchmarks/results/inference_speed.{md,csv}
-    python benchmarks/inference_speed.py --smoke --out /tmp/s # tiny sizes, seconds: checks the script
+    python benchmarks/inference_speed.py --smoke --out /tmp/s # tiny sizes, a few minutes on 2 cores: checks the script
 
 Options: ``--out DIR``, ``--threads N [N ...]`` (torch and ONNX Runtime intra-op threads the latency is measured
 with, default 2 and 1: on a shared 2-core VM the second core is often busy and 2-thread timings scatter; the first
@@ -39,7 +39,10 @@ frame statistics, ``das_scale1``, ``das_nosobel``, ``das_stats``: see ``VARIANTS
 ``--block N`` (consecutive ONNX Runtime calls per case and round, the best counting; default 3),
 ``--studies N`` (default 500), ``--epochs N`` (timed training epochs per variant, default 2), ``--no-latency``,
 ``--no-folder``,
-``--no-training``, ``--smoke``.
+``--no-training``, ``--smoke``. A part left out (``--no-...``) leaves its CSV in ``--out`` as it is; the report names
+the parts this run measured and any CSV beside it that an earlier run wrote. A focused run (a few scenarios, one part)
+belongs in its own ``--out``, so that the published ``benchmarks/results/inference_speed.md`` and its CSVs stay one
+run's.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from bench_utils import (  # noqa: E402
     environment,
     environment_markdown,
     markdown_table,
+    parts_note,
     time_interleaved,
     write_csv,
     write_text_atomic,
@@ -304,10 +308,11 @@ def measure_training(args: argparse.Namespace, log) -> list[dict]:
     return rows
 
 
-def report(env: dict, args: argparse.Namespace, latency: list[dict], folder: list[dict], training: list[dict]) -> str:
+def report(env: dict, args: argparse.Namespace, latency: list[dict], folder: list[dict], training: list[dict],
+           parts: str = "") -> str:
     title = "# Inference engines, folder throughput and training epoch time"
     lines = [title + (" (SMOKE: tiny sizes, checks the script, measures nothing)" if args.smoke else ""), "",
-             environment_markdown(env), ""]
+             environment_markdown(env), "", *([parts, ""] if parts else [])]
     if latency:
         lines += ["## Latency per method: eager PyTorch vs ONNX Runtime (eval, best of interleaved rounds; medians in the CSV)", "",
                   f"Issue targets (ONNX Runtime, DAS at keep 50 %): ≤ {TARGETS[1]}× full at batch 1, "
@@ -387,15 +392,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     training = [] if args.no_training else measure_training(args, log)
     env["duration_s"] = round(time.time() - t_start, 1)
     env["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    text = report(env, args, latency, folder, training)
-    write_text_atomic(text + "\n", out / "inference_speed.md")
-    write_csv(latency, out / "inference_speed_latency.csv")
-    if folder:
-        write_csv(folder, out / "inference_speed_folder.csv")
-    if training:
-        write_csv(training, out / "inference_speed_training.csv")
+    text = write_results(out, env, args, latency, folder, training)
     print(text)
     return {"latency": latency, "folder": folder, "training": training}
+
+
+def write_results(out: Path, env: dict, args: argparse.Namespace, latency: list[dict], folder: list[dict],
+                  training: list[dict]) -> str:
+    """
+    ``inference_speed.md`` and the CSV of every part this run measured (``inference_speed_{latency,folder,
+    training}.csv``) in ``out``; returns the report. A part not measured (``--no-latency``, ``--no-folder``,
+    ``--no-training``) leaves its CSV as it is, and the report says which parts it measured and which files beside it
+    come from an earlier run (``bench_utils.parts_note``).
+    """
+    parts = {"latency": (bool(latency), ["inference_speed_latency.csv"]),
+             "folder throughput": (bool(folder), ["inference_speed_folder.csv"]),
+             "training epoch": (bool(training), ["inference_speed_training.csv"])}
+    text = report(env, args, latency, folder, training, parts_note(out, parts))
+    write_text_atomic(text + "\n", out / "inference_speed.md")
+    for rows, name in ((latency, "latency"), (folder, "folder"), (training, "training")):
+        if rows:
+            write_csv(rows, out / f"inference_speed_{name}.csv")
+    return text
 
 
 if __name__ == "__main__":

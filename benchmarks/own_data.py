@@ -32,14 +32,20 @@ Usage::
 
 Writes ``<out>/own_data.csv`` (every cell this command names: its kinds × seeds × variants, run now or reused from
 ``<out>/_work``; cells of other invocations stay there but are not reported), ``<out>/own_data.md`` (those cells and
-per-variant means, command, machine) and prints the table. Data files are written under ``<out>/_data``
-(regenerated from ``--data-seed``, never read from elsewhere).
+per-variant means, command, machine) and prints the table. Data files are written under
+``<out>/_data/<kind>_<items>_seed<data-seed>`` (generated from ``--data-seed``, never read from elsewhere) with
+``generator.json``, the fingerprint of the generator that wrote them (:func:`generator_fingerprint`: a hash of the
+generating functions' source), also recorded in every cell's settings. A data folder written by another version of
+the generator (or before fingerprints were recorded) is refused, naming it: remove it (and the cells trained on it,
+``<out>/_work``) or use another ``--out``; a cell trained on other generated data is refused like any other setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import inspect
 import json
 import shlex
 import statistics
@@ -124,16 +130,58 @@ def _write_datalist(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+#: what ``<out>/_data/<kind>_<items>_seed<s>/`` records about the generator that wrote it
+GENERATOR_FILE = "generator.json"
+
+
+def generator_fingerprint() -> str:
+    """12 hex digits of SHA-256 over the source of the functions that generate the studies: changes whenever the
+    generated data may (a reused folder or cell from before a change would otherwise be reported silently)."""
+    h = hashlib.sha256()
+    for fn in (_shape, write_clips, write_volumes, _write_datalist):
+        h.update(inspect.getsource(fn).encode())
+    return h.hexdigest()[:12]
+
+
+def prepare_data(out: Path, kind: str, items: int, data_seed: int) -> Path:
+    """
+    The datalist of ``<out>/_data/<kind>_<items>_seed<data_seed>``: generated there when absent (with
+    :data:`GENERATOR_FILE`), reused when its recorded generator is this one, else refused (``SystemExit`` naming the
+    folder): data of another generator version must not be reported as this one's.
+    """
+    data = out / "_data" / f"{kind}_{items}_seed{data_seed}"
+    datalist, record = data / f"{kind}.csv", data / GENERATOR_FILE
+    expected = {"generator": generator_fingerprint(), "kind": kind, "items": items, "data_seed": data_seed}
+    if datalist.is_file():
+        try:
+            recorded = json.loads(record.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if recorded != expected:
+            what = ("records no generator (written before fingerprints were kept)" if recorded is None else
+                    f"was written by generator {recorded.get('generator')!r}, this one is {expected['generator']!r}"
+                    if recorded.get("generator") != expected["generator"]
+                    else f"records {recorded}, expected {expected}")
+            raise SystemExit(f"data folder '{data}' {what}: its files may differ from what this version of "
+                             "own_data.py generates. Remove that folder (and the cells trained on it under "
+                             f"'{out / '_work'}') to generate it again, or use another --out.")
+        return datalist
+    (write_clips if kind == "clips" else write_volumes)(data, items, data_seed)
+    write_json_atomic(expected, record)  # last: a folder without it was not finished
+    return datalist
+
+
 def run_cell(kind: str, datalist: Path, variant: str, overrides: list[str], seed: int, out: Path,
              keep_ratio: float) -> dict[str, Any]:
     """
     Train one cell through the bundle CLI (resume by cell: an existing ``result.json`` is returned when it was run
-    with the same data and overrides, else refused naming what differs: a changed option must not report an old
-    result under it).
+    with the same data, generator (:func:`generator_fingerprint`) and overrides, else refused naming what differs: a
+    changed option or generator must not report an old result under it).
     """
     cell = out / "_work" / kind / f"{variant}_seed{seed}"
     done = cell / "result.json"
-    settings = {"datalist": str(datalist), "overrides": " ".join(overrides), "keep_ratio": keep_ratio}
+    settings = {"datalist": str(datalist), "overrides": " ".join(overrides), "keep_ratio": keep_ratio,
+                "generator": generator_fingerprint()}
     if done.is_file():
         old = json.loads(done.read_text())
         recorded = old.get("settings") or {}  # none: written before settings were recorded, nothing to compare with
@@ -193,10 +241,7 @@ def main(argv: list[str] | None = None) -> str:
     rows = []
     for kind in args.kinds:
         items = args.items or {"clips": 40, "volumes": 60}[kind]
-        data = args.out / "_data" / f"{kind}_{items}_seed{args.data_seed}"
-        datalist = data / f"{kind}.csv"
-        if not datalist.is_file():
-            (write_clips if kind == "clips" else write_volumes)(data, items, args.data_seed)
+        datalist = prepare_data(args.out, kind, items, args.data_seed)
         for seed in args.seeds:
             for name, overrides in variants.items():
                 row = run_cell(kind, datalist, name, overrides, seed, args.out, args.keep_ratio)
@@ -219,7 +264,9 @@ def main(argv: list[str] | None = None) -> str:
     text = "\n".join([
         "# A new user's own small study (benchmarks/own_data.py)", "", environment_markdown(env), "",
         "Validation split only (the bundle's split of the training groups); collapsed: evidence kept at the best "
-        f"epoch < keep_ratio / 2 = {args.keep_ratio / 2:g}.", "", "## Per variant", "",
+        f"epoch < keep_ratio / 2 = {args.keep_ratio / 2:g}. Data generator (fingerprint of the generating code, "
+        f"recorded in `_data/*/{GENERATOR_FILE}` and every cell): `{generator_fingerprint()}`.", "",
+        "## Per variant", "",
         markdown_table(summary, [("kind", "kind"), ("variant", "variant"), ("cells", "cells"),
                                  ("auc", "mean best val AUC"), ("evidence", "mean val evidence kept"),
                                  ("collapsed", "collapsed")]), "", "## Cells", "", markdown_table(rows, cols), ""])

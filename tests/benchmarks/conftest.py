@@ -49,3 +49,8 @@ def paired_tags_script():
 @pytest.fixture(scope="session")
 def own_data_script():
     return _load("own_data")
+
+
+@pytest.fixture(scope="session")
+def inference_speed_script():
+    return _load("inference_speed")

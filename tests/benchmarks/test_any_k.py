@@ -37,7 +37,7 @@ def test_ratio_list_and_cache(any_k_script, tmp_path):
 def test_paired_rows_pair_by_seed_and_fold(any_k_script):
     ak = any_k_script
     evals = [{"dataset": "d", "keep_ratio": r, "seed": s, "fold": f, "auc": 0.8 + 0.01 * s + (0.05 if r == 0.5 else 0),
-              "code_hash": "a"} for r in (0.25, 0.5, 1.0) for s in (0, 1) for f in (0, 1, 2)]
+              "code_hash": "a", "train_keep_ratio": 0.25} for r in (0.25, 0.5, 1.0) for s in (0, 1) for f in (0, 1, 2)]
     trained = [{"dataset": "d", "method": m, "keep_ratio": r, "seed": s, "fold": f, "auc": 0.8 + 0.02 * f,
                 "code_hash": "a" if m == "das" else "b"}
                for m, rs in (("das", (0.25, 0.5)), ("uniform", (0.5,)), ("full", (1.0,)))
@@ -45,9 +45,10 @@ def test_paired_rows_pair_by_seed_and_fold(any_k_script):
     trained.append({"dataset": "d", "method": "uniform", "keep_ratio": 0.25, "seed": 5, "fold": 0, "auc": 0.1,
                     "code_hash": "a"})  # no one-model run with seed 5: not paired
     rows = {(r["keep_ratio"], r["baseline"]): r for r in ak.paired_rows(evals, trained, ["uniform", "full"])}
-    # uniform was trained at 0.5 only (its seed-5 cell has no partner); full pairs at every ratio, k = T included
-    assert set(rows) == {(0.25, "das"), (0.5, "das"), (0.5, "uniform"), (0.25, "full"), (0.5, "full"),
-                         (1.0, "full")}
+    # uniform was trained at 0.5 only (its seed-5 cell has no partner); full pairs at every ratio, k = T included;
+    # DAS trained at 0.25, the one model's own ratio, is the one model itself: no row (a zero difference, not a test)
+    assert set(rows) == {(0.5, "das"), (0.5, "uniform"), (0.25, "full"), (0.5, "full"), (1.0, "full")}
+    assert ak.cm.chance_note(list(rows.values())).startswith("5 intervals")  # the self-pair is not counted
     r = rows[(0.5, "uniform")]
     # the two seeds of a fold are one unit: 3 folds, 6 runs; per fold 0.855 − (0.8 + 0.02·f)
     assert (r["pairs"], r["runs"]) == (3, 6) and r["comparison"] == "one model − uniform trained at k"
@@ -131,12 +132,13 @@ def test_smoke_run_end_to_end_and_resume(any_k_script, tmp_path):
                                     "latency_skipped": 1}
     with open(tmp_path / f"any_k_{key}.csv") as f:
         assert list(csv.DictReader(f)) == rows
-    # the paired differences: at the training k the one model is the DAS cell itself
+    # the paired differences: at the training k the one model is the DAS cell itself, so no "one model − das" there
     with open(tmp_path / f"any_k_{key}_paired.csv") as f:
         paired = {(float(r["keep_ratio"]), r["baseline"]): r for r in csv.DictReader(f)}
-    assert set(paired) == {(0.25, "das"), (0.5, "das"), (0.25, "uniform"), (0.5, "uniform")}
-    assert float(paired[(0.5, "das")]["mean_diff"]) == pytest.approx(0.0, abs=1e-5)
+    assert set(paired) == {(0.25, "das"), (0.25, "uniform"), (0.5, "uniform")}
     assert "### Paired differences" in md
+    # one seed: no standard deviation, an empty cell rather than 0.0
+    assert rows[0]["one_model_auc_std"] == "" and rows[0]["das_trained_auc_std"] == ""
 
     # another results folder, the trained-at-k cells read from the first one: only the one model is trained there,
     # and it reproduces the first run's DAS cell (same seed, same code)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import csv
 
 
-def test_smoke(bn_lag_script, tmp_path):
+def test_smoke(bn_lag_script, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the variants' bundle roots go
     rows = bn_lag_script.main(["--smoke", "--out", str(tmp_path), "--threads", "1"])
+    assert list(scratch.iterdir()) == []  # each variant's temporary bundle root was removed
     assert [(r["precise_bn"], r["epoch"]) for r in rows] == [(False, 1), (False, 2), (True, 1), (True, 2)]
     # both variants start from the same weights and data order: identical first epoch of training
     assert rows[0]["train_loss_train_mode"] == rows[2]["train_loss_train_mode"]

@@ -358,3 +358,70 @@ def test_mlflow_grid_tracks_every_cell_in_one_store(compare_script, tmp_path):
     (d / "models" / "last.pt").write_bytes(b"half a run")
     runner.check_started(cells[0], d)
     assert (d / "models" / "last.pt").is_file()
+
+
+def test_validation_split_reports_never_replace_the_test_split_reports(compare_script, tmp_path):
+    """``--eval-split val`` without its own --out wrote <dataset>.md and accuracy_summary.md over the test split's."""
+    cm = compare_script
+    spec = cm.discover_datasets("/nonexistent", "smoke")[0]
+    cells = cm.build_cells([spec], ["uniform", "das"], [0.5], [0, 1], [0])
+    run_cell, _ = _fake_runner()
+    cm.run_grid(cells, lambda c, d: {**run_cell(c, d), "dataset": spec.key, "eval_split": "val"},
+                tmp_path / "_work" / "smoke_val", log=lambda m: None)
+    published = {name: f"test-split report {name}" for name in
+                 (f"{spec.key}.md", f"{spec.key}.csv", f"{spec.key}_runs.csv", "accuracy_summary.md",
+                  "paired_differences.csv")}
+    for name, text in published.items():
+        (tmp_path / name).write_text(text)
+    cm.main(["--smoke", "--out", str(tmp_path), "--eval-split", "val", "--report-only"])
+    assert {name: (tmp_path / name).read_text() for name in published} == published  # untouched
+    md = (tmp_path / f"{spec.key}_val.md").read_text()
+    assert "Val results" in md and f"({spec.key}_val.png)" in md and f"`{spec.key}_val_runs.csv`" in md
+    assert (tmp_path / f"{spec.key}_val.csv").is_file() and (tmp_path / f"{spec.key}_val_runs.csv").is_file()
+    summary = (tmp_path / "accuracy_summary_val.md").read_text()
+    assert f"[{spec.key}_val.md]({spec.key}_val.md)" in summary and "paired_differences_val.png" in summary
+    assert (tmp_path / "paired_differences_val.png").is_file() and cm.report_suffix("test") == ""
+
+
+def test_std_of_one_run_is_left_empty_in_the_csv(compare_script, tmp_path):
+    cm = compare_script
+    spec, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0, 1))
+    run_cell, _ = _fake_runner()
+    cm.run_grid(cells, run_cell, tmp_path / "_work", log=lambda m: None)
+    results = cm.load_results(tmp_path / "_work", [spec.key])
+    with open(cm.write_reports(spec, results[:1], tmp_path / "one", _header("smoke"))["csv"]) as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["runs"] == "1" and row["auc_std"] == "" and row["best_val_auc_std"] == "" and row["auc_mean"] == "0.8"
+    with open(cm.write_reports(spec, results, tmp_path / "two", _header("smoke"))["csv"]) as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["runs"] == "2" and float(row["auc_std"]) == pytest.approx(0.00707, abs=1e-4)
+
+
+def test_dry_run_says_which_finished_cells_the_run_would_refuse(compare_script, tmp_path, capsys):
+    cm = compare_script
+    spec = cm.discover_datasets("/nonexistent", "smoke")[0]
+    cells = cm.build_cells([spec], ["uniform", "das"], [0.5], [0], [0])
+    run_cell, _ = _fake_runner()
+    work = tmp_path / "_work" / "smoke"
+    # uniform finished with this run's settings and code; das with 3 epochs (this run: the profile's 1)
+    runner = cm.BundleCellRunner({spec.key: spec.overrides}, {
+        "max_epochs": 1, "patience": 1, "batch_size": 16, "lr": 1e-4, "mlflow": False, "progress_bar": False,
+        "num_figures": 0, "resume": True, "num_workers": 0})
+    cm.run_grid(cells, lambda c, d: {**run_cell(c, d), "dataset": spec.key, "code_hash": runner.code,
+                                     "overrides": {**runner.cell_overrides(c),
+                                                   **({"max_epochs": 3} if c.method == "das" else {})}},
+                work, log=lambda m: None)
+    out = cm.main(["--smoke", "--out", str(tmp_path), "--methods", "uniform", "das", "--dry-run"])
+    printed = capsys.readouterr().out
+    assert f"  done  {spec.key}/uniform_keep0.5_seed0\n" in printed
+    assert f"  REFUSED  {spec.key}/das_keep0.5_seed0: finished, but the run would stop on it" in printed
+    assert "max_epochs: 3 -> 1" in printed and out["refused"] == 1
+
+
+def test_duration_of_a_resumed_cell_counts_its_earlier_invocations(compare_script, tmp_path):
+    cm = compare_script
+    _, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0,))
+    run_cell, _ = _fake_runner()
+    cm.run_grid(cells, lambda c, d: {**run_cell(c, d), "resumed_train_s": 1000.0}, tmp_path, log=lambda m: None)
+    (result,) = cm.load_results(tmp_path, [cells[0].dataset])
+    assert 1000.0 <= result["duration_s"] < 1100.0

@@ -41,7 +41,8 @@ def test_written_studies_read_back_with_their_evidence(own_data_script, tmp_path
 def test_a_finished_cell_is_not_run_again(own_data_script, tmp_path, monkeypatch):
     cell = tmp_path / "_work" / "clips" / "slr_seed3"
     cell.mkdir(parents=True)
-    settings = {"datalist": str(tmp_path / "x.csv"), "overrides": "--sampler_lr 0.0001", "keep_ratio": 0.5}
+    settings = {"datalist": str(tmp_path / "x.csv"), "overrides": "--sampler_lr 0.0001", "keep_ratio": 0.5,
+                "generator": own_data_script.generator_fingerprint()}
     done = {"kind": "clips", "variant": "slr", "seed": 3, "best_val_auc": 0.9, "settings": settings}
     (cell / "result.json").write_text(json.dumps(done))
     monkeypatch.setattr(own_data_script, "run_child", lambda *a, **k: pytest.fail("a finished cell was re-run"))
@@ -52,6 +53,14 @@ def test_a_finished_cell_is_not_run_again(own_data_script, tmp_path, monkeypatch
         run("clips", tmp_path / "x.csv", "slr", ["--sampler_lr", "0.0001"], 3, tmp_path, 0.25)
     with pytest.raises(SystemExit, match=r"overrides: '--sampler_lr 0.0001' then, '--sampler_lr 0.001' now"):
         run("clips", tmp_path / "x.csv", "slr", ["--sampler_lr", "0.001"], 3, tmp_path, 0.5)
+    # a cell trained on data of another generator (or before the generator was recorded): refused, not reused
+    (cell / "result.json").write_text(json.dumps({**done, "settings": {**settings, "generator": "0ld0ld0ld0ld"}}))
+    with pytest.raises(SystemExit, match=r"generator: '0ld0ld0ld0ld' then, '[0-9a-f]{12}' now"):
+        run("clips", tmp_path / "x.csv", "slr", ["--sampler_lr", "0.0001"], 3, tmp_path, 0.5)
+    del settings["generator"]
+    (cell / "result.json").write_text(json.dumps({**done, "settings": settings}))
+    with pytest.raises(SystemExit, match=r"generator: None then"):
+        run("clips", tmp_path / "x.csv", "slr", ["--sampler_lr", "0.0001"], 3, tmp_path, 0.5)
 
 
 def test_a_cell_reads_its_result_from_the_model_card(own_data_script, tmp_path, monkeypatch):
@@ -88,3 +97,35 @@ def test_square_and_disc_have_the_same_area(own_data_script, radius):
     a, b = int((disc > 0).sum()), int((square > 0).sum())
     assert abs(a - b) <= 0.08 * a and 0 < a < 40 * 40
     assert ((square > 0).any(0).sum(), (square > 0).any(1).sum()) == (round(radius * np.pi ** 0.5),) * 2  # a square
+
+
+def test_generated_data_records_its_generator(own_data_script, tmp_path, monkeypatch):
+    """A data folder of another generator version was reused silently (its cells too)."""
+    calls = []
+
+    def fake_write(root, items, seed):
+        calls.append((items, seed))
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "clips.csv").write_text("image,label\n")
+
+    monkeypatch.setattr(own_data_script, "write_clips", fake_write)
+    monkeypatch.setattr(own_data_script, "generator_fingerprint", lambda: "aaaaaaaaaaaa")
+    datalist = own_data_script.prepare_data(tmp_path, "clips", 8, 3)
+    folder = tmp_path / "_data" / "clips_8_seed3"
+    assert datalist == folder / "clips.csv" and calls == [(8, 3)]
+    record = json.loads((folder / own_data_script.GENERATOR_FILE).read_text())
+    assert record == {"generator": "aaaaaaaaaaaa", "kind": "clips", "items": 8, "data_seed": 3}
+    assert own_data_script.prepare_data(tmp_path, "clips", 8, 3) == datalist and len(calls) == 1  # reused
+    monkeypatch.setattr(own_data_script, "generator_fingerprint", lambda: "bbbbbbbbbbbb")  # the generator changed
+    with pytest.raises(SystemExit, match=r"data folder '.*clips_8_seed3' was written by generator 'aaaaaaaaaaaa', this "
+                                         r"one is 'bbbbbbbbbbbb'.*Remove that folder .* or use another --out"):
+        own_data_script.prepare_data(tmp_path, "clips", 8, 3)
+    (folder / own_data_script.GENERATOR_FILE).unlink()  # data written before generators were recorded
+    with pytest.raises(SystemExit, match="records no generator"):
+        own_data_script.prepare_data(tmp_path, "clips", 8, 3)
+    assert len(calls) == 1  # never regenerated over the old files
+
+
+def test_generator_fingerprint_follows_the_generating_code(own_data_script):
+    fp = own_data_script.generator_fingerprint()
+    assert len(fp) == 12 and fp == own_data_script.generator_fingerprint()

@@ -8,9 +8,11 @@ import pytest
 
 
 def _write_runs(path, rows):
+    fields = ["dataset", "method", "keep_ratio", "seed", "fold", "tag", "best_val_auc", "code_hash"]
+    fields += [k for r in rows for k in r if k not in fields]
+    fields = list(dict.fromkeys(fields))
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["dataset", "method", "keep_ratio", "seed", "fold", "tag", "best_val_auc",
-                                          "code_hash"])
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
 
@@ -68,8 +70,16 @@ def test_reference_from_another_folder(paired_tags_script, tmp_path):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         _write_runs(path, [{**r, "code_hash": "unpaired" if r["seed"] == "5" else code} for r in rows])
+    # the grid's cells ran other training code (its hash covers the bundle configs' defaults too): refused, naming both
+    with pytest.raises(SystemExit, match=r"(?s)2 of 2 pairs ran with other training code.*vessel/das keep 0.5 "
+                                         r"seed 3 \[gated\] and vessel/das keep 0.5 seed 3 \[untagged\]: "
+                                         r"code_hash: new vs old"):
+        paired_tags_script.main([str(study), "--candidate", "gated", "--reference", "",
+                                 "--reference-folder", str(grid)])
+    assert not (study / "paired_gated_vs_untagged.md").exists()  # nothing written when refused
     text = paired_tags_script.main([str(study), "--candidate", "gated", "--reference", "",
-                                    "--reference-folder", str(grid)])
+                                    "--reference-folder", str(grid), "--allow-code-change"])
+    assert "2 of 2 pairs ran with other training code (accepted with --allow-code-change)" in text
     assert "| vessel | all | 2 | +0.015 |" in text and "+0.050 -0.020" in text
     assert f"(from `{grid}`)" in text and "gated − untagged" in text
     assert "`gated` new; `untagged` old (from" in text  # only the paired cells' code (seed 5 was not paired)
@@ -85,6 +95,71 @@ def test_code_hashes_name_only_cells_that_were_paired(paired_tags_script, tmp_pa
              dict(dataset="vessel", method="das", keep_ratio=0.5, seed=1, fold="", tag="ref", best_val_auc="",
                   code_hash="unfinished")]
     _write_runs(tmp_path / "vessel_runs.csv", rows)
-    text = paired_tags_script.main([str(tmp_path), "--candidate", "new", "--reference", "ref"])
+    text = paired_tags_script.main([str(tmp_path), "--candidate", "new", "--reference", "ref", "--allow-code-change"])
     assert "| vessel | all | 1 | +0.100 |" in text
     assert "`new` cand; `ref` refcode." in text and "unfinished" not in text
+
+
+def test_seeds_are_units_when_keep_ratios_are_pooled(paired_tags_script, tmp_path):
+    """Without folds, the cells of one seed at several keep ratios share its weights and data order: one unit."""
+    rows = []
+    for seed, diffs in enumerate([(-0.16, -0.06), (0.04, -0.01), (0.01, 0.03)]):
+        for keep, d in zip((0.25, 0.5), diffs):
+            rows += [dict(dataset="vessel", method="das", keep_ratio=keep, seed=seed, fold="", tag=t,
+                          best_val_auc=0.7 + (d if t == "new" else 0.0)) for t in ("new", "ref")]
+    _write_runs(tmp_path / "vessel_runs.csv", rows)
+    by_keep = {r["keep"]: r for r in paired_tags_script.paired_by_tag(paired_tags_script.read_runs(tmp_path), "new",
+                                                                       "ref", by_keep=True)}
+    pooled = by_keep["all"]
+    assert pooled["pairs"] == "3 seeds (6 runs)" and pooled["diffs"] == "-0.110 +0.015 +0.020"
+    assert pooled["wins"] == "2/3" and pooled["mean"] == "-0.025"
+    assert by_keep["25%"]["pairs"] == "3" and by_keep["25%"]["diffs"] == "-0.160 +0.040 +0.010"
+
+
+def _cells_with_settings(tag, overrides, command="", code="c1", seeds=(0, 1)):
+    return [dict(dataset="vessel", method="das", keep_ratio=0.5, seed=s, fold="", tag=tag, best_val_auc=0.7 + 0.01 * s,
+                 code_hash=code, command=command, eval_split="val",
+                 overrides=str({"max_epochs": 30, "lr": 0.001, "data_dir": f"/data/{tag}", "mlflow": tag == "ref",
+                                "method": "das", "keep_ratio": 0.5, "seed": s, **overrides}))
+            for s in seeds]
+
+
+def test_pairs_with_other_settings_are_refused(paired_tags_script, tmp_path):
+    """Only the setting the candidate is about may differ within a pair (what its command set, or --about)."""
+    cmd = "python benchmarks/compare_methods.py --standard --override 'temporal_head=\"gated\"' --tag gated"
+    # the reference was rerun later with augmentation on: a setting the candidate is not about
+    _write_runs(tmp_path / "vessel_runs.csv",
+                _cells_with_settings("gated", {"temporal_head": "gated"}, cmd)
+                + _cells_with_settings("ref", {"augmentation": True}))
+    args = [str(tmp_path), "--candidate", "gated", "--reference", "ref"]
+    with pytest.raises(SystemExit, match=r"2 of 2 pairs ran with other settings, e\.g\.\n  vessel/das keep 0.5 seed 0 "
+                                         r"\[gated\] and vessel/das keep 0.5 seed 0 \[ref\]: augmentation: "
+                                         r"'\(unset\)' vs True\n"):
+        paired_tags_script.main(args)
+    assert not (tmp_path / "paired_gated_vs_ref.md").exists()
+    text = paired_tags_script.main(args + ["--allow-other-settings"])
+    assert "2 of 2 pairs ran with other settings (accepted with --allow-other-settings)" in text
+    # temporal_head (set by the candidate's --override), data_dir and MLflow may differ; the split does not matter to
+    # best_val_auc, but does to a metric of the evaluation
+    _write_runs(tmp_path / "vessel_runs.csv",
+                [{**r, "auc": 0.75} for r in _cells_with_settings("gated", {"temporal_head": "gated"}, cmd)]
+                + [{**r, "eval_split": "test", "auc": 0.8, "best_val_auc": 0.6}
+                   for r in _cells_with_settings("ref", {"temporal_head": "mean"})])
+    text = paired_tags_script.main(args)
+    assert "| vessel | all | 2 | +0.105 |" in text and "Mismatched" not in text
+    with pytest.raises(SystemExit, match=r"eval_split: 'val' vs 'test'"):
+        paired_tags_script.main(args + ["--metric", "auc"])
+    # without the command recorded, --about names what the candidate is about
+    _write_runs(tmp_path / "vessel_runs.csv", _cells_with_settings("gated", {"temporal_head": "gated"})
+                + _cells_with_settings("ref", {}))
+    with pytest.raises(SystemExit, match=r"temporal_head: 'gated' vs '\(unset\)'"):
+        paired_tags_script.main(args)
+    assert "| vessel | all | 2 | +0.000 |" in paired_tags_script.main(args + ["--about", "temporal_head"])
+
+
+def test_command_keys(paired_tags_script):
+    keys = paired_tags_script.command_keys(
+        "python benchmarks/compare_methods.py --override 'network_def#sampler_kwargs={\"spread\": true}' "
+        "--override=lr=0.01 --max-epochs 5 --patience=2 --tag x")
+    assert keys == {"network_def#sampler_kwargs", "lr", "max_epochs", "patience"}
+    assert paired_tags_script.command_keys(None) == set() and paired_tags_script.command_keys("a 'b") == set()
