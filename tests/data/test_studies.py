@@ -322,3 +322,27 @@ def test_repeated_source_warning():
     msg = repeated_source_warning("'a' (/x/a.mp4)", [4, 6, 6, 6], 32)
     assert msg.startswith("study 'a' (/x/a.mp4): the 4 kept frames are only 2 distinct slices/frames of the file")
     assert "[4, 6, 6, 6]" in msg and "T=32" in msg
+
+
+@pytest.mark.parametrize("syntax", ["JPEG2000Lossless", "RLELossless"])
+def test_compressed_dicom_series_read_as_training_reads_it(tmp_path, syntax):
+    """A PACS export in a compressed transfer syntax: training's ITK/GDCM read it, inference's pydicom refused it
+    ("missing dependencies: gdcm / pylibjpeg"); the project installs pydicom's pylibjpeg decoders."""
+    import pydicom
+    from pydicom import uid
+
+    from monai_das.data import check_study_shapes
+    from monai_das.data.studies import LoadStudy
+
+    plain = _ct_series(tmp_path / "plain", 4)
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for f in sorted(plain.iterdir()):
+        d = pydicom.dcmread(f)
+        d.compress(getattr(uid, syntax))
+        d.save_as(packed / f.name)
+    assert str(pydicom.dcmread(next(packed.iterdir())).file_meta.TransferSyntaxUID) == str(getattr(uid, syntax))
+    assert check_study_shapes([str(packed)], "volume")["shapes"][str(packed)] == (1, 128, 128, 4)
+    recipe = {"layout": "volume", "spatial_size": [4, 16, 16], "intensity_range": [-1000, 400]}
+    a, b = (LoadStudy(recipe).load(str(p)) for p in (plain, packed))
+    assert torch.equal(a.image, b.image) and a.source_indices == b.source_indices  # lossless: the same input
