@@ -384,14 +384,22 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
             continue
         mhd_data = {d for f in files if f.suffix.lower() == ".mhd" for d in _mhd_members(f)}
         series: dict[str, list[Path]] = {}
+        bare: list[StudySource] = []  # files without an extension that are no study (a PACS export's VERSION, LOCK)
         for f in files:
             if _skipped(f, mhd_data):
                 continue
             src = _classify_file(root, f, headers)
             if src is None:
                 series.setdefault(str(headers[f].get("SeriesInstanceUID", "")), []).append(f)
+            elif src.kind == "invalid" and not f.suffix and not is_dicom(f):  # a damaged DICOM file stays an error
+                bare.append(src)
             else:
                 studies.append(src)
+        if bare and series:  # beside a DICOM series, as training's reader passes over them: not a study of their own
+            logger.info(f"'{folder}': skipped {len(bare)} file(s) without an extension that are not DICOM beside its "
+                        f"DICOM files ({', '.join(b.path.name for b in bare[:3])}{', ...' if len(bare) > 3 else ''}).")
+        else:
+            studies += bare
         base = _study_id(root, folder)
         images = {uid: m for uid, m in series.items() if not all(_is_non_image_object(headers[f]) for f in m)}
         if images and len(images) < len(series):  # a report or key object beside the images: not a study of its own
@@ -603,7 +611,8 @@ def discover_studies(
               multi-frame DICOM file is a clip, and the single-frame DICOM files of each folder form one study per
               ``SeriesInstanceUID``. Ids are paths relative to the folder (``sub/b.nii.gz``; a series: its folder,
               ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose
-              files of ``source`` itself). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are skipped;
+              files of ``source`` itself). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are skipped, and
+              so are non-DICOM files without an extension beside a DICOM series (a PACS export's ``VERSION``);
               other files, empty folders and unreadable DICOM become invalid studies.
             - one study file (id: its name; a single-frame DICOM file is a one-slice series).
             - a CSV study list (``.csv``): an ``image`` column (paths relative to the CSV, a file or a folder

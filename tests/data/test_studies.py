@@ -346,3 +346,20 @@ def test_compressed_dicom_series_read_as_training_reads_it(tmp_path, syntax):
     recipe = {"layout": "volume", "spatial_size": [4, 16, 16], "intensity_range": [-1000, 400]}
     a, b = (LoadStudy(recipe).load(str(p)) for p in (plain, packed))
     assert torch.equal(a.image, b.image) and a.source_indices == b.source_indices  # lossless: the same input
+
+
+def test_extensionless_non_dicom_files_beside_a_series_are_no_study(tmp_path):
+    """A PACS export's VERSION file beside the slices became an error study (Deploy exit status 3 on a clean export);
+    training's reader passes over it. A damaged DICOM file without an extension stays an error."""
+    series = _ct_series(tmp_path / "export" / "SE0002", 3)
+    (series / "VERSION").write_text("1.0\n")
+    found = discover_studies(tmp_path / "export")
+    assert [(s.study_id, s.kind, len(s.files)) for s in found] == [("SE0002", "dicom_series", 3)]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "VERSION").write_text("1.0\n")
+    assert [s.kind for s in discover_studies(tmp_path / "alone")] == ["invalid"]  # nothing else there: said
+    data = (series / "s0.dcm").read_bytes()
+    (series / "IM9").write_bytes(data[:200])  # a DICOM file cut inside its header
+    found = discover_studies(tmp_path / "export")  # not passed over: a study of its own (loading it fails, named)
+    assert any(Path(f).name == "IM9" for s in found for f in (s.files or [s.path])) and len(found) == 2
