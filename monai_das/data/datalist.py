@@ -628,7 +628,7 @@ def _npy_shape(path: str) -> tuple[int, list[int]]:
 #: the DICOM elements the shape check reads
 _SHAPE_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
                "Modality", "InstanceNumber", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
-               "SOPInstanceUID")
+               "SOPInstanceUID", "SeriesNumber", "SeriesDescription")
 
 
 def _dicom_header(path: Path):
@@ -693,11 +693,21 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
         if images and len(images) < len(files):
             files, headers = [f for f, _ in images], [h for _, h in images]
         sizes = {_dicom_rows_cols(h, f) for f, h in zip(files, headers)}  # first: a truncated file is named
-        series = {str(h.get("SeriesInstanceUID", "")) for h in headers}
+        series: dict[str, list[Path]] = {}
+        for f, h in zip(files, headers):
+            series.setdefault(str(h.get("SeriesInstanceUID", "")), []).append(f)
         if len(series) > 1:
-            raise ValueError(f"holds {len(series)} DICOM series; give one folder per series.")
+            named = "; ".join(f"{len(m)} file(s) of series {_describe_series(headers[files.index(m[0])])} "
+                              f"('{m[0].name}', ...)" for m in sorted(series.values(), key=len, reverse=True))
+            raise ValueError(f"holds {len(series)} DICOM series: {named}; give one folder per series (a localizer "
+                             "is a series of its own: move it out).")
         if len(sizes) > 1:
-            raise ValueError(f"holds DICOM slices of different sizes {sorted(sizes)} (rows, columns).")
+            first: dict[tuple, str] = {}
+            for f, h in zip(files, headers):
+                first.setdefault(_dicom_rows_cols(h, f), f.name)
+            named = ", ".join(f"{r}×{c} ('{first[(r, c)]}', ...)" for r, c in sorted(sizes))
+            raise ValueError(f"holds DICOM slices of different sizes (rows × columns): {named}; a localizer or another "
+                             "reconstruction stored with the series? Remove the files that do not belong to it.")
         channels = {_dicom_channels(h) for h in headers}
         if len(channels) > 1:
             raise ValueError(f"holds DICOM slices with different SamplesPerPixel {sorted(channels)}.")
@@ -717,6 +727,14 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
         kind = "slices" if str(ds.get("Modality", "")).upper() in VOLUME_MODALITIES else "clip"
         return kind, _dicom_channels(ds), [n, rows, cols], uids
     return "volume", _dicom_channels(ds), [cols, rows], uids
+
+
+def _describe_series(h: Any) -> str:
+    """A series as a reader of its header would name it: number and description, else the end of its UID."""
+    number, text = h.get("SeriesNumber"), str(h.get("SeriesDescription", "") or "").strip()
+    uid = str(h.get("SeriesInstanceUID", "") or "")
+    label = f"#{number}" if number not in (None, "") else f"...{uid[-12:]}" if uid else "(no UID)"
+    return f"{label} {text!r}" if text else label
 
 
 def _check_itk_reads_all(folder: Path, files: Sequence[Path]) -> None:

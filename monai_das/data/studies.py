@@ -338,6 +338,19 @@ def _classify_file(root: Path, path: Path, headers: dict[Path, Any]) -> StudySou
     return StudySource(sid, "invalid", path, [path], error=_unsupported(path))
 
 
+def _undecodable_dicom(files: Sequence[str | os.PathLike] | None) -> tuple[str, str] | None:
+    """The first of ``files`` whose pixel data pydicom cannot decode and why (a series that failed to load: name the
+    slice), ``None`` when every file decodes."""
+    import pydicom
+
+    for f in files or []:
+        try:
+            pydicom.dcmread(str(f)).pixel_array
+        except Exception as e:  # the slice at fault, whatever the decoder's error
+            return str(f), f"{type(e).__name__}: {e}"
+    return None
+
+
 def _series_label(ds, uid: str) -> str:
     number = ds.get("SeriesNumber")
     return str(number) if number not in (None, "") else (uid.rsplit(".", 1)[-1] or "unknown")
@@ -1072,7 +1085,13 @@ class LoadStudy(Transform):
                              f"{'given' if 'Rows' in h and 'Columns' in h else 'absent'}).")
         shapes = {(int(h.Rows), int(h.Columns)) for h in headers}
         if len(shapes) > 1:
-            raise ValueError(f"study '{source.study_id}': slices of different sizes {sorted(shapes)} in one series.")
+            first = {}
+            for f, h in zip(source.files, headers):
+                first.setdefault((int(h.Rows), int(h.Columns)), Path(f).name)
+            named = ", ".join(f"{r}×{c} ('{first[(r, c)]}', ...)" for r, c in sorted(shapes))
+            raise ValueError(f"study '{source.study_id}': slices of different sizes (rows × columns) in one series: "
+                             f"{named}; a localizer or another reconstruction stored with the series' UID? Remove the "
+                             "files that do not belong to it.")
         if len(headers) < self.min_frames:
             raise self._too_few(source, f"has {len(headers)} slice(s)", len(headers))
         file_headers = headers  # in the order of source.files
@@ -1160,7 +1179,9 @@ class LoadStudy(Transform):
         try:
             img = loader(str(path))
         except Exception as e:
-            raise RuntimeError(f"study '{source.study_id}': cannot read '{path}': {e}") from e
+            bad = _undecodable_dicom(source.files) if source.kind == "dicom_series" else None
+            where = f" (its file '{bad[0]}' cannot be decoded: {bad[1]})" if bad else ""
+            raise RuntimeError(f"study '{source.study_id}': cannot read '{path}'{where}: {e}") from e
         if not isinstance(img, MetaTensor):
             img = MetaTensor(img)
         original_shape = [int(s) for s in img.shape]

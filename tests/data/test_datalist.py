@@ -445,7 +445,9 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     for sub in ("old", "empty_sub", ".hidden"):
         shutil.rmtree(series / sub)
     _dicom(series / "other.dcm", 10, 14, series="5.6.7")
-    with pytest.raises(ValueError, match=r"series' holds 2 DICOM series; give one folder per series"):
+    with pytest.raises(ValueError, match=r"series' holds 2 DICOM series: 3 file\(s\) of series \.\.\.1\.2\.3\.4 "
+                                         r"\('s0\.dcm', \.\.\.\); 1 file\(s\) of series .*\('other\.dcm', \.\.\.\); "
+                                         r"give one folder per series"):
         check_study_shapes([str(series)], "volume")
 
 

@@ -363,3 +363,27 @@ def test_extensionless_non_dicom_files_beside_a_series_are_no_study(tmp_path):
     (series / "IM9").write_bytes(data[:200])  # a DICOM file cut inside its header
     found = discover_studies(tmp_path / "export")  # not passed over: a study of its own (loading it fails, named)
     assert any(Path(f).name == "IM9" for s in found for f in (s.files or [s.path])) and len(found) == 2
+
+
+def test_series_errors_name_the_files_at_fault(tmp_path):
+    """A truncated slice and a localizer stored with the series' UID were refused naming neither file."""
+    import pydicom
+
+    from monai_das.data import check_study_shapes
+    from monai_das.data.studies import LoadStudy
+
+    recipe = {"layout": "volume", "spatial_size": [4, 16, 16]}
+    cut = _ct_series(tmp_path / "cut", 4)
+    data = (cut / "s1.dcm").read_bytes()
+    (cut / "s1.dcm").write_bytes(data[: len(data) - 4000])  # its pixel data cut short
+    with pytest.raises(RuntimeError, match=r"its file '.*s1\.dcm' cannot be decoded"):
+        LoadStudy(recipe).load(str(cut))
+    mixed = _ct_series(tmp_path / "mixed", 4)
+    d = pydicom.dcmread(mixed / "s3.dcm")
+    d.Rows, d.Columns, d.PixelData = 64, 96, np.zeros((64, 96), np.int16).tobytes()
+    d.save_as(mixed / "s3.dcm")
+    pattern = r"different sizes \(rows × columns\).*: 64×96 \('s3\.dcm', \.\.\.\), 128×128 \('s\d\.dcm', \.\.\.\)"
+    with pytest.raises(ValueError, match=pattern):
+        LoadStudy(recipe).load(str(mixed))
+    with pytest.raises(ValueError, match=pattern):
+        check_study_shapes([str(mixed)], "volume")
