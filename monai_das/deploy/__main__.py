@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted DICOM modalities, e.g. CT MR US (default: every image modality)")
     p.add_argument("--min-frames", type=int,
                    help="refuse studies with fewer slices/frames; 1 accepts a single slice or still image "
-                   "(default: the model's recipe, 2)")
+                   "(default: the model's recipe, 2; a lower one than the training's is warned about)")
     p.add_argument("--axcodes", help="orientation volumes are brought to, 'none' to keep the file's "
                    "(default: the model's recipe, RAS)")
     p.add_argument("--intensity-range", nargs=2, type=float, metavar=("MIN", "MAX"),
@@ -63,9 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", choices=("stretch", "pad"), help="volume resize mode (default: the model's recipe)")
     p.add_argument("--temporal-mode", choices=("uniform", "loop", "edge"),
                    help="how clips shorter than the network's T frames are lengthened (default: the model's recipe, "
-                   "uniform)")
+                   "uniform; another one than the training's is warned about in the log and every report)")
     p.add_argument("--spatial-size", nargs=3, type=int, metavar=("D", "H", "W"),
-                   help="override the network input grid from the bundle metadata")
+                   help="override the network input grid (video: T H W) from the model card/metadata: another T than "
+                   "the trained one is refused; another frame size is warned about in the log and every report (an "
+                   "ONNX export takes only its own grid: --engine eager)")
     p.add_argument("-l", "--log-level", default="INFO", help="Python log level (default INFO)")
     return p
 

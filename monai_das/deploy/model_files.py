@@ -26,6 +26,7 @@ from monai_das.deploy.spec import (
     _NETWORK_KEYS,
     MissingMetadataError,
     ModelSpec,
+    OverrideError,
     _choose_metadata,
     _data_labels,
     _data_network_args,
@@ -138,8 +139,9 @@ def load_onnx(
 
     Raises:
         MissingMetadataError: no card and no ``spatial_size`` in ``overrides`` (the message names the file).
-        ValueError: not a ``monai_das`` ONNX export (inputs/outputs, network facts), or a card/override grid, layout
-            or slice axis that is not the graph's.
+        OverrideError: a ``spatial_size`` override that is not the graph's grid (the message names the option).
+        ValueError: not a ``monai_das`` ONNX export (inputs/outputs, network facts), or a card grid, layout or slice
+            axis (or an override of those but ``spatial_size``) that is not the graph's.
         ImportError: ``onnxruntime`` is not installed.
     """
     from monai_das.networks.nets.onnx_classifier import ONNX_CARD_PROP, OnnxClassifier
@@ -169,6 +171,16 @@ def load_onnx(
                               model=source)
     expected = ((spec.in_channels, *spec.spatial_size) if spec.layout == "volume" else
                 (spec.spatial_size[0], spec.in_channels, *spec.spatial_size[1:]))
+    if tuple(net.item_shape) != tuple(expected) and "spatial_size" in given:  # the user's option, not the card
+        size = tuple(spec.spatial_size)
+        axes = "C×D×H×W" if spec.layout == "volume" else "T×C×H×W"
+        raise OverrideError(
+            f"spatial_size={size} (CLI: --spatial-size {' '.join(map(str, size))}) is not the grid of the ONNX model "
+            f"'{source}': its graph takes input [batch, {', '.join(map(str, net.item_shape))}] ({axes}), fixed when "
+            f"it was exported, and this option gives [batch, {', '.join(map(str, expected))}]. Leave --spatial-size "
+            f"out (the model's own grid is used), or run the checkpoint (--engine eager, with a warning in every "
+            f"report: the network sees another grid than it learnt from)."
+        )
     if tuple(net.item_shape) != tuple(expected):
         raise ValueError(
             f"the ONNX model '{source}' takes input [batch, {', '.join(map(str, net.item_shape))}], its metadata "
@@ -270,8 +282,8 @@ def load_checkpoint(
     ckpt_path, cfg_path = files["checkpoint"], files["config"]
     if cfg_path is None:
         raise ValueError(
-            f"checkpoint '{ckpt_path}' needs a bundle config with 'network_def': pass config_file or the bundle "
-            f"folder."
+            f"checkpoint '{ckpt_path}' needs a bundle config with 'network_def': pass config_file (CLI: --config "
+            f"<bundle>/configs/inference.json), or a bundle folder that has configs/inference.json."
         )
     parser = _config_parser(cfg_path, files["metadata"] if trusted_meta else None)
     if "network_def" not in parser.config:  # type: ignore[operator]

@@ -119,7 +119,8 @@ class DASInferenceOperator(Operator):
         study: :class:`StudyMessage` from :class:`StudyLoaderOperator`.
     Named output:
         report: the same message with ``report`` set (see :func:`monai_das.deploy.report.study_report`); errors
-        during inference give an error report (stage ``"inference"``).
+        during inference give an error report (stage ``"inference"``). Every report, a passed-on error report of a
+        study that could not be loaded too, carries the model's warnings (``predictor.warnings``).
 
     Args:
         fragment: the application.
@@ -157,7 +158,10 @@ class DASInferenceOperator(Operator):
                 message.report = study_report(message.study, prediction, model)
             except Exception as e:
                 logger.error("study %s could not be classified: %s", message.source.study_id, e)
-                message.report = error_report(message.source, e, stage="inference")
+                message.report = error_report(message.source, e, stage="inference", warnings=self.predictor.warnings)
+        elif message.report is not None and message.report.get("status") != "ok":  # a study that could not be read
+            # the model's warnings (a grid override, an engine fallback) are in every report of the run
+            message.report["warnings"] = [*(message.report.get("warnings") or []), *self.predictor.warnings]
         op_output.emit(message, self.output_name)
 
 

@@ -28,12 +28,12 @@ from monai_das.deploy.model_files import (
     load_onnx,
     load_torchscript,
 )
-from monai_das.deploy.spec import MissingMetadataError, ModelSpec
+from monai_das.deploy.spec import MissingMetadataError, ModelSpec, OverrideError
 from monai_das.networks.nets.sampler import check_count
 from monai_das.networks.utils import to_frames
 
-__all__ = ["ModelSpec", "Prediction", "DASPredictor", "MissingMetadataError", "ENGINES", "find_bundle_files",
-           "kept_indices", "resolve_engine"]
+__all__ = ["ModelSpec", "Prediction", "DASPredictor", "MissingMetadataError", "OverrideError", "ENGINES",
+           "find_bundle_files", "kept_indices", "resolve_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,12 @@ class DASPredictor:
         keep_ratio: ``k = max(1, round(keep_ratio·T))``, in ``(0, 1]``; not together with ``num_kept``.
         engine_requested: the engine asked of :meth:`from_path`; ``engine_fallback``: why another one runs (reports).
 
+    Attributes:
+        warnings: what every report of this model repeats in its ``warnings`` (also logged once, here): the spec's
+            (:attr:`ModelSpec.warnings`, e.g. a ``spatial_size`` override that is not the trained grid) and, when
+            another engine runs than the one asked for, why (``engine_fallback``). :meth:`describe` gives them as
+            ``warnings``; :func:`~monai_das.deploy.report.study_report` moves them into the report's ``warnings``.
+
     Raises:
         ValueError: ``num_kept``/``keep_ratio`` outside ``1..T`` / ``(0, 1]`` or both given, or a ``k`` other than
         the trained one for a network that cannot choose it (TorchScript, an ONNX export without ``num_samples``).
@@ -150,6 +156,12 @@ class DASPredictor:
         self.engine = _engine_of(network, model_format)
         self.engine_requested = engine_requested or self.engine
         self.engine_fallback = engine_fallback
+        self.warnings: list[str] = list(getattr(spec, "warnings", None) or [])
+        if engine_fallback:
+            self.warnings.append(f"engine {self.engine_requested!r} was not used: {engine_fallback} (the report's "
+                                 "model.engine and model.source say what ran).")
+        for message in self.warnings:
+            logger.warning(message)
         self._macs_cache: dict[tuple[int, ...], dict[str, int] | None] = {}
         budget = self.budget(num_kept, keep_ratio)
         #: ``k`` kept at inference when :meth:`predict` is not given one (``None``: the network decides)
@@ -250,10 +262,13 @@ class DASPredictor:
         - ``"torchscript"``: ``models/model.ts`` (``torch.jit.load``); keeps the trained ``k``.
         - ``"eager"``: ``models/model.pt`` + the bundle's config (the PyTorch network; MACs measured; any ``k``).
 
-        A bundle folder without the chosen engine's file (or whose file cannot be loaded) falls back, with a logged
-        warning, to the next of ``onnxruntime → torchscript → eager`` (``torchscript → eager → onnxruntime``,
-        ``eager → onnxruntime → torchscript``); :meth:`describe` gives ``engine``, ``engine_requested`` and
-        ``engine_fallback``. A model file runs with its own engine (a warning when another was asked for).
+        A bundle folder without the chosen engine's file (or whose file cannot be loaded) falls back, with a warning
+        (logged, and in every report: :attr:`warnings`), to the next of ``onnxruntime → torchscript → eager``
+        (``torchscript → eager → onnxruntime``, ``eager → onnxruntime → torchscript``); :meth:`describe` gives
+        ``engine``, ``engine_requested`` and ``engine_fallback``. A model file runs with its own engine (a warning when
+        another was asked for). A ``spatial_size`` override with another ``T`` than the model card's, or another grid
+        than an ONNX graph's, is an :class:`OverrideError` naming the option (no other file is tried); another frame
+        size than the card's is a warning (:attr:`warnings`).
 
         What is parsed depends on ``path`` (a config is code: MONAI's ``ConfigParser`` evaluates its ``$`` strings,
         so only a config the user points at is parsed; model files and their metadata are data):
@@ -337,14 +352,12 @@ class DASPredictor:
         fallback = None
         if order[0] != wanted:
             if Path(path).is_file():  # the file's own engine; said only when another one was asked for
-                if explicit:
+                if explicit:  # said (logged and in every report) by the predictor built below
                     kind = {"onnx": "an ONNX", "torchscript": "a TorchScript", "checkpoint": "a checkpoint"}[order[0]]
                     fallback = f"'{path}' is {kind} file: it runs with {_FORMAT_ENGINE[order[0]]}"
-                    logger.warning("engine %r was asked for, but %s.", engine_name, fallback)
             else:
                 fallback = (f"no {_FILE_NAMES[wanted]} in '{path}' for engine {engine_name!r}: using "
                             f"{_FORMAT_ENGINE[order[0]]} ({files[order[0]]})")
-                logger.warning("%s.", fallback)
         errors = []
         for kind in order:
             try:
@@ -353,14 +366,14 @@ class DASPredictor:
                 else:
                     load = load_torchscript if kind == "torchscript" else load_checkpoint
                     net, spec = load(files, device, spec_overrides, trusted_meta)
-            except MissingMetadataError:
-                raise  # the other formats have no more metadata: say what to pass rather than fall back
+            except (MissingMetadataError, OverrideError):
+                raise  # the other formats have no more metadata / take the user's option no better: say what to pass
             except (RuntimeError, ValueError, KeyError, OSError, ImportError) as e:
                 errors.append(f"{kind} '{files[kind]}': {e}")
                 logger.warning("could not load %s model %s (%s); trying the next format", kind, files[kind], e)
                 continue
-            if errors:
-                fallback = "; ".join(errors) + f": using {_FORMAT_ENGINE[kind]} ({files[kind]})"
+            if errors:  # the reason why the engine asked for does not run: logged and in every report
+                fallback = "; ".join(e.rstrip(".") for e in errors) + f": using {_FORMAT_ENGINE[kind]} ({files[kind]})"
             return cls(net, spec, source=str(files[kind]), model_format=kind, device=device,
                        measure_macs=measure_macs, num_kept=num_kept, keep_ratio=keep_ratio,
                        engine_requested=engine_name, engine_fallback=fallback)
@@ -478,7 +491,9 @@ class DASPredictor:
         """
         Model facts for reports: ``source``, ``format``, ``engine`` (the one running), ``engine_requested``,
         ``engine_fallback`` (why another engine runs, or ``None``), the spec (``layout``, ``spatial_size``, ...),
-        ``num_kept`` (``k`` kept at inference by default) and ``trained_num_kept`` (``k`` of the model card).
+        ``num_kept`` (``k`` kept at inference by default), ``trained_num_kept`` (``k`` of the model card) and
+        ``warnings`` (:attr:`warnings`: :func:`~monai_das.deploy.report.study_report` moves them into the report's own
+        ``warnings``, so every report of this model says them).
         """
         return {
             "source": self.source,
@@ -495,6 +510,7 @@ class DASPredictor:
             "num_kept": self.num_kept,
             "trained_num_kept": self.spec.num_kept,
             "recipe": self.spec.recipe,
+            "warnings": list(self.warnings),
         }
 
 

@@ -66,9 +66,13 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     ``kept_instance_numbers`` (DICOM series only), ``num_frames`` (``T``), ``num_kept`` (``k``), ``compute_saved``
     (``1 - k/T``), ``macs`` / ``macs_saved`` (measured, eager models only, else ``null``), ``input`` (original shape
     and reader facts), ``model`` (source, format, layout, ...), ``warnings`` (messages, also logged: a gap or a gantry
-    tilt in a DICOM series, :func:`monai_das.data.check_series_stack`; kept frames that are fewer distinct source
-    frames than ``k``, :func:`monai_das.data.repeated_source_warning`), ``error`` (``null``).
+    tilt in a DICOM series, :func:`monai_das.data.check_series_stack`; a recipe option other than the training's; the
+    model's own, ``model["warnings"]`` (:attr:`DASPredictor.warnings`: a grid override, an engine fallback), moved
+    here from the ``model`` block; kept frames that are fewer distinct source frames than ``k``,
+    :func:`monai_das.data.repeated_source_warning`), ``error`` (``null``).
     """
+    model = dict(model)
+    model_warnings = [w for w in model.pop("warnings", None) or [] if w]
     p = prediction.to_dict()
     labels = list(model.get("labels") or [])
     names = [labels[i] if i < len(labels) else f"class_{i}" for i in range(len(p["probabilities"]))]
@@ -83,7 +87,7 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     if repeated:
         logger.warning(repeated)
     # the study layer's (a gap in a DICOM series, a gantry tilt: logged when it read the study) and this one
-    warnings = [*study.info.get("warnings", []), *([repeated] if repeated else [])]
+    warnings = [*study.info.get("warnings", []), *model_warnings, *([repeated] if repeated else [])]
     return {
         "report_version": REPORT_VERSION,
         "study_id": study.source.study_id,
@@ -103,14 +107,16 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
         "macs": p["macs"],
         "macs_saved": p["macs_saved"],
         "input": info,
-        "model": dict(model),
+        "model": model,
         "warnings": warnings,
         "error": None,
     }
 
 
-def error_report(source: StudySource, error: BaseException | str, stage: str) -> dict[str, Any]:
-    """The report of a study that could not be processed: ``status="error"``, ``stage`` and ``error`` message."""
+def error_report(source: StudySource, error: BaseException | str, stage: str,
+                 warnings: list[str] | None = None) -> dict[str, Any]:
+    """The report of a study that could not be processed: ``status="error"``, ``stage`` and ``error`` message;
+    ``warnings``: the model's (:attr:`DASPredictor.warnings`), which every report repeats."""
     message = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
     return {
         "report_version": REPORT_VERSION,
@@ -119,7 +125,7 @@ def error_report(source: StudySource, error: BaseException | str, stage: str) ->
         "source": str(source.path),
         "kind": source.kind,
         "stage": stage,
-        "warnings": [],
+        "warnings": list(warnings or []),
         "error": message,
     }
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from monai_das.utils.config import parser_rewrites
 
-__all__ = ["ModelSpec", "MissingMetadataError", "CARD_NAME", "CARD_KEY"]
+__all__ = ["ModelSpec", "MissingMetadataError", "OverrideError", "CARD_NAME", "CARD_KEY"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,11 @@ CARD_KEY = "das_model"
 
 class MissingMetadataError(ValueError):
     """A model whose input grid is written nowhere (no model card, no metadata): no guess is made."""
+
+
+class OverrideError(ValueError):
+    """A ``spec_overrides`` value (a Deploy option such as ``--spatial-size``) the model cannot take: the message names
+    the option and both values. Another model file of the bundle would not take it either, so none is tried."""
 
 
 @dataclass
@@ -50,6 +55,9 @@ class ModelSpec:
             (``spatial_size``, ``slice_axis``, ``num_frames``) are kept equal to this spec's.
         num_kept: ``k``, the frames the sampler keeps (from the model card), or ``None``.
         method: the sampler (``das``, ``uniform``, ...; from the model card), or ``None``.
+        warnings: what the user should know about this spec in every report (e.g. a ``spatial_size`` override that is
+            not the grid the model's metadata describes); :class:`~monai_das.deploy.predictor.DASPredictor` logs them
+            once and its reports repeat them. Not compared.
     """
 
     layout: str = "volume"
@@ -60,6 +68,7 @@ class ModelSpec:
     recipe: dict | None = None
     num_kept: int | None = None
     method: str | None = None
+    warnings: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.layout not in ("volume", "video"):
@@ -300,6 +309,9 @@ def _spec_from_configs(
             _ignored("network_data_format#outputs#pred#channel_def", channel_def, source)
     elif labels is not None:
         kw["labels"] = labels
+    # the grid the model's metadata describes (the card's: the training's), before an override replaces it
+    described = {"spatial_size": kw.get("spatial_size"), "layout": kw.get("layout"),
+                 "slice_axis": kw.get("slice_axis", 0), "from_card": "spatial_size" in card}
     kw.update(given)
     if "spatial_size" not in kw:
         raise MissingMetadataError(
@@ -317,7 +329,45 @@ def _spec_from_configs(
         kw["in_channels"] = int(kw["in_channels"])
     if "labels" in kw:
         kw["labels"] = list(kw["labels"])
-    return ModelSpec(**kw)
+    spec = ModelSpec(**kw)
+    if "spatial_size" in given and described["spatial_size"] is not None:
+        _check_grid_override(spec, described, source, model)
+    return spec
+
+
+def _check_grid_override(spec: ModelSpec, described: Mapping[str, Any], source: str, model: str) -> None:
+    """
+    A ``spatial_size`` override (``--spatial-size``) against the grid the model's metadata describes (``described``):
+    another ``T`` than the model card's is an :class:`OverrideError` (the sampler chooses among the frames it was
+    trained on; the bundle's inference refuses the same run); another frame size (or any other grid than a metadata
+    without a card describes: perhaps a template's) is a warning in :attr:`ModelSpec.warnings`, said in every report.
+    """
+    trained = tuple(int(s) for s in described["spatial_size"])
+    if trained == tuple(spec.spatial_size):
+        return
+    layout = described["layout"] or spec.layout
+    axis = 0 if layout == "video" else int(described["slice_axis"])
+    trained_t = trained[axis] if len(trained) == 3 else None
+    given = tuple(spec.spatial_size)
+    option = f"spatial_size={given} (CLI: --spatial-size {' '.join(map(str, given))})"
+    where = f"its model card {source}" if described["from_card"] else f"its metadata {source} (no model card)"
+    frames = "frames" if spec.layout == "video" else f"slices along slice_axis {spec.slice_axis}"
+    name = f"the model '{model}'" if model else "the model"
+    if described["from_card"] and trained_t is not None and trained_t != spec.num_frames:
+        keep = list(given)
+        keep[axis] = trained_t
+        raise OverrideError(
+            f"{option} gives {name} T={spec.num_frames} {frames}, but it was trained on T={trained_t} (grid "
+            f"{trained}, {where}): its sampler chooses k of the T frames it learnt from, so another T is refused, as "
+            f"the bundle's inference refuses it. Leave --spatial-size out (the trained grid is used), or keep "
+            f"T={trained_t}: --spatial-size {' '.join(map(str, keep))}."
+        )
+    learnt = "was trained on" if described["from_card"] else "is described with"
+    spec.warnings.append(
+        f"{option} is not the grid {name} {learnt}, {trained} ({where}): every study is resampled to the given grid, "
+        f"so the network sees {frames} on another grid than it learnt from, and its answers may be wrong without any "
+        f"other sign (leave --spatial-size out to use the model's grid)."
+    )
 
 
 def _card_fields(card: Mapping, source: str) -> dict[str, Any]:

@@ -85,6 +85,12 @@ class StudyLoader(LoadStudy):
         options: recipe overrides (:data:`RECIPE_OPTIONS`: ``min_frames``, ``axcodes``, ``pixdim``,
             ``intensity_range``, ``percentiles``, ``output_range``, ``resize``, ``temporal_mode``).
 
+    An option that changes a step of the spec's own recipe (the training's, :attr:`ModelSpec.recipe`) is said in
+    :attr:`overridden`, logged and added to every loaded study's ``warnings``: any changed step, ``temporal_mode``
+    (short clips are filled with other frames) and a lower ``min_frames`` (studies training refused are classified)
+    included; not a higher ``min_frames`` (it only refuses more short studies, each with an error report naming it)
+    nor ``percentiles`` under a fixed ``intensity_range`` (not used).
+
     :meth:`load` (a :class:`StudySource` or a path) returns a :class:`Study`; errors as for :class:`LoadStudy`.
     """
 
@@ -112,17 +118,24 @@ class StudyLoader(LoadStudy):
                     return v
                 return [float(x) if isinstance(x, (int, float)) else x for x in v]
 
-            # a window wins over percentiles; min_frames and temporal_mode only decide which (short) studies are
-            # accepted or how they are filled, not what a usual study looks like to the network
-            unused = {"min_frames", "temporal_mode"} | (
-                {"percentiles"} if self.recipe.get("intensity_range") is not None else set())
+            # a window wins over percentiles (not used with one)
+            unused = {"percentiles"} if self.recipe.get("intensity_range") is not None else set()
             changed = {k: (plain(own.get(k)), plain(self.recipe.get(k))) for k in options
                        if k in own and k in self.recipe and k not in unused
                        and plain(own.get(k)) != plain(self.recipe.get(k))}
+            # a higher min_frames only refuses more short studies, each with an error report naming it: the studies
+            # classified look as in training. A lower one classifies studies training never saw (a still repeated to
+            # T frames), and another temporal_mode fills short clips with other frames: both are said
+            before, after = changed.get("min_frames", (None, None))
+            if isinstance(before, int) and isinstance(after, int) and after > before:
+                del changed["min_frames"]
+            t = f"T={self.recipe['num_frames']}" if self.recipe.get("num_frames") else "T"
+            why = {"min_frames": " (studies with fewer slices/frames than training accepted are classified)",
+                   "temporal_mode": f" (clips shorter than {t} frames are filled with other frames)"}
             if changed:
                 self.overridden = (
                     "preprocessing other than the model's training recipe: "
-                    + "; ".join(f"{k} trained {a!r}, used {b!r}" for k, (a, b) in changed.items())
+                    + "; ".join(f"{k} trained {a!r}, used {b!r}{why.get(k, '')}" for k, (a, b) in changed.items())
                     + ": the network sees inputs unlike those it learnt from, and its answers may be wrong without "
                     "any other sign (the report's model.recipe is the one used).")
                 logger.warning(self.overridden)

@@ -319,3 +319,45 @@ def test_app_runs_onnx_by_default_with_frame_budget(onnx_bundle, tmp_path):
     app = DASClassifierApp(input_path=path, output_path=tmp_path / "given", predictor=predictor, num_kept=3)
     app.run()
     assert app.reports[0]["num_kept"] == 3 and app.reports[0]["model"]["num_kept"] == 3
+
+
+def test_model_warnings_are_in_the_log_and_every_report(onnx_bundle, tmp_path, caplog):
+    """What the trial found silent: --engine eager on a training folder (no configs/) ran ONNX with the reason only
+    in model.engine_fallback; --spatial-size changed the grid without a word, and with ONNX the refusal blamed the
+    metadata. Now the fallback and a frame-size override are warned about in the log and in every report (an error
+    report too), another T is refused naming the option, exit status 1."""
+    bundle, _ = onnx_bundle
+    run = tmp_path / "run"  # a training's bundle_root after an export: models/ only
+    shutil.copytree(bundle / "models", run / "models")
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(nibabel_anatomical(), studies / "anatomical.nii")
+    (studies / "unreadable.nii.gz").write_bytes(b"garbage, not gzip")
+
+    def reports(out: Path) -> dict:
+        return {p.name: json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "summary.json"}
+
+    with caplog.at_level("WARNING"):
+        assert cli_main(["-i", str(studies), "-o", str(tmp_path / "fb"), "-m", str(run), "--engine", "eager"]) == 3
+    got = reports(tmp_path / "fb")
+    ok, bad = got["anatomical.nii.json"], got["unreadable.nii.gz.json"]
+    assert ok["status"] == "ok" and ok["model"]["engine"] == "onnxruntime" and bad["status"] == "error"
+    (fallback,) = [w for w in ok["warnings"] if w.startswith("engine 'eager' was not used: ")]
+    assert "needs a bundle config" in fallback and "--config" in fallback and "using onnxruntime" in fallback
+    assert fallback in bad["warnings"] and fallback in caplog.text
+
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert cli_main(["-i", str(studies), "-o", str(tmp_path / "ss"), "-m", str(bundle), "--engine", "eager",
+                         "--spatial-size", "8", "16", "20"]) == 3
+    got = reports(tmp_path / "ss")
+    ok, bad = got["anatomical.nii.json"], got["unreadable.nii.gz.json"]
+    assert ok["status"] == "ok" and ok["model"]["spatial_size"] == [8, 16, 20]
+    (grid,) = [w for w in ok["warnings"] if "--spatial-size 8 16 20" in w]
+    assert "is not the grid the model" in grid and grid in bad["warnings"] and grid in caplog.text
+    caplog.clear()
+    with caplog.at_level("ERROR"):  # another T: refused, naming the option (ONNX blamed "its metadata")
+        assert cli_main(["-i", str(studies), "-o", str(tmp_path / "t6"), "-m", str(bundle),
+                         "--spatial-size", "6", "16", "16"]) == 1
+    assert "OverrideError" in caplog.text and "(CLI: --spatial-size 6 16 16) gives the model" in caplog.text
+    assert "trained on T=8" in caplog.text and not (tmp_path / "t6" / "anatomical.nii.json").exists()

@@ -18,6 +18,7 @@ import torch
 
 from das_deploy_helpers import LABELS, ONNX_GRID, calibrate_batchnorm, make_torchscript_standin, model_card
 from monai_das.deploy import DASPredictor, MissingMetadataError, find_bundle_files
+from monai_das.deploy.spec import OverrideError
 from monai_das.engines import save_onnx
 
 pytest.importorskip("onnxruntime")
@@ -130,10 +131,13 @@ def test_wrong_grid_refused(onnx_bundle):
     assert path in str(err.value) and "1×8×16×16 (C×D×H×W)" in str(err.value) and "1×8×16×8" in str(err.value)
     with pytest.raises(ValueError, match="channel"):
         pred.predict(torch.rand(3, *ONNX_GRID))
-    # a grid override that is not the graph's: both shapes and the file
-    with pytest.raises(RuntimeError, match=r"takes input \[batch, 1, 8, 16, 16\].*\[batch, 1, 8, 16, 8\]") as err:
-        DASPredictor.from_path(path, spatial_size=(8, 16, 8))
-    assert path in str(err.value)
+    # a grid override that is not the graph's: the option (it blamed "its metadata"), both shapes and the file, and
+    # no other model file is tried (the checkpoint would take it, with a warning, only when asked: --engine eager)
+    with pytest.raises(OverrideError, match=r"spatial_size=\(8, 16, 8\) \(CLI: --spatial-size 8 16 8\) is not the "
+                                            r"grid of the ONNX model .*takes input \[batch, 1, 8, 16, 16\].*this "
+                                            r"option gives \[batch, 1, 8, 16, 8\]") as err:
+        DASPredictor.from_path(root, spatial_size=(8, 16, 8))
+    assert path in str(err.value) and "metadata" not in str(err.value)
     with pytest.raises(RuntimeError, match="slice_axis=0.*slice_axis=1"):  # the frames of the graph are along D
         DASPredictor.from_path(path, slice_axis=1)
 
@@ -234,7 +238,28 @@ def test_engine_fallback(onnx_bundle, tmp_path, caplog):
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
         assert DASPredictor.from_path(onnx_bundle[0] / "models" / "model.onnx", engine="eager").engine == "onnxruntime"
-    assert "engine 'eager' was asked for" in caplog.text
+    assert "engine 'eager' was not used: " in caplog.text
     with pytest.raises(ValueError, match="engine must be one of"):
         DASPredictor.from_path(root, engine="tensorrt")
     assert DASPredictor.from_path(root, prefer="checkpoint", measure_macs=False).engine == "eager"  # the former name
+
+
+def test_grid_override_is_refused_for_another_T_and_warned_for_another_frame_size(onnx_bundle, caplog):
+    """--spatial-size changed a model's grid without a word (trial: a T=48 clip model run on T=32 frames, a 48×48 one
+    on 64×64 frames): another T than the model card's is refused naming the option (as bundle inference refuses it),
+    whatever the engine; another frame size is a warning, logged and in the predictor's warnings (every report)."""
+    root, _ = onnx_bundle
+    for engine in ("onnxruntime", "eager"):
+        with pytest.raises(OverrideError, match=r"spatial_size=\(6, 16, 16\) \(CLI: --spatial-size 6 16 16\) gives "
+                                                r"the model .* T=6 slices along slice_axis 0, but it was trained on "
+                                                r"T=8 .*--spatial-size 8 16 16"):
+            DASPredictor.from_path(root, engine=engine, spatial_size=(6, 16, 16), measure_macs=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
+        pred = DASPredictor.from_path(root, engine="eager", spatial_size=(8, 16, 20), measure_macs=False)
+    assert pred.spec.spatial_size == (8, 16, 20)
+    (warning,) = pred.warnings
+    assert warning.startswith("spatial_size=(8, 16, 20) (CLI: --spatial-size 8 16 20) is not the grid the model ")
+    assert "was trained on, (8, 16, 16) (its model card " in warning and warning in caplog.text
+    assert pred.describe()["warnings"] == [warning]
+    assert DASPredictor.from_path(root, engine="eager", spatial_size=ONNX_GRID, measure_macs=False).warnings == []

@@ -22,7 +22,15 @@ from das_deploy_helpers import (
     model_card,
     write_nifti,
 )
-from monai_das.deploy import DASPredictor, ModelSpec, Study, StudySource, find_bundle_files, study_report
+from monai_das.deploy import (
+    DASPredictor,
+    ModelSpec,
+    Prediction,
+    Study,
+    StudySource,
+    find_bundle_files,
+    study_report,
+)
 from monai_das.transforms import uniform_indices
 
 REPO = Path(__file__).resolve().parents[2]
@@ -295,6 +303,29 @@ def test_video_card(tmp_path, caplog):
     assert spec.spatial_size == (12, 24, 20) and spec.in_channels == 3
 
 
+def test_grid_override_of_a_video_model(tmp_path):
+    """A clip model (T=12 frames of 24×20): --spatial-size with another T is refused naming the option and the trained
+    T; another frame size is a warning the predictor logs and every report repeats (both were silent)."""
+    from monai_das.deploy.spec import OverrideError
+
+    card = model_card(spatial=(24, 20), layout="video", in_channels=1, num_frames=12)
+    path, _ = make_torchscript_standin(tmp_path / "model.ts", meta=card)
+    with pytest.raises(OverrideError, match=r"spatial_size=\(8, 24, 20\) \(CLI: --spatial-size 8 24 20\) gives the "
+                                            r"model .* T=8 frames, but it was trained on T=12 .*keep T=12: "
+                                            r"--spatial-size 12 24 20"):
+        DASPredictor.from_path(path, spatial_size=(8, 24, 20))
+    pred = DASPredictor.from_path(path, spatial_size=(12, 32, 32))
+    (warning,) = pred.warnings
+    assert "spatial_size=(12, 32, 32) (CLI: --spatial-size 12 32 32) is not the grid" in warning
+    assert "trained on, (12, 24, 20)" in warning and "frames on another grid" in warning
+    assert pred.spec.recipe["spatial_size"] == [32, 32]  # the recipe applied: the given frame size
+    study = Study(StudySource("clip.mp4", "video", "clip.mp4"), torch.rand(12, 1, 32, 32), list(range(12)), {})
+    prediction = Prediction([0.3, 0.7], 1, LABELS[1], [0, 3, 6, 9], 12, 4, 2 / 3)  # the stand-in takes volumes
+    report = study_report(study, prediction, pred.describe())
+    assert report["warnings"] == [warning] and "warnings" not in report["model"]
+    assert DASPredictor.from_path(path, spatial_size=(12, 24, 20)).warnings == []  # the trained grid: nothing said
+
+
 def test_model_without_metadata_is_refused(tmp_path):
     """No card, no metadata: no silent 28³ default but an error saying which spec_overrides to pass."""
     path = tmp_path / "model.ts"
@@ -372,3 +403,25 @@ def test_card_class_names_are_read_by_the_parser_rule():
     assert _card_fields({"layout": "volume", "label_names": ["user@site", "b"]}, "card")["labels"] == ["user@site", "b"]
     for code in ("$print(1)", "%/etc/secret.json#k", "@network_def", "k%#z"):
         assert "labels" not in _card_fields({"layout": "volume", "label_names": [code, "b"]}, "card")
+
+
+def test_readme_deploy_example_on_a_training_folder_is_runnable():
+    """The README's `-m runs/my_run --num_kept 4` failed right after training (trial): a training's bundle_root has
+    models/model.pt and its card but no configs/ and no export. Each Deploy command of the README on a training folder
+    gives --config or follows the export of that folder (what the refusal asks for)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### MONAI Deploy application"):text.index("#### Options")]
+    block = section[section.index("```bash"):section.index("```", section.index("```bash") + 7)]
+    exported: set[str] = set()
+    checked = 0
+    for line in block.splitlines():
+        found = re.search(r"monai_das\.engines\.export onnx --bundle_root (\S+)", line)
+        if found:
+            exported.add(found.group(1))
+        model = re.search(r"monai_das\.deploy .*(?:-m|--model) (\S+)", line)
+        if model and not model.group(1).startswith("bundles/"):  # a training's bundle_root
+            checked += 1
+            assert "--config " in line or model.group(1) in exported, line
+    assert checked >= 1

@@ -594,12 +594,38 @@ def test_spec_recipe():
                                         "trained [-1000.0, 400.0], used [0.0, 1.0]:")
     assert "axcodes" not in loader.overridden and "percentiles" not in loader.overridden  # same / unused with a window
     assert StudyLoader(spec, axcodes="LPS").overridden is None
-    assert StudyLoader(spec, min_frames=1).overridden is None  # which short studies are accepted, not their look
+    assert StudyLoader(spec, min_frames=1).overridden is None  # not in the model's recipe: nothing to compare
     if "recipe" in getattr(ModelSpec, "__dataclass_fields__", {}):  # ModelSpec.recipe: the model card's recipe
         carried = ModelSpec(spatial_size=(16, 16, 16), recipe={"layout": "volume", "spatial_size": [28, 28, 28],
                                                                "intensity_range": [-1000, 400]})
         assert spec_recipe(carried)["intensity_range"] == [-1000, 400]
         assert spec_recipe(carried)["spatial_size"] == [16, 16, 16]
+
+
+def test_temporal_mode_and_a_lower_min_frames_are_warned(tmp_path):
+    """--temporal-mode loop --min-frames 1 on a clip model trained with uniform / min_frames 2 was applied without a
+    word (the override warning skipped both): another temporal_mode fills short clips with other frames, a lower
+    min_frames classifies studies training refused; a higher min_frames only refuses more studies (error reports)."""
+    recipe = {"layout": "video", "num_frames": 8, "spatial_size": [12, 10], "grayscale": True,
+              "temporal_mode": "uniform", "min_frames": 2, "output_range": [0.0, 1.0]}
+    spec = ModelSpec(layout="video", spatial_size=(8, 12, 10), recipe=recipe)
+    loader = StudyLoader(spec, temporal_mode="loop", min_frames=1)
+    assert loader.overridden.startswith(
+        "preprocessing other than the model's training recipe: temporal_mode trained 'uniform', used 'loop' (clips "
+        "shorter than T=8 frames are filled with other frames); min_frames trained 2, used 1 (studies with fewer "
+        "slices/frames than training accepted are classified):")
+    assert StudyLoader(spec, min_frames=3).overridden is None
+    assert StudyLoader(spec, temporal_mode="uniform", min_frames=2).overridden is None
+    # and in the loaded study's warnings (the Deploy report's)
+    import cv2
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (10, 12))
+    for i in range(4):
+        writer.write(np.full((12, 10, 3), 40 * i, dtype=np.uint8))
+    writer.release()
+    study = loader.load(discover_studies(path)[0])
+    assert study.image.shape == (8, 1, 12, 10) and loader.overridden in study.info["warnings"]
 
 
 # ---------------------------------------------------------------------------- bundle predictions == Deploy reports
