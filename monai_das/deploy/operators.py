@@ -48,6 +48,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _replaced_source(path: Path, source: str) -> str | None:
+    """The ``source`` of an earlier run's report at ``path`` when it is another study's, else ``None``."""
+    import json
+
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):  # no report there yet, or not one this app wrote
+        return None
+    return str(earlier) if earlier and os.path.realpath(str(earlier)) != os.path.realpath(source) else None
+
+
 @dataclass
 class StudyMessage:
     """What flows between the operators: the study's source, the loaded study (if it could be) and its report."""
@@ -212,6 +223,12 @@ class DASReportWriterOperator(Operator):
             logger.error("report of study %s could not be written: %s", message.source.study_id, error)
             report = error_report(message.source, error, stage="report")
         else:
+            replaced = _replaced_source(path, str(message.source.path))
+            if replaced:  # e.g. two series folders named SE0002 run one after the other into one output folder
+                note = (f"this report replaces '{path.name}' of another study, '{replaced}' (same study id "
+                        f"'{message.source.study_id}'): to keep both, give each run its own output folder.")
+                logger.warning("study %s: %s", message.source.study_id, note)
+                report["warnings"] = [*report.get("warnings", []), note]
             try:
                 report["report_file"] = str(write_json(report, path))
             except Exception as e:

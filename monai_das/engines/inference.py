@@ -201,8 +201,16 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
         else:  # nothing kept: an empty file gets the current header from PredictionWriter
             path.write_bytes(b"")
             json_path.unlink(missing_ok=True)
-        logger.info(f"'{path}': kept {len(unique)} predictions, dropped " +
-                    ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items())) + ".")
+        text = (f"'{path}': kept {len(unique)} predictions, dropped "
+                + ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items())) + ".")
+        # rows of other studies (another --input, or another study under the same id) are results a user may still
+        # want: said as a warning, with how to keep them; a retry of errors or a cut row is routine
+        replaced = sum(n for why, n in reasons.items() if why in ("not in this listing/shard", "source moved or changed"))
+        if replaced:
+            logger.warning(text + f" This run replaces the predictions of {replaced} earlier stud(y/ies) in that file; "
+                           "to keep an earlier run's, give each input its own --output_dir.")
+        else:
+            logger.info(text)
     elif unique:  # the JSON follows the CSV: a run killed before its end (or a missing JSON) left it behind
         write_predictions_json(path, path.with_suffix(".json"))
     return {r["id"] for r in unique}

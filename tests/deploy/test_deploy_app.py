@@ -361,3 +361,22 @@ def test_model_warnings_are_in_the_log_and_every_report(onnx_bundle, tmp_path, c
                          "--spatial-size", "6", "16", "16"]) == 1
     assert "OverrideError" in caplog.text and "(CLI: --spatial-size 6 16 16) gives the model" in caplog.text
     assert "trained on T=8" in caplog.text and not (tmp_path / "t6" / "anatomical.nii.json").exists()
+
+
+def test_a_report_of_another_study_under_the_same_id_is_replaced_with_a_warning(torchscript_model, tmp_path, caplog):
+    """Two series folders named SE0002 (patients N000 and N002) run one after the other into one output folder: the
+    second report silently replaced the first."""
+    model, _ = torchscript_model
+    out = tmp_path / "out"
+    for patient in ("N000", "N002"):
+        write_dicom_series(tmp_path / patient / "SE0002", num_slices=5)
+    assert cli_main(["-i", str(tmp_path / "N000" / "SE0002"), "-o", str(out), "-m", str(model)]) == 0
+    first = json.loads((out / "SE0002.json").read_text())
+    assert first["status"] == "ok" and not any("replaces" in w for w in first["warnings"])
+    assert cli_main(["-i", str(tmp_path / "N000" / "SE0002"), "-o", str(out), "-m", str(model)]) == 0  # same study
+    assert not any("replaces" in w for w in json.loads((out / "SE0002.json").read_text())["warnings"])
+    with caplog.at_level("WARNING"):
+        assert cli_main(["-i", str(tmp_path / "N002" / "SE0002"), "-o", str(out), "-m", str(model)]) == 0
+    second = json.loads((out / "SE0002.json").read_text())
+    (note,) = [w for w in second["warnings"] if "replaces" in w]
+    assert "N000" in note and "give each run its own output folder" in note and note in caplog.text

@@ -234,6 +234,29 @@ def test_error_row_keeps_the_listed_label_and_json_follows_the_csv(tmp_path):
     assert [r["id"] for r in json.loads(csv_path.with_suffix(".json").read_text())] == ["a", "b"]
 
 
+def test_replacing_other_studies_predictions_is_a_warning(tmp_path, caplog):
+    """A second --input into one output folder (or another study under the same id, e.g. two series folders named
+    SE0002) dropped the first run's rows with an INFO line only."""
+    import logging
+
+    from monai_das.engines import resume_predictions
+
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text("id,source,fingerprint,label,pred_label,error\nSE0002,/N000/SE0002,1,,0,\nb,/x/b,1,,1,\n"
+                        "c,/x/c,1,,,failed\n")
+    with caplog.at_level(logging.INFO, logger="monai_das.engines.inference"):
+        assert resume_predictions(csv_path, [{"id": "SE0002", "image": "/N002/SE0002", "fingerprint": "1"},
+                                             {"id": "c", "image": "/x/c", "fingerprint": "1"}]) == set()
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "replaces the predictions of 2 earlier stud(y/ies)" in warned[0].getMessage()
+    assert "give each input its own --output_dir" in warned[0].getMessage()
+    caplog.clear()
+    csv_path.write_text("id,source,fingerprint,label,pred_label,error\nc,/x/c,1,,,failed\n")  # a retry only: routine
+    with caplog.at_level(logging.INFO, logger="monai_das.engines.inference"):
+        resume_predictions(csv_path, [{"id": "c", "image": "/x/c", "fingerprint": "1"}])
+    assert "error, run again" in caplog.text and not any(r.levelno >= logging.WARNING for r in caplog.records)
+
+
 def test_shards_and_resume(tmp_path):
     from monai_das.engines import shard_of
 
