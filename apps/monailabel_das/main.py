@@ -8,11 +8,21 @@ of this repository), ``model_dir`` (default ``<app>/model/<bundle name>``: where
 ``labels`` (comma-separated class names), ``spatial_size`` (``D,H,W``), ``max_epochs``, ``train_overrides`` (JSON),
 ``train`` (``false``: no train task), ``engine`` (``onnxruntime`` (default) | ``torchscript`` | ``eager``; ``prefer``
 is the former name), ``num_kept`` / ``keep_ratio`` (frames kept at inference; default: the trained k),
-``modalities`` (comma-separated accepted DICOM modalities), ``preload``.
+``modalities`` (comma-separated accepted DICOM modalities), ``preload``. A key that looks like a misspelling of one of
+these (``spatial_sise``) is refused with a did-you-mean; another unknown key (not one of MONAI Label's own) is named in
+a warning.
 
 Tasks, both named ``das_classification``: the infer task (``lib/infers``) and the train task (``lib/trainers``), which
 trains the bundle on the datastore's classes (the ``final`` label's label info ``{"label": <class name or index>}``)
-and writes ``<model_dir>/models/model.pt``, which the infer task then reloads.
+in a staging folder (``<model_dir>/monailabel/training``) and, only when the run completes with a model, publishes
+it into ``<model_dir>`` (``models/model.pt`` last), which the infer task then reloads. A failed or killed run leaves
+the served model as it was (its lock files are removed, naming it, by the next run).
+
+Requests of the infer task: ``engine`` (one of the three, default ``--conf engine``; another value is refused; the
+result's ``das.engine`` is the engine that ran, ``das.engine_requested`` the one asked for, a fallback is in
+``das.warnings``), ``num_kept`` / ``keep_ratio`` (a request's replaces the ``--conf`` default; ``0`` = the trained k;
+a request carrying both, as a client echoing ``/info``'s config does, is read by the one it changed). A request key
+that looks like a misspelling of these (``num_kep``) is named in ``das.warnings``.
 """
 
 from __future__ import annotations

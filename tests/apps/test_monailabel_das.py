@@ -65,8 +65,12 @@ def test_task_on_nifti_volume(task_cls, bundle):
     assert das["predicted_name"] == max(scores, key=scores.get)
     assert das["num_frames"] == 16 and das["num_kept"] == 8 and das["compute_saved"] == pytest.approx(0.5)
     assert len(das["kept_source_indices"]) == 8 and result["label_names"] == info["labels"]
-    # this bundle has no model card: the intensity scaling is the default's, which its one warning says
-    assert len(das["warnings"]) == 1 and "records no preprocessing recipe" in das["warnings"][0]
+    # this bundle has no model card: the intensity scaling is the default's, which a warning says; and it has no
+    # models/model.onnx for the default engine: the result says which engine ran and why (it said [] before)
+    assert len(das["warnings"]) == 2 and "records no preprocessing recipe" in das["warnings"][0]
+    assert das["engine"] == "eager" and das["engine_requested"] == "onnxruntime"
+    assert "engine 'onnxruntime' was not used: no models/model.onnx" in das["warnings"][1]
+    assert "serving " + str(root / "models" / "model.pt") + " with eager, not onnxruntime" in info["description"]
 
     predictor = DASPredictor.from_path(root)
     expected = predictor.predict(StudyLoader(predictor.spec).load(discover_studies(nibabel_anatomical())[0]).image)
@@ -169,6 +173,70 @@ def test_task_onnx_default_and_frame_budget(task_cls, onnx_bundle, tmp_path):
     onnx_time = os.stat(newer / "models" / "model.onnx").st_mtime_ns
     os.utime(newer / "models" / "model.pt", ns=(onnx_time + 10**9, onnx_time + 10**9))  # trained after the export
     assert task_cls(str(newer)).predictor.engine == "eager"
+
+
+def test_request_engine_budget_and_misspelt_keys(task_cls, onnx_bundle):
+    """A request's engine is honoured or refused, the engine that ran is reported (a fallback in das.warnings); a
+    misspelt request key is named; a client echoing /info's config with one budget value changed gets that value;
+    an explicit 0 is the trained k (trial F: B9, B1 'num_kep', B8, B7)."""
+    root, _ = onnx_bundle  # T = 8, trained k = 4; model.onnx beside model.pt (and its config)
+    image = str(nibabel_anatomical())
+    task = task_cls(str(root))
+    _, result = task({"image": image, "engine": "eager"})  # was run by ONNX Runtime whatever the request said
+    assert result["das"]["engine"] == "eager" and result["das"]["engine_requested"] == "eager"
+    assert not any("engine" in w for w in result["das"]["warnings"])
+    _, result = task({"image": image, "engine": "torchscript"})  # no models/model.ts here: a fallback, said
+    assert result["das"]["engine"] != "torchscript" and result["das"]["engine_requested"] == "torchscript"
+    assert any("engine 'torchscript' was not used" in w for w in result["das"]["warnings"])
+    _, result = task({"image": image})
+    assert result["das"]["engine"] == "onnxruntime" and not any("engine" in w for w in result["das"]["warnings"])
+    with pytest.raises(ValueError, match=r"engine must be one of onnxruntime, torchscript, eager, got 'onnx': did you "
+                                         r"mean 'onnxruntime'\?"):
+        task({"image": image, "engine": "onnx"})
+
+    # misspelt keys of this task are named (and ignored); MONAI Label's own request keys are not
+    _, result = task({"image": image, "num_kep": 3, "keepRatio": 0.5, "device": "cpu", "result_extension": ".json",
+                      "label_info": [], "client_id": "x", "num_samples": 2})
+    notes = [w for w in result["das"]["warnings"] if w.startswith("request key")]
+    assert result["das"]["num_kept"] == 4 and len(notes) == 2
+    assert "'num_kep' is not a key of this task and was ignored: did you mean 'num_kept'?" in notes[0]
+    assert "'keepRatio'" in notes[1] and "did you mean 'keep_ratio'?" in notes[1]
+
+    # --conf keep_ratio 0.25: /info's config sent back with one value changed (was "not both"); 0 = the trained k
+    task = task_cls(str(root), keep_ratio=0.25)
+    config = {k: task.info()["config"][k] for k in ("engine", "num_kept", "keep_ratio")}  # and MONAI Label's device
+    assert config == {"engine": "onnxruntime", "num_kept": 0, "keep_ratio": 0.25}
+    for request, k in (({}, 2), ({**config}, 2), ({**config, "num_kept": 3}, 3), ({**config, "keep_ratio": 0.75}, 6),
+                       ({**config, "keep_ratio": 0}, 4), ({"num_kept": 0}, 4), ({"keep_ratio": 0}, 4),
+                       ({"num_kept": 0, "keep_ratio": 0}, 4), ({"num_kept": 3, "keep_ratio": 0}, 3)):
+        _, result = task({"image": image, **request})
+        assert result["das"]["num_kept"] == k, request
+    with pytest.raises(ValueError, match=r"give num_kept or keep_ratio, not both \(got num_kept=3, keep_ratio=0.75; "
+                                         r"the task's config.*has num_kept=0, keep_ratio=0.25\)"):
+        task({"image": image, **config, "num_kept": 3, "keep_ratio": 0.75})
+    task = task_cls(str(root), num_kept=3)  # --conf num_kept 3: the same rules
+    for request, k in (({}, 3), ({"num_kept": 0}, 4), ({"keep_ratio": 0}, 4), ({"keep_ratio": 0.25}, 2),
+                       ({"num_kept": 3, "keep_ratio": 0.75}, 6)):
+        _, result = task({"image": image, **request})
+        assert result["das"]["num_kept"] == k, request
+
+
+def test_model_folder_with_a_training_lock_is_flagged(task_cls, bundle, tmp_path):
+    """Trial F B10: a model.pt written by a training run killed in the served folder itself (its lock files left
+    there) was served with warnings []: each result now says the model may be partly trained."""
+    from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME
+
+    root, _ = bundle
+    served = tmp_path / "served"
+    shutil.copytree(root, served)
+    task = task_cls(str(served), engine="eager")
+    _, result = task({"image": str(nibabel_anatomical())})
+    assert not any("lock file" in w for w in result["das"]["warnings"])
+    (served / "models" / LOCK_NAME).touch()
+    (served / "models" / OWNER_NAME).write_text("pid 4242 on trialhost, since 2026-12-05")
+    _, result = task({"image": str(nibabel_anatomical())})
+    assert any(f"'{served / 'models'}' holds the lock file of a training run (pid 4242 on trialhost, since "
+               "2026-12-05)" in w and "may be a partly trained model" in w for w in result["das"]["warnings"])
 
 
 def test_app_main_is_valid_python():

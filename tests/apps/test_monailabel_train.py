@@ -264,23 +264,28 @@ def test_build_run_command_and_model_dir(app, tmp_path, monkeypatch, caplog):
     assert task.info()["description"] == "stand-in DAS bundle" and task.info()["config"]["max_epochs"] == 3
 
     run = task.build_run({"max_epochs": 1, "device": ["cpu"]}, ds)
-    datalist = model_dir.resolve() / "monailabel" / "datalist.json"
+    # the run trains in a staging folder (its bundle_root), published into model_dir only when it completes
+    staging = model_dir.resolve() / "monailabel" / "training"
+    datalist = staging / "datalist.json"
     studies = str((tmp_path / "data" / "studies").resolve())
     assert run["command"] == [
         sys.executable, "-m", "monai.bundle", "run",
         "--config_file", str(bundle / "configs" / "train.json"),
         "--meta_file", str(bundle / "configs" / "metadata.json"),
-        "--bundle_root", str(model_dir.resolve()), "--datalist", str(datalist), "--dataset_dir", studies,
+        "--bundle_root", str(staging), "--datalist", str(datalist), "--dataset_dir", studies,
         "--max_epochs", "1", "--mlflow", "false", "--progress_bar", "false", "--spatial_size", "[16, 16, 16]",
         "--device", "$torch.device('cpu')", "--batch_size", "2",
     ]
     assert json.loads(datalist.read_text())["labels"] == {"0": "abnormal", "1": "normal"}
     assert json.loads((model_dir / "monailabel" / "command.json").read_text()) == run["command"]
-    meta = json.loads((model_dir / "configs" / "metadata.json").read_text())
+    assert not (model_dir / "configs").exists()  # nothing of this run is served before it completes
+    meta = json.loads((staging / "configs" / "metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "abnormal", "1": "normal"}
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == list(GRID)
-    inference = json.loads((model_dir / "configs" / "inference.json").read_text())
-    assert inference["bundle_root"] == str(model_dir.resolve()) and inference["datalist"] == str(datalist)
+    inference = json.loads((staging / "configs" / "inference.json").read_text())
+    # where they will be once published
+    assert inference["bundle_root"] == str(model_dir.resolve())
+    assert inference["datalist"] == str(model_dir.resolve() / "monailabel" / "datalist.json")
     assert inference["dataset_dir"] == studies and inference["spatial_size"] == list(GRID)
 
     with pytest.raises(ValueError, match="max_epochs must be a positive integer"):
@@ -358,7 +363,9 @@ def test_train_standin_bundle_then_infer_reloads(app, tmp_path):
     assert stats["returncode"] == 0 and stats["num_images"] == 6 and stats["classes"] == ["abnormal", "normal"]
     assert model.is_file() and Path(stats["model"]) == model.resolve()
     log = (model_dir / "monailabel" / "train.log").read_text()
-    assert "stand-in trained on 6 items, 2 classes" in log and f"cwd {model_dir.resolve()}" in log
+    assert "stand-in trained on 6 items, 2 classes" in log and f"cwd {model_dir.resolve()}/monailabel/training" in log
+    assert not (model_dir / "monailabel" / "training").exists()  # published: moved into the model folder
+    assert (model_dir / "monailabel" / "datalist.json").is_file() and train.stats()["published"] is True
     assert train.stats()["returncode"] == 0
 
     assert infer.is_valid() and infer.info()["labels"] == {"abnormal": 0, "normal": 1}
@@ -407,20 +414,88 @@ def test_training_failure_is_reported(app, tmp_path):
 
 
 def test_training_without_a_best_model_keeps_serving_the_previous_one(app, tmp_path):
-    """A retraining that keeps no best model moves the served model.pt aside (the bundle's rule against evaluating
-    another run's file); the app puts it back and reports the failed training."""
+    """A retraining that keeps no best model (the bundle run exits with 0 without a model.pt) reports the failed
+    training; the served model.pt stays."""
     bundle = make_standin_bundle(tmp_path / "bundle")
     models = tmp_path / "model" / "models"
     models.mkdir(parents=True)
     (models / "model.pt").write_bytes(b"the served model")
     fake = tmp_path / "python"  # the bundle run, as it ends when no validation epoch could be kept
-    fake.write_text("#!/bin/sh\nmv models/model.pt models/model.pt.previous\nexit 0\n")
+    fake.write_text("#!/bin/sh\necho 'no epoch was kept as the best model'\nexit 0\n")
     fake.chmod(0o755)
     task = app["DASTrain"](bundle, tmp_path / "model", spatial_size=GRID, python=str(fake))
     with pytest.raises(RuntimeError, match="finished without writing a new"):
         task({"max_epochs": 1}, make_datastore(tmp_path / "data", LABELS6))
     assert (models / "model.pt").read_bytes() == b"the served model"
     assert not (models / "model.pt.previous").exists()
+
+
+def fake_bundle_run(path: Path, body: str) -> Path:
+    """A stand-in interpreter for the bundle run: ``$root`` is its ``--bundle_root``; ``body`` runs there."""
+    path.write_text('#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --bundle_root ] && root="$2"; shift; done\n'
+                    'mkdir -p "$root/models"\n' + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_killed_training_never_replaces_the_served_model(app, tmp_path, caplog):
+    """Trial F B10: the bundle run killed after writing its best epoch so far (and holding its lock files) replaced
+    the served model.pt; the infer task then served it without a word. Now the run trains in a staging folder: the
+    served model, configs and datalist stay; the next run removes the dead run's lock files (naming it) and, once
+    completed, is published; a lock still held refuses a new run."""
+    from filelock import UnixFileLock
+
+    from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME
+
+    bundle = make_standin_bundle(tmp_path / "bundle")
+    model_dir = tmp_path / "model"
+    for sub, name, text in (("models", "model.pt", "the served model"), ("configs", "metadata.json", "{}"),
+                            ("monailabel", "datalist.json", '{"served": 1}')):
+        (model_dir / sub).mkdir(parents=True, exist_ok=True)
+        (model_dir / sub / name).write_text(text)
+    ds = make_datastore(tmp_path / "data", LABELS6)
+    killed = fake_bundle_run(tmp_path / "python_killed", (
+        'printf "half-trained" > "$root/models/model.pt"\n'
+        f'echo "pid 4242 on trialhost, since 2026-12-05" > "$root/models/{OWNER_NAME}"\n'
+        f': > "$root/models/{LOCK_NAME}"\nkill -9 $$\n'))
+    task = app["DASTrain"](bundle, model_dir, spatial_size=GRID, python=str(killed))
+    with pytest.raises(RuntimeError, match=r"exit code -9: killed by signal 9\); the served model '.*model\.pt' is "
+                                           r"unchanged \(this run's files: '.*monailabel/training'\)"):
+        task({"max_epochs": 1}, ds)
+    assert (model_dir / "models" / "model.pt").read_text() == "the served model"
+    assert (model_dir / "configs" / "metadata.json").read_text() == "{}"
+    assert (model_dir / "monailabel" / "datalist.json").read_text() == '{"served": 1}'
+    assert sorted(p.name for p in (model_dir / "models").iterdir()) == ["model.pt"]  # no lock files served
+    assert task.stats()["returncode"] == -9 and task.stats()["published"] is False
+
+    done = fake_bundle_run(tmp_path / "python_done", (
+        'mkdir -p "$root/eval"\necho report > "$root/eval/report.txt"\n'
+        'printf "new model" > "$root/models/model.pt"\necho "{}" > "$root/models/metadata.json"\n'))
+    task.python = str(done)
+    with caplog.at_level("WARNING"):
+        stats = task({"max_epochs": 1}, ds)
+    assert "removed the lock files of a training run in" in caplog.text
+    assert "did not complete (pid 4242 on trialhost, since 2026-12-05)" in caplog.text
+    assert stats["published"] is True and (model_dir / "models" / "model.pt").read_text() == "new model"
+    assert (model_dir / "eval" / "report.txt").is_file() and (model_dir / "models" / "metadata.json").is_file()
+    meta = json.loads((model_dir / "configs" / "metadata.json").read_text())  # this run's configs, with the model
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "abnormal", "1": "normal"}
+    assert json.loads((model_dir / "monailabel" / "datalist.json").read_text())["labels"]["0"] == "abnormal"
+    assert not (model_dir / "monailabel" / "training").exists()
+
+    # a run of another process holding the staging folder's lock: refused, naming it
+    held = model_dir / "monailabel" / "training" / "models"
+    held.mkdir(parents=True)
+    (held / OWNER_NAME).write_text("pid 77 on otherhost")
+    lock = UnixFileLock(str(held / LOCK_NAME))
+    lock.acquire(timeout=0)
+    try:
+        with pytest.raises(RuntimeError, match=r"a training run is writing into '.*training/models' \(pid 77 on "
+                                               r"otherhost\)"):
+            task({"max_epochs": 1}, ds)
+    finally:
+        lock.release()
+    assert (model_dir / "models" / "model.pt").read_text() == "new model"
 
 
 def test_app_settings(app, tmp_path):
@@ -446,6 +521,20 @@ def test_app_settings(app, tmp_path):
                         ({"slice_axis": "1", "train_overrides": '{"slice_axis": 2}'}, "give the slice axis once")):
         with pytest.raises(ValueError, match=match):
             app["app_tasks"].app_settings(conf, tmp_path)
+
+
+def test_conf_typos_are_refused_and_unknown_keys_named(app, tmp_path, caplog):
+    """Trial F B4: --conf spatial_sise 64,64,64 built a train task on the bundle's 28³ grid without a word."""
+    settings = app["app_tasks"].app_settings
+    for key, meant in (("spatial_sise", "spatial_size"), ("keep-ratio", "keep_ratio"), ("num_kep", "num_kept"),
+                       ("Engine", "engine"), ("max_epoch", "max_epochs"), ("train_override", "train_overrides")):
+        with pytest.raises(ValueError, match=rf"--conf: unknown key\(s\) '{key}': did you mean '{meant}'\?"):
+            settings({key: "1"}, tmp_path)
+    with caplog.at_level("WARNING"):  # far from every key: perhaps meant for something else, named
+        got = settings({"server_mode": "true", "zoo_source": "github", "colour": "red"}, tmp_path)
+    assert "--conf colour: not a key of this app" in caplog.text
+    assert "--conf server_mode" not in caplog.text and "--conf zoo_source" not in caplog.text  # MONAI Label's
+    assert got["spatial_size"] is None
 
 
 # ---------------------------------------------------------------------------------------------------- the real bundle

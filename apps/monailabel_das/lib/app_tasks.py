@@ -6,9 +6,10 @@ Keys:
 
 - ``bundle``: the DAS bundle folder (default: ``bundles/das_volume_classification`` of this repository); its
   ``configs/`` are read, never written.
-- ``model_dir``: the app's model folder (default ``<app_dir>/model/<bundle folder name>``): the train task's
-  ``--bundle_root`` (``models/model.pt``, ``eval/``, ``configs/`` for inference, ``monailabel/`` run files); the infer
-  task loads from it once it holds a model, else from ``bundle``.
+- ``model_dir``: the app's model folder (default ``<app_dir>/model/<bundle folder name>``): where the train task
+  publishes a completed run (``models/model.pt``, ``eval/``, ``configs/`` for inference; ``monailabel/``: run files and
+  ``training/``, the run's ``--bundle_root``); the infer task loads from it once it holds a model, else from
+  ``bundle``.
 - ``labels``: comma-separated class names (index = position); default: the classes found in the datastore.
 - ``spatial_size``: the network grid ``D,H,W`` (or ``[D, H, W]``); default: the bundle metadata's input shape.
 - ``slice_axis``: the axis whose slices the sampler chooses among (``0``-``2`` of ``D,H,W``, or ``sagittal``,
@@ -20,8 +21,13 @@ Keys:
   config); a model folder without that engine's file falls back with a logged warning. ``prefer``
   (``torchscript``|``checkpoint``) is the former name.
 - ``num_kept`` / ``keep_ratio``: the frames kept at inference (``k``, or ``k = round(keep_ratio·T)``) when a request
-  gives none; default: the trained ``k`` of the model card. A request's ``num_kept``/``keep_ratio`` win.
+  gives none; default: the trained ``k`` of the model card. A request's ``num_kept``/``keep_ratio`` win (``0``: the
+  trained ``k``; see ``DASClassification``).
 - ``train``: ``false`` to register no train task. ``modalities``, ``preload``: see the infer task.
+
+A key that is none of these nor one MONAI Label itself reads (:data:`MONAI_LABEL_CONF_KEYS`) is refused when it looks
+like a misspelling of one of them (``spatial_sise``: did you mean ``spatial_size``? It would otherwise be ignored, and
+studies resized to the bundle's grid without a word), and named in a warning otherwise.
 """
 
 from __future__ import annotations
@@ -35,6 +41,12 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+#: the app's ``--conf`` keys (see the module docstring)
+CONF_KEYS = ("bundle", "model_dir", "labels", "spatial_size", "slice_axis", "max_epochs", "train_overrides", "train",
+             "engine", "prefer", "num_kept", "keep_ratio", "modalities", "preload")
+#: ``--conf`` keys that MONAI Label itself reads (``MONAILabelApp``, model-zoo downloads)
+MONAI_LABEL_CONF_KEYS = ("server_mode", "auth_token", "zoo_source", "zoo_repo")
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_BUNDLE = REPO_ROOT / "bundles" / "das_volume_classification"
@@ -67,8 +79,31 @@ def _number(conf: Mapping[str, str], key: str, kind: type) -> Any:
         raise ValueError(f"--conf {key} must be {what}, got {value!r}.") from None
 
 
+def check_conf_keys(conf: Mapping[str, Any]) -> list[str]:
+    """
+    The keys of ``conf`` that neither the app nor MONAI Label reads (each also logged as a warning).
+
+    Raises:
+        ValueError: a key that looks like a misspelling of one of the app's keys (:func:`lib.keys.misspelling_of`),
+            named with the key it most likely means.
+    """
+    from .keys import misspelling_of
+
+    unknown = [k for k in conf if k not in CONF_KEYS and k not in MONAI_LABEL_CONF_KEYS]
+    typos = {k: m for k in unknown for m in [misspelling_of(k, CONF_KEYS)] if m}
+    if typos:
+        hints = "; ".join(f"{k!r}: did you mean {m!r}?" for k, m in typos.items())
+        raise ValueError(f"--conf: unknown key(s) {hints} (it would be ignored). The app's keys: {', '.join(CONF_KEYS)}.")
+    for key in unknown:
+        logger.warning(f"--conf {key}: not a key of this app (its keys: {', '.join(CONF_KEYS)}) nor of MONAI Label "
+                       f"({', '.join(MONAI_LABEL_CONF_KEYS)}); ignored.")
+    return unknown
+
+
 def app_settings(conf: Mapping[str, str], app_dir: str | os.PathLike) -> dict[str, Any]:
-    """The app's settings from ``conf`` (see the module docstring), with defaults."""
+    """The app's settings from ``conf`` (see the module docstring), with defaults; unknown keys: see
+    :func:`check_conf_keys`."""
+    check_conf_keys(conf)
     bundle = Path(conf.get("bundle") or DEFAULT_BUNDLE).expanduser().resolve()
     model_dir = conf.get("model_dir") or Path(app_dir) / "model" / bundle.name
     labels = conf.get("labels")

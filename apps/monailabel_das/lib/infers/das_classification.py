@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -16,9 +18,11 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from monai_das.data.studies import LoadStudyd
-from monai_das.deploy.predictor import DASPredictor, find_bundle_files, resolve_engine
+from monai_das.deploy.predictor import ENGINES, DASPredictor, find_bundle_files, resolve_engine
 from monai_das.deploy.report import study_report
 from monai_das.deploy.studies import StudyLoader
+
+from ..keys import misspelling_of
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +40,23 @@ class DASClassification(BasicInferTask):
     plus ``das``: the predicted label, the probabilities, the kept slice/frame indices (network and source
     positions), ``k`` and the fraction of compute saved, and the engine that ran.
 
-    Frame budget: a request (or the task's ``config``, shown by ``/info``) may give ``num_kept`` (``k``, ``1 <= k <=
-    T``) or ``keep_ratio`` (``k = round(keep_ratio·T)``); ``0``/absent: the trained ``k`` of the model card. Any
-    ``k`` needs the ONNX export or the checkpoint (TorchScript keeps the trained one; another ``k`` is refused with a
-    ``ValueError``).
+    Frame budget: a request may give ``num_kept`` (``k``, ``1 <= k <= T``) or ``keep_ratio`` (``k =
+    round(keep_ratio·T)``); ``0``: the trained ``k`` of the model card; neither: the task's default (its ``num_kept``
+    / ``keep_ratio``, shown in ``config`` by ``/info``; none: the trained ``k``). A request that carries both (a client
+    echoing ``/info``'s ``config`` with one value changed) is read by the one that differs from ``config``; two values
+    both changed and both non-zero are refused. Any ``k`` needs the ONNX export or the checkpoint (TorchScript keeps
+    the trained one; another ``k`` is refused with a ``ValueError``).
+
+    Engine: a request may give ``engine`` (:data:`ENGINES`; default the task's, shown in ``config``); another value is
+    refused. The result's ``das`` says which engine ran (``engine``) and which was asked for (``engine_requested``);
+    when they differ (no file for the engine asked for, or a checkpoint newer than the export) ``das.warnings`` says
+    why. A request key that looks like a misspelling of ``num_kept``, ``keep_ratio`` or ``engine``
+    (:func:`lib.keys.misspelling_of`: ``num_kep``, ``keepRatio``) is named in ``das.warnings`` (and ignored); MONAI
+    Label's own request keys (``device``, ``result_extension``, ``label_info``, ...) are far from those and pass.
+
+    A model folder holding a training run's lock file (``models/.monai_das_training.lock``: a run writing there now,
+    or one killed there, e.g. a bundle run into the model folder itself; the app's train task trains elsewhere and
+    publishes completed runs only) may hold a partly trained model: each result's ``das.warnings`` says so.
 
     The model is reloaded when its files change (the app's train task writes ``<model_dir>/models/model.pt`` from
     another process): before each request the task looks for a model in ``model_dir``, then in ``bundle_path``, and
@@ -90,6 +107,8 @@ class DASClassification(BasicInferTask):
         self._load_error: str | None = None  # why the model found last could not be loaded (named by requests)
         self._lock = threading.RLock()
         self._local = threading.local()
+        self._others: dict[str, tuple[tuple, DASPredictor]] = {}  # engine → (signature, predictor), other engines
+        self.base_description = description
         self.refresh(strict=model_dir is None)
         super().__init__(
             path=self.predictor.source if self.predictor else None,
@@ -103,6 +122,7 @@ class DASClassification(BasicInferTask):
             load_strict=False,
             **kwargs,
         )
+        self._describe()
 
     # ------------------------------------------------------------------------------------------ model (re)loading
     @staticmethod
@@ -140,25 +160,52 @@ class DASClassification(BasicInferTask):
             return None
         return str(path), st.st_mtime_ns, st.st_size
 
-    def _engine_for(self, files: Mapping[str, Path | None]) -> str:
-        """``self.engine``, or ``"eager"`` when the checkpoint is newer than that engine's export (and a config can
-        build it): a training run wrote ``model.pt`` after the export, and the newer model wins."""
-        export = {"onnxruntime": "onnx", "torchscript": "torchscript"}.get(self.engine)
+    def _engine_for(self, files: Mapping[str, Path | None], engine: str | None = None) -> str:
+        """``engine`` (default ``self.engine``), or ``"eager"`` when the checkpoint is newer than that engine's export
+        (and a config can build it): a training run wrote ``model.pt`` after the export, and the newer model wins."""
+        engine = engine or self.engine
+        export = {"onnxruntime": "onnx", "torchscript": "torchscript"}.get(engine)
         if export is None:
-            return self.engine
+            return engine
         exported, ckpt = self._stat(files[export]), self._stat(files["checkpoint"])
         if exported and ckpt and files["config"] is not None and ckpt[1] > exported[1]:
             logger.info("%s is newer than %s: serving the checkpoint (eager).", files["checkpoint"], files[export])
             return "eager"
-        return self.engine
+        return engine
 
-    def refresh(self, strict: bool = False) -> DASPredictor | None:
+    def _describe(self) -> None:
+        """``/info``'s description: what is served now and with which engine (``config``'s ``engine`` is only the
+        request default: with no ``models/model.onnx`` another engine runs)."""
+        predictor = self.predictor
+        if predictor is None:
+            self.description = f"{self.base_description} [no model yet]"
+            return
+        served = f"serving {predictor.source} with {predictor.engine}"
+        if predictor.engine != self.engine:
+            served += f", not {self.engine}: " + (predictor.engine_fallback or "the checkpoint is newer than the export")
+        self.description = f"{self.base_description} [{served}]"
+
+    def _other_engine(self, folder: str, files: Mapping[str, Path | None], engine: str) -> DASPredictor:
+        """The predictor of ``folder`` for a request's ``engine`` other than the task's (loaded once per model files;
+        a failure raises: the request named that engine)."""
+        signature = (folder, engine) + tuple(self._stat(files[k]) for k in files)
+        cached = self._others.get(engine)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        predictor = DASPredictor.from_path(folder, engine=self._engine_for(files, engine), device="cpu")
+        self._others[engine] = (signature, predictor)
+        return predictor
+
+    def refresh(self, strict: bool = False, engine: str | None = None) -> DASPredictor | None:
         """
         (Re)load the model when its files changed since the last look; returns the current predictor (``None``:
-        no model yet). ``strict``: raise when no model can be loaded and none is loaded yet.
+        no model yet). ``strict``: raise when no model can be loaded and none is loaded yet. ``engine``: a request's
+        engine other than the task's (its predictor is loaded beside the task's; a failure to load it raises).
         """
         with self._lock:
             folder, files = self._find_model()
+            if folder is not None and engine is not None and engine != self.engine:
+                return self._other_engine(folder, files, engine)
             if folder is None:
                 self._load_error = None  # the refused model is gone too: "no model yet" again
                 if strict:
@@ -193,6 +240,7 @@ class DASClassification(BasicInferTask):
             if hasattr(self, "path"):  # not yet during __init__ (BasicInferTask sets it)
                 self.path = [predictor.source]
                 self.labels = self._labels(predictor)
+                self._describe()
             return predictor
 
     def is_valid(self) -> bool:
@@ -216,19 +264,65 @@ class DASClassification(BasicInferTask):
         return predictor
 
     def __call__(self, request, callbacks=None):
-        predictor = self.refresh()
+        notes = self._misspelt_keys(request)
+        engine = self._request_engine(request)
+        predictor = self.refresh(engine=engine)
         if predictor is None:
             self._current()  # raises: no model
-        # MONAI Label lays the request over the task's config: a request's frame budget replaces the config's
-        # whole budget, else the config's other key would stand beside it (both given: refused)
-        given = [key for key, kind in _BUDGET if _option(request, key, kind) is not None]
-        if len(given) == 1:
-            request = {**request, **{key: 0 for key, _ in _BUDGET if key not in given}}
-        self._local.predictor = predictor
+        request = {**request, **self._request_budget(request), "engine": engine}
+        self._local.predictor, self._local.notes = predictor, notes
         try:
             return super().__call__(request, callbacks)
         finally:
-            self._local.predictor = None
+            self._local.predictor, self._local.notes = None, None
+
+    # ------------------------------------------------------------------------------------------ request keys
+    def _misspelt_keys(self, request: Mapping[str, Any]) -> list[str]:
+        """Warnings (also logged) for the request keys that look like misspellings of this task's own keys."""
+        notes = []
+        for key in request:
+            meant = misspelling_of(key, REQUEST_KEYS) if isinstance(key, str) else None
+            if meant is not None:
+                notes.append(f"request key {key!r} is not a key of this task and was ignored: did you mean {meant!r}? "
+                             f"(its keys: {', '.join(REQUEST_KEYS)})")
+                logger.warning(notes[-1])
+        return notes
+
+    def _request_engine(self, request: Mapping[str, Any]) -> str:
+        """The request's ``engine`` (absent or blank: the task's); an unknown one is refused."""
+        engine = request.get("engine")
+        if engine is None or (isinstance(engine, str) and not engine.strip()):
+            return self.engine
+        if engine not in ENGINES:
+            close = [e for e in ENGINES if str(engine).strip().lower() in (e, e[:len(str(engine).strip())])]
+            close = close or difflib.get_close_matches(str(engine).strip().lower(), list(ENGINES), n=1, cutoff=0.5)
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}"
+                             + (f": did you mean {close[0]!r}?" if close else "."))
+        return engine
+
+    def _request_budget(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        The frame budget of a request as ``{"num_kept": k or 0, "keep_ratio": r or 0}`` (both keys, so that MONAI
+        Label's merge with the task's ``config`` adds nothing to it), ``{}`` when the request gives none (the task's
+        default). See the class docstring: an explicit ``0`` is the trained ``k``; of a request carrying both keys,
+        the one that differs from ``config`` decides.
+        """
+        given = {key: _option(request, key, kind) or 0 for key, kind in _BUDGET if not _blank(request.get(key))}
+        if len(given) == 2:  # e.g. /info's config sent back with one value changed
+            default = {key: _option(self._config, key, kind) or 0 for key, kind in _BUDGET}
+            changed = {k: v for k, v in given.items() if not math.isclose(v, default[k], rel_tol=1e-9)}
+            if not changed:
+                return {}  # the config itself: the task's default
+            if len(changed) == 2:
+                if all(changed.values()):
+                    raise ValueError(
+                        f"give num_kept or keep_ratio, not both (got num_kept={given['num_kept']!r}, keep_ratio="
+                        f"{given['keep_ratio']!r}; the task's config, which a request may send back with one of them "
+                        f"changed, has num_kept={default['num_kept']!r}, keep_ratio={default['keep_ratio']!r})."
+                    )
+                changed = {k: v for k, v in changed.items() if v}
+            given = changed
+        return {**{key: 0 for key, _ in _BUDGET}, **given} if given else {}
 
     # ------------------------------------------------------------------------------------------ BasicInferTask
     def pre_transforms(self, data=None) -> Sequence[Callable]:
@@ -264,18 +358,30 @@ class DASClassification(BasicInferTask):
         budget = predictor.budget(_option(data, "num_kept", int), _option(data, "keep_ratio", float))
         prediction = predictor.predict(data[self.input_key], num_samples=budget)
         data[self.output_label_key] = MetaTensor(torch.tensor(prediction.probabilities))
-        report = study_report(data[f"{self.input_key}_study"], prediction, predictor.describe())
+        # the model's warnings (an engine fallback, a grid override) go into the report's warnings
+        model = {**predictor.describe(), "warnings": list(predictor.warnings)}
+        report = study_report(data[f"{self.input_key}_study"], prediction, model)
         data["das"] = {
             k: report[k]
             for k in ("predicted_label", "predicted_name", "probabilities", "kept_indices", "kept_source_indices",
                       "kept_instance_numbers", "num_frames", "num_kept", "compute_saved", "macs_saved", "warnings")
         }
-        data["das"]["engine"] = predictor.engine
+        requested = data.get("engine") or self.engine
+        data["das"]["engine"], data["das"]["engine_requested"] = predictor.engine, requested
+        warnings = list(data["das"]["warnings"] or [])
+        if predictor.engine != requested and not predictor.engine_fallback:  # a fallback says so itself
+            warnings.append(f"engine {requested!r} was not used: '{predictor.source}' is newer than the "
+                            f"{requested} export beside it (an export of an older training), so it runs {predictor.engine}.")
         if self._stand_in(predictor.source):  # a client sees it too, not only the server log
-            data["das"]["warnings"] = list(data["das"]["warnings"] or []) + [
+            warnings.append(
                 f"served by the bundle's own model '{predictor.source}' (classes "
                 f"{list(predictor.spec.labels or [])}): no model has been trained on this datastore yet "
-                f"(the train task writes '{self.model_dir}')."]
+                f"(the train task writes '{self.model_dir}')."
+            )
+        unfinished = training_lock(predictor.source)
+        if unfinished:
+            warnings.append(unfinished)
+        data["das"]["warnings"] = warnings + list(getattr(self._local, "notes", None) or [])
         return data
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[Any, Any]:
@@ -288,6 +394,33 @@ class DASClassification(BasicInferTask):
 
 #: the frame-budget options of a request and their types
 _BUDGET = (("num_kept", int), ("keep_ratio", float))
+#: the request keys of this task (also its ``config``)
+REQUEST_KEYS = ("num_kept", "keep_ratio", "engine")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def training_lock(source: str | os.PathLike) -> str | None:
+    """
+    A warning when the ``models/`` folder of the model file ``source`` holds a training run's lock file
+    (:data:`monai_das.handlers.checkpoint.LOCK_NAME`, deleted when a run completes): a run is writing there, or one
+    was killed or failed there, and the model may be partly trained. ``None`` otherwise.
+    """
+    from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME
+
+    folder = Path(source).parent
+    if not (folder / LOCK_NAME).exists():
+        return None
+    try:
+        owner = (folder / OWNER_NAME).read_text(encoding="utf-8", errors="replace")[:200].strip()
+    except OSError:
+        owner = ""
+    return (f"'{folder}' holds the lock file of a training run ({owner or 'owner unknown'}) that is writing there or "
+            f"did not complete (killed or failed): '{Path(source).name}' may be a partly trained model. Retrain (the "
+            "app's train task trains in a staging folder and publishes completed runs only), or delete "
+            f"'{folder / LOCK_NAME}' once the model is known to be good.")
 
 
 def _option(data: Mapping[str, Any], key: str, kind: type) -> Any:

@@ -15,17 +15,26 @@ datalist, which the bundle splits training/validation by) is the image info's ``
 ``PatientID`` (DICOMweb datastores record it), else the image id.
 
 The task writes a MONAI datalist JSON (``{"labels": {"0": name, ...}, "training": [{"image", "label", "group"}]}``,
-image paths relative to ``dataset_dir``, the folder that holds the datastore's images) into
-``<model_dir>/monailabel/datalist.json``, checks it with the bundle's own reader
-(:func:`monai_das.data.load_datalist`), prepares ``<model_dir>`` as a bundle folder the infer task can load
-(``configs/metadata.json`` with the classes and grid, ``configs/inference.json`` with the data settings), and runs
-the bundle's train config in a subprocess::
+image paths relative to ``dataset_dir``, the folder that holds the datastore's images) into the staging folder
+(published as ``<model_dir>/monailabel/datalist.json``), checks it with the bundle's own reader
+(:func:`monai_das.data.load_datalist`), prepares the run's staging folder as a bundle folder the infer task can load
+once published (``configs/metadata.json`` with the classes and grid, ``configs/inference.json`` with the data
+settings), and runs the bundle's train config in a subprocess::
 
     python -m monai.bundle run --config_file <bundle>/configs/train.json --meta_file <bundle>/configs/metadata.json
-        --logging_file <bundle>/configs/logging.conf --bundle_root <model_dir> --datalist <datalist.json>
+        --logging_file <bundle>/configs/logging.conf --bundle_root <staging> --datalist <staging>/datalist.json
         --dataset_dir <images folder> --max_epochs N --spatial_size "[D, H, W]" --mlflow false --progress_bar false
 
-so that ``<model_dir>/models/model.pt`` is the new model; the app's infer task reloads it when the file changes.
+with ``<bundle_root>`` a staging folder, ``<model_dir>/monailabel/training`` (:data:`STAGING_SUBDIR`), never the
+served model folder. Only a run that exits with 0 and has written ``models/model.pt`` there is **published**: its
+files are moved into ``<model_dir>`` (``configs/``, ``eval/``, ``monailabel/datalist.json``, then ``models/``'s files,
+``model.pt`` last, each with one ``os.replace``), and the app's infer task reloads the new model when ``model.pt``
+changes. A run that fails, is killed (exit code -9) or keeps no best model leaves the served model, its configs and
+datalist as they were; its files stay in the staging folder (for its log and a look), cleared by the next run. The
+lock files a killed run leaves there (``models/.monai_das_training.lock`` and ``.owner``) are removed by the next
+run with a warning naming the dead owner; a lock still held (a run of another process) refuses the new run, naming
+it. ``train_overrides`` ``{"resume": true}`` continues the staging folder's run when it has a ``models/last.pt``
+(e.g. a killed one), else the served model's.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import device_list, device_map
 
 from monai_das.data.datalist import check_class_name
+from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME
 from monai_das.utils.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -77,6 +87,8 @@ DATA_KEYS = ("datalist", "dataset_dir", "spatial_size", "slice_axis", "axcodes",
              "sampler_kwargs", "context_frames")
 #: where the task's files go inside the model folder (datalist, command, log, stats)
 RUN_SUBDIR = "monailabel"
+#: the staging folder of a training run, inside :data:`RUN_SUBDIR`: the run's ``--bundle_root``
+STAGING_SUBDIR = "training"
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -319,11 +331,13 @@ def prepare_model_dir(
     model_dir: str | os.PathLike,
     overrides: Mapping[str, Any],
     classes: Sequence[str],
+    bundle_root: str | os.PathLike | None = None,
 ) -> Path:
     """
     Make ``model_dir`` a bundle folder for the infer task: ``configs/metadata.json`` (the bundle's, with the classes
     as ``channel_def`` and ``spatial_size`` as the input grid), ``configs/inference.json`` (the bundle's, with
-    ``bundle_root`` = ``model_dir`` and the :data:`DATA_KEYS` of ``overrides`` it defines) and ``logging.conf``.
+    ``bundle_root`` = ``bundle_root`` (default ``model_dir``: the folder the configs will be served from) and the
+    :data:`DATA_KEYS` of ``overrides`` it defines) and ``logging.conf``.
     """
     src, dst = Path(bundle_path) / "configs", Path(model_dir) / "configs"
     dst.mkdir(parents=True, exist_ok=True)
@@ -339,7 +353,7 @@ def prepare_model_dir(
     _write_json(dst / "metadata.json", meta)
     if (src / "inference.json").is_file():
         config = _read_json(src / "inference.json")
-        config["bundle_root"] = str(Path(model_dir).resolve())
+        config["bundle_root"] = str(Path(bundle_root if bundle_root is not None else model_dir).resolve())
         for key in DATA_KEYS:
             if key in config and key in overrides:
                 config[key] = overrides[key]
@@ -347,6 +361,62 @@ def prepare_model_dir(
     if (src / "logging.conf").is_file():
         shutil.copyfile(src / "logging.conf", dst / "logging.conf")
     return Path(model_dir)
+
+
+# ====================================================================================================================
+# lock files of a training run (monai_das.handlers.checkpoint.hold_checkpoint_folder)
+# ====================================================================================================================
+def _owner(folder: Path) -> str:
+    try:
+        text = (folder / OWNER_NAME).read_text(encoding="utf-8", errors="replace")[:200].strip()
+    except OSError:
+        text = ""
+    return text or "owner unknown"
+
+
+def release_stale_lock(folder: str | os.PathLike) -> str | None:
+    """
+    Delete the lock files (:data:`LOCK_NAME`, :data:`OWNER_NAME`) that a training run killed or failed in ``folder``
+    (a ``models/`` folder) left behind, with a warning naming that run; returns its owner text (``None``: no lock
+    files). The OS lock itself dies with its process, so a stale file locks nothing; it is deleted so that nobody
+    (the infer task warns about it) takes the folder for one being written.
+
+    Raises:
+        RuntimeError: the lock is held: a training run (of another process) is writing into ``folder`` now.
+    """
+    from filelock import Timeout, UnixFileLock, WindowsFileLock
+
+    folder = Path(folder)
+    lock_file = folder / LOCK_NAME
+    if not lock_file.exists() and not (folder / OWNER_NAME).exists():
+        return None
+    owner = _owner(folder)
+    if lock_file.exists():
+        lock = (WindowsFileLock if os.name == "nt" else UnixFileLock)(str(lock_file), fallback_to_soft=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RuntimeError(
+                f"a training run is writing into '{folder}' ({owner}): wait for it to finish (or stop it); a second "
+                "run there would overwrite its checkpoints."
+            ) from None
+        except (NotImplementedError, OSError) as e:  # no OS file locks on this file system: cannot tell
+            logger.warning(f"'{lock_file}' ({owner}) cannot be checked ({e}); left in place.")
+            return None
+        try:
+            (folder / OWNER_NAME).unlink(missing_ok=True)
+            lock_file.unlink(missing_ok=True)
+        finally:
+            lock.release(force=True)
+    else:
+        (folder / OWNER_NAME).unlink(missing_ok=True)
+    logger.warning(f"removed the lock files of a training run in '{folder}' that did not complete ({owner}): its "
+                   "process has ended (killed, or stopped with an error).")
+    return owner
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 # ====================================================================================================================
@@ -363,8 +433,9 @@ class DASTrain(BundleTrainTask):
 
     Args:
         bundle_path: the DAS bundle (its ``configs/`` are used, never written).
-        model_dir: the app's model folder (``--bundle_root``): ``models/model.pt`` and ``eval/`` of the runs, the
-            configs the infer task loads, and ``monailabel/`` (datalist, command, log, stats).
+        model_dir: the app's model folder: ``models/model.pt`` and ``eval/`` of the last completed run, the configs
+            the infer task loads, and ``monailabel/`` (datalist, command, log, stats, and ``training/``: the
+            ``--bundle_root`` of a run, published into ``model_dir`` when it completes; module docstring).
         labels: the class names (index = position); ``None``: the classes found in the datastore.
         spatial_size: the network's ``[D, H, W]`` grid (studies are resized to it); ``None``: the bundle metadata's
             input ``spatial_shape``.
@@ -415,6 +486,61 @@ class DASTrain(BundleTrainTask):
     def run_dir(self) -> Path:
         return self.model_dir / RUN_SUBDIR
 
+    @property
+    def staging_dir(self) -> Path:
+        """The training run's ``--bundle_root``; published into ``model_dir`` on success (module docstring)."""
+        return self.run_dir / STAGING_SUBDIR
+
+    def _clear_staging(self) -> Path:
+        """A staging folder for a new run: emptied (its stale lock files named; a held lock refuses), or, with the
+        ``resume`` override, kept when it holds ``models/last.pt`` (a killed run's), else seeded with the served
+        model's ``last.pt``, ``model.pt`` and card."""
+        staging = self.staging_dir
+        release_stale_lock(staging / "models")
+        if _truthy(self.extra_overrides.get("resume")):
+            if (staging / "models" / "last.pt").is_file():
+                logger.info(f"resume: continuing the run in '{staging}' (its models/last.pt).")
+                return staging
+            shutil.rmtree(staging, ignore_errors=True)
+            (staging / "models").mkdir(parents=True)
+            for name in ("last.pt", "model.pt", "metadata.json"):
+                if (self.model_dir / "models" / name).is_file():
+                    shutil.copy2(self.model_dir / "models" / name, staging / "models" / name)
+            return staging
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return staging
+
+    def _publish(self, staging: Path) -> None:
+        """Move a completed run's files from ``staging`` into ``model_dir`` (module docstring), ``model.pt`` last."""
+        served = self.model_dir
+        release_stale_lock(served / "models")  # a run into the served folder itself (an older app, a bundle by hand)
+        for sub in ("configs", "models"):
+            (served / sub).mkdir(parents=True, exist_ok=True)
+        for f in sorted((staging / "configs").glob("*")):
+            if f.is_file():
+                os.replace(f, served / "configs" / f.name)
+        if (staging / "datalist.json").is_file():
+            os.replace(staging / "datalist.json", self.run_dir / "datalist.json")
+        for entry in sorted(staging.iterdir()):  # eval/ (the run's reports), anything else the run wrote
+            if entry.name in ("configs", "models"):
+                continue
+            target = served / entry.name
+            if entry.is_dir():
+                old = self.run_dir / f".{entry.name}.replaced"
+                shutil.rmtree(old, ignore_errors=True)
+                if target.exists():
+                    target.rename(old)
+                entry.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(entry, target)
+        files = [f for f in (staging / "models").iterdir() if f.is_file() and f.name not in (LOCK_NAME, OWNER_NAME)
+                 and not f.name.endswith(".previous")]
+        for f in sorted(files, key=lambda f: f.name == "model.pt"):  # model.pt last: the infer task reloads on it
+            os.replace(f, served / "models" / f.name)
+        shutil.rmtree(staging, ignore_errors=True)
+
     def config(self) -> dict[str, Any]:
         return {"max_epochs": self.max_epochs, "device": device_list()}
 
@@ -462,9 +588,10 @@ class DASTrain(BundleTrainTask):
         datalist, dataset_dir = datastore_datalist(datastore, self.label_tag, self.labels)
         classes = list(datalist["labels"].values())
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        datalist_path = self.run_dir / "datalist.json"
+        staging = self._clear_staging()
+        datalist_path = staging / "datalist.json"  # published as <run_dir>/datalist.json with the model
         overrides = bundle_overrides(
-            datalist=str(datalist_path), dataset_dir=dataset_dir, bundle_root=str(self.model_dir),
+            datalist=str(datalist_path), dataset_dir=dataset_dir, bundle_root=str(staging),
             max_epochs=max_epochs, spatial_size=self.spatial_size, device=device, extra=self.extra_overrides,
         )
         missing = self.missing_bundle_keys(overrides)
@@ -486,15 +613,18 @@ class DASTrain(BundleTrainTask):
         from monai_das.data import load_datalist  # the bundle's own reader: refuse a bad datalist before training
 
         load_datalist(datalist_path, dataset_dir=dataset_dir, split="training")
-        prepare_model_dir(self.bundle_path, self.model_dir, overrides, classes)
+        # the configs the infer task will load once published: bundle_root and datalist where they will be then
+        prepare_model_dir(self.bundle_path, staging, {**overrides, "datalist": str(self.run_dir / "datalist.json")},
+                          classes, bundle_root=self.model_dir)
         command = bundle_command(self.bundle_path, overrides, python=self.python)
         _write_json(self.run_dir / "command.json", command)
         return {"datalist": str(datalist_path), "dataset_dir": dataset_dir, "classes": classes,
-                "num_images": len(datalist["training"]), "overrides": overrides, "command": command}
+                "num_images": len(datalist["training"]), "overrides": overrides, "command": command,
+                "staging": str(staging)}
 
     def _run_command(self, cmd: list[str], env: Mapping[str, str]) -> tuple[int, list[str]]:  # type: ignore[override]
         """
-        Run ``cmd`` in the model folder, output to ``train.log`` and stdout; ``(exit code, lines for an error
+        Run ``cmd`` in the staging folder, output to ``train.log`` and stdout; ``(exit code, lines for an error
         message)``: the exception lines (``ValueError: ...``, the root cause of a chained traceback first) and the last
         lines.
         """
@@ -505,7 +635,7 @@ class DASTrain(BundleTrainTask):
         with open(log_path, "w", encoding="utf-8") as log:
             log.write("$ " + " ".join(cmd) + "\n")
             process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       cwd=str(self.model_dir), env=dict(env))
+                                       cwd=str(self.staging_dir), env=dict(env))
             timer = threading.Timer(self.timeout, process.kill) if self.timeout else None
             if timer:
                 timer.start()
@@ -530,27 +660,34 @@ class DASTrain(BundleTrainTask):
             logger.info("Train request: %s", dict(request or {}))
             run = self.build_run(request or {}, datastore)
             model = self.model_dir / "models" / "model.pt"
-            before = model.stat().st_mtime_ns if model.is_file() else None
+            staging = Path(run["staging"])
+            staged = staging / "models" / "model.pt"
+            before = staged.stat().st_mtime_ns if staged.is_file() else None  # resume: the model it started from
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             start = time.time()
             rc, tail = self._run_command(run["command"], env)
             stats = {
                 "start_ts": int(start), "total_time": round(time.time() - start, 3), "returncode": rc,
                 "num_images": run["num_images"], "classes": run["classes"], "datalist": run["datalist"],
-                "model": str(model), "command": run["command"], "log": str(self.run_dir / "train.log"),
+                "model": str(model), "staging": str(staging), "published": False, "command": run["command"],
+                "log": str(self.run_dir / "train.log"),
             }
             _write_json(self.run_dir / "train_stats.json", stats)
+            unchanged = (f"the served model '{model}' is unchanged" if model.is_file() else "no model is published")
             if rc != 0:
+                how = f": killed by signal {-rc}" if rc < 0 else ""
                 raise RuntimeError(
-                    f"DAS bundle training failed (exit code {rc}); from {stats['log']}:\n" + "\n".join(tail)
+                    f"DAS bundle training failed (exit code {rc}{how}); {unchanged} (this run's files: "
+                    f"'{staging}'); from {stats['log']}:\n" + "\n".join(tail)
                 )
-            if not model.is_file() or model.stat().st_mtime_ns == before:
-                previous = model.with_name(model.name + ".previous")  # set aside by a run that kept no best model
-                if not model.is_file() and previous.is_file():
-                    previous.replace(model)  # keep serving the model there was before
+            if not staged.is_file() or staged.stat().st_mtime_ns == before:
                 raise RuntimeError(
-                    f"DAS bundle training finished without writing a new '{model}': no validation ran, or no epoch "
-                    f"was kept as the best model (e.g. predictions that ignore the input); see {stats['log']}."
+                    f"DAS bundle training finished without writing a new model ('{staged}'): no validation ran, or no "
+                    f"epoch was kept as the best model (e.g. predictions that ignore the input); {unchanged}; see "
+                    f"{stats['log']}."
                 )
+            self._publish(staging)
+            stats["published"] = True
+            _write_json(self.run_dir / "train_stats.json", stats)
             logger.info("DAS training finished: %s", model)
             return stats
