@@ -673,6 +673,11 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
         entries = sorted(e for e in path.iterdir() if not is_hidden(e.name))
         files = [f for f in entries if f.is_file() and f.name.upper() != "DICOMDIR" and is_dicom(f)]
         if not files:
+            subs = [e.name for e in entries if e.is_dir() and any(
+                f.is_file() and not is_hidden(f.name) and is_dicom(f) for f in e.iterdir())]
+            if subs:  # a patient or study folder: its series lie one level down
+                raise ValueError(f"holds no DICOM file of its own, but its sub-folders hold DICOM files ({_some(subs)}):"
+                                 " give one series folder as the image (training's reader reads a folder's own files).")
             raise ValueError("is a folder without DICOM files (expected one DICOM series).")
         if any(e.is_dir() for e in entries):
             # LoadImage would read the series and ignore the sub-folders, but inference and the Deploy app (the study

@@ -428,7 +428,8 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     (study / "series1").mkdir(parents=True)
     for i in range(3):
         _dicom(study / "series1" / f"s{i}.dcm", 10, 14, series=uid, number=i + 1)
-    with pytest.raises(ValueError, match=r"study' is a folder without DICOM files"):
+    with pytest.raises(ValueError, match=r"study' holds no DICOM file of its own, but its sub-folders hold DICOM "
+                                         r"files \(series1\): give one series folder as the image"):
         check_study_shapes([str(study)], "volume")
     # a series with another study in a sub-folder: LoadImage reads the series, but the study layer (inference, the
     # Deploy app) would refuse the folder; refused now, naming what it holds
