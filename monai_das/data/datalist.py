@@ -736,9 +736,10 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
 
 def _describe_series(h: Any) -> str:
     """A series as a reader of its header would name it: number and description, else the end of its UID."""
-    number, text = h.get("SeriesNumber"), str(h.get("SeriesDescription", "") or "").strip()
-    uid = str(h.get("SeriesInstanceUID", "") or "")
-    label = f"#{number}" if number not in (None, "") else f"...{uid[-12:]}" if uid else "(no UID)"
+    from monai_das.data.studies import _series_label  # the label discovery gives the series (#series_<label>)
+
+    text = str(h.get("SeriesDescription", "") or "").strip()
+    label = "#" + _series_label(h, str(h.get("SeriesInstanceUID", "") or ""))
     return f"{label} {text!r}" if text else label
 
 
@@ -760,8 +761,8 @@ def _check_itk_reads_all(folder: Path, files: Sequence[Path]) -> None:
     what = [f"leaves out {len(left_out)} ({_some(left_out)})"] if left_out else []
     what += [f"adds {_some(extra)}, which inference skips"] if extra else []
     raise ValueError(
-        f"would be read in part by training's reader: MONAI's ITKReader (GDCM's series lookup) stacks {len(read)} of "
-        f"its {len(images)} DICOM image files as the series and {' and '.join(what)}, where inference and the Deploy app read every "
+        f"would be read otherwise by training's reader: MONAI's ITKReader (GDCM's series lookup) stacks {len(read)} "
+        f"file(s) as the series where the folder holds {len(images)} DICOM image file(s), and {' and '.join(what)}, where inference and the Deploy app read every "
         "image file: a file it cannot read (truncated or corrupt), or header values written differently between "
         "the slices (e.g. SliceThickness '2.5' and '2.50', another SeriesDate), split it. Repair or re-export the "
         "series (or remove the files that do not belong to it)."

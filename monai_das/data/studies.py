@@ -338,6 +338,23 @@ def _classify_file(root: Path, path: Path, headers: dict[Path, Any]) -> StudySou
     return StudySource(sid, "invalid", path, [path], error=_unsupported(path))
 
 
+def _text_file(path: Path) -> bool:
+    """Whether ``path`` holds a little text (a PACS export's ``VERSION``, a lock file): not empty, and its first bytes
+    decode as UTF-8 without NUL bytes. An empty file, or a DICOM file cut before its preamble ends, is not."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return False
+    if not head or b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:  # a multi-byte character cut at the end of the 256 bytes is still text
+        return e.start >= len(head) - 3
+    return True
+
+
 def _undecodable_dicom(files: Sequence[str | os.PathLike] | None) -> tuple[str, str] | None:
     """The first of ``files`` whose pixel data pydicom cannot decode and why (a series that failed to load: name the
     slice), ``None`` when every file decodes."""
@@ -404,11 +421,12 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
             src = _classify_file(root, f, headers)
             if src is None:
                 series.setdefault(str(headers[f].get("SeriesInstanceUID", "")), []).append(f)
-            elif src.kind == "invalid" and not f.suffix and not is_dicom(f):  # a damaged DICOM file stays an error
+            elif src.kind == "invalid" and not f.suffix and _text_file(f):  # a damaged DICOM file stays an error
                 bare.append(src)
             else:
                 studies.append(src)
-        if bare and series:  # beside a DICOM series, as training's reader passes over them: not a study of their own
+        if bare and any(f in headers for f in files):  # beside DICOM files (a series, a cine), as training's reader
+            # passes over them: not a study of their own
             logger.info(f"'{folder}': skipped {len(bare)} file(s) without an extension that are not DICOM beside its "
                         f"DICOM files ({', '.join(b.path.name for b in bare[:3])}{', ...' if len(bare) > 3 else ''}).")
         else:
@@ -625,7 +643,7 @@ def discover_studies(
               ``SeriesInstanceUID``. Ids are paths relative to the folder (``sub/b.nii.gz``; a series: its folder,
               ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose
               files of ``source`` itself). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are skipped, and
-              so are non-DICOM files without an extension beside a DICOM series (a PACS export's ``VERSION``);
+              so are text files without an extension beside DICOM files (a PACS export's ``VERSION``);
               other files, empty folders and unreadable DICOM become invalid studies.
             - one study file (id: its name; a single-frame DICOM file is a one-slice series).
             - a CSV study list (``.csv``): an ``image`` column (paths relative to the CSV, a file or a folder
@@ -1029,7 +1047,7 @@ class LoadStudy(Transform):
     def _too_few(self, source: StudySource, what: str, count: int = 1) -> ValueError:
         """``what``: how many frames or slices the study has (``count``); one is a still image / a single slice."""
         if count > 1:
-            why = "too short for this model (it was trained with clips or volumes of at least min_frames)"
+            why = "too short"
         else:
             why = "a still image is not a clip" if "frame" in what else "a single slice is not a volume"
         return ValueError(f"{self._where(source)} {what}, fewer than min_frames={self.min_frames}: {why} (a lower "

@@ -191,31 +191,32 @@ class RequireVolumed(MapTransform):
 RequireVolumeD = RequireVolumeDict = RequireVolumed
 
 
-#: below this fraction of the voxels strictly inside an intensity window, or this fraction of the window's width
-#: spanned by the voxels clipped to it, a volume is flattened by the window (:func:`window_warning`)
+#: with more than ``1 -`` this fraction of the voxels outside an intensity window, or less than this fraction of the
+#: window's width spanned by the voxels clipped to it, a volume is flattened by the window (:func:`window_warning`)
 WINDOW_MIN_FRACTION = 0.01
 
 
 def window_warning(img, intensity_range: Sequence[float], name: str = "image") -> str | None:
     """
     A warning when the fixed intensity window ``intensity_range = (a_min, a_max)`` maps the volume ``img`` to almost
-    one value, else ``None``: fewer than 1 % of its voxels lie strictly inside the window (e.g. a CT window in
-    Hounsfield units on stored values without their rescale slope/intercept, or a ``[0, 1]`` window on HU: clipped to
-    its ends), or the voxels clipped to the window span less than 1 % of its width (e.g. a HU window on a volume
-    already scaled to ``[0, 1]``). Either way the network sees a nearly blank volume and predicts without a sign.
+    one value, else ``None``: more than 99 % of its voxels lie outside the window and are clipped to its ends (e.g. a
+    CT window in Hounsfield units on stored values without their rescale slope/intercept, or a ``[0, 1]`` window on
+    HU), or the voxels clipped to the window span less than 1 % of its width (e.g. a HU window on a volume already
+    scaled to ``[0, 1]``). Either way the network sees a nearly blank volume and predicts without a sign. Voxels at
+    the window's ends are inside it: a binary mask ``0/255`` under ``[0, 255]`` is not warned about.
     """
     a_min, a_max = (float(v) for v in intensity_range)
     t = torch.as_tensor(img)
     if t.numel() == 0 or a_max <= a_min:
         return None
     t = t.float()
-    inside = float(((t > a_min) & (t < a_max)).float().mean())
+    outside = float(((t < a_min) | (t > a_max)).float().mean())
     lo, hi = float(t.min()), float(t.max())
-    span = (min(hi, a_max) - max(lo, a_min)) / (a_max - a_min) if hi > a_min and lo < a_max else 0.0
-    if inside >= WINDOW_MIN_FRACTION and span >= WINDOW_MIN_FRACTION:
+    span = (min(hi, a_max) - max(lo, a_min)) / (a_max - a_min) if hi >= a_min and lo <= a_max else 0.0
+    if outside <= 1 - WINDOW_MIN_FRACTION and span >= WINDOW_MIN_FRACTION:
         return None
     return (f"'{name}': the intensity window intensity_range [{a_min:g}, {a_max:g}] maps it to almost one value "
-            f"({inside:.1%} of its voxels lie inside the window; its values run from {lo:g} to {hi:g}): the "
+            f"({outside:.1%} of its voxels lie outside the window; its values run from {lo:g} to {hi:g}): the "
             "network sees a nearly blank volume. Are its intensities in the window's units (e.g. Hounsfield units "
             "for CT, stored values with their rescale slope and intercept)? Otherwise set another `intensity_range`, "
             "or `null` for percentile scaling.")

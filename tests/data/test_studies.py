@@ -363,6 +363,31 @@ def test_extensionless_non_dicom_files_beside_a_series_are_no_study(tmp_path):
     (series / "IM9").write_bytes(data[:200])  # a DICOM file cut inside its header
     found = discover_studies(tmp_path / "export")  # not passed over: a study of its own (loading it fails, named)
     assert any(Path(f).name == "IM9" for s in found for f in (s.files or [s.path])) and len(found) == 2
+    (series / "IM9").unlink()
+    (series / "IM8").write_bytes(b"")  # an empty slice of an interrupted copy: an error study, not skipped
+    assert sorted(s.kind for s in discover_studies(tmp_path / "export")) == ["dicom_series", "invalid"]
+    # beside a multi-frame DICOM (an ultrasound cine export) too
+    from monai_das.data.studies import _text_file
+
+    assert _text_file(series / "VERSION") and not _text_file(series / "IM8") and not _text_file(series / "s0.dcm")
+    cine = tmp_path / "cine"
+    cine.mkdir()
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    ds = Dataset()  # a 4-frame ultrasound cine
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID = UltrasoundMultiFrameImageStorage, \
+        ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SeriesInstanceUID, ds.Modality = UltrasoundMultiFrameImageStorage, generate_uid(), "US"
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel = 8, 10, 4, 1
+    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
+        "MONOCHROME2", 8, 8, 7, 0)
+    ds.PixelData = np.zeros((4, 8, 10), np.uint8).tobytes()
+    ds.save_as(str(cine / "IM0001"), enforce_file_format=True)
+    (cine / "VERSION").write_text("1.0\n")
+    assert [s.kind for s in discover_studies(cine)] == ["video"]
 
 
 def test_series_errors_name_the_files_at_fault(tmp_path):

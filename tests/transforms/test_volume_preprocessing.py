@@ -250,7 +250,9 @@ def test_intensity_window_that_flattens_a_volume_is_warned(tmp_path, caplog):
     assert window_warning(hu, (-1000, 400)) is None  # the window fits its units
     assert window_warning(unit, (0, 1)) is None
     assert "maps it to almost one value" in window_warning(unit, (-1000, 400), "u.nii")  # all inside, tiny span
-    assert "0.0% of its voxels lie inside" in window_warning(np.round(hu), (0, 1), "h.nii")  # HU on a [0, 1] window
+    assert "% of its voxels lie outside" in window_warning(np.round(hu), (0, 1), "h.nii")  # HU on a [0, 1] window
+    mask = (rng.random((12, 12, 12)) < 0.035).astype(np.float32) * 255  # a MedMNIST-like 0/255 mask, window [0, 255]
+    assert window_warning(mask, (0, 255)) is None
     assert "'h.nii'" in window_warning(np.full((4, 4, 4), 3000.0), (-1000, 400), "h.nii")  # all clipped
     check = CheckIntensityWindow((-1000, 400))
     with caplog.at_level(logging.WARNING, logger="monai_das.transforms.preprocessing"):
