@@ -554,3 +554,41 @@ def test_train_repo_bundle_one_epoch(app, tmp_path):
     assert infer.predictor.source == str((model_dir / "models" / "model.pt").resolve())
     _, result = infer({"image": ds.get_image_uri("s1")})
     assert {p["label"] for p in result["prediction"]} == {"abnormal", "normal"}
+
+
+def test_a_publish_cut_short_is_finished_by_the_next_run_and_the_model_outdates_old_exports(app, tmp_path,
+                                                                                          monkeypatch, caplog):
+    """Review H: a publish that failed half-way (disk full) left the completed model in the staging folder, which the
+    next request cleared; and a published model.pt kept the time of its best epoch, older than an export of the
+    former model written meanwhile (the infer task then served the stale export)."""
+    import os as _os
+
+    bundle = make_standin_bundle(tmp_path / "bundle")
+    model_dir = tmp_path / "model"
+    (model_dir / "models").mkdir(parents=True)
+    (model_dir / "models" / "model.pt").write_text("served A")
+    ds = make_datastore(tmp_path / "data", LABELS6)
+    done = fake_bundle_run(tmp_path / "python_done", 'printf "model B" > "$root/models/model.pt"\n')
+    task = app["DASTrain"](bundle, model_dir, spatial_size=GRID, python=str(done))
+    real_replace = _os.replace
+
+    def full_disk(src, dst):
+        if _os.fspath(dst).endswith(_os.path.join("models", "model.pt")):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(_os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        task({"max_epochs": 1}, ds)
+    monkeypatch.setattr(_os, "replace", real_replace)
+    assert (model_dir / "models" / "model.pt").read_text() == "served A"
+    assert (model_dir / "monailabel" / "training" / "models" / "model.pt").read_text() == "model B"  # kept
+    (model_dir / "models" / "model.onnx").write_text("export of A, written after B's best epoch")
+    failing = fake_bundle_run(tmp_path / "python_fail", "exit 3\n")
+    task.python = str(failing)
+    with caplog.at_level("WARNING"), pytest.raises(RuntimeError, match="exit code 3"):
+        task({"max_epochs": 1}, ds)  # the completed run is published first, then this one fails
+    assert "publishing it now" in caplog.text
+    assert (model_dir / "models" / "model.pt").read_text() == "model B"
+    served = model_dir / "models"
+    assert (served / "model.pt").stat().st_mtime_ns >= (served / "model.onnx").stat().st_mtime_ns

@@ -30,7 +30,10 @@ served model folder. Only a run that exits with 0 and has written ``models/model
 files are moved into ``<model_dir>`` (``configs/``, ``eval/``, ``monailabel/datalist.json``, then ``models/``'s files,
 ``model.pt`` last, each with one ``os.replace``), and the app's infer task reloads the new model when ``model.pt``
 changes. A run that fails, is killed (exit code -9) or keeps no best model leaves the served model, its configs and
-datalist as they were; its files stay in the staging folder (for its log and a look), cleared by the next run. The
+datalist as they were; its files stay in the staging folder (for its log and a look), cleared by the next run. A
+completed run whose publishing stopped half-way (disk full, a kill; :data:`COMPLETED_MARKER`) is published by the next
+train request before it runs; a published ``model.pt`` is stamped with the time of publishing, so that it is newer
+than an export of the former model written meanwhile (the infer task serves a checkpoint newer than the export). The
 lock files a killed run leaves there (``models/.monai_das_training.lock`` and ``.owner``) are removed by the next
 run with a warning naming the dead owner; a lock still held (a run of another process) refuses the new run, naming
 it. ``train_overrides`` ``{"resume": true}`` continues the staging folder's run when it has a ``models/last.pt``
@@ -89,6 +92,9 @@ DATA_KEYS = ("datalist", "dataset_dir", "spatial_size", "slice_axis", "axcodes",
 RUN_SUBDIR = "monailabel"
 #: the staging folder of a training run, inside :data:`RUN_SUBDIR`: the run's ``--bundle_root``
 STAGING_SUBDIR = "training"
+#: written into the staging folder when its run completed, before publishing: a publish that failed half-way (disk
+#: full, a kill) is completed by the next train request instead of the completed model being cleared
+COMPLETED_MARKER = ".completed"
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -497,6 +503,10 @@ class DASTrain(BundleTrainTask):
         model's ``last.pt``, ``model.pt`` and card."""
         staging = self.staging_dir
         release_stale_lock(staging / "models")
+        if (staging / COMPLETED_MARKER).is_file():  # a completed run whose publishing was cut short: finish it
+            logger.warning(f"'{staging}' holds a completed training run that was not published in full (its publishing "
+                           "stopped half-way): publishing it now, before the new run.")
+            self._publish(staging)
         if _truthy(self.extra_overrides.get("resume")):
             if (staging / "models" / "last.pt").is_file():
                 logger.info(f"resume: continuing the run in '{staging}' (its models/last.pt).")
@@ -523,7 +533,7 @@ class DASTrain(BundleTrainTask):
         if (staging / "datalist.json").is_file():
             os.replace(staging / "datalist.json", self.run_dir / "datalist.json")
         for entry in sorted(staging.iterdir()):  # eval/ (the run's reports), anything else the run wrote
-            if entry.name in ("configs", "models"):
+            if entry.name in ("configs", "models", COMPLETED_MARKER):
                 continue
             target = served / entry.name
             if entry.is_dir():
@@ -539,6 +549,8 @@ class DASTrain(BundleTrainTask):
                  and not f.name.endswith(".previous")]
         for f in sorted(files, key=lambda f: f.name == "model.pt"):  # model.pt last: the infer task reloads on it
             os.replace(f, served / "models" / f.name)
+        if (served / "models" / "model.pt").is_file():  # newer than any export of the former model written meanwhile
+            os.utime(served / "models" / "model.pt")  # (the infer task serves a checkpoint newer than model.onnx)
         shutil.rmtree(staging, ignore_errors=True)
 
     def config(self) -> dict[str, Any]:
@@ -686,6 +698,7 @@ class DASTrain(BundleTrainTask):
                     f"epoch was kept as the best model (e.g. predictions that ignore the input); {unchanged}; see "
                     f"{stats['log']}."
                 )
+            (staging / COMPLETED_MARKER).write_text(str(int(time.time())), encoding="utf-8")
             self._publish(staging)
             stats["published"] = True
             _write_json(self.run_dir / "train_stats.json", stats)
