@@ -54,7 +54,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import markdown_table, write_text_atomic  # noqa: E402
-from compare_methods import TRACKING_KEYS, count_label, t_interval, unit_means  # noqa: E402
+from compare_methods import CONFIGS, TRACKING_KEYS, VIDEO_CONFIGS, count_label, t_interval, unit_means  # noqa: E402
 
 #: recorded settings that may differ within a pair: what pairs the cells (equal by construction), where a cell is
 #: tracked or shown (not what it trains) and where the data lies (the same files elsewhere)
@@ -135,6 +135,27 @@ def describe(r: dict[str, Any]) -> str:
             f"[{r.get('tag') or 'untagged'}]")
 
 
+_UNSET = object()
+
+
+def bundle_default(key: str, dataset: Any) -> Any:
+    """The value of the bundle entry ``key`` (``a#b`` walks nested dicts) in the train config a cell of ``dataset``
+    runs (the video bundle's for POCUS, the volume bundle's otherwise), ``_UNSET`` when it has none: what a run that
+    does not override ``key`` used."""
+    import json
+
+    configs = VIDEO_CONFIGS if str(dataset or "").startswith("pocus") else CONFIGS
+    try:
+        value: Any = json.loads((configs / "train.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return _UNSET
+    for part in key.split("#"):
+        if not isinstance(value, dict) or part not in value:
+            return _UNSET
+        value = value[part]
+    return value
+
+
 def setting_differences(cand: dict[str, Any], ref: dict[str, Any], about: set[str] = frozenset(),
                         metric: str = "best_val_auc") -> tuple[list[str], list[str]]:
     """
@@ -149,8 +170,13 @@ def setting_differences(cand: dict[str, Any], ref: dict[str, Any], about: set[st
     a, b = recorded_overrides(cand), recorded_overrides(ref)
     if a is not None and b is not None:
         for k in sorted((set(a) | set(b)) - skip):
-            if a.get(k, "(unset)") != b.get(k, "(unset)"):
-                settings.append(f"{k}: {a.get(k, '(unset)')!r} vs {b.get(k, '(unset)')!r}")
+            # a key one side did not override ran at the bundle's default: the same setting when the other side set
+            # that default (e.g. a same-code reference tagged with --override class_weights=null)
+            default = bundle_default(k, cand.get("dataset"))
+            va, vb = a.get(k, default), b.get(k, default)
+            if va is _UNSET or vb is _UNSET or va != vb:
+                show = [("(not set; no bundle default)" if v is _UNSET else repr(v)) for v in (va, vb)]
+                settings.append(f"{k}: {show[0]} vs {show[1]}")
     if metric not in TRAINING_METRICS and cand.get("eval_split", "test") != ref.get("eval_split", "test"):
         settings.append(f"eval_split: {cand.get('eval_split')!r} vs {ref.get('eval_split')!r}")
     code = []

@@ -134,7 +134,7 @@ def test_pairs_with_other_settings_are_refused(paired_tags_script, tmp_path):
     args = [str(tmp_path), "--candidate", "gated", "--reference", "ref"]
     with pytest.raises(SystemExit, match=r"2 of 2 pairs ran with other settings, e\.g\.\n  vessel/das keep 0.5 seed 0 "
                                          r"\[gated\] and vessel/das keep 0.5 seed 0 \[ref\]: augmentation: "
-                                         r"'\(unset\)' vs True\n"):
+                                         r"\(not set; no bundle default\) vs True\n"):
         paired_tags_script.main(args)
     assert not (tmp_path / "paired_gated_vs_ref.md").exists()
     text = paired_tags_script.main(args + ["--allow-other-settings"])
@@ -152,9 +152,14 @@ def test_pairs_with_other_settings_are_refused(paired_tags_script, tmp_path):
     # without the command recorded, --about names what the candidate is about
     _write_runs(tmp_path / "vessel_runs.csv", _cells_with_settings("gated", {"temporal_head": "gated"})
                 + _cells_with_settings("ref", {}))
-    with pytest.raises(SystemExit, match=r"temporal_head: 'gated' vs '\(unset\)'"):
+    with pytest.raises(SystemExit, match=r"temporal_head: 'gated' vs 'mean'"):  # unset: the bundle's default
         paired_tags_script.main(args)
     assert "| vessel | all | 2 | +0.000 |" in paired_tags_script.main(args + ["--about", "temporal_head"])
+    # a same-code reference tagged by overriding a key with its bundle default (--override class_weights=null) pairs
+    # with cells that left it unset (review H: the published sampler_lr study was refused)
+    _write_runs(tmp_path / "vessel_runs.csv", _cells_with_settings("gated", {})
+                + _cells_with_settings("ref", {"class_weights": None}))
+    assert "| vessel | all | 2 | +0.000 |" in paired_tags_script.main(args)
 
 
 def test_command_keys(paired_tags_script):
