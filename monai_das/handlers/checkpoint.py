@@ -30,6 +30,7 @@ __all__ = [
     "remove_stale_temp_files",
     "hold_checkpoint_folder",
     "release_checkpoint_folder",
+    "lock_owner",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,12 +46,18 @@ OWNER_NAME = ".monai_das_training.owner"
 _held: dict[str, Any] = {}  # checkpoint folders this process trains into → their lock
 
 
-def _owner(folder: Path) -> str:
-    """Who holds the folder's lock, as its owner file says (plain text: pid, host, start time), for a message."""
+def lock_owner(folder: str | os.PathLike) -> str:
+    """Who holds (or held) the training lock of the checkpoint folder ``folder``, as its :data:`OWNER_NAME` file says
+    (plain text: pid, host, start time; at most 200 characters), ``""`` when there is none."""
     try:
-        text = (folder / OWNER_NAME).read_text(encoding="utf-8", errors="replace")[:200].strip()
+        return (Path(folder) / OWNER_NAME).read_text(encoding="utf-8", errors="replace")[:200].strip()
     except OSError:
         return ""
+
+
+def _owner(folder: Path) -> str:
+    """:func:`lock_owner` in brackets, for a message (``""`` when unknown)."""
+    text = lock_owner(folder)
     return f" ({text})" if text else ""
 
 

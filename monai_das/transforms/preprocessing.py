@@ -164,7 +164,21 @@ class RequireVolume(Transform):
         return img
 
 
-class RequireVolumed(MapTransform):
+class _NamedCheckd(MapTransform):
+    """A dictionary twin that runs ``self.checker(img, name=...)`` on each key, naming the image by its file (the
+    ``filename_or_obj`` of a MetaTensor's meta) or its key."""
+
+    checker: Transform
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            meta = getattr(d[key], "meta", {}) or {}
+            d[key] = self.checker(d[key], name=meta.get("filename_or_obj") or f"image '{key}'")
+        return d
+
+
+class RequireVolumed(_NamedCheckd):
     """
     Dictionary twin of :class:`RequireVolume`.
 
@@ -179,13 +193,6 @@ class RequireVolumed(MapTransform):
     def __init__(self, keys: KeysCollection, min_slices: int = 2, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.checker = RequireVolume(min_slices)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            meta = getattr(d[key], "meta", {}) or {}
-            d[key] = self.checker(d[key], name=meta.get("filename_or_obj") or f"image '{key}'")
-        return d
 
 
 RequireVolumeD = RequireVolumeDict = RequireVolumed
@@ -251,7 +258,7 @@ class CheckIntensityWindow(Transform):
         return img
 
 
-class CheckIntensityWindowd(MapTransform):
+class CheckIntensityWindowd(_NamedCheckd):
     """
     Dictionary twin of :class:`CheckIntensityWindow`.
 
@@ -266,13 +273,6 @@ class CheckIntensityWindowd(MapTransform):
     def __init__(self, keys: KeysCollection, intensity_range: Sequence[float], allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.checker = CheckIntensityWindow(intensity_range)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            meta = getattr(d[key], "meta", {}) or {}
-            d[key] = self.checker(d[key], name=meta.get("filename_or_obj") or f"image '{key}'")
-        return d
 
 
 CheckIntensityWindowD = CheckIntensityWindowDict = CheckIntensityWindowd

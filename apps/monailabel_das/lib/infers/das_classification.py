@@ -408,15 +408,12 @@ def training_lock(source: str | os.PathLike) -> str | None:
     (:data:`monai_das.handlers.checkpoint.LOCK_NAME`, deleted when a run completes): a run is writing there, or one
     was killed or failed there, and the model may be partly trained. ``None`` otherwise.
     """
-    from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME
+    from monai_das.handlers.checkpoint import LOCK_NAME, lock_owner
 
     folder = Path(source).parent
     if not (folder / LOCK_NAME).exists():
         return None
-    try:
-        owner = (folder / OWNER_NAME).read_text(encoding="utf-8", errors="replace")[:200].strip()
-    except OSError:
-        owner = ""
+    owner = lock_owner(folder)
     return (f"'{folder}' holds the lock file of a training run ({owner or 'owner unknown'}) that is writing there or "
             f"did not complete (killed or failed): '{Path(source).name}' may be a partly trained model. Retrain (the "
             "app's train task trains in a staging folder and publishes completed runs only), or delete "

@@ -61,7 +61,7 @@ from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import device_list, device_map
 
 from monai_das.data.datalist import check_class_name
-from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME
+from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME, lock_owner
 from monai_das.utils.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -373,11 +373,7 @@ def prepare_model_dir(
 # lock files of a training run (monai_das.handlers.checkpoint.hold_checkpoint_folder)
 # ====================================================================================================================
 def _owner(folder: Path) -> str:
-    try:
-        text = (folder / OWNER_NAME).read_text(encoding="utf-8", errors="replace")[:200].strip()
-    except OSError:
-        text = ""
-    return text or "owner unknown"
+    return lock_owner(folder) or "owner unknown"
 
 
 def release_stale_lock(folder: str | os.PathLike) -> str | None:
