@@ -665,7 +665,7 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
     (:func:`_sop_uids`).
     """
     if path.is_dir():
-        from monai_das.data.studies import _is_non_image_object, _study_at, check_series_stack, is_hidden
+        from monai_das.data.studies import _is_non_image_object, _study_at, check_series_stack, is_hidden, sizes_named
 
         # the folder's own files, as the training recipe's LoadImage reads a series folder (not the study layer's
         # discovery, which also walks sub-folders: a series one level down would pass here and fail in LoadImage);
@@ -676,8 +676,9 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
             subs = [e.name for e in entries if e.is_dir() and any(
                 f.is_file() and not is_hidden(f.name) and is_dicom(f) for f in e.iterdir())]
             if subs:  # a patient or study folder: its series lie one level down
-                raise ValueError(f"holds no DICOM file of its own, but its sub-folders hold DICOM files ({_some(subs)}):"
-                                 " give one series folder as the image (training's reader reads a folder's own files).")
+                raise ValueError(f"holds no DICOM file of its own, but its sub-folders hold DICOM files "
+                                 f"({_some(subs)}): give one series folder as the image (training's reader reads a "
+                                 "folder's own files).")
             raise ValueError("is a folder without DICOM files (expected one DICOM series).")
         if any(e.is_dir() for e in entries):
             # LoadImage would read the series and ignore the sub-folders, but inference and the Deploy app (the study
@@ -707,12 +708,10 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
             raise ValueError(f"holds {len(series)} DICOM series: {named}; give one folder per series (a localizer "
                              "is a series of its own: move it out).")
         if len(sizes) > 1:
-            first: dict[tuple, str] = {}
-            for f, h in zip(files, headers):
-                first.setdefault(_dicom_rows_cols(h, f), f.name)
-            named = ", ".join(f"{r}×{c} ('{first[(r, c)]}', ...)" for r, c in sorted(sizes))
-            raise ValueError(f"holds DICOM slices of different sizes (rows × columns): {named}; a localizer or another "
-                             "reconstruction stored with the series? Remove the files that do not belong to it.")
+            named = sizes_named((_dicom_rows_cols(h, f), f) for f, h in zip(files, headers))
+            raise ValueError(f"holds DICOM slices of different sizes (rows × columns): {named}; a localizer or "
+                             "another reconstruction stored with the series? Remove the files that do not belong to "
+                             "it.")
         channels = {_dicom_channels(h) for h in headers}
         if len(channels) > 1:
             raise ValueError(f"holds DICOM slices with different SamplesPerPixel {sorted(channels)}.")
@@ -762,10 +761,10 @@ def _check_itk_reads_all(folder: Path, files: Sequence[Path]) -> None:
     what += [f"adds {_some(extra)}, which inference skips"] if extra else []
     raise ValueError(
         f"would be read otherwise by training's reader: MONAI's ITKReader (GDCM's series lookup) stacks {len(read)} "
-        f"file(s) as the series where the folder holds {len(images)} DICOM image file(s), and {' and '.join(what)}, where inference and the Deploy app read every "
-        "image file: a file it cannot read (truncated or corrupt), or header values written differently between "
-        "the slices (e.g. SliceThickness '2.5' and '2.50', another SeriesDate), split it. Repair or re-export the "
-        "series (or remove the files that do not belong to it)."
+        f"file(s) as the series where the folder holds {len(images)} DICOM image file(s), and {' and '.join(what)}, "
+        "where inference and the Deploy app read every image file: a file it cannot read (truncated or corrupt), or "
+        "header values written differently between the slices (e.g. SliceThickness '2.5' and '2.50', another "
+        "SeriesDate), split it. Repair or re-export the series (or remove the files that do not belong to it)."
     )
 
 

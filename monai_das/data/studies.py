@@ -23,7 +23,7 @@ import hashlib
 import itertools
 import logging
 import os
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from glob import escape as glob_escape
 from pathlib import Path
@@ -366,6 +366,15 @@ def _undecodable_dicom(files: Sequence[str | os.PathLike] | None) -> tuple[str, 
         except Exception as e:  # the slice at fault, whatever the decoder's error
             return str(f), f"{type(e).__name__}: {e}"
     return None
+
+
+def sizes_named(sized: Iterable[tuple[tuple[int, int], str | os.PathLike]]) -> str:
+    """``"64×96 ('s3.dcm', ...), 128×128 ('s0.dcm', ...)"``: each (rows, columns) size of ``(size, file)`` pairs with
+    the name of its first file, for a message about slices of different sizes in one series."""
+    first: dict[tuple[int, int], str] = {}
+    for size, f in sized:
+        first.setdefault(size, Path(f).name)
+    return ", ".join(f"{r}×{c} ('{first[(r, c)]}', ...)" for r, c in sorted(first))
 
 
 def _series_label(ds, uid: str) -> str:
@@ -1103,10 +1112,7 @@ class LoadStudy(Transform):
                              f"{'given' if 'Rows' in h and 'Columns' in h else 'absent'}).")
         shapes = {(int(h.Rows), int(h.Columns)) for h in headers}
         if len(shapes) > 1:
-            first = {}
-            for f, h in zip(source.files, headers):
-                first.setdefault((int(h.Rows), int(h.Columns)), Path(f).name)
-            named = ", ".join(f"{r}×{c} ('{first[(r, c)]}', ...)" for r, c in sorted(shapes))
+            named = sizes_named(((int(h.Rows), int(h.Columns)), f) for f, h in zip(source.files, headers))
             raise ValueError(f"study '{source.study_id}': slices of different sizes (rows × columns) in one series: "
                              f"{named}; a localizer or another reconstruction stored with the series' UID? Remove the "
                              "files that do not belong to it.")

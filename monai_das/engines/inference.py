@@ -130,6 +130,11 @@ def _old_version(header: Sequence[str], model_key: str | None) -> str | None:
     return f"written by an older version (no {' or '.join(missing)} column)" if missing else None
 
 
+#: why a predictions row of another study is dropped: not in the listing (shard) of this run, or its id now names
+#: another file (moved, changed, or another study under that id)
+UNLISTED, MOVED = "not in this listing/shard", "source moved or changed"
+
+
 def _stale_reason(row: dict, expected: dict, model_key: str | None, unlisted: str = "not in this listing") -> str | None:
     """Why a complete predictions row no longer holds for the listing ``expected`` (:func:`_expected_rows`) and the
     run's ``model_key``; ``None`` when it does (an error row holds too: it is the study's result until retried)."""
@@ -138,7 +143,7 @@ def _stale_reason(row: dict, expected: dict, model_key: str | None, unlisted: st
     if row["id"] not in expected:
         return unlisted
     if (row.get("source"), row.get("fingerprint")) != expected[row["id"]][:2]:
-        return "source moved or changed"
+        return MOVED
     if "label" in row and expected[row["id"]][2] is not None and row["label"] != expected[row["id"]][2]:
         return "label changed in the study list"
     return None
@@ -179,7 +184,7 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
     reasons: dict[str, int] = {}
     kept = []
     for r in rows:
-        reason = old_version or _stale_reason(r, expected, model_key, "not in this listing/shard")
+        reason = old_version or _stale_reason(r, expected, model_key, UNLISTED)
         if reason is None and r["error"]:
             reason = "error, run again"
         if reason is None:
@@ -205,7 +210,7 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
                 + ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items())) + ".")
         # rows of other studies (another --input, or another study under the same id) are results a user may still
         # want: said as a warning, with how to keep them; a retry of errors or a cut row is routine
-        replaced = sum(n for why, n in reasons.items() if why in ("not in this listing/shard", "source moved or changed"))
+        replaced = sum(n for why, n in reasons.items() if why in (UNLISTED, MOVED))
         if replaced:
             logger.warning(text + f" This run replaces the predictions of {replaced} earlier stud(y/ies) in that file; "
                            "to keep an earlier run's, give each input its own --output_dir.")
