@@ -592,3 +592,19 @@ def test_a_publish_cut_short_is_finished_by_the_next_run_and_the_model_outdates_
     assert (model_dir / "models" / "model.pt").read_text() == "model B"
     served = model_dir / "models"
     assert (served / "model.pt").stat().st_mtime_ns >= (served / "model.onnx").stat().st_mtime_ns
+
+
+@pytest.mark.parametrize("value, kept", [("y", True), (1, True), ("true", True), ("off", False), (None, False)])
+def test_resume_override_is_read_as_the_bundle_reads_it(app, tmp_path, value, kept):
+    """train_overrides' resume decides whether the staging run is continued: read with the bundle's own parser
+    (monai_das.engines.utils.flag; the app's twin took "y" or 1 for false while the bundle resumed)."""
+    bundle = make_standin_bundle(tmp_path / "bundle")
+    task = app["DASTrain"](bundle, tmp_path / "model", spatial_size=GRID,
+                           overrides=None if value is None else {"resume": value})
+    (task.staging_dir / "models").mkdir(parents=True)
+    (task.staging_dir / "models" / "last.pt").write_text("a killed run's")
+    task._clear_staging()
+    assert (task.staging_dir / "models" / "last.pt").is_file() is kept
+    task.extra_overrides = {"resume": "maybe"}
+    with pytest.raises(ValueError, match=r"train_overrides 'resume': expected a boolean"):
+        task._clear_staging()

@@ -61,6 +61,7 @@ from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import device_list, device_map
 
 from monai_das.data.datalist import check_class_name
+from monai_das.engines.utils import flag
 from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME, lock_owner
 from monai_das.utils.io import write_json_atomic
 
@@ -417,10 +418,6 @@ def release_stale_lock(folder: str | os.PathLike) -> str | None:
     return owner
 
 
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 # ====================================================================================================================
 # the task
 # ====================================================================================================================
@@ -503,7 +500,11 @@ class DASTrain(BundleTrainTask):
             logger.warning(f"'{staging}' holds a completed training run that was not published in full (its publishing "
                            "stopped half-way): publishing it now, before the new run.")
             self._publish(staging)
-        if _truthy(self.extra_overrides.get("resume")):
+        try:  # as the bundle reads its --resume (the run is given the same value)
+            resume = flag(self.extra_overrides.get("resume"))
+        except ValueError as e:
+            raise ValueError(f"train_overrides 'resume': {e}") from None
+        if resume:
             if (staging / "models" / "last.pt").is_file():
                 logger.info(f"resume: continuing the run in '{staging}' (its models/last.pt).")
                 return staging
