@@ -26,6 +26,8 @@ __all__ = [
     "PredictionWriter",
     "read_predictions_csv",
     "write_predictions_csv",
+    "csv_cell",
+    "csv_value",
     "write_predictions_json",
     "dedupe_predictions",
 ]
@@ -37,6 +39,36 @@ def _s(v: Any) -> str:
     if isinstance(v, torch.Tensor):
         v = v.item() if v.numel() == 1 else v.tolist()
     return str(v)
+
+
+#: first characters that make a spreadsheet take a cell for a formula (OWASP "CSV injection"): ``=``, ``+``, ``-``,
+#: ``@``, a tab or a carriage return
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_cell(text: str) -> str:
+    """
+    ``text`` as a cell of a predictions CSV. Study ids, file names, class names and error messages come from outside
+    (a file named ``=HYPERLINK(...).nii.gz``): a text a spreadsheet would run as a formula (starting with one of
+    :data:`FORMULA_START`; numbers such as ``-1`` excepted) is written with a leading ``'``, and so is a text that
+    starts with ``'`` itself, so that :func:`csv_value` gives back exactly the original text.
+    """
+    if text and (text[0] == "'" or (text[0] in FORMULA_START and not _is_number(text))):
+        return "'" + text
+    return text
+
+
+def csv_value(cell: str) -> str:
+    """The text of a predictions CSV cell written by :func:`csv_cell` (its leading ``'``, if any, removed)."""
+    return cell[1:] if cell.startswith("'") else cell
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -59,7 +91,7 @@ def read_predictions_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[
 
     Returns:
         ``(header, rows, num_dropped)``: the header fields, the complete rows as dicts (in file order, duplicates
-        kept) and how many rows or row fragments were dropped.
+        kept; cell texts as :func:`csv_value` gives them back) and how many rows or row fragments were dropped.
 
     Raises:
         ValueError: the file is not UTF-8 text.
@@ -84,7 +116,7 @@ def read_predictions_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[
         if len(values) != len(header):
             dropped += 1
             continue
-        rows.append(dict(zip(header, values)))
+        rows.append(dict(zip(header, map(csv_value, values))))
     return header, rows, dropped
 
 
@@ -108,11 +140,14 @@ def _truncate_partial_row(path: Path) -> int:
 
 
 def write_predictions_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[dict]) -> str:
-    """Write ``header`` and ``rows`` to ``path`` atomically (:func:`monai_das.utils.io.atomic_file`), fsynced."""
+    """
+    Write ``header`` and ``rows`` (texts as :func:`read_predictions_csv` returns them) to ``path`` atomically
+    (:func:`monai_das.utils.io.atomic_file`), fsynced; cells through :func:`csv_cell`.
+    """
     with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(header))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_cell(str(v)) for k, v in r.items()} for r in rows)
         f.flush()
         os.fsync(f.fileno())
     return str(path)
@@ -276,7 +311,7 @@ class PredictionWriter:
                     warning = repeated_source_warning(f"{row['id']!r} ({row['source']})", frames, t)
                     if warning:
                         self.logger.warning(warning)
-        return [row.get(k, "") for k in self.fields]
+        return [csv_cell(row.get(k, "")) for k in self.fields]
 
     def __call__(self, engine: Any) -> None:
         items = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]

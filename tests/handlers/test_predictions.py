@@ -144,3 +144,31 @@ def test_a_predictions_file_saved_by_a_spreadsheet_still_reads(tmp_path):
     path.write_bytes("id,pred_label\na,1\n".encode("utf-8-sig"))
     header, rows, dropped = read_predictions_csv(path)
     assert header == ["id", "pred_label"] and rows == [{"id": "a", "pred_label": "1"}] and dropped == 0
+
+
+def test_cells_a_spreadsheet_would_run_as_formulas_are_escaped_and_read_back(tmp_path):
+    """Ids, file names and class names come from outside: a cell starting with = + - @ (not a number) is written with a
+    leading ', and read back (resume, shard merge, the JSON) as the original text."""
+    from monai_das.handlers.predictions import csv_cell, csv_value
+
+    names = ["=HYPERLINK(\"http://x\")", "+SUM(A1)", "-cmd", "@SUM(1)", "'quoted", "plain", "-1", "+0.5", "\tx"]
+    assert [csv_value(csv_cell(n)) for n in names] == names
+    assert [csv_cell(n) for n in ("-1", "+0.5", "plain", "")] == ["-1", "+0.5", "plain", ""]  # numbers unchanged
+
+    def step(engine, batch):
+        engine.state.batch = [{"id": i, "source": f"{i}.nii.gz", "fingerprint": "f", "error": ""} for i in batch]
+        return [{"pred": torch.tensor([0.2, 0.8]), "label": torch.tensor(-1), "indices": torch.tensor([0, 2])}
+                for _ in batch]
+
+    path = tmp_path / "predictions.csv"
+    engine = Engine(step)
+    PredictionWriter(path, ["=1+1", "@pos"]).attach(engine)
+    engine.run([["=cmd|' /C calc'!A0", "@SUM(1)"], ["ok"]], max_epochs=1)
+    raw = list(csv.reader(open(path)))
+    cells = [c for row in raw[1:] for c in row]
+    assert not [c for c in cells if c and (c[0] in "=+@" or (c[0] == "-" and c != "-1"))], raw
+    assert {r[raw[0].index("pred_name")] for r in raw[1:]} == {"'@pos"} and raw[1][raw[0].index("label")] == "-1"
+    header, rows, _ = read_predictions_csv(path)  # what resume and the shard merge read
+    assert [r["id"] for r in rows] == ["=cmd|' /C calc'!A0", "@SUM(1)", "ok"] and rows[0]["source"].startswith("=cmd")
+    data = json.loads(path.with_suffix(".json").read_text())
+    assert [d["id"] for d in data] == ["=cmd|' /C calc'!A0", "@SUM(1)", "ok"] and data[0]["pred_name"] == "@pos"
