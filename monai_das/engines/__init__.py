@@ -13,6 +13,7 @@ from monai_das.engines.checks import (
     check_launch,
     check_overrides,
     check_resume,
+    check_tracking_uri,
     check_writable,
     train_drop_last,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "check_launch",
     "check_overrides",
     "check_resume",
+    "check_tracking_uri",
     "check_writable",
     "train_drop_last",
     "DATA_ENV",

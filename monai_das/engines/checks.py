@@ -10,6 +10,7 @@ import ast
 import difflib
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 from monai_das.engines.utils import flag, optional
 
 __all__ = ["bundle_cli_overrides", "bundle_meta_file", "check_launch", "check_overrides", "check_writable",
-           "check_resume", "train_drop_last"]
+           "check_resume", "check_tracking_uri", "train_drop_last"]
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +297,46 @@ def check_writable(*folders: str | os.PathLike, option: str = "--bundle_root", c
                 f"cannot write to '{path}' ({e.strerror or e}): checkpoints and outputs go there; choose a writable "
                 f"{option}."
             ) from e
+
+
+#: MLflow tracking-store schemes (a ``dialect+driver`` scheme such as ``postgresql+psycopg2`` counts by its dialect)
+TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 3.0) -> None:
+    """
+    Refuse at start-up an MLflow ``tracking_uri`` the run could not log to, naming the option, instead of MLflow's
+    own error after the model is built (a misspelt scheme, ``sqlte:///...``, reads "Model registry functionality is
+    unavailable") or minutes of retries (an ``http://`` server that does not answer: MLflow retries for ~4 minutes
+    before the first epoch). ``enabled`` false (``--mlflow False``): nothing is checked. A plain path (no scheme) is
+    MLflow's file store and passes; an ``http(s)`` server must accept a TCP connection within ``timeout`` seconds.
+    """
+    if not flag(enabled) or tracking_uri is None:
+        return
+    from urllib.parse import urlparse
+
+    uri = str(tracking_uri)
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if len(scheme) <= 1:  # no scheme, or a Windows drive letter: a local folder, MLflow's file store
+        return
+    if scheme.split("+")[0] not in TRACKING_SCHEMES:
+        near = difflib.get_close_matches(scheme, TRACKING_SCHEMES, n=1)
+        raise ValueError(f"--tracking_uri '{uri}': unknown scheme '{scheme}:'"
+                         + (f" (did you mean '{near[0]}:'?)" if near else "")
+                         + "; MLflow logs to sqlite:///<file.db>, a folder, http(s)://<server>, postgresql://..., "
+                         "mysql://... or databricks. --mlflow False trains without tracking.")
+    if scheme in ("http", "https"):
+        host, port = parsed.hostname, parsed.port or (443 if scheme == "https" else 80)
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as e:
+            raise ConnectionError(
+                f"--tracking_uri '{uri}': no MLflow server answers at {host}:{port} ({e.strerror or e}); start it, "
+                "give another --tracking_uri (sqlite:///<file.db> needs no server) or train without tracking "
+                "(--mlflow False)."
+            ) from None
 
 
 def check_resume(resume: Any, last_ckpt: str | os.PathLike) -> bool:

@@ -16,6 +16,7 @@ from monai_das.engines import (
     check_launch,
     check_overrides,
     check_resume,
+    check_tracking_uri,
     check_writable,
     train_drop_last,
 )
@@ -232,3 +233,25 @@ def test_resume_recipe_records_the_world_size():
     parser = ConfigParser()
     parser.read_config(TRAIN)
     assert parser.get_parsed_content("resume_recipe#world_size") == 1
+
+
+def test_tracking_uri_typo_and_unreachable_server_fail_at_start_up(tmp_path):
+    """A misspelt scheme is refused with a suggestion; an http server that does not answer fails at once (MLflow would
+    retry for minutes); local stores pass; --mlflow False checks nothing."""
+    import socket
+
+    for ok in (f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "mlruns"), f"file:{tmp_path}/mlruns",
+               "postgresql+psycopg2://u@h/db", "databricks"):
+        check_tracking_uri(ok)
+    with pytest.raises(ValueError, match=r"--tracking_uri 'sqlte:///x.db': unknown scheme 'sqlte:' \(did you mean 'sqlite:'"):
+        check_tracking_uri("sqlte:///x.db")
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(ConnectionError, match=f"no MLflow server answers at 127.0.0.1:{port}.*--mlflow False"):
+            check_tracking_uri(f"http://127.0.0.1:{port}", timeout=1.0)
+    check_tracking_uri("sqlte:///x.db", enabled="False")
+    with socket.socket() as server:  # a server that accepts connections passes
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        check_tracking_uri(f"http://127.0.0.1:{server.getsockname()[1]}/")
