@@ -10,8 +10,11 @@ module (:class:`DASPredictor`: input checks, kept indices, prediction). Trust: s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,12 @@ from monai_das.deploy.model_files import (
     load_onnx,
     load_torchscript,
 )
-from monai_das.deploy.spec import MissingMetadataError, ModelSpec, OverrideError
+from monai_das.deploy.spec import CARD_KEY, MissingMetadataError, ModelSpec, OverrideError
 from monai_das.networks.nets.sampler import check_count
 from monai_das.networks.utils import to_frames
 
 __all__ = ["ModelSpec", "Prediction", "DASPredictor", "MissingMetadataError", "OverrideError", "ENGINES",
-           "find_bundle_files", "kept_indices", "resolve_engine"]
+           "find_bundle_files", "kept_indices", "resolve_engine", "export_checks"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,11 +125,14 @@ class DASPredictor:
             else the trained ``k`` (``spec.num_kept``, from the model card), else the network's own.
         keep_ratio: ``k = max(1, round(keep_ratio·T))``, in ``(0, 1]``; not together with ``num_kept``.
         engine_requested: the engine asked of :meth:`from_path`; ``engine_fallback``: why another one runs (reports).
+        model_warnings: what the model file says of itself that every report must repeat (:func:`export_checks`,
+            e.g. a TorchScript file written by MONAI's ``ckpt_export`` alone).
 
     Attributes:
         warnings: what every report of this model repeats in its ``warnings`` (also logged once, here): the spec's
-            (:attr:`ModelSpec.warnings`, e.g. a ``spatial_size`` override that is not the trained grid) and, when
-            another engine runs than the one asked for, why (``engine_fallback``). :meth:`describe` gives them as
+            (:attr:`ModelSpec.warnings`, e.g. a ``spatial_size`` override that is not the trained grid), the model
+            file's (``model_warnings``) and, when another engine runs than the one asked for, why
+            (``engine_fallback``). :meth:`describe` gives them as
             ``warnings``; :func:`~monai_das.deploy.report.study_report` moves them into the report's ``warnings``.
 
     Raises:
@@ -146,6 +152,7 @@ class DASPredictor:
         keep_ratio: float | None = None,
         engine_requested: str | None = None,
         engine_fallback: str | None = None,
+        model_warnings: list[str] | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
@@ -156,7 +163,7 @@ class DASPredictor:
         self.engine = _engine_of(network, model_format)
         self.engine_requested = engine_requested or self.engine
         self.engine_fallback = engine_fallback
-        self.warnings: list[str] = list(getattr(spec, "warnings", None) or [])
+        self.warnings: list[str] = list(getattr(spec, "warnings", None) or []) + list(model_warnings or [])
         if engine_fallback:
             self.warnings.append(f"engine {self.engine_requested!r} was not used: {engine_fallback} (the report's "
                                  "model.engine and model.source say what ran).")
@@ -226,14 +233,29 @@ class DASPredictor:
         if not self.any_k:
             trained = self.spec.num_kept if self.spec.num_kept is not None else self._network_own_k()
             if trained is None or k != trained:
-                kind = {"torchscript": "a TorchScript export", "onnxruntime": "an ONNX export without a "
-                        "'num_samples' input"}.get(self.engine, "a network whose sampler is tied to its k")
-                raise ValueError(
-                    f"{where} ({kind}) keeps the trained k={trained if trained is not None else '?'} frames and "
-                    f"cannot keep k={k}: a frame budget chosen at inference needs an ONNX export of a DAS, DPS, "
-                    f"uniform or random sampler (engine='onnxruntime', `python -m monai_das.engines.export onnx`) or "
-                    f"the checkpoint (engine='eager')."
-                )
+                shown = trained if trained is not None else "?"
+                if self.engine == "onnxruntime":  # a fixed-k graph: its sampler is unrolled for the exported k
+                    message = (
+                        f"{where} is a fixed-k ONNX graph (no 'num_samples' input: a DAS with spread=True or an ADPS "
+                        f"sampler, whose steps are unrolled for one k) and keeps only its exported k={shown} frames, "
+                        f"not k={k}; exporting it again gives the same graph. Another k is answered by the checkpoint "
+                        f"with engine='eager' (CLI --engine eager: the bundle folder with models/model.pt and "
+                        f"configs/inference.json), or by the bundle's batch inference at that k, which writes "
+                        f"models/model.k<k>.onnx (a file that keeps that k)."
+                    )
+                else:
+                    kind = ("a TorchScript export, traced at its k" if self.engine == "torchscript" else
+                            "a network whose sampler is tied to its k")
+                    message = (
+                        f"{where} ({kind}) keeps the trained k={shown} frames and cannot keep k={k}: a frame budget "
+                        f"chosen at inference needs the checkpoint (engine='eager') or an ONNX export of a DAS "
+                        f"(without spread), DPS, uniform or random sampler (engine='onnxruntime', "
+                        f"`python -m monai_das.engines.export onnx`)."
+                    )
+                if self.engine_fallback:  # the engine asked for would have kept k: say why it does not run
+                    message += (f" Engine {self.engine_requested!r} was asked for but not used: "
+                                f"{self.engine_fallback.rstrip('.')}.")
+                raise ValueError(message)
         elif hasattr(self.network, "check_num_samples"):  # OnnxClassifier: names the file, k vs T and the graph
             self.network.check_num_samples(k)
         return k
@@ -288,6 +310,11 @@ class DASPredictor:
         - a checkpoint file: ``torch.load(weights_only=True)``; the network comes from ``config_file``, which is
           required even when the checkpoint lies in ``<bundle>/models/`` (pass the bundle folder instead to use its
           config).
+
+        Each export is checked against what it recorded of its source (:func:`export_checks`): an ONNX or TorchScript
+        file whose ``monai_das.source`` names another checkpoint than its card's ``checkpoint_sha256`` cannot be
+        loaded (a bundle folder falls back, as above), and a ``.ts`` without that record (MONAI's ``ckpt_export`` run
+        on its own, whose network is not built from the card) gets a warning in every report.
 
         Metadata (plain JSON): a **model card** (a ``metadata.json`` with a ``das_model`` section, written by
         training: :class:`monai_das.handlers.ModelCardSaver`) describes the trained model and is used first: the one
@@ -366,6 +393,7 @@ class DASPredictor:
                 else:
                     load = load_torchscript if kind == "torchscript" else load_checkpoint
                     net, spec = load(files, device, spec_overrides, trusted_meta)
+                notes = export_checks(kind, files, net)  # a card of another checkpoint: refused, as a load error
             except (MissingMetadataError, OverrideError):
                 raise  # the other formats have no more metadata / take the user's option no better: say what to pass
             except (RuntimeError, ValueError, KeyError, OSError, ImportError) as e:
@@ -376,7 +404,7 @@ class DASPredictor:
                 fallback = "; ".join(e.rstrip(".") for e in errors) + f": using {_FORMAT_ENGINE[kind]} ({files[kind]})"
             return cls(net, spec, source=str(files[kind]), model_format=kind, device=device,
                        measure_macs=measure_macs, num_kept=num_kept, keep_ratio=keep_ratio,
-                       engine_requested=engine_name, engine_fallback=fallback)
+                       engine_requested=engine_name, engine_fallback=fallback, model_warnings=notes)
         raise RuntimeError(f"could not load a model from '{path}': " + "; ".join(errors))
 
     # ------------------------------------------------------------------ inference
@@ -531,6 +559,103 @@ def resolve_engine(engine: str | None, prefer: str | None = None) -> str:
     return engine or (_PREFER[prefer] if prefer is not None else "onnxruntime")
 
 
+#: what a ``.ts`` written by MONAI's ``ckpt_export`` alone (no ``monai_das.source`` record) gets in every report
+RAW_CKPT_EXPORT = (
+    "the TorchScript model '{path}' was exported by MONAI's ckpt_export: network settings not checked against the card "
+    "(ckpt_export builds network_def from the config and its command line, not from the model card: e.g. a "
+    "mean-pooling head for a model trained with --temporal_head max); re-export with python -m "
+    "monai_das.engines.export torchscript --bundle_root <the training's bundle_root> --config_file "
+    "<bundle>/configs/inference.json."
+)
+
+
+def export_checks(kind: str, files: Mapping[str, Path | None], network: nn.Module) -> list[str]:
+    """
+    What an export recorded about its source (``monai_das.source``: :data:`monai_das.engines.export.SOURCE_PROP`,
+    the checkpoint's SHA-256), checked against the model card that describes the file (embedded, else the one beside
+    it: ``files["card"]``); all read as plain JSON.
+
+    - ONNX (``metadata_props``): a file without the record (e.g. :func:`monai_das.engines.save_onnx` called directly)
+      is not checked.
+    - TorchScript (the archive's extra file, written by ``python -m monai_das.engines.export torchscript``): a file
+      without it was written by MONAI's ``ckpt_export`` alone, whose network is not built from the card: a warning
+      for every report (:data:`RAW_CKPT_EXPORT`).
+
+    Returns:
+        the warnings every report of this model repeats.
+
+    Raises:
+        ValueError: the record names another checkpoint than the card's ``das_model#checkpoint_sha256``: the card
+        describes another model (its slice axis, grid, classes, k), so its answers could be wrong without an error.
+    """
+    from monai_das.engines.export import SOURCE_PROP
+
+    path = files.get(kind)
+    if kind == "onnx":
+        meta = network.session.get_modelmeta().custom_metadata_map if hasattr(network, "session") else {}
+        source, card = _plain_json(meta.get(SOURCE_PROP)), getattr(network, "card", None)
+        record, embedded = f"metadata_props['{SOURCE_PROP}']", "the model card embedded in it"
+        if source is None:
+            return []
+    elif kind == "torchscript" and path is not None:
+        extra = _torchscript_extra(Path(path), (SOURCE_PROP, "metadata.json"))
+        source, card = _plain_json(extra.get(SOURCE_PROP)), _plain_json(extra.get("metadata.json"))
+        record, embedded = f"extra file '{SOURCE_PROP}'", "the metadata.json embedded in it"
+        if source is None:
+            return [RAW_CKPT_EXPORT.format(path=path)]
+    else:
+        return []
+    where = embedded
+    if not (isinstance(card, dict) and isinstance(card.get(CARD_KEY), dict)) and files.get("card") is not None:
+        try:
+            card, where = json.loads(Path(files["card"]).read_text()), f"the model card '{files['card']}' beside it"
+        except (OSError, ValueError):
+            card = None
+    facts = card.get(CARD_KEY) if isinstance(card, dict) else None
+    recorded = facts.get("checkpoint_sha256") if isinstance(facts, dict) else None
+    exported = source.get("checkpoint_sha256")
+    if isinstance(recorded, str) and isinstance(exported, str) and recorded != exported:
+        what = "ONNX" if kind == "onnx" else "TorchScript"
+        raise ValueError(
+            f"the {what} model '{path}' was exported from the checkpoint with SHA-256 {exported} (its {record}), "
+            f"but {where} was written for the checkpoint with SHA-256 {recorded}: the card describes another model "
+            f"(its slice axis, grid, classes or k may not be this file's), so the answers could be wrong without any "
+            f"error. Export it again with the card its training wrote: python -m monai_das.engines.export "
+            f"{'onnx' if kind == 'onnx' else 'torchscript'} --bundle_root <the training's bundle_root> --config_file "
+            f"<bundle>/configs/inference.json (it refuses a card of another checkpoint)."
+        )
+    return []
+
+
+def _plain_json(text: Any) -> dict | None:
+    """``text`` read with ``json.loads`` when it holds a JSON object; ``None`` otherwise (absent, not JSON)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read: no record
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _torchscript_extra(path: Path, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The extra files ``names`` of the TorchScript archive ``path`` (``<archive>/extra/<name>`` members, read as
+    bytes from the zip: nothing is loaded or run); those absent, or all of them for a file that is not a zip, are
+    left out."""
+    found: dict[str, bytes] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                head, _, name = member.rpartition("/extra/")
+                if head and "/" not in head and name in names and name not in found:
+                    found[name] = archive.read(member)
+    except (OSError, zipfile.BadZipFile):
+        return {}
+    return found
+
+
 def _engine_of(network: nn.Module, model_format: str) -> str:
     """The engine running ``network``: ``onnxruntime``, ``torchscript`` or ``eager``."""
     if model_format in _FORMAT_ENGINE:
@@ -555,12 +680,14 @@ def kept_indices(network: nn.Module, x: torch.Tensor, frames: torch.Tensor) -> t
     Three ways, tried in this order, from the most to the least direct:
 
     1. ``network.sample(x)``: the classifier's own API (eager :class:`~monai_das.networks.SubsampledClassifier`, or a
-       scripted export, which keeps methods). Its output (a ``SamplerOutput``, or a plain tuple ``(frames, matrix,
-       indices)``) carries the indices.
+       scripted export, which keeps methods). Its output (a ``SamplerOutput``, or a plain tuple) carries the indices.
     2. ``network.sampler(frames)``: a network with a ``sampler`` submodule but no ``sample`` method, e.g. a
-       **traced** export (``ckpt_export --use_trace True``): tracing keeps submodules but not extra methods.
-    3. If that sampler returns a bare ``B×k×C×H×W`` tensor (tracing drops the outputs the parent does not use, so a
-       traced sampler returns only the kept frames), the indices are recovered by matching each kept frame to the
+       **traced** export (``ckpt_export --use_trace True``): tracing keeps submodules but not extra methods, and
+       drops the outputs the parent does not use, so what a traced sampler returns depends on the network: only the
+       kept frames (``B×k×C×H×W``), or, with ``context_frames > 0`` (the parent also uses the matrix and the
+       indices), a tuple in the tracer's order, e.g. ``(matrix, indices, frames)``.
+    3. The indices are then found by what each output is, never by its position (:func:`_indices_of`): the one
+       integer ``B×k`` tensor; else the one-hot ``B×k×T`` matrix (its argmax); else the kept frames, matched to the
        input frames (:func:`_match_frames`; exact, since the sampler copies frames).
     """
     try:
@@ -573,12 +700,46 @@ def kept_indices(network: nn.Module, x: torch.Tensor, frames: torch.Tensor) -> t
     except Exception as e:  # the logits are still valid: report them without indices
         logger.warning("the network's sampler could not be called for the kept indices: %s", e)
         return None
-    if isinstance(out, torch.Tensor):
-        return _match_frames(out, frames) if out.ndim == 5 else None
-    indices = out[2] if isinstance(out, (tuple, list)) and len(out) >= 3 else getattr(out, "indices", None)
-    if not isinstance(indices, torch.Tensor):
-        return None
-    return torch.sort(indices.long(), dim=-1).values
+    indices = _indices_of(out, frames)
+    return torch.sort(indices.long(), dim=-1).values if indices is not None else None
+
+
+def _indices_of(out: Any, frames: torch.Tensor) -> torch.Tensor | None:
+    """
+    The ``B×k`` kept indices in a sampler's output ``out`` (for ``frames``, ``B×T×C×H×W``), told apart by what each
+    tensor is, not by its place: a ``SamplerOutput``'s ``indices``; else, of the tensors returned, the one integer
+    ``B×k`` tensor (``k <= T``), else the one ``B×k×T`` selection matrix (rows one-hot: its argmax), else the one
+    ``B×k×C×H×W`` tensor of kept frames (:func:`_match_frames`). ``None`` (with a warning) when no output or more
+    than one fits: a wrong guess would report other frames than the ones classified.
+    """
+    named = getattr(out, "indices", None)
+    if isinstance(named, torch.Tensor):
+        return named
+    tensors = [out] if isinstance(out, torch.Tensor) else [
+        o for o in (out if isinstance(out, (tuple, list)) else ()) if isinstance(o, torch.Tensor)]
+    b, t = frames.shape[0], frames.shape[1]
+    kinds = {
+        "indices": [o for o in tensors if o.ndim == 2 and o.shape[0] == b and 1 <= o.shape[1] <= t
+                    and not o.is_floating_point() and o.dtype != torch.bool],
+        "matrix": [o for o in tensors if o.ndim == 3 and o.shape[0] == b and o.shape[2] == t and o.is_floating_point()
+                   and 1 <= o.shape[1] <= t],
+        "frames": [o for o in tensors if o.ndim == 5 and o.shape[0] == b and o.shape[2:] == frames.shape[2:]
+                   and 1 <= o.shape[1] <= t],
+    }
+    for kind, found in kinds.items():
+        if len(found) > 1:
+            logger.warning("the network's sampler returns %d tensors that could be its %s (shapes %s): the kept "
+                           "indices are not reported.", len(found), kind, [tuple(o.shape) for o in found])
+            return None
+        if found:
+            if kind == "indices":
+                return found[0]
+            return found[0].argmax(-1) if kind == "matrix" else _match_frames(found[0], frames)
+    if tensors:
+        logger.warning("the network's sampler returns tensors of shapes %s, none of them its kept indices, selection "
+                       "matrix or kept frames for frames %s: the kept indices are not reported.",
+                       [tuple(o.shape) for o in tensors], tuple(frames.shape))
+    return None
 
 
 def _match_frames(kept: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | None:

@@ -2,24 +2,22 @@
 Exports that describe themselves: TorchScript and ONNX files of a trained DAS bundle with its model card
 (``<bundle_root>/models/metadata.json``, written by :class:`monai_das.handlers.ModelCardSaver`) embedded.
 
-- TorchScript: MONAI's ``ckpt_export`` embeds its ``--meta_file`` as the archive's ``metadata.json``; with the card
-  as ``--meta_file`` it also reads the trace input shape from it (``(1, num_channels, *spatial_shape)``), so
-  ``--input_shape`` may be left out::
-
-      python -m monai.bundle ckpt_export network_def --filepath <root>/models/model.ts \\
-          --ckpt_file <root>/models/model.pt --meta_file <root>/models/metadata.json \\
-          --config_file <bundle>/configs/inference.json --bundle_root <root> --use_trace True
-
-  (the data keys of the training, ``--datalist``/``--dataset``/``--spatial_size``/..., must be given again, since
-  ``network_def`` is built from the data facts). :func:`export_torchscript` (``python -m monai_das.engines.export
-  torchscript``) does the same with the network keys and data facts taken from the card.
+- TorchScript: :func:`export_torchscript` (``python -m monai_das.engines.export torchscript``) runs MONAI's
+  ``ckpt_export`` (trace) with the network keys and data facts taken from the card, the card as ``--meta_file``
+  (embedded as the archive's ``metadata.json``) and the trace input ``(1, *image_shape)``, after refusing a card that
+  MONAI's parser would not read as plain data (:func:`check_card_for_parser`). It records the checkpoint's SHA-256 and
+  that the network was built from the card in the extra file ``monai_das.source`` (:data:`SOURCE_PROP`), which the
+  Deploy app checks. MONAI's ``ckpt_export`` must not be run on its own: it builds ``network_def`` from the config and
+  its command line, not from the card (a run trained with ``--temporal_head max`` exports a mean-pooling graph under a
+  card saying ``max``), and its parser expands ``%/other/file.json#key`` values of a received card into the file.
 - ONNX: MONAI's ``onnx_export`` neither embeds the metadata nor makes the batch axis dynamic;
   :func:`export_onnx` (``python -m monai_das.engines.export onnx``) uses the dynamo exporter with a dynamic batch
   axis, stores the card as plain JSON in ``model.metadata_props["metadata.json"]`` and checks the file with
   onnxruntime at batch 1 and 3 against the eager network.
 
 The card is data: it is read with ``json.loads``, and only plain values (numbers, names without ``$``/``%``/``@``)
-of it are passed to the bundle config as overrides.
+of it are passed to the bundle config as overrides. Both exports refuse a card written for another checkpoint (its
+``das_model#checkpoint_sha256`` is not the checkpoint's: :func:`check_card_checkpoint`).
 """
 
 from __future__ import annotations
@@ -50,6 +48,7 @@ __all__ = [
     "save_onnx",
     "ExportedClassifier",
     "read_onnx_card",
+    "check_card_checkpoint",
     "export_onnx",
     "export_torchscript",
 ]
@@ -448,6 +447,56 @@ def _bundle_paths(bundle_root: str | os.PathLike, ckpt_file, meta_file) -> tuple
     return root, ckpt, card
 
 
+def check_card_checkpoint(card: Mapping, card_path: str | os.PathLike, ckpt: str | os.PathLike) -> None:
+    """
+    Refuse to export ``ckpt`` with a model card written for another checkpoint: the rule of
+    :func:`monai_das.handlers.model_card.check_model_card` (the card describes the file whose SHA-256 it records as
+    ``das_model#checkpoint_sha256``), which a batch inference only warns about, since it takes its facts from its own
+    options. An export embeds the card as the description of the file it writes (layout, slice axis, grid, classes,
+    ``k``), and the Deploy app and MONAI Label serve the file by it: a card of another run (e.g. another slice axis)
+    would give answers of the wrong axis without any error. A card that records no checksum (written before cards
+    recorded one) cannot be checked: exported with a warning.
+
+    Raises:
+        ValueError: naming both files, both hashes and how to get the card that describes ``ckpt``.
+    """
+    from monai_das.handlers.model_card import _card_describing
+    from monai_das.utils.io import file_digest
+
+    recorded = (card.get(CARD_KEY) or {}).get("checkpoint_sha256")
+    if recorded is None:
+        logger.warning(f"the model card '{card_path}' records no checkpoint_sha256 (written before cards recorded "
+                       f"their checkpoint): it cannot be checked that it describes '{ckpt}'; it is embedded as it is. "
+                       "Use the card the training of this checkpoint wrote.")
+        return
+    if _card_describing(Path(ckpt), Path(card_path)) is not None:
+        return
+    raise ValueError(
+        f"the model card '{card_path}' was written for another file than the checkpoint '{ckpt}': it records "
+        f"checkpoint_sha256 {recorded}, the checkpoint's is {file_digest(ckpt)}. An export embeds the card as the "
+        "model's description (layout, slice axis, grid, classes, k), so the exported file would be served as another "
+        "model. Export with the card the training of this checkpoint wrote (its models/metadata.json, --meta_file), "
+        "or write one: resume that training, or move this card away and re-run the bundle's evaluation on the "
+        "checkpoint with the training's options (evaluate.json writes models/metadata.json beside it)."
+    )
+
+
+def _misfit(error: Exception, ckpt: Path, card_path: Path, card: Mapping, config_file: Any) -> ValueError | None:
+    """A clear error for a checkpoint that does not fit the network the card describes (``load_state_dict``'s
+    ``Error(s) in loading state_dict``, which names neither file); ``None`` for another error."""
+    text = str(error)
+    if "state_dict" not in text and "size mismatch" not in text:
+        return None
+    recorded = (card.get(CARD_KEY) or {}).get("checkpoint_sha256")
+    why = ("its card records no checkpoint_sha256, so it may be another run's card (use the card the training of this "
+           "checkpoint wrote)" if recorded is None else
+           f"its card records this checkpoint's SHA-256, so the config '{config_file}' builds another network than "
+           "the training's (export with the training's bundle config)")
+    first = text.strip().splitlines()
+    return ValueError(f"the checkpoint '{ckpt}' does not fit the network its model card '{card_path}' describes: "
+                      f"{why}. PyTorch says: {' '.join(line.strip() for line in first[:3])[:400]}")
+
+
 def export_onnx(
     bundle_root: str | os.PathLike,
     config_file: str | os.PathLike,
@@ -464,7 +513,14 @@ def export_onnx(
     """
     root, ckpt, card_path = _bundle_paths(bundle_root, ckpt_file, meta_file)
     card = read_model_card(card_path)
-    net = build_network(config_file, ckpt, card, bundle_root=root, net_id=net_id, **overrides)
+    check_card_checkpoint(card, card_path, ckpt)
+    try:
+        net = build_network(config_file, ckpt, card, bundle_root=root, net_id=net_id, **overrides)
+    except RuntimeError as e:
+        misfit = _misfit(e, ckpt, card_path, card, config_file)
+        if misfit is None:
+            raise
+        raise misfit from e
     out = Path(filepath) if filepath is not None else root / "models" / "model.onnx"
     shape = _image_shape(card)
     source = {SOURCE_PROP: json.dumps(onnx_source(net, ckpt, shape))}  # inference then reuses this file
@@ -483,24 +539,59 @@ def export_torchscript(
     """
     ``monai.bundle.ckpt_export`` (trace) of a trained bundle with the card as ``meta_file`` (embedded as
     ``metadata.json``), the trace input ``[1, *image_shape]`` and the network keys/data facts from the card. A card
-    that MONAI's parser would not read as plain data is refused first (:func:`check_card_for_parser`).
+    that MONAI's parser would not read as plain data is refused first (:func:`check_card_for_parser`), and so is a
+    card written for another checkpoint (:func:`check_card_checkpoint`). The file gets an extra file
+    ``monai_das.source`` (:data:`SOURCE_PROP`, JSON: :func:`torchscript_source`): the checkpoint's SHA-256 and that
+    the network was built from the card, which the Deploy app checks against the embedded card (a ``.ts`` without it
+    was written by MONAI's ``ckpt_export`` alone, whose network is built from the config and its command line).
     """
     from monai.bundle import ckpt_export
 
     root, ckpt, card_path = _bundle_paths(bundle_root, ckpt_file, meta_file)
     card = read_model_card(card_path)
     check_card_for_parser(card, card_path)  # ckpt_export reads the card with MONAI's ConfigParser
+    check_card_checkpoint(card, card_path, ckpt)
     out = Path(filepath) if filepath is not None else root / "models" / "model.ts"
-    from monai_das.utils.io import atomic_file
-
+    shape = _image_shape(card)
     # written beside and swapped in whole: a killed export never leaves a truncated model.ts that would be picked up
     with warnings.catch_warnings(), atomic_file(out) as tmp:
         warnings.simplefilter("ignore")  # tracer warnings: the sampler's control flow does not depend on values
-        ckpt_export(net_id=net_id, filepath=str(tmp), ckpt_file=str(ckpt), meta_file=str(card_path),
-                    config_file=str(config_file), bundle_root=str(root), use_trace=True,
-                    input_shape=[1, *_image_shape(card)], **{**card_overrides(card), **overrides})
+        try:
+            ckpt_export(net_id=net_id, filepath=str(tmp), ckpt_file=str(ckpt), meta_file=str(card_path),
+                        config_file=str(config_file), bundle_root=str(root), use_trace=True,
+                        input_shape=[1, *shape], **{**card_overrides(card), **overrides})
+        except RuntimeError as e:
+            misfit = _misfit(e, ckpt, card_path, card, config_file)
+            if misfit is None:
+                raise
+            raise misfit from e
+        _add_extra_file(tmp, SOURCE_PROP, json.dumps(torchscript_source(ckpt, card, shape)))
     logger.info(f"exported TorchScript to {out} (MONAI's line above names the temporary file it was written as)")
     return str(out)
+
+
+def torchscript_source(ckpt_file: str | os.PathLike, card: Mapping, item_shape: Sequence[int]) -> dict:
+    """What :func:`export_torchscript` records in the extra file :data:`SOURCE_PROP` of a ``.ts``:
+    ``{"checkpoint_sha256", "network": "built from the model card", "exporter", "item_shape", "num_kept"}``
+    (``num_kept``: the card's trained ``k``, which the traced graph keeps)."""
+    from monai_das.utils.io import file_digest
+
+    return {"checkpoint_sha256": file_digest(ckpt_file), "network": "built from the model card",
+            "exporter": "python -m monai_das.engines.export torchscript",
+            "item_shape": [int(s) for s in item_shape], "num_kept": (card.get(CARD_KEY) or {}).get("num_kept")}
+
+
+def _add_extra_file(path: str | os.PathLike, name: str, content: str) -> None:
+    """Add the extra file ``name`` to the TorchScript archive ``path``, keeping the ones there (MONAI's
+    ``metadata.json``, ``inference.json``): loaded and saved again, as ``torch.jit`` writes extra files."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        names = [n.split("/extra/", 1)[1] for n in archive.namelist() if "/extra/" in n]
+    extra: dict[str, Any] = {n: "" for n in names}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    extra[name] = content
+    torch.jit.save(module, str(path), _extra_files=extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

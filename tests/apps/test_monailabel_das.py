@@ -244,3 +244,26 @@ def test_app_main_is_valid_python():
     import py_compile
 
     py_compile.compile(str(APP_DIR / "main.py"), doraise=True)
+
+
+def test_eager_request_that_fell_back_says_why_in_the_k_refusal(task_cls, tmp_path):
+    """{"engine": "eager"} on a folder without configs/ runs the fixed-k ONNX file (a spread DAS): the client got only
+    the ONNX refusal advising engine='eager'; it now says the graph keeps only its k and why eager did not run."""
+    import torch
+
+    from das_deploy_helpers import model_card
+    from monai_das.engines.export import save_onnx
+    from monai_das.networks import build_classifier
+
+    models = tmp_path / "folder" / "models"
+    models.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = build_classifier("das", len(LABELS), 16, keep_ratio=0.25, sampler_kwargs={"spread": True}).eval()
+    save_onnx(net, models / "model.onnx", [1, 16, 16, 16], metadata=model_card(keep_ratio=0.25), check=False)
+    torch.save(net.state_dict(), models / "model.pt")
+    task = task_cls(str(tmp_path / "folder"))
+    with pytest.raises(ValueError) as err:
+        task({"image": str(nibabel_anatomical()), "engine": "eager", "num_kept": 2})
+    text = str(err.value)
+    assert "fixed-k ONNX graph" in text and "keeps only its exported k=4 frames, not k=2" in text
+    assert "Engine 'eager' was asked for but not used: checkpoint" in text and "model.pt" in text

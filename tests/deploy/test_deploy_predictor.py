@@ -31,6 +31,7 @@ from monai_das.deploy import (
     find_bundle_files,
     study_report,
 )
+from monai_das.deploy.predictor import RAW_CKPT_EXPORT
 from monai_das.transforms import uniform_indices
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,7 +187,8 @@ def test_study_report_maps_indices(torchscript_model):
 
     assert "(source indices [100, 108, 116, 130]; InstanceNumbers [101, 109, 117, 131])" in report_text(report)
     assert set(report["probabilities"]) == set(LABELS) and sum(report["probabilities"].values()) == pytest.approx(1)
-    assert report["warnings"] == []
+    # the stand-in is written the way MONAI's ckpt_export writes a file: that is what its reports say
+    assert report["warnings"] == [RAW_CKPT_EXPORT.format(path=torchscript_model[0])]
     json.dumps(report, allow_nan=False)  # serializable
 
 
@@ -201,9 +203,30 @@ def test_study_report_warns_when_kept_frames_share_a_source_frame(torchscript_mo
         report = study_report(study, pred.predict(x), pred.describe())
     kept_src = report["kept_source_indices"]
     assert report["kept_indices"] == [0, 3, 4, 15] and kept_src == [0, 2, 2, 9]
-    assert len(report["warnings"]) == 1 and report["warnings"][0] in caplog.text
-    assert f"study 'short': the 4 kept frames are only 3 distinct slices/frames" in report["warnings"][0]
-    assert "T=16" in report["warnings"][0]
+    raw = RAW_CKPT_EXPORT.format(path=torchscript_model[0])  # the stand-in is a raw ckpt_export file
+    assert report["warnings"][0] == raw and len(report["warnings"]) == 2 and report["warnings"][1] in caplog.text
+    assert f"study 'short': the 4 kept frames are only 3 distinct slices/frames" in report["warnings"][1]
+    assert "T=16" in report["warnings"][1]
+
+
+def test_study_report_names_padding_slices(torchscript_model, caplog):
+    """resize "pad": kept frames that are padding (source index -1) are "padding" in kept_source_indices and
+    kept_instance_numbers, and the warning names padding, not "fewer slices than T"."""
+    pred = DASPredictor.from_path(torchscript_model[0])
+    x = torch.zeros(1, *GRID)
+    x[:, [0, 4, 8, 15]] = 1.0
+    source_indices = [-1] + list(range(13)) + [-1, -1]  # padded (1, 2), as Deploy --resize pad made test032
+    study = Study(StudySource("s1", "dicom_series", torchscript_model[0]), x, source_indices,
+                  {"modality": "CT", "source_axis": 2, "instance_numbers": list(range(1, 14))})
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy.report"):
+        report = study_report(study, pred.predict(x), pred.describe())
+    assert report["kept_indices"] == [0, 4, 8, 15]
+    assert report["kept_source_indices"] == ["padding", 3, 7, "padding"]
+    assert report["kept_instance_numbers"] == ["padding", 4, 8, "padding"]
+    assert report["warnings"][0] == RAW_CKPT_EXPORT.format(path=torchscript_model[0])  # a raw ckpt_export file
+    assert len(report["warnings"]) == 2 and "2 of them are padding" in report["warnings"][1]
+    assert "T=" not in report["warnings"][1] and report["warnings"][1] in caplog.text
+    json.dumps(report, allow_nan=False)
 
 
 def test_real_bundle_export_matches_checkpoint(tmp_path):
@@ -315,15 +338,17 @@ def test_grid_override_of_a_video_model(tmp_path):
                                             r"--spatial-size 12 24 20"):
         DASPredictor.from_path(path, spatial_size=(8, 24, 20))
     pred = DASPredictor.from_path(path, spatial_size=(12, 32, 32))
-    (warning,) = pred.warnings
+    raw = RAW_CKPT_EXPORT.format(path=path)  # the stand-in is written as MONAI's ckpt_export writes a file
+    warning, raw_said = pred.warnings
+    assert raw_said == raw
     assert "spatial_size=(12, 32, 32) (CLI: --spatial-size 12 32 32) is not the grid" in warning
     assert "trained on, (12, 24, 20)" in warning and "frames on another grid" in warning
     assert pred.spec.recipe["spatial_size"] == [32, 32]  # the recipe applied: the given frame size
     study = Study(StudySource("clip.mp4", "video", "clip.mp4"), torch.rand(12, 1, 32, 32), list(range(12)), {})
     prediction = Prediction([0.3, 0.7], 1, LABELS[1], [0, 3, 6, 9], 12, 4, 2 / 3)  # the stand-in takes volumes
     report = study_report(study, prediction, pred.describe())
-    assert report["warnings"] == [warning] and "warnings" not in report["model"]
-    assert DASPredictor.from_path(path, spatial_size=(12, 24, 20)).warnings == []  # the trained grid: nothing said
+    assert report["warnings"] == [warning, raw] and "warnings" not in report["model"]
+    assert DASPredictor.from_path(path, spatial_size=(12, 24, 20)).warnings == [raw]  # the trained grid: no more
 
 
 def test_model_without_metadata_is_refused(tmp_path):

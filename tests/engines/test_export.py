@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from monai_das.engines.export import (
     CARD_PROP,
     card_overrides,
     check_card_for_parser,
+    export_onnx,
     export_torchscript,
     read_model_card,
     read_onnx_card,
@@ -234,3 +236,82 @@ def test_random_baseline_exports_and_a_wrong_item_shape_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"x\.onnx' with item_shape \[3, 12, 16, 16\]: .*3 channel"):
         save_onnx(das, tmp_path / "x.onnx", [3, 12, 16, 16])
     assert not (tmp_path / "x.onnx").exists()
+
+
+INFERENCE = str(Path(__file__).resolve().parents[2] / "bundles" / "das_volume_classification" / "configs" /
+                "inference.json")
+
+
+def _trained_root(root, facts=FACTS, num_classes=2, card_hash="own"):
+    """A bundle root as training leaves it: models/model.pt and its card (``card_hash``: ``"own"`` the checkpoint's
+    SHA-256, ``None`` none recorded (an older run), else that text)."""
+    from monai_das.utils.io import file_digest
+
+    models = root / "models"
+    models.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(build_classifier("das", num_classes, num_frames=8, keep_ratio=0.5).state_dict(), models / "model.pt")
+    digest = file_digest(models / "model.pt") if card_hash == "own" else card_hash
+    extra = {} if card_hash is None else {"checkpoint": "model.pt", "checkpoint_sha256": digest}
+    (models / "metadata.json").write_text(json.dumps(build_model_card(None, {**facts, **extra})))
+    return root, models
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_refuses_the_card_of_another_checkpoint(tmp_path, fmt):
+    """runA's model.pt beside runD's card (slice axis 0 vs 2) exported with exit 0 and the Deploy app sliced the wrong
+    axis: both exports now refuse a card whose checkpoint_sha256 is not the checkpoint's, naming both files, both
+    hashes and where the right card comes from; nothing is written."""
+    from monai_das.engines.export import main
+    from monai_das.utils.io import file_digest
+
+    root, models = _trained_root(tmp_path / "mix", card_hash="f" * 64)
+    own = file_digest(models / "model.pt")
+    with pytest.raises(ValueError) as err:
+        main([fmt, "--bundle_root", str(root), "--config_file", INFERENCE])
+    text = str(err.value)
+    assert f"model card '{models / 'metadata.json'}' was written for another file than the checkpoint " \
+           f"'{models / 'model.pt'}'" in text
+    assert f"checkpoint_sha256 {'f' * 64}, the checkpoint's is {own}" in text
+    assert "the card the training of this checkpoint wrote" in text and "re-run the bundle's evaluation" in text
+    assert not any(p.suffix in (".onnx", ".ts") for p in models.iterdir())
+
+
+def test_export_names_both_files_when_the_weights_do_not_fit_the_card(tmp_path, caplog):
+    """A card of an older run (no checkpoint_sha256: exported with a warning) describing another architecture than the
+    weights (3 classes vs 2): not PyTorch's bare 'Error(s) in loading state_dict' but both files and the cause."""
+    import logging
+
+    root, models = _trained_root(tmp_path / "old", num_classes=3, card_hash=None)
+    for export in (export_onnx, export_torchscript):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="monai_das.engines.export"), \
+                pytest.raises(ValueError) as err:
+            export(root, INFERENCE)
+        assert f"model card '{models / 'metadata.json'}' records no checkpoint_sha256" in caplog.text
+        text = str(err.value)
+        assert f"the checkpoint '{models / 'model.pt'}' does not fit the network its model card " \
+               f"'{models / 'metadata.json'}' describes: its card records no checkpoint_sha256" in text
+        assert "size mismatch" in text or "state_dict" in text
+
+
+def test_torchscript_export_records_its_checkpoint_and_card(tmp_path):
+    """The wrapper's .ts says it was built from the card, with the checkpoint's SHA-256 (extra file
+    monai_das.source); MONAI's metadata.json (the card) and inference.json stay beside it, and the file runs."""
+    import zipfile
+
+    from monai_das.utils.io import file_digest
+
+    root, models = _trained_root(tmp_path / "run")
+    path = export_torchscript(root, INFERENCE)
+    extra = {"metadata.json": "", "inference.json": "", "monai_das.source": ""}
+    net = torch.jit.load(path, _extra_files=extra)
+    source = json.loads(extra["monai_das.source"])
+    assert source["checkpoint_sha256"] == file_digest(models / "model.pt")
+    assert source["network"] == "built from the model card" and source["item_shape"] == ITEM
+    assert json.loads(extra["metadata.json"])["das_model"]["checkpoint_sha256"] == source["checkpoint_sha256"]
+    assert json.loads(extra["inference.json"])  # MONAI's extra files are kept
+    with zipfile.ZipFile(path) as archive:
+        assert sum(n.endswith("/extra/monai_das.source") for n in archive.namelist()) == 1
+    with torch.no_grad():
+        assert net(torch.rand(1, *ITEM)).shape == (1, 2)

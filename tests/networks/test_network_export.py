@@ -39,3 +39,26 @@ def test_onnx_equals_eager(method, head):
     with torch.no_grad():
         for inp in (x, x2):
             np.testing.assert_allclose(sess.run(None, {name: inp.numpy()})[0], net(inp).numpy(), atol=1e-5)
+
+
+def test_spread_das_traces_and_equals_eager(tmp_path):
+    """A spread DAS (neighbour suppression, radius > 0) traces: its picks' mask is no aten::scatter with a bool scalar
+    (an internal assert of torch.jit.trace), and the traced file keeps the eager frames and logits on new inputs."""
+    from monai_das.engines.export import ExportedClassifier
+    from monai_das.networks.blocks.gumbel import spread_radius
+
+    torch.manual_seed(0)
+    net = build_classifier("das", 2, num_frames=16, keep_ratio=0.25, sampler_kwargs={"spread": True}).eval()
+    assert net.sampler.num_samples == 4 and spread_radius(16, 4) == 1  # suppression is on
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(ExportedClassifier(net), x), tmp_path / "spread.ts")
+        loaded = torch.jit.load(tmp_path / "spread.ts")
+        for seed in (1, 2, 3):
+            inp = torch.rand(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(seed))
+            logits, idx = loaded(inp)
+            expected, expected_idx = net.forward_with_indices(inp)
+            assert torch.equal(idx, expected_idx)
+            assert (idx.sort(-1).values.diff(dim=-1) > 1).all()  # picks farther apart than the radius
+            torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)

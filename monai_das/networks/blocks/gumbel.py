@@ -80,7 +80,9 @@ def _spread_top_k(scores: torch.Tensor, num_samples: int, radius: int) -> tuple[
         idx = scores.masked_fill(~allow, float("-inf")).argmax(-1)  # B
         indices.append(idx)
         allowed.append(allow)
-        taken = taken.scatter(1, idx[:, None], True)
+        # the pick's one-hot by comparison, not scatter(..., True): torch.jit.trace cannot record aten::scatter with
+        # a bool scalar (an internal assert), and the same bools come out
+        taken = taken | (pos[None, :] == idx[:, None])
         free = free & ~near[idx]
     return torch.stack(indices, 1), torch.stack(allowed, 1)
 
