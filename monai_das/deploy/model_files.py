@@ -375,16 +375,28 @@ def _check_card_network(spec: ModelSpec, net: nn.Module, source: str, cfg_path: 
 
 
 def _card_describes(card: Mapping, card_path: Path, ckpt_path: Path) -> bool:
-    """Whether the card beside a checkpoint records this file's hash (the checkpoint read once); warns when a card
-    naming this file (or no file) records the hash of another one."""
+    """
+    Whether the card beside a checkpoint records this file's hash (the checkpoint read once). A card that names this
+    file (or no file) but records the hash of another version of it is refused: it describes another model (its
+    classes, grid, ``k``), and the network would be built and labelled by it.
+
+    Raises:
+        ValueError: naming both files and both hashes, and how a stale card comes about and is mended.
+    """
     facts = card[CARD_KEY]
     recorded = facts.get("checkpoint_sha256")
     if not isinstance(recorded, str):
         return False
-    if file_digest(ckpt_path) == recorded:
+    digest = file_digest(ckpt_path)
+    if digest == recorded:
         return True
     if facts.get("checkpoint") in (None, Path(ckpt_path).name):
-        logger.warning("the model card '%s' was written for another version of '%s' (checkpoint_sha256 differs): "
-                       "its facts and metrics may not describe this file.", card_path, ckpt_path)
+        raise ValueError(
+            f"the model card '{card_path}' was written for another version of '{ckpt_path}' (it records "
+            f"checkpoint_sha256 {recorded}, the file's is {digest}): its classes, grid and k may not be this file's. "
+            "A training killed between saving model.pt and writing its card leaves this (resume it with --resume "
+            "True: the next save writes both again), as does a model.pt replaced by another one (put its own card "
+            "beside it, or re-run the bundle's evaluation on it with the training's options, which writes the card)."
+        )
     return False
 

@@ -402,6 +402,29 @@ def test_checkpoint_is_built_as_its_card_describes(tmp_path):
     torch.testing.assert_close(torch.tensor(out.probabilities), torch.softmax(logits, 1)[0], rtol=0, atol=1e-5)
 
 
+def test_checkpoint_whose_card_describes_another_version_is_refused(tmp_path):
+    """A training killed between saving model.pt and writing its card leaves the previous model's card beside the new
+    file: the eager engine said "the card says k=... the config keeps ..., use the training's keys" (which the Deploy
+    CLI cannot pass); now the stale card itself is named, with both hashes and the way out."""
+    from monai_das.networks import build_classifier
+    from monai_das.utils.io import file_digest
+
+    root = tmp_path / "trained"
+    (root / "models").mkdir(parents=True)
+    torch.manual_seed(0)
+    net = build_classifier("das", num_classes=len(LABELS), num_frames=GRID[0], keep_ratio=0.25)
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    card = model_card(keep_ratio=0.25)
+    card["das_model"].update(checkpoint="model.pt", checkpoint_sha256=file_digest(root / "models" / "model.pt"))
+    (root / "models" / "metadata.json").write_text(json.dumps(card))
+    torch.manual_seed(1)  # the next best model replaced model.pt; the kill came before its card
+    torch.save(build_classifier("das", num_classes=len(LABELS), num_frames=GRID[0], keep_ratio=0.25).state_dict(),
+               root / "models" / "model.pt")
+    config = REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json"
+    with pytest.raises(RuntimeError, match=r"written for another version of .*model\.pt.*--resume True"):
+        DASPredictor.from_path(root, engine="eager", config_file=config, measure_macs=False)
+
+
 class TinyStandin(torch.nn.Module):
     """Any scripted module: a model file with no metadata embedded."""
 
