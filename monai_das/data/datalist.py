@@ -386,6 +386,34 @@ def _evidence(value: Any, where: str) -> list[int] | None:
     return out
 
 
+#: the item keys (JSON) / columns (CSV) a datalist's items are read by; any other is ignored
+ITEM_KEYS = ("image", "label", "group", "evidence")
+CSV_COLUMNS = (*ITEM_KEYS, "split")
+_warned_keys: set[tuple[str, str]] = set()  # (datalist, key): each misspelt key is warned about once per process
+
+
+def _warn_misspelt_keys(path: Path, rows: Mapping[str, list[tuple[str, dict]]]) -> None:
+    """Warn, once per datalist and key, about an item key (a CSV column) that is one typo from a key the datalist is
+    read by (``"evidnce": [1, 2]``, ``Label``): it would be ignored, as other keys are, and the item read as one
+    without that key (no evidence, say), with no sign."""
+    known = CSV_COLUMNS if _kind(path) == "csv" else ITEM_KEYS
+    first: dict[str, str] = {}  # unknown key → the first item (or CSV line) that has it
+    for entries in rows.values():
+        for loc, item in entries:
+            for key in item:
+                if isinstance(key, str) and key not in known:
+                    first.setdefault(key, "1 (the header)" if _kind(path) == "csv" else loc)
+    for key, loc in first.items():
+        near = next((k for k in known if key.casefold() == k or _one_typo_apart(key.casefold(), k)), None)
+        if near is None or (str(path), key) in _warned_keys:
+            continue
+        _warned_keys.add((str(path), key))
+        what = "column" if _kind(path) == "csv" else "item key"
+        logger.warning(f"{path}:{loc}: the {what} {key!r} is not one the datalist is read by and is one typo from "
+                       f"{near!r}: it is ignored (its values are not read as {near!r}: an item without {near!r} is "
+                       f"read as one without it). Rename it to {near!r} (the keys read: {list(known)}).")
+
+
 def load_datalist(
     path: str | os.PathLike,
     dataset_dir: str | os.PathLike | None = None,
@@ -410,10 +438,12 @@ def load_datalist(
     places (a patient split across training and test would measure memory, not generalisation).
 
     Other JSON keys and CSV columns are ignored, so that every item has the same keys (MONAI collates a batch key by
-    key). Relative image paths are relative to ``dataset_dir``; every image, also one given as an absolute path,
-    must lie inside ``dataset_dir``: a path that leaves it (``../``, or an absolute path elsewhere) is refused, so a
-    datalist cannot make training read files outside the dataset. The check works on the written paths
-    (``os.path.normpath``), not on symlink targets, so a symlinked folder inside ``dataset_dir`` is allowed.
+    key); one that is one typo from a key read (``"evidnce"``, ``"Label"``) is warned about, once per datalist and
+    key, naming the item (CSV: the header line). Relative image paths are relative to ``dataset_dir``; every image,
+    also one given as an absolute path, must lie inside ``dataset_dir``: a path that leaves it (``../``, or an
+    absolute path elsewhere) is refused, so a datalist cannot make training read files outside the dataset. The check
+    works on the written paths (``os.path.normpath``), not on symlink targets, so a symlinked folder inside
+    ``dataset_dir`` is allowed.
 
     Args:
         path: the ``.json`` or ``.csv`` file.
@@ -447,6 +477,7 @@ def load_datalist(
     if not os.path.isdir(root):
         raise FileNotFoundError(f"dataset_dir '{root}' (root of the images of '{path}') is not a folder.")
     rows = _raw_rows(path)
+    _warn_misspelt_keys(path, rows)
     _check_patients_in_one_list(path, rows, root)
     if split not in rows:
         raise ValueError(f"{path}: has no '{split}' list (it has {sorted(rows)}); {missing_list_hint(path, split)}.")
@@ -587,16 +618,21 @@ def _where(item: Any, image: str) -> str:
     return f"{loc}: '{image}'" if loc else f"'{image}'"
 
 
-def _nifti_shape(path: str, axcodes: str | None = None) -> tuple[int, list[int]]:
+def _nifti_shape(path: str, axcodes: str | None = None, pixdim=None) -> tuple[int, list[int]]:
     """``(channels, spatial)`` from the header, as MONAI's ``NibabelReader`` sees it (channels last, if any); with
     ``axcodes`` the spatial shape after ``Orientation(axcodes)`` (the header's affine says which stored axis becomes
-    which: a file stored z, x, y is 20×41×41 as stored and 41×41×20 in RAS)."""
+    which: a file stored z, x, y is 20×41×41 as stored and 41×41×20 in RAS), with ``pixdim`` after
+    ``Spacing(pixdim)`` too (MONAI's own shape rule, applied to the header's affine without reading a voxel).
+    A header that declares more voxels than there is memory for is refused (:func:`check_nifti_memory`)."""
     import nibabel as nib
 
+    from monai_das.data.studies import check_nifti_memory
+
     img = nib.load(path)
+    check_nifti_memory(path, img)  # before training's reader decompresses gigabytes a hostile header declares
     shape = [int(s) for s in img.shape]
-    if axcodes is not None:  # the affine MONAI's NibabelReader uses (it may replace an sform that pixdim contradicts)
-        from monai.data.utils import correct_nifti_header_if_necessary
+    if axcodes is not None or pixdim is not None:  # the affine MONAI's NibabelReader uses (it may replace an sform
+        from monai.data.utils import correct_nifti_header_if_necessary  # that pixdim contradicts)
 
         img = correct_nifti_header_if_necessary(img)
     spatial, rest = shape[:3], shape[3:]
@@ -604,7 +640,9 @@ def _nifti_shape(path: str, axcodes: str | None = None) -> tuple[int, list[int]]
         rest.pop()
     if len(rest) > 1:
         raise ValueError(f"has shape {shape}: more than one non-spatial dimension (expected X×Y×Z[×C]).")
-    if axcodes is not None and len(spatial) == 3:
+    if pixdim is not None and len(spatial) == 3:
+        spatial = _resampled_shape(spatial, img.affine, axcodes, pixdim)
+    elif axcodes is not None and len(spatial) == 3:
         orientation = nib.orientations
         moved = orientation.ornt_transform(orientation.io_orientation(img.affine),
                                            orientation.axcodes2ornt(tuple(str(axcodes).upper())))
@@ -613,6 +651,21 @@ def _nifti_shape(path: str, axcodes: str | None = None) -> tuple[int, list[int]]
             oriented[int(moved[i, 0])] = size
         spatial = oriented
     return (rest[0] if rest else 1), spatial
+
+
+def _resampled_shape(spatial: Sequence[int], affine, axcodes: str | None, pixdim) -> list[int]:
+    """The spatial shape MONAI's ``Orientation(axcodes)`` and ``Spacing(pixdim)`` give a volume of ``spatial`` shape
+    and ``affine``: the transforms run lazily on a stand-in of no memory (a broadcast zero), so the rule is MONAI's."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
+
+    img = MetaTensor(torch.zeros(()).expand(1, *[int(s) for s in spatial]),
+                     affine=torch.as_tensor(np.asarray(affine), dtype=torch.float64))
+    if axcodes is not None:
+        img = Orientation(axcodes=axcodes, labels=None, lazy=True)(img)
+    img = Spacing(pixdim=pixdim, lazy=True)(img)
+    return [int(s) for s in img.peek_pending_shape()]
 
 
 def _npy_shape(path: str) -> tuple[int, list[int]]:
@@ -832,7 +885,7 @@ def content_key(path: str | os.PathLike) -> str:
 
 
 def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False, min_frames: int = 2,
-                 axcodes: str | None = None) -> tuple[int, tuple[int, ...], int, list[str]]:
+                 axcodes: str | None = None, pixdim=None) -> tuple[int, tuple[int, ...], int, list[str]]:
     """``(channels, shape in the layout's order, number of frames/slices, content ids)`` of one image, the ids being
     the SOPInstanceUIDs of DICOM images or the :func:`content_key` of another file (``clips_only``: refuse a volume
     rather than read it as a clip)."""
@@ -850,7 +903,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     if p.is_file() and not is_dicom(p):  # a copy of this file in another list (another name or folder): its bytes
         uids.append(content_key(p))
     if name.endswith(_NIFTI_SUFFIXES):
-        c, spatial = _nifti_shape(image, axcodes if layout == "volume" else None)
+        c, spatial = _nifti_shape(image, *((axcodes, pixdim) if layout == "volume" else (None, None)))
     elif name.endswith(".npy"):
         c, spatial = _npy_shape(image)
     elif p.is_dir() or is_dicom(p):
@@ -908,6 +961,7 @@ def check_study_shapes(
     mixed_channels: bool = False,
     min_frames: int = 2,
     axcodes: str | None = None,
+    pixdim=None,
 ) -> dict:
     """
     The data facts a model needs (channels, shapes, frame counts), read from the image headers without decoding
@@ -940,7 +994,13 @@ def check_study_shapes(
         axcodes: ``layout="volume"``: the orientation the recipe turns volumes to (``Orientation(axcodes)``): the
             shapes of NIfTI files are given in it (their header's affine says which stored axis becomes which), so
             that a median grid and the slice count along ``slice_axis`` are those of the oriented volumes; ``None``:
-            the stored order (other formats are always in their reader's order).
+            the stored order (other formats are always in their reader's order). Three capital letters, one of L/R,
+            A/P and S/I each (:func:`~monai_das.transforms.check_axcodes`): another value is refused before any file
+            is read, naming ``axcodes``.
+        pixdim: ``layout="volume"``: the voxel size the recipe resamples to after orienting (``Spacing(pixdim)``;
+            one number or three, :func:`~monai_das.transforms.check_pixdim`): the shapes of NIfTI files are then
+            those after resampling, so that a median grid is that of the volumes the network is given (other
+            formats: as read); ``None``: no resampling.
         min_frames: the fewest frames of a clip (slices along each axis of a volume; a 2D image has one) accepted,
             as the recipe's ``min_frames``: 1 accepts a still (a single-frame DICOM as a one-frame clip, a 2D image
             as a one-slice volume).
@@ -949,10 +1009,11 @@ def check_study_shapes(
         ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max), "content_ids": {id: where},
         "content_paths": {id: file}}``,
         shapes in the layout's order as above (spatial axes of NIfTI/NumPy/DICOM-series volumes in the order MONAI's
-        readers give them; before any resizing), frames = slices along ``slice_axis`` (volume) or clip length
-        (video); ``content_ids``: the ``SOPInstanceUID`` of every DICOM image (each file of a series folder, a
-        multi-frame file) and the :func:`content_key` of every other file → its item (datalist line and path), for
-        :func:`check_no_copies` across lists (``content_paths``: the file of each content key).
+        readers give them, NIfTI's after ``axcodes`` and ``pixdim``; before any resizing), frames = slices along
+        ``slice_axis`` (volume) or clip length (video); ``content_ids``: the ``SOPInstanceUID`` of every DICOM image
+        (each file of a series folder, a multi-frame file) and the :func:`content_key` of every other file → its item
+        (datalist line and path), for :func:`check_no_copies` across lists (``content_paths``: the file of each
+        content key).
 
     Raises:
         FileNotFoundError: a missing image.
@@ -965,6 +1026,10 @@ def check_study_shapes(
     """
     if layout not in STUDY_LAYOUTS:
         raise ValueError(f"layout must be one of {STUDY_LAYOUTS}, got {layout!r}.")
+    from monai_das.transforms.preprocessing import check_axcodes, check_pixdim
+
+    axcodes = check_axcodes(axcodes)  # once, naming the option, not "Not all axis codes" for every image
+    check_pixdim(pixdim)
     if slice_axis not in (0, 1, 2):
         raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}.")
     if max_items is not None and int(max_items) < 1:
@@ -986,12 +1051,15 @@ def check_study_shapes(
     for item in chosen:
         image = str(item["image"] if isinstance(item, Mapping) else item)
         try:
-            c, shape, t, item_uids = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames, axcodes)
+            c, shape, t, item_uids = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames, axcodes,
+                                                  pixdim)
         except (FileNotFoundError, ValueError) as e:
             errors.append((type(e) if isinstance(e, FileNotFoundError) else ValueError, f"{_where(item, image)} {e}"))
             continue
-        except Exception as e:  # RuntimeError or a reader's own error type: still name the file
-            errors.append((RuntimeError, f"{_where(item, image)} cannot be read: {e}"))
+        except Exception as e:  # RuntimeError or a reader's own error type (MemoryError: said): still name the file
+            from monai_das.data.studies import error_text
+
+            errors.append((RuntimeError, f"{_where(item, image)} cannot be read: {error_text(e)}"))
             continue
         if first_with and c not in first_with and not mixed_channels:
             other_c, other = next(iter(first_with.items()))

@@ -48,8 +48,12 @@ __all__ = [
     "study_fingerprint",
     "discover_studies",
     "list_studies",
+    "PADDING",
     "kept_source_indices",
     "repeated_source_warning",
+    "available_memory",
+    "check_nifti_memory",
+    "error_text",
     "check_series_stack",
     "series_slice_ranks",
     "LoadStudy",
@@ -90,6 +94,104 @@ def _optional(value: Any) -> Any:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         return None
     return value
+
+
+# ---------------------------------------------------------------------------------------------------- memory
+def error_text(e: BaseException) -> str:
+    """``str(e)``, or its type where that is empty (``MemoryError()`` says nothing), with "out of memory" for a
+    ``MemoryError``: what a message that quotes a reader's exception says after "cannot read '...': "."""
+    text = str(e).strip()
+    if isinstance(e, MemoryError):
+        return f"MemoryError (out of memory){': ' + text if text else ''}"
+    return text or type(e).__name__
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            text = fh.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None  # cgroup "max": no limit
+
+
+def available_memory() -> int | None:
+    """
+    Bytes this process can still allocate, as far as Linux says: ``MemAvailable`` of ``/proc/meminfo``, lowered to
+    the room left under a cgroup v2 limit (``memory.max - memory.current`` of the process's cgroup) when one is set;
+    ``None`` when neither is known (another system): nothing is refused then.
+    """
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)  # kB
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    group = ""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as fh:
+            group = next((line.strip()[3:] for line in fh if line.startswith("0::")), "")
+    except OSError:
+        pass
+    for folder in dict.fromkeys((os.path.join("/sys/fs/cgroup", group.lstrip("/")), "/sys/fs/cgroup")):
+        limit = _read_int(os.path.join(folder, "memory.max"))
+        if limit is not None:
+            found.append(max(limit - (_read_int(os.path.join(folder, "memory.current")) or 0), 0))
+            break
+    return min(found) if found else None
+
+
+def check_nifti_memory(path: str | os.PathLike, image: Any = None) -> None:
+    """
+    Refuse a NIfTI file whose header declares more voxels than this process has memory for, before any pixel is
+    read: a 4 MB ``.nii.gz`` that declares 2048×2048×256 float32 (a gzip of zeros) decompresses to 4 GiB and is
+    held in memory, and one declaring 10⁵×10⁵×10⁵ ends in a ``MemoryError`` without a word. The need is estimated
+    as the array read plus its float32 copy when it is stored otherwise (what MONAI's ``NibabelReader`` makes; the
+    preprocessing needs more), and compared with :func:`available_memory`; nothing is refused where that is unknown.
+
+    Args:
+        path: the file (other suffixes than ``.nii``/``.nii.gz`` pass).
+        image: the file's ``nibabel`` image when loaded already (its header only).
+
+    Raises:
+        MemoryError: naming the file, its declared shape and data type, the estimate and the memory available.
+    """
+    if not str(path).lower().endswith((".nii", ".nii.gz")):
+        return
+    import nibabel as nib
+
+    if image is None:
+        try:
+            image = nib.load(str(path))
+        except Exception:  # not a NIfTI header nibabel reads: the reader says why
+            return
+    shape = [int(s) for s in image.header.get_data_shape()]
+    dtype = np.dtype(image.header.get_data_dtype())
+    voxels = 1
+    for s in shape:
+        voxels *= max(s, 1)
+    need = voxels * (dtype.itemsize + (0 if dtype == np.float32 else 4))  # the array read, and a float32 copy
+    free = available_memory()
+    if free is not None and need > free:
+        raise MemoryError(
+            f"'{path}' declares {'×'.join(map(str, shape))} voxels of {dtype.name} in its NIfTI header: reading it "
+            f"needs about {_bytes(need)} (the array{'' if dtype == np.float32 else ' and its float32 copy'}), more "
+            f"than the {_bytes(free)} of memory "
+            "available; not read. A damaged or hostile header (a small .nii.gz can declare gigabytes of zeros)? "
+            "Otherwise crop or downsample the volume, or read it on a machine with more memory."
+        )
+
+
+def _bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{n} B"
 
 
 # ---------------------------------------------------------------------------------------------------- fingerprint
@@ -194,7 +296,8 @@ class Study:
             ``filename_or_obj`` when made by :class:`LoadStudy`.
         source_indices: for each of the network's ``T`` frames, its slice/frame number in the study's file: the slice
             index along the file's own axis ``info["source_axis"]`` before any reorientation (for a DICOM series,
-            axis 2 runs in ``InstanceNumber`` order), or the clip's frame number.
+            axis 2 runs in ``InstanceNumber`` order), or the clip's frame number; ``-1`` for a frame that is no slice
+            of the file (the padding of ``resize="pad"``).
         info: ``modality``, ``original_shape``, ``num_source_frames``, ``source_axis``, ``instance_numbers``
             (DICOM series, sorted) and reader facts.
         dicom_headers: pydicom datasets (no pixel data) of a DICOM study, ordered like the source slices/frames.
@@ -207,35 +310,45 @@ class Study:
     dicom_headers: list = field(default_factory=list)
 
 
+#: what :func:`kept_source_indices` (the reports' ``kept_source_indices``, the predictions' ``source_frames``) gives
+#: for a kept frame that is padding (no slice of the file: the zeros ``resize="pad"`` adds around a study)
+PADDING = "padding"
+
+
 def kept_source_indices(
     kept: Sequence[int] | torch.Tensor | None, source_indices: Sequence[int] | torch.Tensor | None
-) -> list[int] | None:
+) -> list[int | str] | None:
     """
-    The file's own slice/frame numbers of the frames the sampler kept: ``source_indices[kept]``.
+    The file's own slice/frame numbers of the frames the sampler kept: ``source_indices[kept]``, with
+    :data:`PADDING` (``"padding"``) for a kept frame that is padding.
 
     Args:
         kept: positions ``0..T-1`` along the network's frame axis.
         source_indices: for each of the ``T`` frames, its number in the file (see :attr:`Study.source_indices`);
-            ``-1`` entries mean unknown.
+            ``-1`` (:data:`monai_das.transforms.NO_SOURCE`) for a frame made from no slice of the file (padding of
+            ``resize="pad"``); all ``-1``: unknown (a dataset item that is no file).
 
     Returns:
-        The list, or ``None`` when either is ``None``, a source index is unknown or a kept position is out of range.
+        The list, or ``None`` when either is ``None``, every source index is unknown or a kept position is out of
+        range.
     """
     if kept is None or source_indices is None:
         return None
     src = [int(i) for i in torch.as_tensor(source_indices).reshape(-1).tolist()]
     idx = [int(i) for i in torch.as_tensor(kept).reshape(-1).tolist()]
-    if not src or min(src) < 0 or any(not 0 <= i < len(src) for i in idx):
+    if not src or max(src) < 0 or any(not 0 <= i < len(src) for i in idx):
         return None
-    return [src[i] for i in idx]
+    return [src[i] if src[i] >= 0 else PADDING for i in idx]
 
 
-def repeated_source_warning(study: str, kept_source: Sequence[int] | None, num_frames: int) -> str | None:
+def repeated_source_warning(study: str, kept_source: Sequence[int | str] | None, num_frames: int) -> str | None:
     """
     The warning for a study whose kept frames are fewer distinct slices/frames of its file than were kept, else
-    ``None``. That happens only when the study has fewer slices/frames along the frame axis than the network's ``T``
+    ``None``. Two causes, each named: kept frames that are padding (:data:`PADDING`: the zeros ``resize="pad"`` adds
+    around a study to fill the grid; they show no slice of the file), and kept frames made from one source frame,
+    which happens only when the study has fewer slices/frames along the frame axis than the network's ``T``
     (``num_frames``): the input repeats or interpolates them, and a sampler can keep two neighbouring network frames
-    made from the same source frame, so the prediction rests on fewer distinct frames than ``k``.
+    made from the same source frame. Either way the prediction rests on fewer distinct frames than ``k``.
 
     Args:
         study: how to name the study (id or path).
@@ -244,12 +357,22 @@ def repeated_source_warning(study: str, kept_source: Sequence[int] | None, num_f
     """
     if not kept_source:
         return None
-    distinct = len(set(kept_source))
+    real = [i for i in kept_source if i != PADDING]
+    padding = len(kept_source) - len(real)
+    distinct = len(set(real))
     if distinct == len(kept_source):
         return None
+    listed = ", ".join(str(i) for i in kept_source)
+    causes = []
+    if padding:
+        causes.append(f"{padding} of them {'is' if padding == 1 else 'are'} padding (zeros that resize 'pad' added "
+                      "around the study to fill the grid: no slice of the file)")
+    if distinct < len(real):
+        causes.append(f"{len(real) - distinct} repeat a slice/frame kept already: the study has fewer along the frame "
+                      f"axis than the network's T={num_frames}, so frames were repeated or interpolated to make the "
+                      "input")
     return (f"study {study}: the {len(kept_source)} kept frames are only {distinct} distinct slices/frames of the "
-            f"file (source numbers {list(kept_source)}): it has fewer along the frame axis than the network's "
-            f"T={num_frames}, so frames were repeated or interpolated to make the input.")
+            f"file (source numbers [{listed}]): {'; '.join(causes)}.")
 
 
 # ---------------------------------------------------------------------------------------------------- discovery
@@ -958,9 +1081,10 @@ class LoadStudy(Transform):
     ``source_indices``: volumes: through the image affines, the index along the file's own voxel axis (before
     reorientation) that the network's frame axis runs along (``info["source_axis"]``; for a DICOM series axis 2 is
     the ``InstanceNumber`` order, or the position order of a series numbered out of it, ``info["instance_numbers"]``);
-    clips: the frame numbers LoadVideo kept. A study with fewer than the recipe's ``min_frames`` slices (along any
-    axis; a 2D image counts as one) or frames is refused: stretching it to ``T`` would give an input that is constant
-    along the frame axis and a prediction that looks valid.
+    clips: the frame numbers LoadVideo kept; ``-1`` for a padding slice (``resize="pad"``: zeros around the
+    study), which :func:`kept_source_indices` reports as ``"padding"``. A study with fewer than the recipe's
+    ``min_frames`` slices (along any axis; a 2D image counts as one) or frames is refused: stretching it to ``T``
+    would give an input that is constant along the frame axis and a prediction that looks valid.
 
     Args:
         recipe: the preprocessing recipe (a plain dict).
@@ -1192,7 +1316,12 @@ class LoadStudy(Transform):
         from monai.data.utils import to_affine_nd
         from monai.transforms import LoadImage
 
-        from monai_das.transforms.preprocessing import recipe_volume_kwargs, volume_preprocessing, window_warning
+        from monai_das.transforms.preprocessing import (
+            constant_warning,
+            recipe_volume_kwargs,
+            volume_preprocessing,
+            window_warning,
+        )
 
         if reader is None:  # a NIfTI/ITK file: MONAI chooses the reader, as the training recipe's LoadImaged does
             if self._default_loader is None:
@@ -1200,12 +1329,16 @@ class LoadStudy(Transform):
             loader = self._default_loader
         else:  # a DICOM series or a .npy: a reader made for this study
             loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
+        try:  # before a header that declares gigabytes is decompressed in full
+            check_nifti_memory(path)
+        except MemoryError as e:
+            raise RuntimeError(f"study '{source.study_id}': {e}") from None
         try:
             img = loader(str(path))
         except Exception as e:
             bad = _undecodable_dicom(source.files) if source.kind == "dicom_series" else None
             where = f" (its file '{bad[0]}' cannot be decoded: {bad[1]})" if bad else ""
-            raise RuntimeError(f"study '{source.study_id}': cannot read '{path}'{where}: {e}") from e
+            raise RuntimeError(f"study '{source.study_id}': cannot read '{path}'{where}: {error_text(e)}") from e
         if not isinstance(img, MetaTensor):
             img = MetaTensor(img)
         original_shape = [int(s) for s in img.shape]
@@ -1244,11 +1377,13 @@ class LoadStudy(Transform):
                                                           check_window=False, **recipe_volume_kwargs(r))
             out = self._volume_xform({"image": img})["image"]
         except Exception as e:
-            raise RuntimeError(f"{self._where(source)}: preprocessing failed: {e}") from e
-        from monai_das.transforms.temporal import affine_source_indices
+            raise RuntimeError(f"{self._where(source)}: preprocessing failed: {error_text(e)}") from e
+        from monai_das.transforms.temporal import NO_SOURCE, affine_source_indices
 
+        # resize "pad": the zeros around the study are no slice of it (-1, "padding" in the reports)
         src_idx, src_axis = affine_source_indices(original_affine, torch.as_tensor(out.affine, dtype=torch.float64),
-                                            [int(s) for s in out.shape[1:]], spatial, frame_axis)
+                                                  [int(s) for s in out.shape[1:]], spatial, frame_axis,
+                                                  outside=NO_SOURCE if r["resize"] == "pad" else None)
         image = out.as_tensor().float()
         meta = dict(out.meta)
         if self.layout == "video":
@@ -1258,7 +1393,9 @@ class LoadStudy(Transform):
         unoriented = (nifti_without_orientation(path) if self.layout == "volume"
                       and (self.recipe.get("axcodes") or self.recipe.get("pixdim")) else None)  # only when used
         window = r.get("intensity_range")
-        flattened = window_warning(img, window, str(path)) if window is not None else None
+        # a constant volume first (every scaling flattens it): said once, not also as a window that flattens it
+        flattened = constant_warning(img, str(path)) or (window_warning(img, window, str(path)) if window is not None
+                                                         else None)
         for message in (unoriented, flattened):
             if message:
                 logger.warning(message)
@@ -1313,7 +1450,7 @@ class LoadStudy(Transform):
         except (FileNotFoundError, ValueError) as e:
             raise type(e)(f"study '{source.study_id}': {e}") from e
         except Exception as e:
-            raise RuntimeError(f"study '{source.study_id}': cannot read clip '{source.path}': {e}") from e
+            raise RuntimeError(f"study '{source.study_id}': cannot read clip '{source.path}': {error_text(e)}") from e
         n = int(clip.meta.get("original_num_frames", clip.shape[0]))
         if n < self.min_frames:
             raise self._too_few(source, f"has {n} frame(s)", n)

@@ -60,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"),
                    help="percentile window scaled to [0, 1] when no intensity range (default: the model's recipe, "
                    "0.5 99.5)")
-    p.add_argument("--resize", choices=("stretch", "pad"), help="volume resize mode (default: the model's recipe)")
+    p.add_argument("--resize", choices=("stretch", "pad"),
+                   help="volume resize mode (default: the model's recipe): stretch resizes each axis to the grid; pad "
+                   "scales all axes by one factor (the ratio of the voxel counts is kept, which is the ratio in mm "
+                   "only for isotropic voxels) and pads with zeros / crops to the grid; padding slices are reported as "
+                   "'padding', never as a slice of the file")
     p.add_argument("--temporal-mode", choices=("uniform", "loop", "edge"),
                    help="how clips shorter than the network's T frames are lengthened (default: the model's recipe, "
                    "uniform; another one than the training's is warned about in the log and every report)")
@@ -79,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    from monai_das.transforms.preprocessing import check_intensity
+    from monai_das.transforms.preprocessing import check_axcodes, check_intensity
 
     for flag, key in (("--intensity-range", "intensity_range"), ("--percentiles", "percentiles")):
         if getattr(args, key) is not None:  # a swapped window would invert every study: refused before anything runs
@@ -87,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_intensity(**{key: getattr(args, key)})
             except ValueError as e:
                 parser.error(f"{flag}: {e}")
+    if args.axcodes is not None:  # 'RAX' would fail every study, one error report each, without naming --axcodes
+        try:
+            check_axcodes(args.axcodes, "--axcodes")
+        except ValueError as e:
+            parser.error(str(e))
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
     from monai_das.deploy.app import DASClassifierApp

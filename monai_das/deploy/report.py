@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from monai_das.data.studies import Study, StudySource, kept_source_indices, repeated_source_warning
+from monai_das.data.studies import PADDING, Study, StudySource, kept_source_indices, repeated_source_warning
 from monai_das.deploy.predictor import Prediction
 from monai_das.utils.io import write_text_atomic
 
@@ -61,8 +61,9 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
 
     Keys: ``study_id``, ``status`` (``"ok"``), ``source`` (path), ``kind``, ``modality``, ``probabilities``
     (``{label name: p}``), ``predicted_label`` (id), ``predicted_name``, ``kept_indices`` (network frame positions,
-    ``0..T-1``), ``kept_source_indices`` (the same frames as the file's own slice/frame numbers, see
-    :func:`monai_das.data.kept_source_indices`; the ``source_frames`` of a bundle's predictions),
+    ``0..T-1``), ``kept_source_indices`` (the same frames as the file's own slice/frame numbers, ``"padding"`` for
+    a padding slice of ``resize="pad"``, see :func:`monai_das.data.kept_source_indices`; the ``source_frames`` of a
+    bundle's predictions),
     ``kept_instance_numbers`` (DICOM series only), ``num_frames`` (``T``), ``num_kept`` (``k``), ``compute_saved``
     (``1 - k/T``), ``macs`` / ``macs_saved`` (measured, eager models only, else ``null``), ``input`` (original shape
     and reader facts), ``model`` (source, format, layout, ...), ``warnings`` (messages, also logged: a gap or a gantry
@@ -81,7 +82,8 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     instance_numbers = study.info.get("instance_numbers")
     kept_instances = None
     if kept_src is not None and instance_numbers and study.info.get("source_axis") == 2:  # slices of the series
-        kept_instances = [instance_numbers[i] for i in kept_src if i < len(instance_numbers)]
+        kept_instances = [i if i == PADDING else instance_numbers[i]  # "padding": no slice, no InstanceNumber
+                          for i in kept_src if i == PADDING or i < len(instance_numbers)]
     info = {k: v for k, v in study.info.items() if k not in ("modality", "instance_numbers", "warnings")}
     repeated = repeated_source_warning(f"'{study.source.study_id}'", kept_src, p["num_frames"])
     if repeated:

@@ -20,6 +20,7 @@ import numpy as np
 
 from monai_das.data.synthetic import SYNTHETIC_OPTIONS
 from monai_das.engines.utils import optional
+from monai_das.transforms.preprocessing import check_axcodes, check_pixdim
 from monai_das.utils.io import file_digest
 
 __all__ = ["VIDEO_DATASETS", "DATA_ENV", "SLICE_AXES", "BundleData", "resolve_data_dir", "slice_axis_index"]
@@ -42,15 +43,6 @@ _SPLITS = {"train": "training", "val": "validation", "test": "test"}
 _NORMALS = {"sagittal": "LR", "coronal": "AP", "axial": "SI"}
 
 
-def _axcodes_text(axcodes: Any) -> str | None:
-    """``axcodes`` as one string (``"RAS"``; a list ``["R", "A", "S"]``, as ``Orientationd`` also takes, joined), or
-    ``None`` when none (``None``, ``"None"``)."""
-    axcodes = optional(axcodes)
-    if axcodes is None:
-        return None
-    return "".join(map(str, axcodes)) if isinstance(axcodes, (list, tuple)) else str(axcodes)
-
-
 def slice_axis_index(slice_axis: int | str, axcodes: str | None = "RAS") -> int:
     """
     ``slice_axis`` as the spatial axis index (0, 1, 2) of the loaded, oriented image: an index, or a name of
@@ -62,8 +54,8 @@ def slice_axis_index(slice_axis: int | str, axcodes: str | None = "RAS") -> int:
         key = slice_axis.strip().lower()
         if key not in SLICE_AXES:
             raise ValueError(f"slice_axis must be 0, 1, 2 or one of {sorted(SLICE_AXES)}, got {slice_axis!r}.")
-        codes = (_axcodes_text(axcodes) or "").strip().upper()
-        if len(codes) == 3 and all(sum(c in pair for c in codes) == 1 for pair in _NORMALS.values()):
+        codes = check_axcodes(optional(axcodes))  # a value that is no orientation is named as such
+        if codes is not None:
             return next(i for i, c in enumerate(codes) if c in _NORMALS[key])
         raise ValueError(
             f"slice_axis {slice_axis!r} names an anatomical direction, which needs axcodes (the orientation the "
@@ -145,7 +137,11 @@ class BundleData:
             one) are refused before training (:func:`~monai_das.data.check_study_shapes`); 1 accepts them, as the
             recipe's ``min_frames`` does.
         axcodes: the orientation the recipe turns volumes to (the bundle's ``axcodes``): what a named
-            ``slice_axis`` (``"axial"``, ...) is resolved against.
+            ``slice_axis`` (``"axial"``, ...) is resolved against; three capital letters, one of L/R, A/P, S/I each
+            (:func:`~monai_das.transforms.check_axcodes`).
+        pixdim: the voxel size the recipe resamples a datalist's volumes to (the bundle's ``pixdim``; one number or
+            three, :func:`~monai_das.transforms.check_pixdim`): the automatic grid is the median of the NIfTI shapes
+            after it (and after ``axcodes``).
         synthetic_options: synthetic data only: options of :func:`monai_das.data.make_synthetic_sequence`
             (:data:`SYNTHETIC_OPTIONS`: ``num_informative``, ``noise``, ``contrast``, ``distractor_prob``,
             ``distractor``), e.g. ``{"distractor": "texture", "distractor_prob": 0.7}`` for frames whose statistics
@@ -174,6 +170,7 @@ class BundleData:
         synthetic_options: Mapping[str, Any] | None = None,
         min_frames: int = 2,
         axcodes: str | None = "RAS",
+        pixdim: Sequence[float] | float | None = None,
     ) -> None:
         if layout not in ("volume", "video"):
             raise ValueError(f"layout must be 'volume' or 'video', got {layout!r}.")
@@ -187,7 +184,10 @@ class BundleData:
         files = self.datalist is not None
         self.slice_axis = slice_axis_index(slice_axis, axcodes if files else "RAS")
         # header shapes in the recipe's orientation
-        self.axcodes = _axcodes_text(axcodes) if layout == "volume" and files else None
+        self.axcodes = check_axcodes(optional(axcodes)) if layout == "volume" and files else None
+        # the recipe resamples before the grid is taken (check_study_shapes gives the shapes after Spacing(pixdim))
+        self.pixdim = optional(pixdim) if layout == "volume" and files else None
+        check_pixdim(self.pixdim)
         self.num_frames = int(num_frames)
         self.val_fraction = float(val_fraction)
         self.fold, self.num_folds, self.probe = int(fold), int(num_folds), optional(probe)
@@ -454,7 +454,7 @@ class BundleData:
         trained = self.info["in_channels"]  # the training files' (for volumes as check_study_shapes read them)
         facts = check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True,
                                    axcodes=self.axcodes, mixed_channels=self.layout == "video",
-                                   min_frames=self.min_frames)
+                                   min_frames=self.min_frames, pixdim=self.pixdim)
         # the same series, clip or volume copied into another list: leakage
         check_no_copies(self._content_ids, facts["content_ids"], self._content_paths, facts["content_paths"])
         self._content_ids.update(facts["content_ids"])
@@ -473,7 +473,7 @@ class BundleData:
         # a video recipe decodes every clip grey (in_channels 1) or RGB (3): grey and colour clips mix
         facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis, clips_only=True,
                                    axcodes=self.axcodes, mixed_channels=self.layout == "video",
-                                   min_frames=self.min_frames)
+                                   min_frames=self.min_frames, pixdim=self.pixdim)
         self._content_ids.update(facts["content_ids"])
         self._content_paths.update(facts["content_paths"])
         if self.layout == "video":

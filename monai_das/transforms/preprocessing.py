@@ -7,6 +7,7 @@ Documented recipes that turn a study file into the network's input: :func:`volum
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Hashable, Mapping, Sequence
 
@@ -31,11 +32,13 @@ from monai.transforms import (
 from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
-from monai_das.transforms.temporal import SOURCE_INDICES, affine_source_indices
+from monai_das.transforms.temporal import NO_SOURCE, SOURCE_INDICES, affine_source_indices
 
 __all__ = [
     "RECIPE_KEYS",
+    "check_axcodes",
     "check_intensity",
+    "check_pixdim",
     "check_recipe",
     "recipe_transforms",
     "volume_preprocessing",
@@ -48,6 +51,7 @@ __all__ = [
     "CheckIntensityWindowD",
     "CheckIntensityWindowDict",
     "window_warning",
+    "constant_warning",
     "ScaleIntensityPercentiles",
     "ScaleIntensityPercentilesd",
     "ScaleIntensityPercentilesD",
@@ -70,16 +74,25 @@ class ScaleIntensityPercentiles(ScaleIntensityRangePercentiles):
     are 0 at their 99.5th percentile), MONAI's range scaling divides by zero and returns the image unscaled and
     unclipped (values up to 255 there); here the image's minimum and maximum are taken instead (min–max scaling; a
     constant image becomes ``b_min``). And ``lower < upper`` is required (MONAI accepts swapped or equal percentiles
-    and would invert or flatten the image).
+    and would invert or flatten the image). A constant image is warned about (``logging``, once per file:
+    :func:`constant_warning`; ``warn_constant=False``: not, where the caller says it itself).
 
     Input ``C×spatial`` tensor or array → the same shape scaled, as MONAI's.
     """
 
     def __init__(self, lower: float, upper: float, b_min: float | None, b_max: float | None, clip: bool = False,
-                 relative: bool = False, channel_wise: bool = False, dtype=np.float32) -> None:
+                 relative: bool = False, channel_wise: bool = False, dtype=np.float32,
+                 warn_constant: bool = True) -> None:
         super().__init__(lower, upper, b_min, b_max, clip, relative, channel_wise, dtype)
+        self.warn_constant = bool(warn_constant)
+        self._warned: set[str] = set()
         # MONAI accepts swapped or equal percentiles and would scale between them (inverting or flattening the image)
         check_intensity(percentiles=(lower, upper))
+
+    def __call__(self, img):
+        # the file's name, for the warning about a constant image (MONAI's __call__ drops the meta before _normalize)
+        self._name = str((getattr(img, "meta", {}) or {}).get("filename_or_obj") or "image")
+        return super().__call__(img)
 
     def _normalize(self, img):
         arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
@@ -92,7 +105,9 @@ class ScaleIntensityPercentiles(ScaleIntensityRangePercentiles):
                             (b_max - b_min) * (self.upper / 100.0) + b_min)
         if a_max <= a_min:  # degenerate percentiles: min-max instead of an unscaled, unclipped image
             a_min, a_max = float(arr.min()), float(arr.max())
-        if a_max <= a_min:  # a constant image: the lower end of the output range
+        if a_max <= a_min:  # a constant image: the lower end of the output range, and a warning (once per file)
+            if self.warn_constant:
+                _warn_constant(arr, getattr(self, "_name", "image"), self._warned)
             return convert_to_tensor(torch.full_like(torch.as_tensor(img, dtype=torch.float32),
                                                      float(b_min or 0.0)), track_meta=False)
         img = ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=self.clip,
@@ -102,13 +117,14 @@ class ScaleIntensityPercentiles(ScaleIntensityRangePercentiles):
 
 class ScaleIntensityPercentilesd(ScaleIntensityRangePercentilesd):
     """Dictionary twin of :class:`ScaleIntensityPercentiles` (the arguments of MONAI's
-    ``ScaleIntensityRangePercentilesd``)."""
+    ``ScaleIntensityRangePercentilesd``, and ``warn_constant``)."""
 
     def __init__(self, keys: KeysCollection, lower: float, upper: float, b_min: float | None, b_max: float | None,
                  clip: bool = False, relative: bool = False, channel_wise: bool = False, dtype=np.float32,
-                 allow_missing_keys: bool = False) -> None:
+                 allow_missing_keys: bool = False, warn_constant: bool = True) -> None:
         super().__init__(keys, lower, upper, b_min, b_max, clip, relative, channel_wise, dtype, allow_missing_keys)
-        self.scaler = ScaleIntensityPercentiles(lower, upper, b_min, b_max, clip, relative, channel_wise, dtype)
+        self.scaler = ScaleIntensityPercentiles(lower, upper, b_min, b_max, clip, relative, channel_wise, dtype,
+                                                warn_constant)
 
 
 ScaleIntensityPercentilesD = ScaleIntensityPercentilesDict = ScaleIntensityPercentilesd
@@ -229,10 +245,37 @@ def window_warning(img, intensity_range: Sequence[float], name: str = "image") -
             "or `null` for percentile scaling.")
 
 
+def constant_warning(img, name: str = "image") -> str | None:
+    """
+    A warning when every voxel of ``img`` holds one value (a blank volume: an export that lost its pixel data, a
+    placeholder), else ``None``: every intensity scaling maps it to one value, so the network sees no image at all and
+    still gives a prediction (a confident one, as often as not) that means nothing.
+    """
+    t = torch.as_tensor(img)
+    if t.numel() == 0:
+        return None
+    lo, hi = float(t.min()), float(t.max())
+    if lo != hi:
+        return None
+    return (f"'{name}' holds a single value: every one of its {t.numel()} voxels (shape {tuple(t.shape)}) is {lo:g}, "
+            "a blank volume (an export without its pixel data, a placeholder?): the network sees no image, so its "
+            "prediction means nothing. Check the file.")
+
+
+def _warn_constant(img, name: str, warned: set[str]) -> None:
+    """Log :func:`constant_warning` of ``img`` once per ``name`` (``warned``: the names warned about already)."""
+    if name not in warned:
+        message = constant_warning(img, name)
+        if message:
+            warned.add(name)
+            logging.getLogger(__name__).warning(message)
+
+
 class CheckIntensityWindow(Transform):
     """
     Warn (``logging``, once per file and process) when the intensity window ``intensity_range`` would map a volume
-    to almost one value (:func:`window_warning`); the image is returned unchanged. Put it before the window's
+    to almost one value (:func:`window_warning`), or when the volume holds a single value (:func:`constant_warning`,
+    said instead); the image is returned unchanged. Put it before the window's
     ``ScaleIntensityRange``: a volume in other units than the window's trains and predicts on a blank image
     otherwise, without a word.
 
@@ -251,7 +294,7 @@ class CheckIntensityWindow(Transform):
     def __call__(self, img, name: str | None = None):
         name = name or (getattr(img, "meta", {}) or {}).get("filename_or_obj") or "image"
         if str(name) not in self._warned:
-            message = window_warning(img, self.intensity_range, str(name))
+            message = constant_warning(img, str(name)) or window_warning(img, self.intensity_range, str(name))
             if message:
                 self._warned.add(str(name))
                 logging.getLogger(__name__).warning(message)
@@ -316,16 +359,24 @@ def volume_preprocessing(
        along an axis (a one-slice DICOM series) is refused with an error naming the file, rather than stretched into
        a volume that is constant along that axis; ``min_slices=1`` accepts it (a 2D image becomes one slice).
     2. ``Orientationd(axcodes)``: reorient to a fixed anatomical frame (default RAS), so slice axis 0 means the
-       same direction for every scan. ``None`` skips it.
-    3. ``Spacingd(pixdim, mode="bilinear")``: resample to a voxel size in mm (e.g. ``(1.5, 1.5, 1.5)``);
-       ``None`` (default) keeps the native spacing (the resize below fixes the grid size anyway).
+       same direction for every scan. ``None`` skips it. Three capital letters, one of L/R, A/P and S/I each
+       (:func:`check_axcodes`).
+    3. ``Spacingd(pixdim, mode="bilinear")``: resample to a voxel size in mm: one number (isotropic) or one per axis
+       (e.g. ``(1.5, 1.5, 1.5)``; a value ``<= 0`` keeps that axis' native spacing, e.g. ``(0.7, 0.7, 0)``; any
+       other count is refused: :func:`check_pixdim`); ``None`` (default) keeps the native spacing (the resize below
+       fixes the grid size anyway).
     4. Intensity scaling to ``output_range``: ``intensity_range=(a_min, a_max)`` clips and scales a fixed window
        (CT: e.g. ``(-1000, 400)`` HU), after :class:`CheckIntensityWindowd` (``check_window``), which warns once per
-       file when the window maps the volume to almost one value (intensities in other units than the window's); otherwise ``percentiles=(lower, upper)`` clips and scales between these
-       percentiles of each volume (MR, ultrasound); both ``None``: min–max scaling.
+       file when the window maps the volume to almost one value (intensities in other units than the window's) or
+       the volume holds one value; otherwise ``percentiles=(lower, upper)`` clips and scales between these
+       percentiles of each volume (MR, ultrasound; a constant volume is warned about when ``check_window``); both
+       ``None``: min–max scaling.
     5. Resize to ``spatial_size`` (area interpolation, anti-aliased): ``resize="stretch"`` resizes each axis
-       independently; ``resize="pad"`` keeps the aspect ratio (longest side to ``max(spatial_size)``) and then
-       pads / crops centrally to ``spatial_size``.
+       independently; ``resize="pad"`` scales all axes by one factor (longest side to ``max(spatial_size)``) and
+       then pads with zeros / crops centrally to ``spatial_size``: the ratio of the voxel counts is kept, which is
+       the ratio in millimetres only for isotropic voxels (set ``pixdim`` to resample to them first). Padding slices
+       have no source slice (``-1`` in :class:`~monai_das.data.LoadStudy`'s ``source_indices``, ``"padding"`` in the
+       reports).
     6. ``EnsureTyped(dtype=float32)``.
 
     Args:
@@ -340,6 +391,8 @@ def volume_preprocessing(
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"spatial_size must be a positive int or (D, H, W), got {spatial_size}.")
     check_intensity(intensity_range, percentiles, output_range)
+    axcodes = check_axcodes(axcodes)
+    check_pixdim(pixdim)
     b_min, b_max = (float(v) for v in output_range)
     xforms: list = []
     if load:
@@ -364,7 +417,8 @@ def volume_preprocessing(
     elif percentiles is not None:
         lower, upper = (float(v) for v in percentiles)
         xforms.append(
-            ScaleIntensityPercentilesd(keys, lower=lower, upper=upper, b_min=b_min, b_max=b_max, clip=True)
+            ScaleIntensityPercentilesd(keys, lower=lower, upper=upper, b_min=b_min, b_max=b_max, clip=True,
+                                       warn_constant=check_window)
         )
     else:
         xforms.append(ScaleIntensityd(keys, minv=b_min, maxv=b_max))
@@ -392,6 +446,65 @@ def _pair(value, name: str) -> tuple[float, float] | None:
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be null or two numbers, got {value!r}.") from None
     return a, b
+
+
+#: MONAI's ``Orientation`` axis codes: one letter of each pair, in any order
+AXCODE_PAIRS = ("LR", "AP", "SI")
+
+
+def check_axcodes(axcodes, option: str = "axcodes") -> str | None:
+    """
+    ``axcodes`` as one string (a list ``["R", "A", "S"]``, as ``Orientationd`` also takes, joined), ``None`` for
+    ``None`` / ``""`` / ``"none"`` / ``"null"`` (no reorientation); refused unless it is three capital letters, one
+    of L/R, one of A/P and one of S/I, in any order (``RAS``, ``LPS``, ``SLP``). MONAI's ``Orientation`` takes only
+    capitals and fails on every image with "Not all axis codes ..." otherwise, and it accepts a repeated direction
+    (``RRS``) and reorients to a frame that is no orientation.
+
+    Raises:
+        ValueError: naming ``option`` and the value.
+    """
+    if axcodes is None or (isinstance(axcodes, str) and axcodes.strip().lower() in ("", "none", "null")):
+        return None
+    text = "".join(map(str, axcodes)) if isinstance(axcodes, (list, tuple)) else str(axcodes)
+    letters = [next((c for c in text.upper() if c in pair), None) for pair in AXCODE_PAIRS]
+    if len(text) == 3 and text == text.upper() and None not in letters and sorted(text) == sorted(letters):
+        return text
+    if len(text) == 3 and text != text.upper() and check_axcodes(text.upper()) is not None:
+        why = f"MONAI's Orientation takes capital letters: give {text.upper()!r}"
+    else:
+        missing = [pair for pair, c in zip(AXCODE_PAIRS, letters) if c is None]
+        why = (f"it has {len(text)} letters" if len(text) != 3
+               else f"it has none of {'/'.join(missing[0])}" if missing else "it names a direction twice")
+    raise ValueError(f"{option} {axcodes!r} is not an orientation ({why}): give three capital letters, one of L/R, "
+                     "one of A/P and one of S/I, in any order (e.g. 'RAS', 'LPS'), or null to keep each file's "
+                     "orientation.")
+
+
+def check_pixdim(pixdim, option: str = "pixdim") -> None:
+    """
+    Refuse a ``pixdim`` (``Spacingd``'s voxel size in mm) that is not ``None``, one number (isotropic) or three
+    numbers (one per axis of the oriented volume): MONAI's ``Spacing`` repeats the last value of a shorter list, so
+    ``[0.7, 0.7]`` resamples a volume's 5 mm slice axis to 0.7 mm too. A value ``<= 0`` keeps that axis' native
+    spacing (MONAI's rule), e.g. ``[0.7, 0.7, 0]``.
+
+    Raises:
+        ValueError: naming ``option`` and the value.
+    """
+    if pixdim is None:
+        return
+    values = list(pixdim) if isinstance(pixdim, (list, tuple)) else [pixdim]
+    try:
+        numbers = [float(v) for v in values if not isinstance(v, bool)]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(values) in (1, 3) and len(numbers) == len(values) and all(math.isfinite(v) for v in numbers):
+        return
+    hint = ""
+    if len(numbers) == len(values) == 2:
+        hint = (f" (MONAI would repeat the last value: {[*values, values[-1]]}; give "
+                f"{[*values, values[-1]]} for that, or {[*values, 0]} to keep the native spacing of the third axis)")
+    raise ValueError(f"{option} {pixdim!r} must be null, one number (an isotropic voxel size in mm) or three numbers "
+                     f"(one per axis; a value <= 0 keeps that axis' native spacing){hint}.")
 
 
 def check_intensity(intensity_range=None, percentiles=None, output_range=(0.0, 1.0)) -> None:
@@ -426,7 +539,8 @@ def check_recipe(recipe: Mapping) -> dict:
 
     - ``layout="volume"`` (input ``C×D×H×W``): ``spatial_size`` ``[D, H, W]`` (or one int), ``slice_axis`` (0, 1
       or 2, default 0: the axis whose slices are the sampler's frames), ``axcodes`` (default ``"RAS"``; ``None``
-      keeps the file's orientation), ``pixdim`` (default ``None``), ``intensity_range`` ``[a_min, a_max]`` (default
+      keeps the file's orientation; :func:`check_axcodes`), ``pixdim`` (default ``None``; one number or three,
+      :func:`check_pixdim`), ``intensity_range`` ``[a_min, a_max]`` (default
       ``None``: ``percentiles``, default ``[0.5, 99.5]``), ``output_range`` (default ``[0, 1]``), ``resize``
       (``"stretch"``, default, or ``"pad"``), ``min_frames`` (default 2: fewer slices along an axis are refused);
       see :func:`volume_preprocessing`.
@@ -475,6 +589,8 @@ def check_recipe(recipe: Mapping) -> dict:
     }
     try:  # also refuses a null output_range
         check_intensity(out["intensity_range"], out["percentiles"], out["output_range"])
+        out["axcodes"] = check_axcodes(out["axcodes"], "'axcodes'")
+        check_pixdim(out["pixdim"], "'pixdim'")
     except ValueError as e:
         raise ValueError(f"recipe {e}") from None
     if out["slice_axis"] not in (0, 1, 2):
@@ -598,7 +714,7 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
             raise _volume_as_frames(name, frame_axis, img.shape)
         source_shape = [int(s) for s in meta.get("spatial_shape", img.shape[1:])]
         source, src_axis = affine_source_indices(meta["original_affine"], img.affine, img.shape[1:], source_shape,
-                                                 frame_axis - 1)
+                                                 frame_axis - 1, outside=NO_SOURCE)  # padding is no evidence
         _check_evidence(wanted, source_shape[src_axis], name, "slices")
         if wanted and src_axis == 2 and os.path.isdir(str(name)):
             # a DICOM series folder: evidence counts its slices in InstanceNumber order, as the reports' source
@@ -616,8 +732,9 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
 
 def _nearest_slices(source: Sequence[int], wanted: Sequence[int]) -> list[int]:
     """The input slices whose source slice (``source``, one per input slice) is nearest to each ``wanted`` one (all
-    of them on a tie), ascending."""
-    src = np.asarray(source)
+    of them on a tie), ascending; padding slices (source ``< 0``) are never evidence."""
+    src = np.asarray(source, dtype=float)
+    src[src < 0] = np.inf  # padding (resize "pad"): no slice of the file
     return sorted({int(j) for i in wanted for j in np.flatnonzero(np.abs(src - i) == np.abs(src - i).min())})
 
 

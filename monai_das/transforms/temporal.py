@@ -19,6 +19,7 @@ from monai.utils import TransformBackends, convert_to_tensor
 __all__ = [
     "KEPT_INDICES",
     "SOURCE_INDICES",
+    "NO_SOURCE",
     "affine_source_indices",
     "uniform_indices",
     "select_frames",
@@ -43,17 +44,25 @@ KEPT_INDICES = "kept_indices"
 #: ``MetaTensor.meta`` key: positions of the output frames in the original sequence (file / volume), composed over
 #: every temporal step applied so far.
 SOURCE_INDICES = "source_indices"
+#: a :data:`SOURCE_INDICES` entry of a frame that comes from no frame/slice of the file (padding)
+NO_SOURCE = -1
 
 
 def affine_source_indices(
     original_affine: torch.Tensor, affine: torch.Tensor, shape: Sequence[int], source_shape: Sequence[int],
-    frame_axis: int,
+    frame_axis: int, outside: int | None = None,
 ) -> tuple[list[int], int]:
     """
     For each index along spatial axis ``frame_axis`` of a preprocessed volume of spatial ``shape`` (centre of the
     other two axes), the nearest slice index of the source volume (spatial ``source_shape``), found through the
     affines (world = affine · voxel; ``original_affine`` the source's, ``affine`` the preprocessed one's, as a
     MetaTensor keeps them through orientation, spacing and resizing); and the source axis it runs along.
+
+    ``outside``: the index of a slice whose voxel lies wholly outside the source volume (beyond its first or last
+    slice by at least its own thickness): give :data:`NO_SOURCE` (``-1``) where the volume may be padded (the zeros
+    that ``resize="pad"`` adds around a study to fill the grid have no source slice; the nearest edge slice would be
+    named as a slice the network saw); ``None`` (default): the nearest edge slice (a slice that resampling to a
+    coarser ``pixdim`` extrapolated from the edge).
     """
     original_affine = torch.as_tensor(original_affine, dtype=torch.float64)
     affine = torch.as_tensor(affine, dtype=torch.float64)
@@ -68,14 +77,18 @@ def affine_source_indices(
     # indices, a rule of the network's (oriented) axis: the same slice whichever way the file stores its slices
     # (round() took the even index in the file's own order, so a file and its flipped copy named other slices)
     ascending = float(m[src_axis, frame_axis]) > 0
+    n = int(source_shape[src_axis])
+    half = abs(float(m[src_axis, frame_axis])) / 2.0  # half a slice of the output, in source slices
 
     def nearest(x: float) -> int:
+        if outside is not None and (x + half <= -0.5 + 1e-6 or x - half >= n - 0.5 - 1e-6):  # wholly outside
+            return int(outside)
         low = math.floor(x)
         if abs(x - low - 0.5) < 1e-6:
-            return low if ascending else low + 1
-        return int(round(x))
+            return int(np.clip(low if ascending else low + 1, 0, n - 1))
+        return int(np.clip(round(x), 0, n - 1))
 
-    return [int(np.clip(nearest(float(x)), 0, int(source_shape[src_axis]) - 1)) for x in p], src_axis
+    return [nearest(float(x)) for x in p], src_axis
 
 
 def uniform_indices(num_frames: int, num_samples: int) -> torch.Tensor:

@@ -651,3 +651,89 @@ def test_a_series_training_reader_would_read_in_part_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"stacks 5 file\(s\) as the series where the folder holds 4 DICOM "
                                          r"image file\(s\), and adds DICOMDIR, which inference skips"):
         check_study_shapes([str(fine)], "volume")
+
+
+# ------------------------------------------------------------------------------------------ trial I / K findings
+def _nifti_file(path: Path, shape, zooms) -> Path:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.diag([*zooms, 1.0])), str(path))
+    return path
+
+
+def test_study_shapes_follow_the_recipes_resampling(tmp_path):
+    """spatial_size null + pixdim: the median grid was that of the native voxel counts ([48, 48, 20]) while the
+    resampled volumes are about [24, 24, 40]: with pixdim the shapes are those after Orientation and Spacing."""
+    from monai.transforms import Compose, LoadImage, Orientation, Spacing
+
+    a = _nifti_file(tmp_path / "a.nii.gz", (48, 48, 20), (0.7, 0.7, 5.0))
+    b = _nifti_file(tmp_path / "b.nii.gz", (20, 40, 44), (5.0, 0.8, 0.7))  # another spacing
+    items = [str(a), str(b)]
+    native = check_study_shapes(items, "volume", slice_axis=2, axcodes="RAS")["shapes"]
+    facts = check_study_shapes(items, "volume", slice_axis=2, axcodes="RAS", pixdim=(1.4, 1.4, 2.5))
+    for f in items:  # MONAI's own shapes, from reading the files
+        real = Compose([LoadImage(image_only=True, ensure_channel_first=True), Orientation("RAS", labels=None),
+                        Spacing(pixdim=(1.4, 1.4, 2.5))])(f)
+        assert list(facts["shapes"][f][1:]) == list(real.shape[1:]) != list(native[f][1:])
+    assert facts["shapes"][str(a)] == (1, 24, 24, 39) and facts["num_frames_range"] == (13, 39)
+    keep_z = check_study_shapes([str(a)], "volume", slice_axis=2, pixdim=[1.4, 1.4, 0])  # <= 0: native 5 mm slices
+    assert keep_z["shapes"][str(a)] == (1, 24, 24, 20)
+    with pytest.raises(ValueError, match=r"pixdim \[0.7, 0.7\] must be null, one number .* or three numbers"):
+        check_study_shapes(items, "volume", slice_axis=2, pixdim=[0.7, 0.7])
+
+
+@pytest.mark.parametrize("axcodes", ["RAX", "RRS"])
+def test_study_shapes_refuse_invalid_axcodes_once(tmp_path, axcodes):
+    """--slice_axis 2 --axcodes RAX: "24 of the 24 images checked cannot be used: ... Not all axis codes" (RRS was
+    taken): one error naming axcodes, before any file is read."""
+    items = [str(_nifti_file(tmp_path / f"{i}.nii.gz", (8, 8, 6), (1.0, 1.0, 2.0))) for i in range(3)]
+    with pytest.raises(ValueError, match=rf"^axcodes '{axcodes}' is not an orientation \(it has none of"):
+        check_study_shapes(items, "volume", slice_axis=2, axcodes=axcodes)
+
+
+def test_misspelt_item_key_is_warned_once(tmp_path, caplog):
+    """"evidnce": [1, 2] was ignored without a word: the item trained as one without evidence."""
+    from monai_das.data import datalist as dl_module
+
+    _touch(tmp_path, "a.npy", "b.npy", "c.npy")
+    dl = _json(tmp_path / "dl.json", {"training": [
+        {"image": "a.npy", "label": 0, "evidence": [1]}, {"image": "b.npy", "label": 1, "evidnce": [1, 2]},
+        {"image": "c.npy", "label": 1, "evidnce": [3], "note": "kept aside"}]})
+    csv_dl = _csv(tmp_path / "dl.csv", "image,Label,label,grup", "a.npy,x,0,p1", "b.npy,y,1,p2")
+    dl_module._warned_keys.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
+        items = load_datalist(dl)
+        load_datalist(dl)  # the same datalist again (another split, a second read): not warned again
+        load_datalist(csv_dl)
+    assert items[1]["evidence"] == []  # ignored, as before: warned now
+    assert caplog.text.count("'evidnce'") == 1 and "note" not in caplog.text
+    assert (f"{dl}:training[1]: the item key 'evidnce' is not one the datalist is read by and is one typo from "
+            "'evidence'") in caplog.text
+    assert f"{csv_dl}:1 (the header): the column 'Label'" in caplog.text and "typo from 'label'" in caplog.text
+    assert "the column 'grup'" in caplog.text and "typo from 'group'" in caplog.text
+
+
+def test_nifti_header_declaring_more_than_the_memory_is_refused(tmp_path, monkeypatch):
+    """A 4 MB .nii.gz declaring 2048×2048×256 float32 was decompressed in full (4.9 GB); one declaring 10⁵×10⁵×10⁵
+    died with "MemoryError: " (an empty reason). Refused from the header, naming the file, shape, dtype and need."""
+    import nibabel as nib
+
+    from monai_das.data import studies
+
+    h = nib.Nifti2Header()
+    h.set_data_shape((100000, 100000, 100000))
+    h.set_data_dtype(np.float32)
+    h.set_qform(np.eye(4), 1)
+    huge = tmp_path / "huge.nii"
+    with open(huge, "wb") as f:  # a valid header and a few bytes: no voxel data to speak of
+        h.write_to(f)
+        f.write(b"\0" * 4096)
+    small = _nifti_file(tmp_path / "small.nii.gz", (8, 8, 6), (1.0, 1.0, 2.0))
+    monkeypatch.setattr(studies, "available_memory", lambda: 8 << 30)  # 8 GiB: never the machine's own
+    with pytest.raises(RuntimeError, match=r"huge\.nii' cannot be read: MemoryError \(out of memory\): .*huge\.nii' "
+                                           r"declares 100000×100000×100000 voxels of float32 .* needs about 3.55 PiB "
+                                           r".* more than the 8 GiB of memory available"):
+        check_study_shapes([str(small), str(huge)], "volume", slice_axis=2, axcodes="RAS")
+    assert check_study_shapes([str(small)], "volume", slice_axis=2)["shapes"][str(small)] == (1, 8, 8, 6)
+    monkeypatch.setattr(studies, "available_memory", lambda: None)  # unknown: nothing refused from the header
+    studies.check_nifti_memory(huge)

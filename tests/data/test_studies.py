@@ -315,6 +315,30 @@ def test_kept_source_indices():
     assert kept_source_indices(None, [1, 2]) is None and kept_source_indices([0], None) is None
     assert kept_source_indices([0, 1], [-1, -1]) is None  # unknown
     assert kept_source_indices([4], [0, 1]) is None  # out of range
+    assert kept_source_indices([0, 1, 3], [-1, 0, 2, -1]) == ["padding", 0, "padding"]  # resize "pad"
+
+
+def test_pad_resize_padding_slices_map_to_no_source(tmp_path):
+    """resize "pad": the zero slices added around a 20-slice study were reported as its last slice (19, 19, 19 in a
+    Deploy report); they have no source slice, and the reports say "padding"."""
+    vol = np.random.default_rng(0).normal(300, 10, (48, 48, 20)).astype(np.float32)
+    path = tmp_path / "s.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.diag([0.7, 0.7, 5.0, 1.0])), path)
+    recipe = {"layout": "volume", "spatial_size": [32, 32, 16], "slice_axis": 2}
+    study = LoadStudy({**recipe, "resize": "pad"}).load(path)
+    img = torch.as_tensor(study.image)[0]
+    blank = [j for j in range(16) if float(img[..., j].abs().max()) == 0.0]
+    assert blank == [0, 14, 15]  # 20 slices scaled by 32/48 to 13, padded (1, 2)
+    assert [j for j, i in enumerate(study.source_indices) if i == -1] == blank
+    assert study.source_indices[1] == 0 and study.source_indices[13] == 19
+    assert study.image.meta["source_indices"].tolist() == study.source_indices
+    kept = kept_source_indices([13, 14, 15], study.source_indices)
+    assert kept == [19, "padding", "padding"]
+    msg = repeated_source_warning("'s'", kept, 16)
+    assert "2 of them are padding" in msg and "[19, padding, padding]" in msg and "T=16" not in msg
+    # stretch never pads: every slice has a source slice, also with a spacing that enlarges the grid
+    for extra in ({}, {"pixdim": [1.4, 1.4, 10.0]}):
+        assert min(LoadStudy({**recipe, "spatial_size": [32, 32, 40], **extra}).load(path).source_indices) == 0
 
 
 def test_repeated_source_warning():
@@ -412,3 +436,44 @@ def test_series_errors_name_the_files_at_fault(tmp_path):
         LoadStudy(recipe).load(str(mixed))
     with pytest.raises(ValueError, match=pattern):
         check_study_shapes([str(mixed)], "volume")
+
+
+def test_nifti_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
+    """A .nii.gz whose header declares 2048×2048×256 float32 (a gzip of zeros) was decompressed in full; Deploy and
+    MONAI Label reports said "cannot read '…': " after a MemoryError with no message. The header is checked first
+    (available memory monkeypatched: the test allocates nothing), and an empty error says its type."""
+    import gzip
+    import io
+
+    from monai_das.data import studies
+    from monai_das.data.studies import error_text
+
+    h = nib.Nifti1Header()
+    h.set_data_shape((2048, 2048, 256))
+    h.set_data_dtype(np.float32)
+    h.set_qform(np.eye(4), 1)
+    buf = io.BytesIO()
+    h.write_to(buf)
+    header = buf.getvalue()
+    bomb = tmp_path / "bomb.nii.gz"
+    with gzip.open(bomb, "wb") as f:  # the header and a little data: the file is cut short, never read here
+        f.write(header + b"\0" * (int(h.get_data_offset()) - len(header) + 1024))
+    monkeypatch.setattr(studies, "available_memory", lambda: 1 << 30)  # 1 GiB
+    with pytest.raises(RuntimeError, match=r"^study 'bomb.nii.gz': '.*bomb\.nii\.gz' declares 2048×2048×256 voxels "
+                                           r"of float32 in its NIfTI header: reading it needs about 4 GiB .* more than "
+                                           r"the 1 GiB of memory available; not read"):
+        LoadStudy(VOLUME).load(bomb)
+    small = _nifti(tmp_path / "small.nii.gz")
+    assert tuple(LoadStudy(VOLUME).load(small).image.shape) == (1, 8, 8, 8)  # 10×12×9 needs far less
+    assert error_text(MemoryError()) == "MemoryError (out of memory)"
+    assert error_text(MemoryError("Unable to allocate")) == "MemoryError (out of memory): Unable to allocate"
+    assert error_text(KeyError()) == "KeyError" and error_text(ValueError("bad")) == "bad"
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(studies, "available_memory", lambda: None)  # unknown: the reader runs, and fails empty
+    loader = LoadStudy(VOLUME)
+    loader._default_loader = no_memory
+    with pytest.raises(RuntimeError, match=r"cannot read '.*small\.nii\.gz': MemoryError \(out of memory\)$"):
+        loader.load(small)

@@ -380,3 +380,16 @@ def test_a_report_of_another_study_under_the_same_id_is_replaced_with_a_warning(
     second = json.loads((out / "SE0002.json").read_text())
     (note,) = [w for w in second["warnings"] if "replaces" in w]
     assert "N000" in note and "give each run its own output folder" in note and note in caplog.text
+
+
+@pytest.mark.parametrize("axcodes, why", [("RAX", "none of S/I"), ("RRS", "none of A/P"), ("ras", "give 'RAS'"),
+                                          ("RA", "2 letters")])
+def test_cli_invalid_axcodes_is_a_usage_error(tmp_path, capsys, axcodes, why):
+    """--axcodes RAX gave one error report per study (MONAI's "Not all axis codes ..."), never naming the option: a
+    usage error (exit status 2) before anything is read, as a swapped --intensity-range."""
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "model"),
+                  "--axcodes", axcodes])
+    assert exc.value.code == 2 and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert f"--axcodes '{axcodes}' is not an orientation" in err and why in err and "one of S/I" in err

@@ -58,9 +58,13 @@ def test_slice_axis_names():
     assert [slice_axis_index(a) for a in ("sagittal", "coronal", "axial", 1, "2")] == [0, 1, 2, 1, 2]
     # a name is resolved against the orientation the volumes are turned to (axial was 2 whatever axcodes said)
     assert [slice_axis_index(a, "SLP") for a in ("sagittal", "coronal", "axial")] == [1, 2, 0]
-    assert slice_axis_index("axial", "lps") == 2 and slice_axis_index(1, None) == 1
-    for codes in (None, "RAX", "RRS"):
-        with pytest.raises(ValueError, match="names an anatomical direction, which needs axcodes"):
+    assert slice_axis_index("axial", "LPS") == 2 and slice_axis_index(1, None) == 1
+    with pytest.raises(ValueError, match="capital letters: give 'LPS'"):  # MONAI's Orientation fails on 'lps'
+        slice_axis_index("axial", "lps")
+    with pytest.raises(ValueError, match="names an anatomical direction, which needs axcodes"):
+        slice_axis_index("axial", None)
+    for codes in ("RAX", "RRS"):  # a value that is no orientation is named as such, not as missing
+        with pytest.raises(ValueError, match=f"axcodes '{codes}' is not an orientation"):
             slice_axis_index("axial", codes)
     assert slice_axis_index("axial", ["S", "L", "P"]) == 0  # axcodes as a list, as Orientationd takes them
     # a ready-made dataset's arrays are not reoriented: names keep their RAS meaning whatever axcodes says
@@ -185,6 +189,26 @@ def test_datalist_grid_is_that_of_the_oriented_volumes(tmp_path):
     stored = BundleData(datalist=tmp_path / "dl.json", slice_axis=2, axcodes=None, val_fraction=0.5, seed=0).info
     # without reorientation (axcodes null) the recipe reads the stored axes: the median of [12, 10, 6] and [6, 12, 10]
     assert stored["spatial_size"] == [9, 11, 8] and stored["num_frames"] == 8
+
+
+def test_datalist_grid_follows_the_recipes_resampling(tmp_path):
+    """With pixdim the automatic grid is the median of the shapes after Spacing (it was the native voxel counts: 5 mm
+    slices resampled to 2.5 mm were squeezed back to the native count); two pixdim values are refused at start-up."""
+    import nibabel as nib
+
+    items = []
+    for i in range(4):
+        nib.Nifti1Image(np.zeros((16, 16, 8), np.float32), np.diag([0.5, 0.5, 5.0, 1.0])).to_filename(
+            str(tmp_path / f"v{i}.nii.gz"))
+        items.append({"image": f"v{i}.nii.gz", "label": "ab"[i % 2], "group": f"p{i}"})
+    (tmp_path / "dl.json").write_text(json.dumps({"training": items}))
+    native = BundleData(datalist=tmp_path / "dl.json", slice_axis="axial", val_fraction=0.5, seed=0).info
+    resampled = BundleData(datalist=tmp_path / "dl.json", slice_axis="axial", val_fraction=0.5, seed=0,
+                           pixdim=[1.0, 1.0, 2.5]).info
+    assert native["spatial_size"] == [16, 16, 8] and resampled["spatial_size"][2] in (15, 16)
+    assert resampled["spatial_size"][:2] in ([8, 8], [7, 7]) and resampled["num_frames"] == resampled["spatial_size"][2]
+    with pytest.raises(ValueError, match="pixdim"):
+        BundleData(datalist=tmp_path / "dl.json", slice_axis="axial", pixdim=[0.7, 0.7])
 
 
 def test_missing_datalist(tmp_path):

@@ -61,6 +61,18 @@ def test_volume_evidence_after_load_study_and_frames(tmp_path):
         MapEvidenced(frame_axis=1)(dict(loaded))
 
 
+def test_volume_evidence_is_never_a_padding_slice(tmp_path):
+    """resize "pad": padding slices took the edge slice's number, so evidence on the first/last slice was mapped onto
+    the zeros around the study as well."""
+    from monai_das.transforms import volume_preprocessing
+
+    load = Compose([volume_preprocessing(keys="image", spatial_size=(16, 16, 16), resize="pad"),
+                    MapEvidenced("evidence", image_key="image", frame_axis=3)])
+    # 12×14×10 voxels: the longest side 14 → 16 scales the 10 slices to 11, padded (2, 3) to 16
+    out = load({"image": _volume(tmp_path, depth=10, flip_z=False), "evidence": [0, 9]})
+    assert out["evidence"] == [2, 12] + [-1] * 14  # the first and last real slices, not the padding beside them
+
+
 def test_evidence_outside_the_file_is_refused(tmp_path):
     loaded = LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": _volume(tmp_path)})
     with pytest.raises(ValueError, match=r"case\.nii\.gz'.*evidence index 31 is outside its 31 slices"):

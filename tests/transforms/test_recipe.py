@@ -119,3 +119,46 @@ def test_recipe_checks_and_options():
     xforms = recipe_transforms({"layout": "volume", "spatial_size": 8}, load=False).transforms
     names = [type(t).__name__ for t in xforms]
     assert names[0] == "RequireVolumed" and "LoadImaged" not in names
+
+
+@pytest.mark.parametrize("axcodes, why", [("RAX", "none of S/I"), ("RRS", "none of A/P"), ("ras", "give 'RAS'"),
+                                          ("RASL", "4 letters"), (["R", "A"], "2 letters")])
+def test_invalid_axcodes_are_refused_naming_the_option(axcodes, why):
+    """RAX failed every image with MONAI's "Not all axis codes ..."; RRS was accepted by MONAI's Orientation."""
+    from monai_das.transforms import check_axcodes, volume_preprocessing
+
+    with pytest.raises(ValueError, match=rf"^axcodes .* is not an orientation \(.*{why}\): give three capital letters"):
+        check_axcodes(axcodes)
+    with pytest.raises(ValueError, match=r"recipe 'axcodes' .* is not an orientation"):
+        check_recipe({"layout": "volume", "spatial_size": 8, "axcodes": axcodes})
+    with pytest.raises(ValueError, match="is not an orientation"):
+        volume_preprocessing(spatial_size=8, axcodes=axcodes)
+    assert check_axcodes("SLP") == "SLP" and check_axcodes(["L", "P", "S"]) == "LPS"
+    assert check_axcodes(None) is None and check_axcodes("none") is None
+
+
+def test_pixdim_is_one_number_or_three(tmp_path):
+    """pixdim [0.7, 0.7] was accepted and MONAI repeated the last value: a 5 mm slice axis resampled to 0.7 mm."""
+    from monai_das.transforms import check_pixdim, volume_preprocessing
+
+    for bad in ([0.7, 0.7], [1, 1, 1, 1], "x", [1, "a", 2], float("nan")):
+        with pytest.raises(ValueError, match=r"must be null, one number .* or three numbers"):
+            check_pixdim(bad)
+    with pytest.raises(ValueError, match=r"MONAI would repeat the last value: \[0.7, 0.7, 0.7\]; give .* or "
+                                         r"\[0.7, 0.7, 0\] to keep the native spacing"):
+        check_recipe({"layout": "volume", "spatial_size": 8, "pixdim": [0.7, 0.7]})
+    with pytest.raises(ValueError, match="three numbers"):
+        volume_preprocessing(spatial_size=8, pixdim=(0.7, 0.7))
+    for good in (None, 1.5, [1.5], [0.7, 0.7, 0], (1, 1, 2)):
+        check_pixdim(good)
+    # a value <= 0 keeps that axis' native spacing (MONAI's Spacing rule, as documented)
+    path = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 10)).astype(np.float32),
+                             np.diag([0.7, 0.7, 5.0, 1.0])), path)
+    from monai.transforms import Compose, LoadImaged, Spacingd
+
+    for pixdim, shape, spacing in (([1.4, 1.4, 0], (10, 10, 10), 5.0), ([1.4, 1.4, -1], (10, 10, 10), 5.0),
+                                   (1.4, (10, 10, 33), 1.4)):
+        check_pixdim(pixdim)
+        out = Compose([LoadImaged("image", ensure_channel_first=True), Spacingd("image", pixdim)])({"image": path})
+        assert tuple(out["image"].shape[1:]) == shape and float(out["image"].pixdim[2]) == pytest.approx(spacing)

@@ -270,3 +270,36 @@ def test_intensity_window_that_flattens_a_volume_is_warned(tmp_path, caplog):
     study = LoadStudy({"layout": "volume", "spatial_size": [8, 8, 8], "intensity_range": [-1000, 400]}).load(str(path))
     assert sum("maps it to almost one value" in w for w in study.info["warnings"]) == 1
     assert not LoadStudy({"layout": "volume", "spatial_size": [8, 8, 8]}).load(str(path)).info.get("warnings")
+
+
+def test_constant_volume_is_warned(tmp_path, caplog):
+    """A volume of one value (every voxel 100) got a confident prediction without a word in Deploy and bundle
+    inference, and trained silently: warned in the study's warnings and, in training, once per file."""
+    import logging
+
+    import nibabel as nib
+    import numpy as np
+
+    from monai_das.data.studies import LoadStudy
+    from monai_das.transforms import CheckIntensityWindow, ScaleIntensityPercentilesd, constant_warning
+
+    blank = np.full((12, 12, 10), 100.0, np.float32)
+    assert constant_warning(blank + np.arange(10, dtype=np.float32)) is None
+    msg = constant_warning(blank, "b.nii.gz")
+    assert msg.startswith("'b.nii.gz' holds a single value") and "is 100," in msg
+    path = tmp_path / "blank.nii.gz"
+    nib.save(nib.Nifti1Image(blank, np.diag([0.7, 0.7, 5.0, 1.0])), str(path))
+    for extra in ({}, {"intensity_range": [0, 255]}):  # percentiles (default) and a window: said once, as constant
+        study = LoadStudy({"layout": "volume", "spatial_size": [8, 8, 8], **extra}).load(str(path))
+        warned = study.info.get("warnings") or []
+        assert len(warned) == 1 and f"'{path}' holds a single value" in warned[0] and "is 100," in warned[0], extra
+    # training: the percentile scaling and the window check log it once per file
+    image = volume_preprocessing(spatial_size=8, load=True, check_window=False).transforms[0]({"image": str(path)})
+    scale, window = ScaleIntensityPercentilesd("image", 0.5, 99.5, 0.0, 1.0, clip=True), CheckIntensityWindow((0, 255))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.transforms.preprocessing"):
+        for _ in range(2):
+            assert float(scale(dict(image))["image"].max()) == 0.0
+            window(image["image"])
+    assert caplog.text.count(f"'{path}' holds a single value") == 2  # once by each transform
+    assert "intensity window" not in caplog.text
