@@ -169,8 +169,8 @@ def _json_rows(header: Sequence[str], rows: Iterable[dict]) -> list[dict]:
         if "pred_label" in r:
             r["pred_label"] = int(r["pred_label"]) if r["pred_label"] else None
         for key in ("kept_indices", "source_frames"):
-            if key in r:
-                r[key] = [int(i) for i in r[key].split(";")] if r[key] else []
+            if key in r:  # a source frame may be "padding" (kept_source_indices): kept as that text
+                r[key] = [int(i) if i.lstrip("-").isdigit() else i for i in r[key].split(";")] if r[key] else []
         for c in prob_columns:
             r[c] = float(r[c]) if r[c] else None
         out.append(r)
@@ -201,7 +201,8 @@ class PredictionWriter:
     (the frames the sampler kept, indices into the network input, ``;``-separated), ``source_frames`` (the same
     frames as the file's own slice/frame numbers — slice index along the file's axis, for a DICOM series in
     ``InstanceNumber`` order, or clip frame — from the batch item's ``source_indices`` through
-    :func:`monai_das.data.kept_source_indices`, as the Deploy report's ``kept_source_indices``; empty when unknown),
+    :func:`monai_das.data.kept_source_indices`, as the Deploy report's ``kept_source_indices``; ``padding`` for a
+    kept frame that is padding of ``resize="pad"``; empty when unknown),
     ``error`` (empty on success; for an unreadable study the prediction columns are empty), ``model`` (``model_key``:
     what the prediction depends on besides the study — checkpoint and inference settings, see
     :func:`monai_das.engines.prediction_key` — so that a resume never keeps a row of another model or ``k``).

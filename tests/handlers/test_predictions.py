@@ -67,6 +67,12 @@ def test_kept_frames_from_one_source_frame_are_warned(tmp_path, caplog):
     engine.run([["dup"]], max_epochs=1)
     assert "study 'dup' (/data/dup): the 3 kept frames are only 1 distinct slices/frames of the file" in caplog.text
     assert "T=8" in caplog.text and len([r for r in caplog.records if "kept frames are only" in r.message]) == 1
+    sources["pad"] = [-1, 3, 4, 5, 6, 7, -1, -1]  # resize "pad": zeros around the study are no slice of it
+    engine.run([["pad"]], max_epochs=1)  # the JSON written at the end keeps "padding" (it was int("padding"))
+    assert {r["id"]: r for r in csv.DictReader(open(path))}["pad"]["source_frames"] == "3;6;padding"
+    assert [r for r in json.loads(path.with_suffix(".json").read_text())
+            if r["id"] == "pad"][0]["source_frames"] == [3, 6, "padding"]
+    assert "padding" in caplog.records[-1].message
 
 
 def test_non_finite_probabilities_are_an_error_row(tmp_path):
