@@ -741,14 +741,29 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
     return studies
 
 
+def _has_split_column(path: Path) -> bool:
+    """Whether the CSV's header has a ``split`` column: a training datalist (``image,label[,group][,evidence],split``),
+    not a study list; its rows of one split are the studies, as a datalist JSON's list is."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return "split" in [(n or "").strip() for n in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError):  # the study-list reader says what is wrong with it
+        return False
+
+
 def _read_datalist(path: Path, dataset_dir, split: str, label_names: list[str] | None,
                    headers: dict[Path, Any] | None = None) -> list[StudySource]:
-    """A MONAI datalist JSON's ``split`` list, read by :func:`monai_das.data.load_datalist`."""
+    """A MONAI datalist's ``split`` list (a JSON, or a CSV with a ``split`` column), read by
+    :func:`monai_das.data.load_datalist`."""
     from monai_das.data.datalist import load_datalist
 
     root = os.path.normpath(os.path.abspath(dataset_dir if dataset_dir is not None else path.parent))
     studies = []
-    for item in load_datalist(path, dataset_dir, split=split, label_names=label_names):
+    items = load_datalist(path, dataset_dir, split=split, label_names=label_names)
+    if _suffix(path) == ".csv":  # said, since the same file without the column would give every row
+        logger.warning(f"'{path}' has a 'split' column: read as a datalist, its {len(items)} {split!r} row(s) are the "
+                       f"studies (the other splits' rows are left out); a CSV without that column lists studies.")
+    for item in items:
         label = int(item.get("label", -1))
         study_id = Path(os.path.relpath(item["image"], root)).as_posix()
         studies.append(_study_at(study_id, Path(item["image"]), None if label < 0 else label, headers))
@@ -780,7 +795,9 @@ def discover_studies(
             - one study file (id: its name; a single-frame DICOM file is a one-slice series).
             - a CSV study list (``.csv``): an ``image`` column (paths relative to the CSV, a file or a folder
               holding one study) and optional ``label`` (class index or name; blank or ``-1`` = unknown) and ``id``
-              (default: the ``image`` cell) columns.
+              (default: the ``image`` cell) columns. A CSV with a ``split`` column is a training datalist
+              (``image,label[,group][,evidence],split``): read as the datalist JSON below, its ``datalist_split``
+              rows only, with a warning saying so.
             - a MONAI datalist JSON (``.json``), read by :func:`monai_das.data.load_datalist` (its
               ``datalist_split`` list; ids are the image paths relative to ``dataset_dir``).
         label_names, num_classes: the model's classes; study-list labels outside them are refused (either is
@@ -803,7 +820,7 @@ def discover_studies(
         studies = _walk(path)
     elif _suffix(path) in (".csv", ".json"):
         headers: dict[Path, Any] = {}  # read once by the rows' discovery, then for the copies across them
-        studies = (_read_csv(path, names, headers=headers) if _suffix(path) == ".csv"
+        studies = (_read_csv(path, names, headers=headers) if _suffix(path) == ".csv" and not _has_split_column(path)
                    else _read_datalist(path, _optional(dataset_dir), datalist_split, names, headers))
         _warn_copies(studies, headers)  # across its rows, as across a folder's studies
     else:

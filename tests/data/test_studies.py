@@ -171,7 +171,7 @@ def test_fingerprints(folder, tmp_path):
     assert os.fspath(studies["a.nii.gz"]) == str(folder / "a.nii.gz")
 
 
-def test_study_lists(folder, tmp_path):
+def test_study_lists(folder, tmp_path, caplog):
     (tmp_path / "two_series").mkdir()
     listing = tmp_path / "list.csv"
     listing.write_text(f"image,label,id\n{folder / 'a.nii.gz'},pos,first\n{folder / 'ct'},,\n{folder / 'two'},0,\n"
@@ -201,6 +201,17 @@ def test_study_lists(folder, tmp_path):
         datalist.unlink()
     assert set(items) == {"sub/b.nii", "a.nii.gz"} and items["sub/b.nii"]["label"] == 1
     assert "label" not in items["a.nii.gz"] and items["a.nii.gz"]["image"] == str(folder / "a.nii.gz")
+    # a training datalist CSV (a split column): its test rows, as the JSON's test list (every row was predicted,
+    # training and validation studies among the "test" predictions), said in a warning
+    datalist = folder / "list.csv"
+    datalist.write_text("image,label,group,split\nsub/b.nii,pos,p1,test\na.nii.gz,neg,p2,training\n")
+    try:
+        with caplog.at_level("WARNING", logger="monai_das.data.studies"):
+            items = {it["id"]: it for it in list_studies(datalist, label_names=["neg", "pos"])}
+    finally:
+        datalist.unlink()
+    assert set(items) == {"sub/b.nii"} and items["sub/b.nii"]["label"] == 1
+    assert "has a 'split' column: read as a datalist, its 1 'test' row(s) are the studies" in caplog.text
     # a bundle's datalist split as a dataset (inference.json without --input): its files, not item numbers, so the
     # predictions name each study (and the study layer gives its source frames); array datasets keep their indices
     from monai.data import Dataset
