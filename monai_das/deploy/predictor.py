@@ -15,7 +15,7 @@ import logging
 import os
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ class Prediction:
         compute_saved: ``1 - k/T``, the fraction of per-frame encoder passes skipped.
         macs: measured multiply-accumulates (``sampler``, ``downstream`` and ``full_sequence`` = the downstream
             network on all ``T`` frames), when the eager network is available; else ``None``.
+        warnings: what the report of this study must say about the prediction itself (e.g. kept indices of a traced
+            export matched among identical frames); :func:`~monai_das.deploy.report.study_report` adds them.
     """
 
     probabilities: list[float]
@@ -65,6 +67,7 @@ class Prediction:
     num_kept: int | None
     compute_saved: float | None
     macs: dict[str, int] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def macs_saved(self) -> float | None:
@@ -435,10 +438,10 @@ class DASPredictor:
             raise ValueError("the study contains NaN or infinite values after preprocessing.")
         return x[None].float().to(self.device)
 
-    def kept_indices(self, x: torch.Tensor) -> torch.Tensor | None:
+    def kept_indices(self, x: torch.Tensor, notes: list[str] | None = None) -> torch.Tensor | None:
         """``B×k`` indices (ascending) the network's sampler keeps for batched input ``x``, or ``None``: see
-        :func:`kept_indices`."""
-        return kept_indices(self.network, x, to_frames(x, self.spec.layout, self.spec.slice_axis))
+        :func:`kept_indices` (``notes``: its warnings for the report)."""
+        return kept_indices(self.network, x, to_frames(x, self.spec.layout, self.spec.slice_axis), notes)
 
     def _macs(self, x: torch.Tensor) -> dict[str, int] | None:
         """:func:`monai_das.utils.cost.macs_breakdown` of an eager network, counted once per input shape."""
@@ -475,12 +478,13 @@ class DASPredictor:
         x = self.check_input(image)
         k = self.budget(num_samples) if num_samples is not None else self.num_kept
         net = self.network
+        notes: list[str] = []
         if hasattr(net, "forward_with_indices"):  # ONNX and eager networks: logits and indices of one pass
             logits, idx = net.forward_with_indices(x, k)
             idx = torch.sort(idx.long(), dim=-1).values if isinstance(idx, torch.Tensor) else None
         else:  # TorchScript: the trained k (checked by budget); indices from its sampler (see kept_indices)
             logits = net(x)
-            idx = self.kept_indices(x)
+            idx = self.kept_indices(x, notes)
             if idx is not None and k is not None and idx.shape[-1] != k:  # the graph's k is fixed; the card says k
                 raise ValueError(
                     f"the TorchScript model '{self.source}' keeps {idx.shape[-1]} of {self.spec.num_frames} frames, "
@@ -513,6 +517,7 @@ class DASPredictor:
             num_kept=k,
             compute_saved=(1.0 - k / t) if k is not None else None,
             macs=self._macs(x) if k is None or k == self._network_own_k() else None,
+            warnings=[f"the model '{self.source}': {n}" if self.source else n for n in notes],
         )
 
     def describe(self) -> dict[str, Any]:
@@ -671,7 +676,8 @@ def _shape(shape: Any) -> str:
     return "×".join(str(int(s)) for s in shape)
 
 
-def kept_indices(network: nn.Module, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | None:
+def kept_indices(network: nn.Module, x: torch.Tensor, frames: torch.Tensor,
+                 notes: list[str] | None = None) -> torch.Tensor | None:
     """
     ``B×k`` indices (ascending, positions ``0..T-1`` of ``frames``) of the frames ``network``'s sampler keeps for the
     batched input ``x`` (``frames``: ``x`` as the ``B×T×C×H×W`` sequence the sampler sees), or ``None`` when the
@@ -688,7 +694,9 @@ def kept_indices(network: nn.Module, x: torch.Tensor, frames: torch.Tensor) -> t
        indices), a tuple in the tracer's order, e.g. ``(matrix, indices, frames)``.
     3. The indices are then found by what each output is, never by its position (:func:`_indices_of`): the one
        integer ``B×k`` tensor; else the one-hot ``B×k×T`` matrix (its argmax); else the kept frames, matched to the
-       input frames (:func:`_match_frames`; exact, since the sampler copies frames).
+       input frames (:func:`_match_frames`; exact, since the sampler copies frames, except among identical input
+       frames: a kept frame identical to others is reported as the earliest of them not reported yet, which need
+       not be the one the model took; ``notes``, when given, gets a warning naming them for the report).
     """
     try:
         if hasattr(network, "sample"):
@@ -700,11 +708,11 @@ def kept_indices(network: nn.Module, x: torch.Tensor, frames: torch.Tensor) -> t
     except Exception as e:  # the logits are still valid: report them without indices
         logger.warning("the network's sampler could not be called for the kept indices: %s", e)
         return None
-    indices = _indices_of(out, frames)
+    indices = _indices_of(out, frames, notes)
     return torch.sort(indices.long(), dim=-1).values if indices is not None else None
 
 
-def _indices_of(out: Any, frames: torch.Tensor) -> torch.Tensor | None:
+def _indices_of(out: Any, frames: torch.Tensor, notes: list[str] | None = None) -> torch.Tensor | None:
     """
     The ``B×k`` kept indices in a sampler's output ``out`` (for ``frames``, ``B×T×C×H×W``), told apart by what each
     tensor is, not by its place: a ``SamplerOutput``'s ``indices``; else, of the tensors returned, the one integer
@@ -734,7 +742,7 @@ def _indices_of(out: Any, frames: torch.Tensor) -> torch.Tensor | None:
         if found:
             if kind == "indices":
                 return found[0]
-            return found[0].argmax(-1) if kind == "matrix" else _match_frames(found[0], frames)
+            return found[0].argmax(-1) if kind == "matrix" else _match_frames(found[0], frames, notes)
     if tensors:
         logger.warning("the network's sampler returns tensors of shapes %s, none of them its kept indices, selection "
                        "matrix or kept frames for frames %s: the kept indices are not reported.",
@@ -742,14 +750,16 @@ def _indices_of(out: Any, frames: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def _match_frames(kept: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | None:
+def _match_frames(kept: torch.Tensor, frames: torch.Tensor, notes: list[str] | None = None) -> torch.Tensor | None:
     """
     Indices ``B×k`` of the frames ``kept`` (``B×k×C×H×W``) in ``frames`` (``B×T×C×H×W``), ascending; ``None`` when
     the shapes do not fit.
 
     Each kept frame goes to its nearest input frame. When an input holds identical frames (several at the smallest
     distance, within ``1e-9``), the kept frames of that input take, in order, the earliest one not taken yet (the
-    nearest one when all are taken), so that ``k`` copies of a repeated frame give ``k`` distinct indices.
+    nearest one when all are taken), so that ``k`` copies of a repeated frame give ``k`` distinct indices; which of
+    the identical frames the model took cannot be told from their pixels (a frozen clip: the model kept frames
+    28-38, the match says 8-18), so ``notes`` (when given) gets a warning naming the kept positions concerned.
     """
     if kept.shape[0] != frames.shape[0] or kept.shape[2:] != frames.shape[2:]:
         return None
@@ -759,6 +769,13 @@ def _match_frames(kept: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | No
     ties = dist <= dist.min(dim=-1, keepdim=True).values + 1e-9  # B×k×T
     picks = nearest.clone()
     for i in torch.nonzero((ties.sum(dim=-1) > 1).any(dim=-1)).flatten().tolist():  # inputs with identical frames
+        if notes is not None:
+            tied = [j for j in range(k) if int(ties[i, j].sum()) > 1]
+            notes.append(
+                f"{len(tied)} of the {k} kept frames are identical to other frames of the study (a frozen or repeated "
+                f"frame): a traced TorchScript export returns the kept frames, not their indices, so each is reported "
+                f"as the earliest of its identical frames; the model may have kept later ones. The ONNX Runtime or "
+                f"eager engine reports the model's own indices.")
         used: set[int] = set()
         for j in range(k):
             free = [c for c in torch.nonzero(ties[i, j]).flatten().tolist() if c not in used]

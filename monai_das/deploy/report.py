@@ -69,7 +69,8 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     and reader facts), ``model`` (source, format, layout, ...), ``warnings`` (messages, also logged: a gap or a gantry
     tilt in a DICOM series, :func:`monai_das.data.check_series_stack`; a recipe option other than the training's; the
     model's own, ``model["warnings"]`` (:attr:`DASPredictor.warnings`: a grid override, an engine fallback), moved
-    here from the ``model`` block; kept frames that are fewer distinct source frames than ``k``,
+    here from the ``model`` block; the prediction's own (:attr:`Prediction.warnings`: kept indices of a traced export
+    matched among identical frames); kept frames that are fewer distinct source frames than ``k``,
     :func:`monai_das.data.repeated_source_warning`), ``error`` (``null``).
     """
     model = dict(model)
@@ -89,7 +90,8 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     if repeated:
         logger.warning(repeated)
     # the study layer's (a gap in a DICOM series, a gantry tilt: logged when it read the study) and this one
-    warnings = [*study.info.get("warnings", []), *model_warnings, *([repeated] if repeated else [])]
+    warnings = [*study.info.get("warnings", []), *model_warnings, *prediction.warnings,
+                *([repeated] if repeated else [])]
     return {
         "report_version": REPORT_VERSION,
         "study_id": study.source.study_id,

@@ -50,6 +50,27 @@ def test_match_frames_identical_frames():
     # more copies kept than exist: the nearest one repeats, as in the loop
     kept = torch.stack([frames[0, [0, 0, 0]], frames[1, [0, 1, 2]]])
     assert torch.equal(_match_frames(kept, frames), _match_frames_loop(kept, frames))
+    # which of identical frames the model took cannot be told from pixels: said for the report (frozen clips)
+    notes = []
+    kept = torch.stack([frames[0, [4, 4, 2]], frames[1, [3, 0, 5]]])
+    _match_frames(kept, frames, notes)
+    assert len(notes) == 1 and notes[0].startswith("2 of the 3 kept frames are identical to other frames")
+    notes = []
+    _match_frames(torch.stack([frames[0, [0, 2, 3]], frames[1, [3, 0, 5]]]), frames, notes)
+    assert notes == []  # identical frames in the study, none of them kept: nothing to say
+
+
+def test_traced_sampler_on_a_frozen_clip_says_its_indices_are_matched():
+    """A traced export's sampler returns bare frames; on a study whose kept frames repeat others, kept_indices says
+    so in ``notes`` (the Deploy report's warnings), where the ONNX/eager engines give the model's own indices."""
+    frames = torch.rand(1, 6, 1, 3, 3)
+    frames[0, 1] = frames[0, 3] = 0.5  # the sampler keeps 3 and 1, identical: matched as the earliest ones
+    notes = []
+    idx = kept_indices(_WithSampler(bare=True), frames, frames, notes)
+    assert idx.tolist() == [[1, 3]] and len(notes) == 1 and "the model may have kept later ones" in notes[0]
+    notes = []
+    kept_indices(_WithSampler(bare=False), frames, frames, notes)  # indices returned: exact, nothing to say
+    assert notes == []
 
 
 def test_match_frames_shape_mismatch():
