@@ -149,7 +149,7 @@ def report_text(report: Mapping[str, Any]) -> str:
         numbers = report.get("kept_instance_numbers")
         lines.append(
             f"Slices/frames used: {report['num_kept']} of {report['num_frames']} "
-            f"(source indices {report['kept_source_indices']}"
+            f"(source indices, counted from 0: {report['kept_source_indices']}"
             + (f"; InstanceNumbers {numbers}" if numbers else "")
             + f"); encoder compute saved: {saved:.1%}."
         )

@@ -185,7 +185,8 @@ def test_study_report_maps_indices(torchscript_model):
     assert report["kept_instance_numbers"] == [101, 109, 117, 131]
     from monai_das.deploy.report import report_text
 
-    assert "(source indices [100, 108, 116, 130]; InstanceNumbers [101, 109, 117, 131])" in report_text(report)
+    assert ("(source indices, counted from 0: [100, 108, 116, 130]; InstanceNumbers [101, 109, 117, 131])"
+            in report_text(report))
     assert set(report["probabilities"]) == set(LABELS) and sum(report["probabilities"].values()) == pytest.approx(1)
     # the stand-in is written the way MONAI's ckpt_export writes a file: that is what its reports say
     assert report["warnings"] == [RAW_CKPT_EXPORT.format(path=torchscript_model[0])]
