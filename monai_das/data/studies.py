@@ -115,10 +115,25 @@ def _read_int(path: str) -> int | None:
     return int(text) if text.isdigit() else None  # cgroup "max": no limit
 
 
+def _cgroup_anon(folder: str) -> int | None:
+    """Bytes of anonymous memory the cgroup ``folder`` holds (``anon`` of ``memory.stat``; ``memory.current`` also
+    counts page cache, which reading a dataset fills up to the limit and the kernel gives back on demand)."""
+    try:
+        with open(os.path.join(folder, "memory.stat"), encoding="ascii") as fh:
+            for line in fh:
+                key, _, value = line.partition(" ")
+                if key == "anon" and value.strip().isdigit():
+                    return int(value)
+    except (OSError, UnicodeDecodeError):
+        pass
+    return _read_int(os.path.join(folder, "memory.current"))
+
+
 def available_memory() -> int | None:
     """
     Bytes this process can still allocate, as far as Linux says: ``MemAvailable`` of ``/proc/meminfo``, lowered to
-    the room left under a cgroup v2 limit (``memory.max - memory.current`` of the process's cgroup) when one is set;
+    the room left under a cgroup v2 limit (``memory.max`` minus the group's anonymous memory, ``anon`` of
+    ``memory.stat``: page cache is given back on demand) when one is set;
     ``None`` when neither is known (another system): nothing is refused then.
     """
     found = []
@@ -138,8 +153,8 @@ def available_memory() -> int | None:
         pass
     for folder in dict.fromkeys((os.path.join("/sys/fs/cgroup", group.lstrip("/")), "/sys/fs/cgroup")):
         limit = _read_int(os.path.join(folder, "memory.max"))
-        if limit is not None:
-            found.append(max(limit - (_read_int(os.path.join(folder, "memory.current")) or 0), 0))
+        if limit is not None:  # the room above the group's own memory: anon, not page cache the kernel reclaims
+            found.append(max(limit - (_cgroup_anon(folder) or 0), 0))
             break
     return min(found) if found else None
 
@@ -741,14 +756,32 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
     return studies
 
 
-def _has_split_column(path: Path) -> bool:
-    """Whether the CSV's header has a ``split`` column: a training datalist (``image,label[,group][,evidence],split``),
-    not a study list; its rows of one split are the studies, as a datalist JSON's list is."""
+def _is_datalist_csv(path: Path) -> bool:
+    """
+    Whether the CSV is a training datalist (``image,label[,group][,evidence],split``: ``image``, ``label`` and
+    ``split`` columns, no ``id`` column, every ``split`` cell a datalist split name), not a study list: its rows of
+    one split are the studies, as a datalist JSON's list is. A study list that happens to have a ``split`` column
+    otherwise (an ``id`` column, other split values) stays a study list, every row a study, with a warning that the
+    column is not read.
+    """
+    from monai_das.data.datalist import CSV_SPLIT_VALUES
+
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return "split" in [(n or "").strip() for n in next(csv.reader(f), [])]
-    except (OSError, UnicodeDecodeError):  # the study-list reader says what is wrong with it
+            reader = csv.DictReader(f)
+            columns = [(n or "").strip() for n in reader.fieldnames or []]
+            if "split" not in columns:
+                return False
+            reader.fieldnames = columns
+            values = {(row.get("split") or "").strip().lower() for row in reader}
+    except (OSError, UnicodeDecodeError, csv.Error):  # the study-list reader says what is wrong with it
         return False
+    if {"image", "label"} <= set(columns) and "id" not in columns and values <= set(CSV_SPLIT_VALUES):
+        return True
+    logger.warning(f"'{path}' has a 'split' column but is read as a study list (it has an 'id' column, no 'label' "
+                   f"column, or split values other than {sorted(v for v in CSV_SPLIT_VALUES if v)}): every row is "
+                   "a study; the 'split' column is not read.")
+    return False
 
 
 def _read_datalist(path: Path, dataset_dir, split: str, label_names: list[str] | None,
@@ -820,7 +853,7 @@ def discover_studies(
         studies = _walk(path)
     elif _suffix(path) in (".csv", ".json"):
         headers: dict[Path, Any] = {}  # read once by the rows' discovery, then for the copies across them
-        studies = (_read_csv(path, names, headers=headers) if _suffix(path) == ".csv" and not _has_split_column(path)
+        studies = (_read_csv(path, names, headers=headers) if _suffix(path) == ".csv" and not _is_datalist_csv(path)
                    else _read_datalist(path, _optional(dataset_dir), datalist_split, names, headers))
         _warn_copies(studies, headers)  # across its rows, as across a folder's studies
     else:

@@ -564,10 +564,12 @@ def resolve_engine(engine: str | None, prefer: str | None = None) -> str:
     return engine or (_PREFER[prefer] if prefer is not None else "onnxruntime")
 
 
-#: what a ``.ts`` written by MONAI's ``ckpt_export`` alone (no ``monai_das.source`` record) gets in every report
+#: what a ``.ts`` without the ``monai_das.source`` record gets in every report: written by MONAI's ``ckpt_export``
+#: alone, or by ``python -m monai_das.engines.export torchscript`` before it wrote the record (volume bundle 0.6.11)
 RAW_CKPT_EXPORT = (
-    "the TorchScript model '{path}' was exported by MONAI's ckpt_export: network settings not checked against the card "
-    "(ckpt_export builds network_def from the config and its command line, not from the model card: e.g. a "
+    "the TorchScript model '{path}' was exported by MONAI's ckpt_export (or by this project's export before it recorded "
+    "its checkpoint): network settings not checked against the card "
+    "(ckpt_export alone builds network_def from the config and its command line, not from the model card: e.g. a "
     "mean-pooling head for a model trained with --temporal_head max); re-export with python -m "
     "monai_das.engines.export torchscript --bundle_root <the training's bundle_root> --config_file "
     "<bundle>/configs/inference.json."

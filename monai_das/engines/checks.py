@@ -10,7 +10,6 @@ import ast
 import difflib
 import logging
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -299,8 +298,21 @@ def check_writable(*folders: str | os.PathLike, option: str = "--bundle_root", c
             ) from e
 
 
-#: MLflow tracking-store schemes (a ``dialect+driver`` scheme such as ``postgresql+psycopg2`` counts by its dialect)
-TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+#: MLflow tracking-store schemes, used where MLflow's own registry cannot be read (a ``dialect+driver`` scheme such as
+#: ``postgresql+psycopg2`` counts by its dialect)
+TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc",
+                    "uc")
+
+
+def _tracking_schemes() -> tuple[str, ...]:
+    """The schemes MLflow's tracking-store registry knows (plugins' included), else :data:`TRACKING_SCHEMES`."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        known = tuple(k for k in _tracking_store_registry._registry if k)
+        return known or TRACKING_SCHEMES
+    except Exception:  # another MLflow version: the list above
+        return TRACKING_SCHEMES
 
 
 def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 3.0) -> None:
@@ -309,7 +321,9 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
     own error after the model is built (a misspelt scheme, ``sqlte:///...``, reads "Model registry functionality is
     unavailable") or minutes of retries (an ``http://`` server that does not answer: MLflow retries for ~4 minutes
     before the first epoch). ``enabled`` false (``--mlflow False``): nothing is checked. A plain path (no scheme) is
-    MLflow's file store and passes; an ``http(s)`` server must accept a TCP connection within ``timeout`` seconds.
+    MLflow's file store and passes; a scheme must be one MLflow's tracking-store registry knows; an ``http(s)`` server
+    must answer a request within ``timeout`` seconds (any HTTP status counts; sent as MLflow sends it, through
+    ``HTTP(S)_PROXY`` when set). Credentials in the URI are not repeated in the message.
     """
     if not flag(enabled) or tracking_uri is None:
         return
@@ -320,22 +334,23 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
     scheme = parsed.scheme.lower()
     if len(scheme) <= 1:  # no scheme, or a Windows drive letter: a local folder, MLflow's file store
         return
-    if scheme.split("+")[0] not in TRACKING_SCHEMES:
-        near = difflib.get_close_matches(scheme, TRACKING_SCHEMES, n=1)
-        raise ValueError(f"--tracking_uri '{uri}': unknown scheme '{scheme}:'"
+    shown = uri.replace(f"{parsed.username or ''}:{parsed.password}@", "***@") if parsed.password else uri
+    known = _tracking_schemes()
+    if scheme.split("+")[0] not in known:
+        near = difflib.get_close_matches(scheme, known, n=1)
+        raise ValueError(f"--tracking_uri '{shown}': unknown scheme '{scheme}:'"
                          + (f" (did you mean '{near[0]}:'?)" if near else "")
-                         + "; MLflow logs to sqlite:///<file.db>, a folder, http(s)://<server>, postgresql://..., "
-                         "mysql://... or databricks. --mlflow False trains without tracking.")
+                         + f"; MLflow logs to sqlite:///<file.db>, a folder, http(s)://<server>, or a store of "
+                         f"{sorted(known)}. --mlflow False trains without tracking.")
     if scheme in ("http", "https"):
-        host, port = parsed.hostname, parsed.port or (443 if scheme == "https" else 80)
+        import requests
+
         try:
-            with socket.create_connection((host, port), timeout=timeout):
-                pass
-        except OSError as e:
+            requests.head(uri, timeout=timeout, allow_redirects=False)
+        except (requests.RequestException, ValueError) as e:
             raise ConnectionError(
-                f"--tracking_uri '{uri}': no MLflow server answers at {host}:{port} ({e.strerror or e}); start it, "
-                "give another --tracking_uri (sqlite:///<file.db> needs no server) or train without tracking "
-                "(--mlflow False)."
+                f"--tracking_uri '{shown}': no MLflow server answers ({type(e).__name__}); start it, give another "
+                "--tracking_uri (sqlite:///<file.db> needs no server) or train without tracking (--mlflow False)."
             ) from None
 
 

@@ -147,7 +147,7 @@ def write_predictions_csv(path: str | os.PathLike, header: Sequence[str], rows: 
     with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(header))
         writer.writeheader()
-        writer.writerows({k: csv_cell(str(v)) for k, v in r.items()} for r in rows)
+        writer.writerows({k: csv_cell("" if v is None else str(v)) for k, v in r.items()} for r in rows)
         f.flush()
         os.fsync(f.fileno())
     return str(path)

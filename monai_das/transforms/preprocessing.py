@@ -492,7 +492,12 @@ def check_pixdim(pixdim, option: str = "pixdim") -> None:
     """
     if pixdim is None:
         return
-    values = list(pixdim) if isinstance(pixdim, (list, tuple)) else [pixdim]
+    if isinstance(pixdim, (list, tuple)):
+        values = list(pixdim)
+    elif isinstance(pixdim, (np.ndarray, torch.Tensor)):  # as Spacingd takes them
+        values = np.asarray(pixdim.tolist() if isinstance(pixdim, torch.Tensor) else pixdim).reshape(-1).tolist()
+    else:
+        values = [pixdim]
     try:
         numbers = [float(v) for v in values if not isinstance(v, bool)]
     except (TypeError, ValueError):
@@ -590,6 +595,12 @@ def check_recipe(recipe: Mapping) -> dict:
     try:  # also refuses a null output_range
         check_intensity(out["intensity_range"], out["percentiles"], out["output_range"])
         out["axcodes"] = check_axcodes(out["axcodes"], "'axcodes'")
+        pixdim = out["pixdim"]
+        if isinstance(pixdim, (list, tuple)) and len(pixdim) == 2:  # a card of a model trained before check_pixdim
+            out["pixdim"] = [*pixdim, pixdim[-1]]  # what MONAI's Spacing made of it in that training
+            logging.getLogger(__name__).warning(
+                f"recipe 'pixdim' {list(pixdim)} has two values (a model trained before they were refused): read as "
+                f"MONAI's Spacing read it in that training, {out['pixdim']}.")
         check_pixdim(out["pixdim"], "'pixdim'")
     except ValueError as e:
         raise ValueError(f"recipe {e}") from None

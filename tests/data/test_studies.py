@@ -212,6 +212,11 @@ def test_study_lists(folder, tmp_path, caplog):
         datalist.unlink()
     assert set(items) == {"sub/b.nii"} and items["sub/b.nii"]["label"] == 1
     assert "has a 'split' column: read as a datalist, its 1 'test' row(s) are the studies" in caplog.text
+    # a study list that happens to have a split column (an id column, other values) stays a study list, said
+    listing.write_text(f"image,id,split\n{folder / 'a.nii.gz'},p0,batch1\n{folder / 'sub' / 'b.nii'},p1,test\n")
+    with caplog.at_level("WARNING", logger="monai_das.data.studies"):
+        items = {it["id"]: it for it in list_studies(listing, label_names=["neg", "pos"])}
+    assert set(items) == {"p0", "p1"} and "is read as a study list" in caplog.text
     # a bundle's datalist split as a dataset (inference.json without --input): its files, not item numbers, so the
     # predictions name each study (and the study layer gives its source frames); array datasets keep their indices
     from monai.data import Dataset
@@ -488,3 +493,14 @@ def test_nifti_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     loader._default_loader = no_memory
     with pytest.raises(RuntimeError, match=r"cannot read '.*small\.nii\.gz': MemoryError \(out of memory\)$"):
         loader.load(small)
+
+
+def test_cgroup_room_counts_anonymous_memory_not_page_cache(tmp_path):
+    """memory.current of a cgroup v2 counts page cache (full after reading a dataset, given back on demand): the room
+    under memory.max is measured from the group's anonymous memory, so a container at its limit of cache still reads."""
+    from monai_das.data.studies import _cgroup_anon
+
+    (tmp_path / "memory.current").write_text(str(8 << 30))
+    assert _cgroup_anon(str(tmp_path)) == 8 << 30  # no memory.stat: memory.current
+    (tmp_path / "memory.stat").write_text(f"anon {1 << 30}\nfile {7 << 30}\nkernel 1000\n")
+    assert _cgroup_anon(str(tmp_path)) == 1 << 30

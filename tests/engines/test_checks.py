@@ -235,23 +235,31 @@ def test_resume_recipe_records_the_world_size():
     assert parser.get_parsed_content("resume_recipe#world_size") == 1
 
 
-def test_tracking_uri_typo_and_unreachable_server_fail_at_start_up(tmp_path):
+def test_tracking_uri_typo_and_unreachable_server_fail_at_start_up(tmp_path, monkeypatch):
     """A misspelt scheme is refused with a suggestion; an http server that does not answer fails at once (MLflow would
-    retry for minutes); local stores pass; --mlflow False checks nothing."""
+    retry for minutes), without repeating the URI's password; local stores and MLflow's own schemes pass; --mlflow
+    False checks nothing."""
+    import http.server
     import socket
+    import threading
 
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)  # the local servers below, not a proxy of the machine
     for ok in (f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "mlruns"), f"file:{tmp_path}/mlruns",
-               "postgresql+psycopg2://u@h/db", "databricks"):
+               "postgresql+psycopg2://u@h/db", "databricks", "databricks-uc://profile", "C:/runs"):
         check_tracking_uri(ok)
     with pytest.raises(ValueError, match=r"--tracking_uri 'sqlte:///x.db': unknown scheme 'sqlte:' \(did you mean 'sqlite:'"):
         check_tracking_uri("sqlte:///x.db")
     with socket.socket() as s:  # a port nobody listens on: bound, never listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        with pytest.raises(ConnectionError, match=f"no MLflow server answers at 127.0.0.1:{port}.*--mlflow False"):
-            check_tracking_uri(f"http://127.0.0.1:{port}", timeout=1.0)
+        with pytest.raises(ConnectionError, match=r"no MLflow server answers.*--mlflow False") as e:
+            check_tracking_uri(f"http://user:secret@127.0.0.1:{port}", timeout=1.0)
+        assert "secret" not in str(e.value) and f"***@127.0.0.1:{port}" in str(e.value)
     check_tracking_uri("sqlte:///x.db", enabled="False")
-    with socket.socket() as server:  # a server that accepts connections passes
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        check_tracking_uri(f"http://127.0.0.1:{server.getsockname()[1]}/")
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501: a server
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        check_tracking_uri(f"http://127.0.0.1:{server.server_address[1]}/", timeout=5.0)
+    finally:
+        server.server_close()

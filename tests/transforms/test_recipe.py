@@ -146,11 +146,13 @@ def test_pixdim_is_one_number_or_three(tmp_path):
             check_pixdim(bad)
     with pytest.raises(ValueError, match=r"MONAI would repeat the last value: \[0.7, 0.7, 0.7\]; give .* or "
                                          r"\[0.7, 0.7, 0\] to keep the native spacing"):
-        check_recipe({"layout": "volume", "spatial_size": 8, "pixdim": [0.7, 0.7]})
+        check_pixdim([0.7, 0.7])
     with pytest.raises(ValueError, match="three numbers"):
         volume_preprocessing(spatial_size=8, pixdim=(0.7, 0.7))
-    for good in (None, 1.5, [1.5], [0.7, 0.7, 0], (1, 1, 2)):
-        check_pixdim(good)
+    for good in (None, 1.5, [1.5], [0.7, 0.7, 0], (1, 1, 2), np.array([1.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 3.0])):
+        check_pixdim(good)  # arrays and tensors as Spacingd takes them
+    # a model card of a model trained before two values were refused: read as MONAI's Spacing read it then
+    assert check_recipe({"layout": "volume", "spatial_size": 8, "pixdim": [0.7, 0.5]})["pixdim"] == [0.7, 0.5, 0.5]
     # a value <= 0 keeps that axis' native spacing (MONAI's Spacing rule, as documented)
     path = tmp_path / "v.nii.gz"
     nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 10)).astype(np.float32),
