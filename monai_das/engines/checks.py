@@ -322,8 +322,9 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
     unavailable") or minutes of retries (an ``http://`` server that does not answer: MLflow retries for ~4 minutes
     before the first epoch). ``enabled`` false (``--mlflow False``): nothing is checked. A plain path (no scheme) is
     MLflow's file store and passes; a scheme must be one MLflow's tracking-store registry knows; an ``http(s)`` server
-    must answer a request within ``timeout`` seconds (any HTTP status counts; sent as MLflow sends it, through
-    ``HTTP(S)_PROXY`` when set). Credentials in the URI are not repeated in the message.
+    must answer a request within ``timeout`` seconds (any HTTP status counts, and a TLS handshake whose certificate
+    is not trusted here: MLflow's own settings decide that; sent as MLflow sends it, through ``HTTP(S)_PROXY`` when
+    set). Credentials in the URI are not repeated in the message.
     """
     if not flag(enabled) or tracking_uri is None:
         return
@@ -347,6 +348,8 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
 
         try:
             requests.head(uri, timeout=timeout, allow_redirects=False)
+        except requests.exceptions.SSLError:  # a server answered; whether its certificate is trusted is MLflow's
+            return  # setting (MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH), not this check's
         except (requests.RequestException, ValueError) as e:
             raise ConnectionError(
                 f"--tracking_uri '{shown}': no MLflow server answers ({type(e).__name__}); start it, give another "

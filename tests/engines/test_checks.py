@@ -257,6 +257,14 @@ def test_tracking_uri_typo_and_unreachable_server_fail_at_start_up(tmp_path, mon
             check_tracking_uri(f"http://user:secret@127.0.0.1:{port}", timeout=1.0)
         assert "secret" not in str(e.value) and f"***@127.0.0.1:{port}" in str(e.value)
     check_tracking_uri("sqlte:///x.db", enabled="False")
+    import requests
+
+    def untrusted(*args, **kwargs):  # a server with a self-signed certificate (MLFLOW_TRACKING_INSECURE_TLS's case)
+        raise requests.exceptions.SSLError("certificate verify failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(requests, "head", untrusted)
+        check_tracking_uri("https://mlflow.example:5000")
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501: a server
     threading.Thread(target=server.handle_request, daemon=True).start()
     try:
