@@ -10,7 +10,6 @@ module (:class:`DASPredictor`: input checks, kept indices, prediction). Trust: s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import zipfile
@@ -31,7 +30,7 @@ from monai_das.deploy.model_files import (
     load_onnx,
     load_torchscript,
 )
-from monai_das.deploy.spec import CARD_KEY, MissingMetadataError, ModelSpec, OverrideError
+from monai_das.deploy.spec import CARD_KEY, MissingMetadataError, ModelSpec, OverrideError, _embedded_json, _read_json
 from monai_das.networks.nets.sampler import check_count
 from monai_das.networks.utils import to_frames
 
@@ -600,13 +599,14 @@ def export_checks(kind: str, files: Mapping[str, Path | None], network: nn.Modul
     path = files.get(kind)
     if kind == "onnx":
         meta = network.session.get_modelmeta().custom_metadata_map if hasattr(network, "session") else {}
-        source, card = _plain_json(meta.get(SOURCE_PROP)), getattr(network, "card", None)
+        source, card = _embedded_json(meta.get(SOURCE_PROP), SOURCE_PROP, str(path)), getattr(network, "card", None)
         record, embedded = f"metadata_props['{SOURCE_PROP}']", "the model card embedded in it"
         if source is None:
             return []
     elif kind == "torchscript" and path is not None:
         extra = _torchscript_extra(Path(path), (SOURCE_PROP, "metadata.json"))
-        source, card = _plain_json(extra.get(SOURCE_PROP)), _plain_json(extra.get("metadata.json"))
+        source = _embedded_json(extra.get(SOURCE_PROP), SOURCE_PROP, str(path))
+        card = _embedded_json(extra.get("metadata.json"), "metadata.json", str(path))
         record, embedded = f"extra file '{SOURCE_PROP}'", "the metadata.json embedded in it"
         if source is None:
             return [RAW_CKPT_EXPORT.format(path=path)]
@@ -615,8 +615,8 @@ def export_checks(kind: str, files: Mapping[str, Path | None], network: nn.Modul
     where = embedded
     if not (isinstance(card, dict) and isinstance(card.get(CARD_KEY), dict)) and files.get("card") is not None:
         try:
-            card, where = json.loads(Path(files["card"]).read_text()), f"the model card '{files['card']}' beside it"
-        except (OSError, ValueError):
+            card, where = _read_json(Path(files["card"])), f"the model card '{files['card']}' beside it"
+        except OSError:
             card = None
     facts = card.get(CARD_KEY) if isinstance(card, dict) else None
     recorded = facts.get("checkpoint_sha256") if isinstance(facts, dict) else None
@@ -632,19 +632,6 @@ def export_checks(kind: str, files: Mapping[str, Path | None], network: nn.Modul
             f"<bundle>/configs/inference.json (it refuses a card of another checkpoint)."
         )
     return []
-
-
-def _plain_json(text: Any) -> dict | None:
-    """``text`` read with ``json.loads`` when it holds a JSON object; ``None`` otherwise (absent, not JSON)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):  # not JSON, or nested too deep to read: no record
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _torchscript_extra(path: Path, names: tuple[str, ...]) -> dict[str, bytes]:
