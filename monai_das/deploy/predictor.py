@@ -618,10 +618,11 @@ def export_checks(kind: str, files: Mapping[str, Path | None], network: nn.Modul
             card, where = _read_json(Path(files["card"])), f"the model card '{files['card']}' beside it"
         except OSError:
             card = None
-    facts = card.get(CARD_KEY) if isinstance(card, dict) else None
-    recorded = facts.get("checkpoint_sha256") if isinstance(facts, dict) else None
+    from monai_das.handlers.model_card import card_describes
+
     exported = source.get("checkpoint_sha256")
-    if isinstance(recorded, str) and isinstance(exported, str) and recorded != exported:
+    if card_describes(card, exported) is False:
+        recorded = card[CARD_KEY]["checkpoint_sha256"]
         what = "ONNX" if kind == "onnx" else "TorchScript"
         raise ValueError(
             f"the {what} model '{path}' was exported from the checkpoint with SHA-256 {exported} (its {record}), "

@@ -460,20 +460,21 @@ def check_card_checkpoint(card: Mapping, card_path: str | os.PathLike, ckpt: str
     Raises:
         ValueError: naming both files, both hashes and how to get the card that describes ``ckpt``.
     """
-    from monai_das.handlers.model_card import _card_describing
+    from monai_das.handlers.model_card import card_describes
     from monai_das.utils.io import file_digest
 
-    recorded = (card.get(CARD_KEY) or {}).get("checkpoint_sha256")
-    if recorded is None:
+    digest = file_digest(ckpt)
+    describes = card_describes(card, digest)
+    if describes is None:
         logger.warning(f"the model card '{card_path}' records no checkpoint_sha256 (written before cards recorded "
                        f"their checkpoint): it cannot be checked that it describes '{ckpt}'; it is embedded as it is. "
                        "Use the card the training of this checkpoint wrote.")
         return
-    if _card_describing(Path(ckpt), Path(card_path)) is not None:
+    if describes:
         return
     raise ValueError(
         f"the model card '{card_path}' was written for another file than the checkpoint '{ckpt}': it records "
-        f"checkpoint_sha256 {recorded}, the checkpoint's is {file_digest(ckpt)}. An export embeds the card as the "
+        f"checkpoint_sha256 {card[CARD_KEY]['checkpoint_sha256']}, the checkpoint's is {digest}. An export embeds the card as the "
         "model's description (layout, slice axis, grid, classes, k), so the exported file would be served as another "
         "model. Export with the card the training of this checkpoint wrote (its models/metadata.json, --meta_file), "
         "or write one: resume that training, or move this card away and re-run the bundle's evaluation on the "

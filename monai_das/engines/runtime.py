@@ -27,6 +27,7 @@ from monai_das.engines.export import (
     read_model_card,
     save_onnx,
 )
+from monai_das.handlers.model_card import card_describes
 from monai_das.networks.nets.onnx_classifier import OnnxClassifier
 
 __all__ = ["ENGINES", "IndicesRecorder", "inference_network"]
@@ -143,9 +144,8 @@ def inference_network(
     wanted = onnx_source(network, ckpt, item_shape)
     card_file = Path(card_path) if card_path is not None else ckpt.with_name("metadata.json")
     card = read_model_card(card_file) if card_file.is_file() else None
-    facts = (card or {}).get(CARD_KEY) or {}
-    if (wanted["num_kept"] is not None and facts.get("checkpoint_sha256") == wanted["checkpoint_sha256"]
-            and facts.get("num_kept") is not None and int(facts["num_kept"]) != k):
+    trained_k = card[CARD_KEY].get("num_kept") if card_describes(card, wanted["checkpoint_sha256"]) else None
+    if wanted["num_kept"] is not None and trained_k is not None and int(trained_k) != k:
         # a fixed-k graph at another k than the trained one: its own file, beside the export at the trained k (the
         # one the Deploy app and MONAI Label serve, whose card says that k), never over it
         onnx_file = onnx_file.with_name(f"{onnx_file.stem}.k{k}{onnx_file.suffix}")

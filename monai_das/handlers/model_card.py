@@ -313,16 +313,28 @@ def _option(key: str, value: Any, trained: Mapping) -> str:
     return f"--{step} {text if isinstance(value, (int, float, str)) and ' ' not in text else repr(text)}"
 
 
+def card_describes(card: Any, checkpoint_sha256: str | None) -> bool | None:
+    """
+    The one rule by which a model card describes a model file: its ``das_model#checkpoint_sha256`` is the SHA-256 of
+    that checkpoint (``checkpoint_sha256``: the file's :func:`~monai_das.utils.io.file_digest`, or the digest an
+    export records of the checkpoint it was made from). ``True`` when they are equal; ``False`` when the card records
+    another file's; ``None`` when the card (or ``checkpoint_sha256``) records none (a card written before cards
+    recorded their checkpoint, a file that is not a card): nothing can be said, and each caller decides.
+    """
+    facts = card.get(CARD_KEY) if isinstance(card, Mapping) else None
+    recorded = facts.get("checkpoint_sha256") if isinstance(facts, Mapping) else None
+    if not isinstance(recorded, str) or not isinstance(checkpoint_sha256, str):
+        return None
+    return recorded == checkpoint_sha256
+
+
 def _card_describing(checkpoint: Path, card_path: Path) -> tuple[dict, dict] | None:
-    """``(card, its das_model section)`` of the card at ``card_path`` when it describes the file ``checkpoint`` (its
-    ``checkpoint_sha256``); ``None`` when either file is missing or the card describes another file."""
+    """``(card, its das_model section)`` of the card at ``card_path`` when it describes the file ``checkpoint``
+    (:func:`card_describes`); ``None`` when either file is missing or the card describes another file or none."""
     card = _read_json(card_path) if card_path.is_file() else None
-    if not card or not checkpoint.is_file():
+    if not card or not checkpoint.is_file() or not card_describes(card, file_digest(checkpoint)):
         return None
-    facts = card.get(CARD_KEY)
-    if not isinstance(facts, Mapping) or facts.get("checkpoint_sha256") != file_digest(checkpoint):
-        return None
-    return card, dict(facts)
+    return card, dict(card[CARD_KEY])
 
 
 def check_card_outputs(card: Mapping, card_path: Path) -> None:

@@ -163,6 +163,19 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     assert "was written for another file than" in caplog.text and "cannot be checked" in caplog.text
 
 
+def test_card_describes_a_checkpoint_by_its_recorded_digest():
+    from monai_das.handlers.model_card import card_describes
+
+    card = {CARD_KEY: {"checkpoint_sha256": "ab" * 32, "num_kept": 4}}
+    assert card_describes(card, "ab" * 32) is True
+    assert card_describes(card, "cd" * 32) is False
+    # nothing recorded on either side, or not a card: nothing can be said (each caller decides)
+    assert card_describes({CARD_KEY: {"num_kept": 4}}, "ab" * 32) is None
+    assert card_describes(card, None) is None
+    assert card_describes({"name": "a bundle's metadata"}, "ab" * 32) is None
+    assert card_describes(None, "ab" * 32) is None
+
+
 def test_a_card_whose_outputs_disagree_with_its_classes_is_refused(tmp_path):
     """Training writes the classes twice (das_model#label_names, the output's channel_def): a card edited to claim 3
     outputs for a 2-class model is refused before inference or an export embeds it."""
