@@ -1366,12 +1366,7 @@ class LoadStudy(Transform):
         from monai.data.utils import to_affine_nd
         from monai.transforms import LoadImage
 
-        from monai_das.transforms.preprocessing import (
-            constant_warning,
-            recipe_volume_kwargs,
-            volume_preprocessing,
-            window_warning,
-        )
+        from monai_das.transforms.preprocessing import intensity_warning, recipe_volume_kwargs, volume_preprocessing
 
         if reader is None:  # a NIfTI/ITK file: MONAI chooses the reader, as the training recipe's LoadImaged does
             if self._default_loader is None:
@@ -1442,10 +1437,7 @@ class LoadStudy(Transform):
                 "source_axis": int(src_axis)}
         unoriented = (nifti_without_orientation(path) if self.layout == "volume"
                       and (self.recipe.get("axcodes") or self.recipe.get("pixdim")) else None)  # only when used
-        window = r.get("intensity_range")
-        # a constant volume first (every scaling flattens it): said once, not also as a window that flattens it
-        flattened = constant_warning(img, str(path)) or (window_warning(img, window, str(path)) if window is not None
-                                                         else None)
+        flattened = intensity_warning(img, r.get("intensity_range"), str(path))
         for message in (unoriented, flattened):
             if message:
                 logger.warning(message)

@@ -52,6 +52,7 @@ __all__ = [
     "CheckIntensityWindowDict",
     "window_warning",
     "constant_warning",
+    "intensity_warning",
     "ScaleIntensityPercentiles",
     "ScaleIntensityPercentilesd",
     "ScaleIntensityPercentilesD",
@@ -262,6 +263,16 @@ def constant_warning(img, name: str = "image") -> str | None:
             "prediction means nothing. Check the file.")
 
 
+def intensity_warning(img, intensity_range: Sequence[float] | None, name: str = "image") -> str | None:
+    """
+    What is wrong with the intensities of ``img`` for the model, else ``None``: a volume that holds a single value
+    (:func:`constant_warning`), said first since every scaling flattens it, and only then a window ``intensity_range``
+    that maps it to almost one value (:func:`window_warning`; ``None``: percentile scaling, no window to check).
+    """
+    return constant_warning(img, name) or (window_warning(img, intensity_range, name)
+                                           if intensity_range is not None else None)
+
+
 def _warn_constant(img, name: str, warned: set[str]) -> None:
     """Log :func:`constant_warning` of ``img`` once per ``name`` (``warned``: the names warned about already)."""
     if name not in warned:
@@ -294,7 +305,7 @@ class CheckIntensityWindow(Transform):
     def __call__(self, img, name: str | None = None):
         name = name or (getattr(img, "meta", {}) or {}).get("filename_or_obj") or "image"
         if str(name) not in self._warned:
-            message = constant_warning(img, str(name)) or window_warning(img, self.intensity_range, str(name))
+            message = intensity_warning(img, self.intensity_range, str(name))
             if message:
                 self._warned.add(str(name))
                 logging.getLogger(__name__).warning(message)

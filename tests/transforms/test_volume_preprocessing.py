@@ -281,12 +281,17 @@ def test_constant_volume_is_warned(tmp_path, caplog):
     import numpy as np
 
     from monai_das.data.studies import LoadStudy
-    from monai_das.transforms import CheckIntensityWindow, ScaleIntensityPercentilesd, constant_warning
+    from monai_das.transforms import (CheckIntensityWindow, ScaleIntensityPercentilesd, constant_warning,
+                                      intensity_warning)
 
     blank = np.full((12, 12, 10), 100.0, np.float32)
     assert constant_warning(blank + np.arange(10, dtype=np.float32)) is None
     msg = constant_warning(blank, "b.nii.gz")
     assert msg.startswith("'b.nii.gz' holds a single value") and "is 100," in msg
+    # the one rule LoadStudy and CheckIntensityWindow share: constant first, then the window, none without a window
+    assert intensity_warning(blank, (0, 1), "b.nii.gz") == msg
+    assert "intensity window" in intensity_warning(blank + np.arange(10, dtype=np.float32), (-1000, -900))
+    assert intensity_warning(blank + np.arange(10, dtype=np.float32), None) is None
     path = tmp_path / "blank.nii.gz"
     nib.save(nib.Nifti1Image(blank, np.diag([0.7, 0.7, 5.0, 1.0])), str(path))
     for extra in ({}, {"intensity_range": [0, 255]}):  # percentiles (default) and a window: said once, as constant
