@@ -334,7 +334,8 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
     return sorted(values)
 
 
-def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | None = None) -> list[str]:
+def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | None = None,
+                     label_names: Sequence[str] | None = None) -> list[str]:
     """
     The class names of a datalist, taken from the whole file (every split), so that the training, validation and
     test items of one file agree on the label indices.
@@ -343,21 +344,38 @@ def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | N
         path: a MONAI datalist ``.json`` or a ``.csv`` file (see :func:`load_datalist`).
         dataset_dir: accepted so that this call takes the same arguments as :func:`load_datalist`; class names do
             not depend on where the images are.
+        label_names: the classes in the order the user wants them (index = position; the bundle's
+            ``label_names``): how a CSV, which has no ``"labels"``, names its class order (e.g. ``["normal",
+            "abnormal"]``: ``abnormal`` is class 1, where sorted names would make it 0). String labels must be
+            among them and integer labels index them (checked item by item by :func:`load_datalist`). Refused when
+            they are not distinct non-blank names, or when a JSON's own ``"labels"`` name other classes or another
+            order (one source of class names, never two that disagree).
 
     Returns:
-        the JSON's top-level ``"labels"`` (``{"0": "name", ...}`` as in a Decathlon ``dataset.json``) when given;
-        else, when every label is an integer, ``["0", ..., str(max label)]``; else the distinct label names sorted.
-        Blank labels and the ``-1`` of unlabelled test items are not classes.
+        ``label_names`` when given; else the JSON's top-level ``"labels"`` (``{"0": "name", ...}`` as in a
+        Decathlon ``dataset.json``) when given; else, when every label is an integer, ``["0", ..., str(max
+        label)]``; else the distinct label names sorted. Blank labels and the ``-1`` of unlabelled test items are not
+        classes.
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file is neither JSON nor CSV, a CSV header without ``image``/``label``, malformed
-            ``"labels"``, or labels that mix names and integers without class names.
+            ``"labels"``, labels that mix names and integers without class names, or ``label_names`` as above.
     """
     del dataset_dir  # see the docstring: class names are a property of the file alone
     path = _file(path)
     names = _json_label_names(path, _read_json(path)) if _kind(path) == "json" else None
-    return _classes_of(path, _raw_rows(path), names)
+    if label_names is None:
+        return _classes_of(path, _raw_rows(path), names)
+    if isinstance(label_names, str) or not isinstance(label_names, Sequence) or len(label_names) < 2:
+        raise ValueError(f"label_names must list the class names in order (at least 2), got {label_names!r}.")
+    given = [check_class_name(str(n).strip(), "label_names") for n in label_names]
+    if any(not n for n in given) or len(set(given)) != len(given):
+        raise ValueError(f"label_names must hold distinct, non-blank class names, got {list(label_names)}.")
+    if names is not None and names != given:
+        raise ValueError(f"{path}: its top-level 'labels' name the classes {names}, label_names gives {given}: give "
+                         "one of them (or the same classes in the same order).")
+    return given
 
 
 # ------------------------------------------------------------------------------------------------------ datalists

@@ -146,6 +146,9 @@ class BundleData:
             (:data:`SYNTHETIC_OPTIONS`: ``num_informative``, ``noise``, ``contrast``, ``distractor_prob``,
             ``distractor``), e.g. ``{"distractor": "texture", "distractor_prob": 0.7}`` for frames whose statistics
             mislead; ``None``: the defaults.
+        label_names: a datalist's class names in order (index = position), e.g. ``["normal", "abnormal"]`` for a
+            CSV, which cannot name its classes (:func:`~monai_das.data.datalist_classes`); ``None``: the datalist's
+            own (a JSON's ``"labels"``, else its integer labels, else its names sorted). Refused without a datalist.
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class BundleData:
         min_frames: int = 2,
         axcodes: str | None = "RAS",
         pixdim: Sequence[float] | float | None = None,
+        label_names: Sequence[str] | None = None,
     ) -> None:
         if layout not in ("volume", "video"):
             raise ValueError(f"layout must be 'volume' or 'video', got {layout!r}.")
@@ -178,6 +182,10 @@ class BundleData:
         self.datalist = optional(datalist)
         self.dataset = "datalist" if self.datalist is not None else str(dataset).lower()
         self.dataset_dir = optional(dataset_dir)
+        self.label_names_arg = optional(label_names)
+        if self.label_names_arg is not None and self.datalist is None:
+            raise ValueError(f"label_names {self.label_names_arg!r} names the classes of a datalist (--datalist); the "
+                             f"ready-made dataset '{self.dataset}' has its own classes: leave label_names null.")
         self.size, self.seed = int(size), int(seed)
         self.data_dir = resolve_data_dir(self.dataset, data_dir) if self.datalist is None else None
         # a ready-made dataset's arrays are not reoriented: their axes are RAS-like (MedMNIST: 0 = D) whatever axcodes
@@ -215,9 +223,9 @@ class BundleData:
     @property
     def facts(self) -> dict:
         """
-        What decides which items the splits hold: the dataset, the datalist's bytes (SHA-256), folders, size, seed,
-        validation fraction, fold, folds, probe, subsampling (``num_samples``), synthetic options, slice axis, frames
-        and grid, as plain values. The training's ``resume_recipe`` records them (without the test cap, which does
+        What decides which items the splits hold and their label indices: the dataset, the datalist's bytes (SHA-256),
+        folders, size, seed, validation fraction, fold, folds, probe, subsampling (``num_samples``), synthetic
+        options, slice axis, frames, grid and the class order given (``label_names``), as plain values. The training's ``resume_recipe`` records them (without the test cap, which does
         not change training), so a resume on another split is refused naming the fact that changed.
         """
         return {
@@ -226,6 +234,7 @@ class BundleData:
             "val_fraction": self.val_fraction, "fold": self.fold, "num_folds": self.num_folds, "probe": self.probe,
             "num_samples": dict(self.num_samples), "synthetic_options": self.synthetic_options,
             "slice_axis": self.slice_axis, "num_frames": self.num_frames, "spatial_size": self._spatial_arg,
+            "label_names": None if self.label_names_arg is None else [str(n) for n in self.label_names_arg],
         }
 
     def split_identity(self, datalist_sha256: str | None = None) -> dict:
@@ -333,7 +342,7 @@ class BundleData:
         if not path.is_file():
             raise FileNotFoundError(f"datalist '{path}' does not exist.")
         self.datalist = str(path.resolve())
-        self.label_names = datalist_classes(path, self.dataset_dir)
+        self.label_names = datalist_classes(path, self.dataset_dir, self.label_names_arg)
         lists = set(datalist_splits(path))
         train = load_datalist(path, self.dataset_dir, "training", self.label_names)
         if "validation" in lists:

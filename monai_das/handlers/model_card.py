@@ -290,9 +290,10 @@ def _option(key: str, value: Any, trained: Mapping) -> str:
     if key in ("label_names", "num_classes"):
         names = trained.get("label_names")
         if trained.get("datalist"):
-            return (f"the classes {names} in this order: --datalist {trained['datalist']} (the training's), or a JSON "
-                    "datalist (with its 'training' list: the bundle reads the grid and channels from those files) whose "
-                    "top-level 'labels' names them ({\"0\": name, ...}; a class may have no items); without the "
+            return (f"the classes {names} in this order: --datalist {trained['datalist']} (the training's) "
+                    f"--label_names '{json.dumps(names)}', or a JSON datalist (with its 'training' list: the bundle "
+                    "reads the grid and channels from those files) whose top-level 'labels' names them ({\"0\": name, "
+                    "...}; a class may have no items); without the "
                     "training files, the Deploy app (python -m monai_das.deploy) classifies from the model alone")
         return f"the training's --dataset (classes {names})"
     cube = isinstance(value, list) and len(set(value)) == 1

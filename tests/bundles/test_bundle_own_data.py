@@ -195,18 +195,24 @@ def test_clip_csv_through_the_video_bundle(tmp_path):
     with open(listing, "w", newline="") as f:
         csv.writer(f).writerows([["image", "label", "group"], *rows])
     root = tmp_path / "bundle"
-    args = ["--datalist", listing, "--num_frames", 8, "--size", 24, "--bundle_root", root, *COMMON]
+    # the CSV cannot name its class order: --label_names does (sorted, a_lines would be class 0)
+    order = "['b_lines','a_lines']"
+    args = ["--datalist", listing, "--num_frames", 8, "--size", 24, "--label_names", order, "--bundle_root", root,
+            *COMMON]
     run_cmd(VIDEO_TRAIN, args=[*args, "--max_epochs", 1, "--mlflow", "false"])
     settings = torch.load(root / "models" / "last.pt", weights_only=True)["settings"]
     assert settings["layout"] == "video" and settings["num_frames"] == 8
-    assert settings["label_names"] == ["a_lines", "b_lines"]
-    # inference without the training's --num_frames/--size would run the network on 32 frames of 112²: refused
-    forgot = [a for a in args if a not in ("--num_frames", 8, "--size", 24)]
+    assert settings["label_names"] == ["b_lines", "a_lines"]
+    # inference without the training's --num_frames/--size would run the network on 32 frames of 112², and without
+    # its --label_names would swap the classes: refused, naming each option
+    forgot = [a for a in args if a not in ("--num_frames", 8, "--size", 24, "--label_names", order)]
     bad = run_cmd(VIDEO_INFERENCE, args=[*forgot, "--input", tmp_path / "clips", "--output_dir", tmp_path / "bad"],
                   check=False)
     log = bad.stdout + bad.stderr
     assert bad.returncode != 0 and "num_frames: trained 8, this run 32" in log
-    assert "Give the training's options: --size 24; --num_frames 8." in log
+    assert "label_names: trained ['b_lines', 'a_lines'], this run ['a_lines', 'b_lines']" in log
+    assert "Give the training's options: --size 24; --num_frames 8; the classes ['b_lines', 'a_lines'] in this order: " \
+           f"""--datalist {listing} (the training's) --label_names '["b_lines", "a_lines"]'""" in log
     assert not (tmp_path / "bad" / "predictions.csv").exists()
     run_cmd(VIDEO_INFERENCE, args=[*args, "--input", tmp_path / "clips", "--output_dir", tmp_path / "out"])
     preds = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))

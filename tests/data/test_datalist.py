@@ -139,6 +139,29 @@ def test_csv_datalist_classes_dataset_dir_and_evidence(tmp_path):
     assert [it["label"] for it in load_datalist(path, data, label_names=["tumor", "normal"])] == [1, 0, 0, 1]
 
 
+def test_class_order_given_for_a_datalist(tmp_path):
+    """A CSV cannot name its classes: label_names (the bundle's key) gives their order; checked, and never two
+    sources of class names that disagree."""
+    _touch(tmp_path, "a.npy", "b.npy")
+    path = _csv(tmp_path / "l.csv", "image,label", "a.npy,normal", "b.npy,abnormal")
+    assert datalist_classes(path) == ["abnormal", "normal"]  # sorted by default
+    assert datalist_classes(path, label_names=("normal", "abnormal")) == ["normal", "abnormal"]
+    for bad, match in ((["normal", "normal"], "distinct"), ("normal", "at least 2"), (["normal", " "], "non-blank"),
+                       (["normal", "$abnormal"], "label_names")):
+        with pytest.raises(ValueError, match=match):
+            datalist_classes(path, label_names=bad)
+    # a JSON that names its classes: label_names must say the same, else refused naming both
+    js = _json(tmp_path / "l.json", {"labels": {"0": "normal", "1": "abnormal"},
+                                     "training": [{"image": "a.npy", "label": 0}, {"image": "b.npy", "label": 1}]})
+    assert datalist_classes(js, label_names=["normal", "abnormal"]) == ["normal", "abnormal"]
+    with pytest.raises(ValueError, match=r"top-level 'labels' name the classes \['normal', 'abnormal'\], "
+                                         r"label_names gives \['abnormal', 'normal'\]"):
+        datalist_classes(js, label_names=["abnormal", "normal"])
+    # a label that is not among the names given: refused naming the line
+    with pytest.raises(ValueError, match=r"l\.csv:3: label 'abnormal' is not one of \['normal', 'tumour'\]"):
+        load_datalist(path, label_names=["normal", "tumour"])
+
+
 def test_csv_split_column_gives_validation_and_test_lists(tmp_path):
     _touch(tmp_path, "a.npy", "b.npy", "c.npy", "d.npy", "e.npy")
     path = _csv(tmp_path / "labels.csv", "image,label,group,split", "a.npy,x,p1,", "b.npy,y,p2,Train",

@@ -110,6 +110,21 @@ def test_datalist_facts_and_split(tmp_path):
         src.intensity_recipe(None, [99.5, 0.5])
 
 
+def test_class_order_given_by_label_names(tmp_path):
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    src = BundleData(datalist=path, label_names=["b", "a"], val_fraction=0.34, seed=0)
+    assert src.info["label_names"] == ["b", "a"] and src.info["num_classes"] == 2
+    assert {(it["label"], it["label_name"]) for it in src.data("train")} == {(0, "b"), (1, "a")}
+    # recorded with the split facts: a resume with another class order is refused by the resume recipe
+    assert src.training_facts["label_names"] == ["b", "a"]
+    assert BundleData(datalist=path).training_facts["label_names"] is None
+    # a class named without training items: refused before training, as a JSON's 'labels' would be
+    with pytest.raises(ValueError, match=r"no training item has the class\(es\) \['c'\]"):
+        BundleData(datalist=path, label_names=["b", "a", "c"]).training_facts
+    with pytest.raises(ValueError, match="label_names .* names the classes of a datalist"):
+        BundleData(dataset="synthetic", label_names=["b", "a"])
+
+
 def test_a_class_without_validation_items_is_warned_before_training(tmp_path, caplog):
     """No validation item of a class: the validation AUC is NaN in every epoch, which training met only at its end
     ('no validation epoch with a usable val_auc')."""
