@@ -192,10 +192,17 @@ class BundleData:
         files = self.datalist is not None
         self.slice_axis = slice_axis_index(slice_axis, axcodes if files else "RAS")
         # header shapes in the recipe's orientation
-        self.axcodes = check_axcodes(optional(axcodes)) if layout == "volume" and files else None
+        # checked whatever the source: the model card records them as the recipe that inference applies to files
+        checked_axcodes = check_axcodes(optional(axcodes)) if layout == "volume" else None
+        self.axcodes = checked_axcodes if files else None
         # the recipe resamples before the grid is taken (check_study_shapes gives the shapes after Spacing(pixdim))
+        check_pixdim(optional(pixdim) if layout == "volume" else None)
         self.pixdim = optional(pixdim) if layout == "volume" and files else None
-        check_pixdim(self.pixdim)
+        if layout == "volume" and not files and optional(pixdim) is not None:
+            logger.warning(f"--pixdim {pixdim} does not resample the ready-made dataset '{self.dataset}' (its arrays "
+                           "carry no voxel size), yet the model card records it and inference on files resamples "
+                           "them to it: the files would then differ from what the network was trained on. Leave "
+                           "pixdim null with a ready-made dataset unless its voxels are that size.")
         self.num_frames = int(num_frames)
         self.val_fraction = float(val_fraction)
         self.fold, self.num_folds, self.probe = int(fold), int(num_folds), optional(probe)
@@ -323,14 +330,19 @@ class BundleData:
         of the other sets). Percentile scaling there would change the inputs: a sparse VesselMNIST3D volume's 99.5th
         percentile is often 0.
         """
-        if self.from_files:
-            from monai_das.transforms import check_intensity
+        from monai_das.transforms import check_intensity
 
-            try:
-                check_intensity(intensity_range, percentiles)
-            except ValueError as e:  # named as the bundle option the user gives
-                raise ValueError(f"--{e}") from None
+        try:  # also for a ready-made dataset: a swapped pair is a mistake, refused before training either way
+            check_intensity(intensity_range, percentiles)
+        except ValueError as e:  # named as the bundle option the user gives
+            raise ValueError(f"--{e}") from None
+        if self.from_files:
             return {"intensity_range": intensity_range, "percentiles": percentiles}
+        if intensity_range is not None and not getattr(self, "_told_intensity", False):
+            self._told_intensity = True
+            logger.warning(f"--intensity_range {intensity_range} is not applied to the ready-made dataset "
+                           f"'{self.dataset}': its items are scaled already, and the model card records the scaling "
+                           "they had, which inference applies to files. Leave intensity_range null with it.")
         if self.dataset == "synthetic":
             return {"intensity_range": [0.0, 1.0], "percentiles": None}
         return {"intensity_range": [0.0, 255.0], "percentiles": None}

@@ -110,6 +110,28 @@ def test_datalist_facts_and_split(tmp_path):
         src.intensity_recipe(None, [99.5, 0.5])
 
 
+def test_recipe_options_are_checked_with_a_ready_made_dataset_too(caplog):
+    """The model card records axcodes, pixdim and the intensity steps as the recipe inference applies to files: a
+    wrong one is refused before training whatever the source (it trained to the end, and the Deploy app refused the
+    model), and one a ready-made dataset does not apply is said."""
+    with pytest.raises(ValueError, match=r"axcodes 'RAX' is not an orientation"):
+        BundleData(axcodes="RAX")
+    with pytest.raises(ValueError, match=r"pixdim \[0.7, 0.7\] must be null, one number"):
+        BundleData(pixdim=[0.7, 0.7])
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
+        src = BundleData(pixdim=[1.0, 1.0, 1.0])
+    assert "--pixdim [1.0, 1.0, 1.0] does not resample the ready-made dataset 'synthetic'" in caplog.text
+    with pytest.raises(ValueError, match=r"--intensity_range .* a_min < a_max"):
+        src.intensity_recipe([400, -1000], None)
+    with pytest.raises(ValueError, match=r"--percentiles .* lower < upper"):
+        src.intensity_recipe(None, [50, 40])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
+        for _ in range(2):  # the config asks twice: said once
+            assert src.intensity_recipe([0, 100], None) == {"intensity_range": [0.0, 1.0], "percentiles": None}
+    assert caplog.text.count("--intensity_range [0, 100] is not applied to the ready-made dataset") == 1
+
+
 def test_class_order_given_by_label_names(tmp_path):
     path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
     src = BundleData(datalist=path, label_names=["b", "a"], val_fraction=0.34, seed=0)
