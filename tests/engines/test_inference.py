@@ -413,6 +413,11 @@ def test_merge_checks_the_listing(tmp_path):
     owner.write_text(header)  # killed after writing its header only
     with pytest.raises(ValueError, match=rf"'{re.escape(str(owner))}': no row for \d listed stud.*'a'.*killed"):
         merge_predictions(shard_files, tmp_path / "x.csv", studies=studies)
+    owner.unlink()  # not run yet: named with the studies it owes, as the docs say (it was a bare FileNotFoundError)
+    with pytest.raises(ValueError, match=rf"'{re.escape(str(owner))}': no row for \d listed stud.*'a'.*not run yet"):
+        merge_predictions(shard_files, tmp_path / "x.csv", studies=studies)
+    with pytest.raises(FileNotFoundError, match=rf"'{re.escape(str(owner))}' does not exist \(a shard not run yet"):
+        merge_predictions(shard_files, tmp_path / "x.csv")  # no listing: nothing to name the studies by
     assert not (tmp_path / "x.csv").exists()
     with pytest.raises(ValueError, match="would overwrite one of the files it merges"):
         merge_predictions(shard_files, tmp_path / "." / shard_files[0].name)
