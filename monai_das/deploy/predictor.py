@@ -378,15 +378,15 @@ class DASPredictor:
         trusted_meta = Path(path).is_dir()
         wanted = ENGINES[engine_name]
         order = [k for k in ENGINE_ORDER[engine_name] if files[k] is not None]
-        fallback = None
+        fallback, missing = None, None
         if order[0] != wanted:
             if Path(path).is_file():  # the file's own engine; said only when another one was asked for
                 if explicit:  # said (logged and in every report) by the predictor built below
                     kind = {"onnx": "an ONNX", "torchscript": "a TorchScript", "checkpoint": "a checkpoint"}[order[0]]
                     fallback = f"'{path}' is {kind} file: it runs with {_FORMAT_ENGINE[order[0]]}"
             else:
-                fallback = (f"no {_FILE_NAMES[wanted]} in '{path}' for engine {engine_name!r}: using "
-                            f"{_FORMAT_ENGINE[order[0]]} ({files[order[0]]})")
+                missing = f"no {_FILE_NAMES[wanted]} in '{path}' for engine {engine_name!r}"
+                fallback = f"{missing}: using {_FORMAT_ENGINE[order[0]]} ({files[order[0]]})"
         errors = []
         for kind in order:
             try:
@@ -402,8 +402,9 @@ class DASPredictor:
                 errors.append(f"{kind} '{files[kind]}': {e}")
                 logger.warning("could not load %s model %s (%s); trying the next format", kind, files[kind], e)
                 continue
-            if errors:  # the reason why the engine asked for does not run: logged and in every report
-                fallback = "; ".join(e.rstrip(".") for e in errors) + f": using {_FORMAT_ENGINE[kind]} ({files[kind]})"
+            if errors:  # every reason why the engine asked for does not run: logged and in every report
+                reasons = ([missing] if missing else []) + [e.rstrip(".") for e in errors]
+                fallback = "; ".join(reasons) + f": using {_FORMAT_ENGINE[kind]} ({files[kind]})"
             return cls(net, spec, source=str(files[kind]), model_format=kind, device=device,
                        measure_macs=measure_macs, num_kept=num_kept, keep_ratio=keep_ratio,
                        engine_requested=engine_name, engine_fallback=fallback, model_warnings=notes)

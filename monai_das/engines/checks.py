@@ -293,7 +293,7 @@ def check_writable(*folders: str | os.PathLike, option: str = "--bundle_root", c
             os.unlink(probe)
         except OSError as e:
             raise PermissionError(
-                f"cannot write to '{path}' ({e.strerror or e}): checkpoints and outputs go there; choose a writable "
+                f"cannot write to '{path}' ({e.strerror or e}): the run writes its outputs there; choose a writable "
                 f"{option}."
             ) from e
 

@@ -213,7 +213,7 @@ def test_clip_csv_through_the_video_bundle(tmp_path):
     assert "label_names: trained ['b_lines', 'a_lines'], this run ['a_lines', 'b_lines']" in log
     assert "Give the training's options: --size 24; --num_frames 8; the classes ['b_lines', 'a_lines'] in this order: " \
            f"""--datalist {listing} (the training's) --label_names '["b_lines", "a_lines"]'""" in log
-    assert not (tmp_path / "bad" / "predictions.csv").exists()
+    assert not (tmp_path / "bad").exists()  # a refused run leaves nothing behind, not even its output folder
     run_cmd(VIDEO_INFERENCE, args=[*args, "--input", tmp_path / "clips", "--output_dir", tmp_path / "out"])
     preds = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
     assert len(preds) == 16 and not any(r["error"] for r in preds)

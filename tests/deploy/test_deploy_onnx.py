@@ -226,6 +226,12 @@ def test_engine_fallback(onnx_bundle, tmp_path, caplog):
         pred = DASPredictor.from_path(root, engine="torchscript")  # no model.ts: eager
     assert pred.engine == "eager" and pred.describe()["engine_requested"] == "torchscript"
     assert "no models/model.ts" in caplog.text and "using eager" in pred.describe()["engine_fallback"]
+    # two steps down (no model.ts, a checkpoint without its config): both reasons said, not only the last one
+    bare = tmp_path / "bare"
+    shutil.copytree(root / "models", bare / "models")
+    fallback = DASPredictor.from_path(bare, engine="torchscript", measure_macs=False).describe()["engine_fallback"]
+    assert fallback.startswith(f"no models/model.ts in '{bare}' for engine 'torchscript'; checkpoint ")
+    assert "needs a bundle config" in fallback and fallback.endswith(f"using onnxruntime ({bare / 'models' / 'model.onnx'})")
     (root / "models" / "model.onnx").unlink()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
