@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -225,6 +227,8 @@ def check_overrides(
             continue
         if not (overrides[key] == "None" and key not in typed):  # an --args_file null is taken as None, as MONAI does
             _check_number(key, overrides[key], numbers)
+        if key in typed:
+            _check_literals(key, typed[key])
         if parts[0] in top:
             parent = "#".join(parts[:-1])
             if key not in known and len(parts) > 1 and parent not in known and not parent.endswith("+"):
@@ -250,6 +254,45 @@ def check_overrides(
         logger.warning(f"override --{key} is not a key of the bundle configs ({', '.join(files)}); it is added, "
                        f"but nothing uses it unless another config refers to it.{hint}")
     return overrides
+
+
+def _literal_strings(parsed: Any, exact: Any, path: str = "") -> list[str]:
+    """Where ``exact`` (the text read as JSON) holds ``true``/``false``/``null`` and ``parsed`` (as the bundle CLI
+    reads it) a string instead: ``["spread", ...]``."""
+    if isinstance(exact, Mapping) and isinstance(parsed, Mapping):
+        return [p for k, v in exact.items() for p in _literal_strings(parsed.get(k), v, f"{path}{k}#")]
+    if isinstance(exact, list) and isinstance(parsed, (list, tuple)) and len(exact) == len(parsed):
+        return [p for i, (a, b) in enumerate(zip(parsed, exact)) for p in _literal_strings(a, b, f"{path}{i}#")]
+    if (exact is None or isinstance(exact, bool)) and isinstance(parsed, str):
+        return [path.rstrip("#")]
+    return []
+
+
+def _check_literals(key: str, value: str) -> None:
+    """
+    Refuse a dict or list override written with JSON's ``true``/``false``/``null`` inside it: the bundle CLI
+    (``fire``) reads them there as the strings ``'true'``, ``'false'``, ``'null'``, and a string ``'false'`` is
+    true: ``--sampler_kwargs '{"spread": false}'`` trained with ``spread`` on, ``{"pretrained": false}`` downloaded
+    weights. Python's ``True``/``False``/``None`` are read as meant.
+    """
+    text = value.strip()
+    if not text.startswith(("{", "[")):
+        return
+    try:
+        from fire.parser import DefaultParseValue
+
+        exact, parsed = json.loads(text), DefaultParseValue(text)
+    except (ValueError, ImportError):  # not JSON: nothing of JSON's literals to misread
+        return
+    wrong = _literal_strings(parsed, exact)
+    if wrong:
+        python = re.sub(r"\b(true|false|null)\b", lambda m: {"true": "True", "false": "False", "null": "None"}[m.group(1)],
+                        text)
+        raise ValueError(
+            f"override --{key} {text}: the bundle command line reads JSON's true/false/null inside a dict or list as "
+            f"the strings 'true'/'false'/'null' (at {', '.join(repr(w) for w in wrong)}), and the string 'false' "
+            f"counts as true. Write Python's True/False/None: --{key} \"{python}\"."
+        )
 
 
 #: keys with a number default that also take a name (``--slice_axis axial``)

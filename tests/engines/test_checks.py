@@ -209,6 +209,19 @@ def test_overrides_without_effect_are_named(caplog):
         check_overrides(_argv("--max_epochs", "null"))
 
 
+def test_json_literals_inside_a_dict_override_are_refused():
+    """fire reads JSON's false inside a dict as the string 'false', which is true: --sampler_kwargs '{"spread": false}'
+    trained with spread on, {"pretrained": false} downloaded weights (trial N). Python's literals pass."""
+    with pytest.raises(ValueError, match=r"""--sampler_kwargs \{"spread": false\}: .* \(at 'spread'\), and the string """
+                                         r"""'false' counts as true\. Write Python's True/False/None: """
+                                         r"""--sampler_kwargs "\{"spread": False\}"\."""):
+        check_overrides(_argv("--sampler_kwargs", '{"spread": false}'))
+    with pytest.raises(ValueError, match=r"at 'model_name#1', 'pretrained'"):
+        check_overrides(_argv("--encoder_kwargs", '{"model_name": ["a", null], "pretrained": false}'))
+    for fine in ("{'spread': False}", '{"spread": 1, "name": "false"}', '{"feature_size": 14}', "[1, 2]", "false"):
+        check_overrides(_argv("--sampler_kwargs", fine))
+
+
 def test_an_args_file_null_is_not_warned(tmp_path, caplog):
     """MONAI keeps an --args_file's null (only command-line None overrides are dropped): no warning, no number check."""
     args = tmp_path / "args.json"
