@@ -11,7 +11,12 @@ from monai_das.handlers.checkpoint import (
     remove_stale_temp_files,
 )
 from monai_das.handlers.diagnostics import SelectionDiagnosticsHandler, jaccard_distance
-from monai_das.handlers.metrics import BalancedAccuracy, balanced_accuracy_from_confusion, bootstrap_intervals
+from monai_das.handlers.metrics import (
+    BalancedAccuracy,
+    EpochLoss,
+    balanced_accuracy_from_confusion,
+    bootstrap_intervals,
+)
 from monai_das.handlers.model_card import (
     CARD_KEY,
     ModelCardSaver,
@@ -46,6 +51,7 @@ __all__ = [
     "hold_checkpoint_folder",
     "release_checkpoint_folder",
     "BalancedAccuracy",
+    "EpochLoss",
     "bootstrap_intervals",
     "SelectionDiagnosticsHandler",
     "SamplerWarmupHandler",

@@ -9,8 +9,9 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 ConfusionMatrix, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ConfusionMatrix")
+EpochMetric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EpochMetric")
 
-__all__ = ["BalancedAccuracy", "balanced_accuracy_from_confusion", "bootstrap_intervals"]
+__all__ = ["BalancedAccuracy", "EpochLoss", "balanced_accuracy_from_confusion", "bootstrap_intervals"]
 
 
 def balanced_accuracy_from_confusion(cm: torch.Tensor) -> float:
@@ -126,3 +127,39 @@ class BalancedAccuracy(ConfusionMatrix):
 
     def compute(self) -> float:  # type: ignore[override]
         return balanced_accuracy_from_confusion(super().compute())
+
+
+class EpochLoss(EpochMetric):
+    """
+    The loss ``loss_fn`` over all items of an epoch at once, as the validation loss early stopping and the best model
+    go by (``val_loss``) and the evaluation's ``test_loss``: with a class-weighted ``CrossEntropyLoss`` (the bundles'
+    ``class_weights``) the weighted mean over the epoch, ``Σ w_y·CE / Σ w_y``, as training weighs a batch. MONAI's
+    ``IgniteMetricHandler(loss_fn=...)`` computes the loss of each decollated item alone, where a weighted mean over
+    one item cancels its weight: it gave the unweighted loss whatever the weights. Without weights both are the
+    mean over items. Built on ignite's ``EpochMetric`` (predictions gathered across ranks in distributed runs).
+
+    Args:
+        loss_fn: ``loss_fn(y_pred N×C, y N) -> scalar`` (in eval mode; the bundles' ``FrameRelevanceLoss`` is then
+            its inner loss).
+        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``, e.g.
+            ``monai.handlers.from_engine(["pred", "label"])``.
+        device: where predictions are gathered and the loss computed (that of the loss' class weights).
+    """
+
+    def __init__(self, loss_fn: Callable, output_transform: Callable = lambda x: x,
+                 device: str | torch.device = "cpu") -> None:
+        self.loss_fn = loss_fn
+        super().__init__(self._loss, output_transform=output_transform, check_compute_fn=False, device=device)
+
+    def _loss(self, y_pred: torch.Tensor, y: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(self.loss_fn(y_pred.float(), y.long().reshape(-1)))
+
+    def update(self, output) -> None:  # type: ignore[override]
+        y_pred, y = output[0], output[1]
+        if isinstance(y_pred, (list, tuple)):  # decollated items (MONAI engines): C-long predictions, scalar labels
+            y_pred = torch.stack([torch.as_tensor(p).reshape(-1) for p in y_pred])
+        if isinstance(y, (list, tuple)):
+            y = torch.stack([torch.as_tensor(t).reshape(-1)[0] for t in y])
+        y_pred = torch.as_tensor(y_pred).float()
+        super().update((y_pred.reshape(-1, y_pred.shape[-1]), torch.as_tensor(y).long().reshape(-1)))

@@ -1,4 +1,4 @@
-"""BalancedAccuracy against scikit-learn, with tensors and with decollated lists."""
+"""BalancedAccuracy against scikit-learn, with tensors and with decollated lists; the epoch loss with class weights."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine
 from sklearn.metrics import balanced_accuracy_score
 
-from monai_das.handlers import BalancedAccuracy, balanced_accuracy_from_confusion
+from monai_das.handlers import BalancedAccuracy, EpochLoss, balanced_accuracy_from_confusion
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])
@@ -27,6 +27,35 @@ def test_matches_sklearn_on_decollated_outputs(num_classes):
     state = engine.run(batches, max_epochs=1)
     expected = balanced_accuracy_score(labels.numpy(), logits.argmax(1).numpy())
     assert state.metrics["bal_acc"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bundle", ["das_volume_classification", "das_video_classification"])
+def test_validation_and_test_loss_are_class_weighted_over_the_epoch(bundle):
+    """The bundles' val_loss (early stopping, best model) and test_loss with --class_weights: the weighted mean over
+    all items, as training weighs a batch. MONAI's IgniteMetricHandler(loss_fn) took each decollated item alone, where
+    a weighted mean over one item cancels its weight: the unweighted loss whatever the weights (trial N)."""
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+    from monai.handlers import from_engine
+
+    configs = Path(__file__).resolve().parents[2] / "bundles" / bundle / "configs"
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(11, 2, generator=g), torch.tensor([0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 0])
+    weighted = float(torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor([1.0, 4.0])))
+    assert abs(weighted - float(torch.nn.functional.cross_entropy(logits, labels))) > 0.05  # the weights matter here
+    for files, key in (([configs / "train.json"], "validate#additional_metrics#val_loss"),
+                       ([configs / "train.json", configs / "evaluate.json"], "validate#additional_metrics#test_loss")):
+        parser = ConfigParser()
+        parser.read_config([str(f) for f in files])
+        parser.update({"class_weights": [1.0, 4.0], "num_train": 4, "num_val": 4, "num_test": 4, "device": "$'cpu'"})
+        parser.get_parsed_content("network").eval()
+        metric = parser.get_parsed_content(key)
+        assert isinstance(metric, EpochLoss)
+        engine = Engine(lambda e, b: [{"pred": p, "label": t.reshape(1)} for p, t in zip(*b)])  # MONAI's decollated
+        metric.attach(engine, "loss")
+        state = engine.run([(logits[:5], labels[:5]), (logits[5:], labels[5:])], max_epochs=1)
+        assert state.metrics["loss"] == pytest.approx(weighted, rel=1e-6), key
 
 
 def test_from_confusion():
