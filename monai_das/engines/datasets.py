@@ -374,7 +374,9 @@ class BundleData:
         dataset (arrays already at the network's grid).
         """
         if split not in _SPLITS:
-            raise ValueError(f"split must be one of {tuple(_SPLITS)}, got {split!r}.")
+            alias = {v: k for k, v in _SPLITS.items()}.get(str(split).strip().lower())
+            hint = f": {split!r} is the datalist's name of the list, the split is {alias!r}" if alias else ""
+            raise ValueError(f"split must be one of {tuple(_SPLITS)}, got {split!r}{hint}.")
         n = self.num_samples.get(split)
         if self.datalist is not None:
             items = self._splits[split]

@@ -659,6 +659,14 @@ class ModelCardSaver:
                 f"output_dir; by default the bundle's eval/k{k}/)."
             )
             return
+        if self.split != "test":
+            # the card's eval_metrics are the test metrics (the README's table, the Deploy app's and MONAI Label's
+            # description of the model): an evaluation of the validation (or training) split must not pass for them
+            self.logger.info(
+                f"evaluated the '{self.split}' split; the model card '{self.filepath}' keeps its test metrics and is "
+                "left as it is: these metrics are in the evaluation's own report (its output_dir)."
+            )
+            return
         # the card on disk, read once: the one read above when it describes this file, else as it is
         old = trained[0] if trained is not None else (_read_json(self.filepath) or {}) if self.filepath.is_file() else {}
         if trained is None and (old.get(CARD_KEY) or {}).get("checkpoint_sha256"):

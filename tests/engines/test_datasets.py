@@ -99,6 +99,10 @@ def test_datalist_facts_and_split(tmp_path):
         src.data("test")
     with pytest.raises(ValueError, match=r"dl\.json' has no 'test' items .*a JSON datalist gives it as its 'test' list"):
         src.data("test")
+    # the datalist's name of a list is not a split name (--validate#split validation): refused naming the split
+    with pytest.raises(ValueError, match=r"got 'validation': 'validation' is the datalist's name of the list, the "
+                                         r"split is 'val'"):
+        src.data("validation")
     # spatial_size given: the grid is the user's; T follows slice_axis
     assert BundleData(datalist=path, spatial_size=[8, 8, 4], slice_axis=0).info["num_frames"] == 8
     # files: the intensity options are the recipe's (the training's transforms apply them)

@@ -125,7 +125,7 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     def evaluate(metrics: dict, **kwargs) -> dict:
         engine = Engine(lambda e, b: None)
         engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(metrics))
-        saver(tmp_path, checkpoint=ckpt, metric_prefix="test_", split="test", **kwargs).attach(engine)
+        saver(tmp_path, checkpoint=ckpt, metric_prefix="test_", **{"split": "test", **kwargs}).attach(engine)
         engine.run([0])
         return read(tmp_path)
 
@@ -133,6 +133,9 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     assert card["eval_metrics"] == {"val_auc": 0.8, "val_accuracy": 0.7, "val_loss": 0.5, "auc": 0.9,
                                     "accuracy": 0.75, "balanced_accuracy": 0.7}  # loss was NaN: not measured
     assert card[CARD_KEY]["evaluation"]["split"] == "test" and card[CARD_KEY]["validation"]["best_epoch"] == 2
+    # an evaluation of the validation split (validate#split val): its metrics are no test metrics, the card keeps its
+    # own (they were replaced by the validation split's, said only by evaluation#split; trial N)
+    assert evaluate({"test_auc": 0.99}, split="val") == card
     # the same model evaluated at another k (any k at inference): the card keeps describing it at its trained k, the
     # default k of inference and exports, with the metrics measured there
     assert evaluate({"test_auc": 0.6}, keep_ratio=0.5) == card
