@@ -60,6 +60,7 @@ from bench_utils import (  # noqa: E402
     environment,
     environment_markdown,
     markdown_table,
+    metric_text,
     parse_override,
     summarize_times,
     time_interleaved,
@@ -660,7 +661,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 evals_counts["ran" if ran else "skipped"] += 1
                 evals.append(res)
                 log(f"{spec.key}/{c.name} at keep {r:g} (k={res['k']}/{res['frames_total']}): {res['eval_split']} "
-                    f"AUC {res['auc']:.4f}, bal. acc {res['balanced_accuracy']:.4f}"
+                    f"AUC {metric_text(res['auc'])}, bal. acc {metric_text(res['balanced_accuracy'])}"
                     + (f" ({res['eval_s']:.0f} s)" if ran else " (cached)"))
             if latency is None and not args.no_latency:
                 ks = sorted({e["k"] for e in evals if e["seed"] == c.seed and e.get("fold") == c.fold})

@@ -6,6 +6,7 @@ import csv
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -122,6 +123,14 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def metric_text(value: Any, digits: int = 4) -> str:
+    """A metric for a progress line: ``n/a`` when it is undefined (``None`` or NaN: e.g. the AUC of a test list
+    without an item of some class), else the number with ``digits`` decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{float(value):.{digits}f}"
 
 
 def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:

@@ -89,6 +89,7 @@ from bench_utils import (  # noqa: E402
     environment,
     environment_markdown,
     markdown_table,
+    metric_text,
     parse_override,
     write_csv,
     write_json_atomic,
@@ -604,8 +605,9 @@ def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work
         left = pending[i:]
         eta = sum(statistics.mean(durations.get(x.dataset) or every) for x in left)
         log(f"[{i}/{len(pending)}] {c.dataset} {c.name}: {c.method} {result.get('eval_split', 'test')} AUC "
-            f"{result['auc']:.4f}, "
-            f"bal. acc {result['balanced_accuracy']:.4f}, acc {result['accuracy']:.4f}, {result['epochs']} epochs, "
+            f"{metric_text(result['auc'])}, "
+            f"bal. acc {metric_text(result['balanced_accuracy'])}, acc {metric_text(result['accuracy'])}, "
+            f"{result['epochs']} epochs, "
             f"{result['duration_s']:.0f} s; elapsed {_hms(time.perf_counter() - t0)}, ETA {_hms(eta)}")
         if on_result is not None:
             on_result()

@@ -75,3 +75,10 @@ def test_parse_override(bench_utils):
     assert bench_utils.parse_override("precise_bn_batches=-1") == ("precise_bn_batches", -1)
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
         bench_utils.parse_override("temporal_head")
+
+
+def test_metric_text_says_an_undefined_metric(bench_utils):
+    """A cell whose test AUC is undefined (a class without test items: null in result.json) stopped any_k.py and
+    compare_methods.py at their progress line (format of None; trial N): 'n/a' there now."""
+    assert bench_utils.metric_text(0.84726) == "0.8473" and bench_utils.metric_text(1, digits=1) == "1.0"
+    assert bench_utils.metric_text(None) == "n/a" and bench_utils.metric_text(float("nan")) == "n/a"
