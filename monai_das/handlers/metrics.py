@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -11,7 +12,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 ConfusionMatrix, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ConfusionMatrix")
 EpochMetric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EpochMetric")
 
-__all__ = ["BalancedAccuracy", "EpochLoss", "balanced_accuracy_from_confusion", "bootstrap_intervals"]
+__all__ = ["BalancedAccuracy", "EpochLoss", "balanced_accuracy_from_confusion", "bootstrap_intervals", "per_class_metrics"]
 
 
 def balanced_accuracy_from_confusion(cm: torch.Tensor) -> float:
@@ -97,6 +98,30 @@ def bootstrap_intervals(
     macro = np.stack([_weighted_auc(probs[:, k], labels == k, weights[complete]) for k in range(c)], 1).mean(1)
     out["resamples_used"] = int(complete.sum())
     out["auc"] = np.percentile(macro, [tail, 100 - tail]).tolist() if len(macro) else None
+    return out
+
+
+def per_class_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict[str, dict]:
+    """
+    Each class's ``support`` (items of the class), ``recall`` and ``precision`` (of the arg-max prediction) and
+    one-vs-rest ``auc`` (of its probability; the macro AUC is their mean when all are defined): ``None`` where
+    undefined (no item of the class; for precision, no item predicted as it; for the AUC, no item of another class
+    either). An evaluated list without some class has no macro AUC, but the others' AUCs still tell.
+
+    Args:
+        probs: ``n×C`` class probabilities. labels: ``n`` class indices. label_names: the ``C`` class names.
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64).reshape(len(labels), -1), np.asarray(labels, dtype=np.int64)
+    predicted = probs.argmax(1) if len(labels) else labels
+    out = {}
+    for c, name in enumerate(label_names):
+        positive = labels == c
+        hits = int((positive & (predicted == c)).sum())
+        auc = float(_weighted_auc(probs[:, c], positive, np.ones((1, len(labels))))[0]) if len(labels) else math.nan
+        out[str(name)] = {"support": int(positive.sum()),
+                          "recall": hits / int(positive.sum()) if positive.any() else None,
+                          "precision": hits / int((predicted == c).sum()) if (predicted == c).any() else None,
+                          "auc": None if math.isnan(auc) else auc}
     return out
 
 

@@ -13,7 +13,12 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, balanced_accuracy_from_confusion, bootstrap_intervals
+from monai_das.handlers.metrics import (
+    MIN_ITEMS_PER_CLASS,
+    balanced_accuracy_from_confusion,
+    bootstrap_intervals,
+    per_class_metrics,
+)
 from monai_das.utils.io import write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -144,10 +149,20 @@ class ClassificationReportSaver:
             self.logger.warning(f"the evaluated list holds {int(counts[rare])} item(s) of class '{name}': no bootstrap "
                                 f"interval is given (it needs >= {MIN_ITEMS_PER_CLASS} items of each class; with "
                                 "fewer it would look certain, e.g. [1.000, 1.000]).")
+        names = [self.label_names[c] if c < len(self.label_names) else str(c) for c in range(self.num_classes)]
+        per_class = per_class_metrics(np.asarray([prob for _, _, prob in self._items]), labels, names)
+        absent = [n for n, m in per_class.items() if m["support"] == 0]
+        if absent and len(labels):
+            self.logger.warning(
+                f"the evaluated list holds no item of class(es) {absent}: the macro AUC is undefined (null in "
+                f"{self.file_prefix}metrics.json) and so are their recall and AUC; the other classes' one-vs-rest "
+                f"AUC, recall and precision are in its per_class. Evaluate on a list that holds every class to "
+                "compare the AUC with others.")
         self.report = {
             **self.extra,
             "num_samples": len(labels),
             "metrics": metrics,
+            "per_class": per_class,
             **({"intervals": intervals} if intervals is not None else {}),
             "confusion_matrix": cm,
             "label_names": self.label_names,

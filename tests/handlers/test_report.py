@@ -31,6 +31,15 @@ def test_report_files(tmp_path, capsys, caplog):
     assert report["metrics"]["loss"] is None  # NaN is written as null (valid JSON)
     assert report["metrics"]["balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
     assert report["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    # per class: support, recall, precision of the arg-max, one-vs-rest AUC (sklearn's on these items)
+    from sklearn.metrics import roc_auc_score
+
+    probs = torch.softmax(preds, 1).numpy()
+    for c, name in enumerate("abc"):
+        m = report["per_class"][name]
+        assert m["support"] == int((labels == c).sum()) and m["auc"] == pytest.approx(
+            roc_auc_score((labels == c).numpy(), probs[:, c]))
+    assert report["per_class"]["c"]["recall"] == 0.5 and report["per_class"]["b"]["precision"] == 0.5
     cm = json.loads((tmp_path / "x_confusion_matrix.json").read_text())
     assert cm["matrix"] == report["confusion_matrix"] and cm["labels"] == ["a", "b", "c"]
     assert (tmp_path / "x_confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
@@ -72,6 +81,10 @@ def test_too_few_items_of_a_class_give_no_interval(tmp_path, caplog):
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["confusion_matrix"] == [[0, 0], [0, 3]] and "intervals" not in report
     assert "holds 0 item(s) of class 'normal': no bootstrap interval" in caplog.text
+    # the macro AUC is undefined without a class: said naming it (MONAI's own line names none), per class in the JSON
+    assert "holds no item of class(es) ['normal']: the macro AUC is undefined" in caplog.text
+    assert report["per_class"]["normal"] == {"support": 0, "recall": None, "precision": None, "auc": None}
+    assert report["per_class"]["lesion"] == {"support": 3, "recall": 1.0, "precision": 1.0, "auc": None}
     six = Engine(lambda e, b: [{"pred": torch.tensor([1.0 - i % 2, i % 2 * 1.0]), "label": torch.tensor(i % 2)}
                                for i in b])
     ClassificationReportSaver(tmp_path / "six", 2).attach(six)
