@@ -212,8 +212,15 @@ def get_encoder(name: str, in_channels: int = 1, **kwargs: Any) -> nn.Module:
     try:
         encoder = target(**kwargs)
     except Exception as e:  # a missing argument, a failed weight download...: say which network and arguments
+        hint = ""
+        if "pretrained" in params and isinstance(e, OSError):  # urllib's URLError/HTTPError are OSErrors
+            default = inspect.signature(target).parameters.get("pretrained")
+            if kwargs.get("pretrained", getattr(default, "default", False)) is True:
+                hint = (f" {key} downloads pretrained weights unless it is given pretrained=False (its default is "
+                        f"pretrained=True): offline, give encoder_kwargs {{'pretrained': False}} (bundle: "
+                        f"--encoder_kwargs \"{{'pretrained': False}}\"), or weights of your own.")
         raise ValueError(
-            f"could not build the frame encoder {_MONAI_NETS}.{key}(**{kwargs!r}): {type(e).__name__}: {e}"
+            f"could not build the frame encoder {_MONAI_NETS}.{key}(**{kwargs!r}): {type(e).__name__}: {e}.{hint}"
         ) from e
     if not isinstance(encoder, nn.Module):
         raise ValueError(f"{_MONAI_NETS}.{key} returned a {type(encoder).__name__}, not an nn.Module.")

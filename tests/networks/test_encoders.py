@@ -168,6 +168,22 @@ def test_bad_encoder_arguments():
     assert isinstance(get_encoder("monai.networks.nets.DenseNet121", out_channels=4), DenseNet121)
 
 
+def test_an_encoder_that_downloads_weights_offline_says_how_not_to(monkeypatch):
+    """EfficientNetBN downloads weights unless told pretrained=False: offline that was a bare URLError (trial N)."""
+    import urllib.error
+
+    import monai.networks.nets.efficientnet as efficientnet
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(efficientnet.model_zoo, "load_url", offline)
+    with pytest.raises(ValueError, match=r"EfficientNetBN downloads pretrained weights unless .*pretrained=False.*"
+                                         r"--encoder_kwargs \"\{'pretrained': False\}\""):
+        get_encoder("EfficientNetBN", model_name="efficientnet-b0")
+    get_encoder("EfficientNetBN", model_name="efficientnet-b0", pretrained=False)  # no download, builds
+
+
 def test_default_encoder_keeps_its_parameter_names():
     """Checkpoints of the MobileNetV3-Small classifier still load."""
     keys = {k for k in build_classifier("das", 2, num_frames=8).state_dict() if k.startswith("encoder.")}
