@@ -286,12 +286,14 @@ def _check_literals(key: str, value: str) -> None:
         return
     wrong = _literal_strings(parsed, exact)
     if wrong:
-        python = re.sub(r"\b(true|false|null)\b", lambda m: {"true": "True", "false": "False", "null": "None"}[m.group(1)],
-                        text)
+        words = {"true": "True", "false": "False", "null": "None"}
+        # the literals outside strings only; quoted as a whole in single quotes, as the JSON's own quotes are double
+        python = re.sub(r'"(?:\\.|[^"\\])*"|\b(true|false|null)\b',
+                        lambda m: words[m.group(1)] if m.group(1) else m.group(0), text)
         raise ValueError(
             f"override --{key} {text}: the bundle command line reads JSON's true/false/null inside a dict or list as "
             f"the strings 'true'/'false'/'null' (at {', '.join(repr(w) for w in wrong)}), and the string 'false' "
-            f"counts as true. Write Python's True/False/None: --{key} \"{python}\"."
+            f"counts as true. Write Python's True/False/None: --{key} '{python}'."
         )
 
 

@@ -183,6 +183,7 @@ class BundleData:
         self.dataset = "datalist" if self.datalist is not None else str(dataset).lower()
         self.dataset_dir = optional(dataset_dir)
         self.label_names_arg = optional(label_names)
+        self._told_intensity = False  # the warning about an intensity_range a ready-made dataset does not apply
         if self.label_names_arg is not None and self.datalist is None:
             raise ValueError(f"label_names {self.label_names_arg!r} names the classes of a datalist (--datalist); the "
                              f"ready-made dataset '{self.dataset}' has its own classes: leave label_names null.")
@@ -230,10 +231,11 @@ class BundleData:
     @property
     def facts(self) -> dict:
         """
-        What decides which items the splits hold and their label indices: the dataset, the datalist's bytes (SHA-256),
-        folders, size, seed, validation fraction, fold, folds, probe, subsampling (``num_samples``), synthetic
-        options, slice axis, frames, grid and the class order given (``label_names``), as plain values. The training's ``resume_recipe`` records them (without the test cap, which does
-        not change training), so a resume on another split is refused naming the fact that changed.
+        What decides which items the splits hold and their label indices: the dataset, the datalist's bytes
+        (SHA-256), folders, size, seed, validation fraction, fold, folds, probe, subsampling (``num_samples``),
+        synthetic options, slice axis, frames, grid and the class order given (``label_names``, only when given), as
+        plain values. The training's ``resume_recipe`` records them (without the test cap, which does not change
+        training), so a resume on another split is refused naming the fact that changed.
         """
         return {
             "dataset": self.dataset, "datalist": self.info["datalist_sha256"],  # cached with the facts
@@ -241,7 +243,8 @@ class BundleData:
             "val_fraction": self.val_fraction, "fold": self.fold, "num_folds": self.num_folds, "probe": self.probe,
             "num_samples": dict(self.num_samples), "synthetic_options": self.synthetic_options,
             "slice_axis": self.slice_axis, "num_frames": self.num_frames, "spatial_size": self._spatial_arg,
-            "label_names": None if self.label_names_arg is None else [str(n) for n in self.label_names_arg],
+            # only when given: the facts (and the content tag of earlier predictions) stay as they were without it
+            **({} if self.label_names_arg is None else {"label_names": [str(n) for n in self.label_names_arg]}),
         }
 
     def split_identity(self, datalist_sha256: str | None = None) -> dict:
@@ -338,7 +341,7 @@ class BundleData:
             raise ValueError(f"--{e}") from None
         if self.from_files:
             return {"intensity_range": intensity_range, "percentiles": percentiles}
-        if intensity_range is not None and not getattr(self, "_told_intensity", False):
+        if intensity_range is not None and not self._told_intensity:
             self._told_intensity = True
             logger.warning(f"--intensity_range {intensity_range} is not applied to the ready-made dataset "
                            f"'{self.dataset}': its items are scaled already, and the model card records the scaling "

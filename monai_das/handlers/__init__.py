@@ -16,6 +16,7 @@ from monai_das.handlers.metrics import (
     EpochLoss,
     balanced_accuracy_from_confusion,
     bootstrap_intervals,
+    per_class_metrics,
 )
 from monai_das.handlers.model_card import (
     CARD_KEY,
@@ -52,6 +53,7 @@ __all__ = [
     "release_checkpoint_folder",
     "BalancedAccuracy",
     "EpochLoss",
+    "per_class_metrics",
     "bootstrap_intervals",
     "SelectionDiagnosticsHandler",
     "SamplerWarmupHandler",

@@ -10,9 +10,14 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 ConfusionMatrix, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ConfusionMatrix")
-EpochMetric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EpochMetric")
+Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
+NotComputableError, _ = optional_import(
+    "ignite.exceptions", IgniteInfo.OPT_IMPORT_VERSION, min_version, "NotComputableError"
+)
 
-__all__ = ["BalancedAccuracy", "EpochLoss", "balanced_accuracy_from_confusion", "bootstrap_intervals", "per_class_metrics"]
+__all__ = [
+    "BalancedAccuracy", "EpochLoss", "balanced_accuracy_from_confusion", "bootstrap_intervals", "per_class_metrics"
+]
 
 
 def balanced_accuracy_from_confusion(cm: torch.Tensor) -> float:
@@ -111,8 +116,10 @@ def per_class_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[s
     Args:
         probs: ``n×C`` class probabilities. labels: ``n`` class indices. label_names: the ``C`` class names.
     """
-    probs, labels = np.asarray(probs, dtype=np.float64).reshape(len(labels), -1), np.asarray(labels, dtype=np.int64)
-    predicted = probs.argmax(1) if len(labels) else labels
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = (np.asarray(probs, dtype=np.float64).reshape(len(labels), -1) if len(labels)
+             else np.zeros((0, len(label_names))))
+    predicted = probs.argmax(1)
     out = {}
     for c, name in enumerate(label_names):
         positive = labels == c
@@ -154,37 +161,50 @@ class BalancedAccuracy(ConfusionMatrix):
         return balanced_accuracy_from_confusion(super().compute())
 
 
-class EpochLoss(EpochMetric):
+class EpochLoss(Metric):
     """
     The loss ``loss_fn`` over all items of an epoch at once, as the validation loss early stopping and the best model
     go by (``val_loss``) and the evaluation's ``test_loss``: with a class-weighted ``CrossEntropyLoss`` (the bundles'
     ``class_weights``) the weighted mean over the epoch, ``Σ w_y·CE / Σ w_y``, as training weighs a batch. MONAI's
     ``IgniteMetricHandler(loss_fn=...)`` computes the loss of each decollated item alone, where a weighted mean over
     one item cancels its weight: it gave the unweighted loss whatever the weights. Without weights both are the
-    mean over items. Built on ignite's ``EpochMetric`` (predictions gathered across ranks in distributed runs).
+    mean over items. In distributed runs every rank's items are gathered first (``all_gather_object``: ranks may hold
+    different counts, as the bundles' validation sampler splits without padding).
 
     Args:
         loss_fn: ``loss_fn(y_pred N×C, y N) -> scalar`` (in eval mode; the bundles' ``FrameRelevanceLoss`` is then
             its inner loss).
         output_transform: maps ``engine.state.output`` to ``(y_pred, y)``, e.g.
             ``monai.handlers.from_engine(["pred", "label"])``.
-        device: where predictions are gathered and the loss computed (that of the loss' class weights).
+        device: where the loss is computed (that of the loss' class weights).
     """
 
     def __init__(self, loss_fn: Callable, output_transform: Callable = lambda x: x,
                  device: str | torch.device = "cpu") -> None:
         self.loss_fn = loss_fn
-        super().__init__(self._loss, output_transform=output_transform, check_compute_fn=False, device=device)
+        super().__init__(output_transform=output_transform, device=device)
 
-    def _loss(self, y_pred: torch.Tensor, y: torch.Tensor) -> float:
-        with torch.no_grad():
-            return float(self.loss_fn(y_pred.float(), y.long().reshape(-1)))
+    def reset(self) -> None:
+        self._items: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def update(self, output) -> None:  # type: ignore[override]
+    def update(self, output) -> None:
         y_pred, y = output[0], output[1]
         if isinstance(y_pred, (list, tuple)):  # decollated items (MONAI engines): C-long predictions, scalar labels
             y_pred = torch.stack([torch.as_tensor(p).reshape(-1) for p in y_pred])
         if isinstance(y, (list, tuple)):
             y = torch.stack([torch.as_tensor(t).reshape(-1)[0] for t in y])
-        y_pred = torch.as_tensor(y_pred).float()
-        super().update((y_pred.reshape(-1, y_pred.shape[-1]), torch.as_tensor(y).long().reshape(-1)))
+        y_pred = torch.as_tensor(y_pred).detach().float()
+        self._items.append((y_pred.reshape(-1, y_pred.shape[-1]).cpu(), torch.as_tensor(y).long().reshape(-1).cpu()))
+
+    def compute(self) -> float:
+        items = self._items
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, items)  # every rank takes part; counts may differ
+            items = [item for part in parts for item in part]
+        if not items:
+            raise NotComputableError("EpochLoss must have at least one item before it can be computed.")
+        y_pred = torch.cat([p for p, _ in items]).to(self._device)
+        y = torch.cat([t for _, t in items]).to(self._device)
+        with torch.no_grad():
+            return float(self.loss_fn(y_pred, y))

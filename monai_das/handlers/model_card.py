@@ -659,7 +659,7 @@ class ModelCardSaver:
                 f"output_dir; by default the bundle's eval/k{k}/)."
             )
             return
-        if self.split != "test":
+        if self.split not in (None, "test"):
             # the card's eval_metrics are the test metrics (the README's table, the Deploy app's and MONAI Label's
             # description of the model): an evaluation of the validation (or training) split must not pass for them
             self.logger.info(

@@ -214,14 +214,14 @@ def get_encoder(name: str, in_channels: int = 1, **kwargs: Any) -> nn.Module:
     except Exception as e:  # a missing argument, a failed weight download...: say which network and arguments
         hint = ""
         if "pretrained" in params and isinstance(e, OSError):  # urllib's URLError/HTTPError are OSErrors
-            default = inspect.signature(target).parameters.get("pretrained")
-            if kwargs.get("pretrained", getattr(default, "default", False)) is True:
-                hint = (f" {key} downloads pretrained weights unless it is given pretrained=False (its default is "
-                        f"pretrained=True): offline, give encoder_kwargs {{'pretrained': False}} (bundle: "
-                        f"--encoder_kwargs \"{{'pretrained': False}}\"), or weights of your own.")
-        raise ValueError(
-            f"could not build the frame encoder {_MONAI_NETS}.{key}(**{kwargs!r}): {type(e).__name__}: {e}.{hint}"
-        ) from e
+            default = getattr(inspect.signature(target).parameters.get("pretrained"), "default", None)
+            if kwargs.get("pretrained", default) is True:
+                why = "as given" if "pretrained" in kwargs else "its default"
+                hint = (f" {key} downloads pretrained weights with pretrained=True ({why}): offline, give "
+                        "encoder_kwargs {'pretrained': False} (bundle: --encoder_kwargs \"{'pretrained': False}\"), or "
+                        "weights of your own.")
+        raise ValueError(f"could not build the frame encoder {_MONAI_NETS}.{key}(**{kwargs!r}): {type(e).__name__}: "
+                         f"{str(e).rstrip('.')}.{hint}") from e
     if not isinstance(encoder, nn.Module):
         raise ValueError(f"{_MONAI_NETS}.{key} returned a {type(encoder).__name__}, not an nn.Module.")
     return encoder

@@ -214,10 +214,14 @@ def test_json_literals_inside_a_dict_override_are_refused():
     trained with spread on, {"pretrained": false} downloaded weights (trial N). Python's literals pass."""
     with pytest.raises(ValueError, match=r"""--sampler_kwargs \{"spread": false\}: .* \(at 'spread'\), and the string """
                                          r"""'false' counts as true\. Write Python's True/False/None: """
-                                         r"""--sampler_kwargs "\{"spread": False\}"\."""):
+                                         r"""--sampler_kwargs '\{"spread": False\}'\."""):
         check_overrides(_argv("--sampler_kwargs", '{"spread": false}'))
     with pytest.raises(ValueError, match=r"at 'model_name#1', 'pretrained'"):
         check_overrides(_argv("--encoder_kwargs", '{"model_name": ["a", null], "pretrained": false}'))
+    # the spelling suggested is pasted as it is: single quotes around, words inside strings untouched
+    with pytest.raises(ValueError, match=r"""Write Python's True/False/None: --encoder_kwargs """
+                                         r"""'\{"model_name": "null model", "pretrained": False\}'\.$"""):
+        check_overrides(_argv("--encoder_kwargs", '{"model_name": "null model", "pretrained": false}'))
     for fine in ("{'spread': False}", '{"spread": 1, "name": "false"}', '{"feature_size": 14}', "[1, 2]", "false"):
         check_overrides(_argv("--sampler_kwargs", fine))
 

@@ -58,6 +58,23 @@ def test_validation_and_test_loss_are_class_weighted_over_the_epoch(bundle):
         assert state.metrics["loss"] == pytest.approx(weighted, rel=1e-6), key
 
 
+def test_epoch_loss_gathers_ranks_of_different_sizes(monkeypatch):
+    """Under torchrun the validation sampler splits without padding (5 items: 3 and 2): the loss is over all ranks'
+    items; a fixed-size all_gather (ignite's EpochMetric) aborted there (review H3)."""
+    g = torch.Generator().manual_seed(1)
+    logits, labels = torch.randn(5, 2, generator=g), torch.tensor([0, 1, 1, 0, 1])
+    loss = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0]))
+    other = [(logits[i:i + 1], labels[i:i + 1]) for i in (3, 4)]  # what the other rank holds: 2 items
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "all_gather_object", lambda parts, obj: parts.__setitem__(slice(None),
+                                                                                                    [obj, other]))
+    engine = Engine(lambda e, b: [{"pred": p, "label": t} for p, t in zip(*b)])
+    EpochLoss(loss, lambda out: ([o["pred"] for o in out], [o["label"] for o in out])).attach(engine, "loss")
+    state = engine.run([(logits[:3], labels[:3])], max_epochs=1)  # this rank: 3 items
+    assert state.metrics["loss"] == pytest.approx(float(loss(logits, labels)))
+
+
 def test_from_confusion():
     cm = torch.tensor([[8, 2], [1, 1]])
     assert balanced_accuracy_from_confusion(cm) == pytest.approx((0.8 + 0.5) / 2)

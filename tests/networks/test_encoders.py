@@ -178,7 +178,8 @@ def test_an_encoder_that_downloads_weights_offline_says_how_not_to(monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(efficientnet.model_zoo, "load_url", offline)
-    with pytest.raises(ValueError, match=r"EfficientNetBN downloads pretrained weights unless .*pretrained=False.*"
+    with pytest.raises(ValueError, match=r"EfficientNetBN downloads pretrained weights with pretrained=True \(its default\): offline, give "
+                                         r"encoder_kwargs \{'pretrained': False\} \(bundle: "
                                          r"--encoder_kwargs \"\{'pretrained': False\}\""):
         get_encoder("EfficientNetBN", model_name="efficientnet-b0")
     get_encoder("EfficientNetBN", model_name="efficientnet-b0", pretrained=False)  # no download, builds
