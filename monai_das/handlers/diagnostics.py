@@ -408,13 +408,16 @@ class SelectionDiagnosticsHandler:
             if n:
                 curves[name], items[name] = (table[row, :t] / n).tolist(), n
         stem = self.output_dir / f"{self.prefix}kept_positions"
-        record = {"epoch": int(engine.state.epoch), "num_frames": t, "items": items, "kept_fraction": curves}
+        ks = sorted({len(i.kept) for i in kept})  # one k per run (any k at inference: said in the file and title)
+        record = {"epoch": int(engine.state.epoch), "num_frames": t, "num_kept": ks[0] if len(ks) == 1 else ks,
+                  "items": items, "kept_fraction": curves}
         if self.split is not None:
             record["split"] = self.split
         write_json_atomic(record, stem.with_suffix(".json"))
         where = f"{self.split} split" if self.split is not None else (self.prefix.rstrip("_") or "kept")
+        k = f", k={ks[0]} of T={t}" if len(ks) == 1 else ""
         plot_kept_positions(curves, stem.with_suffix(".png"), items=items,
-                            title=f"{where}: fraction of the {items['all']} items that kept each position")
+                            title=f"{where}{k}: fraction of the {items['all']} items that kept each position")
 
 
 def _position_counts(kept_sets: Sequence[set], num_frames: int) -> torch.Tensor:

@@ -131,7 +131,7 @@ def test_evaluate(trained):
     assert report["num_kept"] == 5 and report["num_samples"] == 8
     assert report["keep_ratio"] == round(5 / 28, 4)  # what was kept, not the training's keep_ratio option
     positions = json.loads((root / "eval" / "k5" / "test_kept_positions.json").read_text())
-    assert sum(positions["kept_fraction"]["all"]) == pytest.approx(5)
+    assert sum(positions["kept_fraction"]["all"]) == pytest.approx(5) and positions["num_kept"] == 5
 
 
 def test_inference_on_files(trained, tmp_path):

@@ -338,7 +338,7 @@ def test_kept_positions_written_per_class(tmp_path):
                                        split="val")
     _evaluator(net, _data(), [diag]).run()
     out = json.loads((tmp_path / "test_kept_positions.json").read_text())
-    assert out["num_frames"] == 8 and out["items"] == {"all": 6, "neg": 3, "pos": 3}
+    assert out["num_frames"] == 8 and out["num_kept"] == 4 and out["items"] == {"all": 6, "neg": 3, "pos": 3}
     assert out["split"] == "val"  # evaluate.json run on the validation split says so
     # uniform keeps slices 1, 3, 5, 7 of every volume, whatever its class
     assert out["kept_fraction"]["all"] == out["kept_fraction"]["pos"] == [0.0, 1.0] * 4
