@@ -613,26 +613,30 @@ def export_checks(kind: str, files: Mapping[str, Path | None], network: nn.Modul
             return [RAW_CKPT_EXPORT.format(path=path)]
     else:
         return []
-    where = embedded
-    if not (isinstance(card, dict) and isinstance(card.get(CARD_KEY), dict)) and files.get("card") is not None:
-        try:
-            card, where = _read_json(Path(files["card"])), f"the model card '{files['card']}' beside it"
-        except OSError:
-            card = None
     from monai_das.handlers.model_card import card_describes
 
     exported = source.get("checkpoint_sha256")
-    if card_describes(card, exported) is False:
-        recorded = card[CARD_KEY]["checkpoint_sha256"]
-        what = "ONNX" if kind == "onnx" else "TorchScript"
-        raise ValueError(
-            f"the {what} model '{path}' was exported from the checkpoint with SHA-256 {exported} (its {record}), "
-            f"but {where} was written for the checkpoint with SHA-256 {recorded}: the card describes another model "
-            f"(its slice axis, grid, classes or k may not be this file's), so the answers could be wrong without any "
-            f"error. Export it again with the card its training wrote: python -m monai_das.engines.export "
-            f"{'onnx' if kind == 'onnx' else 'torchscript'} --bundle_root <the training's bundle_root> --config_file "
-            f"<bundle>/configs/inference.json (it refuses a card of another checkpoint)."
-        )
+    what = "ONNX" if kind == "onnx" else "TorchScript"
+    again = (f"python -m monai_das.engines.export {'onnx' if kind == 'onnx' else 'torchscript'} --bundle_root <the "
+             "training's bundle_root> --config_file <bundle>/configs/inference.json")
+    cards = [(card, embedded, "")]
+    if files.get("card") is not None:  # the card beside: training writes a new one with every new model.pt
+        try:
+            cards.append((_read_json(Path(files["card"])), f"the model card '{files['card']}' beside it",
+                          " (a training run again after the export writes a new model.pt and card beside an old "
+                          "export: the export is stale)"))
+        except OSError:
+            pass
+    for found, where, why in cards:
+        if card_describes(found, exported) is False:
+            recorded = found[CARD_KEY]["checkpoint_sha256"]
+            raise ValueError(
+                f"the {what} model '{path}' was exported from the checkpoint with SHA-256 {exported} (its {record}), "
+                f"but {where} was written for the checkpoint with SHA-256 {recorded}{why}: the file answers as "
+                f"another model than the card describes (its slice axis, grid, classes, k or weights), so the answers "
+                f"could be wrong without any error. Export it again from the checkpoint the card describes: {again} "
+                f"(it refuses a card of another checkpoint)."
+            )
     return []
 
 

@@ -349,10 +349,16 @@ class StudyDataset(torch.utils.data.Dataset):
             label = d.get("label", item.get("label", -1))
             out.update(image=image, label=int(torch.as_tensor(label).reshape(-1)[0]) if label is not None else -1)
         except Exception as e:  # one bad study must not stop the others
-            root = e
-            while root.__cause__ is not None:  # MONAI wraps the reader's error: report the original one
-                root = root.__cause__
-            msg = f"{type(root).__name__}: {root}".replace("\n", " ")
+            chain = [e]
+            while chain[-1].__cause__ is not None:
+                chain.append(chain[-1].__cause__)
+            # MONAI wraps a transform's error ("applying transform ..."): report the first error under it (this
+            # package's, which names the file at fault, e.g. one slice of a series), and the reader's at the root
+            first = next((x for x in chain if not str(x).startswith("applying transform")), chain[-1])
+            msg = f"{type(first).__name__}: {first}"
+            if chain[-1] is not first and str(chain[-1]) not in str(first):
+                msg += f" (from {type(chain[-1]).__name__}: {chain[-1]})"
+            msg = msg.replace("\n", " ")
             if out["source"] not in msg:
                 msg = f"cannot read '{out['source']}': {msg}"
             logger.warning(f"study {out['id']!r}: {msg}")

@@ -120,6 +120,23 @@ def test_onnx_whose_card_describes_another_checkpoint_is_refused(tmp_path, onnx_
         assert DASPredictor.from_path(ok).warnings == []
 
 
+def test_an_export_older_than_the_training_beside_it_is_refused(tmp_path, onnx_file):
+    """Retrained into the same bundle_root (a new model.pt and card) after an export: Deploy's default engine and
+    MONAI Label served the old model.onnx, the old model's answers, without a word (trial S). Its record names
+    another checkpoint than the card beside it: refused, and a bundle with a config falls back to the checkpoint."""
+    models = tmp_path / "run" / "models"
+    _with_props(onnx_file, models / "model.onnx", _card("a" * 64), {"checkpoint_sha256": "a" * 64})
+    (models / "metadata.json").write_text(json.dumps(_card("d" * 64)))  # the new training's card
+    with pytest.raises(RuntimeError) as err:
+        DASPredictor.from_path(tmp_path / "run")
+    text = str(err.value)
+    assert f"the model card '{models / 'metadata.json'}' beside it was written for the checkpoint with SHA-256 " \
+           f"{'d' * 64} (a training run again after the export" in text and "the export is stale" in text
+    assert "python -m monai_das.engines.export onnx" in text
+    (models / "metadata.json").write_text(json.dumps(_card("a" * 64)))  # the export's own training: served
+    assert DASPredictor.from_path(tmp_path / "run").warnings == []
+
+
 # ---------------------------------------------------------------------------------------------- TorchScript source
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory):

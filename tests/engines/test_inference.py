@@ -100,6 +100,20 @@ def test_csv_listing(tmp_path, study_folder):
     assert items[0]["study"].kind == "volume" and items[1]["study"].kind == "invalid"
     ds = StudyDataset(items, (1, 28, 28, 28), study_transform("volume", 28))
     assert int(ds[0]["label"]) == 1 and "does not exist" in ds[1]["error"]
+    # an error this package raises under MONAI's "applying transform" wrapper, from a reader's: both said, the
+    # package's first (it names the file at fault, e.g. one slice of a series; only the reader's was kept: trial S)
+    def broken(d):
+        try:
+            try:
+                raise ValueError("The number of bytes of pixel data is less than expected")
+            except ValueError as reader:
+                raise ValueError("its file 'IM0009.dcm' cannot be decoded") from reader
+        except ValueError as ours:
+            raise RuntimeError("applying transform <LoadStudyd>") from ours
+
+    error = StudyDataset(items[:1], (1, 28, 28, 28), broken)[0]["error"]
+    assert error.startswith(f"cannot read '{study_folder / 'a.nii.gz'}': ValueError: its file 'IM0009.dcm' cannot be "
+                            "decoded (from ValueError: The number of bytes of pixel data is less than expected)")
     (tmp_path / "dup.csv").write_text("id,image\nx,a\ny,b\nx,c\n")
     with pytest.raises(ValueError, match=r"dup\.csv' line 4: duplicate id 'x' \(also on line 2\)"):
         list_studies(tmp_path / "dup.csv")
