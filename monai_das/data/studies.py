@@ -410,7 +410,7 @@ def _study_id(root: Path, path: Path) -> str:
 
 #: the DICOM elements discovery reads: a clip (several frames) or a slice of a series
 _DISCOVERY_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "SeriesNumber", "SOPInstanceUID", "Modality", "Rows",
-                   "Columns")
+                   "Columns", "ImageType")
 
 
 def _is_non_image_object(ds) -> bool:
@@ -418,6 +418,13 @@ def _is_non_image_object(ds) -> bool:
     key object...): what discovery and training pass over beside a series. A file that only lacks ``Rows``/``Columns``
     (a truncated image) is not passed over: reading it fails, naming it."""
     return str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES
+
+
+def _is_localizer(ds) -> bool:
+    """A scout / localizer image (``ImageType`` holds ``LOCALIZER``): planning views, no part of the study's stack."""
+    value = ds.get("ImageType") or ""
+    parts = str(value).split("\\") if isinstance(value, (str, bytes)) else [str(v) for v in value]
+    return "LOCALIZER" in (p.strip().upper() for p in parts)
 
 
 def _holds_no_image(ds) -> bool:
@@ -585,6 +592,12 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
             logger.info(f"'{folder}': skipped {len(others)} non-image DICOM file(s) beside its image series "
                         f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}).")
             series = images
+        stacks = {uid: m for uid, m in series.items() if not all(_is_localizer(headers[f]) for f in m)}
+        if stacks and len(stacks) < len(series):  # a scout series beside the study's stack: no study of its own
+            scouts = [f.name for uid, m in series.items() if uid not in stacks for f in m]
+            logger.info(f"'{folder}': skipped {len(scouts)} localizer (scout) image(s) beside its series "
+                        f"({', '.join(scouts[:3])}{', ...' if len(scouts) > 3 else ''}).")
+            series = stacks
         for uid, members in series.items():
             sid = base if len(series) == 1 else f"{base}#series_{_series_label(headers[members[0]], uid)}"
             studies.append(StudySource(sid, "dicom_series", folder, members))

@@ -388,6 +388,27 @@ def test_compressed_dicom_series_read_as_training_reads_it(tmp_path, syntax):
     assert torch.equal(a.image, b.image) and a.source_indices == b.source_indices  # lossless: the same input
 
 
+def test_a_scout_series_beside_the_stack_is_no_study(tmp_path, caplog):
+    """A localizer stored as a series of its own in the study folder became a study '#series_2' refused as too short
+    (Deploy exit status 3 on every such folder; trial S): skipped, said at INFO. Alone it stays a study."""
+    import logging
+
+    import pydicom
+
+    folder = _ct_series(tmp_path / "study", 4, number=2)
+    scout = _ct_series(tmp_path / "study", 1, number=1, prefix="scout")
+    d = pydicom.dcmread(scout / "scout0.dcm")
+    d.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    d.save_as(scout / "scout0.dcm")
+    with caplog.at_level(logging.INFO, logger="monai_das.data.studies"):
+        found = discover_studies(folder)
+    assert [(s.kind, len(s.files)) for s in found] == [("dicom_series", 4)]
+    assert "skipped 1 localizer (scout) image(s) beside its series (scout0.dcm)" in caplog.text
+    for f in folder.glob("s[0-9]*.dcm"):
+        f.unlink()
+    assert [(s.kind, len(s.files)) for s in discover_studies(folder)] == [("dicom_series", 1)]  # alone: a study
+
+
 def test_extensionless_non_dicom_files_beside_a_series_are_no_study(tmp_path):
     """A PACS export's VERSION file beside the slices became an error study (Deploy exit status 3 on a clean export);
     training's reader passes over it. A damaged DICOM file without an extension stays an error."""
