@@ -1490,8 +1490,12 @@ class LoadStudy(Transform):
                 series_instance_uid=str(h.get("SeriesInstanceUID", "")) or None,
             )
             if self.layout == "volume" and str(h.get("Modality", "")).upper() in VOLUME_MODALITIES:
+                # an Enhanced CT/MR (one multi-frame file): a volume, reported as one, with its header for the SR
                 colour = int(h.get("SamplesPerPixel", 1) or 1) > 1
-                return self._load_volume(source, source.path, reader=None, info=info, colour=colour)
+                study = self._load_volume(replace(source, kind="volume"), source.path, reader=None, info=info,
+                                          colour=colour)
+                study.dicom_headers = headers
+                return study
         r = self.recipe
         if self.layout == "video":
             t, frame_size = r["num_frames"], r["spatial_size"]

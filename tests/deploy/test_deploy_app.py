@@ -116,6 +116,27 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     assert reports["series"]["warnings"] and all(f"Warning: {w}" in text for w in reports["series"]["warnings"])
 
 
+def test_app_enhanced_ct_gets_its_sr(checkpoint_bundle, tmp_path):
+    """An Enhanced CT (one multi-frame file) is classified as a volume and gets its DICOM SR like a series (it was
+    reported as kind 'video' and got no SR, without a word; trial S)."""
+    import pydicom
+
+    from das_deploy_helpers import write_multiframe_ct
+
+    bundle, _ = checkpoint_bundle
+    path = write_multiframe_ct(tmp_path / "in" / "enhanced.dcm")
+    app = DASClassifierApp(input_path=tmp_path / "in", output_path=tmp_path / "out", model_path=bundle,
+                           write_sr=True)
+    app.run()
+    (report,) = app.reports
+    assert report["status"] == "ok" and report["kind"] == "volume" and report["modality"] == "CT"
+    assert set(app.sr_files) == {"enhanced.dcm"} and not app.sr_errors
+    sr, src = pydicom.dcmread(app.sr_files["enhanced.dcm"][0]), pydicom.dcmread(path, stop_before_pixels=True)
+    (study,) = sr.CurrentRequestedProcedureEvidenceSequence
+    (series,) = study.ReferencedSeriesSequence
+    assert [r.ReferencedSOPInstanceUID for r in series.ReferencedSOPSequence] == [src.SOPInstanceUID]
+
+
 def test_app_rerun_into_the_same_folder_replaces_its_outputs(study_folder, checkpoint_bundle, tmp_path, monkeypatch):
     """A second run into one output folder leaves one SR per study (not one per run), and a report that cannot be
     written (e.g. NaN probabilities) replaces the earlier run's 'ok' file with its error, as summary.json says."""

@@ -360,6 +360,8 @@ def test_enhanced_ct_is_a_volume_read_as_in_training(tmp_path):
     assert study.image.shape == trained.shape == (1, 8, 8, 6)
     torch.testing.assert_close(study.image, trained.as_tensor(), rtol=0, atol=1e-6)
     assert study.info["modality"] == "CT" and study.info["num_source_frames"] == 6
+    # reported as the volume it is read as, with its header for the DICOM SR (it said 'video' and got no SR; trial S)
+    assert study.source.kind == "volume" and len(study.dicom_headers) == 1
     means = study.image[0].mean(dim=(0, 1))  # frames along z: 0, 100, ..., 500 HU in a 0-1000 HU window
     assert torch.all(means[1:] > means[:-1]) and float(study.image.max()) < 0.7, means
     clip = StudyLoader(ModelSpec(layout="video", spatial_size=(6, 12, 10))).load(src)
