@@ -153,8 +153,14 @@ def report_text(report: Mapping[str, Any]) -> str:
             + (f"; InstanceNumbers {numbers}" if numbers else "")
             + f"); encoder compute saved: {saved:.1%}."
         )
-    lines += [f"Warning: {w}" for w in report.get("warnings") or []]
+    # a report for PACS names files, not where this machine keeps them: quoted paths are cut to their file name
+    lines += [f"Warning: {_file_names(w)}" for w in report.get("warnings") or []]
     return "\n".join(lines)
+
+
+def _file_names(text: str) -> str:
+    """``text`` with every quoted absolute path (``'/data/in/ct/IM3.dcm'``) cut to its last part (``'IM3.dcm'``)."""
+    return re.sub(r"'(?:/|[A-Za-z]:[\\/])[^']*?([^/\\']+)[/\\]?'", r"'\1'", str(text))
 
 
 def write_json(data: Any, path: str | os.PathLike) -> Path:

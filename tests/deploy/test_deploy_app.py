@@ -113,7 +113,11 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     assert {r.ReferencedSOPInstanceUID for r in series.ReferencedSOPSequence} == {d.SOPInstanceUID for d in sources}
     text = ds.ContentSequence[0].TextValue
     assert "InstanceNumbers" not in text  # this network's frames run across the slices (slice_axis 0): none to give
-    assert reports["series"]["warnings"] and all(f"Warning: {w}" in text for w in reports["series"]["warnings"])
+    from monai_das.deploy.report import _file_names
+
+    assert reports["series"]["warnings"] and all(f"Warning: {_file_names(w)}" in text
+                                                 for w in reports["series"]["warnings"])
+    assert str(study_folder) not in text  # an SR for PACS names files, not this machine's folders (trial S)
 
 
 def test_app_enhanced_ct_gets_its_sr(checkpoint_bundle, tmp_path):

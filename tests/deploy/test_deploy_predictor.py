@@ -190,6 +190,10 @@ def test_study_report_maps_indices(torchscript_model):
     assert set(report["probabilities"]) == set(LABELS) and sum(report["probabilities"].values()) == pytest.approx(1)
     # the stand-in is written the way MONAI's ckpt_export writes a file: that is what its reports say
     assert report["warnings"] == [RAW_CKPT_EXPORT.format(path=torchscript_model[0])]
+    # the SR's text names the file, not the folder it lies in on this machine (trial S)
+    path = str(torchscript_model[0])
+    assert path in report["warnings"][0] and path not in report_text(report)
+    assert f"the TorchScript model '{Path(path).name}' was exported" in report_text(report)
     json.dumps(report, allow_nan=False)  # serializable
 
 
