@@ -71,6 +71,11 @@ def spec_recipe(spec: ModelSpec, **options: Any) -> dict:
         recipe.update(layout="video", num_frames=int(spec.num_frames), spatial_size=list(spec.frame_size),
                       grayscale=int(spec.in_channels) == 1)
     recipe.update(options)
+    if options.get("percentiles") is not None and recipe.get("intensity_range") is not None:
+        # a fixed window wins over percentiles (volume_preprocessing): the option given would change nothing
+        logger.warning(f"percentiles {list(options['percentiles'])} has no effect: the recipe's fixed window "
+                       f"intensity_range {list(recipe['intensity_range'])} scales the intensities (it wins over "
+                       "percentiles); give intensity_range None as well to scale by percentiles.")
     return recipe
 
 

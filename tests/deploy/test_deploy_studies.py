@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -559,6 +560,19 @@ def test_deploy_cli_refuses_an_inverting_intensity_window(flag, values, match, t
         main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "none.onnx"), flag, *values])
     assert exit_info.value.code == 2 and re.search(match, capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+def test_percentiles_under_a_window_are_said_to_do_nothing(caplog):
+    """--percentiles given for a model with a fixed HU window changed nothing, without a word (trial S)."""
+    spec = ModelSpec(spatial_size=(16, 16, 16), recipe={"layout": "volume", "spatial_size": [16, 16, 16],
+                                                          "intensity_range": [-1000, 400]})
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy.studies"):
+        spec_recipe(spec, percentiles=[1, 99])
+    assert "percentiles [1, 99] has no effect: the recipe's fixed window intensity_range [-1000, 400]" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy.studies"):
+        spec_recipe(spec, percentiles=[1, 99], intensity_range=None)  # percentiles asked for, and used
+    assert "has no effect" not in caplog.text
 
 
 def test_spec_recipe():
