@@ -218,6 +218,10 @@ RequireVolumeD = RequireVolumeDict = RequireVolumed
 #: with more than ``1 -`` this fraction of the voxels outside an intensity window, or less than this fraction of the
 #: window's width spanned by the voxels clipped to it, a volume is flattened by the window (:func:`window_warning`)
 WINDOW_MIN_FRACTION = 0.01
+#: share of the voxels above a fixed window's top beyond which the volume is taken for other units (a CT stored
+#: without its rescale intercept holds HU + 1024: soft tissue lands above a [-1000, 400] HU window; in HU only bone
+#: and contrast do, a small share of a scan)
+WINDOW_MAX_ABOVE = 0.5
 
 
 def window_warning(img, intensity_range: Sequence[float], name: str = "image") -> str | None:
@@ -227,7 +231,10 @@ def window_warning(img, intensity_range: Sequence[float], name: str = "image") -
     CT window in Hounsfield units on stored values without their rescale slope/intercept, or a ``[0, 1]`` window on
     HU), or the voxels clipped to the window span less than 1 % of its width (e.g. a HU window on a volume already
     scaled to ``[0, 1]``). Either way the network sees a nearly blank volume and predicts without a sign. Voxels at
-    the window's ends are inside it: a binary mask ``0/255`` under ``[0, 255]`` is not warned about.
+    the window's ends are inside it: a binary mask ``0/255`` under ``[0, 255]`` is not warned about. Also when more
+    than half of the voxels lie above the window's top (:data:`WINDOW_MAX_ABOVE`): e.g. a CT exported without its
+    rescale intercept (stored values HU + 1024), whose soft tissue is then clipped to the top with the lesions in
+    it, while its air still falls inside a HU window.
     """
     a_min, a_max = (float(v) for v in intensity_range)
     t = torch.as_tensor(img)
@@ -237,6 +244,13 @@ def window_warning(img, intensity_range: Sequence[float], name: str = "image") -
     outside = float(((t < a_min) | (t > a_max)).float().mean())
     lo, hi = float(t.min()), float(t.max())
     span = (min(hi, a_max) - max(lo, a_min)) / (a_max - a_min) if hi >= a_min and lo <= a_max else 0.0
+    above = float((t > a_max).float().mean())
+    if above > WINDOW_MAX_ABOVE and outside <= 1 - WINDOW_MIN_FRACTION and span >= WINDOW_MIN_FRACTION:
+        return (f"'{name}': {above:.0%} of its voxels lie above the top of the intensity window intensity_range "
+                f"[{a_min:g}, {a_max:g}] (its values run from {lo:g} to {hi:g}) and are all mapped to its top value: "
+                "are its intensities in the window's units? A CT stored without its rescale slope and intercept "
+                "holds e.g. HU + 1024, whose soft tissue lies above a HU window. Otherwise set another "
+                "`intensity_range`, or `null` for percentile scaling.")
     if outside <= 1 - WINDOW_MIN_FRACTION and span >= WINDOW_MIN_FRACTION:
         return None
     return (f"'{name}': the intensity window intensity_range [{a_min:g}, {a_max:g}] maps it to almost one value "

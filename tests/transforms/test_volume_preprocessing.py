@@ -254,6 +254,12 @@ def test_intensity_window_that_flattens_a_volume_is_warned(tmp_path, caplog):
     mask = (rng.random((12, 12, 12)) < 0.035).astype(np.float32) * 255  # a MedMNIST-like 0/255 mask, window [0, 255]
     assert window_warning(mask, (0, 255)) is None
     assert "'h.nii'" in window_warning(np.full((4, 4, 4), 3000.0), (-1000, 400), "h.nii")  # all clipped
+    # a CT exported without its rescale intercept (HU + 1024): its air still falls inside the HU window, its soft
+    # tissue (and the lesion in it) above: clipped to one value without a word (trial S); in HU, bone alone is above
+    body = np.concatenate([np.full(400, -1000.0), rng.uniform(-100, 100, 500), rng.uniform(300, 1500, 100)])
+    assert window_warning(body, (-1000, 400)) is None and window_warning(body, (0, 80)) is None
+    assert "60% of its voxels lie above the top of the intensity window intensity_range [-1000, 400]" in \
+        window_warning(body + 1024, (-1000, 400), "s.dcm")
     check = CheckIntensityWindow((-1000, 400))
     with caplog.at_level(logging.WARNING, logger="monai_das.transforms.preprocessing"):
         assert check(unit, name="u.nii") is unit and check(unit, name="u.nii") is unit  # unchanged, warned once
