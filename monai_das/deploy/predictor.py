@@ -579,8 +579,9 @@ RAW_CKPT_EXPORT = (
 def export_checks(kind: str, files: Mapping[str, Path | None], network: nn.Module) -> list[str]:
     """
     What an export recorded about its source (``monai_das.source``: :data:`monai_das.engines.export.SOURCE_PROP`,
-    the checkpoint's SHA-256), checked against the model card that describes the file (embedded, else the one beside
-    it: ``files["card"]``); all read as plain JSON.
+    the checkpoint's SHA-256), checked against the model card embedded in the file and the one beside it
+    (``files["card"]``: a training run again after the export writes a new checkpoint and card beside the old
+    export, which would answer as the old model); all read as plain JSON.
 
     - ONNX (``metadata_props``): a file without the record (e.g. :func:`monai_das.engines.save_onnx` called directly)
       is not checked.
