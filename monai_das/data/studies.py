@@ -420,6 +420,19 @@ def _is_non_image_object(ds) -> bool:
     return str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES
 
 
+def _modality_warning(modality: str | None, intensity_range, name: str) -> str | None:
+    """A warning when a DICOM study of another modality than CT meets a model whose fixed intensity window reaches
+    below 0, i.e. is in Hounsfield units (CT's; MR, ultrasound, PET values are not negative): an MR series through a
+    CT model was classified without a word (its intensities mapped as if they were HU)."""
+    mod = str(modality or "").upper()
+    if not mod or mod == "CT" or intensity_range is None or float(intensity_range[0]) >= 0:
+        return None
+    return (f"'{name}' is a {mod} study, but the model scales a fixed intensity window intensity_range "
+            f"{[float(v) for v in intensity_range]} that reaches below 0: Hounsfield units, a CT model's. Its "
+            f"intensities are mapped as if they were HU, so the prediction may mean nothing: classify it with a model "
+            f"trained on {mod} (or restrict the accepted modalities: --modalities CT).")
+
+
 def _is_localizer(ds) -> bool:
     """A scout / localizer image (``ImageType`` holds ``LOCALIZER``): planning views, no part of the study's stack."""
     value = ds.get("ImageType") or ""
@@ -1451,7 +1464,8 @@ class LoadStudy(Transform):
         unoriented = (nifti_without_orientation(path) if self.layout == "volume"
                       and (self.recipe.get("axcodes") or self.recipe.get("pixdim")) else None)  # only when used
         flattened = intensity_warning(img, r.get("intensity_range"), str(path))
-        for message in (unoriented, flattened):
+        for message in (unoriented, flattened, _modality_warning(info.get("modality"), r.get("intensity_range"),
+                                                                 str(path))):
             if message:
                 logger.warning(message)
                 info = {**info, "warnings": [*info.get("warnings", []), message]}

@@ -388,6 +388,29 @@ def test_compressed_dicom_series_read_as_training_reads_it(tmp_path, syntax):
     assert torch.equal(a.image, b.image) and a.source_indices == b.source_indices  # lossless: the same input
 
 
+def test_a_study_of_another_modality_than_a_hu_window_is_warned(tmp_path):
+    """An MR series through a CT model (a window in HU) was classified without a word (trial S): said in the study's
+    warnings; a CT study, or a window that is no HU window, is not."""
+    import pydicom
+
+    from monai_das.data.studies import LoadStudy
+
+    folder = _ct_series(tmp_path / "mr", 4)
+    for f in folder.glob("*.dcm"):
+        d = pydicom.dcmread(f)
+        d.Modality = "MR"
+        d.save_as(f)
+    ct = _ct_series(tmp_path / "ct", 4)
+    (mr_src,), (ct_src,) = discover_studies(folder), discover_studies(ct)
+    hu = {"layout": "volume", "spatial_size": [8, 8, 4], "slice_axis": 2, "intensity_range": [-1000, 400]}
+    warned = LoadStudy(hu).load(mr_src).info.get("warnings") or []
+    assert any("is a MR study, but the model scales a fixed intensity window intensity_range [-1000.0, 400.0] that "
+               "reaches below 0: Hounsfield units" in w for w in warned), warned
+    assert not any("Hounsfield" in w for w in LoadStudy(hu).load(ct_src).info.get("warnings") or [])
+    plain = {**hu, "intensity_range": [0, 4000]}
+    assert not any("Hounsfield" in w for w in LoadStudy(plain).load(mr_src).info.get("warnings") or [])
+
+
 def test_a_scout_series_beside_the_stack_is_no_study(tmp_path, caplog):
     """A localizer stored as a series of its own in the study folder became a study '#series_2' refused as too short
     (Deploy exit status 3 on every such folder; trial S): skipped, said at INFO. Alone it stays a study."""
