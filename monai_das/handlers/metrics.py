@@ -111,7 +111,8 @@ def per_class_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[s
     Each class's ``support`` (items of the class), ``recall`` and ``precision`` (of the arg-max prediction) and
     one-vs-rest ``auc`` (of its probability; the macro AUC is their mean when all are defined): ``None`` where
     undefined (no item of the class; for precision, no item predicted as it; for the AUC, no item of another class
-    either). An evaluated list without some class has no macro AUC, but the others' AUCs still tell.
+    either). An evaluated list without some class has no macro AUC; with 3 or more classes the others' AUCs still
+    tell.
 
     Args:
         probs: ``n×C`` class probabilities. labels: ``n`` class indices. label_names: the ``C`` class names.
