@@ -1463,9 +1463,10 @@ class LoadStudy(Transform):
                 "source_axis": int(src_axis)}
         unoriented = (nifti_without_orientation(path) if self.layout == "volume"
                       and (self.recipe.get("axcodes") or self.recipe.get("pixdim")) else None)  # only when used
-        flattened = intensity_warning(img, r.get("intensity_range"), str(path))
-        for message in (unoriented, flattened, _modality_warning(info.get("modality"), r.get("intensity_range"),
-                                                                 str(path))):
+        # a study of another modality than a HU window's: said as such, not also as values above the window
+        modal = _modality_warning(info.get("modality"), r.get("intensity_range"), str(path))
+        flattened = intensity_warning(img, None if modal else r.get("intensity_range"), str(path))
+        for message in (unoriented, modal, flattened):
             if message:
                 logger.warning(message)
                 info = {**info, "warnings": [*info.get("warnings", []), message]}

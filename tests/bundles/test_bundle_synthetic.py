@@ -236,3 +236,18 @@ def test_prediction_settings_keep_what_the_model_keeps(inference):
     assert full_half == full_quarter == info["num_frames"]
     assert settings(method="das", keep_ratio=0.25)[0] == max(1, round(0.25 * info["num_frames"]))
     assert settings(method="das", num_kept=3)[0] == 3
+
+
+@pytest.mark.parametrize("bundle", ["das_volume_classification", "das_video_classification"])
+def test_an_evaluation_of_another_split_writes_beside_the_test_reports(bundle, tmp_path):
+    """validate#split val replaced eval/metrics.json, the confusion matrix and the kept positions of the test split
+    (the card kept its test metrics, the files on disk did not; recheck of trial N): it writes to eval/val/."""
+    from monai.bundle import ConfigParser
+
+    configs = Path(__file__).resolve().parents[2] / "bundles" / bundle / "configs"
+    for split, where in (("test", tmp_path / "eval"), ("val", tmp_path / "eval" / "val")):
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
+        parser.update({"bundle_root": str(tmp_path), "validate#split": split, "num_train": 4, "num_val": 4,
+                       "num_test": 4})
+        assert parser.get_parsed_content("output_dir") == str(where)

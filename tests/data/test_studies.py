@@ -398,7 +398,7 @@ def test_a_study_of_another_modality_than_a_hu_window_is_warned(tmp_path):
     folder = _ct_series(tmp_path / "mr", 4)
     for f in folder.glob("*.dcm"):
         d = pydicom.dcmread(f)
-        d.Modality = "MR"
+        d.Modality, d.RescaleIntercept = "MR", 0  # MR values: not negative, mostly above a HU window's top
         d.save_as(f)
     ct = _ct_series(tmp_path / "ct", 4)
     (mr_src,), (ct_src,) = discover_studies(folder), discover_studies(ct)
@@ -406,6 +406,7 @@ def test_a_study_of_another_modality_than_a_hu_window_is_warned(tmp_path):
     warned = LoadStudy(hu).load(mr_src).info.get("warnings") or []
     assert any("is a MR study, but the model scales a fixed intensity window intensity_range [-1000.0, 400.0] that "
                "reaches below 0: Hounsfield units" in w for w in warned), warned
+    assert not any("intensity window intensity_range [-1000, 400]" in w for w in warned)  # not also the window's
     assert not any("Hounsfield" in w for w in LoadStudy(hu).load(ct_src).info.get("warnings") or [])
     plain = {**hu, "intensity_range": [0, 4000]}
     assert not any("Hounsfield" in w for w in LoadStudy(plain).load(mr_src).info.get("warnings") or [])
