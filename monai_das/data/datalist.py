@@ -209,9 +209,15 @@ def _json_label_names(path: Path, data: dict) -> list[str] | None:
         names = [str(by_index[i]) for i in range(len(by_index))]
     else:
         raise ValueError(f"{path}: 'labels' must be an object {{\"0\": name, ...}} or a list, got {labels!r}.")
+    return _class_names(names, f"{path}: 'labels'")
+
+
+def _class_names(names: list[str], where: str) -> list[str]:
+    """``names`` when they are distinct, non-blank class names the model card can hold (:func:`check_class_name`);
+    ``ValueError`` naming ``where`` otherwise."""
     if not names or len(set(names)) != len(names) or not all(n.strip() for n in names):
-        raise ValueError(f"{path}: 'labels' must hold distinct, non-blank class names, got {names}.")
-    return [check_class_name(n, f"{path}: 'labels'") for n in names]
+        raise ValueError(f"{where} must hold distinct, non-blank class names, got {names}.")
+    return [check_class_name(n, where) for n in names]
 
 
 #: values of a CSV's optional ``split`` column (case-insensitive; blank: training)
@@ -369,9 +375,7 @@ def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | N
         return _classes_of(path, _raw_rows(path), names)
     if isinstance(label_names, str) or not isinstance(label_names, Sequence) or len(label_names) < 2:
         raise ValueError(f"label_names must list the class names in order (at least 2), got {label_names!r}.")
-    given = [check_class_name(str(n).strip(), "label_names") for n in label_names]
-    if any(not n for n in given) or len(set(given)) != len(given):
-        raise ValueError(f"label_names must hold distinct, non-blank class names, got {list(label_names)}.")
+    given = _class_names([str(n).strip() for n in label_names], "label_names")
     if names is not None and names != given:
         raise ValueError(f"{path}: its top-level 'labels' name the classes {names}, label_names gives {given}: give "
                          "one of them (or the same classes in the same order).")

@@ -23,7 +23,7 @@ import hashlib
 import itertools
 import logging
 import os
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from glob import escape as glob_escape
 from pathlib import Path
@@ -440,6 +440,19 @@ def _is_localizer(ds) -> bool:
     return "LOCALIZER" in (p.strip().upper() for p in parts)
 
 
+def _series_beside(folder: Path, series: dict[str, list[Path]], headers: dict[Path, Any],
+                   passed_over: Callable[[Any], bool], what: str) -> dict[str, list[Path]]:
+    """``series`` without those whose every file ``passed_over(header)`` says is no part of the study, when other
+    series remain (logged at INFO as ``skipped <n> <what>``); all of them otherwise (one of its own stays a study)."""
+    kept = {uid: m for uid, m in series.items() if not all(passed_over(headers[f]) for f in m)}
+    if not kept or len(kept) == len(series):
+        return series
+    skipped = [f.name for uid, m in series.items() if uid not in kept for f in m]
+    logger.info(f"'{folder}': skipped {len(skipped)} {what} ({', '.join(skipped[:3])}"
+                f"{', ...' if len(skipped) > 3 else ''}).")
+    return kept
+
+
 def _holds_no_image(ds) -> bool:
     """A DICOM object without an image: a report (SR), presentation state, key object, segmentation... (no
     ``Rows``/``Columns``, or a :data:`NON_IMAGE_MODALITIES` modality)."""
@@ -599,18 +612,10 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
         else:
             studies += bare
         base = _study_id(root, folder)
-        images = {uid: m for uid, m in series.items() if not all(_is_non_image_object(headers[f]) for f in m)}
-        if images and len(images) < len(series):  # a report or key object beside the images: not a study of its own
-            others = [f.name for uid, m in series.items() if uid not in images for f in m]
-            logger.info(f"'{folder}': skipped {len(others)} non-image DICOM file(s) beside its image series "
-                        f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}).")
-            series = images
-        stacks = {uid: m for uid, m in series.items() if not all(_is_localizer(headers[f]) for f in m)}
-        if stacks and len(stacks) < len(series):  # a scout series beside the study's stack: no study of its own
-            scouts = [f.name for uid, m in series.items() if uid not in stacks for f in m]
-            logger.info(f"'{folder}': skipped {len(scouts)} localizer (scout) image(s) beside its series "
-                        f"({', '.join(scouts[:3])}{', ...' if len(scouts) > 3 else ''}).")
-            series = stacks
+        # a report or key object beside the images, then a scout series beside the study's stack: no study of its own
+        series = _series_beside(folder, series, headers, _is_non_image_object,
+                                "non-image DICOM file(s) beside its image series")
+        series = _series_beside(folder, series, headers, _is_localizer, "localizer (scout) image(s) beside its series")
         for uid, members in series.items():
             sid = base if len(series) == 1 else f"{base}#series_{_series_label(headers[members[0]], uid)}"
             studies.append(StudySource(sid, "dicom_series", folder, members))

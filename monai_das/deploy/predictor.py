@@ -618,8 +618,8 @@ def export_checks(kind: str, files: Mapping[str, Path | None], network: nn.Modul
 
     exported = source.get("checkpoint_sha256")
     what = "ONNX" if kind == "onnx" else "TorchScript"
-    again = (f"python -m monai_das.engines.export {'onnx' if kind == 'onnx' else 'torchscript'} --bundle_root <the "
-             "training's bundle_root> --config_file <bundle>/configs/inference.json")
+    again = (f"python -m monai_das.engines.export {kind} --bundle_root <the training's bundle_root> --config_file "
+             "<bundle>/configs/inference.json")
     cards = [(card, embedded, "")]
     if files.get("card") is not None:  # the card beside: training writes a new one with every new model.pt
         try:

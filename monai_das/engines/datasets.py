@@ -197,9 +197,10 @@ class BundleData:
         checked_axcodes = check_axcodes(optional(axcodes)) if layout == "volume" else None
         self.axcodes = checked_axcodes if files else None
         # the recipe resamples before the grid is taken (check_study_shapes gives the shapes after Spacing(pixdim))
-        check_pixdim(optional(pixdim) if layout == "volume" else None)
-        self.pixdim = optional(pixdim) if layout == "volume" and files else None
-        if layout == "volume" and not files and optional(pixdim) is not None:
+        pixdim = optional(pixdim) if layout == "volume" else None
+        check_pixdim(pixdim)
+        self.pixdim = pixdim if files else None
+        if pixdim is not None and not files:
             logger.warning(f"--pixdim {pixdim} does not resample the ready-made dataset '{self.dataset}' (its arrays "
                            "carry no voxel size), yet the model card records it and inference on files resamples "
                            "them to it: the files would then differ from what the network was trained on. Leave "

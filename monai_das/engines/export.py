@@ -476,8 +476,8 @@ def check_card_checkpoint(card: Mapping, card_path: str | os.PathLike, ckpt: str
         f"the model card '{card_path}' was written for another file than the checkpoint '{ckpt}': it records "
         f"checkpoint_sha256 {card[CARD_KEY]['checkpoint_sha256']}, the checkpoint's is {digest}. An export embeds "
         "the card as the model's description (layout, slice axis, grid, classes, k), so the exported file would be "
-        "served as another model. Export with the card the training of this checkpoint wrote (its models/metadata.json, --meta_file), "
-        "or write one: resume that training, or move this card away and re-run the bundle's evaluation on the "
+        "served as another model. Export with the card the training of this checkpoint wrote (its "
+        "models/metadata.json, --meta_file), or write one: resume that training, or move this card away and re-run the bundle's evaluation on the "
         "checkpoint with the training's options (evaluate.json writes models/metadata.json beside it)."
     )
 

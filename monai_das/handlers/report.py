@@ -139,18 +139,17 @@ class ClassificationReportSaver:
         if "balanced_accuracy" not in metrics:
             metrics["balanced_accuracy"] = balanced_accuracy_from_confusion(torch.as_tensor(confusion))
         intervals = None
+        probs = np.asarray([prob for _, _, prob in self._items])
+        names = [self.label_names[c] if c < len(self.label_names) else str(c) for c in range(self.num_classes)]
         counts = np.bincount(labels, minlength=self.num_classes) if len(labels) else np.zeros(1, np.int64)
         if self.interval_resamples > 0 and len(labels) and counts.min() >= MIN_ITEMS_PER_CLASS:
-            intervals = bootstrap_intervals(np.asarray([prob for _, _, prob in self._items]), labels,
-                                            self.interval_resamples, seed=self.interval_seed)
+            intervals = bootstrap_intervals(probs, labels, self.interval_resamples, seed=self.interval_seed)
         elif self.interval_resamples > 0 and len(labels):
             rare = int(counts.argmin())
-            name = self.label_names[rare] if rare < len(self.label_names) else str(rare)
-            self.logger.warning(f"the evaluated list holds {int(counts[rare])} item(s) of class '{name}': no bootstrap "
-                                f"interval is given (it needs >= {MIN_ITEMS_PER_CLASS} items of each class; with "
-                                "fewer it would look certain, e.g. [1.000, 1.000]).")
-        names = [self.label_names[c] if c < len(self.label_names) else str(c) for c in range(self.num_classes)]
-        per_class = per_class_metrics(np.asarray([prob for _, _, prob in self._items]), labels, names)
+            self.logger.warning(f"the evaluated list holds {int(counts[rare])} item(s) of class '{names[rare]}': no "
+                                f"bootstrap interval is given (it needs >= {MIN_ITEMS_PER_CLASS} items of each class; "
+                                "with fewer it would look certain, e.g. [1.000, 1.000]).")
+        per_class = per_class_metrics(probs, labels, names)
         absent = [n for n, m in per_class.items() if m["support"] == 0]
         if absent and len(labels):
             self.logger.warning(

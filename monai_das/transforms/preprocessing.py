@@ -244,15 +244,15 @@ def window_warning(img, intensity_range: Sequence[float], name: str = "image") -
     outside = float(((t < a_min) | (t > a_max)).float().mean())
     lo, hi = float(t.min()), float(t.max())
     span = (min(hi, a_max) - max(lo, a_min)) / (a_max - a_min) if hi >= a_min and lo <= a_max else 0.0
-    above = float((t > a_max).float().mean())
-    if above > WINDOW_MAX_ABOVE and outside <= 1 - WINDOW_MIN_FRACTION and span >= WINDOW_MIN_FRACTION:
+    if outside <= 1 - WINDOW_MIN_FRACTION and span >= WINDOW_MIN_FRACTION:  # not flattened: maybe mostly above
+        above = float((t > a_max).float().mean())
+        if above <= WINDOW_MAX_ABOVE:
+            return None
         return (f"'{name}': {above:.0%} of its voxels lie above the top of the intensity window intensity_range "
                 f"[{a_min:g}, {a_max:g}] (its values run from {lo:g} to {hi:g}) and are all mapped to its top value: "
                 "are its intensities in the window's units? A CT stored without its rescale slope and intercept "
                 "holds e.g. HU + 1024, whose soft tissue lies above a HU window. Otherwise set another "
                 "`intensity_range`, or `null` for percentile scaling.")
-    if outside <= 1 - WINDOW_MIN_FRACTION and span >= WINDOW_MIN_FRACTION:
-        return None
     return (f"'{name}': the intensity window intensity_range [{a_min:g}, {a_max:g}] maps it to almost one value "
             f"({outside:.1%} of its voxels lie outside the window; its values run from {lo:g} to {hi:g}): the "
             "network sees a nearly blank volume. Are its intensities in the window's units (e.g. Hounsfield units "
