@@ -731,13 +731,19 @@ def _sop_uids(headers: Sequence) -> list[str]:
     return [uid for uid in (str(h.get("SOPInstanceUID", "") or "").strip() for h in headers) if uid]
 
 
-def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
+def _modality_of(headers: Sequence) -> str | None:
+    """The ``Modality`` of DICOM images (upper case, those of several joined by ``/``; ``None`` when blank)."""
+    found = sorted({str(h.get("Modality", "") or "").strip().upper() for h in headers} - {""})
+    return "/".join(found) or None
+
+
+def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str], str | None]:
     """
     ``("clip", C, [T, H, W], uids)`` for a multi-frame DICOM file (``"slices"`` instead of ``"clip"`` when its
     modality is one of :data:`~monai_das.data.studies.VOLUME_MODALITIES`: an Enhanced CT/MR file, whose frames are
     slices), ``("volume", C, [W, H, N], uids)`` for a folder of single-frame DICOM files (one series; MONAI's
     ``PydicomReader`` order: columns, rows, slices) or one such file; ``uids``: the images' ``SOPInstanceUID``
-    (:func:`_sop_uids`).
+    (:func:`_sop_uids`); a fifth value: the images' ``Modality`` (upper case; ``None`` when blank).
     """
     if path.is_dir():
         from monai_das.data.studies import _is_non_image_object, _study_at, check_series_stack, is_hidden, sizes_named
@@ -795,7 +801,7 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
         check_series_stack(files, headers, f"DICOM series '{path}'")
         _check_itk_reads_all(path, files)
         (rows, cols), = sizes
-        return "volume", channels.pop(), [cols, rows, len(files)], _sop_uids(headers)
+        return "volume", channels.pop(), [cols, rows, len(files)], _sop_uids(headers), _modality_of(headers)
     ds = _dicom_header(path)
     rows, cols = _dicom_rows_cols(ds, path)
     n = int(ds.get("NumberOfFrames", 1) or 1)
@@ -804,8 +810,8 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str]]:
         from monai_das.data.studies import VOLUME_MODALITIES
 
         kind = "slices" if str(ds.get("Modality", "")).upper() in VOLUME_MODALITIES else "clip"
-        return kind, _dicom_channels(ds), [n, rows, cols], uids
-    return "volume", _dicom_channels(ds), [cols, rows], uids
+        return kind, _dicom_channels(ds), [n, rows, cols], uids, _modality_of([ds])
+    return "volume", _dicom_channels(ds), [cols, rows], uids, _modality_of([ds])
 
 
 def _describe_series(h: Any) -> str:
@@ -907,10 +913,10 @@ def content_key(path: str | os.PathLike) -> str:
 
 
 def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False, min_frames: int = 2,
-                 axcodes: str | None = None, pixdim=None) -> tuple[int, tuple[int, ...], int, list[str]]:
-    """``(channels, shape in the layout's order, number of frames/slices, content ids)`` of one image, the ids being
-    the SOPInstanceUIDs of DICOM images or the :func:`content_key` of another file (``clips_only``: refuse a volume
-    rather than read it as a clip)."""
+                 axcodes: str | None = None, pixdim=None) -> tuple[int, tuple[int, ...], int, list[str], str | None]:
+    """``(channels, shape in the layout's order, number of frames/slices, content ids, modality)`` of one image, the
+    ids being the SOPInstanceUIDs of DICOM images or the :func:`content_key` of another file, the modality a DICOM
+    image's (``None`` for other files) (``clips_only``: refuse a volume rather than read it as a clip)."""
     p = Path(image)
     name = p.name.lower()
     if not p.exists():
@@ -922,6 +928,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
                          f"{_CLIPS_ONLY}")
     clip: list[int] | None = None  # [T, H, W] of a clip
     uids: list[str] = []
+    modality: str | None = None
     if p.is_file() and not is_dicom(p):  # a copy of this file in another list (another name or folder): its bytes
         uids.append(content_key(p))
     if name.endswith(_NIFTI_SUFFIXES):
@@ -929,7 +936,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     elif name.endswith(".npy"):
         c, spatial = _npy_shape(image)
     elif p.is_dir() or is_dicom(p):
-        kind, c, dims, uids = _dicom_facts(p)
+        kind, c, dims, uids, modality = _dicom_facts(p)
         clip, spatial = (dims, []) if kind != "volume" else (None, dims)
         if kind == "slices" and layout == "volume":
             # an Enhanced CT/MR file is a volume: columns, rows, frames, as LoadImage reads it (and the study layer)
@@ -954,7 +961,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
             raise ValueError(f"is a clip of {t} frame(s) ({h}×{w}), fewer than min_frames={min_frames}: "
                              + ("a still image is not a clip; min_frames 1 accepts it (repeated to T frames)." if t <= 1
                                 else f"too short; min_frames {t} or lower accepts it (resampled to T frames)."))
-        return c, (t, c, h, w), t, uids
+        return c, (t, c, h, w), t, uids, modality
     if clip is not None:  # a clip read as a volume: its frames are the slices along slice_axis
         t, h, w = clip
         spatial = [h, w]
@@ -966,7 +973,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
                 else f"a volume of {min(spatial)} slice(s) along an axis, fewer than min_frames={min_frames}")
         hint = "" if len(spatial) > 3 else "; min_frames 1 accepts it as a one-slice volume"
         raise ValueError(f"is {what} (spatial shape {spatial}, {c} channel(s)): expected a 3D volume{hint}.")
-    return c, (c, *spatial), spatial[slice_axis], uids
+    return c, (c, *spatial), spatial[slice_axis], uids, modality
 
 
 #: unusable images named in one error of :func:`check_study_shapes`
@@ -1029,13 +1036,14 @@ def check_study_shapes(
 
     Returns:
         ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max), "content_ids": {id: where},
-        "content_paths": {id: file}}``,
+        "content_paths": {id: file}, "modalities": {modality: [image, ...]}}``,
         shapes in the layout's order as above (spatial axes of NIfTI/NumPy/DICOM-series volumes in the order MONAI's
         readers give them, NIfTI's after ``axcodes`` and ``pixdim``; before any resizing), frames = slices along
         ``slice_axis`` (volume) or clip length (video); ``content_ids``: the ``SOPInstanceUID`` of every DICOM image
         (each file of a series folder, a multi-frame file) and the :func:`content_key` of every other file → its item
         (datalist line and path), for :func:`check_no_copies` across lists (``content_paths``: the file of each
-        content key).
+        content key); ``modalities``: the DICOM images' ``Modality`` (upper case) → the images of it (other files have
+        none).
 
     Raises:
         FileNotFoundError: a missing image.
@@ -1066,6 +1074,7 @@ def check_study_shapes(
     paths: dict[str, str] = {}  # content key → its file (a match is confirmed on the whole files)
     twice: list[str] = []  # files of this list with the same content
     unoriented: list[str] = []  # NIfTI files whose header gives no orientation
+    modalities: dict[str, list[str]] = {}  # DICOM modality → its images
     from monai_das.data.studies import nifti_without_orientation
     # every unusable image is named in one error, not one per run (a 1-frame clip, a truncated and an empty file in
     # one list took three runs to find)
@@ -1073,8 +1082,8 @@ def check_study_shapes(
     for item in chosen:
         image = str(item["image"] if isinstance(item, Mapping) else item)
         try:
-            c, shape, t, item_uids = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames, axcodes,
-                                                  pixdim)
+            c, shape, t, item_uids, modality = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames,
+                                                            axcodes, pixdim)
         except (FileNotFoundError, ValueError) as e:
             errors.append((type(e) if isinstance(e, FileNotFoundError) else ValueError, f"{_where(item, image)} {e}"))
             continue
@@ -1091,6 +1100,8 @@ def check_study_shapes(
             continue
         first_with.setdefault(c, image)
         shapes[image] = shape
+        if modality:
+            modalities.setdefault(modality, []).append(image)
         if layout == "volume" and axcodes is not None and nifti_without_orientation(image):  # only when reoriented
             unoriented.append(_where(item, image))
         frames.append(t)
@@ -1124,7 +1135,7 @@ def check_study_shapes(
         raise errors[0][0](f"{len(errors)} of the {len(chosen)} images checked cannot be used:\n  "
                            + "\n  ".join(shown) + more)
     return {"in_channels": max(first_with), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
-            "content_ids": uids, "content_paths": paths}
+            "content_ids": uids, "content_paths": paths, "modalities": modalities}
 
 
 def _some(named: Sequence[str], shown: int = 5) -> str:

@@ -420,11 +420,19 @@ def _is_non_image_object(ds) -> bool:
     return str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES
 
 
-def _modality_warning(modality: str | None, intensity_range, name: str) -> str | None:
-    """A warning when a DICOM study of another modality than CT meets a model whose fixed intensity window reaches
-    below 0, i.e. is in Hounsfield units (CT's; MR, ultrasound, PET values are not negative): an MR series through a
-    CT model was classified without a word (its intensities mapped as if they were HU)."""
+def _modality_warning(modality: str | None, recipe: Mapping, name: str) -> str | None:
+    """A warning when a DICOM study's modality is not one the model was trained on (the recipe's ``modalities``,
+    recorded from the training's DICOM studies), or, where those are not known, when a study of another modality
+    than CT meets a model whose fixed intensity window reaches below 0, i.e. is in Hounsfield units (CT's; MR,
+    ultrasound, PET values are not negative): an MR series through a CT model was classified without a word (its
+    intensities mapped as if they were HU)."""
     mod = str(modality or "").upper()
+    trained, intensity_range = recipe.get("modalities"), recipe.get("intensity_range")
+    if mod and trained and mod not in trained:
+        return (f"'{name}' is a {mod} study, but the model was trained on {'/'.join(trained)} studies only (its "
+                f"recipe's modalities): it never saw such images, so the prediction may mean nothing. Classify it "
+                f"with a model trained on {mod} (or restrict the accepted modalities: --modalities "
+                f"{' '.join(trained)}).")
     if not mod or mod == "CT" or intensity_range is None or float(intensity_range[0]) >= 0:
         return None
     return (f"'{name}' is a {mod} study, but the model scales a fixed intensity window intensity_range "
@@ -1469,7 +1477,7 @@ class LoadStudy(Transform):
         unoriented = (nifti_without_orientation(path) if self.layout == "volume"
                       and (self.recipe.get("axcodes") or self.recipe.get("pixdim")) else None)  # only when used
         # a study of another modality than a HU window's: said as such, not also as values above the window
-        modal = _modality_warning(info.get("modality"), r.get("intensity_range"), str(path))
+        modal = _modality_warning(info.get("modality"), r, str(path))
         flattened = intensity_warning(img, None if modal else r.get("intensity_range"), str(path))
         for message in (unoriented, modal, flattened):
             if message:
@@ -1548,6 +1556,10 @@ class LoadStudy(Transform):
             fps=float(clip.meta.get("fps") or 0.0),
             reader=clip.meta.get("reader"),
         )
+        modal = _modality_warning(info.get("modality"), r, str(source.path))  # a cine of another modality
+        if modal:
+            logger.warning(modal)
+            info["warnings"] = [*info.get("warnings", []), modal]
         study = self._study(source, image, {}, src_list, info)
         study.dicom_headers = headers
         return study

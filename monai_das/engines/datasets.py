@@ -87,6 +87,12 @@ def _labels(items: Sequence) -> np.ndarray:
     return np.asarray([int(np.asarray(item["label"]).reshape(-1)[0]) for item in items], dtype=np.int64)
 
 
+def _modalities_named(modalities: Mapping[str, Sequence[str]]) -> str:
+    """``"30 CT ('a', ...), 2 MR ('b', ...)"``: DICOM modalities with their image counts and first image, most first."""
+    return ", ".join(f"{len(v)} {m} ('{v[0]}'{', ...' if len(v) > 1 else ''})"
+                     for m, v in sorted(modalities.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+
+
 def _size_list(value: Any, n: int, name: str) -> list[int] | None:
     value = optional(value)
     if value is None:
@@ -442,6 +448,7 @@ class BundleData:
             self._info.update(source=self.dataset, datalist=self.datalist,
                               datalist_sha256=file_digest(self.datalist) if self.datalist is not None else None)
             self._info["splits"] = self.split_identity(self._info["datalist_sha256"])
+            self._info.setdefault("modalities", None)  # a ready-made dataset's: not known
             logger.info(f"data facts: {self._info}")
         return dict(self._info)
 
@@ -486,6 +493,13 @@ class BundleData:
         check_no_copies(self._content_ids, facts["content_ids"], self._content_paths, facts["content_paths"])
         self._content_ids.update(facts["content_ids"])
         self._content_paths.update(facts["content_paths"])
+        trained_modalities = self.info.get("modalities")
+        other = {m: v for m, v in facts["modalities"].items() if m not in (trained_modalities or [])}
+        if other and trained_modalities:  # (a training list without DICOM files records none: nothing to compare)
+            logger.warning(f"datalist '{self.datalist}': the {_SPLITS[split]!r} images include DICOM modalities the "
+                           f"training images lack: {_modalities_named(other)} (training: {trained_modalities}). The "
+                           "model never saw such studies, so their predictions and metrics may mean nothing; give "
+                           "every list studies of the training's modalities.")
         channels = int(facts["in_channels"])
         # a video recipe makes every clip the network's channels (grey or RGB) itself: only volumes must match
         if self.layout == "volume" and channels != trained:
@@ -503,6 +517,18 @@ class BundleData:
                                    min_frames=self.min_frames, pixdim=self.pixdim)
         self._content_ids.update(facts["content_ids"])
         self._content_paths.update(facts["content_paths"])
+        modalities = facts["modalities"]
+        if len(modalities) > 1:
+            logger.warning(f"the training images of '{self.datalist}' are of {len(modalities)} DICOM modalities: "
+                           f"{_modalities_named(modalities)}. One network and one intensity recipe learn them all, "
+                           "and a model card says it was trained on each: train one model per modality unless they "
+                           "are meant to mix (a study of another modality is warned about at inference).")
+        info = self._files_info(facts)
+        info["modalities"] = sorted(modalities) or None  # recorded in the recipe, checked at inference (LoadStudy)
+        return info
+
+    def _files_info(self, facts: Mapping) -> dict:
+        """The data facts of a datalist from its training files' :func:`~monai_das.data.check_study_shapes`."""
         if self.layout == "video":
             if self.in_channels_arg not in (1, 3):
                 raise ValueError(f"in_channels of a video model is 1 (grey frames) or 3 (RGB), got "

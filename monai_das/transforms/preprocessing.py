@@ -10,6 +10,7 @@ import logging
 import math
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -459,7 +460,7 @@ def volume_preprocessing(
 #: the keys of a preprocessing recipe (see :func:`check_recipe`)
 RECIPE_KEYS = (
     "layout", "spatial_size", "slice_axis", "num_frames", "axcodes", "pixdim", "intensity_range", "percentiles",
-    "output_range", "resize", "grayscale", "temporal_mode", "min_frames",
+    "output_range", "resize", "grayscale", "temporal_mode", "min_frames", "modalities",
 )
 
 
@@ -579,6 +580,10 @@ def check_recipe(recipe: Mapping) -> dict:
       ``"loop"`` or ``"edge"``), ``min_frames`` (default 2: still images are refused), ``output_range``; see
       :class:`monai_das.transforms.LoadVideo`.
 
+    Both layouts: ``modalities`` (default ``None``: not known), the DICOM modalities of the studies the model was
+    trained on (e.g. ``["CT"]``; a bundle records its training datalist's): a DICOM study of another modality is
+    warned about by :class:`monai_das.data.LoadStudy` (its prediction may mean nothing); it changes no step.
+
     Either layout may carry the other's keys for studies of the other kind (``temporal_mode`` for a clip read as a
     volume, ``axcodes``/``intensity_range``/... for a volume read as a clip): :class:`monai_das.data.LoadStudy` uses
     them.
@@ -616,6 +621,7 @@ def check_recipe(recipe: Mapping) -> dict:
         "grayscale": bool(recipe.get("grayscale", True)),
         "temporal_mode": str(recipe.get("temporal_mode", "uniform")),
         "min_frames": int(recipe.get("min_frames", 2)),
+        "modalities": _modalities(recipe.get("modalities")),
     }
     try:  # also refuses a null output_range
         check_intensity(out["intensity_range"], out["percentiles"], out["output_range"])
@@ -649,6 +655,17 @@ def check_recipe(recipe: Mapping) -> dict:
             raise ValueError(f"recipe 'num_frames'={recipe['num_frames']} disagrees with spatial_size {size} along "
                              f"slice_axis {out['slice_axis']}.")
     return out
+
+
+def _modalities(value: Any) -> list[str] | None:
+    """A recipe's ``modalities``: ``None``, or DICOM modality names (upper case, sorted, once each)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
+            isinstance(m, str) and m.strip() for m in value):
+        raise ValueError(f"recipe 'modalities' must be null or a list of DICOM modalities (e.g. [\"CT\"]), got "
+                         f"{value!r}.")
+    return sorted({m.strip().upper() for m in value}) or None
 
 
 def recipe_volume_kwargs(recipe: Mapping) -> dict:

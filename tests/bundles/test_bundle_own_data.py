@@ -165,6 +165,44 @@ def test_export_describes_itself_and_gives_the_same_probabilities(volumes, predi
     assert out.kept_indices == [int(i) for i in row["kept_indices"].split(";")]
 
 
+@pytest.mark.parametrize("config", [TRAIN, INFERENCE, VIDEO_TRAIN, VIDEO_INFERENCE])
+def test_the_recipe_records_the_training_modalities(tmp_path, config):
+    """Both bundles' recipe (in the model card; read by bundle inference, the Deploy app and MONAI Label, which warn
+    about a study of another modality) records the DICOM modalities of the training studies: CT series for the volume
+    bundle, ultrasound cines for the video bundle. A datalist without DICOM files records none."""
+    import pydicom
+    from monai.bundle import ConfigParser
+    from pydicom.data import get_testdata_file
+
+    video = config in (VIDEO_TRAIN, VIDEO_INFERENCE)
+    items = []
+    for i in range(4):
+        if video:  # a multi-frame ultrasound cine
+            d = pydicom.dcmread(get_testdata_file("examples_ybr_color.dcm"))
+            d.SOPInstanceUID, d.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+            d.save_as(tmp_path / f"c{i}.dcm")
+            items.append({"image": f"c{i}.dcm", "label": "ab"[i % 2], "group": f"p{i}"})
+            continue
+        series, uid = tmp_path / f"s{i}", pydicom.uid.generate_uid()  # a CT series of 3 slices
+        series.mkdir()
+        for z in range(3):
+            d = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+            d.InstanceNumber, d.SeriesInstanceUID, d.SOPInstanceUID = z + 1, uid, pydicom.uid.generate_uid()
+            d.ImagePositionPatient = [*(float(v) for v in d.ImagePositionPatient[:2]), 5.0 * z]
+            d.save_as(series / f"{z}.dcm")
+        items.append({"image": series.name, "label": "ab"[i % 2], "group": f"p{i}"})
+    (tmp_path / "dl.json").write_text(json.dumps({"training": items}))
+    parser = ConfigParser()
+    parser.read_config(config)
+    parser.update({"bundle_root": str(tmp_path / "root"), "datalist": str(tmp_path / "dl.json"), "val_fraction": 0.5})
+    recipe = parser.get_parsed_content("recipe")
+    assert recipe["modalities"] == (["US"] if video else ["CT"])
+    assert parser.get_parsed_content("model_facts")["recipe"]["modalities"] == recipe["modalities"]
+    parser.update({"datalist": None})  # the synthetic data: no DICOM modality
+    parser.ref_resolver.reset()
+    assert parser.get_parsed_content("recipe", lazy=False)["modalities"] is None
+
+
 def test_bad_datalist_refused_before_training(volumes, tmp_path):
     items = json.loads(volumes["datalist"].read_text())["training"]
     items[3]["image"] = "images/missing.nii.gz"

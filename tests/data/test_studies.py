@@ -412,6 +412,34 @@ def test_a_study_of_another_modality_than_a_hu_window_is_warned(tmp_path):
     assert not any("Hounsfield" in w for w in LoadStudy(plain).load(mr_src).info.get("warnings") or [])
 
 
+def test_a_study_of_a_modality_the_model_was_not_trained_on_is_warned(tmp_path, folder):
+    """A CT study through a model trained on MR studies (percentile scaling: no HU window to tell) was classified
+    without a word: the recipe's ``modalities`` (the training's, recorded in the card) name it in the study's warnings,
+    for a series as for a cine; a study of a trained modality, a non-DICOM file or a recipe without modalities is not
+    warned about."""
+    from monai_das.data.studies import LoadStudy
+    from monai_das.transforms import check_recipe
+
+    ct = _ct_series(tmp_path / "ct", 4)
+    mr_model = {"layout": "volume", "spatial_size": [8, 8, 4], "slice_axis": 2, "modalities": ["mr"]}
+    assert check_recipe(mr_model)["modalities"] == ["MR"] and check_recipe(VOLUME)["modalities"] is None
+    warned = LoadStudy(mr_model).load(ct).info.get("warnings") or []
+    assert any("is a CT study, but the model was trained on MR studies only (its recipe's modalities)" in w
+               and "--modalities MR" in w for w in warned), warned
+    assert not any("trained on" in w for w in LoadStudy({**mr_model, "modalities": ["CT", "MR"]}).load(ct).info.get(
+        "warnings") or [])
+    assert not any("trained on" in w for w in LoadStudy({**mr_model, "modalities": None}).load(ct).info.get(
+        "warnings") or [])
+    nifti = LoadStudy({**VOLUME, "modalities": ["MR"]}).load(folder / "a.nii.gz")  # no modality: nothing to compare
+    assert not any("trained on" in w for w in nifti.info.get("warnings") or [])
+    cine = LoadStudy({**VIDEO, "modalities": ["CT"]}).load(folder / "us" / "cine.dcm")  # a US cine, a CT model
+    assert any("is a US study, but the model was trained on CT studies only" in w for w in cine.info["warnings"])
+    assert not LoadStudy({**VIDEO, "modalities": ["US"]}).load(folder / "us" / "cine.dcm").info.get("warnings")
+    for bad in ("CT", [""], [1]):
+        with pytest.raises(ValueError, match="recipe 'modalities' must be null or a list of DICOM modalities"):
+            check_recipe({**VOLUME, "modalities": bad})
+
+
 def test_a_scout_series_beside_the_stack_is_no_study(tmp_path, caplog):
     """A localizer stored as a series of its own in the study folder became a study '#series_2' refused as too short
     (Deploy exit status 3 on every such folder; trial S): skipped, said at INFO. Alone it stays a study."""

@@ -343,6 +343,22 @@ def test_load_multiframe_ultrasound():
     assert video.image.shape == (8, 1, 12, 10)
 
 
+def test_a_study_of_a_modality_the_card_does_not_record_is_warned():
+    """The card's recipe records the training's DICOM modalities (a bundle trained on a datalist of DICOM studies):
+    the Deploy app's loader says in the study's warnings that an ultrasound cine given to a CT model is of a modality
+    it never saw (it was classified without a word); the card's literal recipe carries them into the spec."""
+    from monai_das.deploy.spec import _card_fields
+
+    card = {"layout": "volume", "spatial_size": [16, 16, 16], "slice_axis": 0, "in_channels": 1,
+            "recipe": {**SPEC.recipe, "modalities": ["CT"]}}
+    spec = ModelSpec(**_card_fields(card, "metadata.json"))
+    (src,) = discover_studies(pydicom_file("examples_ybr_color.dcm"))
+    warned = StudyLoader(spec).load(src).info.get("warnings") or []
+    assert any("is a US study, but the model was trained on CT studies only" in w for w in warned), warned
+    assert not StudyLoader(ModelSpec(**{**spec.__dict__, "recipe": {**spec.recipe, "modalities": ["US"]}})).load(
+        src).info.get("warnings")
+
+
 def test_enhanced_ct_is_a_volume_read_as_in_training(tmp_path):
     """A multi-frame CT file is a volume: the study layer gives exactly what the training recipe gives for it (its
     HU window, its geometry), not a min-max scaled clip; for a video model it stays a clip of its frames."""

@@ -446,6 +446,44 @@ def test_a_dicom_series_copied_into_another_folder_is_one_study(tmp_path):
     assert BundleData(datalist=tmp_path / "parts.json", val_fraction=0.5, seed=0).info["spatial_size"] == [128, 128, 4]
 
 
+def _as_modality(folder, modality):
+    import pydicom
+
+    for f in folder.glob("*.dcm"):
+        d = pydicom.dcmread(f)
+        d.Modality = modality
+        d.save_as(f)
+
+
+def test_a_datalist_records_its_dicom_modalities_and_warns_about_a_mix(tmp_path, caplog):
+    """The training studies' DICOM modalities are data facts (the bundle records them in the recipe, so inference
+    warns about a study of another one): an MR series among CT training series, and an MR series in the test list of a
+    CT model, trained and scored without a word. Both warned, naming the files; a list without DICOM files records
+    none."""
+    import logging
+
+    for i in range(5):
+        _ct_series(tmp_path / f"p{i}")
+    _as_modality(tmp_path / "p4", "MR")
+    train = [{"image": f"p{i}", "label": "ab"[i % 2]} for i in range(4)]
+    (tmp_path / "ct.json").write_text(json.dumps({"training": train, "test": [{"image": "p4", "label": "a"}]}))
+    with caplog.at_level(logging.WARNING):
+        src = BundleData(datalist=tmp_path / "ct.json", val_fraction=0.5, seed=0)
+        assert src.info["modalities"] == ["CT"] and not any("modalities" in r.getMessage() for r in caplog.records)
+        src.data("test")
+    assert any("the 'test' images include DICOM modalities the training images lack: 1 MR ('" in r.getMessage()
+               and "p4')" in r.getMessage() and "(training: ['CT'])" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    _ct_series(tmp_path / "p5")
+    (tmp_path / "mixed.json").write_text(json.dumps({"training": [*train, {"image": "p4", "label": "a"}],
+                                                     "validation": [{"image": "p5", "label": "b"}]}))
+    with caplog.at_level(logging.WARNING):
+        assert BundleData(datalist=tmp_path / "mixed.json", val_fraction=0.5, seed=0).info["modalities"] == ["CT", "MR"]
+    assert any("are of 2 DICOM modalities: 4 CT ('" in r.getMessage() and ", 1 MR ('" in r.getMessage()
+               for r in caplog.records), caplog.text
+    assert BundleData().info["modalities"] is None  # a ready-made dataset: not known
+
+
 def test_video_datalist_mixes_grey_and_colour_clips(tmp_path, caplog):
     """A video recipe decodes every clip grey (in_channels 1) or RGB (3): a datalist of grey DICOM cines beside a colour
     video trains (it was refused as "mixed channel counts"); the network's channels are the run's in_channels, and
