@@ -383,7 +383,7 @@ def _card_describes(card: Mapping, card_path: Path, ckpt_path: Path) -> bool:
     Raises:
         ValueError: naming both files and both hashes, and how a stale card comes about and is mended.
     """
-    from monai_das.handlers.model_card import card_describes
+    from monai_das.handlers.model_card import WRITE_CARD_AGAIN, card_describes
 
     digest = file_digest(ckpt_path)
     describes = card_describes(card, digest)
@@ -393,10 +393,9 @@ def _card_describes(card: Mapping, card_path: Path, ckpt_path: Path) -> bool:
         raise ValueError(
             f"the model card '{card_path}' was written for another version of '{ckpt_path}' (it records "
             f"checkpoint_sha256 {card[CARD_KEY]['checkpoint_sha256']}, the file's is {digest}): its classes, grid and "
-            "k may not be this file's. "
-            "A training killed between saving model.pt and writing its card leaves this (resume it with --resume "
-            "True: the next save writes both again), as does a model.pt replaced by another one (put its own card "
-            "beside it, or re-run the bundle's evaluation on it with the training's options, which writes the card)."
+            "k may not be this file's. A training killed between saving model.pt and writing its card leaves this, "
+            f"as does a model.pt replaced by another one (put its own card beside it). To write its card: "
+            f"{WRITE_CARD_AGAIN}."
         )
     return False
 

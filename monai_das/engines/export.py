@@ -460,7 +460,7 @@ def check_card_checkpoint(card: Mapping, card_path: str | os.PathLike, ckpt: str
     Raises:
         ValueError: naming both files, both hashes and how to get the card that describes ``ckpt``.
     """
-    from monai_das.handlers.model_card import card_describes
+    from monai_das.handlers.model_card import WRITE_CARD_AGAIN, card_describes
     from monai_das.utils.io import file_digest
 
     digest = file_digest(ckpt)
@@ -477,8 +477,7 @@ def check_card_checkpoint(card: Mapping, card_path: str | os.PathLike, ckpt: str
         f"checkpoint_sha256 {card[CARD_KEY]['checkpoint_sha256']}, the checkpoint's is {digest}. An export embeds "
         "the card as the model's description (layout, slice axis, grid, classes, k), so the exported file would be "
         "served as another model. Export with the card the training of this checkpoint wrote (its "
-        "models/metadata.json, --meta_file), or write one: resume that training, or move this card away and re-run the bundle's evaluation on the "
-        "checkpoint with the training's options (evaluate.json writes models/metadata.json beside it)."
+        f"models/metadata.json, --meta_file), or write one: {WRITE_CARD_AGAIN}."
     )
 
 

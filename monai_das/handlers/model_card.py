@@ -314,6 +314,12 @@ def _option(key: str, value: Any, trained: Mapping) -> str:
     return f"--{step} {text if isinstance(value, (int, float, str)) and ' ' not in text else repr(text)}"
 
 
+#: how a user gets the card that describes a checkpoint, said wherever a card of another checkpoint is refused
+WRITE_CARD_AGAIN = ("resume the training of this checkpoint (--resume True: its next save writes model.pt and its card "
+                    "again), or move the card away and re-run the bundle's evaluation on the checkpoint with the "
+                    "training's options (evaluate.json writes models/metadata.json beside it)")
+
+
 def card_describes(card: Any, checkpoint_sha256: str | None) -> bool | None:
     """
     The one rule by which a model card describes a model file: its ``das_model#checkpoint_sha256`` is the SHA-256 of
