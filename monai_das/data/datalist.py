@@ -507,10 +507,8 @@ def load_datalist(
     if not entries:
         raise ValueError(f"{path}: the '{split}' list is empty" + (" (a header, no rows)." if kind == "csv" else "."))
     json_names = _json_label_names(path, _read_json(path)) if kind == "json" else None
-    if label_names is not None:
-        classes = list(label_names)
-        for n in classes:
-            check_class_name(str(n), "label_names")
+    if label_names is not None:  # as datalist_classes checks them (a name twice would map two classes to one)
+        classes = _class_names([str(n).strip() for n in label_names], "label_names")
     else:
         classes = _classes_of(path, rows, json_names)
 

@@ -160,6 +160,8 @@ def test_class_order_given_for_a_datalist(tmp_path):
     # a label that is not among the names given: refused naming the line
     with pytest.raises(ValueError, match=r"l\.csv:3: label 'abnormal' is not one of \['normal', 'tumour'\]"):
         load_datalist(path, label_names=["normal", "tumour"])
+    with pytest.raises(ValueError, match="label_names must hold distinct"):  # as datalist_classes (one class twice)
+        load_datalist(path, label_names=["normal", "abnormal", "normal"])
 
 
 def test_csv_split_column_gives_validation_and_test_lists(tmp_path):
