@@ -684,8 +684,35 @@ def _resampled_shape(spatial: Sequence[int], affine, axcodes: str | None, pixdim
                      affine=torch.as_tensor(np.asarray(affine), dtype=torch.float64))
     if axcodes is not None:
         img = Orientation(axcodes=axcodes, labels=None, lazy=True)(img)
-    img = Spacing(pixdim=pixdim, lazy=True)(img)
+    if pixdim is not None:
+        img = Spacing(pixdim=pixdim, lazy=True)(img)
     return [int(s) for s in img.peek_pending_shape()]
+
+
+def _series_affine(headers: Sequence) -> np.ndarray:
+    """
+    The affine (RAS) MONAI's ``ITKReader`` gives a DICOM series read as ``[columns, rows, slices]`` (training's reader
+    of a series folder): the directions of ``ImageOrientationPatient`` (columns along its row cosine, rows along its
+    column cosine, slices along their cross product, as ITK sorts them) scaled by ``PixelSpacing`` and the distance
+    between the slices' ``ImagePositionPatient``, LPS turned to RAS. A header without geometry counts as axial, 1 mm.
+    """
+    iop = headers[0].get("ImageOrientationPatient")
+    row_dir, col_dir = ((np.asarray([float(v) for v in iop[:3]]), np.asarray([float(v) for v in iop[3:6]]))
+                        if iop is not None and len(iop) == 6 else (np.eye(3)[0], np.eye(3)[1]))
+    row_dir, col_dir = row_dir / (np.linalg.norm(row_dir) or 1.0), col_dir / (np.linalg.norm(col_dir) or 1.0)
+    normal = np.cross(row_dir, col_dir)
+    spacing = headers[0].get("PixelSpacing")
+    row_step, col_step = ((float(spacing[0]), float(spacing[1])) if spacing is not None and len(spacing) == 2
+                          else (1.0, 1.0))  # PixelSpacing: between rows, between columns
+    positions = sorted((np.asarray([float(v) for v in h.ImagePositionPatient]) for h in headers
+                        if h.get("ImagePositionPatient") is not None and len(h.ImagePositionPatient) == 3),
+                       key=lambda x: float(np.dot(x, normal)))
+    gap = float(np.median(np.diff([np.dot(x, normal) for x in positions]))) if len(positions) > 1 else 0.0
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2] = row_dir * col_step, col_dir * row_step, normal * (gap if gap > 0 else 1.0)
+    if positions:  # the first slice's corner (the shape MONAI's Spacing gives rounds world coordinates)
+        lps[:3, 3] = positions[0]
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
 def _npy_shape(path: str) -> tuple[int, list[int]]:
@@ -735,12 +762,15 @@ def _modality_of(headers: Sequence) -> str | None:
     return "/".join(found) or None
 
 
-def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str], str | None]:
+def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
+                 ) -> tuple[str, int, list[int], list[str], str | None]:
     """
     ``("clip", C, [T, H, W], uids)`` for a multi-frame DICOM file (``"slices"`` instead of ``"clip"`` when its
     modality is one of :data:`~monai_das.data.studies.VOLUME_MODALITIES`: an Enhanced CT/MR file, whose frames are
     slices), ``("volume", C, [W, H, N], uids)`` for a folder of single-frame DICOM files (one series; MONAI's
-    ``PydicomReader`` order: columns, rows, slices) or one such file; ``uids``: the images' ``SOPInstanceUID``
+    ``PydicomReader`` order: columns, rows, slices; with ``axcodes``/``pixdim`` the shape after
+    ``Orientation(axcodes)`` and ``Spacing(pixdim)``, from the headers' geometry: a sagittal series is not
+    ``[columns, rows, slices]`` in RAS) or one such file; ``uids``: the images' ``SOPInstanceUID``
     (:func:`_sop_uids`); a fifth value: the images' ``Modality`` (upper case; ``None`` when blank).
     """
     if path.is_dir():
@@ -799,7 +829,10 @@ def _dicom_facts(path: Path) -> tuple[str, int, list[int], list[str], str | None
         check_series_stack(files, headers, f"DICOM series '{path}'")
         _check_itk_reads_all(path, files)
         (rows, cols), = sizes
-        return "volume", channels.pop(), [cols, rows, len(files)], _sop_uids(headers), _modality_of(headers)
+        dims = [cols, rows, len(files)]
+        if axcodes is not None or pixdim is not None:  # as training's Orientation and Spacing turn it
+            dims = _resampled_shape(dims, _series_affine(headers), axcodes, pixdim)
+        return "volume", channels.pop(), dims, _sop_uids(headers), _modality_of(headers)
     ds = _dicom_header(path)
     rows, cols = _dicom_rows_cols(ds, path)
     n = int(ds.get("NumberOfFrames", 1) or 1)
@@ -934,7 +967,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     elif name.endswith(".npy"):
         c, spatial = _npy_shape(image)
     elif p.is_dir() or is_dicom(p):
-        kind, c, dims, uids, modality = _dicom_facts(p)
+        kind, c, dims, uids, modality = _dicom_facts(p, *((axcodes, pixdim) if layout == "volume" else (None, None)))
         clip, spatial = (dims, []) if kind != "volume" else (None, dims)
         if kind == "slices" and layout == "volume":
             # an Enhanced CT/MR file is a volume: columns, rows, frames, as LoadImage reads it (and the study layer)
@@ -1019,14 +1052,16 @@ def check_study_shapes(
         mixed_channels: accept images of different channel counts (a video recipe makes every clip grey or RGB
             itself); ``in_channels`` is then the largest count.
         axcodes: ``layout="volume"``: the orientation the recipe turns volumes to (``Orientation(axcodes)``): the
-            shapes of NIfTI files are given in it (their header's affine says which stored axis becomes which), so
-            that a median grid and the slice count along ``slice_axis`` are those of the oriented volumes; ``None``:
-            the stored order (other formats are always in their reader's order). Three capital letters, one of L/R,
+            shapes of NIfTI files and DICOM series folders are given in it (their header's affine, or the series'
+            ImageOrientationPatient, says which stored axis becomes which: a sagittal series is stored columns ×
+            rows × slices = A/P × S/I × L/R), so that a median grid and the slice count along ``slice_axis`` are
+            those of the oriented volumes; ``None``: the stored order (other formats are always in their reader's
+            order). Three capital letters, one of L/R,
             A/P and S/I each (:func:`~monai_das.transforms.check_axcodes`): another value is refused before any file
             is read, naming ``axcodes``.
         pixdim: ``layout="volume"``: the voxel size the recipe resamples to after orienting (``Spacing(pixdim)``;
-            one number or three, :func:`~monai_das.transforms.check_pixdim`): the shapes of NIfTI files are then
-            those after resampling, so that a median grid is that of the volumes the network is given (other
+            one number or three, :func:`~monai_das.transforms.check_pixdim`): the shapes of NIfTI files and DICOM
+            series folders are then those after resampling, so that a median grid is that of the volumes the network is given (other
             formats: as read); ``None``: no resampling.
         min_frames: the fewest frames of a clip (slices along each axis of a volume; a 2D image has one) accepted,
             as the recipe's ``min_frames``: 1 accepts a still (a single-frame DICOM as a one-frame clip, a 2D image
@@ -1036,7 +1071,7 @@ def check_study_shapes(
         ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max), "content_ids": {id: where},
         "content_paths": {id: file}, "modalities": {modality: [image, ...]}}``,
         shapes in the layout's order as above (spatial axes of NIfTI/NumPy/DICOM-series volumes in the order MONAI's
-        readers give them, NIfTI's after ``axcodes`` and ``pixdim``; before any resizing), frames = slices along
+        readers give them, NIfTI's and DICOM series' after ``axcodes`` and ``pixdim``; before any resizing), frames = slices along
         ``slice_axis`` (volume) or clip length (video); ``content_ids``: the ``SOPInstanceUID`` of every DICOM image
         (each file of a series folder, a multi-frame file) and the :func:`content_key` of every other file → its item
         (datalist line and path), for :func:`check_no_copies` across lists (``content_paths``: the file of each

@@ -709,6 +709,52 @@ def test_study_shapes_follow_the_recipes_resampling(tmp_path):
         check_study_shapes(items, "volume", slice_axis=2, pixdim=[0.7, 0.7])
 
 
+def _mr_series(folder: Path, orientation, step: float, spacing, rows: int = 20, cols: int = 16, n: int = 6) -> str:
+    """An MR series of ``n`` slices ``rows × cols`` in the plane ``orientation`` (ImageOrientationPatient), ``step``
+    mm apart along its normal, ``spacing`` = PixelSpacing."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True)
+    series, normal = generate_uid(), np.cross(orientation[:3], orientation[3:])
+    for k in range(n):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = MRImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series, k + 1
+        ds.ImageOrientationPatient = list(orientation)
+        ds.ImagePositionPatient = [float(v) for v in np.array([5.0, -3.0, 7.0]) + normal * step * k]
+        ds.PixelSpacing, ds.Rows, ds.Columns = list(spacing), rows, cols
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored = 1, "MONOCHROME2", 16, 16
+        ds.HighBit, ds.PixelRepresentation = 15, 0
+        ds.PixelData = (np.arange(rows * cols, dtype=np.uint16) + 100 * k).tobytes()
+        ds.save_as(folder / f"{k}.dcm", enforce_file_format=True)
+    return str(folder)
+
+
+@pytest.mark.parametrize("plane", ["sagittal", "coronal", "axial"])
+def test_study_shapes_of_dicom_series_follow_orientation_and_spacing(tmp_path, plane):
+    """A sagittal series is stored columns × rows × slices = A/P × S/I × L/R: its header shape was taken as the RAS
+    shape, so the automatic grid of sagittal or coronal series was [16, 20, 6] where the oriented volumes are
+    [6, 16, 20] (every volume resized across its axes, slice_axis counting the wrong axis): the shapes now follow
+    ImageOrientationPatient and PixelSpacing as training's Orientation and Spacing do (MONAI's own shapes here)."""
+    from monai.transforms import Compose, LoadImage, Orientation, Spacing
+
+    orientation = {"sagittal": [0, 1, 0, 0, 0, -1], "coronal": [1, 0, 0, 0, 0, -1], "axial": [1, 0, 0, 0, 1, 0]}[plane]
+    series = _mr_series(tmp_path / plane, orientation, 2.5, (0.7, 0.9))
+    for axcodes, pixdim in (("RAS", None), ("LPS", None), ("RAS", (1.5, 1.5, 1.5)), (None, (0.8, 1.2, 2.0))):
+        got = check_study_shapes([series], "volume", axcodes=axcodes, pixdim=pixdim)["shapes"][series]
+        steps = [LoadImage(image_only=True, ensure_channel_first=True)]
+        steps += [Orientation(axcodes, labels=None)] if axcodes else []
+        steps += [Spacing(pixdim=pixdim)] if pixdim else []
+        assert list(got[1:]) == list(Compose(steps)(series).shape[1:]), (axcodes, pixdim)
+    assert check_study_shapes([series], "volume")["shapes"][series] == (1, 16, 20, 6)  # as stored: columns, rows, n
+    if plane == "sagittal":
+        assert check_study_shapes([series], "volume", axcodes="RAS")["shapes"][series] == (1, 6, 16, 20)
+
+
 @pytest.mark.parametrize("axcodes", ["RAX", "RRS"])
 def test_study_shapes_refuse_invalid_axcodes_once(tmp_path, axcodes):
     """--slice_axis 2 --axcodes RAX: "24 of the 24 images checked cannot be used: ... Not all axis codes" (RRS was
