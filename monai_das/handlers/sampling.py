@@ -77,6 +77,21 @@ class SampledIndicesHandler:
             item[self.output_key] = idx
 
 
+def distinct_tails(paths: Sequence[str]) -> list[str]:
+    """Each path's file or folder name, with as many parent folders as it takes to tell it from the others' (DICOM
+    series folders ``p1/CT`` and ``p2/CT``, or ``t1.nii.gz`` in every patient's folder, all read ``CT`` or
+    ``t1.nii.gz``); a name that is no path (an ``id``) stays as it is."""
+    parts = [Path(p).parts or (str(p),) for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        shown = ["/".join(q[-d:]) for q, d in zip(parts, depth)]
+        alike = {i for i, name in enumerate(shown) if shown.count(name) > 1 and depth[i] < len(parts[i])}
+        if not alike:
+            return shown
+        for i in alike:
+            depth[i] += 1
+
+
 class SamplingFiguresHandler:
     """
     Pictures of the sampler's choice for the first ``num_images`` items of a dataset, written to ``output_dir``:
@@ -134,15 +149,16 @@ class SamplingFiguresHandler:
         return str(self.label_names[label]) if self.label_names is not None and label < len(self.label_names) else str(label)
 
     def _item_name(self, index: int, item: Mapping) -> str:
-        """What a row of the montage shows: the item's image file (or folder) name from the dataset's raw items (a
-        MONAI dataset's ``data``, e.g. a datalist's), its ``id``, else its position ``item <i>``."""
+        """What a row of the montage shows: the item's image path from the dataset's raw items (a MONAI dataset's
+        ``data``, e.g. a datalist's; cut to its file or folder name by :func:`distinct_tails`), its ``id``, else its
+        position ``item <i>``."""
         raw = getattr(self.dataset, "data", None)
         raw = raw[index] if isinstance(raw, Sequence) and index < len(raw) else None
         for source in (raw, item):
             if isinstance(source, Mapping):
                 image = source.get("image")
                 if isinstance(image, (str, os.PathLike)):
-                    return Path(image).name
+                    return str(image)
                 if isinstance(source.get("id"), str):
                     return source["id"]
         return f"item {index}"
@@ -181,12 +197,13 @@ class SamplingFiguresHandler:
             out = net.sample(images)
             probs = torch.softmax(net(images).float(), dim=-1).cpu()
         titles, evidence = [], []
+        names = distinct_tails([self._item_name(i, it) for i, it in enumerate(items)])
         for i, (it, p) in enumerate(zip(items, probs)):
             pred = int(p.argmax())
             title = f"pred {self._name(pred)} ({float(p[pred]):.2f})"
             if it.get("label") is not None:
                 title = f"label {self._name(int(torch.as_tensor(it['label']).reshape(-1)[0]))}\n{title}"
-            titles.append(f"{self._item_name(i, it)}\n{title}")
+            titles.append(f"{names[i]}\n{title}")
             ev = next((it[k] for k in ("evidence", "informative") if k in it), None)
             evidence.append(None if ev is None else [int(j) for j in torch.as_tensor(ev).reshape(-1) if int(j) >= 0])
         self.paths = [

@@ -8,6 +8,7 @@ from ignite.engine import Events
 from monai.engines import SupervisedEvaluator
 
 from monai_das.handlers import SampledIndicesHandler, SamplingFiguresHandler, unwrap_network
+from monai_das.handlers.sampling import distinct_tails
 from monai_das.networks import build_classifier
 
 
@@ -94,4 +95,11 @@ def test_figures_use_the_checkpoint_and_leave_the_network_alone(tmp_path, monkey
                     transform=lambda item: {**item, "image": data[item["label"]]["image"]})
     SamplingFiguresHandler(current, files, tmp_path / "fig", num_images=2, label_names=["a", "b"]).draw()
     assert [t.splitlines()[:2] for t in seen["titles"]] == [["case0.nii.gz", "label a"], ["case1.nii.gz", "label b"]]
+    # DICOM series folders of one name (p1/CT, p2/CT): each row says whose (the rows all read 'CT')
+    series = Dataset([{"image": f"/studies/p{i}/CT", "label": i % 2} for i in range(2)],
+                     transform=lambda item: {**item, "image": data[item["label"]]["image"]})
+    SamplingFiguresHandler(current, series, tmp_path / "fig", num_images=2).draw()
+    assert [t.splitlines()[0] for t in seen["titles"]] == ["p0/CT", "p1/CT"]
+    assert distinct_tails(["/a/x/t1.nii", "/b/x/t1.nii", "/a/y.nii", "item 3"]) == ["a/x/t1.nii", "b/x/t1.nii",
+                                                                                     "y.nii", "item 3"]
     assert all(torch.equal(v, current.state_dict()[k]) for k, v in before.items())
