@@ -69,8 +69,10 @@ class StudyMessage:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def dicom_selection(study: Study, selection_name: str = "das") -> list[StudySelectedSeries]:
-    """The SDK's ``StudySelectedSeries`` list of a DICOM study (``DICOMTextSRWriterOperator`` copies tags from it)."""
+def dicom_selection(study: Study, selection_name: str = "das",
+                    kept_images: list | None = None) -> list[StudySelectedSeries]:
+    """The SDK's ``StudySelectedSeries`` list of a DICOM study (``DICOMTextSRWriterOperator`` copies tags from it);
+    its metadata carries the study id and the report's ``kept_images`` (the SR references them)."""
     if not study.dicom_headers:
         raise ValueError(f"study '{study.source.study_id}' is not a DICOM study.")
     first = study.dicom_headers[0]
@@ -79,7 +81,8 @@ def dicom_selection(study: Study, selection_name: str = "das") -> list[StudySele
         series.add_sop_instance(ds)  # wrapped in a DICOMSOPInstance by the series
     dicom_study = DICOMStudy(str(first.get("StudyInstanceUID", "")))
     dicom_study.add_series(series)
-    selected = StudySelectedSeries(dicom_study, metadata={"study_id": study.source.study_id})
+    selected = StudySelectedSeries(dicom_study, metadata={"study_id": study.source.study_id,
+                                                          "kept_images": list(kept_images or [])})
     selected.add_selected_series(SelectedSeries(selection_name, series))
     return [selected]
 
@@ -242,7 +245,7 @@ class DASReportWriterOperator(Operator):
         self.reports.append(report)
         if self.write_sr and report["status"] == "ok" and message.study is not None and message.study.dicom_headers:
             op_output.emit(report_text(report), self.output_text)
-            op_output.emit(dicom_selection(message.study), self.output_series)
+            op_output.emit(dicom_selection(message.study, kept_images=report.get("kept_images")), self.output_series)
         elif self.write_sr and report["status"] != "ok":  # an earlier run's SR of this study would contradict it
             remove_srs(study_output_path(self.output_folder / SR_FOLDER, message.source.study_id),
                        self.output_folder / SR_FOLDER)
@@ -314,13 +317,20 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
     COPIED_TEXT = ("PatientName", "PatientID", "IssuerOfPatientID", "AccessionNumber", "StudyDescription", "StudyID",
                    "ReferringPhysicianName", "BodyPartExamined", "RequestedProcedureID")
 
-    def write(self, content_text, dicom_series, output_dir: Path):
+    #: concept name of the SR's IMAGE items, the images the classifier kept (a private coding scheme: DICOM has no
+    #: code for it)
+    KEPT_IMAGE_CODE = ("KEPT", "99MONAIDAS", "Slice or frame used by the classifier")
+
+    def write(self, content_text, dicom_series, output_dir: Path, kept_images: list | None = None):
         """
         The SDK's SR, then completed: written in UTF-8 (``SpecificCharacterSet`` ``ISO_IR 192``; the SDK writes
         ``ISO_IR 100`` and turns a name outside Latin-1, ``Müller^Jürgen=中文``, into ``??``) with the patient and study
         attributes copied again from the source and the report text set again (a study id ``Müller 中文/cine 1.dcm``
-        in it), and the source series and every SOP instance of it referenced in
-        ``CurrentRequestedProcedureEvidenceSequence`` (the SDK references none).
+        in it), the source series and every SOP instance of it referenced in
+        ``CurrentRequestedProcedureEvidenceSequence`` (the SDK references none), and one IMAGE content item per kept
+        image (``kept_images``: the report's, :func:`~monai_das.deploy.report.kept_image_references`; concept
+        :attr:`KEPT_IMAGE_CODE`, with ``ReferencedFrameNumber`` for a frame of a multi-frame file), so that a viewer
+        opens the slices the classifier looked at.
         """
         import pydicom
         from pydicom.dataset import Dataset
@@ -351,6 +361,21 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
             study.StudyInstanceUID = source.StudyInstanceUID
             study.ReferencedSeriesSequence = DicomSequence([series])
             ds.CurrentRequestedProcedureEvidenceSequence = DicomSequence([study])
+            items = list(ds.get("ContentSequence", []))
+            for kept in kept_images or []:
+                code = Dataset()
+                code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = self.KEPT_IMAGE_CODE
+                ref = Dataset()
+                ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = kept["sop_class_uid"], kept["sop_instance_uid"]
+                if kept.get("frame") is not None:
+                    ref.ReferencedFrameNumber = int(kept["frame"])
+                item = Dataset()
+                item.RelationshipType, item.ValueType = "CONTAINS", "IMAGE"
+                item.ConceptNameCodeSequence = DicomSequence([code])
+                item.ReferencedSOPSequence = DicomSequence([ref])
+                items.append(item)
+            if kept_images:
+                ds.ContentSequence = DicomSequence(items)
             pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
 
     def compute(self, op_input, op_output, context) -> None:
@@ -366,7 +391,7 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
                                    "nothing is written there")
             folder.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=_SR_TMP_PREFIX, dir=folder))  # same file system: os.replace
-            self.write(text, series, tmp)
+            self.write(text, series, tmp, kept_images=selection[0].metadata().get("kept_images"))
             new = sorted(p.name for p in tmp.glob("*.dcm"))
             if not new:
                 raise RuntimeError("the SR writer wrote no file.")

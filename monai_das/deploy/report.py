@@ -64,7 +64,8 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     ``0..T-1``), ``kept_source_indices`` (the same frames as the file's own slice/frame numbers, ``"padding"`` for
     a padding slice of ``resize="pad"``, see :func:`monai_das.data.kept_source_indices`; the ``source_frames`` of a
     bundle's predictions),
-    ``kept_instance_numbers`` (DICOM series only), ``num_frames`` (``T``), ``num_kept`` (``k``), ``compute_saved``
+    ``kept_instance_numbers`` (DICOM series only), ``kept_images`` (DICOM studies only,
+    :func:`kept_image_references`), ``num_frames`` (``T``), ``num_kept`` (``k``), ``compute_saved``
     (``1 - k/T``), ``macs`` / ``macs_saved`` (measured, eager models only, else ``null``), ``input`` (original shape
     and reader facts), ``model`` (source, format, layout, ...), ``warnings`` (messages, also logged: a gap or a gantry
     tilt in a DICOM series, :func:`monai_das.data.check_series_stack`; a recipe option other than the training's; the
@@ -86,6 +87,7 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
         kept_instances = [i if i == PADDING else instance_numbers[i]  # "padding": no slice, no InstanceNumber
                           for i in kept_src if i == PADDING or i < len(instance_numbers)]
     info = {k: v for k, v in study.info.items() if k not in ("modality", "instance_numbers", "warnings")}
+    kept_images = kept_image_references(study, kept_src)
     repeated = repeated_source_warning(f"'{study.source.study_id}'", kept_src, p["num_frames"])
     if repeated:
         logger.warning(repeated)
@@ -105,6 +107,7 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
         "kept_indices": kept,
         "kept_source_indices": kept_src,
         "kept_instance_numbers": kept_instances,
+        "kept_images": kept_images,
         "num_frames": p["num_frames"],
         "num_kept": p["num_kept"],
         "compute_saved": p["compute_saved"],
@@ -115,6 +118,33 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
         "warnings": warnings,
         "error": None,
     }
+
+
+def kept_image_references(study: Study, kept_src: list | None) -> list[dict[str, Any]] | None:
+    """
+    The DICOM images the kept slices/frames are, in kept order (each once; a padding slice is none): ``{"sop_class_uid",
+    "sop_instance_uid", "frame"}``, ``frame`` the 1-based frame number within a multi-frame file (a cine, an Enhanced
+    CT/MR), ``None`` for a single-frame image of a series. ``None`` for a study that is no DICOM study, or whose frame
+    axis is not the series' slice axis or the file's frame axis (a series read across its slices).
+    """
+    headers = study.dicom_headers
+    if not headers or kept_src is None:
+        return None
+    axis = study.info.get("source_axis")
+    frames = int(headers[0].get("NumberOfFrames", 1) or 1) if len(headers) == 1 else 1
+    if len(headers) > 1 and axis == 2:  # slices of a series, ordered like the source slices
+        refs = [(headers[i], None) for i in kept_src if i != PADDING and i < len(headers)]
+    elif frames > 1 and axis == (0 if study.source.kind == "video" else 2):  # a clip's frames, an Enhanced volume's
+        refs = [(headers[0], i + 1) for i in kept_src if i != PADDING and i < frames]
+    else:
+        return None
+    out: list[dict[str, Any]] = []
+    for h, frame in refs:
+        ref = {"sop_class_uid": str(h.get("SOPClassUID", "")), "sop_instance_uid": str(h.get("SOPInstanceUID", "")),
+               "frame": frame}
+        if ref["sop_instance_uid"] and ref not in out:
+            out.append(ref)
+    return out
 
 
 def error_report(source: StudySource, error: BaseException | str, stage: str,

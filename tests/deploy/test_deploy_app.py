@@ -98,6 +98,14 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     # the report text as written, in UTF-8: the study id outside Latin-1 too (it was rendered with '?' and then read
     # as UTF-8: 'M\ufffdller')
     assert f"study {CINE}" in pydicom.dcmread(app.sr_files[CINE][0]).ContentSequence[0].TextValue
+    # the cine's kept frames referenced as IMAGE items (1-based frame numbers of the one multi-frame instance), so a
+    # viewer opens what the classifier looked at
+    cine_sr = pydicom.dcmread(app.sr_files[CINE][0])
+    images = [item for item in cine_sr.ContentSequence if item.ValueType == "IMAGE"]
+    frames = list(dict.fromkeys(i + 1 for i in reports[CINE]["kept_source_indices"]))
+    assert [int(item.ReferencedSOPSequence[0].ReferencedFrameNumber) for item in images] == frames
+    assert [r["frame"] for r in reports[CINE]["kept_images"]] == frames
+    assert images[0].ConceptNameCodeSequence[0].CodingSchemeDesignator == "99MONAIDAS"
     ds = pydicom.dcmread(app.sr_files["ct"][0])
     src = pydicom.dcmread(study_folder / "ct" / "CT_small.dcm", stop_before_pixels=True)
     assert ds.Modality == "SR" and ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
@@ -113,6 +121,7 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     assert {r.ReferencedSOPInstanceUID for r in series.ReferencedSOPSequence} == {d.SOPInstanceUID for d in sources}
     text = ds.ContentSequence[0].TextValue
     assert "InstanceNumbers" not in text  # this network's frames run across the slices (slice_axis 0): none to give
+    assert reports["series"]["kept_images"] is None and all(i.ValueType != "IMAGE" for i in ds.ContentSequence)
     from monai_das.deploy.report import _file_names
 
     assert reports["series"]["warnings"] and all(f"Warning: {_file_names(w)}" in text
@@ -185,11 +194,11 @@ def test_app_sr_write_failure_leaves_no_sr(study_folder, checkpoint_bundle, tmp_
     first.run()
     real = DASTextSRWriterOperator.write
 
-    def failing(self, text, series, output_dir):
+    def failing(self, text, series, output_dir, kept_images=None):
         if text.startswith("DAS classification of study ct "):
             (output_dir / "partial.dcm").write_bytes(b"DICM")
             raise OSError(28, "No space left on device")
-        return real(self, text, series, output_dir)
+        return real(self, text, series, output_dir, kept_images)
 
     monkeypatch.setattr(DASTextSRWriterOperator, "write", failing)
     killed = study_output_path(out / "dicom_sr", "series") / ".sr-killed"  # what a run killed mid-write leaves

@@ -103,6 +103,32 @@ def test_load_synthetic_series_keeps_slice_order(tmp_path):
     assert [int(h.InstanceNumber) for h in study.dicom_headers] == [1, 2, 3, 4, 5, 6]
 
 
+def test_kept_image_references_name_the_kept_slices_and_frames(tmp_path):
+    """The report's kept_images (which the SR references) are the kept slices' SOP instances of a series read along its
+    slices, the kept frame numbers (1-based) of a cine; none for a series read across its slices, a padding slice or a
+    file that is no DICOM file."""
+    import pydicom
+
+    from monai_das.deploy.report import kept_image_references
+
+    write_dicom_series(tmp_path / "series", num_slices=6)
+    (src,) = discover_studies(tmp_path / "series")
+    study = StudyLoader(ModelSpec(spatial_size=(8, 8, 6), slice_axis=2, labels=["a", "b"]), percentiles=None).load(src)
+    uids = [str(h.SOPInstanceUID) for h in study.dicom_headers]  # in slice order
+    assert {pydicom.dcmread(f).SOPInstanceUID for f in src.files} == set(uids)
+    refs = kept_image_references(study, [4, 1, "padding", 4])
+    assert [r["sop_instance_uid"] for r in refs] == [uids[4], uids[1]] and {r["frame"] for r in refs} == {None}
+    assert refs[0]["sop_class_uid"] == str(study.dicom_headers[4].SOPClassUID)
+    across = StudyLoader(ModelSpec(spatial_size=(6, 8, 8), slice_axis=0, labels=["a", "b"]), percentiles=None).load(src)
+    assert across.info["source_axis"] != 2 and kept_image_references(across, [0, 1]) is None
+    (cine,) = discover_studies(pydicom_file("examples_ybr_color.dcm"))
+    clip = StudyLoader(ModelSpec(layout="video", spatial_size=(8, 12, 10))).load(cine)
+    refs = kept_image_references(clip, [0, 29, 0])
+    assert [r["frame"] for r in refs] == [1, 30] and refs[0]["sop_instance_uid"] == str(clip.dicom_headers[0].SOPInstanceUID)
+    nifti = write_nifti(tmp_path / "v.nii.gz", np.random.default_rng(0).random((16, 16, 16), dtype=np.float32))
+    assert kept_image_references(StudyLoader(SPEC).load(nifti), [0]) is None
+
+
 def _edit_slice(path: Path, **tags) -> None:
     import pydicom
 
