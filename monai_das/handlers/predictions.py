@@ -9,7 +9,7 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +212,9 @@ class PredictionWriter:
     a list of rows with numbers parsed).
 
     ``id``, ``source``, ``fingerprint``, ``error`` and ``source_indices`` are read from the (decollated) batch items
-    (``engine.state.batch``), the probabilities, label and kept indices from the output items.
+    (``engine.state.batch``), the probabilities, label and kept indices from the output items. An item without an
+    ``id`` (a plain MONAI pipeline's) is named by its image's ``filename_or_obj`` (id and source); one without either
+    is refused (rows without an id would replace each other).
 
     Distributed runs (``torch.distributed`` initialised, several processes): attach the writer on every rank; the
     rows of each iteration are gathered to rank 0, which alone writes the files and logs.
@@ -314,12 +316,31 @@ class PredictionWriter:
                         self.logger.warning(warning)
         return [csv_cell(row.get(k, "")) for k in self.fields]
 
+    def _meta(self, item: Mapping, engine: Any) -> dict:
+        """The :data:`META_KEYS` of a batch item; an item without an ``id`` (a plain MONAI dataset's) is named by its
+        image's ``filename_or_obj`` (the file its reader loaded), else refused: the file keeps one row per id, and
+        the rows of items without one were all one row (8 predictions written, 1 kept)."""
+        meta = {k: item[k] for k in self.META_KEYS if k in item}
+        if _s(meta.get("id", "")).strip():
+            return meta
+        image = item.get("image") if isinstance(item, Mapping) else None
+        name = getattr(image, "meta", {}).get("filename_or_obj") if image is not None else None
+        if isinstance(name, (list, tuple)):  # a collated meta value
+            name = name[0] if len(name) == 1 else None
+        if not isinstance(name, (str, os.PathLike)) or not str(name):
+            raise ValueError(
+                f"PredictionWriter: a batch item of iteration {engine.state.iteration} has no 'id' (nor an image "
+                "whose meta names its file): the predictions file keeps one row per id, so items without one would "
+                "replace each other. Give every item an 'id' (monai_das.data.list_studies does), or load images with "
+                "LoadImaged, whose meta names the file.")
+        return {**meta, "id": str(name), "source": meta.get("source") or str(name)}
+
     def __call__(self, engine: Any) -> None:
         items = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch] * len(items)
         if len(batch) != len(items):
             raise RuntimeError(f"{len(batch)} batch items for {len(items)} outputs: use decollate=True.")
-        rows = [self._row({**{k: b[k] for k in self.META_KEYS if k in b}, **it}) for b, it in zip(batch, items)]
+        rows = [self._row({**self._meta(b, engine), **it}) for b, it in zip(batch, items)]
         rank, world = _dist_rank_world()
         if world > 1:  # every rank takes part in the gather; rank 0 writes every rank's rows
             rows = [r for part in idist.all_gather(rows) for r in part]

@@ -178,3 +178,25 @@ def test_cells_a_spreadsheet_would_run_as_formulas_are_escaped_and_read_back(tmp
     assert [r["id"] for r in rows] == ["=cmd|' /C calc'!A0", "@SUM(1)", "ok"] and rows[0]["source"].startswith("=cmd")
     data = json.loads(path.with_suffix(".json").read_text())
     assert [d["id"] for d in data] == ["=cmd|' /C calc'!A0", "@SUM(1)", "ok"] and data[0]["pred_name"] == "@pos"
+
+
+def test_items_without_an_id_are_named_by_their_file_or_refused(tmp_path):
+    """A plain MONAI pipeline's items (image, label; no 'id'): every row had id '' and the file kept 1 of 8 (trial W).
+    An item is named by its image's filename_or_obj; one with neither is refused, naming why."""
+    from monai.data import MetaTensor
+
+    def step(engine, batch):
+        engine.state.batch = [{"image": MetaTensor(torch.zeros(1), meta={"filename_or_obj": f"/d/{i}.nii.gz"}),
+                               "label": torch.tensor(1)} if named else {"image": torch.zeros(1)} for i, named in batch]
+        return [{"pred": torch.tensor([0.2, 0.8]), "indices": torch.tensor([1])} for _ in batch]
+
+    path = tmp_path / "p.csv"
+    engine = Engine(step)
+    PredictionWriter(path, ["neg", "pos"]).attach(engine)
+    engine.run([[(i, True) for i in range(4)], [(i, True) for i in range(4, 8)]], max_epochs=1)
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 8 and rows[0]["id"] == rows[0]["source"] == "/d/0.nii.gz"
+    engine = Engine(step)
+    PredictionWriter(tmp_path / "q.csv", ["neg", "pos"]).attach(engine)
+    with pytest.raises(ValueError, match=r"a batch item of iteration 1 has no 'id' .* Give every item an 'id'"):
+        engine.run([[(0, False)]], max_epochs=1)
