@@ -55,8 +55,10 @@ class FrameRelevanceLoss(nn.Module):
         weight: weight of the relevance term (``0``: ``loss`` alone, nothing recorded).
         temperature: of the per-frame target ``q`` (smaller: the best-rated frame takes more of ``q``).
 
-    Shapes: ``input`` ``B×num_classes`` logits; ``target`` ``B`` (or ``B×1``) class indices, or ``B×num_classes``
-    class probabilities (as ``CrossEntropyLoss`` takes them).
+    Shapes: ``input`` ``B×num_classes`` logits; ``target`` what the wrapped ``loss`` takes: ``B`` class indices
+    (``CrossEntropyLoss``), ``B×1`` class indices (losses that take them, e.g. MONAI's ``FocalLoss``; not
+    ``CrossEntropyLoss``), or ``B×num_classes`` one-hot labels or class probabilities, of any dtype (an integer
+    one-hot is read as one-hot, not as indices).
     """
 
     def __init__(self, loss: nn.Module, network: nn.Module, weight: float = 1.0, temperature: float = 1.0) -> None:
@@ -98,8 +100,8 @@ class FrameRelevanceLoss(nn.Module):
         frame_logits, indices, scores = record
         b, k, c = frame_logits.shape
         log_p = F.log_softmax(frame_logits, -1)
-        if target.is_floating_point() and target.ndim == 2 and target.shape[1] == c and c > 1:
-            per_frame = -(log_p * target[:, None, :]).sum(-1)  # class probabilities
+        if target.ndim == 2 and target.shape[1] == c and c > 1:  # one-hot (an integer one too) or probabilities
+            per_frame = -(log_p * target.to(log_p.dtype)[:, None, :]).sum(-1)
             valid = torch.ones(b, dtype=torch.bool, device=target.device)
         else:
             labels = target.reshape(b, -1)[:, :1].long()  # B or B×1 class indices
