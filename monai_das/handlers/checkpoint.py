@@ -140,6 +140,22 @@ def remove_stale_temp_files(save_dir: str | Path) -> list[Path]:
     return removed
 
 
+def _numpy_scalars_plain(value: Any) -> Any:
+    """``value`` with every NumPy scalar (``np.float64``, e.g. a MONAI metric a handler's state keeps) made a Python
+    number, in dicts, lists and tuples: ``torch.load(weights_only=True)``, which reads every checkpoint here, refuses
+    NumPy scalars, so such a file could not be resumed from."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return type(value)((k, _numpy_scalars_plain(v)) for k, v in value.items()) if isinstance(value, dict) else {
+            k: _numpy_scalars_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_numpy_scalars_plain(v) for v in value)
+    return value
+
+
 class AtomicDiskSaver(DiskSaver):
     """
     Ignite ``DiskSaver`` with ``atomic=True`` (serialise to a temporary file in the same folder, then ``os.replace``;
@@ -154,7 +170,7 @@ class AtomicDiskSaver(DiskSaver):
         self.filename = filename
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        super().__call__(checkpoint, self.filename or filename, metadata)
+        super().__call__(_numpy_scalars_plain(checkpoint), self.filename or filename, metadata)
 
     def remove(self, filename: str) -> None:
         if self.filename is not None:  # replaced in place by the next save

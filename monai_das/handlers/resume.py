@@ -81,7 +81,9 @@ class ResumableEarlyStopHandler(EarlyStopHandler):
     def state_dict(self) -> dict:
         if self._handler is None:
             return dict(self._pending_state or {"counter": 0, "best_score": None})
-        return dict(self._handler.state_dict())
+        # plain numbers: a score_function returning MONAI's ROCAUC value (np.float64) made last.pt unloadable with
+        # weights_only=True, so the run could not resume (trial W)
+        return {k: _plain(v) for k, v in self._handler.state_dict().items()}
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         if "counter" not in state_dict or "best_score" not in state_dict:

@@ -45,6 +45,19 @@ def test_monai_saver_is_not_atomic_but_ours_is(tmp_path):
         assert ckpt.save_handler._atomic is True
 
 
+def test_numpy_scalars_in_a_checkpoint_are_saved_as_numbers(tmp_path):
+    """A handler's state holding a NumPy scalar (a MONAI metric value) was saved as such, and the file then refused by
+    every loader here (torch.load(weights_only=True)): saved as Python numbers."""
+    import numpy as np
+
+    from monai_das.handlers.checkpoint import AtomicDiskSaver
+
+    AtomicDiskSaver(str(tmp_path), filename="last.pt")(
+        {"stop": {"best_score": np.float64(0.75), "scores": [np.float32(0.5), (np.int64(3), 1.0)]}}, "x.pt")
+    loaded = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert loaded == {"stop": {"best_score": 0.75, "scores": [0.5, (3, 1.0)]}} and type(loaded["stop"]["best_score"]) is float
+
+
 def test_best_and_last_files(tmp_path):
     net = torch.nn.Linear(2, 2)
     engine = _engine_with_metric([0.5, float("nan"), 0.9, 0.7])

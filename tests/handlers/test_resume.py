@@ -46,6 +46,21 @@ def test_early_stop_counts_and_round_trips():
     assert restored.counter == 3
 
 
+def test_early_stop_state_of_a_numpy_score_loads_weights_only():
+    """A score_function returning MONAI's ROCAUC value (np.float64) made last.pt unloadable with weights_only=True:
+    the run could not resume (trial W). The state holds Python numbers."""
+    import numpy as np
+
+    trainer = Engine(lambda e, b: None)
+    validator = _validator([0.6, 0.7])
+    stop = ResumableEarlyStopHandler(patience=3, score_function=lambda e: np.float64(e.state.metrics["val_loss"]))
+    stop.set_trainer(trainer)
+    stop.attach(validator)
+    validator.run([0], max_epochs=2)
+    state = torch.load(_roundtrip(stop.state_dict()), weights_only=True)
+    assert type(state["best_score"]) is float and state["best_score"] == pytest.approx(0.7)
+
+
 @pytest.mark.parametrize("counter, epochs_trained", [(3, 0), (2, 4)])
 def test_early_stopped_run_stays_stopped_on_resume(counter, epochs_trained, caplog):
     # a run killed after early stopping (e.g. during its evaluation) and resumed must not train on
