@@ -306,11 +306,21 @@ def save_onnx(
     tests check 10⁻⁴ on ordinary models). Not probabilities alone either: on the check's uniform-noise inputs a
     1-epoch video model gave logits near 220 with two classes 0.01 apart, where ONNX Runtime's float32 rounding at
     batch 3 (3·10⁻⁴ of the scale) moved a probability by 5·10⁻³.
-    Returns the path.
+    Returns the path. The network is put back in the mode it was given in (an export in the middle of training
+    left it in eval mode: frozen BatchNorm statistics for the steps after).
     """
+    from monai.networks import eval_mode
+
+    with eval_mode(network):
+        return _save_onnx(network, filepath, item_shape, metadata, check, atol, opset_version, extra_props)
+
+
+def _save_onnx(network: torch.nn.Module, filepath: str | os.PathLike, item_shape: Sequence[int],
+               metadata: Mapping | None, check: bool, atol: float, opset_version: int | None,
+               extra_props: Mapping[str, str] | None) -> str:
+    """:func:`save_onnx` of a network in eval mode."""
     import onnx
 
-    network = network.eval()
     item_shape = [int(s) for s in item_shape]
     sampler = getattr(network, "sampler", None)
     any_k = bool(getattr(sampler, "export_any_k", False))

@@ -186,7 +186,9 @@ def test_export_keeps_the_exporters_chatter_out_of_the_log(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     before = {n: logging.getLogger(n).level for n in ("onnxscript", "onnx_ir", "torch.onnx")}
     torch.manual_seed(0)
-    save_onnx(build_classifier("das", 2, 8, keep_ratio=0.5).eval(), tmp_path / "m.onnx", ITEM)
+    training = build_classifier("das", 2, 8, keep_ratio=0.5).train()
+    save_onnx(training, tmp_path / "m.onnx", ITEM)
+    assert training.training and all(m.training for m in training.modules())  # put back as given (trial W)
     noisy = [r.name for r in caplog.records if r.name.split(".")[0] in ("onnxscript", "onnx_ir")
              or r.name.startswith("torch.onnx")]
     assert not noisy, noisy[:5]
