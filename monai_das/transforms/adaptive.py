@@ -108,7 +108,14 @@ class AdaptiveSubsample(Transform):
             raise ValueError(f"{name} expects a floating point input, got dtype {img.dtype}.")
         x = (img.as_tensor() if isinstance(img, MetaTensor) else img)[None]
         with _sampler_lock(self.sampler), eval_mode(self.sampler):
-            out = self.sampler(x.to(self._device(x)))
+            try:
+                out = self.sampler(x.to(self._device(x)))
+            except ValueError as e:  # "cannot keep k=7 frames of an input with T=1 frames": a volume read as a clip
+                if self.to_frames is None and "cannot keep k=" in str(e):
+                    raise ValueError(f"{name}: {e} The input {tuple(img.shape)} is read as T×C×H×W (T = its first "
+                                     "axis); for a C×D×H×W volume give slice_axis (0, 1 or 2) to take its slices "
+                                     "as frames.") from e
+                raise
         frames, indices = out.frames[0].to(img.device), out.indices[0].detach().long().cpu()
         self.last_indices = indices
         if isinstance(img, MetaTensor):

@@ -715,7 +715,9 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     """
     A datalist's evidence (slice or frame indices in the *file's* numbering) as positions along ``frame_axis`` of
     ``img``, the network input after loading, orientation, spacing and resizing, padded with ``-1`` to the input's
-    length ``T`` (so every item of a dataset carries a list of the same length and batches collate).
+    length ``T`` (so every item of a dataset carries a list of the same length and batches collate; PyTorch's
+    ``default_collate`` makes a list of ``T`` tensors of ``B`` entries of it, position ``j`` of every item, not one list
+    per item: ``torch.stack(batch["evidence"], 1)`` gives ``B×T``, and MONAI's ``decollate_batch`` the items' lists).
 
     Each input frame has a source index in the file: a clip loaded by :class:`~monai_das.transforms.LoadVideo`
     records them (meta ``source_indices``); for a volume (a MetaTensor with ``original_affine``, as

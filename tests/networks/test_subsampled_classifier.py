@@ -48,6 +48,11 @@ def test_bad_input():
         build_classifier("das", 2, num_frames=8, layout="movie")
     with pytest.raises(ValueError, match="keep_ratio"):
         build_classifier("das", 2, num_frames=8, keep_ratio=0.0)
+    # one frame per training batch: BatchNorm's error said nothing of the batch or k (trial W); eval is fine
+    one = build_classifier("uniform", 2, num_frames=8, num_samples=1).train()
+    with pytest.raises(ValueError, match=r"training step with B=1 input\(s\) of k=1 .* batch_size >= 2"):
+        one(torch.rand(1, 1, 8, 16, 16))
+    assert one.eval()(torch.rand(1, 1, 8, 16, 16)).shape == (1, 2)
 
 
 def test_num_kept():

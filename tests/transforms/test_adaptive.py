@@ -77,6 +77,9 @@ def test_errors(das):
         AdaptiveSubsample(das)(torch.zeros(16, 1, 4, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match="k must be <= T"):
         AdaptiveSubsample(das)(torch.rand(3, 1, 4, 4))
+    # a C×D×H×W volume without slice_axis is read as one frame of D channels: the error says what to give (trial W)
+    with pytest.raises(ValueError, match=r"T=1 frames.*\(1, 16, 12, 12\) is read as T×C×H×W .* give slice_axis"):
+        AdaptiveSubsample(das)(torch.rand(1, 16, 12, 12))
     with pytest.raises(ValueError, match="nn.Module"):
         AdaptiveSubsample(lambda x: x)
 

@@ -267,7 +267,18 @@ class SubsampledClassifier(nn.Module):
         """Frame embeddings ``B×k×E`` of the encoder input ``B×k×C'×H×W`` (cast as in :meth:`to_frames`)."""
         frames = self._cast(frames)
         b, k = frames.shape[:2]
-        return self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
+        if not self.training:
+            return self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
+        try:
+            return self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
+        except ValueError as e:  # BatchNorm of one value per channel: "Expected more than 1 value per channel ..."
+            if "more than 1 value per channel" not in str(e):
+                raise
+            raise ValueError(
+                f"training step with B={b} input(s) of k={k} kept frame(s) of {list(frames.shape[-2:])} pixels: the "
+                f"encoder's BatchNorm gets one value per channel ({e}). Train with batch_size >= 2 (or keep more "
+                "frames, or larger frames); a last batch of one item can be dropped (DataLoader drop_last=True)."
+            ) from e
 
     def forward(self, x: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
         """
