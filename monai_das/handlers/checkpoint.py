@@ -143,16 +143,26 @@ def remove_stale_temp_files(save_dir: str | Path) -> list[Path]:
 def _numpy_scalars_plain(value: Any) -> Any:
     """``value`` with every NumPy scalar (``np.float64``, e.g. a MONAI metric a handler's state keeps) made a Python
     number, in dicts, lists and tuples: ``torch.load(weights_only=True)``, which reads every checkpoint here, refuses
-    NumPy scalars, so such a file could not be resumed from."""
+    NumPy scalars, so such a file could not be resumed from. A container without one is returned as it is (a
+    ``state_dict``'s ``_metadata``, its modules' versions, kept; the file's bytes as before); one with one is copied
+    with its type and attributes."""
+    import copy
+
     import numpy as np
 
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Mapping):
-        return type(value)((k, _numpy_scalars_plain(v)) for k, v in value.items()) if isinstance(value, dict) else {
-            k: _numpy_scalars_plain(v) for k, v in value.items()}
+        new = {k: _numpy_scalars_plain(v) for k, v in value.items()}
+        if all(new[k] is v for k, v in value.items()):
+            return value
+        out = copy.copy(value)  # an OrderedDict keeps its _metadata, a defaultdict its factory
+        for k, v in new.items():
+            out[k] = v
+        return out
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(_numpy_scalars_plain(v) for v in value)
+        items = [_numpy_scalars_plain(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
     return value
 
 

@@ -56,6 +56,18 @@ def test_numpy_scalars_in_a_checkpoint_are_saved_as_numbers(tmp_path):
         {"stop": {"best_score": np.float64(0.75), "scores": [np.float32(0.5), (np.int64(3), 1.0)]}}, "x.pt")
     loaded = torch.load(tmp_path / "last.pt", weights_only=True)
     assert loaded == {"stop": {"best_score": 0.75, "scores": [0.5, (3, 1.0)]}} and type(loaded["stop"]["best_score"]) is float
+    # a module's state_dict keeps its _metadata (module versions): the file is what torch.save makes of it
+    from collections import defaultdict
+
+    from monai_das.handlers.checkpoint import _numpy_scalars_plain
+
+    net = torch.nn.BatchNorm1d(2)
+    state = net.state_dict()
+    assert _numpy_scalars_plain({"model": state})["model"] is state
+    AtomicDiskSaver(str(tmp_path), filename="m.pt")({"model": state, "score": np.float64(1.0)}, "x.pt")
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["model"]._metadata == state._metadata
+    counts = defaultdict(int, {"a": np.int64(2)})
+    assert _numpy_scalars_plain(counts) == {"a": 2} and isinstance(_numpy_scalars_plain(counts), defaultdict)
 
 
 def test_best_and_last_files(tmp_path):
