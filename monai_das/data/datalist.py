@@ -139,10 +139,25 @@ def datalist_splits(path: str | os.PathLike) -> list[str]:
     return [s for s in DATALIST_SPLITS if s in data]
 
 
+#: item keys (CSV columns) that name an item's patient, in order of precedence, matched in any case: ``group`` (MONAI
+#: datalists' and this package's name) and the names patient columns have elsewhere (MONAI Label's image info,
+#: ``read_video_listing``'s ``patient_id``, DICOM's ``PatientID``); a datalist naming its patients otherwise was split
+#: by image, putting one patient in training and validation without a word
+GROUP_KEYS = ("group", "patient_id", "PatientID", "patient", "subject_id", "subject")
+_GROUP_KEYS_FOLDED = tuple(k.casefold() for k in GROUP_KEYS)
+
+
+def _group_key(item: Mapping) -> str | None:
+    """The key of ``item`` that names its patient (:data:`GROUP_KEYS`, any case), ``None`` when it has none."""
+    keys = {str(k).casefold(): k for k in item}
+    return next((keys[k] for k in _GROUP_KEYS_FOLDED if k in keys), None)
+
+
 def _given_group(item: Mapping) -> str | None:
-    """An item's ``group`` (patient), stripped; ``None`` when missing or blank: the patient is then the image itself
-    (never ``str(None)``: a shared "None" group would join unrelated patients)."""
-    group = item.get("group")
+    """An item's patient (``group``, or another of :data:`GROUP_KEYS`), stripped; ``None`` when missing or blank: the
+    patient is then the image itself (never ``str(None)``: a shared "None" group would join unrelated patients)."""
+    key = _group_key(item)
+    group = item.get(key) if key is not None else None
     return str(group).strip() if group is not None and str(group).strip() else None
 
 
@@ -418,12 +433,12 @@ def _warn_misspelt_keys(path: Path, rows: Mapping[str, list[tuple[str, dict]]]) 
     """Warn, once per datalist and key, about an item key (a CSV column) that is one typo from a key the datalist is
     read by (``"evidnce": [1, 2]``, ``Label``): it would be ignored, as other keys are, and the item read as one
     without that key (no evidence, say), with no sign."""
-    known = CSV_COLUMNS if _kind(path) == "csv" else ITEM_KEYS
+    known = (*CSV_COLUMNS, *GROUP_KEYS[1:]) if _kind(path) == "csv" else (*ITEM_KEYS, *GROUP_KEYS[1:])
     first: dict[str, str] = {}  # unknown key → the first item (or CSV line) that has it
     for entries in rows.values():
         for loc, item in entries:
             for key in item:
-                if isinstance(key, str) and key not in known:
+                if isinstance(key, str) and key not in known and key.casefold() not in _GROUP_KEYS_FOLDED:
                     first.setdefault(key, "1 (the header)" if _kind(path) == "csv" else loc)
     for key, loc in first.items():
         near = next((k for k in known if key.casefold() == k or _one_typo_apart(key.casefold(), k)), None)
@@ -456,7 +471,8 @@ def load_datalist(
       indices, e.g. ``3;4;7``; ``split`` ``training``/``train``, ``validation``/``val`` or ``test``, blank or no
       column: training).
 
-    A patient (``group``; without one, the image) is in one list only: one in two lists is refused, naming both
+    A patient (``group``, or another key of :data:`GROUP_KEYS` in any case, e.g. a CSV column ``patient_id``; without
+    one, the image) is in one list only: one in two lists is refused, naming both
     places (a patient split across training and test would measure memory, not generalisation).
 
     Other JSON keys and CSV columns are ignored, so that every item has the same keys (MONAI collates a batch key by
@@ -500,6 +516,11 @@ def load_datalist(
         raise FileNotFoundError(f"dataset_dir '{root}' (root of the images of '{path}') is not a folder.")
     rows = _raw_rows(path)
     _warn_misspelt_keys(path, rows)
+    named_by = sorted({_group_key(item) for entries in rows.values() for _, item in entries} - {None, "group"})
+    if named_by and (str(path), "group keys") not in _warned_keys:
+        _warned_keys.add((str(path), "group keys"))
+        logger.info(f"{path}: the patient of an item is read from {named_by} (no 'group'): the lists are checked and "
+                    "the validation list drawn by it.")
     _check_patients_in_one_list(path, rows, root)
     if split not in rows:
         raise ValueError(f"{path}: has no '{split}' list (it has {sorted(rows)}); {missing_list_hint(path, split)}.")

@@ -810,3 +810,22 @@ def test_nifti_header_declaring_more_than_the_memory_is_refused(tmp_path, monkey
     assert check_study_shapes([str(small)], "volume", slice_axis=2)["shapes"][str(small)] == (1, 8, 8, 6)
     monkeypatch.setattr(studies, "available_memory", lambda: None)  # unknown: nothing refused from the header
     studies.check_nifti_memory(huge)
+
+
+@pytest.mark.parametrize("column", ["patient_id", "PatientID", "Patient", "subject"])
+def test_a_patient_column_of_another_name_is_the_group(tmp_path, column):
+    """A CSV whose patient column is 'patient_id' (as read_video_listing and MONAI Label name it) was split by clip: the
+    same patient in training and validation without a word (trial V). Read as the group; a patient in two lists is
+    refused naming it."""
+    from monai_das.data import split_training
+
+    _touch(tmp_path, *(f"{i}.npy" for i in range(8)))
+    rows = [f"{i}.npy,{'ab'[i % 2]},P{i // 2}" for i in range(8)]
+    path = _csv(tmp_path / "l.csv", f"image,label,{column}", *rows)
+    items = load_datalist(path)
+    assert [it["group"] for it in items] == [f"P{i // 2}" for i in range(8)]
+    train, val = split_training(items, val_fraction=0.5, seed=0)
+    assert not {it["group"] for it in train} & {it["group"] for it in val}
+    leak = _csv(tmp_path / "leak.csv", f"image,label,{column},split", "0.npy,a,P0,training", "1.npy,b,P0,test")
+    with pytest.raises(ValueError, match=r"patient \(group\) 'P0' is in the 'test' list and in the 'training' list"):
+        load_datalist(leak)

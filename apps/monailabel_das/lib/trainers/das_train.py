@@ -12,7 +12,8 @@ How a study's class is stored in the datastore (MONAI Label has no classificatio
 A final label without a class is an error (it names the images), as is a class that is not one of the app's
 ``labels`` (when the app is given them) and a datastore without labelled images. The patient (``group`` of the
 datalist, which the bundle splits training/validation by) is the image info's ``group``, ``patient_id`` or
-``PatientID`` (DICOMweb datastores record it), else the image id.
+``PatientID`` (DICOMweb datastores record it), or another of :data:`monai_das.data.datalist.GROUP_KEYS`, else the
+image id.
 
 The task writes a MONAI datalist JSON (``{"labels": {"0": name, ...}, "training": [{"image", "label", "group"}]}``,
 image paths relative to ``dataset_dir``, the folder that holds the datastore's images) into the staging folder
@@ -60,7 +61,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import device_list, device_map
 
-from monai_das.data.datalist import check_class_name
+from monai_das.data.datalist import GROUP_KEYS, check_class_name
 from monai_das.engines.utils import flag
 from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME, lock_owner
 from monai_das.utils.io import write_json_atomic
@@ -80,8 +81,6 @@ __all__ = [
 
 #: the label-info key (or key of a JSON label file) holding a study's class name or index
 LABEL_KEY = "label"
-#: image-info (then label-info) keys naming the patient; the image id when none is set
-GROUP_KEYS = ("group", "patient_id", "PatientID")
 #: the bundle overrides that describe the data, its preprocessing and the network: baked into the model folder's copy
 #: of ``configs/inference.json`` (for the keys that config defines) so that a bundle run of it builds and feeds the
 #: network the training built (e.g. ``train_overrides`` ``{"slice_axis": "axial"}``); run-time keys (``device``,
