@@ -290,8 +290,15 @@ class RunSettings:
             )
 
 
+#: entries not compared: facts of the training data recorded in a setting (the data themselves are compared through
+#: the ``data`` recipe entry: the datalist's SHA-256), so a last.pt written before they were recorded resumes
+_NOT_COMPARED = ("preprocessing.modalities",)
+
+
 def _differences(name: str, saved: Any, now: Any) -> list[str]:
     """``"name: checkpoint …, this run …"`` for a value that differs; dictionaries name the entries that do."""
+    if name in _NOT_COMPARED:
+        return []
     saved, now = _plain_setting(saved), _plain_setting(now)
     if isinstance(saved, Mapping) and isinstance(now, Mapping):
         return [d for k in sorted(set(saved) | set(now), key=str)

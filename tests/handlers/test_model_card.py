@@ -277,6 +277,8 @@ def test_runs_on_a_checkpoint_must_use_its_training_settings(tmp_path):
     trained = facts(info=preset, recipe={**RECIPE, "intensity_range": [0.0, 1.0], "percentiles": None})
     assert card_mismatches(trained, facts(info=preset)) == []
     assert [k for k, _, _ in card_mismatches(trained, facts())] == ["recipe.intensity_range"]
+    # the training's DICOM modalities are a fact of its data, no step: not compared (review H4)
+    assert card_mismatches(facts(recipe={**RECIPE, "modalities": ["CT"]}), facts(recipe={**RECIPE})) == []
     # no card, or a card of another file: nothing to compare with
     check_model_card(ckpt, facts(temporal_head="attention"), card_path=tmp_path / "nowhere.json")
     torch.save({"other": torch.tensor(1)}, ckpt)

@@ -170,6 +170,11 @@ def test_run_settings_refuse_mismatch():
     with pytest.raises(ValueError, match=r"data\.fold: checkpoint 0, this run 1; data\.num_samples\.train: "
                                          r"checkpoint 64, this run None\)"):
         facts.load_state_dict({"data": {"fold": 0, "num_samples": {"train": 64}, "spatial_size": [28, 28]}})
+    # the recipe's record of the training data's DICOM modalities is no setting: a last.pt written before it resumes
+    dicom = RunSettings({"preprocessing": {"axcodes": "RAS", "modalities": ["CT"]}})
+    dicom.load_state_dict({"preprocessing": {"axcodes": "RAS"}})
+    with pytest.raises(ValueError, match="preprocessing.axcodes: checkpoint 'LPS'"):
+        dicom.load_state_dict({"preprocessing": {"axcodes": "LPS"}})
     # a setting newer than the checkpoint is accepted at its default None, refused otherwise
     newer = RunSettings({"method": "random", "synthetic_options": None})
     newer.load_state_dict({"method": "random"})
