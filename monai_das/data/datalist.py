@@ -714,8 +714,9 @@ def _series_affine(headers: Sequence) -> np.ndarray:
     """
     The affine (RAS) MONAI's ``ITKReader`` gives a DICOM series read as ``[columns, rows, slices]`` (training's reader
     of a series folder): the directions of ``ImageOrientationPatient`` (columns along its row cosine, rows along its
-    column cosine, slices along their cross product, as ITK sorts them) scaled by ``PixelSpacing`` and the distance
-    between the slices' ``ImagePositionPatient``, LPS turned to RAS. A header without geometry counts as axial, 1 mm.
+    column cosine, slices along their cross product, as ITK sorts them) scaled by ``PixelSpacing`` and, as ITK does,
+    the distance from the first to the last slice's ``ImagePositionPatient`` over the steps between them, LPS turned
+    to RAS. A header without geometry counts as axial, 1 mm.
     """
     iop = headers[0].get("ImageOrientationPatient")
     row_dir, col_dir = ((np.asarray([float(v) for v in iop[:3]]), np.asarray([float(v) for v in iop[3:6]]))
@@ -728,7 +729,9 @@ def _series_affine(headers: Sequence) -> np.ndarray:
     positions = sorted((np.asarray([float(v) for v in h.ImagePositionPatient]) for h in headers
                         if h.get("ImagePositionPatient") is not None and len(h.ImagePositionPatient) == 3),
                        key=lambda x: float(np.dot(x, normal)))
-    gap = float(np.median(np.diff([np.dot(x, normal) for x in positions]))) if len(positions) > 1 else 0.0
+    # ITK's series reader: the distance from the first to the last slice over the steps between them (a tilted
+    # series' slices step along their positions, not the normal; a missing slice widens every step)
+    gap = float(np.linalg.norm(positions[-1] - positions[0])) / (len(positions) - 1) if len(positions) > 1 else 0.0
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2] = row_dir * col_step, col_dir * row_step, normal * (gap if gap > 0 else 1.0)
     if positions:  # the first slice's corner (the shape MONAI's Spacing gives rounds world coordinates)
@@ -789,7 +792,7 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
     ``("clip", C, [T, H, W], uids)`` for a multi-frame DICOM file (``"slices"`` instead of ``"clip"`` when its
     modality is one of :data:`~monai_das.data.studies.VOLUME_MODALITIES`: an Enhanced CT/MR file, whose frames are
     slices), ``("volume", C, [W, H, N], uids)`` for a folder of single-frame DICOM files (one series; MONAI's
-    ``PydicomReader`` order: columns, rows, slices; with ``axcodes``/``pixdim`` the shape after
+    readers' order: columns, rows, slices; with ``axcodes``/``pixdim`` the shape after
     ``Orientation(axcodes)`` and ``Spacing(pixdim)``, from the headers' geometry: a sagittal series is not
     ``[columns, rows, slices]`` in RAS) or one such file; ``uids``: the images' ``SOPInstanceUID``
     (:func:`_sop_uids`); a fifth value: the images' ``Modality`` (upper case; ``None`` when blank).

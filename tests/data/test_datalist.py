@@ -709,9 +709,11 @@ def test_study_shapes_follow_the_recipes_resampling(tmp_path):
         check_study_shapes(items, "volume", slice_axis=2, pixdim=[0.7, 0.7])
 
 
-def _mr_series(folder: Path, orientation, step: float, spacing, rows: int = 20, cols: int = 16, n: int = 6) -> str:
+def _mr_series(folder: Path, orientation, step: float, spacing, rows: int = 20, cols: int = 16, n: int = 6,
+               shift=(0.0, 0.0, 0.0), slots=None) -> str:
     """An MR series of ``n`` slices ``rows × cols`` in the plane ``orientation`` (ImageOrientationPatient), ``step``
-    mm apart along its normal, ``spacing`` = PixelSpacing."""
+    mm apart along its normal (plus ``shift`` per slice: a gantry tilt; at positions ``slots``, e.g. one missing),
+    ``spacing`` = PixelSpacing."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -725,7 +727,8 @@ def _mr_series(folder: Path, orientation, step: float, spacing, rows: int = 20, 
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series, k + 1
         ds.ImageOrientationPatient = list(orientation)
-        ds.ImagePositionPatient = [float(v) for v in np.array([5.0, -3.0, 7.0]) + normal * step * k]
+        at = k if slots is None else slots[k]
+        ds.ImagePositionPatient = [float(v) for v in np.array([5.0, -3.0, 7.0]) + (normal * step + shift) * at]
         ds.PixelSpacing, ds.Rows, ds.Columns = list(spacing), rows, cols
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored = 1, "MONOCHROME2", 16, 16
         ds.HighBit, ds.PixelRepresentation = 15, 0
@@ -734,7 +737,7 @@ def _mr_series(folder: Path, orientation, step: float, spacing, rows: int = 20, 
     return str(folder)
 
 
-@pytest.mark.parametrize("plane", ["sagittal", "coronal", "axial"])
+@pytest.mark.parametrize("plane", ["sagittal", "coronal", "axial", "tilted", "gap"])
 def test_study_shapes_of_dicom_series_follow_orientation_and_spacing(tmp_path, plane):
     """A sagittal series is stored columns × rows × slices = A/P × S/I × L/R: its header shape was taken as the RAS
     shape, so the automatic grid of sagittal or coronal series was [16, 20, 6] where the oriented volumes are
@@ -742,8 +745,10 @@ def test_study_shapes_of_dicom_series_follow_orientation_and_spacing(tmp_path, p
     ImageOrientationPatient and PixelSpacing as training's Orientation and Spacing do (MONAI's own shapes here)."""
     from monai.transforms import Compose, LoadImage, Orientation, Spacing
 
-    orientation = {"sagittal": [0, 1, 0, 0, 0, -1], "coronal": [1, 0, 0, 0, 0, -1], "axial": [1, 0, 0, 0, 1, 0]}[plane]
-    series = _mr_series(tmp_path / plane, orientation, 2.5, (0.7, 0.9))
+    orientation = {"sagittal": [0, 1, 0, 0, 0, -1], "coronal": [1, 0, 0, 0, 0, -1]}.get(plane, [1, 0, 0, 0, 1, 0])
+    # a gantry tilt steps along the positions, not the normal; a missing slice widens ITK's every step (review H4)
+    series = _mr_series(tmp_path / plane, orientation, 2.5, (0.7, 0.9), shift=(0, 0.9 if plane == "tilted" else 0, 0),
+                        slots=[0, 1, 2, 3, 5, 6] if plane == "gap" else None)
     for axcodes, pixdim in (("RAS", None), ("LPS", None), ("RAS", (1.5, 1.5, 1.5)), (None, (0.8, 1.2, 2.0))):
         got = check_study_shapes([series], "volume", axcodes=axcodes, pixdim=pixdim)["shapes"][series]
         steps = [LoadImage(image_only=True, ensure_channel_first=True)]
