@@ -780,12 +780,6 @@ def _sop_uids(headers: Sequence) -> list[str]:
     return [uid for uid in (str(h.get("SOPInstanceUID", "") or "").strip() for h in headers) if uid]
 
 
-def _modality_of(headers: Sequence) -> str | None:
-    """The ``Modality`` of DICOM images (upper case, those of several joined by ``/``; ``None`` when blank)."""
-    found = sorted({str(h.get("Modality", "") or "").strip().upper() for h in headers} - {""})
-    return "/".join(found) or None
-
-
 def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
                  ) -> tuple[str, int, list[int], list[str], str | None]:
     """
@@ -797,6 +791,8 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
     ``[columns, rows, slices]`` in RAS) or one such file; ``uids``: the images' ``SOPInstanceUID``
     (:func:`_sop_uids`); a fifth value: the images' ``Modality`` (upper case; ``None`` when blank).
     """
+    from monai_das.data.studies import modality_of
+
     if path.is_dir():
         from monai_das.data.studies import _is_non_image_object, _study_at, check_series_stack, is_hidden, sizes_named
 
@@ -856,7 +852,7 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
         dims = [cols, rows, len(files)]
         if axcodes is not None or pixdim is not None:  # as training's Orientation and Spacing turn it
             dims = _resampled_shape(dims, _series_affine(headers), axcodes, pixdim)
-        return "volume", channels.pop(), dims, _sop_uids(headers), _modality_of(headers)
+        return "volume", channels.pop(), dims, _sop_uids(headers), modality_of(headers)
     ds = _dicom_header(path)
     rows, cols = _dicom_rows_cols(ds, path)
     n = int(ds.get("NumberOfFrames", 1) or 1)
@@ -865,8 +861,8 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
         from monai_das.data.studies import VOLUME_MODALITIES
 
         kind = "slices" if str(ds.get("Modality", "")).upper() in VOLUME_MODALITIES else "clip"
-        return kind, _dicom_channels(ds), [n, rows, cols], uids, _modality_of([ds])
-    return "volume", _dicom_channels(ds), [cols, rows], uids, _modality_of([ds])
+        return kind, _dicom_channels(ds), [n, rows, cols], uids, modality_of([ds])
+    return "volume", _dicom_channels(ds), [cols, rows], uids, modality_of([ds])
 
 
 def _describe_series(h: Any) -> str:

@@ -420,6 +420,13 @@ def _is_non_image_object(ds) -> bool:
     return str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES
 
 
+def modality_of(headers: Sequence) -> str | None:
+    """The ``Modality`` of DICOM images (upper case, those of several joined by ``/``; ``None`` when blank): what
+    training records of a series (the recipe's ``modalities``) and inference reports of it, by one rule."""
+    found = sorted({str(h.get("Modality", "") or "").strip().upper() for h in headers} - {""})
+    return "/".join(found) or None
+
+
 def _modality_warning(modality: str | None, recipe: Mapping, name: str) -> str | None:
     """A warning when a DICOM study's modality is not one the model was trained on (the recipe's ``modalities``,
     recorded from the training's DICOM studies), or, where those are not known, when a study of another modality
@@ -431,8 +438,8 @@ def _modality_warning(modality: str | None, recipe: Mapping, name: str) -> str |
     if mod and trained and mod not in trained:
         return (f"'{name}' is a {mod} study, but the model was trained on {'/'.join(trained)} studies only (its "
                 f"recipe's modalities): it never saw such images, so the prediction may mean nothing. Classify it "
-                f"with a model trained on {mod} (or restrict the accepted modalities: --modalities "
-                f"{' '.join(trained)}).")
+                f"with a model trained on {mod} (or accept only {'/'.join(trained)} studies: the Deploy app's "
+                f"--modalities {' '.join(trained)}, MONAI Label's conf modalities {','.join(trained)}).")
     if not mod or mod == "CT" or intensity_range is None or float(intensity_range[0]) >= 0:
         return None
     return (f"'{name}' is a {mod} study, but the model scales a fixed intensity window intensity_range "
@@ -1314,8 +1321,8 @@ class LoadStudy(Transform):
         if not source.files:
             raise ValueError(f"{self._where(source)} has no DICOM files.")
         headers = self._dicom_headers(source)
-        modalities = sorted({str(h.get("Modality", "")) for h in headers})
-        self._check_modality(source, modalities[0] if len(modalities) == 1 else "/".join(modalities))
+        modality = modality_of(headers)
+        self._check_modality(source, modality)
         # a file without an image (no Rows/Columns, or a report's modality beside the images' one)
         no_image = [(f, h) for f, h in zip(source.files, headers) if _holds_no_image(h)]
         if no_image:
@@ -1338,7 +1345,7 @@ class LoadStudy(Transform):
 
         info = {
             **({"warnings": said} if said else {}),
-            "modality": str(headers[0].get("Modality", "")) or None,
+            "modality": modality,
             "study_instance_uid": str(headers[0].get("StudyInstanceUID", "")) or None,
             "series_instance_uid": str(headers[0].get("SeriesInstanceUID", "")) or None,
             "instance_numbers": [int(h.get("InstanceNumber", 0) or 0) for h in headers],
@@ -1513,7 +1520,7 @@ class LoadStudy(Transform):
             if "Rows" not in h or "Columns" not in h:
                 raise ValueError(f"study '{source.study_id}': DICOM file '{source.path}' has no image.")
             info.update(
-                modality=str(h.get("Modality", "")) or None,
+                modality=modality_of([h]),
                 study_instance_uid=str(h.get("StudyInstanceUID", "")) or None,
                 series_instance_uid=str(h.get("SeriesInstanceUID", "")) or None,
             )

@@ -524,7 +524,10 @@ class BundleData:
                            "and a model card says it was trained on each: train one model per modality unless they "
                            "are meant to mix (a study of another modality is warned about at inference).")
         info = self._files_info(facts)
-        info["modalities"] = sorted(modalities) or None  # recorded in the recipe, checked at inference (LoadStudy)
+        # recorded in the recipe, checked at inference (LoadStudy); only when every training image is DICOM: CT
+        # converted to NIfTI beside MR series would record MR alone, and a CT series be warned about
+        every = sum(len(v) for v in modalities.values()) == len(facts["shapes"])
+        info["modalities"] = sorted(modalities) if modalities and every else None
         return info
 
     def _files_info(self, facts: Mapping) -> dict:

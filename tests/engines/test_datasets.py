@@ -482,6 +482,13 @@ def test_a_datalist_records_its_dicom_modalities_and_warns_about_a_mix(tmp_path,
     assert any("are of 2 DICOM modalities: 4 CT ('" in r.getMessage() and ", 1 MR ('" in r.getMessage()
                for r in caplog.records), caplog.text
     assert BundleData().info["modalities"] is None  # a ready-made dataset: not known
+    # a training list with files that are no DICOM (CT converted to NIfTI beside MR series): not known either
+    import nibabel as nib
+
+    nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)).to_filename(str(tmp_path / "ct.nii.gz"))
+    (tmp_path / "part.json").write_text(json.dumps({"training": [*train, {"image": "ct.nii.gz", "label": "a"}],
+                                                   "validation": [{"image": "p5", "label": "b"}]}))
+    assert BundleData(datalist=tmp_path / "part.json", spatial_size=[8, 8, 4]).info["modalities"] is None
 
 
 def test_video_datalist_mixes_grey_and_colour_clips(tmp_path, caplog):
