@@ -306,13 +306,16 @@ def save_onnx(
     tests check 10⁻⁴ on ordinary models). Not probabilities alone either: on the check's uniform-noise inputs a
     1-epoch video model gave logits near 220 with two classes 0.01 apart, where ONNX Runtime's float32 rounding at
     batch 3 (3·10⁻⁴ of the scale) moved a probability by 5·10⁻³.
-    Returns the path. The network is put back in the mode it was given in (an export in the middle of training
-    left it in eval mode: frozen BatchNorm statistics for the steps after).
+    Returns the path. Every module is put back in the mode it was given in (an export in the middle of training
+    left the network in eval mode: frozen BatchNorm statistics for the steps after).
     """
-    from monai.networks import eval_mode
-
-    with eval_mode(network):
+    modes = [(m, m.training) for m in network.modules()]
+    network.eval()
+    try:
         return _save_onnx(network, filepath, item_shape, metadata, check, atol, opset_version, extra_props)
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _save_onnx(network: torch.nn.Module, filepath: str | os.PathLike, item_shape: Sequence[int],
