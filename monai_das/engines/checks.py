@@ -174,6 +174,40 @@ def bundle_meta_file(bundle_root: str | os.PathLike | None = None, argv: Sequenc
     return next((os.path.abspath(c) for c in candidates if os.path.isfile(c)), None)
 
 
+def root_cause(error: BaseException) -> BaseException:
+    """The exception that caused ``error`` (following ``__cause__``, then ``__context__``), ``error`` itself when
+    nothing did."""
+    seen = {id(error)}
+    while True:
+        nxt = error.__cause__ or error.__context__
+        if nxt is None or id(nxt) in seen:
+            return error
+        seen.add(id(nxt))
+        error = nxt
+
+
+def install_error_summary() -> None:
+    """
+    Make an uncaught error of the run end its traceback with one line naming the error that caused it: a refusal in a
+    bundle config's ``$`` expression (a datalist line, a resume with another ``--lr``) ends MONAI's 60-135 lines with
+    ``RuntimeError: Failed to evaluate ConfigExpression: "$monai_das..."``, the message that says what to do being
+    in the middle. The traceback itself is printed as before; installed once per process (``check_overrides``, the
+    first step of every bundle config's ``initialize``, calls it).
+    """
+    if getattr(sys.excepthook, "monai_das_summary", False):
+        return
+    previous = sys.excepthook
+
+    def summary_hook(kind, error, tb):
+        previous(kind, error, tb)
+        cause = root_cause(error)
+        if cause is not error:
+            print(f"\nmonai_das: the run stopped: {type(cause).__name__}: {cause}", file=sys.stderr, flush=True)
+
+    summary_hook.monai_das_summary = True  # type: ignore[attr-defined]
+    sys.excepthook = summary_hook
+
+
 def check_overrides(
     argv: Sequence[str] | None = None, config_files: Iterable[str] | None = None, cutoff: float = 0.75
 ) -> dict[str, str]:
@@ -188,8 +222,10 @@ def check_overrides(
     ``train#dataset#cache_rate``-style keys are checked down to the deepest part that exists.
 
     Only a ``python -m monai.bundle run`` command line is checked (``argv``, default ``sys.argv``); the config files
-    are read as plain JSON/YAML (nothing is evaluated). Returns the overrides that were checked.
+    are read as plain JSON/YAML (nothing is evaluated). Returns the overrides that were checked. Also installs
+    :func:`install_error_summary` (a run's last line names the error that stopped it).
     """
+    install_error_summary()
     overrides, files = bundle_cli_overrides(argv)
     files = list(config_files) if config_files is not None else files
     if not overrides or not files:

@@ -211,6 +211,9 @@ def test_bad_datalist_refused_before_training(volumes, tmp_path):
     out = run_cmd(TRAIN, args=["--datalist", bad, "--bundle_root", tmp_path, *COMMON], check=False)
     log = out.stdout + out.stderr
     assert out.returncode != 0 and "bad.json:training[3]" in log and "missing.nii.gz" in log
+    # the last line names the refusal, not MONAI's "Failed to evaluate ConfigExpression" (trial V)
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("monai_das: the run stopped: ") and "missing.nii.gz" in last, last
     # a refused run leaves no empty models/ and eval/ behind (the write check probes without making them)
     assert not (tmp_path / "models").exists() and not (tmp_path / "eval").exists()
     # a swapped window (it would invert every volume) is refused in `initialize`, before the training set is read:

@@ -288,3 +288,31 @@ def test_tracking_uri_typo_and_unreachable_server_fail_at_start_up(tmp_path, mon
         check_tracking_uri(f"http://127.0.0.1:{server.server_address[1]}/", timeout=5.0)
     finally:
         server.server_close()
+
+
+def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsys):
+    """A refusal inside a config expression ended MONAI's long traceback with 'Failed to evaluate ConfigExpression'
+    (trial V): the run's last line now names the error that caused it; installed once."""
+    import sys
+
+    from monai_das.engines.checks import install_error_summary, root_cause
+
+    printed = []
+    monkeypatch.setattr(sys, "excepthook", lambda *a: printed.append(a[1]))
+    install_error_summary()
+    install_error_summary()  # once: not two summary lines
+    try:
+        try:
+            raise ValueError("datalist 'dl.csv':3: label 'x' is not one of ['a', 'b']")
+        except ValueError as e:
+            raise RuntimeError('Failed to evaluate ConfigExpression: "$@source.info"') from e
+    except RuntimeError as e:
+        sys.excepthook(type(e), e, e.__traceback__)
+        assert isinstance(root_cause(e), ValueError)
+    assert len(printed) == 1  # the traceback as before ...
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == ("monai_das: the run stopped: ValueError: datalist 'dl.csv':3: label 'x' is "
+                                            "not one of ['a', 'b']")  # ... then one line naming the cause
+    assert err.count("the run stopped") == 1
+    sys.excepthook(ValueError, ValueError("alone"), None)  # an error with no cause: nothing to add
+    assert "alone" not in capsys.readouterr().err
