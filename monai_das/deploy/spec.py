@@ -204,7 +204,7 @@ def _data_network_args(config: Mapping | None, source: str, skip: set[str] = fro
 
 
 def _data_labels(config: Mapping | None, source: str) -> list[str] | None:
-    if not config or "label_names" not in config:
+    if not config or config.get("label_names") is None:  # null: the config leaves them to its data (not ignored)
         return None
     names = _literal_value(config, config["label_names"], "label_names", source)
     return [str(v) for v in names] if isinstance(names, list) else None

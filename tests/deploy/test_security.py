@@ -148,3 +148,17 @@ def test_broken_embedded_json_is_ignored(tmp_path, text, caplog):
         pred = DASPredictor.from_path(path, spatial_size=GRID)
     assert "metadata.json" in caplog.text and str(path) in caplog.text
     check_predicts(pred, net)
+
+
+def test_a_null_label_names_in_an_embedded_config_is_no_ignored_value(caplog):
+    """The bundle's inference.json embedded in every .ts says label_names null (the data name the classes): every
+    TorchScript run warned 'ignoring label_names = None ... only literal values are used' (trial V). Null is left to
+    the card; an expression is still ignored with the warning."""
+    from monai_das.deploy.spec import _data_labels
+
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
+        assert _data_labels({"label_names": None}, "inference.json embedded in 'model.ts'") is None
+    assert "ignoring" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
+        assert _data_labels({"label_names": "$__import__('os')"}, "inference.json embedded in 'model.ts'") is None
+    assert "ignoring label_names" in caplog.text
