@@ -176,6 +176,11 @@ class ClassificationReportSaver:
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
         )
         self.logger.info(f"evaluation on {self.report['num_samples']} samples: {summary}")
+        from monai_das.handlers.summary import evenly_spaced_warning
+
+        worse = evenly_spaced_warning("auc", metrics.get("auc"), metrics.get("auc_evenly_spaced"))
+        if worse:  # e.g. at a k the model was not trained at (trial V: AUC 0.333 vs 1.000 on evenly spaced frames)
+            self.logger.warning(worse)
         if intervals is not None:
             auc = intervals["auc"]
             self.logger.info(

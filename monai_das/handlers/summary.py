@@ -14,6 +14,19 @@ idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version,
 __all__ = ["TrainingSummaryHandler"]
 
 
+def evenly_spaced_warning(metric: str, score: float | None, even: float | None, margin: float = 0.05) -> str | None:
+    """The warning when the same network scores ``even`` on evenly spaced frames, more than ``margin`` above the
+    learned selection's ``score`` (training's best epoch, or an evaluation, e.g. at another k than trained); else
+    ``None``."""
+    if score is None or even is None or not even > score + margin:
+        return None
+    return (f"the learned selection does worse than evenly spaced frames with the same network ({metric} {score:.3f} "
+            f"vs {even:.3f}): the sampler may be drawn to frames that look busy rather than informative, or, at "
+            "another k than it was trained at, keep the frames it ranks first rather than the evidence. Compare with "
+            "--method uniform on validation data, and try --relevance_weight 1.0 --sampler_gradient none "
+            "(benchmarks/README.md, \"Frame statistics that mislead\").")
+
+
 class TrainingSummaryHandler:
     """
     Logs, when training completes, the epoch of the best model that ``saver`` kept with that epoch's ``report``
@@ -79,14 +92,9 @@ class TrainingSummaryHandler:
             even = self.best.get(f"{self.key_metric}_evenly_spaced")
             if even is not None:
                 msg += f"; with evenly spaced frames instead: {even:.3f}"
-                if even > score + self.evenly_spaced_margin:
-                    warnings.append(
-                        f"the learned selection does worse than evenly spaced frames with the same network "
-                        f"({self.key_metric} {score:.3f} vs {even:.3f}): the sampler may be drawn to frames that look "
-                        "busy rather than informative. Compare with --method uniform on validation data, and try "
-                        "--relevance_weight 1.0 --sampler_gradient none (benchmarks/README.md, \"Frame statistics "
-                        "that mislead\")."
-                    )
+                worse = evenly_spaced_warning(self.key_metric, score, even, self.evenly_spaced_margin)
+                if worse:
+                    warnings.append(worse)
             if low is not None and low <= 0.5:
                 warnings.append(
                     f"the best epoch's {self.key_metric} cannot be told from chance on this validation list (its 95 % "

@@ -118,3 +118,19 @@ def test_label_out_of_range(tmp_path):
     ClassificationReportSaver(tmp_path, 2).attach(engine)
     with pytest.raises(ValueError, match="label 5"):
         engine.run([0], max_epochs=1)
+
+
+@pytest.mark.parametrize("evenly, warned", [(1.0, True), (0.38, False)])
+def test_an_evaluation_worse_than_evenly_spaced_frames_is_warned(tmp_path, caplog, evenly, warned):
+    """At another k than trained a DAS model scored AUC 0.333 where evenly spaced frames gave 1.000, without a word
+    (trial V; training's summary warned, evaluation did not): the same rule and message as training's."""
+    def step(engine, batch):
+        engine.state.metrics.update(auc=0.333, auc_evenly_spaced=evenly)
+        return [{"pred": torch.tensor([0.4, 0.6]), "label": torch.tensor(i % 2)} for i in batch]
+
+    engine = Engine(step)
+    ClassificationReportSaver(tmp_path, 2).attach(engine)
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.report"):
+        engine.run([[0, 1]], max_epochs=1)
+    assert ("the learned selection does worse than evenly spaced frames with the same network (auc 0.333 vs "
+            in caplog.text) == warned
