@@ -126,6 +126,16 @@ def _read_gif_pillow(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray
     return frames, {"fps": 1000.0 / duration if duration else 0.0, "original_size": orig, "reader": "pillow"}
 
 
+def _fragment_count(ds) -> int | None:
+    """The number of fragments of an encapsulated (compressed) ``PixelData``, ``None`` when it cannot be parsed."""
+    from pydicom.encaps import generate_fragments
+
+    try:  # the first item is the Basic Offset Table (empty or not), the fragments follow
+        return max(0, sum(1 for _ in generate_fragments(ds.PixelData)) - 1)
+    except Exception:  # not encapsulated, or damaged beyond parsing: the decoder's message stands
+        return None
+
+
 def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], dict]:
     import pydicom
 
@@ -147,8 +157,14 @@ def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], di
         damaged = "The pixel data is not compressed, so the file is damaged or cut short (an interrupted copy?)."
         hint = (decoder if compressed else damaged if compressed is False else
                 f"{decoder} Or the file is damaged or cut short (an interrupted copy?).")
+        fragments = _fragment_count(ds) if compressed else None
+        declared = int(ds.get("NumberOfFrames", 1) or 1)
+        if fragments is not None and fragments < declared:  # each frame is at least one fragment: frames are missing
+            hint = (f"Its compressed pixel data holds {fragments} fragment(s) for NumberOfFrames {declared}: frames are "
+                    "missing (the file was cut short or damaged, e.g. an interrupted copy), not a missing decoder.")
         raise RuntimeError(
-            f"cannot decode the pixel data of DICOM file '{path}' (transfer syntax {tsuid or 'unknown'}): {e}. {hint}"
+            f"cannot decode the pixel data of DICOM file '{path}' (transfer syntax {tsuid or 'unknown'}): "
+            f"{str(e) or type(e).__name__}. {hint}"
         ) from e
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     if photometric == "PALETTE COLOR":
