@@ -142,7 +142,7 @@ def kept_image_references(study: Study, kept_src: list | None) -> list[dict[str,
     for h, frame in refs:
         ref = {"sop_class_uid": str(h.get("SOPClassUID", "")), "sop_instance_uid": str(h.get("SOPInstanceUID", "")),
                "frame": frame}
-        if ref["sop_instance_uid"] and ref not in out:
+        if ref["sop_instance_uid"] and ref["sop_class_uid"] and ref not in out:  # both Type 1 in an SR reference
             out.append(ref)
     return out
 

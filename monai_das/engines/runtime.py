@@ -122,6 +122,7 @@ def inference_network(
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    logger.info(f"inference engine: {engine} (--engine; {', '.join(ENGINES)}), checkpoint '{ckpt_path}'")
     if engine == "eager":
         return network
     if item_shape is None:
