@@ -8,19 +8,13 @@ from typing import Any
 
 from monai.data import CacheDataset
 
+from monai_das.utils.logs import root_cause
+
 __all__ = ["ItemLoadError", "NamedCacheDataset"]
 
 
 class ItemLoadError(RuntimeError):
     """An item of a dataset could not be loaded or preprocessed; the message names it and the first cause."""
-
-
-def _root_cause(e: BaseException) -> BaseException:
-    seen = set()
-    while (e.__cause__ or e.__context__) is not None and id(e) not in seen:
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return e
 
 
 def _where(item: Any, index: int) -> str:
@@ -49,7 +43,7 @@ def _naming(item: Any, index: int) -> Iterator[None]:
     except ItemLoadError:
         raise
     except Exception as e:
-        root = _root_cause(e)
+        root = root_cause(e)
         raise ItemLoadError(f"{_where(item, index)}: cannot be loaded: {type(root).__name__}: {root}") from e
 
 

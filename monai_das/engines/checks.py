@@ -174,18 +174,6 @@ def bundle_meta_file(bundle_root: str | os.PathLike | None = None, argv: Sequenc
     return next((os.path.abspath(c) for c in candidates if os.path.isfile(c)), None)
 
 
-def root_cause(error: BaseException) -> BaseException:
-    """The exception that caused ``error`` (following ``__cause__``, then ``__context__``), ``error`` itself when
-    nothing did."""
-    seen = {id(error)}
-    while True:
-        nxt = error.__cause__ or error.__context__
-        if nxt is None or id(nxt) in seen:
-            return error
-        seen.add(id(nxt))
-        error = nxt
-
-
 def install_error_summary() -> None:
     """
     Make an uncaught error of the run end its traceback with one line naming the error that caused it: a refusal in a
@@ -200,8 +188,10 @@ def install_error_summary() -> None:
 
     def summary_hook(kind, error, tb):
         previous(kind, error, tb)
-        cause = root_cause(error)
-        if cause is not error:
+        from monai_das.utils.logs import first_cause
+
+        cause = first_cause(error)
+        if cause is not error:  # (an error that wraps none is the traceback's last line already)
             print(f"\nmonai_das: the run stopped: {type(cause).__name__}: {cause}", file=sys.stderr, flush=True)
 
     summary_hook.monai_das_summary = True  # type: ignore[attr-defined]

@@ -6,7 +6,11 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 
-__all__ = ["quiet_loggers", "log_once", "quiet_other_ranks"]
+__all__ = ["quiet_loggers", "log_once", "quiet_other_ranks", "cause_chain", "root_cause", "first_cause"]
+
+#: how the messages of exceptions that only wrap another begin (MONAI's config expressions and components, its
+#: transforms)
+WRAPPER_PREFIXES = ("Failed to evaluate", "Failed to instantiate", "applying transform")
 
 
 @contextlib.contextmanager
@@ -76,3 +80,27 @@ def log_once(name: str) -> None:
     logger = logging.getLogger(name)
     if not any(isinstance(f, _OnceFilter) for f in logger.filters):
         logger.addFilter(_OnceFilter())
+
+
+def cause_chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions that caused it, in order (``__cause__``, else ``__context__``; each once)."""
+    chain, seen = [error], {id(error)}
+    while True:
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if nxt is None or id(nxt) in seen:
+            return chain
+        seen.add(id(nxt))
+        chain.append(nxt)
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The last exception of :func:`cause_chain`: the one at the bottom of it."""
+    return cause_chain(error)[-1]
+
+
+def first_cause(error: BaseException) -> BaseException:
+    """The first exception of :func:`cause_chain` that does not only wrap another (:data:`WRAPPER_PREFIXES`): the
+    message that says what went wrong, e.g. this package's refusal under MONAI's "Failed to evaluate
+    ConfigExpression" (not the reader's error under it, which the refusal already names)."""
+    chain = cause_chain(error)
+    return next((e for e in chain if not str(e).startswith(WRAPPER_PREFIXES)), chain[-1])

@@ -295,7 +295,8 @@ def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsy
     (trial V): the run's last line now names the error that caused it; installed once."""
     import sys
 
-    from monai_das.engines.checks import install_error_summary, root_cause
+    from monai_das.engines.checks import install_error_summary
+    from monai_das.utils.logs import first_cause, root_cause
 
     printed = []
     monkeypatch.setattr(sys, "excepthook", lambda *a: printed.append(a[1]))
@@ -303,12 +304,15 @@ def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsy
     install_error_summary()  # once: not two summary lines
     try:
         try:
-            raise ValueError("datalist 'dl.csv':3: label 'x' is not one of ['a', 'b']")
+            try:
+                raise OSError("the reader's own error")
+            except OSError as reader:
+                raise ValueError("datalist 'dl.csv':3: label 'x' is not one of ['a', 'b']") from reader
         except ValueError as e:
             raise RuntimeError('Failed to evaluate ConfigExpression: "$@source.info"') from e
     except RuntimeError as e:
         sys.excepthook(type(e), e, e.__traceback__)
-        assert isinstance(root_cause(e), ValueError)
+        assert isinstance(root_cause(e), OSError) and isinstance(first_cause(e), ValueError)  # ours, not the reader's
     assert len(printed) == 1  # the traceback as before ...
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == ("monai_das: the run stopped: ValueError: datalist 'dl.csv':3: label 'x' is "
