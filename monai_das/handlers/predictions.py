@@ -331,8 +331,9 @@ class PredictionWriter:
             raise ValueError(
                 f"PredictionWriter: a batch item of iteration {engine.state.iteration} has no 'id' (nor an image "
                 "whose meta names its file): the predictions file keeps one row per id, so items without one would "
-                "replace each other. Give every item an 'id' (monai_das.data.list_studies does), or load images with "
-                "LoadImaged, whose meta names the file.")
+                "replace each other. Give every item an 'id' (monai_das.data.list_studies does), or keep the image's "
+                "meta data up to the network (LoadImaged names the file in it; EnsureTyped(track_meta=False) drops "
+                "it).")
         return {**meta, "id": str(name), "source": meta.get("source") or str(name)}
 
     def __call__(self, engine: Any) -> None:
