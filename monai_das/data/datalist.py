@@ -1081,8 +1081,8 @@ def check_study_shapes(
             is read, naming ``axcodes``.
         pixdim: ``layout="volume"``: the voxel size the recipe resamples to after orienting (``Spacing(pixdim)``;
             one number or three, :func:`~monai_das.transforms.check_pixdim`): the shapes of NIfTI files and DICOM
-            series folders are then those after resampling, so that a median grid is that of the volumes the network is given (other
-            formats: as read); ``None``: no resampling.
+            series folders are then those after resampling, so that a median grid is that of the volumes the network
+            is given (other formats: as read); ``None``: no resampling.
         min_frames: the fewest frames of a clip (slices along each axis of a volume; a 2D image has one) accepted,
             as the recipe's ``min_frames``: 1 accepts a still (a single-frame DICOM as a one-frame clip, a 2D image
             as a one-slice volume).
@@ -1091,8 +1091,8 @@ def check_study_shapes(
         ``{"in_channels": int, "shapes": {image: shape}, "num_frames_range": (min, max), "content_ids": {id: where},
         "content_paths": {id: file}, "modalities": {modality: [image, ...]}}``,
         shapes in the layout's order as above (spatial axes of NIfTI/NumPy/DICOM-series volumes in the order MONAI's
-        readers give them, NIfTI's and DICOM series' after ``axcodes`` and ``pixdim``; before any resizing), frames = slices along
-        ``slice_axis`` (volume) or clip length (video); ``content_ids``: the ``SOPInstanceUID`` of every DICOM image
+        readers give them, NIfTI's and DICOM series' after ``axcodes`` and ``pixdim``; before any resizing), frames =
+        slices along ``slice_axis`` (volume) or clip length (video); ``content_ids``: the ``SOPInstanceUID`` of every DICOM image
         (each file of a series folder, a multi-frame file) and the :func:`content_key` of every other file → its item
         (datalist line and path), for :func:`check_no_copies` across lists (``content_paths``: the file of each
         content key); ``modalities``: the DICOM images' ``Modality`` (upper case) → the images of it (other files have

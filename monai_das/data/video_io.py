@@ -160,8 +160,8 @@ def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], di
         fragments = _fragment_count(ds) if compressed else None
         declared = int(ds.get("NumberOfFrames", 1) or 1)
         if fragments is not None and fragments < declared:  # each frame is at least one fragment: frames are missing
-            hint = (f"Its compressed pixel data holds {fragments} fragment(s) for NumberOfFrames {declared}: frames are "
-                    "missing (the file was cut short or damaged, e.g. an interrupted copy), not a missing decoder.")
+            hint = (f"Its compressed pixel data holds {fragments} fragment(s) for NumberOfFrames {declared}: frames "
+                    "are missing (the file was cut short or damaged, e.g. an interrupted copy), not a missing decoder.")
         raise RuntimeError(
             f"cannot decode the pixel data of DICOM file '{path}' (transfer syntax {tsuid or 'unknown'}): "
             f"{str(e) or type(e).__name__}. {hint}"

@@ -366,7 +366,8 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
                 code = Dataset()
                 code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = self.KEPT_IMAGE_CODE
                 ref = Dataset()
-                ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = kept["sop_class_uid"], kept["sop_instance_uid"]
+                ref.ReferencedSOPClassUID = kept["sop_class_uid"]
+                ref.ReferencedSOPInstanceUID = kept["sop_instance_uid"]
                 if kept.get("frame") is not None:
                     ref.ReferencedFrameNumber = int(kept["frame"])
                 item = Dataset()
