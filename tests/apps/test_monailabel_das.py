@@ -85,6 +85,7 @@ def test_task_on_dicom_and_torchscript(task_cls, tmp_path):
     write_dicom_series(tmp_path / "series", num_slices=6)
     _, result = task({"image": str(tmp_path / "series")})
     assert result["das"]["num_kept"] == 4 and result["das"]["kept_instance_numbers"] is None  # frames along RAS x
+    assert "kept_images" in result["das"]  # the Deploy report's references of the kept DICOM images (null here)
     (tmp_path / "ct").mkdir()
     shutil.copy(pydicom_file("CT_small.dcm"), tmp_path / "ct")
     _, result = task({"image": str(tmp_path / "ct" / "CT_small.dcm")})

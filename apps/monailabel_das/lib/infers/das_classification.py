@@ -364,7 +364,8 @@ class DASClassification(BasicInferTask):
         data["das"] = {
             k: report[k]
             for k in ("predicted_label", "predicted_name", "probabilities", "kept_indices", "kept_source_indices",
-                      "kept_instance_numbers", "num_frames", "num_kept", "compute_saved", "macs_saved", "warnings")
+                      "kept_instance_numbers", "kept_images", "num_frames", "num_kept", "compute_saved", "macs_saved",
+                      "warnings")
         }
         requested = data.get("engine") or self.engine
         data["das"]["engine"], data["das"]["engine_requested"] = predictor.engine, requested
