@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,22 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.nets.sampler import check_count
+
+#: the ONNX Runtime sessions of this process (weakly held)
+_SESSIONS: weakref.WeakSet = weakref.WeakSet()
+#: in a forked child (a DataLoader worker): the sessions inherited from the parent, never freed there
+_INHERITED: list = []
+
+
+def _keep_inherited_sessions() -> None:
+    """After ``fork``: hold every session the parent had, so the child never frees one. A session's thread pool does
+    not survive a fork (its threads stay in the parent), and freeing it waits on them forever: a DataLoader worker
+    whose garbage collection met an unused session (an earlier export check's) hung, and the run with it."""
+    _INHERITED.extend(list(_SESSIONS))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_keep_inherited_sessions)
 
 __all__ = ["OnnxClassifier", "ONNX_CARD_PROP", "NETWORK_PROP"]
 
@@ -69,6 +86,7 @@ class OnnxClassifier(nn.Module):
             self.session = ort.InferenceSession(str(self.path), options, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:
             raise ValueError(f"ONNX Runtime cannot load '{self.path}': {e}") from e
+        _SESSIONS.add(self.session)
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if "image" not in inputs or not {"pred", "indices"} <= set(outputs):
