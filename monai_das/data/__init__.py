@@ -54,6 +54,7 @@ from monai_das.data.studies import (
     check_series_stack,
     series_slice_ranks,
     list_studies,
+    dataset_item_ids,
     study_fingerprint,
 )
 from monai_das.data.readers import VolumeNumpyReader
@@ -114,6 +115,7 @@ __all__ = [
     "check_series_stack",
     "series_slice_ranks",
     "list_studies",
+    "dataset_item_ids",
     "study_fingerprint",
     "SPLIT_SEED_OFFSETS",
     "SYNTHETIC_CLASS_NAMES",

@@ -48,6 +48,7 @@ __all__ = [
     "study_fingerprint",
     "discover_studies",
     "list_studies",
+    "dataset_item_ids",
     "PADDING",
     "kept_source_indices",
     "repeated_source_warning",
@@ -933,6 +934,29 @@ def _dataset_files(dataset: Any) -> list[tuple[str, int | None]] | None:
     return out
 
 
+def _dataset_studies(dataset: Sequence, id_prefix: str = "", dataset_tag: str | None = None,
+                     dataset_dir: str | os.PathLike | None = None) -> list[dict]:
+    """The items of :func:`list_studies` for ``dataset``, in the dataset's order."""
+    files = _dataset_files(dataset)
+    if files is not None:  # a datalist's split: its studies, read by the study layer as any study file
+        root = (os.path.abspath(dataset_dir) if _optional(dataset_dir) is not None
+                else os.path.commonpath([os.path.dirname(p) for p, _ in files]))
+        studies = [_study_at(Path(os.path.relpath(p, root)).as_posix(), Path(p), label) for p, label in files]
+        if all(s.kind != "invalid" for s in studies):  # else a format only the dataset's LoadImage reads (.tif)
+            return [s.item() for s in studies]
+    tag = dataset_tag if dataset_tag is not None else id_prefix.rstrip("_") or "dataset"
+    return [{"id": f"{id_prefix}{i:06d}", "index": i, "fingerprint": f"{tag}/{i}"} for i in range(len(dataset))]
+
+
+def dataset_item_ids(dataset: Sequence, id_prefix: str = "", dataset_dir: str | os.PathLike | None = None) -> list[str]:
+    """
+    The id of each item of ``dataset``, in the dataset's order, as :func:`list_studies` names them (so the rows of
+    an evaluation's ``predictions.csv`` and of bundle inference on the same split carry the same ids): a datalist
+    file's path relative to ``dataset_dir`` (default: the images' common folder), else ``<id_prefix><index>``.
+    """
+    return [str(item["id"]) for item in _dataset_studies(dataset, id_prefix, None, dataset_dir)]
+
+
 def list_studies(
     source: str | os.PathLike | None = None,
     dataset: Sequence | None = None,
@@ -964,15 +988,8 @@ def list_studies(
     if _optional(source) is None:
         if dataset is None:
             raise ValueError("list_studies needs a source (folder, study file, CSV or datalist) or a dataset.")
-        files = _dataset_files(dataset)
-        if files is not None:  # a datalist's split: its studies, read by the study layer as any study file
-            root = (os.path.abspath(dataset_dir) if _optional(dataset_dir) is not None
-                    else os.path.commonpath([os.path.dirname(p) for p, _ in files]))
-            studies = [_study_at(Path(os.path.relpath(p, root)).as_posix(), Path(p), label) for p, label in files]
-            if all(s.kind != "invalid" for s in studies):  # else a format only the dataset's LoadImage reads (.tif)
-                return [s.item() for s in sorted(studies, key=lambda s: s.study_id)]
-        tag = dataset_tag if dataset_tag is not None else id_prefix.rstrip("_") or "dataset"
-        return [{"id": f"{id_prefix}{i:06d}", "index": i, "fingerprint": f"{tag}/{i}"} for i in range(len(dataset))]
+        items = _dataset_studies(dataset, id_prefix, dataset_tag, dataset_dir)
+        return sorted(items, key=lambda s: s["id"]) if items and "study" in items[0] else items
     studies = discover_studies(source, label_names=label_names, num_classes=num_classes, dataset_dir=dataset_dir,
                                datalist_split=datalist_split)
     return [s.item() for s in studies]

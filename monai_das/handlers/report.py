@@ -41,17 +41,24 @@ class ClassificationReportSaver:
     """
     At the end of an evaluation, writes ``<output_dir>/<prefix>metrics.json`` (the engine's scalar metrics with
     ``prefix`` stripped from their names, the number of samples, the confusion matrix, class names),
-    ``<prefix>confusion_matrix.json`` and ``<prefix>confusion_matrix.png``, and logs a one-line summary
+    ``<prefix>confusion_matrix.json``, ``<prefix>confusion_matrix.png`` and ``<prefix><predictions>`` (one row per
+    evaluated item, from which every metric can be recomputed: ``index`` (position in the evaluated order), ``id``,
+    ``label``, ``label_name``, ``pred_label``, ``pred_name``, ``prob_<class>`` per class, ``kept_indices``: the frames
+    the sampler kept, ``;``-separated, when the output items carry them under ``indices_key``, see
+    :class:`~monai_das.handlers.SampledIndicesHandler`), and logs a one-line summary
     (``evaluation on <n> samples: ...``, INFO, logger ``monai_das.handlers.report``; the bundles' ``logging.conf``
     sends it to stdout). ``metrics.json`` also holds ``intervals``: percentile-bootstrap 95 % intervals over the
     items of the macro AUC and the balanced accuracy (:func:`~monai_das.handlers.metrics.bootstrap_intervals`; a
     test list of a few dozen studies gives a wide one, which the point value alone hides), logged on a second line;
     none, with a warning, when a class has fewer than :data:`~monai_das.handlers.metrics.MIN_ITEMS_PER_CLASS` items.
 
-    Each decollated output item is kept as (label ``label_key``, argmax of ``pred_key``, probabilities); the confusion
-    matrix and the intervals are both computed from them at the end. Distributed runs (``torch.distributed``
-    initialised, several processes): attach the saver on every rank; the items of all ranks are gathered
-    (``all_gather_object``) and only rank 0 writes the files and logs.
+    Each decollated output item is kept as (label ``label_key``, argmax of ``pred_key``, probabilities, id, kept
+    indices); the confusion matrix and the intervals are both computed from them at the end. An item's ``id`` is its
+    batch item's ``id`` when it has one, else ``item_ids[index]`` (the evaluated list's ids in loader order, e.g.
+    :func:`monai_das.data.dataset_item_ids`: the ids bundle inference gives the same items), else empty.
+    Distributed runs (``torch.distributed`` initialised, several processes): attach the saver on every rank; the
+    items of all ranks are gathered (``all_gather_object``) and only rank 0 writes the files and logs (``index`` is
+    then the position in the gathered order, and ``item_ids`` is not used).
 
     Args:
         output_dir: folder for the files.
@@ -66,6 +73,11 @@ class ClassificationReportSaver:
             has no such key).
         interval_resamples: bootstrap resamples of the intervals (0: no intervals).
         interval_seed: seed of the resampling.
+        item_ids: ids of the evaluated items in the loader's order (unshuffled), for the ``id`` column of items
+            without their own ``id``; a list of another length is not used (a warning says so).
+        indices_key: output key of the kept frame indices, for the ``kept_indices`` column (empty without it).
+        predictions: file name of the per-item CSV (``None`` or ``""``: not written); the bundles' evaluate.json
+            writes ``<split>_predictions.csv`` (bundle inference writes its own ``predictions.csv`` beside it).
     """
 
     def __init__(
@@ -81,6 +93,9 @@ class ClassificationReportSaver:
         prob_key: str = "prob",
         interval_resamples: int = 1000,
         interval_seed: int = 0,
+        item_ids: Sequence[str] | None = None,
+        indices_key: str = "kept_indices",
+        predictions: str | None = "evaluated_predictions.csv",
     ) -> None:
         self.output_dir = Path(output_dir)
         self.num_classes = int(num_classes)
@@ -91,7 +106,10 @@ class ClassificationReportSaver:
         self.extra = dict(extra or {})
         self.logger = logger
         self.prob_key, self.interval_resamples, self.interval_seed = prob_key, int(interval_resamples), interval_seed
-        self._items: list[tuple[int, int, list[float]]] = []  # (label, predicted class, probabilities) per item
+        self.item_ids = None if item_ids is None else [str(i) for i in item_ids]
+        self.indices_key, self.predictions = indices_key, predictions or None
+        # (label, predicted class, probabilities, id or None, kept indices or None) per item
+        self._items: list[tuple[int, int, list[float], str | None, list[int] | None]] = []
         self.report: dict = {}
 
     def attach(self, engine: Any) -> None:
@@ -104,14 +122,41 @@ class ClassificationReportSaver:
 
     def _update(self, engine: Any) -> None:
         items = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
-        for item in items:
+        batch = engine.state.batch if isinstance(engine.state.batch, list) and len(engine.state.batch) == len(items) \
+            else [{}] * len(items)
+        for item, data in zip(items, batch):
             pred = torch.as_tensor(item[self.pred_key]).reshape(-1)
             label = int(torch.as_tensor(item[self.label_key]).reshape(-1)[0])
             if not 0 <= label < self.num_classes:
                 raise ValueError(f"label {label} outside [0, {self.num_classes}).")
             prob = item.get(self.prob_key) if isinstance(item, dict) else None
             prob = torch.softmax(pred.float(), 0) if prob is None else torch.as_tensor(prob).reshape(-1)
-            self._items.append((label, int(pred.argmax()), prob.detach().float().cpu().tolist()))
+            name = data.get("id") if isinstance(data, dict) else None
+            kept = item.get(self.indices_key) if isinstance(item, dict) else None
+            kept = None if kept is None else [int(i) for i in torch.as_tensor(kept).reshape(-1)]
+            self._items.append((label, int(pred.argmax()), prob.detach().float().cpu().tolist(),
+                                None if name is None else str(name), kept))
+
+    def _write_predictions(self, names: Sequence[str], world: int) -> None:
+        """``<file_prefix><predictions>``: one row per item, in the evaluated order."""
+        from monai_das.handlers.predictions import write_predictions_csv
+
+        ids = self.item_ids if world == 1 else None
+        if ids is not None and len(ids) != len(self._items):
+            self.logger.warning(f"ClassificationReportSaver: {len(ids)} item ids for {len(self._items)} evaluated "
+                                f"items: the ids are left out of {self.file_prefix}{self.predictions} (were the items "
+                                "shuffled or cut to another count?).")
+            ids = None
+        header = ["index", "id", "label", "label_name", "pred_label", "pred_name"]
+        header += [f"prob_{n}" for n in names] + ["kept_indices"]
+        rows = []
+        for i, (label, pred, prob, name, kept) in enumerate(self._items):
+            row = {"index": i, "id": name if name is not None else (ids[i] if ids is not None else ""),
+                   "label": label, "label_name": names[label], "pred_label": pred, "pred_name": names[pred],
+                   "kept_indices": "" if kept is None else ";".join(map(str, kept))}
+            row.update({f"prob_{n}": repr(float(p)) for n, p in zip(names, prob)})
+            rows.append(row)
+        write_predictions_csv(self.output_dir / f"{self.file_prefix}{self.predictions}", header, rows)
 
     def __call__(self, engine: Any) -> None:
         from monai_das.visualize import plot_confusion_matrix
@@ -125,9 +170,9 @@ class ClassificationReportSaver:
             self._items = [item for part in parts for item in part]
         if rank != 0:
             return
-        labels = np.asarray([label for label, _, _ in self._items], dtype=np.int64)
+        labels = np.asarray([it[0] for it in self._items], dtype=np.int64)
         confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
-        np.add.at(confusion, (labels, np.asarray([p for _, p, _ in self._items], dtype=np.int64)), 1)
+        np.add.at(confusion, (labels, np.asarray([it[1] for it in self._items], dtype=np.int64)), 1)
         metrics = {}
         for name, value in engine.state.metrics.items():
             value = _scalar(value)
@@ -139,7 +184,7 @@ class ClassificationReportSaver:
         if "balanced_accuracy" not in metrics:
             metrics["balanced_accuracy"] = balanced_accuracy_from_confusion(torch.as_tensor(confusion))
         intervals = None
-        probs = np.asarray([prob for _, _, prob in self._items])
+        probs = np.asarray([it[2] for it in self._items])
         names = [self.label_names[c] if c < len(self.label_names) else str(c) for c in range(self.num_classes)]
         counts = np.bincount(labels, minlength=self.num_classes) if len(labels) else np.zeros(1, np.int64)
         if self.interval_resamples > 0 and len(labels) and counts.min() >= MIN_ITEMS_PER_CLASS:
@@ -172,6 +217,8 @@ class ClassificationReportSaver:
             self.output_dir / f"{self.file_prefix}confusion_matrix.json",
         )
         plot_confusion_matrix(confusion, self.output_dir / f"{self.file_prefix}confusion_matrix.png", self.label_names)
+        if self.predictions:
+            self._write_predictions(names, world)
         summary = ", ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
         )

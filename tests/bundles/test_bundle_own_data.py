@@ -109,7 +109,7 @@ def test_mlflow_records_provenance(volumes):
     assert "'axcodes': 'RAS'" in params["recipe"] and params["label_names"] == "['benign', 'malignant']"
 
 
-def test_evaluate_on_the_test_list(volumes):
+def test_evaluate_on_the_test_list(volumes, predictions):
     out = run_cmd(TRAIN, EVALUATE, args=[*volumes["args"], "--mlflow", "false"])
     assert "evaluation on 8 samples" in out.stdout + out.stderr
     report = json.loads((volumes["root"] / "eval" / "metrics.json").read_text())
@@ -117,6 +117,22 @@ def test_evaluate_on_the_test_list(volumes):
     # k and T of the evaluation, and which splits it read (the card's check of them: tests/handlers)
     assert report["num_kept"] == max(1, round(0.5 * report["num_frames"]))
     assert report["splits"]["dataset"] == "datalist" and len(report["splits"]["datalist_sha256"]) == 64
+    # one row per evaluated study, named as bundle inference names it: the metrics can be recomputed from the rows,
+    # and the evaluation (eager PyTorch) gives each study what inference (ONNX Runtime) gave it
+    from sklearn.metrics import roc_auc_score
+
+    rows = list(csv.DictReader(open(volumes["root"] / "eval" / "test_predictions.csv")))
+    assert [r["index"] for r in rows] == [str(i) for i in range(8)] and len({r["id"] for r in rows}) == 8
+    labels = [int(r["label"]) for r in rows]
+    probs = [float(r["prob_malignant"]) for r in rows]
+    assert roc_auc_score(labels, probs) == pytest.approx(report["metrics"]["auc"], abs=1e-6)
+    right = [int(r["pred_label"]) == t for r, t in zip(rows, labels)]
+    assert np.mean(right) == pytest.approx(report["metrics"]["accuracy"])
+    for r in rows:
+        inferred = predictions[r["id"]]
+        assert float(r["prob_malignant"]) == pytest.approx(float(inferred["prob_malignant"]), abs=1e-4)
+        assert r["kept_indices"] == inferred["kept_indices"] and r["pred_name"] == inferred["pred_name"]
+        assert r["label_name"] == ["benign", "malignant"][int(r["label"])]
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,11 @@ def test_evaluate(trained):
     assert positions["items"]["all"] == 16 and sum(positions["items"].values()) == 32  # all + the two classes
     assert sum(positions["kept_fraction"]["all"]) == pytest.approx(14)  # 14 of 28 slices kept per volume
     assert (report["num_kept"], report["num_frames"]) == (14, 28)
+    # one row per test volume (named as bundle inference on the test split names it), its 14 kept slices
+    rows = list(csv.DictReader(open(root / "eval" / "test_predictions.csv")))
+    assert [r["id"] for r in rows] == [f"synthetic_test_{i:06d}" for i in range(16)]
+    assert all(len(set(r["kept_indices"].split(";"))) == 14 for r in rows)
+    assert sum(r["pred_label"] == r["label"] for r in rows) / 16 == pytest.approx(report["metrics"]["accuracy"])
     # any k from one model: --num_kept reaches the evaluation too (it was silently ignored: only inference.json had it)
     out = run_cmd(TRAIN, EVALUATE, args=["--bundle_root", root, "--num_test", 8, "--num_kept", 5])
     assert "evaluated at k=5" in out.stdout + out.stderr

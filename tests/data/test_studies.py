@@ -237,6 +237,11 @@ def test_study_lists(folder, tmp_path, caplog):
     arrays = Dataset([{"image": torch.zeros(1, 4, 4, 4), "label": 0}] * 2)
     assert [it["id"] for it in list_studies(None, dataset=arrays, id_prefix="vessel_test_")] == \
         ["vessel_test_000000", "vessel_test_000001"]
+    # the same ids in the dataset's order (an evaluation's per-item rows), not sorted
+    from monai_das.data import dataset_item_ids
+
+    assert dataset_item_ids(split, id_prefix="datalist_test_") == ["sub/b.nii", "a.nii.gz"]
+    assert dataset_item_ids(arrays, id_prefix="vessel_test_") == ["vessel_test_000000", "vessel_test_000001"]
 
 
 def test_load_volumes_and_source_indices(folder):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 
@@ -51,7 +52,7 @@ def test_distributed_ranks(tmp_path, monkeypatch, caplog):
     """The items of every rank are gathered; the matrix and intervals cover them all; only rank 0 writes and logs."""
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
-    other = [(0, 0, [0.9, 0.1])] * 5  # the other rank saw 5 items of class 0, predicted right
+    other = [(0, 0, [0.9, 0.1], f"r1_{i}", None) for i in range(5)]  # the other rank: 5 of class 0, predicted right
 
     def gather(parts, obj):
         parts[:] = [obj, other]
@@ -69,6 +70,50 @@ def test_distributed_ranks(tmp_path, monkeypatch, caplog):
     assert report["confusion_matrix"] == [[5, 0], [0, 5]] and report["num_samples"] == 10
     assert report["metrics"]["balanced_accuracy"] == 1.0
     assert report["intervals"]["auc"] == [1.0, 1.0] and report["intervals"]["balanced_accuracy"] == [1.0, 1.0]
+    rows = list(csv.DictReader(open(tmp_path / "rank0" / "evaluated_predictions.csv")))
+    assert [r["id"] for r in rows] == [""] * 5 + [f"r1_{i}" for i in range(5)]  # rank 0's items carry no id
+
+
+def test_per_item_predictions(tmp_path, caplog):
+    """One row per evaluated item, in the evaluated order: its id (the batch item's own, else ``item_ids`` by position),
+    label and prediction with their names, probabilities and kept frames; every metric can be recomputed from them.
+    Cells are written as text a spreadsheet does not run (an id starting with ``=``)."""
+    from sklearn.metrics import roc_auc_score
+
+    probs = torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9], [0.55, 0.45]])
+    labels = torch.tensor([0, 1, 1, 1, 0])
+    data = [{"id": "own"}, {}, {}, {}, {}]
+
+    def step(engine, idx):
+        engine.state.batch = [data[i] for i in idx]
+        return [{"pred": probs[i].log(), "prob": probs[i], "label": labels[i], "kept_indices": torch.tensor([i, 7])}
+                for i in idx]
+
+    engine = Engine(step)
+    saver = ClassificationReportSaver(tmp_path, 2, ["neg", "pos"], item_ids=["a", "b", "=c", "d", "e"],
+                                      predictions="test_predictions.csv")
+    saver.attach(engine)
+    engine.run([[0, 1], [2, 3], [4]], max_epochs=1)
+    text = (tmp_path / "test_predictions.csv").read_text()
+    assert "'=c" in text  # not a formula
+    rows = list(csv.DictReader(text.splitlines()))
+    assert [r["id"] for r in rows] == ["own", "b", "'=c", "d", "e"] and [r["index"] for r in rows] == list("01234")
+    assert [r["kept_indices"] for r in rows] == [f"{i};7" for i in range(5)]
+    assert [r["pred_name"] for r in rows] == ["neg", "pos", "neg", "pos", "neg"]
+    assert [r["label_name"] for r in rows] == ["neg", "pos", "pos", "pos", "neg"]
+    assert [float(r["prob_pos"]) for r in rows] == pytest.approx(probs[:, 1].tolist())
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    pos = [float(r["prob_pos"]) for r in rows]
+    assert report["per_class"]["pos"]["auc"] == pytest.approx(roc_auc_score(labels, pos))
+    # ids of another count are not used (a warning says why); predictions=None writes no file
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.report"):
+        ClassificationReportSaver(tmp_path / "n", 2, item_ids=["a"]).attach(engine2 := Engine(step))
+        engine2.run([[1, 2]], max_epochs=1)
+    assert [r["id"] for r in csv.DictReader(open(tmp_path / "n" / "evaluated_predictions.csv"))] == ["", ""]
+    assert "1 item ids for 2 evaluated items" in caplog.text
+    ClassificationReportSaver(tmp_path / "none", 2, predictions=None).attach(engine3 := Engine(step))
+    engine3.run([[1, 2]], max_epochs=1)
+    assert (tmp_path / "none" / "metrics.json").is_file() and not list((tmp_path / "none").glob("*.csv"))
 
 
 def test_too_few_items_of_a_class_give_no_interval(tmp_path, caplog):
