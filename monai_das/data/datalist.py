@@ -819,7 +819,7 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
         headers = [_dicom_header(f) for f in files]
         frames = [int(h.get("NumberOfFrames", 1) or 1) for h in headers]
         if len(files) == 1 and frames[0] > 1:
-            return _dicom_facts(files[0])
+            return _dicom_facts(files[0], axcodes, pixdim)
         if max(frames) > 1:
             raise ValueError(f"mixes multi-frame DICOM ('{files[frames.index(max(frames))]}') and other files.")
         # a report (SR) or key object beside the slices: not read (ITK's series lookup passes over it), as the
@@ -861,8 +861,52 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
         from monai_das.data.studies import VOLUME_MODALITIES
 
         kind = "slices" if str(ds.get("Modality", "")).upper() in VOLUME_MODALITIES else "clip"
+        if kind == "slices" and (axcodes is not None or pixdim is not None):  # as training's Orientation and Spacing
+            frames = _enhanced_frame_headers(path, n)  # turn an Enhanced CT/MR file (read with its geometry)
+            if frames is not None:
+                dims = _resampled_shape([cols, rows, n], _series_affine(frames), axcodes, pixdim)
+                return "volume", _dicom_channels(ds), dims, uids, modality_of([ds])
         return kind, _dicom_channels(ds), [n, rows, cols], uids, modality_of([ds])
     return "volume", _dicom_channels(ds), [cols, rows], uids, modality_of([ds])
+
+
+def _enhanced_frame_headers(path: Path, num_frames: int) -> list | None:
+    """
+    One header per frame of the Enhanced (multi-frame) DICOM file ``path`` with the geometry :func:`_series_affine`
+    reads of a series' slices (``ImageOrientationPatient``, ``PixelSpacing``, ``ImagePositionPatient``), from its
+    functional groups (per frame, else shared), as MONAI's ``ITKReader`` reads the file's geometry; ``None`` when a
+    frame has no position (the stored order is then all there is).
+    """
+    from pydicom.dataset import Dataset
+
+    ds = read_dicom_header(path, ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"))
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    if len(per_frame) != num_frames:
+        return None
+
+    def item(group: Any, sequence: str, keyword: str) -> Any:
+        for g in (group, shared):
+            seq = g.get(sequence)
+            if seq and seq[0].get(keyword) is not None:
+                return seq[0].get(keyword)
+        return None
+
+    headers = []
+    for group in per_frame:
+        position = item(group, "PlanePositionSequence", "ImagePositionPatient")
+        if position is None or len(position) != 3:
+            return None
+        h = Dataset()
+        h.ImagePositionPatient = list(position)
+        orientation = item(group, "PlaneOrientationSequence", "ImageOrientationPatient")
+        spacing = item(group, "PixelMeasuresSequence", "PixelSpacing")
+        if orientation is not None:
+            h.ImageOrientationPatient = list(orientation)
+        if spacing is not None:
+            h.PixelSpacing = list(spacing)
+        headers.append(h)
+    return headers
 
 
 def _describe_series(h: Any) -> str:

@@ -760,6 +760,64 @@ def test_study_shapes_of_dicom_series_follow_orientation_and_spacing(tmp_path, p
         assert check_study_shapes([series], "volume", axcodes="RAS")["shapes"][series] == (1, 6, 16, 20)
 
 
+def _enhanced_mr(path: Path, orientation, step: float, frames: int = 7, rows: int = 12, cols: int = 10) -> str:
+    """An Enhanced MR file (one multi-frame DICOM) whose geometry lies in its functional groups only: orientation
+    and pixel spacing shared, a plane position per frame, ``step`` mm apart along the normal."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = generate_uid(), ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.NumberOfFrames = "MR", frames
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    measures, plane, shared = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing, plane.ImageOrientationPatient = [0.8, 1.1], [float(v) for v in orientation]
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([plane])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    normal = np.cross(orientation[:3], orientation[3:])
+    groups = []
+    for i in range(frames):
+        position, group = Dataset(), Dataset()
+        position.ImagePositionPatient = [float(v) for v in np.array([5.0, -3.0, 7.0]) + normal * step * i]
+        group.PlanePositionSequence = Sequence([position])
+        groups.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(groups)
+    ds.PixelData = np.arange(frames * rows * cols, dtype=np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
+    return str(path)
+
+
+@pytest.mark.parametrize("plane", ["sagittal", "oblique", "axial"])
+def test_study_shapes_of_enhanced_files_follow_their_functional_groups(tmp_path, plane):
+    """An Enhanced CT/MR file keeps its geometry in functional groups, which the header check did not read: a
+    sagittal Enhanced MR was taken as stored (columns × rows × frames) where training's LoadImage (ITK reads the
+    groups), Orientation and Spacing give another shape. Now equal to MONAI's, for the file and a folder holding it."""
+    from monai.transforms import Compose, LoadImage, Orientation, Spacing
+
+    c, s = np.cos(np.deg2rad(25)), np.sin(np.deg2rad(25))
+    orientation = {"sagittal": [0, 1, 0, 0, 0, -1], "oblique": [c, s, 0, 0, 0, -1]}.get(plane, [1, 0, 0, 0, 1, 0])
+    path = _enhanced_mr(tmp_path / plane / "enhanced.dcm", orientation, -2.0 if plane == "sagittal" else 2.5)
+    for axcodes, pixdim in (("RAS", None), ("LPS", None), ("RAS", (1.5, 1.5, 1.5)), (None, (0.7, 1.3, 2.5))):
+        steps = [LoadImage(image_only=True, ensure_channel_first=True)]
+        steps += [Orientation(axcodes, labels=None)] if axcodes else []
+        steps += [Spacing(pixdim=pixdim)] if pixdim else []
+        want = list(Compose(steps)(path).shape[1:])
+        for item in (path, str(Path(path).parent)):
+            got = check_study_shapes([item], "volume", axcodes=axcodes, pixdim=pixdim)["shapes"][item]
+            assert list(got[1:]) == want, (item, axcodes, pixdim)
+    assert check_study_shapes([path], "volume")["shapes"][path] == (1, 10, 12, 7)  # as stored: columns, rows, frames
+    if plane == "sagittal":
+        assert check_study_shapes([path], "volume", axcodes="RAS")["shapes"][path] == (1, 7, 10, 12)
+
+
 @pytest.mark.parametrize("axcodes", ["RAX", "RRS"])
 def test_study_shapes_refuse_invalid_axcodes_once(tmp_path, axcodes):
     """--slice_axis 2 --axcodes RAX: "24 of the 24 images checked cannot be used: ... Not all axis codes" (RRS was
