@@ -26,7 +26,10 @@ class SampledIndicesHandler:
     network's ``last_indices``: either way the indices of the very forward pass that produced the prediction.
 
     Attach it to an evaluator/inference engine (``decollate=True``, the MONAI default); items are matched in
-    batch order.
+    batch order. In MONAI's workflows the indices are taken when the engine's own forward pass completes
+    (``IterationEvents.FORWARD_COMPLETED``), so a handler that runs the network again later in the iteration (e.g.
+    on evenly spaced frames) does not replace them, whatever the order of the handlers; in a plain Ignite engine,
+    they are those of the last forward pass before the handler runs.
 
     Args:
         network: the ``SubsampledClassifier`` (wrappers such as DDP are unwrapped), or a network with
@@ -37,7 +40,9 @@ class SampledIndicesHandler:
     def __init__(self, network: torch.nn.Module, output_key: str = "indices") -> None:
         self.network = network
         self.output_key = output_key
-        self._last: torch.Tensor | None = None
+        self._last: torch.Tensor | None = None  # the indices of the sampler's last forward (hook)
+        self._taken: torch.Tensor | None = None  # those of the engine's forward pass (FORWARD_COMPLETED)
+        self._took = False
         self.num_frames: int | None = None
         self._hook = None
 
@@ -47,14 +52,29 @@ class SampledIndicesHandler:
             self.num_frames = int(args[0].shape[1])  # T of the sampler's B×T×C×H×W input
 
     def attach(self, engine: Any) -> None:
+        from monai.engines.utils import IterationEvents
+
         net = unwrap_network(self.network, require_sampler=False)
         if self._hook is None and not hasattr(net, "last_indices"):
             self._hook = unwrap_network(self.network).sampler.register_forward_hook(self._store)
         engine.add_event_handler(Events.ITERATION_STARTED, self._reset)
+        if engine.has_registered_events(IterationEvents.FORWARD_COMPLETED):  # a MONAI workflow
+            engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._take)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def _reset(self, engine: Any) -> None:
-        self._last = None
+        self._last = self._taken = None
+        self._took = False
+
+    def _current(self) -> torch.Tensor | None:
+        """The indices of the last forward pass: the hook's, or the runtime network's ``last_indices``."""
+        if self._hook is not None:
+            return self._last
+        last = getattr(unwrap_network(self.network, require_sampler=False), "last_indices", None)
+        return None if last is None else last.detach().cpu()
+
+    def _take(self, engine: Any) -> None:
+        self._taken, self._took = self._current(), True
 
     def detach(self) -> None:
         """Remove the forward hook."""
@@ -63,17 +83,15 @@ class SampledIndicesHandler:
             self._hook = None
 
     def __call__(self, engine: Any) -> None:
-        if self._hook is None:  # a runtime network: the indices of its last forward
-            last = getattr(unwrap_network(self.network, require_sampler=False), "last_indices", None)
-            self._last = None if last is None else last.detach().cpu()
+        indices = self._taken if self._took else self._current()
         output = engine.state.output
-        if self._last is None or not isinstance(output, list):
+        if indices is None or not isinstance(output, list):
             return
-        if len(output) != self._last.shape[0]:
+        if len(output) != indices.shape[0]:
             raise RuntimeError(
-                f"sampler returned indices for {self._last.shape[0]} items but the engine output has {len(output)}."
+                f"sampler returned indices for {indices.shape[0]} items but the engine output has {len(output)}."
             )
-        for item, idx in zip(output, self._last):
+        for item, idx in zip(output, indices):
             item[self.output_key] = idx
 
 

@@ -32,6 +32,35 @@ def test_indices_in_evaluator_output(net):
         assert len(idx) == 4
 
 
+def test_indices_of_the_engines_own_pass(net):
+    """A handler attached before it that runs the network again in the iteration (here at k=2, as the evenly spaced
+    check runs it at another selection) replaced the recorded indices: in a MONAI workflow they are taken when the
+    engine's forward pass completes. A plain Ignite engine keeps the last pass before the handler (documented)."""
+    from ignite.engine import Engine
+
+    data = [{"image": torch.rand(1, 8, 16, 16), "label": torch.tensor(i % 2)} for i in range(3)]
+    loader = torch.utils.data.DataLoader(data, batch_size=2)
+
+    def again(engine):
+        net(engine.state.batch[0]["image"][None] if isinstance(engine.state.batch, list)
+            else engine.state.batch["image"], 2)
+
+    evaluator = SupervisedEvaluator(device="cpu", val_data_loader=loader, network=net)
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, again)  # before the handler
+    SampledIndicesHandler(net).attach(evaluator)
+    seen = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.extend(o["indices"] for o in e.state.output))
+    evaluator.run()
+    assert [i.tolist() for i in seen] == [[1, 3, 5, 7]] * 3  # k=4 of the engine's pass, not the k=2 of the rerun
+
+    plain = Engine(lambda e, b: [{"pred": p} for p in net(b["image"])])
+    plain.add_event_handler(Events.ITERATION_COMPLETED, lambda e: net(e.state.batch["image"], 2))
+    SampledIndicesHandler(net).attach(plain)
+    plain.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.extend(o["indices"] for o in e.state.output))
+    plain.run(loader)
+    assert [len(i) for i in seen[3:]] == [2, 2, 2]
+
+
 @pytest.mark.parametrize("engine", ["torchscript", "onnxruntime", "eager"])
 def test_indices_of_every_inference_engine(net, engine, tmp_path):
     """The bundle's inference engines (a traced module in an IndicesRecorder, OnnxClassifier, the network itself):
