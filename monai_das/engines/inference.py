@@ -44,6 +44,19 @@ def predictions_path(output_dir: str | os.PathLike, shard_index: int = 0, shard_
     return str(Path(output_dir) / f"{name}{_shard_suffix(shard_index, shard_count)}.csv")
 
 
+def inference_output_dir(bundle_root: str | os.PathLike, input: str | os.PathLike | None = None) -> str:
+    """
+    Where bundle inference writes by default: ``<bundle_root>/eval`` for a dataset split (beside the evaluation's
+    reports of that split), ``<bundle_root>/predictions/<name>`` for ``--input`` (``<name>``: the input folder's or
+    file's own name), so that predicting new studies replaces neither the test split's predictions nor those of
+    another input (a predictions file keeps the rows of its own listing only).
+    """
+    if optional(input) is None:
+        return str(Path(bundle_root) / "eval")
+    name = Path(str(input).rstrip("/\\")).name
+    return str(Path(bundle_root) / "predictions" / (name if name not in ("", ".", "..") else "input"))
+
+
 def _shard_suffix(shard_index: int, shard_count: int) -> str:
     """``.shard<i>of<n>`` (nothing for one shard): what names a shard's predictions file (read by ``_SHARD_NAME``)."""
     return "" if int(shard_count) == 1 else f".shard{int(shard_index)}of{int(shard_count)}"

@@ -256,3 +256,22 @@ def test_an_evaluation_of_another_split_writes_beside_the_test_reports(bundle, t
         parser.update({"bundle_root": str(tmp_path), "validate#split": split, "num_train": 4, "num_val": 4,
                        "num_test": 4})
         assert parser.get_parsed_content("output_dir") == str(where)
+
+
+@pytest.mark.parametrize("bundle", ["das_volume_classification", "das_video_classification"])
+def test_inference_on_an_input_writes_beside_the_split_predictions(bundle, tmp_path):
+    """Bundle inference with --input wrote into eval/ too, and a predictions file keeps the rows of its own listing
+    only: predicting new studies dropped the test split's predictions (and a second folder the first's, after the
+    fact, with a warning). A dataset split writes eval/, an input predictions/<its name>/."""
+    from monai.bundle import ConfigParser
+
+    from monai_das.engines import inference_output_dir
+
+    configs = Path(__file__).resolve().parents[2] / "bundles" / bundle / "configs"
+    for given, where in ((None, tmp_path / "eval"), ("/data/new_studies/", tmp_path / "predictions" / "new_studies"),
+                         ("/data/list.csv", tmp_path / "predictions" / "list.csv")):
+        parser = ConfigParser()
+        parser.read_config(str(configs / "inference.json"))
+        parser.update({"bundle_root": str(tmp_path), "input": given})
+        assert parser.get_parsed_content("output_dir") == str(where)
+    assert inference_output_dir(tmp_path, "/data/..") == str(tmp_path / "predictions" / "input")  # never a parent
