@@ -476,6 +476,7 @@ class ModelCardSaver:
         self.evaluator = evaluator
         self.metric_prefix = metric_prefix
         self.split = split
+        self._other_data: str | None = None  # what an evaluation of other data than the training's evaluated
         self.facts = copy.deepcopy(dict(facts))
         if network is not None:
             sampler = getattr(unwrap_network(network, require_sampler=False), "sampler", None)
@@ -573,6 +574,7 @@ class ModelCardSaver:
         card with the new names. So must the frames, grid, preprocessing and network keys
         (:func:`check_model_card`): an evaluation without the training's ``--num_frames`` would score another input.
         """
+        self._other_data = None
         found = self._old_card()
         trained = found[1].get("label_names") if found is not None else None
         now = self.facts.get("label_names")
@@ -596,7 +598,8 @@ class ModelCardSaver:
         ``val_fraction``, or from the training's datalist file edited since (an item added redraws the groups), is
         refused.
         Other data (another datalist, dataset or synthetic variant: an external test set) is evaluated with a
-        warning; the card keeps the training's data and records the evaluation's under ``evaluation#data``.
+        warning, and the card is left as it is: its test metrics stay those of the training's own test split (an
+        external list of 3 studies replaced them, trial X); the evaluation's are in its own report.
         """
         before, now = plain(trained.get("splits")), plain(self.facts.get("splits"))
         if not isinstance(before, Mapping) or not isinstance(now, Mapping) or before == now:
@@ -633,12 +636,13 @@ class ModelCardSaver:
                 or before.get("dataset") == "synthetic"):
             trained_on = trained.get("datalist") or before.get("dataset")
             data = self.facts.get("datalist") or now.get("dataset")
+            self._other_data = str(data)
             self.logger.warning(
                 f"evaluating '{self.checkpoint}' on other data than it was trained with ('{data}' "
                 f"{dict(now)}; trained on '{trained_on}' {dict(before)}): make sure no item of this {self.split} "
                 "split was a training or validation item of the checkpoint (the datalists are not compared item by "
-                "item). The model card keeps the training's data and records this evaluation's under "
-                "das_model#evaluation#data."
+                f"item). The model card '{self.filepath}' is left as it is (its test metrics are those of the "
+                "training's own test split): this evaluation's metrics are in its own report (its output_dir)."
             )
 
     def _evaluated(self, engine: Any) -> None:
@@ -664,6 +668,10 @@ class ModelCardSaver:
                 f"k={trained_k} and is left as it is: these metrics are in the evaluation's own report (its "
                 f"output_dir; by default the bundle's eval/k{k}/)."
             )
+            return
+        if self._other_data is not None:
+            self.logger.info(f"evaluated '{self._other_data}', other data than the training's; the model card "
+                             f"'{self.filepath}' is left as it is: these metrics are in the evaluation's own report.")
             return
         if self.split not in (None, "test"):
             # the card's eval_metrics are the test metrics (the README's table, the Deploy app's and MONAI Label's

@@ -407,18 +407,22 @@ def test_evaluation_refuses_splits_holding_training_items(tmp_path):
 
 def test_evaluation_on_other_data_keeps_the_trainings_provenance(tmp_path, caplog):
     """Evaluating with an edited datalist rewrote the card's datalist and digest (the training's provenance) with the
-    evaluation's; a datalist's validation split drawn with another seed is refused, its test list is not."""
+    evaluation's; then its test metrics too (an external list of 3 studies replaced those of the training's test
+    split, trial X): other data leaves the card as it is. A datalist's validation split drawn with another seed is
+    refused, its test list is not."""
     ident = {"dataset": "datalist", "datalist_sha256": "ab" * 32, "seed": 0, "val_fraction": 0.2}
     info = {**INFO, "splits": ident}
     _train_with(tmp_path, info)
+    own = _evaluate_with(tmp_path, info)  # the training's own test split: into the card
+    assert own["eval_metrics"]["auc"] == 0.9 and own[CARD_KEY]["evaluation"]["data"]["datalist"] == "/data/list.json"
     edited = {**info, "datalist": "/data/edited.json", "datalist_sha256": "cd" * 32,
               "splits": {**ident, "datalist_sha256": "cd" * 32}}
-    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.model_card"):
         card = _evaluate_with(tmp_path, edited)
     assert "on other data than it was trained with ('/data/edited.json'" in caplog.text
+    assert "is left as it is" in caplog.text and card == own
     assert (card[CARD_KEY]["datalist"], card[CARD_KEY]["datalist_sha256"]) == ("/data/list.json", "ab" * 32)
     assert card[CARD_KEY]["splits"] == ident
-    assert card[CARD_KEY]["evaluation"]["data"]["datalist"] == "/data/edited.json"
     reseeded = {**info, "splits": {**ident, "seed": 3}}
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
