@@ -456,6 +456,7 @@ def load_datalist(
     dataset_dir: str | os.PathLike | None = None,
     split: str = "training",
     label_names: Sequence[str] | None = None,
+    missing_ok: bool = False,
 ) -> list[dict]:
     """
     Read one list of a user datalist, checking every item.
@@ -504,6 +505,9 @@ def load_datalist(
             header without ``image``/``label`` (with the columns it has), a blank image, an image outside
             ``dataset_dir``, a blank or unknown label, an integer label outside ``0..len(classes)-1``, an image
             listed twice in the split, malformed evidence; also a missing or empty list.
+
+    With ``missing_ok`` an image that does not exist is no error: its item is kept (the study layer, which predicts
+    a datalist's studies, reports it as a study that cannot be read while the others go on).
     """
     from monai.data import load_decathlon_datalist
 
@@ -560,7 +564,7 @@ def load_datalist(
                 f"{where}: image {item['image']!r} resolves to '{image}', outside the dataset folder '{root}'; "
                 "images must lie inside dataset_dir."
             )
-        if not os.path.exists(image):
+        if not os.path.exists(image) and not missing_ok:
             raise FileNotFoundError(f"{where}: image '{image}' does not exist.")
         if image in seen:
             raise ValueError(f"{where}: image '{image}' is listed twice in '{split}' (first at {seen[image]}).")

@@ -839,13 +839,17 @@ def _read_datalist(path: Path, dataset_dir, split: str, label_names: list[str] |
 
     root = os.path.normpath(os.path.abspath(dataset_dir if dataset_dir is not None else path.parent))
     studies = []
-    items = load_datalist(path, dataset_dir, split=split, label_names=label_names)
+    items = load_datalist(path, dataset_dir, split=split, label_names=label_names, missing_ok=True)
     if _suffix(path) == ".csv":  # said, since the same file without the column would give every row
         logger.warning(f"'{path}' has a 'split' column: read as a datalist, its {len(items)} {split!r} row(s) are the "
                        f"studies (the other splits' rows are left out); a CSV without that column lists studies.")
     for item in items:
         label = int(item.get("label", -1))
         study_id = Path(os.path.relpath(item["image"], root)).as_posix()
+        if not os.path.exists(item["image"]):  # one study that cannot be read, as in a CSV study list
+            studies.append(StudySource(study_id, "invalid", Path(item["image"]), label=None if label < 0 else label,
+                                       error=f"{item['source_line']}: image '{item['image']}' does not exist."))
+            continue
         studies.append(_study_at(study_id, Path(item["image"]), None if label < 0 else label, headers))
     return studies
 
@@ -879,14 +883,15 @@ def discover_studies(
               (``image,label[,group][,evidence],split``): read as the datalist JSON below, its ``datalist_split``
               rows only, with a warning saying so.
             - a MONAI datalist JSON (``.json``), read by :func:`monai_das.data.load_datalist` (its
-              ``datalist_split`` list; ids are the image paths relative to ``dataset_dir``).
+              ``datalist_split`` list; ids are the image paths relative to ``dataset_dir``; an image that does not
+              exist is an invalid study naming the datalist's item, as in a CSV study list).
         label_names, num_classes: the model's classes; study-list labels outside them are refused (either is
             enough).
         dataset_dir: root of a datalist's relative paths (default: the datalist's folder).
         datalist_split: which list of a datalist JSON (``"test"``, ``"validation"`` or ``"training"``).
 
     Raises:
-        FileNotFoundError: ``source`` (or a datalist image) does not exist. ValueError: a file that is no study and
+        FileNotFoundError: ``source`` does not exist. ValueError: a file that is no study and
         no study list, a folder without any file, a bad study-list line (naming the file and line, header = line 1),
         or no study found.
     """

@@ -201,6 +201,17 @@ def test_study_lists(folder, tmp_path, caplog):
         datalist.unlink()
     assert set(items) == {"sub/b.nii", "a.nii.gz"} and items["sub/b.nii"]["label"] == 1
     assert "label" not in items["a.nii.gz"] and items["a.nii.gz"]["image"] == str(folder / "a.nii.gz")
+    # an image of the list that does not exist is one study that cannot be read, the others go on (it stopped the
+    # whole run, bundle inference and the Deploy app, where a CSV study list gave an error row; trial X)
+    datalist.write_text(json.dumps({"labels": {"0": "neg", "1": "pos"}, "training": [],
+                                    "test": [{"image": "gone.nii.gz", "label": "pos"}, {"image": "a.nii.gz"}]}))
+    try:
+        studies = {s.study_id: s for s in discover_studies(datalist)}
+    finally:
+        datalist.unlink()
+    assert studies["a.nii.gz"].kind == "volume" and studies["gone.nii.gz"].kind == "invalid"
+    assert studies["gone.nii.gz"].error == f"{datalist}:test[0]: image '{folder / 'gone.nii.gz'}' does not exist."
+    assert studies["gone.nii.gz"].label == 1
     # a training datalist CSV (a split column): its test rows, as the JSON's test list (every row was predicted,
     # training and validation studies among the "test" predictions), said in a warning
     datalist = folder / "list.csv"
