@@ -589,7 +589,8 @@ def load_datalist(
 
 
 # ---------------------------------------------------------------------------------------------------- splitting
-def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0,
+                   every_class: bool = True) -> tuple[list[dict], list[dict]]:
     """
     Split training items into training and validation by ``group`` (patient), for datalists without a
     ``"validation"`` list: all items of a group land in the same part.
@@ -598,12 +599,17 @@ def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int =
     its groups, picked by a shuffle seeded with ``seed``, go to validation (largest-remainder rounding, so that
     ``round(val_fraction × number of groups)`` groups go in all), and each label keeps at least one group in
     training where it has any. The fraction counts groups, not items, so patients with many images weigh more.
-    The same items, ``val_fraction`` and ``seed`` always give the same split.
+    With ``every_class``, a label of two or more groups that the rounding left without a validation group gets one
+    (its first in the shuffle; the other labels' picks stay as they were): without it the validation AUC is
+    undefined in every epoch and the best model is not chosen by it (2 of 18 patients of a rare class, val_fraction
+    0.2: none validated, trial X).
+    The same items, ``val_fraction``, ``seed`` and ``every_class`` always give the same split.
 
     Args:
         items: dicts with ``"label"`` (int) and ``"group"``, e.g. from :func:`load_datalist`.
         val_fraction: share of the groups for validation, in ``(0, 1)``; default 0.2.
         seed: seed of the group shuffle; default 0.
+        every_class: give every label of two or more groups a validation group; default ``True``.
 
     Returns:
         ``(train, val)``: the items (the same dicts) in their input order, each part with at least one group.
@@ -647,6 +653,12 @@ def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int =
                 break
             quota[room[0]] += 1
             by_remainder = sorted(strata, key=lambda lab: (-(want[lab] - quota[lab]), lab))
+    added = [lab for lab in sorted(strata) if every_class and quota[lab] == 0 and len(strata[lab]) >= 2]
+    for lab in added:
+        quota[lab] = 1
+    if added:
+        logger.info(f"split_training: label(s) {added} had no validation group at val_fraction {val_fraction}: one of "
+                    "their groups validates, so that the validation AUC is defined.")
     val_groups = {g for lab, gs in strata.items() for g in gs[: quota[lab]]}
     train = [it for it in items if str(it["group"]) not in val_groups]
     val = [it for it in items if str(it["group"]) in val_groups]

@@ -225,6 +225,7 @@ class BundleData:
         if self.synthetic_options and (self.dataset != "synthetic"):
             raise ValueError(f"synthetic_options apply to dataset 'synthetic' only, not to {self.dataset!r}.")
         self._splits: dict[str, Any] = {}
+        self._every_class = False  # split_training's every-class rule changed the validation list
         self._derived_val = False  # a datalist without a validation list: val_fraction and seed choose it
         self._info: dict | None = None
         self._checked: set[str] = set()  # datalist splits whose files were checked like the training ones
@@ -252,6 +253,8 @@ class BundleData:
             "slice_axis": self.slice_axis, "num_frames": self.num_frames, "spatial_size": self._spatial_arg,
             # only when given: the facts (and the content tag of earlier predictions) stay as they were without it
             **({} if self.label_names_arg is None else {"label_names": [str(n) for n in self.label_names_arg]}),
+            # only when split_training's every-class rule changed the validation list an older version drew
+            **({"every_class_validated": True} if self._every_class else {}),
         }
 
     def split_identity(self, datalist_sha256: str | None = None) -> dict:
@@ -268,6 +271,8 @@ class BundleData:
             ident["datalist_sha256"] = datalist_sha256 or file_digest(self.datalist)
             if self._derived_val:
                 ident.update(seed=self.seed, val_fraction=self.val_fraction)
+                if self._every_class:
+                    ident["every_class_validated"] = True
         elif self.dataset in VIDEO_DATASETS:
             ident.update(fold=self.fold, num_folds=self.num_folds, probe=self.probe, seed=self.seed)
         elif self.dataset == "synthetic":
@@ -370,7 +375,11 @@ class BundleData:
         if "validation" in lists:
             val = load_datalist(path, self.dataset_dir, "validation", self.label_names)
         else:
-            train, val = split_training(train, self.val_fraction, self.seed)
+            items = train
+            train, val = split_training(items, self.val_fraction, self.seed)
+            # a split the every-class rule changed is another split than an older version drew from the same options:
+            # said in the split identity, so that resuming or evaluating a checkpoint of the older split is refused
+            self._every_class = val != split_training(items, self.val_fraction, self.seed, every_class=False)[1]
             logger.info(f"datalist '{path}' has no validation list: {len(val)} of its training items "
                         f"(val_fraction={self.val_fraction} of the groups, seed {self.seed}) validate.")
         test = load_datalist(path, self.dataset_dir, "test", self.label_names) if "test" in lists else []

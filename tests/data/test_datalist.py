@@ -386,6 +386,23 @@ def test_split_training_by_group_stratified_and_seeded(caplog):
     assert [it["image"] for it in train] == [it["image"] for it in items if it in train]  # input order kept
 
 
+def test_split_training_validates_every_class_of_two_or_more_patients(caplog):
+    """18 patients, 2 of the rare class, val_fraction 0.2: the rounding gave the rare class no validation patient, so
+    the validation AUC was NaN in every epoch and the best model epoch 1's (trial X). It gets one now; the other
+    classes' picks stay; a class of one patient keeps it for training."""
+    items = _items({0: 9, 1: 7, 2: 2, 3: 1})
+    old_train, old_val = split_training(items, 0.2, seed=0, every_class=False)
+    assert {it["label"] for it in old_val} == {0, 1}
+    with caplog.at_level(logging.INFO, logger="monai_das.data.datalist"):
+        train, val = split_training(items, 0.2, seed=0)
+    assert {it["label"] for it in val} == {0, 1, 2} and {it["label"] for it in train} == {0, 1, 2, 3}
+    assert [it for it in val if it["label"] != 2] == old_val  # the others' picks as before
+    assert len({it["group"] for it in val if it["label"] == 2}) == 1
+    assert "label(s) [2] had no validation group" in caplog.text
+    assert split_training(_items({0: 10, 1: 5}), 0.2, seed=0) == split_training(_items({0: 10, 1: 5}), 0.2, seed=0,
+                                                                                 every_class=False)
+
+
 def test_split_training_edge_cases():
     train, val = split_training(_items({0: 1, 1: 1}), val_fraction=0.1)  # 2 groups: one each, whatever the fraction
     assert len({it["group"] for it in train}) == 1 and len({it["group"] for it in val}) == 1

@@ -367,6 +367,20 @@ def test_split_identity_names_what_decides_the_splits(tmp_path):
     assert ident == {"dataset": "datalist", "datalist_sha256": derived.info["datalist_sha256"], "seed": 0,
                      "val_fraction": 0.34}
     assert BundleData(datalist=path, val_fraction=0.34, seed=1).split_identity()["seed"] == 1
+    # a split the every-class rule changed says so: a checkpoint of the older split (another validation list drawn
+    # from the same options) is refused on resume and evaluation, not silently given other items
+    rare = tmp_path / "rare"
+    rare.mkdir()
+    labels = ["a"] * 9 + ["b"] * 7 + ["c"] * 2  # 18 patients: round(0.2 × 18) = 4 gave class c none
+    for i in range(len(labels)):
+        np.save(rare / f"r{i}.npy", np.zeros((8, 8, 4), np.float32))
+    (rare / "dl.json").write_text(json.dumps({"training": [
+        {"image": f"r{i}.npy", "label": lab, "group": f"q{i}"} for i, lab in enumerate(labels)]}))
+    src = BundleData(datalist=rare / "dl.json", val_fraction=0.2, seed=0)
+    assert src.split_identity().get("every_class_validated") is True
+    assert src.facts.get("every_class_validated") is True  # in the resume recipe: an older last.pt is refused
+    assert {it["label_name"] for it in src.data("val")} == {"a", "b", "c"}
+    assert "every_class_validated" not in derived.split_identity()  # a split the rule left alone: as before
     pocus = BundleData("pocus", layout="video", data_dir=tmp_path, fold=2, num_folds=4, seed=3).split_identity()
     assert pocus == {"dataset": "pocus", "fold": 2, "num_folds": 4, "probe": "convex", "seed": 3}
     assert BundleData("synthetic", seed=1).split_identity() == {"dataset": "synthetic", "seed": 1,
