@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, bootstrap_intervals
+from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, bootstrap_intervals, few_items_named
 from monai_das.handlers.sampling import SampledIndicesHandler
 from monai_das.networks.utils import unwrap_network
 from monai_das.handlers.warmup import sampler_warming_up
@@ -331,15 +331,13 @@ class SelectionDiagnosticsHandler:
                     metrics[f"{p}auc_low"], metrics[f"{p}auc_high"] = interval
             elif not self._told_too_few and idist.get_rank() == 0:
                 self._told_too_few = True
-                rare = int(counts.argmin())
-                name = self.label_names[rare] if self.label_names and rare < len(self.label_names) else str(rare)
                 absent = [self.label_names[c] if self.label_names and c < len(self.label_names) else str(c)
                            for c in np.flatnonzero(counts == 0)]
                 if absent:
                     msg = f"the validation list holds no item of the class(es) {absent}: the validation AUC is undefined"
                 else:
-                    msg = (f"the validation list holds {int(counts[rare])} item(s) of class '{name}': its AUC says "
-                           f"little, and no interval is given (the bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of "
+                    msg = (f"the validation list holds {few_items_named(counts, self.label_names or [])}: its AUC "
+                           f"says little, and no interval is given (the bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of "
                            "each class).")
                 self.logger.warning(msg)
         even = [i for i in self._items if i.even is not None]

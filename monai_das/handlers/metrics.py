@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +55,16 @@ def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray)
 #: evaluation: :class:`ClassificationReportSaver`); with fewer, the resamples that keep the class tell nothing of its
 #: uncertainty (e.g. 3 per class, all ranked right: [1.000, 1.000])
 MIN_ITEMS_PER_CLASS = 5
+
+
+def few_items_named(counts: Sequence[int], names: Sequence[str], minimum: int = MIN_ITEMS_PER_CLASS) -> str:
+    """Every class with fewer than ``minimum`` items, fewest first: ``"2 item(s) of class 'mass' and 2 of class
+    'nodule'"`` (a warning named the rarest class only, when several were as rare)."""
+    few = sorted((int(n), str(names[c]) if c < len(names) else str(c)) for c, n in enumerate(counts) if n < minimum)
+    parts = [f"{n} of class '{name}'" for n, name in few]
+    if parts:
+        parts[0] = parts[0].replace(" of class", " item(s) of class", 1)
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def bootstrap_intervals(

@@ -17,6 +17,7 @@ from monai_das.handlers.metrics import (
     MIN_ITEMS_PER_CLASS,
     balanced_accuracy_from_confusion,
     bootstrap_intervals,
+    few_items_named,
     per_class_metrics,
 )
 from monai_das.utils.io import write_json_atomic
@@ -190,8 +191,7 @@ class ClassificationReportSaver:
         if self.interval_resamples > 0 and len(labels) and counts.min() >= MIN_ITEMS_PER_CLASS:
             intervals = bootstrap_intervals(probs, labels, self.interval_resamples, seed=self.interval_seed)
         elif self.interval_resamples > 0 and len(labels):
-            rare = int(counts.argmin())
-            self.logger.warning(f"the evaluated list holds {int(counts[rare])} item(s) of class '{names[rare]}': no "
+            self.logger.warning(f"the evaluated list holds {few_items_named(counts, names)}: no "
                                 f"bootstrap interval is given (it needs >= {MIN_ITEMS_PER_CLASS} items of each class; "
                                 "with fewer it would look certain, e.g. [1.000, 1.000]).")
         per_class = per_class_metrics(probs, labels, names)

@@ -128,3 +128,13 @@ def test_bootstrap_intervals_without_a_class_and_bad_shapes():
         bootstrap_intervals(np.zeros((3, 2)), np.array([0, 1]))
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
         bootstrap_intervals(np.zeros((2, 2)), np.array([0, 2]))
+
+
+def test_few_items_named_names_every_rare_class():
+    """The warning named the rarest class only ('normal'), though 'nodule' and 'mass' were as rare (trial X)."""
+    from monai_das.handlers.metrics import few_items_named
+
+    names = ["normal", "nodule", "mass"]
+    assert few_items_named([2, 2, 2], names) == "2 item(s) of class 'mass', 2 of class 'nodule' and 2 of class 'normal'"
+    assert few_items_named([9, 3, 2], names) == "2 item(s) of class 'mass' and 3 of class 'nodule'"
+    assert few_items_named([9, 7, 1], names) == "1 item(s) of class 'mass'"

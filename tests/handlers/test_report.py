@@ -125,7 +125,7 @@ def test_too_few_items_of_a_class_give_no_interval(tmp_path, caplog):
         engine.run([0, 1, 2], max_epochs=1)
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["confusion_matrix"] == [[0, 0], [0, 3]] and "intervals" not in report
-    assert "holds 0 item(s) of class 'normal': no bootstrap interval" in caplog.text
+    assert "holds 0 item(s) of class 'normal' and 3 of class 'lesion': no bootstrap interval" in caplog.text
     # the macro AUC is undefined without a class: said naming it (MONAI's own line names none), per class in the JSON
     assert "holds no item of class(es) ['normal']: the macro AUC is undefined" in caplog.text
     assert report["per_class"]["normal"] == {"support": 0, "recall": None, "precision": None, "auc": None}
