@@ -110,7 +110,9 @@ def test_mlflow_records_provenance(volumes):
 
 
 def test_evaluate_on_the_test_list(volumes, predictions):
-    out = run_cmd(TRAIN, EVALUATE, args=[*volumes["args"], "--mlflow", "false"])
+    # --class_weights given at evaluation changed the test loss (the training objective's weights; trial X): the
+    # test loss is the unweighted cross-entropy of the predictions, recomputed from the rows below
+    out = run_cmd(TRAIN, EVALUATE, args=[*volumes["args"], "--mlflow", "false", "--class_weights", "[1.0,5.0]"])
     assert "evaluation on 8 samples" in out.stdout + out.stderr
     report = json.loads((volumes["root"] / "eval" / "metrics.json").read_text())
     assert report["label_names"] == ["benign", "malignant"] and report["num_samples"] == 8
@@ -128,6 +130,8 @@ def test_evaluate_on_the_test_list(volumes, predictions):
     assert roc_auc_score(labels, probs) == pytest.approx(report["metrics"]["auc"], abs=1e-6)
     right = [int(r["pred_label"]) == t for r, t in zip(rows, labels)]
     assert np.mean(right) == pytest.approx(report["metrics"]["accuracy"])
+    true_prob = [float(r[f"prob_{r['label_name']}"]) for r in rows]
+    assert -np.mean(np.log(true_prob)) == pytest.approx(report["metrics"]["loss"], abs=1e-4)
     for r in rows:
         inferred = predictions[r["id"]]
         assert float(r["prob_malignant"]) == pytest.approx(float(inferred["prob_malignant"]), abs=1e-4)
