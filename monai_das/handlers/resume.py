@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -277,9 +278,12 @@ class RunSettings:
         missing = sorted(k for k, v in self.settings.items() if k not in state_dict and v is not None)
         if diffs or missing:
             detail = "; ".join(diffs + ([f"not recorded: {', '.join(missing)}"] if missing else []))
+            changed = [k for k, v in self.state_dict().items() if k in state_dict and _differences(k, state_dict[k], v)]
+            hints = [_OPTION_HINTS[k].format(_option_value(state_dict[k])) for k in changed if k in _OPTION_HINTS]
+            give = f" To resume, give the checkpoint's: {'; '.join(hints)}." if hints else ""
             raise ValueError(
-                f"{where} was written with other settings than this run ({detail}). Resume with the same settings, "
-                f"or start a new run (another bundle_root, or resume=false after moving the checkpoint away)."
+                f"{where} was written with other settings than this run ({detail}).{give} Resume with the same "
+                f"settings, or start a new run (another bundle_root, or resume=false after moving the checkpoint away)."
             )
         unrecorded = sorted(k for k in self.recipe if k not in state_dict)
         if unrecorded:
@@ -288,6 +292,27 @@ class RunSettings:
                 f"they were stored, so they cannot be checked; the resumed run equals an uninterrupted one only if "
                 f"they are the values it was trained with."
             )
+
+
+#: the bundle option that sets an entry, where its name is not the option's (``warmup_epochs`` is
+#: ``sampler_warmup_epochs`` resolved, "auto" counting ``max_epochs``: extending ``--max_epochs`` on resume changed it;
+#: trial X) or its value is no option value; ``{}``: the checkpoint's value
+_OPTION_HINTS = {
+    "warmup_epochs": "--sampler_warmup_epochs {} (its warm-up; 'auto' counts max_epochs)",
+    "temperature_epochs": "--max_epochs {} (the temperature schedule spans the training's max_epochs)",
+    **{k: f"--{k} {{}}" for k in ("method", "keep_ratio", "temporal_head", "context_frames", "data_seed", "num_train",
+                                  "num_val", "batch_size", "lr", "sampler_lr", "sampler_gradient", "relevance_weight",
+                                  "class_weights", "temperature_schedule", "precise_bn_batches", "augment_prob",
+                                  "augment_rotate", "augment_scale", "val_interval", "encoder", "size", "dataset")},
+}
+
+def _option_value(value: Any) -> str:
+    """A value as the bundle's command line takes it (a list without spaces; ``'$None'`` for ``None``: MONAI's
+    ``bundle run`` drops a ``None`` override)."""
+    value = _plain_setting(value)
+    if value is None:
+        return "'$None'"
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 #: entries not compared: facts of the training data recorded in a setting (the data themselves are compared through

@@ -194,6 +194,12 @@ def test_run_settings_check_the_recipe(caplog):
         settings.load_state_dict({**saved, "lr": 0.0001})
     with pytest.raises(ValueError, match=r"relevance_weight: checkpoint 1.0, this run 0.0"):
         settings.load_state_dict({**saved, "relevance_weight": 1.0})
+    # the option to give, where its name is not the entry's: --max_epochs 10 with sampler_warmup_epochs 'auto' gave
+    # another warm-up than the checkpoint's, refused as "warmup_epochs: checkpoint 1, this run 2" (trial X)
+    warm = RunSettings({"method": "das"}, recipe={"warmup_epochs": 2, "class_weights": None, "lr": 0.001})
+    with pytest.raises(ValueError, match=r"give the checkpoint's: --sampler_warmup_epochs 1 \(its warm-up; 'auto' "
+                                         r"counts max_epochs\); --class_weights \[1\.0,5\.0\]\."):
+        warm.load_state_dict({"method": "das", "warmup_epochs": 1, "class_weights": [1.0, 5.0], "lr": 0.001})
     # a checkpoint written before the recipe was recorded: resumed, with a warning naming what is not checked
     with caplog.at_level("WARNING"):
         settings.load_state_dict({"method": "das"})
