@@ -301,11 +301,19 @@ class BundleData:
                 derived = (f" (the validation list was drawn from the training list by patient: val_fraction "
                            f"{self.val_fraction}, seed {self.seed})" if self._derived_val else "")
                 capped = f" (the first {n}, --num_train)" if n is not None else ""
+                # where they come from: a misspelt label in another list makes a class of its own (a CSV's classes are
+                # its labels), so name its rows
+                rows = [it["source_line"] for part in ("val", "test") for it in self._splits.get(part) or []
+                        if it.get("label_name") in missing and it.get("source_line")]
+                named = f" Items with them: {', '.join(rows[:5])}{' ...' if len(rows) > 5 else ''}." if rows else ""
+                drop = ("give --label_names with the training's classes (a CSV's classes are its labels)"
+                        if str(self.datalist).lower().endswith(".csv") else "leave the class out of the datalist's "
+                        "'labels'")
                 raise ValueError(
                     f"datalist '{self.datalist}': no training item{capped} has the class(es) {missing}{derived}: the "
-                    f"model would never learn them, yet give them probabilities. Give every class training items "
-                    f"(from at least two patients when the validation list is drawn from the training list), or "
-                    f"leave the class out of the datalist's 'labels'."
+                    f"model would never learn them, yet give them probabilities.{named} Give every class training "
+                    f"items (from at least two patients when the validation list is drawn from the training list), "
+                    f"correct a misspelt label, or {drop}."
                 )
             if missing:
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "

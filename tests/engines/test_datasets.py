@@ -169,6 +169,13 @@ def test_a_class_without_validation_items_is_warned_before_training(tmp_path, ca
     (tmp_path / "dl4.json").write_text(json.dumps({"training": items[1:2] + items[3:4], "validation": items[4:6]}))
     with pytest.raises(ValueError, match=r"no training item has the class\(es\) \['b'\]: the model would never"):
         BundleData(datalist=tmp_path / "dl4.json").training_facts
+    # a misspelt label of a CSV's test row is a class of its own: the error names the row and what to do for a CSV
+    # (it said "leave the class out of the datalist's 'labels'", which a CSV has not; trial X)
+    rows = [f"v{i}.npy,{'ab'[i % 2]},p{i // 2},training" for i in range(4)] + ["v4.npy,tumour,p9,test"]
+    (tmp_path / "typo.csv").write_text("image,label,group,split\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"\['tumour'\].*Items with them: .*typo\.csv:6\..*correct a misspelt label, "
+                                         r"or give --label_names"):
+        BundleData(datalist=tmp_path / "typo.csv").training_facts
 
 
 def test_validation_and_test_files_are_checked_like_the_training_ones(tmp_path):
