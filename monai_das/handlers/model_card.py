@@ -207,6 +207,18 @@ def network_data_format(template: Mapping | None, facts: Mapping) -> dict:
     return fmt
 
 
+def image_classes(facts: Mapping) -> str:
+    """The card's ``image_classes``: this model's input, from ``facts``."""
+    c, t, size = int(facts["in_channels"]), int(facts["num_frames"]), [int(s) for s in facts["spatial_size"]]
+    if facts.get("layout") == "video":
+        return (f"a clip of T={t} frames (network input B×T×C×H×W), {c} channel(s) ({'grayscale' if c == 1 else 'RGB'}), "
+                f"frames resized to {size[-2]}×{size[-1]}, intensities scaled to [0, 1]; network_data_format gives T "
+                "as num_channels and [C, H, W] as spatial_shape, so that MONAI's tools build the (1, T, C, H, W) test "
+                "input")
+    return (f"{c} channel(s), intensities scaled to [0, 1], resized to the grid {size} (D, H, W as oriented by the "
+            f"recipe's axcodes); T={t} slices taken along slice_axis {facts.get('slice_axis')}")
+
+
 def build_model_card(metadata: Mapping | None, facts: Mapping, eval_metrics: Mapping | None = None) -> dict:
     """
     The card: ``metadata`` (the bundle's ``metadata.json``; its ``eval_metrics`` are dropped) with
@@ -220,6 +232,8 @@ def build_model_card(metadata: Mapping | None, facts: Mapping, eval_metrics: Map
     if names:  # this model's classes, not the template's examples (an 11-class model's card named 'vessel, aneurysm')
         card["label_classes"] = (f"integer class index, {len(names)} classes: "
                                  + ", ".join(f"{i} {n}" for i, n in enumerate(names)))
+    if facts.get("spatial_size") and facts.get("in_channels") and facts.get("num_frames"):
+        card["image_classes"] = image_classes(facts)  # this model's input (the template said "default 28x28x28")
     measured = {str(k): _metric(v) for k, v in (eval_metrics or {}).items()}
     measured = {k: v for k, v in measured.items() if v is not None}
     if measured:
@@ -462,6 +476,7 @@ class ModelCardSaver:
         metric_prefix: str = "",
         split: str | None = None,
         filename: str = "metadata.json",
+        run_params: Mapping | None = None,
     ) -> None:
         needed = ("layout", "num_frames", "label_names")
         missing = [k for k in needed if not isinstance(facts, Mapping) or k not in facts]
@@ -478,6 +493,8 @@ class ModelCardSaver:
         self.split = split
         self._other_data: str | None = None  # what an evaluation of other data than the training's evaluated
         self.facts = copy.deepcopy(dict(facts))
+        if run_params is not None:  # how it was trained (learning rates, class weights, warm-up, ...): the card's
+            self.facts["run_params"] = plain(dict(run_params))  # run_params, kept by evaluations
         if network is not None:
             sampler = getattr(unwrap_network(network, require_sampler=False), "sampler", None)
             if sampler is not None and hasattr(sampler, "num_kept"):
@@ -701,6 +718,8 @@ class ModelCardSaver:
             validation = found[1].get("validation")
             # and so does what it was trained on: an evaluation on another datalist rewrote the card's datalist
             provenance = {k: found[1].get(k) for k in _PROVENANCE}
+            if found[1].get("run_params") is not None:  # how it was trained: the training's
+                provenance["run_params"] = found[1]["run_params"]
         elif old.get("eval_metrics"):
             self.logger.warning(f"model card '{self.filepath}' described another checkpoint or network: its "
                                 f"metrics {sorted(old['eval_metrics'])} are dropped.")

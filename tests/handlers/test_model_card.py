@@ -359,7 +359,7 @@ def test_missing_template_warns_once_with_the_way_out(tmp_path, caplog):
     assert CARD_KEY in card and "network_data_format" in card and "version" not in card
 
 
-def _train_with(tmp_path: Path, info: dict) -> None:
+def _train_with(tmp_path: Path, info: dict, **kwargs) -> None:
     """One training epoch whose card is written from ``info``."""
     evaluator = Engine(lambda e, b: None)
     evaluator.state.key_metric_name, evaluator.state.best = "val_auc", -math.inf
@@ -373,7 +373,7 @@ def _train_with(tmp_path: Path, info: dict) -> None:
 
     trainer = Engine(lambda e, b: None)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0]))
-    saver(tmp_path, info=info, evaluator=evaluator).attach(trainer)
+    saver(tmp_path, info=info, evaluator=evaluator, **kwargs).attach(trainer)
     trainer.run([0], max_epochs=1)
 
 
@@ -440,3 +440,17 @@ def test_evaluation_on_other_data_keeps_the_trainings_provenance(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
         _evaluate_with(tmp_path, edited, split="validation")
     assert "on other data than it was trained with" in caplog.text
+
+
+def test_card_records_how_the_model_was_trained_and_its_input(tmp_path):
+    """The card had no learning rates, class weights or warm-up (MLflow had them), and its image_classes said
+    "default 28x28x28" for a 20x16x12 model (trial X): run_params come with the training and stay after an evaluation;
+    image_classes describe this model's input."""
+    params = {"lr": 0.001, "class_weights": "balanced", "sampler_warmup_epochs": 1, "recipe": {"axcodes": "RAS"}}
+    _train_with(tmp_path, {**INFO, "splits": {"dataset": "datalist"}}, run_params=params)
+    card = read(tmp_path)
+    assert card[CARD_KEY]["run_params"] == params
+    assert "[20, 16, 12]" in card["image_classes"] and "slice_axis 2" in card["image_classes"]
+    assert "28x28x28" not in card["image_classes"]
+    card = _evaluate_with(tmp_path, {**INFO, "splits": {"dataset": "datalist"}})
+    assert card["eval_metrics"]["auc"] == 0.9 and card[CARD_KEY]["run_params"] == params
