@@ -112,7 +112,9 @@ def distinct_tails(paths: Sequence[str]) -> list[str]:
 
 class SamplingFiguresHandler:
     """
-    Pictures of the sampler's choice for the first ``num_images`` items of a dataset, written to ``output_dir``:
+    Pictures of the sampler's choice for ``num_images`` items of a dataset, written to ``output_dir`` (the first item
+    of each class, then the second, ..., in the dataset's order, when its raw items (a MONAI dataset's ``data``, e.g. a
+    datalist's) give their labels, so that a rare class is shown too; else the first ``num_images``):
     ``kept_frames.png`` (montage of the kept slices/frames with their indices, a row per item titled with its image
     file name, true label and prediction) and ``sampling_matrix.png`` (heat map
     of ``P`` for the first item). With ``epoch_level=True`` they are redrawn after every ``interval`` epochs of the
@@ -156,6 +158,7 @@ class SamplingFiguresHandler:
         self.label_names = label_names
         self.logger = logging.getLogger(__name__)
         self.paths: list[str] = []
+        self._shown: list[int] = []  # the dataset indices of the items drawn
 
     def attach(self, engine: Any) -> None:
         if self.epoch_level:
@@ -181,11 +184,31 @@ class SamplingFiguresHandler:
                     return source["id"]
         return f"item {index}"
 
-    def _batch(self) -> tuple[torch.Tensor, list[dict]]:
+    def _indices(self) -> list[int]:
+        """The items shown: every class in turn, in the dataset's order, when the raw items give labels; else the
+        first ones (a montage of 4 validation items showed 2 classes of 3, never the rare one; trial X)."""
         n = min(self.num_images, len(self.dataset))
-        if n < 1:
+        raw = getattr(self.dataset, "data", None)
+        if not isinstance(raw, Sequence) or len(raw) != len(self.dataset):
+            return list(range(n))
+        by_class: dict[int, list[int]] = {}
+        for i, item in enumerate(raw):
+            label = item.get("label") if isinstance(item, Mapping) else None
+            try:
+                label = int(torch.as_tensor(label).reshape(-1)[0])
+            except (TypeError, ValueError, IndexError, RuntimeError):
+                return list(range(n))
+            by_class.setdefault(label, []).append(i)
+        turns = [ids[r] for r in range(max(map(len, by_class.values()), default=0))
+                 for _, ids in sorted(by_class.items()) if r < len(ids)]
+        return sorted(turns[:n])
+
+    def _batch(self) -> tuple[torch.Tensor, list[dict]]:
+        indices = self._indices()
+        if not indices:
             raise ValueError("SamplingFiguresHandler: the dataset is empty.")
-        items = [self.dataset[i] for i in range(n)]
+        self._shown = indices
+        items = [self.dataset[i] for i in indices]
         images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float().to(self.device)
         return images, [it if isinstance(it, dict) else {} for it in items]
 
@@ -215,7 +238,7 @@ class SamplingFiguresHandler:
             out = net.sample(images)
             probs = torch.softmax(net(images).float(), dim=-1).cpu()
         titles, evidence = [], []
-        names = distinct_tails([self._item_name(i, it) for i, it in enumerate(items)])
+        names = distinct_tails([self._item_name(i, it) for i, it in zip(self._shown, items)])
         for i, (it, p) in enumerate(zip(items, probs)):
             pred = int(p.argmax())
             title = f"pred {self._name(pred)} ({float(p[pred]):.2f})"

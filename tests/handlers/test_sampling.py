@@ -91,6 +91,20 @@ def test_figures(tmp_path, net):
         assert open(p, "rb").read(4) == b"\x89PNG"
 
 
+def test_figures_show_every_class_in_turn(tmp_path, net):
+    """A montage of the first 4 validation items showed 2 of 3 classes, never the rare one (trial X): with the
+    labels in the dataset's raw items, the first of each class, then the second, ..., in the dataset's order."""
+    from monai.data import Dataset
+
+    labels = [0, 0, 1, 0, 1, 0, 2, 0]
+    data = Dataset([{"image": torch.rand(1, 8, 16, 16), "label": lab} for lab in labels])
+    h = SamplingFiguresHandler(net, data, tmp_path / "fig", num_images=4, label_names=["n", "s", "m"])
+    assert h._indices() == [0, 1, 2, 6]  # 0, 2, 6: one of each class; then 1: the second of class 0
+    assert SamplingFiguresHandler(net, [{"image": torch.rand(1, 8, 16, 16)}] * 5, tmp_path, 3)._indices() == [0, 1, 2]
+    h.draw()
+    assert h._shown == [0, 1, 2, 6]
+
+
 def test_unwrap_errors():
     with pytest.raises(ValueError, match="sampler"):
         unwrap_network(torch.nn.Linear(2, 2))
