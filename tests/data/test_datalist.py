@@ -778,38 +778,12 @@ def test_study_shapes_of_dicom_series_follow_orientation_and_spacing(tmp_path, p
 
 
 def _enhanced_mr(path: Path, orientation, step: float, frames: int = 7, rows: int = 12, cols: int = 10) -> str:
-    """An Enhanced MR file (one multi-frame DICOM) whose geometry lies in its functional groups only: orientation
-    and pixel spacing shared, a plane position per frame, ``step`` mm apart along the normal."""
-    import pydicom
-    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    """An Enhanced MR file whose geometry lies in its functional groups only (pixel spacing 0.8 × 1.1 mm)."""
+    from dicom_files import write_enhanced
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
-    meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = generate_uid(), ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.NumberOfFrames = "MR", frames
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    measures, plane, shared = Dataset(), Dataset(), Dataset()
-    measures.PixelSpacing, plane.ImageOrientationPatient = [0.8, 1.1], [float(v) for v in orientation]
-    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([plane])
-    ds.SharedFunctionalGroupsSequence = Sequence([shared])
-    normal = np.cross(orientation[:3], orientation[3:])
-    groups = []
-    for i in range(frames):
-        position, group = Dataset(), Dataset()
-        position.ImagePositionPatient = [float(v) for v in np.array([5.0, -3.0, 7.0]) + normal * step * i]
-        group.PlanePositionSequence = Sequence([position])
-        groups.append(group)
-    ds.PerFrameFunctionalGroupsSequence = Sequence(groups)
-    ds.PixelData = np.arange(frames * rows * cols, dtype=np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
-    return str(path)
+    pixels = np.arange(frames * rows * cols, dtype=np.uint16).reshape(frames, rows, cols)
+    return str(write_enhanced(path, pixels, "MR", "1.2.840.10008.5.1.4.1.1.4.1", orientation, step, (0.8, 1.1),
+                              origin=(5.0, -3.0, 7.0)))
 
 
 @pytest.mark.parametrize("plane", ["sagittal", "oblique", "axial"])

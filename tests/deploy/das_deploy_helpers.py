@@ -251,41 +251,11 @@ def write_multiframe_ct(path: Path, frames: int = 6, rows: int = 12, cols: int =
     An Enhanced CT file (one multi-frame DICOM): frame ``i`` holds ``100·i`` HU plus ``10`` HU per column, stored
     with rescale intercept −1024; frames 2 mm apart along z (per-frame plane positions).
     """
-    import pydicom
-    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from dicom_files import write_enhanced
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.NumberOfFrames = "CT", frames
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    measures, orientation = Dataset(), Dataset()
-    measures.PixelSpacing, measures.SliceThickness = [1.0, 1.0], 2.0
-    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    shared = Dataset()
-    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([orientation])
-    ds.SharedFunctionalGroupsSequence = Sequence([shared])
-    per_frame = []
-    for i in range(frames):
-        position, group = Dataset(), Dataset()
-        position.ImagePositionPatient = [0.0, 0.0, 2.0 * i]
-        group.PlanePositionSequence = Sequence([position])
-        per_frame.append(group)
-    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     img = np.stack([np.full((rows, cols), 1024 + 100 * i, np.int16) + np.arange(cols, dtype=np.int16)[None] * 10
                     for i in range(frames)])
-    ds.PixelData = img.tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
-    return path
+    return write_enhanced(path, img, "CT", step=2.0, rescale=(-1024, 1))
 
 
 def write_sr(path: Path) -> Path:
