@@ -551,7 +551,9 @@ def test_video_datalist_mixes_grey_and_colour_clips(tmp_path, caplog):
     for t in range(6):
         other.write(np.full((20, 40, 3), 30 * t, np.uint8))
     other.release()
-    (tmp_path / "dl_wide.json").write_text(json.dumps({"training": [*items, {"image": "wide.avi", "label": "b"}]}))
+    # a validation list of its own: the wide clip stays a training item whatever a drawn split would pick
+    (tmp_path / "dl_wide.json").write_text(json.dumps({"training": [*items[2:], {"image": "wide.avi", "label": "b"}],
+                                                       "validation": items[:2]}))
     with caplog.at_level("WARNING"):
         BundleData(datalist=tmp_path / "dl_wide.json", layout="video", num_frames=8).info
     assert re.search(r"differ in frame size; every frame is resized to \[28, 28\] .*1 of \d+ differ from the most "
