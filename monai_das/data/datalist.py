@@ -491,6 +491,8 @@ def load_datalist(
         label_names: class names (index = position); default: :func:`datalist_classes` of the file (the JSON's
             ``"labels"``, else the labels of all its splits). String labels are looked up among the names, integer
             labels are indices into them.
+        missing_ok: an image that does not exist is no error: its item is kept (the study layer, which predicts a
+            datalist's studies, reports it as a study that cannot be read while the others go on).
 
     Returns:
         one dict per item, in file order: ``{"image": absolute path, "label": int, "label_name": str,
@@ -500,14 +502,12 @@ def load_datalist(
         patient). Unlabelled ``"test"`` items (no label, blank, or ``-1``) get label ``-1`` and label_name ``""``.
 
     Raises:
-        FileNotFoundError: the datalist or an image (file, or DICOM series folder) does not exist.
+        FileNotFoundError: the datalist, or (without ``missing_ok``) an image (file, or DICOM series folder) does not
+            exist.
         ValueError: naming the file and the CSV line (header = line 1) or ``<split>[<index>]`` of the item: a CSV
             header without ``image``/``label`` (with the columns it has), a blank image, an image outside
             ``dataset_dir``, a blank or unknown label, an integer label outside ``0..len(classes)-1``, an image
             listed twice in the split, malformed evidence; also a missing or empty list.
-
-    With ``missing_ok`` an image that does not exist is no error: its item is kept (the study layer, which predicts
-    a datalist's studies, reports it as a study that cannot be read while the others go on).
     """
     from monai.data import load_decathlon_datalist
 
@@ -589,15 +589,16 @@ def load_datalist(
 
 
 # ---------------------------------------------------------------------------------------------------- splitting
-def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0,
-                   every_class: bool = True) -> tuple[list[dict], list[dict]]:
+def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0, every_class: bool = True,
+                   return_added: bool = False) -> tuple:
     """
     Split training items into training and validation by ``group`` (patient), for datalists without a
     ``"validation"`` list: all items of a group land in the same part.
 
     Each group gets the most common label of its items (ties: the smallest); per label, about ``val_fraction`` of
     its groups, picked by a shuffle seeded with ``seed``, go to validation (largest-remainder rounding, so that
-    ``round(val_fraction × number of groups)`` groups go in all), and each label keeps at least one group in
+    ``round(val_fraction × number of groups)`` groups go in all, plus those of ``every_class``), and each label keeps
+    at least one group in
     training where it has any. The fraction counts groups, not items, so patients with many images weigh more.
     With ``every_class``, a label of two or more groups that the rounding left without a validation group gets one
     (its first in the shuffle; the other labels' picks stay as they were): without it the validation AUC is
@@ -610,9 +611,12 @@ def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int =
         val_fraction: share of the groups for validation, in ``(0, 1)``; default 0.2.
         seed: seed of the group shuffle; default 0.
         every_class: give every label of two or more groups a validation group; default ``True``.
+        return_added: also return the labels ``every_class`` gave a validation group (those whose split differs from
+            the one without the rule).
 
     Returns:
-        ``(train, val)``: the items (the same dicts) in their input order, each part with at least one group.
+        ``(train, val)``: the items (the same dicts) in their input order, each part with at least one group;
+        ``(train, val, added)`` with ``return_added``.
 
     Raises:
         ValueError: ``val_fraction`` outside ``(0, 1)``, an item without a group, or fewer than 2 groups.
@@ -666,7 +670,7 @@ def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int =
         "split_training(val_fraction=%s, seed=%s): %d groups → %d training (%d items), %d validation (%d items)",
         val_fraction, seed, n_groups, n_groups - len(val_groups), len(train), len(val_groups), len(val),
     )
-    return train, val
+    return (train, val, added) if return_added else (train, val)
 
 
 # ------------------------------------------------------------------------------------------------ data facts
@@ -746,8 +750,10 @@ def _series_affine(headers: Sequence) -> np.ndarray:
                         if h.get("ImagePositionPatient") is not None and len(h.ImagePositionPatient) == 3),
                        key=lambda x: float(np.dot(x, normal)))
     # ITK's series reader: the distance from the first to the last slice over the steps between them (a tilted
-    # series' slices step along their positions, not the normal; a missing slice widens every step)
-    gap = float(np.linalg.norm(positions[-1] - positions[0])) / (len(positions) - 1) if len(positions) > 1 else 0.0
+    # series' slices step along their positions, not the normal; a missing slice widens every step); positions that
+    # repeat (an Enhanced MR of several time points at each position) are one step
+    steps = len({round(float(np.dot(x, normal)), 3) for x in positions}) - 1
+    gap = float(np.linalg.norm(positions[-1] - positions[0])) / steps if steps > 0 else 0.0
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2] = row_dir * col_step, col_dir * row_step, normal * (gap if gap > 0 else 1.0)
     if positions:  # the first slice's corner (the shape MONAI's Spacing gives rounds world coordinates)
@@ -801,7 +807,8 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
     """
     ``("clip", C, [T, H, W], uids)`` for a multi-frame DICOM file (``"slices"`` instead of ``"clip"`` when its
     modality is one of :data:`~monai_das.data.studies.VOLUME_MODALITIES`: an Enhanced CT/MR file, whose frames are
-    slices), ``("volume", C, [W, H, N], uids)`` for a folder of single-frame DICOM files (one series; MONAI's
+    slices; with ``axcodes``/``pixdim`` such a file is ``("volume", C, shape)``, the shape after ``Orientation`` and
+    ``Spacing`` from its functional groups' geometry, when every frame has a position), ``("volume", C, [W, H, N], uids)`` for a folder of single-frame DICOM files (one series; MONAI's
     readers' order: columns, rows, slices; with ``axcodes``/``pixdim`` the shape after
     ``Orientation(axcodes)`` and ``Spacing(pixdim)``, from the headers' geometry: a sagittal series is not
     ``[columns, rows, slices]`` in RAS) or one such file; ``uids``: the images' ``SOPInstanceUID``

@@ -306,9 +306,10 @@ class BundleData:
                 rows = [it["source_line"] for part in ("val", "test") for it in self._splits.get(part) or []
                         if it.get("label_name") in missing and it.get("source_line")]
                 named = f" Items with them: {', '.join(rows[:5])}{' ...' if len(rows) > 5 else ''}." if rows else ""
+                from monai_das.data.datalist import _kind
+
                 drop = ("give --label_names with the training's classes (a CSV's classes are its labels)"
-                        if str(self.datalist).lower().endswith(".csv") else "leave the class out of the datalist's "
-                        "'labels'")
+                        if _kind(Path(self.datalist)) == "csv" else "leave the class out of the datalist's 'labels'")
                 raise ValueError(
                     f"datalist '{self.datalist}': no training item{capped} has the class(es) {missing}{derived}: the "
                     f"model would never learn them, yet give them probabilities.{named} Give every class training "
@@ -383,11 +384,10 @@ class BundleData:
         if "validation" in lists:
             val = load_datalist(path, self.dataset_dir, "validation", self.label_names)
         else:
-            items = train
-            train, val = split_training(items, self.val_fraction, self.seed)
+            train, val, added = split_training(train, self.val_fraction, self.seed, return_added=True)
             # a split the every-class rule changed is another split than an older version drew from the same options:
             # said in the split identity, so that resuming or evaluating a checkpoint of the older split is refused
-            self._every_class = val != split_training(items, self.val_fraction, self.seed, every_class=False)[1]
+            self._every_class = bool(added)
             logger.info(f"datalist '{path}' has no validation list: {len(val)} of its training items "
                         f"(val_fraction={self.val_fraction} of the groups, seed {self.seed}) validate.")
         test = load_datalist(path, self.dataset_dir, "test", self.label_names) if "test" in lists else []

@@ -49,12 +49,13 @@ def inference_output_dir(bundle_root: str | os.PathLike, input: str | os.PathLik
     Where bundle inference writes by default: ``<bundle_root>/eval`` for a dataset split (beside the evaluation's
     reports of that split), ``<bundle_root>/predictions/<name>`` for ``--input`` (``<name>``: the input folder's or
     file's own name), so that predicting new studies replaces neither the test split's predictions nor those of
-    another input (a predictions file keeps the rows of its own listing only).
+    another input (a predictions file keeps the rows of its own listing only). Two inputs of one name (``/site1/test``
+    and ``/site2/test``) share a folder: give ``--output_dir`` to tell them apart.
     """
     if optional(input) is None:
         return str(Path(bundle_root) / "eval")
-    name = Path(str(input).rstrip("/\\")).name
-    return str(Path(bundle_root) / "predictions" / (name if name not in ("", ".", "..") else "input"))
+    name = Path(str(input)).expanduser().resolve().name  # "." or "..": the folder's own name
+    return str(Path(bundle_root) / "predictions" / (name or "input"))
 
 
 def _shard_suffix(shard_index: int, shard_count: int) -> str:

@@ -26,6 +26,8 @@ from monai_das.handlers.model_card import (
     check_model_card,
     model_facts,
     output_dir_at_k,
+    evaluation_output_dir,
+    other_data,
 )
 from monai_das.handlers.precise_bn import PreciseBNHandler
 from monai_das.handlers.predictions import PredictionWriter
@@ -65,6 +67,8 @@ __all__ = [
     "check_model_card",
     "model_facts",
     "output_dir_at_k",
+    "evaluation_output_dir",
+    "other_data",
     "build_model_card",
     "card_input_shape",
     "PreciseBNHandler",

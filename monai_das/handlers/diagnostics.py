@@ -336,9 +336,9 @@ class SelectionDiagnosticsHandler:
                 if absent:
                     msg = f"the validation list holds no item of the class(es) {absent}: the validation AUC is undefined"
                 else:
-                    msg = (f"the validation list holds {few_items_named(counts, self.label_names or [])}: its AUC "
-                           f"says little, and no interval is given (the bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of "
-                           "each class).")
+                    few = few_items_named(counts, self.label_names or []) or f"{len(labels)} item(s)"
+                    msg = (f"the validation list holds {few}: its AUC says little, and no interval is given (the "
+                           f"bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of each class).")
                 self.logger.warning(msg)
         even = [i for i in self._items if i.even is not None]
         if even and all(i.label is not None for i in even):

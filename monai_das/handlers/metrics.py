@@ -62,8 +62,9 @@ def few_items_named(counts: Sequence[int], names: Sequence[str], minimum: int = 
     'nodule'"`` (a warning named the rarest class only, when several were as rare)."""
     few = sorted((int(n), str(names[c]) if c < len(names) else str(c)) for c, n in enumerate(counts) if n < minimum)
     parts = [f"{n} of class '{name}'" for n, name in few]
-    if parts:
-        parts[0] = parts[0].replace(" of class", " item(s) of class", 1)
+    if not parts:
+        return ""
+    parts[0] = parts[0].replace(" of class", " item(s) of class", 1)
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 

@@ -40,7 +40,7 @@ from monai_das.utils.io import file_digest, write_json_atomic
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["CARD_KEY", "ModelCardSaver", "build_model_card", "card_input_shape", "card_mismatches", "check_model_card",
-           "model_facts", "network_data_format", "output_dir_at_k"]
+           "model_facts", "network_data_format", "output_dir_at_k", "evaluation_output_dir", "other_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +211,8 @@ def image_classes(facts: Mapping) -> str:
     """The card's ``image_classes``: this model's input, from ``facts``."""
     c, t, size = int(facts["in_channels"]), int(facts["num_frames"]), [int(s) for s in facts["spatial_size"]]
     if facts.get("layout") == "video":
-        return (f"a clip of T={t} frames (network input B×T×C×H×W), {c} channel(s) ({'grayscale' if c == 1 else 'RGB'}), "
+        colour = "grayscale" if c == 1 else "RGB"
+        return (f"a clip of T={t} frames (network input B×T×C×H×W), {c} channel(s) ({colour}), "
                 f"frames resized to {size[-2]}×{size[-1]}, intensities scaled to [0, 1]; network_data_format gives T "
                 "as num_channels and [C, H, W] as spatial_shape, so that MONAI's tools build the (1, T, C, H, W) test "
                 "input")
@@ -414,6 +415,38 @@ def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: s
     )
 
 
+def other_data(trained_splits: Any, splits: Any) -> bool:
+    """Whether an evaluation's split identity (``splits``, :meth:`monai_das.engines.BundleData.split_identity`) reads
+    other data than the training's (``trained_splits``, its card's): another dataset, another datalist file (or the
+    training's, edited since), or another synthetic variant — an external test set. Another seed or
+    ``val_fraction`` of the same datalist is the same data (its test list is the same)."""
+    before, now = plain(trained_splits), plain(splits)
+    if not isinstance(before, Mapping) or not isinstance(now, Mapping) or before == now:
+        return False
+    return (before.get("dataset") != now.get("dataset") or before.get("datalist_sha256") != now.get("datalist_sha256")
+            or before.get("dataset") == "synthetic")
+
+
+def evaluation_output_dir(output_dir: str | os.PathLike, checkpoint: str | os.PathLike, info: Mapping,
+                          card_path: str | os.PathLike | None = None) -> str:
+    """
+    Where an evaluation of ``checkpoint`` on the data of ``info`` (:attr:`monai_das.engines.BundleData.info`: its
+    ``splits`` and ``datalist``) writes its reports: ``output_dir``, or ``<output_dir>/<name>`` when the card
+    describing the checkpoint (``card_path``, default ``metadata.json`` beside it) was trained on other data
+    (:func:`other_data`; ``<name>``: the evaluated datalist's file name without extension, else the dataset's), so that
+    an external test set's metrics, predictions and figures lie beside, never over, the training's own test reports
+    (which the card keeps).
+    """
+    checkpoint = Path(checkpoint)
+    found = _card_describing(checkpoint, Path(card_path) if card_path is not None else
+                             checkpoint.with_name("metadata.json"))
+    if found is None or not other_data(found[1].get("splits"), info.get("splits")):
+        return str(output_dir)
+    datalist = info.get("datalist")
+    name = Path(str(datalist)).name.split(".")[0] if datalist else str((info.get("splits") or {}).get("dataset"))
+    return str(Path(output_dir) / (name or "other_data"))
+
+
 def output_dir_at_k(output_dir: str | os.PathLike, checkpoint: str | os.PathLike, num_kept: int | None,
                     card_path: str | os.PathLike | None = None) -> str:
     """
@@ -463,6 +496,8 @@ class ModelCardSaver:
         metric_prefix: prefix stripped from metric names (evaluation: ``"test_"``).
         split: name of the evaluated split, recorded with the test metrics.
         filename: card file name.
+        run_params: how the model was trained (the bundles: ``@run_params``, the settings MLflow logs), written as
+            ``das_model#run_params`` by the training and kept by evaluations.
     """
 
     def __init__(
@@ -629,10 +664,11 @@ class ModelCardSaver:
                 # a validation list drawn from the training list: another seed or fraction, or the training's
                 # datalist file edited since (an item added redraws the groups), holds items it was trained on; another
                 # datalist file is other data (warned below: a digest cannot tell an edit from an external list)
+                # every_class_validated: this version's validation list is another than an older one drew
                 if trained.get("datalist") and trained.get("datalist") == self.facts.get("datalist"):
-                    keys = ("datalist_sha256", "seed", "val_fraction")
+                    keys = ("datalist_sha256", "seed", "val_fraction", "every_class_validated")
                 elif before.get("datalist_sha256") == now.get("datalist_sha256"):
-                    keys = ("seed", "val_fraction")
+                    keys = ("seed", "val_fraction", "every_class_validated")
         leaks = [k for k in keys if before.get(k) != now.get(k)]
         options = {"fold": "--fold", "num_folds": "--num_folds", "probe": "--probe", "seed": "--data_seed",
                    "val_fraction": "--val_fraction", "datalist_sha256": "--datalist"}
@@ -640,17 +676,20 @@ class ModelCardSaver:
             before = {**before, "datalist_sha256": trained.get("datalist")}
             now = {**now, "datalist_sha256": self.facts.get("datalist")}
         if leaks:
+            give = [f"{options[k]} {before.get(k)}" for k in leaks if k in options]
             raise ValueError(
                 f"'{self.checkpoint}' was trained on other splits of '{before.get('dataset')}' than this evaluation "
                 f"reads (its model card '{self.filepath}'): "
                 + "; ".join(f"{k}: trained {before.get(k)!r}, this run {now.get(k)!r}" for k in leaks)
                 + f". This run's {self.split} split would hold items the checkpoint was trained or validated on, and "
-                "its metrics would replace the card's test metrics. Give the training's options: "
-                + "; ".join(f"{options[k]} {before.get(k)}" for k in leaks) + "."
+                "its metrics would replace the card's test metrics."
+                + (f" Give the training's options: {'; '.join(give)}." if give else "")
+                + (" This version draws another validation list from the same options (one patient of every class, "
+                   "every_class_validated) than the checkpoint's version did: evaluate the test split, or train anew."
+                   if "every_class_validated" in leaks else "")
             )
         # left: a datalist's test split beside another seed/val_fraction (its test list is the same), or other data
-        if (before.get("dataset") != now.get("dataset") or before.get("datalist_sha256") != now.get("datalist_sha256")
-                or before.get("dataset") == "synthetic"):
+        if other_data(before, now):
             trained_on = trained.get("datalist") or before.get("dataset")
             data = self.facts.get("datalist") or now.get("dataset")
             self._other_data = str(data)

@@ -272,15 +272,22 @@ class RunSettings:
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
-        diffs = [d for k, v in self.state_dict().items() if k in state_dict
-                 for d in _differences(k, state_dict[k], v)]
+        now = self.state_dict()
+        by_key = {k: _differences(k, state_dict[k], v) for k, v in now.items() if k in state_dict}
+        diffs = [d for found in by_key.values() for d in found]
         # a setting added after the checkpoint was written is accepted at its default None (the behaviour then)
         missing = sorted(k for k, v in self.settings.items() if k not in state_dict and v is not None)
         if diffs or missing:
             detail = "; ".join(diffs + ([f"not recorded: {', '.join(missing)}"] if missing else []))
-            changed = [k for k, v in self.state_dict().items() if k in state_dict and _differences(k, state_dict[k], v)]
-            hints = [_OPTION_HINTS[k].format(_option_value(state_dict[k])) for k in changed if k in _OPTION_HINTS]
+            # temperature_epochs counts max_epochs only when a schedule is on in both (else --temperature_schedule)
+            hints = [_OPTION_HINTS[k].format(_option_value(state_dict[k])) for k, found in by_key.items()
+                     if found and k in _OPTION_HINTS
+                     and (k != "temperature_epochs" or None not in (state_dict[k], now[k]))]
             give = f" To resume, give the checkpoint's: {'; '.join(hints)}." if hints else ""
+            if any(d.startswith("data.every_class_validated") for d in diffs):
+                give += (" This version draws the validation list from the same options with one patient of every "
+                         "class (every_class_validated), which the checkpoint's did not: no option draws the older "
+                         "list; train anew, or give the datalist a validation list.")
             raise ValueError(
                 f"{where} was written with other settings than this run ({detail}).{give} Resume with the same "
                 f"settings, or start a new run (another bundle_root, or resume=false after moving the checkpoint away)."

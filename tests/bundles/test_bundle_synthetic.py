@@ -274,4 +274,6 @@ def test_inference_on_an_input_writes_beside_the_split_predictions(bundle, tmp_p
         parser.read_config(str(configs / "inference.json"))
         parser.update({"bundle_root": str(tmp_path), "input": given})
         assert parser.get_parsed_content("output_dir") == str(where)
-    assert inference_output_dir(tmp_path, "/data/..") == str(tmp_path / "predictions" / "input")  # never a parent
+    # "." and "..": the folder's own name, never the bundle root or a parent
+    assert inference_output_dir(tmp_path, tmp_path / "studies" / "..") == str(tmp_path / "predictions" / tmp_path.name)
+    assert inference_output_dir(tmp_path, "/") == str(tmp_path / "predictions" / "input")

@@ -399,6 +399,7 @@ def test_split_training_validates_every_class_of_two_or_more_patients(caplog):
     assert [it for it in val if it["label"] != 2] == old_val  # the others' picks as before
     assert len({it["group"] for it in val if it["label"] == 2}) == 1
     assert "label(s) [2] had no validation group" in caplog.text
+    assert split_training(items, 0.2, seed=0, return_added=True) == (train, val, [2])
     assert split_training(_items({0: 10, 1: 5}), 0.2, seed=0) == split_training(_items({0: 10, 1: 5}), 0.2, seed=0,
                                                                                  every_class=False)
 
@@ -807,6 +808,24 @@ def test_study_shapes_of_enhanced_files_follow_their_functional_groups(tmp_path,
     assert check_study_shapes([path], "volume")["shapes"][path] == (1, 10, 12, 7)  # as stored: columns, rows, frames
     if plane == "sagittal":
         assert check_study_shapes([path], "volume", axcodes="RAS")["shapes"][path] == (1, 7, 10, 12)
+
+
+def test_study_shapes_of_an_enhanced_file_of_several_time_points(tmp_path):
+    """2 time points × 4 positions (a DCE or diffusion Enhanced MR): ITK steps 2.5 mm between positions, the header
+    check took the extent over 7 steps (1.07 mm) and gave another grid with pixdim (review H5)."""
+    from monai.transforms import Compose, LoadImage, Spacing
+
+    path = _enhanced_mr(tmp_path / "dce.dcm", [1, 0, 0, 0, 1, 0], 2.5, frames=4)
+    import pydicom
+
+    ds = pydicom.dcmread(path)  # the 4 positions again for a second time point: 8 frames
+    ds.PerFrameFunctionalGroupsSequence = list(ds.PerFrameFunctionalGroupsSequence) * 2
+    ds.NumberOfFrames = 8
+    ds.PixelData = np.arange(8 * 12 * 10, dtype=np.uint16).tobytes()
+    ds.save_as(path)
+    want = list(Compose([LoadImage(image_only=True, ensure_channel_first=True), Spacing(pixdim=(1.5, 1.5, 1.5))])(
+        path).shape[1:])
+    assert list(check_study_shapes([path], "volume", pixdim=(1.5, 1.5, 1.5))["shapes"][path][1:]) == want
 
 
 @pytest.mark.parametrize("axcodes", ["RAX", "RRS"])

@@ -141,3 +141,4 @@ def test_few_items_named_names_every_rare_class():
     assert few_items_named([2, 2, 2], names) == "2 item(s) of class 'mass', 2 of class 'nodule' and 2 of class 'normal'"
     assert few_items_named([9, 3, 2], names) == "2 item(s) of class 'mass' and 3 of class 'nodule'"
     assert few_items_named([9, 7, 1], names) == "1 item(s) of class 'mass'"
+    assert few_items_named([9, 9, 9], names) == ""  # none below the minimum (it raised IndexError; review H5)

@@ -454,3 +454,24 @@ def test_card_records_how_the_model_was_trained_and_its_input(tmp_path):
     assert "28x28x28" not in card["image_classes"]
     card = _evaluate_with(tmp_path, {**INFO, "splits": {"dataset": "datalist"}})
     assert card["eval_metrics"]["auc"] == 0.9 and card[CARD_KEY]["run_params"] == params
+
+
+def test_external_evaluation_writes_beside_and_older_validation_split_is_refused(tmp_path):
+    """An external test list's reports went to eval/, over the training's own test reports the card keeps (review
+    H5): they go to eval/<its datalist's name>/. A validation split this version draws with one patient of every
+    class (every_class_validated) holds training patients of a checkpoint of the older split: refused."""
+    from monai_das.handlers import evaluation_output_dir
+
+    ident = {"dataset": "datalist", "datalist_sha256": "ab" * 32, "seed": 0, "val_fraction": 0.2}
+    info = {**INFO, "splits": ident}
+    _train_with(tmp_path, info)
+    ckpt, out = tmp_path / "models" / "model.pt", tmp_path / "eval"
+    assert evaluation_output_dir(out, ckpt, info) == str(out)  # the training's data
+    assert evaluation_output_dir(out, ckpt, {**info, "splits": {**ident, "seed": 3}}) == str(out)  # its test list
+    external = {**info, "datalist": "/site2/ext_test.json", "splits": {**ident, "datalist_sha256": "cd" * 32}}
+    assert evaluation_output_dir(out, ckpt, external) == str(out / "ext_test")
+    assert evaluation_output_dir(out, tmp_path / "none.pt", external) == str(out)  # no card describing it
+    newer = {**info, "splits": {**ident, "every_class_validated": True}}
+    with pytest.raises(ValueError, match=r"every_class_validated: trained None, this run True.*train anew"):
+        _evaluate_with(tmp_path, newer, split="validation")
+    assert _evaluate_with(tmp_path, newer)["eval_metrics"]["auc"] == 0.9  # its test list is the training's

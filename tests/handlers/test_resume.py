@@ -200,6 +200,16 @@ def test_run_settings_check_the_recipe(caplog):
     with pytest.raises(ValueError, match=r"give the checkpoint's: --sampler_warmup_epochs 1 \(its warm-up; 'auto' "
                                          r"counts max_epochs\); --class_weights \[1\.0,5\.0\]\."):
         warm.load_state_dict({"method": "das", "warmup_epochs": 1, "class_weights": [1.0, 5.0], "lr": 0.001})
+    # a schedule switched on or off: --temperature_schedule, not a '--max_epochs $None' (review H5)
+    sched = RunSettings({"method": "das"}, recipe={"temperature_schedule": [1.0, 0.1], "temperature_epochs": 15})
+    with pytest.raises(ValueError) as refused:
+        sched.load_state_dict({"method": "das", "temperature_schedule": None, "temperature_epochs": None})
+    assert "--temperature_schedule '$None'" in str(refused.value) and "--max_epochs" not in str(refused.value)
+    # a split this version draws otherwise: said that no option draws the older one
+    data = RunSettings({"method": "das"}, recipe={"data": {"seed": 0, "every_class_validated": True}})
+    with pytest.raises(ValueError, match=r"data\.every_class_validated: checkpoint None, this run True.*no option draws "
+                                         r"the older list; train anew"):
+        data.load_state_dict({"method": "das", "data": {"seed": 0}})
     # a checkpoint written before the recipe was recorded: resumed, with a warning naming what is not checked
     with caplog.at_level("WARNING"):
         settings.load_state_dict({"method": "das"})
