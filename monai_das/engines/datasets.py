@@ -226,6 +226,7 @@ class BundleData:
             raise ValueError(f"synthetic_options apply to dataset 'synthetic' only, not to {self.dataset!r}.")
         self._splits: dict[str, Any] = {}
         self._every_class = False  # split_training's every-class rule changed the validation list
+        self._test_only = False  # a datalist of a test list alone (an external test set)
         self._derived_val = False  # a datalist without a validation list: val_fraction and seed choose it
         self._info: dict | None = None
         self._checked: set[str] = set()  # datalist splits whose files were checked like the training ones
@@ -256,6 +257,15 @@ class BundleData:
             # only when split_training's every-class rule changed the validation list an older version drew
             **({"every_class_validated": True} if self._every_class else {}),
         }
+
+    @property
+    def image_root(self) -> str | None:
+        """The folder a datalist's relative image paths start from (``dataset_dir``, else the datalist's folder), so
+        that its studies are named by the paths the datalist gives, in evaluation, bundle inference on a split and
+        with ``--input <the datalist>`` alike; ``None`` without a datalist."""
+        if self.datalist is None:
+            return None
+        return os.path.abspath(self.dataset_dir) if self.dataset_dir is not None else str(Path(self.datalist).parent)
 
     def split_identity(self, datalist_sha256: str | None = None) -> dict:
         """
@@ -289,8 +299,15 @@ class BundleData:
         now (:meth:`_check_files`), so that a copy of a training study in it stops training before it starts.
 
         Raises:
-            ValueError: a class of the datalist has no training item, naming the classes and the datalist.
+            ValueError: a class of the datalist has no training item, naming the classes and the datalist; a
+                datalist without a training list (a test set).
         """
+        if self._test_only:
+            from monai_das.data.datalist import missing_list_hint
+
+            hint = missing_list_hint(Path(self.datalist), "training")
+            raise ValueError(f"datalist '{self.datalist}' has no 'training' list ({hint}): a test set can be evaluated "
+                             "(evaluate.json) or predicted, not trained on.")
         for split, name in (("train", "training"), ("val", "validation")):
             if self.datalist is None or not self._splits.get(split):
                 continue
@@ -380,6 +397,14 @@ class BundleData:
         self.datalist = str(path.resolve())
         self.label_names = datalist_classes(path, self.dataset_dir, self.label_names_arg)
         lists = set(datalist_splits(path))
+        if "training" not in lists and "test" in lists:
+            # an external test set (a test list alone): evaluated or predicted, its facts (grid, channels) from its
+            # own files; training on it is refused by data("train")/training_facts
+            test = load_datalist(path, self.dataset_dir, "test", self.label_names)
+            logger.info(f"datalist '{path}' has no training list: a test set; the data facts (grid, channels) are its "
+                        "test files', which an evaluation checks against the model card.")
+            self._splits, self._test_only = {"train": [], "val": [], "test": test}, True
+            return
         train = load_datalist(path, self.dataset_dir, "training", self.label_names)
         if "validation" in lists:
             val = load_datalist(path, self.dataset_dir, "validation", self.label_names)
@@ -529,14 +554,16 @@ class BundleData:
 
         # clips_only: the video recipe decodes clips (LoadVideod), a volume is refused naming it before training
         # a video recipe decodes every clip grey (in_channels 1) or RGB (3): grey and colour clips mix
-        facts = check_study_shapes(self._splits["train"], self.layout, slice_axis=self.slice_axis, clips_only=True,
+        listed = self._splits["test" if self._test_only else "train"]
+        facts = check_study_shapes(listed, self.layout, slice_axis=self.slice_axis, clips_only=True,
                                    axcodes=self.axcodes, mixed_channels=self.layout == "video",
                                    min_frames=self.min_frames, pixdim=self.pixdim)
         self._content_ids.update(facts["content_ids"])
         self._content_paths.update(facts["content_paths"])
         modalities = facts["modalities"]
         if len(modalities) > 1:
-            logger.warning(f"the training images of '{self.datalist}' are of {len(modalities)} DICOM modalities: "
+            which = "test" if self._test_only else "training"
+            logger.warning(f"the {which} images of '{self.datalist}' are of {len(modalities)} DICOM modalities: "
                            f"{_modalities_named(modalities)}. One network and one intensity recipe learn them all, "
                            "and a model card says it was trained on each: train one model per modality unless they "
                            "are meant to mix (a study of another modality is warned about at inference).")

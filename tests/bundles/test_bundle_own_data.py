@@ -107,6 +107,10 @@ def test_mlflow_records_provenance(volumes):
     assert params["datalist"] == str(volumes["datalist"].resolve())
     assert len(params["datalist_sha256"]) == 64 and params["spatial_size"] == str(list(GRID))
     assert "'axcodes': 'RAS'" in params["recipe"] and params["label_names"] == "['benign', 'malignant']"
+    # the datalist, not the unused defaults of the built-in datasets (the card's run_params said synthetic, size 28)
+    assert params["dataset"] == "datalist" and params["size"] == "None"
+    card = json.loads((volumes["root"] / "models" / "metadata.json").read_text())
+    assert card["das_model"]["run_params"]["dataset"] == "datalist" and card["das_model"]["run_params"]["size"] is None
 
 
 def test_evaluate_on_the_test_list(volumes, predictions):
@@ -125,6 +129,10 @@ def test_evaluate_on_the_test_list(volumes, predictions):
 
     rows = list(csv.DictReader(open(volumes["root"] / "eval" / "test_predictions.csv")))
     assert [r["index"] for r in rows] == [str(i) for i in range(8)] and len({r["id"] for r in rows}) == 8
+    # named by the paths the datalist gives (as --input <the datalist> names them; they were relative to the test
+    # images' common folder, recheck R52)
+    listed = {it["image"] for it in json.loads(volumes["datalist"].read_text())["test"]}
+    assert {r["id"] for r in rows} <= listed
     labels = [int(r["label"]) for r in rows]
     probs = [float(r["prob_malignant"]) for r in rows]
     assert roc_auc_score(labels, probs) == pytest.approx(report["metrics"]["auc"], abs=1e-6)
@@ -133,10 +141,28 @@ def test_evaluate_on_the_test_list(volumes, predictions):
     true_prob = [float(r[f"prob_{r['label_name']}"]) for r in rows]
     assert -np.mean(np.log(true_prob)) == pytest.approx(report["metrics"]["loss"], abs=1e-4)
     for r in rows:
-        inferred = predictions[r["id"]]
+        inferred = predictions[Path(r["id"]).name]  # the folder run names them relative to the folder
         assert float(r["prob_malignant"]) == pytest.approx(float(inferred["prob_malignant"]), abs=1e-4)
         assert r["kept_indices"] == inferred["kept_indices"] and r["pred_name"] == inferred["pred_name"]
         assert r["label_name"] == ["benign", "malignant"][int(r["label"])]
+
+
+def test_an_external_test_set_is_evaluated_beside_the_trainings_reports(volumes, tmp_path):
+    """A datalist of a test list alone (another site's studies) was refused ("has no 'training' list"), and an
+    external evaluation replaced the card's test metrics and eval/ (trial X, review H5): it is evaluated into
+    eval/<its name>/, the card and eval/metrics.json untouched."""
+    card, report = volumes["root"] / "models" / "metadata.json", volumes["root"] / "eval" / "metrics.json"
+    before = card.read_bytes(), report.read_bytes() if report.is_file() else None
+    items = json.loads(volumes["datalist"].read_text())["training"][:6]
+    external = volumes["data"] / "site2.json"
+    external.write_text(json.dumps({"labels": {"0": "benign", "1": "malignant"}, "test": items}))
+    args = [a if a != volumes["datalist"] else external for a in volumes["args"]]
+    out = run_cmd(TRAIN, EVALUATE, args=[*args, "--mlflow", "false"])
+    assert "has no training list: a test set" in out.stdout + out.stderr
+    ext = json.loads((volumes["root"] / "eval" / "site2" / "metrics.json").read_text())
+    assert ext["num_samples"] == 6 and ext["datalist"] == str(external)
+    assert (volumes["root"] / "eval" / "site2" / "test_predictions.csv").is_file()
+    assert (card.read_bytes(), report.read_bytes() if report.is_file() else None) == before
 
 
 @pytest.fixture(scope="module")

@@ -136,6 +136,22 @@ def test_recipe_options_are_checked_with_a_ready_made_dataset_too(caplog):
     assert caplog.text.count("--intensity_range [0, 100] is not applied to the ready-made dataset") == 1
 
 
+def test_a_datalist_of_a_test_list_alone(tmp_path):
+    """An external test set (a 'test' list, no 'training' one) was refused at once: its facts come from its own
+    files; it can be evaluated or predicted, and training on it is refused naming the missing list."""
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    items = json.loads(path.read_text())["training"]
+    (tmp_path / "ext.json").write_text(json.dumps({"labels": {"0": "a", "1": "b"}, "test": items[:3]}))
+    src = BundleData(datalist=tmp_path / "ext.json", slice_axis="axial")
+    assert src.info["spatial_size"] == [12, 10, 6] and src.info["label_names"] == ["a", "b"]
+    assert len(src.data("test")) == 3
+    with pytest.raises(ValueError, match=r"has no 'training' list \(a JSON datalist gives it as its 'training' list\): "
+                                         r"a test set can be evaluated"):
+        src.training_facts
+    with pytest.raises(ValueError, match="has no 'training' items"):
+        src.data("train")
+
+
 def test_class_order_given_by_label_names(tmp_path):
     path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
     src = BundleData(datalist=path, label_names=["b", "a"], val_fraction=0.34, seed=0)
