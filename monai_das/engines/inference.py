@@ -345,7 +345,7 @@ class StudyDataset(torch.utils.data.Dataset):
         except (TypeError, ValueError):
             listed = -1
         out = {"id": str(item["id"]), "source": _item_source(item), "fingerprint": str(item.get("fingerprint", "")),
-               "label": listed, "error": ""}
+               "label": listed, "error": "", "warnings": ""}
         out["source_indices"] = torch.full((self.num_frames,), -1, dtype=torch.long)
         try:
             d = self._load(item)
@@ -362,6 +362,11 @@ class StudyDataset(torch.utils.data.Dataset):
                 raise ValueError(f"study '{out['source']}' has NaN/Inf values.")
             label = d.get("label", item.get("label", -1))
             out.update(image=image, label=int(torch.as_tensor(label).reshape(-1)[0]) if label is not None else -1)
+            # what the study layer said of it (another modality, a gap in a series, a nearly blank volume, ...): in
+            # the row, as the Deploy report has them (the log alone left a confident prediction without them)
+            study = next((v for v in d.values() if isinstance(getattr(v, "info", None), dict)), None)
+            said = list(dict.fromkeys(study.info.get("warnings") or [])) if study is not None else []
+            out["warnings"] = " | ".join(str(w).replace("\n", " ") for w in said)
         except Exception as e:  # one bad study must not stop the others
             chain = [e]
             while chain[-1].__cause__ is not None:

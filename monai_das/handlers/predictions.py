@@ -41,6 +41,9 @@ def _s(v: Any) -> str:
     return str(v)
 
 
+#: columns a predictions CSV gained in later versions: a file without them gets them (empty) when a run resumes it
+ADDED_COLUMNS = ("warnings",)
+
 #: first characters that make a spreadsheet take a cell for a formula (OWASP "CSV injection"): ``=``, ``+``, ``-``,
 #: ``@``, a tab or a carriage return
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -203,7 +206,10 @@ class PredictionWriter:
     ``InstanceNumber`` order, or clip frame — from the batch item's ``source_indices`` through
     :func:`monai_das.data.kept_source_indices`, as the Deploy report's ``kept_source_indices``; ``padding`` for a
     kept frame that is padding of ``resize="pad"``; empty when unknown),
-    ``error`` (empty on success; for an unreadable study the prediction columns are empty), ``model`` (``model_key``:
+    ``error`` (empty on success; for an unreadable study the prediction columns are empty), ``warnings`` (what the
+    study layer said of the study, `` | ``-separated: another modality than the training's, a gap in a series, a
+    nearly blank volume, kept frames that repeat one of the file, ...; as the Deploy report's ``warnings``),
+    ``model`` (``model_key``:
     what the prediction depends on besides the study — checkpoint and inference settings, see
     :func:`monai_das.engines.prediction_key` — so that a resume never keeps a row of another model or ``k``).
 
@@ -229,7 +235,7 @@ class PredictionWriter:
         model_key: written in every row's ``model`` column (:func:`monai_das.engines.prediction_key`).
     """
 
-    META_KEYS = ("id", "source", "fingerprint", "error", "source_indices")
+    META_KEYS = ("id", "source", "fingerprint", "error", "warnings", "source_indices")
 
     def __init__(
         self,
@@ -248,7 +254,8 @@ class PredictionWriter:
             json_path = self.filepath.with_suffix(".json")
         self.json_path = Path(json_path) if json_path else None
         self.fields = ["id", "source", "fingerprint", "label", "pred_label", "pred_name"]
-        self.fields += [f"prob_{n}" for n in self.label_names] + ["kept_indices", "source_frames", "error", "model"]
+        self.fields += [f"prob_{n}" for n in self.label_names] + ["kept_indices", "source_frames", "error", "warnings",
+                                                                 "model"]
         self.logger = logger
         self.num_written = 0
         self.num_errors = 0
@@ -266,6 +273,12 @@ class PredictionWriter:
         if self.filepath.is_file() and self.filepath.stat().st_size > 0:
             with open(self.filepath, newline="", encoding="utf-8-sig", errors="replace") as f:
                 header = next(csv.reader(f), [])
+            if header != self.fields and [c for c in self.fields if c not in ADDED_COLUMNS] == header:
+                # written before the columns added since (warnings): the same rows, the new cells empty
+                _, rows, _ = read_predictions_csv(self.filepath)
+                write_predictions_csv(self.filepath, self.fields, ({k: r.get(k, "") for k in self.fields} for r in rows))
+                self.logger.info(f"'{self.filepath}': columns {list(ADDED_COLUMNS)} added to its {len(rows)} rows.")
+                header = self.fields
             if header != self.fields:
                 raise ValueError(
                     f"'{self.filepath}' has columns {header}, expected {self.fields}: it was written by another "
@@ -288,6 +301,7 @@ class PredictionWriter:
             "label": _s(item.get("label", -1)),
             "model": self.model_key,
         }
+        said = [w for w in _s(item.get("warnings", "") or "").replace("\r", " ").replace("\n", " ").split(" | ") if w]
         error = _s(item.get("error", "") or "")
         probs = None
         if not error:
@@ -314,6 +328,8 @@ class PredictionWriter:
                     warning = repeated_source_warning(f"{row['id']!r} ({row['source']})", frames, t)
                     if warning:
                         self.logger.warning(warning)
+                        said.append(warning)
+        row["warnings"] = " | ".join(said)
         return [csv_cell(row.get(k, "")) for k in self.fields]
 
     def _meta(self, item: Mapping, engine: Any) -> dict:

@@ -162,7 +162,7 @@ def test_inference_on_files(trained, tmp_path):
     parser.update({"bundle_root": str(root), "input": str(studies), "output_dir": str(out_dir)})
     key = parser.get_parsed_content("prediction_key")
     fields = ["id", "source", "fingerprint", "label", "pred_label", "pred_name", "prob_disc", "prob_square",
-              "kept_indices", "source_frames", "error", "model"]
+              "kept_indices", "source_frames", "error", "warnings", "model"]
     a = studies / "a.nii.gz"  # kept only while its source, fingerprint and model key match
     done_row = ["a.nii.gz", str(a), study_fingerprint(a), "-1", "0", "disc", "0.9", "0.1", "0;1", "", "", key]
     with open(out_dir / "predictions.csv", "w", newline="") as f:

@@ -62,6 +62,41 @@ def study_folder(tmp_path_factory):
     return root
 
 
+def test_study_warnings_reach_the_predictions(tmp_path):
+    """The study layer's warnings (here: a NIfTI without orientation) were logged only: the bundle's predictions.csv
+    showed a confident prediction without them, where the Deploy report carries them (trial Y). They are the item's
+    ``warnings`` and the row's ``warnings`` column now; an older file without the column gets it, its rows kept."""
+    from ignite.engine import Engine
+
+    from monai_das.handlers import PredictionWriter
+
+    vol = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
+    img = nib.Nifti1Image(vol, None)
+    img.header.set_qform(None, code=0)
+    img.header.set_sform(None, code=0)
+    nib.save(img, str(tmp_path / "bare.nii.gz"))
+    (item,) = list_studies(tmp_path / "bare.nii.gz")
+    recipe = {"layout": "volume", "spatial_size": [28] * 3, "min_frames": 2, "axcodes": "RAS"}  # reoriented: said
+    out = StudyDataset([item], (1, 28, 28, 28), LoadStudyd("image", recipe=recipe, in_channels=1))[0]
+    assert out["error"] == "" and "has no orientation in its NIfTI header" in out["warnings"]
+    path = tmp_path / "out" / "predictions.csv"
+    writer = PredictionWriter(path, ["neg", "pos"])
+    path.parent.mkdir()
+    old = [c for c in writer.fields if c != "warnings"]
+    path.write_text(",".join(old) + "\n" + ",".join("old" if c == "id" else "" for c in old) + "\n")
+
+    def step(engine, batch):
+        engine.state.batch = [{k: out[k] for k in ("id", "source", "fingerprint", "error", "warnings")}]
+        return [{"pred": torch.tensor([0.3, 0.7]), "label": torch.tensor(-1)}]
+
+    engine = Engine(step)
+    writer.attach(engine)
+    engine.run([0], max_epochs=1)
+    rows = {r["id"]: r for r in csv.DictReader(open(path))}
+    assert set(rows) == {"old", "bare.nii.gz"} and rows["old"]["warnings"] == ""
+    assert "has no orientation" in rows["bare.nii.gz"]["warnings"] and rows["bare.nii.gz"]["pred_name"] == "pos"
+
+
 def test_folder_listing(study_folder):
     items = list_studies(study_folder)
     assert [it["id"] for it in items] == ["a.nii.gz", "broken.nii.gz", "series1", "sub/b.nii"]
