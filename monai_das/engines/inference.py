@@ -47,15 +47,19 @@ def predictions_path(output_dir: str | os.PathLike, shard_index: int = 0, shard_
 def inference_output_dir(bundle_root: str | os.PathLike, input: str | os.PathLike | None = None) -> str:
     """
     Where bundle inference writes by default: ``<bundle_root>/eval`` for a dataset split (beside the evaluation's
-    reports of that split), ``<bundle_root>/predictions/<name>`` for ``--input`` (``<name>``: the input folder's or
-    file's own name), so that predicting new studies replaces neither the test split's predictions nor those of
-    another input (a predictions file keeps the rows of its own listing only). Two inputs of one name (``/site1/test``
-    and ``/site2/test``) share a folder: give ``--output_dir`` to tell them apart.
+    reports of that split), ``<bundle_root>/predictions/<name>-<tag>`` for ``--input`` (``<name>``: the input
+    folder's or file's own name; ``<tag>``: 8 hex digits of its absolute path, so that the series folders of one name
+    in a PACS export, ``P1/ST1/SE2_CT`` and ``P3/ST1/SE2_CT``, get their own), so that predicting new studies replaces
+    neither the test split's predictions nor those of another input (a predictions file keeps the rows of its own
+    listing only).
     """
+    import hashlib
+
     if optional(input) is None:
         return str(Path(bundle_root) / "eval")
-    name = Path(str(input)).expanduser().resolve().name  # "." or "..": the folder's own name
-    return str(Path(bundle_root) / "predictions" / (name or "input"))
+    path = Path(str(input)).expanduser().resolve()  # "." or "..": the folder's own name
+    tag = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:8]
+    return str(Path(bundle_root) / "predictions" / f"{path.name or 'input'}-{tag}")
 
 
 def _shard_suffix(shard_index: int, shard_count: int) -> str:
@@ -144,9 +148,9 @@ def _old_version(header: Sequence[str], model_key: str | None) -> str | None:
     return f"written by an older version (no {' or '.join(missing)} column)" if missing else None
 
 
-#: why a predictions row of another study is dropped: not in the listing (shard) of this run, or its id now names
-#: another file (moved, changed, or another study under that id)
-UNLISTED, MOVED = "not in this listing/shard", "source moved or changed"
+#: why a predictions row of another study is dropped: not in the listing (shard) of this run, its id now names another
+#: file (moved, or another study under that id), or its file changed since
+UNLISTED, MOVED, CHANGED = "not in this listing/shard", "another file under its id", "file changed since"
 
 
 def _stale_reason(row: dict, expected: dict, model_key: str | None, unlisted: str = "not in this listing") -> str | None:
@@ -156,8 +160,10 @@ def _stale_reason(row: dict, expected: dict, model_key: str | None, unlisted: st
         return "another model or inference setting (checkpoint, k, preprocessing)"
     if row["id"] not in expected:
         return unlisted
-    if (row.get("source"), row.get("fingerprint")) != expected[row["id"]][:2]:
+    if row.get("source") != expected[row["id"]][0]:
         return MOVED
+    if row.get("fingerprint") != expected[row["id"]][1]:
+        return CHANGED
     if "label" in row and expected[row["id"]][2] is not None and row["label"] != expected[row["id"]][2]:
         return "label changed in the study list"
     return None
@@ -224,10 +230,13 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
                 + ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items())) + ".")
         # rows of other studies (another --input, or another study under the same id) are results a user may still
         # want: said as a warning, with how to keep them; a retry of errors or a cut row is routine
-        replaced = sum(n for why, n in reasons.items() if why in (UNLISTED, MOVED))
+        replaced, changed = reasons.get(UNLISTED, 0) + reasons.get(MOVED, 0), reasons.get(CHANGED, 0)
         if replaced:
-            logger.warning(text + f" This run replaces the predictions of {replaced} earlier stud(y/ies) in that file; "
-                           "to keep an earlier run's, give each input its own --output_dir.")
+            logger.warning(text + f" This run replaces the predictions of {replaced} earlier stud(y/ies) of another "
+                           "listing in that file; to keep an earlier run's, give each input its own --output_dir.")
+        if changed:  # its file changed since (size or modification time): predicted again, rightly
+            logger.warning(f"'{path}': {changed} stud(y/ies) changed since their prediction (file size or "
+                           "modification time) and are predicted again.")
         else:
             logger.info(text)
     elif unique:  # the JSON follows the CSV: a run killed before its end (or a missing JSON) left it behind

@@ -262,18 +262,25 @@ def test_an_evaluation_of_another_split_writes_beside_the_test_reports(bundle, t
 def test_inference_on_an_input_writes_beside_the_split_predictions(bundle, tmp_path):
     """Bundle inference with --input wrote into eval/ too, and a predictions file keeps the rows of its own listing
     only: predicting new studies dropped the test split's predictions (and a second folder the first's, after the
-    fact, with a warning). A dataset split writes eval/, an input predictions/<its name>/."""
+    fact, with a warning). A dataset split writes eval/, an input predictions/<its name>-<tag of its path>/: series
+    folders of one name (a PACS export's P1/ST1/SE2_CT and P3/ST1/SE2_CT) shared one folder (trial Y)."""
     from monai.bundle import ConfigParser
 
     from monai_das.engines import inference_output_dir
 
     configs = Path(__file__).resolve().parents[2] / "bundles" / bundle / "configs"
-    for given, where in ((None, tmp_path / "eval"), ("/data/new_studies/", tmp_path / "predictions" / "new_studies"),
-                         ("/data/list.csv", tmp_path / "predictions" / "list.csv")):
+    seen = set()
+    for given in (None, "/data/new_studies/", "/data/list.csv", "/pacs/P1/ST1/SE2_CT", "/pacs/P3/ST1/SE2_CT"):
         parser = ConfigParser()
         parser.read_config(str(configs / "inference.json"))
         parser.update({"bundle_root": str(tmp_path), "input": given})
-        assert parser.get_parsed_content("output_dir") == str(where)
-    # "." and "..": the folder's own name, never the bundle root or a parent
-    assert inference_output_dir(tmp_path, tmp_path / "studies" / "..") == str(tmp_path / "predictions" / tmp_path.name)
-    assert inference_output_dir(tmp_path, "/") == str(tmp_path / "predictions" / "input")
+        where = Path(parser.get_parsed_content("output_dir"))
+        assert where == (tmp_path / "eval" if given is None else where)
+        if given is not None:
+            assert where.parent == tmp_path / "predictions"
+            assert re.fullmatch(re.escape(Path(given).name) + r"-[0-9a-f]{8}", where.name), where
+        seen.add(where)
+    assert len(seen) == 5  # every input its own folder
+    # "." and "..": the folder's own name, never the bundle root or a parent; the same input, the same folder
+    assert Path(inference_output_dir(tmp_path, tmp_path / "studies" / "..")).name.startswith(tmp_path.name + "-")
+    assert inference_output_dir(tmp_path, "/data/x/") == inference_output_dir(tmp_path, "/data/x")

@@ -299,6 +299,15 @@ def test_replacing_other_studies_predictions_is_a_warning(tmp_path, caplog):
     warned = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "replaces the predictions of 2 earlier stud(y/ies)" in warned[0].getMessage()
     assert "give each input its own --output_dir" in warned[0].getMessage()
+    # a study whose file changed since (size or time): predicted again, said so, without the --output_dir advice
+    # (which fits another input, not a touched file; trial Y)
+    caplog.clear()
+    csv_path.write_text("id,source,fingerprint,label,pred_label,error\nb,/x/b,1,,1,\n")
+    with caplog.at_level(logging.INFO, logger="monai_das.engines.inference"):
+        assert resume_predictions(csv_path, [{"id": "b", "image": "/x/b", "fingerprint": "2"}]) == set()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "1 stud(y/ies) changed since their prediction" in warned[0]
+    assert "--output_dir" not in warned[0]
     caplog.clear()
     csv_path.write_text("id,source,fingerprint,label,pred_label,error\nc,/x/c,1,,,failed\n")  # a retry only: routine
     with caplog.at_level(logging.INFO, logger="monai_das.engines.inference"):
@@ -473,7 +482,7 @@ def test_merge_checks_the_listing(tmp_path):
     # rows that no longer hold: a changed file, a study no longer listed, another model
     owner.write_text(header + "".join(r for i, r in rows.items() if shard_of(i, 2) == shard_of(missing, 2)))
     changed = [dict(s, fingerprint="new") if s["id"] == "a" else s for s in studies]
-    with pytest.raises(ValueError, match=r"1 row\(s\) source moved or changed"):
+    with pytest.raises(ValueError, match=r"1 row\(s\) file changed since"):
         merge_predictions(shard_files, tmp_path / "x.csv", studies=changed)
     with pytest.raises(ValueError, match=r"1 row\(s\) not in this listing"):
         merge_predictions(shard_files, tmp_path / "x.csv", studies=[s for s in studies if s["id"] != "a"])
