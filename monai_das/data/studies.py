@@ -71,7 +71,8 @@ log_once("monai.data.nvimgcodec_pydicom_plugin")
 VOLUME_EXTENSIONS = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".npy")
 #: files that commonly sit beside studies and are no study (notes, listings, sidecar metadata): skipped silently by
 #: folder discovery; any other file that is not a study becomes an ``"invalid"`` study with an error
-SIDECAR_EXTENSIONS = (".txt", ".md", ".csv", ".tsv", ".json", ".yaml", ".yml", ".log", ".pdf", ".html", ".xml")
+SIDECAR_EXTENSIONS = (".txt", ".md", ".csv", ".tsv", ".json", ".yaml", ".yml", ".log", ".pdf", ".html", ".htm", ".xml",
+                      ".inf", ".ini", ".db")  # the last: a PACS CD's AUTORUN.INF, Windows' desktop.ini and Thumbs.db
 #: data files of an ``.mhd`` header (same stem, same folder): members of that study
 _MHD_DATA_EXTENSIONS = (".raw", ".zraw")
 #: DICOM modalities that hold no image to classify (structured reports, segmentations, RT objects, ...)
@@ -515,6 +516,9 @@ def _classify_file(root: Path, path: Path, headers: dict[Path, Any]) -> StudySou
         return StudySource(sid, "volume", path, _mhd_members(path) if suffix == ".mhd" else [path])
     if suffix in VIDEO_EXTENSIONS:
         return StudySource(sid, "video", path, [path])
+    if path.stat().st_size == 0:  # not pydicom's "use force=True" for an empty .dcm
+        return StudySource(sid, "invalid", path, [path],
+                           error=f"'{path}' is an empty file (0 bytes): an interrupted copy or export?")
     if is_dicom(path):
         try:
             ds = read_dicom_header(path, _DISCOVERY_TAGS)
@@ -621,12 +625,10 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
                 bare.append(src)
             else:
                 studies.append(src)
-        if bare and any(f in headers for f in files):  # beside DICOM files (a series, a cine), as training's reader
-            # passes over them: not a study of their own
-            logger.info(f"'{folder}': skipped {len(bare)} file(s) without an extension that are not DICOM beside its "
-                        f"DICOM files ({', '.join(b.path.name for b in bare[:3])}{', ...' if len(bare) > 3 else ''}).")
-        else:
-            studies += bare
+        if bare:  # a little text without an extension (a PACS export's VERSION or LOCK, beside its DICOMDIR, its
+            # DICOM files or in a patient folder): no study format, not a study of its own
+            logger.info(f"'{folder}': skipped {len(bare)} text file(s) without an extension "
+                        f"({', '.join(b.path.name for b in bare[:3])}{', ...' if len(bare) > 3 else ''}).")
         base = _study_id(root, folder)
         # a report or key object beside the images, then a scout series beside the study's stack: no study of its own
         series = _series_beside(folder, series, headers, _is_non_image_object,
@@ -874,7 +876,7 @@ def discover_studies(
               ``SeriesInstanceUID``. Ids are paths relative to the folder (``sub/b.nii.gz``; a series: its folder,
               ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose
               files of ``source`` itself). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are skipped, and
-              so are text files without an extension beside DICOM files (a PACS export's ``VERSION``);
+              so are text files without an extension (a PACS export's ``VERSION``);
               other files, empty folders and unreadable DICOM become invalid studies.
             - one study file (id: its name; a single-frame DICOM file is a one-slice series).
             - a CSV study list (``.csv``): an ``image`` column (paths relative to the CSV, a file or a folder

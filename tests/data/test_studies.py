@@ -487,7 +487,20 @@ def test_extensionless_non_dicom_files_beside_a_series_are_no_study(tmp_path):
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / "VERSION").write_text("1.0\n")
-    assert [s.kind for s in discover_studies(tmp_path / "alone")] == ["invalid"]  # nothing else there: said
+    with pytest.raises(ValueError, match="no studies found"):  # nothing else there: said
+        discover_studies(tmp_path / "alone")
+    # beside a DICOMDIR at an export's root, or in a patient folder (no DICOM file of its own), and a CD's
+    # AUTORUN.INF, Thumbs.db, desktop.ini: no studies either (each was an error study; trial Y)
+    (tmp_path / "export" / "VERSION").write_text("1.0\n")
+    (tmp_path / "export" / "DICOMDIR").write_bytes(b"\0" * 132)
+    for name in ("AUTORUN.INF", "Thumbs.db", "desktop.ini"):
+        (tmp_path / "export" / name).write_bytes(b"x")
+    assert [s.kind for s in discover_studies(tmp_path / "export")] == ["dicom_series"]
+    (tmp_path / "export" / "empty.dcm").write_bytes(b"")  # said as what it is, not pydicom's "use force=True"
+    bad = [s for s in discover_studies(tmp_path / "export") if s.kind == "invalid"]
+    assert [s.error for s in bad] == [f"'{tmp_path / 'export' / 'empty.dcm'}' is an empty file (0 bytes): an "
+                                      "interrupted copy or export?"]
+    (tmp_path / "export" / "empty.dcm").unlink()
     data = (series / "s0.dcm").read_bytes()
     (series / "IM9").write_bytes(data[:200])  # a DICOM file cut inside its header
     found = discover_studies(tmp_path / "export")  # not passed over: a study of its own (loading it fails, named)
