@@ -774,7 +774,7 @@ def _npy_shape(path: str) -> tuple[int, list[int]]:
 #: the DICOM elements the shape check reads
 _SHAPE_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
                "Modality", "InstanceNumber", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
-               "SOPInstanceUID", "SeriesNumber", "SeriesDescription")
+               "SOPInstanceUID", "SeriesNumber", "SeriesDescription", "ImageType")
 
 
 def _dicom_header(path: Path):
@@ -850,6 +850,9 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
         images = [(f, h) for f, h in zip(files, headers) if not _is_non_image_object(h)]
         if images and len(images) < len(files):
             files, headers = [f for f, _ in images], [h for _, h in images]
+        from monai_das.data.studies import check_no_localizers
+
+        check_no_localizers(files, headers, f"DICOM series '{path}'")  # not "slices of different sizes (a localizer?)"
         sizes = {_dicom_rows_cols(h, f) for f, h in zip(files, headers)}  # first: a truncated file is named
         series: dict[str, list[Path]] = {}
         for f, h in zip(files, headers):

@@ -56,6 +56,7 @@ __all__ = [
     "check_nifti_memory",
     "error_text",
     "check_series_stack",
+    "check_no_localizers",
     "series_slice_ranks",
     "LoadStudy",
     "LoadStudyd",
@@ -1076,6 +1077,20 @@ def _numbers(value: Any, count: int) -> list[float] | None:
     return out if len(out) == count else None
 
 
+def check_no_localizers(files: Sequence[Path], headers: Sequence, where: str) -> None:
+    """Refuse a series whose images include localizer (scout) images (``ImageType`` ``LOCALIZER``) stored under its
+    ``SeriesInstanceUID``, naming them (it said "slices of different planes (a localizer?)" or "of different sizes"),
+    or that is one localizer image alone (not "a lower min_frames accepts it": a planning view is no volume)."""
+    scouts = [Path(f).name for f, h in zip(files, headers) if _is_localizer(h)]
+    if scouts and len(scouts) == len(headers) == 1:
+        raise ValueError(f"{where}: '{scouts[0]}' is a localizer (scout) image (ImageType LOCALIZER): a planning "
+                         "view, no volume to classify.")
+    if scouts and len(scouts) < len(headers):
+        raise ValueError(f"{where}: {len(scouts)} localizer (scout) image(s) (ImageType LOCALIZER) are stored under "
+                         f"the series' SeriesInstanceUID ({', '.join(scouts[:3])}{', ...' if len(scouts) > 3 else ''}): "
+                         "move them out of the series folder (a reader would take them for slices).")
+
+
 def check_series_stack(files: Sequence[Path], headers: Sequence, where: str, warnings: list[str] | None = None
                        ) -> tuple[list, bool]:
     """
@@ -1106,6 +1121,7 @@ def check_series_stack(files: Sequence[Path], headers: Sequence, where: str, war
     """
     if len(headers) < 2:
         return list(headers), False
+    check_no_localizers(files, headers, where)
     numbers = {}
     for f, h in zip(files, headers):
         value = h.get("InstanceNumber")
@@ -1354,6 +1370,7 @@ class LoadStudy(Transform):
             raise ValueError(f"study '{source.study_id}': DICOM file '{f}' has no image (modality "
                              f"{h.get('Modality', '') or 'unknown'}, Rows/Columns "
                              f"{'given' if 'Rows' in h and 'Columns' in h else 'absent'}).")
+        check_no_localizers(source.files or [source.path], headers, f"study '{source.study_id}'")
         shapes = {(int(h.Rows), int(h.Columns)) for h in headers}
         if len(shapes) > 1:
             named = sizes_named(((int(h.Rows), int(h.Columns)), f) for f, h in zip(source.files, headers))

@@ -554,6 +554,22 @@ def test_series_errors_name_the_files_at_fault(tmp_path):
         LoadStudy(recipe).load(str(mixed))
     with pytest.raises(ValueError, match=pattern):
         check_study_shapes([str(mixed)], "volume")
+    # the odd slice is a localizer (ImageType LOCALIZER): said so, naming it, in training's check and at inference
+    d.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    d.save_as(mixed / "s3.dcm")
+    scout = r"1 localizer \(scout\) image\(s\) \(ImageType LOCALIZER\) are stored under the series' SeriesInstanceUID " \
+            r"\(s3\.dcm\): move them out of the series folder"
+    with pytest.raises(ValueError, match=scout):
+        LoadStudy(recipe).load(str(mixed))
+    with pytest.raises(ValueError, match=scout):
+        check_study_shapes([str(mixed)], "volume")
+    # a localizer alone in its series folder: no "a lower min_frames accepts it" (trial Y)
+    alone = tmp_path / "scout"
+    alone.mkdir()
+    d.save_as(alone / "s3.dcm")
+    with pytest.raises(ValueError, match=r"'s3\.dcm' is a localizer \(scout\) image \(ImageType LOCALIZER\): a planning "
+                                         r"view, no volume to classify"):
+        LoadStudy(recipe).load(str(alone))
 
 
 def test_nifti_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
