@@ -72,7 +72,8 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     model's own, ``model["warnings"]`` (:attr:`DASPredictor.warnings`: a grid override, an engine fallback), moved
     here from the ``model`` block; the prediction's own (:attr:`Prediction.warnings`: kept indices of a traced export
     matched among identical frames); kept frames that are fewer distinct source frames than ``k``,
-    :func:`monai_das.data.repeated_source_warning`), ``error`` (``null``).
+    :func:`monai_das.data.repeated_source_warning`; a model whose frames run across a DICOM series' slices), ``error``
+    (``null``).
     """
     model = dict(model)
     model_warnings = [w for w in model.pop("warnings", None) or [] if w]
@@ -91,9 +92,13 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     repeated = repeated_source_warning(f"'{study.source.study_id}'", kept_src, p["num_frames"])
     if repeated:
         logger.warning(repeated)
+    across = _across_slices(study, kept_src)
+    if across:
+        logger.warning(across)
     # the study layer's (a gap in a DICOM series, a gantry tilt: logged when it read the study) and this one
-    warnings = [*study.info.get("warnings", []), *model_warnings, *prediction.warnings,
-                *([repeated] if repeated else [])]
+    # each once (discovery and the reading can say the same of a series: "parts of one DICOM series", trial Y)
+    warnings = list(dict.fromkeys([*study.info.get("warnings", []), *model_warnings, *prediction.warnings,
+                                   *(w for w in (repeated, across) if w)]))
     return {
         "report_version": REPORT_VERSION,
         "study_id": study.source.study_id,
@@ -118,6 +123,23 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
         "warnings": warnings,
         "error": None,
     }
+
+
+def _across_slices(study: Study, kept_src: list | None) -> str | None:
+    """A warning when the model's frames of a DICOM series (or an Enhanced CT/MR file) are not its slices: a model
+    whose ``slice_axis`` runs across the series (e.g. sagittal planes of an axial CT series) keeps planes the report
+    would otherwise number like slices (trial Y: "source indices [31, ..., 0]" of a 24-slice series)."""
+    headers = study.dicom_headers
+    axis = study.info.get("source_axis")
+    if not headers or kept_src is None or axis is None or axis == 2 or study.source.kind == "video":
+        return None
+    if len(headers) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) <= 1:
+        return None
+    across = "columns" if axis == 0 else "rows"
+    return (f"'{study.source.study_id}': the model's frames run across the series' {across} (voxel axis {axis}), not "
+            "along its slices: its kept source indices are planes across the slices, not slice or frame numbers. "
+            "The model was trained with another slice_axis than these images' slice direction: use a model trained "
+            "on images of this orientation.")
 
 
 def kept_image_references(study: Study, kept_src: list | None) -> list[dict[str, Any]] | None:

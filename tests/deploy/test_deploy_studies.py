@@ -231,6 +231,28 @@ def test_gap_and_gantry_tilt_are_warned_in_training_and_inference(tmp_path, capl
                           num_kept=None, compute_saved=None, macs=None)
         report = study_report(study, pred, {"labels": ["a", "b"]})
         assert report["warnings"] == study.info["warnings"] and "warnings" not in report["input"]
+        # said twice (discovery and the reading can say the same): once in the report (trial Y)
+        study.info["warnings"] = study.info["warnings"] * 2
+        assert study_report(study, pred, {"labels": ["a", "b"]})["warnings"] == study.info["warnings"][:1]
+
+
+def test_frames_across_a_series_slices_are_said(tmp_path):
+    """A model whose slice_axis runs across an axial series (sagittal planes) reported its kept planes as "source
+    indices" of the series, with no word (trial Y): the report says the frames are not the series' slices; a model
+    along the slices says nothing."""
+    import dataclasses
+
+    from monai_das.deploy.predictor import Prediction
+    from monai_das.deploy.report import study_report
+
+    write_dicom_series(tmp_path / "axial", num_slices=6)
+    (src,) = discover_studies(tmp_path / "axial")
+    pred = Prediction(probabilities=[0.4, 0.6], label=1, label_name="b", kept_indices=[0, 8], num_frames=16,
+                      num_kept=2, compute_saved=None, macs=None)
+    across = study_report(StudyLoader(SPEC).load(src), pred, {"labels": ["a", "b"]})  # slice_axis 0: L-R planes
+    assert any("not along its slices" in w for w in across["warnings"]) and across["kept_images"] is None
+    along = study_report(StudyLoader(dataclasses.replace(SPEC, slice_axis=2)).load(src), pred, {"labels": ["a", "b"]})
+    assert not any("not along its slices" in w for w in along["warnings"]) and along["kept_images"]
 
 
 def test_series_in_a_folder_with_glob_characters(tmp_path):
