@@ -808,7 +808,8 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
     ``("clip", C, [T, H, W], uids)`` for a multi-frame DICOM file (``"slices"`` instead of ``"clip"`` when its
     modality is one of :data:`~monai_das.data.studies.VOLUME_MODALITIES`: an Enhanced CT/MR file, whose frames are
     slices; with ``axcodes``/``pixdim`` such a file is ``("volume", C, shape)``, the shape after ``Orientation`` and
-    ``Spacing`` from its functional groups' geometry, when every frame has a position), ``("volume", C, [W, H, N], uids)`` for a folder of single-frame DICOM files (one series; MONAI's
+    ``Spacing`` from its functional groups' geometry, when every frame has a position), ``("volume", C, [W, H, N],
+    uids)`` for a folder of single-frame DICOM files (one series; MONAI's
     readers' order: columns, rows, slices; with ``axcodes``/``pixdim`` the shape after
     ``Orientation(axcodes)`` and ``Spacing(pixdim)``, from the headers' geometry: a sagittal series is not
     ``[columns, rows, slices]`` in RAS) or one such file; ``uids``: the images' ``SOPInstanceUID``

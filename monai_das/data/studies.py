@@ -1086,9 +1086,10 @@ def check_no_localizers(files: Sequence[Path], headers: Sequence, where: str) ->
         raise ValueError(f"{where}: '{scouts[0]}' is a localizer (scout) image (ImageType LOCALIZER): a planning "
                          "view, no volume to classify.")
     if scouts and len(scouts) < len(headers):
+        named = ", ".join(scouts[:3]) + (", ..." if len(scouts) > 3 else "")
         raise ValueError(f"{where}: {len(scouts)} localizer (scout) image(s) (ImageType LOCALIZER) are stored under "
-                         f"the series' SeriesInstanceUID ({', '.join(scouts[:3])}{', ...' if len(scouts) > 3 else ''}): "
-                         "move them out of the series folder (a reader would take them for slices).")
+                         f"the series' SeriesInstanceUID ({named}): move them out of the series folder (a reader would "
+                         "take them for slices).")
 
 
 def check_series_stack(files: Sequence[Path], headers: Sequence, where: str, warnings: list[str] | None = None

@@ -231,12 +231,16 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
         # rows of other studies (another --input, or another study under the same id) are results a user may still
         # want: said as a warning, with how to keep them; a retry of errors or a cut row is routine
         replaced, changed = reasons.get(UNLISTED, 0) + reasons.get(MOVED, 0), reasons.get(CHANGED, 0)
+        # a study whose file changed since (size or modification time) is predicted again, rightly: said, without the
+        # advice for another input's rows
+        again = (f" {changed} stud(y/ies) changed since their prediction (file size or modification time) and are "
+                 "predicted again." if changed else "")
         if replaced:
             logger.warning(text + f" This run replaces the predictions of {replaced} earlier stud(y/ies) of another "
-                           "listing in that file; to keep an earlier run's, give each input its own --output_dir.")
-        if changed:  # its file changed since (size or modification time): predicted again, rightly
-            logger.warning(f"'{path}': {changed} stud(y/ies) changed since their prediction (file size or "
-                           "modification time) and are predicted again.")
+                           "listing in that file; to keep an earlier run's, give each input its own --output_dir."
+                           + again)
+        elif changed:
+            logger.warning(text + again)
         else:
             logger.info(text)
     elif unique:  # the JSON follows the CSV: a run killed before its end (or a missing JSON) left it behind

@@ -276,7 +276,8 @@ class PredictionWriter:
             if header != self.fields and [c for c in self.fields if c not in ADDED_COLUMNS] == header:
                 # written before the columns added since (warnings): the same rows, the new cells empty
                 _, rows, _ = read_predictions_csv(self.filepath)
-                write_predictions_csv(self.filepath, self.fields, ({k: r.get(k, "") for k in self.fields} for r in rows))
+                write_predictions_csv(self.filepath, self.fields,
+                                      ({k: r.get(k, "") for k in self.fields} for r in rows))
                 self.logger.info(f"'{self.filepath}': columns {list(ADDED_COLUMNS)} added to its {len(rows)} rows.")
                 header = self.fields
             if header != self.fields:

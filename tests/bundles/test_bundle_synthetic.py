@@ -164,7 +164,7 @@ def test_inference_on_files(trained, tmp_path):
     fields = ["id", "source", "fingerprint", "label", "pred_label", "pred_name", "prob_disc", "prob_square",
               "kept_indices", "source_frames", "error", "warnings", "model"]
     a = studies / "a.nii.gz"  # kept only while its source, fingerprint and model key match
-    done_row = ["a.nii.gz", str(a), study_fingerprint(a), "-1", "0", "disc", "0.9", "0.1", "0;1", "", "", key]
+    done_row = ["a.nii.gz", str(a), study_fingerprint(a), "-1", "0", "disc", "0.9", "0.1", "0;1", "", "", "", key]
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         csv.writer(f).writerows([fields, done_row])
     log = run_cmd(INFERENCE, args=["--bundle_root", root, "--input", studies, "--output_dir", out_dir])
