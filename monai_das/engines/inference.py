@@ -57,7 +57,8 @@ def inference_output_dir(bundle_root: str | os.PathLike, input: str | os.PathLik
 
     if optional(input) is None:
         return str(Path(bundle_root) / "eval")
-    path = Path(str(input)).expanduser().resolve()  # "." or "..": the folder's own name
+    # "." or "..": the folder's own name; a link stays the link (the ids of its studies are the link's paths)
+    path = Path(os.path.abspath(Path(str(input)).expanduser()))
     tag = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:8]
     return str(Path(bundle_root) / "predictions" / f"{path.name or 'input'}-{tag}")
 
@@ -207,6 +208,8 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
         reason = old_version or _stale_reason(r, expected, model_key, UNLISTED)
         if reason is None and r["error"]:
             reason = "error, run again"
+        elif reason == UNLISTED and r["error"]:  # no result of another listing: a failed study not listed any more
+            reason = "error row of a study not listed any more"
         if reason is None:
             kept.append(r)
             continue

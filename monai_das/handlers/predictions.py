@@ -41,8 +41,9 @@ def _s(v: Any) -> str:
     return str(v)
 
 
-#: columns a predictions CSV gained in later versions: a file without them gets them (empty) when a run resumes it
-ADDED_COLUMNS = ("warnings",)
+#: columns a predictions CSV gained in later versions, and what the rows of a file without them get when a run
+#: resumes it (an empty warnings cell would read as "nothing to say")
+ADDED_COLUMNS = {"warnings": "not recorded: predicted by an older version (skip_done false predicts it again)"}
 
 #: first characters that make a spreadsheet take a cell for a formula (OWASP "CSV injection"): ``=``, ``+``, ``-``,
 #: ``@``, a tab or a carriage return
@@ -274,10 +275,10 @@ class PredictionWriter:
             with open(self.filepath, newline="", encoding="utf-8-sig", errors="replace") as f:
                 header = next(csv.reader(f), [])
             if header != self.fields and [c for c in self.fields if c not in ADDED_COLUMNS] == header:
-                # written before the columns added since (warnings): the same rows, the new cells empty
+                # written before the columns added since (warnings): the same rows, the new cells saying so
                 _, rows, _ = read_predictions_csv(self.filepath)
                 write_predictions_csv(self.filepath, self.fields,
-                                      ({k: r.get(k, "") for k in self.fields} for r in rows))
+                                      ({k: r.get(k, ADDED_COLUMNS.get(k, "")) for k in self.fields} for r in rows))
                 self.logger.info(f"'{self.filepath}': columns {list(ADDED_COLUMNS)} added to its {len(rows)} rows.")
                 header = self.fields
             if header != self.fields:

@@ -284,3 +284,7 @@ def test_inference_on_an_input_writes_beside_the_split_predictions(bundle, tmp_p
     # "." and "..": the folder's own name, never the bundle root or a parent; the same input, the same folder
     assert Path(inference_output_dir(tmp_path, tmp_path / "studies" / "..")).name.startswith(tmp_path.name + "-")
     assert inference_output_dir(tmp_path, "/data/x/") == inference_output_dir(tmp_path, "/data/x")
+    # a link is named as the link (its studies' ids are the link's paths), not as the folder it leads to
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert Path(inference_output_dir(tmp_path, tmp_path / "link")).name.startswith("link-")

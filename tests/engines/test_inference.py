@@ -93,7 +93,7 @@ def test_study_warnings_reach_the_predictions(tmp_path):
     writer.attach(engine)
     engine.run([0], max_epochs=1)
     rows = {r["id"]: r for r in csv.DictReader(open(path))}
-    assert set(rows) == {"old", "bare.nii.gz"} and rows["old"]["warnings"] == ""
+    assert set(rows) == {"old", "bare.nii.gz"} and rows["old"]["warnings"].startswith("not recorded: predicted by an older")
     assert "has no orientation" in rows["bare.nii.gz"]["warnings"] and rows["bare.nii.gz"]["pred_name"] == "pos"
 
 
@@ -308,6 +308,13 @@ def test_replacing_other_studies_predictions_is_a_warning(tmp_path, caplog):
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "1 stud(y/ies) changed since their prediction" in warned[0]
     assert "--output_dir" not in warned[0]
+    # an error row of a study no longer listed (a VERSION file discovery skips now) is no result of another listing
+    caplog.clear()
+    csv_path.write_text("id,source,fingerprint,label,pred_label,error\nVERSION,/x/VERSION,1,,,unsupported\n")
+    with caplog.at_level(logging.INFO, logger="monai_das.engines.inference"):
+        resume_predictions(csv_path, [{"id": "b", "image": "/x/b", "fingerprint": "2"}])
+    assert "error row of a study not listed any more" in caplog.text
+    assert not any(r.levelno >= logging.WARNING for r in caplog.records)
     caplog.clear()
     csv_path.write_text("id,source,fingerprint,label,pred_label,error\nc,/x/c,1,,,failed\n")  # a retry only: routine
     with caplog.at_level(logging.INFO, logger="monai_das.engines.inference"):
