@@ -517,7 +517,7 @@ def _classify_file(root: Path, path: Path, headers: dict[Path, Any]) -> StudySou
         return StudySource(sid, "volume", path, _mhd_members(path) if suffix == ".mhd" else [path])
     if suffix in VIDEO_EXTENSIONS:
         return StudySource(sid, "video", path, [path])
-    if path.stat().st_size == 0:  # not pydicom's "use force=True" for an empty .dcm
+    if os.path.isfile(path) and os.path.getsize(path) == 0:  # not pydicom's "use force=True" for an empty .dcm
         return StudySource(sid, "invalid", path, [path],
                            error=f"'{path}' is an empty file (0 bytes): an interrupted copy or export?")
     if is_dicom(path):
