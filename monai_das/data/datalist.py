@@ -771,10 +771,12 @@ def _npy_shape(path: str) -> tuple[int, list[int]]:
     raise ValueError(f"has shape {shape}: expected D×H×W or C×D×H×W.")
 
 
-#: the DICOM elements the shape check reads
+#: the DICOM elements the shape check reads (the functional groups: an Enhanced CT/MR file's geometry, read in the
+#: same pass; a single-frame image has none)
 _SHAPE_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
                "Modality", "InstanceNumber", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
-               "SOPInstanceUID", "SeriesNumber", "SeriesDescription", "ImageType")
+               "SOPInstanceUID", "SeriesNumber", "SeriesDescription", "ImageType", "SharedFunctionalGroupsSequence",
+               "PerFrameFunctionalGroupsSequence")
 
 
 def _dicom_header(path: Path):
@@ -889,7 +891,7 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
 
         kind = "slices" if str(ds.get("Modality", "")).upper() in VOLUME_MODALITIES else "clip"
         if kind == "slices" and (axcodes is not None or pixdim is not None):  # as training's Orientation and Spacing
-            frames = _enhanced_frame_headers(path, n)  # turn an Enhanced CT/MR file (read with its geometry)
+            frames = _enhanced_frame_headers(ds, n)  # turn an Enhanced CT/MR file (read with its geometry)
             if frames is not None:
                 dims = _resampled_shape([cols, rows, n], _series_affine(frames), axcodes, pixdim)
                 return "volume", _dicom_channels(ds), dims, uids, modality_of([ds])
@@ -897,16 +899,16 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
     return "volume", _dicom_channels(ds), [cols, rows], uids, modality_of([ds])
 
 
-def _enhanced_frame_headers(path: Path, num_frames: int) -> list | None:
+def _enhanced_frame_headers(ds: Any, num_frames: int) -> list | None:
     """
-    One header per frame of the Enhanced (multi-frame) DICOM file ``path`` with the geometry :func:`_series_affine`
-    reads of a series' slices (``ImageOrientationPatient``, ``PixelSpacing``, ``ImagePositionPatient``), from its
-    functional groups (per frame, else shared), as MONAI's ``ITKReader`` reads the file's geometry; ``None`` when a
-    frame has no position (the stored order is then all there is).
+    One header per frame of the Enhanced (multi-frame) DICOM file whose header is ``ds`` (read with
+    :data:`_SHAPE_TAGS`) with the geometry :func:`_series_affine` reads of a series' slices
+    (``ImageOrientationPatient``, ``PixelSpacing``, ``ImagePositionPatient``), from its functional groups (per frame,
+    else shared), as MONAI's ``ITKReader`` reads the file's geometry; ``None`` when a frame has no position (the
+    stored order is then all there is).
     """
     from pydicom.dataset import Dataset
 
-    ds = read_dicom_header(path, ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"))
     shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
     per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
     if len(per_frame) != num_frames:
