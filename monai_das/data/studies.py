@@ -451,6 +451,10 @@ def _modality_warning(modality: str | None, recipe: Mapping, name: str) -> str |
             f"trained on {mod} (or restrict the accepted modalities: --modalities CT).")
 
 
+#: the Secondary Capture Image Storage SOP classes (``...1.7``; multi-frame ones ``...1.7.1``-``.4``)
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
 def _is_localizer(ds) -> bool:
     """A scout / localizer image (``ImageType`` holds ``LOCALIZER``): planning views, no part of the study's stack."""
     value = ds.get("ImageType") or ""
@@ -592,6 +596,7 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
     headers read go into ``headers`` (a study list's rows share one)."""
     headers = {} if headers is None else headers
     studies: list[StudySource] = []
+    passed_over: list[StudySource] = []  # series of no study image (see the end)
     any_file = False
     visited = {os.path.realpath(root)}  # folders are followed through links (a study linked in from an archive),
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # each real folder once (no loops)
@@ -637,9 +642,19 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
         series = _series_beside(folder, series, headers, _is_localizer, "localizer (scout) image(s) beside its series")
         for uid, members in series.items():
             sid = base if len(series) == 1 else f"{base}#series_{_series_label(headers[members[0]], uid)}"
-            studies.append(StudySource(sid, "dicom_series", folder, members))
+            study = StudySource(sid, "dicom_series", folder, members)
+            no_study = all(_is_non_image_object(headers[f]) or _is_localizer(headers[f]) for f in members)
+            (passed_over if no_study else studies).append(study)
     if not any_file:
         raise ValueError(f"input folder '{root}' contains no files.")
+    if studies and passed_over:  # a PACS export's report, dose report or scout series in a folder of its own: no
+        # study (each was an error study, a Deploy exit status 3 on a clean export); alone, each stays a study (its
+        # loading names what it is)
+        names = [s.study_id for s in passed_over]
+        logger.info(f"'{root}': skipped {len(names)} DICOM series holding no study image, only reports, key objects "
+                    f"or localizer (scout) images ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}).")
+    elif passed_over:
+        studies = passed_over
     _unique_ids(studies)
     _warn_copies(studies, headers)
     return studies
@@ -877,8 +892,10 @@ def discover_studies(
               ``SeriesInstanceUID``. Ids are paths relative to the folder (``sub/b.nii.gz``; a series: its folder,
               ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose
               files of ``source`` itself). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are skipped, and
-              so are text files without an extension (a PACS export's ``VERSION``);
-              other files, empty folders and unreadable DICOM become invalid studies.
+              so are text files without an extension (a PACS export's ``VERSION``) and, where the folder holds
+              other studies, the DICOM series of no study image (reports, key objects, presentation states:
+              :data:`NON_IMAGE_MODALITIES`; localizer images) beside a series or in a folder of their own (logged at
+              INFO); other files, empty folders and unreadable DICOM become invalid studies.
             - one study file (id: its name; a single-frame DICOM file is a one-slice series).
             - a CSV study list (``.csv``): an ``image`` column (paths relative to the CSV, a file or a folder
               holding one study) and optional ``label`` (class index or name; blank or ``-1`` = unknown) and ``id``
@@ -1379,6 +1396,10 @@ class LoadStudy(Transform):
                              f"{named}; a localizer or another reconstruction stored with the series' UID? Remove the "
                              "files that do not belong to it.")
         if len(headers) < self.min_frames:
+            if len(headers) == 1 and str(headers[0].get("SOPClassUID", "")).startswith(_SECONDARY_CAPTURE):
+                raise ValueError(f"{self._where(source)}: '{source.files[0].name}' is a secondary capture image "
+                                 "(SOP class Secondary Capture: a screen save such as a dose screen, a scanned "
+                                 "document): one picture, no volume to classify.")
             raise self._too_few(source, f"has {len(headers)} slice(s)", len(headers))
         file_headers = headers  # in the order of source.files
         said: list[str] = []

@@ -477,6 +477,54 @@ def test_a_scout_series_beside_the_stack_is_no_study(tmp_path, caplog):
     assert [(s.kind, len(s.files)) for s in discover_studies(folder)] == [("dicom_series", 1)]  # alone: a study
 
 
+def test_report_and_scout_series_in_folders_of_their_own_are_no_study(tmp_path, caplog):
+    """A PACS export keeps a dose report and a scout series in series folders of their own (``SE997_DOSE/``,
+    ``SE1_SCOUT/``): each became an error study, so the Deploy app exited 3 on a clean export (trial Y). Skipped with
+    one info line when the input holds other studies; an input of such series alone stays a study each (its loading
+    says what it is)."""
+    import logging
+
+    import pydicom
+
+    study = tmp_path / "export" / "P001" / "ST1"
+    _ct_series(study / "SE2_CT", 4, number=2)
+    for name, number, change in (("SE1_SCOUT", 1, {"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}),
+                                 ("SE997_DOSE", 997, {"Modality": "SR"}), ("SE998_KO", 998, {"Modality": "KO"})):
+        _ct_series(study / name, 1, number=number)
+        d = pydicom.dcmread(study / name / "s0.dcm")
+        for key, value in change.items():
+            setattr(d, key, value)
+        d.save_as(study / name / "s0.dcm")
+    with caplog.at_level(logging.INFO, logger="monai_das.data.studies"):
+        found = discover_studies(tmp_path / "export")
+    assert [(s.study_id, s.kind, len(s.files)) for s in found] == [("P001/ST1/SE2_CT", "dicom_series", 4)]
+    assert ("skipped 3 DICOM series holding no study image, only reports, key objects or localizer (scout) images "
+            "(P001/ST1/SE1_SCOUT, P001/ST1/SE997_DOSE, P001/ST1/SE998_KO)") in caplog.text
+    # a study list's row naming the study folder: its one image series (three studies before, refused as several)
+    (tmp_path / "list.csv").write_text("image,label\nexport/P001/ST1,1\n")
+    assert [(s.kind, len(s.files), s.label) for s in discover_studies(tmp_path / "list.csv", num_classes=2)] == [
+        ("dicom_series", 4, 1)]
+    # alone, or only with each other: still studies (loading names what each is), not "no studies found"
+    assert [s.study_id for s in discover_studies(study / "SE997_DOSE")] == ["SE997_DOSE"]
+    for f in (study / "SE2_CT").iterdir():
+        f.unlink()
+    (study / "SE2_CT").rmdir()
+    assert [s.study_id for s in discover_studies(tmp_path / "export")] == [
+        "P001/ST1/SE1_SCOUT", "P001/ST1/SE997_DOSE", "P001/ST1/SE998_KO"]
+    # a dose screen saved as one secondary capture image: an error saying what it is, not "a lower min_frames
+    # accepts it" (trial Y); a series of several such images is not refused by this rule
+    from monai_das.data.studies import LoadStudy
+
+    d = pydicom.dcmread(study / "SE1_SCOUT" / "s0.dcm")
+    d.SOPClassUID = d.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    d.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+    (study / "SC").mkdir()
+    d.save_as(study / "SC" / "sc.dcm")
+    with pytest.raises(ValueError, match=r"'sc\.dcm' is a secondary capture image \(SOP class Secondary Capture: a "
+                                         r"screen save such as a dose screen, a scanned document\): one picture"):
+        LoadStudy({"layout": "volume", "spatial_size": [4, 16, 16]}).load(str(study / "SC"))
+
+
 def test_extensionless_non_dicom_files_beside_a_series_are_no_study(tmp_path):
     """A PACS export's VERSION file beside the slices became an error study (Deploy exit status 3 on a clean export);
     training's reader passes over it. A damaged DICOM file without an extension stays an error."""
