@@ -21,6 +21,7 @@ import torch
 from monai_das.engines.utils import flag, optional
 from monai_das.transforms.temporal import SOURCE_INDICES
 from monai_das.utils.io import file_digest, read_checkpoint
+from monai_das.utils.logs import first_cause, root_cause
 
 __all__ = [
     "predictions_path",
@@ -384,15 +385,12 @@ class StudyDataset(torch.utils.data.Dataset):
             said = list(dict.fromkeys(study.info.get("warnings") or [])) if study is not None else []
             out["warnings"] = " | ".join(str(w).replace("\n", " ") for w in said)
         except Exception as e:  # one bad study must not stop the others
-            chain = [e]
-            while chain[-1].__cause__ is not None:
-                chain.append(chain[-1].__cause__)
             # MONAI wraps a transform's error ("applying transform ..."): report the first error under it (this
             # package's, which names the file at fault, e.g. one slice of a series), and the reader's at the root
-            first = next((x for x in chain if not str(x).startswith("applying transform")), chain[-1])
+            first, root = first_cause(e), root_cause(e)
             msg = f"{type(first).__name__}: {first}"
-            if chain[-1] is not first and str(chain[-1]) not in str(first):
-                msg += f" (from {type(chain[-1]).__name__}: {chain[-1]})"
+            if root is not first and str(root) not in str(first):
+                msg += f" (from {type(root).__name__}: {root})"
             msg = msg.replace("\n", " ")
             if out["source"] not in msg:
                 msg = f"cannot read '{out['source']}': {msg}"

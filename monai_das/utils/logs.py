@@ -83,10 +83,13 @@ def log_once(name: str) -> None:
 
 
 def cause_chain(error: BaseException) -> list[BaseException]:
-    """``error`` and the exceptions that caused it, in order (``__cause__``, else ``__context__``; each once)."""
+    """``error`` and the exceptions that caused it, in order, as Python's traceback shows them: ``__cause__``, else
+    ``__context__`` unless it is suppressed (``raise ... from None``: a message that replaces the error under it);
+    each once."""
     chain, seen = [error], {id(error)}
     while True:
-        nxt = chain[-1].__cause__ or chain[-1].__context__
+        last = chain[-1]
+        nxt = last.__cause__ or (None if last.__suppress_context__ else last.__context__)
         if nxt is None or id(nxt) in seen:
             return chain
         seen.add(id(nxt))

@@ -50,3 +50,44 @@ def test_quiet_other_ranks(monkeypatch):
     assert not quiet_other_ranks(("monai_das_test_ranks",)) and logger.level == logging.INFO
     monkeypatch.setattr(dist, "get_rank", lambda: 1)
     assert quiet_other_ranks(("monai_das_test_ranks",)) and logger.level == logging.ERROR
+
+
+def test_cause_chain_follows_the_traceback_python_shows():
+    """``raise ... from None`` replaces the error under it: the chain stopped there only for ``__cause__``; a load
+    error raised ``from None`` (a NIfTI too large for the memory) was named by the suppressed error under it in a
+    cache's message. Implicit context is followed, explicit cause first."""
+    from monai_das.utils.logs import cause_chain, first_cause, root_cause
+
+    def raised(f):
+        try:
+            f()
+        except Exception as e:
+            return e
+        raise AssertionError("nothing raised")
+
+    def suppressed():
+        try:
+            raise MemoryError()
+        except MemoryError:
+            raise RuntimeError("study 'a': a 2048x2048x256 float32 volume needs 4 GiB") from None
+
+    def implicit():
+        try:
+            raise OSError("the reader's own error")
+        except OSError:
+            raise ValueError("cannot read 'a.nii.gz'")
+
+    def wrapped():
+        try:
+            suppressed()
+        except RuntimeError as e:
+            raise RuntimeError("applying transform <LoadStudyd>") from e
+
+    e = raised(suppressed)
+    assert cause_chain(e) == [e] and root_cause(e) is e
+    e = raised(implicit)
+    assert [type(x) for x in cause_chain(e)] == [ValueError, OSError]
+    e = raised(wrapped)
+    assert [str(x) for x in cause_chain(e)] == ["applying transform <LoadStudyd>",
+                                                 "study 'a': a 2048x2048x256 float32 volume needs 4 GiB"]
+    assert first_cause(e) is root_cause(e) is e.__cause__
