@@ -20,7 +20,7 @@ import torch
 
 from monai_das.engines.utils import flag, optional
 from monai_das.transforms.temporal import SOURCE_INDICES
-from monai_das.utils.io import file_digest, read_checkpoint
+from monai_das.utils.io import file_digest, input_folder_name, read_checkpoint
 from monai_das.utils.logs import first_cause, root_cause
 
 __all__ = [
@@ -54,14 +54,9 @@ def inference_output_dir(bundle_root: str | os.PathLike, input: str | os.PathLik
     neither the test split's predictions nor those of another input (a predictions file keeps the rows of its own
     listing only).
     """
-    import hashlib
-
     if optional(input) is None:
         return str(Path(bundle_root) / "eval")
-    # "." or "..": the folder's own name; a link stays the link (the ids of its studies are the link's paths)
-    path = Path(os.path.abspath(Path(str(input)).expanduser()))
-    tag = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:8]
-    return str(Path(bundle_root) / "predictions" / f"{path.name or 'input'}-{tag}")
+    return str(Path(bundle_root) / "predictions" / input_folder_name(input))
 
 
 def _shard_suffix(shard_index: int, shard_count: int) -> str:

@@ -22,6 +22,7 @@ The card is the bundle metadata (read with ``json.loads``; its ``eval_metrics`` 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -35,7 +36,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.networks.utils import unwrap_network
-from monai_das.utils.io import file_digest, write_json_atomic
+from monai_das.utils.io import file_digest, input_folder_name, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -433,9 +434,11 @@ def evaluation_output_dir(output_dir: str | os.PathLike, checkpoint: str | os.Pa
     Where an evaluation of ``checkpoint`` on the data of ``info`` (:attr:`monai_das.engines.BundleData.info`: its
     ``splits`` and ``datalist``) writes its reports: ``output_dir``, or ``<output_dir>/<name>`` when the card
     describing the checkpoint (``card_path``, default ``metadata.json`` beside it) was trained on other data
-    (:func:`other_data`; ``<name>``: the evaluated datalist's file name without extension, else the dataset's), so that
-    an external test set's metrics, predictions and figures lie beside, never over, the training's own test reports
-    (which the card keeps).
+    (:func:`other_data`; ``<name>``: the evaluated datalist's file name and 8 hex digits of its path,
+    :func:`monai_das.utils.io.input_folder_name`, so that two sites' ``datalist.json`` get a folder each; else the
+    dataset's name and a tag of its split identity, ``splits``), so that an external test set's metrics, predictions
+    and figures lie beside, never over, the training's own test reports (which the card keeps) or another external
+    set's.
     """
     checkpoint = Path(checkpoint)
     found = _card_describing(checkpoint, Path(card_path) if card_path is not None else
@@ -443,8 +446,11 @@ def evaluation_output_dir(output_dir: str | os.PathLike, checkpoint: str | os.Pa
     if found is None or not other_data(found[1].get("splits"), info.get("splits")):
         return str(output_dir)
     datalist = info.get("datalist")
-    name = Path(str(datalist)).name.split(".")[0] if datalist else str((info.get("splits") or {}).get("dataset"))
-    return str(Path(output_dir) / (name or "other_data"))
+    if datalist:
+        return str(Path(output_dir) / input_folder_name(datalist))
+    splits = info.get("splits") or {}
+    tag = hashlib.sha256(json.dumps(splits, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:8]
+    return str(Path(output_dir) / f"{splits.get('dataset') or 'other_data'}-{tag}")
 
 
 def output_dir_at_k(output_dir: str | os.PathLike, checkpoint: str | os.PathLike, num_kept: int | None,

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "file_digest", "check_checkpoint", "read_checkpoint"]
+__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "file_digest", "check_checkpoint", "read_checkpoint",
+           "input_folder_name"]
 
 
 def _file_mode() -> int:
@@ -78,6 +79,18 @@ def file_digest(filepath: str | os.PathLike, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def input_folder_name(path: str | os.PathLike) -> str:
+    """``<name>-<tag>``: the folder that holds the reports of one input (a study folder or file, a study list, a
+    datalist): ``<name>`` its file or folder name, ``<tag>`` 8 hex digits of its absolute path, so that inputs of one
+    name (``P1/ST1/SE2_CT`` and ``P3/ST1/SE2_CT``, two sites' ``datalist.json``) never share one. A link stays the
+    link (not resolved: the ids of its studies are the link's paths); ``.``/``..`` are named by their folder."""
+    import hashlib
+
+    path = Path(os.path.abspath(Path(str(path)).expanduser()))
+    tag = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:8]
+    return f"{path.name or 'input'}-{tag}"
 
 
 def check_checkpoint(filepath: str | os.PathLike) -> Path:

@@ -150,7 +150,7 @@ def test_evaluate_on_the_test_list(volumes, predictions):
 def test_an_external_test_set_is_evaluated_beside_the_trainings_reports(volumes, tmp_path):
     """A datalist of a test list alone (another site's studies) was refused ("has no 'training' list"), and an
     external evaluation replaced the card's test metrics and eval/ (trial X, review H5): it is evaluated into
-    eval/<its name>/, the card and eval/metrics.json untouched."""
+    eval/<its name>-<tag>/, the card and eval/metrics.json untouched."""
     card, report = volumes["root"] / "models" / "metadata.json", volumes["root"] / "eval" / "metrics.json"
     before = card.read_bytes(), report.read_bytes() if report.is_file() else None
     items = json.loads(volumes["datalist"].read_text())["training"][:6]
@@ -159,9 +159,13 @@ def test_an_external_test_set_is_evaluated_beside_the_trainings_reports(volumes,
     args = [a if a != volumes["datalist"] else external for a in volumes["args"]]
     out = run_cmd(TRAIN, EVALUATE, args=[*args, "--mlflow", "false"])
     assert "has no training list: a test set" in out.stdout + out.stderr
-    ext = json.loads((volumes["root"] / "eval" / "site2" / "metrics.json").read_text())
+    from monai_das.utils.io import input_folder_name
+
+    folder = volumes["root"] / "eval" / input_folder_name(external)  # site2.json-<8 hex of its path>
+    assert folder.name.startswith("site2.json-")
+    ext = json.loads((folder / "metrics.json").read_text())
     assert ext["num_samples"] == 6 and ext["datalist"] == str(external)
-    assert (volumes["root"] / "eval" / "site2" / "test_predictions.csv").is_file()
+    assert (folder / "test_predictions.csv").is_file()
     assert (card.read_bytes(), report.read_bytes() if report.is_file() else None) == before
 
 

@@ -461,6 +461,7 @@ def test_external_evaluation_writes_beside_and_older_validation_split_is_refused
     H5): they go to eval/<its datalist's name>/. A validation split this version draws with one patient of every
     class (every_class_validated) holds training patients of a checkpoint of the older split: refused."""
     from monai_das.handlers import evaluation_output_dir
+    from monai_das.utils.io import input_folder_name
 
     ident = {"dataset": "datalist", "datalist_sha256": "ab" * 32, "seed": 0, "val_fraction": 0.2}
     info = {**INFO, "splits": ident}
@@ -469,7 +470,14 @@ def test_external_evaluation_writes_beside_and_older_validation_split_is_refused
     assert evaluation_output_dir(out, ckpt, info) == str(out)  # the training's data
     assert evaluation_output_dir(out, ckpt, {**info, "splits": {**ident, "seed": 3}}) == str(out)  # its test list
     external = {**info, "datalist": "/site2/ext_test.json", "splits": {**ident, "datalist_sha256": "cd" * 32}}
-    assert evaluation_output_dir(out, ckpt, external) == str(out / "ext_test")
+    assert evaluation_output_dir(out, ckpt, external) == str(out / input_folder_name("/site2/ext_test.json"))
+    # two sites' datalists of one name (site2/datalist.json, site3/datalist.json) shared eval/datalist/: the second
+    # evaluation replaced the first's reports; other datasets (no datalist) are told apart by their split identity
+    names = {evaluation_output_dir(out, ckpt, {**external, "datalist": f"/site{i}/datalist.json"}) for i in (2, 3)}
+    assert len(names) == 2 and all(Path(n).name.startswith("datalist.json-") for n in names)
+    syn = [{**info, "datalist": None, "splits": {"dataset": "synthetic", "variant": v}} for v in ("a", "b")]
+    names = [evaluation_output_dir(out, ckpt, s) for s in syn]
+    assert names[0] != names[1] and Path(names[0]).name.startswith("synthetic-")
     assert evaluation_output_dir(out, tmp_path / "none.pt", external) == str(out)  # no card describing it
     newer = {**info, "splits": {**ident, "every_class_validated": True}}
     with pytest.raises(ValueError, match=r"every_class_validated: trained None, this run True.*train anew"):
