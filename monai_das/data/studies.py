@@ -49,6 +49,7 @@ __all__ = [
     "discover_studies",
     "list_studies",
     "dataset_item_ids",
+    "item_label",
     "PADDING",
     "kept_source_indices",
     "repeated_source_warning",
@@ -948,15 +949,18 @@ def _dataset_files(dataset: Any) -> list[tuple[str, int | None]] | None:
         return None
     if not all(isinstance(d, Mapping) and isinstance(d.get("image"), (str, os.PathLike)) for d in data):
         return None
-    out = []
-    for d in data:
-        label = d.get("label")
-        try:
-            label = int(torch.as_tensor(label).reshape(-1)[0]) if label is not None else None
-        except (TypeError, ValueError, IndexError):
-            label = None
-        out.append((os.path.abspath(str(d["image"])), None if label is None or label < 0 else label))
-    return out
+    return [(os.path.abspath(str(d["image"])), item_label(d)) for d in data]
+
+
+def item_label(item: Any) -> int | None:
+    """The class index of a raw dataset item (``item["label"]``: an index or a one-element array), ``None`` when the
+    item has none, an unknown one (negative) or one that is no number."""
+    label = item.get("label") if isinstance(item, Mapping) else None
+    try:
+        label = int(torch.as_tensor(label).reshape(-1)[0]) if label is not None else None
+    except (TypeError, ValueError, IndexError, RuntimeError):
+        return None
+    return None if label is None or label < 0 else label
 
 
 def _dataset_studies(dataset: Sequence, id_prefix: str = "", dataset_tag: str | None = None,

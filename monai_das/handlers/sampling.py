@@ -191,12 +191,12 @@ class SamplingFiguresHandler:
         raw = getattr(self.dataset, "data", None)
         if not isinstance(raw, Sequence) or len(raw) != len(self.dataset):
             return list(range(n))
+        from monai_das.data.studies import item_label
+
         by_class: dict[int, list[int]] = {}
         for i, item in enumerate(raw):
-            label = item.get("label") if isinstance(item, Mapping) else None
-            try:
-                label = int(torch.as_tensor(label).reshape(-1)[0])
-            except (TypeError, ValueError, IndexError, RuntimeError):
+            label = item_label(item)
+            if label is None:
                 return list(range(n))
             by_class.setdefault(label, []).append(i)
         turns = [ids[r] for r in range(max(map(len, by_class.values()), default=0))
