@@ -318,6 +318,37 @@ def test_model_dir_inference_config_builds_the_trained_network(app, tmp_path):
     assert "max_epochs" not in inference
 
 
+def test_video_bundle_trains_on_a_frame_grid(app, tmp_path):
+    """The video bundle could not be trained through the app (trial Z): its metadata's [C, H, W] became the grid
+    (--spatial_size [1, 64, 64], refused by the bundle, also over train_overrides' size), and --conf spatial_size
+    took only 'D,H,W'. A clip's frame [H, W] now; the volume layout still takes three."""
+    bundle = REPO / "bundles" / "das_video_classification"
+    ds = make_datastore(tmp_path / "data", LABELS6)
+    train = app["DASTrain"](bundle, tmp_path / "m1")
+    assert train.layout == "video" and train.spatial_size == [64, 64]  # the metadata's [1, 64, 64]
+    command = train.build_run({"max_epochs": 1}, ds)["command"]
+    assert command[command.index("--spatial_size") + 1] == "[64, 64]"
+    # train_overrides' size (or spatial_size) wins over the metadata's grid
+    train = app["DASTrain"](bundle, tmp_path / "m2", overrides={"size": 32, "num_frames": 16})
+    command = train.build_run({"max_epochs": 1}, ds)["command"]
+    assert "--spatial_size" not in command and command[command.index("--size") + 1] == "32"
+    image = json.loads((tmp_path / "m2" / "monailabel" / "training" / "configs" / "metadata.json").read_text())[
+        "network_data_format"]["inputs"]["image"]
+    assert image["spatial_shape"] == [1, 32, 32] and image["num_channels"] == 16 and len(image["channel_def"]) == 16
+    inference = json.loads((tmp_path / "m2" / "monailabel" / "training" / "configs" / "inference.json").read_text())
+    assert inference["size"] == 32 and inference["num_frames"] == 16
+    # --conf spatial_size: 'H,W' for a video bundle, checked against the bundle's layout
+    settings = app["app_tasks"].app_settings({"bundle": str(bundle), "model_dir": str(tmp_path / "m3"),
+                                              "spatial_size": "32,32"}, tmp_path / "app")
+    assert app["app_tasks"].make_train_task(settings).spatial_size == [32, 32]
+    with pytest.raises(ValueError, match=r"spatial_size of this video bundle must be 2 positive integers, a frame's "
+                                         r"'H,W' \(the clips' frame count is train_overrides num_frames\); got "
+                                         r"\[1, 64, 64\]"):
+        app["DASTrain"](bundle, tmp_path / "m4", spatial_size=[1, 64, 64])
+    with pytest.raises(ValueError, match=r"spatial_size of this volume bundle must be 3 positive integers"):
+        app["DASTrain"](repo_bundle(), tmp_path / "m5", spatial_size=[32, 32])
+
+
 def test_misspelt_train_override_is_named(app, tmp_path):
     task = app["DASTrain"](repo_bundle(), tmp_path / "model", spatial_size=GRID, overrides={"max_epoch": 3})
     with pytest.raises(ValueError, match="train_overrides: .* does not define 'max_epoch': did you mean 'max_epochs'"):
@@ -509,8 +540,9 @@ def test_app_settings(app, tmp_path):
     assert settings["train_overrides"] == {"batch_size": 4} and settings["train"] is False
     assert settings["loader_options"] == {"allowed_modalities": ["CT", "MR"]}
     assert app["app_tasks"].make_train_task(settings) is None
-    with pytest.raises(ValueError, match="spatial_size must be three positive integers"):
-        app["app_tasks"].app_settings({"spatial_size": "16,16"}, tmp_path)
+    with pytest.raises(ValueError, match=r"spatial_size must be three positive integers 'D,H,W' \(a volume bundle\) "
+                                         r"or two 'H,W' \(a video bundle's frame\)"):
+        app["app_tasks"].app_settings({"spatial_size": "16"}, tmp_path)
     # the slice axis as a setting of its own (a train override); bad numbers and JSON are named
     axial = app["app_tasks"].app_settings({"slice_axis": "axial", "train_overrides": '{"lr": 0.01}'}, tmp_path)
     assert axial["train_overrides"] == {"lr": 0.01, "slice_axis": "axial"}

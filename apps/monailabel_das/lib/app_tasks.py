@@ -11,7 +11,9 @@ Keys:
   ``training/``, the run's ``--bundle_root``); the infer task loads from it once it holds a model, else from
   ``bundle``.
 - ``labels``: comma-separated class names (index = position); default: the classes found in the datastore.
-- ``spatial_size``: the network grid ``D,H,W`` (or ``[D, H, W]``); default: the bundle metadata's input shape.
+- ``spatial_size``: the network grid ``D,H,W`` (or ``[D, H, W]``), a video bundle's frame ``H,W``; default: the
+  bundle metadata's input shape (a video bundle's frame ``[H, W]``), unless ``train_overrides`` give ``size`` or
+  ``spatial_size``.
 - ``slice_axis``: the axis whose slices the sampler chooses among (``0``-``2`` of ``D,H,W``, or ``sagittal``,
   ``coronal``, ``axial``, resolved against the bundle's ``axcodes``, RAS by default); default the bundle's (0). A
   training setting (passed as a train override; the infer task reads the trained one from the model card).
@@ -62,9 +64,10 @@ def _spatial_size(value: str | None) -> list[int] | None:
     if value is None or not str(value).strip():
         return None
     parts = [p for p in re.split(r"[\s,\[\]]+", str(value)) if p]
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"spatial_size must be three positive integers 'D,H,W', got {value!r}.")
-    return [int(p) for p in parts]
+    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"spatial_size must be three positive integers 'D,H,W' (a volume bundle) or two 'H,W' (a "
+                         f"video bundle's frame), got {value!r}.")
+    return [int(p) for p in parts]  # checked against the bundle's layout by the train task
 
 
 def _number(conf: Mapping[str, str], key: str, kind: type) -> Any:

@@ -115,7 +115,7 @@ class DASClassification(BasicInferTask):
             network=None,
             type=InferType.CLASSIFICATION,
             labels=self._labels(self.predictor),
-            dimension=3,
+            dimension=2 if self.predictor is not None and self.predictor.spec.layout == "video" else 3,  # 2D+t
             description=description,
             # request keys win over these; 0: not set (the trained k of the model card)
             config={"engine": self.engine, "num_kept": int(num_kept or 0), "keep_ratio": float(keep_ratio or 0.0)},

@@ -85,9 +85,9 @@ LABEL_KEY = "label"
 #: of ``configs/inference.json`` (for the keys that config defines) so that a bundle run of it builds and feeds the
 #: network the training built (e.g. ``train_overrides`` ``{"slice_axis": "axial"}``); run-time keys (``device``,
 #: ``batch_size``, ``num_workers``, ...) are not
-DATA_KEYS = ("datalist", "dataset_dir", "spatial_size", "slice_axis", "axcodes", "pixdim", "intensity_range",
-             "percentiles", "min_frames", "method", "keep_ratio", "temporal_head", "encoder", "encoder_kwargs",
-             "sampler_kwargs", "context_frames")
+DATA_KEYS = ("datalist", "dataset_dir", "size", "spatial_size", "num_frames", "in_channels", "slice_axis", "axcodes",
+             "pixdim", "intensity_range", "percentiles", "min_frames", "method", "keep_ratio", "temporal_head",
+             "encoder", "encoder_kwargs", "sampler_kwargs", "context_frames")
 #: where the task's files go inside the model folder (datalist, command, log, stats)
 RUN_SUBDIR = "monailabel"
 #: the staging folder of a training run, inside :data:`RUN_SUBDIR`: the run's ``--bundle_root``
@@ -328,6 +328,31 @@ def _read_json(path: Path) -> dict:
         return json.load(fh)
 
 
+def bundle_layout(bundle_path: str | os.PathLike) -> str:
+    """``"video"`` or ``"volume"``: the layout of the bundle's training recipe (``recipe#layout`` of its
+    ``configs/train.json``; ``"volume"`` when it names none)."""
+    path = Path(bundle_path) / "configs" / "train.json"
+    recipe = _read_json(path).get("recipe") if path.is_file() else None
+    layout = recipe.get("layout") if isinstance(recipe, dict) else None
+    return layout if layout in ("volume", "video") else "volume"
+
+
+def check_spatial_size(spatial_size: Sequence[int] | None, layout: str) -> list[int] | None:
+    """The network grid of a ``layout`` bundle's training: a volume's ``[D, H, W]``, a clip's frame ``[H, W]`` (its
+    frame count is ``num_frames``); an error naming the layout otherwise (a video bundle stopped on the metadata's
+    ``[C, H, W]`` given as its grid)."""
+    if spatial_size is None:
+        return None
+    size = [int(s) for s in spatial_size]
+    want = 2 if layout == "video" else 3
+    if len(size) != want or min(size) < 1:
+        what = "a frame's 'H,W' (the clips' frame count is train_overrides num_frames)" if layout == "video" \
+            else "a volume's 'D,H,W'"
+        raise ValueError(f"spatial_size of this {layout} bundle must be {want} positive integers, {what}; got "
+                         f"{list(spatial_size)}.")
+    return size
+
+
 def _write_json(path: Path, data: Any) -> None:
     write_json_atomic(data, path, indent=4)
 
@@ -351,8 +376,18 @@ def prepare_model_dir(
     meta = _read_json(src / "metadata.json")
     fmt = meta.setdefault("network_data_format", {})
     image = fmt.setdefault("inputs", {}).setdefault("image", {})
-    if overrides.get("spatial_size") is not None:
-        image["spatial_shape"] = list(overrides["spatial_size"])
+    size = overrides.get("spatial_size")
+    if bundle_layout(bundle_path) == "video":  # num_channels T, spatial_shape a frame's [C, H, W] (bundle docs)
+        shape = image.get("spatial_shape") if isinstance(image.get("spatial_shape"), list) else [1]
+        if size is None and isinstance(overrides.get("size"), int):
+            size = [overrides["size"]] * 2
+        channels = overrides.get("in_channels", shape[0] if shape else 1)
+        image["spatial_shape"] = [int(channels), *(size if size is not None else shape[1:])]
+        if isinstance(overrides.get("num_frames"), int):
+            image["num_channels"] = overrides["num_frames"]
+            image["channel_def"] = {str(t): f"frame {t}" for t in range(overrides["num_frames"])}
+    elif size is not None:
+        image["spatial_shape"] = list(size)
     pred = fmt.setdefault("outputs", {}).setdefault("pred", {})
     pred.update({"num_channels": len(classes), "spatial_shape": [len(classes)],
                  "channel_def": {str(i): n for i, n in enumerate(classes)}})
@@ -435,8 +470,9 @@ class DASTrain(BundleTrainTask):
             the infer task loads, and ``monailabel/`` (datalist, command, log, stats, and ``training/``: the
             ``--bundle_root`` of a run, published into ``model_dir`` when it completes; module docstring).
         labels: the class names (index = position); ``None``: the classes found in the datastore.
-        spatial_size: the network's ``[D, H, W]`` grid (studies are resized to it); ``None``: the bundle metadata's
-            input ``spatial_shape``.
+        spatial_size: the network's ``[D, H, W]`` grid (studies are resized to it), a video bundle's frame
+            ``[H, W]``; ``None``: the bundle metadata's input ``spatial_shape`` (a video bundle's ``[C, H, W]``: its
+            ``[H, W]``), unless ``overrides`` give ``size`` or ``spatial_size``.
         label_tag: the label tag holding the classes (default ``"final"``).
         max_epochs: default of the request's ``max_epochs`` (``None``: the train config's ``max_epochs``).
         overrides: more bundle overrides for every run (e.g. ``{"batch_size": 4}``), set by the app, never by a
@@ -470,12 +506,13 @@ class DASTrain(BundleTrainTask):
             self.description = "DAS training (no train config)"
             self.spatial_size, self.max_epochs = spatial_size, max_epochs or 1
             return
-        if spatial_size is None:
+        self.layout = bundle_layout(bundle_path)
+        if spatial_size is None and not {"size", "spatial_size"} & set(self.extra_overrides):  # theirs win
             shape = (_read_json(Path(bundle_path) / "configs" / "metadata.json").get("network_data_format", {})
                      .get("inputs", {}).get("image", {}).get("spatial_shape"))
             if isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) for s in shape):
-                spatial_size = shape
-        self.spatial_size = [int(s) for s in spatial_size] if spatial_size is not None else None
+                spatial_size = shape[1:] if self.layout == "video" else shape  # a clip's frame: [C, H, W]
+        self.spatial_size = check_spatial_size(spatial_size, self.layout)
         default_epochs = self.bundle_config.get("max_epochs")
         self.max_epochs = int(max_epochs if max_epochs is not None else
                               default_epochs if isinstance(default_epochs, int) else 50)
