@@ -1081,6 +1081,8 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
             if len(clip) != 3:
                 raise ValueError(f"has spatial shape {spatial}: expected a 3D volume or a clip.")
         t, h, w = clip
+        if t < 1:  # no min_frames accepts it (it said "min_frames 1 accepts it", also to min_frames 1)
+            raise ValueError(f"is a clip of 0 frames ({h}×{w}): no frame decodes (an empty or damaged file?).")
         if t < min_frames:
             raise ValueError(f"is a clip of {t} frame(s) ({h}×{w}), fewer than min_frames={min_frames}: "
                              + ("a still image is not a clip; min_frames 1 accepts it (repeated to T frames)." if t <= 1

@@ -535,6 +535,12 @@ def test_check_study_shapes_errors(tmp_path):
                                          r"fewer than min_frames=2"):
         check_study_shapes([{"image": one, "source_line": "list.json:test[0]"}], "video")
     assert check_study_shapes([one], "video", min_frames=1)["num_frames_range"] == (1, 1)
+    # a clip of no frame: not "min_frames 1 accepts it", also said to min_frames 1 (trial Z)
+    empty = _clip(tmp_path / "empty.avi", 0)
+    for min_frames in (2, 1):
+        with pytest.raises(ValueError, match=r"empty\.avi' is a clip of 0 frames \(12×16\): no frame decodes \(an "
+                                             r"empty or damaged file\?\)"):
+            check_study_shapes([empty], "video", min_frames=min_frames)
     single = _dicom(tmp_path / "still.dcm", 8, 8)
     with pytest.raises(ValueError, match=r"still\.dcm' is a 2D image .*; min_frames 1 accepts it as a one-slice volume"):
         check_study_shapes([single], "volume")
