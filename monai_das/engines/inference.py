@@ -154,7 +154,7 @@ def _stale_reason(row: dict, expected: dict, model_key: str | None, unlisted: st
     """Why a complete predictions row no longer holds for the listing ``expected`` (:func:`_expected_rows`) and the
     run's ``model_key``; ``None`` when it does (an error row holds too: it is the study's result until retried)."""
     if model_key is not None and row.get("model") != model_key:
-        return "another model or inference setting (checkpoint, k, preprocessing)"
+        return "another model or inference setting (checkpoint, engine, k, preprocessing)"
     if row["id"] not in expected:
         return unlisted
     if row.get("source") != expected[row["id"]][0]:

@@ -494,7 +494,8 @@ def test_merge_checks_the_listing(tmp_path):
         merge_predictions(shard_files, tmp_path / "x.csv", studies=changed)
     with pytest.raises(ValueError, match=r"1 row\(s\) not in this listing"):
         merge_predictions(shard_files, tmp_path / "x.csv", studies=[s for s in studies if s["id"] != "a"])
-    with pytest.raises(ValueError, match=r"row\(s\) another model or inference setting"):
+    with pytest.raises(ValueError, match=r"row\(s\) another model or inference setting \(checkpoint, engine, k, "
+                                         r"preprocessing\)"):  # the engine named (trial Z: the only change)
         merge_predictions(shard_files, tmp_path / "x.csv", studies=studies, model_key="k2")
     # labels of a study list are compared too
     labelled = [dict(s, label=0) for s in studies]
