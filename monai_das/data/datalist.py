@@ -554,18 +554,23 @@ def load_datalist(
     else:
         resolved = [os.path.join(root, item["image"]) for _, item in entries]
 
+    resolved = [os.path.normpath(os.path.abspath(image)) for image in resolved]
+    missing = []
+    for (loc, item), image in zip(entries, resolved):
+        if not _inside(image, root):
+            raise ValueError(
+                f"{path}:{loc}: image {item['image']!r} resolves to '{image}', outside the dataset folder '{root}'; "
+                "images must lie inside dataset_dir."
+            )
+        if not missing_ok and not os.path.exists(image):
+            missing.append((f"{path}:{loc}", image))
+    if missing:
+        raise FileNotFoundError(_missing_images(missing))
+
     items: list[dict] = []
     seen: dict[str, str] = {}
     for (loc, item), image in zip(entries, resolved):
         where = f"{path}:{loc}"
-        image = os.path.normpath(os.path.abspath(image))
-        if not _inside(image, root):
-            raise ValueError(
-                f"{where}: image {item['image']!r} resolves to '{image}', outside the dataset folder '{root}'; "
-                "images must lie inside dataset_dir."
-            )
-        if not os.path.exists(image) and not missing_ok:
-            raise FileNotFoundError(f"{where}: image '{image}' does not exist.")
         if image in seen:
             raise ValueError(f"{where}: image '{image}' is listed twice in '{split}' (first at {seen[image]}).")
         seen[image] = where
@@ -586,6 +591,20 @@ def load_datalist(
             it.setdefault("evidence", [])
     logger.info("%s: %d '%s' items, %d classes %s", path, len(items), split, len(classes), classes)
     return items
+
+
+def _missing_images(missing: Sequence[tuple[str, str]]) -> str:
+    """The error of a datalist's images that do not exist (``(where, image)``): the first one, how many others and
+    where (a few), and, for paths written with ``\\`` (a list made on Windows), how to write them here."""
+    where, image = missing[0]
+    text = f"{where}: image '{image}' does not exist."
+    if len(missing) > 1:
+        shown = ", ".join(Path(w).name for w, _ in missing[1:6])  # 'labels.csv:7', 'datalist.json:training[3]'
+        text += f" {len(missing) - 1} more image(s) do not exist either (at {shown}{', ...' if len(missing) > 6 else ''})."
+    if os.sep == "/" and any("\\" in im for _, im in missing):
+        text += (" Their paths hold '\\' separators, a list written on Windows? Here paths are separated by '/': "
+                 "write them with '/' (e.g. 'clips/a/p01.mp4').")
+    return text
 
 
 # ---------------------------------------------------------------------------------------------------- splitting

@@ -351,6 +351,23 @@ def test_json_errors_name_file_and_item(tmp_path, training, extra, match):
         load_datalist(path)
 
 
+def test_missing_images_are_named_together_with_a_hint_for_windows_paths(tmp_path):
+    """A CSV written on Windows ('clips\\a\\p01.mp4') was refused naming its first row only, of 23, without a word
+    on the separators (trial Z): the first row, how many others and where, and how to write the paths here."""
+    _touch(tmp_path / "clips" / "a", "p00.npy", "p01.npy", "p02.npy")
+    rows = [f"clips\\a\\p0{i}.npy,x" for i in range(3)] + ["clips/a/p00.npy,y", "clips/a/gone.npy,y"]
+    path = _csv(tmp_path / "list.csv", "image,label", *rows)
+    with pytest.raises(FileNotFoundError) as e:
+        load_datalist(path)
+    assert str(e.value) == (
+        f"{path}:2: image '{tmp_path}{os.sep}clips\\a\\p00.npy' does not exist. 3 more image(s) do not exist "
+        "either (at list.csv:3, list.csv:4, list.csv:6). Their paths hold '\\' separators, a list written on "
+        "Windows? Here paths are separated by '/': write them with '/' (e.g. 'clips/a/p01.mp4').")
+    path = _csv(tmp_path / "list.csv", "image,label", "clips/a/p00.npy,x", "clips/a/gone.npy,y")
+    with pytest.raises(FileNotFoundError, match=r"list\.csv:3: image '.*gone\.npy' does not exist\.$"):
+        load_datalist(path)  # one, no hint
+
+
 def test_missing_split_and_unsupported_files(tmp_path, json_datalist):
     _touch(tmp_path, "a.npy")
     only = _json(tmp_path / "only.json", {"training": [{"image": "a.npy", "label": "x"}]})
