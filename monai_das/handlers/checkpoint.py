@@ -29,6 +29,7 @@ __all__ = [
     "ResumeCheckpointLoader",
     "remove_stale_temp_files",
     "hold_checkpoint_folder",
+    "hold_on_saving_rank",
     "release_checkpoint_folder",
     "lock_owner",
 ]
@@ -101,6 +102,28 @@ def hold_checkpoint_folder(save_dir: str | Path) -> bool:
                       f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n", folder / OWNER_NAME)
     _held[key] = lock
     return True
+
+
+def hold_on_saving_rank(save_dir: str | Path) -> bool:
+    """
+    :func:`hold_checkpoint_folder` on the saving rank (0, the one that writes checkpoints; ``False`` on the others),
+    its refusal raised on every rank of a distributed run: the other ranks ran on into their first collective call
+    and ended in a gloo/NCCL "connection closed by peer" error that buried the reason (trial Z).
+    """
+    error = None
+    held = False
+    if idist.get_rank() == 0:
+        try:
+            held = hold_checkpoint_folder(save_dir)
+        except RuntimeError as e:
+            error = e
+    if idist.get_world_size() > 1:
+        refused = idist.broadcast(str(error) if error is not None else "", src=0)
+        if refused and error is None:
+            raise RuntimeError(f"rank {idist.get_rank()}: the saving rank 0 refused the run: {refused}")
+    if error is not None:
+        raise error
+    return held
 
 
 def release_checkpoint_folder(save_dir: str | Path) -> None:
@@ -247,7 +270,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def attach(self, engine: Any) -> None:
         if self.engine_key:  # the engine's own state (epoch, iteration) goes in too: see ``engine_key``
             self.save_dict[self.engine_key] = engine
-        first = idist.get_rank() == 0 and hold_checkpoint_folder(self.save_dir)  # only the saving rank writes
+        first = hold_on_saving_rank(self.save_dir)
         if first:  # no other run writes here now: what a save left in the folder is stale
             remove_stale_temp_files(self.save_dir)
         super().attach(engine)
