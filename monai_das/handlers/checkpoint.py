@@ -281,6 +281,11 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if idist.get_rank() == 0 and not isinstance(engine, Evaluator):
             engine.add_event_handler(Events.COMPLETED, lambda _: release_checkpoint_folder(self.save_dir))
 
+    def best_model_path(self) -> Path | None:
+        """The best-model file (``save_dir/<key_metric_filename>``), ``None`` without a fixed key-metric file name."""
+        name = getattr(getattr(self._key_metric_checkpoint, "save_handler", None), "filename", None)
+        return Path(self.save_dir) / name if name else None
+
     def set_aside_unsaved(self) -> Path | None:
         """
         When this run has saved no best model (its record, restored on resume, is empty) yet ``save_dir`` holds a
@@ -289,11 +294,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
         (:class:`~monai_das.handlers.TrainingSummaryHandler`); returns the new path, or ``None`` when nothing moved.
         """
         ckpt = self._key_metric_checkpoint
-        name = getattr(getattr(ckpt, "save_handler", None), "filename", None)
-        if ckpt is None or not name or ckpt._saved or idist.get_rank() != 0:
-            return None
-        path = Path(self.save_dir) / name
-        if not path.is_file():
+        path = self.best_model_path()
+        if path is None or ckpt._saved or idist.get_rank() != 0 or not path.is_file():
             return None
         previous = path.with_name(path.name + ".previous")
         path.replace(previous)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_das.utils.io import file_digest
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -53,11 +58,14 @@ class TrainingSummaryHandler:
         report: other metrics of that epoch to show (missing ones are left out).
         evenly_spaced_margin: how far the evenly spaced frames' score may exceed the learned selection's before a
             warning (AUC; small differences between two selections of one network are noise on a validation list).
+        reports_dir: the evaluation's reports folder (a bundle's ``eval/``): a warning when its ``metrics.json``
+            describes another model than the best-model file this training leaves (its ``checkpoint_sha256``, or
+            none: written by an older version), so that an earlier model's reports are not read as this one's.
     """
 
     def __init__(self, saver: Any, key_metric: str = "val_auc",
                  report: Sequence[str] = ("val_evidence_kept", "val_adaptivity", "val_balanced_accuracy"),
-                 evenly_spaced_margin: float = 0.05) -> None:
+                 evenly_spaced_margin: float = 0.05, reports_dir: str | os.PathLike | None = None) -> None:
         if getattr(saver, "_key_metric_checkpoint", None) is None:
             raise ValueError("TrainingSummaryHandler needs the best-model saver (AtomicCheckpointSaver with "
                              f"save_key_metric=True), got {type(saver).__name__} without a key-metric checkpoint.")
@@ -65,6 +73,7 @@ class TrainingSummaryHandler:
         self.key_metric = key_metric
         self.report = tuple(report)
         self.evenly_spaced_margin = float(evenly_spaced_margin)
+        self.reports_dir = None if reports_dir is None else Path(reports_dir)
         self.logger = logging.getLogger(__name__)
         self.best: dict | None = None
 
@@ -102,6 +111,28 @@ class TrainingSummaryHandler:
                     "items, and evaluate on a test list (evaluate.json) before trusting this model."
                 )
         if idist.get_rank() == 0:
+            stale = self._stale_reports()
             self.logger.info(msg)
-            for warning in warnings:
+            for warning in warnings + ([stale] if stale else []):
                 self.logger.warning(warning)
+
+    def _stale_reports(self) -> str | None:
+        """Why ``reports_dir``'s evaluation reports are not this training's model's, ``None`` when they are (or when
+        there are none): a retrain into one bundle_root left the earlier model's metrics.json, predictions and figures
+        in eval/, while the model card had dropped its test metrics (trial Z)."""
+        path = self.saver.best_model_path() if hasattr(self.saver, "best_model_path") else None
+        report = self.reports_dir / "metrics.json" if self.reports_dir is not None else None
+        if path is None or report is None or not path.is_file() or not report.is_file():
+            return None
+        try:
+            with open(report, encoding="utf-8") as fh:
+                evaluated = json.load(fh).get("checkpoint_sha256")
+        except (OSError, ValueError, AttributeError):
+            evaluated = None
+        model = file_digest(path)
+        if evaluated == model:
+            return None
+        which = f"checkpoint sha256 {str(evaluated)[:12]}..." if evaluated else "no checkpoint_sha256: an older version"
+        return (f"'{report}' and the other evaluation reports in '{self.reports_dir}' (predictions, figures) describe "
+                f"another model than this training's '{path}' ({which}; this one {model[:12]}...): evaluate it "
+                "(evaluate.json) before reading them.")

@@ -107,3 +107,28 @@ def test_needs_a_best_model_saver(tmp_path):
     last_only = AtomicCheckpointSaver(str(tmp_path), {"model": torch.nn.Linear(1, 1)}, save_interval=1, n_saved=1)
     with pytest.raises(ValueError, match="best-model saver"):
         TrainingSummaryHandler(last_only)
+
+
+def test_warns_when_the_reports_folder_describes_another_model(tmp_path, caplog):
+    """A retrain into one bundle_root left the earlier model's eval/metrics.json, predictions and figures, naming the
+    same checkpoint path, with no word (trial Z): the summary warns unless metrics.json records this model's digest."""
+    import json
+
+    from monai_das.utils import file_digest
+
+    eval_dir, model = tmp_path / "eval", tmp_path / "models" / "model.pt"
+    eval_dir.mkdir()
+    trainer, validator = _trainer_validating([0.7, 0.9])
+    summary = TrainingSummaryHandler(_saver(tmp_path / "models", validator), reports_dir=eval_dir)
+    assert summary._stale_reports() is None  # no model file, no report: nothing to say
+    summary.attach(trainer)
+    (eval_dir / "metrics.json").write_text(json.dumps({"test_auc": 0.556, "checkpoint": str(model)}))
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
+        trainer.run([0], max_epochs=2)
+    assert (f"'{eval_dir / 'metrics.json'}' and the other evaluation reports in '{eval_dir}' (predictions, figures) "
+            f"describe another model than this training's '{model}' (no checkpoint_sha256: an older version; this "
+            f"one {file_digest(model)[:12]}...): evaluate it (evaluate.json) before reading them.") in caplog.text
+    (eval_dir / "metrics.json").write_text(json.dumps({"checkpoint_sha256": "ab" * 32}))
+    assert "(checkpoint sha256 abababababab...; this one" in summary._stale_reports()
+    (eval_dir / "metrics.json").write_text(json.dumps({"checkpoint_sha256": file_digest(model)}))
+    assert summary._stale_reports() is None  # evaluated: this model's reports
