@@ -123,6 +123,9 @@ def test_evaluate_on_the_test_list(volumes, predictions):
     # k and T of the evaluation, and which splits it read (the card's check of them: tests/handlers)
     assert report["num_kept"] == max(1, round(0.5 * report["num_frames"]))
     assert report["splits"]["dataset"] == "datalist" and len(report["splits"]["datalist_sha256"]) == 64
+    from monai_das.utils import file_digest  # which model it describes (a retrain's summary compares it)
+
+    assert report["checkpoint_sha256"] == file_digest(volumes["root"] / "models" / "model.pt")
     # one row per evaluated study, named as bundle inference names it: the metrics can be recomputed from the rows,
     # and the evaluation (eager PyTorch) gives each study what inference (ONNX Runtime) gave it
     from sklearn.metrics import roc_auc_score
