@@ -600,7 +600,8 @@ def _missing_images(missing: Sequence[tuple[str, str]]) -> str:
     text = f"{where}: image '{image}' does not exist."
     if len(missing) > 1:
         shown = ", ".join(Path(w).name for w, _ in missing[1:6])  # 'labels.csv:7', 'datalist.json:training[3]'
-        text += f" {len(missing) - 1} more image(s) do not exist either (at {shown}{', ...' if len(missing) > 6 else ''})."
+        more = ", ..." if len(missing) > 6 else ""
+        text += f" {len(missing) - 1} more image(s) do not exist either (at {shown}{more})."
     if os.sep == "/" and any("\\" in im for _, im in missing):
         text += (" Their paths hold '\\' separators, a list written on Windows? Here paths are separated by '/': "
                  "write them with '/' (e.g. 'clips/a/p01.mp4').")

@@ -13,8 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "file_digest", "check_checkpoint", "read_checkpoint",
-           "input_folder_name"]
+__all__ = [
+    "atomic_file",
+    "write_text_atomic",
+    "write_json_atomic",
+    "file_digest",
+    "check_checkpoint",
+    "read_checkpoint",
+    "input_folder_name",
+]
 
 
 def _file_mode() -> int:
