@@ -6,8 +6,9 @@ MONAI Label sample app serving (and training) a DAS bundle as a classification m
 Config (``--conf KEY VALUE``, see ``lib/app_tasks.py``): ``bundle`` (default: ``bundles/das_volume_classification``
 of this repository), ``model_dir`` (default ``<app>/model/<bundle name>``: where training writes ``models/model.pt``),
 ``labels`` (comma-separated class names), ``spatial_size`` (``D,H,W``; a video bundle's frame ``H,W``), ``max_epochs``,
-``train_overrides`` (JSON), ``train`` (``false``: no train task), ``engine`` (``onnxruntime`` (default) | ``torchscript`` | ``eager``; ``prefer``
-is the former name), ``num_kept`` / ``keep_ratio`` (frames kept at inference; default: the trained k),
+``train_overrides`` (JSON), ``train`` (``false``: no train task), ``engine`` (``onnxruntime`` (default) |
+``torchscript`` | ``eager``; ``prefer`` is the former name), ``num_kept`` / ``keep_ratio`` (frames kept at inference;
+default: the trained k),
 ``modalities`` (comma-separated accepted DICOM modalities), ``preload``. A key that looks like a misspelling of one of
 these (``spatial_sise``) is refused with a did-you-mean; another unknown key (not one of MONAI Label's own) is named in
 a warning.
