@@ -50,6 +50,7 @@ from monai_das.transforms.spatial import (
     frame_affine,
 )
 from monai_das.transforms.temporal import (
+    affine_evidence_slices,
     affine_source_indices,
     KEPT_INDICES,
     SOURCE_INDICES,
@@ -78,6 +79,7 @@ __all__ = [
     "RandFrameAffined",
     "RandFrameAffineD",
     "RandFrameAffineDict",
+    "affine_evidence_slices",
     "affine_source_indices",
     "map_evidence",
     "MapEvidenced",

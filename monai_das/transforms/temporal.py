@@ -21,6 +21,7 @@ __all__ = [
     "SOURCE_INDICES",
     "NO_SOURCE",
     "affine_source_indices",
+    "affine_evidence_slices",
     "uniform_indices",
     "select_frames",
     "subsampled_meta",
@@ -48,6 +49,50 @@ SOURCE_INDICES = "source_indices"
 NO_SOURCE = -1
 
 
+def _source_coordinates(original_affine: torch.Tensor, affine: torch.Tensor, shape: Sequence[int], frame_axis: int
+                        ) -> tuple[np.ndarray, float, int, bool]:
+    """For each index along spatial axis ``frame_axis`` of a preprocessed volume of spatial ``shape`` (centre of the
+    other two axes), its coordinate along the source volume's axis it runs along (continuous, in source slices);
+    half a preprocessed slice's thickness in source slices; that source axis; whether they run the same way."""
+    original_affine = torch.as_tensor(original_affine, dtype=torch.float64)
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    a_src = original_affine[:4, :4] if original_affine.shape[0] >= 4 else torch.eye(4, dtype=torch.float64)
+    m = torch.linalg.inv(a_src) @ affine[:4, :4]
+    src_axis = int(torch.argmax(m[:3, frame_axis].abs()))
+    # every frame's centre voxel at once (one matrix product instead of one per frame)
+    v = torch.tensor([[(s - 1) / 2.0 for s in shape] + [1.0]], dtype=torch.float64).repeat(int(shape[frame_axis]), 1)
+    v[:, frame_axis] = torch.arange(int(shape[frame_axis]), dtype=torch.float64)
+    p = (v @ m.T)[:, src_axis].numpy()
+    return p, abs(float(m[src_axis, frame_axis])) / 2.0, src_axis, float(m[src_axis, frame_axis]) > 0
+
+
+def affine_evidence_slices(
+    original_affine: torch.Tensor, affine: torch.Tensor, shape: Sequence[int], frame_axis: int, src_axis: int,
+    source_slices: Sequence[int],
+) -> list[int]:
+    """
+    The indices along spatial axis ``frame_axis`` of a preprocessed volume of spatial ``shape`` that carry the
+    largest share of one of the ``source_slices`` (indices along the source volume's axis ``src_axis``, as
+    :func:`affine_source_indices` names it; all of them on a tie), ascending. Each preprocessed slice is taken as
+    the average of the whole source slices its extent reaches, as area resizing (MONAI's ``Resize`` mode ``"area"``,
+    the recipes') averages them: exact for a resize, so that a slice downsampled from 31 to 24 slices, shared half and
+    half between two preprocessed slices, is both (the nearest one alone, :func:`affine_source_indices`, counted
+    the other, which shows the finding as much, as no evidence); a slice of the padding around a study carries none.
+    """
+    p, half, axis, _ = _source_coordinates(original_affine, affine, shape, frame_axis)
+    if axis != int(src_axis):
+        raise ValueError(f"source axis {src_axis} is not the one preprocessed axis {frame_axis} runs along ({axis}).")
+    # the whole source slices each preprocessed slice averages: [start, end) of its extent [p - half, p + half]
+    start = np.floor(p - half + 0.5 + 1e-9).astype(int)
+    end = np.ceil(p + half + 0.5 - 1e-9).astype(int)
+    kept: set[int] = set()
+    for i in sorted({int(i) for i in source_slices}):
+        share = np.where((start <= i) & (i < end), 1.0 / np.maximum(end - start, 1), 0.0)
+        if share.max() > 0:
+            kept.update(int(j) for j in np.flatnonzero(share >= share.max() - 1e-9))
+    return sorted(kept)
+
+
 def affine_source_indices(
     original_affine: torch.Tensor, affine: torch.Tensor, shape: Sequence[int], source_shape: Sequence[int],
     frame_axis: int, outside: int | None = None,
@@ -64,21 +109,11 @@ def affine_source_indices(
     named as a slice the network saw); ``None`` (default): the nearest edge slice (a slice that resampling to a
     coarser ``pixdim`` extrapolated from the edge).
     """
-    original_affine = torch.as_tensor(original_affine, dtype=torch.float64)
-    affine = torch.as_tensor(affine, dtype=torch.float64)
-    a_src = original_affine[:4, :4] if original_affine.shape[0] >= 4 else torch.eye(4, dtype=torch.float64)
-    m = torch.linalg.inv(a_src) @ affine[:4, :4]
-    src_axis = int(torch.argmax(m[:3, frame_axis].abs()))
-    # every frame's centre voxel at once (one matrix product instead of one per frame)
-    v = torch.tensor([[(s - 1) / 2.0 for s in shape] + [1.0]], dtype=torch.float64).repeat(int(shape[frame_axis]), 1)
-    v[:, frame_axis] = torch.arange(int(shape[frame_axis]), dtype=torch.float64)
-    p = (v @ m.T)[:, src_axis].numpy()
+    p, half, src_axis, ascending = _source_coordinates(original_affine, affine, shape, frame_axis)
     # a frame half-way between two source slices (24 slices resized to 20) takes the one towards lower frame
     # indices, a rule of the network's (oriented) axis: the same slice whichever way the file stores its slices
     # (round() took the even index in the file's own order, so a file and its flipped copy named other slices)
-    ascending = float(m[src_axis, frame_axis]) > 0
     n = int(source_shape[src_axis])
-    half = abs(float(m[src_axis, frame_axis])) / 2.0  # half a slice of the output, in source slices
 
     def nearest(x: float) -> int:
         if outside is not None and (x + half <= -0.5 + 1e-6 or x - half >= n - 0.5 - 1e-6):  # wholly outside

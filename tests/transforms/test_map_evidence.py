@@ -35,6 +35,30 @@ def test_volume_evidence_follows_a_flip_and_a_resize(tmp_path):
     assert empty["evidence"] == [-1] * 28
 
 
+@pytest.mark.parametrize("depth,size,flip", [(31, 24, True), (31, 24, False), (57, 16, True), (10, 16, False),
+                                             (20, 28, True), (40, 28, False)])
+def test_volume_evidence_is_every_slice_that_shows_it_most(tmp_path, depth, size, flip):
+    """A slice resized from 31 to 24 slices is shared half and half between two input slices; the nearest one alone
+    was evidence, so a kept slice showing the whole finding counted as a miss (trial W). Checked on the content: each
+    evidence slice's mapping is exactly the input slices where it shows most (area resizing, up and down, flipped)."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(depth * size)
+    load = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True), Orientationd("image", "RAS"),
+                    Resized("image", (4, 4, size), mode="area"),
+                    MapEvidenced("evidence", image_key="image", frame_axis=3)])
+    affine = np.diag([1.0, 1.0, -2.5 if flip else 2.5, 1.0])
+    for i in sorted(rng.choice(depth, 4, replace=False).tolist()) + [0, depth - 1]:
+        vol = np.zeros((4, 4, depth), np.float32)
+        vol[:, :, i] = 1.0  # the evidence slice alone: the content says which input slices show it
+        path = tmp_path / f"e{i}.nii.gz"
+        nib.Nifti1Image(vol, affine).to_filename(str(path))
+        out = load({"image": str(path), "evidence": [i]})
+        profile = out["image"][0, 2, 2].numpy()
+        shows_most = np.flatnonzero(profile >= profile.max() - 1e-6).tolist()
+        assert [e for e in out["evidence"] if e >= 0] == shows_most, (i, profile.round(2).tolist())
+
+
 def test_volume_evidence_after_load_study_and_frames(tmp_path):
     """LoadStudyd records source_indices on a volume too: its evidence is mapped to the nearest slices, as for
     MONAI's loaders (it took the clips' exact-frame rule and dropped evidence of a resized volume); on a volume turned
