@@ -133,6 +133,8 @@ class SamplingFiguresHandler:
         checkpoint: draw with the weights of this file (e.g. the best model ``models/model.pt``, read with
             ``torch.load(weights_only=True)``) when it exists (loaded into the network for the drawing, its own
             weights put back after); otherwise, and by default, with the network as it is.
+        num_samples: the ``k`` to draw at, as an evaluation at another ``k`` than the network's runs it
+            (``network(x, num_samples=k)``); ``None``: the network's own.
     """
 
     def __init__(
@@ -146,8 +148,10 @@ class SamplingFiguresHandler:
         interval: int = 1,
         label_names: Sequence[str] | None = None,
         checkpoint: str | os.PathLike | None = None,
+        num_samples: int | None = None,
     ) -> None:
         self.network = network
+        self.num_samples = None if num_samples is None else int(num_samples)
         self.checkpoint = checkpoint
         self.dataset = dataset
         self.output_dir = Path(output_dir)
@@ -235,8 +239,8 @@ class SamplingFiguresHandler:
 
         images, items = self._batch()
         with eval_mode(net):
-            out = net.sample(images)
-            probs = torch.softmax(net(images).float(), dim=-1).cpu()
+            out = net.sample(images, num_samples=self.num_samples)
+            probs = torch.softmax(net(images, num_samples=self.num_samples).float(), dim=-1).cpu()
         titles, evidence = [], []
         names = distinct_tails([self._item_name(i, it) for i, it in zip(self._shown, items)])
         for i, (it, p) in enumerate(zip(items, probs)):

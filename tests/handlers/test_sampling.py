@@ -91,6 +91,22 @@ def test_figures(tmp_path, net):
         assert open(p, "rb").read(4) == b"\x89PNG"
 
 
+def test_figures_at_another_k(tmp_path, net, monkeypatch):
+    """An evaluation at k=2 (the network's own k 4) drew its montage and predictions at k=4 (trial W): num_samples."""
+    import monai_das.visualize as visualize
+
+    drawn = {}
+    monkeypatch.setattr(visualize, "plot_kept_frames",
+                        lambda frames, indices, path, **kw: drawn.setdefault("k", indices.shape[-1]) and str(path))
+    monkeypatch.setattr(visualize, "plot_sampling_matrix", lambda matrix, path, **kw: str(path))
+    data = [{"image": torch.rand(1, 8, 16, 16), "label": torch.tensor(i % 2)} for i in range(2)]
+    SamplingFiguresHandler(net, data, tmp_path, num_images=2, num_samples=2).draw()
+    assert drawn["k"] == 2
+    drawn.clear()
+    SamplingFiguresHandler(net, data, tmp_path, num_images=2).draw()
+    assert drawn["k"] == 4  # the network's own
+
+
 def test_figures_show_every_class_in_turn(tmp_path, net):
     """A montage of the first 4 validation items showed 2 of 3 classes, never the rare one (trial X): with the
     labels in the dataset's raw items, the first of each class, then the second, ..., in the dataset's order."""
