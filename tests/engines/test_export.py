@@ -11,6 +11,7 @@ import torch
 
 from monai_das.engines.export import (
     CARD_PROP,
+    ExportedClassifier,
     card_overrides,
     check_card_for_parser,
     export_onnx,
@@ -319,3 +320,17 @@ def test_torchscript_export_records_its_checkpoint_and_card(tmp_path):
         assert sum(n.endswith("/extra/monai_das.source") for n in archive.namelist()) == 1
     with torch.no_grad():
         assert net(torch.rand(1, *ITEM)).shape == (1, 2)
+
+
+def test_torch_export_of_the_exported_classifier():
+    """torch.export.export(ExportedClassifier(net), ...) stopped on the sampler's NaN check (a data-dependent branch;
+    trial W): skipped while exporting, as for TorchScript and ONNX; the exported program equals eager."""
+    torch.manual_seed(0)
+    net = build_classifier("das", 2, 16, keep_ratio=0.5).eval()
+    x = torch.rand(2, 1, 16, 16, 16)
+    logits, indices = torch.export.export(ExportedClassifier(net), (x,)).module()(x)
+    ref_logits, ref_indices = ExportedClassifier(net)(x)
+    torch.testing.assert_close(logits, ref_logits)
+    assert torch.equal(indices, ref_indices) and indices.shape == (2, 8)
+    with pytest.raises(ValueError, match="NaN"):  # eager still refuses a NaN volume
+        net(torch.full((1, 1, 16, 16, 16), float("nan")))

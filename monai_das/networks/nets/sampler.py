@@ -32,8 +32,10 @@ class SamplerOutput(NamedTuple):
 
 
 def is_exporting() -> bool:
-    """True while tracing, scripting or exporting to ONNX (data-dependent checks are skipped then)."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+    """True while tracing, scripting or exporting (TorchScript, ONNX, ``torch.export``): data-dependent checks are
+    skipped then (``torch.export`` stopped on the NaN check, a data-dependent branch)."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_exporting())
 
 
 def parameter_dtype(module: nn.Module) -> torch.dtype | None:
