@@ -319,7 +319,8 @@ class SelectionDiagnosticsHandler:
                     f"epoch {engine.state.epoch}: validation predictions do not vary across the {len(scored)} "
                     f"items (largest std of a class probability {std:.2e} < {self.min_prediction_std:g}); the "
                     "network ignores its input (BatchNorm statistics lagging the weights? try --precise_bn_batches "
-                    "-1). This epoch is not kept as the best model."
+                    "-1 in a bundle; in Python, monai_das.handlers.PreciseBNHandler on the trainer). This epoch is not "
+                    "kept as the best model."
                 )
         # every item is here, also in a distributed run (gathered above)
         if self.auc_interval and len(scored) >= 2 and all(i.label is not None for i in scored):
@@ -379,7 +380,9 @@ class SelectionDiagnosticsHandler:
                 f"epoch {engine.state.epoch}: the kept frames hold {evidence_kept:.2f} of the known evidence frames, "
                 f"less than half of what {chance:.2f} of the frames taken at random would hold: the sampler looks "
                 "away from the evidence. Compare with --method uniform on validation data; for a learned sampler "
-                "see the bundle docs ('Training details': --sampler_lr, --relevance_weight)."
+                "see the bundle docs ('Training details': --sampler_lr, --relevance_weight; in Python, "
+                "build_classifier('uniform', ...), a smaller learning rate of the sampler's parameters, "
+                "monai_das.losses.FrameRelevanceLoss)."
             )
 
     def _write_positions(self, counts: torch.Tensor, kept: Sequence[_Item], engine: Any) -> None:

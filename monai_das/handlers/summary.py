@@ -29,7 +29,8 @@ def evenly_spaced_warning(metric: str, score: float | None, even: float | None, 
             f"vs {even:.3f}): the sampler may be drawn to frames that look busy rather than informative, or, at "
             "another k than it was trained at, keep the frames it ranks first rather than the evidence. Compare with "
             "--method uniform on validation data, and try --relevance_weight 1.0 --sampler_gradient none "
-            "(benchmarks/README.md, \"Frame statistics that mislead\").")
+            "(in Python: monai_das.losses.FrameRelevanceLoss, build_classifier(..., "
+            "sampler_gradient=\"none\"); benchmarks/README.md, \"Frame statistics that mislead\").")
 
 
 class TrainingSummaryHandler:
