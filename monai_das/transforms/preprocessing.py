@@ -786,8 +786,18 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
                                          wanted)
     else:  # no record of how the frames were produced: the indices are the input's own
         _check_evidence(wanted, t, name, "frames")
+        if wanted and frame_axis >= 1 and not _WARNED_NO_RECORD:  # a volume without its metadata (once a process)
+            _WARNED_NO_RECORD.append(True)
+            logging.getLogger(__name__).warning(
+                f"'{name}': a volume without the record of how its slices were produced (no MetaTensor affines, no "
+                "source_indices: EnsureTyped(track_meta=False), or a plain tensor, before MapEvidenced?): its "
+                "evidence indices are taken as the input's own slices, wrong after any flip or resize. Map the "
+                "evidence right after the resize, on the MetaTensor LoadImaged gives.")
         kept = wanted
     return kept + [-1] * (t - len(kept))
+
+
+_WARNED_NO_RECORD: list[bool] = []  # map_evidence's warning about a volume without metadata: once per process
 
 
 def _nearest_slices(source: Sequence[int], wanted: Sequence[int]) -> list[int]:

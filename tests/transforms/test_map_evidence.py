@@ -117,3 +117,18 @@ def test_clip_evidence_follows_temporal_resampling(caplog):
         map_evidence([1], clip, frame_axis=5)
     missing = MapEvidenced(frame_axis=0)({"image": clip})  # evidence is optional
     assert "evidence" not in missing
+
+
+def test_a_volume_without_its_record_is_warned_about(caplog, monkeypatch):
+    """After EnsureTyped(track_meta=False), or on a plain tensor, file-numbered evidence was taken as the input's own
+    slices without a word (wrong after any flip or resize; trial W): warned, once a process."""
+    import logging
+
+    import monai_das.transforms.preprocessing as pre
+
+    monkeypatch.setattr(pre, "_WARNED_NO_RECORD", [])
+    with caplog.at_level(logging.WARNING, logger=pre.__name__):
+        for _ in range(2):
+            assert map_evidence([3], torch.zeros(1, 8, 4, 4), frame_axis=1) == [3] + [-1] * 7
+        assert map_evidence([3], torch.zeros(8, 1, 4, 4), frame_axis=0)[0] == 3  # a clip's frames: no warning
+    assert caplog.text.count("a volume without the record of how its slices were produced") == 1
