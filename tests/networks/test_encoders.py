@@ -208,3 +208,14 @@ def test_densenet_classifier_traces(tmp_path):
         ts = torch.jit.trace(net, x, check_trace=False)
         for inp in (x, x2):  # a second input: the sampler's choice must not be baked into the trace
             torch.testing.assert_close(ts(inp), net(inp), rtol=0, atol=1e-5)
+
+
+def test_frames_too_small_for_the_encoder_are_named():
+    """DenseNet121 on 24×24 frames built, then failed on the first pass with torch's 'Output size is too small',
+    naming neither the encoder nor the frame size (trial W); in eval and in training."""
+    net = build_classifier("uniform", 2, 4, keep_ratio=0.5, encoder="DenseNet121", encoder_kwargs={"out_channels": 8})
+    for mode in (net.eval, net.train):
+        mode()
+        with pytest.raises(ValueError, match=r"frames of \[24, 24\] pixels are too small for the encoder DenseNet121 "
+                                             r"\(.*Output size is too small\): give larger frames"):
+            net(torch.rand(2, 1, 4, 24, 24))

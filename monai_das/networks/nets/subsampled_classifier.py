@@ -267,18 +267,23 @@ class SubsampledClassifier(nn.Module):
         """Frame embeddings ``B×k×E`` of the encoder input ``B×k×C'×H×W`` (cast as in :meth:`to_frames`)."""
         frames = self._cast(frames)
         b, k = frames.shape[:2]
-        if not self.training:
-            return self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
         try:
             return self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
-        except ValueError as e:  # BatchNorm of one value per channel: "Expected more than 1 value per channel ..."
-            if "more than 1 value per channel" not in str(e):
-                raise
-            raise ValueError(
-                f"training step with B={b} input(s) of k={k} kept frame(s) of {list(frames.shape[-2:])} pixels: the "
-                f"encoder's BatchNorm gets one value per channel ({e}). Train with batch_size >= 2 (or keep more "
-                "frames, or larger frames); a last batch of one item can be dropped (DataLoader drop_last=True)."
-            ) from e
+        except (ValueError, RuntimeError) as e:
+            size = list(frames.shape[-2:])
+            if self.training and "more than 1 value per channel" in str(e):  # BatchNorm of one value per channel
+                raise ValueError(
+                    f"training step with B={b} input(s) of k={k} kept frame(s) of {size} pixels: the encoder's "
+                    f"BatchNorm gets one value per channel ({e}). Train with batch_size >= 2 (or keep more frames, or "
+                    "larger frames); a last batch of one item can be dropped (DataLoader drop_last=True)."
+                ) from e
+            if any(m in str(e) for m in ("Output size is too small", "Kernel size can't be greater")):
+                raise ValueError(
+                    f"frames of {size} pixels are too small for the encoder {type(self.encoder).__name__} ({e}): give "
+                    "larger frames (spatial_size), or an encoder for small frames (MobileNetV3Small, the default; "
+                    "DenseNet121 needs at least 32×32)."
+                ) from e
+            raise
 
     def forward(self, x: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
         """
