@@ -826,7 +826,9 @@ class MapEvidenced(MapTransform):
     Dictionary transform: replaces the evidence list under each key (a datalist item's ``evidence``, in the file's
     slice/frame numbering) by :func:`map_evidence` of it against ``data[image_key]``, so the evidence diagnostics
     and figures count the slices the network actually sees. Put it after the last spatial transform (``Resized``)
-    and before the image's meta data is dropped (``EnsureTyped(track_meta=False)``).
+    and before the image's meta data is dropped (``EnsureTyped(track_meta=False)``). The new list holds the input's
+    evidence slices/frames, ascending, padded with ``-1`` to the input's length ``T`` (items batch alike; see
+    :func:`map_evidence`, which is its array form).
 
     Args:
         keys: evidence keys (default ``"evidence"``; items without one are left as they are with
