@@ -414,7 +414,7 @@ def _study_id(root: Path, path: Path) -> str:
 
 #: the DICOM elements discovery reads: a clip (several frames) or a slice of a series
 _DISCOVERY_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "SeriesNumber", "SOPInstanceUID", "Modality", "Rows",
-                   "Columns", "ImageType")
+                   "Columns", "ImageType", "StudyInstanceUID")
 
 
 def _is_non_image_object(ds) -> bool:
@@ -454,6 +454,10 @@ def _modality_warning(modality: str | None, recipe: Mapping, name: str) -> str |
 
 #: the Secondary Capture Image Storage SOP classes (``...1.7``; multi-frame ones ``...1.7.1``-``.4``)
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def _study_uid(ds) -> str:
+    return str(ds.get("StudyInstanceUID", "") or "").strip()
 
 
 def _is_localizer(ds) -> bool:
@@ -648,14 +652,18 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
             (passed_over if no_study else studies).append(study)
     if not any_file:
         raise ValueError(f"input folder '{root}' contains no files.")
-    if studies and passed_over:  # a PACS export's report, dose report or scout series in a folder of its own: no
-        # study (each was an error study, a Deploy exit status 3 on a clean export); alone, each stays a study (its
-        # loading names what it is)
-        names = [s.study_id for s in passed_over]
+    # a PACS export's report, dose report or scout series in a folder of its own, beside an image series of its
+    # imaging study (one StudyInstanceUID): no study (each was an error study, a Deploy exit status 3 on a clean
+    # export). Without one (a patient whose CT never arrived, only its scout) it stays a study: its loading names what
+    # it is, an error row rather than a patient gone without a word
+    imaged = {_study_uid(headers[f]) for s in studies if s.kind != "invalid" for f in s.files or [] if f in headers}
+    skipped = [s for s in passed_over if _study_uid(headers[s.files[0]]) in imaged - {""}]
+    if skipped:
+        names = [s.study_id for s in skipped]
         logger.info(f"'{root}': skipped {len(names)} DICOM series holding no study image, only reports, key objects "
-                    f"or localizer (scout) images ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}).")
-    elif passed_over:
-        studies = passed_over
+                    f"or localizer (scout) images beside their study's images ({', '.join(names[:3])}"
+                    f"{', ...' if len(names) > 3 else ''}).")
+    studies += [s for s in passed_over if not any(s is k for k in skipped)]
     _unique_ids(studies)
     _warn_copies(studies, headers)
     return studies
@@ -893,10 +901,11 @@ def discover_studies(
               ``SeriesInstanceUID``. Ids are paths relative to the folder (``sub/b.nii.gz``; a series: its folder,
               ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose
               files of ``source`` itself). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are skipped, and
-              so are text files without an extension (a PACS export's ``VERSION``) and, where the folder holds
-              other studies, the DICOM series of no study image (reports, key objects, presentation states:
-              :data:`NON_IMAGE_MODALITIES`; localizer images) beside a series or in a folder of their own (logged at
-              INFO); other files, empty folders and unreadable DICOM become invalid studies.
+              so are text files without an extension (a PACS export's ``VERSION``) and the DICOM series of no
+              study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`; localizer
+              images) beside an image series in their folder, or in a folder of their own beside an image series of
+              their ``StudyInstanceUID`` (logged at INFO; without one they stay studies, whose loading says what they
+              are); other files, empty folders and unreadable DICOM become invalid studies.
             - one study file (id: its name; a single-frame DICOM file is a one-slice series).
             - a CSV study list (``.csv``): an ``image`` column (paths relative to the CSV, a file or a folder
               holding one study) and optional ``label`` (class index or name; blank or ``-1`` = unknown) and ``id``
@@ -1400,7 +1409,8 @@ class LoadStudy(Transform):
                              f"{named}; a localizer or another reconstruction stored with the series' UID? Remove the "
                              "files that do not belong to it.")
         if len(headers) < self.min_frames:
-            if len(headers) == 1 and str(headers[0].get("SOPClassUID", "")).startswith(_SECONDARY_CAPTURE):
+            sop_class = str(headers[0].get("SOPClassUID", "")) if len(headers) == 1 else ""
+            if sop_class == _SECONDARY_CAPTURE or sop_class.startswith(_SECONDARY_CAPTURE + "."):  # not ...1.77 (VL)
                 raise ValueError(f"{self._where(source)}: '{source.files[0].name}' is a secondary capture image "
                                  "(SOP class Secondary Capture: a screen save such as a dose screen, a scanned "
                                  "document): one picture, no volume to classify.")

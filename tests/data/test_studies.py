@@ -499,7 +499,17 @@ def test_report_and_scout_series_in_folders_of_their_own_are_no_study(tmp_path, 
         found = discover_studies(tmp_path / "export")
     assert [(s.study_id, s.kind, len(s.files)) for s in found] == [("P001/ST1/SE2_CT", "dicom_series", 4)]
     assert ("skipped 3 DICOM series holding no study image, only reports, key objects or localizer (scout) images "
-            "(P001/ST1/SE1_SCOUT, P001/ST1/SE997_DOSE, P001/ST1/SE998_KO)") in caplog.text
+            "beside their study's images (P001/ST1/SE1_SCOUT, P001/ST1/SE997_DOSE, P001/ST1/SE998_KO)") in caplog.text
+    # another patient whose export holds only its scout (the CT never arrived): a study, not gone without a word
+    # (review H6); nor does an invalid file count as the scout's images
+    _ct_series(tmp_path / "export" / "P002" / "SE1_SCOUT", 1, number=1)
+    d = pydicom.dcmread(tmp_path / "export" / "P002" / "SE1_SCOUT" / "s0.dcm")
+    d.ImageType, d.StudyInstanceUID = ["ORIGINAL", "PRIMARY", "LOCALIZER"], pydicom.uid.generate_uid()
+    d.save_as(tmp_path / "export" / "P002" / "SE1_SCOUT" / "s0.dcm")
+    (tmp_path / "export" / "P002" / "notes.xyz").write_bytes(b"\0\1")
+    assert [(s.study_id, s.kind) for s in discover_studies(tmp_path / "export")] == [
+        ("P001/ST1/SE2_CT", "dicom_series"), ("P002/SE1_SCOUT", "dicom_series"), ("P002/notes.xyz", "invalid")]
+    shutil.rmtree(tmp_path / "export" / "P002")
     # a study list's row naming the study folder: its one image series (three studies before, refused as several)
     (tmp_path / "list.csv").write_text("image,label\nexport/P001/ST1,1\n")
     assert [(s.kind, len(s.files), s.label) for s in discover_studies(tmp_path / "list.csv", num_classes=2)] == [
@@ -522,6 +532,10 @@ def test_report_and_scout_series_in_folders_of_their_own_are_no_study(tmp_path, 
     d.save_as(study / "SC" / "sc.dcm")
     with pytest.raises(ValueError, match=r"'sc\.dcm' is a secondary capture image \(SOP class Secondary Capture: a "
                                          r"screen save such as a dose screen, a scanned document\): one picture"):
+        LoadStudy({"layout": "volume", "spatial_size": [4, 16, 16]}).load(str(study / "SC"))
+    d.SOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.4"  # VL Photographic Image: no secondary capture (review H6)
+    d.save_as(study / "SC" / "sc.dcm")
+    with pytest.raises(ValueError, match=r"has 1 slice\(s\), fewer than min_frames=2"):
         LoadStudy({"layout": "volume", "spatial_size": [4, 16, 16]}).load(str(study / "SC"))
 
 
