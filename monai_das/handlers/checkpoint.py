@@ -104,21 +104,23 @@ def hold_checkpoint_folder(save_dir: str | Path) -> bool:
     return True
 
 
-def hold_on_saving_rank(save_dir: str | Path) -> bool:
+def hold_on_saving_rank(save_dir: str | Path, sync_ranks: bool = False) -> bool:
     """
-    :func:`hold_checkpoint_folder` on the saving rank (0, the one that writes checkpoints; ``False`` on the others),
-    its refusal raised on every rank of a distributed run: the other ranks ran on into their first collective call
-    and ended in a gloo/NCCL "connection closed by peer" error that buried the reason (trial Z).
+    :func:`hold_checkpoint_folder` on the saving rank (0, the one that writes checkpoints; ``False`` on the others).
+    With ``sync_ranks`` (a collective call: every rank of a distributed run must make it, as the bundles' savers
+    attached on every rank do) its refusal is raised on every rank: the other ranks ran on into their first
+    collective call and ended in a gloo/NCCL "connection closed by peer" error that buried the reason (trial Z).
+    Without it only rank 0 raises (a saver attached on rank 0 alone, as in MONAI's tutorials).
     """
     error = None
     held = False
     if idist.get_rank() == 0:
         try:
             held = hold_checkpoint_folder(save_dir)
-        except RuntimeError as e:
+        except Exception as e:  # also an OSError of the folder: the other ranks must hear of it
             error = e
-    if idist.get_world_size() > 1:
-        refused = idist.broadcast(str(error) if error is not None else "", src=0)
+    if sync_ranks and idist.get_world_size() > 1:
+        refused = idist.broadcast(f"{type(error).__name__}: {error}" if error is not None else "", src=0)
         if refused and error is None:
             raise RuntimeError(f"rank {idist.get_rank()}: the saving rank 0 refused the run: {refused}")
     if error is not None:
@@ -241,12 +243,16 @@ class AtomicCheckpointSaver(CheckpointSaver):
         interval_filename: fixed file name for the interval checkpoint (e.g. ``"last.pt"`` with ``save_interval=1``
             and ``n_saved=1``: a "last" checkpoint replaced in place every epoch). ``None`` keeps MONAI's
             ``checkpoint_epoch=N.pt`` names.
+        sync_ranks: every rank of a distributed run attaches this saver (the bundles' configs): a refusal of
+            ``save_dir`` by rank 0 (another training holds it) is raised on every rank (:func:`hold_on_saving_rank`,
+            a collective call at ``attach``). Leave ``False`` when only rank 0 attaches it.
     """
 
     def __init__(self, save_dir: str, save_dict: dict, interval_filename: str | None = None,
-                 engine_key: str | None = None, **kwargs: Any) -> None:
+                 engine_key: str | None = None, sync_ranks: bool = False, **kwargs: Any) -> None:
         super().__init__(save_dir=save_dir, save_dict=save_dict, **kwargs)
         self.engine_key = engine_key
+        self.sync_ranks = bool(sync_ranks)
         #: evaluator epoch (the trainer's, under ``ValidationHandler``) of the best model saved so far
         self.best_epoch: int | None = None
         #: the evaluator's numeric metrics at that epoch
@@ -270,7 +276,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def attach(self, engine: Any) -> None:
         if self.engine_key:  # the engine's own state (epoch, iteration) goes in too: see ``engine_key``
             self.save_dict[self.engine_key] = engine
-        first = hold_on_saving_rank(self.save_dir)
+        first = hold_on_saving_rank(self.save_dir, self.sync_ranks)
         if first:  # no other run writes here now: what a save left in the folder is stale
             remove_stale_temp_files(self.save_dir)
         super().attach(engine)

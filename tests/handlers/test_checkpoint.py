@@ -260,7 +260,7 @@ import sys, torch.distributed as dist
 from monai_das.handlers.checkpoint import hold_on_saving_rank
 dist.init_process_group("gloo")
 try:
-    print("held", hold_on_saving_rank(sys.argv[1]))
+    print("held", hold_on_saving_rank(sys.argv[1], sync_ranks=sys.argv[2] == "sync"))
 except RuntimeError as e:
     print("refused", e)
 dist.destroy_process_group()
@@ -280,22 +280,29 @@ def test_every_rank_stops_when_the_saving_rank_is_refused(tmp_path):
     other = FileLock(str(tmp_path / LOCK_NAME))
     other.acquire(timeout=0)
     (tmp_path / OWNER_NAME).write_text("pid 4242 on host7, since 2026-12-04 10:00:00\n")
-    def run() -> list[str]:
+
+    def run(mode: str) -> list[str]:
         with socket.socket() as sock:  # a free port for each group
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        procs = [subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE,
+        procs = [subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(tmp_path), mode], stdout=subprocess.PIPE,
                                   text=True, env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
                                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
                  for r in range(2)]
-        return [p.communicate(timeout=300)[0].strip().splitlines()[-1] for p in procs]
+        try:
+            return [p.communicate(timeout=300)[0].strip().splitlines()[-1] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
 
     refused = "another training run is writing its checkpoints to '" + str(tmp_path) + "' (pid 4242 on host7"
-    out = run()
+    out = run("sync")
     assert out[0].startswith("refused " + refused)
-    assert out[1].startswith("refused rank 1: the saving rank 0 refused the run: " + refused)
+    assert out[1].startswith("refused rank 1: the saving rank 0 refused the run: RuntimeError: " + refused)
+    # not synced (a saver attached on rank 0 alone, MONAI's tutorials): no collective call, only rank 0 refuses
+    assert run("rank0") == ["refused " + out[0].removeprefix("refused "), "held False"]
     other.release()
-    assert run() == ["held True", "held False"]  # free: rank 0 holds it, rank 1 writes nothing
+    assert run("sync") == ["held True", "held False"]  # free: rank 0 holds it, rank 1 writes nothing
 
 
 def test_engine_key_checkpoints_the_attached_engine(tmp_path, caplog):
