@@ -33,7 +33,7 @@ from monai.transforms import (
 from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
-from monai_das.transforms.temporal import SOURCE_INDICES, affine_evidence_slices, affine_source_indices
+from monai_das.transforms.temporal import NO_SOURCE, SOURCE_INDICES, affine_evidence_slices, affine_source_indices
 
 __all__ = [
     "RECIPE_KEYS",
@@ -711,6 +711,20 @@ def recipe_transforms(recipe: Mapping, keys: KeysCollection = "image", load: boo
     return Compose(xforms)
 
 
+_WARNED_NO_RECORD: list[bool] = []  # map_evidence's warning about a volume without metadata: once per process
+#: MONAI transforms (``applied_operations`` class names) that resample by interpolation, blending neighbouring slices
+_INTERPOLATING = frozenset({"SpatialResample", "Spacing", "ResampleToMatch", "Affine", "RandAffine", "Zoom", "RandZoom",
+                            "Rotate", "RandRotate", "Rand2DElastic", "Rand3DElastic", "Resample"})
+
+
+def _interpolates(op: Mapping) -> bool:
+    """Whether a traced operation (a ``MetaTensor.applied_operations`` entry) blends slices as no area resize does."""
+    name = str(op.get("class", "")) if isinstance(op, Mapping) else ""
+    if name == "Resize":
+        return (op.get("extra_info") or {}).get("mode") != "area"
+    return name in _INTERPOLATING
+
+
 def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) -> list[int]:
     """
     A datalist's evidence (slice or frame indices in the *file's* numbering) as positions along ``frame_axis`` of
@@ -725,11 +739,12 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     for :class:`monai_das.data.LoadStudy`), so orientation flips and permutations, spacing and resizing are followed.
     A clip's evidence is the input frames that *are* an evidence frame (none when temporal resampling dropped them:
     warned);
-    a volume's, for each evidence slice the input slices that carry the largest share of it, all of them on a tie
-    (resizing averages neighbouring slices, so a thin finding is never lost by a downsampling, and a slice shared
-    half and half between two input slices is both; exact for area resizing, padding carries none:
-    :func:`~monai_das.transforms.affine_evidence_slices`); for a volume read by :class:`~monai_das.data.LoadStudy`
-    (its ``source_indices``, ``frame_axis`` ≥ 1), whose affines are not kept, the input slice(s) nearest to it. A volume already turned into frames (``VolumeToFramesd``) is
+    a volume's, for each evidence slice the input slices that carry the largest share of it, all of them on a tie,
+    after orientation and an area resize (a slice shared half and half between two input slices is both; padding
+    carries none: :func:`~monai_das.transforms.affine_evidence_slices`), else (an interpolating resampling such as
+    ``Spacing`` in the image's ``applied_operations``, a resize of another mode, or a volume read by
+    :class:`~monai_das.data.LoadStudy`, its ``source_indices`` with ``frame_axis`` ≥ 1) the input slice(s) nearest
+    to it; a thin finding is never lost by a downsampling. A volume already turned into frames (``VolumeToFramesd``) is
     refused: map the evidence before. For a DICOM series folder (read by position, with ITK) the
     evidence counts its slices in ``InstanceNumber`` order, the numbering of the reports' source indices
     (:func:`monai_das.data.series_slice_ranks`). Without any record, the indices are the input's own.
@@ -770,8 +785,8 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
         if not 1 <= frame_axis <= 3 or img.ndim != 4:
             raise _volume_as_frames(name, frame_axis, img.shape)
         source_shape = [int(s) for s in meta.get("spatial_shape", img.shape[1:])]
-        _, src_axis = affine_source_indices(meta["original_affine"], img.affine, img.shape[1:], source_shape,
-                                            frame_axis - 1)
+        source, src_axis = affine_source_indices(meta["original_affine"], img.affine, img.shape[1:], source_shape,
+                                                 frame_axis - 1, outside=NO_SOURCE)  # padding is no evidence
         _check_evidence(wanted, source_shape[src_axis], name, "slices")
         if wanted and src_axis == 2 and os.path.isdir(str(name)):
             # a DICOM series folder: evidence counts its slices in InstanceNumber order, as the reports' source
@@ -780,10 +795,11 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
 
             ranks = series_slice_ranks(name, meta["original_affine"], source_shape[2])
             wanted = sorted(ranks.index(i) for i in wanted)
-        # the input slices that carry most of each evidence slice, ties all (resizing shares a slice between two:
-        # the nearest alone counted a kept slice showing half of a thin finding as a miss); padding carries none
-        kept = affine_evidence_slices(meta["original_affine"], img.affine, img.shape[1:], frame_axis - 1, src_axis,
-                                         wanted)
+        if any(_interpolates(op) for op in getattr(img, "applied_operations", None) or []):
+            kept = _nearest_slices(source, wanted)  # resampled (Spacing, ...): the input slice(s) nearest to each
+        else:  # oriented and area-resized: the input slices that show each most, ties all (a slice shared half and
+            # half between two: the nearest alone counted a kept one showing the whole finding as a miss)
+            kept = affine_evidence_slices(meta["original_affine"], img.affine, img.shape[1:], frame_axis - 1, wanted)
     else:  # no record of how the frames were produced: the indices are the input's own
         _check_evidence(wanted, t, name, "frames")
         if wanted and frame_axis >= 1 and not _WARNED_NO_RECORD:  # a volume without its metadata (once a process)
@@ -795,9 +811,6 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
                 "evidence right after the resize, on the MetaTensor LoadImaged gives.")
         kept = wanted
     return kept + [-1] * (t - len(kept))
-
-
-_WARNED_NO_RECORD: list[bool] = []  # map_evidence's warning about a volume without metadata: once per process
 
 
 def _nearest_slices(source: Sequence[int], wanted: Sequence[int]) -> list[int]:

@@ -67,21 +67,20 @@ def _source_coordinates(original_affine: torch.Tensor, affine: torch.Tensor, sha
 
 
 def affine_evidence_slices(
-    original_affine: torch.Tensor, affine: torch.Tensor, shape: Sequence[int], frame_axis: int, src_axis: int,
+    original_affine: torch.Tensor, affine: torch.Tensor, shape: Sequence[int], frame_axis: int,
     source_slices: Sequence[int],
 ) -> list[int]:
     """
     The indices along spatial axis ``frame_axis`` of a preprocessed volume of spatial ``shape`` that carry the
-    largest share of one of the ``source_slices`` (indices along the source volume's axis ``src_axis``, as
-    :func:`affine_source_indices` names it; all of them on a tie), ascending. Each preprocessed slice is taken as
-    the average of the whole source slices its extent reaches, as area resizing (MONAI's ``Resize`` mode ``"area"``,
-    the recipes') averages them: exact for a resize, so that a slice downsampled from 31 to 24 slices, shared half and
-    half between two preprocessed slices, is both (the nearest one alone, :func:`affine_source_indices`, counted
-    the other, which shows the finding as much, as no evidence); a slice of the padding around a study carries none.
+    largest share of one of the ``source_slices`` (indices along the source volume's axis that ``frame_axis`` runs
+    along, as :func:`affine_source_indices` names it; all of them on a tie), ascending. Each preprocessed slice is
+    taken as the average of the whole source slices its extent reaches, as area resizing (MONAI's ``Resize`` mode
+    ``"area"``, the recipes') averages them: exact after orientation and an area resize (not after an interpolating
+    resampling such as ``Spacing``), so that a slice downsampled from 31 to 24 slices, shared half and half between
+    two preprocessed slices, is both (the nearest one alone, :func:`affine_source_indices`, counted the other, which
+    shows the finding as much, as no evidence); a slice of the padding around a study carries none.
     """
-    p, half, axis, _ = _source_coordinates(original_affine, affine, shape, frame_axis)
-    if axis != int(src_axis):
-        raise ValueError(f"source axis {src_axis} is not the one preprocessed axis {frame_axis} runs along ({axis}).")
+    p, half, _, _ = _source_coordinates(original_affine, affine, shape, frame_axis)
     # the whole source slices each preprocessed slice averages: [start, end) of its extent [p - half, p + half]
     start = np.floor(p - half + 0.5 + 1e-9).astype(int)
     end = np.ceil(p + half + 0.5 - 1e-9).astype(int)
