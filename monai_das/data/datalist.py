@@ -602,9 +602,10 @@ def _missing_images(missing: Sequence[tuple[str, str]]) -> str:
         shown = ", ".join(Path(w).name for w, _ in missing[1:6])  # 'labels.csv:7', 'datalist.json:training[3]'
         more = ", ..." if len(missing) > 6 else ""
         text += f" {len(missing) - 1} more image(s) do not exist either (at {shown}{more})."
-    if os.sep == "/" and any("\\" in im for _, im in missing):
+    windows = [im for _, im in missing if "\\" in im]
+    if os.sep == "/" and windows:
         text += (" Their paths hold '\\' separators, a list written on Windows? Here paths are separated by '/': "
-                 "write them with '/' (e.g. 'clips/a/p01.mp4').")
+                 f"write them with '/' (e.g. '{Path(windows[0]).name.replace(chr(92), '/')}').")
     return text
 
 
@@ -1114,6 +1115,9 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
         spatial.insert(slice_axis, t)
     if len(spatial) == 2 and min_frames <= 1:  # a one-slice volume, as the recipe's RequireVolume makes it
         spatial = [*spatial, 1]
+    if 0 in spatial:  # no min_frames accepts it (it said "min_frames 1 accepts it as a one-slice volume")
+        raise ValueError(f"is a volume of 0 slices (spatial shape {spatial}): no slice decodes (an empty or damaged "
+                         "file?).")
     if len(spatial) != 3 or min(spatial) < min_frames:
         what = ("not a 3D volume" if len(spatial) > 3 else "a 2D image" if len(spatial) < 3
                 else f"a volume of {min(spatial)} slice(s) along an axis, fewer than min_frames={min_frames}")

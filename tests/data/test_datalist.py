@@ -362,7 +362,7 @@ def test_missing_images_are_named_together_with_a_hint_for_windows_paths(tmp_pat
     assert str(e.value) == (
         f"{path}:2: image '{tmp_path}{os.sep}clips\\a\\p00.npy' does not exist. 3 more image(s) do not exist "
         "either (at list.csv:3, list.csv:4, list.csv:6). Their paths hold '\\' separators, a list written on "
-        "Windows? Here paths are separated by '/': write them with '/' (e.g. 'clips/a/p01.mp4').")
+        "Windows? Here paths are separated by '/': write them with '/' (e.g. 'clips/a/p00.npy').")
     path = _csv(tmp_path / "list.csv", "image,label", "clips/a/p00.npy,x", "clips/a/gone.npy,y")
     with pytest.raises(FileNotFoundError, match=r"list\.csv:3: image '.*gone\.npy' does not exist\.$"):
         load_datalist(path)  # one, no hint
@@ -558,6 +558,9 @@ def test_check_study_shapes_errors(tmp_path):
         with pytest.raises(ValueError, match=r"empty\.avi' is a clip of 0 frames \(12×16\): no frame decodes \(an "
                                              r"empty or damaged file\?\)"):
             check_study_shapes([empty], "video", min_frames=min_frames)
+        with pytest.raises(ValueError, match=r"empty\.avi' is a volume of 0 slices \(spatial shape \[.*\]\): no slice "
+                                             r"decodes \(an empty or damaged file\?\)"):  # read as a volume (review H6)
+            check_study_shapes([empty], "volume", min_frames=min_frames)
     single = _dicom(tmp_path / "still.dcm", 8, 8)
     with pytest.raises(ValueError, match=r"still\.dcm' is a 2D image .*; min_frames 1 accepts it as a one-slice volume"):
         check_study_shapes([single], "volume")
