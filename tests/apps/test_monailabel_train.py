@@ -341,6 +341,9 @@ def test_video_bundle_trains_on_a_frame_grid(app, tmp_path):
     settings = app["app_tasks"].app_settings({"bundle": str(bundle), "model_dir": str(tmp_path / "m3"),
                                               "spatial_size": "32,32"}, tmp_path / "app")
     assert app["app_tasks"].make_train_task(settings).spatial_size == [32, 32]
+    # the infer task of a video bundle before any model (a server's start): dimension 2, not 3 (review H6, R53)
+    infer = app["app_tasks"].make_infer_task(settings)
+    assert infer.predictor is None and infer.info()["dimension"] == 2
     with pytest.raises(ValueError, match=r"spatial_size of this video bundle must be 2 positive integers, a frame's "
                                          r"'H,W' \(the clips' frame count is train_overrides num_frames\); got "
                                          r"\[1, 64, 64\]"):

@@ -115,7 +115,7 @@ class DASClassification(BasicInferTask):
             network=None,
             type=InferType.CLASSIFICATION,
             labels=self._labels(self.predictor),
-            dimension=2 if self.predictor is not None and self.predictor.spec.layout == "video" else 3,  # 2D+t
+            dimension=self._dimension(self.predictor),
             description=description,
             # request keys win over these; 0: not set (the trained k of the model card)
             config={"engine": self.engine, "num_kept": int(num_kept or 0), "keep_ratio": float(keep_ratio or 0.0)},
@@ -125,6 +125,15 @@ class DASClassification(BasicInferTask):
         self._describe()
 
     # ------------------------------------------------------------------------------------------ model (re)loading
+    def _dimension(self, predictor: DASPredictor | None) -> int:
+        """MONAI Label's ``dimension``: 2 for a clip model (2D frames over time), 3 for a volume model; before any
+        model is served, the bundle's layout (its train config's recipe)."""
+        if predictor is not None:
+            return 2 if predictor.spec.layout == "video" else 3
+        from ..trainers.das_train import bundle_layout
+
+        return 2 if bundle_layout(self.bundle_path) == "video" else 3
+
     @staticmethod
     def _labels(predictor: DASPredictor | None) -> dict[str, int] | None:
         spec = predictor.spec if predictor else None
@@ -240,6 +249,7 @@ class DASClassification(BasicInferTask):
             if hasattr(self, "path"):  # not yet during __init__ (BasicInferTask sets it)
                 self.path = [predictor.source]
                 self.labels = self._labels(predictor)
+                self.dimension = self._dimension(predictor)
                 self._describe()
             return predictor
 
