@@ -59,9 +59,10 @@ class TrainingSummaryHandler:
         report: other metrics of that epoch to show (missing ones are left out).
         evenly_spaced_margin: how far the evenly spaced frames' score may exceed the learned selection's before a
             warning (AUC; small differences between two selections of one network are noise on a validation list).
-        reports_dir: the evaluation's reports folder (a bundle's ``eval/``): a warning when its ``metrics.json``
-            describes another model than the best-model file this training leaves (its ``checkpoint_sha256``, or
-            none: written by an older version), so that an earlier model's reports are not read as this one's.
+        reports_dir: the evaluation's reports folder (a bundle's ``eval/``): a warning when a ``metrics.json`` in it
+            or in its folders two levels down (``val/``, ``k4/``, an external datalist's) describes another model
+            than the best-model file this training leaves (its ``checkpoint_sha256``, or none: written by an older
+            version), so that an earlier model's reports are not read as this one's.
     """
 
     def __init__(self, saver: Any, key_metric: str = "val_auc",
@@ -118,22 +119,28 @@ class TrainingSummaryHandler:
                 self.logger.warning(warning)
 
     def _stale_reports(self) -> str | None:
-        """Why ``reports_dir``'s evaluation reports are not this training's model's, ``None`` when they are (or when
-        there are none): a retrain into one bundle_root left the earlier model's metrics.json, predictions and figures
-        in eval/, while the model card had dropped its test metrics (trial Z)."""
+        """Why evaluation reports in ``reports_dir`` are not this training's model's, ``None`` when they are (or when
+        there are none): a retrain into one bundle_root left the earlier model's metrics.json and predictions in
+        eval/ (and in its folders of other splits, other k, external data), while the model card had dropped its
+        test metrics (trial Z, recheck R53)."""
         path = self.saver.best_model_path() if hasattr(self.saver, "best_model_path") else None
-        report = self.reports_dir / "metrics.json" if self.reports_dir is not None else None
-        if path is None or report is None or not path.is_file() or not report.is_file():
+        if path is None or self.reports_dir is None or not path.is_file() or not self.reports_dir.is_dir():
             return None
-        try:
-            with open(report, encoding="utf-8") as fh:
-                evaluated = json.load(fh).get("checkpoint_sha256")
-        except (OSError, ValueError, AttributeError):
-            evaluated = None
-        model = file_digest(path)
-        if evaluated == model:
+        model, stale = file_digest(path), []
+        for report in sorted(self.reports_dir.glob("metrics.json")) + sorted(self.reports_dir.glob("*/metrics.json")) \
+                + sorted(self.reports_dir.glob("*/*/metrics.json")):  # eval/, eval/val/, eval/k4/, eval/<site>/k4/
+            try:
+                with open(report, encoding="utf-8") as fh:
+                    evaluated = json.load(fh).get("checkpoint_sha256")
+            except (OSError, ValueError, AttributeError):
+                evaluated = None
+            if evaluated != model:
+                stale.append((report, evaluated))
+        if not stale:
             return None
+        report, evaluated = stale[0]
         which = f"checkpoint sha256 {str(evaluated)[:12]}..." if evaluated else "no checkpoint_sha256: an older version"
-        return (f"'{report}' and the other evaluation reports in '{self.reports_dir}' (predictions, figures) describe "
-                f"another model than this training's '{path}' ({which}; this one {model[:12]}...): evaluate it "
-                "(evaluate.json) before reading them.")
+        others = f" and {len(stale) - 1} other evaluation report(s) in '{self.reports_dir}'" if len(stale) > 1 else ""
+        return (f"'{report}'{others} (with their predictions and confusion matrices) describe another model than this "
+                f"training's '{path}' ({which}; this one {model[:12]}...): evaluate it (evaluate.json) before reading "
+                "them.")

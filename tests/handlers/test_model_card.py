@@ -458,7 +458,7 @@ def test_card_records_how_the_model_was_trained_and_its_input(tmp_path):
 
 def test_external_evaluation_writes_beside_and_older_validation_split_is_refused(tmp_path):
     """An external test list's reports went to eval/, over the training's own test reports the card keeps (review
-    H5): they go to eval/<its datalist's name>/. A validation split this version draws with one patient of every
+    H5): they go to eval/<its datalist file name>-<tag>/. A validation split this version draws with one patient of every
     class (every_class_validated) holds training patients of a checkpoint of the older split: refused."""
     from monai_das.handlers import evaluation_output_dir
     from monai_das.utils.io import input_folder_name

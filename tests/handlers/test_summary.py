@@ -125,10 +125,16 @@ def test_warns_when_the_reports_folder_describes_another_model(tmp_path, caplog)
     (eval_dir / "metrics.json").write_text(json.dumps({"test_auc": 0.556, "checkpoint": str(model)}))
     with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
         trainer.run([0], max_epochs=2)
-    assert (f"'{eval_dir / 'metrics.json'}' and the other evaluation reports in '{eval_dir}' (predictions, figures) "
-            f"describe another model than this training's '{model}' (no checkpoint_sha256: an older version; this "
-            f"one {file_digest(model)[:12]}...): evaluate it (evaluate.json) before reading them.") in caplog.text
+    assert (f"'{eval_dir / 'metrics.json'}' (with their predictions and confusion matrices) describe another model "
+            f"than this training's '{model}' (no checkpoint_sha256: an older version; this one "
+            f"{file_digest(model)[:12]}...): evaluate it (evaluate.json) before reading them.") in caplog.text
     (eval_dir / "metrics.json").write_text(json.dumps({"checkpoint_sha256": "ab" * 32}))
     assert "(checkpoint sha256 abababababab...; this one" in summary._stale_reports()
     (eval_dir / "metrics.json").write_text(json.dumps({"checkpoint_sha256": file_digest(model)}))
     assert summary._stale_reports() is None  # evaluated: this model's reports
+    # an external evaluation's or another k's reports in their folders (recheck R53: not said)
+    (eval_dir / "site2.json-1a2b3c4d" / "k2").mkdir(parents=True)
+    (eval_dir / "site2.json-1a2b3c4d" / "metrics.json").write_text(json.dumps({"checkpoint_sha256": "cd" * 32}))
+    (eval_dir / "site2.json-1a2b3c4d" / "k2" / "metrics.json").write_text(json.dumps({"checkpoint_sha256": "cd" * 32}))
+    assert summary._stale_reports().startswith(
+        f"'{eval_dir / 'site2.json-1a2b3c4d' / 'metrics.json'}' and 1 other evaluation report(s) in '{eval_dir}'")
