@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.data.studies import item_label
 from monai_das.networks.utils import unwrap_network
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -195,16 +196,14 @@ class SamplingFiguresHandler:
         raw = getattr(self.dataset, "data", None)
         if not isinstance(raw, Sequence) or len(raw) != len(self.dataset):
             return list(range(n))
-        from monai_das.data.studies import item_label
-
         by_class: dict[int, list[int]] = {}
-        for i, item in enumerate(raw):
+        for i, item in enumerate(raw):  # items of no (or an unknown) label come after every class's
             label = item_label(item)
-            if label is None:
-                return list(range(n))
-            by_class.setdefault(label, []).append(i)
+            by_class.setdefault(-1 if label is None else label, []).append(i)
+        if list(by_class) == [-1]:
+            return list(range(n))
         turns = [ids[r] for r in range(max(map(len, by_class.values()), default=0))
-                 for _, ids in sorted(by_class.items()) if r < len(ids)]
+                 for _, ids in sorted(by_class.items(), key=lambda c: (c[0] < 0, c[0])) if r < len(ids)]
         return sorted(turns[:n])
 
     def _batch(self) -> tuple[torch.Tensor, list[dict]]:
@@ -246,8 +245,9 @@ class SamplingFiguresHandler:
         for i, (it, p) in enumerate(zip(items, probs)):
             pred = int(p.argmax())
             title = f"pred {self._name(pred)} ({float(p[pred]):.2f})"
-            if it.get("label") is not None:
-                title = f"label {self._name(int(torch.as_tensor(it['label']).reshape(-1)[0]))}\n{title}"
+            label = item_label(it)  # none for an unknown one (-1 named the last class)
+            if label is not None:
+                title = f"label {self._name(label)}\n{title}"
             titles.append(f"{names[i]}\n{title}")
             ev = next((it[k] for k in ("evidence", "informative") if k in it), None)
             evidence.append(None if ev is None else [int(j) for j in torch.as_tensor(ev).reshape(-1) if int(j) >= 0])

@@ -117,6 +117,9 @@ def test_figures_show_every_class_in_turn(tmp_path, net):
     h = SamplingFiguresHandler(net, data, tmp_path / "fig", num_images=4, label_names=["n", "s", "m"])
     assert h._indices() == [0, 1, 2, 6]  # 0, 2, 6: one of each class; then 1: the second of class 0
     assert SamplingFiguresHandler(net, [{"image": torch.rand(1, 8, 16, 16)}] * 5, tmp_path, 3)._indices() == [0, 1, 2]
+    # an item of an unknown label (-1) no longer turns the class turns off; it comes after every class (review H6)
+    unknown = Dataset([{"image": torch.rand(1, 8, 16, 16), "label": lab} for lab in [-1, 0, 0, 1]])
+    assert SamplingFiguresHandler(net, unknown, tmp_path, num_images=3)._indices() == [0, 1, 3]
     h.draw()
     assert h._shown == [0, 1, 2, 6]
 
