@@ -55,6 +55,7 @@ from monai_das.data.studies import (
     series_slice_ranks,
     list_studies,
     dataset_item_ids,
+    item_label,
     study_fingerprint,
 )
 from monai_das.data.readers import VolumeNumpyReader
@@ -116,6 +117,7 @@ __all__ = [
     "series_slice_ranks",
     "list_studies",
     "dataset_item_ids",
+    "item_label",
     "study_fingerprint",
     "SPLIT_SEED_OFFSETS",
     "SYNTHETIC_CLASS_NAMES",

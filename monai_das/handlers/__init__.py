@@ -7,6 +7,7 @@ from monai_das.handlers.checkpoint import (
     CheckedCheckpointLoader,
     ResumeCheckpointLoader,
     hold_checkpoint_folder,
+    hold_on_saving_rank,
     release_checkpoint_folder,
     remove_stale_temp_files,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "ResumeCheckpointLoader",
     "remove_stale_temp_files",
     "hold_checkpoint_folder",
+    "hold_on_saving_rank",
     "release_checkpoint_folder",
     "BalancedAccuracy",
     "EpochLoss",

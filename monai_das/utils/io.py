@@ -93,8 +93,6 @@ def input_folder_name(path: str | os.PathLike) -> str:
     datalist): ``<name>`` its file or folder name, ``<tag>`` 8 hex digits of its absolute path, so that inputs of one
     name (``P1/ST1/SE2_CT`` and ``P3/ST1/SE2_CT``, two sites' ``datalist.json``) never share one. A link stays the
     link (not resolved: the ids of its studies are the link's paths); ``.``/``..`` are named by their folder."""
-    import hashlib
-
     path = Path(os.path.abspath(Path(str(path)).expanduser()))
     tag = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:8]
     return f"{path.name or 'input'}-{tag}"
