@@ -414,7 +414,7 @@ def _study_id(root: Path, path: Path) -> str:
 
 #: the DICOM elements discovery reads: a clip (several frames) or a slice of a series
 _DISCOVERY_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "SeriesNumber", "SOPInstanceUID", "Modality", "Rows",
-                   "Columns", "ImageType", "StudyInstanceUID")
+                   "Columns", "ImageType", "StudyInstanceUID", "SOPClassUID")
 
 
 def _is_non_image_object(ds) -> bool:
@@ -454,6 +454,12 @@ def _modality_warning(modality: str | None, recipe: Mapping, name: str) -> str |
 
 #: the Secondary Capture Image Storage SOP classes (``...1.7``; multi-frame ones ``...1.7.1``-``.4``)
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def _is_secondary_capture(ds) -> bool:
+    """A Secondary Capture image (a screen save such as a dose screen, a scanned page), not ``...1.77`` (VL)."""
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    return sop_class == _SECONDARY_CAPTURE or sop_class.startswith(_SECONDARY_CAPTURE + ".")
 
 
 def _study_uid(ds) -> str:
@@ -648,11 +654,13 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
         for uid, members in series.items():
             sid = base if len(series) == 1 else f"{base}#series_{_series_label(headers[members[0]], uid)}"
             study = StudySource(sid, "dicom_series", folder, members)
-            no_study = all(_is_non_image_object(headers[f]) or _is_localizer(headers[f]) for f in members)
+            no_study = (all(_is_non_image_object(headers[f]) or _is_localizer(headers[f]) for f in members)
+                        or (len(members) == 1 and _is_secondary_capture(headers[members[0]])))  # a dose screen
             (passed_over if no_study else studies).append(study)
     if not any_file:
         raise ValueError(f"input folder '{root}' contains no files.")
-    # a PACS export's report, dose report or scout series in a folder of its own, beside an image series of its
+    # a PACS export's report, dose report (SR or one secondary capture image) or scout series in a folder of its
+    # own, beside an image series of its
     # imaging study (one StudyInstanceUID): no study (each was an error study, a Deploy exit status 3 on a clean
     # export). Without one (a patient whose CT never arrived, only its scout) it stays a study: its loading names what
     # it is, an error row rather than a patient gone without a word
@@ -660,9 +668,9 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
     skipped = [s for s in passed_over if _study_uid(headers[s.files[0]]) in imaged - {""}]
     if skipped:
         names = [s.study_id for s in skipped]
-        logger.info(f"'{root}': skipped {len(names)} DICOM series holding no study image, only reports, key objects "
-                    f"or localizer (scout) images beside their study's images ({', '.join(names[:3])}"
-                    f"{', ...' if len(names) > 3 else ''}).")
+        logger.info(f"'{root}': skipped {len(names)} DICOM series holding no study image, only reports, key objects, "
+                    "a secondary capture or localizer (scout) images beside their study's images "
+                    f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}).")
     studies += [s for s in passed_over if not any(s is k for k in skipped)]
     _unique_ids(studies)
     _warn_copies(studies, headers)
@@ -1409,8 +1417,7 @@ class LoadStudy(Transform):
                              f"{named}; a localizer or another reconstruction stored with the series' UID? Remove the "
                              "files that do not belong to it.")
         if len(headers) < self.min_frames:
-            sop_class = str(headers[0].get("SOPClassUID", "")) if len(headers) == 1 else ""
-            if sop_class == _SECONDARY_CAPTURE or sop_class.startswith(_SECONDARY_CAPTURE + "."):  # not ...1.77 (VL)
+            if len(headers) == 1 and _is_secondary_capture(headers[0]):
                 raise ValueError(f"{self._where(source)}: '{source.files[0].name}' is a secondary capture image "
                                  "(SOP class Secondary Capture: a screen save such as a dose screen, a scanned "
                                  "document): one picture, no volume to classify.")

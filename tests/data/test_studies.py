@@ -498,8 +498,9 @@ def test_report_and_scout_series_in_folders_of_their_own_are_no_study(tmp_path, 
     with caplog.at_level(logging.INFO, logger="monai_das.data.studies"):
         found = discover_studies(tmp_path / "export")
     assert [(s.study_id, s.kind, len(s.files)) for s in found] == [("P001/ST1/SE2_CT", "dicom_series", 4)]
-    assert ("skipped 3 DICOM series holding no study image, only reports, key objects or localizer (scout) images "
-            "beside their study's images (P001/ST1/SE1_SCOUT, P001/ST1/SE997_DOSE, P001/ST1/SE998_KO)") in caplog.text
+    assert ("skipped 3 DICOM series holding no study image, only reports, key objects, a secondary capture or "
+            "localizer (scout) images beside their study's images (P001/ST1/SE1_SCOUT, P001/ST1/SE997_DOSE, "
+            "P001/ST1/SE998_KO)") in caplog.text
     # another patient whose export holds only its scout (the CT never arrived): a study, not gone without a word
     # (review H6); nor does an invalid file count as the scout's images
     _ct_series(tmp_path / "export" / "P002" / "SE1_SCOUT", 1, number=1)
@@ -533,6 +534,10 @@ def test_report_and_scout_series_in_folders_of_their_own_are_no_study(tmp_path, 
     with pytest.raises(ValueError, match=r"'sc\.dcm' is a secondary capture image \(SOP class Secondary Capture: a "
                                          r"screen save such as a dose screen, a scanned document\): one picture"):
         LoadStudy({"layout": "volume", "spatial_size": [4, 16, 16]}).load(str(study / "SC"))
+    # in its folder beside the study's CT (a PACS export's dose screen): skipped as the reports are (recheck R53)
+    _ct_series(study / "SE2_CT", 4, number=2)
+    assert [s.study_id for s in discover_studies(tmp_path / "export")] == ["P001/ST1/SE2_CT"]
+    shutil.rmtree(study / "SE2_CT")
     d.SOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.4"  # VL Photographic Image: no secondary capture (review H6)
     d.save_as(study / "SC" / "sc.dcm")
     with pytest.raises(ValueError, match=r"has 1 slice\(s\), fewer than min_frames=2"):
