@@ -157,7 +157,9 @@ def test_bad_encoder_names(name, match):
 
 
 def test_bad_encoder_arguments():
-    with pytest.raises(ValueError, match=r"DenseNet121.*missing 1 required positional argument: 'out_channels'"):
+    with pytest.raises(ValueError, match=r"DenseNet121.*missing 1 required positional argument: 'out_channels'\. "
+                                         r"Give out_channels in encoder_kwargs \(bundle: --encoder_kwargs "
+                                         r"'\{\"out_channels\": 64\}'"):  # how to give it (recheck R53)
         get_encoder("DenseNet121")
     with pytest.raises(ValueError, match="2D"):
         get_encoder("DenseNet121", out_channels=4, spatial_dims=3)
