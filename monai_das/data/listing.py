@@ -72,7 +72,8 @@ def read_video_listing(
 
     Args:
         source: a CSV file (one row per clip; columns ``path_column``, ``label_column`` and, if given,
-            ``group_column``; other columns are carried over) or a folder laid out as ``<source>/<label>/<clip>``
+            ``group_column``; other columns are carried over, an ``evidence`` column read as a datalist's:
+            frame indices separated by ``;``, ``'11;12;13'``, into a list, blank: ``[]``) or a folder laid out as ``<source>/<label>/<clip>``
             (``group`` = the clip's file stem, i.e. each clip its own group: give a CSV when several clips come
             from one patient).
         root: folder that relative CSV paths are relative to (default: the CSV's folder).
@@ -161,6 +162,16 @@ def read_video_listing(
                 raise
             problems.append(str(e))
             continue
+        if "evidence" in extra:  # a CSV's '11;12;13' (a string: map_evidence read it character by character)
+            from monai_das.data.datalist import _evidence
+
+            try:
+                extra = {**extra, "evidence": _evidence(extra["evidence"], where) or []}
+            except ValueError as e:
+                if on_error == "raise":
+                    raise
+                problems.append(str(e))
+                continue
         items.append({**extra, "image": str(path), "label": idx, "label_name": label, "group": group})
     if problems:
         logger.warning("skipped %d of %d listing rows: %s", len(problems), len(rows), "; ".join(problems[:5]))

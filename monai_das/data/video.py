@@ -7,9 +7,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from monai.data import CacheDataset
 from monai.transforms import Compose
 
+from monai_das.data.cache import NamedCacheDataset
 from monai_das.data.listing import read_video_listing
 from monai_das.data.video_io import read_video
 
@@ -40,7 +40,7 @@ def video_transform(
     return Compose([load, *extra])
 
 
-class VideoDataset(CacheDataset):
+class VideoDataset(NamedCacheDataset):
     """
     Clips as ``{"image": float32 T×C×H×W in [0, 1] (MetaTensor), "label": int, "group": str, ...}``.
 

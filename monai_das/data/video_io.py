@@ -106,8 +106,9 @@ def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> 
     if check_frame_count and declared > 0 and len(frames) < 0.9 * declared - 1:
         raise RuntimeError(
             f"video file '{path}' looks truncated or corrupt: decoded {len(frames)} of the {declared} frames its "
-            f"header declares; re-encode or replace the file (in Python, read_video(..., check_frame_count=False) "
-            "accepts the partial clip)."
+            f"header declares; re-encode or replace the file (in Python, read_video(..., check_frame_count=False) or "
+            "LoadVideo(d)(..., check_frame_count=False) accepts the partial clip; VideoDataset(on_error='skip') "
+            "drops it)."
         )
     return frames, {"fps": fps, "original_size": orig, "reader": "opencv"}
 

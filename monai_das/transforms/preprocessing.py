@@ -760,6 +760,9 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
         raise ValueError(f"'{name}': frame_axis {frame_axis} is not a dimension of the image of shape "
                          f"{tuple(img.shape)} (1 + slice_axis for a channel-first volume, 0 for a T×C×H×W clip).")
     t = int(img.shape[frame_axis])
+    if isinstance(evidence, (str, bytes)):  # iterated, '12' was frames 1 and 2
+        raise ValueError(f"'{name}': evidence {evidence!r} is a string, not a list of indices: read a CSV's "
+                         "'11;12;13' with load_datalist or read_video_listing (or split it on ';').")
     wanted = sorted({int(i) for i in evidence if int(i) >= 0})
     if "slice_axis" in meta and frame_axis == 0:  # VolumeToFrames' mark: a volume turned into frames
         raise _volume_as_frames(name, frame_axis, img.shape)
@@ -767,8 +770,8 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
         source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
         if len(source) != t:
             raise ValueError(f"'{name}': frame_axis {frame_axis} (length {t}) is not the axis of the study's "
-                             f"{len(source)} slices (shape {tuple(img.shape)}): give frame_axis = 1 + the recipe's "
-                             "slice_axis.")
+                             f"{len(source)} slices/frames (shape {tuple(img.shape)}): give frame_axis = 1 + the "
+                             "recipe's slice_axis for a channel-first volume, 0 for a T×C×H×W clip.")
         _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "slices")
         kept = _nearest_slices(source, wanted)
     elif SOURCE_INDICES in meta:  # a clip: the input frames that are an evidence frame
@@ -802,13 +805,16 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
             kept = affine_evidence_slices(meta["original_affine"], img.affine, img.shape[1:], frame_axis - 1, wanted)
     else:  # no record of how the frames were produced: the indices are the input's own
         _check_evidence(wanted, t, name, "frames")
-        if wanted and frame_axis >= 1 and not _WARNED_NO_RECORD:  # a volume without its metadata (once a process)
+        if wanted and not _WARNED_NO_RECORD:  # a volume or clip without its metadata (once a process)
             _WARNED_NO_RECORD.append(True)
+            volume = frame_axis >= 1
             logging.getLogger(__name__).warning(
-                f"'{name}': a volume without the record of how its slices were produced (no MetaTensor affines, no "
-                "source_indices: EnsureTyped(track_meta=False), or a plain tensor, before MapEvidenced?): its "
-                "evidence indices are taken as the input's own slices, wrong after any flip or resize. Map the "
-                "evidence right after the resize, on the MetaTensor LoadImaged gives.")
+                f"'{name}': a {'volume' if volume else 'clip'} without the record of how its "
+                f"{'slices' if volume else 'frames'} were produced (no MetaTensor affines, no source_indices: "
+                "EnsureTyped(track_meta=False), or a plain tensor, before MapEvidenced?): its evidence indices are "
+                "taken as the input's own, wrong after any flip, resize or temporal resampling. Map the evidence "
+                f"right after {'the resize' if volume else 'LoadVideod'}, on the MetaTensor "
+                f"{'LoadImaged' if volume else 'it'} gives.")
         kept = wanted
     return kept + [-1] * (t - len(kept))
 

@@ -193,3 +193,25 @@ def test_csv_listing_refuses_a_clip_listed_twice(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         items = read_video_listing(csv_path, on_error="skip")
     assert [it["group"] for it in items] == ["1", "2"] and "skipped 1 of 3" in caplog.text
+
+
+def test_an_evidence_column_is_read_as_frame_indices(tmp_path):
+    """A CSV's evidence '11;12;13;14' was carried over as a string: MapEvidenced read '12' as frames 1 and 2
+    (trial U). Read as a datalist's evidence: a list, blank: []; a bad cell names the line."""
+    from monai_das.transforms import map_evidence
+
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    _write_csv(tmp_path / "list.csv", [("a.mp4", "covid", "1", "11;12;13;14"), ("b.mp4", "healthy", "2", "")],
+               header=("file", "label", "patient_id", "evidence"))
+    items = read_video_listing(tmp_path / "list.csv")
+    assert [it["evidence"] for it in items] == [[11, 12, 13, 14], []]
+    _write_csv(tmp_path / "list.csv", [("a.mp4", "covid", "1", "11 12")], header=("file", "label", "patient_id",
+                                                                                   "evidence"))
+    with pytest.raises(ValueError, match=r"list\.csv' line 2: evidence '11 12' holds '11 12'.*separate the indices "
+                                         r"with ';'"):
+        read_video_listing(tmp_path / "list.csv")
+    import torch
+
+    with pytest.raises(ValueError, match=r"evidence '12' is a string, not a list of indices"):
+        map_evidence("12", torch.zeros(16, 1, 4, 4), frame_axis=0)

@@ -210,6 +210,7 @@ def test_bad_items_raise_with_file_name_or_are_skipped(pocus, tmp_path, caplog):
     ds = VideoDataset(items + [{"image": str(junk), "label": 0}], num_frames=4, spatial_size=8)
     with pytest.raises(RuntimeError) as e:
         ds[1]
+    assert "junk.avi" in str(e.value)  # in the message itself, not only under MONAI's "applying transform" (trial U)
     chain, err = [], e.value
     while err is not None:
         chain.append(str(err))
