@@ -28,16 +28,19 @@ def video_transform(
     min_frames: int = 2,
 ) -> Compose:
     """
-    ``Compose([LoadVideod(image_key, ...), *transform])``: the deterministic decoding step first, so
-    ``CacheDataset`` / ``PersistentDataset`` cache the decoded clip and only ``transform`` (e.g. random
+    ``Compose([LoadVideod(image_key, ...), MapEvidenced("evidence", ...), *transform])``: the deterministic decoding
+    step first, so ``CacheDataset`` / ``PersistentDataset`` cache the decoded clip and only ``transform`` (e.g. random
     augmentation) runs per epoch. Arguments as :class:`monai_das.transforms.LoadVideo` (``min_frames``: clips with
-    fewer frames, e.g. a single-frame DICOM, are refused; ``1`` accepts them).
+    fewer frames, e.g. a single-frame DICOM, are refused; ``1`` accepts them). An item's ``evidence`` (frame indices of
+    the file, e.g. a listing's ``evidence`` column) is mapped onto the decoded clip's frames, padded to ``T`` with
+    ``-1`` so that items batch alike (:class:`~monai_das.transforms.MapEvidenced`; items without it are left alone).
     """
+    from monai_das.transforms import MapEvidenced
     from monai_das.transforms.io import LoadVideod
 
     extra = [] if transform is None else list(transform) if isinstance(transform, Sequence) else [transform]
     load = LoadVideod(image_key, num_frames, spatial_size, grayscale, temporal_mode, min_frames=min_frames)
-    return Compose([load, *extra])
+    return Compose([load, MapEvidenced("evidence", image_key=image_key, frame_axis=0), *extra])
 
 
 class VideoDataset(NamedCacheDataset):

@@ -222,9 +222,9 @@ def get_encoder(name: str, in_channels: int = 1, **kwargs: Any) -> nn.Module:
                         "weights of your own.")
         missing = re.findall(r"'(\w+)'", str(e)) if isinstance(e, TypeError) and "missing" in str(e) else []
         if missing:  # DenseNet121 by name alone: its out_channels, the embedding width, has no default
-            example = ", ".join(f'"{m}": 64' for m in missing)
-            hint = (f" Give {', '.join(missing)} in encoder_kwargs (bundle: --encoder_kwargs '{{{example}}}'; for "
-                    "DenseNet121 out_channels is the frame embedding's width).")
+            example = '{"out_channels": 64}' if missing == ["out_channels"] else \
+                "{" + ", ".join(f'"{m}": ...' for m in missing) + "}"
+            hint = f" Give {', '.join(missing)} in encoder_kwargs (bundle: --encoder_kwargs '{example}')."
         raise ValueError(f"could not build the frame encoder {_MONAI_NETS}.{key}(**{kwargs!r}): {type(e).__name__}: "
                          f"{str(e).rstrip('.')}.{hint}") from e
     if not isinstance(encoder, nn.Module):

@@ -711,7 +711,7 @@ def recipe_transforms(recipe: Mapping, keys: KeysCollection = "image", load: boo
     return Compose(xforms)
 
 
-_WARNED_NO_RECORD: list[bool] = []  # map_evidence's warning about a volume without metadata: once per process
+_WARNED_NO_RECORD: list[bool] = []  # map_evidence's warnings about a volume (True) / clip without metadata: once each
 #: MONAI transforms (``applied_operations`` class names) that resample by interpolation, blending neighbouring slices
 _INTERPOLATING = frozenset({"SpatialResample", "Spacing", "ResampleToMatch", "Affine", "RandAffine", "Zoom", "RandZoom",
                             "Rotate", "RandRotate", "Rand2DElastic", "Rand3DElastic", "Resample"})
@@ -805,9 +805,9 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
             kept = affine_evidence_slices(meta["original_affine"], img.affine, img.shape[1:], frame_axis - 1, wanted)
     else:  # no record of how the frames were produced: the indices are the input's own
         _check_evidence(wanted, t, name, "frames")
-        if wanted and not _WARNED_NO_RECORD:  # a volume or clip without its metadata (once a process)
-            _WARNED_NO_RECORD.append(True)
-            volume = frame_axis >= 1
+        volume = frame_axis >= 1
+        if wanted and volume not in _WARNED_NO_RECORD:  # a volume or clip without its metadata (once a process each)
+            _WARNED_NO_RECORD.append(volume)
             logging.getLogger(__name__).warning(
                 f"'{name}': a {'volume' if volume else 'clip'} without the record of how its "
                 f"{'slices' if volume else 'frames'} were produced (no MetaTensor affines, no source_indices: "

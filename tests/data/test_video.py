@@ -299,3 +299,18 @@ def test_a_compressed_cine_missing_frames_is_said_so(tmp_path):
     ds.NumberOfFrames = 20  # the same 20 frames declared as such: read
     ds.save_as(tmp_path / "whole.dcm")
     assert len(read_video(tmp_path / "whole.dcm", spatial_size=(24, 32))[0]) == 20
+
+
+def test_a_listings_evidence_is_mapped_onto_the_clip_and_batches(tmp_path):
+    """A listing's evidence (file frame numbers, lists of different lengths) passed through VideoDataset unmapped:
+    a DataLoader could not batch it (recheck R53b). Mapped onto the decoded frames, padded to T."""
+    for name, n in (("a.avi", 20), ("b.avi", 12), ("c.avi", 16)):
+        _write_avi(tmp_path / name, n, size=16)
+    (tmp_path / "list.csv").write_text("file,label,patient_id,evidence\na.avi,x,1,10;11;12\nb.avi,y,2,4\n"
+                                       "c.avi,x,3,\n")
+    ds = VideoDataset(tmp_path / "list.csv", num_frames=10, spatial_size=8)
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    evidence = torch.stack(batch["evidence"], 1)
+    assert evidence.shape == (3, 10)
+    # a: 20 frames → 10 (frames 1, 3, ..., 19): file frames 10..12 are input frames 5 (11); b: 12 → 10 keeps frame 4
+    assert [[int(e) for e in row if e >= 0] for row in evidence] == [[5], [3], []]
