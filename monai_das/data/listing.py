@@ -73,9 +73,9 @@ def read_video_listing(
     Args:
         source: a CSV file (one row per clip; columns ``path_column``, ``label_column`` and, if given,
             ``group_column``; other columns are carried over, an ``evidence`` column read as a datalist's:
-            frame indices separated by ``;``, ``'11;12;13'``, into a list, blank: ``[]``) or a folder laid out as ``<source>/<label>/<clip>``
-            (``group`` = the clip's file stem, i.e. each clip its own group: give a CSV when several clips come
-            from one patient).
+            frame indices separated by ``;``, ``'11;12;13'``, into a list, blank: ``[]``) or a folder laid out as
+            ``<source>/<label>/<clip>`` (``group`` = the clip's file stem, i.e. each clip its own group: give a CSV
+            when several clips come from one patient).
         root: folder that relative CSV paths are relative to (default: the CSV's folder).
         label_names: class names (index = position) or a name → index mapping. Default: as in a datalist, integer
             labels are class indices ``0..max`` (each must occur), else the distinct names sorted (two names that

@@ -659,11 +659,10 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
             (passed_over if no_study else studies).append(study)
     if not any_file:
         raise ValueError(f"input folder '{root}' contains no files.")
-    # a PACS export's report, dose report (SR or one secondary capture image) or scout series in a folder of its
-    # own, beside an image series of its
-    # imaging study (one StudyInstanceUID): no study (each was an error study, a Deploy exit status 3 on a clean
-    # export). Without one (a patient whose CT never arrived, only its scout) it stays a study: its loading names what
-    # it is, an error row rather than a patient gone without a word
+    # a PACS export's report, dose report (SR or one secondary capture image) or scout series in a folder of its own,
+    # beside an image series of its imaging study (one StudyInstanceUID): no study (each was an error study, a Deploy
+    # exit status 3 on a clean export). Without one (a patient whose CT never arrived, only its scout) it stays a
+    # study: its loading names what it is, an error row rather than a patient gone without a word
     imaged = {_study_uid(headers[f]) for s in studies if s.kind != "invalid" for f in s.files or [] if f in headers}
     skipped = [s for s in passed_over if _study_uid(headers[s.files[0]]) in imaged - {""}]
     if skipped:
