@@ -126,9 +126,12 @@ class TrainingSummaryHandler:
         path = self.saver.best_model_path() if hasattr(self.saver, "best_model_path") else None
         if path is None or self.reports_dir is None or not path.is_file() or not self.reports_dir.is_dir():
             return None
+        reports = [r for depth in ("", "*/", "*/*/")  # eval/, eval/val/, eval/k4/, eval/<site>/k4/
+                   for r in sorted(self.reports_dir.glob(f"{depth}metrics.json"))]
+        if not reports:  # nothing to compare: the model file is not read
+            return None
         model, stale = file_digest(path), []
-        for report in sorted(self.reports_dir.glob("metrics.json")) + sorted(self.reports_dir.glob("*/metrics.json")) \
-                + sorted(self.reports_dir.glob("*/*/metrics.json")):  # eval/, eval/val/, eval/k4/, eval/<site>/k4/
+        for report in reports:
             try:
                 with open(report, encoding="utf-8") as fh:
                     evaluated = json.load(fh).get("checkpoint_sha256")
