@@ -10,11 +10,11 @@ import torch
 
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Randomizable, Transform
+from monai.transforms import InvertibleTransform, MapTransform, Randomizable, Transform
 
 from monai_das.networks.utils import check_count
 from monai_das.networks.utils import uniform_indices as _uniform_indices
-from monai.utils import TransformBackends, convert_to_tensor
+from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 
 __all__ = [
     "KEPT_INDICES",
@@ -182,10 +182,14 @@ def volume_to_frames(img: torch.Tensor, axis: int = 0) -> torch.Tensor:
     return torch.movedim(img, axis + 1, 0)
 
 
-class VolumeToFrames(Transform):
+class VolumeToFrames(InvertibleTransform):
     """
     Turn a channel-first volume into a frame sequence: ``C×D×H×W`` → ``T×C×H'×W'`` along spatial ``axis``
     (0=D, 1=H, 2=W; see :func:`volume_to_frames`). ``MetaTensor`` meta is kept, with ``slice_axis`` added.
+    Invertible (a permutation): a ``MetaTensor`` keeps its ``applied_operations`` with this step pushed on them, so
+    ``Compose.inverse`` (or :meth:`inverse`) gives back the volume and goes on through the spatial steps before it.
+    The frames keep the volume's ``affine`` (no affine describes a ``T×C×H×W`` layout): invert before saving them
+    with MONAI's ``SaveImage`` or applying spatial transforms.
 
     Args:
         axis: the spatial axis that becomes time.
@@ -205,12 +209,23 @@ class VolumeToFrames(Transform):
         if is_meta:
             meta = dict(img_t.meta)
             meta["slice_axis"] = self.axis
-            out = MetaTensor(out, meta=meta)
+            out = MetaTensor(out, meta=meta, applied_operations=list(img_t.applied_operations))
+            self.push_transform(out, extra_info={"axis": self.axis})
         return out
 
+    def inverse(self, data: torch.Tensor) -> torch.Tensor:
+        """``T×C×…`` frames (this transform's ``MetaTensor`` output) → the ``C×D×H×W`` volume."""
+        if data.ndim != 4:
+            raise ValueError(f"{type(self).__name__}.inverse expects T×C×H×W frames (4 dimensions), got shape "
+                             f"{tuple(data.shape)}.")
+        axis = int(self.pop_transform(data)[TraceKeys.EXTRA_INFO]["axis"])
+        out = torch.movedim(data.as_tensor(), 0, axis + 1).contiguous()
+        meta = {k: v for k, v in data.meta.items() if k != "slice_axis"}
+        return MetaTensor(out, meta=meta, applied_operations=list(data.applied_operations))
 
-class VolumeToFramesd(MapTransform):
-    """Dictionary form of :class:`VolumeToFrames`."""
+
+class VolumeToFramesd(MapTransform, InvertibleTransform):
+    """Dictionary form of :class:`VolumeToFrames` (invertible too)."""
 
     def __init__(self, keys: KeysCollection, axis: int = 0, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -220,6 +235,12 @@ class VolumeToFramesd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.converter(d[key])
+        return d
+
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter.inverse(d[key])
         return d
 
 

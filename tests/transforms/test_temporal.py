@@ -47,6 +47,29 @@ def test_volume_to_frames_matches_classifier(axis):
     assert torch.equal(model.to_frames(vol[None])[0], VolumeToFrames(axis)(vol))
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_volume_to_frames_is_inverted_with_the_spatial_steps_before_it(axis):
+    """Compose.inverse goes back through the frames to the volume, then through MONAI's resize and orientation."""
+    from monai.transforms import Orientationd, Resized
+
+    affine = torch.diag(torch.tensor([-1.0, 2.0, 1.0, 1.0]))  # an L-to-R flip undone by Orientation
+    vol = MetaTensor(torch.rand(1, 10, 12, 8), affine=affine, meta={"filename_or_obj": "v.nii"})
+    steps = Compose([Orientationd("image", "RAS", labels=None), Resized("image", (16, 14, 12), mode="area"),
+                     VolumeToFramesd("image", axis=axis)])
+    out = steps({"image": vol})
+    frames = out["image"]
+    assert [op["class"] for op in frames.applied_operations] == ["Orientation", "Resize", "VolumeToFrames"]
+    assert frames.shape[0] == (16, 14, 12)[axis] and frames.meta["slice_axis"] == axis
+    back = steps.inverse(out)["image"]
+    assert back.shape == vol.shape and not back.applied_operations and "slice_axis" not in back.meta
+    torch.testing.assert_close(back.affine.float(), affine)
+    # the array form alone: a permutation, undone exactly
+    one = VolumeToFrames(axis)(MetaTensor(_volume()))
+    assert torch.equal(VolumeToFrames(axis).inverse(one).as_tensor(), _volume())
+    with pytest.raises(ValueError, match=r"T×C×H×W frames .*\(2, 5, 6\)"):
+        VolumeToFrames(axis).inverse(MetaTensor(torch.zeros(2, 5, 6)))
+
+
 def test_volume_to_frames_errors():
     with pytest.raises(ValueError, match="axis"):
         VolumeToFrames(3)
