@@ -45,7 +45,8 @@ class FrameRelevanceLoss(nn.Module):
     Raises:
         ValueError: ``weight < 0`` or ``temperature <= 0``; ``weight > 0`` with a network without a sampler;
             ``sampler_gradient="none"`` with ``weight == 0`` or a learned sampler without scores (``adps``): the
-            sampler would never learn; ``nn.DataParallel`` over several devices.
+            sampler would never learn; ``nn.DataParallel`` over several devices; ``B×1`` integer labels with a
+            ``CrossEntropyLoss`` (in the call, naming the fix).
 
     Args:
         loss: the classification loss, e.g. ``torch.nn.CrossEntropyLoss()``.
@@ -113,6 +114,13 @@ class FrameRelevanceLoss(nn.Module):
         return (per_item * valid).sum() / valid.sum().clamp(min=1)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if (isinstance(self.loss, nn.CrossEntropyLoss) and input.ndim == 2 and target.ndim == 2
+                and target.shape[1] == 1 and input.shape[1] != 1 and not target.is_floating_point()):
+            raise ValueError(
+                f"FrameRelevanceLoss: CrossEntropyLoss takes B class indices, got labels of shape {tuple(target.shape)} "
+                "(B×1, as MONAI's transforms often give them): pass target[:, 0], or squeeze the label in the data "
+                "pipeline (e.g. monai.transforms.SqueezeDimd('label', dim=0) per item)."
+            )
         value = self.loss(input, target)
         if self.weight == 0 or not self.network.training:
             return value

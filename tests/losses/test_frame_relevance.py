@@ -105,6 +105,17 @@ def test_targets_as_column_or_probabilities():
     assert torch.allclose(values[0], values[1]) and all(torch.allclose(values[0], v, atol=1e-6) for v in values[2:])
 
 
+def test_column_labels_with_cross_entropy_are_named():
+    """B×1 labels (MONAI-style) with CrossEntropyLoss: the shape and the fix, not torch's "multi-target" message."""
+    net = _net()
+    loss = FrameRelevanceLoss(CE(), net)
+    x, y = _batch()
+    net.train()
+    with pytest.raises(ValueError, match=r"B class indices, got labels of shape \(4, 1\).*target\[:, 0\]"):
+        loss(net(x), y[:, None])
+    assert torch.isfinite(loss(net(x), y))
+
+
 def test_eval_is_the_base_loss():
     net = _net()
     loss = FrameRelevanceLoss(CE(), net)
