@@ -300,7 +300,7 @@ class BundleData:
 
         Raises:
             ValueError: a class of the datalist has no training item, naming the classes and the datalist; a
-                datalist without a training list (a test set).
+                datalist without a training list (a test set); a datalist of one class.
         """
         if self._test_only:
             from monai_das.data.datalist import missing_list_hint
@@ -308,6 +308,13 @@ class BundleData:
             hint = missing_list_hint(Path(self.datalist), "training")
             raise ValueError(f"datalist '{self.datalist}' has no 'training' list ({hint}): a test set can be evaluated "
                              "(evaluate.json) or predicted, not trained on.")
+        if self.datalist is not None and len(self.label_names) < 2:
+            raise ValueError(
+                f"datalist '{self.datalist}' has one class {list(self.label_names)}: a classifier learns at least two "
+                "(its softmax gives one class a probability of 1 whatever the input). A binary task is two classes "
+                "here, e.g. 0 = negative and 1 = positive: give the negative studies too, or name both classes "
+                "(the JSON's 'labels', --label_names for a CSV)."
+            )
         for split, name in (("train", "training"), ("val", "validation")):
             if self.datalist is None or not self._splits.get(split):
                 continue

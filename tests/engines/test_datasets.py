@@ -167,6 +167,13 @@ def test_class_order_given_by_label_names(tmp_path):
         BundleData(dataset="synthetic", label_names=["b", "a"])
 
 
+def test_a_datalist_of_one_class_is_refused_before_training(tmp_path):
+    """Only positives (or a BCE habit of "one class"): a softmax of one class says 1.0 for every study."""
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 4, labels=("tumour",) * 4)
+    with pytest.raises(ValueError, match=r"has one class \['tumour'\]: a classifier learns at least two .*binary task"):
+        BundleData(datalist=path, val_fraction=0.5, seed=0).training_facts
+
+
 def test_a_class_without_validation_items_is_warned_before_training(tmp_path, caplog):
     """No validation item of a class: the validation AUC is NaN in every epoch, which training met only at its end
     ('no validation epoch with a usable val_auc')."""
