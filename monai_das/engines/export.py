@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from monai_das.engines.onnx_graph import REWRITES, for_runtime
 from monai_das.networks.nets.onnx_classifier import NETWORK_PROP, ONNX_CARD_PROP
 from monai_das.utils.config import parser_rewrites
 from monai_das.utils.io import atomic_file
@@ -278,46 +279,6 @@ def _k_as_value(model: Any) -> None:
     onnx.checker.check_model(model)
 
 
-def _global_pools(model: Any) -> int:
-    """
-    Replace every ``ReduceMean`` over all axes after the first two (``keepdims``) by ``GlobalAveragePool``, the same
-    means: the dynamo exporter writes adaptive average pooling to 1 pixel (the squeeze-excitation blocks and the last
-    pooling of the encoder) as ``ReduceMean``, which ONNX Runtime's NCHWc layout transformer does not take, so each
-    one reordered the convolutions' blocked output back to NCHW and the next convolution's input to blocks again.
-    ``GlobalAveragePool`` reads the blocked layout (28³ volumes, one thread: ``full`` 6-7 % faster, 64³ volumes and
-    112² clips 2-5 %; outputs bit for bit). Returns how many nodes were replaced.
-    """
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    rank = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.value_info, *inferred.input]
-            if v.type.tensor_type.HasField("shape")}
-    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    constants.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
-                      if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
-    replaced, axes_inputs = 0, set()
-    for position, node in enumerate(list(graph.node)):
-        r = rank.get(node.input[0], 0) if node.op_type == "ReduceMean" else 0
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        axes = constants.get(node.input[1]) if len(node.input) > 1 else attrs.get("axes")
-        if r < 3 or axes is None or attrs.get("keepdims", 1) != 1:
-            continue
-        if sorted(int(a) % r for a in np.atleast_1d(axes)) != list(range(2, r)):
-            continue
-        graph.node.remove(node)
-        graph.node.insert(position, helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output),
-                                                     name=node.name))
-        replaced += 1
-        axes_inputs.update(node.input[1:])
-    used = {name for node in graph.node for name in node.input}
-    for initializer in [i for i in graph.initializer if i.name in axes_inputs - used]:
-        graph.initializer.remove(initializer)
-    return replaced
-
-
 def save_onnx(
     network: torch.nn.Module,
     filepath: str | os.PathLike,
@@ -337,7 +298,9 @@ def save_onnx(
     (logits ``[batch, num_classes]``) and ``indices`` (kept frames ``[batch, k]``, ascending, positions ``0..T-1``
     along the network's frame axis). The network's ``layout``, ``slice_axis``, ``T`` and default ``k`` are stored
     in ``metadata_props["monai_das.network"]``; ``metadata`` (the model card) is stored as JSON in
-    ``metadata_props["metadata.json"]`` (``extra_props``: more string properties). With ``check``, ONNX Runtime runs
+    ``metadata_props["metadata.json"]`` (``extra_props``: more string properties). The graph is rewritten into
+    operators ONNX Runtime's CPU kernels run faster, each exact (:func:`monai_das.engines.onnx_graph.for_runtime`:
+    global poolings, 1×1 layers on 1×1 maps as ``Gemm``). With ``check``, ONNX Runtime runs
     the file at batch 1 and 3 (and at two ``k``) against the eager network: kept indices equal, and class
     probabilities (softmax of the logits) within ``atol`` or logits within ``atol`` times their largest magnitude
     (``RuntimeError`` otherwise). Not absolute logits: float32 rounding grows with the logits' scale, and a barely
@@ -396,7 +359,7 @@ def _save_onnx(network: torch.nn.Module, filepath: str | os.PathLike, item_shape
     model = program.model_proto
     if any_k:
         _k_as_value(model)
-    _global_pools(model)
+    for_runtime(model)  # exact rewrites into operators ONNX Runtime runs faster
     props = {p.key: p.value for p in model.metadata_props}
     t = num_frames_of(network, item_shape)
     props[NETWORK_PROP] = json.dumps({
@@ -426,8 +389,9 @@ def onnx_source(network: torch.nn.Module, ckpt_file: str | os.PathLike, item_sha
     """
     What an ONNX export of ``network`` from ``ckpt_file`` was made from, stored as :data:`SOURCE_PROP` so that
     inference (:func:`monai_das.engines.inference_network`) reuses the file while the checkpoint and the way it reads
-    a study are the same: ``{"checkpoint_sha256", "num_kept", "item_shape", "layout", "slice_axis"}`` (``num_kept``:
-    ``None`` for a graph with ``k`` as an input). The grid and the slice axis are baked into the graph: another
+    a study are the same: ``{"checkpoint_sha256", "num_kept", "item_shape", "layout", "slice_axis", "graph"}``
+    (``num_kept``: ``None`` for a graph with ``k`` as an input; ``graph``: the graph rewrites of this version,
+    :data:`monai_das.engines.onnx_graph.REWRITES`, so a file written before them is exported again). The grid and the slice axis are baked into the graph: another
     ``--spatial_size`` or ``--slice_axis`` with the same checkpoint must not run the old file (on a cubic grid another
     slice axis would give answers of the wrong axis without any error).
     """
@@ -437,7 +401,7 @@ def onnx_source(network: torch.nn.Module, ckpt_file: str | os.PathLike, item_sha
     k = int(sampler.num_kept(num_frames_of(network, item_shape)))
     return {"checkpoint_sha256": file_digest(ckpt_file), "num_kept": None if sampler.export_any_k else k,
             "item_shape": [int(s) for s in item_shape], "layout": getattr(network, "layout", "volume"),
-            "slice_axis": int(getattr(network, "slice_axis", 0))}
+            "slice_axis": int(getattr(network, "slice_axis", 0)), "graph": REWRITES}
 
 
 def num_frames_of(network: torch.nn.Module, item_shape: Sequence[int]) -> int:

@@ -69,13 +69,15 @@ def test_train_evaluate_export_and_load_use_the_card(tmp_path):
                   "--config_file", INFERENCE])
     assert "found in sys.modules" not in out.stderr  # no runpy warning about running an imported module
     assert read_onnx_card(models / "model.onnx") == card
+    from monai_das.engines.onnx_graph import REWRITES
     from monai_das.engines.runtime import _onnx_source
     from monai_das.utils.io import file_digest
 
     # it names its checkpoint, so the bundle's inference (engine onnxruntime) runs this file instead of exporting again
     assert _onnx_source(models / "model.onnx") == {"checkpoint_sha256": file_digest(models / "model.pt"),
                                                    "num_kept": None, "item_shape": [1, 16, 16, 16],
-                                                   "layout": "volume", "slice_axis": 0}
+                                                   "layout": "volume", "slice_axis": 0,
+                                                   "graph": REWRITES}
     from monai_das.networks import OnnxClassifier
 
     xb = torch.rand(3, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))

@@ -67,38 +67,14 @@ def test_onnx_has_dynamic_batch_and_matches_eager(exported):
             assert np.array_equal(kept, net.sample(x).indices.numpy())  # second output: the kept frames
 
 
-def test_onnx_pools_to_one_pixel_with_global_average_pool(exported):
-    """
-    The encoder's poolings to 1 pixel are ``GlobalAveragePool`` (ONNX Runtime keeps its blocked layout through it),
-    not the exporter's ``ReduceMean``; a mean over other axes, or without ``keepdims``, is left alone.
-    """
+def test_onnx_is_rewritten_for_onnx_runtime(exported):
+    """The encoder's poolings to 1 pixel are ``GlobalAveragePool`` and its 1×1 layers on 1×1 maps ``Gemm``
+    (monai_das.engines.onnx_graph; the file matches eager PyTorch: the fixture's check and the test above)."""
     import onnx
-    from onnx import TensorProto, helper
-
-    from monai_das.engines.export import _global_pools
 
     ops = [n.op_type for n in onnx.load(str(exported[0])).graph.node]
     assert ops.count("GlobalAveragePool") >= 10  # 9 squeeze-excitation blocks + the last pooling
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])
-    outs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(4)]
-    axes = {"hw": [2, 3], "neg": [-1, -2], "w": [3], "c": [1]}
-    inits = [helper.make_tensor(name, TensorProto.INT64, [len(v)], v) for name, v in axes.items()]
-    nodes = [helper.make_node("ReduceMean", ["x", "hw"], ["y0"]),
-             helper.make_node("ReduceMean", ["x", "neg"], ["y1"], keepdims=1),
-             helper.make_node("ReduceMean", ["x", "hw"], ["y2"], keepdims=0),
-             helper.make_node("ReduceMean", ["x", "w"], ["y3"])]
-    graph = helper.make_graph(nodes, "g", [x], outs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    data = np.random.default_rng(0).random((2, 3, 4, 5), dtype=np.float32)
-    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": data})
-    assert _global_pools(model) == 2
-    assert [n.op_type for n in model.graph.node] == ["GlobalAveragePool"] * 2 + ["ReduceMean"] * 2
-    # "neg" was used by a replaced node only; "hw" is still used, and "c", used by none, was not the rewrite's
-    assert sorted(i.name for i in model.graph.initializer) == ["c", "hw", "w"]
-    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": data})
-    for a, b in zip(before, after):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert ops.count("Gemm") >= 18  # their 2 layers each, on N×C
 
 
 def test_onnx_carries_the_card_as_plain_json(exported):

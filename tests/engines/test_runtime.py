@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -88,6 +90,19 @@ def test_onnx_export_is_reused_until_the_checkpoint_changes(tmp_path, caplog):
     with torch.no_grad():
         assert torch.allclose(runner(x), axial(x), atol=1e-4)
         assert torch.equal(runner.last_indices, axial.sample(x).indices)
+    # a file of an earlier version (its record without the graph rewrites): exported again, the same answers faster
+    import onnx
+
+    from monai_das.engines.export import SOURCE_PROP
+
+    model = onnx.load(str(onnx_path))
+    record = next(p for p in model.metadata_props if p.key == SOURCE_PROP)
+    record.value = json.dumps({k: v for k, v in json.loads(record.value).items() if k != "graph"})
+    onnx.save(model, str(onnx_path))
+    caplog.clear()
+    inference_network(build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime", cube,
+                      onnx_path)
+    assert "exported from another graph (None; now 'global_pools," in caplog.text
     # a configured network that does not fit the checkpoint is refused as by eager, also when the export is reused
     with pytest.raises(RuntimeError, match="size mismatch|Missing key|Unexpected key"):
         inference_network(build_classifier("das", 3, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime", cube,
