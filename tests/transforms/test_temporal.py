@@ -64,10 +64,11 @@ def test_volume_to_frames_is_inverted_with_the_spatial_steps_before_it(axis):
     assert back.shape == vol.shape and not back.applied_operations and "slice_axis" not in back.meta
     torch.testing.assert_close(back.affine.float(), affine)
     # the array form alone: a permutation, undone exactly
-    one = VolumeToFrames(axis)(MetaTensor(_volume()))
-    assert torch.equal(VolumeToFrames(axis).inverse(one).as_tensor(), _volume())
+    to_frames = VolumeToFrames(axis)  # MONAI's inverse checks that the instance that ran is the one inverting
+    one = to_frames(MetaTensor(_volume()))
+    assert torch.equal(to_frames.inverse(one).as_tensor(), _volume())
     with pytest.raises(ValueError, match=r"T×C×H×W frames .*\(2, 5, 6\)"):
-        VolumeToFrames(axis).inverse(MetaTensor(torch.zeros(2, 5, 6)))
+        to_frames.inverse(MetaTensor(torch.zeros(2, 5, 6)))
 
 
 def test_volume_to_frames_errors():
