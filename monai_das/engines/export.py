@@ -300,8 +300,8 @@ def save_onnx(
     in ``metadata_props["monai_das.network"]``; ``metadata`` (the model card) is stored as JSON in
     ``metadata_props["metadata.json"]`` (``extra_props``: more string properties). The graph is rewritten into
     operators ONNX Runtime's CPU kernels run faster, each exact (:func:`monai_das.engines.onnx_graph.for_runtime`:
-    global poolings, 1×1 layers on 1×1 maps as ``Gemm``). With ``check``, ONNX Runtime runs
-    the file at batch 1 and 3 (and at two ``k``) against the eager network: kept indices equal, and class
+    global poolings, 1×1 layers on 1×1 maps as ``Gemm``, per-channel gates spread over small maps). With ``check``,
+    ONNX Runtime runs the file at batch 1 and 3 (and at two ``k``) against the eager network: kept indices equal, and class
     probabilities (softmax of the logits) within ``atol`` or logits within ``atol`` times their largest magnitude
     (``RuntimeError`` otherwise). Not absolute logits: float32 rounding grows with the logits' scale, and a barely
     trained model with near-zero BatchNorm variances had logits in the thousands whose float32 and float64 values
@@ -391,9 +391,9 @@ def onnx_source(network: torch.nn.Module, ckpt_file: str | os.PathLike, item_sha
     inference (:func:`monai_das.engines.inference_network`) reuses the file while the checkpoint and the way it reads
     a study are the same: ``{"checkpoint_sha256", "num_kept", "item_shape", "layout", "slice_axis", "graph"}``
     (``num_kept``: ``None`` for a graph with ``k`` as an input; ``graph``: the graph rewrites of this version,
-    :data:`monai_das.engines.onnx_graph.REWRITES`, so a file written before them is exported again). The grid and the slice axis are baked into the graph: another
-    ``--spatial_size`` or ``--slice_axis`` with the same checkpoint must not run the old file (on a cubic grid another
-    slice axis would give answers of the wrong axis without any error).
+    :data:`monai_das.engines.onnx_graph.REWRITES`, so a file written before them is exported again). The grid and the
+    slice axis are baked into the graph: another ``--spatial_size`` or ``--slice_axis`` with the same checkpoint must
+    not run the old file (on a cubic grid another slice axis would give answers of the wrong axis without any error).
     """
     from monai_das.utils.io import file_digest
 

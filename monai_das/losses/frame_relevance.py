@@ -117,9 +117,9 @@ class FrameRelevanceLoss(nn.Module):
         if (isinstance(self.loss, nn.CrossEntropyLoss) and input.ndim == 2 and target.ndim == 2
                 and target.shape[1] == 1 and input.shape[1] != 1 and not target.is_floating_point()):
             raise ValueError(
-                f"FrameRelevanceLoss: CrossEntropyLoss takes B class indices, got labels of shape {tuple(target.shape)} "
-                "(B×1, as MONAI's transforms often give them): pass target[:, 0], or squeeze the label in the data "
-                "pipeline (e.g. monai.transforms.SqueezeDimd('label', dim=0) per item)."
+                "FrameRelevanceLoss: CrossEntropyLoss takes B class indices, got labels of shape "
+                f"{tuple(target.shape)} (B×1, as MONAI's transforms often give them): pass target[:, 0], or squeeze "
+                "the label in the data pipeline (e.g. monai.transforms.SqueezeDimd('label', dim=0) per item)."
             )
         value = self.loss(input, target)
         if self.weight == 0 or not self.network.training:
