@@ -359,7 +359,14 @@ def _save_onnx(network: torch.nn.Module, filepath: str | os.PathLike, item_shape
     model = program.model_proto
     if any_k:
         _k_as_value(model)
-    for_runtime(model)  # exact rewrites into operators ONNX Runtime runs faster
+    try:  # exact rewrites into operators ONNX Runtime runs faster, on a copy: a failure leaves the export as it was
+        rewritten = type(model)()
+        rewritten.CopyFrom(model)
+        for_runtime(rewritten)
+        model = rewritten
+    except Exception as e:  # e.g. an encoder whose graph ONNX shape inference cannot read: slower, not wrong
+        logger.warning(f"ONNX export '{filepath}': the graph rewrites for ONNX Runtime were skipped "
+                       f"({type(e).__name__}: {e}); the file runs as exported, the same answers at the former speed")
     props = {p.key: p.value for p in model.metadata_props}
     t = num_frames_of(network, item_shape)
     props[NETWORK_PROP] = json.dumps({

@@ -115,3 +115,22 @@ def test_per_channel_scales_on_small_maps_are_spread_first(h, w, dtype, rewritte
     assert [n.op_type for n in model.graph.node].count("MatMul") == (2 if rewritten else 0)
     for a, b in zip(before, _run(model, data)):
         np.testing.assert_array_equal(a, b)  # s · 1 is s: the same products
+
+
+def test_an_export_whose_rewrites_fail_is_written_as_exported(tmp_path, monkeypatch, caplog):
+    """A graph the rewrites cannot read (here: shape inference fails) is exported unchanged, with a warning."""
+    import torch
+
+    from monai_das.engines import save_onnx
+    from monai_das.networks import build_classifier
+
+    def refuse(model, *args, **kwargs):
+        raise ValueError("cannot infer")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", refuse)
+    torch.manual_seed(0)
+    with caplog.at_level("WARNING", logger="monai_das.engines.export"):
+        path = save_onnx(build_classifier("uniform", 2, 6), tmp_path / "m.onnx", [1, 6, 12, 12])  # checked vs eager
+    assert "the graph rewrites for ONNX Runtime were skipped (ValueError: cannot infer)" in caplog.text
+    graph = onnx.load(path).graph  # as the exporter wrote it
+    assert not any("__das" in n.name for n in graph.node) and "GlobalAveragePool" not in {n.op_type for n in graph.node}
