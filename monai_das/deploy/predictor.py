@@ -605,6 +605,10 @@ def export_checks(kind: str, files: Mapping[str, Path | None], network: nn.Modul
         record, embedded = f"metadata_props['{SOURCE_PROP}']", "the model card embedded in it"
         if source is None:
             return []
+        if source.get("graph") is None:  # exported by a version before the graph rewrites (onnx_graph.for_runtime)
+            logger.info(f"the ONNX model '{path}' was exported before the graph rewrites for ONNX Runtime: the same "
+                        "answers, slower; `python -m monai_das.engines.export onnx --bundle_root <the training's "
+                        "bundle_root> --config_file <bundle>/configs/inference.json` writes the faster graph")
     elif kind == "torchscript" and path is not None:
         extra = _torchscript_extra(Path(path), (SOURCE_PROP, "metadata.json"))
         source = _embedded_json(extra.get(SOURCE_PROP), SOURCE_PROP, str(path))

@@ -120,6 +120,21 @@ def test_onnx_whose_card_describes_another_checkpoint_is_refused(tmp_path, onnx_
         assert DASPredictor.from_path(ok).warnings == []
 
 
+def test_an_export_before_the_graph_rewrites_is_served_and_said_in_the_log(tmp_path, onnx_file, caplog):
+    """A file whose record has no "graph" (exported before monai_das.engines.onnx_graph): the same answers, slower:
+    served without a report warning; the log says how to write the faster graph."""
+    old = _with_props(onnx_file, tmp_path / "old" / "model.onnx", _card("c" * 64), {"checkpoint_sha256": "c" * 64})
+    with caplog.at_level("INFO", logger="monai_das.deploy.predictor"):
+        assert DASPredictor.from_path(old).warnings == []
+    assert f"the ONNX model '{old}' was exported before the graph rewrites for ONNX Runtime" in caplog.text
+    caplog.clear()
+    new = _with_props(onnx_file, tmp_path / "new" / "model.onnx", _card("c" * 64),
+                      {"checkpoint_sha256": "c" * 64, "graph": "global_pools"})
+    with caplog.at_level("INFO", logger="monai_das.deploy.predictor"):
+        DASPredictor.from_path(new)
+    assert "before the graph rewrites" not in caplog.text
+
+
 def test_an_export_older_than_the_training_beside_it_is_refused(tmp_path, onnx_file):
     """Retrained into the same bundle_root (a new model.pt and card) after an export: Deploy's default engine and
     MONAI Label served the old model.onnx, the old model's answers, without a word (trial S). Its record names
