@@ -182,10 +182,14 @@ def load_onnx(
             f"report: the network sees another grid than it learnt from)."
         )
     if tuple(net.item_shape) != tuple(expected):
+        # a card of another grid belongs to another model (--spatial-size cannot mend that: another T is refused)
+        fix = ("the metadata belongs to another model: re-export this model with its own card (`python -m "
+               "monai_das.engines.export onnx --bundle_root <the training's bundle_root> --config_file "
+               "<bundle>/configs/inference.json`)" if has_card else "pass the grid of the graph")
         raise ValueError(
             f"the ONNX model '{source}' takes input [batch, {', '.join(map(str, net.item_shape))}], its metadata "
             f"({meta_source or 'spec_overrides'}) describes [batch, {', '.join(map(str, expected))}] "
-            f"({spec.layout}): pass the grid of the graph, or re-export the model with its card."
+            f"({spec.layout}): {fix}."
         )
     # the graph's own facts (layout, frame axis: how its indices count frames) must be the spec's
     graph_axis = None if net.layout == "video" else net.slice_axis

@@ -142,6 +142,24 @@ def test_wrong_grid_refused(onnx_bundle):
         DASPredictor.from_path(path, slice_axis=1)
 
 
+def test_a_card_of_another_grid_is_named_as_another_models(onnx_bundle, tmp_path):
+    """The graph takes 8×16×16, the card embedded in it says 8×12×12: the card belongs to another model. The message
+    said "pass the grid of the graph", which leads to --spatial-size and its refusal of another T (trial T54)."""
+    import json
+
+    def other_card(model):
+        for prop in model.metadata_props:
+            if prop.key == "metadata.json":
+                prop.value = json.dumps(model_card(spatial=(8, 12, 12)))
+
+    path = onnx_copy(onnx_bundle, tmp_path / "other", other_card)
+    with pytest.raises(RuntimeError, match=r"takes input \[batch, 1, 8, 16, 16\], its metadata .*describes "
+                                           r"\[batch, 1, 8, 12, 12\] \(volume\): the metadata belongs to another "
+                                           r"model: re-export this model with its own card \(`python -m "
+                                           r"monai_das.engines.export onnx"):
+        DASPredictor.from_path(path)
+
+
 def test_onnx_without_card_or_outputs(onnx_bundle, tmp_path):
     root, net = onnx_bundle
     def drop_card(model):
