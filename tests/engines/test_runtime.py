@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,6 +184,13 @@ def test_onnx_file_that_is_not_an_export(tmp_path):
         OnnxClassifier(path)
     with pytest.raises(FileNotFoundError):
         OnnxClassifier(tmp_path / "none.onnx")
+    # half a file (a copy cut short): said, with what to do, not only ONNX Runtime's "INVALID_PROTOBUF"
+    path = save_onnx(_net(), tmp_path / "whole.onnx", SHAPE, check=False)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(Path(path).read_bytes()[: Path(path).stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"cannot load '.*cut\.onnx' \(not a whole ONNX file: truncated or damaged "
+                                         r"in a copy\? export it again"):
+        OnnxClassifier(cut)
 
 
 def test_static_k_export_refuses_other_k(tmp_path):
