@@ -215,7 +215,23 @@ def load_onnx(
             "(`python -m monai_das.engines.export onnx --bundle_root <bundle_root> --config_file "
             "<bundle>/configs/inference.json`)."
         )
+    pred = next((o for o in net.session.get_outputs() if o.name == "pred"), None)
+    logits = pred.shape[-1] if pred is not None and pred.shape else None
+    if isinstance(logits, int) and (why := class_count_mismatch(f"the ONNX model '{source}'", logits, spec.labels)):
+        raise ValueError(why)  # at loading, from the graph's output shape: not study by study
     return net, spec
+
+
+def class_count_mismatch(where: str, num_logits: int, labels: list[str]) -> str | None:
+    """
+    Why a model of ``num_logits`` outputs (one: a sigmoid, two classes) cannot be the model ``labels`` name, or
+    ``None`` when it can (or no labels are known).
+    """
+    classes = 2 if num_logits == 1 else num_logits
+    if not labels or classes == len(labels):
+        return None
+    return (f"{where} gives {classes} class probabilities, but its metadata names {len(labels)} classes {labels}: "
+            "the model card belongs to another model.")
 
 
 def _onnx_providers(device: str | torch.device) -> list[str]:

@@ -25,6 +25,7 @@ from monai_das.deploy.model_files import (
     CHECKPOINT_NAMES,
     ONNX_NAMES,
     TORCHSCRIPT_NAMES,
+    class_count_mismatch,
     find_bundle_files,
     load_checkpoint,
     load_onnx,
@@ -503,11 +504,9 @@ class DASPredictor:
         probs = torch.sigmoid(logits) if logits.numel() == 1 else torch.softmax(logits, dim=0)
         label = int(probs[0] >= 0.5) if logits.numel() == 1 else int(torch.argmax(probs))
         probs_list = [1.0 - float(probs[0]), float(probs[0])] if logits.numel() == 1 else probs.tolist()
-        labels = self.spec.labels
-        if labels and len(probs_list) != len(labels):  # a label argmax'd out of another model's classes otherwise
-            where = f"the model '{self.source}'" if self.source else "the model"
-            raise ValueError(f"{where} gives {len(probs_list)} class probabilities, but its metadata names "
-                             f"{len(labels)} classes {labels}: the model card belongs to another model.")
+        where = f"the model '{self.source}'" if self.source else "the model"
+        if why := class_count_mismatch(where, logits.numel(), self.spec.labels):  # else a label of another model
+            raise ValueError(why)
         kept = idx[0].cpu().tolist() if idx is not None else None
         t = self.spec.num_frames
         k = len(kept) if kept is not None else k

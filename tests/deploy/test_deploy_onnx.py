@@ -160,6 +160,22 @@ def test_a_card_of_another_grid_is_named_as_another_models(onnx_bundle, tmp_path
         DASPredictor.from_path(path)
 
 
+def test_a_card_of_other_classes_is_refused_when_loading(onnx_bundle, tmp_path):
+    """The graph gives 2 class probabilities, its card names 3 classes: refused when the model loads (the graph's
+    output shape says it), not study by study with an error report each (trial T54: exit 3, six error reports)."""
+    import json
+
+    def three_classes(model):
+        for prop in model.metadata_props:
+            if prop.key == "metadata.json":
+                prop.value = json.dumps(model_card(spatial=ONNX_GRID, labels=["a", "b", "c"]))
+
+    path = onnx_copy(onnx_bundle, tmp_path / "three", three_classes)
+    with pytest.raises(RuntimeError, match=r"model\.onnx' gives 2 class probabilities, but its metadata names 3 classes "
+                                           r"\['a', 'b', 'c'\]: the model card belongs to another model"):
+        DASPredictor.from_path(path)
+
+
 def test_onnx_without_card_or_outputs(onnx_bundle, tmp_path):
     root, net = onnx_bundle
     def drop_card(model):
