@@ -96,8 +96,8 @@ def _global_pools(model: Any) -> int:
     rank = {name: len(shape) for name, shape in shapes.items()}
     constants = _constants(graph)
     replaced, axes_inputs = 0, set()
-    for node in list(graph.node):
-        r = rank.get(node.input[0], 0) if node.op_type == "ReduceMean" else 0
+    for node in [n for n in graph.node if n.op_type == "ReduceMean"]:
+        r = rank.get(node.input[0], 0)
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         axes = constants.get(node.input[1]) if len(node.input) > 1 else attrs.get("axes")
         if r < 3 or axes is None or attrs.get("keepdims", 1) != 1:
@@ -235,8 +235,8 @@ def _broadcast_scales(model: Any) -> int:
         a, b = (shapes.get(name) for name in node.input)
         if a is None or b is None or len(a) != len(b) or len(a) < 3:
             continue
-        x, s = (0, 1) if all(d == 1 for d in b[2:]) else (1, 0)
-        xs, ss = (a, b) if x == 0 else (b, a)
+        s = 1 if all(d == 1 for d in b[2:]) else 0  # which input is the per-channel scale
+        xs, ss = (a, b) if s == 1 else (b, a)
         pixels = int(np.prod(xs[2:])) if None not in xs[1:] else 0
         if not (1 < pixels <= _SMALL_MAP and ss[1] == xs[1] and all(d == 1 for d in ss[2:])):
             continue

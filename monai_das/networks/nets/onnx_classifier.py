@@ -85,10 +85,10 @@ class OnnxClassifier(nn.Module):
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:
-            damaged = ("INVALID_PROTOBUF" in str(e) or "Protobuf parsing failed" in str(e)) and (
-                " (not a whole ONNX file: truncated or damaged in a copy? export it again: `python -m "
-                "monai_das.engines.export onnx ...`)")
-            raise ValueError(f"ONNX Runtime cannot load '{self.path}'{damaged or ''}: {e}") from e
+            damaged = "INVALID_PROTOBUF" in str(e) or "Protobuf parsing failed" in str(e)
+            hint = (" (not a whole ONNX file: truncated or damaged in a copy? export it again: `python -m "
+                    "monai_das.engines.export onnx ...`)") if damaged else ""
+            raise ValueError(f"ONNX Runtime cannot load '{self.path}'{hint}: {e}") from e
         _SESSIONS.add(self.session)
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
