@@ -387,6 +387,9 @@ class DASPredictor:
                     fallback = f"'{path}' is {kind} file: it runs with {_FORMAT_ENGINE[order[0]]}"
             else:
                 missing = f"no {_FILE_NAMES[wanted]} in '{path}' for engine {engine_name!r}"
+                if wanted == "onnx" and files["checkpoint"] is not None and files["config"] is not None:
+                    missing += (f" (export it once for the faster default: python -m monai_das.engines.export onnx "
+                                f"--bundle_root {path} --config_file {files['config']})")
                 fallback = f"{missing}: using {_FORMAT_ENGINE[order[0]]} ({files[order[0]]})"
         errors = []
         for kind in order:

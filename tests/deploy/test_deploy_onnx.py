@@ -273,6 +273,9 @@ def test_engine_fallback(onnx_bundle, tmp_path, caplog):
     info = pred.describe()
     assert info["engine"] == "eager" and info["engine_requested"] == "onnxruntime" and info["format"] == "checkpoint"
     assert "no models/model.onnx" in caplog.text and "no models/model.onnx" in info["engine_fallback"]
+    # with the command that writes it for this very bundle (a user saw only "using eager")
+    export = f"python -m monai_das.engines.export onnx --bundle_root {root} --config_file {root / 'configs'}"
+    assert export in info["engine_fallback"]
     assert pred.predict(study(), num_samples=2).num_kept == 2
     # a model file runs with its own engine; a warning only when another one was asked for
     caplog.clear()
