@@ -440,12 +440,22 @@ def _warn_misspelt_keys(path: Path, rows: Mapping[str, list[tuple[str, dict]]]) 
             for key in item:
                 if isinstance(key, str) and key not in known and key.casefold() not in _GROUP_KEYS_FOLDED:
                     first.setdefault(key, "1 (the header)" if _kind(path) == "csv" else loc)
+    has_patients = any(_group_key(item) is not None for entries in rows.values() for _, item in entries)
     for key, loc in first.items():
         near = next((k for k in known if key.casefold() == k or _one_typo_apart(key.casefold(), k)), None)
+        what = "column" if _kind(path) == "csv" else "item key"
+        if near is not None and near.casefold() in _GROUP_KEYS_FOLDED and not has_patients:
+            # not a warning: every item would be a patient of its own, one patient's items split between training
+            # and validation (or a test list) without a sign but an optimistic score
+            raise ValueError(
+                f"{path}:{loc}: the {what} {key!r} is one typo from {near!r} (an item's patient) and no item names "
+                f"its patient otherwise: read as it is, every item would be a patient of its own, and one patient's "
+                f"items could land in training and in validation. Rename it to {near!r} (patient keys read: "
+                f"{list(GROUP_KEYS)}, any case)."
+            )
         if near is None or (str(path), key) in _warned_keys:
             continue
         _warned_keys.add((str(path), key))
-        what = "column" if _kind(path) == "csv" else "item key"
         logger.warning(f"{path}:{loc}: the {what} {key!r} is not one the datalist is read by and is one typo from "
                        f"{near!r}: it is ignored (its values are not read as {near!r}: an item without {near!r} is "
                        f"read as one without it). Rename it to {near!r} (the keys read: {list(known)}).")

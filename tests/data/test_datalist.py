@@ -871,7 +871,7 @@ def test_misspelt_item_key_is_warned_once(tmp_path, caplog):
     dl = _json(tmp_path / "dl.json", {"training": [
         {"image": "a.npy", "label": 0, "evidence": [1]}, {"image": "b.npy", "label": 1, "evidnce": [1, 2]},
         {"image": "c.npy", "label": 1, "evidnce": [3], "note": "kept aside"}]})
-    csv_dl = _csv(tmp_path / "dl.csv", "image,Label,label,grup", "a.npy,x,0,p1", "b.npy,y,1,p2")
+    csv_dl = _csv(tmp_path / "dl.csv", "image,Label,label,grup,patient", "a.npy,x,0,p1,p1", "b.npy,y,1,p2,p2")
     dl_module._warned_keys.clear()
     with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
         items = load_datalist(dl)
@@ -882,7 +882,23 @@ def test_misspelt_item_key_is_warned_once(tmp_path, caplog):
     assert (f"{dl}:training[1]: the item key 'evidnce' is not one the datalist is read by and is one typo from "
             "'evidence'") in caplog.text
     assert f"{csv_dl}:1 (the header): the column 'Label'" in caplog.text and "typo from 'label'" in caplog.text
-    assert "the column 'grup'" in caplog.text and "typo from 'group'" in caplog.text
+    assert "the column 'grup'" in caplog.text and "typo from 'group'" in caplog.text  # 'patient' names them
+
+
+def test_misspelt_patient_key_without_another_is_refused(tmp_path):
+    """A CSV column 'patiant_id' was warned about and ignored: every clip became a patient of its own and one
+    patient's clips landed in training and validation (trial T55). Refused when no other key names the patients."""
+    _touch(tmp_path, "a.npy", "b.npy", "c.npy", "d.npy")
+    rows = ["a.npy,x,p1", "b.npy,x,p1", "c.npy,y,p2", "d.npy,y,p2"]
+    csv_dl = _csv(tmp_path / "dl.csv", "image,label,patiant_id", *rows)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(csv_dl))}:1 \(the header\): the column 'patiant_id' is "
+                       r"one typo from 'patient_id' \(an item's patient\) and no item names its patient otherwise"):
+        load_datalist(csv_dl)
+    dl = _json(tmp_path / "dl.json", {"training": [{"image": "a.npy", "label": 0, "gruop": "p1"},
+                                                   {"image": "b.npy", "label": 1, "gruop": "p2"}]})
+    with pytest.raises(ValueError, match=r"dl\.json:training\[0\]: the item key 'gruop' is one typo from 'group'"):
+        load_datalist(dl)
+    assert len(load_datalist(_csv(tmp_path / "ok.csv", "image,label,patient_id", *rows))) == 4
 
 
 def test_nifti_header_declaring_more_than_the_memory_is_refused(tmp_path, monkeypatch):
