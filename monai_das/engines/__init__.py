@@ -28,6 +28,7 @@ from monai_das.engines.datasets import (
 from monai_das.engines.inference import (
     StudyDataset,
     merge_predictions,
+    exit_status,
     merge_shards,
     predictions_path,
     inference_output_dir,
@@ -66,6 +67,7 @@ __all__ = [
     "resolve_data_dir",
     "StudyDataset",
     "merge_predictions",
+    "exit_status",
     "merge_shards",
     "shard_of",
     "launcher_shard",

@@ -33,6 +33,7 @@ __all__ = [
     "StudyDataset",
     "merge_predictions",
     "merge_shards",
+    "exit_status",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,30 @@ def predictions_path(output_dir: str | os.PathLike, shard_index: int = 0, shard_
     """``<output_dir>/predictions.csv``, or ``predictions.shard<i>of<n>.csv`` when the work is split in shards."""
     _check_shard(shard_index, shard_count)
     return str(Path(output_dir) / f"{name}{_shard_suffix(shard_index, shard_count)}.csv")
+
+
+#: exit status of a batch inference whose predictions file holds studies that could not be classified (as the Deploy
+#: app's): 0 would tell a script or a scheduler that every study was done
+ERRORS_EXIT_STATUS = 3
+
+
+def exit_status(predictions_csv: str | os.PathLike) -> None:
+    """
+    The last step of the bundles' batch inference (``run``): exit with :data:`ERRORS_EXIT_STATUS` when
+    ``predictions_csv`` (the whole file, rows of earlier runs included) holds error rows, after every study was
+    written, logging how many and the first; return otherwise. Only rank 0 (which writes the file) decides.
+    """
+    from monai_das.handlers.predictions import _dist_rank_world, read_predictions_csv
+
+    if _dist_rank_world()[0] != 0 or not Path(predictions_csv).is_file():
+        return
+    _, rows, _ = read_predictions_csv(predictions_csv)
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        logger.error(f"{len(failed)} of {len(rows)} studies in '{predictions_csv}' could not be classified (their "
+                     f"'error' cells say why; the first, {failed[0].get('id')!r}: {failed[0]['error']}): exit status "
+                     f"{ERRORS_EXIT_STATUS}")
+        raise SystemExit(ERRORS_EXIT_STATUS)
 
 
 def inference_output_dir(bundle_root: str | os.PathLike, input: str | os.PathLike | None = None) -> str:

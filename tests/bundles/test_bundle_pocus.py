@@ -51,7 +51,8 @@ def test_inference_on_clips(pocus, tmp_path):
     shutil.copy(data / "convex" / "Reg_liftl_case3_clip2.mp4", clips / "a.mp4")  # 32 frames
     shutil.copy(data / "convex" / "Cov-Atlas+(45).gif", clips / "b.gif")  # 21 frames
     (clips / "c.avi").write_bytes(b"not a video")
-    run_cmd(INFERENCE, args=[*common, "--input", clips, "--output_dir", tmp_path / "out"])
+    out = run_cmd(INFERENCE, args=[*common, "--input", clips, "--output_dir", tmp_path / "out"], check=False)
+    assert out.returncode == 3 and "1 of 3 studies in " in out.stdout + out.stderr  # c.avi: an error row, status 3
     rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "out" / "predictions.csv"))}
     assert sorted(rows) == ["a.mp4", "b.gif", "c.avi"]
     assert "c.avi" in rows["c.avi"]["error"]

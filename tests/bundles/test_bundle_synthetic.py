@@ -167,8 +167,11 @@ def test_inference_on_files(trained, tmp_path):
     done_row = ["a.nii.gz", str(a), study_fingerprint(a), "-1", "0", "disc", "0.9", "0.1", "0;1", "", "", "", key]
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         csv.writer(f).writerows([fields, done_row])
-    log = run_cmd(INFERENCE, args=["--bundle_root", root, "--input", studies, "--output_dir", out_dir])
+    log = run_cmd(INFERENCE, args=["--bundle_root", root, "--input", studies, "--output_dir", out_dir], check=False)
     assert "1 already done, 3 to run" in log.stdout + log.stderr
+    # every study written, then exit status 3 for the unreadable one, as the Deploy app's (it was 0: trial T55)
+    assert log.returncode == 3, (log.stdout + log.stderr)[-3000:]
+    assert "1 of 4 studies in " in log.stdout + log.stderr and "could not be classified" in log.stdout + log.stderr
     rows = list(csv.DictReader(open(out_dir / "predictions.csv")))
     assert [r["id"] for r in rows] == ["a.nii.gz", "b.nii.gz", "broken.nii.gz", "c.nii"]
     assert list(rows[0].values()) == done_row

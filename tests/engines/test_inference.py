@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -750,3 +751,20 @@ def test_video_bundle_inference_records_source_frames(tmp_path):
         kept = [int(i) for i in rows[sid]["kept_indices"].split(";")]
         frames = [int(i) for i in rows[sid]["source_frames"].split(";")]
         assert frames == uniform_indices(n, 8)[kept].tolist()  # the clip's own frame numbers
+
+
+def test_exit_status_is_3_when_the_predictions_file_holds_errors(tmp_path, caplog):
+    """Bundle inference ended with status 0 when every study failed (trial T55); the Deploy app exits 3."""
+    from monai_das.engines import exit_status
+
+    csv_path = tmp_path / "predictions.csv"
+    exit_status(csv_path)  # no file (nothing listed): nothing to say
+    csv_path.write_text("id,source,fingerprint,label,pred_label,error\na,/x/a,1,,0,\nb,/x/b,1,,1,\n")
+    exit_status(csv_path)  # every study classified: returns
+    csv_path.write_text("id,source,fingerprint,label,pred_label,error\na,/x/a,1,,0,\n"
+                        "b,/x/b,1,,,cannot read '/x/b': truncated\n")
+    with caplog.at_level(logging.ERROR, logger="monai_das.engines"), pytest.raises(SystemExit) as stop:
+        exit_status(csv_path)
+    assert stop.value.code == 3
+    assert (f"1 of 2 studies in '{csv_path}' could not be classified (their 'error' cells say why; the first, 'b': "
+            "cannot read '/x/b': truncated): exit status 3") in caplog.text
