@@ -243,6 +243,13 @@ def check_overrides(
             known |= {str(k) for k in config}  # "validate#split": "test"-style keys of merged configs
     own = set().union(*(tops.get(f, set()) for f in files))  # top-level keys of this run's own configs
     typed = _bundle_cli_args(argv)  # as typed on the command line (an --args_file's null is kept by MONAI)
+    pair = ("num_kept", "keep_ratio")
+    if (any(set(pair) <= tops.get(f, set()) for f in files)
+            and all(overrides.get(k, "None") not in ("None", "null") for k in pair)):
+        # inference.json's frame budget given twice: num_kept won without a word (the Deploy app refuses the pair)
+        raise ValueError(f"--num_kept {overrides['num_kept']} and --keep_ratio {overrides['keep_ratio']} both give "
+                         "the number of frames kept: give one of them (--num_kept: k frames of each study; "
+                         "--keep_ratio: that share of its T).")
     for key in overrides:
         parts = key.split("#")
         if typed.get(key) == "None":

@@ -209,6 +209,17 @@ def test_overrides_without_effect_are_named(caplog):
         check_overrides(_argv("--max_epochs", "null"))
 
 
+def test_num_kept_and_keep_ratio_together_are_refused_in_inference():
+    """inference.json took --num_kept 4 --keep_ratio 0.25 and kept 4 frames without a word (trial T55); the Deploy
+    app refuses the pair. Either alone, or num_kept null, is fine; train+evaluate keep their own meanings."""
+    inference = str(REPO / "bundles" / "das_volume_classification" / "configs" / "inference.json")
+    with pytest.raises(ValueError, match=r"^--num_kept 4 and --keep_ratio 0.25 both give the number of frames kept"):
+        check_overrides(_argv("--num_kept", "4", "--keep_ratio", "0.25", configs=(inference,)))
+    check_overrides(_argv("--num_kept", "4", configs=(inference,)))
+    check_overrides(_argv("--num_kept", "null", "--keep_ratio", "0.25", configs=(inference,)))
+    check_overrides(_argv("--num_kept", "4", "--keep_ratio", "0.25", configs=(TRAIN, EVALUATE)))
+
+
 def test_json_literals_inside_a_dict_override_are_refused():
     """fire reads JSON's false inside a dict as the string 'false', which is true: --sampler_kwargs '{"spread": false}'
     trained with spread on, {"pretrained": false} downloaded weights (trial N). Python's literals pass."""
