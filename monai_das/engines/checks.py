@@ -438,10 +438,15 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
 def check_resume(resume: Any, last_ckpt: str | os.PathLike) -> bool:
     """
     ``True`` when the run resumes from ``last_ckpt``. ``resume`` true without that file logs a warning and starts
-    from scratch (so one command both starts and continues a run). Whether the checkpoint folder can be written is
+    from scratch (so one command both starts and continues a run); ``resume`` false with that file logs a warning
+    that the earlier run is replaced. Whether the checkpoint folder can be written is
     :func:`check_writable`'s job (the configs' ``initialize``).
     """
     if not flag(resume):
+        if Path(last_ckpt).is_file():  # a user who meant to continue would lose the earlier run without a word
+            logger.warning(f"'{last_ckpt}' holds an earlier run of this bundle_root: this run starts from scratch "
+                           "(resume false) and replaces it, and the trained model beside it, when it saves. To "
+                           "continue that run give --resume True; to keep it, give another --bundle_root.")
         return False
     if not Path(last_ckpt).is_file():
         logger.warning(f"resume requested but there is no checkpoint '{last_ckpt}': starting from scratch.")

@@ -162,6 +162,12 @@ def test_check_resume(tmp_path, caplog):
     last.parent.mkdir()
     torch.save({}, last)
     assert check_resume("true", last) is True
+    # a new run over an earlier one replaced its last.pt and model.pt without a word (trial T55): said now
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert check_resume(False, last) is False
+    assert f"'{last}' holds an earlier run of this bundle_root: this run starts from scratch" in caplog.text
+    assert "--resume True" in caplog.text
 
 
 def test_one_item_last_batch_dropped():
