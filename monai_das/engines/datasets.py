@@ -340,6 +340,19 @@ class BundleData:
                     f"items (from at least two patients when the validation list is drawn from the training list), "
                     f"correct a misspelt label, or {drop}."
                 )
+            if missing and self._derived_val and n is None:
+                # a validation list we drew ourselves: the class has items of one patient (the every-class rule puts
+                # one patient of each class with two or more in validation), mostly a misspelt label
+                rows = [it["source_line"] for it in self._splits.get("train") or []
+                        if it.get("label_name") in missing and it.get("source_line")]
+                named = f" (items: {', '.join(rows[:5])}{' ...' if len(rows) > 5 else ''})" if rows else ""
+                raise ValueError(
+                    f"datalist '{self.datalist}': the class(es) {missing} have items of a single patient{named}, so "
+                    f"the validation list drawn from the training list by patient (val_fraction {self.val_fraction}, "
+                    f"seed {self.seed}) cannot hold them as well: the validation AUC would be undefined (NaN) in "
+                    "every epoch and the best-model file chosen by nothing. Correct a misspelt label, give every "
+                    "class items of at least two patients, or give a 'validation' list."
+                )
             if missing:
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "
                                "validation AUC is undefined (NaN) in every epoch, so the best-model file is the first "

@@ -174,6 +174,21 @@ def test_a_datalist_of_one_class_is_refused_before_training(tmp_path):
         BundleData(datalist=path, val_fraction=0.5, seed=0).training_facts
 
 
+def test_a_class_of_one_patient_is_refused_when_the_validation_list_is_drawn(tmp_path):
+    """A CSV row labelled 'blbo' beside 'blob' (warned as a likely typo) trained a 3-class model whose validation AUC
+    was NaN in every epoch, the best-model file epoch 1's, exit 0 (trial T55): with the validation list drawn from the
+    training list, a class of one patient cannot be on both sides; refused before training, naming its row."""
+    rows = [f"v{i}.npy,{'ab'[i % 2]},p{i // 2}" for i in range(10)] + ["v10.npy,bb,p9"]
+    for i in range(11):
+        np.save(tmp_path / f"v{i}.npy", np.zeros((12, 10, 6), np.float32))
+    (tmp_path / "dl.csv").write_text("image,label,group\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"the class\(es\) \['bb'\] have items of a single patient \(items: "
+                                         r".*dl\.csv:12\), so the validation list drawn"):
+        BundleData(datalist=tmp_path / "dl.csv", val_fraction=0.34, seed=0).training_facts
+    (tmp_path / "ok.csv").write_text("image,label,group\n" + "\n".join(rows[:10]) + "\n")
+    BundleData(datalist=tmp_path / "ok.csv", val_fraction=0.34, seed=0).training_facts  # two classes: fine
+
+
 def test_a_class_without_validation_items_is_warned_before_training(tmp_path, caplog):
     """No validation item of a class: the validation AUC is NaN in every epoch, which training met only at its end
     ('no validation epoch with a usable val_auc')."""
