@@ -610,7 +610,8 @@ class BundleData:
                                f"to {facts_out['spatial_size']} (size or spatial_size), so frames of another aspect "
                                f"ratio are stretched. {len(odd)} of {len(facts['shapes'])} differ from the most common "
                                f"size {list(common)}, e.g. {', '.join(odd[:3])}.")
-            short = {image: int(shape[0]) for image, shape in facts["shapes"].items() if int(shape[0]) < self.num_frames}
+            short = {image: int(shape[0]) for image, shape in facts["shapes"].items()
+                     if int(shape[0]) < self.num_frames}
             if short:  # inference warns per clip; training stretched them without a word (trial T55)
                 eg = ", ".join(f"'{image}' ({n} frames)" for image, n in list(short.items())[:3])
                 logger.warning(f"{len(short)} of {len(facts['shapes'])} training clips of '{self.datalist}' have fewer "

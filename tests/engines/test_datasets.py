@@ -584,8 +584,8 @@ def test_video_datalist_mixes_grey_and_colour_clips(tmp_path, caplog):
     # the grey cine is 12×16 as the videos: no frame-size warning; a 30×40 one would be stretched to the grid: named
     assert "differ in frame size" not in caplog.text
     # 6 frames each for num_frames=8: repeated, said (training stretched them without a word; inference warns)
-    assert re.search(r"(\d) of \1 training clips of '.*dl\.json' have fewer frames than num_frames=8, e\.g\. '.*c0\.avi' "
-                     r"\(6 frames\)", caplog.text)
+    assert re.search(r"(\d) of \1 training clips of '.*dl\.json' have fewer frames than num_frames=8, "
+                     r"e\.g\. '.*c0\.avi' \(6 frames\)", caplog.text)
     import shutil
 
     other = cv2.VideoWriter(str(tmp_path / "wide.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (40, 20))
