@@ -180,8 +180,10 @@ def install_error_summary() -> None:
     bundle config's ``$`` expression (a datalist line, a resume with another ``--lr``) ends MONAI's 60-135 lines with
     ``RuntimeError: Failed to evaluate ConfigExpression: "$monai_das..."``, the message that says what to do being
     in the middle. The traceback itself is printed as before; installed once per process (``check_overrides``, the
-    first step of every bundle config's ``initialize``, calls it).
+    first step of every bundle config's ``initialize``, calls it). A ``SIGTERM`` gets its line too
+    (:func:`_say_when_terminated`).
     """
+    _say_when_terminated()
     if getattr(sys.excepthook, "monai_das_summary", False):
         return
     previous = sys.excepthook
@@ -196,6 +198,31 @@ def install_error_summary() -> None:
 
     summary_hook.monai_das_summary = True  # type: ignore[attr-defined]
     sys.excepthook = summary_hook
+
+
+def _say_when_terminated() -> None:
+    """
+    A ``SIGTERM`` (a scheduler's preemption, ``kill``, a stopped container) ended a run without a line: print one
+    saying what is kept and how to go on, then end the process as the signal does (same exit status). Only where
+    ``SIGTERM`` has its default action (a launcher's or the user's own handler stays) and in the main thread.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def stopped(signum: int, frame: Any) -> None:
+        print(f"\nmonai_das: the run was stopped by {signal.Signals(signum).name} (pid {os.getpid()}); what it "
+              "finished is kept (checkpoints and prediction rows are written atomically): run the same command again "
+              "to go on (a training with --resume True; an inference skips the studies it wrote).", file=sys.stderr,
+              flush=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, stopped)
 
 
 def check_overrides(

@@ -337,3 +337,23 @@ def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsy
     assert err.count("the run stopped") == 1
     sys.excepthook(ValueError, ValueError("alone"), None)  # an error with no cause: nothing to add
     assert "alone" not in capsys.readouterr().err
+
+
+def test_sigterm_ends_a_run_with_a_line_saying_how_to_go_on(tmp_path):
+    """SIGTERM (a preemption, kill) ended a training with exit status 143 and no line at all (trial T55): one line
+    now, and the same end as the signal's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import os, signal, time\n"
+            "from monai_das.engines.checks import install_error_summary\n"
+            "install_error_summary()\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "time.sleep(30)\n"
+            "print('not reached')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == -signal.SIGTERM and "not reached" not in out.stdout
+    assert "monai_das: the run was stopped by SIGTERM" in out.stderr and "--resume True" in out.stderr
