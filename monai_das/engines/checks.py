@@ -214,11 +214,14 @@ def _say_when_terminated() -> None:
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
+    owner = os.getpid()  # a forked data-loader worker inherits the handler: only the run's own process speaks
+
     def stopped(signum: int, frame: Any) -> None:
-        print(f"\nmonai_das: the run was stopped by {signal.Signals(signum).name} (pid {os.getpid()}); what it "
-              "finished is kept (checkpoints and prediction rows are written atomically): run the same command again "
-              "to go on (a training with --resume True; an inference skips the studies it wrote).", file=sys.stderr,
-              flush=True)
+        if os.getpid() == owner:
+            print(f"\nmonai_das: the run was stopped by {signal.Signals(signum).name} (pid {owner}); what it "
+                  "finished is kept (checkpoints and prediction rows are written atomically): run the same command "
+                  "again to go on (a training with --resume True; an inference skips the studies it wrote).",
+                  file=sys.stderr, flush=True)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
