@@ -155,6 +155,10 @@ class BundleData:
         label_names: a datalist's class names in order (index = position), e.g. ``["normal", "abnormal"]`` for a
             CSV, which cannot name its classes (:func:`~monai_das.data.datalist_classes`); ``None``: the datalist's
             own (a JSON's ``"labels"``, else its integer labels, else its names sorted). Refused without a datalist.
+        card: a model card (``metadata.json``, plain JSON) that stands in for the datalist's images when they are not
+            here, if it was written for this datalist's bytes: its channels and grid are the data facts (batch
+            inference of new studies on another machine needs the training's classes and grid, not its images). The
+            bundles' inference.json passes the checkpoint's; training and evaluation read the images.
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class BundleData:
         axcodes: str | None = "RAS",
         pixdim: Sequence[float] | float | None = None,
         label_names: Sequence[str] | None = None,
+        card: str | os.PathLike | None = None,
     ) -> None:
         if layout not in ("volume", "video"):
             raise ValueError(f"layout must be 'volume' or 'video', got {layout!r}.")
@@ -233,8 +238,16 @@ class BundleData:
         # SOPInstanceUID of the checked lists' DICOM images, content key of their other files → item (no copies)
         self._content_ids: dict[str, str] = {}
         self._content_paths: dict[str, str] = {}  # content key → file
+        self.card = optional(card)
+        self._card: dict | None = None  # the card's facts when it was written for this datalist's bytes
         if self.datalist is not None:
-            self._read_datalist()
+            try:
+                self._read_datalist()
+            except FileNotFoundError:  # images not here: the card written for this datalist, if any, stands in
+                self._card = self._card_for_datalist() if Path(self.datalist).is_file() else None
+                if self._card is None:
+                    raise
+                self._read_datalist()
 
     # ---------------------------------------------------------------- sources
     @property
@@ -425,9 +438,10 @@ class BundleData:
                         "test files', which an evaluation checks against the model card.")
             self._splits, self._test_only = {"train": [], "val": [], "test": test}, True
             return
-        train = load_datalist(path, self.dataset_dir, "training", self.label_names)
+        absent = self._card is not None  # inference with the training's card: its images need not be here
+        train = load_datalist(path, self.dataset_dir, "training", self.label_names, missing_ok=absent)
         if "validation" in lists:
-            val = load_datalist(path, self.dataset_dir, "validation", self.label_names)
+            val = load_datalist(path, self.dataset_dir, "validation", self.label_names, missing_ok=absent)
         else:
             train, val, added = split_training(train, self.val_fraction, self.seed, return_added=True)
             # a split the every-class rule changed is another split than an older version drew from the same options:
@@ -435,7 +449,8 @@ class BundleData:
             self._every_class = bool(added)
             logger.info(f"datalist '{path}' has no validation list: {len(val)} of its training items "
                         f"(val_fraction={self.val_fraction} of the groups, seed {self.seed}) validate.")
-        test = load_datalist(path, self.dataset_dir, "test", self.label_names) if "test" in lists else []
+        test = load_datalist(path, self.dataset_dir, "test", self.label_names, missing_ok=absent) if "test" in lists \
+            else []
         self._splits = {"train": train, "val": val, "test": test}
         self._derived_val = "validation" not in lists
 
@@ -569,12 +584,30 @@ class BundleData:
                              f"the training images {trained}; give every list images of one kind.")
         self._checked.add(split)
 
+    def _card_for_datalist(self) -> dict | None:
+        """
+        The ``das_model`` section of :attr:`card` (a model card, plain JSON) when it was written for this datalist's
+        bytes (its ``datalist_sha256``) and layout, else ``None`` (said at INFO when the card is of another datalist).
+        """
+        if self.card is None or not Path(self.card).is_file():
+            return None
+        from monai_das.engines.export import CARD_KEY, read_model_card
+
+        facts = read_model_card(self.card)[CARD_KEY]
+        if facts.get("datalist_sha256") != file_digest(self.datalist) or facts.get("layout") != self.layout:
+            logger.info(f"model card '{self.card}' was written for another datalist (or layout) than "
+                        f"'{self.datalist}': it cannot stand in for the datalist's images.")
+            return None
+        return facts
+
     def _datalist_info(self) -> dict:
         from monai_das.data import check_study_shapes
 
         # clips_only: the video recipe decodes clips (LoadVideod), a volume is refused naming it before training
         # a video recipe decodes every clip grey (in_channels 1) or RGB (3): grey and colour clips mix
         listed = self._splits["test" if self._test_only else "train"]
+        if self._card is not None and not all(os.path.exists(item["image"]) for item in listed):
+            return self._card_info()
         facts = check_study_shapes(listed, self.layout, slice_axis=self.slice_axis, clips_only=True,
                                    axcodes=self.axcodes, mixed_channels=self.layout == "video",
                                    min_frames=self.min_frames, pixdim=self.pixdim)
@@ -592,6 +625,24 @@ class BundleData:
         # converted to NIfTI beside MR series would record MR alone, and a CT series be warned about
         every = sum(len(v) for v in modalities.values()) == len(facts["shapes"])
         info["modalities"] = sorted(modalities) if modalities and every else None
+        return info
+
+    def _card_info(self) -> dict:
+        """
+        The data facts of a datalist whose images are not here (batch inference on another machine than the
+        training's) from :attr:`card`, written for this datalist: the channels and the grid its training files gave
+        (the median shape, unless ``spatial_size`` is given); the classes stay the datalist's, and the run's other
+        options are checked against the card as always (:func:`monai_das.handlers.check_model_card`).
+        """
+        card = self._card or {}
+        logger.info(f"the images of datalist '{self.datalist}' are not all here: the data facts its training files "
+                    f"gave (channels, grid) are taken from the model card '{self.card}', written for this datalist.")
+        if self.layout == "video":
+            info = self._video_facts(self.label_names, self.in_channels_arg)
+        else:
+            grid = _size_list(self._spatial_arg, 3, "spatial_size") or [int(v) for v in card["spatial_size"]]
+            info = self._volume_facts(self.label_names, int(card["in_channels"]), grid)
+        info["modalities"] = (card.get("recipe") or {}).get("modalities")
         return info
 
     def _files_info(self, facts: Mapping) -> dict:

@@ -152,6 +152,32 @@ def test_a_datalist_of_a_test_list_alone(tmp_path):
         src.data("train")
 
 
+def test_a_model_card_stands_in_for_the_images_of_its_own_datalist(tmp_path):
+    """Bundle inference of new studies needed the training CSV and every training image on disk (trial T55: 'image
+    ... does not exist. 15 more'); the model card written for that datalist's bytes gives the facts its images gave.
+    Another datalist's card, or none, leaves the error as it was; the images, when here, are read as before."""
+    from monai_das.utils.io import file_digest
+
+    path = _npy_datalist(tmp_path, [(12, 10, 6), (14, 10, 6), (12, 10, 6), (12, 10, 8), (12, 10, 6), (12, 10, 6)])
+    trained = BundleData(datalist=path, slice_axis="axial", val_fraction=0.34, seed=0).info
+    card = tmp_path / "models" / "metadata.json"
+    card.parent.mkdir()
+    facts = {k: trained[k] for k in ("layout", "spatial_size", "in_channels", "num_frames", "label_names")}
+    card.write_text(json.dumps({"das_model": {**facts, "datalist_sha256": file_digest(path),
+                                              "recipe": {"modalities": None}}}))
+    for f in tmp_path.glob("v*.npy"):
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match=r"dl\.json:training\[0\]: image .*v0\.npy' does not exist"):
+        BundleData(datalist=path, slice_axis="axial", val_fraction=0.34, seed=0)  # no card: as before
+    src = BundleData(datalist=path, slice_axis="axial", val_fraction=0.34, seed=0, card=card)
+    keys = ("label_names", "num_classes", "in_channels", "num_frames", "spatial_size", "image_shape", "slice_axis")
+    assert {k: src.info[k] for k in keys} == {k: trained[k] for k in keys}  # [12, 10, 6]: the median grid
+    other = tmp_path / "other.json"
+    other.write_text(path.read_text().replace("p0", "p7"))  # other bytes: the card is not its own
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        BundleData(datalist=other, slice_axis="axial", card=card)
+
+
 def test_class_order_given_by_label_names(tmp_path):
     path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
     src = BundleData(datalist=path, label_names=["b", "a"], val_fraction=0.34, seed=0)
