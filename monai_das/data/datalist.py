@@ -429,10 +429,12 @@ CSV_COLUMNS = (*ITEM_KEYS, "split")
 _warned_keys: set[tuple[str, str]] = set()  # (datalist, key): each misspelt key is warned about once per process
 
 
-def _warn_misspelt_keys(path: Path, rows: Mapping[str, list[tuple[str, dict]]]) -> None:
+def _warn_misspelt_keys(path: Path, rows: Mapping[str, list[tuple[str, dict]]], split: str = "training") -> None:
     """Warn, once per datalist and key, about an item key (a CSV column) that is one typo from a key the datalist is
     read by (``"evidnce": [1, 2]``, ``Label``): it would be ignored, as other keys are, and the item read as one
-    without that key (no evidence, say), with no sign."""
+    without that key (no evidence, say), with no sign. One typo from a patient key when no key names the patients is
+    refused when the ``training`` list is read (its validation list would be drawn, and the lists checked, with every
+    item a patient of its own); a list read for prediction is warned about as other keys are."""
     known = (*CSV_COLUMNS, *GROUP_KEYS[1:]) if _kind(path) == "csv" else (*ITEM_KEYS, *GROUP_KEYS[1:])
     first: dict[str, str] = {}  # unknown key → the first item (or CSV line) that has it
     for entries in rows.values():
@@ -444,7 +446,7 @@ def _warn_misspelt_keys(path: Path, rows: Mapping[str, list[tuple[str, dict]]]) 
     for key, loc in first.items():
         near = next((k for k in known if key.casefold() == k or _one_typo_apart(key.casefold(), k)), None)
         what = "column" if _kind(path) == "csv" else "item key"
-        if near is not None and near.casefold() in _GROUP_KEYS_FOLDED and not has_patients:
+        if near is not None and near.casefold() in _GROUP_KEYS_FOLDED and not has_patients and split == "training":
             # not a warning: every item would be a patient of its own, one patient's items split between training
             # and validation (or a test list) without a sign but an optimistic score
             raise ValueError(
@@ -517,7 +519,8 @@ def load_datalist(
         ValueError: naming the file and the CSV line (header = line 1) or ``<split>[<index>]`` of the item: a CSV
             header without ``image``/``label`` (with the columns it has), a blank image, an image outside
             ``dataset_dir``, a blank or unknown label, an integer label outside ``0..len(classes)-1``, an image
-            listed twice in the split, malformed evidence; also a missing or empty list.
+            listed twice in the split, malformed evidence; also a missing or empty list; reading the ``training``
+            list, a key one typo from a patient key when no key names the patients.
     """
     from monai.data import load_decathlon_datalist
 
@@ -529,7 +532,7 @@ def load_datalist(
     if not os.path.isdir(root):
         raise FileNotFoundError(f"dataset_dir '{root}' (root of the images of '{path}') is not a folder.")
     rows = _raw_rows(path)
-    _warn_misspelt_keys(path, rows)
+    _warn_misspelt_keys(path, rows, split)
     named_by = sorted({_group_key(item) for entries in rows.values() for _, item in entries} - {None, "group"})
     if named_by and (str(path), "group keys") not in _warned_keys:
         _warned_keys.add((str(path), "group keys"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -388,8 +389,10 @@ class DASPredictor:
             else:
                 missing = f"no {_FILE_NAMES[wanted]} in '{path}' for engine {engine_name!r}"
                 if wanted == "onnx" and files["checkpoint"] is not None and files["config"] is not None:
+                    root = Path(files["checkpoint"]).parent.parent  # <bundle_root>/models/model.pt
                     missing += (f" (export it once for the faster default: python -m monai_das.engines.export onnx "
-                                f"--bundle_root {path} --config_file {files['config']})")
+                                f"--bundle_root {shlex.quote(str(root))} --config_file "
+                                f"{shlex.quote(str(files['config']))})")
                 fallback = f"{missing}: using {_FORMAT_ENGINE[order[0]]} ({files[order[0]]})"
         errors = []
         for kind in order:

@@ -217,13 +217,17 @@ def _say_when_terminated() -> None:
     owner = os.getpid()  # a forked data-loader worker inherits the handler: only the run's own process speaks
 
     def stopped(signum: int, frame: Any) -> None:
-        if os.getpid() == owner:
-            print(f"\nmonai_das: the run was stopped by {signal.Signals(signum).name} (pid {owner}); what it "
-                  "finished is kept (checkpoints and prediction rows are written atomically): run the same command "
-                  "again to go on (a training with --resume True; an inference skips the studies it wrote).",
-                  file=sys.stderr, flush=True)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        try:  # one raw write: no reentrant stream call, and a closed stderr must not keep the process alive
+            if os.getpid() == owner:
+                os.write(2, (f"\nmonai_das: the run was stopped by {signal.Signals(signum).name} (pid {owner}); "
+                             "what it finished is kept (checkpoints and prediction rows are written atomically): run "
+                             "the same command again to go on (a training with --resume True; an inference skips the "
+                             "studies it wrote).\n").encode())
+        except OSError:
+            pass
+        finally:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
 
     signal.signal(signal.SIGTERM, stopped)
 
@@ -275,9 +279,9 @@ def check_overrides(
     typed = _bundle_cli_args(argv)  # as typed on the command line (an --args_file's null is kept by MONAI)
     pair = ("num_kept", "keep_ratio")
     if (any(set(pair) <= tops.get(f, set()) for f in files)
-            and all(overrides.get(k, "None") not in ("None", "null") for k in pair)):
+            and all(typed.get(k, "None") not in ("None", "null") for k in pair)):
         # inference.json's frame budget given twice: num_kept won without a word (the Deploy app refuses the pair)
-        raise ValueError(f"--num_kept {overrides['num_kept']} and --keep_ratio {overrides['keep_ratio']} both give "
+        raise ValueError(f"--num_kept {typed['num_kept']} and --keep_ratio {typed['keep_ratio']} both give "
                          "the number of frames kept: give one of them (--num_kept: k frames of each study; "
                          "--keep_ratio: that share of its T).")
     for key in overrides:

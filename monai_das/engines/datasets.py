@@ -238,6 +238,8 @@ class BundleData:
         # SOPInstanceUID of the checked lists' DICOM images, content key of their other files → item (no copies)
         self._content_ids: dict[str, str] = {}
         self._content_paths: dict[str, str] = {}  # content key → file
+        self._short_clips: dict[str, int] = {}  # training clips of fewer frames than num_frames (video datalist)
+        self._short_clips_of = 0
         self.card = optional(card)
         self._card: dict | None = None  # the card's facts when it was written for this datalist's bytes
         if self.datalist is not None:
@@ -353,10 +355,14 @@ class BundleData:
                     f"items (from at least two patients when the validation list is drawn from the training list), "
                     f"correct a misspelt label, or {drop}."
                 )
-            if missing and self._derived_val and n is None:
-                # a validation list we drew ourselves: the class has items of one patient (the every-class rule puts
-                # one patient of each class with two or more in validation), mostly a misspelt label
-                rows = [it["source_line"] for it in self._splits.get("train") or []
+            train_items = self._splits.get("train") or []
+            single = [c for c in missing  # classes whose items are all of one patient (group, else the image)
+                      if len({it.get("group") or it["image"] for it in train_items if it.get("label_name") == c}) == 1]
+            if single and self._derived_val and n is None:
+                # a validation list we drew ourselves cannot hold a class of one patient: mostly a misspelt label (a
+                # class of several patients can still miss it, when they count as another class's: a warning below)
+                missing = single
+                rows = [it["source_line"] for it in train_items
                         if it.get("label_name") in missing and it.get("source_line")]
                 named = f" (items: {', '.join(rows[:5])}{' ...' if len(rows) > 5 else ''})" if rows else ""
                 raise ValueError(
@@ -370,6 +376,13 @@ class BundleData:
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "
                                "validation AUC is undefined (NaN) in every epoch, so the best-model file is the first "
                                "epoch's, not chosen by it. Give every class validation items.")
+        short = self._short_clips if self.info["layout"] == "video" else {}  # info read the clips' headers
+        if short:
+            eg = ", ".join(f"'{image}' ({n} frames)" for image, n in list(short.items())[:3])
+            logger.warning(f"{len(short)} of {self._short_clips_of} training clips of '{self.datalist}' have fewer "
+                           f"frames than num_frames={self.num_frames}, e.g. {eg}: their frames are repeated to "
+                           f"{self.num_frames}, so the sampler chooses among copies (a kept set may hold fewer "
+                           "distinct frames). Lower num_frames if many clips are that short.")
         if self.datalist is not None and self._splits.get("test"):
             # a copy of a training study in the test list (another folder or name) is refused before training, not
             # by the evaluation after it; its unusable files too
@@ -593,12 +606,20 @@ class BundleData:
             return None
         from monai_das.engines.export import CARD_KEY, read_model_card
 
-        facts = read_model_card(self.card)[CARD_KEY]
-        if facts.get("datalist_sha256") != file_digest(self.datalist) or facts.get("layout") != self.layout:
-            logger.info(f"model card '{self.card}' was written for another datalist (or layout) than "
-                        f"'{self.datalist}': it cannot stand in for the datalist's images.")
+        try:
+            facts = read_model_card(self.card)[CARD_KEY]
+        except (OSError, ValueError) as e:  # the missing images' own error is the one to see
+            logger.info(f"model card '{self.card}' cannot stand in for the datalist's images: {e}")
             return None
-        return facts
+        model = Path(self.card).with_name(str(facts.get("checkpoint") or "model.pt"))
+        if facts.get("datalist_sha256") != file_digest(self.datalist) or facts.get("layout") != self.layout:
+            why = f"it was written for another datalist (or layout) than '{self.datalist}'"
+        elif not model.is_file() or facts.get("checkpoint_sha256") != file_digest(model):
+            why = f"it describes another file than '{model}' (its checkpoint_sha256)"
+        else:
+            return facts
+        logger.info(f"model card '{self.card}' cannot stand in for the datalist's images: {why}.")
+        return None
 
     def _datalist_info(self) -> dict:
         from monai_das.data import check_study_shapes
@@ -661,14 +682,10 @@ class BundleData:
                                f"to {facts_out['spatial_size']} (size or spatial_size), so frames of another aspect "
                                f"ratio are stretched. {len(odd)} of {len(facts['shapes'])} differ from the most common "
                                f"size {list(common)}, e.g. {', '.join(odd[:3])}.")
-            short = {image: int(shape[0]) for image, shape in facts["shapes"].items()
-                     if int(shape[0]) < self.num_frames}
-            if short:  # inference warns per clip; training stretched them without a word (trial T55)
-                eg = ", ".join(f"'{image}' ({n} frames)" for image, n in list(short.items())[:3])
-                logger.warning(f"{len(short)} of {len(facts['shapes'])} training clips of '{self.datalist}' have fewer "
-                               f"frames than num_frames={self.num_frames}, e.g. {eg}: their frames are repeated to "
-                               f"{self.num_frames}, so the sampler chooses among copies (a kept set may hold fewer "
-                               "distinct frames). Lower num_frames if many clips are that short.")
+            # said by training_facts (inference warns per clip; training repeated their frames without a word)
+            self._short_clips = {image: int(shape[0]) for image, shape in facts["shapes"].items()
+                                 if int(shape[0]) < self.num_frames}
+            self._short_clips_of = len(facts["shapes"])
             return facts_out
         grid = _size_list(self._spatial_arg, 3, "spatial_size")
         if grid is None:

@@ -55,18 +55,24 @@ def exit_status(predictions_csv: str | os.PathLike) -> None:
     """
     The last step of the bundles' batch inference (``run``): exit with :data:`ERRORS_EXIT_STATUS` when
     ``predictions_csv`` (the whole file, rows of earlier runs included) holds error rows, after every study was
-    written, logging how many and the first; return otherwise. Only rank 0 (which writes the file) decides.
+    written, logging how many and the first; return otherwise. A shard started by ``torchrun``
+    (:func:`launcher_shard`) logs them and returns: a failing worker would make ``torchrun`` stop the shards still
+    predicting; a shard started on its own (``--shard_index``) exits as a single run does.
     """
-    from monai_das.handlers.predictions import _dist_rank_world, read_predictions_csv
+    from monai_das.handlers.predictions import read_predictions_csv
 
-    if _dist_rank_world()[0] != 0 or not Path(predictions_csv).is_file():
+    if not Path(predictions_csv).is_file():
         return
     _, rows, _ = read_predictions_csv(predictions_csv)
     failed = [r for r in rows if r.get("error")]
-    if failed:
-        logger.error(f"{len(failed)} of {len(rows)} studies in '{predictions_csv}' could not be classified (their "
-                     f"'error' cells say why; the first, {failed[0].get('id')!r}: {failed[0]['error']}): exit status "
-                     f"{ERRORS_EXIT_STATUS}")
+    if not failed:
+        return
+    torchrun = launcher_shard()[1] > 1
+    logger.error(f"{len(failed)} of {len(rows)} studies in '{predictions_csv}' could not be classified (their 'error' "
+                 f"cells say why; the first, {failed[0].get('id')!r}: {failed[0]['error']})"
+                 + (" (a torchrun shard: exit status 0, so that the other shards finish)" if torchrun
+                    else f": exit status {ERRORS_EXIT_STATUS}"))
+    if not torchrun:
         raise SystemExit(ERRORS_EXIT_STATUS)
 
 

@@ -899,6 +899,9 @@ def test_misspelt_patient_key_without_another_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"dl\.json:training\[0\]: the item key 'gruop' is one typo from 'group'"):
         load_datalist(dl)
     assert len(load_datalist(_csv(tmp_path / "ok.csv", "image,label,patient_id", *rows))) == 4
+    # a list read for prediction (a test list): warned as other keys are, not refused (review)
+    test = _json(tmp_path / "test.json", {"test": [{"image": "a.npy", "label": 0, "pateint_id": "p1"}]})
+    assert len(load_datalist(test, split="test")) == 1
 
 
 def test_nifti_header_declaring_more_than_the_memory_is_refused(tmp_path, monkeypatch):

@@ -753,7 +753,7 @@ def test_video_bundle_inference_records_source_frames(tmp_path):
         assert frames == uniform_indices(n, 8)[kept].tolist()  # the clip's own frame numbers
 
 
-def test_exit_status_is_3_when_the_predictions_file_holds_errors(tmp_path, caplog):
+def test_exit_status_is_3_when_the_predictions_file_holds_errors(tmp_path, caplog, monkeypatch):
     """Bundle inference ended with status 0 when every study failed (trial T55); the Deploy app exits 3."""
     from monai_das.engines import exit_status
 
@@ -766,5 +766,17 @@ def test_exit_status_is_3_when_the_predictions_file_holds_errors(tmp_path, caplo
     with caplog.at_level(logging.ERROR, logger="monai_das.engines"), pytest.raises(SystemExit) as stop:
         exit_status(csv_path)
     assert stop.value.code == 3
+    # a torchrun shard says it and ends 0: a failing worker would make torchrun stop the shards still predicting
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "x"}.items():
+        monkeypatch.setenv(key, value)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="monai_das.engines"):
+        exit_status(csv_path)
+    assert "(a torchrun shard: exit status 0, so that the other shards finish)" in caplog.text
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(key)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="monai_das.engines"), pytest.raises(SystemExit):
+        exit_status(csv_path)
     assert (f"1 of 2 studies in '{csv_path}' could not be classified (their 'error' cells say why; the first, 'b': "
             "cannot read '/x/b': truncated): exit status 3") in caplog.text
