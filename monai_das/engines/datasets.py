@@ -156,9 +156,10 @@ class BundleData:
             CSV, which cannot name its classes (:func:`~monai_das.data.datalist_classes`); ``None``: the datalist's
             own (a JSON's ``"labels"``, else its integer labels, else its names sorted). Refused without a datalist.
         card: a model card (``metadata.json``, plain JSON) that stands in for the datalist's images when they are not
-            here, if it was written for this datalist's bytes: its channels and grid are the data facts (batch
-            inference of new studies on another machine needs the training's classes and grid, not its images). The
-            bundles' inference.json passes the checkpoint's; training and evaluation read the images.
+            here, if it was written for this datalist's bytes and the model file beside it: its channels and grid are
+            the data facts (batch inference of new studies on another machine needs the training's classes and grid,
+            not its images). The bundles' inference.json passes the checkpoint's; training and evaluation read the
+            images.
     """
 
     def __init__(
@@ -600,7 +601,8 @@ class BundleData:
     def _card_for_datalist(self) -> dict | None:
         """
         The ``das_model`` section of :attr:`card` (a model card, plain JSON) when it was written for this datalist's
-        bytes (its ``datalist_sha256``) and layout, else ``None`` (said at INFO when the card is of another datalist).
+        bytes (its ``datalist_sha256``), layout and the model file beside it (``checkpoint_sha256``), else ``None``
+        (why said at INFO; an unreadable card too: the missing images' own error is then raised).
         """
         if self.card is None or not Path(self.card).is_file():
             return None
