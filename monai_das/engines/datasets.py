@@ -607,16 +607,18 @@ class BundleData:
         if self.card is None or not Path(self.card).is_file():
             return None
         from monai_das.engines.export import CARD_KEY, read_model_card
+        from monai_das.handlers.model_card import card_describes
 
         try:
-            facts = read_model_card(self.card)[CARD_KEY]
+            card = read_model_card(self.card)
         except (OSError, ValueError) as e:  # the missing images' own error is the one to see
             logger.info(f"model card '{self.card}' cannot stand in for the datalist's images: {e}")
             return None
+        facts = card[CARD_KEY]
         model = Path(self.card).with_name(str(facts.get("checkpoint") or "model.pt"))
         if facts.get("datalist_sha256") != file_digest(self.datalist) or facts.get("layout") != self.layout:
             why = f"it was written for another datalist (or layout) than '{self.datalist}'"
-        elif not model.is_file() or facts.get("checkpoint_sha256") != file_digest(model):
+        elif not model.is_file() or not card_describes(card, file_digest(model)):
             why = f"it describes another file than '{model}' (its checkpoint_sha256)"
         else:
             return facts
@@ -657,7 +659,7 @@ class BundleData:
         (the median shape, unless ``spatial_size`` is given); the classes stay the datalist's, and the run's other
         options are checked against the card as always (:func:`monai_das.handlers.check_model_card`).
         """
-        card = self._card or {}
+        card = self._card
         logger.info(f"the images of datalist '{self.datalist}' are not all here: the data facts its training files "
                     f"gave (channels, grid) are taken from the model card '{self.card}', written for this datalist.")
         if self.layout == "video":
