@@ -51,22 +51,23 @@ def predictions_path(output_dir: str | os.PathLike, shard_index: int = 0, shard_
 ERRORS_EXIT_STATUS = 3
 
 
-def exit_status(predictions_csv: str | os.PathLike) -> None:
+def exit_status(predictions_csv: str | os.PathLike) -> str | os.PathLike:
     """
-    The last step of the bundles' batch inference (``run``): exit with :data:`ERRORS_EXIT_STATUS` when
-    ``predictions_csv`` (the whole file, rows of earlier runs included) holds error rows, after every study was
-    written, logging how many and the first; return otherwise. A shard started by ``torchrun``
-    (:func:`launcher_shard`) logs them and returns: a failing worker would make ``torchrun`` stop the shards still
-    predicting; a shard started on its own (``--shard_index``) exits as a single run does.
+    The last step of the bundles' batch inference (``run``) and of their shard merge (``merge``): exit with
+    :data:`ERRORS_EXIT_STATUS` when ``predictions_csv`` (the whole file, rows of earlier runs included) holds error
+    rows, after every study was written, logging how many and the first; return ``predictions_csv`` otherwise. A
+    shard started by ``torchrun`` (:func:`launcher_shard`) logs them and returns: a failing worker would make
+    ``torchrun`` stop the shards still predicting; a shard started on its own (``--shard_index``) exits as a single
+    run does.
     """
     from monai_das.handlers.predictions import read_predictions_csv
 
     if not Path(predictions_csv).is_file():
-        return
+        return predictions_csv
     _, rows, _ = read_predictions_csv(predictions_csv)
     failed = [r for r in rows if r.get("error")]
     if not failed:
-        return
+        return predictions_csv
     torchrun = launcher_shard()[1] > 1
     logger.error(f"{len(failed)} of {len(rows)} studies in '{predictions_csv}' could not be classified (their 'error' "
                  f"cells say why; the first, {failed[0].get('id')!r}: {failed[0]['error']})"
@@ -74,6 +75,7 @@ def exit_status(predictions_csv: str | os.PathLike) -> None:
                     else f": exit status {ERRORS_EXIT_STATUS}"))
     if not torchrun:
         raise SystemExit(ERRORS_EXIT_STATUS)
+    return predictions_csv
 
 
 def inference_output_dir(bundle_root: str | os.PathLike, input: str | os.PathLike | None = None) -> str:

@@ -677,6 +677,16 @@ def test_inference_shards_resume_and_merge(tmp_path, bundle_root):
     (folder / "s9.nii.gz").unlink()
     with pytest.raises(ValueError, match=r"shard0of2.csv': \d row\(s\) another model or inference setting"):
         merge(keep_ratio=0.25)
+    # an unreadable study: its shard writes an error row; the merge writes the whole file, then ends with status 3
+    # (it ended 0, so a script chaining shards and merge saw success)
+    (folder / "s8.nii.gz").write_bytes(b"not a nifti file")
+    run_inference(bundle_root, input=str(folder), output_dir=str(out), shard_index=shard_of("s8.nii.gz", 2),
+                  shard_count=2)
+    with pytest.raises(SystemExit) as stop:
+        merge()
+    assert stop.value.code == 3
+    rows = {r["id"]: r for r in read_rows(out / "predictions.csv")}
+    assert sorted(rows) == sorted([*ids, "s8.nii.gz"]) and rows["s8.nii.gz"]["error"]
 
 
 @pytest.mark.slow
