@@ -284,6 +284,10 @@ class RunSettings:
                      if found and k in _OPTION_HINTS
                      and (k != "temperature_epochs" or None not in (state_dict[k], now[k]))]
             give = f" To resume, give the checkpoint's: {'; '.join(hints)}." if hints else ""
+            if any(d.startswith("data.datalist:") for d in diffs):
+                give += (" The datalist's bytes changed since the checkpoint was written (its SHA-256 above): a "
+                         "resumed run must train on the items it started with; put the former file back (rows "
+                         "added, removed, relabelled or reordered all count), or start a new run on the edited one.")
             if any(d.startswith("data.every_class_validated") for d in diffs):
                 give += (" This version draws the validation list from the same options with one patient of every "
                          "class (every_class_validated), which the checkpoint's did not: no option draws the older "

@@ -205,6 +205,11 @@ def test_run_settings_check_the_recipe(caplog):
     with pytest.raises(ValueError) as refused:
         sched.load_state_dict({"method": "das", "temperature_schedule": None, "temperature_epochs": None})
     assert "--temperature_schedule '$None'" in str(refused.value) and "--max_epochs" not in str(refused.value)
+    # an edited datalist: its digest alone named the change (two hex strings); the message says what they are
+    edited = RunSettings({"method": "das"}, recipe={"data": {"datalist": "9a" * 32}})
+    with pytest.raises(ValueError, match=r"data\.datalist: checkpoint '3f3f.*this run '9a9a.*The datalist's bytes "
+                                         r"changed since the checkpoint was written.*put the former file back"):
+        edited.load_state_dict({"method": "das", "data": {"datalist": "3f" * 32}})
     # a split this version draws otherwise: said that no option draws the older one
     data = RunSettings({"method": "das"}, recipe={"data": {"seed": 0, "every_class_validated": True}})
     with pytest.raises(ValueError, match=r"data\.every_class_validated: checkpoint None, this run True.*no option draws "
