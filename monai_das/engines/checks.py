@@ -278,8 +278,11 @@ def check_overrides(
     own = set().union(*(tops.get(f, set()) for f in files))  # top-level keys of this run's own configs
     typed = _bundle_cli_args(argv)  # as typed on the command line (an --args_file's null is kept by MONAI)
     pair = ("num_kept", "keep_ratio")
-    if (any(set(pair) <= tops.get(f, set()) for f in files)
-            and all(typed.get(k, "None") not in ("None", "null") for k in pair)):
+    # with the training's config (train.json + evaluate.json) --keep_ratio also names the trained model's ratio, so
+    # one argument list serves training and evaluation at another k; inference.json takes it as the frame budget
+    trains = any("train" in tops.get(f, set()) for f in files)
+    if (not trains and any(set(pair) <= tops.get(f, set()) for f in files)
+            and all(typed.get(k, "None") not in ("None", "null", "$None") for k in pair)):
         # inference.json's frame budget given twice: num_kept won without a word (the Deploy app refuses the pair)
         raise ValueError(f"--num_kept {typed['num_kept']} and --keep_ratio {typed['keep_ratio']} both give "
                          "the number of frames kept: give one of them (--num_kept: k frames of each study; "

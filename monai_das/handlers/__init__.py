@@ -29,6 +29,7 @@ from monai_das.handlers.model_card import (
     output_dir_at_k,
     evaluation_output_dir,
     other_data,
+    trained_keep_ratio,
 )
 from monai_das.handlers.precise_bn import PreciseBNHandler
 from monai_das.handlers.predictions import PredictionWriter
@@ -71,6 +72,7 @@ __all__ = [
     "output_dir_at_k",
     "evaluation_output_dir",
     "other_data",
+    "trained_keep_ratio",
     "build_model_card",
     "card_input_shape",
     "PreciseBNHandler",

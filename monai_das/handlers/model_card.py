@@ -471,6 +471,28 @@ def output_dir_at_k(output_dir: str | os.PathLike, checkpoint: str | os.PathLike
     return str(Path(output_dir) / f"k{int(num_kept)}")
 
 
+def trained_keep_ratio(checkpoint: str | os.PathLike, default: float,
+                       card_path: str | os.PathLike | None = None) -> float:
+    """
+    The keep ratio ``checkpoint`` was trained with, as the model card describing it records it (``card_path``,
+    default ``metadata.json`` beside it; :func:`card_describes`), else ``default``: the default frame budget of a run
+    on a trained model (the bundles' evaluation and batch inference, as the Deploy app and the exports take theirs
+    from the card). A fixed default ratio ran a model trained at ``--keep_ratio 0.25`` at twice its k and gave
+    other labels than the Deploy app without a word (trial T56). ``--keep_ratio`` or ``--num_kept`` on the command
+    line replace it.
+    """
+    checkpoint = Path(checkpoint)
+    card_path = Path(card_path) if card_path is not None else checkpoint.with_name("metadata.json")
+    found = _card_describing(checkpoint, card_path)
+    ratio = found[1].get("keep_ratio") if found is not None else None
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        return default
+    if float(ratio) != float(default):
+        logger.info(f"keep_ratio {ratio}: the training's, from the model card '{card_path}' (--keep_ratio or "
+                    "--num_kept choose another frame budget).")
+    return float(ratio)
+
+
 class ModelCardSaver:
     """
     Writes the model card (see the module docstring) to ``<output_dir>/<filename>`` (atomically, rank 0 only).

@@ -223,6 +223,8 @@ def test_num_kept_and_keep_ratio_together_are_refused_in_inference():
         check_overrides(_argv("--num_kept", "4", "--keep_ratio", "0.25", configs=(inference,)))
     check_overrides(_argv("--num_kept", "4", configs=(inference,)))
     check_overrides(_argv("--num_kept", "null", "--keep_ratio", "0.25", configs=(inference,)))
+    # '$None', how the docs say to set a key to None, was taken as a value (trial T56)
+    check_overrides(_argv("--num_kept", "40", "--keep_ratio", "$None", configs=(inference,)))
     check_overrides(_argv("--num_kept", "4", "--keep_ratio", "0.25", configs=(TRAIN, EVALUATE)))
 
 

@@ -631,6 +631,33 @@ def test_inference_kill_resume_other_folder_and_restart(tmp_path, bundle_root):
     assert csv_path.read_bytes() == before
 
 
+def test_inference_keeps_the_trained_k_by_default(tmp_path, bundle_root, caplog):
+    """A model trained at keep_ratio 0.25 ran at the default 0.5 (twice its k) unless --keep_ratio was given again:
+    4 of 8 labels differed from the Deploy app, which takes k from the model card (trial T56). The card's ratio is
+    the default now; --keep_ratio or --num_kept still choose another budget."""
+    import json
+    import shutil
+
+    from monai_das.handlers import CARD_KEY
+    from monai_das.utils import file_digest
+
+    root = tmp_path / "bundle"
+    shutil.copytree(bundle_root, root)
+    ckpt = root / "models" / "model.pt"
+    card = {CARD_KEY: {"checkpoint_sha256": file_digest(ckpt), "keep_ratio": 0.25, "num_kept": round(0.25 * SIZE)}}
+    (root / "models" / "metadata.json").write_text(json.dumps(card))
+    folder = tmp_path / "studies"
+    _nifti(folder / "a.nii.gz", (10, 12, 9))
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.model_card"):
+        assert run_inference(root, input=str(folder), output_dir=str(tmp_path / "out")) == ["a.nii.gz"]
+    (row,) = read_rows(tmp_path / "out" / "predictions.csv")
+    assert len(row["kept_indices"].split(";")) == round(0.25 * SIZE)
+    assert "keep_ratio 0.25: the training's, from the model card" in caplog.text
+    run_inference(root, input=str(folder), output_dir=str(tmp_path / "half"), keep_ratio=0.5)  # asked for: as given
+    (row,) = read_rows(tmp_path / "half" / "predictions.csv")
+    assert len(row["kept_indices"].split(";")) == round(0.5 * SIZE)
+
+
 def test_inference_shards_resume_and_merge(tmp_path, bundle_root):
     folder = tmp_path / "studies"
     ids = [f"s{i}.nii.gz" for i in range(5)]

@@ -150,6 +150,12 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     assert output_dir_at_k(tmp_path / "eval", ckpt, 6) == str(tmp_path / "eval" / "k6")
     assert output_dir_at_k(tmp_path / "eval", ckpt, None) == str(tmp_path / "eval")
     assert output_dir_at_k(tmp_path / "eval", tmp_path / "none.pt", 6) == str(tmp_path / "eval")  # no card: as given
+    # the default frame budget of evaluation and bundle inference is the card's trained one (a fixed 0.5 ran a model
+    # trained at 0.25 at twice its k, where the Deploy app runs the card's; trial T56); no card: the default given
+    from monai_das.handlers import trained_keep_ratio
+
+    assert trained_keep_ratio(ckpt, 0.5) == card[CARD_KEY]["keep_ratio"] == 0.26  # its k: 3 of 12 frames
+    assert trained_keep_ratio(tmp_path / "none.pt", 0.5) == 0.5
     # an evaluation that could not measure the AUC (a class absent from a small test list: NaN) replaces the earlier
     # evaluation's metrics as a whole: no AUC of another test set beside this one's accuracy
     card = evaluate({"test_auc": math.nan, "test_accuracy": 0.5}, keep_ratio=0.26)
@@ -159,6 +165,7 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     torch.save({"other": torch.tensor(1)}, ckpt)
     assert evaluate({"test_auc": 0.55}) == card and card[CARD_KEY]["checkpoint_sha256"] != sha256(ckpt)
     assert output_dir_at_k(tmp_path / "eval", ckpt, 6) == str(tmp_path / "eval")  # the card describes another file
+    assert trained_keep_ratio(ckpt, 0.5) == 0.5  # nor its keep ratio
     from monai_das.handlers import check_model_card
 
     with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
