@@ -95,6 +95,8 @@ class SelectionDiagnosticsHandler:
     - ``<prefix>evidence_kept``: fraction of the known evidence frames that were kept, over the items that carry a
       list of them (``evidence_keys``: the synthetic data's ``informative``, a datalist's ``evidence``; frame indices
       along the network's frame axis). Absent when no item carries evidence.
+    - ``<prefix>evidence_at_random``: what as many frames taken at random would keep of it, ``k / T`` (the
+      yardstick of ``evidence_kept``: a sampler that keeps no more has not found the evidence). Absent with it.
     - ``<prefix>selection_entropy``: entropy of the distribution of kept positions over all items, divided by
       ``log T`` (1: every position equally often; ``log k / log T``: the same ``k`` positions for everyone).
     - ``<prefix>adaptivity``: mean pairwise Jaccard distance of the kept sets of the first ``max_items`` items
@@ -294,7 +296,9 @@ class SelectionDiagnosticsHandler:
         kept_sets = [i.kept for i in kept_items]
         if self._evidence[1]:
             metrics[f"{p}evidence_kept"] = self._evidence[0] / self._evidence[1]
-            self._warn_if_below_chance(engine, metrics[f"{p}evidence_kept"], kept_sets)
+            if kept_sets:  # what as many frames taken at random would hold: k / T, the yardstick of evidence_kept
+                metrics[f"{p}evidence_at_random"] = sum(map(len, kept_sets)) / len(kept_sets) / max(self._num_frames, 1)
+                self._warn_if_below_chance(engine, metrics[f"{p}evidence_kept"], metrics[f"{p}evidence_at_random"])
         if kept_sets:
             counts = _position_counts(kept_sets, max(self._num_frames, 2))
             freq = counts / counts.sum()
@@ -366,15 +370,14 @@ class SelectionDiagnosticsHandler:
         if _is_nan(best) and current is not None and not _is_nan(current):
             state.best_metric, state.best_metric_epoch = current, state.epoch
 
-    def _warn_if_below_chance(self, engine: Any, evidence_kept: float, kept_sets: Sequence[set]) -> None:
+    def _warn_if_below_chance(self, engine: Any, evidence_kept: float, chance: float) -> None:
         """
         Warn when the kept frames hold less than half of the known evidence that as many frames chosen at random
-        would hold (``k / T``): the sampler looks away from the evidence (a collapse, or frame statistics that
-        mislead). Not during a learned sampler's warm-up, whose random choice is not the sampler's.
+        would hold (``chance``, ``k / T``): the sampler looks away from the evidence (a collapse, or frame statistics
+        that mislead). Not during a learned sampler's warm-up, whose random choice is not the sampler's.
         """
-        if not kept_sets or getattr(engine.state, WARMUP_ATTR, False):
+        if getattr(engine.state, WARMUP_ATTR, False):
             return
-        chance = sum(map(len, kept_sets)) / len(kept_sets) / max(self._num_frames, 1)
         if evidence_kept < chance / 2:
             self.logger.warning(
                 f"epoch {engine.state.epoch}: the kept frames hold {evidence_kept:.2f} of the known evidence frames, "

@@ -11,6 +11,7 @@ from typing import Any
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS
 from monai_das.utils.io import file_digest
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -63,11 +64,16 @@ class TrainingSummaryHandler:
             or in its folders two levels down (``val/``, ``k4/``, an external datalist's) describes another model
             than the best-model file this training leaves (its ``checkpoint_sha256``, or none: written by an older
             version), so that an earlier model's reports are not read as this one's.
+        evidence_key, evidence_margin: a warning when the best epoch's ``evidence_key`` (the fraction of known
+            evidence frames kept, :class:`SelectionDiagnosticsHandler`) is less than ``evidence_margin`` above what as
+            many frames taken at random would keep (its ``..._at_random`` beside it): a sampler no better than
+            chance at finding the evidence.
     """
 
     def __init__(self, saver: Any, key_metric: str = "val_auc",
                  report: Sequence[str] = ("val_evidence_kept", "val_adaptivity", "val_balanced_accuracy"),
-                 evenly_spaced_margin: float = 0.05, reports_dir: str | os.PathLike | None = None) -> None:
+                 evenly_spaced_margin: float = 0.05, reports_dir: str | os.PathLike | None = None,
+                 evidence_key: str = "val_evidence_kept", evidence_margin: float = 0.1) -> None:
         if getattr(saver, "_key_metric_checkpoint", None) is None:
             raise ValueError("TrainingSummaryHandler needs the best-model saver (AtomicCheckpointSaver with "
                              f"save_key_metric=True), got {type(saver).__name__} without a key-metric checkpoint.")
@@ -76,6 +82,9 @@ class TrainingSummaryHandler:
         self.report = tuple(report)
         self.evenly_spaced_margin = float(evenly_spaced_margin)
         self.reports_dir = None if reports_dir is None else Path(reports_dir)
+        self.evidence_key, self.evidence_margin = evidence_key, float(evidence_margin)
+        # SelectionDiagnosticsHandler's yardstick beside it: <prefix>evidence_at_random
+        self._at_random_key = evidence_key.removesuffix("kept") + "at_random"
         self.logger = logging.getLogger(__name__)
         self.best: dict | None = None
 
@@ -106,6 +115,20 @@ class TrainingSummaryHandler:
                 worse = evenly_spaced_warning(self.key_metric, score, even, self.evenly_spaced_margin)
                 if worse:
                     warnings.append(worse)
+            evidence, at_random = self.best.get(self.evidence_key), self.best.get(self._at_random_key)
+            # (`full` keeps every frame: evidence 1.0 at random 1.0, nothing to say)
+            if evidence is not None and at_random is not None and evidence < min(1.0, at_random + self.evidence_margin):
+                warnings.append(
+                    f"the best epoch's kept frames hold {evidence:.3f} of the known evidence frames, hardly more than "
+                    f"as many frames taken at random would ({at_random:.3f}): the frames kept do not follow the "
+                    "evidence (a learned sampler has not found it; see 'Training details' in the bundle docs)."
+                )
+            if low is None and self.key_metric.endswith("auc"):
+                warnings.append(
+                    f"the best epoch's {self.key_metric} comes without a 95 % interval (the validation list holds "
+                    f"fewer than {MIN_ITEMS_PER_CLASS} items of a class, or intervals are off): it may be chance; "
+                    "validate on more items, and evaluate on a test list (evaluate.json) before trusting this model."
+                )
             if low is not None and low <= 0.5:
                 warnings.append(
                     f"the best epoch's {self.key_metric} cannot be told from chance on this validation list (its 95 % "

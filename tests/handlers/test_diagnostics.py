@@ -217,6 +217,7 @@ def test_adaptive_sampler_varies():
     m = evaluator.state.metrics
     assert 0.0 < m["x_adaptivity"] <= 1.0 and 0.0 < m["x_selection_entropy"] <= 1.0
     assert 0.0 <= m["x_evidence_kept"] <= 1.0
+    assert m["x_evidence_at_random"] == 0.25  # k/T = 2/8: what random frames keep of the evidence, its yardstick
 
 
 @pytest.mark.parametrize("evidence, warned", [((0, 2), True), ((0, 1), False), ((1, 3), False)])

@@ -11,7 +11,7 @@ from ignite.engine import Engine, Events
 from monai_das.handlers import AtomicCheckpointSaver, TrainingSummaryHandler
 
 
-def _trainer_validating(aucs, degenerate=(), warmup=(), start_epoch=0, intervals=None, evenly=None):
+def _trainer_validating(aucs, degenerate=(), warmup=(), start_epoch=0, intervals=None, evenly=None, at_random=None):
     """A no-op trainer that runs a validator after every epoch; validator epoch ``e`` reports ``aucs[e - 1]``."""
     trainer = Engine(lambda e, b: None)
     validator = Engine(lambda e, b: None)
@@ -25,6 +25,8 @@ def _trainer_validating(aucs, degenerate=(), warmup=(), start_epoch=0, intervals
             e.state.metrics["val_auc_low"], e.state.metrics["val_auc_high"] = intervals[epoch - 1]
         if evenly:
             e.state.metrics["val_auc_evenly_spaced"] = evenly[epoch - 1]
+        if at_random is not None:
+            e.state.metrics["val_evidence_at_random"] = at_random
         e.state.degenerate_predictions = epoch in degenerate
         e.state.sampler_warming_up = epoch in warmup
 
@@ -91,6 +93,36 @@ def test_warns_when_evenly_spaced_frames_beat_the_sampler(tmp_path, caplog, even
     line = f"best val_auc 0.800 at epoch 2 of 2 (val_evidence_kept 0.200); with evenly spaced frames instead: {evenly:.3f}"
     assert line in caplog.text
     assert ("does worse than evenly spaced frames" in caplog.text) == warned
+
+
+@pytest.mark.parametrize("at_random, warned", [(0.2, True), (0.15, True), (0.1, False)])
+def test_warns_when_the_kept_frames_hold_no_more_evidence_than_frames_at_random(tmp_path, caplog, at_random, warned):
+    """Trial T56: a run ended 'val_evidence_kept 0.250' with k/T = 9/36 = 0.25, what random slices keep, without a
+    word. The best epoch here keeps 0.2 of the evidence; at random (SelectionDiagnosticsHandler's
+    val_evidence_at_random) 0.2 or 0.15 would keep about as much, 0.1 half of it."""
+    trainer, validator = _trainer_validating([0.6, 0.8], intervals=[(0.6, 0.9)] * 2, at_random=at_random)
+    TrainingSummaryHandler(_saver(tmp_path, validator)).attach(trainer)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
+        trainer.run([0], max_epochs=2)
+    said = (f"the best epoch's kept frames hold 0.200 of the known evidence frames, hardly more than as many frames "
+            f"taken at random would ({at_random:.3f})")
+    assert (said in caplog.text) == warned
+
+
+def test_warns_when_the_best_auc_has_no_interval(tmp_path, caplog):
+    """Trial T56: 4 + 4 validation items gave no bootstrap interval, so 'best val_auc 0.562' ended training without
+    the chance warning an interval would have brought."""
+    trainer, validator = _trainer_validating([0.6, 0.562])
+    TrainingSummaryHandler(_saver(tmp_path, validator)).attach(trainer)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
+        trainer.run([0], max_epochs=2)
+    assert "the best epoch's val_auc comes without a 95 % interval (the validation list holds fewer than 5" in caplog.text
+    caplog.clear()
+    trainer, validator = _trainer_validating([0.6, 0.8], intervals=[(0.6, 0.9)] * 2)
+    TrainingSummaryHandler(_saver(tmp_path / "b", validator)).attach(trainer)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
+        trainer.run([0], max_epochs=2)
+    assert "without a 95 % interval" not in caplog.text
 
 
 def test_no_usable_epoch(tmp_path, caplog):
