@@ -241,6 +241,7 @@ class BundleData:
         self._content_paths: dict[str, str] = {}  # content key → file
         self._short_clips: dict[str, int] = {}  # training clips of fewer frames than num_frames (video datalist)
         self._short_clips_of = 0
+        self._grid_notes: list[str] = []  # what the training images' shapes say of the grid (said before training)
         self.card = optional(card)
         self._card: dict | None = None  # the card's facts when it was written for this datalist's bytes
         if self.datalist is not None:
@@ -377,6 +378,8 @@ class BundleData:
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "
                                "validation AUC is undefined (NaN) in every epoch, so the best-model file is the first "
                                "epoch's, not chosen by it. Give every class validation items.")
+        for note in self._grid_notes if self.info["layout"] == "volume" else ():  # info read the images' headers
+            logger.warning(note)
         short = self._short_clips if self.info["layout"] == "video" else {}  # info read the clips' headers
         if short:
             eg = ", ".join(f"'{image}' ({n} frames)" for image, n in list(short.items())[:3])
@@ -692,15 +695,29 @@ class BundleData:
             self._short_clips_of = len(facts["shapes"])
             return facts_out
         grid = _size_list(self._spatial_arg, 3, "spatial_size")
+        shapes = np.array([s[-3:] for s in facts["shapes"].values()])
+        median = [int(v) for v in np.median(shapes, axis=0).round()]
+        # said by training_facts: inference and evaluation take the grid from the card, and said it in every run
+        self._grid_notes = []
         if grid is None:
-            shapes = np.array([s[-3:] for s in facts["shapes"].values()])
-            grid = [int(v) for v in np.median(shapes, axis=0).round()]
+            grid = median
             if (shapes != shapes[0]).any():
                 odd = [f"'{image}' {list(shape[-3:])}" for image, shape in facts["shapes"].items()
                        if list(shape[-3:]) != grid]
-                logger.warning(f"the training images of '{self.datalist}' differ in shape; every image is resized to "
-                               f"the median shape {grid} (set spatial_size to choose the grid). {len(odd)} of "
-                               f"{len(shapes)} differ from it, e.g. {', '.join(odd[:3])}.")
+                self._grid_notes.append(
+                    f"the training images of '{self.datalist}' differ in shape; every image is resized to the median "
+                    f"shape {grid} (set spatial_size to choose the grid). {len(odd)} of {len(shapes)} differ from it, "
+                    f"e.g. {', '.join(odd[:3])}.")
+        elif grid != median and sorted(grid) == sorted(median):
+            # [36, 48, 48] for files of 48×48×36: the axes are in array order after axcodes (RAS: x, y, z), not
+            # slices first; every volume would be resized across its axes (trial T56)
+            order = (f"after axcodes {self.axcodes}: axes {', '.join(self.axcodes)}" if self.axcodes
+                     else "the files' own axes")
+            self._grid_notes.append(
+                f"spatial_size {grid} holds the training images' shape {median} in another order: the grid is in the "
+                f"array order of the loaded images ({order}), not slices first, so every volume is resized across "
+                f"its axes ({median[0]} voxels along the first to {grid[0]}). Give --spatial_size {json.dumps(median)} "
+                f"for the files' own grid (slice_axis {self.slice_axis}: {median[self.slice_axis]} slices).")
         return self._volume_facts(self.label_names, int(facts["in_channels"]), grid)
 
     def _volume_facts(self, names: Sequence[str], channels: int, grid: list[int]) -> dict:

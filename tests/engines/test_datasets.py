@@ -289,9 +289,29 @@ def test_datalist_median_grid_when_shapes_differ(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         grid = src.info["spatial_size"]
     assert grid == [int(v) for v in np.median(shapes, axis=0).round()]
+    # said before training only: inference and evaluation read the grid from the card (it was said in every run)
+    assert "differ in shape" not in caplog.text
+    with caplog.at_level("WARNING"):
+        src.training_facts
     odd = sum(list(s) != grid for s in shapes)
     assert "differ in shape" in caplog.text and f"{odd} of {len(shapes)} differ from it, e.g. '" in caplog.text
     assert re.search(r"e\.g\. '.*v\d\.npy' \[\d+, \d+, \d+\]", caplog.text)  # names the odd images
+
+
+def test_a_spatial_size_that_permutes_the_images_shape_is_warned_about(tmp_path, caplog):
+    """Trial T56: --spatial_size [36, 48, 48] for files of 48×48×36 (slices first, as 'D, H, W' suggested) trained on
+    volumes resized across their axes without a word."""
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    with caplog.at_level("WARNING"):
+        BundleData(datalist=path, spatial_size=[6, 12, 10], slice_axis=0).training_facts
+    assert ("spatial_size [6, 12, 10] holds the training images' shape [12, 10, 6] in another order: the grid is in "
+            "the array order of the loaded images (after axcodes RAS: axes R, A, S), not slices first") in caplog.text
+    assert "Give --spatial_size [12, 10, 6] for the files' own grid (slice_axis 0: 12 slices)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # another grid (not a reordering) or the files' own: nothing to say
+        BundleData(datalist=path, spatial_size=[12, 10, 8]).training_facts
+        BundleData(datalist=path, spatial_size=[12, 10, 6]).training_facts
+    assert "in another order" not in caplog.text
 
 
 def test_datalist_grid_is_that_of_the_oriented_volumes(tmp_path):
