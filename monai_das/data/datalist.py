@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import shlex
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -573,12 +574,13 @@ def load_datalist(
         if not _inside(image, root):
             raise ValueError(
                 f"{path}:{loc}: image {item['image']!r} resolves to '{image}', outside the dataset folder '{root}'; "
-                "images must lie inside dataset_dir."
+                "images must lie inside dataset_dir (the datalist's folder unless --dataset_dir gives another: a "
+                f"folder that holds every image, e.g. --dataset_dir {_common_folder(resolved)})."
             )
         if not missing_ok and not os.path.exists(image):
-            missing.append((f"{path}:{loc}", image))
+            missing.append((f"{path}:{loc}", image, str(item["image"])))
     if missing:
-        raise FileNotFoundError(_missing_images(missing))
+        raise FileNotFoundError(_missing_images(missing, root))
 
     items: list[dict] = []
     seen: dict[str, str] = {}
@@ -606,16 +608,30 @@ def load_datalist(
     return items
 
 
-def _missing_images(missing: Sequence[tuple[str, str]]) -> str:
-    """The error of a datalist's images that do not exist (``(where, image)``): the first one, how many others and
-    where (a few), and, for paths written with ``\\`` (a list made on Windows), how to write them here."""
-    where, image = missing[0]
+def _common_folder(images: Sequence[str]) -> str:
+    """The deepest folder that holds every one of ``images`` (absolute paths), shell-quoted."""
+    return shlex.quote(os.path.dirname(os.path.commonpath(images)) if len(images) == 1 else os.path.commonpath(images))
+
+
+def _missing_images(missing: Sequence[tuple[str, str, str]], root: str) -> str:
+    """The error of a datalist's images that do not exist (``(where, image, as written)``): the first one, how many
+    others and where (a few); when the written paths name files from the working directory (paths are relative to
+    ``root``, the dataset folder), the ``--dataset_dir`` that reads them; for paths written with ``\\`` (a list made
+    on Windows), how to write them here."""
+    where, image, _ = missing[0]
     text = f"{where}: image '{image}' does not exist."
     if len(missing) > 1:
-        shown = ", ".join(Path(w).name for w, _ in missing[1:6])  # 'labels.csv:7', 'datalist.json:training[3]'
+        shown = ", ".join(Path(w).name for w, _, _ in missing[1:6])  # 'labels.csv:7', 'datalist.json:training[3]'
         more = ", ..." if len(missing) > 6 else ""
         text += f" {len(missing) - 1} more image(s) do not exist either (at {shown}{more})."
-    windows = [im for _, im in missing if "\\" in im]
+    from_cwd = [os.path.abspath(written) for _, _, written in missing if not os.path.isabs(written)
+                and os.path.exists(written)]
+    if from_cwd and Path.cwd().resolve() != Path(root).resolve():
+        text += (f" Relative image paths are read from the dataset folder '{root}' (the datalist's folder unless "
+                 f"--dataset_dir gives another); {len(from_cwd)} of them exist from the working directory "
+                 f"'{os.getcwd()}' (e.g. '{from_cwd[0]}'): give --dataset_dir {shlex.quote(os.getcwd())}, or write "
+                 "the paths relative to the datalist's folder.")
+    windows = [im for _, im, _ in missing if "\\" in im]
     if os.sep == "/" and windows:
         text += (" Their paths hold '\\' separators, a list written on Windows? Here paths are separated by '/': "
                  f"write them with '/' (e.g. '{Path(windows[0]).name.replace(chr(92), '/')}').")

@@ -368,6 +368,26 @@ def test_missing_images_are_named_together_with_a_hint_for_windows_paths(tmp_pat
         load_datalist(path)  # one, no hint
 
 
+def test_paths_written_from_the_working_directory_name_the_dataset_dir_that_reads_them(tmp_path, monkeypatch):
+    """Trial T56: a datalist in data/lists/ with paths written from the working directory ('data/images/a.npy') was
+    refused with "image '.../data/lists/data/images/a.npy' does not exist" and no word on what to give; absolute paths
+    elsewhere with "must lie inside dataset_dir" and no folder to give."""
+    _touch(tmp_path / "data" / "images", "a.npy", "b.npy")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "lists").mkdir()
+    path = _csv(tmp_path / "data" / "lists" / "list.csv", "image,label", "data/images/a.npy,x", "data/images/b.npy,y")
+    with pytest.raises(FileNotFoundError) as e:
+        load_datalist(path)
+    assert (f"Relative image paths are read from the dataset folder '{path.parent}' (the datalist's folder unless "
+            f"--dataset_dir gives another); 2 of them exist from the working directory '{tmp_path}' (e.g. "
+            f"'{tmp_path / 'data' / 'images' / 'a.npy'}'): give --dataset_dir {tmp_path}") in str(e.value)
+    assert len(load_datalist(path, dataset_dir=tmp_path)) == 2  # what it says reads them
+    absolute = [f"{tmp_path / 'data' / 'images' / n},x" for n in ("a.npy", "b.npy")]
+    with pytest.raises(ValueError, match=r"images must lie inside dataset_dir \(the datalist's folder unless "
+                                         rf"--dataset_dir gives another: .*, e\.g\. --dataset_dir {tmp_path}/data/images\)"):
+        load_datalist(_csv(tmp_path / "data" / "lists" / "abs.csv", "image,label", *absolute))
+
+
 def test_missing_split_and_unsupported_files(tmp_path, json_datalist):
     _touch(tmp_path, "a.npy")
     only = _json(tmp_path / "only.json", {"training": [{"image": "a.npy", "label": "x"}]})
