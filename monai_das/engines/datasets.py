@@ -601,6 +601,25 @@ class BundleData:
                              f"the training images {trained}; give every list images of one kind.")
         self._checked.add(split)
 
+    def _other_lists_unusable(self, checked: str) -> str:
+        """What :func:`check_study_shapes` finds unusable in the datalist's lists other than ``checked`` (their
+        errors, one line per list; ``""`` when none): said with the checked list's own error."""
+        from monai_das.data import check_study_shapes
+
+        found = []
+        for split in ("train", "val", "test"):
+            items = self._splits.get(split) or []
+            if split == checked or not items:
+                continue
+            try:
+                check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True,
+                                   axcodes=self.axcodes, mixed_channels=self.layout == "video",
+                                   min_frames=self.min_frames, pixdim=self.pixdim)
+            except (FileNotFoundError, ValueError, RuntimeError) as e:
+                drawn = " (drawn from the training list)" if split == "val" and self._derived_val else ""
+                found.append(f"The {_SPLITS[split]!r} list{drawn} too: {e}")
+        return "\n".join(found)
+
     def _card_for_datalist(self) -> dict | None:
         """
         The ``das_model`` section of :attr:`card` (a model card, plain JSON) when it was written for this datalist's
@@ -636,9 +655,17 @@ class BundleData:
         listed = self._splits["test" if self._test_only else "train"]
         if self._card is not None and not all(os.path.exists(item["image"]) for item in listed):
             return self._card_info()
-        facts = check_study_shapes(listed, self.layout, slice_axis=self.slice_axis, clips_only=True,
-                                   axcodes=self.axcodes, mixed_channels=self.layout == "video",
-                                   min_frames=self.min_frames, pixdim=self.pixdim)
+        try:
+            facts = check_study_shapes(listed, self.layout, slice_axis=self.slice_axis, clips_only=True,
+                                       axcodes=self.axcodes, mixed_channels=self.layout == "video",
+                                       min_frames=self.min_frames, pixdim=self.pixdim)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            # the other lists' unusable files in the same error: one run per list found them one list at a time
+            # (a drawn validation list held the 4D file the training list's 2D one hid; trial T56)
+            others = self._other_lists_unusable("test" if self._test_only else "train")
+            if not others:
+                raise
+            raise type(e)(f"{e}\n{others}") from None
         self._content_ids.update(facts["content_ids"])
         self._content_paths.update(facts["content_paths"])
         modalities = facts["modalities"]

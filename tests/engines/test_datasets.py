@@ -275,6 +275,28 @@ def test_validation_and_test_files_are_checked_like_the_training_ones(tmp_path):
             BundleData(datalist=tmp_path / "dl2.json", val_fraction=0.34, seed=0).training_facts
 
 
+def test_unusable_files_of_every_list_are_named_in_one_error(tmp_path):
+    """Trial T56: a 2D file in the training list and a 3-channel one that the drawn validation list took were refused
+    one run at a time (the validation list is checked only once the training list passes)."""
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    data = json.loads(path.read_text())
+    np.save(tmp_path / "flat.npy", np.zeros((12, 10), np.float32))
+    np.save(tmp_path / "rgb.npy", np.zeros((3, 12, 10, 6), np.float32))
+    data["training"].append({"image": "flat.npy", "label": "a", "group": "q1"})
+    data["validation"] = [{"image": "v0.npy", "label": "a", "group": "q2"},
+                          {"image": "rgb.npy", "label": "b", "group": "q3"}]
+    data["training"] = data["training"][1:]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError) as e:
+        BundleData(datalist=path).info
+    assert re.search(r"dl\.json:training\[5\]: '.*flat\.npy' is a 2D image.*\nThe 'validation' list too: mixed channel "
+                     r"counts: '.*v0\.npy' has 1 channel\(s\), .*dl\.json:validation\[1\]: '.*rgb\.npy' has 3", str(e.value))
+    data["validation"] = data["validation"][:1]  # the other lists usable: the training list's error as it was
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"flat\.npy' is a 2D image[^\n]*$"):
+        BundleData(datalist=path).info
+
+
 def test_video_bundle_refuses_volumes_in_its_datalist(tmp_path):
     path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
     with pytest.raises(ValueError, match=r"dl\.json:training\[0\]: '.*v0\.npy' is no clip \(neither a video nor "
