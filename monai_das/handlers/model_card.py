@@ -236,6 +236,13 @@ def build_model_card(metadata: Mapping | None, facts: Mapping, eval_metrics: Map
                                  + ", ".join(f"{i} {n}" for i, n in enumerate(names)))
     if facts.get("spatial_size") and facts.get("in_channels") and facts.get("num_frames"):
         card["image_classes"] = image_classes(facts)  # this model's input (the template said "default 28x28x28")
+    if facts.get("datalist"):  # this model's data, not the template's list of sources (trial T56: "Synthetic ...")
+        digest = facts.get("datalist_sha256")
+        card["data_source"] = (f"the user's own studies: datalist '{Path(str(facts['datalist'])).name}'"
+                               + (f" (SHA-256 {str(digest)[:16]}...)" if digest else "")
+                               + f"; path and digest in {CARD_KEY}#datalist, #datalist_sha256")
+    elif facts.get("source") and card.get("data_source"):
+        card["data_source"] = f"{card['data_source']}. This model: dataset '{facts['source']}'"
     measured = {str(k): _metric(v) for k, v in (eval_metrics or {}).items()}
     measured = {k: v for k, v in measured.items() if v is not None}
     if measured:

@@ -92,6 +92,9 @@ def test_training_writes_card_with_best_validation_metrics(tmp_path):
     assert facts["method"] == "uniform" and facts["keep_ratio"] == 0.25 and facts["temporal_head"] == "mean"
     assert facts["label_names"] == ["a", "b", "c"] and facts["recipe"] == RECIPE
     assert facts["datalist"] == "/data/list.json" and facts["datalist_sha256"] == "ab" * 32
+    # the data source is this model's datalist, not the template's "Synthetic volumes ... (default); ..." (trial T56)
+    assert card["data_source"] == ("the user's own studies: datalist 'list.json' (SHA-256 abababababababab...); path "
+                                   "and digest in das_model#datalist, #datalist_sha256")
     # network_data_format from the data, the rest of the template kept
     image = card["network_data_format"]["inputs"]["image"]
     pred = card["network_data_format"]["outputs"]["pred"]
@@ -106,6 +109,14 @@ def test_training_writes_card_with_best_validation_metrics(tmp_path):
         from monai.bundle import verify_metadata
 
         verify_metadata(meta_file=str(tmp_path / "models" / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_a_ready_made_datasets_card_names_it_after_the_templates_sources():
+    from monai_das.handlers import build_model_card
+
+    template = json.loads(TEMPLATE.read_text())
+    card = build_model_card(template, {**INFO, "source": "vesselmnist3d", "datalist": None, "datalist_sha256": None})
+    assert card["data_source"] == template["data_source"] + ". This model: dataset 'vesselmnist3d'"
 
 
 def test_no_metric_is_written_when_none_was_measured(tmp_path):
