@@ -764,6 +764,19 @@ def _nifti_shape(path: str, axcodes: str | None = None, pixdim=None) -> tuple[in
     return (rest[0] if rest else 1), spatial
 
 
+def _nifti_geometry(path: str, axcodes: str | None) -> tuple[list[float], list[float]]:
+    """``(extent, voxel size)`` in mm of a NIfTI volume per axis after ``Orientation(axcodes)``, from its header (the
+    affine MONAI's ``NibabelReader`` uses), as the study layer measures a study at inference."""
+    import nibabel as nib
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    from monai_das.data.studies import oriented_geometry
+
+    img = correct_nifti_header_if_necessary(nib.load(path))
+    shape = [int(s) for s in img.shape[:3]]
+    return oriented_geometry(shape + [1] * (3 - len(shape)), img.affine, axcodes)  # a 2D image: one slice
+
+
 def _resampled_shape(spatial: Sequence[int], affine, axcodes: str | None, pixdim) -> list[int]:
     """The spatial shape MONAI's ``Orientation(axcodes)`` and ``Spacing(pixdim)`` give a volume of ``spatial`` shape
     and ``affine``: the transforms run lazily on a stand-in of no memory (a broadcast zero), so the rule is MONAI's."""
@@ -1224,7 +1237,8 @@ def check_study_shapes(
         (each file of a series folder, a multi-frame file) and the :func:`content_key` of every other file → its item
         (datalist line and path), for :func:`check_no_copies` across lists (``content_paths``: the file of each
         content key); ``modalities``: the DICOM images' ``Modality`` (upper case) → the images of it (other files have
-        none).
+        none); ``geometry``: ``layout="volume"``, each NIfTI image's ``(extent, voxel size)`` in mm per axis after
+        ``axcodes`` (:func:`~monai_das.data.studies.oriented_geometry`; other files have none).
 
     Raises:
         FileNotFoundError: a missing image.
@@ -1256,6 +1270,7 @@ def check_study_shapes(
     twice: list[str] = []  # files of this list with the same content
     unoriented: list[str] = []  # NIfTI files whose header gives no orientation
     modalities: dict[str, list[str]] = {}  # DICOM modality → its images
+    geometry: dict[str, tuple[list[float], list[float]]] = {}  # NIfTI volume → (extent, voxel size) in mm
     from monai_das.data.studies import nifti_without_orientation
     # every unusable image is named in one error, not one per run (a 1-frame clip, a truncated and an empty file in
     # one list took three runs to find)
@@ -1281,6 +1296,8 @@ def check_study_shapes(
             continue
         first_with.setdefault(c, image)
         shapes[image] = shape
+        if layout == "volume" and image.lower().endswith(_NIFTI_SUFFIXES):
+            geometry[image] = _nifti_geometry(image, axcodes)
         if modality:
             modalities.setdefault(modality, []).append(image)
         if layout == "volume" and axcodes is not None and nifti_without_orientation(image):  # only when reoriented
@@ -1316,7 +1333,7 @@ def check_study_shapes(
         raise errors[0][0](f"{len(errors)} of the {len(chosen)} images checked cannot be used:\n  "
                            + "\n  ".join(shown) + more)
     return {"in_channels": max(first_with), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
-            "content_ids": uids, "content_paths": paths, "modalities": modalities}
+            "content_ids": uids, "content_paths": paths, "modalities": modalities, "geometry": geometry}
 
 
 def _some(named: Sequence[str], shown: int = 5) -> str:

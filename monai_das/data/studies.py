@@ -1569,7 +1569,10 @@ class LoadStudy(Transform):
         # a study of another modality than a HU window's: said as such, not also as values above the window
         modal = _modality_warning(info.get("modality"), r, str(path))
         flattened = intensity_warning(img, None if modal else r.get("intensity_range"), str(path))
-        for message in (unoriented, modal, flattened):
+        scale = (geometry_warning(*oriented_geometry(spatial, original_affine.numpy(), r.get("axcodes")),
+                                  r.get("geometry"), str(path), r.get("axcodes"))
+                 if self.layout == "volume" and len(spatial) == 3 else None)
+        for message in (unoriented, modal, flattened, scale):
             if message:
                 logger.warning(message)
                 info = {**info, "warnings": [*info.get("warnings", []), message]}
@@ -1663,6 +1666,61 @@ class LoadStudy(Transform):
         if source.warnings:  # discovery's first, then the reading's
             info = {**info, "warnings": [*source.warnings, *info.get("warnings", [])]}
         return Study(source, MetaTensor(image.float().contiguous(), meta=meta), list(src), info)
+
+
+#: how far outside the training studies' range a study's extent (or above it, its voxel size) may lie, as a factor,
+#: before :func:`geometry_warning` speaks
+GEOMETRY_FACTOR = 1.5
+
+
+def oriented_geometry(spatial_shape: Sequence[int], affine: Any, axcodes: str | None = None
+                      ) -> tuple[list[float], list[float]]:
+    """
+    ``(extent, voxel size)`` in mm of a volume of ``spatial_shape`` (its 3 axes as stored) with ``affine`` (4×4), per
+    axis of the array ``Orientation(axcodes)`` makes of it (as stored when ``axcodes`` is ``None``): a voxel's size
+    along an axis is the length of the affine's column, the extent that size times the voxels.
+    """
+    import nibabel as nib
+
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    extent = spacing * np.asarray([float(s) for s in spatial_shape[:3]])
+    if axcodes is None:
+        return [float(v) for v in extent], [float(v) for v in spacing]
+    moved = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                            nib.orientations.axcodes2ornt(tuple(str(axcodes).upper())))
+    out_extent, out_spacing = [0.0] * 3, [0.0] * 3
+    for i in range(3):
+        out_extent[int(moved[i, 0])], out_spacing[int(moved[i, 0])] = float(extent[i]), float(spacing[i])
+    return out_extent, out_spacing
+
+
+def geometry_warning(extent: Sequence[float], spacing: Sequence[float], trained: Mapping | None, name: str,
+                     axcodes: str | None = None) -> str | None:
+    """
+    A warning when a volume's physical extent (mm, per axis as :func:`oriented_geometry` gives it) lies outside the
+    training studies' range by more than :data:`GEOMETRY_FACTOR` (``trained``: a recipe's ``geometry``,
+    ``{"extent_mm": {"min", "max"}, "spacing_mm": {"min", "max"}}``), or its voxels are that much coarser than theirs:
+    resized to the network's grid, its anatomy appears at another scale (a crop, another field of view) or blurrier
+    than in any training study, and the prediction may mean nothing. ``None`` without ``trained`` or within range.
+    """
+    if not isinstance(trained, Mapping):
+        return None
+    lo, hi = trained["extent_mm"]["min"], trained["extent_mm"]["max"]
+    coarse = trained["spacing_mm"]["max"]
+    codes = str(axcodes).upper() if axcodes else None
+    axis = [f"axis {a}" + (f" ({codes[a]})" if codes else "") for a in range(3)]
+    said = [f"{extent[a]:.0f} mm along {axis[a]} (training studies {lo[a]:.0f}-{hi[a]:.0f} mm)" for a in range(3)
+            if extent[a] < lo[a] / GEOMETRY_FACTOR or extent[a] > hi[a] * GEOMETRY_FACTOR]
+    blur = [f"{spacing[a]:.2g} mm voxels along {axis[a]} (training studies at most {coarse[a]:.2g} mm)"
+            for a in range(3) if spacing[a] > coarse[a] * GEOMETRY_FACTOR]
+    if not said and not blur:
+        return None
+    what = "; ".join([*(["it covers " + ", ".join(said)] if said else []), *(["it has " + ", ".join(blur)] if blur
+                                                                               else [])])
+    return (f"'{name}' is unlike the training studies in size: {what}. Resized to the network's grid, its anatomy "
+            "appears at another scale or coarser than in any study the model learnt from (another field of view, a "
+            "crop, another protocol), so the prediction may mean nothing.")
 
 
 def nifti_without_orientation(path: str | os.PathLike) -> str | None:

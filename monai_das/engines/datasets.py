@@ -87,6 +87,19 @@ def _labels(items: Sequence) -> np.ndarray:
     return np.asarray([int(np.asarray(item["label"]).reshape(-1)[0]) for item in items], dtype=np.int64)
 
 
+def _geometry_range(geometry: Mapping[str, tuple], count: int) -> dict | None:
+    """The training images' range of physical extent and voxel size (mm, per axis after ``axcodes``: ``{"extent_mm":
+    {"min", "max"}, "spacing_mm": {"min", "max"}}``, 0.01 mm), what :func:`monai_das.data.studies.geometry_warning`
+    compares a study with at inference; ``None`` unless every one of the ``count`` training images gave its own
+    (NIfTI files: a DICOM series or ``.npy`` array gives none here)."""
+    if not geometry or len(geometry) != count:
+        return None
+    extent, spacing = (np.array([g[i] for g in geometry.values()], dtype=np.float64) for i in (0, 1))
+    span = {"min": extent.min(0), "max": extent.max(0)}, {"min": spacing.min(0), "max": spacing.max(0)}
+    return {name: {k: [round(float(v), 2) for v in values] for k, values in part.items()}
+            for name, part in zip(("extent_mm", "spacing_mm"), span)}
+
+
 def _modalities_named(modalities: Mapping[str, Sequence[str]]) -> str:
     """``"30 CT ('a', ...), 2 MR ('b', ...)"``: DICOM modalities with their image counts and first image, most first."""
     return ", ".join(f"{len(v)} {m} ('{v[0]}'{', ...' if len(v) > 1 else ''})"
@@ -543,6 +556,7 @@ class BundleData:
                               datalist_sha256=file_digest(self.datalist) if self.datalist is not None else None)
             self._info["splits"] = self.split_identity(self._info["datalist_sha256"])
             self._info.setdefault("modalities", None)  # a ready-made dataset's: not known
+            self._info.setdefault("geometry", None)  # its arrays have no physical size
             logger.info(f"data facts: {self._info}")
         return dict(self._info)
 
@@ -680,6 +694,7 @@ class BundleData:
         # converted to NIfTI beside MR series would record MR alone, and a CT series be warned about
         every = sum(len(v) for v in modalities.values()) == len(facts["shapes"])
         info["modalities"] = sorted(modalities) if modalities and every else None
+        info["geometry"] = _geometry_range(facts.get("geometry") or {}, len(facts["shapes"]))
         return info
 
     def _card_info(self) -> dict:
@@ -698,6 +713,7 @@ class BundleData:
             grid = _size_list(self._spatial_arg, 3, "spatial_size") or [int(v) for v in card["spatial_size"]]
             info = self._volume_facts(self.label_names, int(card["in_channels"]), grid)
         info["modalities"] = (card.get("recipe") or {}).get("modalities")
+        info["geometry"] = (card.get("recipe") or {}).get("geometry")
         return info
 
     def _files_info(self, facts: Mapping) -> dict:

@@ -59,7 +59,8 @@ _MATCH = ("layout", "spatial_size", "slice_axis", "num_frames", "in_channels", "
 #: what a model was trained on: an evaluation keeps the card's and records its own under ``evaluation#data``
 _PROVENANCE = ("source", "datalist", "datalist_sha256", "splits")
 #: preprocessing steps that may differ at inference (a still image accepted with ``min_frames`` 1)
-_RECIPE_FREE = ("min_frames", "modalities")  # modalities: a fact of the training data (its datalist is compared), no step
+#: modalities, geometry: facts of the training data (its datalist is compared), no step
+_RECIPE_FREE = ("min_frames", "modalities", "geometry")
 #: encoder arguments that only matter before the checkpoint's weights are loaded (where pretrained weights came from)
 _ENCODER_FREE = ("pretrained", "weights_path")
 

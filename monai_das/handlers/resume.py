@@ -328,7 +328,7 @@ def _option_value(value: Any) -> str:
 
 #: entries not compared: facts of the training data recorded in a setting (the data themselves are compared through
 #: the ``data`` recipe entry: the datalist's SHA-256), so a last.pt written before they were recorded resumes
-_NOT_COMPARED = ("preprocessing.modalities",)
+_NOT_COMPARED = ("preprocessing.modalities", "preprocessing.geometry")
 
 
 def _differences(name: str, saved: Any, now: Any) -> list[str]:

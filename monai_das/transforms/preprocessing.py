@@ -460,7 +460,7 @@ def volume_preprocessing(
 #: the keys of a preprocessing recipe (see :func:`check_recipe`)
 RECIPE_KEYS = (
     "layout", "spatial_size", "slice_axis", "num_frames", "axcodes", "pixdim", "intensity_range", "percentiles",
-    "output_range", "resize", "grayscale", "temporal_mode", "min_frames", "modalities",
+    "output_range", "resize", "grayscale", "temporal_mode", "min_frames", "modalities", "geometry",
 )
 
 
@@ -583,6 +583,10 @@ def check_recipe(recipe: Mapping) -> dict:
     Both layouts: ``modalities`` (default ``None``: not known), the DICOM modalities of the studies the model was
     trained on (e.g. ``["CT"]``; a bundle records its training datalist's): a DICOM study of another modality is
     warned about by :class:`monai_das.data.LoadStudy` (its prediction may mean nothing); it changes no step.
+    ``geometry`` (default ``None``: not known), the training volumes' range of physical extent and voxel size
+    (``{"extent_mm": {"min": [3 mm], "max": [3 mm]}, "spacing_mm": {...}}``, per axis after ``axcodes``; a bundle
+    records its training datalist's NIfTI files'): a volume far outside it is warned about by
+    :class:`monai_das.data.LoadStudy` (:func:`monai_das.data.studies.geometry_warning`); it changes no step.
 
     Either layout may carry the other's keys for studies of the other kind (``temporal_mode`` for a clip read as a
     volume, ``axcodes``/``intensity_range``/... for a volume read as a clip): :class:`monai_das.data.LoadStudy` uses
@@ -622,6 +626,7 @@ def check_recipe(recipe: Mapping) -> dict:
         "temporal_mode": str(recipe.get("temporal_mode", "uniform")),
         "min_frames": int(recipe.get("min_frames", 2)),
         "modalities": _modalities(recipe.get("modalities")),
+        "geometry": _geometry(recipe.get("geometry")),
     }
     try:  # also refuses a null output_range
         check_intensity(out["intensity_range"], out["percentiles"], out["output_range"])
@@ -666,6 +671,22 @@ def _modalities(value: Any) -> list[str] | None:
         raise ValueError(f"recipe 'modalities' must be null or a list of DICOM modalities (e.g. [\"CT\"]), got "
                          f"{value!r}.")
     return sorted({m.strip().upper() for m in value}) or None
+
+
+def _geometry(value: Any) -> dict | None:
+    """A recipe's ``geometry``: ``None``, or ``{"extent_mm"|"spacing_mm": {"min"|"max": 3 positive numbers}}``."""
+    if value is None:
+        return None
+    try:
+        out = {part: {k: [float(v) for v in value[part][k]] for k in ("min", "max")}
+               for part in ("extent_mm", "spacing_mm")}
+        ok = all(len(v) == 3 and min(v) > 0 for part in out.values() for v in part.values())
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError("recipe 'geometry' must be null or {\"extent_mm\": {\"min\": [3 mm], \"max\": [3 mm]}, "
+                         f"\"spacing_mm\": {{...}}}} with positive numbers, got {value!r}.")
+    return out
 
 
 def recipe_volume_kwargs(recipe: Mapping) -> dict:

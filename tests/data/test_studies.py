@@ -689,3 +689,42 @@ def test_cgroup_room_counts_anonymous_memory_not_page_cache(tmp_path):
     assert _cgroup_anon(str(tmp_path)) == 8 << 30  # no memory.stat: memory.current
     (tmp_path / "memory.stat").write_text(f"anon {1 << 30}\nfile {7 << 30}\nkernel 1000\n")
     assert _cgroup_anon(str(tmp_path)) == 1 << 30
+
+
+def test_a_study_unlike_the_training_studies_in_size_is_warned(tmp_path):
+    """Trial T56: a crop covering half the training studies' slab, and a study of 2x coarser slices, were resized to
+    the grid and classified without a word. The recipe's ``geometry`` (the training NIfTI files' extent and voxel
+    size, recorded in the card) names such a study in its warnings; one within the range, or a recipe without it, is
+    not warned about."""
+    from monai_das.data.studies import LoadStudy, geometry_warning, oriented_geometry
+    from monai_das.transforms import check_recipe
+
+    def nifti(name, shape, zooms):
+        path = tmp_path / name
+        nib.save(nib.Nifti1Image(np.random.default_rng(0).random(shape).astype(np.float32), np.diag([*zooms, 1.0])),
+                 path)
+        return path
+
+    # training studies: 48 x 48 x 36 voxels of 0.8 x 0.8 x 2.5 mm (38.4 x 38.4 x 90 mm)
+    trained = {"extent_mm": {"min": [38.4, 38.4, 90.0], "max": [38.4, 38.4, 90.0]},
+               "spacing_mm": {"min": [0.8, 0.8, 2.5], "max": [0.8, 0.8, 2.5]}}
+    model = {"layout": "volume", "spatial_size": [8, 8, 6], "slice_axis": 2, "geometry": trained}
+    assert check_recipe(model)["geometry"] == trained and check_recipe(VOLUME)["geometry"] is None
+    with pytest.raises(ValueError, match="recipe 'geometry' must be null or"):
+        check_recipe({**model, "geometry": {"extent_mm": {"min": [1, 2]}}})
+    same = nifti("same.nii.gz", (48, 48, 36), (0.8, 0.8, 2.5))
+    crop = nifti("crop.nii.gz", (48, 48, 18), (0.8, 0.8, 2.5))  # half the slab: 45 mm
+    coarse = nifti("coarse.nii.gz", (48, 48, 18), (0.8, 0.8, 5.0))  # the same slab in 5 mm slices
+    assert not LoadStudy(model).load(same).info.get("warnings")
+    warned = LoadStudy(model).load(crop).info["warnings"]
+    assert any(f"'{crop}' is unlike the training studies in size: it covers 45 mm along axis 2 (S) (training studies "
+               "90-90 mm)" in w for w in warned), warned
+    warned = LoadStudy(model).load(coarse).info["warnings"]
+    assert any("it has 5 mm voxels along axis 2 (S) (training studies at most 2.5 mm)" in w for w in warned), warned
+    assert not LoadStudy({**model, "geometry": None}).load(crop).info.get("warnings")
+    # the extent is measured per axis of the oriented array: a file stored z, x, y reads as x, y, z
+    affine = np.zeros((4, 4))
+    affine[2, 0], affine[0, 1], affine[1, 2], affine[3, 3] = 2.5, 0.8, 0.8, 1.0
+    extent, spacing = oriented_geometry((36, 48, 48), affine, "RAS")
+    assert np.allclose(extent, [38.4, 38.4, 90.0]) and np.allclose(spacing, [0.8, 0.8, 2.5])
+    assert geometry_warning(extent, spacing, trained, "x", "RAS") is None

@@ -356,6 +356,13 @@ def test_datalist_grid_is_that_of_the_oriented_volumes(tmp_path):
     stored = BundleData(datalist=tmp_path / "dl.json", slice_axis=2, axcodes=None, val_fraction=0.5, seed=0).info
     # without reorientation (axcodes null) the recipe reads the stored axes: the median of [12, 10, 6] and [6, 12, 10]
     assert stored["spatial_size"] == [9, 11, 8] and stored["num_frames"] == 8
+    # the physical range the recipe records (geometry: what inference compares a study with), per oriented axis:
+    # 1 mm voxels, 12 x 10 x 6 mm in RAS whatever the storage
+    assert info["geometry"] == {"extent_mm": {"min": [12.0, 10.0, 6.0], "max": [12.0, 10.0, 6.0]},
+                                "spacing_mm": {"min": [1.0, 1.0, 1.0], "max": [1.0, 1.0, 1.0]}}
+    # .npy arrays have no physical size: none recorded (nothing compared at inference)
+    (tmp_path / "npy").mkdir()
+    assert BundleData(datalist=_npy_datalist(tmp_path / "npy", [(12, 10, 6)] * 6)).info["geometry"] is None
 
 
 def test_datalist_grid_follows_the_recipes_resampling(tmp_path):
