@@ -142,6 +142,15 @@ def _is_literal(value: Any) -> bool:
     return isinstance(value, list) and all(not isinstance(v, list) and _is_literal(v) for v in value)
 
 
+def _is_number_tree(value: Any, depth: int = 3) -> bool:
+    """Numbers in lists and str-keyed dicts, ``depth`` levels at most: data, whatever a parser makes of strings."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    if depth and isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_number_tree(v, depth - 1) for k, v in value.items())
+    return bool(depth) and isinstance(value, list) and all(_is_number_tree(v, depth - 1) for v in value)
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -419,7 +428,8 @@ def _card_fields(card: Mapping, source: str) -> dict[str, Any]:
     if isinstance(recipe, Mapping):
         plain = {}
         for key, value in recipe.items():
-            if value is None or _is_literal(value):
+            # geometry: mm ranges, nested numbers only (checked by check_recipe)
+            if value is None or _is_literal(value) or (key == "geometry" and _is_number_tree(value)):
                 plain[str(key)] = value
             else:
                 _ignored(f"{where}recipe#{key}", value, source)

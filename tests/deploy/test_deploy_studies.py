@@ -407,6 +407,30 @@ def test_a_study_of_a_modality_the_card_does_not_record_is_warned():
         src).info.get("warnings")
 
 
+def test_the_cards_geometry_reaches_the_loader_and_a_study_unlike_training_is_warned(tmp_path, caplog):
+    """The recipe's geometry (the training volumes' mm ranges, nested numbers) was dropped by the spec as no literal
+    ('only literal values are used'), so the Deploy app never said that a half-coverage crop was unlike the training
+    studies while bundle inference did; a geometry holding a string is still ignored."""
+    import nibabel as nib
+
+    from monai_das.deploy.spec import _card_fields
+
+    geometry = {"extent_mm": {"min": [16.0, 16.0, 16.0], "max": [16.0, 16.0, 16.0]},
+                "spacing_mm": {"min": [1.0, 1.0, 1.0], "max": [1.0, 1.0, 1.0]}}
+    card = {"layout": "volume", "spatial_size": [16, 16, 16], "slice_axis": 0, "in_channels": 1,
+            "recipe": {**SPEC.recipe, "geometry": geometry}}
+    spec = ModelSpec(**_card_fields(card, "metadata.json"))
+    assert spec.recipe["geometry"] == geometry
+    crop = tmp_path / "crop.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 8)).astype(np.float32), np.eye(4)), crop)
+    (src,) = discover_studies(crop)
+    warned = StudyLoader(spec).load(src).info.get("warnings") or []
+    assert any("is unlike the training studies in size: it covers 8 mm along axis 2" in w for w in warned), warned
+    with caplog.at_level("WARNING"):
+        odd = _card_fields({**card, "recipe": {**SPEC.recipe, "geometry": {"extent_mm": "$import os"}}}, "m.json")
+    assert "geometry" not in odd["recipe"] and "ignoring das_model#recipe#geometry" in caplog.text
+
+
 def test_enhanced_ct_is_a_volume_read_as_in_training(tmp_path):
     """A multi-frame CT file is a volume: the study layer gives exactly what the training recipe gives for it (its
     HU window, its geometry), not a min-max scaled clip; for a video model it stays a clip of its frames."""
