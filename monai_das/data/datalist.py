@@ -610,7 +610,8 @@ def load_datalist(
 
 def _common_folder(images: Sequence[str]) -> str:
     """The deepest folder that holds every one of ``images`` (absolute paths), shell-quoted."""
-    return shlex.quote(os.path.dirname(os.path.commonpath(images)) if len(images) == 1 else os.path.commonpath(images))
+    common = os.path.commonpath(images)
+    return shlex.quote(common if os.path.isdir(common) else os.path.dirname(common))
 
 
 def _missing_images(missing: Sequence[tuple[str, str, str]], root: str) -> str:
@@ -1280,6 +1281,8 @@ def check_study_shapes(
         try:
             c, shape, t, item_uids, modality = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames,
                                                             axcodes, pixdim)
+            if layout == "volume" and image.lower().endswith(_NIFTI_SUFFIXES):
+                geometry[image] = _nifti_geometry(image, axcodes)
         except (FileNotFoundError, ValueError) as e:
             errors.append((type(e) if isinstance(e, FileNotFoundError) else ValueError, f"{_where(item, image)} {e}"))
             continue
@@ -1296,8 +1299,6 @@ def check_study_shapes(
             continue
         first_with.setdefault(c, image)
         shapes[image] = shape
-        if layout == "volume" and image.lower().endswith(_NIFTI_SUFFIXES):
-            geometry[image] = _nifti_geometry(image, axcodes)
         if modality:
             modalities.setdefault(modality, []).append(image)
         if layout == "volume" and axcodes is not None and nifti_without_orientation(image):  # only when reoriented

@@ -1569,9 +1569,11 @@ class LoadStudy(Transform):
         # a study of another modality than a HU window's: said as such, not also as values above the window
         modal = _modality_warning(info.get("modality"), r, str(path))
         flattened = intensity_warning(img, None if modal else r.get("intensity_range"), str(path))
+        # only a format that records its voxels' size (a .npy array or an image is read as 1 mm voxels)
+        physical = source.kind == "dicom_series" or is_dicom(path) or str(path).lower().endswith(GEOMETRY_SUFFIXES)
         scale = (geometry_warning(*oriented_geometry(spatial, original_affine.numpy(), r.get("axcodes")),
                                   r.get("geometry"), str(path), r.get("axcodes"))
-                 if self.layout == "volume" and len(spatial) == 3 else None)
+                 if self.layout == "volume" and len(spatial) == 3 and physical else None)
         for message in (unoriented, modal, flattened, scale):
             if message:
                 logger.warning(message)
@@ -1671,6 +1673,8 @@ class LoadStudy(Transform):
 #: how far outside the training studies' range a study's extent (or above it, its voxel size) may lie, as a factor,
 #: before :func:`geometry_warning` speaks
 GEOMETRY_FACTOR = 1.5
+#: file formats whose header gives the voxels' physical size (besides DICOM): the ones a study's size is compared for
+GEOMETRY_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
 def oriented_geometry(spatial_shape: Sequence[int], affine: Any, axcodes: str | None = None

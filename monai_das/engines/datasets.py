@@ -591,12 +591,10 @@ class BundleData:
         """
         if split == "train" or split in self._checked:
             return
-        from monai_das.data import check_no_copies, check_study_shapes
+        from monai_das.data import check_no_copies
 
         trained = self.info["in_channels"]  # the training files' (for volumes as check_study_shapes read them)
-        facts = check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True,
-                                   axcodes=self.axcodes, mixed_channels=self.layout == "video",
-                                   min_frames=self.min_frames, pixdim=self.pixdim)
+        facts = self._list_facts(items)
         # the same series, clip or volume copied into another list: leakage
         check_no_copies(self._content_ids, facts["content_ids"], self._content_paths, facts["content_paths"])
         self._content_ids.update(facts["content_ids"])
@@ -618,17 +616,13 @@ class BundleData:
     def _other_lists_unusable(self, checked: str) -> str:
         """What :func:`check_study_shapes` finds unusable in the datalist's lists other than ``checked`` (their
         errors, one line per list; ``""`` when none): said with the checked list's own error."""
-        from monai_das.data import check_study_shapes
-
         found = []
         for split in ("train", "val", "test"):
             items = self._splits.get(split) or []
             if split == checked or not items:
                 continue
             try:
-                check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True,
-                                   axcodes=self.axcodes, mixed_channels=self.layout == "video",
-                                   min_frames=self.min_frames, pixdim=self.pixdim)
+                self._list_facts(items)
             except (FileNotFoundError, ValueError, RuntimeError) as e:
                 drawn = " (drawn from the training list)" if split == "val" and self._derived_val else ""
                 found.append(f"The {_SPLITS[split]!r} list{drawn} too: {e}")
@@ -661,18 +655,22 @@ class BundleData:
         logger.info(f"model card '{self.card}' cannot stand in for the datalist's images: {why}.")
         return None
 
-    def _datalist_info(self) -> dict:
+    def _list_facts(self, items: Sequence[Mapping]) -> dict:
+        """:func:`~monai_das.data.check_study_shapes` of a list's items as this run's recipe reads them."""
         from monai_das.data import check_study_shapes
 
         # clips_only: the video recipe decodes clips (LoadVideod), a volume is refused naming it before training
         # a video recipe decodes every clip grey (in_channels 1) or RGB (3): grey and colour clips mix
+        return check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True,
+                                  axcodes=self.axcodes, mixed_channels=self.layout == "video",
+                                  min_frames=self.min_frames, pixdim=self.pixdim)
+
+    def _datalist_info(self) -> dict:
         listed = self._splits["test" if self._test_only else "train"]
         if self._card is not None and not all(os.path.exists(item["image"]) for item in listed):
             return self._card_info()
         try:
-            facts = check_study_shapes(listed, self.layout, slice_axis=self.slice_axis, clips_only=True,
-                                       axcodes=self.axcodes, mixed_channels=self.layout == "video",
-                                       min_frames=self.min_frames, pixdim=self.pixdim)
+            facts = self._list_facts(listed)
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             # the other lists' unusable files in the same error: one run per list found them one list at a time
             # (a drawn validation list held the 4D file the training list's 2D one hid; trial T56)
@@ -694,7 +692,9 @@ class BundleData:
         # converted to NIfTI beside MR series would record MR alone, and a CT series be warned about
         every = sum(len(v) for v in modalities.values()) == len(facts["shapes"])
         info["modalities"] = sorted(modalities) if modalities and every else None
-        info["geometry"] = _geometry_range(facts.get("geometry") or {}, len(facts["shapes"]))
+        # the training files' range (a test list alone is no training data: none)
+        info["geometry"] = None if self._test_only else _geometry_range(facts.get("geometry") or {},
+                                                                        len(facts["shapes"]))
         return info
 
     def _card_info(self) -> dict:

@@ -66,8 +66,8 @@ class TrainingSummaryHandler:
             version), so that an earlier model's reports are not read as this one's.
         evidence_key, evidence_margin: a warning when the best epoch's ``evidence_key`` (the fraction of known
             evidence frames kept, :class:`SelectionDiagnosticsHandler`) is less than ``evidence_margin`` above what as
-            many frames taken at random would keep (its ``..._at_random`` beside it): a sampler no better than
-            chance at finding the evidence.
+            many frames taken at random would keep (``<prefix>evidence_at_random`` beside it): a learned sampler
+            (one that reports ``<key_metric>_evenly_spaced``) no better than chance at finding the evidence.
     """
 
     def __init__(self, saver: Any, key_metric: str = "val_auc",
@@ -82,9 +82,11 @@ class TrainingSummaryHandler:
         self.report = tuple(report)
         self.evenly_spaced_margin = float(evenly_spaced_margin)
         self.reports_dir = None if reports_dir is None else Path(reports_dir)
+        if not evidence_key.endswith("evidence_kept"):
+            raise ValueError(f"evidence_key must be a <prefix>evidence_kept metric, got {evidence_key!r}.")
         self.evidence_key, self.evidence_margin = evidence_key, float(evidence_margin)
         # SelectionDiagnosticsHandler's yardstick beside it: <prefix>evidence_at_random
-        self._at_random_key = evidence_key.removesuffix("kept") + "at_random"
+        self._at_random_key = evidence_key[: -len("kept")] + "at_random"
         self.logger = logging.getLogger(__name__)
         self.best: dict | None = None
 
@@ -116,8 +118,10 @@ class TrainingSummaryHandler:
                 if worse:
                     warnings.append(worse)
             evidence, at_random = self.best.get(self.evidence_key), self.best.get(self._at_random_key)
-            # (`full` keeps every frame: evidence 1.0 at random 1.0, nothing to say)
-            if evidence is not None and at_random is not None and evidence < min(1.0, at_random + self.evidence_margin):
+            # a learned sampler's only (they alone report the evenly spaced AUC): uniform and random keep k/T of the
+            # evidence by construction; `full` keeps every frame (evidence 1.0, at random 1.0)
+            if (even is not None and evidence is not None and at_random is not None
+                    and evidence < min(1.0, at_random + self.evidence_margin)):
                 warnings.append(
                     f"the best epoch's kept frames hold {evidence:.3f} of the known evidence frames, hardly more than "
                     f"as many frames taken at random would ({at_random:.3f}): the frames kept do not follow the "

@@ -384,7 +384,8 @@ def test_paths_written_from_the_working_directory_name_the_dataset_dir_that_read
     assert len(load_datalist(path, dataset_dir=tmp_path)) == 2  # what it says reads them
     absolute = [f"{tmp_path / 'data' / 'images' / n},x" for n in ("a.npy", "b.npy")]
     with pytest.raises(ValueError, match=r"images must lie inside dataset_dir \(the datalist's folder unless "
-                                         rf"--dataset_dir gives another: .*, e\.g\. --dataset_dir {tmp_path}/data/images\)"):
+                                         r"--dataset_dir gives another: .*, e\.g\. --dataset_dir "
+                                         rf"{tmp_path}/data/images\)"):
         load_datalist(_csv(tmp_path / "data" / "lists" / "abs.csv", "image,label", *absolute))
 
 

@@ -722,6 +722,10 @@ def test_a_study_unlike_the_training_studies_in_size_is_warned(tmp_path):
     warned = LoadStudy(model).load(coarse).info["warnings"]
     assert any("it has 5 mm voxels along axis 2 (S) (training studies at most 2.5 mm)" in w for w in warned), warned
     assert not LoadStudy({**model, "geometry": None}).load(crop).info.get("warnings")
+    # an array file has no physical size (read as 1 mm voxels): not compared (review: a made-up 48 mm was said)
+    np.save(tmp_path / "crop.npy", np.random.default_rng(0).random((48, 48, 18)).astype(np.float32))
+    assert not any("unlike the training" in w for w in LoadStudy(model).load(tmp_path / "crop.npy").info.get(
+        "warnings") or [])
     # the extent is measured per axis of the oriented array: a file stored z, x, y reads as x, y, z
     affine = np.zeros((4, 4))
     affine[2, 0], affine[0, 1], affine[1, 2], affine[3, 3] = 2.5, 0.8, 0.8, 1.0

@@ -290,7 +290,8 @@ def test_unusable_files_of_every_list_are_named_in_one_error(tmp_path):
     with pytest.raises(ValueError) as e:
         BundleData(datalist=path).info
     assert re.search(r"dl\.json:training\[5\]: '.*flat\.npy' is a 2D image.*\nThe 'validation' list too: mixed channel "
-                     r"counts: '.*v0\.npy' has 1 channel\(s\), .*dl\.json:validation\[1\]: '.*rgb\.npy' has 3", str(e.value))
+                     r"counts: '.*v0\.npy' has 1 channel\(s\), .*dl\.json:validation\[1\]: '.*rgb\.npy' has 3",
+                     str(e.value))
     data["validation"] = data["validation"][:1]  # the other lists usable: the training list's error as it was
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"flat\.npy' is a 2D image[^\n]*$"):
@@ -360,6 +361,9 @@ def test_datalist_grid_is_that_of_the_oriented_volumes(tmp_path):
     # 1 mm voxels, 12 x 10 x 6 mm in RAS whatever the storage
     assert info["geometry"] == {"extent_mm": {"min": [12.0, 10.0, 6.0], "max": [12.0, 10.0, 6.0]},
                                 "spacing_mm": {"min": [1.0, 1.0, 1.0], "max": [1.0, 1.0, 1.0]}}
+    # a test list alone (an external test set) is no training data: its range is not recorded as the model's
+    (tmp_path / "ext.json").write_text(json.dumps({"test": items}))
+    assert BundleData(datalist=tmp_path / "ext.json", slice_axis="axial").info["geometry"] is None
     # .npy arrays have no physical size: none recorded (nothing compared at inference)
     (tmp_path / "npy").mkdir()
     assert BundleData(datalist=_npy_datalist(tmp_path / "npy", [(12, 10, 6)] * 6)).info["geometry"] is None

@@ -653,6 +653,9 @@ def test_inference_keeps_the_trained_k_by_default(tmp_path, bundle_root, caplog)
     (row,) = read_rows(tmp_path / "out" / "predictions.csv")
     assert len(row["kept_indices"].split(";")) == round(0.25 * SIZE)
     assert "keep_ratio 0.25: the training's, from the model card" in caplog.text
+    # the recipe's geometry (training data facts that only drive a warning) is no part of the predictions' key
+    assert "geometry" in _parser(root).get_parsed_content("recipe")
+    assert "geometry" not in _parser(root).get_parsed_content("prediction_settings")["recipe"]
     run_inference(root, input=str(folder), output_dir=str(tmp_path / "half"), keep_ratio=0.5)  # asked for: as given
     (row,) = read_rows(tmp_path / "half" / "predictions.csv")
     assert len(row["kept_indices"].split(";")) == round(0.5 * SIZE)

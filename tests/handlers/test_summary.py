@@ -100,13 +100,21 @@ def test_warns_when_the_kept_frames_hold_no_more_evidence_than_frames_at_random(
     """Trial T56: a run ended 'val_evidence_kept 0.250' with k/T = 9/36 = 0.25, what random slices keep, without a
     word. The best epoch here keeps 0.2 of the evidence; at random (SelectionDiagnosticsHandler's
     val_evidence_at_random) 0.2 or 0.15 would keep about as much, 0.1 half of it."""
-    trainer, validator = _trainer_validating([0.6, 0.8], intervals=[(0.6, 0.9)] * 2, at_random=at_random)
+    trainer, validator = _trainer_validating([0.6, 0.8], intervals=[(0.6, 0.9)] * 2, at_random=at_random,
+                                             evenly=[0.5, 0.7])
     TrainingSummaryHandler(_saver(tmp_path, validator)).attach(trainer)
     with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
         trainer.run([0], max_epochs=2)
     said = (f"the best epoch's kept frames hold 0.200 of the known evidence frames, hardly more than as many frames "
             f"taken at random would ({at_random:.3f})")
     assert (said in caplog.text) == warned
+    # uniform or random (no evenly spaced AUC: not a learned sampler) keep k/T of the evidence by construction
+    caplog.clear()
+    trainer, validator = _trainer_validating([0.6, 0.8], intervals=[(0.6, 0.9)] * 2, at_random=at_random)
+    TrainingSummaryHandler(_saver(tmp_path / "fixed", validator)).attach(trainer)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
+        trainer.run([0], max_epochs=2)
+    assert "hardly more than" not in caplog.text
 
 
 def test_warns_when_the_best_auc_has_no_interval(tmp_path, caplog):
@@ -116,7 +124,8 @@ def test_warns_when_the_best_auc_has_no_interval(tmp_path, caplog):
     TrainingSummaryHandler(_saver(tmp_path, validator)).attach(trainer)
     with caplog.at_level(logging.INFO, logger="monai_das.handlers.summary"):
         trainer.run([0], max_epochs=2)
-    assert "the best epoch's val_auc comes without a 95 % interval (the validation list holds fewer than 5" in caplog.text
+    assert ("the best epoch's val_auc comes without a 95 % interval (the validation list holds fewer than 5"
+            in caplog.text)
     caplog.clear()
     trainer, validator = _trainer_validating([0.6, 0.8], intervals=[(0.6, 0.9)] * 2)
     TrainingSummaryHandler(_saver(tmp_path / "b", validator)).attach(trainer)
