@@ -755,13 +755,9 @@ def _nifti_shape(path: str, axcodes: str | None = None, pixdim=None) -> tuple[in
     if pixdim is not None and len(spatial) == 3:
         spatial = _resampled_shape(spatial, img.affine, axcodes, pixdim)
     elif axcodes is not None and len(spatial) == 3:
-        orientation = nib.orientations
-        moved = orientation.ornt_transform(orientation.io_orientation(img.affine),
-                                           orientation.axcodes2ornt(tuple(str(axcodes).upper())))
-        oriented = [0, 0, 0]
-        for i, size in enumerate(spatial):
-            oriented[int(moved[i, 0])] = size
-        spatial = oriented
+        from monai_das.data.studies import oriented_axes
+
+        spatial = oriented_axes(spatial, img.affine, axcodes)
     return (rest[0] if rest else 1), spatial
 
 

@@ -1684,19 +1684,26 @@ def oriented_geometry(spatial_shape: Sequence[int], affine: Any, axcodes: str | 
     axis of the array ``Orientation(axcodes)`` makes of it (as stored when ``axcodes`` is ``None``): a voxel's size
     along an axis is the length of the affine's column, the extent that size times the voxels.
     """
-    import nibabel as nib
-
     affine = np.asarray(affine, dtype=np.float64)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     extent = spacing * np.asarray([float(s) for s in spatial_shape[:3]])
     if axcodes is None:
         return [float(v) for v in extent], [float(v) for v in spacing]
-    moved = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+    return ([float(v) for v in oriented_axes(extent, affine, axcodes)],
+            [float(v) for v in oriented_axes(spacing, affine, axcodes)])
+
+
+def oriented_axes(values: Sequence, affine: Any, axcodes: str) -> list:
+    """``values``, one per stored spatial axis of a volume with ``affine``, in the order of the axes
+    ``Orientation(axcodes)`` makes of them (a file stored z, x, y: its ``[20, 41, 41]`` is ``[41, 41, 20]`` in RAS)."""
+    import nibabel as nib
+
+    moved = nib.orientations.ornt_transform(nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64)),
                                             nib.orientations.axcodes2ornt(tuple(str(axcodes).upper())))
-    out_extent, out_spacing = [0.0] * 3, [0.0] * 3
-    for i in range(3):
-        out_extent[int(moved[i, 0])], out_spacing[int(moved[i, 0])] = float(extent[i]), float(spacing[i])
-    return out_extent, out_spacing
+    out = list(values)
+    for i, value in enumerate(values):
+        out[int(moved[i, 0])] = value
+    return out
 
 
 def geometry_warning(extent: Sequence[float], spacing: Sequence[float], trained: Mapping | None, name: str,
@@ -1720,9 +1727,8 @@ def geometry_warning(extent: Sequence[float], spacing: Sequence[float], trained:
             for a in range(3) if spacing[a] > coarse[a] * GEOMETRY_FACTOR]
     if not said and not blur:
         return None
-    what = "; ".join([*(["it covers " + ", ".join(said)] if said else []), *(["it has " + ", ".join(blur)] if blur
-                                                                               else [])])
-    return (f"'{name}' is unlike the training studies in size: {what}. Resized to the network's grid, its anatomy "
+    parts = ([f"it covers {', '.join(said)}"] if said else []) + ([f"it has {', '.join(blur)}"] if blur else [])
+    return (f"'{name}' is unlike the training studies in size: {'; '.join(parts)}. Resized to the network's grid, its anatomy "
             "appears at another scale or coarser than in any study the model learnt from (another field of view, a "
             "crop, another protocol), so the prediction may mean nothing.")
 

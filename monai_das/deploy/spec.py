@@ -428,8 +428,8 @@ def _card_fields(card: Mapping, source: str) -> dict[str, Any]:
     if isinstance(recipe, Mapping):
         plain = {}
         for key, value in recipe.items():
-            # geometry: mm ranges, nested numbers only (checked by check_recipe)
-            if value is None or _is_literal(value) or (key == "geometry" and _is_number_tree(value)):
+            # a value of nested numbers (geometry: mm ranges) is data too; check_recipe checks each key's form
+            if value is None or _is_literal(value) or _is_number_tree(value):
                 plain[str(key)] = value
             else:
                 _ignored(f"{where}recipe#{key}", value, source)

@@ -359,9 +359,16 @@ def card_describes(card: Any, checkpoint_sha256: str | None) -> bool | None:
     return recorded == checkpoint_sha256
 
 
-def _card_describing(checkpoint: Path, card_path: Path) -> tuple[dict, dict] | None:
-    """``(card, its das_model section)`` of the card at ``card_path`` when it describes the file ``checkpoint``
-    (:func:`card_describes`); ``None`` when either file is missing or the card describes another file or none."""
+def _card_path(checkpoint: str | os.PathLike, card_path: str | os.PathLike | None = None) -> Path:
+    """``card_path``, default the ``metadata.json`` beside ``checkpoint``: where a checkpoint's model card is."""
+    return Path(card_path) if card_path is not None else Path(checkpoint).with_name("metadata.json")
+
+
+def _card_describing(checkpoint: Path, card_path: Path | None = None) -> tuple[dict, dict] | None:
+    """``(card, its das_model section)`` of the card at ``card_path`` (:func:`_card_path`) when it describes the file
+    ``checkpoint`` (:func:`card_describes`); ``None`` when either file is missing or the card describes another file
+    or none."""
+    checkpoint, card_path = Path(checkpoint), _card_path(checkpoint, card_path)
     card = _read_json(card_path) if card_path.is_file() else None
     if not card or not checkpoint.is_file() or not card_describes(card, file_digest(checkpoint)):
         return None
@@ -398,8 +405,7 @@ def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: s
     Raises:
         ValueError: naming the checkpoint, the card, each differing key with both values, and the options to pass.
     """
-    checkpoint = Path(checkpoint)
-    card_path = Path(card_path) if card_path is not None else checkpoint.with_name("metadata.json")
+    checkpoint, card_path = Path(checkpoint), _card_path(checkpoint, card_path)
     found = _card_describing(checkpoint, card_path)
     if found is not None:
         check_card_outputs(found[0], card_path)
@@ -448,9 +454,7 @@ def evaluation_output_dir(output_dir: str | os.PathLike, checkpoint: str | os.Pa
     and figures lie beside, never over, the training's own test reports (which the card keeps) or another external
     set's.
     """
-    checkpoint = Path(checkpoint)
-    found = _card_describing(checkpoint, Path(card_path) if card_path is not None else
-                             checkpoint.with_name("metadata.json"))
+    found = _card_describing(checkpoint, card_path)
     if found is None or not other_data(found[1].get("splits"), info.get("splits")):
         return str(output_dir)
     datalist = info.get("datalist")
@@ -470,9 +474,7 @@ def output_dir_at_k(output_dir: str | os.PathLike, checkpoint: str | os.PathLike
     another k writes beside, never over, the reports at the trained k (``metrics.json``, ``predictions.csv``). No
     card describing the checkpoint, or ``num_kept`` ``None``: ``output_dir``.
     """
-    checkpoint = Path(checkpoint)
-    found = _card_describing(checkpoint, Path(card_path) if card_path is not None else
-                             checkpoint.with_name("metadata.json"))
+    found = _card_describing(checkpoint, card_path)
     trained = found[1].get("num_kept") if found is not None else None
     if num_kept is None or trained is None or int(num_kept) == int(trained):
         return str(output_dir)
@@ -489,8 +491,7 @@ def trained_keep_ratio(checkpoint: str | os.PathLike, default: float,
     other labels than the Deploy app without a word (trial T56). ``--keep_ratio`` or ``--num_kept`` on the command
     line replace it.
     """
-    checkpoint = Path(checkpoint)
-    card_path = Path(card_path) if card_path is not None else checkpoint.with_name("metadata.json")
+    card_path = _card_path(checkpoint, card_path)
     found = _card_describing(checkpoint, card_path)
     ratio = found[1].get("keep_ratio") if found is not None else None
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
