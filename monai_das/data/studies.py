@@ -1729,8 +1729,8 @@ def geometry_warning(extent: Sequence[float], spacing: Sequence[float], trained:
         return None
     parts = ([f"it covers {', '.join(said)}"] if said else []) + ([f"it has {', '.join(blur)}"] if blur else [])
     return (f"'{name}' is unlike the training studies in size: {'; '.join(parts)}. Resized to the network's grid, "
-            "its anatomy appears at another scale or coarser than in any study the model learnt from (another field of view, a "
-            "crop, another protocol), so the prediction may mean nothing.")
+            "its anatomy appears at another scale or coarser than in any study the model learnt from (another field "
+            "of view, a crop, another protocol), so the prediction may mean nothing.")
 
 
 def nifti_without_orientation(path: str | os.PathLike) -> str | None:
