@@ -272,8 +272,11 @@ def check_overrides(
             known |= _known_ids(config)
             tops[f] = {str(k).split("#")[0] for k in config}
             top |= tops[f]
-            numbers.update({str(k): v for k, v in config.items() if isinstance(v, (int, float))
-                            and not isinstance(v, bool) and str(k) not in numbers})
+            # the options that default to the training's (inference.json, evaluate.json) have their defaults there
+            defaults = config.get("option_defaults")
+            for section in (config, defaults if isinstance(defaults, Mapping) else {}):
+                numbers.update({str(k): v for k, v in section.items() if isinstance(v, (int, float))
+                                and not isinstance(v, bool) and str(k) not in numbers})
             known |= {str(k) for k in config}  # "validate#split": "test"-style keys of merged configs
     own = set().union(*(tops.get(f, set()) for f in files))  # top-level keys of this run's own configs
     typed = _bundle_cli_args(argv)  # as typed on the command line (an --args_file's null is kept by MONAI)

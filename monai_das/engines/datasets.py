@@ -132,7 +132,9 @@ class BundleData:
       download), a MedMNIST3D name, or ``"pocus"`` (clip files listed from ``MANIFEST.csv``, patient-level folds).
 
     Args:
-        dataset: ready-made dataset name (ignored when ``datalist`` is given).
+        dataset: ready-made dataset name (ignored when ``datalist`` is given); ``"datalist"`` without a datalist:
+            the model card ``card`` of a model trained on one stands in for it (classes, channels, grid; no lists:
+            batch inference of studies given otherwise, the bundles' ``--input``).
         datalist: datalist file, or ``None``.
         dataset_dir: root of the datalist's relative paths (``None``: the datalist's folder). Paths that leave it are
             refused.
@@ -169,7 +171,9 @@ class BundleData:
             CSV, which cannot name its classes (:func:`~monai_das.data.datalist_classes`); ``None``: the datalist's
             own (a JSON's ``"labels"``, else its integer labels, else its names sorted). Refused without a datalist.
         card: a model card (``metadata.json``, plain JSON) that stands in for the datalist's images when they are not
-            here, if it was written for this datalist's bytes and the model file beside it: its channels and grid are
+            here (or for the datalist itself, ``dataset="datalist"`` without one; its classes then too, unless
+            ``label_names`` are given), if it was written for this datalist's bytes and the model file beside it: its
+            channels and grid are
             the data facts (batch inference of new studies on another machine needs the training's classes and grid,
             not its images). The bundles' inference.json passes the checkpoint's; training and evaluation read the
             images.
@@ -209,13 +213,14 @@ class BundleData:
         self.dataset_dir = optional(dataset_dir)
         self.label_names_arg = optional(label_names)
         self._told_intensity = False  # the warning about an intensity_range a ready-made dataset does not apply
-        if self.label_names_arg is not None and self.datalist is None:
+        # dataset "datalist" without a datalist: a trained model's card stands in for it (classes, grid; see `card`)
+        files = self.datalist is not None or self.dataset == "datalist"
+        if self.label_names_arg is not None and not files:
             raise ValueError(f"label_names {self.label_names_arg!r} names the classes of a datalist (--datalist); the "
                              f"ready-made dataset '{self.dataset}' has its own classes: leave label_names null.")
         self.size, self.seed = int(size), int(seed)
-        self.data_dir = resolve_data_dir(self.dataset, data_dir) if self.datalist is None else None
+        self.data_dir = resolve_data_dir(self.dataset, data_dir) if not files else None
         # a ready-made dataset's arrays are not reoriented: their axes are RAS-like (MedMNIST: 0 = D) whatever axcodes
-        files = self.datalist is not None
         self.slice_axis = slice_axis_index(slice_axis, axcodes if files else "RAS")
         # header shapes in the recipe's orientation
         # checked whatever the source: the model card records them as the recipe that inference applies to files
@@ -265,6 +270,14 @@ class BundleData:
                 if self._card is None:
                     raise
                 self._read_datalist()
+        elif files:  # no datalist at all: the card of a model trained on one (batch inference on --input)
+            self._card = self._card_for_datalist()
+            if self._card is None:
+                why = f" (the card '{self.card}' is not one: see the log)" if self.card is not None else ""
+                raise ValueError(
+                    "dataset 'datalist' needs --datalist (a JSON or CSV of the studies), or, for batch inference on "
+                    f"--input, the model card of a model trained on a datalist beside its checkpoint{why}.")
+            self.label_names = [str(n) for n in (self.label_names_arg or self._card["label_names"])]
 
     # ---------------------------------------------------------------- sources
     @property
@@ -307,7 +320,9 @@ class BundleData:
         was trained on.
         """
         ident: dict[str, Any] = {"dataset": self.dataset}
-        if self.datalist is not None:
+        if self.datalist is None and self._card is not None:  # the card's datalist, which stands in (no lists here)
+            ident["datalist_sha256"] = self._card.get("datalist_sha256")
+        elif self.datalist is not None:
             ident["datalist_sha256"] = datalist_sha256 or file_digest(self.datalist)
             if self._derived_val:
                 ident.update(seed=self.seed, val_fraction=self.val_fraction)
@@ -420,7 +435,7 @@ class BundleData:
     @property
     def from_files(self) -> bool:
         """``True`` when the items are file paths that the config's recipe loads (datalist, POCUS)."""
-        return self.datalist is not None or self.dataset in VIDEO_DATASETS
+        return self.datalist is not None or self.dataset in ("datalist", *VIDEO_DATASETS)
 
     def intensity_recipe(self, intensity_range: Any = None, percentiles: Any = None) -> dict:
         """
@@ -495,6 +510,11 @@ class BundleData:
             hint = f": {split!r} is the datalist's name of the list, the split is {alias!r}" if alias else ""
             raise ValueError(f"split must be one of {tuple(_SPLITS)}, got {split!r}{hint}.")
         n = self.num_samples.get(split)
+        if self.datalist is None and self._card is not None:
+            raise ValueError(
+                f"no datalist: the model card '{self.card}' gives this run the classes and grid of the training's "
+                f"datalist '{self._card.get('datalist')}', not its lists; give --input (a folder, file or list of "
+                f"studies to predict), or --datalist for its {_SPLITS[split]!r} list.")
         if self.datalist is not None:
             items = self._splits[split]
             if not items:
@@ -551,7 +571,10 @@ class BundleData:
         ``T×C×H×W``), ``num_frames`` the ``T`` the sampler chooses from.
         """
         if self._info is None:
-            self._info = self._datalist_info() if self.datalist is not None else self._preset_info()
+            if self.datalist is not None:
+                self._info = self._datalist_info()
+            else:
+                self._info = self._card_info() if self._card is not None else self._preset_info()
             self._info.update(source=self.dataset, datalist=self.datalist,
                               datalist_sha256=file_digest(self.datalist) if self.datalist is not None else None)
             self._info["splits"] = self.split_identity(self._info["datalist_sha256"])
@@ -639,20 +662,24 @@ class BundleData:
         from monai_das.engines.export import CARD_KEY, read_model_card
         from monai_das.handlers.model_card import card_describes
 
+        what = "the datalist's images" if self.datalist is not None else "a datalist"
         try:
             card = read_model_card(self.card)
         except (OSError, ValueError) as e:  # the missing images' own error is the one to see
-            logger.info(f"model card '{self.card}' cannot stand in for the datalist's images: {e}")
+            logger.info(f"model card '{self.card}' cannot stand in for {what}: {e}")
             return None
         facts = card[CARD_KEY]
         model = Path(self.card).with_name(str(facts.get("checkpoint") or "model.pt"))
-        if facts.get("datalist_sha256") != file_digest(self.datalist) or facts.get("layout") != self.layout:
-            why = f"it was written for another datalist (or layout) than '{self.datalist}'"
+        if self.datalist is not None and facts.get("datalist_sha256") != file_digest(self.datalist):
+            why = f"it was written for another datalist than '{self.datalist}'"
+        elif facts.get("layout") != self.layout or facts.get("source") != "datalist":
+            why = f"it describes a {facts.get('layout')} model trained on {facts.get('source')!r}, not on a datalist " \
+                  f"of {self.layout}s"
         elif not model.is_file() or not card_describes(card, file_digest(model)):
             why = f"it describes another file than '{model}' (its checkpoint_sha256)"
         else:
             return facts
-        logger.info(f"model card '{self.card}' cannot stand in for the datalist's images: {why}.")
+        logger.info(f"model card '{self.card}' cannot stand in for {what}: {why}.")
         return None
 
     def _list_facts(self, items: Sequence[Mapping]) -> dict:
@@ -705,8 +732,13 @@ class BundleData:
         options are checked against the card as always (:func:`monai_das.handlers.check_model_card`).
         """
         card = self._card
-        logger.info(f"the images of datalist '{self.datalist}' are not all here: the data facts its training files "
-                    f"gave (channels, grid) are taken from the model card '{self.card}', written for this datalist.")
+        if self.datalist is not None:
+            logger.info(f"the images of datalist '{self.datalist}' are not all here: the data facts its training "
+                        f"files gave (channels, grid) are taken from the model card '{self.card}', written for this "
+                        "datalist.")
+        else:
+            logger.info(f"no datalist: the classes {self.label_names} and the data facts (channels, grid) of the "
+                        f"training's datalist '{card.get('datalist')}' are taken from the model card '{self.card}'.")
         if self.layout == "video":
             info = self._video_facts(self.label_names, self.in_channels_arg)
         else:

@@ -29,7 +29,7 @@ from monai_das.handlers.model_card import (
     output_dir_at_k,
     evaluation_output_dir,
     other_data,
-    trained_keep_ratio,
+    trained_options,
 )
 from monai_das.handlers.precise_bn import PreciseBNHandler
 from monai_das.handlers.predictions import PredictionWriter
@@ -72,7 +72,7 @@ __all__ = [
     "output_dir_at_k",
     "evaluation_output_dir",
     "other_data",
-    "trained_keep_ratio",
+    "trained_options",
     "build_model_card",
     "card_input_shape",
     "PreciseBNHandler",

@@ -35,13 +35,15 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.networks.factory import is_weight_argument
 from monai_das.networks.utils import unwrap_network
 from monai_das.utils.io import file_digest, input_folder_name, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["CARD_KEY", "ModelCardSaver", "build_model_card", "card_input_shape", "card_mismatches", "check_model_card",
-           "model_facts", "network_data_format", "output_dir_at_k", "evaluation_output_dir", "other_data"]
+           "model_facts", "network_data_format", "output_dir_at_k", "evaluation_output_dir", "other_data",
+           "trained_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +63,6 @@ _PROVENANCE = ("source", "datalist", "datalist_sha256", "splits")
 #: preprocessing steps that may differ at inference (a still image accepted with ``min_frames`` 1)
 #: modalities, geometry: facts of the training data (its datalist is compared), no step
 _RECIPE_FREE = ("min_frames", "modalities", "geometry")
-#: encoder arguments that only matter before the checkpoint's weights are loaded (where pretrained weights came from)
-_ENCODER_FREE = ("pretrained", "weights_path")
 
 
 # ------------------------------------------------------------------------------------------------------ plain data
@@ -281,8 +281,8 @@ def card_mismatches(trained: Mapping, facts: Mapping) -> list[tuple[str, Any, An
     """
     def value(section: Mapping, key: str) -> Any:
         v = plain(section.get(key))
-        if key == "encoder_kwargs" and isinstance(v, dict):
-            v = {k: x for k, x in v.items() if k not in _ENCODER_FREE}
+        if key == "encoder_kwargs" and isinstance(v, dict):  # where weights came from: before the checkpoint's load
+            v = {k: x for k, x in v.items() if not is_weight_argument(k)}
         return v
 
     out = []
@@ -426,7 +426,8 @@ def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: s
     raise ValueError(
         f"'{checkpoint}' was trained with other settings than this run gives (its model card '{card_path}'): "
         f"{listed}. Its predictions would be computed on other frames, preprocessing or classes than it learnt. "
-        f"Give the training's options: {'; '.join(options)}."
+        f"Give the training's options: {'; '.join(options)} (or leave them out: evaluation and batch inference "
+        "take the training's from the model card)."
     )
 
 
@@ -481,25 +482,99 @@ def output_dir_at_k(output_dir: str | os.PathLike, checkpoint: str | os.PathLike
     return str(Path(output_dir) / f"k{int(num_kept)}")
 
 
-def trained_keep_ratio(checkpoint: str | os.PathLike, default: float,
-                       card_path: str | os.PathLike | None = None) -> float:
+#: the options of evaluation and batch inference that default to the training's (:func:`trained_options`): from the
+#: card's facts (``das_model``), its ``recipe`` or its ``run_params`` (the training's own option values)
+_FROM_FACTS = ("method", "keep_ratio", "temporal_head", "encoder", "context_frames", "sampler_kwargs", "in_channels")
+_FROM_RECIPE = ("axcodes", "pixdim", "intensity_range", "percentiles", "temporal_mode")
+_FROM_RUN = ("dataset", "synthetic_options", "size", "data_seed", "fold", "num_folds", "probe")
+_UNSET = object()
+
+
+def _trained_value(key: str, facts: Mapping) -> Any:
+    """The training's value of the bundle option ``key`` as the card section ``facts`` records it, else ``_UNSET``."""
+    run, recipe = facts.get("run_params") or {}, facts.get("recipe") or {}
+    files = facts.get("source") == "datalist"  # grid, classes and intensity steps are options only for files
+    if key == "keep_ratio":
+        ratio = facts.get("keep_ratio")
+        valid = not isinstance(ratio, bool) and isinstance(ratio, (int, float)) and 0 < ratio <= 1
+        return float(ratio) if valid else _UNSET
+    if key == "encoder_kwargs":  # the architecture: weights come from the checkpoint, never from a file the card names
+        kwargs = facts.get("encoder_kwargs")
+        return {k: v for k, v in kwargs.items() if not is_weight_argument(k)} if isinstance(kwargs, Mapping) else _UNSET
+    if key == "slice_axis":
+        return facts.get("slice_axis", _UNSET) if facts.get("layout") == "volume" else _UNSET
+    if key == "num_frames":
+        return facts.get("num_frames", _UNSET) if facts.get("layout") == "video" else _UNSET
+    grid = facts.get("spatial_size")
+    # a clip's frames are --size square unless spatial_size was given: the option a run would give, so that another
+    # --size on the command line is not overruled by the card's grid
+    square = facts.get("layout") == "video" and isinstance(grid, list) and len(grid) == 2 and grid[0] == grid[1]
+    if key == "size" and run.get("size") is None and files and square:
+        return grid[0]
+    if key == "spatial_size":
+        return grid if files and grid is not None and not square else _UNSET
+    if key == "label_names":
+        return facts.get(key, _UNSET) if files else _UNSET
+    if key in ("datalist", "dataset_dir"):  # where the training's lists are, when they still are
+        path = run.get(key) if key == "dataset_dir" else facts.get("datalist")
+        ok = isinstance(path, str) and (Path(path).is_dir() if key == "dataset_dir" else Path(path).is_file())
+        return path if files and ok else _UNSET
+    if key == "data_dir":
+        path = run.get("data_dir")
+        return path if isinstance(path, str) and Path(path).is_dir() else _UNSET
+    if key in _FROM_FACTS:
+        return facts.get(key, _UNSET)
+    if key in _FROM_RECIPE:
+        return recipe.get(key, _UNSET) if files or key == "temporal_mode" else _UNSET
+    if key in _FROM_RUN:
+        return run[key] if run.get(key) is not None or (key == "synthetic_options" and key in run) else _UNSET
+    return _UNSET
+
+
+def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path: str | os.PathLike | None = None,
+                    datalist: bool = True) -> dict:
     """
-    The keep ratio ``checkpoint`` was trained with, as the model card describing it records it (``card_path``,
-    default ``metadata.json`` beside it; :func:`card_describes`), else ``default``: the default frame budget of a run
-    on a trained model (the bundles' evaluation and batch inference, as the Deploy app and the exports take theirs
-    from the card). A fixed default ratio ran a model trained at ``--keep_ratio 0.25`` at twice its k and gave
-    other labels than the Deploy app without a word (trial T56). ``--keep_ratio`` or ``--num_kept`` on the command
-    line replace it.
+    The options of a run on the trained ``checkpoint`` (evaluation, batch inference): ``defaults`` with each option
+    the model card describing the checkpoint records (``card_path``, default ``metadata.json`` beside it;
+    :func:`card_describes`) replaced by the training's value, so that a model trained with ``--slice_axis 2``, a
+    datalist, a frame budget or a sampler setting is run as it was trained without those options typed again (the
+    Deploy app takes them from the card too). Options given on the command line replace these, and are checked
+    against the card as always (:func:`check_model_card`). Without a card describing the checkpoint: ``defaults``.
+
+    What the card gives: the network keys (``method``, ``keep_ratio``, ``temporal_head``, ``encoder``, its
+    ``encoder_kwargs`` without weight arguments, ``context_frames``, ``sampler_kwargs``), the dataset and its
+    options (``dataset``, ``synthetic_options``, ``size``, ``data_seed``, POCUS's ``fold``, ``num_folds``,
+    ``probe``; ``data_dir`` when that folder is here), ``slice_axis`` (volumes), ``num_frames``, ``in_channels`` and
+    ``temporal_mode`` (clips); for a model trained on a datalist also its classes (``label_names``, in the training's
+    order), grid (``spatial_size``) and intensity steps (``axcodes``, ``pixdim``, ``intensity_range``,
+    ``percentiles``), and the datalist (and ``dataset_dir``) when the file is here and ``datalist`` is true. A
+    datalist that is not here (or ``datalist`` false: batch inference on ``--input``, which needs the training's
+    classes and grid, not its lists) leaves ``datalist`` at its default, and the card stands in for it
+    (:class:`monai_das.engines.BundleData`, ``dataset "datalist"`` without a datalist). The card is plain data: no
+    value taken from it is evaluated, and weight arguments (a file, a URL) are not taken.
+
+    Said at INFO: the options taken that differ from ``defaults``.
     """
     card_path = _card_path(checkpoint, card_path)
     found = _card_describing(checkpoint, card_path)
-    ratio = found[1].get("keep_ratio") if found is not None else None
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        return default
-    if float(ratio) != float(default):
-        logger.info(f"keep_ratio {ratio}: the training's, from the model card '{card_path}' (--keep_ratio or "
-                    "--num_kept choose another frame budget).")
-    return float(ratio)
+    options = dict(defaults)
+    if found is None:
+        return options
+    facts = found[1]
+    taken = {}
+    for key in defaults:
+        if key in ("datalist", "dataset_dir") and not datalist:
+            continue
+        value = _trained_value(key, facts)
+        if value is not _UNSET:
+            options[key] = plain(value)
+            if plain(value) != plain(defaults[key]):
+                taken[key] = options[key]
+    if taken:
+        listed = ", ".join(f"{k} {json.dumps(v)}" for k, v in taken.items())
+        logger.info(f"the training's options, from the model card '{card_path}': {listed} (give an option on the "
+                    "command line to choose another value).")
+    return options
 
 
 class ModelCardSaver:

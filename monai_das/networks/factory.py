@@ -132,6 +132,12 @@ def _parameter_names(target: Any, cls: type[nn.Module]) -> set[str]:
 _WEIGHT_ARGUMENT = re.compile(r"pretrain|url|weights|download|checkpoint|ckpt|model_dir", re.IGNORECASE)
 
 
+def is_weight_argument(name: str) -> bool:
+    """Whether the encoder argument ``name`` loads weights (a download, a URL, a local file) rather than shaping the
+    architecture (:func:`architecture_kwargs` drops it)."""
+    return bool(_WEIGHT_ARGUMENT.search(str(name)))
+
+
 def architecture_kwargs(name: str | None, kwargs: dict | None) -> dict:
     """
     The arguments of the frame encoder ``name`` (``None``: :class:`MobileNetV3Small`; else a network of
@@ -143,7 +149,7 @@ def architecture_kwargs(name: str | None, kwargs: dict | None) -> dict:
     encoder starts with): the card is data, and never makes a rebuild download or read a file.
     """
     kwargs = dict(kwargs or {})
-    out = {k: v for k, v in kwargs.items() if not _WEIGHT_ARGUMENT.search(str(k))}
+    out = {k: v for k, v in kwargs.items() if not is_weight_argument(k)}
     key = None if name is None else str(name).rsplit(".", 1)[-1]
     if key == "TorchVisionFCModel" and any(v for k, v in kwargs.items() if k not in out):
         # torchvision builds another network with weights than without (inception_v3's input transform, googlenet's

@@ -55,7 +55,9 @@ def test_train_evaluate_export_and_load_use_the_card(tmp_path):
     eager = build_network(INFERENCE, models / "model.pt", card, bundle_root=root)
     assert eager.sampler.frame_features.feature_size == 12
     with pytest.raises(RuntimeError, match=r"trained with DAS frame features .*'feature_size': 12.*computes"):
-        build_network(INFERENCE, models / "model.pt", None, bundle_root=root, info=card_overrides(card)["info"])
+        # built without the card's sampler setting (inference.json would take it from the card: given as none)
+        build_network(INFERENCE, models / "model.pt", None, bundle_root=root, info=card_overrides(card)["info"],
+                      sampler_kwargs={})
     x = torch.rand(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
     out = pred.predict(x)
     with torch.no_grad():

@@ -116,8 +116,11 @@ def test_mlflow_records_provenance(volumes):
 def test_evaluate_on_the_test_list(volumes, predictions):
     # --class_weights given at evaluation changed the test loss (the training objective's weights; trial X): the
     # test loss is the unweighted cross-entropy of the predictions, recomputed from the rows below
-    out = run_cmd(TRAIN, EVALUATE, args=[*volumes["args"], "--mlflow", "false", "--class_weights", "[1.0,5.0]"])
+    # the training's datalist and --slice_axis are the card's: not typed again (they had to be)
+    out = run_cmd(TRAIN, EVALUATE, args=["--bundle_root", volumes["root"], "--progress_bar", "false",
+                                         "--num_threads", "1", "--mlflow", "false", "--class_weights", "[1.0,5.0]"])
     assert "evaluation on 8 samples" in out.stdout + out.stderr
+    assert f'datalist "{volumes["datalist"].resolve()}"' in out.stdout + out.stderr
     report = json.loads((volumes["root"] / "eval" / "metrics.json").read_text())
     assert report["label_names"] == ["benign", "malignant"] and report["num_samples"] == 8
     # k and T of the evaluation, and which splits it read (the card's check of them: tests/handlers)
@@ -175,8 +178,12 @@ def test_an_external_test_set_is_evaluated_beside_the_trainings_reports(volumes,
 @pytest.fixture(scope="module")
 def predictions(volumes, tmp_path_factory):
     out = tmp_path_factory.mktemp("own_predictions")
-    run_cmd(INFERENCE, args=["--datalist", volumes["datalist"], "--slice_axis", "axial", "--bundle_root",
-                             volumes["root"], "--input", volumes["data"] / "images", "--output_dir", out])
+    # the folder of new studies alone: classes, grid, slice axis and recipe from the model card (the training's
+    # datalist and --slice_axis had to be given again; the evaluation below, on the datalist, gives the same answers)
+    log = run_cmd(INFERENCE, args=["--bundle_root", volumes["root"], "--input", volumes["data"] / "images",
+                                   "--output_dir", out])
+    log = log.stdout + log.stderr
+    assert "from the model card" in log and "slice_axis 2" in log and "no datalist: the classes" in log
     return {r["id"]: r for r in csv.DictReader(open(out / "predictions.csv"))}
 
 
@@ -298,18 +305,21 @@ def test_clip_csv_through_the_video_bundle(tmp_path):
     settings = torch.load(root / "models" / "last.pt", weights_only=True)["settings"]
     assert settings["layout"] == "video" and settings["num_frames"] == 8
     assert settings["label_names"] == ["b_lines", "a_lines"]
-    # inference without the training's --num_frames/--size would run the network on 32 frames of 112², and without
-    # its --label_names would swap the classes: refused, naming each option
-    forgot = [a for a in args if a not in ("--num_frames", 8, "--size", 24, "--label_names", order)]
-    bad = run_cmd(VIDEO_INFERENCE, args=[*forgot, "--input", tmp_path / "clips", "--output_dir", tmp_path / "bad"],
+    # inference on other --num_frames/--size would run the network on 32 frames of 112², and on another class order
+    # would swap the classes: refused, naming each option
+    other = ["--num_frames", 32, "--size", 112, "--label_names", "['a_lines','b_lines']", "--bundle_root", root]
+    bad = run_cmd(VIDEO_INFERENCE, args=[*other, "--input", tmp_path / "clips", "--output_dir", tmp_path / "bad"],
                   check=False)
     log = bad.stdout + bad.stderr
     assert bad.returncode != 0 and "num_frames: trained 8, this run 32" in log
     assert "label_names: trained ['b_lines', 'a_lines'], this run ['a_lines', 'b_lines']" in log
     assert "Give the training's options: --size 24; --num_frames 8; the classes ['b_lines', 'a_lines'] in this order: " \
            f"""--datalist {listing} (the training's) --label_names '["b_lines", "a_lines"]'""" in log
+    assert "or leave them out" in log
     assert not (tmp_path / "bad").exists()  # a refused run leaves nothing behind, not even its output folder
-    run_cmd(VIDEO_INFERENCE, args=[*args, "--input", tmp_path / "clips", "--output_dir", tmp_path / "out"])
+    # without them, the training's come from the model card (they had to be typed again)
+    run_cmd(VIDEO_INFERENCE, args=["--bundle_root", root, "--input", tmp_path / "clips",
+                                   "--output_dir", tmp_path / "out", "--num_threads", 1])
     preds = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
     assert len(preds) == 16 and not any(r["error"] for r in preds)
     for r in preds:

@@ -99,6 +99,11 @@ def test_a_number_key_takes_a_number():
     with pytest.raises(ValueError, match=r"override --lr 'abc' is not a number"):
         check_overrides(_argv("--lr", "abc"))
     assert check_overrides(_argv("--lr", "1e-3", "--max_epochs", "2", "--keep_ratio", "$0.5", "--slice_axis", "axial"))
+    # inference.json's options default to the training's (an expression): their own defaults say what they take
+    inference = TRAIN.replace("train.json", "inference.json")
+    with pytest.raises(ValueError, match=r"override --size '2x' is not a number \(the bundle's default is 28\)"):
+        check_overrides(_argv("--size", "2x", configs=(inference,)))
+    assert check_overrides(_argv("--size", "64", "--slice_axis", "axial", configs=(inference,)))
 
 
 def test_former_key_refused_with_what_replaced_it():

@@ -164,8 +164,8 @@ def test_a_model_card_stands_in_for_the_images_of_its_own_datalist(tmp_path):
     card.parent.mkdir()
     (tmp_path / "models" / "model.pt").write_bytes(b"the trained weights")
     facts = {k: trained[k] for k in ("layout", "spatial_size", "in_channels", "num_frames", "label_names")}
-    card.write_text(json.dumps({"das_model": {**facts, "datalist_sha256": file_digest(path),
-                                              "checkpoint": "model.pt",
+    card.write_text(json.dumps({"das_model": {**facts, "datalist_sha256": file_digest(path), "source": "datalist",
+                                              "datalist": str(path), "checkpoint": "model.pt",
                                               "checkpoint_sha256": file_digest(tmp_path / "models" / "model.pt"),
                                               "recipe": {"modalities": None}}}))
     for f in tmp_path.glob("v*.npy"):
@@ -175,6 +175,19 @@ def test_a_model_card_stands_in_for_the_images_of_its_own_datalist(tmp_path):
     src = BundleData(datalist=path, slice_axis="axial", val_fraction=0.34, seed=0, card=card)
     keys = ("label_names", "num_classes", "in_channels", "num_frames", "spatial_size", "image_shape", "slice_axis")
     assert {k: src.info[k] for k in keys} == {k: trained[k] for k in keys}  # [12, 10, 6]: the median grid
+    # no datalist at all (batch inference on --input with the training's options from the card): the card gives the
+    # classes and the facts; the lists are not here, and the studies are given as --input
+    src = BundleData(dataset="datalist", slice_axis="axial", card=card)
+    assert {k: src.info[k] for k in keys} == {k: trained[k] for k in keys} and src.from_files
+    assert src.info["splits"] == {"dataset": "datalist", "datalist_sha256": file_digest(path)}
+    assert src.intensity_recipe(None, [0.5, 99.5])["percentiles"] == [0.5, 99.5]  # files: the options, not [0, 1]
+    with pytest.raises(ValueError, match=r"no datalist: the model card .* gives this run the classes and grid .*"
+                                         r"dl\.json', not its lists; give --input .* or --datalist for its 'test' "
+                                         r"list"):
+        src.data("test")
+    assert BundleData(dataset="datalist", label_names=["b", "a"], card=card).info["label_names"] == ["b", "a"]
+    with pytest.raises(ValueError, match="dataset 'datalist' needs --datalist"):
+        BundleData(dataset="datalist", slice_axis="axial")
     other = tmp_path / "other.json"
     other.write_text(path.read_text().replace("p0", "p7"))  # other bytes: the card is not its own
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -182,6 +195,8 @@ def test_a_model_card_stands_in_for_the_images_of_its_own_datalist(tmp_path):
     (tmp_path / "models" / "model.pt").write_bytes(b"another run's weights")  # the card describes another model
     with pytest.raises(FileNotFoundError, match="does not exist"):
         BundleData(datalist=path, slice_axis="axial", card=card)
+    with pytest.raises(ValueError, match=r"needs --datalist .* \(the card .*metadata\.json' is not one: see the log"):
+        BundleData(dataset="datalist", slice_axis="axial", card=card)
 
 
 def test_class_order_given_by_label_names(tmp_path):

@@ -163,10 +163,11 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     assert output_dir_at_k(tmp_path / "eval", tmp_path / "none.pt", 6) == str(tmp_path / "eval")  # no card: as given
     # the default frame budget of evaluation and bundle inference is the card's trained one (a fixed 0.5 ran a model
     # trained at 0.25 at twice its k, where the Deploy app runs the card's; trial T56); no card: the default given
-    from monai_das.handlers import trained_keep_ratio
+    from monai_das.handlers import trained_options
 
-    assert trained_keep_ratio(ckpt, 0.5) == card[CARD_KEY]["keep_ratio"] == 0.26  # its k: 3 of 12 frames
-    assert trained_keep_ratio(tmp_path / "none.pt", 0.5) == 0.5
+    trained = trained_options(ckpt, {"keep_ratio": 0.5})["keep_ratio"]
+    assert trained == card[CARD_KEY]["keep_ratio"] == 0.26  # its k: 3 of 12 frames
+    assert trained_options(tmp_path / "none.pt", {"keep_ratio": 0.5}) == {"keep_ratio": 0.5}
     # an evaluation that could not measure the AUC (a class absent from a small test list: NaN) replaces the earlier
     # evaluation's metrics as a whole: no AUC of another test set beside this one's accuracy
     card = evaluate({"test_auc": math.nan, "test_accuracy": 0.5}, keep_ratio=0.26)
@@ -176,12 +177,66 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     torch.save({"other": torch.tensor(1)}, ckpt)
     assert evaluate({"test_auc": 0.55}) == card and card[CARD_KEY]["checkpoint_sha256"] != sha256(ckpt)
     assert output_dir_at_k(tmp_path / "eval", ckpt, 6) == str(tmp_path / "eval")  # the card describes another file
-    assert trained_keep_ratio(ckpt, 0.5) == 0.5  # nor its keep ratio
+    assert trained_options(ckpt, {"keep_ratio": 0.5}) == {"keep_ratio": 0.5}  # nor its keep ratio
     from monai_das.handlers import check_model_card
 
     with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
         check_model_card(ckpt, {})
     assert "was written for another file than" in caplog.text and "cannot be checked" in caplog.text
+
+
+def test_the_trainings_options_come_from_the_card(tmp_path, caplog):
+    """Evaluation and batch inference default to the options a model was trained with (its card): a model trained on
+    a datalist with --slice_axis 2 ran on new studies only with the datalist and every option typed again."""
+    from monai_das.handlers import trained_options
+    from monai_das.utils.io import file_digest
+
+    ckpt, datalist = tmp_path / "model.pt", tmp_path / "datalist.json"
+    torch.save({"w": torch.zeros(1)}, ckpt)
+    datalist.write_text("{}")
+    facts = {"layout": "volume", "source": "datalist", "datalist": str(datalist), "slice_axis": 2,
+             "spatial_size": [24, 24, 16], "label_names": ["normal", "lesion"], "method": "dps", "keep_ratio": 0.25,
+             "encoder": "DenseNet121", "encoder_kwargs": {"spatial_dims": 2, "pretrained": True, "weights_path": "/x"},
+             "recipe": {"axcodes": "LPS", "pixdim": [1, 1, 2], "intensity_range": [-100, 200], "percentiles": None},
+             "run_params": {"dataset": "datalist", "dataset_dir": str(tmp_path), "data_dir": "/not/here", "size": None,
+                            "synthetic_options": None, "data_seed": 3},
+             "checkpoint_sha256": file_digest(ckpt)}
+    (tmp_path / "metadata.json").write_text(json.dumps({CARD_KEY: facts}))
+    defaults = {"method": "das", "dataset": "synthetic", "datalist": None, "dataset_dir": None, "data_dir": None,
+                "size": 28, "synthetic_options": None, "label_names": None, "keep_ratio": 0.5, "slice_axis": 0,
+                "spatial_size": None, "axcodes": "RAS", "pixdim": None, "intensity_range": None,
+                "percentiles": [0.5, 99.5], "encoder": None, "encoder_kwargs": {}, "data_seed": 0, "num_frames": 32}
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.model_card"):
+        got = trained_options(ckpt, defaults)
+    assert got == {**defaults, "method": "dps", "dataset": "datalist", "datalist": str(datalist),
+                   "dataset_dir": str(tmp_path), "label_names": ["normal", "lesion"], "keep_ratio": 0.25,
+                   "slice_axis": 2, "spatial_size": [24, 24, 16], "axcodes": "LPS", "pixdim": [1, 1, 2],
+                   "intensity_range": [-100, 200], "percentiles": None, "encoder": "DenseNet121",
+                   # weights come from the checkpoint: a file or download the card names is never taken
+                   "encoder_kwargs": {"spatial_dims": 2}, "data_seed": 3}
+    assert "slice_axis 2" in caplog.text and "from the model card" in caplog.text and "data_dir" not in caplog.text
+    # batch inference on --input needs the training's classes and grid, not its lists; nor a datalist that is gone
+    assert trained_options(ckpt, defaults, datalist=False)["datalist"] is None
+    datalist.unlink()
+    assert trained_options(ckpt, defaults)["datalist"] is None
+    # a model trained on a ready-made dataset: its grid, classes and intensity steps are the dataset's, not options
+    facts.update(source="synthetic", run_params={"dataset": "synthetic", "size": 32, "synthetic_options": {"noise": 1}})
+    (tmp_path / "metadata.json").write_text(json.dumps({CARD_KEY: facts}))
+    got = trained_options(ckpt, defaults)
+    assert got["size"] == 32 and got["synthetic_options"] == {"noise": 1} and got["dataset"] == "synthetic"
+    assert [got[k] for k in ("label_names", "spatial_size", "axcodes", "intensity_range", "dataset_dir")] == \
+        [None, None, "RAS", None, None]
+    # clips of a datalist: square frames are --size (so that another --size given is compared, not overruled)
+    facts.update(layout="video", source="datalist", spatial_size=[24, 24], num_frames=8, run_params={"size": None})
+    (tmp_path / "metadata.json").write_text(json.dumps({CARD_KEY: facts}))
+    got = trained_options(ckpt, defaults)
+    assert (got["size"], got["spatial_size"], got["num_frames"], got["slice_axis"]) == (24, None, 8, 0)
+    facts.update(spatial_size=[24, 32])
+    (tmp_path / "metadata.json").write_text(json.dumps({CARD_KEY: facts}))
+    assert [trained_options(ckpt, defaults)[k] for k in ("size", "spatial_size")] == [28, [24, 32]]
+    # a card of another file, or none: the defaults
+    torch.save({"w": torch.ones(1)}, ckpt)
+    assert trained_options(ckpt, defaults) == defaults
 
 
 def test_card_describes_a_checkpoint_by_its_recorded_digest():
@@ -259,7 +314,9 @@ def test_runs_on_a_checkpoint_must_use_its_training_settings(tmp_path):
     with pytest.raises(ValueError, match=r"model\.pt' was trained with other settings than this run gives \(its model "
                                          r"card '.*metadata\.json'\): spatial_size: trained \[20, 16, 12\], this run "
                                          r"\[20, 16, 24\]; num_frames: trained 12, this run 24\..*Give the training's "
-                                         r"options: --spatial_size \"\[20, 16, 12\]\"\.$"):
+                                         r"options: --spatial_size \"\[20, 16, 12\]\" \(or leave them out: "
+                                         r"evaluation and batch inference take the training's from the model "
+                                         r"card\)\.$"):
         check_model_card(ckpt, facts(info=grid, recipe={**RECIPE, "spatial_size": [20, 16, 24]}))
     with pytest.raises(ValueError, match=r"recipe\.intensity_range: trained \[-1000, 400\], this run None.*"
                                          r"--intensity_range '\[-1000, 400\]'"):
