@@ -142,3 +142,10 @@ def test_channel_last_input_is_named_with_its_shape():
     net = build_classifier("uniform", num_classes=2, num_frames=8)
     with pytest.raises(ValueError, match=r"input of shape \(1, 16, 8, 16, 1\) has 16 channel\(s\) .*channel-last"):
         net(torch.rand(1, 16, 8, 16, 1))  # B×D×H×W×C instead of B×C×D×H×W
+
+
+@pytest.mark.parametrize("method", ["das", "full"])
+def test_one_class_is_refused(method):
+    """A softmax over one logit is 1 for every input: such a network was built and trained without a word."""
+    with pytest.raises(ValueError, match=r"num_classes must be >= 2, got 1: .*a binary task is 2 classes"):
+        build_classifier(method, 1, num_frames=8)

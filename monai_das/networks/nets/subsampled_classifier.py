@@ -43,7 +43,7 @@ class SubsampledClassifier(nn.Module):
             ``nn.Sequential`` ending in a global pooling and a flatten, or a backbone returning feature maps
             wrapped in :class:`~monai_das.networks.blocks.FrameEncoder`. ``E`` comes from ``encoder_features``,
             else from the encoder's ``out_features`` attribute, else from one probe run (see below).
-        num_classes: number of output logits.
+        num_classes: number of output logits (classes, >= 2: the outputs are softmax probabilities).
         layout: ``"volume"``: input ``B×C×D×H×W`` (MONAI channel-first), frames are the slices along spatial axis
             ``slice_axis``; ``"video"``: input ``B×T×C×H×W``.
         slice_axis: 0, 1 or 2 for slices along D, H or W (``layout="volume"`` only).
@@ -110,6 +110,9 @@ class SubsampledClassifier(nn.Module):
         if slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2 (D, H, W), got {slice_axis}.")
         num_classes = check_count(num_classes, "num_classes")
+        if num_classes < 2:  # the softmax of one logit is 1 whatever the input: a model that cannot answer
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}: the classifier's outputs are softmax "
+                             "probabilities, one per class (a binary task is 2 classes: negative and positive).")
         self.sampler, self.encoder = sampler, encoder
         self.layout, self.slice_axis, self.num_classes = layout, slice_axis, num_classes
         if not isinstance(encoder, nn.Module):
