@@ -640,14 +640,26 @@ def _missing_images(missing: Sequence[tuple[str, str, str]], root: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- splitting
+def _class_key(name: str) -> tuple:
+    """Sort key of a class name: integer names by value (``"2"`` before ``"10"``), then the others by name."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def class_name_order(names: Sequence[str]) -> list[str]:
+    """The order in which :func:`split_training` takes the classes ``names``: by name (integer names by value),
+    whatever their index. Up to version 0.6.16 of the volume bundle (0.6.18 video) it took them by index, which gives
+    the same split exactly when this order is the index order."""
+    return sorted((str(n) for n in names), key=_class_key)
+
+
 def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0, every_class: bool = True,
                    return_added: bool = False) -> tuple:
     """
     Split training items into training and validation by ``group`` (patient), for datalists without a
     ``"validation"`` list: all items of a group land in the same part.
 
-    Each group gets the most common label of its items (ties: the smallest); per label, about ``val_fraction`` of
-    its groups, picked by a shuffle seeded with ``seed``, go to validation (largest-remainder rounding, so that
+    Each group gets the most common label of its items (ties: the first in class order); per label, about
+    ``val_fraction`` of its groups, picked by a shuffle seeded with ``seed``, go to validation (largest-remainder rounding, so that
     ``round(val_fraction × number of groups)`` groups go in all, plus those of ``every_class``), and each label keeps
     at least one group in
     training where it has any. The fraction counts groups, not items, so patients with many images weigh more.
@@ -655,7 +667,10 @@ def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int =
     (its first in the shuffle; the other labels' picks stay as they were): without it the validation AUC is
     undefined in every epoch and the best model is not chosen by it (2 of 18 patients of a rare class, val_fraction
     0.2: none validated, trial X).
-    The same items, ``val_fraction``, ``seed`` and ``every_class`` always give the same split.
+    The same items, ``val_fraction``, ``seed`` and ``every_class`` always give the same split. Labels are taken
+    by class name (an item's ``label_name``, else its label), in :func:`class_name_order`, not by class index: the
+    same studies as a JSON with its own ``labels`` order or as a CSV (classes sorted) get the same split (they got
+    different validation patients, trial T57).
 
     Args:
         items: dicts with ``"label"`` (int) and ``"group"``, e.g. from :func:`load_datalist`.
@@ -679,18 +694,18 @@ def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int =
         raise ValueError(f"{len(blank)} item(s) have no 'group' (e.g. {blank[0].get('source_line', blank[0])}).")
     labels_of: dict[str, Counter] = {}
     for it in items:
-        labels_of.setdefault(str(it["group"]), Counter())[int(it["label"])] += 1
+        labels_of.setdefault(str(it["group"]), Counter())[str(it.get("label_name", int(it["label"])))] += 1
     if len(labels_of) < 2:
         raise ValueError(
             f"cannot split {len(items)} item(s) of {len(labels_of)} group(s) into training and validation: at least "
             "2 groups (patients) are needed; add a 'validation' list or more patients."
         )
-    strata: dict[int, list[str]] = {}
+    strata: dict[str, list[str]] = {}
     for g in sorted(labels_of):  # sorted first: the shuffle then depends on the seed only, not on the item order
         counts = labels_of[g]
-        strata.setdefault(max(counts, key=lambda lab: (counts[lab], -lab)), []).append(g)
+        strata.setdefault(min(counts, key=lambda lab: (-counts[lab], _class_key(lab))), []).append(g)
     rng = np.random.default_rng(seed)
-    for lab in sorted(strata):
+    for lab in sorted(strata, key=_class_key):
         order = rng.permutation(len(strata[lab]))
         strata[lab] = [strata[lab][i] for i in order]
 
@@ -701,14 +716,15 @@ def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int =
     cap = {lab: max(len(gs) - 1, 0) for lab, gs in strata.items()}
     quota = {lab: min(math.floor(want[lab]), cap[lab]) for lab in strata}
     for relax in (False, True):  # second pass: give up the one-group-per-label rule when nothing else is left
-        by_remainder = sorted(strata, key=lambda lab: (-(want[lab] - quota[lab]), lab))
+        by_remainder = sorted(strata, key=lambda lab: (-(want[lab] - quota[lab]), _class_key(lab)))
         while sum(quota.values()) < n_val:
             room = [lab for lab in by_remainder if quota[lab] < (len(strata[lab]) if relax else cap[lab])]
             if not room:
                 break
             quota[room[0]] += 1
-            by_remainder = sorted(strata, key=lambda lab: (-(want[lab] - quota[lab]), lab))
-    added = [lab for lab in sorted(strata) if every_class and quota[lab] == 0 and len(strata[lab]) >= 2]
+            by_remainder = sorted(strata, key=lambda lab: (-(want[lab] - quota[lab]), _class_key(lab)))
+    added = [lab for lab in sorted(strata, key=_class_key)
+             if every_class and quota[lab] == 0 and len(strata[lab]) >= 2]
     for lab in added:
         quota[lab] = 1
     if added:

@@ -250,6 +250,7 @@ class BundleData:
             raise ValueError(f"synthetic_options apply to dataset 'synthetic' only, not to {self.dataset!r}.")
         self._splits: dict[str, Any] = {}
         self._every_class = False  # split_training's every-class rule changed the validation list
+        self._by_name = False  # split_training's class order by name changed it (see _read_datalist)
         self._test_only = False  # a datalist of a test list alone (an external test set)
         self._derived_val = False  # a datalist without a validation list: val_fraction and seed choose it
         self._info: dict | None = None
@@ -299,6 +300,7 @@ class BundleData:
             **({} if self.label_names_arg is None else {"label_names": [str(n) for n in self.label_names_arg]}),
             # only when split_training's every-class rule changed the validation list an older version drew
             **({"every_class_validated": True} if self._every_class else {}),
+            **({"validation_classes_by_name": True} if self._by_name else {}),
         }
 
     @property
@@ -328,6 +330,8 @@ class BundleData:
                 ident.update(seed=self.seed, val_fraction=self.val_fraction)
                 if self._every_class:
                     ident["every_class_validated"] = True
+                if self._by_name:
+                    ident["validation_classes_by_name"] = True
         elif self.dataset in VIDEO_DATASETS:
             ident.update(fold=self.fold, num_folds=self.num_folds, probe=self.probe, seed=self.seed)
         elif self.dataset == "synthetic":
@@ -468,6 +472,7 @@ class BundleData:
 
     def _read_datalist(self) -> None:
         from monai_das.data import datalist_classes, datalist_splits, load_datalist, split_training
+        from monai_das.data.datalist import class_name_order
 
         path = Path(self.datalist).expanduser()
         if not path.is_file():
@@ -492,6 +497,9 @@ class BundleData:
             # a split the every-class rule changed is another split than an older version drew from the same options:
             # said in the split identity, so that resuming or evaluating a checkpoint of the older split is refused
             self._every_class = bool(added)
+            # classes now taken by name, not index (the same studies as JSON or CSV got other validation patients):
+            # another split than an older version drew where the two orders differ, said the same way
+            self._by_name = class_name_order(self.label_names) != [str(n) for n in self.label_names]
             logger.info(f"datalist '{path}' has no validation list: {len(val)} of its training items "
                         f"(val_fraction={self.val_fraction} of the groups, seed {self.seed}) validate.")
         test = load_datalist(path, self.dataset_dir, "test", self.label_names, missing_ok=absent) if "test" in lists \

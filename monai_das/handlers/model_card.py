@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 #: top-level key of the card's plain-data section
 CARD_KEY = "das_model"
+#: split-identity markers of a validation list that this version draws otherwise than an older one did from the same
+#: datalist and options (recorded only where the lists differ), with what changed
+NEWER_DRAWS = {"every_class_validated": "one patient of every class",
+               "validation_classes_by_name": "the classes taken by name, not by index"}
 #: facts that identify the network a card describes (compared before an evaluation keeps older metrics); k as
 #: ``num_kept`` (another ``keep_ratio`` that keeps as many frames, or any ratio of ``full``, is the same model)
 _IDENTITY = ("layout", "spatial_size", "slice_axis", "num_frames", "num_kept", "in_channels", "num_classes", "method",
@@ -776,11 +780,11 @@ class ModelCardSaver:
                 # a validation list drawn from the training list: another seed or fraction, or the training's
                 # datalist file edited since (an item added redraws the groups), holds items it was trained on; another
                 # datalist file is other data (warned below: a digest cannot tell an edit from an external list)
-                # every_class_validated: this version's validation list is another than an older one drew
+                # _NEWER_DRAWS: this version's validation list is another than an older one drew
                 if trained.get("datalist") and trained.get("datalist") == self.facts.get("datalist"):
-                    keys = ("datalist_sha256", "seed", "val_fraction", "every_class_validated")
+                    keys = ("datalist_sha256", "seed", "val_fraction", *NEWER_DRAWS)
                 elif before.get("datalist_sha256") == now.get("datalist_sha256"):
-                    keys = ("seed", "val_fraction", "every_class_validated")
+                    keys = ("seed", "val_fraction", *NEWER_DRAWS)
         leaks = [k for k in keys if before.get(k) != now.get(k)]
         options = {"fold": "--fold", "num_folds": "--num_folds", "probe": "--probe", "seed": "--data_seed",
                    "val_fraction": "--val_fraction", "datalist_sha256": "--datalist"}
@@ -796,9 +800,9 @@ class ModelCardSaver:
                 + f". This run's {self.split} split would hold items the checkpoint was trained or validated on, and "
                 "its metrics would replace the card's test metrics."
                 + (f" Give the training's options: {'; '.join(give)}." if give else "")
-                + (" This version draws another validation list from the same options (one patient of every class, "
-                   "every_class_validated) than the checkpoint's version did: evaluate the test split, or train anew."
-                   if "every_class_validated" in leaks else "")
+                + "".join(f" This version draws another validation list from the same options ({NEWER_DRAWS[k]}, "
+                          f"{k}) than the checkpoint's version did: evaluate the test split, or train anew."
+                          for k in leaks if k in NEWER_DRAWS)
             )
         # left: a datalist's test split beside another seed/val_fraction (its test list is the same), or other data
         if other_data(before, now):

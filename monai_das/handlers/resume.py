@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from monai.handlers import EarlyStopHandler
 
+from monai_das.handlers.model_card import NEWER_DRAWS
+
 __all__ = ["ResumableEarlyStopHandler", "EngineStateAttributes", "RandomStates", "RunSettings", "val_loss_score"]
 
 logger = logging.getLogger(__name__)
@@ -288,10 +290,11 @@ class RunSettings:
                 give += (" The datalist's bytes changed since the checkpoint was written (its SHA-256 above): a "
                          "resumed run must train on the items it started with; put the former file back (rows "
                          "added, removed, relabelled or reordered all count), or start a new run on the edited one.")
-            if any(d.startswith("data.every_class_validated") for d in diffs):
-                give += (" This version draws the validation list from the same options with one patient of every "
-                         "class (every_class_validated), which the checkpoint's did not: no option draws the older "
-                         "list; train anew, or give the datalist a validation list.")
+            for key, what in NEWER_DRAWS.items():
+                if any(d.startswith(f"data.{key}") for d in diffs):
+                    give += (f" This version draws the validation list from the same options otherwise ({what}, "
+                             f"{key}) than the checkpoint's did: no option draws the older list; train anew, or give "
+                             "the datalist a validation list.")
             raise ValueError(
                 f"{where} was written with other settings than this run ({detail}).{give} Resume with the same "
                 f"settings, or start a new run (another bundle_root, or resume=false after moving the checkpoint away)."

@@ -203,6 +203,13 @@ def test_class_order_given_by_label_names(tmp_path):
     path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
     src = BundleData(datalist=path, label_names=["b", "a"], val_fraction=0.34, seed=0)
     assert src.info["label_names"] == ["b", "a"] and src.info["num_classes"] == 2
+    # the validation list is drawn by class name: an order other than the names' is recorded as a split older
+    # versions drew otherwise (they took the classes by index), so their checkpoints are not resumed on it
+    assert src.info["splits"]["validation_classes_by_name"] is True
+    assert src.facts["validation_classes_by_name"] is True
+    plain = BundleData(datalist=path, val_fraction=0.34, seed=0)
+    assert "validation_classes_by_name" not in plain.info["splits"] and "validation_classes_by_name" not in plain.facts
+    assert {it["group"] for it in plain.data("val")} == {it["group"] for it in src.data("val")}
     assert {(it["label"], it["label_name"]) for it in src.data("train")} == {(0, "b"), (1, "a")}
     # recorded with the split facts: a resume with another class order is refused by the resume recipe
     assert src.training_facts["label_names"] == ["b", "a"]

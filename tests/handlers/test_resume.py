@@ -215,6 +215,10 @@ def test_run_settings_check_the_recipe(caplog):
     with pytest.raises(ValueError, match=r"data\.every_class_validated: checkpoint None, this run True.*no option draws "
                                          r"the older list; train anew"):
         data.load_state_dict({"method": "das", "data": {"seed": 0}})
+    data = RunSettings({"method": "das"}, recipe={"data": {"seed": 0, "validation_classes_by_name": True}})
+    with pytest.raises(ValueError, match=r"data\.validation_classes_by_name: checkpoint None, this run True.*"
+                                         r"otherwise \(the classes taken by name, not by index.*train anew"):
+        data.load_state_dict({"method": "das", "data": {"seed": 0}})
     # a checkpoint written before the recipe was recorded: resumed, with a warning naming what is not checked
     with caplog.at_level("WARNING"):
         settings.load_state_dict({"method": "das"})
