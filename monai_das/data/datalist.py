@@ -661,7 +661,8 @@ def split_training(items: Sequence[dict], val_fraction: float = 0.2, seed: int =
     Each group gets the most common label of its items (ties: the first in class order); per label, about
     ``val_fraction`` of its groups, picked by a shuffle seeded with ``seed``, go to validation (largest-remainder
     rounding, so that ``round(val_fraction × number of groups)`` groups go in all, plus those of ``every_class``),
-    and each label keeps at least one group in training where it has any. The fraction counts groups, not items, so patients with many images weigh more.
+    and each label keeps at least one group in training where it has any. The fraction counts groups, not items, so
+    patients with many images weigh more.
     With ``every_class``, a label of two or more groups that the rounding left without a validation group gets one
     (its first in the shuffle; the other labels' picks stay as they were): without it the validation AUC is
     undefined in every epoch and the best model is not chosen by it (2 of 18 patients of a rare class, val_fraction
