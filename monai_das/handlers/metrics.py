@@ -16,7 +16,8 @@ NotComputableError, _ = optional_import(
 )
 
 __all__ = [
-    "BalancedAccuracy", "EpochLoss", "balanced_accuracy_from_confusion", "bootstrap_intervals", "per_class_metrics"
+    "BalancedAccuracy", "EpochLoss", "balanced_accuracy_from_confusion", "bootstrap_intervals", "paired_bootstrap",
+    "per_class_metrics"
 ]
 
 
@@ -100,20 +101,90 @@ def bootstrap_intervals(
     tail = 100 * (1 - level) / 2
     out: dict = {"level": level, "resamples": int(resamples), "seed": seed,
                  "method": "percentile bootstrap over items (drawn with replacement)"}
-    # balanced accuracy: mean recall over the classes present in each resample
-    correct = probs.argmax(1) == labels
-    support = np.stack([weights[:, labels == k].sum(1) for k in present], 1)  # B×K
-    hits = np.stack([weights[:, (labels == k) & correct].sum(1) for k in present], 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        bacc = np.nanmean(np.where(support > 0, hits / support, np.nan), axis=1)
-    out["balanced_accuracy"] = np.percentile(bacc, [tail, 100 - tail]).tolist()
+    out["balanced_accuracy"] = np.percentile(_balanced_accuracy(probs, labels, weights), [tail, 100 - tail]).tolist()
     if len(present) < c:  # as ROCAUC: a class without items has no AUC, nor has their macro average
         out["auc"], out["resamples_used"] = None, 0
         return out
+    support = np.stack([weights[:, labels == k].sum(1) for k in present], 1)  # B×K
     complete = (support > 0).all(1)  # every class drawn at least once
-    macro = np.stack([_weighted_auc(probs[:, k], labels == k, weights[complete]) for k in range(c)], 1).mean(1)
+    macro = _macro_auc(probs, labels, weights[complete])
     out["resamples_used"] = int(complete.sum())
     out["auc"] = np.percentile(macro, [tail, 100 - tail]).tolist() if len(macro) else None
+    return out
+
+
+def _balanced_accuracy(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Balanced accuracy (mean recall of the arg-max over the classes present) under each row of item ``weights``
+    (``B×n``): ``B`` values."""
+    correct = probs.argmax(1) == labels
+    present = np.unique(labels)
+    support = np.stack([weights[:, labels == k].sum(1) for k in present], 1)  # B×K
+    hits = np.stack([weights[:, (labels == k) & correct].sum(1) for k in present], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean(np.where(support > 0, hits / support, np.nan), axis=1)
+
+
+def _macro_auc(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro one-vs-rest ROC AUC under each row of item ``weights`` (``B×n``): ``B`` values (NaN in a row that lacks
+    a class)."""
+    return np.stack([_weighted_auc(probs[:, k], labels == k, weights) for k in range(probs.shape[1])], 1).mean(1)
+
+
+def paired_bootstrap(
+    candidate: Sequence[np.ndarray], reference: Sequence[np.ndarray], labels: np.ndarray, resamples: int = 2000,
+    level: float = 0.95, seed: int = 0,
+) -> dict:
+    """
+    Paired percentile-bootstrap interval of the difference ``candidate − reference`` in macro one-vs-rest ROC AUC
+    and balanced accuracy, two models' probabilities for the same items (e.g. DAS and uniform evaluated on one test
+    list). Every resample draws the items with replacement **within each class** (the class counts stay, so the AUC
+    is defined in every resample even for a class of 2 items) and scores both models on the same draw: the interval
+    is that of the difference, not of each metric. Several pairs (``candidate[i]`` with ``reference[i]``: seeds of
+    one experiment on the same items) are averaged in each resample: the interval of the mean difference over them.
+    It reflects which items were drawn for the test list, and the seeds given; not other training seeds.
+
+    Args:
+        candidate, reference: as many ``n×C`` probability arrays, the same items in the same order.
+        labels: ``n`` class indices in ``[0, C)``; every class must have an item.
+        resamples, level, seed: the bootstrap's resamples, coverage and seed (the same inputs give the same interval).
+
+    Returns:
+        ``{"auc": {...}, "balanced_accuracy": {...}, "resamples", "level", "seed", "method", "class_counts"}``, each
+        metric ``{"candidate": [per pair], "reference": [per pair], "difference": mean over pairs, "per_pair":
+        [differences], "interval": [low, high], "pairs_higher": pairs whose difference is > 0}``.
+    """
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if not len(candidate) or len(candidate) != len(reference):
+        raise ValueError(f"give as many candidate as reference probability arrays (>= 1), got {len(candidate)} and "
+                         f"{len(reference)}.")
+    arrays = [np.asarray(p, dtype=np.float64) for p in (*candidate, *reference)]
+    n, c = len(labels), arrays[0].shape[-1] if arrays[0].ndim == 2 else 0
+    if any(a.shape != (n, c) for a in arrays) or c < 2:
+        raise ValueError(f"every probability array must be n×C = {n}×C (C >= 2, the same for all), got shapes "
+                         f"{[a.shape for a in arrays]}.")
+    counts = np.bincount(labels, minlength=c)
+    if labels.min() < 0 or labels.max() >= c or (counts == 0).any():
+        raise ValueError(f"labels must cover every class 0..{c - 1} (the macro AUC needs items of each), got "
+                         f"{counts.tolist()} items per class.")
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((int(resamples), n))
+    for k in range(c):  # within each class: its count stays in every resample
+        members = np.flatnonzero(labels == k)
+        draws = members[rng.integers(0, len(members), size=(int(resamples), len(members)))]
+        np.add.at(weights, (np.arange(int(resamples))[:, None], draws), 1.0)
+    tail = 100 * (1 - level) / 2
+    ones = np.ones((1, n))
+    out: dict = {"resamples": int(resamples), "level": level, "seed": seed, "class_counts": counts.tolist(),
+                 "method": "paired percentile bootstrap over items, drawn with replacement within each class"}
+    half = len(candidate)
+    for name, score in (("auc", _macro_auc), ("balanced_accuracy", _balanced_accuracy)):
+        point = [float(score(a, labels, ones)[0]) for a in arrays]
+        per_pair = [point[i] - point[half + i] for i in range(half)]
+        resampled = np.mean([score(arrays[i], labels, weights) - score(arrays[half + i], labels, weights)
+                             for i in range(half)], axis=0)
+        out[name] = {"candidate": point[:half], "reference": point[half:], "difference": float(np.mean(per_pair)),
+                     "per_pair": per_pair, "interval": np.percentile(resampled, [tail, 100 - tail]).tolist(),
+                     "pairs_higher": int(sum(d > 0 for d in per_pair))}
     return out
 
 

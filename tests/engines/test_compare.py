@@ -1,0 +1,100 @@
+"""The paired comparison of two evaluations of one test list (python -m monai_das.engines.compare)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from monai_das.engines.compare import compare_predictions, main
+from monai_das.handlers.metrics import paired_bootstrap
+
+CLASSES = ["normal", "benign", "malignant"]
+
+
+def _write(path, labels, probs, ids=None, extra=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "id", "label", "label_name", *[f"prob_{c}" for c in CLASSES], "kept_indices"])
+        for i, (lab, p) in enumerate(zip(labels, probs)):
+            w.writerow([i, (ids or [f"s{j:02d}.nii.gz" for j in range(len(labels))])[i], lab, CLASSES[lab],
+                        *[f"{v:.6f}" for v in p], "0;1"])
+    return path
+
+
+def _probs(labels, skill, seed):
+    """Probabilities that rank the true class first with a chance growing with ``skill``."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(len(labels), 3))
+    logits[np.arange(len(labels)), labels] += skill
+    e = np.exp(logits)
+    return e / e.sum(1, keepdims=True)
+
+
+LABELS = np.array([0] * 30 + [1] * 12 + [2] * 6)
+
+
+def test_a_better_model_is_shown_better_and_equal_models_are_not(tmp_path):
+    good = [_write(tmp_path / f"das{s}" / "test_predictions.csv", LABELS, _probs(LABELS, 4.0, s)) for s in range(2)]
+    weak = [_write(tmp_path / f"uni{s}.csv", LABELS, _probs(LABELS, 0.3, 10 + s)) for s in range(2)]
+    report = compare_predictions([p.parent for p in good], weak, resamples=500)  # a folder: its test_predictions.csv
+    auc = report["auc"]
+    # the point values are the evaluation's metrics (sklearn's macro one-vs-rest AUC, balanced accuracy)
+    for k, path in enumerate(good):
+        probs = _probs(LABELS, 4.0, k)
+        assert auc["candidate"][k] == pytest.approx(roc_auc_score(LABELS, np.round(probs, 6), multi_class="ovr"),
+                                                    abs=1e-9)
+        assert report["balanced_accuracy"]["candidate"][k] == pytest.approx(
+            balanced_accuracy_score(LABELS, np.round(probs, 6).argmax(1)))
+    assert auc["interval"][0] > 0 and auc["pairs_higher"] == 2 and report["class_counts"] == [30, 12, 6]
+    assert auc["difference"] == pytest.approx(np.mean(auc["per_pair"]))
+    same = compare_predictions(good, good, resamples=300)
+    assert same["auc"]["interval"] == [0.0, 0.0] and same["auc"]["pairs_higher"] == 0
+    # swapped: the interval lies below zero
+    assert compare_predictions(weak, good, resamples=500)["auc"]["interval"][1] < 0
+
+
+def test_a_rare_class_keeps_its_items_in_every_resample():
+    """A class of 2 items: an unstratified resample of 16 items lacks it about 1 time in 8 (no AUC); drawn within each
+    class, never."""
+    labels = np.array([0] * 10 + [1] * 4 + [2] * 2)
+    a, b = _probs(labels, 2.0, 0), _probs(labels, 1.0, 1)
+    out = paired_bootstrap([a], [b], labels, resamples=400, seed=3)
+    assert all(np.isfinite(out["auc"]["interval"])) and out == paired_bootstrap([a], [b], labels, 400, seed=3)
+    with pytest.raises(ValueError, match=r"labels must cover every class 0\.\.2.*\[10, 4, 0\]"):
+        paired_bootstrap([a[:14]], [b[:14]], labels[:14])
+
+
+def test_files_of_other_items_labels_or_classes_are_refused(tmp_path):
+    base = _write(tmp_path / "a.csv", LABELS, _probs(LABELS, 1, 0))
+    other_ids = _write(tmp_path / "b.csv", LABELS, _probs(LABELS, 1, 1), ids=[f"t{j}" for j in range(len(LABELS))])
+    with pytest.raises(ValueError, match=r"hold other items: 48 only in the first \(e\.g\. \['s00\.nii\.gz'"):
+        compare_predictions([base], [other_ids])
+    relabelled = LABELS.copy()
+    relabelled[0] = 1
+    with pytest.raises(ValueError, match=r"give other labels to 1 item\(s\), e\.g\. \['s00\.nii\.gz'\]"):
+        compare_predictions([base], [_write(tmp_path / "c.csv", relabelled, _probs(LABELS, 1, 2))])
+    unlabelled = tmp_path / "d.csv"
+    unlabelled.write_text(base.read_text().replace("\n0,s00.nii.gz,0,", "\n0,s00.nii.gz,-1,", 1))
+    with pytest.raises(ValueError, match=r"d\.csv' line 2 \(id 's00\.nii\.gz'\): label -1 is not a class index"):
+        compare_predictions([unlabelled], [base])
+    with pytest.raises(FileNotFoundError, match=r"nowhere' does not exist: give an evaluation folder"):
+        compare_predictions([tmp_path / "nowhere"], [base])
+    with pytest.raises(ValueError, match="as many --candidate as --reference"):
+        compare_predictions([base], [base, base])
+
+
+def test_command_line_prints_the_table_and_writes_the_report(tmp_path, capsys):
+    a = _write(tmp_path / "a.csv", LABELS, _probs(LABELS, 4.0, 0))
+    b = _write(tmp_path / "b.csv", LABELS, _probs(LABELS, 0.2, 1))
+    out = tmp_path / "report.json"
+    assert main(["--candidate", str(a), "--reference", str(b), "--resamples", "300", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| auc |" in text and "auc: the interval above zero: the candidate is better" in text
+    assert json.loads(out.read_text())["auc"]["interval"][0] > 0
+    assert main(["--candidate", str(a), "--reference", str(tmp_path / "none.csv")]) == 2
+    assert "none.csv' does not exist" in capsys.readouterr().err
