@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 __all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES", "sampler_warmup_epochs", "class_weights"]
+
+logger = logging.getLogger(__name__)
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off", "none", "null", ""}
@@ -124,6 +127,9 @@ def class_weights(value: Any, counts: Any = None, num_classes: int | None = None
         if empty:
             raise ValueError(f"class_weights='balanced': class(es) {empty} have no training items (counts {counts}).")
         weights = [sum(counts) / (len(counts) * c) for c in counts]
+        # what 'balanced' resolved to (the card and MLflow record 'balanced'; trial T57 asked what it was)
+        logger.info(f"class_weights 'balanced': {[round(w, 4) for w in weights]} for the training items per class "
+                    f"{counts}.")
     else:
         try:
             weights = [float(w) for w in value]

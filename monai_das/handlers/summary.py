@@ -96,7 +96,8 @@ class TrainingSummaryHandler:
     def __call__(self, engine: Any) -> None:
         epoch, score = self.saver.best_epoch, self.saver.best_score
         warnings: list[str] = []
-        if epoch is None or score is None or score == float("-inf"):
+        unscored = epoch is None or score is None or score == float("-inf")
+        if unscored:
             msg = f"training done after {engine.state.epoch} epochs: no validation epoch with a usable {self.key_metric}"
             moved = self.saver.set_aside_unsaved() if hasattr(self.saver, "set_aside_unsaved") else None
             if moved is not None:
@@ -141,7 +142,9 @@ class TrainingSummaryHandler:
                 )
         if idist.get_rank() == 0:
             stale = self._stale_reports()
-            self.logger.info(msg)
+            # no usable score in any epoch (a class without validation items: NaN AUC): the model was not chosen by
+            # it, said at WARNING (it was an INFO line, after a warning at the start; trial T57)
+            (self.logger.warning if unscored else self.logger.info)(msg)
             for warning in warnings + ([stale] if stale else []):
                 self.logger.warning(warning)
 

@@ -454,13 +454,16 @@ def test_flags_and_precise_bn():
         precise_bn_batches(-3)
 
 
-def test_class_counts_and_weights(tmp_path):
+def test_class_counts_and_weights(tmp_path, caplog):
     src = BundleData("synthetic", size=8, num_samples={"train": 10})
     counts = src.class_counts("train")
     assert sum(counts) == 10 and len(counts) == 2
-    # "balanced": n / (C · n_c), counted only when asked for (counts may be a callable)
-    w = class_weights("balanced", lambda: [30, 10], 2)
+    # "balanced": n / (C · n_c), counted only when asked for (counts may be a callable), and said (the card records
+    # only 'balanced')
+    with caplog.at_level(logging.INFO, logger="monai_das.engines.utils"):
+        w = class_weights("balanced", lambda: [30, 10], 2)
     assert torch.allclose(w, torch.tensor([40 / 60, 40 / 20])) and w.dtype == torch.float32
+    assert "class_weights 'balanced': [0.6667, 2.0] for the training items per class [30, 10]" in caplog.text
     assert class_weights(None, lambda: 1 / 0) is None and class_weights("null", None) is None
     assert torch.equal(class_weights([1, 3], None, 2), torch.tensor([1.0, 3.0]))
     with pytest.raises(ValueError, match=r"class\(es\) \[1\] have no training items"):

@@ -142,6 +142,8 @@ def test_no_usable_epoch(tmp_path, caplog):
     assert "no validation epoch with a usable val_auc" in caplog.text
     # the file kept anyway is named for what it is (a warning before training had said none could be chosen)
     assert "the best-model file is epoch 1's, kept for lack of a score, not chosen by val_auc" in caplog.text
+    # at WARNING: the model was chosen by nothing (an INFO line after a warning at the start went unseen, trial T57)
+    assert [r.levelname for r in caplog.records if "no validation epoch" in r.getMessage()] == ["WARNING"]
 
 
 def test_needs_a_best_model_saver(tmp_path):
