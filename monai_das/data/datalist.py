@@ -89,9 +89,12 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
             columns = [c.strip() for c in (reader.fieldnames or [])]
             missing = [c for c in ("image", "label") if c not in columns]
             if missing:
+                other = next((sep for sep in (";", "\t", "|") if len(columns) == 1 and sep in columns[0]), None)
+                hint = (f" Its cells are separated by {other!r}: a datalist CSV is comma-separated (save it as "
+                        "'CSV (comma delimited)')." if other else "")
                 raise ValueError(
                     f"{path}:1: the CSV header lacks the column(s) {missing}; it has {columns}. Expected a header "
-                    "'image,label[,group][,evidence][,split]'."
+                    f"'image,label[,group][,evidence][,split]'.{hint}"
                 )
             reader.fieldnames = columns  # so that " label" in a hand-written header still counts as "label"
             rows = []

@@ -50,7 +50,15 @@ def _label_index(value: str, label_names: Sequence[str] | Mapping[str, int], whe
     try:
         idx = int(value)
     except ValueError:
-        raise ValueError(f"{where}: label {value!r} is not one of {list(label_names)}.") from None
+        hint = ""
+        try:  # "0.0" (a spreadsheet's number): an index written as a float
+            number = float(value)
+            if number.is_integer() and 0 <= number < len(label_names):
+                hint = (f" (a class index is an integer: {int(number)} for {label_names[int(number)]!r}; a "
+                        "spreadsheet may have written it as a number with decimals)")
+        except ValueError:
+            pass
+        raise ValueError(f"{where}: label {value!r} is not one of {list(label_names)}{hint}.") from None
     if not 0 <= idx < len(label_names):
         raise ValueError(f"{where}: label {idx} is outside 0..{len(label_names) - 1} ({list(label_names)}).")
     return idx

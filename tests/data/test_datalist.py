@@ -160,6 +160,10 @@ def test_class_order_given_for_a_datalist(tmp_path):
     # a label that is not among the names given: refused naming the line
     with pytest.raises(ValueError, match=r"l\.csv:3: label 'abnormal' is not one of \['normal', 'tumour'\]"):
         load_datalist(path, label_names=["normal", "tumour"])
+    floats = _csv(tmp_path / "f.csv", "image,label", "a.npy,0.0", "b.npy,1.0")  # a spreadsheet's numbers (trial T57)
+    with pytest.raises(ValueError, match=r"f\.csv:2: label '0\.0' is not one of \['normal', 'tumour'\] \(a class "
+                                         r"index is an integer: 0 for 'normal'"):
+        load_datalist(floats, label_names=["normal", "tumour"])
     with pytest.raises(ValueError, match="label_names must hold distinct"):  # as datalist_classes (one class twice)
         load_datalist(path, label_names=["normal", "abnormal", "normal"])
 
@@ -192,6 +196,9 @@ def test_csv_split_column_gives_validation_and_test_lists(tmp_path):
         (["image,label,group,split", "a.npy,x,p1,", "a.npy,x,p9,validation"],
          r"labels\.csv:3: image 'a\.npy' is in the 'validation' list and in the 'training' list"),
         (["image,label,split", "a.npy,x,holdout"], r"labels\.csv:2: split 'holdout' is not one of"),
+        # a spreadsheet's semicolons, and indices written as floats (trial T57): said what they are
+        (["image;label;split", "a.npy;x;"], r"labels\.csv:1: the CSV header lacks .* separated by ';': a datalist "
+                                            r"CSV is comma-separated"),
     ],
 )
 def test_csv_split_column_errors(tmp_path, rows, match):
