@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -282,8 +283,11 @@ class RunSettings:
         if diffs or missing:
             detail = "; ".join(diffs + ([f"not recorded: {', '.join(missing)}"] if missing else []))
             # temperature_epochs counts max_epochs only when a schedule is on in both (else --temperature_schedule)
+            # sampler_lr follows lr (lr / 10 by default): not hinted when both are the default share of their lr
+            derived = all(isinstance(d.get(k), (int, float)) for d in (state_dict, now) for k in ("lr", "sampler_lr")) \
+                and all(math.isclose(d["sampler_lr"], d["lr"] / 10) for d in (state_dict, now)) and by_key.get("lr")
             hints = [_OPTION_HINTS[k].format(_option_value(state_dict[k])) for k, found in by_key.items()
-                     if found and k in _OPTION_HINTS
+                     if found and k in _OPTION_HINTS and not (k == "sampler_lr" and derived)
                      and (k != "temperature_epochs" or None not in (state_dict[k], now[k]))]
             give = f" To resume, give the checkpoint's: {'; '.join(hints)}." if hints else ""
             if any(d.startswith("data.datalist:") for d in diffs):

@@ -200,6 +200,13 @@ def test_run_settings_check_the_recipe(caplog):
     with pytest.raises(ValueError, match=r"give the checkpoint's: --sampler_warmup_epochs 1 \(its warm-up; 'auto' "
                                          r"counts max_epochs\); --class_weights \[1\.0,5\.0\]\."):
         warm.load_state_dict({"method": "das", "warmup_epochs": 1, "class_weights": [1.0, 5.0], "lr": 0.001})
+    # another --lr: its sampler_lr (lr / 10 by default) follows it, so only --lr is the option to give (both were)
+    rates = RunSettings({"method": "das"}, recipe={"lr": 0.01, "sampler_lr": 0.001})
+    with pytest.raises(ValueError) as refused:
+        rates.load_state_dict({"method": "das", "lr": 0.001, "sampler_lr": 0.0001})
+    assert "give the checkpoint's: --lr 0.001." in str(refused.value) and "--sampler_lr" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"give the checkpoint's: --lr 0\.001; --sampler_lr 5e-05\."):  # given apart
+        rates.load_state_dict({"method": "das", "lr": 0.001, "sampler_lr": 0.00005})
     # a schedule switched on or off: --temperature_schedule, not a '--max_epochs $None' (review H5)
     sched = RunSettings({"method": "das"}, recipe={"temperature_schedule": [1.0, 0.1], "temperature_epochs": 15})
     with pytest.raises(ValueError) as refused:
