@@ -645,7 +645,7 @@ def _missing_images(missing: Sequence[tuple[str, str, str]], root: str) -> str:
 # ---------------------------------------------------------------------------------------------------- splitting
 def _class_key(name: str) -> tuple:
     """Sort key of a class name: integer names by value (``"2"`` before ``"10"``), then the others by name."""
-    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+    return (0, int(name), "") if name.isdecimal() else (1, 0, name)
 
 
 def class_name_order(names: Sequence[str]) -> list[str]:

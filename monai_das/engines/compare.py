@@ -14,8 +14,9 @@ Several seeds of each (``--candidate runs/das_s0/eval runs/das_s1/eval ...``, pa
 ``--reference``) give each pair's difference and the interval of their mean. The interval says how much the
 difference depends on which studies happen to be in the test list (and on the seeds given); a mean ± std over seeds
 (``multiseed aggregate``) says neither, and on one test list of 14 studies it made 0.94 ± 0.04 against 0.89 ± 0.02
-look like a clear win where the paired interval was [−0.12, +0.15] (trial T57). An interval above zero is evidence
-of a difference on data like this test list; one that includes zero is not evidence of no difference.
+(3 seeds each) look like a clear win where the paired interval of the mean difference was [−0.03, +0.13] (trial
+T57). An interval above zero is evidence of a difference on data like this test list; one that includes zero is not
+evidence of no difference.
 
 Arguments: ``--candidate`` and ``--reference`` (as many each: an evaluation folder holding ``test_predictions.csv``,
 or a predictions CSV with ``id``, ``label`` and ``prob_<class>`` columns, e.g. ``eval/val/val_predictions.csv`` or

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.networks.factory import is_weight_argument
+from monai_das.networks.factory import architecture_kwargs, is_weight_argument
 from monai_das.networks.utils import unwrap_network
 from monai_das.utils.io import file_digest, input_folder_name, write_json_atomic
 
@@ -502,9 +502,11 @@ def _trained_value(key: str, facts: Mapping) -> Any:
         ratio = facts.get("keep_ratio")
         valid = not isinstance(ratio, bool) and isinstance(ratio, (int, float)) and 0 < ratio <= 1
         return float(ratio) if valid else _UNSET
-    if key == "encoder_kwargs":  # the architecture: weights come from the checkpoint, never from a file the card names
-        kwargs = facts.get("encoder_kwargs")
-        return {k: v for k, v in kwargs.items() if not is_weight_argument(k)} if isinstance(kwargs, Mapping) else _UNSET
+    if key == "encoder_kwargs":  # the architecture: weights come from the checkpoint, never from a file or URL
+        kwargs, encoder = facts.get("encoder_kwargs"), facts.get("encoder")
+        if not isinstance(kwargs, Mapping) or not (encoder is None or isinstance(encoder, str)):
+            return _UNSET
+        return architecture_kwargs(encoder, dict(kwargs))  # pretrained=False where the network would download
     if key == "slice_axis":
         return facts.get("slice_axis", _UNSET) if facts.get("layout") == "volume" else _UNSET
     if key == "num_frames":
@@ -551,7 +553,9 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     ``probe``; ``data_dir`` when that folder is here), ``slice_axis`` (volumes), ``num_frames``, ``in_channels`` and
     ``temporal_mode`` (clips); for a model trained on a datalist also its classes (``label_names``, in the training's
     order), grid (``spatial_size``) and intensity steps (``axcodes``, ``pixdim``, ``intensity_range``,
-    ``percentiles``), and the datalist (and ``dataset_dir``) when the file is here and ``datalist`` is true. A
+    ``percentiles``), and the datalist (and ``dataset_dir``) when the file is here and ``datalist`` is true (the
+    bundles take ``label_names`` and ``dataset_dir`` only for that datalist: another one given, an external test
+    list, has its own classes and folder, checked against the card). A
     datalist that is not here (or ``datalist`` false: batch inference on ``--input``, which needs the training's
     classes and grid, not its lists) leaves ``datalist`` at its default, and the card stands in for it
     (:class:`monai_das.engines.BundleData`, ``dataset "datalist"`` without a datalist). The card is plain data: no
@@ -559,12 +563,17 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
 
     Said at INFO: the options taken that differ from ``defaults``.
     """
+    from monai_das.engines.checks import bundle_cli_overrides
+
     card_path = _card_path(checkpoint, card_path)
     found = _card_describing(checkpoint, card_path)
     options = dict(defaults)
     if found is None:
         return options
     facts = found[1]
+    typed = {k.split("#")[0] for k in bundle_cli_overrides()[0]}  # said as taken only where not given
+    if "datalist" in typed:  # another datalist's classes and folder are its own (the configs' rule)
+        typed |= {"label_names", "dataset_dir"}
     taken = {}
     for key in defaults:
         if key in ("datalist", "dataset_dir") and not datalist:
@@ -572,12 +581,17 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
         value = _trained_value(key, facts)
         if value is not _UNSET:
             options[key] = plain(value)
-            if plain(value) != plain(defaults[key]):
+            if plain(value) != plain(defaults[key]) and key not in typed:
                 taken[key] = options[key]
     if taken:
         listed = ", ".join(f"{k} {json.dumps(v)}" for k, v in taken.items())
         logger.info(f"the training's options, from the model card '{card_path}': {listed} (give an option on the "
                     "command line to choose another value).")
+    gone = facts.get("datalist")
+    if datalist and "datalist" in defaults and facts.get("source") == "datalist" and options["datalist"] is None:
+        logger.warning(f"the training's datalist '{gone}' (model card '{card_path}') is not here: give --datalist "
+                       "(a copy of it, or another test list) to evaluate or predict a list, or --input to predict "
+                       "studies (the card gives their classes and grid).")
     return options
 
 

@@ -186,6 +186,9 @@ def test_a_model_card_stands_in_for_the_images_of_its_own_datalist(tmp_path):
                                          r"list"):
         src.data("test")
     assert BundleData(dataset="datalist", label_names=["b", "a"], card=card).info["label_names"] == ["b", "a"]
+    # the card is data: a class name the bundle tools would evaluate is refused, as in a datalist
+    with pytest.raises(ValueError, match=r"das_model#label_names: class name \"\$__import__.*evaluates it as Python"):
+        BundleData(dataset="datalist", label_names=["$__import__('os')", "a"], card=card)
     with pytest.raises(ValueError, match="dataset 'datalist' needs --datalist"):
         BundleData(dataset="datalist", slice_axis="axial")
     other = tmp_path / "other.json"

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,7 +186,7 @@ def test_evaluation_adds_test_metrics(tmp_path, caplog):
     assert "was written for another file than" in caplog.text and "cannot be checked" in caplog.text
 
 
-def test_the_trainings_options_come_from_the_card(tmp_path, caplog):
+def test_the_trainings_options_come_from_the_card(tmp_path, caplog, monkeypatch):
     """Evaluation and batch inference default to the options a model was trained with (its card): a model trained on
     a datalist with --slice_axis 2 ran on new studies only with the datalist and every option typed again."""
     from monai_das.handlers import trained_options
@@ -212,13 +213,26 @@ def test_the_trainings_options_come_from_the_card(tmp_path, caplog):
                    "dataset_dir": str(tmp_path), "label_names": ["normal", "lesion"], "keep_ratio": 0.25,
                    "slice_axis": 2, "spatial_size": [24, 24, 16], "axcodes": "LPS", "pixdim": [1, 1, 2],
                    "intensity_range": [-100, 200], "percentiles": None, "encoder": "DenseNet121",
-                   # weights come from the checkpoint: a file or download the card names is never taken
-                   "encoder_kwargs": {"spatial_dims": 2}, "data_seed": 3}
+                   # weights come from the checkpoint: a file or download the card names is never taken (and a
+                   # network that downloads by default is built with pretrained=False, as the exports rebuild it)
+                   "encoder_kwargs": {"spatial_dims": 2, "pretrained": False}, "data_seed": 3}
     assert "slice_axis 2" in caplog.text and "from the model card" in caplog.text and "data_dir" not in caplog.text
+    # options typed on the command line are not said to come from the card (another datalist: nor its classes)
+    monkeypatch.setattr(sys, "argv", ["/m/monai/bundle/__main__.py", "run", "--config_file", "x.json",
+                                      "--slice_axis", "0", "--datalist", "site2.json"])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.model_card"):
+        trained_options(ckpt, defaults)
+    assert "method \"dps\"" in caplog.text and "slice_axis" not in caplog.text and "label_names" not in caplog.text
+    monkeypatch.undo()
     # batch inference on --input needs the training's classes and grid, not its lists; nor a datalist that is gone
+    # (said, for an evaluation that then needs one)
     assert trained_options(ckpt, defaults, datalist=False)["datalist"] is None
     datalist.unlink()
-    assert trained_options(ckpt, defaults)["datalist"] is None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+        assert trained_options(ckpt, defaults)["datalist"] is None
+    assert f"the training's datalist '{datalist}'" in caplog.text and "is not here: give --datalist" in caplog.text
     # a model trained on a ready-made dataset: its grid, classes and intensity steps are the dataset's, not options
     facts.update(source="synthetic", run_params={"dataset": "synthetic", "size": 32, "synthetic_options": {"noise": 1}})
     (tmp_path / "metadata.json").write_text(json.dumps({CARD_KEY: facts}))

@@ -1,0 +1,68 @@
+"""evaluate.json and inference.json take the training's options from the model card (``trained_options``): which
+ones, and where an option given on the command line keeps the card's away."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from monai_das.utils.io import file_digest
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+NAMES = ["das_volume_classification", "das_video_classification"]
+RUNS = [("inference.json",), ("train.json", "evaluate.json")]
+
+
+def _parser(bundle: str, configs: tuple, root: Path, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES / bundle / "configs" / c) for c in configs])
+    parser["bundle_root"] = str(root)
+    for k, v in overrides.items():
+        parser[k] = v
+    return parser
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+@pytest.mark.parametrize("configs", RUNS)
+def test_option_defaults_are_the_training_defaults(bundle, configs):
+    """The defaults without a card are train.json's (written again in each config: kept equal here)."""
+    train = json.loads((BUNDLES / bundle / "configs" / "train.json").read_text())
+    defaults = json.loads((BUNDLES / bundle / "configs" / configs[-1]).read_text())["option_defaults"]
+    assert {k: v for k, v in defaults.items() if k != "keep_ratio"} == \
+        {k: train[k] for k in defaults if k != "keep_ratio"}
+    assert defaults["keep_ratio"] == train["keep_ratio"] == 0.5
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+@pytest.mark.parametrize("configs", RUNS)
+def test_the_card_gives_classes_and_folder_for_its_own_datalist_only(tmp_path, bundle, configs):
+    """Another --datalist (an external test list) keeps its own classes and folder: the card's names would have read
+    its integer labels as indices into them and scored a list coded the other way round without a word (review)."""
+    root, data = tmp_path / "bundle", tmp_path / "site1"
+    (root / "models").mkdir(parents=True)
+    data.mkdir()
+    ckpt = root / "models" / "model.pt"
+    torch.save({"w": torch.zeros(1)}, ckpt)
+    datalist = data / "datalist.json"
+    datalist.write_text("{}")
+    layout = "volume" if "volume" in bundle else "video"
+    card = {"das_model": {"layout": layout, "source": "datalist", "datalist": str(datalist), "slice_axis": 2,
+                          "label_names": ["normal", "lesion"], "method": "uniform",
+                          "checkpoint_sha256": file_digest(ckpt),
+                          "run_params": {"dataset": "datalist", "dataset_dir": str(data)}}}
+    (root / "models" / "metadata.json").write_text(json.dumps(card))
+    own = _parser(bundle, configs, root)
+    assert own.get_parsed_content("datalist") == str(datalist) and own.get_parsed_content("method") == "uniform"
+    assert own.get_parsed_content("label_names") == ["normal", "lesion"]
+    assert own.get_parsed_content("dataset_dir") == str(data)
+    other = _parser(bundle, configs, root, datalist=str(tmp_path / "site2.csv"))
+    assert other.get_parsed_content("label_names") is None and other.get_parsed_content("dataset_dir") is None
+    assert other.get_parsed_content("method") == "uniform"  # the network keys stay the training's
+    if configs == ("inference.json",):  # batch inference on --input: no datalist read, the card's classes
+        studies = _parser(bundle, configs, root, input=str(tmp_path))
+        assert studies.get_parsed_content("datalist") is None
+        assert studies.get_parsed_content("label_names") == ["normal", "lesion"]
