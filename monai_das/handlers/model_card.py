@@ -506,7 +506,10 @@ def _trained_value(key: str, facts: Mapping) -> Any:
         kwargs, encoder = facts.get("encoder_kwargs"), facts.get("encoder")
         if not isinstance(kwargs, Mapping) or not (encoder is None or isinstance(encoder, str)):
             return _UNSET
-        return architecture_kwargs(encoder, dict(kwargs))  # pretrained=False where the network would download
+        out = architecture_kwargs(encoder, dict(kwargs))  # pretrained=False where the network would download
+        if encoder is None and "pretrained" not in kwargs:  # MobileNetV3Small's own default: the options as given
+            out.pop("pretrained", None)
+        return out
     if key == "slice_axis":
         return facts.get("slice_axis", _UNSET) if facts.get("layout") == "volume" else _UNSET
     if key == "num_frames":

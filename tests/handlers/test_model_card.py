@@ -217,6 +217,13 @@ def test_the_trainings_options_come_from_the_card(tmp_path, caplog, monkeypatch)
                    # network that downloads by default is built with pretrained=False, as the exports rebuild it)
                    "encoder_kwargs": {"spatial_dims": 2, "pretrained": False}, "data_seed": 3}
     assert "slice_axis 2" in caplog.text and "from the model card" in caplog.text and "data_dir" not in caplog.text
+    from monai_das.handlers.model_card import _trained_value
+
+    # EfficientNetBN downloads ImageNet weights by default: rebuilt without (as the exports rebuild it); the project's
+    # MobileNetV3Small (encoder None, no download by default) keeps its options as given (they key the predictions)
+    assert _trained_value("encoder_kwargs", {"encoder": "EfficientNetBN", "encoder_kwargs": {"model_name": "b0"}}) \
+        == {"model_name": "b0", "pretrained": False}
+    assert _trained_value("encoder_kwargs", {"encoder": None, "encoder_kwargs": {}}) == {}
     # options typed on the command line are not said to come from the card (another datalist: nor its classes)
     monkeypatch.setattr(sys, "argv", ["/m/monai/bundle/__main__.py", "run", "--config_file", "x.json",
                                       "--slice_axis", "0", "--datalist", "site2.json"])
