@@ -551,7 +551,8 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     against the card as always (:func:`check_model_card`). Without a card describing the checkpoint: ``defaults``.
 
     What the card gives: the network keys (``method``, ``keep_ratio``, ``temporal_head``, ``encoder``, its
-    ``encoder_kwargs`` without weight arguments, ``context_frames``, ``sampler_kwargs``), the dataset and its
+    ``encoder_kwargs`` as the exports rebuild them (:func:`~monai_das.networks.factory.architecture_kwargs`: no
+    weight arguments), ``context_frames``, ``sampler_kwargs``), the dataset and its
     options (``dataset``, ``synthetic_options``, ``size``, ``data_seed``, POCUS's ``fold``, ``num_folds``,
     ``probe``; ``data_dir`` when that folder is here), ``slice_axis`` (volumes), ``num_frames``, ``in_channels`` and
     ``temporal_mode`` (clips); for a model trained on a datalist also its classes (``label_names``, in the training's
@@ -564,7 +565,8 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     (:class:`monai_das.engines.BundleData`, ``dataset "datalist"`` without a datalist). The card is plain data: no
     value taken from it is evaluated, and weight arguments (a file, a URL) are not taken.
 
-    Said at INFO: the options taken that differ from ``defaults``.
+    Said at INFO: the options taken that differ from ``defaults`` and were not given on the command line; at
+    WARNING, a training datalist that is not here (unless ``--datalist`` was given).
     """
     from monai_das.engines.checks import bundle_cli_overrides
 
@@ -591,7 +593,8 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
         logger.info(f"the training's options, from the model card '{card_path}': {listed} (give an option on the "
                     "command line to choose another value).")
     gone = facts.get("datalist")
-    if datalist and "datalist" in defaults and facts.get("source") == "datalist" and options["datalist"] is None:
+    if (datalist and "datalist" in defaults and "datalist" not in typed and facts.get("source") == "datalist"
+            and options["datalist"] is None):
         logger.warning(f"the training's datalist '{gone}' (model card '{card_path}') is not here: give --datalist "
                        "(a copy of it, or another test list) to evaluate or predict a list, or --input to predict "
                        "studies (the card gives their classes and grid).")
@@ -797,7 +800,7 @@ class ModelCardSaver:
                 # a validation list drawn from the training list: another seed or fraction, or the training's
                 # datalist file edited since (an item added redraws the groups), holds items it was trained on; another
                 # datalist file is other data (warned below: a digest cannot tell an edit from an external list)
-                # _NEWER_DRAWS: this version's validation list is another than an older one drew
+                # NEWER_DRAWS: this version's validation list is another than an older one drew
                 if trained.get("datalist") and trained.get("datalist") == self.facts.get("datalist"):
                     keys = ("datalist_sha256", "seed", "val_fraction", *NEWER_DRAWS)
                 elif before.get("datalist_sha256") == now.get("datalist_sha256"):

@@ -240,6 +240,13 @@ def test_the_trainings_options_come_from_the_card(tmp_path, caplog, monkeypatch)
     with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
         assert trained_options(ckpt, defaults)["datalist"] is None
     assert f"the training's datalist '{datalist}'" in caplog.text and "is not here: give --datalist" in caplog.text
+    monkeypatch.setattr(sys, "argv", ["/m/monai/bundle/__main__.py", "run", "--config_file", "x.json",
+                                      "--datalist", "site2.json"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+        trained_options(ckpt, defaults)  # another datalist given: nothing to say of the training's
+    assert "is not here" not in caplog.text
+    monkeypatch.undo()
     # a model trained on a ready-made dataset: its grid, classes and intensity steps are the dataset's, not options
     facts.update(source="synthetic", run_params={"dataset": "synthetic", "size": 32, "synthetic_options": {"noise": 1}})
     (tmp_path / "metadata.json").write_text(json.dumps({CARD_KEY: facts}))
