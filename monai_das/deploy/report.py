@@ -60,7 +60,8 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
     The report of a classified study.
 
     Keys: ``study_id``, ``status`` (``"ok"``), ``source`` (path), ``kind``, ``modality``, ``probabilities``
-    (``{label name: p}``), ``predicted_label`` (id), ``predicted_name``, ``kept_indices`` (network frame positions,
+    (``{label name: p}``), ``predicted_label`` (id), ``predicted_name``, ``label`` and ``label_name`` (the class a
+    CSV study list gave the study; ``null`` when unknown), ``kept_indices`` (network frame positions,
     ``0..T-1``), ``kept_source_indices`` (the same frames as the file's own slice/frame numbers, ``"padding"`` for
     a padding slice of ``resize="pad"``, see :func:`monai_das.data.kept_source_indices`; the ``source_frames`` of a
     bundle's predictions),
@@ -109,6 +110,10 @@ def study_report(study: Study, prediction: Prediction, model: Mapping[str, Any])
         "probabilities": dict(zip(names, p["probabilities"])),
         "predicted_label": p["predicted_label"],
         "predicted_name": p["predicted_name"],
+        # the class a study list gave the study (index, name; null when unknown): reports can be scored as they are
+        "label": study.source.label,
+        "label_name": names[study.source.label] if study.source.label is not None
+        and 0 <= study.source.label < len(names) else None,
         "kept_indices": kept,
         "kept_source_indices": kept_src,
         "kept_instance_numbers": kept_instances,
@@ -180,6 +185,7 @@ def error_report(source: StudySource, error: BaseException | str, stage: str,
         "status": "error",
         "source": str(source.path),
         "kind": source.kind,
+        "label": source.label,
         "stage": stage,
         "warnings": list(warnings or []),
         "error": message,
@@ -223,12 +229,14 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
 
 
 def write_summary(reports: list[Mapping[str, Any]], path: str | os.PathLike) -> Path:
-    """``summary.json``: counts and, per study, ``study_id``, ``status``, ``predicted_name`` or ``error``."""
+    """``summary.json``: counts and, per study, ``study_id``, ``status``, ``predicted_name`` (and the study list's
+    ``label_name``, ``null`` when unknown) or ``error``."""
     items = [
         {
             "study_id": r["study_id"],
             "status": r["status"],
             "predicted_name": r.get("predicted_name"),
+            "label_name": r.get("label_name"),
             "compute_saved": r.get("compute_saved"),
             "error": r.get("error"),
         }

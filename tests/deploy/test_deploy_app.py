@@ -316,7 +316,11 @@ def test_study_list_labels_are_the_models_classes(torchscript_model, tmp_path):
     write_dicom_series(tmp_path / "s1", num_slices=5)
     (tmp_path / "names.csv").write_text(f"image,label\ns1,{LABELS[1]}\n")
     assert cli_main(["-i", str(tmp_path / "names.csv"), "-o", str(tmp_path / "o1"), "-m", str(model)]) == 0
-    assert json.loads((tmp_path / "o1" / "s1.json").read_text())["status"] == "ok"
+    report = json.loads((tmp_path / "o1" / "s1.json").read_text())
+    assert report["status"] == "ok"
+    # the list's class is in the reports (it was checked, then dropped: the reports could not be scored; trial T57)
+    assert (report["label"], report["label_name"]) == (1, LABELS[1])
+    assert json.loads((tmp_path / "o1" / "summary.json").read_text())["studies"][0]["label_name"] == LABELS[1]
     (tmp_path / "idx.csv").write_text(f"image,label\ns1,{len(LABELS)}\n")
     assert cli_main(["-i", str(tmp_path / "idx.csv"), "-o", str(tmp_path / "o2"), "-m", str(model)]) == 1
 
