@@ -23,22 +23,23 @@ or a predictions CSV with ``id``, ``label`` and ``prob_<class>`` columns, e.g. `
 bundle inference's ``predictions.csv`` of labelled studies), ``--resamples`` (default 2000), ``--seed`` (default
 0), ``--level`` (default 0.95), ``--output`` (a JSON report, written atomically). Refused, naming the file: items
 that differ between the files (another test list), another label for an item, other classes, a row without a label
-or with an error, a class without items.
+or with an error, a row cut short (a run stopped while writing), a class without items.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, few_items_named, paired_bootstrap
+from monai_das.handlers.predictions import read_predictions_csv
 from monai_das.utils.io import write_json_atomic
 
 __all__ = ["read_predictions", "compare_predictions", "format_comparison", "main"]
@@ -51,7 +52,8 @@ def read_predictions(path: str | os.PathLike) -> dict:
     """
     ``{"path", "ids", "labels", "probs", "classes"}`` of a predictions CSV (an evaluation folder: its
     ``test_predictions.csv``): one row per item with its ``id``, integer ``label`` (>= 0) and ``prob_<class>``
-    columns (``classes`` in column order). Read as data (the ``csv`` module, nothing evaluated).
+    columns (``classes`` in column order). Read as data (:func:`~monai_das.handlers.predictions.read_predictions_csv`,
+    nothing evaluated).
 
     Raises:
         FileNotFoundError, ValueError: naming the file, and the line of a bad row.
@@ -62,35 +64,38 @@ def read_predictions(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"'{path}' does not exist: give an evaluation folder (evaluate.json's eval/, holding "
                                 f"{PREDICTIONS}) or a predictions CSV.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = list(reader.fieldnames or [])
-        classes = [c[len("prob_"):] for c in columns if c.startswith("prob_")]
-        missing = [c for c in ("id", "label") if c not in columns]
-        if missing or len(classes) < 2:
-            raise ValueError(f"'{path}' is not a predictions CSV: it needs the columns id, label and prob_<class> for "
-                             f"two or more classes; its columns are {columns}.")
-        ids, labels, probs = [], [], []
-        for line, row in enumerate(reader, start=2):
-            where = f"'{path}' line {line} (id {row.get('id')!r})"
-            if (row.get("error") or "").strip():
-                raise ValueError(f"{where} is an error row ({row['error'][:120]}): its study has no prediction; "
-                                 "compare files whose every row was predicted.")
-            try:
-                label = int(row["label"])
-                values = [float(row[f"prob_{c}"]) for c in classes]
-            except (TypeError, ValueError):
-                raise ValueError(f"{where}: label {row.get('label')!r} or a probability is not a number.") from None
-            if not 0 <= label < len(classes) or not all(math.isfinite(v) for v in values):
-                raise ValueError(f"{where}: label {label} is not a class index 0..{len(classes) - 1} (-1: a study "
-                                 "without a known label) or a probability is not finite; compare labelled studies.")
-            ids.append(str(row["id"]))
-            labels.append(label)
-            probs.append(values)
+    # the project's reader of predictions files: BOM, cells written by csv_cell (a formula-like id) given back as
+    # written; a row cut short (a run killed while writing) is counted, and refused here
+    columns, rows, dropped = read_predictions_csv(path)
+    classes = [c[len("prob_"):] for c in columns if c.startswith("prob_")]
+    missing = [c for c in ("id", "label") if c not in columns]
+    if missing or len(classes) < 2:
+        raise ValueError(f"'{path}' is not a predictions CSV: it needs the columns id, label and prob_<class> for "
+                         f"two or more classes; its columns are {columns}.")
+    if dropped:
+        raise ValueError(f"'{path}' has {dropped} incomplete row(s) (a run stopped while writing it?): compare "
+                         "complete predictions files.")
+    ids, labels, probs = [], [], []
+    for line, row in enumerate(rows, start=2):  # one line per row: a file with a cut row is refused above
+        where = f"'{path}' line {line} (id {row.get('id')!r})"
+        if (row.get("error") or "").strip():
+            raise ValueError(f"{where} is an error row ({row['error'][:120]}): its study has no prediction; "
+                             "compare files whose every row was predicted.")
+        try:
+            label = int(row["label"])
+            values = [float(row[f"prob_{c}"]) for c in classes]
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: label {row.get('label')!r} or a probability is not a number.") from None
+        if not 0 <= label < len(classes) or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{where}: label {label} is not a class index 0..{len(classes) - 1} (-1: a study "
+                             "without a known label) or a probability is not finite; compare labelled studies.")
+        ids.append(str(row["id"]))
+        labels.append(label)
+        probs.append(values)
     if not ids:
         raise ValueError(f"'{path}' has no rows.")
-    if len(set(ids)) != len(ids):
-        twice = sorted({i for i in ids if ids.count(i) > 1})
+    twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if twice:
         raise ValueError(f"'{path}': ids appear twice, e.g. {twice[:3]}: one row per item is needed to pair them.")
     return {"path": str(path), "ids": ids, "labels": np.array(labels), "probs": np.array(probs), "classes": classes}
 

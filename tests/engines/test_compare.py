@@ -82,6 +82,10 @@ def test_files_of_other_items_labels_or_classes_are_refused(tmp_path):
     unlabelled.write_text(base.read_text().replace("\n0,s00.nii.gz,0,", "\n0,s00.nii.gz,-1,", 1))
     with pytest.raises(ValueError, match=r"d\.csv' line 2 \(id 's00\.nii\.gz'\): label -1 is not a class index"):
         compare_predictions([unlabelled], [base])
+    cut = tmp_path / "cut.csv"  # a run killed while writing: the last row is cut short
+    cut.write_text(base.read_text()[:-20])
+    with pytest.raises(ValueError, match=r"cut\.csv' has 1 incomplete row\(s\)"):
+        compare_predictions([cut], [base])
     with pytest.raises(FileNotFoundError, match=r"nowhere' does not exist: give an evaluation folder"):
         compare_predictions([tmp_path / "nowhere"], [base])
     with pytest.raises(ValueError, match="as many --candidate as --reference"):
