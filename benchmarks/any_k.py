@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import json
 import math
@@ -136,7 +135,6 @@ def evaluate_at(train_result: dict[str, Any], cell_dir: Path, ratio: float, code
     hit = cached(d / "result.json", {"checkpoint_sha256": sha, "code_hash": code, "keep_ratio": ratio})
     if hit is not None:
         return hit, False
-    from monai_das.handlers import output_dir_at_k
     from monai_das.networks import num_kept
 
     over = dict(train_result["overrides"])
@@ -149,20 +147,10 @@ def evaluate_at(train_result: dict[str, Any], cell_dir: Path, ratio: float, code
         shutil.copy2(cell_dir / "models" / "metadata.json", d / "models" / "metadata.json")
     t = int(train_result["frames_total"])
     t0 = time.perf_counter()
-    try:
-        # where the evaluation writes: eval/ at the trained k, eval/k<k>/ at another (any k from one model)
-        metrics_path = Path(output_dir_at_k(d / "eval", d / "models" / "model.pt", num_kept(t, ratio))) / "metrics.json"
-        ev = runner.workflow(cell, d, "eval")
-        ev.initialize()
-        ev.run()
-        ev.finalize()
-        del ev
-        gc.collect()
+    try:  # the evaluation writes to eval/ at the trained k, eval/k<k>/ at another (any k from one model)
+        report = json.loads((runner.evaluate(cell, d) / "metrics.json").read_text())
     finally:
         (d / "models" / "model.pt").unlink(missing_ok=True)
-    if not metrics_path.is_file():
-        raise RuntimeError(f"the evaluate config wrote no metrics file at '{metrics_path}'.")
-    report = json.loads(metrics_path.read_text())
     result = {
         "dataset": ds, "seed": train_result["seed"], "fold": train_result.get("fold"),
         "tag": train_result.get("tag", ""), "train_keep_ratio": float(train_result["keep_ratio"]),

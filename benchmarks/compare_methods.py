@@ -441,6 +441,26 @@ class BundleCellRunner:
         self.log(f"    {cell.name}: resuming {done} (models/last.pt)")
         return history, spent
 
+    def evaluate(self, cell: Cell, cell_dir: Path) -> Path:
+        """
+        Run the bundle's evaluate config on the cell's ``models/model.pt``; the folder it wrote its reports to, as
+        the config resolves it (``eval/`` for the test split at the trained k; ``eval/<split>/`` for another split,
+        ``.../k<k>/`` at another k: :func:`monai_das.handlers.evaluation_output_dir`, ``output_dir_at_k``).
+
+        Raises:
+            RuntimeError: the evaluation wrote no ``metrics.json`` there.
+        """
+        ev = self.workflow(cell, cell_dir, "eval")
+        ev.initialize()
+        eval_dir = Path(ev.parser.get_parsed_content("output_dir"))
+        ev.run()
+        ev.finalize()
+        del ev
+        gc.collect()
+        if not (eval_dir / "metrics.json").is_file():
+            raise RuntimeError(f"the evaluate config wrote no metrics file at '{eval_dir / 'metrics.json'}'.")
+        return eval_dir
+
     def workflow(self, cell: Cell, cell_dir: Path, kind: str):
         from monai.bundle import ConfigWorkflow
 
@@ -520,17 +540,9 @@ class BundleCellRunner:
         gc.collect()
 
         t_eval = time.perf_counter()
-        ev = self.workflow(cell, cell_dir, "eval")
-        ev.initialize()
-        ev.run()
-        ev.finalize()
-        del ev
-        gc.collect()
-        metrics_path = cell_dir / "eval" / "metrics.json"
-        if not metrics_path.is_file():
-            raise RuntimeError(f"the evaluate config wrote no metrics file at '{metrics_path}'.")
-        report = json.loads(metrics_path.read_text())
-        positions_path = cell_dir / "eval" / "test_kept_positions.json"  # where the sampler looked on that split
+        eval_dir = self.evaluate(cell, cell_dir)
+        report = json.loads((eval_dir / "metrics.json").read_text())
+        positions_path = eval_dir / "test_kept_positions.json"  # where the sampler looked on that split
         positions = json.loads(positions_path.read_text())["kept_fraction"] if positions_path.is_file() else None
         if not self.keep_checkpoints:
             shutil.rmtree(cell_dir / "models", ignore_errors=True)

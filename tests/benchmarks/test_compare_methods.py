@@ -193,6 +193,20 @@ def test_smoke_run_through_the_bundle(compare_script, tmp_path):
         cm.main(["--smoke", "--out", str(tmp_path), "--override", "num_kept=5", "--threads", "1"])
 
 
+@pytest.mark.slow
+def test_smoke_run_scored_on_the_validation_split(compare_script, tmp_path):
+    """``--eval-split val``: the evaluate config writes to ``eval/val/``; the cell read ``eval/metrics.json`` and
+    failed every cell of a validation-split grid (benchmarks/results/positional, 2026-12-06)."""
+    out = compare_script.main(["--smoke", "--out", str(tmp_path), "--methods", "uniform", "--keep-ratios", "0.5",
+                               "--threads", "1", "--eval-split", "val"])
+    assert out["counts"] == {"cells": 1, "skipped": 0, "ran": 1, "failed": 0}
+    result_file = next((tmp_path / "_work" / "smoke_val").rglob("result.json"))
+    result = json.loads(result_file.read_text())
+    assert result["eval_split"] == "val" and result["eval_samples"] == 8
+    assert json.loads((result_file.parent / "eval" / "val" / "metrics.json").read_text())["split"] == "val"
+    assert len(result["eval_kept_fraction"]["all"]) == 16
+
+
 def test_per_dataset_seeds_and_keep_ratios(compare_script):
     """The standard profile: POCUS runs one seed over folds, the sparse setting only its own keep ratios."""
     cm = compare_script
