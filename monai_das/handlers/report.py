@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.data.studies import kept_source_indices
 from monai_das.handlers.metrics import (
     MIN_ITEMS_PER_CLASS,
     balanced_accuracy_from_confusion,
@@ -20,6 +21,7 @@ from monai_das.handlers.metrics import (
     few_items_named,
     per_class_metrics,
 )
+from monai_das.transforms.temporal import SOURCE_INDICES
 from monai_das.utils.io import write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -46,7 +48,10 @@ class ClassificationReportSaver:
     evaluated item, from which every metric can be recomputed: ``index`` (position in the evaluated order), ``id``,
     ``label``, ``label_name``, ``pred_label``, ``pred_name``, ``prob_<class>`` per class, ``kept_indices``: the frames
     the sampler kept, ``;``-separated, when the output items carry them under ``indices_key``, see
-    :class:`~monai_das.handlers.SampledIndicesHandler`), and logs a one-line summary
+    :class:`~monai_das.handlers.SampledIndicesHandler`; ``source_frames``: the same frames as the file's own
+    slice/frame numbers, when the batch items carry ``source_indices`` (:class:`~monai_das.transforms.SourceIndicesd`;
+    ``padding`` for a padding slice, empty when unknown), as bundle inference's ``predictions.csv`` names them),
+    and logs a one-line summary
     (``evaluation on <n> samples: ...``, INFO, logger ``monai_das.handlers.report``; the bundles' ``logging.conf``
     sends it to stdout). ``metrics.json`` also holds ``intervals``: percentile-bootstrap 95 % intervals over the
     items of the macro AUC and the balanced accuracy (:func:`~monai_das.handlers.metrics.bootstrap_intervals`; a
@@ -110,7 +115,7 @@ class ClassificationReportSaver:
         self.item_ids = None if item_ids is None else [str(i) for i in item_ids]
         self.indices_key, self.predictions = indices_key, predictions or None
         # (label, predicted class, probabilities, id or None, kept indices or None) per item
-        self._items: list[tuple[int, int, list[float], str | None, list[int] | None]] = []
+        self._items: list[tuple[int, int, list[float], str | None, list[int] | None, list[int | str] | None]] = []
         self.report: dict = {}
 
     def attach(self, engine: Any) -> None:
@@ -135,8 +140,10 @@ class ClassificationReportSaver:
             name = data.get("id") if isinstance(data, dict) else None
             kept = item.get(self.indices_key) if isinstance(item, dict) else None
             kept = None if kept is None else [int(i) for i in torch.as_tensor(kept).reshape(-1)]
+            # the kept frames as the file's own slice/frame numbers (SourceIndicesd), as the inference's predictions
+            frames = kept_source_indices(kept, data.get(SOURCE_INDICES) if isinstance(data, dict) else None)
             self._items.append((label, int(pred.argmax()), prob.detach().float().cpu().tolist(),
-                                None if name is None else str(name), kept))
+                                None if name is None else str(name), kept, frames))
 
     def _write_predictions(self, names: Sequence[str], world: int) -> None:
         """``<file_prefix><predictions>``: one row per item, in the evaluated order."""
@@ -149,12 +156,13 @@ class ClassificationReportSaver:
                                 "shuffled or cut to another count?).")
             ids = None
         header = ["index", "id", "label", "label_name", "pred_label", "pred_name"]
-        header += [f"prob_{n}" for n in names] + ["kept_indices"]
+        header += [f"prob_{n}" for n in names] + ["kept_indices", "source_frames"]
         rows = []
-        for i, (label, pred, prob, name, kept) in enumerate(self._items):
+        for i, (label, pred, prob, name, kept, frames) in enumerate(self._items):
             row = {"index": i, "id": name if name is not None else (ids[i] if ids is not None else ""),
                    "label": label, "label_name": names[label], "pred_label": pred, "pred_name": names[pred],
-                   "kept_indices": "" if kept is None else ";".join(map(str, kept))}
+                   "kept_indices": "" if kept is None else ";".join(map(str, kept)),
+                   "source_frames": "" if frames is None else ";".join(map(str, frames))}
             row.update({f"prob_{n}": repr(float(p)) for n, p in zip(names, prob)})
             rows.append(row)
         write_predictions_csv(self.output_dir / f"{self.file_prefix}{self.predictions}", header, rows)

@@ -62,6 +62,11 @@ __all__ = [
     "MapEvidenced",
     "MapEvidenceD",
     "MapEvidenceDict",
+    "frame_source_indices",
+    "SourceIndices",
+    "SourceIndicesd",
+    "SourceIndicesD",
+    "SourceIndicesDict",
 ]
 
 
@@ -891,3 +896,91 @@ class MapEvidenced(MapTransform):
 
 
 MapEvidenceD = MapEvidenceDict = MapEvidenced
+
+
+def frame_source_indices(img: torch.Tensor, frame_axis: int) -> list[int] | None:
+    """
+    For each of the ``T`` frames of ``img`` along ``frame_axis`` (the network input after loading, orientation,
+    spacing and resizing), its slice/frame number in the file, as the reports' ``kept_source_indices`` and the
+    predictions' ``source_frames`` name them: a clip's from :class:`~monai_das.transforms.LoadVideo` (meta
+    ``source_indices``), a volume's through the affines (:func:`affine_source_indices`, the nearest slice; a DICOM
+    series folder's in ``InstanceNumber`` order, :func:`monai_das.data.series_slice_ranks`); :data:`NO_SOURCE`
+    (``-1``) for a padding slice. ``None`` when ``img`` carries no record of how its frames were produced (a plain
+    tensor, an array dataset's item) or a series' files cannot be numbered.
+
+    ``frame_axis``: 1 + ``slice_axis`` for a channel-first volume, 0 for a ``T×C×H×W`` clip.
+    """
+    meta = getattr(img, "meta", {}) or {}
+    t = int(img.shape[frame_axis])
+    if SOURCE_INDICES in meta:  # a clip (LoadVideo) or a volume read by LoadStudy: the file's own numbers
+        source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
+        return source if len(source) == t else None
+    if not (isinstance(img, MetaTensor) and meta.get("original_affine") is not None and img.ndim == 4
+            and 1 <= frame_axis <= 3):
+        return None
+    source_shape = [int(s) for s in meta.get("spatial_shape", img.shape[1:])]
+    source, src_axis = affine_source_indices(meta["original_affine"], img.affine, img.shape[1:], source_shape,
+                                             frame_axis - 1, outside=NO_SOURCE)
+    name = meta.get("filename_or_obj")
+    if src_axis == 2 and name and os.path.isdir(str(name)):  # a DICOM series folder: InstanceNumber order
+        from monai_das.data.studies import series_slice_ranks
+
+        try:
+            ranks = series_slice_ranks(name, meta["original_affine"], source_shape[2])
+        except ValueError:  # files without number or position: no numbering to give
+            return None
+        source = [ranks[i] if i >= 0 else i for i in source]
+    return source
+
+
+class SourceIndices(Transform):
+    """
+    Array transform: :func:`frame_source_indices` of an image as a ``T``-long int64 tensor, all ``-1`` when unknown
+    (the value :func:`monai_das.data.kept_source_indices` reads as unknown), so that every item of a dataset carries
+    one of the same length and batches collate.
+
+    Args:
+        frame_axis: frame dimension of the image (1 + ``slice_axis`` for a channel-first volume, 0 for a clip).
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, frame_axis: int = 1) -> None:
+        self.frame_axis = int(frame_axis)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        source = frame_source_indices(img, self.frame_axis)
+        if source is None:
+            return torch.full((int(img.shape[self.frame_axis]),), NO_SOURCE, dtype=torch.long)
+        return torch.as_tensor(source, dtype=torch.long)
+
+
+class SourceIndicesd(MapTransform):
+    """
+    Dictionary transform of :class:`SourceIndices`: writes the frames' numbers in the file of ``data[key]`` under
+    ``output_key``, for the evaluation's per-item predictions (``source_frames``). Put it after the last spatial
+    transform and before the image's meta data is dropped (``EnsureTyped(track_meta=False)``), as
+    :class:`MapEvidenced`.
+
+    Args:
+        keys: the image key (one).
+        frame_axis: frame dimension of the image (1 + ``slice_axis`` for a channel-first volume, 0 for a clip).
+        output_key: where the indices go (default ``"source_indices"``, the key the predictions writers read).
+        allow_missing_keys: don't raise for a missing key.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", frame_axis: int = 1, output_key: str = SOURCE_INDICES,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"SourceIndicesd takes one image key, got {list(self.keys)}.")
+        self.transform, self.output_key = SourceIndices(frame_axis), str(output_key)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key] = self.transform(d[key])
+        return d
+
+
+SourceIndicesD = SourceIndicesDict = SourceIndicesd

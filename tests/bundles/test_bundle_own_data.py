@@ -151,6 +151,8 @@ def test_evaluate_on_the_test_list(volumes, predictions):
         assert float(r["prob_malignant"]) == pytest.approx(float(inferred["prob_malignant"]), abs=1e-4)
         assert r["kept_indices"] == inferred["kept_indices"] and r["pred_name"] == inferred["pred_name"]
         assert r["label_name"] == ["benign", "malignant"][int(r["label"])]
+        # the kept slices as the file's own slice numbers, as inference names them (evaluation had none)
+        assert r["source_frames"] and r["source_frames"] == inferred["source_frames"]
 
 
 def test_an_external_test_set_is_evaluated_beside_the_trainings_reports(volumes, tmp_path):

@@ -161,3 +161,36 @@ def test_a_volume_without_its_record_is_warned_about(caplog, monkeypatch):
     assert caplog.text.count("a volume without the record of how its slices were produced") == 1  # once each kind
     assert caplog.text.count("a clip without the record of how its frames were produced") == 1
     assert "right after LoadVideod" in caplog.text and "right after the resize" in caplog.text
+
+
+@pytest.mark.parametrize("depth,flip", [(31, True), (20, False), (10, True)])
+def test_source_indices_are_those_of_the_study_layer(tmp_path, depth, flip):
+    """SourceIndicesd (the evaluation's ``source_frames``) numbers the input slices of MONAI's loading as
+    LoadStudyd (bundle inference, the Deploy app) numbers them: flipped, resized up and down."""
+    from monai_das.data import LoadStudyd
+    from monai_das.transforms import SourceIndicesd
+
+    path = _volume(tmp_path, depth=depth, flip_z=flip)
+    recipe = {"layout": "volume", "spatial_size": [8, 8, 16], "slice_axis": 2}
+    study = LoadStudyd("image", recipe=recipe, study_suffix=None)({"image": path})
+    by_monai = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True), Orientationd("image", "RAS"),
+                        Resized("image", (8, 8, 16), mode="area"),
+                        SourceIndicesd("image", frame_axis=3)])({"image": path})
+    expected = [int(i) for i in study["image"].meta[SOURCE_INDICES]]
+    assert by_monai[SOURCE_INDICES].tolist() == expected and by_monai[SOURCE_INDICES].dtype == torch.long
+    assert (expected[0] > expected[-1]) == flip  # a flipped file's first input slice is its last
+
+
+def test_source_indices_of_padding_clips_and_plain_tensors(tmp_path):
+    from monai_das.transforms import SourceIndices, SourceIndicesd, volume_preprocessing
+
+    load = Compose([volume_preprocessing(keys="image", spatial_size=(16, 16, 16), resize="pad"),
+                    SourceIndicesd("image", frame_axis=3)])
+    src = load({"image": _volume(tmp_path, depth=10, flip_z=False)})[SOURCE_INDICES].tolist()
+    # 10 slices scaled to 11 and padded (2, 3) to 16: the zeros around the study are no slice of the file
+    assert src[:2] == [-1, -1] and src[-3:] == [-1, -1, -1] and src[2] == 0 and src[12] == 9
+    clip = MetaTensor(torch.zeros(4, 1, 8, 8), meta={SOURCE_INDICES: [0, 3, 6, 9]})
+    assert SourceIndices(frame_axis=0)(clip).tolist() == [0, 3, 6, 9]  # a clip's frames as LoadVideo recorded them
+    assert SourceIndices(frame_axis=3)(torch.zeros(1, 8, 8, 5)).tolist() == [-1] * 5  # no record: unknown
+    with pytest.raises(ValueError, match="one image key"):
+        SourceIndicesd(["image", "label"])
