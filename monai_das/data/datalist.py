@@ -467,6 +467,38 @@ def _warn_misspelt_keys(path: Path, rows: Mapping[str, list[tuple[str, dict]]], 
                        f"read as one without it). Rename it to {near!r} (the keys read: {list(known)}).")
 
 
+def _warn_unread_patient_key(path: Path, rows: Mapping[str, list[tuple[str, dict]]], split: str = "training") -> None:
+    """Warn, once per datalist, when no item names its patient (:data:`GROUP_KEYS`) but a key the datalist is not read
+    by repeats values across the training items (a CSV column ``MRN``, ``case_id``): every item is then a patient of
+    its own, and if that key names the patients, one patient's items can be split between training and validation
+    (or a test list) with no sign but an optimistic score (trial T58: 30 patients' 50 clips drawn as 50 "patients").
+    A key of a few values (a site, a scanner) repeats too: hence a warning, which names the key, not a refusal."""
+    if split != "training" or "training" not in rows:
+        return
+    entries = rows["training"]
+    if any(_group_key(item) is not None for _, item in entries):
+        return
+    known = {k.casefold() for k in (*CSV_COLUMNS, *ITEM_KEYS, "label_name", "source_line")}
+    values: dict[str, list[str]] = {}
+    for _, item in entries:
+        for key, value in item.items():
+            if isinstance(key, str) and key.casefold() not in known and isinstance(value, (str, int)) \
+                    and not isinstance(value, bool) and str(value).strip():
+                values.setdefault(key, []).append(str(value).strip())
+    repeating = {k: v for k, v in values.items() if len(v) >= 4 and 1 < len(set(v)) < len(v)}
+    if not repeating or (str(path), "unread patient key") in _warned_keys:
+        return
+    _warned_keys.add((str(path), "unread patient key"))
+    what = "column" if _kind(path) == "csv" else "item key"
+    named = ", ".join(f"{k!r} ({len(set(v))} values over {len(v)} items)" for k, v in repeating.items())
+    logger.warning(
+        f"{path}: no training item names its patient (keys read as the patient: {list(GROUP_KEYS)}, any case), so "
+        f"every item counts as a patient of its own: the validation list is drawn by item, and one patient's items "
+        f"can be split between training and validation (or test), an optimistic score. The {what}(s) {named} repeat "
+        f"values across items: if one names the patient, rename it to 'patient_id' (or 'group')."
+    )
+
+
 def load_datalist(
     path: str | os.PathLike,
     dataset_dir: str | os.PathLike | None = None,
@@ -537,6 +569,7 @@ def load_datalist(
         raise FileNotFoundError(f"dataset_dir '{root}' (root of the images of '{path}') is not a folder.")
     rows = _raw_rows(path)
     _warn_misspelt_keys(path, rows, split)
+    _warn_unread_patient_key(path, rows, split)
     named_by = sorted({_group_key(item) for entries in rows.values() for _, item in entries} - {None, "group"})
     if named_by and (str(path), "group keys") not in _warned_keys:
         _warned_keys.add((str(path), "group keys"))
