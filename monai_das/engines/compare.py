@@ -6,7 +6,9 @@ Is one model better than another on your test list? A paired comparison of two e
 its own ``bundle_root``), this prints each model's macro ROC AUC and balanced accuracy, their difference, and a 95 %
 interval of the difference from a paired bootstrap over the test items
 (:func:`monai_das.handlers.metrics.paired_bootstrap`: both models scored on the same resampled items, drawn within
-each class, so a rare class of 2 studies keeps its 2)::
+each class, so a rare class of 2 studies keeps its 2; where the files name each item's patient, a ``group``
+column as ``evaluate.json`` writes a datalist's, whole patients are drawn: a patient's studies are not independent,
+and drawing them one by one made the interval too narrow, trial T58)::
 
     python -m monai_das.engines.compare --candidate runs/das/eval --reference runs/uniform/eval
 
@@ -75,7 +77,7 @@ def read_predictions(path: str | os.PathLike) -> dict:
     if dropped:
         raise ValueError(f"'{path}' has {dropped} incomplete row(s) (a run stopped while writing it?): compare "
                          "complete predictions files.")
-    ids, labels, probs = [], [], []
+    ids, labels, probs, groups = [], [], [], []
     for line, row in enumerate(rows, start=2):  # one line per row: a file with a cut row is refused above
         where = f"'{path}' line {line} (id {row.get('id')!r})"
         if (row.get("error") or "").strip():
@@ -92,12 +94,14 @@ def read_predictions(path: str | os.PathLike) -> dict:
         ids.append(str(row["id"]))
         labels.append(label)
         probs.append(values)
+        groups.append((row.get("group") or "").strip() or None)
     if not ids:
         raise ValueError(f"'{path}' has no rows.")
     twice = sorted(i for i, n in Counter(ids).items() if n > 1)
     if twice:
         raise ValueError(f"'{path}': ids appear twice, e.g. {twice[:3]}: one row per item is needed to pair them.")
-    return {"path": str(path), "ids": ids, "labels": np.array(labels), "probs": np.array(probs), "classes": classes}
+    return {"path": str(path), "ids": ids, "labels": np.array(labels), "probs": np.array(probs), "classes": classes,
+            "groups": groups if "group" in columns and any(g is not None for g in groups) else None}
 
 
 def _aligned(first: dict, other: dict) -> np.ndarray:
@@ -118,6 +122,12 @@ def _aligned(first: dict, other: dict) -> np.ndarray:
     if differ:
         raise ValueError(f"'{first['path']}' and '{other['path']}' give other labels to {len(differ)} item(s), e.g. "
                          f"{differ[:3]}: not one test list (or one was evaluated on an edited datalist).")
+    if first["groups"] is not None and other["groups"] is not None:
+        moved = [first["ids"][k] for k, j in enumerate(order) if other["groups"][j] != first["groups"][k]]
+        if moved:
+            raise ValueError(f"'{first['path']}' and '{other['path']}' give other patients (group) to {len(moved)} "
+                             f"item(s), e.g. {moved[:3]}: not one test list (or one was evaluated on an edited "
+                             "datalist).")
     return other["probs"][order]
 
 
@@ -132,12 +142,19 @@ def compare_predictions(candidate: Sequence[str | os.PathLike], reference: Seque
     first = runs[0]
     probs = [first["probs"], *(_aligned(first, r) for r in runs[1:])]
     half = len(candidate)
-    report = paired_bootstrap(probs[:half], probs[half:], first["labels"], resamples=resamples, level=level, seed=seed)
+    # the patients: of any file that names them (evaluate.json writes a datalist's group), checked equal above
+    groups = next((r["groups"] for r in runs if r["groups"] is not None), None)
+    report = paired_bootstrap(probs[:half], probs[half:], first["labels"], resamples=resamples, level=level, seed=seed,
+                              groups=groups)
     report.update(candidate=[r["path"] for r in runs[:half]], reference=[r["path"] for r in runs[half:]],
                   classes=first["classes"], num_items=len(first["ids"]))
     few = few_items_named(report["class_counts"], first["classes"])
-    report["note"] = (f"{few}: the interval cannot show how a class of so few items would vary (fewer than "
-                      f"{MIN_ITEMS_PER_CLASS}); read it as a lower bound of the uncertainty." if few else None)
+    notes = [f"{few}: the interval cannot show how a class of so few items would vary (fewer than "
+             f"{MIN_ITEMS_PER_CLASS}); read it as a lower bound of the uncertainty." if few else None]
+    if groups is None:  # a file of bundle inference, or of an earlier version: no patient column
+        notes.append("the files name no patient (no 'group' column): items were drawn one by one; if a patient has "
+                     "several items, the interval is too narrow (evaluate.json writes a datalist's patients).")
+    report["note"] = " ".join(n for n in notes if n) or None
     return report
 
 

@@ -84,6 +84,7 @@ class _Item:
     prob: torch.Tensor | None = None  # the network's class probabilities
     kept: set | None = None  # the kept frame indices
     even: torch.Tensor | None = None  # the probabilities with k evenly spaced frames instead (``evenly_spaced``)
+    group: str | None = None  # its patient (a datalist's ``group``): the AUC interval draws whole patients
 
 
 class SelectionDiagnosticsHandler:
@@ -212,7 +213,9 @@ class SelectionDiagnosticsHandler:
         if self.evenly_spaced:
             self._collect_evenly_spaced(outputs, batch)  # before the kept indices are popped below
         for item, data in zip(outputs, batch):
-            record = _Item(self._label(data), even=item.pop("_even_prob", None))
+            group = data.get("group") if isinstance(data, dict) else None
+            record = _Item(self._label(data), even=item.pop("_even_prob", None),
+                           group=None if group is None else str(group))
             self._items.append(record)
             if self.prob_key in item:
                 record.prob = torch.as_tensor(item[self.prob_key]).detach().float().reshape(-1).cpu()
@@ -280,11 +283,12 @@ class SelectionDiagnosticsHandler:
         def plain(t: torch.Tensor | None) -> list | None:
             return None if t is None else t.tolist()
 
-        mine = [(i.label, plain(i.prob), None if i.kept is None else sorted(i.kept), plain(i.even)) for i in self._items]
+        mine = [(i.label, plain(i.prob), None if i.kept is None else sorted(i.kept), plain(i.even), i.group)
+                for i in self._items]
         ranks = idist.all_gather(mine)  # one list per rank (torch's all_gather_object)
         self._items = [_Item(label, None if prob is None else torch.tensor(prob), None if kept is None else set(kept),
-                             None if even is None else torch.tensor(even))
-                       for share in ranks for label, prob, kept, even in share]
+                             None if even is None else torch.tensor(even), group)
+                       for share in ranks for label, prob, kept, even, group in share]
         self._evidence = [int(v) for v in idist.all_reduce(torch.tensor(self._evidence, dtype=torch.float64))]
         self._num_frames = int(idist.all_reduce(torch.tensor(self._num_frames), op="MAX"))
 
@@ -331,7 +335,7 @@ class SelectionDiagnosticsHandler:
             probs, labels = torch.stack([i.prob for i in scored]).numpy(), np.asarray([i.label for i in scored])
             counts = np.bincount(labels, minlength=probs.shape[1])
             if labels.max() < probs.shape[1] and counts.min() >= MIN_ITEMS_PER_CLASS:
-                interval = bootstrap_intervals(probs, labels)["auc"]
+                interval = bootstrap_intervals(probs, labels, groups=[i.group for i in scored])["auc"]
                 if interval is not None:
                     metrics[f"{p}auc_low"], metrics[f"{p}auc_high"] = interval
             elif not self._told_too_few and idist.get_rank() == 0:

@@ -115,7 +115,9 @@ class ClassificationReportSaver:
         self.item_ids = None if item_ids is None else [str(i) for i in item_ids]
         self.indices_key, self.predictions = indices_key, predictions or None
         # (label, predicted class, probabilities, id or None, kept indices or None) per item
-        self._items: list[tuple[int, int, list[float], str | None, list[int] | None, list[int | str] | None]] = []
+        # (label, prediction, probabilities, id, kept indices, source frames, patient)
+        self._items: list[tuple[int, int, list[float], str | None, list[int] | None, list[int | str] | None,
+                                str | None]] = []
         self.report: dict = {}
 
     def attach(self, engine: Any) -> None:
@@ -142,8 +144,10 @@ class ClassificationReportSaver:
             kept = None if kept is None else [int(i) for i in torch.as_tensor(kept).reshape(-1)]
             # the kept frames as the file's own slice/frame numbers (SourceIndicesd), as the inference's predictions
             frames = kept_source_indices(kept, data.get(SOURCE_INDICES) if isinstance(data, dict) else None)
+            group = data.get("group") if isinstance(data, dict) else None  # a datalist item's patient
+            group = None if group is None else str(group)
             self._items.append((label, int(pred.argmax()), prob.detach().float().cpu().tolist(),
-                                None if name is None else str(name), kept, frames))
+                                None if name is None else str(name), kept, frames, group))
 
     def _write_predictions(self, names: Sequence[str], world: int) -> None:
         """``<file_prefix><predictions>``: one row per item, in the evaluated order."""
@@ -156,13 +160,14 @@ class ClassificationReportSaver:
                                 "shuffled or cut to another count?).")
             ids = None
         header = ["index", "id", "label", "label_name", "pred_label", "pred_name"]
-        header += [f"prob_{n}" for n in names] + ["kept_indices", "source_frames"]
+        header += [f"prob_{n}" for n in names] + ["kept_indices", "source_frames", "group"]
         rows = []
-        for i, (label, pred, prob, name, kept, frames) in enumerate(self._items):
+        for i, (label, pred, prob, name, kept, frames, group) in enumerate(self._items):
             row = {"index": i, "id": name if name is not None else (ids[i] if ids is not None else ""),
                    "label": label, "label_name": names[label], "pred_label": pred, "pred_name": names[pred],
                    "kept_indices": "" if kept is None else ";".join(map(str, kept)),
-                   "source_frames": "" if frames is None else ";".join(map(str, frames))}
+                   "source_frames": "" if frames is None else ";".join(map(str, frames)),
+                   "group": "" if group is None else group}
             row.update({f"prob_{n}": repr(float(p)) for n, p in zip(names, prob)})
             rows.append(row)
         write_predictions_csv(self.output_dir / f"{self.file_prefix}{self.predictions}", header, rows)
@@ -197,7 +202,8 @@ class ClassificationReportSaver:
         names = [self.label_names[c] if c < len(self.label_names) else str(c) for c in range(self.num_classes)]
         counts = np.bincount(labels, minlength=self.num_classes) if len(labels) else np.zeros(1, np.int64)
         if self.interval_resamples > 0 and len(labels) and counts.min() >= MIN_ITEMS_PER_CLASS:
-            intervals = bootstrap_intervals(probs, labels, self.interval_resamples, seed=self.interval_seed)
+            intervals = bootstrap_intervals(probs, labels, self.interval_resamples, seed=self.interval_seed,
+                                            groups=[it[6] for it in self._items])
         elif self.interval_resamples > 0 and len(labels):
             self.logger.warning(f"the evaluated list holds {few_items_named(counts, names)}: no "
                                 f"bootstrap interval is given (it needs >= {MIN_ITEMS_PER_CLASS} items of each class; "

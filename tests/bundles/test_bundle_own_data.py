@@ -153,6 +153,9 @@ def test_evaluate_on_the_test_list(volumes, predictions):
         assert r["label_name"] == ["benign", "malignant"][int(r["label"])]
         # the kept slices as the file's own slice numbers, as inference names them (evaluation had none)
         assert r["source_frames"] and r["source_frames"] == inferred["source_frames"]
+    # each study's patient (the datalist's group), which compare draws whole
+    groups = {it["image"]: it["group"] for it in json.loads(volumes["datalist"].read_text())["test"]}
+    assert [r["group"] for r in rows] == [groups[r["id"]] for r in rows] and len({r["group"] for r in rows}) == 4
 
 
 def test_an_external_test_set_is_evaluated_beside_the_trainings_reports(volumes, tmp_path):

@@ -102,3 +102,49 @@ def test_command_line_prints_the_table_and_writes_the_report(tmp_path, capsys):
     assert json.loads(out.read_text())["auc"]["interval"][0] > 0
     assert main(["--candidate", str(a), "--reference", str(tmp_path / "none.csv")]) == 2
     assert "none.csv' does not exist" in capsys.readouterr().err
+
+
+def _with_groups(path, groups):
+    rows = list(csv.reader(open(path, newline="")))
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0] + ["group"]] + [r + [g] for r, g in zip(rows[1:], groups)])
+    return path
+
+
+def test_patients_are_drawn_whole_where_the_files_name_them(tmp_path, capsys):
+    """12 clips of 6 patients were resampled clip by clip: an interval too narrow, and a verdict "better" that
+    resampling patients did not support (trial T58). The files' ``group`` column (evaluate.json writes a datalist's
+    patients) makes the bootstrap draw whole patients; files naming other patients for an item are refused."""
+    labels = LABELS
+    groups = [f"p{i // 4}" for i in range(len(labels))]  # 4 studies a patient, one class each
+    cand = _write(tmp_path / "das" / "test_predictions.csv", labels, _probs(labels, 2.0, 0))
+    ref = _write(tmp_path / "uni" / "test_predictions.csv", labels, _probs(labels, 1.0, 1))
+    by_item = compare_predictions([cand], [ref], resamples=500)
+    assert "over items" in by_item["method"] and "no patient" in by_item["note"]
+    _with_groups(cand, groups)
+    _with_groups(ref, groups)
+    by_patient = compare_predictions([cand], [ref], resamples=500)
+    assert by_patient["method"].startswith("paired percentile bootstrap over patients (12 groups of 48 items)")
+    assert by_patient["num_groups"] == 12 and by_patient["note"] is None
+    assert by_patient["auc"]["difference"] == by_item["auc"]["difference"]  # the point estimate is the same
+    expected = paired_bootstrap([_probs(labels, 2.0, 0)], [_probs(labels, 1.0, 1)], labels, resamples=500,
+                                groups=groups)["auc"]["interval"]
+    assert by_patient["auc"]["interval"] == pytest.approx(expected, abs=1e-5)  # 6-decimal files
+    assert by_patient["auc"]["interval"] != pytest.approx(by_item["auc"]["interval"])
+    assert main(["--candidate", str(cand), "--reference", str(ref), "--resamples", "200"]) == 0
+    assert "over patients (12 groups of 48 items)" in capsys.readouterr().out
+    _with_groups(_write(ref, labels, _probs(labels, 1.0, 1)), groups[1:] + groups[:1])  # another patient per item
+    with pytest.raises(ValueError, match=r"give other patients \(group\) to \d+ item\(s\)"):
+        compare_predictions([cand], [ref])
+
+
+def test_grouped_bootstrap_of_singletons_is_the_item_bootstrap():
+    """Every item a patient of its own: the same draws, hence the same intervals, as without patients."""
+    from monai_das.handlers.metrics import bootstrap_intervals
+
+    p, q = _probs(LABELS, 2.0, 0), _probs(LABELS, 1.0, 1)
+    ids = [f"s{i}" for i in range(len(LABELS))]
+    assert paired_bootstrap([p], [q], LABELS, groups=ids)["auc"] == paired_bootstrap([p], [q], LABELS)["auc"]
+    assert bootstrap_intervals(p, LABELS, groups=ids)["auc"] == bootstrap_intervals(p, LABELS)["auc"]
+    with pytest.raises(ValueError, match="one patient per item"):
+        bootstrap_intervals(p, LABELS, groups=ids[1:])

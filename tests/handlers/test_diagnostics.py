@@ -366,7 +366,7 @@ def test_a_distributed_validator_measures_every_rank_s_items(monkeypatch):
     share = {}  # rank 1: its half measured, its plain share kept instead of computing metrics
 
     def keep_share(self, engine):
-        share["items"] = [(i.label, i.prob.tolist(), sorted(i.kept), None) for i in self._items]
+        share["items"] = [(i.label, i.prob.tolist(), sorted(i.kept), None, i.group) for i in self._items]
         share["evidence"], share["frames"] = list(self._evidence), self._num_frames
 
     rank1 = SelectionDiagnosticsHandler(net, auc_interval=True)

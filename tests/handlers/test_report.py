@@ -52,7 +52,8 @@ def test_distributed_ranks(tmp_path, monkeypatch, caplog):
     """The items of every rank are gathered; the matrix and intervals cover them all; only rank 0 writes and logs."""
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
-    other = [(0, 0, [0.9, 0.1], f"r1_{i}", None, None) for i in range(5)]  # the other rank: 5 of class 0, predicted right
+    # the other rank: 5 of class 0, predicted right
+    other = [(0, 0, [0.9, 0.1], f"r1_{i}", None, None, None) for i in range(5)]
 
     def gather(parts, obj):
         parts[:] = [obj, other]
@@ -84,7 +85,7 @@ def test_per_item_predictions(tmp_path, caplog):
     labels = torch.tensor([0, 1, 1, 1, 0])
     # the file's own numbers of the 8 input frames (SourceIndicesd): a flipped file, one padding frame; unknown
     source = {"source_indices": torch.tensor([-1, 14, 12, 10, 8, 6, 4, 2])}
-    data = [{"id": "own", **source}, {"source_indices": torch.full((8,), -1)}, {}, {}, {}]
+    data = [{"id": "own", "group": "P7", **source}, {"source_indices": torch.full((8,), -1)}, {}, {}, {}]
 
     def step(engine, idx):
         engine.state.batch = [data[i] for i in idx]
@@ -102,6 +103,7 @@ def test_per_item_predictions(tmp_path, caplog):
     assert [r["id"] for r in rows] == ["own", "b", "'=c", "d", "e"] and [r["index"] for r in rows] == list("01234")
     assert [r["kept_indices"] for r in rows] == [f"{i};7" for i in range(5)]
     assert [r["source_frames"] for r in rows] == ["padding;2", "", "", "", ""]
+    assert [r["group"] for r in rows] == ["P7", "", "", "", ""]  # a datalist item's patient
     assert [r["pred_name"] for r in rows] == ["neg", "pos", "neg", "pos", "neg"]
     assert [r["label_name"] for r in rows] == ["neg", "pos", "pos", "pos", "neg"]
     assert [float(r["prob_pos"]) for r in rows] == pytest.approx(probs[:, 1].tolist())
