@@ -524,17 +524,27 @@ def _unsupported(path: Path) -> str:
             f"{VIDEO_EXTENSIONS}.")
 
 
+#: the error of a study file of 0 bytes (every format)
+_EMPTY_FILE = "'{path}' is an empty file (0 bytes): an interrupted copy or export?"
+
+
+def _empty_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file of 0 bytes."""
+    return os.path.isfile(path) and os.path.getsize(path) == 0
+
+
 def _classify_file(root: Path, path: Path, headers: dict[Path, Any]) -> StudySource | None:
     """The study of the file ``path``, or ``None`` for a single-frame DICOM file (a slice of its folder's series)."""
     sid = _study_id(root, path)
     suffix = _suffix(path)
+    # first, whatever the format: not pydicom's "use force=True" for an empty .dcm, nor OpenCV's "corrupt, truncated
+    # or unsupported container" for an empty .mp4 (trial T58), as training's check_study_shapes says it
+    if _empty_file(path):
+        return StudySource(sid, "invalid", path, [path], error=_EMPTY_FILE.format(path=path))
     if suffix in VOLUME_EXTENSIONS:
         return StudySource(sid, "volume", path, _mhd_members(path) if suffix == ".mhd" else [path])
     if suffix in VIDEO_EXTENSIONS:
         return StudySource(sid, "video", path, [path])
-    if os.path.isfile(path) and os.path.getsize(path) == 0:  # not pydicom's "use force=True" for an empty .dcm
-        return StudySource(sid, "invalid", path, [path],
-                           error=f"'{path}' is an empty file (0 bytes): an interrupted copy or export?")
     if is_dicom(path):
         try:
             ds = read_dicom_header(path, _DISCOVERY_TAGS)
@@ -947,7 +957,7 @@ def discover_studies(
         _warn_copies(studies, headers)  # across its rows, as across a folder's studies
     else:
         src = _classify_file(path.parent, path, {})
-        if src is not None and src.kind == "invalid" and not is_dicom(path):
+        if src is not None and src.kind == "invalid" and not is_dicom(path) and not _empty_file(path):
             raise ValueError(f"input '{path}' is not supported: expected a folder of studies, a CSV study list (.csv), "
                              f"a datalist (.json) or one study file (a volume {VOLUME_EXTENSIONS}, a DICOM file or a "
                              f"video {VIDEO_EXTENSIONS}).")

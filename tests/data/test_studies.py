@@ -732,3 +732,26 @@ def test_a_study_unlike_the_training_studies_in_size_is_warned(tmp_path):
     extent, spacing = oriented_geometry((36, 48, 48), affine, "RAS")
     assert np.allclose(extent, [38.4, 38.4, 90.0]) and np.allclose(spacing, [0.8, 0.8, 2.5])
     assert geometry_warning(extent, spacing, trained, "x", "RAS") is None
+
+
+def test_an_empty_study_file_is_named_as_such_on_every_path(tmp_path):
+    """Trial T58: a 0-byte .mp4 was 'OpenCV/FFmpeg could not read it (corrupt, truncated or unsupported container)' in
+    bundle inference and the Deploy app, where training says what it is; every 0-byte study file (a clip, a volume, a
+    DICOM file) is now 'an empty file (0 bytes)' in a folder, a study list, one file given and LoadStudy."""
+    folder = tmp_path / "in"
+    _nifti(folder / "ok.nii.gz")
+    for name in ("empty.mp4", "empty.avi", "empty.nii.gz", "empty.dcm"):
+        (folder / name).write_bytes(b"")
+    said = "is an empty file (0 bytes): an interrupted copy or export?"
+    found = {s.path.name: s for s in discover_studies(folder)}
+    for name in ("empty.mp4", "empty.avi", "empty.nii.gz", "empty.dcm"):
+        assert found[name].kind == "invalid" and found[name].error == f"'{folder / name}' {said}", found[name]
+    (tmp_path / "list.csv").write_text("id,image\nclip,in/empty.mp4\nok,in/ok.nii.gz\n")
+    listed = {s.study_id: s for s in discover_studies(tmp_path / "list.csv")}
+    assert listed["clip"].kind == "invalid" and said in listed["clip"].error
+    # one file given: its study with the error (not "input ... is not supported", nor OpenCV's guess)
+    [alone] = discover_studies(folder / "empty.mp4")
+    assert alone.kind == "invalid" and said in alone.error
+    for layout in (VIDEO, VOLUME):
+        with pytest.raises(ValueError, match=r"empty\.mp4' is an empty file \(0 bytes\)"):
+            LoadStudy(layout).load(folder / "empty.mp4")
