@@ -755,3 +755,27 @@ def test_an_empty_study_file_is_named_as_such_on_every_path(tmp_path):
     for layout in (VIDEO, VOLUME):
         with pytest.raises(ValueError, match=r"empty\.mp4' is an empty file \(0 bytes\)"):
             LoadStudy(layout).load(folder / "empty.mp4")
+
+
+def test_every_bad_label_of_a_study_list_is_named_in_one_error(tmp_path):
+    """Trial T58: the Deploy app's CSV study list stopped at its first label that is no class of the model, naming
+    one line a run; every such line is named in one error now (the first few and a count), with the classes."""
+    _nifti(tmp_path / "a.nii.gz")
+    names = ["A-lines", "B_lines"]
+    (tmp_path / "two.csv").write_text("id,image,label\na,a.nii.gz,A-lines\nb,b.nii.gz,B-lines\nc,c.nii.gz,1\n"
+                                      "d,d.nii.gz,7\n")
+    with pytest.raises(ValueError) as e:
+        discover_studies(tmp_path / "two.csv", label_names=names)
+    assert str(e.value) == (f"study list '{tmp_path / 'two.csv'}': 2 labels are not classes of the model: line 3 "
+                            "'B-lines', line 5 '7'. Expected a class index 0..1 or a class name ['A-lines', "
+                            "'B_lines']; a blank label or -1 is an unknown one. Correct these lines' labels, or leave "
+                            "them blank.")
+    many = "".join(f"s{i},s{i}.nii.gz,cat\n" for i in range(12))  # the first ten named, and a count
+    (tmp_path / "many.csv").write_text("id,image,label\n" + many)
+    with pytest.raises(ValueError, match=r"12 labels are not classes of the model: line 2 'cat', .*line 11 'cat' and "
+                                         r"2 more\. Expected"):
+        discover_studies(tmp_path / "many.csv", label_names=names)
+    (tmp_path / "one.csv").write_text("id,image,label\na,a.nii.gz,B-lines\n")  # one: its error as before
+    with pytest.raises(ValueError, match=r"one\.csv' line 2: label 'B-lines' is not a class index 0\.\.1 or a class "
+                                         r"name \['A-lines', 'B_lines'\]\.$"):
+        discover_studies(tmp_path / "one.csv", label_names=names)
