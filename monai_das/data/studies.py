@@ -524,17 +524,27 @@ def _unsupported(path: Path) -> str:
             f"{VIDEO_EXTENSIONS}.")
 
 
+#: the error of a study file of 0 bytes (every format)
+_EMPTY_FILE = "'{path}' is an empty file (0 bytes): an interrupted copy or export?"
+
+
+def _empty_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file of 0 bytes."""
+    return os.path.isfile(path) and os.path.getsize(path) == 0
+
+
 def _classify_file(root: Path, path: Path, headers: dict[Path, Any]) -> StudySource | None:
     """The study of the file ``path``, or ``None`` for a single-frame DICOM file (a slice of its folder's series)."""
     sid = _study_id(root, path)
     suffix = _suffix(path)
+    # first, whatever the format: not pydicom's "use force=True" for an empty .dcm, nor OpenCV's "corrupt, truncated
+    # or unsupported container" for an empty .mp4 (trial T58), as training's check_study_shapes says it
+    if _empty_file(path):
+        return StudySource(sid, "invalid", path, [path], error=_EMPTY_FILE.format(path=path))
     if suffix in VOLUME_EXTENSIONS:
         return StudySource(sid, "volume", path, _mhd_members(path) if suffix == ".mhd" else [path])
     if suffix in VIDEO_EXTENSIONS:
         return StudySource(sid, "video", path, [path])
-    if os.path.isfile(path) and os.path.getsize(path) == 0:  # not pydicom's "use force=True" for an empty .dcm
-        return StudySource(sid, "invalid", path, [path],
-                           error=f"'{path}' is an empty file (0 bytes): an interrupted copy or export?")
     if is_dicom(path):
         try:
             ds = read_dicom_header(path, _DISCOVERY_TAGS)
@@ -775,6 +785,15 @@ def _label_names(label_names: Sequence[str] | None, num_classes: int | None) -> 
     return None if num_classes is None else [str(i) for i in range(int(num_classes))]
 
 
+def _valid_labels(names: list[str] | None) -> str:
+    """What a CSV label cell may hold, for an error."""
+    return f"a class index 0..{len(names) - 1} or a class name {names}" if names else "an integer class index >= 0"
+
+
+#: bad label lines of a study list named in its error
+_LABELS_SHOWN = 10
+
+
 def _parse_label(value: str | None, names: list[str] | None, where: str) -> int | None:
     """A CSV label cell → class index; ``None`` for a blank cell or ``-1`` (unknown label)."""
     value = (value or "").strip()
@@ -782,7 +801,7 @@ def _parse_label(value: str | None, names: list[str] | None, where: str) -> int 
         return None
     if names is not None and value in names:
         return names.index(value)
-    valid = f"a class index 0..{len(names) - 1} or a class name {names}" if names else "an integer class index >= 0"
+    valid = _valid_labels(names)
     try:
         idx = int(value)
     except ValueError:
@@ -799,6 +818,7 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
     studies: list[StudySource] = []
     first_line: dict[str, int] = {}
     path_line: dict[Path, int] = {}  # the same file twice (a.nii.gz, ./a.nii.gz) would be predicted twice
+    bad_labels: list[tuple[int, str, str]] = []  # (line, label, error): every one named in one error
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets add a BOM
             reader = csv.DictReader(f)
@@ -823,7 +843,11 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                 path = Path(image).expanduser()
                 path = Path(os.path.abspath(path if path.is_absolute() else base / path))
                 study_id = (row.get("id") or "").strip() or image
-                label = _parse_label(row.get("label"), label_names, where)
+                try:
+                    label = _parse_label(row.get("label"), label_names, where)
+                except ValueError as e:  # named with the others (it stopped at the first: one line a run; trial T58)
+                    bad_labels.append((reader.line_num, (row.get("label") or "").strip(), str(e)))
+                    label = None
                 if study_id in first_line:
                     raise ValueError(f"{where}: duplicate id {study_id!r} (also on line {first_line[study_id]}); "
                                      "add a unique 'id' column.")
@@ -831,9 +855,19 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                     raise ValueError(f"{where}: '{image}' is the study of line {path_line[path]} again ({path}); "
                                      "list each study once.")
                 first_line[study_id], path_line[path] = reader.line_num, reader.line_num
-                studies.append(_study_at(study_id, path, label, headers))
+                if not bad_labels:  # the list is refused anyway: its studies are not read
+                    studies.append(_study_at(study_id, path, label, headers))
     except UnicodeDecodeError as e:
         raise ValueError(f"study list '{csv_path}' is not UTF-8 text (byte {e.start}): expected a CSV file.") from None
+    if len(bad_labels) == 1:
+        raise ValueError(bad_labels[0][2])
+    if bad_labels:
+        shown = ", ".join(f"line {line} {value!r}" for line, value, _ in bad_labels[:_LABELS_SHOWN])
+        more = f" and {len(bad_labels) - _LABELS_SHOWN} more" if len(bad_labels) > _LABELS_SHOWN else ""
+        known = "" if label_names else " (no class names are known here)"
+        raise ValueError(f"study list '{csv_path}': {len(bad_labels)} labels are not classes of the model: {shown}"
+                         f"{more}. Expected {_valid_labels(label_names)}{known}; a blank label or -1 is an unknown "
+                         "one. Correct these lines' labels, or leave them blank.")
     return studies
 
 
@@ -947,7 +981,7 @@ def discover_studies(
         _warn_copies(studies, headers)  # across its rows, as across a folder's studies
     else:
         src = _classify_file(path.parent, path, {})
-        if src is not None and src.kind == "invalid" and not is_dicom(path):
+        if src is not None and src.kind == "invalid" and not is_dicom(path) and not _empty_file(path):
             raise ValueError(f"input '{path}' is not supported: expected a folder of studies, a CSV study list (.csv), "
                              f"a datalist (.json) or one study file (a volume {VOLUME_EXTENSIONS}, a DICOM file or a "
                              f"video {VIDEO_EXTENSIONS}).")

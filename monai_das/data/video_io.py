@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VIDEO_EXTENSIONS", "DICOM_EXTENSIONS", "is_dicom", "read_dicom_header", "read_video"]
+__all__ = ["VIDEO_EXTENSIONS", "DICOM_EXTENSIONS", "decoded_frame_count", "is_dicom", "read_dicom_header",
+           "read_video"]
 
 #: container extensions read with OpenCV (case-insensitive)
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mpeg", ".mpg", ".mov", ".gif", ".mkv", ".webm", ".wmv")
@@ -103,14 +104,56 @@ def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> 
             frames.append(_frame(frame, size, grayscale, bgr=True))
     finally:
         cap.release()
-    if check_frame_count and declared > 0 and len(frames) < 0.9 * declared - 1:
-        raise RuntimeError(
-            f"video file '{path}' looks truncated or corrupt: decoded {len(frames)} of the {declared} frames its "
-            f"header declares; re-encode or replace the file (in Python, read_video(..., check_frame_count=False) or "
-            "LoadVideo(d)(..., check_frame_count=False) accepts the partial clip; VideoDataset(on_error='skip') "
-            "drops it)."
-        )
+    if check_frame_count and _truncated(len(frames), declared):
+        raise _truncated_error(path, len(frames), declared)
     return frames, {"fps": fps, "original_size": orig, "reader": "opencv"}
+
+
+def _truncated(decoded: int, declared: int) -> bool:
+    """Whether ``decoded`` frames are far fewer than the ``declared`` ones of a container header (a truncated file)."""
+    return declared > 0 and decoded < 0.9 * declared - 1
+
+
+def _truncated_error(path: str | os.PathLike, decoded: int, declared: int) -> RuntimeError:
+    return RuntimeError(
+        f"video file '{path}' looks truncated or corrupt: decoded {decoded} of the {declared} frames its "
+        f"header declares; re-encode or replace the file (in Python, read_video(..., check_frame_count=False) or "
+        "LoadVideo(d)(..., check_frame_count=False) accepts the partial clip; VideoDataset(on_error='skip') "
+        "drops it)."
+    )
+
+
+def decoded_frame_count(path: str | os.PathLike, check_frame_count: bool = True) -> int:
+    """
+    The number of frames :func:`read_video` decodes from the video container ``path`` (OpenCV; Pillow for a GIF
+    OpenCV cannot open), stepping through them with ``grab`` without converting, resizing or keeping them: a clip
+    checked before it is loaded (the test list before training) fails as :func:`read_video` would.
+
+    Raises:
+        RuntimeError: OpenCV cannot open the file; with ``check_frame_count``, far fewer frames decode than the
+            header declares (the message of :func:`read_video`).
+    """
+    import cv2
+
+    path = Path(path)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            if path.suffix.lower() == ".gif":
+                from PIL import Image
+
+                with Image.open(path) as im:
+                    return int(getattr(im, "n_frames", 1))
+            raise RuntimeError(f"cannot open video file '{path}': OpenCV/FFmpeg could not read it (corrupt, "
+                               "truncated or unsupported container).")
+        declared, decoded = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0
+        while cap.grab():
+            decoded += 1
+    finally:
+        cap.release()
+    if check_frame_count and _truncated(decoded, declared):
+        raise _truncated_error(path, decoded, declared)
+    return decoded
 
 
 def _read_gif_pillow(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], dict]:

@@ -255,6 +255,7 @@ class BundleData:
         self._derived_val = False  # a datalist without a validation list: val_fraction and seed choose it
         self._info: dict | None = None
         self._checked: set[str] = set()  # datalist splits whose files were checked like the training ones
+        self._list_shapes: dict[str, dict] = {}  # each checked split's header shapes (image → shape)
         # SOPInstanceUID of the checked lists' DICOM images, content key of their other files → item (no copies)
         self._content_ids: dict[str, str] = {}
         self._content_paths: dict[str, str] = {}  # content key → file
@@ -427,6 +428,7 @@ class BundleData:
             # a copy of a training study in the test list (another folder or name) is refused before training, not
             # by the evaluation after it; its unusable files too
             self._check_files("test", self._splits["test"])
+            self._check_test_clips(self._splits["test"])
         facts = self.facts
         facts["num_samples"] = {k: v for k, v in facts["num_samples"].items() if k != "test"}
         return json.loads(json.dumps(facts, default=str))  # plain values: stored in last.pt, loaded weights_only
@@ -646,7 +648,48 @@ class BundleData:
         if self.layout == "volume" and channels != trained:
             raise ValueError(f"datalist '{self.datalist}': the {_SPLITS[split]!r} images have {channels} channel(s), "
                              f"the training images {trained}; give every list images of one kind.")
+        self._list_shapes[split] = dict(facts["shapes"])
         self._checked.add(split)
+
+    def _check_test_clips(self, items: Sequence[Mapping]) -> None:
+        """
+        Before training, what loading the test list's clips would refuse in the evaluation after it, as filling the
+        training cache refuses a training clip (:class:`~monai_das.transforms.LoadVideod`,
+        :class:`~monai_das.transforms.MapEvidenced`): a video file that decodes far fewer frames than its header
+        declares (truncated; its frames are stepped through, not converted or kept) and an evidence index outside
+        the clip's frames; every such item is named (datalist line and file) in one error. Video layout only.
+
+        Raises:
+            ValueError: naming each unusable test clip and what to do.
+        """
+        if self.layout != "video":
+            return
+        from monai_das.data.datalist import _where
+        from monai_das.data.video_io import VIDEO_EXTENSIONS, decoded_frame_count
+
+        shapes = self._list_shapes.get("test", {})
+        errors = []
+        for item in items:
+            image = str(item["image"] if isinstance(item, Mapping) else item)
+            item = item if isinstance(item, Mapping) else {}
+            try:
+                # the decoded count, which LoadVideod's clip has and MapEvidenced checks (a DICOM cine: its header's)
+                n = decoded_frame_count(image) if image.lower().endswith(VIDEO_EXTENSIONS) else None
+            except RuntimeError as e:
+                errors.append(f"{_where(item, image)}: {e}")
+                continue
+            n = int(shapes[image][0]) if n is None and image in shapes else n
+            bad = [int(i) for i in item.get("evidence") or [] if n is not None and int(i) >= n]
+            if bad:
+                errors.append(f"{_where(item, image)}: evidence index {bad[0]} is outside its {n} frames "
+                              f"(0..{n - 1}); correct the item's evidence (frame numbers of the file, from 0).")
+        if errors:
+            more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+            raise ValueError(f"datalist '{self.datalist}': {len(errors)} of the {len(items)} 'test' clips cannot be "
+                             "evaluated after training (the evaluation would stop on them), so training stops before "
+                             "it starts:\n  " + "\n  ".join(errors[:10]) + more
+                             + "\nReplace or re-encode these files, correct their evidence, or leave them out of the "
+                             "test list.")
 
     def _other_lists_unusable(self, checked: str) -> str:
         """What :func:`check_study_shapes` finds unusable in the datalist's lists other than ``checked`` (their

@@ -732,3 +732,50 @@ def test_a_study_unlike_the_training_studies_in_size_is_warned(tmp_path):
     extent, spacing = oriented_geometry((36, 48, 48), affine, "RAS")
     assert np.allclose(extent, [38.4, 38.4, 90.0]) and np.allclose(spacing, [0.8, 0.8, 2.5])
     assert geometry_warning(extent, spacing, trained, "x", "RAS") is None
+
+
+def test_an_empty_study_file_is_named_as_such_on_every_path(tmp_path):
+    """Trial T58: a 0-byte .mp4 was 'OpenCV/FFmpeg could not read it (corrupt, truncated or unsupported container)' in
+    bundle inference and the Deploy app, where training says what it is; every 0-byte study file (a clip, a volume, a
+    DICOM file) is now 'an empty file (0 bytes)' in a folder, a study list, one file given and LoadStudy."""
+    folder = tmp_path / "in"
+    _nifti(folder / "ok.nii.gz")
+    for name in ("empty.mp4", "empty.avi", "empty.nii.gz", "empty.dcm"):
+        (folder / name).write_bytes(b"")
+    said = "is an empty file (0 bytes): an interrupted copy or export?"
+    found = {s.path.name: s for s in discover_studies(folder)}
+    for name in ("empty.mp4", "empty.avi", "empty.nii.gz", "empty.dcm"):
+        assert found[name].kind == "invalid" and found[name].error == f"'{folder / name}' {said}", found[name]
+    (tmp_path / "list.csv").write_text("id,image\nclip,in/empty.mp4\nok,in/ok.nii.gz\n")
+    listed = {s.study_id: s for s in discover_studies(tmp_path / "list.csv")}
+    assert listed["clip"].kind == "invalid" and said in listed["clip"].error
+    # one file given: its study with the error (not "input ... is not supported", nor OpenCV's guess)
+    [alone] = discover_studies(folder / "empty.mp4")
+    assert alone.kind == "invalid" and said in alone.error
+    for layout in (VIDEO, VOLUME):
+        with pytest.raises(ValueError, match=r"empty\.mp4' is an empty file \(0 bytes\)"):
+            LoadStudy(layout).load(folder / "empty.mp4")
+
+
+def test_every_bad_label_of_a_study_list_is_named_in_one_error(tmp_path):
+    """Trial T58: the Deploy app's CSV study list stopped at its first label that is no class of the model, naming
+    one line a run; every such line is named in one error now (the first few and a count), with the classes."""
+    _nifti(tmp_path / "a.nii.gz")
+    names = ["A-lines", "B_lines"]
+    (tmp_path / "two.csv").write_text("id,image,label\na,a.nii.gz,A-lines\nb,b.nii.gz,B-lines\nc,c.nii.gz,1\n"
+                                      "d,d.nii.gz,7\n")
+    with pytest.raises(ValueError) as e:
+        discover_studies(tmp_path / "two.csv", label_names=names)
+    assert str(e.value) == (f"study list '{tmp_path / 'two.csv'}': 2 labels are not classes of the model: line 3 "
+                            "'B-lines', line 5 '7'. Expected a class index 0..1 or a class name ['A-lines', "
+                            "'B_lines']; a blank label or -1 is an unknown one. Correct these lines' labels, or leave "
+                            "them blank.")
+    many = "".join(f"s{i},s{i}.nii.gz,cat\n" for i in range(12))  # the first ten named, and a count
+    (tmp_path / "many.csv").write_text("id,image,label\n" + many)
+    with pytest.raises(ValueError, match=r"12 labels are not classes of the model: line 2 'cat', .*line 11 'cat' and "
+                                         r"2 more\. Expected"):
+        discover_studies(tmp_path / "many.csv", label_names=names)
+    (tmp_path / "one.csv").write_text("id,image,label\na,a.nii.gz,B-lines\n")  # one: its error as before
+    with pytest.raises(ValueError, match=r"one\.csv' line 2: label 'B-lines' is not a class index 0\.\.1 or a class "
+                                         r"name \['A-lines', 'B_lines'\]\.$"):
+        discover_studies(tmp_path / "one.csv", label_names=names)

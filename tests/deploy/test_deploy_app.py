@@ -65,6 +65,7 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     assert "empty" in reports["empty"]["error"] and reports["empty"]["stage"] == "load"
     assert "SR holds no image" in reports["report"]["error"]
     assert "unreadable.nii.gz" in reports["unreadable.nii.gz"]["error"]
+    assert "is an empty file (0 bytes)" in reports["fmri.nii"]["error"]  # as training says it (trial T58)
 
     predictor = DASPredictor.from_path(bundle)
     loader = StudyLoader(predictor.spec, min_frames=1)

@@ -724,3 +724,40 @@ def test_video_datalist_mixes_grey_and_colour_clips(tmp_path, caplog):
                      r"common size \[12, 16\], e\.g\. '.*wide\.avi' \[20, 40\]", caplog.text)
     with pytest.raises(ValueError, match="in_channels of a video model is 1 .* or 3 .*, got 4"):
         BundleData(datalist=tmp_path / "dl.json", layout="video", num_frames=8, in_channels=4).info
+
+
+def _clip(path, frames: int, seed: int = 0) -> None:
+    """An MJPG .avi of ``frames`` noise frames (16×16): JPEG frames of different sizes, so a cut file loses some."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 16))
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    writer.release()
+
+
+def test_test_clips_are_checked_like_the_training_ones_before_training(tmp_path):
+    """Trial T58: a video CSV datalist whose test row named a truncated .avi, or gave evidence past its clip's frames,
+    trained without a word; only the evaluation after training stopped on it (as filling the training cache stops on
+    such a training clip). Both are refused before training now, naming every such file and CSV line."""
+    rows = ["image,label,patient_id,split,evidence"]
+    for i in range(6):
+        _clip(tmp_path / f"c{i}.avi", 12, seed=i)
+        rows.append(f"c{i}.avi,{'ab'[i % 2]},p{i},training,")
+    _clip(tmp_path / "t0.avi", 12, seed=10)
+    _clip(tmp_path / "whole.avi", 40, seed=11)
+    body = (tmp_path / "whole.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(body[: len(body) // 2])  # the header still declares 40 frames
+    good = [*rows, "t0.avi,a,q0,test,3;4"]
+    (tmp_path / "ok.csv").write_text("\n".join(good) + "\n")
+    BundleData(datalist=tmp_path / "ok.csv", layout="video", num_frames=8, val_fraction=0.34, seed=0).training_facts
+    (tmp_path / "dl.csv").write_text("\n".join([*good, "cut.avi,b,q1,test,", "whole.avi,a,q2,test,500;501"]) + "\n")
+    with pytest.raises(ValueError) as e:
+        BundleData(datalist=tmp_path / "dl.csv", layout="video", num_frames=8, val_fraction=0.34, seed=0).training_facts
+    text = str(e.value)
+    assert "2 of the 3 'test' clips cannot be evaluated after training" in text
+    assert re.search(r"dl\.csv:9: '.*cut\.avi'.*looks truncated or corrupt: decoded \d+ of the 40 frames", text)
+    assert re.search(r"dl\.csv:10: '.*whole\.avi': evidence index 500 is outside its 40 frames \(0\.\.39\)", text)
+    # the evaluation's own check is as before: the test split's data is read, its clips loaded by the recipe
+    assert BundleData(datalist=tmp_path / "ok.csv", layout="video", num_frames=8).data("test")
