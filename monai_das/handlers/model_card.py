@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -776,9 +776,9 @@ class ModelCardSaver:
             )
         check_model_card(self.checkpoint, self.facts, self.filepath)
         if found is not None:
-            self._check_splits(found[1])
+            self._check_splits(found[1], engine)
 
-    def _check_splits(self, trained: Mapping) -> None:
+    def _check_splits(self, trained: Mapping, engine: Any = None) -> None:
         """
         Before evaluating: the split evaluated must not hold items the checkpoint was trained or validated on. POCUS
         with another ``fold``/``num_folds``/``probe``/``data_seed`` (the test fold of fold 2 is a training fold of
@@ -829,13 +829,73 @@ class ModelCardSaver:
             trained_on = trained.get("datalist") or before.get("dataset")
             data = self.facts.get("datalist") or now.get("dataset")
             self._other_data = str(data)
+            compared = self._check_no_training_studies(trained, engine)
             self.logger.warning(
                 f"evaluating '{self.checkpoint}' on other data than it was trained with ('{data}' "
-                f"{dict(now)}; trained on '{trained_on}' {dict(before)}): make sure no item of this {self.split} "
-                "split was a training or validation item of the checkpoint (the datalists are not compared item by "
-                f"item). The model card '{self.filepath}' is left as it is (its test metrics are those of the "
-                "training's own test split): this evaluation's metrics are in its own report (its output_dir)."
+                f"{dict(now)}; trained on '{trained_on}' {dict(before)}): "
+                + ("none of its studies is a training or validation study of the training's datalist (compared "
+                   "study by study). " if compared else
+                   f"make sure no item of this {self.split} split was a training or validation item of the checkpoint "
+                   "(the training's datalist is not here as it was trained with, so the lists were not compared "
+                   "study by study). ")
+                + f"The model card '{self.filepath}' is left as it is (its test metrics are those of the training's "
+                "own test split): this evaluation's metrics are in its own report (its output_dir)."
             )
+
+    def _check_no_training_studies(self, trained: Mapping, engine: Any) -> bool:
+        """
+        An evaluation on another datalist (an edited copy of the training's, another site's list): when the
+        training's datalist is here as it was trained with (its recorded digest), no evaluated image may be one of
+        its training or validation images (refused, naming them: trial T58, a patient moved from the training to the
+        test split of a copy was scored as a test patient), and a patient named in both is warned about (another
+        site may reuse an id such as ``P001``). Whether the lists were compared.
+
+        Raises:
+            ValueError: naming the evaluated studies that the checkpoint was trained or validated on.
+        """
+        from monai_das.data.datalist import load_datalist
+
+        path = trained.get("datalist")
+        sha = trained.get("datalist_sha256") or (plain(trained.get("splits")) or {}).get("datalist_sha256")
+        loader = getattr(engine, "data_loader", None) or getattr(getattr(engine, "state", None), "dataloader", None)
+        items = getattr(getattr(loader, "dataset", None), "data", None)
+        if not (path and sha and isinstance(items, Sequence) and items and Path(path).is_file()
+                and file_digest(path) == sha):
+            return False
+        run = trained.get("run_params") if isinstance(trained.get("run_params"), Mapping) else {}
+        seen: dict[str, str] = {}  # a training or validation image → its datalist line
+        patients: dict[str, str] = {}  # a patient named by the training's datalist → its line
+        for split in ("training", "validation"):
+            try:
+                listed = load_datalist(path, run.get("dataset_dir"), split=split,
+                                       label_names=trained.get("label_names"), missing_ok=True)
+            except (ValueError, FileNotFoundError, OSError):  # no such list (a drawn validation list), unreadable
+                continue
+            for it in listed:
+                seen.setdefault(os.path.realpath(str(it["image"])), str(it.get("source_line", path)))
+                if it.get("group") and str(it["group"]) != str(it["image"]):
+                    patients.setdefault(str(it["group"]), str(it.get("source_line", path)))
+        studies = [it for it in items if isinstance(it, Mapping) and isinstance(it.get("image"), str)]
+        both = [(it, seen[os.path.realpath(it["image"])]) for it in studies if os.path.realpath(it["image"]) in seen]
+        if both:
+            named = "; ".join(f"'{it['image']}' ({it.get('source_line', '')}; trained at {where})"
+                              for it, where in both[:3])
+            raise ValueError(
+                f"{len(both)} of the {len(studies)} studies this evaluation reads were training or validation studies "
+                f"of '{self.checkpoint}' (its training datalist '{path}', unchanged since): {named}"
+                f"{' ...' if len(both) > 3 else ''}. Their metrics would be optimistic. Evaluate a list without them "
+                "(an edited copy of the training's datalist that moved them to its test list?)."
+            )
+        shared = sorted({str(it["group"]) for it in studies if str(it.get("group")) in patients
+                         and str(it["group"]) != it["image"]})
+        if shared:
+            self.logger.warning(
+                f"{len(shared)} patient(s) of this evaluation are named in the training's datalist '{path}' too, "
+                f"e.g. {shared[:3]} (first at {patients[shared[0]]}): if they are the same patients, their studies "
+                "share what the checkpoint learned from the others and the metrics are optimistic; another site's "
+                "ids may merely coincide."
+            )
+        return True
 
     def _evaluated(self, engine: Any) -> None:
         measured = {}

@@ -164,12 +164,21 @@ def test_an_external_test_set_is_evaluated_beside_the_trainings_reports(volumes,
     eval/<its name>-<tag>/, the card and eval/metrics.json untouched."""
     card, report = volumes["root"] / "models" / "metadata.json", volumes["root"] / "eval" / "metrics.json"
     before = card.read_bytes(), report.read_bytes() if report.is_file() else None
-    items = json.loads(volumes["datalist"].read_text())["training"][:6]
+    lists = json.loads(volumes["datalist"].read_text())
     external = volumes["data"] / "site2.json"
-    external.write_text(json.dumps({"labels": {"0": "benign", "1": "malignant"}, "test": items}))
     args = [a if a != volumes["datalist"] else external for a in volumes["args"]]
+    # a list holding training studies (an edited copy that moved a patient to its test list) is refused, naming them
+    # (it was scored with a warning to "make sure"; trial T58): the training's datalist is here, unchanged
+    external.write_text(json.dumps({"labels": {"0": "benign", "1": "malignant"},
+                                    "test": lists["training"][:2] + lists["test"][:4]}))
+    bad = run_cmd(TRAIN, EVALUATE, args=[*args, "--mlflow", "false"], check=False)
+    assert bad.returncode != 0
+    assert "2 of the 6 studies this evaluation reads were training or validation studies" in bad.stdout + bad.stderr
+    assert "case000.nii.gz" in bad.stdout + bad.stderr
+    external.write_text(json.dumps({"labels": {"0": "benign", "1": "malignant"}, "test": lists["test"][:6]}))
     out = run_cmd(TRAIN, EVALUATE, args=[*args, "--mlflow", "false"])
     assert "has no training list: a test set" in out.stdout + out.stderr
+    assert "none of its studies is a training or validation study of the training's datalist" in out.stdout + out.stderr
     from monai_das.utils.io import input_folder_name
 
     folder = volumes["root"] / "eval" / input_folder_name(external)  # site2.json-<8 hex of its path>
