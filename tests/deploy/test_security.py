@@ -162,3 +162,13 @@ def test_a_null_label_names_in_an_embedded_config_is_no_ignored_value(caplog):
     with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
         assert _data_labels({"label_names": "$__import__('os')"}, "inference.json embedded in 'model.ts'") is None
     assert "ignoring label_names" in caplog.text
+    # the bundles' own "from the model card" (trained_options) expressions: left to the card, which is read as data,
+    # without the warning every TorchScript run of an exported bundle gave (trial T58); never evaluated either way
+    caplog.clear()
+    for bundle in ("das_volume_classification", "das_video_classification"):
+        config = json.loads((Path(__file__).resolve().parents[2] / "bundles" / bundle / "configs" / "inference.json")
+                            .read_text())
+        assert "@trained_options" in config["label_names"]
+        with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
+            assert _data_labels(config, "inference.json embedded in 'model.ts'") is None
+    assert "ignoring" not in caplog.text
