@@ -415,9 +415,10 @@ class BundleData:
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "
                                "validation AUC is undefined (NaN) in every epoch, so the best-model file is the first "
                                "epoch's, not chosen by it. Give every class validation items.")
-        for note in self._grid_notes if self.info["layout"] == "volume" else ():  # info read the images' headers
+        layout = self.info["layout"]  # info reads the training files' headers, noting what they say
+        for note in self._grid_notes:  # volumes: of the grid; clips: of their frame sizes
             logger.warning(note)
-        short = self._short_clips if self.info["layout"] == "video" else {}  # info read the clips' headers
+        short = self._short_clips if layout == "video" else {}
         if short:
             eg = ", ".join(f"'{image}' ({n} frames)" for image, n in list(short.items())[:3])
             logger.warning(f"{len(short)} of {self._short_clips_of} training clips of '{self.datalist}' have fewer "
@@ -811,14 +812,17 @@ class BundleData:
                                  f"{self.in_channels_arg}: every clip is decoded to it.")
             facts_out = self._video_facts(self.label_names, self.in_channels_arg)
             sizes = Counter(tuple(shape[-2:]) for shape in facts["shapes"].values())
+            self._grid_notes = []
             if len(sizes) > 1:  # as the volume grid's warning: the frames are resized, a different aspect stretched
                 common = sizes.most_common(1)[0][0]
                 odd = [f"'{image}' {list(shape[-2:])}" for image, shape in facts["shapes"].items()
                        if tuple(shape[-2:]) != common]
-                logger.warning(f"the training clips of '{self.datalist}' differ in frame size; every frame is resized "
-                               f"to {facts_out['spatial_size']} (size or spatial_size), so frames of another aspect "
-                               f"ratio are stretched. {len(odd)} of {len(facts['shapes'])} differ from the most common "
-                               f"size {list(common)}, e.g. {', '.join(odd[:3])}.")
+                # said by training_facts, before training (every evaluation and export repeated it; trial T58)
+                self._grid_notes.append(
+                    f"the training clips of '{self.datalist}' differ in frame size; every frame is resized to "
+                    f"{facts_out['spatial_size']} (size or spatial_size), so frames of another aspect ratio are "
+                    f"stretched. {len(odd)} of {len(facts['shapes'])} differ from the most common size "
+                    f"{list(common)}, e.g. {', '.join(odd[:3])}.")
             # said by training_facts (inference warns per clip; training repeated their frames without a word)
             self._short_clips = {image: int(shape[0]) for image, shape in facts["shapes"].items()
                                  if int(shape[0]) < self.num_frames}
