@@ -927,7 +927,7 @@ def frame_source_indices(img: torch.Tensor, frame_axis: int) -> list[int] | None
 
         try:
             ranks = series_slice_ranks(name, meta["original_affine"], source_shape[2])
-        except ValueError:  # files without number or position: no numbering to give
+        except (ValueError, OSError, RuntimeError):  # files without number or position, unreadable: no numbering
             return None
         source = [ranks[i] if i >= 0 else i for i in source]
     return source
