@@ -194,3 +194,31 @@ def test_source_indices_of_padding_clips_and_plain_tensors(tmp_path):
     assert SourceIndices(frame_axis=3)(torch.zeros(1, 8, 8, 5)).tolist() == [-1] * 5  # no record: unknown
     with pytest.raises(ValueError, match="one image key"):
         SourceIndicesd(["image", "label"])
+
+
+def test_source_indices_of_a_dicom_series_are_its_instance_numbers(tmp_path):
+    """A DICOM series folder read by MONAI's loader (by position, ITK): the slices are numbered in InstanceNumber order,
+    as LoadStudyd (bundle inference, the Deploy reports) numbers them, whatever order the files are written in."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from monai_das.data import LoadStudyd
+    from monai_das.transforms import SourceIndicesd
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    uid = pydicom.uid.generate_uid()
+    for i in range(5):  # InstanceNumber i + 1 at z + 5 i, files named in reverse
+        d = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        d.InstanceNumber, d.SeriesInstanceUID = i + 1, uid
+        x, y, z = (float(v) for v in d.ImagePositionPatient)
+        d.ImagePositionPatient, d.SOPInstanceUID = [x, y, z - 5.0 * i], pydicom.uid.generate_uid()
+        d.save_as(folder / f"s{4 - i}.dcm")
+    recipe = {"layout": "volume", "spatial_size": [8, 8, 8], "slice_axis": 2}
+    study = LoadStudyd("image", recipe=recipe, study_suffix=None)({"image": str(folder)})
+    by_monai = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True), Orientationd("image", "RAS"),
+                        Resized("image", (8, 8, 8), mode="area"),
+                        SourceIndicesd("image", frame_axis=3)])({"image": str(folder)})
+    expected = [int(i) for i in study["image"].meta[SOURCE_INDICES]]
+    assert by_monai[SOURCE_INDICES].tolist() == expected and sorted(set(expected)) == [0, 1, 2, 3, 4]
+    assert expected[0] == 4 and expected[-1] == 0  # the lowest slice (RAS: first) is the last by InstanceNumber
