@@ -472,7 +472,8 @@ def _warn_unread_patient_key(path: Path, rows: Mapping[str, list[tuple[str, dict
     by repeats values across the training items (a CSV column ``MRN``, ``case_id``): every item is then a patient of
     its own, and if that key names the patients, one patient's items can be split between training and validation
     (or a test list) with no sign but an optimistic score (trial T58: 30 patients' 50 clips drawn as 50 "patients").
-    A key of a few values (a site, a scanner) repeats too: hence a warning, which names the key, not a refusal."""
+    Only a key of many values, each shared by a few items, is named (not a category such as sex, view or site); it
+    may still be something else (a scanner serial, an accession of several series): a warning, not a refusal."""
     if split != "training" or "training" not in rows:
         return
     entries = rows["training"]
@@ -485,7 +486,11 @@ def _warn_unread_patient_key(path: Path, rows: Mapping[str, list[tuple[str, dict
             if isinstance(key, str) and key.casefold() not in known and isinstance(value, (str, int)) \
                     and not isinstance(value, bool) and str(value).strip():
                 values.setdefault(key, []).append(str(value).strip())
-    repeating = {k: v for k, v in values.items() if len(v) >= 4 and 1 < len(set(v)) < len(v)}
+    # like a patient id: values shared by a few items each, many of them (not a category such as sex, view, site:
+    # few values, the most common one held by many items)
+    repeating = {k: v for k, v in values.items()
+                 if len(v) >= 4 and max(3, len(v) / 10) <= len(set(v)) < len(v)
+                 and Counter(v).most_common(1)[0][1] <= max(2, len(v) / 4)}
     if not repeating or (str(path), "unread patient key") in _warned_keys:
         return
     _warned_keys.add((str(path), "unread patient key"))

@@ -190,7 +190,7 @@ def _literal_value(config: Mapping, value: Any, key: str, source: str) -> Any:
         value = target
     if _is_literal(value):
         return value
-    if isinstance(value, str) and "@trained_options" in value:
+    if isinstance(value, str) and value.lstrip().startswith("$@trained_options["):
         # the bundle configs' "from the model card" (monai_das.handlers.trained_options): the card itself, read as
         # data, is what the application uses; not an expression it had to pass over (a warning on every export)
         logger.debug("%s of %s is taken from the model card (%s)", key, source, _short(value))

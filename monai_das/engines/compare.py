@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, few_items_named, paired_bootstrap
+from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, class_support, few_items_named, paired_bootstrap
 from monai_das.handlers.predictions import read_predictions_csv
 from monai_das.utils.io import write_json_atomic
 
@@ -104,9 +104,9 @@ def read_predictions(path: str | os.PathLike) -> dict:
             "groups": groups if "group" in columns and any(g is not None for g in groups) else None}
 
 
-def _aligned(first: dict, other: dict) -> np.ndarray:
-    """``other``'s probabilities in ``first``'s item order, after checking they hold the same items, labels and
-    classes (naming both files)."""
+def _aligned(first: dict, other: dict) -> tuple[np.ndarray, list | None]:
+    """``other``'s probabilities and patients (``None`` without a ``group`` column) in ``first``'s item order, after
+    checking they hold the same items, labels and classes (naming both files)."""
     if other["classes"] != first["classes"]:
         raise ValueError(f"'{other['path']}' has the classes {other['classes']}, '{first['path']}' "
                          f"{first['classes']}: not two models of one task.")
@@ -122,13 +122,7 @@ def _aligned(first: dict, other: dict) -> np.ndarray:
     if differ:
         raise ValueError(f"'{first['path']}' and '{other['path']}' give other labels to {len(differ)} item(s), e.g. "
                          f"{differ[:3]}: not one test list (or one was evaluated on an edited datalist).")
-    if first["groups"] is not None and other["groups"] is not None:
-        moved = [first["ids"][k] for k, j in enumerate(order) if other["groups"][j] != first["groups"][k]]
-        if moved:
-            raise ValueError(f"'{first['path']}' and '{other['path']}' give other patients (group) to {len(moved)} "
-                             f"item(s), e.g. {moved[:3]}: not one test list (or one was evaluated on an edited "
-                             "datalist).")
-    return other["probs"][order]
+    return other["probs"][order], None if other["groups"] is None else [other["groups"][j] for j in order]
 
 
 def compare_predictions(candidate: Sequence[str | os.PathLike], reference: Sequence[str | os.PathLike],
@@ -140,16 +134,25 @@ def compare_predictions(candidate: Sequence[str | os.PathLike], reference: Seque
                          f"other), got {len(candidate)} and {len(reference)}.")
     runs = [read_predictions(p) for p in (*candidate, *reference)]
     first = runs[0]
-    probs = [first["probs"], *(_aligned(first, r) for r in runs[1:])]
+    aligned = [(first["probs"], first["groups"]), *(_aligned(first, r) for r in runs[1:])]
+    probs = [p for p, _ in aligned]
     half = len(candidate)
-    # the patients: of any file that names them (evaluate.json writes a datalist's group), checked equal above
-    groups = next((r["groups"] for r in runs if r["groups"] is not None), None)
+    # the patients, in the first file's item order: of the files that name them (evaluate.json writes a datalist's
+    # group), which must agree (a file without the column, bundle inference's, takes them from the others)
+    named = [(r["path"], g) for r, (_, g) in zip(runs, aligned) if g is not None]
+    groups = named[0][1] if named else None
+    for path, other in named[1:]:
+        moved = [first["ids"][k] for k, (a, b) in enumerate(zip(groups, other)) if a != b]
+        if moved:
+            raise ValueError(f"'{named[0][0]}' and '{path}' give other patients (group) to {len(moved)} item(s), "
+                             f"e.g. {moved[:3]}: not one test list (or one was evaluated on an edited datalist).")
     report = paired_bootstrap(probs[:half], probs[half:], first["labels"], resamples=resamples, level=level, seed=seed,
                               groups=groups)
     report.update(candidate=[r["path"] for r in runs[:half]], reference=[r["path"] for r in runs[half:]],
                   classes=first["classes"], num_items=len(first["ids"]))
-    few = few_items_named(report["class_counts"], first["classes"])
-    notes = [f"{few}: the interval cannot show how a class of so few items would vary (fewer than "
+    support, unit = class_support(first["labels"], len(first["classes"]), groups)
+    few = few_items_named(support, first["classes"], unit=unit)
+    notes = [f"{few}: the interval cannot show how a class of so few {unit}s would vary (fewer than "
              f"{MIN_ITEMS_PER_CLASS}); read it as a lower bound of the uncertainty." if few else None]
     if groups is None:  # a file of bundle inference, or of an earlier version: no patient column
         notes.append("the files name no patient (no 'group' column): items were drawn one by one; if a patient has "
@@ -169,11 +172,14 @@ def format_comparison(report: dict) -> str:
     for name in ("auc", "balanced_accuracy"):
         m = report[name]
         values = lambda xs: " ".join(f"{x:.3f}" for x in xs)  # noqa: E731
-        low, high = m["interval"]
+        interval = "undefined" if m["interval"] is None else "[{:+.3f}, {:+.3f}]".format(*m["interval"])
         lines.append(f"| {name} | {values(m['candidate'])} | {values(m['reference'])} | {m['difference']:+.3f} | "
-                     f"[{low:+.3f}, {high:+.3f}] | {m['pairs_higher']}/{len(m['per_pair'])} |")
+                     f"{interval} | {m['pairs_higher']}/{len(m['per_pair'])} |")
     lines.append("")
     for name in ("auc", "balanced_accuracy"):
+        if report[name]["interval"] is None:  # no resample held every class
+            lines.append(f"{name}: no interval (no resample held every class).")
+            continue
         low, high = report[name]["interval"]
         verdict = ("above zero: the candidate is better on data like this test list" if low > 0 else
                    "below zero: the reference is better on data like this test list" if high < 0 else

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, bootstrap_intervals, few_items_named
+from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, bootstrap_intervals, class_support, few_items_named
 from monai_das.handlers.sampling import SampledIndicesHandler
 from monai_das.networks.utils import unwrap_network
 from monai_das.handlers.warmup import sampler_warming_up
@@ -333,9 +333,12 @@ class SelectionDiagnosticsHandler:
         # every item is here, also in a distributed run (gathered above)
         if self.auc_interval and len(scored) >= 2 and all(i.label is not None for i in scored):
             probs, labels = torch.stack([i.prob for i in scored]).numpy(), np.asarray([i.label for i in scored])
-            counts = np.bincount(labels, minlength=probs.shape[1])
+            groups = [i.group for i in scored]
+            # items, or patients where the items name them: what the bootstrap draws
+            counts, unit = class_support(labels, probs.shape[1], groups) if labels.max() < probs.shape[1] else (
+                np.bincount(labels, minlength=probs.shape[1]), "item")
             if labels.max() < probs.shape[1] and counts.min() >= MIN_ITEMS_PER_CLASS:
-                interval = bootstrap_intervals(probs, labels, groups=[i.group for i in scored])["auc"]
+                interval = bootstrap_intervals(probs, labels, groups=groups)["auc"]
                 if interval is not None:
                     metrics[f"{p}auc_low"], metrics[f"{p}auc_high"] = interval
             elif not self._told_too_few and idist.get_rank() == 0:
@@ -345,9 +348,9 @@ class SelectionDiagnosticsHandler:
                 if absent:
                     msg = f"the validation list holds no item of the class(es) {absent}: the validation AUC is undefined"
                 else:
-                    few = few_items_named(counts, self.label_names or []) or f"{len(labels)} item(s)"
+                    few = few_items_named(counts, self.label_names or [], unit=unit) or f"{len(labels)} item(s)"
                     msg = (f"the validation list holds {few}: its AUC says little, and no interval is given (the "
-                           f"bootstrap needs >= {MIN_ITEMS_PER_CLASS} items of each class).")
+                           f"bootstrap needs >= {MIN_ITEMS_PER_CLASS} {unit}s of each class).")
                 self.logger.warning(msg)
         even = [i for i in self._items if i.even is not None]
         if even and all(i.label is not None for i in even):

@@ -58,14 +58,16 @@ def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray)
 MIN_ITEMS_PER_CLASS = 5
 
 
-def few_items_named(counts: Sequence[int], names: Sequence[str], minimum: int = MIN_ITEMS_PER_CLASS) -> str:
-    """Every class with fewer than ``minimum`` items, fewest first: ``"2 item(s) of class 'mass' and 2 of class
-    'nodule'"`` (a warning named the rarest class only, when several were as rare)."""
+def few_items_named(counts: Sequence[int], names: Sequence[str], minimum: int = MIN_ITEMS_PER_CLASS,
+                    unit: str = "item") -> str:
+    """Every class with fewer than ``minimum`` items (``unit``: ``"patient"`` for :func:`class_support`'s patient
+    counts), fewest first: ``"2 item(s) of class 'mass' and 2 of class 'nodule'"`` (a warning named the rarest class
+    only, when several were as rare)."""
     few = sorted((int(n), str(names[c]) if c < len(names) else str(c)) for c, n in enumerate(counts) if n < minimum)
     parts = [f"{n} of class '{name}'" for n, name in few]
     if not parts:
         return ""
-    parts[0] = parts[0].replace(" of class", " item(s) of class", 1)
+    parts[0] = parts[0].replace(" of class", f" {unit}(s) of class", 1)
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
@@ -84,6 +86,21 @@ def _group_index(groups: Sequence | None, n: int) -> tuple[np.ndarray, int]:
     return out, len(index)
 
 
+def class_support(labels: Sequence[int] | np.ndarray, num_classes: int, groups: Sequence | None = None
+                  ) -> tuple[np.ndarray, str]:
+    """
+    Per class, how many independent units a bootstrap draws: its items, or, where ``groups`` names patients (not
+    every item a patient of its own), its distinct patients (a patient counts for each class it has studies of); and
+    the unit's name (``"item"`` or ``"patient"``). What :data:`MIN_ITEMS_PER_CLASS` is checked against: 12 studies
+    of 2 patients a class drew an interval of [1.000, 1.000] that counting studies let through.
+    """
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    group_of, num_groups = _group_index(groups, len(labels))
+    if num_groups == len(labels):
+        return np.bincount(labels, minlength=num_classes), "item"
+    return np.array([len(set(group_of[labels == k].tolist())) for k in range(num_classes)]), "patient"
+
+
 def _draw_groups(rng: np.random.Generator, group_of: np.ndarray, num_groups: int, resamples: int,
                  strata: np.ndarray | None = None) -> np.ndarray:
     """``B×n`` item weights of ``resamples`` bootstrap draws of whole groups with replacement (within each stratum
@@ -98,11 +115,12 @@ def _draw_groups(rng: np.random.Generator, group_of: np.ndarray, num_groups: int
 
 
 def _group_strata(labels: np.ndarray, group_of: np.ndarray, num_groups: int) -> np.ndarray:
-    """One stratum per group: the classes of its items (a patient with studies of two classes is a stratum of its
-    own kind), numbered in sorted order."""
-    sets = [tuple(sorted(set(labels[group_of == g].tolist()))) for g in range(num_groups)]
-    order = {key: i for i, key in enumerate(sorted(set(sets)))}
-    return np.array([order[key] for key in sets])
+    """Each group's stratum: its class when all its items are of one class, else one shared stratum of the patients
+    with studies of several classes (a stratum per set of classes left patients alone in theirs, always drawn once:
+    an interval too narrow, 0.87 coverage at 95 % in a simulation of 4 classes). Every item of its own: the classes."""
+    c = int(labels.max()) + 1 if len(labels) else 0
+    sets = [set(labels[group_of == g].tolist()) for g in range(num_groups)]
+    return np.array([next(iter(k)) if len(k) == 1 else c for k in sets])
 
 
 def _method(name: str, num_groups: int, n: int, within: str) -> str:
@@ -225,15 +243,20 @@ def paired_bootstrap(
     ones = np.ones((1, n))
     out: dict = {"resamples": int(resamples), "level": level, "seed": seed, "class_counts": counts.tolist(),
                  "num_groups": num_groups,
-                 "method": _method("paired percentile bootstrap", num_groups, n, " within each class")}
+                 "method": _method("paired percentile bootstrap", num_groups, n, " within each class")
+                 + (" (patients with studies of several classes drawn among themselves)"
+                    if num_groups < n and (_group_strata(labels, group_of, num_groups) == c).any() else "")}
     half = len(candidate)
     for name, score in (("auc", _macro_auc), ("balanced_accuracy", _balanced_accuracy)):
         point = [float(score(a, labels, ones)[0]) for a in arrays]
         per_pair = [point[i] - point[half + i] for i in range(half)]
         resampled = np.mean([score(arrays[i], labels, weights) - score(arrays[half + i], labels, weights)
                              for i in range(half)], axis=0)
+        # a resample without some class (drawing the patients of several classes among themselves) has no macro AUC
+        resampled = resampled[np.isfinite(resampled)]
         out[name] = {"candidate": point[:half], "reference": point[half:], "difference": float(np.mean(per_pair)),
-                     "per_pair": per_pair, "interval": np.percentile(resampled, [tail, 100 - tail]).tolist(),
+                     "per_pair": per_pair, "resamples_used": int(len(resampled)),
+                     "interval": np.percentile(resampled, [tail, 100 - tail]).tolist() if len(resampled) else None,
                      "pairs_higher": int(sum(d > 0 for d in per_pair))}
     return out
 

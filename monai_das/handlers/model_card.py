@@ -865,12 +865,22 @@ class ModelCardSaver:
         run = trained.get("run_params") if isinstance(trained.get("run_params"), Mapping) else {}
         seen: dict[str, str] = {}  # a training or validation image → its datalist line
         patients: dict[str, str] = {}  # a patient named by the training's datalist → its line
-        for split in ("training", "validation"):
-            try:
-                listed = load_datalist(path, run.get("dataset_dir"), split=split,
-                                       label_names=trained.get("label_names"), missing_ok=True)
-            except (ValueError, FileNotFoundError, OSError):  # no such list (a drawn validation list), unreadable
-                continue
+        quiet = logging.getLogger("monai_das.data.datalist")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)  # its "N 'training' items" lines would read as if those were evaluated
+        try:
+            lists = []
+            for split in ("training", "validation"):
+                try:
+                    lists.append(load_datalist(path, run.get("dataset_dir"), split=split,
+                                               label_names=trained.get("label_names"), missing_ok=True))
+                except (ValueError, FileNotFoundError, OSError):  # no such list (a drawn validation list), unreadable
+                    continue
+        finally:
+            quiet.setLevel(level)
+        if not lists:  # nothing to compare with: said as such
+            return False
+        for listed in lists:
             for it in listed:
                 seen.setdefault(os.path.realpath(str(it["image"])), str(it.get("source_line", path)))
                 if it.get("group") and str(it["group"]) != str(it["image"]):

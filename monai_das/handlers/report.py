@@ -18,6 +18,7 @@ from monai_das.handlers.metrics import (
     MIN_ITEMS_PER_CLASS,
     balanced_accuracy_from_confusion,
     bootstrap_intervals,
+    class_support,
     few_items_named,
     per_class_metrics,
 )
@@ -200,14 +201,18 @@ class ClassificationReportSaver:
         intervals = None
         probs = np.asarray([it[2] for it in self._items])
         names = [self.label_names[c] if c < len(self.label_names) else str(c) for c in range(self.num_classes)]
-        counts = np.bincount(labels, minlength=self.num_classes) if len(labels) else np.zeros(1, np.int64)
+        groups = [it[6] for it in self._items]
+        # items, or patients where the items name them: what the bootstrap draws (12 studies of 2 patients a class
+        # drew [1.000, 1.000] while counting studies let it through)
+        counts, unit = class_support(labels, self.num_classes, groups) if len(labels) else (np.zeros(1, np.int64),
+                                                                                            "item")
         if self.interval_resamples > 0 and len(labels) and counts.min() >= MIN_ITEMS_PER_CLASS:
             intervals = bootstrap_intervals(probs, labels, self.interval_resamples, seed=self.interval_seed,
-                                            groups=[it[6] for it in self._items])
+                                            groups=groups)
         elif self.interval_resamples > 0 and len(labels):
-            self.logger.warning(f"the evaluated list holds {few_items_named(counts, names)}: no "
-                                f"bootstrap interval is given (it needs >= {MIN_ITEMS_PER_CLASS} items of each class; "
-                                "with fewer it would look certain, e.g. [1.000, 1.000]).")
+            self.logger.warning(f"the evaluated list holds {few_items_named(counts, names, unit=unit)}: no "
+                                f"bootstrap interval is given (it needs >= {MIN_ITEMS_PER_CLASS} {unit}s of each "
+                                "class; with fewer it would look certain, e.g. [1.000, 1.000]).")
         per_class = per_class_metrics(probs, labels, names)
         absent = [n for n, m in per_class.items() if m["support"] == 0]
         if absent and len(labels):
@@ -245,7 +250,10 @@ class ClassificationReportSaver:
         if intervals is not None:
             auc = intervals["auc"]
             self.logger.info(
-                f"{100 * intervals['level']:.0f} % bootstrap intervals over the {self.report['num_samples']} samples: "
+                f"{100 * intervals['level']:.0f} % bootstrap intervals over the {self.report['num_samples']} samples"
+                + (f" ({intervals['num_groups']} patients, drawn whole)"
+                   if intervals.get("num_groups", self.report["num_samples"]) < self.report["num_samples"] else "")
+                + ": "
                 f"auc {'undefined (a class without samples)' if auc is None else f'[{auc[0]:.3f}, {auc[1]:.3f}]'}, "
                 f"balanced_accuracy [{intervals['balanced_accuracy'][0]:.3f}, {intervals['balanced_accuracy'][1]:.3f}]"
             )

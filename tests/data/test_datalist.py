@@ -957,17 +957,19 @@ def test_misspelt_patient_key_without_another_is_refused(tmp_path):
 def test_an_unread_column_that_may_name_the_patients_is_warned(tmp_path, caplog):
     """A CSV whose patients were in a column 'MRN' (not a patient key) trained with every clip a patient of its own,
     drawing one patient's clips into training and validation, said only at INFO (trial T58). Warned, naming it."""
-    names = [f"{c}.npy" for c in "abcdefgh"]
+    names = [f"{c}.npy" for c in "abcdefghijkl"]
     _touch(tmp_path, *names)
-    rows = [f"{n},{'xy'[i % 2]},P{i // 2},{'site' + str(i % 2)},acc{i}" for i, n in enumerate(names)]
+    # MRN: 2 studies a patient; site, sex: categories (few values, many items each); accession: one a study
+    rows = [f"{n},{'xy'[i % 2]},P{i // 2},{'site' + str(i % 3)},{'FM'[i % 2]},acc{i}" for i, n in enumerate(names)]
     with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
-        assert len(load_datalist(_csv(tmp_path / "dl.csv", "image,label,MRN,site,accession", *rows))) == 8
+        assert len(load_datalist(_csv(tmp_path / "dl.csv", "image,label,MRN,site,sex,accession", *rows))) == 12
     assert "dl.csv: no training item names its patient" in caplog.text
-    assert "'MRN' (4 values over 8 items), 'site' (2 values over 8 items) repeat" in caplog.text
-    assert "accession" not in caplog.text and "rename it to 'patient_id'" in caplog.text
+    assert "The column(s) 'MRN' (6 values over 12 items) repeat" in caplog.text
+    assert "'site'" not in caplog.text and "'sex'" not in caplog.text and "accession" not in caplog.text
+    assert "rename it to 'patient_id'" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):  # the patients named: nothing to say
-        load_datalist(_csv(tmp_path / "ok.csv", "image,label,patient_id,site,accession", *rows))
+        load_datalist(_csv(tmp_path / "ok.csv", "image,label,patient_id,site,sex,accession", *rows))
         # a column of one value per item names no shared patient
         load_datalist(_csv(tmp_path / "one.csv", "image,label,accession", *[r.split(",P")[0] + f",acc{i}"
                                                                             for i, r in enumerate(rows)]))

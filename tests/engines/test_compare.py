@@ -125,7 +125,9 @@ def test_patients_are_drawn_whole_where_the_files_name_them(tmp_path, capsys):
     _with_groups(ref, groups)
     by_patient = compare_predictions([cand], [ref], resamples=500)
     assert by_patient["method"].startswith("paired percentile bootstrap over patients (12 groups of 48 items)")
-    assert by_patient["num_groups"] == 12 and by_patient["note"] is None
+    assert by_patient["num_groups"] == 12
+    # counted in patients, as drawn (12 studies of 2 patients a class looked certain while counting studies)
+    assert "2 patient(s) of class 'malignant' and 4 of class 'benign'" in by_patient["note"]
     assert by_patient["auc"]["difference"] == by_item["auc"]["difference"]  # the point estimate is the same
     expected = paired_bootstrap([_probs(labels, 2.0, 0)], [_probs(labels, 1.0, 1)], labels, resamples=500,
                                 groups=groups)["auc"]["interval"]
@@ -133,6 +135,13 @@ def test_patients_are_drawn_whole_where_the_files_name_them(tmp_path, capsys):
     assert by_patient["auc"]["interval"] != pytest.approx(by_item["auc"]["interval"])
     assert main(["--candidate", str(cand), "--reference", str(ref), "--resamples", "200"]) == 0
     assert "over patients (12 groups of 48 items)" in capsys.readouterr().out
+    # a first file without the column (bundle inference's) and a second with it, its rows in another order: the
+    # patients follow the items (they were taken in the second file's row order: 12 of 12 studies given another's)
+    order = np.random.default_rng(0).permutation(len(labels))
+    plain = _write(tmp_path / "plain.csv", labels, _probs(labels, 2.0, 0))
+    shuffled = _with_groups(_write(tmp_path / "shuffled.csv", labels[order], _probs(labels, 1.0, 1)[order],
+                                   ids=[f"s{j:02d}.nii.gz" for j in order]), [groups[j] for j in order])
+    assert compare_predictions([plain], [shuffled], resamples=500)["auc"] == by_patient["auc"]
     _with_groups(_write(ref, labels, _probs(labels, 1.0, 1)), groups[1:] + groups[:1])  # another patient per item
     with pytest.raises(ValueError, match=r"give other patients \(group\) to \d+ item\(s\)"):
         compare_predictions([cand], [ref])

@@ -121,6 +121,33 @@ def test_per_item_predictions(tmp_path, caplog):
     assert (tmp_path / "none" / "metrics.json").is_file() and not list((tmp_path / "none").glob("*.csv"))
 
 
+def test_intervals_count_and_draw_patients(tmp_path, caplog):
+    """12 studies of 2 patients a class gave an interval of [1.000, 1.000] ("over the 12 samples"): with the items'
+    patients (a datalist's group) the bootstrap draws patients and needs 5 of each class; then it says so."""
+    def run(n_patients, folder):
+        labels = [i % 2 for i in range(6 * n_patients)]
+        data = [{"group": f"P{i % (2 * n_patients)}"} for i in range(len(labels))]  # a patient: one class
+
+        def step(engine, idx):
+            engine.state.batch = [data[i] for i in idx]
+            return [{"pred": torch.tensor([0.3 - 0.01 * i, 0.2 + 0.01 * i]) if labels[i] else
+                     torch.tensor([0.2 + 0.01 * i, 0.3 - 0.01 * i]), "label": torch.tensor(labels[i])} for i in idx]
+
+        engine = Engine(step)
+        ClassificationReportSaver(tmp_path / folder, 2, ["neg", "pos"]).attach(engine)
+        with caplog.at_level(logging.INFO, logger="monai_das.handlers.report"):
+            engine.run([list(range(len(labels)))], max_epochs=1)
+        return json.loads((tmp_path / folder / "metrics.json").read_text())
+
+    few = run(2, "few")
+    assert "intervals" not in few
+    assert "holds 2 patient(s) of class 'neg' and 2 of class 'pos': no bootstrap interval" in caplog.text
+    enough = run(5, "enough")
+    assert enough["intervals"]["num_groups"] == 10 and "over patients (10 groups of 30 items)" in \
+        enough["intervals"]["method"]
+    assert "over the 30 samples (10 patients, drawn whole)" in caplog.text
+
+
 def test_too_few_items_of_a_class_give_no_interval(tmp_path, caplog):
     """No class-0 item, then 3 of each (a 6-study test list): no interval, which would look certain ([1.000, 1.000]),
     but a warning naming the class, as validation does."""
