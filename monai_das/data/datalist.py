@@ -170,11 +170,23 @@ def _check_patients_in_one_list(path: Path, rows: dict[str, list[tuple[str, dict
     checked whether or not its rows give a group: the same file grouped in one list and not (or otherwise) in another
     is still one study on both sides."""
     first: dict[str, tuple[str, str]] = {}  # patient or image → (split, location)
+    spelt: dict[str, tuple[str, str]] = {}  # a patient id folded (case, spaces) → (its first spelling, location)
     for split, entries in rows.items():
         for loc, item in entries:
             group, image = _given_group(item), item.get("image")
             keys = []
             if group is not None:
+                # 'PT002' and 'pt002 ' are one patient: read as two, they were split between training and test
+                # (or training and validation) without a word (trial T58b); refused as class names that differ
+                # only in case are
+                folded = "".join(group.casefold().split())
+                other = spelt.setdefault(folded, (group, loc))
+                if other[0] != group:
+                    raise ValueError(
+                        f"{path}:{loc}: patient (group) {group!r} and {other[0]!r} ({path}:{other[1]}) differ only "
+                        "in case or spaces: one patient spelt two ways would be read as two (its studies could land "
+                        "in training and in validation or test). Spell each patient id one way."
+                    )
                 keys.append(("group:" + group, f"patient (group) {group!r}"))
             if isinstance(image, str) and image.strip():  # a blank image is reported with its line by load_datalist
                 keys.append(("image:" + os.path.normpath(os.path.join(root, image.strip())),
@@ -978,8 +990,11 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
         for f, h in zip(files, headers):
             series.setdefault(str(h.get("SeriesInstanceUID", "")), []).append(f)
         if len(series) > 1:
-            named = "; ".join(f"{len(m)} file(s) of series {_describe_series(headers[files.index(m[0])])} "
-                              f"('{m[0].name}', ...)" for m in sorted(series.values(), key=len, reverse=True))
+            labels = {uid: _describe_series(headers[files.index(m[0])]) for uid, m in series.items()}
+            twice = {v for v in labels.values() if list(labels.values()).count(v) > 1}  # two series numbered alike
+            named = "; ".join(f"{len(m)} file(s) of series {labels[uid]}"
+                              + (f" (UID ...{uid[-12:]})" if labels[uid] in twice else "") + f" ('{m[0].name}', ...)"
+                              for uid, m in sorted(series.items(), key=lambda kv: len(kv[1]), reverse=True))
             raise ValueError(f"holds {len(series)} DICOM series: {named}; give one folder per series (a localizer "
                              "is a series of its own: move it out).")
         if len(sizes) > 1:

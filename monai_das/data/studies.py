@@ -1158,9 +1158,14 @@ def check_no_localizers(files: Sequence[Path], headers: Sequence, where: str) ->
                          "view, no volume to classify.")
     if scouts and len(scouts) < len(headers):
         named = ", ".join(scouts[:3]) + (", ..." if len(scouts) > 3 else "")
-        raise ValueError(f"{where}: {len(scouts)} localizer (scout) image(s) (ImageType LOCALIZER) are stored under "
-                         f"the series' SeriesInstanceUID ({named}): move them out of the series folder (a reader would "
-                         "take them for slices).")
+        uids = {str(h.get("SeriesInstanceUID", "")) for h in headers if not _is_localizer(h)}
+        own = all(str(h.get("SeriesInstanceUID", "")) not in uids for h in headers if _is_localizer(h))
+        # a scout of its own series beside the stack was said to be "stored under the series' SeriesInstanceUID"
+        # (trial T58b); inference skips it, a training folder is read as one series
+        where_stored = ("are a series of their own beside the series" if own else
+                        "are stored under the series' SeriesInstanceUID")
+        raise ValueError(f"{where}: {len(scouts)} localizer (scout) image(s) (ImageType LOCALIZER) {where_stored} "
+                         f"({named}): move them out of the series folder (a reader would take them for slices).")
 
 
 def check_series_stack(files: Sequence[Path], headers: Sequence, where: str, warnings: list[str] | None = None

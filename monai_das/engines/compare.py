@@ -101,7 +101,28 @@ def read_predictions(path: str | os.PathLike) -> dict:
     if twice:
         raise ValueError(f"'{path}': ids appear twice, e.g. {twice[:3]}: one row per item is needed to pair them.")
     return {"path": str(path), "ids": ids, "labels": np.array(labels), "probs": np.array(probs), "classes": classes,
-            "groups": groups if "group" in columns and any(g is not None for g in groups) else None}
+            "groups": groups if "group" in columns and any(g is not None for g in groups) else None,
+            "stale": _replaced_checkpoint(path)}
+
+
+def _replaced_checkpoint(predictions: Path) -> str | None:
+    """What to say when the evaluation beside ``predictions`` (its ``metrics.json``: ``checkpoint``,
+    ``checkpoint_sha256``) describes a checkpoint that has been replaced since (a retrain into the same bundle_root:
+    compared as if it were the model there; trial T58b), else ``None``. Read as data."""
+    import json
+
+    from monai_das.utils.io import file_digest
+
+    try:
+        report = json.loads((predictions.parent / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ckpt, sha = (report.get("checkpoint"), report.get("checkpoint_sha256")) if isinstance(report, dict) else (None,
+                                                                                                          None)
+    if not (isinstance(ckpt, str) and isinstance(sha, str) and os.path.isfile(ckpt)) or file_digest(ckpt) == sha:
+        return None
+    return (f"'{predictions}' describes an earlier model: '{ckpt}' has changed since this evaluation (a retrain into "
+            "the same bundle_root?); evaluate it again to compare the model that is there.")
 
 
 def _aligned(first: dict, other: dict) -> tuple[np.ndarray, list | None]:
@@ -157,6 +178,7 @@ def compare_predictions(candidate: Sequence[str | os.PathLike], reference: Seque
     if groups is None:  # a file of bundle inference, or of an earlier version: no patient column
         notes.append("the files name no patient (no 'group' column): items were drawn one by one; if a patient has "
                      "several items, the interval is too narrow (evaluate.json writes a datalist's patients).")
+    notes += [r["stale"] for r in runs]
     report["note"] = " ".join(n for n in notes if n) or None
     return report
 

@@ -562,6 +562,11 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
                                          r"\('s0\.dcm', \.\.\.\); 1 file\(s\) of series .*\('other\.dcm', \.\.\.\); "
                                          r"give one folder per series"):
         check_study_shapes([str(series)], "volume")
+    # two series numbered alike (#4, #4): told apart by the end of their UIDs (trial T58b)
+    _dicom(series / "other.dcm", 10, 14, series="5.6.4")
+    with pytest.raises(ValueError, match=r"3 file\(s\) of series #4 \(UID \.\.\.1\.2\.3\.4\) \('s0\.dcm', \.\.\.\); "
+                                         r"1 file\(s\) of series #4 \(UID \.\.\.5\.6\.4\)"):
+        check_study_shapes([str(series)], "volume")
 
 
 def test_check_study_shapes_clips_only(tmp_path):
@@ -952,6 +957,21 @@ def test_misspelt_patient_key_without_another_is_refused(tmp_path):
     # a list read for prediction (a test list): warned as other keys are, not refused (review)
     test = _json(tmp_path / "test.json", {"test": [{"image": "a.npy", "label": 0, "pateint_id": "p1"}]})
     assert len(load_datalist(test, split="test")) == 1
+
+
+def test_patient_ids_that_differ_only_in_case_or_spaces_are_refused(tmp_path):
+    """'PT002' in training and 'pt002 ' in test were two patients: one patient's series trained on and tested, without
+    a word (trial T58b). Refused naming both lines, within a list too (its validation list is drawn by patient)."""
+    _touch(tmp_path, "a.npy", "b.npy", "c.npy", "d.npy")
+    for rows in (["a.npy,x,PT002,training", "b.npy,y,P3,training", "c.npy,x,pt002 ,test"],
+                 ["a.npy,x,PT002,training", "b.npy,y,P3,training", "c.npy,x,PT 002,training"]):
+        dl = _csv(tmp_path / "dl.csv", "image,label,patient_id,split", *rows)
+        with pytest.raises(ValueError, match=r"dl\.csv:4: patient \(group\) '(pt002|PT 002)' and 'PT002' \(.*dl\.csv:2\) "
+                                             r"differ only in case or spaces"):
+            load_datalist(dl)
+    ok = _csv(tmp_path / "ok.csv", "image,label,patient_id,split", "a.npy,x,PT002,training", "b.npy,y,P3,training",
+              "c.npy,x,PT002,training", "d.npy,y,P4,test")
+    assert len(load_datalist(ok)) == 3
 
 
 def test_an_unread_column_that_may_name_the_patients_is_warned(tmp_path, caplog):

@@ -630,6 +630,13 @@ def test_series_errors_name_the_files_at_fault(tmp_path):
         LoadStudy(recipe).load(str(mixed))
     with pytest.raises(ValueError, match=scout):
         check_study_shapes([str(mixed)], "volume")
+    # a localizer of a series of its own in the folder: said as such (it said "stored under the series'
+    # SeriesInstanceUID" to a user whose scout had its own UID; trial T58b)
+    d.SeriesInstanceUID = pydicom.uid.generate_uid()
+    d.save_as(mixed / "s3.dcm")
+    with pytest.raises(ValueError, match=r"1 localizer \(scout\) image\(s\) \(ImageType LOCALIZER\) are a series of "
+                                         r"their own beside the series \(s3\.dcm\): move them out"):
+        check_study_shapes([str(mixed)], "volume")
     # a localizer alone in its series folder: no "a lower min_frames accepts it" (trial Y)
     alone = tmp_path / "scout"
     alone.mkdir()

@@ -157,3 +157,21 @@ def test_grouped_bootstrap_of_singletons_is_the_item_bootstrap():
     assert bootstrap_intervals(p, LABELS, groups=ids)["auc"] == bootstrap_intervals(p, LABELS)["auc"]
     with pytest.raises(ValueError, match="one patient per item"):
         bootstrap_intervals(p, LABELS, groups=ids[1:])
+
+
+def test_an_evaluation_of_a_replaced_checkpoint_is_said(tmp_path):
+    """A retrain into the same bundle_root left eval/ describing the earlier model, and compare used it as the model
+    there without a word (trial T58b): its metrics.json's checkpoint_sha256 is checked against the file."""
+    from monai_das.utils.io import file_digest
+
+    ckpt = tmp_path / "das" / "models" / "model.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"first model")
+    cand = _write(tmp_path / "das" / "eval" / "test_predictions.csv", LABELS, _probs(LABELS, 2.0, 0))
+    (cand.parent / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt),
+                                                          "checkpoint_sha256": file_digest(ckpt)}))
+    ref = _write(tmp_path / "uni" / "eval" / "test_predictions.csv", LABELS, _probs(LABELS, 1.0, 1))
+    assert "describes an earlier model" not in (compare_predictions([cand.parent], [ref.parent], 200)["note"] or "")
+    ckpt.write_bytes(b"retrained")
+    note = compare_predictions([cand.parent], [ref.parent], 200)["note"]
+    assert f"'{cand}' describes an earlier model: '{ckpt}' has changed since this evaluation" in note
