@@ -414,7 +414,7 @@ def _study_id(root: Path, path: Path) -> str:
 
 #: the DICOM elements discovery reads: a clip (several frames) or a slice of a series
 _DISCOVERY_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "SeriesNumber", "SOPInstanceUID", "Modality", "Rows",
-                   "Columns", "ImageType", "StudyInstanceUID", "SOPClassUID")
+                   "Columns", "ImageType", "StudyInstanceUID", "SOPClassUID", "PatientID")
 
 
 def _is_non_image_object(ds) -> bool:
@@ -661,9 +661,17 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
         series = _series_beside(folder, series, headers, _is_non_image_object,
                                 "non-image DICOM file(s) beside its image series")
         series = _series_beside(folder, series, headers, _is_localizer, "localizer (scout) image(s) beside its series")
+        # one folder, several patients (a mis-filed series): each series is still a study, and each report says so
+        # (both were classified under the folder's name without a word; trial T58b)
+        patients = sorted({str(headers[m[0]].get("PatientID", "") or "").strip() for m in series.values()} - {""})
+        mixed = (f"the folder '{folder}' holds series of {len(patients)} patients (PatientID {', '.join(patients[:4])}"
+                 f"{', ...' if len(patients) > 4 else ''}): a series filed under another patient's folder? Each series "
+                 "is classified as a study of its own; check which patient this one is." if len(patients) > 1 else None)
+        if mixed:
+            logger.warning(mixed)
         for uid, members in series.items():
             sid = base if len(series) == 1 else f"{base}#series_{_series_label(headers[members[0]], uid)}"
-            study = StudySource(sid, "dicom_series", folder, members)
+            study = StudySource(sid, "dicom_series", folder, members, warnings=[mixed] if mixed else [])
             no_study = (all(_is_non_image_object(headers[f]) or _is_localizer(headers[f]) for f in members)
                         or (len(members) == 1 and _is_secondary_capture(headers[members[0]])))  # a dose screen
             (passed_over if no_study else studies).append(study)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -786,3 +787,28 @@ def test_every_bad_label_of_a_study_list_is_named_in_one_error(tmp_path):
     with pytest.raises(ValueError, match=r"one\.csv' line 2: label 'B-lines' is not a class index 0\.\.1 or a class "
                                          r"name \['A-lines', 'B_lines'\]\.$"):
         discover_studies(tmp_path / "one.csv", label_names=names)
+
+
+def test_a_folder_of_two_patients_series_is_said(tmp_path, caplog):
+    """A series filed under another patient's folder: both series were classified under the folder's name without a
+    word (trial T58b). Each stays a study; each one's warnings (the reports', the predictions') say the folder holds
+    series of two patients."""
+    import pydicom
+
+    folder = tmp_path / "in" / "PTX"
+    _ct_series(folder, 3, prefix="a")
+    _ct_series(folder, 3, prefix="b")
+    for f in folder.glob("b*.dcm"):
+        d = pydicom.dcmread(f)
+        d.PatientID = "PTY"
+        d.save_as(f)
+    with caplog.at_level(logging.WARNING, logger="monai_das.data.studies"):
+        studies = discover_studies(tmp_path / "in")
+    assert len(studies) == 2 and all(s.kind == "dicom_series" for s in studies)
+    for s in studies:
+        assert any("holds series of 2 patients" in w and "PTY" in w for w in s.warnings), s.warnings
+    assert "holds series of 2 patients" in caplog.text
+    one = tmp_path / "one" / "PTZ"  # one patient's two series: nothing said
+    _ct_series(one, 3, prefix="a")
+    _ct_series(one, 3, prefix="b")
+    assert not any(s.warnings for s in discover_studies(tmp_path / "one"))
