@@ -213,7 +213,8 @@ def paired_bootstrap(
         labels: ``n`` class indices in ``[0, C)``; every class must have an item.
         resamples, level, seed: the bootstrap's resamples, coverage and seed (the same inputs give the same interval).
         groups: ``n`` patients (a datalist's ``group``), or ``None``: with patients, whole patients are drawn, within
-            the set of classes of their items (a patient's studies are not independent: drawing them one by one made
+            their class (those with studies of several classes among themselves; a resample that then lacks a class
+            is not used, ``resamples_used``) (a patient's studies are not independent: drawing them one by one made
             the interval too narrow: trial T58, 12 clips of 6 patients, [+0.094, +0.812] by clip, [0.000, 0.857] by
             patient); a blank one is a patient of its own.
 
@@ -237,7 +238,7 @@ def paired_bootstrap(
                          f"{counts.tolist()} items per class.")
     rng = np.random.default_rng(seed)
     group_of, num_groups = _group_index(groups, n)
-    # within each class (a patient: within the classes of its items): the counts stay in every resample
+    # within each class (patients of several classes among themselves): the counts stay in every resample
     weights = _draw_groups(rng, group_of, num_groups, int(resamples), _group_strata(labels, group_of, num_groups))
     tail = 100 * (1 - level) / 2
     ones = np.ones((1, n))
