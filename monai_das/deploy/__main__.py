@@ -82,7 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     application could not run (model not loadable, input missing or empty).
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse's bare "unrecognized arguments": name the option meant (trial T58b: --num-keep)
+        import difflib
+
+        options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+        hints = []
+        for arg in (u.split("=", 1)[0] for u in unknown if u.startswith("-")):
+            close = difflib.get_close_matches("--" + arg.lstrip("-").replace("_", "-"), options, n=1, cutoff=0.75)
+            hints += [f"{arg}: did you mean {close[0]}?"] if close else []
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else ""))
     from monai_das.transforms.preprocessing import check_axcodes, check_intensity
 
     for flag, key in (("--intensity-range", "intensity_range"), ("--percentiles", "percentiles")):

@@ -650,6 +650,19 @@ def test_deploy_cli_refuses_an_inverting_intensity_window(flag, values, match, t
     assert not (tmp_path / "out").exists()
 
 
+def test_deploy_cli_names_the_option_a_typo_meant(tmp_path, capsys):
+    """'--num-keep 4' got argparse's bare "unrecognized arguments" (trial T58b); the bundle names the option meant."""
+    from monai_das.deploy.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "none.onnx"), "--num-keep", "4",
+              "--engine_=eager"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unrecognized arguments: --num-keep 4 --engine_=eager" in err
+    assert "--num-keep: did you mean --num-kept?" in err and "--engine_: did you mean --engine?" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_percentiles_under_a_window_are_said_to_do_nothing(caplog):
     """--percentiles given for a model with a fixed HU window changed nothing, without a word (trial S)."""
     spec = ModelSpec(spatial_size=(16, 16, 16), recipe={"layout": "volume", "spatial_size": [16, 16, 16],
