@@ -915,6 +915,17 @@ def _dicom_header(path: Path):
         raise RuntimeError(f"cannot read the DICOM header of '{path}': {e}") from e
 
 
+def _dicom_patient(path: Path) -> str | None:
+    """The ``PatientID`` of a DICOM file or of the first DICOM file of a series folder (``None``: none, or blank)."""
+    try:
+        first = path if path.is_file() else next((f for f in sorted(path.iterdir()) if f.is_file() and is_dicom(f)),
+                                                 None)
+        value = read_dicom_header(first, ("PatientID",)).get("PatientID") if first is not None else None
+    except Exception:  # noqa: BLE001 - a patient id is extra information; the file's errors are said elsewhere
+        return None
+    return str(value).strip() or None if value is not None else None
+
+
 def _dicom_channels(ds) -> int:
     if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
         return 3  # read_video expands the palette to RGB
@@ -1351,6 +1362,7 @@ def check_study_shapes(
     frames = []
     uids: dict[str, str] = {}
     paths: dict[str, str] = {}  # content key → its file (a match is confirmed on the whole files)
+    patients: dict[str, list[str]] = {}  # a DICOM study's PatientID → its items (BundleData compares the lists')
     twice: list[str] = []  # files of this list with the same content
     unoriented: list[str] = []  # NIfTI files whose header gives no orientation
     modalities: dict[str, list[str]] = {}  # DICOM modality → its images
@@ -1382,6 +1394,9 @@ def check_study_shapes(
             continue
         first_with.setdefault(c, image)
         shapes[image] = shape
+        patient = _dicom_patient(Path(image)) if modality is not None or Path(image).is_dir() else None
+        if patient:
+            patients.setdefault(patient, []).append(_where(item, image))
         if modality:
             modalities.setdefault(modality, []).append(image)
         if layout == "volume" and axcodes is not None and nifti_without_orientation(image):  # only when reoriented
@@ -1417,7 +1432,8 @@ def check_study_shapes(
         raise errors[0][0](f"{len(errors)} of the {len(chosen)} images checked cannot be used:\n  "
                            + "\n  ".join(shown) + more)
     return {"in_channels": max(first_with), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
-            "content_ids": uids, "content_paths": paths, "modalities": modalities, "geometry": geometry}
+            "content_ids": uids, "content_paths": paths, "modalities": modalities, "geometry": geometry,
+            "patients": patients}
 
 
 def _some(named: Sequence[str], shown: int = 5) -> str:

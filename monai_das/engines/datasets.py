@@ -258,6 +258,7 @@ class BundleData:
         self._list_shapes: dict[str, dict] = {}  # each checked split's header shapes (image → shape)
         # SOPInstanceUID of the checked lists' DICOM images, content key of their other files → item (no copies)
         self._content_ids: dict[str, str] = {}
+        self._patients: dict[str, list[str]] = {}  # the training list's DICOM PatientIDs → their items
         self._content_paths: dict[str, str] = {}  # content key → file
         self._short_clips: dict[str, int] = {}  # training clips of fewer frames than num_frames (video datalist)
         self._short_clips_of = 0
@@ -619,6 +620,26 @@ class BundleData:
         grid = [self.size] * 3
         return self._volume_facts(info["label_names"], int(info["in_channels"]), grid)
 
+    def _warn_shared_patients(self, split: str, patients: Mapping[str, list[str]]) -> None:
+        """
+        Warn about DICOM studies of this list whose ``PatientID`` is that of a training study, when the datalist's
+        patients (``group``) did not say so (a blank patient cell: the image is its own patient; trial T58b: a series
+        moved to the test list with a blank cell was tested on its patient's other, trained series). A PatientID held
+        by most studies (a de-identified export writing one value) names no patient and is passed over.
+        """
+        known = self._patients
+        total = sum(map(len, known.values())) + sum(map(len, patients.values()))
+        shared = [(pid, where[0], known[pid][0]) for pid, where in patients.items()
+                  if pid in known and len(known[pid]) + len(where) <= max(2, total // 2)]
+        if shared:
+            named = "; ".join(f"{w} and {t} (PatientID {pid!r})" for pid, w, t in shared[:3])
+            logger.warning(
+                f"datalist '{self.datalist}': {len(shared)} DICOM stud(ies) of the {_SPLITS[split]!r} list have the "
+                f"PatientID of a training study, though the datalist names other patients (group) for them: {named}"
+                f"{' ...' if len(shared) > 3 else ''}. If they are one patient, its studies are trained on and "
+                f"{'validated' if split == 'val' else 'tested'} on: give them one patient (group) in the datalist."
+            )
+
     def _check_files(self, split: str, items: Sequence[Mapping]) -> None:
         """
         Read the headers of a validation or test list's files as the training list's were (:func:`check_study_shapes`:
@@ -637,6 +658,7 @@ class BundleData:
         check_no_copies(self._content_ids, facts["content_ids"], self._content_paths, facts["content_paths"])
         self._content_ids.update(facts["content_ids"])
         self._content_paths.update(facts["content_paths"])
+        self._warn_shared_patients(split, facts.get("patients") or {})
         trained_modalities = self.info.get("modalities")
         other = {m: v for m, v in facts["modalities"].items() if m not in (trained_modalities or [])}
         if other and trained_modalities:  # (a training list without DICOM files records none: nothing to compare)
@@ -763,6 +785,7 @@ class BundleData:
             raise type(e)(f"{e}\n{others}") from None
         self._content_ids.update(facts["content_ids"])
         self._content_paths.update(facts["content_paths"])
+        self._patients = {k: list(v) for k, v in (facts.get("patients") or {}).items()}
         modalities = facts["modalities"]
         if len(modalities) > 1:
             which = "test" if self._test_only else "training"

@@ -625,6 +625,45 @@ def test_a_dicom_series_copied_into_another_folder_is_one_study(tmp_path):
     assert BundleData(datalist=tmp_path / "parts.json", val_fraction=0.5, seed=0).info["spatial_size"] == [128, 128, 4]
 
 
+def test_a_test_series_of_a_training_patient_is_warned_about(tmp_path, caplog):
+    """A series moved to the test list with a blank patient cell (its image its own patient) was tested on its
+    patient's other, trained series without a word (trial T58b): the DICOM PatientIDs of the lists are compared. A
+    de-identified export writing one PatientID for most studies names no patient: passed over."""
+    import pydicom
+
+    def series(name, patient):
+        _ct_series(tmp_path / name)
+        for f in (tmp_path / name).glob("*.dcm"):
+            d = pydicom.dcmread(f)
+            d.PatientID = patient
+            d.save_as(f)
+
+    for i in range(6):
+        series(f"p{i}", f"PT{i:03d}")
+    series("p0_other", "PT000")  # the same patient's other series
+    train = [{"image": f"p{i}", "label": "ab"[i % 2], "group": f"PT{i:03d}"} for i in range(6)]
+    (tmp_path / "dl.json").write_text(json.dumps({"training": train, "test": [{"image": "p0_other", "label": "a"}]}))
+    src = BundleData(datalist=tmp_path / "dl.json", val_fraction=0.34, seed=0)
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
+        src.data("test")
+    assert re.search(r"1 DICOM stud\(ies\) of the 'test' list have the PatientID of a training study.*"
+                     r"dl\.json:test\[0\]: '.*p0_other' and .*dl\.json:training\[0\]: '.*p0' \(PatientID 'PT000'\)",
+                     caplog.text)
+    caplog.clear()
+    for i in range(6):  # one PatientID for every study: de-identified, no patient named
+        for f in (tmp_path / f"p{i}").glob("*.dcm"):
+            d = pydicom.dcmread(f)
+            d.PatientID = "ANONYMOUS"
+            d.save_as(f)
+    for f in (tmp_path / "p0_other").glob("*.dcm"):
+        d = pydicom.dcmread(f)
+        d.PatientID = "ANONYMOUS"
+        d.save_as(f)
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
+        BundleData(datalist=tmp_path / "dl.json", val_fraction=0.34, seed=0).data("test")
+    assert "have the PatientID of a training study" not in caplog.text
+
+
 def _as_modality(folder, modality):
     import pydicom
 
