@@ -843,6 +843,23 @@ def _nifti_geometry(path: str, axcodes: str | None) -> tuple[list[float], list[f
     return oriented_geometry(shape + [1] * (3 - len(shape)), img.affine, axcodes)  # a 2D image: one slice
 
 
+def _series_geometry(folder: Path, axcodes: str) -> tuple[list[float], list[float]] | None:
+    """``(extent, voxel size)`` in mm per axis after ``Orientation(axcodes)`` of a DICOM series folder, from its image
+    headers through :func:`_series_affine` (the affine training's reader gives it), as the study layer measures a
+    series at inference (its reader's affine, oriented alike); ``None`` when its headers do not give it."""
+    from monai_das.data.studies import _is_localizer, _is_non_image_object, oriented_geometry
+
+    try:
+        headers = [_dicom_header(f) for f in sorted(folder.iterdir()) if f.is_file() and is_dicom(f)]
+        headers = [h for h in headers if not _is_non_image_object(h) and not _is_localizer(h)]
+        if len(headers) < 2 or any(h.get("ImagePositionPatient") is None for h in headers):
+            return None
+        rows, cols = int(headers[0].get("Rows")), int(headers[0].get("Columns"))
+        return oriented_geometry([cols, rows, len(headers)], _series_affine(headers), axcodes)
+    except (RuntimeError, ValueError, TypeError):  # extra information: the series' own errors are said elsewhere
+        return None
+
+
 def _resampled_shape(spatial: Sequence[int], affine, axcodes: str | None, pixdim) -> list[int]:
     """The spatial shape MONAI's ``Orientation(axcodes)`` and ``Spacing(pixdim)`` give a volume of ``spatial`` shape
     and ``affine``: the transforms run lazily on a stand-in of no memory (a broadcast zero), so the rule is MONAI's."""
@@ -1378,6 +1395,10 @@ def check_study_shapes(
                                                             axcodes, pixdim)
             if layout == "volume" and image.lower().endswith(_NIFTI_SUFFIXES):
                 geometry[image] = _nifti_geometry(image, axcodes)
+            elif layout == "volume" and axcodes is not None and Path(image).is_dir():  # a DICOM series (T58b)
+                found = _series_geometry(Path(image), axcodes)
+                if found is not None:
+                    geometry[image] = found
         except (FileNotFoundError, ValueError) as e:
             errors.append((type(e) if isinstance(e, FileNotFoundError) else ValueError, f"{_where(item, image)} {e}"))
             continue

@@ -91,7 +91,8 @@ def _geometry_range(geometry: Mapping[str, tuple], count: int) -> dict | None:
     """The training images' range of physical extent and voxel size (mm, per axis after ``axcodes``: ``{"extent_mm":
     {"min", "max"}, "spacing_mm": {"min", "max"}}``, 0.01 mm), what :func:`monai_das.data.studies.geometry_warning`
     compares a study with at inference; ``None`` unless every one of the ``count`` training images gave its own
-    (NIfTI files: a DICOM series or ``.npy`` array gives none here)."""
+    (NIfTI files and DICOM series folders read with ``axcodes``: an ``.npy`` array or a multi-frame file gives none
+    here)."""
     if not geometry or len(geometry) != count:
         return None
     extent, spacing = (np.array([g[i] for g in geometry.values()], dtype=np.float64) for i in (0, 1))

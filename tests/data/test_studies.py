@@ -742,6 +742,29 @@ def test_a_study_unlike_the_training_studies_in_size_is_warned(tmp_path):
     assert geometry_warning(extent, spacing, trained, "x", "RAS") is None
 
 
+def test_a_dicom_series_unlike_the_training_series_in_size_is_warned(tmp_path):
+    """A DICOM-trained model recorded no geometry (NIfTI only): a 100 mm series through a 40 mm model was squeezed to
+    the grid without a word (trial T58b). Training's check measures the series as the study layer does at inference,
+    and a series 3x longer is warned about; one of the training's size is not."""
+    from monai_das.data import check_study_shapes
+    from monai_das.data.studies import LoadStudy
+
+    short = [_ct_series(tmp_path / f"t{i}", 4) for i in range(2)]  # 4 slices 5 mm apart
+    facts = check_study_shapes([str(f) for f in short], "volume", axcodes="RAS")
+    assert set(facts["geometry"]) == {str(f) for f in short}
+    extent, spacing = facts["geometry"][str(short[0])]
+    assert np.allclose(spacing[2], 5.0) and np.allclose(extent[2], 20.0)
+    from monai_das.engines.datasets import _geometry_range
+
+    trained = _geometry_range(facts["geometry"], 2)
+    model = {"layout": "volume", "spatial_size": [8, 8, 4], "slice_axis": 2, "axcodes": "RAS", "geometry": trained}
+    assert not any("unlike the training" in w for w in LoadStudy(model).load(str(short[0])).info.get("warnings") or [])
+    long = _ct_series(tmp_path / "long", 12)  # 60 mm
+    warned = LoadStudy(model).load(str(long)).info["warnings"]
+    assert any("is unlike the training studies in size: it covers 60 mm along axis 2 (S) (training studies 20-20 mm)"
+               in w for w in warned), warned
+
+
 def test_an_empty_study_file_is_named_as_such_on_every_path(tmp_path):
     """Trial T58: a 0-byte .mp4 was 'OpenCV/FFmpeg could not read it (corrupt, truncated or unsupported container)' in
     bundle inference and the Deploy app, where training says what it is; every 0-byte study file (a clip, a volume, a
