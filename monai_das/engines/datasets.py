@@ -630,8 +630,13 @@ class BundleData:
         """
         known = self._patients
         total = sum(map(len, known.values())) + sum(map(len, patients.values()))
-        shared = [(pid, where[0], known[pid][0]) for pid, where in patients.items()
-                  if pid in known and len(known[pid]) + len(where) <= max(2, total // 2)]
+        shared = []
+        for pid, where in patients.items():
+            # the same items are no other studies (a test list alone is its own "training" list for its facts)
+            mine = [w for w in where if w not in known.get(pid, [])]
+            theirs = [t for t in known.get(pid, []) if t not in where]
+            if mine and theirs and len(theirs) + len(mine) <= max(2, total // 2):
+                shared.append((pid, mine[0], theirs[0]))
         if shared:
             named = "; ".join(f"{w} and {t} (PatientID {pid!r})" for pid, w, t in shared[:3])
             logger.warning(

@@ -662,6 +662,18 @@ def test_a_test_series_of_a_training_patient_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
         BundleData(datalist=tmp_path / "dl.json", val_fraction=0.34, seed=0).data("test")
     assert "have the PatientID of a training study" not in caplog.text
+    # a test list alone (an external test set): its studies are not compared with themselves
+    for i, folder in enumerate(["p0", "p1", "p0_other"]):
+        for f in (tmp_path / folder).glob("*.dcm"):
+            d = pydicom.dcmread(f)
+            d.PatientID = f"EXT{i}"
+            d.save_as(f)
+    (tmp_path / "ext.json").write_text(json.dumps({"labels": {"0": "a", "1": "b"}, "test": [
+        {"image": name, "label": "a"} for name in ("p0", "p1", "p0_other")]}))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
+        BundleData(datalist=tmp_path / "ext.json").data("test")
+    assert "have the PatientID of a training study" not in caplog.text
 
 
 def _as_modality(folder, modality):
