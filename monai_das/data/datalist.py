@@ -1114,7 +1114,7 @@ def _check_itk_reads_all(folder: Path, files: Sequence[Path]) -> None:
     file it cannot read (a truncated slice) and splits a series whose slices write a header value differently (e.g.
     ``SliceThickness`` "2.5" and "2.50"), and stacks an image stored under the name ``DICOMDIR``, which inference skips.
     """
-    from monai_das.data.studies import itk_series_files
+    from monai_das.data.studies import _undecodable_dicom, itk_series_files
 
     read = {os.path.realpath(f) for f in itk_series_files(folder)}
     images = {os.path.realpath(f) for f in files}
@@ -1125,9 +1125,9 @@ def _check_itk_reads_all(folder: Path, files: Sequence[Path]) -> None:
     what = [f"leaves out {len(left_out)} ({_some(left_out)})"] if left_out else []
     what += [f"adds {_some(extra)}, which inference skips"] if extra else []
     # the first left-out file that does not decode says so itself (the cause was only guessed at; trial T58b)
-    cause = next((c for c in map(_decode_error, sorted(images - read)[:3]) if c), None)
-    if cause:
-        what[0] += f": {cause}"
+    bad = _undecodable_dicom(sorted(images - read)[:3])
+    if bad:
+        what[0] += f": '{os.path.basename(bad[0])}' does not decode ({bad[1][:160]})"
     raise ValueError(
         f"would be read otherwise by training's reader: MONAI's ITKReader (GDCM's series lookup) stacks {len(read)} "
         f"file(s) as the series where the folder holds {len(images)} DICOM image file(s), and {' and '.join(what)}, "
@@ -1135,17 +1135,6 @@ def _check_itk_reads_all(folder: Path, files: Sequence[Path]) -> None:
         "header values written differently between the slices (e.g. SliceThickness '2.5' and '2.50', another "
         "SeriesDate), split it. Repair or re-export the series (or remove the files that do not belong to it)."
     )
-
-
-def _decode_error(path: str) -> str | None:
-    """Why the DICOM image ``path`` does not decode (its pixel data), or ``None`` when it does."""
-    try:
-        import pydicom
-
-        pydicom.dcmread(path).pixel_array
-    except Exception as e:  # noqa: BLE001 - any failure to decode is what is reported
-        return f"'{os.path.basename(path)}' does not decode ({type(e).__name__}: {str(e)[:160]})"
-    return None
 
 
 def _video_facts(path: str) -> tuple[int, list[int]]:
