@@ -1457,7 +1457,7 @@ def _same_files(a: str, b: str, key: str) -> bool:
 
 
 def check_no_copies(known: Mapping[str, str], new: Mapping[str, str], known_paths: Mapping[str, str] | None = None,
-                    new_paths: Mapping[str, str] | None = None) -> None:
+                    new_paths: Mapping[str, str] | None = None) -> int:
     """
     Refuse an item of ``new`` that holds a DICOM image of an item of ``known`` (``content_ids`` of
     :func:`check_study_shapes`, ``SOPInstanceUID`` → item), or the same file content (a :func:`content_key`; with
@@ -1465,7 +1465,7 @@ def check_no_copies(known: Mapping[str, str], new: Mapping[str, str], known_path
     a copy of a series, cine, clip or volume in another folder or under another name would count twice in training, or
     be trained on and validated/tested on (as the same path in two lists is refused by :func:`load_datalist`). A DICOM
     image (its UID) is refused; a file of the same bytes is warned about (placeholder files holding one value, as
-    test data often are, are byte-identical too).
+    test data often are, are byte-identical too). How many files were warned about.
     """
     copies = []
     for uid, where in new.items():
@@ -1485,3 +1485,4 @@ def check_no_copies(known: Mapping[str, str], new: Mapping[str, str], known_path
                        f"read before (training/validation): {_some(copies)}"
                        ". A study in two lists is trained on and scored too: its metrics are optimistic. List each "
                        "study once, in one list (split by patient).")
+    return len(copies)

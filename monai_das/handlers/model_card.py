@@ -834,7 +834,9 @@ class ModelCardSaver:
                 f"evaluating '{self.checkpoint}' on other data than it was trained with ('{data}' "
                 f"{dict(now)}; trained on '{trained_on}' {dict(before)}): "
                 + ("none of its studies is a training or validation study of the training's datalist (compared "
-                   "study by study). " if compared else
+                   "study by study, by path and by content). " if compared == 0 else
+                   f"{compared} of its studies hold the bytes of training or validation studies (warned above). "
+                   if compared else
                    f"make sure no item of this {self.split} split was a training or validation item of the checkpoint "
                    "(the training's datalist is not here as it was trained with, so the lists were not compared "
                    "study by study). ")
@@ -842,13 +844,14 @@ class ModelCardSaver:
                 "own test split): this evaluation's metrics are in its own report (its output_dir)."
             )
 
-    def _check_no_training_studies(self, trained: Mapping, engine: Any) -> bool:
+    def _check_no_training_studies(self, trained: Mapping, engine: Any) -> int | None:
         """
         An evaluation on another datalist (an edited copy of the training's, another site's list): when the
         training's datalist is here as it was trained with (its recorded digest), no evaluated image may be one of
         its training or validation images (refused, naming them: trial T58, a patient moved from the training to the
-        test split of a copy was scored as a test patient), and a patient named in both is warned about (another
-        site may reuse an id such as ``P001``). Whether the lists were compared.
+        test split of a copy was scored as a test patient), a file of the same bytes as one of them under another
+        name (a renamed copy) and a patient named in both are warned about (another site may reuse an id such as
+        ``P001``). How many copies were found; ``None`` when the lists were not compared.
 
         Raises:
             ValueError: naming the evaluated studies that the checkpoint was trained or validated on.
@@ -861,7 +864,7 @@ class ModelCardSaver:
         items = getattr(getattr(loader, "dataset", None), "data", None)
         if not (path and sha and isinstance(items, Sequence) and items and Path(path).is_file()
                 and file_digest(path) == sha):
-            return False
+            return None
         run = trained.get("run_params") if isinstance(trained.get("run_params"), Mapping) else {}
         seen: dict[str, str] = {}  # a training or validation image → its datalist line
         patients: dict[str, str] = {}  # a patient named by the training's datalist → its line
@@ -879,7 +882,7 @@ class ModelCardSaver:
         finally:
             quiet.setLevel(level)
         if not lists:  # nothing to compare with: said as such
-            return False
+            return None
         for listed in lists:
             for it in listed:
                 seen.setdefault(os.path.realpath(str(it["image"])), str(it.get("source_line", path)))
@@ -896,6 +899,7 @@ class ModelCardSaver:
                 f"{' ...' if len(both) > 3 else ''}. Their metrics would be optimistic. Evaluate a list without them "
                 "(an edited copy of the training's datalist that moved them to its test list?)."
             )
+        copies = _copies_of_listed_files(lists, studies)
         shared = sorted({str(it["group"]) for it in studies if str(it.get("group")) in patients
                          and str(it["group"]) != it["image"]})
         if shared:
@@ -905,7 +909,7 @@ class ModelCardSaver:
                 "share what the checkpoint learned from the others and the metrics are optimistic; another site's "
                 "ids may merely coincide."
             )
-        return True
+        return copies
 
     def _evaluated(self, engine: Any) -> None:
         measured = {}
@@ -1018,3 +1022,39 @@ class ModelCardSaver:
         self.logger.info(f"model card written to {self.filepath}" + (f" ({shown})" if shown else " (no metrics yet)"))
         return self.card
 
+
+def _copies_of_listed_files(lists: Sequence[Sequence[Mapping]], studies: Sequence[Mapping]) -> int:
+    """
+    Warn about the ``studies`` (datalist items) whose file holds the bytes of a file of ``lists`` (the training's
+    training and validation items) under another path: a renamed copy of a training study passes a comparison of
+    paths. Only files of a size that a listed file has are read (:func:`~monai_das.data.datalist.content_key`), so
+    an evaluation of other data reads nothing more; DICOM series folders are compared by path only. How many.
+    """
+    from monai_das.data.datalist import check_no_copies, content_key
+
+    by_size: dict[int, list[tuple[str, str]]] = {}
+    for listed in lists:
+        for it in listed:
+            p = str(it["image"])
+            if os.path.isfile(p):
+                by_size.setdefault(os.path.getsize(p), []).append((p, str(it.get("source_line", p))))
+    known: dict[str, str] = {}
+    known_paths: dict[str, str] = {}
+    new: dict[str, str] = {}
+    new_paths: dict[str, str] = {}
+    hashed: set[str] = set()
+    for it in studies:
+        p = it["image"]
+        same = by_size.get(os.path.getsize(p)) if os.path.isfile(p) else None
+        if not same:
+            continue
+        key = content_key(p)
+        new.setdefault(key, str(it.get("source_line", p)))
+        new_paths.setdefault(key, p)
+        for q, where in same:
+            if q not in hashed:
+                hashed.add(q)
+                k = content_key(q)
+                known.setdefault(k, where)
+                known_paths.setdefault(k, q)
+    return check_no_copies(known, new, known_paths, new_paths)

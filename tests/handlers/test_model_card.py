@@ -586,3 +586,25 @@ def test_external_evaluation_writes_beside_and_older_validation_split_is_refused
     with pytest.raises(ValueError, match=r"every_class_validated: trained None, this run True.*train anew"):
         _evaluate_with(tmp_path, newer, split="validation")
     assert _evaluate_with(tmp_path, newer)["eval_metrics"]["auc"] == 0.9  # its test list is the training's
+
+
+def test_an_external_evaluation_warns_about_renamed_copies_of_training_studies(tmp_path, caplog):
+    """An external list compared with the training's by path passed a renamed copy of a training study (note 58):
+    files of a training file's size are compared by content; other sizes are not read."""
+    from monai_das.handlers.model_card import _copies_of_listed_files
+
+    files = {name: tmp_path / name for name in ("a.nii.gz", "b.nii.gz", "copy_of_a.nii.gz", "c.nii.gz", "d.nii.gz")}
+    files["a.nii.gz"].write_bytes(b"volume a" * 10)
+    files["b.nii.gz"].write_bytes(b"volume b" * 10)
+    files["copy_of_a.nii.gz"].write_bytes(b"volume a" * 10)
+    files["c.nii.gz"].write_bytes(b"volume c" * 10)  # a training file's size, other bytes
+    files["d.nii.gz"].write_bytes(b"other size")
+    lists = [[{"image": str(files["a.nii.gz"]), "source_line": "list.json training[0]"}],
+             [{"image": str(files["b.nii.gz"]), "source_line": "list.json validation[0]"}]]
+    studies = [{"image": str(files[n]), "source_line": f"site2.json test[{i}]"}
+               for i, n in enumerate(("copy_of_a.nii.gz", "c.nii.gz", "d.nii.gz"))]
+    with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
+        assert _copies_of_listed_files(lists, studies) == 1
+    assert "site2.json test[0] = list.json training[0]" in caplog.text and "test[1]" not in caplog.text
+    caplog.clear()
+    assert _copies_of_listed_files(lists, studies[1:]) == 0 and not caplog.text
