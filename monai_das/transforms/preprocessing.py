@@ -866,6 +866,26 @@ def _check_evidence(evidence: list[int], length: int, name: str, what: str) -> N
         raise ValueError(f"'{name}': evidence index {bad[0]} is outside its {length} {what} (0..{length - 1}).")
 
 
+class MapEvidence(Transform):
+    """
+    Array transform: :func:`map_evidence` — a datalist's evidence list (slice/frame numbers in the file) as the
+    positions along ``frame_axis`` of ``img`` (the network input after loading and the spatial transforms) that show
+    it, ascending, padded with ``-1`` to the input's length ``T``. Called with the evidence and the image:
+    ``MapEvidence(frame_axis=3)(evidence, img)``.
+
+    Args:
+        frame_axis: frame dimension of the image (1 + ``slice_axis`` for a channel-first volume, 0 for a clip).
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, frame_axis: int = 1) -> None:
+        self.frame_axis = int(frame_axis)
+
+    def __call__(self, evidence: Sequence[int], img: torch.Tensor) -> list[int]:
+        return map_evidence(evidence, img, self.frame_axis)
+
+
 class MapEvidenced(MapTransform):
     """
     Dictionary transform: replaces the evidence list under each key (a datalist item's ``evidence``, in the file's
@@ -873,7 +893,7 @@ class MapEvidenced(MapTransform):
     and figures count the slices the network actually sees. Put it after the last spatial transform (``Resized``)
     and before the image's meta data is dropped (``EnsureTyped(track_meta=False)``). The new list holds the input's
     evidence slices/frames, ascending, padded with ``-1`` to the input's length ``T`` (items batch alike; see
-    :func:`map_evidence`, which is its array form).
+    :class:`MapEvidence`, its array form).
 
     Args:
         keys: evidence keys (default ``"evidence"``; items without one are left as they are with
@@ -886,12 +906,12 @@ class MapEvidenced(MapTransform):
     def __init__(self, keys: KeysCollection = "evidence", image_key: str = "image", frame_axis: int = 1,
                  allow_missing_keys: bool = True) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.image_key, self.frame_axis = image_key, int(frame_axis)
+        self.image_key, self.transform = image_key, MapEvidence(frame_axis)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = map_evidence(d[key], d[self.image_key], self.frame_axis)
+            d[key] = self.transform(d[key], d[self.image_key])
         return d
 
 

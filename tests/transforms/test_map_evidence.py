@@ -222,3 +222,14 @@ def test_source_indices_of_a_dicom_series_are_its_instance_numbers(tmp_path):
     expected = [int(i) for i in study["image"].meta[SOURCE_INDICES]]
     assert by_monai[SOURCE_INDICES].tolist() == expected and sorted(set(expected)) == [0, 1, 2, 3, 4]
     assert expected[0] == 4 and expected[-1] == 0  # the lowest slice (RAS: first) is the last by InstanceNumber
+
+
+def test_the_array_transform_is_the_dictionary_transforms_step(tmp_path):
+    """MapEvidence (array form, called with the evidence and the image) gives what MapEvidenced writes."""
+    from monai_das.transforms import MapEvidence
+
+    load = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True), Orientationd("image", "RAS"),
+                    Resized("image", (8, 8, 28), mode="area")])
+    item = load({"image": _volume(tmp_path), "evidence": [0, 1, 30]})
+    mapped = MapEvidenced(frame_axis=3)(item)["evidence"]
+    assert MapEvidence(frame_axis=3)([0, 1, 30], item["image"]) == mapped == [0, 26, 27] + [-1] * 25
