@@ -442,7 +442,8 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
     MLflow's file store and passes; a scheme must be one MLflow's tracking-store registry knows; an ``http(s)`` server
     must answer a request within ``timeout`` seconds (any HTTP status counts, and a TLS handshake whose certificate
     is not trusted here: MLflow's own settings decide that; sent as MLflow sends it, through ``HTTP(S)_PROXY`` when
-    set). Credentials in the URI are not repeated in the message.
+    set). Credentials in the URI are not repeated in the message. A ``sqlite:///`` database is made whole before
+    the run (:func:`prepare_sqlite_tracking`).
     """
     if not flag(enabled) or tracking_uri is None:
         return
@@ -452,6 +453,9 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()
     if len(scheme) <= 1:  # no scheme, or a Windows drive letter: a local folder, MLflow's file store
+        return
+    if scheme == "sqlite":
+        prepare_sqlite_tracking(uri)
         return
     shown = uri.replace(f"{parsed.username or ''}:{parsed.password}@", "***@") if parsed.password else uri
     known = _tracking_schemes()
@@ -473,6 +477,91 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
                 f"--tracking_uri '{shown}': no MLflow server answers ({type(e).__name__}); start it, give another "
                 "--tracking_uri (sqlite:///<file.db> needs no server) or train without tracking (--mlflow False)."
             ) from None
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///<path>`` URI (SQLAlchemy's form: ``sqlite:////abs`` or
+    ``sqlite:///relative``); ``None`` for an in-memory database."""
+    path = uri[len("sqlite:///"):].split("?")[0] if uri.lower().startswith("sqlite:///") else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _unfinished_tracking_db(path: Path) -> str | None:
+    """
+    Why the MLflow database ``path`` is unfinished (its tables being created when the run that created it was
+    killed: MLflow then fails on every later run, "table ... already exists"), or ``None``: a database holding runs,
+    or whose schema is MLflow's latest, is MLflow's (its own messages); so is a file that is no SQLite database.
+    """
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "runs" in tables and con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+            return None
+        row = con.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables else None
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
+    try:
+        from mlflow.store.db.utils import _get_latest_schema_revision
+
+        head = _get_latest_schema_revision()
+    except Exception:  # another MLflow version: its own checks
+        return None
+    version = row[0] if row else None
+    return None if version == head else f"schema version {version}, not MLflow's {head}; no runs"
+
+
+def prepare_sqlite_tracking(uri: str) -> None:
+    """
+    Create the SQLite MLflow database of ``uri`` whole, or not at all: MLflow creates its ~30 tables in place, over
+    seconds, so a run killed then left a half-made ``mlflow.db`` on which every later run into that bundle_root failed
+    ("table trace_info already exists"; trial T59b), and two runs started at once raced on it. The tables are made in
+    a temporary file beside it, which is then linked to the name only if no other run made one meanwhile. A database
+    left unfinished that way by an earlier version (no runs, not MLflow's latest schema) is moved aside to
+    ``<name>.unfinished-<time>`` (warned) and made anew; a database holding runs is left to MLflow.
+    """
+    path = _sqlite_file(uri)
+    if path is None:
+        return
+    path = path.absolute()
+    aside = None
+    if path.exists():
+        why = _unfinished_tracking_db(path)
+        if why is None:
+            return
+        import time
+
+        aside = path.with_name(f"{path.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}")
+    from mlflow.tracking import MlflowClient
+
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # a new name each time:
+    os.close(fd)  # MLflow keeps a store per URI, whose tables it believes made
+    tmp = Path(name)
+    try:
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp}")
+        client.search_experiments(max_results=1)  # makes the tables
+        engine = getattr(getattr(client, "_tracking_client", None), "store", None)
+        if getattr(engine, "engine", None) is not None:
+            engine.engine.dispose()  # the temporary file's connections
+        if aside is not None:
+            os.replace(path, aside)
+            logger.warning(f"MLflow database '{path}' was unfinished ({why}: a run killed while MLflow created its "
+                           f"tables?); moved to '{aside}' and made anew.")
+        try:
+            os.link(tmp, path)  # the name appears with every table made, and never over another run's database
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_resume(resume: Any, last_ckpt: str | os.PathLike) -> bool:

@@ -364,3 +364,34 @@ def test_sigterm_ends_a_run_with_a_line_saying_how_to_go_on(tmp_path):
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == -signal.SIGTERM and "not reached" not in out.stdout
     assert "monai_das: the run was stopped by SIGTERM" in out.stderr and "--resume True" in out.stderr
+
+
+def test_an_mlflow_database_is_made_whole_or_remade(tmp_path, caplog):
+    """A run killed while MLflow created the tables of a new mlflow.db left a database on which every later run into
+    that bundle_root failed ("table trace_info already exists", trial T59b): the tables are made in a temporary file
+    linked to the name when done; an unfinished database without runs is moved aside and made anew; one with runs is
+    MLflow's."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    check_tracking_uri(f"sqlite:///{db}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no temporary file left
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    assert client.search_experiments()  # MLflow's Default experiment: its tables are all there
+    unfinished = tmp_path / "other.db"
+    check_tracking_uri(f"sqlite:///{unfinished}")
+    with sqlite3.connect(unfinished) as con:  # as a kill between two of MLflow's migrations leaves it
+        con.execute("UPDATE alembic_version SET version_num = 'bd07f7e963c5'")
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.checks"):
+        check_tracking_uri(f"sqlite:///{unfinished}")
+    assert "was unfinished (schema version bd07f7e963c5" in caplog.text and "made anew" in caplog.text
+    assert len(list(tmp_path.glob("other.db.unfinished-*"))) == 1
+    again = MlflowClient(tracking_uri=f"sqlite:///{unfinished}")
+    again.create_run(again.create_experiment("x"))
+    with sqlite3.connect(unfinished) as con:  # a database holding runs is left to MLflow, whatever its schema
+        con.execute("UPDATE alembic_version SET version_num = 'bd07f7e963c5'")
+    caplog.clear()
+    check_tracking_uri(f"sqlite:///{unfinished}")
+    assert "unfinished" not in caplog.text and len(list(tmp_path.glob("other.db.unfinished-*"))) == 1
