@@ -259,23 +259,37 @@ class RunSettings:
             ``synthetic_options``).
         checkpoint: path of the checkpoint, only for the error message.
         recipe: name → value of the training recipe, checked like ``settings`` (names must not repeat them).
+        advisory: name → value of what changes a resumed run's float rounding but not what it trains (the torch
+            thread count): stored, and a difference warned about (the run goes on, not bit for bit equal to an
+            uninterrupted one), not refused (a run may go on on another machine).
     """
 
     def __init__(self, settings: Mapping[str, Any], checkpoint: str | os.PathLike | None = None,
-                 recipe: Mapping[str, Any] | None = None) -> None:
+                 recipe: Mapping[str, Any] | None = None, advisory: Mapping[str, Any] | None = None) -> None:
         self.settings = {str(k): _plain_setting(v) for k, v in settings.items()}
         self.recipe = {str(k): _plain_setting(v) for k, v in (recipe or {}).items()}
-        both = sorted(set(self.settings) & set(self.recipe))
+        self.advisory = {str(k): _plain_setting(v) for k, v in (advisory or {}).items()}
+        names = [*self.settings, *self.recipe, *self.advisory]
+        both = sorted({k for k in names if names.count(k) > 1})
         if both:
-            raise ValueError(f"RunSettings: {', '.join(both)} given both as a setting and in the recipe.")
+            raise ValueError(f"RunSettings: {', '.join(both)} given twice (settings, recipe, advisory).")
         self.checkpoint = checkpoint
 
     def state_dict(self) -> dict:
-        return {**self.settings, **self.recipe}
+        return {**self.settings, **self.recipe, **self.advisory}
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
-        now = self.state_dict()
+        other = [d for k, v in self.advisory.items() if k in state_dict for d in _differences(k, state_dict[k], v)]
+        if other:
+            logger.warning(
+                f"{where} was written with other settings that change float rounding ({'; '.join(other)}): the "
+                "resumed run goes on, but will not equal an uninterrupted run bit for bit"
+                + "".join(f"; give --{k} {_option_value(state_dict[k])} for that" for k in self.advisory
+                          if k in state_dict and _differences(k, state_dict[k], self.advisory[k]))
+                + "."
+            )
+        now = {**self.settings, **self.recipe}
         by_key = {k: _differences(k, state_dict[k], v) for k, v in now.items() if k in state_dict}
         diffs = [d for found in by_key.values() for d in found]
         # a setting added after the checkpoint was written is accepted at its default None (the behaviour then)
@@ -318,7 +332,7 @@ class RunSettings:
 _OPTION_HINTS = {
     "warmup_epochs": "--sampler_warmup_epochs {} (its warm-up; 'auto' counts max_epochs)",
     "temperature_epochs": "--max_epochs {} (the temperature schedule spans the training's max_epochs)",
-    **{k: f"--{k} {{}}" for k in ("method", "keep_ratio", "temporal_head", "context_frames", "data_seed", "num_train",
+    **{k: f"--{k} {{}}" for k in ("seed", "method", "keep_ratio", "temporal_head", "context_frames", "data_seed", "num_train",
                                   "num_val", "batch_size", "lr", "sampler_lr", "sampler_gradient", "relevance_weight",
                                   "class_weights", "temperature_schedule", "precise_bn_batches", "augment_prob",
                                   "augment_rotate", "augment_scale", "val_interval", "encoder", "size", "dataset")},

@@ -230,5 +230,19 @@ def test_run_settings_check_the_recipe(caplog):
     with caplog.at_level("WARNING"):
         settings.load_state_dict({"method": "das"})
     assert "does not record the training recipe (lr, relevance_weight, sampler_gradient)" in caplog.text
-    with pytest.raises(ValueError, match="both as a setting and in the recipe"):
+    with pytest.raises(ValueError, match="lr given twice"):
         RunSettings({"lr": 0.1}, recipe={"lr": 0.1})
+    # another --seed was accepted and recorded in the card and MLflow, though the resumed run goes on with the
+    # checkpoint's random states (weights of seed 0 under the name of seed 1; trial T59b): refused, naming --seed
+    seeded = RunSettings({"method": "das"}, recipe={"seed": 1})
+    with pytest.raises(ValueError, match=r"seed: checkpoint 0, this run 1.*give the checkpoint's: --seed 0\."):
+        seeded.load_state_dict({"method": "das", "seed": 0})
+    # another thread count changes float rounding only: warned, naming the option, and resumed
+    threads = RunSettings({"method": "das"}, advisory={"num_threads": 2})
+    assert threads.state_dict() == {"method": "das", "num_threads": 2}
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        threads.load_state_dict({"method": "das", "num_threads": 1})
+        threads.load_state_dict({"method": "das"})  # not recorded (an older checkpoint): nothing to say
+    assert caplog.text.count("num_threads: checkpoint 1, this run 2") == 1
+    assert "will not equal an uninterrupted run bit for bit; give --num_threads 1 for that" in caplog.text
