@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,10 +121,18 @@ def ensure_medmnist_file(
     if check_md5 and md5:
         actual = _file_md5(path)
         if actual != md5:
+            # the official file of another set or size under this name (vesselmnist3d_64.npz as vesselmnist3d.npz)
+            known = {(n, sz): i.get("MD5" if sz == 28 else f"MD5_{sz}") for n in MEDMNIST3D_NAMES
+                     for sz in MEDMNIST3D_SIZES for i in [medmnist_info(n)]}
+            other = next((f"It is the official {n} file of size {sz}: name it '{medmnist_filename(n, sz)}' and give "
+                          f"--dataset {n} --size {sz}. " for (n, sz), m in known.items() if m == actual), "")
             raise RuntimeError(
                 f"MedMNIST3D file '{path}' is corrupt or not the official release: md5 {actual}, expected {md5}. "
-                f"Put the official file in its place (from {url}; the bundles do not download; in Python, delete it "
-                "and pass download=True)."
+                + other
+                + f"Put the official file in its place (from {url}; the bundles do not download; in Python, delete "
+                "it and pass download=True). Files of the MedMNIST format that are not the official release (re-saved, "
+                "a subset, your own) are trained on as a datalist: each volume saved as a .npy or NIfTI file and listed "
+                "(--datalist; in Python, MedMNIST3DDataset(check_md5=False) reads them as they are)."
             )
     return path
 
@@ -205,9 +214,14 @@ class MedMNIST3DDataset(Dataset):
                     raise ValueError(f"MedMNIST3D file '{path}' lacks the arrays {sorted(missing)} (it holds "
                                      f"{sorted(npz.files)}).")
                 images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as e:
             if isinstance(e, ValueError) and str(path) in str(e):
                 raise
+            if "pickle" in str(e):  # numpy's advice to unpickle a file that is no .npz archive: not taken
+                with open(path, "rb") as f:
+                    head = f.read(16)
+                raise RuntimeError(f"MedMNIST3D file '{path}' is no .npz archive (it starts with {head!r}: an error "
+                                   "page saved by a failed download?); fetch it again.") from None
             raise RuntimeError(f"cannot read MedMNIST3D file '{path}' (corrupt or truncated): {e}") from e
         s = self.size
         if images.dtype != np.uint8:

@@ -158,3 +158,27 @@ def test_download_uses_medmnist_url_and_md5(vessel_root, tmp_path, monkeypatch):
     # present now: no second download
     ds = MedMNIST3DDataset("vesselmnist3d", "val", 64, root=root, download=True)
     assert len(ds) == 191 and len(calls) == 1
+
+
+def test_damaged_or_foreign_files_are_named(tmp_path, vessel_root):
+    """Bytes damaged inside the compressed stream gave a bare zlib error, an error page saved under the name numpy's
+    advice to unpickle it, and the official size-64 file under the size-28 name "corrupt" (trial T59a)."""
+    path = tmp_path / "vesselmnist3d.npz"
+    rng = np.random.default_rng(0)
+    images = (rng.random((8, 28, 28, 28)) * 4).astype(np.uint8)  # compressible, so the middle is a deflate stream
+    _fake_npz(path, images, np.zeros((8, 1), np.uint8))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 6: len(data) // 6 + 64] = bytes(64)  # inside train_images, the first member
+    path.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match="corrupt or truncated") as e:
+        MedMNIST3DDataset(root=tmp_path, check_md5=False)
+    assert str(path) in str(e.value)
+    path.write_bytes(b"<!DOCTYPE html><html>rate limited</html>")
+    with pytest.raises(RuntimeError, match=r"is no \.npz archive \(it starts with b'<!DOCTYPE html><'") as e:
+        MedMNIST3DDataset(root=tmp_path, check_md5=False)
+    assert "pickle" not in str(e.value)
+    path.unlink()
+    path.symlink_to(vessel_root / "vesselmnist3d_64.npz")
+    with pytest.raises(RuntimeError, match=r"It is the official vesselmnist3d file of size 64: name it "
+                                           r"'vesselmnist3d_64\.npz' and give --dataset vesselmnist3d --size 64"):
+        MedMNIST3DDataset(root=tmp_path)
