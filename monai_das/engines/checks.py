@@ -181,7 +181,7 @@ def install_error_summary() -> None:
     ``RuntimeError: Failed to evaluate ConfigExpression: "$monai_das..."``, the message that says what to do being
     in the middle. The traceback itself is printed as before; installed once per process (``check_overrides``, the
     first step of every bundle config's ``initialize``, calls it). A ``SIGTERM`` gets its line too
-    (:func:`_say_when_terminated`).
+    (:func:`_say_when_terminated`), and so does Ctrl-C (``KeyboardInterrupt``).
     """
     _say_when_terminated()
     if getattr(sys.excepthook, "monai_das_summary", False):
@@ -190,6 +190,9 @@ def install_error_summary() -> None:
 
     def summary_hook(kind, error, tb):
         previous(kind, error, tb)
+        if issubclass(kind, KeyboardInterrupt):  # Ctrl-C: the line SIGTERM gets
+            print(f"\n{_stopped_line('Ctrl-C (SIGINT)')}", file=sys.stderr, flush=True)
+            return
         from monai_das.utils.logs import first_cause
 
         cause = first_cause(error)
@@ -198,6 +201,13 @@ def install_error_summary() -> None:
 
     summary_hook.monai_das_summary = True  # type: ignore[attr-defined]
     sys.excepthook = summary_hook
+
+
+def _stopped_line(by: str) -> str:
+    """The line a run stopped by a signal ends with: what is kept and how to go on."""
+    return (f"monai_das: the run was stopped by {by}; what it finished is kept (checkpoints and prediction rows are "
+            "written atomically): run the same command again to go on (a training with --resume True; an inference "
+            "skips the studies it wrote).")
 
 
 def _say_when_terminated() -> None:
@@ -219,10 +229,7 @@ def _say_when_terminated() -> None:
     def stopped(signum: int, frame: Any) -> None:
         try:  # one raw write: no reentrant stream call, and a closed stderr must not keep the process alive
             if os.getpid() == owner:
-                os.write(2, (f"\nmonai_das: the run was stopped by {signal.Signals(signum).name} (pid {owner}); "
-                             "what it finished is kept (checkpoints and prediction rows are written atomically): run "
-                             "the same command again to go on (a training with --resume True; an inference skips the "
-                             "studies it wrote).\n").encode())
+                os.write(2, f"\n{_stopped_line(f'{signal.Signals(signum).name} (pid {owner})')}\n".encode())
         except OSError:
             pass
         finally:

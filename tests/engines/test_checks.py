@@ -344,6 +344,10 @@ def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsy
     assert err.count("the run stopped") == 1
     sys.excepthook(ValueError, ValueError("alone"), None)  # an error with no cause: nothing to add
     assert "alone" not in capsys.readouterr().err
+    # Ctrl-C ended with a bare KeyboardInterrupt (trial T59b): the line SIGTERM gets
+    sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "monai_das: the run was stopped by Ctrl-C (SIGINT); what it finished is kept")
 
 
 def test_sigterm_ends_a_run_with_a_line_saying_how_to_go_on(tmp_path):
