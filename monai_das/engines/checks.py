@@ -571,12 +571,17 @@ def prepare_sqlite_tracking(uri: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def check_resume(resume: Any, last_ckpt: str | os.PathLike) -> bool:
+def check_resume(resume: Any, last_ckpt: str | os.PathLike, best_ckpt: str | os.PathLike | None = None) -> bool:
     """
     ``True`` when the run resumes from ``last_ckpt``. ``resume`` true without that file logs a warning and starts
     from scratch (so one command both starts and continues a run); ``resume`` false with that file logs a warning
     that the earlier run is replaced. Whether the checkpoint folder can be written is
     :func:`check_writable`'s job (the configs' ``initialize``).
+
+    ``best_ckpt`` (the run's best-model file, ``model.pt``): when ``last_ckpt`` records that a best model was kept,
+    that file must be there and readable, else the resume is refused before anything is written (a resumed run
+    without it finished with no model, its model card stripped of its metrics; trial T59b). Without ``last_ckpt``,
+    an earlier ``best_ckpt`` that this run would replace is warned about.
     """
     if not flag(resume):
         if Path(last_ckpt).is_file():  # a user who meant to continue would lose the earlier run without a word
@@ -585,10 +590,33 @@ def check_resume(resume: Any, last_ckpt: str | os.PathLike) -> bool:
                            "continue that run give --resume True; to keep it, give another --bundle_root.")
         return False
     if not Path(last_ckpt).is_file():
-        logger.warning(f"resume requested but there is no checkpoint '{last_ckpt}': starting from scratch.")
+        logger.warning(f"resume requested but there is no checkpoint '{last_ckpt}': starting from scratch"
+                       + (f"; the model '{best_ckpt}' already there is replaced when this run saves its best "
+                          "model (give another --bundle_root to keep it)" if best_ckpt and Path(best_ckpt).is_file()
+                          else "") + ".")
         return False
+    if best_ckpt is not None:
+        _check_best_model(last_ckpt, best_ckpt)
     logger.info(f"resuming from '{last_ckpt}'.")
     return True
+
+
+def _check_best_model(last_ckpt: str | os.PathLike, best_ckpt: str | os.PathLike) -> None:
+    """Refuse a resume whose ``last_ckpt`` says a best model was kept when ``best_ckpt`` is missing or unreadable."""
+    from monai_das.utils.io import read_checkpoint
+
+    best = (read_checkpoint(last_ckpt) or {}).get("best_checkpoint") or {}
+    if not best.get("_saved"):  # no validation kept a model yet: nothing to find
+        return
+    kept = f"the best model of the run that '{last_ckpt}' continues (epoch {best.get('best_epoch', '?')})"
+    after = ("a resumed run would end without a model, its model card without metrics. Put the file back, or "
+             "start a new run (--resume False, or another --bundle_root).")
+    if not Path(best_ckpt).is_file():
+        raise FileNotFoundError(f"'{best_ckpt}', {kept}, is missing: {after}")
+    try:
+        read_checkpoint(best_ckpt)
+    except Exception as e:
+        raise ValueError(f"'{best_ckpt}', {kept}, cannot be read ({e}): {after}") from None
 
 
 def train_drop_last(num_items: int, batch_size: int, network: Any = None) -> bool:

@@ -175,6 +175,28 @@ def test_check_resume(tmp_path, caplog):
     assert "--resume True" in caplog.text
 
 
+def test_a_resume_needs_the_best_model_its_checkpoint_kept(tmp_path, caplog):
+    """A finished last.pt resumed without its model.pt (deleted, or truncated) ended with no model and a model card
+    stripped of its metrics (trial T59b): refused before anything is written; a last.pt that kept no best model yet
+    needs none; without a last.pt an earlier model.pt to be replaced is warned about."""
+    last, best = tmp_path / "last.pt", tmp_path / "model.pt"
+    torch.save({"best_checkpoint": {"_saved": [], "best_epoch": -1}}, last)
+    assert check_resume(True, last, best) is True  # no best model kept yet
+    torch.save({"best_checkpoint": {"_saved": [(0.9, "model_key_metric=0.9.pt")], "best_epoch": 5}}, last)
+    with pytest.raises(FileNotFoundError, match=rf"'{best}', the best model of the run that '{last}' continues "
+                                                r"\(epoch 5\), is missing: a resumed run would end without a model"):
+        check_resume(True, last, best)
+    torch.save({"w": torch.zeros(1000)}, best)
+    assert check_resume(True, last, best) is True
+    best.write_bytes(best.read_bytes()[:500])  # truncated
+    with pytest.raises(ValueError, match=r"continues \(epoch 5\), cannot be read \(.*Put the file back"):
+        check_resume(True, last, best)
+    last.unlink()
+    with caplog.at_level(logging.WARNING):
+        assert check_resume(True, last, best) is False
+    assert f"the model '{best}' already there is replaced when this run saves its best model" in caplog.text
+
+
 def test_one_item_last_batch_dropped():
     net = build_classifier("das", num_classes=2, num_frames=28, keep_ratio=0.02)  # k = 1
     assert net.sampler.num_samples == 1
