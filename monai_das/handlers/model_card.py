@@ -979,6 +979,18 @@ class ModelCardSaver:
             evaluation["num_samples"] = len(loader.dataset)  # type: ignore[union-attr]
         except (AttributeError, TypeError):
             pass
+        before = (found[1].get("evaluation") or {}) if found is not None else {}
+        if (before.get("split") == self.split and isinstance(before.get("num_samples"), int)
+                and isinstance(evaluation.get("num_samples"), int) and evaluation["num_samples"] < before["num_samples"]):
+            # a capped evaluation (--num_test 15, a smoke test) replaced the test metrics of the whole split (trial
+            # T59a: 610 studies' metrics by 15's, without a word)
+            self.logger.warning(
+                f"this evaluation read {evaluation['num_samples']} studies of the '{self.split}' split, fewer than "
+                f"the {before['num_samples']} of the evaluation the model card '{self.filepath}' records (a "
+                "--num_test cap?): the card keeps that evaluation's metrics; these are in this evaluation's own "
+                "report (its output_dir). Evaluate without the cap to replace them."
+            )
+            return
         self.write({**kept, **measured}, validation=validation, evaluation=evaluation, provenance=provenance)
 
     # ---------------------------------------------------------------------------------------------- write

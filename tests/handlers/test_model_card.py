@@ -608,3 +608,28 @@ def test_an_external_evaluation_warns_about_renamed_copies_of_training_studies(t
     assert "site2.json test[0] = list.json training[0]" in caplog.text and "test[1]" not in caplog.text
     caplog.clear()
     assert _copies_of_listed_files(lists, studies[1:]) == 0 and not caplog.text
+
+
+def test_a_capped_evaluation_leaves_the_cards_metrics_of_the_whole_split(tmp_path, caplog):
+    """A --num_test 15 smoke evaluation replaced the test metrics of all 610 studies in the card (trial T59a): the
+    card keeps those of the larger evaluation of the same split, with a warning; a full evaluation replaces them."""
+    from types import SimpleNamespace
+
+    trainer, _ = train(tmp_path)
+    trainer.run([0], max_epochs=3)
+
+    def evaluate(auc: float, n: int) -> dict:
+        engine = Engine(lambda e, b: None)
+        engine.data_loader = SimpleNamespace(dataset=list(range(n)))  # as MONAI's evaluators hold theirs
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"test_auc": auc}))
+        saver(tmp_path, checkpoint=tmp_path / "models" / "model.pt", metric_prefix="test_", split="test").attach(engine)
+        engine.run([0])
+        return read(tmp_path)
+
+    full = evaluate(0.9, 610)
+    assert full["eval_metrics"]["auc"] == 0.9 and full[CARD_KEY]["evaluation"]["num_samples"] == 610
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+        assert evaluate(0.5, 15) == full
+    assert "read 15 studies of the 'test' split, fewer than the 610 of the evaluation the model card" in caplog.text
+    again = evaluate(0.8, 610)
+    assert again["eval_metrics"]["auc"] == 0.8 and again[CARD_KEY]["evaluation"]["num_samples"] == 610
