@@ -379,6 +379,37 @@ def _card_describing(checkpoint: Path, card_path: Path | None = None) -> tuple[d
     return card, dict(card[CARD_KEY])
 
 
+def _card_of_same_run(checkpoint: Path, card_path: Path | None = None) -> tuple[dict, dict] | None:
+    """
+    ``(card, its das_model section)`` of a card that describes an earlier best model of the training that wrote
+    ``checkpoint``: a training stopped between replacing ``model.pt`` and rewriting its card (each atomic, the pair
+    not) leaves a card one best model behind, whose options are the run's. Told by the ``last.pt`` beside the
+    checkpoint: its run settings (:class:`~monai_das.handlers.RunSettings`) must agree with the card's facts on
+    every key both record (at least the method, classes and input). ``None`` otherwise (a model file copied in from
+    another run or bundle: trial T59b ran it on the defaults' slice axis, warned as a copied file).
+    """
+    checkpoint, card_path = Path(checkpoint), _card_path(checkpoint, card_path)
+    last = checkpoint.parent / "last.pt"
+    card = _read_json(card_path) if card_path.is_file() else None
+    facts = (card or {}).get(CARD_KEY)
+    if not isinstance(facts, Mapping) or facts.get("checkpoint") != checkpoint.name or not last.is_file():
+        return None
+    from monai_das.utils.io import read_checkpoint
+
+    try:
+        settings = (read_checkpoint(last) or {}).get("settings")
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if not isinstance(settings, Mapping):
+        return None
+    shared = [k for k in settings if k in facts]
+    if not {"method", "label_names", "num_frames"} <= set(shared):
+        return None
+    if any(plain(settings[k]) != plain(facts[k]) for k in shared):
+        return None
+    return card, dict(facts)
+
+
 def check_card_outputs(card: Mapping, card_path: Path) -> None:
     """Refuse a card whose output description (``network_data_format#outputs#pred``: ``num_channels``,
     ``channel_def``) disagrees with its class names (``das_model#label_names``): written by training they agree, so
@@ -411,6 +442,14 @@ def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: s
     """
     checkpoint, card_path = Path(checkpoint), _card_path(checkpoint, card_path)
     found = _card_describing(checkpoint, card_path)
+    if found is None and checkpoint.is_file():
+        found = _card_of_same_run(checkpoint, card_path)
+        if found is not None:
+            logger.warning(f"the model card '{card_path}' describes an earlier best model of the training that wrote "
+                           f"'{checkpoint}' (a training stopped between saving the model and its card?): its "
+                           "options are this training's (last.pt's settings agree) and are used and checked; its "
+                           "metrics are the earlier model's. Run the training again with --resume True to rewrite "
+                           "the card.")
     if found is not None:
         check_card_outputs(found[0], card_path)
     if found is None and card_path.is_file() and checkpoint.is_file():
@@ -571,7 +610,7 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     from monai_das.engines.checks import bundle_cli_overrides
 
     card_path = _card_path(checkpoint, card_path)
-    found = _card_describing(checkpoint, card_path)
+    found = _card_describing(checkpoint, card_path) or _card_of_same_run(Path(checkpoint), card_path)
     options = dict(defaults)
     if found is None:
         return options

@@ -633,3 +633,34 @@ def test_a_capped_evaluation_leaves_the_cards_metrics_of_the_whole_split(tmp_pat
     assert "read 15 studies of the 'test' split, fewer than the 610 of the evaluation the model card" in caplog.text
     again = evaluate(0.8, 610)
     assert again["eval_metrics"]["auc"] == 0.8 and again[CARD_KEY]["evaluation"]["num_samples"] == 610
+
+
+def test_a_card_one_best_model_behind_gives_its_runs_options(tmp_path, caplog):
+    """A training killed between replacing model.pt and rewriting its card left a card one best model behind; batch
+    inference then ran on the defaults (another slice axis), warned as if the model were copied from elsewhere
+    (trial T59b). The last.pt beside it tells the run: its settings agree with the card's, so the card's options are
+    used, with a warning saying what happened; a last.pt of another run does not."""
+    from monai_das.handlers import check_model_card, trained_options
+
+    trainer, _ = train(tmp_path)
+    trainer.run([0], max_epochs=3)
+    ckpt = tmp_path / "models" / "model.pt"
+    facts = read(tmp_path)[CARD_KEY]
+    settings = {k: facts[k] for k in ("method", "keep_ratio", "slice_axis", "num_frames", "label_names",
+                                      "spatial_size", "in_channels")}
+    torch.save({"settings": settings, "model": {}}, tmp_path / "models" / "last.pt")
+    torch.save({"epoch": torch.tensor(4)}, ckpt)  # the next best model, its card not yet rewritten
+    defaults = {"slice_axis": 9, "keep_ratio": 0.5}
+    assert trained_options(ckpt, defaults) == {"slice_axis": facts["slice_axis"], "keep_ratio": facts["keep_ratio"]}
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+        check_model_card(ckpt, facts)  # checked against the card, as the run's own options
+    with pytest.raises(ValueError, match=r"slice_axis: trained 2, this run 0"):
+        check_model_card(ckpt, {**facts, "slice_axis": 0})
+    assert "describes an earlier best model of the training that wrote" in caplog.text
+    assert "--resume True" in caplog.text and "copied in" not in caplog.text
+    torch.save({"settings": {**settings, "label_names": ["x", "y"]}, "model": {}}, tmp_path / "models" / "last.pt")
+    assert trained_options(ckpt, defaults) == defaults  # another run's last.pt: nothing vouches for the card
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+        check_model_card(ckpt, {})
+    assert "was written for another file than" in caplog.text
