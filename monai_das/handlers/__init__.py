@@ -43,7 +43,7 @@ from monai_das.handlers.resume import (
 )
 from monai_das.handlers.sampling import SampledIndicesHandler, SamplingFiguresHandler, unwrap_network
 from monai_das.handlers.summary import TrainingSummaryHandler
-from monai_das.handlers.tracking import unique_trackers
+from monai_das.handlers.tracking import ResumableMLFlowHandler, unique_trackers
 from monai_das.handlers.temperature import TemperatureScheduleHandler
 from monai_das.handlers.warmup import SamplerWarmupHandler
 
@@ -88,5 +88,6 @@ __all__ = [
     "SamplingFiguresHandler",
     "unwrap_network",
     "TrainingSummaryHandler",
+    "ResumableMLFlowHandler",
     "unique_trackers",
 ]

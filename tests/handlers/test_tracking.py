@@ -18,3 +18,40 @@ def test_merge(tmp_path):
     assert out == [mine, stats, other_run]
     assert mine.artifacts == ("a.png", "config.json")
     assert unique_trackers(None) is None
+
+
+def test_a_resumed_run_logs_each_epoch_once_and_no_temporary_files(tmp_path):
+    """A training killed after its validation logged epoch 2 and before last.pt recorded it ran epoch 2 again when
+    resumed, and MLflow held epoch 2's metrics twice; a figure being written was uploaded as its temporary file
+    (trial T59b). A resumed handler logs what the run lacks; a temporary file of an atomic write is no artifact."""
+    import mlflow
+    from ignite.engine import Engine, Events
+
+    from monai_das.handlers import ResumableMLFlowHandler
+
+    uri = path_to_sqlite_uri(tmp_path / "mlflow.db")
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "kept_frames.png").write_bytes(b"png")
+    (figures / ".kept_frames.ab12cd34.tmp.png").write_bytes(b"half")
+
+    def train(epochs: range) -> None:
+        trainer = Engine(lambda e, b: 0.5)
+        handler = ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", run_name="r", iteration_log=False,
+                                         epoch_log=True, output_transform=lambda out: out, artifacts=[str(figures)],
+                                         close_on_complete=False)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"val_auc": e.state.epoch}))
+        handler.attach(trainer)
+        if epochs.start > 1:  # as a resume loads it: the epochs done, the epochs to reach
+            trainer.state.epoch = trainer.state.iteration = epochs.start - 1
+            trainer.state.max_epochs, trainer.state.epoch_length = epochs.stop - 1, 1
+        trainer.run([0], max_epochs=epochs.stop - 1)
+
+    train(range(1, 3))  # epochs 1-2 logged, then killed before last.pt recorded epoch 2
+    train(range(2, 4))  # resumed from epoch 1's last.pt: epoch 2 again, then 3
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_auc")]
+    assert sorted(history) == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "kept_frames.png" in artifacts and not any(".tmp." in a for a in artifacts)
