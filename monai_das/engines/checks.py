@@ -547,6 +547,7 @@ def prepare_sqlite_tracking(uri: str) -> None:
         aside = path.with_name(f"{path.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}")
     from mlflow.tracking import MlflowClient
 
+    path.parent.mkdir(parents=True, exist_ok=True)  # a new bundle_root: its folder is made later otherwise
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # a new name each time:
     os.close(fd)  # MLflow keeps a store per URI, whose tables it believes made
     tmp = Path(name)

@@ -401,9 +401,9 @@ def test_an_mlflow_database_is_made_whole_or_remade(tmp_path, caplog):
 
     from mlflow.tracking import MlflowClient
 
-    db = tmp_path / "mlflow.db"
+    db = tmp_path / "new_bundle_root" / "mlflow.db"  # a folder the run makes later
     check_tracking_uri(f"sqlite:///{db}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no temporary file left
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]  # no temporary file left
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     assert client.search_experiments()  # MLflow's Default experiment: its tables are all there
     unfinished = tmp_path / "other.db"
