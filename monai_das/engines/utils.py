@@ -97,7 +97,8 @@ def sampler_warmup_epochs(value: Any, max_epochs: int, val_interval: int = 1) ->
     return epochs
 
 
-def class_weights(value: Any, counts: Any = None, num_classes: int | None = None, device: Any = None):
+def class_weights(value: Any, counts: Any = None, num_classes: int | None = None, device: Any = None,
+                  label_names: Any = None):
     """
     The weight of each class in the training loss (``torch.nn.CrossEntropyLoss(weight=...)``), from the bundle's
     ``class_weights``:
@@ -109,7 +110,7 @@ def class_weights(value: Any, counts: Any = None, num_classes: int | None = None
     - a list of ``C`` positive numbers, used as given.
 
     ``counts`` may be a callable returning them (so they are only counted for ``"balanced"``). Returns a float32
-    tensor of ``C`` weights on ``device``, or ``None``.
+    tensor of ``C`` weights on ``device``, or ``None``. ``label_names``: the classes' names, for the messages.
     """
     import torch
 
@@ -125,7 +126,10 @@ def class_weights(value: Any, counts: Any = None, num_classes: int | None = None
         counts = [int(c) for c in counts]
         empty = [i for i, c in enumerate(counts) if c <= 0]
         if empty:
-            raise ValueError(f"class_weights='balanced': class(es) {empty} have no training items (counts {counts}).")
+            names = list(label_names) if label_names is not None and len(label_names) == len(counts) else None
+            named = ", ".join(f"{names[i]!r} (index {i})" for i in empty) if names else empty
+            raise ValueError(f"class_weights='balanced': class(es) {named} have no training items (counts "
+                             f"{dict(zip(names, counts)) if names else counts}).")
         weights = [sum(counts) / (len(counts) * c) for c in counts]
         # what 'balanced' resolved to (the card and MLflow record 'balanced'; trial T57 asked what it was)
         logger.info(f"class_weights 'balanced': {[round(w, 4) for w in weights]} for the training items per class "

@@ -323,7 +323,11 @@ def _option(key: str, value: Any, trained: Mapping) -> str:
                     "reads the grid and channels from those files) whose top-level 'labels' names them ({\"0\": name, "
                     "...}; a class may have no items); without the "
                     "training files, the Deploy app (python -m monai_das.deploy) classifies from the model alone")
-        return f"the training's --dataset (classes {names})"
+        run, splits = trained.get("run_params"), trained.get("splits")
+        dataset = ((run.get("dataset") if isinstance(run, Mapping) else None)
+                   or (splits.get("dataset") if isinstance(splits, Mapping) else None))
+        return (f"--dataset {dataset} (the training's: classes {names})" if dataset and dataset != "datalist"
+                else f"the training's --dataset (classes {names})")
     cube = isinstance(value, list) and len(set(value)) == 1
     if step == "spatial_size":
         # video frames and the volume presets (MedMNIST3D, synthetic: no datalist) take their grid from --size

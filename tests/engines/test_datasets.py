@@ -471,6 +471,10 @@ def test_class_counts_and_weights(tmp_path, caplog):
     assert torch.equal(class_weights([1, 3], None, 2), torch.tensor([1.0, 3.0]))
     with pytest.raises(ValueError, match=r"class\(es\) \[1\] have no training items"):
         class_weights("balanced", [5, 0], 2)
+    # named where the names are known (an index of 11 classes named nothing; trial T59a)
+    with pytest.raises(ValueError, match=r"class\(es\) 'bladder' \(index 1\) have no training items \(counts "
+                                         r"\{'liver': 5, 'bladder': 0\}\)"):
+        class_weights("balanced", [5, 0], 2, label_names=["liver", "bladder"])
     with pytest.raises(ValueError, match="3 classes"):
         class_weights([1, 2], None, 3)
     for bad in ("inverse", [1, -1], [1, float("nan")], "x"):

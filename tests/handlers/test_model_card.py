@@ -363,6 +363,9 @@ def test_runs_on_a_checkpoint_must_use_its_training_settings(tmp_path):
     assert _option("spatial_size", [64, 64, 64], preset) == "--size 64"
     assert _option("spatial_size", [20, 16, 12], {**preset, "datalist": "/d.json"}) == '--spatial_size "[20, 16, 12]"'
     assert _option("label_names", ["0", "1"], preset) == "the training's --dataset (classes ['0', '1'])"
+    # the dataset named where the card records it (trial T59a: an organmnist3d model run on fracturemnist3d)
+    organ = {**preset, "run_params": {"dataset": "organmnist3d"}}
+    assert _option("label_names", ["0", "1"], organ) == "--dataset organmnist3d (the training's: classes ['0', '1'])"
     assert _option("in_channels", 3, preset).startswith("images with 3 channel(s)")
     video = {"layout": "video", "spatial_size": [32, 32], "num_frames": 16, "in_channels": 1, "recipe": {}}
     assert [k for k, _, _ in card_mismatches(video, {**video, "spatial_size": [64, 64], "num_frames": 32})] == [
