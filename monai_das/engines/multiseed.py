@@ -10,9 +10,9 @@ root, so checkpoints, metrics and the MLflow store are kept apart), then aggrega
     python -m monai_das.engines.multiseed aggregate runs/das_vessel/seed*/eval/metrics.json
 
 ``aggregate`` writes ``summary.json`` (next to the first input's run folder unless ``--output`` is given) and
-prints one ``name: mean ± std`` line per metric (sample standard deviation, ``ddof=1``; 0 for one seed). ``run``
-resumes by seed after an interruption (see :func:`run_seeds`). Whether one method beats another on the test list is
-a paired question that a mean ± std does not answer: :mod:`monai_das.engines.compare` (seed folders of each method's
+prints one ``name: mean ± std`` line per metric (sample standard deviation, ``ddof=1``; ``None`` for one seed,
+printed as ``(n=1: no spread)``). ``run`` resumes by seed after an interruption (see :func:`run_seeds`). Whether
+one method beats another on the test list is a paired question that a mean ± std does not answer: :mod:`monai_das.engines.compare` (seed folders of each method's
 runs, paired in order).
 """
 
@@ -81,7 +81,7 @@ def aggregate_metrics(paths: Sequence[str | os.PathLike]) -> dict:
         if not values:
             continue
         m = sum(values) / len(values)
-        s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
         mean[name], std[name], count[name] = m, s, len(values)
     return {"num_runs": len(runs), "runs": runs, "mean": mean, "std": std, "count": count}
 
@@ -89,7 +89,9 @@ def aggregate_metrics(paths: Sequence[str | os.PathLike]) -> dict:
 def format_summary(summary: dict) -> str:
     """One ``name: mean ± std (n=...)`` line per metric."""
     return "\n".join(
-        f"{k}: {summary['mean'][k]:.4f} ± {summary['std'][k]:.4f} (n={summary['count'][k]})" for k in summary["mean"]
+        f"{k}: {summary['mean'][k]:.4f} ± {summary['std'][k]:.4f} (n={summary['count'][k]})"
+        if summary["std"][k] is not None else f"{k}: {summary['mean'][k]:.4f} (n=1: no spread)"
+        for k in summary["mean"]
     )
 
 

@@ -23,6 +23,8 @@ def test_aggregate(tmp_path, capsys):
     assert summary["mean"]["auc"] == pytest.approx(0.9) and summary["std"]["auc"] == pytest.approx(0.1)
     assert summary["count"]["accuracy"] == 2 and summary["mean"]["accuracy"] == pytest.approx(0.8)
     assert "auc: 0.9000 ± 0.1000 (n=3)" in format_summary(summary)
+    one = aggregate_metrics(paths[:1])  # one seed has no spread: not "± 0.0000" (trial T59a)
+    assert one["std"]["auc"] is None and "auc: 0.8000 (n=1: no spread)" in format_summary(one)
     main(["aggregate", *map(str, paths)])
     assert json.loads((tmp_path / "summary.json").read_text())["mean"]["auc"] == pytest.approx(0.9)
     assert "±" in capsys.readouterr().out
