@@ -46,12 +46,14 @@ def _save(fig, filepath: str | os.PathLike) -> str:
     return str(path)
 
 
-def _display(frame: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """``C×H×W`` → ``H×W`` (grey, first channel) or ``H×W×3`` (RGB) scaled to [0, 1] for ``imshow``."""
+def _display(frame: np.ndarray, window: tuple[float, float] | None = None) -> tuple[np.ndarray, str | None]:
+    """``C×H×W`` → ``H×W`` (grey, first channel) or ``H×W×3`` (RGB) scaled to [0, 1] for ``imshow``: by ``window``
+    ``(lo, hi)`` when given (one scale for several frames), else by the frame's own minimum and maximum."""
     if frame.ndim != 3:
         raise ValueError(f"expected a C×H×W frame, got shape {frame.shape}.")
     img = frame.transpose(1, 2, 0) if frame.shape[0] == 3 else frame[0]
-    lo, hi = float(img.min()), float(img.max())
+    lo, hi = (float(img.min()), float(img.max())) if window is None else window
+    img = np.clip(img, lo, hi)
     img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
     return img, ("gray" if img.ndim == 2 else None)
 
@@ -66,7 +68,8 @@ def plot_kept_frames(
     evidence: Sequence[Sequence[int] | None] | None = None,
 ) -> str:
     """
-    Montage of kept frames: one row per input, one column per kept frame, each titled with its index. With
+    Montage of kept frames: one row per input, one column per kept frame, each titled with its index; a row's
+    frames share one grey scale (a near-empty slice looks dark beside the slice that shows the finding). With
     ``num_frames`` a first column shows the whole sequence as a strip of ``T`` cells, kept ones dark and dropped ones
     light, with the known evidence frames (``evidence``) marked in red, so what was dropped is visible too.
 
@@ -75,7 +78,8 @@ def plot_kept_frames(
         indices: ``B×k`` indices of the kept frames among the network's ``T`` input frames (after temporal
             resampling: a file's own frame numbers are the ``source_indices`` of the reports).
         filepath: PNG file to write.
-        titles: optional row titles (e.g. ``"label 1 · pred 1 (0.93)"``), one per input.
+        titles: optional row titles (e.g. ``"label 1 · pred 1 (0.93)"``), one per input; long lines are wrapped
+            (and the rows made taller) so that they do not run into the next row.
         max_frames: show at most this many frames per row (evenly spread over the k kept ones).
         num_frames: ``T``, to draw the kept/dropped strip.
         evidence: per input, the indices of its known evidence frames (or ``None``), marked on the strip.
@@ -88,23 +92,32 @@ def plot_kept_frames(
     strip = 1 if num_frames else 0
     plt = _pyplot()
     widths = ([2.5] if strip else []) + [1.0] * len(cols)
-    fig, axes = plt.subplots(b, len(cols) + strip, figsize=(1.3 * (len(cols) + 2.5 * strip) + 0.6, 1.5 * b),
+    if titles is not None:  # "label displaced rib fracture" at fontsize 7 ran into the next row (trial T59a)
+        import textwrap
+
+        titles = ["\n".join(textwrap.fill(line, 22) for line in str(t).splitlines()) for t in titles]
+    lines = max((len(str(t).splitlines()) for t in titles), default=1) if titles is not None else 1
+    row = max(1.5, 0.13 * lines + 0.6)  # the titles read across, left of the row
+    fig, axes = plt.subplots(b, len(cols) + strip, figsize=(1.3 * (len(cols) + 2.5 * strip) + 0.6, row * b),
                              squeeze=False, gridspec_kw={"width_ratios": widths})
     for r in range(b):
         if strip:
             _kept_strip(axes[r, 0], idx[r], int(num_frames), evidence[r] if evidence is not None else None)
+        shown = frames_np[r, cols][:, :3] if frames_np.shape[2] == 3 else frames_np[r, cols][:, :1]
+        window = (float(shown.min()), float(shown.max()))
         for c, j in enumerate(cols):
-            img, cmap = _display(frames_np[r, j])
+            img, cmap = _display(frames_np[r, j], window)
             ax = axes[r, c + strip]
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
             ax.set_title(f"#{idx[r, j]}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
         if titles is not None:
-            axes[r, 0].set_ylabel(str(titles[r]), fontsize=7)
+            axes[r, 0].set_ylabel(str(titles[r]), fontsize=7, rotation=0, ha="right", va="center")
     note = "; strip: kept dark, dropped light, evidence red" if strip else ""
-    fig.suptitle(f"kept frames ({k} per input; index among the network's {num_frames or 'T'} input frames, not the "
-                 f"file's frame number{note})", fontsize=9)
+    shown = f", {len(cols)} of them shown, evenly spread" if len(cols) < k else ""
+    fig.suptitle(f"kept frames ({k} per input{shown}; index among the network's {num_frames or 'T'} input frames, "
+                 f"not the file's frame number{note}; one grey scale per row)", fontsize=9)
     return _save(fig, filepath)
 
 
