@@ -130,9 +130,9 @@ def ensure_medmnist_file(
                 f"MedMNIST3D file '{path}' is corrupt or not the official release: md5 {actual}, expected {md5}. "
                 + other
                 + f"Put the official file in its place (from {url}; the bundles do not download; in Python, delete "
-                "it and pass download=True). Files of the MedMNIST format that are not the official release (re-saved, "
-                "a subset, your own) are trained on as a datalist: each volume saved as a .npy or NIfTI file and listed "
-                "(--datalist; in Python, MedMNIST3DDataset(check_md5=False) reads them as they are)."
+                "it and pass download=True). Files of the MedMNIST format that are not the official release "
+                "(re-saved, a subset, your own) are trained on as a datalist: each volume saved as a .npy or NIfTI "
+                "file and listed (--datalist; in Python, MedMNIST3DDataset(check_md5=False) reads them as they are)."
             )
     return path
 

@@ -12,8 +12,8 @@ root, so checkpoints, metrics and the MLflow store are kept apart), then aggrega
 ``aggregate`` writes ``summary.json`` (next to the first input's run folder unless ``--output`` is given) and
 prints one ``name: mean ± std`` line per metric (sample standard deviation, ``ddof=1``; ``None`` for one seed,
 printed as ``(n=1: no spread)``). ``run`` resumes by seed after an interruption (see :func:`run_seeds`). Whether
-one method beats another on the test list is a paired question that a mean ± std does not answer: :mod:`monai_das.engines.compare` (seed folders of each method's
-runs, paired in order).
+one method beats another on the test list is a paired question that a mean ± std does not answer:
+:mod:`monai_das.engines.compare` (seed folders of each method's runs, paired in order).
 """
 
 from __future__ import annotations

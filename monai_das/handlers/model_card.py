@@ -1023,8 +1023,9 @@ class ModelCardSaver:
         except (AttributeError, TypeError):
             pass
         before = (found[1].get("evaluation") or {}) if found is not None else {}
-        if (before.get("split") == self.split and isinstance(before.get("num_samples"), int)
-                and isinstance(evaluation.get("num_samples"), int) and evaluation["num_samples"] < before["num_samples"]):
+        n, n_before = evaluation.get("num_samples"), before.get("num_samples")
+        if (before.get("split") == self.split and isinstance(n_before, int) and isinstance(n, int)
+                and n < n_before):
             # a capped evaluation (--num_test 15, a smoke test) replaced the test metrics of the whole split (trial
             # T59a: 610 studies' metrics by 15's, without a word)
             self.logger.warning(

@@ -332,10 +332,11 @@ class RunSettings:
 _OPTION_HINTS = {
     "warmup_epochs": "--sampler_warmup_epochs {} (its warm-up; 'auto' counts max_epochs)",
     "temperature_epochs": "--max_epochs {} (the temperature schedule spans the training's max_epochs)",
-    **{k: f"--{k} {{}}" for k in ("seed", "method", "keep_ratio", "temporal_head", "context_frames", "data_seed", "num_train",
-                                  "num_val", "batch_size", "lr", "sampler_lr", "sampler_gradient", "relevance_weight",
-                                  "class_weights", "temperature_schedule", "precise_bn_batches", "augment_prob",
-                                  "augment_rotate", "augment_scale", "val_interval", "encoder", "size", "dataset")},
+    **{k: f"--{k} {{}}" for k in ("seed", "method", "keep_ratio", "temporal_head", "context_frames", "data_seed",
+                                  "num_train", "num_val", "batch_size", "lr", "sampler_lr", "sampler_gradient",
+                                  "relevance_weight", "class_weights", "temperature_schedule", "precise_bn_batches",
+                                  "augment_prob", "augment_rotate", "augment_scale", "val_interval", "encoder", "size",
+                                  "dataset")},
 }
 
 def _option_value(value: Any) -> str:
