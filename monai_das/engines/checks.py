@@ -489,8 +489,11 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
 def _sqlite_file(uri: str) -> Path | None:
     """The database file of a ``sqlite:///<path>`` URI (SQLAlchemy's form: ``sqlite:////abs`` or
     ``sqlite:///relative``); ``None`` for an in-memory database."""
+    from urllib.parse import unquote
+
     path = uri[len("sqlite:///"):].split("?")[0] if uri.lower().startswith("sqlite:///") else ""
-    return Path(path) if path and path != ":memory:" else None
+    # percent-encoded as monai.utils.path_to_sqlite_uri writes it (the bundles' tracking_uri), decoded by SQLAlchemy
+    return Path(unquote(path)) if path and path != ":memory:" else None
 
 
 def _unfinished_tracking_db(path: Path) -> str | None:
@@ -500,9 +503,10 @@ def _unfinished_tracking_db(path: Path) -> str | None:
     or whose schema is MLflow's latest, is MLflow's (its own messages); so is a file that is no SQLite database.
     """
     import sqlite3
+    from urllib.parse import quote
 
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
     except sqlite3.Error:
         return None
     try:
@@ -531,34 +535,44 @@ def prepare_sqlite_tracking(uri: str) -> None:
     ("table trace_info already exists"; trial T59b), and two runs started at once raced on it. The tables are made in
     a temporary file beside it, which is then linked to the name only if no other run made one meanwhile. A database
     left unfinished that way by an earlier version (no runs, not MLflow's latest schema) is moved aside to
-    ``<name>.unfinished-<time>`` (warned) and made anew; a database holding runs is left to MLflow.
+    ``<name>.unfinished-<time>-<pid>`` (warned) and made anew; a database holding runs is left to MLflow. Only rank 0
+    (``RANK``) makes it, and nothing is made when ``MLFLOW_TRACKING_URI`` is set (MLflow logs there instead).
     """
     path = _sqlite_file(uri)
-    if path is None:
-        return
+    if path is None or os.environ.get("RANK", "0") != "0" or os.environ.get("MLFLOW_TRACKING_URI"):
+        return  # (only rank 0 tracks; MLflow's own environment variable takes over tracking_uri)
     path = path.absolute()
-    aside = None
+    aside = seen = None
     if path.exists():
+        seen = path.stat()
         why = _unfinished_tracking_db(path)
         if why is None:
             return
         import time
 
-        aside = path.with_name(f"{path.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}")
+        aside = path.with_name(f"{path.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    from monai.utils import path_to_sqlite_uri
     from mlflow.tracking import MlflowClient
+
+    from monai_das.utils.io import _FILE_MODE
 
     path.parent.mkdir(parents=True, exist_ok=True)  # a new bundle_root: its folder is made later otherwise
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # a new name each time:
     os.close(fd)  # MLflow keeps a store per URI, whose tables it believes made
     tmp = Path(name)
     try:
-        client = MlflowClient(tracking_uri=f"sqlite:///{tmp}")
+        client = MlflowClient(tracking_uri=path_to_sqlite_uri(tmp))
         client.search_experiments(max_results=1)  # makes the tables
         engine = getattr(getattr(client, "_tracking_client", None), "store", None)
         if getattr(engine, "engine", None) is not None:
             engine.engine.dispose()  # the temporary file's connections
+        os.chmod(tmp, _FILE_MODE)  # a plain new file's permissions (mkstemp's are the owner's alone)
         if aside is not None:
-            os.replace(path, aside)
+            now = path.stat() if path.exists() else None
+            if now is not None and (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
+                return  # another run replaced it meanwhile: that one is whole
+            if now is not None:
+                os.replace(path, aside)
             logger.warning(f"MLflow database '{path}' was unfinished ({why}: a run killed while MLflow created its "
                            f"tables?); moved to '{aside}' and made anew.")
         try:
@@ -609,7 +623,7 @@ def _check_best_model(last_ckpt: str | os.PathLike, best_ckpt: str | os.PathLike
     best = (read_checkpoint(last_ckpt) or {}).get("best_checkpoint") or {}
     if not best.get("_saved"):  # no validation kept a model yet: nothing to find
         return
-    kept = f"the best model of the run that '{last_ckpt}' continues (epoch {best.get('best_epoch', '?')})"
+    kept = f"the best model of the run that '{last_ckpt}' continues (epoch {best.get('best_epoch') or '?'})"
     after = ("a resumed run would end without a model, its model card without metrics. Put the file back, or "
              "start a new run (--resume False, or another --bundle_root).")
     if not Path(best_ckpt).is_file():

@@ -389,7 +389,8 @@ def _card_of_same_run(checkpoint: Path, card_path: Path | None = None) -> tuple[
     ``checkpoint``: a training stopped between replacing ``model.pt`` and rewriting its card (each atomic, the pair
     not) leaves a card one best model behind, whose options are the run's. Told by the ``last.pt`` beside the
     checkpoint: its run settings (:class:`~monai_das.handlers.RunSettings`) must agree with the card's facts on
-    every key both record (at least the method, classes and input). ``None`` otherwise (a model file copied in from
+    every key both record (at least the method, classes and input) and its preprocessing with the card's recipe, and
+    its trainer must be short of ``max_epochs`` (a finished training rewrote its card). ``None`` otherwise (a model file copied in from
     another run or bundle: trial T59b ran it on the defaults' slice axis, warned as a copied file).
     """
     checkpoint, card_path = Path(checkpoint), _card_path(checkpoint, card_path)
@@ -401,15 +402,27 @@ def _card_of_same_run(checkpoint: Path, card_path: Path | None = None) -> tuple[
     from monai_das.utils.io import read_checkpoint
 
     try:
-        settings = (read_checkpoint(last) or {}).get("settings")
+        state = read_checkpoint(last) or {}
     except (OSError, ValueError, RuntimeError):
         return None
-    if not isinstance(settings, Mapping):
+    settings, trainer = state.get("settings"), state.get("trainer")
+    if not isinstance(settings, Mapping) or not isinstance(trainer, Mapping):
+        return None
+    try:  # a finished training rewrote its card at the end: a card behind is of an unfinished one
+        if int(trainer["iteration"]) // max(int(trainer["epoch_length"]), 1) >= int(trainer["max_epochs"]):
+            return None
+    except (KeyError, TypeError, ValueError):
         return None
     shared = [k for k in settings if k in facts]
     if not {"method", "label_names", "num_frames"} <= set(shared):
         return None
     if any(plain(settings[k]) != plain(facts[k]) for k in shared):
+        return None
+    # and the preprocessing the options would take from the card (intensity window, orientation, spacing)
+    steps, recipe = settings.get("preprocessing"), facts.get("recipe")
+    if not isinstance(steps, Mapping) or not isinstance(recipe, Mapping):
+        return None
+    if any(plain(steps[k]) != plain(recipe[k]) for k in steps if k in recipe):
         return None
     return card, dict(facts)
 
@@ -877,7 +890,7 @@ class ModelCardSaver:
                 f"evaluating '{self.checkpoint}' on other data than it was trained with ('{data}' "
                 f"{dict(now)}; trained on '{trained_on}' {dict(before)}): "
                 + ("none of its studies is a training or validation study of the training's datalist (compared "
-                   "study by study, by path and by content). " if compared == 0 else
+                   "study by study, by path and, for files, by content). " if compared == 0 else
                    f"{compared} of its studies hold the bytes of training or validation studies (warned above). "
                    if compared else
                    f"make sure no item of this {self.split} split was a training or validation item of the checkpoint "

@@ -48,7 +48,8 @@ def unique_trackers(handlers: Sequence[Any] | None) -> list[Any] | None:
 class ResumableMLFlowHandler(MLFlowHandler):
     """
     MONAI's :class:`~monai.handlers.MLFlowHandler` (same arguments) for runs that resume: a metric already logged to
-    the run at a step is not logged again. A training killed after its validation logged epoch ``e`` and before
+    the run at a step with the same value is not logged again (another value is: another model evaluated into a run
+    left open by a killed evaluation). A training killed after its validation logged epoch ``e`` and before
     ``last.pt`` recorded it runs epoch ``e`` again when resumed (bit for bit the same), and MLflow's history held
     every metric of that epoch twice (trial T59b). The run's history is read once, when the first metrics are
     logged. And an artifact folder's temporary files of an atomic write in flight or killed
@@ -57,11 +58,12 @@ class ResumableMLFlowHandler(MLFlowHandler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._logged: dict[str, set] | None = None  # run id → (key, step) logged
+        self._logged: dict[str, set] | None = None  # run id → (key, step, value) logged
 
     def _history(self, run_id: str) -> set:
         data = self.client.get_run(run_id).data
-        return {(key, m.step) for key in data.metrics for m in self.client.get_metric_history(run_id, key)}
+        return {(key, m.step, _same(m.value)) for key in data.metrics
+                for m in self.client.get_metric_history(run_id, key)}
 
     def _log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if not self.cur_run:
@@ -72,15 +74,25 @@ class ResumableMLFlowHandler(MLFlowHandler):
         if self._logged is None or run_id not in self._logged:
             self._logged = {run_id: self._history(run_id)}
         done = self._logged[run_id]
-        new = {k: v for k, v in flatten_dict(metrics).items() if (k, step or 0) not in done}
-        if len(new) < len(flatten_dict(metrics)):
-            logger.info(f"MLflow run {run_id}: step {step or 0} already holds {len(flatten_dict(metrics)) - len(new)} "
-                        "of these metrics (a resumed run repeating it): not logged twice.")
+        flat = flatten_dict(metrics)
+        new = {k: v for k, v in flat.items() if (k, step or 0, _same(v)) not in done}
+        if len(new) < len(flat):
+            logger.info(f"MLflow run {run_id}: step {step or 0} already holds {len(flat) - len(new)} of these "
+                        "metrics with the same values (a resumed run repeating it): not logged twice.")
         if new:
             super()._log_metrics(new, step)
-            done.update((k, step or 0) for k in new)
+            done.update((k, step or 0, _same(v)) for k, v in new.items())
 
     def _parse_artifacts(self) -> list:
         from monai_das.utils.io import ATOMIC_TEMP_NAME
 
         return [a for a in super()._parse_artifacts() if not ATOMIC_TEMP_NAME.fullmatch(os.path.basename(a))]
+
+
+def _same(value: Any) -> float | str:
+    """A metric value as MLflow stores it, comparable (NaN equal to NaN)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "nan" if v != v else v

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import monai
@@ -401,10 +402,15 @@ def test_an_mlflow_database_is_made_whole_or_remade(tmp_path, caplog):
 
     from mlflow.tracking import MlflowClient
 
-    db = tmp_path / "new_bundle_root" / "mlflow.db"  # a folder the run makes later
-    check_tracking_uri(f"sqlite:///{db}")
+    from monai.utils import path_to_sqlite_uri
+
+    db = tmp_path / "new bundle_root#1" / "mlflow.db"  # a folder the run makes later, percent-encoded in the URI
+    check_tracking_uri(path_to_sqlite_uri(db))
     assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]  # no temporary file left
-    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert db.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain new file, not mkstemp's owner-only
+    client = MlflowClient(tracking_uri=path_to_sqlite_uri(db))
     assert client.search_experiments()  # MLflow's Default experiment: its tables are all there
     unfinished = tmp_path / "other.db"
     check_tracking_uri(f"sqlite:///{unfinished}")

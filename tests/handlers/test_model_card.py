@@ -651,7 +651,9 @@ def test_a_card_one_best_model_behind_gives_its_runs_options(tmp_path, caplog):
     facts = read(tmp_path)[CARD_KEY]
     settings = {k: facts[k] for k in ("method", "keep_ratio", "slice_axis", "num_frames", "label_names",
                                       "spatial_size", "in_channels")}
-    torch.save({"settings": settings, "model": {}}, tmp_path / "models" / "last.pt")
+    settings["preprocessing"] = dict(facts["recipe"])
+    unfinished = {"iteration": 6, "epoch_length": 2, "max_epochs": 5}  # epoch 3 of 5
+    torch.save({"settings": settings, "trainer": unfinished, "model": {}}, tmp_path / "models" / "last.pt")
     torch.save({"epoch": torch.tensor(4)}, ckpt)  # the next best model, its card not yet rewritten
     defaults = {"slice_axis": 9, "keep_ratio": 0.5}
     assert trained_options(ckpt, defaults) == {"slice_axis": facts["slice_axis"], "keep_ratio": facts["keep_ratio"]}
@@ -661,8 +663,13 @@ def test_a_card_one_best_model_behind_gives_its_runs_options(tmp_path, caplog):
         check_model_card(ckpt, {**facts, "slice_axis": 0})
     assert "describes an earlier best model of the training that wrote" in caplog.text
     assert "--resume True" in caplog.text and "copied in" not in caplog.text
-    torch.save({"settings": {**settings, "label_names": ["x", "y"]}, "model": {}}, tmp_path / "models" / "last.pt")
-    assert trained_options(ckpt, defaults) == defaults  # another run's last.pt: nothing vouches for the card
+    last = tmp_path / "models" / "last.pt"
+    for other in ({"settings": {**settings, "label_names": ["x", "y"]}, "trainer": unfinished},  # another run's
+                  {"settings": {**settings, "preprocessing": {**settings["preprocessing"], "intensity_range": [0, 9]}},
+                   "trainer": unfinished},  # another intensity window: the card's recipe would be taken wrongly
+                  {"settings": settings, "trainer": {**unfinished, "iteration": 10}}):  # finished: card rewritten
+        torch.save({**other, "model": {}}, last)
+        assert trained_options(ckpt, defaults) == defaults  # nothing vouches for the card
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
         check_model_card(ckpt, {})

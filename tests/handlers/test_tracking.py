@@ -55,3 +55,25 @@ def test_a_resumed_run_logs_each_epoch_once_and_no_temporary_files(tmp_path):
     assert sorted(history) == [(1, 1.0), (2, 2.0), (3, 3.0)]
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert "kept_frames.png" in artifacts and not any(".tmp." in a for a in artifacts)
+
+
+def test_another_value_at_a_logged_step_is_logged(tmp_path):
+    """Only a repeat (same key, step and value) is skipped: a killed evaluation leaves its MLflow run open, and the
+    next evaluation of a retrained model into that run must log its own metrics (review of T59b's fix)."""
+    import mlflow
+
+    from monai_das.handlers import ResumableMLFlowHandler
+
+    uri = path_to_sqlite_uri(tmp_path / "mlflow.db")
+    for value in (0.7, 0.7, 0.9, float("nan"), float("nan")):
+        handler = ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", run_name="r_eval",
+                                         close_on_complete=False)
+        handler._set_experiment()
+        runs = handler.client.search_runs([handler.experiment.experiment_id])
+        handler.cur_run = runs[0] if runs else handler.client.create_run(handler.experiment.experiment_id,
+                                                                           run_name="r_eval")
+        handler._log_metrics({"test_auc": value}, step=1)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    values = [m.value for m in client.get_metric_history(run.info.run_id, "test_auc")]
+    assert len(values) == 3 and values[:2] == [0.7, 0.9]
