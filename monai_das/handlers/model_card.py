@@ -390,8 +390,9 @@ def _card_of_same_run(checkpoint: Path, card_path: Path | None = None) -> tuple[
     not) leaves a card one best model behind, whose options are the run's. Told by the ``last.pt`` beside the
     checkpoint: its run settings (:class:`~monai_das.handlers.RunSettings`) must agree with the card's facts on
     every key both record (at least the method, classes and input) and its preprocessing with the card's recipe,
-    and its trainer must be short of ``max_epochs`` (a finished training rewrote its card). ``None`` otherwise (a model file copied in from
-    another run or bundle: trial T59b ran it on the defaults' slice axis, warned as a copied file).
+    and its trainer must be short of ``max_epochs`` (a finished training rewrote its card). ``None`` otherwise (a
+    model file copied in from another run or bundle: trial T59b ran it on the defaults' slice axis, warned as a
+    copied file).
     """
     checkpoint, card_path = Path(checkpoint), _card_path(checkpoint, card_path)
     last = checkpoint.parent / "last.pt"
