@@ -567,6 +567,31 @@ class BundleData:
         return get_dataset(self.dataset, split, size=self.size, data_dir=self.data_dir, seed=self.seed,
                            num_samples=None if n is None else int(n), **kwargs)
 
+    def capped(self, split: str) -> int | None:
+        """
+        The cap ``num_samples[split]`` when it leaves out items of the split (a smoke run's ``--num_test 15`` of a
+        test list of 610), else ``None``: the synthetic data's count is its set, not a cap of one. An evaluation
+        that reads a capped split writes its reports beside the whole split's (:func:`monai_das.handlers.
+        output_dir_capped`) and leaves the model card's test metrics.
+        """
+        n = self.num_samples.get(split)
+        if n is None or (self.datalist is None and self.dataset == "synthetic"):
+            return None
+        if self.datalist is not None:
+            full = len(self._splits.get(split) or [])
+        elif self.dataset in VIDEO_DATASETS:
+            from monai_das.data import pocus_listing, split_by_fold
+
+            if self.data_dir is None:
+                return None
+            listing = pocus_listing(self.data_dir, probe=self.probe, num_folds=self.num_folds, seed=self.seed)
+            full = len(split_by_fold(listing, self.fold)[split])
+        else:
+            from monai_das.data.medmnist3d import medmnist_info
+
+            full = int(medmnist_info(self.dataset)["n_samples"][split])
+        return int(n) if int(n) < full else None
+
     def class_counts(self, split: str = "train") -> list[int]:
         """Items of each class in ``split`` (``num_classes`` counts), e.g. for ``class_weights="balanced"``."""
         data = self.data(split)

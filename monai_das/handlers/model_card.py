@@ -543,6 +543,15 @@ def output_dir_at_k(output_dir: str | os.PathLike, checkpoint: str | os.PathLike
     return str(Path(output_dir) / f"k{int(num_kept)}")
 
 
+def output_dir_capped(output_dir: str | os.PathLike, cap: int | None) -> str:
+    """
+    Where an evaluation of a capped split (``cap``: :meth:`monai_das.engines.BundleData.capped`, e.g. ``--num_test
+    15``) writes its reports: ``<output_dir>/n<cap>``, beside, never over, the whole split's (trial T59a: a 15-study
+    smoke evaluation replaced the 610-study reports); ``output_dir`` when the split is whole.
+    """
+    return str(output_dir) if cap is None else str(Path(output_dir) / f"n{int(cap)}")
+
+
 #: the options of evaluation and batch inference that default to the training's (:func:`trained_options`): from the
 #: card's facts (``das_model``), its ``recipe`` or its ``run_params`` (the training's own option values)
 _FROM_FACTS = ("method", "keep_ratio", "temporal_head", "encoder", "context_frames", "sampler_kwargs", "in_channels")
@@ -688,6 +697,8 @@ class ModelCardSaver:
         checkpoint: the model file the card describes (default ``<output_dir>/model.pt``).
         metric_prefix: prefix stripped from metric names (evaluation: ``"test_"``).
         split: name of the evaluated split, recorded with the test metrics.
+        num_items_cap: the evaluated split's cap when it left items out (:meth:`monai_das.engines.BundleData.capped`):
+            the card's test metrics are left as they are (they describe the whole split).
         filename: card file name.
         run_params: how the model was trained (the bundles: ``@run_params``, the settings MLflow logs), written as
             ``das_model#run_params`` by the training and kept by evaluations.
@@ -703,6 +714,7 @@ class ModelCardSaver:
         checkpoint: str | os.PathLike | None = None,
         metric_prefix: str = "",
         split: str | None = None,
+        num_items_cap: int | None = None,
         filename: str = "metadata.json",
         run_params: Mapping | None = None,
     ) -> None:
@@ -719,6 +731,7 @@ class ModelCardSaver:
         self.evaluator = evaluator
         self.metric_prefix = metric_prefix
         self.split = split
+        self.num_items_cap = None if num_items_cap is None else int(num_items_cap)
         self._other_data: str | None = None  # what an evaluation of other data than the training's evaluated
         self.facts = copy.deepcopy(dict(facts))
         if run_params is not None:  # how it was trained (learning rates, class weights, warm-up, ...): the card's
@@ -995,6 +1008,13 @@ class ModelCardSaver:
         if self._other_data is not None:
             self.logger.info(f"evaluated '{self._other_data}', other data than the training's; the model card "
                              f"'{self.filepath}' is left as it is: these metrics are in the evaluation's own report.")
+            return
+        if self.num_items_cap is not None:
+            self.logger.warning(
+                f"this evaluation read {self.num_items_cap} studies, a cap of the '{self.split}' split (--num_test?): "
+                f"the model card '{self.filepath}' keeps its test metrics and is left as it is; these metrics are in "
+                "this evaluation's own report (its output_dir, n<cap>/ beside the whole split's)."
+            )
             return
         if self.split not in (None, "test"):
             # the card's eval_metrics are the test metrics (the README's table, the Deploy app's and MONAI Label's

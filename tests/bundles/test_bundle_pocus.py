@@ -38,7 +38,8 @@ def test_train_and_evaluate(pocus):
     assert (root / "models" / "model.pt").is_file() and (root / "eval" / "figures" / "kept_frames.png").is_file()
     out = run_cmd(TRAIN, EVALUATE, args=[*common, "--num_test", 4, "--batch_size", 4])
     assert "evaluation on 4 samples" in out.stdout
-    report = json.loads((root / "eval" / "metrics.json").read_text())
+    # a capped split (--num_test 4 of the whole test split): its reports beside the whole split's, the card untouched
+    report = json.loads((root / "eval" / "n4" / "metrics.json").read_text())
     assert report["label_names"] == ["covid", "pneumonia", "healthy"] and len(report["confusion_matrix"]) == 3
     assert report["splits"]["dataset"] == "pocus" and {"fold", "num_folds", "probe", "seed"} <= set(report["splits"])
     assert 1 <= report["num_kept"] < report["num_frames"]

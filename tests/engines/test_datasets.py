@@ -820,3 +820,21 @@ def test_test_clips_are_checked_like_the_training_ones_before_training(tmp_path)
     assert re.search(r"dl\.csv:10: '.*whole\.avi': evidence index 500 is outside its 40 frames \(0\.\.39\)", text)
     # the evaluation's own check is as before: the test split's data is read, its clips loaded by the recipe
     assert BundleData(datalist=tmp_path / "ok.csv", layout="video", num_frames=8).data("test")
+
+
+def test_a_capped_split_is_said_so(tmp_path):
+    """--num_test 15 of 610 test items: the evaluation's reports go beside the whole split's, and the model card
+    keeps the whole split's metrics (trial T59a); a cap at or above the split's size, or the synthetic data's count,
+    is no cap."""
+    from monai_das.handlers import output_dir_capped
+
+    path = _npy_datalist(tmp_path, [(12, 10, 6)] * 6)
+    whole = BundleData(datalist=path, slice_axis="axial")  # the training part after the drawn validation list
+    assert BundleData(datalist=path, slice_axis="axial", num_samples={"train": 1}).capped("train") == 1
+    n = len(whole.data("train"))
+    assert BundleData(datalist=path, slice_axis="axial", num_samples={"train": n}).capped("train") is None
+    assert whole.capped("train") is None
+    assert BundleData("synthetic", size=16, num_samples={"test": 5}).capped("test") is None
+    assert BundleData("vesselmnist3d", num_samples={"test": 15}).capped("test") == 15  # of medmnist.INFO's 382
+    assert output_dir_capped(tmp_path / "eval", 15) == str(tmp_path / "eval" / "n15")
+    assert output_dir_capped(tmp_path / "eval", None) == str(tmp_path / "eval")

@@ -636,6 +636,15 @@ def test_a_capped_evaluation_leaves_the_cards_metrics_of_the_whole_split(tmp_pat
     assert "read 15 studies of the 'test' split, fewer than the 610 of the evaluation the model card" in caplog.text
     again = evaluate(0.8, 610)
     assert again["eval_metrics"]["auc"] == 0.8 and again[CARD_KEY]["evaluation"]["num_samples"] == 610
+    # the bundles say the cap itself (BundleData.capped): the card is left even with no evaluation recorded before
+    engine = Engine(lambda e, b: None)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"test_auc": 0.1}))
+    saver(tmp_path, checkpoint=tmp_path / "models" / "model.pt", metric_prefix="test_", split="test",
+          num_items_cap=15).attach(engine)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+        engine.run([0])
+    assert read(tmp_path) == again and "read 15 studies, a cap of the 'test' split" in caplog.text
 
 
 def test_a_card_one_best_model_behind_gives_its_runs_options(tmp_path, caplog):
