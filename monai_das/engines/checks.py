@@ -536,20 +536,27 @@ def prepare_sqlite_tracking(uri: str) -> None:
     a temporary file beside it, which is then linked to the name only if no other run made one meanwhile. A database
     left unfinished that way by an earlier version (no runs, not MLflow's latest schema) is moved aside to
     ``<name>.unfinished-<time>-<pid>`` (warned) and made anew; a database holding runs is left to MLflow. Only rank 0
-    (``RANK``) makes it, and nothing is made when ``MLFLOW_TRACKING_URI`` is set (MLflow logs there instead).
+    (``RANK``) makes it, and nothing is made when ``MLFLOW_TRACKING_URI`` is set (MLflow logs there instead). A
+    temporary file of a run killed while making one, untouched for 5 minutes, is removed.
     """
     path = _sqlite_file(uri)
     if path is None or os.environ.get("RANK", "0") != "0" or os.environ.get("MLFLOW_TRACKING_URI"):
         return  # (only rank 0 tracks; MLflow's own environment variable takes over tracking_uri)
+    import time
+
     path = path.absolute()
+    for old in path.parent.glob(f".{path.name}.*.tmp") if path.parent.is_dir() else ():
+        try:  # a run killed while making one: its temporary file, untouched for 5 minutes
+            if time.time() - old.stat().st_mtime > 300:
+                old.unlink()
+        except OSError:
+            pass
     aside = seen = None
     if path.exists():
         seen = path.stat()
         why = _unfinished_tracking_db(path)
         if why is None:
             return
-        import time
-
         aside = path.with_name(f"{path.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     from monai.utils import path_to_sqlite_uri
     from mlflow.tracking import MlflowClient

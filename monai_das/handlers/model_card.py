@@ -516,7 +516,7 @@ def evaluation_output_dir(output_dir: str | os.PathLike, checkpoint: str | os.Pa
     and figures lie beside, never over, the training's own test reports (which the card keeps) or another external
     set's.
     """
-    found = _card_describing(checkpoint, card_path)
+    found = _card_describing(checkpoint, card_path) or _card_of_same_run(Path(checkpoint), card_path)
     if found is None or not other_data(found[1].get("splits"), info.get("splits")):
         return str(output_dir)
     datalist = info.get("datalist")
@@ -536,7 +536,7 @@ def output_dir_at_k(output_dir: str | os.PathLike, checkpoint: str | os.PathLike
     another k writes beside, never over, the reports at the trained k (``metrics.json``, ``predictions.csv``). No
     card describing the checkpoint, or ``num_kept`` ``None``: ``output_dir``.
     """
-    found = _card_describing(checkpoint, card_path)
+    found = _card_describing(checkpoint, card_path) or _card_of_same_run(Path(checkpoint), card_path)
     trained = found[1].get("num_kept") if found is not None else None
     if num_kept is None or trained is None or int(num_kept) == int(trained):
         return str(output_dir)

@@ -427,3 +427,10 @@ def test_an_mlflow_database_is_made_whole_or_remade(tmp_path, caplog):
     caplog.clear()
     check_tracking_uri(f"sqlite:///{unfinished}")
     assert "unfinished" not in caplog.text and len(list(tmp_path.glob("other.db.unfinished-*"))) == 1
+    # the temporary file of a run killed while making the database: removed once untouched for 5 minutes
+    stale, fresh = tmp_path / ".other.db.k1ll3d00.tmp", tmp_path / ".other.db.inflight.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(stale, (stale.stat().st_atime - 600, stale.stat().st_mtime - 600))
+    check_tracking_uri(f"sqlite:///{unfinished}")
+    assert not stale.exists() and fresh.exists()

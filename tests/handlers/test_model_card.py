@@ -672,6 +672,11 @@ def test_a_card_one_best_model_behind_gives_its_runs_options(tmp_path, caplog):
         check_model_card(ckpt, {**facts, "slice_axis": 0})
     assert "describes an earlier best model of the training that wrote" in caplog.text
     assert "--resume True" in caplog.text and "copied in" not in caplog.text
+    # and the reports of an evaluation at another k go beside the trained k's then too (review of T59b's fix)
+    from monai_das.handlers import output_dir_at_k
+
+    other_k = facts["num_kept"] + 1
+    assert output_dir_at_k(tmp_path / "eval", ckpt, other_k) == str(tmp_path / "eval" / f"k{other_k}")
     last = tmp_path / "models" / "last.pt"
     for other in ({"settings": {**settings, "label_names": ["x", "y"]}, "trainer": unfinished},  # another run's
                   {"settings": {**settings, "preprocessing": {**settings["preprocessing"], "intensity_range": [0, 9]}},
