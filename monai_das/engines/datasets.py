@@ -543,14 +543,7 @@ class BundleData:
             self._check_files(split, items)
             return items
         if self.dataset in VIDEO_DATASETS:
-            from monai_das.data import pocus_listing, split_by_fold
-
-            if self.data_dir is None:
-                raise FileNotFoundError(
-                    f"dataset {self.dataset!r} needs data_dir (the folder with MANIFEST.csv) or ${DATA_ENV} to be set."
-                )
-            listing = pocus_listing(self.data_dir, probe=self.probe, num_folds=self.num_folds, seed=self.seed)
-            items = split_by_fold(listing, self.fold)[split]
+            items = self._fold_items(split)
             return items if n is None else items[: int(n)]
         if self.dataset == "synthetic" and self.layout == "video":
             from monai_das.data import SyntheticVideoDataset
@@ -567,6 +560,17 @@ class BundleData:
         return get_dataset(self.dataset, split, size=self.size, data_dir=self.data_dir, seed=self.seed,
                            num_samples=None if n is None else int(n), **kwargs)
 
+    def _fold_items(self, split: str) -> list[dict]:
+        """The whole ``split`` of the POCUS listing at this run's fold, folds, probe and seed."""
+        from monai_das.data import pocus_listing, split_by_fold
+
+        if self.data_dir is None:
+            raise FileNotFoundError(
+                f"dataset {self.dataset!r} needs data_dir (the folder with MANIFEST.csv) or ${DATA_ENV} to be set."
+            )
+        listing = pocus_listing(self.data_dir, probe=self.probe, num_folds=self.num_folds, seed=self.seed)
+        return split_by_fold(listing, self.fold)[split]
+
     def capped(self, split: str) -> int | None:
         """
         The cap ``num_samples[split]`` when it leaves out items of the split (a smoke run's ``--num_test 15`` of a
@@ -580,12 +584,9 @@ class BundleData:
         if self.datalist is not None:
             full = len(self._splits.get(split) or [])
         elif self.dataset in VIDEO_DATASETS:
-            from monai_das.data import pocus_listing, split_by_fold
-
             if self.data_dir is None:
                 return None
-            listing = pocus_listing(self.data_dir, probe=self.probe, num_folds=self.num_folds, seed=self.seed)
-            full = len(split_by_fold(listing, self.fold)[split])
+            full = len(self._fold_items(split))
         else:
             from monai_das.data.medmnist3d import medmnist_info
 
