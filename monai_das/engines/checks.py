@@ -536,11 +536,14 @@ def prepare_sqlite_tracking(uri: str) -> None:
     a temporary file beside it, which is then linked to the name only if no other run made one meanwhile. A database
     left unfinished that way by an earlier version (no runs, not MLflow's latest schema) is moved aside to
     ``<name>.unfinished-<time>-<pid>`` (warned) and made anew; a database holding runs is left to MLflow. Only rank 0
-    (``RANK``) makes it, and nothing is made when ``MLFLOW_TRACKING_URI`` is set (MLflow logs there instead). A
+    of a ``torchrun`` launch (:func:`~monai_das.engines.inference.launcher_shard`: a stray ``RANK`` alone is no
+    launch) makes it, and nothing is made when ``MLFLOW_TRACKING_URI`` is set (MLflow logs there instead). A
     temporary file of a run killed while making one, untouched for 5 minutes, is removed.
     """
+    from monai_das.engines.inference import launcher_shard
+
     path = _sqlite_file(uri)
-    if path is None or os.environ.get("RANK", "0") != "0" or os.environ.get("MLFLOW_TRACKING_URI"):
+    if path is None or launcher_shard()[0] != 0 or os.environ.get("MLFLOW_TRACKING_URI"):
         return  # (only rank 0 tracks; MLflow's own environment variable takes over tracking_uri)
     import time
 
