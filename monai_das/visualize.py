@@ -46,12 +46,17 @@ def _save(fig, filepath: str | os.PathLike) -> str:
     return str(path)
 
 
+def _shown(frame: np.ndarray) -> np.ndarray:
+    """What :func:`_display` shows of a ``C×H×W`` frame: ``H×W×3`` (RGB) or ``H×W`` (the first channel)."""
+    if frame.ndim != 3:
+        raise ValueError(f"expected a C×H×W frame, got shape {frame.shape}.")
+    return frame.transpose(1, 2, 0) if frame.shape[0] == 3 else frame[0]
+
+
 def _display(frame: np.ndarray, window: tuple[float, float] | None = None) -> tuple[np.ndarray, str | None]:
     """``C×H×W`` → ``H×W`` (grey, first channel) or ``H×W×3`` (RGB) scaled to [0, 1] for ``imshow``: by ``window``
     ``(lo, hi)`` when given (one scale for several frames), else by the frame's own minimum and maximum."""
-    if frame.ndim != 3:
-        raise ValueError(f"expected a C×H×W frame, got shape {frame.shape}.")
-    img = frame.transpose(1, 2, 0) if frame.shape[0] == 3 else frame[0]
+    img = _shown(frame)
     lo, hi = (float(img.min()), float(img.max())) if window is None else window
     img = np.clip(img, lo, hi)
     img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
@@ -103,8 +108,8 @@ def plot_kept_frames(
     for r in range(b):
         if strip:
             _kept_strip(axes[r, 0], idx[r], int(num_frames), evidence[r] if evidence is not None else None)
-        shown = frames_np[r, cols][:, :3] if frames_np.shape[2] == 3 else frames_np[r, cols][:, :1]
-        window = (float(shown.min()), float(shown.max()))
+        row_pixels = [_shown(frames_np[r, j]) for j in cols]
+        window = (min(float(p.min()) for p in row_pixels), max(float(p.max()) for p in row_pixels))
         for c, j in enumerate(cols):
             img, cmap = _display(frames_np[r, j], window)
             ax = axes[r, c + strip]
@@ -115,8 +120,8 @@ def plot_kept_frames(
         if titles is not None:
             axes[r, 0].set_ylabel(str(titles[r]), fontsize=7, rotation=0, ha="right", va="center")
     note = "; strip: kept dark, dropped light, evidence red" if strip else ""
-    shown = f", {len(cols)} of them shown, evenly spread" if len(cols) < k else ""
-    fig.suptitle(f"kept frames ({k} per input{shown}; index among the network's {num_frames or 'T'} input frames, "
+    subset = f", {len(cols)} of them shown, evenly spread" if len(cols) < k else ""
+    fig.suptitle(f"kept frames ({k} per input{subset}; index among the network's {num_frames or 'T'} input frames, "
                  f"not the file's frame number{note}; one grey scale per row)", fontsize=9)
     return _save(fig, filepath)
 

@@ -58,7 +58,7 @@ class ResumableMLFlowHandler(MLFlowHandler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._logged: dict[str, set] | None = None  # run id → (key, step, value) logged
+        self._logged: tuple[str, set] | None = None  # (run id, its (key, step, value) logged)
 
     def _history(self, run_id: str) -> set:
         data = self.client.get_run(run_id).data
@@ -71,9 +71,9 @@ class ResumableMLFlowHandler(MLFlowHandler):
         from monai.utils import flatten_dict
 
         run_id = self.cur_run.info.run_id
-        if self._logged is None or run_id not in self._logged:
-            self._logged = {run_id: self._history(run_id)}
-        done = self._logged[run_id]
+        if self._logged is None or self._logged[0] != run_id:
+            self._logged = (run_id, self._history(run_id))
+        done = self._logged[1]
         flat = flatten_dict(metrics)
         new = {k: v for k, v in flat.items() if (k, step or 0, _same(v)) not in done}
         if len(new) < len(flat):
