@@ -16,7 +16,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import not_best_reason
-from monai_das.utils.io import ATOMIC_TEMP_NAME, check_checkpoint, refused_objects, write_text_atomic
+from monai_das.utils.io import check_checkpoint, refused_objects, remove_stale_atomic_files, write_text_atomic
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -153,12 +153,12 @@ def remove_stale_temp_files(save_dir: str | Path) -> list[Path]:
     removed = []
     if folder.is_dir():
         for f in sorted(folder.iterdir()):
-            # another program's atomic write may be in flight (an inference exporting models/model.onnx): only
-            # such files untouched for 5 minutes are stale
-            if f.is_file() and (_TEMP_NAME.fullmatch(f.name) or (ATOMIC_TEMP_NAME.fullmatch(f.name)
-                                                                 and time.time() - f.stat().st_mtime > 300)):
+            if f.is_file() and _TEMP_NAME.fullmatch(f.name):
                 f.unlink(missing_ok=True)
                 removed.append(f)
+        # another program's atomic write may be in flight (an inference exporting models/model.onnx): only those
+        # untouched for a while are stale
+        removed = sorted(removed + remove_stale_atomic_files(folder))
     if removed:
         logger.warning(f"removed {len(removed)} temporary file(s) left in {folder} by an interrupted checkpoint save: "
                        + ", ".join(p.name for p in removed))

@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "atomic_file",
+    "remove_stale_atomic_files",
     "write_text_atomic",
     "write_json_atomic",
     "file_digest",
@@ -36,6 +37,41 @@ _FILE_MODE = _file_mode()
 
 #: the name of an :func:`atomic_file` temporary file (``.<stem>.<8 random characters of mkstemp>.tmp<suffix>``)
 ATOMIC_TEMP_NAME = re.compile(r"\..*\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?")
+#: seconds a temporary file of :func:`atomic_file` stays untouched before it counts as left by a killed write
+STALE_TEMP_S = 300
+#: folders this process has cleaned of stale temporary files (:func:`remove_stale_atomic_files`, once per folder)
+_CLEANED: set[str] = set()
+
+
+def is_stale_atomic_file(path: Path) -> bool:
+    """Whether ``path`` is a temporary file of :func:`atomic_file` untouched for :data:`STALE_TEMP_S` seconds: one a
+    killed write left (a write in flight, of this or another program, is younger or still growing)."""
+    import stat
+    import time
+
+    if ATOMIC_TEMP_NAME.fullmatch(path.name) is None:
+        return False
+    try:
+        info = path.lstat()  # a link of that name is not one of ours: left alone
+    except OSError:  # gone meanwhile
+        return False
+    return stat.S_ISREG(info.st_mode) and time.time() - info.st_mtime > STALE_TEMP_S
+
+
+def remove_stale_atomic_files(folder: str | os.PathLike) -> list[Path]:
+    """
+    Delete the temporary files that killed :func:`atomic_file` writes left in ``folder`` (:func:`is_stale_atomic_file`).
+    :func:`atomic_file` calls it on the first write into a folder in a process, so a report, figure or prediction
+    folder does not collect them across interrupted runs. Returns the deleted paths.
+    """
+    removed = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            f = Path(entry.path)
+            if entry.name.startswith(".") and is_stale_atomic_file(f):
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    return sorted(removed)
 
 
 @contextmanager
@@ -46,12 +82,17 @@ def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
     deleted and ``filepath`` is left as it was. A reader never sees a half-written file, and a kill leaves at most a
     hidden ``.<name>.<random>.tmp<suffix>`` file behind. The temporary file is created by ``tempfile.mkstemp``
     (exclusively, with a random name: never a file or link planted there before, never the temporary file of another
-    writer of the same target) and gets the permissions of a plain new file before the swap.
+    writer of the same target) and gets the permissions of a plain new file before the swap. The first write into a
+    folder in a process removes what killed writes left there (:func:`remove_stale_atomic_files`).
     """
     import tempfile
 
     path = Path(filepath)
     path.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.path.realpath(path.parent)
+    if folder not in _CLEANED:
+        _CLEANED.add(folder)
+        remove_stale_atomic_files(folder)
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(name)

@@ -91,3 +91,30 @@ def test_atomic_file_never_writes_through_a_planted_link(tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask and target.read_text() == "again"
     left = sorted(p.name for p in target.parent.iterdir())
     assert left == sorted([".report.tmp.json", f".report.tmp{os.getpid()}.json", "report.json"])  # no temporary left
+
+
+def test_first_write_into_a_folder_removes_what_killed_writes_left(tmp_path):
+    """A killed ``atomic_file`` write leaves a hidden temporary file; the next process's first write into that folder
+    deletes it once it is 5 minutes old (a younger one may be another program's write in flight), and nothing else:
+    not the files beside it, not a link of such a name."""
+    import os
+    import time
+
+    from monai_das.utils.io import STALE_TEMP_S, write_text_atomic
+
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    old = time.time() - STALE_TEMP_S - 60
+    stale = folder / ".kept_frames.x1y2z3a4.tmp.png"
+    young = folder / ".kept_frames.q9w8e7r6.tmp.png"
+    kept = [folder / "kept_frames.png", folder / ".hidden_note", folder / "report.tmp.png"]
+    link = folder / ".roc.abcd1234.tmp.png"
+    for f in [stale, young, *kept]:
+        f.write_bytes(b"x")
+        os.utime(f, (old, old)) if f is not young else None
+    link.symlink_to(kept[0])
+    os.utime(link, (old, old), follow_symlinks=False)
+    write_text_atomic("{}", folder / "metrics.json")
+    assert not stale.exists()
+    assert young.exists() and all(f.exists() for f in kept) and link.is_symlink()
+    assert (folder / "metrics.json").read_text() == "{}"
