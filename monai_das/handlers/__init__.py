@@ -17,6 +17,7 @@ from monai_das.handlers.metrics import (
     EpochLoss,
     balanced_accuracy_from_confusion,
     bootstrap_intervals,
+    label_indices,
     per_class_metrics,
 )
 from monai_das.handlers.model_card import (
@@ -61,6 +62,7 @@ __all__ = [
     "EpochLoss",
     "per_class_metrics",
     "bootstrap_intervals",
+    "label_indices",
     "SelectionDiagnosticsHandler",
     "SamplerWarmupHandler",
     "TemperatureScheduleHandler",

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, bootstrap_intervals, class_support, few_items_named
+from monai_das.handlers.metrics import (
+    MIN_ITEMS_PER_CLASS, bootstrap_intervals, class_support, few_items_named, label_indices
+)
 from monai_das.handlers.sampling import SampledIndicesHandler
 from monai_das.networks.utils import unwrap_network
 from monai_das.handlers.warmup import sampler_warming_up
@@ -267,8 +269,7 @@ class SelectionDiagnosticsHandler:
         label = data.get(self.label_key) if isinstance(data, dict) else None
         if label is None:
             return None
-        label = torch.as_tensor(label).reshape(-1)
-        return int(label.argmax() if label.numel() > 1 else label[0])
+        return int(label_indices([label])[0])
 
     def _gather_ranks(self) -> None:
         """

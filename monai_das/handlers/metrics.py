@@ -16,9 +16,31 @@ NotComputableError, _ = optional_import(
 )
 
 __all__ = [
-    "BalancedAccuracy", "EpochLoss", "balanced_accuracy_from_confusion", "bootstrap_intervals", "paired_bootstrap",
-    "per_class_metrics"
+    "BalancedAccuracy", "EpochLoss", "balanced_accuracy_from_confusion", "bootstrap_intervals", "label_indices",
+    "paired_bootstrap", "per_class_metrics"
 ]
+
+
+def label_indices(y, num_classes: int | None = None) -> torch.Tensor:
+    """
+    Class indices ``N`` (long) of labels given as class indices (``N``, or decollated items of one value each) or as
+    one-hot vectors (``N×C``, or decollated items of ``C`` values: ``AsDiscreted(to_onehot=C)``), taken by argmax.
+
+    Raises:
+        ValueError: an item of another number of values than 1 or ``num_classes`` (when given), naming both.
+    """
+    if isinstance(y, (list, tuple)):  # decollated items (MONAI engines)
+        items = [torch.as_tensor(t).reshape(-1) for t in y]
+    else:
+        y = torch.as_tensor(y)
+        items = list(y.reshape(y.shape[0], -1)) if y.ndim >= 2 else list(y.reshape(-1, 1))
+    out = []
+    for t in items:
+        if t.numel() != 1 and (t.numel() == 0 or (num_classes is not None and t.numel() != num_classes)):
+            raise ValueError(f"a label of {t.numel()} values: give a class index or a one-hot vector of "
+                             f"{num_classes if num_classes is not None else 'C'} values (AsDiscreted(to_onehot=C)).")
+        out.append(t.argmax() if t.numel() > 1 else t[0])
+    return torch.stack(out).long() if out else torch.zeros(0, dtype=torch.long)
 
 
 def balanced_accuracy_from_confusion(cm: torch.Tensor) -> float:
@@ -291,7 +313,8 @@ def per_class_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[s
 
 class BalancedAccuracy(ConfusionMatrix):
     """
-    Balanced accuracy (mean per-class recall) of logits/probabilities ``B×C`` against integer labels ``B``,
+    Balanced accuracy (mean per-class recall) of logits/probabilities ``B×C`` against labels: class indices ``B`` or
+    one-hot ``B×C`` (:func:`label_indices`),
     built on ignite's ``ConfusionMatrix`` (so it is all-reduced across ranks in distributed runs).
 
     Args:
@@ -308,11 +331,9 @@ class BalancedAccuracy(ConfusionMatrix):
 
     def update(self, output) -> None:  # type: ignore[override]
         y_pred, y = output[0], output[1]
-        if isinstance(y_pred, (list, tuple)):  # decollated items (MONAI engines): C-long predictions, scalar labels
+        if isinstance(y_pred, (list, tuple)):  # decollated items (MONAI engines): C-long predictions
             y_pred = torch.stack([torch.as_tensor(p).reshape(-1) for p in y_pred])
-        if isinstance(y, (list, tuple)):
-            y = torch.stack([torch.as_tensor(t).reshape(-1)[0] for t in y])
-        super().update((torch.as_tensor(y_pred).float(), torch.as_tensor(y).long().reshape(-1)))
+        super().update((torch.as_tensor(y_pred).float(), label_indices(y, self.num_classes)))
 
     def compute(self) -> float:  # type: ignore[override]
         return balanced_accuracy_from_confusion(super().compute())
@@ -346,12 +367,10 @@ class EpochLoss(Metric):
 
     def update(self, output) -> None:
         y_pred, y = output[0], output[1]
-        if isinstance(y_pred, (list, tuple)):  # decollated items (MONAI engines): C-long predictions, scalar labels
+        if isinstance(y_pred, (list, tuple)):  # decollated items (MONAI engines): C-long predictions
             y_pred = torch.stack([torch.as_tensor(p).reshape(-1) for p in y_pred])
-        if isinstance(y, (list, tuple)):
-            y = torch.stack([torch.as_tensor(t).reshape(-1)[0] for t in y])
         y_pred = torch.as_tensor(y_pred).detach().float()
-        self._items.append((y_pred.reshape(-1, y_pred.shape[-1]).cpu(), torch.as_tensor(y).long().reshape(-1).cpu()))
+        self._items.append((y_pred.reshape(-1, y_pred.shape[-1]).cpu(), label_indices(y, y_pred.shape[-1]).cpu()))
 
     def compute(self) -> float:
         items = self._items

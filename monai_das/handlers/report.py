@@ -20,6 +20,7 @@ from monai_das.handlers.metrics import (
     bootstrap_intervals,
     class_support,
     few_items_named,
+    label_indices,
     per_class_metrics,
 )
 from monai_das.transforms.temporal import SOURCE_INDICES
@@ -135,7 +136,7 @@ class ClassificationReportSaver:
             else [{}] * len(items)
         for item, data in zip(items, batch):
             pred = torch.as_tensor(item[self.pred_key]).reshape(-1)
-            label = int(torch.as_tensor(item[self.label_key]).reshape(-1)[0])
+            label = int(label_indices([item[self.label_key]], self.num_classes)[0])
             if not 0 <= label < self.num_classes:
                 raise ValueError(f"label {label} outside [0, {self.num_classes}).")
             prob = item.get(self.prob_key) if isinstance(item, dict) else None

@@ -29,6 +29,30 @@ def test_matches_sklearn_on_decollated_outputs(num_classes):
     assert state.metrics["bal_acc"] == pytest.approx(expected)
 
 
+def test_one_hot_labels_give_the_same_metrics_as_class_indices():
+    """MONAI's usual classification labels, ``AsDiscreted(to_onehot=C)``: the balanced accuracy and the epoch loss
+    read them as class indices (element 0 of a one-hot vector was taken as the class: the labels inverted, 0.25
+    instead of 0.75); a label of another length is refused, naming it."""
+    from monai.transforms import AsDiscrete
+
+    from monai_das.handlers import label_indices
+
+    pred = [torch.tensor([0.9, 0.1]), torch.tensor([0.8, 0.2]), torch.tensor([0.3, 0.7]), torch.tensor([0.6, 0.4])]
+    index = [torch.tensor(i) for i in (0, 0, 1, 1)]
+    one_hot = [AsDiscrete(to_onehot=2)(t[None]) for t in index]
+    results = []
+    for labels in (index, one_hot, torch.stack(one_hot), torch.stack(index)):
+        acc, loss = BalancedAccuracy(2), EpochLoss(torch.nn.CrossEntropyLoss())
+        acc.reset(), loss.reset()
+        acc.update((pred, labels)), loss.update((pred, labels))
+        results.append((acc.compute(), loss.compute()))
+    assert results[0][0] == pytest.approx(0.75)
+    assert all(r == pytest.approx(results[0]) for r in results)
+    assert label_indices(torch.tensor([[0.0, 0.0, 1.0]]), 3).tolist() == [2]
+    with pytest.raises(ValueError, match="a label of 3 values: give a class index or a one-hot vector of 2 values"):
+        BalancedAccuracy(2).update((pred[:1], [torch.tensor([0.0, 1.0, 0.0])]))
+
+
 @pytest.mark.parametrize("bundle", ["das_volume_classification", "das_video_classification"])
 def test_validation_loss_is_class_weighted_over_the_epoch_and_test_loss_is_not(bundle):
     """The bundles' val_loss (early stopping, best model) with --class_weights: the weighted mean over all items, as

@@ -13,10 +13,13 @@ from ignite.engine import Engine, Events
 from monai_das.handlers import ClassificationReportSaver
 
 
-def test_report_files(tmp_path, capsys, caplog):
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_report_files(tmp_path, capsys, caplog, one_hot):
+    """Labels as class indices or one-hot (``AsDiscreted(to_onehot=C)``; element 0 was read as the class)."""
     preds = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
     labels = torch.tensor([0, 1, 2, 2])
-    engine = Engine(lambda e, b: [{"pred": p, "label": t} for p, t in zip(preds[b], labels[b])])
+    given = torch.nn.functional.one_hot(labels, 3).float() if one_hot else labels
+    engine = Engine(lambda e, b: [{"pred": p, "label": t} for p, t in zip(preds[b], given[b])])
 
     @engine.on(Events.EPOCH_COMPLETED)
     def _metrics(e):
