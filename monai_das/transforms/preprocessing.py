@@ -33,7 +33,13 @@ from monai.transforms import (
 from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
-from monai_das.transforms.temporal import NO_SOURCE, SOURCE_INDICES, affine_evidence_slices, affine_source_indices
+from monai_das.transforms.temporal import (
+    NO_SOURCE,
+    SOURCE_INDICES,
+    _source_coordinates,
+    affine_evidence_slices,
+    affine_source_indices,
+)
 
 __all__ = [
     "RECIPE_KEYS",
@@ -799,7 +805,7 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
                              f"{len(source)} slices/frames (shape {tuple(img.shape)}): give frame_axis = 1 + the "
                              "recipe's slice_axis for a channel-first volume, 0 for a T×C×H×W clip.")
         _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "slices")
-        kept = _nearest_slices(source, wanted)
+        kept = _nearest_slices([i if i >= 0 else math.inf for i in source], wanted)  # padding: no slice of the file
     elif SOURCE_INDICES in meta:  # a clip: the input frames that are an evidence frame
         source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
         _check_evidence(wanted, int(meta.get("original_num_frames", max(source) + 1)), name, "frames")
@@ -825,7 +831,10 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
             ranks = series_slice_ranks(name, meta["original_affine"], source_shape[2])
             wanted = sorted(ranks.index(i) for i in wanted)
         if any(_interpolates(op) for op in getattr(img, "applied_operations", None) or []):
-            kept = _nearest_slices(source, wanted)  # resampled (Spacing, ...): the input slice(s) nearest to each
+            # resampled (Spacing, ...): the input slice(s) nearest to each, by their continuous coordinates in the
+            # file (rounded ones tied slices 9 and 10 at file slices 13 and 15 around a finding at 14), padding none
+            coords = _source_coordinates(meta["original_affine"], img.affine, img.shape[1:], frame_axis - 1)[0]
+            kept = _nearest_slices([c if i >= 0 else math.inf for c, i in zip(coords, source)], wanted)
         else:  # oriented and area-resized: the input slices that show each most, ties all (a slice shared half and
             # half between two: the nearest alone counted a kept one showing the whole finding as a miss)
             kept = affine_evidence_slices(meta["original_affine"], img.affine, img.shape[1:], frame_axis - 1, wanted)
@@ -845,12 +854,17 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     return kept + [-1] * (t - len(kept))
 
 
-def _nearest_slices(source: Sequence[int], wanted: Sequence[int]) -> list[int]:
-    """The input slices whose source slice (``source``, one per input slice) is nearest to each ``wanted`` one (all
-    of them on a tie), ascending; padding slices (source ``< 0``) are never evidence."""
+def _nearest_slices(source: Sequence[float], wanted: Sequence[int]) -> list[int]:
+    """The input slices whose coordinate in the file's slices (``source``, one per input slice; ``inf`` for padding,
+    never evidence) is nearest to each ``wanted`` slice (all of them on a tie), ascending."""
     src = np.asarray(source, dtype=float)
-    src[src < 0] = np.inf  # padding (resize "pad"): no slice of the file
-    return sorted({int(j) for i in wanted for j in np.flatnonzero(np.abs(src - i) == np.abs(src - i).min())})
+    kept = set()
+    for i in wanted:
+        distance = np.abs(src - i)
+        if not np.isfinite(distance.min()):  # padding only
+            continue
+        kept.update(int(j) for j in np.flatnonzero(distance <= distance.min() + 1e-6))
+    return sorted(kept)
 
 
 def _volume_as_frames(name: str, frame_axis: int, shape: Sequence[int]) -> ValueError:
