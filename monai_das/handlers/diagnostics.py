@@ -235,6 +235,14 @@ class SelectionDiagnosticsHandler:
             evidence = next((data[k] for k in self.evidence_keys if isinstance(data, dict) and k in data), None)
             if evidence is not None:
                 ev = {int(i) for i in torch.as_tensor(evidence).reshape(-1) if int(i) >= 0}
+                t = self.indices.num_frames
+                if t is not None and ev and max(ev) >= t:  # counted as never kept: evidence_kept silently low
+                    name = data.get("id", data.get("image")) if isinstance(data, dict) else None
+                    raise ValueError(
+                        f"{type(self).__name__}: item {name!r} has evidence at frame {max(ev)}, but the network "
+                        f"saw {t} frames: the evidence numbers frames of another sequence (map it with MapEvidenced "
+                        "after the last spatial step; a subsampling before the network must renumber it: the "
+                        "monai_das dictionary subsamplings do, see subsample_frame_records).")
                 self._evidence[0] += len(ev & kept)
                 self._evidence[1] += len(ev)
 

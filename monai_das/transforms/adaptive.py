@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,16 @@ from monai.transforms import MapTransform, Transform
 from monai.networks.utils import eval_mode
 from monai.utils import TransformBackends, convert_to_tensor
 
-from monai_das.transforms.temporal import KEPT_INDICES, VolumeToFrames, select_frames, subsampled_meta
+from monai_das.transforms.temporal import (
+    _RECORDS_DOC,
+    EVIDENCE_KEYS,
+    FRAME_RECORD_KEYS,
+    KEPT_INDICES,
+    VolumeToFrames,
+    select_frames,
+    subsample_frame_records,
+    subsampled_meta,
+)
 
 __all__ = ["AdaptiveSubsample", "AdaptiveSubsampled", "AdaptiveSubsampleD", "AdaptiveSubsampleDict"]
 
@@ -134,6 +143,8 @@ class AdaptiveSubsampled(MapTransform):
     ``d[f"{key}_kept_indices"]`` (``k`` long tensor) for every key.
     """
 
+    __doc__ = (__doc__ or "") + _RECORDS_DOC
+
     def __init__(
         self,
         keys: KeysCollection,
@@ -141,9 +152,12 @@ class AdaptiveSubsampled(MapTransform):
         slice_axis: int | None = None,
         device: str | torch.device | None = None,
         allow_missing_keys: bool = False,
+        record_keys: Sequence[Hashable] = FRAME_RECORD_KEYS,
+        evidence_keys: Sequence[Hashable] = EVIDENCE_KEYS,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.subsampler = AdaptiveSubsample(sampler, slice_axis, device)
+        self.record_keys, self.evidence_keys = tuple(record_keys), tuple(evidence_keys)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -161,6 +175,7 @@ class AdaptiveSubsampled(MapTransform):
         for key in keys[1:]:
             d[key] = select_frames(seqs[key], indices)
             d[f"{key}_{KEPT_INDICES}"] = indices.clone()
+        subsample_frame_records(d, indices, lengths[keys[0]], name, self.record_keys, self.evidence_keys)
         return d
 
 

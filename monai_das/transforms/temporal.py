@@ -25,6 +25,7 @@ __all__ = [
     "uniform_indices",
     "select_frames",
     "subsampled_meta",
+    "subsample_frame_records",
     "volume_to_frames",
     "VolumeToFrames",
     "VolumeToFramesd",
@@ -172,6 +173,49 @@ def subsampled_meta(meta: Mapping, num_frames: int, indices: torch.Tensor) -> di
     return meta
 
 
+#: the per-frame records a dictionary subsampling keeps in step with the frames, by default: the file's slice/frame
+#: numbers of :class:`~monai_das.transforms.SourceIndicesd` (selected), the evidence positions of
+#: :class:`~monai_das.transforms.MapEvidenced` (renumbered)
+FRAME_RECORD_KEYS = (SOURCE_INDICES,)
+EVIDENCE_KEYS = ("evidence",)
+
+
+def subsample_frame_records(data: dict, indices: torch.Tensor | Sequence[int], num_frames: int, name: str,
+                            record_keys: Sequence[Hashable] = FRAME_RECORD_KEYS,
+                            evidence_keys: Sequence[Hashable] = EVIDENCE_KEYS) -> None:
+    """
+    Keep an item's per-frame records in step with its frames after a subsampling of its ``num_frames`` frames to
+    ``indices`` (``k``), in place: each ``record_keys`` entry present (``T`` values, one per frame, e.g. the file's
+    slice numbers of :class:`~monai_das.transforms.SourceIndicesd`) is indexed by ``indices``; each ``evidence_keys``
+    entry present (``T`` frame positions padded with ``-1``, as :class:`~monai_das.transforms.MapEvidenced` gives) is
+    renumbered to positions among the kept frames (evidence frames not kept are dropped), padded to ``k``. Left
+    alone, both would keep numbering the ``T`` frames while the network numbers the ``k``: the reports' source frames
+    and ``evidence_kept`` were silently wrong.
+
+    Raises:
+        ValueError: an entry of another length than ``num_frames``, naming ``name``, the key and both lengths.
+    """
+    idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+    for key in record_keys:
+        if key in data and data[key] is not None:
+            values = torch.as_tensor(data[key]).reshape(-1)
+            if values.numel() != num_frames:
+                raise ValueError(f"{name}: {key!r} holds {values.numel()} values for a sequence of {num_frames} "
+                                 "frames; a per-frame record must have one per frame (give record_keys=() if it is "
+                                 "not one).")
+            data[key] = values[idx.to(values.device)]
+    for key in evidence_keys:
+        if key in data and data[key] is not None:
+            evidence = [int(i) for i in torch.as_tensor(data[key]).reshape(-1)]
+            if len(evidence) != num_frames:
+                raise ValueError(f"{name}: {key!r} lists {len(evidence)} entries for a sequence of {num_frames} "
+                                 "frames: map it with MapEvidenced before the subsampling (one entry per frame, "
+                                 "padded with -1), or give evidence_keys=() if it is not evidence.")
+            wanted = {i for i in evidence if i >= 0}
+            kept = [j for j, i in enumerate(idx.tolist()) if i in wanted]
+            data[key] = kept + [-1] * (len(idx) - len(kept))
+
+
 def volume_to_frames(img: torch.Tensor, axis: int = 0) -> torch.Tensor:
     """``C×D×H×W`` → ``T×C×…`` with the frames taken along spatial ``axis`` (0=D: ``D×C×H×W``, 1=H: ``H×C×D×W``,
     2=W: ``W×C×D×H``); the remaining axes keep their order (``torch.movedim(img, axis + 1, 0)``)."""
@@ -268,23 +312,44 @@ class UniformTemporalSubsample(Transform):
         return select_frames(img, self.indices(img.shape[0]))
 
 
+_RECORDS_DOC = """
+    The item's per-frame records follow the frames (:func:`subsample_frame_records`): ``record_keys`` (default
+    ``("source_indices",)``, :class:`~monai_das.transforms.SourceIndicesd`'s file slice/frame numbers) are indexed by
+    the kept indices, ``evidence_keys`` (default ``("evidence",)``, as :class:`~monai_das.transforms.MapEvidenced`
+    maps it) renumbered to the kept frames."""
+
+
 class UniformTemporalSubsampled(MapTransform):
     """
     Dictionary form of :class:`UniformTemporalSubsample`. Besides the meta of ``MetaTensor`` values, the kept
-    indices are stored as ``d[f"{key}_kept_indices"]`` (``k`` long tensor; batches to ``B×k``).
+    indices are stored as ``d[f"{key}_kept_indices"]`` (``k`` long tensor; batches to ``B×k``); all keys must have
+    the same ``T`` when the item carries per-frame records.
     """
 
-    def __init__(self, keys: KeysCollection, num_samples: int, allow_missing_keys: bool = False) -> None:
+    __doc__ = (__doc__ or "") + _RECORDS_DOC
+
+    def __init__(self, keys: KeysCollection, num_samples: int, allow_missing_keys: bool = False,
+                 record_keys: Sequence[Hashable] = FRAME_RECORD_KEYS,
+                 evidence_keys: Sequence[Hashable] = EVIDENCE_KEYS) -> None:
         super().__init__(keys, allow_missing_keys)
         self.subsampler = UniformTemporalSubsample(num_samples)
+        self.record_keys, self.evidence_keys = tuple(record_keys), tuple(evidence_keys)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
+        name = type(self).__name__
+        chosen: dict[int, torch.Tensor] = {}
         for key in self.key_iterator(d):
-            _check_sequence(d[key], type(self).__name__ + f"[{key!r}]")
-            idx = self.subsampler.indices(d[key].shape[0])
+            _check_sequence(d[key], name + f"[{key!r}]")
+            t = int(d[key].shape[0])
+            idx = chosen.setdefault(t, self.subsampler.indices(t))
             d[key] = select_frames(d[key], idx)
             d[f"{key}_{KEPT_INDICES}"] = idx
+        if len(chosen) > 1 and any(k in d for k in self.record_keys + self.evidence_keys):
+            raise ValueError(f"{name}: keys of {sorted(chosen)} frames; the item's per-frame records can follow one "
+                             "sequence only.")
+        for t, idx in chosen.items():
+            subsample_frame_records(d, idx, t, name, self.record_keys, self.evidence_keys)
         return d
 
 
@@ -331,11 +396,15 @@ class RandTemporalSubsampled(Randomizable, MapTransform):
     the same ``T``), stored as ``d[f"{key}_kept_indices"]``.
     """
 
+    __doc__ = (__doc__ or "") + _RECORDS_DOC
+
     def __init__(
-        self, keys: KeysCollection, num_samples: int, mode: str = "random", allow_missing_keys: bool = False
+        self, keys: KeysCollection, num_samples: int, mode: str = "random", allow_missing_keys: bool = False,
+        record_keys: Sequence[Hashable] = FRAME_RECORD_KEYS, evidence_keys: Sequence[Hashable] = EVIDENCE_KEYS,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.subsampler = RandTemporalSubsample(num_samples, mode)
+        self.record_keys, self.evidence_keys = tuple(record_keys), tuple(evidence_keys)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         super().set_random_state(seed, state)
@@ -355,10 +424,13 @@ class RandTemporalSubsampled(Randomizable, MapTransform):
         lengths = {int(d[key].shape[0]) for key in keys}
         if len(lengths) != 1:
             raise ValueError(f"all keys must have the same number of frames, got {lengths} for keys {keys}.")
-        self.randomize(lengths.pop())
+        t = lengths.pop()
+        self.randomize(t)
         for key in keys:
             d[key] = self.subsampler(d[key], randomize=False)
             d[f"{key}_{KEPT_INDICES}"] = self.subsampler._indices.clone()
+        subsample_frame_records(d, self.subsampler._indices, t, type(self).__name__, self.record_keys,
+                                self.evidence_keys)
         return d
 
 

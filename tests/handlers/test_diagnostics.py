@@ -233,6 +233,15 @@ def test_warns_when_the_kept_frames_avoid_the_evidence(caplog, evidence, warned)
     assert ("0.00 of the known evidence frames, less than half of what 0.50" in caplog.text) == warned
 
 
+def test_evidence_numbering_another_sequence_is_refused():
+    """Evidence of the 24 file frames on a network that sees 8 (a subsampling that did not renumber it, trial 60a)
+    was counted as never kept: evidence_kept silently low. Refused, naming the item and both numbers."""
+    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    data = [{**d, "informative": torch.tensor([3, 20]), "id": f"case{i}"} for i, d in enumerate(_data())]
+    with pytest.raises(ValueError, match=r"item 'case0' has evidence at frame 20, but the network saw 8 frames"):
+        _evaluator(net, data, [SelectionDiagnosticsHandler(net)]).run()
+
+
 def test_constant_predictions_never_best(tmp_path, caplog):
     torch.manual_seed(0)
     net = _ignoring_input(build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval())

@@ -111,6 +111,9 @@ def test_every_key_keeps_the_frames_chosen_on_the_first(das):
     assert torch.equal(d["seg"].as_tensor(), VolumeToFrames(0)(seg)[idx])  # the image's slices, not its own pick
     with pytest.raises(ValueError, match=r"same number of frames.*'seg': 15"):
         t({"image": vol, "seg": seg[:, :15]})
+    # the file's slice numbers (SourceIndicesd) follow the chosen slices
+    d = t({"image": MetaTensor(vol), "seg": MetaTensor(seg), "source_indices": torch.arange(100, 116)})
+    assert d["source_indices"].tolist() == (d["image_kept_indices"] + 100).tolist()
 
 
 def test_thread_pools_get_the_one_at_a_time_selection():

@@ -16,6 +16,7 @@ from monai_das.transforms import (
     UniformTemporalSubsampled,
     VolumeToFrames,
     VolumeToFramesd,
+    subsample_frame_records,
     uniform_indices,
 )
 
@@ -188,3 +189,31 @@ def test_affine_source_indices_ties_do_not_depend_on_storage_direction():
         assert axis == 2
         answers.append(src if affine is up else [23 - i for i in src])  # in the first file's numbering
     assert answers[0] == answers[1]
+
+
+def test_per_frame_records_follow_the_subsampling():
+    """SourceIndicesd's file slice numbers and MapEvidenced's evidence positions number the T frames; after a
+    subsampling the network numbers the k kept ones (trial 60a: the predictions' source frames were 22;19;16;13 for
+    the file slices 20;14;8;2, and evidence_kept was counted against positions of the 24 frames). The dictionary
+    subsamplings keep them in step; a record of another length is refused, naming it."""
+    frames = torch.rand(8, 1, 4, 4)
+    source = torch.arange(8).flip(0)  # a file stored the other way round: slice 7 first
+    evidence = [2, 3, -1, -1, -1, -1, -1, -1]
+    d = UniformTemporalSubsampled("image", 4)({"image": frames, "source_indices": source, "evidence": evidence})
+    idx = d["image_kept_indices"].tolist()
+    assert idx == uniform_indices(8, 4).tolist()
+    assert d["source_indices"].tolist() == source[idx].tolist()
+    assert d["evidence"] == [j for j, i in enumerate(idx) if i in (2, 3)] + [-1] * (4 - len([i for i in idx
+                                                                                           if i in (2, 3)]))
+    r = RandTemporalSubsampled(["image", "seg"], 3).set_random_state(1)
+    d = r({"image": frames, "seg": frames, "source_indices": source, "evidence": evidence})
+    idx = d["image_kept_indices"].tolist()
+    assert d["source_indices"].tolist() == source[idx].tolist() and len(d["evidence"]) == 3
+    assert [idx[j] for j in d["evidence"] if j >= 0] == [i for i in idx if i in (2, 3)]
+    plain = UniformTemporalSubsampled("image", 4, record_keys=(), evidence_keys=())(
+        {"image": frames, "source_indices": source, "evidence": [5]})
+    assert plain["source_indices"] is source and plain["evidence"] == [5]  # opted out: left alone
+    with pytest.raises(ValueError, match=r"UniformTemporalSubsampled: 'evidence' lists 1 entries for a sequence of 8"):
+        UniformTemporalSubsampled("image", 4)({"image": frames, "evidence": [5]})
+    with pytest.raises(ValueError, match=r"'source_indices' holds 9 values for a sequence of 8 frames"):
+        subsample_frame_records({"source_indices": torch.arange(9)}, [0, 1], 8, "x")
