@@ -804,13 +804,14 @@ def _nifti_shape(path: str, axcodes: str | None = None, pixdim=None) -> tuple[in
     ``axcodes`` the spatial shape after ``Orientation(axcodes)`` (the header's affine says which stored axis becomes
     which: a file stored z, x, y is 20×41×41 as stored and 41×41×20 in RAS), with ``pixdim`` after
     ``Spacing(pixdim)`` too (MONAI's own shape rule, applied to the header's affine without reading a voxel).
-    A header that declares more voxels than there is memory for is refused (:func:`check_nifti_memory`)."""
+    A header that declares more voxels than there is memory for, resampling to ``pixdim`` included, is refused
+    (:func:`~monai_das.data.studies.check_study_memory`)."""
     import nibabel as nib
 
-    from monai_das.data.studies import check_nifti_memory
+    from monai_das.data.studies import check_study_memory
 
     img = nib.load(path)
-    check_nifti_memory(path, img)  # before training's reader decompresses gigabytes a hostile header declares
+    check_study_memory(path, img, pixdim)  # before training's reader decompresses gigabytes a hostile header declares
     shape = [int(s) for s in img.shape]
     if axcodes is not None or pixdim is not None:  # the affine MONAI's NibabelReader uses (it may replace an sform
         from monai.data.utils import correct_nifti_header_if_necessary  # that pixdim contradicts)
@@ -974,7 +975,7 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
     ``[columns, rows, slices]`` in RAS) or one such file; ``uids``: the images' ``SOPInstanceUID``
     (:func:`_sop_uids`); a fifth value: the images' ``Modality`` (upper case; ``None`` when blank).
     """
-    from monai_das.data.studies import modality_of
+    from monai_das.data.studies import check_declared_memory, declared_dicom, modality_of
 
     if path.is_dir():
         from monai_das.data.studies import _is_non_image_object, _study_at, check_series_stack, is_hidden, sizes_named
@@ -1000,6 +1001,7 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
                 raise ValueError(f"{str(study.error).removeprefix(repr(str(path)) + ' ')} Inference and the Deploy "
                                  "app would refuse it: move the other studies out of the series folder.")
         headers = [_dicom_header(f) for f in files]
+        check_declared_memory(f"DICOM series '{path}'", declared_dicom(headers), pixdim)
         frames = [int(h.get("NumberOfFrames", 1) or 1) for h in headers]
         if len(files) == 1 and frames[0] > 1:
             return _dicom_facts(files[0], axcodes, pixdim)
@@ -1043,6 +1045,7 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
             dims = _resampled_shape(dims, _series_affine(headers), axcodes, pixdim)
         return "volume", channels.pop(), dims, _sop_uids(headers), modality_of(headers)
     ds = _dicom_header(path)
+    check_declared_memory(f"'{path}'", declared_dicom([ds]), pixdim)
     rows, cols = _dicom_rows_cols(ds, path)
     n = int(ds.get("NumberOfFrames", 1) or 1)
     uids = _sop_uids([ds])
@@ -1205,6 +1208,8 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     """``(channels, shape in the layout's order, number of frames/slices, content ids, modality)`` of one image, the
     ids being the SOPInstanceUIDs of DICOM images or the :func:`content_key` of another file, the modality a DICOM
     image's (``None`` for other files) (``clips_only``: refuse a volume rather than read it as a clip)."""
+    from monai_das.data.studies import check_study_memory
+
     p = Path(image)
     name = p.name.lower()
     if not p.exists():
@@ -1222,6 +1227,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     if name.endswith(_NIFTI_SUFFIXES):
         c, spatial = _nifti_shape(image, *((axcodes, pixdim) if layout == "volume" else (None, None)))
     elif name.endswith(".npy"):
+        check_study_memory(image, pixdim=pixdim if layout == "volume" else None)
         c, spatial = _npy_shape(image)
     elif p.is_dir() or is_dicom(p):
         kind, c, dims, uids, modality = _dicom_facts(p, *((axcodes, pixdim) if layout == "volume" else (None, None)))
@@ -1231,7 +1237,8 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
             clip, spatial = None, [dims[2], dims[1], dims[0]]
     elif name.endswith(VIDEO_EXTENSIONS):
         c, clip = _video_facts(image)
-    else:
+    else:  # an ITK file (.nrrd, .mha, ...) is read whole here: its header first
+        check_study_memory(image, pixdim=pixdim if layout == "volume" else None)
         c, spatial = _loaded_facts(image, reader)
 
     if layout == "video":

@@ -1015,12 +1015,22 @@ def test_nifti_header_declaring_more_than_the_memory_is_refused(tmp_path, monkey
     small = _nifti_file(tmp_path / "small.nii.gz", (8, 8, 6), (1.0, 1.0, 2.0))
     monkeypatch.setattr(studies, "available_memory", lambda: 8 << 30)  # 8 GiB: never the machine's own
     with pytest.raises(RuntimeError, match=r"huge\.nii' cannot be read: MemoryError \(out of memory\): .*huge\.nii' "
-                                           r"declares 100000×100000×100000 voxels of float32 .* needs about 3.55 PiB "
-                                           r".* more than the 8 GiB of memory available"):
+                                           r"declares 100000×100000×100000 values of 4 byte\(s\) .* needs about 22\.2 "
+                                           r"PiB, more than the 8 GiB of memory available"):
         check_study_shapes([str(small), str(huge)], "volume", slice_axis=2, axcodes="RAS")
     assert check_study_shapes([str(small)], "volume", slice_axis=2)["shapes"][str(small)] == (1, 8, 8, 6)
+    # training reads other files whole too: an NRRD header declaring 1024³, a series resampled far finer
+    nrrd = tmp_path / "bomb.nrrd"
+    nrrd.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1024 1024 1024\nencoding: raw\n\n" + b"\0" * 64)
+    with pytest.raises(RuntimeError, match=r"bomb\.nrrd' cannot be read: MemoryError .*declares 1024×1024×1024×1 "
+                                           r"values of 1 byte\(s\)"):
+        check_study_shapes([str(nrrd)], "volume", slice_axis=2)
+    coarse = _nifti_file(tmp_path / "coarse.nii.gz", (8, 8, 6), (40.0, 40.0, 40.0))
+    with pytest.raises(RuntimeError, match=r"coarse\.nii\.gz' .* resampled to pixdim \[0\.5, 0\.5, 0\.5\] from "
+                                           r"spacing \[40\.0, 40\.0, 40\.0\]: about 196,608,000 voxels"):
+        check_study_shapes([str(coarse)], "volume", slice_axis=2, pixdim=[0.5, 0.5, 0.5])
     monkeypatch.setattr(studies, "available_memory", lambda: None)  # unknown: nothing refused from the header
-    studies.check_nifti_memory(huge)
+    studies.check_study_memory(huge)
 
 
 @pytest.mark.parametrize("column", ["patient_id", "PatientID", "Patient", "subject"])

@@ -600,6 +600,59 @@ def test_extensionless_non_dicom_files_beside_a_series_are_no_study(tmp_path):
     assert [s.kind for s in discover_studies(cine)] == ["video"]
 
 
+def test_headers_declaring_more_than_the_memory_are_refused_before_reading(tmp_path, monkeypatch):
+    """Trial 60b: a 0.5 MB deflated multi-frame DICOM (4096×4096×32) peaked at 6.9 GB, a 1 MB .nrrd of 1024³ zeros
+    passed unchecked (only NIfTI was), and a 29 KB NIfTI of 45 mm voxels, resampled to the recipe's 1 mm, asked for
+    20 GB. Each is refused from its header, naming the study, before a voxel is decoded."""
+    import gzip
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    from monai_das.data import studies
+    from monai_das.data.studies import LoadStudy
+
+    monkeypatch.setattr(studies, "available_memory", lambda: 1 << 30)  # 1 GiB
+    ds = Dataset()  # declares 4096×4096×32, holds 4 frames of 8×10
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID = UltrasoundMultiFrameImageStorage, \
+        ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SeriesInstanceUID, ds.Modality = UltrasoundMultiFrameImageStorage, generate_uid(), "US"
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel = 4096, 4096, 32, 1
+    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
+        "MONOCHROME2", 8, 8, 7, 0)
+    ds.PixelData = np.zeros((4, 8, 10), np.uint8).tobytes()
+    (tmp_path / "cine").mkdir()
+    ds.save_as(str(tmp_path / "cine" / "IM0001"), enforce_file_format=True)
+    with pytest.raises(RuntimeError, match=r"^study 'cine' \(.*IM0001\) declares 4096×4096×32×1 values of 1 byte\(s\) "
+                                           r"in its header; .* needs about 11 GiB, more than the 1 GiB"):
+        LoadStudy(VIDEO).load(tmp_path / "cine")
+    nrrd = tmp_path / "bomb.nrrd"  # an NRRD header declaring 1024³ uint8, its gzip data cut short
+    nrrd.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nspace: left-posterior-superior\nsizes: 1024 1024 1024\n"
+                     b"space directions: (1,0,0) (0,1,0) (0,0,1)\nencoding: gzip\nspace origin: (0,0,0)\n\n"
+                     + gzip.compress(b"\0" * 4096))
+    with pytest.raises(RuntimeError, match=r"^study 'bomb.nrrd': '.*bomb\.nrrd' declares 1024×1024×1024×1 values of "
+                                           r"1 byte\(s\) in its header; .* needs about 22 GiB"):
+        LoadStudy(VOLUME).load(nrrd)
+    npy = tmp_path / "big.npy"  # a .npy header declaring 2048³ float32 (the file holds none of it)
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+    header["shape"] = (2048, 2048, 2048)
+    with open(npy, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+    with pytest.raises(RuntimeError, match=r"big\.npy' declares 2048×2048×2048 values of 4 byte\(s\)"):
+        LoadStudy(VOLUME).load(npy)
+    coarse = tmp_path / "coarse.nii.gz"  # 20³ voxels of 45 mm: 900³ voxels at the recipe's 1 mm
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 20)).astype(np.float32),
+                             np.diag([45.0, 45.0, 45.0, 1.0])), coarse)
+    with pytest.raises(RuntimeError, match=r"coarse\.nii\.gz' declares 20×20×20 values of 4 byte\(s\) in its header, "
+                                           r"resampled to pixdim \[1\.0, 1\.0, 1\.0\] from spacing \[45\.0, 45\.0, "
+                                           r"45\.0\]: about 729,000,000 voxels; .* needs about 32\.6 GiB"):
+        LoadStudy({**VOLUME, "pixdim": [1.0, 1.0, 1.0]}).load(coarse)
+    assert tuple(LoadStudy(VOLUME).load(coarse).image.shape) == (1, 8, 8, 8)  # no resampling: 20³ is small
+    assert studies.declared_image(tmp_path / "cine" / "IM0001") is None  # DICOM: from the headers the layer reads
+
+
 def test_series_errors_name_the_files_at_fault(tmp_path):
     """A truncated slice and a localizer stored with the series' UID were refused naming neither file."""
     import pydicom
@@ -668,9 +721,9 @@ def test_nifti_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     with gzip.open(bomb, "wb") as f:  # the header and a little data: the file is cut short, never read here
         f.write(header + b"\0" * (int(h.get_data_offset()) - len(header) + 1024))
     monkeypatch.setattr(studies, "available_memory", lambda: 1 << 30)  # 1 GiB
-    with pytest.raises(RuntimeError, match=r"^study 'bomb.nii.gz': '.*bomb\.nii\.gz' declares 2048×2048×256 voxels "
-                                           r"of float32 in its NIfTI header: reading it needs about 4 GiB .* more than "
-                                           r"the 1 GiB of memory available; not read"):
+    with pytest.raises(RuntimeError, match=r"^study 'bomb.nii.gz': '.*bomb\.nii\.gz' declares 2048×2048×256 values "
+                                           r"of 4 byte\(s\) in its header; reading and preprocessing it needs about 25 "
+                                           r"GiB, more than the 1 GiB of memory available; not read"):
         LoadStudy(VOLUME).load(bomb)
     small = _nifti(tmp_path / "small.nii.gz")
     assert tuple(LoadStudy(VOLUME).load(small).image.shape) == (1, 8, 8, 8)  # 10×12×9 needs far less
