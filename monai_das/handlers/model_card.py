@@ -560,8 +560,23 @@ _FROM_RUN = ("dataset", "synthetic_options", "size", "data_seed", "fold", "num_f
 _UNSET = object()
 
 
-def _trained_value(key: str, facts: Mapping) -> Any:
-    """The training's value of the bundle option ``key`` as the card section ``facts`` records it, else ``_UNSET``."""
+def _inside(path: str, folder: Path | None) -> bool:
+    """Whether ``path`` (resolved: links and ``..`` followed) lies in ``folder``."""
+    if folder is None:
+        return False
+    try:
+        return Path(path).resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError):
+        return True  # unresolvable: not followed
+
+
+def _trained_value(key: str, facts: Mapping, shipped: Path | None = None) -> Any:
+    """
+    The training's value of the bundle option ``key`` as the card section ``facts`` records it, else ``_UNSET``.
+    ``shipped``: the folder a model came in (its bundle root); a path option (``datalist``, ``dataset_dir``,
+    ``data_dir``) naming a file or folder in it is not taken: a received model could bring a list of its own that
+    names files anywhere on this machine, and have them read and their names and predictions written (trial 60b).
+    """
     run, recipe = facts.get("run_params") or {}, facts.get("recipe") or {}
     files = facts.get("source") == "datalist"  # grid, classes and intensity steps are options only for files
     if key == "keep_ratio":
@@ -590,13 +605,14 @@ def _trained_value(key: str, facts: Mapping) -> Any:
         return grid if files and grid is not None and not square else _UNSET
     if key == "label_names":
         return facts.get(key, _UNSET) if files else _UNSET
-    if key in ("datalist", "dataset_dir"):  # where the training's lists are, when they still are
-        path = run.get(key) if key == "dataset_dir" else facts.get("datalist")
+    if key in ("datalist", "dataset_dir"):  # where the training's lists are, when they still are (and not shipped)
+        path, datalist = (run.get(key) if key == "dataset_dir" else facts.get("datalist")), facts.get("datalist")
         ok = isinstance(path, str) and (Path(path).is_dir() if key == "dataset_dir" else Path(path).is_file())
-        return path if files and ok else _UNSET
+        own = isinstance(datalist, str) and not _inside(datalist, shipped)  # a folder only with its own list
+        return path if files and ok and own else _UNSET
     if key == "data_dir":
         path = run.get("data_dir")
-        return path if isinstance(path, str) and Path(path).is_dir() else _UNSET
+        return path if isinstance(path, str) and Path(path).is_dir() and not _inside(path, shipped) else _UNSET
     if key in _FROM_FACTS:
         return facts.get(key, _UNSET)
     if key in _FROM_RECIPE:
@@ -623,7 +639,9 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     ``probe``; ``data_dir`` when that folder is here), ``slice_axis`` (volumes), ``num_frames``, ``in_channels`` and
     ``temporal_mode`` (clips); for a model trained on a datalist also its classes (``label_names``, in the training's
     order), grid (``spatial_size``) and intensity steps (``axcodes``, ``pixdim``, ``intensity_range``,
-    ``percentiles``), and the datalist (and ``dataset_dir``) when the file is here and ``datalist`` is true (the
+    ``percentiles``), and the datalist (and ``dataset_dir``) when the file is here, not in the model's own folder
+    (``<bundle root>/models/``'s bundle root: a received model's list could name any file on this machine; nor a
+    ``data_dir`` there), and ``datalist`` is true (the
     bundles take ``label_names`` and ``dataset_dir`` only for that datalist: another one given, an external test
     list, has its own classes and folder, checked against the card). A
     datalist that is not here (or ``datalist`` false: batch inference on ``--input``, which needs the training's
@@ -646,10 +664,11 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     if "datalist" in typed:  # another datalist's classes and folder are its own (the configs' rule)
         typed |= {"label_names", "dataset_dir"}
     taken = {}
+    shipped = Path(checkpoint).resolve().parent.parent  # the bundle root a model came in (``<root>/models/``)
     for key in defaults:
         if key in ("datalist", "dataset_dir") and not datalist:
             continue
-        value = _trained_value(key, facts)
+        value = _trained_value(key, facts, shipped)
         if value is not _UNSET:
             options[key] = plain(value)
             if plain(value) != plain(defaults[key]) and key not in typed:
@@ -661,9 +680,15 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     gone = facts.get("datalist")
     if (datalist and "datalist" in defaults and "datalist" not in typed and facts.get("source") == "datalist"
             and options["datalist"] is None):
-        logger.warning(f"the training's datalist '{gone}' (model card '{card_path}') is not here: give --datalist "
-                       "(a copy of it, or another test list) to evaluate or predict a list, or --input to predict "
-                       "studies (the card gives their classes and grid).")
+        if isinstance(gone, str) and Path(gone).is_file():  # here, but in the folder the model came in
+            logger.warning(f"the training's datalist '{gone}' (model card '{card_path}') lies in the model's own "
+                           f"folder '{shipped}': a list a model brings along is not followed (it could name any file "
+                           "on this machine); give --datalist (and --dataset_dir) yourself if you trust it, or "
+                           "another test list, or --input to predict studies (the card gives their classes and grid).")
+        else:
+            logger.warning(f"the training's datalist '{gone}' (model card '{card_path}') is not here: give --datalist "
+                           "(a copy of it, or another test list) to evaluate or predict a list, or --input to predict "
+                           "studies (the card gives their classes and grid).")
     return options
 
 

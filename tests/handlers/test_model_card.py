@@ -192,7 +192,8 @@ def test_the_trainings_options_come_from_the_card(tmp_path, caplog, monkeypatch)
     from monai_das.handlers import trained_options
     from monai_das.utils.io import file_digest
 
-    ckpt, datalist = tmp_path / "model.pt", tmp_path / "datalist.json"
+    ckpt, datalist = tmp_path / "run" / "models" / "model.pt", tmp_path / "datalist.json"
+    ckpt.parent.mkdir(parents=True)
     torch.save({"w": torch.zeros(1)}, ckpt)
     datalist.write_text("{}")
     facts = {"layout": "volume", "source": "datalist", "datalist": str(datalist), "slice_axis": 2,
@@ -202,7 +203,8 @@ def test_the_trainings_options_come_from_the_card(tmp_path, caplog, monkeypatch)
              "run_params": {"dataset": "datalist", "dataset_dir": str(tmp_path), "data_dir": "/not/here", "size": None,
                             "synthetic_options": None, "data_seed": 3},
              "checkpoint_sha256": file_digest(ckpt)}
-    (tmp_path / "metadata.json").write_text(json.dumps({CARD_KEY: facts}))
+    card = ckpt.parent / "metadata.json"
+    card.write_text(json.dumps({CARD_KEY: facts}))
     defaults = {"method": "das", "dataset": "synthetic", "datalist": None, "dataset_dir": None, "data_dir": None,
                 "size": 28, "synthetic_options": None, "label_names": None, "keep_ratio": 0.5, "slice_axis": 0,
                 "spatial_size": None, "axcodes": "RAS", "pixdim": None, "intensity_range": None,
@@ -232,6 +234,19 @@ def test_the_trainings_options_come_from_the_card(tmp_path, caplog, monkeypatch)
         trained_options(ckpt, defaults)
     assert "method \"dps\"" in caplog.text and "slice_axis" not in caplog.text and "label_names" not in caplog.text
     monkeypatch.undo()
+    # a list (or data folder) in the folder the model came in is not followed: a received model's list could name
+    # any file here, to be read and its name and prediction written (trial 60b); told how to give it
+    shipped = ckpt.parent.parent / "shipped.json"
+    shipped.write_text("{}")
+    card.write_text(json.dumps({CARD_KEY: {**facts, "datalist": str(shipped), "run_params": {
+        **facts["run_params"], "dataset_dir": "/", "data_dir": str(ckpt.parent)}}}))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.model_card"):
+        got = trained_options(ckpt, {**defaults, "dataset": "pocus"})
+    assert (got["datalist"], got["dataset_dir"], got["data_dir"]) == (None, None, None)
+    assert f"lies in the model's own folder '{ckpt.parent.parent}': a list a model brings along is not followed" \
+        in caplog.text
+    card.write_text(json.dumps({CARD_KEY: facts}))
     # batch inference on --input needs the training's classes and grid, not its lists; nor a datalist that is gone
     # (said, for an evaluation that then needs one)
     assert trained_options(ckpt, defaults, datalist=False)["datalist"] is None
@@ -249,18 +264,18 @@ def test_the_trainings_options_come_from_the_card(tmp_path, caplog, monkeypatch)
     monkeypatch.undo()
     # a model trained on a ready-made dataset: its grid, classes and intensity steps are the dataset's, not options
     facts.update(source="synthetic", run_params={"dataset": "synthetic", "size": 32, "synthetic_options": {"noise": 1}})
-    (tmp_path / "metadata.json").write_text(json.dumps({CARD_KEY: facts}))
+    card.write_text(json.dumps({CARD_KEY: facts}))
     got = trained_options(ckpt, defaults)
     assert got["size"] == 32 and got["synthetic_options"] == {"noise": 1} and got["dataset"] == "synthetic"
     assert [got[k] for k in ("label_names", "spatial_size", "axcodes", "intensity_range", "dataset_dir")] == \
         [None, None, "RAS", None, None]
     # clips of a datalist: square frames are --size (so that another --size given is compared, not overruled)
     facts.update(layout="video", source="datalist", spatial_size=[24, 24], num_frames=8, run_params={"size": None})
-    (tmp_path / "metadata.json").write_text(json.dumps({CARD_KEY: facts}))
+    card.write_text(json.dumps({CARD_KEY: facts}))
     got = trained_options(ckpt, defaults)
     assert (got["size"], got["spatial_size"], got["num_frames"], got["slice_axis"]) == (24, None, 8, 0)
     facts.update(spatial_size=[24, 32])
-    (tmp_path / "metadata.json").write_text(json.dumps({CARD_KEY: facts}))
+    card.write_text(json.dumps({CARD_KEY: facts}))
     assert [trained_options(ckpt, defaults)[k] for k in ("size", "spatial_size")] == [28, [24, 32]]
     # a card of another file, or none: the defaults
     torch.save({"w": torch.ones(1)}, ckpt)
