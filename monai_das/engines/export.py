@@ -37,7 +37,7 @@ import torch
 from monai_das.engines.onnx_graph import REWRITES, for_runtime
 from monai_das.networks.nets.onnx_classifier import NETWORK_PROP, ONNX_CARD_PROP
 from monai_das.utils.config import parser_rewrites
-from monai_das.utils.io import atomic_file
+from monai_das.utils.io import atomic_file, read_checkpoint
 from monai_das.utils.logs import quiet_loggers
 
 __all__ = [
@@ -223,8 +223,6 @@ def load_weights(network: torch.nn.Module, ckpt_file: str | os.PathLike) -> torc
     """``network`` with the weights of ``ckpt_file`` (:func:`monai_das.utils.io.read_checkpoint`:
     ``torch.load(weights_only=True)`` of a whole file; a state dict or a bundle checkpoint ``{"model": state_dict,
     ...}``)."""
-    from monai_das.utils.io import read_checkpoint
-
     state = read_checkpoint(ckpt_file)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
@@ -576,6 +574,7 @@ def export_torchscript(
     card = read_model_card(card_path)
     check_card_for_parser(card, card_path)  # ckpt_export reads the card with MONAI's ConfigParser
     check_card_checkpoint(card, card_path, ckpt)
+    read_checkpoint(ckpt)  # the project's reader first: a pickled object named as one, before MONAI's loader
     out = Path(filepath) if filepath is not None else root / "models" / "model.ts"
     shape = _image_shape(card)
     # written beside and swapped in whole: a killed export never leaves a truncated model.ts that would be picked up

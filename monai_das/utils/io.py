@@ -181,7 +181,9 @@ def read_checkpoint(filepath: str | os.PathLike, map_location: Any = "cpu") -> A
 
 def refused_objects(path: str | os.PathLike, error: pickle.UnpicklingError) -> ValueError:
     """The error for a model file ``torch.load(weights_only=True)`` refused (``error``), naming the file."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    # what torch blocked, not its advice to load the file with weights_only=False (which would run the code)
+    blocked = re.search(r"GLOBAL\s+([\w.]+)", str(error))
+    first = f"it names the Python object {blocked.group(1)}" if blocked else "unsupported content"
     return ValueError(
         f"{path} holds Python objects other than tensors, numbers, strings and containers, so it was refused "
         f"(model files are data: loaded with weights_only=True, no pickled code runs): {first}"

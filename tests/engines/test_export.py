@@ -344,3 +344,29 @@ def test_torch_export_of_the_exported_classifier():
     assert torch.equal(indices, ref_indices) and indices.shape == (2, 8)
     with pytest.raises(ValueError, match="NaN"):  # eager still refuses a NaN volume
         net(torch.full((1, 1, 16, 16, 16), float("nan")))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_checkpoint_holding_pickled_objects_is_refused_by_the_projects_reader(tmp_path, fmt):
+    """The TorchScript export handed the checkpoint to MONAI's loader directly: safe (weights_only) but a raw
+    UnpicklingError with torch's advice to load it with weights_only=False (trial 60b). Both exports name the file
+    and what it holds, through read_checkpoint; nothing runs, nothing is written."""
+    import os
+
+    from monai_das.engines.export import export_onnx
+    from monai_das.utils.io import file_digest
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'PWNED'}",))
+
+    root, models = _trained_root(tmp_path / "evil")
+    torch.save({"model": torch.load(models / "model.pt", weights_only=True), "x": Payload()}, models / "model.pt")
+    card = json.loads((models / "metadata.json").read_text())
+    card["das_model"]["checkpoint_sha256"] = file_digest(models / "model.pt")  # the card vouches for the file
+    (models / "metadata.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=r"model\.pt holds Python objects other than tensors.*it names the Python "
+                                         r"object posix\.system") as err:
+        (export_onnx if fmt == "onnx" else export_torchscript)(root, INFERENCE)
+    assert "weights_only set to False" not in str(err.value) and "will likely succeed" not in str(err.value)
+    assert not (tmp_path / "PWNED").exists() and not list(models.glob("model.[ot]*"))
