@@ -910,7 +910,9 @@ def _series_affine(headers: Sequence) -> np.ndarray:
 
 def _npy_shape(path: str) -> tuple[int, list[int]]:
     """``(channels, spatial)``: a 2D/3D array has no channel axis, a 4D one is channel-first ``C×D×H×W``."""
-    shape = [int(s) for s in np.load(path, mmap_mode="r").shape]  # mmap: the header, no pixel data
+    from monai_das.data.readers import read_npy_header
+
+    shape = read_npy_header(path)[0]  # the header, no pixel data; an object array or a cut copy refused
     if len(shape) <= 3:
         return 1, shape
     if len(shape) == 4:

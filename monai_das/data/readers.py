@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 from monai.data import NumpyReader
 from monai.utils import ensure_tuple
 
-__all__ = ["VolumeNumpyReader"]
+__all__ = ["VolumeNumpyReader", "read_npy_header"]
 
 
 class VolumeNumpyReader(NumpyReader):
@@ -29,3 +30,30 @@ class VolumeNumpyReader(NumpyReader):
         arrays = (img,) if isinstance(img, np.ndarray) else ensure_tuple(img)  # one file's array, or several
         reader.channel_dim = 0 if {np.ndim(a) for a in arrays} == {4} else None
         return NumpyReader.get_data(reader, img)
+
+
+def read_npy_header(path: str | os.PathLike) -> tuple[list[int], np.dtype]:
+    """
+    The shape and data type a ``.npy`` file's header declares, read without its data (never unpickled).
+
+    Raises:
+        ValueError: naming the file: not a ``.npy`` file; an array of Python objects (pickled: refused, as
+            ``allow_pickle=False`` refuses it, where MONAI's ``LoadImage`` only said no reader suits the file); data
+            shorter than the header declares (a truncated copy), with both sizes.
+    """
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+        except ValueError as e:
+            raise ValueError(f"'{path}' is not a NumPy .npy file ({e}).") from None
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"'{path}' is a NumPy array of Python objects (dtype {dtype}), stored pickled: refused (arrays "
+                         "of numbers only; pickled data can run code when loaded).")
+    need, size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, os.path.getsize(path) - offset
+    if size < need:
+        raise ValueError(f"'{path}' is truncated: its header declares {'×'.join(map(str, shape)) or 'a scalar'} values "
+                         f"of {dtype} ({need:,} bytes of data), the file holds {size:,} (an interrupted copy?).")
+    return [int(n) for n in shape], dtype

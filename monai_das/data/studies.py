@@ -196,11 +196,10 @@ def declared_image(path: str | os.PathLike, image: Any = None) -> tuple[list[int
             return ([int(x) for x in image.header.get_data_shape()], np.dtype(image.header.get_data_dtype()).itemsize,
                     zooms + [1.0] * (3 - len(zooms)))
         if name.endswith(".npy"):
-            with open(path, "rb") as fh:  # the header alone: never an object array's pickle
-                version = np.lib.format.read_magic(fh)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read(fh)
-            return [int(x) for x in shape], np.dtype(dtype).itemsize, [1.0, 1.0, 1.0]
+            from monai_das.data.readers import read_npy_header
+
+            shape, dtype = read_npy_header(path)  # the header alone: never an object array's pickle
+            return shape, dtype.itemsize, [1.0, 1.0, 1.0]
         if name.endswith(_ITK_HEADER_SUFFIXES):
             import itk
 
@@ -1648,7 +1647,13 @@ class LoadStudy(Transform):
         else:  # a DICOM series or a .npy: a reader made for this study
             loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
         try:  # before a header that declares gigabytes is decompressed in full (DICOM: checked by the callers)
+            if _suffix(path) == ".npy":  # an object array or a cut copy named as one (LoadImage: "no reader")
+                from monai_das.data.readers import read_npy_header
+
+                read_npy_header(path)
             check_study_memory(path, pixdim=self.recipe.get("pixdim"))
+        except ValueError as e:
+            raise ValueError(f"study '{source.study_id}': {e}") from None
         except MemoryError as e:
             raise RuntimeError(f"study '{source.study_id}': {e}") from None
         try:

@@ -640,6 +640,7 @@ def test_headers_declaring_more_than_the_memory_are_refused_before_reading(tmp_p
     header["shape"] = (2048, 2048, 2048)
     with open(npy, "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, header)
+        fh.truncate(fh.tell() + 4 * 2048 ** 3)  # sparse: its size is the declared one, no disk used
     with pytest.raises(RuntimeError, match=r"big\.npy' declares 2048×2048×2048 values of 4 byte\(s\)"):
         LoadStudy(VOLUME).load(npy)
     coarse = tmp_path / "coarse.nii.gz"  # 20³ voxels of 45 mm: 900³ voxels at the recipe's 1 mm
@@ -651,6 +652,26 @@ def test_headers_declaring_more_than_the_memory_are_refused_before_reading(tmp_p
         LoadStudy({**VOLUME, "pixdim": [1.0, 1.0, 1.0]}).load(coarse)
     assert tuple(LoadStudy(VOLUME).load(coarse).image.shape) == (1, 8, 8, 8)  # no resampling: 20³ is small
     assert studies.declared_image(tmp_path / "cine" / "IM0001") is None  # DICOM: from the headers the layer reads
+
+
+def test_npy_of_python_objects_or_cut_short_is_named_as_such(tmp_path):
+    """A pickled object array and a .npy cut short both said "LoadImage cannot find a suitable reader ... install the
+    reader libraries" (trial 60b): named now, for inference and training's checks alike; nothing unpickled."""
+    from monai_das.data import check_study_shapes
+    from monai_das.data.studies import LoadStudy
+
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    cut = tmp_path / "cut.npy"
+    np.save(cut, np.zeros((8, 8, 8), np.float32))
+    cut.write_bytes(cut.read_bytes()[:-100])
+    for path, why in ((objects, r"is a NumPy array of Python objects \(dtype object\), stored pickled: refused"),
+                      (cut, r"is truncated: its header declares 8×8×8 values of float32 \(2,048 bytes of data\), "
+                            r"the file holds 1,948")):
+        with pytest.raises(ValueError, match=rf"^study '{path.name}': '.*{path.name}' {why}"):
+            LoadStudy(VOLUME).load(path)
+        with pytest.raises(ValueError, match=why):
+            check_study_shapes([str(path)], "volume", slice_axis=0)
 
 
 def test_series_errors_name_the_files_at_fault(tmp_path):
