@@ -32,7 +32,15 @@ from monai_das.deploy.model_files import (
     load_onnx,
     load_torchscript,
 )
-from monai_das.deploy.spec import CARD_KEY, MissingMetadataError, ModelSpec, OverrideError, _embedded_json, _read_json
+from monai_das.deploy.spec import (
+    CARD_KEY,
+    MissingMetadataError,
+    ModelSpec,
+    OverrideError,
+    _embedded_json,
+    _read_json,
+    collect_ignored,
+)
 from monai_das.networks.nets.sampler import check_count
 from monai_das.networks.utils import to_frames
 
@@ -397,12 +405,13 @@ class DASPredictor:
         errors = []
         for kind in order:
             try:
-                if kind == "onnx":
-                    net, spec = load_onnx(files, device, spec_overrides)
-                else:
-                    load = load_torchscript if kind == "torchscript" else load_checkpoint
-                    net, spec = load(files, device, spec_overrides, trusted_meta)
-                notes = export_checks(kind, files, net)  # a card of another checkpoint: refused, as a load error
+                with collect_ignored() as dropped:  # metadata values not used: in every report, not only the log
+                    if kind == "onnx":
+                        net, spec = load_onnx(files, device, spec_overrides)
+                    else:
+                        load = load_torchscript if kind == "torchscript" else load_checkpoint
+                        net, spec = load(files, device, spec_overrides, trusted_meta)
+                notes = dropped + export_checks(kind, files, net)  # a card of another checkpoint: refused
             except (MissingMetadataError, OverrideError):
                 raise  # the other formats have no more metadata / take the user's option no better: say what to pass
             except (RuntimeError, ValueError, KeyError, OSError, ImportError) as e:

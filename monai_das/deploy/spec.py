@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,12 +158,32 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: the messages of :func:`_ignored` while :func:`collect_ignored` collects them (this thread/task only)
+_IGNORED: ContextVar[list | None] = ContextVar("monai_das_ignored_metadata", default=None)
+
+
+@contextmanager
+def collect_ignored() -> Iterator[list[str]]:
+    """The messages of the metadata values ignored while the block runs (they are logged too), e.g. for a model's
+    reports: a class name dropped from a card otherwise vanished from the report without a word (trial 60b)."""
+    collected: list[str] = []
+    token = _IGNORED.set(collected)
+    try:
+        yield collected
+    finally:
+        _IGNORED.reset(token)
+
+
 def _ignored(key: str, value: Any, source: str) -> None:
-    logger.warning(
-        "ignoring %s = %s in %s: a model file and its metadata are data, only literal values are used (expressions "
-        "and references are never evaluated); falling back to the metadata or the defaults (pass the bundle folder, "
-        "config_file= or the ModelSpec field to set it).", key, _short(value), source,
+    message = (
+        f"ignoring {key} = {_short(value)} in {source}: a model file and its metadata are data, only literal values "
+        "are used (expressions and references are never evaluated); falling back to the metadata or the defaults "
+        "(pass the bundle folder, config_file= or the ModelSpec field to set it)."
     )
+    logger.warning(message)
+    collected = _IGNORED.get()
+    if collected is not None and message not in collected:
+        collected.append(message)
 
 
 def _lookup(config: Mapping, ref: str) -> Any:

@@ -112,6 +112,8 @@ def test_hostile_embedded_metadata_is_ignored(tmp_path, caplog):
     assert "network_data_format#outputs#pred#channel_def" in caplog.text
     assert f"metadata.json embedded in '{path}'" in caplog.text
     assert pred.spec.in_channels == 1 and pred.spec.labels == [] and pred.predict(torch.rand(1, *GRID)).label_name
+    # the class names dropped: said in every report too, not only in the log (trial 60b)
+    assert any("ignoring network_data_format#outputs#pred#channel_def" in w for w in pred.warnings)
     check_predicts(pred, net)
     with pytest.raises(ValueError, match="no metadata"):  # no grid left to read: refused, never a guessed default
         DASPredictor.from_path(path)
