@@ -24,6 +24,7 @@ import itertools
 import logging
 import math
 import os
+import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from glob import escape as glob_escape
@@ -937,6 +938,10 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                 path = Path(image).expanduser()
                 path = Path(os.path.abspath(path if path.is_absolute() else base / path))
                 study_id = (row.get("id") or "").strip() or image
+                control = next((c for c in study_id if unicodedata.category(c) == "Cc"), None)
+                if control is not None:  # a line break in an id starts a forged line in every log and report
+                    raise ValueError(f"{where}: the study id {study_id!r} holds the control character {control!r} "
+                                     "(a line break, tab, escape, ...): give an id of printable characters.")
                 try:
                     label = _parse_label(row.get("label"), label_names, where)
                 except ValueError as e:  # named with the others (it stopped at the first: one line a run; trial T58)

@@ -154,6 +154,12 @@ def test_csv_listing(tmp_path, study_folder):
     (tmp_path / "dup.csv").write_text("id,image\nx,a\ny,b\nx,c\n")
     with pytest.raises(ValueError, match=r"dup\.csv' line 4: duplicate id 'x' \(also on line 2\)"):
         list_studies(tmp_path / "dup.csv")
+    # an id with a line break forged a second line in every log (trial 60b): refused, naming the line (the quoted
+    # field spans lines 3-4 of the file)
+    (tmp_path / "forged.csv").write_text('id,image\nx,a\n"y\nERROR forged",b\n')
+    with pytest.raises(ValueError, match=r"forged\.csv' line 4: the study id 'y\\nERROR forged' holds the control "
+                                         r"character '\\n'"):
+        list_studies(tmp_path / "forged.csv")
     (tmp_path / "twice.csv").write_text("id,image\nx,a.nii.gz\ny,b.nii.gz\nz,./a.nii.gz\n")  # one file, two spellings
     with pytest.raises(ValueError, match=r"twice\.csv' line 4: '\./a\.nii\.gz' is the study of line 2 again"):
         list_studies(tmp_path / "twice.csv")
