@@ -37,6 +37,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.networks.factory import architecture_kwargs, is_weight_argument
 from monai_das.networks.utils import unwrap_network
+from monai_das.utils.config import parser_rewrites
 from monai_das.utils.io import file_digest, input_folder_name, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -570,6 +571,15 @@ def _inside(path: str, folder: Path | None) -> bool:
         return True  # unresolvable: not followed
 
 
+def _config_code(value: Any) -> str | None:
+    """Why a string in ``value`` (nested dicts and lists) would read as MONAI config code (``$``, ``@``, ``%`` at its
+    start, a relative id: :func:`~monai_das.utils.config.parser_rewrites` without the ``#`` rule), else ``None``."""
+    if isinstance(value, str):
+        return parser_rewrites(value, separator=False)
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else ()
+    return next((why for why in map(_config_code, items) if why is not None), None)
+
+
 def _trained_value(key: str, facts: Mapping, shipped: Path | None = None) -> Any:
     """
     The training's value of the bundle option ``key`` as the card section ``facts`` records it, else ``_UNSET``.
@@ -669,6 +679,11 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
         if key in ("datalist", "dataset_dir") and not datalist:
             continue
         value = _trained_value(key, facts, shipped)
+        why = _config_code(value) if value is not _UNSET else None
+        if why is not None:  # e.g. sampler_kwargs {"tau0": "$..."}: never evaluated, but a TypeError far from here
+            raise ValueError(f"model card '{card_path}': the training's {key} = {json.dumps(value)[:120]} holds a "
+                             f"string that {why}: a model card is data, so it was altered or damaged; give --{key} "
+                             "on the command line, or use the card training wrote.")
         if value is not _UNSET:
             options[key] = plain(value)
             if plain(value) != plain(defaults[key]) and key not in typed:

@@ -246,6 +246,13 @@ def test_the_trainings_options_come_from_the_card(tmp_path, caplog, monkeypatch)
     assert (got["datalist"], got["dataset_dir"], got["data_dir"]) == (None, None, None)
     assert f"lies in the model's own folder '{ckpt.parent.parent}': a list a model brings along is not followed" \
         in caplog.text
+    # a value that reads as config code: refused naming the card and the option (it was a TypeError far away)
+    for key, value in (("sampler_kwargs", {"tau0": "$__import__('os').getcwd()"}), ("data_seed", "@seed")):
+        card.write_text(json.dumps({CARD_KEY: {**facts, key: value} if key == "sampler_kwargs" else
+                                    {**facts, "run_params": {**facts["run_params"], key: value}}}))
+        with pytest.raises(ValueError, match=rf"model card '.*metadata\.json': the training's {key} = .* holds a "
+                                             r"string that starts with '[$@]'.*altered or damaged; give --" + key):
+            trained_options(ckpt, {**defaults, "sampler_kwargs": {}})
     card.write_text(json.dumps({CARD_KEY: facts}))
     # batch inference on --input needs the training's classes and grid, not its lists; nor a datalist that is gone
     # (said, for an evaluation that then needs one)
