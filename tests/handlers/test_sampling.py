@@ -30,6 +30,13 @@ def test_indices_in_evaluator_output(net):
     for idx in seen:
         assert idx.tolist() == net.sample(torch.rand(1, 1, 8, 16, 16)).indices[0].tolist()
         assert len(idx) == 4
+    # not decollated: the batch's B×k beside its predictions (nothing was added, without a word; trial 60a)
+    batched = SupervisedEvaluator(device="cpu", val_data_loader=loader, network=net, decollate=False,
+                                  val_handlers=[SampledIndicesHandler(net)])
+    shapes = []
+    batched.add_event_handler(Events.ITERATION_COMPLETED, lambda e: shapes.append(tuple(e.state.output["indices"].shape)))
+    batched.run()
+    assert shapes == [(2, 4), (1, 4)]
 
 
 def test_indices_of_the_engines_own_pass(net):
