@@ -1047,14 +1047,18 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
             dims = _resampled_shape(dims, _series_affine(headers), axcodes, pixdim)
         return "volume", channels.pop(), dims, _sop_uids(headers), modality_of(headers)
     ds = _dicom_header(path)
-    check_declared_memory(f"'{path}'", declared_dicom([ds]), pixdim)
     rows, cols = _dicom_rows_cols(ds, path)
     n = int(ds.get("NumberOfFrames", 1) or 1)
     uids = _sop_uids([ds])
-    if n > 1:
-        from monai_das.data.studies import VOLUME_MODALITIES
+    from monai_das.data.studies import BYTES_PER_CLIP_VALUE, VOLUME_MODALITIES
 
-        kind = "slices" if str(ds.get("Modality", "")).upper() in VOLUME_MODALITIES else "clip"
+    clip = n > 1 and str(ds.get("Modality", "")).upper() not in VOLUME_MODALITIES
+    if clip:  # as the clip reader decodes it
+        check_declared_memory(f"'{path}'", declared_dicom([ds]), per_value=BYTES_PER_CLIP_VALUE)
+    else:
+        check_declared_memory(f"'{path}'", declared_dicom([ds]), pixdim)
+    if n > 1:
+        kind = "clip" if clip else "slices"
         if kind == "slices" and (axcodes is not None or pixdim is not None):  # as training's Orientation and Spacing
             frames = _enhanced_frame_headers(ds, n)  # turn an Enhanced CT/MR file (read with its geometry)
             if frames is not None:
@@ -1229,7 +1233,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     if name.endswith(_NIFTI_SUFFIXES):
         c, spatial = _nifti_shape(image, *((axcodes, pixdim) if layout == "volume" else (None, None)))
     elif name.endswith(".npy"):
-        check_study_memory(image, pixdim=pixdim if layout == "volume" else None)
+        check_study_memory(image, pixdim=pixdim if layout == "volume" else None)  # its header read and checked
         c, spatial = _npy_shape(image)
     elif p.is_dir() or is_dicom(p):
         kind, c, dims, uids, modality = _dicom_facts(p, *((axcodes, pixdim) if layout == "volume" else (None, None)))

@@ -50,8 +50,8 @@ def read_npy_header(path: str | os.PathLike) -> tuple[list[int], np.dtype]:
             raise ValueError(f"'{path}' is not a NumPy .npy file ({e}).") from None
         offset = fh.tell()
     if dtype.hasobject:
-        raise ValueError(f"'{path}' is a NumPy array of Python objects (dtype {dtype}), stored pickled: refused (arrays "
-                         "of numbers only; pickled data can run code when loaded).")
+        raise ValueError(f"'{path}' is a NumPy array of Python objects (dtype {dtype}), stored pickled: refused "
+                         "(arrays of numbers only; pickled data can run code when loaded).")
     need, size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, os.path.getsize(path) - offset
     if size < need:
         raise ValueError(f"'{path}' is truncated: its header declares {'×'.join(map(str, shape)) or 'a scalar'} values "

@@ -24,7 +24,6 @@ import itertools
 import logging
 import math
 import os
-import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from glob import escape as glob_escape
@@ -56,6 +55,9 @@ __all__ = [
     "kept_source_indices",
     "repeated_source_warning",
     "available_memory",
+    "BYTES_PER_CLIP_VALUE",
+    "BYTES_PER_RESAMPLED_VOXEL",
+    "BYTES_PER_VOXEL",
     "check_declared_memory",
     "check_study_memory",
     "declared_dicom",
@@ -175,6 +177,9 @@ def available_memory() -> int | None:
 #: voxel)
 BYTES_PER_VOXEL = 21
 BYTES_PER_RESAMPLED_VOXEL = 48
+#: the same for a clip's values (frames are decoded into one array, then resized one at a time): the decoded array,
+#: its float32 copy and the scaling's float32 temporary (``monai_das.data.video_io``), 1 + 4 + 4 bytes per value
+BYTES_PER_CLIP_VALUE = 9
 #: suffixes whose header ITK reads without the voxels (``itk.ImageIOFactory``)
 _ITK_HEADER_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 
@@ -185,9 +190,16 @@ def declared_image(path: str | os.PathLike, image: Any = None) -> tuple[list[int
     (all voxels of the array, channels/frames/components included; spacing of the first three axes, 1 where the
     header has none). NIfTI (``nibabel``; ``image``: its image when loaded already), ``.npy`` (NumPy's header),
     ``.mha``/``.mhd``/``.nrrd``/``.nhdr`` (ITK's header reader); ``None`` for other files (DICOM: the study layer
-    reads its headers anyway, :func:`declared_dicom`) and for a header that cannot be read (the reader says why).
+    reads its headers anyway, :func:`declared_dicom`) and for a header that cannot be read (the reader says why),
+    except a ``.npy`` one (:func:`~monai_das.data.readers.read_npy_header`'s ``ValueError``: a pickled object array
+    or a file cut short, named as such).
     """
     name = str(path).lower()
+    if name.endswith(".npy"):  # the header alone (never an object array's pickle); a bad one is named, not skipped
+        from monai_das.data.readers import read_npy_header
+
+        shape, dtype = read_npy_header(path)
+        return shape, dtype.itemsize, [1.0, 1.0, 1.0]
     try:
         if name.endswith((".nii", ".nii.gz")):
             import nibabel as nib
@@ -196,11 +208,6 @@ def declared_image(path: str | os.PathLike, image: Any = None) -> tuple[list[int
             zooms = [float(z) for z in image.header.get_zooms()[:3]]
             return ([int(x) for x in image.header.get_data_shape()], np.dtype(image.header.get_data_dtype()).itemsize,
                     zooms + [1.0] * (3 - len(zooms)))
-        if name.endswith(".npy"):
-            from monai_das.data.readers import read_npy_header
-
-            shape, dtype = read_npy_header(path)  # the header alone: never an object array's pickle
-            return shape, dtype.itemsize, [1.0, 1.0, 1.0]
         if name.endswith(_ITK_HEADER_SUFFIXES):
             import itk
 
@@ -228,9 +235,13 @@ def declared_dicom(headers: Sequence[Any]) -> tuple[list[int], int, list[float]]
     spacing = [1.0, 1.0, 1.0]
     with contextlib.suppress(Exception):
         spacing[:2] = [float(v) for v in h.PixelSpacing][:2]
-    for key in ("SpacingBetweenSlices", "SliceThickness"):
+    with contextlib.suppress(Exception):  # a series' slice spacing from its positions (thickness may overlap or gap)
+        ends = [np.asarray([float(v) for v in g.ImagePositionPatient]) for g in (headers[0], headers[-1])]
+        step = float(np.abs(ends[1] - ends[0]).max()) / (len(headers) - 1) if len(headers) > 1 else 0.0
+        spacing[2] = step if step > 0 else spacing[2]
+    for key in ("SpacingBetweenSlices", "SliceThickness"):  # one file: what its header says
         with contextlib.suppress(Exception):
-            if float(h.get(key)) > 0:
+            if len(headers) == 1 and float(h.get(key)) > 0:
                 spacing[2] = float(h.get(key))
                 break
     return shape, max((_dicom_int(h, "BitsAllocated", 8) + 7) // 8, 1), spacing
@@ -244,14 +255,15 @@ def _dicom_int(header: Any, key: str, default: int) -> int:
 
 
 def check_declared_memory(where: str, declared: tuple[list[int], int, list[float]] | None,
-                          pixdim: Sequence[float] | float | None = None) -> None:
+                          pixdim: Sequence[float] | float | None = None, per_value: int = BYTES_PER_VOXEL) -> None:
     """
     Refuse a study whose header declares more than this process has memory for, before any pixel is read: a 0.5 MB
     deflated DICOM can declare 4096×4096×32 (7 GB at the peak), a 1 MB ``.nii.gz`` or ``.nrrd`` 1024³ of zeros, a
     29 KB NIfTI of 45 mm voxels a resampling to 1 mm that asks for 20 GB. The need is the declared array plus
-    :data:`BYTES_PER_VOXEL` per voxel (the preprocessing's copies) plus, with the recipe's ``pixdim``,
-    :data:`BYTES_PER_RESAMPLED_VOXEL` per voxel of the resampled volume (its size from the header's spacing: the
-    product of the spacings over that of ``pixdim``, whatever the orientation), compared with
+    ``per_value`` bytes per value (the preprocessing's copies: :data:`BYTES_PER_VOXEL` for a volume,
+    :data:`BYTES_PER_CLIP_VALUE` for a clip) plus, with the recipe's ``pixdim``, :data:`BYTES_PER_RESAMPLED_VOXEL` per
+    voxel of the resampled volume (its size from the header's spacing: the product of the spacings over that of
+    ``pixdim``, whatever the orientation; none when the spacings are ``pixdim``'s in some order), compared with
     :func:`available_memory`; nothing is refused where that is unknown, or without a declaration (``None``).
 
     Raises:
@@ -263,13 +275,18 @@ def check_declared_memory(where: str, declared: tuple[list[int], int, list[float
     voxels = 1
     for n in shape:
         voxels *= max(int(n), 1)
-    need, resampled = voxels * (itemsize + BYTES_PER_VOXEL), 0
+    need, resampled = voxels * (itemsize + per_value), 0
     if pixdim is not None:
-        target = [float(p) for p in (pixdim if isinstance(pixdim, (list, tuple)) else [pixdim] * 3)]
-        target = (target + [target[-1]] * 3)[:3]
-        ratios = [have / want for have, want in zip(spacing, target) if want > 0 and have > 0]  # pixdim <= 0: kept
-        if any(abs(r - 1.0) > 1e-3 for r in ratios):  # MONAI's Spacing returns a volume of that spacing as it is
-            resampled = int(voxels * math.prod(ratios))
+        target = [float(p) for p in np.asarray(torch.as_tensor(pixdim).tolist(), dtype=float).reshape(-1)]
+        target = (target * 3)[:3] if len(target) == 1 else (target + [0.0] * 3)[:3]
+        if min(target) > 0:  # the oriented axes' order is not the stored one: compared as sets, priced by volume
+            same = np.allclose(sorted(spacing), sorted(target), rtol=1e-3)
+            ratio = math.prod(spacing) / math.prod(target)
+        else:  # a value <= 0 keeps that axis' spacing: paired by stored axis (an estimate)
+            ratios = [have / want for have, want in zip(spacing, target) if want > 0 and have > 0]
+            same, ratio = all(abs(r - 1.0) <= 1e-3 for r in ratios), math.prod(ratios)
+        if not same:  # MONAI's Spacing returns a volume of that spacing as it is
+            resampled = int(voxels * ratio)
             need += resampled * BYTES_PER_RESAMPLED_VOXEL
     free = available_memory()
     if free is not None and need > free:
@@ -938,10 +955,12 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                 path = Path(image).expanduser()
                 path = Path(os.path.abspath(path if path.is_absolute() else base / path))
                 study_id = (row.get("id") or "").strip() or image
-                control = next((c for c in study_id if unicodedata.category(c) == "Cc"), None)
+                control = next((c for c in study_id if not c.isprintable()), None)
                 if control is not None:  # a line break in an id starts a forged line in every log and report
-                    raise ValueError(f"{where}: the study id {study_id!r} holds the control character {control!r} "
-                                     "(a line break, tab, escape, ...): give an id of printable characters.")
+                    named = "the study id" if (row.get("id") or "").strip() else "the image path (the study's id)"
+                    raise ValueError(f"{where}: {named} {study_id!r} holds the character {ascii(control)} (a line "
+                                     "break, tab, escape, direction override, ...): give an id of printable "
+                                     "characters (an 'id' column).")
                 try:
                     label = _parse_label(row.get("label"), label_names, where)
                 except ValueError as e:  # named with the others (it stopped at the first: one line a run; trial T58)
@@ -1481,12 +1500,15 @@ class LoadStudy(Transform):
     def _where(self, source: StudySource) -> str:
         return f"study '{source.study_id}' ({source.path})"
 
-    def _check_memory(self, source: StudySource, declared: tuple[list[int], int, list[float]]) -> None:
-        """:func:`check_declared_memory` of a DICOM study's headers (the recipe's ``pixdim`` for a volume), as the
-        ``RuntimeError`` a study that cannot be read raises."""
-        pixdim = self.recipe.get("pixdim") if self.layout == "volume" else None
+    def _check_memory(self, source: StudySource, declared: tuple[list[int], int, list[float]], clip: bool = False
+                      ) -> None:
+        """:func:`check_declared_memory` of a DICOM study's headers (a volume: the recipe's ``pixdim``; a ``clip``:
+        the clip reader's cost), as the ``RuntimeError`` a study that cannot be read raises."""
         try:
-            check_declared_memory(self._where(source), declared, pixdim)
+            if clip:
+                check_declared_memory(self._where(source), declared, per_value=BYTES_PER_CLIP_VALUE)
+            else:
+                check_declared_memory(self._where(source), declared, self.recipe.get("pixdim"))
         except MemoryError as e:
             raise RuntimeError(str(e)) from None
 
@@ -1652,11 +1674,7 @@ class LoadStudy(Transform):
         else:  # a DICOM series or a .npy: a reader made for this study
             loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
         try:  # before a header that declares gigabytes is decompressed in full (DICOM: checked by the callers)
-            if _suffix(path) == ".npy":  # an object array or a cut copy named as one (LoadImage: "no reader")
-                from monai_das.data.readers import read_npy_header
-
-                read_npy_header(path)
-            check_study_memory(path, pixdim=self.recipe.get("pixdim"))
+            check_study_memory(path, pixdim=self.recipe.get("pixdim"))  # .npy: an object array or a cut copy named
         except ValueError as e:
             raise ValueError(f"study '{source.study_id}': {e}") from None
         except MemoryError as e:
@@ -1761,14 +1779,14 @@ class LoadStudy(Transform):
             self._check_modality(source, str(h.get("Modality", "")))
             if "Rows" not in h or "Columns" not in h:
                 raise ValueError(f"study '{source.study_id}': DICOM file '{source.path}' has no image.")
-            self._check_memory(source, declared_dicom(headers))
+            volume = self.layout == "volume" and str(h.get("Modality", "")).upper() in VOLUME_MODALITIES
+            self._check_memory(source, declared_dicom(headers), clip=not volume)
             info.update(
                 modality=modality_of([h]),
                 study_instance_uid=str(h.get("StudyInstanceUID", "")) or None,
                 series_instance_uid=str(h.get("SeriesInstanceUID", "")) or None,
             )
-            if self.layout == "volume" and str(h.get("Modality", "")).upper() in VOLUME_MODALITIES:
-                # an Enhanced CT/MR (one multi-frame file): a volume, reported as one, with its header for the SR
+            if volume:  # an Enhanced CT/MR (one multi-frame file): a volume, reported as one, with its header (SR)
                 colour = int(h.get("SamplesPerPixel", 1) or 1) > 1
                 study = self._load_volume(replace(source, kind="volume"), source.path, reader=None, info=info,
                                           colour=colour)

@@ -175,6 +175,7 @@ def collect_ignored() -> Iterator[list[str]]:
 
 
 def _ignored(key: str, value: Any, source: str) -> None:
+    key = key if key.isprintable() else ascii(key)  # a hostile card's key never forges a line of a report
     message = (
         f"ignoring {key} = {_short(value)} in {source}: a model file and its metadata are data, only literal values "
         "are used (expressions and references are never evaluated); falling back to the metadata or the defaults "

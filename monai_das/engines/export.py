@@ -36,7 +36,7 @@ import torch
 
 from monai_das.engines.onnx_graph import REWRITES, for_runtime
 from monai_das.networks.nets.onnx_classifier import NETWORK_PROP, ONNX_CARD_PROP
-from monai_das.utils.config import parser_rewrites
+from monai_das.utils.config import find_config_code, parser_rewrites
 from monai_das.utils.io import atomic_file, read_checkpoint
 from monai_das.utils.logs import quiet_loggers
 
@@ -127,21 +127,17 @@ def check_card_for_parser(card: Any, source: str | os.PathLike, key: str = "") -
     A class name holding ``#`` is refused too: the parser rewrites it to ``::`` in the metadata it embeds
     (:func:`~monai_das.utils.config.parser_rewrites`).
     """
-    if isinstance(card, Mapping):
-        for k, v in card.items():
-            name = str(k)
-            if name.startswith(("$", "%", "@")) or name in ("_target_", "_requires_", "_disabled_", "_mode_", "_desc_"):
-                raise ValueError(f"model card '{source}': key {key}#{name!r} is a MONAI config directive; the card is "
-                                 "data and is not exported with it.")
-            check_card_for_parser(v, source, f"{key}#{name}")
-    elif isinstance(card, list):
-        for i, v in enumerate(card):
-            check_card_for_parser(v, source, f"{key}#{i}")
-    elif isinstance(card, str) and (why := parser_rewrites(card, separator=_names_a_class(key))) is not None:
-        raise ValueError(
-            f"model card '{source}': value {key.lstrip('#') or '(root)'}={card[:60]!r} {why}; ckpt_export reads the "
-            "card with that parser, and the card is data: edit or remove that value (a class name: rename the class)."
-        )
+    found = find_config_code(card, key, separator=_names_a_class)
+    if found is None:
+        return
+    path, is_key, why, text = found
+    if is_key:
+        raise ValueError(f"model card '{source}': key {path}#{text!r} {why}; the card is data and is not exported "
+                         "with it.")
+    raise ValueError(
+        f"model card '{source}': value {path.lstrip('#') or '(root)'}={text[:60]!r} {why}; ckpt_export reads the "
+        "card with that parser, and the card is data: edit or remove that value (a class name: rename the class)."
+    )
 
 
 def card_overrides(card: Mapping) -> dict:

@@ -237,7 +237,9 @@ class SelectionDiagnosticsHandler:
                 ev = {int(i) for i in torch.as_tensor(evidence).reshape(-1) if int(i) >= 0}
                 t = self.indices.num_frames
                 if t is not None and ev and max(ev) >= t:  # counted as never kept: evidence_kept silently low
-                    name = data.get("id", data.get("image")) if isinstance(data, dict) else None
+                    image = data.get("image") if isinstance(data, dict) else None
+                    name = (data.get("id") or data.get("source_line") or (getattr(image, "meta", None) or {}).get(
+                        "filename_or_obj")) if isinstance(data, dict) else None
                     raise ValueError(
                         f"{type(self).__name__}: item {name!r} has evidence at frame {max(ev)}, but the network "
                         f"saw {t} frames: the evidence numbers frames of another sequence (map it with MapEvidenced "

@@ -39,7 +39,14 @@ def label_indices(y, num_classes: int | None = None) -> torch.Tensor:
         if t.numel() != 1 and (t.numel() == 0 or (num_classes is not None and t.numel() != num_classes)):
             raise ValueError(f"a label of {t.numel()} values: give a class index or a one-hot vector of "
                              f"{num_classes if num_classes is not None else 'C'} values (AsDiscreted(to_onehot=C)).")
-        out.append(t.argmax() if t.numel() > 1 else t[0])
+        if t.numel() > 1:
+            t = t.float()
+            if not bool(((t == 0) | (t == 1)).all()) or float(t.sum()) != 1.0:  # multi-hot or soft: no one class
+                raise ValueError(f"a label {t.tolist()} is not one-hot (one 1, the rest 0): give class indices or "
+                                 "one-hot vectors; a multi-label or soft target has no single class to score.")
+            out.append(t.argmax())
+        else:
+            out.append(t[0])
     return torch.stack(out).long() if out else torch.zeros(0, dtype=torch.long)
 
 

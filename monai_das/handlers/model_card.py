@@ -37,7 +37,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.networks.factory import architecture_kwargs, is_weight_argument
 from monai_das.networks.utils import unwrap_network
-from monai_das.utils.config import parser_rewrites
+from monai_das.utils.config import find_config_code
 from monai_das.utils.io import file_digest, input_folder_name, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -561,23 +561,23 @@ _FROM_RUN = ("dataset", "synthetic_options", "size", "data_seed", "fold", "num_f
 _UNSET = object()
 
 
+def model_root(checkpoint: str | os.PathLike) -> Path:
+    """The folder a model came in: the bundle root of ``<root>/models/<file>``, else the file's own folder (as
+    given, links not followed: a link inside a received bundle may point anywhere)."""
+    folder = Path(os.path.abspath(checkpoint)).parent
+    return folder.parent if folder.name == "models" else folder
+
+
 def _inside(path: str, folder: Path | None) -> bool:
-    """Whether ``path`` (resolved: links and ``..`` followed) lies in ``folder``."""
+    """Whether ``path`` lies in ``folder``, as written or with links and ``..`` followed (either way round)."""
     if folder is None:
         return False
     try:
-        return Path(path).resolve().is_relative_to(folder.resolve())
-    except (OSError, ValueError):
+        mine = {Path(os.path.abspath(path)), Path(path).resolve()}
+        roots = {Path(os.path.abspath(folder)), Path(folder).resolve()}
+    except (OSError, RuntimeError):
         return True  # unresolvable: not followed
-
-
-def _config_code(value: Any) -> str | None:
-    """Why a string in ``value`` (nested dicts and lists) would read as MONAI config code (``$``, ``@``, ``%`` at its
-    start, a relative id: :func:`~monai_das.utils.config.parser_rewrites` without the ``#`` rule), else ``None``."""
-    if isinstance(value, str):
-        return parser_rewrites(value, separator=False)
-    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else ()
-    return next((why for why in map(_config_code, items) if why is not None), None)
+    return any(p.is_relative_to(r) for p in mine for r in roots)
 
 
 def _trained_value(key: str, facts: Mapping, shipped: Path | None = None) -> Any:
@@ -619,7 +619,7 @@ def _trained_value(key: str, facts: Mapping, shipped: Path | None = None) -> Any
         path, datalist = (run.get(key) if key == "dataset_dir" else facts.get("datalist")), facts.get("datalist")
         ok = isinstance(path, str) and (Path(path).is_dir() if key == "dataset_dir" else Path(path).is_file())
         own = isinstance(datalist, str) and not _inside(datalist, shipped)  # a folder only with its own list
-        return path if files and ok and own else _UNSET
+        return path if files and ok and own and not _inside(path, shipped) else _UNSET
     if key == "data_dir":
         path = run.get("data_dir")
         return path if isinstance(path, str) and Path(path).is_dir() and not _inside(path, shipped) else _UNSET
@@ -650,7 +650,7 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     ``temporal_mode`` (clips); for a model trained on a datalist also its classes (``label_names``, in the training's
     order), grid (``spatial_size``) and intensity steps (``axcodes``, ``pixdim``, ``intensity_range``,
     ``percentiles``), and the datalist (and ``dataset_dir``) when the file is here, not in the model's own folder
-    (``<bundle root>/models/``'s bundle root: a received model's list could name any file on this machine; nor a
+    (:func:`model_root`: a received model's list could name any file on this machine; nor a ``dataset_dir`` or
     ``data_dir`` there), and ``datalist`` is true (the
     bundles take ``label_names`` and ``dataset_dir`` only for that datalist: another one given, an external test
     list, has its own classes and folder, checked against the card). A
@@ -674,16 +674,17 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     if "datalist" in typed:  # another datalist's classes and folder are its own (the configs' rule)
         typed |= {"label_names", "dataset_dir"}
     taken = {}
-    shipped = Path(checkpoint).resolve().parent.parent  # the bundle root a model came in (``<root>/models/``)
+    shipped = model_root(checkpoint)
     for key in defaults:
         if key in ("datalist", "dataset_dir") and not datalist:
             continue
         value = _trained_value(key, facts, shipped)
-        why = _config_code(value) if value is not _UNSET else None
-        if why is not None:  # e.g. sampler_kwargs {"tau0": "$..."}: never evaluated, but a TypeError far from here
-            raise ValueError(f"model card '{card_path}': the training's {key} = {json.dumps(value)[:120]} holds a "
-                             f"string that {why}: a model card is data, so it was altered or damaged; give --{key} "
-                             "on the command line, or use the card training wrote.")
+        code = find_config_code(value) if value is not _UNSET and key not in typed else None
+        if code is not None:  # e.g. sampler_kwargs {"tau0": "$..."}: never evaluated, but a TypeError far from here
+            what = "a key" if code[1] else "a string"
+            raise ValueError(f"model card '{card_path}': the training's {key} = {json.dumps(value)[:120]} holds "
+                             f"{what} that {code[2]}: a model card is data, so it was altered or damaged; give "
+                             f"--{key} on the command line, or use the card training wrote.")
         if value is not _UNSET:
             options[key] = plain(value)
             if plain(value) != plain(defaults[key]) and key not in typed:

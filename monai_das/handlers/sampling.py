@@ -27,7 +27,8 @@ class SampledIndicesHandler:
     network's ``last_indices``: either way the indices of the very forward pass that produced the prediction.
 
     Attach it to an evaluator/inference engine (``decollate=True``, the MONAI default); items are matched in
-    batch order. With ``decollate=False`` the batched output gets the ``B×k`` tensor under ``output_key``. In MONAI's workflows the indices are taken when the engine's own forward pass completes
+    batch order. With ``decollate=False`` the batched output gets the ``B×k`` tensor under ``output_key``. In
+    MONAI's workflows the indices are taken when the engine's own forward pass completes
     (``IterationEvents.FORWARD_COMPLETED``), so a handler that runs the network again later in the iteration (e.g.
     on evenly spaced frames) does not replace them, whatever the order of the handlers; in a plain Ignite engine,
     they are those of the last forward pass before the handler runs.

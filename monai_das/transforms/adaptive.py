@@ -18,7 +18,6 @@ from monai.networks.utils import eval_mode
 from monai.utils import TransformBackends, convert_to_tensor
 
 from monai_das.transforms.temporal import (
-    _RECORDS_DOC,
     EVIDENCE_KEYS,
     FRAME_RECORD_KEYS,
     KEPT_INDICES,
@@ -140,10 +139,9 @@ class AdaptiveSubsampled(MapTransform):
     Dictionary form of :class:`AdaptiveSubsample`: the sampler chooses on the first key present (e.g. the image)
     and the same frames are kept of every other key (e.g. its segmentation; all keys must have the same ``T``, as
     in :class:`monai_das.transforms.RandTemporalSubsampled`). The indices are also stored as
-    ``d[f"{key}_kept_indices"]`` (``k`` long tensor) for every key.
+    ``d[f"{key}_kept_indices"]`` (``k`` long tensor) for every key; the item's per-frame records follow the frames,
+    as in :class:`monai_das.transforms.UniformTemporalSubsampled`.
     """
-
-    __doc__ = (__doc__ or "") + _RECORDS_DOC
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ from monai.utils import TransformBackends, convert_to_tensor
 
 from monai_das.transforms.temporal import (
     NO_SOURCE,
+    FramePositions,
     SOURCE_INDICES,
     _source_coordinates,
     affine_evidence_slices,
@@ -851,7 +852,7 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
                 f"right after {'the resize' if volume else 'LoadVideod'}, on the MetaTensor "
                 f"{'LoadImaged' if volume else 'it'} gives.")
         kept = wanted
-    return kept + [-1] * (t - len(kept))
+    return FramePositions(kept + [-1] * (t - len(kept)))
 
 
 def _nearest_slices(source: Sequence[float], wanted: Sequence[int]) -> list[int]:

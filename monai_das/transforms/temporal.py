@@ -26,6 +26,7 @@ __all__ = [
     "select_frames",
     "subsampled_meta",
     "subsample_frame_records",
+    "FramePositions",
     "volume_to_frames",
     "VolumeToFrames",
     "VolumeToFramesd",
@@ -173,6 +174,15 @@ def subsampled_meta(meta: Mapping, num_frames: int, indices: torch.Tensor) -> di
     return meta
 
 
+class FramePositions(list):
+    """
+    Evidence as :func:`~monai_das.transforms.map_evidence` gives it: positions among the network input's ``T`` frames,
+    padded with ``-1`` to ``T`` (a plain ``list`` otherwise). The mark tells the dictionary subsamplings which
+    evidence lists number the frames they subsample (renumbered to the kept ones) from those still in the file's
+    numbering (left alone: :class:`~monai_das.transforms.MapEvidenced` maps a clip's later, through its meta).
+    """
+
+
 #: the per-frame records a dictionary subsampling keeps in step with the frames, by default: the file's slice/frame
 #: numbers of :class:`~monai_das.transforms.SourceIndicesd` (selected), the evidence positions of
 #: :class:`~monai_das.transforms.MapEvidenced` (renumbered)
@@ -187,13 +197,14 @@ def subsample_frame_records(data: dict, indices: torch.Tensor | Sequence[int], n
     Keep an item's per-frame records in step with its frames after a subsampling of its ``num_frames`` frames to
     ``indices`` (``k``), in place: each ``record_keys`` entry present (``T`` values, one per frame, e.g. the file's
     slice numbers of :class:`~monai_das.transforms.SourceIndicesd`) is indexed by ``indices``; each ``evidence_keys``
-    entry present (``T`` frame positions padded with ``-1``, as :class:`~monai_das.transforms.MapEvidenced` gives) is
-    renumbered to positions among the kept frames (evidence frames not kept are dropped), padded to ``k``. Left
-    alone, both would keep numbering the ``T`` frames while the network numbers the ``k``: the reports' source frames
-    and ``evidence_kept`` were silently wrong.
+    entry that :class:`~monai_das.transforms.MapEvidenced` mapped (a :class:`FramePositions`: ``T`` frame positions
+    padded with ``-1``) is renumbered to positions among the kept frames (evidence frames not kept are dropped; a frame
+    kept twice, ``k > T``, counts once), padded to ``k``; evidence still in the file's numbering (a plain list, e.g.
+    a datalist's before ``MapEvidenced``) is left alone. Left as they were, both would number the ``T`` frames while
+    the network numbers the ``k``: the reports' source frames and ``evidence_kept`` were silently wrong.
 
     Raises:
-        ValueError: an entry of another length than ``num_frames``, naming ``name``, the key and both lengths.
+        ValueError: a record of another length than ``num_frames``, naming ``name``, the key and both lengths.
     """
     idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
     for key in record_keys:
@@ -205,15 +216,20 @@ def subsample_frame_records(data: dict, indices: torch.Tensor | Sequence[int], n
                                  "not one).")
             data[key] = values[idx.to(values.device)]
     for key in evidence_keys:
-        if key in data and data[key] is not None:
-            evidence = [int(i) for i in torch.as_tensor(data[key]).reshape(-1)]
-            if len(evidence) != num_frames:
-                raise ValueError(f"{name}: {key!r} lists {len(evidence)} entries for a sequence of {num_frames} "
-                                 "frames: map it with MapEvidenced before the subsampling (one entry per frame, "
-                                 "padded with -1), or give evidence_keys=() if it is not evidence.")
-            wanted = {i for i in evidence if i >= 0}
-            kept = [j for j, i in enumerate(idx.tolist()) if i in wanted]
-            data[key] = kept + [-1] * (len(idx) - len(kept))
+        evidence = data.get(key)
+        if not isinstance(evidence, FramePositions):
+            continue
+        if len(evidence) != num_frames:
+            raise ValueError(f"{name}: {key!r} lists {len(evidence)} positions for a sequence of {num_frames} frames: "
+                             "it was mapped on another sequence (MapEvidenced before a resize or a subsampling "
+                             "of its own?).")
+        wanted, seen = {int(i) for i in evidence if int(i) >= 0}, set()
+        kept = []
+        for j, i in enumerate(idx.tolist()):
+            if i in wanted and i not in seen:
+                seen.add(i)
+                kept.append(j)
+        data[key] = FramePositions(kept + [-1] * (len(idx) - len(kept)))
 
 
 def volume_to_frames(img: torch.Tensor, axis: int = 0) -> torch.Tensor:
@@ -312,21 +328,14 @@ class UniformTemporalSubsample(Transform):
         return select_frames(img, self.indices(img.shape[0]))
 
 
-_RECORDS_DOC = """
-    The item's per-frame records follow the frames (:func:`subsample_frame_records`): ``record_keys`` (default
-    ``("source_indices",)``, :class:`~monai_das.transforms.SourceIndicesd`'s file slice/frame numbers) are indexed by
-    the kept indices, ``evidence_keys`` (default ``("evidence",)``, as :class:`~monai_das.transforms.MapEvidenced`
-    maps it) renumbered to the kept frames."""
-
-
 class UniformTemporalSubsampled(MapTransform):
     """
     Dictionary form of :class:`UniformTemporalSubsample`. Besides the meta of ``MetaTensor`` values, the kept
-    indices are stored as ``d[f"{key}_kept_indices"]`` (``k`` long tensor; batches to ``B×k``); all keys must have
-    the same ``T`` when the item carries per-frame records.
+    indices are stored as ``d[f"{key}_kept_indices"]`` (``k`` long tensor; batches to ``B×k``). The item's
+    per-frame records follow the frames (:func:`subsample_frame_records`: ``record_keys``, default
+    ``("source_indices",)``, indexed by the kept indices; ``evidence_keys``, default ``("evidence",)``, renumbered
+    when :class:`~monai_das.transforms.MapEvidenced` mapped them); all keys must then have the same ``T``.
     """
-
-    __doc__ = (__doc__ or "") + _RECORDS_DOC
 
     def __init__(self, keys: KeysCollection, num_samples: int, allow_missing_keys: bool = False,
                  record_keys: Sequence[Hashable] = FRAME_RECORD_KEYS,
@@ -347,7 +356,7 @@ class UniformTemporalSubsampled(MapTransform):
             d[f"{key}_{KEPT_INDICES}"] = idx
         if len(chosen) > 1 and any(k in d for k in self.record_keys + self.evidence_keys):
             raise ValueError(f"{name}: keys of {sorted(chosen)} frames; the item's per-frame records can follow one "
-                             "sequence only.")
+                             "sequence only (give record_keys=() and evidence_keys=() to leave them alone).")
         for t, idx in chosen.items():
             subsample_frame_records(d, idx, t, name, self.record_keys, self.evidence_keys)
         return d
@@ -393,10 +402,9 @@ class RandTemporalSubsample(Randomizable, Transform):
 class RandTemporalSubsampled(Randomizable, MapTransform):
     """
     Dictionary form of :class:`RandTemporalSubsample`: the same random indices for every key (all keys must have
-    the same ``T``), stored as ``d[f"{key}_kept_indices"]``.
+    the same ``T``), stored as ``d[f"{key}_kept_indices"]``; the item's per-frame records follow the frames, as in
+    :class:`UniformTemporalSubsampled`.
     """
-
-    __doc__ = (__doc__ or "") + _RECORDS_DOC
 
     def __init__(
         self, keys: KeysCollection, num_samples: int, mode: str = "random", allow_missing_keys: bool = False,

@@ -3,7 +3,13 @@ cards read by ``ckpt_export``, config overrides built from a card, class names t
 
 from __future__ import annotations
 
-__all__ = ["parser_rewrites"]
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["parser_rewrites", "find_config_code"]
+
+#: keys MONAI's ``ConfigParser`` reads as directives (instantiate a class, import, ...), not as data
+CONFIG_DIRECTIVES = ("_target_", "_requires_", "_disabled_", "_mode_", "_desc_")
 
 
 def parser_rewrites(text: str, separator: bool = True) -> str | None:
@@ -26,4 +32,30 @@ def parser_rewrites(text: str, separator: bool = True) -> str | None:
         return "holds '%#' or '@#' (a relative id, which MONAI's config parser rewrites inside the text)"
     if separator and "#" in text:
         return "holds '#' (MONAI's config parser rewrites it to '::', its id separator)"
+    return None
+
+
+def find_config_code(value: Any, key: str = "", separator: Callable[[str], bool] = lambda key: False
+                     ) -> tuple[str, bool, str, str] | None:
+    """
+    The first place in ``value`` (nested mappings, lists and tuples) that MONAI's ``ConfigParser`` would not keep as
+    plain data: ``(key path "#a#b#0", is_key, why, the key or text)`` for a key that is a directive (``_target_``,
+    ...) or starts with ``$``/``%``/``@``, or a string value :func:`parser_rewrites` names (``separator(path)``:
+    whether a ``#`` counts there); ``None`` when everything is plain data.
+    """
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            name = str(k)
+            if name.startswith(("$", "%", "@")) or name in CONFIG_DIRECTIVES:
+                return key, True, "is a MONAI config directive", name
+            found = find_config_code(v, f"{key}#{name}", separator)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = find_config_code(v, f"{key}#{i}", separator)
+            if found is not None:
+                return found
+    elif isinstance(value, str) and (why := parser_rewrites(value, separator=separator(key))) is not None:
+        return key, False, why, value
     return None

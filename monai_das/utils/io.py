@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,8 @@ from typing import Any
 __all__ = [
     "atomic_file",
     "remove_stale_atomic_files",
+    "is_stale_atomic_file",
+    "STALE_TEMP_S",
     "write_text_atomic",
     "write_json_atomic",
     "file_digest",
@@ -65,12 +68,16 @@ def remove_stale_atomic_files(folder: str | os.PathLike) -> list[Path]:
     folder does not collect them across interrupted runs. Returns the deleted paths.
     """
     removed = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            f = Path(entry.path)
-            if entry.name.startswith(".") and is_stale_atomic_file(f):
-                f.unlink(missing_ok=True)
-                removed.append(f)
+    try:  # best effort: a folder this process may write but not list, another user's file it may not delete
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                f = Path(entry.path)
+                if is_stale_atomic_file(f):
+                    with contextlib.suppress(OSError):
+                        f.unlink(missing_ok=True)
+                        removed.append(f)
+    except OSError:
+        pass
     return sorted(removed)
 
 
@@ -183,7 +190,11 @@ def refused_objects(path: str | os.PathLike, error: pickle.UnpicklingError) -> V
     """The error for a model file ``torch.load(weights_only=True)`` refused (``error``), naming the file."""
     # what torch blocked, not its advice to load the file with weights_only=False (which would run the code)
     blocked = re.search(r"GLOBAL\s+([\w.]+)", str(error))
-    first = f"it names the Python object {blocked.group(1)}" if blocked else "unsupported content"
+    lines = [line.strip().removeprefix("WeightsUnpickler error: ") for line in str(error).splitlines()]
+    other = [line for line in lines if line and "weights_only" not in line
+             and not line.startswith(("Weights only load failed", "Check the", "("))]
+    first = f"it names the Python object {blocked.group(1)}" if blocked else (other[0] if other else
+                                                                              "unsupported content")
     return ValueError(
         f"{path} holds Python objects other than tensors, numbers, strings and containers, so it was refused "
         f"(model files are data: loaded with weights_only=True, no pickled code runs): {first}"

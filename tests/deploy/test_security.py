@@ -174,3 +174,13 @@ def test_a_null_label_names_in_an_embedded_config_is_no_ignored_value(caplog):
         with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
             assert _data_labels(config, "inference.json embedded in 'model.ts'") is None
     assert "ignoring" not in caplog.text
+
+
+def test_an_ignored_keys_line_break_is_escaped():
+    """The ignored values' messages reach every report (collect_ignored): a hostile card's key with a line break
+    forged a report line (review); the key is escaped."""
+    from monai_das.deploy.spec import _ignored, collect_ignored
+
+    with collect_ignored() as dropped:
+        _ignored("das_model#recipe#x\nERROR forged", "$x", "card")
+    assert len(dropped) == 1 and "\n" not in dropped[0] and "x\\nERROR forged" in dropped[0]

@@ -157,9 +157,12 @@ def test_csv_listing(tmp_path, study_folder):
     # an id with a line break forged a second line in every log (trial 60b): refused, naming the line (the quoted
     # field spans lines 3-4 of the file)
     (tmp_path / "forged.csv").write_text('id,image\nx,a\n"y\nERROR forged",b\n')
-    with pytest.raises(ValueError, match=r"forged\.csv' line 4: the study id 'y\\nERROR forged' holds the control "
+    with pytest.raises(ValueError, match=r"forged\.csv' line 4: the study id 'y\\nERROR forged' holds the "
                                          r"character '\\n'"):
         list_studies(tmp_path / "forged.csv")
+    (tmp_path / "bidi.csv").write_text("id,image\nx\u202egpj.exe,a\n", encoding="utf-8")  # a direction override
+    with pytest.raises(ValueError, match=r"bidi\.csv' line 2: the study id .* holds the character '\\u202e'"):
+        list_studies(tmp_path / "bidi.csv")
     (tmp_path / "twice.csv").write_text("id,image\nx,a.nii.gz\ny,b.nii.gz\nz,./a.nii.gz\n")  # one file, two spellings
     with pytest.raises(ValueError, match=r"twice\.csv' line 4: '\./a\.nii\.gz' is the study of line 2 again"):
         list_studies(tmp_path / "twice.csv")

@@ -49,6 +49,10 @@ def test_one_hot_labels_give_the_same_metrics_as_class_indices():
     assert results[0][0] == pytest.approx(0.75)
     assert all(r == pytest.approx(results[0]) for r in results)
     assert label_indices(torch.tensor([[0.0, 0.0, 1.0]]), 3).tolist() == [2]
+    assert label_indices([torch.tensor([False, True])], 2).tolist() == [1]  # bool one-hot (argmax refused bool)
+    for soft in ([1.0, 1.0, 0.0], [0.1, 0.45, 0.45]):  # multi-hot, soft: no class (taken as 0 and 1, silently)
+        with pytest.raises(ValueError, match=r"is not one-hot"):
+            label_indices([torch.tensor(soft)], 3)
     with pytest.raises(ValueError, match="a label of 3 values: give a class index or a one-hot vector of 2 values"):
         BalancedAccuracy(2).update((pred[:1], [torch.tensor([0.0, 1.0, 0.0])]))
 

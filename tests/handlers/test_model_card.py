@@ -253,6 +253,24 @@ def test_the_trainings_options_come_from_the_card(tmp_path, caplog, monkeypatch)
         with pytest.raises(ValueError, match=rf"model card '.*metadata\.json': the training's {key} = .* holds a "
                                              r"string that starts with '[$@]'.*altered or damaged; give --" + key):
             trained_options(ckpt, {**defaults, "sampler_kwargs": {}})
+        # given on the command line, as the message says: the card's value is not used, so not refused (review)
+        monkeypatch.setattr(sys, "argv", ["/m/monai/bundle/__main__.py", "run", "--config_file", "x.json",
+                                          f"--{key}", "0"])
+        trained_options(ckpt, {**defaults, "sampler_kwargs": {}})
+        monkeypatch.undo()
+    # a link inside the received folder does not move its root (models/model.pt -> models/a/b/model.pt), and a
+    # checkpoint outside a models/ folder has its own folder as root (review)
+    from monai_das.handlers.model_card import model_root
+
+    assert model_root(ckpt) == ckpt.parent.parent and model_root(tmp_path / "x.pt") == tmp_path
+    (ckpt.parent / "a").mkdir()
+    linked = ckpt.parent / "a" / "model.pt"
+    ckpt.rename(linked)
+    ckpt.symlink_to(linked)
+    card.write_text(json.dumps({CARD_KEY: {**facts, "datalist": str(shipped), "checkpoint_sha256": file_digest(ckpt)}}))
+    assert trained_options(ckpt, defaults)["datalist"] is None
+    ckpt.unlink()
+    linked.rename(ckpt)
     card.write_text(json.dumps({CARD_KEY: facts}))
     # batch inference on --input needs the training's classes and grid, not its lists; nor a datalist that is gone
     # (said, for an evaluation that then needs one)

@@ -34,7 +34,8 @@ def test_indices_in_evaluator_output(net):
     batched = SupervisedEvaluator(device="cpu", val_data_loader=loader, network=net, decollate=False,
                                   val_handlers=[SampledIndicesHandler(net)])
     shapes = []
-    batched.add_event_handler(Events.ITERATION_COMPLETED, lambda e: shapes.append(tuple(e.state.output["indices"].shape)))
+    batched.add_event_handler(Events.ITERATION_COMPLETED,
+                              lambda e: shapes.append(tuple(e.state.output["indices"].shape)))
     batched.run()
     assert shapes == [(2, 4), (1, 4)]
 

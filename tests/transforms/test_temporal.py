@@ -15,6 +15,7 @@ from monai_das.transforms import (
     UniformTemporalSubsample,
     UniformTemporalSubsampled,
     VolumeToFrames,
+    FramePositions,
     VolumeToFramesd,
     subsample_frame_records,
     uniform_indices,
@@ -195,25 +196,33 @@ def test_per_frame_records_follow_the_subsampling():
     """SourceIndicesd's file slice numbers and MapEvidenced's evidence positions number the T frames; after a
     subsampling the network numbers the k kept ones (trial 60a: the predictions' source frames were 22;19;16;13 for
     the file slices 20;14;8;2, and evidence_kept was counted against positions of the 24 frames). The dictionary
-    subsamplings keep them in step; a record of another length is refused, naming it."""
+    subsamplings keep them in step; evidence still in the file's numbering (not mapped yet, or a datalist's empty
+    list) is left alone (review); a record of another length is refused, naming it."""
     frames = torch.rand(8, 1, 4, 4)
     source = torch.arange(8).flip(0)  # a file stored the other way round: slice 7 first
-    evidence = [2, 3, -1, -1, -1, -1, -1, -1]
+    evidence = FramePositions([2, 3, -1, -1, -1, -1, -1, -1])
     d = UniformTemporalSubsampled("image", 4)({"image": frames, "source_indices": source, "evidence": evidence})
     idx = d["image_kept_indices"].tolist()
     assert idx == uniform_indices(8, 4).tolist()
     assert d["source_indices"].tolist() == source[idx].tolist()
-    assert d["evidence"] == [j for j, i in enumerate(idx) if i in (2, 3)] + [-1] * (4 - len([i for i in idx
-                                                                                           if i in (2, 3)]))
+    shown = [j for j, i in enumerate(idx) if i in (2, 3)]
+    assert d["evidence"] == shown + [-1] * (4 - len(shown)) and isinstance(d["evidence"], FramePositions)
     r = RandTemporalSubsampled(["image", "seg"], 3).set_random_state(1)
     d = r({"image": frames, "seg": frames, "source_indices": source, "evidence": evidence})
     idx = d["image_kept_indices"].tolist()
     assert d["source_indices"].tolist() == source[idx].tolist() and len(d["evidence"]) == 3
     assert [idx[j] for j in d["evidence"] if j >= 0] == [i for i in idx if i in (2, 3)]
+    # k > T repeats frames: a repeated evidence frame counts once
+    d = UniformTemporalSubsampled("image", 5)({"image": frames[:3], "evidence": FramePositions([0, -1, -1])})
+    assert d["image_kept_indices"].tolist() == uniform_indices(3, 5).tolist()
+    assert sum(e >= 0 for e in d["evidence"]) == 1 and len(d["evidence"]) == 5
+    for raw in ([5], [], [1, 2, 3, 4, 5, 6, 7, 0]):  # the file's numbering: mapped later (a clip through its meta)
+        assert UniformTemporalSubsampled("image", 4)({"image": frames, "evidence": raw})["evidence"] == raw
     plain = UniformTemporalSubsampled("image", 4, record_keys=(), evidence_keys=())(
-        {"image": frames, "source_indices": source, "evidence": [5]})
-    assert plain["source_indices"] is source and plain["evidence"] == [5]  # opted out: left alone
-    with pytest.raises(ValueError, match=r"UniformTemporalSubsampled: 'evidence' lists 1 entries for a sequence of 8"):
-        UniformTemporalSubsampled("image", 4)({"image": frames, "evidence": [5]})
+        {"image": frames, "source_indices": source, "evidence": evidence})
+    assert plain["source_indices"] is source and plain["evidence"] is evidence  # opted out: left alone
+    with pytest.raises(ValueError, match=r"UniformTemporalSubsampled: 'evidence' lists 3 positions for a sequence "
+                                         r"of 8"):
+        UniformTemporalSubsampled("image", 4)({"image": frames, "evidence": FramePositions([0, 1, 2])})
     with pytest.raises(ValueError, match=r"'source_indices' holds 9 values for a sequence of 8 frames"):
         subsample_frame_records({"source_indices": torch.arange(9)}, [0, 1], 8, "x")

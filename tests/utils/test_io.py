@@ -64,7 +64,8 @@ def test_pickled_objects_are_refused_not_run(tmp_path):
     with pytest.raises(ValueError, match="holds Python objects other than tensors.*weights_only=True") as e:
         read_checkpoint(path)
     # what was blocked, never torch's advice to load it with weights_only=False (which would run it; trial 60b)
-    assert "Payload" in str(e.value) and "set to `False`" not in str(e.value) and "will likely succeed" not in str(e.value)
+    text = str(e.value)
+    assert "Payload" in text and "set to `False`" not in text and "will likely succeed" not in text
 
 
 def test_atomic_file_never_writes_through_a_planted_link(tmp_path):
