@@ -52,6 +52,27 @@ def _ct_series(folder: Path, n: int, series_uid: str | None = None, number: int 
     return folder
 
 
+def _us_cine(path: Path, declared=(8, 10, 4)) -> Path:
+    """A multi-frame ultrasound DICOM whose header declares ``declared`` (rows, columns, frames) and that holds 4
+    frames of 8×10 zeros (all of it when that is what it declares)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID = UltrasoundMultiFrameImageStorage, \
+        ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SeriesInstanceUID, ds.Modality = UltrasoundMultiFrameImageStorage, generate_uid(), "US"
+    (ds.Rows, ds.Columns, ds.NumberOfFrames), ds.SamplesPerPixel = declared, 1
+    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
+        "MONOCHROME2", 8, 8, 7, 0)
+    ds.PixelData = np.zeros((4, 8, 10), np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
 def _gif(path: Path, frames: int = 5, size=(12, 14)) -> Path:
     from PIL import Image
 
@@ -580,22 +601,7 @@ def test_extensionless_non_dicom_files_beside_a_series_are_no_study(tmp_path):
     from monai_das.data.studies import _text_file
 
     assert _text_file(series / "VERSION") and not _text_file(series / "IM8") and not _text_file(series / "s0.dcm")
-    cine = tmp_path / "cine"
-    cine.mkdir()
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
-
-    ds = Dataset()  # a 4-frame ultrasound cine
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID = UltrasoundMultiFrameImageStorage, \
-        ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SeriesInstanceUID, ds.Modality = UltrasoundMultiFrameImageStorage, generate_uid(), "US"
-    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel = 8, 10, 4, 1
-    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
-        "MONOCHROME2", 8, 8, 7, 0)
-    ds.PixelData = np.zeros((4, 8, 10), np.uint8).tobytes()
-    ds.save_as(str(cine / "IM0001"), enforce_file_format=True)
+    cine = _us_cine(tmp_path / "cine" / "IM0001").parent  # a 4-frame ultrasound cine
     (cine / "VERSION").write_text("1.0\n")
     assert [s.kind for s in discover_studies(cine)] == ["video"]
 
@@ -606,25 +612,11 @@ def test_headers_declaring_more_than_the_memory_are_refused_before_reading(tmp_p
     20 GB. Each is refused from its header, naming the study, before a voxel is decoded."""
     import gzip
 
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
-
     from monai_das.data import studies
     from monai_das.data.studies import LoadStudy
 
     monkeypatch.setattr(studies, "available_memory", lambda: 1 << 30)  # 1 GiB
-    ds = Dataset()  # declares 4096×4096×32, holds 4 frames of 8×10
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID = UltrasoundMultiFrameImageStorage, \
-        ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SeriesInstanceUID, ds.Modality = UltrasoundMultiFrameImageStorage, generate_uid(), "US"
-    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel = 4096, 4096, 32, 1
-    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
-        "MONOCHROME2", 8, 8, 7, 0)
-    ds.PixelData = np.zeros((4, 8, 10), np.uint8).tobytes()
-    (tmp_path / "cine").mkdir()
-    ds.save_as(str(tmp_path / "cine" / "IM0001"), enforce_file_format=True)
+    _us_cine(tmp_path / "cine" / "IM0001", declared=(4096, 4096, 32))
     with pytest.raises(RuntimeError, match=r"^study 'cine' \(.*IM0001\) declares 4096×4096×32×1 values of 1 byte\(s\) "
                                            r"in its header; .* needs about 5 GiB, more than the 1 GiB"):  # clip cost
         LoadStudy(VIDEO).load(tmp_path / "cine")

@@ -59,24 +59,29 @@ def test_volume_evidence_is_every_slice_that_shows_it_most(tmp_path, depth, size
         assert [e for e in out["evidence"] if e >= 0] == shows_most, (i, profile.round(2).tolist())
 
 
-def test_volume_evidence_after_an_interpolating_resampling_is_the_nearest_slice(tmp_path):
-    """Spacing (bilinear) before the area resize blends neighbouring slices, so whole-slice shares no longer tell
-    which input slice shows an evidence slice most (review H6: 9 of 12 against the content): the nearest input slice
-    then, as before; never a slice that shows less of it than a neighbour by more than the blending."""
+def _resampled_finding(tmp_path, i: int, depth: int, slice_mm: float, size: int) -> tuple[np.ndarray, list[int]]:
+    """A volume of ``depth`` slices of ``slice_mm`` whose slice ``i`` alone holds a finding, resampled to 3 mm slices
+    and area-resized to ``size``: the profile of the network input along the slices, and its mapped evidence."""
     import nibabel as nib
     from monai.transforms import Spacingd
 
     load = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True), Orientationd("image", "RAS"),
-                    Spacingd("image", pixdim=(1.0, 1.0, 3.0)), Resized("image", (4, 4, 12), mode="area"),
+                    Spacingd("image", pixdim=(1.0, 1.0, 3.0)), Resized("image", (4, 4, size), mode="area"),
                     MapEvidenced("evidence", image_key="image", frame_axis=3)])
+    vol = np.zeros((4, 4, depth), np.float32)
+    vol[:, :, i] = 1.0
+    path = tmp_path / f"s{i}.nii.gz"
+    nib.Nifti1Image(vol, np.diag([1.0, 1.0, slice_mm, 1.0])).to_filename(str(path))
+    out = load({"image": str(path), "evidence": [i]})
+    return out["image"][0, 2, 2].numpy(), [e for e in out["evidence"] if e >= 0]
+
+
+def test_volume_evidence_after_an_interpolating_resampling_is_the_nearest_slice(tmp_path):
+    """Spacing (bilinear) before the area resize blends neighbouring slices, so whole-slice shares no longer tell
+    which input slice shows an evidence slice most (review H6: 9 of 12 against the content): the nearest input slice
+    then, as before; never a slice that shows less of it than a neighbour by more than the blending."""
     for i in range(1, 11):
-        vol = np.zeros((4, 4, 12), np.float32)
-        vol[:, :, i] = 1.0
-        path = tmp_path / f"s{i}.nii.gz"
-        nib.Nifti1Image(vol, np.diag([1.0, 1.0, 2.5, 1.0])).to_filename(str(path))
-        out = load({"image": str(path), "evidence": [i]})
-        profile = out["image"][0, 2, 2].numpy()
-        kept = [e for e in out["evidence"] if e >= 0]
+        profile, kept = _resampled_finding(tmp_path, i, 12, 2.5, 12)
         assert len(kept) == 1 and profile[kept[0]] >= profile.max() - 0.15, (i, kept, profile.round(2).tolist())
 
 
@@ -88,20 +93,8 @@ def test_resampled_evidence_is_nearest_by_the_slices_true_positions(tmp_path, si
     Nearest by the continuous positions: at size 16 every finding maps to the one slice that shows it most; at 20
     (an area *up*-sampling, whose bins are not centred where the affine says) finding 14 maps to a slice that
     shows it most."""
-    import nibabel as nib
-    from monai.transforms import Spacingd
-
-    load = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True), Orientationd("image", "RAS"),
-                    Spacingd("image", pixdim=(1.0, 1.0, 3.0)), Resized("image", (4, 4, size), mode="area"),
-                    MapEvidenced("evidence", image_key="image", frame_axis=3)])
     for i in range(1, 23) if size == 16 else [14]:
-        vol = np.zeros((4, 4, 24), np.float32)
-        vol[:, :, i] = 1.0
-        path = tmp_path / f"s{i}.nii.gz"
-        nib.Nifti1Image(vol, np.diag([1.0, 1.0, 2.0, 1.0])).to_filename(str(path))
-        out = load({"image": str(path), "evidence": [i]})
-        profile = out["image"][0, 2, 2].numpy()
-        kept = [e for e in out["evidence"] if e >= 0]
+        profile, kept = _resampled_finding(tmp_path, i, 24, 2.0, size)
         shows_most = np.flatnonzero(profile >= profile.max() - 1e-3).tolist()
         assert kept == shows_most if size == 16 else kept and set(kept) <= set(shows_most), (i, kept, shows_most)
 
