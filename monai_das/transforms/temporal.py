@@ -278,6 +278,11 @@ class VolumeToFrames(InvertibleTransform):
         if data.ndim != 4:
             raise ValueError(f"{type(self).__name__}.inverse expects T×C×H×W frames (4 dimensions), got shape "
                              f"{tuple(data.shape)}.")
+        if isinstance(data, MetaTensor) and not data.applied_operations and KEPT_INDICES in data.meta:
+            raise ValueError(f"{type(self).__name__}.inverse: these frames were subsampled after it (meta "
+                             f"'{KEPT_INDICES}': {len(data.meta[KEPT_INDICES])} frames kept), and a subsampling cannot "
+                             "be undone (the frames it dropped are gone): invert the spatial steps before the "
+                             "subsampling, on its input.")
         axis = int(self.pop_transform(data)[TraceKeys.EXTRA_INFO]["axis"])
         out = torch.movedim(data.as_tensor(), 0, axis + 1).contiguous()
         meta = {k: v for k, v in data.meta.items() if k != "slice_axis"}

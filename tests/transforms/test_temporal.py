@@ -71,6 +71,10 @@ def test_volume_to_frames_is_inverted_with_the_spatial_steps_before_it(axis):
     assert torch.equal(to_frames.inverse(one).as_tensor(), _volume())
     with pytest.raises(ValueError, match=r"T×C×H×W frames .*\(2, 5, 6\)"):
         to_frames.inverse(MetaTensor(torch.zeros(2, 5, 6)))
+    # frames subsampled after it: said so (it was MONAI's "empty 'applied_operations'" from inside Invertd; T60a)
+    kept = UniformTemporalSubsample(3)(to_frames(MetaTensor(_volume())))
+    with pytest.raises(ValueError, match=r"subsampled after it .*3 frames kept.*invert the spatial steps before"):
+        to_frames.inverse(kept)
 
 
 def test_volume_to_frames_errors():
