@@ -24,6 +24,7 @@ import itertools
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from glob import escape as glob_escape
@@ -59,6 +60,7 @@ __all__ = [
     "BYTES_PER_RESAMPLED_VOXEL",
     "BYTES_PER_VOXEL",
     "check_declared_memory",
+    "check_header_data_file",
     "check_study_memory",
     "declared_dicom",
     "declared_image",
@@ -195,6 +197,7 @@ def declared_image(path: str | os.PathLike, image: Any = None) -> tuple[list[int
     or a file cut short, named as such).
     """
     name = str(path).lower()
+    check_header_data_file(path)  # a data file elsewhere is refused, not skipped
     if name.endswith(".npy"):  # the header alone (never an object array's pickle); a bad one is named, not skipped
         from monai_das.data.readers import read_npy_header
 
@@ -623,6 +626,47 @@ def _mhd_members(path: Path) -> list[Path]:
     return sorted(members)
 
 
+def check_header_data_file(path: str | os.PathLike) -> None:
+    """
+    Refuse an ``.mhd`` header whose ``ElementDataFile`` (or ``LIST`` entry; an ``.nhdr``'s ``data file``) is not a
+    regular file beside it: ITK's reader follows any path, so a received header naming ``/etc/passwd`` (or
+    ``../../secret``) had that file read as voxels and its byte range quoted in the report's intensity warning, and
+    one naming a named pipe hung the run.
+
+    Raises:
+        ValueError: naming the header, the data file and why (absolute, outside the header's folder, not a file).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".mhd", ".nhdr"):
+        return
+    try:
+        lines = path.read_text(encoding="latin-1").splitlines()[:512]
+    except OSError:
+        return  # the reader says why
+    names: list[str] = []
+    for i, line in enumerate(lines):
+        key, _, value = line.partition("=" if suffix == ".mhd" else ":")
+        if key.strip().replace(" ", "").lower() in ("elementdatafile", "datafile"):  # .mhd; .nhdr "data file:"
+            value = value.strip()
+            if value.upper().startswith("LIST"):  # one file name per following line
+                names = [n.strip() for n in lines[i + 1:] if n.strip()]
+            elif value.upper() != "LOCAL":
+                names = [value]
+            break
+    folder = path.parent.resolve()
+    for name in names:
+        pattern = "%" in name  # "slice%03d.raw 1 20 1": files numbered by a printf pattern
+        name = name.split()[0] if pattern else name
+        data = path.parent / name
+        why = ("is an absolute path" if Path(name).is_absolute() else
+               "lies outside the header's folder" if not data.resolve().is_relative_to(folder) else
+               "is not a regular file" if not pattern and not data.is_file() else None)
+        if why:
+            raise ValueError(f"'{path}': its ElementDataFile '{name}' {why}: a header may only name data files "
+                             "beside it (the reader follows any path: another file's bytes would be read as voxels).")
+
+
 def _unsupported(path: Path) -> str:
     return (f"unsupported file '{path}': expected a volume {VOLUME_EXTENSIONS}, a DICOM file or a video "
             f"{VIDEO_EXTENSIONS}.")
@@ -699,8 +743,12 @@ def sizes_named(sized: Iterable[tuple[tuple[int, int], str | os.PathLike]]) -> s
 
 
 def _series_label(ds, uid: str) -> str:
+    """The series' part of a study id (``<folder>#series_<label>``): its ``SeriesNumber``, else the last part of its
+    UID, kept to 32 characters of letters, digits, ``.``, ``-`` and ``_`` (a header may hold any text there: line
+    breaks forged lines of the SR's text, a ``/`` a folder, 300 characters a file name too long)."""
     number = ds.get("SeriesNumber")
-    return str(number) if number not in (None, "") else (uid.rsplit(".", 1)[-1] or "unknown")
+    text = str(number) if number not in (None, "") else (uid.rsplit(".", 1)[-1] or "unknown")
+    return re.sub(r"[^0-9A-Za-z._-]", "_", text)[:32] or "unknown"
 
 
 def _skipped(path: Path, mhd_data: set[Path]) -> bool:
@@ -1609,8 +1657,6 @@ class LoadStudy(Transform):
         elif not source.path.is_dir():
             study = self._load_volume(source, source.files[0], reader=PydicomReader(), info=info, colour=colour)
         elif not any(c in str(source.path) for c in "*?["):  # read exactly this series' files, whatever else is there
-            import re
-
             names = "|".join(re.escape(os.path.join(str(source.path), f.name)) for f in source.files)
             reader = PydicomReader(fname_regex=f"^(?:{names})$")
             study = self._load_volume(source, source.path, reader=reader, info=info, colour=colour)

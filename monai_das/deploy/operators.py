@@ -272,16 +272,21 @@ def remove_srs(folder: Path, root: Path, keep: Sequence[str] = ()) -> None:
     folder but those named in ``keep``, and the temporary folders a killed run left there, logging (not raising)
     what cannot be removed. Nothing is removed when ``folder`` resolves outside ``root``, the SR folder of the
     output (a symbolic link)."""
-    if _outside(folder, root):
+    try:
+        exists = folder.is_dir()  # a study id longer than a file name may be: ENAMETOOLONG, not a stopped run
+    except OSError as e:
+        logger.error("SR folder %s cannot be looked at: %s", folder, e)
+        return
+    if exists and _outside(folder, root):
         logger.error("SR folder %s leads outside %s (a symbolic link): nothing removed there", folder, root)
         return
-    for tmp in folder.glob(_SR_TMP_PREFIX + "*") if folder.is_dir() else ():
+    for tmp in folder.glob(_SR_TMP_PREFIX + "*") if exists else ():
         if tmp.is_dir():
             try:
                 shutil.rmtree(tmp)
             except OSError as e:
                 logger.error("temporary SR folder %s could not be removed: %s", tmp, e)
-    for old in folder.glob("*.dcm") if folder.is_dir() else ():
+    for old in folder.glob("*.dcm") if exists else ():
         if old.is_file() and old.name not in keep:
             try:
                 old.unlink()

@@ -193,12 +193,15 @@ def error_report(source: StudySource, error: BaseException | str, stage: str,
 
 
 def report_text(report: Mapping[str, Any]) -> str:
-    """A short human-readable summary of a report (the text of the optional DICOM SR)."""
+    """A short human-readable summary of a report (the text of the optional DICOM SR); a study id with characters that
+    are not printable (a line break in a folder name or header) is quoted with escapes, so it never forges a line."""
+    study = str(report.get("study_id"))
+    study = study if study.isprintable() else ascii(study)
     if report.get("status") != "ok":
-        return f"Study {report.get('study_id')}: not classified ({report.get('error')})."
+        return f"Study {study}: not classified ({report.get('error')})."
     probs = ", ".join(f"{k}: {v:.3f}" for k, v in report["probabilities"].items())
     lines = [
-        f"DAS classification of study {report['study_id']} (research use only).",
+        f"DAS classification of study {study} (research use only).",
         f"Predicted: {report['predicted_name']} (class {report['predicted_label']}).",
         f"Probabilities: {probs}.",
     ]

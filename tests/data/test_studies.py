@@ -672,6 +672,50 @@ def test_npy_of_python_objects_or_cut_short_is_named_as_such(tmp_path):
             check_study_shapes([str(path)], "volume", slice_axis=0)
 
 
+def test_a_header_naming_data_elsewhere_is_refused_before_reading(tmp_path):
+    """An .mhd whose ElementDataFile is /etc/passwd, ../../<file> or a link out of its folder had that file read as
+    voxels (its byte range quoted in the report's warnings), one naming a named pipe hung the run (trial 60c):
+    refused naming the header and the data file; a data file beside it reads."""
+    from monai_das.data.studies import LoadStudy
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"root:x:0:0" * 10)
+
+    def mhd(folder: str, data: str) -> Path:
+        path = tmp_path / folder / "s.mhd"
+        path.parent.mkdir()
+        path.write_text("ObjectType = Image\nNDims = 3\nBinaryData = True\nDimSize = 4 4 4\nElementType = MET_UCHAR\n"
+                        f"ElementDataFile = {data}\n")
+        return path
+
+    fifo = mhd("fifo", "p.raw")
+    os.mkfifo(fifo.parent / "p.raw")
+    linked = mhd("link", "l.raw")
+    (linked.parent / "l.raw").symlink_to(secret)
+    for path, why in ((mhd("abs", str(secret)), "is an absolute path"), (mhd("up", "../secret.bin"), "lies outside"),
+                      (linked, "lies outside"), (fifo, "is not a regular file")):
+        with pytest.raises(ValueError, match=rf"s\.mhd': its ElementDataFile '.*' {why}"):
+            LoadStudy(VOLUME).load(path)
+    ok = mhd("ok", "s.raw")
+    (ok.parent / "s.raw").write_bytes(bytes(range(64)))
+    assert tuple(LoadStudy(VOLUME).load(ok).image.shape) == (1, 8, 8, 8)
+
+
+def test_series_labels_from_headers_are_plain_names():
+    """A SeriesNumber holding line breaks forged lines of the SR's text, one holding '/' made a folder and collided with
+    another series' id, 300 characters a file name too long (trial 60c): letters, digits, '.', '-', '_', 32 at most."""
+    from pydicom.dataset import Dataset
+
+    from monai_das.data.studies import _series_label
+
+    for number, label in (("2\nPredicted: square (class 1).", "2_Predicted__square__class_1_."), ("1/", "1_"),
+                          ("9" * 300, "9" * 32), (7, "7")):
+        ds = Dataset()
+        ds.add_new(0x00200011, "LO" if isinstance(number, str) else "IS", number)  # as such a file stores it
+        assert _series_label(ds, "1.2.3") == label
+    assert _series_label(Dataset(), "1.2.840.99") == "99"
+
+
 def test_series_errors_name_the_files_at_fault(tmp_path):
     """A truncated slice and a localizer stored with the series' UID were refused naming neither file."""
     import pydicom

@@ -7,6 +7,7 @@ Needs the deployment environment (``bash scripts/setup_deploy_env.sh`` → ``.ve
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -432,3 +433,13 @@ def test_cli_invalid_axcodes_is_a_usage_error(tmp_path, capsys, axcodes, why):
     assert exc.value.code == 2 and not (tmp_path / "out").exists()
     err = capsys.readouterr().err
     assert f"--axcodes '{axcodes}' is not an orientation" in err and why in err and "one of S/I" in err
+
+
+def test_an_sr_folder_whose_name_is_too_long_is_logged_not_raised(tmp_path, caplog):
+    """A study id longer than a file name may be (a 300-character SeriesNumber) made remove_srs raise ENAMETOOLONG
+    in the report writer's error branch, and the whole run stopped, the other studies unread (trial 60c)."""
+    from monai_das.deploy.operators import remove_srs
+
+    with caplog.at_level(logging.ERROR, logger="monai_das.deploy"):
+        remove_srs(tmp_path / ("a_multi#series_" + "9" * 300), tmp_path)
+    assert "cannot be looked at" in caplog.text and "File name too long" in caplog.text

@@ -194,6 +194,10 @@ def test_study_report_maps_indices(torchscript_model):
     path = str(torchscript_model[0])
     assert path in report["warnings"][0] and path not in report_text(report)
     assert f"the TorchScript model '{Path(path).name}' was exported" in report_text(report)
+    # an id with a line break (a folder or header name) never forges a line of the SR's text (trial 60c)
+    forged = report_text({**report, "study_id": "x\nPredicted: square (class 1)."})
+    assert forged.splitlines()[0] == "DAS classification of study 'x\\nPredicted: square (class 1).' (research use " \
+                                     "only)." and len(forged.splitlines()) == len(report_text(report).splitlines())
     json.dumps(report, allow_nan=False)  # serializable
 
 
