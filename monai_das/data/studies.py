@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import itertools
 import logging
 import math
 import os
@@ -610,20 +609,34 @@ def _mhd_members(path: Path) -> list[Path]:
     """An ``.mhd`` header and its data: the files beside it with its stem and the file its ``ElementDataFile`` names
     (which may have another stem: rewriting it must change the study's fingerprint)."""
     members = {f for f in path.parent.glob(glob_escape(path.stem) + ".*") if f.is_file()}
-    try:
-        with open(path, encoding="latin-1") as f:
-            for line in itertools.islice(f, 64):  # a header of "Key = Value" lines; the data file comes last
-                key, _, value = line.partition("=")
-                if key.strip() == "ElementDataFile":
-                    name = value.strip()
-                    if name and name.upper() not in ("LOCAL", "LIST") and "%" not in name:
-                        data = (path.parent / name)
-                        if data.is_file():
-                            members.add(data)
-                    break
-    except OSError:
-        pass
+    for name in _header_data_names(path):
+        data = path.parent / name
+        if "%" not in name and data.is_file():
+            members.add(data)
     return sorted(members)
+
+
+def _header_data_names(path: Path) -> list[str]:
+    """The data files an ``.mhd`` header's ``ElementDataFile`` names (one, the ``LIST`` that follows it, or a
+    ``printf`` pattern such as ``slice%03d.raw 1 20 1`` as its first word; none for ``LOCAL``), or an ``.nhdr``'s
+    ``data file``; ``[]`` for other files and an unreadable header."""
+    suffix = path.suffix.lower()
+    if suffix not in (".mhd", ".nhdr"):
+        return []
+    try:
+        lines = path.read_text(encoding="latin-1").splitlines()[:512]
+    except OSError:
+        return []  # the reader says why
+    for i, line in enumerate(lines):
+        key, _, value = line.partition("=" if suffix == ".mhd" else ":")
+        if key.strip().replace(" ", "").lower() in ("elementdatafile", "datafile"):
+            value = value.strip()
+            if value.upper().startswith("LIST"):  # one file name per following line
+                return [n.strip() for n in lines[i + 1:] if n.strip()]
+            if not value or value.upper() == "LOCAL":
+                return []
+            return [value.split()[0] if "%" in value else value]
+    return []
 
 
 def check_header_data_file(path: str | os.PathLike) -> None:
@@ -637,34 +650,16 @@ def check_header_data_file(path: str | os.PathLike) -> None:
         ValueError: naming the header, the data file and why (absolute, outside the header's folder, not a file).
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".mhd", ".nhdr"):
-        return
-    try:
-        lines = path.read_text(encoding="latin-1").splitlines()[:512]
-    except OSError:
-        return  # the reader says why
-    names: list[str] = []
-    for i, line in enumerate(lines):
-        key, _, value = line.partition("=" if suffix == ".mhd" else ":")
-        if key.strip().replace(" ", "").lower() in ("elementdatafile", "datafile"):  # .mhd; .nhdr "data file:"
-            value = value.strip()
-            if value.upper().startswith("LIST"):  # one file name per following line
-                names = [n.strip() for n in lines[i + 1:] if n.strip()]
-            elif value.upper() != "LOCAL":
-                names = [value]
-            break
     folder = path.parent.resolve()
-    for name in names:
-        pattern = "%" in name  # "slice%03d.raw 1 20 1": files numbered by a printf pattern
-        name = name.split()[0] if pattern else name
+    for name in _header_data_names(path):
         data = path.parent / name
         why = ("is an absolute path" if Path(name).is_absolute() else
                "lies outside the header's folder" if not data.resolve().is_relative_to(folder) else
-               "is not a regular file" if not pattern and not data.is_file() else None)
+               "is not a regular file" if "%" not in name and not data.is_file() else None)
         if why:
-            raise ValueError(f"'{path}': its ElementDataFile '{name}' {why}: a header may only name data files "
-                             "beside it (the reader follows any path: another file's bytes would be read as voxels).")
+            what = "ElementDataFile" if path.suffix.lower() == ".mhd" else "data file"
+            raise ValueError(f"'{path}': its {what} '{name}' {why}: a header may only name data files beside it "
+                             "(the reader follows any path: another file's bytes would be read as voxels).")
 
 
 def _unsupported(path: Path) -> str:
