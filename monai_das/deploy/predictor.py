@@ -537,10 +537,19 @@ class DASPredictor:
             warnings=[f"the model '{self.source}': {n}" if self.source else n for n in notes],
         )
 
+    def running_device(self) -> str:
+        """Where the model runs: ``str(self.device)`` for a torch network; for an ONNX model the device of the first
+        execution provider its session took (``"cuda"`` or ``"cpu"``), which need not be :attr:`device`."""
+        session = getattr(self.network, "session", None)
+        if session is None:
+            return str(self.device)
+        return "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
     def describe(self) -> dict[str, Any]:
         """
         Model facts for reports: ``source``, ``format``, ``engine`` (the one running), ``engine_requested``,
-        ``engine_fallback`` (why another engine runs, or ``None``), the spec (``layout``, ``spatial_size``, ...),
+        ``engine_fallback`` (why another engine runs, or ``None``), ``device`` (where the model runs: an ONNX model on
+        the first execution provider its session took, ``"cpu"`` or ``"cuda"``, whatever :attr:`device` says), the spec (``layout``, ``spatial_size``, ...),
         ``num_kept`` (``k`` kept at inference by default), ``trained_num_kept`` (``k`` of the model card) and
         ``warnings`` (:attr:`warnings`: :func:`~monai_das.deploy.report.study_report` moves them into the report's own
         ``warnings``, so every report of this model says them).
@@ -551,6 +560,7 @@ class DASPredictor:
             "engine": self.engine,
             "engine_requested": self.engine_requested,
             "engine_fallback": self.engine_fallback,
+            "device": self.running_device(),
             "layout": self.spec.layout,
             "spatial_size": list(self.spec.spatial_size),
             "in_channels": self.spec.in_channels,

@@ -68,7 +68,7 @@ def test_task_on_nifti_volume(task_cls, bundle):
     # this bundle has no model card: the intensity scaling is the default's, which a warning says; and it has no
     # models/model.onnx for the default engine: the result says which engine ran and why (it said [] before)
     assert len(das["warnings"]) == 2 and "records no preprocessing recipe" in das["warnings"][0]
-    assert das["engine"] == "eager" and das["engine_requested"] == "onnxruntime"
+    assert das["engine"] == "eager" and das["engine_requested"] == "onnxruntime" and das["device"] == "cpu"
     assert "engine 'onnxruntime' was not used: no models/model.onnx" in das["warnings"][1]
     assert "serving " + str(root / "models" / "model.pt") + " with eager, not onnxruntime" in info["description"]
 
@@ -139,7 +139,7 @@ def test_task_onnx_default_and_frame_budget(task_cls, onnx_bundle, tmp_path):
     assert task.info()["config"]["engine"] == "onnxruntime" and task.info()["config"]["num_kept"] == 0
     _, result = task({"image": image, "device": "cpu"})
     das = result["das"]
-    assert das["engine"] == "onnxruntime" and das["num_frames"] == 8 and das["num_kept"] == 4
+    assert das["engine"] == "onnxruntime" and das["num_frames"] == 8 and das["num_kept"] == 4 and das["device"] == "cpu"
     predictor = DASPredictor.from_path(root)
     expected = predictor.predict(StudyLoader(predictor.spec).load(discover_studies(image)[0]).image)
     assert das["kept_indices"] == expected.kept_indices

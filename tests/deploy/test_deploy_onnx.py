@@ -78,6 +78,11 @@ def test_onnx_is_the_default_and_matches_eager(onnx_bundle):
         pred = DASPredictor.from_path(root, **kwargs)
         info = pred.describe()
         assert info["num_kept"] == k and info["trained_num_kept"] == 4 and info["engine"] == "onnxruntime"
+        # where it runs: the session's provider, not the torch device a caller set (MONAI Label's _get_network)
+        assert info["device"] == "cpu"
+        pred.device = torch.device("cuda:1")
+        assert pred.describe()["device"] == "cpu"
+        pred.device = torch.device("cpu")
         out = pred.predict(x)
         assert out.num_kept == k and out.kept_indices == eager(net, x, k)[1]
 

@@ -48,8 +48,10 @@ class DASClassification(BasicInferTask):
     the trained one; another ``k`` is refused with a ``ValueError``).
 
     Engine: a request may give ``engine`` (:data:`ENGINES`; default the task's, shown in ``config``); another value is
-    refused. The result's ``das`` says which engine ran (``engine``) and which was asked for (``engine_requested``);
-    when they differ (no file for the engine asked for, or a checkpoint newer than the export) ``das.warnings`` says
+    refused. The result's ``das`` says which engine ran (``engine``) and which was asked for (``engine_requested``),
+    and where it ran (``device``: ``"cpu"`` or ``"cuda"``; MONAI Label turns a request's ``cuda…`` into ``cpu`` on a
+    machine without a GPU, and an ONNX model runs on ONNX Runtime's CPU provider here whatever the request); when
+    the engines differ (no file for the engine asked for, or a checkpoint newer than the export) ``das.warnings`` says
     why. A request key that looks like a misspelling of ``num_kept``, ``keep_ratio`` or ``engine``
     (:func:`lib.keys.misspelling_of`: ``num_kep``, ``keepRatio``) is named in ``das.warnings`` (and ignored); MONAI
     Label's own request keys (``device``, ``result_extension``, ``label_info``, ...) are far from those and pass.
@@ -379,6 +381,9 @@ class DASClassification(BasicInferTask):
         }
         requested = data.get("engine") or self.engine
         data["das"]["engine"], data["das"]["engine_requested"] = predictor.engine, requested
+        # MONAI Label maps a request's "cuda…" to "cpu" where there is no GPU, and an ONNX model runs on ONNX
+        # Runtime's provider whatever the device: say where it ran
+        data["das"]["device"] = predictor.running_device()
         warnings = list(data["das"]["warnings"] or [])
         if predictor.engine != requested and not predictor.engine_fallback:  # a fallback says so itself
             warnings.append(f"engine {requested!r} was not used: '{predictor.source}' is newer than the "
