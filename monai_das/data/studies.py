@@ -78,13 +78,15 @@ logger = logging.getLogger(__name__)
 log_once("monai.data.nvimgcodec_pydicom_plugin")
 
 #: single-file volume formats (read with MONAI ``LoadImage``; ``.npy``: a ``D×H×W`` or ``C×D×H×W`` array)
-VOLUME_EXTENSIONS = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".npy")
+VOLUME_EXTENSIONS = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr", ".npy")
 #: files that commonly sit beside studies and are no study (notes, listings, sidecar metadata): skipped silently by
 #: folder discovery; any other file that is not a study becomes an ``"invalid"`` study with an error
 SIDECAR_EXTENSIONS = (".txt", ".md", ".csv", ".tsv", ".json", ".yaml", ".yml", ".log", ".pdf", ".html", ".htm", ".xml",
                       ".inf", ".ini", ".db")  # the last: a PACS CD's AUTORUN.INF, Windows' desktop.ini and Thumbs.db
-#: data files of an ``.mhd`` header (same stem, same folder): members of that study
-_MHD_DATA_EXTENSIONS = (".raw", ".zraw")
+#: headers whose voxels lie in another file (``.mhd``'s ``ElementDataFile``, ``.nhdr``'s ``data file``)
+_DETACHED_HEADERS = (".mhd", ".nhdr")
+#: endings of the data files of such a header (``vol.raw``, ``vol.zraw``, ITK's ``vol.raw.gz``): members of its study
+_HEADER_DATA_ENDINGS = (".raw", ".zraw", ".raw.gz", ".raw.bz2")
 #: DICOM modalities that hold no image to classify (structured reports, segmentations, RT objects, ...)
 NON_IMAGE_MODALITIES = frozenset(
     {"SR", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "PR", "KO", "DOC", "REG", "AU", "ECG", "RWV", "PLAN"}
@@ -340,8 +342,8 @@ def study_fingerprint(path: str | os.PathLike, files: Sequence[str | os.PathLike
             members = sorted(members)
         elif path.is_dir():
             members = sorted(f for f in path.iterdir() if f.is_file())
-        elif path.suffix.lower() == ".mhd":
-            members = _mhd_members(path)
+        elif path.suffix.lower() in _DETACHED_HEADERS:
+            members = _header_members(path)
         else:
             st = path.stat()
             return f"{st.st_size}-{st.st_mtime_ns}"
@@ -367,7 +369,8 @@ class StudySource:
         kind: ``"volume"`` (image file), ``"dicom_series"`` (single-frame DICOM files), ``"video"`` (video file or
             multi-frame DICOM) or ``"invalid"`` (``error`` says why).
         path: the file, or the folder of a DICOM series (absolute when found by :func:`discover_studies`).
-        files: the member files (a series' DICOM files; an ``.mhd`` and its data file; else the file itself).
+        files: the member files (a series' DICOM files; an ``.mhd``/``.nhdr`` and its data file; else the file
+            itself).
         error: why the study cannot be processed, found during discovery (``kind="invalid"``).
         label: the class index given by a study list (``None``: unknown).
         fingerprint: :func:`study_fingerprint` of the member files (computed when not given).
@@ -605,9 +608,10 @@ def _is_multiframe(ds) -> bool:
         return False
 
 
-def _mhd_members(path: Path) -> list[Path]:
-    """An ``.mhd`` header and its data: the files beside it with its stem and the file its ``ElementDataFile`` names
-    (which may have another stem: rewriting it must change the study's fingerprint)."""
+def _header_members(path: Path) -> list[Path]:
+    """An ``.mhd``/``.nhdr`` header and its data: the files beside it with its stem and the file its
+    ``ElementDataFile`` (``data file``) names (which may have another stem: rewriting it must change the study's
+    fingerprint)."""
     members = {f for f in path.parent.glob(glob_escape(path.stem) + ".*") if f.is_file()}
     for name in _header_data_names(path):
         data = path.parent / name
@@ -685,7 +689,7 @@ def _classify_file(root: Path, path: Path, headers: dict[Path, Any]) -> StudySou
     if _empty_file(path):
         return StudySource(sid, "invalid", path, [path], error=_EMPTY_FILE.format(path=path))
     if suffix in VOLUME_EXTENSIONS:
-        return StudySource(sid, "volume", path, _mhd_members(path) if suffix == ".mhd" else [path])
+        return StudySource(sid, "volume", path, _header_members(path) if suffix in _DETACHED_HEADERS else [path])
     if suffix in VIDEO_EXTENSIONS:
         return StudySource(sid, "video", path, [path])
     if is_dicom(path):
@@ -746,11 +750,11 @@ def _series_label(ds, uid: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]", "_", text)[:32] or "unknown"
 
 
-def _skipped(path: Path, mhd_data: set[Path]) -> bool:
-    """Files of a folder that are no study of their own: sidecars, ``.mhd`` data files, a DICOMDIR index."""
+def _skipped(path: Path, header_data: set[Path]) -> bool:
+    """Files of a folder that are no study of their own: sidecars, ``.mhd``/``.nhdr`` data files, a DICOMDIR index."""
     suffix = path.suffix.lower()
     return (suffix in SIDECAR_EXTENSIONS or path.name.upper() == "DICOMDIR"
-            or (suffix in _MHD_DATA_EXTENSIONS and path in mhd_data))
+            or (path.name.lower().endswith(_HEADER_DATA_ENDINGS) and path in header_data))
 
 
 def is_hidden(name: str) -> bool:
@@ -786,11 +790,11 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
             studies.append(StudySource(_study_id(root, folder), "invalid", folder,
                                        error=f"study folder '{folder}' is empty."))
             continue
-        mhd_data = {d for f in files if f.suffix.lower() == ".mhd" for d in _mhd_members(f)}
+        header_data = {d for f in files if f.suffix.lower() in _DETACHED_HEADERS for d in _header_members(f)}
         series: dict[str, list[Path]] = {}
         bare: list[StudySource] = []  # files without an extension that are no study (a PACS export's VERSION, LOCK)
         for f in files:
-            if _skipped(f, mhd_data):
+            if _skipped(f, header_data):
                 continue
             src = _classify_file(root, f, headers)
             if src is None:
@@ -1098,7 +1102,8 @@ def discover_studies(
         source: one of
 
             - a folder, searched recursively (hidden files and folders skipped): every volume file
-              (:data:`VOLUME_EXTENSIONS`; an ``.mhd`` with its data file) and every video file is a study, every
+              (:data:`VOLUME_EXTENSIONS`; an ``.mhd`` or ``.nhdr`` with its data file) and every video file is a
+              study, every
               multi-frame DICOM file is a clip, and the single-frame DICOM files of each folder form one study per
               ``SeriesInstanceUID``. Ids are paths relative to the folder (``sub/b.nii.gz``; a series: its folder,
               ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose

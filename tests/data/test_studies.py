@@ -701,6 +701,32 @@ def test_a_header_naming_data_elsewhere_is_refused_before_reading(tmp_path):
     assert tuple(LoadStudy(VOLUME).load(ok).image.shape) == (1, 8, 8, 8)
 
 
+def test_an_nhdr_and_its_data_file_are_one_study(tmp_path):
+    """An .nhdr (NRRD header with a detached, ITK-compressed .raw.gz) was refused by discovery as an unsupported file,
+    and its data file reported as a second one, though the readers and the memory check take it: one volume study
+    (the data file a member, in the fingerprint) that loads; its data file elsewhere is refused like an .mhd's."""
+    import itk
+
+    from monai_das.data.studies import LoadStudy
+
+    folder = tmp_path / "nhdr"
+    folder.mkdir()
+    values = np.arange(6 * 5 * 4, dtype=np.int16).reshape(4, 5, 6)  # ITK order: z, y, x
+    itk.imwrite(itk.image_from_array(values), str(folder / "vol.nhdr"), compression=True)
+    assert sorted(f.name for f in folder.iterdir()) == ["vol.nhdr", "vol.raw.gz"]
+    (src,) = discover_studies(folder)
+    assert src.kind == "volume" and src.study_id == "vol.nhdr" and [f.name for f in src.files] == ["vol.nhdr",
+                                                                                                   "vol.raw.gz"]
+    before = study_fingerprint(folder / "vol.nhdr")
+    os.utime(folder / "vol.raw.gz", ns=(1, 1))  # the data rewritten: the study runs again on resume
+    assert before.startswith("2files-") and study_fingerprint(folder / "vol.nhdr") != before
+    assert tuple(LoadStudy(VOLUME).load(src.path).image.shape) == (1, 8, 8, 8)
+    header = (folder / "vol.nhdr").read_text().replace("data file: vol.raw.gz", "data file: ../elsewhere.raw.gz")
+    (folder / "vol.nhdr").write_text(header)
+    with pytest.raises(ValueError, match=r"vol\.nhdr': its data file '\.\./elsewhere\.raw\.gz' lies outside"):
+        LoadStudy(VOLUME).load(folder / "vol.nhdr")
+
+
 def test_series_labels_from_headers_are_plain_names():
     """A SeriesNumber holding line breaks forged lines of the SR's text, one holding '/' made a folder and collided with
     another series' id, 300 characters a file name too long (trial 60c): letters, digits, '.', '-', '_', 32 at most."""
