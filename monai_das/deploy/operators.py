@@ -294,14 +294,51 @@ def remove_srs(folder: Path, root: Path, keep: Sequence[str] = ()) -> None:
                 logger.error("earlier SR %s could not be removed: %s", old, e)
 
 
+def sr_text_value(keyword: str, value: Any) -> str | None:
+    """
+    A patient or study attribute of a source image as the SR may carry it: the value itself when valid for its VR,
+    else made valid — control characters (line breaks, escapes) become spaces, a value longer than its VR allows is
+    cut (LO 64 characters, SH and CS 16, each component group of a PN 64), a CS upper-cased (``Chest``) — and
+    ``None`` (left out of the SR) when still invalid (a CS with ``-`` or ``!``). A receiver may refuse an SR that is not valid DICOM (trial T60c:
+    tags copied verbatim, 300 characters and line breaks, were written as they were). What changed is logged by
+    attribute name, never its value (it may name the patient).
+    """
+    from pydicom import config
+    from pydicom.datadict import dictionary_VR
+    from pydicom.valuerep import MAX_VALUE_LEN, validate_value
+
+    vr = dictionary_VR(keyword)
+    if not isinstance(value, (str, bytes)) and isinstance(value, Sequence):  # several values (a backslash in it)
+        values = [sr_text_value(keyword, v) for v in value]
+        return None if any(v is None for v in values) else "\\".join(str(v) for v in values)
+    text = str(value)
+    cleaned = "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
+    if vr == "PN":
+        cleaned = "=".join(group[:64] for group in cleaned.split("="))
+    elif vr in MAX_VALUE_LEN:
+        cleaned = cleaned[:MAX_VALUE_LEN[vr]]
+    if vr == "CS":
+        cleaned = cleaned.upper()  # "Chest" as BodyPartExamined: common, and CHEST is what it means
+    try:
+        validate_value(vr, cleaned, config.RAISE)
+    except ValueError:
+        logger.warning("SR: the source's %s is not a valid %s, even cleaned: left out of the SR.", keyword, vr)
+        return None
+    if cleaned != text:
+        logger.warning("SR: the source's %s was not a valid %s (control characters, too long or lower-case): "
+                       "written corrected.", keyword, vr)
+        return cleaned
+    return value
+
+
 class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
     """
     The SDK's Basic Text SR writer, writing ``<output_folder>/<study_id>/<SOPInstanceUID>.dcm`` (replacing an earlier
     run's SR of that study) and logging (not raising) a failure, so a bad study does not stop the application.
 
-    The SR (the SDK's, completed by :meth:`write`: UTF-8 patient and study attributes copied exactly, references to
-    the source series and its instances) is written into a hidden temporary folder (``.sr-*``) in the study's SR
-    folder and moved into place
+    The SR (the SDK's, completed by :meth:`write`: UTF-8 patient and study attributes copied exactly, made valid for
+    their VR when they are not, references to the source series and its instances) is written into a hidden
+    temporary folder (``.sr-*``) in the study's SR folder and moved into place
     (``os.replace``) once complete, then the earlier run's SR is removed: no ``*.dcm`` there is ever half-written
     (the temporary folder of a killed run is removed by the next run). When the write fails, the earlier run's SR is
     removed too (it would contradict this run's report) and the failure is in ``failed``.
@@ -318,7 +355,8 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
         self.failed: dict[str, str] = {}
         super().__init__(fragment, *args, output_folder=output_folder, **kwargs)
 
-    #: patient and study attributes the SDK copies from the source: copied again, exactly, in the SR's character set
+    #: patient and study attributes the SDK copies from the source: copied again, in the SR's character set, exactly
+    #: when valid for their VR (:func:`sr_text_value`)
     COPIED_TEXT = ("PatientName", "PatientID", "IssuerOfPatientID", "AccessionNumber", "StudyDescription", "StudyID",
                    "ReferringPhysicianName", "BodyPartExamined", "RequestedProcedureID")
 
@@ -353,7 +391,11 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
                     item.TextValue = str(content_text)
             for keyword in self.COPIED_TEXT:
                 if keyword in source:
-                    setattr(ds, keyword, source.get(keyword))
+                    value = sr_text_value(keyword, source.get(keyword))
+                    if value is None:
+                        ds.pop(keyword, None)  # not the SDK's Latin-1 rendering of it either
+                    else:
+                        setattr(ds, keyword, value)
             series = Dataset()
             series.SeriesInstanceUID = source.SeriesInstanceUID
             refs = []

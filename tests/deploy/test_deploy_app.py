@@ -42,6 +42,7 @@ def study_folder(tmp_path_factory):
     for path in write_dicom_series(root / "series", num_slices=6):  # a name outside Latin-1, stored in UTF-8
         ds = pydicom.dcmread(str(path))
         ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 192", "Müller^Jürgen=中文"
+        ds.AccessionNumber, ds.BodyPartExamined = "A12\nPredicted: x", "Chest"  # a line break, too long; lower case
         ds.save_as(str(path))
     # bad studies
     (root / "empty").mkdir()
@@ -117,6 +118,8 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     ds = pydicom.dcmread(app.sr_files["series"][0])
     sources = [pydicom.dcmread(str(p), stop_before_pixels=True) for p in sorted((study_folder / "series").glob("*.dcm"))]
     assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == "Müller^Jürgen=中文"
+    # tags invalid for their VR were copied verbatim (trial T60c): now valid (SH: 16 characters, no control ones)
+    assert ds.AccessionNumber == "A12 Predicted: x"[:16] and ds.BodyPartExamined == "CHEST"
     (study,) = ds.CurrentRequestedProcedureEvidenceSequence
     (series,) = study.ReferencedSeriesSequence
     assert study.StudyInstanceUID == sources[0].StudyInstanceUID and series.SeriesInstanceUID == sources[0].SeriesInstanceUID
@@ -433,6 +436,26 @@ def test_cli_invalid_axcodes_is_a_usage_error(tmp_path, capsys, axcodes, why):
     assert exc.value.code == 2 and not (tmp_path / "out").exists()
     err = capsys.readouterr().err
     assert f"--axcodes '{axcodes}' is not an orientation" in err and why in err and "one of S/I" in err
+
+
+def test_sr_text_values_are_valid_for_their_vr(caplog):
+    """Patient and study attributes for the SR: valid ones as they are, others cleaned (control characters to spaces),
+    cut to the VR's length (a PN per component group), a CS upper-cased, left out when still invalid; the log names
+    the attribute, never its value."""
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import PersonName
+
+    from monai_das.deploy.operators import sr_text_value
+
+    name = PersonName("Doe^John")
+    assert sr_text_value("PatientName", name) is name and sr_text_value("StudyID", "S1") == "S1"
+    assert sr_text_value("PatientID", "P" * 300) == "P" * 64 and sr_text_value("StudyID", "x" * 20) == "x" * 16
+    assert sr_text_value("PatientName", "Doe^Jo\x1bhn=" + "中" * 70) == "Doe^Jo hn=" + "中" * 64
+    assert sr_text_value("StudyDescription", MultiValue(str, ["a", "b\r\n"])) == "a\\b  "
+    with caplog.at_level(logging.WARNING):
+        assert sr_text_value("BodyPartExamined", "chest-wall!") is None
+        assert sr_text_value("BodyPartExamined", "Chest") == "CHEST"
+    assert "BodyPartExamined is not a valid CS" in caplog.text and "chest" not in caplog.text.lower()
 
 
 def test_an_sr_folder_whose_name_is_too_long_is_logged_not_raised(tmp_path, caplog):
