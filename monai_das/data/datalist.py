@@ -48,6 +48,8 @@ DATALIST_SPLITS = ("training", "validation", "test")
 STUDY_LAYOUTS = ("volume", "video")
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
+#: a whole number written with a decimal point ("2.0"): what a spreadsheet or pandas writes for an integer column
+_WHOLE_FLOAT_RE = re.compile(r"^[+-]?\d+\.0*$")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -87,6 +89,10 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
             reader = csv.DictReader(fh)
             columns = [c.strip() for c in (reader.fieldnames or [])]
+            # "Image", "LABEL" (a spreadsheet's capitalised header) are the columns, as a patient column is in any case
+            folded = [c.casefold() for c in columns]
+            columns = [c.casefold() if c.casefold() in CSV_COLUMNS and folded.count(c.casefold()) == 1 else c
+                       for c in columns]
             missing = [c for c in ("image", "label") if c not in columns]
             if missing:
                 other = next((sep for sep in (";", "\t", "|") if len(columns) == 1 and sep in columns[0]), None)
@@ -96,7 +102,7 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
                     f"{path}:1: the CSV header lacks the column(s) {missing}; it has {columns}. Expected a header "
                     f"'image,label[,group][,evidence][,split]'.{hint}"
                 )
-            reader.fieldnames = columns  # so that " label" in a hand-written header still counts as "label"
+            reader.fieldnames = columns  # so that " label" or "Label" in a hand-written header counts as "label"
             rows = []
             for row in reader:
                 # physical line of the row's end (header = line 1): what an editor shows for one-line rows
@@ -327,14 +333,24 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
     for v, where in values.items():
         check_class_name(v, where)
     ints = [v for v in values if _INT_RE.match(v)]
+    whole = [v for v in values if _WHOLE_FLOAT_RE.match(v)]
+    if whole and len(ints) + len(whole) == len(values):  # as names they would sort "0.0", "1.0", "10.0", "2.0"
+        shown = sorted(values, key=float)
+        raise ValueError(
+            f"{source}: the labels {shown[:12]}{' ...' if len(shown) > 12 else ''} are whole numbers written with a "
+            f"decimal point ({whole[0]!r} at {values[whole[0]]}; a spreadsheet or pandas writes an integer column "
+            "that held a blank cell that way). Class indices are integers: write them as 0, 1, 2, ...; if they are "
+            "class names, give label_names in the order you want them."
+        )
     if len(ints) == len(values):  # integer labels are class indices: classes "0".."max"
         top = max(int(v) for v in ints)
         unused = [i for i in range(top + 1) if str(i) not in values]
         if unused:  # labels 1, 2 (a 1-based grading) would add an empty class 0 and a NaN macro AUC
             raise ValueError(
                 f"{source}: integer labels are class indices 0..{top}, but no item has class {unused} (labels "
-                f"{sorted(ints, key=int)}). Renumber them from 0, or name the classes (a top-level 'labels' in the "
-                "JSON, or label_names) so that every index is meant."
+                f"{sorted(ints, key=int)}). A test list of a model trained before: give label_names with the "
+                "model's classes in its order (each label an index into them). Otherwise renumber them from 0, or name "
+                "the classes (a top-level 'labels' in the JSON, or label_names) so that every index is meant."
             )
         return [str(i) for i in range(top + 1)]
     spelled = {v: _SPELLING_RE.sub("", v.casefold()) for v in values}  # case, spaces and punctuation folded
@@ -633,7 +649,7 @@ def load_datalist(
         if not missing_ok and not os.path.exists(image):
             missing.append((f"{path}:{loc}", image, str(item["image"])))
     if missing:
-        raise FileNotFoundError(_missing_images(missing, root))
+        raise FileNotFoundError(_missing_images(missing, root, len(entries)))
 
     items: list[dict] = []
     seen: dict[str, str] = {}
@@ -667,11 +683,12 @@ def _common_folder(images: Sequence[str]) -> str:
     return shlex.quote(common if os.path.isdir(common) else os.path.dirname(common))
 
 
-def _missing_images(missing: Sequence[tuple[str, str, str]], root: str) -> str:
+def _missing_images(missing: Sequence[tuple[str, str, str]], root: str, listed: int = 0) -> str:
     """The error of a datalist's images that do not exist (``(where, image, as written)``): the first one, how many
     others and where (a few); when the written paths name files from the working directory (paths are relative to
-    ``root``, the dataset folder), the ``--dataset_dir`` that reads them; for paths written with ``\\`` (a list made
-    on Windows), how to write them here."""
+    ``root``, the dataset folder), the ``--dataset_dir`` that reads them, or, when none of the ``listed`` images
+    exists, where they are read from; for paths written with ``\\`` (a list made on Windows), how to write them
+    here."""
     where, image, _ = missing[0]
     text = f"{where}: image '{image}' does not exist."
     if len(missing) > 1:
@@ -685,6 +702,9 @@ def _missing_images(missing: Sequence[tuple[str, str, str]], root: str) -> str:
                  f"--dataset_dir gives another); {len(from_cwd)} of them exist from the working directory "
                  f"'{os.getcwd()}' (e.g. '{from_cwd[0]}'): give --dataset_dir {shlex.quote(os.getcwd())}, or write "
                  "the paths relative to the datalist's folder.")
+    elif len(missing) == listed and not os.path.isabs(missing[0][2]) and "\\" not in missing[0][1]:  # elsewhere?
+        text += (f" Relative image paths are read from the dataset folder '{root}' (the datalist's folder unless "
+                 "--dataset_dir gives another): if they are relative to another folder, give it as --dataset_dir.")
     windows = [im for _, im, _ in missing if "\\" in im]
     if os.sep == "/" and windows:
         text += (" Their paths hold '\\' separators, a list written on Windows? Here paths are separated by '/': "

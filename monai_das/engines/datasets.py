@@ -698,6 +698,7 @@ class BundleData:
                            f"training images lack: {_modalities_named(other)} (training: {trained_modalities}). The "
                            "model never saw such studies, so their predictions and metrics may mean nothing; give "
                            "every list studies of the training's modalities.")
+        self._warn_unlike_training(split, len(items), facts.get("geometry") or {})
         channels = int(facts["in_channels"])
         # a video recipe makes every clip the network's channels (grey or RGB) itself: only volumes must match
         if self.layout == "volume" and channels != trained:
@@ -705,6 +706,26 @@ class BundleData:
                              f"the training images {trained}; give every list images of one kind.")
         self._list_shapes[split] = dict(facts["shapes"])
         self._checked.add(split)
+
+    def _warn_unlike_training(self, split: str, count: int, geometry: Mapping[str, tuple]) -> None:
+        """
+        Warn, naming them, about the images of a validation or test list whose physical extent or voxel size lies
+        outside the training images' range (:func:`~monai_das.data.studies.geometry_warning`, what inference says of
+        a study): resized to the grid, a crop of a few mm was stretched and scored in the metrics without a word,
+        where bundle inference on the same file warned (trial T61a).
+        """
+        trained = self.info.get("geometry")
+        if not trained or not geometry:
+            return
+        from monai_das.data.studies import geometry_warning
+
+        unlike = [(image, why) for image, (extent, spacing) in sorted(geometry.items())
+                  if (why := geometry_warning(extent, spacing, trained, Path(image).name, self.axcodes))]
+        if unlike:
+            more = f" Also: {', '.join(Path(i).name for i, _ in unlike[1:4])}{' ...' if len(unlike) > 4 else ''}."
+            logger.warning(f"datalist '{self.datalist}': {len(unlike)} of the {count} {_SPLITS[split]!r} images are "
+                           f"unlike the training images in size, and are scored in its metrics as they are: "
+                           f"{unlike[0][1]}{more if len(unlike) > 1 else ''}")
 
     def _check_test_clips(self, items: Sequence[Mapping]) -> None:
         """

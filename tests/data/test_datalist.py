@@ -168,6 +168,18 @@ def test_class_order_given_for_a_datalist(tmp_path):
         load_datalist(path, label_names=["normal", "abnormal", "normal"])
 
 
+def test_csv_header_columns_in_any_case(tmp_path):
+    """A spreadsheet's capitalised header ('Image,Label,Split') was refused as lacking 'label', though a patient column
+    is matched in any case (trial T61a): the known columns in any case; two spellings of one column stay apart."""
+    _touch(tmp_path, "a.npy", "b.npy", "c.npy")
+    path = _csv(tmp_path / "caps.csv", "Image,LABEL,Split,Evidence", "a.npy,x,train,1;2", "b.npy,y,train,",
+                "c.npy,x,test,")
+    assert [(it["label"], it.get("evidence")) for it in load_datalist(path)] == [(0, [1, 2]), (1, [])]
+    assert len(load_datalist(path, split="test")) == 1
+    both = _csv(tmp_path / "both.csv", "image,Label,label", "a.npy,x,y")
+    assert [it["label"] for it in load_datalist(both)] == [0]  # 'label' is the column, 'Label' another one
+
+
 def test_csv_split_column_gives_validation_and_test_lists(tmp_path):
     _touch(tmp_path, "a.npy", "b.npy", "c.npy", "d.npy", "e.npy")
     path = _csv(tmp_path / "labels.csv", "image,label,group,split", "a.npy,x,p1,", "b.npy,y,p2,Train",
@@ -223,9 +235,18 @@ def test_integer_labels_and_classes_over_all_splits(tmp_path):
     # a gap (labels 1, 2 of a 1-based grading) would add a class without items: refused, naming it
     gap = _csv(tmp_path / "grades.csv", "image,label", "a.npy,1", "b.npy,2")
     with pytest.raises(ValueError, match=r"grades\.csv: integer labels are class indices 0\.\.2, but no item has "
-                                         r"class \[0\].*Renumber them from 0, or name the classes"):
+                                         r"class \[0\].*test list of a model trained before: give label_names "
+                                         r"with the model's classes.*renumber them from 0, or name the classes"):
         datalist_classes(gap)
     assert load_datalist(gap, label_names=["none", "mild", "severe"])[1]["label"] == 2  # named: every index meant
+    # integers written as floats (pandas, a column that held a blank) were names sorted as text: class '10.0' was
+    # index 2, and a study list coded 0..10 was read permuted without a word (trial T61a): refused, said why
+    floats = _csv(tmp_path / "floats.csv", "image,label", *(f"{n}.npy,{i}.0" for i, n in enumerate("abc")),
+                  "a.npy,10", "b.npy,-1.00")
+    with pytest.raises(ValueError, match=r"floats\.csv: the labels \['-1\.00', '0\.0', '1\.0', '2\.0', '10'\] are "
+                                         r"whole numbers written with a decimal point \('0\.0' at .*floats\.csv:2"):
+        datalist_classes(floats)
+    assert datalist_classes(_csv(tmp_path / "grades.csv", "image,label", "a.npy,1.5", "b.npy,2.0")) == ["1.5", "2.0"]
     latin = tmp_path / "excel.csv"
     latin.write_bytes("image,label\na.npy,lésion\n".encode("cp1252"))
     with pytest.raises(ValueError, match=r"excel\.csv: not UTF-8 text \(byte 0xe9 at offset 19\)"):
@@ -389,6 +410,13 @@ def test_paths_written_from_the_working_directory_name_the_dataset_dir_that_read
             f"--dataset_dir gives another); 2 of them exist from the working directory '{tmp_path}' (e.g. "
             f"'{tmp_path / 'data' / 'images' / 'a.npy'}'): give --dataset_dir {tmp_path}") in str(e.value)
     assert len(load_datalist(path, dataset_dir=tmp_path)) == 2  # what it says reads them
+    # relative to a third folder (neither the datalist's nor the working directory): the folder they are read from,
+    # and that --dataset_dir gives another (trial T61a: nothing was said)
+    monkeypatch.chdir(tmp_path / "data" / "lists")
+    with pytest.raises(FileNotFoundError, match=r"Relative image paths are read from the dataset folder '.*lists' "
+                                                r"\(the datalist's folder unless --dataset_dir gives another\): if "
+                                                r"they are relative to another folder, give it as --dataset_dir\."):
+        load_datalist(path)
     absolute = [f"{tmp_path / 'data' / 'images' / n},x" for n in ("a.npy", "b.npy")]
     with pytest.raises(ValueError, match=r"images must lie inside dataset_dir \(the datalist's folder unless "
                                          r"--dataset_dir gives another: .*, e\.g\. --dataset_dir "

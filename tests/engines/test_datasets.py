@@ -838,3 +838,33 @@ def test_a_capped_split_is_said_so(tmp_path):
     assert BundleData("vesselmnist3d", num_samples={"test": 15}).capped("test") == 15  # of medmnist.INFO's 382
     assert output_dir_capped(tmp_path / "eval", 15) == str(tmp_path / "eval" / "n15")
     assert output_dir_capped(tmp_path / "eval", None) == str(tmp_path / "eval")
+
+
+def test_validation_and_test_images_unlike_the_training_ones_are_warned(tmp_path, caplog):
+    """A crop of a few mm in the validation or test list was resized to the grid and scored in the metrics without a
+    word, where bundle inference on the same file warned (trial T61a): the split's images unlike the training images
+    in size are named when the list is checked."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+
+    def volume(name: str, shape: tuple, mm: float) -> str:
+        nib.save(nib.Nifti1Image(rng.random(shape).astype(np.float32), np.diag([mm, mm, 2.5, 1.0])),
+                 str(tmp_path / name))
+        return name
+
+    train = [{"image": volume(f"t{i}.nii.gz", (32, 36, 20), 0.8), "label": i % 2} for i in range(4)]
+    val = [{"image": volume(f"v{i}.nii.gz", (32, 36, 20), 0.8), "label": i % 2} for i in range(2)]
+    test = [{"image": volume("crop.nii.gz", (8, 9, 5), 0.8), "label": 0},
+            {"image": volume("whole.nii.gz", (30, 36, 20), 0.8), "label": 1}]
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps({"training": train, "validation": val, "test": test}))
+    src = BundleData(datalist=path, slice_axis="axial")
+    with caplog.at_level(logging.WARNING, logger="monai_das"):
+        assert len(src.data("val")) == 2
+        assert "unlike the training images" not in caplog.text
+        assert len(src.data("test")) == 2
+    assert re.search(r"dl\.json': 1 of the 2 'test' images are unlike the training images in size, and are scored in "
+                     r"its metrics as they are: 'crop\.nii\.gz' is unlike the training studies in size: it covers 6 mm "
+                     r"along axis 0 \(R\) \(training studies 26-26 mm\)", caplog.text)
+    assert "whole.nii.gz" not in caplog.text
