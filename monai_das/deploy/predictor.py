@@ -791,7 +791,11 @@ def _match_frames(kept: torch.Tensor, frames: torch.Tensor, notes: list[str] | N
     if kept.shape[0] != frames.shape[0] or kept.shape[2:] != frames.shape[2:]:
         return None
     b, k, t = kept.shape[0], kept.shape[1], frames.shape[1]
-    dist = torch.cdist(kept.reshape(b, k, -1).double(), frames.reshape(b, t, -1).double())  # B×k×T
+    # differences, not cdist's default |a|² + |b|² - 2ab, whose rounding differs by row: a kept frame measured
+    # 2.7e-6 from itself and 0.0 from its identical copy, so the tie was missed and both kept frames of a replayed
+    # segment went to the copy (trial T61b)
+    dist = torch.cdist(kept.reshape(b, k, -1).double(), frames.reshape(b, t, -1).double(),
+                       compute_mode="donot_use_mm_for_euclid_dist")  # B×k×T
     nearest = dist.argmin(dim=-1)  # B×k, the first of equal minima
     ties = dist <= dist.min(dim=-1, keepdim=True).values + 1e-9  # B×k×T
     picks = nearest.clone()

@@ -15,7 +15,8 @@ from monai_das.networks.nets.sampler import SamplerOutput
 def _match_frames_loop(kept, frames):
     """The greedy matching written out (earliest unused frame among equal nearest ones), as a reference."""
     b, k, t = kept.shape[0], kept.shape[1], frames.shape[1]
-    dist = torch.cdist(kept.reshape(b, k, -1).double(), frames.reshape(b, t, -1).double())
+    dist = torch.cdist(kept.reshape(b, k, -1).double(), frames.reshape(b, t, -1).double(),
+                       compute_mode="donot_use_mm_for_euclid_dist")
     rows = []
     for i in range(b):
         used, row = set(), []
@@ -58,6 +59,21 @@ def test_match_frames_identical_frames():
     notes = []
     _match_frames(torch.stack([frames[0, [0, 2, 3]], frames[1, [3, 0, 5]]]), frames, notes)
     assert notes == []  # identical frames in the study, none of them kept: nothing to say
+
+
+def test_match_frames_of_a_replayed_segment_of_video_frames():
+    """A clip whose frames 25-27 replay frames 2-4: cdist's matrix-product distances put kept frame 2 at 2.7e-6 from
+    itself and 0.0 from its copy, so the tie went unseen and both kept frames 2 and 25 were reported as 25 (a
+    TorchScript model in the Deploy app / MONAI Label; trial T61b). Exact differences: distinct, earliest first."""
+    frames = torch.full((1, 32, 1, 64, 64), 0.5)  # a grey clip with a bright square moving down
+    for t in range(32):
+        frames[0, t, :, 10 + t:20 + t, 10:20] = 0.9
+    frames[0, 25:28] = frames[0, 2:5]  # the replayed segment
+    kept_at = [2, 3, 4, 18, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]
+    notes = []
+    out = _match_frames(frames[:, kept_at], frames, notes)
+    assert out.tolist() == [kept_at] and len(notes) == 1  # 2-4 and their copies 25-27: all distinct, ties said
+    assert len(set(out[0].tolist())) == len(kept_at)
 
 
 def test_traced_sampler_on_a_frozen_clip_says_its_indices_are_matched():
