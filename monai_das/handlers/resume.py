@@ -336,7 +336,7 @@ _OPTION_HINTS = {
                                   "num_train", "num_val", "batch_size", "lr", "sampler_lr", "sampler_gradient",
                                   "relevance_weight", "class_weights", "temperature_schedule", "precise_bn_batches",
                                   "augment_prob", "augment_rotate", "augment_scale", "val_interval", "encoder", "size",
-                                  "dataset")},
+                                  "dataset", "num_workers", "num_frames")},
 }
 
 def _option_value(value: Any) -> str:

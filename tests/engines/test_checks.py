@@ -297,6 +297,14 @@ def test_resume_recipe_records_the_world_size():
     parser = ConfigParser()
     parser.read_config(TRAIN)
     assert parser.get_parsed_content("resume_recipe#world_size") == 1
+    # and the loader's workers: they draw the random augmentations in their own streams, so a resume with another
+    # --num_workers was accepted without a word and ended on another model (225 of 260 tensors; trial T61b)
+    assert parser.get_parsed_content("resume_recipe#num_workers") == 0
+    from monai_das.handlers import RunSettings
+
+    with pytest.raises(ValueError, match=r"num_workers: checkpoint 0, this run 2.*To resume, give the checkpoint's: "
+                                         r"--num_workers 0"):
+        RunSettings({"method": "das"}, recipe={"num_workers": 2}).load_state_dict({"method": "das", "num_workers": 0})
 
 
 def test_tracking_uri_typo_and_unreachable_server_fail_at_start_up(tmp_path, monkeypatch):
