@@ -54,14 +54,16 @@ def num_kept(num_frames: int, keep_ratio: float) -> int:
     return max(1, min(num_frames, round(keep_ratio * num_frames)))
 
 
-def kept_frames(method: str, num_frames: int, keep_ratio: float, num_samples: int | None = None) -> int:
+def kept_frames(method: str, num_frames: int, keep_ratio: float, num_samples: int | None = None,
+                name: str = "num_samples (k)") -> int:
     """
     The number of frames ``k`` the classifier of sampler ``method`` keeps out of ``T = num_frames``: ``T`` for
-    ``full``, else ``num_samples`` when given (``1 <= k <= T``, checked even for ``full``), else
-    ``num_kept(T, keep_ratio)``. The one rule :func:`build_classifier` and the bundles' inference settings share.
+    ``full``, else ``num_samples`` when given (``1 <= k <= T``, checked even for ``full``; an error names it
+    ``name``, the bundles' ``num_kept``), else ``num_kept(T, keep_ratio)``. The one rule :func:`build_classifier`
+    and the bundles' inference settings share.
     """
     num_frames, keep_ratio = check_count(num_frames, "num_frames (T)"), check_keep_ratio(keep_ratio)
-    num_samples = None if num_samples is None else check_num_kept(num_samples, num_frames)
+    num_samples = None if num_samples is None else check_num_kept(num_samples, num_frames, name)
     if str(method).lower() == "full":
         return num_frames
     return num_samples or num_kept(num_frames, keep_ratio)

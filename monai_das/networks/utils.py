@@ -28,10 +28,10 @@ def check_count(value: Any, name: str) -> int:
     return int(value)
 
 
-def check_num_kept(num_samples: Any, num_frames: int) -> int:
+def check_num_kept(num_samples: Any, num_frames: int, name: str = "num_samples (k)") -> int:
     """``k`` (``num_samples``) as an ``int`` in ``1..T``: :func:`check_count`, then ``k <= T`` (``ValueError``
-    naming both)."""
-    k = check_count(num_samples, "num_samples (k)")
+    naming both; ``name``: the option the error names, e.g. a bundle's ``num_kept``)."""
+    k = check_count(num_samples, name)
     if k > num_frames:
         raise ValueError(f"cannot keep k={k} frames of an input with T={num_frames} frames (k must be <= T).")
     return k

@@ -73,6 +73,9 @@ def test_kept_frames_refuses_bad_k(method):
     for bad in (0, 9, 2.5):
         with pytest.raises(ValueError):
             kept_frames(method, 8, 0.5, bad)
+    # the bundles name their option (an inference with --num_kept 0 was told of a num_samples it had not given; T61b)
+    with pytest.raises(ValueError, match=r"^--num_kept \(k\) must be an integer >= 1, got 0\.$"):
+        kept_frames(method, 8, 0.5, 0, "--num_kept (k)")
 
 
 @pytest.mark.parametrize("head", ["mean", "max", "attention", "gated"])
