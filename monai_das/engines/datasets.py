@@ -416,7 +416,8 @@ class BundleData:
             if missing:
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "
                                "validation AUC is undefined (NaN) in every epoch, so the best-model file is the first "
-                               "epoch's, not chosen by it. Give every class validation items.")
+                               "epoch's, not chosen by it, and the validation balanced accuracy averages the recall of "
+                               "the classes present only. Give every class validation items.")
         layout = self.info["layout"]  # info reads the training files' headers, noting what they say
         for note in self._grid_notes:  # volumes: of the grid; clips: of their frame sizes
             logger.warning(note)
@@ -928,7 +929,31 @@ class BundleData:
                 f"array order of the loaded images ({order}), not slices first, so every volume is resized across "
                 f"its axes ({median[0]} voxels along the first to {grid[0]}). Give --spatial_size {json.dumps(median)} "
                 f"for the files' own grid (slice_axis {self.slice_axis}: {median[self.slice_axis]} slices).")
+        coarse = self._coarse_axis_note(facts.get("geometry") or {})
+        if coarse:
+            self._grid_notes.append(coarse)
         return self._volume_facts(self.label_names, int(facts["in_channels"]), grid)
+
+    def _coarse_axis_note(self, geometry: Mapping[str, tuple]) -> str | None:
+        """
+        A note when the training images' voxels (medians, mm, after ``axcodes``) are at least twice as coarse along
+        one axis as along the others (thick acquired slices) and ``slice_axis`` is another axis: every frame is then
+        a reformat across the thick slices, not an acquired slice (trial T61a: 0.8×0.8×2.5 mm volumes taken along
+        the default axis 0, sagittal, without a word). ``None`` otherwise, or without the images' voxel sizes.
+        """
+        if not geometry:
+            return None
+        spacing = np.median(np.array([g[1] for g in geometry.values()], dtype=np.float64), axis=0)
+        axis = int(np.argmax(spacing))
+        finer = max(float(spacing[a]) for a in range(3) if a != axis)
+        if axis == self.slice_axis or spacing[axis] < 2 * finer:
+            return None
+        name = next((n for n, codes in _NORMALS.items() if self.axcodes and self.axcodes[axis] in codes), None)
+        return (f"the training images of '{self.datalist}' have voxels of {spacing[axis]:.2g} mm along axis {axis}"
+                f"{f' ({name})' if name else ''} and at most {finer:.2g} mm along the others (medians): their "
+                f"acquired slices lie across axis {axis}, but slice_axis {self.slice_axis} takes its frames along "
+                f"another axis, each a reformat across the thick slices. If DAS should choose among the acquired "
+                f"slices, give --slice_axis {name or axis}.")
 
     def _volume_facts(self, names: Sequence[str], channels: int, grid: list[int]) -> dict:
         return {"num_classes": len(names), "label_names": list(names), "in_channels": channels,

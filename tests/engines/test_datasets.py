@@ -868,3 +868,28 @@ def test_validation_and_test_images_unlike_the_training_ones_are_warned(tmp_path
                      r"its metrics as they are: 'crop\.nii\.gz' is unlike the training studies in size: it covers 6 mm "
                      r"along axis 0 \(R\) \(training studies 26-26 mm\)", caplog.text)
     assert "whole.nii.gz" not in caplog.text
+
+
+def test_thick_slices_across_another_axis_than_slice_axis_are_noted(tmp_path, caplog):
+    """0.8×0.8×2.5 mm volumes trained along the default slice_axis 0 (sagittal) took every frame as a reformat across
+    the thick slices without a word (trial T61a): the training's start says which axis the acquired slices lie
+    across, and names the option; along that axis, nothing is said."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(6):
+        nib.save(nib.Nifti1Image(rng.random((24, 24, 10)).astype(np.float32), np.diag([0.8, 0.8, 2.5, 1.0])),
+                 str(tmp_path / f"v{i}.nii.gz"))
+        items.append({"image": f"v{i}.nii.gz", "label": i % 2})
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps({"training": items[:4], "validation": items[4:]}))
+    with caplog.at_level(logging.WARNING, logger="monai_das"):
+        BundleData(datalist=path).training_facts
+    assert re.search(r"voxels of 2\.5 mm along axis 2 \(axial\) and at most 0\.8 mm along the others \(medians\): "
+                     r"their acquired slices lie across axis 2, but slice_axis 0 takes its frames along another axis.*"
+                     r"give --slice_axis axial\.", caplog.text)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das"):
+        BundleData(datalist=path, slice_axis="axial").training_facts
+    assert "acquired slices" not in caplog.text
