@@ -55,6 +55,17 @@ def medmnist_info(name: str) -> dict[str, Any]:
     return INFO[key]
 
 
+def _found_elsewhere(path: Path, folder: Path) -> str:
+    """A sentence naming ``$MEDMNIST_ROOT`` or ``~/.medmnist`` when it holds the file ``path.name`` that ``folder``
+    lacks (an earlier place in the order, e.g. ``$MONAI_DAS_DATA/medmnist3d`` without the file, hides it), else
+    ``""``."""
+    for where, other in ((f"${ROOT_ENV}", os.environ.get(ROOT_ENV)), ("~/.medmnist", "~/.medmnist")):
+        if other and (Path(other).expanduser() / path.name).is_file() and Path(other).expanduser() != folder:
+            return (f" The file is in {where} ('{Path(other).expanduser()}'), which an earlier place in that order "
+                    f"hid: give --data_dir {Path(other).expanduser()} (the Python API's root=).")
+    return ""
+
+
 def medmnist_root(root: str | os.PathLike | None = None) -> Path:
     """The folder with the files: ``root``, else ``$MEDMNIST_ROOT``, else medmnist's default (``~/.medmnist``)."""
     if root is not None:
@@ -111,7 +122,7 @@ def ensure_medmnist_file(
                 f"md5 {md5}), or point to the folder that holds it: the bundles' --data_dir, else "
                 f"$MONAI_DAS_DATA/medmnist3d, else ${ROOT_ENV}, else ~/.medmnist (in that order; the Python API's "
                 "root= is --data_dir and skips $MONAI_DAS_DATA); "
-                "or, in Python, pass download=True (the bundles do not download)."
+                "or, in Python, pass download=True (the bundles do not download)." + _found_elsewhere(path, folder)
             )
         from monai.apps import download_url
 

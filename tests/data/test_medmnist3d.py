@@ -82,6 +82,23 @@ def test_missing_file_error_names_file_and_folder(tmp_path, name, size):
     assert ("_64.npz" in msg) == (size == 64)
 
 
+def test_missing_file_names_the_later_place_that_holds_it(tmp_path, monkeypatch):
+    """$MONAI_DAS_DATA/medmnist3d without the file hid a $MEDMNIST_ROOT holding it, and the error named only the empty
+    folder (trial T61a): it names where the file is and the --data_dir that reads it."""
+    root = tmp_path / "mm"
+    root.mkdir()
+    (root / medmnist_filename("organmnist3d", 28)).write_bytes(b"not read")
+    monkeypatch.setenv("MEDMNIST_ROOT", str(root))
+    with pytest.raises(FileNotFoundError, match=r"The file is in \$MEDMNIST_ROOT \('.*mm'\), which an earlier place "
+                                                rf"in that order hid: give --data_dir {root}"):
+        MedMNIST3DDataset("organmnist3d", "train", 28, root=tmp_path / "empty")
+    monkeypatch.delenv("MEDMNIST_ROOT")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.medmnist holding it either
+    with pytest.raises(FileNotFoundError) as e:
+        MedMNIST3DDataset("organmnist3d", "train", 28, root=tmp_path / "empty")
+    assert "The file is in" not in str(e.value)
+
+
 def test_metadata_of_all_six():
     expected = {"organmnist3d": 11, "nodulemnist3d": 2, "adrenalmnist3d": 2, "fracturemnist3d": 3,
                 "vesselmnist3d": 2, "synapsemnist3d": 2}
