@@ -1190,6 +1190,18 @@ def _video_facts(path: str) -> tuple[int, list[int]]:
         cap.release()
 
 
+def _frame_rate(path: str) -> float | None:
+    """The frame rate a video container's header declares (frames per second), ``None`` when it gives none."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
+    return fps if math.isfinite(fps) and fps > 0 else None
+
+
 def _loaded_facts(path: str, reader) -> tuple[int, list[int]]:
     """``(C, spatial)`` by loading the image with MONAI (for formats without a header-only reader here)."""
     from monai.transforms import LoadImage
@@ -1372,7 +1384,8 @@ def check_study_shapes(
         (datalist line and path), for :func:`check_no_copies` across lists (``content_paths``: the file of each
         content key); ``modalities``: the DICOM images' ``Modality`` (upper case) → the images of it (other files have
         none); ``geometry``: ``layout="volume"``, each NIfTI image's ``(extent, voxel size)`` in mm per axis after
-        ``axcodes`` (:func:`~monai_das.data.studies.oriented_geometry`; other files have none).
+        ``axcodes`` (:func:`~monai_das.data.studies.oriented_geometry`; other files have none); ``frame_rates``:
+        ``layout="video"``, the frame rate each video file's header declares (files that declare none are left out).
 
     Raises:
         FileNotFoundError: a missing image.
@@ -1406,6 +1419,7 @@ def check_study_shapes(
     unoriented: list[str] = []  # NIfTI files whose header gives no orientation
     modalities: dict[str, list[str]] = {}  # DICOM modality → its images
     geometry: dict[str, tuple[list[float], list[float]]] = {}  # NIfTI volume → (extent, voxel size) in mm
+    frame_rates: dict[str, float] = {}  # video file → the frame rate its header declares
     from monai_das.data.studies import nifti_without_orientation
     # every unusable image is named in one error, not one per run (a 1-frame clip, a truncated and an empty file in
     # one list took three runs to find)
@@ -1421,6 +1435,10 @@ def check_study_shapes(
                 found = _series_geometry(Path(image), axcodes)
                 if found is not None:
                     geometry[image] = found
+            elif layout == "video" and image.lower().endswith(VIDEO_EXTENSIONS):
+                fps = _frame_rate(image)
+                if fps is not None:
+                    frame_rates[image] = fps
         except (FileNotFoundError, ValueError) as e:
             errors.append((type(e) if isinstance(e, FileNotFoundError) else ValueError, f"{_where(item, image)} {e}"))
             continue
@@ -1476,7 +1494,7 @@ def check_study_shapes(
                            + "\n  ".join(shown) + more)
     return {"in_channels": max(first_with), "shapes": shapes, "num_frames_range": (min(frames), max(frames)),
             "content_ids": uids, "content_paths": paths, "modalities": modalities, "geometry": geometry,
-            "patients": patients}
+            "patients": patients, "frame_rates": frame_rates}
 
 
 def _some(named: Sequence[str], shown: int = 5) -> str:

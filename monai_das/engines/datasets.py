@@ -39,6 +39,8 @@ SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 _SPLITS = {"train": "training", "val": "validation", "test": "test"}
 
 
+#: training clips whose declared frame rates differ by more than this factor are warned about
+FRAME_RATE_SPREAD = 4.0
 #: the axis codes of each anatomical slice direction's normal (an axial slice is a plane of one S/I position)
 _NORMALS = {"sagittal": "LR", "coronal": "AP", "axial": "SI"}
 
@@ -900,6 +902,15 @@ class BundleData:
                     f"{facts_out['spatial_size']} (size or spatial_size), so frames of another aspect ratio are "
                     f"stretched. {len(odd)} of {len(facts['shapes'])} differ from the most common size "
                     f"{list(common)}, e.g. {', '.join(odd[:3])}.")
+            rates = facts.get("frame_rates") or {}
+            if len(rates) > 1 and max(rates.values()) > FRAME_RATE_SPREAD * min(rates.values()):
+                slow, fast = min(rates, key=rates.get), max(rates, key=rates.get)
+                self._grid_notes.append(
+                    f"the training clips of '{self.datalist}' declare frame rates from {rates[slow]:.3g} fps "
+                    f"('{slow}') to {rates[fast]:.3g} fps ('{fast}'): a clip becomes num_frames={self.num_frames} "
+                    "frames by its frame count, not by time, so one frame spans very different times across clips "
+                    "(the same motion over many frames in one, a few in another). Resample the clips to one frame "
+                    "rate (e.g. ffmpeg -r), or check that the rate carries no label.")
             # said by training_facts (inference warns per clip; training repeated their frames without a word)
             self._short_clips = {image: int(shape[0]) for image, shape in facts["shapes"].items()
                                  if int(shape[0]) < self.num_frames}

@@ -522,7 +522,8 @@ def test_check_study_shapes_volumes(tmp_path):
                      "content_paths": {content_key(it["image"]): it["image"] for it in items},
                      "modalities": {},  # no DICOM file: no modality
                      # the NIfTI file's extent and voxel size in mm (identity affine: 1 mm); the .npy array has none
-                     "geometry": {items[0]["image"]: ([10.0, 12.0, 6.0], [1.0, 1.0, 1.0])}, "patients": {}}
+                     "geometry": {items[0]["image"]: ([10.0, 12.0, 6.0], [1.0, 1.0, 1.0])}, "patients": {},
+                     "frame_rates": {}}
     assert check_study_shapes(items, "volume", slice_axis=2)["num_frames_range"] == (6, 9)
     assert list(check_study_shapes(items, "volume", max_items=1)["shapes"]) == [items[0]["image"]]
     # a multi-channel NIfTI (X×Y×Z×C) and a channel-first NumPy volume
@@ -544,7 +545,7 @@ def test_check_study_shapes_clips_and_dicom(tmp_path):
     key = content_key(avi)
     assert facts == {"in_channels": 3, "shapes": {avi: (5, 3, 12, 16)}, "num_frames_range": (5, 5),
                      "content_ids": {key: f"'{avi}'"}, "content_paths": {key: avi}, "modalities": {}, "geometry": {},
-                     "patients": {}}
+                     "patients": {}, "frame_rates": {avi: 10.0}}
     assert check_study_shapes([multi], "video")["shapes"] == {multi: (4, 1, 12, 16)}
     assert check_study_shapes([avi, multi], "video", mixed_channels=True)["modalities"] == {"US": [multi]}
     # grey and colour clips: one channel count for a volume model, mixed for a video recipe (it decodes them all to

@@ -893,3 +893,29 @@ def test_thick_slices_across_another_axis_than_slice_axis_are_noted(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="monai_das"):
         BundleData(datalist=path, slice_axis="axial").training_facts
     assert "acquired slices" not in caplog.text
+
+
+def test_training_clips_of_very_different_frame_rates_are_noted(tmp_path, caplog):
+    """Clips at 1 and 240 fps trained beside 10-60 fps ones without a word, though a clip becomes T frames by count,
+    not time (trial T61b): the training's start names the range and the clips; rates within 4× say nothing."""
+    import cv2
+
+    def clip(name: str, fps: float) -> dict:
+        writer = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter_fourcc(*"MJPG"), fps, (16, 12))
+        for t in range(6):
+            writer.write(np.full((12, 16, 3), 30 * t, np.uint8))
+        writer.release()
+        return {"image": name, "label": "ab"[len(name) % 2]}
+
+    near = [clip("a.avi", 25), clip("bb.avi", 30), clip("c.avi", 25), clip("dd.avi", 30)]
+    val = [clip("v.avi", 25), clip("vv.avi", 25)]
+    (tmp_path / "near.json").write_text(json.dumps({"training": near, "validation": val}))
+    with caplog.at_level(logging.WARNING, logger="monai_das"):
+        BundleData(datalist=tmp_path / "near.json", layout="video", num_frames=4).training_facts
+    assert "frame rates" not in caplog.text
+    far = [*near[2:], clip("slow.avi", 2), clip("fast_.avi", 120)]
+    (tmp_path / "far.json").write_text(json.dumps({"training": far, "validation": val}))
+    with caplog.at_level(logging.WARNING, logger="monai_das"):
+        BundleData(datalist=tmp_path / "far.json", layout="video", num_frames=4).training_facts
+    assert re.search(r"far\.json' declare frame rates from 2 fps \('.*slow\.avi'\) to 120 fps \('.*fast_\.avi'\): a "
+                     r"clip becomes num_frames=4 frames by its frame count, not by time", caplog.text)
