@@ -91,8 +91,12 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
             columns = [c.strip() for c in (reader.fieldnames or [])]
             # "Image", "LABEL" (a spreadsheet's capitalised header) are the columns, as a patient column is in any case
             folded = [c.casefold() for c in columns]
-            columns = [c.casefold() if c.casefold() in CSV_COLUMNS and folded.count(c.casefold()) == 1 else c
-                       for c in columns]
+            twice = next((k for k in CSV_COLUMNS if folded.count(k) > 1), None)
+            if twice is not None:  # 'Label' and 'label': which one the labels are would be a guess
+                raise ValueError(f"{path}:1: the CSV header has the column {twice!r} "
+                                 f"{folded.count(twice)} times ({[c for c in columns if c.casefold() == twice]}, "
+                                 "its name read in any case): keep one.")
+            columns = [c.casefold() if c.casefold() in CSV_COLUMNS else c for c in columns]
             missing = [c for c in ("image", "label") if c not in columns]
             if missing:
                 other = next((sep for sep in (";", "\t", "|") if len(columns) == 1 and sep in columns[0]), None)
@@ -384,7 +388,16 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
             f"{values[name]}); write every label the same way: all class names, or all indices (a JSON datalist "
             "may name the indices in a top-level 'labels': {\"0\": name, ...}; a CSV's classes are its own labels)."
         )
+    if all(_is_number(v) for v in values):  # grades 1.5, 2.0, 10.0: by value ("10.0" sorts before "2.0" as text)
+        return sorted(values, key=float)
     return sorted(values)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | None = None,
@@ -463,10 +476,11 @@ _warned_keys: set[tuple[str, str]] = set()  # (datalist, key): each misspelt key
 
 def _warn_misspelt_keys(path: Path, rows: Mapping[str, list[tuple[str, dict]]], split: str = "training") -> None:
     """Warn, once per datalist and key, about an item key (a CSV column) that is one typo from a key the datalist is
-    read by (``"evidnce": [1, 2]``, ``Label``): it would be ignored, as other keys are, and the item read as one
-    without that key (no evidence, say), with no sign. One typo from a patient key when no key names the patients is
-    refused when the ``training`` list is read (its validation list would be drawn, and the lists checked, with every
-    item a patient of its own); a list read for prediction is warned about as other keys are."""
+    read by (``"evidnce": [1, 2]``, a JSON item's ``Label``; a CSV's columns are read in any case): it would be
+    ignored, as other keys are, and the item read as one without that key (no evidence, say), with no sign. One
+    typo from a patient key when no key names the patients is refused when the ``training`` list is read (its
+    validation list would be drawn, and the lists checked, with every item a patient of its own); a list read for
+    prediction is warned about as other keys are."""
     known = (*CSV_COLUMNS, *GROUP_KEYS[1:]) if _kind(path) == "csv" else (*ITEM_KEYS, *GROUP_KEYS[1:])
     first: dict[str, str] = {}  # unknown key → the first item (or CSV line) that has it
     for entries in rows.values():
@@ -1166,8 +1180,9 @@ def _check_itk_reads_all(folder: Path, files: Sequence[Path]) -> None:
     )
 
 
-def _video_facts(path: str) -> tuple[int, list[int]]:
-    """``(3, [T, H, W])`` from the container header (OpenCV decodes every container to BGR)."""
+def _video_facts(path: str) -> tuple[int, list[int], float | None]:
+    """``(3, [T, H, W], frame rate)`` from the container header (OpenCV decodes every container to BGR; the rate in
+    frames per second, ``None`` when the header gives none)."""
     import cv2
 
     cap = cv2.VideoCapture(path)
@@ -1177,29 +1192,18 @@ def _video_facts(path: str) -> tuple[int, list[int]]:
                 from PIL import Image
 
                 with Image.open(path) as im:
-                    return 3, [int(getattr(im, "n_frames", 1)), int(im.height), int(im.width)]
+                    return 3, [int(getattr(im, "n_frames", 1)), int(im.height), int(im.width)], None
             raise RuntimeError("OpenCV cannot open it (unsupported codec or corrupt file).")
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if n <= 0:  # some containers do not store the count: step through the packets without decoding them
             n = 0
             while cap.grab():
                 n += 1
-        return 3, [n, h, w]
+        return 3, [n, h, w], (fps if math.isfinite(fps) and fps > 0 else None)
     finally:
         cap.release()
-
-
-def _frame_rate(path: str) -> float | None:
-    """The frame rate a video container's header declares (frames per second), ``None`` when it gives none."""
-    import cv2
-
-    cap = cv2.VideoCapture(path)
-    try:
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
-    finally:
-        cap.release()
-    return fps if math.isfinite(fps) and fps > 0 else None
 
 
 def _loaded_facts(path: str, reader) -> tuple[int, list[int]]:
@@ -1242,10 +1246,12 @@ def content_key(path: str | os.PathLike) -> str:
 
 
 def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: bool = False, min_frames: int = 2,
-                 axcodes: str | None = None, pixdim=None) -> tuple[int, tuple[int, ...], int, list[str], str | None]:
-    """``(channels, shape in the layout's order, number of frames/slices, content ids, modality)`` of one image, the
-    ids being the SOPInstanceUIDs of DICOM images or the :func:`content_key` of another file, the modality a DICOM
-    image's (``None`` for other files) (``clips_only``: refuse a volume rather than read it as a clip)."""
+                 axcodes: str | None = None, pixdim=None
+                 ) -> tuple[int, tuple[int, ...], int, list[str], str | None, float | None]:
+    """``(channels, shape in the layout's order, number of frames/slices, content ids, modality, frame rate)`` of one
+    image, the ids being the SOPInstanceUIDs of DICOM images or the :func:`content_key` of another file, the modality a
+    DICOM image's (``None`` for other files), the frame rate a video file's header declares (``None`` for others)
+    (``clips_only``: refuse a volume rather than read it as a clip)."""
     from monai_das.data.studies import check_study_memory
 
     p = Path(image)
@@ -1258,6 +1264,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
         raise ValueError(f"is no clip ({'a folder' if p.is_dir() else 'neither a video nor a DICOM file'}): "
                          f"{_CLIPS_ONLY}")
     clip: list[int] | None = None  # [T, H, W] of a clip
+    rate: float | None = None  # frames per second a video file's header declares
     uids: list[str] = []
     modality: str | None = None
     if p.is_file() and not is_dicom(p):  # a copy of this file in another list (another name or folder): its bytes
@@ -1274,7 +1281,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
             # an Enhanced CT/MR file is a volume: columns, rows, frames, as LoadImage reads it (and the study layer)
             clip, spatial = None, [dims[2], dims[1], dims[0]]
     elif name.endswith(VIDEO_EXTENSIONS):
-        c, clip = _video_facts(image)
+        c, clip, rate = _video_facts(image)
     else:  # an ITK file (.nrrd, .mha, ...) is read whole here: its header first
         check_study_memory(image, pixdim=pixdim if layout == "volume" else None)
         c, spatial = _loaded_facts(image, reader)
@@ -1296,7 +1303,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
             raise ValueError(f"is a clip of {t} frame(s) ({h}×{w}), fewer than min_frames={min_frames}: "
                              + ("a still image is not a clip; min_frames 1 accepts it (repeated to T frames)." if t <= 1
                                 else f"too short; min_frames {t} or lower accepts it (resampled to T frames)."))
-        return c, (t, c, h, w), t, uids, modality
+        return c, (t, c, h, w), t, uids, modality, rate
     if clip is not None:  # a clip read as a volume: its frames are the slices along slice_axis
         t, h, w = clip
         spatial = [h, w]
@@ -1311,7 +1318,7 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
                 else f"a volume of {min(spatial)} slice(s) along an axis, fewer than min_frames={min_frames}")
         hint = "" if len(spatial) > 3 else "; min_frames 1 accepts it as a one-slice volume"
         raise ValueError(f"is {what} (spatial shape {spatial}, {c} channel(s)): expected a 3D volume{hint}.")
-    return c, (c, *spatial), spatial[slice_axis], uids, modality
+    return c, (c, *spatial), spatial[slice_axis], uids, modality, rate
 
 
 #: unusable images named in one error of :func:`check_study_shapes`
@@ -1385,7 +1392,7 @@ def check_study_shapes(
         content key); ``modalities``: the DICOM images' ``Modality`` (upper case) → the images of it (other files have
         none); ``geometry``: ``layout="volume"``, each NIfTI image's ``(extent, voxel size)`` in mm per axis after
         ``axcodes`` (:func:`~monai_das.data.studies.oriented_geometry`; other files have none); ``frame_rates``:
-        ``layout="video"``, the frame rate each video file's header declares (files that declare none are left out).
+        the frame rate each video file's header declares (DICOM cines and files that declare none are left out).
 
     Raises:
         FileNotFoundError: a missing image.
@@ -1427,18 +1434,16 @@ def check_study_shapes(
     for item in chosen:
         image = str(item["image"] if isinstance(item, Mapping) else item)
         try:
-            c, shape, t, item_uids, modality = _study_facts(image, layout, slice_axis, reader, clips_only, min_frames,
-                                                            axcodes, pixdim)
+            c, shape, t, item_uids, modality, rate = _study_facts(image, layout, slice_axis, reader, clips_only,
+                                                                  min_frames, axcodes, pixdim)
             if layout == "volume" and image.lower().endswith(_NIFTI_SUFFIXES):
                 geometry[image] = _nifti_geometry(image, axcodes)
             elif layout == "volume" and axcodes is not None and Path(image).is_dir():  # a DICOM series (T58b)
                 found = _series_geometry(Path(image), axcodes)
                 if found is not None:
                     geometry[image] = found
-            elif layout == "video" and image.lower().endswith(VIDEO_EXTENSIONS):
-                fps = _frame_rate(image)
-                if fps is not None:
-                    frame_rates[image] = fps
+            if rate is not None:
+                frame_rates[image] = rate
         except (FileNotFoundError, ValueError) as e:
             errors.append((type(e) if isinstance(e, FileNotFoundError) else ValueError, f"{_where(item, image)} {e}"))
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -62,7 +63,7 @@ def _found_elsewhere(path: Path, folder: Path) -> str:
     for where, other in ((f"${ROOT_ENV}", os.environ.get(ROOT_ENV)), ("~/.medmnist", "~/.medmnist")):
         if other and (Path(other).expanduser() / path.name).is_file() and Path(other).expanduser() != folder:
             return (f" The file is in {where} ('{Path(other).expanduser()}'), which an earlier place in that order "
-                    f"hid: give --data_dir {Path(other).expanduser()} (the Python API's root=).")
+                    f"hid: give --data_dir {shlex.quote(str(Path(other).expanduser()))} (the Python API's root=).")
     return ""
 
 

@@ -635,7 +635,7 @@ def _header_data_names(path: Path) -> list[str]:
         key, _, value = line.partition("=" if suffix == ".mhd" else ":")
         if key.strip().replace(" ", "").lower() in ("elementdatafile", "datafile"):
             value = value.strip()
-            if value.upper().startswith("LIST"):  # one file name per following line
+            if value.upper().split()[:1] == ["LIST"]:  # one file name per following line ('list01.raw' is a name)
                 return [n.strip() for n in lines[i + 1:] if n.strip()]
             if not value or value.upper() == "LOCAL":
                 return []
@@ -750,11 +750,16 @@ def _series_label(ds, uid: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]", "_", text)[:32] or "unknown"
 
 
-def _skipped(path: Path, header_data: set[Path]) -> bool:
-    """Files of a folder that are no study of their own: sidecars, ``.mhd``/``.nhdr`` data files, a DICOMDIR index."""
+def _skipped(path: Path, header_data: set[Path], named: set[Path]) -> bool:
+    """Files of a folder that are no study of their own: sidecars, a DICOMDIR index, the data files of ``.mhd`` /
+    ``.nhdr`` headers: a file a header names (``named``, resolved; whatever its name, but for a study format of its
+    own), or a file beside a header with its stem and a data file's ending (``header_data``)."""
     suffix = path.suffix.lower()
-    return (suffix in SIDECAR_EXTENSIONS or path.name.upper() == "DICOMDIR"
-            or (path.name.lower().endswith(_HEADER_DATA_ENDINGS) and path in header_data))
+    if suffix in SIDECAR_EXTENSIONS or path.name.upper() == "DICOMDIR":
+        return True
+    if path.resolve() in named and _suffix(path) not in VOLUME_EXTENSIONS + VIDEO_EXTENSIONS:
+        return True
+    return path.name.lower().endswith(_HEADER_DATA_ENDINGS) and path in header_data
 
 
 def is_hidden(name: str) -> bool:
@@ -770,6 +775,7 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
     studies: list[StudySource] = []
     passed_over: list[StudySource] = []  # series of no study image (see the end)
     any_file = False
+    named: set[Path] = set()  # the data files .mhd/.nhdr headers name (resolved): no studies of their own
     visited = {os.path.realpath(root)}  # folders are followed through links (a study linked in from an archive),
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # each real folder once (no loops)
         kept = []
@@ -790,11 +796,14 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
             studies.append(StudySource(_study_id(root, folder), "invalid", folder,
                                        error=f"study folder '{folder}' is empty."))
             continue
-        header_data = {d for f in files if f.suffix.lower() in _DETACHED_HEADERS for d in _header_members(f)}
+        headers_here = [f for f in files if f.suffix.lower() in _DETACHED_HEADERS]
+        header_data = {d for f in headers_here for d in _header_members(f)}
+        # the files they name, also in a subfolder ('data file: data/vol.raw'), walked after this folder
+        named.update((f.parent / n).resolve() for f in headers_here for n in _header_data_names(f) if "%" not in n)
         series: dict[str, list[Path]] = {}
         bare: list[StudySource] = []  # files without an extension that are no study (a PACS export's VERSION, LOCK)
         for f in files:
-            if _skipped(f, header_data):
+            if _skipped(f, header_data, named):
                 continue
             src = _classify_file(root, f, headers)
             if src is None:

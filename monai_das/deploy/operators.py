@@ -294,14 +294,25 @@ def remove_srs(folder: Path, root: Path, keep: Sequence[str] = ()) -> None:
                 logger.error("earlier SR %s could not be removed: %s", old, e)
 
 
+def _fit_name_group(group: str, limit: int = 64) -> str:
+    """A PN component group (``family^given^middle^prefix^suffix``) within ``limit`` characters: its longest
+    component shortened, one character at a time, so that ``"X" * 70 + "^Y"`` keeps its given name."""
+    parts = group.split("^")[:5]
+    while len("^".join(parts)) > limit:
+        longest = max(range(len(parts)), key=lambda i: len(parts[i]))
+        parts[longest] = parts[longest][:-1]
+    return "^".join(parts)
+
+
 def sr_text_value(keyword: str, value: Any) -> str | None:
     """
     A patient or study attribute of a source image as the SR may carry it: the value itself when valid for its VR,
     else made valid — control characters (line breaks, escapes) become spaces, a value longer than its VR allows is
-    cut (LO 64 characters, SH and CS 16, each component group of a PN 64), a CS upper-cased (``Chest``) — and
-    ``None`` (left out of the SR) when still invalid (a CS with ``-`` or ``!``). A receiver may refuse an SR that is not valid DICOM (trial T60c:
-    tags copied verbatim, 300 characters and line breaks, were written as they were). What changed is logged by
-    attribute name, never its value (it may name the patient).
+    cut (LO 64 characters, SH and CS 16; a PN to 3 component groups of 64, its longest components shortened), a CS
+    upper-cased (``Chest``) — and ``None`` when still invalid (a CS with ``-`` or ``!``: left out of the SR, or
+    written empty where the SR must carry it). A receiver may refuse an SR that is not valid DICOM (trial T60c: tags
+    copied verbatim, 300 characters and line breaks, were written as they were). What changed is logged by attribute
+    name, never its value (it may name the patient).
     """
     from pydicom import config
     from pydicom.datadict import dictionary_VR
@@ -313,8 +324,8 @@ def sr_text_value(keyword: str, value: Any) -> str | None:
         return None if any(v is None for v in values) else "\\".join(str(v) for v in values)
     text = str(value)
     cleaned = "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
-    if vr == "PN":
-        cleaned = "=".join(group[:64] for group in cleaned.split("="))
+    if vr == "PN":  # at most 3 groups (alphabetic, ideographic, phonetic) of 64 characters, each component kept
+        cleaned = "=".join(_fit_name_group(group) for group in cleaned.split("=")[:3])
     elif vr in MAX_VALUE_LEN:
         cleaned = cleaned[:MAX_VALUE_LEN[vr]]
     if vr == "CS":
@@ -360,6 +371,9 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
     COPIED_TEXT = ("PatientName", "PatientID", "IssuerOfPatientID", "AccessionNumber", "StudyDescription", "StudyID",
                    "ReferringPhysicianName", "BodyPartExamined", "RequestedProcedureID")
 
+    #: those an SR must carry (type 2), empty when the source's value cannot be made valid
+    REQUIRED_TEXT = ("PatientName", "PatientID", "AccessionNumber", "StudyID", "ReferringPhysicianName")
+
     #: concept name of the SR's IMAGE items, the images the classifier kept (a private coding scheme: DICOM has no
     #: code for it)
     KEPT_IMAGE_CODE = ("KEPT", "99MONAIDAS", "Slice or frame used by the classifier")
@@ -392,10 +406,12 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
             for keyword in self.COPIED_TEXT:
                 if keyword in source:
                     value = sr_text_value(keyword, source.get(keyword))
-                    if value is None:
-                        ds.pop(keyword, None)  # not the SDK's Latin-1 rendering of it either
-                    else:
+                    if value is not None:
                         setattr(ds, keyword, value)
+                    elif keyword in self.REQUIRED_TEXT:  # type 2: present, empty when unknown
+                        setattr(ds, keyword, "")
+                    else:
+                        ds.pop(keyword, None)  # not the SDK's Latin-1 rendering of it either
             series = Dataset()
             series.SeriesInstanceUID = source.SeriesInstanceUID
             refs = []

@@ -538,21 +538,22 @@ class DASPredictor:
         )
 
     def running_device(self) -> str:
-        """Where the model runs: ``str(self.device)`` for a torch network; for an ONNX model the device of the first
-        execution provider its session took (``"cuda"`` or ``"cpu"``), which need not be :attr:`device`."""
+        """Where the model runs, ``"cpu"`` or ``"cuda"``: :attr:`device`'s type for a torch network; for an ONNX model
+        the device of the first execution provider its session took, which need not be :attr:`device`."""
         session = getattr(self.network, "session", None)
         if session is None:
-            return str(self.device)
+            return self.device.type
         return "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
     def describe(self) -> dict[str, Any]:
         """
         Model facts for reports: ``source``, ``format``, ``engine`` (the one running), ``engine_requested``,
-        ``engine_fallback`` (why another engine runs, or ``None``), ``device`` (where the model runs: an ONNX model on
-        the first execution provider its session took, ``"cpu"`` or ``"cuda"``, whatever :attr:`device` says), the spec (``layout``, ``spatial_size``, ...),
-        ``num_kept`` (``k`` kept at inference by default), ``trained_num_kept`` (``k`` of the model card) and
-        ``warnings`` (:attr:`warnings`: :func:`~monai_das.deploy.report.study_report` moves them into the report's own
-        ``warnings``, so every report of this model says them).
+        ``engine_fallback`` (why another engine runs, or ``None``), ``device`` (where the model runs, ``"cpu"`` or
+        ``"cuda"``: an ONNX model on the first execution provider its session took, whatever :attr:`device` says),
+        the spec (``layout``, ``spatial_size``, ...), ``num_kept`` (``k`` kept at inference by default),
+        ``trained_num_kept`` (``k`` of the model card) and ``warnings`` (:attr:`warnings`:
+        :func:`~monai_das.deploy.report.study_report` moves them into the report's own ``warnings``, so every report
+        of this model says them).
         """
         return {
             "source": self.source,

@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -586,7 +585,7 @@ def export_torchscript(
             if misfit is None:
                 raise
             raise misfit from e
-        _add_extra_file(tmp, SOURCE_PROP, json.dumps(torchscript_source(ckpt, card, shape)), archive_name=out.name)
+        _add_extra_file(tmp, SOURCE_PROP, json.dumps(torchscript_source(ckpt, card, shape)))
     logger.info(f"exported TorchScript to {out} (MONAI's line above names the temporary file it was written as)")
     return str(out)
 
@@ -602,12 +601,12 @@ def torchscript_source(ckpt_file: str | os.PathLike, card: Mapping, item_shape: 
             "item_shape": [int(s) for s in item_shape], "num_kept": (card.get(CARD_KEY) or {}).get("num_kept")}
 
 
-def _add_extra_file(path: str | os.PathLike, name: str, content: str, archive_name: str | None = None) -> None:
+def _add_extra_file(path: str | os.PathLike, name: str, content: str) -> None:
     """Add the extra file ``name`` to the TorchScript archive ``path``, keeping the ones there (MONAI's
-    ``metadata.json``, ``inference.json``): loaded and saved again, as ``torch.jit`` writes extra files.
-    ``archive_name``: the file name the archive is written under (``torch.jit`` names the archive's root folder after
-    it, e.g. ``model/`` for ``model.ts``; ``path`` itself may be a temporary name), then moved to ``path``."""
-    import tempfile
+    ``metadata.json``, ``inference.json``): loaded and saved again, as ``torch.jit`` writes extra files. Saved
+    through memory, so the archive's root folder is ``archive/`` (torch's name for a stream), not the temporary file
+    name ``path`` may have (``torch.jit.save`` to a file names the root after it)."""
+    import io
     import zipfile
 
     with zipfile.ZipFile(path) as archive:
@@ -615,13 +614,9 @@ def _add_extra_file(path: str | os.PathLike, name: str, content: str, archive_na
     extra: dict[str, Any] = {n: "" for n in names}
     module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     extra[name] = content
-    if archive_name is None:
-        torch.jit.save(module, str(path), _extra_files=extra)
-        return
-    with tempfile.TemporaryDirectory(prefix="monai_das_export.") as folder:  # the system's: a kill leaves nothing here
-        named = Path(folder) / archive_name
-        torch.jit.save(module, str(named), _extra_files=extra)
-        shutil.copyfile(named, path)  # ``path`` is atomic_file's temporary file: swapped in whole afterwards
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer, _extra_files=extra)
+    Path(path).write_bytes(buffer.getvalue())  # ``path``: atomic_file's temporary file, swapped in whole afterwards
 
 
 def main(argv: Sequence[str] | None = None) -> int:

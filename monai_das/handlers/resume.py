@@ -300,9 +300,11 @@ class RunSettings:
             # sampler_lr follows lr (lr / 10 by default): not hinted when both are the default share of their lr
             derived = all(isinstance(d.get(k), (int, float)) for d in (state_dict, now) for k in ("lr", "sampler_lr")) \
                 and all(math.isclose(d["sampler_lr"], d["lr"] / 10) for d in (state_dict, now)) and by_key.get("lr")
+            # a volume's num_frames is its grid along slice_axis (spatial_size), not an option of its own
             hints = [_OPTION_HINTS[k].format(_option_value(state_dict[k])) for k, found in by_key.items()
                      if found and k in _OPTION_HINTS and not (k == "sampler_lr" and derived)
-                     and (k != "temperature_epochs" or None not in (state_dict[k], now[k]))]
+                     and (k != "temperature_epochs" or None not in (state_dict[k], now[k]))
+                     and (k != "num_frames" or now.get("layout") == "video")]
             give = f" To resume, give the checkpoint's: {'; '.join(hints)}." if hints else ""
             if any(d.startswith("data.datalist:") for d in diffs):
                 give += (" The datalist's bytes changed since the checkpoint was written (its SHA-256 above): a "
@@ -336,7 +338,7 @@ _OPTION_HINTS = {
                                   "num_train", "num_val", "batch_size", "lr", "sampler_lr", "sampler_gradient",
                                   "relevance_weight", "class_weights", "temperature_schedule", "precise_bn_batches",
                                   "augment_prob", "augment_rotate", "augment_scale", "val_interval", "encoder", "size",
-                                  "dataset", "num_workers", "num_frames")},
+                                  "dataset", "num_workers", "num_frames", "spatial_size")},
 }
 
 def _option_value(value: Any) -> str:

@@ -170,14 +170,17 @@ def test_class_order_given_for_a_datalist(tmp_path):
 
 def test_csv_header_columns_in_any_case(tmp_path):
     """A spreadsheet's capitalised header ('Image,Label,Split') was refused as lacking 'label', though a patient column
-    is matched in any case (trial T61a): the known columns in any case; two spellings of one column stay apart."""
+    is matched in any case (trial T61a): the known columns in any case; two spellings of one column are refused."""
     _touch(tmp_path, "a.npy", "b.npy", "c.npy")
     path = _csv(tmp_path / "caps.csv", "Image,LABEL,Split,Evidence", "a.npy,x,train,1;2", "b.npy,y,train,",
                 "c.npy,x,test,")
     assert [(it["label"], it.get("evidence")) for it in load_datalist(path)] == [(0, [1, 2]), (1, [])]
     assert len(load_datalist(path, split="test")) == 1
-    both = _csv(tmp_path / "both.csv", "image,Label,label", "a.npy,x,y")
-    assert [it["label"] for it in load_datalist(both)] == [0]  # 'label' is the column, 'Label' another one
+    for header in ("image,Label,label", "image,Label,LABEL"):  # which one holds the labels would be a guess
+        both = _csv(tmp_path / "both.csv", header, "a.npy,x,y")
+        with pytest.raises(ValueError, match=r"both\.csv:1: the CSV header has the column 'label' 2 times "
+                                             rf"\(\[{header[6:11]!r}, {header[12:]!r}\].*keep one"):
+            load_datalist(both)
 
 
 def test_csv_split_column_gives_validation_and_test_lists(tmp_path):
@@ -246,7 +249,8 @@ def test_integer_labels_and_classes_over_all_splits(tmp_path):
     with pytest.raises(ValueError, match=r"floats\.csv: the labels \['-1\.00', '0\.0', '1\.0', '2\.0', '10'\] are "
                                          r"whole numbers written with a decimal point \('0\.0' at .*floats\.csv:2"):
         datalist_classes(floats)
-    assert datalist_classes(_csv(tmp_path / "grades.csv", "image,label", "a.npy,1.5", "b.npy,2.0")) == ["1.5", "2.0"]
+    grades = _csv(tmp_path / "grades.csv", "image,label", "a.npy,1.5", "b.npy,2.0", "c.npy,10.0")
+    assert datalist_classes(grades) == ["1.5", "2.0", "10.0"]  # numbers by value (review: '10.0' before '2.0')
     latin = tmp_path / "excel.csv"
     latin.write_bytes("image,label\na.npy,lésion\n".encode("cp1252"))
     with pytest.raises(ValueError, match=r"excel\.csv: not UTF-8 text \(byte 0xe9 at offset 19\)"):
@@ -956,7 +960,7 @@ def test_misspelt_item_key_is_warned_once(tmp_path, caplog):
     dl = _json(tmp_path / "dl.json", {"training": [
         {"image": "a.npy", "label": 0, "evidence": [1]}, {"image": "b.npy", "label": 1, "evidnce": [1, 2]},
         {"image": "c.npy", "label": 1, "evidnce": [3], "note": "kept aside"}]})
-    csv_dl = _csv(tmp_path / "dl.csv", "image,Label,label,grup,patient", "a.npy,x,0,p1,p1", "b.npy,y,1,p2,p2")
+    csv_dl = _csv(tmp_path / "dl.csv", "image,lable,label,grup,patient", "a.npy,x,0,p1,p1", "b.npy,y,1,p2,p2")
     dl_module._warned_keys.clear()
     with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
         items = load_datalist(dl)
@@ -966,7 +970,7 @@ def test_misspelt_item_key_is_warned_once(tmp_path, caplog):
     assert caplog.text.count("'evidnce'") == 1 and "note" not in caplog.text
     assert (f"{dl}:training[1]: the item key 'evidnce' is not one the datalist is read by and is one typo from "
             "'evidence'") in caplog.text
-    assert f"{csv_dl}:1 (the header): the column 'Label'" in caplog.text and "typo from 'label'" in caplog.text
+    assert f"{csv_dl}:1 (the header): the column 'lable'" in caplog.text and "typo from 'label'" in caplog.text
     assert "the column 'grup'" in caplog.text and "typo from 'group'" in caplog.text  # 'patient' names them
 
 

@@ -721,6 +721,16 @@ def test_an_nhdr_and_its_data_file_are_one_study(tmp_path):
     os.utime(folder / "vol.raw.gz", ns=(1, 1))  # the data rewritten: the study runs again on resume
     assert before.startswith("2files-") and study_fingerprint(folder / "vol.nhdr") != before
     assert tuple(LoadStudy(VOLUME).load(src.path).image.shape) == (1, 8, 8, 8)
+    # a data file of any name, in a subfolder too, is the header's, not a study of its own (review); a name that
+    # starts with "list" is a file name, not the LIST form
+    for data in ("voxels.dat", "list01.gz", "data/vol.bin"):
+        other = tmp_path / f"nhdr_{data.replace('/', '_')}"
+        (other / data).parent.mkdir(parents=True)
+        shutil.copy(folder / "vol.raw.gz", other / data)
+        (other / "scan.nhdr").write_text((folder / "vol.nhdr").read_text().replace("vol.raw.gz", data))
+        (src,) = discover_studies(other)
+        assert src.study_id == "scan.nhdr" and src.kind == "volume", data
+        assert tuple(LoadStudy(VOLUME).load(src.path).image.shape) == (1, 8, 8, 8)
     header = (folder / "vol.nhdr").read_text().replace("data file: vol.raw.gz", "data file: ../elsewhere.raw.gz")
     (folder / "vol.nhdr").write_text(header)
     with pytest.raises(ValueError, match=r"vol\.nhdr': its data file '\.\./elsewhere\.raw\.gz' lies outside"):

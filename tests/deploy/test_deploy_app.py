@@ -42,7 +42,7 @@ def study_folder(tmp_path_factory):
     for path in write_dicom_series(root / "series", num_slices=6):  # a name outside Latin-1, stored in UTF-8
         ds = pydicom.dcmread(str(path))
         ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 192", "Müller^Jürgen=中文"
-        ds.AccessionNumber, ds.BodyPartExamined = "A12\nPredicted: x", "Chest"  # a line break, too long; lower case
+        ds.AccessionNumber, ds.BodyPartExamined = "A12\nPredicted: xyz", "Chest"  # a line break, too long; lower case
         ds.save_as(str(path))
     # bad studies
     (root / "empty").mkdir()
@@ -119,7 +119,7 @@ def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     sources = [pydicom.dcmread(str(p), stop_before_pixels=True) for p in sorted((study_folder / "series").glob("*.dcm"))]
     assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == "Müller^Jürgen=中文"
     # tags invalid for their VR were copied verbatim (trial T60c): now valid (SH: 16 characters, no control ones)
-    assert ds.AccessionNumber == "A12 Predicted: x"[:16] and ds.BodyPartExamined == "CHEST"
+    assert ds.AccessionNumber == "A12 Predicted: x" and ds.BodyPartExamined == "CHEST"
     (study,) = ds.CurrentRequestedProcedureEvidenceSequence
     (series,) = study.ReferencedSeriesSequence
     assert study.StudyInstanceUID == sources[0].StudyInstanceUID and series.SeriesInstanceUID == sources[0].SeriesInstanceUID
@@ -451,6 +451,9 @@ def test_sr_text_values_are_valid_for_their_vr(caplog):
     assert sr_text_value("PatientName", name) is name and sr_text_value("StudyID", "S1") == "S1"
     assert sr_text_value("PatientID", "P" * 300) == "P" * 64 and sr_text_value("StudyID", "x" * 20) == "x" * 16
     assert sr_text_value("PatientName", "Doe^Jo\x1bhn=" + "中" * 70) == "Doe^Jo hn=" + "中" * 64
+    # 3 groups at most; a long family name shortened, the given name kept (review)
+    assert sr_text_value("PatientName", "A=B=C=D") == "A=B=C"
+    assert sr_text_value("PatientName", "X" * 70 + "^Y") == "X" * 62 + "^Y"
     assert sr_text_value("StudyDescription", MultiValue(str, ["a", "b\r\n"])) == "a\\b  "
     with caplog.at_level(logging.WARNING):
         assert sr_text_value("BodyPartExamined", "chest-wall!") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import os
 from pathlib import Path
 
@@ -300,11 +301,19 @@ def test_resume_recipe_records_the_world_size():
     # and the loader's workers: they draw the random augmentations in their own streams, so a resume with another
     # --num_workers was accepted without a word and ended on another model (225 of 260 tensors; trial T61b)
     assert parser.get_parsed_content("resume_recipe#num_workers") == 0
+    parser["train"]["dataloader"]["num_workers"] = 2  # the docs' way too: --train#dataloader#num_workers 2 (review)
+    assert parser.get_parsed_content("resume_recipe#num_workers", lazy=False) == 2
     from monai_das.handlers import RunSettings
 
     with pytest.raises(ValueError, match=r"num_workers: checkpoint 0, this run 2.*To resume, give the checkpoint's: "
                                          r"--num_workers 0"):
         RunSettings({"method": "das"}, recipe={"num_workers": 2}).load_state_dict({"method": "das", "num_workers": 0})
+    # a clip's T is --num_frames; a volume's is its grid along slice_axis: --spatial_size, never --num_frames (review)
+    for layout, hint in (("video", "--num_frames 28"), ("volume", "--spatial_size [28,28,28]")):
+        now = {"layout": layout, "num_frames": 16, "spatial_size": [16, 28, 28][-2 - (layout == "volume"):]}
+        saved = {"layout": layout, "num_frames": 28, "spatial_size": [28, 28, 28][-2 - (layout == "volume"):]}
+        with pytest.raises(ValueError, match=rf"To resume, give the checkpoint's: {re.escape(hint)}\."):
+            RunSettings(now).load_state_dict(saved)
 
 
 def test_tracking_uri_typo_and_unreachable_server_fail_at_start_up(tmp_path, monkeypatch):
