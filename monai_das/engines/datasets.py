@@ -726,8 +726,9 @@ class BundleData:
                   if (why := geometry_warning(extent, spacing, trained, Path(image).name, self.axcodes))]
         if unlike:
             more = f" Also: {', '.join(Path(i).name for i, _ in unlike[1:4])}{' ...' if len(unlike) > 4 else ''}."
-            logger.warning(f"datalist '{self.datalist}': {len(unlike)} of the {count} {_SPLITS[split]!r} images are "
-                           f"unlike the training images in size, and are scored in its metrics as they are: "
+            are = "is" if len(unlike) == 1 else "are"
+            logger.warning(f"datalist '{self.datalist}': {len(unlike)} of the {count} {_SPLITS[split]!r} images {are} "
+                           f"unlike the training images in size, and scored in its metrics as they are: "
                            f"{unlike[0][1]}{more if len(unlike) > 1 else ''}")
 
     def _check_test_clips(self, items: Sequence[Mapping]) -> None:

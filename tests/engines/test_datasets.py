@@ -864,7 +864,7 @@ def test_validation_and_test_images_unlike_the_training_ones_are_warned(tmp_path
         assert len(src.data("val")) == 2
         assert "unlike the training images" not in caplog.text
         assert len(src.data("test")) == 2
-    assert re.search(r"dl\.json': 1 of the 2 'test' images are unlike the training images in size, and are scored in "
+    assert re.search(r"dl\.json': 1 of the 2 'test' images is unlike the training images in size, and scored in "
                      r"its metrics as they are: 'crop\.nii\.gz' is unlike the training studies in size: it covers 6 mm "
                      r"along axis 0 \(R\) \(training studies 26-26 mm\)", caplog.text)
     assert "whole.nii.gz" not in caplog.text
