@@ -61,9 +61,10 @@ def _found_elsewhere(path: Path, folder: Path) -> str:
     lacks (an earlier place in the order, e.g. ``$MONAI_DAS_DATA/medmnist3d`` without the file, hides it), else
     ``""``."""
     for where, other in ((f"${ROOT_ENV}", os.environ.get(ROOT_ENV)), ("~/.medmnist", "~/.medmnist")):
-        if other and (Path(other).expanduser() / path.name).is_file() and Path(other).expanduser() != folder:
-            return (f" The file is in {where} ('{Path(other).expanduser()}'), which an earlier place in that order "
-                    f"hid: give --data_dir {shlex.quote(str(Path(other).expanduser()))} (the Python API's root=).")
+        place = Path(other).expanduser() if other else None
+        if place is not None and place != folder and (place / path.name).is_file():
+            return (f" The file is in {where} ('{place}'), which an earlier place in that order hid: give "
+                    f"--data_dir {shlex.quote(str(place))} (the Python API's root=).")
     return ""
 
 

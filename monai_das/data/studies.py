@@ -608,12 +608,12 @@ def _is_multiframe(ds) -> bool:
         return False
 
 
-def _header_members(path: Path) -> list[Path]:
+def _header_members(path: Path, names: Sequence[str] | None = None) -> list[Path]:
     """An ``.mhd``/``.nhdr`` header and its data: the files beside it with its stem and the file its
     ``ElementDataFile`` (``data file``) names (which may have another stem: rewriting it must change the study's
-    fingerprint)."""
+    fingerprint); ``names``: :func:`_header_data_names` of ``path`` when read already."""
     members = {f for f in path.parent.glob(glob_escape(path.stem) + ".*") if f.is_file()}
-    for name in _header_data_names(path):
+    for name in _header_data_names(path) if names is None else names:
         data = path.parent / name
         if "%" not in name and data.is_file():
             members.add(data)
@@ -625,7 +625,7 @@ def _header_data_names(path: Path) -> list[str]:
     ``printf`` pattern such as ``slice%03d.raw 1 20 1`` as its first word; none for ``LOCAL``), or an ``.nhdr``'s
     ``data file``; ``[]`` for other files and an unreadable header."""
     suffix = path.suffix.lower()
-    if suffix not in (".mhd", ".nhdr"):
+    if suffix not in _DETACHED_HEADERS:
         return []
     try:
         lines = path.read_text(encoding="latin-1").splitlines()[:512]
@@ -757,7 +757,7 @@ def _skipped(path: Path, header_data: set[Path], named: set[Path]) -> bool:
     suffix = path.suffix.lower()
     if suffix in SIDECAR_EXTENSIONS or path.name.upper() == "DICOMDIR":
         return True
-    if path.resolve() in named and _suffix(path) not in VOLUME_EXTENSIONS + VIDEO_EXTENSIONS:
+    if named and path.resolve() in named and _suffix(path) not in VOLUME_EXTENSIONS + VIDEO_EXTENSIONS:
         return True
     return path.name.lower().endswith(_HEADER_DATA_ENDINGS) and path in header_data
 
@@ -796,10 +796,11 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
             studies.append(StudySource(_study_id(root, folder), "invalid", folder,
                                        error=f"study folder '{folder}' is empty."))
             continue
-        headers_here = [f for f in files if f.suffix.lower() in _DETACHED_HEADERS]
-        header_data = {d for f in headers_here for d in _header_members(f)}
-        # the files they name, also in a subfolder ('data file: data/vol.raw'), walked after this folder
-        named.update((f.parent / n).resolve() for f in headers_here for n in _header_data_names(f) if "%" not in n)
+        # each header read once: the files it names, also in a subfolder ('data file: data/vol.raw', walked after
+        # this folder), and its members beside it
+        data_names = {f: _header_data_names(f) for f in files if f.suffix.lower() in _DETACHED_HEADERS}
+        header_data = {d for f, names in data_names.items() for d in _header_members(f, names)}
+        named.update((f.parent / n).resolve() for f, names in data_names.items() for n in names if "%" not in n)
         series: dict[str, list[Path]] = {}
         bare: list[StudySource] = []  # files without an extension that are no study (a PACS export's VERSION, LOCK)
         for f in files:
