@@ -415,7 +415,12 @@ class BundleData:
                     "every epoch and the best-model file chosen by nothing. Correct a misspelt label, give every "
                     "class items of at least two patients, or give a 'validation' list."
                 )
-            if missing:
+            if missing and len(self.label_names) - len(missing) >= 2 and len(self.label_names) > 2:
+                logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "
+                               "validation AUC that chooses the best model and the validation balanced accuracy "
+                               "average the classes present only, so the model file is not chosen for those. Give "
+                               "every class validation items.")
+            elif missing:
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "
                                "validation AUC is undefined (NaN) in every epoch, so the best-model file is the first "
                                "epoch's, not chosen by it, and the validation balanced accuracy averages the recall of "

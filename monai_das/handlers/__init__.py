@@ -15,6 +15,7 @@ from monai_das.handlers.diagnostics import SelectionDiagnosticsHandler, jaccard_
 from monai_das.handlers.metrics import (
     BalancedAccuracy,
     EpochLoss,
+    PresentClassesROCAUC,
     balanced_accuracy_from_confusion,
     bootstrap_intervals,
     label_indices,
@@ -60,6 +61,7 @@ __all__ = [
     "release_checkpoint_folder",
     "BalancedAccuracy",
     "EpochLoss",
+    "PresentClassesROCAUC",
     "per_class_metrics",
     "bootstrap_intervals",
     "label_indices",

@@ -356,7 +356,10 @@ class SelectionDiagnosticsHandler:
                 self._told_too_few = True
                 absent = [self.label_names[c] if self.label_names and c < len(self.label_names) else str(c)
                            for c in np.flatnonzero(counts == 0)]
-                if absent:
+                if absent and probs.shape[1] - len(absent) >= 2 and probs.shape[1] > 2:
+                    msg = (f"the validation list holds no item of the class(es) {absent}: the validation AUC averages "
+                           "the other classes, and no interval is given.")
+                elif absent:
                     msg = f"the validation list holds no item of the class(es) {absent}: the validation AUC is undefined"
                 else:
                     few = few_items_named(counts, self.label_names or [], unit=unit) or f"{len(labels)} item(s)"

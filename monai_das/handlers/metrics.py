@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from monai.handlers.ignite_metric import IgniteMetricHandler
+from monai.metrics import ROCAUCMetric, compute_roc_auc
 from monai.utils import IgniteInfo, min_version, optional_import
 
 ConfusionMatrix, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ConfusionMatrix")
@@ -16,7 +18,7 @@ NotComputableError, _ = optional_import(
 )
 
 __all__ = [
-    "BalancedAccuracy", "EpochLoss", "balanced_accuracy_from_confusion", "bootstrap_intervals", "label_indices",
+    "BalancedAccuracy", "EpochLoss", "PresentClassesROCAUC", "balanced_accuracy_from_confusion", "bootstrap_intervals", "label_indices",
     "paired_bootstrap", "per_class_metrics"
 ]
 
@@ -344,6 +346,38 @@ class BalancedAccuracy(ConfusionMatrix):
 
     def compute(self) -> float:  # type: ignore[override]
         return balanced_accuracy_from_confusion(super().compute())
+
+
+class _PresentClassesROCAUCMetric(ROCAUCMetric):
+    """MONAI's ``ROCAUCMetric`` whose macro average leaves out the classes without positives or without negatives
+    in the epoch (their one-vs-rest AUC is undefined); with every class present, the same value."""
+
+    def aggregate(self, average=None):  # type: ignore[override]
+        y_pred, y = self.get_buffer()
+        if (average or self.average) == "macro" and isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[1] > 2:
+            positives = y.sum(dim=0)
+            defined = (positives > 0) & (positives < y.shape[0])
+            if bool(defined.any()) and not bool(defined.all()):
+                return compute_roc_auc(y_pred[:, defined], y[:, defined], average="macro")
+        return super().aggregate(average)
+
+
+class PresentClassesROCAUC(IgniteMetricHandler):
+    """
+    The macro one-vs-rest ROC AUC of MONAI's ``ROCAUC`` over the classes the epoch's items hold: a class with no item
+    (or only items) is left out of the mean, where ``ROCAUC(average="macro")`` is NaN in every epoch and a best model
+    chosen by it is the first epoch's. With every class present (and for two classes, where one missing class leaves
+    no AUC at all) the two are equal. The bundles' validation ``val_auc`` (the key metric); the evaluation's test AUC
+    stays MONAI's, undefined when a class is missing.
+
+    Args:
+        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``: probabilities ``B×C`` and one-hot labels
+            ``B×C`` (e.g. ``monai.handlers.from_engine(["prob", "label_onehot"])``).
+    """
+
+    def __init__(self, output_transform: Callable = lambda x: x) -> None:
+        super().__init__(metric_fn=_PresentClassesROCAUCMetric(average="macro"), output_transform=output_transform,
+                         save_details=False)
 
 
 class EpochLoss(Metric):

@@ -21,12 +21,13 @@ pytestmark = pytest.mark.slow
 NAME, CLASSES = "organmnist3d", 11
 
 
-def _organ_file(folder, per_class={"train": 4, "val": 5, "test": 3}, seed=0):
-    """Every class in every split; class c is a bright cube whose side grows with c, at a random place."""
+def _organ_file(folder, per_class={"train": 4, "val": 5, "test": 3}, seed=0, val_classes=CLASSES):
+    """Every class in every split (the validation split: the first ``val_classes``); class c is a bright cube whose
+    side grows with c, at a random place."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for split, n in per_class.items():
-        labels = np.repeat(np.arange(CLASSES), n)
+        labels = np.repeat(np.arange(val_classes if split == "val" else CLASSES), n)
         images = rng.integers(0, 40, size=(len(labels), 28, 28, 28), dtype=np.uint8)
         for i, c in enumerate(labels):
             side = 3 + c
@@ -73,3 +74,20 @@ def test_eleven_classes_train_and_evaluate(tmp_path, monkeypatch):
     assert isinstance(cause, ValueError) and "temporal_head: trained 'mean', this run 'attention'" in str(cause)
     assert "--temporal_head mean" in str(cause)
     assert not (tmp_path / "run" / "eval" / "metrics.json").exists()
+
+
+def test_a_class_missing_from_validation_leaves_the_others_auc(tmp_path, monkeypatch, caplog):
+    """No validation volume of the last class: MONAI's macro ROCAUC was NaN in every epoch and the best model the
+    first epoch's (trial T61a); the key metric now averages the ten classes present, and says so."""
+    from monai_das.data import medmnist3d
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _organ_file(data, per_class={"train": 2, "val": 2, "test": 1}, val_classes=CLASSES - 1)
+    monkeypatch.setattr(medmnist3d, "_file_md5", lambda path: medmnist3d.medmnist_info(NAME)["MD5"])
+    run(config_file=TRAIN, meta_file=META, logging_file=False, bundle_root=str(tmp_path / "run"), method="uniform",
+        dataset=NAME, data_dir=str(data), mlflow=False, progress_bar=False, num_figures=0, max_epochs=1,
+        batch_size=11)
+    val = json.loads((tmp_path / "run" / "models" / "metadata.json").read_text())["eval_metrics"]
+    assert 0.0 <= val["val_auc"] <= 1.0 and "val_auc_low" not in val
+    assert "the validation AUC averages the other classes" in caplog.text

@@ -263,6 +263,16 @@ def test_a_class_without_validation_items_is_warned_before_training(tmp_path, ca
         BundleData(datalist=tmp_path / "dl3.json").training_facts
     assert "no validation item has the class(es) ['b']: the validation AUC is undefined" in caplog.text
     caplog.clear()
+    # three classes, two of them in validation: the key metric averages those (PresentClassesROCAUC)
+    (tmp_path / "three").mkdir()
+    path3 = _npy_datalist(tmp_path / "three", [(12, 10, 6)] * 6, labels=("a", "b", "c", "a", "b", "c"))
+    items3 = json.loads(path3.read_text())["training"]
+    path3.write_text(json.dumps({"training": items3[2:], "validation": items3[:2]}))
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
+        BundleData(datalist=path3).training_facts
+    assert ("no validation item has the class(es) ['c']: the validation AUC that chooses the best model and the "
+            "validation balanced accuracy average the classes present only") in caplog.text
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="monai_das.engines.datasets"):
         BundleData(datalist=path, val_fraction=0.34, seed=0).training_facts  # both classes on both sides
     assert "no validation item" not in caplog.text and "no training item" not in caplog.text

@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine
 from sklearn.metrics import balanced_accuracy_score
 
-from monai_das.handlers import BalancedAccuracy, EpochLoss, balanced_accuracy_from_confusion
+from monai_das.handlers import BalancedAccuracy, EpochLoss, PresentClassesROCAUC, balanced_accuracy_from_confusion
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])
@@ -104,6 +104,37 @@ def test_epoch_loss_gathers_ranks_of_different_sizes(monkeypatch):
     EpochLoss(loss, lambda out: ([o["pred"] for o in out], [o["label"] for o in out])).attach(engine, "loss")
     state = engine.run([(logits[:3], labels[:3])], max_epochs=1)  # this rank: 3 items
     assert state.metrics["loss"] == pytest.approx(float(loss(logits, labels)))
+
+
+def _epoch_auc(handler, probs, labels):
+    engine = Engine(lambda e, b: b)  # two batches, as a validation epoch gives them
+    handler.attach(engine, "auc")
+    onehot = torch.nn.functional.one_hot(labels, probs.shape[1])
+    return engine.run([(probs[:7], onehot[:7]), (probs[7:], onehot[7:])], max_epochs=1).metrics["auc"]
+
+
+def test_validation_auc_averages_the_classes_present():
+    """A class without validation items made the bundles' key metric (MONAI's macro ROCAUC) NaN in every epoch, so the
+    best model was the first epoch's (trial T61a); PresentClassesROCAUC leaves that class out of the mean and equals
+    ROCAUC (and scikit-learn) otherwise."""
+    from monai.handlers import ROCAUC
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(3)
+    probs = torch.softmax(torch.randn(20, 4, generator=g), 1)
+    labels = torch.arange(20) % 4
+    assert _epoch_auc(PresentClassesROCAUC(), probs, labels) == pytest.approx(
+        _epoch_auc(ROCAUC(), probs, labels)) == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr"))
+    three = torch.where(labels == 2, 0, labels)  # no item of class 2
+    with pytest.warns(UserWarning):
+        assert math.isnan(_epoch_auc(ROCAUC(), probs, three))
+    expected = np.mean([roc_auc_score(three == c, probs[:, c]) for c in (0, 1, 3)])
+    assert _epoch_auc(PresentClassesROCAUC(), probs, three) == pytest.approx(expected)
+    # two classes, one missing: no AUC to give, as before; binary with both present: the usual AUC
+    with pytest.warns(UserWarning):
+        assert math.isnan(_epoch_auc(PresentClassesROCAUC(), probs[:, :2], torch.zeros(20, dtype=torch.long)))
+    binary, two = torch.arange(20) % 2, probs[:, :2] / probs[:, :2].sum(1, keepdim=True)
+    assert _epoch_auc(PresentClassesROCAUC(), two, binary) == pytest.approx(roc_auc_score(binary, two[:, 1]))
 
 
 def test_from_confusion():
