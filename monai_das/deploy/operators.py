@@ -342,6 +342,23 @@ def sr_text_value(keyword: str, value: Any) -> str | None:
     return value
 
 
+def copy_text_attributes(ds: Any, source: Any, keywords: Sequence[str], required: Sequence[str] = ()) -> None:
+    """
+    Set each of ``keywords`` the ``source`` dataset has on ``ds`` as :func:`sr_text_value` makes it valid; one that
+    cannot be made valid is written empty when ``required`` names it (DICOM type 2: present, empty when unknown),
+    else removed from ``ds`` (not the SDK's Latin-1 rendering of it either).
+    """
+    for keyword in keywords:
+        if keyword in source:
+            value = sr_text_value(keyword, source.get(keyword))
+            if value is not None:
+                setattr(ds, keyword, value)
+            elif keyword in required:
+                setattr(ds, keyword, "")
+            else:
+                ds.pop(keyword, None)
+
+
 class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
     """
     The SDK's Basic Text SR writer, writing ``<output_folder>/<study_id>/<SOPInstanceUID>.dcm`` (replacing an earlier
@@ -403,15 +420,7 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
             for item in ds.get("ContentSequence", []):  # the report text, as given (not its Latin-1 rendering)
                 if item.get("ValueType") == "TEXT" and "TextValue" in item:
                     item.TextValue = str(content_text)
-            for keyword in self.COPIED_TEXT:
-                if keyword in source:
-                    value = sr_text_value(keyword, source.get(keyword))
-                    if value is not None:
-                        setattr(ds, keyword, value)
-                    elif keyword in self.REQUIRED_TEXT:  # type 2: present, empty when unknown
-                        setattr(ds, keyword, "")
-                    else:
-                        ds.pop(keyword, None)  # not the SDK's Latin-1 rendering of it either
+            copy_text_attributes(ds, source, self.COPIED_TEXT, self.REQUIRED_TEXT)
             series = Dataset()
             series.SeriesInstanceUID = source.SeriesInstanceUID
             refs = []

@@ -461,6 +461,25 @@ def test_sr_text_values_are_valid_for_their_vr(caplog):
     assert "BodyPartExamined is not a valid CS" in caplog.text and "chest" not in caplog.text.lower()
 
 
+def test_sr_attributes_that_cannot_be_made_valid(monkeypatch):
+    """What the SR writer copies: valid values as they are, an invalid optional attribute removed (also the SDK's
+    copy of it), an invalid type-2 one written empty (the SR must carry it), one the source lacks left alone."""
+    from pydicom.dataset import Dataset
+
+    from monai_das.deploy import operators
+
+    source, ds = Dataset(), Dataset()
+    source.PatientID, source.PatientName, source.BodyPartExamined = "P1", "Doe^Jo", "chest-wall!"
+    ds.PatientID, ds.PatientName, ds.BodyPartExamined, ds.StudyID = "?", "?", "?", "S9"
+    operators.copy_text_attributes(ds, source, ("PatientID", "PatientName", "BodyPartExamined", "StudyID"),
+                                   required=("PatientName",))
+    assert ds.PatientID == "P1" and str(ds.PatientName) == "Doe^Jo" and "BodyPartExamined" not in ds
+    assert ds.StudyID == "S9"  # not in the source: the SDK's value stays
+    monkeypatch.setattr(operators, "sr_text_value", lambda keyword, value: None)  # no value made valid
+    operators.copy_text_attributes(ds, source, ("PatientID", "PatientName"), required=("PatientName",))
+    assert "PatientID" not in ds and "PatientName" in ds and str(ds.PatientName) == ""
+
+
 def test_an_sr_folder_whose_name_is_too_long_is_logged_not_raised(tmp_path, caplog):
     """A study id longer than a file name may be (a 300-character SeriesNumber) made remove_srs raise ENAMETOOLONG
     in the report writer's error branch, and the whole run stopped, the other studies unread (trial 60c)."""
