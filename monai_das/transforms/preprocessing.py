@@ -37,7 +37,7 @@ from monai_das.transforms.temporal import (
     NO_SOURCE,
     FramePositions,
     SOURCE_INDICES,
-    _source_coordinates,
+    source_coordinates,
     affine_evidence_slices,
     affine_source_indices,
 )
@@ -834,7 +834,7 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
         if any(_interpolates(op) for op in getattr(img, "applied_operations", None) or []):
             # resampled (Spacing, ...): the input slice(s) nearest to each, by their continuous coordinates in the
             # file (rounded ones tied slices 9 and 10 at file slices 13 and 15 around a finding at 14), padding none
-            coords = _source_coordinates(meta["original_affine"], img.affine, img.shape[1:], frame_axis - 1)[0]
+            coords = source_coordinates(meta["original_affine"], img.affine, img.shape[1:], frame_axis - 1)[0]
             kept = _nearest_slices([c if i >= 0 else math.inf for c, i in zip(coords, source)], wanted)
         else:  # oriented and area-resized: the input slices that show each most, ties all (a slice shared half and
             # half between two: the nearest alone counted a kept one showing the whole finding as a miss)

@@ -51,8 +51,8 @@ SOURCE_INDICES = "source_indices"
 NO_SOURCE = -1
 
 
-def _source_coordinates(original_affine: torch.Tensor, affine: torch.Tensor, shape: Sequence[int], frame_axis: int
-                        ) -> tuple[np.ndarray, float, int, bool]:
+def source_coordinates(original_affine: torch.Tensor, affine: torch.Tensor, shape: Sequence[int], frame_axis: int
+                       ) -> tuple[np.ndarray, float, int, bool]:
     """For each index along spatial axis ``frame_axis`` of a preprocessed volume of spatial ``shape`` (centre of the
     other two axes), its coordinate along the source volume's axis it runs along (continuous, in source slices);
     half a preprocessed slice's thickness in source slices; that source axis; whether they run the same way."""
@@ -82,7 +82,7 @@ def affine_evidence_slices(
     two preprocessed slices, is both (the nearest one alone, :func:`affine_source_indices`, counted the other, which
     shows the finding as much, as no evidence); a slice of the padding around a study carries none.
     """
-    p, half, _, _ = _source_coordinates(original_affine, affine, shape, frame_axis)
+    p, half, _, _ = source_coordinates(original_affine, affine, shape, frame_axis)
     # the whole source slices each preprocessed slice averages: [start, end) of its extent [p - half, p + half]
     start = np.floor(p - half + 0.5 + 1e-9).astype(int)
     end = np.ceil(p + half + 0.5 - 1e-9).astype(int)
@@ -110,7 +110,7 @@ def affine_source_indices(
     named as a slice the network saw); ``None`` (default): the nearest edge slice (a slice that resampling to a
     coarser ``pixdim`` extrapolated from the edge).
     """
-    p, half, src_axis, ascending = _source_coordinates(original_affine, affine, shape, frame_axis)
+    p, half, src_axis, ascending = source_coordinates(original_affine, affine, shape, frame_axis)
     # a frame half-way between two source slices (24 slices resized to 20) takes the one towards lower frame
     # indices, a rule of the network's (oriented) axis: the same slice whichever way the file stores its slices
     # (round() took the even index in the file's own order, so a file and its flipped copy named other slices)
