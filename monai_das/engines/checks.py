@@ -7,6 +7,7 @@ They fail before the first epoch rather than after it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import json
 import logging
@@ -445,34 +446,58 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
     Refuse at start-up an MLflow ``tracking_uri`` the run could not log to, naming the option, instead of MLflow's
     own error after the model is built (a misspelt scheme, ``sqlte:///...``, reads "Model registry functionality is
     unavailable") or minutes of retries (an ``http://`` server that does not answer: MLflow retries for ~4 minutes
-    before the first epoch). ``enabled`` false (``--mlflow False``): nothing is checked. A plain path (no scheme) is
-    MLflow's file store and passes; a scheme must be one MLflow's tracking-store registry knows; an ``http(s)`` server
-    must answer a request within ``timeout`` seconds (any HTTP status counts, and a TLS handshake whose certificate
-    is not trusted here: MLflow's own settings decide that; sent as MLflow sends it, through ``HTTP(S)_PROXY`` when
-    set). Credentials in the URI are not repeated in the message. A ``sqlite:///`` database is made whole before
-    the run (:func:`prepare_sqlite_tracking`).
+    before the first epoch). ``enabled`` false (``--mlflow False``): nothing is checked.
+
+    MLflow's ``MLFLOW_TRACKING_URI``, when set, is what MONAI's handler logs to (it wins over ``tracking_uri``): that
+    URI is checked instead, named as the variable, and a warning says where the run goes when it is not
+    ``tracking_uri``. Refused: an empty value, a folder or ``file:`` URI (MLflow's file store, which MLflow and MONAI
+    no longer take), a scheme MLflow's tracking-store registry does not know, an in-memory ``sqlite://`` database
+    (the run would be lost), a ``sqlite:///`` file whose folder cannot be made or that is not an SQLite database, and
+    an ``http(s)`` server that does not answer a request within ``timeout`` seconds (any HTTP status counts, and a
+    TLS handshake whose certificate is not trusted here: MLflow's own settings decide that; sent as MLflow sends it,
+    through ``HTTP(S)_PROXY`` when set). A relative ``sqlite:///`` path is warned about (it is relative to the
+    current folder, not ``bundle_root``). Credentials in the URI are not repeated in the message. A ``sqlite:///``
+    database is made whole before the run (:func:`prepare_sqlite_tracking`).
     """
     if not flag(enabled) or tracking_uri is None:
         return
     from urllib.parse import urlparse
 
-    uri = str(tracking_uri)
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.lower()
-    if len(scheme) <= 1:  # no scheme, or a Windows drive letter: a local folder, MLflow's file store
-        return
-    if scheme == "sqlite":
-        prepare_sqlite_tracking(uri)
-        return
-    shown = uri.replace(f"{parsed.username or ''}:{parsed.password}@", "***@") if parsed.password else uri
+    def shown(uri: str) -> str:
+        parsed = urlparse(uri)
+        return uri.replace(f"{parsed.username or ''}:{parsed.password}@", "***@") if parsed.password else uri
+
+    uri, option = str(tracking_uri), "--tracking_uri"
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:  # MONAI's MLFlowHandler logs there, whatever tracking_uri says
+        if env != uri:
+            logger.warning(f"MLFLOW_TRACKING_URI is set: MLflow logs this run to '{shown(env)}', not to "
+                           f"--tracking_uri '{shown(uri)}' (unset the variable to log there).")
+        uri, option = env, "MLFLOW_TRACKING_URI"
+    where = f"{option} '{shown(uri)}'"
+    choices = ("sqlite:///<file.db> (no server), http(s)://<server>, or a database URI; --mlflow False trains "
+               "without tracking")
+    if not uri.strip():
+        raise ValueError(f"{option} is empty: give {choices}.")
+    scheme = urlparse(uri).scheme.lower()
+    if "://" not in uri or scheme == "file":  # what MONAI's MLFlowHandler refuses, after the model is built
+        raise ValueError(f"{where} is a folder (MLflow's file store, which MLflow and MONAI no longer take): give "
+                         f"{choices}.")
     known = _tracking_schemes()
     if scheme.split("+")[0] not in known:
         near = difflib.get_close_matches(scheme, known, n=1)
-        raise ValueError(f"--tracking_uri '{shown}': unknown scheme '{scheme}:'"
-                         + (f" (did you mean '{near[0]}:'?)" if near else "")
-                         + f"; MLflow logs to sqlite:///<file.db>, a folder, http(s)://<server>, or a store of "
-                         f"{sorted(known)}. --mlflow False trains without tracking.")
-    if scheme in ("http", "https"):
+        raise ValueError(f"{where}: unknown scheme '{scheme}:'" + (f" (did you mean '{near[0]}:'?)" if near else "")
+                         + f"; MLflow logs to {choices}; MLflow's stores: {sorted(known)}.")
+    if scheme == "sqlite":
+        path = _sqlite_file(uri)
+        if path is None:
+            raise ValueError(f"{where} is an in-memory database: the run would be lost when it ends. Give "
+                             "sqlite:///<file.db>.")
+        if not path.is_absolute():
+            logger.warning(f"{where} is a path relative to the current folder, not to bundle_root: the database is "
+                           f"'{path.absolute()}' (sqlite:////<absolute path> names it wherever the run starts).")
+        prepare_sqlite_tracking(uri, option)
+    elif scheme in ("http", "https"):
         import requests
 
         try:
@@ -481,8 +506,8 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
             return  # setting (MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH), not this check's
         except (requests.RequestException, ValueError) as e:
             raise ConnectionError(
-                f"--tracking_uri '{shown}': no MLflow server answers ({type(e).__name__}); start it, give another "
-                "--tracking_uri (sqlite:///<file.db> needs no server) or train without tracking (--mlflow False)."
+                f"{where}: no MLflow server answers ({type(e).__name__}); start it, give another {option} "
+                "(sqlite:///<file.db> needs no server) or train without tracking (--mlflow False)."
             ) from None
 
 
@@ -528,7 +553,7 @@ def _unfinished_tracking_db(path: Path) -> str | None:
     return None if version == head else f"schema version {version}, not MLflow's {head}; no runs"
 
 
-def prepare_sqlite_tracking(uri: str) -> None:
+def prepare_sqlite_tracking(uri: str, option: str = "--tracking_uri") -> None:
     """
     Create the SQLite MLflow database of ``uri`` whole, or not at all: MLflow creates its ~30 tables in place, over
     seconds, so a run killed then left a half-made ``mlflow.db`` on which every later run into that bundle_root failed
@@ -537,17 +562,30 @@ def prepare_sqlite_tracking(uri: str) -> None:
     left unfinished that way by an earlier version (no runs, not MLflow's latest schema) is moved aside to
     ``<name>.unfinished-<time>-<pid>`` (warned) and made anew; a database holding runs is left to MLflow. Only rank 0
     of a ``torchrun`` launch (:func:`~monai_das.engines.inference.launcher_shard`: a stray ``RANK`` alone is no
-    launch) makes it, and nothing is made when ``MLFLOW_TRACKING_URI`` is set (MLflow logs there instead). A
-    temporary file of a run killed while making one, untouched for 5 minutes, is removed.
+    launch) makes it. A temporary file of a run killed while making one, untouched for 5 minutes, is removed.
+
+    Raises:
+        ValueError: the database's folder cannot be made, or the file is not an SQLite database, naming ``option``
+            (the setting the URI came from) and the file.
     """
     from monai_das.engines.inference import launcher_shard
 
     path = _sqlite_file(uri)
-    if path is None or launcher_shard()[0] != 0 or os.environ.get("MLFLOW_TRACKING_URI"):
-        return  # (only rank 0 tracks; MLflow's own environment variable takes over tracking_uri)
+    if path is None or launcher_shard()[0] != 0:
+        return  # (only rank 0 tracks)
     import time
 
     path = path.absolute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a new bundle_root: its folder is made later otherwise
+        with open(path, "rb") if path.is_file() else contextlib.nullcontext(None) as f:
+            head = f.read(16) if f is not None else b""
+    except OSError as e:
+        raise ValueError(f"{option} '{uri}': the MLflow database '{path}' cannot be made or read "
+                         f"({e.strerror or type(e).__name__}); give another {option} or --mlflow False.") from None
+    if head and head != b"SQLite format 3\x00":
+        raise ValueError(f"{option} '{uri}': '{path}' is not an SQLite database (MLflow's is): give another file "
+                         f"or --mlflow False.")
     for old in path.parent.glob(f".{path.name}.*.tmp") if path.parent.is_dir() else ():
         try:  # a run killed while making one: its temporary file, untouched for 5 minutes
             if time.time() - old.stat().st_mtime > 300:
@@ -566,7 +604,6 @@ def prepare_sqlite_tracking(uri: str) -> None:
 
     from monai_das.utils.io import _FILE_MODE
 
-    path.parent.mkdir(parents=True, exist_ok=True)  # a new bundle_root: its folder is made later otherwise
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # a new name each time:
     os.close(fd)  # MLflow keeps a store per URI, whose tables it believes made
     tmp = Path(name)

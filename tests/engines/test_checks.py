@@ -326,8 +326,8 @@ def test_tracking_uri_typo_and_unreachable_server_fail_at_start_up(tmp_path, mon
 
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)  # the local servers below, not a proxy of the machine
-    for ok in (f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "mlruns"), f"file:{tmp_path}/mlruns",
-               "postgresql+psycopg2://u@h/db", "databricks", "databricks-uc://profile", "C:/runs"):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for ok in (f"sqlite:///{tmp_path}/mlflow.db", "postgresql+psycopg2://u@h/db", "databricks-uc://profile"):
         check_tracking_uri(ok)
     with pytest.raises(ValueError, match=r"--tracking_uri 'sqlte:///x.db': unknown scheme 'sqlte:' \(did you mean 'sqlite:'"):
         check_tracking_uri("sqlte:///x.db")
@@ -352,6 +352,44 @@ def test_tracking_uri_typo_and_unreachable_server_fail_at_start_up(tmp_path, mon
         check_tracking_uri(f"http://127.0.0.1:{server.server_address[1]}/", timeout=5.0)
     finally:
         server.server_close()
+
+
+def test_tracking_uris_mlflow_would_refuse_or_lose_and_the_environment_variable(tmp_path, monkeypatch, caplog):
+    """Trial T62a: a folder, file: or bare 'databricks' URI passed the check and failed in MONAI's handler after the
+    model was built; '' logged to the current folder, sqlite:// to memory (the run lost), both with rc 0; an
+    unwritable or non-SQLite file failed without naming the option; MLFLOW_TRACKING_URI, which MONAI's handler logs
+    to instead, was neither checked nor named (an unreachable server retried for minutes)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for folder in (str(tmp_path / "mlruns"), f"file:{tmp_path}/mlruns", f"file://{tmp_path}/mlruns", "databricks"):
+        with pytest.raises(ValueError, match=r"--tracking_uri '.*' is a folder \(MLflow's file store"):
+            check_tracking_uri(folder)
+    with pytest.raises(ValueError, match="--tracking_uri is empty"):
+        check_tracking_uri("")
+    for memory in ("sqlite://", "sqlite:///:memory:"):
+        with pytest.raises(ValueError, match="is an in-memory database: the run would be lost"):
+            check_tracking_uri(memory)
+    (tmp_path / "notes.db").write_text("not a database")
+    with pytest.raises(ValueError, match=r"--tracking_uri 'sqlite:///.*notes\.db': '.*notes\.db' is not an SQLite"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/notes.db")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"the MLflow database '.*file/mlflow\.db' cannot be made or read"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/file/mlflow.db")  # its folder would be a file
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.checks"):
+        check_tracking_uri("sqlite:///rel/mlflow.db")
+    assert f"the database is '{tmp_path / 'rel' / 'mlflow.db'}'" in caplog.text
+    assert (tmp_path / "rel" / "mlflow.db").is_file()
+    # MONAI's handler logs to MLFLOW_TRACKING_URI when set: that is checked, named, and where the run goes is said
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlte:///central.db")
+    with pytest.raises(ValueError, match=r"^MLFLOW_TRACKING_URI 'sqlte:///central\.db': unknown scheme"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    central = tmp_path / "central.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{central}")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.checks"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    assert f"MLFLOW_TRACKING_URI is set: MLflow logs this run to 'sqlite:///{central}'" in caplog.text
+    assert central.is_file() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsys):
