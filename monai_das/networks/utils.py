@@ -33,7 +33,8 @@ def check_num_kept(num_samples: Any, num_frames: int, name: str = "num_samples (
     naming both; ``name``: the option the error names, e.g. a bundle's ``num_kept``)."""
     k = check_count(num_samples, name)
     if k > num_frames:
-        raise ValueError(f"cannot keep k={k} frames of an input with T={num_frames} frames (k must be <= T).")
+        said = "" if name == "num_samples (k)" else f"{name} {k}: "  # the option a bundle user typed
+        raise ValueError(f"{said}cannot keep k={k} frames of an input with T={num_frames} frames (k must be <= T).")
     return k
 
 

@@ -636,7 +636,18 @@ def test_inference_kill_resume_other_folder_and_restart(tmp_path, bundle_root):
     parser = _parser(bundle_root, input=str(b), output_dir=str(out), num_kept=SIZE + 1)
     with pytest.raises(Exception) as failed:  # MONAI's "Failed to instantiate", raised from the network's error
         parser.get_parsed_content("initialize")
-    assert f"cannot keep k={SIZE + 1} frames of an input with T={SIZE} frames (k must be <= T)" in str(failed.value.__cause__)
+    cause = failed.value.__cause__
+    while cause.__cause__ is not None:  # the expression's error inside MONAI's "Failed to instantiate"
+        cause = cause.__cause__
+    # the option the user typed is named (trial T62a)
+    assert f"--num_kept (k) {SIZE + 1}: cannot keep k={SIZE + 1} frames of an input with T={SIZE} frames (k must be <= T)" in str(cause)
+    parser = _parser(bundle_root, input=str(b), output_dir=str(out), num_kept=True)
+    with pytest.raises(Exception) as failed:
+        parser.get_parsed_content("initialize")
+    cause = failed.value.__cause__
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    assert "--num_kept (k) must be an integer >= 1, got True" in str(cause)  # it named num_samples (k)
     assert csv_path.read_bytes() == before
 
 
