@@ -69,6 +69,10 @@ def test_torchrun_two_ranks(tmp_path, extra):
     client = MlflowClient(tracking_uri=path_to_sqlite_uri(root / "mlflow.db"))
     runs = client.search_runs([client.get_experiment_by_name("das_volume_classification").experiment_id])
     assert len(runs) == 1  # only rank 0 tracks
+    # the effective batch is 2 x 4: the world size is a param and in the card (it was only in last.pt; trial T62a)
+    assert runs[0].data.params["world_size"] == "2" and runs[0].data.params["batch_size"] == "4"
+    card = json.loads((root / "models" / "metadata.json").read_text())
+    assert card["das_model"]["run_params"]["world_size"] == 2
     assert len(client.get_metric_history(runs[0].info.run_id, "val_auc")) == 1
     # 5 validation volumes split 3 / 2 without padding: the epoch loss gathers both ranks' (it aborted on a
     # fixed-size all_gather; review H3)
