@@ -44,6 +44,7 @@ from monai_das.engines.optim import build_optimizer, sampler_param_groups
 from monai_das.engines.utils import (
     PRECISE_BN_AUTO_BATCHES,
     class_weights,
+    distributed_sampler,
     flag,
     optional,
     precise_bn_batches,
@@ -87,6 +88,7 @@ __all__ = [
     "build_optimizer",
     "sampler_param_groups",
     "flag",
+    "distributed_sampler",
     "precise_bn_batches",
     "PRECISE_BN_AUTO_BATCHES",
     "optional",

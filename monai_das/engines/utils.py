@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES", "sampler_warmup_epochs", "class_weights"]
+__all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES", "sampler_warmup_epochs", "class_weights",
+           "distributed_sampler"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,3 +145,20 @@ def class_weights(value: Any, counts: Any = None, num_classes: int | None = None
     if num_classes is not None and len(weights) != int(num_classes):
         raise ValueError(f"class_weights has {len(weights)} value(s) but the data has {num_classes} classes.")
     return torch.tensor(weights, dtype=torch.float32, device=device)
+
+
+def distributed_sampler(dataset: Any, split: str, **kwargs: Any) -> Any:
+    """
+    MONAI's ``DistributedSampler`` over ``dataset`` (``kwargs``: ``even_divisible``, ``shuffle``, ...), refusing a
+    split with fewer items than the run has processes by name, where MONAI's says only "the dataset length is less
+    than the number of participating ranks" (trial T62a: ``--num_val 1`` under ``torchrun --nproc_per_node 2``).
+    """
+    import torch.distributed as dist
+    from monai.data import DistributedSampler
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if len(dataset) < world:
+        raise ValueError(f"the {split} split holds {len(dataset)} item(s), fewer than the {world} processes of this "
+                         f"run (torchrun --nproc_per_node): give it at least {world} items (--num_val/--num_train, "
+                         "val_fraction, the datalist) or start fewer processes.")
+    return DistributedSampler(dataset, **kwargs)
