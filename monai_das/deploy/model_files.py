@@ -305,6 +305,14 @@ def load_checkpoint(
             f"checkpoint '{ckpt_path}' needs a bundle config with 'network_def': pass config_file (CLI: --config "
             f"<bundle>/configs/inference.json), or a bundle folder that has configs/inference.json."
         )
+    # the file itself first: one that is no checkpoint (text, a pickled module) is said so, not "has no metadata"
+    state = read_checkpoint(ckpt_path, map_location=torch.device(device))
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]  # a training's last.pt
+    if not isinstance(state, Mapping) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        shown = sorted(map(str, state))[:5] if isinstance(state, Mapping) else type(state).__name__
+        raise ValueError(f"checkpoint '{ckpt_path}' holds no network weights (a state dict of tensors, as the "
+                         f"bundle's models/model.pt): it holds {shown}.")
     parser = _config_parser(cfg_path, files["metadata"] if trusted_meta else None)
     if "network_def" not in parser.config:  # type: ignore[operator]
         raise ValueError(f"config '{cfg_path}' has no 'network_def'.")
@@ -339,9 +347,6 @@ def load_checkpoint(
     spec = _spec_from_configs(metadata or {}, _trusted_network_args(parser), _trusted_labels(parser.get()),
                               overrides, source, model=str(ckpt_path), strict=True)
     net = parser.get_parsed_content("network_def", instantiate=True)
-    state = read_checkpoint(ckpt_path, map_location=torch.device(device))
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
     net.load_state_dict(state)
     _check_card_network(spec, net, source, cfg_path)
     return net, spec

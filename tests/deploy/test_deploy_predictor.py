@@ -126,6 +126,12 @@ def test_checkpoint_outside_bundle_needs_config(tmp_path, checkpoint_bundle):
     ckpt.write_bytes(ckpt.read_bytes()[:2000])  # a copy cut short
     with pytest.raises(RuntimeError, match=r"weights\.pt \(2000 bytes\) is not a readable PyTorch checkpoint"):
         DASPredictor.from_path(ckpt, config_file=cfg, spatial_size=(12, 20, 20))
+    # without the grid too: the file is the first thing said, not "has no metadata" (trial T62a F7)
+    with pytest.raises(RuntimeError, match=r"is not a readable PyTorch checkpoint"):
+        DASPredictor.from_path(ckpt, config_file=cfg)
+    torch.save({"epoch": 3, "note": "no weights"}, ckpt)
+    with pytest.raises(RuntimeError, match=r"weights\.pt' holds no network weights .*it holds \['epoch', 'note'\]"):
+        DASPredictor.from_path(ckpt, config_file=cfg)
     (tmp_path / "empty_bundle").mkdir()
     with pytest.raises(FileNotFoundError, match="no model found"):
         DASPredictor.from_path(tmp_path / "empty_bundle")
