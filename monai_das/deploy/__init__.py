@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model_files import find_bundle_files
+from .model_files import find_bundle_files, load_checkpoint, load_torchscript
 from .predictor import DASPredictor, Prediction
 from .spec import MissingMetadataError, ModelSpec
 from .report import error_report, report_text, study_report, write_json, write_summary
@@ -25,6 +25,8 @@ __all__ = [
     "ModelSpec",
     "Prediction",
     "find_bundle_files",
+    "load_checkpoint",
+    "load_torchscript",
     "Study",
     "StudyLoader",
     "StudySource",

@@ -488,3 +488,14 @@ def test_readme_deploy_example_on_a_training_folder_is_runnable():
             checked += 1
             assert "--config " in line or model.group(1) in exported, line
     assert checked >= 1
+
+
+def test_the_loading_names_the_readme_lists_import_from_both_places():
+    """README ("The loading code is split by job"): these names stay importable from monai_das.deploy.predictor and
+    monai_das.deploy (trial T62b: load_torchscript and load_checkpoint were not in monai_das.deploy)."""
+    import monai_das.deploy as deploy
+    import monai_das.deploy.predictor as predictor
+
+    for name in ("find_bundle_files", "load_torchscript", "load_checkpoint", "ModelSpec", "MissingMetadataError",
+                 "DASPredictor", "Prediction"):
+        assert getattr(deploy, name) is getattr(predictor, name), name
