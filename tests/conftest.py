@@ -28,3 +28,10 @@ def medmnist_root(shared_data: Path) -> Path:
     if not (root / "vesselmnist3d.npz").is_file():
         pytest.skip(f"vesselmnist3d.npz not found in {root}")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_store_of_the_shell(monkeypatch):
+    """MONAI's MLflow handler logs to ``MLFLOW_TRACKING_URI`` when set, and the tracking check prepares that store:
+    a developer's shell variable must not have the tests log to (or make) their real store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -310,7 +310,9 @@ def load_checkpoint(
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]  # a training's last.pt
     if not isinstance(state, Mapping) or not any(isinstance(v, torch.Tensor) for v in state.values()):
-        shown = sorted(map(str, state))[:5] if isinstance(state, Mapping) else type(state).__name__
+        keys = sorted(map(str, state)) if isinstance(state, Mapping) else []
+        shown = (str(keys[:5])[:-1] + (", ...]" if len(keys) > 5 else "]")) if isinstance(state, Mapping) \
+            else type(state).__name__
         raise ValueError(f"checkpoint '{ckpt_path}' holds no network weights (a state dict of tensors, as the "
                          f"bundle's models/model.pt): it holds {shown}.")
     parser = _config_parser(cfg_path, files["metadata"] if trusted_meta else None)

@@ -450,16 +450,18 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
 
     MLflow's ``MLFLOW_TRACKING_URI``, when set, is what MONAI's handler logs to (it wins over ``tracking_uri``): that
     URI is checked instead, named as the variable, and a warning says where the run goes when it is not
-    ``tracking_uri``. Refused: an empty value, a folder or ``file:`` URI (MLflow's file store, which MLflow and MONAI
-    no longer take), a scheme MLflow's tracking-store registry does not know, an in-memory ``sqlite://`` database
-    (the run would be lost), a ``sqlite:///`` file whose folder cannot be made or that is not an SQLite database, and
+    ``tracking_uri`` (a database it names that looks unfinished is left as it is, warned). Refused: an empty value, a
+    folder or ``file:`` URI (MLflow's file store, which MLflow and MONAI no longer take), a URI without ``://``
+    (``databricks``: MONAI's handler takes ``databricks://...``), a scheme MLflow's tracking-store registry does not
+    know, an in-memory ``sqlite://`` database (the run would be lost), a ``sqlite:///`` path that is not a file (a
+    folder, ``/dev/null``), whose folder cannot be made or written, or that is not an SQLite database, and
     an ``http(s)`` server that does not answer a request within ``timeout`` seconds (any HTTP status counts, and a
     TLS handshake whose certificate is not trusted here: MLflow's own settings decide that; sent as MLflow sends it,
     through ``HTTP(S)_PROXY`` when set). A relative ``sqlite:///`` path is warned about (it is relative to the
     current folder, not ``bundle_root``). Credentials in the URI are not repeated in the message. A ``sqlite:///``
     database is made whole before the run (:func:`prepare_sqlite_tracking`).
     """
-    if not flag(enabled) or tracking_uri is None:
+    if not flag(enabled) or (tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI")):
         return
     from urllib.parse import urlparse
 
@@ -467,10 +469,14 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
         parsed = urlparse(uri)
         return uri.replace(f"{parsed.username or ''}:{parsed.password}@", "***@") if parsed.password else uri
 
-    uri, option = str(tracking_uri), "--tracking_uri"
+    from monai_das.engines.inference import launcher_shard
+
+    speaks = launcher_shard()[0] == 0  # one warning per run, not one per torchrun process
+    uri, option = "" if tracking_uri is None else str(tracking_uri), "--tracking_uri"
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:  # MONAI's MLFlowHandler logs there, whatever tracking_uri says
-        if env != uri:
+        same = env == uri or (_sqlite_file(env) is not None and _sqlite_file(env) == _sqlite_file(uri))
+        if not same and speaks:
             logger.warning(f"MLFLOW_TRACKING_URI is set: MLflow logs this run to '{shown(env)}', not to "
                            f"--tracking_uri '{shown(uri)}' (unset the variable to log there).")
         uri, option = env, "MLFLOW_TRACKING_URI"
@@ -480,10 +486,17 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
     if not uri.strip():
         raise ValueError(f"{option} is empty: give {choices}.")
     scheme = urlparse(uri).scheme.lower()
+    known = tuple(k for k in _tracking_schemes() if k != "file")  # the file store: refused below
     if "://" not in uri or scheme == "file":  # what MONAI's MLFlowHandler refuses, after the model is built
-        raise ValueError(f"{where} is a folder (MLflow's file store, which MLflow and MONAI no longer take): give "
-                         f"{choices}.")
-    known = _tracking_schemes()
+        written = scheme if scheme in known else uri.strip().lower() if uri.strip().lower() in known else None
+        if written:  # databricks, sqlite:x.db, http:host: MONAI takes only <scheme>://...
+            raise ValueError(f"{where}: MONAI's MLflow handler takes '{written}://...' URIs only (e.g. "
+                             f"{'sqlite:///<file.db>' if written == 'sqlite' else written + '://<host or profile>'}); "
+                             f"--mlflow False trains without tracking.")
+        hint = (f" (a database file? sqlite:///{os.path.abspath(uri)})" if scheme != "file"
+                and uri.lower().endswith((".db", ".sqlite", ".sqlite3")) else "")
+        raise ValueError(f"{where} is a folder (MLflow's file store, which MLflow and MONAI no longer take){hint}: "
+                         f"give {choices}.")
     if scheme.split("+")[0] not in known:
         near = difflib.get_close_matches(scheme, known, n=1)
         raise ValueError(f"{where}: unknown scheme '{scheme}:'" + (f" (did you mean '{near[0]}:'?)" if near else "")
@@ -493,7 +506,7 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
         if path is None:
             raise ValueError(f"{where} is an in-memory database: the run would be lost when it ends. Give "
                              "sqlite:///<file.db>.")
-        if not path.is_absolute():
+        if not path.is_absolute() and speaks:
             logger.warning(f"{where} is a path relative to the current folder, not to bundle_root: the database is "
                            f"'{path.absolute()}' (sqlite:////<absolute path> names it wherever the run starts).")
         prepare_sqlite_tracking(uri, option)
@@ -576,8 +589,12 @@ def prepare_sqlite_tracking(uri: str, option: str = "--tracking_uri") -> None:
     import time
 
     path = path.absolute()
+    if path.exists() and not path.is_file():  # a folder, /dev/null, a pipe: never read, renamed or linked over
+        raise ValueError(f"{option} '{uri}': '{path}' is not a file: give sqlite:///<file.db> or --mlflow False.")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # a new bundle_root: its folder is made later otherwise
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise PermissionError(13, "no permission to write in its folder")
         with open(path, "rb") if path.is_file() else contextlib.nullcontext(None) as f:
             head = f.read(16) if f is not None else b""
     except OSError as e:
@@ -597,6 +614,10 @@ def prepare_sqlite_tracking(uri: str, option: str = "--tracking_uri") -> None:
         seen = path.stat()
         why = _unfinished_tracking_db(path)
         if why is None:
+            return
+        if option != "--tracking_uri":  # a shared store the environment names: never moved aside from here
+            logger.warning(f"{option}'s MLflow database '{path}' looks unfinished ({why}); left as it is (MLflow "
+                           "may fail on it: 'table ... already exists').")
             return
         aside = path.with_name(f"{path.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     from monai.utils import path_to_sqlite_uri

@@ -353,7 +353,8 @@ class BundleData:
         :attr:`facts` without the test split's cap (``num_samples["test"]``), which training never reads. For a
         datalist, refuses a class without training items (capped as the run caps them: the model would never learn
         it, and still give it a probability) and warns about a class without validation items (the validation AUC
-        is undefined (NaN) in every epoch, which training met only at its end). A datalist's test list is checked
+        averages the classes present, or, with two classes, is undefined (NaN) in every epoch, which training met
+        only at its end). A datalist's test list is checked
         now (:meth:`_check_files`), so that a copy of a training study in it stops training before it starts.
 
         Raises:
@@ -411,9 +412,9 @@ class BundleData:
                 raise ValueError(
                     f"datalist '{self.datalist}': the class(es) {missing} have items of a single patient{named}, so "
                     f"the validation list drawn from the training list by patient (val_fraction {self.val_fraction}, "
-                    f"seed {self.seed}) cannot hold them as well: the validation AUC would be undefined (NaN) in "
-                    "every epoch and the best-model file chosen by nothing. Correct a misspelt label, give every "
-                    "class items of at least two patients, or give a 'validation' list."
+                    f"seed {self.seed}) cannot hold them as well: the model file would be chosen without them "
+                    "(with two classes the validation AUC is undefined, NaN, in every epoch). Correct a misspelt "
+                    "label, give every class items of at least two patients, or give a 'validation' list."
                 )
             if missing and len(self.label_names) - len(missing) >= 2 and len(self.label_names) > 2:
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "

@@ -149,16 +149,19 @@ def class_weights(value: Any, counts: Any = None, num_classes: int | None = None
 
 def distributed_sampler(dataset: Any, split: str, **kwargs: Any) -> Any:
     """
-    MONAI's ``DistributedSampler`` over ``dataset`` (``kwargs``: ``even_divisible``, ``shuffle``, ...), refusing a
-    split with fewer items than the run has processes by name, where MONAI's says only "the dataset length is less
-    than the number of participating ranks" (trial T62a: ``--num_val 1`` under ``torchrun --nproc_per_node 2``).
+    MONAI's ``DistributedSampler`` over ``dataset`` (``kwargs``: ``even_divisible``, ``shuffle``, ...). Without
+    ``even_divisible`` (the bundles' validation sampler) MONAI refuses a split with fewer items than processes,
+    saying only "the dataset length is less than the number of participating ranks" (trial T62a: ``--num_val 1``
+    under ``torchrun --nproc_per_node 2``); this refusal names the split and the way out.
     """
     import torch.distributed as dist
     from monai.data import DistributedSampler
 
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    if len(dataset) < world:
+    world = kwargs.get("num_replicas") or (dist.get_world_size() if dist.is_available() and dist.is_initialized()
+                                           else 1)
+    if not kwargs.get("even_divisible", True) and len(dataset) < world:
+        cap = {"training": " (--num_train)", "validation": " (--num_val, val_fraction)"}.get(split, "")
         raise ValueError(f"the {split} split holds {len(dataset)} item(s), fewer than the {world} processes of this "
-                         f"run (torchrun --nproc_per_node): give it at least {world} items (--num_val/--num_train, "
-                         "val_fraction, the datalist) or start fewer processes.")
+                         f"run (torchrun --nproc_per_node): give it at least {world} items{cap} or start fewer "
+                         "processes.")
     return DistributedSampler(dataset, **kwargs)

@@ -16,7 +16,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.metrics import (
-    MIN_ITEMS_PER_CLASS, bootstrap_intervals, class_support, few_items_named, label_indices
+    MIN_ITEMS_PER_CLASS, bootstrap_intervals, class_support, few_items_named, label_indices, present_classes_roc_auc
 )
 from monai_das.handlers.sampling import SampledIndicesHandler
 from monai_das.networks.utils import unwrap_network
@@ -368,13 +368,14 @@ class SelectionDiagnosticsHandler:
                 self.logger.warning(msg)
         even = [i for i in self._items if i.even is not None]
         if even and all(i.label is not None for i in even):
-            from monai.metrics import compute_roc_auc
-
             probs = torch.stack([i.even for i in even])
             labels = torch.tensor([i.label for i in even])
-            if len(labels.unique()) == probs.shape[1] and int(labels.max()) < probs.shape[1]:
+            # the classes present, as val_auc (PresentClassesROCAUC) takes them; none to compare with one class
+            if int(labels.max()) < probs.shape[1] and len(labels.unique()) >= 2:
                 onehot = torch.nn.functional.one_hot(labels, probs.shape[1])
-                metrics[f"{p}auc_evenly_spaced"] = float(compute_roc_auc(probs, onehot, average="macro"))
+                auc = present_classes_roc_auc(probs, onehot)
+                if not math.isnan(auc):
+                    metrics[f"{p}auc_evenly_spaced"] = auc
         self._follow_the_saver(engine)
 
     def _follow_the_saver(self, engine: Any) -> None:

@@ -18,8 +18,8 @@ NotComputableError, _ = optional_import(
 )
 
 __all__ = [
-    "BalancedAccuracy", "EpochLoss", "PresentClassesROCAUC", "balanced_accuracy_from_confusion", "bootstrap_intervals", "label_indices",
-    "paired_bootstrap", "per_class_metrics"
+    "BalancedAccuracy", "EpochLoss", "PresentClassesROCAUC", "present_classes_roc_auc",
+    "balanced_accuracy_from_confusion", "bootstrap_intervals", "label_indices", "paired_bootstrap", "per_class_metrics"
 ]
 
 
@@ -166,8 +166,8 @@ def bootstrap_intervals(
     groups: Sequence | None = None,
 ) -> dict:
     """
-    Percentile-bootstrap intervals over items of the macro one-vs-rest ROC AUC (the bundles' ``ROCAUC(average=
-    "macro")``) and of the balanced accuracy (argmax of ``probs``).
+    Percentile-bootstrap intervals over items of the macro one-vs-rest ROC AUC (MONAI's ``ROCAUC(average="macro")``,
+    the bundles' ``val_auc`` with every class present) and of the balanced accuracy (argmax of ``probs``).
 
     Args:
         probs: ``n×C`` class probabilities (or any scores ranked per class).
@@ -348,35 +348,52 @@ class BalancedAccuracy(ConfusionMatrix):
         return balanced_accuracy_from_confusion(super().compute())
 
 
+def present_classes_roc_auc(probs: torch.Tensor, onehot: torch.Tensor, average: str = "macro") -> float:
+    """
+    MONAI's ``compute_roc_auc`` of probabilities ``N×C`` against one-hot labels ``N×C``, whose ``macro`` average
+    leaves out the classes with no positive or no negative item (their one-vs-rest AUC is undefined: MONAI's mean is
+    then NaN); with every class present, or two classes, or another ``average``, MONAI's value. NaN when fewer than
+    one class is left.
+    """
+    if average == "macro" and onehot.ndim == 2 and onehot.shape[1] > 2:
+        positives = onehot.sum(dim=0)
+        defined = (positives > 0) & (positives < onehot.shape[0])
+        if bool(defined.any()) and not bool(defined.all()):
+            return float(compute_roc_auc(probs[:, defined], onehot[:, defined], average="macro"))
+    return float(compute_roc_auc(probs, onehot, average=average))
+
+
 class _PresentClassesROCAUCMetric(ROCAUCMetric):
-    """MONAI's ``ROCAUCMetric`` whose macro average leaves out the classes without positives or without negatives
-    in the epoch (their one-vs-rest AUC is undefined); with every class present, the same value."""
+    """MONAI's ``ROCAUCMetric`` aggregated by :func:`present_classes_roc_auc`."""
 
     def aggregate(self, average=None):  # type: ignore[override]
         y_pred, y = self.get_buffer()
-        if (average or self.average) == "macro" and isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[1] > 2:
-            positives = y.sum(dim=0)
-            defined = (positives > 0) & (positives < y.shape[0])
-            if bool(defined.any()) and not bool(defined.all()):
-                return compute_roc_auc(y_pred[:, defined], y[:, defined], average="macro")
-        return super().aggregate(average)
+        if not isinstance(y_pred, torch.Tensor) or not isinstance(y, torch.Tensor):
+            return super().aggregate(average)  # MONAI's error
+        return present_classes_roc_auc(y_pred, y, str(getattr(average or self.average, "value", average or
+                                                                  self.average)))
 
 
 class PresentClassesROCAUC(IgniteMetricHandler):
     """
-    The macro one-vs-rest ROC AUC of MONAI's ``ROCAUC`` over the classes the epoch's items hold: a class with no item
-    (or only items) is left out of the mean, where ``ROCAUC(average="macro")`` is NaN in every epoch and a best model
-    chosen by it is the first epoch's. With every class present (and for two classes, where one missing class leaves
-    no AUC at all) the two are equal. The bundles' validation ``val_auc`` (the key metric); the evaluation's test AUC
-    stays MONAI's, undefined when a class is missing.
+    The one-vs-rest ROC AUC of MONAI's ``ROCAUC`` whose ``macro`` mean is over the classes the epoch's items hold
+    (:func:`present_classes_roc_auc`): a class with no item (or only items) is left out of the mean, where
+    ``ROCAUC(average="macro")`` is NaN in every epoch and a best model chosen by it is the first epoch's. With every
+    class present (and for two classes, where one missing class leaves no AUC at all) the two are equal. The bundles'
+    validation ``val_auc`` (the key metric); the evaluation's test AUC stays MONAI's, undefined when a class is
+    missing.
 
     Args:
+        average: as MONAI's ``ROCAUC`` (``"macro"``, ``"weighted"``, ``"micro"``); only ``"macro"`` leaves classes
+            out.
         output_transform: maps ``engine.state.output`` to ``(y_pred, y)``: probabilities ``B×C`` and one-hot labels
             ``B×C`` (e.g. ``monai.handlers.from_engine(["prob", "label_onehot"])``).
     """
 
-    def __init__(self, output_transform: Callable = lambda x: x) -> None:
-        super().__init__(metric_fn=_PresentClassesROCAUCMetric(average="macro"), output_transform=output_transform,
+    def __init__(self, average: str = "macro", output_transform: Callable = lambda x: x) -> None:
+        if str(average) == "none":
+            raise ValueError("PresentClassesROCAUC gives one number: average 'macro', 'weighted' or 'micro'.")
+        super().__init__(metric_fn=_PresentClassesROCAUCMetric(average=average), output_transform=output_transform,
                          save_details=False)
 
 

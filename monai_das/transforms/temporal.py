@@ -22,6 +22,7 @@ __all__ = [
     "NO_SOURCE",
     "affine_source_indices",
     "affine_evidence_slices",
+    "source_coordinates",
     "uniform_indices",
     "select_frames",
     "subsampled_meta",

@@ -85,9 +85,10 @@ def test_a_class_missing_from_validation_leaves_the_others_auc(tmp_path, monkeyp
     data.mkdir()
     _organ_file(data, per_class={"train": 2, "val": 2, "test": 1}, val_classes=CLASSES - 1)
     monkeypatch.setattr(medmnist3d, "_file_md5", lambda path: medmnist3d.medmnist_info(NAME)["MD5"])
-    run(config_file=TRAIN, meta_file=META, logging_file=False, bundle_root=str(tmp_path / "run"), method="uniform",
+    run(config_file=TRAIN, meta_file=META, logging_file=False, bundle_root=str(tmp_path / "run"), method="dps",
         dataset=NAME, data_dir=str(data), mlflow=False, progress_bar=False, num_figures=0, max_epochs=1,
         batch_size=11)
     val = json.loads((tmp_path / "run" / "models" / "metadata.json").read_text())["eval_metrics"]
     assert 0.0 <= val["val_auc"] <= 1.0 and "val_auc_low" not in val
+    assert 0.0 <= val["val_auc_evenly_spaced"] <= 1.0  # the same classes, on evenly spaced slices (review)
     assert "the validation AUC averages the other classes" in caplog.text

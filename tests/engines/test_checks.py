@@ -360,9 +360,17 @@ def test_tracking_uris_mlflow_would_refuse_or_lose_and_the_environment_variable(
     unwritable or non-SQLite file failed without naming the option; MLFLOW_TRACKING_URI, which MONAI's handler logs
     to instead, was neither checked nor named (an unreachable server retried for minutes)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for folder in (str(tmp_path / "mlruns"), f"file:{tmp_path}/mlruns", f"file://{tmp_path}/mlruns", "databricks"):
+    for folder in (str(tmp_path / "mlruns"), f"file:{tmp_path}/mlruns", f"file://{tmp_path}/mlruns"):
         with pytest.raises(ValueError, match=r"--tracking_uri '.*' is a folder \(MLflow's file store"):
             check_tracking_uri(folder)
+    with pytest.raises(ValueError, match=r"a database file\? sqlite:///.*runs\.db\)"):
+        check_tracking_uri(str(tmp_path / "runs.db"))  # sqlite:/// forgotten
+    for short, written in (("databricks", "databricks://<host or profile>"), ("sqlite:x.db", "sqlite:///<file.db>")):
+        with pytest.raises(ValueError, match=rf"takes '\w+://\.\.\.' URIs only \(e\.g\. {re.escape(written)}\)"):
+            check_tracking_uri(short)
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(ValueError, match=r"'.*adir' is not a file"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/adir")  # nor /dev/null: never renamed or linked over (review)
     with pytest.raises(ValueError, match="--tracking_uri is empty"):
         check_tracking_uri("")
     for memory in ("sqlite://", "sqlite:///:memory:"):
@@ -390,6 +398,15 @@ def test_tracking_uris_mlflow_would_refuse_or_lose_and_the_environment_variable(
         check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     assert f"MLFLOW_TRACKING_URI is set: MLflow logs this run to 'sqlite:///{central}'" in caplog.text
     assert central.is_file() and not (tmp_path / "mlflow.db").exists()
+    import sqlite3
+
+    with sqlite3.connect(central) as con:  # looks unfinished: a shared store the environment names is not moved
+        con.execute("UPDATE alembic_version SET version_num = 'bd07f7e963c5'")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.checks"):
+        check_tracking_uri(f"sqlite:///{central}")  # the same store: no word on where the run goes
+    assert "looks unfinished" in caplog.text and "logs this run to" not in caplog.text
+    assert not list(tmp_path.glob("central.db.unfinished-*"))
 
 
 def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsys):

@@ -15,7 +15,9 @@ def test_a_split_smaller_than_the_process_count_is_refused_by_name(monkeypatch):
     monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
     monkeypatch.setattr(dist, "get_rank", lambda group=None: 1)
     with pytest.raises(ValueError, match=r"the validation split holds 1 item\(s\), fewer than the 2 processes of this "
-                                         r"run \(torchrun --nproc_per_node\).*or start fewer processes"):
+                                         r"run \(torchrun --nproc_per_node\).*\(--num_val, val_fraction\) or start "
+                                         r"fewer processes"):
         distributed_sampler([0], "validation", shuffle=False, even_divisible=False)
     sampler = distributed_sampler([0, 1, 2], "validation", shuffle=False, even_divisible=False)
     assert list(sampler) == [1]  # MONAI's sampler: rank 1 of 2, no padding
+    assert list(distributed_sampler([0], "training", shuffle=False, even_divisible=True)) == [0]  # padded, as MONAI

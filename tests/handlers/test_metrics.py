@@ -125,6 +125,10 @@ def test_validation_auc_averages_the_classes_present():
     labels = torch.arange(20) % 4
     assert _epoch_auc(PresentClassesROCAUC(), probs, labels) == pytest.approx(
         _epoch_auc(ROCAUC(), probs, labels)) == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr"))
+    assert _epoch_auc(PresentClassesROCAUC(average="weighted"), probs, labels) == pytest.approx(
+        _epoch_auc(ROCAUC(average="weighted"), probs, labels))  # MONAI's other averages as they are
+    with pytest.raises(ValueError, match="gives one number"):
+        PresentClassesROCAUC(average="none")
     three = torch.where(labels == 2, 0, labels)  # no item of class 2
     with pytest.warns(UserWarning):
         assert math.isnan(_epoch_auc(ROCAUC(), probs, three))
