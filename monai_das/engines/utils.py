@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES", "sampler_warmup_epochs", "class_weights",
-           "distributed_sampler"]
+__all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES", "sampler_warmup_epochs",
+           "class_weights", "distributed_sampler"]
 
 logger = logging.getLogger(__name__)
 

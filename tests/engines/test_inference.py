@@ -640,7 +640,9 @@ def test_inference_kill_resume_other_folder_and_restart(tmp_path, bundle_root):
     while cause.__cause__ is not None:  # the expression's error inside MONAI's "Failed to instantiate"
         cause = cause.__cause__
     # the option the user typed is named (trial T62a)
-    assert f"--num_kept (k) {SIZE + 1}: cannot keep k={SIZE + 1} frames of an input with T={SIZE} frames (k must be <= T)" in str(cause)
+    said = (f"--num_kept (k) {SIZE + 1}: cannot keep k={SIZE + 1} frames of an input with T={SIZE} frames "
+            "(k must be <= T)")
+    assert said in str(cause)
     parser = _parser(bundle_root, input=str(b), output_dir=str(out), num_kept=True)
     with pytest.raises(Exception) as failed:
         parser.get_parsed_content("initialize")
