@@ -199,9 +199,24 @@ def install_error_summary() -> None:
         cause = first_cause(error)
         if cause is not error:  # (an error that wraps none is the traceback's last line already)
             print(f"\nmonai_das: the run stopped: {type(cause).__name__}: {cause}", file=sys.stderr, flush=True)
+        if _lost_a_process(cause):  # gloo's "Connection reset by peer ... GLHF!" said nothing of what to do
+            by = "the loss of another process of this torchrun launch (killed, or out of memory: see its log)"
+            print(f"\n{_stopped_line(by)}", file=sys.stderr, flush=True)
 
     summary_hook.monai_das_summary = True  # type: ignore[attr-defined]
     sys.excepthook = summary_hook
+
+
+def _lost_a_process(error: BaseException) -> bool:
+    """Whether ``error`` is a collective's failure because another process of the launch went away (torch's
+    ``DistError`` family, or the ``RuntimeError`` gloo and NCCL raise when a peer's connection breaks)."""
+    import torch.distributed as dist
+
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("gloo" in text or "NCCL" in text) and (
+        "Connection reset by peer" in text or "Connection closed by peer" in text or "remote worker" in text)
 
 
 def _stopped_line(by: str) -> str:

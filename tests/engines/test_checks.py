@@ -443,6 +443,16 @@ def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsy
     sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "monai_das: the run was stopped by Ctrl-C (SIGINT); what it finished is kept")
+    # a torchrun peer killed: gloo's error alone said nothing of what to do (trial T62a)
+    lost = RuntimeError("[../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:19690: Connection reset by peer. "
+                        "This is typically caused by a remote worker hanging or bugs in the application. GLHF!")
+    try:
+        raise RuntimeError('Failed to evaluate ConfigExpression: "$@train#trainer.run()"') from lost
+    except RuntimeError as e:
+        sys.excepthook(type(e), e, e.__traceback__)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("monai_das: the run was stopped by the loss of another process of this torchrun launch")
+    assert "--resume True" in last
 
 
 def test_sigterm_ends_a_run_with_a_line_saying_how_to_go_on(tmp_path):
