@@ -53,12 +53,27 @@ class ResumableMLFlowHandler(MLFlowHandler):
     ``last.pt`` recorded it runs epoch ``e`` again when resumed (bit for bit the same), and MLflow's history held
     every metric of that epoch twice (trial T59b). The run's history is read once, when the first metrics are
     logged. And an artifact folder's temporary files of an atomic write in flight or killed
-    (:data:`~monai_das.utils.io.ATOMIC_TEMP_NAME`, e.g. ``.kept_frames.x1y2z3a4.tmp.png``) are not uploaded.
+    (:data:`~monai_das.utils.io.ATOMIC_TEMP_NAME`, e.g. ``.kept_frames.x1y2z3a4.tmp.png``) are not uploaded. A
+    training resumed with nothing left to train makes no new, empty run (:meth:`start`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._logged: tuple[str, set] | None = None  # (run id, its (key, step, value) logged)
+
+    def start(self, engine: Any) -> None:
+        """MONAI's start, except for a training resumed with nothing left to train (``--resume True`` on a finished
+        run): no new, empty run of the same name is made (MONAI never reopens a finished run); an unfinished run of
+        that name (a kill after the last epoch, before MLflow closed it) is still taken and closed."""
+        state = engine.state
+        done = state.max_epochs is not None and state.iteration > 0 and state.epoch >= state.max_epochs
+        if done and not self.cur_run and self.run_name is not None:
+            self._set_experiment()
+            runs = self.client.search_runs(self.experiment.experiment_id) if self.experiment else []
+            if not [r for r in runs if r.info.run_name == self.run_name and r.info.status != self.run_finish_status]:
+                logger.info(f"nothing is left to train: no MLflow run is made (run {self.run_name!r} is finished).")
+                return
+        super().start(engine)
 
     def _history(self, run_id: str) -> set:
         data = self.client.get_run(run_id).data

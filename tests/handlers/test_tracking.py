@@ -77,3 +77,41 @@ def test_another_value_at_a_logged_step_is_logged(tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
     values = [m.value for m in client.get_metric_history(run.info.run_id, "test_auc")]
     assert len(values) == 3 and values[:2] == [0.7, 0.9]
+
+
+def test_a_finished_training_resumed_with_nothing_left_makes_no_empty_run(tmp_path):
+    """--resume True on a finished training (nothing left to train) added a second, empty FINISHED run of the same
+    name (trial T62b); an unfinished run of that name (a kill after the last epoch, before MLflow closed it) is still
+    taken and closed."""
+    import mlflow
+    from ignite.engine import Engine, Events
+
+    from monai_das.handlers import ResumableMLFlowHandler
+
+    uri = path_to_sqlite_uri(tmp_path / "mlflow.db")
+
+    def train(resumed_done: bool, close: bool = True) -> None:
+        trainer = Engine(lambda e, b: 0.5)
+        if resumed_done:  # what ResumeCheckpointLoader does at STARTED, before the tracker: every epoch done
+            def load(e):
+                e.state.epoch, e.state.iteration, e.state.max_epochs, e.state.epoch_length = 2, 2, 2, 1
+
+            trainer.add_event_handler(Events.STARTED, load)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"val_auc": e.state.epoch}))
+        ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", run_name="r", iteration_log=False,
+                               epoch_log=True, output_transform=lambda out: out,
+                               close_on_complete=close).attach(trainer)
+        trainer.run([0], max_epochs=2)
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+
+    def runs():
+        return client.search_runs([client.get_experiment_by_name("e").experiment_id])
+
+    train(resumed_done=False)
+    assert [r.info.status for r in runs()] == ["FINISHED"]
+    train(resumed_done=True)
+    assert [r.info.status for r in runs()] == ["FINISHED"]  # no second, empty run
+    client.set_terminated(runs()[0].info.run_id, "RUNNING")  # as a kill before MLflow closed it leaves it
+    train(resumed_done=True)
+    assert [r.info.status for r in runs()] == ["FINISHED"]  # taken and closed
