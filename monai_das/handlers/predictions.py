@@ -42,8 +42,10 @@ def _s(v: Any) -> str:
 
 
 #: columns a predictions CSV gained in later versions, and what the rows of a file without them get when a run
-#: resumes it (an empty warnings cell would read as "nothing to say")
-ADDED_COLUMNS = {"warnings": "not recorded: predicted by an older version (skip_done false predicts it again)"}
+#: resumes it (an empty warnings cell would read as "nothing to say"; ``None``: computed from the row,
+#: ``label_name`` from ``label``)
+ADDED_COLUMNS = {"label_name": None,
+                 "warnings": "not recorded: predicted by an older version (skip_done false predicts it again)"}
 
 #: first characters that make a spreadsheet take a cell for a formula (OWASP "CSV injection"): ``=``, ``+``, ``-``,
 #: ``@``, a tab or a carriage return
@@ -201,7 +203,8 @@ class PredictionWriter:
     :func:`monai_das.data.discover_studies`, the same as the Deploy report's ``study_id``), ``source`` (absolute
     path of the study, or the dataset index), ``fingerprint`` (what identifies the study's content: size and
     modification time of its file(s), or ``<dataset>/<split>/<index>``; see :func:`monai_das.data.study_fingerprint`),
-    ``label`` (``-1`` when unknown), ``pred_label``, ``pred_name``, ``prob_<class>`` per class, ``kept_indices``
+    ``label`` (``-1`` when unknown), ``label_name`` (its class name, empty when unknown, as the evaluation's CSV),
+    ``pred_label``, ``pred_name``, ``prob_<class>`` per class, ``kept_indices``
     (the frames the sampler kept, indices into the network input, ``;``-separated), ``source_frames`` (the same
     frames as the file's own slice/frame numbers — slice index along the file's axis, for a DICOM series in
     ``InstanceNumber`` order, or clip frame — from the batch item's ``source_indices`` through
@@ -254,7 +257,7 @@ class PredictionWriter:
         if json_path is None:
             json_path = self.filepath.with_suffix(".json")
         self.json_path = Path(json_path) if json_path else None
-        self.fields = ["id", "source", "fingerprint", "label", "pred_label", "pred_name"]
+        self.fields = ["id", "source", "fingerprint", "label", "label_name", "pred_label", "pred_name"]
         self.fields += [f"prob_{n}" for n in self.label_names] + ["kept_indices", "source_frames", "error", "warnings",
                                                                  "model"]
         self.logger = logger
@@ -274,12 +277,13 @@ class PredictionWriter:
         if self.filepath.is_file() and self.filepath.stat().st_size > 0:
             with open(self.filepath, newline="", encoding="utf-8-sig", errors="replace") as f:
                 header = next(csv.reader(f), [])
-            if header != self.fields and [c for c in self.fields if c not in ADDED_COLUMNS] == header:
-                # written before the columns added since (warnings): the same rows, the new cells saying so
+            added = [c for c in self.fields if c not in header]
+            if added and set(added) <= set(ADDED_COLUMNS) and [c for c in self.fields if c in header] == header:
+                # written before the columns added since (warnings, label_name): the same rows, the new cells
                 _, rows, _ = read_predictions_csv(self.filepath)
-                write_predictions_csv(self.filepath, self.fields,
-                                      ({k: r.get(k, ADDED_COLUMNS.get(k, "")) for k in self.fields} for r in rows))
-                self.logger.info(f"'{self.filepath}': columns {list(ADDED_COLUMNS)} added to its {len(rows)} rows.")
+                write_predictions_csv(self.filepath, self.fields, ({k: r[k] if k in r else self._added(k, r)
+                                                                    for k in self.fields} for r in rows))
+                self.logger.info(f"'{self.filepath}': columns {added} added to its {len(rows)} rows.")
                 header = self.fields
             if header != self.fields:
                 raise ValueError(
@@ -295,6 +299,18 @@ class PredictionWriter:
             with open(self.filepath, "w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerow(self.fields)
 
+    def _label_name(self, label: str) -> str:
+        """The class name of a ``label`` cell (``""`` when unknown: ``-1``, empty, or no class of this model)."""
+        try:
+            index = int(label)
+        except (TypeError, ValueError):
+            return ""
+        return self.label_names[index] if 0 <= index < len(self.label_names) else ""
+
+    def _added(self, column: str, row: dict) -> str:
+        """The cell of a column added since ``row`` was written (:data:`ADDED_COLUMNS`)."""
+        return self._label_name(row.get("label", "")) if column == "label_name" else ADDED_COLUMNS.get(column) or ""
+
     def _row(self, item: dict) -> list[str]:
         row = {
             "id": _s(item.get("id", "")),
@@ -303,6 +319,7 @@ class PredictionWriter:
             "label": _s(item.get("label", -1)),
             "model": self.model_key,
         }
+        row["label_name"] = self._label_name(row["label"])
         said = [w for w in _s(item.get("warnings", "") or "").replace("\r", " ").replace("\n", " ").split(" | ") if w]
         error = _s(item.get("error", "") or "")
         probs = None

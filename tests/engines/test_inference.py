@@ -83,8 +83,9 @@ def test_study_warnings_reach_the_predictions(tmp_path):
     path = tmp_path / "out" / "predictions.csv"
     writer = PredictionWriter(path, ["neg", "pos"])
     path.parent.mkdir()
-    old = [c for c in writer.fields if c != "warnings"]
-    path.write_text(",".join(old) + "\n" + ",".join("old" if c == "id" else "" for c in old) + "\n")
+    old = [c for c in writer.fields if c not in ("warnings", "label_name")]  # two versions ago: neither column
+    cells = {"id": "old", "label": "1"}
+    path.write_text(",".join(old) + "\n" + ",".join(cells.get(c, "") for c in old) + "\n")
 
     def step(engine, batch):
         engine.state.batch = [{k: out[k] for k in ("id", "source", "fingerprint", "error", "warnings")}]
@@ -96,6 +97,7 @@ def test_study_warnings_reach_the_predictions(tmp_path):
     rows = {r["id"]: r for r in csv.DictReader(open(path))}
     assert set(rows) == {"old", "bare.nii.gz"}
     assert rows["old"]["warnings"].startswith("not recorded: predicted by an older version")  # not "nothing to say"
+    assert rows["old"]["label_name"] == "pos" and rows["bare.nii.gz"]["label_name"] == ""  # from label; -1: unknown
     assert "has no orientation" in rows["bare.nii.gz"]["warnings"] and rows["bare.nii.gz"]["pred_name"] == "pos"
 
 

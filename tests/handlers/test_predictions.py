@@ -115,7 +115,7 @@ def test_only_rank0_writes(tmp_path, monkeypatch, capsys, caplog):
     """With torch.distributed initialised, rank 0 writes every rank's rows (gathered) and alone logs."""
     import monai_das.handlers.predictions as mod
 
-    other = [["z", "/data/z", "fpz", "-1", "1", "pos", "0.2", "0.8", "", "", "", "", ""]]  # ..., error, warnings, model
+    other = [["z", "/data/z", "fpz", "-1", "", "1", "pos", "0.2", "0.8", "", "", "", "", ""]]  # ..., warnings, model
     gathered = []
     monkeypatch.setattr(mod.idist, "all_gather", lambda rows: gathered.append(rows) or [rows, other])
     monkeypatch.setattr(mod, "_dist_rank_world", lambda: (1, 2))
