@@ -96,7 +96,7 @@ from bench_utils import (  # noqa: E402
     write_text_atomic,
 )
 
-from monai_das.utils.logs import quiet_loggers  # noqa: E402
+from monai_das.utils.logs import first_cause, quiet_loggers  # noqa: E402
 
 METHODS = ("full", "uniform", "random", "dps", "adps", "das")
 BUNDLE = REPO / "bundles" / "das_volume_classification"
@@ -588,7 +588,7 @@ def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work
     durations: dict[str, list[float]] = {}
     for c in done:
         try:
-            r = json.loads((cell_dir(c) / "result.json").read_text())
+            r = read_result(cell_dir(c) / "result.json")
             durations.setdefault(c.dataset, []).append(float(r["duration_s"]))
         except (OSError, ValueError, KeyError):
             pass
@@ -597,6 +597,9 @@ def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work
     t0 = time.perf_counter()
     for i, c in enumerate(pending, 1):
         d = cell_dir(c)
+        if (d / "result.json").is_file():  # finished meanwhile (another grid of an older version without the lock)
+            log(f"[{i}/{len(pending)}] {c.dataset} {c.name}: finished meanwhile, not run again")
+            continue
         d.mkdir(parents=True, exist_ok=True)
         log(f"[{i}/{len(pending)}] {c.dataset} {c.name} ...")
         start = time.perf_counter()
@@ -605,7 +608,9 @@ def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work
         except Exception as e:  # one failed cell must not stop the grid (unless fail_fast)
             failed += 1
             write_text_atomic(traceback.format_exc(), d / "error.txt")
-            log(f"[{i}/{len(pending)}] {c.dataset} {c.name} FAILED: {type(e).__name__}: {e} (see {d / 'error.txt'})")
+            cause = first_cause(e)  # MONAI's "Failed to instantiate ..." wraps what went wrong
+            log(f"[{i}/{len(pending)}] {c.dataset} {c.name} FAILED: {type(cause).__name__}: {cause} "
+                f"(see {d / 'error.txt'})")
             if fail_fast:
                 raise
             continue
@@ -626,9 +631,69 @@ def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work
     return {"cells": len(cells), "skipped": len(done), "ran": len(pending) - failed, "failed": failed}
 
 
+#: the lock file of a grid's work folder (an OS lock, let go when the process ends, killed or not)
+GRID_LOCK = ".compare_methods.lock"
+
+
+def hold_grid(work_dir: Path) -> Any:
+    """
+    Lock ``work_dir`` for this grid (``filelock``'s OS lock on :data:`GRID_LOCK`, its holder named beside it):
+    two grids into one work folder retrained each other's cells, one deleting the other's training in progress and
+    overwriting a cell it had finished (trial T62c). A second grid is refused, naming the holder; the lock goes with
+    the process; a grid run again in this process (``main`` called twice) holds it already.
+    """
+    import socket
+
+    from filelock import Timeout, UnixFileLock, WindowsFileLock
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(work_dir)
+    if key in _held_grids:
+        return _held_grids[key]
+    lock = (WindowsFileLock if os.name == "nt" else UnixFileLock)(str(work_dir / GRID_LOCK), fallback_to_soft=False)
+    owner = work_dir / (GRID_LOCK + ".owner")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = owner.read_text().strip() if owner.is_file() else "another process"
+        raise SystemExit(f"another compare_methods.py grid is running in '{work_dir}' ({holder}): wait for it to "
+                         "finish, or give this one another --out (its finished cells are shared; --report-only "
+                         "rewrites the reports without training).") from None
+    except (NotImplementedError, OSError) as e:  # no OS file locks here
+        print(f"WARNING: '{work_dir}' cannot be locked ({e}): a second grid into it would not be refused.")
+        return None
+    write_text_atomic(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
+                      owner)
+    _held_grids[key] = lock
+    return lock
+
+
+#: the work folders this process holds (realpath -> lock)
+_held_grids: dict[str, Any] = {}
+
+
 def _hms(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+#: what every cell result holds (reports, pairing, the settings check)
+RESULT_KEYS = ("dataset", "method", "label", "keep_ratio", "seed", "fold", "auc")
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """A cell's ``result.json``; a file that is not one (cut short, emptied, edited) is a ``ValueError`` naming it
+    and the way out (deleting its folder runs that cell again), never skipped nor used."""
+    try:
+        result = json.loads(path.read_text())
+        missing = [k for k in RESULT_KEYS if k not in result] if isinstance(result, dict) else list(RESULT_KEYS)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cell result '{path}' cannot be read ({type(e).__name__}: {e}); delete its folder "
+                         f"'{path.parent}' to run that cell again.") from None
+    if missing:
+        raise ValueError(f"cell result '{path}' is not a cell result (no {missing}); delete its folder "
+                         f"'{path.parent}' to run that cell again.")
+    return result
 
 
 def load_results(work_dir: Path, datasets: Sequence[str]) -> list[dict[str, Any]]:
@@ -636,7 +701,7 @@ def load_results(work_dir: Path, datasets: Sequence[str]) -> list[dict[str, Any]
     out = []
     for ds in datasets:
         for p in sorted((work_dir / ds).glob("*/result.json")):
-            out.append(json.loads(p.read_text()))
+            out.append(read_result(p))
     return out
 
 
@@ -651,7 +716,7 @@ def check_finished_cells(cells: Sequence[Cell], work_dir: Path, expected: Callab
         p = work_dir / c.dataset / c.name / "result.json"
         if not p.is_file():
             continue
-        result = json.loads(p.read_text())
+        result = read_result(p)
         if code is not None and result.get("code_hash", code) != code:
             raise ValueError(
                 f"cell '{p.parent}' was run with another version of the training code (code hash "
@@ -685,6 +750,8 @@ def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                                "folds": len({r["fold"] for r in rs}), "eval_split": rs[0].get("eval_split", "test")}
         for key in ("auc", "balanced_accuracy", "accuracy", "best_val_auc"):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r.get(key) for r in rs])
+            # runs whose value is defined (a test split without a class has no AUC): what the mean and std are of
+            row[f"{key}_n"] = sum(r.get(key) is not None and not math.isnan(float(r[key])) for r in rs)
         row["frames_kept"] = rs[0]["frames_kept"]
         row["frames_total"] = rs[0]["frames_total"]
         row["frames_seen_training"] = round(_mean_std([r["frames_seen_training"] for r in rs])[0])
@@ -855,11 +922,19 @@ def _method_order(label: str) -> int:
     return METHODS.index(base) if base in METHODS else len(METHODS)
 
 
-def _pm(mean: float, std: float, runs: int, pct: bool = False) -> str:
+def _pm(mean: float, std: float, runs: int, pct: bool = False, of: int | None = None) -> str:
+    """``mean ± std`` over ``runs`` defined values (no ± for one); ``of``: the runs in all, said when more (a run
+    whose value is undefined, e.g. a test AUC without a class, is in neither the mean nor the std)."""
     if math.isnan(mean):
         return "n/a"
     f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}")
-    return f(mean) + (f" ± {f(std)}" if runs > 1 else "")
+    return (f(mean) + (f" ± {f(std)}" if runs > 1 else "")
+            + (f" ({runs} of {of} runs; {of - runs} undefined)" if of is not None and of > runs else ""))
+
+
+def _pm_row(r: dict[str, Any], key: str, pct: bool = False) -> str:
+    """:func:`_pm` of an :func:`aggregate` row's ``key``: over the runs where it is defined."""
+    return _pm(r[f"{key}_mean"], r[f"{key}_std"], r.get(f"{key}_n", r["runs"]), pct, r["runs"])
 
 
 def plot_tradeoff(rows: Sequence[dict[str, Any]], title: str, path: Path) -> str:
@@ -946,7 +1021,8 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
     key = spec.key + suffix
     split = rows[0]["eval_split"]
     # a standard deviation over one run is not 0: left empty (the tables show none)
-    csv_rows = [{k: ("" if k.endswith("_std") and r["runs"] < 2 else round(v, 5) if isinstance(v, float) else v)
+    csv_rows = [{k: ("" if k.endswith("_std") and r.get(k[:-4] + "_n", r["runs"]) < 2  # one defined value: no std
+                     else round(v, 5) if isinstance(v, float) else v)
                  for k, v in r.items()} for r in rows]
     paths = {"csv": write_csv(csv_rows, out / f"{key}.csv")}
     runs = [{k: v for k, v in r.items() if k not in ("history", "eval_kept_fraction")} for r in results
@@ -958,10 +1034,10 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
         return markdown_table([{
             "method": r["method"], "keep": f"{100 * r['keep_ratio']:.0f}%",
             "frames": f"{r['frames_kept']} of {r['frames_total']}",
-            "auc": _pm(r["auc_mean"], r["auc_std"], r["runs"]),
-            "bacc": _pm(r["balanced_accuracy_mean"], r["balanced_accuracy_std"], r["runs"], pct=True),
-            "acc": _pm(r["accuracy_mean"], r["accuracy_std"], r["runs"], pct=True),
-            "val": _pm(r["best_val_auc_mean"], r["best_val_auc_std"], r["runs"]),
+            "auc": _pm_row(r, "auc"),
+            "bacc": _pm_row(r, "balanced_accuracy", pct=True),
+            "acc": _pm_row(r, "accuracy", pct=True),
+            "val": _pm_row(r, "best_val_auc"),
             "seen": f"{r['frames_seen_training']:,}", "epochs": f"{r['epochs_mean']:.1f}",
             "epoch_s": f"{r['train_epoch_s']:.1f}", "runs": r["runs"],
         } for r in rs], [
@@ -1066,7 +1142,7 @@ def write_summary(specs: Sequence[DatasetSpec], results: Sequence[dict], out: Pa
             line = {"method": label}
             for k in keys:
                 r = next((r for r in rows if r["dataset"] == k and r["method"] == label), None)
-                line[k] = "" if r is None else (_pm(r[f"{metric}_mean"], r[f"{metric}_std"], r["runs"], pct)
+                line[k] = "" if r is None else (_pm_row(r, metric, pct)
                                                 + f" ({r['frames_kept']}/{r['frames_total']}, n={r['runs']})")
             lines.append(line)
         return markdown_table(lines, [("method", "method")] + [(k, k) for k in keys])
@@ -1241,6 +1317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         refresh()
         log(f"reports rewritten from {len(load_results(work_dir, [s.key for s in all_specs]))} finished cell(s) in {out}")
         return {"results": load_results(work_dir, [s.key for s in specs])}
+    hold_grid(work_dir)  # one grid per work folder: a second would retrain and overwrite the first's cells
     from monai.utils import path_to_sqlite_uri
 
     runner = BundleCellRunner({s.key: s.overrides for s in specs}, common, args.eval_split, args.keep_checkpoints,

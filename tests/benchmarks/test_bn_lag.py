@@ -12,7 +12,9 @@ def test_smoke(bn_lag_script, tmp_path, monkeypatch):
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the variants' bundle roots go
     rows = bn_lag_script.main(["--smoke", "--out", str(tmp_path), "--threads", "1"])
-    assert list(scratch.iterdir()) == []  # each variant's temporary bundle root was removed
+    # each variant's temporary bundle root was removed (torch's inductor cache, made here when this process first
+    # compiles something, is torch's)
+    assert [p for p in scratch.iterdir() if not p.name.startswith("torchinductor_")] == []
     assert [(r["precise_bn"], r["epoch"]) for r in rows] == [(False, 1), (False, 2), (True, 1), (True, 2)]
     # both variants start from the same weights and data order: identical first epoch of training
     assert rows[0]["train_loss_train_mode"] == rows[2]["train_loss_train_mode"]

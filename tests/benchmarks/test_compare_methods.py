@@ -72,12 +72,18 @@ def test_run_grid_resumes_and_survives_failures(compare_script, tmp_path):
                     fail_fast=True)
 
 
+def _result_keys(cell) -> dict:
+    return {"dataset": cell.dataset, "method": cell.method, "label": cell.method, "keep_ratio": cell.keep_ratio,
+            "seed": cell.seed, "fold": cell.fold, "auc": 0.8}
+
+
 def test_finished_cells_with_other_settings_are_refused(compare_script, tmp_path):
     cm = compare_script
     _, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0,))
     d = tmp_path / cells[0].dataset / cells[0].name
     d.mkdir(parents=True)
-    (d / "result.json").write_text(json.dumps({"overrides": {"max_epochs": 4, "method": "das"}, "code_hash": "abc"}))
+    settings = {"overrides": {"max_epochs": 4, "method": "das"}, "code_hash": "abc"}
+    (d / "result.json").write_text(json.dumps({**_result_keys(cells[0]), **settings}))
     cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das"}, "abc")
     with pytest.raises(ValueError, match="max_epochs: 4 -> 8"):
         cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 8, "method": "das"})
@@ -439,3 +445,59 @@ def test_duration_of_a_resumed_cell_counts_its_earlier_invocations(compare_scrip
     cm.run_grid(cells, lambda c, d: {**run_cell(c, d), "resumed_train_s": 1000.0}, tmp_path, log=lambda m: None)
     (result,) = cm.load_results(tmp_path, [cells[0].dataset])
     assert 1000.0 <= result["duration_s"] < 1100.0
+
+
+def test_a_second_grid_into_one_work_folder_is_refused(compare_script, tmp_path):
+    """Two grids into one --out retrained each other's cells: one deleted the other's training in progress and
+    overwrote a cell it had finished (trial T62c). The work folder is locked by the first; this process holds it
+    again without a word (main called twice), another holder is refused, named."""
+    from filelock import UnixFileLock
+
+    cm = compare_script
+    work = tmp_path / "_work" / "smoke"
+    other = UnixFileLock(str(work.parent / "other" / cm.GRID_LOCK))  # another process's lock: another descriptor
+    (work.parent / "other").mkdir(parents=True)
+    (work.parent / "other" / (cm.GRID_LOCK + ".owner")).write_text("pid 4242 on host, since then\n")
+    other.acquire(timeout=0)
+    try:
+        with pytest.raises(SystemExit, match=r"another compare_methods\.py grid is running in '.*other' \(pid 4242 on "
+                                             r"host, since then\): wait for it"):
+            cm.hold_grid(work.parent / "other")
+    finally:
+        other.release()
+    first = cm.hold_grid(work)
+    assert cm.hold_grid(work) is first and "pid" in (work / (cm.GRID_LOCK + ".owner")).read_text()
+
+
+def test_a_cell_result_that_cannot_be_read_is_named(compare_script, tmp_path):
+    """A cut, emptied or edited result.json stopped every command with a bare JSONDecodeError / TypeError (trial
+    T62c): the error names the file and how to run that cell again."""
+    cm = compare_script
+    spec, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0,))
+    run_cell, _ = _fake_runner()
+    cm.run_grid(cells, run_cell, tmp_path, log=lambda m: None)
+    path = tmp_path / cells[0].dataset / cells[0].name / "result.json"
+    for text, why in ((path.read_text()[:300], "cannot be read"), ("", "cannot be read"),
+                      ('{"dataset": "toy_8"}', "is not a cell result")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=rf"cell result '.*result\.json' {why}.*delete its folder"):
+            cm.load_results(tmp_path, [spec.key])
+
+
+def test_a_run_without_a_test_auc_is_counted_as_such(compare_script, tmp_path):
+    """A cell whose test AUC is undefined (NaN: a class absent from its test split) counted as a run, the other's
+    value shown as '0.688 ± 0.000' over 2 runs (trial T62c): the mean is over the runs that have it, and the table
+    says how many."""
+    cm = compare_script
+    spec, cells = _cells(cm, methods=("das",), ratios=(0.5,), seeds=(0, 1))
+    run_cell, _ = _fake_runner()
+    cm.run_grid(cells, lambda c, d: {**run_cell(c, d), **({"auc": float("nan")} if c.seed else {})}, tmp_path,
+                log=lambda m: None)
+    (row,) = cm.aggregate(cm.load_results(tmp_path, [spec.key]))
+    assert row["runs"] == 2 and row["auc_n"] == 1 and row["auc_mean"] == pytest.approx(0.8)
+    assert cm._pm_row(row, "auc") == "0.800 (1 of 2 runs; 1 undefined)"
+    assert cm._pm_row(row, "balanced_accuracy", pct=True) == "60.0% ± 0.0%"  # defined in both runs
+    results = cm.load_results(tmp_path, [spec.key])
+    with open(cm.write_reports(spec, results, tmp_path / "r", _header("smoke"))["csv"]) as f:
+        (csv_row,) = list(csv.DictReader(f))
+    assert csv_row["auc_std"] == "" and csv_row["balanced_accuracy_std"] == "0.0"
