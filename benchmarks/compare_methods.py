@@ -96,6 +96,7 @@ from bench_utils import (  # noqa: E402
     write_text_atomic,
 )
 
+from monai_das.utils.io import lock_folder  # noqa: E402
 from monai_das.utils.logs import first_cause, quiet_loggers  # noqa: E402
 
 METHODS = ("full", "uniform", "random", "dps", "adps", "das")
@@ -642,30 +643,17 @@ def hold_grid(work_dir: Path) -> Any:
     overwriting a cell it had finished (trial T62c). A second grid is refused, naming the holder; the lock goes with
     the process; a grid run again in this process (``main`` called twice) holds it already.
     """
-    import socket
-
-    from filelock import Timeout, UnixFileLock, WindowsFileLock
-
     work_dir.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(work_dir)
-    if key in _held_grids:
-        return _held_grids[key]
-    lock = (WindowsFileLock if os.name == "nt" else UnixFileLock)(str(work_dir / GRID_LOCK), fallback_to_soft=False)
-    owner = work_dir / (GRID_LOCK + ".owner")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        holder = owner.read_text().strip() if owner.is_file() else "another process"
-        raise SystemExit(f"another compare_methods.py grid is running in '{work_dir}' ({holder}): wait for it to "
-                         "finish, or give this one another --out (its finished cells are shared; --report-only "
-                         "rewrites the reports without training).") from None
-    except (NotImplementedError, OSError) as e:  # no OS file locks here
-        print(f"WARNING: '{work_dir}' cannot be locked ({e}): a second grid into it would not be refused.")
-        return None
-    write_text_atomic(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
-                      owner)
-    _held_grids[key] = lock
-    return lock
+    if key not in _held_grids:
+        try:
+            _held_grids[key] = lock_folder(work_dir, GRID_LOCK, GRID_LOCK + ".owner", what="grid", refusal=lambda o: (
+                f"another compare_methods.py grid is running in '{work_dir}' ({o or 'another process'}): wait for it "
+                "to finish, or give this one another --out (its finished cells are shared; --report-only rewrites "
+                "the reports without training)."))
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from None
+    return _held_grids[key]
 
 
 #: the work folders this process holds (realpath -> lock)

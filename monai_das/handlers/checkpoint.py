@@ -7,7 +7,6 @@ import math
 import os
 import pickle
 import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,9 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import not_best_reason
-from monai_das.utils.io import check_checkpoint, refused_objects, remove_stale_atomic_files, write_text_atomic
+from monai_das.utils.io import (
+    check_checkpoint, lock_folder, lock_holder, refused_objects, remove_stale_atomic_files, write_text_atomic
+)
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -50,16 +51,7 @@ _held: dict[str, Any] = {}  # checkpoint folders this process trains into → th
 def lock_owner(folder: str | os.PathLike) -> str:
     """Who holds (or held) the training lock of the checkpoint folder ``folder``, as its :data:`OWNER_NAME` file says
     (plain text: pid, host, start time; at most 200 characters), ``""`` when there is none."""
-    try:
-        return (Path(folder) / OWNER_NAME).read_text(encoding="utf-8", errors="replace")[:200].strip()
-    except OSError:
-        return ""
-
-
-def _owner(folder: Path) -> str:
-    """:func:`lock_owner` in brackets, for a message (``""`` when unknown)."""
-    text = lock_owner(folder)
-    return f" ({text})" if text else ""
+    return lock_holder(folder, OWNER_NAME)
 
 
 def hold_checkpoint_folder(save_dir: str | Path) -> bool:
@@ -76,31 +68,16 @@ def hold_checkpoint_folder(save_dir: str | Path) -> bool:
     Raises:
         RuntimeError: another process holds the lock.
     """
-    import socket
-
-    from filelock import Timeout, UnixFileLock, WindowsFileLock
-
     folder = Path(save_dir)
     key = os.path.realpath(folder)
     if key in _held:
         return False
-    folder.mkdir(parents=True, exist_ok=True)
-    # no soft-lock fallback: a soft lock outlives a killed run and would refuse every later one
-    lock = (WindowsFileLock if os.name == "nt" else UnixFileLock)(str(folder / LOCK_NAME), fallback_to_soft=False)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RuntimeError(
-            f"another training run is writing its checkpoints to '{folder}'{_owner(folder)}: wait for it to finish, "
-            "or train this one into another folder (a bundle: another bundle_root or ckpt_dir). A Python session "
-            "(e.g. a notebook) whose training stopped with an error holds the folder until the session ends."
-        ) from None
-    except (NotImplementedError, OSError) as e:  # no OS file locks here
-        logger.warning(f"'{folder}' cannot be locked ({e}): a second training run into it would not be refused.")
-        return True
-    write_text_atomic(f"pid {os.getpid()} on {socket.gethostname()}, since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n", folder / OWNER_NAME)
-    _held[key] = lock
+    lock = lock_folder(folder, LOCK_NAME, OWNER_NAME, what="training run", refusal=lambda owner: (
+        f"another training run is writing its checkpoints to '{folder}'{f' ({owner})' if owner else ''}: wait for "
+        "it to finish, or train this one into another folder (a bundle: another bundle_root or ckpt_dir). A Python "
+        "session (e.g. a notebook) whose training stopped with an error holds the folder until the session ends."))
+    if lock is not None:
+        _held[key] = lock
     return True
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "check_checkpoint",
     "read_checkpoint",
     "input_folder_name",
+    "lock_folder",
+    "lock_holder",
 ]
 
 
@@ -199,3 +201,42 @@ def refused_objects(path: str | os.PathLike, error: pickle.UnpicklingError) -> V
         f"{path} holds Python objects other than tensors, numbers, strings and containers, so it was refused "
         f"(model files are data: loaded with weights_only=True, no pickled code runs): {first}"
     )
+
+
+def lock_holder(folder: str | os.PathLike, owner_name: str) -> str:
+    """Who holds (or held) a :func:`lock_folder` lock of ``folder``, as its ``owner_name`` file says (plain text: pid,
+    host, start time; at most 200 characters), ``""`` when there is none."""
+    try:
+        return (Path(folder) / owner_name).read_text(encoding="utf-8", errors="replace")[:200].strip()
+    except OSError:
+        return ""
+
+
+def lock_folder(folder: str | os.PathLike, lock_name: str, owner_name: str, refusal: Any, what: str = "run") -> Any:
+    """
+    Take an OS file lock (``flock``/``LockFileEx`` through ``filelock``; no soft-lock fallback, which would outlive a
+    killed process) on ``<folder>/<lock_name>`` for this process, and write who holds it (pid, host, start) to
+    ``<folder>/<owner_name>``; the operating system lets go of the lock when the process ends, killed or not. Held by
+    another process: ``RuntimeError(refusal(owner))`` (``owner``: that file's text, ``""`` when unknown). A file
+    system without OS file locks: a warning, and ``None``. Returns the lock (held while referenced).
+    """
+    import logging
+    import socket
+    import time
+
+    from filelock import Timeout, UnixFileLock, WindowsFileLock
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = (WindowsFileLock if os.name == "nt" else UnixFileLock)(str(folder / lock_name), fallback_to_soft=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(refusal(lock_holder(folder, owner_name))) from None
+    except (NotImplementedError, OSError) as e:
+        logging.getLogger(__name__).warning(f"'{folder}' cannot be locked ({e}): a second {what} into it would not "
+                                            "be refused.")
+        return None
+    write_text_atomic(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n", folder / owner_name)
+    return lock
