@@ -449,7 +449,9 @@ def merge_predictions(
     the row's ``model`` is this run's). Error rows count as results: the ``error`` column says why. Refused otherwise,
     naming each shard file and what it lacks; running that shard again resumes it and fixes exactly that.
     """
-    from monai_das.handlers.predictions import dedupe_predictions, read_predictions_csv, write_predictions_csv
+    from monai_das.handlers.predictions import (
+        dedupe_predictions, read_predictions_csv, upgrade_rows, write_predictions_csv
+    )
 
     if Path(output).resolve() in {Path(p).resolve() for p in paths} and len(paths) > 1:
         raise ValueError(f"the merged file '{output}' would overwrite one of the files it merges.")
@@ -475,8 +477,13 @@ def merge_predictions(
             continue  # with the listing, a shard file not written yet owes its studies: named below
         if fields is None:
             fields = header
-        elif header != fields:
-            raise ValueError(f"'{p}' has columns {header}, expected {fields}.")
+        elif header != fields:  # a shard finished by an older version beside one of this version: one layout
+            newer = upgrade_rows(header, part, fields)
+            older = None if newer is not None else upgrade_rows(fields, rows, header)
+            if newer is None and older is None:
+                raise ValueError(f"'{p}' has columns {header}, expected {fields}.")
+            part, rows, fields = (newer, rows, fields) if newer is not None else (part, older, header)
+            header = fields
         if "id" not in header:
             raise ValueError(f"'{p}' is not a predictions file (no 'id' column, columns {header}).")
         part = dedupe_predictions(part)

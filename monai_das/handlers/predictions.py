@@ -30,6 +30,8 @@ __all__ = [
     "csv_value",
     "write_predictions_json",
     "dedupe_predictions",
+    "label_name",
+    "upgrade_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,29 @@ ADDED_COLUMNS = {"label_name": None,
 #: first characters that make a spreadsheet take a cell for a formula (OWASP "CSV injection"): ``=``, ``+``, ``-``,
 #: ``@``, a tab or a carriage return
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def label_name(label: Any, names: Sequence[str]) -> str:
+    """The class name of a ``label`` cell (``""`` when unknown: ``-1``, empty, or no class of ``names``)."""
+    try:
+        index = int(label)
+    except (TypeError, ValueError):
+        return ""
+    return str(names[index]) if 0 <= index < len(names) else ""
+
+
+def upgrade_rows(header: Sequence[str], rows: Iterable[dict], fields: Sequence[str]) -> list[dict] | None:
+    """
+    The ``rows`` of a predictions CSV written by an older version (``header``: ``fields`` without some of the
+    :data:`ADDED_COLUMNS`, in the same order) in the columns ``fields``, the added cells filled (``label_name`` from
+    ``label`` and the ``prob_<class>`` columns' class order); ``None`` when ``header`` is not such a layout.
+    """
+    added = [c for c in fields if c not in header]
+    if not added or not set(added) <= set(ADDED_COLUMNS) or [c for c in fields if c in header] != list(header):
+        return None
+    names = [c[len("prob_"):] for c in fields if c.startswith("prob_")]
+    return [{k: r[k] if k in r else label_name(r.get("label"), names) if k == "label_name"
+             else ADDED_COLUMNS.get(k) or "" for k in fields} for r in rows]
 
 
 def _is_number(text: str) -> bool:
@@ -277,13 +302,12 @@ class PredictionWriter:
         if self.filepath.is_file() and self.filepath.stat().st_size > 0:
             with open(self.filepath, newline="", encoding="utf-8-sig", errors="replace") as f:
                 header = next(csv.reader(f), [])
-            added = [c for c in self.fields if c not in header]
-            if added and set(added) <= set(ADDED_COLUMNS) and [c for c in self.fields if c in header] == header:
-                # written before the columns added since (warnings, label_name): the same rows, the new cells
-                _, rows, _ = read_predictions_csv(self.filepath)
-                write_predictions_csv(self.filepath, self.fields, ({k: r[k] if k in r else self._added(k, r)
-                                                                    for k in self.fields} for r in rows))
-                self.logger.info(f"'{self.filepath}': columns {added} added to its {len(rows)} rows.")
+            _, rows, _ = read_predictions_csv(self.filepath) if header != self.fields else (None, [], 0)
+            upgraded = upgrade_rows(header, rows, self.fields) if header != self.fields else None
+            if upgraded is not None:  # written before the columns added since (warnings, label_name)
+                write_predictions_csv(self.filepath, self.fields, upgraded)
+                self.logger.info(f"'{self.filepath}': columns {[c for c in self.fields if c not in header]} added to "
+                                 f"its {len(rows)} rows.")
                 header = self.fields
             if header != self.fields:
                 raise ValueError(
@@ -299,18 +323,6 @@ class PredictionWriter:
             with open(self.filepath, "w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerow(self.fields)
 
-    def _label_name(self, label: str) -> str:
-        """The class name of a ``label`` cell (``""`` when unknown: ``-1``, empty, or no class of this model)."""
-        try:
-            index = int(label)
-        except (TypeError, ValueError):
-            return ""
-        return self.label_names[index] if 0 <= index < len(self.label_names) else ""
-
-    def _added(self, column: str, row: dict) -> str:
-        """The cell of a column added since ``row`` was written (:data:`ADDED_COLUMNS`)."""
-        return self._label_name(row.get("label", "")) if column == "label_name" else ADDED_COLUMNS.get(column) or ""
-
     def _row(self, item: dict) -> list[str]:
         row = {
             "id": _s(item.get("id", "")),
@@ -319,7 +331,7 @@ class PredictionWriter:
             "label": _s(item.get("label", -1)),
             "model": self.model_key,
         }
-        row["label_name"] = self._label_name(row["label"])
+        row["label_name"] = label_name(row["label"], self.label_names)
         said = [w for w in _s(item.get("warnings", "") or "").replace("\r", " ").replace("\n", " ").split(" | ") if w]
         error = _s(item.get("error", "") or "")
         probs = None

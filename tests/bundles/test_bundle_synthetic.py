@@ -174,7 +174,8 @@ def test_inference_on_files(trained, tmp_path):
     assert "1 of 4 studies in " in log.stdout + log.stderr and "could not be classified" in log.stdout + log.stderr
     rows = list(csv.DictReader(open(out_dir / "predictions.csv")))
     assert [r["id"] for r in rows] == ["a.nii.gz", "b.nii.gz", "broken.nii.gz", "c.nii"]
-    assert list(rows[0].values()) == done_row
+    # kept as written, in the columns of this version (label_name added: from label -1, unknown)
+    assert list(rows[0].values()) == done_row[:4] + [""] + done_row[4:]
     bad = rows[2]
     assert "broken.nii.gz" in bad["error"] and bad["pred_label"] == ""
     for r in (rows[1], rows[3]):

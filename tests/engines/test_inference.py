@@ -461,6 +461,20 @@ def test_merge(tmp_path):
         merge_predictions(shard_files, tmp_path / "x.csv")
 
 
+def test_merge_takes_shards_of_the_version_before_the_added_columns(tmp_path):
+    """A shard finished by the version before label_name beside one of this version (an upgrade between shards): one
+    layout, the older rows' label_name from their label (review); other columns are still refused."""
+    new = "id,label,label_name,prob_neg,prob_pos,model\nb,0,neg,0.9,0.1,k1\n"
+    for first, second in ((new, "id,label,prob_neg,prob_pos,model\na,1,0.3,0.7,k1\nc,-1,0.5,0.5,k1\n"),
+                          ("id,label,prob_neg,prob_pos,model\na,1,0.3,0.7,k1\nc,-1,0.5,0.5,k1\n", new)):
+        (tmp_path / "predictions.shard0of2.csv").write_text(first)
+        (tmp_path / "predictions.shard1of2.csv").write_text(second)
+        out = merge_predictions([tmp_path / f"predictions.shard{i}of2.csv" for i in range(2)], tmp_path / "m.csv")
+        rows = {r["id"]: r for r in csv.DictReader(open(out))}
+        assert list(next(iter(rows.values()))) == ["id", "label", "label_name", "prob_neg", "prob_pos", "model"]
+        assert {k: r["label_name"] for k, r in rows.items()} == {"a": "pos", "b": "neg", "c": ""}
+
+
 def test_merge_checks_the_listing(tmp_path):
     """With the listing, a merge proves the result whole: a row for every study, every row still right."""
     from monai_das.engines import shard_of
