@@ -54,26 +54,40 @@ class ResumableMLFlowHandler(MLFlowHandler):
     every metric of that epoch twice (trial T59b). The run's history is read once, when the first metrics are
     logged. And an artifact folder's temporary files of an atomic write in flight or killed
     (:data:`~monai_das.utils.io.ATOMIC_TEMP_NAME`, e.g. ``.kept_frames.x1y2z3a4.tmp.png``) are not uploaded. A
-    training resumed with nothing left to train makes no new, empty run (:meth:`start`).
+    training resumed with nothing left to train (every epoch done, or stopped early) makes no new, empty run
+    (:meth:`start`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._logged: tuple[str, set] | None = None  # (run id, its (key, step, value) logged)
+        self._deferred = False  # a resumed training's new run: made when its first epoch starts
+
+    def attach(self, engine: Any) -> None:
+        super().attach(engine)
+        from ignite.engine import Events
+
+        if not engine.has_event_handler(self._start_deferred, Events.EPOCH_STARTED):
+            engine.add_event_handler(Events.EPOCH_STARTED, self._start_deferred)
 
     def start(self, engine: Any) -> None:
-        """MONAI's start, except for a training resumed with nothing left to train (``--resume True`` on a finished
-        run): no new, empty run of the same name is made (MONAI never reopens a finished run); an unfinished run of
-        that name (a kill after the last epoch, before MLflow closed it) is still taken and closed."""
-        state = engine.state
-        done = state.max_epochs is not None and state.iteration > 0 and state.epoch >= state.max_epochs
-        if done and not self.cur_run and self.run_name is not None:
+        """MONAI's start, except for a resumed training (it starts past iteration 0) whose run of this name is
+        finished: the new run MONAI would make (it never reopens a finished one) is made when an epoch starts, so
+        that a resume with nothing left to train (every epoch done, or early stopping) makes no empty run; an
+        unfinished run of that name (a kill, also after the last epoch) is taken at once and closed as MONAI does."""
+        self._deferred = False
+        if engine.state.iteration > 0 and not self.cur_run and self.run_name is not None:
             self._set_experiment()
             runs = self.client.search_runs(self.experiment.experiment_id) if self.experiment else []
             if not [r for r in runs if r.info.run_name == self.run_name and r.info.status != self.run_finish_status]:
-                logger.info(f"nothing is left to train: no MLflow run is made (run {self.run_name!r} is finished).")
+                self._deferred = True
                 return
         super().start(engine)
+
+    def _start_deferred(self, engine: Any) -> None:
+        if self._deferred:
+            self._deferred = False
+            super().start(engine)
 
     def _history(self, run_id: str) -> set:
         data = self.client.get_run(run_id).data

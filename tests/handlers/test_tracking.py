@@ -90,17 +90,24 @@ def test_a_finished_training_resumed_with_nothing_left_makes_no_empty_run(tmp_pa
 
     uri = path_to_sqlite_uri(tmp_path / "mlflow.db")
 
-    def train(resumed_done: bool, close: bool = True) -> None:
+    def train(resumed_done: bool, close: bool = True, stopped_early: bool = False) -> None:
         trainer = Engine(lambda e, b: 0.5)
         if resumed_done:  # what ResumeCheckpointLoader does at STARTED, before the tracker: every epoch done
             def load(e):
                 e.state.epoch, e.state.iteration, e.state.max_epochs, e.state.epoch_length = 2, 2, 2, 1
 
             trainer.add_event_handler(Events.STARTED, load)
+        if stopped_early:  # epoch 1 of 2 done, then early stopping (ResumableEarlyStopHandler stops it again)
+            def load_stopped(e):
+                e.state.epoch, e.state.iteration, e.state.max_epochs, e.state.epoch_length = 1, 1, 2, 1
+
+            trainer.add_event_handler(Events.STARTED, load_stopped)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"val_auc": e.state.epoch}))
         ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", run_name="r", iteration_log=False,
                                epoch_log=True, output_transform=lambda out: out,
                                close_on_complete=close).attach(trainer)
+        if stopped_early:  # registered after the tracker, as set_trainer does in the bundles' run step
+            trainer.add_event_handler(Events.STARTED, lambda e: e.terminate())
         trainer.run([0], max_epochs=2)
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -112,6 +119,22 @@ def test_a_finished_training_resumed_with_nothing_left_makes_no_empty_run(tmp_pa
     assert [r.info.status for r in runs()] == ["FINISHED"]
     train(resumed_done=True)
     assert [r.info.status for r in runs()] == ["FINISHED"]  # no second, empty run
+    train(resumed_done=False, stopped_early=True)
+    assert [r.info.status for r in runs()] == ["FINISHED"]  # nor after early stopping (review)
     client.set_terminated(runs()[0].info.run_id, "RUNNING")  # as a kill before MLflow closed it leaves it
     train(resumed_done=True)
     assert [r.info.status for r in runs()] == ["FINISHED"]  # taken and closed
+    # a finished training trained longer: its new epochs in a second run of that name, as documented
+    trainer = Engine(lambda e, b: 0.5)
+
+    def longer(e):
+        e.state.epoch, e.state.iteration, e.state.max_epochs, e.state.epoch_length = 2, 2, 3, 1
+
+    trainer.add_event_handler(Events.STARTED, longer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"val_auc": e.state.epoch}))
+    ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", run_name="r", iteration_log=False, epoch_log=True,
+                           output_transform=lambda out: out).attach(trainer)
+    trainer.run([0], max_epochs=3)
+    assert len(runs()) == 2
+    steps = sorted(m.step for r in runs() for m in client.get_metric_history(r.info.run_id, "val_auc"))
+    assert steps == [1, 2, 3]  # epochs 1-2 in the first run, epoch 3 in the second
