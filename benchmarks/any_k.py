@@ -250,8 +250,9 @@ def curve_rows(evals: Sequence[dict], trained: Sequence[dict], latency: dict[str
                 ref = None
             for m in METRICS:
                 row[f"{method}_trained_{m}"] = ref[f"{m}_mean"] if ref else ""
-                # a standard deviation over one run is not 0: left empty
-                row[f"{method}_trained_{m}_std"] = ref[f"{m}_std"] if ref and ref["runs"] > 1 else ""
+                # a standard deviation over one run (one defined value) is not 0: left empty
+                row[f"{method}_trained_{m}_std"] = ref[f"{m}_std"] if ref and ref.get(f"{m}_n", ref["runs"]) > 1 \
+                    else ""
             row[f"{method}_trained_runs"] = ref["runs"] if ref else 0
         lat = (latency or {}).get("ms", {}).get(str(row["k"]))
         row["latency_ms_median"] = lat["median"] if lat else ""
@@ -576,6 +577,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 state = "done" if (eval_dir(cdir(c), r) / "result.json").is_file() else "todo"
                 print(f"  {state}  {c.dataset}/{c.name}/any_k/keep{r:g}")
         return {"cells": [c.name for c in grid], "retrain": [c.name for c in retrain]}
+    # the grid's lock before anything here moves a result: another grid in this work folder refuses this run at once
+    # (compare_methods' own call holds it again; its refusal below would read as "some cells failed")
+    cm.hold_grid(work_dir)
     for c in retrain:
         log(f"{c.dataset}/{c.name} finished earlier without its checkpoint (models/ removed): training it again "
             f"(previous result kept as result.without_checkpoint.json)")

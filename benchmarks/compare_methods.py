@@ -594,12 +594,13 @@ def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work
         except (OSError, ValueError, KeyError):
             pass
     log(f"{len(cells)} cells: {len(done)} finished earlier (skipped), {len(pending)} to run")
-    failed = 0
+    failed = meanwhile = 0
     t0 = time.perf_counter()
     for i, c in enumerate(pending, 1):
         d = cell_dir(c)
         if (d / "result.json").is_file():  # finished meanwhile (another grid of an older version without the lock)
             log(f"[{i}/{len(pending)}] {c.dataset} {c.name}: finished meanwhile, not run again")
+            meanwhile += 1
             continue
         d.mkdir(parents=True, exist_ok=True)
         log(f"[{i}/{len(pending)}] {c.dataset} {c.name} ...")
@@ -629,7 +630,8 @@ def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work
             f"{result['duration_s']:.0f} s; elapsed {_hms(time.perf_counter() - t0)}, ETA {_hms(eta)}")
         if on_result is not None:
             on_result()
-    return {"cells": len(cells), "skipped": len(done), "ran": len(pending) - failed, "failed": failed}
+    return {"cells": len(cells), "skipped": len(done) + meanwhile, "ran": len(pending) - failed - meanwhile,
+            "failed": failed}
 
 
 #: the lock file of a grid's work folder (an OS lock, let go when the process ends, killed or not)
@@ -649,8 +651,8 @@ def hold_grid(work_dir: Path) -> Any:
         try:
             _held_grids[key] = lock_folder(work_dir, GRID_LOCK, GRID_LOCK + ".owner", what="grid", refusal=lambda o: (
                 f"another compare_methods.py grid is running in '{work_dir}' ({o or 'another process'}): wait for it "
-                "to finish, or give this one another --out (its finished cells are shared; --report-only rewrites "
-                "the reports without training)."))
+                "to finish, or give this one another --out (a work folder of its own); --report-only rewrites the "
+                "reports from this folder's finished cells without training."))
         except RuntimeError as e:
             raise SystemExit(str(e)) from None
     return _held_grids[key]

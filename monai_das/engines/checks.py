@@ -200,7 +200,8 @@ def install_error_summary() -> None:
         if cause is not error:  # (an error that wraps none is the traceback's last line already)
             print(f"\nmonai_das: the run stopped: {type(cause).__name__}: {cause}", file=sys.stderr, flush=True)
         if _lost_a_process(cause):  # gloo's "Connection reset by peer ... GLHF!" said nothing of what to do
-            by = "the loss of another process of this torchrun launch (killed, or out of memory: see its log)"
+            by = ("the loss of another process of this torchrun launch (killed, out of memory, or stopped by an "
+                  "error: see its log)")
             print(f"\n{_stopped_line(by)}", file=sys.stderr, flush=True)
 
     summary_hook.monai_das_summary = True  # type: ignore[attr-defined]
@@ -208,15 +209,12 @@ def install_error_summary() -> None:
 
 
 def _lost_a_process(error: BaseException) -> bool:
-    """Whether ``error`` is a collective's failure because another process of the launch went away (torch's
-    ``DistError`` family, or the ``RuntimeError`` gloo and NCCL raise when a peer's connection breaks)."""
-    import torch.distributed as dist
-
-    if isinstance(error, getattr(dist, "DistError", ())):
-        return True
+    """Whether ``error`` is a collective's failure because another process of the launch went away: the
+    ``RuntimeError`` (or torch ``DistError``) gloo and NCCL raise when a peer's connection breaks. A rendezvous or
+    collective timeout, or a configuration error, is not one."""
     text = str(error)
-    return isinstance(error, RuntimeError) and ("gloo" in text or "NCCL" in text) and (
-        "Connection reset by peer" in text or "Connection closed by peer" in text or "remote worker" in text)
+    return isinstance(error, RuntimeError) and ("gloo" in text or "NCCL" in text or "Dist" in type(error).__name__) \
+        and any(s in text for s in ("Connection reset by peer", "Connection closed by peer", "remote process exit"))
 
 
 def _stopped_line(by: str) -> str:
