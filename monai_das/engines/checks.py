@@ -488,7 +488,7 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
     uri, option = "" if tracking_uri is None else str(tracking_uri), "--tracking_uri"
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:  # MONAI's MLFlowHandler logs there, whatever tracking_uri says
-        same = env == uri or (_sqlite_file(env) is not None and _sqlite_file(env) == _sqlite_file(uri))
+        same = env == uri or ((database := _sqlite_file(env)) is not None and database == _sqlite_file(uri))
         if not same and speaks:
             logger.warning(f"MLFLOW_TRACKING_URI is set: MLflow logs this run to '{shown(env)}', not to "
                            f"--tracking_uri '{shown(uri)}' (unset the variable to log there).")

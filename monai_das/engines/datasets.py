@@ -416,7 +416,7 @@ class BundleData:
                     "(with two classes the validation AUC is undefined, NaN, in every epoch). Correct a misspelt "
                     "label, give every class items of at least two patients, or give a 'validation' list."
                 )
-            if missing and len(self.label_names) - len(missing) >= 2 and len(self.label_names) > 2:
+            if missing and len(self.label_names) - len(missing) >= 2:  # (so 3 classes or more)
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "
                                "validation AUC that chooses the best model and the validation balanced accuracy "
                                "average the classes present only, so the model file is not chosen for those. Give "

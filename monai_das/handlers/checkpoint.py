@@ -16,7 +16,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import not_best_reason
 from monai_das.utils.io import (
-    check_checkpoint, lock_folder, lock_holder, refused_objects, remove_stale_atomic_files, write_text_atomic
+    check_checkpoint, lock_folder, lock_holder, refused_objects, remove_stale_atomic_files
 )
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")

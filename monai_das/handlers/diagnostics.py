@@ -356,7 +356,7 @@ class SelectionDiagnosticsHandler:
                 self._told_too_few = True
                 absent = [self.label_names[c] if self.label_names and c < len(self.label_names) else str(c)
                            for c in np.flatnonzero(counts == 0)]
-                if absent and probs.shape[1] - len(absent) >= 2 and probs.shape[1] > 2:
+                if absent and probs.shape[1] - len(absent) >= 2:  # (so 3 classes or more)
                     msg = (f"the validation list holds no item of the class(es) {absent}: the validation AUC averages "
                            "the other classes, and no interval is given.")
                 elif absent:

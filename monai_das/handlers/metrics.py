@@ -370,8 +370,7 @@ class _PresentClassesROCAUCMetric(ROCAUCMetric):
         y_pred, y = self.get_buffer()
         if not isinstance(y_pred, torch.Tensor) or not isinstance(y, torch.Tensor):
             return super().aggregate(average)  # MONAI's error
-        return present_classes_roc_auc(y_pred, y, str(getattr(average or self.average, "value", average or
-                                                                  self.average)))
+        return present_classes_roc_auc(y_pred, y, average or self.average)  # MONAI's Average equals its text
 
 
 class PresentClassesROCAUC(IgniteMetricHandler):

@@ -302,12 +302,13 @@ class PredictionWriter:
         if self.filepath.is_file() and self.filepath.stat().st_size > 0:
             with open(self.filepath, newline="", encoding="utf-8-sig", errors="replace") as f:
                 header = next(csv.reader(f), [])
-            _, rows, _ = read_predictions_csv(self.filepath) if header != self.fields else (None, [], 0)
-            upgraded = upgrade_rows(header, rows, self.fields) if header != self.fields else None
-            if upgraded is not None:  # written before the columns added since (warnings, label_name)
+            # written before the columns added since (warnings, label_name): the same rows, the new cells filled
+            upgraded = upgrade_rows(header, read_predictions_csv(self.filepath)[1], self.fields) \
+                if header != self.fields else None
+            if upgraded is not None:
                 write_predictions_csv(self.filepath, self.fields, upgraded)
                 self.logger.info(f"'{self.filepath}': columns {[c for c in self.fields if c not in header]} added to "
-                                 f"its {len(rows)} rows.")
+                                 f"its {len(upgraded)} rows.")
                 header = self.fields
             if header != self.fields:
                 raise ValueError(

@@ -55,7 +55,7 @@ def num_kept(num_frames: int, keep_ratio: float) -> int:
 
 
 def kept_frames(method: str, num_frames: int, keep_ratio: float, num_samples: int | None = None,
-                name: str = "num_samples (k)") -> int:
+                name: str | None = None) -> int:
     """
     The number of frames ``k`` the classifier of sampler ``method`` keeps out of ``T = num_frames``: ``T`` for
     ``full``, else ``num_samples`` when given (``1 <= k <= T``, checked even for ``full``; an error names it

@@ -28,12 +28,12 @@ def check_count(value: Any, name: str) -> int:
     return int(value)
 
 
-def check_num_kept(num_samples: Any, num_frames: int, name: str = "num_samples (k)") -> int:
+def check_num_kept(num_samples: Any, num_frames: int, name: str | None = None) -> int:
     """``k`` (``num_samples``) as an ``int`` in ``1..T``: :func:`check_count`, then ``k <= T`` (``ValueError``
-    naming both; ``name``: the option the error names, e.g. a bundle's ``num_kept``)."""
-    k = check_count(num_samples, name)
+    naming both; ``name``: the option the error names, e.g. a bundle's ``--num_kept (k)``; else ``num_samples``)."""
+    k = check_count(num_samples, name or "num_samples (k)")
     if k > num_frames:
-        said = "" if name == "num_samples (k)" else f"{name} {k}: "  # the option a bundle user typed
+        said = f"{name} {k}: " if name else ""  # the option a bundle user typed
         raise ValueError(f"{said}cannot keep k={k} frames of an input with T={num_frames} frames (k must be <= T).")
     return k
 
