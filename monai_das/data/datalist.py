@@ -322,6 +322,23 @@ def _one_typo_apart(a: str, b: str) -> bool:
 _SPELLING_RE = re.compile(r"[\s_.\-]+")
 
 
+def misspelt_class(name: str, classes: Sequence[str]) -> str | None:
+    """
+    The class of ``classes`` (other than ``name``) that the label ``name`` is most likely a misspelling of: one typo
+    apart once case, spaces and punctuation are folded (``_one_typo_apart``), else ``None``. Short names (both under 4
+    characters) count only a character typed twice or left out (``bb`` for ``b``), not one replaced: ``a``/``c`` or
+    ``T1``/``T2`` are names of their own.
+    """
+    folded = _SPELLING_RE.sub("", name.casefold())
+    for other in classes:
+        spelt = _SPELLING_RE.sub("", other.casefold())
+        if other == name or not spelt or not _one_typo_apart(folded, spelt):
+            continue
+        if max(len(folded), len(spelt)) >= 4 or len(folded) != len(spelt):
+            return other
+    return None
+
+
 def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[str, int] | None = None) -> list[str]:
     """
     Class names from the distinct labels of a listing (``values``: label → where it first occurs, for errors):

@@ -119,6 +119,12 @@ def _size_list(value: Any, n: int, name: str) -> list[int] | None:
     return sizes
 
 
+def _source_lines(items: Sequence[Mapping[str, Any]], classes: Any) -> str:
+    """Where the items of ``classes`` (label names) are, for errors: their first 5 ``source_line``s, else ''."""
+    rows = [it["source_line"] for it in items if it.get("label_name") in classes and it.get("source_line")]
+    return f"{', '.join(rows[:5])}{' ...' if len(rows) > 5 else ''}"
+
+
 class BundleData:
     """
     The data of one bundle run and its facts.
@@ -386,9 +392,8 @@ class BundleData:
                 capped = f" (the first {n}, --num_train)" if n is not None else ""
                 # where they come from: a misspelt label in another list makes a class of its own (a CSV's classes are
                 # its labels), so name its rows
-                rows = [it["source_line"] for part in ("val", "test") for it in self._splits.get(part) or []
-                        if it.get("label_name") in missing and it.get("source_line")]
-                named = f" Items with them: {', '.join(rows[:5])}{' ...' if len(rows) > 5 else ''}." if rows else ""
+                rows = _source_lines([it for part in ("val", "test") for it in self._splits.get(part) or []], missing)
+                named = f" Items with them: {rows}." if rows else ""
                 from monai_das.data.datalist import _kind
 
                 drop = ("give --label_names with the training's classes (a CSV's classes are its labels)"
@@ -406,15 +411,29 @@ class BundleData:
                 # a validation list we drew ourselves cannot hold a class of one patient: mostly a misspelt label (a
                 # class of several patients can still miss it, when they count as another class's: a warning below)
                 missing = single
-                rows = [it["source_line"] for it in train_items
-                        if it.get("label_name") in missing and it.get("source_line")]
-                named = f" (items: {', '.join(rows[:5])}{' ...' if len(rows) > 5 else ''})" if rows else ""
+                rows = _source_lines(train_items, missing)
+                named = f" (items: {rows})" if rows else ""
                 raise ValueError(
                     f"datalist '{self.datalist}': the class(es) {missing} have items of a single patient{named}, so "
                     f"the validation list drawn from the training list by patient (val_fraction {self.val_fraction}, "
                     f"seed {self.seed}) cannot hold them as well: the model file would be chosen without them "
                     "(with two classes the validation AUC is undefined, NaN, in every epoch). Correct a misspelt "
                     "label, give every class items of at least two patients, or give a 'validation' list."
+                )
+            from monai_das.data.datalist import misspelt_class
+
+            # with a validation list of its own, a class of one patient absent from it is mostly a misspelt label as
+            # well when its name is one typo from another class's ('bb' on one row beside 'b'): refused the same way
+            typos = {c: near for c in single if (near := misspelt_class(c, self.label_names))}
+            if typos and not self._derived_val and n is None:
+                rows = _source_lines(train_items, typos)
+                named = f" (items: {rows})" if rows else ""
+                shown = ", ".join(f"{c!r} (one typo from {near!r})" for c, near in typos.items())
+                raise ValueError(
+                    f"datalist '{self.datalist}': the class(es) {shown} have training items of a single patient"
+                    f"{named} and no validation item: most likely a misspelt label, which would train a class of its "
+                    "own that the best model is never chosen for. Correct the label; if it is a class, give it "
+                    "validation items."
                 )
             if missing and len(self.label_names) - len(missing) >= 2:  # (so 3 classes or more)
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "

@@ -273,6 +273,11 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
     assert _one_typo_apart("benign", "benigm") and _one_typo_apart("covid", "covid1")
     assert not _one_typo_apart("grade1", "grade2") and not _one_typo_apart("normal", "abnormal")
     assert not _one_typo_apart("benign", "benign") and not _one_typo_apart("cyst", "cancer")
+    from monai_das.data.datalist import misspelt_class
+
+    assert misspelt_class("bb", ["a", "b", "bb"]) == "b" and misspelt_class("Benigm", ["benign", "x"]) == "benign"
+    assert misspelt_class("c", ["a", "b", "c"]) is None and misspelt_class("T2", ["T1", "T2"]) is None
+    assert misspelt_class("ba", ["ab"]) is None and misspelt_class("grade2", ["grade1"]) is None
 
     data = tmp_path / "data"
     names = [f"c{i}.npy" for i in range(14)]

@@ -251,6 +251,17 @@ def test_a_class_of_one_patient_is_refused_when_the_validation_list_is_drawn(tmp
     (tmp_path / "mixed.csv").write_text("image,label,group\n" + "\n".join(mixed) + "\n")
     for seed in range(6):
         BundleData(datalist=tmp_path / "mixed.csv", val_fraction=0.2, seed=seed).training_facts
+    # the CSV's own validation rows: 'bb' on one training row became a 3rd class of one item, only warned about as a
+    # class without validation items (note 62): one typo from 'b', refused the same way, naming its row
+    split = [f"{row},{'validation' if i in (8, 9) else 'training'}" for i, row in enumerate(rows)]
+    (tmp_path / "own.csv").write_text("image,label,group,split\n" + "\n".join(split) + "\n")
+    with pytest.raises(ValueError, match=r"the class\(es\) 'bb' \(one typo from 'b'\) have training items of a "
+                                         r"single patient \(items: .*own\.csv:12\) and no validation item: most "
+                                         r"likely a misspelt label"):
+        BundleData(datalist=tmp_path / "own.csv").training_facts
+    # a name of its own ('c', not one typo from 'a' or 'b' once replacements of short names are left out): warned only
+    (tmp_path / "own_c.csv").write_text((tmp_path / "own.csv").read_text().replace(",bb,", ",c,"))
+    BundleData(datalist=tmp_path / "own_c.csv").training_facts
 
 
 def test_a_class_without_validation_items_is_warned_before_training(tmp_path, caplog):
