@@ -417,9 +417,8 @@ class DASPredictor:
             except (RuntimeError, ValueError, KeyError, OSError, ImportError) as e:
                 errors.append(f"{kind} '{files[kind]}': {e}")
                 rest = order[order.index(kind) + 1:]
-                if rest:  # the last one's error ends the loading (below), with every reason
-                    logger.warning("could not load %s model %s (%s); trying the next format (%s)", kind, files[kind],
-                                   e, rest[0])
+                if rest:  # the reason is said once: in the fallback warning, or in the error ending the loading
+                    logger.info("could not load %s model %s; trying the next format (%s)", kind, files[kind], rest[0])
                 continue
             if errors:  # every reason why the engine asked for does not run: logged and in every report
                 reasons = ([missing] if missing else []) + [e.rstrip(".") for e in errors]
