@@ -17,14 +17,18 @@ def sampler_param_groups(
     """
     Parameter groups ``[{"params": sampler params, "lr": sampler_lr, "name": "sampler"}, {"params": the rest, "lr": lr,
     "name": "network"}]`` for a ``SubsampledClassifier`` (wrappers such as DDP are unwrapped). ``sampler_lr=None``
-    uses ``lr``. Groups without trainable parameters are left out (non-learned samplers have none); a network
-    without a ``sampler`` attribute gives one group.
+    uses ``lr``. Parameters the sampler shares with the rest of the network (an ADPS sampler given the classifier's
+    encoder) are the network's. Groups without trainable parameters are left out (non-learned samplers have none); a
+    network without a ``sampler`` attribute gives one group.
     """
     if lr <= 0 or (sampler_lr is not None and sampler_lr <= 0):
         raise ValueError(f"learning rates must be > 0, got lr={lr}, sampler_lr={sampler_lr}.")
     net = unwrap_network(network, require_sampler=False)
     sampler = getattr(net, "sampler", None)
     sampler_ids = {id(p) for p in sampler.parameters()} if isinstance(sampler, torch.nn.Module) else set()
+    # a module the sampler shares with the classifier (ADPS given the classifier's encoder) trains at the network's lr:
+    # it was in the sampler's group, its encoder at lr / 10 without a word (trial T63b)
+    sampler_ids -= {id(p) for name, m in net.named_children() if m is not sampler for p in m.parameters()}
     sampler_params = [p for p in net.parameters() if p.requires_grad and id(p) in sampler_ids]
     other_params = [p for p in net.parameters() if p.requires_grad and id(p) not in sampler_ids]
     groups = [
