@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_count", "check_num_kept", "unwrap_network", "uniform_indices", "to_frames"]
+__all__ = ["check_count", "check_num_kept", "unwrap_network", "uniform_indices", "to_frames", "SavedSettings"]
 
 
 def check_count(value: Any, name: str) -> int:
@@ -77,3 +77,46 @@ def to_frames(x: torch.Tensor, layout: str, slice_axis: int = 0) -> torch.Tensor
     if layout != "video":
         raise ValueError("layout must be 'volume' or 'video', got '" + layout + "'.")
     return x
+
+
+class SavedSettings:
+    """
+    Mixin for a ``torch.nn.Module`` whose outputs depend on settings no parameter's shape records (a pooling mode, a
+    stride, an axis): they are saved with the weights, as an int64 tensor at ``<prefix><settings_key>``, and a state
+    dict saved with other settings is refused by ``load_state_dict`` (its weights would load, ``strict`` or not, and
+    the network would answer differently from the one trained). A state dict without the entry (saved before it
+    existed) loads as before. Subclasses give :meth:`_settings_tensor`, :meth:`_settings_of` (its decoding, for the
+    message) and :attr:`settings_hint` (how to build the network that fits).
+    """
+
+    settings_key = "settings"
+    #: what the settings are, for the message (default: ``<class name> settings``)
+    settings_what: str | None = None
+    settings_hint = "build the network with the settings of the training run"
+
+    def settings(self) -> dict:
+        """The settings saved with the weights."""
+        return self._settings_of(self._settings_tensor())
+
+    def _settings_tensor(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def _settings_of(code: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+        super()._save_to_state_dict(destination, prefix, keep_vars)  # type: ignore[misc]
+        destination[prefix + self.settings_key] = self._settings_tensor()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):  # type: ignore[no-untyped-def]
+        saved = state_dict.pop(prefix + self.settings_key, None)
+        if saved is not None and not torch.equal(torch.as_tensor(saved).reshape(-1).cpu(), self._settings_tensor()):
+            error_msgs.append(
+                f"{prefix}{self.settings_key}: the weights were trained with "
+                f"{self.settings_what or type(self).__name__ + ' settings'} {self._settings_of(torch.as_tensor(saved))} "
+                f"but this network has {self.settings()}; {self.settings_hint}."
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,  # type: ignore[misc]
+                                      missing_keys, unexpected_keys, error_msgs)

@@ -186,3 +186,35 @@ def test_a_sampler_built_for_other_channels_than_the_encoder_is_refused():
         SubsampledClassifier(DASampler(4, in_channels=1), MobileNetV3Small(in_channels=3, num_classes=0), 2)
     net = SubsampledClassifier(DASampler(4, in_channels=3), MobileNetV3Small(in_channels=3, num_classes=0), 2)
     assert net.in_channels == 3
+
+
+def test_weights_saved_with_other_settings_than_their_shapes_show_are_refused():
+    """A state dict of another temporal head (mean/max), slice axis or MobileNetV3 stem stride loaded silently and
+    answered differently (trial T63b: logits 0.15 became 734 with stem_stride 1): those settings are saved with the
+    weights and a mismatch is refused naming both; weights saved before they were load as before."""
+    import re
+
+    net = build_classifier("das", 2, num_frames=8, temporal_head="mean")
+    state = net.state_dict()
+    assert state["classifier_settings"].tolist() == [0, 0] and state["temporal_head.settings"].tolist() == [0]
+    assert state["encoder.settings"].tolist() == [2]
+    build_classifier("das", 2, num_frames=8, temporal_head="mean", num_samples=3).load_state_dict(state)  # any k
+    for kwargs, said in (
+        ({"temporal_head": "max"}, r"temporal_head\.settings: the weights were trained with TemporalHead settings "
+                                   r"\{'mode': 'mean'\} but this network has \{'mode': 'max'\}"),
+        ({"slice_axis": 2}, r"classifier_settings: .*\{'layout': 'volume', 'slice_axis': 0\} but this network has "
+                            r"\{'layout': 'volume', 'slice_axis': 2\}; build it with the training run's layout"),
+        ({"encoder_kwargs": {"stem_stride": 1}}, r"encoder\.settings: .*\{'stem_stride': 2\} but this network has "
+                                                 r"\{'stem_stride': 1\}"),
+    ):
+        other = build_classifier("das", 2, num_frames=8, temporal_head=kwargs.pop("temporal_head", "mean"), **kwargs)
+        with pytest.raises(RuntimeError, match=said):
+            other.load_state_dict(state)
+        with pytest.raises(RuntimeError, match=said):  # strict=False too: the weights would fit, the answers not
+            other.load_state_dict(state, strict=False)
+        older = {k: v for k, v in state.items() if not re.search(r"(^|\.|_)settings$", k)}
+        other.load_state_dict(older)  # saved before the settings were: as before
+    video = build_classifier("das", 2, num_frames=8, layout="video")
+    assert video.state_dict()["classifier_settings"].tolist() == [1, -1]
+    with pytest.raises(RuntimeError, match=r"\{'layout': 'video'\} but this network has \{'layout': 'volume'"):
+        net.load_state_dict(video.state_dict())

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from monai_das.networks.utils import SavedSettings
+
 __all__ = ["FrameFeatures", "FEATURE_NAMES"]
 
 FEATURE_NAMES = ("intensity", "variance", "sobel", "laplacian")
@@ -57,7 +59,7 @@ def _area_pool(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return F.conv2d(planes, weight, stride=(kh, kw), groups=t * c).reshape(b, t, c, h, w)
 
 
-class FrameFeatures(nn.Module):
+class FrameFeatures(SavedSettings, nn.Module):
     """
     Per-frame statistics of a sequence, the input of the DAS attention.
 
@@ -84,6 +86,11 @@ class FrameFeatures(nn.Module):
     Shapes: input ``B×T×C×H×W`` → output ``B×T×out_features``.
     """
 
+    settings_key = SETTINGS_KEY
+    settings_what = "DAS frame features"
+    settings_hint = ("build it with the training run's sampler settings (the bundle's `sampler_kwargs`, recorded in the "
+                     "model card as das_model#sampler_kwargs)")
+
     def __init__(
         self,
         scales: Sequence[int] = (1, 2),
@@ -109,10 +116,6 @@ class FrameFeatures(nn.Module):
         # fixed filters, not parameters; not saved in checkpoints (persistent=False) so older ones still load
         self.register_buffer("kernels", torch.stack([sobel_x, sobel_x.T, laplacian])[:, None], persistent=False)
 
-    def settings(self) -> dict:
-        """What the statistics are computed from (no parameter depends on ``feature_size``): saved with the weights."""
-        return self._settings_of(self._settings_tensor())
-
     def _settings_tensor(self) -> torch.Tensor:
         """:meth:`settings` as int64: ``[feature_size or 0, positional, feature bits (FEATURE_NAMES order), *scales]``."""
         bits = sum(1 << i for i, name in enumerate(FEATURE_NAMES) if name in self.features)
@@ -126,24 +129,6 @@ class FrameFeatures(nn.Module):
             return {"unreadable": v}
         return {"scales": v[3:], "features": [n for i, n in enumerate(FEATURE_NAMES) if v[2] >> i & 1],
                 "positional": bool(v[1]), "feature_size": v[0] or None}
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[override]
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        destination[prefix + SETTINGS_KEY] = self._settings_tensor()
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):  # type: ignore[override]
-        # a state dict without the settings (written before they were saved) loads as before; one with other settings
-        # is refused: the weights would load, but the statistics they were trained on would be computed differently
-        saved = state_dict.pop(prefix + SETTINGS_KEY, None)
-        if saved is not None and not torch.equal(torch.as_tensor(saved).reshape(-1).cpu(), self._settings_tensor()):
-            error_msgs.append(
-                f"{prefix}{SETTINGS_KEY}: the weights were trained with DAS frame features {self._settings_of(saved)} "
-                f"but this network computes {self.settings()}; build it with the training run's sampler settings "
-                "(the bundle's `sampler_kwargs`, recorded in the model card as das_model#sampler_kwargs)."
-            )
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
 
     def _stats(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``x``: B×T×C×H×W → list of B×T×1 statistics (in :data:`FEATURE_NAMES` order, the variance as two)."""

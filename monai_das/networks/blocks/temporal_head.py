@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from monai_das.networks.utils import check_count
+from monai_das.networks.utils import SavedSettings, check_count
 
 __all__ = ["TemporalHead", "TEMPORAL_HEADS"]
 
 TEMPORAL_HEADS = ("mean", "max", "attention", "gated")
 
 
-class TemporalHead(nn.Module):
+class TemporalHead(SavedSettings, nn.Module):
     """
     Pool ``k`` frame embeddings into one: ``mean``, ``max``, ``attention`` (a learned softmax weight per frame from a
     linear score) or ``gated``: gated attention multiple-instance pooling (Ilse, Tomczak & Welling, *Attention-based
@@ -25,7 +25,12 @@ class TemporalHead(nn.Module):
         hidden_features: width of the ``gated`` head's ``V`` and ``U`` (ignored by the other heads).
 
     Shapes: input ``B×k×F`` → output ``B×F``.
+
+    State dict: the mode is saved with the weights (``settings``): ``mean`` and ``max`` have none of their own, and
+    weights saved with one are refused by a head of the other.
     """
+
+    settings_hint = "build it with the training run's temporal_head (the bundle's model card records it)"
 
     def __init__(self, in_features: int, mode: str = "mean", hidden_features: int = 128) -> None:
         super().__init__()
@@ -41,6 +46,15 @@ class TemporalHead(nn.Module):
                 "gate": nn.Sequential(nn.Linear(in_features, hidden), nn.Sigmoid()),
                 "score": nn.Linear(hidden, 1),
             })
+
+    def _settings_tensor(self) -> torch.Tensor:
+        """``[mode index in TEMPORAL_HEADS]`` as int64."""
+        return torch.tensor([TEMPORAL_HEADS.index(self.mode)], dtype=torch.int64)
+
+    @staticmethod
+    def _settings_of(code: torch.Tensor) -> dict:
+        v = [int(c) for c in code.reshape(-1).tolist()]
+        return {"mode": TEMPORAL_HEADS[v[0]]} if len(v) == 1 and 0 <= v[0] < len(TEMPORAL_HEADS) else {"unreadable": v}
 
     def weights(self, z: torch.Tensor) -> torch.Tensor | None:
         """Softmax weights ``B×k×1`` of the frames (``attention``, ``gated``); ``None`` for ``mean`` and ``max``."""

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv, Norm, Pool
 
+from monai_das.networks.utils import SavedSettings
+
 __all__ = ["MobileNetV3Small", "MOBILENET_V3_SMALL_URL"]
 
 #: ImageNet weights of torchvision's ``mobilenet_v3_small`` (IMAGENET1K_V1); parameter names here match them.
@@ -157,7 +159,7 @@ class InvertedResidual(nn.Module):
         return out + x if self.use_res_connect else out
 
 
-class MobileNetV3Small(nn.Module):
+class MobileNetV3Small(SavedSettings, nn.Module):
     """
     MobileNetV3-Small. With ``num_classes=0`` it is a feature encoder returning the pooled ``out_features`` (576)
     channels, the frame encoder of :class:`SubsampledClassifier`; otherwise it ends with torchvision's classifier
@@ -178,7 +180,12 @@ class MobileNetV3Small(nn.Module):
         weights_path: local file with those weights.
 
     Shapes: ``N×C×H×W`` (or ``N×C×D×H×W``) → ``N×576`` features or ``N×num_classes`` logits.
+
+    State dict: ``stem_stride`` (no weight's shape records it) is saved with the weights (``settings``); weights
+    saved with another are refused.
     """
+
+    settings_hint = "build it with the training run's stem_stride (the bundle's encoder_kwargs, in the model card)"
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 0, dropout: float = 0.2,
                  stem_stride: int = 2, pretrained: bool = False, weights_path: str | None = None,
@@ -186,7 +193,7 @@ class MobileNetV3Small(nn.Module):
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
-        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        self.spatial_dims, self.in_channels, self.stem_stride = spatial_dims, in_channels, int(stem_stride)
         layers: list[nn.Module] = [ConvNormAct(spatial_dims, in_channels, 16, 3, stem_stride, norm_momentum=norm_momentum)]
         cin = 16
         for expand, cout, kernel, se, hs, stride in _SMALL_CFG:
@@ -213,6 +220,15 @@ class MobileNetV3Small(nn.Module):
                 nn.init.zeros_(m.bias)
         if pretrained:
             self.load_pretrained(weights_path)
+
+    def _settings_tensor(self) -> torch.Tensor:
+        """``[stem_stride]`` as int64."""
+        return torch.tensor([self.stem_stride], dtype=torch.int64)
+
+    @staticmethod
+    def _settings_of(code: torch.Tensor) -> dict:
+        v = [int(c) for c in code.reshape(-1).tolist()]
+        return {"stem_stride": v[0]} if len(v) == 1 else {"unreadable": v}
 
     def load_pretrained(self, weights_path: str | None = None) -> None:
         """Load torchvision's ImageNet weights into ``features`` (and the first classifier layer if present)."""

@@ -12,7 +12,7 @@ from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
 from monai_das.networks.blocks.temporal_head import TemporalHead
 from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, check_count, parameter_dtype
-from monai_das.networks.utils import to_frames
+from monai_das.networks.utils import SavedSettings, to_frames
 
 __all__ = ["SubsampledClassifier", "LAYOUTS", "check_context_frames"]
 
@@ -31,7 +31,7 @@ def check_context_frames(value: object) -> int:
 SAMPLER_GRADIENTS = ("pixels", "features", "none")
 
 
-class SubsampledClassifier(nn.Module):
+class SubsampledClassifier(SavedSettings, nn.Module):
     """
     Classifies a volume or a video from ``k`` of its ``T`` slices/frames chosen by ``sampler``.
 
@@ -84,7 +84,14 @@ class SubsampledClassifier(nn.Module):
     Dtypes: floating point input is cast to the dtype of the network's parameters (float16/bfloat16/float64 input to
     a float32 network is computed in float32, and :meth:`sample` returns float32 frames); for half precision convert
     the network (``net.half()``) or use ``torch.autocast``. Integer input is refused by the sampler.
+
+    State dict: ``layout`` and ``slice_axis`` (which no weight's shape records) are saved with the weights, as
+    ``classifier_settings``; weights saved with others are refused by ``load_state_dict``
+    (:class:`~monai_das.networks.utils.SavedSettings`).
     """
+
+    settings_key = "classifier_settings"
+    settings_hint = "build it with the training run's layout and slice_axis (the bundle's model card records both)"
 
     def __init__(
         self,
@@ -137,6 +144,18 @@ class SubsampledClassifier(nn.Module):
         #: and the sampler's scores ``B×T``
         self.relevance: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._record_relevance = False
+
+    def _settings_tensor(self) -> torch.Tensor:
+        """``[layout index in LAYOUTS, slice_axis (-1 for video)]`` as int64."""
+        axis = self.slice_axis if self.layout == "volume" else -1
+        return torch.tensor([LAYOUTS.index(self.layout), axis], dtype=torch.int64)
+
+    @staticmethod
+    def _settings_of(code: torch.Tensor) -> dict:
+        v = [int(c) for c in code.reshape(-1).tolist()]
+        if len(v) != 2 or not 0 <= v[0] < len(LAYOUTS):
+            return {"unreadable": v}
+        return {"layout": LAYOUTS[v[0]], **({"slice_axis": v[1]} if LAYOUTS[v[0]] == "volume" else {})}
 
     def _discover_in_channels(self, encoder: nn.Module, in_channels: int | None) -> int | None:
         declared = encoder_in_channels(encoder)
