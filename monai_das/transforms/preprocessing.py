@@ -144,6 +144,11 @@ class ScaleIntensityPercentilesd(ScaleIntensityRangePercentilesd):
 ScaleIntensityPercentilesD = ScaleIntensityPercentilesDict = ScaleIntensityPercentilesd
 
 
+#: the most channels a 2D image is taken to have (grey, RGB, RGBA): ``RequireVolume`` reads 3 axes with a longer first
+#: one as a volume without its channel axis
+MAX_IMAGE_CHANNELS = 4
+
+
 class RequireVolume(Transform):
     """
     Refuse an image that is not a volume, before it is resized into one: a 2D image (``C×H×W``) or a volume with
@@ -153,7 +158,9 @@ class RequireVolume(Transform):
 
     Args:
         min_slices: the least number of slices along each spatial axis (default 2). ``1`` accepts one-slice
-            volumes, and turns a 2D image into a one-slice volume (a trailing axis of size 1).
+            volumes, and turns a 2D image into a one-slice volume (a trailing axis of size 1). Three axes whose first
+            is longer than :data:`MAX_IMAGE_CHANNELS` (4) are refused either way: a volume ``D×H×W`` without its
+            channel axis, whose slices would become channels.
 
     Input ``C×H×W`` or ``C×D×H×W`` (channel first) → ``C×D×H×W`` unchanged (``C×H×W×1`` for an accepted 2D image).
 
@@ -174,6 +181,12 @@ class RequireVolume(Transform):
         shape = tuple(int(s) for s in img.shape)
         hint = "pass min_slices=1 to accept it as a one-slice volume"
         if len(shape) == 3:
+            if shape[0] > MAX_IMAGE_CHANNELS:  # D×H×W read as C×H×W: a min_slices=1 hint made slices channels
+                raise ValueError(
+                    f"'{name}' has 3 axes {shape}, the first of {shape[0]}: a volume D×H×W without its channel axis? "
+                    "Add it (MONAI's EnsureChannelFirst, LoadImage(ensure_channel_first=True), or x[None]); a 2D "
+                    f"image of more than {MAX_IMAGE_CHANNELS} channels is not taken for a one-slice volume."
+                )
             if self.min_slices > 1:
                 raise ValueError(f"'{name}' is a 2D image (channel-first shape {shape}), not a volume; {hint}.")
             img = _append_axis(img)
@@ -204,7 +217,7 @@ class _NamedCheckd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             meta = getattr(d[key], "meta", {}) or {}
-            d[key] = self.checker(d[key], name=meta.get("filename_or_obj") or f"image '{key}'")
+            d[key] = self.checker(d[key], name=meta.get("filename_or_obj") or str(key))  # the checker quotes it
         return d
 
 

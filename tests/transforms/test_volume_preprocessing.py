@@ -150,6 +150,7 @@ def test_require_volume_array_twin():
     from monai.data import MetaTensor
 
     from monai_das.transforms import RequireVolume
+    from monai_das.transforms.preprocessing import RequireVolumed
 
     with pytest.raises(ValueError, match=r"'scan.nii' is a 2D image \(channel-first shape \(1, 40, 50\)\)"):
         RequireVolume()(MetaTensor(torch.zeros(1, 40, 50), meta={"filename_or_obj": "scan.nii"}))
@@ -157,6 +158,16 @@ def test_require_volume_array_twin():
         RequireVolume()(torch.zeros(1, 8, 8, 1), name="series_a")
     assert RequireVolume(min_slices=1)(torch.zeros(1, 40, 50)).shape == (1, 40, 50, 1)
     assert RequireVolume()(torch.zeros(2, 3, 4, 5)).shape == (2, 3, 4, 5)
+    # a volume D×H×W without its channel axis: the hint was min_slices=1, which made its 5 slices 5 channels of a
+    # one-slice volume without a word; the dictionary twin named it "'image 'image''" (trial T63b)
+    for min_slices in (2, 1):
+        with pytest.raises(ValueError, match=r"^'image' has 3 axes \(5, 6, 7\), the first of 5: a volume D×H×W "
+                                             r"without its channel axis\? Add it \(MONAI's EnsureChannelFirst"):
+            RequireVolumed("image", min_slices=min_slices)({"image": torch.rand(5, 6, 7)})
+    with pytest.raises(RuntimeError) as err:
+        volume_preprocessing(load=False, spatial_size=8, min_slices=1)({"image": torch.rand(5, 6, 7)})
+    assert "without its channel axis" in str(err.value.__cause__)
+    assert RequireVolume(min_slices=1)(torch.zeros(4, 40, 50)).shape == (4, 40, 50, 1)  # RGBA: a 2D image still
 
 
 @pytest.mark.parametrize("relative,channel_wise", [(False, False), (True, False), (False, True)])
