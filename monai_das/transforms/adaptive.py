@@ -67,7 +67,8 @@ class AdaptiveSubsample(Transform):
     Args:
         sampler: any ``monai_das`` sampler module (``forward(B×T×C×H×W) -> SamplerOutput``), e.g. a trained
             ``SubsampledClassifier``'s ``.sampler``; an object with a ``.sampler`` attribute is unwrapped.
-        slice_axis: ``None`` for ``T×C×H×W`` input; 0/1/2 (D/H/W) to take frames of a ``C×D×H×W`` volume.
+        slice_axis: ``None`` for ``T×C×H×W`` input; 0/1/2 (D/H/W) to take frames of a ``C×D×H×W`` volume. With a
+            volume classifier, another axis than the one it was built for is refused.
         device: where to run the sampler (default: the device of its parameters, else the input's); the output
             is returned on the input's device.
     """
@@ -77,8 +78,17 @@ class AdaptiveSubsample(Transform):
     def __init__(self, sampler: nn.Module, slice_axis: int | None = None, device: str | torch.device | None = None):
         if not isinstance(sampler, nn.Module) or not hasattr(sampler, "forward"):
             raise ValueError(f"sampler must be a torch.nn.Module, got {type(sampler).__name__}.")
+        #: a volume classifier's slice axis (``None`` for a bare sampler or a video classifier)
+        self.model_slice_axis: int | None = None
         if hasattr(sampler, "sampler") and isinstance(sampler.sampler, nn.Module):
+            if getattr(sampler, "layout", None) == "volume":
+                self.model_slice_axis = getattr(sampler, "slice_axis", None)
             sampler = sampler.sampler
+        if None not in (slice_axis, self.model_slice_axis) and slice_axis != self.model_slice_axis:
+            # the sampler runs on any T: frames of another axis would be chosen without a word (trial T63b)
+            raise ValueError(f"slice_axis={slice_axis}, but the classifier was built for slice_axis="
+                             f"{self.model_slice_axis}: its sampler would choose among the slices of another axis. "
+                             "Give its slice_axis (or None for T×C×H×W frames taken along it already).")
         self.sampler = sampler
         self.to_frames = None if slice_axis is None else VolumeToFrames(slice_axis)
         self.device = None if device is None else torch.device(device)
@@ -120,8 +130,10 @@ class AdaptiveSubsample(Transform):
                 out = self.sampler(x.to(self._device(x)))
             except ValueError as e:  # "cannot keep k=7 frames of an input with T=1 frames": a volume read as a clip
                 if self.to_frames is None and "cannot keep k=" in str(e):
+                    axis = ("0, 1 or 2" if self.model_slice_axis is None else
+                            f"{self.model_slice_axis}, the classifier's")
                     raise ValueError(f"{name}: {e} The input {tuple(img.shape)} is read as T×C×H×W (T = its first "
-                                     "axis); for a C×D×H×W volume give slice_axis (0, 1 or 2) to take its slices "
+                                     f"axis); for a C×D×H×W volume give slice_axis ({axis}) to take its slices "
                                      "as frames.") from e
                 raise
         frames, indices = out.frames[0].to(img.device), out.indices[0].detach().long().cpu()

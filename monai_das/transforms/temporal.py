@@ -313,7 +313,8 @@ class VolumeToFramesd(MapTransform, InvertibleTransform):
 class UniformTemporalSubsample(Transform):
     """
     Keep ``num_samples`` evenly spread frames of a ``T×C×H×W`` sequence (:func:`uniform_indices`), the uniform
-    baseline as a preprocessing step. ``k > T`` repeats frames. Kept indices are recorded in ``MetaTensor`` meta
+    baseline as a preprocessing step. ``k > T`` repeats frames (``T = 1`` is refused: mostly a ``C×D×H×W`` volume
+    read as one frame). Kept indices are recorded in ``MetaTensor`` meta
     (:data:`KEPT_INDICES`, :data:`SOURCE_INDICES`).
 
     Args:
@@ -329,8 +330,19 @@ class UniformTemporalSubsample(Transform):
         """The ``k`` indices kept from a ``num_frames``-frame sequence."""
         return uniform_indices(num_frames, self.num_samples)
 
+    def check(self, img: torch.Tensor | np.ndarray, name: str | None = None) -> None:
+        """Refuse what is not a ``T×C×H×W`` sequence, and one frame to be repeated: mostly a ``C×D×H×W`` volume."""
+        name = name or type(self).__name__
+        _check_sequence(img, name)
+        if img.shape[0] == 1 < self.num_samples:  # a C×D×H×W volume (C = 1) gave k copies of itself (trial T63b)
+            raise ValueError(
+                f"{name}: a sequence of one frame (shape {tuple(img.shape)}) would be repeated {self.num_samples} "
+                "times: is it a C×D×H×W volume (MONAI's channel-first layout)? Take its slices as frames first "
+                "(VolumeToFrames(slice_axis)); a single frame k times is img.repeat(k, 1, 1, 1)."
+            )
+
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor:
-        _check_sequence(img, type(self).__name__)
+        self.check(img)
         return select_frames(img, self.indices(img.shape[0]))
 
 
@@ -355,7 +367,7 @@ class UniformTemporalSubsampled(MapTransform):
         name = type(self).__name__
         chosen: dict[int, torch.Tensor] = {}
         for key in self.key_iterator(d):
-            _check_sequence(d[key], name + f"[{key!r}]")
+            self.subsampler.check(d[key], name + f"[{key!r}]")
             t = int(d[key].shape[0])
             idx = chosen.setdefault(t, self.subsampler.indices(t))
             d[key] = select_frames(d[key], idx)

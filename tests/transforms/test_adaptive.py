@@ -63,6 +63,16 @@ def test_classifier_sampler_and_unwrapping():
         ref = model.sample(seq.movedim(0, 1)[None])  # volume layout: B×C×D×H×W
     assert by_sampler.shape == (3, 1, 10, 10)
     assert torch.equal(by_sampler, by_model) and torch.equal(by_sampler, ref.frames[0])
+    # a volume classifier built for another slice axis: refused (its sampler ran silently on the other axis; T63b)
+    along_h = build_classifier("das", num_classes=2, num_frames=10, num_samples=3, slice_axis=1)
+    with pytest.raises(ValueError, match=r"slice_axis=0, but the classifier was built for slice_axis=1"):
+        AdaptiveSubsample(along_h, slice_axis=0)
+    vol = torch.rand(1, 12, 10, 14)
+    with pytest.raises(ValueError, match=r"give slice_axis \(1, the classifier's\)"):
+        AdaptiveSubsample(along_h)(vol)
+    along_h.eval()
+    with torch.no_grad():
+        assert torch.equal(AdaptiveSubsample(along_h, slice_axis=1)(vol), along_h.sample(vol[None]).frames[0])
 
 
 def test_uniform_sampler_matches_uniform_transform():

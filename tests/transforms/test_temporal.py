@@ -108,6 +108,12 @@ def test_uniform_subsample_array_dict_and_meta():
         UniformTemporalSubsample(2)(torch.zeros(3, 4, 4))
     with pytest.raises(ValueError, match="zero frames"):
         UniformTemporalSubsample(2)(torch.zeros(0, 1, 4, 4))
+    # a C×D×H×W volume (C = 1, as LoadImage(ensure_channel_first=True) gives it) was read as one frame and returned
+    # as 4 copies of itself (trial T63b): refused, naming VolumeToFrames; one frame kept once is fine
+    with pytest.raises(ValueError, match=r"one frame \(shape \(1, 10, 12, 14\)\) would be repeated 4 times: is it "
+                                         r"a C×D×H×W volume.*VolumeToFrames\(slice_axis\)"):
+        UniformTemporalSubsampled("image", 4)({"image": MetaTensor(torch.rand(1, 10, 12, 14))})
+    assert UniformTemporalSubsample(1)(torch.ones(1, 1, 4, 4)).shape == (1, 1, 4, 4)
 
 
 def test_rand_subsample_array_and_dict_agree():
