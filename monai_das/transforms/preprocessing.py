@@ -809,8 +809,11 @@ def map_evidence(evidence: Sequence[int], img: torch.Tensor, frame_axis: int) ->
     if isinstance(evidence, (str, bytes)):  # iterated, '12' was frames 1 and 2
         raise ValueError(f"'{name}': evidence {evidence!r} is a string, not a list of indices: read a CSV's "
                          "'11;12;13' with load_datalist or read_video_listing (or split it on ';').")
+    odd = [i for i in evidence if isinstance(i, bool) or not float(i).is_integer()]
+    if odd:  # 2.7 was taken as 2
+        raise ValueError(f"'{name}': evidence index {odd[0]!r} is not a whole number: give slice/frame numbers.")
     wanted = sorted({int(i) for i in evidence if int(i) >= 0})
-    if "slice_axis" in meta and frame_axis == 0:  # VolumeToFrames' mark: a volume turned into frames
+    if "slice_axis" in meta:  # VolumeToFrames' mark: a volume turned into frames (frame_axis 1 gave [-1] silently)
         raise _volume_as_frames(name, frame_axis, img.shape)
     if SOURCE_INDICES in meta and frame_axis >= 1:  # a volume read by LoadStudy: the nearest input slices
         source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]
@@ -881,10 +884,11 @@ def _nearest_slices(source: Sequence[float], wanted: Sequence[int]) -> list[int]
     return sorted(kept)
 
 
-def _volume_as_frames(name: str, frame_axis: int, shape: Sequence[int]) -> ValueError:
-    """The refusal of evidence mapped on a volume that is no longer channel-first ``C×D×H×W`` (``VolumeToFramesd``)."""
-    return ValueError(f"'{name}': a volume's evidence is mapped on the channel-first volume C×D×H×W (frame_axis = 1 + "
-                      f"slice_axis), got frame_axis {frame_axis} on shape {tuple(shape)}: put MapEvidenced before "
+def _volume_as_frames(name: str, frame_axis: int, shape: Sequence[int], what: str = "evidence",
+                      transform: str = "MapEvidenced") -> ValueError:
+    """The refusal of ``what`` mapped on a volume that is no longer channel-first ``C×D×H×W`` (``VolumeToFramesd``)."""
+    return ValueError(f"'{name}': a volume's {what} is mapped on the channel-first volume C×D×H×W (frame_axis = 1 + "
+                      f"slice_axis), got frame_axis {frame_axis} on shape {tuple(shape)}: put {transform} before "
                       "VolumeToFramesd.")
 
 
@@ -956,9 +960,13 @@ def frame_source_indices(img: torch.Tensor, frame_axis: int) -> list[int] | None
     (``-1``) for a padding slice. ``None`` when ``img`` carries no record of how its frames were produced (a plain
     tensor, an array dataset's item) or a series' files cannot be numbered.
 
-    ``frame_axis``: 1 + ``slice_axis`` for a channel-first volume, 0 for a ``T×C×H×W`` clip.
+    ``frame_axis``: 1 + ``slice_axis`` for a channel-first volume, 0 for a ``T×C×H×W`` clip. A volume already turned
+    into frames (``VolumeToFramesd``) is refused: take its numbers before.
     """
     meta = getattr(img, "meta", {}) or {}
+    if "slice_axis" in meta:  # VolumeToFrames' mark: its frames' numbers were all -1, said by nothing (trial T63b)
+        raise _volume_as_frames(meta.get("filename_or_obj") or "image", frame_axis, img.shape, "slice numbering",
+                                "SourceIndicesd")
     t = int(img.shape[frame_axis])
     if SOURCE_INDICES in meta:  # a clip (LoadVideo) or a volume read by LoadStudy: the file's own numbers
         source = [int(i) for i in torch.as_tensor(meta[SOURCE_INDICES]).reshape(-1)]

@@ -123,6 +123,17 @@ def test_volume_evidence_after_load_study_and_frames(tmp_path):
         MapEvidenced(frame_axis=0)(VolumeToFramesd("image", axis=2)(dict(loaded)))
     with pytest.raises(ValueError, match=r"frame_axis 1 \(length 8\) is not the axis of the study's 16 slices"):
         MapEvidenced(frame_axis=1)(dict(loaded))
+    # frames with frame_axis 1 (the channel-first volume's habit) gave [-1]; SourceIndicesd on frames gave all -1 (or
+    # one number, frame_axis 1) without a word: both refused (trial T63b)
+    from monai_das.transforms import SourceIndicesd
+
+    with pytest.raises(ValueError, match=r"put MapEvidenced before VolumeToFramesd"):
+        MapEvidenced(frame_axis=1)(frames)
+    for axis in (0, 1):
+        with pytest.raises(ValueError, match=r"a volume's slice numbering is mapped on the channel-first volume .*put "
+                                             r"SourceIndicesd before VolumeToFramesd"):
+            SourceIndicesd("image", frame_axis=axis)(frames)
+    assert SourceIndicesd("image", frame_axis=3)(by_monai)[SOURCE_INDICES].shape == (16,)  # before: as it was
 
 
 def test_volume_evidence_is_never_a_padding_slice(tmp_path):
@@ -141,6 +152,9 @@ def test_evidence_outside_the_file_is_refused(tmp_path):
     loaded = LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": _volume(tmp_path)})
     with pytest.raises(ValueError, match=r"case\.nii\.gz'.*evidence index 31 is outside its 31 slices"):
         MapEvidenced(frame_axis=3)({**loaded, "evidence": [3, 31]})
+    with pytest.raises(ValueError, match=r"case\.nii\.gz'.*evidence index 2\.7 is not a whole number"):
+        MapEvidenced(frame_axis=3)({**loaded, "evidence": [3, 2.7]})  # it was taken as 2 (trial T63b)
+    assert MapEvidenced(frame_axis=3)({**loaded, "evidence": [3.0, -1]})["evidence"][0] >= 0  # 3.0 and padding: fine
 
 
 def test_clip_evidence_follows_temporal_resampling(caplog):
