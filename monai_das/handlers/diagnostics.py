@@ -91,7 +91,7 @@ class _Item:
 
 class SelectionDiagnosticsHandler:
     """
-    Attach to a validation evaluator (``decollate=True``, the MONAI default; data loader not shuffled). Every epoch
+    Attach to a validation evaluator (``decollate=True``, the MONAI default, or ``False``; data loader not shuffled). Every epoch
     it adds to ``engine.state.metrics``, so that ``StatsHandler`` prints and ``MLFlowHandler`` records them (attach
     it before those):
 
@@ -210,8 +210,14 @@ class SelectionDiagnosticsHandler:
         setattr(engine.state, WARMUP_ATTR, sampler_warming_up(self.indices.network))
 
     def _collect(self, engine: Any) -> None:
-        outputs = engine.state.output if isinstance(engine.state.output, list) else []
-        batch = engine.state.batch if isinstance(engine.state.batch, list) else [{}] * len(outputs)
+        outputs, batch = engine.state.output, engine.state.batch
+        if isinstance(outputs, dict):  # decollate=False: its items, as decollate=True gives them (it collected none)
+            from monai.data import decollate_batch
+
+            outputs = decollate_batch(outputs, detach=True)
+            batch = decollate_batch(batch, detach=True) if isinstance(batch, dict) else batch
+        outputs = outputs if isinstance(outputs, list) else []
+        batch = batch if isinstance(batch, list) else [{}] * len(outputs)
         if self.evenly_spaced:
             self._collect_evenly_spaced(outputs, batch)  # before the kept indices are popped below
         for item, data in zip(outputs, batch):

@@ -79,6 +79,22 @@ def test_metrics_with_a_static_sampler():
     assert "_kept_indices" not in evaluator.state.output[0]
 
 
+def test_an_evaluator_that_does_not_decollate_gets_the_same_metrics():
+    """decollate=False: the handler collected no item and added no metric, without a word (trial T63b)."""
+    net = build_classifier("das", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    data = _data()
+    runs = []
+    for decollate in (True, False):
+        loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=False)
+        # (no softmax postprocessing: with decollate=False MONAI applies it to the batch, over its first axis)
+        evaluator = SupervisedEvaluator(device="cpu", val_data_loader=loader, network=net, decollate=decollate)
+        SelectionDiagnosticsHandler(net, prob_key="pred").attach(evaluator)
+        evaluator.run()
+        runs.append(evaluator.state.metrics)
+    assert {"val_evidence_kept", "val_adaptivity", "val_prediction_std"} <= set(runs[1])
+    assert runs[0] == pytest.approx(runs[1])
+
+
 def test_missing_probabilities_key_is_warned_once(caplog):
     """In MONAI's own evaluator the probabilities are under 'pred': with the default prob_key the constant-prediction
     check was off without a word."""
