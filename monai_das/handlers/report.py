@@ -136,6 +136,14 @@ class ClassificationReportSaver:
             else [{}] * len(items)
         for item, data in zip(items, batch):
             pred = torch.as_tensor(item[self.pred_key]).reshape(-1)
+            if item.get(self.label_key) is None:  # MONAI's evaluators put None there: "Could not infer dtype" (T63b)
+                name = data.get("id") if isinstance(data, dict) else None
+                raise ValueError(
+                    f"{type(self).__name__}: an item{f' ({name!r})' if name else ''} has no label under label_key "
+                    f"{self.label_key!r} (the engine output has {sorted(map(str, item))}): a report scores "
+                    "predictions against labels. Give the items their labels (or label_key), or write unlabelled "
+                    "predictions with monai_das.handlers.PredictionWriter."
+                )
             label = int(label_indices([item[self.label_key]], self.num_classes)[0])
             if not 0 <= label < self.num_classes:
                 raise ValueError(f"label {label} outside [0, {self.num_classes}).")

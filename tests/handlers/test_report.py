@@ -198,6 +198,11 @@ def test_label_out_of_range(tmp_path):
     ClassificationReportSaver(tmp_path, 2).attach(engine)
     with pytest.raises(ValueError, match="label 5"):
         engine.run([0], max_epochs=1)
+    # items without labels (MONAI's evaluators put None there): "Could not infer dtype of NoneType" (trial T63b)
+    unlabelled = Engine(lambda e, b: [{"pred": torch.zeros(2), "label": None}])
+    ClassificationReportSaver(tmp_path / "u", 2).attach(unlabelled)
+    with pytest.raises(ValueError, match=r"an item has no label under label_key 'label' .*PredictionWriter"):
+        unlabelled.run([0], max_epochs=1)
 
 
 @pytest.mark.parametrize("evenly, warned", [(1.0, True), (0.38, False)])
