@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 
 import torch
 import torch.nn as nn
@@ -87,10 +88,20 @@ class FrameRelevanceLoss(nn.Module):
         if weight > 0:
             self.network.record_relevance = True
         self._warned = False
+        #: (weak reference to the output, record) of the last record taken: a second call on that output reuses it
+        self._last: tuple[weakref.ref | None, tuple] | None = None
 
-    def relevance(self, target: torch.Tensor) -> torch.Tensor | None:
-        """The relevance term of the last training forward pass of the network (``None`` when there is none)."""
+    def relevance(self, target: torch.Tensor, input: torch.Tensor | None = None) -> torch.Tensor | None:
+        """
+        The relevance term of the last training forward pass of the network (``None`` when there is none). Its record
+        is taken from the network once; a second call on the same output ``input`` (the network's logits) gives the
+        same term again (it gave the classification loss alone: trial T63b).
+        """
         record = self.network.pop_relevance()
+        if record is not None:
+            self._last = (None if input is None else weakref.ref(input), record)
+        elif input is not None and self._last is not None and self._last[0] is not None and self._last[0]() is input:
+            record = self._last[1]
         if record is None:
             if self.weight > 0 and self.network.training and not self._warned:
                 self._warned = True
@@ -124,5 +135,5 @@ class FrameRelevanceLoss(nn.Module):
         value = self.loss(input, target)
         if self.weight == 0 or not self.network.training:
             return value
-        term = self.relevance(target)
+        term = self.relevance(target, input)
         return value if term is None else value + self.weight * term

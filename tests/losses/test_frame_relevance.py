@@ -85,6 +85,8 @@ def test_value_is_the_listwise_cross_entropy():
     expected = CE()(logits, y) + 2.0 * -(q * F.log_softmax(scores[0, [2, 5, 7]], 0)).sum()
     assert torch.allclose(value, expected)
     assert net.relevance is None  # consumed
+    assert torch.equal(loss(logits, y), value)  # the same output again: the same value (the plain loss before; T63b)
+    assert torch.equal(loss(logits.clone(), y), CE()(logits, y))  # another output: no record of its pass
     value.backward()
     # gradient descent raises the score of the frame that supports the label (index 5), lowers the others
     assert scores.grad[0, 5] < 0 and scores.grad[0, 2] > 0 and scores.grad[0, 7] > 0
