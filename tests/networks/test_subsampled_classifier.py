@@ -173,6 +173,26 @@ def test_sampler_gradient_none():
     assert all(p.grad is None for p in none.sampler.parameters())
 
 
+def test_sampler_gradient_none_without_the_relevance_loss_is_warned(caplog):
+    """A plain loss gives the sampler no gradient with sampler_gradient 'none': it never learned, silently (T63b)."""
+    import logging
+
+    from monai_das.losses import FrameRelevanceLoss
+
+    x = torch.rand(2, 1, 8, 16, 16)
+    with caplog.at_level(logging.WARNING, logger="monai_das.networks"):
+        net = build_classifier("das", 2, num_frames=8, sampler_gradient="none").train()
+        net(x), net(x)
+        net.eval()(x)
+    assert caplog.text.count("sampler gets no gradient and never learns") == 1  # once, in training
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.networks"):
+        taught = build_classifier("das", 2, num_frames=8, sampler_gradient="none").train()
+        FrameRelevanceLoss(torch.nn.CrossEntropyLoss(), taught, 1.0)(taught(x), torch.tensor([0, 1]))
+        build_classifier("uniform", 2, num_frames=8, sampler_gradient="none").train()(x)  # nothing to learn
+    assert "never learns" not in caplog.text
+
+
 def test_sampler_gradient_bad_value():
     with pytest.raises(ValueError, match="sampler_gradient must be one of"):
         build_classifier("das", 2, num_frames=8, sampler_gradient="pixel")

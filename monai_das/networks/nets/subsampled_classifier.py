@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import torch
@@ -17,6 +18,8 @@ from monai_das.networks.utils import SavedSettings, to_frames
 __all__ = ["SubsampledClassifier", "LAYOUTS", "check_context_frames"]
 
 LAYOUTS = ("volume", "video")
+
+logger = logging.getLogger(__name__)
 
 
 def check_context_frames(value: object) -> int:
@@ -144,6 +147,7 @@ class SubsampledClassifier(SavedSettings, nn.Module):
         #: and the sampler's scores ``B×T``
         self.relevance: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._record_relevance = False
+        self._warned_untrained = False
 
     def _settings_tensor(self) -> torch.Tensor:
         """``[layout index in LAYOUTS, slice_axis (-1 for video)]`` as int64."""
@@ -324,6 +328,13 @@ class SubsampledClassifier(SavedSettings, nn.Module):
         else:
             z = self.encode_frames(self.add_context(seq, out.detach() if self.sampler_gradient == "none" else out))
         logits = self.classify_embeddings(z)
+        if (self.sampler_gradient == "none" and self.training and not self._record_relevance
+                and not self._warned_untrained and any(p.requires_grad for p in self.sampler.parameters())):
+            self._warned_untrained = True  # once: a plain loss gives the sampler no gradient at all (trial T63b)
+            logger.warning("SubsampledClassifier: sampler_gradient='none' and no FrameRelevanceLoss records frame "
+                           "scores: the sampler gets no gradient and never learns. Train with "
+                           "monai_das.losses.FrameRelevanceLoss(loss, network, weight > 0), or sampler_gradient "
+                           "'pixels'.")
         if self._record_relevance:
             self.relevance = None  # never a record of an earlier pass
             scores = getattr(self.sampler, "scores", None)
