@@ -943,6 +943,9 @@ class MapEvidenced(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
+            if self.image_key not in d:  # a bare KeyError 'image' before (trial T63b)
+                raise KeyError(f"MapEvidenced: the item has evidence under {key!r} but no image under image_key "
+                               f"{self.image_key!r} (its keys: {sorted(map(str, d))}) to map it on.")
             d[key] = self.transform(d[key], d[self.image_key])
         return d
 

@@ -414,6 +414,9 @@ class RandTemporalSubsample(Randomizable, Transform):
         _check_sequence(img, type(self).__name__)
         if randomize or self._indices is None:
             self.randomize(img.shape[0])
+        elif int(self._indices.max()) >= img.shape[0]:  # an IndexError from inside torch before
+            raise ValueError(f"{type(self).__name__}: randomize=False reuses frames {self._indices.tolist()} drawn "
+                             f"for a longer sequence, but this one has {img.shape[0]} frames: randomize again.")
         return select_frames(img, self._indices)
 
 

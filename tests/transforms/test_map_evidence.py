@@ -152,6 +152,8 @@ def test_evidence_outside_the_file_is_refused(tmp_path):
     loaded = LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": _volume(tmp_path)})
     with pytest.raises(ValueError, match=r"case\.nii\.gz'.*evidence index 31 is outside its 31 slices"):
         MapEvidenced(frame_axis=3)({**loaded, "evidence": [3, 31]})
+    with pytest.raises(KeyError, match=r"evidence under 'evidence' but no image under image_key 'img'"):
+        MapEvidenced(image_key="img", frame_axis=3)({**loaded, "evidence": [3]})
     with pytest.raises(ValueError, match=r"case\.nii\.gz'.*evidence index 2\.7 is not a whole number"):
         MapEvidenced(frame_axis=3)({**loaded, "evidence": [3, 2.7]})  # it was taken as 2 (trial T63b)
     assert MapEvidenced(frame_axis=3)({**loaded, "evidence": [3.0, -1]})["evidence"][0] >= 0  # 3.0 and padding: fine

@@ -131,6 +131,10 @@ def test_rand_subsample_array_and_dict_agree():
         assert torch.equal(a.as_tensor(), seq.as_tensor()[idx])
     draws = {tuple(RandTemporalSubsample(6)(seq).meta["kept_indices"].tolist()) for _ in range(10)}
     assert len(draws) > 1
+    # randomize=False on a shorter sequence than the draw's: an IndexError from inside torch before (trial T63b)
+    arr(torch.rand(40, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"reuses frames .* drawn for a longer sequence, but this one has 8 frames"):
+        arr(torch.rand(8, 1, 2, 2), randomize=False)
 
 
 def test_rand_subsample_segment_mode_and_errors():
