@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.data.studies import kept_source_indices
+from monai_das.data.studies import kept_source_indices, repeated_source_warning
 from monai_das.handlers.metrics import (
     MIN_ITEMS_PER_CLASS,
     balanced_accuracy_from_confusion,
@@ -154,6 +154,11 @@ class ClassificationReportSaver:
             kept = None if kept is None else [int(i) for i in torch.as_tensor(kept).reshape(-1)]
             # the kept frames as the file's own slice/frame numbers (SourceIndicesd), as the inference's predictions
             frames = kept_source_indices(kept, data.get(SOURCE_INDICES) if isinstance(data, dict) else None)
+            if frames is not None:  # a short clip's k kept frames can be fewer of its own: said, as inference says it
+                t = torch.as_tensor(data[SOURCE_INDICES]).numel()
+                warning = repeated_source_warning(repr(name) if name is not None else "(no id)", frames, t)
+                if warning:
+                    self.logger.warning(warning)
             group = data.get("group") if isinstance(data, dict) else None  # a datalist item's patient
             group = None if group is None else str(group)
             self._items.append((label, int(pred.argmax()), prob.detach().float().cpu().tolist(),

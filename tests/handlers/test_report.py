@@ -124,6 +124,24 @@ def test_per_item_predictions(tmp_path, caplog):
     assert (tmp_path / "none" / "metrics.json").is_file() and not list((tmp_path / "none").glob("*.csv"))
 
 
+def test_kept_frames_of_a_short_clip_that_are_one_frame_of_it_are_warned(tmp_path, caplog):
+    """A 4-frame test clip stretched to T=8: its 2 kept frames were one frame of the file, without a word in the
+    evaluation (inference warned; trial T63a)."""
+    short = {"id": "p7 clip0.avi", "source_indices": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])}
+    full = {"id": "long", "source_indices": torch.arange(8)}
+
+    def step(engine, idx):
+        engine.state.batch = [(short, full)[i] for i in idx]
+        return [{"pred": torch.zeros(2), "label": torch.tensor(i), "kept_indices": torch.tensor([0, 1])} for i in idx]
+
+    engine = Engine(step)
+    ClassificationReportSaver(tmp_path, 2).attach(engine)
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.report"):
+        engine.run([[0, 1]], max_epochs=1)
+    assert "study 'p7 clip0.avi': the 2 kept frames are only 1 distinct slices/frames of the file" in caplog.text
+    assert "'long'" not in caplog.text
+
+
 def test_intervals_count_and_draw_patients(tmp_path, caplog):
     """12 studies of 2 patients a class gave an interval of [1.000, 1.000] ("over the 12 samples"): with the items'
     patients (a datalist's group) the bootstrap draws patients and needs 5 of each class; then it says so."""
