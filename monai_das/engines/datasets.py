@@ -119,6 +119,22 @@ def _size_list(value: Any, n: int, name: str) -> list[int] | None:
     return sizes
 
 
+def _orientation(hw: Sequence[int]) -> str:
+    """``"portrait"``, ``"landscape"`` or ``"square"`` (sides within 10 %) of a frame size ``[H, W]``."""
+    h, w = int(hw[0]), int(hw[1])
+    return "portrait" if h > 1.1 * w else "landscape" if w > 1.1 * h else "square"
+
+
+def _stretch(hw: Sequence[int], grid: Sequence[int]) -> float:
+    """How much resizing a frame ``hw`` to ``grid`` (both ``[H, W]``) changes its aspect ratio (1: not at all)."""
+    r = (int(hw[0]) / int(hw[1])) / (int(grid[0]) / int(grid[1]))
+    return max(r, 1 / r)
+
+
+def _hw(hw: Sequence[int]) -> str:
+    return f"{int(hw[0])}×{int(hw[1])} (H×W)"
+
+
 def _source_lines(items: Sequence[Mapping[str, Any]], classes: Any) -> str:
     """Where the items of ``classes`` (label names) are, for errors: their first 5 ``source_line``s, else ''."""
     rows = [it["source_line"] for it in items if it.get("label_name") in classes and it.get("source_line")]
@@ -918,16 +934,29 @@ class BundleData:
             facts_out = self._video_facts(self.label_names, self.in_channels_arg)
             sizes = Counter(tuple(shape[-2:]) for shape in facts["shapes"].values())
             self._grid_notes = []
-            if len(sizes) > 1:  # as the volume grid's warning: the frames are resized, a different aspect stretched
+            grid = [int(v) for v in facts_out["spatial_size"]]
+            stretch = {image: _stretch(shape[-2:], grid) for image, shape in facts["shapes"].items()}
+            turned = [image for image, shape in facts["shapes"].items() if _orientation(shape[-2:]) not in
+                      (_orientation(grid), "square") and _orientation(grid) != "square"]
+            if 2 * len(turned) > len(facts["shapes"]):  # [W, H] given for [H, W]: stretched without a word (T63a)
+                eg = ", ".join(f"'{i}' {_hw(facts['shapes'][i][-2:])}" for i in turned[:2])
+                self._grid_notes.append(
+                    f"spatial_size {grid} (height, width) is {_orientation(grid)}, but {len(turned)} of "
+                    f"{len(facts['shapes'])} training clips of '{self.datalist}' are "
+                    f"{_orientation(facts['shapes'][turned[0]][-2:])}, e.g. {eg}: their frames are stretched up to "
+                    f"{max(stretch[i] for i in turned):.2g}× to fit. spatial_size is [height, width] (OpenCV gives a "
+                    f"frame size as width × height): did you mean {grid[::-1]}?")
+            elif len(sizes) > 1:  # as the volume grid's warning: the frames are resized, a different aspect stretched
                 common = sizes.most_common(1)[0][0]
-                odd = [f"'{image}' {list(shape[-2:])}" for image, shape in facts["shapes"].items()
-                       if tuple(shape[-2:]) != common]
+                odd = sum(tuple(shape[-2:]) != common for shape in facts["shapes"].values())
+                most = sorted(stretch, key=lambda i: -stretch[i])[:3]
                 # said by training_facts, before training (every evaluation and export repeated it; trial T58)
                 self._grid_notes.append(
                     f"the training clips of '{self.datalist}' differ in frame size; every frame is resized to "
-                    f"{facts_out['spatial_size']} (size or spatial_size), so frames of another aspect ratio are "
-                    f"stretched. {len(odd)} of {len(facts['shapes'])} differ from the most common size "
-                    f"{list(common)}, e.g. {', '.join(odd[:3])}.")
+                    f"{grid} (size or spatial_size, height × width), so frames of another aspect ratio are "
+                    f"stretched. {odd} of {len(facts['shapes'])} differ from the most common size "
+                    f"{list(common)}; the most stretched: "
+                    + ", ".join(f"'{i}' {_hw(facts['shapes'][i][-2:])} ({stretch[i]:.2g}×)" for i in most) + ".")
             rates = facts.get("frame_rates") or {}
             if len(rates) > 1 and max(rates.values()) > FRAME_RATE_SPREAD * min(rates.values()):
                 slow, fast = min(rates, key=rates.get), max(rates, key=rates.get)

@@ -801,7 +801,16 @@ def test_video_datalist_mixes_grey_and_colour_clips(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         BundleData(datalist=tmp_path / "dl_wide.json", layout="video", num_frames=8).training_facts
     assert re.search(r"differ in frame size; every frame is resized to \[28, 28\] .*1 of \d+ differ from the most "
-                     r"common size \[12, 16\], e\.g\. '.*wide\.avi' \[20, 40\]", caplog.text)
+                     r"common size \[12, 16\]; the most stretched: '.*wide\.avi' 20×40 \(H×W\) \(2×\)", caplog.text)
+    # spatial_size given as [W, H] (OpenCV's order): every landscape clip stretched to portrait without a word (T63a)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        BundleData(datalist=tmp_path / "dl_wide.json", layout="video", num_frames=8,
+                   spatial_size=[16, 12]).training_facts
+    assert re.search(r"spatial_size \[16, 12\] \(height, width\) is portrait, but \d+ of \d+ training clips of "
+                     r"'.*dl_wide\.json' are landscape, e\.g\. '.*' 12×16 \(H×W\).*stretched up to 2\.7× to fit\. "
+                     r"spatial_size is \[height, width\] .*did you mean \[12, 16\]\?", caplog.text)
+    assert "differ in frame size" not in caplog.text  # one warning, the one that says what to do
     with pytest.raises(ValueError, match="in_channels of a video model is 1 .* or 3 .*, got 4"):
         BundleData(datalist=tmp_path / "dl.json", layout="video", num_frames=8, in_channels=4).info
 
