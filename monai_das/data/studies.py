@@ -832,6 +832,14 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
             logger.warning(mixed)
         for uid, members in series.items():
             sid = base if len(series) == 1 else f"{base}#series_{_series_label(headers[members[0]], uid)}"
+            owners = sorted({str(headers[f].get("PatientID", "") or "").strip() for f in members} - {""})
+            if len(owners) > 1:  # one SeriesInstanceUID, two patients: classified as one volume (trial T63c)
+                studies.append(StudySource(sid, "invalid", folder, error=(
+                    f"the DICOM series {uid or '(no SeriesInstanceUID)'} in '{folder}' holds images of "
+                    f"{len(owners)} patients (PatientID {', '.join(owners[:4])}{', ...' if len(owners) > 4 else ''}): "
+                    "one series is one patient's images, so it is not classified. Separate the patients' files "
+                    "(a mis-merged export?).")))
+                continue
             study = StudySource(sid, "dicom_series", folder, members, warnings=[mixed] if mixed else [])
             no_study = (all(_is_non_image_object(headers[f]) or _is_localizer(headers[f]) for f in members)
                         or (len(members) == 1 and _is_secondary_capture(headers[members[0]])))  # a dose screen

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -983,6 +984,16 @@ def test_a_folder_of_two_patients_series_is_said(tmp_path, caplog):
     for s in studies:
         assert any("holds series of 2 patients" in w and "PTY" in w for w in s.warnings), s.warnings
     assert "holds series of 2 patients" in caplog.text
+    # one series (one SeriesInstanceUID) whose later slices are another patient's: it was classified as one volume,
+    # exit 0, its SR filed under the first patient (trial T63c): an error study naming both patients
+    merged = _ct_series(tmp_path / "merged" / "S", 4)
+    for f in ("s0.dcm", "s1.dcm"):
+        d = pydicom.dcmread(merged / f)
+        d.PatientID = "OTHER-99"
+        d.save_as(merged / f)
+    (study,) = discover_studies(tmp_path / "merged")
+    assert study.kind == "invalid" and re.search(r"holds images of 2 patients \(PatientID .*OTHER-99.*\): one series "
+                                                 r"is one patient's images, so it is not classified", study.error)
     one = tmp_path / "one" / "PTZ"  # one patient's two series: nothing said
     _ct_series(one, 3, prefix="a")
     _ct_series(one, 3, prefix="b")
