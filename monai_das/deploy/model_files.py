@@ -35,7 +35,7 @@ from monai_das.deploy.spec import (
     _read_json,
     _spec_from_configs,
 )
-from monai_das.utils.io import file_digest, read_checkpoint
+from monai_das.utils.io import file_digest, read_checkpoint, torchscript_refusal
 
 __all__ = ["CONFIG_NAMES", "ONNX_NAMES", "TORCHSCRIPT_NAMES", "CHECKPOINT_NAMES", "find_bundle_files", "load_onnx",
            "load_torchscript", "load_checkpoint"]
@@ -76,12 +76,7 @@ def find_bundle_files(path: str | os.PathLike) -> dict[str, Path | None]:
         elif path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
             key = "torchscript"
         elif _is_torchscript(path):
-            raise ValueError(
-                f"'{path}' is a TorchScript program, not a checkpoint: a model file named like a checkpoint is read "
-                "as weights only (torch.load weights_only=True) and never run. If you trust it as a program, give it "
-                f"a {' or '.join(TORCHSCRIPT_SUFFIXES)} name (what monai.bundle ckpt_export writes); TorchScript runs "
-                "the code stored in the file."
-            )
+            raise torchscript_refusal(path, TORCHSCRIPT_SUFFIXES)
         else:
             key = "checkpoint"
         found[key] = path

@@ -186,6 +186,20 @@ def read_checkpoint(filepath: str | os.PathLike, map_location: Any = "cpu") -> A
         return torch.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise refused_objects(path, e) from e
+    except RuntimeError as e:
+        if "TorchScript" in str(e):  # torch's advice, weights_only=False, would run the program (trial T63c)
+            raise torchscript_refusal(path) from None
+        raise
+
+
+def torchscript_refusal(path: str | os.PathLike, suffixes: tuple[str, ...] = (".ts",)) -> ValueError:
+    """The error for a TorchScript program where a checkpoint (weights only) is read: named, never run."""
+    return ValueError(
+        f"'{path}' is a TorchScript program, not a checkpoint: a model file named like a checkpoint is read as weights "
+        "only (torch.load weights_only=True) and never run. If you trust it as a program, give it a "
+        f"{' or '.join(suffixes)} name (what monai.bundle ckpt_export writes); TorchScript runs the code stored in the "
+        "file."
+    )
 
 
 def refused_objects(path: str | os.PathLike, error: pickle.UnpicklingError) -> ValueError:

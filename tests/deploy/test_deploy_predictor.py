@@ -85,7 +85,7 @@ def test_bundle_prefers_torchscript_and_falls_back(tmp_path, checkpoint_bundle, 
     (root / "models" / "model.ts").write_bytes(b"PK\x03\x04 truncated")  # a broken export
     pred = DASPredictor.from_path(root)
     assert pred.model_format == "checkpoint"
-    assert "could not load torchscript model" in caplog.text
+    assert "torchscript '" in pred.describe()["engine_fallback"] and "model.ts" in caplog.text  # the reason, said
 
 
 def test_a_torchscript_program_named_as_a_checkpoint_is_not_run(tmp_path):

@@ -68,6 +68,21 @@ def test_pickled_objects_are_refused_not_run(tmp_path):
     assert "Payload" in text and "set to `False`" not in text and "will likely succeed" not in text
 
 
+def test_a_torchscript_program_is_refused_not_run(tmp_path):
+    """A TorchScript program saved as models/model.pt, found in a bundle folder: torch's RuntimeError advised
+    weights_only=False, which would run it (trial T63c)."""
+
+    class Program(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(Program()), path)
+    with pytest.raises(ValueError, match=r"model\.pt' is a TorchScript program, not a checkpoint: .* never run") as e:
+        read_checkpoint(path)
+    assert "will likely succeed" not in str(e.value) and e.value.__cause__ is None
+
+
 def test_atomic_file_never_writes_through_a_planted_link(tmp_path):
     """The temporary file is made exclusively with a random name: a link planted beside the target is never followed,
     two writers of one target never share a temporary file, and the result has a plain new file's permissions."""
