@@ -42,7 +42,7 @@ from monai_das.deploy.spec import (
     collect_ignored,
 )
 from monai_das.networks.nets.sampler import check_count
-from monai_das.networks.utils import to_frames
+from monai_das.networks.utils import check_device, to_frames
 
 __all__ = ["ModelSpec", "Prediction", "DASPredictor", "MissingMetadataError", "OverrideError", "ENGINES",
            "find_bundle_files", "kept_indices", "resolve_engine", "export_checks"]
@@ -166,7 +166,7 @@ class DASPredictor:
         engine_fallback: str | None = None,
         model_warnings: list[str] | None = None,
     ) -> None:
-        self.device = torch.device(device)
+        self.device = check_device(device)  # each study failed on its own with torch's message (trial T63c)
         self.network = network.to(self.device).eval()
         self.spec = spec
         self.source = source
@@ -359,6 +359,7 @@ class DASPredictor:
             export).
         """
         engine_name = resolve_engine(engine, prefer)
+        check_device(device)  # before any model file is read
         explicit = engine is not None or prefer is not None
         files = find_bundle_files(path)
         if config_file is not None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_count", "check_num_kept", "unwrap_network", "uniform_indices", "to_frames", "SavedSettings"]
+__all__ = ["check_count", "check_num_kept", "check_device", "unwrap_network", "uniform_indices", "to_frames",
+           "SavedSettings"]
 
 
 def check_count(value: Any, name: str) -> int:
@@ -36,6 +37,16 @@ def check_num_kept(num_samples: Any, num_frames: int, name: str | None = None) -
         said = f"{name} {k}: " if name else ""  # the option a bundle user typed
         raise ValueError(f"{said}cannot keep k={k} frames of an input with T={num_frames} frames (k must be <= T).")
     return k
+
+
+def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``torch.device(device)``, refused up front (naming ``name``) when it is a CUDA device and this torch has none:
+    otherwise every input failed on its own with torch's "Torch not compiled with CUDA enabled"."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} {str(device)!r}: CUDA is not available on this machine (torch {torch.__version__}); "
+                         "give cpu.")
+    return dev
 
 
 def unwrap_network(network: torch.nn.Module, require_sampler: bool = True) -> torch.nn.Module:

@@ -17,6 +17,7 @@ from monai.transforms import MapTransform, Transform
 from monai.networks.utils import eval_mode
 from monai.utils import TransformBackends, convert_to_tensor
 
+from monai_das.networks.utils import check_device
 from monai_das.transforms.temporal import (
     EVIDENCE_KEYS,
     FRAME_RECORD_KEYS,
@@ -91,10 +92,7 @@ class AdaptiveSubsample(Transform):
                              "Give its slice_axis (or None for T×C×H×W frames taken along it already).")
         self.sampler = sampler
         self.to_frames = None if slice_axis is None else VolumeToFrames(slice_axis)
-        self.device = None if device is None else torch.device(device)
-        if self.device is not None and self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine (torch "
-                             f"{torch.__version__}); give device='cpu' or None (the input's device).")
+        self.device = None if device is None else check_device(device)
         self.last_indices: torch.Tensor | None = None
 
     def _device(self, x: torch.Tensor) -> torch.device:

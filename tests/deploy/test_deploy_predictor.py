@@ -499,3 +499,10 @@ def test_the_loading_names_the_readme_lists_import_from_both_places():
     for name in ("find_bundle_files", "load_torchscript", "load_checkpoint", "ModelSpec", "MissingMetadataError",
                  "DASPredictor", "Prediction"):
         assert getattr(deploy, name) is getattr(predictor, name), name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_a_cuda_device_without_cuda_is_refused_before_any_study(tmp_path, checkpoint_bundle):
+    """--device cuda on a CPU-only torch: every study failed on its own with torch's message, exit 3 (trial T63c)."""
+    with pytest.raises(ValueError, match=r"device 'cuda': CUDA is not available on this machine .*give cpu"):
+        DASPredictor.from_path(checkpoint_bundle[0], device="cuda")
