@@ -830,6 +830,18 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
                  "is classified as a study of its own; check which patient this one is." if len(patients) > 1 else None)
         if mixed:
             logger.warning(mixed)
+        # files without a SeriesInstanceUID beside a series (a truncated slice whose header stops early): an error
+        # study of their own, said on the series too (it was classified without them, its id changed; trial T63c)
+        stray = series.pop("", None) if len(series) > 1 and "" in series else None
+        cut = (f"the folder '{folder}' also holds {len(stray)} DICOM file(s) without a SeriesInstanceUID "
+               f"({', '.join(f.name for f in stray[:3])}{', ...' if len(stray) > 3 else ''}; damaged or truncated?): "
+               "if they are slices of this series, it is classified without them." if stray else None)
+        if stray:
+            logger.warning(cut)
+            studies.append(StudySource(f"{base}#unreadable", "invalid", folder, stray, error=(
+                f"{len(stray)} DICOM file(s) in '{folder}' ({', '.join(f.name for f in stray[:3])}"
+                f"{', ...' if len(stray) > 3 else ''}) have no SeriesInstanceUID beside the folder's series: damaged "
+                "or truncated files? They are not classified.")))
         for uid, members in series.items():
             sid = base if len(series) == 1 else f"{base}#series_{_series_label(headers[members[0]], uid)}"
             owners = sorted({str(headers[f].get("PatientID", "") or "").strip() for f in members} - {""})
@@ -840,7 +852,7 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
                     "one series is one patient's images, so it is not classified. Separate the patients' files "
                     "(a mis-merged export?).")))
                 continue
-            study = StudySource(sid, "dicom_series", folder, members, warnings=[mixed] if mixed else [])
+            study = StudySource(sid, "dicom_series", folder, members, warnings=[w for w in (mixed, cut) if w])
             no_study = (all(_is_non_image_object(headers[f]) or _is_localizer(headers[f]) for f in members)
                         or (len(members) == 1 and _is_secondary_capture(headers[members[0]])))  # a dose screen
             (passed_over if no_study else studies).append(study)

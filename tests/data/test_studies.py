@@ -994,6 +994,15 @@ def test_a_folder_of_two_patients_series_is_said(tmp_path, caplog):
     (study,) = discover_studies(tmp_path / "merged")
     assert study.kind == "invalid" and re.search(r"holds images of 2 patients \(PatientID .*OTHER-99.*\): one series "
                                                  r"is one patient's images, so it is not classified", study.error)
+    # a series whose end slice is cut to 200 bytes (its header stops before the SeriesInstanceUID): the series was
+    # classified on the rest without a word and renamed '<folder>#series_1' (trial T63c): its id stays, its warnings
+    # say so, the cut file is an error study of its own
+    cut = _ct_series(tmp_path / "cut" / "edge", 4)
+    (cut / "s0.dcm").write_bytes((cut / "s0.dcm").read_bytes()[:200])
+    studies = {s.study_id: s for s in discover_studies(tmp_path / "cut")}
+    assert sorted(studies) == ["edge", "edge#unreadable"] and studies["edge#unreadable"].kind == "invalid"
+    assert len(studies["edge"].files) == 3 and any("without a SeriesInstanceUID (s0.dcm; damaged or truncated?): if "
+                                                   "they are slices of this series" in w for w in studies["edge"].warnings)
     one = tmp_path / "one" / "PTZ"  # one patient's two series: nothing said
     _ct_series(one, 3, prefix="a")
     _ct_series(one, 3, prefix="b")
