@@ -1671,6 +1671,12 @@ class LoadStudy(Transform):
         file_headers = headers  # in the order of source.files
         said: list[str] = []
         headers, by_position = self._slice_order(source, headers, said)
+        if any(str(h.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1" for h in headers):
+            # not inverted by the series readers (the clip reader inverts it); said, not silently other (trial T63c)
+            said.append(f"study '{source.study_id}': its images are MONOCHROME1 (stored inverted: the lowest value "
+                        "is white); a series is read as stored, not inverted, so a model that learnt from MONOCHROME2 "
+                        "images sees this one with inverted intensities. Convert it to MONOCHROME2 if so.")
+            logger.warning(said[-1])
         from monai.data import PydicomReader
 
         info = {

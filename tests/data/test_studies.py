@@ -916,6 +916,16 @@ def test_a_dicom_series_unlike_the_training_series_in_size_is_warned(tmp_path):
     warned = LoadStudy(model).load(str(long)).info["warnings"]
     assert any("is unlike the training studies in size: it covers 60 mm along axis 2 (S) (training studies 20-20 mm)"
                in w for w in warned), warned
+    # MONOCHROME1 (stored inverted) is read as stored: said, it was silently another image than a MONOCHROME2 one
+    # of the same pixels (trial T63c)
+    import pydicom
+
+    for f in short[1].glob("*.dcm"):
+        d = pydicom.dcmread(f)
+        d.PhotometricInterpretation = "MONOCHROME1"
+        d.save_as(f)
+    warned = LoadStudy(model).load(str(short[1])).info.get("warnings") or []
+    assert any("its images are MONOCHROME1 (stored inverted" in w for w in warned), warned
 
 
 def test_an_empty_study_file_is_named_as_such_on_every_path(tmp_path):
