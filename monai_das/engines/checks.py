@@ -697,6 +697,22 @@ def check_resume(resume: Any, last_ckpt: str | os.PathLike, best_ckpt: str | os.
     return True
 
 
+def check_resumable(resume: Any, last_ckpt: str | os.PathLike, settings: Any) -> None:
+    """
+    Before any data is cached: refuse a resume whose ``last_ckpt`` was written with other settings than this run's
+    ``settings`` (its :class:`~monai_das.handlers.RunSettings`, the check the checkpoint's loading makes again). A
+    changed datalist was refused only once the training data had been cached, ending in a traceback (trial T63a).
+    Nothing to check without ``resume`` or without that file (:func:`check_resume` says so).
+    """
+    if not flag(resume) or not Path(last_ckpt).is_file():
+        return
+    from monai_das.utils.io import read_checkpoint
+
+    saved = (read_checkpoint(last_ckpt) or {}).get("settings")
+    if isinstance(saved, Mapping):
+        settings.check(saved, warn=False)  # the warnings are the loading's
+
+
 def _check_best_model(last_ckpt: str | os.PathLike, best_ckpt: str | os.PathLike) -> None:
     """Refuse a resume whose ``last_ckpt`` says a best model was kept when ``best_ckpt`` is missing or unreadable."""
     from monai_das.utils.io import read_checkpoint

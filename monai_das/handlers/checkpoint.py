@@ -289,7 +289,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def metrics_completed(self, engine: Any) -> None:
         reason = not_best_reason(engine.state)  # set by SelectionDiagnosticsHandler
         if reason is not None:
-            self.logger.info(f"epoch {engine.state.epoch}: {reason}; not saved as the best model.")
+            # MONAI's evaluator logged "Got new best metric" before the veto: said to be withdrawn (trial T63a)
+            self.logger.info(f"epoch {engine.state.epoch}: {reason}; not saved as the best model (a 'Got new best "
+                             "metric' line above for this epoch does not count).")
             return
         saved = self._key_metric_checkpoint._saved if self._key_metric_checkpoint is not None else []
         if saved and self._key_metric_checkpoint.score_function(engine) == -math.inf:

@@ -279,9 +279,14 @@ class RunSettings:
         return {**self.settings, **self.recipe, **self.advisory}
 
     def load_state_dict(self, state_dict: Mapping) -> None:
+        self.check(state_dict)
+
+    def check(self, state_dict: Mapping, warn: bool = True) -> None:
+        """Refuse (``ValueError``) a checkpoint's settings ``state_dict`` other than this run's; with ``warn``, also say
+        what cannot be checked or changes rounding (:meth:`load_state_dict` is this check)."""
         where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
         other = [d for k, v in self.advisory.items() if k in state_dict for d in _differences(k, state_dict[k], v)]
-        if other:
+        if other and warn:
             logger.warning(
                 f"{where} was written with other settings that change float rounding ({'; '.join(other)}): the "
                 "resumed run goes on, but will not equal an uninterrupted run bit for bit"
@@ -320,7 +325,7 @@ class RunSettings:
                 f"settings, or start a new run (another bundle_root, or resume=false after moving the checkpoint away)."
             )
         unrecorded = sorted(k for k in self.recipe if k not in state_dict)
-        if unrecorded:
+        if unrecorded and warn:
             logger.warning(
                 f"{where} does not record the training recipe ({', '.join(unrecorded)}): it was written before "
                 f"they were stored, so they cannot be checked; the resumed run equals an uninterrupted one only if "

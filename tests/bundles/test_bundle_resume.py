@@ -109,6 +109,9 @@ def test_resume_under_other_method_or_recipe_refused(runs):
     for diff in ("method: checkpoint 'das', this run 'dps'", "lr: checkpoint 0.001, this run 0.0005",
                  "warmup_epochs: checkpoint 0, this run 1", "data.val_fraction: checkpoint 0.2, this run 0.3"):
         assert diff in log, (diff, log[-3000:])
+    # refused in `initialize`, before the training data is cached and the engine runs (a changed datalist was
+    # refused by the checkpoint's loading, after caching, in the engine's traceback; trial T63a)
+    assert "Engine run is terminating" not in log and "check_resumable" in log, log[-3000:]
 
 
 def test_override_typo_refused(tmp_path):

@@ -79,7 +79,14 @@ def test_onnx_export_is_reused_until_the_checkpoint_changes(tmp_path, caplog):
     cube = (1, 8, 8, 8)
     torch.manual_seed(0)
     axial = build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2).eval()
-    axial.load_state_dict(torch.load(ckpt, weights_only=True))
+    state = torch.load(ckpt, weights_only=True)
+    with pytest.raises(RuntimeError, match="classifier_settings: the weights were trained with"):
+        axial.load_state_dict(state)  # weights of another slice axis: refused since they record it
+    # a checkpoint of an earlier version (no settings entry) loads into another slice axis: the ONNX file follows
+    state.pop("classifier_settings")
+    torch.save(state, ckpt)
+    axial.load_state_dict(state)
+    inference_network(_net(), ckpt, "onnxruntime", SHAPE, onnx_path)  # exported again for this checkpoint
     caplog.clear()
     runner = inference_network(_net(), ckpt, "onnxruntime", cube, onnx_path)
     assert "another item_shape ([1, 8, 16, 16]; now [1, 8, 8, 8])" in caplog.text
