@@ -163,9 +163,10 @@ def check_checkpoint(filepath: str | os.PathLike) -> Path:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise ValueError(
-            f"{path} ({path.stat().st_size} bytes) is not a readable PyTorch checkpoint: truncated, corrupt or not "
-            f"written by torch.save ({type(e).__name__}: {e}). Copy it again or retrain; an interrupted training run "
-            "leaves the previous checkpoint in place, never half a file."
+            f"{path} ({path.stat().st_size} bytes) is not a readable PyTorch checkpoint: truncated, corrupt, not "
+            f"written by torch.save, or in torch's legacy (pre-1.6, non-zip) format ({type(e).__name__}: {e}). Copy it "
+            "again or retrain (a legacy file: load and save it again with a current torch, where you trust it); an "
+            "interrupted training run leaves the previous checkpoint in place, never half a file."
         ) from e
     if bad is not None:
         raise ValueError(f"{path} ({path.stat().st_size} bytes) is a corrupt PyTorch checkpoint: its member {bad!r} "
