@@ -329,6 +329,8 @@ def misspelt_class(name: str, classes: Sequence[str]) -> str | None:
     characters) count only a character typed twice or left out (``bb`` for ``b``), not one replaced: ``a``/``c`` or
     ``T1``/``T2`` are names of their own.
     """
+    if _INT_RE.match(name):  # class indices: '10' beside '0' is no typo
+        return None
     folded = _SPELLING_RE.sub("", name.casefold())
     for other in classes:
         spelt = _SPELLING_RE.sub("", other.casefold())
@@ -415,6 +417,13 @@ def _is_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
+
+
+def classes_declared(path: str | os.PathLike) -> bool:
+    """Whether a datalist names its classes itself (a JSON's top-level ``"labels"``), so that no label of an item
+    can make a class of its own (a CSV's classes are its labels)."""
+    path = _file(path)
+    return _kind(path) == "json" and _json_label_names(path, _read_json(path)) is not None
 
 
 def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | None = None,

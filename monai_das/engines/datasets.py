@@ -436,20 +436,21 @@ class BundleData:
                     "(with two classes the validation AUC is undefined, NaN, in every epoch). Correct a misspelt "
                     "label, give every class items of at least two patients, or give a 'validation' list."
                 )
-            from monai_das.data.datalist import misspelt_class
+            from monai_das.data.datalist import classes_declared, misspelt_class
 
-            # with a validation list of its own, a class of one patient absent from it is mostly a misspelt label as
-            # well when its name is one typo from another class's ('bb' on one row beside 'b'): refused the same way
+            # with a validation list of its own, a class of one patient absent from it, one typo from another class's
+            # name ('bb' on one row beside 'b'), in a file whose labels are its classes: most likely misspelt, said
+            # so (it was only "no validation item has the class"). A warning: 'T1a' beside 'T1' can be a class
             typos = {c: near for c in single if (near := misspelt_class(c, self.label_names))}
-            if typos and not self._derived_val and n is None:
+            if (typos and not self._derived_val and n is None and self.label_names_arg is None
+                    and not classes_declared(self.datalist)):
                 rows = _source_lines(train_items, typos)
                 named = f" (items: {rows})" if rows else ""
                 shown = ", ".join(f"{c!r} (one typo from {near!r})" for c, near in typos.items())
-                raise ValueError(
+                logger.warning(
                     f"datalist '{self.datalist}': the class(es) {shown} have training items of a single patient"
-                    f"{named} and no validation item: most likely a misspelt label, which would train a class of its "
-                    "own that the best model is never chosen for. Correct the label; if it is a class, give it "
-                    "validation items."
+                    f"{named} and no validation item: a misspelt label? It trains a class of its own that the best "
+                    "model is never chosen for. Correct the label; if it is a class, give it validation items."
                 )
             if missing and len(self.label_names) - len(missing) >= 2:  # (so 3 classes or more)
                 logger.warning(f"datalist '{self.datalist}': no validation item has the class(es) {missing}: the "

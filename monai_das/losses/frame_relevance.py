@@ -91,6 +91,10 @@ class FrameRelevanceLoss(nn.Module):
         #: (weak reference to the output, record) of the last record taken: a second call on that output reuses it
         self._last: tuple[weakref.ref | None, tuple] | None = None
 
+    def __getstate__(self) -> dict:
+        # copies (deepcopy, pickle) leave the last record behind: its tensors are a training step's graph (review)
+        return {**super().__getstate__(), "_last": None}
+
     def relevance(self, target: torch.Tensor, input: torch.Tensor | None = None) -> torch.Tensor | None:
         """
         The relevance term of the last training forward pass of the network (``None`` when there is none). Its record

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import math
 import numbers
 from typing import Any
@@ -90,13 +92,18 @@ def to_frames(x: torch.Tensor, layout: str, slice_axis: int = 0) -> torch.Tensor
     return x
 
 
+#: the ``strict`` of the ``load_state_dict`` call in progress on a :class:`SavedSettings` module (torch gives each
+#: module's ``_load_from_state_dict`` ``strict=True`` whatever the call's)
+_STRICT_LOAD: contextvars.ContextVar[bool] = contextvars.ContextVar("monai_das_strict_load", default=True)
+
+
 class SavedSettings:
     """
     Mixin for a ``torch.nn.Module`` whose outputs depend on settings no parameter's shape records (a pooling mode, a
     stride, an axis): they are saved with the weights, as an int64 tensor at ``<prefix><settings_key>``, and a state
-    dict saved with other settings is refused by ``load_state_dict`` (its weights would load, ``strict`` or not, and
-    the network would answer differently from the one trained). A state dict without the entry (saved before it
-    existed) loads as before. Subclasses give :meth:`_settings_tensor`, :meth:`_settings_of` (its decoding, for the
+    dict saved with other settings is refused by ``load_state_dict`` (its weights would load and the network would
+    answer differently from the one trained); with ``strict=False`` (fine-tuning: take what fits) it is a warning. A
+    state dict without the entry (saved before it existed) loads as before. Subclasses give :meth:`_settings_tensor`, :meth:`_settings_of` (its decoding, for the
     message) and :attr:`settings_hint` (how to build the network that fits).
     """
 
@@ -120,14 +127,23 @@ class SavedSettings:
         super()._save_to_state_dict(destination, prefix, keep_vars)  # type: ignore[misc]
         destination[prefix + self.settings_key] = self._settings_tensor()
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[no-untyped-def]
+        token = _STRICT_LOAD.set(bool(strict))  # what the submodules' checks see (a module of another kind on top:
+        try:  # strict)
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)  # type: ignore[misc]
+        finally:
+            _STRICT_LOAD.reset(token)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):  # type: ignore[no-untyped-def]
         saved = state_dict.pop(prefix + self.settings_key, None)
         if saved is not None and not torch.equal(torch.as_tensor(saved).reshape(-1).cpu(), self._settings_tensor()):
-            error_msgs.append(
-                f"{prefix}{self.settings_key}: the weights were trained with "
-                f"{self.settings_what or type(self).__name__ + ' settings'} {self._settings_of(torch.as_tensor(saved))} "
-                f"but this network has {self.settings()}; {self.settings_hint}."
-            )
+            message = (f"{prefix}{self.settings_key}: the weights were trained with "
+                       f"{self.settings_what or type(self).__name__ + ' settings'} "
+                       f"{self._settings_of(torch.as_tensor(saved))} but this network has {self.settings()}")
+            if _STRICT_LOAD.get():  # (torch passes strict=True to every module: the top-level call's, below)
+                error_msgs.append(f"{message}; {self.settings_hint}.")
+            else:  # strict=False asks for what fits (fine-tuning another head): said, not refused (review)
+                logging.getLogger(__name__).warning(f"{message}: loaded as strict=False asks.")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,  # type: ignore[misc]
                                       missing_keys, unexpected_keys, error_msgs)

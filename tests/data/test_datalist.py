@@ -278,6 +278,7 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
     assert misspelt_class("bb", ["a", "b", "bb"]) == "b" and misspelt_class("Benigm", ["benign", "x"]) == "benign"
     assert misspelt_class("c", ["a", "b", "c"]) is None and misspelt_class("T2", ["T1", "T2"]) is None
     assert misspelt_class("ba", ["ab"]) is None and misspelt_class("grade2", ["grade1"]) is None
+    assert misspelt_class("10", [str(i) for i in range(11)]) is None  # class indices (review)
 
     data = tmp_path / "data"
     names = [f"c{i}.npy" for i in range(14)]
@@ -1088,3 +1089,16 @@ def test_a_patient_column_of_another_name_is_the_group(tmp_path, column):
     leak = _csv(tmp_path / "leak.csv", f"image,label,{column},split", "0.npy,a,P0,training", "1.npy,b,P0,test")
     with pytest.raises(ValueError, match=r"patient \(group\) 'P0' is in the 'test' list and in the 'training' list"):
         load_datalist(leak)
+
+
+def test_classes_declared_by_the_file(tmp_path):
+    """A JSON's top-level "labels" name the classes (no item's label can add one); a CSV's classes are its labels."""
+    import json
+
+    from monai_das.data.datalist import classes_declared
+
+    (tmp_path / "named.json").write_text(json.dumps({"labels": {"0": "a", "1": "b"}, "training": []}))
+    (tmp_path / "plain.json").write_text(json.dumps({"training": []}))
+    (tmp_path / "list.csv").write_text("image,label\nx.npy,a\n")
+    assert classes_declared(tmp_path / "named.json")
+    assert not classes_declared(tmp_path / "plain.json") and not classes_declared(tmp_path / "list.csv")

@@ -87,6 +87,9 @@ def test_value_is_the_listwise_cross_entropy():
     assert net.relevance is None  # consumed
     assert torch.equal(loss(logits, y), value)  # the same output again: the same value (the plain loss before; T63b)
     assert torch.equal(loss(logits.clone(), y), CE()(logits, y))  # another output: no record of its pass
+    import copy
+
+    assert copy.deepcopy(loss)._last is None  # copies leave the record (a step's graph) behind (review)
     value.backward()
     # gradient descent raises the score of the frame that supports the label (index 5), lowers the others
     assert scores.grad[0, 5] < 0 and scores.grad[0, 2] > 0 and scores.grad[0, 7] > 0

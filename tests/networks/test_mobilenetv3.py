@@ -31,6 +31,9 @@ def test_pretrained_from_local_file(tmp_path):
     expected = ref.features[0][0].weight.mean(1, keepdim=True)
     assert torch.allclose(net.features[0][0].weight, expected)
     assert torch.equal(net.features[5].block[1][0].weight, ref.features[5].block[1][0].weight)
+    # weights of a monai_das encoder of another stem stride: its weights, not its settings entry (review)
+    finer = MobileNetV3Small(in_channels=1, stem_stride=1, pretrained=True, weights_path=str(path))
+    assert torch.equal(finer.features[0][0].weight, net.features[0][0].weight)
 
 
 def test_pretrained_errors(tmp_path):

@@ -253,7 +253,8 @@ class MobileNetV3Small(SavedSettings, nn.Module):
         stem = state["features.0.0.weight"]
         state["features.0.0.weight"] = stem.mean(1, keepdim=True).repeat(1, self.in_channels, 1, 1)
         own = self.state_dict()
-        keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        # the weights, not the settings entry of a monai_das encoder's file (its stem stride is no weight; review)
+        keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and k != self.settings_key}
         missing = [k for k in own if k.startswith("features.") and k not in keep]
         if missing:
             raise ValueError(f"pretrained weights do not match the network: missing {missing[:3]}...")
