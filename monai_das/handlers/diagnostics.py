@@ -91,9 +91,9 @@ class _Item:
 
 class SelectionDiagnosticsHandler:
     """
-    Attach to a validation evaluator (``decollate=True``, the MONAI default, or ``False``; data loader not shuffled). Every epoch
-    it adds to ``engine.state.metrics``, so that ``StatsHandler`` prints and ``MLFlowHandler`` records them (attach
-    it before those):
+    Attach to a validation evaluator (``decollate=True``, the MONAI default, or ``False``; data loader not
+    shuffled). Every epoch it adds to ``engine.state.metrics``, so that ``StatsHandler`` prints and ``MLFlowHandler``
+    records them (attach it before those):
 
     - ``<prefix>evidence_kept``: fraction of the known evidence frames that were kept, over the items that carry a
       list of them (``evidence_keys``: the synthetic data's ``informative``, a datalist's ``evidence``; frame indices

@@ -103,8 +103,9 @@ class SavedSettings:
     stride, an axis): they are saved with the weights, as an int64 tensor at ``<prefix><settings_key>``, and a state
     dict saved with other settings is refused by ``load_state_dict`` (its weights would load and the network would
     answer differently from the one trained); with ``strict=False`` (fine-tuning: take what fits) it is a warning. A
-    state dict without the entry (saved before it existed) loads as before. Subclasses give :meth:`_settings_tensor`, :meth:`_settings_of` (its decoding, for the
-    message) and :attr:`settings_hint` (how to build the network that fits).
+    state dict without the entry (saved before it existed) loads as before. Subclasses give
+    :meth:`_settings_tensor`, :meth:`_settings_of` (its decoding, for the message) and :attr:`settings_hint` (how to
+    build the network that fits).
     """
 
     settings_key = "settings"

@@ -54,7 +54,8 @@ def test_train_evaluate_export_and_load_use_the_card(tmp_path):
     assert pred.spec.spatial_size == (16, 16, 16) and pred.spec.num_kept == 8 and pred.spec.recipe == facts["recipe"]
     eager = build_network(INFERENCE, models / "model.pt", card, bundle_root=root)
     assert eager.sampler.frame_features.feature_size == 12
-    with pytest.raises(RuntimeError, match=r"trained with DAS frame features .*'feature_size': 12.*but this network has"):
+    with pytest.raises(RuntimeError, match=r"trained with DAS frame features .*'feature_size': 12.*but this "
+                                           r"network has"):
         # built without the card's sampler setting (inference.json would take it from the card: given as none)
         build_network(INFERENCE, models / "model.pt", None, bundle_root=root, info=card_overrides(card)["info"],
                       sampler_kwargs={})

@@ -1011,8 +1011,8 @@ def test_a_folder_of_two_patients_series_is_said(tmp_path, caplog):
     (cut / "s0.dcm").write_bytes((cut / "s0.dcm").read_bytes()[:200])
     studies = {s.study_id: s for s in discover_studies(tmp_path / "cut")}
     assert sorted(studies) == ["edge", "edge#unreadable"] and studies["edge#unreadable"].kind == "invalid"
-    assert len(studies["edge"].files) == 3 and any("without a SeriesInstanceUID (s0.dcm; damaged or truncated?): if "
-                                                   "they are slices of this series" in w for w in studies["edge"].warnings)
+    said = "without a SeriesInstanceUID (s0.dcm; damaged or truncated?): if they are slices of this series"
+    assert len(studies["edge"].files) == 3 and any(said in w for w in studies["edge"].warnings)
     one = tmp_path / "one" / "PTZ"  # one patient's two series: nothing said
     _ct_series(one, 3, prefix="a")
     _ct_series(one, 3, prefix="b")

@@ -401,8 +401,8 @@ def test_das_weights_carry_their_frame_feature_settings(tmp_path):
     loaded = torch.load(tmp_path / "m.pt", weights_only=True)["model"]
     build_classifier("das", 2, 12, keep_ratio=0.25).load_state_dict(loaded)  # same settings, any k
     other = build_classifier("das", 2, 12, keep_ratio=0.5, sampler_kwargs={"feature_size": 14})
-    with pytest.raises(RuntimeError, match=r"trained with DAS frame features .*'feature_size': 32.* but this network has .*"
-                                           r"'feature_size': 14"):
+    with pytest.raises(RuntimeError, match=r"trained with DAS frame features .*'feature_size': 32.* but this "
+                                           r"network has .*'feature_size': 14"):
         other.load_state_dict(loaded)
     # weights saved before the settings were: load as before
     other.load_state_dict({k: v for k, v in loaded.items() if not k.endswith(".settings")})

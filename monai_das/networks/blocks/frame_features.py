@@ -88,8 +88,8 @@ class FrameFeatures(SavedSettings, nn.Module):
 
     settings_key = SETTINGS_KEY
     settings_what = "DAS frame features"
-    settings_hint = ("build it with the training run's sampler settings (the bundle's `sampler_kwargs`, recorded in the "
-                     "model card as das_model#sampler_kwargs)")
+    settings_hint = ("build it with the training run's sampler settings (the bundle's `sampler_kwargs`, recorded in "
+                     "the model card as das_model#sampler_kwargs)")
 
     def __init__(
         self,
