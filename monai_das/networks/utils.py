@@ -129,8 +129,9 @@ class SavedSettings:
         destination[prefix + self.settings_key] = self._settings_tensor()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[no-untyped-def]
-        token = _STRICT_LOAD.set(bool(strict))  # what the submodules' checks see (a module of another kind on top:
-        try:  # strict)
+        # what the submodules' checks see (under a module of another kind on top, e.g. a DDP wrapper: strict)
+        token = _STRICT_LOAD.set(bool(strict))
+        try:
             return super().load_state_dict(state_dict, strict=strict, assign=assign)  # type: ignore[misc]
         finally:
             _STRICT_LOAD.reset(token)
