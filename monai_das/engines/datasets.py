@@ -517,9 +517,10 @@ class BundleData:
             return {"intensity_range": intensity_range, "percentiles": percentiles}
         if intensity_range is not None and not self._told_intensity:
             self._told_intensity = True
-            logger.warning(f"--intensity_range {intensity_range} is not applied to the ready-made dataset "
-                           f"'{self.dataset}': its items are scaled already, and the model card records the scaling "
-                           "they had, which inference applies to files. Leave intensity_range null with it.")
+            logger.warning(f"--intensity_range {intensity_range} is not applied: the model's data is the ready-made "
+                           f"dataset '{self.dataset}', whose items are scaled already, and the model card records the "
+                           "scaling they had, which is what inference applies to files too (--input): another window "
+                           "would feed the model intensities it never learnt from. Leave intensity_range null with it.")
         if self.dataset == "synthetic":
             return {"intensity_range": [0.0, 1.0], "percentiles": None}
         return {"intensity_range": [0.0, 255.0], "percentiles": None}
