@@ -689,7 +689,8 @@ def load_datalist(
         if not missing_ok and not os.path.exists(image):
             missing.append((f"{path}:{loc}", image, str(item["image"])))
     if missing:
-        raise FileNotFoundError(_missing_images(missing, root, len(entries)))
+        others = [s for s in datalist_splits(path) if s != split]
+        raise FileNotFoundError(_missing_images(missing, root, len(entries), split if others else None))
 
     items: list[dict] = []
     seen: dict[str, str] = {}
@@ -723,9 +724,10 @@ def _common_folder(images: Sequence[str]) -> str:
     return shlex.quote(common if os.path.isdir(common) else os.path.dirname(common))
 
 
-def _missing_images(missing: Sequence[tuple[str, str, str]], root: str, listed: int = 0) -> str:
+def _missing_images(missing: Sequence[tuple[str, str, str]], root: str, listed: int = 0, split: str | None = None
+                    ) -> str:
     """The error of a datalist's images that do not exist (``(where, image, as written)``): the first one, how many
-    others and where (a few); when the written paths name files from the working directory (paths are relative to
+    others and where (a few), of the list ``split`` when the file holds others (which are checked when read); when the written paths name files from the working directory (paths are relative to
     ``root``, the dataset folder), the ``--dataset_dir`` that reads them, or, when none of the ``listed`` images
     exists, where they are read from; for paths written with ``\\`` (a list made on Windows), how to write them
     here."""
@@ -735,6 +737,9 @@ def _missing_images(missing: Sequence[tuple[str, str, str]], root: str, listed: 
         shown = ", ".join(Path(w).name for w, _, _ in missing[1:6])  # 'labels.csv:7', 'datalist.json:training[3]'
         more = ", ..." if len(missing) > 6 else ""
         text += f" {len(missing) - 1} more image(s) do not exist either (at {shown}{more})."
+    if split is not None:  # a user who fixed these met the other lists' in a second run (trial T63a)
+        text += (f" (This counts the '{split}' list; the file's other lists are checked when they are read: check "
+                 "their paths too.)")
     from_cwd = [os.path.abspath(written) for _, _, written in missing if not os.path.isabs(written)
                 and os.path.exists(written)]
     if from_cwd and Path.cwd().resolve() != Path(root).resolve():

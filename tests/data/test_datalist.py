@@ -404,6 +404,12 @@ def test_missing_images_are_named_together_with_a_hint_for_windows_paths(tmp_pat
     path = _csv(tmp_path / "list.csv", "image,label", "clips/a/p00.npy,x", "clips/a/gone.npy,y")
     with pytest.raises(FileNotFoundError, match=r"list\.csv:3: image '.*gone\.npy' does not exist\.$"):
         load_datalist(path)  # one, no hint
+    # a file of several lists: the count is the training list's, said so (the test rows were met in a second run;
+    # trial T63a)
+    split = _csv(tmp_path / "split.csv", "image,label,split", "clips/a/gone.npy,x,training", "clips/a/lost.npy,y,test")
+    with pytest.raises(FileNotFoundError, match=r"gone\.npy' does not exist\. \(This counts the 'training' list; the "
+                                                r"file's other lists are checked when they are read"):
+        load_datalist(split)
 
 
 def test_paths_written_from_the_working_directory_name_the_dataset_dir_that_reads_them(tmp_path, monkeypatch):
