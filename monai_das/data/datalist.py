@@ -727,10 +727,10 @@ def _common_folder(images: Sequence[str]) -> str:
 def _missing_images(missing: Sequence[tuple[str, str, str]], root: str, listed: int = 0, split: str | None = None
                     ) -> str:
     """The error of a datalist's images that do not exist (``(where, image, as written)``): the first one, how many
-    others and where (a few), of the list ``split`` when the file holds others (which are checked when read); when the written paths name files from the working directory (paths are relative to
-    ``root``, the dataset folder), the ``--dataset_dir`` that reads them, or, when none of the ``listed`` images
-    exists, where they are read from; for paths written with ``\\`` (a list made on Windows), how to write them
-    here."""
+    others and where (a few), of the list ``split`` when the file holds others (which are checked when read); when
+    the written paths name files from the working directory (paths are relative to ``root``, the dataset folder),
+    the ``--dataset_dir`` that reads them, or, when none of the ``listed`` images exists, where they are read from;
+    for paths written with ``\\`` (a list made on Windows), how to write them here."""
     where, image, _ = missing[0]
     text = f"{where}: image '{image}' does not exist."
     if len(missing) > 1:
