@@ -28,7 +28,7 @@ def sampler_param_groups(
     sampler_ids = {id(p) for p in sampler.parameters()} if isinstance(sampler, torch.nn.Module) else set()
     # a module the sampler shares with the classifier (ADPS given the classifier's encoder) trains at the network's lr:
     # it was in the sampler's group, its encoder at lr / 10 without a word (trial T63b)
-    sampler_ids -= {id(p) for name, m in net.named_children() if m is not sampler for p in m.parameters()}
+    sampler_ids -= {id(p) for m in net.children() if m is not sampler for p in m.parameters()}
     sampler_params = [p for p in net.parameters() if p.requires_grad and id(p) in sampler_ids]
     other_params = [p for p in net.parameters() if p.requires_grad and id(p) not in sampler_ids]
     groups = [

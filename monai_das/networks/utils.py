@@ -97,6 +97,11 @@ def to_frames(x: torch.Tensor, layout: str, slice_axis: int = 0) -> torch.Tensor
 _STRICT_LOAD: contextvars.ContextVar[bool] = contextvars.ContextVar("monai_das_strict_load", default=True)
 
 
+def _codes(code: Any) -> list[int]:
+    """The values of a settings entry (an int64 tensor of any shape) as a flat list of ints."""
+    return [int(c) for c in torch.as_tensor(code).reshape(-1).tolist()]
+
+
 class SavedSettings:
     """
     Mixin for a ``torch.nn.Module`` whose outputs depend on settings no parameter's shape records (a pooling mode, a
@@ -115,13 +120,14 @@ class SavedSettings:
 
     def settings(self) -> dict:
         """The settings saved with the weights."""
-        return self._settings_of(self._settings_tensor())
+        return self._settings_of(_codes(self._settings_tensor()))
 
     def _settings_tensor(self) -> torch.Tensor:
         raise NotImplementedError
 
     @staticmethod
-    def _settings_of(code: torch.Tensor) -> dict:
+    def _settings_of(v: list[int]) -> dict:
+        """The settings of :meth:`_settings_tensor`'s values ``v`` (``{"unreadable": v}`` when they are none)."""
         raise NotImplementedError
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
@@ -139,10 +145,10 @@ class SavedSettings:
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):  # type: ignore[no-untyped-def]
         saved = state_dict.pop(prefix + self.settings_key, None)
-        if saved is not None and not torch.equal(torch.as_tensor(saved).reshape(-1).cpu(), self._settings_tensor()):
+        if saved is not None and _codes(saved) != _codes(self._settings_tensor()):
             message = (f"{prefix}{self.settings_key}: the weights were trained with "
                        f"{self.settings_what or type(self).__name__ + ' settings'} "
-                       f"{self._settings_of(torch.as_tensor(saved))} but this network has {self.settings()}")
+                       f"{self._settings_of(_codes(saved))} but this network has {self.settings()}")
             if _STRICT_LOAD.get():  # (torch passes strict=True to every module: the top-level call's, below)
                 error_msgs.append(f"{message}; {self.settings_hint}.")
             else:  # strict=False asks for what fits (fine-tuning another head): said, not refused (review)

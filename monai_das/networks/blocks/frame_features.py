@@ -122,9 +122,8 @@ class FrameFeatures(SavedSettings, nn.Module):
         return torch.tensor([self.feature_size or 0, int(self.positional), bits, *self.scales], dtype=torch.int64)
 
     @staticmethod
-    def _settings_of(code: torch.Tensor) -> dict:
-        """Decode :meth:`_settings_tensor` (``{"unreadable": ...}`` when it is too short to be one)."""
-        v = [int(c) for c in code.reshape(-1).tolist()]
+    def _settings_of(v: list[int]) -> dict:
+        """Decode :meth:`_settings_tensor`'s values (``{"unreadable": ...}`` when too few to be one)."""
         if len(v) < 4:
             return {"unreadable": v}
         return {"scales": v[3:], "features": [n for i, n in enumerate(FEATURE_NAMES) if v[2] >> i & 1],

@@ -52,8 +52,7 @@ class TemporalHead(SavedSettings, nn.Module):
         return torch.tensor([TEMPORAL_HEADS.index(self.mode)], dtype=torch.int64)
 
     @staticmethod
-    def _settings_of(code: torch.Tensor) -> dict:
-        v = [int(c) for c in code.reshape(-1).tolist()]
+    def _settings_of(v: list[int]) -> dict:
         return {"mode": TEMPORAL_HEADS[v[0]]} if len(v) == 1 and 0 <= v[0] < len(TEMPORAL_HEADS) else {"unreadable": v}
 
     def weights(self, z: torch.Tensor) -> torch.Tensor | None:

@@ -226,8 +226,7 @@ class MobileNetV3Small(SavedSettings, nn.Module):
         return torch.tensor([self.stem_stride], dtype=torch.int64)
 
     @staticmethod
-    def _settings_of(code: torch.Tensor) -> dict:
-        v = [int(c) for c in code.reshape(-1).tolist()]
+    def _settings_of(v: list[int]) -> dict:
         return {"stem_stride": v[0]} if len(v) == 1 else {"unreadable": v}
 
     def load_pretrained(self, weights_path: str | None = None) -> None:

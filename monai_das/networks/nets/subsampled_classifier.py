@@ -155,8 +155,7 @@ class SubsampledClassifier(SavedSettings, nn.Module):
         return torch.tensor([LAYOUTS.index(self.layout), axis], dtype=torch.int64)
 
     @staticmethod
-    def _settings_of(code: torch.Tensor) -> dict:
-        v = [int(c) for c in code.reshape(-1).tolist()]
+    def _settings_of(v: list[int]) -> dict:
         if len(v) != 2 or not 0 <= v[0] < len(LAYOUTS):
             return {"unreadable": v}
         return {"layout": LAYOUTS[v[0]], **({"slice_axis": v[1]} if LAYOUTS[v[0]] == "volume" else {})}
