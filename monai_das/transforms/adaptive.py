@@ -23,6 +23,7 @@ from monai_das.transforms.temporal import (
     FRAME_RECORD_KEYS,
     KEPT_INDICES,
     VolumeToFrames,
+    resolved,
     select_frames,
     subsample_frame_records,
     subsampled_meta,
@@ -105,6 +106,7 @@ class AdaptiveSubsample(Transform):
 
     def _frames(self, img: torch.Tensor | np.ndarray, name: str = "AdaptiveSubsample") -> torch.Tensor:
         """``img`` as a ``T×C×H×W`` tensor (a volume's slices along ``slice_axis``), checked; ``name`` in errors."""
+        img = resolved(img)
         img = convert_to_tensor(img, track_meta=isinstance(img, MetaTensor))
         if self.to_frames is not None:
             img = self.to_frames(img)

@@ -149,12 +149,29 @@ def _check_sequence(img: torch.Tensor | np.ndarray, name: str) -> None:
         raise ValueError(f"{name} got a sequence with zero frames (shape {tuple(img.shape)}).")
 
 
+def resolved(img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """
+    ``img`` with its pending lazy operations applied (MONAI's ``apply_pending``): a ``MetaTensor`` out of a lazy
+    spatial transform called outside a ``Compose`` (which applies them before a transform that is not lazy) holds
+    its data as it was, the resampling only pending. The transforms here that build a new ``MetaTensor`` dropped
+    them: a lazy ``Flip`` before ``VolumeToFrames`` gave the frames unflipped (trial T63b). Anything else is returned
+    as it is.
+    """
+    if isinstance(img, MetaTensor) and img.pending_operations:
+        from monai.transforms.lazy.functional import apply_pending
+
+        img = apply_pending(img)[0]
+    return img
+
+
 def select_frames(img: torch.Tensor | np.ndarray, indices: torch.Tensor | Sequence[int]) -> torch.Tensor:
     """
     ``img[indices]`` along the first (time) axis, as a tensor. For a ``MetaTensor`` the result's meta gets
     :data:`KEPT_INDICES` (``indices``) and :data:`SOURCE_INDICES` (``indices`` composed with the input's own source
-    indices, so they point into the original sequence); the input's meta is not modified.
+    indices, so they point into the original sequence); the input's meta is not modified. Pending lazy operations
+    are applied first (:func:`resolved`).
     """
+    img = resolved(img)
     img_t = convert_to_tensor(img, track_meta=isinstance(img, MetaTensor))
     idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
     if isinstance(img_t, MetaTensor):
@@ -264,6 +281,7 @@ class VolumeToFrames(InvertibleTransform):
         self.axis = axis
 
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor:
+        img = resolved(img)  # a lazy spatial step before it, called outside a Compose
         is_meta = isinstance(img, MetaTensor)
         img_t = convert_to_tensor(img, track_meta=is_meta)
         out = volume_to_frames(img_t.as_tensor() if is_meta else img_t, self.axis).contiguous()

@@ -77,6 +77,41 @@ def test_volume_to_frames_is_inverted_with_the_spatial_steps_before_it(axis):
         to_frames.inverse(kept)
 
 
+@pytest.mark.parametrize("axis", [0, 2])
+def test_pending_lazy_operations_are_applied_outside_a_compose(axis):
+    """A lazy spatial step called alone leaves its resampling pending; the frames were taken of the data as it was
+    (the flip silently lost; trial T63b). Frame subsampling and the adaptive transform apply them too."""
+    from monai.transforms import Flip, Resize
+
+    from monai_das.networks import build_classifier
+    from monai_das.transforms import AdaptiveSubsample
+
+    vol = MetaTensor(_volume(c=1, d=6, h=6, w=6))
+    for step in (Flip(spatial_axis=axis), Resize((6, 8, 4))):
+        eager = VolumeToFrames(axis)(step(vol))
+        step.lazy = True
+        pending = step(vol)
+        assert pending.pending_operations
+        out = VolumeToFrames(axis)(pending)
+        assert out.shape == eager.shape and not out.pending_operations  # (MONAI's lazy resize resamples otherwise)
+        assert isinstance(step, Resize) or torch.equal(out.as_tensor(), eager.as_tensor())
+        assert [op["class"] for op in out.applied_operations] == [type(step).__name__, "VolumeToFrames"]
+    frames = MetaTensor(torch.rand(5, 1, 6, 6))
+    lazy_flip = Flip(spatial_axis=0, lazy=True)
+    for subsample in (UniformTemporalSubsample(3), RandTemporalSubsample(3)):
+        subsample.set_random_state(0) if hasattr(subsample, "set_random_state") else None
+        expected = subsample(Flip(spatial_axis=0)(frames))
+        subsample.set_random_state(0) if hasattr(subsample, "set_random_state") else None
+        assert torch.equal(subsample(lazy_flip(frames)).as_tensor(), expected.as_tensor())
+    model = build_classifier("das", num_classes=2, in_channels=1, num_frames=6, keep_ratio=0.5, layout="volume",
+                             slice_axis=axis)
+    adaptive = AdaptiveSubsample(model, slice_axis=axis)
+    flipped = Flip(spatial_axis=1)
+    expected = adaptive(flipped(vol))
+    flipped.lazy = True
+    assert torch.equal(adaptive(flipped(vol)).as_tensor(), expected.as_tensor())
+
+
 def test_volume_to_frames_errors():
     with pytest.raises(ValueError, match="axis"):
         VolumeToFrames(3)
