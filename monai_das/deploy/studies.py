@@ -70,12 +70,15 @@ def spec_recipe(spec: ModelSpec, **options: Any) -> dict:
     else:
         recipe.update(layout="video", num_frames=int(spec.num_frames), spatial_size=list(spec.frame_size),
                       grayscale=int(spec.in_channels) == 1)
+    before = recipe.get("percentiles")
     recipe.update(options)
     if options.get("percentiles") is not None and recipe.get("intensity_range") is not None:
-        # a fixed window wins over percentiles (volume_preprocessing): the option given would change nothing
+        # a fixed window wins over percentiles (volume_preprocessing): the option given would change nothing, and
+        # the recipe keeps the value it had (the reports' model.recipe listed the option as if it were applied)
         logger.warning(f"percentiles {list(options['percentiles'])} has no effect: the recipe's fixed window "
                        f"intensity_range {list(recipe['intensity_range'])} scales the intensities (it wins over "
                        "percentiles); give intensity_range None as well to scale by percentiles.")
+        recipe["percentiles"] = before
     return recipe
 
 

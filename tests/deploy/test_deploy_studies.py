@@ -668,12 +668,14 @@ def test_percentiles_under_a_window_are_said_to_do_nothing(caplog):
     spec = ModelSpec(spatial_size=(16, 16, 16), recipe={"layout": "volume", "spatial_size": [16, 16, 16],
                                                           "intensity_range": [-1000, 400]})
     with caplog.at_level(logging.WARNING, logger="monai_das.deploy.studies"):
-        spec_recipe(spec, percentiles=[1, 99])
+        recipe = spec_recipe(spec, percentiles=[1, 99])
     assert "percentiles [1, 99] has no effect: the recipe's fixed window intensity_range [-1000, 400]" in caplog.text
+    # the recipe (the reports' model.recipe) keeps what was applied, not the option ignored (trial T63c)
+    assert recipe["percentiles"] == [0.5, 99.5] and recipe["intensity_range"] == [-1000, 400]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="monai_das.deploy.studies"):
-        spec_recipe(spec, percentiles=[1, 99], intensity_range=None)  # percentiles asked for, and used
-    assert "has no effect" not in caplog.text
+        recipe = spec_recipe(spec, percentiles=[1, 99], intensity_range=None)  # percentiles asked for, and used
+    assert "has no effect" not in caplog.text and recipe["percentiles"] == [1, 99]
 
 
 def test_spec_recipe():
