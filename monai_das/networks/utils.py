@@ -155,3 +155,17 @@ class SavedSettings:
                 logging.getLogger(__name__).warning(f"{message}: loaded as strict=False asks.")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,  # type: ignore[misc]
                                       missing_keys, unexpected_keys, error_msgs)
+
+
+def refuse_scripting(module: torch.nn.Module) -> None:
+    """
+    The ``__prepare_scriptable__`` of the samplers and the classifier (``torch.jit.script`` calls it first): they
+    are traced or exported, never scripted (Python control flow on shapes and ``k``), and scripting failed with
+    TorchScript's own "Unknown type annotation: 'bool'" from deep inside the module (trial T63b). MONAI's
+    ``ckpt_export`` without ``use_trace`` (the model zoo's CI) ends here too.
+    """
+    raise TypeError(
+        f"{type(module).__name__} cannot be compiled by torch.jit.script; it is traced or exported instead: "
+        "torch.jit.trace(monai_das.engines.export.ExportedClassifier(net), example) for TorchScript (logits and "
+        "kept indices), monai_das.engines.save_onnx for ONNX, torch.export.export(ExportedClassifier(net), "
+        "(example,)), or a bundle's export (ckpt_export with use_trace True). See the README's Python API.")

@@ -25,6 +25,20 @@ def test_trace_equals_eager(method, tmp_path):
             torch.testing.assert_close(loaded(inp), net(inp), rtol=0, atol=1e-6)
 
 
+def test_scripting_is_refused_with_the_way_to_export():
+    """torch.jit.script failed with TorchScript's "Unknown type annotation: 'bool'" from deep inside (trial T63b)."""
+    from monai_das.engines.export import ExportedClassifier
+
+    net = build_classifier("das", 2, num_frames=8).eval()
+    for module, name in ((net, "SubsampledClassifier"), (net.sampler, "DASampler"),
+                         (ExportedClassifier(net), "SubsampledClassifier")):
+        with pytest.raises(TypeError, match=rf"{name} cannot be compiled by torch.jit.script.*torch.jit.trace\("):
+            torch.jit.script(module)
+    with torch.no_grad(), warnings.catch_warnings():  # tracing is unaffected
+        warnings.simplefilter("ignore")
+        torch.jit.trace(ExportedClassifier(net), torch.rand(1, 1, 8, 16, 16))
+
+
 @pytest.mark.parametrize("method, head", [("das", "mean"), ("uniform", "mean"), ("uniform", "gated")])
 def test_onnx_equals_eager(method, head):
     ort = pytest.importorskip("onnxruntime")

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
-from monai_das.networks.utils import check_count, check_num_kept
+from monai_das.networks.utils import check_count, check_num_kept, refuse_scripting
 
 __all__ = ["SamplerOutput", "BaseSampler", "is_exporting", "check_count", "parameter_dtype"]
 
@@ -78,6 +78,8 @@ class BaseSampler(nn.Module):
     random_in_eval: bool = False
     #: why a sampler without ``any_k`` refuses another ``k`` (in its error message)
     fixed_k_reason: str = "its parameters are tied to k"
+
+    __prepare_scriptable__ = refuse_scripting  # traced or exported, never scripted
 
     def __init__(self, num_samples: int) -> None:
         super().__init__()

@@ -13,7 +13,7 @@ from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
 from monai_das.networks.blocks.temporal_head import TemporalHead
 from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, check_count, parameter_dtype
-from monai_das.networks.utils import SavedSettings, to_frames
+from monai_das.networks.utils import SavedSettings, refuse_scripting, to_frames
 
 __all__ = ["SubsampledClassifier", "LAYOUTS", "check_context_frames"]
 
@@ -95,6 +95,8 @@ class SubsampledClassifier(SavedSettings, nn.Module):
 
     settings_key = "classifier_settings"
     settings_hint = "build it with the training run's layout and slice_axis (the bundle's model card records both)"
+
+    __prepare_scriptable__ = refuse_scripting  # traced or exported, never scripted
 
     def __init__(
         self,
