@@ -1907,9 +1907,13 @@ class LoadStudy(Transform):
             reader=clip.meta.get("reader"),
         )
         modal = _modality_warning(info.get("modality"), r, str(source.path))  # a cine of another modality
-        if modal:
-            logger.warning(modal)
-            info["warnings"] = [*info.get("warnings", []), modal]
+        size = [int(v) for v in clip.meta.get("original_size") or ()]
+        stretched = (aspect_warning(size, frame_size, r.get("geometry"), str(source.path))
+                     if self.layout == "video" and len(size) == 2 else None)
+        for message in (modal, stretched):
+            if message:
+                logger.warning(message)
+                info["warnings"] = [*info.get("warnings", []), message]
         study = self._study(source, image, {}, src_list, info)
         study.dicom_headers = headers
         return study
@@ -1928,6 +1932,9 @@ class LoadStudy(Transform):
 #: how far outside the training studies' range a study's extent (or above it, its voxel size) may lie, as a factor,
 #: before :func:`geometry_warning` speaks
 GEOMETRY_FACTOR = 1.5
+#: how far outside the training clips' range of frame aspect (height / width) a clip's may lie, as a factor, before
+#: :func:`aspect_warning` speaks (4:3 frames beside 16:9 ones differ by 1.33)
+ASPECT_FACTOR = 1.25
 #: file formats whose header gives the voxels' physical size (besides DICOM): the ones a study's size is compared for
 GEOMETRY_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 
@@ -1970,7 +1977,7 @@ def geometry_warning(extent: Sequence[float], spacing: Sequence[float], trained:
     resized to the network's grid, its anatomy appears at another scale (a crop, another field of view) or blurrier
     than in any training study, and the prediction may mean nothing. ``None`` without ``trained`` or within range.
     """
-    if not isinstance(trained, Mapping):
+    if not isinstance(trained, Mapping) or "extent_mm" not in trained:  # (a clips' recipe: frame_aspect)
         return None
     lo, hi = trained["extent_mm"]["min"], trained["extent_mm"]["max"]
     coarse = trained["spacing_mm"]["max"]
@@ -1986,6 +1993,27 @@ def geometry_warning(extent: Sequence[float], spacing: Sequence[float], trained:
     return (f"'{name}' is unlike the training studies in size: {'; '.join(parts)}. Resized to the network's grid, "
             "its anatomy appears at another scale or coarser than in any study the model learnt from (another field "
             "of view, a crop, another protocol), so the prediction may mean nothing.")
+
+
+def aspect_warning(frame_hw: Sequence[int], grid: Sequence[int], trained: Mapping | None, name: str) -> str | None:
+    """
+    A warning when a clip's frames (``frame_hw``, ``[H, W]`` as decoded) have an aspect ratio (height / width) outside
+    the training clips' range by more than :data:`ASPECT_FACTOR` (``trained``: a clips' recipe ``geometry``,
+    ``{"frame_aspect": {"min", "max"}}``): resized to the network's ``grid`` (``[H, W]``), its anatomy is stretched
+    unlike in any clip the model learnt from (another probe, a portrait screen capture), and the prediction may mean
+    nothing; training warned of such clips, inference did not (trial T63a). ``None`` without ``trained`` or within.
+    """
+    if not isinstance(trained, Mapping) or "frame_aspect" not in trained or min(frame_hw) < 1:
+        return None
+    lo, hi = trained["frame_aspect"]["min"], trained["frame_aspect"]["max"]
+    aspect = int(frame_hw[0]) / int(frame_hw[1])
+    if lo / ASPECT_FACTOR <= aspect <= hi * ASPECT_FACTOR:
+        return None
+    trained_range = f"{lo:.2f}" if round(lo, 2) == round(hi, 2) else f"{lo:.2f}-{hi:.2f}"
+    return (f"'{name}' has frames of {int(frame_hw[0])}×{int(frame_hw[1])} (H×W, height/width {aspect:.2f}), the "
+            f"training clips' {trained_range}: resized to the network's {int(grid[0])}×{int(grid[1])} they are "
+            "stretched unlike any clip the model learnt from (another probe or screen layout?), so the prediction "
+            "may mean nothing.")
 
 
 def nifti_without_orientation(path: str | os.PathLike) -> str | None:

@@ -103,6 +103,16 @@ def _geometry_range(geometry: Mapping[str, tuple], count: int) -> dict | None:
             for name, part in zip(("extent_mm", "spacing_mm"), span)}
 
 
+def _aspect_range(shapes: Mapping[str, Sequence[int]]) -> dict | None:
+    """The training clips' range of frame aspect (height / width of ``shape[-2:]``, 0.001), a clips' recipe
+    ``geometry`` (``{"frame_aspect": {"min", "max"}}``), what :func:`monai_das.data.studies.aspect_warning` compares
+    a clip with at inference; ``None`` without clips."""
+    aspects = [int(shape[-2]) / int(shape[-1]) for shape in shapes.values() if min(int(v) for v in shape[-2:]) > 0]
+    if not aspects:
+        return None
+    return {"frame_aspect": {"min": round(min(aspects), 3), "max": round(max(aspects), 3)}}
+
+
 def _modalities_named(modalities: Mapping[str, Sequence[str]]) -> str:
     """``"30 CT ('a', ...), 2 MR ('b', ...)"``: DICOM modalities with their image counts and first image, most first."""
     return ", ".join(f"{len(v)} {m} ('{v[0]}'{', ...' if len(v) > 1 else ''})"
@@ -744,7 +754,7 @@ class BundleData:
                            f"training images lack: {_modalities_named(other)} (training: {trained_modalities}). The "
                            "model never saw such studies, so their predictions and metrics may mean nothing; give "
                            "every list studies of the training's modalities.")
-        self._warn_unlike_training(split, len(items), facts.get("geometry") or {})
+        self._warn_unlike_training(split, len(items), facts)
         channels = int(facts["in_channels"])
         # a video recipe makes every clip the network's channels (grey or RGB) itself: only volumes must match
         if self.layout == "volume" and channels != trained:
@@ -753,25 +763,32 @@ class BundleData:
         self._list_shapes[split] = dict(facts["shapes"])
         self._checked.add(split)
 
-    def _warn_unlike_training(self, split: str, count: int, geometry: Mapping[str, tuple]) -> None:
+    def _warn_unlike_training(self, split: str, count: int, facts: Mapping) -> None:
         """
         Warn, naming them, about the images of a validation or test list whose physical extent or voxel size lies
         outside the training images' range (:func:`~monai_das.data.studies.geometry_warning`, what inference says of
         a study): resized to the grid, a crop of a few mm was stretched and scored in the metrics without a word,
-        where bundle inference on the same file warned (trial T61a).
+        where bundle inference on the same file warned (trial T61a). Clips: a frame aspect outside the training
+        clips' (:func:`~monai_das.data.studies.aspect_warning`).
         """
         trained = self.info.get("geometry")
-        if not trained or not geometry:
+        if not trained:
             return
-        from monai_das.data.studies import geometry_warning
+        from monai_das.data.studies import aspect_warning, geometry_warning
 
-        unlike = [(image, why) for image, (extent, spacing) in sorted(geometry.items())
-                  if (why := geometry_warning(extent, spacing, trained, Path(image).name, self.axcodes))]
+        grid = self.info["spatial_size"]
+        if self.layout == "video":
+            unlike = [(image, why) for image, shape in sorted(facts["shapes"].items())
+                      if (why := aspect_warning(shape[-2:], grid, trained, Path(image).name))]
+        else:
+            unlike = [(image, why) for image, (extent, spacing) in sorted((facts.get("geometry") or {}).items())
+                      if (why := geometry_warning(extent, spacing, trained, Path(image).name, self.axcodes))]
         if unlike:
             more = f" Also: {', '.join(Path(i).name for i, _ in unlike[1:4])}{' ...' if len(unlike) > 4 else ''}."
             are = "is" if len(unlike) == 1 else "are"
+            what = "frame aspect" if self.layout == "video" else "size"
             logger.warning(f"datalist '{self.datalist}': {len(unlike)} of the {count} {_SPLITS[split]!r} images {are} "
-                           f"unlike the training images in size, and scored in its metrics as they are: "
+                           f"unlike the training images in {what}, and scored in its metrics as they are: "
                            f"{unlike[0][1]}{more if len(unlike) > 1 else ''}")
 
     def _check_test_clips(self, items: Sequence[Mapping]) -> None:
@@ -899,8 +916,8 @@ class BundleData:
         every = sum(len(v) for v in modalities.values()) == len(facts["shapes"])
         info["modalities"] = sorted(modalities) if modalities and every else None
         # the training files' range (a test list alone is no training data: none)
-        info["geometry"] = None if self._test_only else _geometry_range(facts.get("geometry") or {},
-                                                                        len(facts["shapes"]))
+        info["geometry"] = (None if self._test_only else _aspect_range(facts["shapes"]) if self.layout == "video"
+                            else _geometry_range(facts.get("geometry") or {}, len(facts["shapes"])))
         return info
 
     def _card_info(self) -> dict:

@@ -611,7 +611,10 @@ def check_recipe(recipe: Mapping) -> dict:
     ``geometry`` (default ``None``: not known), the training volumes' range of physical extent and voxel size
     (``{"extent_mm": {"min": [3 mm], "max": [3 mm]}, "spacing_mm": {...}}``, per axis after ``axcodes``; a bundle
     records its training datalist's NIfTI files'): a volume far outside it is warned about by
-    :class:`monai_das.data.LoadStudy` (:func:`monai_das.data.studies.geometry_warning`); it changes no step.
+    :class:`monai_das.data.LoadStudy` (:func:`monai_das.data.studies.geometry_warning`); it changes no step. For
+    clips, ``{"frame_aspect": {"min": h/w, "max": h/w}}``, the training clips' range of frame height / width (a
+    bundle records its training datalist's): a clip whose frames are resized to the grid with an aspect far outside
+    it (stretched unlike any training clip) is warned about (:func:`monai_das.data.studies.aspect_warning`).
 
     Either layout may carry the other's keys for studies of the other kind (``temporal_mode`` for a clip read as a
     volume, ``axcodes``/``intensity_range``/... for a volume read as a clip): :class:`monai_das.data.LoadStudy` uses
@@ -699,9 +702,20 @@ def _modalities(value: Any) -> list[str] | None:
 
 
 def _geometry(value: Any) -> dict | None:
-    """A recipe's ``geometry``: ``None``, or ``{"extent_mm"|"spacing_mm": {"min"|"max": 3 positive numbers}}``."""
+    """A recipe's ``geometry``: ``None``, ``{"extent_mm"|"spacing_mm": {"min"|"max": 3 positive numbers}}`` (volumes)
+    or ``{"frame_aspect": {"min"|"max": a positive number}}`` (clips: height / width of their frames)."""
     if value is None:
         return None
+    if isinstance(value, Mapping) and "frame_aspect" in value:
+        try:
+            out = {"frame_aspect": {k: float(value["frame_aspect"][k]) for k in ("min", "max")}}
+            ok = len(value) == 1 and 0 < out["frame_aspect"]["min"] <= out["frame_aspect"]["max"] < math.inf
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError("recipe 'geometry' of clips must be {\"frame_aspect\": {\"min\": h/w, \"max\": h/w}} "
+                             f"with 0 < min <= max, got {value!r}.")
+        return out
     try:
         out = {part: {k: [float(v) for v in value[part][k]] for k in ("min", "max")}
                for part in ("extent_mm", "spacing_mm")}

@@ -823,6 +823,49 @@ def test_video_datalist_mixes_grey_and_colour_clips(tmp_path, caplog):
         BundleData(datalist=tmp_path / "dl.json", layout="video", num_frames=8, in_channels=4).info
 
 
+def test_clips_of_another_frame_aspect_than_the_training_clips_are_warned(tmp_path, caplog):
+    """A portrait clip given to a model trained on landscape clips was stretched to the grid without a word at
+    inference and in the test metrics, where training warned of such clips (trial T63a): the training clips' frame
+    aspect range is the recipe's geometry, and a clip far outside it is named in the list's check and by LoadStudy."""
+    import cv2
+
+    from monai_das.data import LoadStudy
+    from monai_das.transforms import check_recipe
+
+    def clip(name: str, hw: tuple) -> str:
+        writer = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter_fourcc(*"MJPG"), 10, hw[::-1])
+        for t in range(6):
+            writer.write(np.full((*hw, 3), 30 * t, np.uint8))
+        writer.release()
+        return name
+
+    train = [{"image": clip(f"t{i}.avi", (12, 16) if i % 2 else (18, 32)), "label": "ab"[i % 2]} for i in range(4)]
+    test = [{"image": clip("portrait.avi", (32, 16)), "label": "a"}, {"image": clip("wide.avi", (15, 24)),
+                                                                      "label": "b"}]
+    path = tmp_path / "dl.json"
+    val = [{"image": clip(f"v{i}.avi", (12, 16)), "label": "ab"[i]} for i in range(2)]
+    path.write_text(json.dumps({"training": train, "validation": val, "test": test}))
+    src = BundleData(datalist=path, layout="video", num_frames=6, spatial_size=[16, 24])
+    geometry = src.info["geometry"]
+    assert geometry == {"frame_aspect": {"min": 0.562, "max": 0.75}}
+    with caplog.at_level(logging.WARNING, logger="monai_das"):
+        assert len(src.data("test")) == 2
+    assert re.search(r"dl\.json': 1 of the 2 'test' images is unlike the training images in frame aspect, and scored "
+                     r"in its metrics as they are: 'portrait\.avi' has frames of 32×16 \(H×W, height/width 2\.00\), "
+                     r"the training clips' 0\.56-0\.75: resized to the network's 16×24", caplog.text)
+    assert "wide.avi" not in caplog.text  # 0.625: within the training clips' range
+    recipe = check_recipe({"layout": "video", "num_frames": 6, "spatial_size": [16, 24], "geometry": geometry})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das"):
+        assert not LoadStudy(recipe).load(tmp_path / "wide.avi").info.get("warnings")
+        study = LoadStudy(recipe).load(tmp_path / "portrait.avi")
+    assert any("has frames of 32×16" in w and "stretched unlike any clip" in w for w in study.info["warnings"])
+    assert "portrait.avi' has frames of 32×16" in caplog.text
+    for bad in ({"frame_aspect": {"min": 0.8, "max": 0.5}}, {"frame_aspect": {"min": 0}}):
+        with pytest.raises(ValueError, match=r"recipe 'geometry' of clips must be .*frame_aspect"):
+            check_recipe({"layout": "video", "num_frames": 6, "spatial_size": [16, 24], "geometry": bad})
+
+
 def _clip(path, frames: int, seed: int = 0) -> None:
     """An MJPG .avi of ``frames`` noise frames (16×16): JPEG frames of different sizes, so a cut file loses some."""
     import cv2
