@@ -620,17 +620,29 @@ def _header_members(path: Path, names: Sequence[str] | None = None) -> list[Path
     return sorted(members)
 
 
-def _header_data_names(path: Path) -> list[str]:
+#: the largest ``.mhd``/``.nhdr`` header read (a ``LIST`` of 10 000 slice files is ~200 KB)
+MAX_HEADER_BYTES = 4 * 2**20
+
+
+def _header_data_names(path: Path, strict: bool = False) -> list[str]:
     """The data files an ``.mhd`` header's ``ElementDataFile`` names (one, the ``LIST`` that follows it, or a
     ``printf`` pattern such as ``slice%03d.raw 1 20 1`` as its first word; none for ``LOCAL``), or an ``.nhdr``'s
-    ``data file``; ``[]`` for other files and an unreadable header."""
+    ``data file``; ``[]`` for other files and an unreadable header. A file larger than :data:`MAX_HEADER_BYTES`:
+    refused with ``strict`` (``ValueError``; :func:`check_header_data_file`, before the study is read), else ``[]``."""
     suffix = path.suffix.lower()
     if suffix not in _DETACHED_HEADERS:
         return []
     try:
-        lines = path.read_text(encoding="latin-1").splitlines()[:512]
+        with open(path, "rb") as f:  # every line the reader reads (a cap of 512 lines let a header padded past
+            text = f.read(MAX_HEADER_BYTES + 1)  # them name any file; trial T64b), up to a header's size
     except OSError:
         return []  # the reader says why
+    if len(text) > MAX_HEADER_BYTES:
+        if not strict:
+            return []
+        raise ValueError(f"'{path}' is larger than {MAX_HEADER_BYTES // 2**20} MiB, which no {suffix} header is: "
+                         "refused (a header's data file is checked before the reader follows it).")
+    lines = text.decode("latin-1").splitlines()
     for i, line in enumerate(lines):
         key, _, value = line.partition("=" if suffix == ".mhd" else ":")
         if key.strip().replace(" ", "").lower() in ("elementdatafile", "datafile"):
@@ -655,7 +667,7 @@ def check_header_data_file(path: str | os.PathLike) -> None:
     """
     path = Path(path)
     folder = path.parent.resolve()
-    for name in _header_data_names(path):
+    for name in _header_data_names(path, strict=True):
         data = path.parent / name
         why = ("is an absolute path" if Path(name).is_absolute() else
                "lies outside the header's folder" if not data.resolve().is_relative_to(folder) else

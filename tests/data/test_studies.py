@@ -673,7 +673,7 @@ def test_npy_of_python_objects_or_cut_short_is_named_as_such(tmp_path):
             check_study_shapes([str(path)], "volume", slice_axis=0)
 
 
-def test_a_header_naming_data_elsewhere_is_refused_before_reading(tmp_path):
+def test_a_header_naming_data_elsewhere_is_refused_before_reading(tmp_path, monkeypatch):
     """An .mhd whose ElementDataFile is /etc/passwd, ../../<file> or a link out of its folder had that file read as
     voxels (its byte range quoted in the report's warnings), one naming a named pipe hung the run (trial 60c):
     refused naming the header and the data file; a data file beside it reads."""
@@ -700,6 +700,18 @@ def test_a_header_naming_data_elsewhere_is_refused_before_reading(tmp_path):
     ok = mhd("ok", "s.raw")
     (ok.parent / "s.raw").write_bytes(bytes(range(64)))
     assert tuple(LoadStudy(VOLUME).load(ok).image.shape) == (1, 8, 8, 8)
+    # padded past the 512 lines once read, its data file was not checked and ITK followed it (trial T64b)
+    padded = mhd("padded", str(secret))
+    padded.write_text(padded.read_text().replace("ElementDataFile", "Comment = x\n" * 600 + "ElementDataFile"))
+    with pytest.raises(ValueError, match=r"s\.mhd': its ElementDataFile '.*' is an absolute path"):
+        LoadStudy(VOLUME).load(padded)
+    import monai_das.data.studies as studies
+
+    monkeypatch.setattr(studies, "MAX_HEADER_BYTES", 2**20)
+    padded.write_text(padded.read_text().replace("ElementDataFile", "Comment = x\n" * 100_000 + "ElementDataFile"))
+    with pytest.raises(ValueError, match=r"s\.mhd' is larger than 1 MiB, which no \.mhd header is: refused"):
+        LoadStudy(VOLUME).load(padded)
+    assert [src.kind for src in discover_studies(padded.parent)] == ["volume"]  # discovery lists it; reading refuses
 
 
 def test_an_nhdr_and_its_data_file_are_one_study(tmp_path):
