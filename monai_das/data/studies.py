@@ -625,26 +625,43 @@ MAX_HEADER_BYTES = 4 * 2**20
 
 
 def _header_data_names(path: Path, strict: bool = False) -> list[str]:
-    """The data files an ``.mhd`` header's ``ElementDataFile`` names (one, the ``LIST`` that follows it, or a
-    ``printf`` pattern such as ``slice%03d.raw 1 20 1`` as its first word; none for ``LOCAL``), or an ``.nhdr``'s
-    ``data file``; ``[]`` for other files and an unreadable header. A file larger than :data:`MAX_HEADER_BYTES`:
+    """The data files a MetaImage header's ``ElementDataFile`` names (one, the ``LIST`` that follows it, or a
+    ``printf`` pattern such as ``slice%03d.raw 1 20 1`` as its first word; none for ``LOCAL``), or a NRRD header's
+    ``data file``; ``[]`` for other files and an unreadable header. Every header line the reader reads is read: a
+    MetaImage's up to ``ElementDataFile`` (its last field; a ``LIST`` to the end), a NRRD's up to its blank line
+    (a cap of 512 lines let a header padded past them name any file, and an ``.mha``/``.nrrd``, whose voxels are
+    mostly in the file itself, was not read at all; trial T64b). A header longer than :data:`MAX_HEADER_BYTES`:
     refused with ``strict`` (``ValueError``; :func:`check_header_data_file`, before the study is read), else ``[]``."""
     suffix = path.suffix.lower()
-    if suffix not in _DETACHED_HEADERS:
+    if suffix not in _ITK_HEADER_SUFFIXES:
         return []
+    meta = suffix in (".mhd", ".mha")
+    lines: list[str] = []
+    size = 0
     try:
-        with open(path, "rb") as f:  # every line the reader reads (a cap of 512 lines let a header padded past
-            text = f.read(MAX_HEADER_BYTES + 1)  # them name any file; trial T64b), up to a header's size
+        with open(path, "rb") as f:
+            while size <= MAX_HEADER_BYTES:
+                raw = f.readline(MAX_HEADER_BYTES + 1 - size)
+                if not raw:
+                    break
+                size += len(raw)
+                line = raw.decode("latin-1").rstrip("\r\n")
+                if not meta and not line.strip() and lines:  # the end of a NRRD header (its data may follow)
+                    break
+                lines.append(line)
+                key, _, value = line.partition("=" if meta else ":")
+                if (key.strip().replace(" ", "").lower() in ("elementdatafile", "datafile")
+                        and value.upper().split()[:1] != ["LIST"]):
+                    break  # the last header line read (a LIST: the names follow, to the end)
     except OSError:
         return []  # the reader says why
-    if len(text) > MAX_HEADER_BYTES:
+    if size > MAX_HEADER_BYTES:
         if not strict:
             return []
-        raise ValueError(f"'{path}' is larger than {MAX_HEADER_BYTES // 2**20} MiB, which no {suffix} header is: "
-                         "refused (a header's data file is checked before the reader follows it).")
-    lines = text.decode("latin-1").splitlines()
+        raise ValueError(f"'{path}' has a header longer than {MAX_HEADER_BYTES // 2**20} MiB, which no {suffix} "
+                         "header is: refused (a header's data file is checked before the reader follows it).")
     for i, line in enumerate(lines):
-        key, _, value = line.partition("=" if suffix == ".mhd" else ":")
+        key, _, value = line.partition("=" if meta else ":")
         if key.strip().replace(" ", "").lower() in ("elementdatafile", "datafile"):
             value = value.strip()
             if value.upper().split()[:1] == ["LIST"]:  # one file name per following line ('list01.raw' is a name)
@@ -657,23 +674,30 @@ def _header_data_names(path: Path, strict: bool = False) -> list[str]:
 
 def check_header_data_file(path: str | os.PathLike) -> None:
     """
-    Refuse an ``.mhd`` header whose ``ElementDataFile`` (or ``LIST`` entry; an ``.nhdr``'s ``data file``) is not a
+    Refuse a MetaImage or NRRD header whose ``ElementDataFile`` (or ``LIST`` entry; NRRD's ``data file``) is not a
     regular file beside it: ITK's reader follows any path, so a received header naming ``/etc/passwd`` (or
     ``../../secret``) had that file read as voxels and its byte range quoted in the report's intensity warning, and
-    one naming a named pipe hung the run.
+    one naming a named pipe hung the run. An ``.mha`` or ``.nrrd`` naming a data file at all is refused (their voxels
+    are in the file itself; a detached header is an ``.mhd`` or ``.nhdr``, whose data file is a member of its study).
 
     Raises:
         ValueError: naming the header, the data file and why (absolute, outside the header's folder, not a file).
     """
     path = Path(path)
     folder = path.parent.resolve()
+    suffix = path.suffix.lower()
+    what = "ElementDataFile" if suffix in (".mhd", ".mha") else "data file"
     for name in _header_data_names(path, strict=True):
+        if suffix not in _DETACHED_HEADERS:
+            detached = ".mhd" if suffix == ".mha" else ".nhdr"
+            raise ValueError(f"'{path}': its {what} names '{name}', but an {suffix} file holds its voxels itself "
+                             f"({what} LOCAL or none): refused (a header naming another file is an {detached}, whose "
+                             "data file lies beside it).")
         data = path.parent / name
         why = ("is an absolute path" if Path(name).is_absolute() else
                "lies outside the header's folder" if not data.resolve().is_relative_to(folder) else
                "is not a regular file" if "%" not in name and not data.is_file() else None)
         if why:
-            what = "ElementDataFile" if path.suffix.lower() == ".mhd" else "data file"
             raise ValueError(f"'{path}': its {what} '{name}' {why}: a header may only name data files beside it "
                              "(the reader follows any path: another file's bytes would be read as voxels).")
 

@@ -709,9 +709,28 @@ def test_a_header_naming_data_elsewhere_is_refused_before_reading(tmp_path, monk
 
     monkeypatch.setattr(studies, "MAX_HEADER_BYTES", 2**20)
     padded.write_text(padded.read_text().replace("ElementDataFile", "Comment = x\n" * 100_000 + "ElementDataFile"))
-    with pytest.raises(ValueError, match=r"s\.mhd' is larger than 1 MiB, which no \.mhd header is: refused"):
+    with pytest.raises(ValueError, match=r"s\.mhd' has a header longer than 1 MiB, which no \.mhd header is"):
         LoadStudy(VOLUME).load(padded)
     assert [src.kind for src in discover_studies(padded.parent)] == ["volume"]  # discovery lists it; reading refuses
+    # an .mha or .nrrd naming a data file (their voxels are in the file itself) was read without a check (T64b)
+    for name, text in (("a.mha", f"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_UCHAR\n"
+                                 f"ElementDataFile = {secret}\n"),
+                       ("n.nrrd", "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 4 4\nencoding: raw\n"
+                                  "data file: ../secret.bin\n\n")):
+        (tmp_path / "attached").mkdir(exist_ok=True)
+        (tmp_path / "attached" / name).write_text(text)
+        with pytest.raises(ValueError, match=rf"{name}': its .* names '.*secret\.bin', but an \.\w+ file holds its "
+                                             "voxels itself"):
+            LoadStudy(VOLUME).load(tmp_path / "attached" / name)
+    # an .mha whose voxels follow its header, past the 4 MiB: read as before (only its header lines are read)
+    import itk
+
+    big = np.arange(160 * 160 * 48, dtype=np.int32).reshape(48, 160, 160) % 251
+    itk.imwrite(itk.image_from_array(big.astype(np.uint8)), str(tmp_path / "attached" / "big.mha"))
+    itk.imwrite(itk.image_from_array(big.astype(np.uint8)), str(tmp_path / "attached" / "big.nrrd"))
+    for name in ("big.mha", "big.nrrd"):
+        assert (tmp_path / "attached" / name).stat().st_size > 2**20
+        assert LoadStudy(VOLUME).load(tmp_path / "attached" / name).image.shape[0] == 1
 
 
 def test_an_nhdr_and_its_data_file_are_one_study(tmp_path):
