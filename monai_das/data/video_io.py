@@ -81,6 +81,40 @@ def _frame(frame: np.ndarray, size: tuple[int, int] | None, grayscale: bool, bgr
     return frame
 
 
+def _clip_frame_limit(path: Path, frame_hw: Sequence[int], size, grayscale: bool, declared: int = 0,
+                      native_bytes: int = 0) -> int | None:
+    """
+    The most frames of ``path`` this process has memory to decode and keep (``None``: not known), refusing up front a
+    clip whose ``declared`` frame count does not fit. :func:`read_video` keeps every decoded frame at the network's
+    grid (``size``, else ``frame_hw``) and copies it to float32 (:data:`~monai_das.data.studies.BYTES_PER_CLIP_VALUE`
+    per value in all); ``native_bytes`` per frame are held besides (a DICOM's decoded pixel data). A 260 KB mp4 of
+    20 000 small frames took 2.3 GB, with no check before decoding (trial T64b); a clip declaring more than the
+    memory available ended the process.
+
+    Raises:
+        MemoryError: naming the file, the frames and the estimate.
+    """
+    from monai_das.data.studies import BYTES_PER_CLIP_VALUE, _bytes, available_memory
+
+    h, w = size or frame_hw
+    per_frame = int(h) * int(w) * (1 if grayscale else 3) * BYTES_PER_CLIP_VALUE + int(native_bytes)
+    free = available_memory()
+    if free is None or per_frame <= 0:
+        return None
+    if declared * per_frame > free:
+        raise MemoryError(f"video file '{path}' declares {declared} frames of {frame_hw[0]}×{frame_hw[1]}; decoding "
+                          f"them (kept at {h}×{w}) needs about {_bytes(declared * per_frame)}, more than the "
+                          f"{_bytes(free)} of memory available; not read. A damaged or hostile file (a small clip of "
+                          "identical frames can hold many thousands)? Otherwise cut the clip or lower its frame rate.")
+    return max(free // per_frame, 1)
+
+
+def _too_many_frames(path: Path, limit: int) -> MemoryError:
+    return MemoryError(f"video file '{path}' decodes more than {limit} frames, more than its header declares and than "
+                       "this process has memory to keep; stopped. A damaged or hostile file? Otherwise cut the clip "
+                       "or lower its frame rate.")
+
+
 def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> tuple[list[np.ndarray], dict]:
     import cv2
 
@@ -93,8 +127,10 @@ def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> 
                 f"cannot open video file '{path}': OpenCV/FFmpeg could not read it (corrupt, truncated or "
                 f"unsupported container)."
             )
-        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        declared = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        hw = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+        limit = _clip_frame_limit(path, hw, size, grayscale, declared) if min(hw) > 0 else None
         frames, orig = [], None
         while True:
             ok, frame = cap.read()
@@ -102,6 +138,10 @@ def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> 
                 break
             orig = frame.shape[:2]
             frames.append(_frame(frame, size, grayscale, bgr=True))
+            if limit is None and min(hw) <= 0 and len(frames) == 1:  # a header without the frame size
+                limit = _clip_frame_limit(path, orig, size, grayscale)
+            if limit is not None and len(frames) > limit:  # more than declared: its header lied
+                raise _too_many_frames(path, limit)
     finally:
         cap.release()
     if check_frame_count and _truncated(len(frames), declared):
@@ -162,12 +202,19 @@ def _read_gif_pillow(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray
     try:
         with Image.open(path) as im:
             duration = im.info.get("duration") or 0
-            raw = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
+            orig = (int(im.height), int(im.width))
+            limit = _clip_frame_limit(path, orig, size, grayscale, int(getattr(im, "n_frames", 1)))
+            frames = []  # each frame resized as it is read (every native RGB frame was kept first)
+            for f in ImageSequence.Iterator(im):
+                frames.append(_frame(np.asarray(f.convert("RGB")), size, grayscale, bgr=False))
+                if limit is not None and len(frames) > limit:
+                    raise _too_many_frames(path, limit)
+    except MemoryError:
+        raise
     except Exception as e:  # PIL raises several exception types for bad files
         raise RuntimeError(f"cannot read GIF file '{path}': {e}") from e
-    frames = [_frame(f, size, grayscale, bgr=False) for f in raw]
-    orig = raw[0].shape[:2] if raw else None
-    return frames, {"fps": 1000.0 / duration if duration else 0.0, "original_size": orig, "reader": "pillow"}
+    return frames, {"fps": 1000.0 / duration if duration else 0.0, "original_size": orig if frames else None,
+                    "reader": "pillow"}
 
 
 def _fragment_count(ds) -> int | None:
@@ -189,6 +236,15 @@ def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], di
         raise RuntimeError(f"cannot read DICOM file '{path}': {e}") from e
     if "PixelData" not in ds:
         raise RuntimeError(f"DICOM file '{path}' has no pixel data (not an image, or truncated).")
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        declared = int(ds.get("NumberOfFrames", 1) or 1)
+        native = rows * cols * int(ds.get("SamplesPerPixel", 1) or 1) * (max(int(ds.get("BitsAllocated", 8) or 8), 8)
+                                                                         // 8 + 4)  # decoded, then float32
+    except (TypeError, ValueError):  # the decoder's message below says what is wrong
+        rows = cols = 0
+    if rows > 0 and cols > 0:
+        _clip_frame_limit(path, (rows, cols), size, grayscale, declared, native)
     try:
         arr = ds.pixel_array  # pydicom >= 3 converts YBR to RGB
     except Exception as e:

@@ -145,6 +145,50 @@ def test_written_clip_roundtrip(tmp_path):
     assert np.allclose(frames[:, 16, 16, 0] * 255, np.arange(12) * 20, atol=3)
 
 
+def test_a_clip_that_does_not_fit_in_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A 260 KB mp4 of 20 000 small frames took 2.3 GB and a clip declaring more ended the process, with no check
+    before decoding (trial T64b): the declared frames at the grid are priced first (video, GIF, DICOM cine), and a
+    file decoding more frames than its header declares is stopped once they would not fit."""
+    import cv2
+    from PIL import Image
+
+    import monai_das.data.studies as studies
+    import monai_das.data.video_io as video_io
+
+    path = tmp_path / "long.avi"
+    _write_avi(path, 40)
+    Image.new("L", (20, 10)).save(tmp_path / "long.gif", save_all=True,
+                                  append_images=[Image.new("L", (20, 10), 9 * i) for i in range(1, 40)], duration=50)
+    per_frame = 64 * 64 * studies.BYTES_PER_CLIP_VALUE
+    monkeypatch.setattr(studies, "available_memory", lambda: 20 * per_frame)  # room for 20 frames at 64×64
+    for name, hw in (("long.avi", "32×32"), ("long.gif", "10×20")):
+        with pytest.raises(MemoryError, match=rf"{name}' declares \d\d frames of {hw}; decoding them \(kept at 64×64\) "
+                                              r"needs about .*, more than the .* of memory available; not read"):
+            read_video(tmp_path / name, spatial_size=64)
+        assert read_video(tmp_path / name, spatial_size=16)[0].shape[0] >= 30  # at a smaller grid they fit
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    ds = Dataset()  # a cine declaring 400 frames of 64×64: priced before its pixel data is decoded
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Modality, ds.NumberOfFrames, ds.Rows, ds.Columns = "US", 400, 64, 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, "MONOCHROME2", 8, 8, 7
+    ds.PixelRepresentation, ds.PixelData = 0, np.zeros(400 * 64 * 64, np.uint8).tobytes()
+    ds.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
+    with pytest.raises(MemoryError, match=r"cine\.dcm' declares 400 frames of 64×64; decoding them \(kept at 16×16\)"):
+        read_video(tmp_path / "cine.dcm", spatial_size=16)
+    monkeypatch.setattr(cv2.VideoCapture, "get", lambda self, prop: 0.0)  # a header that declares nothing
+    with pytest.raises(MemoryError, match=r"long\.avi' decodes more than 20 frames, more than its header declares"):
+        read_video(path, spatial_size=64)
+    monkeypatch.undo()
+    monkeypatch.setattr(studies, "available_memory", lambda: None)  # unknown (another system): nothing refused
+    assert read_video(path, spatial_size=64)[0].shape == (40, 64, 64, 1)
+    assert video_io._clip_frame_limit(path, (32, 32), (64, 64), True, 10**9) is None
+
+
 def _pocus_items(root: Path, rows: list[dict]) -> list[dict]:
     picks = [r for ext in ("mp4", "gif", "avi") for r in _short_clips(rows, ext, 1)]
     return [{"image": str(root / r["file"]), "label": i % 3, "group": r["patient_id"]} for i, r in enumerate(picks)]
