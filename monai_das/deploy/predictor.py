@@ -516,10 +516,13 @@ class DASPredictor:
         if logits.ndim != 2 or logits.shape[0] != 1:
             raise RuntimeError(f"the network returned logits of shape {tuple(logits.shape)}, expected 1×num_classes.")
         logits = logits[0].float().cpu()
+        where = f"the model '{self.source}'" if self.source else "the model"
+        if not bool(torch.isfinite(logits).all()):  # never a label argmax'd out of NaN (trial T64b: "normal", score nan)
+            raise ValueError(f"{where} gave non-finite logits {logits.tolist()} for this study, whose input is finite "
+                             "(checked): a damaged or diverged checkpoint? Use another model file.")
         probs = torch.sigmoid(logits) if logits.numel() == 1 else torch.softmax(logits, dim=0)
         label = int(probs[0] >= 0.5) if logits.numel() == 1 else int(torch.argmax(probs))
         probs_list = [1.0 - float(probs[0]), float(probs[0])] if logits.numel() == 1 else probs.tolist()
-        where = f"the model '{self.source}'" if self.source else "the model"
         if why := class_count_mismatch(where, logits.numel(), self.spec.labels):  # else a label of another model
             raise ValueError(why)
         kept = idx[0].cpu().tolist() if idx is not None else None

@@ -112,6 +112,20 @@ def test_more_classes_in_the_card_than_the_model_gives_is_an_error():
     assert len(DASPredictor(TinyDAS(4, 3).eval(), spec).predict(torch.rand(1, *GRID)).probabilities) == 3
 
 
+def test_non_finite_logits_are_an_error_naming_the_model():
+    """A diverged checkpoint (a NaN weight) gave 'normal' with probabilities [nan, nan] in MONAI Label and an
+    unnamed JSON error in the Deploy app (trial T64b): an error naming the model file."""
+    from das_deploy_helpers import TinyDAS
+
+    net = TinyDAS(4).eval()
+    with torch.no_grad():
+        next(p for p in net.parameters() if p.ndim > 1).fill_(float("nan"))
+    pred = DASPredictor(net, ModelSpec(spatial_size=GRID, labels=["normal", "abnormal"]), source="m.pt")
+    with pytest.raises(ValueError, match=r"the model 'm\.pt' gave non-finite logits \[nan, nan\] for this study, "
+                                         r"whose input is finite .*diverged checkpoint"):
+        pred.predict(torch.rand(1, *GRID))
+
+
 def test_checkpoint_outside_bundle_needs_config(tmp_path, checkpoint_bundle):
     ckpt = tmp_path / "weights.pt"
     shutil.copy(checkpoint_bundle[0] / "models" / "model.pt", ckpt)

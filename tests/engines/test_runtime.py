@@ -153,6 +153,25 @@ def test_onnx_classifier_any_k_and_bad_input(onnx_file):
         runner(bad)
 
 
+def test_onnx_outputs_are_checked(onnx_file, monkeypatch):
+    """A graph with an export's metadata returning kept indices [-1, 0, 7, 100] (T = 8) or [2, 2, 2, 2] had them
+    reported as the study's kept frames (trial T64b): refused naming the file."""
+    runner = OnnxClassifier(onnx_file)
+    x = torch.rand(1, *SHAPE)
+    real = runner.session.run
+    pred, _ = real(["pred", "indices"], {"image": x.numpy(), "num_samples": np.array([4], np.int64)})
+    for indices, match in (([[-1, 0, 7, 100]], r"indices -1\.\.100, outside the T=8 frames it takes \(0\.\.7\)"),
+                           ([[2, 2, 2, 2]], r"indices \[2, 2, 2, 2\] with repeats"),
+                           ([[0, 1, 2]], r"'indices' of shape \[1, 3\] for a batch of 1 keeping k=4"),
+                           ([[0.0, 1.0, 2.0, 3.0]], r"'indices' of dtype float64")):
+        monkeypatch.setattr(runner.session, "run", lambda names, feeds, i=indices: [pred, np.array(i)])
+        with pytest.raises(RuntimeError, match=r"the ONNX model '.*das\.onnx' returned .*" + match):
+            runner.forward_with_indices(x, 4)
+    monkeypatch.setattr(runner.session, "run", lambda names, feeds: [pred[:, :, None], np.array([[0, 1, 2, 3]])])
+    with pytest.raises(RuntimeError, match=r"returned 'pred' of shape \[1, 2, 1\] for a batch of 1"):
+        runner.forward_with_indices(x, 4)
+
+
 @pytest.mark.parametrize("facts, match", [
     (None, r"meta\.onnx' has no 'monai_das\.network' metadata"),
     ({"layout": "volume", "slice_axis": "x", "num_frames": 8}, r"meta\.onnx': unusable network metadata"),

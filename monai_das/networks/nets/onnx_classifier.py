@@ -174,7 +174,35 @@ class OnnxClassifier(nn.Module):
                 raise ValueError(f"'{self.path}' takes 'num_samples' and its card gives no default: pass num_samples.")
             feeds["num_samples"] = np.array([k], dtype=np.int64)
         pred, indices = self.session.run(["pred", "indices"], feeds)
+        self.check_outputs(pred, indices, x.shape[0], k)
         return torch.from_numpy(pred), torch.from_numpy(indices).long()
+
+    def check_outputs(self, pred: np.ndarray, indices: np.ndarray, batch: int, k: int | None) -> None:
+        """
+        Refuse what this file's graph returned unless it is ``batch × classes`` logits and ``batch × k`` distinct
+        integer frame indices in ``0..T-1``: a graph carrying an export's metadata with indices ``[-1, 0, 7, 100]``
+        (``T = 8``) or ``[2, 2, 2, 2]`` was reported as a study's kept frames, the source mapping silently dropped
+        (trial T64b). ``RuntimeError`` naming the file and what it returned.
+        """
+        where = f"the ONNX model '{self.path}'"
+        if pred.ndim != 2 or pred.shape[0] != batch:
+            raise RuntimeError(f"{where} returned 'pred' of shape {list(pred.shape)} for a batch of {batch}: "
+                               "expected [batch, classes].")
+        want = k if k is not None else self.exported_k
+        if indices.ndim != 2 or indices.shape[0] != batch or (want is not None and indices.shape[1] != want):
+            raise RuntimeError(f"{where} returned 'indices' of shape {list(indices.shape)} for a batch of {batch}"
+                               + (f" keeping k={want}" if want is not None else "") + ": expected [batch, k].")
+        if not np.issubdtype(indices.dtype, np.integer):
+            raise RuntimeError(f"{where} returned 'indices' of dtype {indices.dtype}: frame numbers are integers.")
+        if indices.size and (indices.min() < 0 or indices.max() >= self.num_frames):
+            raise RuntimeError(f"{where} returned kept frame indices {indices.min()}..{indices.max()}, outside the "
+                               f"T={self.num_frames} frames it takes (0..{self.num_frames - 1}): a damaged or edited "
+                               "graph, or one exported for another model?")
+        ordered = np.sort(indices, axis=1)
+        if indices.shape[1] > 1 and (ordered[:, 1:] == ordered[:, :-1]).any():
+            row = int(np.nonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))[0][0])
+            raise RuntimeError(f"{where} returned kept frame indices {indices[row].tolist()} with repeats: the "
+                               "samplers keep k distinct frames (a damaged or edited graph?).")
 
     def forward(self, x: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
         """Logits ``B×num_classes``; the kept indices of this call are left in :attr:`last_indices`."""
