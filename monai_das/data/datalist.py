@@ -70,14 +70,38 @@ def _not_utf8(path: Path, e: UnicodeDecodeError) -> ValueError:
     )
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook`` refusing an object with a key twice: ``json.load`` keeps the last silently (a second
+    ``"training"`` list dropped the first's studies, ``"label": 0, "label": 1`` trained label 1; trial T64b)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key, out[key], value)
+        out[key] = value
+    return out
+
+
 def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+            data = json.load(fh, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}.") from e
     except UnicodeDecodeError as e:
         raise _not_utf8(path, e) from e
+    except _DuplicateKey as e:
+        key, first, second = e.args
+        shown = [v if isinstance(v, (str, int, float, bool)) or v is None else f"<{type(v).__name__}>"
+                 for v in (first, second)]
+        raise ValueError(f"{path}: an object has the key {key!r} twice ({shown[0]!r}, then {shown[1]!r}); JSON "
+                         "readers keep one of them silently: keep one.") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be a datalist (JSON arrays or objects within each other "
+                         "beyond Python's recursion limit).") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: datalist JSON must be an object with a 'training' list, not {type(data).__name__}.")
     return data
@@ -183,6 +207,12 @@ def _check_patients_in_one_list(path: Path, rows: dict[str, list[tuple[str, dict
     spelt: dict[str, tuple[str, str]] = {}  # a patient id folded (case, spaces) → (its first spelling, location)
     for split, entries in rows.items():
         for loc, item in entries:
+            key = _group_key(item)
+            given = item.get(key) if key is not None else None
+            if given is not None and (isinstance(given, bool) or not isinstance(given, (str, int))):
+                # ["p1"] was the patient "['p1']", another than "p1"; NaN a patient "nan" (trial T64b)
+                raise ValueError(f"{path}:{loc}: the patient ({key!r}) {given!r} is a {type(given).__name__}: a "
+                                 "patient id is a text or a whole number.")
             group, image = _given_group(item), item.get("image")
             keys = []
             if group is not None:

@@ -1049,6 +1049,11 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
             reader = csv.DictReader(f)
             if reader.fieldnames is not None:  # "image, label": the names without their spaces
                 reader.fieldnames = [(n or "").strip() for n in reader.fieldnames]
+                twice = next((n for n in reader.fieldnames if n and reader.fieldnames.count(n) > 1), None)
+                if twice is not None:  # csv keeps the last column of a name: labels scored against another column
+                    raise ValueError(f"study list '{csv_path}' line 1: the header has the column {twice!r} "
+                                     f"{reader.fieldnames.count(twice)} times (the last would be read silently): "
+                                     "keep one.")
                 near = {n: n.lower() for n in reader.fieldnames if n.lower() in ("image", "label", "id")
                         and n not in ("image", "label", "id")}
                 if near:

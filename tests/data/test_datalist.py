@@ -375,6 +375,11 @@ def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):
         ([{"image": "a.npy", "label": [0, 1]}], {}, r"datalist\.json:training\[0\]: label \[0, 1\] must be"),
         ([{"image": "a.npy", "label": 0}], {"labels": {"0": "$print(1)"}},
          r"datalist\.json: 'labels': class name '\$print\(1\)' starts with"),
+        # a patient id of another type: ["p1"] was the patient "['p1']", NaN "nan" (trial T64b)
+        ([{"image": "a.npy", "label": "n", "group": "p1"}, {"image": "b.npy", "label": "n", "group": ["p1"]}], {},
+         r"datalist\.json:training\[1\]: the patient \('group'\) \['p1'\] is a list: a patient id is a text or"),
+        ([{"image": "a.npy", "label": "n", "patient_id": float("nan")}], {},
+         r"datalist\.json:training\[0\]: the patient \('patient_id'\) nan is a float"),
     ],
 )
 def test_json_errors_name_file_and_item(tmp_path, training, extra, match):
@@ -387,6 +392,24 @@ def test_json_errors_name_file_and_item(tmp_path, training, extra, match):
     path = _json(data / "datalist.json", {"training": training, **extra})
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         load_datalist(path)
+
+
+def test_json_keys_given_twice_and_nesting_too_deep_are_refused(tmp_path):
+    """json.load keeps the last of a key given twice: a second "training" list dropped the first's studies, and
+    {"label": 0, "label": 1} trained label 1 (trial T64b); a JSON nested 100 000 deep was a bare RecursionError."""
+    data = tmp_path / "data"
+    _touch(data, "a.npy", "b.npy")
+    (data / "twice.json").write_text('{"training": [{"image": "a.npy", "label": 0}], '
+                                     '"training": [{"image": "b.npy", "label": 1}]}')
+    with pytest.raises(ValueError, match=r"twice\.json: an object has the key 'training' twice \('<list>', then "
+                                         r"'<list>'\).*keep one"):
+        load_datalist(data / "twice.json")
+    (data / "label.json").write_text('{"training": [{"image": "a.npy", "label": 0, "label": 1}]}')
+    with pytest.raises(ValueError, match=r"label\.json: an object has the key 'label' twice \(0, then 1\)"):
+        load_datalist(data / "label.json")
+    (data / "deep.json").write_text('{"training": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ValueError, match=r"deep\.json: nested too deeply to be a datalist"):
+        load_datalist(data / "deep.json")
 
 
 def test_missing_images_are_named_together_with_a_hint_for_windows_paths(tmp_path):

@@ -214,6 +214,10 @@ def test_study_lists(folder, tmp_path, caplog):
     listing.write_text(f"image,Label\n{folder / 'a.nii.gz'},pos\n")
     with pytest.raises(ValueError, match=r"list\.csv' line 1: column\(s\) \['Label'\] would be ignored"):
         list_studies(listing, label_names=["neg", "pos"])
+    # a column twice: csv kept the last one, its labels and ids read without a word (trial T64b)
+    listing.write_text(f"image,label,id,label,id\n{folder / 'a.nii.gz'},pos,x0,neg,x1\n")
+    with pytest.raises(ValueError, match=r"list\.csv' line 1: the header has the column 'label' 2 times"):
+        list_studies(listing, label_names=["neg", "pos"])
     # a MONAI datalist: its test list, ids relative to the dataset folder
     datalist = folder / "list.json"
     datalist.write_text(json.dumps({"labels": {"0": "neg", "1": "pos"}, "training": [],
