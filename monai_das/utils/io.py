@@ -148,10 +148,16 @@ def input_folder_name(path: str | os.PathLike) -> str:
     return f"{path.name or 'input'}-{tag}"
 
 
+#: the largest compressed member of a model file read (TorchScript's code and constants; tensor data, stored by
+#: ``torch.save`` and ``torch.jit.save``, must not be compressed at all)
+_PACKED_LIMIT = 64 * 2**20
+
+
 def check_checkpoint(filepath: str | os.PathLike) -> Path:
     """
-    ``filepath`` if it is a whole ``torch.save`` file: it exists and is a zip archive whose every member matches its
-    CRC (read in full, nothing unpickled). Otherwise a clear error naming the file and its size: a missing file
+    ``filepath`` if it is a whole ``torch.save`` file: it exists and is a zip archive whose tensor data is stored
+    uncompressed, as ``torch.save`` writes it (compressed, it could inflate to any size; TorchScript's small code
+    members may be compressed), and whose every member matches its CRC (read in full, nothing unpickled). Otherwise a clear error naming the file and its size: a missing file
     (``FileNotFoundError``), a truncated, corrupt or foreign file (``ValueError``), rather than the reader's
     ``Invalid argument`` deep inside ``torch.load``.
     """
@@ -160,7 +166,9 @@ def check_checkpoint(filepath: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
+            packed = next((m for m in archive.infolist() if m.compress_type != zipfile.ZIP_STORED
+                           and ("/data/" in m.filename or m.file_size > _PACKED_LIMIT)), None)
+            bad = archive.testzip() if packed is None else None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise ValueError(
             f"{path} ({path.stat().st_size} bytes) is not a readable PyTorch checkpoint: truncated, corrupt, not "
@@ -168,6 +176,11 @@ def check_checkpoint(filepath: str | os.PathLike) -> Path:
             "again or retrain (a legacy file: load and save it again with a current torch, where you trust it); an "
             "interrupted training run leaves the previous checkpoint in place, never half a file."
         ) from e
+    if packed is not None:  # a 1 MB file inflating to 1 GiB of tensor (trial T64b); torch.save stores its tensors
+        raise ValueError(f"{path} ({path.stat().st_size} bytes) is not a file torch.save wrote: its member "
+                         f"{packed.filename!r} is compressed ({packed.file_size:,} bytes from {packed.compress_size:,}), "
+                         "which torch.save never does with tensor data: refused unread (a re-packed or crafted "
+                         "archive).")
     if bad is not None:
         raise ValueError(f"{path} ({path.stat().st_size} bytes) is a corrupt PyTorch checkpoint: its member {bad!r} "
                          "does not match its checksum. Copy it again or retrain.")

@@ -58,6 +58,23 @@ def test_not_a_checkpoint(tmp_path):
         read_checkpoint(path)
 
 
+def test_a_compressed_member_is_refused_unread(ckpt, tmp_path):
+    """A 1 MB model.pt whose tensor member was deflated loaded as 1 GiB (trial T64b): torch.save stores its members
+    uncompressed, so a compressed one is refused before anything is inflated; the same archive stored loads."""
+    import zipfile
+
+    packed = tmp_path / "packed.pt"
+    with zipfile.ZipFile(ckpt) as src, zipfile.ZipFile(packed, "w") as dst:
+        for member in src.infolist():
+            data = src.read(member)
+            deflate = member.filename.endswith("/data/0")
+            dst.writestr(member.filename, data, compress_type=zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+    with pytest.raises(ValueError, match=r"packed\.pt \(\d+ bytes\) is not a file torch.save wrote: its member "
+                                         r"'.*/data/0' is compressed \(24 bytes from \d+\).*refused unread"):
+        read_checkpoint(packed)
+    assert all(m.compress_type == zipfile.ZIP_STORED for m in zipfile.ZipFile(ckpt).infolist())  # torch.save's own
+
+
 def test_pickled_objects_are_refused_not_run(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"model": Payload()}, path)
