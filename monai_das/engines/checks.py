@@ -117,11 +117,20 @@ def _known_ids(config: Mapping, prefix: str = "") -> set[str]:
 
 def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
     """
-    Refuse a bundle run launched in a way its configs cannot run, before any work: ``kind`` ``"train"`` (train.json
-    without multi_gpu_train.json) started by ``torchrun`` with several processes (``WORLD_SIZE``) — every process would
-    train the whole model on its own and all but one be refused the checkpoint folder —, or ``"evaluate"``
-    (evaluate.json) under ``torchrun`` with several processes or with multi_gpu_train.json among the configs — an
-    evaluation runs in one process (each would evaluate the whole split and write the model card).
+    Refuse a bundle run launched in a way its configs cannot run, before any work. Every config's ``initialize``
+    runs this (``kind``: that config, ``"train"``, ``"evaluate"``, ``"multi_gpu"`` or ``"inference"``); the last
+    config's ``initialize`` replaces the others', so the ``--config_file`` list of the command line decides, in any
+    order (evaluate.json listed before multi_gpu_train.json retrained under ``torchrun`` and moved the trained model
+    aside; trial T64a):
+
+    - evaluate.json (or inference.json) with multi_gpu_train.json, or under ``torchrun`` with several processes
+      (``WORLD_SIZE``): an evaluation runs in one process (each would evaluate the whole split and write the card);
+    - evaluate.json without train.json (it is read on top of it; alone it failed in MONAI's parser);
+    - multi_gpu_train.json without a distributed launch (no ``RANK``/``WORLD_SIZE``: torch's rendezvous error);
+    - train.json without multi_gpu_train.json under ``torchrun`` with several processes — every process would train
+      the whole model on its own and all but one be refused the checkpoint folder.
+
+    Without a command line (a Python session calling ``monai.bundle``), ``kind`` alone decides.
 
     Raises:
         ValueError: naming the launch and the command to use.
@@ -132,18 +141,37 @@ def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[
     except ValueError:
         world = 1
     names = [Path(f).name for f in bundle_cli_overrides(argv)[1]]
-    if kind == "train" and world > 1:
-        raise ValueError(
-            f"launched by torchrun with {world} processes, but the configs ({', '.join(names) or 'train.json'}) have "
-            "no multi_gpu_train.json: every process would train the whole model on its own. Add it: --config_file "
-            "\"['<bundle>/configs/train.json','<bundle>/configs/multi_gpu_train.json']\"."
-        )
-    if kind == "evaluate" and (world > 1 or "multi_gpu_train.json" in names):
+    given = set(names)
+    listed = ", ".join(names)
+    evaluate = "evaluate.json" in given or (not given and kind == "evaluate")
+    multi = "multi_gpu_train.json" in given or (not given and kind == "multi_gpu")
+    if evaluate and (world > 1 or multi):
         how = f"launched by torchrun with {world} processes" if world > 1 else "with multi_gpu_train.json"
         raise ValueError(
             f"evaluate.json runs in one process ({how}, each process would evaluate the whole split and write the "
             "model card): run `python -m monai.bundle run --config_file \"['<bundle>/configs/train.json',"
-            "'<bundle>/configs/evaluate.json']\"` without torchrun and without multi_gpu_train.json."
+            "'<bundle>/configs/evaluate.json']\"` without torchrun and without multi_gpu_train.json.")
+    if "inference.json" in given and multi:  # (under torchrun alone, batch inference shards the studies)
+        raise ValueError(
+            f"the configs ({listed}) have inference.json with multi_gpu_train.json, which trains: batch inference is "
+            "inference.json alone (under torchrun each process predicts its own shard of the studies).")
+    if "evaluate.json" in given and "train.json" not in given:
+        raise ValueError(
+            f"the configs ({listed}) have evaluate.json without train.json: evaluate.json is read on top of "
+            "train.json (the data, network and recipe are train.json's). Run `python -m monai.bundle run "
+            "--config_file \"['<bundle>/configs/train.json','<bundle>/configs/evaluate.json']\"`; batch inference on "
+            "new studies is inference.json alone.")
+    if multi and not ("RANK" in env and "WORLD_SIZE" in env):
+        raise ValueError(
+            f"the configs ({listed or 'multi_gpu_train.json'}) have multi_gpu_train.json, which trains in processes "
+            "a distributed launcher starts (RANK and WORLD_SIZE are not set): run `torchrun --nproc_per_node N -m "
+            "monai.bundle run --config_file \"['<bundle>/configs/train.json','<bundle>/configs/"
+            "multi_gpu_train.json']\" ...`, or drop multi_gpu_train.json to train in one process.")
+    if world > 1 and not multi and ("train.json" in given or (not given and kind == "train")):
+        raise ValueError(
+            f"launched by torchrun with {world} processes, but the configs ({listed or 'train.json'}) have "
+            "no multi_gpu_train.json: every process would train the whole model on its own. Add it: --config_file "
+            "\"['<bundle>/configs/train.json','<bundle>/configs/multi_gpu_train.json']\"."
         )
 
 

@@ -57,6 +57,24 @@ def test_check_launch():
     for argv, env in ((_argv(configs=(TRAIN, EVALUATE)), torchrun), (_argv(configs=(TRAIN, multi, EVALUATE)), {})):
         with pytest.raises(ValueError, match="evaluate.json runs in one process"):
             check_launch("evaluate", argv, env)
+    # the last config's initialize runs: evaluate.json before multi_gpu_train.json retrained under torchrun and moved
+    # the trained model aside (trial T64a); every config runs the check, the command line's list decides
+    launched = {"WORLD_SIZE": "2", "RANK": "0"}
+    with pytest.raises(ValueError, match="evaluate.json runs in one process .launched by torchrun with 2"):
+        check_launch("multi_gpu", _argv(configs=(TRAIN, EVALUATE, multi)), launched)
+    check_launch("multi_gpu", _argv(configs=(TRAIN, multi)), launched)
+    with pytest.raises(ValueError, match=r"have multi_gpu_train\.json, which trains in processes a distributed "
+                                         r"launcher starts \(RANK and WORLD_SIZE are not set\): run `torchrun"):
+        check_launch("multi_gpu", _argv(configs=(TRAIN, multi)), {})
+    with pytest.raises(ValueError, match="RANK and WORLD_SIZE are not set"):
+        check_launch("multi_gpu", ["python", "my_script.py"], {})  # a Python session: the config's own kind
+    inference = str(Path(TRAIN).with_name("inference.json"))
+    for configs in ((EVALUATE,), (inference, EVALUATE), (EVALUATE, inference)):
+        with pytest.raises(ValueError, match=r"evaluate\.json without train\.json: evaluate\.json is read on top"):
+            check_launch("inference", _argv(configs=configs), {})
+    check_launch("inference", _argv(configs=(inference,)), launched)  # batch inference shards under torchrun
+    with pytest.raises(ValueError, match=r"inference\.json with multi_gpu_train\.json, which trains"):
+        check_launch("multi_gpu", _argv(configs=(inference, multi)), launched)
 
 
 def test_bundle_meta_file_as_monai_finds_it(tmp_path):
