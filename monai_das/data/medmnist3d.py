@@ -109,6 +109,7 @@ def ensure_medmnist_file(
 
     Raises:
         FileNotFoundError: the file is absent and ``download`` is False (the message names the file and folder).
+        FileNotFoundError: ``download`` failed (offline): naming the file, the folder and the URL.
         RuntimeError: checksum mismatch.
     """
     info = medmnist_info(name)
@@ -130,7 +131,15 @@ def ensure_medmnist_file(
 
         folder.mkdir(parents=True, exist_ok=True)
         logger.info("downloading %s to %s", url, path)
-        download_url(url=url, filepath=str(path), hash_val=md5, hash_type="md5")
+        try:
+            download_url(url=url, filepath=str(path), hash_val=md5, hash_type="md5")
+        except OSError as e:  # (URLError is one) offline: urllib's bare "Name or service not known" (trial T64c)
+            raise FileNotFoundError(
+                f"MedMNIST3D file '{path.name}' could not be downloaded to '{folder}' from {url} "
+                f"({type(e).__name__}: {getattr(e, 'reason', None) or e}; no network?). Put the official file there "
+                f"(md5 {md5}) by hand, or point to the folder that holds it (the bundles' --data_dir, else "
+                f"$MONAI_DAS_DATA/medmnist3d, else ${ROOT_ENV}, else ~/.medmnist)." + _found_elsewhere(path, folder)
+            ) from None
     if check_md5 and md5:
         actual = _file_md5(path)
         if actual != md5:

@@ -175,6 +175,17 @@ def test_download_uses_medmnist_url_and_md5(vessel_root, tmp_path, monkeypatch):
     # present now: no second download
     ds = MedMNIST3DDataset("vesselmnist3d", "val", 64, root=root, download=True)
     assert len(ds) == 191 and len(calls) == 1
+    # offline: urllib's bare URLError named the temporary file only (trial T64c); the file, folder and url now
+    from urllib.error import URLError
+
+    def offline(url, filepath, **kw):
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(monai.apps, "download_url", offline)
+    with pytest.raises(FileNotFoundError, match=r"'adrenalmnist3d\.npz' could not be downloaded to '.*new' from "
+                                                r"https://zenodo\.org/.* \(URLError: \[Errno -2\] Name or service not "
+                                                r"known; no network\?\)\. Put the official file there \(md5 \w+\)"):
+        ensure_medmnist_file("adrenalmnist3d", 28, root=root, download=True)
 
 
 def test_damaged_or_foreign_files_are_named(tmp_path, vessel_root):
