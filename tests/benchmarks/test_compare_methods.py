@@ -155,6 +155,11 @@ def test_references_are_shown_for_vesselmnist(compare_script, tmp_path):
     header = _header("quick")
     md = Path(cm.write_reports(spec, [result], tmp_path, header)["md"]).read_text()
     assert "0.752" in md and "0.739" in md and "0.874" in md and "arXiv:2510.12376" in md
+    assert "| MedMNIST v2 [2] | ResNet-18 (3D), full volume 28³ | 28³ | 0.874 |" in md
+    # the 64³ report showed the 28³ baseline as its reference (trial T64c): the references of its size, or unstated
+    spec = cm.DatasetSpec("vesselmnist3d_64", "medmnist64", "vessel", 64, {})
+    md = Path(cm.write_reports(spec, [{**result, "dataset": spec.key}], tmp_path, header)["md"]).read_text()
+    assert "| DAS paper [1] | das (keep 50%) | not stated | 0.752 |" in md and "0.874" not in md
 
 
 @pytest.mark.slow
