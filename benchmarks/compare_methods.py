@@ -1216,8 +1216,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.datasets:
         unknown = set(args.datasets) - {s.key for s in specs}
         if unknown:
-            raise ValueError(f"dataset(s) {sorted(unknown)} not found; available: {[s.key for s in specs]} "
-                             f"(data root '{args.data_root}').")
+            from monai_das.data import MEDMNIST3D_NAMES, medmnist_filename
+
+            def where(key: str) -> str:  # the file looked for, or the key to give (trial T64c)
+                name, _, size = key.rpartition("_")
+                if name in MEDMNIST3D_NAMES and size in ("28", "64"):
+                    return f"{key}: no {Path(args.data_root) / 'medmnist3d' / medmnist_filename(name, int(size))}"
+                if key in MEDMNIST3D_NAMES:
+                    return f"{key}: give {key}_28 or {key}_64 (a MedMNIST3D set and its size)"
+                if key in ("pocus", "pocus_sparse"):
+                    return f"{key}: no {Path(args.data_root) / 'video' / 'covid19_lus_pocus' / 'MANIFEST.csv'}"
+                return f"{key}: not a dataset of this benchmark"
+
+            raise SystemExit(f"dataset(s) not found ({'; '.join(where(k) for k in sorted(unknown))}); available: "
+                             f"{[s.key for s in specs]} (data root '{args.data_root}').")
         specs = [s for s in specs if s.key in args.datasets]
     else:
         specs = [s for s in specs if s.default]

@@ -204,6 +204,17 @@ def test_smoke_run_through_the_bundle(compare_script, tmp_path):
         cm.main(["--smoke", "--out", str(tmp_path), "--override", "num_kept=5", "--threads", "1"])
 
 
+def test_a_dataset_not_found_names_the_file_or_the_key_to_give(compare_script, tmp_path):
+    """--datasets fracturemnist3d_28 without its file, or organmnist3d without a size: a traceback naming neither
+    the file looked for nor the key to give (trial T64c)."""
+    with pytest.raises(SystemExit, match=r"dataset\(s\) not found \(fracturemnist3d_28: no .*medmnist3d/"
+                                         r"fracturemnist3d\.npz; organmnist3d: give organmnist3d_28 or organmnist3d_64 "
+                                         r".*; pocus: no .*covid19_lus_pocus/MANIFEST\.csv\); available: "
+                                         r"\['synthetic_28'\]"):
+        compare_script.main(["--quick", "--data-root", str(tmp_path), "--datasets", "fracturemnist3d_28",
+                             "organmnist3d", "pocus", "--dry-run"])
+
+
 @pytest.mark.slow
 def test_smoke_run_scored_on_the_validation_split(compare_script, tmp_path):
     """``--eval-split val``: the evaluate config writes to ``eval/val/``; the cell read ``eval/metrics.json`` and
