@@ -161,6 +161,9 @@ class ClassificationReportSaver:
                     self.logger.warning(warning)
             group = data.get("group") if isinstance(data, dict) else None  # a datalist item's patient
             group = None if group is None else str(group)
+            if group is not None and name is not None and os.path.isabs(group) and Path(group).as_posix().endswith(
+                    "/" + Path(str(name)).as_posix().lstrip("/")):  # no patient given: the image itself, by its id
+                group = str(name)  # (its absolute path leaked into a report meant for sharing; trial T64a)
             self._items.append((label, int(pred.argmax()), prob.detach().float().cpu().tolist(),
                                 None if name is None else str(name), kept, frames, group))
 
