@@ -300,6 +300,7 @@ class BundleData:
         self._grid_notes: list[str] = []  # what the training images' shapes say of the grid (said before training)
         self.card = optional(card)
         self._card: dict | None = None  # the card's facts when it was written for this datalist's bytes
+        self._card_refused: str | None = None  # why the card could not stand in (said in the error)
         if self.datalist is not None:
             try:
                 self._read_datalist()
@@ -311,7 +312,7 @@ class BundleData:
         elif files:  # no datalist at all: the card of a model trained on one (batch inference on --input)
             self._card = self._card_for_datalist()
             if self._card is None:
-                why = f" (the card '{self.card}' is not one: see the log)" if self.card is not None else ""
+                why = f" (the card '{self.card}' is not one: {self._card_refused or 'not found'})" if self.card else ""
                 raise ValueError(
                     "dataset 'datalist' needs --datalist (a JSON or CSV of the studies), or, for batch inference on "
                     f"--input, the model card of a model trained on a datalist beside its checkpoint{why}.")
@@ -862,6 +863,7 @@ class BundleData:
             card = read_model_card(self.card)
         except (OSError, ValueError) as e:  # the missing images' own error is the one to see
             logger.info(f"model card '{self.card}' cannot stand in for {what}: {e}")
+            self._card_refused = str(e)
             return None
         facts = card[CARD_KEY]
         model = Path(self.card).with_name(str(facts.get("checkpoint") or "model.pt"))
@@ -875,6 +877,7 @@ class BundleData:
         else:
             return facts
         logger.info(f"model card '{self.card}' cannot stand in for {what}: {why}.")
+        self._card_refused = why
         return None
 
     def _list_facts(self, items: Sequence[Mapping]) -> dict:

@@ -199,8 +199,14 @@ def test_a_model_card_stands_in_for_the_images_of_its_own_datalist(tmp_path):
     (tmp_path / "models" / "model.pt").write_bytes(b"another run's weights")  # the card describes another model
     with pytest.raises(FileNotFoundError, match="does not exist"):
         BundleData(datalist=path, slice_axis="axial", card=card)
-    with pytest.raises(ValueError, match=r"needs --datalist .* \(the card .*metadata\.json' is not one: see the log"):
+    # why the card is not one is in the error, not only in the log at INFO (trial T64a)
+    with pytest.raises(ValueError, match=r"needs --datalist .* \(the card .*metadata\.json' is not one: it describes "
+                                         r"another file than '.*model\.pt' \(its checkpoint_sha256\)\)"):
         BundleData(dataset="datalist", slice_axis="axial", card=card)
+    (tmp_path / "models" / "model.pt").write_bytes(b"the trained weights")
+    with pytest.raises(ValueError, match=r"is not one: it describes a volume model trained on 'datalist', not on a "
+                                         r"datalist of videos\)"):
+        BundleData(dataset="datalist", layout="video", card=card)
 
 
 def test_class_order_given_by_label_names(tmp_path):
