@@ -985,16 +985,24 @@ def _study_at(study_id: str, path: Path, label: int | None = None,
     if not path.exists():
         return StudySource(study_id, "invalid", path, error=f"study '{path}' does not exist.", label=label)
     if path.is_dir():
+        problem = "no study file"
         try:
-            found = [s for s in _walk(path, headers) if s.kind != "invalid"]
+            walked = _walk(path, headers)
         except ValueError as e:
-            found, problem = [], str(e)
-        else:
-            problem = ", ".join(s.study_id for s in found) or "no study file"
+            walked, problem = [], str(e)
+        found = [s for s in walked if s.kind != "invalid"]
+        if found:
+            problem = ", ".join(s.study_id for s in found)
         if len(found) != 1:
             return StudySource(study_id, "invalid", path, label=label,
                                error=f"'{path}' must hold exactly one study, found {len(found)} ({problem}).")
         src = found[0]
+        others = [s for s in walked if s.kind == "invalid"]
+        if others:  # a junk or damaged file beside the study: an error study with -i <folder>, unsaid here (T63c)
+            said = (f"'{path}' also holds what is no part of this study and was not read: "
+                    + "; ".join(s.error or str(s.path) for s in others[:3]) + (" ..." if len(others) > 3 else ""))
+            logger.warning(said)
+            src = replace(src, warnings=[*src.warnings, said])
     else:
         src = _classify_file(path.parent, path, headers) or StudySource(path.name, "dicom_series", path, [path])
     src.study_id, src.label = study_id, label

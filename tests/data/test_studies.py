@@ -205,6 +205,16 @@ def test_study_lists(folder, tmp_path, caplog):
     assert items[str(folder / "ct")]["study"].kind == "dicom_series"  # a folder holding one study
     two = items[str(folder / "two")]["study"]
     assert two.kind == "invalid" and "must hold exactly one study, found 2 (two#series_4, two#series_9)" in two.error
+    # a junk file beside the series of a listed folder: an error study with -i <folder>, dropped unsaid here (T63c)
+    series = _ct_series(tmp_path / "junk", 2)
+    (series / "scan.bin").write_bytes(b"\x00" * 300)
+    junk_list = tmp_path / "junk.csv"
+    junk_list.write_text(f"image\n{series}\n")
+    with caplog.at_level(logging.WARNING, logger="monai_das"):
+        (item,) = list_studies(junk_list)
+    assert item["study"].kind == "dicom_series" and len(item["study"].files) == 2
+    assert any(f"'{series}' also holds what is no part of this study and was not read: unsupported file "
+               f"'{series / 'scan.bin'}'" in w for w in item["study"].warnings)
     assert items[str(folder / "two")]["label"] == 0
     assert items["missing.nii"]["fingerprint"] == "missing"
     # a header typed with spaces after the commas still names its columns; capitalised names are refused, not ignored
