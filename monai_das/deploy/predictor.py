@@ -517,7 +517,7 @@ class DASPredictor:
             raise RuntimeError(f"the network returned logits of shape {tuple(logits.shape)}, expected 1×num_classes.")
         logits = logits[0].float().cpu()
         where = f"the model '{self.source}'" if self.source else "the model"
-        if not bool(torch.isfinite(logits).all()):  # never a label argmax'd out of NaN (trial T64b: "normal", score nan)
+        if not bool(torch.isfinite(logits).all()):  # never a label argmax'd out of NaN (T64b: "normal", score nan)
             raise ValueError(f"{where} gave non-finite logits {logits.tolist()} for this study, whose input is finite "
                              "(checked): a damaged or diverged checkpoint? Use another model file.")
         probs = torch.sigmoid(logits) if logits.numel() == 1 else torch.softmax(logits, dim=0)

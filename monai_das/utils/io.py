@@ -157,9 +157,10 @@ def check_checkpoint(filepath: str | os.PathLike) -> Path:
     """
     ``filepath`` if it is a whole ``torch.save`` file: it exists and is a zip archive whose tensor data is stored
     uncompressed, as ``torch.save`` writes it (compressed, it could inflate to any size; TorchScript's small code
-    members may be compressed), and whose every member matches its CRC (read in full, nothing unpickled). Otherwise a clear error naming the file and its size: a missing file
-    (``FileNotFoundError``), a truncated, corrupt or foreign file (``ValueError``), rather than the reader's
-    ``Invalid argument`` deep inside ``torch.load``.
+    members may be compressed), and whose every member matches its CRC (read in full, nothing unpickled).
+    Otherwise a clear error naming the file and its size: a missing file (``FileNotFoundError``), a truncated,
+    corrupt or foreign file (``ValueError``), rather than the reader's ``Invalid argument`` deep inside
+    ``torch.load``.
     """
     path = Path(filepath)
     if not path.is_file():
@@ -178,9 +179,9 @@ def check_checkpoint(filepath: str | os.PathLike) -> Path:
         ) from e
     if packed is not None:  # a 1 MB file inflating to 1 GiB of tensor (trial T64b); torch.save stores its tensors
         raise ValueError(f"{path} ({path.stat().st_size} bytes) is not a file torch.save wrote: its member "
-                         f"{packed.filename!r} is compressed ({packed.file_size:,} bytes from {packed.compress_size:,}), "
-                         "which torch.save never does with tensor data: refused unread (a re-packed or crafted "
-                         "archive).")
+                         f"{packed.filename!r} is compressed ({packed.file_size:,} bytes from "
+                         f"{packed.compress_size:,}), which torch.save never does with tensor data: refused unread (a "
+                         "re-packed or crafted archive).")
     if bad is not None:
         raise ValueError(f"{path} ({path.stat().st_size} bytes) is a corrupt PyTorch checkpoint: its member {bad!r} "
                          "does not match its checksum. Copy it again or retrain.")

@@ -175,7 +175,8 @@ def test_a_clip_that_does_not_fit_in_memory_is_refused_before_decoding(tmp_path,
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.Modality, ds.NumberOfFrames, ds.Rows, ds.Columns = "US", 400, 64, 64
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, "MONOCHROME2", 8, 8, 7
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     ds.PixelRepresentation, ds.PixelData = 0, np.zeros(400 * 64 * 64, np.uint8).tobytes()
     ds.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
     with pytest.raises(MemoryError, match=r"cine\.dcm' declares 400 frames of 64×64; decoding them \(kept at 16×16\)"):
