@@ -209,7 +209,8 @@ def _check_patients_in_one_list(path: Path, rows: dict[str, list[tuple[str, dict
         for loc, item in entries:
             key = _group_key(item)
             given = item.get(key) if key is not None else None
-            if given is not None and (isinstance(given, bool) or not isinstance(given, (str, int))):
+            whole = isinstance(given, float) and given.is_integer()  # pandas writes an id column with gaps so
+            if given is not None and (isinstance(given, bool) or not (isinstance(given, (str, int)) or whole)):
                 # ["p1"] was the patient "['p1']", another than "p1"; NaN a patient "nan" (trial T64b)
                 raise ValueError(f"{path}:{loc}: the patient ({key!r}) {given!r} is a {type(given).__name__}: a "
                                  "patient id is a text or a whole number.")

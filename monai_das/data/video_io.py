@@ -130,7 +130,9 @@ def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> 
         declared = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         hw = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
-        limit = _clip_frame_limit(path, hw, size, grayscale, declared) if min(hw) > 0 else None
+        # (check_frame_count=False reads what a header over-declares: its count is not priced, the frames are)
+        limit = (_clip_frame_limit(path, hw, size, grayscale, declared if check_frame_count else 0)
+                 if min(hw) > 0 else None)
         frames, orig = [], None
         while True:
             ok, frame = cap.read()

@@ -125,7 +125,8 @@ def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[
 
     - evaluate.json (or inference.json) with multi_gpu_train.json, or under ``torchrun`` with several processes
       (``WORLD_SIZE``): an evaluation runs in one process (each would evaluate the whole split and write the card);
-    - evaluate.json without train.json (it is read on top of it; alone it failed in MONAI's parser);
+    - evaluate.json without train.json (it is read on top of it; alone it failed in MONAI's parser), unless another
+      config (one's own copy of train.json) is listed;
     - multi_gpu_train.json without a distributed launch (no ``RANK``/``WORLD_SIZE``: torch's rendezvous error);
     - train.json without multi_gpu_train.json under ``torchrun`` with several processes — every process would train
       the whole model on its own and all but one be refused the checkpoint folder.
@@ -155,7 +156,7 @@ def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[
         raise ValueError(
             f"the configs ({listed}) have inference.json with multi_gpu_train.json, which trains: batch inference is "
             "inference.json alone (under torchrun each process predicts its own shard of the studies).")
-    if "evaluate.json" in given and "train.json" not in given:
+    if "evaluate.json" in given and not given - {"evaluate.json", "inference.json", "multi_gpu_train.json"}:
         raise ValueError(
             f"the configs ({listed}) have evaluate.json without train.json: evaluate.json is read on top of "
             "train.json (the data, network and recipe are train.json's). Run `python -m monai.bundle run "

@@ -161,9 +161,12 @@ class ClassificationReportSaver:
                     self.logger.warning(warning)
             group = data.get("group") if isinstance(data, dict) else None  # a datalist item's patient
             group = None if group is None else str(group)
-            if group is not None and name is not None and os.path.isabs(group) and Path(group).as_posix().endswith(
-                    "/" + Path(str(name)).as_posix().lstrip("/")):  # no patient given: the image itself, by its id
-                group = str(name)  # (its absolute path leaked into a report meant for sharing; trial T64a)
+            image = data.get("image") if isinstance(data, dict) else None
+            image = (getattr(image, "meta", None) or {}).get("filename_or_obj") if image is not None else None
+            if group is not None and name is not None and os.path.isabs(group) and (
+                    group == (os.path.abspath(str(image)) if image else None)
+                    or Path(group).as_posix().endswith("/" + Path(str(name)).as_posix().lstrip("/"))):
+                group = str(name)  # no patient given: the image itself, by its id, not its absolute path (T64a)
             self._items.append((label, int(pred.argmax()), prob.detach().float().cpu().tolist(),
                                 None if name is None else str(name), kept, frames, group))
 

@@ -168,7 +168,7 @@ def check_checkpoint(filepath: str | os.PathLike) -> Path:
     try:
         with zipfile.ZipFile(path) as archive:
             packed = next((m for m in archive.infolist() if m.compress_type != zipfile.ZIP_STORED
-                           and ("/data/" in m.filename or m.file_size > _PACKED_LIMIT)), None)
+                           and (m.filename.split("/")[1:2] == ["data"] or m.file_size > _PACKED_LIMIT)), None)
             bad = archive.testzip() if packed is None else None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise ValueError(

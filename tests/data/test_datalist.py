@@ -380,6 +380,8 @@ def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):
          r"datalist\.json:training\[1\]: the patient \('group'\) \['p1'\] is a list: a patient id is a text or"),
         ([{"image": "a.npy", "label": "n", "patient_id": float("nan")}], {},
          r"datalist\.json:training\[0\]: the patient \('patient_id'\) nan is a float"),
+        ([{"image": "a.npy", "label": "n", "patient_id": 12.5}, {"image": "b.npy", "label": "n", "patient_id": 3.0}],
+         {}, r"datalist\.json:training\[0\]: the patient \('patient_id'\) 12\.5 is a float"),
     ],
 )
 def test_json_errors_name_file_and_item(tmp_path, training, extra, match):
@@ -407,6 +409,10 @@ def test_json_keys_given_twice_and_nesting_too_deep_are_refused(tmp_path):
     (data / "label.json").write_text('{"training": [{"image": "a.npy", "label": 0, "label": 1}]}')
     with pytest.raises(ValueError, match=r"label\.json: an object has the key 'label' twice \(0, then 1\)"):
         load_datalist(data / "label.json")
+    # a whole-number float patient id (pandas' to_json of an id column with gaps) loads, as before (review)
+    (data / "floats.json").write_text('{"training": [{"image": "a.npy", "label": 0, "patient_id": 12.0}, '
+                                      '{"image": "b.npy", "label": 1, "patient_id": 3.0}]}')
+    assert [it["group"] for it in load_datalist(data / "floats.json")] == ["12.0", "3.0"]
     (data / "deep.json").write_text('{"training": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(ValueError, match=r"deep\.json: nested too deeply to be a datalist"):
         load_datalist(data / "deep.json")

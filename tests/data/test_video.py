@@ -181,6 +181,14 @@ def test_a_clip_that_does_not_fit_in_memory_is_refused_before_decoding(tmp_path,
     ds.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
     with pytest.raises(MemoryError, match=r"cine\.dcm' declares 400 frames of 64×64; decoding them \(kept at 16×16\)"):
         read_video(tmp_path / "cine.dcm", spatial_size=16)
+    # a header over-declaring its frames (a cut file): check_frame_count=False, which the truncation error advises,
+    # reads the frames there are; their count, not the header's, is priced (review)
+    real_get = cv2.VideoCapture.get
+    monkeypatch.setattr(cv2.VideoCapture, "get", lambda self, prop: 2000.0 if prop == cv2.CAP_PROP_FRAME_COUNT
+                        else real_get(self, prop))
+    with pytest.raises(MemoryError, match=r"long\.avi' declares 2000 frames"):
+        read_video(path, spatial_size=16)
+    assert read_video(path, spatial_size=16, check_frame_count=False)[0].shape[0] == 40
     monkeypatch.setattr(cv2.VideoCapture, "get", lambda self, prop: 0.0)  # a header that declares nothing
     with pytest.raises(MemoryError, match=r"long\.avi' decodes more than 20 frames, more than its header declares"):
         read_video(path, spatial_size=64)

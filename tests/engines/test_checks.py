@@ -73,6 +73,7 @@ def test_check_launch():
         with pytest.raises(ValueError, match=r"evaluate\.json without train\.json: evaluate\.json is read on top"):
             check_launch("inference", _argv(configs=configs), {})
     check_launch("inference", _argv(configs=(inference,)), launched)  # batch inference shards under torchrun
+    check_launch("evaluate", _argv(configs=("my_train.json", EVALUATE)), {})  # one's own copy of train.json (review)
     with pytest.raises(ValueError, match=r"inference\.json with multi_gpu_train\.json, which trains"):
         check_launch("multi_gpu", _argv(configs=(inference, multi)), launched)
 

@@ -88,8 +88,12 @@ def test_per_item_predictions(tmp_path, caplog):
     labels = torch.tensor([0, 1, 1, 1, 0])
     # the file's own numbers of the 8 input frames (SourceIndicesd): a flipped file, one padding frame; unknown
     source = {"source_indices": torch.tensor([-1, 14, 12, 10, 8, 6, 4, 2])}
+    from monai.data import MetaTensor
+
     data = [{"id": "own", "group": "P7", **source}, {"source_indices": torch.full((8,), -1)}, {},
-            {"id": "images/c3.nii.gz", "group": "/data/study/images/c3.nii.gz"}, {}]
+            {"id": "images/c3.nii.gz", "group": "/data/study/images/c3.nii.gz"},
+            {"id": "../c2.nii.gz", "group": "/data/c2.nii.gz",  # an image outside dataset_dir: by its path (review)
+             "image": MetaTensor(torch.zeros(1), meta={"filename_or_obj": "/data/c2.nii.gz"})}]
 
     def step(engine, idx):
         engine.state.batch = [data[i] for i in idx]
@@ -104,12 +108,12 @@ def test_per_item_predictions(tmp_path, caplog):
     text = (tmp_path / "test_predictions.csv").read_text()
     assert "'=c" in text  # not a formula
     rows = list(csv.DictReader(text.splitlines()))
-    assert [r["id"] for r in rows] == ["own", "b", "'=c", "images/c3.nii.gz", "e"]
+    assert [r["id"] for r in rows] == ["own", "b", "'=c", "images/c3.nii.gz", "../c2.nii.gz"]
     assert [r["index"] for r in rows] == list("01234")
     assert [r["kept_indices"] for r in rows] == [f"{i};7" for i in range(5)]
     assert [r["source_frames"] for r in rows] == ["padding;2", "", "", "", ""]
     # a datalist item's patient; without one, the image itself by its id, not its absolute path (trial T64a)
-    assert [r["group"] for r in rows] == ["P7", "", "", "images/c3.nii.gz", ""]
+    assert [r["group"] for r in rows] == ["P7", "", "", "images/c3.nii.gz", "../c2.nii.gz"]
     assert [r["pred_name"] for r in rows] == ["neg", "pos", "neg", "pos", "neg"]
     assert [r["label_name"] for r in rows] == ["neg", "pos", "pos", "pos", "neg"]
     assert [float(r["prob_pos"]) for r in rows] == pytest.approx(probs[:, 1].tolist())

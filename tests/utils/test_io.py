@@ -73,6 +73,14 @@ def test_a_compressed_member_is_refused_unread(ckpt, tmp_path):
                                          r"'.*/data/0' is compressed \(24 bytes from \d+\).*refused unread"):
         read_checkpoint(packed)
     assert all(m.compress_type == zipfile.ZIP_STORED for m in zipfile.ZipFile(ckpt).infolist())  # torch.save's own
+    # TorchScript's code members are compressed, under the module's package path (which may hold a 'data' folder)
+    code = tmp_path / "code.pt"
+    with zipfile.ZipFile(ckpt) as src, zipfile.ZipFile(code, "w") as dst:
+        for member in src.infolist():
+            dst.writestr(member.filename, src.read(member))
+        dst.writestr("archive/code/__torch__/pkg/data/mods.py", "def forward(self): ...\n" * 50,
+                     compress_type=zipfile.ZIP_DEFLATED)
+    assert check_checkpoint(code) == code
 
 
 def test_pickled_objects_are_refused_not_run(tmp_path):
