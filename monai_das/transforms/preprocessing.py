@@ -706,25 +706,22 @@ def _geometry(value: Any) -> dict | None:
     or ``{"frame_aspect": {"min"|"max": a positive number}}`` (clips: height / width of their frames)."""
     if value is None:
         return None
-    if isinstance(value, Mapping) and "frame_aspect" in value:
-        try:
+    clips = isinstance(value, Mapping) and "frame_aspect" in value
+    try:
+        if clips:
             out = {"frame_aspect": {k: float(value["frame_aspect"][k]) for k in ("min", "max")}}
             ok = len(value) == 1 and 0 < out["frame_aspect"]["min"] <= out["frame_aspect"]["max"] < math.inf
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError("recipe 'geometry' of clips must be {\"frame_aspect\": {\"min\": h/w, \"max\": h/w}} "
-                             f"with 0 < min <= max, got {value!r}.")
-        return out
-    try:
-        out = {part: {k: [float(v) for v in value[part][k]] for k in ("min", "max")}
-               for part in ("extent_mm", "spacing_mm")}
-        ok = all(len(v) == 3 and min(v) > 0 for part in out.values() for v in part.values())
+        else:
+            out = {part: {k: [float(v) for v in value[part][k]] for k in ("min", "max")}
+                   for part in ("extent_mm", "spacing_mm")}
+            ok = all(len(v) == 3 and min(v) > 0 for part in out.values() for v in part.values())
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError("recipe 'geometry' must be null or {\"extent_mm\": {\"min\": [3 mm], \"max\": [3 mm]}, "
-                         f"\"spacing_mm\": {{...}}}} with positive numbers, got {value!r}.")
+        form = ("of clips must be {\"frame_aspect\": {\"min\": h/w, \"max\": h/w}} with 0 < min <= max" if clips else
+                "must be null or {\"extent_mm\": {\"min\": [3 mm], \"max\": [3 mm]}, \"spacing_mm\": {...}} with "
+                "positive numbers")
+        raise ValueError(f"recipe 'geometry' {form}, got {value!r}.")
     return out
 
 
