@@ -222,6 +222,30 @@ def test_request_engine_budget_and_misspelt_keys(task_cls, onnx_bundle):
         assert result["das"]["num_kept"] == k, request
 
 
+def test_a_request_for_another_engine_names_the_classes_of_the_model_that_ran(task_cls, onnx_bundle, tmp_path):
+    """After a retraining, a request for another engine than the task's got MONAI Label's prediction list and
+    label_names with the former model's class names (its top score named 'normal' where the model said 'aneurysm';
+    trial T65a): the names are those of the model that ran, and /info follows the new model too."""
+    import json
+    import os
+
+    root = tmp_path / "served"
+    shutil.copytree(onnx_bundle[0], root)
+    image = str(nibabel_anatomical())
+    task = task_cls(str(root))
+    assert task.info()["labels"] == {"normal": 0, "abnormal": 1}
+    card = root / "models" / "metadata.json"  # a retraining with other class names, written after the export
+    card.write_text(card.read_text().replace("abnormal", "storm").replace("normal", "calm"))
+    later = os.stat(root / "models" / "model.onnx").st_mtime_ns + 10**9
+    os.utime(root / "models" / "model.pt", ns=(later, later))
+    _, result = task({"image": image, "engine": "eager"})
+    assert [p["label"] for p in result["prediction"]] == ["calm", "storm"]
+    assert result["label_names"] == {"calm": 0, "storm": 1} and task.info()["labels"] == {"calm": 0, "storm": 1}
+    assert [p["score"] for p in result["prediction"]] == pytest.approx(
+        [result["das"]["probabilities"][n] for n in ("calm", "storm")])
+    assert json.loads(json.dumps(result["prediction"]))  # plain values, as MONAI Label sends them
+
+
 def test_model_folder_with_a_training_lock_is_flagged(task_cls, bundle, tmp_path):
     """Trial F B10: a model.pt written by a training run killed in the served folder itself (its lock files left
     there) was served with warnings []: each result now says the model may be partly trained."""

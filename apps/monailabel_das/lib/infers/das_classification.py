@@ -214,46 +214,53 @@ class DASClassification(BasicInferTask):
         engine other than the task's (its predictor is loaded beside the task's; a failure to load it raises).
         """
         with self._lock:
-            folder, files = self._find_model()
-            if folder is not None and engine is not None and engine != self.engine:
-                return self._other_engine(folder, files, engine)
-            if folder is None:
-                self._load_error = None  # the refused model is gone too: "no model yet" again
-                if strict:
-                    raise FileNotFoundError(
-                        f"no model found at '{self.bundle_path}'"
-                        + (f" or '{self.model_dir}'" if self.model_dir else "")
-                        + ": expected a bundle with models/model.onnx, models/model.ts or models/model.pt (train one "
-                        "first)."
-                    )
-                return self.predictor
-            signature = (folder, self.engine) + tuple(self._stat(files[k]) for k in files)
-            if signature == self._signature and self.predictor is not None:
-                return self.predictor
-            self._signature = signature
-            try:
-                predictor = DASPredictor.from_path(folder, engine=self._engine_for(files), device="cpu")
-            except Exception as e:
-                self._load_error = f"the model in '{folder}' could not be loaded: {e}"
-                if strict and self.predictor is None:
-                    raise
-                logger.warning("could not (re)load the DAS model from %s (%s); keeping %s", folder, e,
-                               self.predictor.source if self.predictor else "no model")
-                return self.predictor
-            self._load_error = None
-            if self._stand_in(folder):
-                logger.warning("%s: no model trained by the train task in '%s' yet; serving the bundle's own model "
-                               "(classes %s) until there is one.", predictor.source, self.model_dir,
-                               list(predictor.spec.labels or []))
-            if self.predictor is not None:
-                logger.info("DAS model reloaded: %s (was %s)", predictor.source, self.predictor.source)
-            self.predictor = predictor
-            if hasattr(self, "path"):  # not yet during __init__ (BasicInferTask sets it)
-                self.path = [predictor.source]
-                self.labels = self._labels(predictor)
-                self.dimension = self._dimension(predictor)
-                self._describe()
-            return predictor
+            current = self._refresh(strict)  # the task's own engine first: /info's labels follow a new model too
+            if engine is not None and engine != self.engine:
+                folder, files = self._find_model()
+                if folder is not None:
+                    return self._other_engine(folder, files, engine)
+            return current
+
+    def _refresh(self, strict: bool) -> DASPredictor | None:
+        """:meth:`refresh` of the task's own engine (under ``self._lock``)."""
+        folder, files = self._find_model()
+        if folder is None:
+            self._load_error = None  # the refused model is gone too: "no model yet" again
+            if strict:
+                raise FileNotFoundError(
+                    f"no model found at '{self.bundle_path}'"
+                    + (f" or '{self.model_dir}'" if self.model_dir else "")
+                    + ": expected a bundle with models/model.onnx, models/model.ts or models/model.pt (train one "
+                    "first)."
+                )
+            return self.predictor
+        signature = (folder, self.engine) + tuple(self._stat(files[k]) for k in files)
+        if signature == self._signature and self.predictor is not None:
+            return self.predictor
+        self._signature = signature
+        try:
+            predictor = DASPredictor.from_path(folder, engine=self._engine_for(files), device="cpu")
+        except Exception as e:
+            self._load_error = f"the model in '{folder}' could not be loaded: {e}"
+            if strict and self.predictor is None:
+                raise
+            logger.warning("could not (re)load the DAS model from %s (%s); keeping %s", folder, e,
+                           self.predictor.source if self.predictor else "no model")
+            return self.predictor
+        self._load_error = None
+        if self._stand_in(folder):
+            logger.warning("%s: no model trained by the train task in '%s' yet; serving the bundle's own model "
+                           "(classes %s) until there is one.", predictor.source, self.model_dir,
+                           list(predictor.spec.labels or []))
+        if self.predictor is not None:
+            logger.info("DAS model reloaded: %s (was %s)", predictor.source, self.predictor.source)
+        self.predictor = predictor
+        if hasattr(self, "path"):  # not yet during __init__ (BasicInferTask sets it)
+            self.path = [predictor.source]
+            self.labels = self._labels(predictor)
+            self.dimension = self._dimension(predictor)
+            self._describe()
+        return predictor
 
     def is_valid(self) -> bool:
         try:
@@ -284,9 +291,12 @@ class DASClassification(BasicInferTask):
         request = {**request, **self._request_budget(request), "engine": engine}
         self._local.predictor, self._local.notes = predictor, notes
         try:
-            return super().__call__(request, callbacks)
+            label, result = super().__call__(request, callbacks)
         finally:
             self._local.predictor, self._local.notes = None, None
+        if isinstance(result, dict) and "label_names" in result:  # MONAI Label's: the task's, not the served one's
+            result["label_names"] = self._labels(predictor)
+        return label, result
 
     # ------------------------------------------------------------------------------------------ request keys
     def _misspelt_keys(self, request: Mapping[str, Any]) -> list[str]:
@@ -401,9 +411,19 @@ class DASClassification(BasicInferTask):
         return data
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[Any, Any]:
-        """MONAI Label's ``ClassificationWriter`` result plus the ``das`` block; no label file."""
+        """
+        MONAI Label's ``ClassificationWriter`` result (``prediction``: ``[{"idx", "label", "score"}]``) with the class
+        names of the model that ran, plus the ``das`` block; no label file. MONAI Label's writer names the scores
+        from the task's ``labels``, those of the task's own engine: a request for another engine after a retraining
+        got the former model's names ("normal" on the new model's "aneurysm" score, a third class dropped; T65a).
+        """
         _, result = super().writer(data, extension=extension, dtype=dtype)
         result = dict(result or {})
+        labels = self._labels(self._current())
+        if labels is not None:
+            names = {i: name for name, i in labels.items()}
+            result["prediction"] = [{"idx": i, "label": names.get(i, f"label_{i}"), "score": float(score)}
+                                    for i, score in enumerate(data[self.output_label_key])]
         result["das"] = data["das"]
         return None, result
 
