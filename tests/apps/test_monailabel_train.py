@@ -447,6 +447,38 @@ def test_training_failure_is_reported(app, tmp_path):
     assert "more output" in (tmp_path / "model" / "monailabel" / "train.log").read_text()
 
 
+def test_a_second_train_request_from_another_process_is_refused(app, tmp_path):
+    """A second request from another process (MONAI Label's subprocess train task beside a run_sync one) cleared the
+    first's staging folder under its running bundle process (trial T65a): refused naming the running request, which
+    keeps its staging folder; the next request after it runs."""
+    import subprocess
+
+    bundle = make_standin_bundle(tmp_path / "bundle")
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'ValueError: stop here'\nexit 3\n")
+    fake.chmod(0o755)
+    task = app["DASTrain"](bundle, tmp_path / "model", spatial_size=GRID, python=str(fake))
+    run_dir = tmp_path / "model" / "monailabel"
+    (run_dir / "training").mkdir(parents=True)
+    (run_dir / "training" / "theirs.txt").write_text("the running request's files")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from monai_das.utils.io import lock_folder; "
+        f"held = lock_folder({str(run_dir)!r}, '.train_request.lock', '.train_request.owner', str); "
+        "print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match=rf"another train request of '.*model' is running \(pid {holder.pid} on "
+                                               r".*\): wait for it to finish \(its log: .*train\.log\)"):
+            task({"max_epochs": 1}, make_datastore(tmp_path / "data", LABELS6))
+        assert (run_dir / "training" / "theirs.txt").is_file()  # not cleared under it
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(RuntimeError, match=r"DAS bundle training failed \(exit code 3\)"):  # it ran, then failed
+        task({"max_epochs": 1}, make_datastore(tmp_path / "data2", LABELS6))
+    assert not (run_dir / ".train_request.owner").exists()
+
+
 def test_training_without_a_best_model_keeps_serving_the_previous_one(app, tmp_path):
     """A retraining that keeps no best model (the bundle run exits with 0 without a model.pt) reports the failed
     training; the served model.pt stays."""

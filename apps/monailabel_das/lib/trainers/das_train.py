@@ -64,7 +64,7 @@ from monailabel.utils.others.generic import device_list, device_map
 from monai_das.data.datalist import GROUP_KEYS, check_class_name
 from monai_das.engines.utils import flag
 from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME, lock_owner
-from monai_das.utils.io import write_json_atomic
+from monai_das.utils.io import lock_folder, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ STAGING_SUBDIR = "training"
 #: written into the staging folder when its run completed, before publishing: a publish that failed half-way (disk
 #: full, a kill) is completed by the next train request instead of the completed model being cleared
 COMPLETED_MARKER = ".completed"
+#: lock (and its owner's pid, host, start) of the train request running for a model folder, in :data:`RUN_SUBDIR`
+REQUEST_LOCK, REQUEST_OWNER = ".train_request.lock", ".train_request.owner"
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -701,39 +703,56 @@ class DASTrain(BundleTrainTask):
         return rc, errors + (["..."] if errors else []) + list(tail)
 
     def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
+        """
+        Run a train request (module docstring); one at a time per model folder: a request while another runs in
+        this process waits for it, one while another process's request runs is refused naming it (MONAI Label runs a
+        background train task in a subprocess and ``run_sync`` ones in the server: the second cleared the first's
+        staging folder under it, which then failed on a lost working folder; trial T65a).
+        """
         with self._lock:
-            logger.info("Train request: %s", dict(request or {}))
-            run = self.build_run(request or {}, datastore)
-            model = self.model_dir / "models" / "model.pt"
-            staging = Path(run["staging"])
-            staged = staging / "models" / "model.pt"
-            before = staged.stat().st_mtime_ns if staged.is_file() else None  # resume: the model it started from
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            start = time.time()
-            rc, tail = self._run_command(run["command"], env)
-            stats = {
-                "start_ts": int(start), "total_time": round(time.time() - start, 3), "returncode": rc,
-                "num_images": run["num_images"], "classes": run["classes"], "datalist": run["datalist"],
-                "model": str(model), "staging": str(staging), "published": False, "command": run["command"],
-                "log": str(self.run_dir / "train.log"),
-            }
-            _write_json(self.run_dir / "train_stats.json", stats)
-            unchanged = (f"the served model '{model}' is unchanged" if model.is_file() else "no model is published")
-            if rc != 0:
-                how = f": killed by signal {-rc}" if rc < 0 else ""
-                raise RuntimeError(
-                    f"DAS bundle training failed (exit code {rc}{how}); {unchanged} (this run's files: "
-                    f"'{staging}'); from {stats['log']}:\n" + "\n".join(tail)
-                )
-            if not staged.is_file() or staged.stat().st_mtime_ns == before:
-                raise RuntimeError(
-                    f"DAS bundle training finished without writing a new model ('{staged}'): no validation ran, or no "
-                    f"epoch was kept as the best model (e.g. predictions that ignore the input); {unchanged}; see "
-                    f"{stats['log']}."
-                )
-            (staging / COMPLETED_MARKER).write_text(str(int(time.time())), encoding="utf-8")
-            self._publish(staging)
-            stats["published"] = True
-            _write_json(self.run_dir / "train_stats.json", stats)
-            logger.info("DAS training finished: %s", model)
-            return stats
+            held = lock_folder(self.run_dir, REQUEST_LOCK, REQUEST_OWNER, lambda owner: (
+                f"another train request of '{self.model_dir}' is running ({owner or 'owner unknown'}): wait for it to "
+                "finish (its log: " + str(self.run_dir / "train.log") + "), or stop it."), what="train request")
+            try:
+                return self._train(request, datastore)
+            finally:
+                if held is not None:
+                    (self.run_dir / REQUEST_OWNER).unlink(missing_ok=True)
+                    held.release(force=True)
+
+    def _train(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
+        logger.info("Train request: %s", dict(request or {}))
+        run = self.build_run(request or {}, datastore)
+        model = self.model_dir / "models" / "model.pt"
+        staging = Path(run["staging"])
+        staged = staging / "models" / "model.pt"
+        before = staged.stat().st_mtime_ns if staged.is_file() else None  # resume: the model it started from
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        start = time.time()
+        rc, tail = self._run_command(run["command"], env)
+        stats = {
+            "start_ts": int(start), "total_time": round(time.time() - start, 3), "returncode": rc,
+            "num_images": run["num_images"], "classes": run["classes"], "datalist": run["datalist"],
+            "model": str(model), "staging": str(staging), "published": False, "command": run["command"],
+            "log": str(self.run_dir / "train.log"),
+        }
+        _write_json(self.run_dir / "train_stats.json", stats)
+        unchanged = (f"the served model '{model}' is unchanged" if model.is_file() else "no model is published")
+        if rc != 0:
+            how = f": killed by signal {-rc}" if rc < 0 else ""
+            raise RuntimeError(
+                f"DAS bundle training failed (exit code {rc}{how}); {unchanged} (this run's files: "
+                f"'{staging}'); from {stats['log']}:\n" + "\n".join(tail)
+            )
+        if not staged.is_file() or staged.stat().st_mtime_ns == before:
+            raise RuntimeError(
+                f"DAS bundle training finished without writing a new model ('{staged}'): no validation ran, or no "
+                f"epoch was kept as the best model (e.g. predictions that ignore the input); {unchanged}; see "
+                f"{stats['log']}."
+            )
+        (staging / COMPLETED_MARKER).write_text(str(int(time.time())), encoding="utf-8")
+        self._publish(staging)
+        stats["published"] = True
+        _write_json(self.run_dir / "train_stats.json", stats)
+        logger.info("DAS training finished: %s", model)
+        return stats
