@@ -295,6 +295,9 @@ def test_build_run_command_and_model_dir(app, tmp_path, monkeypatch, caplog):
     # the train dialog's device names (a GPU's name on a GPU server) as MONAI Label maps them; of a list the first,
     # the others named in a warning (it trained on the first one without a word)
     monkeypatch.setattr(app["das_train"], "device_map", lambda: {"NVIDIA H200:0": "cuda:0", "NVIDIA H200:1": "cuda:1"})
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # (a GPU server; without one cuda is refused)
     with caplog.at_level("WARNING"):
         run = task.build_run({"max_epochs": 1, "device": ["NVIDIA H200:1", "NVIDIA H200:0"]}, ds)
     assert run["command"][run["command"].index("--device") + 1] == "$torch.device('cuda:1')"
@@ -477,6 +480,28 @@ def test_a_second_train_request_from_another_process_is_refused(app, tmp_path):
     with pytest.raises(RuntimeError, match=r"DAS bundle training failed \(exit code 3\)"):  # it ran, then failed
         task({"max_epochs": 1}, make_datastore(tmp_path / "data2", LABELS6))
     assert not (run_dir / ".train_request.owner").exists()
+
+
+def test_request_keys_the_task_does_not_read_are_named_and_cuda_without_a_gpu_refused(app, tmp_path, caplog):
+    """A train request's 'max_epoch' or 'epochs' ran the default 15 epochs, its 'keep_ratio' was dropped and the app's
+    train_overrides replaced its max_epochs, all without a word; 'device': 'cuda' on a machine without a GPU failed
+    14 s into the run (trial T65a)."""
+    import torch
+
+    bundle = make_standin_bundle(tmp_path / "bundle")
+    task = app["DASTrain"](bundle, tmp_path / "model", spatial_size=GRID, overrides={"max_epochs": 50})
+    with caplog.at_level("WARNING"):
+        notes = task.request_notes({"max_epoch": 1, "epochs": 2, "keep_ratio": 0.25, "max_epochs": 1,
+                                    "device": "cpu", "name": "train_01", "client_id": "x"})
+    assert len(notes) == 4 and all(n in caplog.text for n in notes)
+    assert "'max_epoch' is not a key of this task and was ignored: did you mean 'max_epochs'?" in notes[0]
+    assert "'epochs'" in notes[1] and "did you mean 'max_epochs'?" in notes[1]
+    assert "request key 'keep_ratio' was ignored: a request sets max_epochs, device; the app's --conf " in notes[2]
+    assert "request max_epochs 1 was replaced by the app's train_overrides max_epochs 50" in notes[3]
+    assert app["DASTrain"](bundle, tmp_path / "m2", spatial_size=GRID).request_notes({"max_epochs": 3}) == []
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device 'cuda:0': this machine has no CUDA GPU .*train with device 'cpu'"):
+            task.build_run({"device": "cuda:0"}, make_datastore(tmp_path / "data", LABELS6))
 
 
 def test_training_without_a_best_model_keeps_serving_the_previous_one(app, tmp_path):

@@ -66,6 +66,8 @@ from monai_das.engines.utils import flag
 from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME, lock_owner
 from monai_das.utils.io import lock_folder, write_json_atomic
 
+from ..keys import misspelling_of
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -95,6 +97,11 @@ STAGING_SUBDIR = "training"
 #: written into the staging folder when its run completed, before publishing: a publish that failed half-way (disk
 #: full, a kill) is completed by the next train request instead of the completed model being cleared
 COMPLETED_MARKER = ".completed"
+#: the keys of a train request this task reads (its ``config()``)
+TRAIN_REQUEST_KEYS = ("max_epochs", "device")
+#: keys MONAI Label itself puts in a train request (``BundleTrainTask``'s config, the client's bookkeeping): not named
+MONAILABEL_REQUEST_KEYS = ("name", "model", "pretrained", "multi_gpu", "gpus", "dataset", "dataloader", "tracking",
+                           "tracking_uri", "tracking_experiment_name", "client_id", "local_rank")
 #: lock (and its owner's pid, host, start) of the train request running for a model folder, in :data:`RUN_SUBDIR`
 REQUEST_LOCK, REQUEST_OWNER = ".train_request.lock", ".train_request.owner"
 
@@ -603,6 +610,32 @@ class DASTrain(BundleTrainTask):
         config = self.bundle_config.config if self.valid else {}
         return [k for k in overrides if k.split("#")[0] not in config]
 
+    def request_notes(self, request: Mapping[str, Any]) -> list[str]:
+        """
+        Warnings (also logged) about a train request's keys that this task does not read: a misspelling of its own
+        (``max_epoch``, ``epochs``: a typo cost a run of the default epochs without a word; trial T65a), a model
+        setting (``keep_ratio``, ``method``, ...: the app's ``train_overrides`` set those, never a request), and a
+        request value that the app's ``train_overrides`` replace. They go into the result's ``warnings``.
+        """
+        notes = []
+        for key in request:
+            if not isinstance(key, str) or key in TRAIN_REQUEST_KEYS:
+                continue
+            meant = misspelling_of(key, TRAIN_REQUEST_KEYS)
+            if meant is not None:
+                notes.append(f"request key {key!r} is not a key of this task and was ignored: did you mean {meant!r}? "
+                             f"(its keys: {', '.join(TRAIN_REQUEST_KEYS)})")
+            elif key not in MONAILABEL_REQUEST_KEYS:
+                notes.append(f"request key {key!r} was ignored: a request sets {', '.join(TRAIN_REQUEST_KEYS)}; the "
+                             "app's --conf train_overrides set the bundle's other settings (keep_ratio, method, ...).")
+        for key in TRAIN_REQUEST_KEYS:
+            if key in request and key in self.extra_overrides and request[key] != self.extra_overrides[key]:
+                notes.append(f"request {key} {request[key]!r} was replaced by the app's train_overrides "
+                             f"{key} {self.extra_overrides[key]!r}.")
+        for note in notes:
+            logger.warning(note)
+        return notes
+
     def _request_settings(self, request: Mapping[str, Any]) -> tuple[int, str | None]:
         max_epochs = request.get("max_epochs", self.max_epochs)
         if isinstance(max_epochs, bool) or not (isinstance(max_epochs, int) or _INT_RE.match(str(max_epochs))) \
@@ -621,6 +654,11 @@ class DASTrain(BundleTrainTask):
             if not _DEVICE_RE.match(device):
                 raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or a device name of the train dialog "
                                  f"({', '.join(device_map()) or 'none here'}), got {request.get('device')!r}.")
+            import torch
+
+            if device.startswith("cuda") and not torch.cuda.is_available():  # the run failed 14 s in, deep inside
+                raise ValueError(f"device {request.get('device')!r}: this machine has no CUDA GPU (torch "
+                                 f"{torch.__version__}); train with device 'cpu'.")
         return int(max_epochs), device
 
     def build_run(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
@@ -722,6 +760,7 @@ class DASTrain(BundleTrainTask):
 
     def _train(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
         logger.info("Train request: %s", dict(request or {}))
+        notes = self.request_notes(request or {})
         run = self.build_run(request or {}, datastore)
         model = self.model_dir / "models" / "model.pt"
         staging = Path(run["staging"])
@@ -734,7 +773,7 @@ class DASTrain(BundleTrainTask):
             "start_ts": int(start), "total_time": round(time.time() - start, 3), "returncode": rc,
             "num_images": run["num_images"], "classes": run["classes"], "datalist": run["datalist"],
             "model": str(model), "staging": str(staging), "published": False, "command": run["command"],
-            "log": str(self.run_dir / "train.log"),
+            "log": str(self.run_dir / "train.log"), "warnings": notes,
         }
         _write_json(self.run_dir / "train_stats.json", stats)
         unchanged = (f"the served model '{model}' is unchanged" if model.is_file() else "no model is published")
