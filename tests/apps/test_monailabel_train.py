@@ -500,7 +500,7 @@ def test_request_keys_the_task_does_not_read_are_named_and_cuda_without_a_gpu_re
     assert "request max_epochs 1 was replaced by the app's train_overrides max_epochs 50" in notes[3]
     assert app["DASTrain"](bundle, tmp_path / "m2", spatial_size=GRID).request_notes({"max_epochs": 3}) == []
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match=r"device 'cuda:0': this machine has no CUDA GPU .*train with device 'cpu'"):
+        with pytest.raises(ValueError, match=r"device 'cuda:0': this machine has no CUDA GPU .*device 'cpu'"):
             task.build_run({"device": "cuda:0"}, make_datastore(tmp_path / "data", LABELS6))
 
 
