@@ -162,12 +162,27 @@ def test_datalist_with_app_labels_and_indices(app, tmp_path):
         ({"a": "normal", "b": 1}, {}, "mix names .'normal'. and indices .1."),
         ({"a": "normal", "b": "normal"}, {}, "are of class 'normal': .* at least 2 classes"),
         ({"a": "$x", "b": "y"}, {}, "class name '.x' starts with"),
+        # one class spelled two ways became two classes (trial T65a): refused as in a datalist
+        ({"a": "Aneurysm", "b": "aneurysm", "c": "normal"}, {},
+         r"the datastore's 'final' labels: the labels 'Aneurysm' \(image 'a'\) and 'aneurysm' \(image 'b'\) differ "
+         r"only in case"),
     ],
 )
 def test_datalist_errors(app, tmp_path, labels, kwargs, match):
     ds = make_datastore(tmp_path, labels)
     with pytest.raises(ValueError, match=match):
         app["das_train"].datastore_datalist(ds, **kwargs)
+
+
+def test_a_rare_label_one_typo_from_a_frequent_one_is_warned(app, tmp_path, caplog):
+    """'aneurism' twice beside 10 'aneurysm' became a class of its own without a word (trial T65a)."""
+    labels = {f"s{i}": "aneurysm" for i in range(10)} | {f"n{i}": "normal" for i in range(4)}
+    labels |= {"t0": "aneurism", "t1": "aneurism"}
+    with caplog.at_level("WARNING"):
+        datalist, _ = app["das_train"].datastore_datalist(make_datastore(tmp_path, labels))
+    assert ("the label 'aneurism' (image 't0') occurs in 2 items and is one typo away from 'aneurysm' (10 items"
+            in caplog.text)
+    assert list(datalist["labels"].values()) == ["aneurism", "aneurysm", "normal"]  # a warning: real classes can be close
 
 
 def test_datalist_label_without_class_and_one_patient(app, tmp_path):

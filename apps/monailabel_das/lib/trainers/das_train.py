@@ -61,7 +61,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import device_list, device_map
 
-from monai_das.data.datalist import GROUP_KEYS, check_class_name
+from monai_das.data.datalist import GROUP_KEYS, check_class_name, classes_of_labels
 from monai_das.engines.utils import flag
 from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME, lock_owner
 from monai_das.utils.io import lock_folder, write_json_atomic
@@ -272,7 +272,11 @@ def datastore_datalist(
                 "names (--conf labels name0,name1,...) so that indices can be read, or use names only."
             )
         if names:
-            classes = [check_class_name(n, "datastore class") for n in names]
+            # as a datalist's labels are read: names differing only in case or spaces refused, a rare one a typo
+            # from a frequent one warned (Aneurysm, aneurysm and 'aneurism ' became 3 classes of 4; trial T65a)
+            first = {n: next(f"image '{i}'" for i, v, _ in rows if v == n) for n in names}
+            counts = {n: sum(v == n for _, v, _ in rows) for n in names}
+            classes = classes_of_labels(first, f"the datastore's '{tag}' labels", counts)
         else:
             if indices[0] < 0:
                 raise ValueError(f"class index {indices[0]} is negative.")
