@@ -626,7 +626,13 @@ def test_app_settings(app, tmp_path):
     for conf, match in (({"max_epochs": "two"}, "--conf max_epochs must be an integer, got 'two'"),
                         ({"keep_ratio": "half"}, "--conf keep_ratio must be a number"),
                         ({"train_overrides": "{batch_size: 4}"}, "--conf train_overrides must be a JSON object"),
-                        ({"slice_axis": "1", "train_overrides": '{"slice_axis": 2}'}, "give the slice axis once")):
+                        ({"slice_axis": "1", "train_overrides": '{"slice_axis": 2}'}, "give the slice axis once"),
+                        # accepted at start-up, they failed every request, or a train run 13 s in (trial T65a)
+                        ({"keep_ratio": "1.5"}, r"--conf keep_ratio: keep_ratio must be a number in \(0, 1\]"),
+                        ({"num_kept": "-1"}, "--conf num_kept must be a positive integer, got '-1'"),
+                        ({"max_epochs": "-3"}, "--conf max_epochs must be a positive integer, got '-3'"),
+                        ({"slice_axis": "sideways"}, r"--conf slice_axis: slice_axis must be 0, 1, 2 or one of"),
+                        ({"train_overrides": '{"slice_axis": 5}'}, r"--conf train_overrides' slice_axis: slice_axis")):
         with pytest.raises(ValueError, match=match):
             app["app_tasks"].app_settings(conf, tmp_path)
 

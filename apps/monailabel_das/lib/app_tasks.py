@@ -82,6 +82,30 @@ def _number(conf: Mapping[str, str], key: str, kind: type) -> Any:
         raise ValueError(f"--conf {key} must be {what}, got {value!r}.") from None
 
 
+def _checked_numbers(conf: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``max_epochs``, ``num_kept``, ``keep_ratio`` of ``conf`` checked, and the slice axis of ``overrides``: a bad
+    value is an error naming ``--conf <key>`` when the app starts (``keep_ratio 1.5`` failed every infer request,
+    ``slice_axis sideways`` a train request 13 s into its run; trial T65a)."""
+    from monai_das.engines.datasets import slice_axis_index
+    from monai_das.networks.factory import check_keep_ratio
+
+    out = {key: _number(conf, key, kind) for key, kind in (("max_epochs", int), ("num_kept", int),
+                                                          ("keep_ratio", float))}
+    for key in ("max_epochs", "num_kept"):
+        if out[key] is not None and out[key] < 1:
+            raise ValueError(f"--conf {key} must be a positive integer, got {conf.get(key)!r}.")
+    try:
+        if out["keep_ratio"] is not None:
+            check_keep_ratio(out["keep_ratio"])
+        if overrides.get("slice_axis") is not None:
+            slice_axis_index(overrides["slice_axis"])
+    except ValueError as e:
+        key = ("keep_ratio" if out["keep_ratio"] is not None and "keep_ratio" in str(e) else
+               "slice_axis" if str(conf.get("slice_axis") or "").strip() else "train_overrides' slice_axis")
+        raise ValueError(f"--conf {key}: {e}") from None
+    return out
+
+
 def check_conf_keys(conf: Mapping[str, Any]) -> list[str]:
     """
     The keys of ``conf`` that neither the app nor MONAI Label reads (each also logged as a warning).
@@ -124,19 +148,18 @@ def app_settings(conf: Mapping[str, str], app_dir: str | os.PathLike) -> dict[st
             raise ValueError("give the slice axis once: --conf slice_axis or train_overrides' slice_axis, not both.")
         axis = str(axis).strip()
         overrides = {**overrides, "slice_axis": int(axis) if axis.isdigit() else axis}
+    settings = _checked_numbers(conf, overrides)  # at start-up: they failed every request, or a run 13 s in (T65a)
     modalities = conf.get("modalities")
     return {
         "bundle": str(bundle),
         "model_dir": str(Path(model_dir).expanduser().resolve()),
         "labels": [n.strip() for n in labels.split(",")] if labels else None,
         "spatial_size": _spatial_size(conf.get("spatial_size")),
-        "max_epochs": _number(conf, "max_epochs", int),
         "train_overrides": overrides,
         "train": _flag(conf.get("train"), True),
         "engine": conf.get("engine") or None,
         "prefer": conf.get("prefer") or None,
-        "num_kept": _number(conf, "num_kept", int),
-        "keep_ratio": _number(conf, "keep_ratio", float),
+        **settings,
         "loader_options": {"allowed_modalities": [m.strip() for m in modalities.split(",")]} if modalities else {},
         "preload": _flag(conf.get("preload"), False),
     }
