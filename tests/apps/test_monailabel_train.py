@@ -577,10 +577,15 @@ def test_killed_training_never_replaces_the_served_model(app, tmp_path, caplog):
 
     done = fake_bundle_run(tmp_path / "python_done", (
         'mkdir -p "$root/eval"\necho report > "$root/eval/report.txt"\n'
+        'echo "2026-12-07 10:00:00 - monai_das.handlers - WARNING - best val_auc 0.500: it may be chance"\n'
+        'echo "2026-12-07 10:00:01 - monai_das.handlers - INFO - training done: best val_auc 0.500 at epoch 1 of 1"\n'
         'printf "new model" > "$root/models/model.pt"\necho "{}" > "$root/models/metadata.json"\n'))
     task.python = str(done)
     with caplog.at_level("WARNING"):
         stats = task({"max_epochs": 1}, ds)
+    # the run's warnings and summary reach the client (they were in train.log only; trial T65a)
+    assert stats["training_warnings"] == ["best val_auc 0.500: it may be chance"]
+    assert stats["summary"] == "training done: best val_auc 0.500 at epoch 1 of 1"
     assert "removed the lock files of a training run in" in caplog.text
     assert "did not complete (pid 4242 on trialhost, since 2026-12-05)" in caplog.text
     assert stats["published"] is True and (model_dir / "models" / "model.pt").read_text() == "new model"

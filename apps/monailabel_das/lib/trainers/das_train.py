@@ -97,6 +97,8 @@ STAGING_SUBDIR = "training"
 #: written into the staging folder when its run completed, before publishing: a publish that failed half-way (disk
 #: full, a kill) is completed by the next train request instead of the completed model being cleared
 COMPLETED_MARKER = ".completed"
+#: the most warnings of a training run's log given in a train request's result (``training_warnings``)
+MAX_RUN_WARNINGS = 20
 #: the keys of a train request this task reads (its ``config()``)
 TRAIN_REQUEST_KEYS = ("max_epochs", "device")
 #: keys MONAI Label itself puts in a train request (``BundleTrainTask``'s config, the client's bookkeeping): not named
@@ -515,6 +517,7 @@ class DASTrain(BundleTrainTask):
         self.python = python
         self.timeout = timeout
         self._lock = threading.Lock()
+        self.run_notes: dict[str, Any] = {"warnings": [], "summary": None}  # of the last run (_run_command)
         if not self.valid:  # BundleTrainTask found no configs/train.json (and logged it)
             self.description = "DAS training (no train config)"
             self.spatial_size, self.max_epochs = spatial_size, max_epochs or 1
@@ -719,6 +722,9 @@ class DASTrain(BundleTrainTask):
         """
         tail: deque[str] = deque(maxlen=15)
         errors: list[str] = []
+        # the run's warnings and its "training done: ..." line, for the result (they were in train.log only: a
+        # published model at chance said nothing to the client; trial T65a)
+        self.run_notes = {"warnings": [], "summary": None}
         log_path = self.run_dir / "train.log"
         logger.info("DAS training: %s (log: %s)", " ".join(cmd), log_path)
         with open(log_path, "w", encoding="utf-8") as log:
@@ -737,6 +743,12 @@ class DASTrain(BundleTrainTask):
                         tail.append(line)
                         if _ERROR_LINE.match(line) and line not in errors and len(errors) < 5:
                             errors.append(line)
+                        said = line.partition(" - WARNING - ")[2] or line.partition(" - INFO - ")[2]
+                        if said.startswith("training done:"):
+                            self.run_notes["summary"] = said
+                        elif (" - WARNING - " in line and said not in self.run_notes["warnings"]
+                              and len(self.run_notes["warnings"]) < MAX_RUN_WARNINGS):
+                            self.run_notes["warnings"].append(said)
                         print(line, flush=True)
                 rc = process.wait()
             finally:
@@ -778,6 +790,7 @@ class DASTrain(BundleTrainTask):
             "num_images": run["num_images"], "classes": run["classes"], "datalist": run["datalist"],
             "model": str(model), "staging": str(staging), "published": False, "command": run["command"],
             "log": str(self.run_dir / "train.log"), "warnings": notes,
+            "summary": self.run_notes["summary"], "training_warnings": self.run_notes["warnings"],
         }
         _write_json(self.run_dir / "train_stats.json", stats)
         unchanged = (f"the served model '{model}' is unchanged" if model.is_file() else "no model is published")
