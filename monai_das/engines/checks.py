@@ -123,8 +123,9 @@ def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[
     order (evaluate.json listed before multi_gpu_train.json retrained under ``torchrun`` and moved the trained model
     aside; trial T64a):
 
-    - evaluate.json (or inference.json) with multi_gpu_train.json, or under ``torchrun`` with several processes
-      (``WORLD_SIZE``): an evaluation runs in one process (each would evaluate the whole split and write the card);
+    - evaluate.json with multi_gpu_train.json, or under ``torchrun`` with several processes (``WORLD_SIZE``): an
+      evaluation runs in one process (each would evaluate the whole split and write the card); inference.json with
+      multi_gpu_train.json (under ``torchrun`` alone batch inference shards the studies);
     - evaluate.json without train.json (it is read on top of it; alone it failed in MONAI's parser), unless another
       config (one's own copy of train.json) is listed;
     - multi_gpu_train.json without a distributed launch (no ``RANK``/``WORLD_SIZE``: torch's rendezvous error);
