@@ -620,7 +620,7 @@ def _header_members(path: Path, names: Sequence[str] | None = None) -> list[Path
     return sorted(members)
 
 
-#: the largest ``.mhd``/``.nhdr`` header read (a ``LIST`` of 10 000 slice files is ~200 KB)
+#: the longest MetaImage/NRRD header read (a ``LIST`` of 10 000 slice files is ~200 KB)
 MAX_HEADER_BYTES = 4 * 2**20
 
 
