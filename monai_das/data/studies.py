@@ -636,8 +636,8 @@ def _header_data_names(path: Path, strict: bool = False) -> list[str]:
     if suffix not in _ITK_HEADER_SUFFIXES:
         return []
     meta = suffix in (".mhd", ".mha")
-    lines: list[str] = []
-    size = 0
+    names: list[str] | None = None  # the data files named, once the data-file line is read (a LIST: the lines after)
+    size, started = 0, False
     try:
         with open(path, "rb") as f:
             while size <= MAX_HEADER_BYTES:
@@ -646,13 +646,22 @@ def _header_data_names(path: Path, strict: bool = False) -> list[str]:
                     break
                 size += len(raw)
                 line = raw.decode("latin-1").rstrip("\r\n")
-                if not meta and not line.strip() and lines:  # the end of a NRRD header (its data may follow)
+                if not meta and not line.strip() and started:  # the end of a NRRD header (its data may follow)
                     break
-                lines.append(line)
+                started = True
+                if names is not None:  # a LIST: one file name per line ('list01.raw' is a name), to the end
+                    names += [line.strip()] if line.strip() else []
+                    continue
                 key, _, value = line.partition("=" if meta else ":")
-                if (key.strip().replace(" ", "").lower() in ("elementdatafile", "datafile")
-                        and value.upper().split()[:1] != ["LIST"]):
-                    break  # the last header line read (a LIST: the names follow, to the end)
+                if key.strip().replace(" ", "").lower() in ("elementdatafile", "datafile"):
+                    value = value.strip()
+                    if value.upper().split()[:1] == ["LIST"]:
+                        names = []
+                        continue
+                    # the last header line read: LOCAL (or nothing) names no file
+                    names = [] if not value or value.upper() == "LOCAL" else [
+                        value.split()[0] if "%" in value else value]
+                    break
     except OSError:
         return []  # the reader says why
     if size > MAX_HEADER_BYTES:
@@ -660,16 +669,7 @@ def _header_data_names(path: Path, strict: bool = False) -> list[str]:
             return []
         raise ValueError(f"'{path}' has a header longer than {MAX_HEADER_BYTES // 2**20} MiB, which no {suffix} "
                          "header is: refused (a header's data file is checked before the reader follows it).")
-    for i, line in enumerate(lines):
-        key, _, value = line.partition("=" if meta else ":")
-        if key.strip().replace(" ", "").lower() in ("elementdatafile", "datafile"):
-            value = value.strip()
-            if value.upper().split()[:1] == ["LIST"]:  # one file name per following line ('list01.raw' is a name)
-                return [n.strip() for n in lines[i + 1:] if n.strip()]
-            if not value or value.upper() == "LOCAL":
-                return []
-            return [value.split()[0] if "%" in value else value]
-    return []
+    return names or []
 
 
 def check_header_data_file(path: str | os.PathLike) -> None:
