@@ -16,6 +16,7 @@ from monai.data import MetaTensor
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
+from monailabel.transform.writer import ClassificationWriter
 
 from monai_das.data.studies import LoadStudyd
 from monai_das.deploy.predictor import ENGINES, DASPredictor, find_bundle_files, resolve_engine
@@ -214,16 +215,15 @@ class DASClassification(BasicInferTask):
         engine other than the task's (its predictor is loaded beside the task's; a failure to load it raises).
         """
         with self._lock:
-            current = self._refresh(strict)  # the task's own engine first: /info's labels follow a new model too
-            if engine is not None and engine != self.engine:
-                folder, files = self._find_model()
-                if folder is not None:
-                    return self._other_engine(folder, files, engine)
+            folder, files = self._find_model()
+            current = self._refresh(folder, files, strict)  # the task's own engine first: /info follows a new model
+            if folder is not None and engine is not None and engine != self.engine:
+                return self._other_engine(folder, files, engine)
             return current
 
-    def _refresh(self, strict: bool) -> DASPredictor | None:
-        """:meth:`refresh` of the task's own engine (under ``self._lock``)."""
-        folder, files = self._find_model()
+    def _refresh(self, folder: str | None, files: Mapping[str, Path | None] | None, strict: bool
+                 ) -> DASPredictor | None:
+        """:meth:`refresh` of the task's own engine on what :meth:`_find_model` found (under ``self._lock``)."""
         if folder is None:
             self._load_error = None  # the refused model is gone too: "no model yet" again
             if strict:
@@ -417,13 +417,13 @@ class DASClassification(BasicInferTask):
         from the task's ``labels``, those of the task's own engine: a request for another engine after a retraining
         got the former model's names ("normal" on the new model's "aneurysm" score, a third class dropped; T65a).
         """
-        _, result = super().writer(data, extension=extension, dtype=dtype)
-        result = dict(result or {})
         labels = self._labels(self._current())
-        if labels is not None:
-            names = {i: name for name, i in labels.items()}
-            result["prediction"] = [{"idx": i, "label": names.get(i, f"label_{i}"), "score": float(score)}
-                                    for i, score in enumerate(data[self.output_label_key])]
+        if labels is None:
+            _, result = super().writer(data, extension=extension, dtype=dtype)
+        else:  # MONAI Label's own writer, given the names of the model that ran
+            _, result = ClassificationWriter(label=self.output_label_key,
+                                             label_names={i: name for name, i in labels.items()})(data)
+        result = dict(result or {})
         result["das"] = data["das"]
         return None, result
 
