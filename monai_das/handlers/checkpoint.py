@@ -16,7 +16,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import not_best_reason
 from monai_das.utils.io import (
-    check_checkpoint, lock_folder, lock_holder, refused_objects, remove_stale_atomic_files
+    check_checkpoint, lock_folder, lock_holder, refused_objects, remove_stale_atomic_files, unlock_folder
 )
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
@@ -112,11 +112,7 @@ def release_checkpoint_folder(save_dir: str | Path) -> None:
     files, which lock nothing once its process has ended). A run starting in the same instant could take the lock
     of the deleted file while a third one takes a new one: out of reach in practice, only the deletion allows it.
     """
-    lock = _held.pop(os.path.realpath(Path(save_dir)), None)
-    if lock is not None:
-        (Path(save_dir) / OWNER_NAME).unlink(missing_ok=True)
-        Path(lock.lock_file).unlink(missing_ok=True)
-        lock.release(force=True)
+    unlock_folder(_held.pop(os.path.realpath(Path(save_dir)), None), save_dir, OWNER_NAME)
 
 
 def remove_stale_temp_files(save_dir: str | Path) -> list[Path]:

@@ -269,3 +269,14 @@ def lock_folder(folder: str | os.PathLike, lock_name: str, owner_name: str, refu
     write_text_atomic(f"pid {os.getpid()} on {socket.gethostname()}, since "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n", folder / owner_name)
     return lock
+
+
+def unlock_folder(lock: Any, folder: str | os.PathLike, owner_name: str) -> None:
+    """Let go of a :func:`lock_folder` lock of ``folder`` (``lock``, its return value; nothing for ``None``) and delete
+    its files, so a completed run leaves only its own files (one that raised or was killed leaves them, and they lock
+    nothing once its process has ended)."""
+    if lock is None:
+        return
+    (Path(folder) / owner_name).unlink(missing_ok=True)
+    Path(lock.lock_file).unlink(missing_ok=True)
+    lock.release(force=True)

@@ -64,7 +64,7 @@ from monailabel.utils.others.generic import device_list, device_map
 from monai_das.data.datalist import GROUP_KEYS, check_class_name, classes_of_labels
 from monai_das.engines.utils import flag
 from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME, lock_owner
-from monai_das.utils.io import lock_folder, write_json_atomic
+from monai_das.utils.io import lock_folder, unlock_folder, write_json_atomic
 
 from ..keys import misspelling_of
 
@@ -770,9 +770,7 @@ class DASTrain(BundleTrainTask):
             try:
                 return self._train(request, datastore)
             finally:
-                if held is not None:
-                    (self.run_dir / REQUEST_OWNER).unlink(missing_ok=True)
-                    held.release(force=True)
+                unlock_folder(held, self.run_dir, REQUEST_OWNER)
 
     def _train(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
         logger.info("Train request: %s", dict(request or {}))
