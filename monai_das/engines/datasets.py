@@ -862,20 +862,19 @@ class BundleData:
         try:
             card = read_model_card(self.card)
         except (OSError, ValueError) as e:  # the missing images' own error is the one to see
-            logger.info(f"model card '{self.card}' cannot stand in for {what}: {e}")
-            self._card_refused = str(e)
-            return None
-        facts = card[CARD_KEY]
-        model = Path(self.card).with_name(str(facts.get("checkpoint") or "model.pt"))
-        if self.datalist is not None and facts.get("datalist_sha256") != file_digest(self.datalist):
-            why = f"it was written for another datalist than '{self.datalist}'"
-        elif facts.get("layout") != self.layout or facts.get("source") != "datalist":
-            why = f"it describes a {facts.get('layout')} model trained on {facts.get('source')!r}, not on a datalist " \
-                  f"of {self.layout}s"
-        elif not model.is_file() or not card_describes(card, file_digest(model)):
-            why = f"it describes another file than '{model}' (its checkpoint_sha256)"
+            why = str(e).rstrip(".")
         else:
-            return facts
+            facts = card[CARD_KEY]
+            model = Path(self.card).with_name(str(facts.get("checkpoint") or "model.pt"))
+            if self.datalist is not None and facts.get("datalist_sha256") != file_digest(self.datalist):
+                why = f"it was written for another datalist than '{self.datalist}'"
+            elif facts.get("layout") != self.layout or facts.get("source") != "datalist":
+                why = f"it describes a {facts.get('layout')} model trained on {facts.get('source')!r}, not on a " \
+                      f"datalist of {self.layout}s"
+            elif not model.is_file() or not card_describes(card, file_digest(model)):
+                why = f"it describes another file than '{model}' (its checkpoint_sha256)"
+            else:
+                return facts
         logger.info(f"model card '{self.card}' cannot stand in for {what}: {why}.")
         self._card_refused = why
         return None

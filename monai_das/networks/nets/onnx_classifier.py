@@ -199,8 +199,9 @@ class OnnxClassifier(nn.Module):
                                f"T={self.num_frames} frames it takes (0..{self.num_frames - 1}): a damaged or edited "
                                "graph, or one exported for another model?")
         ordered = np.sort(indices, axis=1)
-        if indices.shape[1] > 1 and (ordered[:, 1:] == ordered[:, :-1]).any():
-            row = int(np.nonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))[0][0])
+        repeats = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)  # (no column to compare for k = 1)
+        if repeats.any():
+            row = int(np.nonzero(repeats)[0][0])
             raise RuntimeError(f"{where} returned kept frame indices {indices[row].tolist()} with repeats: the "
                                "samplers keep k distinct frames (a damaged or edited graph?).")
 
