@@ -265,6 +265,36 @@ def test_das_eval_graph_is_lean_and_matches_eager():
     assert tau.shape == (3, 1) and logits.shape == (3, 14)
 
 
+@pytest.mark.parametrize("name", ["uniform", "random"])
+def test_index_samplers_export_no_one_hot_matrix(name):
+    """
+    A sampler that gives indices returns them as they are: its eval graph, whose output is the kept indices, builds
+    no one-hot matrix to read them back by an arg-max (a ScatterElements and an ArgMax per call before).
+    """
+    import io
+
+    import onnx
+
+    sampler = get_sampler(name, 5, num_frames=12).eval()
+    x = torch.rand(2, 12, 1, 8, 8)
+    out = sampler(x)
+    assert torch.equal(out.matrix.argmax(-1), out.indices) and torch.equal(out.frames, torch.stack(
+        [x[b, out.indices[b]] for b in range(2)]))
+
+    class Indices(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s = sampler
+
+        def forward(self, x):
+            return self.s(x).indices
+
+    buf = io.BytesIO()
+    torch.onnx.export(Indices().eval(), (x,), buf, dynamo=True, optimize=True, input_names=["x"])
+    ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    assert not {"ScatterElements", "ScatterND", "ArgMax"} & ops, sorted(ops)
+
+
 def test_frame_features_area_pool_matches_average_pooling():
     import torch.nn.functional as F
 

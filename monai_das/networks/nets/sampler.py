@@ -151,7 +151,16 @@ class BaseSampler(nn.Module):
         return indices_to_matrix(self.sampling_indices(x, num_samples), x.shape[1], x.dtype)
 
     def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(P, indices)``: ``B×k×T`` one-hot matrix and its ``B×k`` arg-max indices (rows in any order)."""
+        """
+        ``(P, indices)``: ``B×k×T`` one-hot matrix and its ``B×k`` arg-max indices (rows in any order). A sampler
+        that gives indices (:meth:`sampling_indices`, :meth:`sampling_matrix` not its own) returns them as they are:
+        the matrix is then built from them and not read back by an arg-max, so an exported graph, whose outputs
+        need the indices only, computes no matrix at all.
+        """
+        gives_indices = type(self).sampling_indices is not BaseSampler.sampling_indices
+        if gives_indices and type(self).sampling_matrix is BaseSampler.sampling_matrix:
+            indices = self.sampling_indices(x, num_samples)
+            return indices_to_matrix(indices, x.shape[1], x.dtype), indices
         matrix = self.sampling_matrix(x, num_samples)
         return matrix, matrix.detach().argmax(-1)
 
