@@ -59,6 +59,7 @@ __all__ = [
     "BYTES_PER_RESAMPLED_VOXEL",
     "BYTES_PER_VOXEL",
     "check_declared_memory",
+    "clip_frame_limit",
     "check_header_data_file",
     "check_study_memory",
     "declared_dicom",
@@ -292,17 +293,47 @@ def check_declared_memory(where: str, declared: tuple[list[int], int, list[float
         if not same:  # MONAI's Spacing returns a volume of that spacing as it is
             resampled = int(voxels * ratio)
             need += resampled * BYTES_PER_RESAMPLED_VOXEL
+    grid = f", resampled to pixdim {list(pixdim) if isinstance(pixdim, (list, tuple)) else pixdim} from " \
+           f"spacing {[round(v, 4) for v in spacing]}: about {resampled:,} voxels" if resampled else ""
+    _check_need(f"{where} declares {'×'.join(map(str, shape))} values of {itemsize} byte(s) in its header{grid}",
+                "reading and preprocessing it", need,
+                "A damaged or hostile header (a small compressed file can declare gigabytes of zeros, a voxel size can "
+                "ask for a huge resampling)? Otherwise crop or downsample the image, or read it on a machine with more "
+                "memory.")
+
+
+def clip_frame_limit(where: str, frame_hw: Sequence[int], size: Sequence[int] | None, grayscale: bool,
+                     declared: int = 0, native_bytes: int = 0) -> int | None:
+    """
+    The clip pricing: the most frames of a clip (named by ``where``, e.g. ``"video file '<path>'"``) this process has
+    memory to decode and keep (``None``: not known), refusing up front a clip whose ``declared`` frame count does not
+    fit. :func:`~monai_das.data.video_io.read_video` keeps every decoded frame at the network's grid (``size``, else
+    ``frame_hw``) and copies it to float32 (:data:`BYTES_PER_CLIP_VALUE` per value in all); ``native_bytes`` per frame
+    are held besides (a DICOM cine's decoded pixel data). A 260 KB mp4 of 20 000 small frames took 2.3 GB, with no
+    check before decoding (trial T64b); a clip declaring more than the memory available ended the process.
+
+    Raises:
+        MemoryError: naming ``where``, the declared frames and their size, the estimate and the memory available.
+    """
+    h, w = size or frame_hw
+    per_frame = int(h) * int(w) * (1 if grayscale else 3) * BYTES_PER_CLIP_VALUE + int(native_bytes)
+    if per_frame <= 0:
+        return None
+    free = _check_need(f"{where} declares {declared} frames of {frame_hw[0]}×{frame_hw[1]}",
+                       f"decoding them (kept at {h}×{w})", declared * per_frame,
+                       "A damaged or hostile file (a small clip of identical frames can hold many thousands)? "
+                       "Otherwise cut the clip or lower its frame rate.")
+    return None if free is None else max(free // per_frame, 1)
+
+
+def _check_need(declares: str, doing: str, need: int, hint: str) -> int | None:
+    """:func:`available_memory`, after refusing a ``need`` of more bytes than that (the ``MemoryError`` reads
+    "``declares``; ``doing`` needs about …, more than the … of memory available; not read. ``hint``")."""
     free = available_memory()
     if free is not None and need > free:
-        grid = f", resampled to pixdim {list(pixdim) if isinstance(pixdim, (list, tuple)) else pixdim} from " \
-               f"spacing {[round(v, 4) for v in spacing]}: about {resampled:,} voxels" if resampled else ""
-        raise MemoryError(
-            f"{where} declares {'×'.join(map(str, shape))} values of {itemsize} byte(s) in its header{grid}; reading "
-            f"and preprocessing it needs about {_bytes(need)}, more than the {_bytes(free)} of memory available; not "
-            "read. A damaged or hostile header (a small compressed file can declare gigabytes of zeros, a voxel size "
-            "can ask for a huge resampling)? Otherwise crop or downsample the image, or read it on a machine with "
-            "more memory."
-        )
+        raise MemoryError(f"{declares}; {doing} needs about {_bytes(need)}, more than the {_bytes(free)} of memory "
+                          f"available; not read. {hint}")
+    return free
 
 
 def check_study_memory(path: str | os.PathLike, image: Any = None, pixdim: Sequence[float] | float | None = None
@@ -1627,15 +1658,12 @@ class LoadStudy(Transform):
     def _where(self, source: StudySource) -> str:
         return f"study '{source.study_id}' ({source.path})"
 
-    def _check_memory(self, source: StudySource, declared: tuple[list[int], int, list[float]], clip: bool = False
-                      ) -> None:
-        """:func:`check_declared_memory` of a DICOM study's headers (a volume: the recipe's ``pixdim``; a ``clip``:
-        the clip reader's cost), as the ``RuntimeError`` a study that cannot be read raises."""
+    def _check_memory(self, source: StudySource, declared: tuple[list[int], int, list[float]]) -> None:
+        """:func:`check_declared_memory` of a DICOM volume's headers with the recipe's ``pixdim``, as the
+        ``RuntimeError`` a study that cannot be read raises (a clip is priced by its reader: :func:`clip_frame_limit`).
+        """
         try:
-            if clip:
-                check_declared_memory(self._where(source), declared, per_value=BYTES_PER_CLIP_VALUE)
-            else:
-                check_declared_memory(self._where(source), declared, self.recipe.get("pixdim"))
+            check_declared_memory(self._where(source), declared, self.recipe.get("pixdim"))
         except MemoryError as e:
             raise RuntimeError(str(e)) from None
 
@@ -1911,7 +1939,8 @@ class LoadStudy(Transform):
             if "Rows" not in h or "Columns" not in h:
                 raise ValueError(f"study '{source.study_id}': DICOM file '{source.path}' has no image.")
             volume = self.layout == "volume" and str(h.get("Modality", "")).upper() in VOLUME_MODALITIES
-            self._check_memory(source, declared_dicom(headers), clip=not volume)
+            if volume:  # a cine is priced once, by the clip reader (clip_frame_limit: at the grid, before decoding)
+                self._check_memory(source, declared_dicom(headers))
             info.update(
                 modality=modality_of([h]),
                 study_instance_uid=str(h.get("StudyInstanceUID", "")) or None,

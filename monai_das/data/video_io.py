@@ -83,30 +83,11 @@ def _frame(frame: np.ndarray, size: tuple[int, int] | None, grayscale: bool, bgr
 
 def _clip_frame_limit(path: Path, frame_hw: Sequence[int], size, grayscale: bool, declared: int = 0,
                       native_bytes: int = 0) -> int | None:
-    """
-    The most frames of ``path`` this process has memory to decode and keep (``None``: not known), refusing up front a
-    clip whose ``declared`` frame count does not fit. :func:`read_video` keeps every decoded frame at the network's
-    grid (``size``, else ``frame_hw``) and copies it to float32 (:data:`~monai_das.data.studies.BYTES_PER_CLIP_VALUE`
-    per value in all); ``native_bytes`` per frame are held besides (a DICOM's decoded pixel data). A 260 KB mp4 of
-    20 000 small frames took 2.3 GB, with no check before decoding (trial T64b); a clip declaring more than the
-    memory available ended the process.
+    """:func:`~monai_das.data.studies.clip_frame_limit` (the clip pricing) of the video file ``path``: the most frames
+    of it this process has memory to decode and keep, refusing a clip whose ``declared`` frames do not fit."""
+    from monai_das.data.studies import clip_frame_limit
 
-    Raises:
-        MemoryError: naming the file, the frames and the estimate.
-    """
-    from monai_das.data.studies import BYTES_PER_CLIP_VALUE, _bytes, available_memory
-
-    h, w = size or frame_hw
-    per_frame = int(h) * int(w) * (1 if grayscale else 3) * BYTES_PER_CLIP_VALUE + int(native_bytes)
-    free = available_memory()
-    if free is None or per_frame <= 0:
-        return None
-    if declared * per_frame > free:
-        raise MemoryError(f"video file '{path}' declares {declared} frames of {frame_hw[0]}×{frame_hw[1]}; decoding "
-                          f"them (kept at {h}×{w}) needs about {_bytes(declared * per_frame)}, more than the "
-                          f"{_bytes(free)} of memory available; not read. A damaged or hostile file (a small clip of "
-                          "identical frames can hold many thousands)? Otherwise cut the clip or lower its frame rate.")
-    return max(free // per_frame, 1)
+    return clip_frame_limit(f"video file '{path}'", frame_hw, size, grayscale, declared, native_bytes)
 
 
 def _too_many_frames(path: Path, limit: int) -> MemoryError:

@@ -632,8 +632,9 @@ def test_headers_declaring_more_than_the_memory_are_refused_before_reading(tmp_p
 
     monkeypatch.setattr(studies, "available_memory", lambda: 1 << 30)  # 1 GiB
     _us_cine(tmp_path / "cine" / "IM0001", declared=(4096, 4096, 32))
-    with pytest.raises(RuntimeError, match=r"^study 'cine' \(.*IM0001\) declares 4096×4096×32×1 values of 1 byte\(s\) "
-                                           r"in its header; .* needs about 5 GiB, more than the 1 GiB"):  # clip cost
+    with pytest.raises(RuntimeError, match=r"^study 'cine': cannot read clip '.*IM0001': MemoryError \(out of "
+                                           r"memory\): video file '.*IM0001' declares 32 frames of 4096×4096; "
+                                           r"decoding them \(kept at 8×10\) needs about 2\.5 GiB, more than the 1 GiB"):
         LoadStudy(VIDEO).load(tmp_path / "cine")
     nrrd = tmp_path / "bomb.nrrd"  # an NRRD header declaring 1024³ uint8, its gzip data cut short
     nrrd.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nspace: left-posterior-superior\nsizes: 1024 1024 1024\n"
@@ -665,6 +666,19 @@ def test_headers_declaring_more_than_the_memory_are_refused_before_reading(tmp_p
     studies.check_declared_memory("x", ([100, 512, 512], 2, [5.0, 1.0, 1.0]), np.array([1.0, 1.0, 5.0]))
     with pytest.raises(MemoryError, match=r"resampled to pixdim .* about 131,072,000 voxels"):
         studies.check_declared_memory("x", ([100, 512, 512], 2, [5.0, 1.0, 1.0]), torch.tensor([1.0, 1.0, 1.0]))
+
+
+def test_dicom_cine_is_priced_once_per_read(tmp_path, monkeypatch):
+    """A DICOM cine read through LoadStudy was priced twice, with two formulas (its header's values by the study layer,
+    then its frames at the grid by the clip reader): one clip pricing now (clip_frame_limit), run once per read."""
+    from monai_das.data import studies
+    from monai_das.data.studies import LoadStudy
+
+    priced = []
+    monkeypatch.setattr(studies, "available_memory", lambda: priced.append(1) or 1 << 30)  # every pricing asks once
+    _us_cine(tmp_path / "cine" / "IM0001", declared=(8, 10, 4))
+    assert tuple(LoadStudy(VIDEO).load(tmp_path / "cine").image.shape) == (6, 1, 8, 10)
+    assert len(priced) == 1
 
 
 def test_npy_of_python_objects_or_cut_short_is_named_as_such(tmp_path):
