@@ -191,12 +191,22 @@ def _group_key(item: Mapping) -> str | None:
     return next((keys[k] for k in _GROUP_KEYS_FOLDED if k in keys), None)
 
 
-def _given_group(item: Mapping) -> str | None:
-    """An item's patient (``group``, or another of :data:`GROUP_KEYS`), stripped; ``None`` when missing or blank: the
-    patient is then the image itself (never ``str(None)``: a shared "None" group would join unrelated patients)."""
+def _group_entry(item: Mapping) -> tuple[Any, Any]:
+    """``(key, value)`` of the patient of ``item`` (:func:`_group_key`); ``(None, None)`` when it names none."""
     key = _group_key(item)
-    group = item.get(key) if key is not None else None
-    return str(group).strip() if group is not None and str(group).strip() else None
+    return key, (item.get(key) if key is not None else None)
+
+
+def _group_text(given: Any) -> str | None:
+    """A patient value (:func:`_group_entry`) stripped; ``None`` when missing or blank: the patient is then the image
+    itself (never ``str(None)``: a shared "None" group would join unrelated patients)."""
+    text = str(given).strip() if given is not None else ""
+    return text or None
+
+
+def _given_group(item: Mapping) -> str | None:
+    """An item's patient (``group``, or another of :data:`GROUP_KEYS`), stripped (:func:`_group_text`)."""
+    return _group_text(_group_entry(item)[1])
 
 
 def _check_patients_in_one_list(path: Path, rows: dict[str, list[tuple[str, dict]]], root: str) -> None:
@@ -207,14 +217,13 @@ def _check_patients_in_one_list(path: Path, rows: dict[str, list[tuple[str, dict
     spelt: dict[str, tuple[str, str]] = {}  # a patient id folded (case, spaces) → (its first spelling, location)
     for split, entries in rows.items():
         for loc, item in entries:
-            key = _group_key(item)
-            given = item.get(key) if key is not None else None
+            key, given = _group_entry(item)  # found once: checked, then read
             whole = isinstance(given, float) and given.is_integer()  # pandas writes an id column with gaps so
             if given is not None and (isinstance(given, bool) or not (isinstance(given, (str, int)) or whole)):
                 # ["p1"] was the patient "['p1']", another than "p1"; NaN a patient "nan" (trial T64b)
                 raise ValueError(f"{path}:{loc}: the patient ({key!r}) {given!r} is a {type(given).__name__}: a "
                                  "patient id is a text or a whole number.")
-            group, image = _given_group(item), item.get("image")
+            group, image = _group_text(given), item.get("image")
             keys = []
             if group is not None:
                 # 'PT002' and 'pt002 ' are one patient: read as two, they were split between training and test
