@@ -52,7 +52,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -265,9 +265,17 @@ def datastore_datalist(
         classes = [check_class_name(str(n).strip(), "labels") for n in label_names]
         if not classes or len(set(classes)) != len(classes) or not all(classes):
             raise ValueError(f"labels must be distinct, non-blank class names, got {list(label_names)}.")
-    else:
-        names = sorted({v for _, v, _ in rows if not is_index(v)})
-        indices = sorted({int(v) for _, v, _ in rows if is_index(v)})
+    else:  # one pass over the rows: the indices, and each class name's first image and count
+        first: dict[str, str] = {}
+        counts: Counter = Counter()
+        found: set[int] = set()
+        for image_id, v, _ in rows:
+            if is_index(v):
+                found.add(int(v))
+            else:
+                first.setdefault(v, f"image '{image_id}'")
+                counts[v] += 1
+        names, indices = sorted(first), sorted(found)
         if names and indices:
             raise ValueError(
                 f"the datastore's classes mix names {names[:5]} and indices {indices[:5]}: give the app the class "
@@ -276,9 +284,7 @@ def datastore_datalist(
         if names:
             # as a datalist's labels are read: names differing only in case or spaces refused, a rare one a typo
             # from a frequent one warned (Aneurysm, aneurysm and 'aneurism ' became 3 classes of 4; trial T65a)
-            first = {n: next(f"image '{i}'" for i, v, _ in rows if v == n) for n in names}
-            counts = {n: sum(v == n for _, v, _ in rows) for n in names}
-            classes = classes_of_labels(first, f"the datastore's '{tag}' labels", counts)
+            classes = classes_of_labels({n: first[n] for n in names}, f"the datastore's '{tag}' labels", counts)
         else:
             if indices[0] < 0:
                 raise ValueError(f"class index {indices[0]} is negative.")
