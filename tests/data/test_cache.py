@@ -39,3 +39,36 @@ def test_items_without_a_datalist_line_are_named_by_index():
     with pytest.raises(ItemLoadError, match="item 1: cannot be loaded: ValueError: not a volume"):
         NamedCacheDataset([{"x": 1}, {"x": 2}], Compose([Lambdad("x", lambda v: refuse(v) if v == 2 else v)]),
                           cache_rate=1.0, num_workers=1, progress=False)
+
+
+def test_a_lazily_made_item_is_made_once_per_fetch():
+    """The item was read a second time only to have its name at hand: a lazily made one (the synthetic datasets')
+    was made twice per fetch (its cached part and every random transform's epoch), a failure still names it."""
+    from collections.abc import Sequence
+
+    from monai.transforms import RandLambdad
+
+    class Made(Sequence):
+        def __init__(self):
+            self.made = 0
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            if not 0 <= i < 3:
+                raise IndexError(i)
+            self.made += 1
+            return {"x": i, "source_line": f"made:{i}"}
+
+    data = Made()
+    ds = NamedCacheDataset(data, Compose([Lambdad("x", lambda v: v + 1), RandLambdad("x", lambda v: 10 * v)]),
+                           cache_rate=1.0, num_workers=1, progress=False)
+    assert data.made == 3  # the cache: once each
+    assert [ds[i]["x"] for i in range(3)] == [10, 20, 30] and data.made == 3  # random part on the cached items
+    lazy = NamedCacheDataset(data, Compose([Lambdad("x", lambda v: v if v < 2 else 1 / 0)]), cache_rate=0.0,
+                             progress=False)
+    made = data.made
+    assert lazy[0]["x"] == 0 and data.made == made + 1
+    with pytest.raises(ItemLoadError, match=r"made:2: cannot be loaded: ZeroDivisionError"):
+        lazy[2]
