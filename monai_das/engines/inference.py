@@ -78,17 +78,21 @@ def exit_status(predictions_csv: str | os.PathLike) -> str | os.PathLike:
     return predictions_csv
 
 
-def inference_output_dir(bundle_root: str | os.PathLike, input: str | os.PathLike | None = None) -> str:
+def inference_output_dir(bundle_root: str | os.PathLike, input: str | os.PathLike | None = None,
+                         split: str = "test") -> str:
     """
-    Where bundle inference writes by default: ``<bundle_root>/eval`` for a dataset split (beside the evaluation's
-    reports of that split), ``<bundle_root>/predictions/<name>-<tag>`` for ``--input`` (``<name>``: the input
-    folder's or file's own name; ``<tag>``: 8 hex digits of its absolute path, so that the series folders of one name
-    in a PACS export, ``P1/ST1/SE2_CT`` and ``P3/ST1/SE2_CT``, get their own), so that predicting new studies replaces
-    neither the test split's predictions nor those of another input (a predictions file keeps the rows of its own
-    listing only).
+    Where bundle inference writes by default: for a dataset ``split``, beside the evaluation's reports of that split
+    (``<bundle_root>/eval`` for the test split, ``<bundle_root>/eval/<split>`` for another: a ``--split val`` run
+    replaced the test split's predictions file), ``<bundle_root>/predictions/<name>-<tag>`` for ``--input``
+    (``<name>``: the input folder's or file's own name; ``<tag>``: 8 hex digits of its absolute path, so that the
+    series folders of one name in a PACS export, ``P1/ST1/SE2_CT`` and ``P3/ST1/SE2_CT``, get their own), so that
+    predicting new studies replaces neither a split's predictions nor those of another input (a predictions file
+    keeps the rows of its own listing only).
     """
     if optional(input) is None:
-        return str(Path(bundle_root) / "eval")
+        if split not in ("train", "val", "test"):  # a folder name: never a path of its own
+            raise ValueError(f"split must be one of train, val, test; got {split!r}.")
+        return str(Path(bundle_root, "eval", *([] if split == "test" else [split])))
     return str(Path(bundle_root) / "predictions" / input_folder_name(input))
 
 

@@ -623,6 +623,13 @@ def _trained_value(key: str, facts: Mapping, shipped: Path | None = None) -> Any
     if key == "data_dir":
         path = run.get("data_dir")
         return path if isinstance(path, str) and Path(path).is_dir() and not _inside(path, shipped) else _UNSET
+    if key == "min_frames":  # the training's shortest study (a still image trained with 1 is a study at inference)
+        value = recipe.get(key)
+        return value if not isinstance(value, bool) and isinstance(value, int) and value >= 1 else _UNSET
+    if key == "val_fraction":  # the share of a datalist's training list drawn for validation (when it had none)
+        value = (facts.get("splits") or {}).get(key)
+        valid = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < 1
+        return float(value) if valid else _UNSET
     if key in _FROM_FACTS:
         return facts.get(key, _UNSET)
     if key in _FROM_RECIPE:
@@ -647,7 +654,9 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     weight arguments), ``context_frames``, ``sampler_kwargs``), the dataset and its
     options (``dataset``, ``synthetic_options``, ``size``, ``data_seed``, POCUS's ``fold``, ``num_folds``,
     ``probe``; ``data_dir`` when that folder is here), ``slice_axis`` (volumes), ``num_frames``, ``in_channels`` and
-    ``temporal_mode`` (clips); for a model trained on a datalist also its classes (``label_names``, in the training's
+    ``temporal_mode`` (clips), the recipe's ``min_frames``, a datalist's ``val_fraction`` (when the validation list
+    was drawn from its training list: a ``val`` split is then the training's); for a model trained on a datalist also
+    its classes (``label_names``, in the training's
     order), grid (``spatial_size``) and intensity steps (``axcodes``, ``pixdim``, ``intensity_range``,
     ``percentiles``), and the datalist (and ``dataset_dir``) when the file is here, not in the model's own folder
     (:func:`model_root`: a received model's list could name any file on this machine; nor a ``dataset_dir`` or
@@ -928,8 +937,8 @@ class ModelCardSaver:
                 f"'{self.checkpoint}' was trained on other splits of '{before.get('dataset')}' than this evaluation "
                 f"reads (its model card '{self.filepath}'): "
                 + "; ".join(f"{k}: trained {before.get(k)!r}, this run {now.get(k)!r}" for k in leaks)
-                + f". This run's {self.split} split would hold items the checkpoint was trained or validated on, and "
-                "its metrics would replace the card's test metrics."
+                + f". This run's {self.split} split would hold items the checkpoint was trained or validated on"
+                + (", and its metrics would replace the card's test metrics." if self.split == "test" else ".")
                 + (f" Give the training's options: {'; '.join(give)}." if give else "")
                 + "".join(f" This version draws another validation list from the same options ({NEWER_DRAWS[k]}, "
                           f"{k}) than the checkpoint's version did: evaluate the test split, or train anew."
@@ -1085,8 +1094,9 @@ class ModelCardSaver:
             validation = found[1].get("validation")
             # and so does what it was trained on: an evaluation on another datalist rewrote the card's datalist
             provenance = {k: found[1].get(k) for k in _PROVENANCE}
-            if found[1].get("run_params") is not None:  # how it was trained: the training's
-                provenance["run_params"] = found[1]["run_params"]
+            for key in ("run_params", "recipe"):  # how it was trained: the training's (an evaluation's recipe may
+                if found[1].get(key) is not None:  # differ in its free steps: min_frames, the test data's geometry)
+                    provenance[key] = found[1][key]
         elif old.get("eval_metrics"):
             self.logger.warning(f"model card '{self.filepath}' described another checkpoint or network: its "
                                 f"metrics {sorted(old['eval_metrics'])} are dropped.")

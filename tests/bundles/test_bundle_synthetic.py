@@ -285,6 +285,14 @@ def test_inference_on_an_input_writes_beside_the_split_predictions(bundle, tmp_p
             assert re.fullmatch(re.escape(Path(given).name) + r"-[0-9a-f]{8}", where.name), where
         seen.add(where)
     assert len(seen) == 5  # every input its own folder
+    # another split than the test split writes beside evaluate.json's reports of it: --split val replaced the test
+    # split's predictions file (trial T66a)
+    parser = ConfigParser()
+    parser.read_config(str(configs / "inference.json"))
+    parser.update({"bundle_root": str(tmp_path), "split": "val"})
+    assert Path(parser.get_parsed_content("output_dir")) == tmp_path / "eval" / "val"
+    with pytest.raises(ValueError, match="split must be one of train, val, test; got '../x'"):
+        inference_output_dir(tmp_path, None, "../x")
     # "." and "..": the folder's own name, never the bundle root or a parent; the same input, the same folder
     assert Path(inference_output_dir(tmp_path, tmp_path / "studies" / "..")).name.startswith(tmp_path.name + "-")
     assert inference_output_dir(tmp_path, "/data/x/") == inference_output_dir(tmp_path, "/data/x")

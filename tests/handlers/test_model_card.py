@@ -588,6 +588,26 @@ def test_evaluation_on_other_data_keeps_the_trainings_provenance(tmp_path, caplo
     assert "on other data than it was trained with" in caplog.text
 
 
+def test_an_evaluation_keeps_the_trainings_recipe_and_the_card_gives_min_frames_and_val_fraction(tmp_path):
+    """evaluate.json took train.json's min_frames 2 for a model trained with 1 and wrote it into the card's recipe:
+    the Deploy app's eager engine (the card) then refused one-slice studies its ONNX export (the card embedded at
+    export) classified; and a validation evaluation or inference of a model trained with another val_fraction
+    needed it typed again, or predicted another validation list without a word (trial T66a)."""
+    from monai_das.handlers import trained_options
+
+    ident = {"dataset": "datalist", "datalist_sha256": "ab" * 32, "seed": 0, "val_fraction": 0.4}
+    info = {**INFO, "splits": ident}
+    recipe = {**RECIPE, "min_frames": 1, "geometry": {"frame_aspect": [1.0, 1.2]}}
+    _train_with(tmp_path, info, recipe=recipe)
+    card = _evaluate_with(tmp_path, info, recipe={**RECIPE, "min_frames": 2, "geometry": {"frame_aspect": [3.0, 3.1]}})
+    assert card["eval_metrics"]["auc"] == 0.9 and card[CARD_KEY]["recipe"] == recipe
+    ckpt = tmp_path / "models" / "model.pt"
+    assert trained_options(ckpt, {"min_frames": 2, "val_fraction": 0.2}) == {"min_frames": 1, "val_fraction": 0.4}
+    with pytest.raises(ValueError, match=r"val_fraction: trained 0\.4, this run 0\.2.*--val_fraction 0\.4") as e:
+        _evaluate_with(tmp_path, {**info, "splits": {**ident, "val_fraction": 0.2}}, split="validation")
+    assert "test metrics" not in str(e.value)  # a validation evaluation never writes them
+
+
 def test_card_records_how_the_model_was_trained_and_its_input(tmp_path):
     """The card had no learning rates, class weights or warm-up (MLflow had them), and its image_classes said
     "default 28x28x28" for a 20x16x12 model (trial X): run_params come with the training and stay after an evaluation;
