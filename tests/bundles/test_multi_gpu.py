@@ -78,3 +78,17 @@ def test_torchrun_two_ranks(tmp_path, extra):
     # fixed-size all_gather; review H3)
     assert len(client.get_metric_history(runs[0].info.run_id, "val_loss")) == 1
     assert "Epoch[1] Metrics" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("name", ["das_volume_classification", "das_video_classification"])
+def test_find_unused_parameters_is_a_flag(name):
+    """``--find_unused_parameters false`` reached DistributedDataParallel as the string 'false', which is true
+    (trial T66a): read as the bundles' other flags are."""
+    from monai.bundle import ConfigParser
+
+    configs = Path(__file__).resolve().parents[2] / "bundles" / name / "configs"
+    for given, expected in (("false", False), ("no", False), (True, True), ("1", True)):
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json"), str(configs / "multi_gpu_train.json")])
+        parser.update({"find_unused_parameters": given})
+        assert parser.get_parsed_content("network#find_unused_parameters") is expected
