@@ -285,6 +285,8 @@ class RunSettings:
         """Refuse (``ValueError``) a checkpoint's settings ``state_dict`` other than this run's; with ``warn``, also say
         what cannot be checked or changes rounding (:meth:`load_state_dict` is this check)."""
         where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
+        # a recipe entry recorded since: a checkpoint without it was written at its value of then
+        state_dict = {**{k: v for k, v in _RECORDED_SINCE.items() if k in self.recipe}, **state_dict}
         other = [d for k, v in self.advisory.items() if k in state_dict for d in _differences(k, state_dict[k], v)]
         if other and warn:
             logger.warning(
@@ -333,6 +335,10 @@ class RunSettings:
             )
 
 
+#: training recipe entries recorded in checkpoints since a later version, with the value of those written before:
+#: ``keep_latest_best`` (which of tied best epochs is kept; a change on resume mixed both rules in one run, T66c)
+_RECORDED_SINCE = {"keep_latest_best": False}
+
 #: the bundle option that sets an entry, where its name is not the option's (``warmup_epochs`` is
 #: ``sampler_warmup_epochs`` resolved, "auto" counting ``max_epochs``: extending ``--max_epochs`` on resume changed it;
 #: trial X) or its value is no option value; ``{}``: the checkpoint's value
@@ -343,7 +349,7 @@ _OPTION_HINTS = {
                                   "num_train", "num_val", "batch_size", "lr", "sampler_lr", "sampler_gradient",
                                   "relevance_weight", "class_weights", "temperature_schedule", "precise_bn_batches",
                                   "augment_prob", "augment_rotate", "augment_scale", "val_interval", "encoder", "size",
-                                  "dataset", "num_workers", "num_frames", "spatial_size")},
+                                  "dataset", "num_workers", "num_frames", "spatial_size", "keep_latest_best")},
 }
 
 def _option_value(value: Any) -> str:
