@@ -654,6 +654,12 @@ def test_conf_typos_are_refused_and_unknown_keys_named(app, tmp_path, caplog):
     assert "--conf colour: not a key of this app" in caplog.text
     assert "--conf server_mode" not in caplog.text and "--conf zoo_source" not in caplog.text  # MONAI Label's
     assert got["spatial_size"] is None
+    # a flag is true or false: 'ture' read as false (preload off, or no train task) without a word (trial T66a)
+    for key, value in (("preload", "ture"), ("train", "treu"), ("preload", "enabled")):
+        with pytest.raises(ValueError, match=rf"--conf {key} must be true or false .*got '{value}'"):
+            settings({key: value}, tmp_path)
+    assert settings({"preload": "on", "train": "0"}, tmp_path)["preload"] is True
+    assert settings({"train": "No"}, tmp_path)["train"] is False
 
 
 # ---------------------------------------------------------------------------------------------------- the real bundle

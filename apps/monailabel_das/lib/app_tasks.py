@@ -54,10 +54,18 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_BUNDLE = REPO_ROOT / "bundles" / "das_volume_classification"
 
 
-def _flag(value: Any, default: bool) -> bool:
+def _flag(conf: Mapping[str, Any], key: str, default: bool) -> bool:
+    """``--conf key`` as a boolean (``default`` when not given); a value that is neither true nor false is refused
+    naming the key (``preload ture`` was read as false, without a word)."""
+    from monai_das.engines import flag
+
+    value = conf.get(key)
     if value is None:
         return default
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return flag(value)
+    except ValueError:
+        raise ValueError(f"--conf {key} must be true or false (1/0, yes/no, on/off), got {value!r}.") from None
 
 
 def _spatial_size(value: str | None) -> list[int] | None:
@@ -156,12 +164,12 @@ def app_settings(conf: Mapping[str, str], app_dir: str | os.PathLike) -> dict[st
         "labels": [n.strip() for n in labels.split(",")] if labels else None,
         "spatial_size": _spatial_size(conf.get("spatial_size")),
         "train_overrides": overrides,
-        "train": _flag(conf.get("train"), True),
+        "train": _flag(conf, "train", True),
         "engine": conf.get("engine") or None,
         "prefer": conf.get("prefer") or None,
         **settings,
         "loader_options": {"allowed_modalities": [m.strip() for m in modalities.split(",")]} if modalities else {},
-        "preload": _flag(conf.get("preload"), False),
+        "preload": _flag(conf, "preload", False),
     }
 
 
