@@ -55,7 +55,9 @@ class ResumableMLFlowHandler(MLFlowHandler):
     logged. And an artifact folder's temporary files of an atomic write in flight or killed
     (:data:`~monai_das.utils.io.ATOMIC_TEMP_NAME`, e.g. ``.kept_frames.x1y2z3a4.tmp.png``) are not uploaded. A
     training resumed with nothing left to train (every epoch done, or stopped early) makes no new, empty run
-    (:meth:`start`).
+    (:meth:`start`). A resumed run's parameters that the run holds already are not logged again, and one a resume
+    may change (``patience``, ``max_epochs``: MLflow keeps a run's first value and refused the new one, which ended
+    the resumed run at start-up, trial T66c) is recorded as the run's tag ``resumed.<name>`` (:meth:`_log_params`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -88,6 +90,33 @@ class ResumableMLFlowHandler(MLFlowHandler):
         if self._deferred:
             self._deferred = False
             super().start(engine)
+
+    def _delete_exist_param_in_dict(self, param_dict: dict) -> None:
+        """Nothing: MONAI drops the engine's ``max_epochs``/``epoch_length`` a run holds already, a longer resumed
+        run's new ``max_epochs`` too; :meth:`_log_params` tells a value logged before from a changed one."""
+
+    def _log_params(self, params: dict[str, Any]) -> None:
+        """MONAI's, for the parameters the run does not hold yet; one it holds with another value (a resume with
+        another ``patience`` or ``max_epochs``) becomes the tag ``resumed.<name>`` (a run's parameter cannot change)."""
+        if not self.cur_run:
+            return super()._log_params(params)
+        from mlflow.entities import RunTag
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+        run_id = self.cur_run.info.run_id
+        held = self.client.get_run(run_id).data.params
+        new = {k: v for k, v in params.items() if k not in held}
+        # a long value MLflow may have cut to its limit is the same value
+        changed = {k: str(v) for k, v in params.items() if k in held and held[k] != str(v)
+                   and not (len(str(v)) > MAX_PARAM_VAL_LENGTH and str(v).startswith(held[k]))}
+        if changed:
+            self.client.log_batch(run_id, tags=[RunTag(f"resumed.{k}", v[:MAX_PARAM_VAL_LENGTH])
+                                                for k, v in changed.items()])
+            logger.info(f"MLflow run {run_id}: " + ", ".join(f"{k} was {held[k]} when the run started, now {v}"
+                                                             for k, v in changed.items())
+                        + " (a run's parameters cannot change: the new values are its tags resumed.<name>).")
+        if new:
+            super()._log_params(new)
 
     def _history(self, run_id: str) -> set:
         data = self.client.get_run(run_id).data

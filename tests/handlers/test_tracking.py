@@ -138,3 +138,37 @@ def test_a_finished_training_resumed_with_nothing_left_makes_no_empty_run(tmp_pa
     assert len(runs()) == 2
     steps = sorted(m.step for r in runs() for m in client.get_metric_history(r.info.run_id, "val_auc"))
     assert steps == [1, 2, 3]  # epochs 1-2 in the first run, epoch 3 in the second
+
+
+def test_a_resume_with_another_patience_or_more_epochs_goes_on(tmp_path, caplog):
+    """A resume with another --patience (which the bundle allows) ended at start-up: MLflow refused to change the
+    run's 'patience' parameter (trial T66c); a longer resumed run kept max_epochs 4 without a word. The run's
+    parameters stay its first values; the resumed ones are its tags resumed.<name>; unchanged ones are not logged
+    again."""
+    import logging
+
+    import mlflow
+    from ignite.engine import Engine
+
+    from monai_das.handlers import ResumableMLFlowHandler
+
+    uri = path_to_sqlite_uri(tmp_path / "mlflow.db")
+
+    def train(done: int, max_epochs: int, patience: int) -> None:
+        trainer = Engine(lambda e, b: 0.5)
+        ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", run_name="r", iteration_log=False,
+                               experiment_param={"patience": patience, "lr": 0.001},
+                               close_on_complete=False).attach(trainer)
+        trainer.state.epoch = trainer.state.iteration = done  # as a resume loads it
+        trainer.state.max_epochs, trainer.state.epoch_length = max(done, 1), 1
+        trainer.run([0], max_epochs=max_epochs)
+
+    train(0, 4, 5)
+    with caplog.at_level(logging.INFO, logger="monai_das.handlers.tracking"):
+        train(2, 6, 3)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert run.data.params == {"patience": "5", "lr": "0.001", "max_epochs": "4", "epoch_length": "1"}
+    assert {k: v for k, v in run.data.tags.items() if k.startswith("resumed.")} == {
+        "resumed.patience": "3", "resumed.max_epochs": "6"}
+    assert "patience was 5 when the run started, now 3" in caplog.text and "lr was" not in caplog.text
