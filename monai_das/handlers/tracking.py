@@ -92,31 +92,46 @@ class ResumableMLFlowHandler(MLFlowHandler):
             super().start(engine)
 
     def _delete_exist_param_in_dict(self, param_dict: dict) -> None:
-        """Nothing: MONAI drops the engine's ``max_epochs``/``epoch_length`` a run holds already, a longer resumed
-        run's new ``max_epochs`` too; :meth:`_log_params` tells a value logged before from a changed one."""
+        """MONAI's (the engine's ``max_epochs``/``epoch_length`` a run holds already are not logged again), except
+        that the training's handler (the one given ``experiment_param``) records a changed value, a longer resumed
+        run's ``max_epochs``, as the tag ``resumed.<name>`` (a validator's handler logs its own engine's into the same
+        run: not a change)."""
+        if self.experiment_param and self.cur_run is not None:
+            self._changed_params(param_dict)
+        super()._delete_exist_param_in_dict(param_dict)
 
     def _log_params(self, params: dict[str, Any]) -> None:
         """MONAI's, for the parameters the run does not hold yet; one it holds with another value (a resume with
-        another ``patience`` or ``max_epochs``) becomes the tag ``resumed.<name>`` (a run's parameter cannot change)."""
-        if not self.cur_run:
+        another ``patience``) becomes the tag ``resumed.<name>`` (a run's parameter cannot change: MLflow refused it
+        and the resumed run ended at start-up)."""
+        if not self.cur_run or params is not self.experiment_param:
             return super()._log_params(params)
+        held = self._changed_params(params)
+        new = {k: v for k, v in params.items() if k not in held}
+        if new:
+            super()._log_params(new)
+
+    def _changed_params(self, params: dict[str, Any]) -> dict[str, str]:
+        """Record the values of ``params`` the current run holds with another value as its tags ``resumed.<name>``
+        (said at INFO; a tag of a value back to the run's own is deleted); returns the run's parameters."""
         from mlflow.entities import RunTag
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-        run_id = self.cur_run.info.run_id
-        held = self.client.get_run(run_id).data.params
-        new = {k: v for k, v in params.items() if k not in held}
+        run = self.client.get_run(self.cur_run.info.run_id)
+        held, tags = run.data.params, run.data.tags
         # a long value MLflow may have cut to its limit is the same value
         changed = {k: str(v) for k, v in params.items() if k in held and held[k] != str(v)
                    and not (len(str(v)) > MAX_PARAM_VAL_LENGTH and str(v).startswith(held[k]))}
+        for k in params:
+            if k in held and k not in changed and f"resumed.{k}" in tags:
+                self.client.delete_tag(run.info.run_id, f"resumed.{k}")
         if changed:
-            self.client.log_batch(run_id, tags=[RunTag(f"resumed.{k}", v[:MAX_PARAM_VAL_LENGTH])
-                                                for k, v in changed.items()])
-            logger.info(f"MLflow run {run_id}: " + ", ".join(f"{k} was {held[k]} when the run started, now {v}"
-                                                             for k, v in changed.items())
-                        + " (a run's parameters cannot change: the new values are its tags resumed.<name>).")
-        if new:
-            super()._log_params(new)
+            self.client.log_batch(run.info.run_id, tags=[RunTag(f"resumed.{k}", v[:MAX_PARAM_VAL_LENGTH])
+                                                         for k, v in changed.items()])
+            logger.info(f"MLflow run {run.info.run_id}: " + ", ".join(
+                f"{k} was {held[k]} when the run started, now {v}" for k, v in changed.items())
+                + " (a run's parameters cannot change: the new values are its tags resumed.<name>).")
+        return held
 
     def _history(self, run_id: str) -> set:
         data = self.client.get_run(run_id).data

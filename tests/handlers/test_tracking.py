@@ -143,32 +143,41 @@ def test_a_finished_training_resumed_with_nothing_left_makes_no_empty_run(tmp_pa
 def test_a_resume_with_another_patience_or_more_epochs_goes_on(tmp_path, caplog):
     """A resume with another --patience (which the bundle allows) ended at start-up: MLflow refused to change the
     run's 'patience' parameter (trial T66c); a longer resumed run kept max_epochs 4 without a word. The run's
-    parameters stay its first values; the resumed ones are its tags resumed.<name>; unchanged ones are not logged
-    again."""
+    parameters stay its first values; the resumed ones are its tags resumed.<name> (gone when a later resume gives
+    the first value back); unchanged ones are not logged again, and the validator's handler, which logs its own
+    engine's max_epochs 1 into the same run, changes nothing (review)."""
     import logging
 
     import mlflow
-    from ignite.engine import Engine
+    from ignite.engine import Engine, Events
 
     from monai_das.handlers import ResumableMLFlowHandler
 
     uri = path_to_sqlite_uri(tmp_path / "mlflow.db")
+    client = mlflow.MlflowClient(tracking_uri=uri)
 
-    def train(done: int, max_epochs: int, patience: int) -> None:
-        trainer = Engine(lambda e, b: 0.5)
+    def train(done: int, max_epochs: int, patience: int) -> mlflow.entities.Run:
+        trainer, validator = Engine(lambda e, b: 0.5), Engine(lambda e, b: 0.5)
         ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", run_name="r", iteration_log=False,
                                experiment_param={"patience": patience, "lr": 0.001},
                                close_on_complete=False).attach(trainer)
+        ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", run_name="r", iteration_log=False,
+                               epoch_log=False).attach(validator)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0, 1, 2]))
         trainer.state.epoch = trainer.state.iteration = done  # as a resume loads it
         trainer.state.max_epochs, trainer.state.epoch_length = max(done, 1), 1
         trainer.run([0], max_epochs=max_epochs)
+        (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+        return run
 
-    train(0, 4, 5)
+    def resumed(run) -> dict:
+        return {k: v for k, v in run.data.tags.items() if k.startswith("resumed.")}
+
+    assert resumed(train(0, 4, 5)) == {}
     with caplog.at_level(logging.INFO, logger="monai_das.handlers.tracking"):
-        train(2, 6, 3)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+        run = train(2, 6, 3)
     assert run.data.params == {"patience": "5", "lr": "0.001", "max_epochs": "4", "epoch_length": "1"}
-    assert {k: v for k, v in run.data.tags.items() if k.startswith("resumed.")} == {
-        "resumed.patience": "3", "resumed.max_epochs": "6"}
+    assert resumed(run) == {"resumed.patience": "3", "resumed.max_epochs": "6"}
     assert "patience was 5 when the run started, now 3" in caplog.text and "lr was" not in caplog.text
+    assert "now 1" not in caplog.text  # the validator's engine
+    assert resumed(train(6, 7, 5)) == {"resumed.max_epochs": "7"}  # patience back to the run's own
