@@ -285,8 +285,6 @@ class RunSettings:
         """Refuse (``ValueError``) a checkpoint's settings ``state_dict`` other than this run's; with ``warn``, also say
         what cannot be checked or changes rounding (:meth:`load_state_dict` is this check)."""
         where = f"checkpoint '{self.checkpoint}'" if self.checkpoint else "the checkpoint"
-        # a recipe entry recorded since: a checkpoint without it was written at its value of then
-        state_dict = {**{k: v for k, v in _RECORDED_SINCE.items() if k in self.recipe}, **state_dict}
         other = [d for k, v in self.advisory.items() if k in state_dict for d in _differences(k, state_dict[k], v)]
         if other and warn:
             logger.warning(
@@ -334,10 +332,6 @@ class RunSettings:
                 f"they are the values it was trained with."
             )
 
-
-#: training recipe entries recorded in checkpoints since a later version, with the value of those written before:
-#: ``keep_latest_best`` (which of tied best epochs is kept; a change on resume mixed both rules in one run, T66c)
-_RECORDED_SINCE = {"keep_latest_best": False}
 
 #: the bundle option that sets an entry, where its name is not the option's (``warmup_epochs`` is
 #: ``sampler_warmup_epochs`` resolved, "auto" counting ``max_epochs``: extending ``--max_epochs`` on resume changed it;
