@@ -91,5 +91,7 @@ class NamedCacheDataset(CacheDataset):
         return cache
 
     def _transform(self, index: int):
+        if not -len(self.data) <= index < len(self.data):  # past the end: what ends a for loop over the dataset
+            raise IndexError(f"index {index} out of range for {len(self.data)} items.")
         with _naming(self.data, index):
             return super()._transform(index)

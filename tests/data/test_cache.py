@@ -66,6 +66,7 @@ def test_a_lazily_made_item_is_made_once_per_fetch():
                            cache_rate=1.0, num_workers=1, progress=False)
     assert data.made == 3  # the cache: once each
     assert [ds[i]["x"] for i in range(3)] == [10, 20, 30] and data.made == 3  # random part on the cached items
+    assert [item["x"] for item in ds] == [10, 20, 30]  # an IndexError past the end, not an ItemLoadError (review)
     lazy = NamedCacheDataset(data, Compose([Lambdad("x", lambda v: v if v < 2 else 1 / 0)]), cache_rate=0.0,
                              progress=False)
     made = data.made
