@@ -309,8 +309,9 @@ def clip_frame_limit(where: str, frame_hw: Sequence[int], size: Sequence[int] | 
     memory to decode and keep (``None``: not known), refusing up front a clip whose ``declared`` frame count does not
     fit. :func:`~monai_das.data.video_io.read_video` keeps every decoded frame at the network's grid (``size``, else
     ``frame_hw``) and copies it to float32 (:data:`BYTES_PER_CLIP_VALUE` per value in all); ``native_bytes`` per frame
-    are held besides (a DICOM cine's decoded pixel data). A 260 KB mp4 of 20 000 small frames took 2.3 GB, with no
-    check before decoding (trial T64b); a clip declaring more than the memory available ended the process.
+    are held besides (a DICOM cine's stored and decoded pixel data). A 260 KB mp4 of 20 000 small frames took
+    2.3 GB, with no check before decoding (trial T64b); a clip declaring more than the memory available ended the
+    process.
 
     Raises:
         MemoryError: naming ``where``, the declared frames and their size, the estimate and the memory available.

@@ -213,21 +213,25 @@ def _fragment_count(ds) -> int | None:
 def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], dict]:
     import pydicom
 
+    try:  # priced from the header before the pixel data is read (an uncompressed cine can exceed the memory)
+        header = read_dicom_header(path)
+        rows, cols = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+        declared = int(header.get("NumberOfFrames", 1) or 1)
+        per_value = max(int(header.get("BitsAllocated", 8) or 8), 8) // 8
+        # the stored pixel data, its decoded array, then float32
+        native = rows * cols * int(header.get("SamplesPerPixel", 1) or 1) * (2 * per_value + 4)
+    except (TypeError, ValueError):  # the decoder's message below says what is wrong
+        rows = cols = 0
+    except Exception as e:
+        raise RuntimeError(f"cannot read DICOM file '{path}': {e}") from e
+    if rows > 0 and cols > 0:
+        _clip_frame_limit(path, (rows, cols), size, grayscale, declared, native)
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as e:
         raise RuntimeError(f"cannot read DICOM file '{path}': {e}") from e
     if "PixelData" not in ds:
         raise RuntimeError(f"DICOM file '{path}' has no pixel data (not an image, or truncated).")
-    try:
-        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        declared = int(ds.get("NumberOfFrames", 1) or 1)
-        native = rows * cols * int(ds.get("SamplesPerPixel", 1) or 1) * (max(int(ds.get("BitsAllocated", 8) or 8), 8)
-                                                                         // 8 + 4)  # decoded, then float32
-    except (TypeError, ValueError):  # the decoder's message below says what is wrong
-        rows = cols = 0
-    if rows > 0 and cols > 0:
-        _clip_frame_limit(path, (rows, cols), size, grayscale, declared, native)
     try:
         arr = ds.pixel_array  # pydicom >= 3 converts YBR to RGB
     except Exception as e:

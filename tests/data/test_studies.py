@@ -632,10 +632,18 @@ def test_headers_declaring_more_than_the_memory_are_refused_before_reading(tmp_p
 
     monkeypatch.setattr(studies, "available_memory", lambda: 1 << 30)  # 1 GiB
     _us_cine(tmp_path / "cine" / "IM0001", declared=(4096, 4096, 32))
+    import pydicom
+
+    read = []  # the pixel data is not read: the clip reader prices the header first (review)
+    real_dcmread = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: read.append(k.get("stop_before_pixels", False))
+                        or real_dcmread(*a, **k))
     with pytest.raises(RuntimeError, match=r"^study 'cine': cannot read clip '.*IM0001': MemoryError \(out of "
                                            r"memory\): video file '.*IM0001' declares 32 frames of 4096×4096; "
-                                           r"decoding them \(kept at 8×10\) needs about 2\.5 GiB, more than the 1 GiB"):
+                                           r"decoding them \(kept at 8×10\) needs about 3 GiB, more than the 1 GiB"):
         LoadStudy(VIDEO).load(tmp_path / "cine")
+    assert read and all(read)
+    monkeypatch.setattr(pydicom, "dcmread", real_dcmread)
     nrrd = tmp_path / "bomb.nrrd"  # an NRRD header declaring 1024³ uint8, its gzip data cut short
     nrrd.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nspace: left-posterior-superior\nsizes: 1024 1024 1024\n"
                      b"space directions: (1,0,0) (0,1,0) (0,0,1)\nencoding: gzip\nspace origin: (0,0,0)\n\n"
