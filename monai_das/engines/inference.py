@@ -89,10 +89,8 @@ def inference_output_dir(bundle_root: str | os.PathLike, input: str | os.PathLik
     predicting new studies replaces neither a split's predictions nor those of another input (a predictions file
     keeps the rows of its own listing only).
     """
-    if optional(input) is None:
-        if split not in ("train", "val", "test"):  # a folder name: never a path of its own
-            raise ValueError(f"split must be one of train, val, test; got {split!r}.")
-        return str(Path(bundle_root, "eval", *([] if split == "test" else [split])))
+    if optional(input) is None:  # another split name is refused by the dataset, naming the one to give
+        return str(Path(bundle_root, "eval", *([split] if split in ("train", "val") else [])))
     return str(Path(bundle_root) / "predictions" / input_folder_name(input))
 
 

@@ -938,7 +938,8 @@ class ModelCardSaver:
                 f"reads (its model card '{self.filepath}'): "
                 + "; ".join(f"{k}: trained {before.get(k)!r}, this run {now.get(k)!r}" for k in leaks)
                 + f". This run's {self.split} split would hold items the checkpoint was trained or validated on"
-                + (", and its metrics would replace the card's test metrics." if self.split == "test" else ".")
+                + (", and its metrics would replace the card's test metrics." if self.split in (None, "test")
+                   else ".")
                 + (f" Give the training's options: {'; '.join(give)}." if give else "")
                 + "".join(f" This version draws another validation list from the same options ({NEWER_DRAWS[k]}, "
                           f"{k}) than the checkpoint's version did: evaluate the test split, or train anew."
@@ -1102,6 +1103,10 @@ class ModelCardSaver:
                                 f"metrics {sorted(old['eval_metrics'])} are dropped.")
         evaluation: dict = {"split": self.split, "metrics": sorted(measured),
                             "data": {k: self.facts.get(k) for k in _PROVENANCE}}
+        trained_min = ((found[1].get("recipe") or {}) if found is not None else {}).get("min_frames")
+        measured_min = (self.facts.get("recipe") or {}).get("min_frames")
+        if found is not None and measured_min != trained_min:  # the recipe stays the training's: the metrics' own
+            evaluation["min_frames"] = measured_min
         loader = getattr(engine, "data_loader", None)
         try:
             evaluation["num_samples"] = len(loader.dataset)  # type: ignore[union-attr]

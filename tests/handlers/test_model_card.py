@@ -601,6 +601,7 @@ def test_an_evaluation_keeps_the_trainings_recipe_and_the_card_gives_min_frames_
     _train_with(tmp_path, info, recipe=recipe)
     card = _evaluate_with(tmp_path, info, recipe={**RECIPE, "min_frames": 2, "geometry": {"frame_aspect": [3.0, 3.1]}})
     assert card["eval_metrics"]["auc"] == 0.9 and card[CARD_KEY]["recipe"] == recipe
+    assert card[CARD_KEY]["evaluation"]["min_frames"] == 2  # what the metrics were measured with (review)
     ckpt = tmp_path / "models" / "model.pt"
     assert trained_options(ckpt, {"min_frames": 2, "val_fraction": 0.2}) == {"min_frames": 1, "val_fraction": 0.4}
     with pytest.raises(ValueError, match=r"val_fraction: trained 0\.4, this run 0\.2.*--val_fraction 0\.4") as e:
