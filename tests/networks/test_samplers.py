@@ -229,6 +229,17 @@ def test_frame_features_onnx_graph_has_no_pow():
     torch.testing.assert_close(torch.from_numpy(got), Wrap()(x), atol=1e-4, rtol=1e-4)
 
 
+class _Indices(torch.nn.Module):
+    """A sampler's kept indices as the one output (what an exported graph of the selection returns)."""
+
+    def __init__(self, sampler):
+        super().__init__()
+        self.s = sampler
+
+    def forward(self, x):
+        return self.s(x).indices
+
+
 def test_das_eval_graph_is_lean_and_matches_eager():
     """
     In eval the selection is the top-k of the logits: the temperature MLP is not in the ONNX graph (no Sigmoid), the
@@ -243,17 +254,9 @@ def test_das_eval_graph_is_lean_and_matches_eager():
     torch.manual_seed(0)
     das = DASampler(7).eval()
 
-    class Indices(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.s = das
-
-        def forward(self, x):
-            return self.s(x).indices
-
     x = torch.rand(3, 14, 1, 20, 20)
     buf = io.BytesIO()
-    torch.onnx.export(Indices().eval(), (x,), buf, dynamo=True, optimize=True, input_names=["x"])
+    torch.onnx.export(_Indices(das).eval(), (x,), buf, dynamo=True, optimize=True, input_names=["x"])
     ops = [n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node]
     assert not {"Sigmoid", "Einsum", "Pow", "Shape"} & set(ops), sorted(set(ops))
     (got,) = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
@@ -281,16 +284,8 @@ def test_index_samplers_export_no_one_hot_matrix(name):
     assert torch.equal(out.matrix.argmax(-1), out.indices) and torch.equal(out.frames, torch.stack(
         [x[b, out.indices[b]] for b in range(2)]))
 
-    class Indices(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.s = sampler
-
-        def forward(self, x):
-            return self.s(x).indices
-
     buf = io.BytesIO()
-    torch.onnx.export(Indices().eval(), (x,), buf, dynamo=True, optimize=True, input_names=["x"])
+    torch.onnx.export(_Indices(sampler).eval(), (x,), buf, dynamo=True, optimize=True, input_names=["x"])
     ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
     assert not {"ScatterElements", "ScatterND", "ArgMax"} & ops, sorted(ops)
 
