@@ -63,7 +63,9 @@ class SamplerWarmupHandler:
         if sampler is None:
             return
         warming = engine.state.epoch <= self.epochs
-        if warming != sampler.warming_up:
+        # the first epoch after the warm-up is said also when a resumed run starts there (the sampler is not
+        # warming up when built, so nothing changed: the line was missing from a resumed run's log, trial T66c)
+        if warming != sampler.warming_up or (self.epochs and engine.state.epoch == self.epochs + 1):
             sampler.warming_up = warming
             if warming:
                 logger.info(f"sampler warm-up: epochs 1-{self.epochs} train the encoder on random subsets of k frames")

@@ -63,6 +63,25 @@ def test_handler_switches_by_epoch_and_resets_at_the_end():
     assert uniform.sampler.warming_up is False
 
 
+def test_a_run_resumed_right_after_the_warmup_says_it_is_done(caplog):
+    """A run resumed at the first epoch after its warm-up (the sampler is not warming up when built) lacked the
+    "sampler warm-up done" line of the uninterrupted run's log (trial T66c); said once in either."""
+    import logging
+
+    logs = []
+    for done in (0, 2):  # uninterrupted; resumed after epoch 2 of a 2-epoch warm-up
+        net = build_classifier("das", 2, 8)
+        trainer = Engine(lambda e, b: None)
+        SamplerWarmupHandler(net, epochs=2).attach(trainer)
+        trainer.state.epoch = trainer.state.iteration = done
+        trainer.state.max_epochs, trainer.state.epoch_length = max(done, 1), 1
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="monai_das.handlers.warmup"):
+            trainer.run([0], max_epochs=4)
+        logs.append([r.getMessage() for r in caplog.records if "warm-up done" in r.getMessage()])
+    assert logs[0] == logs[1] == ["sampler warm-up done: from epoch 3 the sampler chooses and learns"]
+
+
 def test_early_stopping_ignores_the_warmup_epochs():
     losses = iter([0.1, 0.2, 0.9, 0.8, 0.85, 0.9, 0.95])  # best during warm-up (epoch 1), worse afterwards
     trainer = Engine(lambda e, b: None)
