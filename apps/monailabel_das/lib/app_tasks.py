@@ -102,15 +102,14 @@ def _checked_numbers(conf: Mapping[str, str], overrides: Mapping[str, Any]) -> d
     for key in ("max_epochs", "num_kept"):
         if out[key] is not None and out[key] < 1:
             raise ValueError(f"--conf {key} must be a positive integer, got {conf.get(key)!r}.")
-    try:
-        if out["keep_ratio"] is not None:
-            check_keep_ratio(out["keep_ratio"])
-        if overrides.get("slice_axis") is not None:
-            slice_axis_index(overrides["slice_axis"])
-    except ValueError as e:
-        key = ("keep_ratio" if out["keep_ratio"] is not None and "keep_ratio" in str(e) else
-               "slice_axis" if str(conf.get("slice_axis") or "").strip() else "train_overrides' slice_axis")
-        raise ValueError(f"--conf {key}: {e}") from None
+    axis_key = "slice_axis" if str(conf.get("slice_axis") or "").strip() else "train_overrides' slice_axis"
+    for key, check, value in (("keep_ratio", check_keep_ratio, out["keep_ratio"]),
+                              (axis_key, slice_axis_index, overrides.get("slice_axis"))):
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as e:
+                raise ValueError(f"--conf {key}: {e}") from None
     return out
 
 
