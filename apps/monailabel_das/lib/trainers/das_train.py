@@ -523,7 +523,6 @@ class DASTrain(BundleTrainTask):
         self.python = python
         self.timeout = timeout
         self._lock = threading.Lock()
-        self.run_notes: dict[str, Any] = {"warnings": [], "summary": None}  # of the last run (_run_command)
         if not self.valid:  # BundleTrainTask found no configs/train.json (and logged it)
             self.description = "DAS training (no train config)"
             self.spatial_size, self.max_epochs = spatial_size, max_epochs or 1
@@ -720,17 +719,18 @@ class DASTrain(BundleTrainTask):
                 "num_images": len(datalist["training"]), "overrides": overrides, "command": command,
                 "staging": str(staging)}
 
-    def _run_command(self, cmd: list[str], env: Mapping[str, str]) -> tuple[int, list[str]]:  # type: ignore[override]
+    def _run_command(self, cmd: list[str], env: Mapping[str, str]  # type: ignore[override]
+                     ) -> tuple[int, list[str], dict[str, Any]]:
         """
         Run ``cmd`` in the staging folder, output to ``train.log`` and stdout; ``(exit code, lines for an error
-        message)``: the exception lines (``ValueError: ...``, the root cause of a chained traceback first) and the last
-        lines.
+        message, notes)``: the exception lines (``ValueError: ...``, the root cause of a chained traceback first) and
+        the last lines; the run's ``summary`` line and its ``warnings`` (at most :data:`MAX_RUN_WARNINGS`).
         """
         tail: deque[str] = deque(maxlen=15)
         errors: list[str] = []
         # the run's warnings and its "training done: ..." line, for the result (they were in train.log only: a
         # published model at chance said nothing to the client; trial T65a)
-        self.run_notes = {"warnings": [], "summary": None}
+        notes: dict[str, Any] = {"warnings": [], "summary": None}
         log_path = self.run_dir / "train.log"
         logger.info("DAS training: %s (log: %s)", " ".join(cmd), log_path)
         with open(log_path, "w", encoding="utf-8") as log:
@@ -751,16 +751,16 @@ class DASTrain(BundleTrainTask):
                             errors.append(line)
                         said = line.partition(" - WARNING - ")[2] or line.partition(" - INFO - ")[2]
                         if said.startswith("training done:"):
-                            self.run_notes["summary"] = said
-                        elif (" - WARNING - " in line and said not in self.run_notes["warnings"]
-                              and len(self.run_notes["warnings"]) < MAX_RUN_WARNINGS):
-                            self.run_notes["warnings"].append(said)
+                            notes["summary"] = said
+                        elif (" - WARNING - " in line and said not in notes["warnings"]
+                              and len(notes["warnings"]) < MAX_RUN_WARNINGS):
+                            notes["warnings"].append(said)
                         print(line, flush=True)
                 rc = process.wait()
             finally:
                 if timer:
                     timer.cancel()
-        return rc, errors + (["..."] if errors else []) + list(tail)
+        return rc, errors + (["..."] if errors else []) + list(tail), notes
 
     def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
         """
@@ -788,13 +788,13 @@ class DASTrain(BundleTrainTask):
         before = staged.stat().st_mtime_ns if staged.is_file() else None  # resume: the model it started from
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         start = time.time()
-        rc, tail = self._run_command(run["command"], env)
+        rc, tail, run_notes = self._run_command(run["command"], env)
         stats = {
             "start_ts": int(start), "total_time": round(time.time() - start, 3), "returncode": rc,
             "num_images": run["num_images"], "classes": run["classes"], "datalist": run["datalist"],
             "model": str(model), "staging": str(staging), "published": False, "command": run["command"],
             "log": str(self.run_dir / "train.log"), "warnings": notes,
-            "summary": self.run_notes["summary"], "training_warnings": self.run_notes["warnings"],
+            "summary": run_notes["summary"], "training_warnings": run_notes["warnings"],
         }
         _write_json(self.run_dir / "train_stats.json", stats)
         unchanged = (f"the served model '{model}' is unchanged" if model.is_file() else "no model is published")
