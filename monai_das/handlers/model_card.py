@@ -1103,10 +1103,9 @@ class ModelCardSaver:
                                 f"metrics {sorted(old['eval_metrics'])} are dropped.")
         evaluation: dict = {"split": self.split, "metrics": sorted(measured),
                             "data": {k: self.facts.get(k) for k in _PROVENANCE}}
-        trained_min = ((found[1].get("recipe") or {}) if found is not None else {}).get("min_frames")
         measured_min = (self.facts.get("recipe") or {}).get("min_frames")
-        if found is not None and measured_min != trained_min:  # the recipe stays the training's: the metrics' own
-            evaluation["min_frames"] = measured_min
+        if found is not None and measured_min != (found[1].get("recipe") or {}).get("min_frames"):
+            evaluation["min_frames"] = measured_min  # the card's recipe stays the training's: the metrics' own
         loader = getattr(engine, "data_loader", None)
         try:
             evaluation["num_samples"] = len(loader.dataset)  # type: ignore[union-attr]
