@@ -311,6 +311,7 @@ def check_overrides(
     top: set[str] = set()
     tops: dict[str, set[str]] = {}  # top-level keys of each config read
     numbers: dict[str, Any] = {}  # top-level keys whose default is a number: what an override of them must be
+    flags: set[str] = set()  # top-level keys whose default is true/false: an override must be a boolean
     # every config of the bundles involved counts: one list of arguments usually serves train, evaluate and inference
     siblings = sorted({str(p) for f in files for p in Path(f).parent.glob("*.json") if p.name != "metadata.json"})
     for f in [*files, *(s for s in siblings if s not in files)]:
@@ -328,6 +329,7 @@ def check_overrides(
             for section in (config, defaults if isinstance(defaults, Mapping) else {}):
                 numbers.update({str(k): v for k, v in section.items() if isinstance(v, (int, float))
                                 and not isinstance(v, bool) and str(k) not in numbers})
+                flags.update(str(k) for k, v in section.items() if isinstance(v, bool))
             known |= {str(k) for k in config}  # "validate#split": "test"-style keys of merged configs
     own = set().union(*(tops.get(f, set()) for f in files))  # top-level keys of this run's own configs
     typed = _bundle_cli_args(argv)  # as typed on the command line (an --args_file's null is kept by MONAI)
@@ -351,6 +353,7 @@ def check_overrides(
             continue
         if not (overrides[key] == "None" and key not in typed):  # an --args_file null is taken as None, as MONAI does
             _check_number(key, overrides[key], numbers)
+            _check_flag(key, overrides[key], flags)
         if key in typed:
             _check_literals(key, typed[key])
         if parts[0] in top:
@@ -437,6 +440,19 @@ def _check_number(key: str, value: str, numbers: Mapping[str, Any]) -> None:
         raise ValueError(f"override --{key} {value!r} is not a number (the bundle's default is {numbers[key]!r})"
                          + (": the text is passed on as it is, not as None; a number is needed here." if none else
                             ".")) from None
+
+
+def _check_flag(key: str, value: str, flags: Iterable[str]) -> None:
+    """An override of a key whose default is true/false must be a boolean (or an expression/reference):
+    ``--find_unused_parameters flase`` failed later inside MONAI's "Failed to evaluate ConfigExpression", naming the
+    expression, not the option."""
+    if key not in flags or value.strip().startswith(("$", "@", "%")):
+        return
+    try:
+        flag(value)
+    except ValueError:
+        raise ValueError(f"override --{key} {value!r} is not a boolean: give true or false (also yes/no, on/off, "
+                         "1/0).") from None
 
 
 def check_writable(*folders: str | os.PathLike, option: str = "--bundle_root", create: bool = True) -> None:

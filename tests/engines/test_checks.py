@@ -127,6 +127,18 @@ def test_a_number_key_takes_a_number():
     assert check_overrides(_argv("--size", "64", "--slice_axis", "axial", configs=(inference,)))
 
 
+def test_a_flag_key_takes_a_boolean():
+    """``--find_unused_parameters flase`` was refused inside MONAI's "Failed to evaluate ConfigExpression", which
+    names the expression, not the option (note 65)."""
+    with pytest.raises(ValueError, match=r"override --progress_bar 'flase' is not a boolean: give true or false"):
+        check_overrides(_argv("--progress_bar", "flase"))
+    multi = TRAIN.replace("train.json", "multi_gpu_train.json")
+    with pytest.raises(ValueError, match=r"override --find_unused_parameters 'ture' is not a boolean"):
+        check_overrides(_argv("--find_unused_parameters", "ture", configs=(TRAIN, multi)))
+    assert check_overrides(_argv("--resume", "True", "--mlflow", "no", "--keep_latest_best", "1", "--progress_bar",
+                                 "$False", configs=(TRAIN, multi)))
+
+
 def test_former_key_refused_with_what_replaced_it():
     """inference.json's ``num_samples`` capped the split; ``--num_samples 8`` meant as ``k`` would go unused."""
     refused = r"--num_samples: .*no longer define 'num_samples'; use --num_kept .*--num_items"
