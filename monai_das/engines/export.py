@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from monai_das.engines.onnx_graph import REWRITES, for_runtime
+from monai_das.networks.utils import preserved_modes
 from monai_das.networks.nets.onnx_classifier import NETWORK_PROP, ONNX_CARD_PROP
 from monai_das.utils.config import find_config_code, parser_rewrites
 from monai_das.utils.io import atomic_file, read_checkpoint
@@ -306,13 +307,9 @@ def save_onnx(
     Returns the path. Every module is put back in the mode it was given in (an export in the middle of training
     left the network in eval mode: frozen BatchNorm statistics for the steps after).
     """
-    modes = [(m, m.training) for m in network.modules()]
-    network.eval()
-    try:
+    with preserved_modes(network):
+        network.eval()
         return _save_onnx(network, filepath, item_shape, metadata, check, atol, opset_version, extra_props)
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _save_onnx(network: torch.nn.Module, filepath: str | os.PathLike, item_shape: Sequence[int],

@@ -261,7 +261,7 @@ class SelectionDiagnosticsHandler:
         """
         from monai.networks import eval_mode
 
-        from monai_das.networks.utils import uniform_indices
+        from monai_das.networks.utils import preserved_modes, uniform_indices
 
         net = unwrap_network(self.indices.network, require_sampler=False)
         sampler = getattr(net, "sampler", None)
@@ -272,7 +272,7 @@ class SelectionDiagnosticsHandler:
         param = next(net.parameters())
         # eval mode as in the evaluator's own pass (which has left it by now: a trainer's network is back in train
         # mode, where BatchNorm would learn validation statistics and dropout draw random numbers)
-        with eval_mode(net), torch.no_grad():
+        with preserved_modes(net), eval_mode(net), torch.no_grad():
             seq = net.to_frames(torch.stack([torch.as_tensor(d[self.image_key]) for d, _ in items]).to(param.device))
             k = int(torch.as_tensor(kept).numel()) if kept is not None else sampler.num_kept(seq.shape[1])
             even = uniform_indices(seq.shape[1], k, device=seq.device).expand(seq.shape[0], k)

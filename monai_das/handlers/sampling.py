@@ -237,10 +237,11 @@ class SamplingFiguresHandler:
     def _draw(self, net: torch.nn.Module) -> list[str]:
         from monai.networks.utils import eval_mode
 
+        from monai_das.networks.utils import preserved_modes
         from monai_das.visualize import plot_kept_frames, plot_sampling_matrix
 
         images, items = self._batch()
-        with eval_mode(net):
+        with preserved_modes(net), eval_mode(net):
             out = net.sample(images, num_samples=self.num_samples)
             probs = torch.softmax(net(images, num_samples=self.num_samples).float(), dim=-1).cpu()
         titles, evidence = [], []

@@ -6,12 +6,14 @@ import contextvars
 import logging
 import math
 import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-__all__ = ["check_count", "check_num_kept", "check_device", "unwrap_network", "uniform_indices", "to_frames",
-           "SavedSettings"]
+__all__ = ["check_count", "check_num_kept", "check_device", "unwrap_network", "preserved_modes", "uniform_indices",
+           "to_frames", "SavedSettings"]
 
 
 def check_count(value: Any, name: str) -> int:
@@ -64,6 +66,22 @@ def unwrap_network(network: torch.nn.Module, require_sampler: bool = True) -> to
     if require_sampler and not hasattr(net, "sampler"):
         raise ValueError(f"{type(network).__name__} has no 'sampler' attribute: expected a SubsampledClassifier.")
     return net
+
+
+@contextmanager
+def preserved_modes(*modules: torch.nn.Module) -> Iterator[None]:
+    """
+    On leaving (also by an exception), every submodule of ``modules`` is back in its own train/eval mode. MONAI's
+    ``eval_mode``/``train_mode`` and ``module.train(was_training)`` restore the mode of the whole module, which puts a
+    submodule the caller had in ``eval()`` (a frozen batch norm in a training encoder) into training: use
+    ``with preserved_modes(net), eval_mode(net):``.
+    """
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def uniform_indices(num_frames: int, num_samples: int, device: torch.device | str | None = None) -> torch.Tensor:

@@ -35,3 +35,21 @@ def test_classifier_uses_it(axis):
     assert torch.equal(net.to_frames(x), to_frames(x, "volume", axis))
     scripted = torch.jit.script(to_frames)
     assert torch.equal(scripted(x, "volume", axis), to_frames(x, "volume", axis))
+
+
+def test_preserved_modes():
+    """Every submodule back in its own mode, also after an exception; MONAI's eval_mode alone trains them all."""
+    from monai.networks.utils import eval_mode
+
+    from monai_das.networks.utils import preserved_modes
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2)).train()
+    net[1].eval()
+    with eval_mode(net):
+        pass
+    assert net[1].training  # what preserved_modes is for
+    net[1].eval()
+    with pytest.raises(RuntimeError, match="boom"), preserved_modes(net), eval_mode(net):
+        assert not net.training
+        raise RuntimeError("boom")
+    assert net.training and net[0].training and not net[1].training

@@ -164,6 +164,17 @@ def test_sampler_gradient_in_feature_space(context):
     torch.testing.assert_close(feat.eval()(x), pix.eval()(x))
 
 
+def test_sampler_gradient_in_feature_space_keeps_frozen_layers_frozen():
+    """The extra pass in eval mode put the whole encoder back with ``train(True)``: a batch norm the user had frozen
+    (``eval()`` inside a training encoder) learned from the next batches (review R67d)."""
+    torch.manual_seed(0)
+    net = build_classifier("das", 2, num_frames=8, keep_ratio=0.5, sampler_gradient="features").train()
+    frozen = [m for m in net.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    frozen.eval()
+    net(torch.rand(2, 1, 8, 16, 16))
+    assert net.encoder.training and not frozen.training
+
+
 def test_sampler_gradient_none():
     """``sampler_gradient="none"``: same logits and encoder gradient, no straight-through gradient to the sampler."""
     x = torch.rand(3, 1, 8, 16, 16)

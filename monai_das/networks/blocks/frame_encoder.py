@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from monai.networks.utils import eval_mode
 
-from monai_das.networks.utils import check_count
+from monai_das.networks.utils import check_count, preserved_modes
 
 __all__ = ["FrameEncoder", "PROBE_SIZE", "encoder_in_channels", "encoder_out_features", "probe_encoder_features"]
 
@@ -77,9 +77,10 @@ def probe_encoder_features(encoder: nn.Module, in_channels: int | None = None, p
     device, dtype = (param.device, param.dtype) if param is not None and param.is_floating_point() else ("cpu", None)
     # batch 2, not 1: an output N×E must keep N apart from E, and 1 would hide a squeeze of the batch dimension
     x = torch.zeros(2, c, probe_size, probe_size, device=device, dtype=dtype)
-    modes = {m: m.training for m in encoder.modules()}
     try:
-        with eval_mode(encoder):  # eval() + no_grad(): no dropout, no batch-norm update, no graph
+        # eval() + no_grad(): no dropout, no batch-norm update, no graph; submodules the caller had in eval() (frozen)
+        # stay there afterwards
+        with preserved_modes(encoder), eval_mode(encoder):
             out = encoder(x)
     except Exception as e:
         raise ValueError(
@@ -88,10 +89,6 @@ def probe_encoder_features(encoder: nn.Module, in_channels: int | None = None, p
             f"encoder_features=E (the size of its N×E output), or check that C={c} is its number of input channels "
             f"(in_channels=)."
         ) from e
-    finally:
-        # eval_mode restores train() on the whole encoder; put back submodules the caller had in eval() (frozen)
-        for m, training in modes.items():
-            m.training = training
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
         raise ValueError(

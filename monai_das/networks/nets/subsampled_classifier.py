@@ -13,7 +13,7 @@ from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
 from monai_das.networks.blocks.temporal_head import TemporalHead
 from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, check_count, parameter_dtype
-from monai_das.networks.utils import SavedSettings, refuse_scripting, to_frames
+from monai_das.networks.utils import SavedSettings, preserved_modes, refuse_scripting, to_frames
 
 __all__ = ["SubsampledClassifier", "LAYOUTS", "check_context_frames"]
 
@@ -360,9 +360,8 @@ class SubsampledClassifier(SavedSettings, nn.Module):
         with torch.no_grad():
             eye = torch.eye(t, dtype=out.matrix.dtype, device=seq.device).expand(b, t, t)
             steps = torch.arange(t, device=seq.device).expand(b, t)
-            was_training = self.encoder.training
-            self.encoder.eval()
-            z_all = self.encode_frames(self.add_context(seq, SamplerOutput(seq, eye, steps)))
-            self.encoder.train(was_training)
+            with preserved_modes(self.encoder):
+                self.encoder.eval()
+                z_all = self.encode_frames(self.add_context(seq, SamplerOutput(seq, eye, steps)))
         proxy = out.matrix @ z_all
         return z + (proxy - proxy.detach())
