@@ -513,3 +513,19 @@ def test_das_weights_carry_their_spread_setting():
         plain.load_state_dict(spread.state_dict())
     with pytest.raises(RuntimeError, match=r"trained with spread=False but this DAS sampler was built with spread=True"):
         spread.load_state_dict(plain.state_dict())
+
+
+def test_das_spread_mismatch_with_strict_false_is_a_warning(caplog):
+    """``strict=False`` (fine-tuning: take what fits) warns of the other saved settings (frame features, head,
+    encoder), but refused a spread mismatch (review R67d)."""
+    import logging
+
+    from monai_das.networks import build_classifier
+
+    plain = build_classifier("das", 2, 12, keep_ratio=0.25)
+    spread = build_classifier("das", 2, 12, keep_ratio=0.25, sampler_kwargs={"spread": True})
+    with caplog.at_level(logging.WARNING):
+        plain.load_state_dict(spread.state_dict(), strict=False)
+    assert "trained with spread=True but this DAS sampler was built with spread=False: loaded as strict=False" \
+        in caplog.text
+    torch.testing.assert_close(plain.sampler.base_score, spread.sampler.base_score)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from monai_das.networks.blocks.frame_features import FEATURE_NAMES, FrameFeatures
 from monai_das.networks.blocks.gumbel import gumbel_top_k, spread_radius
 from monai_das.networks.nets.sampler import BaseSampler, check_count
+from monai_das.networks.utils import _STRICT_LOAD
 
 __all__ = ["DASampler"]
 
@@ -114,11 +116,13 @@ class DASampler(BaseSampler):
         saved = state_dict.pop(prefix + SPREAD_KEY, None)
         trained = saved is not None and bool(torch.as_tensor(saved).reshape(-1)[:1].sum())
         if trained != self.spread:
-            error_msgs.append(
-                f"{prefix}{SPREAD_KEY}: the weights were trained with spread={trained} but this DAS sampler was built "
-                f"with spread={self.spread}; build it with the training run's sampler settings (the bundle's "
-                "`sampler_kwargs`, recorded in the model card as das_model#sampler_kwargs)."
-            )
+            message = (f"{prefix}{SPREAD_KEY}: the weights were trained with spread={trained} but this DAS sampler was "
+                       f"built with spread={self.spread}")
+            if _STRICT_LOAD.get():
+                error_msgs.append(f"{message}; build it with the training run's sampler settings (the bundle's "
+                                  "`sampler_kwargs`, recorded in the model card as das_model#sampler_kwargs).")
+            else:  # strict=False asks for what fits, as for the other saved settings (SavedSettings)
+                logging.getLogger(__name__).warning(f"{message}: loaded as strict=False asks.")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
