@@ -19,6 +19,7 @@ from monai_das.handlers.metrics import (
     MIN_ITEMS_PER_CLASS, bootstrap_intervals, class_support, few_items_named, label_indices, present_classes_roc_auc
 )
 from monai_das.handlers.sampling import SampledIndicesHandler
+from monai_das.handlers.utils import attach_once
 from monai_das.networks.utils import unwrap_network
 from monai_das.handlers.warmup import sampler_warming_up
 
@@ -199,9 +200,9 @@ class SelectionDiagnosticsHandler:
 
     def attach(self, engine: Any) -> None:
         self.indices.attach(engine)
-        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        attach_once(engine, Events.EPOCH_STARTED, self._reset)
+        attach_once(engine, Events.ITERATION_COMPLETED, self._collect)
+        attach_once(engine, Events.EPOCH_COMPLETED, self)
 
     def _reset(self, engine: Any) -> None:
         self._items, self._evidence = [], [0, 0]
@@ -243,7 +244,7 @@ class SelectionDiagnosticsHandler:
                 ev = {int(i) for i in torch.as_tensor(evidence).reshape(-1) if int(i) >= 0}
                 t = self.indices.num_frames
                 if t is not None and ev and max(ev) >= t:  # counted as never kept: evidence_kept silently low
-                    image = data.get("image") if isinstance(data, dict) else None
+                    image = data.get(self.image_key) if isinstance(data, dict) else None
                     name = (data.get("id") or data.get("source_line") or (getattr(image, "meta", None) or {}).get(
                         "filename_or_obj")) if isinstance(data, dict) else None
                     raise ValueError(

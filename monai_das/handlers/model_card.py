@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.handlers.utils import attach_once
 from monai_das.networks.factory import architecture_kwargs, is_weight_argument
 from monai_das.networks.utils import unwrap_network
 from monai_das.utils.config import find_config_code
@@ -801,12 +802,12 @@ class ModelCardSaver:
     def attach(self, engine: Any) -> None:
         if self.evaluator is not None:  # training: engine is the trainer
             self._trainer = engine
-            engine.add_event_handler(Events.STARTED, self._started)
-            self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._validated)
-            engine.add_event_handler(Events.COMPLETED, self)
+            attach_once(engine, Events.STARTED, self._started)
+            attach_once(self.evaluator, Events.EPOCH_COMPLETED, self._validated)
+            attach_once(engine, Events.COMPLETED, self)
         else:  # evaluation: engine is the evaluator
-            engine.add_event_handler(Events.STARTED, self._check_trained_with)
-            engine.add_event_handler(Events.COMPLETED, self._evaluated)
+            attach_once(engine, Events.STARTED, self._check_trained_with)
+            attach_once(engine, Events.COMPLETED, self._evaluated)
 
     # ------------------------------------------------------------------------------------------- training
     def _stat(self) -> tuple | None:

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.handlers.utils import attach_once
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["PreciseBNHandler"]
@@ -43,7 +45,7 @@ class PreciseBNHandler:
         self.device = device
 
     def attach(self, engine: Any) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        attach_once(engine, Events.EPOCH_COMPLETED, self)
 
     def _images(self):
         batches = self.loader if self.num_batches <= 0 else itertools.islice(self.loader, self.num_batches)

@@ -17,6 +17,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.data.studies import kept_source_indices, repeated_source_warning
+from monai_das.handlers.utils import attach_once
 from monai_das.utils.io import atomic_file, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -290,9 +291,9 @@ class PredictionWriter:
         self.num_errors = 0
 
     def attach(self, engine: Any) -> None:
-        engine.add_event_handler(Events.STARTED, self._open)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        engine.add_event_handler(Events.COMPLETED, self._complete)
+        attach_once(engine, Events.STARTED, self._open)
+        attach_once(engine, Events.ITERATION_COMPLETED, self)
+        attach_once(engine, Events.COMPLETED, self._complete)
 
     def _open(self, engine: Any = None) -> None:
         self.num_written = self.num_errors = 0

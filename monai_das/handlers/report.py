@@ -23,6 +23,7 @@ from monai_das.handlers.metrics import (
     label_indices,
     per_class_metrics,
 )
+from monai_das.handlers.utils import attach_once
 from monai_das.transforms.temporal import SOURCE_INDICES
 from monai_das.utils.io import write_json_atomic
 
@@ -123,9 +124,9 @@ class ClassificationReportSaver:
         self.report: dict = {}
 
     def attach(self, engine: Any) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
-        engine.add_event_handler(Events.COMPLETED, self)
+        attach_once(engine, Events.STARTED, self._reset)
+        attach_once(engine, Events.ITERATION_COMPLETED, self._update)
+        attach_once(engine, Events.COMPLETED, self)
 
     def _reset(self, engine: Any) -> None:
         self._items = []

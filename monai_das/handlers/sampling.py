@@ -12,6 +12,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.data.studies import item_label
+from monai_das.handlers.utils import attach_once
 from monai_das.networks.utils import unwrap_network
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -59,10 +60,10 @@ class SampledIndicesHandler:
         net = unwrap_network(self.network, require_sampler=False)
         if self._hook is None and not hasattr(net, "last_indices"):
             self._hook = unwrap_network(self.network).sampler.register_forward_hook(self._store)
-        engine.add_event_handler(Events.ITERATION_STARTED, self._reset)
+        attach_once(engine, Events.ITERATION_STARTED, self._reset)
         if engine.has_registered_events(IterationEvents.FORWARD_COMPLETED):  # a MONAI workflow
-            engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._take)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+            attach_once(engine, IterationEvents.FORWARD_COMPLETED, self._take)
+        attach_once(engine, Events.ITERATION_COMPLETED, self)
 
     def _reset(self, engine: Any) -> None:
         self._last = self._taken = None
@@ -170,9 +171,9 @@ class SamplingFiguresHandler:
 
     def attach(self, engine: Any) -> None:
         if self.epoch_level:
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+            attach_once(engine, Events.EPOCH_COMPLETED(every=self.interval), self)
         else:
-            engine.add_event_handler(Events.COMPLETED, self)
+            attach_once(engine, Events.COMPLETED, self)
 
     def _name(self, label: int) -> str:
         return str(self.label_names[label]) if self.label_names is not None and label < len(self.label_names) else str(label)

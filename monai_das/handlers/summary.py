@@ -12,6 +12,7 @@ from typing import Any
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS
+from monai_das.handlers.utils import attach_once
 from monai_das.utils.io import file_digest
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -91,7 +92,7 @@ class TrainingSummaryHandler:
         self.best: dict | None = None
 
     def attach(self, engine: Any) -> None:
-        engine.add_event_handler(Events.COMPLETED, self)
+        attach_once(engine, Events.COMPLETED, self)
 
     def __call__(self, engine: Any) -> None:
         epoch, score = self.saver.best_epoch, self.saver.best_score

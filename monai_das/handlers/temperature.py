@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.handlers.utils import attach_once
 from monai_das.networks.utils import unwrap_network
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -69,8 +70,8 @@ class TemperatureScheduleHandler:
     def attach(self, engine: Any) -> None:
         if self.schedule is None:
             return
-        engine.add_event_handler(Events.EPOCH_STARTED, self)
-        engine.add_event_handler(Events.COMPLETED, self._finish)
+        attach_once(engine, Events.EPOCH_STARTED, self)
+        attach_once(engine, Events.COMPLETED, self._finish)
 
     def __call__(self, engine: Any) -> None:
         sampler, attr = self._sampler_attr()

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.handlers.utils import attach_once
 from monai_das.networks.utils import unwrap_network
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -55,8 +56,8 @@ class SamplerWarmupHandler:
         return sampler if getattr(sampler, "supports_warmup", False) else None
 
     def attach(self, engine: Any) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self)
-        engine.add_event_handler(Events.COMPLETED, self._finish)
+        attach_once(engine, Events.EPOCH_STARTED, self)
+        attach_once(engine, Events.COMPLETED, self._finish)
 
     def __call__(self, engine: Any) -> None:
         sampler = self._sampler()
