@@ -13,12 +13,14 @@ from monai_das.data.datalist import (
     split_training,
 )
 from monai_das.data.factory import (
+    DATA_ENV,
     DATASET_NAMES,
     POCUS_ROOT_ENV,
     SYNTHETIC_DEFAULT_SAMPLES,
     dataset_info,
     get_dataset,
     pocus_root,
+    resolve_data_dir,
 )
 from monai_das.data.listing import (
     POCUS_CLASSES,
@@ -83,6 +85,8 @@ __all__ = [
     "split_training",
     "DATASET_NAMES",
     "POCUS_ROOT_ENV",
+    "DATA_ENV",
+    "resolve_data_dir",
     "SYNTHETIC_DEFAULT_SAMPLES",
     "dataset_info",
     "pocus_root",

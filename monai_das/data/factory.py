@@ -12,13 +12,19 @@ from monai_das.data.listing import POCUS_CLASSES, pocus_listing, split_by_fold
 from monai_das.data.medmnist3d import MEDMNIST3D_NAMES, MedMNIST3DDataset, medmnist_info
 from monai_das.data.synthetic import SPLIT_SEED_OFFSETS, SYNTHETIC_CLASS_NAMES, SyntheticVolumeDataset
 
-__all__ = ["DATASET_NAMES", "SYNTHETIC_DEFAULT_SAMPLES", "POCUS_ROOT_ENV", "pocus_root", "get_dataset", "dataset_info"]
+__all__ = ["DATASET_NAMES", "VIDEO_DATASETS", "SYNTHETIC_DEFAULT_SAMPLES", "DATA_ENV", "POCUS_ROOT_ENV",
+           "resolve_data_dir", "pocus_root", "get_dataset", "dataset_info"]
 
 DATASET_NAMES = ("synthetic", "pocus") + MEDMNIST3D_NAMES
 #: default number of synthetic volumes per split
 SYNTHETIC_DEFAULT_SAMPLES = {"train": 768, "val": 64, "test": 64}
+#: environment variable with the shared data folder (``<it>/medmnist3d``, ``<it>/video/covid19_lus_pocus``)
+DATA_ENV = "MONAI_DAS_DATA"
+_SUBDIRS = {"pocus": ("video", "covid19_lus_pocus"), "medmnist": ("medmnist3d",)}
 #: environment variable naming the POCUS folder (the one with MANIFEST.csv)
 POCUS_ROOT_ENV = "POCUS_ROOT"
+#: dataset names handled as ultrasound clips (layout "video")
+VIDEO_DATASETS = ("pocus",)
 #: default clip length of the POCUS dataset
 POCUS_DEFAULT_FRAMES = 32
 
@@ -30,17 +36,32 @@ def _check_name(name: str) -> str:
     return key
 
 
+def resolve_data_dir(name: str, data_dir: str | os.PathLike | None = None) -> str | None:
+    """
+    The folder to read the ready-made dataset ``name`` from, one rule for the Python API and the bundles: ``data_dir``
+    when given (``None``, ``""``, ``"none"``/``"null"`` are not); else ``$MONAI_DAS_DATA/medmnist3d`` (MedMNIST3D) or
+    ``$MONAI_DAS_DATA/video/covid19_lus_pocus`` (POCUS) when ``$MONAI_DAS_DATA`` is set; else ``$POCUS_ROOT`` for
+    POCUS; else ``None`` (MedMNIST then falls back to ``$MEDMNIST_ROOT`` / ``~/.medmnist``; synthetic needs nothing).
+    The first of these that is set is the folder, not a search through them.
+    """
+    if data_dir is not None and not (isinstance(data_dir, str) and data_dir.strip().lower() in ("", "none", "null")):
+        return str(Path(data_dir).expanduser())
+    key = str(name).lower()
+    if key == "synthetic":
+        return None
+    video = key in VIDEO_DATASETS
+    if os.environ.get(DATA_ENV):
+        return str(Path(os.environ[DATA_ENV], *_SUBDIRS["pocus" if video else "medmnist"]))
+    return (os.environ.get(POCUS_ROOT_ENV) or None) if video else None
+
+
 def pocus_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """POCUS folder: ``data_dir``, else ``$POCUS_ROOT``, else ``$MONAI_DAS_DATA/video/covid19_lus_pocus``."""
-    if data_dir is not None:
-        return Path(data_dir)
-    if os.environ.get(POCUS_ROOT_ENV):
-        return Path(os.environ[POCUS_ROOT_ENV])
-    if os.environ.get("MONAI_DAS_DATA"):
-        return Path(os.environ["MONAI_DAS_DATA"]) / "video" / "covid19_lus_pocus"
-    raise FileNotFoundError(
-        f"no POCUS folder given: pass data_dir= or set ${POCUS_ROOT_ENV} (the folder with MANIFEST.csv)."
-    )
+    """The POCUS folder (:func:`resolve_data_dir`); ``FileNotFoundError`` when none is given."""
+    root = resolve_data_dir("pocus", data_dir)
+    if root is None:
+        raise FileNotFoundError(f"no POCUS folder given: pass data_dir= (--data_dir) or set ${DATA_ENV} (its "
+                                f"video/covid19_lus_pocus) or ${POCUS_ROOT_ENV} (the folder with MANIFEST.csv).")
+    return Path(root)
 
 
 def get_dataset(
@@ -65,8 +86,7 @@ def get_dataset(
         split: ``"train"``, ``"val"`` or ``"test"``. For ``"pocus"``: test = fold ``fold``, val = the next fold,
             train = the other folds (:func:`split_by_fold`).
         size: volumes: 28 or 64 (``D = H = W = size``); pocus: frame side.
-        data_dir: MedMNIST folder (else ``$MEDMNIST_ROOT``, else ``~/.medmnist``); POCUS folder (else
-            :func:`pocus_root`); ignored for synthetic.
+        data_dir: the MedMNIST or POCUS folder (else :func:`resolve_data_dir`'s rule); ignored for synthetic.
         transform: MONAI transform(s) applied to each item.
         seed: synthetic: base seed (each split adds its own offset, :data:`SPLIT_SEED_OFFSETS`); MedMNIST: seed
             of the ``num_samples`` subset; pocus: seed of the fold assignment.
@@ -93,7 +113,8 @@ def get_dataset(
         items = items if num_samples is None else items[: int(num_samples)]
         return VideoDataset(items, spatial_size=size, transform=transform, **kwargs)
     return MedMNIST3DDataset(
-        key, split, size, root=data_dir, transform=transform, num_samples=num_samples, seed=seed, **kwargs
+        key, split, size, root=resolve_data_dir(key, data_dir), transform=transform, num_samples=num_samples,
+        seed=seed, **kwargs
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from monai_das.data.factory import DATA_ENV, VIDEO_DATASETS, resolve_data_dir
 from monai_das.data.synthetic import SYNTHETIC_OPTIONS
 from monai_das.engines.utils import optional
 from monai_das.transforms.preprocessing import check_axcodes, check_pixdim
@@ -27,11 +28,6 @@ __all__ = ["VIDEO_DATASETS", "DATA_ENV", "SLICE_AXES", "BundleData", "resolve_da
 
 logger = logging.getLogger(__name__)
 
-#: dataset names handled as ultrasound clips (layout "video")
-VIDEO_DATASETS = ("pocus",)
-#: environment variable with the shared data folder (``<it>/medmnist3d``, ``<it>/video/covid19_lus_pocus``)
-DATA_ENV = "MONAI_DAS_DATA"
-_SUBDIRS = {"pocus": ("video", "covid19_lus_pocus"), "medmnist": ("medmnist3d",)}
 #: slice directions of a volume after ``Orientationd(axcodes="RAS")``: axis 0 runs left→right (its slices are
 #: sagittal), axis 1 posterior→anterior (coronal), axis 2 inferior→superior (axial)
 SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -67,21 +63,6 @@ def slice_axis_index(slice_axis: int | str, axcodes: str | None = "RAS") -> int:
     if axis not in (0, 1, 2):
         raise ValueError(f"slice_axis must be 0, 1, 2 or one of {sorted(SLICE_AXES)}, got {slice_axis!r}.")
     return axis
-
-
-def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> str | None:
-    """
-    The folder to read the ready-made ``dataset`` from: ``data_dir`` when given; else, when ``$MONAI_DAS_DATA`` is
-    set, ``$MONAI_DAS_DATA/medmnist3d`` (MedMNIST3D) or ``$MONAI_DAS_DATA/video/covid19_lus_pocus`` (POCUS); else
-    ``None`` (MedMNIST then falls back to ``$MEDMNIST_ROOT`` / ``~/.medmnist``; synthetic needs nothing).
-    """
-    if optional(data_dir) is not None:
-        return str(Path(data_dir).expanduser())
-    key = str(dataset).lower()
-    env = os.environ.get(DATA_ENV)
-    if key == "synthetic" or not env:
-        return None
-    return str(Path(env, *_SUBDIRS["pocus" if key in VIDEO_DATASETS else "medmnist"]))
 
 
 def _labels(items: Sequence) -> np.ndarray:
@@ -619,13 +600,9 @@ class BundleData:
 
     def _fold_items(self, split: str) -> list[dict]:
         """The whole ``split`` of the POCUS listing at this run's fold, folds, probe and seed."""
-        from monai_das.data import pocus_listing, split_by_fold
+        from monai_das.data import pocus_listing, pocus_root, split_by_fold
 
-        if self.data_dir is None:
-            raise FileNotFoundError(
-                f"dataset {self.dataset!r} needs data_dir (the folder with MANIFEST.csv) or ${DATA_ENV} to be set."
-            )
-        listing = pocus_listing(self.data_dir, probe=self.probe, num_folds=self.num_folds, seed=self.seed)
+        listing = pocus_listing(pocus_root(self.data_dir), probe=self.probe, num_folds=self.num_folds, seed=self.seed)
         return split_by_fold(listing, self.fold)[split]
 
     def capped(self, split: str) -> int | None:

@@ -467,8 +467,25 @@ def test_data_env(monkeypatch, tmp_path):
     assert resolve_data_dir("pocus") == str(tmp_path / "video" / "covid19_lus_pocus")
     assert resolve_data_dir("pocus", "/x") == "/x"
     monkeypatch.delenv("MONAI_DAS_DATA")
+    monkeypatch.delenv("POCUS_ROOT", raising=False)
     with pytest.raises(FileNotFoundError, match="MONAI_DAS_DATA"):
         BundleData("pocus", layout="video").data("train")
+
+
+def test_one_rule_for_the_data_folder(monkeypatch, tmp_path):
+    """The bundles never read $POCUS_ROOT (their docs said they did), and the Python API read it before
+    $MONAI_DAS_DATA where the bundles read $MONAI_DAS_DATA first: one rule now (review R67d)."""
+    from monai_das.data import pocus_root
+
+    monkeypatch.delenv("MONAI_DAS_DATA", raising=False)
+    monkeypatch.setenv("POCUS_ROOT", str(tmp_path / "clips"))
+    assert resolve_data_dir("pocus") == str(tmp_path / "clips") == str(pocus_root())
+    with pytest.raises(FileNotFoundError, match="MANIFEST.csv"):  # the bundle looks there too now
+        BundleData("pocus", layout="video").data("train")
+    monkeypatch.setenv("MONAI_DAS_DATA", str(tmp_path))
+    shared = str(tmp_path / "video" / "covid19_lus_pocus")
+    assert resolve_data_dir("pocus") == shared == str(pocus_root())
+    assert resolve_data_dir("synthetic") is None and resolve_data_dir("vesselmnist3d") == str(tmp_path / "medmnist3d")
 
 
 def test_pocus(shared_data):
