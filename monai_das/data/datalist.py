@@ -102,6 +102,8 @@ def _read_json(path: Path) -> dict:
     except RecursionError:
         raise ValueError(f"{path}: nested too deeply to be a datalist (JSON arrays or objects within each other "
                          "beyond Python's recursion limit).") from None
+    except ValueError as e:  # Python's own limits: an integer of more than 4300 digits
+        raise ValueError(f"{path}: not readable as a datalist: {e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: datalist JSON must be an object with a 'training' list, not {type(data).__name__}.")
     return data
@@ -406,6 +408,10 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
             "class names, give label_names in the order you want them."
         )
     if len(ints) == len(values):  # integer labels are class indices: classes "0".."max"
+        huge = next((v for v in ints if len(v.lstrip("+-")) > 9), None)
+        if huge is not None:  # not a class index, and int() of more than 4300 digits fails without a name
+            raise ValueError(f"{source}: the label {huge[:12]}{'...' if len(huge) > 12 else ''} at {values[huge]} is "
+                             f"no class index (an integer of {len(huge.lstrip('+-'))} digits).")
         top = max(int(v) for v in ints)
         unused = [i for i in range(top + 1) if str(i) not in values]
         if unused:  # labels 1, 2 (a 1-based grading) would add an empty class 0 and a NaN macro AUC

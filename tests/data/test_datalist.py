@@ -418,6 +418,22 @@ def test_json_keys_given_twice_and_nesting_too_deep_are_refused(tmp_path):
         load_datalist(data / "deep.json")
 
 
+def test_integers_too_long_to_be_labels_are_named(tmp_path):
+    """A 5000-digit label was Python's bare "Exceeds the limit (4300 digits) for integer string conversion" (JSON)
+    or that from the class count (CSV), naming no file (trial T67b); a 10-digit CSV label would have been checked
+    against every class index up to it."""
+    data = tmp_path / "data"
+    _touch(data, "a.npy", "b.npy")
+    (data / "digits.json").write_text('{"training": [{"image": "a.npy", "label": ' + "9" * 5000 + "}]}")
+    with pytest.raises(ValueError, match=r"digits\.json: not readable as a datalist: Exceeds the limit"):
+        load_datalist(data / "digits.json")
+    for label in ("9" * 5000, "1234567890"):
+        (data / "list.csv").write_text(f"image,label\na.npy,{label}\nb.npy,0\n")
+        with pytest.raises(ValueError, match=r"list\.csv: the label \d+(\.\.\.)? at .*list\.csv:2 is no class "
+                                             r"index \(an integer of \d+ digits\)"):
+            load_datalist(data / "list.csv")
+
+
 def test_missing_images_are_named_together_with_a_hint_for_windows_paths(tmp_path):
     """A CSV written on Windows ('clips\\a\\p01.mp4') was refused naming its first row only, of 23, without a word
     on the separators (trial Z): the first row, how many others and where, and how to write the paths here."""
