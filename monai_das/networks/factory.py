@@ -131,7 +131,10 @@ def _parameter_names(target: Any, cls: type[nn.Module]) -> set[str]:
 
 
 #: encoder arguments that load weights (a download, a URL, a local file): dropped by :func:`architecture_kwargs`
-_WEIGHT_ARGUMENT = re.compile(r"pretrain|url|weights|download|checkpoint|ckpt|model_dir", re.IGNORECASE)
+#: (``repo``/``filename``/a name ending in ``path``: Transchex's ``path_or_repo_id`` and ``filename`` fetch from
+#: Hugging Face or read a file; trial T67b; ``dropout_path_rate`` is not one)
+_WEIGHT_ARGUMENT = re.compile(r"pretrain|url|weights|download|checkpoint|ckpt|model_dir|repo|filename|cache_dir|"
+                              r"(?:^|_)path(?:$|_or)", re.IGNORECASE)
 
 
 def is_weight_argument(name: str) -> bool:
@@ -145,7 +148,8 @@ def architecture_kwargs(name: str | None, kwargs: dict | None) -> dict:
     The arguments of the frame encoder ``name`` (``None``: :class:`MobileNetV3Small`; else a network of
     ``monai.networks.nets``, see :func:`get_encoder`) that build its architecture without loading any weights: the
     arguments that download or read weights (names holding ``pretrain``, ``url``, ``weights``, ``download``,
-    ``checkpoint``, ``ckpt``, ``model_dir``: ``pretrained``, ``weights_path``, ``pretrained_url``, ...) are dropped,
+    ``checkpoint``, ``ckpt``, ``model_dir``, ``repo``, ``filename``, ``cache_dir``, or ending in ``path``:
+    ``pretrained``, ``weights_path``, ``pretrained_url``, ``path_or_repo_id``, ...) are dropped,
     and ``pretrained=False`` is set where the network takes it (``EfficientNetBN`` loads ImageNet weights by
     default). For a trained network rebuilt from its model card (the checkpoint's weights replace whatever the
     encoder starts with): the card is data, and never makes a rebuild download or read a file.

@@ -132,6 +132,10 @@ def test_card_encoder_arguments_never_load_weights(caplog):
     assert "['pretrained', 'weights_path'] load weights" in caplog.text
     hostile = {"pretrained_url": "http://127.0.0.1:9/evil.pth", "pretrained_state_dict_key": "x", "out_classes": 2}
     assert architecture_kwargs("HoVerNet", hostile) == {"out_classes": 2}
+    # Transchex fetches from Hugging Face or reads a file by these (trial T67b); SwinUNETR's drop rate stays
+    fetch = {"path_or_repo_id": "evil/repo", "filename": "/etc/passwd", "num_classes": 2}
+    assert architecture_kwargs("Transchex", fetch) == {"num_classes": 2}
+    assert architecture_kwargs("SwinUNETR", {"dropout_path_rate": 0.1}) == {"dropout_path_rate": 0.1}
     # EfficientNetBN downloads ImageNet weights unless told not to; resnet18 takes `pretrained` too
     assert architecture_kwargs("EfficientNetBN", {"model_name": "efficientnet-b0"}) == \
         {"model_name": "efficientnet-b0", "pretrained": False}
