@@ -752,6 +752,9 @@ def _classify_file(root: Path, path: Path, headers: dict[Path, Any]) -> StudySou
     """The study of the file ``path``, or ``None`` for a single-frame DICOM file (a slice of its folder's series)."""
     sid = _study_id(root, path)
     suffix = _suffix(path)
+    if not path.is_file():  # a FIFO would block a reader, a link to /dev/zero was "an empty file" (trial T67b)
+        what = "a link to nothing" if not path.exists() else "no regular file (a device, a FIFO or a socket)"
+        return StudySource(sid, "invalid", path, [path], error=f"'{path}' is {what}: not read.")
     # first, whatever the format: not pydicom's "use force=True" for an empty .dcm, nor OpenCV's "corrupt, truncated
     # or unsupported container" for an empty .mp4 (trial T58), as training's check_study_shapes says it
     if _empty_file(path):
@@ -1258,7 +1261,8 @@ def discover_studies(
         _warn_copies(studies, headers)  # across its rows, as across a folder's studies
     else:
         src = _classify_file(path.parent, path, {})
-        if src is not None and src.kind == "invalid" and not is_dicom(path) and not _empty_file(path):
+        if (src is not None and src.kind == "invalid" and path.is_file() and not is_dicom(path)
+                and not _empty_file(path)):
             raise ValueError(f"input '{path}' is not supported: expected a folder of studies, a CSV study list (.csv), "
                              f"a datalist (.json) or one study file (a volume {VOLUME_EXTENSIONS}, a DICOM file or a "
                              f"video {VIDEO_EXTENSIONS}).")

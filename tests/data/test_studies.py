@@ -1084,3 +1084,22 @@ def test_a_folder_of_two_patients_series_is_said(tmp_path, caplog):
     _ct_series(one, 3, prefix="a")
     _ct_series(one, 3, prefix="b")
     assert not any(s.warnings for s in discover_studies(tmp_path / "one"))
+
+
+def test_devices_fifos_and_dangling_links_are_no_studies(tmp_path):
+    """A folder unpacked from a received archive with links to /dev/zero and /dev/urandom and a FIFO named like
+    studies: "does not exist" for the device, "an empty file" for the FIFO, and a FIFO given as the input was opened
+    to look for a DICOM preamble (trial T67b). Said up front now, without reading."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.symlink("/dev/zero", folder / "zero.nii")
+    os.symlink(tmp_path / "gone.nii.gz", folder / "gone.nii.gz")
+    os.mkfifo(folder / "fifo.mp4")
+    found = {s.study_id: s for s in discover_studies(folder)}
+    assert {k: s.kind for k, s in found.items()} == {"zero.nii": "invalid", "gone.nii.gz": "invalid",
+                                                       "fifo.mp4": "invalid"}
+    assert found["zero.nii"].error.endswith("zero.nii' is no regular file (a device, a FIFO or a socket): not read.")
+    assert found["fifo.mp4"].error.endswith("fifo.mp4' is no regular file (a device, a FIFO or a socket): not read.")
+    assert found["gone.nii.gz"].error.endswith("gone.nii.gz' is a link to nothing: not read.")
+    alone = discover_studies(folder / "fifo.mp4")  # as the input itself: not opened
+    assert [s.kind for s in alone] == ["invalid"] and "no regular file" in alone[0].error
