@@ -155,6 +155,8 @@ class AdaptiveSubsampled(MapTransform):
     as in :class:`monai_das.transforms.UniformTemporalSubsampled`.
     """
 
+    backend = AdaptiveSubsample.backend
+
     def __init__(
         self,
         keys: KeysCollection,

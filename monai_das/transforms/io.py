@@ -114,6 +114,8 @@ class LoadVideo(Transform):
 class LoadVideod(MapTransform):
     """Dictionary form of :class:`LoadVideo`: replaces the path under each key by the loaded clip."""
 
+    backend = LoadVideo.backend
+
     def __init__(
         self,
         keys: KeysCollection,

@@ -946,6 +946,8 @@ class MapEvidenced(MapTransform):
         allow_missing_keys: don't raise for a missing key (default ``True``: evidence is optional).
     """
 
+    backend = MapEvidence.backend
+
     def __init__(self, keys: KeysCollection = "evidence", image_key: str = "image", frame_axis: int = 1,
                  allow_missing_keys: bool = True) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -1038,6 +1040,8 @@ class SourceIndicesd(MapTransform):
         output_key: where the indices go (default ``"source_indices"``, the key the predictions writers read).
         allow_missing_keys: don't raise for a missing key.
     """
+
+    backend = SourceIndices.backend
 
     def __init__(self, keys: KeysCollection = "image", frame_axis: int = 1, output_key: str = SOURCE_INDICES,
                  allow_missing_keys: bool = False) -> None:

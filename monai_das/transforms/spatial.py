@@ -13,6 +13,8 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.transforms.utils import create_rotate, create_scale
 from monai.utils import TransformBackends, convert_to_tensor, ensure_tuple_rep
 
+from monai_das.transforms.temporal import resolved
+
 __all__ = [
     "frame_affine",
     "RandFrameAffine",
@@ -152,7 +154,7 @@ class RandFrameAffine(RandomizableTransform):
     ) -> torch.Tensor:
         if randomize:
             self.randomize()
-        img = convert_to_tensor(img, track_meta=False)
+        img = convert_to_tensor(resolved(img), track_meta=False)  # a lazy transform's pending resampling applied
         _check_image(img, type(self).__name__)
         if not self._do_transform:
             return img.float()

@@ -311,6 +311,8 @@ class VolumeToFrames(InvertibleTransform):
 class VolumeToFramesd(MapTransform, InvertibleTransform):
     """Dictionary form of :class:`VolumeToFrames` (invertible too)."""
 
+    backend = VolumeToFrames.backend
+
     def __init__(self, keys: KeysCollection, axis: int = 0, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.converter = VolumeToFrames(axis)
@@ -372,6 +374,8 @@ class UniformTemporalSubsampled(MapTransform):
     ``("source_indices",)``, indexed by the kept indices; ``evidence_keys``, default ``("evidence",)``, renumbered
     when :class:`~monai_das.transforms.MapEvidenced` mapped them); all keys must then have the same ``T``.
     """
+
+    backend = UniformTemporalSubsample.backend
 
     def __init__(self, keys: KeysCollection, num_samples: int, allow_missing_keys: bool = False,
                  record_keys: Sequence[Hashable] = FRAME_RECORD_KEYS,
@@ -444,6 +448,8 @@ class RandTemporalSubsampled(Randomizable, MapTransform):
     the same ``T``), stored as ``d[f"{key}_kept_indices"]``; the item's per-frame records follow the frames, as in
     :class:`UniformTemporalSubsampled`.
     """
+
+    backend = RandTemporalSubsample.backend
 
     def __init__(
         self, keys: KeysCollection, num_samples: int, mode: str = "random", allow_missing_keys: bool = False,

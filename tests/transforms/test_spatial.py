@@ -125,3 +125,16 @@ def test_bad_input_is_refused_with_its_shape():
     with pytest.raises(ValueError, match="padding_mode"):
         frame_affine(torch.rand(1, 4, 8, 8), 0.1, (1.0, 1.0), padding_mode="constant")
     assert np.isfinite(frame_affine(torch.rand(1, 1, 1, 5), 0.1, (1.0, 1.0), 0).numpy()).all()
+
+
+def test_pending_lazy_operations_are_applied_first():
+    """A lazy Flip called alone before RandFrameAffine: its flip was silently dropped (convert_to_tensor of the data
+    as it was; review R67d), as VolumeToFrames' was before (trial T63b)."""
+    from monai.data import MetaTensor
+    from monai.transforms import Flip
+
+    frames = MetaTensor(torch.rand(4, 1, 8, 8))
+    pending = Flip(spatial_axis=1, lazy=True)(frames)
+    assert pending.pending_operations
+    never = RandFrameAffine(prob=0.0)  # no affine drawn: what comes out is what went in, flipped
+    torch.testing.assert_close(never(pending), Flip(spatial_axis=1)(frames).as_tensor())
