@@ -74,7 +74,9 @@ from monai_das.transforms.temporal import (
     VolumeToFramesD,
     VolumeToFramesDict,
     FramePositions,
+    resolved,
     select_frames,
+    source_coordinates,
     subsample_frame_records,
     subsampled_meta,
     uniform_indices,
@@ -150,6 +152,8 @@ __all__ = [
     "FramePositions",
     "subsample_frame_records",
     "subsampled_meta",
+    "source_coordinates",
+    "resolved",
     "uniform_indices",
     "volume_to_frames",
 ]

@@ -66,6 +66,7 @@ __all__ = [
     "ScaleIntensityPercentilesD",
     "ScaleIntensityPercentilesDict",
     "map_evidence",
+    "MapEvidence",
     "MapEvidenced",
     "MapEvidenceD",
     "MapEvidenceDict",

@@ -23,6 +23,7 @@ __all__ = [
     "affine_source_indices",
     "affine_evidence_slices",
     "source_coordinates",
+    "resolved",
     "uniform_indices",
     "select_frames",
     "subsampled_meta",
@@ -432,6 +433,11 @@ class RandTemporalSubsample(Randomizable, Transform):
             idx = np.array([self.R.randint(lo, max(hi, lo + 1)) for lo, hi in zip(edges[:-1], edges[1:])])
         self._indices = torch.as_tensor(idx, dtype=torch.long)
 
+    @property
+    def indices(self) -> torch.Tensor | None:
+        """The frames of the last draw (``k`` long, ascending), ``None`` before the first."""
+        return self._indices
+
     def __call__(self, img: torch.Tensor | np.ndarray, randomize: bool = True) -> torch.Tensor:
         _check_sequence(img, type(self).__name__)
         if randomize or self._indices is None:
@@ -481,8 +487,8 @@ class RandTemporalSubsampled(Randomizable, MapTransform):
         self.randomize(t)
         for key in keys:
             d[key] = self.subsampler(d[key], randomize=False)
-            d[f"{key}_{KEPT_INDICES}"] = self.subsampler._indices.clone()
-        subsample_frame_records(d, self.subsampler._indices, t, type(self).__name__, self.record_keys,
+            d[f"{key}_{KEPT_INDICES}"] = self.subsampler.indices.clone()
+        subsample_frame_records(d, self.subsampler.indices, t, type(self).__name__, self.record_keys,
                                 self.evidence_keys)
         return d
 
