@@ -109,20 +109,30 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def csv_header(fieldnames: Sequence[str | None] | None, known: Sequence[str], where: str) -> list[str]:
+    """
+    The columns of a CSV header as every CSV reader here takes them: names stripped (``image, label``), and those of
+    ``known`` in any case written in lower case (a spreadsheet's ``Image``, ``LABEL``). A column named twice (a known
+    one in any case) is refused naming ``where`` (e.g. ``"<file>:1"``): ``csv`` keeps the last of a name, so labels
+    would be read from a column the user did not mean (``Label`` and ``label``: which one would be a guess).
+    """
+    written = [(c or "").strip() for c in (fieldnames or [])]
+    columns = [c.casefold() if c.casefold() in known else c for c in written]
+    twice = next((c for c in columns if c and columns.count(c) > 1), None)
+    if twice is not None:
+        names = [w for w, c in zip(written, columns) if c == twice]
+        case = ", its name read in any case" if len(set(names)) > 1 else ""
+        raise ValueError(f"{where}: the CSV header has the column {twice!r} {columns.count(twice)} times "
+                         f"({names}{case}): keep one.")
+    return columns
+
+
 def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
     """``(line number, row)`` pairs (header = line 1), every cell stripped."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
             reader = csv.DictReader(fh)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            # "Image", "LABEL" (a spreadsheet's capitalised header) are the columns, as a patient column is in any case
-            folded = [c.casefold() for c in columns]
-            twice = next((k for k in CSV_COLUMNS if folded.count(k) > 1), None)
-            if twice is not None:  # 'Label' and 'label': which one the labels are would be a guess
-                raise ValueError(f"{path}:1: the CSV header has the column {twice!r} "
-                                 f"{folded.count(twice)} times ({[c for c in columns if c.casefold() == twice]}, "
-                                 "its name read in any case): keep one.")
-            columns = [c.casefold() if c.casefold() in CSV_COLUMNS else c for c in columns]
+            columns = csv_header(reader.fieldnames, CSV_COLUMNS, f"{path}:1")
             missing = [c for c in ("image", "label") if c not in columns]
             if missing:
                 other = next((sep for sep in (";", "\t", "|") if len(columns) == 1 and sep in columns[0]), None)

@@ -1082,6 +1082,8 @@ def _parse_label(value: str | None, names: list[str] | None, where: str) -> int 
 def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str = "image",
               headers: dict[Path, Any] | None = None) -> list[StudySource]:
     """A CSV study list: ``image`` (path, relative to the CSV's folder) and optional ``label`` and ``id`` columns."""
+    from monai_das.data.datalist import csv_header
+
     base = csv_path.parent
     studies: list[StudySource] = []
     first_line: dict[str, int] = {}
@@ -1090,18 +1092,9 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets add a BOM
             reader = csv.DictReader(f)
-            if reader.fieldnames is not None:  # "image, label": the names without their spaces
-                reader.fieldnames = [(n or "").strip() for n in reader.fieldnames]
-                twice = next((n for n in reader.fieldnames if n and reader.fieldnames.count(n) > 1), None)
-                if twice is not None:  # csv keeps the last column of a name: labels scored against another column
-                    raise ValueError(f"study list '{csv_path}' line 1: the header has the column {twice!r} "
-                                     f"{reader.fieldnames.count(twice)} times (the last would be read silently): "
-                                     "keep one.")
-                near = {n: n.lower() for n in reader.fieldnames if n.lower() in ("image", "label", "id")
-                        and n not in ("image", "label", "id")}
-                if near:
-                    raise ValueError(f"study list '{csv_path}' line 1: column(s) {sorted(near)} would be ignored; "
-                                     f"the columns are named in lower case: {sorted(set(near.values()))}.")
+            if reader.fieldnames is not None:  # as a training datalist CSV's: " label", "Label" is the label column
+                reader.fieldnames = csv_header(reader.fieldnames, (image_column, "label", "id"),
+                                               f"study list '{csv_path}' line 1")
             if reader.fieldnames is None or image_column not in reader.fieldnames:
                 raise ValueError(f"study list '{csv_path}' line 1: needs a '{image_column}' column (path of each "
                                  f"study), got the columns {reader.fieldnames}.")
@@ -1158,17 +1151,17 @@ def _is_datalist_csv(path: Path) -> bool:
     otherwise (an ``id`` column, other split values) stays a study list, every row a study, with a warning that the
     column is not read.
     """
-    from monai_das.data.datalist import CSV_SPLIT_VALUES
+    from monai_das.data.datalist import CSV_COLUMNS, CSV_SPLIT_VALUES, csv_header
 
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            columns = [(n or "").strip() for n in reader.fieldnames or []]
+            columns = csv_header(reader.fieldnames, CSV_COLUMNS, str(path))
             if "split" not in columns:
                 return False
             reader.fieldnames = columns
             values = {(row.get("split") or "").strip().lower() for row in reader}
-    except (OSError, UnicodeDecodeError, csv.Error):  # the study-list reader says what is wrong with it
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError):  # the study-list reader says what is wrong with it
         return False
     if {"image", "label"} <= set(columns) and "id" not in columns and values <= set(CSV_SPLIT_VALUES):
         return True

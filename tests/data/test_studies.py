@@ -221,13 +221,24 @@ def test_study_lists(folder, tmp_path, caplog):
     listing.write_text(f"image, label, id\n{folder / 'a.nii.gz'}, pos, first\n")
     (item,) = list_studies(listing, label_names=["neg", "pos"])
     assert item["id"] == "first" and item["label"] == 1
-    listing.write_text(f"image,Label\n{folder / 'a.nii.gz'},pos\n")
-    with pytest.raises(ValueError, match=r"list\.csv' line 1: column\(s\) \['Label'\] would be ignored"):
-        list_studies(listing, label_names=["neg", "pos"])
-    # a column twice: csv kept the last one, its labels and ids read without a word (trial T64b)
-    listing.write_text(f"image,label,id,label,id\n{folder / 'a.nii.gz'},pos,x0,neg,x1\n")
-    with pytest.raises(ValueError, match=r"list\.csv' line 1: the header has the column 'label' 2 times"):
-        list_studies(listing, label_names=["neg", "pos"])
+    # a spreadsheet's capitalised header names the columns, as in a training datalist CSV (it was refused here while
+    # training read the same header; review R67d)
+    listing.write_text(f"Image,Label,ID\n{folder / 'a.nii.gz'},pos,first\n")
+    (item,) = list_studies(listing, label_names=["neg", "pos"])
+    assert item["id"] == "first" and item["label"] == 1
+    # a column twice: csv kept the last one, its labels and ids read without a word (trial T64b); in any case
+    for header in ("image,label,id,label,id", "image,Label,id,label,id"):
+        listing.write_text(f"{header}\n{folder / 'a.nii.gz'},pos,x0,neg,x1\n")
+        with pytest.raises(ValueError, match=r"list\.csv' line 1: the CSV header has the column 'label' 2 times"):
+            list_studies(listing, label_names=["neg", "pos"])
+    # a training datalist CSV written with a capitalised header: its test rows, as load_datalist reads them
+    training = folder / "train.csv"
+    training.write_text("Image,Label,Split\na.nii.gz,pos,test\nsub/b.nii,neg,train\n")
+    try:
+        (item,) = list_studies(training, label_names=["neg", "pos"])
+    finally:
+        training.unlink()
+    assert item["label"] == 1 and item["id"] == "a.nii.gz"
     # a MONAI datalist: its test list, ids relative to the dataset folder
     datalist = folder / "list.json"
     datalist.write_text(json.dumps({"labels": {"0": "neg", "1": "pos"}, "training": [],
