@@ -50,7 +50,7 @@ def test_train_evaluate_export_and_load_use_the_card(tmp_path):
             "--ckpt_file", str(models / "model.pt"), "--meta_file", str(models / "metadata.json"),
             "--config_file", INFERENCE, "--bundle_root", str(root), "--use_trace", "True", "--size", "16",
             "--sampler_kwargs", "{'feature_size': 12}"])
-    pred = DASPredictor.from_path(ts)  # a bare file: everything from the embedded card
+    pred = DASPredictor.from_path(ts, engine="torchscript")  # a bare file: everything from the embedded card
     assert pred.spec.spatial_size == (16, 16, 16) and pred.spec.num_kept == 8 and pred.spec.recipe == facts["recipe"]
     eager = build_network(INFERENCE, models / "model.pt", card, bundle_root=root)
     assert eager.sampler.frame_features.feature_size == 12

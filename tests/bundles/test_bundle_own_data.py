@@ -229,7 +229,7 @@ def test_export_describes_itself_and_gives_the_same_probabilities(volumes, predi
             "--ckpt_file", str(models / "model.pt"), "--meta_file", str(models / "metadata.json"),
             "--config_file", INFERENCE, "--bundle_root", str(volumes["root"]), "--use_trace", "True",
             "--datalist", str(volumes["datalist"]), "--slice_axis", "axial"])
-    pred = DASPredictor.from_path(ts)
+    pred = DASPredictor.from_path(ts, engine="torchscript")
     assert pred.spec.spatial_size == GRID and pred.spec.labels == ["benign", "malignant"]
     assert pred.spec.slice_axis == 2 and pred.spec.recipe["axcodes"] == "RAS"
     (study,) = discover_studies(volumes["data"] / "images" / "case005.nii.gz")

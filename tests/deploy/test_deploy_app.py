@@ -52,6 +52,11 @@ def study_folder(tmp_path_factory):
     return root
 
 
+def _ts(model) -> list[str]:
+    """``-m`` a TorchScript file: a program, which runs only with ``--engine torchscript`` (trial T67b)."""
+    return ["-m", str(model), "--engine", "torchscript"]
+
+
 def test_app_folder_of_studies(study_folder, checkpoint_bundle, tmp_path):
     bundle, _ = checkpoint_bundle
     out = tmp_path / "out"
@@ -267,7 +272,8 @@ def test_app_single_files_torchscript(torchscript_model, tmp_path):
     model, net = torchscript_model
     for name, path in [("anatomical", nibabel_anatomical()), ("CT_small", pydicom_file("CT_small.dcm"))]:
         out = tmp_path / name
-        app = DASClassifierApp(input_path=path, output_path=out, model_path=model, loader_options={"min_frames": 1})
+        app = DASClassifierApp(input_path=path, output_path=out, model_path=model, engine="torchscript",
+                               loader_options={"min_frames": 1})
         app.run()
         (report,) = app.reports
         assert report["status"] == "ok" and report["model"]["format"] == "torchscript"
@@ -275,7 +281,8 @@ def test_app_single_files_torchscript(torchscript_model, tmp_path):
         assert report["model"]["engine_fallback"] is None and report["model"]["engine"] == "torchscript"
         assert report["num_kept"] == 4 and report["compute_saved"] == pytest.approx(0.75)
         assert json.loads((out / f"{report['study_id']}.json").read_text())["kept_indices"] == report["kept_indices"]
-        study = StudyLoader(DASPredictor.from_path(model).spec, min_frames=1).load(discover_studies(path)[0])
+        spec = DASPredictor.from_path(model, engine="torchscript").spec
+        study = StudyLoader(spec, min_frames=1).load(discover_studies(path)[0])
         with torch.no_grad():
             expected = net.sample(study.image[None])[2][0].tolist()
         assert report["kept_indices"] == expected
@@ -285,24 +292,24 @@ def test_cli_exit_status(study_folder, torchscript_model, tmp_path, caplog):
     model, _ = torchscript_model
     good = tmp_path / "good"
     write_dicom_series(good / "s1", num_slices=5)
-    assert cli_main(["-i", str(good), "-o", str(tmp_path / "o1"), "-m", str(model), "--modalities", "MR"]) == 0
+    assert cli_main(["-i", str(good), "-o", str(tmp_path / "o1"), *_ts(model), "--modalities", "MR"]) == 0
     assert json.loads((tmp_path / "o1" / "s1.json").read_text())["status"] == "ok"
     # the CT is refused by --modalities MR: an error report, the other studies still classified, exit status 3
-    assert cli_main(["-i", str(study_folder), "-o", str(tmp_path / "o2"), "-m", str(model), "--modalities", "MR",
+    assert cli_main(["-i", str(study_folder), "-o", str(tmp_path / "o2"), *_ts(model), "--modalities", "MR",
                      "US"]) == 3
     ct = json.loads((tmp_path / "o2" / "ct.json").read_text())
     assert ct["status"] == "error" and "modality CT is not one of the accepted modalities" in ct["error"]
     assert json.loads((tmp_path / "o2" / "series.json").read_text())["status"] == "ok"
-    assert cli_main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o3"), "-m", str(model)]) == 1
+    assert cli_main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o3"), *_ts(model)]) == 1
     assert cli_main(["-i", str(good), "-o", str(tmp_path / "o4"), "-m", str(tmp_path / "no_model")]) == 1
     assert not (tmp_path / "o3").exists() and not (tmp_path / "o4").exists()  # nothing made for a run that fails
     with pytest.raises(SystemExit):  # -i twice: a usage error, not the second input alone
-        cli_main(["-i", str(good), "-i", str(study_folder), "-o", str(tmp_path / "o5"), "-m", str(model)])
+        cli_main(["-i", str(good), "-i", str(study_folder), "-o", str(tmp_path / "o5"), *_ts(model)])
     # a smaller run into o2: the earlier reports are named, summary.json is this run's (removed first: a kill half-way
     # leaves none of another run)
     caplog.clear()
     with caplog.at_level("WARNING"):
-        assert cli_main(["-i", str(good), "-o", str(tmp_path / "o2"), "-m", str(model), "--modalities", "MR"]) == 0
+        assert cli_main(["-i", str(good), "-o", str(tmp_path / "o2"), *_ts(model), "--modalities", "MR"]) == 0
     assert "report(s) of studies that are not in this run" in caplog.text and "ct.json" in caplog.text
     assert json.loads((tmp_path / "o2" / "summary.json").read_text())["num_studies"] == 1
     # an output that cannot be written: one line naming it, before the model is loaded or any study read
@@ -320,14 +327,14 @@ def test_study_list_labels_are_the_models_classes(torchscript_model, tmp_path):
     model, _ = torchscript_model
     write_dicom_series(tmp_path / "s1", num_slices=5)
     (tmp_path / "names.csv").write_text(f"image,label\ns1,{LABELS[1]}\n")
-    assert cli_main(["-i", str(tmp_path / "names.csv"), "-o", str(tmp_path / "o1"), "-m", str(model)]) == 0
+    assert cli_main(["-i", str(tmp_path / "names.csv"), "-o", str(tmp_path / "o1"), *_ts(model)]) == 0
     report = json.loads((tmp_path / "o1" / "s1.json").read_text())
     assert report["status"] == "ok"
     # the list's class is in the reports (it was checked, then dropped: the reports could not be scored; trial T57)
     assert (report["label"], report["label_name"]) == (1, LABELS[1])
     assert json.loads((tmp_path / "o1" / "summary.json").read_text())["studies"][0]["label_name"] == LABELS[1]
     (tmp_path / "idx.csv").write_text(f"image,label\ns1,{len(LABELS)}\n")
-    assert cli_main(["-i", str(tmp_path / "idx.csv"), "-o", str(tmp_path / "o2"), "-m", str(model)]) == 1
+    assert cli_main(["-i", str(tmp_path / "idx.csv"), "-o", str(tmp_path / "o2"), *_ts(model)]) == 1
 
 
 def test_app_runs_onnx_by_default_with_frame_budget(onnx_bundle, tmp_path):
@@ -413,13 +420,13 @@ def test_a_report_of_another_study_under_the_same_id_is_replaced_with_a_warning(
     out = tmp_path / "out"
     for patient in ("N000", "N002"):
         write_dicom_series(tmp_path / patient / "SE0002", num_slices=5)
-    assert cli_main(["-i", str(tmp_path / "N000" / "SE0002"), "-o", str(out), "-m", str(model)]) == 0
+    assert cli_main(["-i", str(tmp_path / "N000" / "SE0002"), "-o", str(out), *_ts(model)]) == 0
     first = json.loads((out / "SE0002.json").read_text())
     assert first["status"] == "ok" and not any("replaces" in w for w in first["warnings"])
-    assert cli_main(["-i", str(tmp_path / "N000" / "SE0002"), "-o", str(out), "-m", str(model)]) == 0  # same study
+    assert cli_main(["-i", str(tmp_path / "N000" / "SE0002"), "-o", str(out), *_ts(model)]) == 0  # same study
     assert not any("replaces" in w for w in json.loads((out / "SE0002.json").read_text())["warnings"])
     with caplog.at_level("WARNING"):
-        assert cli_main(["-i", str(tmp_path / "N002" / "SE0002"), "-o", str(out), "-m", str(model)]) == 0
+        assert cli_main(["-i", str(tmp_path / "N002" / "SE0002"), "-o", str(out), *_ts(model)]) == 0
     second = json.loads((out / "SE0002.json").read_text())
     (note,) = [w for w in second["warnings"] if "replaces" in w]
     assert "N000" in note and "give each run its own output folder" in note and note in caplog.text

@@ -120,10 +120,10 @@ def test_frame_budget_refused(onnx_bundle, tmp_path):
         DASPredictor.from_path(root, num_kept=2, keep_ratio=0.5)
     # TorchScript keeps its trained k (the card's): another one is refused, naming the engines that can
     ts_path, _ = make_torchscript_standin(tmp_path / "model.ts", k=4, meta=model_card(keep_ratio=0.25))
-    ts = DASPredictor.from_path(ts_path)
+    ts = DASPredictor.from_path(ts_path, engine="torchscript")
     assert ts.engine == "torchscript" and ts.num_kept == 4 and ts.engine_fallback is None  # a file: no warning
     with pytest.raises(ValueError, match="cannot keep k=2.*engine='onnxruntime'"):
-        DASPredictor.from_path(ts_path, num_kept=2)
+        DASPredictor.from_path(ts_path, num_kept=2, engine="torchscript")
     assert ts.predict(torch.rand(1, 16, 16, 16), num_samples=4).num_kept == 4  # the trained k is fine
 
 

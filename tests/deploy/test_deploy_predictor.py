@@ -62,7 +62,8 @@ def test_checkpoint_bundle_matches_eager(checkpoint_bundle):
 
 def test_torchscript_with_embedded_configs(torchscript_model):
     path, net = torchscript_model
-    pred = DASPredictor.from_path(path)  # a bare .ts file: metadata + inference.json come from inside it
+    # a bare .ts file: metadata + inference.json come from inside it
+    pred = DASPredictor.from_path(path, engine="torchscript")
     assert pred.model_format == "torchscript" and pred.spec.labels == LABELS and pred.spec.spatial_size == GRID
     x = torch.rand(1, *GRID)
     x[:, [1, 5, 9, 12]] += 1.0
@@ -152,7 +153,7 @@ def test_checkpoint_outside_bundle_needs_config(tmp_path, checkpoint_bundle):
 
 
 def test_check_input(torchscript_model):
-    pred = DASPredictor.from_path(torchscript_model[0])
+    pred = DASPredictor.from_path(torchscript_model[0], engine="torchscript")
     with pytest.raises(ValueError, match="4 dims"):
         pred.predict(torch.rand(*GRID))
     with pytest.raises(ValueError, match="expects 1 channel") as err:
@@ -179,7 +180,7 @@ def test_traced_real_network(tmp_path):
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(net, x, check_trace=False)
         save_net_with_metadata(traced, str(tmp_path / "model.ts"), meta_values=metadata())  # a failure is a failure
-    pred = DASPredictor.from_path(tmp_path / "model.ts")
+    pred = DASPredictor.from_path(tmp_path / "model.ts", engine="torchscript")
     out = pred.predict(x[0])
     with torch.no_grad():
         assert out.kept_indices == net.sample(x).indices[0].tolist()
@@ -189,11 +190,11 @@ def test_traced_real_network(tmp_path):
     card = model_card(spatial=GRID, keep_ratio=0.25, num_kept=2, labels=["a", "b"])
     (tmp_path / "metadata.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match=r"model\.ts' keeps 4 of 16 frames, its metadata says num_kept=2"):
-        DASPredictor.from_path(tmp_path / "model.ts").predict(x[0])
+        DASPredictor.from_path(tmp_path / "model.ts", engine="torchscript").predict(x[0])
 
 
 def test_study_report_maps_indices(torchscript_model):
-    pred = DASPredictor.from_path(torchscript_model[0])
+    pred = DASPredictor.from_path(torchscript_model[0], engine="torchscript")
     x = torch.zeros(1, *GRID)
     x[:, [0, 4, 8, 15]] = 1.0
     source_indices = [100 + 2 * i for i in range(16)]
@@ -223,7 +224,7 @@ def test_study_report_maps_indices(torchscript_model):
 
 def test_study_report_warns_when_kept_frames_share_a_source_frame(torchscript_model, caplog):
     """A 10-frame clip stretched to T = 16: kept positions 3 and 4 are both source frame 2 → a warning, logged too."""
-    pred = DASPredictor.from_path(torchscript_model[0])
+    pred = DASPredictor.from_path(torchscript_model[0], engine="torchscript")
     x = torch.zeros(1, *GRID)
     x[:, [0, 3, 4, 15]] = 1.0
     source_indices = uniform_indices(10, 16).tolist()  # 0, 0, 1, 2, 2, 3, ...: what LoadVideo makes of 10 frames
@@ -241,7 +242,7 @@ def test_study_report_warns_when_kept_frames_share_a_source_frame(torchscript_mo
 def test_study_report_names_padding_slices(torchscript_model, caplog):
     """resize "pad": kept frames that are padding (source index -1) are "padding" in kept_source_indices and
     kept_instance_numbers, and the warning names padding, not "fewer slices than T"."""
-    pred = DASPredictor.from_path(torchscript_model[0])
+    pred = DASPredictor.from_path(torchscript_model[0], engine="torchscript")
     x = torch.zeros(1, *GRID)
     x[:, [0, 4, 8, 15]] = 1.0
     source_indices = [-1] + list(range(13)) + [-1, -1]  # padded (1, 2), as Deploy --resize pad made test032
@@ -307,7 +308,7 @@ def test_card_of_non_cubic_model_is_used(tmp_path):
     (root / "configs" / "metadata.json").write_text(json.dumps(metadata(spatial=(28, 28, 28))))  # the template
     card = model_card(spatial=NON_CUBIC, keep_ratio=0.25)
     path, net = make_torchscript_standin(root / "models" / "model.ts", k=4, meta=card)
-    pred = DASPredictor.from_path(path)
+    pred = DASPredictor.from_path(path, engine="torchscript")
     spec = pred.spec
     assert spec.spatial_size == NON_CUBIC and spec.layout == "volume" and spec.slice_axis == 0
     assert spec.labels == LABELS and spec.in_channels == 1 and spec.num_kept == 4 and spec.method == "das"
@@ -330,7 +331,7 @@ def test_card_beside_model_file(tmp_path):
     path.parent.mkdir(parents=True)
     torch.jit.save(torch.jit.script(TinyStandin()), str(path))
     (path.parent / "metadata.json").write_text(json.dumps(model_card(spatial=NON_CUBIC, slice_axis=2)))
-    spec = DASPredictor.from_path(path).spec
+    spec = DASPredictor.from_path(path, engine="torchscript").spec
     assert spec.spatial_size == NON_CUBIC and spec.slice_axis == 2 and spec.num_frames == 8
     assert spec.recipe["slice_axis"] == 2 and spec.labels == LABELS
 
@@ -345,13 +346,13 @@ def test_video_card(tmp_path, caplog):
     config["network_def"]["layout"] = "$@info['layout']"
     path, _ = make_torchscript_standin(tmp_path / "model.ts", meta=card, config=config)
     with caplog.at_level("WARNING"):
-        spec = DASPredictor.from_path(path).spec
+        spec = DASPredictor.from_path(path, engine="torchscript").spec
     assert spec.layout == "video" and spec.spatial_size == (12, 24, 20) and spec.in_channels == 3
     assert "network_def#layout" not in caplog.text
     assert spec.recipe["num_frames"] == 12 and spec.recipe["spatial_size"] == [24, 20]
     card.pop("das_model")  # the network_data_format alone, read with the layout given
     path, _ = make_torchscript_standin(tmp_path / "plain.ts", meta=card, config=config)
-    spec = DASPredictor.from_path(path, layout="video").spec
+    spec = DASPredictor.from_path(path, layout="video", engine="torchscript").spec
     assert spec.spatial_size == (12, 24, 20) and spec.in_channels == 3
 
 
@@ -365,8 +366,8 @@ def test_grid_override_of_a_video_model(tmp_path):
     with pytest.raises(OverrideError, match=r"spatial_size=\(8, 24, 20\) \(CLI: --spatial-size 8 24 20\) gives the "
                                             r"model .* T=8 frames, but it was trained on T=12 .*keep T=12: "
                                             r"--spatial-size 12 24 20"):
-        DASPredictor.from_path(path, spatial_size=(8, 24, 20))
-    pred = DASPredictor.from_path(path, spatial_size=(12, 32, 32))
+        DASPredictor.from_path(path, spatial_size=(8, 24, 20), engine="torchscript")
+    pred = DASPredictor.from_path(path, spatial_size=(12, 32, 32), engine="torchscript")
     raw = RAW_CKPT_EXPORT.format(path=path)  # the stand-in is written as MONAI's ckpt_export writes a file
     warning, raw_said = pred.warnings
     assert raw_said == raw
@@ -377,7 +378,8 @@ def test_grid_override_of_a_video_model(tmp_path):
     prediction = Prediction([0.3, 0.7], 1, LABELS[1], [0, 3, 6, 9], 12, 4, 2 / 3)  # the stand-in takes volumes
     report = study_report(study, prediction, pred.describe())
     assert report["warnings"] == [warning, raw] and "warnings" not in report["model"]
-    assert DASPredictor.from_path(path, spatial_size=(12, 24, 20)).warnings == [raw]  # the trained grid: no more
+    # the trained grid: no more
+    assert DASPredictor.from_path(path, spatial_size=(12, 24, 20), engine="torchscript").warnings == [raw]
 
 
 def test_model_without_metadata_is_refused(tmp_path):
@@ -385,9 +387,9 @@ def test_model_without_metadata_is_refused(tmp_path):
     path = tmp_path / "model.ts"
     torch.jit.save(torch.jit.script(TinyStandin()), str(path))
     with pytest.raises(ValueError, match="no metadata") as err:
-        DASPredictor.from_path(path)
+        DASPredictor.from_path(path, engine="torchscript")
     assert "spatial_size=" in str(err.value) and str(path) in str(err.value)
-    pred = DASPredictor.from_path(path, spatial_size=NON_CUBIC)  # what the message asks for
+    pred = DASPredictor.from_path(path, spatial_size=NON_CUBIC, engine="torchscript")  # what the message asks for
     assert pred.spec.spatial_size == NON_CUBIC
 
 

@@ -175,7 +175,7 @@ def test_torchscript_of_monais_raw_ckpt_export_is_said_in_every_report(tmp_path,
     """MONAI's ckpt_export alone builds network_def from the config and command line, not from the card (a max head
     exported as mean): a .ts without the wrapper's record gets a warning in every report; the wrapper's does not."""
     raw = _save_ts(traced, tmp_path / "raw" / "model.ts", _card("d" * 64), None)
-    pred = DASPredictor.from_path(raw)
+    pred = DASPredictor.from_path(raw, engine="torchscript")
     assert pred.warnings == [RAW_CKPT_EXPORT.format(path=raw)]
     assert "exported by MONAI's ckpt_export (or by this project's export before it recorded its checkpoint): network " \
            "settings not checked against the card" in pred.warnings[0]
@@ -183,13 +183,13 @@ def test_torchscript_of_monais_raw_ckpt_export_is_said_in_every_report(tmp_path,
     assert pred.describe()["warnings"] == pred.warnings
     ours = _save_ts(traced, tmp_path / "ours" / "model.ts", _card("d" * 64),
                     {"checkpoint_sha256": "d" * 64, "network": "built from the model card"})
-    assert DASPredictor.from_path(ours).warnings == []
+    assert DASPredictor.from_path(ours, engine="torchscript").warnings == []
     mixed = _save_ts(traced, tmp_path / "mix" / "model.ts", _card("d" * 64), {"checkpoint_sha256": "e" * 64})
     with pytest.raises(RuntimeError, match=rf"the TorchScript model '.*mix/model\.ts' was exported from the checkpoint "
                                            rf"with SHA-256 {'e' * 64} \(its extra file 'monai_das.source'\), but the "
                                            rf"metadata.json embedded in it was written for the checkpoint with "
                                            rf"SHA-256 {'d' * 64}"):
-        DASPredictor.from_path(mixed)
+        DASPredictor.from_path(mixed, engine="torchscript")
 
 
 # ---------------------------------------------------------------------------------------------- another k

@@ -14,6 +14,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,7 +75,7 @@ def test_hostile_embedded_inference_json_is_not_evaluated(tmp_path, caplog):
         "metadata.json": json.dumps(metadata()), "inference.json": json.dumps(hostile_inference(tmp_path)),
     })
     with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
-        pred = DASPredictor.from_path(path)
+        pred = DASPredictor.from_path(path, engine="torchscript")
     assert markers(tmp_path) == [], "loading a model file evaluated an expression embedded in it"
     # the refused values fall back to the metadata and the defaults, and the network still runs
     assert pred.spec.layout == "volume" and pred.spec.slice_axis == 0 and pred.spec.in_channels == 1
@@ -93,7 +94,7 @@ def test_literal_values_and_references_are_used(tmp_path):
     meta = metadata()
     del meta["network_data_format"]["outputs"]["pred"]["channel_def"]  # labels then come from label_names
     path, _ = save_ts(tmp_path / "model.ts", {"metadata.json": json.dumps(meta), "inference.json": json.dumps(config)})
-    pred = DASPredictor.from_path(path)
+    pred = DASPredictor.from_path(path, engine="torchscript")
     assert pred.spec.slice_axis == 1 and pred.spec.layout == "volume" and pred.spec.labels == ["a", "b"]
 
 
@@ -106,7 +107,8 @@ def test_hostile_embedded_metadata_is_ignored(tmp_path, caplog):
     meta["elsewhere"] = touch(tmp_path / "elsewhere")
     path, net = save_ts(tmp_path / "model.ts", {"metadata.json": json.dumps(meta)})
     with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
-        pred = DASPredictor.from_path(path, spatial_size=GRID)  # the grid is not readable from the metadata any more
+        # the grid is not readable from the metadata any more
+        pred = DASPredictor.from_path(path, spatial_size=GRID, engine="torchscript")
     assert markers(tmp_path) == []
     assert "network_data_format#inputs#image#num_channels" in caplog.text
     assert "network_data_format#outputs#pred#channel_def" in caplog.text
@@ -116,7 +118,7 @@ def test_hostile_embedded_metadata_is_ignored(tmp_path, caplog):
     assert any("ignoring network_data_format#outputs#pred#channel_def" in w for w in pred.warnings)
     check_predicts(pred, net)
     with pytest.raises(ValueError, match="no metadata"):  # no grid left to read: refused, never a guessed default
-        DASPredictor.from_path(path)
+        DASPredictor.from_path(path, engine="torchscript")
     assert markers(tmp_path) == []
 
 
@@ -128,7 +130,7 @@ def test_model_file_in_bundle_does_not_parse_neighbouring_config(tmp_path, check
     config["network_def"]["layout"] = "$'vid' + 'eo'"  # harmless, shows whether the config was evaluated
     (root / "configs" / "inference.json").write_text(json.dumps(config))
     save_ts(root / "models" / "model.ts", {"metadata.json": json.dumps(metadata())})
-    pred = DASPredictor.from_path(root / "models" / "model.ts")
+    pred = DASPredictor.from_path(root / "models" / "model.ts", engine="torchscript")
     assert pred.spec.layout == "volume" and markers(tmp_path) == []
     with pytest.raises(ValueError, match="config_file"):  # a checkpoint needs a config the user points at
         DASPredictor.from_path(root / "models" / "model.pt")
@@ -147,7 +149,7 @@ def test_model_file_in_bundle_does_not_parse_neighbouring_config(tmp_path, check
 def test_broken_embedded_json_is_ignored(tmp_path, text, caplog):
     path, net = save_ts(tmp_path / "model.ts", {"metadata.json": text, "inference.json": text})
     with caplog.at_level(logging.WARNING, logger="monai_das.deploy"):
-        pred = DASPredictor.from_path(path, spatial_size=GRID)
+        pred = DASPredictor.from_path(path, spatial_size=GRID, engine="torchscript")
     assert "metadata.json" in caplog.text and str(path) in caplog.text
     check_predicts(pred, net)
 
@@ -184,3 +186,34 @@ def test_an_ignored_keys_line_break_is_escaped():
     with collect_ignored() as dropped:
         _ignored("das_model#recipe#x\nERROR forged", "$x", "card")
     assert len(dropped) == 1 and "\n" not in dropped[0] and "x\\nERROR forged" in dropped[0]
+
+
+class _WritesAFile(torch.nn.Module):
+    """A TorchScript "model" whose forward writes a file of its choice (torch.from_file with shared=True)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mapped = torch.from_file(self.target, shared=True, size=5, dtype=torch.uint8)
+        mapped.copy_(torch.tensor([112, 119, 110, 101, 100], dtype=torch.uint8))
+        return x.flatten(1)[:, :2] * 0
+
+
+def test_a_bare_torchscript_file_runs_only_when_asked_for(tmp_path):
+    """A .ts handed in is a program: its forward wrote any file the user can write, run by the Deploy app's default
+    engine without a word (trial T67b). Refused unless engine='torchscript' says the user trusts it."""
+    from monai_das.deploy.__main__ import main as cli_main
+
+    evil = tmp_path / "evil.ts"
+    torch.jit.save(torch.jit.script(_WritesAFile(str(tmp_path / "pwned"))), str(evil))
+    with pytest.raises(ValueError, match=r"evil\.ts' is a TorchScript file, a program: .*engine='torchscript' "
+                                         r"\(CLI: --engine torchscript\)"):
+        DASPredictor.from_path(evil)
+    with pytest.raises(ValueError, match="a program"):
+        DASPredictor.from_path(evil, engine="eager")
+    study = tmp_path / "study.npy"
+    np.save(study, np.zeros((8, 8, 8), dtype=np.float32))
+    assert cli_main(["-i", str(study), "-o", str(tmp_path / "out"), "-m", str(evil)]) == 1
+    assert not (tmp_path / "pwned").exists()
