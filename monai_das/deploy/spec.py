@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_das.utils.config import parser_rewrites
+from monai_das.utils.config import CARD_KEY, parser_rewrites
 
 __all__ = ["ModelSpec", "MissingMetadataError", "OverrideError", "CARD_NAME", "CARD_KEY"]
 
@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 #: the model card written by training beside the model (``monai_das.handlers.ModelCardSaver``), and its section
 CARD_NAME = "metadata.json"
-CARD_KEY = "das_model"
 
 
 class MissingMetadataError(ValueError):

@@ -35,9 +35,9 @@ from typing import Any
 import torch
 
 from monai_das.engines.onnx_graph import REWRITES, for_runtime
-from monai_das.networks.utils import preserved_modes
 from monai_das.networks.nets.onnx_classifier import NETWORK_PROP, ONNX_CARD_PROP
-from monai_das.utils.config import find_config_code, parser_rewrites
+from monai_das.networks.utils import preserved_modes
+from monai_das.utils.config import CARD_KEY, find_config_code, parser_rewrites
 from monai_das.utils.io import atomic_file, read_checkpoint
 from monai_das.utils.logs import quiet_loggers
 
@@ -59,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 #: ``metadata_props`` key of the card in an ONNX file (the name MONAI gives the TorchScript extra file)
 CARD_PROP = ONNX_CARD_PROP
-CARD_KEY = "das_model"
 
 
 def read_model_card(path: str | os.PathLike) -> dict:

@@ -38,7 +38,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_das.handlers.utils import attach_once
 from monai_das.networks.factory import architecture_kwargs, is_weight_argument
 from monai_das.networks.utils import unwrap_network
-from monai_das.utils.config import find_config_code
+from monai_das.utils.config import CARD_KEY, find_config_code
 from monai_das.utils.io import file_digest, input_folder_name, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -49,8 +49,6 @@ __all__ = ["CARD_KEY", "ModelCardSaver", "build_model_card", "card_input_shape",
 
 logger = logging.getLogger(__name__)
 
-#: top-level key of the card's plain-data section
-CARD_KEY = "das_model"
 #: split-identity markers of a validation list that this version draws otherwise than an older one did from the same
 #: datalist and options (recorded only where the lists differ), with what changed
 NEWER_DRAWS = {"every_class_validated": "one patient of every class",

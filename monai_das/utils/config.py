@@ -6,7 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["parser_rewrites", "find_config_code"]
+__all__ = ["CARD_KEY", "parser_rewrites", "find_config_code"]
+
+#: the model card's section of a ``metadata.json`` (``monai_das.handlers.ModelCardSaver`` writes it; plain data that
+#: the export, the Deploy app and the bundles read)
+CARD_KEY = "das_model"
 
 #: keys MONAI's ``ConfigParser`` reads as directives (instantiate a class, import, ...), not as data
 CONFIG_DIRECTIVES = ("_target_", "_requires_", "_disabled_", "_mode_", "_desc_")
