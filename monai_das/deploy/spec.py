@@ -186,6 +186,18 @@ def _ignored(key: str, value: Any, source: str) -> None:
         collected.append(message)
 
 
+def _damaged(key: str, value: Any, source: str) -> None:
+    """Refuse the model card value ``key`` = ``value`` of ``source``: training never writes such a value."""
+    key = key if key.isprintable() else ascii(key)
+    raise ValueError(
+        f"the model card in {source} has {key} = {_short(value)}, which training never writes (an expression, a "
+        "reference or a value of another kind): a model card is data, so it was altered or damaged; it is not used "
+        "(never evaluated). Use the card training wrote: export the model again from its checkpoint (python -m "
+        "monai_das.engines.export onnx --bundle_root <the training's bundle_root> --config_file "
+        "<bundle>/configs/inference.json)."
+    )
+
+
 def _lookup(config: Mapping, ref: str) -> Any:
     """Plain lookup of a ``#``-separated id in nested dicts/lists (what ``@id`` names), or ``_MISSING``."""
     node: Any = config
@@ -407,7 +419,12 @@ def _check_grid_override(spec: ModelSpec, described: Mapping[str, Any], source: 
 
 
 def _card_fields(card: Mapping, source: str) -> dict[str, Any]:
-    """:class:`ModelSpec` fields of a model card's ``das_model`` section (plain data: literals only)."""
+    """
+    :class:`ModelSpec` fields of a model card's ``das_model`` section (plain data: literals only). Training writes
+    every value of it, so one it would not have written (an expression, a reference, a value of the wrong kind) is
+    refused (:func:`_damaged`), as the bundles refuse it (``trained_options``): the model run with default
+    preprocessing or class names instead was a degraded answer (trial T67b).
+    """
     if not card:
         return {}
     where = f"{CARD_KEY}#"
@@ -418,14 +435,14 @@ def _card_fields(card: Mapping, source: str) -> dict[str, Any]:
             return None
         ok = _is_literal(value) and (_is_int(value) if kind is int else isinstance(value, kind))
         if not ok:
-            _ignored(where + key, value, source)
+            _damaged(where + key, value, source)
             return None
         return value
 
     out: dict[str, Any] = {}
     layout = literal("layout", str)
     if layout is not None and layout not in ("volume", "video"):
-        _ignored(where + "layout", layout, source)
+        _damaged(where + "layout", layout, source)
         layout = None
     if layout is not None:
         out["layout"] = layout
@@ -448,9 +465,9 @@ def _card_fields(card: Mapping, source: str) -> dict[str, Any]:
         elif layout == "volume" and len(size) == 3:
             out["spatial_size"] = tuple(size)
         else:
-            _ignored(where + "spatial_size", size, source)
+            _damaged(where + "spatial_size", size, source)
     elif size is not None:
-        _ignored(where + "spatial_size", size, source)
+        _damaged(where + "spatial_size", size, source)
     recipe = card.get("recipe")
     if isinstance(recipe, Mapping):
         plain = {}
@@ -459,10 +476,10 @@ def _card_fields(card: Mapping, source: str) -> dict[str, Any]:
             if value is None or _is_literal(value) or _is_number_tree(value):
                 plain[str(key)] = value
             else:
-                _ignored(f"{where}recipe#{key}", value, source)
+                _damaged(f"{where}recipe#{key}", value, source)
         out["recipe"] = plain
     elif recipe is not None:
-        _ignored(where + "recipe", recipe, source)
+        _damaged(where + "recipe", recipe, source)
     return out
 
 

@@ -475,13 +475,20 @@ def test_module_layout_reexports():
 
 def test_card_class_names_are_read_by_the_parser_rule():
     """A card is plain JSON: a class name with an '@' inside ('user@site', which MONAI's parser keeps as text) is
-    the model's class; one MONAI would evaluate or expand ('$...', '%...', '@ref') is ignored with a warning, by the
-    rule the exports use (monai_das.utils.config.parser_rewrites)."""
+    the model's class; one MONAI would evaluate or expand ('$...', '%...', '@ref') is refused (it was ignored with a
+    warning and the model run with class_0/1: trial T67b), by the rule the exports use
+    (monai_das.utils.config.parser_rewrites); so is a value of another kind than training writes."""
     from monai_das.deploy.spec import _card_fields
 
     assert _card_fields({"layout": "volume", "label_names": ["user@site", "b"]}, "card")["labels"] == ["user@site", "b"]
     for code in ("$print(1)", "%/etc/secret.json#k", "@network_def", "k%#z"):
-        assert "labels" not in _card_fields({"layout": "volume", "label_names": [code, "b"]}, "card")
+        with pytest.raises(ValueError, match=r"the model card in card has das_model#label_names = .*training never "
+                                             r"writes .*altered or damaged"):
+            _card_fields({"layout": "volume", "label_names": [code, "b"]}, "card")
+    for bad in ({"layout": "movie"}, {"layout": "volume", "slice_axis": "0"}, {"layout": "volume", "recipe": "$x"},
+                {"layout": "volume", "spatial_size": [8, 8]}):
+        with pytest.raises(ValueError, match="training never writes"):
+            _card_fields(bad, "card")
 
 
 def test_readme_deploy_example_on_a_training_folder_is_runnable():

@@ -426,9 +426,8 @@ def test_the_cards_geometry_reaches_the_loader_and_a_study_unlike_training_is_wa
     (src,) = discover_studies(crop)
     warned = StudyLoader(spec).load(src).info.get("warnings") or []
     assert any("is unlike the training studies in size: it covers 8 mm along axis 2" in w for w in warned), warned
-    with caplog.at_level("WARNING"):
-        odd = _card_fields({**card, "recipe": {**SPEC.recipe, "geometry": {"extent_mm": "$import os"}}}, "m.json")
-    assert "geometry" not in odd["recipe"] and "ignoring das_model#recipe#geometry" in caplog.text
+    with pytest.raises(ValueError, match=r"in m\.json has das_model#recipe#geometry = .*altered or damaged"):
+        _card_fields({**card, "recipe": {**SPEC.recipe, "geometry": {"extent_mm": "$import os"}}}, "m.json")
 
 
 def test_enhanced_ct_is_a_volume_read_as_in_training(tmp_path):
