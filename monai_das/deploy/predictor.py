@@ -314,8 +314,8 @@ class DASPredictor:
           (``metadata_props["metadata.json"]``, plain JSON), else the card beside it; no config is read. Without a
           card: :class:`MissingMetadataError` naming the file (unless ``spec_overrides`` give the grid).
         - a TorchScript file (only with ``engine="torchscript"``: it is a program, whose ops can read and write
-          files; without it the file is refused): loaded with ``torch.jit.load``; its embedded ``metadata.json``/``inference.json`` (as
-          ``monai.bundle ckpt_export`` writes them) are read with ``json.loads`` and only literal values of
+          files; without it the file is refused): loaded with ``torch.jit.load``; its embedded
+          ``metadata.json``/``inference.json`` (as ``monai.bundle ckpt_export`` writes them) are read with ``json.loads`` and only literal values of
           ``network_def`` (``layout``, ``slice_axis``, ``in_channels``; a whole-string ``@id`` reference is looked up
           in the same JSON, never evaluated) and of the metadata are used. ``$``/``%`` expressions are ignored with a
           warning, falling back to the metadata or the :class:`ModelSpec` defaults. A ``configs/inference.json``
