@@ -20,7 +20,7 @@ import torch
 
 from monai_das.engines.utils import flag, optional
 from monai_das.transforms.temporal import SOURCE_INDICES
-from monai_das.utils.io import file_digest, input_folder_name, read_checkpoint
+from monai_das.utils.io import file_digest, input_folder_name, lock_folder, read_checkpoint, unlock_folder
 from monai_das.utils.logs import first_cause, root_cause
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
     "merge_predictions",
     "merge_shards",
     "exit_status",
+    "hold_predictions",
+    "release_predictions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,43 @@ def predictions_path(output_dir: str | os.PathLike, shard_index: int = 0, shard_
 ERRORS_EXIT_STATUS = 3
 
 
+#: the OS locks this process holds on predictions files (:func:`hold_predictions`), by real path
+_held_predictions: dict[str, Any] = {}
+
+
+def _lock_names(path: Path) -> tuple[str, str]:
+    return f".{path.name}.lock", f".{path.name}.owner"
+
+
+def hold_predictions(predictions_csv: str | os.PathLike) -> None:
+    """
+    Lock the predictions file ``predictions_csv`` for this process, before anything reads or rewrites it (an OS file
+    lock on a hidden file beside it, :func:`monai_das.utils.io.lock_folder`: the operating system lets go of it when
+    the process ends, killed or not). Two runs into one output folder resumed, truncated and appended one file under
+    each other: rows of two models in one file, one run's rows dropped by the other's resume, or a file emptied and
+    appended without its header (trial T67c). The second run is refused, naming the file and the first run. Nothing
+    happens when this process holds the lock already (a second run in the same Python session).
+
+    Raises:
+        RuntimeError: another process holds the lock.
+    """
+    path = Path(predictions_csv)
+    key = os.path.realpath(path)
+    if key in _held_predictions:
+        return
+    lock_name, owner_name = _lock_names(path)
+    _held_predictions[key] = lock_folder(path.parent, lock_name, owner_name, what="batch inference", refusal=lambda o: (
+        f"another batch inference is writing '{path}'{f' ({o})' if o else ''}: wait for it to finish, or give this "
+        "run another --output_dir."))
+
+
+def release_predictions(predictions_csv: str | os.PathLike) -> None:
+    """Let go of :func:`hold_predictions`'s lock on ``predictions_csv`` and delete its hidden files (nothing when this
+    process holds none)."""
+    path = Path(predictions_csv)
+    unlock_folder(_held_predictions.pop(os.path.realpath(path), None), path.parent, _lock_names(path)[1])
+
+
 def exit_status(predictions_csv: str | os.PathLike) -> str | os.PathLike:
     """
     The last step of the bundles' batch inference (``run``) and of their shard merge (``merge``): exit with
@@ -58,10 +97,11 @@ def exit_status(predictions_csv: str | os.PathLike) -> str | os.PathLike:
     rows, after every study was written, logging how many and the first; return ``predictions_csv`` otherwise. A
     shard started by ``torchrun`` (:func:`launcher_shard`) logs them and returns: a failing worker would make
     ``torchrun`` stop the shards still predicting; a shard started on its own (``--shard_index``) exits as a single
-    run does.
+    run does. The run's lock on the file (:func:`hold_predictions`) is let go first.
     """
     from monai_das.handlers.predictions import read_predictions_csv
 
+    release_predictions(predictions_csv)
     if not Path(predictions_csv).is_file():
         return predictions_csv
     _, rows, _ = read_predictions_csv(predictions_csv)
@@ -183,13 +223,14 @@ def _old_version(header: Sequence[str], model_key: str | None) -> str | None:
 #: why a predictions row of another study is dropped: not in the listing (shard) of this run, its id now names another
 #: file (moved, or another study under that id), or its file changed since
 UNLISTED, MOVED, CHANGED = "not in this listing/shard", "another file under its id", "file changed since"
+OTHER_MODEL = "another model or inference setting (checkpoint, engine, k, preprocessing)"
 
 
 def _stale_reason(row: dict, expected: dict, model_key: str | None, unlisted: str = "not in this listing") -> str | None:
     """Why a complete predictions row no longer holds for the listing ``expected`` (:func:`_expected_rows`) and the
     run's ``model_key``; ``None`` when it does (an error row holds too: it is the study's result until retried)."""
     if model_key is not None and row.get("model") != model_key:
-        return "another model or inference setting (checkpoint, engine, k, preprocessing)"
+        return OTHER_MODEL
     if row["id"] not in expected:
         return unlisted
     if row.get("source") != expected[row["id"]][0]:
@@ -273,6 +314,9 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
             logger.warning(text + f" This run replaces the predictions of {replaced} earlier stud(y/ies) of another "
                            "listing in that file; to keep an earlier run's, give each input its own --output_dir."
                            + again)
+        elif reasons.get(OTHER_MODEL):  # another model's results, gone from the file: said (it was an INFO line)
+            logger.warning(text + f" This run replaces {reasons[OTHER_MODEL]} prediction(s) of another model or "
+                           "setting in that file; to keep them, give this run its own --output_dir." + again)
         elif changed:
             logger.warning(text + again)
         else:
@@ -310,6 +354,7 @@ def select_studies(
     done: set[str] = set()
     if optional(done_csv) is not None:
         path = Path(done_csv)
+        hold_predictions(path)  # before the file is read, rewritten or emptied: one run per file
         if int(shard_count) > 1 and not path.name.endswith(f"{_shard_suffix(shard_index, shard_count)}.csv"):
             raise ValueError(f"predictions file '{path}' is not named for shard {shard_index} of {shard_count} "
                              f"(*.shard{shard_index}of{shard_count}.csv): the shards would write one file; leave "

@@ -333,6 +333,14 @@ def test_replacing_other_studies_predictions_is_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="monai_das.engines.inference"):
         resume_predictions(csv_path, [{"id": "c", "image": "/x/c", "fingerprint": "1"}])
     assert "error, run again" in caplog.text and not any(r.levelno >= logging.WARNING for r in caplog.records)
+    # another model's results replaced: a warning with the advice, not an INFO line (trial T67c)
+    caplog.clear()
+    csv_path.write_text("id,source,fingerprint,label,pred_label,error,model\nb,/x/b,1,,1,,m1\n")
+    with caplog.at_level(logging.INFO, logger="monai_das.engines.inference"):
+        assert resume_predictions(csv_path, [{"id": "b", "image": "/x/b", "fingerprint": "1"}], "m2") == set()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "replaces 1 prediction(s) of another model or setting" in warned[0]
+    assert "give this run its own --output_dir" in warned[0]
 
 
 def test_shards_and_resume(tmp_path):
@@ -389,6 +397,35 @@ def test_shards_and_resume(tmp_path):
     # dataset items carry no label in the listing (it comes with the loaded item): their rows are kept
     keyed.write_text("id,source,fingerprint,label,pred_label,error,model\ns00,/x/0,0-1,1,1,,k1\n")
     assert select_studies(items[:1], 0, 1, done_csv=keyed, model_key="k1") == []
+
+
+def test_one_run_per_predictions_file(tmp_path):
+    """Two batch inferences into one output folder resumed, truncated and appended one file under each other: rows
+    of two models in one file, or the file emptied and appended without its header (trial T67c). The second is
+    refused before it reads the file; the run lets go at its end (exit_status)."""
+    from filelock import FileLock, Timeout
+
+    from monai_das.engines import exit_status
+
+    items = [{"id": f"s{i}", "image": f"/x/{i}", "fingerprint": f"{i}-1"} for i in range(3)]
+    done = tmp_path / "out" / "predictions.csv"
+    done.parent.mkdir()
+    done.write_text("id,source,fingerprint,pred_label,error\ns0,/x/0,0-1,1,\n")
+    other = FileLock(str(done.parent / ".predictions.csv.lock"))
+    other.acquire(timeout=0)  # another process predicts into this file
+    (done.parent / ".predictions.csv.owner").write_text("pid 4242 on host7, since 2026-12-07 09:00:00\n")
+    with pytest.raises(RuntimeError, match=r"another batch inference is writing '.*predictions\.csv' \(pid 4242 on "
+                                           r"host7, since 2026-12-07 09:00:00\): wait for it to finish, or give this "
+                                           r"run another --output_dir"):
+        select_studies(items, 0, 1, done_csv=done, skip_done=False)
+    assert done.read_text().count("\n") == 2  # untouched
+    other.release()
+    assert [it["id"] for it in select_studies(items, 0, 1, done_csv=done)] == ["s1", "s2"]
+    with pytest.raises(Timeout):
+        FileLock(str(done.parent / ".predictions.csv.lock")).acquire(timeout=0)  # held while the run goes on
+    assert select_studies(items, 0, 1, done_csv=done)  # this process holds it already: a second run here goes on
+    exit_status(done)
+    assert sorted(p.name for p in done.parent.iterdir()) == ["predictions.csv", "predictions.json"]  # let go
 
 
 def test_shard_files(tmp_path, monkeypatch):
