@@ -43,6 +43,9 @@ __all__ = ["DASClassifierApp"]
 
 logger = logging.getLogger(__name__)
 
+#: the output folder's lock of a run and its holder (hidden files; see DASClassifierApp._hold_output)
+_LOCK_NAME, _OWNER_NAME = ".monai_das_deploy.lock", ".monai_das_deploy.owner"
+
 
 class DASClassifierApp(Application):
     """
@@ -116,7 +119,24 @@ class DASClassifierApp(Application):
         self.sr_errors: dict[str, str] = {}
         self._writer: DASReportWriterOperator | None = None
         self._sr_writer: DASTextSRWriterOperator | None = None
+        self._lock: Any = None  # this run's lock of the output folder (_hold_output)
         super().__init__(list(argv) if argv is not None else [sys.executable, "monai_das.deploy"])
+
+    def _hold_output(self) -> None:
+        """
+        One run at a time writes into the output folder (an OS file lock, :func:`monai_das.utils.io.lock_folder`, let
+        go when the run ends, or its process, killed or not): two runs into one folder left the reports of two models
+        side by side and a ``summary.json`` of one of them that contradicted the others (trial T67c).
+
+        Raises:
+            RuntimeError: another process writes into the folder.
+        """
+        from monai_das.utils.io import lock_folder
+
+        if self._lock is None:
+            self._lock = lock_folder(self.output_path, _LOCK_NAME, _OWNER_NAME, what="Deploy run", refusal=lambda o: (
+                f"another run of the Deploy app is writing into '{self.output_path}'{f' ({o})' if o else ''}: wait "
+                "for it to finish, or give this run another --output."))
 
     def _clear_earlier_run(self, sources: list) -> None:
         """
@@ -157,6 +177,7 @@ class DASClassifierApp(Application):
         check_output_paths(self.output_path, [s.study_id for s in sources])
         logger.info("%d stud%s found under %s", len(sources), "y" if len(sources) == 1 else "ies", self.input_path)
         self.output_path.mkdir(parents=True, exist_ok=True)
+        self._hold_output()
         self._clear_earlier_run(sources)
         study_loader = StudyLoader(self.predictor.spec, **self.loader_options)
         loader = StudyLoaderOperator(
@@ -190,8 +211,27 @@ class DASClassifierApp(Application):
                           {("text", "text"), ("study_selected_series_list", "study_selected_series_list")})
 
     def run(self, *args, **kwargs) -> None:  # type: ignore[override]
-        """Run the graph in this process; afterwards ``reports``, ``sr_files`` and ``sr_errors`` are filled."""
-        super().run(*args, **kwargs)
+        """
+        Run the graph in this process; afterwards ``reports``, ``sr_files`` and ``sr_errors`` are filled.
+
+        Raises:
+            RuntimeError: the graph stopped before every study had its report (Ctrl-C or SIGTERM: Holoscan stops the
+                graph and returns normally, and the command line said ``num_studies 13`` with exit status 0 for a
+                run of 38 studies; trial T67c).
+        """
+        from monai_das.utils.io import unlock_folder
+
+        try:
+            super().run(*args, **kwargs)
+        finally:
+            unlock_folder(self._lock, self.output_path, _OWNER_NAME)
+            self._lock = None
         self.reports = list(self._writer.reports) if self._writer is not None else []
         if self._sr_writer is not None:
             self.sr_files, self.sr_errors = dict(self._sr_writer.written), dict(self._sr_writer.failed)
+        expected = self._writer.num_studies if self._writer is not None else 0
+        if len(self.reports) < expected:
+            raise RuntimeError(
+                f"the run stopped after {len(self.reports)} of {expected} studies (interrupted: Ctrl-C or SIGTERM?): "
+                f"the other studies have no report in '{self.output_path}' and summary.json was not written. Run the "
+                "same command again (every study is predicted again).")

@@ -288,6 +288,44 @@ def test_app_single_files_torchscript(torchscript_model, tmp_path):
         assert report["kept_indices"] == expected
 
 
+def test_an_interrupted_run_is_a_failure(torchscript_model, tmp_path, monkeypatch, caplog):
+    """Ctrl-C or SIGTERM: Holoscan stops the graph and returns normally, and the command line printed num_studies 13
+    with exit status 0 for a run of 38 studies (trial T67c). A graph that ends before every report is an error."""
+    from monai.deploy.core import Application
+
+    model, _ = torchscript_model
+    write_dicom_series(tmp_path / "in" / "s1", num_slices=5)
+    monkeypatch.setattr(Application, "run", lambda self, *a, **k: self.compose())  # stopped before any study ran
+    with caplog.at_level("ERROR"):
+        assert cli_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *_ts(model), "--modalities",
+                         "MR"]) == 1
+    assert "the run stopped after 0 of 1 studies (interrupted: Ctrl-C or SIGTERM?)" in caplog.text
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_one_run_at_a_time_per_output_folder(torchscript_model, tmp_path, caplog):
+    """Two runs into one output folder left reports of two models side by side and a summary.json of one of them
+    that contradicted the others' reports (trial T67c): the second is refused naming the first; a run lets go at its
+    end, leaving only its own files."""
+    from filelock import FileLock
+
+    model, _ = torchscript_model
+    write_dicom_series(tmp_path / "in" / "s1", num_slices=5)
+    out = tmp_path / "out"
+    out.mkdir()
+    other = FileLock(str(out / ".monai_das_deploy.lock"))
+    other.acquire(timeout=0)
+    (out / ".monai_das_deploy.owner").write_text("pid 4242 on host7, since 2026-12-07 09:00:00\n")
+    with caplog.at_level("ERROR"):
+        assert cli_main(["-i", str(tmp_path / "in"), "-o", str(out), *_ts(model), "--modalities", "MR"]) == 1
+    assert (f"another run of the Deploy app is writing into '{out}' (pid 4242 on host7, since 2026-12-07 09:00:00): "
+            "wait for it to finish, or give this run another --output") in caplog.text
+    assert not (out / "s1.json").exists()
+    other.release()
+    assert cli_main(["-i", str(tmp_path / "in"), "-o", str(out), *_ts(model), "--modalities", "MR"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["s1.json", "summary.json"]
+
+
 def test_cli_exit_status(study_folder, torchscript_model, tmp_path, caplog):
     model, _ = torchscript_model
     good = tmp_path / "good"
