@@ -1156,7 +1156,8 @@ def _is_datalist_csv(path: Path) -> bool:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            columns = csv_header(reader.fieldnames, CSV_COLUMNS, str(path))
+            # "ID" is the id column here too, as the study-list reader reads it
+            columns = csv_header(reader.fieldnames, (*CSV_COLUMNS, "id"), str(path))
             if "split" not in columns:
                 return False
             reader.fieldnames = columns

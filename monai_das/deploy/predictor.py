@@ -314,8 +314,9 @@ class DASPredictor:
           (``metadata_props["metadata.json"]``, plain JSON), else the card beside it; no config is read. Without a
           card: :class:`MissingMetadataError` naming the file (unless ``spec_overrides`` give the grid).
         - a TorchScript file (only with ``engine="torchscript"``: it is a program, whose ops can read and write
-          files; without it the file is refused): loaded with ``torch.jit.load``; its embedded
-          ``metadata.json``/``inference.json`` (as ``monai.bundle ckpt_export`` writes them) are read with ``json.loads`` and only literal values of
+          files; without it the file is refused, and so is ``models/model.ts`` of a folder without the bundle's
+          ``configs/``): loaded with ``torch.jit.load``; its embedded ``metadata.json``/``inference.json`` (as
+          ``monai.bundle ckpt_export`` writes them) are read with ``json.loads`` and only literal values of
           ``network_def`` (``layout``, ``slice_axis``, ``in_channels``; a whole-string ``@id`` reference is looked up
           in the same JSON, never evaluated) and of the metadata are used. ``$``/``%`` expressions are ignored with a
           warning, falling back to the metadata or the :class:`ModelSpec` defaults. A ``configs/inference.json``
@@ -390,15 +391,19 @@ class DASPredictor:
         trusted_meta = Path(path).is_dir()
         wanted = ENGINES[engine_name]
         order = [k for k in ENGINE_ORDER[engine_name] if files[k] is not None]
-        if Path(path).is_file() and order[0] == "torchscript" and engine_name != "torchscript":
-            # a TorchScript file is a program (its ops can read and write files: torch.from_file(shared=True)); a
-            # model file is data, so a bare one runs only when the user asks for that engine (trial T67b)
-            raise ValueError(
-                f"'{path}' is a TorchScript file, a program: running it runs the code stored in it with your rights "
-                "(TorchScript can read and write files), which a model file handed in must not do unasked. Run it "
-                "only if you trust it as you would a script: engine='torchscript' (CLI: --engine torchscript). The "
-                "default engine runs the ONNX export of the same model (python -m monai_das.engines.export onnx "
-                "...), whose graph ONNX Runtime runs as data.")
+        # a TorchScript file is a program (its ops can read and write files: torch.from_file(shared=True)); a model
+        # file is data, so one runs only when the user asks for that engine, or from a bundle folder whose config
+        # (code the user trusts by pointing at the bundle) comes with it: not as a fallback (trials T67b, R67e)
+        trusted = engine_name == "torchscript" or (Path(path).is_dir() and files["config"] is not None)
+        if "torchscript" in order and not trusted:
+            if order[0] == "torchscript":
+                raise ValueError(
+                    f"'{files['torchscript']}' is a TorchScript file, a program: running it runs the code stored in "
+                    "it with your rights (TorchScript can read and write files), which a model file handed in must "
+                    "not do unasked. Run it only if you trust it as you would a script: engine='torchscript' (CLI: "
+                    "--engine torchscript). The default engine runs the ONNX export of the same model (python -m "
+                    "monai_das.engines.export onnx ...), whose graph ONNX Runtime runs as data.")
+            order.remove("torchscript")
         fallback, missing = None, None
         if order[0] != wanted:
             if Path(path).is_file():  # the file's own engine; said only when another one was asked for

@@ -101,10 +101,12 @@ def exit_status(predictions_csv: str | os.PathLike) -> str | os.PathLike:
     """
     from monai_das.handlers.predictions import read_predictions_csv
 
-    release_predictions(predictions_csv)
-    if not Path(predictions_csv).is_file():
-        return predictions_csv
-    _, rows, _ = read_predictions_csv(predictions_csv)
+    try:  # read before the run lets go of the file: a run starting in between could empty it (skip_done false)
+        if not Path(predictions_csv).is_file():
+            return predictions_csv
+        _, rows, _ = read_predictions_csv(predictions_csv)
+    finally:
+        release_predictions(predictions_csv)
     failed = [r for r in rows if r.get("error")]
     if not failed:
         return predictions_csv
@@ -354,11 +356,11 @@ def select_studies(
     done: set[str] = set()
     if optional(done_csv) is not None:
         path = Path(done_csv)
-        hold_predictions(path)  # before the file is read, rewritten or emptied: one run per file
         if int(shard_count) > 1 and not path.name.endswith(f"{_shard_suffix(shard_index, shard_count)}.csv"):
             raise ValueError(f"predictions file '{path}' is not named for shard {shard_index} of {shard_count} "
                              f"(*.shard{shard_index}of{shard_count}.csv): the shards would write one file; leave "
                              "predictions_csv at its default or name each shard's file so.")
+        hold_predictions(path)  # before the file is read, rewritten or emptied: one run per file
         if not mine and not path.is_file():  # an empty file says the shard ran and had nothing (merge skips it)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"")

@@ -236,9 +236,12 @@ def test_study_lists(folder, tmp_path, caplog):
     training.write_text("Image,Label,Split\na.nii.gz,pos,test\nsub/b.nii,neg,train\n")
     try:
         (item,) = list_studies(training, label_names=["neg", "pos"])
+        assert item["label"] == 1 and item["id"] == "a.nii.gz"
+        # with an ID column it is a study list in any case, every row a study (review R67e)
+        training.write_text("Image,Label,ID,Split\na.nii.gz,pos,first,test\nsub/b.nii,neg,second,train\n")
+        assert sorted(it["id"] for it in list_studies(training, label_names=["neg", "pos"])) == ["first", "second"]
     finally:
         training.unlink()
-    assert item["label"] == 1 and item["id"] == "a.nii.gz"
     # a MONAI datalist: its test list, ids relative to the dataset folder
     datalist = folder / "list.json"
     datalist.write_text(json.dumps({"labels": {"0": "neg", "1": "pos"}, "training": [],

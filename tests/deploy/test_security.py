@@ -198,7 +198,7 @@ class _WritesAFile(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mapped = torch.from_file(self.target, shared=True, size=5, dtype=torch.uint8)
         mapped.copy_(torch.tensor([112, 119, 110, 101, 100], dtype=torch.uint8))
-        return x.flatten(1)[:, :2] * 0
+        return x.flatten(1)[:, :2] * 0 + mapped[0].float() * 0  # used: not removed from the program as dead code
 
 
 def test_a_bare_torchscript_file_runs_only_when_asked_for(tmp_path):
@@ -217,3 +217,15 @@ def test_a_bare_torchscript_file_runs_only_when_asked_for(tmp_path):
     np.save(study, np.zeros((8, 8, 8), dtype=np.float32))
     assert cli_main(["-i", str(study), "-o", str(tmp_path / "out"), "-m", str(evil)]) == 1
     assert not (tmp_path / "pwned").exists()
+    # the same file as models/model.ts of a folder without the bundle's configs/ (the Deploy app's default -m is a
+    # folder): no trusted config comes with it, so neither the default engine's fallback nor eager runs it (R67e)
+    (tmp_path / "app" / "models").mkdir(parents=True)
+    shutil.copy(evil, tmp_path / "app" / "models" / "model.ts")
+    for engine in (None, "eager", "onnxruntime"):
+        with pytest.raises(ValueError, match=r"model\.ts' is a TorchScript file, a program"):
+            DASPredictor.from_path(tmp_path / "app", engine=engine, layout="volume", spatial_size=(8, 8, 8))
+    assert not (tmp_path / "pwned").exists()
+    # asked for, it runs (and writes): what the refusal protects from
+    DASPredictor.from_path(evil, engine="torchscript", layout="volume", spatial_size=(8, 8, 8)).predict(
+        torch.zeros(1, 8, 8, 8))
+    assert (tmp_path / "pwned").read_bytes() == b"pwned"
