@@ -80,7 +80,8 @@ def test_task_on_nifti_volume(task_cls, bundle):
 
 def test_task_on_dicom_and_torchscript(task_cls, tmp_path):
     model, net = make_torchscript_standin(tmp_path / "bundle" / "models" / "model.ts")
-    task = task_cls(str(tmp_path / "bundle"), loader_options={"min_frames": 1})  # a single CT slice below
+    # a single CT slice below; a folder without configs/ runs its TorchScript only when asked for (trial T67b)
+    task = task_cls(str(tmp_path / "bundle"), loader_options={"min_frames": 1}, engine="torchscript")
     assert task.predictor.model_format == "torchscript" and task.get_path() == str(model)
     write_dicom_series(tmp_path / "series", num_slices=6)
     _, result = task({"image": str(tmp_path / "series")})

@@ -281,3 +281,16 @@ def write_nifti(path: Path, data: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), str(path))
     return path
+
+
+class WritesAFile(torch.nn.Module):
+    """A TorchScript "model" whose forward writes a file of its choice (torch.from_file with shared=True)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mapped = torch.from_file(self.target, shared=True, size=5, dtype=torch.uint8)
+        mapped.copy_(torch.tensor([112, 119, 110, 101, 100], dtype=torch.uint8))
+        return x.flatten(1)[:, :2] * 0 + mapped[0].float() * 0  # used: not removed from the program as dead code

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from das_deploy_helpers import LABELS, nibabel_anatomical, pydicom_file, write_dicom_series, write_sr
+from das_deploy_helpers import LABELS, WritesAFile, nibabel_anatomical, pydicom_file, write_dicom_series, write_sr
 
 pytest.importorskip("monai.deploy.core", reason="MONAI Deploy App SDK not installed (run scripts/setup_deploy_env.sh)")
 
@@ -286,6 +286,20 @@ def test_app_single_files_torchscript(torchscript_model, tmp_path):
         with torch.no_grad():
             expected = net.sample(study.image[None])[2][0].tolist()
         assert report["kept_indices"] == expected
+
+
+def test_a_torchscript_model_runs_only_when_asked_for(tmp_path, caplog):
+    """-m evil.ts with the default engine ran its program, which wrote a file of its choice (trial T67b)."""
+    import numpy as np
+
+    evil = tmp_path / "evil.ts"
+    torch.jit.save(torch.jit.script(WritesAFile(str(tmp_path / "pwned"))), str(evil))
+    study = tmp_path / "study.npy"
+    np.save(study, np.zeros((8, 8, 8), dtype=np.float32))
+    with caplog.at_level("ERROR"):
+        assert cli_main(["-i", str(study), "-o", str(tmp_path / "out"), "-m", str(evil)]) == 1
+    assert "evil.ts' is a TorchScript file, a program" in caplog.text and "--engine torchscript" in caplog.text
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_an_interrupted_run_is_a_failure(torchscript_model, tmp_path, monkeypatch, caplog):

@@ -314,7 +314,7 @@ def test_card_of_non_cubic_model_is_used(tmp_path):
     assert spec.labels == LABELS and spec.in_channels == 1 and spec.num_kept == 4 and spec.method == "das"
     assert spec.recipe["spatial_size"] == list(NON_CUBIC) and spec.recipe["percentiles"] == [0.5, 99.5]
     assert pred.describe()["recipe"] == spec.recipe and pred.describe()["num_kept"] == 4
-    # the bundle folder (no configs/inference.json: its TorchScript runs when asked for): the card wins over the template
+    # the bundle folder (no configs/inference.json: its TorchScript runs when asked for): its card beats the template
     assert DASPredictor.from_path(root, engine="torchscript").spec == spec
     study = write_nifti(tmp_path / "study.nii.gz", np.random.default_rng(0).random((20, 24, 10)).astype(np.float32))
     image = recipe_transforms(spec.recipe, keys="image")({"image": str(study)})["image"]

@@ -14,11 +14,10 @@ import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from das_deploy_helpers import GRID, LABELS, inference_config, metadata
+from das_deploy_helpers import GRID, LABELS, WritesAFile, inference_config, metadata
 from monai_das.deploy import DASPredictor
 
 
@@ -188,35 +187,17 @@ def test_an_ignored_keys_line_break_is_escaped():
     assert len(dropped) == 1 and "\n" not in dropped[0] and "x\\nERROR forged" in dropped[0]
 
 
-class _WritesAFile(torch.nn.Module):
-    """A TorchScript "model" whose forward writes a file of its choice (torch.from_file with shared=True)."""
-
-    def __init__(self, target: str) -> None:
-        super().__init__()
-        self.target = target
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mapped = torch.from_file(self.target, shared=True, size=5, dtype=torch.uint8)
-        mapped.copy_(torch.tensor([112, 119, 110, 101, 100], dtype=torch.uint8))
-        return x.flatten(1)[:, :2] * 0 + mapped[0].float() * 0  # used: not removed from the program as dead code
-
-
 def test_a_bare_torchscript_file_runs_only_when_asked_for(tmp_path):
     """A .ts handed in is a program: its forward wrote any file the user can write, run by the Deploy app's default
     engine without a word (trial T67b). Refused unless engine='torchscript' says the user trusts it."""
-    from monai_das.deploy.__main__ import main as cli_main
-
     evil = tmp_path / "evil.ts"
-    torch.jit.save(torch.jit.script(_WritesAFile(str(tmp_path / "pwned"))), str(evil))
+    torch.jit.save(torch.jit.script(WritesAFile(str(tmp_path / "pwned"))), str(evil))
     with pytest.raises(ValueError, match=r"evil\.ts' is a TorchScript file, a program: .*engine='torchscript' "
                                          r"\(CLI: --engine torchscript\)"):
         DASPredictor.from_path(evil)
     with pytest.raises(ValueError, match="a program"):
         DASPredictor.from_path(evil, engine="eager")
-    study = tmp_path / "study.npy"
-    np.save(study, np.zeros((8, 8, 8), dtype=np.float32))
-    assert cli_main(["-i", str(study), "-o", str(tmp_path / "out"), "-m", str(evil)]) == 1
-    assert not (tmp_path / "pwned").exists()
+    assert not (tmp_path / "pwned").exists()  # (the Deploy app's command line: tests/deploy/test_deploy_app.py)
     # the same file as models/model.ts of a folder without the bundle's configs/ (the Deploy app's default -m is a
     # folder): no trusted config comes with it, so neither the default engine's fallback nor eager runs it (R67e)
     (tmp_path / "app" / "models").mkdir(parents=True)

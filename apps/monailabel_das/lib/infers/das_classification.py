@@ -72,7 +72,8 @@ class DASClassification(BasicInferTask):
         bundle_path: DAS bundle folder (or an ONNX/TorchScript/checkpoint file, see ``DASPredictor.from_path``).
         engine: ``"onnxruntime"`` (default: ``models/model.onnx``), ``"torchscript"`` (``models/model.ts``) or
             ``"eager"`` (``models/model.pt`` + config); a folder without that engine's file falls back with a logged
-            warning (see ``DASPredictor.from_path``).
+            warning (see ``DASPredictor.from_path``), but never to TorchScript in a folder without the bundle's
+            ``configs/`` (a program: ``engine="torchscript"`` runs it).
         num_kept: default ``k`` of a request (``None``: the trained ``k``); ``keep_ratio``: the same as a fraction of
             ``T`` (not both).
         prefer: the former option: ``"torchscript"`` = ``engine="torchscript"``, ``"checkpoint"`` =
