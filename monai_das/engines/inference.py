@@ -97,7 +97,7 @@ def exit_status(predictions_csv: str | os.PathLike) -> str | os.PathLike:
     rows, after every study was written, logging how many and the first; return ``predictions_csv`` otherwise. A
     shard started by ``torchrun`` (:func:`launcher_shard`) logs them and returns: a failing worker would make
     ``torchrun`` stop the shards still predicting; a shard started on its own (``--shard_index``) exits as a single
-    run does. The run's lock on the file (:func:`hold_predictions`) is let go first.
+    run does. The run's lock on the file (:func:`hold_predictions`) is let go once the file is read.
     """
     from monai_das.handlers.predictions import read_predictions_csv
 
