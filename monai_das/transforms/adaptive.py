@@ -17,7 +17,7 @@ from monai.transforms import MapTransform, Transform
 from monai.networks.utils import eval_mode
 from monai.utils import TransformBackends, convert_to_tensor
 
-from monai_das.networks.utils import check_device
+from monai_das.networks.utils import check_device, unwrap_network
 from monai_das.transforms.temporal import (
     EVIDENCE_KEYS,
     FRAME_RECORD_KEYS,
@@ -26,7 +26,6 @@ from monai_das.transforms.temporal import (
     resolved,
     select_frames,
     subsample_frame_records,
-    subsampled_meta,
 )
 
 __all__ = ["AdaptiveSubsample", "AdaptiveSubsampled", "AdaptiveSubsampleD", "AdaptiveSubsampleDict"]
@@ -58,7 +57,8 @@ class AdaptiveSubsample(Transform):
     """
     Keep the ``k`` frames a trained sampler picks: ``T×C×H×W`` (or a ``C×D×H×W`` volume with ``slice_axis``)
     → ``k×C×H×W``, in temporal order. The sampler runs in ``eval()`` mode under ``torch.no_grad()`` (its previous
-    train/eval mode is restored afterwards) on a batch of one; the output frames are the sampler's ``frames``.
+    train/eval mode is restored afterwards) on a batch of one; the output frames are the input's own frames at the
+    sampler's indices (exactly, in the input's dtype).
     For a ``MetaTensor`` input the chosen indices go to ``meta["kept_indices"]`` (and ``meta["source_indices"]``,
     composed with earlier temporal steps); :meth:`subsample` returns them with the frames for any input type
     (:attr:`last_indices` holds those of the last call in this thread's order; with several threads, use
@@ -68,7 +68,8 @@ class AdaptiveSubsample(Transform):
 
     Args:
         sampler: any ``monai_das`` sampler module (``forward(B×T×C×H×W) -> SamplerOutput``), e.g. a trained
-            ``SubsampledClassifier``'s ``.sampler``; an object with a ``.sampler`` attribute is unwrapped.
+            ``SubsampledClassifier``'s ``.sampler``; an object with a ``.sampler`` attribute is unwrapped, inside
+            ``DistributedDataParallel``/``DataParallel`` wrappers too.
         slice_axis: ``None`` for ``T×C×H×W`` input; 0/1/2 (D/H/W) to take frames of a ``C×D×H×W`` volume. With a
             volume classifier, another axis than the one it was built for is refused.
         device: where to run the sampler (default: the device of its parameters, else the input's); the output
@@ -82,6 +83,7 @@ class AdaptiveSubsample(Transform):
             raise ValueError(f"sampler must be a torch.nn.Module, got {type(sampler).__name__}.")
         #: a volume classifier's slice axis (``None`` for a bare sampler or a video classifier)
         self.model_slice_axis: int | None = None
+        sampler = unwrap_network(sampler, require_sampler=False)  # a DDP-wrapped classifier ran whole as the sampler
         if hasattr(sampler, "sampler") and isinstance(sampler.sampler, nn.Module):
             if getattr(sampler, "layout", None) == "volume":
                 self.model_slice_axis = getattr(sampler, "slice_axis", None)
@@ -136,11 +138,11 @@ class AdaptiveSubsample(Transform):
                                      f"axis); for a C×D×H×W volume give slice_axis ({axis}) to take its slices "
                                      "as frames.") from e
                 raise
-        frames, indices = out.frames[0].to(img.device), out.indices[0].detach().long().cpu()
+        indices = out.indices[0].detach().long().cpu()
         self.last_indices = indices
-        if isinstance(img, MetaTensor):
-            return MetaTensor(frames.to(img.dtype), meta=subsampled_meta(img.meta, img.shape[0], indices)), indices
-        return frames.to(img.dtype), indices
+        # the input's own frames (with their meta): the sampler's P·x is computed in its dtype, and float64 frames
+        # came back rounded through float32 (trial T67f)
+        return select_frames(img, indices), indices
 
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor:
         return self.subsample(img)[0]

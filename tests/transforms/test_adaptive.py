@@ -75,6 +75,16 @@ def test_classifier_sampler_and_unwrapping():
         assert torch.equal(AdaptiveSubsample(along_h, slice_axis=1)(vol), along_h.sample(vol[None]).frames[0])
 
 
+def test_a_wrapped_classifier_and_float64_frames():
+    """A DistributedDataParallel/DataParallel-wrapped classifier ran whole as the sampler (a channel error naming
+    neither), and float64 frames came back rounded through the sampler's float32 P·x (trial T67f)."""
+    model = build_classifier("das", num_classes=2, in_channels=1, num_frames=12, keep_ratio=0.25)
+    seq = torch.rand(12, 1, 10, 10, dtype=torch.float64)
+    kept, indices = AdaptiveSubsample(torch.nn.DataParallel(model)).subsample(seq)
+    assert torch.equal(indices, AdaptiveSubsample(model).subsample(seq.float())[1])
+    assert kept.dtype == torch.float64 and torch.equal(kept, seq[indices])  # the input's own frames, exactly
+
+
 def test_uniform_sampler_matches_uniform_transform():
     seq = torch.rand(20, 1, 4, 4)
     assert torch.equal(AdaptiveSubsample(get_sampler("uniform", 5))(seq), UniformTemporalSubsample(5)(seq))
