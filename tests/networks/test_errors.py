@@ -149,3 +149,11 @@ def test_one_class_is_refused(method):
     """A softmax over one logit is 1 for every input: such a network was built and trained without a word."""
     with pytest.raises(ValueError, match=r"num_classes must be >= 2, got 1: .*a binary task is 2 classes"):
         build_classifier(method, 1, num_frames=8)
+
+
+def test_an_empty_input_is_named_as_given():
+    """An empty batch B×C×D×H×W was named by the sampler's frame sequence, (0, 8, 1, 16, 16) for (0, 1, 8, 16, 16)
+    (trial T67f)."""
+    net = build_classifier("das", 2, num_frames=8, keep_ratio=0.5)
+    with pytest.raises(ValueError, match=re.escape("empty dimension: shape (0, 1, 8, 16, 16) (B×C×D×H×W")):
+        net(torch.rand(0, 1, 8, 16, 16))

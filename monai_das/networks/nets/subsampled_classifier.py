@@ -228,6 +228,9 @@ class SubsampledClassifier(SavedSettings, nn.Module):
             expected = "B×C×D×H×W" if self.layout == "volume" else "B×T×C×H×W"
             raise ValueError(f"expected a 5D input {expected} (layout={self.layout!r}), got {shape}.")
         given = tuple(x.shape)
+        if any(s == 0 for s in given):  # named as given, not as the sampler's frame sequence (trial T67f)
+            expected = "B×C×D×H×W" if self.layout == "volume" else "B×T×C×H×W"
+            raise ValueError(f"input has an empty dimension: shape {given} ({expected}, layout={self.layout!r}).")
         x = to_frames(x, self.layout, self.slice_axis)
         channels = x.shape[2]
         if self.in_channels is not None and channels != self.in_channels:
