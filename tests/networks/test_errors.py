@@ -157,3 +157,18 @@ def test_an_empty_input_is_named_as_given():
     net = build_classifier("das", 2, num_frames=8, keep_ratio=0.5)
     with pytest.raises(ValueError, match=re.escape("empty dimension: shape (0, 1, 8, 16, 16) (B×C×D×H×W")):
         net(torch.rand(0, 1, 8, 16, 16))
+
+
+@pytest.mark.parametrize("name", ["dps", "adps", "das"])
+def test_the_base_sampler_checks_fixed_t_and_c(name):
+    """One contract (BaseSampler.check_input): a sampler tied to T or C names itself and both values."""
+    sampler = get_sampler(name, 2, num_frames=8, in_channels=1)
+    if name != "das":  # DAS runs on any T
+        with pytest.raises(ValueError, match=rf"{type(sampler).__name__} was built for T=8 frames, got T=6\."):
+            sampler(torch.rand(1, 6, 1, 8, 8))
+    if name == "dps":  # static logits: any C
+        assert sampler(torch.rand(1, 8, 3, 8, 8)).indices.shape == (1, 2)
+        return
+    with pytest.raises(ValueError, match=rf"{type(sampler).__name__} was built for in_channels=1 but the input "
+                                         r"B×T×C×H×W of shape \(1, 8, 3, 8, 8\) has C=3 channel\(s\)\."):
+        sampler(torch.rand(1, 8, 3, 8, 8))

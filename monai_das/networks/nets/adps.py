@@ -62,12 +62,10 @@ class ADPSSampler(BaseSampler):
         tau: float = 1.0,
     ) -> None:
         super().__init__(num_samples)
-        num_frames = check_count(num_frames, "num_frames (T)")
-        if num_frames < self.num_samples:
-            raise ValueError(f"num_frames={num_frames} must be >= num_samples={self.num_samples}.")
-        self.num_frames, self.tau = num_frames, float(tau)
+        self.fix_num_frames(num_frames)
+        self.tau = float(tau)
         if encoder is None:
-            self.in_channels: int | None = check_count(in_channels, "in_channels")
+            self.in_channels = check_count(in_channels, "in_channels")
             self.encoder: nn.Module = SmallFrameEncoder(self.in_channels)
         else:
             self.in_channels, self.encoder = encoder_in_channels(encoder), encoder
@@ -79,16 +77,6 @@ class ADPSSampler(BaseSampler):
         self.cell = nn.LSTMCell(features, hidden_dim)
         self.h0 = nn.Parameter(torch.zeros(hidden_dim))
         self.to_logits = nn.Linear(hidden_dim, self.num_frames)
-
-    def check_input(self, x: torch.Tensor, num_samples: Any = None) -> None:
-        super().check_input(x, num_samples)
-        if x.shape[1] != self.num_frames:
-            raise ValueError(f"ADPSSampler was built for T={self.num_frames} frames, got T={x.shape[1]}.")
-        if self.in_channels is not None and x.shape[2] != self.in_channels:
-            raise ValueError(
-                f"ADPSSampler's frame encoder expects in_channels={self.in_channels} but the input B×T×C×H×W of "
-                f"shape {tuple(x.shape)} has C={x.shape[2]} channel(s)."
-            )
 
     def sampling_matrix(self, x: torch.Tensor, num_samples: Any) -> torch.Tensor:
         b = x.shape[0]

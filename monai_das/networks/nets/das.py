@@ -126,14 +126,6 @@ class DASampler(BaseSampler):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
-    def check_input(self, x: torch.Tensor, num_samples: Any = None) -> None:
-        super().check_input(x, num_samples)
-        if x.shape[2] != self.in_channels:
-            raise ValueError(
-                f"DASampler was built for in_channels={self.in_channels} but the input B×T×C×H×W of shape "
-                f"{tuple(x.shape)} has C={x.shape[2]} channel(s)."
-            )
-
     def embed_frames(self, x: torch.Tensor) -> torch.Tensor:
         """``F``: ``B×T×d``."""
         return self.embed(self.frame_features(x))

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.blocks.gumbel import gumbel_top_k
-from monai_das.networks.nets.sampler import BaseSampler, check_count
+from monai_das.networks.nets.sampler import BaseSampler
 
 __all__ = ["DPSSampler"]
 
@@ -31,16 +31,8 @@ class DPSSampler(BaseSampler):
 
     def __init__(self, num_samples: int, num_frames: int, tau: float = 1.0) -> None:
         super().__init__(num_samples)
-        num_frames = check_count(num_frames, "num_frames (T)")
-        if num_frames < self.num_samples:
-            raise ValueError(f"num_frames={num_frames} must be >= num_samples={self.num_samples}.")
-        self.num_frames, self.tau = num_frames, float(tau)
-        self.logits = nn.Parameter(1e-3 * torch.randn(self.num_frames))
-
-    def check_input(self, x: torch.Tensor, num_samples: Any = None) -> None:
-        super().check_input(x, num_samples)
-        if x.shape[1] != self.num_frames:
-            raise ValueError(f"DPSSampler was built for T={self.num_frames} frames, got T={x.shape[1]}.")
+        self.tau = float(tau)
+        self.logits = nn.Parameter(1e-3 * torch.randn(self.fix_num_frames(num_frames)))
 
     def select(self, x: torch.Tensor, num_samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits[None].expand(x.shape[0], self.num_frames)

@@ -54,7 +54,9 @@ class BaseSampler(nn.Module):
     inference.
 
     Subclasses implement :meth:`select` (``B×k×T`` one-hot matrix and ``B×k`` indices, any row order),
-    :meth:`sampling_matrix` (the matrix only) or :meth:`sampling_indices` (``B×k`` distinct indices, any order).
+    :meth:`sampling_matrix` (the matrix only) or :meth:`sampling_indices` (``B×k`` distinct indices, any order). One
+    whose parameters are tied to ``T`` sets it with :meth:`fix_num_frames`, one built for ``C`` channels sets
+    :attr:`in_channels`: :meth:`check_input` refuses another ``T`` or ``C``, naming the sampler and both values.
 
     Floating point input is cast to the dtype of the sampler's parameters (e.g. float16/bfloat16 input to a float32
     sampler is computed, and returned, in float32; see :meth:`cast_input`); samplers without parameters keep the input
@@ -78,6 +80,10 @@ class BaseSampler(nn.Module):
     random_in_eval: bool = False
     #: why a sampler without ``any_k`` refuses another ``k`` (in its error message)
     fixed_k_reason: str = "its parameters are tied to k"
+    #: ``T`` of a sampler whose parameters are tied to it (DPS, ADPS: :meth:`fix_num_frames`); ``None``: any ``T``
+    num_frames: int | None = None
+    #: ``C`` of a sampler whose frame features are built for it (DAS, ADPS); ``None``: any ``C``
+    in_channels: int | None = None
 
     __prepare_scriptable__ = refuse_scripting  # traced or exported, never scripted
 
@@ -92,6 +98,14 @@ class BaseSampler(nn.Module):
         #: forward pass in :attr:`scores`, for a loss on the selection (:class:`monai_das.losses.FrameRelevanceLoss`)
         self.record_scores = False
         self.scores: torch.Tensor | None = None
+
+    def fix_num_frames(self, num_frames: Any) -> int:
+        """Set :attr:`num_frames` (``T``, an integer ``>= k``) for a sampler whose parameters are tied to it."""
+        t = check_count(num_frames, "num_frames (T)")
+        if t < self.num_samples:
+            raise ValueError(f"num_frames={t} must be >= num_samples={self.num_samples}.")
+        self.num_frames = t
+        return t
 
     def keep_scores(self, logits: torch.Tensor) -> None:
         """Remember ``logits`` (``B×T``) as :attr:`scores` when :attr:`record_scores` applies, else forget them."""
@@ -123,6 +137,11 @@ class BaseSampler(nn.Module):
             raise ValueError(f"expected input of shape B×T×C×H×W (5 dimensions), got shape {tuple(x.shape)}.")
         if any(s == 0 for s in x.shape):
             raise ValueError(f"input has an empty dimension: shape {tuple(x.shape)}.")
+        if self.num_frames is not None and x.shape[1] != self.num_frames:
+            raise ValueError(f"{type(self).__name__} was built for T={self.num_frames} frames, got T={x.shape[1]}.")
+        if self.in_channels is not None and x.shape[2] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} was built for in_channels={self.in_channels} but the input "
+                             f"B×T×C×H×W of shape {tuple(x.shape)} has C={x.shape[2]} channel(s).")
         self.check_num_samples(num_samples, x.shape[1])
         k, t = self.num_kept(x.shape[1], num_samples), x.shape[1]
         if not is_exporting() and k > t:  # compared first: k and T may be symbolic sizes under torch.compile
