@@ -137,11 +137,6 @@ class BaseSampler(nn.Module):
             raise ValueError(f"expected input of shape B×T×C×H×W (5 dimensions), got shape {tuple(x.shape)}.")
         if any(s == 0 for s in x.shape):
             raise ValueError(f"input has an empty dimension: shape {tuple(x.shape)}.")
-        if self.num_frames is not None and x.shape[1] != self.num_frames:
-            raise ValueError(f"{type(self).__name__} was built for T={self.num_frames} frames, got T={x.shape[1]}.")
-        if self.in_channels is not None and x.shape[2] != self.in_channels:
-            raise ValueError(f"{type(self).__name__} was built for in_channels={self.in_channels} but the input "
-                             f"B×T×C×H×W of shape {tuple(x.shape)} has C={x.shape[2]} channel(s).")
         self.check_num_samples(num_samples, x.shape[1])
         k, t = self.num_kept(x.shape[1], num_samples), x.shape[1]
         if not is_exporting() and k > t:  # compared first: k and T may be symbolic sizes under torch.compile
@@ -151,6 +146,12 @@ class BaseSampler(nn.Module):
         # one reduction instead of an element-wise pass: NaN/Inf propagate into the sum
         if not is_exporting() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             raise ValueError("input contains NaN or Inf values.")
+        # last, as the samplers checked them after the rest (k > T first: AdaptiveSubsample reads that message)
+        if self.num_frames is not None and x.shape[1] != self.num_frames:
+            raise ValueError(f"{type(self).__name__} was built for T={self.num_frames} frames, got T={x.shape[1]}.")
+        if self.in_channels is not None and x.shape[2] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} was built for in_channels={self.in_channels} but the input "
+                             f"B×T×C×H×W of shape {tuple(x.shape)} has C={x.shape[2]} channel(s).")
 
     def cast_input(self, x: torch.Tensor) -> torch.Tensor:
         """
