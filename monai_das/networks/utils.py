@@ -120,6 +120,17 @@ def _codes(code: Any) -> list[int]:
     return [int(c) for c in torch.as_tensor(code).reshape(-1).tolist()]
 
 
+def settings_mismatch(message: str, hint: str, error_msgs: list[str]) -> None:
+    """A saved setting that differs from the module's: an error of the ``load_state_dict`` in progress (``message``;
+    ``hint``: how to build the module that fits), or with ``strict=False`` (fine-tuning: take what fits) a warning.
+    Torch passes ``strict=True`` to every module's ``_load_from_state_dict``: the call's own is
+    :class:`SavedSettings`'s (``_STRICT_LOAD``)."""
+    if _STRICT_LOAD.get():
+        error_msgs.append(f"{message}; {hint}.")
+    else:  # said, not refused (review)
+        logging.getLogger(__name__).warning(f"{message}: loaded as strict=False asks.")
+
+
 class SavedSettings:
     """
     Mixin for a ``torch.nn.Module`` whose outputs depend on settings no parameter's shape records (a pooling mode, a
@@ -167,10 +178,7 @@ class SavedSettings:
             message = (f"{prefix}{self.settings_key}: the weights were trained with "
                        f"{self.settings_what or type(self).__name__ + ' settings'} "
                        f"{self._settings_of(_codes(saved))} but this network has {self.settings()}")
-            if _STRICT_LOAD.get():  # (torch passes strict=True to every module: the top-level call's, below)
-                error_msgs.append(f"{message}; {self.settings_hint}.")
-            else:  # strict=False asks for what fits (fine-tuning another head): said, not refused (review)
-                logging.getLogger(__name__).warning(f"{message}: loaded as strict=False asks.")
+            settings_mismatch(message, self.settings_hint, error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,  # type: ignore[misc]
                                       missing_keys, unexpected_keys, error_msgs)
 

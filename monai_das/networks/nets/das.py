@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 from monai_das.networks.blocks.frame_features import FEATURE_NAMES, FrameFeatures
 from monai_das.networks.blocks.gumbel import gumbel_top_k, spread_radius
 from monai_das.networks.nets.sampler import BaseSampler, check_count
-from monai_das.networks.utils import _STRICT_LOAD
+from monai_das.networks.utils import settings_mismatch
 
 __all__ = ["DASampler"]
 
@@ -118,11 +117,8 @@ class DASampler(BaseSampler):
         if trained != self.spread:
             message = (f"{prefix}{SPREAD_KEY}: the weights were trained with spread={trained} but this DAS sampler was "
                        f"built with spread={self.spread}")
-            if _STRICT_LOAD.get():
-                error_msgs.append(f"{message}; build it with the training run's sampler settings (the bundle's "
-                                  "`sampler_kwargs`, recorded in the model card as das_model#sampler_kwargs).")
-            else:  # strict=False asks for what fits, as for the other saved settings (SavedSettings)
-                logging.getLogger(__name__).warning(f"{message}: loaded as strict=False asks.")
+            settings_mismatch(message, "build it with the training run's sampler settings (the bundle's "
+                              "`sampler_kwargs`, recorded in the model card as das_model#sampler_kwargs)", error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

@@ -223,13 +223,12 @@ class SubsampledClassifier(SavedSettings, nn.Module):
 
     def to_frames(self, x: torch.Tensor) -> torch.Tensor:
         """Input as the network takes it → frame sequence ``B×T×C×H×W`` (floating input in the parameters' dtype)."""
+        expected = "B×C×D×H×W" if self.layout == "volume" else "B×T×C×H×W"
         if not isinstance(x, torch.Tensor) or x.ndim != 5:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            expected = "B×C×D×H×W" if self.layout == "volume" else "B×T×C×H×W"
             raise ValueError(f"expected a 5D input {expected} (layout={self.layout!r}), got {shape}.")
         given = tuple(x.shape)
         if any(s == 0 for s in given):  # named as given, not as the sampler's frame sequence (trial T67f)
-            expected = "B×C×D×H×W" if self.layout == "volume" else "B×T×C×H×W"
             raise ValueError(f"input has an empty dimension: shape {given} ({expected}, layout={self.layout!r}).")
         x = to_frames(x, self.layout, self.slice_axis)
         channels = x.shape[2]
