@@ -96,7 +96,7 @@ from bench_utils import (  # noqa: E402
     write_text_atomic,
 )
 
-from monai_das.utils.io import lock_folder  # noqa: E402
+from monai_das.utils.io import hold_lock  # noqa: E402
 from monai_das.utils.logs import first_cause, quiet_loggers  # noqa: E402
 
 METHODS = ("full", "uniform", "random", "dps", "adps", "das")
@@ -641,28 +641,21 @@ def run_grid(cells: Sequence[Cell], run_cell: Callable[[Cell, Path], dict], work
 GRID_LOCK = ".compare_methods.lock"
 
 
-def hold_grid(work_dir: Path) -> Any:
+def hold_grid(work_dir: Path) -> bool:
     """
     Lock ``work_dir`` for this grid (``filelock``'s OS lock on :data:`GRID_LOCK`, its holder named beside it):
     two grids into one work folder retrained each other's cells, one deleting the other's training in progress and
     overwriting a cell it had finished (trial T62c). A second grid is refused, naming the holder; the lock goes with
-    the process; a grid run again in this process (``main`` called twice) holds it already.
+    the process; a grid run again in this process (``main`` called twice) holds it already. ``True`` when this call
+    took the lock, ``False`` when this process held it (:func:`monai_das.utils.io.hold_lock`).
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    key = os.path.realpath(work_dir)
-    if key not in _held_grids:
-        try:
-            _held_grids[key] = lock_folder(work_dir, GRID_LOCK, GRID_LOCK + ".owner", what="grid", refusal=lambda o: (
-                f"another compare_methods.py grid is running in '{work_dir}' ({o or 'another process'}): wait for it "
-                "to finish, or give this one another --out (a work folder of its own); --report-only rewrites the "
-                "reports from this folder's finished cells without training."))
-        except RuntimeError as e:
-            raise SystemExit(str(e)) from None
-    return _held_grids[key]
-
-
-#: the work folders this process holds (realpath -> lock)
-_held_grids: dict[str, Any] = {}
+    try:
+        return hold_lock(work_dir, GRID_LOCK, GRID_LOCK + ".owner", what="grid", refusal=lambda o: (
+            f"another compare_methods.py grid is running in '{work_dir}' ({o or 'another process'}): wait for it "
+            "to finish, or give this one another --out (a work folder of its own); --report-only rewrites the "
+            "reports from this folder's finished cells without training."))
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
 
 
 def _hms(s: float) -> str:

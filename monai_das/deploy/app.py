@@ -119,24 +119,24 @@ class DASClassifierApp(Application):
         self.sr_errors: dict[str, str] = {}
         self._writer: DASReportWriterOperator | None = None
         self._sr_writer: DASTextSRWriterOperator | None = None
-        self._lock: Any = None  # this run's lock of the output folder (_hold_output)
+        self._holds_output = False  # this run took the lock of the output folder (_hold_output)
         super().__init__(list(argv) if argv is not None else [sys.executable, "monai_das.deploy"])
 
     def _hold_output(self) -> None:
         """
-        One run at a time writes into the output folder (an OS file lock, :func:`monai_das.utils.io.lock_folder`, let
+        One run at a time writes into the output folder (an OS file lock, :func:`monai_das.utils.io.hold_lock`, let
         go when the run ends, or its process, killed or not): two runs into one folder left the reports of two models
         side by side and a ``summary.json`` of one of them that contradicted the others (trial T67c).
 
         Raises:
             RuntimeError: another process writes into the folder.
         """
-        from monai_das.utils.io import lock_folder
+        from monai_das.utils.io import hold_lock
 
-        if self._lock is None:
-            self._lock = lock_folder(self.output_path, _LOCK_NAME, _OWNER_NAME, what="Deploy run", refusal=lambda o: (
-                f"another run of the Deploy app is writing into '{self.output_path}'{f' ({o})' if o else ''}: wait "
-                "for it to finish, or give this run another --output."))
+        if not self._holds_output:
+            refusal = (lambda o: f"another run of the Deploy app is writing into '{self.output_path}'"
+                       f"{f' ({o})' if o else ''}: wait for it to finish, or give this run another --output.")
+            self._holds_output = hold_lock(self.output_path, _LOCK_NAME, _OWNER_NAME, refusal, what="Deploy run")
 
     def _clear_earlier_run(self, sources: list) -> None:
         """
@@ -219,13 +219,14 @@ class DASClassifierApp(Application):
                 graph and returns normally, and the command line said ``num_studies 13`` with exit status 0 for a
                 run of 38 studies; trial T67c).
         """
-        from monai_das.utils.io import unlock_folder
+        from monai_das.utils.io import release_lock
 
         try:
             super().run(*args, **kwargs)
         finally:
-            unlock_folder(self._lock, self.output_path, _OWNER_NAME)
-            self._lock = None
+            if self._holds_output:
+                release_lock(self.output_path, _LOCK_NAME, _OWNER_NAME)
+            self._holds_output = False
         self.reports = list(self._writer.reports) if self._writer is not None else []
         if self._sr_writer is not None:
             self.sr_files, self.sr_errors = dict(self._sr_writer.written), dict(self._sr_writer.failed)

@@ -20,7 +20,7 @@ import torch
 
 from monai_das.engines.utils import flag, optional
 from monai_das.transforms.temporal import SOURCE_INDICES
-from monai_das.utils.io import file_digest, input_folder_name, lock_folder, read_checkpoint, unlock_folder
+from monai_das.utils.io import file_digest, hold_lock, input_folder_name, read_checkpoint, release_lock
 from monai_das.utils.logs import first_cause, root_cause
 
 __all__ = [
@@ -53,10 +53,6 @@ def predictions_path(output_dir: str | os.PathLike, shard_index: int = 0, shard_
 ERRORS_EXIT_STATUS = 3
 
 
-#: the OS locks this process holds on predictions files (:func:`hold_predictions`), by real path
-_held_predictions: dict[str, Any] = {}
-
-
 def _lock_names(path: Path) -> tuple[str, str]:
     return f".{path.name}.lock", f".{path.name}.owner"
 
@@ -74,11 +70,7 @@ def hold_predictions(predictions_csv: str | os.PathLike) -> None:
         RuntimeError: another process holds the lock.
     """
     path = Path(predictions_csv)
-    key = os.path.realpath(path)
-    if key in _held_predictions:
-        return
-    lock_name, owner_name = _lock_names(path)
-    _held_predictions[key] = lock_folder(path.parent, lock_name, owner_name, what="batch inference", refusal=lambda o: (
+    hold_lock(path.parent, *_lock_names(path), what="batch inference", refusal=lambda o: (
         f"another batch inference is writing '{path}'{f' ({o})' if o else ''}: wait for it to finish, or give this "
         "run another --output_dir."))
 
@@ -87,7 +79,7 @@ def release_predictions(predictions_csv: str | os.PathLike) -> None:
     """Let go of :func:`hold_predictions`'s lock on ``predictions_csv`` and delete its hidden files (nothing when this
     process holds none)."""
     path = Path(predictions_csv)
-    unlock_folder(_held_predictions.pop(os.path.realpath(path), None), path.parent, _lock_names(path)[1])
+    release_lock(path.parent, *_lock_names(path))
 
 
 def exit_status(predictions_csv: str | os.PathLike) -> str | os.PathLike:

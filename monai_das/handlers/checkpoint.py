@@ -16,7 +16,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import not_best_reason
 from monai_das.utils.io import (
-    check_checkpoint, lock_folder, lock_holder, refused_objects, remove_stale_atomic_files, unlock_folder
+    check_checkpoint, hold_lock, lock_holder, refused_objects, release_lock, remove_stale_atomic_files
 )
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
@@ -45,7 +45,6 @@ _TEMP_NAME = re.compile(r"tmp[a-z0-9_]{8}")
 LOCK_NAME = ".monai_das_training.lock"
 #: beside it: which process holds it (pid, host, start), named when another run is refused
 OWNER_NAME = ".monai_das_training.owner"
-_held: dict[str, Any] = {}  # checkpoint folders this process trains into → their lock
 
 
 def lock_owner(folder: str | os.PathLike) -> str:
@@ -69,16 +68,10 @@ def hold_checkpoint_folder(save_dir: str | Path) -> bool:
         RuntimeError: another process holds the lock.
     """
     folder = Path(save_dir)
-    key = os.path.realpath(folder)
-    if key in _held:
-        return False
-    lock = lock_folder(folder, LOCK_NAME, OWNER_NAME, what="training run", refusal=lambda owner: (
+    return hold_lock(folder, LOCK_NAME, OWNER_NAME, what="training run", refusal=lambda owner: (
         f"another training run is writing its checkpoints to '{folder}'{f' ({owner})' if owner else ''}: wait for "
         "it to finish, or train this one into another folder (a bundle: another bundle_root or ckpt_dir). A Python "
         "session (e.g. a notebook) whose training stopped with an error holds the folder until the session ends."))
-    if lock is not None:
-        _held[key] = lock
-    return True
 
 
 def hold_on_saving_rank(save_dir: str | Path, sync_ranks: bool = False) -> bool:
@@ -112,7 +105,7 @@ def release_checkpoint_folder(save_dir: str | Path) -> None:
     files, which lock nothing once its process has ended). A run starting in the same instant could take the lock
     of the deleted file while a third one takes a new one: out of reach in practice, only the deletion allows it.
     """
-    unlock_folder(_held.pop(os.path.realpath(Path(save_dir)), None), save_dir, OWNER_NAME)
+    release_lock(save_dir, LOCK_NAME, OWNER_NAME)
 
 
 def remove_stale_temp_files(save_dir: str | Path) -> list[Path]:

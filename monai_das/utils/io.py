@@ -27,6 +27,8 @@ __all__ = [
     "input_folder_name",
     "lock_folder",
     "lock_holder",
+    "hold_lock",
+    "release_lock",
 ]
 
 
@@ -280,3 +282,33 @@ def unlock_folder(lock: Any, folder: str | os.PathLike, owner_name: str) -> None
     (Path(folder) / owner_name).unlink(missing_ok=True)
     Path(lock.lock_file).unlink(missing_ok=True)
     lock.release(force=True)
+
+
+#: the locks this process holds through :func:`hold_lock`, by the real path of their lock file
+_held_locks: dict[str, Any] = {}
+
+
+def hold_lock(folder: str | os.PathLike, lock_name: str, owner_name: str, refusal: Any, what: str = "run") -> bool:
+    """
+    :func:`lock_folder` once per process: ``True`` when this call took the lock (or found a file system without OS
+    file locks: see there), ``False`` when this process holds it already (a second run in the same Python session,
+    or several savers of one run); :func:`release_lock` lets go of it. The one registry of the locks that keep a
+    second process out of a training's checkpoint folder, a predictions file, a Deploy output folder or a benchmark
+    grid.
+
+    Raises:
+        RuntimeError: another process holds the lock (``refusal(owner)``, as :func:`lock_folder`).
+    """
+    key = os.path.realpath(Path(folder) / lock_name)
+    if key in _held_locks:
+        return False
+    lock = lock_folder(folder, lock_name, owner_name, refusal, what=what)
+    if lock is not None:
+        _held_locks[key] = lock
+    return True
+
+
+def release_lock(folder: str | os.PathLike, lock_name: str, owner_name: str) -> None:
+    """Let go of the lock :func:`hold_lock` took on ``<folder>/<lock_name>`` and delete its files
+    (:func:`unlock_folder`); nothing when this process holds none."""
+    unlock_folder(_held_locks.pop(os.path.realpath(Path(folder) / lock_name), None), folder, owner_name)

@@ -481,8 +481,8 @@ def test_a_second_grid_into_one_work_folder_is_refused(compare_script, tmp_path)
             cm.hold_grid(work.parent / "other")
     finally:
         other.release()
-    first = cm.hold_grid(work)
-    assert cm.hold_grid(work) is first and "pid" in (work / (cm.GRID_LOCK + ".owner")).read_text()
+    assert cm.hold_grid(work) is True  # taken here
+    assert cm.hold_grid(work) is False and "pid" in (work / (cm.GRID_LOCK + ".owner")).read_text()  # held already
 
 
 def test_a_cell_result_that_cannot_be_read_is_named(compare_script, tmp_path):
