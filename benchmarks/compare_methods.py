@@ -157,7 +157,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "standard": {
         "description": "converged comparison on CPU: up to 30 epochs with early stopping on validation loss (patience "
                        "6; DAS/DPS warm up the encoder for the first 20 %), Adam lr 1e-3 (the bundle default), keep "
-                       "50/25/10 %, seeds 0, 1, 2 on MedMNIST3D (whole 28³ splits; 64³ with the training split "
+                       "50/25/10 %, seeds 0, 1, 2 by default (`--seeds`; each table gives its run counts) on "
+                       "MedMNIST3D (whole 28³ splits; 64³ with the training split "
                        "subsampled to 640 volumes for CPU), 5 patient-level folds on POCUS (clips of 32 frames at "
                        "64×64) and a sparse-evidence POCUS setting (64 frames, keep 10/25 %)",
         "seeds": [0, 1, 2],
