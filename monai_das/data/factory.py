@@ -44,9 +44,9 @@ def resolve_data_dir(name: str, data_dir: str | os.PathLike | None = None) -> st
     POCUS; else ``None`` (MedMNIST then falls back to ``$MEDMNIST_ROOT`` / ``~/.medmnist``; synthetic needs nothing).
     The first of these that is set is the folder, not a search through them.
     """
-    from monai_das.data.studies import _optional
+    from monai_das.utils.config import optional
 
-    if _optional(data_dir) is not None:
+    if optional(data_dir) is not None:
         return str(Path(data_dir).expanduser())
     key = str(name).lower()
     if key == "synthetic":

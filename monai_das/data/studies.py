@@ -37,6 +37,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom, read_dicom_header
+from monai_das.utils.config import optional
 from monai_das.utils.logs import log_once
 
 __all__ = [
@@ -102,13 +103,6 @@ STUDY_KINDS = ("volume", "dicom_series", "video", "invalid")
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
-def _optional(value: Any) -> Any:
-    """``None`` for ``None``, ``""``, ``"none"`` and ``"null"`` (a bundle command line passes strings)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------- memory
@@ -1245,13 +1239,13 @@ def discover_studies(
         raise FileNotFoundError(f"study source '{path}' does not exist (expected a folder of studies, a study file, "
                                 "a CSV study list or a datalist JSON).")
     path = Path(os.path.abspath(path))
-    names = _label_names(label_names, _optional(num_classes))
+    names = _label_names(label_names, optional(num_classes))
     if path.is_dir():
         studies = _walk(path)
     elif _suffix(path) in (".csv", ".json"):
         headers: dict[Path, Any] = {}  # read once by the rows' discovery, then for the copies across them
         studies = (_read_csv(path, names, headers=headers) if _suffix(path) == ".csv" and not _is_datalist_csv(path)
-                   else _read_datalist(path, _optional(dataset_dir), datalist_split, names, headers))
+                   else _read_datalist(path, optional(dataset_dir), datalist_split, names, headers))
         _warn_copies(studies, headers)  # across its rows, as across a folder's studies
     else:
         src = _classify_file(path.parent, path, {})
@@ -1293,7 +1287,7 @@ def _dataset_studies(dataset: Sequence, id_prefix: str = "", dataset_tag: str | 
     """The items of :func:`list_studies` for ``dataset``, in the dataset's order."""
     files = _dataset_files(dataset)
     if files is not None:  # a datalist's split: its studies, read by the study layer as any study file
-        root = (os.path.abspath(dataset_dir) if _optional(dataset_dir) is not None
+        root = (os.path.abspath(dataset_dir) if optional(dataset_dir) is not None
                 else os.path.commonpath([os.path.dirname(p) for p, _ in files]))
         studies = [_study_at(Path(os.path.relpath(p, root)).as_posix(), Path(p), label) for p, label in files]
         if all(s.kind != "invalid" for s in studies):  # else a format only the dataset's LoadImage reads (.tif)
@@ -1339,7 +1333,7 @@ def list_studies(
         label_names, num_classes, dataset_dir, datalist_split: see :func:`discover_studies`.
         dataset_tag: names the dataset items' content in their fingerprint (default ``id_prefix``).
     """
-    if _optional(source) is None:
+    if optional(source) is None:
         if dataset is None:
             raise ValueError("list_studies needs a source (folder, study file, CSV or datalist) or a dataset.")
         items = _dataset_studies(dataset, id_prefix, dataset_tag, dataset_dir)
@@ -1600,7 +1594,7 @@ class LoadStudy(Transform):
 
         self.recipe = check_recipe(recipe)
         self.layout = self.recipe["layout"]
-        in_channels = _optional(in_channels)
+        in_channels = optional(in_channels)
         if in_channels is not None and int(in_channels) < 1:
             raise ValueError(f"in_channels must be >= 1 or None, got {in_channels}.")
         if self.layout == "video":
@@ -1610,7 +1604,7 @@ class LoadStudy(Transform):
                                  f"{self.recipe['grayscale']} ({channels} channel(s)).")
             in_channels = channels
         self.in_channels = None if in_channels is None else int(in_channels)
-        modalities = _optional(allowed_modalities)
+        modalities = optional(allowed_modalities)
         self.allowed_modalities = None if modalities is None else {str(m).upper() for m in modalities}
         self.min_frames = self.recipe["min_frames"]
         self._default_loader: Any = None  # one LoadImage with MONAI's reader choice (made once: it builds every reader)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from monai_das.utils.config import optional  # the one rule, re-exported here for the engines and bundle configs
+
 __all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES", "sampler_warmup_epochs",
            "class_weights", "distributed_sampler"]
 
@@ -29,13 +31,6 @@ def flag(value: Any) -> bool:
     if s in _FALSE:
         return False
     raise ValueError(f"expected a boolean (true/false), got {value!r}.")
-
-
-def optional(value: Any) -> Any:
-    """``None`` for ``None``, ``""``, ``"none"`` and ``"null"`` (any case); the value otherwise."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
-        return None
-    return value
 
 
 #: an epoch with fewer batches than this gets precise BatchNorm statistics when ``precise_bn_batches="auto"``

@@ -6,11 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["CARD_KEY", "parser_rewrites", "find_config_code"]
+__all__ = ["CARD_KEY", "optional", "parser_rewrites", "find_config_code"]
 
 #: the model card's section of a ``metadata.json`` (``monai_das.handlers.ModelCardSaver`` writes it; plain data that
 #: the export, the Deploy app and the bundles read)
 CARD_KEY = "das_model"
+
+def optional(value: Any) -> Any:
+    """``None`` for ``None``, ``""``, ``"none"`` and ``"null"`` (any case: a bundle command line passes strings); the
+    value otherwise. The one rule for an option a user may leave unset."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    return value
+
 
 #: keys MONAI's ``ConfigParser`` reads as directives (instantiate a class, import, ...), not as data
 CONFIG_DIRECTIVES = ("_target_", "_requires_", "_disabled_", "_mode_", "_desc_")
