@@ -229,7 +229,7 @@ def measure_folder(args: argparse.Namespace, tmp: Path, log) -> list[dict]:
 
 def _plain_convs(net: torch.nn.Module) -> None:
     """The encoder as before the kernel crop: every "same" convolution runs its whole kernel."""
-    from monai_das.networks.nets.mobilenetv3 import SameConv2d
+    from monai_das.networks.blocks import SameConv2d
 
     for m in net.modules():
         if isinstance(m, SameConv2d):

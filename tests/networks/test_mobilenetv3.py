@@ -47,7 +47,7 @@ def test_kernel_cropped_to_small_inputs_gives_the_same_output_and_gradients():
     """A 5×5 depthwise kernel on 1×1 and 2×2 maps: only the taps that can reach the map are computed."""
     import torch.nn as nn
 
-    from monai_das.networks.nets.mobilenetv3 import SameConv2d
+    from monai_das.networks.blocks import SameConv2d
 
     torch.manual_seed(0)
     for size, stride in ((1, 1), (2, 1), (2, 2), (3, 2), (7, 1)):

@@ -8,7 +8,8 @@ from monai.networks.utils import eval_mode
 
 from monai_das.networks.utils import check_count, preserved_modes
 
-__all__ = ["FrameEncoder", "PROBE_SIZE", "encoder_in_channels", "encoder_out_features", "probe_encoder_features"]
+__all__ = ["FrameEncoder", "SmallFrameEncoder", "PROBE_SIZE", "encoder_in_channels", "encoder_out_features",
+           "probe_encoder_features"]
 
 #: height and width of the zero frames that :func:`probe_encoder_features` feeds an encoder without ``out_features``.
 #: 64 is enough for the common MONAI backbones (DenseNet, ResNet, EfficientNet downsample by 32) and cheap to run.
@@ -126,3 +127,28 @@ class FrameEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.flatten(self.pool(self.backbone(x)))
+
+
+class SmallFrameEncoder(nn.Sequential):
+    """
+    A light 2D CNN embedding one frame (ADPS's default frame encoder): two stride-2 3×3 convolutions with ReLU, then
+    global average pooling.
+
+    Args:
+        in_channels: frame channels ``C``.
+        out_features: embedding width ``E``.
+
+    Shapes: ``N×C×H×W`` → ``N×E``.
+    """
+
+    def __init__(self, in_channels: int = 1, out_features: int = 32) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, 16, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(16, out_features, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(1),
+        )
+        self.in_channels = in_channels
+        self.out_features = out_features

@@ -1,4 +1,5 @@
-from .adps import ADPSSampler, SmallFrameEncoder
+from ..blocks.frame_encoder import SmallFrameEncoder  # ADPS's default encoder (here before it moved to blocks)
+from .adps import ADPSSampler
 from .das import DASampler
 from .dps import DPSSampler
 from .mobilenetv3 import MOBILENET_V3_SMALL_URL, MobileNetV3Small

@@ -7,26 +7,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder_out_features, probe_encoder_features
+from monai_das.networks.blocks.frame_encoder import (
+    SmallFrameEncoder, encoder_in_channels, encoder_out_features, probe_encoder_features
+)
 from monai_das.networks.blocks.gumbel import sample_without_replacement, select_frames
 from monai_das.networks.nets.sampler import BaseSampler, check_count
 
-__all__ = ["ADPSSampler", "SmallFrameEncoder"]
-
-
-class SmallFrameEncoder(nn.Sequential):
-    """A light 2D CNN embedding one frame: ``N×C×H×W`` → ``N×out_features``."""
-
-    def __init__(self, in_channels: int = 1, out_features: int = 32) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, 16, 3, stride=2, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(16, out_features, 3, stride=2, padding=1),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(1),
-        )
-        self.out_features = out_features
+__all__ = ["ADPSSampler"]
 
 
 class ADPSSampler(BaseSampler):
