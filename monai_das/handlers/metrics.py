@@ -13,6 +13,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 ConfusionMatrix, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ConfusionMatrix")
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 NotComputableError, _ = optional_import(
     "ignite.exceptions", IgniteInfo.OPT_IMPORT_VERSION, min_version, "NotComputableError"
 )
@@ -431,8 +432,8 @@ class EpochLoss(Metric):
 
     def compute(self) -> float:
         items = self._items
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            parts: list = [None] * torch.distributed.get_world_size()
+        if idist.get_world_size() > 1:
+            parts: list = [None] * idist.get_world_size()
             torch.distributed.all_gather_object(parts, items)  # every rank takes part; counts may differ
             items = [item for part in parts for item in part]
         if not items:

@@ -42,6 +42,7 @@ from monai_das.utils.config import CARD_KEY, find_config_code
 from monai_das.utils.io import file_digest, input_folder_name, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = ["CARD_KEY", "ModelCardSaver", "build_model_card", "card_input_shape", "card_mismatches", "check_model_card",
            "model_facts", "network_data_format", "output_dir_at_k", "evaluation_output_dir", "other_data",
@@ -110,11 +111,6 @@ def _read_json(path: str | os.PathLike) -> dict | None:
         logger.warning(f"cannot read '{path}' as JSON: {e}")
         return None
     return value if isinstance(value, dict) else None
-
-
-def _is_rank0() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()
-                and torch.distributed.get_rank() != 0)
 
 
 # ------------------------------------------------------------------------------------------------------- the card
@@ -1133,7 +1129,7 @@ class ModelCardSaver:
               describe_checkpoint: bool = True, provenance: Mapping | None = None) -> dict | None:
         """Build and write the card (rank 0); returns it. Errors writing it are logged, not raised. ``provenance``:
         the training's data facts (:data:`_PROVENANCE`) in place of this run's (an evaluation's)."""
-        if not _is_rank0():
+        if idist.get_rank() != 0:
             return None
         metadata = None
         if self.meta_file is not None and Path(self.meta_file).is_file():

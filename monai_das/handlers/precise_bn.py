@@ -13,6 +13,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_das.handlers.utils import attach_once
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = ["PreciseBNHandler"]
 
@@ -75,9 +76,7 @@ class PreciseBNHandler:
 
 def _average_across_ranks(network: torch.nn.Module) -> None:
     """Average BatchNorm running statistics over the ranks of an initialised process group (no-op otherwise)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    world = torch.distributed.get_world_size()
+    world = idist.get_world_size()
     if world < 2:
         return
     for m in network.modules():

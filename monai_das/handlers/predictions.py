@@ -103,13 +103,6 @@ def csv_value(cell: str) -> str:
     return cell[1:] if cell.startswith("'") else cell
 
 
-def _dist_rank_world() -> tuple[int, int]:
-    """``(rank, world size)`` of an initialised ``torch.distributed`` group, ``(0, 1)`` otherwise."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def read_predictions_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]], int]:
     """
     Read a predictions CSV written by :class:`PredictionWriter`, ignoring what a kill may have left behind.
@@ -297,7 +290,7 @@ class PredictionWriter:
 
     def _open(self, engine: Any = None) -> None:
         self.num_written = self.num_errors = 0
-        if _dist_rank_world()[0] != 0:
+        if idist.get_rank() != 0:
             return
         self.filepath.parent.mkdir(parents=True, exist_ok=True)
         if self.filepath.is_file() and self.filepath.stat().st_size > 0:
@@ -391,7 +384,7 @@ class PredictionWriter:
         if len(batch) != len(items):
             raise RuntimeError(f"{len(batch)} batch items for {len(items)} outputs: use decollate=True.")
         rows = [self._row({**self._meta(b, engine), **it}) for b, it in zip(batch, items)]
-        rank, world = _dist_rank_world()
+        rank, world = idist.get_rank(), idist.get_world_size()
         if world > 1:  # every rank takes part in the gather; rank 0 writes every rank's rows
             rows = [r for part in idist.all_gather(rows) for r in part]
         if rank != 0:
@@ -404,7 +397,7 @@ class PredictionWriter:
         self.num_errors += sum(1 for r in rows if r[self.fields.index("error")])
 
     def _complete(self, engine: Any = None) -> None:
-        if _dist_rank_world()[0] != 0:
+        if idist.get_rank() != 0:
             return
         header, rows, _ = read_predictions_csv(self.filepath)
         unique = dedupe_predictions(rows)

@@ -28,6 +28,7 @@ from monai_das.transforms.temporal import SOURCE_INDICES
 from monai_das.utils.io import write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 logger = logging.getLogger(__name__)
 
@@ -197,9 +198,7 @@ class ClassificationReportSaver:
     def __call__(self, engine: Any) -> None:
         from monai_das.visualize import plot_confusion_matrix
 
-        rank, world = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        rank, world = idist.get_rank(), idist.get_world_size()
         if world > 1:  # every rank takes part; the report covers the samples of all ranks
             parts: list = [None] * world
             torch.distributed.all_gather_object(parts, self._items)

@@ -96,8 +96,9 @@ def test_epoch_loss_gathers_ranks_of_different_sizes(monkeypatch):
     logits, labels = torch.randn(5, 2, generator=g), torch.tensor([0, 1, 1, 0, 1])
     loss = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0]))
     other = [(logits[i:i + 1], labels[i:i + 1]) for i in (3, 4)]  # what the other rank holds: 2 items
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    import monai_das.handlers.metrics as mod
+
+    monkeypatch.setattr(mod.idist, "get_world_size", lambda: 2)
     monkeypatch.setattr(torch.distributed, "all_gather_object", lambda parts, obj: parts.__setitem__(slice(None),
                                                                                                     [obj, other]))
     engine = Engine(lambda e, b: [{"pred": p, "label": t} for p, t in zip(*b)])
