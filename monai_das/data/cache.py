@@ -10,7 +10,7 @@ from monai.data import CacheDataset
 
 from monai_das.utils.logs import root_cause
 
-__all__ = ["ItemLoadError", "NamedCacheDataset"]
+__all__ = ["ItemLoadError", "NamedCacheDataset", "failures_text"]
 
 
 class ItemLoadError(RuntimeError):
@@ -56,6 +56,22 @@ def _naming(data: Any, index: int) -> Iterator[None]:
         raise ItemLoadError(f"{_where(item, index)}: cannot be loaded: {type(root).__name__}: {root}") from e
 
 
+#: failures named one by one in a cache's error; the rest are counted
+MAX_NAMED_FAILURES = 20
+
+
+def failures_text(failed: list[ItemLoadError]) -> str:
+    """The error of a cache fill where ``failed`` items could not be loaded: every one named (up to
+    :data:`MAX_NAMED_FAILURES`, then counted), one per line, so that one run names every file to mend (trial T68b: a
+    training list with four bad clips took three runs, each naming the first and counting the others)."""
+    if len(failed) == 1:
+        return str(failed[0])
+    lines = [f"{len(failed)} items cannot be loaded:", *(f"- {e}" for e in failed[:MAX_NAMED_FAILURES])]
+    if len(failed) > MAX_NAMED_FAILURES:
+        lines.append(f"... and {len(failed) - MAX_NAMED_FAILURES} more")
+    return "\n".join(lines)
+
+
 class NamedCacheDataset(CacheDataset):
     """
     :class:`monai.data.CacheDataset` (same arguments) that says *which* item failed: an exception while an item is
@@ -64,7 +80,7 @@ class NamedCacheDataset(CacheDataset):
     :func:`monai_das.data.load_datalist` items), the image path and the first cause, e.g.
     ``labels.csv:7 (image '/data/case005.nii.gz'): cannot be loaded: EOFError: Compressed file ended before the
     end-of-stream marker was reached``. MONAI's own message names the transform but not the file. When the cache is
-    filled, every item is tried and the first failure is raised with the number of the others.
+    filled, every item is tried and the failures are raised together, each named (up to :data:`MAX_NAMED_FAILURES`).
     """
 
     def _load_cache_item(self, idx: int):
@@ -86,8 +102,7 @@ class NamedCacheDataset(CacheDataset):
             self._collect_errors = False
         failed = [c.error for c in cache if isinstance(c, _Failed)]
         if failed:
-            more = f" (and {len(failed) - 1} more item(s) that cannot be loaded)" if len(failed) > 1 else ""
-            raise ItemLoadError(f"{failed[0]}{more}") from failed[0]
+            raise ItemLoadError(failures_text(failed)) from failed[0]
         return cache
 
     def _transform(self, index: int):

@@ -1305,6 +1305,9 @@ def _loaded_facts(path: str, reader) -> tuple[int, list[int]]:
 
 _CLIPS_ONLY = (f"a video model trains on video files ({', '.join(VIDEO_EXTENSIONS)}) and multi-frame DICOM files; "
                "train volumes with a volume model (das_volume_classification).")
+#: why a volume recipe refuses a video file (``clips_only``, ``layout="volume"``)
+VOLUMES_ONLY = ("a volume model trains on and classifies volumes (NIfTI, NRRD, MetaImage, .npy, DICOM series, "
+                "multi-frame DICOM); train clips with a video model (das_video_classification).")
 
 
 #: files up to this size are hashed whole by :func:`content_key`; larger ones by samples of their bytes
@@ -1350,6 +1353,8 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     if clips_only and layout == "video" and not (name.endswith(VIDEO_EXTENSIONS) or (p.is_file() and is_dicom(p))):
         raise ValueError(f"is no clip ({'a folder' if p.is_dir() else 'neither a video nor a DICOM file'}): "
                          f"{_CLIPS_ONLY}")
+    if clips_only and layout == "volume" and name.endswith(VIDEO_EXTENSIONS) and not (p.is_file() and is_dicom(p)):
+        raise ValueError(f"is a video file, not a volume: {VOLUMES_ONLY}")  # the volume recipe's reader cannot read it
     clip: list[int] | None = None  # [T, H, W] of a clip
     rate: float | None = None  # frames per second a video file's header declares
     uids: list[str] = []
@@ -1446,10 +1451,11 @@ def check_study_shapes(
             header-only reader here; ``None``: ``LoadImage``'s choice by suffix.
         max_items: check only the first ``max_items`` items (``None``: all).
         slice_axis: spatial axis (0, 1, 2) whose slices are the frames of a volume (``layout="volume"``).
-        clips_only: ``layout="video"`` only: refuse what is not a clip file (a volume file, a folder, a
+        clips_only: ``layout="video"``: refuse what is not a clip file (a volume file, a folder, a
             single-frame DICOM file) instead of reading it as a clip, as a training recipe that decodes clips
             (:class:`~monai_das.transforms.LoadVideod`) must; files that are neither video nor DICOM are refused
-            before any reading.
+            before any reading. ``layout="volume"``: refuse a video file (the volume recipe's image readers cannot
+            decode one) instead of reading it as a volume of frames (trial T68b).
         mixed_channels: accept images of different channel counts (a video recipe makes every clip grey or RGB
             itself); ``in_channels`` is then the largest count.
         axcodes: ``layout="volume"``: the orientation the recipe turns volumes to (``Orientation(axcodes)``): the

@@ -1641,6 +1641,11 @@ class LoadStudy(Transform):
             raise ValueError(source.error or f"study '{source.study_id}' is invalid.")
         if self.layout == "video" and source.kind != "video":
             return self._load_still(source)
+        if self.layout == "volume" and source.kind == "video" and not is_dicom(source.path):
+            from monai_das.data.datalist import VOLUMES_ONLY
+
+            raise ValueError(f"{self._where(source)} is a video file, not a volume: {VOLUMES_ONLY.split(';')[0]}, as "
+                             "it was trained (its training refuses video files too); classify it with a video model.")
         if source.kind == "dicom_series":
             return self._load_dicom_series(source)
         if source.kind == "volume":

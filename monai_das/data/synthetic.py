@@ -131,8 +131,8 @@ def make_synthetic_sequence(
 class _SyntheticItems(Sequence):
     """Lazily generated items (holds no reference to the dataset: MONAI's ``set_rnd`` walks attributes)."""
 
-    def __init__(self, labels: np.ndarray, seed: int, layout: str, params: dict) -> None:
-        self.labels, self.seed, self.layout, self.params = labels, seed, layout, params
+    def __init__(self, labels: np.ndarray, seed: int, layout: str, params: dict, slice_axis: int = 0) -> None:
+        self.labels, self.seed, self.layout, self.params, self.slice_axis = labels, seed, layout, params, slice_axis
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -146,7 +146,8 @@ class _SyntheticItems(Sequence):
         rng = np.random.default_rng([self.seed, index])
         seq, informative = make_synthetic_sequence(rng, int(self.labels[index]), **self.params)
         if self.layout == "volume":
-            seq = np.ascontiguousarray(seq.transpose(1, 0, 2, 3))  # T×1×H×W → 1×D×H×W
+            # T×1×H×W → 1×D×H×W, the frames as the slices along slice_axis (D = H = W)
+            seq = np.ascontiguousarray(np.moveaxis(seq.transpose(1, 0, 2, 3), 1, 1 + self.slice_axis))
         return {"image": seq, "label": self.labels[index], "informative": informative}
 
 
@@ -163,6 +164,7 @@ class _SyntheticBase(Dataset):
         channels: int,
         seed: int,
         transform: Callable | Sequence[Callable] | None,
+        slice_axis: int = 0,
         **kwargs,
     ) -> None:
         if int(num_samples) < 1:
@@ -184,18 +186,23 @@ class _SyntheticBase(Dataset):
         ).astype(np.int64)
         params = dict(num_frames=self.num_frames, size=self.size, num_informative=self.num_informative,
                       channels=self.in_channels, **kwargs)
-        super().__init__(_SyntheticItems(self.labels, self.seed, self.layout, params), transform)
+        if self.layout == "volume" and slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}.")
+        self.slice_axis = int(slice_axis)
+        super().__init__(_SyntheticItems(self.labels, self.seed, self.layout, params, self.slice_axis), transform)
 
 
 class SyntheticVolumeDataset(_SyntheticBase):
     """
     Synthetic volumes; items ``{"image": float32 1×D×H×W in [0, 1], "label": int64, "informative": int64 array
-    of the informative slice indices along D}`` (``D = H = W = size``).
+    of the informative slice indices along ``slice_axis``}`` (``D = H = W = size``).
 
     Args:
         num_samples: items. num_classes: 2..5 (disc, square, cross, ring, triangle). size: 28 or 64 (any >= 8).
         num_informative: informative slices per volume. seed: base seed (item ``i`` uses ``[seed, i]``).
         transform: MONAI transform(s) on each item dict.
+        slice_axis: the spatial axis (0 = D, 1 = H, 2 = W) whose slices hold the class evidence, as a network that
+            takes its frames along that axis sees them (the same volumes for every axis, turned).
         kwargs: ``noise``, ``contrast``, ``distractor_prob``, ``distractor`` of :func:`make_synthetic_sequence`.
     """
 
@@ -207,9 +214,11 @@ class SyntheticVolumeDataset(_SyntheticBase):
         num_informative: int = 4,
         seed: int = 0,
         transform: Callable | Sequence[Callable] | None = None,
+        slice_axis: int = 0,
         **kwargs,
     ) -> None:
-        super().__init__(num_samples, num_classes, size, None, num_informative, 1, seed, transform, **kwargs)
+        super().__init__(num_samples, num_classes, size, None, num_informative, 1, seed, transform, slice_axis,
+                         **kwargs)
 
 
 class SyntheticVideoDataset(_SyntheticBase):

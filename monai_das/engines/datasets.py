@@ -594,7 +594,9 @@ class BundleData:
                                          seed=self.seed + SPLIT_SEED_OFFSETS[split], **self.synthetic_options)
         from monai_das.data import get_dataset
 
-        kwargs = {"num_classes": self.num_classes_arg, **self.synthetic_options} if self.dataset == "synthetic" else {}
+        # synthetic volumes hold their evidence in slices along the run's slice_axis (val_evidence_kept counts those)
+        kwargs = ({"num_classes": self.num_classes_arg, "slice_axis": self.slice_axis, **self.synthetic_options}
+                  if self.dataset == "synthetic" else {})
         return get_dataset(self.dataset, split, size=self.size, data_dir=self.data_dir, seed=self.seed,
                            num_samples=None if n is None else int(n), **kwargs)
 

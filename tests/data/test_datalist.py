@@ -687,6 +687,13 @@ def test_check_study_shapes_clips_only(tmp_path):
     assert check_study_shapes([vol], "video")["shapes"] == {vol: (6, 1, 7, 8)}
     assert check_study_shapes([str(folder)], "video")["shapes"] == {str(folder): (4, 1, 12, 16)}
     assert check_study_shapes([vol], "volume", clips_only=True)["shapes"] == {vol: (1, 6, 7, 8)}
+    # a volume recipe (the volume bundle's readers) refuses a video file naming its line, where it read the clip as a
+    # 3-channel volume and ITK then failed in the cache (trial T68b); a multi-frame DICOM stays a volume of frames
+    with pytest.raises(ValueError, match=r"list\.csv:3: '.*clip\.avi' is a video file, not a volume: a volume model "
+                                         r"trains on and classifies volumes .*; train clips with a video model"):
+        check_study_shapes([vol, {"image": avi, "source_line": "list.csv:3"}], "volume", clips_only=True)
+    assert check_study_shapes([multi], "volume", clips_only=True)["shapes"] == {multi: (1, 4, 12, 16)}
+    assert check_study_shapes([avi], "volume")["shapes"] == {avi: (3, 5, 12, 16)}  # the API: a clip as a volume
 
 
 def test_check_study_shapes_errors(tmp_path):

@@ -346,7 +346,8 @@ def test_load_single_ct_file_and_min_frames():
 
 
 def test_2d_image_and_still_clips_are_refused(tmp_path):
-    """A 2D NIfTI, a one-slice series and a one-frame GIF get an error naming the study, unless min_frames=1."""
+    """A 2D NIfTI and a one-slice series get an error naming the study, unless min_frames=1; a one-frame GIF too, from
+    a video model (a volume model refuses every video file)."""
     from PIL import Image
 
     flat = write_nifti(tmp_path / "flat.nii.gz", np.random.rand(40, 50).astype(np.float32))
@@ -354,12 +355,14 @@ def test_2d_image_and_still_clips_are_refused(tmp_path):
     Image.fromarray(np.full((20, 24, 3), 120, np.uint8)).save(tmp_path / "still.gif")
     sources = [discover_studies(flat)[0], discover_studies(tmp_path / "one")[0],
                discover_studies(tmp_path / "still.gif")[0]]
-    for src in sources:
+    for src in sources[:2]:
         sid = re.escape(src.study_id)
         pattern = rf"study '{sid}' .*(has 1 (slice|frame)|1 slice).*fewer than min_frames=2"
         with pytest.raises(ValueError, match=pattern):
             StudyLoader(SPEC).load(src)
         assert StudyLoader(SPEC, min_frames=1).load(src).image.shape == (1, 16, 16, 16)
+    with pytest.raises(ValueError, match=r"still\.gif\) is a video file, not a volume"):
+        StudyLoader(SPEC, min_frames=1).load(sources[2])
     video_spec = ModelSpec(layout="video", spatial_size=(8, 12, 10))
     with pytest.raises(ValueError, match="still"):
         StudyLoader(video_spec).load(sources[2])
@@ -605,7 +608,8 @@ def test_load_study_dict_transform(tmp_path):
 
 
 def test_load_synthetic_video(tmp_path):
-    """An AVI written with OpenCV: 12 frames of growing brightness."""
+    """An AVI written with OpenCV: 12 frames of growing brightness; a volume model refuses it (trial T68b: a CT model
+    classified a clip as a volume of frames without a word, though its training refuses video files)."""
     import cv2
 
     path = tmp_path / "clip.avi"
@@ -615,10 +619,13 @@ def test_load_synthetic_video(tmp_path):
     writer.release()
     (src,) = discover_studies(path)
     assert src.kind == "video"
-    study = StudyLoader(SPEC).load(src)
-    assert study.image.shape == (1, 16, 16, 16) and study.info["num_source_frames"] == 12
+    with pytest.raises(ValueError, match=r"clip\.avi\) is a video file, not a volume: a volume model trains on and "
+                                         r"classifies volumes .*; classify it with a video model"):
+        StudyLoader(SPEC).load(src)
+    study = StudyLoader(ModelSpec(layout="video", spatial_size=(16, 16, 16))).load(src)
+    assert study.image.shape == (16, 1, 16, 16) and study.info["num_source_frames"] == 12
     assert study.source_indices == uniform_indices(12, 16).tolist()  # a short clip is stretched
-    means = study.image[0].mean(dim=(1, 2))
+    means = study.image[:, 0].mean(dim=(1, 2))
     assert torch.all(means[1:] >= means[:-1])  # brightness grows frame by frame
 
 
@@ -630,8 +637,8 @@ def test_load_real_ultrasound_video(shared_data):
     rows = list(csv.DictReader(open(root / "MANIFEST.csv")))
     row = min(rows, key=lambda r: int(r["bytes"]))
     (src,) = discover_studies(root / row["file"])
-    study = StudyLoader(SPEC).load(src)
-    assert study.image.shape == (1, 16, 16, 16) and study.info["num_source_frames"] == int(row["frames"])
+    study = StudyLoader(ModelSpec(layout="video", spatial_size=(16, 16, 16))).load(src)
+    assert study.image.shape == (16, 1, 16, 16) and study.info["num_source_frames"] == int(row["frames"])
 
 
 @pytest.mark.parametrize("flag, values, match", [

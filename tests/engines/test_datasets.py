@@ -29,6 +29,8 @@ def test_synthetic_volumes_and_clips():
     val = src.data("val")
     assert len(val) == 7 and tuple(torch.as_tensor(val[0]["image"]).shape) == (1, 16, 16, 16)
     assert "informative" in val[0]  # the evidence the diagnostics check
+    turned = BundleData("synthetic", size=16, num_samples={"val": "7"}, slice_axis="axial").data("val")[0]
+    np.testing.assert_array_equal(turned["image"], np.moveaxis(np.asarray(val[0]["image"]), 1, 3))  # along axis 2
     clips = BundleData("synthetic", layout="video", size=16, num_frames=8, num_samples={"train": 3})
     assert clips.info["image_shape"] == [8, 1, 16, 16] and clips.info["layout"] == "video"
     assert tuple(torch.as_tensor(clips.data("train")[0]["image"]).shape) == (8, 1, 16, 16)
