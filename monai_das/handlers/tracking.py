@@ -51,8 +51,11 @@ class ResumableMLFlowHandler(MLFlowHandler):
     the run at a step with the same value is not logged again (another value is: another model evaluated into a run
     left open by a killed evaluation). A training killed after its validation logged epoch ``e`` and before
     ``last.pt`` recorded it runs epoch ``e`` again when resumed (bit for bit the same), and MLflow's history held
-    every metric of that epoch twice (trial T59b). The run's history is read once, when the first metrics are
-    logged. And an artifact folder's temporary files of an atomic write in flight or killed
+    every metric of that epoch twice (trial T59b). With ``once_per_step`` (the bundles' training handlers) a step
+    that holds a metric already is never logged again for it, whatever the value: the epoch a resume repeats is not
+    bit for bit the same on a GPU's non-deterministic kernels or after ``--num_threads`` changed, and the history held
+    both values (trial T68a); the first one stands, and the repeat's is said at INFO. The run's history is read once,
+    when the first metrics are logged. And an artifact folder's temporary files of an atomic write in flight or killed
     (:data:`~monai_das.utils.io.ATOMIC_TEMP_NAME`, e.g. ``.kept_frames.x1y2z3a4.tmp.png``) are not uploaded. A
     training resumed with nothing left to train (every epoch done, or stopped early) makes no new, empty run
     (:meth:`start`). A resumed run's parameters that the run holds already are not logged again, and one a resume
@@ -60,9 +63,10 @@ class ResumableMLFlowHandler(MLFlowHandler):
     the resumed run at start-up, trial T66c) is recorded as the run's tag ``resumed.<name>`` (:meth:`_log_params`).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, once_per_step: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._logged: tuple[str, set] | None = None  # (run id, its (key, step, value) logged)
+        self.once_per_step = bool(once_per_step)
+        self._logged: tuple[str, dict] | None = None  # (run id, {(key, step): the values logged there})
         self._deferred = False  # a resumed training's new run: made when its first epoch starts
 
     def attach(self, engine: Any) -> None:
@@ -133,10 +137,13 @@ class ResumableMLFlowHandler(MLFlowHandler):
                 + " (a run's parameters cannot change: the new values are its tags resumed.<name>).")
         return held
 
-    def _history(self, run_id: str) -> set:
+    def _history(self, run_id: str) -> dict:
         data = self.client.get_run(run_id).data
-        return {(key, m.step, _same(m.value)) for key in data.metrics
-                for m in self.client.get_metric_history(run_id, key)}
+        done: dict = {}
+        for key in data.metrics:
+            for m in self.client.get_metric_history(run_id, key):
+                done.setdefault((key, m.step), set()).add(_same(m.value))
+        return done
 
     def _log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if not self.cur_run:
@@ -146,15 +153,24 @@ class ResumableMLFlowHandler(MLFlowHandler):
         run_id = self.cur_run.info.run_id
         if self._logged is None or self._logged[0] != run_id:
             self._logged = (run_id, self._history(run_id))
-        done = self._logged[1]
+        done, at = self._logged[1], step or 0
         flat = flatten_dict(metrics)
-        new = {k: v for k, v in flat.items() if (k, step or 0, _same(v)) not in done}
-        if len(new) < len(flat):
-            logger.info(f"MLflow run {run_id}: step {step or 0} already holds {len(flat) - len(new)} of these "
-                        "metrics with the same values (a resumed run repeating it): not logged twice.")
+        held = {k: v for k, v in flat.items() if (k, at) in done}
+        same = {k for k, v in held.items() if _same(v) in done[(k, at)]}
+        other = {k: v for k, v in held.items() if k not in same} if self.once_per_step else {}
+        new = {k: v for k, v in flat.items() if k not in same and k not in other}
+        if same:
+            logger.info(f"MLflow run {run_id}: step {at} already holds {len(same)} of these metrics with the same "
+                        "values (a resumed run repeating it): not logged twice.")
+        if other:
+            logger.info(f"MLflow run {run_id}: step {at} already holds " + ", ".join(
+                f"{k} = {sorted(map(str, done[(k, at)]))[0]} (this repeat: {_same(v)})" for k, v in other.items())
+                + " from the attempt that was stopped; a resumed run repeating it is not bit for bit the same here "
+                "(another thread count, a GPU's non-deterministic kernels): the first values stand.")
         if new:
             super()._log_metrics(new, step)
-            done.update((k, step or 0, _same(v)) for k, v in new.items())
+            for k, v in new.items():
+                done.setdefault((k, at), set()).add(_same(v))
 
     def _parse_artifacts(self) -> list:
         from monai_das.utils.io import ATOMIC_TEMP_NAME

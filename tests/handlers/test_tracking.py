@@ -79,6 +79,36 @@ def test_another_value_at_a_logged_step_is_logged(tmp_path):
     assert len(values) == 3 and values[:2] == [0.7, 0.9]
 
 
+def test_a_training_logs_a_repeated_step_once_whatever_its_value(tmp_path, caplog):
+    """Trial T68a: a training killed after epoch 4's metrics reached MLflow and resumed with --num_threads 2 logged
+    val_loss at step 4 twice (0.5926030 and 0.5926038): with once_per_step (the bundles' training handlers) the first
+    value stands and the repeat's is said."""
+    import logging
+
+    import mlflow
+
+    from monai_das.handlers import ResumableMLFlowHandler
+
+    uri = path_to_sqlite_uri(tmp_path / "mlflow.db")
+    for attempt, value in enumerate((0.5926030, 0.5926038, 0.5926030)):
+        handler = ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", run_name="r", once_per_step=True,
+                                         close_on_complete=False)
+        handler._set_experiment()
+        runs = handler.client.search_runs([handler.experiment.experiment_id])
+        handler.cur_run = runs[0] if runs else handler.client.create_run(handler.experiment.experiment_id,
+                                                                           run_name="r")
+        with caplog.at_level(logging.INFO, logger="monai_das.handlers.tracking"):
+            handler._log_metrics({"val_loss": value, "val_auc": 0.75}, step=4)
+            handler._log_metrics({"val_loss": 0.5 - attempt / 100}, step=5)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss"))
+    assert history == [(4, 0.592603), (5, 0.5)]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_auc")] == [4]
+    assert "step 4 already holds val_loss = 0.592603 (this repeat: 0.5926038) from the attempt that was stopped" in \
+        caplog.text
+
+
 def test_a_finished_training_resumed_with_nothing_left_makes_no_empty_run(tmp_path):
     """--resume True on a finished training (nothing left to train) added a second, empty FINISHED run of the same
     name (trial T62b); an unfinished run of that name (a kill after the last epoch, before MLflow closed it) is still
