@@ -1986,7 +1986,9 @@ class LoadStudy(Transform):
         size = [int(v) for v in clip.meta.get("original_size") or ()]
         stretched = (aspect_warning(size, frame_size, r.get("geometry"), str(source.path))
                      if self.layout == "video" and len(size) == 2 else None)
-        for message in (modal, stretched):
+        timed = (duration_warning(n, info["fps"], r.get("geometry"), str(source.path))
+                 if self.layout == "video" and not headers else None)  # a video file's declared rate
+        for message in (modal, stretched, timed):
             if message:
                 logger.warning(message)
                 info["warnings"] = [*info.get("warnings", []), message]
@@ -2011,6 +2013,9 @@ GEOMETRY_FACTOR = 1.5
 #: how far outside the training clips' range of frame aspect (height / width) a clip's may lie, as a factor, before
 #: :func:`aspect_warning` speaks (4:3 frames beside 16:9 ones differ by 1.33)
 ASPECT_FACTOR = 1.25
+#: how far outside the training clips' range of duration (seconds) a clip's may lie, as a factor, before
+#: :func:`duration_warning` speaks
+DURATION_FACTOR = 2.0
 #: file formats whose header gives the voxels' physical size (besides DICOM): the ones a study's size is compared for
 GEOMETRY_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 
@@ -2090,6 +2095,27 @@ def aspect_warning(frame_hw: Sequence[int], grid: Sequence[int], trained: Mappin
             f"training clips' {trained_range}: resized to the network's {int(grid[0])}×{int(grid[1])} they are "
             "stretched unlike any clip the model learnt from (another probe or screen layout?), so the prediction "
             "may mean nothing.")
+
+
+def duration_warning(num_frames: int, fps: float | None, trained: Mapping | None, name: str) -> str | None:
+    """
+    A warning when a clip of ``num_frames`` frames at ``fps`` (its file's declared frame rate) lasts more than
+    :data:`DURATION_FACTOR` times less or more than any training clip (``trained``: a clips' recipe ``geometry``,
+    ``{"clip_seconds": {"min", "max"}}``): its ``T`` frames, taken evenly over the clip, then span another stretch of
+    time than in any clip the model learnt from (a 2 fps or a 240 fps capture of the same exam; trial T68b), and the
+    prediction may mean nothing. ``None`` without ``trained``, a frame rate, or within.
+    """
+    if not isinstance(trained, Mapping) or "clip_seconds" not in trained or not fps or fps <= 0 or num_frames < 1:
+        return None
+    lo, hi = trained["clip_seconds"]["min"], trained["clip_seconds"]["max"]
+    seconds = int(num_frames) / float(fps)
+    if lo / DURATION_FACTOR <= seconds <= hi * DURATION_FACTOR:
+        return None
+    trained_range = f"{lo:.3g} s" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}-{hi:.3g} s"
+    return (f"'{name}' lasts {seconds:.3g} s ({int(num_frames)} frames at {float(fps):.3g} fps), the training clips "
+            f"{trained_range}: its frames span {'a far shorter' if seconds < lo else 'a far longer'} stretch of time "
+            "than in any clip the model learnt from (another frame rate or acquisition?), so the prediction may mean "
+            "nothing.")
 
 
 def nifti_without_orientation(path: str | os.PathLike) -> str | None:

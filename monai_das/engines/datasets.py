@@ -84,14 +84,21 @@ def _geometry_range(geometry: Mapping[str, tuple], count: int) -> dict | None:
             for name, part in zip(("extent_mm", "spacing_mm"), span)}
 
 
-def _aspect_range(shapes: Mapping[str, Sequence[int]]) -> dict | None:
-    """The training clips' range of frame aspect (height / width of ``shape[-2:]``, 0.001), a clips' recipe
-    ``geometry`` (``{"frame_aspect": {"min", "max"}}``), what :func:`monai_das.data.studies.aspect_warning` compares
-    a clip with at inference; ``None`` without clips."""
+def _clip_geometry(shapes: Mapping[str, Sequence[int]], rates: Mapping[str, float]) -> dict | None:
+    """The training clips' range of frame aspect (height / width of ``shape[-2:]``, 0.001) and, when every clip is a
+    video file that declares its frame rate (``rates``), of duration (``shape[0]`` frames / rate, 0.001 s): a clips'
+    recipe ``geometry`` (``{"frame_aspect": {"min", "max"}, "clip_seconds": {"min", "max"}}``), what
+    :func:`monai_das.data.studies.aspect_warning` and :func:`~monai_das.data.studies.duration_warning` compare a clip
+    with at inference; ``None`` without clips."""
     aspects = [int(shape[-2]) / int(shape[-1]) for shape in shapes.values() if min(int(v) for v in shape[-2:]) > 0]
     if not aspects:
         return None
-    return {"frame_aspect": {"min": round(min(aspects), 3), "max": round(max(aspects), 3)}}
+    out = {"frame_aspect": {"min": round(min(aspects), 3), "max": round(max(aspects), 3)}}
+    seconds = [int(shape[0]) / float(rates[image]) for image, shape in shapes.items()
+               if float(rates.get(image) or 0) > 0 and int(shape[0]) > 0]
+    if seconds and len(seconds) == len(shapes):
+        out["clip_seconds"] = {"min": round(min(seconds), 3), "max": round(max(seconds), 3)}
+    return out
 
 
 def _modalities_named(modalities: Mapping[str, Sequence[str]]) -> str:
@@ -749,24 +756,27 @@ class BundleData:
         outside the training images' range (:func:`~monai_das.data.studies.geometry_warning`, what inference says of
         a study): resized to the grid, a crop of a few mm was stretched and scored in the metrics without a word,
         where bundle inference on the same file warned (trial T61a). Clips: a frame aspect outside the training
-        clips' (:func:`~monai_das.data.studies.aspect_warning`).
+        clips' (:func:`~monai_das.data.studies.aspect_warning`) or a duration (:func:`~monai_das.data.studies.
+        duration_warning`).
         """
         trained = self.info.get("geometry")
         if not trained:
             return
-        from monai_das.data.studies import aspect_warning, geometry_warning
+        from monai_das.data.studies import aspect_warning, duration_warning, geometry_warning
 
         grid = self.info["spatial_size"]
         if self.layout == "video":
+            rates = facts.get("frame_rates") or {}
             unlike = [(image, why) for image, shape in sorted(facts["shapes"].items())
-                      if (why := aspect_warning(shape[-2:], grid, trained, Path(image).name))]
+                      if (why := aspect_warning(shape[-2:], grid, trained, Path(image).name)
+                          or duration_warning(shape[0], rates.get(image), trained, Path(image).name))]
         else:
             unlike = [(image, why) for image, (extent, spacing) in sorted((facts.get("geometry") or {}).items())
                       if (why := geometry_warning(extent, spacing, trained, Path(image).name, self.axcodes))]
         if unlike:
             more = f" Also: {', '.join(Path(i).name for i, _ in unlike[1:4])}{' ...' if len(unlike) > 4 else ''}."
             are = "is" if len(unlike) == 1 else "are"
-            what = "frame aspect" if self.layout == "video" else "size"
+            what = "frame aspect or duration" if self.layout == "video" else "size"
             logger.warning(f"datalist '{self.datalist}': {len(unlike)} of the {count} {_SPLITS[split]!r} images {are} "
                            f"unlike the training images in {what}, and scored in its metrics as they are: "
                            f"{unlike[0][1]}{more if len(unlike) > 1 else ''}")
@@ -897,7 +907,8 @@ class BundleData:
         every = sum(len(v) for v in modalities.values()) == len(facts["shapes"])
         info["modalities"] = sorted(modalities) if modalities and every else None
         # the training files' range (a test list alone is no training data: none)
-        info["geometry"] = (None if self._test_only else _aspect_range(facts["shapes"]) if self.layout == "video"
+        info["geometry"] = (None if self._test_only else _clip_geometry(facts["shapes"], facts.get("frame_rates") or {})
+                            if self.layout == "video"
                             else _geometry_range(facts.get("geometry") or {}, len(facts["shapes"])))
         return info
 

@@ -615,7 +615,10 @@ def check_recipe(recipe: Mapping) -> dict:
     :class:`monai_das.data.LoadStudy` (:func:`monai_das.data.studies.geometry_warning`); it changes no step. For
     clips, ``{"frame_aspect": {"min": h/w, "max": h/w}}``, the training clips' range of frame height / width (a
     bundle records its training datalist's): a clip whose frames are resized to the grid with an aspect far outside
-    it (stretched unlike any training clip) is warned about (:func:`monai_das.data.studies.aspect_warning`).
+    it (stretched unlike any training clip) is warned about (:func:`monai_das.data.studies.aspect_warning`); with
+    ``"clip_seconds": {"min": s, "max": s}``, the training clips' range of duration (frames / the frame rate their
+    files declare), a clip far shorter or longer (its ``T`` frames span another stretch of time) is warned about too
+    (:func:`monai_das.data.studies.duration_warning`).
 
     Either layout may carry the other's keys for studies of the other kind (``temporal_mode`` for a clip read as a
     volume, ``axcodes``/``intensity_range``/... for a volume read as a clip): :class:`monai_das.data.LoadStudy` uses
@@ -704,14 +707,16 @@ def _modalities(value: Any) -> list[str] | None:
 
 def _geometry(value: Any) -> dict | None:
     """A recipe's ``geometry``: ``None``, ``{"extent_mm"|"spacing_mm": {"min"|"max": 3 positive numbers}}`` (volumes)
-    or ``{"frame_aspect": {"min"|"max": a positive number}}`` (clips: height / width of their frames)."""
+    or ``{"frame_aspect": {"min"|"max": a positive number}}`` (clips: height / width of their frames), optionally with
+    ``"clip_seconds": {"min"|"max": a positive number}`` (clips: their duration, frames / declared frame rate)."""
     if value is None:
         return None
     clips = isinstance(value, Mapping) and "frame_aspect" in value
     try:
         if clips:
-            out = {"frame_aspect": {k: float(value["frame_aspect"][k]) for k in ("min", "max")}}
-            ok = len(value) == 1 and 0 < out["frame_aspect"]["min"] <= out["frame_aspect"]["max"] < math.inf
+            parts = [p for p in ("frame_aspect", "clip_seconds") if p in value]
+            out = {p: {k: float(value[p][k]) for k in ("min", "max")} for p in parts}
+            ok = len(value) == len(parts) and all(0 < v["min"] <= v["max"] < math.inf for v in out.values())
         else:
             out = {part: {k: [float(v) for v in value[part][k]] for k in ("min", "max")}
                    for part in ("extent_mm", "spacing_mm")}
@@ -719,7 +724,8 @@ def _geometry(value: Any) -> dict | None:
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:
-        form = ("of clips must be {\"frame_aspect\": {\"min\": h/w, \"max\": h/w}} with 0 < min <= max" if clips else
+        form = ("of clips must be {\"frame_aspect\": {\"min\": h/w, \"max\": h/w}} (and optionally \"clip_seconds\": "
+                "{\"min\": s, \"max\": s}) with 0 < min <= max" if clips else
                 "must be null or {\"extent_mm\": {\"min\": [3 mm], \"max\": [3 mm]}, \"spacing_mm\": {...}} with "
                 "positive numbers")
         raise ValueError(f"recipe 'geometry' {form}, got {value!r}.")

@@ -872,10 +872,11 @@ def test_clips_of_another_frame_aspect_than_the_training_clips_are_warned(tmp_pa
     path.write_text(json.dumps({"training": train, "validation": val, "test": test}))
     src = BundleData(datalist=path, layout="video", num_frames=6, spatial_size=[16, 24])
     geometry = src.info["geometry"]
-    assert geometry == {"frame_aspect": {"min": 0.562, "max": 0.75}}
+    assert geometry == {"frame_aspect": {"min": 0.562, "max": 0.75}, "clip_seconds": {"min": 0.6, "max": 0.6}}
     with caplog.at_level(logging.WARNING, logger="monai_das"):
         assert len(src.data("test")) == 2
-    assert re.search(r"dl\.json': 1 of the 2 'test' images is unlike the training images in frame aspect, and scored "
+    assert re.search(r"dl\.json': 1 of the 2 'test' images is unlike the training images in frame aspect or duration, "
+                     r"and scored "
                      r"in its metrics as they are: 'portrait\.avi' has frames of 32×16 \(H×W, height/width 2\.00\), "
                      r"the training clips' 0\.56-0\.75: resized to the network's 16×24", caplog.text)
     assert "wide.avi" not in caplog.text  # 0.625: within the training clips' range
@@ -889,6 +890,49 @@ def test_clips_of_another_frame_aspect_than_the_training_clips_are_warned(tmp_pa
     for bad in ({"frame_aspect": {"min": 0.8, "max": 0.5}}, {"frame_aspect": {"min": 0}}):
         with pytest.raises(ValueError, match=r"recipe 'geometry' of clips must be .*frame_aspect"):
             check_recipe({"layout": "video", "num_frames": 6, "spatial_size": [16, 24], "geometry": bad})
+
+
+def test_clips_far_shorter_or_longer_than_the_training_clips_are_warned(tmp_path, caplog):
+    """A 2 fps clip given to a model trained on 10 fps clips was classified without a word (trial T68b): its T frames,
+    taken evenly over the clip, span 5x the time. The training clips' range of duration is the recipe's geometry, and
+    a clip far outside it is named in the list's check and by LoadStudy; a DICOM cine or a clip whose file declares
+    no frame rate is not judged."""
+    import cv2
+
+    from monai_das.data import LoadStudy
+    from monai_das.transforms import check_recipe
+
+    def clip(name: str, frames: int, fps: float) -> str:
+        writer = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter_fourcc(*"MJPG"), fps, (16, 12))
+        for t in range(frames):
+            writer.write(np.full((12, 16, 3), 20 * t, np.uint8))
+        writer.release()
+        return name
+
+    train = [{"image": clip(f"t{i}.avi", 6 + 2 * (i % 2), 10), "label": "ab"[i % 2]} for i in range(4)]  # 0.6-0.8 s
+    val = [{"image": clip(f"v{i}.avi", 6, 10), "label": "ab"[i]} for i in range(2)]
+    test = [{"image": clip("slow.avi", 6, 2), "label": "a"}, {"image": clip("ok.avi", 12, 10), "label": "b"}]
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps({"training": train, "validation": val, "test": test}))
+    src = BundleData(datalist=path, layout="video", num_frames=6, spatial_size=[12, 16])
+    geometry = src.info["geometry"]
+    assert geometry["clip_seconds"] == {"min": 0.6, "max": 0.8}
+    with caplog.at_level(logging.WARNING, logger="monai_das"):
+        assert len(src.data("test")) == 2
+    assert re.search(r"1 of the 2 'test' images is unlike the training images in frame aspect or duration, and scored "
+                     r"in its metrics as they are: 'slow\.avi' lasts 3 s \(6 frames at 2 fps\), the training clips "
+                     r"0\.6-0\.8 s: its frames span a far longer stretch of time", caplog.text)
+    assert "ok.avi" not in caplog.text  # 1.2 s: within twice the longest training clip
+    recipe = check_recipe({"layout": "video", "num_frames": 6, "spatial_size": [12, 16], "geometry": geometry})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das"):
+        assert not LoadStudy(recipe).load(tmp_path / "ok.avi").info.get("warnings")
+        study = LoadStudy(recipe).load(tmp_path / "slow.avi")
+    assert any("lasts 3 s (6 frames at 2 fps)" in w for w in study.info["warnings"])
+    for bad in ({"frame_aspect": {"min": 0.5, "max": 0.8}, "clip_seconds": {"min": 0}},
+                {"frame_aspect": {"min": 0.5, "max": 0.8}, "clip_seconds": {"min": 2, "max": 1}}):
+        with pytest.raises(ValueError, match=r"recipe 'geometry' of clips must be .*clip_seconds"):
+            check_recipe({"layout": "video", "num_frames": 6, "spatial_size": [12, 16], "geometry": bad})
 
 
 def _clip(path, frames: int, seed: int = 0) -> None:
@@ -1009,7 +1053,7 @@ def test_training_clips_of_very_different_frame_rates_are_noted(tmp_path, caplog
     def clip(name: str, fps: float) -> dict:
         writer = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter_fourcc(*"MJPG"), fps, (16, 12))
         for t in range(6):
-            writer.write(np.full((12, 16, 3), 30 * t, np.uint8))
+            writer.write(np.full((12, 16, 3), 20 * t, np.uint8))
         writer.release()
         return {"image": name, "label": "ab"[len(name) % 2]}
 
