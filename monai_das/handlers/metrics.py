@@ -11,9 +11,10 @@ from monai.handlers.ignite_metric import IgniteMetricHandler
 from monai.metrics import ROCAUCMetric, compute_roc_auc
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_das.handlers.utils import rank_world
+
 ConfusionMatrix, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ConfusionMatrix")
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 NotComputableError, _ = optional_import(
     "ignite.exceptions", IgniteInfo.OPT_IMPORT_VERSION, min_version, "NotComputableError"
 )
@@ -432,8 +433,9 @@ class EpochLoss(Metric):
 
     def compute(self) -> float:
         items = self._items
-        if idist.get_world_size() > 1:
-            parts: list = [None] * idist.get_world_size()
+        world = rank_world()[1]
+        if world > 1:
+            parts: list = [None] * world
             torch.distributed.all_gather_object(parts, items)  # every rank takes part; counts may differ
             items = [item for part in parts for item in part]
         if not items:

@@ -35,14 +35,13 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.utils import attach_once
+from monai_das.handlers.utils import attach_once, rank_world
 from monai_das.networks.factory import architecture_kwargs, is_weight_argument
 from monai_das.networks.utils import unwrap_network
 from monai_das.utils.config import CARD_KEY, find_config_code
 from monai_das.utils.io import file_digest, input_folder_name, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = ["CARD_KEY", "ModelCardSaver", "build_model_card", "card_input_shape", "card_mismatches", "check_model_card",
            "model_facts", "network_data_format", "output_dir_at_k", "evaluation_output_dir", "other_data",
@@ -1129,7 +1128,7 @@ class ModelCardSaver:
               describe_checkpoint: bool = True, provenance: Mapping | None = None) -> dict | None:
         """Build and write the card (rank 0); returns it. Errors writing it are logged, not raised. ``provenance``:
         the training's data facts (:data:`_PROVENANCE`) in place of this run's (an evaluation's)."""
-        if idist.get_rank() != 0:
+        if rank_world()[0] != 0:
             return None
         metadata = None
         if self.meta_file is not None and Path(self.meta_file).is_file():

@@ -10,10 +10,9 @@ from typing import Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.utils import attach_once
+from monai_das.handlers.utils import attach_once, rank_world
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = ["PreciseBNHandler"]
 
@@ -76,7 +75,7 @@ class PreciseBNHandler:
 
 def _average_across_ranks(network: torch.nn.Module) -> None:
     """Average BatchNorm running statistics over the ranks of an initialised process group (no-op otherwise)."""
-    world = idist.get_world_size()
+    world = rank_world()[1]
     if world < 2:
         return
     for m in network.modules():

@@ -17,7 +17,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.data.studies import kept_source_indices, repeated_source_warning
-from monai_das.handlers.utils import attach_once
+from monai_das.handlers.utils import attach_once, rank_world
 from monai_das.utils.io import atomic_file, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -290,7 +290,7 @@ class PredictionWriter:
 
     def _open(self, engine: Any = None) -> None:
         self.num_written = self.num_errors = 0
-        if idist.get_rank() != 0:
+        if rank_world()[0] != 0:
             return
         self.filepath.parent.mkdir(parents=True, exist_ok=True)
         if self.filepath.is_file() and self.filepath.stat().st_size > 0:
@@ -384,7 +384,7 @@ class PredictionWriter:
         if len(batch) != len(items):
             raise RuntimeError(f"{len(batch)} batch items for {len(items)} outputs: use decollate=True.")
         rows = [self._row({**self._meta(b, engine), **it}) for b, it in zip(batch, items)]
-        rank, world = idist.get_rank(), idist.get_world_size()
+        rank, world = rank_world()
         if world > 1:  # every rank takes part in the gather; rank 0 writes every rank's rows
             rows = [r for part in idist.all_gather(rows) for r in part]
         if rank != 0:
@@ -397,7 +397,7 @@ class PredictionWriter:
         self.num_errors += sum(1 for r in rows if r[self.fields.index("error")])
 
     def _complete(self, engine: Any = None) -> None:
-        if idist.get_rank() != 0:
+        if rank_world()[0] != 0:
             return
         header, rows, _ = read_predictions_csv(self.filepath)
         unique = dedupe_predictions(rows)

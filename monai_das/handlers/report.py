@@ -23,12 +23,11 @@ from monai_das.handlers.metrics import (
     label_indices,
     per_class_metrics,
 )
-from monai_das.handlers.utils import attach_once
+from monai_das.handlers.utils import attach_once, rank_world
 from monai_das.transforms.temporal import SOURCE_INDICES
 from monai_das.utils.io import write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ class ClassificationReportSaver:
     def __call__(self, engine: Any) -> None:
         from monai_das.visualize import plot_confusion_matrix
 
-        rank, world = idist.get_rank(), idist.get_world_size()
+        rank, world = rank_world()
         if world > 1:  # every rank takes part; the report covers the samples of all ranks
             parts: list = [None] * world
             torch.distributed.all_gather_object(parts, self._items)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["attach_once"]
+__all__ = ["attach_once", "rank_world"]
 
 
 def attach_once(engine: Any, event: Any, handler: Any) -> None:
@@ -15,3 +15,17 @@ def attach_once(engine: Any, event: Any, handler: Any) -> None:
     """
     if not engine.has_event_handler(handler, event):
         engine.add_event_handler(event, handler)
+
+
+def rank_world() -> tuple[int, int]:
+    """
+    ``(rank, world size)`` of this process in an initialised ``torch.distributed`` group, ``(0, 1)`` otherwise: what
+    a handler that only needs to know whether it writes (rank 0) or gathers (several ranks) reads. Ignite's ``idist``
+    raises once a group it saw is destroyed (``multi_gpu_train.json``'s ``finalize``), so a later evaluation in the
+    same process would fail (review R68d); handlers that communicate use ``idist`` while the group lives.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

@@ -475,7 +475,7 @@ def test_video_card_and_network_kept_frames(tmp_path):
 def test_only_rank0_writes(tmp_path, monkeypatch):
     import monai_das.handlers.model_card as mc
 
-    monkeypatch.setattr(mc.idist, "get_rank", lambda: 1)
+    monkeypatch.setattr(mc, "rank_world", lambda: (1, 2))
     trainer, _ = train(tmp_path)
     trainer.run([0], max_epochs=2)
     assert not (tmp_path / "models" / "metadata.json").exists()

@@ -118,15 +118,14 @@ def test_only_rank0_writes(tmp_path, monkeypatch, capsys, caplog):
     other = [["z", "/data/z", "fpz", "-1", "", "1", "pos", "0.2", "0.8", "", "", "", "", ""]]  # ..., warnings, model
     gathered = []
     monkeypatch.setattr(mod.idist, "all_gather", lambda rows: gathered.append(rows) or [rows, other])
-    monkeypatch.setattr(mod.idist, "get_rank", lambda: 1)
-    monkeypatch.setattr(mod.idist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(mod, "rank_world", lambda: (1, 2))
     path = tmp_path / "rank1" / "predictions.csv"
     engine, batches = _engine([[("a", "")]])
     PredictionWriter(path, ["neg", "pos"]).attach(engine)
     with caplog.at_level(logging.INFO, logger="monai_das.handlers.predictions"):
         engine.run(batches, max_epochs=1)
     assert len(gathered) == 1 and not path.parent.exists() and "predictions:" not in caplog.text
-    monkeypatch.setattr(mod.idist, "get_rank", lambda: 0)
+    monkeypatch.setattr(mod, "rank_world", lambda: (0, 2))
     path = tmp_path / "rank0" / "predictions.csv"
     engine, batches = _engine([[("a", "")]])
     PredictionWriter(path, ["neg", "pos"]).attach(engine)
