@@ -10,7 +10,7 @@ from monai.data import CacheDataset
 
 from monai_das.utils.logs import root_cause
 
-__all__ = ["ItemLoadError", "NamedCacheDataset", "failures_text"]
+__all__ = ["ItemLoadError", "NamedCacheDataset", "failures_text", "MAX_NAMED_FAILURES"]
 
 
 class ItemLoadError(RuntimeError):
@@ -61,12 +61,14 @@ MAX_NAMED_FAILURES = 20
 
 
 def failures_text(failed: list[ItemLoadError]) -> str:
-    """The error of a cache fill where ``failed`` items could not be loaded: every one named (up to
-    :data:`MAX_NAMED_FAILURES`, then counted), one per line, so that one run names every file to mend (trial T68b: a
-    training list with four bad clips took three runs, each naming the first and counting the others)."""
+    """The error of a cache fill where ``failed`` items could not be loaded: the first on the first line (what a log
+    reader that keeps one line shows), then every other one (up to :data:`MAX_NAMED_FAILURES` in all, then counted),
+    one per line, so that one run names every file to mend (trial T68b: a training list with four bad clips took
+    three runs, each naming the first and counting the others)."""
     if len(failed) == 1:
         return str(failed[0])
-    lines = [f"{len(failed)} items cannot be loaded:", *(f"- {e}" for e in failed[:MAX_NAMED_FAILURES])]
+    lines = [f"{failed[0]} (and {len(failed) - 1} more item(s) that cannot be loaded:)",
+             *(f"- {e}" for e in failed[1:MAX_NAMED_FAILURES])]
     if len(failed) > MAX_NAMED_FAILURES:
         lines.append(f"... and {len(failed) - MAX_NAMED_FAILURES} more")
     return "\n".join(lines)

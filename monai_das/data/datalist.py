@@ -38,6 +38,7 @@ __all__ = [
     "split_training",
     "check_study_shapes",
     "check_no_copies",
+    "VOLUMES_ONLY",
 ]
 
 logger = logging.getLogger(__name__)

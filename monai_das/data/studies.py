@@ -73,6 +73,10 @@ __all__ = [
     "LoadStudyd",
     "LoadStudyD",
     "LoadStudyDict",
+    "aspect_warning",
+    "duration_warning",
+    "ASPECT_FACTOR",
+    "DURATION_FACTOR",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1555,8 +1559,9 @@ class LoadStudy(Transform):
       does: a single-frame DICOM image is a still (a clip of one frame, see ``min_frames``), a volume or a series of
       several images is refused.
     - Clips (video files, multi-frame DICOM) are read by :class:`monai_das.transforms.LoadVideo` (uniform temporal
-      resampling to ``T``, frame resize, grayscale or RGB). For a ``volume`` recipe a clip becomes a volume whose
-      slices along ``slice_axis`` are the frames; but a multi-frame DICOM of a :data:`VOLUME_MODALITIES` modality
+      resampling to ``T``, frame resize, grayscale or RGB). A ``volume`` recipe refuses a video file, as its training
+      does (:data:`monai_das.data.datalist.VOLUMES_ONLY`), and reads a multi-frame DICOM as a volume whose slices
+      along ``slice_axis`` are the frames; a multi-frame DICOM of a :data:`VOLUME_MODALITIES` modality
       (Enhanced CT/MR) is a volume: loaded as the training recipe loads it (``LoadImage``'s reader, its HU and
       geometry), not min-max scaled as a clip.
 
@@ -2105,7 +2110,8 @@ def duration_warning(num_frames: int, fps: float | None, trained: Mapping | None
     time than in any clip the model learnt from (a 2 fps or a 240 fps capture of the same exam; trial T68b), and the
     prediction may mean nothing. ``None`` without ``trained``, a frame rate, or within.
     """
-    if not isinstance(trained, Mapping) or "clip_seconds" not in trained or not fps or fps <= 0 or num_frames < 1:
+    if (not isinstance(trained, Mapping) or "clip_seconds" not in trained or fps is None
+            or not math.isfinite(float(fps)) or float(fps) <= 0 or num_frames < 1):
         return None
     lo, hi = trained["clip_seconds"]["min"], trained["clip_seconds"]["max"]
     seconds = int(num_frames) / float(fps)

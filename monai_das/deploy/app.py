@@ -129,14 +129,17 @@ class DASClassifierApp(Application):
         side by side and a ``summary.json`` of one of them that contradicted the others (trial T67c).
 
         Raises:
-            RuntimeError: another process writes into the folder.
+            RuntimeError: another process, or another app of this process, writes into the folder.
         """
         from monai_das.utils.io import hold_lock
 
         if not self._holds_output:
             refusal = (lambda o: f"another run of the Deploy app is writing into '{self.output_path}'"
                        f"{f' ({o})' if o else ''}: wait for it to finish, or give this run another --output.")
-            self._holds_output = hold_lock(self.output_path, _LOCK_NAME, _OWNER_NAME, refusal, what="Deploy run")
+            if not hold_lock(self.output_path, _LOCK_NAME, _OWNER_NAME, refusal, what="Deploy run"):
+                raise RuntimeError(f"another run of the Deploy app in this process is writing into "
+                                   f"'{self.output_path}': wait for it to finish, or give this run another --output.")
+            self._holds_output = True
 
     def _clear_earlier_run(self, sources: list) -> None:
         """

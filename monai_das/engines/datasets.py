@@ -331,7 +331,17 @@ class BundleData:
             # only when split_training's every-class rule changed the validation list an older version drew
             **({"every_class_validated": True} if self._every_class else {}),
             **({"validation_classes_by_name": True} if self._by_name else {}),
+            **self._synthetic_turned,
         }
+
+    @property
+    def _synthetic_turned(self) -> dict:
+        """``{"synthetic_evidence_axis": slice_axis}`` for synthetic volumes whose evidence lies along an axis other
+        than 0 (volume bundle 0.6.27 on; they lay along axis 0 before, the same seed giving other volumes), so that a
+        resume, an evaluation or earlier predictions of the former data are refused, not mixed with these; nothing
+        otherwise (the facts and split identities of every other run stay as they were)."""
+        turned = self.dataset == "synthetic" and self.layout == "volume" and self.slice_axis != 0
+        return {"synthetic_evidence_axis": self.slice_axis} if turned else {}
 
     @property
     def image_root(self) -> str | None:
@@ -365,7 +375,7 @@ class BundleData:
         elif self.dataset in VIDEO_DATASETS:
             ident.update(fold=self.fold, num_folds=self.num_folds, probe=self.probe, seed=self.seed)
         elif self.dataset == "synthetic":
-            ident.update(seed=self.seed, synthetic_options=dict(self.synthetic_options))
+            ident.update(seed=self.seed, synthetic_options=dict(self.synthetic_options), **self._synthetic_turned)
         return json.loads(json.dumps(ident, default=str))
 
     @property
@@ -872,7 +882,8 @@ class BundleData:
         """:func:`~monai_das.data.check_study_shapes` of a list's items as this run's recipe reads them."""
         from monai_das.data import check_study_shapes
 
-        # clips_only: the video recipe decodes clips (LoadVideod), a volume is refused naming it before training
+        # clips_only: the video recipe decodes clips (LoadVideod), a volume is refused naming it before training; the
+        # volume recipe's readers cannot decode a video file, refused alike
         # a video recipe decodes every clip grey (in_channels 1) or RGB (3): grey and colour clips mix
         return check_study_shapes(items, self.layout, slice_axis=self.slice_axis, clips_only=True,
                                   axcodes=self.axcodes, mixed_channels=self.layout == "video",

@@ -51,10 +51,11 @@ class ResumableMLFlowHandler(MLFlowHandler):
     the run at a step with the same value is not logged again (another value is: another model evaluated into a run
     left open by a killed evaluation). A training killed after its validation logged epoch ``e`` and before
     ``last.pt`` recorded it runs epoch ``e`` again when resumed (bit for bit the same), and MLflow's history held
-    every metric of that epoch twice (trial T59b). With ``once_per_step`` (the bundles' training handlers) a step
-    that holds a metric already is never logged again for it, whatever the value: the epoch a resume repeats is not
-    bit for bit the same on a GPU's non-deterministic kernels or after ``--num_threads`` changed, and the history held
-    both values (trial T68a); the first one stands, and the repeat's is said at INFO. The run's history is read once,
+    every metric of that epoch twice (trial T59b). With ``once_per_step`` (the bundles' training handlers when they
+    resume: ``--resume true``) a step that holds a metric already is never logged again for it, whatever the value:
+    the epoch a resume repeats is not bit for bit the same on a GPU's non-deterministic kernels or after
+    ``--num_threads`` changed, and the history held both values (trial T68a); the first one stands, and the repeat's
+    is said at INFO. A fresh training into an unfinished run of its name (MONAI takes that run) logs its own values. The run's history is read once,
     when the first metrics are logged. And an artifact folder's temporary files of an atomic write in flight or killed
     (:data:`~monai_das.utils.io.ATOMIC_TEMP_NAME`, e.g. ``.kept_frames.x1y2z3a4.tmp.png``) are not uploaded. A
     training resumed with nothing left to train (every epoch done, or stopped early) makes no new, empty run
@@ -66,7 +67,7 @@ class ResumableMLFlowHandler(MLFlowHandler):
     def __init__(self, *args: Any, once_per_step: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.once_per_step = bool(once_per_step)
-        self._logged: tuple[str, dict] | None = None  # (run id, {(key, step): the values logged there})
+        self._logged: tuple[str, dict] | None = None  # (run id, {(key, step): the values logged there, in order})
         self._deferred = False  # a resumed training's new run: made when its first epoch starts
 
     def attach(self, engine: Any) -> None:
@@ -142,7 +143,7 @@ class ResumableMLFlowHandler(MLFlowHandler):
         done: dict = {}
         for key in data.metrics:
             for m in self.client.get_metric_history(run_id, key):
-                done.setdefault((key, m.step), set()).add(_same(m.value))
+                done.setdefault((key, m.step), []).append(_same(m.value))
         return done
 
     def _log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -164,13 +165,13 @@ class ResumableMLFlowHandler(MLFlowHandler):
                         "values (a resumed run repeating it): not logged twice.")
         if other:
             logger.info(f"MLflow run {run_id}: step {at} already holds " + ", ".join(
-                f"{k} = {sorted(map(str, done[(k, at)]))[0]} (this repeat: {_same(v)})" for k, v in other.items())
+                f"{k} = {done[(k, at)][0]} (this repeat: {_same(v)})" for k, v in other.items())
                 + " from the attempt that was stopped; a resumed run repeating it is not bit for bit the same here "
                 "(another thread count, a GPU's non-deterministic kernels): the first values stand.")
         if new:
             super()._log_metrics(new, step)
             for k, v in new.items():
-                done.setdefault((k, at), set()).add(_same(v))
+                done.setdefault((k, at), []).append(_same(v))
 
     def _parse_artifacts(self) -> list:
         from monai_das.utils.io import ATOMIC_TEMP_NAME

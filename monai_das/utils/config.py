@@ -12,6 +12,7 @@ __all__ = ["CARD_KEY", "optional", "parser_rewrites", "find_config_code"]
 #: the export, the Deploy app and the bundles read)
 CARD_KEY = "das_model"
 
+
 def optional(value: Any) -> Any:
     """``None`` for ``None``, ``""``, ``"none"`` and ``"null"`` (any case: a bundle command line passes strings); the
     value otherwise. The one rule for an option a user may leave unset."""

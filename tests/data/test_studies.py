@@ -360,7 +360,8 @@ def test_clips_and_layout_changes(folder):
     assert tuple(clip.image.shape) == (6, 1, 8, 10) and clip.source_indices == uniform_indices(5, 6).tolist()
     # a volume recipe refuses a video file, as its training does (trial T68b: a CT model classified a clip as a volume
     # of frames, silently); a multi-frame DICOM is a volume whose slices along slice_axis are its frames
-    with pytest.raises(ValueError, match=r"clip\.gif\) is a video file, not a volume: .*classify it with a video model"):
+    with pytest.raises(ValueError, match=r"clip\.gif\) is a video file, not a volume: .*classify it with a video "
+                                         r"model"):
         LoadStudy({**VOLUME, "slice_axis": 1})(folder / "clip.gif")
     as_volume = LoadStudy({**VOLUME, "slice_axis": 1})(folder / "us" / "cine.dcm")  # frames along slice axis 1
     assert tuple(as_volume.shape) == (1, 8, 8, 8) and as_volume.meta["source_indices"].tolist() == \

@@ -336,6 +336,17 @@ def test_one_run_at_a_time_per_output_folder(torchscript_model, tmp_path, caplog
             "wait for it to finish, or give this run another --output") in caplog.text
     assert not (out / "s1.json").exists()
     other.release()
+    # another app of this process holding the folder is refused too (review R68d: the process's one lock registry
+    # let a second instance write beside the first)
+    from monai_das.utils.io import hold_lock, release_lock
+
+    assert hold_lock(out, ".monai_das_deploy.lock", ".monai_das_deploy.owner", str)
+    try:
+        with caplog.at_level("ERROR"):
+            assert cli_main(["-i", str(tmp_path / "in"), "-o", str(out), *_ts(model), "--modalities", "MR"]) == 1
+        assert f"another run of the Deploy app in this process is writing into '{out}'" in caplog.text
+    finally:
+        release_lock(out, ".monai_das_deploy.lock", ".monai_das_deploy.owner")
     assert cli_main(["-i", str(tmp_path / "in"), "-o", str(out), *_ts(model), "--modalities", "MR"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["s1.json", "summary.json"]
 

@@ -128,7 +128,8 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != cin:
             layers.append(ConvNormAct(spatial_dims, cin, expand, 1, act=act, norm_momentum=m))
-        layers.append(ConvNormAct(spatial_dims, expand, expand, kernel, stride, groups=expand, act=act, norm_momentum=m))
+        layers.append(ConvNormAct(spatial_dims, expand, expand, kernel, stride, groups=expand, act=act,
+                                  norm_momentum=m))
         if se:
             layers.append(SqueezeExcitation(spatial_dims, expand, make_divisible(expand // 4)))
         layers.append(ConvNormAct(spatial_dims, expand, cout, 1, act=None, norm_momentum=m))
