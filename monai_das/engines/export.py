@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from monai_das.engines.onnx_graph import REWRITES, for_runtime
-from monai_das.networks.nets.onnx_classifier import NETWORK_PROP, ONNX_CARD_PROP
+from monai_das.networks.nets.onnx_classifier import DIGEST_PROP, NETWORK_PROP, ONNX_CARD_PROP, onnx_digest
 from monai_das.networks.utils import preserved_modes
 from monai_das.utils.config import CARD_KEY, find_config_code, parser_rewrites
 from monai_das.utils.io import atomic_file, read_checkpoint
@@ -367,6 +367,9 @@ def _save_onnx(network: torch.nn.Module, filepath: str | os.PathLike, item_shape
     props.update(extra_props or {})
     if metadata is not None:
         props[CARD_PROP] = json.dumps(metadata)
+    props.pop(DIGEST_PROP, None)
+    onnx.helper.set_model_props(model, props)
+    props[DIGEST_PROP] = onnx_digest(model)  # last: the graph and every property above (OnnxClassifier checks it)
     onnx.helper.set_model_props(model, props)
     path = Path(filepath)
     path.parent.mkdir(parents=True, exist_ok=True)

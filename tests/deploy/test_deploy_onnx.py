@@ -40,9 +40,13 @@ def eager(net: torch.nn.Module, x: torch.Tensor, k: int | None) -> tuple[torch.T
     return torch.softmax(logits, 1)[0], sorted(idx[0].tolist())
 
 
-def onnx_copy(onnx_bundle, folder: Path, edit=None) -> Path:
-    """``model.onnx`` of the fixture copied alone to ``folder`` (no card beside it), optionally edited with ``onnx``."""
+def onnx_copy(onnx_bundle, folder: Path, edit=None, keep_digest: bool = False) -> Path:
+    """``model.onnx`` of the fixture copied alone to ``folder`` (no card beside it), optionally edited with ``onnx``:
+    as an export without a digest (before monai_das recorded one, or by other code) unless ``keep_digest``, so that
+    the checks of its metadata are reached (an edited file that records its digest is refused before them)."""
     import onnx
+
+    from monai_das.networks.nets.onnx_classifier import DIGEST_PROP
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
@@ -51,6 +55,10 @@ def onnx_copy(onnx_bundle, folder: Path, edit=None) -> Path:
         return path
     model = onnx.load(str(onnx_bundle[0] / "models" / "model.onnx"))
     edit(model)
+    if not keep_digest:
+        keep = [p for p in model.metadata_props if p.key != DIGEST_PROP]
+        del model.metadata_props[:]
+        model.metadata_props.extend(keep)
     onnx.save(model, str(path))
     return path
 
@@ -162,6 +170,25 @@ def test_a_card_of_another_grid_is_named_as_another_models(onnx_bundle, tmp_path
                                            r"\[batch, 1, 8, 12, 12\] \(volume\): the metadata belongs to another "
                                            r"model: re-export this model with its own card \(`python -m "
                                            r"monai_das.engines.export onnx"):
+        DASPredictor.from_path(path)
+
+
+def test_an_edited_export_is_refused(onnx_bundle, tmp_path):
+    """Trial T68e: class names swapped in the card embedded in an export were served (a "square" study reported as
+    "disc"). The export records a digest of its graph and metadata; a file changed after it is refused by the
+    Deploy path, naming the file and the way out."""
+    import json
+
+    def swapped(model):
+        for prop in model.metadata_props:
+            if prop.key == "metadata.json":
+                card = json.loads(prop.value)
+                card["das_model"]["label_names"] = card["das_model"]["label_names"][::-1]
+                prop.value = json.dumps(card)
+
+    path = onnx_copy(onnx_bundle, tmp_path / "swapped", swapped, keep_digest=True)
+    with pytest.raises((RuntimeError, ValueError), match=r"swapped[/\\]model\.onnx' was changed after its export: .* "
+                                                         r"Export it again from its checkpoint"):
         DASPredictor.from_path(path)
 
 

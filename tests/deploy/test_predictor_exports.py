@@ -80,7 +80,8 @@ def _with_props(src, dst, card: dict, source: dict | None):
     import onnx
 
     model = onnx.load(str(src))
-    props = {p.key: p.value for p in model.metadata_props if p.key != SOURCE}
+    # as an export without a digest writes it (an edited file that records one is refused before these checks)
+    props = {p.key: p.value for p in model.metadata_props if p.key not in (SOURCE, "monai_das.digest")}
     props["metadata.json"] = json.dumps(card)
     if source is not None:
         props[SOURCE] = json.dumps(source)

@@ -111,6 +111,17 @@ def test_onnx_export_is_reused_until_the_checkpoint_changes(tmp_path, caplog):
     inference_network(build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime", cube,
                       onnx_path)
     assert "exported from another version, without the graph rewrites for ONNX Runtime" in caplog.text
+    # a file changed after its export (its digest does not match; trial T68e): exported again, not served
+    model = onnx.load(str(onnx_path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props["metadata.json"] = json.dumps({"das_model": {"label_names": ["b", "a"]}})
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(onnx_path))
+    caplog.clear()
+    inference_network(build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime", cube,
+                      onnx_path)
+    assert "the one there was changed after its export (its digest does not match)" in caplog.text
     # a configured network that does not fit the checkpoint is refused as by eager, also when the export is reused
     with pytest.raises(RuntimeError, match="size mismatch|Missing key|Unexpected key"):
         inference_network(build_classifier("das", 3, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime", cube,
@@ -184,10 +195,10 @@ def test_onnx_export_with_damaged_network_metadata(onnx_file, tmp_path, facts, m
 
     import onnx
 
-    from monai_das.networks.nets.onnx_classifier import NETWORK_PROP
+    from monai_das.networks.nets.onnx_classifier import DIGEST_PROP, NETWORK_PROP
 
-    model = onnx.load(str(onnx_file))
-    props = {p.key: p.value for p in model.metadata_props if p.key != NETWORK_PROP}
+    model = onnx.load(str(onnx_file))  # as a file without a digest writes them (an edited one is refused first)
+    props = {p.key: p.value for p in model.metadata_props if p.key not in (NETWORK_PROP, DIGEST_PROP)}
     if facts is not None:
         props[NETWORK_PROP] = json.dumps(facts)
     del model.metadata_props[:]
@@ -195,6 +206,41 @@ def test_onnx_export_with_damaged_network_metadata(onnx_file, tmp_path, facts, m
     onnx.save(model, str(tmp_path / "meta.onnx"))
     with pytest.raises(ValueError, match=match):
         OnnxClassifier(tmp_path / "meta.onnx")
+
+
+def test_an_export_changed_after_it_was_written_is_refused(onnx_file, tmp_path, caplog):
+    """Trial T68e: an ONNX file whose embedded card was edited (class names swapped, another recipe) or that carries
+    another model's card was served without a word. save_onnx records a digest of the graph and every property;
+    OnnxClassifier refuses a file that no longer matches it, and bundle inference exports such a file again."""
+    import json
+    import logging
+
+    import onnx
+
+    from monai_das.networks.nets.onnx_classifier import DIGEST_PROP, check_onnx_digest
+
+    assert check_onnx_digest(onnx_file) is True
+    OnnxClassifier(onnx_file)  # as written: served
+    model = onnx.load(str(onnx_file))
+    props = {p.key: p.value for p in model.metadata_props}
+    card = json.loads(props.get("metadata.json", "{}"))
+    card["edited"] = True  # any change of the card, e.g. class names swapped
+    props["metadata.json"] = json.dumps(card)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(tmp_path / "edited.onnx"))
+    assert check_onnx_digest(tmp_path / "edited.onnx") is False
+    with pytest.raises(ValueError, match=r"edited\.onnx' was changed after its export: its graph or metadata .* do not "
+                                         r"match the 'monai_das\.digest' recorded at export"):
+        OnnxClassifier(tmp_path / "edited.onnx")
+    del props[DIGEST_PROP]  # a file without a digest (an older export): served, said at INFO
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(tmp_path / "older.onnx"))
+    assert check_onnx_digest(tmp_path / "older.onnx") is None
+    with caplog.at_level(logging.INFO, logger="monai_das.networks.nets.onnx_classifier"):
+        OnnxClassifier(tmp_path / "older.onnx")
+    assert "older.onnx' records no 'monai_das.digest'" in caplog.text
 
 
 def test_onnx_file_that_is_not_an_export(tmp_path):

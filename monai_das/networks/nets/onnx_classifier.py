@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import weakref
 from pathlib import Path
@@ -30,12 +32,45 @@ def _keep_inherited_sessions() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_keep_inherited_sessions)
 
-__all__ = ["OnnxClassifier", "ONNX_CARD_PROP", "NETWORK_PROP"]
+__all__ = ["OnnxClassifier", "ONNX_CARD_PROP", "NETWORK_PROP", "DIGEST_PROP", "onnx_digest",
+           "check_onnx_digest"]
 
 #: ``metadata_props`` key of the model card in an exported ONNX file
 ONNX_CARD_PROP = "metadata.json"
 #: ``metadata_props`` key of the network facts (``layout``, ``slice_axis``, ``num_frames``, ``num_kept``, ``method``)
 NETWORK_PROP = "monai_das.network"
+#: ``metadata_props`` key of an export's digest (:func:`onnx_digest`), written last by ``save_onnx``
+DIGEST_PROP = "monai_das.digest"
+
+logger = logging.getLogger(__name__)
+
+
+def onnx_digest(model: Any) -> str:
+    """
+    SHA-256 of an ONNX ``ModelProto`` without its metadata, followed by every metadata property but
+    :data:`DIGEST_PROP` (sorted by key): what ``save_onnx`` records in :data:`DIGEST_PROP`, so that a card edited in
+    the file, or another model's card put on this graph, is told from the export (trial T68e: both were served
+    without a word, e.g. class names swapped). A check against edits and mix-ups, not a signature: whoever can
+    write the file can write a new digest.
+    """
+    bare = type(model)()
+    bare.CopyFrom(model)
+    props = sorted((p.key, p.value) for p in bare.metadata_props if p.key != DIGEST_PROP)
+    del bare.metadata_props[:]
+    digest = hashlib.sha256(bare.SerializeToString(deterministic=True))
+    digest.update(json.dumps(props, ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def check_onnx_digest(path: str | os.PathLike) -> bool | None:
+    """``True`` when the ONNX file ``path`` holds the digest of its graph and metadata (:func:`onnx_digest`),
+    ``False`` when it holds another one (changed after export), ``None`` when it holds none (written before the
+    digest, or by other code). The file's protobuf is parsed (weights included, no external data)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    recorded = next((p.value for p in model.metadata_props if p.key == DIGEST_PROP), None)
+    return None if recorded is None else recorded == onnx_digest(model)
 
 
 class OnnxClassifier(nn.Module):
@@ -104,6 +139,16 @@ class OnnxClassifier(nn.Module):
         self.item_shape = tuple(int(s) for s in shape[1:])
         self.any_k = "num_samples" in inputs
         meta = self.session.get_modelmeta().custom_metadata_map
+        if DIGEST_PROP in meta and not check_onnx_digest(self.path):
+            raise ValueError(
+                f"'{self.path}' was changed after its export: its graph or metadata (model card, network facts) do "
+                f"not match the '{DIGEST_PROP}' recorded at export, so the card may not describe this graph (edited "
+                f"class names or preprocessing, another model's card). Export it again from its checkpoint "
+                f"(`python -m monai_das.engines.export onnx --bundle_root <bundle_root> --config_file "
+                f"<bundle>/configs/inference.json`).")
+        if DIGEST_PROP not in meta:
+            logger.info(f"'{self.path}' records no '{DIGEST_PROP}' (exported before monai_das checked it, or by other "
+                        "code): its metadata is not checked against its graph.")
         self.card: dict | None = self._json_prop(meta, ONNX_CARD_PROP)
         facts = self._json_prop(meta, NETWORK_PROP)
         if facts is None:
