@@ -338,7 +338,8 @@ class BundleData:
     def _synthetic_turned(self) -> dict:
         """``{"synthetic_evidence_axis": slice_axis}`` for synthetic volumes whose evidence lies along an axis other
         than 0 (volume bundle 0.6.27 on; they lay along axis 0 before, the same seed giving other volumes), so that a
-        resume, an evaluation or earlier predictions of the former data are refused, not mixed with these; nothing
+        resume of a checkpoint trained on the former data is refused, an evaluation of one is scored as on other data
+        (a warning, its own output folder, the card left alone) and earlier predictions are not reused; nothing
         otherwise (the facts and split identities of every other run stay as they were)."""
         turned = self.dataset == "synthetic" and self.layout == "volume" and self.slice_axis != 0
         return {"synthetic_evidence_axis": self.slice_axis} if turned else {}

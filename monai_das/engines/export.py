@@ -445,11 +445,17 @@ def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], ato
 
 
 def read_onnx_card(path: str | os.PathLike) -> dict | None:
-    """The card embedded in an ONNX file (``metadata_props``), read as plain JSON; weights are not loaded."""
+    """The card embedded in an ONNX file (``metadata_props``), read as plain JSON; weights are not loaded. A file that
+    records a digest its graph and metadata no longer match (:func:`~monai_das.networks.nets.onnx_classifier.
+    onnx_digest`: changed after its export) is refused, as :class:`~monai_das.networks.OnnxClassifier` refuses it."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
+    if DIGEST_PROP in props and props[DIGEST_PROP] != onnx_digest(model):
+        raise ValueError(f"'{path}' was changed after its export: its graph or metadata do not match the "
+                         f"'{DIGEST_PROP}' recorded at export, so its card may not describe this graph. Export it "
+                         "again from its checkpoint.")
     if CARD_PROP not in props:
         return None
     value = json.loads(props[CARD_PROP])

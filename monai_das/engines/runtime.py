@@ -170,7 +170,8 @@ def inference_network(
                "the one there is unreadable or not a monai_das export" if found is None else
                "the one there was changed after its export (its digest does not match)" if edited else
                f"the one there was exported from another {_first_difference(found, wanted)}")
-        logger.info(f"exporting '{ckpt}' to ONNX '{onnx_file}' (once per checkpoint and settings; {why}) ...")
+        (logger.warning if edited else logger.info)(
+            f"exporting '{ckpt}' to ONNX '{onnx_file}' (once per checkpoint and settings; {why}) ...")
         save_onnx(network, onnx_file, item_shape, metadata=card, extra_props={SOURCE_PROP: json.dumps(wanted)})
     providers = ["CPUExecutionProvider"]
     if torch.device(device).type == "cuda":

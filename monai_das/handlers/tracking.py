@@ -52,7 +52,7 @@ class ResumableMLFlowHandler(MLFlowHandler):
     left open by a killed evaluation). A training killed after its validation logged epoch ``e`` and before
     ``last.pt`` recorded it runs epoch ``e`` again when resumed (bit for bit the same), and MLflow's history held
     every metric of that epoch twice (trial T59b). With ``once_per_step`` (the bundles' training handlers when they
-    resume: ``--resume true``) a step that holds a metric already is never logged again for it, whatever the value:
+    resume: ``--resume true`` with a ``last.pt``) a step that holds a metric already is never logged again for it, whatever the value:
     the epoch a resume repeats is not bit for bit the same on a GPU's non-deterministic kernels or after
     ``--num_threads`` changed, and the history held both values (trial T68a); the first one stands, and the repeat's
     is said at INFO. A fresh training into an unfinished run of its name (MONAI takes that run) logs its own values. The run's history is read once,

@@ -32,7 +32,8 @@ def test_synthetic_volumes_and_clips():
     turned = BundleData("synthetic", size=16, num_samples={"val": "7"}, slice_axis="axial").data("val")[0]
     np.testing.assert_array_equal(turned["image"], np.moveaxis(np.asarray(val[0]["image"]), 1, 3))  # along axis 2
     # those volumes are other data than the former ones (evidence along D) of the same seed: facts and split identity
-    # say so, only for them (a resume or evaluation of the former is refused; every other run's facts are unchanged)
+    # say so, only for them (a resume of the former is refused, its evaluation scored as other data; every other run's
+    # facts are unchanged)
     axial = BundleData("synthetic", size=16, slice_axis="axial")
     assert axial.facts["synthetic_evidence_axis"] == 2 and axial.split_identity()["synthetic_evidence_axis"] == 2
     assert "synthetic_evidence_axis" not in src.facts and "synthetic_evidence_axis" not in src.split_identity()

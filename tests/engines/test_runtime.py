@@ -233,6 +233,11 @@ def test_an_export_changed_after_it_was_written_is_refused(onnx_file, tmp_path, 
     with pytest.raises(ValueError, match=r"edited\.onnx' was changed after its export: its graph or metadata .* do not "
                                          r"match the 'monai_das\.digest' recorded at export"):
         OnnxClassifier(tmp_path / "edited.onnx")
+    from monai_das.engines import read_onnx_card
+
+    with pytest.raises(ValueError, match=r"edited\.onnx' was changed after its export"):
+        read_onnx_card(tmp_path / "edited.onnx")
+    assert read_onnx_card(onnx_file) == {"das_model": {"layout": "volume", "num_kept": 4}}
     del props[DIGEST_PROP]  # a file without a digest (an older export): served, said at INFO
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, props)
