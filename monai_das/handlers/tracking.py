@@ -52,11 +52,12 @@ class ResumableMLFlowHandler(MLFlowHandler):
     left open by a killed evaluation). A training killed after its validation logged epoch ``e`` and before
     ``last.pt`` recorded it runs epoch ``e`` again when resumed (bit for bit the same), and MLflow's history held
     every metric of that epoch twice (trial T59b). With ``once_per_step`` (the bundles' training handlers when they
-    resume: ``--resume true`` with a ``last.pt``) a step that holds a metric already is never logged again for it, whatever the value:
-    the epoch a resume repeats is not bit for bit the same on a GPU's non-deterministic kernels or after
-    ``--num_threads`` changed, and the history held both values (trial T68a); the first one stands, and the repeat's
-    is said at INFO. A fresh training into an unfinished run of its name (MONAI takes that run) logs its own values. The run's history is read once,
-    when the first metrics are logged. And an artifact folder's temporary files of an atomic write in flight or killed
+    resume: ``--resume true`` with a ``last.pt``) a step that holds a metric already is never logged again for it,
+    whatever the value: the epoch a resume repeats is not bit for bit the same on a GPU's non-deterministic kernels
+    or after ``--num_threads`` changed, and the history held both values (trial T68a); the first one stands, and the
+    repeat's is said at INFO. A fresh training into an unfinished run of its name (MONAI takes that run) logs its own
+    values. The run's history is read once, when the first metrics are logged. And an artifact folder's temporary
+    files of an atomic write in flight or killed
     (:data:`~monai_das.utils.io.ATOMIC_TEMP_NAME`, e.g. ``.kept_frames.x1y2z3a4.tmp.png``) are not uploaded. A
     training resumed with nothing left to train (every epoch done, or stopped early) makes no new, empty run
     (:meth:`start`). A resumed run's parameters that the run holds already are not logged again, and one a resume

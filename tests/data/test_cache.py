@@ -23,8 +23,8 @@ def test_truncated_file_is_named_with_its_datalist_line(tmp_path):
     items = [{"image": good, "source_line": "labels.csv:2"}, {"image": str(bad), "source_line": "labels.csv:3"},
              {"image": str(bad), "source_line": "labels.csv:4"}]
     load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
-    with pytest.raises(ItemLoadError, match=r"labels\.csv:3 \(image '.*bad\.nii\.gz'\): cannot be loaded: \w+.* \(and 1 "
-                       r"more item\(s\) that cannot be loaded:\)\n- labels\.csv:4 \(image '.*bad\.nii\.gz'\): cannot "
+    with pytest.raises(ItemLoadError, match=r"labels\.csv:3 \(image '.*bad\.nii\.gz'\): cannot be loaded: \w+.* "
+                       r"\(and 1 more item\(s\) that cannot be loaded:\)\n- labels\.csv:4 \(image '.*bad\.nii\.gz'\): cannot "
                        r"be loaded"):
         NamedCacheDataset(items, load, cache_rate=1.0, num_workers=2, progress=False)  # every failure named (T68b)
     lazy = NamedCacheDataset(items, load, cache_rate=0.0, progress=False)  # not cached: named when fetched
