@@ -66,15 +66,17 @@ def _onnx_source(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _changed_after_export(path: Path) -> bool:
-    """Whether the ONNX file ``path`` records a digest its graph and metadata no longer match
-    (:func:`monai_das.networks.nets.onnx_classifier.check_onnx_digest`); a file without one is not judged here."""
+def _digest_state(path: Path) -> bool | None:
+    """:func:`monai_das.networks.nets.onnx_classifier.check_onnx_digest` of the ONNX file ``path``: ``True`` (the
+    digest it records matches), ``False`` (changed after its export), ``None`` (it records none: an export of an
+    earlier version, given a digest by exporting it again once); ``True`` for a file that cannot be read here
+    (:func:`_onnx_source` said so already)."""
     from monai_das.networks.nets.onnx_classifier import check_onnx_digest
 
     try:
-        return check_onnx_digest(path) is False
-    except Exception:  # unreadable: _onnx_source said so already
-        return False
+        return check_onnx_digest(path)
+    except Exception:
+        return True
 
 
 def _first_difference(found: dict, wanted: dict) -> str:
@@ -164,12 +166,14 @@ def inference_network(
         # one the Deploy app and MONAI Label serve, whose card says that k), never over it
         onnx_file = onnx_file.with_name(f"{onnx_file.stem}.k{k}{onnx_file.suffix}")
     found = _onnx_source(onnx_file) if onnx_file.is_file() else None
-    edited = found == wanted and _changed_after_export(onnx_file)
-    if found != wanted or edited:
+    digest = _digest_state(onnx_file) if found == wanted else True
+    edited = digest is False
+    if found != wanted or digest is not True:
         why = ("there is none" if not onnx_file.is_file() else
                "the one there is unreadable or not a monai_das export" if found is None else
                "the one there was changed after its export (its digest does not match)" if edited else
-               f"the one there was exported from another {_first_difference(found, wanted)}")
+               "the one there records no digest of its graph and metadata (an earlier version's export)"
+               if digest is None else f"the one there was exported from another {_first_difference(found, wanted)}")
         (logger.warning if edited else logger.info)(
             f"exporting '{ckpt}' to ONNX '{onnx_file}' (once per checkpoint and settings; {why}) ...")
         save_onnx(network, onnx_file, item_shape, metadata=card, extra_props={SOURCE_PROP: json.dumps(wanted)})

@@ -122,6 +122,20 @@ def test_onnx_export_is_reused_until_the_checkpoint_changes(tmp_path, caplog):
     inference_network(build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime", cube,
                       onnx_path)
     assert "the one there was changed after its export (its digest does not match)" in caplog.text
+    # an earlier version's export (no digest; review R68f): exported again once, so that it gets one, then reused
+    from monai_das.networks.nets.onnx_classifier import DIGEST_PROP, check_onnx_digest
+
+    model = onnx.load(str(onnx_path))
+    props = {p.key: p.value for p in model.metadata_props if p.key != DIGEST_PROP}
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(onnx_path))
+    caplog.clear()
+    for _ in range(2):
+        inference_network(build_classifier("das", 2, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime", cube,
+                          onnx_path)
+    assert caplog.text.count("the one there records no digest of its graph and metadata") == 1
+    assert caplog.text.count("exporting") == 1 and check_onnx_digest(onnx_path) is True
     # a configured network that does not fit the checkpoint is refused as by eager, also when the export is reused
     with pytest.raises(RuntimeError, match="size mismatch|Missing key|Unexpected key"):
         inference_network(build_classifier("das", 3, 8, keep_ratio=0.5, slice_axis=2), ckpt, "onnxruntime", cube,
