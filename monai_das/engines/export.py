@@ -35,7 +35,9 @@ from typing import Any
 import torch
 
 from monai_das.engines.onnx_graph import REWRITES, for_runtime
-from monai_das.networks.nets.onnx_classifier import DIGEST_PROP, NETWORK_PROP, ONNX_CARD_PROP, onnx_digest
+from monai_das.networks.nets.onnx_classifier import (
+    DIGEST_PROP, NETWORK_PROP, ONNX_CARD_PROP, digest_state, onnx_digest
+)
 from monai_das.networks.utils import preserved_modes
 from monai_das.utils.config import CARD_KEY, find_config_code, parser_rewrites
 from monai_das.utils.io import atomic_file, read_checkpoint
@@ -447,12 +449,12 @@ def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], ato
 def read_onnx_card(path: str | os.PathLike) -> dict | None:
     """The card embedded in an ONNX file (``metadata_props``), read as plain JSON; weights are not loaded. A file that
     records a digest its graph and metadata no longer match (:func:`~monai_das.networks.nets.onnx_classifier.
-    onnx_digest`: changed after its export) is refused, as :class:`~monai_das.networks.OnnxClassifier` refuses it."""
+    digest_state`: changed after its export) is refused, as :class:`~monai_das.networks.OnnxClassifier` refuses it."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
-    if DIGEST_PROP in props and props[DIGEST_PROP] != onnx_digest(model):
+    if digest_state(model) is False:
         raise ValueError(f"'{path}' was changed after its export: its graph or metadata do not match the "
                          f"'{DIGEST_PROP}' recorded at export, so its card may not describe this graph. Export it "
                          "again from its checkpoint.")

@@ -54,29 +54,25 @@ class IndicesRecorder(nn.Module):
         return logits
 
 
-def _onnx_source(path: Path) -> dict | None:
-    """The ``SOURCE_PROP`` of an ONNX file (plain JSON), ``None`` when absent or unreadable."""
+def _onnx_record(path: Path) -> tuple[dict | None, bool | None]:
+    """From one parse of an ONNX file: its ``SOURCE_PROP`` (plain JSON; ``None`` when absent or unreadable: export
+    again) and :func:`monai_das.networks.nets.onnx_classifier.digest_state` (``False``: changed after its export;
+    ``None``: it records no digest, an earlier version's export, given one by exporting it again once)."""
     import onnx
 
+    from monai_das.networks.nets.onnx_classifier import digest_state
+
     try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        value = json.loads(props[SOURCE_PROP])
+        model = onnx.load(str(path), load_external_data=False)
+        value = json.loads({p.key: p.value for p in model.metadata_props}[SOURCE_PROP])
     except Exception:  # not ours, damaged, older: export again
-        return None
-    return value if isinstance(value, dict) else None
+        return None, None
+    return (value, digest_state(model)) if isinstance(value, dict) else (None, None)
 
 
-def _digest_state(path: Path) -> bool | None:
-    """:func:`monai_das.networks.nets.onnx_classifier.check_onnx_digest` of the ONNX file ``path``: ``True`` (the
-    digest it records matches), ``False`` (changed after its export), ``None`` (it records none: an export of an
-    earlier version, given a digest by exporting it again once); ``True`` for a file that cannot be read here
-    (:func:`_onnx_source` said so already)."""
-    from monai_das.networks.nets.onnx_classifier import check_onnx_digest
-
-    try:
-        return check_onnx_digest(path)
-    except Exception:
-        return True
+def _onnx_source(path: Path) -> dict | None:
+    """The ``SOURCE_PROP`` of an ONNX file (plain JSON), ``None`` when absent or unreadable."""
+    return _onnx_record(path)[0]
 
 
 def _first_difference(found: dict, wanted: dict) -> str:
@@ -165,15 +161,14 @@ def inference_network(
         # a fixed-k graph at another k than the trained one: its own file, beside the export at the trained k (the
         # one the Deploy app and MONAI Label serve, whose card says that k), never over it
         onnx_file = onnx_file.with_name(f"{onnx_file.stem}.k{k}{onnx_file.suffix}")
-    found = _onnx_source(onnx_file) if onnx_file.is_file() else None
-    digest = _digest_state(onnx_file) if found == wanted else True
-    edited = digest is False
-    if found != wanted or digest is not True:
+    found, digest = _onnx_record(onnx_file) if onnx_file.is_file() else (None, None)
+    edited, undigested = found == wanted and digest is False, found == wanted and digest is None
+    if found != wanted or edited or undigested:
         why = ("there is none" if not onnx_file.is_file() else
                "the one there is unreadable or not a monai_das export" if found is None else
                "the one there was changed after its export (its digest does not match)" if edited else
                "the one there records no digest of its graph and metadata (an earlier version's export)"
-               if digest is None else f"the one there was exported from another {_first_difference(found, wanted)}")
+               if undigested else f"the one there was exported from another {_first_difference(found, wanted)}")
         (logger.warning if edited else logger.info)(
             f"exporting '{ckpt}' to ONNX '{onnx_file}' (once per checkpoint and settings; {why}) ...")
         save_onnx(network, onnx_file, item_shape, metadata=card, extra_props={SOURCE_PROP: json.dumps(wanted)})

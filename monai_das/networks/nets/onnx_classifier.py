@@ -32,7 +32,7 @@ def _keep_inherited_sessions() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_keep_inherited_sessions)
 
-__all__ = ["OnnxClassifier", "ONNX_CARD_PROP", "NETWORK_PROP", "DIGEST_PROP", "onnx_digest",
+__all__ = ["OnnxClassifier", "ONNX_CARD_PROP", "NETWORK_PROP", "DIGEST_PROP", "onnx_digest", "digest_state",
            "check_onnx_digest"]
 
 #: ``metadata_props`` key of the model card in an exported ONNX file
@@ -62,15 +62,19 @@ def onnx_digest(model: Any) -> str:
     return digest.hexdigest()
 
 
-def check_onnx_digest(path: str | os.PathLike) -> bool | None:
-    """``True`` when the ONNX file ``path`` holds the digest of its graph and metadata (:func:`onnx_digest`),
-    ``False`` when it holds another one (changed after export), ``None`` when it holds none (written before the
-    digest, or by other code). The file's protobuf is parsed (weights included, no external data)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+def digest_state(model: Any) -> bool | None:
+    """``True`` when the ONNX ``ModelProto`` ``model`` holds the digest of its graph and metadata
+    (:func:`onnx_digest`), ``False`` when it holds another one (changed after export), ``None`` when it holds none
+    (written before the digest, or by other code)."""
     recorded = next((p.value for p in model.metadata_props if p.key == DIGEST_PROP), None)
     return None if recorded is None else recorded == onnx_digest(model)
+
+
+def check_onnx_digest(path: str | os.PathLike) -> bool | None:
+    """:func:`digest_state` of the ONNX file ``path`` (its protobuf parsed, weights included, no external data)."""
+    import onnx
+
+    return digest_state(onnx.load(str(path), load_external_data=False))
 
 
 class OnnxClassifier(nn.Module):
