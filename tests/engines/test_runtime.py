@@ -254,6 +254,33 @@ def test_an_export_changed_after_it_was_written_is_refused(onnx_file, tmp_path, 
     assert "older.onnx' records no 'monai_das.digest'" in caplog.text
 
 
+def test_the_digest_is_checked_on_the_bytes_onnx_runtime_runs(onnx_file, tmp_path, monkeypatch):
+    """R68f: OnnxClassifier checked the digest on a second read of the file, not on what ONNX Runtime loaded, so an
+    edited file swapped for the export between the two reads ran unchecked. One read now serves both."""
+    import shutil
+
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(onnx_file))
+    props = {p.key: p.value for p in model.metadata_props}
+    props["metadata.json"] = json.dumps({"das_model": {"layout": "volume", "num_kept": 4}, "edited": True})
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    swapped = tmp_path / "swapped.onnx"
+    onnx.save(model, str(swapped))
+    session = ort.InferenceSession
+
+    def load_then_swap(source, *args, **kwargs):  # the edited file is loaded, then the export put in its place
+        made = session(source, *args, **kwargs)
+        shutil.copyfile(onnx_file, swapped)
+        return made
+
+    monkeypatch.setattr(ort, "InferenceSession", load_then_swap)
+    with pytest.raises(ValueError, match=r"swapped\.onnx' was changed after its export"):
+        OnnxClassifier(swapped)
+
+
 def test_onnx_file_that_is_not_an_export(tmp_path):
     import onnx
     from onnx import TensorProto, helper

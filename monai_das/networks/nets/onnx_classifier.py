@@ -77,6 +77,13 @@ def check_onnx_digest(path: str | os.PathLike) -> bool | None:
     return digest_state(onnx.load(str(path), load_external_data=False))
 
 
+def _digest_of_bytes(data: bytes) -> bool | None:
+    """:func:`digest_state` of an ONNX file's bytes."""
+    import onnx
+
+    return digest_state(onnx.load_model_from_string(data))
+
+
 class OnnxClassifier(nn.Module):
     """
     Runs an ONNX export of a :class:`~monai_das.networks.SubsampledClassifier` with ONNX Runtime, as a module with
@@ -121,8 +128,11 @@ class OnnxClassifier(nn.Module):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if num_threads:
             options.intra_op_num_threads = check_count(num_threads, "num_threads")
+        # one read: ONNX Runtime runs, and the digest check below reads, the same bytes (a file replaced between
+        # two reads would otherwise be checked but not run)
+        data = self.path.read_bytes()
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers or ["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, options, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:
             damaged = "INVALID_PROTOBUF" in str(e) or "Protobuf parsing failed" in str(e)
             hint = (" (not a whole ONNX file: truncated or damaged in a copy? export it again: `python -m "
@@ -143,7 +153,7 @@ class OnnxClassifier(nn.Module):
         self.item_shape = tuple(int(s) for s in shape[1:])
         self.any_k = "num_samples" in inputs
         meta = self.session.get_modelmeta().custom_metadata_map
-        if DIGEST_PROP in meta and not check_onnx_digest(self.path):
+        if DIGEST_PROP in meta and not _digest_of_bytes(data):
             raise ValueError(
                 f"'{self.path}' was changed after its export: its graph or metadata (model card, network facts) do "
                 f"not match the '{DIGEST_PROP}' recorded at export, so the card may not describe this graph (edited "
