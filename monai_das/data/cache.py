@@ -67,8 +67,9 @@ def failures_text(failed: list[ItemLoadError]) -> str:
     three runs, each naming the first and counting the others)."""
     if len(failed) == 1:
         return str(failed[0])
-    lines = [f"{failed[0]} (and {len(failed) - 1} more item(s) that cannot be loaded:)",
-             *(f"- {e}" for e in failed[1:MAX_NAMED_FAILURES])]
+    first, *rest = str(failed[0]).splitlines() or [""]  # a cause spanning lines (ITK's): the count stays on line 1
+    lines = [f"{first} (and {len(failed) - 1} more item(s) that cannot be loaded, below)", *(f"  {r}" for r in rest),
+             *("- " + "\n  ".join(str(e).splitlines()) for e in failed[1:MAX_NAMED_FAILURES])]
     if len(failed) > MAX_NAMED_FAILURES:
         lines.append(f"... and {len(failed) - MAX_NAMED_FAILURES} more")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ def test_truncated_file_is_named_with_its_datalist_line(tmp_path):
              {"image": str(bad), "source_line": "labels.csv:4"}]
     load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
     with pytest.raises(ItemLoadError, match=r"labels\.csv:3 \(image '.*bad\.nii\.gz'\): cannot be loaded: \w+.* "
-                       r"\(and 1 more item\(s\) that cannot be loaded:\)\n- labels\.csv:4 \(image '.*bad\.nii\.gz'\): cannot "
+                       r"\(and 1 more item\(s\) that cannot be loaded, below\)\n- labels\.csv:4 \(image '.*bad\.nii\.gz'\): cannot "
                        r"be loaded"):
         NamedCacheDataset(items, load, cache_rate=1.0, num_workers=2, progress=False)  # every failure named (T68b)
     lazy = NamedCacheDataset(items, load, cache_rate=0.0, progress=False)  # not cached: named when fetched
@@ -85,5 +85,22 @@ def test_many_failures_are_named_up_to_a_limit():
                           progress=False)
     lines = str(raised.value).splitlines()
     assert lines[0].startswith("list.csv:2: cannot be loaded: ZeroDivisionError") and lines[-1] == "... and 3 more"
-    assert lines[0].endswith(f"(and {MAX_NAMED_FAILURES + 2} more item(s) that cannot be loaded:)")
+    assert lines[0].endswith(f"(and {MAX_NAMED_FAILURES + 2} more item(s) that cannot be loaded, below)")
     assert [line.split(":")[1] for line in lines[1:-1]] == [str(i + 3) for i in range(MAX_NAMED_FAILURES - 1)]
+
+
+def test_a_first_failure_spanning_lines_keeps_the_count_on_the_first_line():
+    """R68f: a first cause whose message spans lines (ITK's) pushed "(and N more ...)" off the first line, the one a
+    log reader that keeps one line shows."""
+    def refuse(x):
+        raise RuntimeError("ITK ERROR: ImageIOFactory\nCould not create IO object for reading file\n  Tried: none")
+
+    items = [{"x": i, "source_line": f"list.csv:{i + 2}"} for i in range(3)]
+    with pytest.raises(ItemLoadError) as raised:
+        NamedCacheDataset(items, Compose([Lambdad("x", refuse)]), cache_rate=1.0, num_workers=1, progress=False)
+    lines = str(raised.value).splitlines()
+    assert lines[0].startswith("list.csv:2: cannot be loaded: RuntimeError: ITK ERROR: ImageIOFactory")
+    assert lines[0].endswith("(and 2 more item(s) that cannot be loaded, below)")
+    assert lines[1:3] == ["  Could not create IO object for reading file", "    Tried: none"]
+    assert [line[:13] for line in lines if line.startswith("- ")] == ["- list.csv:3:", "- list.csv:4:"]
+    assert all(line.startswith(("- ", "  ")) for line in lines[1:])  # continuation lines indented under their item
