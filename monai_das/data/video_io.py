@@ -96,6 +96,15 @@ def _too_many_frames(path: Path, limit: int) -> MemoryError:
                        "or lower its frame rate.")
 
 
+def _cannot_open(path: Path) -> RuntimeError:
+    """The error for a file OpenCV cannot open; a file of a few bytes is said to be one (an mp4 written without a
+    frame holds no video stream, so it cannot be opened rather than decode zero frames)."""
+    size = path.stat().st_size
+    small = (f" It holds only {size} bytes: written without a frame, or cut short?" if size < 4096 else "")
+    return RuntimeError(f"cannot open video file '{path}': OpenCV/FFmpeg could not read it (corrupt, truncated or "
+                        f"unsupported container).{small}")
+
+
 def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> tuple[list[np.ndarray], dict]:
     import cv2
 
@@ -104,10 +113,7 @@ def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> 
         if not cap.isOpened():
             if path.suffix.lower() == ".gif":
                 return _read_gif_pillow(path, size, grayscale)
-            raise RuntimeError(
-                f"cannot open video file '{path}': OpenCV/FFmpeg could not read it (corrupt, truncated or "
-                f"unsupported container)."
-            )
+            raise _cannot_open(path)
         declared = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         hw = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
@@ -167,8 +173,7 @@ def decoded_frame_count(path: str | os.PathLike, check_frame_count: bool = True)
 
                 with Image.open(path) as im:
                     return int(getattr(im, "n_frames", 1))
-            raise RuntimeError(f"cannot open video file '{path}': OpenCV/FFmpeg could not read it (corrupt, "
-                               "truncated or unsupported container).")
+            raise _cannot_open(path)
         declared, decoded = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0
         while cap.grab():
             decoded += 1

@@ -105,6 +105,26 @@ def _write_avi(path: Path, n: int, size: int = 32) -> None:
     writer.release()
 
 
+def test_clips_without_a_frame(tmp_path):
+    """T68b: an mp4 written without a frame holds no video stream: OpenCV cannot open it (RuntimeError, as the
+    README says), and the message says how small it is; an avi that opens but decodes no frame is a ValueError."""
+    import cv2
+
+    mp4 = tmp_path / "none.mp4"
+    cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32)).release()
+    with pytest.raises(RuntimeError, match=r"cannot open video file '.*none\.mp4'.* It holds only \d+ bytes: written "
+                                           r"without a frame, or cut short\?"):
+        read_video(mp4)
+    avi = tmp_path / "zero.avi"
+    _write_avi(avi, 0)
+    with pytest.raises(ValueError, match=r"zero\.avi' has zero decodable frames"):
+        read_video(avi)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"x" * 5000)  # not small: no size hint
+    with pytest.raises(RuntimeError, match=r"unsupported container\)\.$"):
+        read_video(junk)
+
+
 def test_bad_files_give_clear_errors(pocus, tmp_path):
     root, rows = pocus
     with pytest.raises(FileNotFoundError, match="nope.mp4"):
