@@ -624,6 +624,10 @@ def _trained_value(key: str, facts: Mapping, shipped: Path | None = None) -> Any
         value = (facts.get("splits") or {}).get(key)
         valid = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < 1
         return float(value) if valid else _UNSET
+    if key in ("num_train", "num_val"):  # synthetic data: the count is the set (trial T68a: --split val read 64)
+        value = run.get(key)
+        valid = run.get("dataset") == "synthetic" and not isinstance(value, bool) and isinstance(value, int)
+        return value if valid and value >= 1 else _UNSET
     if key in _FROM_FACTS:
         return facts.get(key, _UNSET)
     if key in _FROM_RECIPE:

@@ -66,3 +66,28 @@ def test_the_card_gives_classes_and_folder_for_its_own_datalist_only(tmp_path, b
         studies = _parser(bundle, configs, root, input=str(tmp_path))
         assert studies.get_parsed_content("datalist") is None
         assert studies.get_parsed_content("label_names") == ["normal", "lesion"]
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+@pytest.mark.parametrize("configs", RUNS)
+def test_synthetic_splits_are_the_trainings_sets(tmp_path, bundle, configs):
+    """Trial T68a: `inference.json --split val` on a synthetic training read 64 items (the default set), not the
+    training's `--num_val`: on synthetic data the count is the set, so the training's counts are taken (a cap of
+    another dataset's split is not: the whole split is read)."""
+    root = tmp_path / "bundle"
+    (root / "models").mkdir(parents=True)
+    ckpt = root / "models" / "model.pt"
+    torch.save({"w": torch.zeros(1)}, ckpt)
+    layout = "volume" if "volume" in bundle else "video"
+    counts = {"num_train": 40, "num_val": 24}
+    for dataset, wanted in (("synthetic", counts), ("vesselmnist3d", {"num_train": None, "num_val": None})):
+        card = {"das_model": {"layout": layout, "source": dataset, "checkpoint_sha256": file_digest(ckpt),
+                              "run_params": {"dataset": dataset, **counts}}}
+        (root / "models" / "metadata.json").write_text(json.dumps(card))
+        parser = _parser(bundle, configs, root)
+        assert {k: parser.get_parsed_content(k) for k in counts} == wanted, dataset
+        if configs == ("inference.json",):
+            assert parser.get_parsed_content("source#num_samples") == {
+                "test": None, "val": wanted["num_val"], "train": wanted["num_train"]}
+            capped = _parser(bundle, configs, root, num_items=5)
+            assert capped.get_parsed_content("source#num_samples") == {"test": 5, "val": 5, "train": 5}
