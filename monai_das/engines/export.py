@@ -370,6 +370,14 @@ def _save_onnx(network: torch.nn.Module, filepath: str | os.PathLike, item_shape
     if metadata is not None:
         props[CARD_PROP] = json.dumps(metadata)
     props.pop(DIGEST_PROP, None)
+    # what a model viewer (Netron) or ONNX Runtime's modelmeta shows: the exporter left the description empty and
+    # the version at int64's largest value (trial T68e)
+    facts, card = json.loads(props[NETWORK_PROP]), metadata if isinstance(metadata, Mapping) else {}
+    title = card.get("name") if isinstance(card.get("name"), str) else "monai_das classifier"
+    frames = "frames" if facts["layout"] == "video" else "slices"
+    model.doc_string = (f"{title}: {facts['method'] or 'full'} keeping {facts['num_kept']} of {facts['num_frames']} "
+                        f"{frames}{' (any k: input num_samples)' if any_k else ''}")
+    model.model_version = 1
     onnx.helper.set_model_props(model, props)
     props[DIGEST_PROP] = onnx_digest(model)  # last: the graph and every property above (OnnxClassifier checks it)
     onnx.helper.set_model_props(model, props)

@@ -254,6 +254,15 @@ def test_an_export_changed_after_it_was_written_is_refused(onnx_file, tmp_path, 
     assert "older.onnx' records no 'monai_das.digest'" in caplog.text
 
 
+def test_an_export_describes_itself_to_model_viewers(onnx_file):
+    """Trial T68e: the export's description (what Netron and ONNX Runtime's modelmeta show) was empty and its
+    version int64's largest value."""
+    runner = OnnxClassifier(onnx_file)
+    meta = runner.session.get_modelmeta()
+    assert meta.description == "monai_das classifier: DASampler keeping 4 of 8 slices (any k: input num_samples)"
+    assert meta.version == 1
+
+
 def test_the_digest_is_checked_on_the_bytes_onnx_runtime_runs(onnx_file, tmp_path, monkeypatch):
     """R68f: OnnxClassifier checked the digest on a second read of the file, not on what ONNX Runtime loaded, so an
     edited file swapped for the export between the two reads ran unchecked. One read now serves both."""
