@@ -155,21 +155,32 @@ class ClassificationReportSaver:
             kept = None if kept is None else [int(i) for i in torch.as_tensor(kept).reshape(-1)]
             # the kept frames as the file's own slice/frame numbers (SourceIndicesd), as the inference's predictions
             frames = kept_source_indices(kept, data.get(SOURCE_INDICES) if isinstance(data, dict) else None)
+            image = data.get("image") if isinstance(data, dict) else None
+            image = (getattr(image, "meta", None) or {}).get("filename_or_obj") if image is not None else None
             if frames is not None:  # a short clip's k kept frames can be fewer of its own: said, as inference says it
                 t = torch.as_tensor(data[SOURCE_INDICES]).numel()
-                warning = repeated_source_warning(repr(name) if name is not None else "(no id)", frames, t)
+                warning = repeated_source_warning(repr(self._study_name(name, image)), frames, t)
                 if warning:
                     self.logger.warning(warning)
             group = data.get("group") if isinstance(data, dict) else None  # a datalist item's patient
             group = None if group is None else str(group)
-            image = data.get("image") if isinstance(data, dict) else None
-            image = (getattr(image, "meta", None) or {}).get("filename_or_obj") if image is not None else None
             if group is not None and name is not None and os.path.isabs(group) and (
                     group == (os.path.abspath(str(image)) if image else None)
                     or Path(group).as_posix().endswith("/" + Path(str(name)).as_posix().lstrip("/"))):
                 group = str(name)  # no patient given: the image itself, by its id, not its absolute path (T64a)
             self._items.append((label, int(pred.argmax()), prob.detach().float().cpu().tolist(),
                                 None if name is None else str(name), kept, frames, group))
+
+    def _study_name(self, name: Any, image: Any) -> str:
+        """The item being collected, as its row of the predictions file names it (trial T69a: a warning said
+        "study (no id)" of the item the file calls ``images/case001.nii.gz``): its id, else its ``item_ids`` entry
+        (one process), else its image file."""
+        if name is not None:
+            return str(name)
+        index = len(self._items)
+        if self.item_ids is not None and index < len(self.item_ids) and rank_world()[1] == 1:
+            return str(self.item_ids[index])
+        return str(image) if image else f"item {index}"
 
     def _write_predictions(self, names: Sequence[str], world: int) -> None:
         """``<file_prefix><predictions>``: one row per item, in the evaluated order."""

@@ -147,6 +147,27 @@ def test_kept_frames_of_a_short_clip_that_are_one_frame_of_it_are_warned(tmp_pat
         engine.run([[0, 1]], max_epochs=1)
     assert "study 'p7 clip0.avi': the 2 kept frames are only 1 distinct slices/frames of the file" in caplog.text
     assert "'long'" not in caplog.text
+    # an item without an id (the bundle's evaluation): named as its row of the predictions file names it, by
+    # item_ids (trial T69a: "study (no id)"), else by its image file
+    caplog.clear()
+    anonymous = {"source_indices": short["source_indices"]}
+
+    def step2(engine, idx):
+        engine.state.batch = [(full, anonymous)[i] for i in idx]
+        return [{"pred": torch.zeros(2), "label": torch.tensor(i), "kept_indices": torch.tensor([0, 1])} for i in idx]
+
+    ClassificationReportSaver(tmp_path / "ids", 2, item_ids=["a.avi", "images/case001.avi"]).attach(
+        engine := Engine(step2))
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.report"):
+        engine.run([[0, 1]], max_epochs=1)
+    assert "study 'images/case001.avi': the 2 kept frames are only 1" in caplog.text
+    from monai.data import MetaTensor
+
+    anonymous["image"] = MetaTensor(torch.zeros(1), meta={"filename_or_obj": "/d/c9.avi"})
+    ClassificationReportSaver(tmp_path / "file", 2).attach(engine := Engine(step2))
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.report"):
+        engine.run([[0, 1]], max_epochs=1)
+    assert "study '/d/c9.avi': the 2 kept frames" in caplog.text and "(no id)" not in caplog.text
 
 
 def test_intervals_count_and_draw_patients(tmp_path, caplog):
