@@ -688,8 +688,6 @@ def load_datalist(
             listed twice in the split, malformed evidence; also a missing or empty list; reading the ``training``
             list, a key one typo from a patient key when no key names the patients.
     """
-    from monai.data import load_decathlon_datalist
-
     path = _file(path)
     kind = _kind(path)
     if split not in DATALIST_SPLITS:
@@ -722,19 +720,7 @@ def load_datalist(
         if not isinstance(image, str) or not image.strip():
             what = "is blank" if image is None or isinstance(image, str) else f"must be one path, got {image!r}"
             raise ValueError(f"{path}:{loc}: the image {what}.")
-    if kind == "json":
-        # only "image" is taken from MONAI's reader: for every other key it turns any value that happens to name an
-        # existing file or folder under base_dir into a path (a label "benign" next to a folder benign/, say)
-        resolved = [it["image"] for it in load_decathlon_datalist(path, False, split, base_dir=root)]
-        # MONAI wraps every item of a "test" list whose first entry is a plain path; a dict after it is then not
-        # resolved (its "image" stays a dict): join that one here, as MONAI does for the others
-        resolved = [
-            r if isinstance(r, str) else os.path.join(root, it["image"]) for r, (_, it) in zip(resolved, entries)
-        ]
-    else:
-        resolved = [os.path.join(root, item["image"]) for _, item in entries]
-
-    resolved = [os.path.normpath(os.path.abspath(image)) for image in resolved]
+    resolved = _resolved_images(path, root, split, entries)
     missing = []
     for (loc, item), image in zip(entries, resolved):
         if not _inside(image, root):
@@ -745,9 +731,15 @@ def load_datalist(
             )
         if not missing_ok and not os.path.exists(image):
             missing.append((f"{path}:{loc}", image, str(item["image"])))
-    if missing:
+    if missing:  # with those of the file's other lists: one run names every file to mend (trial T69a)
         others = [s for s in datalist_splits(path) if s != split]
-        raise FileNotFoundError(_missing_images(missing, root, len(entries), split if others else None))
+        counts = {split: len(missing)}
+        for other in others:
+            found = _missing_of(path, root, other, rows.get(other) or [])
+            missing += found
+            counts[other] = len(found)
+        listed = len(entries) + sum(len(rows.get(other) or []) for other in others)
+        raise FileNotFoundError(_missing_images(missing, root, listed, counts if others else None))
 
     items: list[dict] = []
     seen: dict[str, str] = {}
@@ -775,28 +767,64 @@ def load_datalist(
     return items
 
 
+def _resolved_images(path: Path, root: str, split: str, entries: Sequence[tuple]) -> list[str]:
+    """The absolute, normalised image paths of the ``split`` list's ``entries`` (``(location, item)``, every item
+    of that list) of the datalist ``path``, relative ones read from ``root``."""
+    if _kind(path) == "json":
+        from monai.data import load_decathlon_datalist
+
+        # only "image" is taken from MONAI's reader: for every other key it turns any value that happens to name an
+        # existing file or folder under base_dir into a path (a label "benign" next to a folder benign/, say)
+        resolved = [it["image"] for it in load_decathlon_datalist(path, False, split, base_dir=root)]
+        # MONAI wraps every item of a "test" list whose first entry is a plain path; a dict after it is then not
+        # resolved (its "image" stays a dict): join that one here, as MONAI does for the others
+        resolved = [
+            r if isinstance(r, str) else os.path.join(root, it["image"]) for r, (_, it) in zip(resolved, entries)
+        ]
+    else:
+        resolved = [os.path.join(root, item["image"]) for _, item in entries]
+    return [os.path.normpath(os.path.abspath(image)) for image in resolved]
+
+
+def _missing_of(path: Path, root: str, split: str, entries: Sequence[tuple]) -> list[tuple[str, str, str]]:
+    """The images of the ``split`` list (``entries``: all of its items) that do not exist, as :func:`load_datalist`
+    collects them; an item it would refuse for another reason (a blank image, one outside ``root``), or a list it
+    cannot resolve, is left to it: refused in its own words when that list is read."""
+    try:
+        resolved = _resolved_images(path, root, split, entries)
+    except Exception:
+        return []
+    return [(f"{path}:{loc}", image, str(item["image"])) for (loc, item), image in zip(entries, resolved)
+            if isinstance(item.get("image"), str) and item["image"].strip() and _inside(image, root)
+            and not os.path.exists(image)]
+
+
 def _common_folder(images: Sequence[str]) -> str:
     """The deepest folder that holds every one of ``images`` (absolute paths), shell-quoted."""
     common = os.path.commonpath(images)
     return shlex.quote(common if os.path.isdir(common) else os.path.dirname(common))
 
 
-def _missing_images(missing: Sequence[tuple[str, str, str]], root: str, listed: int = 0, split: str | None = None
-                    ) -> str:
+#: how many missing images an error names (the others are counted)
+MAX_NAMED = 20
+
+
+def _missing_images(missing: Sequence[tuple[str, str, str]], root: str, listed: int = 0,
+                    counts: Mapping[str, int] | None = None) -> str:
     """The error of a datalist's images that do not exist (``(where, image, as written)``): the first one, how many
-    others and where (a few), of the list ``split`` when the file holds others (which are checked when read); when
+    others and where (up to ``MAX_NAMED``), how many of each list (``counts``, the list read first first) when the
+    file holds several; when
     the written paths name files from the working directory (paths are relative to ``root``, the dataset folder),
     the ``--dataset_dir`` that reads them, or, when none of the ``listed`` images exists, where they are read from;
     for paths written with ``\\`` (a list made on Windows), how to write them here."""
     where, image, _ = missing[0]
     text = f"{where}: image '{image}' does not exist."
     if len(missing) > 1:
-        shown = ", ".join(Path(w).name for w, _, _ in missing[1:6])  # 'labels.csv:7', 'datalist.json:training[3]'
-        more = ", ..." if len(missing) > 6 else ""
+        shown = ", ".join(Path(w).name for w, _, _ in missing[1:MAX_NAMED])  # 'labels.csv:7', 'x.json:training[3]'
+        more = f", and {len(missing) - MAX_NAMED} more" if len(missing) > MAX_NAMED else ""
         text += f" {len(missing) - 1} more image(s) do not exist either (at {shown}{more})."
-    if split is not None:  # a user who fixed these met the other lists' in a second run (trial T63a)
-        text += (f" (This counts the '{split}' list; the file's other lists are checked when they are read: check "
-                 "their paths too.)")
+    if counts:  # a user who fixed one list's met the others' in a second run, and a third (trials T63a, T69a)
+        text += " Missing in every list of the file: " + ", ".join(f"{n} in '{s}'" for s, n in counts.items()) + "."
     from_cwd = [os.path.abspath(written) for _, _, written in missing if not os.path.isabs(written)
                 and os.path.exists(written)]
     if from_cwd and Path.cwd().resolve() != Path(root).resolve():

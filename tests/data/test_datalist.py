@@ -449,12 +449,27 @@ def test_missing_images_are_named_together_with_a_hint_for_windows_paths(tmp_pat
     path = _csv(tmp_path / "list.csv", "image,label", "clips/a/p00.npy,x", "clips/a/gone.npy,y")
     with pytest.raises(FileNotFoundError, match=r"list\.csv:3: image '.*gone\.npy' does not exist\.$"):
         load_datalist(path)  # one, no hint
-    # a file of several lists: the count is the training list's, said so (the test rows were met in a second run;
-    # trial T63a)
-    split = _csv(tmp_path / "split.csv", "image,label,split", "clips/a/gone.npy,x,training", "clips/a/lost.npy,y,test")
-    with pytest.raises(FileNotFoundError, match=r"gone\.npy' does not exist\. \(This counts the 'training' list; the "
-                                                r"file's other lists are checked when they are read"):
+    # a file of several lists: every list's missing images in the one error (the test rows were met in a second
+    # run, trial T63a; then the validation rows in a third, trial T69a); a list's blank image is left to its reading
+    split = _csv(tmp_path / "split.csv", "image,label,split", "clips/a/gone.npy,x,training", "clips/a/p00.npy,x,test",
+                 "clips/a/lost.npy,y,test", "clips/a/p01.npy,y,validation", "clips/a/away.npy,x,validation",
+                 ",y,validation")
+    with pytest.raises(FileNotFoundError, match=r"gone\.npy' does not exist\. 2 more image\(s\) do not exist either "
+                                                r"\(at split\.csv:6, split\.csv:4\)\. Missing in every list of the file: "
+                                                r"1 in 'training', 1 in 'validation', 1 in 'test'\.$"):
         load_datalist(split)
+    import json
+
+    listed = tmp_path / "split.json"  # a JSON datalist alike, its items named by list and index
+    listed.write_text(json.dumps({"training": [{"image": "clips/a/gone.npy", "label": 0}],
+                                  "test": [{"image": "clips/a/p00.npy", "label": 1}, {"image": "lost.npy", "label": 1}]}))
+    with pytest.raises(FileNotFoundError, match=r"1 more image\(s\) do not exist either \(at split\.json:test\[1\]"
+                                                r"\)\. Missing in every list of the file: 1 in 'training', 1 in 'test'\.$"):
+        load_datalist(listed)
+    many = _csv(tmp_path / "many.csv", "image,label", *[f"m{i}.npy,{'xy'[i % 2]}" for i in range(25)])
+    with pytest.raises(FileNotFoundError, match=r"24 more image\(s\) do not exist either \(at many\.csv:3, .*many\.csv:21, "
+                                                r"and 5 more\)\. Relative image paths"):
+        load_datalist(many)  # up to 20 named
 
 
 def test_paths_written_from_the_working_directory_name_the_dataset_dir_that_reads_them(tmp_path, monkeypatch):
