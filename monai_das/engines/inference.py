@@ -20,7 +20,9 @@ import torch
 
 from monai_das.engines.utils import flag, optional
 from monai_das.transforms.temporal import SOURCE_INDICES
-from monai_das.utils.io import file_digest, hold_lock, input_folder_name, read_checkpoint, release_lock
+from monai_das.utils.io import (
+    file_digest, hold_lock, input_folder_name, open_in_place, read_checkpoint, refuse_link, release_lock
+)
 from monai_das.utils.logs import first_cause, root_cause
 
 __all__ = [
@@ -70,6 +72,8 @@ def hold_predictions(predictions_csv: str | os.PathLike) -> None:
         RuntimeError: another process holds the lock.
     """
     path = Path(predictions_csv)
+    for written in (path, path.with_suffix(".json")):  # read, emptied, appended: never through a link (T69b)
+        refuse_link(written, "predictions file")
     hold_lock(path.parent, *_lock_names(path), what="batch inference", refusal=lambda o: (
         f"another batch inference is writing '{path}'{f' ({o})' if o else ''}: wait for it to finish, or give this "
         "run another --output_dir."))
@@ -293,7 +297,7 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
             write_predictions_csv(path, header, unique)
             write_predictions_json(path, json_path)
         else:  # nothing kept: an empty file gets the current header from PredictionWriter
-            path.write_bytes(b"")
+            open_in_place(path, "w", "predictions file").close()
             json_path.unlink(missing_ok=True)
         text = (f"'{path}': kept {len(unique)} predictions, dropped "
                 + ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items())) + ".")
@@ -355,7 +359,7 @@ def select_studies(
         hold_predictions(path)  # before the file is read, rewritten or emptied: one run per file
         if not mine and not path.is_file():  # an empty file says the shard ran and had nothing (merge skips it)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"")
+            open_in_place(path, "w", "predictions file").close()
         if flag(skip_done):
             done = resume_predictions(path, mine, model_key)
         elif path.is_file() and path.stat().st_size > 0:
@@ -364,7 +368,7 @@ def select_studies(
             header = read_predictions_csv(path)[0]
             if header:
                 _check_predictions_header(path, header)  # never empty a file that is not ours
-            path.write_bytes(b"")  # truncate: rows are not appended to an old run's
+            open_in_place(path, "w", "predictions file").close()  # truncate: rows are not appended to an old run's
             path.with_suffix(".json").unlink(missing_ok=True)
             logger.info(f"'{path}': skip_done is false, previous predictions removed.")
     todo = [it for it in mine if it["id"] not in done]

@@ -18,7 +18,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.data.studies import kept_source_indices, repeated_source_warning
 from monai_das.handlers.utils import attach_once, rank_world
-from monai_das.utils.io import atomic_file, write_json_atomic
+from monai_das.utils.io import atomic_file, open_in_place, refuse_link, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -147,7 +147,7 @@ def read_predictions_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[
 
 def _truncate_partial_row(path: Path) -> int:
     """Cut the bytes after the last line end off ``path`` (a row cut short by a kill); returns how many."""
-    with open(path, "rb+") as f:
+    with open_in_place(path, "rb+", "predictions file") as f:
         size = f.seek(0, os.SEEK_END)
         start = size
         while start > 0:  # look backwards for the last line end, 64 KiB at a time
@@ -293,6 +293,7 @@ class PredictionWriter:
         if rank_world()[0] != 0:
             return
         self.filepath.parent.mkdir(parents=True, exist_ok=True)
+        refuse_link(self.filepath, "predictions file")  # read and rewritten in place: never through a link (T69b)
         if self.filepath.is_file() and self.filepath.stat().st_size > 0:
             with open(self.filepath, newline="", encoding="utf-8-sig", errors="replace") as f:
                 header = next(csv.reader(f), [])
@@ -315,7 +316,7 @@ class PredictionWriter:
                 self.logger.warning(f"'{self.filepath}': dropped a partial last row ({cut} bytes) left by an "
                                     "interrupted run.")
         if not self.filepath.is_file() or self.filepath.stat().st_size == 0:
-            with open(self.filepath, "w", newline="", encoding="utf-8") as f:
+            with open_in_place(self.filepath, "w", "predictions file", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerow(self.fields)
 
     def _row(self, item: dict) -> list[str]:
@@ -389,7 +390,7 @@ class PredictionWriter:
             rows = [r for part in idist.all_gather(rows) for r in part]
         if rank != 0:
             return
-        with open(self.filepath, "a", newline="", encoding="utf-8") as f:
+        with open_in_place(self.filepath, "a", "predictions file", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(rows)  # one row per write: a kill leaves at most a partial last row
             f.flush()
             os.fsync(f.fileno())

@@ -116,6 +116,39 @@ def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+#: ``os.open`` flags of the modes :func:`open_in_place` takes
+_IN_PLACE_FLAGS = {"w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                   "rb+": os.O_RDWR}
+
+
+def refuse_link(filepath: str | os.PathLike, what: str = "output file") -> None:
+    """Refuse an output file that is a symbolic link: a file written in place (appended, truncated) would be written
+    wherever the link points, outside the output folder (security review T69b: a link planted as
+    ``predictions.csv`` made batch inference empty and overwrite another run's results)."""
+    if Path(filepath).is_symlink():
+        raise _link_error(filepath, what)
+
+
+def _link_error(filepath: str | os.PathLike, what: str) -> ValueError:
+    return ValueError(f"{what} '{filepath}' is a symbolic link (to '{os.readlink(filepath)}'): monai_das writes its "
+                      "outputs in the output folder, never through a link; remove the link or choose another output "
+                      "folder.")
+
+
+def open_in_place(filepath: str | os.PathLike, mode: str = "a", what: str = "output file", **kwargs: Any) -> Any:
+    """``open(filepath, mode, **kwargs)`` for a file written in place (``mode`` ``"w"``, ``"a"`` or ``"rb+"``) that
+    never follows a symbolic link (``O_NOFOLLOW`` where the system has it, :func:`refuse_link`'s error otherwise):
+    checked by the open itself, so a link put there after a check is refused too."""
+    refuse_link(filepath, what)
+    try:
+        fd = os.open(filepath, _IN_PLACE_FLAGS[mode] | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as e:
+        if Path(filepath).is_symlink():
+            raise _link_error(filepath, what) from e
+        raise
+    return os.fdopen(fd, mode, **kwargs)
+
+
 def write_text_atomic(text: str, filepath: str | os.PathLike, newline: str | None = None) -> str:
     """Write ``text`` to ``filepath`` atomically (:func:`atomic_file`), flushed to disk before the swap."""
     with atomic_file(filepath) as tmp, open(tmp, "w", newline=newline) as f:

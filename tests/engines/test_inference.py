@@ -428,6 +428,59 @@ def test_one_run_per_predictions_file(tmp_path):
     assert sorted(p.name for p in done.parent.iterdir()) == ["predictions.csv", "predictions.json"]  # let go
 
 
+@pytest.mark.parametrize("target_exists", [False, True])
+def test_a_predictions_file_that_is_a_link_is_refused(tmp_path, target_exists):
+    """Security review T69b: a link planted as predictions.csv made batch inference empty the file it points to (another
+    run's results), then append its rows there, outside its output folder. A link is refused before anything reads or
+    writes it, and the writer never opens one."""
+    from monai_das.handlers import PredictionWriter
+
+    elsewhere = tmp_path / "victim" / "other_results.csv"
+    elsewhere.parent.mkdir()
+    if target_exists:
+        elsewhere.write_text("id,source,fingerprint,pred_label,error\ns0,/x/0,0-1,1,\n")
+    before = elsewhere.read_bytes() if target_exists else None
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.csv").symlink_to(elsewhere)
+    items = [{"id": f"s{i}", "image": f"/x/{i}", "fingerprint": f"{i}-1"} for i in range(2)]
+    for skip_done in (True, False):
+        with pytest.raises(ValueError, match=r"predictions file '.*out[/\\]predictions\.csv' is a symbolic link \(to "
+                                             r"'.*other_results\.csv'\): monai_das writes its outputs in the output "
+                                             r"folder, never through a link"):
+            select_studies(items, 0, 1, done_csv=out / "predictions.csv", skip_done=skip_done)
+    writer = PredictionWriter(out / "predictions.csv", label_names=["a", "b"], model_key="m")
+    with pytest.raises(ValueError, match=r"is a symbolic link"):
+        writer._open()
+    assert (elsewhere.read_bytes() if target_exists else None) == before and elsewhere.exists() == target_exists
+    (out / "predictions.csv").unlink()
+    (out / "predictions.json").symlink_to(elsewhere)  # the JSON beside it is rewritten too
+    with pytest.raises(ValueError, match=r"predictions\.json' is a symbolic link"):
+        select_studies(items, 0, 1, done_csv=out / "predictions.csv")
+
+
+def test_open_in_place_never_follows_a_link(tmp_path):
+    """The open itself refuses a link (O_NOFOLLOW): a link put there after a check is not followed either."""
+    import monai_das.utils.io as io
+
+    target = tmp_path / "t.csv"
+    target.write_text("x\n")
+    (tmp_path / "l.csv").symlink_to(target)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        io.open_in_place(tmp_path / "l.csv", "a")
+    checked = io.refuse_link
+    try:
+        io.refuse_link = lambda *a, **k: None  # the check passed before the link was made
+        with pytest.raises(ValueError, match="is a symbolic link"):
+            io.open_in_place(tmp_path / "l.csv", "a")
+    finally:
+        io.refuse_link = checked
+    assert target.read_text() == "x\n"
+    with io.open_in_place(tmp_path / "new.csv", "w", encoding="utf-8") as f:
+        f.write("y\n")
+    assert (tmp_path / "new.csv").read_text() == "y\n"
+
+
 def test_shard_files(tmp_path, monkeypatch):
     from monai_das.engines import launcher_shard
 
