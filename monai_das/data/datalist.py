@@ -24,7 +24,7 @@ import numpy as np
 
 from monai_das.data.listing import _label_index
 from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom, read_dicom_header
-from monai_das.utils.config import parser_rewrites
+from monai_das.utils.config import hidden_characters, parser_rewrites
 from monai_das.utils.io import file_digest
 
 __all__ = [
@@ -146,13 +146,16 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
             reader.fieldnames = columns  # so that " label" or "Label" in a hand-written header counts as "label"
             rows = []
             for row in reader:
-                # physical line of the row's end (header = line 1): what an editor shows for one-line rows
+                # physical line of the row's start (header = line 1): its end less the line breaks inside its quoted
+                # cells (a cell spanning lines was named by the row's last line)
+                cells = [v for v in row.values() if isinstance(v, str)] + list(row.get(None) or [])
+                line = reader.line_num - sum(v.count("\n") for v in cells)
                 if None in row:  # more cells than header columns: a shifted row would lose its group silently
                     raise ValueError(
-                        f"{path}:{reader.line_num}: {len(columns) + len(row[None])} cells for the {len(columns)} "
+                        f"{path}:{line}: {len(columns) + len(row[None])} cells for the {len(columns)} "
                         f"header columns {columns} (extra: {row[None]}); quote a value that holds a comma."
                     )
-                rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
+                rows.append((line, {k: (v or "").strip() for k, v in row.items()}))
     except UnicodeDecodeError as e:
         raise _not_utf8(path, e) from e
     return rows
@@ -279,11 +282,18 @@ def check_class_name(name: str, where: str) -> str:
     ``name`` when it is a plain class name; ``ValueError`` naming ``where`` when MONAI's ``ConfigParser`` would not read
     it as itself (:func:`~monai_das.utils.config.parser_rewrites`: ``$``, ``%`` or ``@`` at its start, ``%#`` or
     ``@#`` in it): class names go into the model card, which MONAI bundle tools read with that parser (``$``
-    expressions, ``%file#key`` macros that copy another file in, ``@`` references).
+    expressions, ``%file#key`` macros that copy another file in, ``@`` references); or when it holds a character that
+    prints as something else or nothing (:func:`~monai_das.utils.config.hidden_characters`: a newline, a
+    right-to-left override).
     """
     why = parser_rewrites(name)
     if why is not None:
         raise ValueError(f"{where}: class name {name!r} {why}; class names go into the model card: rename the class.")
+    hidden = hidden_characters(name)
+    if hidden:
+        raise ValueError(f"{where}: class name {ascii(name)} holds characters that print as something else or "
+                         f"nothing ({', '.join(hidden)}): it would read as another name, or another line, in logs and "
+                         "reports; rename the class.")
     return name
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_das.utils.config import CARD_KEY, parser_rewrites
+from monai_das.utils.config import CARD_KEY, hidden_characters, parser_rewrites
 
 __all__ = ["ModelSpec", "MissingMetadataError", "OverrideError", "CARD_NAME", "CARD_KEY"]
 
@@ -456,6 +456,8 @@ def _card_fields(card: Mapping, source: str) -> dict[str, Any]:
     if method is not None:
         out["method"] = method
     names = literal("label_names", list)
+    if names is not None and any(hidden_characters(str(n)) for n in names):  # training refuses such names (T69b)
+        _damaged(where + "label_names", names, source)
     if names is not None:
         out["labels"] = [str(n) for n in names]
     size, frames = literal("spatial_size", list), literal("num_frames", int)

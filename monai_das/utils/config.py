@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["CARD_KEY", "optional", "parser_rewrites", "find_config_code"]
+__all__ = ["CARD_KEY", "optional", "parser_rewrites", "find_config_code", "hidden_characters"]
 
 #: the model card's section of a ``metadata.json`` (``monai_das.handlers.ModelCardSaver`` writes it; plain data that
 #: the export, the Deploy app and the bundles read)
@@ -19,6 +19,16 @@ def optional(value: Any) -> Any:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         return None
     return value
+
+
+def hidden_characters(text: str) -> list[str]:
+    """The characters of ``text`` that print as something else or nothing: control characters (a newline, a tab,
+    ``\\x1b`` terminal escapes), format characters (right-to-left overrides, zero-width spaces) and line/paragraph
+    separators, as ``ascii`` escapes (``['\\n']``). A class name holding one reads as another name, or as another
+    log line (security review T69b: ``'a\\nFAKE LOG LINE'``), in logs, reports and MONAI Label's answers."""
+    import unicodedata
+
+    return [ascii(c)[1:-1] for c in dict.fromkeys(text) if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
 
 
 #: keys MONAI's ``ConfigParser`` reads as directives (instantiate a class, import, ...), not as data

@@ -347,6 +347,11 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
          r"labels\.csv:3: class name 'grade@#2' holds '%#' or '@#'"),
         (["image,label", "a.npy,x", "b.npy,grade #2"], ValueError,  # 'grade ::2' in an exported model.ts
          r"labels\.csv:3: class name 'grade #2' holds '#' \(MONAI's config parser rewrites it to '::'"),
+        # a name that prints as another one, or as another log line (security review T69b)
+        (["image,label", "a.npy,x", 'b.npy,"ok\nFAKE LOG LINE - INFO - all good"'], ValueError,
+         r"labels\.csv:3: class name 'ok\\nFAKE LOG LINE - INFO - all good' holds characters that print as something "
+         r"else or nothing \(\\n\)"),
+        (["image,label", "a.npy,x", "b.npy,benign\u202egnam"], ValueError, r"class name 'benign\\u202egnam' holds .*\(\\u202e\)"),
     ],
 )
 def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):
