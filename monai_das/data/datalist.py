@@ -144,7 +144,7 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
                     f"'image,label[,group][,evidence][,split]'.{hint}"
                 )
             reader.fieldnames = columns  # so that " label" or "Label" in a hand-written header counts as "label"
-            rows = []
+            rows, blank = [], []
             for row in reader:
                 # physical line of the row's start (header = line 1): its end less the line breaks inside its quoted
                 # cells (a cell spanning lines was named by the row's last line)
@@ -155,9 +155,17 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
                         f"{path}:{line}: {len(columns) + len(row[None])} cells for the {len(columns)} "
                         f"header columns {columns} (extra: {row[None]}); quote a value that holds a comma."
                     )
-                rows.append((line, {k: (v or "").strip() for k, v in row.items()}))
+                cells = {k: (v or "").strip() for k, v in row.items()}
+                if any(cells.values()):
+                    rows.append((line, cells))
+                else:  # a spreadsheet's row of empty cells (',,,,'): no item; it was refused as "the image is blank"
+                    blank.append(line)
     except UnicodeDecodeError as e:
         raise _not_utf8(path, e) from e
+    if blank and (str(path), "blank rows") not in _warned_keys:
+        _warned_keys.add((str(path), "blank rows"))
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        logger.warning(f"{path}: {len(blank)} row(s) whose every cell is blank skipped (line(s) {shown}): no item.")
     return rows
 
 
@@ -1586,9 +1594,15 @@ def check_study_shapes(
             continue
         if first_with and c not in first_with and not mixed_channels:
             other_c, other = next(iter(first_with.items()))
+
+            def fourth(path: str, n: int) -> str:  # a 4D NIfTI's 4th axis is channels (trial T69a: not said)
+                return (" (a 4D NIfTI: its 4th axis, e.g. timepoints or echoes, is read as channels)"
+                        if n > 1 and path.lower().endswith(_NIFTI_SUFFIXES) else "")
+
             errors.append((ValueError,
-                           f"mixed channel counts: '{other}' has {other_c} channel(s), {_where(item, image)} has {c}; "
-                           "all images need the same number of channels (the network's in_channels)."))
+                           f"mixed channel counts: '{other}' has {other_c} channel(s){fourth(other, other_c)}, "
+                           f"{_where(item, image)} has {c}{fourth(image, c)}; all images need the same number of "
+                           "channels (the network's in_channels)."))
             continue
         first_with.setdefault(c, image)
         shapes[image] = shape

@@ -1710,7 +1710,7 @@ class LoadStudy(Transform):
             return (img.narrow(channel_dim, 0, 3) * w.reshape(shape)).sum(dim=channel_dim, keepdim=True)
         if want == 3 and c == 1:  # grayscale study, RGB network
             return torch.cat([img] * 3, dim=channel_dim)
-        what = "" if colour or c not in (3, 4) else " (the 4th axis of a 4D image, e.g. timepoints, not colours)"
+        what = "" if colour else " (the 4th axis of a 4D image, e.g. timepoints or echoes, read as channels)"
         raise ValueError(f"{self._where(source)} has {c} channel(s){what}; the network expects {want}.")
 
     # ------------------------------------------------------------------ volumes

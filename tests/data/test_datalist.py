@@ -745,8 +745,9 @@ def test_check_study_shapes_errors(tmp_path):
         check_study_shapes([thin], "volume", min_frames=3)
     gray, rgb = str(tmp_path / "gray.npy"), _nifti(tmp_path / "rgb.nii.gz", (6, 6, 6, 3))
     np.save(gray, np.zeros((6, 6, 6), np.uint8))
-    with pytest.raises(ValueError, match=r"mixed channel counts: '.*gray\.npy' has 1 .*'.*rgb\.nii\.gz' has 3"):
-        check_study_shapes([gray, rgb], "volume")
+    with pytest.raises(ValueError, match=r"mixed channel counts: '.*gray\.npy' has 1 channel\(s\), '.*rgb\.nii\.gz' has 3 "
+                                         r"\(a 4D NIfTI: its 4th axis, e\.g\. timepoints or echoes, is read as channels\)"):
+        check_study_shapes([gray, rgb], "volume")  # the 4th axis said (trial T69a)
     # with another unusable image: both in one error (the channel error dropped the ones collected before)
     with pytest.raises(FileNotFoundError, match=r"2 of the 3 images checked cannot be used:\n  .*gone\.nii' does not "
                                                 r"exist\.\n  mixed channel counts"):
@@ -1180,3 +1181,16 @@ def test_classes_declared_by_the_file(tmp_path):
     (tmp_path / "list.csv").write_text("image,label\nx.npy,a\n")
     assert classes_declared(tmp_path / "named.json")
     assert not classes_declared(tmp_path / "plain.json") and not classes_declared(tmp_path / "list.csv")
+
+
+def test_rows_of_blank_cells_are_skipped_with_a_warning(tmp_path, caplog):
+    """Trial T69a: a spreadsheet's trailing rows of empty cells (',,,,') were refused as "the image is blank": they
+    hold no item, so they are skipped, said once with their lines; a row with a label but no image is still refused."""
+    _touch(tmp_path, "a.npy", "b.npy")
+    path = _csv(tmp_path / "sheet.csv", "image,label,group", "a.npy,x,p1", ",,", "b.npy,y,p2", ",,", " , ,")
+    with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
+        items = load_datalist(path)
+    assert [(it["label_name"], it["source_line"].rsplit(":", 1)[1]) for it in items] == [("x", "2"), ("y", "4")]
+    assert "sheet.csv: 3 row(s) whose every cell is blank skipped (line(s) 3, 5, 6): no item." in caplog.text
+    with pytest.raises(ValueError, match=r"half\.csv:3: the image is blank"):
+        load_datalist(_csv(tmp_path / "half.csv", "image,label", "a.npy,x", ",y"))
