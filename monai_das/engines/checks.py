@@ -210,8 +210,11 @@ def install_error_summary() -> None:
     Make an uncaught error of the run end its traceback with one line naming the error that caused it: a refusal in a
     bundle config's ``$`` expression (a datalist line, a resume with another ``--lr``) ends MONAI's 60-135 lines with
     ``RuntimeError: Failed to evaluate ConfigExpression: "$monai_das..."``, the message that says what to do being
-    in the middle. The traceback itself is printed as before; installed once per process (``check_overrides``, the
-    first step of every bundle config's ``initialize``, calls it). A ``SIGTERM`` gets its line too
+    in the middle. A refusal of this package (:func:`refusal_site`: a missing file, a bad datalist line or option)
+    prints where it was raised and that line instead of the traceback (trial T69a: 64 lines and two tracebacks
+    before the one that mattered; ``MONAI_DAS_TRACEBACK=1`` keeps the traceback); any other error prints its
+    traceback as before. Installed once per process (``check_overrides``, the first step of every bundle config's
+    ``initialize``, calls it). A ``SIGTERM`` gets its line too
     (:func:`_say_when_terminated`), and so does Ctrl-C (``KeyboardInterrupt``).
     """
     _say_when_terminated()
@@ -220,14 +223,19 @@ def install_error_summary() -> None:
     previous = sys.excepthook
 
     def summary_hook(kind, error, tb):
-        previous(kind, error, tb)
+        from monai_das.utils.logs import first_cause
+
+        cause = first_cause(error) if isinstance(error, BaseException) else error
+        where = refusal_site(cause) if not os.environ.get(TRACEBACK_ENV) else None
+        if where is None:
+            previous(kind, error, tb)
+        else:  # a refusal of the run's input or options: its message, not 60-135 lines of MONAI's frames (T69a)
+            print(f"monai_das: refused at {where} (the whole traceback: {TRACEBACK_ENV}=1)", file=sys.stderr,
+                  flush=True)
         if issubclass(kind, KeyboardInterrupt):  # Ctrl-C: the line SIGTERM gets
             print(f"\n{_stopped_line('Ctrl-C (SIGINT)')}", file=sys.stderr, flush=True)
             return
-        from monai_das.utils.logs import first_cause
-
-        cause = first_cause(error)
-        if cause is not error:  # (an error that wraps none is the traceback's last line already)
+        if cause is not error or where is not None:  # (an error that wraps none ends its traceback already)
             print(f"\nmonai_das: the run stopped: {type(cause).__name__}: {cause}", file=sys.stderr, flush=True)
         if _lost_a_process(cause):  # gloo's "Connection reset by peer ... GLHF!" said nothing of what to do
             by = ("the loss of another process of this torchrun launch (killed, out of memory, or stopped by an "
@@ -236,6 +244,35 @@ def install_error_summary() -> None:
 
     summary_hook.monai_das_summary = True  # type: ignore[attr-defined]
     sys.excepthook = summary_hook
+
+
+#: environment variable that keeps the whole traceback of a refusal (:func:`install_error_summary`)
+TRACEBACK_ENV = "MONAI_DAS_TRACEBACK"
+#: the errors a refusal of input or options raises (a bug's TypeError, KeyError, ... keeps its traceback)
+_REFUSALS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def refusal_site(error: BaseException) -> str | None:
+    """
+    ``"<module file>:<line>"`` where ``error`` was raised when it is a refusal of this package: a ``ValueError`` or a
+    missing/misplaced-file error raised by a ``raise`` statement of a ``monai_das`` module (a datalist line, an
+    option, a resume under other settings); ``None`` for anything else (an error of MONAI, torch or a reader, an
+    error a built-in raised in this package's code, a bug's ``TypeError``), which keeps its whole traceback.
+    """
+    import linecache
+
+    if not isinstance(error, _REFUSALS) or error.__traceback__ is None:
+        return None
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.abspath(filename).startswith(package + os.sep):
+        return None
+    if not linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise "):
+        return None
+    return f"{os.path.relpath(filename, os.path.dirname(package))}:{tb.tb_lineno}"
 
 
 def _lost_a_process(error: BaseException) -> bool:

@@ -488,6 +488,48 @@ def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsy
     assert "loss of another process" not in capsys.readouterr().err
 
 
+def test_a_refusal_prints_its_message_not_the_traceback(monkeypatch, capsys, tmp_path):
+    """Trial T69a: every start-up refusal (a missing image, a bad datalist line) came after 64 lines and two
+    tracebacks of MONAI's frames, the message that mattered last. A refusal raised by this package prints where it
+    was raised and its message; MONAI_DAS_TRACEBACK=1 keeps the traceback, and other errors keep theirs."""
+    import sys
+
+    from monai_das.data import load_datalist
+    from monai_das.engines.checks import install_error_summary
+
+    printed = []
+    monkeypatch.setattr(sys, "excepthook", lambda *a: printed.append(a[1]))
+    monkeypatch.delenv("MONAI_DAS_TRACEBACK", raising=False)
+    install_error_summary()
+
+    def fail():
+        try:
+            load_datalist(tmp_path / "gone.csv")
+        except FileNotFoundError as e:
+            raise RuntimeError("Failed to instantiate component 'monai_das.engines.BundleData'") from e
+
+    try:
+        fail()
+    except RuntimeError as e:
+        sys.excepthook(type(e), e, e.__traceback__)
+        monkeypatch.setenv("MONAI_DAS_TRACEBACK", "1")
+        sys.excepthook(type(e), e, e.__traceback__)
+    assert len(printed) == 1  # the traceback only with MONAI_DAS_TRACEBACK
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert re.fullmatch(r"monai_das: refused at monai_das[/\\]data[/\\]datalist\.py:\d+ \(the whole traceback: "
+                        r"MONAI_DAS_TRACEBACK=1\)", lines[0]), lines[0]
+    stop = f"monai_das: the run stopped: FileNotFoundError: datalist file '{tmp_path / 'gone.csv'}' does not exist."
+    assert lines[1:] == [stop, stop]
+    monkeypatch.delenv("MONAI_DAS_TRACEBACK")
+    try:  # an error of another kind raised in this package (a bug's): its traceback
+        from monai_das.utils.config import hidden_characters
+
+        hidden_characters(None)
+    except TypeError as e:
+        sys.excepthook(type(e), e, e.__traceback__)
+    assert len(printed) == 2 and "refused at" not in capsys.readouterr().err
+
+
 def test_sigterm_ends_a_run_with_a_line_saying_how_to_go_on(tmp_path):
     """SIGTERM (a preemption, kill) ended a training with exit status 143 and no line at all (trial T55): one line
     now, and the same end as the signal's."""
