@@ -17,6 +17,7 @@ from monai_das.engines.checks import (
     check_tracking_uri,
     check_writable,
     train_drop_last,
+    warn_open_run,
 )
 from monai_das.engines.datasets import (
     DATA_ENV,
@@ -62,6 +63,7 @@ __all__ = [
     "check_tracking_uri",
     "check_writable",
     "train_drop_last",
+    "warn_open_run",
     "DATA_ENV",
     "VIDEO_DATASETS",
     "SLICE_AXES",

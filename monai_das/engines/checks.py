@@ -620,6 +620,41 @@ def check_tracking_uri(tracking_uri: Any, enabled: Any = True, timeout: float = 
             ) from None
 
 
+def warn_open_run(tracking_uri: Any, experiment_name: Any, run_name: Any, enabled: Any, resume: Any,
+                  last_ckpt: Any) -> None:
+    """
+    Warn when a training resumed with ``--mlflow false`` (``enabled`` false, ``resume`` true and ``last_ckpt`` there)
+    leaves unfinished the MLflow run the interrupted training logged to (``run_name`` in ``experiment_name`` of a
+    ``sqlite:///`` ``tracking_uri`` that exists; nothing is created or opened otherwise): that run stays ``RUNNING``
+    in the MLflow UI, its epochs stopping where the kill left them, without a word (trial T68a). Said once, naming
+    the run and how to go on logging into it or end it; a database that cannot be read is passed over.
+    """
+    from monai_das.engines.inference import launcher_shard
+
+    if flag(enabled) or not flag(resume) or last_ckpt is None or not os.path.isfile(str(last_ckpt)):
+        return
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or ("" if tracking_uri is None else str(tracking_uri))
+    database = _sqlite_file(uri) if launcher_shard()[0] == 0 else None
+    if database is None or not database.is_file():
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(str(experiment_name))
+        runs = [] if experiment is None else client.search_runs(
+            [experiment.experiment_id], f"attributes.run_name = '{str(run_name)}' and attributes.status = 'RUNNING'")
+    except Exception:  # not MLflow's, locked, another schema: MLflow's own business
+        return
+    for run in runs:
+        logger.warning(
+            f"MLflow run '{run_name}' ({run.info.run_id}) in {uri} is still RUNNING: the interrupted training logged "
+            "to it, and this resume with --mlflow false logs nothing there, so it stays RUNNING with the epochs before "
+            "the interruption. Resume with --mlflow true to go on logging into it, or end it: python -c \"from "
+            f"mlflow.tracking import MlflowClient; MlflowClient('{uri}').set_terminated('{run.info.run_id}', "
+            "'KILLED')\".")
+
+
 def _sqlite_file(uri: str) -> Path | None:
     """The database file of a ``sqlite:///<path>`` URI (SQLAlchemy's form: ``sqlite:////abs`` or
     ``sqlite:///relative``); ``None`` for an in-memory database."""

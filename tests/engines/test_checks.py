@@ -550,6 +550,37 @@ def test_sigterm_ends_a_run_with_a_line_saying_how_to_go_on(tmp_path):
     assert "monai_das: the run was stopped by SIGTERM" in out.stderr and "--resume True" in out.stderr
 
 
+def test_a_resume_without_mlflow_says_the_interrupted_run_stays_running(tmp_path, caplog, monkeypatch):
+    """Trial T68a: `--mlflow false` on a resume left the run the killed training logged to RUNNING without a word."""
+    from mlflow.tracking import MlflowClient
+
+    from monai.utils import path_to_sqlite_uri
+    from monai_das.engines import warn_open_run
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = path_to_sqlite_uri(tmp_path / "mlflow.db")
+    last = tmp_path / "last.pt"
+    last.write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.checks"):
+        warn_open_run(uri, "exp", "das_run", False, True, last)  # no database: nothing made, nothing said
+    assert not (tmp_path / "mlflow.db").exists() and not caplog.text
+    check_tracking_uri(uri)
+    client = MlflowClient(uri)
+    killed = client.create_run(client.create_experiment("exp"), run_name="das_run").info.run_id
+    done = client.create_run(client.get_experiment_by_name("exp").experiment_id, run_name="das_run").info.run_id
+    client.set_terminated(done)
+    caplog.clear()
+    for args in ((uri, "exp", "das_run", True, True, last), (uri, "exp", "das_run", False, False, last),
+                 (uri, "exp", "das_run", False, True, tmp_path / "none.pt"), (uri, "exp", "other", False, True, last)):
+        with caplog.at_level(logging.WARNING, logger="monai_das.engines.checks"):
+            warn_open_run(*args)  # logging, not resuming, nothing to resume, another run: nothing to say
+    assert not caplog.text
+    with caplog.at_level(logging.WARNING, logger="monai_das.engines.checks"):
+        warn_open_run(uri, "exp", "das_run", "false", "true", str(last))
+    assert f"MLflow run 'das_run' ({killed}) in {uri} is still RUNNING" in caplog.text and done not in caplog.text
+    assert "Resume with --mlflow true to go on logging into it" in caplog.text
+
+
 def test_an_mlflow_database_is_made_whole_or_remade(tmp_path, caplog):
     """A run killed while MLflow created the tables of a new mlflow.db left a database on which every later run into
     that bundle_root failed ("table trace_info already exists", trial T59b): the tables are made in a temporary file
