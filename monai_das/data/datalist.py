@@ -537,10 +537,20 @@ def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | N
     if isinstance(label_names, str) or not isinstance(label_names, Sequence) or len(label_names) < 2:
         raise ValueError(f"label_names must list the class names in order (at least 2), got {label_names!r}.")
     given = _class_names([str(n).strip() for n in label_names], "label_names")
-    if names is not None and names != given:
+    if names is not None and sorted(names) != sorted(given):
         raise ValueError(f"{path}: its top-level 'labels' name the classes {names}, label_names gives {given}: give "
-                         "one of them (or the same classes in the same order).")
+                         "one of them (or the same classes, in any order).")
     return given
+
+
+def _by_json_name(raw: str, names: Sequence[str] | None, classes: Sequence[str]) -> str:
+    """An item's label ``raw`` as a class name of ``classes`` when the JSON's own ``"labels"`` (``names``) list the
+    same classes in another order: an integer label indexes the file's own list, so it is read by its name there
+    (an external test list coded ``{"0": "malignant", "1": "benign"}`` for a model trained on ``benign, malignant``:
+    its ``--label_names`` was refused, trial T68b); otherwise ``raw`` as it is."""
+    if names is None or list(names) == list(classes) or not _INT_RE.match(raw):
+        return raw
+    return names[int(raw)] if 0 <= int(raw) < len(names) else raw
 
 
 # ------------------------------------------------------------------------------------------------------ datalists
@@ -770,7 +780,7 @@ def load_datalist(
         if split == "test" and raw in ("", "-1"):
             label, name = -1, ""
         else:
-            label = _label_index(raw, classes, where)
+            label = _label_index(_by_json_name(raw, json_names, classes), classes, where)
             name = classes[label]
         out = {"image": image, "label": label, "label_name": name, "group": _given_group(item) or image,
                "source_line": where}

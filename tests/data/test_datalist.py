@@ -150,13 +150,21 @@ def test_class_order_given_for_a_datalist(tmp_path):
                        (["normal", "$abnormal"], "label_names")):
         with pytest.raises(ValueError, match=match):
             datalist_classes(path, label_names=bad)
-    # a JSON that names its classes: label_names must say the same, else refused naming both
+    # a JSON that names its classes: label_names must name the same ones, else refused naming both
     js = _json(tmp_path / "l.json", {"labels": {"0": "normal", "1": "abnormal"},
                                      "training": [{"image": "a.npy", "label": 0}, {"image": "b.npy", "label": 1}]})
     assert datalist_classes(js, label_names=["normal", "abnormal"]) == ["normal", "abnormal"]
     with pytest.raises(ValueError, match=r"top-level 'labels' name the classes \['normal', 'abnormal'\], "
-                                         r"label_names gives \['abnormal', 'normal'\]"):
-        datalist_classes(js, label_names=["abnormal", "normal"])
+                                         r"label_names gives \['abnormal', 'tumour'\]"):
+        datalist_classes(js, label_names=["abnormal", "tumour"])
+    # ... in any order (an external test list coded the other way round: the card's order given, its --label_names
+    # was refused, trial T68b): its integer labels index its own list, so they are read by name
+    assert datalist_classes(js, label_names=["abnormal", "normal"]) == ["abnormal", "normal"]
+    items = load_datalist(js, label_names=["abnormal", "normal"])
+    assert [(it["label"], it["label_name"]) for it in items] == [(1, "normal"), (0, "abnormal")]
+    named = _json(tmp_path / "n.json", {"labels": ["normal", "abnormal"], "training": [{"image": "a.npy",
+                                                                                       "label": "abnormal"}]})
+    assert [it["label"] for it in load_datalist(named, label_names=["abnormal", "normal"])] == [0]  # names as names
     # a label that is not among the names given: refused naming the line
     with pytest.raises(ValueError, match=r"l\.csv:3: label 'abnormal' is not one of \['normal', 'tumour'\]"):
         load_datalist(path, label_names=["normal", "tumour"])
