@@ -872,6 +872,7 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
         named.update((f.parent / n).resolve() for f, names in data_names.items() for n in names if "%" not in n)
         series: dict[str, list[Path]] = {}
         bare: list[StudySource] = []  # files without an extension that are no study (a PACS export's VERSION, LOCK)
+        first_here = len(studies)  # the studies of this folder's own files (cines, volumes) start here
         for f in files:
             if _skipped(f, header_data, named):
                 continue
@@ -911,8 +912,11 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
                 f"{len(stray)} DICOM file(s) in '{folder}' ({', '.join(f.name for f in stray[:3])}"
                 f"{', ...' if len(stray) > 3 else ''}) have no SeriesInstanceUID beside the folder's series: damaged "
                 "or truncated files? They are not classified.")))
+        files_beside = any(st.path.parent == folder for st in studies[first_here:])
         for uid, members in series.items():
             sid = base if len(series) == 1 else f"{base}#series_{_series_label(headers[members[0]], uid)}"
+            if len(members) == 1 and files_beside:  # one image beside the folder's cines: its own name, not the
+                sid = _study_id(root, members[0])  # folder's (its error read as the exam's; trial T68b)
             owners = sorted({str(headers[f].get("PatientID", "") or "").strip() for f in members} - {""})
             if len(owners) > 1:  # one SeriesInstanceUID, two patients: classified as one volume (trial T63c)
                 studies.append(StudySource(sid, "invalid", folder, error=(
@@ -1213,7 +1217,8 @@ def discover_studies(
               multi-frame DICOM file is a clip, and the single-frame DICOM files of each folder form one study per
               ``SeriesInstanceUID``. Ids are paths relative to the folder (``sub/b.nii.gz``; a series: its folder,
               ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose
-              files of ``source`` itself). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are skipped, and
+              files of ``source`` itself; a series of one image beside other studies' files in its folder, a still
+              beside an exam's cines: its file). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are skipped, and
               so are text files without an extension (a PACS export's ``VERSION``) and the DICOM series of no
               study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`; localizer
               images) beside an image series in their folder, or in a folder of their own beside an image series of

@@ -1122,3 +1122,18 @@ def test_devices_fifos_and_dangling_links_are_no_studies(tmp_path):
     assert found["gone.nii.gz"].error.endswith("gone.nii.gz' is a link to nothing: not read.")
     alone = discover_studies(folder / "fifo.mp4")  # as the input itself: not opened
     assert [s.kind for s in alone] == ["invalid"] and "no regular file" in alone[0].error
+
+
+def test_a_still_beside_an_exams_cines_is_named_by_its_file(tmp_path):
+    """Trial T68b: in an exam folder of cines and one still image (files without extensions), the still, a one-image
+    series, took the folder's id ('EXAM1'), so its error report read as the exam's. It is named by its file; a
+    folder of a series alone keeps the folder's id."""
+    exam = tmp_path / "in" / "EXAM1"
+    for name in ("IM0001", "IM0002"):
+        _us_cine(exam / name, declared=(8, 10, 4))
+    _ct_series(tmp_path / "still", 1)
+    shutil.move(next((tmp_path / "still").iterdir()), exam / "IM0003")
+    _ct_series(tmp_path / "in" / "CT", 3)
+    ids = {s.study_id: s.kind for s in discover_studies(tmp_path / "in")}
+    assert ids == {"EXAM1/IM0001": "video", "EXAM1/IM0002": "video", "EXAM1/IM0003": "dicom_series",
+                   "CT": "dicom_series"}, ids

@@ -48,11 +48,12 @@ def test_discover_mixed_folder(tmp_path):
 
     studies = {s.study_id: s for s in discover_studies(tmp_path)}
     assert set(studies) == {
-        "anatomical.nii", tmp_path.name, "us/cine.dcm", "two#series_1", "two#series_7", "empty", "photo.png",
+        "anatomical.nii", "ct.dcm", "us/cine.dcm", "two#series_1", "two#series_7", "empty", "photo.png",
         "broken.dcm",
     }
     assert studies["anatomical.nii"].kind == "volume"
-    assert studies[tmp_path.name].kind == "dicom_series" and len(studies[tmp_path.name].files) == 1  # loose CT_small
+    # a loose one-image series beside other studies' files: named by its file (trial T68b), not the folder
+    assert studies["ct.dcm"].kind == "dicom_series" and len(studies["ct.dcm"].files) == 1
     assert studies["us/cine.dcm"].kind == "video"
     assert studies["two#series_1"].kind == "dicom_series" and len(studies["two#series_1"].files) == 3
     assert len(studies["two#series_7"].files) == 4
