@@ -561,6 +561,27 @@ def _inside(path: str, root: str) -> bool:
         return False
 
 
+def dataset_root(path: str | os.PathLike, dataset_dir: str | os.PathLike | None = None) -> str:
+    """The folder every image of the list ``path`` (a datalist, a CSV study list) must lie in: ``dataset_dir``, else
+    the list's folder; absolute and normalised (``os.path.normpath``: the check is on written paths, not symlink
+    targets).
+
+    Raises:
+        FileNotFoundError: it is not a folder.
+    """
+    root = os.path.normpath(os.path.abspath(dataset_dir if dataset_dir is not None else Path(path).parent))
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset_dir '{root}' (root of the images of '{path}') is not a folder.")
+    return root
+
+
+def inside_rule(images: Sequence[str], listed_in: str = "datalist") -> str:
+    """The rule an image outside the dataset folder breaks, with the ``--dataset_dir`` that holds every one of
+    ``images`` (absolute, normalised paths): one wording for datalists and CSV study lists (``listed_in``)."""
+    return (f"images must lie inside dataset_dir (the {listed_in}'s folder unless --dataset_dir gives another: a "
+            f"folder that holds every image, e.g. --dataset_dir {_common_folder(images)}).")
+
+
 def _evidence(value: Any, where: str) -> list[int] | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -720,9 +741,7 @@ def load_datalist(
     kind = _kind(path)
     if split not in DATALIST_SPLITS:
         raise ValueError(f"split must be one of {DATALIST_SPLITS}, got {split!r}.")
-    root = os.path.normpath(os.path.abspath(dataset_dir if dataset_dir is not None else path.parent))
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"dataset_dir '{root}' (root of the images of '{path}') is not a folder.")
+    root = dataset_root(path, dataset_dir)
     rows = _raw_rows(path)
     _warn_misspelt_keys(path, rows, split)
     _warn_unread_patient_key(path, rows, split)
@@ -752,11 +771,8 @@ def load_datalist(
     missing = []
     for (loc, item), image in zip(entries, resolved):
         if not _inside(image, root):
-            raise ValueError(
-                f"{path}:{loc}: image {item['image']!r} resolves to '{image}', outside the dataset folder '{root}'; "
-                "images must lie inside dataset_dir (the datalist's folder unless --dataset_dir gives another: a "
-                f"folder that holds every image, e.g. --dataset_dir {_common_folder(resolved)})."
-            )
+            raise ValueError(f"{path}:{loc}: image {item['image']!r} resolves to '{image}', outside the dataset folder "
+                             f"'{root}'; {inside_rule(resolved)}")
         if not missing_ok and not os.path.exists(image):
             missing.append((f"{path}:{loc}", image, str(item["image"])))
     if missing:  # with those of the file's other lists: one run names every file to mend (trial T69a)

@@ -1082,12 +1082,19 @@ def _parse_label(value: str | None, names: list[str] | None, where: str) -> int 
 
 
 def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str = "image",
-              headers: dict[Path, Any] | None = None) -> list[StudySource]:
-    """A CSV study list: ``image`` (path, relative to the CSV's folder) and optional ``label`` and ``id`` columns."""
-    from monai_das.data.datalist import csv_header
+              headers: dict[Path, Any] | None = None,
+              dataset_dir: str | os.PathLike | None = None) -> list[StudySource]:
+    """A CSV study list: ``image`` (path, relative to the CSV's folder) and optional ``label`` and ``id`` columns.
+    Every image must lie inside ``dataset_dir`` (default: the CSV's folder), as a datalist's
+    (:func:`monai_das.data.load_datalist`): the rows that leave it are refused, all named in one error. No study is
+    read (nothing opened) before the whole list is checked."""
+    from monai_das.data.datalist import _inside, csv_header, dataset_root, inside_rule
 
     base = csv_path.parent
-    studies: list[StudySource] = []
+    root = dataset_root(csv_path, dataset_dir)
+    images: list[str] = []  # every row's, for the --dataset_dir that holds them all
+    outside: list[tuple[int, str, str]] = []  # (line, as written, resolved): a list is data (security review T69b)
+    rows: list[tuple[str, Path, int | None]] = []  # (id, path, label): read once the whole list is checked
     first_line: dict[str, int] = {}
     path_line: dict[Path, int] = {}  # the same file twice (a.nii.gz, ./a.nii.gz) would be predicted twice
     bad_labels: list[tuple[int, str, str]] = []  # (line, label, error): every one named in one error
@@ -1110,6 +1117,9 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                     raise ValueError(f"{where}: empty '{image_column}' (path of the study).")
                 path = Path(image).expanduser()
                 path = Path(os.path.abspath(path if path.is_absolute() else base / path))
+                images.append(str(path))
+                if not _inside(str(path), root):  # never opened: /etc/passwd was read to be refused as no study
+                    outside.append((reader.line_num, image, str(path)))
                 study_id = (row.get("id") or "").strip() or image
                 control = next((c for c in study_id if not c.isprintable()), None)
                 if control is not None:  # a line break in an id starts a forged line in every log and report
@@ -1129,10 +1139,18 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                     raise ValueError(f"{where}: '{image}' is the study of line {path_line[path]} again ({path}); "
                                      "list each study once.")
                 first_line[study_id], path_line[path] = reader.line_num, reader.line_num
-                if not bad_labels:  # the list is refused anyway: its studies are not read
-                    studies.append(_study_at(study_id, path, label, headers))
+                rows.append((study_id, path, label))
     except UnicodeDecodeError as e:
         raise ValueError(f"study list '{csv_path}' is not UTF-8 text (byte {e.start}): expected a CSV file.") from None
+    if len(outside) == 1:
+        line, image, path = outside[0]
+        raise ValueError(f"study list '{csv_path}' line {line}: image {image!r} resolves to '{path}', outside the "
+                         f"dataset folder '{root}'; {inside_rule(images, 'study list')}")
+    if outside:
+        shown = ", ".join(f"line {line} {image!r}" for line, image, _ in outside[:_LABELS_SHOWN])
+        more = f" and {len(outside) - _LABELS_SHOWN} more" if len(outside) > _LABELS_SHOWN else ""
+        raise ValueError(f"study list '{csv_path}': {len(outside)} images lie outside the dataset folder '{root}': "
+                         f"{shown}{more}; {inside_rule(images, 'study list')}")
     if len(bad_labels) == 1:
         raise ValueError(bad_labels[0][2])
     if bad_labels:
@@ -1142,7 +1160,7 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
         raise ValueError(f"study list '{csv_path}': {len(bad_labels)} labels are not classes of the model: {shown}"
                          f"{more}. Expected {_valid_labels(label_names)}{known}; a blank label or -1 is an unknown "
                          "one. Correct these lines' labels, or leave them blank.")
-    return studies
+    return [_study_at(study_id, path, label, headers) for study_id, path, label in rows]
 
 
 def _is_datalist_csv(path: Path) -> bool:
@@ -1178,9 +1196,9 @@ def _read_datalist(path: Path, dataset_dir, split: str, label_names: list[str] |
                    headers: dict[Path, Any] | None = None) -> list[StudySource]:
     """A MONAI datalist's ``split`` list (a JSON, or a CSV with a ``split`` column), read by
     :func:`monai_das.data.load_datalist`."""
-    from monai_das.data.datalist import load_datalist
+    from monai_das.data.datalist import dataset_root, load_datalist
 
-    root = os.path.normpath(os.path.abspath(dataset_dir if dataset_dir is not None else path.parent))
+    root = dataset_root(path, dataset_dir)
     studies = []
     items = load_datalist(path, dataset_dir, split=split, label_names=label_names, missing_ok=True)
     if _suffix(path) == ".csv":  # said, since the same file without the column would give every row
@@ -1226,8 +1244,9 @@ def discover_studies(
               are); other files, empty folders and unreadable DICOM become invalid studies.
             - one study file (id: its name; a single-frame DICOM file is a one-slice series).
             - a CSV study list (``.csv``): an ``image`` column (paths relative to the CSV, a file or a folder
-              holding one study) and optional ``label`` (class index or name; blank or ``-1`` = unknown) and ``id``
-              (default: the ``image`` cell) columns. A CSV with a ``split`` column is a training datalist
+              holding one study; each inside ``dataset_dir``, default the CSV's folder) and optional ``label``
+              (class index or name; blank or ``-1`` = unknown) and ``id`` (default: the ``image`` cell) columns.
+              A CSV with a ``split`` column is a training datalist
               (``image,label[,group][,evidence],split``): read as the datalist JSON below, its ``datalist_split``
               rows only, with a warning saying so.
             - a MONAI datalist JSON (``.json``), read by :func:`monai_das.data.load_datalist` (its
@@ -1235,13 +1254,14 @@ def discover_studies(
               exist is an invalid study naming the datalist's item, as in a CSV study list).
         label_names, num_classes: the model's classes; study-list labels outside them are refused (either is
             enough).
-        dataset_dir: root of a datalist's relative paths (default: the datalist's folder).
+        dataset_dir: root of a datalist's relative paths (default: the datalist's folder); for a datalist and a CSV
+            study list alike, the folder every image must lie in (a CSV's relative paths stay relative to the CSV).
         datalist_split: which list of a datalist JSON (``"test"``, ``"validation"`` or ``"training"``).
 
     Raises:
-        FileNotFoundError: ``source`` does not exist. ValueError: a file that is no study and
-        no study list, a folder without any file, a bad study-list line (naming the file and line, header = line 1),
-        or no study found.
+        FileNotFoundError: ``source`` or ``dataset_dir`` does not exist. ValueError: a file that is no study and
+        no study list, a folder without any file, a bad study-list line (naming the file and line, header = line 1;
+        an image outside ``dataset_dir`` too, every such line named), or no study found.
     """
     path = Path(source).expanduser()
     if not path.exists():
@@ -1253,7 +1273,8 @@ def discover_studies(
         studies = _walk(path)
     elif _suffix(path) in (".csv", ".json"):
         headers: dict[Path, Any] = {}  # read once by the rows' discovery, then for the copies across them
-        studies = (_read_csv(path, names, headers=headers) if _suffix(path) == ".csv" and not _is_datalist_csv(path)
+        studies = (_read_csv(path, names, headers=headers, dataset_dir=optional(dataset_dir))
+                   if _suffix(path) == ".csv" and not _is_datalist_csv(path)
                    else _read_datalist(path, optional(dataset_dir), datalist_split, names, headers))
         _warn_copies(studies, headers)  # across its rows, as across a folder's studies
     else:

@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-i", "--input", action=_Once, help="study file, folder of studies, CSV study list or datalist JSON "
                    "(default: $HOLOSCAN_INPUT_PATH or 'input')")
+    p.add_argument("--dataset_dir", "--dataset-dir", action=_Once, metavar="DIR",
+                   help="the folder every image of a CSV study list or datalist must lie in (default: the list's "
+                   "folder; a row outside it, '../' or an absolute path elsewhere, refuses the list naming its line); "
+                   "a datalist's relative paths start there, a CSV's from its own folder")
     p.add_argument("-o", "--output", action=_Once, help="report folder (default: $HOLOSCAN_OUTPUT_PATH or 'output')")
     p.add_argument("-m", "--model", action=_Once, help="bundle folder, ONNX file, TorchScript file or checkpoint "
                    "(default: $HOLOSCAN_MODEL_PATH or 'models')")
@@ -125,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         app = DASClassifierApp(
             input_path=args.input, output_path=args.output, model_path=args.model, config_file=args.config,
+            dataset_dir=args.dataset_dir,
             engine=args.engine, prefer=args.prefer, device=args.device, write_sr=args.sr,
             loader_options=loader_options, num_kept=args.num_kept, keep_ratio=args.keep_ratio,
             spec_overrides={"spatial_size": args.spatial_size} if args.spatial_size else None,

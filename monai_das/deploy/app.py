@@ -54,6 +54,9 @@ class DASClassifierApp(Application):
     Args:
         input_path: a study file, a folder of studies, a CSV study list or a datalist JSON (see
             :func:`monai_das.data.discover_studies`: the same studies and ids as the bundles' batch inference).
+        dataset_dir: the folder every image of a CSV study list or datalist must lie in (default: the list's
+            folder; a datalist's relative paths start there, a CSV's from its own folder), as the bundles'
+            ``dataset_dir``: a row outside it refuses the list, naming its line.
         output_path: folder for ``<study_id>.json``, ``summary.json`` and ``dicom_sr/<study_id>/*.dcm`` (ids are
             relative paths, e.g. ``sub/scan.nii.gz`` → ``sub/scan.nii.gz.json``).
         model_path: bundle folder, ONNX file, TorchScript file or checkpoint (see :meth:`DASPredictor.from_path`).
@@ -99,10 +102,12 @@ class DASClassifierApp(Application):
         num_kept: int | None = None,
         keep_ratio: float | None = None,
         prefer: str | None = None,
+        dataset_dir: str | Path | None = None,
     ) -> None:
         env = RuntimeEnv()
         self.input_path = Path(input_path if input_path is not None else env.input)
         self.output_path = Path(output_path if output_path is not None else env.output)
+        self.dataset_dir = dataset_dir
         self.model_path = Path(model_path if model_path is not None else env.model)
         self.config_file, self.device = config_file, device
         # None when neither was given: a model file then runs with its own engine without a "fallback" warning
@@ -176,7 +181,11 @@ class DASClassifierApp(Application):
                     budget or self.predictor.num_kept, self.predictor.spec.num_frames)
         # a study list's labels are the model's classes (a name or an index), checked before anything is read
         labels = self.predictor.spec.labels
-        sources = discover_studies(self.input_path, label_names=labels or None)
+        if self.dataset_dir is not None and not (self.input_path.is_file()
+                                                 and self.input_path.suffix.lower() in (".csv", ".json")):
+            logger.warning(f"dataset_dir '{self.dataset_dir}' is read for a CSV study list or a datalist only: "
+                           f"ignored for the input '{self.input_path}'.")
+        sources = discover_studies(self.input_path, label_names=labels or None, dataset_dir=self.dataset_dir)
         check_output_paths(self.output_path, [s.study_id for s in sources])
         logger.info("%d stud%s found under %s", len(sources), "y" if len(sources) == 1 else "ies", self.input_path)
         self.output_path.mkdir(parents=True, exist_ok=True)

@@ -199,7 +199,8 @@ def test_study_lists(folder, tmp_path, caplog):
     listing = tmp_path / "list.csv"
     listing.write_text(f"image,label,id\n{folder / 'a.nii.gz'},pos,first\n{folder / 'ct'},,\n{folder / 'two'},0,\n"
                        "missing.nii,-1,\n")
-    items = {it["id"]: it for it in list_studies(listing, label_names=["neg", "pos"])}
+    both = os.path.commonpath([folder, tmp_path])  # rows of another folder: read with the folder that holds them
+    items = {it["id"]: it for it in list_studies(listing, label_names=["neg", "pos"], dataset_dir=both)}
     assert set(items) == {"first", str(folder / "ct"), str(folder / "two"), "missing.nii"}
     assert items["first"]["label"] == 1 and "label" not in items[str(folder / "ct")]
     assert items[str(folder / "ct")]["study"].kind == "dicom_series"  # a folder holding one study
@@ -219,12 +220,12 @@ def test_study_lists(folder, tmp_path, caplog):
     assert items["missing.nii"]["fingerprint"] == "missing"
     # a header typed with spaces after the commas still names its columns; capitalised names are refused, not ignored
     listing.write_text(f"image, label, id\n{folder / 'a.nii.gz'}, pos, first\n")
-    (item,) = list_studies(listing, label_names=["neg", "pos"])
+    (item,) = list_studies(listing, label_names=["neg", "pos"], dataset_dir=both)
     assert item["id"] == "first" and item["label"] == 1
     # a spreadsheet's capitalised header names the columns, as in a training datalist CSV (it was refused here while
     # training read the same header; review R67d)
     listing.write_text(f"Image,Label,ID\n{folder / 'a.nii.gz'},pos,first\n")
-    (item,) = list_studies(listing, label_names=["neg", "pos"])
+    (item,) = list_studies(listing, label_names=["neg", "pos"], dataset_dir=both)
     assert item["id"] == "first" and item["label"] == 1
     # a column twice: csv kept the last one, its labels and ids read without a word (trial T64b); in any case
     for header in ("image,label,id,label,id", "image,Label,id,label,id"):
@@ -277,7 +278,7 @@ def test_study_lists(folder, tmp_path, caplog):
     # a study list that happens to have a split column (an id column, other values) stays a study list, said
     listing.write_text(f"image,id,split\n{folder / 'a.nii.gz'},p0,batch1\n{folder / 'sub' / 'b.nii'},p1,test\n")
     with caplog.at_level("WARNING", logger="monai_das.data.studies"):
-        items = {it["id"]: it for it in list_studies(listing, label_names=["neg", "pos"])}
+        items = {it["id"]: it for it in list_studies(listing, label_names=["neg", "pos"], dataset_dir=both)}
     assert set(items) == {"p0", "p1"} and "is read as a study list" in caplog.text
     # a bundle's datalist split as a dataset (inference.json without --input): its files, not item numbers, so the
     # predictions name each study (and the study layer gives its source frames); array datasets keep their indices
@@ -1059,6 +1060,55 @@ def test_every_bad_label_of_a_study_list_is_named_in_one_error(tmp_path):
     with pytest.raises(ValueError, match=r"one\.csv' line 2: label 'B-lines' is not a class index 0\.\.1 or a class "
                                          r"name \['A-lines', 'B_lines'\]\.$"):
         discover_studies(tmp_path / "one.csv", label_names=names)
+
+
+def test_a_study_list_reads_images_inside_its_folder_only(tmp_path, monkeypatch):
+    """Security review T69b: a CSV study list opened files anywhere (a '../' row and an absolute one elsewhere were
+    classified; /etc/passwd was opened to be refused as no study). As a datalist's (load_datalist), its images must lie
+    inside dataset_dir (default: the CSV's folder): the rows that leave it refuse the list, each named with its line,
+    before any study is read; with a dataset_dir that holds them they are read, paths still relative to the CSV."""
+    import monai_das.data.studies as studies_module
+
+    lists = tmp_path / "lists"
+    _nifti(lists / "in.nii.gz")
+    _nifti(tmp_path / "outside" / "secret.nii.gz")
+    _nifti(tmp_path / "outside" / "secret2.nii.gz")
+    opened = []
+    read = studies_module._study_at
+    monkeypatch.setattr(studies_module, "_study_at", lambda *a, **k: opened.append(str(a[1])) or read(*a, **k))
+    rows = f"in.nii.gz\n../outside/secret.nii.gz\n{tmp_path / 'outside' / 'secret2.nii.gz'}\n"
+    (lists / "list.csv").write_text("image\n" + rows + "/etc/passwd\n../../../../etc/hostname\n")
+    with pytest.raises(ValueError) as e:
+        discover_studies(lists / "list.csv")
+    assert str(e.value) == (
+        f"study list '{lists / 'list.csv'}': 4 images lie outside the dataset folder '{lists}': line 3 "
+        f"'../outside/secret.nii.gz', line 4 '{tmp_path / 'outside' / 'secret2.nii.gz'}', line 5 '/etc/passwd', line 6 "
+        "'../../../../etc/hostname'; images must lie inside dataset_dir (the study list's folder unless --dataset_dir "
+        "gives another: a folder that holds every image, e.g. --dataset_dir /).")
+    assert opened == []  # no row's file was opened, inside or not
+    (lists / "one.csv").write_text("id,image\nx,../outside/secret.nii.gz\n")  # one row: where it resolves to
+    with pytest.raises(ValueError, match=rf"one\.csv' line 2: image '\.\./outside/secret\.nii\.gz' resolves to "
+                                         rf"'{re.escape(str(tmp_path))}/outside/secret\.nii\.gz', outside the dataset "
+                                         rf"folder '{re.escape(str(lists))}'; .* --dataset_dir "
+                                         rf"{re.escape(str(tmp_path / 'outside'))}\)\.$"):
+        list_studies(lists / "one.csv")  # bundle inference's listing, the same reader
+    # the folder that holds them: read, with the ids as written (a '../' relative to the CSV, not to dataset_dir)
+    (lists / "list.csv").write_text("image\n" + rows)
+    for dataset_dir in (tmp_path, f"{tmp_path}/"):
+        studies = {s.study_id: s for s in discover_studies(lists / "list.csv", dataset_dir=dataset_dir)}
+        assert {k: (s.kind, str(s.path)) for k, s in studies.items()} == {
+            "in.nii.gz": ("volume", str(lists / "in.nii.gz")),
+            "../outside/secret.nii.gz": ("volume", str(tmp_path / "outside" / "secret.nii.gz")),
+            str(tmp_path / "outside" / "secret2.nii.gz"): ("volume", str(tmp_path / "outside" / "secret2.nii.gz"))}
+    with pytest.raises(FileNotFoundError, match=r"dataset_dir '.*nowhere' \(root of the images of .*\) is not a "):
+        discover_studies(lists / "list.csv", dataset_dir=tmp_path / "nowhere")
+    # an ordinary list inside its folder, a sub-folder and a linked folder inside it included: as before
+    _nifti(lists / "sub" / "b.nii.gz")
+    (lists / "linked").symlink_to(tmp_path / "outside", target_is_directory=True)  # links inside are followed
+    (lists / "own.csv").write_text("image,label\nin.nii.gz,1\n./sub/b.nii.gz,0\nlinked/secret.nii.gz,\n")
+    items = {it["id"]: it for it in list_studies(lists / "own.csv", num_classes=2)}
+    assert {k: (it["study"].kind, it.get("label")) for k, it in items.items()} == {
+        "in.nii.gz": ("volume", 1), "./sub/b.nii.gz": ("volume", 0), "linked/secret.nii.gz": ("volume", None)}
 
 
 def test_a_folder_of_two_patients_series_is_said(tmp_path, caplog):

@@ -400,6 +400,42 @@ def test_study_list_labels_are_the_models_classes(torchscript_model, tmp_path):
     assert cli_main(["-i", str(tmp_path / "idx.csv"), "-o", str(tmp_path / "o2"), *_ts(model)]) == 1
 
 
+def test_a_study_lists_images_lie_inside_its_folder_or_dataset_dir(torchscript_model, tmp_path, caplog):
+    """Security review T69b: '-i list.csv' classified a '../' row and an absolute row outside the list's folder "ok"
+    and opened /etc/passwd. The list is refused now (exit status 1), naming each such line and the folder, and no
+    report is written; '--dataset_dir' with a folder that holds them reads them, as the bundles' dataset_dir does."""
+    model, _ = torchscript_model
+    lists, outside = tmp_path / "lists", tmp_path / "outside"
+    for path in (lists / "in.nii", outside / "secret.nii", outside / "secret2.nii"):
+        path.parent.mkdir(exist_ok=True)
+        shutil.copy(nibabel_anatomical(), path)
+    rows = f"image\nin.nii\n../outside/secret.nii\n{outside / 'secret2.nii'}\n"
+    (lists / "list.csv").write_text(rows + "/etc/passwd\n")
+    with caplog.at_level("ERROR"):
+        assert cli_main(["-i", str(lists / "list.csv"), "-o", str(tmp_path / "o1"), *_ts(model)]) == 1
+    assert (f"study list '{lists / 'list.csv'}': 3 images lie outside the dataset folder '{lists}': line 3 "
+            f"'../outside/secret.nii', line 4 '{outside / 'secret2.nii'}', line 5 '/etc/passwd'; images must lie "
+            "inside dataset_dir") in caplog.text
+    assert not (tmp_path / "o1").exists()
+    (lists / "list.csv").write_text(rows)
+    assert cli_main(["-i", str(lists / "list.csv"), "-o", str(tmp_path / "o2"), *_ts(model),
+                     "--dataset_dir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert sorted((s["study_id"], s["status"]) for s in summary["studies"]) == sorted(
+        [("in.nii", "ok"), ("../outside/secret.nii", "ok"), (str(outside / "secret2.nii"), "ok")])
+    # an ordinary list inside its folder, without the option: as before; the option is in --help
+    (lists / "own.csv").write_text("image\nin.nii\n")
+    assert cli_main(["-i", str(lists / "own.csv"), "-o", str(tmp_path / "o3"), *_ts(model)]) == 0
+    assert json.loads((tmp_path / "o3" / "in.nii.json").read_text())["status"] == "ok"
+    with caplog.at_level("WARNING"):  # a folder or a study file lists no paths: the option is said to do nothing
+        assert cli_main(["-i", str(lists / "in.nii"), "-o", str(tmp_path / "o4"), *_ts(model),
+                         "--dataset_dir", str(tmp_path)]) == 0
+    assert f"dataset_dir '{tmp_path}' is read for a CSV study list or a datalist only" in caplog.text
+    from monai_das.deploy.__main__ import build_parser
+
+    assert "--dataset_dir DIR, --dataset-dir DIR" in build_parser().format_help()
+
+
 def test_app_runs_onnx_by_default_with_frame_budget(onnx_bundle, tmp_path):
     """A bundle with models/model.onnx: ONNX Runtime by default (the eager network's answer), the k of the card,
     another k from --num_kept/--keep_ratio (or for a given predictor), --engine eager, and k > T refused."""

@@ -131,7 +131,7 @@ def test_dataset_reads_and_reports_errors(study_folder):
 def test_csv_listing(tmp_path, study_folder):
     csv_path = tmp_path / "list.csv"
     csv_path.write_text(f"id,image,label\nx,{study_folder / 'a.nii.gz'},1\ny,missing.nii.gz,\n")
-    items = list_studies(csv_path)
+    items = list_studies(csv_path, dataset_dir=os.path.commonpath([study_folder, tmp_path]))  # the folder of both
     fp = study_fingerprint(study_folder / "a.nii.gz")
     plain = [{k: v for k, v in it.items() if k != "study"} for it in items]  # "study": the StudySource
     assert plain == [{"id": "x", "image": str(study_folder / "a.nii.gz"), "fingerprint": fp, "label": 1},
