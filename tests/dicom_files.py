@@ -56,3 +56,14 @@ def write_enhanced(path: Path, pixels: np.ndarray, modality: str = "CT",
     path.parent.mkdir(parents=True, exist_ok=True)
     pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
     return path
+
+
+def declare_frames(path: Path, frames: int) -> Path:
+    """The DICOM file ``path`` saved again with ``NumberOfFrames`` ``frames`` in its header, its pixel data as it was
+    (a header that says more, or fewer, frames than the file holds)."""
+    import pydicom
+
+    ds = pydicom.dcmread(str(path))
+    ds.NumberOfFrames = frames
+    ds.save_as(str(path))
+    return path

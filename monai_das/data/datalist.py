@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from monai_das.data.listing import _label_index
-from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom, read_dicom_header
+from monai_das.data.video_io import VIDEO_EXTENSIONS, check_dicom_pixel_data, is_dicom, read_dicom_header
 from monai_das.utils.config import hidden_characters, parser_rewrites
 from monai_das.utils.io import file_digest
 
@@ -1198,6 +1198,8 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
                                  "app would refuse it: move the other studies out of the series folder.")
         headers = [_dicom_header(f) for f in files]
         check_declared_memory(f"DICOM series '{path}'", declared_dicom(headers), pixdim)
+        for f in files:  # as the study layer: a header declaring more than its data is refused (security review T69b)
+            check_dicom_pixel_data(f)
         frames = [int(h.get("NumberOfFrames", 1) or 1) for h in headers]
         if len(files) == 1 and frames[0] > 1:
             return _dicom_facts(files[0], axcodes, pixdim)
@@ -1251,6 +1253,7 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
         check_declared_memory(f"'{path}'", declared_dicom([ds]), per_value=BYTES_PER_CLIP_VALUE)
     else:
         check_declared_memory(f"'{path}'", declared_dicom([ds]), pixdim)
+    check_dicom_pixel_data(path)  # before a reader fills what the data lacks with zeros (security review T69b)
     if n > 1:
         kind = "clip" if clip else "slices"
         if kind == "slices" and (axcodes is not None or pixdim is not None):  # as training's Orientation and Spacing

@@ -36,7 +36,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from monai_das.data.video_io import VIDEO_EXTENSIONS, is_dicom, read_dicom_header
+from monai_das.data.video_io import VIDEO_EXTENSIONS, check_dicom_pixel_data, is_dicom, read_dicom_header
 from monai_das.utils.config import optional
 from monai_das.utils.logs import log_once
 
@@ -1696,6 +1696,15 @@ class LoadStudy(Transform):
         except MemoryError as e:
             raise RuntimeError(str(e)) from None
 
+    def _check_pixel_data(self, source: StudySource) -> None:
+        """:func:`~monai_das.data.video_io.check_dicom_pixel_data` of each of a DICOM volume's files, before a reader
+        reads one (ITK fills the frames a header declares beyond the data with zeros; security review T69b)."""
+        for f in source.files or [source.path]:
+            try:
+                check_dicom_pixel_data(f)
+            except RuntimeError as e:
+                raise RuntimeError(f"study '{source.study_id}': {e}") from None
+
     def _check_modality(self, source: StudySource, modality: str | None) -> None:
         mod = (modality or "").upper()
         if mod in NON_IMAGE_MODALITIES:
@@ -1794,6 +1803,7 @@ class LoadStudy(Transform):
         }
         colour = int(headers[0].get("SamplesPerPixel", 1) or 1) > 1
         self._check_memory(source, declared_dicom(file_headers))
+        self._check_pixel_data(source)
         if by_position:
             study = self._load_series_by_position(source, file_headers, info, colour)
         elif not source.path.is_dir():
@@ -1970,6 +1980,7 @@ class LoadStudy(Transform):
             volume = self.layout == "volume" and str(h.get("Modality", "")).upper() in VOLUME_MODALITIES
             if volume:  # a cine is priced once, by the clip reader (clip_frame_limit: at the grid, before decoding)
                 self._check_memory(source, declared_dicom(headers))
+                self._check_pixel_data(source)  # a cine's by the clip reader too
             info.update(
                 modality=modality_of([h]),
                 study_instance_uid=str(h.get("StudyInstanceUID", "")) or None,

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VIDEO_EXTENSIONS", "DICOM_EXTENSIONS", "decoded_frame_count", "is_dicom", "read_dicom_header",
-           "read_video"]
+__all__ = ["VIDEO_EXTENSIONS", "DICOM_EXTENSIONS", "check_dicom_pixel_data", "decoded_frame_count", "is_dicom",
+           "read_dicom_header", "read_video"]
 
 #: container extensions read with OpenCV (case-insensitive)
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mpeg", ".mpg", ".mov", ".gif", ".mkv", ".webm", ".wmv")
@@ -45,6 +45,65 @@ def read_dicom_header(path: str | os.PathLike, tags: Sequence[str] | None = None
     import pydicom
 
     return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=None if tags is None else list(tags))
+
+
+#: the elements :func:`check_dicom_pixel_data` reads: what the header declares, and the pixel data (its length only)
+_PIXEL_TAGS = ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "PhotometricInterpretation",
+               "PixelData")
+
+
+def _header_data_disagree(path: str | os.PathLike, frames: int, rows: int, cols: int, spp: int, held: str,
+                          declared: str = "", tail: str = "") -> RuntimeError:
+    """The error of a DICOM file whose pixel data holds ``held`` (words) where its header declares ``frames`` frames
+    of ``rows``×``cols`` (``declared``: what else it declares, e.g. the bytes; ``tail``: what follows, if anything)."""
+    return RuntimeError(f"DICOM file '{path}' says NumberOfFrames {frames} ({rows}×{cols}, {spp} sample(s) per "
+                        f"pixel{declared}) but its pixel data holds {held}: the header and the data disagree: damaged "
+                        f"or cut short (an interrupted copy) or an edited header.{tail}")
+
+
+def check_dicom_pixel_data(path: str | os.PathLike) -> None:
+    """
+    Refuse an uncompressed DICOM file whose header declares more pixel data than the file holds: Rows × Columns ×
+    NumberOfFrames × SamplesPerPixel × BitsAllocated/8 (bit-packed for 1 bit, two thirds for ``YBR_FULL_422``) over
+    the length of its ``PixelData`` element. Only the header is read (the pixel data's length, not its value), so
+    the check costs no memory, and it runs before any reader: MONAI's ``ITKReader`` fills the missing frames with
+    zeros (a 6-frame CT file saying 12 frames was classified with 6 zero frames) and allocates what the header
+    declares (a 2.6 KB file saying 2,000,000 frames took 3.6 GB); security review T69b. A file holding more than its
+    header declares is accepted; compressed (encapsulated) pixel data is left to its decoder, and a header this cannot
+    read or price (no Rows, Columns or BitsAllocated, no pixel data) to the reader, which says what is wrong.
+
+    Raises:
+        RuntimeError: naming the file, the bytes its header declares and those its pixel data holds.
+    """
+    import pydicom
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        syntax = read_file_meta_info(str(path)).get("TransferSyntaxUID")
+        if syntax is not None and syntax.is_encapsulated:
+            return
+        ds = pydicom.dcmread(str(path), defer_size=1024, specific_tags=list(_PIXEL_TAGS))
+        element = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
+        if element is None or "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
+            return
+        length = element.length if hasattr(element, "length") else len(element.value or b"")
+        rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+        frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+        spp = max(int(ds.get("SamplesPerPixel", 1) or 1), 1)
+    except Exception:  # noqa: BLE001 - a header that cannot be read: the reader says why
+        return
+    if length == 0xFFFFFFFF:  # undefined length: encapsulated whatever the transfer syntax says
+        return
+    values = rows * cols * frames * spp
+    need = (values + 7) // 8 if bits == 1 else values * ((bits + 7) // 8)
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "YBR_FULL_422":
+        need = need // 3 * 2
+    if length >= need:
+        return
+    per_frame = max(need / frames, 1)
+    raise _header_data_disagree(path, frames, rows, cols, spp, f"{length:,} bytes ({length / per_frame:.4g} "
+                                f"frame(s))", f", {bits} bits allocated: {need:,} bytes", " Not read: a reader would "
+                                "fill the missing frames with zeros, or allocate all the header declares.")
 
 
 def _size_hw(spatial_size: Sequence[int] | int | None) -> tuple[int, int] | None:
@@ -231,6 +290,7 @@ def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], di
         raise RuntimeError(f"cannot read DICOM file '{path}': {e}") from e
     if rows > 0 and cols > 0:
         _clip_frame_limit(path, (rows, cols), size, grayscale, declared, native)
+    check_dicom_pixel_data(path)  # a header declaring more than the data holds, before the data is read
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as e:
@@ -269,9 +329,7 @@ def _read_dicom(path: Path, size, grayscale: bool) -> tuple[list[np.ndarray], di
     plane = int(ds.Rows) * int(ds.Columns) * spp
     if arr.size != nframes * plane:  # pydicom decodes what the pixel data holds, whatever NumberOfFrames says
         held = f"{arr.size / plane:g} frame(s)" if plane else f"{arr.size} values"
-        raise RuntimeError(f"DICOM file '{path}' says NumberOfFrames {nframes} ({ds.Rows}×{ds.Columns}, {spp} "
-                           f"sample(s) per pixel) but its pixel data holds {held}: the header and the data disagree "
-                           "(an edited or truncated file).")
+        raise _header_data_disagree(path, nframes, int(ds.Rows), int(ds.Columns), spp, held)
     arr = arr.reshape(nframes, int(ds.Rows), int(ds.Columns), spp)
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0

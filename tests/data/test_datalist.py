@@ -1036,6 +1036,30 @@ def test_study_shapes_of_an_enhanced_file_of_several_time_points(tmp_path):
     assert list(check_study_shapes([path], "volume", pixdim=(1.5, 1.5, 1.5))["shapes"][path][1:]) == want
 
 
+def test_study_shapes_refuse_a_dicom_header_declaring_more_frames_than_its_data(tmp_path, monkeypatch):
+    """Security review T69b: the training check took a 6-frame CT file saying NumberOfFrames 12 for a volume of 12
+    frames (ITK then read 6 of zeros), and one saying 2,000,000 for one ITK would allocate ~1 GB for (the memory
+    check prices the header alone): refused from the header, naming the file and both sizes, alone or in a series
+    folder; the honest file, and one holding more than it says, are checked as before."""
+    from dicom_files import declare_frames, write_enhanced
+    from monai_das.data import studies
+
+    monkeypatch.setattr(studies, "available_memory", lambda: 1 << 40)  # the memory check lets 2,000,000 frames pass
+    pixels = np.stack([np.full((12, 10), 1024 + 100 * i, np.int16) for i in range(6)])
+    honest = str(write_enhanced(tmp_path / "honest.dcm", pixels, rescale=(-1024, 1)))
+    assert check_study_shapes([honest], "volume")["shapes"][honest] == (1, 10, 12, 6)
+    longer = str(declare_frames(write_enhanced(tmp_path / "longer.dcm", pixels, rescale=(-1024, 1)), 4))
+    assert check_study_shapes([longer], "volume")["shapes"][longer] == (1, 10, 12, 4)
+    for frames, need in ((12, "2,880"), (2_000_000, "480,000,000")):
+        lie = declare_frames(write_enhanced(tmp_path / str(frames) / "lie.dcm", pixels, rescale=(-1024, 1)), frames)
+        for item in (lie, lie.parent):
+            with pytest.raises(RuntimeError, match=rf"cannot be read: DICOM file '.*{frames}/lie\.dcm' says "
+                                                   rf"NumberOfFrames {frames} \(12×10, 1 sample\(s\) per pixel, 16 "
+                                                   rf"bits allocated: {need} bytes\) but its pixel data holds 1,440 "
+                                                   r"bytes \(6 frame\(s\)\): the header and the data disagree"):
+                check_study_shapes([str(item)], "volume")
+
+
 @pytest.mark.parametrize("axcodes", ["RAX", "RRS"])
 def test_study_shapes_refuse_invalid_axcodes_once(tmp_path, axcodes):
     """--slice_axis 2 --axcodes RAX: "24 of the 24 images checked cannot be used: ... Not all axis codes" (RRS was

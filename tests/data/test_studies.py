@@ -696,6 +696,35 @@ def test_headers_declaring_more_than_the_memory_are_refused_before_reading(tmp_p
         studies.check_declared_memory("x", ([100, 512, 512], 2, [5.0, 1.0, 1.0]), torch.tensor([1.0, 1.0, 1.0]))
 
 
+def test_a_dicom_header_declaring_more_frames_than_its_data_is_refused_before_reading(tmp_path, monkeypatch):
+    """Security review T69b: a 6-frame CT file whose header said NumberOfFrames 12 was read by ITK with 6 zero frames
+    and classified ("ok", no warning); saying 2,000,000 (a 2.6 KB file), ITK allocated ~1 GB (3.6 GB at the peak)
+    before anything failed, the memory check pricing the header alone. Both are refused from the header, naming the
+    file and both sizes, before a reader is called; the honest file, and one holding more than it says, still read."""
+    from monai.data import ITKReader, PydicomReader
+
+    from dicom_files import declare_frames, write_enhanced
+    from monai_das.data import studies
+
+    pixels = np.stack([np.full((12, 10), 1024 + 100 * i, np.int16) for i in range(6)])
+    honest = write_enhanced(tmp_path / "honest.dcm", pixels, rescale=(-1024, 1))
+    assert tuple(LoadStudy(VOLUME).load(honest).image.shape) == (1, 8, 8, 8)
+    longer = declare_frames(write_enhanced(tmp_path / "longer.dcm", pixels, rescale=(-1024, 1)), 4)
+    assert tuple(LoadStudy(VOLUME).load(longer).image.shape) == (1, 8, 8, 8)  # 4 of its 6 frames: read as before
+    monkeypatch.setattr(studies, "available_memory", lambda: 1 << 40)  # the memory check lets 2,000,000 frames pass
+    called = []
+    for reader in (ITKReader, PydicomReader):
+        monkeypatch.setattr(reader, "read", lambda self, *a, **k: called.append(self) or 1 / 0)
+    for frames, need in ((12, "2,880"), (2_000_000, "480,000,000")):
+        lie = declare_frames(write_enhanced(tmp_path / f"lie{frames}.dcm", pixels, rescale=(-1024, 1)), frames)
+        with pytest.raises(RuntimeError, match=rf"^study '.*': DICOM file '.*lie{frames}\.dcm' says NumberOfFrames "
+                                               rf"{frames} \(12×10, 1 sample\(s\) per pixel, 16 bits allocated: {need} "
+                                               r"bytes\) but its pixel data holds 1,440 bytes \(6 frame\(s\)\): the "
+                                               r"header and the data disagree: damaged or cut short"):
+            LoadStudy(VOLUME).load(lie)
+    assert not called
+
+
 def test_dicom_cine_is_priced_once_per_read(tmp_path, monkeypatch):
     """A DICOM cine read through LoadStudy was priced twice, with two formulas (its header's values by the study layer,
     then its frames at the grid by the clip reader): one clip pricing now (clip_frame_limit), run once per read."""

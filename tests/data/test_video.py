@@ -345,6 +345,31 @@ def test_dicom_whose_frame_count_disagrees_with_its_pixel_data(tmp_path):
         read_video(path)
 
 
+def test_a_dicom_cine_declaring_more_frames_than_its_data_is_refused_before_decoding(tmp_path, monkeypatch):
+    """An uncompressed cine saying NumberOfFrames 3000 over 30 frames was read whole and decoded (pydicom then
+    refused it): refused from its header, by the check the volume readers share (security review T69b), the pixel
+    data never read."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from dicom_files import declare_frames
+
+    path = tmp_path / "cine.dcm"
+    ds = pydicom.dcmread(get_testdata_file("examples_ybr_color.dcm"))  # 30 frames of 240×320 RGB, JPEG
+    ds.PixelData, ds.PhotometricInterpretation = ds.pixel_array.tobytes(), "RGB"
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    declare_frames(path, 3000)
+    read = []
+    real_dcmread = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: read.append(k) or real_dcmread(*a, **k))
+    with pytest.raises(RuntimeError, match=r"cine\.dcm' says NumberOfFrames 3000 \(240×320, 3 sample\(s\) per pixel, 8 "
+                                           r"bits allocated: 691,200,000 bytes\) but its pixel data holds 6,912,000 "
+                                           r"bytes \(30 frame\(s\)\): the header and the data disagree"):
+        read_video(path, spatial_size=16)
+    assert read and all(k.get("stop_before_pixels") or k.get("defer_size") for k in read), read
+
+
 def test_a_compressed_cine_missing_frames_is_said_so(tmp_path):
     """A JPEG cine cut short (25 of 40 frames' fragments) blamed a missing decoder, with an empty cause (pydicom's
     StopIteration; trial V): said as frames missing."""
