@@ -8,7 +8,7 @@ from typing import Any
 
 from monai.data import CacheDataset
 
-from monai_das.utils.logs import root_cause
+from monai_das.utils.logs import MAX_NAMED, root_cause
 
 __all__ = ["ItemLoadError", "NamedCacheDataset", "failures_text", "MAX_NAMED_FAILURES"]
 
@@ -57,7 +57,7 @@ def _naming(data: Any, index: int) -> Iterator[None]:
 
 
 #: failures named one by one in a cache's error; the rest are counted
-MAX_NAMED_FAILURES = 20
+MAX_NAMED_FAILURES = MAX_NAMED
 
 
 def failures_text(failed: list[ItemLoadError]) -> str:

@@ -16,7 +16,7 @@ import os
 import re
 import shlex
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from monai_das.data.listing import _label_index
 from monai_das.data.video_io import VIDEO_EXTENSIONS, check_dicom_pixel_data, is_dicom, read_dicom_header
 from monai_das.utils.config import hidden_characters, parser_rewrites
 from monai_das.utils.io import file_digest
+from monai_das.utils.logs import MAX_NAMED
 
 __all__ = [
     "DATALIST_SPLITS",
@@ -128,6 +129,26 @@ def csv_header(fieldnames: Sequence[str | None] | None, known: Sequence[str], wh
     return columns
 
 
+def csv_rows(reader: csv.DictReader, path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """
+    ``(line, row)`` of every row of ``reader`` as every CSV list here reads them (datalists, study lists): ``line``
+    the physical line where the row starts (header = line 1; a quoted cell spanning lines named the row by its last
+    line), a row whose every cell is blank skipped (a spreadsheet's trailing ``,,,,`` rows hold no item: they were
+    refused as "the image is blank", trial T69a), said once at the end naming their lines.
+    """
+    blank = []
+    for row in reader:
+        cells = [v for v in row.values() if isinstance(v, str)] + [v for v in row.get(None) or [] if isinstance(v, str)]
+        if not any(v.strip() for v in cells):
+            blank.append(reader.line_num)
+            continue
+        yield reader.line_num - sum(v.count("\n") for v in cells), row
+    if blank and (str(path), "blank rows") not in _warned_keys:
+        _warned_keys.add((str(path), "blank rows"))
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        logger.warning(f"{path}: {len(blank)} row(s) whose every cell is blank skipped (line(s) {shown}): no item.")
+
+
 def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
     """``(line number, row)`` pairs (header = line 1), every cell stripped."""
     try:
@@ -144,28 +165,16 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
                     f"'image,label[,group][,evidence][,split]'.{hint}"
                 )
             reader.fieldnames = columns  # so that " label" or "Label" in a hand-written header counts as "label"
-            rows, blank = [], []
-            for row in reader:
-                # physical line of the row's start (header = line 1): its end less the line breaks inside its quoted
-                # cells (a cell spanning lines was named by the row's last line)
-                cells = [v for v in row.values() if isinstance(v, str)] + list(row.get(None) or [])
-                line = reader.line_num - sum(v.count("\n") for v in cells)
+            rows = []
+            for line, row in csv_rows(reader, path):
                 if None in row:  # more cells than header columns: a shifted row would lose its group silently
                     raise ValueError(
                         f"{path}:{line}: {len(columns) + len(row[None])} cells for the {len(columns)} "
                         f"header columns {columns} (extra: {row[None]}); quote a value that holds a comma."
                     )
-                cells = {k: (v or "").strip() for k, v in row.items()}
-                if any(cells.values()):
-                    rows.append((line, cells))
-                else:  # a spreadsheet's row of empty cells (',,,,'): no item; it was refused as "the image is blank"
-                    blank.append(line)
+                rows.append((line, {k: (v or "").strip() for k, v in row.items()}))
     except UnicodeDecodeError as e:
         raise _not_utf8(path, e) from e
-    if blank and (str(path), "blank rows") not in _warned_keys:
-        _warned_keys.add((str(path), "blank rows"))
-        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
-        logger.warning(f"{path}: {len(blank)} row(s) whose every cell is blank skipped (line(s) {shown}): no item.")
     return rows
 
 
@@ -515,8 +524,9 @@ def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | N
             ``label_names``): how a CSV, which has no ``"labels"``, names its class order (e.g. ``["normal",
             "abnormal"]``: ``abnormal`` is class 1, where sorted names would make it 0). String labels must be
             among them and integer labels index them (checked item by item by :func:`load_datalist`). Refused when
-            they are not distinct non-blank names, or when a JSON's own ``"labels"`` name other classes or another
-            order (one source of class names, never two that disagree).
+            they are not distinct non-blank names, or when a JSON's own ``"labels"`` name other classes (one source
+            of class names, never two that disagree); the same classes in another order are read by name
+            (:func:`load_datalist`: an integer label indexes the file's own list).
 
     Returns:
         ``label_names`` when given; else the JSON's top-level ``"labels"`` (``{"0": "name", ...}`` as in a
@@ -555,6 +565,7 @@ def _by_json_name(raw: str, names: Sequence[str] | None, classes: Sequence[str])
 
 # ------------------------------------------------------------------------------------------------------ datalists
 def _inside(path: str, root: str) -> bool:
+    path, root = os.path.normcase(path), os.path.normcase(root)  # Windows: C:\Data and c:\data are one folder (R69)
     try:
         return os.path.commonpath([path, root]) == root
     except ValueError:  # different drives (Windows) or a mix of absolute and relative paths
@@ -844,19 +855,19 @@ def _missing_of(path: Path, root: str, split: str, entries: Sequence[tuple]) -> 
 
 
 def _common_folder(images: Sequence[str]) -> str:
-    """The deepest folder that holds every one of ``images`` (absolute paths), shell-quoted."""
-    common = os.path.commonpath(images)
+    """The deepest folder that holds every one of ``images`` (absolute paths), shell-quoted (the file system's root
+    when they share no folder: paths on two Windows drives)."""
+    try:
+        common = os.path.commonpath(images)
+    except ValueError:
+        return shlex.quote(os.path.abspath(os.sep))
     return shlex.quote(common if os.path.isdir(common) else os.path.dirname(common))
-
-
-#: how many missing images an error names (the others are counted)
-MAX_NAMED = 20
 
 
 def _missing_images(missing: Sequence[tuple[str, str, str]], root: str, listed: int = 0,
                     counts: Mapping[str, int] | None = None) -> str:
     """The error of a datalist's images that do not exist (``(where, image, as written)``): the first one, how many
-    others and where (up to ``MAX_NAMED``), how many of each list (``counts``, the list read first first) when the
+    others and where (up to ``_ERRORS_SHOWN``), how many of each list (``counts``, the list read first first) when the
     file holds several; when
     the written paths name files from the working directory (paths are relative to ``root``, the dataset folder),
     the ``--dataset_dir`` that reads them, or, when none of the ``listed`` images exists, where they are read from;
@@ -864,8 +875,8 @@ def _missing_images(missing: Sequence[tuple[str, str, str]], root: str, listed: 
     where, image, _ = missing[0]
     text = f"{where}: image '{image}' does not exist."
     if len(missing) > 1:
-        shown = ", ".join(Path(w).name for w, _, _ in missing[1:MAX_NAMED])  # 'labels.csv:7', 'x.json:training[3]'
-        more = f", and {len(missing) - MAX_NAMED} more" if len(missing) > MAX_NAMED else ""
+        shown = ", ".join(Path(w).name for w, _, _ in missing[1:_ERRORS_SHOWN])  # 'labels.csv:7', 'x.json:training[3]'
+        more = f", and {len(missing) - _ERRORS_SHOWN} more" if len(missing) > _ERRORS_SHOWN else ""
         text += f" {len(missing) - 1} more image(s) do not exist either (at {shown}{more})."
     if counts:  # a user who fixed one list's met the others' in a second run, and a third (trials T63a, T69a)
         text += " Missing in every list of the file: " + ", ".join(f"{n} in '{s}'" for s, n in counts.items()) + "."
@@ -1489,8 +1500,8 @@ def _study_facts(image: str, layout: str, slice_axis: int, reader, clips_only: b
     return c, (c, *spatial), spatial[slice_axis], uids, modality, rate
 
 
-#: unusable images named in one error of :func:`check_study_shapes`
-_ERRORS_SHOWN = 20
+#: unusable images named in one error of :func:`check_study_shapes` (and missing ones of :func:`load_datalist`)
+_ERRORS_SHOWN = MAX_NAMED
 
 
 def check_study_shapes(
@@ -1625,8 +1636,9 @@ def check_study_shapes(
             other_c, other = next(iter(first_with.items()))
 
             def fourth(path: str, n: int) -> str:  # a 4D NIfTI's 4th axis is channels (trial T69a: not said)
-                return (" (a 4D NIfTI: its 4th axis, e.g. timepoints or echoes, is read as channels)"
-                        if n > 1 and path.lower().endswith(_NIFTI_SUFFIXES) else "")
+                from monai_das.data.studies import FOURTH_AXIS_NOTE
+
+                return f" ({FOURTH_AXIS_NOTE})" if n > 1 and path.lower().endswith(_NIFTI_SUFFIXES) else ""
 
             errors.append((ValueError,
                            f"mixed channel counts: '{other}' has {other_c} channel(s){fourth(other, other_c)}, "

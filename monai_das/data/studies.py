@@ -80,6 +80,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+#: what a volume's channels are when they are no colours: how errors about its channel count say it (trial T69a)
+FOURTH_AXIS_NOTE = "its 4th, non-spatial axis (e.g. a 4D NIfTI's timepoints or echoes) read as channels"
 # MONAI warns that nvImageCodec is missing each time a LoadImage is built (here: once per DICOM study): once is enough
 log_once("monai.data.nvimgcodec_pydicom_plugin")
 
@@ -1088,7 +1090,7 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
     Every image must lie inside ``dataset_dir`` (default: the CSV's folder), as a datalist's
     (:func:`monai_das.data.load_datalist`): the rows that leave it are refused, all named in one error. No study is
     read (nothing opened) before the whole list is checked."""
-    from monai_das.data.datalist import _inside, csv_header, dataset_root, inside_rule
+    from monai_das.data.datalist import _inside, csv_header, csv_rows, dataset_root, inside_rule
 
     base = csv_path.parent
     root = dataset_root(csv_path, dataset_dir)
@@ -1107,8 +1109,8 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
             if reader.fieldnames is None or image_column not in reader.fieldnames:
                 raise ValueError(f"study list '{csv_path}' line 1: needs a '{image_column}' column (path of each "
                                  f"study), got the columns {reader.fieldnames}.")
-            for row in reader:
-                where = f"study list '{csv_path}' line {reader.line_num}"
+            for line, row in csv_rows(reader, csv_path):  # rows of blank cells skipped, as a datalist's
+                where = f"study list '{csv_path}' line {line}"
                 if None in row:
                     raise ValueError(f"{where}: {len(reader.fieldnames) + len(row[None])} fields for the "
                                      f"{len(reader.fieldnames)} columns of the header (unquoted comma?).")
@@ -1119,7 +1121,7 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                 path = Path(os.path.abspath(path if path.is_absolute() else base / path))
                 images.append(str(path))
                 if not _inside(str(path), root):  # never opened: /etc/passwd was read to be refused as no study
-                    outside.append((reader.line_num, image, str(path)))
+                    outside.append((line, image, str(path)))
                 study_id = (row.get("id") or "").strip() or image
                 control = next((c for c in study_id if not c.isprintable()), None)
                 if control is not None:  # a line break in an id starts a forged line in every log and report
@@ -1130,7 +1132,7 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                 try:
                     label = _parse_label(row.get("label"), label_names, where)
                 except ValueError as e:  # named with the others (it stopped at the first: one line a run; trial T58)
-                    bad_labels.append((reader.line_num, (row.get("label") or "").strip(), str(e)))
+                    bad_labels.append((line, (row.get("label") or "").strip(), str(e)))
                     label = None
                 if study_id in first_line:
                     raise ValueError(f"{where}: duplicate id {study_id!r} (also on line {first_line[study_id]}); "
@@ -1138,7 +1140,7 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                 if path in path_line:
                     raise ValueError(f"{where}: '{image}' is the study of line {path_line[path]} again ({path}); "
                                      "list each study once.")
-                first_line[study_id], path_line[path] = reader.line_num, reader.line_num
+                first_line[study_id], path_line[path] = line, line
                 rows.append((study_id, path, label))
     except UnicodeDecodeError as e:
         raise ValueError(f"study list '{csv_path}' is not UTF-8 text (byte {e.start}): expected a CSV file.") from None
@@ -1236,8 +1238,8 @@ def discover_studies(
               ``SeriesInstanceUID``. Ids are paths relative to the folder (``sub/b.nii.gz``; a series: its folder,
               ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose
               files of ``source`` itself; a series of one image beside other studies' files in its folder, a still
-              beside an exam's cines: its file). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are skipped, and
-              so are text files without an extension (a PACS export's ``VERSION``) and the DICOM series of no
+              beside an exam's cines: its file). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are
+              skipped, and so are text files without an extension (a PACS export's ``VERSION``) and the DICOM series of no
               study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`; localizer
               images) beside an image series in their folder, or in a folder of their own beside an image series of
               their ``StudyInstanceUID`` (logged at INFO; without one they stay studies, whose loading says what they
@@ -1745,7 +1747,7 @@ class LoadStudy(Transform):
             return (img.narrow(channel_dim, 0, 3) * w.reshape(shape)).sum(dim=channel_dim, keepdim=True)
         if want == 3 and c == 1:  # grayscale study, RGB network
             return torch.cat([img] * 3, dim=channel_dim)
-        what = "" if colour else " (the 4th axis of a 4D image, e.g. timepoints or echoes, read as channels)"
+        what = "" if colour else f" ({FOURTH_AXIS_NOTE})"
         raise ValueError(f"{self._where(source)} has {c} channel(s){what}; the network expects {want}.")
 
     # ------------------------------------------------------------------ volumes

@@ -65,7 +65,8 @@ def check_dicom_pixel_data(path: str | os.PathLike) -> None:
     """
     Refuse an uncompressed DICOM file whose header declares more pixel data than the file holds: Rows × Columns ×
     NumberOfFrames × SamplesPerPixel × BitsAllocated/8 (bit-packed for 1 bit, two thirds for ``YBR_FULL_422``) over
-    the length of its ``PixelData`` element. Only the header is read (the pixel data's length, not its value), so
+    the length of its ``PixelData`` element, or over the bytes the file holds after the element's start when it was
+    cut inside it. Only the header is read (the pixel data's length, not its value), so
     the check costs no memory, and it runs before any reader: MONAI's ``ITKReader`` fills the missing frames with
     zeros (a 6-frame CT file saying 12 frames was classified with 6 zero frames) and allocates what the header
     declares (a 2.6 KB file saying 2,000,000 frames took 3.6 GB); security review T69b. A file holding more than its
@@ -87,6 +88,9 @@ def check_dicom_pixel_data(path: str | os.PathLike) -> None:
         if element is None or "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
             return
         length = element.length if hasattr(element, "length") else len(element.value or b"")
+        tell = getattr(element, "value_tell", None)  # where the value starts: a file cut inside it holds less (R69)
+        if isinstance(tell, int) and length != 0xFFFFFFFF:
+            length = min(length, max(os.path.getsize(path) - tell, 0))
         rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
         frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
         spp = max(int(ds.get("SamplesPerPixel", 1) or 1), 1)

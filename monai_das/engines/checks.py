@@ -226,7 +226,7 @@ def install_error_summary() -> None:
         from monai_das.utils.logs import first_cause
 
         cause = first_cause(error) if isinstance(error, BaseException) else error
-        where = refusal_site(cause) if not os.environ.get(TRACEBACK_ENV) else None
+        where = None if _traceback_wanted() else refusal_site(cause)
         if where is None:
             previous(kind, error, tb)
         else:  # a refusal of the run's input or options: its message, not 60-135 lines of MONAI's frames (T69a)
@@ -252,17 +252,28 @@ TRACEBACK_ENV = "MONAI_DAS_TRACEBACK"
 _REFUSALS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
+def _traceback_wanted() -> bool:
+    """:data:`TRACEBACK_ENV` as a boolean (``0``/``false`` off); a value that is no boolean keeps the traceback."""
+    try:
+        return flag(os.environ.get(TRACEBACK_ENV) or "false")
+    except ValueError:
+        return True
+
+
 def refusal_site(error: BaseException) -> str | None:
     """
     ``"<module file>:<line>"`` where ``error`` was raised when it is a refusal of this package: a ``ValueError`` or a
     missing/misplaced-file error raised by a ``raise`` statement of a ``monai_das`` module (a datalist line, an
-    option, a resume under other settings); ``None`` for anything else (an error of MONAI, torch or a reader, an
-    error a built-in raised in this package's code, a bug's ``TypeError``), which keeps its whole traceback.
+    option, a resume under other settings) and wrapping no other error; ``None`` for anything else (an error of
+    MONAI, torch or a reader, an error a built-in raised in this package's code, a bug's ``TypeError``, a refusal
+    raised from another error, e.g. a custom encoder's), which keeps its whole traceback.
     """
     import linecache
 
     if not isinstance(error, _REFUSALS) or error.__traceback__ is None:
         return None
+    if error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        return None  # it wraps another error (a custom encoder's bug, a reader's): that traceback is kept (R69)
     tb = error.__traceback__
     while tb.tb_next is not None:
         tb = tb.tb_next
@@ -642,17 +653,18 @@ def warn_open_run(tracking_uri: Any, experiment_name: Any, run_name: Any, enable
 
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(str(experiment_name))
-        runs = [] if experiment is None else client.search_runs(
-            [experiment.experiment_id], f"attributes.run_name = '{str(run_name)}' and attributes.status = 'RUNNING'")
+        runs = [] if experiment is None else [  # filtered here: a quote in the name would break a filter string
+            r for r in client.search_runs([experiment.experiment_id])
+            if r.info.run_name == str(run_name) and r.info.status == "RUNNING"]
     except Exception:  # not MLflow's, locked, another schema: MLflow's own business
         return
     for run in runs:
         logger.warning(
             f"MLflow run '{run_name}' ({run.info.run_id}) in {uri} is still RUNNING: the interrupted training logged "
             "to it, and this resume with --mlflow false logs nothing there, so it stays RUNNING with the epochs before "
-            "the interruption. Resume with --mlflow true to go on logging into it, or end it: python -c \"from "
-            f"mlflow.tracking import MlflowClient; MlflowClient('{uri}').set_terminated('{run.info.run_id}', "
-            "'KILLED')\".")
+            "the interruption. Resume with --mlflow true to go on logging into it, or end it (FINISHED: a later "
+            "resume with MLflow then makes a new run): python -c \"from mlflow.tracking import MlflowClient; "
+            f"MlflowClient({uri!r}).set_terminated({run.info.run_id!r})\".")
 
 
 def _sqlite_file(uri: str) -> Path | None:

@@ -72,7 +72,8 @@ def hold_predictions(predictions_csv: str | os.PathLike) -> None:
         RuntimeError: another process holds the lock.
     """
     path = Path(predictions_csv)
-    for written in (path, path.with_suffix(".json")):  # read, emptied, appended: never through a link (T69b)
+    # read, emptied, appended: never through a link (T69b); nor its lock files (a link there left the run unlocked)
+    for written in (path, path.with_suffix(".json"), *(path.parent / name for name in _lock_names(path))):
         refuse_link(written, "predictions file")
     hold_lock(path.parent, *_lock_names(path), what="batch inference", refusal=lambda o: (
         f"another batch inference is writing '{path}'{f' ({o})' if o else ''}: wait for it to finish, or give this "

@@ -23,12 +23,18 @@ def optional(value: Any) -> Any:
 
 def hidden_characters(text: str) -> list[str]:
     """The characters of ``text`` that print as something else or nothing: control characters (a newline, a tab,
-    ``\\x1b`` terminal escapes), format characters (right-to-left overrides, zero-width spaces) and line/paragraph
-    separators, as ``ascii`` escapes (``['\\n']``). A class name holding one reads as another name, or as another
-    log line (security review T69b: ``'a\\nFAKE LOG LINE'``), in logs, reports and MONAI Label's answers."""
+    ``\\x1b`` terminal escapes), format characters (right-to-left overrides, zero-width spaces; not the zero-width
+    joiner and non-joiner of Persian and Indic spellings) and line/paragraph separators, as ``ascii`` escapes
+    (``['\\n']``). A class name holding one reads as another name, or as another log line (security review T69b:
+    ``'a\\nFAKE LOG LINE'``), in logs, reports and MONAI Label's answers."""
     import unicodedata
 
-    return [ascii(c)[1:-1] for c in dict.fromkeys(text) if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    return [ascii(c)[1:-1] for c in dict.fromkeys(text)
+            if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c not in _JOINERS]
+
+
+#: zero-width non-joiner and joiner: format characters that are part of spellings (Persian, Indic scripts), not hidden
+_JOINERS = ("\u200c", "\u200d")
 
 
 #: keys MONAI's ``ConfigParser`` reads as directives (instantiate a class, import, ...), not as data

@@ -137,11 +137,15 @@ def _link_error(filepath: str | os.PathLike, what: str) -> ValueError:
 
 def open_in_place(filepath: str | os.PathLike, mode: str = "a", what: str = "output file", **kwargs: Any) -> Any:
     """``open(filepath, mode, **kwargs)`` for a file written in place (``mode`` ``"w"``, ``"a"`` or ``"rb+"``) that
-    never follows a symbolic link (``O_NOFOLLOW`` where the system has it, :func:`refuse_link`'s error otherwise):
-    checked by the open itself, so a link put there after a check is refused too."""
+    never follows a symbolic link as its last component: :func:`refuse_link` before, and on POSIX systems
+    ``O_NOFOLLOW`` in the open itself, so that a link put there after the check is refused too (Windows has no
+    ``O_NOFOLLOW``: the check alone)."""
     refuse_link(filepath, what)
     try:
-        fd = os.open(filepath, _IN_PLACE_FLAGS[mode] | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        # O_BINARY (Windows): a descriptor os.open makes is in text mode there, and the C runtime would turn csv's
+        # \r\n into \r\r\n and stop reads at 0x1A (R69)
+        flags = _IN_PLACE_FLAGS[mode] | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(filepath, flags, 0o666)
     except OSError as e:
         if Path(filepath).is_symlink():
             raise _link_error(filepath, what) from e

@@ -10,6 +10,8 @@ __all__ = ["quiet_loggers", "log_once", "quiet_other_ranks", "cause_chain", "roo
 
 #: how the messages of exceptions that only wrap another begin (MONAI's config expressions and components, its
 #: transforms)
+#: how many items (files, datalist lines) one error names one by one; the others are counted
+MAX_NAMED = 20
 WRAPPER_PREFIXES = ("Failed to evaluate", "Failed to instantiate", "applying transform")
 
 

@@ -24,7 +24,8 @@ def test_truncated_file_is_named_with_its_datalist_line(tmp_path):
              {"image": str(bad), "source_line": "labels.csv:4"}]
     load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
     with pytest.raises(ItemLoadError, match=r"labels\.csv:3 \(image '.*bad\.nii\.gz'\): cannot be loaded: \w+.* "
-                       r"\(and 1 more item\(s\) that cannot be loaded, below\)\n- labels\.csv:4 \(image '.*bad\.nii\.gz'\): cannot "
+                       r"\(and 1 more item\(s\) that cannot be loaded, below\)\n- labels\.csv:4 "
+                       r"\(image '.*bad\.nii\.gz'\): cannot "
                        r"be loaded"):
         NamedCacheDataset(items, load, cache_rate=1.0, num_workers=2, progress=False)  # every failure named (T68b)
     lazy = NamedCacheDataset(items, load, cache_rate=0.0, progress=False)  # not cached: named when fetched

@@ -359,7 +359,8 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
         (["image,label", "a.npy,x", 'b.npy,"ok\nFAKE LOG LINE - INFO - all good"'], ValueError,
          r"labels\.csv:3: class name 'ok\\nFAKE LOG LINE - INFO - all good' holds characters that print as something "
          r"else or nothing \(\\n\)"),
-        (["image,label", "a.npy,x", "b.npy,benign\u202egnam"], ValueError, r"class name 'benign\\u202egnam' holds .*\(\\u202e\)"),
+        (["image,label", "a.npy,x", "b.npy,benign\u202egnam"], ValueError,
+         r"class name 'benign\\u202egnam' holds .*\(\\u202e\)"),
     ],
 )
 def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):
@@ -467,21 +468,23 @@ def test_missing_images_are_named_together_with_a_hint_for_windows_paths(tmp_pat
     split = _csv(tmp_path / "split.csv", "image,label,split", "clips/a/gone.npy,x,training", "clips/a/p00.npy,x,test",
                  "clips/a/lost.npy,y,test", "clips/a/p01.npy,y,validation", "clips/a/away.npy,x,validation",
                  ",y,validation")
-    with pytest.raises(FileNotFoundError, match=r"gone\.npy' does not exist\. 2 more image\(s\) do not exist either "
-                                                r"\(at split\.csv:6, split\.csv:4\)\. Missing in every list of the file: "
-                                                r"1 in 'training', 1 in 'validation', 1 in 'test'\.$"):
+    with pytest.raises(FileNotFoundError, match=r"gone\.npy' does not exist\. 2 more image\(s\) do not exist "
+                                                r"either \(at split\.csv:6, split\.csv:4\)\. Missing in every list of "
+                                                r"the file: 1 in 'training', 1 in 'validation', 1 in 'test'\.$"):
         load_datalist(split)
     import json
 
     listed = tmp_path / "split.json"  # a JSON datalist alike, its items named by list and index
     listed.write_text(json.dumps({"training": [{"image": "clips/a/gone.npy", "label": 0}],
-                                  "test": [{"image": "clips/a/p00.npy", "label": 1}, {"image": "lost.npy", "label": 1}]}))
-    with pytest.raises(FileNotFoundError, match=r"1 more image\(s\) do not exist either \(at split\.json:test\[1\]"
-                                                r"\)\. Missing in every list of the file: 1 in 'training', 1 in 'test'\.$"):
+                                  "test": [{"image": "clips/a/p00.npy", "label": 1},
+                                           {"image": "lost.npy", "label": 1}]}))
+    with pytest.raises(FileNotFoundError, match=r"1 more image\(s\) do not exist either \(at split\.json:test"
+                                                r"\[1\]\)\. Missing in every list of the file: 1 in 'training', 1 in "
+                                                r"'test'\.$"):
         load_datalist(listed)
     many = _csv(tmp_path / "many.csv", "image,label", *[f"m{i}.npy,{'xy'[i % 2]}" for i in range(25)])
-    with pytest.raises(FileNotFoundError, match=r"24 more image\(s\) do not exist either \(at many\.csv:3, .*many\.csv:21, "
-                                                r"and 5 more\)\. Relative image paths"):
+    with pytest.raises(FileNotFoundError, match=r"24 more image\(s\) do not exist either \(at many\.csv:3, "
+                                                r".*many\.csv:21, and 5 more\)\. Relative image paths"):
         load_datalist(many)  # up to 20 named
 
 
@@ -753,8 +756,9 @@ def test_check_study_shapes_errors(tmp_path):
         check_study_shapes([thin], "volume", min_frames=3)
     gray, rgb = str(tmp_path / "gray.npy"), _nifti(tmp_path / "rgb.nii.gz", (6, 6, 6, 3))
     np.save(gray, np.zeros((6, 6, 6), np.uint8))
-    with pytest.raises(ValueError, match=r"mixed channel counts: '.*gray\.npy' has 1 channel\(s\), '.*rgb\.nii\.gz' has 3 "
-                                         r"\(a 4D NIfTI: its 4th axis, e\.g\. timepoints or echoes, is read as channels\)"):
+    with pytest.raises(ValueError, match=r"mixed channel counts: '.*gray\.npy' has 1 channel\(s\), '.*rgb\.nii\.gz' "
+                                         r"has 3 \(its 4th, non-spatial axis \(e\.g\. a 4D NIfTI's timepoints or "
+                                         r"echoes\) read as channels\)"):
         check_study_shapes([gray, rgb], "volume")  # the 4th axis said (trial T69a)
     # with another unusable image: both in one error (the channel error dropped the ones collected before)
     with pytest.raises(FileNotFoundError, match=r"2 of the 3 images checked cannot be used:\n  .*gone\.nii' does not "
@@ -887,9 +891,9 @@ def test_a_series_training_reader_would_read_in_part_is_refused(tmp_path):
     cut = series("cut")
     data = (cut / "s2.dcm").read_bytes()
     (cut / "s2.dcm").write_bytes(data[: len(data) - 70])  # half of its pixel data
-    with pytest.raises(ValueError, match=r"cut' would be read otherwise by training's reader: .* stacks 3 file\(s\) as the "
-                                         r"series where the folder holds 4 DICOM image file\(s\), and leaves out 1 "
-                                         r"\(s2\.dcm\): 's2\.dcm' does not decode \("):  # the cause, not a guess
+    # (refused from its header since R69, before the reader that would leave it out: its bytes fall short)
+    with pytest.raises(RuntimeError, match=r"cut' cannot be read: DICOM file '.*s2\.dcm' says NumberOfFrames 1 .* but "
+                                           r"its pixel data holds 70 bytes .*damaged or cut short"):
         check_study_shapes([str(cut)], "volume")
     import pydicom
 
@@ -1058,6 +1062,13 @@ def test_study_shapes_refuse_a_dicom_header_declaring_more_frames_than_its_data(
                                                    rf"bits allocated: {need} bytes\) but its pixel data holds 1,440 "
                                                    r"bytes \(6 frame\(s\)\): the header and the data disagree"):
                 check_study_shapes([str(item)], "volume")
+    # a copy cut inside its pixel data, whose length field still says the whole (R69): the bytes it holds count
+    cut = tmp_path / "cut" / "cut.dcm"
+    cut.parent.mkdir()
+    cut.write_bytes(Path(honest).read_bytes()[:-480])
+    with pytest.raises(RuntimeError, match=r"cut\.dcm' says NumberOfFrames 6 .*: 1,440 bytes\) but its pixel data "
+                                           r"holds 960 bytes \(4 frame\(s\)\)"):
+        check_study_shapes([str(cut)], "volume")
 
 
 @pytest.mark.parametrize("axcodes", ["RAX", "RRS"])

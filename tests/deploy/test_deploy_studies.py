@@ -576,12 +576,12 @@ def test_wrong_modality_and_non_image(tmp_path):
 def test_bad_volumes(tmp_path):
     many = write_nifti(tmp_path / "fmri.nii.gz", np.random.rand(8, 8, 8, 5).astype(np.float32))
     (src,) = discover_studies(many)
-    with pytest.raises(ValueError, match=r"has 5 channel\(s\) \(the 4th axis of a 4D image, e\.g\. timepoints or "
-                                         r"echoes, read as channels\)"):  # said for any count (trial T69a)
+    with pytest.raises(ValueError, match=r"has 5 channel\(s\) \(its 4th, non-spatial axis \(e\.g\. a 4D NIfTI's "
+                                         r"timepoints or echoes\) read as channels\)"):  # for any count (trial T69a)
         StudyLoader(SPEC).load(src)
     for t in (3, 4):  # as many timepoints as colours: still not colours (training refuses them too)
         (src,) = discover_studies(write_nifti(tmp_path / f"t{t}.nii.gz", np.random.rand(8, 8, 8, t).astype(np.float32)))
-        with pytest.raises(ValueError, match=rf"has {t} channel\(s\) \(the 4th axis of a 4D image, e\.g\. timepoints"):
+        with pytest.raises(ValueError, match=rf"has {t} channel\(s\) \(its 4th, non-spatial axis \(e\.g\. a 4D NIfTI's"):
             StudyLoader(SPEC).load(src)
     line = write_nifti(tmp_path / "line.nii", np.random.rand(9, 1, 1).astype(np.float32))
     with pytest.raises(ValueError, match="not a 2D/3D image"):

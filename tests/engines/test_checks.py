@@ -520,7 +520,30 @@ def test_a_refusal_prints_its_message_not_the_traceback(monkeypatch, capsys, tmp
                         r"MONAI_DAS_TRACEBACK=1\)", lines[0]), lines[0]
     stop = f"monai_das: the run stopped: FileNotFoundError: datalist file '{tmp_path / 'gone.csv'}' does not exist."
     assert lines[1:] == [stop, stop]
+    monkeypatch.setenv("MONAI_DAS_TRACEBACK", "0")  # off: short again
+    try:
+        fail()
+    except RuntimeError as e:
+        sys.excepthook(type(e), e, e.__traceback__)
+    assert len(printed) == 1 and "refused at" in capsys.readouterr().err
     monkeypatch.delenv("MONAI_DAS_TRACEBACK")
+    import torch.nn as nn
+
+    from monai_das.engines.checks import refusal_site
+    from monai_das.networks.blocks.frame_encoder import probe_encoder_features
+
+    class Buggy(nn.Module):
+        def forward(self, x):
+            return {}["features"]  # a custom encoder's bug
+
+    try:  # a refusal raised from another error (R69): that error's traceback is kept
+        probe_encoder_features(Buggy(), in_channels=1)
+    except ValueError as e:
+        assert "could not find the feature size" in str(e) and refusal_site(e) is None
+    try:
+        load_datalist(tmp_path / "gone.csv")
+    except FileNotFoundError as e:
+        assert refusal_site(e) is not None  # the same kind of error, raised by this package alone: short
     try:  # an error of another kind raised in this package (a bug's): its traceback
         from monai_das.utils.config import hidden_characters
 

@@ -159,7 +159,7 @@ def test_csv_listing(tmp_path, study_folder):
     # an id with a line break forged a second line in every log (trial 60b): refused, naming the line (the quoted
     # field spans lines 3-4 of the file)
     (tmp_path / "forged.csv").write_text('id,image\nx,a\n"y\nERROR forged",b\n')
-    with pytest.raises(ValueError, match=r"forged\.csv' line 4: the study id 'y\\nERROR forged' holds the "
+    with pytest.raises(ValueError, match=r"forged\.csv' line 3: the study id 'y\\nERROR forged' holds the "
                                          r"character '\\n'"):
         list_studies(tmp_path / "forged.csv")
     (tmp_path / "bidi.csv").write_text("id,image\nx\u202egpj.exe,a\n", encoding="utf-8")  # a direction override
@@ -198,6 +198,10 @@ def test_csv_labels_are_checked(tmp_path):
     (tmp_path / "blank.csv").write_text("id,image\na,a.nii\nb,\n")
     with pytest.raises(ValueError, match=r"blank\.csv' line 3: empty 'image'"):
         list_studies(tmp_path / "blank.csv")
+    # a spreadsheet's rows of blank cells hold no study: skipped, said once, as in a datalist (trial T69a, R69)
+    (tmp_path / "sheet.csv").write_text("id,image\n,,\n,,,\n")
+    with pytest.raises(ValueError, match=r"no studies found in '.*sheet\.csv'"):
+        list_studies(tmp_path / "sheet.csv")
 
 
 def test_single_study_file_as_input(tmp_path, study_folder):
@@ -255,7 +259,7 @@ def test_single_frame_clips_are_refused(tmp_path):
     frames = [Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)) for i in range(3)]
     frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:], duration=100)
     items = list_studies(tmp_path)
-    dcm = tmp_path.name  # the loose single-frame DICOM of the input folder: a one-slice series named after it
+    dcm = "still.dcm"  # the loose single-frame DICOM beside other studies' files: a one-slice series, its file's name
     assert [it["id"] for it in items] == sorted(["clip.gif", dcm, "still.gif"])
     ds = StudyDataset(items, (8, 1, 16, 16), study_transform("video", 16, num_frames=8))
     out = {d["id"]: d for d in (ds[i] for i in range(len(ds)))}
@@ -457,8 +461,13 @@ def test_a_predictions_file_that_is_a_link_is_refused(tmp_path, target_exists):
     (out / "predictions.json").symlink_to(elsewhere)  # the JSON beside it is rewritten too
     with pytest.raises(ValueError, match=r"predictions\.json' is a symbolic link"):
         select_studies(items, 0, 1, done_csv=out / "predictions.csv")
+    (out / "predictions.json").unlink()
+    (out / ".predictions.csv.lock").symlink_to(elsewhere)  # a link as its lock left the run unlocked (R69)
+    with pytest.raises(ValueError, match=r"\.predictions\.csv\.lock' is a symbolic link"):
+        select_studies(items, 0, 1, done_csv=out / "predictions.csv")
 
 
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="no O_NOFOLLOW on this system (Windows): the check alone")
 def test_open_in_place_never_follows_a_link(tmp_path):
     """The open itself refuses a link (O_NOFOLLOW): a link put there after a check is not followed either."""
     import monai_das.utils.io as io
