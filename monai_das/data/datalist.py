@@ -565,11 +565,17 @@ def _by_json_name(raw: str, names: Sequence[str] | None, classes: Sequence[str])
 
 # ------------------------------------------------------------------------------------------------------ datalists
 def _inside(path: str, root: str) -> bool:
-    path, root = os.path.normcase(path), os.path.normcase(root)  # Windows: C:\Data and c:\data are one folder (R69)
-    try:
-        return os.path.commonpath([path, root]) == root
-    except ValueError:  # different drives (Windows) or a mix of absolute and relative paths
-        return False
+    """Whether ``path`` lies in the folder ``root``: as written (a symbolic link inside ``root`` is allowed), or with
+    both resolved (the folder written through a link on one side and by its own path on the other: macOS's ``/tmp``
+    and ``/private/tmp``, a mounted drive; trial T69c)."""
+    def within(p: str, r: str) -> bool:
+        p, r = os.path.normcase(p), os.path.normcase(r)  # Windows: C:\Data and c:\data are one folder (R69)
+        try:
+            return os.path.commonpath([p, r]) == r
+        except ValueError:  # different drives (Windows) or a mix of absolute and relative paths
+            return False
+
+    return within(path, root) or within(os.path.realpath(path), os.path.realpath(root))
 
 
 def dataset_root(path: str | os.PathLike, dataset_dir: str | os.PathLike | None = None) -> str:
@@ -720,7 +726,8 @@ def load_datalist(
     also one given as an absolute path, must lie inside ``dataset_dir``: a path that leaves it (``../``, or an
     absolute path elsewhere) is refused, so a datalist cannot make training read files outside the dataset. The check
     works on the written paths (``os.path.normpath``), not on symlink targets, so a symlinked folder inside
-    ``dataset_dir`` is allowed.
+    ``dataset_dir`` is allowed; a path that lies inside once both sides are resolved (the folder written through a
+    link on one side) is inside too.
 
     Args:
         path: the ``.json`` or ``.csv`` file.

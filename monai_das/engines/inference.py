@@ -307,8 +307,8 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
         replaced, changed = reasons.get(UNLISTED, 0) + reasons.get(MOVED, 0), reasons.get(CHANGED, 0)
         # a study whose file changed since (size or modification time) is predicted again, rightly: said, without the
         # advice for another input's rows
-        again = (f" {changed} stud(y/ies) changed since their prediction (file size or modification time) and are "
-                 "predicted again." if changed else "")
+        again = (f" {changed} stud(y/ies) changed since their prediction (a file's size or modification time; a "
+                 "dataset item's data options) and are predicted again." if changed else "")
         if replaced:
             logger.warning(text + f" This run replaces the predictions of {replaced} earlier stud(y/ies) of another "
                            "listing in that file; to keep an earlier run's, give each input its own --output_dir."

@@ -1217,3 +1217,20 @@ def test_a_still_beside_an_exams_cines_is_named_by_its_file(tmp_path):
     ids = {s.study_id: s.kind for s in discover_studies(tmp_path / "in")}
     assert ids == {"EXAM1/IM0001": "video", "EXAM1/IM0002": "video", "EXAM1/IM0003": "dicom_series",
                    "CT": "dicom_series"}, ids
+
+
+def test_a_study_list_in_a_folder_written_through_a_link_reads_its_own_files(tmp_path):
+    """Trial T69c: a list opened through a linked folder ('/tmp/lnk/l2/list.csv', lnk -> data) whose rows name its own
+    files by their real path ('/tmp/data/l2/x.nii.gz') was refused as outside its folder (macOS's /tmp and
+    /private/tmp, a mounted drive); inside once both are resolved. A row that really lies elsewhere is still refused."""
+    real = tmp_path / "data" / "l2"
+    _nifti(real / "x.nii.gz")
+    _nifti(tmp_path / "elsewhere" / "y.nii.gz")
+    (tmp_path / "lnk").symlink_to(tmp_path / "data")
+    (real / "list.csv").write_text(f"image\n{real / 'x.nii.gz'}\n")
+    assert [s.study_id for s in discover_studies(tmp_path / "lnk" / "l2" / "list.csv")] == [str(real / "x.nii.gz")]
+    (real / "back.csv").write_text(f"image\n{tmp_path / 'lnk' / 'l2' / 'x.nii.gz'}\n")  # the other way round
+    assert len(discover_studies(real / "back.csv")) == 1
+    (real / "out.csv").write_text(f"image\n{tmp_path / 'elsewhere' / 'y.nii.gz'}\n")
+    with pytest.raises(ValueError, match=r"outside the dataset folder"):
+        discover_studies(tmp_path / "lnk" / "l2" / "out.csv")
