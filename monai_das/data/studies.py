@@ -1239,8 +1239,8 @@ def discover_studies(
               ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose
               files of ``source`` itself; a series of one image beside other studies' files in its folder, a still
               beside an exam's cines: its file). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are
-              skipped, and so are text files without an extension (a PACS export's ``VERSION``) and the DICOM series of no
-              study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`; localizer
+              skipped, and so are text files without an extension (a PACS export's ``VERSION``) and the DICOM
+              series of no study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`; localizer
               images) beside an image series in their folder, or in a folder of their own beside an image series of
               their ``StudyInstanceUID`` (logged at INFO; without one they stay studies, whose loading says what they
               are); other files, empty folders and unreadable DICOM become invalid studies.

@@ -581,7 +581,8 @@ def test_bad_volumes(tmp_path):
         StudyLoader(SPEC).load(src)
     for t in (3, 4):  # as many timepoints as colours: still not colours (training refuses them too)
         (src,) = discover_studies(write_nifti(tmp_path / f"t{t}.nii.gz", np.random.rand(8, 8, 8, t).astype(np.float32)))
-        with pytest.raises(ValueError, match=rf"has {t} channel\(s\) \(its 4th, non-spatial axis \(e\.g\. a 4D NIfTI's"):
+        with pytest.raises(ValueError, match=rf"has {t} channel\(s\) \(its 4th, non-spatial axis \(e\.g\. a 4D "
+                                             r"NIfTI's"):
             StudyLoader(SPEC).load(src)
     line = write_nifti(tmp_path / "line.nii", np.random.rand(9, 1, 1).astype(np.float32))
     with pytest.raises(ValueError, match="not a 2D/3D image"):
