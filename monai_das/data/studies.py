@@ -1240,10 +1240,10 @@ def discover_studies(
               files of ``source`` itself; a series of one image beside other studies' files in its folder, a still
               beside an exam's cines: its file). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are
               skipped, and so are text files without an extension (a PACS export's ``VERSION``) and the DICOM
-              series of no study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`; localizer
-              images) beside an image series in their folder, or in a folder of their own beside an image series of
-              their ``StudyInstanceUID`` (logged at INFO; without one they stay studies, whose loading says what they
-              are); other files, empty folders and unreadable DICOM become invalid studies.
+              series of no study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`;
+              localizer images) beside an image series in their folder, or in a folder of their own beside an image
+              series of their ``StudyInstanceUID`` (logged at INFO; without one they stay studies, whose loading
+              says what they are); other files, empty folders and unreadable DICOM become invalid studies.
             - one study file (id: its name; a single-frame DICOM file is a one-slice series).
             - a CSV study list (``.csv``): an ``image`` column (paths relative to the CSV, a file or a folder
               holding one study; each inside ``dataset_dir``, default the CSV's folder) and optional ``label``

@@ -361,18 +361,19 @@ def _save_onnx(network: torch.nn.Module, filepath: str | os.PathLike, item_shape
                        f"({type(e).__name__}: {e}); the file runs as exported, the same answers at the former speed")
     props = {p.key: p.value for p in model.metadata_props}
     t = num_frames_of(network, item_shape)
-    props[NETWORK_PROP] = json.dumps({
+    facts = {
         "layout": getattr(network, "layout", "volume"), "slice_axis": int(getattr(network, "slice_axis", 0)),
         "num_frames": t, "num_kept": int(sampler.num_kept(t)) if sampler is not None else t,
         "method": type(sampler).__name__ if sampler is not None else None,
-    })
+    }
+    props[NETWORK_PROP] = json.dumps(facts)
     props.update(extra_props or {})
     if metadata is not None:
         props[CARD_PROP] = json.dumps(metadata)
     props.pop(DIGEST_PROP, None)
     # what a model viewer (Netron) or ONNX Runtime's modelmeta shows: the exporter left the description empty and
     # the version at int64's largest value (trial T68e)
-    facts, card = json.loads(props[NETWORK_PROP]), metadata if isinstance(metadata, Mapping) else {}
+    card = metadata if isinstance(metadata, Mapping) else {}
     title = card.get("name") if isinstance(card.get("name"), str) else "monai_das classifier"
     frames = "frames" if facts["layout"] == "video" else "slices"
     model.doc_string = (f"{title}: {facts['method'] or 'full'} keeping {facts['num_kept']} of {facts['num_frames']} "
