@@ -35,6 +35,7 @@ from monai_das.deploy.report import (
     write_json,
     write_summary,
 )
+from monai_das.utils.io import fsync_path
 
 __all__ = [
     "StudyMessage",
@@ -366,8 +367,8 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
 
     The SR (the SDK's, completed by :meth:`write`: UTF-8 patient and study attributes copied exactly, made valid for
     their VR when they are not, references to the source series and its instances) is written into a hidden
-    temporary folder (``.sr-*``) in the study's SR folder and moved into place
-    (``os.replace``) once complete, then the earlier run's SR is removed: no ``*.dcm`` there is ever half-written
+    temporary folder (``.sr-*``) in the study's SR folder and moved into place (``os.replace``, each file flushed to
+    the disk first) once complete, then the earlier run's SR is removed: no ``*.dcm`` there is ever half-written
     (the temporary folder of a killed run is removed by the next run). When the write fails, the earlier run's SR is
     removed too (it would contradict this run's report) and the failure is in ``failed``.
 
@@ -469,7 +470,9 @@ class DASTextSRWriterOperator(DICOMTextSRWriterOperator):
             if not new:
                 raise RuntimeError("the SR writer wrote no file.")
             for name in new:
+                fsync_path(tmp / name)  # on the disk before its name appears
                 os.replace(tmp / name, folder / name)
+            fsync_path(folder)
             self.written[study_id] = [str(folder / name) for name in new]
         except Exception as e:
             logger.error("DICOM SR of study %s could not be written: %s", study_id, e)

@@ -16,7 +16,8 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.diagnostics import not_best_reason
 from monai_das.utils.io import (
-    check_checkpoint, hold_lock, lock_holder, refused_objects, release_lock, remove_stale_atomic_files
+    ATOMIC_TEMP_NAME, atomic_file, check_checkpoint, hold_lock, lock_holder, refused_objects, release_lock,
+    remove_stale_atomic_files
 )
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
@@ -37,8 +38,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: names of the temporary files of an atomic save (``tempfile.NamedTemporaryFile`` in ignite's ``DiskSaver``)
+#: names of the temporary files of an atomic save by ignite's ``DiskSaver`` (``tempfile.NamedTemporaryFile``), which
+#: saved the checkpoints of versions before 0.6.29/0.6.31
 _TEMP_NAME = re.compile(r"tmp[a-z0-9_]{8}")
+
+
+def _is_checkpoint_temp(path: Path) -> bool:
+    """A temporary file of :class:`AtomicDiskSaver` (:func:`~monai_das.utils.io.atomic_file`'s name with the ``.pt``
+    suffix): only the run that holds the folder writes those there, so one found when a run starts is a killed save's,
+    whatever its age."""
+    return path.name.endswith(".pt") and ATOMIC_TEMP_NAME.fullmatch(path.name) is not None
 
 
 #: the lock file that marks a checkpoint folder as in use by a training run (hidden; deleted when the run completes)
@@ -110,16 +119,17 @@ def release_checkpoint_folder(save_dir: str | Path) -> None:
 
 def remove_stale_temp_files(save_dir: str | Path) -> list[Path]:
     """
-    Delete the temporary files that an atomic save killed mid-write leaves in ``save_dir`` (``tmpXXXXXXXX``, the
-    names ignite's ``DiskSaver`` gives them, up to a whole checkpoint each; ``.<name>.XXXXXXXX.tmp<suffix>`` of
-    :func:`~monai_das.utils.io.atomic_file`: the model card, an export; untouched for 5 minutes). Call it before a run starts writing
-    checkpoints there: no save is in flight then. Returns the deleted paths.
+    Delete the temporary files that an atomic save killed mid-write leaves in ``save_dir``: a checkpoint's
+    (``.<name>.XXXXXXXX.tmp.pt``, or ``tmpXXXXXXXX`` from ignite's ``DiskSaver`` in earlier versions; up to a whole
+    checkpoint each) and, untouched for 5 minutes, another :func:`~monai_das.utils.io.atomic_file` write's (the model
+    card, an export). Call it before a run starts writing checkpoints there: no save is in flight then. Returns the
+    deleted paths.
     """
     folder = Path(save_dir)
     removed = []
     if folder.is_dir():
         for f in sorted(folder.iterdir()):
-            if f.is_file() and _TEMP_NAME.fullmatch(f.name):
+            if f.is_file() and (_TEMP_NAME.fullmatch(f.name) or _is_checkpoint_temp(f)):
                 f.unlink(missing_ok=True)
                 removed.append(f)
         # another program's atomic write may be in flight (an inference exporting models/model.onnx): only those
@@ -159,8 +169,10 @@ def _numpy_scalars_plain(value: Any) -> Any:
 
 class AtomicDiskSaver(DiskSaver):
     """
-    Ignite ``DiskSaver`` with ``atomic=True`` (serialise to a temporary file in the same folder, then ``os.replace``;
-    the file gets group/others read permission, as with a plain ``torch.save``), optionally to a fixed file name.
+    Ignite ``DiskSaver`` whose saves go through :func:`~monai_das.utils.io.atomic_file` (``torch.save`` to a temporary
+    file in the same folder, flushed to the disk, then ``os.replace``; the permissions of a plain new file),
+    optionally to a fixed file name. Ignite's own ``atomic=True`` neither flushes the file to the disk before the
+    swap nor the folder after it: a power cut soon after a save could leave ``last.pt`` empty.
 
     With a fixed ``filename`` the previous file is *not* deleted before the new one is written: ``os.replace``
     swaps it in one step, so a process killed at any moment leaves either the old or the new complete file.
@@ -171,7 +183,12 @@ class AtomicDiskSaver(DiskSaver):
         self.filename = filename
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        super().__call__(_numpy_scalars_plain(checkpoint), self.filename or filename, metadata)
+        import torch
+
+        if self.save_on_rank != idist.get_rank():
+            return
+        with atomic_file(self.dirname / (self.filename or filename)) as tmp:
+            torch.save(_numpy_scalars_plain(checkpoint), tmp, **self.kwargs)
 
     def remove(self, filename: str) -> None:
         if self.filename is not None:  # replaced in place by the next save

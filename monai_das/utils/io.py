@@ -18,6 +18,7 @@ __all__ = [
     "atomic_file",
     "remove_stale_atomic_files",
     "is_stale_atomic_file",
+    "fsync_path",
     "STALE_TEMP_S",
     "write_text_atomic",
     "write_json_atomic",
@@ -90,7 +91,8 @@ def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
     """
     A temporary path beside ``filepath`` (same folder, same suffix, so writers that pick the format by suffix still
     work) that replaces ``filepath`` in one ``os.replace`` when the block ends without an error; on an error it is
-    deleted and ``filepath`` is left as it was. A reader never sees a half-written file, and a kill leaves at most a
+    deleted and ``filepath`` is left as it was. The file is flushed to the disk before the swap and the folder after it
+    (:func:`fsync_path`). A reader never sees a half-written file, and a kill leaves at most a
     hidden ``.<name>.<random>.tmp<suffix>`` file behind. The temporary file is created by ``tempfile.mkstemp``
     (exclusively, with a random name: never a file or link planted there before, never the temporary file of another
     writer of the same target) and gets the permissions of a plain new file before the swap. The first write into a
@@ -110,10 +112,35 @@ def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _FILE_MODE)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_path(path.parent)
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's data, or a folder's entries, to the disk (``os.fsync``): an :func:`atomic_file` swap is then
+    durable, not only atomic (without it, a power cut soon after a save can leave the new name on a file whose data
+    never reached the disk: an empty checkpoint). Best effort for folders: Windows cannot open one, and some file
+    systems refuse to flush one."""
+    is_dir = os.path.isdir(path)
+    if is_dir and os.name == "nt":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError:
+        if is_dir:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not is_dir:
+            raise
+    finally:
+        os.close(fd)
 
 
 #: ``os.open`` flags of the modes :func:`open_in_place` takes
@@ -154,11 +181,9 @@ def open_in_place(filepath: str | os.PathLike, mode: str = "a", what: str = "out
 
 
 def write_text_atomic(text: str, filepath: str | os.PathLike, newline: str | None = None) -> str:
-    """Write ``text`` to ``filepath`` atomically (:func:`atomic_file`), flushed to disk before the swap."""
+    """Write ``text`` to ``filepath`` atomically (:func:`atomic_file`, flushed to disk before the swap)."""
     with atomic_file(filepath) as tmp, open(tmp, "w", newline=newline) as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
     return str(filepath)
 
 

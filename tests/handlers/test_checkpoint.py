@@ -7,6 +7,7 @@ import math
 import os
 import re
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -209,10 +210,26 @@ def test_run_without_a_best_model_sets_aside_another_runs_file(tmp_path, caplog)
     assert saver2.set_aside_unsaved() is None and (tmp_path / "model.pt").is_file()
 
 
+def test_checkpoints_reach_the_disk_before_the_swap(tmp_path, monkeypatch):
+    """Ignite's atomic save swapped in a file it had not flushed to the disk (nor the folder after): a power cut soon
+    after could leave last.pt empty. The saver writes through atomic_file: file flushed before the swap, folder after."""
+    import monai_das.utils.io as io
+    from monai_das.handlers.checkpoint import AtomicDiskSaver
+
+    flushed, fsync_path = [], io.fsync_path
+    monkeypatch.setattr(io, "fsync_path", lambda p: (flushed.append((Path(p), (tmp_path / "last.pt").exists())),
+                                                    fsync_path(p)))
+    AtomicDiskSaver(str(tmp_path), filename="last.pt")({"w": torch.ones(2)}, "x.pt")
+    assert [(p.name.endswith(".tmp.pt"), there) for p, there in flushed] == [(True, False), (False, True)]
+    assert flushed[1][0] == tmp_path and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["w"], torch.ones(2))
+
+
 def test_stale_temp_files_removed_on_attach(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
-    (models / "tmpab_cd123").write_bytes(b"\0" * 64)  # left by a kill during an atomic save
+    (models / "tmpab_cd123").write_bytes(b"\0" * 64)  # left by a kill during an atomic save (ignite's name)
+    (models / ".last.k2_8dmq1.tmp.pt").write_bytes(b"\0" * 64)  # a killed save a minute ago: this folder's own
     (models / "last.pt").write_bytes(b"keep")
     (models / "tmp_notes.txt").write_text("not ours")
     card_tmp, fresh = models / ".metadata.shusiavt.tmp.json", models / ".model.ab_cd123.tmp.onnx"
