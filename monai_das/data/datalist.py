@@ -1142,7 +1142,7 @@ _SHAPE_TAGS = ("NumberOfFrames", "SeriesInstanceUID", "Rows", "Columns", "Sample
 
 def _dicom_header(path: Path):
     try:
-        return read_dicom_header(path, _SHAPE_TAGS)
+        return read_dicom_header(path, _SHAPE_TAGS, pixel_length=True)  # with the length for check_dicom_pixel_data
     except Exception as e:
         raise RuntimeError(f"cannot read the DICOM header of '{path}': {e}") from e
 
@@ -1216,8 +1216,8 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
                                  "app would refuse it: move the other studies out of the series folder.")
         headers = [_dicom_header(f) for f in files]
         check_declared_memory(f"DICOM series '{path}'", declared_dicom(headers), pixdim)
-        for f in files:  # as the study layer: a header declaring more than its data is refused (security review T69b)
-            check_dicom_pixel_data(f)
+        for f, h in zip(files, headers):  # as the study layer: a header declaring more than its data is refused (T69b)
+            check_dicom_pixel_data(f, h)
         frames = [int(h.get("NumberOfFrames", 1) or 1) for h in headers]
         if len(files) == 1 and frames[0] > 1:
             return _dicom_facts(files[0], axcodes, pixdim)
@@ -1271,7 +1271,7 @@ def _dicom_facts(path: Path, axcodes: str | None = None, pixdim=None
         check_declared_memory(f"'{path}'", declared_dicom([ds]), per_value=BYTES_PER_CLIP_VALUE)
     else:
         check_declared_memory(f"'{path}'", declared_dicom([ds]), pixdim)
-    check_dicom_pixel_data(path)  # before a reader fills what the data lacks with zeros (security review T69b)
+    check_dicom_pixel_data(path, ds)  # before a reader fills what the data lacks with zeros (security review T69b)
     if n > 1:
         kind = "clip" if clip else "slices"
         if kind == "slices" and (axcodes is not None or pixdim is not None):  # as training's Orientation and Spacing

@@ -1698,12 +1698,13 @@ class LoadStudy(Transform):
         except MemoryError as e:
             raise RuntimeError(str(e)) from None
 
-    def _check_pixel_data(self, source: StudySource) -> None:
-        """:func:`~monai_das.data.video_io.check_dicom_pixel_data` of each of a DICOM volume's files, before a reader
-        reads one (ITK fills the frames a header declares beyond the data with zeros; security review T69b)."""
-        for f in source.files or [source.path]:
+    def _check_pixel_data(self, source: StudySource, headers: Sequence) -> None:
+        """:func:`~monai_das.data.video_io.check_dicom_pixel_data` of each of a DICOM volume's files (``headers``:
+        theirs, as :meth:`_dicom_headers` read them), before a reader reads one (ITK fills the frames a header
+        declares beyond the data with zeros; security review T69b)."""
+        for f, h in zip(source.files or [source.path], headers, strict=True):
             try:
-                check_dicom_pixel_data(f)
+                check_dicom_pixel_data(f, h)
             except RuntimeError as e:
                 raise RuntimeError(f"study '{source.study_id}': {e}") from None
 
@@ -1725,10 +1726,11 @@ class LoadStudy(Transform):
                           "min_frames accepts it: --min_frames in a bundle, --min-frames in the Deploy app).")
 
     def _dicom_headers(self, source: StudySource) -> list:
+        """The headers of a DICOM study's files, with the length of their pixel data (:meth:`_check_pixel_data`)."""
         headers = []
         for f in source.files or [source.path]:
             try:
-                headers.append(read_dicom_header(f))
+                headers.append(read_dicom_header(f, pixel_length=True))
             except Exception as e:
                 raise RuntimeError(f"study '{source.study_id}': cannot read DICOM file '{f}': {e}") from e
         return headers
@@ -1805,7 +1807,7 @@ class LoadStudy(Transform):
         }
         colour = int(headers[0].get("SamplesPerPixel", 1) or 1) > 1
         self._check_memory(source, declared_dicom(file_headers))
-        self._check_pixel_data(source)
+        self._check_pixel_data(source, file_headers)
         if by_position:
             study = self._load_series_by_position(source, file_headers, info, colour)
         elif not source.path.is_dir():
@@ -1982,7 +1984,7 @@ class LoadStudy(Transform):
             volume = self.layout == "volume" and str(h.get("Modality", "")).upper() in VOLUME_MODALITIES
             if volume:  # a cine is priced once, by the clip reader (clip_frame_limit: at the grid, before decoding)
                 self._check_memory(source, declared_dicom(headers))
-                self._check_pixel_data(source)  # a cine's by the clip reader too
+                self._check_pixel_data(source, headers)  # a cine's by the clip reader too
             info.update(
                 modality=modality_of([h]),
                 study_instance_uid=str(h.get("StudyInstanceUID", "")) or None,

@@ -37,14 +37,31 @@ def is_dicom(path: str | os.PathLike) -> bool:
         return False
 
 
-def read_dicom_header(path: str | os.PathLike, tags: Sequence[str] | None = None):
+def read_dicom_header(path: str | os.PathLike, tags: Sequence[str] | None = None, pixel_length: bool = False):
     """
     The header of the DICOM file ``path`` without its pixel data (pydicom, ``stop_before_pixels=True``); with
-    ``tags`` (keywords) only those elements are kept, which spares parsing the rest (discovery needs three).
+    ``tags`` (keywords) only those elements are kept, which spares parsing the rest (discovery needs three). With
+    ``pixel_length`` an uncompressed file's ``PixelData`` element is kept too, its value not read (deferred: its
+    length and where it starts, what :func:`check_dicom_pixel_data` checks), so one read serves both.
     """
     import pydicom
 
-    return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=None if tags is None else list(tags))
+    specific = None if tags is None else list(tags)
+    if pixel_length and not _encapsulated(path):  # a compressed file's data would be scanned for its end: not kept
+        specific = None if specific is None else [*specific, *_PIXEL_TAGS]
+        return pydicom.dcmread(str(path), defer_size=1024, specific_tags=specific)
+    return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=specific)
+
+
+def _encapsulated(path: str | os.PathLike) -> bool:
+    """Whether the transfer syntax of the DICOM file ``path`` (its file meta information alone) is a compressed one."""
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        syntax = read_file_meta_info(str(path)).get("TransferSyntaxUID")
+    except Exception:  # noqa: BLE001 - no file meta information to read: the header read says what is wrong
+        return False
+    return syntax is not None and syntax.is_encapsulated
 
 
 #: the elements :func:`check_dicom_pixel_data` reads: what the header declares, and the pixel data (its length only)
@@ -61,7 +78,7 @@ def _header_data_disagree(path: str | os.PathLike, frames: int, rows: int, cols:
                         f"or cut short (an interrupted copy) or an edited header.{tail}")
 
 
-def check_dicom_pixel_data(path: str | os.PathLike) -> None:
+def check_dicom_pixel_data(path: str | os.PathLike, header: Any = None) -> None:
     """
     Refuse an uncompressed DICOM file whose header declares more pixel data than the file holds: Rows × Columns ×
     NumberOfFrames × SamplesPerPixel × BitsAllocated/8 (bit-packed for 1 bit, two thirds for ``YBR_FULL_422``) over
@@ -73,18 +90,19 @@ def check_dicom_pixel_data(path: str | os.PathLike) -> None:
     header declares is accepted; compressed (encapsulated) pixel data is left to its decoder, and a header this cannot
     read or price (no Rows, Columns or BitsAllocated, no pixel data) to the reader, which says what is wrong.
 
+    Args:
+        path: the DICOM file.
+        header: its header as ``read_dicom_header(path, pixel_length=True)`` read it, when the caller has it (not
+            read again); one without a ``PixelData`` element is read again from ``path``.
+
     Raises:
         RuntimeError: naming the file, the bytes its header declares and those its pixel data holds.
     """
-    import pydicom
-    from pydicom.filereader import read_file_meta_info
-
     try:
-        syntax = read_file_meta_info(str(path)).get("TransferSyntaxUID")
-        if syntax is not None and syntax.is_encapsulated:
+        ds = header if header is not None and "PixelData" in header else read_dicom_header(path, _PIXEL_TAGS, True)
+        if "PixelData" not in ds:  # a compressed file (its data not kept), or none
             return
-        ds = pydicom.dcmread(str(path), defer_size=1024, specific_tags=list(_PIXEL_TAGS))
-        element = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
+        element = ds.get_item("PixelData", keep_deferred=True)
         if element is None or "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
             return
         length = element.length if hasattr(element, "length") else len(element.value or b"")

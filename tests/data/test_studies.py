@@ -654,10 +654,10 @@ def test_headers_declaring_more_than_the_memory_are_refused_before_reading(tmp_p
     _us_cine(tmp_path / "cine" / "IM0001", declared=(4096, 4096, 32))
     import pydicom
 
-    read = []  # the pixel data is not read: the clip reader prices the header first (review)
-    real_dcmread = pydicom.dcmread
-    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: read.append(k.get("stop_before_pixels", False))
-                        or real_dcmread(*a, **k))
+    read = []  # the pixel data is not read (stopped before, or its value deferred): the clip reader prices the header
+    real_dcmread = pydicom.dcmread  # first (review)
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: read.append(
+        k.get("stop_before_pixels", False) or k.get("defer_size") is not None) or real_dcmread(*a, **k))
     with pytest.raises(RuntimeError, match=r"^study 'cine': cannot read clip '.*IM0001': MemoryError \(out of "
                                            r"memory\): video file '.*IM0001' declares 32 frames of 4096×4096; "
                                            r"decoding them \(kept at 8×10\) needs about 3 GiB, more than the 1 GiB"):
@@ -867,6 +867,23 @@ def test_series_labels_from_headers_are_plain_names():
         ds.add_new(0x00200011, "LO" if isinstance(number, str) else "IS", number)  # as such a file stores it
         assert _series_label(ds, "1.2.3") == label
     assert _series_label(Dataset(), "1.2.840.99") == "99"
+
+
+def test_a_series_header_is_read_once_for_its_checks(tmp_path, monkeypatch):
+    """The study layer read each file of a series twice before its reader did (the header, then again for the pixel
+    data check, ~1.3 ms a file: 0.6 s of a 500-slice series): one read, whose pixel data length the check uses."""
+    from collections import Counter
+
+    import pydicom
+
+    from monai_das.data.studies import LoadStudy
+
+    source = LoadStudy.source(_ct_series(tmp_path / "ct", 4))  # discovery's read of a few tags
+    headers, real_dcmread = Counter(), pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda f, *a, **k: headers.update(
+        [Path(f).name] if k.get("stop_before_pixels") or k.get("defer_size") else []) or real_dcmread(f, *a, **k))
+    assert LoadStudy({"layout": "volume", "spatial_size": [4, 16, 16]}).load(source).image.shape[1] == 4
+    assert headers == {f"s{i}.dcm": 1 for i in range(4)}
 
 
 def test_series_errors_name_the_files_at_fault(tmp_path):
