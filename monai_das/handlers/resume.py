@@ -175,11 +175,19 @@ def _randomizables(transform: Any) -> list:
     return found
 
 
+def _distributed() -> bool:
+    """Whether this process is one rank of several (``torch.distributed`` initialised, world size > 1)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 class RandomStates:
     """
     Every random-number generator a training run draws from, as a checkpointable object
     (``state_dict()``/``load_state_dict()``): Python's ``random``, numpy's global generator, torch's CPU generator
-    and every CUDA device's, the ``R`` generator of each :class:`monai.transforms.Randomizable` in ``transforms``
+    and every CUDA device's (in a distributed run, the rank's own device's: every rank sets its device's stream to
+    the saving rank's, as all ranks are seeded alike and draw in step), the ``R`` generator of each :class:`monai.transforms.Randomizable` in ``transforms``
     (random augmentation run in the main process) and any extra ``torch.Generator`` (e.g. a data loader's).
 
     Put it in the "last" checkpoint's ``save_dict`` (the bundle's ``train#resume_dict``): a run killed after epoch
@@ -207,10 +215,15 @@ class RandomStates:
                        "gauss_next": gauss_next},
             "numpy": _numpy_state(np.random.mtrand._rand),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and not _distributed() else [],
             "transforms": [_numpy_state(t.R) for t in self.transforms],
             "generators": [g.get_state() for g in self.generators],
         }
+        if torch.cuda.is_available() and _distributed():
+            # each rank draws on its own device, all seeded alike and in step: the saving rank's own stream is every
+            # rank's. (Its list of every device's would hand rank 1 the cuda:1 stream rank 0 never drew from, still
+            # at the seed: R70b; and it makes a context on every device.)
+            state["cuda_rank_device"] = torch.cuda.get_rng_state()
         return state
 
     def load_state_dict(self, state_dict: Mapping) -> None:
@@ -229,7 +242,10 @@ class RandomStates:
         _set_numpy_state(np.random.mtrand._rand, state_dict["numpy"])
         torch.set_rng_state(torch.as_tensor(state_dict["torch"], dtype=torch.uint8))
         cuda = list(state_dict.get("cuda", []))
-        if cuda and torch.cuda.is_available():
+        own = state_dict.get("cuda_rank_device")
+        if own is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(torch.as_tensor(own, dtype=torch.uint8))  # this rank's device
+        elif cuda and torch.cuda.is_available():
             if len(cuda) != torch.cuda.device_count():
                 logger.warning(f"the checkpoint has CUDA random states for {len(cuda)} devices, this machine has "
                                f"{torch.cuda.device_count()}: CUDA random streams are not restored.")

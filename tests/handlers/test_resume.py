@@ -147,6 +147,31 @@ def test_random_states_restore_what_dictionary_transforms_draw(tmp_path):
     assert not all(torch.equal(first[0], f) for f in first[1:])  # the transforms did draw
 
 
+def test_random_states_of_a_distributed_run_continue_every_rank_s_device_stream(tmp_path, monkeypatch):
+    """R70b: only rank 0 writes last.pt, and it saved every device's CUDA stream as rank 0 sees them: cuda:1 at the
+    seed (rank 1 draws there, rank 0 never does). Resumed, rank 1's stream started again from the seed. Simulated with
+    one CPU generator per device (no two GPUs here): ranks are seeded alike and draw in step."""
+    from monai_das.handlers import resume
+
+    gens, current = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)], {"device": 0}
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(cuda, "get_rng_state", lambda device="cuda": gens[current["device"]].get_state())
+    monkeypatch.setattr(cuda, "set_rng_state", lambda state, device="cuda": gens[current["device"]].set_state(state))
+    monkeypatch.setattr(cuda, "get_rng_state_all", lambda: [g.get_state() for g in gens])
+    monkeypatch.setattr(cuda, "set_rng_state_all", lambda states: [g.set_state(s) for g, s in zip(gens, states)])
+    monkeypatch.setattr(resume, "_distributed", lambda: True)
+    torch.rand(5, generator=gens[0])  # rank 0's epoch on cuda:0, then it saves last.pt
+    torch.save(RandomStates().state_dict(), tmp_path / "last.pt")
+    torch.rand(5, generator=gens[1])  # rank 1's same epoch on cuda:1 (another process)
+    uninterrupted = torch.rand(3, generator=gens[1])
+    gens[1].manual_seed(0)  # killed; rank 1 starts again on cuda:1, seeded, and loads last.pt
+    current["device"] = 1
+    RandomStates().load_state_dict(torch.load(tmp_path / "last.pt", weights_only=True))
+    assert torch.equal(torch.rand(3, generator=gens[1]), uninterrupted)
+
+
 def test_random_states_refuse_other_transforms(tmp_path):
     from monai.transforms import RandFlipd
 
