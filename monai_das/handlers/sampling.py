@@ -50,7 +50,9 @@ class SampledIndicesHandler:
         self._hook = None
 
     def _store(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        self._last = output.indices.detach().cpu()
+        # kept where it is: the hook also fires in the trainer's forward passes (a shared network), and a copy to the
+        # CPU there would wait for the GPU every training step (R70b); taken to the CPU when read (_current)
+        self._last = output.indices.detach()
         if args and isinstance(args[0], torch.Tensor):
             self.num_frames = int(args[0].shape[1])  # T of the sampler's B×T×C×H×W input
 
@@ -71,9 +73,8 @@ class SampledIndicesHandler:
 
     def _current(self) -> torch.Tensor | None:
         """The indices of the last forward pass: the hook's, or the runtime network's ``last_indices``."""
-        if self._hook is not None:
-            return self._last
-        last = getattr(unwrap_network(self.network, require_sampler=False), "last_indices", None)
+        last = self._last if self._hook is not None else getattr(
+            unwrap_network(self.network, require_sampler=False), "last_indices", None)
         return None if last is None else last.detach().cpu()
 
     def _take(self, engine: Any) -> None:

@@ -69,6 +69,18 @@ def test_indices_of_the_engines_own_pass(net):
     assert [len(i) for i in seen[3:]] == [2, 2, 2]
 
 
+def test_the_sampler_hook_copies_nothing_in_a_forward_pass(net):
+    """The hook fires in every forward pass of the shared network, the trainer's too: it copied the indices to the CPU
+    each time (on a GPU, a wait every training step; R70b). It keeps them where they are (a meta tensor here, which
+    cannot be copied); the handler takes them to the CPU when it reads them."""
+    from types import SimpleNamespace
+
+    handler = SampledIndicesHandler(net)
+    indices = torch.zeros(2, 3, dtype=torch.long, device="meta")
+    handler._store(net.sampler, (torch.zeros(2, 8, 1, 4, 4),), SimpleNamespace(indices=indices))
+    assert handler._last.device.type == "meta" and handler.num_frames == 8
+
+
 @pytest.mark.parametrize("engine", ["torchscript", "onnxruntime", "eager"])
 def test_indices_of_every_inference_engine(net, engine, tmp_path):
     """The bundle's inference engines (a traced module in an IndicesRecorder, OnnxClassifier, the network itself):
