@@ -11,6 +11,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.utils import attach_once, rank_world
+from monai_das.networks.utils import preserved_modes
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -21,8 +22,9 @@ class PreciseBNHandler:
     """
     At the end of every training epoch (attach it *before* ``ValidationHandler``), reset the BatchNorm running
     statistics of ``network`` and recompute them as plain averages over ``num_batches`` training batches with the
-    current weights (``torch.optim.swa_utils.update_bn``: train-mode forward passes without gradient; the network's
-    mode is restored afterwards).
+    current weights (``torch.optim.swa_utils.update_bn``: train-mode forward passes without gradient). Every
+    BatchNorm layer's statistics are recomputed, also those of a layer the caller put in eval mode to freeze it;
+    each submodule's own train/eval mode is restored afterwards (``update_bn`` alone sets the whole network's).
 
     Why: running averages with ``momentum`` lag behind weights that change quickly. With few batches per epoch
     (e.g. 72 POCUS clips = 5 batches of 16) the eval-mode network of the first epochs then returns almost the same
@@ -66,7 +68,8 @@ class PreciseBNHandler:
             for count, image in enumerate(self._images(), 1):  # noqa: B007 (count read after the loop)
                 yield image
 
-        torch.optim.swa_utils.update_bn(images(), self.network, device=device)
+        with preserved_modes(self.network):
+            torch.optim.swa_utils.update_bn(images(), self.network, device=device)
         _average_across_ranks(self.network)
         epoch = getattr(getattr(engine, "state", None), "epoch", None)
         logging.getLogger(__name__).info(f"precise BN: BatchNorm statistics recomputed on {count} training batches"

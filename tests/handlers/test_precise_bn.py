@@ -40,6 +40,17 @@ def test_statistics_are_the_average_over_the_batches(num_batches):
     assert bn.momentum == 0.1 and not net.training  # momentum and mode restored
 
 
+def test_each_submodule_keeps_its_mode():
+    """update_bn sets the whole network's mode back: a BatchNorm layer frozen in eval mode inside a training network
+    came out in training mode (R70b). Each submodule's own mode is restored; its statistics are recomputed (said)."""
+    net, batches = _net(), _batches()
+    net.train()
+    net[1].eval()  # frozen by the caller
+    PreciseBNHandler(batches, net, num_batches=2)()
+    assert net.training and net[0].training and not net[1].training
+    torch.testing.assert_close(net[1].running_mean, _expected(net, batches[:2])[0])
+
+
 def test_runs_before_validation_at_epoch_end():
     net, batches = _net(), _batches()
     trainer = Engine(lambda e, b: None)
