@@ -19,7 +19,7 @@ from monai_das.handlers.metrics import (
     MIN_ITEMS_PER_CLASS, bootstrap_intervals, class_support, few_items_named, label_indices, present_classes_roc_auc
 )
 from monai_das.handlers.sampling import SampledIndicesHandler
-from monai_das.handlers.utils import attach_once
+from monai_das.handlers.utils import attach_once, gather_items
 from monai_das.networks.utils import unwrap_network
 from monai_das.handlers.warmup import sampler_warming_up
 
@@ -303,10 +303,9 @@ class SelectionDiagnosticsHandler:
 
         mine = [(i.label, plain(i.prob), None if i.kept is None else sorted(i.kept), plain(i.even), i.group)
                 for i in self._items]
-        ranks = idist.all_gather(mine)  # one list per rank (torch's all_gather_object)
         self._items = [_Item(label, None if prob is None else torch.tensor(prob), None if kept is None else set(kept),
                              None if even is None else torch.tensor(even), group)
-                       for share in ranks for label, prob, kept, even, group in share]
+                       for label, prob, kept, even, group in gather_items(mine)]
         self._evidence = [int(v) for v in idist.all_reduce(torch.tensor(self._evidence, dtype=torch.float64))]
         self._num_frames = int(idist.all_reduce(torch.tensor(self._num_frames), op="MAX"))
 

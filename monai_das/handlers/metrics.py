@@ -11,7 +11,7 @@ from monai.handlers.ignite_metric import IgniteMetricHandler
 from monai.metrics import ROCAUCMetric, compute_roc_auc
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.utils import rank_world
+from monai_das.handlers.utils import gather_items, rank_world
 
 ConfusionMatrix, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ConfusionMatrix")
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
@@ -432,12 +432,7 @@ class EpochLoss(Metric):
         self._items.append((y_pred.reshape(-1, y_pred.shape[-1]).cpu(), label_indices(y, y_pred.shape[-1]).cpu()))
 
     def compute(self) -> float:
-        items = self._items
-        world = rank_world()[1]
-        if world > 1:
-            parts: list = [None] * world
-            torch.distributed.all_gather_object(parts, items)  # every rank takes part; counts may differ
-            items = [item for part in parts for item in part]
+        items = gather_items(self._items)  # every rank takes part; counts may differ
         if not items:
             raise NotComputableError("EpochLoss must have at least one item before it can be computed.")
         y_pred = torch.cat([p for p, _ in items]).to(self._device)

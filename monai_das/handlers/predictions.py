@@ -17,11 +17,10 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.data.studies import kept_source_indices, repeated_source_warning
-from monai_das.handlers.utils import attach_once, rank_world
+from monai_das.handlers.utils import attach_once, gather_items, rank_world
 from monai_das.utils.io import atomic_file, open_in_place, refuse_link, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = [
     "PredictionWriter",
@@ -385,10 +384,8 @@ class PredictionWriter:
         if len(batch) != len(items):
             raise RuntimeError(f"{len(batch)} batch items for {len(items)} outputs: use decollate=True.")
         rows = [self._row({**self._meta(b, engine), **it}) for b, it in zip(batch, items)]
-        rank, world = rank_world()
-        if world > 1:  # every rank takes part in the gather; rank 0 writes every rank's rows
-            rows = [r for part in idist.all_gather(rows) for r in part]
-        if rank != 0:
+        rows = gather_items(rows)  # every rank takes part in the gather; rank 0 writes every rank's rows
+        if rank_world()[0] != 0:
             return
         with open_in_place(self.filepath, "a", "predictions file", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(rows)  # one row per write: a kill leaves at most a partial last row

@@ -23,7 +23,7 @@ from monai_das.handlers.metrics import (
     label_indices,
     per_class_metrics,
 )
-from monai_das.handlers.utils import attach_once, rank_world
+from monai_das.handlers.utils import attach_once, gather_items, rank_world
 from monai_das.transforms.temporal import SOURCE_INDICES
 from monai_das.utils.io import write_json_atomic
 
@@ -208,11 +208,8 @@ class ClassificationReportSaver:
     def __call__(self, engine: Any) -> None:
         from monai_das.visualize import plot_confusion_matrix
 
+        self._items = gather_items(self._items)  # every rank takes part; the report covers the samples of all ranks
         rank, world = rank_world()
-        if world > 1:  # every rank takes part; the report covers the samples of all ranks
-            parts: list = [None] * world
-            torch.distributed.all_gather_object(parts, self._items)
-            self._items = [item for part in parts for item in part]
         if rank != 0:
             return
         labels = np.asarray([it[0] for it in self._items], dtype=np.int64)

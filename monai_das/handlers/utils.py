@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["attach_once", "rank_world"]
+__all__ = ["attach_once", "gather_items", "rank_world"]
 
 
 def attach_once(engine: Any, event: Any, handler: Any) -> None:
@@ -29,3 +29,19 @@ def rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def gather_items(items: list) -> list:
+    """
+    Every rank's ``items`` (a list of picklable objects, any number on each rank), concatenated in rank order
+    (``torch.distributed.all_gather_object``; every rank must call it), on every rank; ``items`` itself outside a
+    distributed run. What the handlers that see a whole evaluation (metrics, reports, predictions, diagnostics) read.
+    """
+    import torch.distributed as dist
+
+    world = rank_world()[1]
+    if world < 2:
+        return items
+    parts: list = [None] * world
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]

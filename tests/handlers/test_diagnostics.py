@@ -403,9 +403,13 @@ def test_a_distributed_validator_measures_every_rank_s_items(monkeypatch):
         other = torch.tensor(share["frames"]) if op == "MAX" else torch.tensor(share["evidence"], dtype=t.dtype)
         return torch.maximum(t, other) if op == "MAX" else t + other
 
-    fake = SimpleNamespace(get_world_size=lambda: 2, get_rank=lambda: 0, all_reduce=all_reduce,
-                           all_gather=lambda mine: [mine, share["items"]])
+    import monai_das.handlers.utils as utils
+
+    fake = SimpleNamespace(get_world_size=lambda: 2, get_rank=lambda: 0, all_reduce=all_reduce)
     monkeypatch.setattr(diagnostics, "idist", fake)
+    monkeypatch.setattr(utils, "rank_world", lambda: (0, 2))
+    monkeypatch.setattr(torch.distributed, "all_gather_object",
+                        lambda parts, mine: parts.__setitem__(slice(None), [mine, share["items"]]))
     rank0 = SelectionDiagnosticsHandler(net, auc_interval=True)
     evaluator = _evaluator(net, data[:6], [rank0])
     evaluator.run()

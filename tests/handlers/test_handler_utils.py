@@ -1,4 +1,5 @@
-"""What the handlers share: attach once (tests/handlers/test_attach_once.py), rank and world size."""
+"""What the handlers share: attach once (tests/handlers/test_attach_once.py), rank and world size, gathering items
+(across two gloo ranks: tests/bundles/test_multi_gpu.py)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,10 @@ except ValueError:
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() in ("idist raised", "idist read the rank")
     assert (tmp_path / "report" / "metrics.json").is_file()
+
+
+def test_gather_items_outside_a_distributed_run_is_the_list_itself():
+    from monai_das.handlers.utils import gather_items
+
+    items = [("a", 1), ("b", 2)]
+    assert gather_items(items) is items

@@ -116,9 +116,13 @@ def test_only_rank0_writes(tmp_path, monkeypatch, capsys, caplog):
     import monai_das.handlers.predictions as mod
 
     other = [["z", "/data/z", "fpz", "-1", "", "1", "pos", "0.2", "0.8", "", "", "", "", ""]]  # ..., warnings, model
+    import monai_das.handlers.utils as utils
+
     gathered = []
-    monkeypatch.setattr(mod.idist, "all_gather", lambda rows: gathered.append(rows) or [rows, other])
-    monkeypatch.setattr(mod, "rank_world", lambda: (1, 2))
+    monkeypatch.setattr(torch.distributed, "all_gather_object", lambda parts, rows: gathered.append(rows)
+                        or parts.__setitem__(slice(None), [rows, other]))
+    for module in (mod, utils):
+        monkeypatch.setattr(module, "rank_world", lambda: (1, 2))
     path = tmp_path / "rank1" / "predictions.csv"
     engine, batches = _engine([[("a", "")]])
     PredictionWriter(path, ["neg", "pos"]).attach(engine)

@@ -54,6 +54,7 @@ def test_report_files(tmp_path, capsys, caplog, one_hot):
 def test_distributed_ranks(tmp_path, monkeypatch, caplog):
     """The items of every rank are gathered; the matrix and intervals cover them all; only rank 0 writes and logs."""
     import monai_das.handlers.report as mod
+    import monai_das.handlers.utils as utils
 
     # the other rank: 5 of class 0, predicted right
     other = [(0, 0, [0.9, 0.1], f"r1_{i}", None, None, None) for i in range(5)]
@@ -64,7 +65,8 @@ def test_distributed_ranks(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
     for rank in (1, 0):
         engine = Engine(lambda e, b: [{"pred": torch.tensor([0.0, 1.0]), "label": torch.tensor(1)}])
-        monkeypatch.setattr(mod, "rank_world", lambda r=rank: (r, 2))
+        for module in (mod, utils):
+            monkeypatch.setattr(module, "rank_world", lambda r=rank: (r, 2))
         out = tmp_path / f"rank{rank}"
         ClassificationReportSaver(out, 2).attach(engine)
         with caplog.at_level(logging.INFO, logger="monai_das.handlers.report"):
