@@ -653,10 +653,10 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     options (``dataset``, ``synthetic_options``, ``size``, ``data_seed``, POCUS's ``fold``, ``num_folds``,
     ``probe``; ``data_dir`` when that folder is here), ``slice_axis`` (volumes), ``num_frames``, ``in_channels`` and
     ``temporal_mode`` (clips), the recipe's ``min_frames``, a datalist's ``val_fraction`` (when the validation list
-    was drawn from its training list: a ``val`` split is then the training's); for a model trained on a datalist also
-    its classes (``label_names``, in the training's
-    order), grid (``spatial_size``) and intensity steps (``axcodes``, ``pixdim``, ``intensity_range``,
-    ``percentiles``), and the datalist (and ``dataset_dir``) when the file is here, not in the model's own folder
+    was drawn from its training list: a ``val`` split is then the training's), a synthetic training's ``num_train``
+    and ``num_val`` (on synthetic data the count is the set); for a model trained on a datalist also its classes
+    (``label_names``, in the training's order), grid (``spatial_size``) and intensity steps (``axcodes``,
+    ``pixdim``, ``intensity_range``, ``percentiles``), and the datalist (and ``dataset_dir``) when the file is here, not in the model's own folder
     (:func:`model_root`: a received model's list could name any file on this machine; nor a ``dataset_dir`` or
     ``data_dir`` there), and ``datalist`` is true (the
     bundles take ``label_names`` and ``dataset_dir`` only for that datalist: another one given, an external test
