@@ -648,23 +648,22 @@ def trained_options(checkpoint: str | os.PathLike, defaults: Mapping, card_path:
     against the card as always (:func:`check_model_card`). Without a card describing the checkpoint: ``defaults``.
 
     What the card gives: the network keys (``method``, ``keep_ratio``, ``temporal_head``, ``encoder``, its
-    ``encoder_kwargs`` as the exports rebuild them (:func:`~monai_das.networks.factory.architecture_kwargs`: no
-    weight arguments), ``context_frames``, ``sampler_kwargs``), the dataset and its
-    options (``dataset``, ``synthetic_options``, ``size``, ``data_seed``, POCUS's ``fold``, ``num_folds``,
-    ``probe``; ``data_dir`` when that folder is here), ``slice_axis`` (volumes), ``num_frames``, ``in_channels`` and
-    ``temporal_mode`` (clips), the recipe's ``min_frames``, a datalist's ``val_fraction`` (when the validation list
-    was drawn from its training list: a ``val`` split is then the training's), a synthetic training's ``num_train``
-    and ``num_val`` (on synthetic data the count is the set); for a model trained on a datalist also its classes
-    (``label_names``, in the training's order), grid (``spatial_size``) and intensity steps (``axcodes``,
-    ``pixdim``, ``intensity_range``, ``percentiles``), and the datalist (and ``dataset_dir``) when the file is here, not in the model's own folder
-    (:func:`model_root`: a received model's list could name any file on this machine; nor a ``dataset_dir`` or
-    ``data_dir`` there), and ``datalist`` is true (the
-    bundles take ``label_names`` and ``dataset_dir`` only for that datalist: another one given, an external test
-    list, has its own classes and folder, checked against the card). A
-    datalist that is not here (or ``datalist`` false: batch inference on ``--input``, which needs the training's
-    classes and grid, not its lists) leaves ``datalist`` at its default, and the card stands in for it
-    (:class:`monai_das.engines.BundleData`, ``dataset "datalist"`` without a datalist). The card is plain data: no
-    value taken from it is evaluated, and weight arguments (a file, a URL) are not taken.
+    ``encoder_kwargs`` as the exports rebuild them (:func:`~monai_das.networks.factory.architecture_kwargs`: no weight
+    arguments), ``context_frames``, ``sampler_kwargs``), the dataset and its options (``dataset``,
+    ``synthetic_options``, ``size``, ``data_seed``, POCUS's ``fold``, ``num_folds``, ``probe``; ``data_dir`` when that
+    folder is here), ``slice_axis`` (volumes), ``num_frames``, ``in_channels`` and ``temporal_mode`` (clips), the
+    recipe's ``min_frames``, a datalist's ``val_fraction`` (when the validation list was drawn from its training list: a
+    ``val`` split is then the training's), a synthetic training's ``num_train`` and ``num_val`` (on synthetic data the
+    count is the set); for a model trained on a datalist also its classes (``label_names``, in the training's order),
+    grid (``spatial_size``) and intensity steps (``axcodes``, ``pixdim``, ``intensity_range``, ``percentiles``), and the
+    datalist (and ``dataset_dir``) when the file is here, not in the model's own folder (:func:`model_root`: a received
+    model's list could name any file on this machine; nor a ``dataset_dir`` or ``data_dir`` there), and ``datalist`` is
+    true (the bundles take ``label_names`` and ``dataset_dir`` only for that datalist: another one given, an external
+    test list, has its own classes and folder, checked against the card). A datalist that is not here (or ``datalist``
+    false: batch inference on ``--input``, which needs the training's classes and grid, not its lists) leaves
+    ``datalist`` at its default, and the card stands in for it (:class:`monai_das.engines.BundleData`, ``dataset
+    "datalist"`` without a datalist). The card is plain data: no value taken from it is evaluated, and weight arguments
+    (a file, a URL) are not taken.
 
     Said at INFO: the options taken that differ from ``defaults`` and were not given on the command line; at
     WARNING, a training datalist that is not here (unless ``--datalist`` was given).
