@@ -223,6 +223,10 @@ def _old_version(header: Sequence[str], model_key: str | None) -> str | None:
 #: file (moved, or another study under that id), or its file changed since
 UNLISTED, MOVED, CHANGED = "not in this listing/shard", "another file under its id", "file changed since"
 OTHER_MODEL = "another model or inference setting (checkpoint, engine, k, preprocessing)"
+#: an error row dropped for one of these reasons holds no result: said at INFO, not as replaced predictions (an error
+#: row of another file under its id, e.g. a list's missing image given again with --dataset_dir, was; trial T70c)
+_ERROR_ROW = {UNLISTED: "error row of a study not listed any more", MOVED: "error row of another file under its id",
+              OTHER_MODEL: "error row of another model or inference setting"}
 
 
 def _stale_reason(row: dict, expected: dict, model_key: str | None, unlisted: str = "not in this listing") -> str | None:
@@ -279,8 +283,8 @@ def resume_predictions(csv_path: str | os.PathLike, items: Sequence[dict], model
         reason = old_version or _stale_reason(r, expected, model_key, UNLISTED)
         if reason is None and r["error"]:
             reason = "error, run again"
-        elif reason == UNLISTED and r["error"]:  # no result of another listing: a failed study not listed any more
-            reason = "error row of a study not listed any more"
+        elif reason in _ERROR_ROW and r["error"]:  # no result of another listing, file or model: nothing is lost
+            reason = _ERROR_ROW[reason]
         if reason is None:
             kept.append(r)
             continue

@@ -347,6 +347,21 @@ def test_replacing_other_studies_predictions_is_a_warning(tmp_path, caplog):
     assert "give this run its own --output_dir" in warned[0]
 
 
+@pytest.mark.parametrize("source,model_key,why", [
+    ("/x/lists/a", "m1", "error row of another file under its id"), ("/x/a", "m2", "error row of another model")])
+def test_error_rows_replaced_are_no_predictions(tmp_path, caplog, source, model_key, why):
+    """An error row of another file under its id (a datalist's missing image, given again with --dataset_dir) or of
+    another model holds no result: run again at INFO, not warned as replaced predictions with the --output_dir advice
+    (trial T70c)."""
+    from monai_das.engines import resume_predictions
+
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text(f"id,source,fingerprint,label,pred_label,error,model\na,{source},1,,,missing,m1\n")
+    with caplog.at_level(logging.INFO, logger="monai_das.engines.inference"):
+        assert resume_predictions(csv_path, [{"id": "a", "image": "/x/a", "fingerprint": "1"}], model_key) == set()
+    assert why in caplog.text and not any(r.levelno >= logging.WARNING for r in caplog.records)
+
+
 def test_shards_and_resume(tmp_path):
     from monai_das.engines import shard_of
 
