@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_das.engines.utils import flag, optional
+from monai_das.utils.io import LockedError
 
 __all__ = ["bundle_cli_overrides", "bundle_meta_file", "check_launch", "check_overrides", "check_writable",
            "check_resume", "check_tracking_uri", "train_drop_last"]
@@ -248,8 +249,9 @@ def install_error_summary() -> None:
 
 #: environment variable that keeps the whole traceback of a refusal (:func:`install_error_summary`)
 TRACEBACK_ENV = "MONAI_DAS_TRACEBACK"
-#: the errors a refusal of input or options raises (a bug's TypeError, KeyError, ... keeps its traceback)
-_REFUSALS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
+#: the errors a refusal of input or options raises (a bug's TypeError, KeyError, ... keeps its traceback), and
+#: ``LockedError``: another run writes into the same folder (its 60-135 lines hid the advice; trial T70c)
+_REFUSALS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, LockedError)
 
 
 def _traceback_wanted() -> bool:

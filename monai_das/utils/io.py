@@ -28,6 +28,7 @@ __all__ = [
     "input_folder_name",
     "lock_folder",
     "lock_holder",
+    "LockedError",
     "hold_lock",
     "release_lock",
 ]
@@ -296,6 +297,12 @@ def refused_objects(path: str | os.PathLike, error: pickle.UnpicklingError) -> V
     )
 
 
+class LockedError(RuntimeError):
+    """Another process holds a folder's OS lock (:func:`lock_folder`): a refusal of the run, which names that process
+    and what to do (wait, or write elsewhere), said without a traceback by the bundles' error summary
+    (:func:`monai_das.engines.checks.refusal_site`)."""
+
+
 def lock_holder(folder: str | os.PathLike, owner_name: str) -> str:
     """Who holds (or held) a :func:`lock_folder` lock of ``folder``, as its ``owner_name`` file says (plain text: pid,
     host, start time; at most 200 characters), ``""`` when there is none."""
@@ -310,8 +317,8 @@ def lock_folder(folder: str | os.PathLike, lock_name: str, owner_name: str, refu
     Take an OS file lock (``flock``/``LockFileEx`` through ``filelock``; no soft-lock fallback, which would outlive a
     killed process) on ``<folder>/<lock_name>`` for this process, and write who holds it (pid, host, start) to
     ``<folder>/<owner_name>``; the operating system lets go of the lock when the process ends, killed or not. Held by
-    another process: ``RuntimeError(refusal(owner))`` (``owner``: that file's text, ``""`` when unknown). A file
-    system without OS file locks: a warning, and ``None``. Returns the lock (held while referenced).
+    another process: ``LockedError(refusal(owner))`` (a ``RuntimeError``; ``owner``: that file's text, ``""`` when
+    unknown). A file system without OS file locks: a warning, and ``None``. Returns the lock (held while referenced).
     """
     import logging
     import socket
@@ -325,7 +332,7 @@ def lock_folder(folder: str | os.PathLike, lock_name: str, owner_name: str, refu
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise RuntimeError(refusal(lock_holder(folder, owner_name))) from None
+        raise LockedError(refusal(lock_holder(folder, owner_name))) from None
     except (NotImplementedError, OSError) as e:
         logging.getLogger(__name__).warning(f"'{folder}' cannot be locked ({e}): a second {what} into it would not "
                                             "be refused.")

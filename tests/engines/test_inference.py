@@ -425,6 +425,7 @@ def test_one_run_per_predictions_file(tmp_path):
     from filelock import FileLock, Timeout
 
     from monai_das.engines import exit_status
+    from monai_das.engines.checks import refusal_site
 
     items = [{"id": f"s{i}", "image": f"/x/{i}", "fingerprint": f"{i}-1"} for i in range(3)]
     done = tmp_path / "out" / "predictions.csv"
@@ -435,8 +436,10 @@ def test_one_run_per_predictions_file(tmp_path):
     (done.parent / ".predictions.csv.owner").write_text("pid 4242 on host7, since 2026-12-07 09:00:00\n")
     with pytest.raises(RuntimeError, match=r"another batch inference is writing '.*predictions\.csv' \(pid 4242 on "
                                            r"host7, since 2026-12-07 09:00:00\): wait for it to finish, or give this "
-                                           r"run another --output_dir"):
+                                           r"run another --output_dir") as refused:
         select_studies(items, 0, 1, done_csv=done, skip_done=False)
+    # a refusal: the bundle run ends with its advice, not 80 lines of MONAI's traceback around it (trial T70c)
+    assert (refusal_site(refused.value) or "").startswith("monai_das/utils/io.py:")
     assert done.read_text().count("\n") == 2  # untouched
     other.release()
     assert [it["id"] for it in select_studies(items, 0, 1, done_csv=done)] == ["s1", "s2"]

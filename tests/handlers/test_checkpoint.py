@@ -315,7 +315,7 @@ def test_every_rank_stops_when_the_saving_rank_is_refused(tmp_path):
     refused = "another training run is writing its checkpoints to '" + str(tmp_path) + "' (pid 4242 on host7"
     out = run("sync")
     assert out[0].startswith("refused " + refused)
-    assert out[1].startswith("refused rank 1: the saving rank 0 refused the run: RuntimeError: " + refused)
+    assert out[1].startswith("refused rank 1: the saving rank 0 refused the run: LockedError: " + refused)
     # not synced (a saver attached on rank 0 alone, MONAI's tutorials): no collective call, only rank 0 refuses
     assert run("rank0") == ["refused " + out[0].removeprefix("refused "), "held False"]
     other.release()
