@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ from monai_das.utils.io import (
     ATOMIC_TEMP_NAME, atomic_file, check_checkpoint, hold_lock, lock_holder, refused_objects, release_lock,
     remove_stale_atomic_files
 )
+from monai_das.utils.logs import cause_chain
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -187,8 +189,25 @@ class AtomicDiskSaver(DiskSaver):
 
         if self.save_on_rank != idist.get_rank():
             return
-        with atomic_file(self.dirname / (self.filename or filename)) as tmp:
-            torch.save(_numpy_scalars_plain(checkpoint), tmp, **self.kwargs)
+        path = self.dirname / (self.filename or filename)
+        try:
+            with atomic_file(path) as tmp:
+                torch.save(_numpy_scalars_plain(checkpoint), tmp, **self.kwargs)
+        except Exception as e:
+            # a full disk or a file size limit fails torch.save with "[enforce fail at inline_container.cc] unexpected
+            # pos ..." over the OSError, which names neither the file nor the cause (trial T70a)
+            failure = next((c for c in cause_chain(e) if isinstance(c, OSError)), None)
+            if failure is None:
+                raise
+            full = failure.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+            message = (
+                f"could not write the checkpoint '{path}': {failure.strerror or failure}"
+                f"{' (a full disk, a quota or a file size limit)' if full else ''}; '{path.name}' "
+                f"{'is kept as it was' if path.exists() else 'was not written'}: "
+                f"{'free space' if full else 'mend that'} and run again (a training with --resume True continues "
+                "from its last complete checkpoint)"
+            )
+            raise (OSError(message) if failure.errno is None else OSError(failure.errno, message)) from e
 
     def remove(self, filename: str) -> None:
         if self.filename is not None:  # replaced in place by the next save

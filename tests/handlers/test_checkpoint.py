@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -153,6 +154,31 @@ def test_failed_save_keeps_previous_file(tmp_path):
     before = (tmp_path / "last.pt").read_bytes()
     Flaky.fail = True
     with pytest.raises(Exception):
+        engine.run([0], max_epochs=2)
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert _files(tmp_path) == ["last.pt"]  # the temporary file was removed
+
+
+def test_full_disk_names_the_checkpoint_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    """torch.save on a full disk (or over ``ulimit -f``) raises "[enforce fail at inline_container.cc] unexpected
+    pos" over the OSError: the saver's error names the file and the cause instead, and the old file stays (T70a)."""
+    net = torch.nn.Linear(2, 2)
+    engine = Engine(lambda e, b: None)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_interval=1, n_saved=1,
+                                  interval_filename="last.pt")
+    saver.attach(engine)
+    engine.run([0], max_epochs=1)
+    before = (tmp_path / "last.pt").read_bytes()
+
+    def full_disk(obj, f, **kwargs):
+        f.write(b"PK")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 2")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"could not write the checkpoint '.*last\.pt': No space left on device \(a full"):
         engine.run([0], max_epochs=2)
     assert (tmp_path / "last.pt").read_bytes() == before
     assert _files(tmp_path) == ["last.pt"]  # the temporary file was removed
