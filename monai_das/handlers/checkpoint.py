@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
@@ -18,7 +17,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_das.handlers.diagnostics import not_best_reason
 from monai_das.utils.io import (
     ATOMIC_TEMP_NAME, atomic_file, check_checkpoint, hold_lock, lock_holder, refused_objects, release_lock,
-    remove_stale_atomic_files
+    remove_stale_atomic_files, write_failure
 )
 from monai_das.utils.logs import cause_chain
 
@@ -199,15 +198,9 @@ class AtomicDiskSaver(DiskSaver):
             failure = next((c for c in cause_chain(e) if isinstance(c, OSError)), None)
             if failure is None:
                 raise
-            full = failure.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
-            message = (
-                f"could not write the checkpoint '{path}': {failure.strerror or failure}"
-                f"{' (a full disk, a quota or a file size limit)' if full else ''}; '{path.name}' "
-                f"{'is kept as it was' if path.exists() else 'was not written'}: "
-                f"{'free space' if full else 'mend that'} and run again (a training with --resume True continues "
-                "from its last complete checkpoint)"
-            )
-            raise (OSError(message) if failure.errno is None else OSError(failure.errno, message)) from e
+            kept = "is kept as it was" if path.exists() else "was not written"
+            raise write_failure(failure, f"could not write the checkpoint '{path}'", f"'{path.name}' {kept} (a "
+                                "training with --resume True continues from its last complete checkpoint)") from e
 
     def remove(self, filename: str) -> None:
         if self.filename is not None:  # replaced in place by the next save

@@ -18,7 +18,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.data.studies import kept_source_indices, repeated_source_warning
 from monai_das.handlers.utils import attach_once, gather_items, rank_world
-from monai_das.utils.io import atomic_file, open_in_place, refuse_link, write_json_atomic
+from monai_das.utils.io import atomic_file, open_in_place, refuse_link, write_failure, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -387,10 +387,15 @@ class PredictionWriter:
         rows = gather_items(rows)  # every rank takes part in the gather; rank 0 writes every rank's rows
         if rank_world()[0] != 0:
             return
-        with open_in_place(self.filepath, "a", "predictions file", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(rows)  # one row per write: a kill leaves at most a partial last row
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open_in_place(self.filepath, "a", "predictions file", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows(rows)  # one row per write: a kill leaves at most a partial last row
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk said "[Errno 27] File too large" alone (trial T70a)
+            raise write_failure(e, f"could not append to the predictions file '{self.filepath}'",
+                                "the rows written before are kept (a partial last row is dropped when the run is "
+                                "resumed)") from e
         self.num_written += len(rows)
         self.num_errors += sum(1 for r in rows if r[self.fields.index("error")])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -179,6 +180,17 @@ def open_in_place(filepath: str | os.PathLike, mode: str = "a", what: str = "out
             raise _link_error(filepath, what) from e
         raise
     return os.fdopen(fd, mode, **kwargs)
+
+
+def write_failure(failure: OSError, doing: str, after: str) -> OSError:
+    """An ``OSError`` (``failure``'s errno) saying what write failed (``doing``: "could not write the checkpoint
+    'models/last.pt'"), the system's reason, whether it looks like a full disk (``ENOSPC``, ``EFBIG`` of ``ulimit -f``,
+    ``EDQUOT``), and ``after``: what was kept and how to go on. A full disk otherwise ended a run with "[Errno 27] File
+    too large" alone, or torch's "[enforce fail at inline_container.cc] unexpected pos" (trial T70a)."""
+    full = failure.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+    reason = f"{failure.strerror or failure}{' (a full disk, a quota or a file size limit)' if full else ''}"
+    message = f"{doing}: {reason}; {after}: {'free space' if full else 'mend that'} and run the same command again"
+    return OSError(message) if failure.errno is None else OSError(failure.errno, message)
 
 
 def write_text_atomic(text: str, filepath: str | os.PathLike, newline: str | None = None) -> str:

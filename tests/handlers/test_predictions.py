@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from monai_das.handlers import PredictionWriter
 from monai_das.handlers.predictions import read_predictions_csv
@@ -109,6 +109,27 @@ def test_append_after_kill(tmp_path):
     assert all(len(r) == len(rows[0]) for r in rows) and rows[1][-1] == ""
     assert [r["id"] for r in json.loads(path.with_suffix(".json").read_text())] == ["a", "b"]
     assert writer.num_written == 3
+
+
+def test_a_full_disk_names_the_predictions_file(tmp_path, monkeypatch):
+    """An append that fails (a full disk, ``ulimit -f``) said "[Errno 27] File too large" alone: the error names the
+    file and what is kept (trial T70a)."""
+    import errno
+    import os
+
+    path = tmp_path / "predictions.csv"
+    engine, batches = _engine([[("a", "")], [("b", "")]])
+    PredictionWriter(path, ["neg", "pos"]).attach(engine)
+
+    def fsync(fd):
+        raise OSError(errno.EFBIG, "File too large")
+
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: monkeypatch.setattr(os, "fsync", fsync))
+    with pytest.raises(OSError, match=r"could not append to the predictions file '.*predictions\.csv': File too "
+                                      r"large \(a full disk.*the rows written before are kept"):
+        engine.run(batches, max_epochs=1)
+    monkeypatch.undo()
+    assert [r["id"] for r in read_predictions_csv(path)[1]][0] == "a"  # the first batch's row is kept
 
 
 def test_only_rank0_writes(tmp_path, monkeypatch, capsys, caplog):
