@@ -171,7 +171,7 @@ def test_full_disk_names_the_checkpoint_and_keeps_the_previous_one(tmp_path, mon
     before = (tmp_path / "last.pt").read_bytes()
 
     def full_disk(obj, f, **kwargs):
-        f.write(b"PK")
+        Path(f).write_bytes(b"PK")  # the temporary file, half written
         try:
             raise OSError(errno.ENOSPC, "No space left on device")
         except OSError:
