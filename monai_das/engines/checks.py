@@ -251,7 +251,8 @@ def install_error_summary() -> None:
 TRACEBACK_ENV = "MONAI_DAS_TRACEBACK"
 #: the errors a refusal of input or options raises (a bug's TypeError, KeyError, ... keeps its traceback), and
 #: ``LockedError``: another run writes into the same folder (its 60-135 lines hid the advice; trial T70c)
-_REFUSALS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, LockedError)
+_REFUSALS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError,
+             LockedError)
 
 
 def _traceback_wanted() -> bool:
@@ -527,10 +528,10 @@ def check_writable(*folders: str | os.PathLike, option: str = "--bundle_root", c
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
-            raise PermissionError(
+            raise PermissionError(  # the cause is said: a refusal of its own (short, refusal_site)
                 f"cannot write to '{path}' ({e.strerror or e}): the run writes its outputs there; choose a writable "
                 f"{option}."
-            ) from e
+            ) from None
 
 
 #: MLflow tracking-store schemes, used where MLflow's own registry cannot be read (a ``dialect+driver`` scheme such as

@@ -94,3 +94,19 @@ def test_synthetic_splits_are_the_trainings_sets(tmp_path, bundle, configs):
                 "test": None, "val": wanted["num_val"], "train": None}
             capped = _parser(bundle, configs, root, num_items=5)
             assert capped.get_parsed_content("source#num_samples") == {"test": 5, "val": 5, "train": 5}
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+@pytest.mark.parametrize("configs", RUNS)
+def test_an_unwritable_output_dir_is_named_as_the_option_to_change(tmp_path, bundle, configs):
+    """An --output_dir that is a file was refused with "choose a writable --bundle_root", which --output_dir overrides
+    (trial T70a): inference and evaluation name --output_dir first."""
+    (tmp_path / "afile").write_text("")
+    parser = _parser(bundle, configs, tmp_path / "bundle", output_dir=str(tmp_path / "afile" / "out"))
+    checks = [i for i, e in enumerate(parser["initialize"]) if "check_writable(@output_dir" in str(e)]
+    assert checks
+    for i in checks:
+        with pytest.raises(RuntimeError) as refused:  # MONAI's "Failed to evaluate ConfigExpression" over it
+            parser.get_parsed_content(f"initialize#{i}")
+        assert "not a folder): the run writes its outputs there; choose a writable --output_dir (or --bundle_root" \
+            in str(refused.value.__cause__)

@@ -544,6 +544,11 @@ def test_a_refusal_prints_its_message_not_the_traceback(monkeypatch, capsys, tmp
         load_datalist(tmp_path / "gone.csv")
     except FileNotFoundError as e:
         assert refusal_site(e) is not None  # the same kind of error, raised by this package alone: short
+    (tmp_path / "afile").write_text("")
+    try:  # an output folder that cannot be written: 60 lines of traceback before its clear line (trial T70a)
+        check_writable(tmp_path / "afile" / "out", create=False)
+    except PermissionError as e:
+        assert refusal_site(e) is not None
     try:  # an error of another kind raised in this package (a bug's): its traceback
         from monai_das.utils.config import hidden_characters
 
