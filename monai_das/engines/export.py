@@ -384,7 +384,7 @@ def _save_onnx(network: torch.nn.Module, filepath: str | os.PathLike, item_shape
     onnx.helper.set_model_props(model, props)
     path = Path(filepath)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
+    with atomic_file(path, "the ONNX export") as tmp:
         onnx.save(model, str(tmp))
     if check:
         _check_onnx(network, path, item_shape, atol)
@@ -590,7 +590,7 @@ def export_torchscript(
     out = Path(filepath) if filepath is not None else root / "models" / "model.ts"
     shape = _image_shape(card)
     # written beside and swapped in whole: a killed export never leaves a truncated model.ts that would be picked up
-    with warnings.catch_warnings(), atomic_file(out) as tmp:
+    with warnings.catch_warnings(), atomic_file(out, "the TorchScript export") as tmp:
         warnings.simplefilter("ignore")  # tracer warnings: the sampler's control flow does not depend on values
         try:
             ckpt_export(net_id=net_id, filepath=str(tmp), ckpt_file=str(ckpt), meta_file=str(card_path),

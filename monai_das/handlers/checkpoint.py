@@ -17,9 +17,8 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_das.handlers.diagnostics import not_best_reason
 from monai_das.utils.io import (
     ATOMIC_TEMP_NAME, atomic_file, check_checkpoint, hold_lock, lock_holder, refused_objects, release_lock,
-    remove_stale_atomic_files, write_failure
+    remove_stale_atomic_files
 )
-from monai_das.utils.logs import cause_chain
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -188,19 +187,11 @@ class AtomicDiskSaver(DiskSaver):
 
         if self.save_on_rank != idist.get_rank():
             return
-        path = self.dirname / (self.filename or filename)
-        try:
-            with atomic_file(path) as tmp:
-                torch.save(_numpy_scalars_plain(checkpoint), tmp, **self.kwargs)
-        except Exception as e:
-            # a full disk or a file size limit fails torch.save with "[enforce fail at inline_container.cc] unexpected
-            # pos ..." over the OSError, which names neither the file nor the cause (trial T70a)
-            failure = next((c for c in cause_chain(e) if isinstance(c, OSError)), None)
-            if failure is None:
-                raise
-            kept = "is kept as it was" if path.exists() else "was not written"
-            raise write_failure(failure, f"could not write the checkpoint '{path}'", f"'{path.name}' {kept} (a "
-                                "training with --resume True continues from its last complete checkpoint)") from e
+        # a full disk fails torch.save with "[enforce fail at inline_container.cc] unexpected pos ..." over the
+        # OSError, which names neither the file nor the cause: atomic_file says both (trial T70a)
+        with atomic_file(self.dirname / (self.filename or filename), "the checkpoint", " (a training with --resume "
+                         "True continues from its last complete checkpoint)") as tmp:
+            torch.save(_numpy_scalars_plain(checkpoint), tmp, **self.kwargs)
 
     def remove(self, filename: str) -> None:
         if self.filename is not None:  # replaced in place by the next save

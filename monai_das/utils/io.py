@@ -45,6 +45,8 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
+#: the ``errno`` of a write that failed for want of space: a full disk, ``ulimit -f``'s file size limit, a quota
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
 #: the name of an :func:`atomic_file` temporary file (``.<stem>.<8 random characters of mkstemp>.tmp<suffix>``)
 ATOMIC_TEMP_NAME = re.compile(r"\..*\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?")
 #: seconds a temporary file of :func:`atomic_file` stays untouched before it counts as left by a killed write
@@ -89,7 +91,7 @@ def remove_stale_atomic_files(folder: str | os.PathLike) -> list[Path]:
 
 
 @contextmanager
-def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
+def atomic_file(filepath: str | os.PathLike, what: str = "the file", after: str = "") -> Iterator[Path]:
     """
     A temporary path beside ``filepath`` (same folder, same suffix, so writers that pick the format by suffix still
     work) that replaces ``filepath`` in one ``os.replace`` when the block ends without an error; on an error it is
@@ -98,7 +100,10 @@ def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
     hidden ``.<name>.<random>.tmp<suffix>`` file behind. The temporary file is created by ``tempfile.mkstemp``
     (exclusively, with a random name: never a file or link planted there before, never the temporary file of another
     writer of the same target) and gets the permissions of a plain new file before the swap. The first write into a
-    folder in a process removes what killed writes left there (:func:`remove_stale_atomic_files`).
+    folder in a process removes what killed writes left there (:func:`remove_stale_atomic_files`). A write that fails
+    on a full disk (an ``OSError`` of :data:`FULL_DISK_ERRNOS` anywhere in the error's chain: torch, ONNX and
+    matplotlib raise their own errors over it) is raised as :func:`write_failure`'s ``OSError``, naming ``filepath``
+    (``what`` it is), the cause and whether the earlier file is kept (``after``: how a run goes on from there).
     """
     import tempfile
 
@@ -116,9 +121,15 @@ def atomic_file(filepath: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, _FILE_MODE)
         fsync_path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise
+        from monai_das.utils.logs import cause_chain
+
+        failure = next((c for c in cause_chain(e) if isinstance(c, OSError) and c.errno in FULL_DISK_ERRNOS), None)
+        if failure is None:
+            raise
+        kept = "is kept as it was" if path.exists() else "was not written"
+        raise write_failure(failure, f"could not write {what} '{path}'", f"'{path.name}' {kept}{after}") from e
     fsync_path(path.parent)
 
 
@@ -187,7 +198,7 @@ def write_failure(failure: OSError, doing: str, after: str) -> OSError:
     'models/last.pt'"), the system's reason, whether it looks like a full disk (``ENOSPC``, ``EFBIG`` of ``ulimit -f``,
     ``EDQUOT``), and ``after``: what was kept and how to go on. A full disk otherwise ended a run with "[Errno 27] File
     too large" alone, or torch's "[enforce fail at inline_container.cc] unexpected pos" (trial T70a)."""
-    full = failure.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+    full = failure.errno in FULL_DISK_ERRNOS
     reason = f"{failure.strerror or failure}{' (a full disk, a quota or a file size limit)' if full else ''}"
     message = f"{doing}: {reason}; {after}: {'free space' if full else 'mend that'} and run the same command again"
     return OSError(message) if failure.errno is None else OSError(failure.errno, message)

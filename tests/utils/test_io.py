@@ -161,3 +161,28 @@ def test_first_write_into_a_folder_removes_what_killed_writes_left(tmp_path):
     assert not stale.exists()
     assert young.exists() and all(f.exists() for f in kept) and link.is_symlink()
     assert (folder / "metrics.json").read_text() == "{}"
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_earlier_one(tmp_path):
+    """An ONNX export on a full disk ended in a raw 20-line traceback, "OSError: [Errno 27] File too large", naming no
+    file (trial T70a); torch and ONNX raise their own errors over the OSError. atomic_file names the file, the cause
+    and what is kept; an error of another kind (a missing input file) passes through as it was."""
+    import errno
+
+    from monai_das.utils.io import atomic_file
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError, match=r"could not write the ONNX export '.*model\.onnx': File too large \(a full disk, "
+                                      r"a quota or a file size limit\); 'model\.onnx' is kept as it was: free space"):
+        with atomic_file(target, "the ONNX export") as tmp:
+            tmp.write_bytes(b"ha")
+            try:
+                raise OSError(errno.EFBIG, "File too large")
+            except OSError as e:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from e
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    with pytest.raises(FileNotFoundError, match="^no checkpoint$"):
+        with atomic_file(tmp_path / "new.ts"):
+            raise FileNotFoundError("no checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
