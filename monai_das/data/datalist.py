@@ -737,7 +737,8 @@ def load_datalist(
             ``"labels"``, else the labels of all its splits). String labels are looked up among the names, integer
             labels are indices into them.
         missing_ok: an image that does not exist is no error: its item is kept (the study layer, which predicts a
-            datalist's studies, reports it as a study that cannot be read while the others go on).
+            datalist's studies, reports it as a study that cannot be read while the others go on), and one warning
+            names them as the error would (with the ``--dataset_dir`` that reads them, where there is one).
 
     Returns:
         one dict per item, in file order: ``{"image": absolute path, "label": int, "label_name": str,
@@ -791,9 +792,12 @@ def load_datalist(
         if not _inside(image, root):
             raise ValueError(f"{path}:{loc}: image {item['image']!r} resolves to '{image}', outside the dataset folder "
                              f"'{root}'; {inside_rule(resolved)}")
-        if not missing_ok and not os.path.exists(image):
+        if not os.path.exists(image):
             missing.append((f"{path}:{loc}", image, str(item["image"])))
-    if missing:  # with those of the file's other lists: one run names every file to mend (trial T69a)
+    if missing and missing_ok:  # said once, with the --dataset_dir that reads them where there is one (trial T70c)
+        logger.warning(f"{_missing_images(missing, root, len(entries))} Each is kept as an item whose image does not "
+                       "exist (the study layer makes it an error row).")
+    elif missing:  # with those of the file's other lists: one run names every file to mend (trial T69a)
         others = [s for s in datalist_splits(path) if s != split]
         counts = {split: len(missing)}
         for other in others:

@@ -988,7 +988,9 @@ class ModelCardSaver:
         patients: dict[str, str] = {}  # a patient named by the training's datalist → its line
         quiet = logging.getLogger("monai_das.data.datalist")
         level = quiet.level
-        quiet.setLevel(logging.WARNING)  # its "N 'training' items" lines would read as if those were evaluated
+        # its "N 'training' items" lines would read as if those were evaluated, its warnings (images moved since the
+        # training) as if about the evaluated list
+        quiet.setLevel(logging.ERROR)
         try:
             lists = []
             for split in ("training", "validation"):

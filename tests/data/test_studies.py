@@ -886,6 +886,29 @@ def test_a_series_header_is_read_once_for_its_checks(tmp_path, monkeypatch):
     assert headers == {f"s{i}.dcm": 1 for i in range(4)}
 
 
+def test_a_datalist_s_missing_images_are_said_once_with_the_dataset_dir_that_reads_them(tmp_path, monkeypatch,
+                                                                                         caplog):
+    """Batch inference on a datalist written relative to the working directory gave an error row per study, each
+    "does not exist", where training's check says which --dataset_dir reads them (trial T70c): one warning says it."""
+    import shlex
+
+    from monai_das.data.studies import discover_studies
+
+    _nifti(tmp_path / "data" / "a.nii.gz")
+    datalist = tmp_path / "lists" / "list.json"
+    datalist.parent.mkdir()
+    datalist.write_text(json.dumps({"training": [], "test": [{"image": "data/a.nii.gz", "label": 0}]}))
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="monai_das.data.datalist"):
+        studies = discover_studies(datalist, label_names=["neg", "pos"])
+    assert [s.kind for s in studies] == ["invalid"]
+    assert f"give --dataset_dir {shlex.quote(str(tmp_path))}" in caplog.text and "error row" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="monai_das.data.datalist"):
+        studies = discover_studies(datalist, label_names=["neg", "pos"], dataset_dir=tmp_path)
+    assert [s.kind for s in studies] == ["volume"] and "does not exist" not in caplog.text
+
+
 def test_series_errors_name_the_files_at_fault(tmp_path):
     """A truncated slice and a localizer stored with the series' UID were refused naming neither file."""
     import pydicom
