@@ -640,14 +640,18 @@ def check_recipe(recipe: Mapping) -> dict:
         raise ValueError(f"recipe {dict(recipe)} has no 'spatial_size'.")
     dims = 3 if layout == "volume" else 2
     size = recipe["spatial_size"]
-    size = [int(size)] * dims if isinstance(size, (int, float, str)) else [int(s) for s in size]
+    what = "[D, H, W]" if layout == "volume" else "[H, W] of a frame"
+    try:  # a raw "invalid literal for int()" named no key
+        size = [int(size)] * dims if isinstance(size, (int, float, str)) else [int(s) for s in size]
+    except (TypeError, ValueError):
+        size = []
     if len(size) != dims or min(size) < 1:
-        what = "[D, H, W]" if layout == "volume" else "[H, W] of a frame"
         raise ValueError(f"recipe 'spatial_size' must be a positive int or {what}, got {recipe['spatial_size']!r}.")
     out = {
         "layout": layout,
         "spatial_size": size,
-        "slice_axis": int(recipe.get("slice_axis", 0) or 0),
+        "slice_axis": _recipe_int(recipe, "slice_axis", 0, "0, 1 or 2 (the axis of the volume turned to 'axcodes'; "
+                                  "a bundle's --slice_axis axial is recorded as its index)"),
         "axcodes": recipe.get("axcodes", "RAS") or None,
         "pixdim": recipe.get("pixdim"),
         "intensity_range": _pair(recipe.get("intensity_range"), "recipe 'intensity_range'"),
@@ -656,7 +660,7 @@ def check_recipe(recipe: Mapping) -> dict:
         "resize": str(recipe.get("resize", "stretch")),
         "grayscale": bool(recipe.get("grayscale", True)),
         "temporal_mode": str(recipe.get("temporal_mode", "uniform")),
-        "min_frames": int(recipe.get("min_frames", 2)),
+        "min_frames": _recipe_int(recipe, "min_frames", 2, ">= 1"),
         "modalities": _modalities(recipe.get("modalities")),
         "geometry": _geometry(recipe.get("geometry")),
     }
@@ -692,6 +696,19 @@ def check_recipe(recipe: Mapping) -> dict:
             raise ValueError(f"recipe 'num_frames'={recipe['num_frames']} disagrees with spatial_size {size} along "
                              f"slice_axis {out['slice_axis']}.")
     return out
+
+
+def _recipe_int(recipe: Mapping, key: str, default: int, rule: str) -> int:
+    """``recipe[key]`` as an int (``default`` when absent or null), or a ``ValueError`` naming the key and ``rule``."""
+    value = recipe.get(key)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, bool) or float(value) != int(value):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"recipe '{key}' must be {rule}, got {value!r}.") from None
 
 
 def _modalities(value: Any) -> list[str] | None:

@@ -5,6 +5,7 @@ through monai.bundle.ConfigParser), and so does the study layer's LoadStudyd (th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -109,6 +110,11 @@ def test_recipe_checks_and_options():
         check_recipe({"layout": "video", "spatial_size": 8})
     with pytest.raises(ValueError, match="'slice_axis' must be 0, 1 or 2"):
         check_recipe({"layout": "volume", "spatial_size": 8, "slice_axis": 3})
+    # values that are no int named no key ("invalid literal for int() with base 10: 'axial'"), or were cut (1.5 → 1)
+    for key, value, rule in (("slice_axis", "axial", "0, 1 or 2"), ("slice_axis", 1.5, "0, 1 or 2"),
+                             ("min_frames", "two", ">= 1"), ("spatial_size", [8, "a", 8], "a positive int or")):
+        with pytest.raises(ValueError, match=rf"^recipe '{key}' must be {re.escape(rule)}.*got {re.escape(repr(value))}"):
+            check_recipe({"layout": "volume", "spatial_size": 8, key: value})
     with pytest.raises(ValueError, match="'temporal_mode' must be one of"):
         check_recipe({"layout": "video", "spatial_size": 8, "num_frames": 4, "temporal_mode": "bounce"})
     r = check_recipe({"layout": "volume", "spatial_size": 8, "slice_axis": 1, "axcodes": None})
