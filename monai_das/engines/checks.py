@@ -724,8 +724,8 @@ def prepare_sqlite_tracking(uri: str, option: str = "--tracking_uri") -> None:
     launch) makes it. A temporary file of a run killed while making one, untouched for 5 minutes, is removed.
 
     Raises:
-        ValueError: the database's folder cannot be made, or the file is not an SQLite database, naming ``option``
-            (the setting the URI came from) and the file.
+        ValueError: the database's folder cannot be made, the file is not an SQLite database, or its tables cannot be
+            made (a full disk), naming ``option`` (the setting the URI came from) and the file.
     """
     from monai_das.engines.inference import launcher_shard
 
@@ -775,8 +775,14 @@ def prepare_sqlite_tracking(uri: str, option: str = "--tracking_uri") -> None:
     os.close(fd)  # MLflow keeps a store per URI, whose tables it believes made
     tmp = Path(name)
     try:
-        client = MlflowClient(tracking_uri=path_to_sqlite_uri(tmp))
-        client.search_experiments(max_results=1)  # makes the tables
+        try:
+            client = MlflowClient(tracking_uri=path_to_sqlite_uri(tmp))
+            client.search_experiments(max_results=1)  # makes the tables
+        except Exception as e:  # sqlite's "disk I/O error" under 40 lines of SQL named no file (trial T70a)
+            first = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:200]
+            raise ValueError(f"{option} '{uri}': the MLflow database '{path}' could not be made ({type(e).__name__}: "
+                             f"{first}): a full disk, or a folder that cannot be written? Free space, give another "
+                             f"{option}, or --mlflow False.") from None
         engine = getattr(getattr(client, "_tracking_client", None), "store", None)
         if getattr(engine, "engine", None) is not None:
             engine.engine.dispose()  # the temporary file's connections

@@ -609,6 +609,25 @@ def test_a_resume_without_mlflow_says_the_interrupted_run_stays_running(tmp_path
     assert "Resume with --mlflow true to go on logging into it" in caplog.text
 
 
+def test_an_mlflow_database_that_cannot_be_made_is_named(tmp_path, monkeypatch):
+    """On a full disk the start-up check ended in "OperationalError: (sqlite3.OperationalError) disk I/O error" and 40
+    lines of CREATE TABLE, naming no file (trial T70a): a refusal naming the database, the cause and what to do."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+    from sqlalchemy.exc import OperationalError
+
+    def full(self, *args, **kwargs):
+        raise OperationalError("CREATE TABLE experiments (\n...)", {}, sqlite3.OperationalError("disk I/O error"))
+
+    monkeypatch.setattr(MlflowClient, "search_experiments", full)
+    db = tmp_path / "mlflow.db"
+    with pytest.raises(ValueError, match=r"^--tracking_uri 'sqlite:///.*': the MLflow database '.*mlflow\.db' could not "
+                                         r"be made \(OperationalError: disk I/O error\): a full disk.*--mlflow False\.$"):
+        check_tracking_uri(f"sqlite:///{db}")
+    assert list(tmp_path.iterdir()) == []  # neither the database nor its temporary file
+
+
 def test_an_mlflow_database_is_made_whole_or_remade(tmp_path, caplog):
     """A run killed while MLflow created the tables of a new mlflow.db left a database on which every later run into
     that bundle_root failed ("table trace_info already exists", trial T59b): the tables are made in a temporary file
