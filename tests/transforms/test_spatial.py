@@ -8,12 +8,12 @@ from monai_das.handlers.resume import RandomStates
 from monai_das.transforms import RandFrameAffine, RandFrameAffined, frame_affine
 
 
-def _monai_affine(img, angle, scales, axis):
+def _monai_affine(img, angle, scales, axis, mode="bilinear", padding_mode="zeros"):
     rotate, scale = [0.0] * 3, [1.0] * 3
     rotate[axis] = angle
     p, q = (a for a in (0, 1, 2) if a != axis)
     scale[p], scale[q] = scales
-    return Affine(rotate_params=rotate, scale_params=scale, mode="bilinear", padding_mode="zeros", image_only=True)(img)
+    return Affine(rotate_params=rotate, scale_params=scale, mode=mode, padding_mode=padding_mode, image_only=True)(img)
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
@@ -25,6 +25,18 @@ def test_frame_affine_equals_monai_affine(axis):
         assert out.shape == img.shape and out.dtype == torch.float32
         assert torch.allclose(out, ref, atol=1e-5), (out - ref).abs().max()
         assert not torch.allclose(out, img, atol=1e-2)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("padding_mode", ["border", "reflection"])
+def test_frame_affine_pads_as_monai_affine(mode, padding_mode):
+    # trial R70e: "reflection" reflected about the border pixels' centres (align_corners=True), MONAI's Affine about
+    # the image's edges: up to 0.99 apart near the border of a non-square 7×9×11 volume
+    img = torch.rand(2, 7, 9, 11, generator=torch.Generator().manual_seed(1))
+    for axis in (0, 1, 2):
+        ref = torch.as_tensor(_monai_affine(img, 0.4, (1.2, 0.9), axis, mode, padding_mode))
+        out = frame_affine(img, 0.4, (1.2, 0.9), axis, mode, padding_mode)
+        assert torch.allclose(out, ref, atol=1e-5), (axis, (out - ref).abs().max())
 
 
 def test_frame_affine_on_a_clip_moves_nothing_across_frames():
