@@ -1864,10 +1864,11 @@ class LoadStudy(Transform):
         grey for a 1-channel network; the channels of other files (a 4D NIfTI's timepoints, a ``C×D×H×W`` array) are
         refused when they are not the network's count, as training refuses them.
         """
-        from monai.data.utils import to_affine_nd
         from monai.transforms import LoadImage
 
-        from monai_das.transforms.preprocessing import intensity_warning, recipe_volume_kwargs, volume_preprocessing
+        from monai_das.transforms.preprocessing import (
+            append_axis, intensity_warning, recipe_volume_kwargs, volume_preprocessing
+        )
 
         if reader is None:  # a NIfTI/ITK file: MONAI chooses the reader, as the training recipe's LoadImaged does
             if self._default_loader is None:
@@ -1891,9 +1892,7 @@ class LoadStudy(Transform):
             img = MetaTensor(img)
         original_shape = [int(s) for s in img.shape]
         if img.ndim == 3:  # a 2D image: one slice
-            meta = dict(img.meta)
-            meta["affine"] = to_affine_nd(3, img.affine)
-            img = MetaTensor(img.as_tensor()[..., None], meta=meta)
+            img = append_axis(img)
         if img.ndim != 4:
             raise ValueError(f"{self._where(source)}: expected a 2D or 3D image, got shape {original_shape} "
                              "(channel first).")

@@ -190,7 +190,7 @@ class RequireVolume(Transform):
                 )
             if self.min_slices > 1:
                 raise ValueError(f"'{name}' is a 2D image (channel-first shape {shape}), not a volume; {hint}.")
-            img = _append_axis(img)
+            img = append_axis(img)
             shape = (*shape, 1)
         if len(shape) != 4:
             raise ValueError(f"'{name}' has channel-first shape {shape}: expected a volume C×D×H×W.")
@@ -373,7 +373,7 @@ class CheckIntensityWindowd(_NamedCheckd):
 CheckIntensityWindowD = CheckIntensityWindowDict = CheckIntensityWindowd
 
 
-def _append_axis(img: torch.Tensor) -> torch.Tensor:
+def append_axis(img: torch.Tensor) -> torch.Tensor:
     """``C×H×W`` → ``C×H×W×1``, with a 3D affine for a MetaTensor."""
     if not isinstance(img, MetaTensor):
         return img[..., None]
