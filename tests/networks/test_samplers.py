@@ -268,6 +268,33 @@ def test_das_eval_graph_is_lean_and_matches_eager():
     assert tau.shape == (3, 1) and logits.shape == (3, 14)
 
 
+def test_equal_scores_keep_the_same_frames_in_eager_torchscript_and_onnx():
+    """
+    Frames of equal scores (identical frames without the position feature: constant or zero-padded slices) are kept
+    in frame order, as ONNX Runtime's TopK keeps them: torch.topk ordered them arbitrarily, and on a constant volume
+    eager PyTorch and TorchScript kept frames 4..7 of 8 where the ONNX export kept 0..3 (trial T70f).
+    """
+    import io
+    import warnings
+
+    import onnxruntime as ort
+
+    from monai_das.networks.blocks.gumbel import gumbel_top_k
+
+    assert gumbel_top_k(torch.zeros(2, 64), 3, noisy=False)[1].tolist() == [[0, 1, 2]] * 2
+    torch.manual_seed(0)
+    das = DASampler(4, positional=False).eval()
+    x = torch.cat([torch.zeros(2, 5, 1, 16, 16), torch.full((2, 3, 1, 16, 16), 0.5)], 1)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager = das(x).indices
+        traced = torch.jit.trace(_Indices(das), (x,))(x)
+        buf = io.BytesIO()
+        torch.onnx.export(_Indices(das), (x,), buf, dynamo=True, input_names=["x"])
+    (got,) = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    assert torch.equal(traced, eager) and torch.equal(torch.from_numpy(got), eager), (eager, traced, got)
+
+
 @pytest.mark.parametrize("name", ["uniform", "random"])
 def test_index_samplers_export_no_one_hot_matrix(name):
     """

@@ -99,9 +99,9 @@ def gumbel_top_k(
     Pick ``k = num_samples`` distinct frames from one score per frame (``B×T``) in one vectorised step.
 
     Row ``j`` of ``P`` is one-hot at the ``j``-th largest of ``scores + g`` (``g`` Gumbel noise when ``noisy``,
-    none otherwise: plain top-``k``, deterministic). With one noise draw this is the same distribution as drawing
-    the rows one after the other without replacement from ``softmax(scores)`` (Gumbel-top-``k``), without the
-    ``k`` sequential steps. The gradient of row ``j`` is that of ``softmax((scores + g) / tau)`` over the frames not
+    none otherwise: plain top-``k``, deterministic, equal scores taken in frame order). With one noise draw this is
+    the same distribution as drawing the rows one after the other without replacement from ``softmax(scores)``
+    (Gumbel-top-``k``), without the ``k`` sequential steps. The gradient of row ``j`` is that of ``softmax((scores + g) / tau)`` over the frames not
     taken by rows ``0..j-1`` (straight-through estimator, as in :func:`sample_without_replacement`). ``k`` may be
     any ``1..T`` (also a symbolic size while exporting).
 
@@ -124,7 +124,13 @@ def gumbel_top_k(
     if radius > 0:
         indices, allowed = _spread_top_k(scaled.detach(), num_samples, radius)
     else:
-        indices = scaled.detach().topk(num_samples, dim=-1).indices  # B×k, rank order
+        # B×k, rank order, equal scores (identical frames, e.g. zero padding, without the position feature) to the
+        # lower frame index: ONNX TopK orders them so (its spec), torch.topk arbitrarily, and eager PyTorch and
+        # TorchScript kept other frames than ONNX Runtime (trial T70f); the exporter has no stable sort
+        if torch.onnx.is_in_onnx_export():
+            indices = scaled.detach().topk(num_samples, dim=-1).indices
+        else:
+            indices = scaled.detach().sort(dim=-1, descending=True, stable=True).indices[:, :num_samples]
     hard = indices_to_matrix(indices, scores.shape[-1], scores.dtype)
     if torch.is_grad_enabled() and scaled.requires_grad:
         # B×k×T: the frames row j could not take (taken by the rows above, or suppressed next to them)
