@@ -187,8 +187,9 @@ class RandomStates:
     Every random-number generator a training run draws from, as a checkpointable object
     (``state_dict()``/``load_state_dict()``): Python's ``random``, numpy's global generator, torch's CPU generator
     and every CUDA device's (in a distributed run, the rank's own device's: every rank sets its device's stream to
-    the saving rank's, as all ranks are seeded alike and draw in step), the ``R`` generator of each :class:`monai.transforms.Randomizable` in ``transforms``
-    (random augmentation run in the main process) and any extra ``torch.Generator`` (e.g. a data loader's).
+    the saving rank's, as all ranks are seeded alike and draw in step), the ``R`` generator of each
+    :class:`monai.transforms.Randomizable` in ``transforms`` (random augmentation run in the main process) and any
+    extra ``torch.Generator`` (e.g. a data loader's).
 
     Put it in the "last" checkpoint's ``save_dict`` (the bundle's ``train#resume_dict``): a run killed after epoch
     ``n`` and resumed then draws the same dropout masks, Gumbel noise, shuffling order and augmentation as the run

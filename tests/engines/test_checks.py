@@ -630,8 +630,9 @@ def test_an_mlflow_database_that_cannot_be_made_is_named(tmp_path, monkeypatch):
 
     monkeypatch.setattr(MlflowClient, "search_experiments", full)
     db = tmp_path / "mlflow.db"
-    with pytest.raises(ValueError, match=r"^--tracking_uri 'sqlite:///.*': the MLflow database '.*mlflow\.db' could not "
-                                         r"be made \(OperationalError: disk I/O error\): a full disk.*--mlflow False\.$"):
+    refusal = (r"^--tracking_uri 'sqlite:///.*': the MLflow database '.*mlflow\.db' could not be made "
+               r"\(OperationalError: disk I/O error\): a full disk.*--mlflow False\.$")
+    with pytest.raises(ValueError, match=refusal):
         check_tracking_uri(f"sqlite:///{db}")
     assert list(tmp_path.iterdir()) == []  # neither the database nor its temporary file
 

@@ -238,7 +238,8 @@ def test_run_without_a_best_model_sets_aside_another_runs_file(tmp_path, caplog)
 
 def test_checkpoints_reach_the_disk_before_the_swap(tmp_path, monkeypatch):
     """Ignite's atomic save swapped in a file it had not flushed to the disk (nor the folder after): a power cut soon
-    after could leave last.pt empty. The saver writes through atomic_file: file flushed before the swap, folder after."""
+    after could leave last.pt empty. The saver writes through atomic_file: the file flushed before the swap, the
+    folder after."""
     import monai_das.utils.io as io
     from monai_das.handlers.checkpoint import AtomicDiskSaver
 

@@ -113,7 +113,8 @@ def test_recipe_checks_and_options():
     # values that are no int named no key ("invalid literal for int() with base 10: 'axial'"), or were cut (1.5 → 1)
     for key, value, rule in (("slice_axis", "axial", "0, 1 or 2"), ("slice_axis", 1.5, "0, 1 or 2"),
                              ("min_frames", "two", ">= 1"), ("spatial_size", [8, "a", 8], "a positive int or")):
-        with pytest.raises(ValueError, match=rf"^recipe '{key}' must be {re.escape(rule)}.*got {re.escape(repr(value))}"):
+        refusal = rf"^recipe '{key}' must be {re.escape(rule)}.*got {re.escape(repr(value))}"
+        with pytest.raises(ValueError, match=refusal):
             check_recipe({"layout": "volume", "spatial_size": 8, key: value})
     with pytest.raises(ValueError, match="'temporal_mode' must be one of"):
         check_recipe({"layout": "video", "spatial_size": 8, "num_frames": 4, "temporal_mode": "bounce"})

@@ -101,9 +101,9 @@ def gumbel_top_k(
     Row ``j`` of ``P`` is one-hot at the ``j``-th largest of ``scores + g`` (``g`` Gumbel noise when ``noisy``,
     none otherwise: plain top-``k``, deterministic, equal scores taken in frame order). With one noise draw this is
     the same distribution as drawing the rows one after the other without replacement from ``softmax(scores)``
-    (Gumbel-top-``k``), without the ``k`` sequential steps. The gradient of row ``j`` is that of ``softmax((scores + g) / tau)`` over the frames not
-    taken by rows ``0..j-1`` (straight-through estimator, as in :func:`sample_without_replacement`). ``k`` may be
-    any ``1..T`` (also a symbolic size while exporting).
+    (Gumbel-top-``k``), without the ``k`` sequential steps. The gradient of row ``j`` is that of
+    ``softmax((scores + g) / tau)`` over the frames not taken by rows ``0..j-1`` (straight-through estimator, as in
+    :func:`sample_without_replacement`). ``k`` may be any ``1..T`` (also a symbolic size while exporting).
 
     Args:
         scores: B×T frame scores (logits).
