@@ -10,7 +10,7 @@ import torch.nn as nn
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
 from monai_das.networks.utils import check_count, check_num_kept, refuse_scripting
 
-__all__ = ["SamplerOutput", "BaseSampler", "is_exporting", "check_count", "parameter_dtype"]
+__all__ = ["SamplerOutput", "BaseSampler", "is_exporting", "check_count", "parameter_dtype", "cast_to_parameters"]
 
 
 class SamplerOutput(NamedTuple):
@@ -44,6 +44,16 @@ def parameter_dtype(module: nn.Module) -> torch.dtype | None:
         if p.is_floating_point():
             return p.dtype
     return None
+
+
+def cast_to_parameters(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """
+    Floating ``x`` in the dtype of ``module``'s parameters (:func:`parameter_dtype`): mixing dtypes (a float16 study
+    into float32 weights) would fail in the first matmul/conv with an error that names neither the input nor the
+    module. Under ``torch.autocast`` the parameters stay float32 and autocast still picks the matmul precision.
+    """
+    dtype = parameter_dtype(module)
+    return x if dtype is None or x.dtype == dtype or not x.is_floating_point() else x.to(dtype)
 
 
 class BaseSampler(nn.Module):
@@ -154,13 +164,8 @@ class BaseSampler(nn.Module):
                              f"B×T×C×H×W of shape {tuple(x.shape)} has C={x.shape[2]} channel(s).")
 
     def cast_input(self, x: torch.Tensor) -> torch.Tensor:
-        """
-        Floating ``x`` in the dtype of the sampler's parameters: mixing dtypes would fail in the first matmul with
-        an error that names neither the input nor the sampler. Under ``torch.autocast`` the parameters stay float32
-        and autocast still picks the matmul precision.
-        """
-        dtype = parameter_dtype(self)
-        return x if dtype is None or x.dtype == dtype or not x.is_floating_point() else x.to(dtype)
+        """Floating ``x`` in the dtype of the sampler's parameters (:func:`cast_to_parameters`)."""
+        return cast_to_parameters(self, x)
 
     def sampling_indices(self, x: torch.Tensor, num_samples: Any) -> torch.Tensor:
         """``B×k`` distinct frame indices (any order)."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder_out_features, probe_encoder_features
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
 from monai_das.networks.blocks.temporal_head import TemporalHead
-from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, check_count, parameter_dtype
+from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, cast_to_parameters, check_count
 from monai_das.networks.utils import SavedSettings, preserved_modes, refuse_scripting, to_frames
 
 __all__ = ["SubsampledClassifier", "LAYOUTS", "check_context_frames"]
@@ -238,12 +238,7 @@ class SubsampledClassifier(SavedSettings, nn.Module):
                 f"encoder expects {self.in_channels} (layout={self.layout!r}: channels are dim "
                 f"{1 if self.layout == 'volume' else 2}; a channel-last input needs moving its channels there)."
             )
-        return self._cast(x)
-
-    def _cast(self, x: torch.Tensor) -> torch.Tensor:
-        # a float16 study into float32 weights would fail in the first matmul/conv with an error naming neither
-        dtype = parameter_dtype(self)
-        return x if dtype is None or x.dtype == dtype or not x.is_floating_point() else x.to(dtype)
+        return cast_to_parameters(self, x)
 
     def sample(self, x: torch.Tensor, num_samples: Optional[int] = None) -> SamplerOutput:
         """The sampler's choice for ``x`` (same layout as :meth:`forward`); ``num_samples``: see :meth:`forward`."""
@@ -294,7 +289,7 @@ class SubsampledClassifier(SavedSettings, nn.Module):
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Frame embeddings ``B×k×E`` of the encoder input ``B×k×C'×H×W`` (cast as in :meth:`to_frames`)."""
-        frames = self._cast(frames)
+        frames = cast_to_parameters(self, frames)
         b, k = frames.shape[:2]
         try:
             return self.encoder(frames.reshape(b * k, *frames.shape[2:])).reshape(b, k, -1)
