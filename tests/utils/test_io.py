@@ -186,3 +186,26 @@ def test_a_full_disk_names_the_file_and_keeps_the_earlier_one(tmp_path):
         with atomic_file(tmp_path / "new.ts"):
             raise FileNotFoundError("no checkpoint")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "O_ACCMODE"), reason="emulates Windows' fsync with POSIX's fcntl")
+def test_files_are_flushed_through_a_handle_open_for_writing(tmp_path, monkeypatch):
+    """Windows' fsync (FlushFileBuffers) refuses a handle not open for writing (EBADF): fsync_path opened every file
+    read-only, so each atomic write (a report, the model card, a checkpoint) failed there (review R70g)."""
+    import errno
+    import fcntl
+    import os
+    import stat
+
+    from monai_das.utils.io import write_text_atomic
+
+    fsync = os.fsync
+
+    def windows_fsync(fd):
+        if not stat.S_ISDIR(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", windows_fsync)
+    write_text_atomic("{}", tmp_path / "metrics.json")
+    assert (tmp_path / "metrics.json").read_text() == "{}"
