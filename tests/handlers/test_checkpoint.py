@@ -171,7 +171,7 @@ def test_full_disk_names_the_checkpoint_and_keeps_the_previous_one(tmp_path, mon
     before = (tmp_path / "last.pt").read_bytes()
 
     def full_disk(obj, f, **kwargs):
-        Path(f).write_bytes(b"PK")  # the temporary file, half written
+        f.write(b"PK")  # the temporary file, half written
         try:
             raise OSError(errno.ENOSPC, "No space left on device")
         except OSError:
@@ -403,3 +403,25 @@ def test_loaders_name_a_checkpoint_holding_objects(tmp_path, loader):
     loader(str(path), {"model": net}, **kwargs).attach(engine)
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))} holds Python objects other than tensors"):
         engine.run([0], max_epochs=1)
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="a file size limit (ulimit -f) needs POSIX")
+def test_a_real_file_size_limit_names_the_checkpoint(tmp_path):
+    """A real write failure, not a mocked one: torch.save to a path writes in C++, whose error ("unexpected pos")
+    carries no OSError, so atomic_file could not name the file or the cause (review R70g); written through a Python
+    file, the EFBIG reaches it, as a full disk's ENOSPC does."""
+    import resource
+
+    from monai_das.handlers.checkpoint import AtomicDiskSaver
+
+    saver = AtomicDiskSaver(str(tmp_path), filename="last.pt")
+    saver({"w": torch.zeros(4)}, "x.pt")
+    before = (tmp_path / "last.pt").read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))  # Python ignores SIGXFSZ: writes fail with EFBIG
+    try:
+        with pytest.raises(OSError, match=r"could not write the checkpoint '.*last\.pt': File too large \(a full"):
+            saver({"w": torch.zeros(100_000)}, "x.pt")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert (tmp_path / "last.pt").read_bytes() == before and _files(tmp_path) == ["last.pt"]
