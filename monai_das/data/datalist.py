@@ -701,6 +701,7 @@ def load_datalist(
     split: str = "training",
     label_names: Sequence[str] | None = None,
     missing_ok: bool = False,
+    warn_missing: bool = False,
 ) -> list[dict]:
     """
     Read one list of a user datalist, checking every item.
@@ -737,8 +738,10 @@ def load_datalist(
             ``"labels"``, else the labels of all its splits). String labels are looked up among the names, integer
             labels are indices into them.
         missing_ok: an image that does not exist is no error: its item is kept (the study layer, which predicts a
-            datalist's studies, reports it as a study that cannot be read while the others go on), and one warning
-            names them as the error would (with the ``--dataset_dir`` that reads them, where there is one).
+            datalist's studies, reports it as a study that cannot be read while the others go on; a model card
+            stands in for a training's images, :class:`monai_das.engines.BundleData`).
+        warn_missing: with ``missing_ok``, one warning names the missing images as the error would (with the
+            ``--dataset_dir`` that reads them, where there is one): the study layer's, whose items are predicted.
 
     Returns:
         one dict per item, in file order: ``{"image": absolute path, "label": int, "label_name": str,
@@ -795,8 +798,9 @@ def load_datalist(
         if not os.path.exists(image):
             missing.append((f"{path}:{loc}", image, str(item["image"])))
     if missing and missing_ok:  # said once, with the --dataset_dir that reads them where there is one (trial T70c)
-        logger.warning(f"{_missing_images(missing, root, len(entries))} Each is kept as an item whose image does not "
-                       "exist (the study layer makes it an error row).")
+        if warn_missing:  # not where a model card stands in for a training's images, which nothing reads (R70g)
+            logger.warning(f"{_missing_images(missing, root, len(entries))} Each is kept as an item whose image does "
+                           "not exist (the study layer makes it an error row).")
     elif missing:  # with those of the file's other lists: one run names every file to mend (trial T69a)
         others = [s for s in datalist_splits(path) if s != split]
         counts = {split: len(missing)}

@@ -1202,7 +1202,8 @@ def _read_datalist(path: Path, dataset_dir, split: str, label_names: list[str] |
 
     root = dataset_root(path, dataset_dir)
     studies = []
-    items = load_datalist(path, dataset_dir, split=split, label_names=label_names, missing_ok=True)
+    items = load_datalist(path, dataset_dir, split=split, label_names=label_names, missing_ok=True,
+                          warn_missing=True)
     if _suffix(path) == ".csv":  # said, since the same file without the column would give every row
         logger.warning(f"'{path}' has a 'split' column: read as a datalist, its {len(items)} {split!r} row(s) are the "
                        f"studies (the other splits' rows are left out); a CSV without that column lists studies.")
