@@ -107,7 +107,9 @@ def check_dicom_pixel_data(path: str | os.PathLike, header: Any = None) -> None:
             return
         length = element.length if hasattr(element, "length") else len(element.value or b"")
         tell = getattr(element, "value_tell", None)  # where the value starts: a file cut inside it holds less (R69)
-        if isinstance(tell, int) and length != 0xFFFFFFFF:
+        # (not in a deflated file: its value_tell counts in the inflated data, which the file's size does not; R70g)
+        syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        if isinstance(tell, int) and length != 0xFFFFFFFF and not getattr(syntax, "is_deflated", False):
             length = min(length, max(os.path.getsize(path) - tell, 0))
         rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
         frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)

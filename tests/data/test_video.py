@@ -346,6 +346,27 @@ def test_dicom_whose_frame_count_disagrees_with_its_pixel_data(tmp_path):
         read_video(path)
 
 
+def test_a_deflated_dicom_cine_is_not_called_cut_short(tmp_path):
+    """Deflated Explicit VR Little Endian compresses the whole dataset, the pixel data too: the file is smaller than
+    the data its header rightly declares, and the pixel data check refused a whole 30-frame cine as 'damaged or cut
+    short' (review R70g)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.Modality, ds.NumberOfFrames, ds.Rows, ds.Columns = "US", 30, 16, 12
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored = 1, "MONOCHROME2", 8, 8
+    ds.HighBit, ds.PixelRepresentation, ds.PixelData = 7, 0, np.zeros(30 * 16 * 12, np.uint8).tobytes()
+    path = tmp_path / "deflated.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert path.stat().st_size < 30 * 16 * 12
+    assert read_video(path)[0].shape[:3] == (30, 16, 12)
+
+
 def test_a_dicom_cine_declaring_more_frames_than_its_data_is_refused_before_decoding(tmp_path, monkeypatch):
     """An uncompressed cine saying NumberOfFrames 3000 over 30 frames was read whole and decoded (pydicom then
     refused it): refused from its header, by the check the volume readers share (security review T69b), the pixel
