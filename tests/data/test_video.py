@@ -312,20 +312,27 @@ def test_pocus_through_the_factory(pocus, monkeypatch):
     assert info["in_channels"] == small.in_channels
 
 
-def test_dicom_whose_frame_count_disagrees_with_its_pixel_data(tmp_path):
-    """NumberOfFrames 20 over pixel data of 30 frames: an error naming the file and both counts (it was numpy's
-    'cannot reshape array of size ...')."""
+def _us_cine(frames: int, rows: int, cols: int, data: np.ndarray, syntax: str = "1.2.840.10008.1.2.1"):
+    """An 8-bit ultrasound multi-frame DICOM dataset declaring ``frames`` of ``rows``×``cols`` over ``data``'s bytes
+    (``syntax``: its transfer syntax, Explicit VR Little Endian by default)."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+    from pydicom.uid import UltrasoundMultiFrameImageStorage, generate_uid
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = UltrasoundMultiFrameImageStorage
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.Modality, ds.NumberOfFrames, ds.Rows, ds.Columns = "US", 20, 8, 6
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.Modality, ds.NumberOfFrames, ds.Rows, ds.Columns = "US", frames, rows, cols
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, "MONOCHROME2", 8, 8, 7
-    ds.PixelRepresentation, ds.PixelData = 0, np.zeros(30 * 8 * 6, np.uint8).tobytes()
+    ds.PixelRepresentation, ds.PixelData = 0, data.tobytes()
+    return ds
+
+
+def test_dicom_whose_frame_count_disagrees_with_its_pixel_data(tmp_path):
+    """NumberOfFrames 20 over pixel data of 30 frames: an error naming the file and both counts (it was numpy's
+    'cannot reshape array of size ...')."""
+    ds = _us_cine(20, 8, 6, np.zeros(30 * 8 * 6, np.uint8))
     path = tmp_path / "nf.dcm"
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(RuntimeError, match=r"nf\.dcm' says NumberOfFrames 20 \(8×6, 1 sample\(s\) per pixel\) but its "
@@ -350,17 +357,9 @@ def test_a_deflated_dicom_cine_is_not_called_cut_short(tmp_path):
     """Deflated Explicit VR Little Endian compresses the whole dataset, the pixel data too: the file is smaller than
     the data its header rightly declares, and the pixel data check refused a whole 30-frame cine as 'damaged or cut
     short' (review R70g)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import DeflatedExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = UltrasoundMultiFrameImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    ds.Modality, ds.NumberOfFrames, ds.Rows, ds.Columns = "US", 30, 16, 12
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored = 1, "MONOCHROME2", 8, 8
-    ds.HighBit, ds.PixelRepresentation, ds.PixelData = 7, 0, np.zeros(30 * 16 * 12, np.uint8).tobytes()
+    ds = _us_cine(30, 16, 12, np.zeros(30 * 16 * 12, np.uint8), DeflatedExplicitVRLittleEndian)
     path = tmp_path / "deflated.dcm"
     ds.save_as(path, enforce_file_format=True)
     assert path.stat().st_size < 30 * 16 * 12
