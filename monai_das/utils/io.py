@@ -133,11 +133,15 @@ def atomic_file(filepath: str | os.PathLike, what: str = "the file", after: str 
     fsync_path(path.parent)
 
 
+#: ``errno`` of an ``os.fsync`` the file system does not do (as opposed to one that failed)
+_NO_FLUSH = {errno.EINVAL, getattr(errno, "ENOTSUP", errno.EINVAL), getattr(errno, "EOPNOTSUPP", errno.EINVAL)}
+
+
 def fsync_path(path: str | os.PathLike) -> None:
     """Flush a file's data, or a folder's entries, to the disk (``os.fsync``): an :func:`atomic_file` swap is then
     durable, not only atomic (without it, a power cut soon after a save can leave the new name on a file whose data
-    never reached the disk: an empty checkpoint). Best effort for folders: Windows cannot open one, and some file
-    systems refuse to flush one. A file is opened for writing where it may be: Windows' fsync (``FlushFileBuffers``)
+    never reached the disk: an empty checkpoint). Best effort for folders (Windows cannot open one, and some file
+    systems refuse to flush one), and for files on a file system that does not flush (``EINVAL``, ``ENOTSUP``). A file is opened for writing where it may be: Windows' fsync (``FlushFileBuffers``)
     refuses a read-only handle (``EBADF``), which POSIX systems flush alike (R70g)."""
     is_dir = os.path.isdir(path)
     if is_dir and os.name == "nt":
@@ -151,8 +155,10 @@ def fsync_path(path: str | os.PathLike) -> None:
         fd = os.open(path, os.O_RDONLY | binary)  # a file this process may not write: POSIX flushes it read-only
     try:
         os.fsync(fd)
-    except OSError:
-        if not is_dir:
+    except OSError as e:
+        # a file system that cannot flush (EINVAL, ENOTSUP: some FUSE and network mounts) leaves the write atomic,
+        # not durable, as before (R70g); a failed flush of the data (EIO, a full disk) is the write's failure
+        if not is_dir and e.errno not in _NO_FLUSH:
             raise
     finally:
         os.close(fd)

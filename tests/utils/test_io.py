@@ -209,3 +209,28 @@ def test_files_are_flushed_through_a_handle_open_for_writing(tmp_path, monkeypat
     monkeypatch.setattr(os, "fsync", windows_fsync)
     write_text_atomic("{}", tmp_path / "metrics.json")
     assert (tmp_path / "metrics.json").read_text() == "{}"
+
+
+def test_a_file_system_that_cannot_flush_keeps_writes_atomic(tmp_path, monkeypatch):
+    """A file system that does not fsync (EINVAL: some FUSE and network mounts) failed every atomic write with
+    "[Errno 22] Invalid argument" naming no file (review R70g): the write is made, atomic as before; a flush that
+    fails (EIO) still fails the write."""
+    import errno
+    import os
+
+    from monai_das.utils.io import write_text_atomic
+
+    def refused(fd):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "fsync", refused)
+    write_text_atomic("{}", tmp_path / "metrics.json")
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+
+    def failed(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failed)
+    with pytest.raises(OSError, match="Input/output error"):
+        write_text_atomic("[]", tmp_path / "metrics.json")
+    assert (tmp_path / "metrics.json").read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
