@@ -549,6 +549,15 @@ def _series_links(files: Sequence[Path]) -> Iterator[tuple[str, list[str]]]:
         yield tmp, links
 
 
+def _without_pixel_data(headers: list) -> list:
+    """DICOM headers as a :class:`Study` holds them, without the (deferred) ``PixelData`` element the checks read:
+    iterating or serialising one would read the pixel data from its file (R70g)."""
+    for h in headers:
+        if "PixelData" in h:
+            del h["PixelData"]
+    return headers
+
+
 def _study_id(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path != root else path.name
 
@@ -1820,7 +1829,7 @@ class LoadStudy(Transform):
         else:  # MONAI globs '<folder>/*' unescaped: a folder named 'CT [2mm]' would match nothing; read links to them
             with _series_links(source.files) as (tmp, _):
                 study = self._load_volume(source, Path(tmp), reader=PydicomReader(), info=info, colour=colour)
-        study.dicom_headers = headers
+        study.dicom_headers = _without_pixel_data(headers)
         return study
 
     def _load_series_by_position(self, source: StudySource, file_headers: list, info: dict, colour: bool) -> Study:
@@ -1994,7 +2003,7 @@ class LoadStudy(Transform):
                 colour = int(h.get("SamplesPerPixel", 1) or 1) > 1
                 study = self._load_volume(replace(source, kind="volume"), source.path, reader=None, info=info,
                                           colour=colour)
-                study.dicom_headers = headers
+                study.dicom_headers = _without_pixel_data(headers)
                 return study
         r = self.recipe
         if self.layout == "video":
@@ -2039,7 +2048,7 @@ class LoadStudy(Transform):
                 logger.warning(message)
                 info["warnings"] = [*info.get("warnings", []), message]
         study = self._study(source, image, {}, src_list, info)
-        study.dicom_headers = headers
+        study.dicom_headers = _without_pixel_data(headers)
         return study
 
     def _study(self, source: StudySource, image: torch.Tensor, meta: dict, src: list[int], info: dict) -> Study:

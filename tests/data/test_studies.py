@@ -882,8 +882,10 @@ def test_a_series_header_is_read_once_for_its_checks(tmp_path, monkeypatch):
     headers, real_dcmread = Counter(), pydicom.dcmread
     monkeypatch.setattr(pydicom, "dcmread", lambda f, *a, **k: headers.update(
         [Path(f).name] if k.get("stop_before_pixels") or k.get("defer_size") else []) or real_dcmread(f, *a, **k))
-    assert LoadStudy({"layout": "volume", "spatial_size": [4, 16, 16]}).load(source).image.shape[1] == 4
-    assert headers == {f"s{i}.dcm": 1 for i in range(4)}
+    study = LoadStudy({"layout": "volume", "spatial_size": [4, 16, 16]}).load(source)
+    assert study.image.shape[1] == 4 and headers == {f"s{i}.dcm": 1 for i in range(4)}
+    # the study's headers hold no pixel data (iterating one would read it from its file; R70g)
+    assert len(study.dicom_headers) == 4 and not any("PixelData" in h for h in study.dicom_headers)
 
 
 def test_a_datalist_s_missing_images_are_said_once_with_the_dataset_dir_that_reads_them(tmp_path, monkeypatch,
