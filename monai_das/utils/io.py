@@ -141,8 +141,9 @@ def fsync_path(path: str | os.PathLike) -> None:
     """Flush a file's data, or a folder's entries, to the disk (``os.fsync``): an :func:`atomic_file` swap is then
     durable, not only atomic (without it, a power cut soon after a save can leave the new name on a file whose data
     never reached the disk: an empty checkpoint). Best effort for folders (Windows cannot open one, and some file
-    systems refuse to flush one), and for files on a file system that does not flush (``EINVAL``, ``ENOTSUP``). A file is opened for writing where it may be: Windows' fsync (``FlushFileBuffers``)
-    refuses a read-only handle (``EBADF``), which POSIX systems flush alike (R70g)."""
+    systems refuse to flush one), and for files on a file system that does not flush (``EINVAL``, ``ENOTSUP``). A
+    file is opened for writing where it may be: Windows' fsync (``FlushFileBuffers``) refuses a read-only handle
+    (``EBADF``), which POSIX systems flush alike (R70g)."""
     is_dir = os.path.isdir(path)
     if is_dir and os.name == "nt":
         return
