@@ -99,6 +99,9 @@ def check_dicom_pixel_data(path: str | os.PathLike, header: Any = None) -> None:
         RuntimeError: naming the file, the bytes its header declares and those its pixel data holds.
     """
     try:
+        syntax = getattr(header, "file_meta", {}).get("TransferSyntaxUID")
+        if header is not None and "PixelData" not in header and getattr(syntax, "is_encapsulated", False):
+            return  # a compressed file's header, read without its data: left to its decoder, not read again
         ds = header if header is not None and "PixelData" in header else read_dicom_header(path, _PIXEL_TAGS, True)
         if "PixelData" not in ds:  # a compressed file (its data not kept), or none
             return

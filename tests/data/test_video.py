@@ -433,3 +433,21 @@ def test_a_listings_evidence_is_mapped_onto_the_clip_and_batches(tmp_path):
     assert evidence.shape == (3, 10)
     # a: 20 frames → 10 (frames 1, 3, ..., 19): file frames 10..12 are input frames 5 (11); b: 12 → 10 keeps frame 4
     assert [[int(e) for e in row if e >= 0] for row in evidence] == [[5], [3], []]
+
+
+def test_a_compressed_file_s_header_is_not_read_again_for_the_pixel_data_check(monkeypatch):
+    """A compressed file's header, read without its data, made the pixel data check read it once more (its pixel data
+    is left to its decoder either way): the header given is enough."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from monai_das.data.video_io import check_dicom_pixel_data, read_dicom_header
+
+    path = get_testdata_file("MR_small_RLE.dcm")
+    header = read_dicom_header(path, pixel_length=True)
+    assert "PixelData" not in header and header.file_meta.TransferSyntaxUID.is_encapsulated
+
+    reads = []
+    monkeypatch.setattr(pydicom, "dcmread", lambda *args, **kwargs: reads.append(args))  # (errors are swallowed)
+    check_dicom_pixel_data(path, header)
+    assert reads == []
