@@ -334,27 +334,6 @@ def _say_when_terminated() -> None:
     signal.signal(signal.SIGTERM, stopped)
 
 
-def _check_overlays(files: Sequence[str]) -> None:
-    """Refuse ``evaluate.json`` run without the ``train.json`` it overlays (it ended in ``KeyError: 'query key:
-    validate'``; trial T70a): a config defining ``validate`` must be among the run's ``files``."""
-    from monai.bundle import ConfigParser
-
-    overlays = [f for f in files if Path(f).name == "evaluate.json"]
-    if not overlays:
-        return
-    for f in files:
-        try:
-            config = ConfigParser.load_config_file(f)
-        except Exception:  # noqa: BLE001 - the workflow itself reports unreadable configs
-            return
-        if isinstance(config, Mapping) and "validate" in config:
-            return
-    train = Path(overlays[0]).with_name("train.json")
-    raise ValueError(f"'{overlays[0]}' evaluates a model with its training's settings: it overlays the bundle's "
-                     f"train.json, which this run lacks; give both, --config_file \"['{train}', '{overlays[0]}']\" "
-                     "(README: evaluation).")
-
-
 def check_overrides(
     argv: Sequence[str] | None = None, config_files: Iterable[str] | None = None, cutoff: float = 0.75
 ) -> dict[str, str]:
@@ -375,7 +354,6 @@ def check_overrides(
     install_error_summary()
     overrides, files = bundle_cli_overrides(argv)
     files = list(config_files) if config_files is not None else files
-    _check_overlays(files)
     if not overrides or not files:
         return overrides
     from monai.bundle import ConfigParser

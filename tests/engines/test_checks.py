@@ -35,14 +35,6 @@ def _argv(*args, configs=(TRAIN,)):
     return [MAIN, "run", "--config_file", cfg, "--meta_file", "m.json", *args]
 
 
-def test_evaluate_json_without_the_training_config_is_refused():
-    """evaluate.json run alone ended in "KeyError: 'query key: validate'" (trial T70a): refused, saying to give both."""
-    with pytest.raises(ValueError, match=r"evaluate\.json' evaluates a model with its training's settings: it overlays "
-                                         r"the bundle's train\.json, which this run lacks; give both, --config_file "):
-        check_overrides(_argv(configs=(EVALUATE,)))
-    check_overrides(_argv(configs=(TRAIN, EVALUATE)))
-
-
 def test_parses_bundle_command_line():
     overrides, files = bundle_cli_overrides(_argv("--max_epochs", "3", "--lr=0.01", "--train#dataset#cache_rate", "0",
                                                   configs=(TRAIN, EVALUATE)))
