@@ -11,7 +11,7 @@ from monai.handlers.ignite_metric import IgniteMetricHandler
 from monai.metrics import ROCAUCMetric, compute_roc_auc
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.utils import gather_items, rank_world
+from monai_das.handlers.utils import gather_items
 
 ConfusionMatrix, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ConfusionMatrix")
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")

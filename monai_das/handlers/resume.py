@@ -15,6 +15,7 @@ import torch
 from monai.handlers import EarlyStopHandler
 
 from monai_das.handlers.model_card import NEWER_DRAWS
+from monai_das.handlers.utils import rank_world
 
 __all__ = ["ResumableEarlyStopHandler", "EngineStateAttributes", "RandomStates", "RunSettings", "val_loss_score"]
 
@@ -175,13 +176,6 @@ def _randomizables(transform: Any) -> list:
     return found
 
 
-def _distributed() -> bool:
-    """Whether this process is one rank of several (``torch.distributed`` initialised, world size > 1)."""
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 class RandomStates:
     """
     Every random-number generator a training run draws from, as a checkpointable object
@@ -210,17 +204,18 @@ class RandomStates:
         self.generators = list(generators or [])
 
     def state_dict(self) -> dict:
+        ranks = torch.cuda.is_available() and rank_world()[1] > 1  # one rank of several, each on its own device
         version, internal, gauss_next = random.getstate()
         state = {
             "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
                        "gauss_next": gauss_next},
             "numpy": _numpy_state(np.random.mtrand._rand),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and not _distributed() else [],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and not ranks else [],
             "transforms": [_numpy_state(t.R) for t in self.transforms],
             "generators": [g.get_state() for g in self.generators],
         }
-        if torch.cuda.is_available() and _distributed():
+        if ranks:
             # each rank draws on its own device, all seeded alike and in step: the saving rank's own stream is every
             # rank's. (Its list of every device's would hand rank 1 the cuda:1 stream rank 0 never drew from, still
             # at the seed: R70b; and it makes a context on every device.)

@@ -161,7 +161,7 @@ def test_random_states_of_a_distributed_run_continue_every_rank_s_device_stream(
     monkeypatch.setattr(cuda, "set_rng_state", lambda state, device="cuda": gens[current["device"]].set_state(state))
     monkeypatch.setattr(cuda, "get_rng_state_all", lambda: [g.get_state() for g in gens])
     monkeypatch.setattr(cuda, "set_rng_state_all", lambda states: [g.set_state(s) for g, s in zip(gens, states)])
-    monkeypatch.setattr(resume, "_distributed", lambda: True)
+    monkeypatch.setattr(resume, "rank_world", lambda: (0, 2))
     torch.rand(5, generator=gens[0])  # rank 0's epoch on cuda:0, then it saves last.pt
     torch.save(RandomStates().state_dict(), tmp_path / "last.pt")
     torch.rand(5, generator=gens[1])  # rank 1's same epoch on cuda:1 (another process)
