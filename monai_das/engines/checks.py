@@ -357,6 +357,7 @@ def check_overrides(
     if not overrides or not files:
         return overrides
     from monai.bundle import ConfigParser
+    from monai.bundle.utils import MERGE_KEY
 
     known: set[str] = set()
     top: set[str] = set()
@@ -372,6 +373,8 @@ def check_overrides(
             logger.debug(f"override check skipped {f}: {e}")
             continue
         if isinstance(config, Mapping):
+            # evaluate.json merges into train.json's keys ("+validate": {...}): the keys it defines are the same
+            config = {str(k).removeprefix(MERGE_KEY): v for k, v in config.items()}
             known |= _known_ids(config)
             tops[f] = {str(k).split("#")[0] for k in config}
             top |= tops[f]

@@ -78,6 +78,29 @@ def test_check_launch():
         check_launch("multi_gpu", _argv(configs=(inference, multi)), launched)
 
 
+@pytest.mark.parametrize("bundle", ["das_volume_classification", "das_video_classification"])
+def test_evaluate_json_alone_is_refused_by_its_own_initialize(bundle, monkeypatch):
+    """evaluate.json run without train.json ended in MONAI's `KeyError: 'query key: validate'` while its
+    `validate#...` keys were merged, before any check could run; it now merges as `+validate` (the same keys with
+    train.json) and its initialize refuses the launch naming both files."""
+    from monai.bundle import ConfigParser
+
+    configs = REPO / "bundles" / bundle / "configs"
+    alone, both = ([str(configs / f"{n}.json") for n in names] for names in (["evaluate"], ["train", "evaluate"]))
+    monkeypatch.setattr("sys.argv", _argv(configs=alone))
+    parser = ConfigParser()
+    with pytest.warns(UserWarning, match="Can't merge entry"):
+        parser.read_config(alone)
+    with pytest.raises(RuntimeError) as raised:
+        parser.get_parsed_content("initialize")
+    assert re.search(r"evaluate\.json without train\.json: evaluate\.json is read on top", str(raised.value.__cause__))
+    merged = ConfigParser.load_config_files(both)
+    assert merged["validate"]["split"] == "test" and "test_auc" in merged["validate"]["key_metric"]
+    assert merged["validate"]["evaluator"] and merged["network_def"]["_target_"]  # train.json's, kept
+    assert "num_samples" in merged["network_def"] and "$import monai_das.engines" in merged["imports"]
+    check_overrides(_argv("--validate#split", "val", "--validate#handlers#0#map_location", "cpu", configs=both))
+
+
 def test_bundle_meta_file_as_monai_finds_it(tmp_path):
     """--meta_file, else the metadata.json beside the first config file, else <bundle_root>/configs; the model card
     reads it as plain JSON wherever the run's working folder and bundle_root are."""
