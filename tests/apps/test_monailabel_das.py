@@ -293,3 +293,18 @@ def test_eager_request_that_fell_back_says_why_in_the_k_refusal(task_cls, tmp_pa
     text = str(err.value)
     assert "fixed-k ONNX graph" in text and "keeps only its exported k=4 frames, not k=2" in text
     assert "Engine 'eager' was asked for but not used: checkpoint" in text and "model.pt" in text
+
+
+def test_preload_before_any_model_starts_the_task(task_cls, bundle, tmp_path):
+    """Review R71b: --conf preload true on a model folder the train task has yet to fill raised 'no DAS model yet'
+    from BasicInferTask's preload, so the app never started and no model could be trained; the task now starts
+    without a model and serves the first one written."""
+    bare = tmp_path / "bundle"
+    shutil.copytree(APP_DIR.parents[1] / "bundles" / "das_volume_classification" / "configs", bare / "configs")
+    model_dir = tmp_path / "model"
+    task = task_cls(str(bare), model_dir=str(model_dir), engine="eager", preload=True)
+    assert not task.is_valid() and task.description.endswith("[no model yet]")
+    shutil.copytree(bundle[0], model_dir)  # what the train task publishes
+    assert task.is_valid()
+    _, result = task({"image": str(nibabel_anatomical())})
+    assert result["das"]["engine"] == "eager"

@@ -357,7 +357,13 @@ class DASClassification(BasicInferTask):
 
     def _get_network(self, device, data):
         """The predictor's network (loaded once per model file: ONNX, TorchScript or checkpoint), moved to
-        ``device`` (an ONNX model runs on ONNX Runtime's CPU provider whatever the device)."""
+        ``device`` (an ONNX model runs on ONNX Runtime's CPU provider whatever the device). ``data`` ``None``
+        (``BasicInferTask``'s ``preload`` at start-up) before any model is there: ``None``, the first request loads
+        it (``--conf preload true`` on a model folder the train task has yet to fill stopped the app from starting,
+        so it could not train one)."""
+        if data is None and self.predictor is None:
+            logger.info("preload: no DAS model yet; the first request after training loads it.")
+            return None
         predictor = self._current()
         device = torch.device(device)
         if predictor.device != device:
