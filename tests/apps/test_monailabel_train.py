@@ -637,7 +637,11 @@ def test_app_settings(app, tmp_path):
                         ({"num_kept": "-1"}, "--conf num_kept must be a positive integer, got '-1'"),
                         ({"max_epochs": "-3"}, "--conf max_epochs must be a positive integer, got '-3'"),
                         ({"slice_axis": "sideways"}, r"--conf slice_axis: slice_axis must be 0, 1, 2 or one of"),
-                        ({"train_overrides": '{"slice_axis": 5}'}, r"--conf train_overrides' slice_axis: slice_axis")):
+                        ({"train_overrides": '{"slice_axis": 5}'}, r"--conf train_overrides' slice_axis: slice_axis"),
+                        # review R71b: accepted at start-up, every train request failed
+                        ({"labels": "normal,,abnormal"}, "--conf labels must be distinct, non-blank class names"),
+                        ({"labels": "normal, Normal ,normal"}, "--conf labels must be distinct"),
+                        ({"labels": "$bad"}, r"--conf labels: class name '\$bad'")):
         with pytest.raises(ValueError, match=match):
             app["app_tasks"].app_settings(conf, tmp_path)
 

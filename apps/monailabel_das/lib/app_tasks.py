@@ -156,11 +156,15 @@ def app_settings(conf: Mapping[str, str], app_dir: str | os.PathLike) -> dict[st
         axis = str(axis).strip()
         overrides = {**overrides, "slice_axis": int(axis) if axis.isdigit() else axis}
     settings = _checked_numbers(conf, overrides)  # at start-up: they failed every request, or a run 13 s in (T65a)
+    if labels:  # at start-up too: 'normal,,abnormal' failed every train request (review R71b)
+        from lib.trainers.das_train import check_label_names
+
+        labels = check_label_names(labels.split(","), "--conf labels")
     modalities = conf.get("modalities")
     return {
         "bundle": str(bundle),
         "model_dir": str(Path(model_dir).expanduser().resolve()),
-        "labels": [n.strip() for n in labels.split(",")] if labels else None,
+        "labels": labels or None,
         "spatial_size": _spatial_size(conf.get("spatial_size")),
         "train_overrides": overrides,
         "train": _flag(conf, "train", True),

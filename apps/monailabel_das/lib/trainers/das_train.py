@@ -77,6 +77,7 @@ __all__ = [
     "DASTrain",
     "bundle_overrides",
     "bundle_command",
+    "check_label_names",
     "datastore_datalist",
     "prepare_model_dir",
 ]
@@ -204,6 +205,15 @@ def _group(datastore: Datastore, image_id: str, label_info: Mapping) -> str:
     return image_id
 
 
+def check_label_names(label_names: Sequence[Any], where: str = "labels") -> list[str]:
+    """``label_names`` (the app's ``labels``) as class names, stripped; ``ValueError`` naming ``where`` unless they are
+    distinct, non-blank plain names (:func:`monai_das.data.datalist.check_class_name`)."""
+    classes = [check_class_name(str(n).strip(), where) for n in label_names]
+    if not classes or len(set(classes)) != len(classes) or not all(classes):
+        raise ValueError(f"{where} must be distinct, non-blank class names, got {list(label_names)}.")
+    return classes
+
+
 def datastore_datalist(
     datastore: Datastore,
     label_tag: str = DefaultLabelTag.FINAL,
@@ -262,9 +272,7 @@ def datastore_datalist(
         return isinstance(v, int) or bool(_INT_RE.match(v))
 
     if label_names is not None:
-        classes = [check_class_name(str(n).strip(), "labels") for n in label_names]
-        if not classes or len(set(classes)) != len(classes) or not all(classes):
-            raise ValueError(f"labels must be distinct, non-blank class names, got {list(label_names)}.")
+        classes = check_label_names(label_names)
     else:  # one pass over the rows: the indices, and each class name's first image and count
         first: dict[str, str] = {}
         counts: Counter = Counter()
