@@ -186,6 +186,29 @@ def test_inference_on_files(trained, tmp_path):
     assert len(json.loads((out_dir / "predictions.json").read_text())) == 4
 
 
+def test_a_rerun_with_nothing_left_to_run_starts_no_evaluator(trained, tmp_path):
+    """A rerun whose studies are all done said "0 to run", then MONAI's "`dataloader` is empty ... may hang in
+    all-gather" warning (trial T70i): the evaluator runs only when there is a study to run."""
+    import warnings
+
+    import nibabel as nib
+    from monai.bundle import ConfigParser
+
+    studies, out_dir = tmp_path / "studies", tmp_path / "out"
+    studies.mkdir()
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((28, 28, 28)).astype(np.float32), np.eye(4)),
+             studies / "a.nii.gz")
+    for _ in range(2):
+        parser = ConfigParser()
+        parser.read_config(INFERENCE)
+        parser.update({"bundle_root": str(trained["root"]), "input": str(studies), "output_dir": str(out_dir)})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            parser.get_parsed_content("run")
+    assert not [w for w in caught if "is empty" in str(w.message)]
+    assert [r["id"] for r in csv.DictReader(open(out_dir / "predictions.csv"))] == ["a.nii.gz"]
+
+
 def test_inference_at_another_k_writes_beside_the_trained_k(trained):
     """Any k at inference: predictions at another k than the card's go to eval/k<k>/, not over eval/predictions.csv."""
     from monai.bundle import ConfigParser
