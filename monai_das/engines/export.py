@@ -23,6 +23,8 @@ of it are passed to the bundle config as overrides. Both exports refuse a card w
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -589,11 +591,13 @@ def export_torchscript(
     read_checkpoint(ckpt)  # the project's reader first: a pickled object named as one, before MONAI's loader
     out = Path(filepath) if filepath is not None else root / "models" / "model.ts"
     shape = _image_shape(card)
-    # written beside and swapped in whole: a killed export never leaves a truncated model.ts that would be picked up
-    with warnings.catch_warnings(), atomic_file(out, "the TorchScript export") as tmp:
+    # exported into memory: torch's C++ writer aborts the whole process on a full disk ("terminate called after
+    # throwing an instance of 'c10::Error'"), where a Python write raises an OSError naming the file
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), _without_monai_export_line():
         warnings.simplefilter("ignore")  # tracer warnings: the sampler's control flow does not depend on values
         try:
-            ckpt_export(net_id=net_id, filepath=str(tmp), ckpt_file=str(ckpt), meta_file=str(card_path),
+            ckpt_export(net_id=net_id, filepath=buffer, ckpt_file=str(ckpt), meta_file=str(card_path),
                         config_file=str(config_file), bundle_root=str(root), use_trace=True,
                         input_shape=[1, *shape], **{**card_overrides(card), **overrides})
         except RuntimeError as e:
@@ -601,9 +605,28 @@ def export_torchscript(
             if misfit is None:
                 raise
             raise misfit from e
-        _add_extra_file(tmp, SOURCE_PROP, json.dumps(torchscript_source(ckpt, card, shape)))
-    logger.info(f"exported TorchScript to {out} (MONAI's line above names the temporary file it was written as)")
+    data = _with_extra_file(buffer.getvalue(), SOURCE_PROP, json.dumps(torchscript_source(ckpt, card, shape)))
+    # written beside and swapped in whole: a killed export never leaves a truncated model.ts that would be picked up
+    with atomic_file(out, "the TorchScript export") as tmp:
+        Path(tmp).write_bytes(data)
+    logger.info(f"exported TorchScript to {out}")
     return str(out)
+
+
+@contextlib.contextmanager
+def _without_monai_export_line():
+    """Leave out ``ckpt_export``'s ``exported to file: <_io.BytesIO ...>`` (it exports into memory here; the file
+    written is logged afterwards)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("exported to file:")
+
+    monai_logger = logging.getLogger("monai.bundle.scripts")
+    monai_logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        monai_logger.removeFilter(keep)
 
 
 def torchscript_source(ckpt_file: str | os.PathLike, card: Mapping, item_shape: Sequence[int]) -> dict:
@@ -617,22 +640,19 @@ def torchscript_source(ckpt_file: str | os.PathLike, card: Mapping, item_shape: 
             "item_shape": [int(s) for s in item_shape], "num_kept": (card.get(CARD_KEY) or {}).get("num_kept")}
 
 
-def _add_extra_file(path: str | os.PathLike, name: str, content: str) -> None:
-    """Add the extra file ``name`` to the TorchScript archive ``path``, keeping the ones there (MONAI's
-    ``metadata.json``, ``inference.json``): loaded and saved again, as ``torch.jit`` writes extra files. Saved
-    through memory, so the archive's root folder is ``archive/`` (torch's name for a stream), not the temporary file
-    name ``path`` may have (``torch.jit.save`` to a file names the root after it)."""
-    import io
+def _with_extra_file(archive: bytes, name: str, content: str) -> bytes:
+    """The TorchScript ``archive`` with the extra file ``name`` added, keeping the ones there (MONAI's
+    ``metadata.json``, ``inference.json``): loaded and saved again, as ``torch.jit`` writes extra files."""
     import zipfile
 
-    with zipfile.ZipFile(path) as archive:
-        names = [n.split("/extra/", 1)[1] for n in archive.namelist() if "/extra/" in n]
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        names = [n.split("/extra/", 1)[1] for n in opened.namelist() if "/extra/" in n]
     extra: dict[str, Any] = {n: "" for n in names}
-    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    module = torch.jit.load(io.BytesIO(archive), map_location="cpu", _extra_files=extra)
     extra[name] = content
     buffer = io.BytesIO()
     torch.jit.save(module, buffer, _extra_files=extra)
-    Path(path).write_bytes(buffer.getvalue())  # ``path``: atomic_file's temporary file, swapped in whole afterwards
+    return buffer.getvalue()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -338,6 +338,25 @@ def test_torchscript_export_records_its_checkpoint_and_card(tmp_path):
         assert net(torch.rand(1, *ITEM)).shape == (1, 2)
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="a file size limit (ulimit -f) needs POSIX")
+def test_a_torchscript_export_on_a_full_disk_names_the_file(tmp_path):
+    """MONAI's ckpt_export wrote the .ts through torch's C++ writer, which aborted the whole process on a full disk
+    (`terminate called after throwing an instance of 'c10::Error'`; note 69): exported into memory, the file is
+    written from Python, whose error names it; nothing is left behind."""
+    import resource
+
+    root, models = _trained_root(tmp_path / "run")
+    before = sorted(p.name for p in models.iterdir())
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))  # Python ignores SIGXFSZ: writes fail with EFBIG
+    try:
+        with pytest.raises(OSError, match=r"could not write the TorchScript export '.*model\.ts': File too large"):
+            export_torchscript(root, INFERENCE)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert sorted(p.name for p in models.iterdir()) == before
+
+
 def test_torch_export_of_the_exported_classifier():
     """torch.export.export(ExportedClassifier(net), ...) stopped on the sampler's NaN check (a data-dependent branch;
     trial W): skipped while exporting, as for TorchScript and ONNX; the exported program equals eager."""
