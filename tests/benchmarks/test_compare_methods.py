@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,19 @@ def test_finished_cells_with_other_settings_are_refused(compare_script, tmp_path
     cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das", "mlflow": True}, "abc")
     h = cm.code_hash()
     assert len(h) == 12 and h == cm.code_hash()
+
+
+def test_code_hash_covers_every_package_the_bundle_configs_train_with(compare_script):
+    # a change to a module the configs instantiate (e.g. monai_das.losses.FrameRelevanceLoss) must change code_hash,
+    # else finished cells of the former code are reused and interrupted ones resumed under the new (trial T71a)
+    cm = compare_script
+    used = set()
+    for configs in (cm.CONFIGS, cm.VIDEO_CONFIGS):
+        for name in ("train.json", "evaluate.json"):
+            used |= set(re.findall(r"monai_das\.([a-z_]+)\.", (configs / name).read_text()))
+    missing = sorted(f"monai_das/{m}" for m in used if (cm.REPO / "monai_das" / m).is_dir()
+                     and f"monai_das/{m}" not in cm.CODE_PATHS)
+    assert not missing, f"code_hash leaves out {missing}"
 
 
 def test_aggregate_and_reports(compare_script, tmp_path):
