@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import argparse
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -25,6 +26,8 @@ from monai_das.utils.io import atomic_file, write_json_atomic, write_text_atomic
 __all__ = [
     "atomic_file",
     "REPO",
+    "CODE_PATHS",
+    "code_hash",
     "environment",
     "environment_markdown",
     "markdown_table",
@@ -38,6 +41,23 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+#: the code a trained cell's result depends on (hashed into ``code_hash``): training path and bundle configs (every
+#: ``monai_das`` package the configs instantiate; ``losses`` was left out, trial T71a)
+CODE_PATHS = ("monai_das/networks", "monai_das/engines", "monai_das/handlers", "monai_das/data",
+              "monai_das/transforms", "monai_das/utils", "monai_das/losses",
+              "bundles/das_volume_classification/configs",
+              "bundles/das_video_classification/configs")
+
+
+def code_hash(paths: Sequence[str] = CODE_PATHS) -> str:
+    """Short SHA-256 of the ``.py`` and ``.json`` files under ``paths`` (relative to the repository)."""
+    h = hashlib.sha256()
+    for rel in paths:
+        for f in sorted((REPO / rel).rglob("*")):
+            if f.is_file() and f.suffix in (".py", ".json") and "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(REPO)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _cpu_model() -> str:

@@ -84,8 +84,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import (  # noqa: E402
+    CODE_PATHS,
     REPO,
     atomic_file,
+    code_hash,
     environment,
     environment_markdown,
     markdown_table,
@@ -105,13 +107,6 @@ CONFIGS = BUNDLE / "configs"
 #: clips (POCUS) train through the video bundle
 VIDEO_CONFIGS = REPO / "bundles" / "das_video_classification" / "configs"
 MAIN_KEEP_RATIO = 0.5
-#: the code a cell's result depends on (hashed into ``code_hash``): training path and bundle configs (every
-#: ``monai_das`` package the configs instantiate; ``losses`` was left out, trial T71a)
-CODE_PATHS = ("monai_das/networks", "monai_das/engines", "monai_das/handlers", "monai_das/data",
-              "monai_das/transforms", "monai_das/utils", "monai_das/losses",
-              "bundles/das_volume_classification/configs",
-              "bundles/das_video_classification/configs")
-
 #: published numbers shown beside ours (never run here); keyed by dataset key
 REFERENCES: dict[str, list[dict[str, Any]]] = {
     "vesselmnist3d": [
@@ -256,17 +251,6 @@ class Cell:
     @property
     def label(self) -> str:
         return self.method + (f"[{self.tag}]" if self.tag else "")
-
-
-def code_hash(paths: Sequence[str] = CODE_PATHS) -> str:
-    """Short SHA-256 of the ``.py`` and ``.json`` files under ``paths`` (relative to the repository)."""
-    h = hashlib.sha256()
-    for rel in paths:
-        for f in sorted((REPO / rel).rglob("*")):
-            if f.is_file() and f.suffix in (".py", ".json") and "__pycache__" not in f.parts:
-                h.update(str(f.relative_to(REPO)).encode())
-                h.update(f.read_bytes())
-    return h.hexdigest()[:12]
 
 
 #: per-dataset profile entries that shape the grid instead of being bundle overrides

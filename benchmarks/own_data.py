@@ -20,7 +20,7 @@ and every volume's shape had radius 6: the 99.5th percentile alone separated the
 Every 4 (clips) or 2 (volumes) items share a patient (``group``); the last items form the test list, validation is
 the bundle's split of the training groups. A cell is (kind, variant, seed); it runs in
 ``<out>/_work/<kind>/<variant>_seed<s>`` and is skipped when its ``result.json`` exists (resume by cell; one run
-with other data, overrides or keep ratio is refused, naming them). The
+with other data, overrides, keep ratio or training code is refused, naming them). The
 table reports, per cell, the best validation AUC and the validation evidence kept at that epoch (the model card's
 ``eval_metrics``), the best epoch, and whether the sampler **collapsed**: evidence kept at the best epoch below
 half of what a random choice of the same number of frames keeps (``keep_ratio / 2``).
@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import environment, environment_markdown, markdown_table, write_csv  # noqa: E402
+from bench_utils import code_hash, environment, environment_markdown, markdown_table, write_csv  # noqa: E402
 
 from monai_das.utils.io import write_json_atomic, write_text_atomic  # noqa: E402
 from monai_das.utils.process import run_child  # noqa: E402
@@ -175,13 +175,15 @@ def run_cell(kind: str, datalist: Path, variant: str, overrides: list[str], seed
              keep_ratio: float) -> dict[str, Any]:
     """
     Train one cell through the bundle CLI (resume by cell: an existing ``result.json`` is returned when it was run
-    with the same data, generator (:func:`generator_fingerprint`) and overrides, else refused naming what differs: a
-    changed option or generator must not report an old result under it).
+    with the same data, generator (:func:`generator_fingerprint`), overrides and training code
+    (``bench_utils.code_hash``), else refused naming what differs: a changed option, generator or code must not
+    report an old result under it).
     """
     cell = out / "_work" / kind / f"{variant}_seed{seed}"
     done = cell / "result.json"
+    # the training code too (bench_utils.code_hash, as compare_methods): a cell of older code was reused (trial T71a)
     settings = {"datalist": str(datalist), "overrides": " ".join(overrides), "keep_ratio": keep_ratio,
-                "generator": generator_fingerprint()}
+                "generator": generator_fingerprint(), "code_hash": code_hash()}
     if done.is_file():
         old = json.loads(done.read_text())
         recorded = old.get("settings") or {}  # none: written before settings were recorded, nothing to compare with

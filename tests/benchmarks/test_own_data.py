@@ -42,7 +42,7 @@ def test_a_finished_cell_is_not_run_again(own_data_script, tmp_path, monkeypatch
     cell = tmp_path / "_work" / "clips" / "slr_seed3"
     cell.mkdir(parents=True)
     settings = {"datalist": str(tmp_path / "x.csv"), "overrides": "--sampler_lr 0.0001", "keep_ratio": 0.5,
-                "generator": own_data_script.generator_fingerprint()}
+                "generator": own_data_script.generator_fingerprint(), "code_hash": own_data_script.code_hash()}
     done = {"kind": "clips", "variant": "slr", "seed": 3, "best_val_auc": 0.9, "settings": settings}
     (cell / "result.json").write_text(json.dumps(done))
     monkeypatch.setattr(own_data_script, "run_child", lambda *a, **k: pytest.fail("a finished cell was re-run"))
@@ -56,6 +56,10 @@ def test_a_finished_cell_is_not_run_again(own_data_script, tmp_path, monkeypatch
     # a cell trained on data of another generator (or before the generator was recorded): refused, not reused
     (cell / "result.json").write_text(json.dumps({**done, "settings": {**settings, "generator": "0ld0ld0ld0ld"}}))
     with pytest.raises(SystemExit, match=r"generator: '0ld0ld0ld0ld' then, '[0-9a-f]{12}' now"):
+        run("clips", tmp_path / "x.csv", "slr", ["--sampler_lr", "0.0001"], 3, tmp_path, 0.5)
+    # a cell trained by another version of the training code: refused, not reused (trial T71a)
+    (cell / "result.json").write_text(json.dumps({**done, "settings": {**settings, "code_hash": "0ldc0de0ldc0"}}))
+    with pytest.raises(SystemExit, match=r"code_hash: '0ldc0de0ldc0' then, '[0-9a-f]{12}' now"):
         run("clips", tmp_path / "x.csv", "slr", ["--sampler_lr", "0.0001"], 3, tmp_path, 0.5)
     del settings["generator"]
     (cell / "result.json").write_text(json.dumps({**done, "settings": settings}))
