@@ -79,15 +79,26 @@ def cell_key(r: dict[str, Any]) -> tuple:
     return r["dataset"], r["method"], float(r["keep_ratio"]), r["seed"], r.get("fold") or ""
 
 
+def _finite(value: Any) -> bool:
+    """Whether a run-table value is a finite number (not empty, ``nan`` or ``inf``)."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def paired_rows(rows: list[dict[str, Any]], candidate: str, reference: str,
                 metric: str = "best_val_auc") -> dict[str, dict[tuple, dict[str, Any]]]:
     """
-    The rows that pair, ``{tag: {cell_key: row}}`` for both tags: cells run with both tags that have ``metric``
-    (one definition of "paired" for the differences and for the code hashes reported beside them).
+    The rows that pair, ``{tag: {cell_key: row}}`` for both tags: cells run with both tags that have a finite
+    ``metric`` (one definition of "paired" for the differences and for the code hashes reported beside them). A cell
+    whose value is undefined (``nan`` in the run table, e.g. the best validation AUC of a run whose every validation
+    AUC was undefined) is left out, as ``compare_methods.paired_differences`` does (it made the interval fail with an
+    ``AttributeError`` in ``statistics.stdev``; trial T71a).
     """
     found: dict[str, dict[tuple, dict[str, Any]]] = {candidate: {}, reference: {}}
     for r in rows:
-        if r.get("tag") in found and r.get(metric) not in (None, ""):
+        if r.get("tag") in found and _finite(r.get(metric)):
             found[r["tag"]][cell_key(r)] = r
     keys = set(found[candidate]) & set(found[reference])
     if not keys:

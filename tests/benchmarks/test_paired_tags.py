@@ -35,6 +35,16 @@ def test_pairs_by_cell_and_reports_interval(paired_tags_script, tmp_path):
         paired_tags_script.paired_by_tag(rows, "new", "missing")
 
 
+def test_a_cell_with_an_undefined_metric_is_not_paired(paired_tags_script):
+    # "nan" in the run table (best_val_auc of a run whose every validation AUC was undefined): left out, as
+    # compare_methods.paired_differences does; it failed in statistics.stdev (trial T71a)
+    rows = [dict(dataset="vessel", method="das", keep_ratio="0.5", seed=str(seed), fold="", tag=tag,
+                 best_val_auc="nan" if (seed, tag) == (2, "new") else str(0.7 + 0.01 * seed + 0.05 * (tag == "new")))
+            for seed in range(4) for tag in ("new", "ref")]
+    (row,) = paired_tags_script.paired_by_tag(rows, "new", "ref")
+    assert row["pairs"] == "3" and row["mean"] == "+0.050" and row["wins"] == "3/3"
+
+
 def test_cells_of_a_fold_are_one_unit(paired_tags_script, tmp_path):
     # two keep ratios and two seeds on each of 3 folds: 12 cells, 3 independent units (a fold's test patients)
     rows = []
