@@ -61,6 +61,7 @@ from bench_utils import (  # noqa: E402
     markdown_table,
     metric_text,
     parse_override,
+    positive_int,
     summarize_times,
     time_interleaved,
     write_csv,
@@ -497,9 +498,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "this --out's work folder, e.g. run again on the current code, is used instead)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the profile's seeds")
     p.add_argument("--folds", nargs="+", type=int, default=None, help="POCUS folds (override the profile's)")
-    p.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience (epochs)")
-    p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime CPU threads")
+    p.add_argument("--max-epochs", type=positive_int, default=None, help="override the profile's epoch limit")
+    p.add_argument("--patience", type=positive_int, default=None, help="early-stopping patience (epochs)")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch and ONNX Runtime CPU threads")
     p.add_argument("--override", action="append", type=parse_override, default=[], metavar="KEY=JSON",
                    help="bundle config override for every cell (repeatable; as compare_methods)")
     p.add_argument("--tag", default="", help="name of the variant (with --override; as compare_methods)")

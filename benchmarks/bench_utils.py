@@ -145,6 +145,18 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def positive_int(text: str) -> int:
+    """An integer option that must be at least 1 (argparse ``type``: ``--max-epochs``, ``--patience``, ``--threads``);
+    0 or less is refused by argparse, naming the option (``--max-epochs 0`` was ignored without a word)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}.") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}.")
+    return value
+
+
 def metric_text(value: Any, digits: int = 4) -> str:
     """A metric for a progress line: ``n/a`` when it is undefined (``None`` or NaN: e.g. the AUC of a test list
     without an item of some class), else the number with ``digits`` decimals."""

@@ -93,6 +93,7 @@ from bench_utils import (  # noqa: E402
     markdown_table,
     metric_text,
     parse_override,
+    positive_int,
     write_csv,
     write_json_atomic,
     write_text_atomic,
@@ -1163,9 +1164,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the profile's seeds")
     p.add_argument("--keep-ratios", nargs="+", type=float, default=None, help="override the profile's keep ratios")
     p.add_argument("--folds", nargs="+", type=int, default=None, help="POCUS folds (override the profile's)")
-    p.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience (epochs)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--max-epochs", type=positive_int, default=None, help="override the profile's epoch limit")
+    p.add_argument("--patience", type=positive_int, default=None, help="early-stopping patience (epochs)")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     p.add_argument("--eval-split", default="test", choices=("test", "val"),
                    help="split the checkpoints are scored on (val: tuning)")
     p.add_argument("--override", action="append", type=parse_override, default=[], metavar="KEY=JSON",

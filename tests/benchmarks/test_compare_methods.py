@@ -447,6 +447,14 @@ def test_std_of_one_run_is_left_empty_in_the_csv(compare_script, tmp_path):
     assert row["runs"] == "2" and float(row["auc_std"]) == pytest.approx(0.00707, abs=1e-4)
 
 
+@pytest.mark.parametrize("option", ["--max-epochs", "--patience", "--threads"])
+def test_counts_below_one_are_refused(compare_script, tmp_path, capsys, option):
+    # --max-epochs 0 and --patience 0 were ignored without a word (the profile's value ran); trial T71a
+    with pytest.raises(SystemExit):
+        compare_script.main(["--smoke", "--out", str(tmp_path), option, "0", "--dry-run"])
+    assert f"argument {option}: expected a whole number >= 1, got 0." in capsys.readouterr().err
+
+
 def test_dry_run_says_which_finished_cells_the_run_would_refuse(compare_script, tmp_path, capsys):
     cm = compare_script
     spec = cm.discover_datasets("/nonexistent", "smoke")[0]
