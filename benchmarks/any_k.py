@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -69,6 +68,8 @@ from bench_utils import (  # noqa: E402
     write_text_atomic,
 )
 
+from monai_das.utils.io import file_digest  # noqa: E402
+
 KEEP_RATIOS = (0.1, 0.25, 0.5, 0.75)
 TRAIN_KEEP_RATIO = 0.5
 DEFAULT_DATASETS = ("vesselmnist3d_28", "pocus")
@@ -76,14 +77,6 @@ REFERENCES = ("uniform", "full")
 #: latency rounds (repeats, warm-up) per profile unless given on the command line
 LATENCY = {"smoke": (3, 1), "quick": (30, 3), "standard": (30, 3), "full": (50, 5)}
 METRICS = ("auc", "balanced_accuracy")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ratio_list(keep_ratios: Sequence[float]) -> list[float]:
@@ -130,7 +123,7 @@ def evaluate_at(train_result: dict[str, Any], cell_dir: Path, ratio: float, code
     a cached result of the same checkpoint and code is returned without running.
     """
     ckpt = cell_dir / "models" / "model.pt"
-    sha = file_sha256(ckpt)
+    sha = file_digest(ckpt)
     d = eval_dir(cell_dir, ratio)
     (d / "error.txt").unlink(missing_ok=True)  # an earlier failure's, not this run's
     hit = cached(d / "result.json", {"checkpoint_sha256": sha, "code_hash": code, "keep_ratio": ratio})
@@ -180,7 +173,7 @@ def measure_latency(cell_dir: Path, configs: Path, ks: Sequence[int], threads: i
     from monai_das.networks import OnnxClassifier
 
     ckpt = cell_dir / "models" / "model.pt"
-    sha = file_sha256(ckpt)
+    sha = file_digest(ckpt)
     path = cell_dir / "any_k" / "latency.json"
     ks = sorted({int(k) for k in ks})
     hit = cached(path, {"checkpoint_sha256": sha, "threads": threads, "repeats": repeats, "warmup": warmup})
