@@ -223,13 +223,18 @@ HISTORY_FILE = "history.json"
 #: bundle entries that say where a cell is tracked, not what it trains: not compared when a finished or interrupted
 #: cell is checked against this run's settings (adding --mlflow to a grid does not make its cells "other settings")
 TRACKING_KEYS = ("mlflow", "tracking_uri", "experiment_name", "run_name")
+#: where the data lies, not what it is (an absolute path: another checkout of the project, or the data moved,
+#: refused every finished cell of a grid; review R71a)
+LOCATION_KEYS = ("data_dir",)
 
 
 def _trained_settings(overrides: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``overrides`` without :data:`TRACKING_KEYS`, JSON-normalised (``None`` stays ``None``)."""
+    """``overrides`` without :data:`TRACKING_KEYS` and :data:`LOCATION_KEYS`, JSON-normalised (``None`` stays
+    ``None``)."""
     if overrides is None:
         return None
-    return json.loads(json.dumps({k: v for k, v in overrides.items() if k not in TRACKING_KEYS}, default=str))
+    skip = (*TRACKING_KEYS, *LOCATION_KEYS)
+    return json.loads(json.dumps({k: v for k, v in overrides.items() if k not in skip}, default=str))
 
 
 @dataclass(frozen=True)
@@ -385,7 +390,7 @@ class BundleCellRunner:
 
     def run_key(self, cell: Cell) -> str:
         """8 hex digits of what the cell's training depends on: the code (``code_hash``) and its trained settings
-        (overrides without :data:`TRACKING_KEYS`); names its MLflow runs, so a cell started over under other code
+        (overrides without :data:`TRACKING_KEYS` and :data:`LOCATION_KEYS`); names its MLflow runs, so a cell started over under other code
         or settings never continues a killed run of the former (MONAI's ``MLFlowHandler`` continues the latest
         unfinished run of a name)."""
         record = {"code_hash": self.code, "overrides": _trained_settings(self.cell_overrides(cell))}

@@ -93,6 +93,11 @@ def test_finished_cells_with_other_settings_are_refused(compare_script, tmp_path
     cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das"}, None)  # allowed
     # where a cell is tracked is not a setting: a grid run without MLflow goes on with --mlflow
     cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das", "mlflow": True}, "abc")
+    # nor where the data lies: the grid run from another checkout (data_dir an absolute path) refused every cell
+    (d / "result.json").write_text(json.dumps({**_result_keys(cells[0]), **settings, "overrides": {
+        **settings["overrides"], "data_dir": "/work/shared/data/medmnist3d"}}))
+    cm.check_finished_cells(cells, tmp_path, lambda c: {"max_epochs": 4, "method": "das",
+                                                        "data_dir": "/tmp/shared/data/medmnist3d"}, "abc")
     h = cm.code_hash()
     assert len(h) == 12 and h == cm.code_hash()
 
