@@ -390,9 +390,9 @@ class BundleCellRunner:
 
     def run_key(self, cell: Cell) -> str:
         """8 hex digits of what the cell's training depends on: the code (``code_hash``) and its trained settings
-        (overrides without :data:`TRACKING_KEYS` and :data:`LOCATION_KEYS`); names its MLflow runs, so a cell started over under other code
-        or settings never continues a killed run of the former (MONAI's ``MLFlowHandler`` continues the latest
-        unfinished run of a name)."""
+        (overrides without :data:`TRACKING_KEYS` and :data:`LOCATION_KEYS`); names its MLflow runs, so a cell
+        started over under other code or settings never continues a killed run of the former (MONAI's
+        ``MLFlowHandler`` continues the latest unfinished run of a name)."""
         record = {"code_hash": self.code, "overrides": _trained_settings(self.cell_overrides(cell))}
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
