@@ -25,7 +25,7 @@ import numpy as np
 from monai_das.data.listing import _label_index
 from monai_das.data.video_io import VIDEO_EXTENSIONS, check_dicom_pixel_data, is_dicom, read_dicom_header
 from monai_das.utils.config import hidden_characters, parser_rewrites
-from monai_das.utils.io import file_digest
+from monai_das.utils.io import UnreadableFileError, file_digest
 from monai_das.utils.logs import MAX_NAMED
 
 __all__ = [
@@ -1596,7 +1596,7 @@ def check_study_shapes(
             counts across the items (naming two files and their counts; unless ``mixed_channels``), an empty item
             list or a bad ``layout``/``slice_axis``; two items that hold the same DICOM image (a copy in another
             folder: :func:`check_no_copies`; two parts of one series, other images, are not copies).
-        RuntimeError: a file whose header cannot be read.
+        UnreadableFileError: (a ``RuntimeError``) a file whose header cannot be read.
     """
     if layout not in STUDY_LAYOUTS:
         raise ValueError(f"layout must be one of {STUDY_LAYOUTS}, got {layout!r}.")
@@ -1645,7 +1645,7 @@ def check_study_shapes(
         except Exception as e:  # RuntimeError or a reader's own error type (MemoryError: said): still name the file
             from monai_das.data.studies import error_text
 
-            errors.append((RuntimeError, f"{_where(item, image)} cannot be read: {error_text(e)}"))
+            errors.append((UnreadableFileError, f"{_where(item, image)} cannot be read: {error_text(e)}"))
             continue
         if first_with and c not in first_with and not mixed_channels:
             other_c, other = next(iter(first_with.items()))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_das.engines.utils import flag, optional
-from monai_das.utils.io import LockedError
+from monai_das.utils.io import LockedError, UnreadableFileError
 
 __all__ = ["bundle_cli_overrides", "bundle_meta_file", "check_launch", "check_overrides", "check_writable",
            "check_resume", "check_tracking_uri", "train_drop_last"]
@@ -250,9 +250,10 @@ def install_error_summary() -> None:
 #: environment variable that keeps the whole traceback of a refusal (:func:`install_error_summary`)
 TRACEBACK_ENV = "MONAI_DAS_TRACEBACK"
 #: the errors a refusal of input or options raises (a bug's TypeError, KeyError, ... keeps its traceback), and
-#: ``LockedError``: another run writes into the same folder (its 60-135 lines hid the advice; trial T70c)
+#: ``LockedError``: another run writes into the same folder (its 60-135 lines hid the advice; trial T70c);
+#: ``UnreadableFileError``: a datalist's image that cannot be read (a traceback before the list of them; trial T71c)
 _REFUSALS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError,
-             LockedError)
+             LockedError, UnreadableFileError)
 
 
 def _traceback_wanted() -> bool:

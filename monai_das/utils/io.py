@@ -30,6 +30,7 @@ __all__ = [
     "lock_folder",
     "lock_holder",
     "LockedError",
+    "UnreadableFileError",
     "hold_lock",
     "release_lock",
 ]
@@ -333,6 +334,12 @@ class LockedError(RuntimeError):
     """Another process holds a folder's OS lock (:func:`lock_folder`): a refusal of the run, which names that process
     and what to do (wait, or write elsewhere), said without a traceback by the bundles' error summary
     (:func:`monai_das.engines.checks.refusal_site`)."""
+
+
+class UnreadableFileError(RuntimeError):
+    """A listed input file (a datalist line's image) whose header cannot be read (truncated, corrupt, an unsupported
+    codec): a refusal of the run's input, which names the file and its line, said without a traceback by the bundles'
+    error summary (:func:`monai_das.engines.checks.refusal_site`; a ``RuntimeError``, as before)."""
 
 
 def lock_holder(folder: str | os.PathLike, owner_name: str) -> str:

@@ -581,6 +581,23 @@ def test_a_refusal_prints_its_message_not_the_traceback(monkeypatch, capsys, tmp
     assert len(printed) == 2 and "refused at" not in capsys.readouterr().err
 
 
+def test_an_unreadable_datalist_clip_is_a_refusal(tmp_path):
+    """A datalist whose first unusable image could not be read (a cut mp4) printed MONAI's traceback before the list
+    of unusable images, where a missing or empty one printed its lines alone (trial T71c): a refusal now, still a
+    ``RuntimeError``."""
+    from monai_das.data.datalist import check_study_shapes
+    from monai_das.engines.checks import refusal_site
+
+    (tmp_path / "cut.mp4").write_bytes(b"not a video")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    items = [{"image": str(tmp_path / name), "source_line": f"clips.csv:{line}"}
+             for line, name in ((2, "cut.mp4"), (3, "empty.mp4"))]
+    with pytest.raises(RuntimeError, match=r"2 of the 2 images .*\n  clips\.csv:2: .*cut\.mp4' cannot be read") as e:
+        check_study_shapes(items, "video")
+    assert (refusal_site(e.value) or "").startswith("monai_das/data/datalist.py:")  # its lines, no traceback
+
+
+
 def test_sigterm_ends_a_run_with_a_line_saying_how_to_go_on(tmp_path):
     """SIGTERM (a preemption, kill) ended a training with exit status 143 and no line at all (trial T55): one line
     now, and the same end as the signal's."""
