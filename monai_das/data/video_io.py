@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from monai_das.utils.io import UnreadableFileError
+
 __all__ = ["VIDEO_EXTENSIONS", "DICOM_EXTENSIONS", "check_dicom_pixel_data", "decoded_frame_count", "is_dicom",
            "read_dicom_header", "read_video"]
 
@@ -182,13 +184,13 @@ def _too_many_frames(path: Path, limit: int) -> MemoryError:
                        "or lower its frame rate.")
 
 
-def _cannot_open(path: Path) -> RuntimeError:
+def _cannot_open(path: Path) -> UnreadableFileError:
     """The error for a file OpenCV cannot open; a file of a few bytes is said to be one (an mp4 written without a
     frame holds no video stream, so it cannot be opened rather than decode zero frames)."""
     size = path.stat().st_size
     small = (f" It holds only {size} bytes: written without a frame, or cut short?" if size < 4096 else "")
-    return RuntimeError(f"cannot open video file '{path}': OpenCV/FFmpeg could not read it (corrupt, truncated or "
-                        f"unsupported container).{small}")
+    return UnreadableFileError(f"cannot open video file '{path}': OpenCV/FFmpeg could not read it (corrupt, "
+                               f"truncated or unsupported container).{small}")
 
 
 def _read_opencv(path: Path, size, grayscale: bool, check_frame_count: bool) -> tuple[list[np.ndarray], dict]:
@@ -229,8 +231,8 @@ def _truncated(decoded: int, declared: int) -> bool:
     return declared > 0 and decoded < 0.9 * declared - 1
 
 
-def _truncated_error(path: str | os.PathLike, decoded: int, declared: int) -> RuntimeError:
-    return RuntimeError(
+def _truncated_error(path: str | os.PathLike, decoded: int, declared: int) -> UnreadableFileError:
+    return UnreadableFileError(
         f"video file '{path}' looks truncated or corrupt: decoded {decoded} of the {declared} frames its "
         f"header declares; re-encode or replace the file (in Python, read_video(..., check_frame_count=False) or "
         "LoadVideo(d)(..., check_frame_count=False) accepts the partial clip; VideoDataset(on_error='skip') "

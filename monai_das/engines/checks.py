@@ -270,14 +270,30 @@ def refusal_site(error: BaseException) -> str | None:
     missing/misplaced-file error raised by a ``raise`` statement of a ``monai_das`` module (a datalist line, an
     option, a resume under other settings) and wrapping no other error; ``None`` for anything else (an error of
     MONAI, torch or a reader, an error a built-in raised in this package's code, a bug's ``TypeError``, a refusal
-    raised from another error, e.g. a custom encoder's), which keeps its whole traceback.
+    raised from another error, e.g. a custom encoder's), which keeps its whole traceback. An ``ItemLoadError`` (a
+    training or validation item that could not be cached, named with its datalist line) is one when the error at the
+    bottom of it is: a cut clip, an evidence frame past the clip's end.
     """
-    import linecache
+    from monai_das.data.cache import ItemLoadError
+    from monai_das.utils.logs import root_cause
 
-    if not isinstance(error, _REFUSALS) or error.__traceback__ is None:
+    if isinstance(error, ItemLoadError):  # a cached item: a refusal when what stopped it is one (trial T71c)
+        root = root_cause(error)
+        return _raise_site(error) if root is not error and refusal_site(root) is not None else None
+    if not isinstance(error, _REFUSALS):
         return None
     if error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
         return None  # it wraps another error (a custom encoder's bug, a reader's): that traceback is kept (R69)
+    return _raise_site(error)
+
+
+def _raise_site(error: BaseException) -> str | None:
+    """``"<module file>:<line>"`` of the ``raise`` statement of a ``monai_das`` module that raised ``error``, else
+    ``None``."""
+    import linecache
+
+    if error.__traceback__ is None:
+        return None
     tb = error.__traceback__
     while tb.tb_next is not None:
         tb = tb.tb_next

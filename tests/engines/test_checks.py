@@ -598,6 +598,36 @@ def test_an_unreadable_datalist_clip_is_a_refusal(tmp_path):
 
 
 
+def test_a_cut_training_clip_is_a_refusal(tmp_path):
+    """A training clip cut short stopped the caching with five tracebacks (140 lines) before the line naming it
+    (trial T71c): an ``ItemLoadError`` whose bottom error is this package's refusal is one; a reader's own error
+    under it keeps the traceback."""
+    import cv2
+    import numpy as np
+    from monai.transforms import Lambdad
+
+    from monai_das.data import ItemLoadError, NamedCacheDataset
+    from monai_das.engines.checks import refusal_site
+    from monai_das.transforms import LoadVideod
+
+    whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 32))
+    for t in range(40):
+        writer.write(np.full((32, 32, 3), 6 * t, np.uint8))
+    writer.release()
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    items = [{"image": str(cut), "source_line": "clips.csv:2"}]
+    with pytest.raises(ItemLoadError, match=r"clips\.csv:2 .*looks truncated or corrupt") as e:
+        NamedCacheDataset(items, LoadVideod("image", num_frames=8), cache_rate=1.0, progress=False)
+    assert (refusal_site(e.value) or "").startswith("monai_das/data/cache.py:")
+
+    def bug(x):
+        return {}["missing"]  # an error of a transform's own (a bug): its traceback is kept
+
+    with pytest.raises(ItemLoadError) as e:
+        NamedCacheDataset([{"x": 1}], Lambdad("x", bug), cache_rate=1.0, progress=False)
+    assert refusal_site(e.value) is None
+
 def test_sigterm_ends_a_run_with_a_line_saying_how_to_go_on(tmp_path):
     """SIGTERM (a preemption, kill) ended a training with exit status 143 and no line at all (trial T55): one line
     now, and the same end as the signal's."""
