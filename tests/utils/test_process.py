@@ -24,8 +24,10 @@ def test_a_child_ends_when_its_runner_is_killed(tmp_path):
     runner = (f"import sys; from monai_das.utils.process import run_child; "
               f"run_child([sys.executable, '-c', {child!r}])")
     parent = subprocess.Popen([sys.executable, "-c", runner])
-    deadline = time.monotonic() + 30
+    # the runner imports monai_das.utils (torch: 10 s on a loaded 2-core machine, more beside other test workers)
+    deadline = time.monotonic() + 180
     while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        assert parent.poll() is None, "the runner ended before starting its child"
         time.sleep(0.05)
     child_pid = int(pid_file.read_text())
     parent.send_signal(signal.SIGKILL)
