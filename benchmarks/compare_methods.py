@@ -1035,7 +1035,8 @@ def write_reports(spec: DatasetSpec, results: Sequence[dict], out: Path, header:
         cell_provenance([r for r in results if r["dataset"] == spec.key]), "",
         f"Settings of the command above (the last to write this report; each cell's own are in its "
         f"`result.json`): {header['settings']}", "",
-        "Training code (hash of " + ", ".join(f"`{c}`" for c in CODE_PATHS) + "): " + code_versions(
+        "Training code (each cell's hash, of " + ", ".join(f"`{c}`" for c in CODE_PATHS)
+        + " as this version of the script computes it; earlier versions hashed fewer of them): " + code_versions(
             [r for r in results if r["dataset"] == spec.key]),
         "",
         f"## {split.capitalize()} results at keep ratio {MAIN_KEEP_RATIO:.0%} (and full)", "",
