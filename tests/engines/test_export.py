@@ -395,3 +395,34 @@ def test_a_checkpoint_holding_pickled_objects_is_refused_by_the_projects_reader(
         (export_onnx if fmt == "onnx" else export_torchscript)(root, INFERENCE)
     assert "weights_only set to False" not in str(err.value) and "will likely succeed" not in str(err.value)
     assert not (tmp_path / "PWNED").exists() and not list(models.glob("model.[ot]*"))
+
+
+def test_an_onnx_file_with_external_data_is_refused_before_onnx_runtime_reads_it(exported, tmp_path, monkeypatch):
+    """ONNX Runtime is handed the file's bytes, so a tensor whose data lies in "another file" is read from the working
+    directory: a received model.onnx naming secret.bin had ./secret.bin of wherever the Deploy app ran become its
+    weights, the digest rewritten to match (security review T71g). No export writes external data: refused."""
+    import onnx
+
+    from monai_das.networks.nets.onnx_classifier import DIGEST_PROP, OnnxClassifier, onnx_digest
+
+    model = onnx.load(str(exported[0]))
+    tensor = next(t for t in model.graph.initializer if t.raw_data and len(t.raw_data) <= 256)
+    size = len(tensor.raw_data)
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", "secret.bin"), ("offset", "0"), ("length", str(size))):
+        tensor.external_data.add(key=key, value=value)
+    props = [(p.key, p.value) for p in model.metadata_props if p.key != DIGEST_PROP]
+    del model.metadata_props[:]
+    for key, value in props:
+        model.metadata_props.add(key=key, value=value)
+    model.metadata_props.add(key=DIGEST_PROP, value=onnx_digest(model))  # anyone can write a new digest
+    received = tmp_path / "received"
+    received.mkdir()
+    onnx.save(model, str(received / "model.onnx"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret.bin").write_bytes(b"S" * size)  # the user's file, not beside the model
+    with pytest.raises(ValueError, match=r"received[/\\]model\.onnx' keeps the data of 1 tensor\(s\) .* in other "
+                                         r"files \(ONNX external data\)"):
+        OnnxClassifier(received / "model.onnx")
+    OnnxClassifier(exported[0])  # an export: one file

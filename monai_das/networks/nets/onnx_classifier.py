@@ -33,7 +33,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_keep_inherited_sessions)
 
 __all__ = ["OnnxClassifier", "ONNX_CARD_PROP", "NETWORK_PROP", "DIGEST_PROP", "onnx_digest", "digest_state",
-           "check_onnx_digest"]
+           "check_onnx_digest", "external_tensors"]
 
 #: ``metadata_props`` key of the model card in an exported ONNX file
 ONNX_CARD_PROP = "metadata.json"
@@ -77,11 +77,39 @@ def check_onnx_digest(path: str | os.PathLike) -> bool | None:
     return digest_state(onnx.load(str(path), load_external_data=False))
 
 
-def _digest_of_bytes(data: bytes) -> bool | None:
-    """:func:`digest_state` of an ONNX file's bytes."""
+def external_tensors(model: Any) -> list[str]:
+    """
+    Names of the tensors of the ONNX ``ModelProto`` ``model`` (initializers, sparse initializers, node attributes,
+    subgraphs included) whose data lies in another file (``data_location`` ``EXTERNAL``). ``save_onnx`` never writes
+    one; a received file naming ``secret.bin`` has ONNX Runtime, which is handed the file's bytes, read
+    ``./secret.bin`` of the working directory as weights (security review T71g).
+    """
     import onnx
 
-    return digest_state(onnx.load_model_from_string(data))
+    found: list[str] = []
+
+    def tensors(t: Any) -> None:
+        if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data):
+            found.append(t.name or "(unnamed)")
+
+    def nodes(items: Any) -> None:
+        for node in items:
+            for a in node.attribute:
+                sparse = [x for s in (a.sparse_tensor, *a.sparse_tensors) for x in (s.values, s.indices)]
+                for t in (a.t, *a.tensors, *sparse):
+                    tensors(t)
+                for sub in (a.g, *a.graphs):
+                    graph(sub)
+
+    def graph(g: Any) -> None:
+        for t in (*g.initializer, *(x for s in g.sparse_initializer for x in (s.values, s.indices))):
+            tensors(t)
+        nodes(g.node)
+
+    graph(model.graph)
+    for f in model.functions:
+        nodes(f.node)
+    return found
 
 
 class OnnxClassifier(nn.Module):
@@ -131,6 +159,19 @@ class OnnxClassifier(nn.Module):
         # one read: ONNX Runtime runs, and the digest check below reads, the same bytes (a file replaced between
         # two reads would otherwise be checked but not run)
         data = self.path.read_bytes()
+        import onnx
+
+        try:
+            proto = onnx.load_model_from_string(data)
+        except Exception:  # not a whole file: ONNX Runtime's refusal below says so
+            proto = None
+        external = external_tensors(proto) if proto is not None else []
+        if external:
+            raise ValueError(
+                f"'{self.path}' keeps the data of {len(external)} tensor(s) ({', '.join(external[:3])}) in other "
+                f"files (ONNX external data), which a monai_das export never does: ONNX Runtime would read them from "
+                f"the working directory, whatever file they name. A model file is data: export it again as one file "
+                f"(`python -m monai_das.engines.export onnx ...`).")
         try:
             self.session = ort.InferenceSession(data, options, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:
@@ -153,7 +194,7 @@ class OnnxClassifier(nn.Module):
         self.item_shape = tuple(int(s) for s in shape[1:])
         self.any_k = "num_samples" in inputs
         meta = self.session.get_modelmeta().custom_metadata_map
-        if DIGEST_PROP in meta and not _digest_of_bytes(data):
+        if DIGEST_PROP in meta and not digest_state(proto):
             raise ValueError(
                 f"'{self.path}' was changed after its export: its graph or metadata (model card, network facts) do "
                 f"not match the '{DIGEST_PROP}' recorded at export, so the card may not describe this graph (edited "
