@@ -1011,6 +1011,21 @@ def test_cgroup_room_counts_anonymous_memory_not_page_cache(tmp_path):
     assert _cgroup_anon(str(tmp_path)) == 1 << 30
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux /proc")
+def test_the_room_under_an_address_space_limit_counts(monkeypatch):
+    """Review T71g: under ``ulimit -v 4000000`` a NIfTI bomb (134 MB of zeros inflated from 130 KB) priced at 3 GB was
+    let through (MemAvailable said 21 GB) and failed inside a transform naming no memory. RLIMIT_AS minus the
+    address space in use is a limit too."""
+    import resource
+
+    from monai_das.data.studies import available_memory
+
+    with open("/proc/self/status", encoding="ascii") as fh:
+        used = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (used + (64 << 20), resource.RLIM_INFINITY))
+    assert available_memory() < 128 << 20  # the 64 MiB left under the limit, not the machine's free memory
+
+
 def test_a_study_unlike_the_training_studies_in_size_is_warned(tmp_path):
     """Trial T56: a crop covering half the training studies' slab, and a study of 2x coarser slices, were resized to
     the grid and classified without a word. The recipe's ``geometry`` (the training NIfTI files' extent and voxel
