@@ -149,8 +149,8 @@ def available_memory() -> int | None:
     Bytes this process can still allocate, as far as Linux says: ``MemAvailable`` of ``/proc/meminfo``, lowered to
     the room left under a cgroup v2 limit (``memory.max`` minus the group's anonymous memory, ``anon`` of
     ``memory.stat``: page cache is given back on demand) when one is set, and to the room left under an address-space
-    limit (``ulimit -v``: ``RLIMIT_AS`` minus ``VmSize`` of ``/proc/self/status``; a 134 MB-inflated NIfTI bomb
-    priced at 3 GB passed under ``ulimit -v 4000000`` and failed mid-transform naming no memory: review T71g);
+    limit (``ulimit -v``: ``RLIMIT_AS`` minus ``VmSize`` of ``/proc/self/status``; a 130 KB ``.nii.gz`` of 512³
+    zeros priced at 2.75 GiB passed under ``ulimit -v 4000000`` and failed mid-transform naming no memory: T71g);
     ``None`` when none is known (another system): nothing is refused then.
     """
     found = []
