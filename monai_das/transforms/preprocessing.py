@@ -497,6 +497,8 @@ def _pair(value, name: str) -> tuple[float, float] | None:
         a, b = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be null or two numbers, got {value!r}.") from None
+    if not (math.isfinite(a) and math.isfinite(b)):  # a card's [0, inf] failed every study in a JSON writer (T71g)
+        raise ValueError(f"{name} must be null or two finite numbers, got {value!r}.")
     return a, b
 
 

@@ -118,6 +118,10 @@ def test_recipe_checks_and_options():
             check_recipe({"layout": "volume", "spatial_size": 8, key: value})
     with pytest.raises(ValueError, match="'temporal_mode' must be one of"):
         check_recipe({"layout": "video", "spatial_size": 8, "num_frames": 4, "temporal_mode": "bounce"})
+    # a model card's [0, inf] was taken, then every study failed in a JSON writer naming no card key (trial T71g)
+    for key, value in (("intensity_range", [0, float("inf")]), ("percentiles", [float("nan"), 99])):
+        with pytest.raises(ValueError, match=rf"recipe '{key}' must be null or two finite numbers"):
+            check_recipe({"layout": "volume", "spatial_size": 8, key: value})
     r = check_recipe({"layout": "volume", "spatial_size": 8, "slice_axis": 1, "axcodes": None})
     assert r["spatial_size"] == [8, 8, 8] and r["num_frames"] == 8 and r["axcodes"] is None
     assert r["percentiles"] == (0.5, 99.5) and r["min_frames"] == 2 and r["resize"] == "stretch"
