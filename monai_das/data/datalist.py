@@ -24,7 +24,7 @@ import numpy as np
 
 from monai_das.data.listing import _label_index
 from monai_das.data.video_io import VIDEO_EXTENSIONS, check_dicom_pixel_data, is_dicom, read_dicom_header
-from monai_das.utils.config import hidden_characters, parser_rewrites
+from monai_das.utils.config import MAX_CLASS_NAME_LENGTH, hidden_characters, parser_rewrites
 from monai_das.utils.io import UnreadableFileError, file_digest
 from monai_das.utils.logs import MAX_NAMED
 
@@ -301,7 +301,7 @@ def check_class_name(name: str, where: str) -> str:
     ``@#`` in it): class names go into the model card, which MONAI bundle tools read with that parser (``$``
     expressions, ``%file#key`` macros that copy another file in, ``@`` references); or when it holds a character that
     prints as something else or nothing (:func:`~monai_das.utils.config.hidden_characters`: a newline, a
-    right-to-left override).
+    right-to-left override), or when it is longer than :data:`MAX_CLASS_NAME_LENGTH` characters.
     """
     why = parser_rewrites(name)
     if why is not None:
@@ -311,6 +311,9 @@ def check_class_name(name: str, where: str) -> str:
         raise ValueError(f"{where}: class name {ascii(name)} holds characters that print as something else or "
                          f"nothing ({', '.join(hidden)}): it would read as another name, or another line, in logs and "
                          "reports; rename the class.")
+    if len(name) > MAX_CLASS_NAME_LENGTH:  # written into every report, log line and predictions row
+        raise ValueError(f"{where}: class name {name[:40]!r}... is {len(name)} characters long, more than "
+                         f"{MAX_CLASS_NAME_LENGTH}; rename the class.")
     return name
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_das.utils.config import CARD_KEY, hidden_characters, parser_rewrites
+from monai_das.utils.config import CARD_KEY, MAX_CLASS_NAME_LENGTH, hidden_characters, parser_rewrites
 
 __all__ = ["ModelSpec", "MissingMetadataError", "OverrideError", "CARD_NAME", "CARD_KEY"]
 
@@ -456,7 +456,8 @@ def _card_fields(card: Mapping, source: str) -> dict[str, Any]:
     if method is not None:
         out["method"] = method
     names = literal("label_names", list)
-    if names is not None and any(hidden_characters(str(n)) for n in names):  # training refuses such names (T69b)
+    # training refuses such names (T69b, T71g: a 10 MB name made each study's report 20 MB)
+    if names is not None and any(hidden_characters(str(n)) or len(str(n)) > MAX_CLASS_NAME_LENGTH for n in names):
         _damaged(where + "label_names", names, source)
     if names is not None:
         out["labels"] = [str(n) for n in names]

@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["CARD_KEY", "optional", "parser_rewrites", "find_config_code", "hidden_characters"]
+__all__ = ["CARD_KEY", "MAX_CLASS_NAME_LENGTH", "optional", "parser_rewrites", "find_config_code", "hidden_characters"]
 
 #: the model card's section of a ``metadata.json`` (``monai_das.handlers.ModelCardSaver`` writes it; plain data that
 #: the export, the Deploy app and the bundles read)
 CARD_KEY = "das_model"
+
+#: the longest class name: a model card's names go into every report, log line and predictions row (a received
+#: card's 10 MB name made each study's report 20 MB; trial T71g)
+MAX_CLASS_NAME_LENGTH = 256
 
 
 def optional(value: Any) -> Any:

@@ -361,6 +361,9 @@ def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
          r"else or nothing \(\\n\)"),
         (["image,label", "a.npy,x", "b.npy,benign\u202egnam"], ValueError,
          r"class name 'benign\\u202egnam' holds .*\(\\u202e\)"),
+        # it goes into every report and predictions row (a card's 10 MB name: 20 MB reports; trial T71g)
+        (["image,label", "a.npy,x", "b.npy," + "y" * 257], ValueError,
+         r"labels\.csv:3: class name 'y{40}'\.\.\. is 257 characters long, more than 256"),
     ],
 )
 def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):

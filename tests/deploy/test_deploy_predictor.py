@@ -483,7 +483,9 @@ def test_card_class_names_are_read_by_the_parser_rule():
 
     assert _card_fields({"layout": "volume", "label_names": ["user@site", "b"]}, "card")["labels"] == ["user@site", "b"]
     # and a name that prints as another one or another log line, which training refuses (security review T69b)
-    for code in ("$print(1)", "%/etc/secret.json#k", "@network_def", "k%#z", "a\nFAKE LOG LINE", "benign\u202egnam"):
+    # and one longer than training takes (a 10 MB name made each study's report 20 MB: T71g)
+    for code in ("$print(1)", "%/etc/secret.json#k", "@network_def", "k%#z", "a\nFAKE LOG LINE", "benign\u202egnam",
+                 "y" * 257):
         with pytest.raises(ValueError, match=r"the model card in card has das_model#label_names = .*training never "
                                              r"writes .*altered or damaged"):
             _card_fields({"layout": "volume", "label_names": [code, "b"]}, "card")
