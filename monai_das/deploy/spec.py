@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_das.networks.utils import frame_axis
 from monai_das.utils.config import CARD_KEY, MAX_CLASS_NAME_LENGTH, hidden_characters, parser_rewrites
 
 __all__ = ["ModelSpec", "MissingMetadataError", "OverrideError", "CARD_NAME", "CARD_KEY"]
@@ -102,7 +103,7 @@ class ModelSpec:
     @property
     def num_frames(self) -> int:
         """``T``: the number of slices/frames the sampler chooses from."""
-        return self.spatial_size[0] if self.layout == "video" else self.spatial_size[self.slice_axis]
+        return self.spatial_size[frame_axis(self.layout, self.slice_axis, channels=False)]
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -394,7 +395,7 @@ def _check_grid_override(spec: ModelSpec, described: Mapping[str, Any], source: 
     if trained == tuple(spec.spatial_size):
         return
     layout = described["layout"] or spec.layout
-    axis = 0 if layout == "video" else int(described["slice_axis"])
+    axis = frame_axis(layout, described["slice_axis"], channels=False)
     trained_t = trained[axis] if len(trained) == 3 else None
     given = tuple(spec.spatial_size)
     option = f"spatial_size={given} (CLI: --spatial-size {' '.join(map(str, given))})"

@@ -40,7 +40,7 @@ from monai_das.engines.onnx_graph import REWRITES, for_runtime
 from monai_das.networks.nets.onnx_classifier import (
     DIGEST_PROP, NETWORK_PROP, ONNX_CARD_PROP, digest_state, onnx_digest
 )
-from monai_das.networks.utils import preserved_modes
+from monai_das.networks.utils import frame_axis, preserved_modes
 from monai_das.utils.config import CARD_KEY, find_config_code, parser_rewrites
 from monai_das.utils.io import atomic_file, read_checkpoint
 from monai_das.utils.logs import quiet_loggers
@@ -419,9 +419,7 @@ def onnx_source(network: torch.nn.Module, ckpt_file: str | os.PathLike, item_sha
 
 def num_frames_of(network: torch.nn.Module, item_shape: Sequence[int]) -> int:
     """``T`` of one input of shape ``item_shape`` (``C×D×H×W`` volume or ``T×C×H×W`` video)."""
-    if getattr(network, "layout", "volume") == "video":
-        return int(item_shape[0])
-    return int(item_shape[1 + int(getattr(network, "slice_axis", 0))])
+    return int(item_shape[frame_axis(getattr(network, "layout", "volume"), getattr(network, "slice_axis", 0))])
 
 
 def _check_onnx(network: torch.nn.Module, path: Path, item_shape: list[int], atol: float) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 __all__ = ["check_count", "check_num_kept", "check_device", "unwrap_network", "preserved_modes", "uniform_indices",
-           "to_frames", "SavedSettings"]
+           "to_frames", "frame_axis", "SavedSettings"]
 
 
 def check_count(value: Any, name: str) -> int:
@@ -94,6 +94,18 @@ def uniform_indices(num_frames: int, num_samples: int, device: torch.device | st
     t, k = num_frames, num_samples
     idx = torch.div((2 * torch.arange(k, device=device) + 1) * t, 2 * k, rounding_mode="floor")
     return idx.clamp(0, t - 1)
+
+
+def frame_axis(layout: str, slice_axis: int = 0, channels: bool = True) -> int:
+    """
+    The dimension of the frames ``T`` in one unbatched item of ``layout``: ``1 + slice_axis`` in a channel-first
+    volume ``C×D×H×W``, ``0`` in a clip ``T×C×H×W``; with ``channels=False``, in a grid ``spatial_size`` without
+    channels (``D×H×W``: ``slice_axis``; ``T×H×W``: ``0``). ``T`` of an item of shape ``s`` is
+    ``s[frame_axis(layout, slice_axis)]``. Any layout but ``"video"`` counts as ``"volume"`` (callers check it).
+    """
+    if layout == "video":
+        return 0
+    return int(slice_axis) + (1 if channels else 0)
 
 
 def to_frames(x: torch.Tensor, layout: str, slice_axis: int = 0) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from monai_das.networks import build_classifier
-from monai_das.networks.utils import to_frames
+from monai_das.networks.utils import frame_axis, to_frames
 from monai_das.transforms import volume_to_frames
 
 
@@ -26,6 +26,15 @@ def test_video_and_errors():
     assert to_frames(x, "video", 2) is x
     with pytest.raises(ValueError, match="layout"):
         to_frames(x, "movie", 0)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_frame_axis(axis):
+    """T's dimension in one item (``C×D×H×W``, ``T×C×H×W``) and in a grid without channels, as ``to_frames``."""
+    x = torch.rand(1, 3, 5, 6, 7)
+    assert to_frames(x, "volume", axis).shape[1] == x.shape[1:][frame_axis("volume", axis)] == [5, 6, 7][axis]
+    assert (5, 6, 7)[frame_axis("volume", axis, channels=False)] == [5, 6, 7][axis]
+    assert frame_axis("video", axis) == frame_axis("video", axis, channels=False) == 0
 
 
 @pytest.mark.parametrize("axis", [0, 2])

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.nets.sampler import check_count
+from monai_das.networks.utils import frame_axis
 
 #: the ONNX Runtime sessions of this process (weakly held)
 _SESSIONS: weakref.WeakSet = weakref.WeakSet()
@@ -213,8 +214,7 @@ class OnnxClassifier(nn.Module):
         self.slice_axis = axis if isinstance(axis, int) and not isinstance(axis, bool) else -1
         if self.layout not in ("volume", "video") or not 0 <= self.slice_axis <= 2 or len(self.item_shape) != 4:
             raise ValueError(f"'{self.path}': unusable network metadata {facts} for input shape {shape}.")
-        self.num_frames = (self.item_shape[0] if self.layout == "video"
-                           else self.item_shape[1 + self.slice_axis])
+        self.num_frames = self.item_shape[frame_axis(self.layout, self.slice_axis)]
         out_k = self.session.get_outputs()[outputs.index("indices")].shape[-1]
         self.exported_k = int(out_k) if isinstance(out_k, int) else None
         default = num_samples
