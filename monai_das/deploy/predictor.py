@@ -42,7 +42,7 @@ from monai_das.deploy.spec import (
     collect_ignored,
 )
 from monai_das.networks.nets.sampler import check_count
-from monai_das.networks.utils import check_device, to_frames
+from monai_das.networks.utils import check_device, check_finite, to_frames
 
 __all__ = ["ModelSpec", "Prediction", "DASPredictor", "MissingMetadataError", "OverrideError", "ENGINES",
            "find_bundle_files", "kept_indices", "resolve_engine", "export_checks"]
@@ -468,8 +468,7 @@ class DASPredictor:
                              f"{shapes}.")
         if spatial != tuple(self.spec.spatial_size):
             raise ValueError(f"the network expects spatial size {self.spec.spatial_size}, got {spatial}: {shapes}.")
-        if not torch.isfinite(x).all():
-            raise ValueError("the study contains NaN or infinite values after preprocessing.")
+        check_finite(x, "the study", " after preprocessing")
         return x[None].float().to(self.device)
 
     def kept_indices(self, x: torch.Tensor, notes: list[str] | None = None) -> torch.Tensor | None:

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["check_count", "check_num_kept", "check_device", "unwrap_network", "preserved_modes", "uniform_indices",
-           "to_frames", "frame_axis", "SavedSettings"]
+__all__ = ["check_count", "check_num_kept", "check_finite", "check_device", "unwrap_network", "preserved_modes",
+           "uniform_indices", "to_frames", "frame_axis", "SavedSettings"]
 
 
 def check_count(value: Any, name: str) -> int:
@@ -41,6 +42,21 @@ def check_num_kept(num_samples: Any, num_frames: int, name: str | None = None) -
         said = f"{name} {k}: " if name else ""  # the option a bundle user typed
         raise ValueError(f"{said}cannot keep k={k} frames of an input with T={num_frames} frames (k must be <= T).")
     return k
+
+
+def check_finite(x: torch.Tensor | np.ndarray, what: str, detail: str = "", inf: str = "infinite") -> None:
+    """
+    ``ValueError(f"{what} contains NaN or {inf} values{detail}.")`` when the tensor or array ``x`` holds a NaN or an
+    infinite value (``inf``: the word, ``"Inf"`` where a caller's message has always said it). One reduction first
+    (a NaN or infinite element makes the sum NaN or infinite); the element-wise pass only when the sum is not finite
+    (such an element, or finite values whose sum overflows): a finite input costs one ``sum``.
+    """
+    if isinstance(x, torch.Tensor):
+        finite = bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+    else:
+        finite = bool(np.isfinite(x.sum())) or bool(np.isfinite(x).all())
+    if not finite:
+        raise ValueError(f"{what} contains NaN or {inf} values{detail}.")
 
 
 def check_device(device: str | torch.device, name: str = "device") -> torch.device:

@@ -33,6 +33,7 @@ from monai.transforms import (
 from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
+from monai_das.networks.utils import check_finite
 from monai_das.transforms.temporal import (
     NO_SOURCE,
     FramePositions,
@@ -200,11 +201,9 @@ class RequireVolume(Transform):
                 f"'{name}' has {shape[1 + thin[0]]} slice(s) along spatial axis {thin[0]} (channel-first shape "
                 f"{shape}), fewer than min_slices={self.min_slices}: a single slice is not a volume; {hint}."
             )
-        finite = torch.isfinite(img).all() if isinstance(img, torch.Tensor) else np.isfinite(img).all()
-        if not bool(finite):  # NaN outside a registered field of view would turn the percentile scaling into NaN
-            raise ValueError(f"'{name}' contains NaN or infinite values (channel-first shape {shape}; values beyond "
-                             "float32's range, ±3.4e38, become infinite when read); replace them (e.g. with the "
-                             "background value) before training or inference.")
+        # NaN outside a registered field of view would turn the percentile scaling into NaN
+        check_finite(img, f"'{name}'", f" (channel-first shape {shape}; values beyond float32's range, ±3.4e38, become "
+                     "infinite when read); replace them (e.g. with the background value) before training or inference")
         return img
 
 

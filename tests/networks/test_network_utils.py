@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from monai_das.networks import build_classifier
-from monai_das.networks.utils import frame_axis, to_frames
+from monai_das.networks.utils import check_finite, frame_axis, to_frames
 from monai_das.transforms import volume_to_frames
 
 
@@ -35,6 +36,18 @@ def test_frame_axis(axis):
     assert to_frames(x, "volume", axis).shape[1] == x.shape[1:][frame_axis("volume", axis)] == [5, 6, 7][axis]
     assert (5, 6, 7)[frame_axis("volume", axis, channels=False)] == [5, 6, 7][axis]
     assert frame_axis("video", axis) == frame_axis("video", axis, channels=False) == 0
+
+
+@pytest.mark.parametrize("array", [torch.tensor, np.array])
+def test_check_finite(array):
+    """NaN/Inf refused with one message shape; finite values whose sum overflows pass (the element-wise fallback)."""
+    check_finite(array([3e38, 3e38], dtype=torch.float32 if array is torch.tensor else np.float32), "big")
+    check_finite(array([1, 2]), "ints")
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match=r"^'x' contains NaN or infinite values \(shape\)\.$"):
+            check_finite(array([0.0, bad]), "'x'", " (shape)")
+    with pytest.raises(ValueError, match=r"^input contains NaN or Inf values\.$"):
+        check_finite(array([float("nan")]), "input", inf="Inf")
 
 
 @pytest.mark.parametrize("axis", [0, 2])

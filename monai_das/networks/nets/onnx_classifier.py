@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.nets.sampler import check_count
-from monai_das.networks.utils import frame_axis
+from monai_das.networks.utils import check_finite, frame_axis
 
 #: the ONNX Runtime sessions of this process (weakly held)
 _SESSIONS: weakref.WeakSet = weakref.WeakSet()
@@ -261,8 +261,7 @@ class OnnxClassifier(nn.Module):
             raise ValueError(f"the ONNX model '{self.path}' expects a floating point input (preprocessed "
                              f"intensities), got dtype {x.dtype}.")
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():  # one reduction first, as the eager check
-            raise ValueError(f"the input of the ONNX model '{self.path}' contains NaN or Inf values.")
+        check_finite(arr, f"the input of the ONNX model '{self.path}'", inf="Inf")  # as the eager check
         return arr
 
     def forward_with_indices(self, x: torch.Tensor, num_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

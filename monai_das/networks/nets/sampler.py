@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
-from monai_das.networks.utils import check_count, check_num_kept, refuse_scripting
+from monai_das.networks.utils import check_count, check_finite, check_num_kept, refuse_scripting
 
 __all__ = ["SamplerOutput", "BaseSampler", "is_exporting", "check_count", "parameter_dtype", "cast_to_parameters"]
 
@@ -153,9 +153,8 @@ class BaseSampler(nn.Module):
             check_num_kept(k, t)  # raises, naming both
         if not x.is_floating_point():
             raise ValueError(f"expected a floating point input, got dtype {x.dtype}.")
-        # one reduction instead of an element-wise pass: NaN/Inf propagate into the sum
-        if not is_exporting() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
-            raise ValueError("input contains NaN or Inf values.")
+        if not is_exporting():
+            check_finite(x, "input", inf="Inf")
         # last, as the samplers checked them after the rest (k > T first: AdaptiveSubsample reads that message)
         if self.num_frames is not None and x.shape[1] != self.num_frames:
             raise ValueError(f"{type(self).__name__} was built for T={self.num_frames} frames, got T={x.shape[1]}.")
