@@ -94,7 +94,8 @@ class SelectionDiagnosticsHandler:
     """
     Attach to a validation evaluator (``decollate=True``, the MONAI default, or ``False``; data loader not
     shuffled). Every epoch it adds to ``engine.state.metrics``, so that ``StatsHandler`` prints and ``MLFlowHandler``
-    records them (attach it before those):
+    records them (attach it before those; an :class:`~monai_das.handlers.AtomicCheckpointSaver` attached earlier has
+    its best-model decision moved after this handler, so the veto below holds in either order):
 
     - ``<prefix>evidence_kept``: fraction of the known evidence frames that were kept, over the items that carry a
       list of them (``evidence_keys``: the synthetic data's ``informative``, a datalist's ``evidence``; frame indices
@@ -203,6 +204,24 @@ class SelectionDiagnosticsHandler:
         attach_once(engine, Events.EPOCH_STARTED, self._reset)
         attach_once(engine, Events.ITERATION_COMPLETED, self._collect)
         attach_once(engine, Events.EPOCH_COMPLETED, self)
+        self._judge_before_the_savers(engine)
+
+    @staticmethod
+    def _judge_before_the_savers(engine: Any) -> None:
+        """
+        Move the best-model decision of every :class:`~monai_das.handlers.AtomicCheckpointSaver` attached to
+        ``engine`` before this handler behind it: ignite runs an event's handlers in the order they were attached, and
+        a saver listed first in ``val_handlers`` (MONAI's usual order) kept an epoch with constant predictions as the
+        best model before this handler flagged it (trial T71e).
+        """
+        from monai_das.handlers.checkpoint import AtomicCheckpointSaver
+
+        savers = [h for h, _, _ in getattr(engine, "_event_handlers", {}).get(Events.EPOCH_COMPLETED, [])
+                  if isinstance(getattr(h, "__self__", None), AtomicCheckpointSaver)
+                  and getattr(h, "__name__", None) == "metrics_completed"]
+        for handler in savers:
+            engine.remove_event_handler(handler, Events.EPOCH_COMPLETED)
+            engine.add_event_handler(Events.EPOCH_COMPLETED, handler)
 
     def _reset(self, engine: Any) -> None:
         self._items, self._evidence = [], [0, 0]

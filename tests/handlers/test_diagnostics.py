@@ -284,6 +284,20 @@ def test_constant_predictions_never_best(tmp_path, caplog):
     assert not evaluator.state.degenerate_predictions and (tmp_path / "model.pt").exists()
 
 
+
+def test_constant_predictions_never_best_with_the_saver_listed_first(tmp_path):
+    """MONAI's usual order lists the saver first in ``val_handlers``: it decided before the diagnostics flagged the
+    epoch, and an epoch with constant predictions became the best model (trial T71e)."""
+    torch.manual_seed(0)
+    net = _ignoring_input(build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval())
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="val_std",
+                                  key_metric_filename="model.pt")
+    evaluator = _evaluator(net, _data(), [saver, SelectionDiagnosticsHandler(net)])
+    evaluator.add_event_handler(Events.EPOCH_STARTED, lambda e: e.state.metrics.update(val_std=1.0))
+    evaluator.run()
+    assert evaluator.state.degenerate_predictions
+    assert not (tmp_path / "model.pt").exists() and saver.best_epoch is None
+
 @pytest.mark.parametrize("method,vetoed", [("das", True), ("dps", True), ("adps", False), ("uniform", False)])
 def test_warmup_epochs_never_best(tmp_path, caplog, method, vetoed):
     """A learned sampler still in its warm-up has not learned: that model is not saved as the best, however good."""
