@@ -132,7 +132,8 @@ class SamplingFiguresHandler:
         dataset: items ``{"image": ..., "label": ...}`` in the network's input layout (without batch dimension).
         output_dir: folder for the PNG files.
         num_images: how many items to show.
-        device: where to run the sampler.
+        device: where to run the network (``None``, the default: the device of its parameters; ``"cpu"`` was the
+            default, and a network on a GPU then failed with a device mismatch when training ended).
         epoch_level: redraw every ``interval`` epochs instead of only on completion.
         interval: epochs between redraws.
         label_names: optional class names for the row titles.
@@ -149,7 +150,7 @@ class SamplingFiguresHandler:
         dataset: Sequence,
         output_dir: str | os.PathLike,
         num_images: int = 4,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         epoch_level: bool = False,
         interval: int = 1,
         label_names: Sequence[str] | None = None,
@@ -162,7 +163,7 @@ class SamplingFiguresHandler:
         self.dataset = dataset
         self.output_dir = Path(output_dir)
         self.num_images = int(num_images)
-        self.device = torch.device(device)
+        self.device = None if device is None else torch.device(device)
         self.epoch_level = epoch_level
         self.interval = max(1, int(interval))
         self.label_names = label_names
@@ -211,13 +212,15 @@ class SamplingFiguresHandler:
                  for _, ids in sorted(by_class.items(), key=lambda c: (c[0] < 0, c[0])) if r < len(ids)]
         return sorted(turns[:n])
 
-    def _batch(self) -> tuple[torch.Tensor, list[dict]]:
+    def _batch(self, net: torch.nn.Module) -> tuple[torch.Tensor, list[dict]]:
         indices = self._indices()
         if not indices:
             raise ValueError("SamplingFiguresHandler: the dataset is empty.")
         self._shown = indices
         items = [self.dataset[i] for i in indices]
-        images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float().to(self.device)
+        param = next(net.parameters(), None)
+        device = self.device or (param.device if param is not None else torch.device("cpu"))
+        images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float().to(device)
         return images, [it if isinstance(it, dict) else {} for it in items]
 
     def draw(self) -> list[str]:
@@ -242,10 +245,11 @@ class SamplingFiguresHandler:
         from monai_das.networks.utils import preserved_modes
         from monai_das.visualize import plot_kept_frames, plot_sampling_matrix
 
-        images, items = self._batch()
-        with preserved_modes(net), eval_mode(net):
+        images, items = self._batch(net)
+        with preserved_modes(net), eval_mode(net), torch.no_grad():
             out = net.sample(images, num_samples=self.num_samples)
-            probs = torch.softmax(net(images, num_samples=self.num_samples).float(), dim=-1).cpu()
+            # the prediction of the frames shown: a second pass drew other frames for the random sampler (trial T71e)
+            probs = torch.softmax(net.classify_kept(net.to_frames(images), out.indices).float(), dim=-1).cpu()
         titles, evidence = [], []
         names = distinct_tails([self._item_name(i, it) for i, it in zip(self._shown, items)])
         for i, (it, p) in enumerate(zip(items, probs)):

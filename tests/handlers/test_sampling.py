@@ -185,3 +185,47 @@ def test_figures_use_the_checkpoint_and_leave_the_network_alone(tmp_path, monkey
     assert distinct_tails(["/a/x/t1.nii", "/b/x/t1.nii", "/a/y.nii", "item 3"]) == ["a/x/t1.nii", "b/x/t1.nii",
                                                                                      "y.nii", "item 3"]
     assert all(torch.equal(v, current.state_dict()[k]) for k, v in before.items())
+
+
+def test_figures_predict_on_the_frames_they_show(tmp_path, monkeypatch):
+    """The random sampler drew the montage's frames in one pass and the title's prediction in another, of other frames
+    (trial T71e): one pass, the prediction of the frames shown."""
+    import monai_das.visualize as visualize
+
+    from monai_das.networks import FrameEncoder
+
+    torch.manual_seed(0)  # a small encoder whose predictions differ from one draw of frames to the next
+    net = build_classifier("random", 2, num_frames=8, keep_ratio=0.25, encoder=FrameEncoder(torch.nn.Conv2d(1, 8, 3)))
+    net.eval()
+    data = [{"image": torch.linspace(0, 1, 8).repeat_interleave(256).reshape(1, 8, 16, 16) * (i + 1)} for i in range(3)]
+    seen, calls = {}, []
+    net.sampler.register_forward_hook(lambda *args: calls.append(1))
+    monkeypatch.setattr(visualize, "plot_kept_frames", lambda frames, indices, path, **kw: seen.update(
+        indices=indices.clone(), titles=kw["titles"]) or str(path))
+    monkeypatch.setattr(visualize, "plot_sampling_matrix", lambda matrix, path, **kw: str(path))
+    SamplingFiguresHandler(net, data, tmp_path, num_images=3).draw()
+    assert len(calls) == 1
+    x = net.to_frames(torch.stack([d["image"] for d in data]))
+    with torch.no_grad():
+        p = torch.softmax(net.classify_kept(x, seen["indices"]), -1)
+    assert [t.splitlines()[-1] for t in seen["titles"]] == [f"pred {int(q.argmax())} ({float(q.max()):.2f})" for q in p]
+
+
+def test_figures_run_on_the_network_s_device(tmp_path, monkeypatch):
+    """The default device was "cpu": a network on a GPU failed with a device mismatch when training ended (trial T71e).
+    The frames now go to the network's device (the "meta" device stands in for a GPU here)."""
+
+    class _Stop(Exception):
+        pass
+
+    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).to("meta")
+    seen = {}
+
+    def sample(images, num_samples=None):
+        seen["device"] = images.device
+        raise _Stop
+
+    monkeypatch.setattr(net, "sample", sample)
+    with pytest.raises(_Stop):
+        SamplingFiguresHandler(net, [{"image": torch.rand(1, 8, 16, 16)}], tmp_path).draw()
+    assert seen["device"] == torch.device("meta")
