@@ -6,6 +6,7 @@ Documented recipes that turn a study file into the network's input: :func:`volum
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import os
@@ -106,9 +107,13 @@ class ScaleIntensityPercentiles(ScaleIntensityRangePercentiles):
         check_intensity(percentiles=(lower, upper))
 
     def __call__(self, img):
-        # the file's name, for the warning about a constant image (MONAI's __call__ drops the meta before _normalize)
-        self._name = str((getattr(img, "meta", {}) or {}).get("filename_or_obj") or "image")
-        return super().__call__(img)
+        # the file's name, for the warning about a constant image (MONAI's __call__ drops the meta before _normalize);
+        # a context variable, not an attribute: threads of a CacheDataset/ThreadDataLoader share this transform
+        token = _IMAGE_NAME.set(str((getattr(img, "meta", {}) or {}).get("filename_or_obj") or "image"))
+        try:
+            return super().__call__(img)
+        finally:
+            _IMAGE_NAME.reset(token)
 
     def _normalize(self, img):
         arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
@@ -123,7 +128,7 @@ class ScaleIntensityPercentiles(ScaleIntensityRangePercentiles):
             a_min, a_max = float(arr.min()), float(arr.max())
         if a_max <= a_min:  # a constant image: the lower end of the output range, and a warning (once per file)
             if self.warn_constant:
-                _warn_constant(arr, getattr(self, "_name", "image"), self._warned)
+                _warn_constant(arr, _IMAGE_NAME.get(), self._warned)
             return convert_to_tensor(torch.full_like(torch.as_tensor(img, dtype=torch.float32),
                                                      float(b_min or 0.0)), track_meta=False)
         img = ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=self.clip,
@@ -311,6 +316,10 @@ def intensity_warning(img, intensity_range: Sequence[float] | None, name: str = 
     """
     return constant_warning(img, name) or (window_warning(img, intensity_range, name)
                                            if intensity_range is not None else None)
+
+
+#: the file :class:`ScaleIntensityPercentiles` is scaling, in this thread (its warning names it; trial T71e)
+_IMAGE_NAME: contextvars.ContextVar[str] = contextvars.ContextVar("monai_das_image_name", default="image")
 
 
 def _warn_constant(img, name: str, warned: set[str]) -> None:

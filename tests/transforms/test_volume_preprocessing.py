@@ -219,6 +219,39 @@ def test_percentile_scaling_of_a_sparse_image_falls_back_to_min_max():
     torch.testing.assert_close(torch.as_tensor(flat), torch.full((1, 4, 4, 4), 0.1))
 
 
+def test_the_constant_image_warning_names_its_own_file_across_threads(caplog, monkeypatch):
+    """The file name was kept on the transform, which the threads of a CacheDataset/ThreadDataLoader share: a constant
+    image's warning named the file another thread had started on meanwhile (trial T71e)."""
+    import threading
+
+    import numpy as np
+    from monai.data import MetaTensor
+
+    import monai_das.transforms.preprocessing as prep
+
+    xform = prep.ScaleIntensityPercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
+    started, other_done = threading.Event(), threading.Event()
+    percentile = np.percentile
+
+    def paused(arr, q):  # the constant image's thread waits inside _normalize until the other file was scaled
+        if float(np.ptp(arr)) == 0.0 and not other_done.is_set():
+            started.set()
+            other_done.wait(10)
+        return percentile(arr, q)
+
+    monkeypatch.setattr(prep.np, "percentile", paused)
+    flat = MetaTensor(torch.full((1, 4, 4, 4), 7.0), meta={"filename_or_obj": "flat.nii.gz"})
+    other = MetaTensor(torch.rand(1, 4, 4, 4), meta={"filename_or_obj": "other.nii.gz"})
+    with caplog.at_level("WARNING"):
+        first = threading.Thread(target=xform, args=(flat,))
+        first.start()
+        assert started.wait(10)
+        xform(other)
+        other_done.set()
+        first.join(10)
+    assert "flat.nii.gz" in caplog.text and "other.nii.gz" not in caplog.text
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
