@@ -19,7 +19,7 @@ from monai_das.handlers.metrics import (
     MIN_ITEMS_PER_CLASS, bootstrap_intervals, class_support, few_items_named, label_indices, present_classes_roc_auc
 )
 from monai_das.handlers.sampling import SampledIndicesHandler
-from monai_das.handlers.utils import attach_once, gather_items
+from monai_das.handlers.utils import attach_once, gather_items, move_to_end
 from monai_das.networks.utils import unwrap_network
 from monai_das.handlers.warmup import sampler_warming_up
 
@@ -204,24 +204,12 @@ class SelectionDiagnosticsHandler:
         attach_once(engine, Events.EPOCH_STARTED, self._reset)
         attach_once(engine, Events.ITERATION_COMPLETED, self._collect)
         attach_once(engine, Events.EPOCH_COMPLETED, self)
-        self._judge_before_the_savers(engine)
-
-    @staticmethod
-    def _judge_before_the_savers(engine: Any) -> None:
-        """
-        Move the best-model decision of every :class:`~monai_das.handlers.AtomicCheckpointSaver` attached to
-        ``engine`` before this handler behind it: ignite runs an event's handlers in the order they were attached, and
-        a saver listed first in ``val_handlers`` (MONAI's usual order) kept an epoch with constant predictions as the
-        best model before this handler flagged it (trial T71e).
-        """
+        # ignite runs an event's handlers in the order they were attached: a saver listed first in val_handlers
+        # (MONAI's usual order) kept an epoch with constant predictions as the best model before this handler
+        # flagged it (trial T71e); its best-model decision now runs after this check
         from monai_das.handlers.checkpoint import AtomicCheckpointSaver
 
-        savers = [h for h, _, _ in getattr(engine, "_event_handlers", {}).get(Events.EPOCH_COMPLETED, [])
-                  if isinstance(getattr(h, "__self__", None), AtomicCheckpointSaver)
-                  and getattr(h, "__name__", None) == "metrics_completed"]
-        for handler in savers:
-            engine.remove_event_handler(handler, Events.EPOCH_COMPLETED)
-            engine.add_event_handler(Events.EPOCH_COMPLETED, handler)
+        move_to_end(engine, Events.EPOCH_COMPLETED, (AtomicCheckpointSaver,), "metrics_completed")
 
     def _reset(self, engine: Any) -> None:
         self._items, self._evidence = [], [0, 0]

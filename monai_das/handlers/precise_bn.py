@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_das.handlers.utils import attach_once, rank_world
+from monai_das.handlers.utils import attach_once, move_to_end, rank_world
 from monai_das.networks.utils import preserved_modes
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -20,9 +20,9 @@ __all__ = ["PreciseBNHandler"]
 
 class PreciseBNHandler:
     """
-    At the end of every training epoch (attach it *before* ``ValidationHandler``), reset the BatchNorm running
-    statistics of ``network`` and recompute them as plain averages over ``num_batches`` training batches with the
-    current weights (``torch.optim.swa_utils.update_bn``: train-mode forward passes without gradient). Every
+    At the end of every training epoch (before ``ValidationHandler``: one attached earlier is moved after it), reset
+    the BatchNorm running statistics of ``network`` and recompute them as plain averages over ``num_batches``
+    training batches with the current weights (``torch.optim.swa_utils.update_bn``: train-mode forward passes without gradient). Every
     BatchNorm layer's statistics are recomputed, also those of a layer the caller put in eval mode to freeze it;
     each submodule's own train/eval mode is restored afterwards (``update_bn`` alone sets the whole network's).
 
@@ -48,6 +48,11 @@ class PreciseBNHandler:
 
     def attach(self, engine: Any) -> None:
         attach_once(engine, Events.EPOCH_COMPLETED, self)
+        # a ValidationHandler attached earlier (listed first in train_handlers) validated, and chose the best
+        # checkpoint, with the lagging statistics, and the recomputed ones were never validated (trial T71e)
+        from monai.handlers import ValidationHandler
+
+        move_to_end(engine, Events.EPOCH_COMPLETED, (ValidationHandler,))
 
     def _images(self):
         batches = self.loader if self.num_batches <= 0 else itertools.islice(self.loader, self.num_batches)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["attach_once", "gather_items", "rank_world"]
+__all__ = ["attach_once", "gather_items", "move_to_end", "rank_world"]
 
 
 def attach_once(engine: Any, event: Any, handler: Any) -> None:
@@ -15,6 +15,28 @@ def attach_once(engine: Any, event: Any, handler: Any) -> None:
     """
     if not engine.has_event_handler(handler, event):
         engine.add_event_handler(event, handler)
+
+
+def move_to_end(engine: Any, event: Any, kinds: tuple[type, ...], name: str | None = None) -> None:
+    """
+    Move the handlers of ``event`` already attached to ``engine`` that belong to an object of one of ``kinds`` (its
+    bound method named ``name``, or any of its handlers when ``name`` is ``None``; behind ignite's wrapper of a
+    filtered event such as ``EPOCH_COMPLETED(every=2)``) to the end of the event's list, as they were registered: a
+    handler attached just before this call then runs before them whatever order a handler list gave. ignite runs an
+    event's handlers in the order they were attached and has no public listing of them: its registry
+    (``engine._event_handlers``) is read here alone.
+    """
+    entries = getattr(engine, "_event_handlers", {}).get(event)
+    if not entries:
+        return
+
+    def owned(func: Any) -> bool:
+        func = func._parent() if hasattr(func, "_parent") else func  # ignite's filter wrapper keeps a weak reference
+        owner = getattr(func, "__self__", func)
+        return isinstance(owner, kinds) and (name is None or getattr(func, "__name__", None) == name)
+
+    moved = [entry for entry in entries if owned(entry[0])]
+    entries[:] = [entry for entry in entries if not owned(entry[0])] + moved
 
 
 def rank_world() -> tuple[int, int]:

@@ -62,6 +62,26 @@ def test_runs_before_validation_at_epoch_end():
     assert len(seen) == 2 and all(torch.allclose(m, mean) for m in seen)
 
 
+@pytest.mark.parametrize("interval", [1, 2])
+def test_a_validation_handler_attached_first_still_validates_the_precise_statistics(interval):
+    """MONAI users list ValidationHandler first in train_handlers: it validated, and chose the best checkpoint, with
+    the lagging statistics, and the recomputed ones were never validated (trial T71e). Attaching moves it after."""
+    from monai.engines import Evaluator
+    from monai.handlers import ValidationHandler
+
+    net, batches = _net(), _batches()
+    seen = []
+    evaluator = Evaluator(device="cpu", val_data_loader=batches, iteration_update=lambda e, b: None)
+    evaluator.add_event_handler(Events.STARTED, lambda e: seen.append(net[1].running_mean.clone()))
+    trainer = Engine(lambda e, b: None)
+    ValidationHandler(interval, evaluator, epoch_level=True).attach(trainer)  # filtered (every=2) when interval 2
+    PreciseBNHandler(batches, net, num_batches=3).attach(trainer)
+    PreciseBNHandler(batches, net, num_batches=3).attach(trainer)  # another instance: attached, nothing moved twice
+    trainer.run(batches, max_epochs=2)
+    mean, _ = _expected(net, batches[:3])
+    assert len(seen) == 2 // interval and all(torch.allclose(m, mean) for m in seen)
+
+
 def test_sequence_batches_and_missing_key():
     net, batches = _net(), _batches(2)
     PreciseBNHandler([(b["image"], b["label"]) for b in batches], net)()
