@@ -362,7 +362,8 @@ def check_overrides(
     is close to it (``difflib``, ``cutoff``), naming both, and so does a former key of :data:`RENAMED_KEYS`; one
     with no close key is only logged as a warning (it may be meant for a config of the user's own), naming a defined
     key it contains or is part of (``--early_stop_patience``: ``patience``).
-    ``train#dataset#cache_rate``-style keys are checked down to the deepest part that exists.
+    ``train#dataset#cache_rate``-style keys are checked down to the deepest part that exists, and their last part
+    against the keys beside it (``--validate#spilt``: ``validate#split``).
 
     Only a ``python -m monai.bundle run`` command line is checked (``argv``, default ``sys.argv``); the config files
     are read as plain JSON/YAML (nothing is evaluated). Returns the overrides that were checked. Also installs
@@ -431,6 +432,14 @@ def check_overrides(
             parent = "#".join(parts[:-1])
             if key not in known and len(parts) > 1 and parent not in known and not parent.endswith("+"):
                 raise ValueError(f"override --{key}: '{parent}' is not defined in {', '.join(files)}.")
+            if key not in known and len(parts) > 1 and not parts[-1].isdigit():
+                # a typo of a key inside a defined one (--validate#spilt for validate#split) was added unused
+                siblings_of = sorted(k[len(parent) + 1:] for k in known
+                                     if k.startswith(parent + "#") and k.count("#") == key.count("#"))
+                close = difflib.get_close_matches(parts[-1], siblings_of, n=1, cutoff=cutoff)
+                if close:
+                    raise ValueError(f"unknown override --{key}: '{parent}' defines no '{parts[-1]}' in "
+                                     f"{', '.join(files)}; did you mean --{parent}#{close[0]}?")
             if parts[0] not in own:  # e.g. --num_kept (inference.json) given to evaluate.json: silently unused
                 by = [Path(f).name for f in siblings if f not in files and parts[0] in tops.get(f, ())]
                 logger.warning(f"override --{key} has no effect in this run: only {', '.join(by)} defines "

@@ -134,6 +134,13 @@ def test_typo_refused_with_closest_key():
         check_overrides(_argv("--keep_ration", "0.25"))
     with pytest.raises(ValueError, match="train#datasett"):
         check_overrides(_argv("--train#datasett#cache_rate", "0"))
+    # a typo of the last part of a nested key was added unused: evaluated the test split (trial T71i)
+    both = (TRAIN, EVALUATE)
+    with pytest.raises(ValueError, match=r"--validate#spilt: 'validate' defines no 'spilt'.*--validate#split\?"):
+        check_overrides(_argv("--validate#spilt", "val", configs=both))
+    with pytest.raises(ValueError, match=r"did you mean --train#dataset#cache_rate\?"):
+        check_overrides(_argv("--train#dataset#cache_rat", "0"))
+    check_overrides(_argv("--validate#split", "val", "--train#dataset#copy_cache", "False", configs=both))
 
 
 def test_a_number_key_takes_a_number():
