@@ -129,6 +129,8 @@ def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[
       multi_gpu_train.json (under ``torchrun`` alone batch inference shards the studies);
     - evaluate.json without train.json (it is read on top of it; alone it failed in MONAI's parser), unless another
       config (one's own copy of train.json) is listed;
+    - evaluate.json listed before train.json (train.json's keys replace its "+" merge entries, and its run trains:
+      it would retrain over the model to evaluate);
     - multi_gpu_train.json without a distributed launch (no ``RANK``/``WORLD_SIZE``: torch's rendezvous error);
     - train.json without multi_gpu_train.json under ``torchrun`` with several processes — every process would train
       the whole model on its own and all but one be refused the checkpoint folder.
@@ -158,6 +160,12 @@ def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[
         raise ValueError(
             f"the configs ({listed}) have inference.json with multi_gpu_train.json, which trains: batch inference is "
             "inference.json alone (under torchrun each process predicts its own shard of the studies).")
+    if "evaluate.json" in given and kind == "train":  # its "+" entries were replaced by train.json's keys
+        raise ValueError(
+            f"the configs ({listed}) list evaluate.json before train.json: the last config's run replaces the "
+            "others', so this would train again (into the bundle's models/, over the model to evaluate) instead of "
+            "evaluating. List train.json first: `python -m monai.bundle run --config_file \"['<bundle>/configs/"
+            "train.json','<bundle>/configs/evaluate.json']\"`.")
     if "evaluate.json" in given and not given - {"evaluate.json", "inference.json", "multi_gpu_train.json"}:
         raise ValueError(
             f"the configs ({listed}) have evaluate.json without train.json: evaluate.json is read on top of "
