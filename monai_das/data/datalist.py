@@ -437,7 +437,8 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
     if not values:
         return []
     for v, where in values.items():
-        check_class_name(v, where)
+        if not _INT_RE.fullmatch(v):  # a class index, not a name: one of too many digits is named as such below
+            check_class_name(v, where)
     ints = [v for v in values if _INT_RE.match(v)]
     whole = [v for v in values if _WHOLE_FLOAT_RE.match(v)]
     if whole and len(ints) + len(whole) == len(values):  # as names they would sort "0.0", "1.0", "10.0", "2.0"
