@@ -284,7 +284,6 @@ def test_constant_predictions_never_best(tmp_path, caplog):
     assert not evaluator.state.degenerate_predictions and (tmp_path / "model.pt").exists()
 
 
-
 def test_constant_predictions_never_best_with_the_saver_listed_first(tmp_path):
     """MONAI's usual order lists the saver first in ``val_handlers``: it decided before the diagnostics flagged the
     epoch, and an epoch with constant predictions became the best model (trial T71e)."""
@@ -297,6 +296,7 @@ def test_constant_predictions_never_best_with_the_saver_listed_first(tmp_path):
     evaluator.run()
     assert evaluator.state.degenerate_predictions
     assert not (tmp_path / "model.pt").exists() and saver.best_epoch is None
+
 
 @pytest.mark.parametrize("method,vetoed", [("das", True), ("dps", True), ("adps", False), ("uniform", False)])
 def test_warmup_epochs_never_best(tmp_path, caplog, method, vetoed):
