@@ -22,9 +22,10 @@ class PreciseBNHandler:
     """
     At the end of every training epoch (before ``ValidationHandler``: one attached earlier is moved after it), reset
     the BatchNorm running statistics of ``network`` and recompute them as plain averages over ``num_batches``
-    training batches with the current weights (``torch.optim.swa_utils.update_bn``: train-mode forward passes without gradient). Every
-    BatchNorm layer's statistics are recomputed, also those of a layer the caller put in eval mode to freeze it;
-    each submodule's own train/eval mode is restored afterwards (``update_bn`` alone sets the whole network's).
+    training batches with the current weights (``torch.optim.swa_utils.update_bn``: train-mode forward passes
+    without gradient). Every BatchNorm layer's statistics are recomputed, also those of a layer the caller put in
+    eval mode to freeze it; each submodule's own train/eval mode is restored afterwards (``update_bn`` alone sets the
+    whole network's).
 
     Why: running averages with ``momentum`` lag behind weights that change quickly. With few batches per epoch
     (e.g. 72 POCUS clips = 5 batches of 16) the eval-mode network of the first epochs then returns almost the same
