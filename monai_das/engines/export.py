@@ -613,11 +613,11 @@ def export_torchscript(
 
 @contextlib.contextmanager
 def _without_monai_export_line():
-    """Leave out ``ckpt_export``'s ``exported to file: <_io.BytesIO ...>`` (it exports into memory here; the file
-    written is logged afterwards)."""
+    """Leave out ``ckpt_export``'s ``> filepath: <_io.BytesIO ...>`` and ``exported to file: <_io.BytesIO ...>``
+    (it exports into memory here; the file written is logged afterwards)."""
 
     def keep(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("exported to file:")
+        return not str(record.msg).startswith(("exported to file:", "> filepath:"))
 
     monai_logger = logging.getLogger("monai.bundle.scripts")
     monai_logger.addFilter(keep)
