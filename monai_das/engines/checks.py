@@ -140,6 +140,7 @@ def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[
     Raises:
         ValueError: naming the launch and the command to use.
     """
+    install_error_summary()  # the first step of the configs' initialize: its refusal is said in short
     env = os.environ if environ is None else environ
     try:
         world = int(env.get("WORLD_SIZE") or 1)
@@ -222,8 +223,9 @@ def install_error_summary() -> None:
     in the middle. A refusal of this package (:func:`refusal_site`: a missing file, a bad datalist line or option)
     prints where it was raised and that line instead of the traceback (trial T69a: 64 lines and two tracebacks
     before the one that mattered; ``MONAI_DAS_TRACEBACK=1`` keeps the traceback); any other error prints its
-    traceback as before. Installed once per process (``check_overrides``, the first step of every bundle config's
-    ``initialize``, calls it). A ``SIGTERM`` gets its line too
+    traceback as before. Installed once per process (``check_launch`` and ``check_overrides``, the first steps of
+    every bundle config's ``initialize``, call it; the launch first: a wrong launch is refused before overrides are
+    judged against configs it left out). A ``SIGTERM`` gets its line too
     (:func:`_say_when_terminated`), and so does Ctrl-C (``KeyboardInterrupt``).
     """
     _say_when_terminated()

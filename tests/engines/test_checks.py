@@ -83,7 +83,7 @@ def test_check_launch():
 
 
 @pytest.mark.parametrize("bundle", ["das_volume_classification", "das_video_classification"])
-def test_evaluate_json_alone_is_refused_by_its_own_initialize(bundle, monkeypatch):
+def test_evaluate_json_alone_is_refused_by_its_own_initialize(bundle, monkeypatch, caplog):
     """evaluate.json run without train.json ended in MONAI's `KeyError: 'query key: validate'` while its
     `validate#...` keys were merged, before any check could run; it now merges as `+validate` (the same keys with
     train.json) and its initialize refuses the launch naming both files."""
@@ -91,13 +91,15 @@ def test_evaluate_json_alone_is_refused_by_its_own_initialize(bundle, monkeypatc
 
     configs = REPO / "bundles" / bundle / "configs"
     alone, both = ([str(configs / f"{n}.json") for n in names] for names in (["evaluate"], ["train", "evaluate"]))
-    monkeypatch.setattr("sys.argv", _argv(configs=alone))
+    monkeypatch.setattr("sys.argv", _argv("--bundle_root", "runs/a", configs=alone))
     parser = ConfigParser()
     with pytest.warns(UserWarning, match="Can't merge entry"):
         parser.read_config(alone)
-    with pytest.raises(RuntimeError) as raised:
+    with pytest.raises(RuntimeError) as raised, caplog.at_level(logging.WARNING):
         parser.get_parsed_content("initialize")
     assert re.search(r"evaluate\.json without train\.json: evaluate\.json is read on top", str(raised.value.__cause__))
+    # the launch is judged first: no "override --bundle_root has no effect" before the refusal (trial T71i)
+    assert "has no effect" not in caplog.text
     merged = ConfigParser.load_config_files(both)
     assert merged["validate"]["split"] == "test" and "test_auc" in merged["validate"]["key_metric"]
     assert merged["validate"]["evaluator"] and merged["network_def"]["_target_"]  # train.json's, kept
