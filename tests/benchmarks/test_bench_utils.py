@@ -82,3 +82,20 @@ def test_metric_text_says_an_undefined_metric(bench_utils):
     compare_methods.py at their progress line (format of None; trial N): 'n/a' there now."""
     assert bench_utils.metric_text(0.84726) == "0.8473" and bench_utils.metric_text(1, digits=1) == "1.0"
     assert bench_utils.metric_text(None) == "n/a" and bench_utils.metric_text(float("nan")) == "n/a"
+
+
+def test_code_hash_leaves_out_the_bundles_metadata(tmp_path, monkeypatch):
+    """A changelog-only commit (bundles' metadata.json) changed every cell's code hash, so every finished cell of a
+    grid was refused as run by other code (review R71h); a config or module change still changes it."""
+    import bench_utils
+
+    configs = tmp_path / "bundles" / "b" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "train.json").write_text("{}")
+    (configs / "metadata.json").write_text('{"version": "0.1"}')
+    monkeypatch.setattr(bench_utils, "REPO", tmp_path)
+    before = bench_utils.code_hash(["bundles/b/configs"])
+    (configs / "metadata.json").write_text('{"version": "0.2"}')
+    assert bench_utils.code_hash(["bundles/b/configs"]) == before
+    (configs / "train.json").write_text('{"lr": 1}')
+    assert bench_utils.code_hash(["bundles/b/configs"]) != before
