@@ -169,7 +169,7 @@ def check_launch(kind: str, argv: Sequence[str] | None = None, environ: Mapping[
             "train.json','<bundle>/configs/evaluate.json']\"`.")
     if "evaluate.json" in given and not given - {"evaluate.json", "inference.json", "multi_gpu_train.json"}:
         raise ValueError(
-            f"the configs ({listed}) have evaluate.json without train.json: evaluate.json is read on top of "
+            f"evaluate.json was given without train.json (configs: {listed}): evaluate.json is read on top of "
             "train.json (the data, network and recipe are train.json's). Run `python -m monai.bundle run "
             "--config_file \"['<bundle>/configs/train.json','<bundle>/configs/evaluate.json']\"`; batch inference on "
             "new studies is inference.json alone.")

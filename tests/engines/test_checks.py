@@ -74,7 +74,8 @@ def test_check_launch():
         check_launch("multi_gpu", ["python", "my_script.py"], {})  # a Python session: the config's own kind
     inference = str(Path(TRAIN).with_name("inference.json"))
     for configs in ((EVALUATE,), (inference, EVALUATE), (EVALUATE, inference)):
-        with pytest.raises(ValueError, match=r"evaluate\.json without train\.json: evaluate\.json is read on top"):
+        with pytest.raises(ValueError, match=r"evaluate\.json was given without train\.json \(configs: .*\): "
+                                             r"evaluate\.json is read on top"):
             check_launch("inference", _argv(configs=configs), {})
     check_launch("inference", _argv(configs=(inference,)), launched)  # batch inference shards under torchrun
     check_launch("evaluate", _argv(configs=("my_train.json", EVALUATE)), {})  # one's own copy of train.json (review)
@@ -97,7 +98,8 @@ def test_evaluate_json_alone_is_refused_by_its_own_initialize(bundle, monkeypatc
         parser.read_config(alone)
     with pytest.raises(RuntimeError) as raised, caplog.at_level(logging.WARNING):
         parser.get_parsed_content("initialize")
-    assert re.search(r"evaluate\.json without train\.json: evaluate\.json is read on top", str(raised.value.__cause__))
+    assert re.search(r"evaluate\.json was given without train\.json \(configs: .*\): evaluate\.json is read on top",
+                     str(raised.value.__cause__))
     # the launch is judged first: no "override --bundle_root has no effect" before the refusal (trial T71i)
     assert "has no effect" not in caplog.text
     merged = ConfigParser.load_config_files(both)
