@@ -570,6 +570,35 @@ def _without_pixel_data(headers: list) -> list:
     return headers
 
 
+#: the geometry elements MONAI's ``PydicomReader`` builds a series' affine from (orientation, position, spacing)
+_GEOMETRY_TAGS = (0x00200037, 0x00200032, 0x00280030)
+
+
+def _geometry_lost_by_pydicom_reader(headers: Sequence) -> bool:
+    """
+    Whether MONAI's ``PydicomReader`` would drop a geometry element of these slice headers: it reads them through
+    ``to_json_dict(suppress_invalid_tags=True)``, which drops a value pydicom cannot serialise, e.g. a decimal string
+    longer than 16 characters (``0.8660254037844387``, as some converters write), and then stacks the slices with an
+    identity affine (warned on stderr only): the study was read transposed at 1 mm where training's ITK reads the
+    series' real geometry (trial T72c).
+    """
+    from collections.abc import MutableSequence
+
+    from pydicom.config import RAISE
+    from pydicom.valuerep import validate_value
+
+    for h in headers:
+        for tag in _GEOMETRY_TAGS:
+            if tag in h and h[tag].value is not None:
+                value = h[tag].value
+                for v in value if isinstance(value, MutableSequence) else [value]:
+                    try:  # the string as written in the file (a DSfloat keeps it), as strict reading checks it
+                        validate_value("DS", str(v), RAISE)
+                    except ValueError:
+                        return True
+    return False
+
+
 def _study_id(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path != root else path.name
 
@@ -1830,7 +1859,7 @@ class LoadStudy(Transform):
         colour = int(headers[0].get("SamplesPerPixel", 1) or 1) > 1
         self._check_memory(source, declared_dicom(file_headers))
         self._check_pixel_data(source, file_headers)
-        if by_position:
+        if by_position or _geometry_lost_by_pydicom_reader(file_headers):  # ITK reads them as training does
             study = self._load_series_by_position(source, file_headers, info, colour)
         elif not source.path.is_dir():
             study = self._load_volume(source, source.files[0], reader=PydicomReader(), info=info, colour=colour)

@@ -1291,3 +1291,27 @@ def test_a_study_list_in_a_folder_written_through_a_link_reads_its_own_files(tmp
     (real / "out.csv").write_text(f"image\n{tmp_path / 'elsewhere' / 'y.nii.gz'}\n")
     with pytest.raises(ValueError, match=r"outside the dataset folder"):
         discover_studies(tmp_path / "lnk" / "l2" / "out.csv")
+
+
+def test_a_series_with_over_long_geometry_values_is_read_as_training_reads_it(tmp_path):
+    """Decimal strings longer than DICOM's 16 characters (``0.8660254037844387``, as some converters write): MONAI's
+    ``PydicomReader`` dropped ImageOrientationPatient/ImagePositionPatient and stacked the slices with an identity
+    affine (transposed, 1 mm voxels) where training's ITK reads the geometry (trial T72c): the same input now."""
+    import pydicom
+
+    made = _ct_series(tmp_path / "made", 4)
+    plain, long = tmp_path / "plain", tmp_path / "long"
+    plain.mkdir()
+    long.mkdir()
+    for f in sorted(made.iterdir()):
+        d = pydicom.dcmread(f)
+        position = [f"{float(v):.6f}" for v in d.ImagePositionPatient]  # z + 5.0 * i can print 18 characters
+        d["ImagePositionPatient"].value = position
+        d.save_as(plain / f.name)
+        d["ImageOrientationPatient"].value = ["1.0000000000000000", "0", "0", "0", "1.0000000000000000", "0"]
+        d["ImagePositionPatient"].value = [v + "0000000000" for v in position]
+        d.save_as(long / f.name)
+    assert len(pydicom.dcmread(next(long.iterdir()))["ImagePositionPatient"].value[0].original_string) > 16
+    recipe = {"layout": "volume", "spatial_size": [4, 16, 16], "intensity_range": [-1000, 400]}
+    a, b = (LoadStudy(recipe).load(str(p)) for p in (plain, long))
+    assert torch.allclose(a.image, b.image, atol=1e-5) and a.source_indices == b.source_indices
