@@ -44,13 +44,29 @@ def check_num_kept(num_samples: Any, num_frames: int, name: str | None = None) -
     return k
 
 
-def check_finite(x: torch.Tensor | np.ndarray, what: str, detail: str = "", inf: str = "infinite") -> None:
+def check_finite(x: torch.Tensor | np.ndarray, what: str, detail: str = "", inf: str = "infinite",
+                 max_abs: float | None = None, beyond: str = "") -> None:
     """
     ``ValueError(f"{what} contains NaN or {inf} values{detail}.")`` when the tensor or array ``x`` holds a NaN or an
     infinite value (``inf``: the word, ``"Inf"`` where a caller's message has always said it). One reduction first
     (a NaN or infinite element makes the sum NaN or infinite); the element-wise pass only when the sum is not finite
     (such an element, or finite values whose sum overflows): a finite input costs one ``sum``.
+
+    With ``max_abs``, finite values beyond ``±max_abs`` are refused too, ``ValueError(f"{what} of shape {shape} has
+    values up to |x| = {max |x|}{beyond}.")`` (``beyond``: why they cannot be computed): the one reduction is then
+    ``aminmax`` (a NaN makes both NaN, an infinite value one of them), still one pass over ``x``. ``x`` not empty.
     """
+    if max_abs is not None:
+        if isinstance(x, torch.Tensor):
+            lo, hi = torch.aminmax(x.detach())
+            largest = float(torch.maximum(-lo, hi))
+        else:
+            largest = float(np.maximum(-np.min(x), np.max(x)))  # NaN in, NaN out (not Python's max)
+        if not math.isfinite(largest):
+            raise ValueError(f"{what} contains NaN or {inf} values{detail}.")
+        if largest > max_abs:
+            raise ValueError(f"{what} of shape {tuple(x.shape)} has values up to |x| = {largest:.3g}{beyond}.")
+        return
     if isinstance(x, torch.Tensor):
         finite = bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
     else:

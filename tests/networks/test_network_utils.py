@@ -50,6 +50,19 @@ def test_check_finite(array):
         check_finite(array([float("nan")]), "input", inf="Inf")
 
 
+@pytest.mark.parametrize("array", [torch.tensor, np.array])
+def test_check_finite_max_abs(array):
+    """With ``max_abs`` finite values beyond it are refused, naming the shape and the largest ``|x|``; NaN and Inf
+    anywhere are still named as such (a NaN after a finite value too: not Python's ``max``)."""
+    check_finite(array([-5.0, 2.0]), "'x'", max_abs=5.0)
+    for values in ([-5.0, 2.0], [2.0, 5.0]):
+        with pytest.raises(ValueError, match=r"^'x' of shape \(2,\) has values up to \|x\| = 5: why\.$"):
+            check_finite(array(values), "'x'", max_abs=4.0, beyond=": why")
+    for values in ([float("nan"), 0.0], [0.0, float("nan")], [1e30, -float("inf")]):
+        with pytest.raises(ValueError, match=r"^input contains NaN or Inf values\.$"):
+            check_finite(array(values), "input", inf="Inf", max_abs=4.0)
+
+
 @pytest.mark.parametrize("axis", [0, 2])
 def test_classifier_uses_it(axis):
     net = build_classifier("uniform", 2, num_frames=[6, 8, 10][axis], slice_axis=axis).eval()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from monai_das.networks import SAMPLERS, DASampler, DPSSampler, SamplerOutput, get_sampler
+from monai_das.networks import SAMPLERS, build_classifier, DASampler, DPSSampler, SamplerOutput, get_sampler
 
 T, K = 12, 5
 
@@ -136,6 +136,34 @@ def test_bad_inputs(name, x):
         s(bad)
     with pytest.raises(ValueError, match="floating point"):
         s((x * 10).long())
+
+
+def test_das_refuses_intensities_its_statistics_overflow():
+    """
+    Finite intensities of 1e19 overflowed the DAS frame statistics (float32 squares: Sobel ``gx² + gy²``, variances)
+    to Inf, then NaN sampler logits and the first k frames kept without a word: refused, naming the input's shape and
+    max ``|x|``. Up to :meth:`FrameFeatures.max_input` even the worst case (the inter-frame variance ``4M²`` in half
+    of the frames, ``0`` in the others) gives finite features, its standardised deviations not collapsed to 0.
+    """
+    torch.manual_seed(0)
+    net = build_classifier("das", 2, 28, keep_ratio=0.5).eval()
+    for x in (torch.full((1, 1, 28, 28, 28), 1e19), torch.rand(1, 1, 28, 28, 28) * -1e19):
+        with pytest.raises(ValueError, match=r"input of shape \(1, 28, 1, 28, 28\) has values up to \|x\| = 1e\+19: "
+                           r"beyond 1.1e\+09 the DAS frame statistics .* overflow float32"):
+            net(x)
+    s = make("das", t=28)
+    limit = s.frame_features.max_input(28)
+    worst = torch.ones(1, 28, 1, 16, 16)
+    worst[:, 1:14:2] = -1  # frames +M, -M, +M, ... then +M: inter-frame variance 4M² then 0
+    s(worst * limit)
+    m = s.frame_features.out_features // 2 - 1  # log1p(|v|) and standardised v of m statistics, then the position
+    for factor, deviation in ((1, 1.0), (2, 0.0)):  # at 2× its squared deviations overflow: all 0 without a word
+        features = s.frame_features(worst * limit * factor)
+        assert torch.isfinite(features).all()
+        # the standardised inter-frame variance at scale 1 (intensity, variance, inter-frame variance, ...)
+        assert features[0, :, m + 2].abs().max() == pytest.approx(deviation, abs=0.1)
+    with pytest.raises(ValueError, match="has values up to"):
+        s(worst * limit * 1.01)
 
 
 @pytest.mark.parametrize("name", ["das", "uniform", "random"])

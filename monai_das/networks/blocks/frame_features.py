@@ -129,6 +129,17 @@ class FrameFeatures(SavedSettings, nn.Module):
         return {"scales": v[3:], "features": [n for i, n in enumerate(FEATURE_NAMES) if v[2] >> i & 1],
                 "positional": bool(v[1]), "feature_size": v[0] or None}
 
+    @staticmethod
+    def max_input(num_frames: int, dtype: torch.dtype = torch.float32) -> float:
+        """
+        Largest ``|x|`` whose statistics over ``num_frames`` frames cannot overflow ``dtype``. For ``|x| <= M`` the
+        largest is the inter-frame variance, ``<= 4M²``; standardised over ``T`` its deviations squared are
+        ``<= 16M⁴`` each and sum to ``<= 4T·M⁴`` (Popoviciu); the others are smaller (variance ``<= M²``, Sobel
+        ``gx² + gy² <= 128M²``). So ``M = (max / (2·max(16, 4T)))^¼``, a factor 2 left for rounding: float32,
+        ``T = 28``: ``1.1e9``; float16: ``4.1``. Beyond it float32 squares became Inf, then NaN features and logits.
+        """
+        return (torch.finfo(dtype).max / (2 * max(16, 4 * int(num_frames)))) ** 0.25
+
     def _stats(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``x``: B×T×C×H×W → list of B×T×1 statistics (in :data:`FEATURE_NAMES` order, the variance as two)."""
         b, t = x.shape[:2]

@@ -139,8 +139,17 @@ class BaseSampler(nn.Module):
                              f"k={k} ({self.fixed_k_reason}).")
         return k
 
+    def input_limit(self, num_frames: int, dtype: torch.dtype) -> tuple[float, str] | None:
+        """
+        ``(max_abs, why)``: the largest ``|x|`` this sampler computes without overflow for ``num_frames`` frames in
+        ``dtype`` (the dtype it computes in), and why (the end of :meth:`check_input`'s refusal); ``None``: no limit
+        but finiteness (samplers without statistics of the intensities).
+        """
+        return None
+
     def check_input(self, x: torch.Tensor, num_samples: Any = None) -> None:
-        """Raise ``ValueError`` for a wrong shape, ``k`` outside ``1..T`` or non-finite values."""
+        """Raise ``ValueError`` for a wrong shape, ``k`` outside ``1..T``, non-finite values or values beyond
+        :meth:`input_limit`."""
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"expected a torch.Tensor of shape B×T×C×H×W, got {type(x).__name__}.")
         if x.ndim != 5:
@@ -154,7 +163,9 @@ class BaseSampler(nn.Module):
         if not x.is_floating_point():
             raise ValueError(f"expected a floating point input, got dtype {x.dtype}.")
         if not is_exporting():
-            check_finite(x, "input", inf="Inf")
+            limit = self.input_limit(x.shape[1], parameter_dtype(self) or x.dtype)
+            max_abs, beyond = limit if limit is not None else (None, "")
+            check_finite(x, "input", inf="Inf", max_abs=max_abs, beyond=beyond)
         # last, as the samplers checked them after the rest (k > T first: AdaptiveSubsample reads that message)
         if self.num_frames is not None and x.shape[1] != self.num_frames:
             raise ValueError(f"{type(self).__name__} was built for T={self.num_frames} frames, got T={x.shape[1]}.")
