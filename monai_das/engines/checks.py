@@ -226,7 +226,8 @@ def install_error_summary() -> None:
     traceback as before. Installed once per process (``check_launch`` and ``check_overrides``, the first steps of
     every bundle config's ``initialize``, call it; the launch first: a wrong launch is refused before overrides are
     judged against configs it left out). A ``SIGTERM`` gets its line too
-    (:func:`_say_when_terminated`), and so does Ctrl-C (``KeyboardInterrupt``).
+    (:func:`_say_when_terminated`), and so does Ctrl-C (``KeyboardInterrupt``, without its traceback unless
+    ``MONAI_DAS_TRACEBACK=1``; a bundle command line ends on ``SIGINT`` itself, as on ``SIGTERM``).
     """
     _say_when_terminated()
     if getattr(sys.excepthook, "monai_das_summary", False):
@@ -238,12 +239,16 @@ def install_error_summary() -> None:
 
         cause = first_cause(error) if isinstance(error, BaseException) else error
         where = None if _traceback_wanted() else refusal_site(cause)
+        interrupted = issubclass(kind, KeyboardInterrupt)
+        if interrupted and not _traceback_wanted():  # Ctrl-C is no error: the line SIGTERM gets, no traceback
+            print(f"\n{_stopped_line('Ctrl-C (SIGINT)')}", file=sys.stderr, flush=True)
+            return
         if where is None:
             previous(kind, error, tb)
         else:  # a refusal of the run's input or options: its message, not 60-135 lines of MONAI's frames (T69a)
             print(f"monai_das: refused at {where} (the whole traceback: {TRACEBACK_ENV}=1)", file=sys.stderr,
                   flush=True)
-        if issubclass(kind, KeyboardInterrupt):  # Ctrl-C: the line SIGTERM gets
+        if interrupted:  # Ctrl-C: the line SIGTERM gets
             print(f"\n{_stopped_line('Ctrl-C (SIGINT)')}", file=sys.stderr, flush=True)
             return
         if cause is not error or where is not None:  # (an error that wraps none ends its traceback already)
@@ -337,28 +342,38 @@ def _say_when_terminated() -> None:
     A ``SIGTERM`` (a scheduler's preemption, ``kill``, a stopped container) ended a run without a line: print one
     saying what is kept and how to go on, then end the process as the signal does (same exit status). Only where
     ``SIGTERM`` has its default action (a launcher's or the user's own handler stays) and in the main thread.
+
+    Ctrl-C (``SIGINT``) of a ``python -m monai.bundle run`` command ends the same way where it has Python's default
+    handler: during validation its ``KeyboardInterrupt`` unwound through the evaluator and the trainer, and MONAI's
+    ``StatsHandler`` of each logged its traceback before the interpreter printed a third (trial h72b). A Python
+    session (a notebook, ``ConfigWorkflow``) keeps its ``KeyboardInterrupt``. Checkpoints are written atomically:
+    the last one stays whole and ``--resume True`` goes on from it.
     """
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
+    signals = [signal.SIGTERM] if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL else []
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler and _is_bundle_cli(list(sys.argv)):
+        signals.append(signal.SIGINT)
 
     owner = os.getpid()  # a forked data-loader worker inherits the handler: only the run's own process speaks
 
     def stopped(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        by = f"Ctrl-C ({name}, pid {owner})" if signum == signal.SIGINT else f"{name} (pid {owner})"
         try:  # one raw write: no reentrant stream call, and a closed stderr must not keep the process alive
             if os.getpid() == owner:
-                os.write(2, f"\n{_stopped_line(f'{signal.Signals(signum).name} (pid {owner})')}\n".encode())
+                os.write(2, f"\n{_stopped_line(by)}\n".encode())
         except OSError:
             pass
         finally:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
 
-    signal.signal(signal.SIGTERM, stopped)
+    for signum in signals:
+        signal.signal(signum, stopped)
 
 
 def check_overrides(

@@ -483,7 +483,7 @@ def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsy
     (trial V): the run's last line now names the error that caused it; installed once."""
     import sys
 
-    from monai_das.engines.checks import install_error_summary
+    from monai_das.engines.checks import _stopped_line, install_error_summary
     from monai_das.utils.logs import first_cause, root_cause
 
     printed = []
@@ -510,8 +510,9 @@ def test_an_uncaught_error_ends_with_the_error_that_caused_it(monkeypatch, capsy
     assert "alone" not in capsys.readouterr().err
     # Ctrl-C ended with a bare KeyboardInterrupt (trial T59b): the line SIGTERM gets
     sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-        "monai_das: the run was stopped by Ctrl-C (SIGINT); what it finished is kept")
+    assert capsys.readouterr().err.strip().splitlines() == [  # one line, no traceback (trial h72b)
+        _stopped_line("Ctrl-C (SIGINT)")]
+    assert not any(isinstance(e, KeyboardInterrupt) for e in printed)  # the previous hook printed no traceback
     # a torchrun peer killed: gloo's error alone said nothing of what to do (trial T62a)
     lost = RuntimeError("[../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:19690: Connection reset by peer. "
                         "This is typically caused by a remote worker hanging or bugs in the application. GLHF!")
@@ -642,6 +643,41 @@ def test_a_cut_training_clip_is_a_refusal(tmp_path):
     with pytest.raises(ItemLoadError) as e:
         NamedCacheDataset([{"x": 1}], Lambdad("x", bug), cache_rate=1.0, progress=False)
     assert refusal_site(e.value) is None
+
+def test_ctrl_c_of_a_bundle_command_ends_it_with_one_line(monkeypatch):
+    """
+    Trial h72b: Ctrl-C during validation of a bundle training unwound through the evaluator and the trainer, and
+    printed three tracebacks (MONAI's StatsHandler of each engine, then the interpreter's). A ``monai.bundle run``
+    command line now ends on SIGINT as on SIGTERM: one line, the signal's own end (``last.pt`` stays whole); a
+    Python session (a notebook) keeps its KeyboardInterrupt.
+    """
+    import os
+    import signal
+    import sys
+
+    from monai_das.engines import checks
+
+    written, raised = [], []
+    monkeypatch.setattr(os, "write", lambda fd, data: written.append((fd, data.decode())))
+    monkeypatch.setattr(signal, "raise_signal", raised.append)
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        monkeypatch.setattr(sys, "argv", ["python", "-c"])  # a Python session: Ctrl-C stays a KeyboardInterrupt
+        checks._say_when_terminated()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        monkeypatch.setattr(sys, "argv", ["/x/monai/bundle/__main__.py", "run", "--config_file", "train.json"])
+        checks._say_when_terminated()
+        handler = signal.getsignal(signal.SIGINT)
+        assert handler is not signal.default_int_handler
+        handler(signal.SIGINT, None)
+        assert raised == [signal.SIGINT] and signal.getsignal(signal.SIGINT) is signal.SIG_DFL  # the signal's end
+        assert written == [(2, f"\n{checks._stopped_line(f'Ctrl-C (SIGINT, pid {os.getpid()})')}\n")]
+        assert "--resume True" in written[0][1]
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
 
 def test_sigterm_ends_a_run_with_a_line_saying_how_to_go_on(tmp_path):
     """SIGTERM (a preemption, kill) ended a training with exit status 143 and no line at all (trial T55): one line
