@@ -20,7 +20,7 @@ from monai_das.handlers.metrics import (
 )
 from monai_das.handlers.sampling import SampledIndicesHandler
 from monai_das.handlers.utils import attach_once, gather_items, move_to_end
-from monai_das.networks.utils import unwrap_network
+from monai_das.networks.utils import network_device, unwrap_network
 from monai_das.handlers.warmup import sampler_warming_up
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -277,11 +277,11 @@ class SelectionDiagnosticsHandler:
         if not items or sampler is None or not any(True for _ in sampler.parameters()):
             return
         kept = items[0][1].get("_kept_indices")
-        param = next(net.parameters())
+        device = network_device(net)
         # eval mode as in the evaluator's own pass (which has left it by now: a trainer's network is back in train
         # mode, where BatchNorm would learn validation statistics and dropout draw random numbers)
         with preserved_modes(net), eval_mode(net), torch.no_grad():
-            seq = net.to_frames(torch.stack([torch.as_tensor(d[self.image_key]) for d, _ in items]).to(param.device))
+            seq = net.to_frames(torch.stack([torch.as_tensor(d[self.image_key]) for d, _ in items]).to(device))
             k = int(torch.as_tensor(kept).numel()) if kept is not None else sampler.num_kept(seq.shape[1])
             even = uniform_indices(seq.shape[1], k, device=seq.device).expand(seq.shape[0], k)
             probs = torch.softmax(net.classify_kept(seq, even).float(), 1)

@@ -11,7 +11,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.handlers.utils import attach_once, move_to_end, rank_world
-from monai_das.networks.utils import preserved_modes
+from monai_das.networks.utils import network_device, preserved_modes
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -66,7 +66,7 @@ class PreciseBNHandler:
                 yield batch[0] if isinstance(batch, (list, tuple)) else batch
 
     def __call__(self, engine: Any = None) -> None:
-        device = self.device if self.device is not None else next(self.network.parameters()).device
+        device = self.device if self.device is not None else network_device(self.network)
         count = 0
 
         def images():

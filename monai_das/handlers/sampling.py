@@ -13,7 +13,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_das.data.studies import item_label
 from monai_das.handlers.utils import attach_once
-from monai_das.networks.utils import unwrap_network
+from monai_das.networks.utils import network_device, unwrap_network
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -218,8 +218,7 @@ class SamplingFiguresHandler:
             raise ValueError("SamplingFiguresHandler: the dataset is empty.")
         self._shown = indices
         items = [self.dataset[i] for i in indices]
-        param = next(net.parameters(), None)
-        device = self.device or (param.device if param is not None else torch.device("cpu"))
+        device = self.device or network_device(net)
         images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float().to(device)
         return images, [it if isinstance(it, dict) else {} for it in items]
 

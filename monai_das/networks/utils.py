@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_count", "check_num_kept", "check_finite", "check_device", "unwrap_network", "preserved_modes",
+__all__ = ["check_count", "check_num_kept", "check_finite", "check_device", "network_device", "unwrap_network", "preserved_modes",
            "uniform_indices", "to_frames", "frame_axis", "SavedSettings"]
 
 
@@ -83,6 +83,16 @@ def check_device(device: str | torch.device, name: str = "device") -> torch.devi
         raise ValueError(f"{name} {str(device)!r}: CUDA is not available on this machine (torch {torch.__version__}); "
                          "give cpu.")
     return dev
+
+
+def network_device(net: torch.nn.Module, default: str | torch.device = "cpu") -> torch.device:
+    """The device of ``net``: that of its first parameter, else of its first buffer (a parameter-free sampler's fixed
+    filters), else ``default``."""
+    for tensors in (net.parameters(), net.buffers()):
+        first = next(iter(tensors), None)
+        if first is not None:
+            return first.device
+    return torch.device(default)
 
 
 def unwrap_network(network: torch.nn.Module, require_sampler: bool = True) -> torch.nn.Module:

@@ -17,7 +17,7 @@ from monai.transforms import MapTransform, Transform
 from monai.networks.utils import eval_mode
 from monai.utils import TransformBackends, convert_to_tensor
 
-from monai_das.networks.utils import check_device, unwrap_network
+from monai_das.networks.utils import check_device, network_device, unwrap_network
 from monai_das.transforms.temporal import (
     EVIDENCE_KEYS,
     FRAME_RECORD_KEYS,
@@ -101,10 +101,7 @@ class AdaptiveSubsample(Transform):
     def _device(self, x: torch.Tensor) -> torch.device:
         if self.device is not None:
             return self.device
-        p = next(iter(self.sampler.parameters()), None)
-        if p is None:
-            p = next(iter(self.sampler.buffers()), None)
-        return p.device if p is not None else x.device
+        return network_device(self.sampler, x.device)
 
     def _frames(self, img: torch.Tensor | np.ndarray, name: str = "AdaptiveSubsample") -> torch.Tensor:
         """``img`` as a ``T×C×H×W`` tensor (a volume's slices along ``slice_axis``), checked; ``name`` in errors."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from monai_das.networks import build_classifier
-from monai_das.networks.utils import check_finite, frame_axis, to_frames
+from monai_das.networks.utils import check_finite, frame_axis, network_device, to_frames
 from monai_das.transforms import volume_to_frames
 
 
@@ -61,6 +61,20 @@ def test_check_finite_max_abs(array):
     for values in ([float("nan"), 0.0], [0.0, float("nan")], [1e30, -float("inf")]):
         with pytest.raises(ValueError, match=r"^input contains NaN or Inf values\.$"):
             check_finite(array(values), "input", inf="Inf", max_abs=4.0)
+
+
+def test_network_device():
+    """The first parameter's device, else the first buffer's (a parameter-free module), else ``default``."""
+    meta = torch.nn.Linear(2, 2, device="meta")
+    assert network_device(meta) == torch.device("meta")
+    buffered = torch.nn.Module()
+    buffered.register_buffer("kernel", torch.zeros(3, device="meta"), persistent=False)
+    assert network_device(buffered) == torch.device("meta")  # no parameter: its buffer's device
+    buffered.weight = torch.nn.Parameter(torch.zeros(1))
+    assert network_device(buffered) == torch.device("cpu")  # a parameter first
+    assert network_device(torch.nn.Identity()) == torch.device("cpu")
+    assert network_device(torch.nn.ReLU(), default="meta") == torch.device("meta")
+    assert network_device(torch.nn.Sequential(torch.nn.ReLU(), meta)) == torch.device("meta")  # the first one inside
 
 
 @pytest.mark.parametrize("axis", [0, 2])

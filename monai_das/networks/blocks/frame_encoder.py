@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from monai.networks.utils import eval_mode
 
-from monai_das.networks.utils import check_count, preserved_modes
+from monai_das.networks.utils import check_count, network_device, preserved_modes
 
 __all__ = ["FrameEncoder", "SmallFrameEncoder", "PROBE_SIZE", "encoder_in_channels", "encoder_out_features",
            "probe_encoder_features"]
@@ -75,7 +75,8 @@ def probe_encoder_features(encoder: nn.Module, in_channels: int | None = None, p
     c = in_channels or encoder_in_channels(encoder) or _first_conv_channels(encoder) or 1
     name = type(encoder).__name__
     param = next(iter(encoder.parameters()), None)
-    device, dtype = (param.device, param.dtype) if param is not None and param.is_floating_point() else ("cpu", None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else None
+    device = network_device(encoder)
     # batch 2, not 1: an output N×E must keep N apart from E, and 1 would hide a squeeze of the batch dimension
     x = torch.zeros(2, c, probe_size, probe_size, device=device, dtype=dtype)
     try:
