@@ -128,10 +128,10 @@ class SelectionDiagnosticsHandler:
     In a distributed run (``multi_gpu_train.json``) every rank gathers the items of all ranks first, so every metric
     above, and the veto, are those of the whole validation list, as one process measures them.
 
-    With ``output_dir`` it also writes, after every epoch, ``<output_dir>/<prefix>kept_positions.json`` (for every frame
-    position the fraction of items that kept it, over all items and per true class, with the item counts) and
-    ``<prefix>kept_positions.png`` (the same as curves): where the sampler looks, e.g. a positional bias towards the
-    ends of a volume, or class-dependent choices.
+    With ``output_dir`` it also writes, after every epoch, ``<output_dir>/<file_prefix>kept_positions.json`` (for every
+    frame position the fraction of items that kept it, over all items and per true class, with the item counts) and
+    ``<file_prefix>kept_positions.png`` (the same as curves): where the sampler looks, e.g. a positional bias towards
+    the ends of a volume, or class-dependent choices.
 
     It also sets ``engine.state.sampler_warming_up`` (:data:`WARMUP_ATTR`) when the network's learned sampler is in
     its warm-up (:class:`~monai_das.handlers.SamplerWarmupHandler`): the validated model then pairs the encoder with
@@ -155,8 +155,9 @@ class SelectionDiagnosticsHandler:
         label_key: batch key of the true class (for the per-class positions).
         label_names: class names in those files (default ``"0"``, ``"1"``, ...).
         split: name of the evaluated split (e.g. ``"test"``, or ``"val"`` when evaluate.json is run with
-            ``--validate#split val``), written into ``kept_positions.json`` and the plot's title; the file names keep
-            ``prefix``.
+            ``--validate#split val``), written into ``kept_positions.json`` and the plot's title.
+        file_prefix: prefix of the file names (``None``: ``prefix``); the bundles' evaluate.json gives
+            ``<split>_`` (``val_kept_positions.json`` in ``eval/val/``; the metric names keep ``prefix``).
         auc_interval: also add the AUC's bootstrap interval (``<prefix>auc_low``/``<prefix>auc_high``).
         evenly_spaced: also add ``<prefix>auc_evenly_spaced`` (learned samplers only).
         image_key: batch key of the network input (read for ``evenly_spaced``).
@@ -174,6 +175,7 @@ class SelectionDiagnosticsHandler:
         label_key: str = "label",
         label_names: Sequence[str] | None = None,
         split: str | None = None,
+        file_prefix: str | None = None,
         auc_interval: bool = False,
         evenly_spaced: bool = False,
         image_key: str = "image",
@@ -185,6 +187,7 @@ class SelectionDiagnosticsHandler:
         self._warned_no_prob = False
         self.evidence_keys = tuple(evidence_keys)
         self.prefix = prefix
+        self.file_prefix = prefix if file_prefix is None else file_prefix
         self.max_items = int(max_items)
         self.min_prediction_std = float(min_prediction_std)
         self.logger = logging.getLogger(__name__)
@@ -446,7 +449,7 @@ class SelectionDiagnosticsHandler:
             n = int(table[row, t])
             if n:
                 curves[name], items[name] = (table[row, :t] / n).tolist(), n
-        stem = self.output_dir / f"{self.prefix}kept_positions"
+        stem = self.output_dir / f"{self.file_prefix}kept_positions"
         ks = sorted({len(i.kept) for i in kept})  # one k per run (any k at inference: said in the file and title)
         record = {"epoch": int(engine.state.epoch), "num_frames": t, "num_kept": ks[0] if len(ks) == 1 else ks,
                   "items": items, "kept_fraction": curves}

@@ -3,6 +3,7 @@ ones, and where an option given on the command line keeps the card's away."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+import monai_das.handlers
 from monai_das.utils.io import file_digest
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -110,3 +112,47 @@ def test_an_unwritable_output_dir_is_named_as_the_option_to_change(tmp_path, bun
             parser.get_parsed_content(f"initialize#{i}")
         assert "not a folder): the run writes its outputs there; choose a writable --output_dir (or --bundle_root" \
             in str(refused.value.__cause__)
+
+
+def _eval_files(parser: ConfigParser) -> dict[str, list[str]]:
+    """The names of the files evaluate.json's handlers write into ``output_dir``, per handler, and as its MLflow
+    handler lists them (its artifacts)."""
+    files: dict[str, list[str]] = {}
+    for i, handler in enumerate(parser["validate#handlers"]):
+        target, arg = str(handler.get("_target_", "")).rsplit(".", 1)[-1], f"validate#handlers#{i}#"
+        if handler.get("output_dir") == "@output_dir":
+            param = inspect.signature(getattr(monai_das.handlers, target)).parameters.get("file_prefix")
+            default = None if param is None else param.default
+            stem = parser.get_parsed_content(arg + "file_prefix") if "file_prefix" in handler else default
+            stem = parser.get_parsed_content(arg + "prefix") if stem is None else stem  # the diagnostics' default
+            if target == "SelectionDiagnosticsHandler":
+                files[target] = [f"{stem}kept_positions.json", f"{stem}kept_positions.png"]
+            else:
+                assert target == "ClassificationReportSaver", f"a writer this test does not know: {target}"
+                predictions = parser.get_parsed_content(arg + "predictions")
+                files[target] = [f"{stem}{n}" for n in ("metrics.json", "confusion_matrix.json",
+                                                        "confusion_matrix.png", predictions)]
+        if "artifacts" in handler:
+            out = parser.get_parsed_content("output_dir")
+            paths = parser.get_parsed_content(arg + "artifacts")
+            assert all(Path(p).parent == Path(out) for p in paths)
+            files["artifacts"] = [Path(p).name for p in paths]
+    return files
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_every_evaluation_file_carries_its_split_s_name(tmp_path, bundle):
+    """`--validate#split val` wrote `test_kept_positions.json`/`.png` into `eval/val/` (the file prefix was fixed to
+    `test_`): every file name that names a split names the evaluated one, and the test split's names are unchanged."""
+    names = {}
+    for split in ("test", "val"):
+        parser = _parser(bundle, ("train.json", "evaluate.json"), tmp_path / "bundle", output_dir=str(tmp_path / "out"))
+        parser["validate#split"] = split
+        files = _eval_files(parser)
+        assert set(files) == {"SelectionDiagnosticsHandler", "ClassificationReportSaver", "artifacts"}
+        written = files["ClassificationReportSaver"] + files["SelectionDiagnosticsHandler"]
+        assert sorted(written) == sorted(files["artifacts"])  # MLflow logs every file written, and those only
+        names[split] = sorted(written)
+    assert names["test"] == sorted(["metrics.json", "confusion_matrix.json", "confusion_matrix.png",
+                                    "test_predictions.csv", "test_kept_positions.json", "test_kept_positions.png"])
+    assert names["val"] == sorted(n.replace("test_", "val_") for n in names["test"])

@@ -385,6 +385,17 @@ def test_kept_positions_written_per_class(tmp_path):
     assert (tmp_path / "test_kept_positions.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_kept_positions_file_names_follow_file_prefix(tmp_path):
+    """evaluate.json on ``--validate#split val`` wrote ``test_kept_positions.json`` into ``eval/val/``: the file names
+    take ``file_prefix`` (the split's), the metric names keep ``prefix``."""
+    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    diag = SelectionDiagnosticsHandler(net, prefix="test_", output_dir=tmp_path, split="val", file_prefix="val_")
+    engine = _evaluator(net, _data(), [diag])
+    engine.run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["val_kept_positions.json", "val_kept_positions.png"]
+    assert "test_selection_entropy" in engine.state.metrics
+
+
 def test_a_distributed_validator_measures_every_rank_s_items(monkeypatch):
     """Under DDP each rank validates its share: the diagnostics (evidence kept, entropy, adaptivity, prediction std,
     the AUC interval) are those of the whole list, as one process measures them, not rank 0's share. Two ranks
