@@ -38,6 +38,7 @@ from monai_das.data.studies import discover_studies
 from monai_das.deploy.predictor import DASPredictor, resolve_engine
 from monai_das.deploy.report import check_output_paths, study_output_path
 from monai_das.deploy.studies import VOLUME_ONLY_OPTIONS, StudyLoader
+from monai_das.networks.factory import check_one_budget
 
 __all__ = ["DASClassifierApp"]
 
@@ -112,8 +113,7 @@ class DASClassifierApp(Application):
         self.config_file, self.device = config_file, device
         # None when neither was given: a model file then runs with its own engine without a "fallback" warning
         self.engine = resolve_engine(engine, prefer) if engine is not None or prefer is not None else None
-        if num_kept is not None and keep_ratio is not None:
-            raise ValueError(f"give num_kept or keep_ratio, not both (got {num_kept!r}, {keep_ratio!r}).")
+        check_one_budget(num_kept, keep_ratio, ("--num_kept", "--keep_ratio"))  # the CLI's names, which pass them
         self.num_kept, self.keep_ratio = num_kept, keep_ratio
         self.write_sr = write_sr
         self.loader_options = dict(loader_options or {})

@@ -224,9 +224,9 @@ class DASPredictor:
             this model cannot keep (it is fixed at the trained one: TorchScript, or an ONNX export without
             ``num_samples``). The message names the model file and ``T``.
         """
-        if num_kept is not None and keep_ratio is not None:
-            raise ValueError(f"give num_kept or keep_ratio, not both (got num_kept={num_kept!r}, "
-                             f"keep_ratio={keep_ratio!r}).")
+        from monai_das.networks.factory import check_one_budget
+
+        check_one_budget(num_kept, keep_ratio)
         if num_kept is None and keep_ratio is None:
             return None
         t = self.spec.num_frames

@@ -47,6 +47,25 @@ def check_keep_ratio(keep_ratio: Any) -> float:
     return float(keep_ratio)
 
 
+def check_one_budget(num_kept: Any, keep_ratio: Any, names: tuple[str, str] = ("num_kept", "keep_ratio"),
+                     note: str = "") -> None:
+    """
+    The one check that a frame budget is given once: ``num_kept`` (``k``) or ``keep_ratio``, not both (``None``: not
+    given). ``names`` say how the user gave them (``("--num_kept", "--keep_ratio")`` for the Deploy app,
+    ``("--conf num_kept", "--conf keep_ratio")`` for MONAI Label's defaults); ``note`` is added inside the message's
+    brackets.
+
+    Raises:
+        ValueError: both given, e.g. "give --conf num_kept or --conf keep_ratio, not both (got --conf num_kept 3,
+            --conf keep_ratio 0.5)."
+    """
+    if num_kept is None or keep_ratio is None:
+        return
+    a, b = names
+    sep = " " if a.startswith("-") else "="  # an option as typed, or a keyword argument
+    raise ValueError(f"give {a} or {b}, not both (got {a}{sep}{num_kept!r}, {b}{sep}{keep_ratio!r}{note}).")
+
+
 def num_kept(num_frames: int, keep_ratio: float) -> int:
     """``k = max(1, round(keep_ratio·T))``; ``num_frames`` (``T``) must be an integer >= 1, ``keep_ratio`` lie in
     (0, 1]."""

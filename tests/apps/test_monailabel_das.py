@@ -159,6 +159,10 @@ def test_task_onnx_default_and_frame_budget(task_cls, onnx_bundle, tmp_path):
         from lib.app_tasks import app_settings, make_infer_task
     finally:
         sys.path.remove(str(APP_DIR))
+    both = app_settings({"bundle": str(root), "num_kept": "3", "keep_ratio": "0.5"}, tmp_path / "both")
+    with pytest.raises(ValueError, match=r"^give --conf num_kept or --conf keep_ratio, not both \(got --conf "
+                                         r"num_kept 3, --conf keep_ratio 0\.5\)\.$"):  # the app's defaults
+        make_infer_task(both)
     settings = app_settings({"bundle": str(root), "engine": "eager", "num_kept": "3"}, tmp_path / "app")
     task = make_infer_task(settings)
     assert task.predictor.engine == "eager" and task.info()["config"]["num_kept"] == 3

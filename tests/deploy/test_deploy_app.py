@@ -470,6 +470,15 @@ def test_app_runs_onnx_by_default_with_frame_budget(onnx_bundle, tmp_path):
     assert app.reports[0]["num_kept"] == 3 and app.reports[0]["model"]["num_kept"] == 3
 
 
+def test_app_refuses_both_budgets_naming_its_options(tmp_path):
+    """num_kept and keep_ratio given together are refused in the names of the app's CLI options, which pass them
+    (the CLI's own exclusive group refuses them first: both reach the app from Python only)."""
+    with pytest.raises(ValueError, match=r"^give --num_kept or --keep_ratio, not both \(got --num_kept 2, "
+                                         r"--keep_ratio 0\.5\)\.$"):
+        DASClassifierApp(input_path=tmp_path, output_path=tmp_path / "out", model_path=tmp_path, num_kept=2,
+                         keep_ratio=0.5)
+
+
 def test_model_warnings_are_in_the_log_and_every_report(onnx_bundle, tmp_path, caplog):
     """What the trial found silent: --engine eager on a training folder (no configs/) ran ONNX with the reason only
     in model.engine_fallback; --spatial-size changed the grid without a word, and with ONNX the refusal blamed the

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from monai_das.networks import SAMPLERS, build_classifier, kept_frames, num_kept
+from monai_das.networks.factory import check_one_budget
 
 
 @pytest.mark.parametrize("method", sorted(SAMPLERS))
@@ -57,6 +58,18 @@ def test_bad_input():
 
 def test_num_kept():
     assert num_kept(28, 0.5) == 14 and num_kept(64, 0.25) == 16 and num_kept(3, 0.01) == 1
+
+
+def test_a_frame_budget_is_given_once():
+    """One check of "num_kept or keep_ratio, not both" for the predictor, the Deploy app and MONAI Label, naming
+    the values as the user gave them (an option as typed, a keyword argument)."""
+    for k, r in ((None, None), (3, None), (None, 0.5)):
+        assert check_one_budget(k, r) is None
+    with pytest.raises(ValueError, match=r"^give num_kept or keep_ratio, not both \(got num_kept=3, keep_ratio=0\.5\)"):
+        check_one_budget(3, 0.5)
+    with pytest.raises(ValueError, match=r"^give --conf num_kept or --conf keep_ratio, not both \(got --conf num_kept "
+                                         r"3, --conf keep_ratio 0\.5; why\)\.$"):
+        check_one_budget(3, 0.5, ("--conf num_kept", "--conf keep_ratio"), note="; why")
 
 
 @pytest.mark.parametrize("method", sorted(SAMPLERS))

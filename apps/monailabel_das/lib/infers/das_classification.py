@@ -22,6 +22,7 @@ from monai_das.data.studies import LoadStudyd
 from monai_das.deploy.predictor import ENGINES, DASPredictor, find_bundle_files, resolve_engine
 from monai_das.deploy.report import study_report
 from monai_das.deploy.studies import StudyLoader
+from monai_das.networks.factory import check_one_budget
 
 from ..keys import misspelling_of
 
@@ -101,8 +102,7 @@ class DASClassification(BasicInferTask):
         **kwargs: Any,
     ) -> None:
         self.engine = resolve_engine(engine, prefer)
-        if num_kept is not None and keep_ratio is not None:
-            raise ValueError(f"give num_kept or keep_ratio, not both (got {num_kept!r}, {keep_ratio!r}).")
+        check_one_budget(num_kept, keep_ratio, ("--conf num_kept", "--conf keep_ratio"))  # the app's defaults
         self.bundle_path = str(bundle_path)
         self.model_dir = str(model_dir) if model_dir is not None else None
         self.loader_options = dict(loader_options or {})
@@ -336,13 +336,10 @@ class DASClassification(BasicInferTask):
             changed = {k: v for k, v in given.items() if not math.isclose(v, default[k], rel_tol=1e-9)}
             if not changed:
                 return {}  # the config itself: the task's default
-            if len(changed) == 2:
-                if all(changed.values()):
-                    raise ValueError(
-                        f"give num_kept or keep_ratio, not both (got num_kept={given['num_kept']!r}, keep_ratio="
-                        f"{given['keep_ratio']!r}; the task's config, which a request may send back with one of them "
-                        f"changed, has num_kept={default['num_kept']!r}, keep_ratio={default['keep_ratio']!r})."
-                    )
+            if len(changed) == 2:  # 0 is the trained k: only two non-zero values are both given
+                check_one_budget(changed["num_kept"] or None, changed["keep_ratio"] or None,
+                                 note=f"; the task's config, which a request may send back with one of them changed, "
+                                 f"has num_kept={default['num_kept']!r}, keep_ratio={default['keep_ratio']!r}")
                 changed = {k: v for k, v in changed.items() if v}
             given = changed
         return {**{key: 0 for key, _ in _BUDGET}, **given} if given else {}
