@@ -36,6 +36,7 @@ __all__ = [
     "datalist_classes",
     "classes_of_labels",
     "check_class_name",
+    "check_class_names",
     "split_training",
     "check_study_shapes",
     "check_no_copies",
@@ -333,15 +334,32 @@ def _json_label_names(path: Path, data: dict) -> list[str] | None:
         names = [str(by_index[i]) for i in range(len(by_index))]
     else:
         raise ValueError(f"{path}: 'labels' must be an object {{\"0\": name, ...}} or a list, got {labels!r}.")
-    return _class_names(names, f"{path}: 'labels'")
+    return check_class_names(names, f"{path}: 'labels'")
 
 
-def _class_names(names: list[str], where: str) -> list[str]:
-    """``names`` when they are distinct, non-blank class names the model card can hold (:func:`check_class_name`);
-    ``ValueError`` naming ``where`` otherwise."""
-    if not names or len(set(names)) != len(names) or not all(n.strip() for n in names):
-        raise ValueError(f"{where} must hold distinct, non-blank class names, got {names}.")
-    return [check_class_name(n, where) for n in names]
+def check_class_names(names: Sequence[Any], where: str, strip: bool = False) -> list[str]:
+    """
+    ``names`` as a list of class names when they are distinct, non-blank names the model card can hold
+    (:func:`check_class_name`): the one check of the classes a datalist, ``label_names``, a model card or MONAI
+    Label's ``--conf labels`` give.
+
+    Args:
+        names: the class names, in class index order (each taken as ``str``).
+        where: where they came from, named by every error (``"label_names"``, ``"--conf labels"``, a file's key).
+        strip: strip each name of surrounding blanks first (names typed by a user); the names of a file or card are
+            checked as they are, for they must stay the model's.
+
+    Raises:
+        ValueError: no name, a blank name or a name given twice; a name :func:`check_class_name` refuses.
+    """
+    given = [str(n).strip() if strip else str(n) for n in names]
+    blank = [i for i, n in enumerate(given) if not n.strip()]
+    twice = [n for n, c in Counter(given).items() if c > 1]
+    if not given or blank or twice:
+        why = ("none given" if not given else f"name {blank[0] + 1} is blank" if blank
+               else f"{twice[0]!r} is given {Counter(given)[twice[0]]} times")
+        raise ValueError(f"{where} must be distinct, non-blank class names ({why}), got {given}.")
+    return [check_class_name(n, where) for n in given]
 
 
 #: values of a CSV's optional ``split`` column (case-insensitive; blank: training)
@@ -550,7 +568,7 @@ def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | N
         return _classes_of(path, _raw_rows(path), names)
     if isinstance(label_names, str) or not isinstance(label_names, Sequence) or len(label_names) < 2:
         raise ValueError(f"label_names must list the class names in order (at least 2), got {label_names!r}.")
-    given = _class_names([str(n).strip() for n in label_names], "label_names")
+    given = check_class_names(label_names, "label_names", strip=True)
     if names is not None and sorted(names) != sorted(given):
         raise ValueError(f"{path}: its top-level 'labels' name the classes {names}, label_names gives {given}: give "
                          "one of them (or the same classes, in any order).")
@@ -784,7 +802,7 @@ def load_datalist(
         raise ValueError(f"{path}: the '{split}' list is empty" + (" (a header, no rows)." if kind == "csv" else "."))
     json_names = _json_label_names(path, _read_json(path)) if kind == "json" else None
     if label_names is not None:  # as datalist_classes checks them (a name twice would map two classes to one)
-        classes = _class_names([str(n).strip() for n in label_names], "label_names")
+        classes = check_class_names(label_names, "label_names", strip=True)
     else:
         classes = _classes_of(path, rows, json_names)
 

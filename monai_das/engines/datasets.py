@@ -304,11 +304,11 @@ class BundleData:
                 raise ValueError(
                     "dataset 'datalist' needs --datalist (a JSON or CSV of the studies), or, for batch inference on "
                     f"--input, the model card of a model trained on a datalist beside its checkpoint{why}.")
-            from monai_das.data.datalist import _class_names
+            from monai_das.data.datalist import check_class_names
 
             # plain class names (the card is data: a '$...' name would be evaluated by the bundle tools reading it)
-            self.label_names = _class_names([str(n) for n in (self.label_names_arg or self._card["label_names"])],
-                                            f"the model card '{self.card}' das_model#label_names")
+            self.label_names = check_class_names(self.label_names_arg or self._card["label_names"],
+                                                 f"the model card '{self.card}' das_model#label_names")
 
     # ---------------------------------------------------------------- sources
     @property

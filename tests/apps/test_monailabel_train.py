@@ -639,8 +639,10 @@ def test_app_settings(app, tmp_path):
                         ({"slice_axis": "sideways"}, r"--conf slice_axis: slice_axis must be 0, 1, 2 or one of"),
                         ({"train_overrides": '{"slice_axis": 5}'}, r"--conf train_overrides' slice_axis: slice_axis"),
                         # review R71b: accepted at start-up, every train request failed
-                        ({"labels": "normal,,abnormal"}, "--conf labels must be distinct, non-blank class names"),
-                        ({"labels": "normal, Normal ,normal"}, "--conf labels must be distinct"),
+                        ({"labels": "normal,,abnormal"},
+                         r"--conf labels must be distinct, non-blank class names \(name 2 is blank\)"),
+                        ({"labels": "normal, Normal ,normal"},
+                         r"--conf labels must be distinct, non-blank class names \('normal' is given 2 times\)"),
                         ({"labels": "$bad"}, r"--conf labels: class name '\$bad'")):
         with pytest.raises(ValueError, match=match):
             app["app_tasks"].app_settings(conf, tmp_path)

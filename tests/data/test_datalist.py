@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from monai_das.data.datalist import (
+    check_class_names,
     check_no_copies,
     check_study_shapes,
     content_key,
@@ -139,6 +140,20 @@ def test_csv_datalist_classes_dataset_dir_and_evidence(tmp_path):
     assert [it["label"] for it in load_datalist(path, data, label_names=["tumor", "normal"])] == [1, 0, 0, 1]
 
 
+def test_class_names_one_check_naming_its_source():
+    """One check of class names for a datalist, label_names, a model card and MONAI Label's --conf labels (the app
+    had its own copy): each error names where the names came from and what is wrong with them."""
+    assert check_class_names([" a", "b "], "--conf labels", strip=True) == ["a", "b"]
+    assert check_class_names([" a", "b"], "l.json: 'labels'") == [" a", "b"]  # a file's names stay the model's
+    for names, strip, why in (([], False, "none given"), (["a", " "], False, "name 2 is blank"),
+                              (["a", "b ", " b"], True, "'b' is given 2 times"), (["a", "a", "a"], False,
+                                                                                   "'a' is given 3 times")):
+        with pytest.raises(ValueError, match=rf"^--conf labels must be distinct, non-blank class names \({why}\)"):
+            check_class_names(names, "--conf labels", strip=strip)
+    with pytest.raises(ValueError, match=r"^the model card 'm' das_model#label_names: class name '\$x' starts"):
+        check_class_names(["a", "$x"], "the model card 'm' das_model#label_names")
+
+
 def test_class_order_given_for_a_datalist(tmp_path):
     """A CSV cannot name its classes: label_names (the bundle's key) gives their order; checked, and never two
     sources of class names that disagree."""
@@ -172,7 +187,7 @@ def test_class_order_given_for_a_datalist(tmp_path):
     with pytest.raises(ValueError, match=r"f\.csv:2: label '0\.0' is not one of \['normal', 'tumour'\] \(a class "
                                          r"index is an integer: 0 for 'normal'"):
         load_datalist(floats, label_names=["normal", "tumour"])
-    with pytest.raises(ValueError, match="label_names must hold distinct"):  # as datalist_classes (one class twice)
+    with pytest.raises(ValueError, match="label_names must be distinct"):  # as datalist_classes (one class twice)
         load_datalist(path, label_names=["normal", "abnormal", "normal"])
 
 

@@ -157,9 +157,9 @@ def app_settings(conf: Mapping[str, str], app_dir: str | os.PathLike) -> dict[st
         overrides = {**overrides, "slice_axis": int(axis) if axis.isdigit() else axis}
     settings = _checked_numbers(conf, overrides)  # at start-up: they failed every request, or a run 13 s in (T65a)
     if labels:  # at start-up too: 'normal,,abnormal' failed every train request (review R71b)
-        from lib.trainers.das_train import check_label_names
+        from monai_das.data.datalist import check_class_names
 
-        labels = check_label_names(labels.split(","), "--conf labels")
+        labels = check_class_names(labels.split(","), "--conf labels", strip=True)
     modalities = conf.get("modalities")
     return {
         "bundle": str(bundle),

@@ -61,7 +61,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import device_list, device_map
 
-from monai_das.data.datalist import GROUP_KEYS, check_class_name, classes_of_labels
+from monai_das.data.datalist import GROUP_KEYS, check_class_names, classes_of_labels
 from monai_das.engines.utils import flag
 from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME, lock_owner
 from monai_das.utils.io import lock_folder, unlock_folder, write_json_atomic
@@ -77,7 +77,6 @@ __all__ = [
     "DASTrain",
     "bundle_overrides",
     "bundle_command",
-    "check_label_names",
     "datastore_datalist",
     "prepare_model_dir",
 ]
@@ -205,15 +204,6 @@ def _group(datastore: Datastore, image_id: str, label_info: Mapping) -> str:
     return image_id
 
 
-def check_label_names(label_names: Sequence[Any], where: str = "labels") -> list[str]:
-    """``label_names`` (the app's ``labels``) as class names, stripped; ``ValueError`` naming ``where`` unless they are
-    distinct, non-blank plain names (:func:`monai_das.data.datalist.check_class_name`)."""
-    classes = [check_class_name(str(n).strip(), where) for n in label_names]
-    if not classes or len(set(classes)) != len(classes) or not all(classes):
-        raise ValueError(f"{where} must be distinct, non-blank class names, got {list(label_names)}.")
-    return classes
-
-
 def datastore_datalist(
     datastore: Datastore,
     label_tag: str = DefaultLabelTag.FINAL,
@@ -272,7 +262,7 @@ def datastore_datalist(
         return isinstance(v, int) or bool(_INT_RE.match(v))
 
     if label_names is not None:
-        classes = check_label_names(label_names)
+        classes = check_class_names(label_names, "labels", strip=True)
     else:  # one pass over the rows: the indices, and each class name's first image and count
         first: dict[str, str] = {}
         counts: Counter = Counter()
