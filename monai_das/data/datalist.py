@@ -26,7 +26,7 @@ from monai_das.data.listing import _label_index
 from monai_das.data.video_io import VIDEO_EXTENSIONS, check_dicom_pixel_data, is_dicom, read_dicom_header
 from monai_das.utils.config import MAX_CLASS_NAME_LENGTH, hidden_characters, parser_rewrites
 from monai_das.utils.io import UnreadableFileError, file_digest
-from monai_das.utils.logs import MAX_NAMED
+from monai_das.utils.logs import MAX_NAMED, bounded_repr
 
 __all__ = [
     "DATALIST_SPLITS",
@@ -126,7 +126,7 @@ def csv_header(fieldnames: Sequence[str | None] | None, known: Sequence[str], wh
         names = [w for w, c in zip(written, columns) if c == twice]
         case = ", its name read in any case" if len(set(names)) > 1 else ""
         raise ValueError(f"{where}: the CSV header has the column {twice!r} {columns.count(twice)} times "
-                         f"({names}{case}): keep one.")
+                         f"({bounded_repr(names)}{case}): keep one.")
     return columns
 
 
@@ -329,11 +329,13 @@ def _json_label_names(path: Path, data: dict) -> list[str] | None:
         by_index = {int(k): v for k, v in labels.items() if _INT_RE.match(str(k).strip())}
         if len(by_index) != len(labels) or sorted(by_index) != list(range(len(by_index))):
             raise ValueError(
-                f"{path}: 'labels' must map the indices 0..N-1 to class names, got keys {sorted(labels, key=str)}."
+                f"{path}: 'labels' must map the indices 0..N-1 to class names, got keys "
+                f"{bounded_repr(sorted(labels, key=str))}."
             )
         names = [str(by_index[i]) for i in range(len(by_index))]
     else:
-        raise ValueError(f"{path}: 'labels' must be an object {{\"0\": name, ...}} or a list, got {labels!r}.")
+        raise ValueError(f"{path}: 'labels' must be an object {{\"0\": name, ...}} or a list, got "
+                         f"{bounded_repr(labels)}.")
     return check_class_names(names, f"{path}: 'labels'")
 
 
@@ -357,8 +359,8 @@ def check_class_names(names: Sequence[Any], where: str, strip: bool = False) -> 
     twice = [n for n, c in Counter(given).items() if c > 1]
     if not given or blank or twice:
         why = ("none given" if not given else f"name {blank[0] + 1} is blank" if blank
-               else f"{twice[0]!r} is given {Counter(given)[twice[0]]} times")
-        raise ValueError(f"{where} must be distinct, non-blank class names ({why}), got {given}.")
+               else f"{bounded_repr(twice[0])} is given {Counter(given)[twice[0]]} times")
+        raise ValueError(f"{where} must be distinct, non-blank class names ({why}), got {bounded_repr(given)}.")
     return [check_class_name(n, where) for n in given]
 
 
@@ -476,10 +478,11 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
         unused = [i for i in range(top + 1) if str(i) not in values]
         if unused:  # labels 1, 2 (a 1-based grading) would add an empty class 0 and a NaN macro AUC
             raise ValueError(
-                f"{source}: integer labels are class indices 0..{top}, but no item has class {unused} (labels "
-                f"{sorted(ints, key=int)}). A test list of a model trained before: give label_names with the "
-                "model's classes in its order (each label an index into them). Otherwise renumber them from 0, or name "
-                "the classes (a top-level 'labels' in the JSON, or label_names) so that every index is meant."
+                f"{source}: integer labels are class indices 0..{top}, but no item has class {bounded_repr(unused)} "
+                f"(labels {bounded_repr(sorted(ints, key=int))}). A test list of a model trained before: give "
+                "label_names with the model's classes in its order (each label an index into them). Otherwise "
+                "renumber them from 0, or name the classes (a top-level 'labels' in the JSON, or label_names) so that "
+                "every index is meant."
             )
         return [str(i) for i in range(top + 1)]
     spelled = {v: _SPELLING_RE.sub("", v.casefold()) for v in values}  # case, spaces and punctuation folded
@@ -567,11 +570,12 @@ def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | N
     if label_names is None:
         return _classes_of(path, _raw_rows(path), names)
     if isinstance(label_names, str) or not isinstance(label_names, Sequence) or len(label_names) < 2:
-        raise ValueError(f"label_names must list the class names in order (at least 2), got {label_names!r}.")
+        raise ValueError(f"label_names must list the class names in order (at least 2), got "
+                         f"{bounded_repr(label_names)}.")
     given = check_class_names(label_names, "label_names", strip=True)
     if names is not None and sorted(names) != sorted(given):
-        raise ValueError(f"{path}: its top-level 'labels' name the classes {names}, label_names gives {given}: give "
-                         "one of them (or the same classes, in any order).")
+        raise ValueError(f"{path}: its top-level 'labels' name the classes {bounded_repr(names)}, label_names gives "
+                         f"{bounded_repr(given)}: give one of them (or the same classes, in any order).")
     return given
 
 

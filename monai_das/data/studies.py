@@ -38,7 +38,7 @@ from monai.transforms import MapTransform, Transform
 
 from monai_das.data.video_io import VIDEO_EXTENSIONS, check_dicom_pixel_data, is_dicom, read_dicom_header
 from monai_das.utils.config import optional
-from monai_das.utils.logs import log_once
+from monai_das.utils.logs import bounded_repr, log_once
 
 __all__ = [
     "VOLUME_EXTENSIONS",
@@ -1102,14 +1102,16 @@ def _label_names(label_names: Sequence[str] | None, num_classes: int | None) -> 
     if label_names is not None:
         names = [str(n) for n in label_names]
         if num_classes is not None and int(num_classes) != len(names):
-            raise ValueError(f"{len(names)} label names {names} for num_classes={num_classes}.")
+            raise ValueError(f"{len(names)} label names {bounded_repr(names)} for num_classes={num_classes}.")
         return names
     return None if num_classes is None else [str(i) for i in range(int(num_classes))]
 
 
 def _valid_labels(names: list[str] | None) -> str:
     """What a CSV label cell may hold, for an error."""
-    return f"a class index 0..{len(names) - 1} or a class name {names}" if names else "an integer class index >= 0"
+    if not names:
+        return "an integer class index >= 0"
+    return f"a class index 0..{len(names) - 1} or a class name {bounded_repr(names)}"
 
 
 #: bad label lines of a study list named in its error

@@ -36,6 +36,7 @@ from monai_das.deploy.spec import (
     _spec_from_configs,
 )
 from monai_das.utils.io import file_digest, read_checkpoint, torchscript_refusal
+from monai_das.utils.logs import bounded_repr
 
 __all__ = ["CONFIG_NAMES", "ONNX_NAMES", "TORCHSCRIPT_NAMES", "CHECKPOINT_NAMES", "find_bundle_files", "load_onnx",
            "load_torchscript", "load_checkpoint"]
@@ -225,8 +226,8 @@ def class_count_mismatch(where: str, num_logits: int, labels: list[str]) -> str 
     classes = 2 if num_logits == 1 else num_logits
     if not labels or classes == len(labels):
         return None
-    return (f"{where} gives {classes} class probabilities, but its metadata names {len(labels)} classes {labels}: "
-            "the model card belongs to another model.")
+    return (f"{where} gives {classes} class probabilities, but its metadata names {len(labels)} classes "
+            f"{bounded_repr(labels)}: the model card belongs to another model.")
 
 
 def _onnx_providers(device: str | torch.device) -> list[str]:

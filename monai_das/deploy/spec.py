@@ -22,6 +22,7 @@ from typing import Any
 
 from monai_das.networks.utils import frame_axis
 from monai_das.utils.config import CARD_KEY, MAX_CLASS_NAME_LENGTH, hidden_characters, parser_rewrites
+from monai_das.utils.logs import bounded_repr
 
 __all__ = ["ModelSpec", "MissingMetadataError", "OverrideError", "CARD_NAME", "CARD_KEY"]
 
@@ -153,11 +154,6 @@ def _is_number_tree(value: Any, depth: int = 3) -> bool:
     return bool(depth) and isinstance(value, list) and all(_is_number_tree(v, depth - 1) for v in value)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 #: the messages of :func:`_ignored` while :func:`collect_ignored` collects them (this thread/task only)
 _IGNORED: ContextVar[list | None] = ContextVar("monai_das_ignored_metadata", default=None)
 
@@ -177,9 +173,9 @@ def collect_ignored() -> Iterator[list[str]]:
 def _ignored(key: str, value: Any, source: str) -> None:
     key = key if key.isprintable() else ascii(key)  # a hostile card's key never forges a line of a report
     message = (
-        f"ignoring {key} = {_short(value)} in {source}: a model file and its metadata are data, only literal values "
-        "are used (expressions and references are never evaluated); falling back to the metadata or the defaults "
-        "(pass the bundle folder, config_file= or the ModelSpec field to set it)."
+        f"ignoring {key} = {bounded_repr(value)} in {source}: a model file and its metadata are data, only literal "
+        "values are used (expressions and references are never evaluated); falling back to the metadata or the "
+        "defaults (pass the bundle folder, config_file= or the ModelSpec field to set it)."
     )
     logger.warning(message)
     collected = _IGNORED.get()
@@ -191,7 +187,7 @@ def _damaged(key: str, value: Any, source: str) -> None:
     """Refuse the model card value ``key`` = ``value`` of ``source``: training never writes such a value."""
     key = key if key.isprintable() else ascii(key)
     raise ValueError(
-        f"the model card in {source} has {key} = {_short(value)}, which training never writes (an expression, a "
+        f"the model card in {source} has {key} = {bounded_repr(value)}, which training never writes (an expression, a "
         "reference or a value of another kind): a model card is data, so it was altered or damaged; it is not used "
         "(never evaluated). Use the card training wrote: export the model again from its checkpoint (python -m "
         "monai_das.engines.export onnx --bundle_root <the training's bundle_root> --config_file "
@@ -228,7 +224,7 @@ def _literal_value(config: Mapping, value: Any, key: str, source: str) -> Any:
     if isinstance(value, str) and value.lstrip().startswith("$@trained_options["):
         # the bundle configs' "from the model card" (monai_das.handlers.trained_options): the card itself, read as
         # data, is what the application uses; not an expression it had to pass over (a warning on every export)
-        logger.debug("%s of %s is taken from the model card (%s)", key, source, _short(value))
+        logger.debug("%s of %s is taken from the model card (%s)", key, source, bounded_repr(value))
         return _MISSING
     _ignored(key, value, source)
     return _MISSING

@@ -43,6 +43,7 @@ import numpy as np
 from monai_das.handlers.metrics import MIN_ITEMS_PER_CLASS, class_support, few_items_named, paired_bootstrap
 from monai_das.handlers.predictions import read_predictions_csv
 from monai_das.utils.io import write_json_atomic
+from monai_das.utils.logs import bounded_repr
 
 __all__ = ["read_predictions", "compare_predictions", "format_comparison", "main"]
 
@@ -129,8 +130,8 @@ def _aligned(first: dict, other: dict) -> tuple[np.ndarray, list | None]:
     """``other``'s probabilities and patients (``None`` without a ``group`` column) in ``first``'s item order, after
     checking they hold the same items, labels and classes (naming both files)."""
     if other["classes"] != first["classes"]:
-        raise ValueError(f"'{other['path']}' has the classes {other['classes']}, '{first['path']}' "
-                         f"{first['classes']}: not two models of one task.")
+        raise ValueError(f"'{other['path']}' has the classes {bounded_repr(other['classes'])}, '{first['path']}' "
+                         f"{bounded_repr(first['classes'])}: not two models of one task.")
     index = {i: k for k, i in enumerate(other["ids"])}
     only_first = [i for i in first["ids"] if i not in index]
     only_other = sorted(set(other["ids"]) - set(first["ids"]))

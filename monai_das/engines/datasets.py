@@ -23,6 +23,7 @@ from monai_das.data.synthetic import SYNTHETIC_OPTIONS
 from monai_das.engines.utils import optional
 from monai_das.transforms.preprocessing import check_axcodes, check_pixdim
 from monai_das.utils.io import file_digest
+from monai_das.utils.logs import bounded_repr
 
 __all__ = ["VIDEO_DATASETS", "DATA_ENV", "SLICE_AXES", "BundleData", "resolve_data_dir", "slice_axis_index"]
 
@@ -239,8 +240,9 @@ class BundleData:
         # dataset "datalist" without a datalist: a trained model's card stands in for it (classes, grid; see `card`)
         files = self.datalist is not None or self.dataset == "datalist"
         if self.label_names_arg is not None and not files:
-            raise ValueError(f"label_names {self.label_names_arg!r} names the classes of a datalist (--datalist); the "
-                             f"ready-made dataset '{self.dataset}' has its own classes: leave label_names null.")
+            raise ValueError(f"label_names {bounded_repr(self.label_names_arg)} names the classes of a datalist "
+                             f"(--datalist); the ready-made dataset '{self.dataset}' has its own classes: leave "
+                             "label_names null.")
         self.size, self.seed = int(size), int(seed)
         self.data_dir = resolve_data_dir(self.dataset, data_dir) if not files else None
         # a ready-made dataset's arrays are not reoriented: their axes are RAS-like (MedMNIST: 0 = D) whatever axcodes
@@ -401,10 +403,10 @@ class BundleData:
                              "(evaluate.json) or predicted, not trained on.")
         if self.datalist is not None and len(self.label_names) < 2:
             raise ValueError(
-                f"datalist '{self.datalist}' has one class {list(self.label_names)}: a classifier learns at least two "
-                "(its softmax gives one class a probability of 1 whatever the input). A binary task is two classes "
-                "here, e.g. 0 = negative and 1 = positive: give the negative studies too, or name both classes "
-                "(the JSON's 'labels', --label_names for a CSV)."
+                f"datalist '{self.datalist}' has one class {bounded_repr(list(self.label_names))}: a classifier "
+                "learns at least two (its softmax gives one class a probability of 1 whatever the input). A binary "
+                "task is two classes here, e.g. 0 = negative and 1 = positive: give the negative studies too, or name "
+                "both classes (the JSON's 'labels', --label_names for a CSV)."
             )
         for split, name in (("train", "training"), ("val", "validation")):
             if self.datalist is None or not self._splits.get(split):
@@ -937,8 +939,9 @@ class BundleData:
                         f"files gave (channels, grid) are taken from the model card '{self.card}', written for this "
                         "datalist.")
         else:
-            logger.info(f"no datalist: the classes {self.label_names} and the data facts (channels, grid) of the "
-                        f"training's datalist '{card.get('datalist')}' are taken from the model card '{self.card}'.")
+            logger.info(f"no datalist: the classes {bounded_repr(self.label_names)} and the data facts (channels, "
+                        f"grid) of the training's datalist '{card.get('datalist')}' are taken from the model card "
+                        f"'{self.card}'.")
         if self.layout == "video":
             info = self._video_facts(self.label_names, self.in_channels_arg)
         else:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from monai_das.utils.config import optional  # the one rule, re-exported here for the engines and bundle configs
+from monai_das.utils.logs import bounded_repr
 
 __all__ = ["flag", "optional", "precise_bn_batches", "PRECISE_BN_AUTO_BATCHES", "sampler_warmup_epochs",
            "class_weights", "distributed_sampler"]
@@ -125,7 +126,7 @@ def class_weights(value: Any, counts: Any = None, num_classes: int | None = None
             names = list(label_names) if label_names is not None and len(label_names) == len(counts) else None
             named = ", ".join(f"{names[i]!r} (index {i})" for i in empty) if names else empty
             raise ValueError(f"class_weights='balanced': class(es) {named} have no training items (counts "
-                             f"{dict(zip(names, counts)) if names else counts}).")
+                             f"{bounded_repr(dict(zip(names, counts)) if names else counts)}).")
         weights = [sum(counts) / (len(counts) * c) for c in counts]
         # what 'balanced' resolved to (the card and MLflow record 'balanced'; trial T57 asked what it was)
         logger.info(f"class_weights 'balanced': {[round(w, 4) for w in weights]} for the training items per class "

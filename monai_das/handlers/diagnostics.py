@@ -22,6 +22,7 @@ from monai_das.handlers.sampling import SampledIndicesHandler
 from monai_das.handlers.utils import attach_once, gather_items, move_to_end
 from monai_das.networks.utils import network_device, unwrap_network
 from monai_das.handlers.warmup import sampler_warming_up
+from monai_das.utils.logs import bounded_repr
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -373,10 +374,11 @@ class SelectionDiagnosticsHandler:
                 absent = [self.label_names[c] if self.label_names and c < len(self.label_names) else str(c)
                            for c in np.flatnonzero(counts == 0)]
                 if absent and probs.shape[1] - len(absent) >= 2:  # (so 3 classes or more)
-                    msg = (f"the validation list holds no item of the class(es) {absent}: the validation AUC averages "
-                           "the other classes, and no interval is given.")
+                    msg = (f"the validation list holds no item of the class(es) {bounded_repr(absent)}: the "
+                           "validation AUC averages the other classes, and no interval is given.")
                 elif absent:
-                    msg = f"the validation list holds no item of the class(es) {absent}: the validation AUC is undefined"
+                    msg = (f"the validation list holds no item of the class(es) {bounded_repr(absent)}: the "
+                           "validation AUC is undefined")
                 else:
                     few = few_items_named(counts, self.label_names or [], unit=unit) or f"{len(labels)} item(s)"
                     msg = (f"the validation list holds {few}: its AUC says little, and no interval is given (the "

@@ -40,6 +40,7 @@ from monai_das.networks.factory import architecture_kwargs, is_weight_argument
 from monai_das.networks.utils import unwrap_network
 from monai_das.utils.config import CARD_KEY, find_config_code
 from monai_das.utils.io import file_digest, input_folder_name, write_json_atomic
+from monai_das.utils.logs import MAX_NAMED, bounded_repr
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -313,16 +314,18 @@ def _option(key: str, value: Any, trained: Mapping) -> str:
     if key in ("label_names", "num_classes"):
         names = trained.get("label_names")
         if trained.get("datalist"):
-            return (f"the classes {names} in this order: --datalist {trained['datalist']} (the training's) "
-                    f"--label_names '{json.dumps(names)}', or a JSON datalist (with its 'training' list: the bundle "
+            short = isinstance(names, list) and len(names) <= MAX_NAMED and all(len(str(n)) <= 80 for n in names)
+            given = json.dumps(names) if short else "<the card's das_model#label_names>"  # a hostile card's: bounded
+            return (f"the classes {bounded_repr(names)} in this order: --datalist {trained['datalist']} (the "
+                    f"training's) --label_names '{given}', or a JSON datalist (with its 'training' list: the bundle "
                     "reads the grid and channels from those files) whose top-level 'labels' names them ({\"0\": name, "
                     "...}; a class may have no items); without the "
                     "training files, the Deploy app (python -m monai_das.deploy) classifies from the model alone")
         run, splits = trained.get("run_params"), trained.get("splits")
         dataset = ((run.get("dataset") if isinstance(run, Mapping) else None)
                    or (splits.get("dataset") if isinstance(splits, Mapping) else None))
-        return (f"--dataset {dataset} (the training's: classes {names})" if dataset and dataset != "datalist"
-                else f"the training's --dataset (classes {names})")
+        return (f"--dataset {dataset} (the training's: classes {bounded_repr(names)})"
+                if dataset and dataset != "datalist" else f"the training's --dataset (classes {bounded_repr(names)})")
     cube = isinstance(value, list) and len(set(value)) == 1
     if step == "spatial_size":
         # video frames and the volume presets (MedMNIST3D, synthetic: no datalist) take their grid from --size
@@ -435,9 +438,9 @@ def check_card_outputs(card: Mapping, card_path: Path) -> None:
               "channel_def": len(pred["channel_def"]) if isinstance(pred.get("channel_def"), Mapping) else None}
     wrong = {k: v for k, v in claims.items() if v is not None and v != len(names)}
     if wrong:
-        raise ValueError(f"the model card '{card_path}' describes {len(names)} classes {names} (das_model#label_names) "
-                         f"but network_data_format#outputs#pred says {wrong}: the card was edited; restore the one "
-                         "training wrote (or edit both alike).")
+        raise ValueError(f"the model card '{card_path}' describes {len(names)} classes {bounded_repr(names)} "
+                         f"(das_model#label_names) but network_data_format#outputs#pred says {bounded_repr(wrong)}: "
+                         "the card was edited; restore the one training wrote (or edit both alike).")
 
 
 def check_model_card(checkpoint: str | os.PathLike, facts: Mapping, card_path: str | os.PathLike | None = None) -> None:
@@ -886,10 +889,11 @@ class ModelCardSaver:
         if trained and now and [str(n) for n in trained] != [str(n) for n in now]:
             data = self.facts.get("datalist") or self.facts.get("source") or "the data"
             raise ValueError(
-                f"'{data}' gives the classes {list(now)} (index = position), but '{self.checkpoint}' was trained "
-                f"with {list(trained)} (its model card '{self.filepath}'): the labels would be scored against other "
-                "indices. Name the classes as in training: a JSON datalist's top-level 'labels' ({\"0\": name, ...}, "
-                "a class may have no items); a CSV's classes are its own labels, spelled as in training."
+                f"'{data}' gives the classes {bounded_repr(list(now))} (index = position), but '{self.checkpoint}' "
+                f"was trained with {bounded_repr(list(trained))} (its model card '{self.filepath}'): the labels would "
+                "be scored against other indices. Name the classes as in training: a JSON datalist's top-level "
+                "'labels' ({\"0\": name, ...}, a class may have no items); a CSV's classes are its own labels, "
+                "spelled as in training."
             )
         check_model_card(self.checkpoint, self.facts, self.filepath)
         if found is not None:

@@ -19,6 +19,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_das.data.studies import kept_source_indices, repeated_source_warning
 from monai_das.handlers.utils import attach_once, gather_items, rank_world
 from monai_das.utils.io import atomic_file, open_in_place, refuse_link, write_failure, write_json_atomic
+from monai_das.utils.logs import bounded_repr
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -334,7 +335,7 @@ class PredictionWriter:
             probs = torch.as_tensor(item[self.prob_key]).float().reshape(-1)
             if probs.numel() != len(self.label_names):
                 raise ValueError(f"study {row['id']!r}: {probs.numel()} probabilities for {len(self.label_names)} "
-                                 f"classes {self.label_names}.")
+                                 f"classes {bounded_repr(self.label_names)}.")
             if not bool(torch.isfinite(probs).all()):  # a damaged model: never a label argmax'd out of NaN
                 error = (f"the model gave non-finite probabilities {probs.tolist()} for study '{row['source']}' "
                          "(a damaged or diverged checkpoint?)")

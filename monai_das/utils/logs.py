@@ -3,16 +3,49 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
+from typing import Any
 
-__all__ = ["quiet_loggers", "log_once", "quiet_other_ranks", "cause_chain", "root_cause", "first_cause"]
+__all__ = ["quiet_loggers", "log_once", "quiet_other_ranks", "cause_chain", "root_cause", "first_cause",
+           "bounded_repr"]
 
 #: how the messages of exceptions that only wrap another begin (MONAI's config expressions and components, its
 #: transforms)
 #: how many items (files, datalist lines) one error names one by one; the others are counted
 MAX_NAMED = 20
 WRAPPER_PREFIXES = ("Failed to evaluate", "Failed to instantiate", "applying transform")
+
+
+def bounded_repr(value: Any, max_items: int = MAX_NAMED, max_chars: int = 80, _depth: int = 0) -> str:
+    """
+    ``repr(value)`` bounded for a message that echoes what a user, a file or a model card gave: a list, tuple, set or
+    mapping shows its first ``max_items`` items and ``... (N in all)`` (nested ones 3 items, and none below two
+    levels), a string (and any other value's ``repr``) its first ``max_chars`` characters and ``... (N characters)``.
+    A card with a million class names or a 10 MB name gives a short error, never one as long as the input; the whole
+    ``repr`` of a container is never built.
+
+    Examples: ``bounded_repr(["a", "b"])`` is ``"['a', 'b']"``; ``bounded_repr([str(i) for i in range(10**6)], 2)``
+    is ``"['0', '1', ... (1000000 in all)]"``.
+    """
+    if isinstance(value, Set) and not value:
+        return repr(value)  # set(), not {}
+    if isinstance(value, (list, tuple, Set, Mapping)):
+        ends = "{}" if isinstance(value, (Set, Mapping)) else "()" if isinstance(value, tuple) else "[]"
+        limit = max_items if _depth == 0 else 3 if _depth == 1 else 0
+        inner = {"max_items": max_items, "max_chars": max_chars, "_depth": _depth + 1}
+        shown = []
+        for item in itertools.islice(value.items() if isinstance(value, Mapping) else value, limit):
+            shown.append(f"{bounded_repr(item[0], **inner)}: {bounded_repr(item[1], **inner)}"
+                         if isinstance(value, Mapping) else bounded_repr(item, **inner))
+        more = [f"... ({len(value)} in all)"] if len(value) > limit else []
+        one = "," if isinstance(value, tuple) and len(value) == 1 else ""
+        return ends[0] + ", ".join(shown + more) + one + ends[1]
+    if isinstance(value, str) and len(value) > max_chars:
+        return f"{value[:max_chars]!r}... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= max_chars + 2 else f"{text[:max_chars]}... ({len(text)} characters)"
 
 
 @contextlib.contextmanager

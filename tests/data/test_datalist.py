@@ -154,6 +154,21 @@ def test_class_names_one_check_naming_its_source():
         check_class_names(["a", "$x"], "the model card 'm' das_model#label_names")
 
 
+def test_a_huge_list_of_class_names_gives_a_short_error(tmp_path):
+    """A hostile datalist with 10^5 class names was refused by an error printing every one of them: the errors that
+    echo class names show the first ones and the count."""
+    _touch(tmp_path, "a.npy", "b.npy")
+    names = [f"class{i}" for i in range(10**5)]
+    js = _json(tmp_path / "l.json", {"labels": names, "training": [{"image": "a.npy", "label": 0},
+                                                                    {"image": "b.npy", "label": 1}]})
+    for kwargs, what in (({"label_names": ["a", "b"]}, "top-level 'labels' name the classes"),
+                         ({"label_names": names + ["class7"]}, "label_names must be distinct")):
+        with pytest.raises(ValueError, match=what) as refused:
+            datalist_classes(js, **kwargs)
+        assert "... (100000 in all)" in str(refused.value) or "... (100001 in all)" in str(refused.value)
+        assert len(str(refused.value)) < 1500
+
+
 def test_class_order_given_for_a_datalist(tmp_path):
     """A CSV cannot name its classes: label_names (the bundle's key) gives their order; checked, and never two
     sources of class names that disagree."""

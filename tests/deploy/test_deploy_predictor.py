@@ -113,6 +113,24 @@ def test_more_classes_in_the_card_than_the_model_gives_is_an_error():
     assert len(DASPredictor(TinyDAS(4, 3).eval(), spec).predict(torch.rand(1, *GRID)).probabilities) == 3
 
 
+def test_a_card_of_a_million_classes_gives_a_short_error():
+    """A hostile card with 10^6 class names (for a 2-logit network), or one of them hidden among them, is refused by
+    a short error: the first names and the count, not the whole list."""
+    from das_deploy_helpers import TinyDAS
+    from monai_das.deploy.spec import _card_fields
+
+    names = [f"c{i}" for i in range(10**6)]
+    pred = DASPredictor(TinyDAS(4).eval(), ModelSpec(spatial_size=GRID, labels=names), source="m.ts")
+    with pytest.raises(ValueError, match=r"names 1000000 classes \['c0', 'c1', .*'c19', \.\.\. \(1000000 in all\)\]"
+                                         r": the model card belongs to another model") as e:
+        pred.predict(torch.rand(1, *GRID))
+    assert len(str(e.value)) < 600
+    with pytest.raises(ValueError, match=r"das_model#label_names = \['c0', .*\.\.\. \(1000001 in all\)\], which "
+                                         r"training never writes") as e:
+        _card_fields({"layout": "volume", "label_names": names + ["a\nFAKE LOG LINE"]}, "card")
+    assert len(str(e.value)) < 1000
+
+
 def test_non_finite_logits_are_an_error_naming_the_model():
     """A diverged checkpoint (a NaN weight) gave 'normal' with probabilities [nan, nan] in MONAI Label and an
     unnamed JSON error in the Deploy app (trial T64b): an error naming the model file."""

@@ -5,6 +5,7 @@ import logging
 import pytest
 
 from monai_das.utils import quiet_loggers
+from monai_das.utils.logs import bounded_repr
 
 
 def test_quiet_loggers_raises_levels_for_the_block_and_restores_them():
@@ -91,3 +92,18 @@ def test_cause_chain_follows_the_traceback_python_shows():
     assert [str(x) for x in cause_chain(e)] == ["applying transform <LoadStudyd>",
                                                  "study 'a': a 2048x2048x256 float32 volume needs 4 GiB"]
     assert first_cause(e) is root_cause(e) is e.__cause__
+
+
+def test_bounded_repr_of_what_a_user_gave():
+    """Errors echo what a datalist, a model card or a user gave: a million class names or a 10 MB name must give a
+    short message (first items, the count; the first characters, the length), a short value its plain repr."""
+    assert bounded_repr(["a", "b"]) == "['a', 'b']" and bounded_repr(("a",)) == "('a',)" and bounded_repr(1.5) == "1.5"
+    assert bounded_repr({"k": [1, 2]}) == "{'k': [1, 2]}" and bounded_repr(set()) == "set()"
+    names = [f"class{i}" for i in range(10**6)]
+    assert bounded_repr(names, 3) == "['class0', 'class1', 'class2', ... (1000000 in all)]"
+    assert len(bounded_repr(names)) < 400 and bounded_repr(names).endswith(", 'class19', ... (1000000 in all)]")
+    assert bounded_repr("y" * 10**7, max_chars=4) == "'yyyy'... (10000000 characters)"
+    assert bounded_repr(["y" * 10**7]) == "['" + "y" * 80 + "'... (10000000 characters)]"
+    nested = bounded_repr([[list(range(100))] * 100] * 100)  # a nested container: 20 x 3 items, none deeper
+    assert nested.startswith("[[[... (100 in all)], [... (100 in all)], [... (100 in all)], ... (100 in all)], ")
+    assert nested.count("[... (100 in all)]") == 20 * 3 and len(nested) < 2000

@@ -23,6 +23,7 @@ from monai_das.deploy.predictor import ENGINES, DASPredictor, find_bundle_files,
 from monai_das.deploy.report import study_report
 from monai_das.deploy.studies import StudyLoader
 from monai_das.networks.factory import check_one_budget
+from monai_das.utils.logs import bounded_repr
 
 from ..keys import misspelling_of
 
@@ -405,7 +406,7 @@ class DASClassification(BasicInferTask):
         if self._stand_in(predictor.source):  # a client sees it too, not only the server log
             warnings.append(
                 f"served by the bundle's own model '{predictor.source}' (classes "
-                f"{list(predictor.spec.labels or [])}): no model has been trained on this datastore yet "
+                f"{bounded_repr(list(predictor.spec.labels or []))}): no model has been trained on this datastore yet "
                 f"(the train task writes '{self.model_dir}')."
             )
         unfinished = training_lock(predictor.source)

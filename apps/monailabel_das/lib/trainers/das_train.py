@@ -64,6 +64,7 @@ from monailabel.utils.others.generic import device_list, device_map
 from monai_das.data.datalist import GROUP_KEYS, check_class_names, classes_of_labels
 from monai_das.engines.utils import flag
 from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME, lock_owner
+from monai_das.utils.logs import bounded_repr
 from monai_das.utils.io import lock_folder, unlock_folder, write_json_atomic
 
 from ..keys import misspelling_of
@@ -276,8 +277,9 @@ def datastore_datalist(
         names, indices = sorted(first), sorted(found)
         if names and indices:
             raise ValueError(
-                f"the datastore's classes mix names {names[:5]} and indices {indices[:5]}: give the app the class "
-                "names (--conf labels name0,name1,...) so that indices can be read, or use names only."
+                f"the datastore's classes mix names {bounded_repr(names, 5)} and indices {bounded_repr(indices, 5)}: "
+                "give the app the class names (--conf labels name0,name1,...) so that indices can be read, or use "
+                "names only."
             )
         if names:
             # as a datalist's labels are read: names differing only in case or spaces refused, a rare one a typo
@@ -301,7 +303,8 @@ def datastore_datalist(
                     f"image '{image_id}': class index {index} is outside 0..{len(classes) - 1} ({classes})."
                 )
         else:
-            raise ValueError(f"image '{image_id}': unknown class {value!r}; the classes are {classes}.")
+            raise ValueError(f"image '{image_id}': unknown class {bounded_repr(value)}; the classes are "
+                             f"{bounded_repr(classes)}.")
         if not image or not os.path.exists(image):
             raise FileNotFoundError(f"image '{image_id}': its file '{image}' does not exist.")
         group = _group(datastore, image_id, label_info)
