@@ -44,7 +44,7 @@ def _label_index(value: str, label_names: Sequence[str] | Mapping[str, int], whe
         raise ValueError(f"{where}: the label is blank.")
     if isinstance(label_names, Mapping):
         if value not in label_names:
-            raise ValueError(f"{where}: label {value!r} is not one of {bounded_repr(sorted(label_names))}.")
+            raise ValueError(f"{where}: label {bounded_repr(value)} is not one of {bounded_repr(sorted(label_names))}.")
         return int(label_names[value])
     if value in label_names:
         return list(label_names).index(value)
@@ -59,7 +59,8 @@ def _label_index(value: str, label_names: Sequence[str] | Mapping[str, int], whe
                         "spreadsheet may have written it as a number with decimals)")
         except ValueError:
             pass
-        raise ValueError(f"{where}: label {value!r} is not one of {bounded_repr(list(label_names))}{hint}.") from None
+        raise ValueError(f"{where}: label {bounded_repr(value)} is not one of {bounded_repr(list(label_names))}"
+                         f"{hint}.") from None
     if not 0 <= idx < len(label_names):
         raise ValueError(f"{where}: label {idx} is outside 0..{len(label_names) - 1} "
                          f"({bounded_repr(list(label_names))}).")

@@ -43,7 +43,7 @@ from monai_das.networks.nets.onnx_classifier import (
 from monai_das.networks.utils import frame_axis, preserved_modes
 from monai_das.utils.config import CARD_KEY, find_config_code, parser_rewrites
 from monai_das.utils.io import atomic_file, read_checkpoint
-from monai_das.utils.logs import quiet_loggers
+from monai_das.utils.logs import bounded_repr, quiet_loggers
 
 __all__ = [
     "CARD_PROP",
@@ -92,7 +92,8 @@ def _plain_name(value: Any, key: str) -> Any:
     why = parser_rewrites(value) if isinstance(value, str) else "neither text nor a number"
     if why is None:
         return value
-    raise ValueError(f"model card value {key}={value!r} is not a plain value ({why}); it is not passed to the config.")
+    raise ValueError(f"model card value {key}={bounded_repr(value)} is not a plain value ({why}); it is not passed "
+                     "to the config.")
 
 
 def _plain_key(k: Any, key: str) -> str:

@@ -43,6 +43,7 @@ from monai_das.transforms.temporal import (
     affine_evidence_slices,
     affine_source_indices,
 )
+from monai_das.utils.logs import bounded_repr
 
 __all__ = [
     "RECIPE_KEYS",
@@ -446,10 +447,10 @@ def volume_preprocessing(
             see the steps.
     """
     if resize not in ("stretch", "pad"):
-        raise ValueError(f"resize must be 'stretch' or 'pad', got {resize!r}.")
+        raise ValueError(f"resize must be 'stretch' or 'pad', got {bounded_repr(resize)}.")
     size = (int(spatial_size),) * 3 if isinstance(spatial_size, int) else tuple(int(s) for s in spatial_size)
     if len(size) != 3 or min(size) < 1:
-        raise ValueError(f"spatial_size must be a positive int or (D, H, W), got {spatial_size}.")
+        raise ValueError(f"spatial_size must be a positive int or (D, H, W), got {bounded_repr(spatial_size)}.")
     check_intensity(intensity_range, percentiles, output_range)
     axcodes = check_axcodes(axcodes)
     check_pixdim(pixdim)
@@ -504,9 +505,9 @@ def _pair(value, name: str) -> tuple[float, float] | None:
     try:
         a, b = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be null or two numbers, got {value!r}.") from None
+        raise ValueError(f"{name} must be null or two numbers, got {bounded_repr(value)}.") from None
     if not (math.isfinite(a) and math.isfinite(b)):  # a card's [0, inf] failed every study in a JSON writer (T71g)
-        raise ValueError(f"{name} must be null or two finite numbers, got {value!r}.")
+        raise ValueError(f"{name} must be null or two finite numbers, got {bounded_repr(value)}.")
     return a, b
 
 
@@ -594,7 +595,8 @@ def check_intensity(intensity_range=None, percentiles=None, output_range=(0.0, 1
             f"percentiles [lower, upper] must satisfy 0 <= lower < upper <= 100, got [{pct[0]:g}, {pct[1]:g}].")
     out = _pair(output_range, "output_range")
     if out is None or not out[0] < out[1]:
-        raise ValueError(f"output_range [b_min, b_max] must be two numbers with b_min < b_max, got {output_range!r}.")
+        raise ValueError(f"output_range [b_min, b_max] must be two numbers with b_min < b_max, got "
+                         f"{bounded_repr(output_range)}.")
 
 
 def check_recipe(recipe: Mapping) -> dict:
@@ -645,7 +647,7 @@ def check_recipe(recipe: Mapping) -> dict:
         raise ValueError(f"recipe has unknown key(s) {unknown}; the keys are {list(RECIPE_KEYS)}.")
     layout = recipe.get("layout")
     if layout not in ("volume", "video"):
-        raise ValueError(f"recipe 'layout' must be 'volume' or 'video', got {layout!r}.")
+        raise ValueError(f"recipe 'layout' must be 'volume' or 'video', got {bounded_repr(layout)}.")
     if recipe.get("spatial_size") is None:
         raise ValueError(f"recipe {dict(recipe)} has no 'spatial_size'.")
     dims = 3 if layout == "volume" else 2
@@ -656,7 +658,8 @@ def check_recipe(recipe: Mapping) -> dict:
     except (TypeError, ValueError):
         size = []
     if len(size) != dims or min(size) < 1:
-        raise ValueError(f"recipe 'spatial_size' must be a positive int or {what}, got {recipe['spatial_size']!r}.")
+        raise ValueError(f"recipe 'spatial_size' must be a positive int or {what}, got "
+                         f"{bounded_repr(recipe['spatial_size'])}.")
     out = {
         "layout": layout,
         "spatial_size": size,
@@ -718,7 +721,7 @@ def _recipe_int(recipe: Mapping, key: str, default: int, rule: str) -> int:
             raise ValueError
         return int(value)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"recipe '{key}' must be {rule}, got {value!r}.") from None
+        raise ValueError(f"recipe '{key}' must be {rule}, got {bounded_repr(value)}.") from None
 
 
 def _modalities(value: Any) -> list[str] | None:
@@ -755,7 +758,7 @@ def _geometry(value: Any) -> dict | None:
                 "{\"min\": s, \"max\": s}) with 0 < min <= max" if clips else
                 "must be null or {\"extent_mm\": {\"min\": [3 mm], \"max\": [3 mm]}, \"spacing_mm\": {...}} with "
                 "positive numbers")
-        raise ValueError(f"recipe 'geometry' {form}, got {value!r}.")
+        raise ValueError(f"recipe 'geometry' {form}, got {bounded_repr(value)}.")
     return out
 
 

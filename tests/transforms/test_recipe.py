@@ -122,6 +122,12 @@ def test_recipe_checks_and_options():
     for key, value in (("intensity_range", [0, float("inf")]), ("percentiles", [float("nan"), 99])):
         with pytest.raises(ValueError, match=rf"recipe '{key}' must be null or two finite numbers"):
             check_recipe({"layout": "volume", "spatial_size": 8, key: value})
+    # a hostile card's value of a million items, or a 10 MB string, is refused by a short error
+    for key, value in (("spatial_size", [8] * 10**6), ("intensity_range", list(range(10**6))),
+                       ("slice_axis", "x" * 10**7)):
+        with pytest.raises(ValueError, match=rf"recipe '{key}' must be .*\.\.\. \(1000000(0| in all)") as refused:
+            check_recipe({"layout": "volume", "spatial_size": 8, key: value})
+        assert len(str(refused.value)) < 600
     r = check_recipe({"layout": "volume", "spatial_size": 8, "slice_axis": 1, "axcodes": None})
     assert r["spatial_size"] == [8, 8, 8] and r["num_frames"] == 8 and r["axcodes"] is None
     assert r["percentiles"] == (0.5, 99.5) and r["min_frames"] == 2 and r["resize"] == "stretch"
