@@ -16,7 +16,7 @@ import numpy as np
 from monai_das.utils.io import UnreadableFileError
 
 __all__ = ["VIDEO_EXTENSIONS", "DICOM_EXTENSIONS", "check_dicom_pixel_data", "decoded_frame_count", "is_dicom",
-           "read_dicom_header", "read_video"]
+           "read_dicom_header", "read_video", "undecodable_syntax"]
 
 #: container extensions read with OpenCV (case-insensitive)
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mpeg", ".mpg", ".mov", ".gif", ".mkv", ".webm", ".wmv")
@@ -63,7 +63,46 @@ def _encapsulated(path: str | os.PathLike) -> bool:
         syntax = read_file_meta_info(str(path)).get("TransferSyntaxUID")
     except Exception:  # noqa: BLE001 - no file meta information to read: the header read says what is wrong
         return False
-    return syntax is not None and syntax.is_encapsulated
+    try:
+        return syntax is not None and syntax.is_encapsulated
+    except ValueError:  # a transfer syntax pydicom does not know (JPEG XL in pydicom 3.0): its data is not scanned;
+        return True  # check_dicom_pixel_data names it (the header read failed with "UID is not a transfer syntax")
+
+
+#: DICOM transfer syntaxes newer than pydicom's registry (pydicom 3.0 names them by their UID only)
+_SYNTAX_NAMES = {"1.2.840.10008.1.2.4.110": "JPEG XL Lossless", "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+                 "1.2.840.10008.1.2.4.112": "JPEG XL"}
+
+
+def undecodable_syntax(path: str | os.PathLike, syntax: Any) -> RuntimeError | None:
+    """
+    The error of a DICOM image whose pixel data's transfer syntax (``syntax``, its file meta information's
+    ``TransferSyntaxUID``) pydicom has no decoder for at all (JPEG XL in pydicom 3.0, MPEG video, a private syntax),
+    naming the syntax (name and UID); ``None`` when it has one (whether its plugin is installed is left to the
+    decoder, whose own error says what to install) or no syntax is given. One message for training's datalist check,
+    inference and the clip reader: training said "cannot read the DICOM header of ...: UID is not a transfer
+    syntax" of a header that reads fine (trial T72c).
+    """
+    if syntax is None or not str(syntax).strip():
+        return None
+    import pydicom
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    uid = UID(str(syntax).strip())
+    try:
+        get_decoder(uid)
+        return None
+    except NotImplementedError:
+        pass
+    except Exception:  # noqa: BLE001 - pydicom cannot tell: the decoder's own error says what is wrong
+        return None
+    name = _SYNTAX_NAMES.get(str(uid)) or (uid.name if uid.name != str(uid) else None)
+    named = f"{name} ({uid})" if name else f"{uid} (unknown to pydicom: a private or newer one)"
+    return RuntimeError(f"cannot decode the pixel data of DICOM file '{path}': its transfer syntax {named} has "
+                        f"no decoder in pydicom {pydicom.__version__}, which reads DICOM images here (the header reads "
+                        "fine). Convert the files to a transfer syntax it decodes (e.g. Explicit VR Little Endian, "
+                        "JPEG 2000) and give those.")
 
 
 #: the elements :func:`check_dicom_pixel_data` reads: what the header declares, and the pixel data (its length only)
@@ -86,7 +125,8 @@ def check_dicom_pixel_data(path: str | os.PathLike, header: Any = None) -> None:
     NumberOfFrames × SamplesPerPixel × BitsAllocated/8 (bit-packed for 1 bit, two thirds for ``YBR_FULL_422``) over
     the length of its ``PixelData`` element, or over the bytes the file holds after the element's start when it was
     cut inside it. Only the header is read (the pixel data's length, not its value), so
-    the check costs no memory, and it runs before any reader: MONAI's ``ITKReader`` fills the missing frames with
+    the check costs no memory, and it runs before any reader (a transfer syntax pydicom cannot decode at all is
+    refused first, :func:`undecodable_syntax`): MONAI's ``ITKReader`` fills the missing frames with
     zeros (a 6-frame CT file saying 12 frames was classified with 6 zero frames) and allocates what the header
     declares (a 2.6 KB file saying 2,000,000 frames took 3.6 GB); security review T69b. A file holding more than its
     header declares is accepted; compressed (encapsulated) pixel data is left to its decoder, and a header this cannot
@@ -98,13 +138,22 @@ def check_dicom_pixel_data(path: str | os.PathLike, header: Any = None) -> None:
             read again); one without a ``PixelData`` element is read again from ``path``.
 
     Raises:
-        RuntimeError: naming the file, the bytes its header declares and those its pixel data holds.
+        RuntimeError: naming the file, the bytes its header declares and those its pixel data holds (or its transfer
+        syntax).
     """
     try:
-        syntax = getattr(header, "file_meta", {}).get("TransferSyntaxUID")
+        ds = header if header is not None else read_dicom_header(path, _PIXEL_TAGS, True)
+        syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        undecodable = undecodable_syntax(path, syntax) if "Rows" in ds else None  # an image's (not a report's)
+    except Exception:  # noqa: BLE001 - a header that cannot be read: the reader says why
+        return
+    if undecodable is not None:
+        raise undecodable
+    try:
         if header is not None and "PixelData" not in header and getattr(syntax, "is_encapsulated", False):
             return  # a compressed file's header, read without its data: left to its decoder, not read again
-        ds = header if header is not None and "PixelData" in header else read_dicom_header(path, _PIXEL_TAGS, True)
+        if header is not None and "PixelData" not in ds:  # the caller's, read without it: read with its length
+            ds = read_dicom_header(path, _PIXEL_TAGS, True)
         if "PixelData" not in ds:  # a compressed file (its data not kept), or none
             return
         element = ds.get_item("PixelData", keep_deferred=True)

@@ -1315,3 +1315,42 @@ def test_a_series_with_over_long_geometry_values_is_read_as_training_reads_it(tm
     recipe = {"layout": "volume", "spatial_size": [4, 16, 16], "intensity_range": [-1000, 400]}
     a, b = (LoadStudy(recipe).load(str(p)) for p in (plain, long))
     assert torch.allclose(a.image, b.image, atol=1e-5) and a.source_indices == b.source_indices
+
+
+def _as_transfer_syntax(path: Path, uid: str) -> None:
+    """Rewrite the DICOM file ``path`` as if its pixel data were encoded in the transfer syntax ``uid`` (a few bytes,
+    encapsulated), which pydicom's writer refuses for a syntax it does not know."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.UID(uid)
+    ds.PixelData = encapsulate([b"\xff\x0a" + bytes(200)])
+    ds["PixelData"].VR = "OB"
+    meta, body = DicomBytesIO(), DicomBytesIO()
+    for buffer in (meta, body):
+        buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+    write_dataset(body, ds)
+    path.write_bytes(b"\0" * 128 + b"DICM" + meta.getvalue() + body.getvalue())
+
+
+def test_a_transfer_syntax_pydicom_cannot_decode_is_named_by_training_and_inference(tmp_path):
+    """A JPEG XL series (pydicom 3.0 knows no such transfer syntax): training said "cannot read the DICOM header of
+    ...: UID is not a transfer syntax" of a header that reads fine, inference "cannot read DICOM file ...: UID is not a
+    transfer syntax" (trial T72c). Both name the pixel data's transfer syntax, by one message."""
+    from monai_das.data import check_study_shapes
+
+    series = _ct_series(tmp_path / "jxl", 3)
+    for f in series.iterdir():
+        _as_transfer_syntax(f, "1.2.840.10008.1.2.4.110")
+    said = (r"cannot decode the pixel data of DICOM file '.*s\d\.dcm': its transfer syntax JPEG XL Lossless "
+            r"\(1\.2\.840\.10008\.1\.2\.4\.110\) has no decoder in pydicom [\d.]+, which reads DICOM images here \(the "
+            r"header reads fine\)")
+    with pytest.raises(RuntimeError, match=r"study 'jxl': " + said):
+        LoadStudy({"layout": "volume", "spatial_size": [4, 16, 16]}).load(str(series))
+    with pytest.raises(RuntimeError, match=r"'.*jxl' cannot be read: " + said):
+        check_study_shapes([str(series)], "volume")
+    assert [s.kind for s in discover_studies(series)] == ["dicom_series"]  # its header reads: a study, refused as such
