@@ -1527,7 +1527,8 @@ def check_series_stack(files: Sequence[Path], headers: Sequence, where: str, war
     """
     The slice headers of a DICOM series in ``InstanceNumber`` order (the order MONAI's ``PydicomReader`` stacks
     them in) and whether the series must be read by position, after checking that they make one stack: every slice
-    numbered, no number twice (two echoes or phases, or re-sent slices, under one series UID), one orientation (no
+    numbered, no number twice (two echoes or phases, or re-sent slices, under one series UID), every slice placed
+    (``ImageOrientationPatient`` and ``ImagePositionPatient`` on all slices or on none), one orientation (no
     localizer planes), one pixel spacing, and no position twice along the slice normal. Otherwise the reader would
     interleave or drop slices, and a study would be trained on or classified from a scrambled volume without any
     error. The second value is ``True`` when the positions do not strictly rise or fall in number order (numbers that
@@ -1578,7 +1579,17 @@ def check_series_stack(files: Sequence[Path], headers: Sequence, where: str, war
                              "series (a reformat or another acquisition?). Give each stack a series of its own.")
     orientations = [_numbers(h.get("ImageOrientationPatient"), 6) for _, h in ordered]
     positions = [_numbers(h.get("ImagePositionPatient"), 3) for _, h in ordered]
-    if any(o is None for o in orientations):  # absent or malformed: nothing to compare (the reader makes no affine)
+    for keyword, values in (("ImageOrientationPatient", orientations), ("ImagePositionPatient", positions)):
+        # some slices placed, some not: the slice cannot be placed in the stack nor checked (position twice, gap),
+        # ITK warned "Non uniform sampling" on stderr only, and the series passed (trial T72c)
+        missing = [i for i, v in enumerate(values) if v is None]
+        if 0 < len(missing) < len(values):
+            i = missing[0]
+            others = f", nor have {len(missing) - 1} other file(s)" if len(missing) > 1 else ""
+            raise ValueError(f"{where}: DICOM file '{ordered[i][0]}' has no {keyword} (absent or malformed){others}, "
+                             f"where the series' other {len(values) - len(missing)} slice(s) have one: it cannot be "
+                             "placed in the stack (a damaged or edited file?). Repair or remove it.")
+    if any(o is None for o in orientations):  # none has one: nothing to compare (the reader makes no affine)
         return by_number, False
     cosines = np.asarray(orientations)
     off = np.flatnonzero(np.abs(cosines - cosines[0]).max(axis=1) > 1e-3)

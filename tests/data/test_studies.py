@@ -1354,3 +1354,38 @@ def test_a_transfer_syntax_pydicom_cannot_decode_is_named_by_training_and_infere
     with pytest.raises(RuntimeError, match=r"'.*jxl' cannot be read: " + said):
         check_study_shapes([str(series)], "volume")
     assert [s.kind for s in discover_studies(series)] == ["dicom_series"]  # its header reads: a study, refused as such
+
+
+def test_a_slice_without_a_position_is_refused_by_training_and_inference(tmp_path):
+    """One slice without ImagePositionPatient passed training's check and inference alike, said only by ITK's
+    "Non uniform sampling" on stderr (trial T72c): it cannot be placed in the stack nor checked (a position twice, a
+    gap). Refused naming the file, in both; a series with no geometry at all is not refused by this rule."""
+    import pydicom
+
+    from monai_das.data import check_study_shapes
+    from monai_das.data.studies import check_series_stack
+
+    series = _ct_series(tmp_path / "noipp", 4)
+    d = pydicom.dcmread(series / "s2.dcm")
+    del d.ImagePositionPatient
+    d.save_as(series / "s2.dcm")
+    said = (r"DICOM file '.*s2\.dcm' has no ImagePositionPatient \(absent or malformed\), where the series' other 3 "
+            r"slice\(s\) have one: it cannot be placed in the stack")
+    with pytest.raises(ValueError, match=r"study 'noipp': " + said):
+        LoadStudy({"layout": "volume", "spatial_size": [4, 16, 16]}).load(str(series))
+    with pytest.raises(ValueError, match=r"DICOM series '.*noipp': " + said):
+        check_study_shapes([str(series)], "volume")
+    d = pydicom.dcmread(series / "s1.dcm")
+    d.ImageOrientationPatient = [1, 0, 0, 0, 1]  # malformed: five values
+    d.save_as(series / "s1.dcm")
+    with pytest.raises(ValueError, match=r"'.*s1\.dcm' has no ImageOrientationPatient \(absent or malformed\), where "
+                                         r"the series' other 3"):
+        check_study_shapes([str(series)], "volume")
+    files = sorted(series.iterdir())
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    for h in headers:  # no slice placed (e.g. a secondary capture stack): stacked by number, as before
+        for key in ("ImagePositionPatient", "ImageOrientationPatient"):
+            if key in h:
+                delattr(h, key)
+    ordered, by_position = check_series_stack(files, headers, "series")
+    assert [int(h.InstanceNumber) for h in ordered] == [1, 2, 3, 4] and not by_position
