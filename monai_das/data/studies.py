@@ -924,6 +924,7 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
         named.update((f.parent / n).resolve() for f, names in data_names.items() for n in names if "%" not in n)
         series: dict[str, list[Path]] = {}
         bare: list[StudySource] = []  # files without an extension that are no study (a PACS export's VERSION, LOCK)
+        foreign: list[StudySource] = []  # files of no study format (not DICOM): skipped beside a DICOM series
         first_here = len(studies)  # the studies of this folder's own files (cines, volumes) start here
         for f in files:
             if _skipped(f, header_data, named):
@@ -933,12 +934,22 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
                 series.setdefault(str(headers[f].get("SeriesInstanceUID", "")), []).append(f)
             elif src.kind == "invalid" and not f.suffix and _text_file(f):  # a damaged DICOM file stays an error
                 bare.append(src)
+            elif src.kind == "invalid" and src.error == _unsupported(f):  # neither empty, unreadable DICOM nor a link
+                foreign.append(src)
             else:
                 studies.append(src)
         if bare:  # a little text without an extension (a PACS export's VERSION or LOCK, beside its DICOMDIR, its
             # DICOM files or in a patient folder): no study format, not a study of its own
             logger.info(f"'{folder}': skipped {len(bare)} text file(s) without an extension "
                         f"({', '.join(b.path.name for b in bare[:3])}{', ...' if len(bare) > 3 else ''}).")
+        # a thumbnail, a viewer's file, a non-DICOM 'IM9999' in a DICOM series' folder (no volume or clip file of its
+        # own): training's reader (ITK) reads its DICOM files only; each was an error study (Deploy exit 3; T72c)
+        if foreign and series and not any(st.kind in ("volume", "video") for st in studies[first_here:]):
+            logger.info(f"'{folder}': skipped {len(foreign)} file(s) that are not DICOM beside its DICOM series "
+                        f"({', '.join(b.path.name for b in foreign[:3])}{', ...' if len(foreign) > 3 else ''}), as "
+                        "training's reader passes over them.")
+        else:  # elsewhere (beside volume or clip files, alone): an error study each, naming what is expected
+            studies += foreign
         base = _study_id(root, folder)
         # a report or key object beside the images, then a scout series beside the study's stack: no study of its own
         series = _series_beside(folder, series, headers, _is_non_image_object,
@@ -1292,8 +1303,10 @@ def discover_studies(
               ``<folder>#series_<SeriesNumber>`` when a folder holds several, the folder's own name for the loose
               files of ``source`` itself; a series of one image beside other studies' files in its folder, a still
               beside an exam's cines: its file). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are
-              skipped, and so are text files without an extension (a PACS export's ``VERSION``) and the DICOM
-              series of no study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`;
+              skipped, and so are text files without an extension (a PACS export's ``VERSION``), files that are
+              not DICOM in a folder of a DICOM series and of no volume or clip file (a ``thumb.jpg``; training's
+              reader reads DICOM files only)
+              and the DICOM series of no study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`;
               localizer images) beside an image series in their folder, or in a folder of their own beside an image
               series of their ``StudyInstanceUID`` (logged at INFO; without one they stay studies, whose loading
               says what they are); other files, empty folders and unreadable DICOM become invalid studies.

@@ -206,16 +206,22 @@ def test_study_lists(folder, tmp_path, caplog):
     assert items[str(folder / "ct")]["study"].kind == "dicom_series"  # a folder holding one study
     two = items[str(folder / "two")]["study"]
     assert two.kind == "invalid" and "must hold exactly one study, found 2 (two#series_4, two#series_9)" in two.error
-    # a junk file beside the series of a listed folder: an error study with -i <folder>, dropped unsaid here (T63c)
+    # a damaged file beside the series of a listed folder: an error study with -i <folder>, dropped unsaid here (T63c)
     series = _ct_series(tmp_path / "junk", 2)
-    (series / "scan.bin").write_bytes(b"\x00" * 300)
+    (series / "cut.dcm").write_bytes(b"")
     junk_list = tmp_path / "junk.csv"
     junk_list.write_text(f"image\n{series}\n")
     with caplog.at_level(logging.WARNING, logger="monai_das"):
         (item,) = list_studies(junk_list)
     assert item["study"].kind == "dicom_series" and len(item["study"].files) == 2
-    assert any(f"'{series}' also holds what is no part of this study and was not read: unsupported file "
-               f"'{series / 'scan.bin'}'" in w for w in item["study"].warnings)
+    assert any(f"'{series}' also holds what is no part of this study and was not read: '{series / 'cut.dcm'}' is an "
+               "empty file" in w for w in item["study"].warnings)
+    # a file that is not DICOM there (a thumbnail): skipped by both (as training's reader does; trial T72c)
+    (series / "cut.dcm").unlink()
+    (series / "scan.bin").write_bytes(b"\x00" * 300)
+    with caplog.at_level(logging.INFO, logger="monai_das"):
+        (item,) = list_studies(junk_list)
+    assert len(item["study"].files) == 2 and not item["study"].warnings and "(scan.bin)" in caplog.text
     assert items[str(folder / "two")]["label"] == 0
     assert items["missing.nii"]["fingerprint"] == "missing"
     # a header typed with spaces after the commas still names its columns; capitalised names are refused, not ignored
@@ -1389,3 +1395,30 @@ def test_a_slice_without_a_position_is_refused_by_training_and_inference(tmp_pat
                 delattr(h, key)
     ordered, by_position = check_series_stack(files, headers, "series")
     assert [int(h.InstanceNumber) for h in ordered] == [1, 2, 3, 4] and not by_position
+
+
+def test_files_that_are_not_dicom_in_a_series_folder_are_skipped_as_training_skips_them(tmp_path, caplog):
+    """A thumbnail and a non-DICOM 'IM9999' beside a series' slices were error studies at inference (the Deploy app
+    exited 3) while training's reader passed over them (trial T72c): skipped, one info line naming them. Elsewhere
+    (no series in the folder) such a file stays an error study."""
+    from monai_das.data import check_study_shapes
+
+    series = _ct_series(tmp_path / "export" / "SE2", 3)
+    (series / "thumb.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 2)
+    (series / "IM9999").write_bytes(b"\x00\x01\xfe" * 1000)
+    with caplog.at_level(logging.INFO, logger="monai_das.data.studies"):
+        found = discover_studies(tmp_path / "export")
+    assert [(s.study_id, s.kind, len(s.files)) for s in found] == [("SE2", "dicom_series", 3)]
+    assert (f"'{series}': skipped 2 file(s) that are not DICOM beside its DICOM series (IM9999, thumb.jpg), as "
+            "training's reader passes over them.") in caplog.text
+    study = LoadStudy({"layout": "volume", "spatial_size": [4, 16, 16]}).load(str(series))  # a folder given itself
+    assert not study.info.get("warnings") and len(study.source.files) == 3
+    assert check_study_shapes([str(series)], "volume")["shapes"]  # training: the same series, accepted
+    (series / "empty.dcm").write_bytes(b"")  # an empty slice of an interrupted copy: still an error study
+    assert sorted(s.kind for s in discover_studies(tmp_path / "export")) == ["dicom_series", "invalid"]
+    (series / "empty.dcm").unlink()
+    (tmp_path / "export" / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0")  # no series beside it: an error study
+    assert sorted(s.study_id for s in discover_studies(tmp_path / "export") if s.kind == "invalid") == ["photo.jpg"]
+    _nifti(series / "seg.nii.gz")  # a folder of a volume file besides: no series folder, each file a study of its own
+    assert sorted(s.study_id for s in discover_studies(tmp_path / "export") if s.kind == "invalid") == [
+        "SE2/IM9999", "SE2/thumb.jpg", "photo.jpg"]
