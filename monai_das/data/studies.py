@@ -951,6 +951,15 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
         else:  # elsewhere (beside volume or clip files, alone): an error study each, naming what is expected
             studies += foreign
         base = _study_id(root, folder)
+        for uid, members in series.items():  # a report stored under an image series' SeriesInstanceUID (an export's
+            # fault): no slice, as training's check and reader pass over it; it was read as one (refused as "no image",
+            # or the series as "images of 2 patients" by the report's PatientID; trial T72c)
+            objects = [f for f in members if _is_non_image_object(headers[f])]
+            if objects and len(objects) < len(members):
+                series[uid] = [f for f in members if f not in objects]
+                logger.info(f"'{folder}': skipped {len(objects)} non-image DICOM file(s) stored under its image "
+                            f"series' SeriesInstanceUID ({', '.join(f.name for f in objects[:3])}"
+                            f"{', ...' if len(objects) > 3 else ''}).")
         # a report or key object beside the images, then a scout series beside the study's stack: no study of its own
         series = _series_beside(folder, series, headers, _is_non_image_object,
                                 "non-image DICOM file(s) beside its image series")
@@ -1305,7 +1314,8 @@ def discover_studies(
               beside an exam's cines: its file). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are
               skipped, and so are text files without an extension (a PACS export's ``VERSION``), files that are
               not DICOM in a folder of a DICOM series and of no volume or clip file (a ``thumb.jpg``; training's
-              reader reads DICOM files only)
+              reader reads DICOM files only), the non-image DICOM objects stored under an image series'
+              ``SeriesInstanceUID`` (no slices, nor a patient of the series)
               and the DICOM series of no study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`;
               localizer images) beside an image series in their folder, or in a folder of their own beside an image
               series of their ``StudyInstanceUID`` (logged at INFO; without one they stay studies, whose loading

@@ -1422,3 +1422,34 @@ def test_files_that_are_not_dicom_in_a_series_folder_are_skipped_as_training_ski
     _nifti(series / "seg.nii.gz")  # a folder of a volume file besides: no series folder, each file a study of its own
     assert sorted(s.study_id for s in discover_studies(tmp_path / "export") if s.kind == "invalid") == [
         "SE2/IM9999", "SE2/thumb.jpg", "photo.jpg"]
+
+
+def test_a_report_under_the_series_uid_is_no_slice_nor_patient_of_the_series(tmp_path, caplog):
+    """An SR stored under the image series' SeriesInstanceUID (an export's fault) with another PatientID: training's
+    check passed over it, inference refused the series as "images of 2 patients" (calling the report an image), and
+    with the series' PatientID as "DICOM file ... has no image" (trial T72c). Both pass over it now, said at INFO."""
+    import pydicom
+
+    from monai_das.data import check_study_shapes
+
+    series = _ct_series(tmp_path / "ct", 3)
+    d = pydicom.dcmread(series / "s0.dcm")
+    report = pydicom.Dataset()
+    report.file_meta = d.file_meta.copy()
+    report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    report.SOPInstanceUID = report.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    report.SeriesInstanceUID, report.StudyInstanceUID = d.SeriesInstanceUID, d.StudyInstanceUID
+    report.Modality, report.PatientID, report.InstanceNumber, report.ValueType = "SR", "ANOTHER", 99, "CONTAINER"
+    report.save_as(series / "SR0001.dcm", enforce_file_format=True)
+    recipe = {"layout": "volume", "spatial_size": [4, 16, 16]}
+    for patient in ("ANOTHER", str(d.PatientID)):
+        report.PatientID = patient
+        report.save_as(series / "SR0001.dcm", enforce_file_format=True)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="monai_das.data.studies"):
+            found = discover_studies(series)
+        assert [(s.kind, len(s.files)) for s in found] == [("dicom_series", 3)]
+        assert (f"'{series}': skipped 1 non-image DICOM file(s) stored under its image series' SeriesInstanceUID "
+                "(SR0001.dcm).") in caplog.text
+        assert LoadStudy(recipe).load(str(series)).image.shape[1:] == (4, 16, 16)
+        assert check_study_shapes([str(series)], "volume")["shapes"]
