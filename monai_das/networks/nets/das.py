@@ -122,9 +122,10 @@ class DASampler(BaseSampler):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
-    def input_limit(self, num_frames: int, dtype: torch.dtype) -> tuple[float, str]:
+    @classmethod
+    def input_limit(cls, num_frames: int, dtype: torch.dtype) -> tuple[float, str]:
         """:meth:`FrameFeatures.max_input`: beyond it the frame statistics (squared differences) overflow."""
-        limit = self.frame_features.max_input(num_frames, dtype)
+        limit = FrameFeatures.max_input(num_frames, dtype)
         dtype_name = str(dtype).replace("torch.", "")
         return limit, (f": beyond {limit:.2g} the DAS frame statistics (squared differences over T={num_frames} "
                        f"frames) can overflow {dtype_name} to Inf/NaN; scale the intensities first (e.g. to [0, 1])")

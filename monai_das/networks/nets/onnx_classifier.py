@@ -113,6 +113,19 @@ def external_tensors(model: Any) -> list[str]:
     return found
 
 
+def sampler_input_limit(method: Any, num_frames: int) -> tuple[float, str] | None:
+    """
+    :meth:`~monai_das.networks.BaseSampler.input_limit` in float32 (what an export computes in) of the sampler class
+    named ``method`` (``type(sampler).__name__``, as ``save_onnx`` records it in :data:`NETWORK_PROP`) for
+    ``num_frames`` frames; ``None`` for a sampler without a limit, no method, or a class this version does not know.
+    """
+    from monai_das.networks.factory import SAMPLERS  # here: the factory imports this module's package
+
+    classes = {cls.__name__: cls for cls in SAMPLERS.values()}
+    sampler = classes.get(method) if isinstance(method, str) else None
+    return sampler.input_limit(num_frames, torch.float32) if sampler is not None else None
+
+
 class OnnxClassifier(nn.Module):
     """
     Runs an ONNX export of a :class:`~monai_das.networks.SubsampledClassifier` with ONNX Runtime, as a module with
@@ -215,6 +228,10 @@ class OnnxClassifier(nn.Module):
         if self.layout not in ("volume", "video") or not 0 <= self.slice_axis <= 2 or len(self.item_shape) != 4:
             raise ValueError(f"'{self.path}': unusable network metadata {facts} for input shape {shape}.")
         self.num_frames = self.item_shape[frame_axis(self.layout, self.slice_axis)]
+        #: ``(max |x|, why)`` beyond which the exported sampler's float32 computation overflows (its class's
+        #: :meth:`~monai_das.networks.BaseSampler.input_limit` for this file's ``T``: what the eager network refuses);
+        #: ``None``: finiteness only (no such limit, or a sampler this version does not know)
+        self.input_limit = sampler_input_limit(facts.get("method"), self.num_frames)
         out_k = self.session.get_outputs()[outputs.index("indices")].shape[-1]
         self.exported_k = int(out_k) if isinstance(out_k, int) else None
         default = num_samples
@@ -248,7 +265,8 @@ class OnnxClassifier(nn.Module):
         """
         ``x`` as a float32 array of shape ``[B, *item_shape]``. ``ValueError`` naming the file: another shape (both
         named), integer or boolean input (as the eager network: a ``uint8`` image is not the ``[0, 1]`` intensities
-        it was trained on), NaN or Inf values.
+        it was trained on), NaN or Inf values, values beyond :attr:`input_limit` (DAS: ``1e19`` overflowed the frame
+        statistics in the graph to NaN, and it returned logits and the first ``k`` frames without a word).
         """
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(x)
@@ -261,7 +279,10 @@ class OnnxClassifier(nn.Module):
             raise ValueError(f"the ONNX model '{self.path}' expects a floating point input (preprocessed "
                              f"intensities), got dtype {x.dtype}.")
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        check_finite(arr, f"the input of the ONNX model '{self.path}'", inf="Inf")  # as the eager check
+        max_abs, beyond = self.input_limit or (None, "")
+        # as the eager check, on what the graph computes (float32); one pass (a torch view: one aminmax)
+        check_finite(torch.from_numpy(arr), f"the input of the ONNX model '{self.path}'", inf="Inf", max_abs=max_abs,
+                     beyond=beyond)
         return arr
 
     def forward_with_indices(self, x: torch.Tensor, num_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -139,11 +139,13 @@ class BaseSampler(nn.Module):
                              f"k={k} ({self.fixed_k_reason}).")
         return k
 
-    def input_limit(self, num_frames: int, dtype: torch.dtype) -> tuple[float, str] | None:
+    @classmethod
+    def input_limit(cls, num_frames: int, dtype: torch.dtype) -> tuple[float, str] | None:
         """
         ``(max_abs, why)``: the largest ``|x|`` this sampler computes without overflow for ``num_frames`` frames in
         ``dtype`` (the dtype it computes in), and why (the end of :meth:`check_input`'s refusal); ``None``: no limit
-        but finiteness (samplers without statistics of the intensities).
+        but finiteness (samplers without statistics of the intensities). A class method: an ONNX export of the
+        sampler (:class:`~monai_das.networks.OnnxClassifier`, which knows its class name) applies the same limit.
         """
         return None
 
