@@ -45,7 +45,7 @@ def check_num_kept(num_samples: Any, num_frames: int, name: str | None = None) -
 
 
 def check_finite(x: torch.Tensor | np.ndarray, what: str, detail: str = "", inf: str = "infinite",
-                 max_abs: float | None = None, beyond: str = "") -> None:
+                 max_abs: float | None = None, beyond: str = "", shape: tuple[int, ...] | None = None) -> None:
     """
     ``ValueError(f"{what} contains NaN or {inf} values{detail}.")`` when the tensor or array ``x`` holds a NaN or an
     infinite value (``inf``: the word, ``"Inf"`` where a caller's message has always said it). One reduction first
@@ -55,6 +55,7 @@ def check_finite(x: torch.Tensor | np.ndarray, what: str, detail: str = "", inf:
     With ``max_abs``, finite values beyond ``±max_abs`` are refused too, ``ValueError(f"{what} of shape {shape} has
     values up to |x| = {max |x|}{beyond}.")`` (``beyond``: why they cannot be computed): the one reduction is then
     ``aminmax`` (a NaN makes both NaN, an infinite value one of them), still one pass over ``x``. ``x`` not empty.
+    ``shape``: the shape to name instead of ``x``'s (the input as its caller gave it, ``x`` a reshaped view of it).
     """
     if max_abs is not None:
         if isinstance(x, torch.Tensor):
@@ -65,7 +66,8 @@ def check_finite(x: torch.Tensor | np.ndarray, what: str, detail: str = "", inf:
         if not math.isfinite(largest):
             raise ValueError(f"{what} contains NaN or {inf} values{detail}.")
         if largest > max_abs:
-            raise ValueError(f"{what} of shape {tuple(x.shape)} has values up to |x| = {largest:.3g}{beyond}.")
+            named = tuple(x.shape) if shape is None else tuple(shape)
+            raise ValueError(f"{what} of shape {named} has values up to |x| = {largest:.3g}{beyond}.")
         return
     if isinstance(x, torch.Tensor):
         finite = bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())

@@ -58,6 +58,8 @@ def test_check_finite_max_abs(array):
     for values in ([-5.0, 2.0], [2.0, 5.0]):
         with pytest.raises(ValueError, match=r"^'x' of shape \(2,\) has values up to \|x\| = 5: why\.$"):
             check_finite(array(values), "'x'", max_abs=4.0, beyond=": why")
+    with pytest.raises(ValueError, match=r"^'x' of shape \(1, 2\) has values up to"):  # as its caller gave it
+        check_finite(array([-5.0, 2.0]), "'x'", max_abs=4.0, shape=(1, 2))
     for values in ([float("nan"), 0.0], [0.0, float("nan")], [1e30, -float("inf")]):
         with pytest.raises(ValueError, match=r"^input contains NaN or Inf values\.$"):
             check_finite(array(values), "input", inf="Inf", max_abs=4.0)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
@@ -10,7 +14,29 @@ import torch.nn as nn
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
 from monai_das.networks.utils import check_count, check_finite, check_num_kept, refuse_scripting
 
-__all__ = ["SamplerOutput", "BaseSampler", "is_exporting", "check_count", "parameter_dtype", "cast_to_parameters"]
+__all__ = ["SamplerOutput", "BaseSampler", "is_exporting", "check_count", "parameter_dtype", "cast_to_parameters",
+           "input_given_as"]
+
+#: the shape of the input as a sampler's caller was given it (see :func:`input_given_as`)
+_GIVEN_SHAPE: contextvars.ContextVar[tuple[int, ...] | None] = contextvars.ContextVar("monai_das_given_shape",
+                                                                                       default=None)
+
+
+@contextmanager
+def input_given_as(shape: Any) -> Iterator[None]:
+    """
+    Within it, :meth:`BaseSampler.check_input` names ``shape`` in a refusal of the input's values: the input as the
+    user gave it (a classifier's volume ``B×C×D×H×W``), not the frame sequence ``B×T×C×H×W`` the sampler got from it
+    (a volume ``(1, 1, 28, 28, 28)`` was refused as ``(1, 28, 1, 28, 28)``). Nothing changes while exporting.
+    """
+    if is_exporting():
+        yield
+        return
+    token = _GIVEN_SHAPE.set(tuple(int(s) for s in shape))
+    try:
+        yield
+    finally:
+        _GIVEN_SHAPE.reset(token)
 
 
 class SamplerOutput(NamedTuple):
@@ -167,7 +193,9 @@ class BaseSampler(nn.Module):
         if not is_exporting():
             limit = self.input_limit(x.shape[1], parameter_dtype(self) or x.dtype)
             max_abs, beyond = limit if limit is not None else (None, "")
-            check_finite(x, "input", inf="Inf", max_abs=max_abs, beyond=beyond)
+            given = _GIVEN_SHAPE.get()  # the caller's shape of these values (not of another tensor)
+            shape = given if given is not None and math.prod(given) == x.numel() else None
+            check_finite(x, "input", inf="Inf", max_abs=max_abs, beyond=beyond, shape=shape)
         # last, as the samplers checked them after the rest (k > T first: AdaptiveSubsample reads that message)
         if self.num_frames is not None and x.shape[1] != self.num_frames:
             raise ValueError(f"{type(self).__name__} was built for T={self.num_frames} frames, got T={x.shape[1]}.")

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from monai_das.networks.blocks.frame_encoder import encoder_in_channels, encoder_out_features, probe_encoder_features
 from monai_das.networks.blocks.gumbel import indices_to_matrix, select_frames
 from monai_das.networks.blocks.temporal_head import TemporalHead
-from monai_das.networks.nets.sampler import BaseSampler, SamplerOutput, cast_to_parameters, check_count
+from monai_das.networks.nets.sampler import (
+    BaseSampler, SamplerOutput, cast_to_parameters, check_count, input_given_as
+)
 from monai_das.networks.utils import SavedSettings, preserved_modes, refuse_scripting, to_frames
 
 __all__ = ["SubsampledClassifier", "LAYOUTS", "check_context_frames"]
@@ -242,7 +244,9 @@ class SubsampledClassifier(SavedSettings, nn.Module):
 
     def sample(self, x: torch.Tensor, num_samples: Optional[int] = None) -> SamplerOutput:
         """The sampler's choice for ``x`` (same layout as :meth:`forward`); ``num_samples``: see :meth:`forward`."""
-        return self.sampler(self.to_frames(x), num_samples)
+        seq = self.to_frames(x)
+        with input_given_as(x.shape):
+            return self.sampler(seq, num_samples)
 
     def add_context(self, x: torch.Tensor, out: SamplerOutput) -> torch.Tensor:
         """
@@ -320,7 +324,8 @@ class SubsampledClassifier(SavedSettings, nn.Module):
     def forward_with_indices(self, x: torch.Tensor, num_samples: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``B×num_classes`` and the kept frame indices ``B×k`` (ascending) of the same pass."""
         seq = self.to_frames(x)
-        out = self.sampler(seq, num_samples)
+        with input_given_as(x.shape):  # a refusal of its values names the shape given, not the frames'
+            out = self.sampler(seq, num_samples)
         if self.sampler_gradient == "features" and self.training and out.matrix.requires_grad:
             z = self._encode_with_feature_gradient(seq, out)
         else:
