@@ -1162,7 +1162,7 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
     Every image must lie inside ``dataset_dir`` (default: the CSV's folder), as a datalist's
     (:func:`monai_das.data.load_datalist`): the rows that leave it are refused, all named in one error. No study is
     read (nothing opened) before the whole list is checked."""
-    from monai_das.data.datalist import _inside, csv_header, csv_rows, dataset_root, inside_rule
+    from monai_das.data.datalist import _inside, csv_header, csv_rows, dataset_root, inside_rule, utf8_failure
 
     base = csv_path.parent
     root = dataset_root(csv_path, dataset_dir)
@@ -1215,7 +1215,9 @@ def _read_csv(csv_path: Path, label_names: list[str] | None, image_column: str =
                 first_line[study_id], path_line[path] = line, line
                 rows.append((study_id, path, label))
     except UnicodeDecodeError as e:
-        raise ValueError(f"study list '{csv_path}' is not UTF-8 text (byte {e.start}): expected a CSV file.") from None
+        line, what = utf8_failure(csv_path, e)
+        raise ValueError(f"study list '{csv_path}' is not UTF-8 text ({'' if line is None else f'line {line}: '}"
+                         f"{what}): expected a CSV file saved as UTF-8 (a spreadsheet's 'CSV UTF-8').") from None
     if len(outside) == 1:
         line, image, path = outside[0]
         raise ValueError(f"study list '{csv_path}' line {line}: image {image!r} resolves to '{path}', outside the "

@@ -291,7 +291,8 @@ def test_integer_labels_and_classes_over_all_splits(tmp_path):
     assert datalist_classes(grades) == ["1.5", "2.0", "10.0"]  # numbers by value (review: '10.0' before '2.0')
     latin = tmp_path / "excel.csv"
     latin.write_bytes("image,label\na.npy,lésion\n".encode("cp1252"))
-    with pytest.raises(ValueError, match=r"excel\.csv: not UTF-8 text \(byte 0xe9 at offset 19\)"):
+    with pytest.raises(ValueError, match=r"excel\.csv:2: not UTF-8 text \(byte 0xe9 at offset 19, in 'a\.npy,lésion' "
+                                         r"as Windows-1252 reads it\)"):
         datalist_classes(latin)
     # a class seen only in validation still gets its index in training, so both splits agree
     path = _json(tmp_path / "split.json", {"training": [{"image": "a.npy", "label": "cyst"}],
@@ -402,6 +403,32 @@ def test_csv_errors_name_file_and_line(tmp_path, content, exc, match):
     _touch(tmp_path, "outside.npy")
     with pytest.raises(exc, match=match):
         load_datalist(_csv(data / "labels.csv", *content))
+
+
+def test_a_csv_not_utf8_is_refused_naming_the_line_and_offset_in_the_file(tmp_path):
+    """
+    A datalist saved by a spreadsheet as Windows-1252/Latin-1, its ``é`` on line 1402 (byte 17803): the refusal named
+    "offset 1419", the offset in the 8 KiB chunk the reader was decoding, and no line. It names the line, the offset in
+    the file and the line as Windows-1252 reads it; the study-list reader (inference ``--input list.csv``) too. A
+    UTF-16 file ('Unicode Text') is named as such.
+    """
+    from monai_das.data.studies import list_studies
+
+    _touch(tmp_path, "a.npy")
+    rows = [f"a{i}.npy,{'yes' if i % 2 else 'no'}" for i in range(1400)]
+    data = ("\n".join(["image,label", *rows, "résumé.npy,no"]) + "\n").encode("cp1252")
+    assert data.index(b"\xe9") == 17803
+    (tmp_path / "excel.csv").write_bytes(data)
+    with pytest.raises(ValueError, match=r"excel\.csv:1402: not UTF-8 text \(byte 0xe9 at offset 17803, in "
+                                         r"'résumé\.npy,no' as Windows-1252 reads it\); save it as UTF-8"):
+        load_datalist(tmp_path / "excel.csv")
+    with pytest.raises(ValueError, match=r"study list '.*excel\.csv' is not UTF-8 text \(line 1402: byte 0xe9 at "
+                                         r"offset 17803, in 'résumé\.npy,no' as Windows-1252 reads it\)"):
+        list_studies(tmp_path / "excel.csv")
+    (tmp_path / "unicode.csv").write_bytes("image,label\na.npy,no\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"unicode\.csv: not UTF-8 text \(UTF-16 text, a spreadsheet's 'Unicode "
+                                         r"Text'\); save it as UTF-8"):
+        load_datalist(tmp_path / "unicode.csv")
 
 
 @pytest.mark.parametrize(

@@ -163,7 +163,7 @@ def test_csv_labels_as_a_datalist_and_malformed_files(tmp_path, caplog):
     with pytest.raises(ValueError, match=r"list\.csv' line 3: more cells than the header's 3 columns .*'left'"):
         read_video_listing(csv_path)
     csv_path.write_bytes("file,label,patient_id\n0.mp4,lésion,1\n".encode("cp1252"))
-    with pytest.raises(ValueError, match=r"list\.csv: not UTF-8 text \(byte 0xe9 .*save it as UTF-8"):
+    with pytest.raises(ValueError, match=r"list\.csv:2: not UTF-8 text \(byte 0xe9 .*save it as UTF-8"):
         read_video_listing(csv_path)
 
 
