@@ -548,7 +548,16 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
         )
     if all(_is_number(v) for v in values):  # grades 1.5, 2.0, 10.0: by value ("10.0" sorts before "2.0" as text)
         return sorted(values, key=float)
-    return sorted(values)
+    names = sorted(values)
+    if names != sorted(values, key=lambda v: (v.casefold(), v)):  # "Yes" before "no": capitals sort first
+        logger.warning(
+            f"{source}: the classes are the labels sorted by character code, capitals first: "
+            f"{', '.join(f'{i} {n!r}' for i, n in enumerate(names[:MAX_NAMED]))}"
+            f"{' ...' if len(names) > MAX_NAMED else ''}"
+            f"{' (class 1 is the positive class of sensitivity and specificity)' if len(names) == 2 else ''}. If "
+            "another order is meant, give label_names in that order."
+        )
+    return names
 
 
 def _is_number(text: str) -> bool:

@@ -301,6 +301,25 @@ def test_integer_labels_and_classes_over_all_splits(tmp_path):
     assert load_datalist(path)[0]["label"] == 1 and load_datalist(path, split="validation")[0]["label"] == 0
 
 
+def test_capitalised_class_names_sorted_first_are_warned(tmp_path, caplog):
+    """String labels become classes sorted by character code, so ``Yes``/``no`` make ``Yes`` class 0 and ``no`` class
+    1, the positive class of sensitivity/specificity (trial h72e): a warning names the order and ``label_names``.
+    Names of one case, or whose order does not depend on case, pass without a word."""
+    data = tmp_path / "data"
+    _touch(data, "a.npy", "b.npy")
+    with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
+        path = _csv(data / "labels.csv", "image,label", "a.npy,Yes", "b.npy,no")
+        assert datalist_classes(path) == ["Yes", "no"]
+    assert re.search(r"labels\.csv: the classes are the labels sorted by character code, capitals first: 0 'Yes', "
+                     r"1 'no' \(class 1 is the positive class .*give label_names", caplog.text)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_das.data.datalist"):
+        for a, b in [("yes", "no"), ("Normal", "Tumour"), ("Abnormal", "normal")]:
+            path = _csv(data / "labels.csv", "image,label", f"a.npy,{a}", f"b.npy,{b}")
+            assert datalist_classes(path) == sorted([a, b])
+    assert not caplog.text
+
+
 def test_label_typos_are_warned_and_spellings_refused(tmp_path, caplog):
     """A rare label one typo from a frequent one (``malignnt`` once beside 12 ``malignant``) would become a class of
     its own: a warning names both and where they are (not an error: ``EMCI``/``LMCI`` are both classes). Labels that
