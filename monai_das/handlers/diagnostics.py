@@ -3,6 +3,7 @@ against validation predictions that do not depend on the input."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -189,6 +190,7 @@ class SelectionDiagnosticsHandler:
         self.evidence_keys = tuple(evidence_keys)
         self.prefix = prefix
         self.file_prefix = prefix if file_prefix is None else file_prefix
+        self._checked_stale = False
         self.max_items = int(max_items)
         self.min_prediction_std = float(min_prediction_std)
         self.logger = logging.getLogger(__name__)
@@ -462,6 +464,32 @@ class SelectionDiagnosticsHandler:
         k = f", k={ks[0]} of T={t}" if len(ks) == 1 else ""
         plot_kept_positions(curves, stem.with_suffix(".png"), items=items,
                             title=f"{where}{k}: fraction of the {items['all']} items that kept each position")
+        self._remove_stale_positions(stem)
+
+    def _remove_stale_positions(self, stem: Path) -> None:
+        """
+        Up to volume 0.6.30 / video 0.6.32 the files were always named after ``prefix``: evaluate.json on
+        ``--validate#split val`` wrote ``eval/val/test_kept_positions.json``/``.png``. Once this evaluation has written
+        ``stem`` (its ``file_prefix`` name), such a file of the same split beside it (its JSON's ``split``) is an
+        earlier evaluation's, stale: it is removed, with a warning naming both, so that nothing reads it for this one.
+        """
+        old = self.output_dir / f"{self.prefix}kept_positions"
+        if self._checked_stale or old == stem or self.split is None:
+            return
+        self._checked_stale = True
+        try:
+            recorded = json.loads(old.with_suffix(".json").read_text(encoding="utf-8")).get("split")
+        except (OSError, ValueError, AttributeError):  # none there, unreadable, not a JSON object: not ours to touch
+            return
+        if recorded != self.split:
+            return
+        for suffix in (".json", ".png"):
+            old.with_suffix(suffix).unlink(missing_ok=True)
+        self.logger.warning(
+            f"removed '{old}.json'/.png: an earlier version's name of this {self.split} split's kept positions (from "
+            f"an earlier evaluation); this evaluation wrote '{stem}.json'/.png (the name after volume 0.6.30 / "
+            "video 0.6.32: read that one)."
+        )
 
 
 def _position_counts(kept_sets: Sequence[set], num_frames: int) -> torch.Tensor:

@@ -442,3 +442,22 @@ def test_a_distributed_validator_measures_every_rank_s_items(monkeypatch):
     for key in ("val_evidence_kept", "val_selection_entropy", "val_adaptivity", "val_prediction_std", "val_auc_low",
                 "val_auc_high"):
         assert got[key] == pytest.approx(expected[key]), key
+
+
+def test_an_earlier_version_s_kept_positions_of_the_split_are_removed(tmp_path, caplog):
+    """Up to volume 0.6.30 evaluate.json on ``--validate#split val`` wrote ``eval/val/test_kept_positions.json``: after
+    an upgrade it stayed beside ``val_kept_positions.json``, a stale copy a script reading the old name went on
+    reading. The one of this split is removed with a warning; another split's, or a file not ours, is left."""
+    net = build_classifier("uniform", num_classes=2, num_frames=8, keep_ratio=0.5).eval()
+    (tmp_path / "test_kept_positions.json").write_text(json.dumps({"epoch": 1, "split": "val"}))
+    (tmp_path / "test_kept_positions.png").write_bytes(b"\x89PNG old")
+    diag = SelectionDiagnosticsHandler(net, prefix="test_", output_dir=tmp_path, split="val", file_prefix="val_")
+    with caplog.at_level(logging.WARNING, logger="monai_das.handlers.diagnostics"):
+        _evaluator(net, _data(), [diag]).run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["val_kept_positions.json", "val_kept_positions.png"]
+    assert "an earlier version's name" in caplog.text and "val_kept_positions" in caplog.text
+    for other in ({"split": "test"}, [1, 2]):  # another split's file, a JSON not of this handler: left alone
+        (tmp_path / "test_kept_positions.json").write_text(json.dumps(other))
+        diag = SelectionDiagnosticsHandler(net, prefix="test_", output_dir=tmp_path, split="val", file_prefix="val_")
+        _evaluator(net, _data(), [diag]).run()
+        assert json.loads((tmp_path / "test_kept_positions.json").read_text()) == other
