@@ -793,6 +793,23 @@ def _unsupported(path: Path) -> str:
 _EMPTY_FILE = "'{path}' is an empty file (0 bytes): an interrupted copy or export?"
 
 
+#: the error of a file that training's reader (ITK's GDCM) reads as DICOM but :func:`is_dicom` does not
+_NO_PREAMBLE = ("'{path}' is a DICOM file without the DICOM preamble ('DICM' at byte 128), which is not read here, "
+                "while training's reader (ITK) stacks it with its folder's series: re-export the series as DICOM "
+                "files (Part 10).")
+
+
+def _gdcm_reads(path: Path) -> bool:
+    """Whether training's reader (ITK's GDCM) reads the file ``path`` as DICOM, which :func:`is_dicom` does not (no
+    ``DICM`` preamble, no ``.dcm`` name: GDCM's series lookup stacks it with the folder's series all the same)."""
+    try:
+        import itk
+
+        return bool(itk.GDCMImageIO.New().CanReadFile(str(path)))
+    except Exception:  # noqa: BLE001 - no ITK, or GDCM cannot tell: not read as DICOM
+        return False
+
+
 def _empty_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a file of 0 bytes."""
     return os.path.isfile(path) and os.path.getsize(path) == 0
@@ -945,9 +962,14 @@ def _walk(root: Path, headers: dict[Path, Any] | None = None) -> list[StudySourc
         # a thumbnail, a viewer's file, a non-DICOM 'IM9999' in a DICOM series' folder (no volume or clip file of its
         # own): training's reader (ITK) reads its DICOM files only; each was an error study (Deploy exit 3; T72c)
         if foreign and series and not any(st.kind in ("volume", "video") for st in studies[first_here:]):
-            logger.info(f"'{folder}': skipped {len(foreign)} file(s) that are not DICOM beside its DICOM series "
-                        f"({', '.join(b.path.name for b in foreign[:3])}{', ...' if len(foreign) > 3 else ''}), as "
-                        "training's reader passes over them.")
+            # but a DICOM file without the preamble, which training's reader stacks with the series (review r72f)
+            dicom = {b.path for b in foreign if _gdcm_reads(b.path)}
+            studies += [replace(b, error=_NO_PREAMBLE.format(path=b.path)) for b in foreign if b.path in dicom]
+            foreign = [b for b in foreign if b.path not in dicom]
+            if foreign:
+                logger.info(f"'{folder}': skipped {len(foreign)} file(s) that are not DICOM beside its DICOM series "
+                            f"({', '.join(b.path.name for b in foreign[:3])}{', ...' if len(foreign) > 3 else ''}), "
+                            "as training's reader passes over them.")
         else:  # elsewhere (beside volume or clip files, alone): an error study each, naming what is expected
             studies += foreign
         base = _study_id(root, folder)
@@ -1316,12 +1338,13 @@ def discover_studies(
               beside an exam's cines: its file). Sidecar files (:data:`SIDECAR_EXTENSIONS`, a ``DICOMDIR``) are
               skipped, and so are text files without an extension (a PACS export's ``VERSION``), files that are
               not DICOM in a folder of a DICOM series and of no volume or clip file (a ``thumb.jpg``; training's
-              reader reads DICOM files only), the non-image DICOM objects stored under an image series'
-              ``SeriesInstanceUID`` (no slices, nor a patient of the series)
-              and the DICOM series of no study image (reports, key objects, presentation states: :data:`NON_IMAGE_MODALITIES`;
-              localizer images) beside an image series in their folder, or in a folder of their own beside an image
-              series of their ``StudyInstanceUID`` (logged at INFO; without one they stay studies, whose loading
-              says what they are); other files, empty folders and unreadable DICOM become invalid studies.
+              reader reads DICOM files only; a DICOM file without the ``DICM`` preamble, which it stacks, stays an
+              invalid study), the non-image DICOM objects stored under an image series' ``SeriesInstanceUID`` (no
+              slices, nor a patient of the series) and the DICOM series of no study image (reports, key objects,
+              presentation states: :data:`NON_IMAGE_MODALITIES`; localizer images) beside an image series in their
+              folder, or in a folder of their own beside an image series of their ``StudyInstanceUID`` (logged at
+              INFO; without one they stay studies, whose loading says what they are); other files, empty folders
+              and unreadable DICOM become invalid studies.
             - one study file (id: its name; a single-frame DICOM file is a one-slice series).
             - a CSV study list (``.csv``): an ``image`` column (paths relative to the CSV, a file or a folder
               holding one study; each inside ``dataset_dir``, default the CSV's folder) and optional ``label``

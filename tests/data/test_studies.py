@@ -1424,6 +1424,28 @@ def test_files_that_are_not_dicom_in_a_series_folder_are_skipped_as_training_ski
         "SE2/IM9999", "SE2/thumb.jpg", "photo.jpg"]
 
 
+def test_a_dicom_file_without_the_preamble_in_a_series_folder_is_not_skipped(tmp_path, caplog):
+    """A slice written without the DICOM preamble (no ``DICM`` at byte 128, no ``.dcm`` name: an old export) is no
+    DICOM file to :func:`is_dicom`, but training's reader (ITK's GDCM) stacks it with the series, and training's check
+    refuses the folder for it. Skipped as "not DICOM" beside the series, inference classified the series one slice
+    short with an info line only (review r72f): it stays an error study, naming what it is."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+
+    series = _ct_series(tmp_path / "SE1", 4)
+    d = pydicom.dcmread(series / "s3.dcm")  # the first slice: no gap would be seen
+    (series / "s3.dcm").unlink()
+    d.preamble, d.file_meta = None, FileMetaDataset()
+    d.save_as(series / "IM0001", enforce_file_format=False, implicit_vr=True, little_endian=True)
+    assert (series / "IM0001").read_bytes()[128:132] != b"DICM"
+    (series / "thumb.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 2)
+    with caplog.at_level(logging.INFO, logger="monai_das.data.studies"):
+        found = {s.study_id: s for s in discover_studies(tmp_path)}
+    assert sorted(found) == ["SE1", "SE1/IM0001"] and len(found["SE1"].files) == 3
+    assert found["SE1/IM0001"].kind == "invalid" and "without the DICOM preamble" in found["SE1/IM0001"].error
+    assert "skipped 1 file(s) that are not DICOM beside its DICOM series (thumb.jpg)" in caplog.text
+
+
 def test_a_report_under_the_series_uid_is_no_slice_nor_patient_of_the_series(tmp_path, caplog):
     """An SR stored under the image series' SeriesInstanceUID (an export's fault) with another PatientID: training's
     check passed over it, inference refused the series as "images of 2 patients" (calling the report an image), and
