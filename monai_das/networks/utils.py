@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_count", "check_num_kept", "check_finite", "check_device", "network_device", "unwrap_network", "preserved_modes",
-           "uniform_indices", "to_frames", "frame_axis", "SavedSettings"]
+__all__ = ["check_count", "check_num_kept", "check_finite", "check_device", "network_device", "unwrap_network",
+           "preserved_modes", "uniform_indices", "to_frames", "frame_axis", "SavedSettings"]
 
 
 def check_count(value: Any, name: str) -> int:
