@@ -613,8 +613,11 @@ def datalist_classes(path: str | os.PathLike, dataset_dir: str | os.PathLike | N
                          f"{bounded_repr(label_names)}.")
     given = check_class_names(label_names, "label_names", strip=True)
     if names is not None and sorted(names) != sorted(given):
+        # what differs, named: both lists shown bounded may end before it (more than MAX_NAMED classes; review r72f)
+        only = {"'labels'": sorted(set(names) - set(given)), "label_names": sorted(set(given) - set(names))}
+        differ = "; ".join(f"only in {k}: {bounded_repr(v)}" for k, v in only.items() if v)
         raise ValueError(f"{path}: its top-level 'labels' name the classes {bounded_repr(names)}, label_names gives "
-                         f"{bounded_repr(given)}: give one of them (or the same classes, in any order).")
+                         f"{bounded_repr(given)} ({differ}): give one of them (or the same classes, in any order).")
     return given
 
 

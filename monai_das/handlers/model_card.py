@@ -888,12 +888,17 @@ class ModelCardSaver:
         now = self.facts.get("label_names")
         if trained and now and [str(n) for n in trained] != [str(n) for n in now]:
             data = self.facts.get("datalist") or self.facts.get("source") or "the data"
+            # the first class that differs, named: both lists shown bounded may end before it (review r72f)
+            n = min(len(now), len(trained))
+            i = next((i for i in range(n) if str(now[i]) != str(trained[i])), n)
+            first = (f"class {i}: {bounded_repr(now[i])} against {bounded_repr(trained[i])}" if i < n
+                     else f"{len(now)} classes against {len(trained)}")
             raise ValueError(
                 f"'{data}' gives the classes {bounded_repr(list(now))} (index = position), but '{self.checkpoint}' "
-                f"was trained with {bounded_repr(list(trained))} (its model card '{self.filepath}'): the labels would "
-                "be scored against other indices. Name the classes as in training: a JSON datalist's top-level "
-                "'labels' ({\"0\": name, ...}, a class may have no items); a CSV's classes are its own labels, "
-                "spelled as in training."
+                f"was trained with {bounded_repr(list(trained))} (its model card '{self.filepath}'; first {first}): "
+                "the labels would be scored against other indices. Name the classes as in training: a JSON "
+                "datalist's top-level 'labels' ({\"0\": name, ...}, a class may have no items); a CSV's classes are "
+                "its own labels, spelled as in training."
             )
         check_model_card(self.checkpoint, self.facts, self.filepath)
         if found is not None:

@@ -187,6 +187,12 @@ def test_class_order_given_for_a_datalist(tmp_path):
     with pytest.raises(ValueError, match=r"top-level 'labels' name the classes \['normal', 'abnormal'\], "
                                          r"label_names gives \['abnormal', 'tumour'\]"):
         datalist_classes(js, label_names=["abnormal", "tumour"])
+    # among many classes the one that differs is named: both lists end after 20 names (review r72f)
+    many = [f"class{i:02d}" for i in range(30)]
+    js30 = _json(tmp_path / "l30.json", {"labels": many, "training": [{"image": "a.npy", "label": 0}]})
+    with pytest.raises(ValueError, match=r"\(30 in all\)\] \(only in 'labels': \['class25'\]; only in label_names: "
+                                         r"\['Class25'\]\)"):
+        datalist_classes(js30, label_names=[*many[:25], "Class25", *many[26:]])
     # ... in any order (an external test list coded the other way round: the card's order given, its --label_names
     # was refused, trial T68b): its integer labels index its own list, so they are read by name
     assert datalist_classes(js, label_names=["abnormal", "normal"]) == ["abnormal", "normal"]
