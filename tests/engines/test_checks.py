@@ -644,6 +644,7 @@ def test_a_cut_training_clip_is_a_refusal(tmp_path):
         NamedCacheDataset([{"x": 1}], Lambdad("x", bug), cache_rate=1.0, progress=False)
     assert refusal_site(e.value) is None
 
+
 def test_ctrl_c_of_a_bundle_command_ends_it_with_one_line(monkeypatch):
     """
     Trial h72b: Ctrl-C during validation of a bundle training unwound through the evaluator and the trainer, and

@@ -64,8 +64,8 @@ from monailabel.utils.others.generic import device_list, device_map
 from monai_das.data.datalist import GROUP_KEYS, check_class_names, classes_of_labels
 from monai_das.engines.utils import flag
 from monai_das.handlers.checkpoint import LOCK_NAME, OWNER_NAME, lock_owner
-from monai_das.utils.logs import bounded_repr
 from monai_das.utils.io import lock_folder, unlock_folder, write_json_atomic
+from monai_das.utils.logs import bounded_repr
 
 from ..keys import misspelling_of
 
