@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -166,6 +168,22 @@ def test_das_refuses_intensities_its_statistics_overflow():
         assert features[0, :, m + 2].abs().max() == pytest.approx(deviation, abs=0.1)
     with pytest.raises(ValueError, match=r"input of shape \(1, 28, 1, 16, 16\) has values up to"):
         s(worst * limit * 1.01)  # a sampler called on its own names its input
+
+
+def test_das_frame_statistics_of_a_half_precision_sampler_are_float32():
+    """A ``.half()`` DAS network on a z-scored volume (``|x|`` up to 8) was refused (review r72f): the float16
+    statistics' worst case overflows from ``|x|`` of 4.1. They are computed in float32 at least, so the limit is
+    float32's, and the features equal the float32 sampler's within float16's rounding (back in float16)."""
+    torch.manual_seed(0)
+    s = make("das", t=28).eval()
+    x = torch.randn(2, 28, 1, 16, 16) * 3
+    x[:, :, :, 0, 0] = 8.0
+    half = copy.deepcopy(s).half()
+    features = half.frame_features(x.half())
+    assert features.dtype == torch.float16 and torch.isfinite(features).all()
+    torch.testing.assert_close(features.float(), s.frame_features(x), atol=2e-2, rtol=2e-2)
+    assert s.input_limit(28, torch.float16)[0] == s.input_limit(28, torch.float32)[0] > 1e9
+    half(x.half())  # not refused
 
 
 @pytest.mark.parametrize("name", ["das", "uniform", "random"])

@@ -136,8 +136,10 @@ class FrameFeatures(SavedSettings, nn.Module):
         largest is the inter-frame variance, ``<= 4M²``; standardised over ``T`` its deviations squared are
         ``<= 16M⁴`` each and sum to ``<= 4T·M⁴`` (Popoviciu); the others are smaller (variance ``<= M²``, Sobel
         ``gx² + gy² <= 128M²``). So ``M = (max / (2·max(16, 4T)))^¼``, a factor 2 left for rounding: float32,
-        ``T = 28``: ``1.1e9``; float16: ``4.1``. Beyond it float32 squares became Inf, then NaN features and logits.
+        ``T = 28``: ``1.1e9``. Beyond it float32 squares became Inf, then NaN features and logits. The statistics
+        are computed in float32 at least (:meth:`forward`), so a float16/bfloat16 sampler has the float32 limit.
         """
+        dtype = torch.promote_types(dtype, torch.float32)
         return (torch.finfo(dtype).max / (2 * max(16, 4 * int(num_frames)))) ** 0.25
 
     def _stats(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -182,10 +184,14 @@ class FrameFeatures(SavedSettings, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c, h, w = x.shape
+        dtype = x.dtype
         fs = self.feature_size
         if fs is not None and max(h, w) > fs:
             h, w = min(h, fs), min(w, fs)
             x = _area_pool(x, h, w)
+        # the statistics in float32 at least: their squares of a float16 frame overflow from |x| ≈ 4 (a z-scored
+        # volume of a .half() network); the features go back to the input's dtype
+        x = x.to(torch.promote_types(dtype, torch.float32))
         stats: list[torch.Tensor] = []
         for s in self.scales:
             xs = x
@@ -200,4 +206,4 @@ class FrameFeatures(SavedSettings, nn.Module):
         if self.positional:
             pos = torch.linspace(-1.0, 1.0, t, device=x.device, dtype=x.dtype) if t > 1 else x.new_zeros(1)
             feats.append(torch.stack([pos, pos * pos], -1).expand(b, t, 2))
-        return torch.cat(feats, -1)
+        return torch.cat(feats, -1).to(dtype)
