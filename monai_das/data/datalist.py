@@ -123,9 +123,9 @@ def _read_json(path: Path) -> dict:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}.") from e
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg} (column {e.colno}).") from None
     except UnicodeDecodeError as e:
-        raise _not_utf8(path, e) from e
+        raise _not_utf8(path, e) from None
     except _DuplicateKey as e:
         key, first, second = e.args
         shown = [v if isinstance(v, (str, int, float, bool)) or v is None else f"<{type(v).__name__}>"
@@ -205,7 +205,7 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
                     )
                 rows.append((line, {k: (v or "").strip() for k, v in row.items()}))
     except UnicodeDecodeError as e:
-        raise _not_utf8(path, e) from e
+        raise _not_utf8(path, e) from None
     return rows
 
 

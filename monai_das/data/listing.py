@@ -141,7 +141,7 @@ def read_video_listing(
                     extra = {k: v for k, v in r.items() if k not in needed}
                     rows.append((where, p, (r[label_column] or "").strip(), group, extra))
         except UnicodeDecodeError as e:
-            raise _not_utf8(source, e) from e
+            raise _not_utf8(source, e) from None
     if label_names is None:  # as a datalist: integer labels are class indices, else the names sorted
         from monai_das.data.datalist import classes_of_labels
 

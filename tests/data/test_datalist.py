@@ -456,6 +456,28 @@ def test_a_csv_not_utf8_is_refused_naming_the_line_and_offset_in_the_file(tmp_pa
         load_datalist(tmp_path / "unicode.csv")
 
 
+def test_unreadable_datalist_text_is_a_short_refusal(tmp_path):
+    """A datalist CSV or JSON that is not UTF-8, or not JSON, is a refusal of the run's input (one line at a bundle
+    run's end, :func:`monai_das.engines.checks.refusal_site`), whose message names file, line and byte: it was raised
+    ``from`` the decoder's error, so the run printed that error's traceback and MONAI's before it (trial t72h)."""
+    from monai_das.data.listing import read_video_listing
+    from monai_das.engines.checks import refusal_site
+
+    _touch(tmp_path, "a.npy")
+    (tmp_path / "latin.csv").write_bytes("image,label\na.npy,lésion\n".encode("cp1252"))
+    (tmp_path / "latin.json").write_bytes('{"training": [{"image": "a.npy", "label": "lésion"}]}'.encode("cp1252"))
+    (tmp_path / "broken.json").write_text('{"training": [{"image": "a.npy" "label": "no"}]}')
+    for path, reader, message in (
+        ("latin.csv", load_datalist, r"latin\.csv:2: not UTF-8 text \(byte 0xe9 at offset 19"),
+        ("latin.json", load_datalist, r"latin\.json:1: not UTF-8 text \(byte 0xe9"),
+        ("broken.json", load_datalist, r"broken\.json:1: not valid JSON: Expecting ',' delimiter \(column 33\)"),
+        ("latin.csv", read_video_listing, r"latin\.csv:2: not UTF-8 text \(byte 0xe9 at offset 19"),
+    ):
+        with pytest.raises(ValueError, match=message) as e:
+            reader(tmp_path / path)
+        assert e.value.__cause__ is None and refusal_site(e.value) is not None, path
+
+
 @pytest.mark.parametrize(
     "training, extra, match",
     [
