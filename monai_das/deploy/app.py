@@ -87,6 +87,11 @@ class DASClassifierApp(Application):
     ``sr_errors`` (``{study_id: message}``).
     """
 
+    #: what the SDK's ``Application.__init__`` sets first and its ``__del__`` reads: an app refused before that
+    #: ``__init__`` (both budgets, an unknown engine) printed "Exception ignored in ... Application.__del__ ...
+    #: AttributeError: ... '_async_executor'" after the refusal when it was collected (trial t72h)
+    _async_executor = None
+
     def __init__(
         self,
         input_path: str | Path | None = None,

@@ -479,6 +479,27 @@ def test_app_refuses_both_budgets_naming_its_options(tmp_path):
                          keep_ratio=0.5)
 
 
+def test_a_refused_app_ends_without_a_destructor_error(tmp_path, monkeypatch):
+    """An app refused in its constructor (both budgets, an unknown engine: checks made before the SDK's
+    ``Application.__init__``) is collected without holoscan's ``Application.__del__`` failing on the executor that
+    constructor would have set: a Python caller saw "Exception ignored in: <function Application.__del__ ...>
+    AttributeError: 'DASClassifierApp' object has no attribute '_async_executor'" after the refusal (trial t72h)."""
+    import gc
+    import sys
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    for kwargs in ({"num_kept": 2, "keep_ratio": 0.5}, {"engine": "tensorrt"}):
+        try:
+            DASClassifierApp(input_path=tmp_path, output_path=tmp_path / "out", model_path=tmp_path, **kwargs)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"{kwargs} was not refused")
+        gc.collect()
+    assert [str(u.exc_value) for u in unraisable] == []
+
+
 def test_model_warnings_are_in_the_log_and_every_report(onnx_bundle, tmp_path, caplog):
     """What the trial found silent: --engine eager on a training folder (no configs/) ran ONNX with the reason only
     in model.engine_fallback; --spatial-size changed the grid without a word, and with ONNX the refusal blamed the
