@@ -97,10 +97,8 @@ def utf8_failure(path: str | os.PathLike, e: UnicodeDecodeError) -> tuple[int | 
 def _not_utf8(path: Path, e: UnicodeDecodeError) -> ValueError:
     """The refusal of a datalist/listing ``path`` that is not UTF-8 text, naming the file, line and byte."""
     line, what = utf8_failure(path, e)
-    return ValueError(
-        f"{path}{'' if line is None else f':{line}'}: not UTF-8 text ({what}); save it as UTF-8 (a spreadsheet's "
-        "'CSV UTF-8' format)."
-    )
+    how = " (a spreadsheet's 'CSV UTF-8' format)" if Path(path).suffix.lower() != ".json" else ""
+    return ValueError(f"{path}{'' if line is None else f':{line}'}: not UTF-8 text ({what}); save it as UTF-8{how}.")
 
 
 class _DuplicateKey(ValueError):

@@ -459,7 +459,8 @@ def test_a_csv_not_utf8_is_refused_naming_the_line_and_offset_in_the_file(tmp_pa
 def test_unreadable_datalist_text_is_a_short_refusal(tmp_path):
     """A datalist CSV or JSON that is not UTF-8, or not JSON, is a refusal of the run's input (one line at a bundle
     run's end, :func:`monai_das.engines.checks.refusal_site`), whose message names file, line and byte: it was raised
-    ``from`` the decoder's error, so the run printed that error's traceback and MONAI's before it (trial t72h)."""
+    ``from`` the decoder's error, so the run printed that error's traceback and MONAI's before it; a JSON file is not
+    told to be saved in a spreadsheet's CSV format (trial t72h)."""
     from monai_das.data.listing import read_video_listing
     from monai_das.engines.checks import refusal_site
 
@@ -469,7 +470,7 @@ def test_unreadable_datalist_text_is_a_short_refusal(tmp_path):
     (tmp_path / "broken.json").write_text('{"training": [{"image": "a.npy" "label": "no"}]}')
     for path, reader, message in (
         ("latin.csv", load_datalist, r"latin\.csv:2: not UTF-8 text \(byte 0xe9 at offset 19"),
-        ("latin.json", load_datalist, r"latin\.json:1: not UTF-8 text \(byte 0xe9"),
+        ("latin.json", load_datalist, r"latin\.json:1: not UTF-8 text \(byte 0xe9 .*\); save it as UTF-8\.$"),
         ("broken.json", load_datalist, r"broken\.json:1: not valid JSON: Expecting ',' delimiter \(column 33\)"),
         ("latin.csv", read_video_listing, r"latin\.csv:2: not UTF-8 text \(byte 0xe9 at offset 19"),
     ):
