@@ -643,7 +643,10 @@ def test_app_settings(app, tmp_path):
                          r"--conf labels must be distinct, non-blank class names \(name 2 is blank\)"),
                         ({"labels": "normal, Normal ,normal"},
                          r"--conf labels must be distinct, non-blank class names \('normal' is given 2 times\)"),
-                        ({"labels": "$bad"}, r"--conf labels: class name '\$bad'")):
+                        ({"labels": "$bad"}, r"--conf labels: class name '\$bad'"),
+                        # trial t72h: one class (another separator), accepted, then every train request failed
+                        ({"labels": "normal;abnormal"}, r"--conf labels names one class \('normal;abnormal'\): a "
+                                                        r"classifier learns at least two; give them comma-separated")):
         with pytest.raises(ValueError, match=match):
             app["app_tasks"].app_settings(conf, tmp_path)
 
