@@ -974,13 +974,14 @@ class BundleData:
                     f"frame size as width × height): did you mean {grid[::-1]}?")
             elif len(sizes) > 1:  # as the volume grid's warning: the frames are resized, a different aspect stretched
                 common = sizes.most_common(1)[0][0]
-                odd = sum(tuple(shape[-2:]) != common for shape in facts["shapes"].values())
-                most = sorted(stretch, key=lambda i: -stretch[i])[:3]
+                odd = [image for image, shape in facts["shapes"].items() if tuple(shape[-2:]) != common]
+                # named among those that differ: all clips ranked by stretch named clips of the common size (t72h)
+                most = sorted(odd, key=lambda i: -stretch[i])[:3]
                 # said by training_facts, before training (every evaluation and export repeated it; trial T58)
                 self._grid_notes.append(
                     f"the training clips of '{self.datalist}' differ in frame size; every frame is resized to "
                     f"{grid} (size or spatial_size, height × width), so frames of another aspect ratio are "
-                    f"stretched. {odd} of {len(facts['shapes'])} differ from the most common size "
+                    f"stretched. {len(odd)} of {len(facts['shapes'])} differ from the most common size "
                     f"{list(common)}; the most stretched: "
                     + ", ".join(f"'{i}' {_hw(facts['shapes'][i][-2:])} ({stretch[i]:.2g}×)" for i in most) + ".")
             rates = facts.get("frame_rates") or {}

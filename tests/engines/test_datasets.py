@@ -856,6 +856,28 @@ def test_video_datalist_mixes_grey_and_colour_clips(tmp_path, caplog):
         BundleData(datalist=tmp_path / "dl.json", layout="video", num_frames=8, in_channels=4).info
 
 
+def test_frame_size_warning_names_clips_of_another_size(tmp_path, caplog):
+    """The frame-size warning's examples are clips that differ from the most common size: ranked over every clip, it
+    said "2 of 5 differ from the most common size [24, 24]; the most stretched: 'c0.avi' 24×24 (H×W) (1×), ..." of
+    square clips on a square grid, naming clips of the common size (trial t72h)."""
+    import cv2
+
+    items = []
+    for i, side in enumerate((24, 24, 24, 32, 40, 24, 24)):  # 5 training clips, 2 validation ones
+        path = tmp_path / f"c{i}.avi"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (side, side))
+        for t in range(6):
+            writer.write(np.full((side, side, 3), 10 * t + 20 * i, np.uint8))
+        writer.release()
+        items.append({"image": path.name, "label": "ab"[i % 2]})
+    (tmp_path / "dl.json").write_text(json.dumps({"training": items[:5], "validation": items[5:]}))
+    with caplog.at_level("WARNING"):
+        BundleData(datalist=tmp_path / "dl.json", layout="video", num_frames=6, spatial_size=[24, 24]).training_facts
+    said = re.search(r"2 of 5 differ from the most common size \[24, 24\]; the most stretched: (.*)\.", caplog.text)
+    assert said is not None, caplog.text
+    assert sorted(re.findall(r"c\d\.avi", said.group(1))) == ["c3.avi", "c4.avi"]
+
+
 def test_clips_of_another_frame_aspect_than_the_training_clips_are_warned(tmp_path, caplog):
     """A portrait clip given to a model trained on landscape clips was stretched to the grid without a word at
     inference and in the test metrics, where training warned of such clips (trial T63a): the training clips' frame
