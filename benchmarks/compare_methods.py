@@ -539,7 +539,8 @@ class BundleCellRunner:
         t_eval = time.perf_counter()
         eval_dir = self.evaluate(cell, cell_dir)
         report = json.loads((eval_dir / "metrics.json").read_text())
-        positions_path = eval_dir / "test_kept_positions.json"  # where the sampler looked on that split
+        # where the sampler looked on that split (named after it since volume bundle 0.6.31)
+        positions_path = eval_dir / f"{report.get('split', 'test')}_kept_positions.json"
         positions = json.loads(positions_path.read_text())["kept_fraction"] if positions_path.is_file() else None
         if not self.keep_checkpoints:
             shutil.rmtree(cell_dir / "models", ignore_errors=True)
