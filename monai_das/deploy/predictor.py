@@ -45,7 +45,7 @@ from monai_das.networks.nets.sampler import check_count
 from monai_das.networks.utils import check_device, check_finite, to_frames
 
 __all__ = ["ModelSpec", "Prediction", "DASPredictor", "MissingMetadataError", "OverrideError", "ENGINES",
-           "find_bundle_files", "kept_indices", "resolve_engine", "export_checks"]
+           "find_bundle_files", "kept_indices", "resolve_engine", "export_checks", "exported_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -619,6 +619,30 @@ RAW_CKPT_EXPORT = (
     "monai_das.engines.export torchscript --bundle_root <the training's bundle_root> --config_file "
     "<bundle>/configs/inference.json."
 )
+
+
+def exported_checkpoint(kind: str, path: str | os.PathLike) -> str | None:
+    """
+    The SHA-256 of the checkpoint the export ``path`` (``kind`` ``"onnx"`` or ``"torchscript"``) recorded it was made
+    from (``monai_das.source``'s ``checkpoint_sha256``), read as data without running the file (the ONNX graph's
+    metadata, the TorchScript archive's extra file); ``None``: no such record or an unreadable file.
+    """
+    from monai_das.engines.export import SOURCE_PROP
+
+    try:
+        if kind == "onnx":
+            import onnx
+
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            text = props.get(SOURCE_PROP)
+        else:
+            text = _torchscript_extra(Path(path), (SOURCE_PROP,)).get(SOURCE_PROP)
+    except Exception as e:  # noqa: BLE001 (a damaged file is refused when it is loaded, naming it)
+        logger.debug("no export record read from '%s': %s", path, e)
+        return None
+    source = _embedded_json(text, SOURCE_PROP, str(path))
+    digest = source.get("checkpoint_sha256") if source is not None else None
+    return digest if isinstance(digest, str) else None
 
 
 def export_checks(kind: str, files: Mapping[str, Path | None], network: nn.Module) -> list[str]:

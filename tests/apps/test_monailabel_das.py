@@ -128,12 +128,15 @@ def onnx_bundle(tmp_path_factory):
 
 def test_task_onnx_default_and_frame_budget(task_cls, onnx_bundle, tmp_path):
     """models/model.onnx is served by default; a request's num_kept/keep_ratio choose k; the app's conf sets the
-    engine and the default k; a checkpoint newer than the export is served instead of it."""
+    engine and the default k; a checkpoint newer than the export is served instead of it, unless the export records
+    that checkpoint."""
     import os
+
+    import torch
 
     from monai_das.deploy import DASPredictor, StudyLoader, discover_studies
 
-    root, _ = onnx_bundle
+    root, net = onnx_bundle
     image = str(nibabel_anatomical())
     task = task_cls(str(root))
     assert task.predictor.engine == "onnxruntime" and task.get_path() == str(root / "models" / "model.onnx")
@@ -177,7 +180,31 @@ def test_task_onnx_default_and_frame_budget(task_cls, onnx_bundle, tmp_path):
     newer = tmp_path / "bundle"
     shutil.copytree(root, newer)
     onnx_time = os.stat(newer / "models" / "model.onnx").st_mtime_ns
-    os.utime(newer / "models" / "model.pt", ns=(onnx_time + 10**9, onnx_time + 10**9))  # trained after the export
+    later = (onnx_time + 10**9, onnx_time + 10**9)
+    os.utime(newer / "models" / "model.pt", ns=later)  # trained after an export that records no checkpoint
+    assert task_cls(str(newer)).predictor.engine == "eager"
+    # an export recording this checkpoint (as `python -m monai_das.engines.export onnx` writes): a newer time alone
+    # (cp -r, a touch) is the same model, and its export is served (trial T72h: it ran eager, 'an export of an older
+    # training')
+    import json
+
+    from monai_das.engines.export import SOURCE_PROP, save_onnx
+    from monai_das.utils.io import file_digest
+
+    source = {"checkpoint_sha256": file_digest(newer / "models" / "model.pt")}
+    card = json.loads((newer / "models" / "metadata.json").read_text())
+    save_onnx(net, newer / "models" / "model.onnx", [1, 8, 16, 16], metadata=card, check=False,
+              extra_props={SOURCE_PROP: json.dumps(source)})
+    onnx_time = os.stat(newer / "models" / "model.onnx").st_mtime_ns
+    later = (onnx_time + 10**9, onnx_time + 10**9)
+    os.utime(newer / "models" / "model.pt", ns=later)
+    assert task_cls(str(newer)).predictor.engine == "onnxruntime"
+    ckpt = torch.load(newer / "models" / "model.pt", weights_only=True)  # trained again after the export
+    weights = ckpt.get("model", ckpt)
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = weights[name] + 0.01
+    torch.save(ckpt, newer / "models" / "model.pt")
+    os.utime(newer / "models" / "model.pt", ns=later)
     assert task_cls(str(newer)).predictor.engine == "eager"
 
 

@@ -19,10 +19,11 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.transform.writer import ClassificationWriter
 
 from monai_das.data.studies import LoadStudyd
-from monai_das.deploy.predictor import ENGINES, DASPredictor, find_bundle_files, resolve_engine
+from monai_das.deploy.predictor import ENGINES, DASPredictor, exported_checkpoint, find_bundle_files, resolve_engine
 from monai_das.deploy.report import study_report
 from monai_das.deploy.studies import StudyLoader
 from monai_das.networks.factory import check_one_budget
+from monai_das.utils.io import file_digest
 from monai_das.utils.logs import bounded_repr
 
 from ..keys import misspelling_of
@@ -67,8 +68,9 @@ class DASClassification(BasicInferTask):
     another process): before each request the task looks for a model in ``model_dir``, then in ``bundle_path``, and
     reloads when the model/config files it finds differ (path, size or modification time) from the loaded ones. A
     checkpoint newer than the ONNX/TorchScript export of the same folder wins (``engine="eager"``: the export is of
-    an older training). A reload that fails (e.g. a training run that has written its configs but not yet its first
-    checkpoint) keeps the loaded model and logs a warning.
+    an older training), unless the export records that very checkpoint (its SHA-256: a folder copied with ``cp -r``,
+    or a touched file, keeps its export). A reload that fails (e.g. a training run that has written its configs but
+    not yet its first checkpoint) keeps the loaded model and logs a warning.
 
     Args:
         bundle_path: DAS bundle folder (or an ONNX/TorchScript/checkpoint file, see ``DASPredictor.from_path``).
@@ -113,6 +115,7 @@ class DASClassification(BasicInferTask):
         self._lock = threading.RLock()
         self._local = threading.local()
         self._others: dict[str, tuple[tuple, DASPredictor]] = {}  # engine → (signature, predictor), other engines
+        self._checkpoint_digest: tuple[tuple, str] | None = None  # (the checkpoint's _stat, its SHA-256)
         self.base_description = description
         self.refresh(strict=model_dir is None)
         super().__init__(
@@ -176,16 +179,26 @@ class DASClassification(BasicInferTask):
 
     def _engine_for(self, files: Mapping[str, Path | None], engine: str | None = None) -> str:
         """``engine`` (default ``self.engine``), or ``"eager"`` when the checkpoint is newer than that engine's export
-        (and a config can build it): a training run wrote ``model.pt`` after the export, and the newer model wins."""
+        (and a config can build it): a training run wrote ``model.pt`` after the export, and the newer model wins;
+        not when the export records the checkpoint's SHA-256 (a copy or a touch changed the times, not the model)."""
         engine = engine or self.engine
         export = {"onnxruntime": "onnx", "torchscript": "torchscript"}.get(engine)
         if export is None:
             return engine
         exported, ckpt = self._stat(files[export]), self._stat(files["checkpoint"])
         if exported and ckpt and files["config"] is not None and ckpt[1] > exported[1]:
+            recorded = exported_checkpoint(export, files[export])
+            if recorded is not None and recorded == self._digest(ckpt):  # a copy (cp -r) or a touch: the same model
+                return engine
             logger.info("%s is newer than %s: serving the checkpoint (eager).", files["checkpoint"], files[export])
             return "eager"
         return engine
+
+    def _digest(self, stat: tuple) -> str:
+        """SHA-256 of the checkpoint of ``stat`` (:meth:`_stat`), hashed once per (path, time, size)."""
+        if self._checkpoint_digest is None or self._checkpoint_digest[0] != stat:
+            self._checkpoint_digest = (stat, file_digest(stat[0]))
+        return self._checkpoint_digest[1]
 
     def _describe(self) -> None:
         """``/info``'s description: what is served now and with which engine (``config``'s ``engine`` is only the
