@@ -128,8 +128,8 @@ def onnx_bundle(tmp_path_factory):
 
 def test_task_onnx_default_and_frame_budget(task_cls, onnx_bundle, tmp_path):
     """models/model.onnx is served by default; a request's num_kept/keep_ratio choose k; the app's conf sets the
-    engine and the default k; a checkpoint newer than the export is served instead of it, unless the export records
-    that checkpoint."""
+    engine and the default k; a checkpoint other than the one the export records (or, without that record, newer than
+    the export) is served instead of it."""
     import os
 
     import torch
@@ -206,6 +206,15 @@ def test_task_onnx_default_and_frame_budget(task_cls, onnx_bundle, tmp_path):
     torch.save(ckpt, newer / "models" / "model.pt")
     os.utime(newer / "models" / "model.pt", ns=later)
     assert task_cls(str(newer)).predictor.engine == "eager"
+    # the checkpoint the export records is what counts, not the times: another checkpoint older than the export (a
+    # copy keeping its time, cp -p) is served eagerly, and das.warnings says why (it served the stale export)
+    earlier = (onnx_time - 10**9, onnx_time - 10**9)
+    os.utime(newer / "models" / "model.pt", ns=earlier)
+    stale = task_cls(str(newer))
+    assert stale.predictor.engine == "eager" and "export is of another checkpoint" in stale.info()["description"]
+    _, result = stale({"image": image})
+    assert result["das"]["engine"] == "eager" and any(
+        "records another checkpoint's SHA-256" in w for w in result["das"]["warnings"])
 
 
 def test_request_engine_budget_and_misspelt_keys(task_cls, onnx_bundle):

@@ -55,7 +55,7 @@ class DASClassification(BasicInferTask):
     refused. The result's ``das`` says which engine ran (``engine``) and which was asked for (``engine_requested``),
     and where it ran (``device``: ``"cpu"`` or ``"cuda"``; MONAI Label turns a request's ``cuda…`` into ``cpu`` on a
     machine without a GPU, and an ONNX model runs on ONNX Runtime's CPU provider here whatever the request); when
-    the engines differ (no file for the engine asked for, or a checkpoint newer than the export) ``das.warnings`` says
+    the engines differ (no file for the engine asked for, or an export of another checkpoint) ``das.warnings`` says
     why. A request key that looks like a misspelling of ``num_kept``, ``keep_ratio`` or ``engine``
     (:func:`lib.keys.misspelling_of`: ``num_kep``, ``keepRatio``) is named in ``das.warnings`` (and ignored); MONAI
     Label's own request keys (``device``, ``result_extension``, ``label_info``, ...) are far from those and pass.
@@ -67,9 +67,10 @@ class DASClassification(BasicInferTask):
     The model is reloaded when its files change (the app's train task writes ``<model_dir>/models/model.pt`` from
     another process): before each request the task looks for a model in ``model_dir``, then in ``bundle_path``, and
     reloads when the model/config files it finds differ (path, size or modification time) from the loaded ones. A
-    checkpoint newer than the ONNX/TorchScript export of the same folder wins (``engine="eager"``: the export is of
-    an older training), unless the export records that very checkpoint (its SHA-256: a folder copied with ``cp -r``,
-    or a touched file, keeps its export). A reload that fails (e.g. a training run that has written its configs but
+    checkpoint other than the one the ONNX/TorchScript export of the same folder records (its SHA-256, as
+    ``python -m monai_das.engines.export`` writes) wins (``engine="eager"``: the export is of an older training); a
+    folder copied with ``cp -r``, or a touched file, keeps its export. An export without that record is stale when the
+    checkpoint is newer than it. A reload that fails (e.g. a training run that has written its configs but
     not yet its first checkpoint) keeps the loaded model and logs a warning.
 
     Args:
@@ -178,18 +179,28 @@ class DASClassification(BasicInferTask):
         return str(path), st.st_mtime_ns, st.st_size
 
     def _engine_for(self, files: Mapping[str, Path | None], engine: str | None = None) -> str:
-        """``engine`` (default ``self.engine``), or ``"eager"`` when the checkpoint is newer than that engine's export
-        (and a config can build it): a training run wrote ``model.pt`` after the export, and the newer model wins;
-        not when the export records the checkpoint's SHA-256 (a copy or a touch changed the times, not the model)."""
+        """``engine`` (default ``self.engine``), or ``"eager"`` when that engine's export is not of the checkpoint
+        beside it (and a config can build the checkpoint): the export records another checkpoint's SHA-256 (a
+        training run wrote ``model.pt`` after the export); an export without that record is stale when the checkpoint
+        is newer. A copy (``cp -r``) or a touch changes the times, not the recorded checkpoint: its export is served."""
         engine = engine or self.engine
         export = {"onnxruntime": "onnx", "torchscript": "torchscript"}.get(engine)
         if export is None:
             return engine
         exported, ckpt = self._stat(files[export]), self._stat(files["checkpoint"])
-        if exported and ckpt and files["config"] is not None and ckpt[1] > exported[1]:
-            recorded = exported_checkpoint(export, files[export])
-            if recorded is not None and recorded == self._digest(ckpt):  # a copy (cp -r) or a touch: the same model
+        if not (exported and ckpt and files["config"] is not None):
+            return engine
+        recorded = exported_checkpoint(export, files[export])
+        if recorded is not None:
+            try:
+                if recorded == self._digest(ckpt):
+                    return engine
+            except OSError:  # gone meanwhile: the reload that follows says so
                 return engine
+            logger.info("%s records another checkpoint than %s: serving the checkpoint (eager).", files[export],
+                        files["checkpoint"])
+            return "eager"
+        if ckpt[1] > exported[1]:
             logger.info("%s is newer than %s: serving the checkpoint (eager).", files["checkpoint"], files[export])
             return "eager"
         return engine
@@ -209,7 +220,7 @@ class DASClassification(BasicInferTask):
             return
         served = f"serving {predictor.source} with {predictor.engine}"
         if predictor.engine != self.engine:
-            served += f", not {self.engine}: " + (predictor.engine_fallback or "the checkpoint is newer than the export")
+            served += f", not {self.engine}: " + (predictor.engine_fallback or "the export is of another checkpoint")
         self.description = f"{self.base_description} [{served}]"
 
     def _other_engine(self, folder: str, files: Mapping[str, Path | None], engine: str) -> DASPredictor:
@@ -414,8 +425,10 @@ class DASClassification(BasicInferTask):
         data["das"]["device"] = predictor.running_device()
         warnings = list(data["das"]["warnings"] or [])
         if predictor.engine != requested and not predictor.engine_fallback:  # a fallback says so itself
-            warnings.append(f"engine {requested!r} was not used: '{predictor.source}' is newer than the "
-                            f"{requested} export beside it (an export of an older training), so it runs {predictor.engine}.")
+            warnings.append(f"engine {requested!r} was not used: the {requested} export beside '{predictor.source}' "
+                            "is of another checkpoint (it records another checkpoint's SHA-256, or, recording none, "
+                            f"is older than the checkpoint: an export of an older training), so it runs "
+                            f"{predictor.engine}.")
         if self._stand_in(predictor.source):  # a client sees it too, not only the server log
             warnings.append(
                 f"served by the bundle's own model '{predictor.source}' (classes "
