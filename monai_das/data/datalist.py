@@ -367,7 +367,7 @@ def _json_label_names(path: Path, data: dict) -> list[str] | None:
     return check_class_names(names, f"{path}: 'labels'")
 
 
-def check_class_names(names: Sequence[Any], where: str, strip: bool = False) -> list[str]:
+def check_class_names(names: Sequence[Any], where: str, strip: bool = False, spelling: bool = False) -> list[str]:
     """
     ``names`` as a list of class names when they are distinct, non-blank names the model card can hold
     (:func:`check_class_name`): the one check of the classes a datalist, ``label_names``, a model card or MONAI
@@ -378,9 +378,13 @@ def check_class_names(names: Sequence[Any], where: str, strip: bool = False) -> 
         where: where they came from, named by every error (``"label_names"``, ``"--conf labels"``, a file's key).
         strip: strip each name of surrounding blanks first (names typed by a user); the names of a file or card are
             checked as they are, for they must stay the model's.
+        spelling: also refuse two names that differ only in case, spaces, ``_``, ``-`` or ``.`` (``Normal,normal``),
+            as a datalist's labels are refused (:func:`classes_of_labels`): for names a user gives for a new
+            training; a model card's names are the model's, trained so, and stay readable.
 
     Raises:
-        ValueError: no name, a blank name or a name given twice; a name :func:`check_class_name` refuses.
+        ValueError: no name, a blank name or a name given twice; a name :func:`check_class_name` refuses; with
+            ``spelling``, two names spelled alike.
     """
     given = [str(n).strip() if strip else str(n) for n in names]
     blank = [i for i, n in enumerate(given) if not n.strip()]
@@ -389,7 +393,13 @@ def check_class_names(names: Sequence[Any], where: str, strip: bool = False) -> 
         why = ("none given" if not given else f"name {blank[0] + 1} is blank" if blank
                else f"{bounded_repr(twice[0])} is given {Counter(given)[twice[0]]} times")
         raise ValueError(f"{where} must be distinct, non-blank class names ({why}), got {bounded_repr(given)}.")
-    return [check_class_name(n, where) for n in given]
+    checked = [check_class_name(n, where) for n in given]
+    twins = _spelling_twins(checked) if spelling else None
+    if twins is not None:
+        (first, second), how = twins
+        raise ValueError(f"{where}: the class names {first!r} and {second!r} differ only in {how}: two classes, or "
+                         f"one spelled two ways? Spell each class one way (a datalist's labels are refused so too).")
+    return checked
 
 
 #: values of a CSV's optional ``split`` column (case-insensitive; blank: training)
@@ -453,6 +463,17 @@ def _one_typo_apart(a: str, b: str) -> bool:
 _SPELLING_RE = re.compile(r"[\s_.\-]+")
 
 
+def _spelling_twins(names: Sequence[str]) -> tuple[tuple[str, str], str] | None:
+    """The first two of ``names`` that differ only in case, spaces, ``_``, ``-`` or ``.`` (``non-covid``/``Non_Covid``)
+    and how (``"case"`` or ``"case, spaces or punctuation"``), else ``None``."""
+    folded: dict[str, str] = {}
+    for v in names:
+        other = folded.setdefault(_SPELLING_RE.sub("", v.casefold()), v)
+        if other != v:
+            return (other, v), "case" if other.casefold() == v.casefold() else "case, spaces or punctuation"
+    return None
+
+
 def misspelt_class(name: str, classes: Sequence[str]) -> str | None:
     """
     The class of ``classes`` (other than ``name``) that the label ``name`` is most likely a misspelling of: one typo
@@ -513,17 +534,15 @@ def classes_of_labels(values: Mapping[str, str], source: str, counts: Mapping[st
                 "every index is meant."
             )
         return [str(i) for i in range(top + 1)]
-    spelled = {v: _SPELLING_RE.sub("", v.casefold()) for v in values}  # case, spaces and punctuation folded
-    folded: dict[str, str] = {}
-    for v in values:
-        other = folded.setdefault(spelled[v], v)
-        if other != v:
-            how = "case" if other.casefold() == v.casefold() else "case, spaces or punctuation"
-            raise ValueError(
-                f"{source}: the labels {other!r} ({values[other]}) and {v!r} ({values[v]}) differ only in {how}: two "
-                "classes, or one spelled two ways? Spell each class one way."
-            )
+    twins = _spelling_twins(list(values))
+    if twins is not None:
+        (other, v), how = twins
+        raise ValueError(
+            f"{source}: the labels {other!r} ({values[other]}) and {v!r} ({values[v]}) differ only in {how}: two "
+            "classes, or one spelled two ways? Spell each class one way."
+        )
     if counts:  # a rare name one typo from a frequent one: most likely misspelt (but EMCI/LMCI are both classes)
+        spelled = {v: _SPELLING_RE.sub("", v.casefold()) for v in values}  # case, spaces and punctuation folded
         frequent = [v for v in values if counts.get(v, 0) >= 5]
         for rare in sorted(v for v in values if counts.get(v, 0) <= 2 and not _INT_RE.match(v)):
             n = counts.get(rare, 0)

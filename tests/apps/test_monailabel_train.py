@@ -644,6 +644,11 @@ def test_app_settings(app, tmp_path):
                         ({"labels": "normal, Normal ,normal"},
                          r"--conf labels must be distinct, non-blank class names \('normal' is given 2 times\)"),
                         ({"labels": "$bad"}, r"--conf labels: class name '\$bad'"),
+                        # trial h72i: names a datalist refuses (spelled alike), accepted; train requests failed later
+                        ({"labels": "Normal, normal"}, r"--conf labels: the class names 'Normal' and 'normal' differ "
+                                                       r"only in case: two classes, or one spelled two ways\?"),
+                        ({"labels": "non-covid,Non_Covid"}, r"'non-covid' and 'Non_Covid' differ only in case, spaces "
+                                                            r"or punctuation"),
                         # trial t72h: one class (another separator), accepted, then every train request failed
                         ({"labels": "normal;abnormal"}, r"--conf labels names one class \('normal;abnormal'\): a "
                                                         r"classifier learns at least two; give them comma-separated")):

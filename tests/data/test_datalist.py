@@ -152,6 +152,14 @@ def test_class_names_one_check_naming_its_source():
             check_class_names(names, "--conf labels", strip=strip)
     with pytest.raises(ValueError, match=r"^the model card 'm' das_model#label_names: class name '\$x' starts"):
         check_class_names(["a", "$x"], "the model card 'm' das_model#label_names")
+    # names spelled alike (a datalist's labels are refused so): refused where a user gives them (spelling=True), kept
+    # where a model card holds them (trained so; trial h72i: --conf labels Normal,normal passed, training failed later)
+    assert check_class_names(["Normal", "normal"], "the model card 'm' das_model#label_names") == ["Normal", "normal"]
+    with pytest.raises(ValueError, match=r"^--conf labels: the class names 'Normal' and 'normal' differ only in case"):
+        check_class_names(["Normal", " normal"], "--conf labels", strip=True, spelling=True)
+    with pytest.raises(ValueError, match=r"'non-covid' and 'Non Covid' differ only in case, spaces or punctuation"):
+        check_class_names(["non-covid", "Non Covid"], "label_names", spelling=True)
+    assert check_class_names(["T1", "T2", "t1c"], "label_names", spelling=True) == ["T1", "T2", "t1c"]
 
 
 def test_a_huge_list_of_class_names_gives_a_short_error(tmp_path):

@@ -10,7 +10,8 @@ Keys:
   publishes a completed run (``models/model.pt``, ``eval/``, ``configs/`` for inference; ``monailabel/``: run files and
   ``training/``, the run's ``--bundle_root``); the infer task loads from it once it holds a model, else from
   ``bundle``.
-- ``labels``: comma-separated class names, two or more (index = position); default: the classes found in the datastore.
+- ``labels``: comma-separated class names, two or more (index = position), none two differing only in case, spaces or
+  punctuation (refused at start-up, as a datalist's labels are); default: the classes found in the datastore.
 - ``spatial_size``: the network grid ``D,H,W`` (or ``[D, H, W]``), a video bundle's frame ``H,W``; default: the
   bundle metadata's input shape (a video bundle's frame ``[H, W]``), unless ``train_overrides`` give ``size`` or
   ``spatial_size``.
@@ -159,7 +160,7 @@ def app_settings(conf: Mapping[str, str], app_dir: str | os.PathLike) -> dict[st
     if labels:  # at start-up too: 'normal,,abnormal' failed every train request (review R71b)
         from monai_das.data.datalist import check_class_names
 
-        labels = check_class_names(labels.split(","), "--conf labels", strip=True)
+        labels = check_class_names(labels.split(","), "--conf labels", strip=True, spelling=True)
         if len(labels) < 2:  # 'normal;abnormal' is one class: every train request failed (trial t72h)
             raise ValueError(f"--conf labels names one class ({labels[0]!r}): a classifier learns at least two; "
                              "give them comma-separated, e.g. --conf labels normal,abnormal.")

@@ -263,7 +263,7 @@ def datastore_datalist(
         return isinstance(v, int) or bool(_INT_RE.match(v))
 
     if label_names is not None:
-        classes = check_class_names(label_names, "labels", strip=True)
+        classes = check_class_names(label_names, "labels", strip=True, spelling=True)
     else:  # one pass over the rows: the indices, and each class name's first image and count
         first: dict[str, str] = {}
         counts: Counter = Counter()
